@@ -1,0 +1,78 @@
+"""Reading bodies under a byte cap and a deadline, and decoding gzip/deflate without bombs."""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import Callable
+
+from aiohttp import StreamReader
+
+from gateway.errors import (
+    BodyTooLarge,
+    GatewayError,
+    MalformedBody,
+    RequestTimeout,
+    UnsupportedMediaType,
+)
+
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+def content_coding(header: str | None) -> str:
+    """The single content coding of a body: identity, gzip or deflate; anything else is refused."""
+    if header is None:
+        return "identity"
+    coding = header.strip().lower()
+    if coding in {"", "identity"}:
+        return "identity"
+    if coding in _WBITS:
+        return coding
+    # Stacked codings ("gzip, gzip"), br, zstd, compress: not decoded, so never accepted.
+    raise UnsupportedMediaType(f"content encoding {header!r} is not supported")
+
+
+def decode(
+    data: bytes, coding: str, *, limit: int, too_large: Callable[[str], GatewayError]
+) -> bytes:
+    """Decode `data` producing at most `limit` bytes; a truncated or padded stream is malformed."""
+    if coding == "identity":
+        return data
+    decoder = zlib.decompressobj(_WBITS[coding])
+    try:
+        out = decoder.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise MalformedBody(f"the {coding} body cannot be decoded") from exc
+    if len(out) > limit or decoder.unconsumed_tail:
+        raise too_large(f"the decoded body exceeds {limit} bytes")
+    if not decoder.eof:
+        raise MalformedBody(f"the {coding} body is truncated")
+    if decoder.unused_data:
+        raise MalformedBody(f"the {coding} body has trailing data")
+    return out
+
+
+async def read_capped(
+    stream: StreamReader,
+    *,
+    declared_length: int | None,
+    limit: int,
+    timeout_s: float,
+    too_large: Callable[[str], GatewayError] = BodyTooLarge,
+    stalled: Callable[[str], GatewayError] = RequestTimeout,
+) -> bytes:
+    """Read a whole body, refusing it as soon as it passes `limit` bytes or `timeout_s` seconds."""
+    if declared_length is not None and declared_length > limit:
+        raise too_large(f"the body exceeds {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(timeout_s):
+            while chunk := await stream.readany():
+                size += len(chunk)
+                if size > limit:
+                    raise too_large(f"the body exceeds {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError as exc:
+        raise stalled(f"the body was not received within {timeout_s:g} s") from exc
+    return b"".join(chunks)

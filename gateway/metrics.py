@@ -1,0 +1,56 @@
+"""Prometheus metrics: one registry for the process, served at `/_gateway/metrics`."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+REQUESTS = Counter(
+    "share_gateway_requests_total",
+    "Requests the gateway decided on, by partner and decision.",
+    ["partner", "decision"],
+    registry=REGISTRY,
+)
+DECISIONS = Counter(
+    "share_gateway_decisions_total",
+    "Decisions by partner and reason (error code, or `shared`).",
+    ["partner", "reason"],
+    registry=REGISTRY,
+)
+FIELDS_STRIPPED = Counter(
+    "share_gateway_fields_stripped_total",
+    "Field occurrences removed from bodies before forwarding.",
+    ["partner"],
+    registry=REGISTRY,
+)
+PII_REDACTIONS = Counter(
+    "share_gateway_pii_redactions_total",
+    "Personal data found in allowed free-text fields and redacted.",
+    ["partner", "category"],
+    registry=REGISTRY,
+)
+UPSTREAM_LATENCY = Histogram(
+    "share_gateway_upstream_latency_seconds",
+    "Time from forwarding a share to the partner's complete answer.",
+    ["partner"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+SHARE_LOG_WRITE_LATENCY = Histogram(
+    "share_gateway_share_log_write_seconds",
+    "Time a share record waits until it is committed to the share log.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+    registry=REGISTRY,
+)
+SHARE_LOG_QUEUE_DEPTH = Gauge(
+    "share_gateway_share_log_queue_depth",
+    "Share records waiting for the share-log writer.",
+    registry=REGISTRY,
+)
+RELOADS = Counter(
+    "share_gateway_contract_reloads_total",
+    "Contract reloads, by result.",
+    ["result"],
+    registry=REGISTRY,
+)

@@ -1,0 +1,232 @@
+"""Gateway settings: `gateway.yaml`, safe defaults, `SHARE_GATEWAY_<SECTION>_<KEY>` overrides."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_PREFIX = "SHARE_GATEWAY_"
+
+# Algorithms a caller or consent token may be signed with. `none` and anything symmetric
+# other than HS256 are absent on purpose.
+AsymmetricAlgorithm = Literal[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"
+]
+Algorithm = AsymmetricAlgorithm | Literal["HS256"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ListenSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+class KeySettings(_Section):
+    """Where the keys that sign tokens come from: exactly one source."""
+
+    algorithms: tuple[Algorithm, ...] = ("RS256", "ES256")
+    public_key_file: Path | None = None
+    jwks_file: Path | None = None
+    jwks_url: str | None = None
+    hs256_secret_env: str | None = None
+    leeway_s: float = Field(default=30, ge=0, le=300)
+    jwks_refresh_min_interval_s: float = Field(default=60, ge=0)
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> Self:
+        sources = [
+            name
+            for name in ("public_key_file", "jwks_file", "jwks_url", "hs256_secret_env")
+            if getattr(self, name) is not None
+        ]
+        if len(sources) != 1:
+            raise ValueError(
+                "exactly one of public_key_file, jwks_file, jwks_url, hs256_secret_env is required"
+                + (f" (got {', '.join(sources)})" if sources else "")
+            )
+        symmetric = self.hs256_secret_env is not None
+        if symmetric and set(self.algorithms) != {"HS256"}:
+            raise ValueError("hs256_secret_env allows only algorithms: [HS256]")
+        if not symmetric and "HS256" in self.algorithms:
+            # An HS256 token verified with a public key as the secret is the classic key-confusion
+            # attack: asymmetric key sources never admit a symmetric algorithm.
+            raise ValueError("HS256 is only allowed with hs256_secret_env")
+        if not self.algorithms:
+            raise ValueError("algorithms must not be empty")
+        return self
+
+
+class AuthSettings(KeySettings):
+    issuer: str
+    audience: str
+    token_cache_size: int = Field(default=10_000, ge=0)
+
+
+class ConsentSettings(KeySettings):
+    algorithms: tuple[Algorithm, ...] = ("RS256",)
+    issuer: str | None = None
+    audience: str | None = None
+
+
+class ShareLogSettings(_Section):
+    path: Path = Path("var/share-log.sqlite")
+    durability: Literal["batched", "strict"] = "batched"
+    stdout: bool = True
+    retention_days: int = Field(default=1095, ge=1095)
+    batch_interval_ms: float = Field(default=5, gt=0, le=1000)
+    batch_max_records: int = Field(default=512, ge=1)
+    checkpoint_every: int = Field(default=1000, ge=1)
+
+
+class SecretsSettings(_Section):
+    hash_key_env: str = "SHARE_GATEWAY_HASH_KEY"
+
+
+class LimitsSettings(_Section):
+    max_body_bytes: int = Field(default=1_048_576, ge=1)
+    max_json_depth: int = Field(default=64, ge=1, le=512)
+    max_response_bytes: int = Field(default=10_485_760, ge=1)
+    max_query_params: int = Field(default=64, ge=0)
+    body_read_timeout_s: float = Field(default=15, gt=0)
+    header_read_timeout_s: float = Field(default=10, gt=0)
+    keepalive_timeout_s: float = Field(default=15, ge=0)
+    max_connections: int = Field(default=1024, ge=1)
+    max_pending_requests: int = Field(default=512, ge=1)
+    max_line_size: int = Field(default=8190, ge=256)
+    max_field_size: int = Field(default=8190, ge=256)
+    max_headers: int = Field(default=64, ge=8)
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    listen: ListenSettings = ListenSettings()
+    contracts_dir: Path = Path("contracts")
+    jurisdiction: str = Field(default="CN", pattern=r"^[A-Z]{2}$")
+    timezone: str = "Asia/Shanghai"
+    allow_insecure_upstreams: bool = False
+    auth: AuthSettings | None = None
+    consent: ConsentSettings | None = None
+    share_log: ShareLogSettings = ShareLogSettings()
+    secrets: SecretsSettings = SecretsSettings()
+    limits: LimitsSettings = LimitsSettings()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class SettingsError(Exception):
+    """The settings file or an override is invalid; one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+_SECTIONS = tuple(
+    name
+    for name, field in Settings.model_fields.items()
+    if name not in {"contracts_dir", "jurisdiction", "timezone", "allow_insecure_upstreams"}
+)
+_SCALARS = ("contracts_dir", "jurisdiction", "timezone", "allow_insecure_upstreams")
+
+
+def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
+    """Overlay `SHARE_GATEWAY_<SECTION>_<KEY>` variables; values are read as YAML scalars."""
+    # Longest section names first so SHARE_LOG_PATH is not read as a `share` section.
+    sections = sorted(_SECTIONS, key=len, reverse=True)
+    for name, text in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        value = yaml.safe_load(text) if text else text
+        if rest in _SCALARS:
+            raw[rest] = value
+            continue
+        for section in sections:
+            if rest.startswith(section + "_"):
+                key = rest[len(section) + 1 :]
+                current = raw.get(section)
+                target = dict(current) if isinstance(current, dict) else {}
+                target[key] = value
+                raw[section] = target
+                break
+        # Anything else under the prefix (e.g. the hash key itself) is a secret, not an override.
+
+
+def _resolve_paths(settings: Settings, base: Path) -> Settings:
+    def rel(path: Path) -> Path:
+        return path if path.is_absolute() else base / path
+
+    update: dict[str, Any] = {
+        "contracts_dir": rel(settings.contracts_dir),
+        "share_log": settings.share_log.model_copy(update={"path": rel(settings.share_log.path)}),
+    }
+    for name in ("auth", "consent"):
+        section: KeySettings | None = getattr(settings, name)
+        if section is None:
+            continue
+        files = {
+            key: rel(value)
+            for key in ("public_key_file", "jwks_file")
+            if (value := getattr(section, key)) is not None
+        }
+        update[name] = section.model_copy(update=files)
+    return settings.model_copy(update=update)
+
+
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read settings from `path` (or `gateway.yaml` if present), then the environment.
+
+    Relative paths are resolved against the settings file's folder, or the working directory
+    when there is no file.
+    """
+    environ = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    base = Path.cwd()
+    if path is None and Path("gateway.yaml").is_file():
+        path = Path("gateway.yaml")
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SettingsError([f"{path}: cannot read: {exc.strerror}"]) from exc
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise SettingsError([f"{path}: not valid YAML: {exc}"]) from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise SettingsError([f"{path}: the top level must be a mapping"])
+        raw = loaded or {}
+        base = path.resolve().parent
+    _apply_env(raw, environ)
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        where = str(path) if path is not None else "settings"
+        raise SettingsError(
+            [
+                f"{where}: {'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"
+                for err in exc.errors()
+            ]
+        ) from exc
+    return _resolve_paths(settings, base)

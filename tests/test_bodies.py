@@ -1,0 +1,88 @@
+"""Capped body reading and content decoding."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import zlib
+from unittest import mock
+
+import pytest
+from aiohttp import StreamReader
+from aiohttp.base_protocol import BaseProtocol
+
+from gateway.bodies import content_coding, decode, read_capped
+from gateway.errors import BodyTooLarge, MalformedBody, RequestTimeout, UnsupportedMediaType
+
+
+def _stream(*chunks: bytes, eof: bool = True) -> StreamReader:
+    loop = asyncio.get_running_loop()
+    stream = StreamReader(mock.Mock(spec=BaseProtocol), 2**16, loop=loop)
+    for chunk in chunks:
+        stream.feed_data(chunk)
+    if eof:
+        stream.feed_eof()
+    return stream
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [(None, "identity"), ("identity", "identity"), ("GZIP", "gzip"), (" deflate ", "deflate")],
+)
+def test_content_coding_accepts_known(header: str | None, expected: str) -> None:
+    assert content_coding(header) == expected
+
+
+@pytest.mark.parametrize("header", ["br", "zstd", "gzip, gzip", "compress", "gzip;q=1"])
+def test_content_coding_refuses_others(header: str) -> None:
+    with pytest.raises(UnsupportedMediaType):
+        content_coding(header)
+
+
+def test_decode_gzip_and_deflate() -> None:
+    data = b'{"a": 1}' * 10
+    assert decode(gzip.compress(data), "gzip", limit=1000, too_large=BodyTooLarge) == data
+    assert decode(zlib.compress(data), "deflate", limit=1000, too_large=BodyTooLarge) == data
+
+
+def test_decode_stops_a_bomb_at_the_limit() -> None:
+    bomb = gzip.compress(b"\0" * 50_000_000)
+    assert len(bomb) < 100_000
+    with pytest.raises(BodyTooLarge):
+        decode(bomb, "gzip", limit=1_000_000, too_large=BodyTooLarge)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        gzip.compress(b"{}")[:-5],  # truncated
+        gzip.compress(b"{}") + b"junk",  # trailing data
+        gzip.compress(b"{}") + gzip.compress(b"{}"),  # a second member
+        b"not gzip at all",
+    ],
+)
+def test_decode_refuses_broken_streams(payload: bytes) -> None:
+    with pytest.raises(MalformedBody):
+        decode(payload, "gzip", limit=1000, too_large=BodyTooLarge)
+
+
+async def test_read_capped_reads_everything_within_the_limit() -> None:
+    body = await read_capped(_stream(b"ab", b"cd"), declared_length=None, limit=4, timeout_s=1)
+    assert body == b"abcd"
+
+
+async def test_read_capped_refuses_by_declared_length_without_reading() -> None:
+    stream = _stream(b"x")
+    with pytest.raises(BodyTooLarge):
+        await read_capped(stream, declared_length=5, limit=4, timeout_s=1)
+    assert not stream.at_eof()  # the byte is still unread
+
+
+async def test_read_capped_refuses_a_chunked_body_over_the_limit() -> None:
+    with pytest.raises(BodyTooLarge):
+        await read_capped(_stream(b"abc", b"de"), declared_length=None, limit=4, timeout_s=1)
+
+
+async def test_read_capped_cuts_off_a_stalled_body() -> None:
+    with pytest.raises(RequestTimeout):
+        await read_capped(_stream(b"ab", eof=False), declared_length=None, limit=4, timeout_s=0.05)
