@@ -1,0 +1,774 @@
+"""Caller authentication: bearer tokens verified against the configured keys, and share scopes."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import ipaddress
+import json
+import math
+import os
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Protocol, Self
+from urllib.parse import urlsplit
+
+import aiohttp
+import jwt
+import structlog
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric.ec import (
+    EllipticCurvePrivateKey,
+    EllipticCurvePublicKey,
+)
+from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PrivateKey, Ed448PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from jwt.exceptions import InvalidJTIError, InvalidSubjectError
+from jwt.types import Options
+
+from gateway.errors import InvalidToken
+from gateway.settings import AuthSettings, ConsentSettings, KeySettings
+
+log = structlog.get_logger(__name__)
+
+# Refused before any parsing: a bearer token is a few hundred bytes to a few KiB; anything bigger
+# is either a mistake or an attempt to make the gateway do work for free.
+MAX_TOKEN_CHARS: Final = 8192
+DEFAULT_CONSENT_CACHE_SIZE: Final = 1024
+JWKS_FETCH_TIMEOUT_S: Final = 5.0
+JWKS_MAX_BYTES: Final = 256 * 1024
+MIN_HS256_SECRET_BYTES: Final = 32
+MIN_RSA_KEY_BITS: Final = 2048
+
+PublicKey = RSAPublicKey | EllipticCurvePublicKey | Ed25519PublicKey | Ed448PublicKey
+
+_RSA_ALGORITHMS: Final = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
+_EC_ALGORITHMS: Final = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
+_B64URL: Final = re.compile(r"[A-Za-z0-9_-]*")
+
+
+class AuthConfigError(Exception):
+    """A key source is unusable at start-up: unreadable file, invalid key, missing secret."""
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The authenticated calling service."""
+
+    subject: str
+    scopes: frozenset[str]
+    token_id: str | None
+    expires_at: float
+
+
+def grants(scopes: frozenset[str], partner: str, purpose: str) -> bool:
+    """True iff `scopes` hold `share:<partner>:<purpose>` or `share:<partner>:*`."""
+    if not partner or not purpose:
+        return False
+    return f"share:{partner}:{purpose}" in scopes or f"share:{partner}:*" in scopes
+
+
+# --- keys -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationKey:
+    """One trusted key and the algorithms it may verify (configured ∩ what the key can do)."""
+
+    key: PublicKey | bytes
+    algorithms: frozenset[str]
+    kid: str | None = None
+
+
+class KeyStore(Protocol):
+    """Where verification keys come from. `select` never looks at anything but `kid` and `alg`."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def select(self, kid: str | None, alg: str) -> VerificationKey:
+        """The key for a token header, or InvalidToken."""
+        ...
+
+
+def _capabilities(key: PublicKey | bytes) -> frozenset[str]:
+    if isinstance(key, bytes):
+        return frozenset({"HS256"})
+    if isinstance(key, RSAPublicKey):
+        return _RSA_ALGORITHMS
+    if isinstance(key, EllipticCurvePublicKey):
+        alg = _EC_ALGORITHMS.get(key.curve.name)
+        return frozenset({alg}) if alg else frozenset()
+    return frozenset({"EdDSA"})
+
+
+def _usable_key(
+    key: PublicKey | bytes, allowed: frozenset[str], *, kid: str | None = None
+) -> VerificationKey:
+    """Bind a key to the algorithms it may verify; ValueError when there are none."""
+    if isinstance(key, RSAPublicKey) and key.key_size < MIN_RSA_KEY_BITS:
+        raise ValueError(f"RSA key of {key.key_size} bits is below {MIN_RSA_KEY_BITS}")
+    capable = _capabilities(key)
+    if not capable:
+        raise ValueError("unsupported key type or curve")
+    usable = capable & allowed
+    if not usable:
+        raise ValueError(
+            f"key can verify {', '.join(sorted(capable))}, "
+            f"none of the configured algorithms ({', '.join(sorted(allowed))})"
+        )
+    return VerificationKey(key=key, algorithms=usable, kid=kid)
+
+
+def _public(key: object) -> PublicKey | None:
+    # A JWK carrying private parameters still verifies with its public half; keep only that.
+    if isinstance(key, RSAPrivateKey | EllipticCurvePrivateKey):
+        return key.public_key()
+    if isinstance(key, Ed25519PrivateKey | Ed448PrivateKey):
+        return key.public_key()
+    if isinstance(key, RSAPublicKey | EllipticCurvePublicKey | Ed25519PublicKey | Ed448PublicKey):
+        return key
+    return None
+
+
+def parse_jwks(document: object, allowed: frozenset[str]) -> tuple[VerificationKey, ...]:
+    """The usable signature keys of a JWKS document; ValueError when it holds none.
+
+    Keys that cannot verify any allowed algorithm (encryption keys, symmetric keys, other curves,
+    short RSA keys) are skipped: identity providers publish keys for more than one consumer.
+    """
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise ValueError('not a JWKS document (an object with a "keys" array)')
+    keys: list[VerificationKey] = []
+    skipped: list[str] = []
+    for index, jwk in enumerate(document["keys"]):
+        label = f"keys[{index}]"
+        if not isinstance(jwk, dict):
+            skipped.append(f"{label}: not an object")
+            continue
+        kid = jwk.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            skipped.append(f"{label}: kid is not a string")
+            continue
+        if kid is not None:
+            label = f"{label} (kid {kid[:64]!r})"
+        reason = _unusable_jwk_reason(jwk)
+        if reason is None:
+            try:
+                parsed = jwt.PyJWK(jwk)
+            except jwt.PyJWTError as exc:
+                reason = str(exc)[:200]
+            else:
+                public = _public(parsed.key)
+                if public is None:
+                    reason = "not a public key"
+                else:
+                    alg = jwk.get("alg")
+                    limit = allowed & {alg} if isinstance(alg, str) else allowed
+                    try:
+                        keys.append(_usable_key(public, limit, kid=kid))
+                        continue
+                    except ValueError as exc:
+                        reason = str(exc)
+        skipped.append(f"{label}: {reason}")
+        log.info("jwks_key_skipped", key=label, reason=reason)
+    if not keys:
+        detail = f" ({'; '.join(skipped)})" if skipped else ""
+        raise ValueError(f"no usable signature key{detail}")
+    return tuple(keys)
+
+
+def _unusable_jwk_reason(jwk: Mapping[str, Any]) -> str | None:
+    if jwk.get("kty") == "oct":
+        return "symmetric keys are only accepted through hs256_secret_env"
+    use = jwk.get("use")
+    if use is not None and use != "sig":
+        return f"use is {use!r}, not 'sig'"
+    ops = jwk.get("key_ops")
+    if ops is not None and (not isinstance(ops, list) or "verify" not in ops):
+        return "key_ops does not include 'verify'"
+    return None
+
+
+def _find(
+    keys: Sequence[VerificationKey], kid: str | None, alg: str, *, by_kid: bool
+) -> VerificationKey | None:
+    """The key for (kid, alg); None when `kid` names no key; InvalidToken otherwise."""
+    if not by_kid:
+        candidates: Sequence[VerificationKey] = keys
+    elif kid is not None:
+        candidates = [key for key in keys if key.kid == kid]
+        if not candidates:
+            return None
+    elif len(keys) == 1:
+        candidates = keys
+    else:
+        raise InvalidToken("token has no key id (kid) and several keys are trusted")
+    for key in candidates:
+        if alg in key.algorithms:
+            return key
+    raise InvalidToken(f"token algorithm {_shown(alg)} does not match its key")
+
+
+class StaticKeyStore:
+    """Keys loaded once: a PEM public key, a JWKS file, or an HS256 secret."""
+
+    def __init__(self, keys: Sequence[VerificationKey], *, by_kid: bool) -> None:
+        if not keys:
+            raise ValueError("a key store needs at least one key")
+        self._keys = tuple(keys)
+        # A PEM key or a secret is the only trusted key: a token's kid says nothing about it.
+        self._by_kid = by_kid
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def select(self, kid: str | None, alg: str) -> VerificationKey:
+        key = _find(self._keys, kid, alg, by_kid=self._by_kid)
+        if key is None:
+            raise InvalidToken("token key id (kid) is not a trusted key")
+        return key
+
+
+class _FetchError(Exception):
+    pass
+
+
+def _check_jwks_url(url: str) -> None:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError as exc:
+        raise AuthConfigError(f"not a valid URL: {exc}") from exc
+    if not host:
+        raise AuthConfigError("the URL has no host")
+    if parts.scheme == "https":
+        return
+    if parts.scheme == "http" and _is_loopback(host):
+        return
+    raise AuthConfigError("must be https:// (http:// only for a loopback address)")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class RemoteJwksKeyStore:
+    """A JWKS fetched from the identity provider at start-up and again when a new kid appears.
+
+    A refresh happens only for an unknown kid, at most once per `refresh_min_interval_s`, so a
+    stream of tokens with invented kids costs one fetch per interval, not one per token. The
+    start-up fetch does not count against the interval: a kid rotated in just after start-up is
+    found at once. A failed refresh keeps the keys already held.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        algorithms: Iterable[str],
+        *,
+        refresh_min_interval_s: float,
+        timeout_s: float = JWKS_FETCH_TIMEOUT_S,
+        max_bytes: int = JWKS_MAX_BYTES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        _check_jwks_url(url)
+        self._url = url
+        self._allowed = frozenset(algorithms)
+        self._interval = refresh_min_interval_s
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._max_bytes = max_bytes
+        self._clock = clock
+        self._keys: tuple[VerificationKey, ...] = ()
+        self._session: aiohttp.ClientSession | None = None
+        self._lock = asyncio.Lock()
+        self._last_refresh: float | None = None
+
+    async def start(self) -> None:
+        if self._session is not None:
+            return
+        self._session = aiohttp.ClientSession(timeout=self._timeout)
+        try:
+            self._keys = await self._fetch()
+        except _FetchError as exc:
+            await self.close()
+            raise AuthConfigError(f"cannot load the JWKS from {self._url}: {exc}") from exc
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    async def select(self, kid: str | None, alg: str) -> VerificationKey:
+        if self._session is None:
+            raise RuntimeError("RemoteJwksKeyStore.select() called before start()")
+        key = _find(self._keys, kid, alg, by_kid=True)
+        if key is None:
+            async with self._lock:
+                # Another request may have refreshed while this one waited for the lock.
+                key = _find(self._keys, kid, alg, by_kid=True)
+                if key is None and self._may_refresh():
+                    await self._refresh()
+                    key = _find(self._keys, kid, alg, by_kid=True)
+        if key is None:
+            raise InvalidToken("token key id (kid) is not a trusted key")
+        return key
+
+    def _may_refresh(self) -> bool:
+        return self._last_refresh is None or (self._clock() - self._last_refresh >= self._interval)
+
+    async def _refresh(self) -> None:
+        # The attempt counts even when it fails, so an unreachable provider is not hammered.
+        self._last_refresh = self._clock()
+        try:
+            self._keys = await self._fetch()
+        except _FetchError as exc:
+            log.warning("jwks_refresh_failed", url=self._url, error=str(exc))
+        else:
+            log.info("jwks_refreshed", url=self._url, keys=len(self._keys))
+
+    async def _fetch(self) -> tuple[VerificationKey, ...]:
+        session = self._session
+        if session is None:
+            raise _FetchError("not started")
+        try:
+            async with session.get(
+                self._url,
+                allow_redirects=False,
+                headers={"Accept": "application/jwk-set+json, application/json"},
+            ) as response:
+                if response.status != 200:
+                    raise _FetchError(f"HTTP status {response.status}")
+                declared = response.content_length
+                if declared is not None and declared > self._max_bytes:
+                    raise _FetchError(f"response is larger than {self._max_bytes} bytes")
+                body = bytearray()
+                async for chunk in response.content.iter_chunked(65536):
+                    body += chunk
+                    if len(body) > self._max_bytes:
+                        raise _FetchError(f"response is larger than {self._max_bytes} bytes")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _FetchError(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
+        try:
+            return parse_jwks(json.loads(body), self._allowed)
+        except (ValueError, RecursionError) as exc:
+            raise _FetchError(str(exc)) from exc
+
+
+def _read_file(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise AuthConfigError(f"{what}: cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def _load_pem(path: Path, allowed: frozenset[str], what: str) -> VerificationKey:
+    data = _read_file(path, what)
+    if b"PRIVATE KEY-----" in data:
+        raise AuthConfigError(f"{what}: {path} holds a private key; configure the public key")
+    if b"-----BEGIN CERTIFICATE" in data:
+        raise AuthConfigError(
+            f"{what}: {path} holds a certificate; extract its public key "
+            "(openssl x509 -pubkey -noout)"
+        )
+    try:
+        loaded = load_pem_public_key(data)
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise AuthConfigError(f"{what}: {path} is not a PEM public key: {exc}") from exc
+    public = _public(loaded)
+    if public is None:
+        raise AuthConfigError(
+            f"{what}: {path}: unsupported key type {type(loaded).__name__} "
+            "(use RSA, EC P-256/P-384/P-521 or Ed25519)"
+        )
+    try:
+        return _usable_key(public, allowed)
+    except ValueError as exc:
+        raise AuthConfigError(f"{what}: {path}: {exc}") from exc
+
+
+def _load_jwks_file(path: Path, allowed: frozenset[str], what: str) -> tuple[VerificationKey, ...]:
+    data = _read_file(path, what)
+    try:
+        return parse_jwks(json.loads(data), allowed)
+    except (ValueError, RecursionError) as exc:
+        raise AuthConfigError(f"{what}: {path}: {exc}") from exc
+
+
+def _load_secret(name: str, environ: Mapping[str, str], what: str) -> VerificationKey:
+    value = environ.get(name)
+    if not value:
+        raise AuthConfigError(f"{what}: environment variable {name} is not set or empty")
+    secret = value.encode("utf-8")
+    if len(secret) < MIN_HS256_SECRET_BYTES:
+        raise AuthConfigError(
+            f"{what}: the secret in {name} is {len(secret)} bytes; "
+            f"HS256 needs at least {MIN_HS256_SECRET_BYTES}"
+        )
+    return VerificationKey(key=secret, algorithms=frozenset({"HS256"}))
+
+
+def load_key_store(
+    settings: KeySettings,
+    *,
+    section: str = "auth",
+    environ: Mapping[str, str] | None = None,
+) -> KeyStore:
+    """The key store a `KeySettings` names; local keys are read now, a JWKS URL on start()."""
+    allowed = frozenset(settings.algorithms)
+    if settings.public_key_file is not None:
+        key = _load_pem(settings.public_key_file, allowed, f"{section}.public_key_file")
+        return StaticKeyStore([key], by_kid=False)
+    if settings.jwks_file is not None:
+        keys = _load_jwks_file(settings.jwks_file, allowed, f"{section}.jwks_file")
+        return StaticKeyStore(keys, by_kid=True)
+    if settings.hs256_secret_env is not None:
+        env = os.environ if environ is None else environ
+        secret = _load_secret(settings.hs256_secret_env, env, f"{section}.hs256_secret_env")
+        return StaticKeyStore([secret], by_kid=False)
+    if settings.jwks_url is not None:
+        try:
+            return RemoteJwksKeyStore(
+                settings.jwks_url,
+                allowed,
+                refresh_min_interval_s=settings.jwks_refresh_min_interval_s,
+            )
+        except AuthConfigError as exc:
+            raise AuthConfigError(f"{section}.jwks_url: {exc}") from exc
+    raise AuthConfigError(f"{section}: no key source configured")
+
+
+# --- tokens -----------------------------------------------------------------------------------
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _read_header(token: str) -> dict[str, Any]:
+    segments = token.split(".")
+    if len(segments) != 3:
+        raise InvalidToken("token is malformed: not a signed JWT (header.payload.signature)")
+    segment = segments[0]
+    if not _B64URL.fullmatch(segment):
+        raise InvalidToken("token is malformed: header is not base64url")
+    try:
+        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        header = json.loads(raw)
+    except (binascii.Error, ValueError, RecursionError) as exc:
+        raise InvalidToken("token is malformed: header is not JSON") from exc
+    if not isinstance(header, dict):
+        raise InvalidToken("token is malformed: header is not a JSON object")
+    return header
+
+
+def _numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if math.isfinite(number):
+            return number
+    raise InvalidToken(f"token claim {name} must be a number of seconds since the epoch")
+
+
+def _jwt_failure(exc: Exception) -> InvalidToken:
+    """One meaningful message per pyjwt failure; the order matters (subclasses first)."""
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        return InvalidToken(f"token is missing the {exc.claim} claim")
+    if isinstance(exc, jwt.InvalidIssuerError):
+        return InvalidToken("token issuer (iss) is not accepted")
+    if isinstance(exc, jwt.InvalidAudienceError):
+        return InvalidToken("token audience (aud) is not accepted")
+    if isinstance(exc, InvalidSubjectError):
+        return InvalidToken("token subject (sub) must be a string")
+    if isinstance(exc, InvalidJTIError):
+        return InvalidToken("token id (jti) must be a string")
+    if isinstance(exc, jwt.InvalidSignatureError):
+        return InvalidToken("token signature is invalid")
+    if isinstance(exc, jwt.InvalidAlgorithmError):
+        return InvalidToken("token algorithm is not allowed for its key")
+    if isinstance(exc, jwt.DecodeError):
+        return InvalidToken("token is malformed")
+    if isinstance(exc, jwt.InvalidKeyError):
+        return InvalidToken("token key is not usable")
+    message = str(exc)[:120] or type(exc).__name__
+    return InvalidToken(f"token is invalid: {message}")
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer <token>` header value, or InvalidToken."""
+    if authorization is None or not authorization.strip():
+        raise InvalidToken("missing Authorization header")
+    parts = authorization.split(" ")
+    if parts[0].lower() != "bearer":
+        raise InvalidToken("Authorization scheme must be Bearer")
+    if len(parts) != 2 or not parts[1]:
+        raise InvalidToken("Authorization header must be 'Bearer <token>'")
+    return parts[1]
+
+
+def caller_from_claims(claims: Mapping[str, Any]) -> Caller:
+    """The Caller a verified token describes, or InvalidToken."""
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not subject:
+        raise InvalidToken("token has no subject (sub)")
+    scope = claims.get("scope", "")
+    if scope is None:
+        scope = ""
+    if not isinstance(scope, str):
+        raise InvalidToken("token scope must be a space-separated string")
+    token_id = claims.get("jti")
+    expires_at = _numeric_date(claims, "exp")
+    if expires_at is None:
+        raise InvalidToken("token is missing the exp claim")
+    return Caller(
+        subject=subject,
+        scopes=frozenset(part for part in scope.split(" ") if part),
+        token_id=token_id if isinstance(token_id, str) else None,
+        expires_at=expires_at,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    claims: dict[str, Any]
+    expires_at: float
+
+
+class TokenVerifier:
+    """Verifies bearer tokens: signature by a trusted key, allowed algorithm, exp, iss, aud.
+
+    Verified tokens are cached by their exact string until their `exp`; every hit checks the
+    clock again, so a cached token is never accepted after it expires.
+    """
+
+    def __init__(
+        self,
+        keys: KeyStore,
+        *,
+        algorithms: Iterable[str],
+        issuer: str | None,
+        audience: str | None,
+        leeway_s: float = 0,
+        cache_size: int = 0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if issuer == "" or audience == "":
+            raise AuthConfigError("issuer and audience must not be empty strings")
+        if cache_size < 0:
+            raise AuthConfigError("cache_size must not be negative")
+        allowed = frozenset(algorithms) - {"none"}
+        if not allowed:
+            raise AuthConfigError("no algorithm is allowed")
+        self._keys = keys
+        self._algorithms = allowed
+        self._issuer = issuer
+        self._audience = audience
+        self._leeway = float(leeway_s)
+        self._clock = clock
+        self._cache_size = cache_size
+        self._cache: OrderedDict[str, _Cached] = OrderedDict()
+        required = ["exp"]
+        if issuer is not None:
+            required.append("iss")
+        if audience is not None:
+            required.append("aud")
+        # Time claims are checked here, not by pyjwt: pyjwt accepts a numeric string as `exp`,
+        # and one clock for fresh and cached tokens keeps the two paths identical.
+        self._options: Options = {
+            "verify_signature": True,
+            "require": required,
+            "verify_exp": False,
+            "verify_nbf": False,
+            "verify_iat": False,
+            "verify_iss": issuer is not None,
+            "verify_aud": audience is not None,
+            "strict_aud": False,
+            "verify_sub": True,
+            "verify_jti": True,
+            "enforce_minimum_key_length": True,
+        }
+
+    async def start(self) -> None:
+        await self._keys.start()
+
+    async def close(self) -> None:
+        await self._keys.close()
+        self._cache.clear()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def cached_tokens(self) -> int:
+        return len(self._cache)
+
+    async def authenticate(self, authorization: str | None) -> Caller:
+        """The caller of an `Authorization` header value, or InvalidToken."""
+        return caller_from_claims(await self.verify(bearer_token(authorization)))
+
+    async def verify(self, token: str) -> dict[str, Any]:
+        """The claims of a valid token, or InvalidToken naming what is wrong."""
+        if len(token) > MAX_TOKEN_CHARS:
+            raise InvalidToken(f"token is larger than {MAX_TOKEN_CHARS} bytes")
+        now = self._clock()
+        cached = self._cache_get(token, now)
+        if cached is not None:
+            return dict(cached)
+        if not token.isascii():
+            raise InvalidToken("token is malformed: not ASCII")
+        header = _read_header(token)
+        alg = header.get("alg")
+        if not isinstance(alg, str) or not alg:
+            raise InvalidToken("token header has no algorithm (alg)")
+        if alg.lower() == "none":
+            raise InvalidToken("unsigned tokens (alg none) are not accepted")
+        if "crit" in header:
+            raise InvalidToken("token header 'crit' names extensions that are not supported")
+        if alg not in self._algorithms:
+            raise InvalidToken(f"token algorithm {_shown(alg)} is not allowed")
+        kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise InvalidToken("token key id (kid) must be a string")
+        # Only kid and alg choose the key: jku, x5u, x5c and jwk are never read.
+        key = await self._keys.select(kid, alg)
+        try:
+            claims = jwt.decode(
+                token,
+                key.key,
+                algorithms=[alg],
+                options=self._options,
+                issuer=self._issuer,
+                audience=self._audience,
+            )
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            raise _jwt_failure(exc) from exc
+        # Selecting a key may have waited for a JWKS fetch: judge the times by the clock now.
+        now = self._clock()
+        expires_at = self._check_times(claims, now)
+        self._cache_put(token, claims, expires_at, now)
+        return dict(claims)
+
+    def _check_times(self, claims: Mapping[str, Any], now: float) -> float:
+        expires_at = _numeric_date(claims, "exp")
+        if expires_at is None:
+            raise InvalidToken("token is missing the exp claim")
+        if expires_at <= now - self._leeway:
+            raise InvalidToken("token has expired")
+        not_before = _numeric_date(claims, "nbf")
+        if not_before is not None and not_before > now + self._leeway:
+            raise InvalidToken("token is not valid yet (nbf is in the future)")
+        issued_at = _numeric_date(claims, "iat")
+        if issued_at is not None and issued_at > now + self._leeway:
+            raise InvalidToken("token was issued in the future (iat)")
+        return expires_at
+
+    def _cache_get(self, token: str, now: float) -> dict[str, Any] | None:
+        entry = self._cache.get(token)
+        if entry is None:
+            return None
+        if now >= entry.expires_at:
+            # Past exp a token is only good within the leeway: the full path decides that.
+            del self._cache[token]
+            return None
+        self._cache.move_to_end(token)
+        return entry.claims
+
+    def _cache_put(self, token: str, claims: dict[str, Any], expires_at: float, now: float) -> None:
+        if self._cache_size == 0 or now >= expires_at:
+            return
+        self._cache[token] = _Cached(claims=claims, expires_at=expires_at)
+        self._cache.move_to_end(token)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+
+async def build_verifier(
+    settings: KeySettings,
+    *,
+    issuer: str | None,
+    audience: str | None,
+    cache_size: int,
+    section: str = "auth",
+    environ: Mapping[str, str] | None = None,
+) -> TokenVerifier:
+    """A verifier for one key source; AuthConfigError on unusable keys or a missing secret.
+
+    Local keys are loaded here. A `jwks_url` is fetched by `start()` (also an AuthConfigError on
+    failure), which the caller pairs with `close()`.
+    """
+    store = load_key_store(settings, section=section, environ=environ)
+    try:
+        return TokenVerifier(
+            store,
+            algorithms=settings.algorithms,
+            issuer=issuer,
+            audience=audience,
+            leeway_s=settings.leeway_s,
+            cache_size=cache_size,
+        )
+    except AuthConfigError as exc:
+        raise AuthConfigError(f"{section}: {exc}") from exc
+
+
+async def build_auth_verifier(
+    settings: AuthSettings, *, environ: Mapping[str, str] | None = None
+) -> TokenVerifier:
+    """The verifier of callers' bearer tokens (`auth:`)."""
+    return await build_verifier(
+        settings,
+        issuer=settings.issuer,
+        audience=settings.audience,
+        cache_size=settings.token_cache_size,
+        section="auth",
+        environ=environ,
+    )
+
+
+async def build_consent_verifier(
+    settings: ConsentSettings, *, environ: Mapping[str, str] | None = None
+) -> TokenVerifier:
+    """The verifier of `X-Consent-Token` headers (`consent:`); iss/aud checked only if set."""
+    return await build_verifier(
+        settings,
+        issuer=settings.issuer,
+        audience=settings.audience,
+        cache_size=DEFAULT_CONSENT_CACHE_SIZE,
+        section="consent",
+        environ=environ,
+    )

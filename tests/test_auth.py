@@ -1,0 +1,1014 @@
+"""Tests for gateway.auth: token verification, key sources, bearer parsing, scopes, the cache."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from pytest_aiohttp import AiohttpServer
+from tokens import (
+    AUDIENCE,
+    ISSUER,
+    SigningKey,
+    claims,
+    ec_key,
+    ed25519_key,
+    hs256_key,
+    jwks,
+    mint,
+    rsa_key,
+    sign_raw,
+    unsigned,
+    write_jwks,
+)
+
+from gateway.auth import (
+    MAX_TOKEN_CHARS,
+    AuthConfigError,
+    Caller,
+    KeyStore,
+    RemoteJwksKeyStore,
+    StaticKeyStore,
+    TokenVerifier,
+    VerificationKey,
+    bearer_token,
+    build_auth_verifier,
+    build_consent_verifier,
+    build_verifier,
+    grants,
+    load_key_store,
+    parse_jwks,
+)
+from gateway.errors import InvalidToken
+from gateway.settings import AuthSettings, ConsentSettings, KeySettings
+
+SECRET_ENV = "TEST_GATEWAY_HS256_SECRET"
+
+# --- keys, generated once per session -------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def rsa_signer() -> SigningKey:
+    return rsa_key("rsa-1")
+
+
+@pytest.fixture(scope="session")
+def rsa_rotated() -> SigningKey:
+    return rsa_key("rsa-2")
+
+
+@pytest.fixture(scope="session")
+def attacker() -> SigningKey:
+    return rsa_key("attacker")
+
+
+@pytest.fixture(scope="session")
+def ec_signer() -> SigningKey:
+    return ec_key("ec-1")
+
+
+@pytest.fixture(scope="session")
+def ed_signer() -> SigningKey:
+    return ed25519_key("ed-1")
+
+
+@pytest.fixture(scope="session")
+def hs_signer() -> SigningKey:
+    return hs256_key(b"k" * 40)
+
+
+@pytest.fixture(scope="session")
+def key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("keys")
+
+
+@pytest.fixture(scope="session")
+def rsa_pem(rsa_signer: SigningKey, key_dir: Path) -> Path:
+    return rsa_signer.write_pem(key_dir / "rsa.pem")
+
+
+def auth_settings(**values: Any) -> AuthSettings:
+    defaults: dict[str, Any] = {"issuer": ISSUER, "audience": AUDIENCE, "leeway_s": 0}
+    return AuthSettings.model_validate(defaults | values)
+
+
+@dataclass
+class Clock:
+    now: float = field(default_factory=time.time)
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class CountingKeyStore:
+    """Wraps a key store and counts key selections: a cache hit selects no key."""
+
+    def __init__(self, inner: KeyStore) -> None:
+        self.inner = inner
+        self.selections = 0
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def select(self, kid: str | None, alg: str) -> VerificationKey:
+        self.selections += 1
+        return await self.inner.select(kid, alg)
+
+
+@pytest.fixture
+async def rs256(rsa_pem: Path) -> AsyncIterator[TokenVerifier]:
+    """RS256 only, the RSA key from a PEM file, no leeway."""
+    settings = auth_settings(algorithms=["RS256"], public_key_file=rsa_pem)
+    async with await build_auth_verifier(settings) as verifier:
+        yield verifier
+
+
+async def refused(verifier: TokenVerifier, token: str, match: str) -> InvalidToken:
+    with pytest.raises(InvalidToken, match=match) as caught:
+        await verifier.verify(token)
+    assert caught.value.status == 401
+    assert caught.value.code == "invalid_token"
+    return caught.value
+
+
+# --- valid tokens ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("signer_name", ["rsa_signer", "ec_signer", "ed_signer"])
+async def test_valid_asymmetric_token_from_pem(
+    signer_name: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    signer: SigningKey = request.getfixturevalue(signer_name)
+    settings = auth_settings(
+        algorithms=["RS256", "ES256", "EdDSA"], public_key_file=signer.write_pem(tmp_path / "k.pem")
+    )
+    verifier = await build_auth_verifier(settings)
+    token = mint(signer, scope="share:acme:billing", jti="t-1")
+
+    caller = await verifier.authenticate(f"Bearer {token}")
+
+    assert caller.subject == "svc-billing"
+    assert caller.scopes == frozenset({"share:acme:billing"})
+    assert caller.token_id == "t-1"
+    assert caller.expires_at == float(json.loads(_payload(token))["exp"])
+
+
+async def test_valid_hs256_token(hs_signer: SigningKey) -> None:
+    settings = auth_settings(algorithms=["HS256"], hs256_secret_env=SECRET_ENV)
+    verifier = await build_auth_verifier(settings, environ={SECRET_ENV: hs_signer.secret.decode()})
+
+    verified = await verifier.verify(mint(hs_signer, scope="a b"))
+
+    assert verified["sub"] == "svc-billing"
+    assert verified["scope"] == "a b"
+
+
+async def test_hs256_secret_read_from_process_environment(
+    hs_signer: SigningKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(SECRET_ENV, hs_signer.secret.decode())
+    settings = auth_settings(algorithms=["HS256"], hs256_secret_env=SECRET_ENV)
+    verifier = await build_auth_verifier(settings)
+
+    assert (await verifier.verify(mint(hs_signer)))["iss"] == ISSUER
+
+
+async def test_hs256_wrong_secret_refused(hs_signer: SigningKey) -> None:
+    settings = auth_settings(algorithms=["HS256"], hs256_secret_env=SECRET_ENV)
+    verifier = await build_auth_verifier(settings, environ={SECRET_ENV: "x" * 40})
+
+    await refused(verifier, mint(hs_signer), "signature is invalid")
+
+
+async def test_signature_by_another_key_refused(rs256: TokenVerifier, attacker: SigningKey) -> None:
+    await refused(rs256, mint(attacker.with_kid("rsa-1")), "signature is invalid")
+
+
+async def test_tampered_payload_refused(rs256: TokenVerifier, rsa_signer: SigningKey) -> None:
+    header, _, signature = mint(rsa_signer, scope="share:acme:billing").split(".")
+    forged = sign_raw({}, claims(scope="share:acme:*")).split(".")[1]
+
+    await refused(rs256, f"{header}.{forged}.{signature}", "signature is invalid")
+
+
+# --- time claims ----------------------------------------------------------------------------
+
+
+async def test_expired_token_refused(rs256: TokenVerifier, rsa_signer: SigningKey) -> None:
+    token = mint(rsa_signer, now=time.time() - 400, ttl_s=300)
+
+    error = await refused(rs256, token, "^token has expired$")
+    assert error.headers == {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+
+
+async def test_expired_within_leeway_accepted(rsa_signer: SigningKey, rsa_pem: Path) -> None:
+    settings = auth_settings(algorithms=["RS256"], public_key_file=rsa_pem, leeway_s=30)
+    verifier = await build_auth_verifier(settings)
+    token = mint(rsa_signer, now=time.time() - 310, ttl_s=300)
+
+    assert (await verifier.verify(token))["sub"] == "svc-billing"
+
+
+async def test_expired_beyond_leeway_refused(rsa_signer: SigningKey, rsa_pem: Path) -> None:
+    settings = auth_settings(algorithms=["RS256"], public_key_file=rsa_pem, leeway_s=30)
+    verifier = await build_auth_verifier(settings)
+
+    await refused(verifier, mint(rsa_signer, now=time.time() - 340, ttl_s=300), "expired")
+
+
+@pytest.mark.parametrize(
+    ("claim", "match"), [("nbf", r"not valid yet \(nbf"), ("iat", r"issued in the future \(iat")]
+)
+async def test_future_nbf_or_iat_refused(
+    claim: str, match: str, rsa_signer: SigningKey, rsa_pem: Path
+) -> None:
+    settings = auth_settings(algorithms=["RS256"], public_key_file=rsa_pem, leeway_s=30)
+    verifier = await build_auth_verifier(settings)
+    now = time.time()
+
+    await refused(verifier, mint(rsa_signer, claims() | {claim: int(now) + 120}), match)
+    # Within the leeway, a slightly fast issuer clock is tolerated.
+    assert (await verifier.verify(mint(rsa_signer, claims() | {claim: int(now) + 10})))["sub"]
+
+
+async def test_missing_exp_refused(rs256: TokenVerifier, rsa_signer: SigningKey) -> None:
+    await refused(rs256, mint(rsa_signer, omit=["exp"]), "missing the exp claim")
+
+
+@pytest.mark.parametrize("exp", ["4102444800", "soon", True, [4102444800], {"at": 1}])
+async def test_non_numeric_exp_refused(
+    exp: object, rs256: TokenVerifier, rsa_signer: SigningKey
+) -> None:
+    await refused(rs256, mint(rsa_signer, exp=exp), "exp must be a number")
+
+
+@pytest.mark.parametrize("claim", ["nbf", "iat"])
+async def test_non_numeric_nbf_or_iat_refused(
+    claim: str, rs256: TokenVerifier, rsa_signer: SigningKey
+) -> None:
+    await refused(rs256, mint(rsa_signer, claims() | {claim: "0"}), f"{claim} must be a number")
+
+
+async def test_fractional_exp_accepted(rs256: TokenVerifier, rsa_signer: SigningKey) -> None:
+    token = mint(rsa_signer, exp=int(time.time()) + 60.5)
+
+    assert (await rs256.authenticate(f"Bearer {token}")).expires_at % 1 == pytest.approx(0.5)
+
+
+# --- issuer and audience --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("issuer", "match"),
+    [
+        (None, "missing the iss claim"),
+        ("https://idp.other.example", r"issuer \(iss\) is not accepted"),
+        (ISSUER + ".evil", r"issuer \(iss\) is not accepted"),
+        (ISSUER[:-3], r"issuer \(iss\) is not accepted"),
+        ([ISSUER], r"issuer \(iss\) is not accepted"),
+    ],
+)
+async def test_bad_issuer_refused(
+    issuer: object, match: str, rs256: TokenVerifier, rsa_signer: SigningKey
+) -> None:
+    await refused(rs256, mint(rsa_signer, issuer=issuer), match)
+
+
+@pytest.mark.parametrize(
+    ("audience", "match"),
+    [
+        (None, "missing the aud claim"),
+        ([], "missing the aud claim"),
+        ("billing", r"audience \(aud\) is not accepted"),
+        (AUDIENCE[:5], r"audience \(aud\) is not accepted"),
+        (AUDIENCE + "-admin", r"audience \(aud\) is not accepted"),
+        (["billing", AUDIENCE.upper()], r"audience \(aud\) is not accepted"),
+    ],
+)
+async def test_bad_audience_refused(
+    audience: object, match: str, rs256: TokenVerifier, rsa_signer: SigningKey
+) -> None:
+    await refused(rs256, mint(rsa_signer, audience=audience), match)
+
+
+async def test_audience_list_containing_ours_accepted(
+    rs256: TokenVerifier, rsa_signer: SigningKey
+) -> None:
+    token = mint(rsa_signer, audience=["billing", AUDIENCE])
+
+    assert (await rs256.verify(token))["aud"] == ["billing", AUDIENCE]
+
+
+async def test_consent_verifier_without_issuer_or_audience_checks_neither(
+    rsa_signer: SigningKey, rsa_pem: Path
+) -> None:
+    settings = ConsentSettings(public_key_file=rsa_pem)
+    verifier = await build_consent_verifier(settings)
+
+    assert (await verifier.verify(mint(rsa_signer, issuer=None, audience=None)))["sub"]
+    assert (await verifier.verify(mint(rsa_signer, issuer="any", audience="any")))["sub"]
+    await refused(verifier, mint(rsa_signer, omit=["exp"]), "missing the exp claim")
+
+
+async def test_consent_verifier_with_audience_checks_it(
+    rsa_signer: SigningKey, rsa_pem: Path
+) -> None:
+    settings = ConsentSettings(public_key_file=rsa_pem, audience="consent")
+    verifier = await build_consent_verifier(settings)
+
+    assert (await verifier.verify(mint(rsa_signer, audience="consent", issuer=None)))["sub"]
+    await refused(verifier, mint(rsa_signer, audience=AUDIENCE), "audience")
+
+
+# --- algorithms -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alg", ["none", "None", "NONE"])
+async def test_unsigned_token_refused(alg: str, rs256: TokenVerifier) -> None:
+    token = sign_raw({"typ": "JWT", "alg": alg}, claims())
+
+    await refused(rs256, token, r"unsigned tokens \(alg none\) are not accepted")
+
+
+async def test_unsigned_helper_token_refused(rs256: TokenVerifier) -> None:
+    await refused(rs256, unsigned(), "unsigned")
+
+
+async def test_hs256_signed_with_public_key_pem_refused(
+    rs256: TokenVerifier, rsa_signer: SigningKey
+) -> None:
+    token = sign_raw({"alg": "HS256"}, claims(), secret=rsa_signer.public_pem())
+
+    await refused(rs256, token, "algorithm 'HS256' is not allowed")
+
+
+async def test_rsa_key_never_verifies_hs256_even_if_allowed(rsa_signer: SigningKey) -> None:
+    # Settings refuse HS256 beside a public key; this checks the second line of defence:
+    # a key is bound to the algorithms it can do, whatever the allow-list says.
+    keys = parse_jwks(jwks(rsa_signer), frozenset({"RS256", "HS256"}))
+    assert keys[0].algorithms == frozenset({"RS256"})
+    verifier = TokenVerifier(
+        StaticKeyStore(keys, by_kid=True),
+        algorithms=["RS256", "HS256"],
+        issuer=ISSUER,
+        audience=AUDIENCE,
+    )
+    token = sign_raw({"alg": "HS256", "kid": "rsa-1"}, claims(), secret=rsa_signer.public_pem())
+
+    await refused(verifier, token, "algorithm 'HS256' does not match its key")
+
+
+async def test_algorithm_outside_allow_list_refused(
+    rs256: TokenVerifier, rsa_signer: SigningKey
+) -> None:
+    await refused(
+        rs256, mint(rsa_signer.with_algorithm("RS384")), "algorithm 'RS384' is not allowed"
+    )
+
+
+async def test_rsa_signed_token_claiming_es256_refused(
+    rsa_signer: SigningKey, rsa_pem: Path
+) -> None:
+    settings = auth_settings(algorithms=["RS256", "ES256"], public_key_file=rsa_pem)
+    verifier = await build_auth_verifier(settings)
+    token = sign_raw({"alg": "ES256"}, claims(), rsa_signer, sign_as="RS256")
+
+    await refused(verifier, token, "algorithm 'ES256' does not match its key")
+
+
+async def test_ec_key_does_not_verify_rs256(ec_signer: SigningKey, tmp_path: Path) -> None:
+    settings = auth_settings(
+        algorithms=["RS256", "ES256"], public_key_file=ec_signer.write_pem(tmp_path / "ec.pem")
+    )
+    verifier = await build_auth_verifier(settings)
+
+    await refused(verifier, mint(rsa_key().with_kid(None)), "'RS256' does not match its key")
+
+
+async def test_ps256_allowed_for_rsa_key_when_configured(
+    rsa_signer: SigningKey, rsa_pem: Path
+) -> None:
+    settings = auth_settings(algorithms=["RS256", "PS256"], public_key_file=rsa_pem)
+    verifier = await build_auth_verifier(settings)
+
+    assert (await verifier.verify(mint(rsa_signer.with_algorithm("PS256"))))["sub"]
+
+
+async def test_crit_header_refused(rs256: TokenVerifier, rsa_signer: SigningKey) -> None:
+    await refused(rs256, mint(rsa_signer, headers={"crit": ["exp"]}), "'crit'")
+    # b64 is the one extension pyjwt understands; the gateway implements none.
+    await refused(rs256, mint(rsa_signer, headers={"crit": ["b64"], "b64": True}), "'crit'")
+
+
+async def test_missing_alg_refused(rs256: TokenVerifier, rsa_signer: SigningKey) -> None:
+    token = sign_raw({"typ": "JWT"}, claims(), rsa_signer, sign_as="RS256")
+
+    await refused(rs256, token, r"no algorithm \(alg\)")
+
+
+async def test_non_string_kid_refused(rs256: TokenVerifier, rsa_signer: SigningKey) -> None:
+    await refused(rs256, mint(rsa_signer, headers={"kid": 7}), r"kid\) must be a string")
+
+
+# --- malformed tokens -----------------------------------------------------------------------
+
+
+async def test_oversized_token_refused(rs256: TokenVerifier, rsa_signer: SigningKey) -> None:
+    token = mint(rsa_signer, padding="x" * MAX_TOKEN_CHARS)
+
+    await refused(rs256, token, "larger than 8192 bytes")
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "garbage",
+        "a.b",
+        "a.b.c",
+        "....",
+        "e30.e30.e30.e30.e30",
+        "!!!.e30.",
+        "bnVsbA.e30.",
+        "W10.e30.",
+        "eyJhbGciOiJSUzI1NiJ9.%%%.AAAA",
+        "eyJhbGciOiJSUzI1NiJ9.e30.%%%",
+        "eyJhbGciOiJSUzI1NiJ9.WzFd.AAAA",
+        "ëyJ.e30.e30",
+    ],
+)
+async def test_garbage_token_refused(token: str, rs256: TokenVerifier) -> None:
+    await refused(rs256, token, "malformed|signature is invalid")
+
+
+# --- key sources ----------------------------------------------------------------------------
+
+
+async def test_jwks_file_selects_key_by_kid(
+    rsa_signer: SigningKey, ec_signer: SigningKey, tmp_path: Path
+) -> None:
+    path = write_jwks(tmp_path / "jwks.json", rsa_signer, ec_signer)
+    verifier = await build_auth_verifier(
+        auth_settings(algorithms=["RS256", "ES256"], jwks_file=path)
+    )
+
+    assert (await verifier.verify(mint(rsa_signer)))["sub"]
+    assert (await verifier.verify(mint(ec_signer)))["sub"]
+    await refused(
+        verifier, mint(rsa_signer.with_kid("rsa-9")), r"key id \(kid\) is not a trusted key"
+    )
+    await refused(verifier, mint(rsa_signer.with_kid(None)), r"no key id \(kid\) and several keys")
+    await refused(verifier, mint(rsa_signer.with_kid("ec-1")), "'RS256' does not match its key")
+
+
+async def test_jwks_file_with_one_key_accepts_token_without_kid(
+    rsa_signer: SigningKey, tmp_path: Path
+) -> None:
+    path = write_jwks(tmp_path / "jwks.json", rsa_signer)
+    verifier = await build_auth_verifier(auth_settings(algorithms=["RS256"], jwks_file=path))
+
+    assert (await verifier.verify(mint(rsa_signer.with_kid(None))))["sub"]
+    await refused(verifier, mint(rsa_signer.with_kid("other")), "not a trusted key")
+
+
+async def test_jwks_skips_unusable_keys(rsa_signer: SigningKey, ec_signer: SigningKey) -> None:
+    document = {
+        "keys": [
+            rsa_signer.public_jwk(use="enc"),
+            rsa_signer.public_jwk(kid="ops", key_ops=["encrypt"]),
+            {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac"},
+            ec_signer.public_jwk(),  # ES256 is not configured
+            rsa_key("small", bits=1024).public_jwk(),
+            rsa_signer.public_jwk(kid="ps", alg="PS256"),  # alg pins it to PS256, not configured
+            {"kty": "RSA", "kid": "broken"},
+            "not a key",
+            rsa_signer.public_jwk(kid="good"),
+        ]
+    }
+
+    keys = parse_jwks(document, frozenset({"RS256"}))
+
+    assert [(key.kid, key.algorithms) for key in keys] == [("good", frozenset({"RS256"}))]
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"{", "jwks_file"),
+        (b"[]", "not a JWKS document"),
+        (b'{"keys": []}', "no usable signature key"),
+        (b'{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}', "symmetric keys"),
+    ],
+)
+def test_bad_jwks_file_is_a_config_error(content: bytes, match: str, tmp_path: Path) -> None:
+    path = tmp_path / "jwks.json"
+    path.write_bytes(content)
+
+    with pytest.raises(AuthConfigError, match=match):
+        load_key_store(KeySettings(algorithms=["RS256"], jwks_file=path))
+
+
+async def test_unreadable_key_file_is_a_config_error(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.pem"
+    with pytest.raises(AuthConfigError, match=r"auth\.public_key_file: cannot read .*missing\.pem"):
+        await build_auth_verifier(auth_settings(public_key_file=missing))
+    with pytest.raises(AuthConfigError, match=r"consent\.jwks_file: cannot read"):
+        await build_consent_verifier(ConsentSettings(jwks_file=tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda signer: b"not a key", "is not a PEM public key"),
+        (lambda signer: signer.public_pem()[:-40], "is not a PEM public key"),
+        (lambda signer: b"-----BEGIN PRIVATE KEY-----\n...", "holds a private key"),
+        (lambda signer: b"-----BEGIN CERTIFICATE-----\n...", "holds a certificate"),
+        (lambda signer: rsa_key(bits=1024).public_pem(), "1024 bits is below 2048"),
+        (lambda signer: ec_key().public_pem(), "none of the configured algorithms"),
+    ],
+)
+async def test_invalid_pem_is_a_config_error(
+    make: Callable[[SigningKey], bytes], match: str, rsa_signer: SigningKey, tmp_path: Path
+) -> None:
+    path = tmp_path / "key.pem"
+    path.write_bytes(make(rsa_signer))
+
+    with pytest.raises(AuthConfigError, match=match):
+        await build_auth_verifier(auth_settings(algorithms=["RS256"], public_key_file=path))
+
+
+@pytest.mark.parametrize(
+    ("environ", "match"),
+    [
+        ({}, "TEST_GATEWAY_HS256_SECRET is not set or empty"),
+        ({SECRET_ENV: ""}, "is not set or empty"),
+        ({SECRET_ENV: "s" * 31}, "is 31 bytes; HS256 needs at least 32"),
+    ],
+)
+async def test_missing_or_short_hs256_secret_is_a_config_error(
+    environ: dict[str, str], match: str
+) -> None:
+    settings = auth_settings(algorithms=["HS256"], hs256_secret_env=SECRET_ENV)
+
+    with pytest.raises(AuthConfigError, match=match):
+        await build_auth_verifier(settings, environ=environ)
+
+
+async def test_empty_issuer_is_a_config_error(rsa_pem: Path) -> None:
+    with pytest.raises(AuthConfigError, match="must not be empty"):
+        await build_verifier(
+            KeySettings(public_key_file=rsa_pem), issuer="", audience=AUDIENCE, cache_size=0
+        )
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://idp.example/jwks.json", "ftp://127.0.0.1/jwks.json", "https:///jwks.json", "jwks"],
+)
+async def test_jwks_url_must_be_https_unless_loopback(url: str) -> None:
+    with pytest.raises(AuthConfigError, match=r"auth\.jwks_url: "):
+        await build_auth_verifier(auth_settings(jwks_url=url))
+
+
+@pytest.mark.parametrize(
+    "url", ["https://idp.example/jwks", "http://127.0.0.1:1/j", "http://[::1]/j"]
+)
+async def test_jwks_url_accepted_without_fetching_before_start(url: str) -> None:
+    assert isinstance(await build_auth_verifier(auth_settings(jwks_url=url)), TokenVerifier)
+
+
+# --- jwks_url -------------------------------------------------------------------------------
+
+
+@dataclass
+class JwksServer:
+    """A loopback identity provider that serves `document` and records each request path."""
+
+    document: Any
+    requests: list[str] = field(default_factory=list)
+    status: int = 200
+    delay_s: float = 0
+    chunked: bool = False
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        return app
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append(request.path)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        if self.status in (301, 302, 307):
+            raise web.HTTPFound("/redirected")
+        body = (
+            self.document
+            if isinstance(self.document, bytes)
+            else json.dumps(self.document).encode()
+        )
+        if self.chunked:
+            # No Content-Length: the size cap must hold while reading.
+            response = web.StreamResponse(status=self.status)
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            for start in range(0, len(body), 512):
+                await response.write(body[start : start + 512])
+            await response.write_eof()
+            return response
+        return web.Response(status=self.status, body=body, content_type="application/json")
+
+
+ServeJwks = Callable[[JwksServer], Awaitable[str]]
+
+
+@pytest.fixture
+def serve_jwks(aiohttp_server: AiohttpServer) -> ServeJwks:
+    async def serve(jwks_server: JwksServer) -> str:
+        server: TestServer = await aiohttp_server(jwks_server.app())
+        return str(server.make_url("/.well-known/jwks.json"))
+
+    return serve
+
+
+async def test_jwks_url_rotation_refetches_once_per_interval(
+    serve_jwks: ServeJwks,
+    rsa_signer: SigningKey,
+    rsa_rotated: SigningKey,
+    attacker: SigningKey,
+) -> None:
+    idp = JwksServer(jwks(rsa_signer))
+    clock = Clock(now=1000.0)
+    store = RemoteJwksKeyStore(
+        await serve_jwks(idp), ["RS256"], refresh_min_interval_s=60, clock=clock
+    )
+    async with TokenVerifier(store, algorithms=["RS256"], issuer=ISSUER, audience=AUDIENCE) as v:
+        assert len(idp.requests) == 1
+        assert (await v.verify(mint(rsa_signer)))["sub"]
+        assert len(idp.requests) == 1
+
+        idp.document = jwks(rsa_signer, rsa_rotated)
+        assert (await v.verify(mint(rsa_rotated)))["sub"]
+        assert len(idp.requests) == 2
+
+        clock.now += 59
+        await refused(v, mint(attacker.with_kid("unknown-1")), "not a trusted key")
+        await refused(v, mint(attacker.with_kid("unknown-2")), "not a trusted key")
+        assert len(idp.requests) == 2
+
+        clock.now += 1
+        await refused(v, mint(attacker.with_kid("unknown-3")), "not a trusted key")
+        assert len(idp.requests) == 3
+        # Known keys are still served from memory.
+        assert (await v.verify(mint(rsa_rotated, jti="again")))["sub"]
+        assert len(idp.requests) == 3
+
+
+async def test_jwks_url_concurrent_unknown_kids_share_one_fetch(
+    serve_jwks: ServeJwks, rsa_signer: SigningKey, rsa_rotated: SigningKey
+) -> None:
+    idp = JwksServer(jwks(rsa_signer))
+    store = RemoteJwksKeyStore(await serve_jwks(idp), ["RS256"], refresh_min_interval_s=60)
+    async with TokenVerifier(store, algorithms=["RS256"], issuer=ISSUER, audience=AUDIENCE) as v:
+        idp.document = jwks(rsa_signer, rsa_rotated)
+        tokens = [mint(rsa_rotated, jti=str(n)) for n in range(5)]
+
+        results = await asyncio.gather(*(v.verify(token) for token in tokens))
+
+        assert [result["jti"] for result in results] == ["0", "1", "2", "3", "4"]
+        assert len(idp.requests) == 2
+
+
+async def test_jwks_url_failed_refresh_keeps_known_keys(
+    serve_jwks: ServeJwks, rsa_signer: SigningKey, rsa_rotated: SigningKey
+) -> None:
+    idp = JwksServer(jwks(rsa_signer))
+    store = RemoteJwksKeyStore(await serve_jwks(idp), ["RS256"], refresh_min_interval_s=0)
+    async with TokenVerifier(store, algorithms=["RS256"], issuer=ISSUER, audience=AUDIENCE) as v:
+        idp.status = 503
+        await refused(v, mint(rsa_rotated), "not a trusted key")
+        assert len(idp.requests) == 2
+        assert (await v.verify(mint(rsa_signer)))["sub"]
+
+
+async def test_jwks_url_built_from_settings(serve_jwks: ServeJwks, rsa_signer: SigningKey) -> None:
+    idp = JwksServer(jwks(rsa_signer))
+    settings = auth_settings(algorithms=["RS256"], jwks_url=await serve_jwks(idp))
+    verifier = await build_auth_verifier(settings)
+    assert idp.requests == []
+
+    await verifier.start()
+    try:
+        assert (await verifier.verify(mint(rsa_signer)))["sub"]
+    finally:
+        await verifier.close()
+    assert idp.requests == ["/.well-known/jwks.json"]
+
+
+async def test_jwks_url_verify_before_start_is_a_programming_error(
+    rsa_signer: SigningKey,
+) -> None:
+    verifier = await build_auth_verifier(auth_settings(jwks_url="https://idp.example/jwks"))
+
+    with pytest.raises(RuntimeError, match="before start"):
+        await verifier.verify(mint(rsa_signer))
+
+
+@pytest.mark.parametrize(
+    ("idp", "match"),
+    [
+        (JwksServer({}, status=500), "HTTP status 500"),
+        (JwksServer({}, status=302), "HTTP status 302"),
+        (JwksServer(b"<html>"), "Expecting value"),
+        (JwksServer({"keys": []}), "no usable signature key"),
+        (JwksServer(b'{"keys": [' + b" " * 2048 + b"]}"), "larger than 1024 bytes"),
+        (JwksServer(b'{"keys": [' + b" " * 2048 + b"]}", chunked=True), "larger than 1024 bytes"),
+        (JwksServer({}, delay_s=1), "TimeoutError"),
+    ],
+)
+async def test_jwks_url_failed_start_is_a_config_error(
+    idp: JwksServer, match: str, serve_jwks: ServeJwks
+) -> None:
+    store = RemoteJwksKeyStore(
+        await serve_jwks(idp), ["RS256"], refresh_min_interval_s=60, max_bytes=1024, timeout_s=0.1
+    )
+
+    with pytest.raises(AuthConfigError, match=f"cannot load the JWKS from .*: .*{match}"):
+        await store.start()
+    assert "/redirected" not in idp.requests
+
+
+async def test_unconnectable_jwks_url_is_a_config_error(unused_tcp_port: int) -> None:
+    store = RemoteJwksKeyStore(
+        f"http://127.0.0.1:{unused_tcp_port}/jwks", ["RS256"], refresh_min_interval_s=60
+    )
+
+    with pytest.raises(AuthConfigError, match="cannot load the JWKS"):
+        await store.start()
+
+
+async def test_key_location_headers_are_never_fetched(
+    serve_jwks: ServeJwks, rsa_signer: SigningKey, rsa_pem: Path, attacker: SigningKey
+) -> None:
+    evil = JwksServer(jwks(attacker))
+    evil_url = await serve_jwks(evil)
+    idp = JwksServer(jwks(rsa_signer))
+    headers = {
+        "jku": evil_url,
+        "x5u": evil_url.replace("jwks.json", "cert.pem"),
+        "x5c": ["MIIBszCCAVmgAwIBAgIUQ"],
+        "jwk": attacker.public_jwk(),
+    }
+    token = mint(attacker, headers=headers)
+    pem_verifier = await build_auth_verifier(
+        auth_settings(algorithms=["RS256"], public_key_file=rsa_pem)
+    )
+    url_settings = auth_settings(algorithms=["RS256"], jwks_url=await serve_jwks(idp))
+
+    await refused(pem_verifier, token, "signature is invalid")
+    async with await build_auth_verifier(url_settings) as url_verifier:
+        await refused(url_verifier, token, "not a trusted key")
+        await refused(url_verifier, mint(attacker.with_kid("rsa-1"), headers=headers), "signature")
+
+    assert evil.requests == []
+    assert len(idp.requests) == 2
+
+
+# --- Authorization header -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "match"),
+    [
+        (None, "missing Authorization header"),
+        ("", "missing Authorization header"),
+        ("   ", "missing Authorization header"),
+        ("Basic dXNlcjpwYXNz", "scheme must be Bearer"),
+        ("Token abc", "scheme must be Bearer"),
+        ("Bearertoken", "scheme must be Bearer"),
+        ("Bearer", "must be 'Bearer <token>'"),
+        ("Bearer ", "must be 'Bearer <token>'"),
+        ("Bearer a.b.c d.e.f", "must be 'Bearer <token>'"),
+        ("Bearer  a.b.c", "must be 'Bearer <token>'"),
+        ("Bearer a.b.c ", "must be 'Bearer <token>'"),
+    ],
+)
+def test_bad_authorization_header_refused(header: str | None, match: str) -> None:
+    with pytest.raises(InvalidToken, match=match):
+        bearer_token(header)
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER", "bEaReR"])
+async def test_bearer_scheme_is_case_insensitive(
+    scheme: str, rs256: TokenVerifier, rsa_signer: SigningKey
+) -> None:
+    caller = await rs256.authenticate(f"{scheme} {mint(rsa_signer)}")
+
+    assert caller.subject == "svc-billing"
+
+
+async def test_authenticate_refuses_bad_header_before_verifying(rs256: TokenVerifier) -> None:
+    with pytest.raises(InvalidToken, match="scheme must be Bearer"):
+        await rs256.authenticate("Basic dXNlcjpwYXNz")
+
+
+# --- subject and scope ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("scope", "expected"),
+    [
+        ("share:acme:billing", {"share:acme:billing"}),
+        (
+            "share:acme:billing share:bolt:*  gateway:admin",
+            {"share:acme:billing", "share:bolt:*", "gateway:admin"},
+        ),
+        ("", set()),
+        (None, set()),
+    ],
+)
+async def test_scope_parsed_from_space_separated_string(
+    scope: str | None, expected: set[str], rs256: TokenVerifier, rsa_signer: SigningKey
+) -> None:
+    payload = claims(scope=scope)
+
+    caller = await rs256.authenticate(f"Bearer {mint(rsa_signer, payload)}")
+
+    assert caller.scopes == frozenset(expected)
+    assert caller.token_id is None
+
+
+@pytest.mark.parametrize("scope", [["share:acme:billing"], {"share": "acme"}, 7])
+async def test_scope_not_a_string_refused(
+    scope: object, rs256: TokenVerifier, rsa_signer: SigningKey
+) -> None:
+    with pytest.raises(InvalidToken, match="scope must be a space-separated string"):
+        await rs256.authenticate(f"Bearer {mint(rsa_signer, claims() | {'scope': scope})}")
+
+
+@pytest.mark.parametrize(
+    ("subject", "match"),
+    [(None, r"no subject \(sub\)"), ("", r"no subject"), (42, r"subject \(sub\) must be a string")],
+)
+async def test_missing_or_bad_subject_refused(
+    subject: object, match: str, rs256: TokenVerifier, rsa_signer: SigningKey
+) -> None:
+    token = mint(rsa_signer, claims(subject=None) | ({} if subject is None else {"sub": subject}))
+
+    with pytest.raises(InvalidToken, match=match):
+        await rs256.authenticate(f"Bearer {token}")
+
+
+@pytest.mark.parametrize(
+    ("scopes", "partner", "purpose", "expected"),
+    [
+        ({"share:acme:billing"}, "acme", "billing", True),
+        ({"share:acme:*"}, "acme", "billing", True),
+        ({"share:acme:*"}, "acme", "anything", True),
+        ({"share:acme:billing"}, "acme", "marketing", False),
+        ({"share:acme:billing"}, "acme-credit", "billing", False),
+        ({"share:acme-credit:billing"}, "acme", "billing", False),
+        ({"share:*:billing"}, "acme", "billing", False),
+        ({"share:*:*"}, "acme", "billing", False),
+        ({"share:*"}, "acme", "billing", False),
+        ({"*"}, "acme", "billing", False),
+        ({"share:acme"}, "acme", "billing", False),
+        ({"share:acme:bill*"}, "acme", "billing", False),
+        ({"share:acme:billing"}, "ACME", "billing", False),
+        ({"Share:acme:billing"}, "acme", "billing", False),
+        ({"share:acme:billing "}, "acme", "billing", False),
+        ({"gateway:admin"}, "acme", "billing", False),
+        (set(), "acme", "billing", False),
+        ({"share:acme:"}, "acme", "", False),
+        ({"share::billing"}, "", "billing", False),
+    ],
+)
+def test_grants(scopes: set[str], partner: str, purpose: str, expected: bool) -> None:
+    assert grants(frozenset(scopes), partner, purpose) is expected
+
+
+def test_caller_is_frozen() -> None:
+    caller = Caller(subject="s", scopes=frozenset(), token_id=None, expires_at=1.0)
+
+    with pytest.raises(AttributeError):
+        caller.subject = "other"  # type: ignore[misc]
+
+
+# --- verified-token cache -------------------------------------------------------------------
+
+
+def cached_verifier(
+    rsa_pem: Path, *, cache_size: int, clock: Clock
+) -> tuple[TokenVerifier, CountingKeyStore]:
+    store = CountingKeyStore(
+        load_key_store(KeySettings(algorithms=["RS256"], public_key_file=rsa_pem))
+    )
+    verifier = TokenVerifier(
+        store,
+        algorithms=["RS256"],
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        leeway_s=0,
+        cache_size=cache_size,
+        clock=clock,
+    )
+    return verifier, store
+
+
+async def test_cache_hit_skips_verification(rsa_pem: Path, rsa_signer: SigningKey) -> None:
+    verifier, store = cached_verifier(rsa_pem, cache_size=10, clock=Clock())
+    token = mint(rsa_signer)
+
+    first = await verifier.verify(token)
+    first["sub"] = "mutated by a caller"
+    second = await verifier.verify(token)
+
+    assert store.selections == 1
+    assert second["sub"] == "svc-billing"
+
+
+async def test_cached_token_past_exp_refused(rsa_pem: Path, rsa_signer: SigningKey) -> None:
+    clock = Clock()
+    verifier, store = cached_verifier(rsa_pem, cache_size=10, clock=clock)
+    token = mint(rsa_signer, now=clock.now, ttl_s=60)
+    assert (await verifier.verify(token))["sub"]
+    assert verifier.cached_tokens == 1
+
+    clock.now += 59
+    assert (await verifier.verify(token))["sub"]
+    assert store.selections == 1
+
+    clock.now += 2
+    await refused(verifier, token, "token has expired")
+    assert verifier.cached_tokens == 0
+
+
+async def test_cache_size_is_bounded_least_recently_used_first(
+    rsa_pem: Path, rsa_signer: SigningKey
+) -> None:
+    verifier, store = cached_verifier(rsa_pem, cache_size=2, clock=Clock())
+    first, second, third = (mint(rsa_signer, jti=str(n)) for n in range(3))
+
+    await verifier.verify(first)
+    await verifier.verify(second)
+    await verifier.verify(first)  # now the most recently used
+    await verifier.verify(third)  # evicts `second`
+    assert verifier.cached_tokens == 2
+    assert store.selections == 3
+
+    await verifier.verify(first)
+    await verifier.verify(third)
+    assert store.selections == 3
+    await verifier.verify(second)
+    assert store.selections == 4
+    assert verifier.cached_tokens == 2
+
+
+async def test_cache_size_zero_disables_cache(rsa_pem: Path, rsa_signer: SigningKey) -> None:
+    verifier, store = cached_verifier(rsa_pem, cache_size=0, clock=Clock())
+    token = mint(rsa_signer)
+
+    await verifier.verify(token)
+    await verifier.verify(token)
+
+    assert store.selections == 2
+    assert verifier.cached_tokens == 0
+
+
+async def test_refused_tokens_are_not_cached(rsa_pem: Path, attacker: SigningKey) -> None:
+    verifier, store = cached_verifier(rsa_pem, cache_size=10, clock=Clock())
+    token = mint(attacker)
+
+    await refused(verifier, token, "signature")
+    await refused(verifier, token, "signature")
+
+    assert store.selections == 2
+    assert verifier.cached_tokens == 0
+
+
+async def test_oversized_token_refused_even_before_cache(rs256: TokenVerifier) -> None:
+    await refused(rs256, "x" * (MAX_TOKEN_CHARS + 1), "larger than")
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _payload(token: str) -> bytes:
+    segment = token.split(".")[1]
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+@pytest.fixture(autouse=True)
+def _no_secret_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(SECRET_ENV, raising=False)
