@@ -87,6 +87,10 @@ class ShareLogSettings(_Section):
     checkpoint_every: int = Field(default=1000, ge=1)
 
 
+class RegistrySettings(_Section):
+    path: Path = Path("var/consent.sqlite")
+
+
 class SecretsSettings(_Section):
     hash_key_env: str = "SHARE_GATEWAY_HASH_KEY"
 
@@ -116,6 +120,7 @@ class Settings(BaseModel):
     allow_insecure_upstreams: bool = False
     auth: AuthSettings | None = None
     consent: ConsentSettings | None = None
+    registry: RegistrySettings = RegistrySettings()
     share_log: ShareLogSettings = ShareLogSettings()
     secrets: SecretsSettings = SecretsSettings()
     limits: LimitsSettings = LimitsSettings()
@@ -180,6 +185,7 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
     update: dict[str, Any] = {
         "contracts_dir": rel(settings.contracts_dir),
         "share_log": settings.share_log.model_copy(update={"path": rel(settings.share_log.path)}),
+        "registry": settings.registry.model_copy(update={"path": rel(settings.registry.path)}),
     }
     for name in ("auth", "consent"):
         section: KeySettings | None = getattr(settings, name)

@@ -1,0 +1,705 @@
+"""The consent registry: grants and withdrawals per data subject, partner and purpose."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import re
+import sqlite3
+import sys
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Literal, Protocol
+
+import orjson
+
+from gateway.keys import keyed_hash
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
+
+SCHEMA_VERSION = 1
+CSV_HEADER = ("subject", "partner", "purpose", "granted_at", "withdrawn_at", "reference")
+MAX_FIELD_CHARS = 256
+MIN_SUBJECT_KEY_BYTES = 32
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+# The same shapes the contract validator accepts for partner ids and purposes, so a grant can
+# only name something a contract could.
+_PARTNER_ID = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?")
+_PURPOSE = re.compile(r"[a-z][a-z0-9_]*")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+# Times are stored as integer microseconds since the Unix epoch (UTC): exact, comparable in SQL.
+_SCHEMA = """
+CREATE TABLE grants (
+    id           INTEGER PRIMARY KEY,
+    subject_ref  TEXT    NOT NULL,
+    partner      TEXT    NOT NULL,
+    purpose      TEXT    NOT NULL,
+    reference    TEXT    NOT NULL,
+    granted_at   INTEGER NOT NULL,
+    withdrawn_at INTEGER,
+    recorded_at  INTEGER NOT NULL,
+    UNIQUE (subject_ref, partner, purpose, reference)
+);
+CREATE INDEX grants_in_force ON grants (subject_ref, partner, purpose, granted_at);
+CREATE TABLE withdrawals (
+    id           INTEGER PRIMARY KEY,
+    subject_ref  TEXT    NOT NULL,
+    partner      TEXT    NOT NULL,
+    purpose      TEXT    NOT NULL,
+    withdrawn_at INTEGER NOT NULL,
+    reference    TEXT    NOT NULL,
+    recorded_at  INTEGER NOT NULL,
+    UNIQUE (subject_ref, partner, purpose, withdrawn_at, reference)
+);
+"""
+
+_COVERING_SQL = """
+SELECT subject_ref, partner, purpose, granted_at, withdrawn_at, reference FROM grants
+WHERE subject_ref = ? AND partner = ? AND purpose = ? AND granted_at <= ?
+  AND (withdrawn_at IS NULL OR withdrawn_at > ?)
+ORDER BY granted_at DESC, id DESC
+LIMIT 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """One consent given by a data subject (known only by its keyed reference)."""
+
+    subject_ref: str
+    partner: str
+    purpose: str
+    granted_at: datetime
+    withdrawn_at: datetime | None
+    reference: str
+
+    def in_force(self, at: datetime) -> bool:
+        at = _aware(at)
+        return self.granted_at <= at and (self.withdrawn_at is None or at < self.withdrawn_at)
+
+
+@dataclass(frozen=True, slots=True)
+class ImportReport:
+    """What an import did; with any error, nothing was applied and the counts are zero."""
+
+    granted: int = 0
+    withdrawn: int = 0
+    unchanged: int = 0
+    errors: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+class ConsentStore(Protocol):
+    """What the request path needs from a consent store."""
+
+    def covering(
+        self, subject_id: str, partner: str, purpose: str, at: datetime
+    ) -> Grant | None: ...
+
+
+class RegistryError(Exception):
+    """The registry file cannot be used (not a database, or a newer schema)."""
+
+
+class ConsentInputError(ValueError):
+    """Grants or withdrawals that cannot be recorded; one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    subject: str
+    partner: str
+    purpose: str
+    granted_at: datetime
+    withdrawn_at: datetime | None
+    reference: str
+
+
+class _Conflict(Exception):
+    """A row contradicts what is already recorded."""
+
+
+class _Rollback(Exception):
+    """Leave the import transaction without applying anything."""
+
+
+def _aware(moment: datetime) -> datetime:
+    """Naive times are UTC, everywhere in the registry (CSV, API and callers alike)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _micros(moment: datetime) -> int:
+    return (_aware(moment) - _EPOCH) // _MICROSECOND
+
+
+def _instant(micros: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+def parse_instant(text: str) -> datetime:
+    """An ISO 8601 date or date-time; a date is midnight UTC, a time without offset is UTC."""
+    return _aware(datetime.fromisoformat(text))
+
+
+def _grant_from(row: tuple[str, str, str, int, int | None, str]) -> Grant:
+    subject_ref, partner, purpose, granted_at, withdrawn_at, reference = row
+    return Grant(
+        subject_ref=subject_ref,
+        partner=partner,
+        purpose=purpose,
+        granted_at=_instant(granted_at),
+        withdrawn_at=None if withdrawn_at is None else _instant(withdrawn_at),
+        reference=reference,
+    )
+
+
+def _text(
+    raw: Mapping[str, object], key: str, problems: list[str], *, optional: bool = False
+) -> str | None:
+    if key not in raw:
+        if not optional:
+            problems.append(f"{key}: missing")
+        return None
+    value = raw[key]
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        problems.append(f"{key}: must be a string")
+        return None
+    value = value.strip()
+    if not value:
+        if not optional:
+            problems.append(f"{key}: must not be empty")
+        return None
+    if len(value) > MAX_FIELD_CHARS:
+        problems.append(f"{key}: must be at most {MAX_FIELD_CHARS} characters")
+        return None
+    return value
+
+
+def _time(
+    raw: Mapping[str, object], key: str, problems: list[str], *, optional: bool = False
+) -> datetime | None:
+    text = _text(raw, key, problems, optional=optional)
+    if text is None:
+        return None
+    try:
+        return parse_instant(text)
+    except (ValueError, OverflowError):
+        problems.append(f"{key}: {text!r} is not an ISO 8601 date or date-time")
+        return None
+
+
+def _name_problems(partner: str | None, purpose: str | None) -> list[str]:
+    problems = []
+    if partner is not None and not _PARTNER_ID.fullmatch(partner):
+        problems.append(
+            f"partner: {partner!r} must be 1-64 lower-case letters, digits and -, "
+            "not starting or ending with -"
+        )
+    if purpose is not None and not _PURPOSE.fullmatch(purpose):
+        problems.append(f"purpose: {purpose!r} must match [a-z][a-z0-9_]*")
+    return problems
+
+
+def _parse_row(raw: Mapping[str, object]) -> _Row | list[str]:
+    problems = [f"{key}: unknown field" for key in raw if key not in CSV_HEADER]
+    # The subject id is never echoed back: error lines end up in terminals and logs.
+    subject = _text(raw, "subject", problems)
+    partner = _text(raw, "partner", problems)
+    purpose = _text(raw, "purpose", problems)
+    problems += _name_problems(partner, purpose)
+    granted_at = _time(raw, "granted_at", problems)
+    withdrawn_at = _time(raw, "withdrawn_at", problems, optional=True)
+    if granted_at is not None and withdrawn_at is not None and withdrawn_at < granted_at:
+        problems.append("withdrawn_at: is before granted_at")
+    reference = _text(raw, "reference", problems)
+    if problems:
+        return problems
+    if not (subject and partner and purpose and granted_at and reference):
+        raise RuntimeError("a row without problems has every required field")
+    return _Row(subject, partner, purpose, granted_at, withdrawn_at, reference)
+
+
+def _check_call(subject_id: str, partner: str, purpose: str, reference: str) -> None:
+    """The checks an imported row gets, for the Python API's arguments."""
+    problems = [] if subject_id else ["subject: must not be empty"]
+    problems += _name_problems(partner, purpose)
+    if not reference or len(reference) > MAX_FIELD_CHARS:
+        problems.append(f"reference: must be 1-{MAX_FIELD_CHARS} characters")
+    if problems:
+        raise ConsentInputError(problems)
+
+
+Outcome = Literal["granted", "withdrawn", "unchanged"]
+
+
+class ConsentRegistry:
+    """Grants in an embedded SQLite file, keyed by subject reference, never by raw subject id.
+
+    One connection reads (the request path, no caching: every call sees the last committed
+    state, also of other processes) and one writes, serialised by a lock. WAL lets the reader
+    go on while an import is being written, and never see it half-done.
+    """
+
+    def __init__(self, path: Path, subject_key: bytes) -> None:
+        if len(subject_key) < MIN_SUBJECT_KEY_BYTES:
+            raise ValueError(f"subject_key must be at least {MIN_SUBJECT_KEY_BYTES} bytes")
+        self.path = path
+        self._key = subject_key
+        self._read_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # Keyed references are still personal data: the file is the owner's alone.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.close(fd)
+        except FileExistsError:
+            pass
+        self._writer = self._connect()
+        try:
+            self._prepare()
+            self._reader = self._connect()
+            self._reader.execute("PRAGMA query_only = ON")
+        except sqlite3.DatabaseError as exc:
+            self._writer.close()
+            raise RegistryError(f"{path}: not a usable consent registry: {exc}") from exc
+        except BaseException:
+            self._writer.close()
+            raise
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(
+            self.path, timeout=5.0, isolation_level=None, check_same_thread=False
+        )
+
+    def _prepare(self) -> None:
+        db = self._writer
+        db.execute("PRAGMA journal_mode = WAL")
+        # A withdrawal, once acknowledged, must survive a power cut.
+        db.execute("PRAGMA synchronous = FULL")
+        with self._transaction() as tx:
+            (version,) = tx.execute("PRAGMA user_version").fetchone()
+            if version == 0:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        tx.execute(statement)
+                tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif version != SCHEMA_VERSION:
+                raise RegistryError(
+                    f"{self.path}: schema version {version}, this gateway reads {SCHEMA_VERSION}"
+                )
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._write_lock:
+            db = self._writer
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def __enter__(self) -> ConsentRegistry:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._write_lock, self._read_lock:
+            self._reader.close()
+            self._writer.close()
+
+    def subject_ref(self, subject_id: str) -> str:
+        return keyed_hash(self._key, subject_id)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def covering(self, subject_id: str, partner: str, purpose: str, at: datetime) -> Grant | None:
+        """The grant in force at `at` (granted_at <= at < withdrawn_at); the latest granted wins."""
+        moment = _micros(at)
+        params = (self.subject_ref(subject_id), partner, purpose, moment, moment)
+        with self._read_lock:
+            # fetchall, not fetchone: the statement must finish so no read snapshot stays open.
+            rows = self._reader.execute(_COVERING_SQL, params).fetchall()
+        return _grant_from(rows[0]) if rows else None
+
+    def show(self, subject_id: str) -> list[Grant]:
+        with self._read_lock:
+            rows = self._reader.execute(
+                "SELECT subject_ref, partner, purpose, granted_at, withdrawn_at, reference "
+                "FROM grants "
+                "WHERE subject_ref = ? "
+                "ORDER BY partner, purpose, granted_at, reference",
+                (self.subject_ref(subject_id),),
+            ).fetchall()
+        return [_grant_from(row) for row in rows]
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def grant(
+        self, subject_id: str, partner: str, purpose: str, granted_at: datetime, reference: str
+    ) -> Grant:
+        """Record a grant; recording the same one again is a no-op that returns it."""
+        _check_call(subject_id, partner, purpose, reference)
+        ref = self.subject_ref(subject_id)
+        try:
+            with self._transaction() as tx:
+                self._record_grant(tx, ref, partner, purpose, _micros(granted_at), reference)
+                row = tx.execute(
+                    "SELECT subject_ref, partner, purpose, granted_at, withdrawn_at, reference "
+                    "FROM grants "
+                    "WHERE subject_ref = ? AND partner = ? AND purpose = ? AND reference = ?",
+                    (ref, partner, purpose, reference),
+                ).fetchone()
+        except _Conflict as exc:
+            raise ConsentInputError([str(exc)]) from exc
+        return _grant_from(row)
+
+    def withdraw(
+        self, subject_id: str, partner: str, purpose: str, withdrawn_at: datetime, reference: str
+    ) -> int:
+        """Withdraw consent from `withdrawn_at` on; returns the number of grants it closed.
+
+        Every grant for this subject, partner and purpose given at or before that moment ends
+        then; grants given later (a renewed consent) are not touched. `reference` names the
+        withdrawal (usually the grant it answers).
+        """
+        _check_call(subject_id, partner, purpose, reference)
+        with self._transaction() as tx:
+            _, closed = self._record_withdrawal(
+                tx, self.subject_ref(subject_id), partner, purpose, _micros(withdrawn_at), reference
+            )
+        return closed
+
+    def import_rows(self, rows: Iterable[Mapping[str, str]]) -> ImportReport:
+        """Apply rows shaped like the CSV's (line numbers count as if the header were line 1)."""
+        return self._import((f"line {n}", row) for n, row in enumerate(rows, start=2))
+
+    def _import(self, rows: Iterable[tuple[str, Mapping[str, object] | list[str]]]) -> ImportReport:
+        """Rows come labelled for error lines; a list in place of a row is its problems."""
+        parsed: list[tuple[str, _Row]] = []
+        errors: list[str] = []
+        for label, raw in rows:
+            row = raw if isinstance(raw, list) else _parse_row(raw)
+            if isinstance(row, list):
+                errors.extend(f"{label}: {problem}" for problem in row)
+            else:
+                parsed.append((label, row))
+        if errors:
+            return ImportReport(errors=tuple(errors))
+        counts: dict[Outcome, int] = {"granted": 0, "withdrawn": 0, "unchanged": 0}
+        try:
+            with self._transaction() as tx:
+                for label, row in parsed:
+                    try:
+                        counts[self._apply(tx, row)] += 1
+                    except _Conflict as exc:
+                        errors.append(f"{label}: {exc}")
+                if errors:
+                    # All or nothing: a file with one bad row is sent back whole, to be fixed.
+                    raise _Rollback
+        except _Rollback:
+            return ImportReport(errors=tuple(errors))
+        return ImportReport(counts["granted"], counts["withdrawn"], counts["unchanged"])
+
+    def _apply(self, tx: sqlite3.Connection, row: _Row) -> Outcome:
+        ref = self.subject_ref(row.subject)
+        inserted = self._record_grant(
+            tx, ref, row.partner, row.purpose, _micros(row.granted_at), row.reference
+        )
+        if row.withdrawn_at is None:
+            return "granted" if inserted else "unchanged"
+        new, closed = self._record_withdrawal(
+            tx, ref, row.partner, row.purpose, _micros(row.withdrawn_at), row.reference
+        )
+        return "withdrawn" if inserted or new or closed else "unchanged"
+
+    @staticmethod
+    def _record_grant(
+        tx: sqlite3.Connection,
+        ref: str,
+        partner: str,
+        purpose: str,
+        granted_at: int,
+        reference: str,
+    ) -> bool:
+        existing = tx.execute(
+            "SELECT granted_at FROM grants "
+            "WHERE subject_ref = ? AND partner = ? AND purpose = ? AND reference = ?",
+            (ref, partner, purpose, reference),
+        ).fetchone()
+        if existing is not None:
+            if existing[0] != granted_at:
+                raise _Conflict(
+                    f"reference {reference!r} is already recorded for this subject, partner and "
+                    f"purpose with granted_at {_instant(existing[0]).isoformat()}"
+                )
+            return False
+        # A withdrawal already on record ends this grant too, whatever order the two arrive in.
+        (withdrawn_at,) = tx.execute(
+            "SELECT MIN(withdrawn_at) FROM withdrawals "
+            "WHERE subject_ref = ? AND partner = ? AND purpose = ? AND withdrawn_at >= ?",
+            (ref, partner, purpose, granted_at),
+        ).fetchone()
+        tx.execute(
+            "INSERT INTO grants (subject_ref, partner, purpose, reference, granted_at, "
+            "withdrawn_at, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                ref,
+                partner,
+                purpose,
+                reference,
+                granted_at,
+                withdrawn_at,
+                _micros(datetime.now(UTC)),
+            ),
+        )
+        return True
+
+    @staticmethod
+    def _record_withdrawal(
+        tx: sqlite3.Connection,
+        ref: str,
+        partner: str,
+        purpose: str,
+        withdrawn_at: int,
+        reference: str,
+    ) -> tuple[bool, int]:
+        new = tx.execute(
+            "INSERT OR IGNORE INTO withdrawals (subject_ref, partner, purpose, withdrawn_at, "
+            "reference, recorded_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (ref, partner, purpose, withdrawn_at, reference, _micros(datetime.now(UTC))),
+        ).rowcount
+        # The earliest withdrawal wins: a later one never reopens or extends a grant.
+        closed = tx.execute(
+            "UPDATE grants SET withdrawn_at = ? "
+            "WHERE subject_ref = ? AND partner = ? AND purpose = ? AND granted_at <= ? "
+            "AND (withdrawn_at IS NULL OR withdrawn_at > ?)",
+            (withdrawn_at, ref, partner, purpose, withdrawn_at, withdrawn_at),
+        ).rowcount
+        return new == 1, closed
+
+
+def import_csv(registry: ConsentRegistry, path: Path) -> ImportReport:
+    """Import `subject,partner,purpose,granted_at,withdrawn_at,reference` rows (UTF-8).
+
+    Times are ISO 8601 dates or date-times; a date means midnight UTC and a date-time without
+    an offset is UTC. An empty `withdrawn_at` means not withdrawn. Raises OSError if the file
+    cannot be read; every problem in its content is a line of the report.
+    """
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        return ImportReport(errors=(f"line {line}: not valid UTF-8",))
+    return registry._import(_read_csv(text))
+
+
+def _read_csv(text: str) -> list[tuple[str, Mapping[str, object] | list[str]]]:
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    rows: list[tuple[str, Mapping[str, object] | list[str]]] = []
+    expected = ",".join(CSV_HEADER)
+    try:
+        header = next(reader, None)
+        if header is None:
+            return [("line 1", [f"the file is empty; expected the header {expected}"])]
+        if tuple(h.strip() for h in header) != CSV_HEADER:
+            found = ",".join(header)
+            return [("line 1", [f"the header must be exactly {expected} (found {found})"])]
+        start = reader.line_num + 1
+        for fields in reader:
+            label = f"line {start}"
+            start = reader.line_num + 1
+            if not fields:
+                continue
+            if len(fields) != len(CSV_HEADER):
+                rows.append((label, [f"expected {len(CSV_HEADER)} fields, found {len(fields)}"]))
+                continue
+            rows.append((label, dict(zip(CSV_HEADER, fields, strict=True))))
+    except csv.Error as exc:
+        rows.append((f"line {reader.line_num}", [f"not valid CSV: {exc}"]))
+    return rows
+
+
+# -- admin API (mounted by the HTTP layer) ---------------------------------------------------
+
+
+def grant_json(grant: Grant, at: datetime | None = None) -> dict[str, object]:
+    return {
+        "subject_ref": grant.subject_ref,
+        "partner": grant.partner,
+        "purpose": grant.purpose,
+        "granted_at": grant.granted_at.isoformat(),
+        "withdrawn_at": grant.withdrawn_at.isoformat() if grant.withdrawn_at else None,
+        "reference": grant.reference,
+        "in_force": grant.in_force(at or datetime.now(UTC)),
+    }
+
+
+def grants_json(
+    registry: ConsentRegistry, subject_id: str, at: datetime | None = None
+) -> list[dict[str, object]]:
+    """`GET /_gateway/consent?subject=ID`: every grant of one subject, `in_force` as of `at`."""
+    at = at or datetime.now(UTC)
+    return [grant_json(grant, at) for grant in registry.show(subject_id)]
+
+
+def apply_json(registry: ConsentRegistry, payload: object) -> dict[str, object]:
+    """`POST /_gateway/consent` with `{"grants": [{subject, partner, purpose, granted_at,
+    withdrawn_at?, reference}, ...]}`; all or nothing, raising ConsentInputError (a ValueError)
+    with every problem."""
+    if not isinstance(payload, dict):
+        raise ConsentInputError(['the body must be an object {"grants": [...]}'])
+    problems = [f"{key}: unknown field" for key in payload if key != "grants"]
+    items = payload.get("grants")
+    if not isinstance(items, list):
+        problems.append("grants: must be a list of grants")
+        raise ConsentInputError(problems)
+    rows: list[tuple[str, Mapping[str, object] | list[str]]] = []
+    for index, item in enumerate(items):
+        if isinstance(item, dict):
+            rows.append((f"grants[{index}]", item))
+        else:
+            problems.append(f"grants[{index}]: must be an object")
+    if problems:
+        raise ConsentInputError(problems)
+    report = registry._import(rows)
+    if not report.ok:
+        raise ConsentInputError(list(report.errors))
+    return {"granted": report.granted, "withdrawn": report.withdrawn, "unchanged": report.unchanged}
+
+
+# -- command line ----------------------------------------------------------------------------
+
+
+def registry_path(settings: Settings) -> Path:
+    """Where the registry lives (`registry.path`)."""
+    return settings.registry.path
+
+
+def _open(settings: Settings) -> ConsentRegistry | int:
+    from gateway.keys import subject_ref_key
+    from gateway.runtime import StartupError, master_key
+
+    try:
+        key = master_key(settings)
+    except StartupError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return ConsentRegistry(registry_path(settings), subject_ref_key(key))
+    except (RegistryError, sqlite3.Error, OSError) as exc:
+        print(f"cannot open the consent registry: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    path = Path(args.file)
+    registry = _open(settings)
+    if isinstance(registry, int):
+        return registry
+    with registry:
+        try:
+            report = import_csv(registry, path)
+        except OSError as exc:
+            print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
+            return EXIT_USAGE
+    if not report.ok:
+        for error in report.errors:
+            print(f"{path}: {error}")
+        print(f"{len(report.errors)} problem(s) in {path}; nothing was imported", file=sys.stderr)
+        return EXIT_FAILED
+    print(
+        f"{path}: {report.granted} granted, {report.withdrawn} withdrawn, "
+        f"{report.unchanged} unchanged"
+    )
+    return EXIT_OK
+
+
+def _status(grant: Grant, now: datetime) -> str:
+    if grant.in_force(now):
+        return "in force"
+    return "not yet in force" if now < grant.granted_at else "withdrawn"
+
+
+def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+    registry = _open(settings)
+    if isinstance(registry, int):
+        return registry
+    now = datetime.now(UTC)
+    with registry:
+        grants = registry.show(args.subject)
+        subject_ref = registry.subject_ref(args.subject)
+    if args.format == "json":
+        print(
+            orjson.dumps([grant_json(g, now) for g in grants], option=orjson.OPT_INDENT_2).decode()
+        )
+        return EXIT_OK
+    print(f"subject ref {subject_ref}")
+    if not grants:
+        print("no consent grants recorded")
+        return EXIT_OK
+    table = [("PARTNER", "PURPOSE", "GRANTED_AT", "WITHDRAWN_AT", "REFERENCE", "STATUS")]
+    table += [
+        (
+            g.partner,
+            g.purpose,
+            g.granted_at.isoformat(),
+            g.withdrawn_at.isoformat() if g.withdrawn_at else "-",
+            g.reference,
+            _status(g, now),
+        )
+        for g in grants
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return EXIT_OK
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `consent import FILE.csv` and `consent show SUBJECT` to the command line."""
+    consent = subparsers.add_parser("consent", help="load and inspect consent grants")
+    sub = consent.add_subparsers(dest="consent_command", required=True)
+
+    load = sub.add_parser("import", help="load grants and withdrawals from a CSV file")
+    load.add_argument("file", metavar="FILE.csv", help=f"columns: {','.join(CSV_HEADER)}")
+    load.add_argument("--config", type=Path, default=argparse.SUPPRESS)
+    load.set_defaults(handler=cmd_import)
+
+    show = sub.add_parser("show", help="every consent grant of one data subject")
+    show.add_argument("subject", metavar="SUBJECT")
+    show.add_argument("--format", choices=("table", "json"), default="table")
+    show.add_argument("--config", type=Path, default=argparse.SUPPRESS)
+    show.set_defaults(handler=cmd_show)

@@ -1,0 +1,620 @@
+"""Tests of the consent registry, its CSV import, admin JSON handlers and CLI commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from gateway.consent import (
+    _COVERING_SQL,
+    ConsentInputError,
+    ConsentRegistry,
+    Grant,
+    ImportReport,
+    RegistryError,
+    apply_json,
+    grants_json,
+    import_csv,
+    register,
+    registry_path,
+)
+from gateway.keys import keyed_hash, subject_ref_key
+from gateway.settings import RegistrySettings, Settings, ShareLogSettings
+
+MASTER = b"m" * 32
+KEY = subject_ref_key(MASTER)
+HASH_KEY_ENV = "SHARE_GATEWAY_HASH_KEY"
+HEADER = "subject,partner,purpose,granted_at,withdrawn_at,reference\n"
+
+ALICE = "subject-alice-7731"
+BOB = "subject-bob-4402"
+PARTNER = "acme-credit"
+PURPOSE = "credit_assessment"
+
+JAN = datetime(2025, 1, 1, tzinfo=UTC)
+MAR = datetime(2025, 3, 1, tzinfo=UTC)
+JUN = datetime(2025, 6, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[ConsentRegistry]:
+    reg = ConsentRegistry(tmp_path / "var" / "consent.sqlite", KEY)
+    yield reg
+    reg.close()
+
+
+def write_csv(path: Path, *rows: str, header: str = HEADER) -> Path:
+    path.write_text(header + "".join(row + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+# -- covering -------------------------------------------------------------------------------
+
+
+def test_grant_is_found_and_keyed_by_subject_ref(registry: ConsentRegistry) -> None:
+    granted = registry.grant(ALICE, PARTNER, PURPOSE, JAN, "C-1")
+    expected = Grant(keyed_hash(KEY, ALICE), PARTNER, PURPOSE, JAN, None, "C-1")
+    assert granted == expected
+    assert registry.covering(ALICE, PARTNER, PURPOSE, MAR) == expected
+
+
+def test_withdrawn_then_regranted(registry: ConsentRegistry) -> None:
+    registry.grant(ALICE, PARTNER, PURPOSE, JAN, "C-1")
+    assert registry.withdraw(ALICE, PARTNER, PURPOSE, MAR, "C-1") == 1
+    assert registry.covering(ALICE, PARTNER, PURPOSE, MAR + timedelta(seconds=1)) is None
+    # Before the withdrawal the old grant still covered.
+    before = registry.covering(ALICE, PARTNER, PURPOSE, MAR - timedelta(microseconds=1))
+    assert before is not None
+    assert before.reference == "C-1"
+    assert before.withdrawn_at == MAR
+
+    registry.grant(ALICE, PARTNER, PURPOSE, JUN, "C-2")
+    found = registry.covering(ALICE, PARTNER, PURPOSE, JUN)
+    assert found is not None
+    assert found.reference == "C-2"
+    assert found.withdrawn_at is None
+
+
+def test_boundaries(registry: ConsentRegistry) -> None:
+    registry.grant(ALICE, PARTNER, PURPOSE, JAN, "C-1")
+    registry.withdraw(ALICE, PARTNER, PURPOSE, MAR, "C-1")
+    assert registry.covering(ALICE, PARTNER, PURPOSE, JAN) is not None
+    assert registry.covering(ALICE, PARTNER, PURPOSE, JAN - timedelta(microseconds=1)) is None
+    assert registry.covering(ALICE, PARTNER, PURPOSE, MAR) is None
+
+
+def test_other_partner_purpose_or_subject_not_covered(registry: ConsentRegistry) -> None:
+    registry.grant(ALICE, PARTNER, PURPOSE, JAN, "C-1")
+    assert registry.covering(ALICE, "other-partner", PURPOSE, MAR) is None
+    assert registry.covering(ALICE, PARTNER, "marketing", MAR) is None
+    assert registry.covering(BOB, PARTNER, PURPOSE, MAR) is None
+
+
+def test_latest_granted_wins(registry: ConsentRegistry) -> None:
+    registry.grant(ALICE, PARTNER, PURPOSE, MAR, "C-late")
+    registry.grant(ALICE, PARTNER, PURPOSE, JAN, "C-early")
+    found = registry.covering(ALICE, PARTNER, PURPOSE, JUN)
+    assert found is not None
+    assert found.reference == "C-late"
+    early = registry.covering(ALICE, PARTNER, PURPOSE, JAN + timedelta(days=1))
+    assert early is not None
+    assert early.reference == "C-early"
+
+
+def test_times_in_other_zones_and_naive_times_are_compared_as_instants(
+    registry: ConsentRegistry,
+) -> None:
+    registry.grant(ALICE, PARTNER, PURPOSE, datetime(2025, 1, 1, 8, 0), "C-1")  # naive: UTC
+    shanghai = timezone(timedelta(hours=8))
+    assert registry.covering(ALICE, PARTNER, PURPOSE, datetime(2025, 1, 1, 16, 0, tzinfo=shanghai))
+    assert (
+        registry.covering(
+            ALICE, PARTNER, PURPOSE, datetime(2025, 1, 1, 15, 59, 59, 999999, tzinfo=shanghai)
+        )
+        is None
+    )
+
+
+def test_withdrawal_closes_every_earlier_grant_but_not_a_later_one(
+    registry: ConsentRegistry,
+) -> None:
+    registry.grant(ALICE, PARTNER, PURPOSE, JAN, "C-1")
+    registry.grant(ALICE, PARTNER, PURPOSE, JAN + timedelta(days=1), "C-2")
+    registry.grant(ALICE, PARTNER, PURPOSE, JUN, "C-3")
+    assert registry.withdraw(ALICE, PARTNER, PURPOSE, MAR, "W-1") == 2
+    assert registry.covering(ALICE, PARTNER, PURPOSE, MAR) is None
+    after = registry.covering(ALICE, PARTNER, PURPOSE, JUN)
+    assert after is not None
+    assert after.reference == "C-3"
+    # Withdrawing again at a later time neither reopens nor extends anything.
+    assert registry.withdraw(ALICE, PARTNER, PURPOSE, MAR + timedelta(days=1), "W-2") == 0
+    assert [g.withdrawn_at for g in registry.show(ALICE)] == [MAR, MAR, None]
+    # An earlier withdrawal brings forward the end of the grants given before it.
+    assert registry.withdraw(ALICE, PARTNER, PURPOSE, JAN + timedelta(hours=1), "W-0") == 1
+    assert [g.withdrawn_at for g in registry.show(ALICE)] == [JAN + timedelta(hours=1), MAR, None]
+
+
+def test_grant_recorded_after_a_withdrawal_it_precedes_is_closed(
+    registry: ConsentRegistry,
+) -> None:
+    registry.grant(ALICE, PARTNER, PURPOSE, JAN, "C-1")
+    registry.withdraw(ALICE, PARTNER, PURPOSE, MAR, "C-1")
+    late = registry.grant(ALICE, PARTNER, PURPOSE, JAN + timedelta(days=5), "C-2")
+    assert late.withdrawn_at == MAR
+    assert registry.covering(ALICE, PARTNER, PURPOSE, MAR) is None
+
+
+def test_withdrawal_from_another_connection_applies_on_next_call(tmp_path: Path) -> None:
+    path = tmp_path / "consent.sqlite"
+    serving = ConsentRegistry(path, KEY)
+    admin = ConsentRegistry(path, KEY)
+    try:
+        admin.grant(ALICE, PARTNER, PURPOSE, JAN, "C-1")
+        assert serving.covering(ALICE, PARTNER, PURPOSE, MAR) is not None
+        admin.withdraw(ALICE, PARTNER, PURPOSE, MAR - timedelta(days=1), "C-1")
+        assert serving.covering(ALICE, PARTNER, PURPOSE, MAR) is None
+    finally:
+        admin.close()
+        serving.close()
+
+
+def test_grant_is_idempotent_and_conflicts_are_refused(registry: ConsentRegistry) -> None:
+    first = registry.grant(ALICE, PARTNER, PURPOSE, JAN, "C-1")
+    assert registry.grant(ALICE, PARTNER, PURPOSE, JAN, "C-1") == first
+    with pytest.raises(ConsentInputError, match="'C-1' is already recorded"):
+        registry.grant(ALICE, PARTNER, PURPOSE, MAR, "C-1")
+    assert len(registry.show(ALICE)) == 1
+
+
+def test_api_arguments_are_validated(registry: ConsentRegistry) -> None:
+    with pytest.raises(ConsentInputError) as caught:
+        registry.grant("", "Bad Partner", "Bad-Purpose", JAN, "")
+    assert caught.value.problems == [
+        "subject: must not be empty",
+        "partner: 'Bad Partner' must be 1-64 lower-case letters, digits and -, "
+        "not starting or ending with -",
+        "purpose: 'Bad-Purpose' must match [a-z][a-z0-9_]*",
+        "reference: must be 1-256 characters",
+    ]
+
+
+def test_covering_uses_the_index(registry: ConsentRegistry) -> None:
+    db = sqlite3.connect(registry.path)
+    try:
+        plan = db.execute("EXPLAIN QUERY PLAN " + _COVERING_SQL, ("r", "p", "q", 1, 1)).fetchall()
+        schema = db.execute("PRAGMA user_version").fetchone()
+        journal = db.execute("PRAGMA journal_mode").fetchone()
+    finally:
+        db.close()
+    details = " ".join(str(row[-1]) for row in plan)
+    assert "USING INDEX grants_in_force" in details
+    assert "SCAN" not in details.replace("SCAN USING", "")
+    assert schema == (1,)
+    assert journal == ("wal",)
+
+
+def test_short_subject_key_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="at least 32 bytes"):
+        ConsentRegistry(tmp_path / "c.sqlite", b"short")
+
+
+def test_a_file_that_is_not_a_registry_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    path.write_bytes(b"this is not a database file at all, not even close" * 40)
+    with pytest.raises(RegistryError, match="not a usable consent registry"):
+        ConsentRegistry(path, KEY)
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    ConsentRegistry(path, KEY).close()
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 7")
+    db.close()
+    with pytest.raises(RegistryError, match="schema version 7"):
+        ConsentRegistry(path, KEY)
+
+
+# -- CSV import -----------------------------------------------------------------------------
+
+
+def test_csv_import_is_idempotent(registry: ConsentRegistry, tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path / "consent.csv",
+        f"{ALICE},{PARTNER},{PURPOSE},2025-01-01,,C-1",
+        f"{BOB},{PARTNER},{PURPOSE},2025-01-02T09:30:00+08:00,2025-03-01T00:00:00Z,C-2",
+        f"{ALICE},{PARTNER},marketing,2025-02-01T10:00:00,,C-3",
+    )
+    assert import_csv(registry, path) == ImportReport(granted=2, withdrawn=1, unchanged=0)
+    assert import_csv(registry, path) == ImportReport(granted=0, withdrawn=0, unchanged=3)
+
+    bob = registry.show(BOB)
+    assert bob == [
+        Grant(
+            keyed_hash(KEY, BOB),
+            PARTNER,
+            PURPOSE,
+            datetime(2025, 1, 2, 1, 30, tzinfo=UTC),
+            MAR,
+            "C-2",
+        )
+    ]
+    marketing = registry.covering(ALICE, PARTNER, "marketing", JUN)
+    assert marketing is not None
+    assert marketing.granted_at == datetime(2025, 2, 1, 10, 0, tzinfo=UTC)  # naive is UTC
+
+
+def test_csv_withdrawal_row_closes_an_earlier_imported_grant(
+    registry: ConsentRegistry, tmp_path: Path
+) -> None:
+    grants = write_csv(tmp_path / "a.csv", f"{ALICE},{PARTNER},{PURPOSE},2025-01-01,,C-1")
+    assert import_csv(registry, grants) == ImportReport(granted=1)
+    withdrawals = write_csv(
+        tmp_path / "b.csv", f"{ALICE},{PARTNER},{PURPOSE},2025-01-01,2025-03-01,C-1"
+    )
+    assert import_csv(registry, withdrawals) == ImportReport(withdrawn=1)
+    assert import_csv(registry, withdrawals) == ImportReport(unchanged=1)
+    # The older file, imported again, does not reopen the grant.
+    assert import_csv(registry, grants) == ImportReport(unchanged=1)
+    assert registry.covering(ALICE, PARTNER, PURPOSE, MAR) is None
+
+
+def test_import_rows_accepts_mappings(registry: ConsentRegistry) -> None:
+    report = registry.import_rows(
+        [
+            {
+                "subject": ALICE,
+                "partner": PARTNER,
+                "purpose": PURPOSE,
+                "granted_at": "2025-01-01",
+                "withdrawn_at": "",
+                "reference": "C-1",
+            },
+            {"subject": BOB, "partner": PARTNER, "purpose": PURPOSE, "reference": "C-2"},
+        ]
+    )
+    assert report == ImportReport(errors=("line 3: granted_at: missing",))
+    assert registry.show(ALICE) == []
+
+
+def _assert_nothing_applied(registry: ConsentRegistry) -> None:
+    assert registry.show(ALICE) == []
+    assert registry.show(BOB) == []
+
+
+def test_bad_date_applies_nothing(registry: ConsentRegistry, tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path / "consent.csv",
+        f"{ALICE},{PARTNER},{PURPOSE},2025-01-01,,C-1",
+        f"{BOB},{PARTNER},{PURPOSE},yesterday,,C-2",
+        f"{BOB},{PARTNER},{PURPOSE},2025-02-30,2025-01-01,C-3",
+        f"{BOB},{PARTNER},{PURPOSE},2025-03-01,2025-01-01,C-4",
+    )
+    report = import_csv(registry, path)
+    assert report == ImportReport(
+        errors=(
+            "line 3: granted_at: 'yesterday' is not an ISO 8601 date or date-time",
+            "line 4: granted_at: '2025-02-30' is not an ISO 8601 date or date-time",
+            "line 5: withdrawn_at: is before granted_at",
+        )
+    )
+    assert not report.ok
+    _assert_nothing_applied(registry)
+
+
+def test_missing_column_applies_nothing(registry: ConsentRegistry, tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path / "consent.csv",
+        f"{ALICE},{PARTNER},{PURPOSE},2025-01-01,,C-1",
+        "",
+        f"{BOB},{PARTNER},{PURPOSE},2025-01-01,C-2",
+        f"{BOB},{PARTNER},,2025-01-01,,",
+    )
+    assert import_csv(registry, path).errors == (
+        "line 4: expected 6 fields, found 5",
+        "line 5: purpose: must not be empty",
+        "line 5: reference: must not be empty",
+    )
+    _assert_nothing_applied(registry)
+
+
+def test_unknown_header_applies_nothing(registry: ConsentRegistry, tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path / "consent.csv",
+        f"{ALICE},{PARTNER},{PURPOSE},2025-01-01,,C-1",
+        header="subject,partner,purpose,granted,withdrawn_at,reference\n",
+    )
+    assert import_csv(registry, path).errors == (
+        "line 1: the header must be exactly "
+        "subject,partner,purpose,granted_at,withdrawn_at,reference "
+        "(found subject,partner,purpose,granted,withdrawn_at,reference)",
+    )
+    _assert_nothing_applied(registry)
+
+
+def test_conflicting_reference_applies_nothing(registry: ConsentRegistry, tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path / "consent.csv",
+        f"{BOB},{PARTNER},{PURPOSE},2025-01-01,,C-2",
+        f"{ALICE},{PARTNER},{PURPOSE},2025-01-01,,C-1",
+        f"{ALICE},{PARTNER},{PURPOSE},2025-02-01,,C-1",
+    )
+    assert import_csv(registry, path).errors == (
+        "line 4: reference 'C-1' is already recorded for this subject, partner and purpose "
+        "with granted_at 2025-01-01T00:00:00+00:00",
+    )
+    _assert_nothing_applied(registry)
+
+
+def test_csv_quoting_bom_and_multiline_line_numbers(
+    registry: ConsentRegistry, tmp_path: Path
+) -> None:
+    path = tmp_path / "consent.csv"
+    path.write_bytes(
+        (
+            "\ufeff"
+            + HEADER
+            + f'"{ALICE}",{PARTNER},{PURPOSE},2025-01-01,,"ref, with comma"\r\n'
+            + f'{BOB},{PARTNER},{PURPOSE},2025-01-01,,"two\nlines"\r\n'
+            + f"{BOB},{PARTNER},{PURPOSE},never,,C-9\r\n"
+        ).encode()
+    )
+    assert import_csv(registry, path).errors == (
+        "line 5: granted_at: 'never' is not an ISO 8601 date or date-time",
+    )
+
+
+def test_invalid_utf8_and_empty_file(registry: ConsentRegistry, tmp_path: Path) -> None:
+    path = tmp_path / "consent.csv"
+    path.write_bytes(HEADER.encode() + b"caf\xe9,acme-credit,x,2025-01-01,,C\n")
+    assert import_csv(registry, path).errors == ("line 2: not valid UTF-8",)
+    path.write_bytes(b"")
+    assert import_csv(registry, path).errors == (
+        "line 1: the file is empty; expected the header "
+        "subject,partner,purpose,granted_at,withdrawn_at,reference",
+    )
+
+
+def test_file_never_holds_raw_subject_ids(tmp_path: Path) -> None:
+    path = tmp_path / "consent.sqlite"
+    reg = ConsentRegistry(path, KEY)
+    csv_path = write_csv(
+        tmp_path / "consent.csv",
+        f"{ALICE},{PARTNER},{PURPOSE},2025-01-01,,C-1",
+        f"{BOB},{PARTNER},{PURPOSE},2025-01-01,2025-03-01,C-2",
+    )
+    try:
+        assert import_csv(reg, csv_path).ok
+        reg.grant(ALICE, PARTNER, "marketing", JAN, "C-3")
+        reg.withdraw(ALICE, PARTNER, "marketing", MAR, "W-1")
+        # Read while the registry is open, so the WAL file is looked at too.
+        stored = [p.read_bytes() for p in tmp_path.glob("consent.sqlite*")]
+    finally:
+        reg.close()
+    stored += [p.read_bytes() for p in tmp_path.glob("consent.sqlite*")]
+    assert stored
+    assert any(keyed_hash(KEY, ALICE).encode() in data for data in stored)
+    for data in stored:
+        for subject in (ALICE, BOB):
+            assert subject.encode() not in data
+            assert subject.encode("utf-16-le") not in data
+
+
+# -- admin JSON -----------------------------------------------------------------------------
+
+
+def test_apply_json_and_grants_json(registry: ConsentRegistry) -> None:
+    payload = {
+        "grants": [
+            {
+                "subject": ALICE,
+                "partner": PARTNER,
+                "purpose": PURPOSE,
+                "granted_at": "2025-01-01T00:00:00Z",
+                "reference": "C-1",
+            },
+            {
+                "subject": ALICE,
+                "partner": PARTNER,
+                "purpose": "marketing",
+                "granted_at": "2025-01-01",
+                "withdrawn_at": "2025-03-01",
+                "reference": "C-2",
+            },
+        ]
+    }
+    assert apply_json(registry, payload) == {"granted": 1, "withdrawn": 1, "unchanged": 0}
+    assert apply_json(registry, payload) == {"granted": 0, "withdrawn": 0, "unchanged": 2}
+    ref = keyed_hash(KEY, ALICE)
+    assert grants_json(registry, ALICE, at=JUN) == [
+        {
+            "subject_ref": ref,
+            "partner": PARTNER,
+            "purpose": PURPOSE,
+            "granted_at": "2025-01-01T00:00:00+00:00",
+            "withdrawn_at": None,
+            "reference": "C-1",
+            "in_force": True,
+        },
+        {
+            "subject_ref": ref,
+            "partner": PARTNER,
+            "purpose": "marketing",
+            "granted_at": "2025-01-01T00:00:00+00:00",
+            "withdrawn_at": "2025-03-01T00:00:00+00:00",
+            "reference": "C-2",
+            "in_force": False,
+        },
+    ]
+    assert grants_json(registry, BOB) == []
+
+
+@pytest.mark.parametrize(
+    ("payload", "problems"),
+    [
+        ([], ['the body must be an object {"grants": [...]}']),
+        ({"grant": []}, ["grant: unknown field", "grants: must be a list of grants"]),
+        ({"grants": [1, "x"]}, ["grants[0]: must be an object", "grants[1]: must be an object"]),
+        (
+            {
+                "grants": [
+                    {
+                        "subject": ALICE,
+                        "partner": PARTNER,
+                        "purpose": PURPOSE,
+                        "granted_at": "2025-01-01",
+                        "reference": "C-1",
+                    },
+                    {
+                        "subject": 42,
+                        "partner": "ACME",
+                        "purpose": PURPOSE,
+                        "granted_at": "soon",
+                        "withdrawn_at": None,
+                        "reference": "C-2",
+                        "note": "x",
+                    },
+                ]
+            },
+            [
+                "grants[1]: note: unknown field",
+                "grants[1]: subject: must be a string",
+                "grants[1]: partner: 'ACME' must be 1-64 lower-case letters, digits and -, "
+                "not starting or ending with -",
+                "grants[1]: granted_at: 'soon' is not an ISO 8601 date or date-time",
+            ],
+        ),
+    ],
+)
+def test_apply_json_validation(
+    registry: ConsentRegistry, payload: object, problems: list[str]
+) -> None:
+    with pytest.raises(ValueError, match="must") as caught:
+        apply_json(registry, payload)
+    assert isinstance(caught.value, ConsentInputError)
+    assert caught.value.problems == problems
+    _assert_nothing_applied(registry)
+
+
+# -- command line ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv(HASH_KEY_ENV, MASTER.decode())
+    return Settings(
+        share_log=ShareLogSettings(path=tmp_path / "var" / "share-log.sqlite"),
+        registry=RegistrySettings(path=tmp_path / "var" / "consent.sqlite"),
+    )
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", type=Path, default=None)
+    register(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(argv)
+
+
+def test_registry_path_comes_from_settings(settings: Settings, tmp_path: Path) -> None:
+    assert registry_path(settings) == tmp_path / "var" / "consent.sqlite"
+
+
+def test_top_level_config_is_kept() -> None:
+    assert parse("--config", "gw.yaml", "consent", "show", ALICE).config == Path("gw.yaml")
+    assert parse("consent", "import", "x.csv", "--config", "c.yaml").config == Path("c.yaml")
+
+
+def test_cli_import_and_show(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_csv(
+        tmp_path / "consent.csv",
+        f"{ALICE},{PARTNER},{PURPOSE},2025-01-01,,C-1",
+        f"{ALICE},{PARTNER},marketing,2025-01-01,2025-03-01,C-2",
+    )
+    args = parse("consent", "import", str(path))
+    assert args.handler(args, settings) == 0
+    assert capsys.readouterr().out == f"{path}: 1 granted, 1 withdrawn, 0 unchanged\n"
+    assert args.handler(args, settings) == 0
+    assert capsys.readouterr().out == f"{path}: 0 granted, 0 withdrawn, 2 unchanged\n"
+
+    args = parse("consent", "show", ALICE)
+    assert args.handler(args, settings) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"subject ref {keyed_hash(KEY, ALICE)}"
+    assert out[1].split() == [
+        "PARTNER",
+        "PURPOSE",
+        "GRANTED_AT",
+        "WITHDRAWN_AT",
+        "REFERENCE",
+        "STATUS",
+    ]
+    assert out[2].split() == [
+        PARTNER,
+        PURPOSE,
+        "2025-01-01T00:00:00+00:00",
+        "-",
+        "C-1",
+        "in",
+        "force",
+    ]
+    assert out[3].split() == [
+        PARTNER,
+        "marketing",
+        "2025-01-01T00:00:00+00:00",
+        "2025-03-01T00:00:00+00:00",
+        "C-2",
+        "withdrawn",
+    ]
+
+    args = parse("consent", "show", ALICE, "--format", "json")
+    assert args.handler(args, settings) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [(g["reference"], g["in_force"]) for g in shown] == [("C-1", True), ("C-2", False)]
+
+    args = parse("consent", "show", BOB)
+    assert args.handler(args, settings) == 0
+    assert capsys.readouterr().out.splitlines()[1] == "no consent grants recorded"
+
+
+def test_cli_import_bad_rows_exit_1(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_csv(
+        tmp_path / "consent.csv",
+        f"{ALICE},{PARTNER},{PURPOSE},2025-01-01,,C-1",
+        f"{ALICE},{PARTNER},{PURPOSE},2025-13-01,,C-2",
+    )
+    args = parse("consent", "import", str(path))
+    assert args.handler(args, settings) == 1
+    captured = capsys.readouterr()
+    assert captured.out == (
+        f"{path}: line 3: granted_at: '2025-13-01' is not an ISO 8601 date or date-time\n"
+    )
+    assert captured.err == f"1 problem(s) in {path}; nothing was imported\n"
+    with ConsentRegistry(registry_path(settings), KEY) as reg:
+        assert reg.show(ALICE) == []
+
+
+def test_cli_usage_errors_exit_2(
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = parse("consent", "import", str(tmp_path / "missing.csv"))
+    assert args.handler(args, settings) == 2
+    assert "missing.csv: cannot read" in capsys.readouterr().err
+
+    monkeypatch.setenv(HASH_KEY_ENV, "too short")
+    for argv in (("consent", "import", str(tmp_path / "x.csv")), ("consent", "show", ALICE)):
+        args = parse(*argv)
+        assert args.handler(args, settings) == 2
+        assert f"environment variable {HASH_KEY_ENV}" in capsys.readouterr().err
