@@ -1,0 +1,606 @@
+"""Contract files: strict YAML reading and the schema of one partner's contract."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_serializer,
+)
+
+if TYPE_CHECKING:
+    from gateway.transforms import Transform
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with one file, located by its key path (`routes.0.fields.2.category`)."""
+
+    file: str
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        if not self.path:
+            return f"{self.file}: {self.message}"
+        return f"{self.file}: {self.path}: {self.message}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Strict YAML
+
+
+class YamlFileError(Exception):
+    """A file could not be read as strict YAML; `problems` are (key path, message) pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{path}: {message}" for path, message in problems))
+        self.problems = problems
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class StrictLoader(yaml.SafeLoader):
+    """`yaml.safe_load`, refusing duplicate mapping keys.
+
+    A contract with two `fields:` keys under one route is ambiguous (YAML keeps the last one
+    silently), so the whole document is checked before anything is built from it.
+    """
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        duplicates = list(self._duplicate_keys(node, (), set()))
+        if duplicates:
+            raise YamlFileError(duplicates)
+        return super().construct_document(node)
+
+    def _duplicate_keys(
+        self, node: yaml.Node, path: tuple[str, ...], seen_nodes: set[int]
+    ) -> Iterator[tuple[str, str]]:
+        # Aliases make the node graph shared (even cyclic): visit each node once.
+        if id(node) in seen_nodes:
+            return
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                yield from self._duplicate_keys(item, (*path, str(index)), seen_nodes)
+        elif isinstance(node, yaml.MappingNode):
+            first_line: dict[object, int] = {}
+            for key_node, value_node in node.value:
+                child = path
+                if isinstance(key_node, yaml.ScalarNode) and key_node.tag != _MERGE_TAG:
+                    key = self.construct_object(key_node)
+                    child = (*path, str(key))
+                    line = key_node.start_mark.line + 1
+                    if key in first_line:
+                        yield (
+                            ".".join(child),
+                            f"duplicate key {key!r} (line {line}; first on line {first_line[key]})",
+                        )
+                    else:
+                        first_line[key] = line
+                yield from self._duplicate_keys(value_node, child, seen_nodes)
+
+
+def load_yaml(text: str) -> object:
+    """Parse one YAML document with `StrictLoader`; raise `YamlFileError` on any problem."""
+    try:
+        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = exc.problem or exc.context or "unreadable"
+        if what.endswith(("but got '['", "but got ']'")):
+            what += ' (inside {...} a path with [] must be quoted: {path: "items[].id"})'
+        raise YamlFileError([("", f"not valid YAML{where}: {what}")]) from exc
+    except yaml.YAMLError as exc:
+        raise YamlFileError([("", f"not valid YAML: {exc}")]) from exc
+    except RecursionError as exc:
+        raise YamlFileError([("", "not valid YAML: nested too deeply")]) from exc
+
+
+def read_yaml_file(path: Path) -> tuple[object, bytes]:
+    """The parsed document and the exact bytes it came from (for the contract's digest)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise YamlFileError([("", f"cannot read: {exc.strerror or exc}")]) from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise YamlFileError(
+            [("", f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})")]
+        ) from exc
+    return load_yaml(text), raw
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema errors as key paths
+
+_PLAIN_MESSAGES = {
+    "extra_forbidden": "unknown key",
+    "missing": "required",
+}
+
+# Discriminated unions put the tag they chose into an error's location
+# (`upstream.auth.bearer.token_env`); the file has no such key, so it is dropped.
+_UNION_TAGS: dict[tuple[str, str], frozenset[str]] = {
+    ("upstream", "auth"): frozenset({"none", "bearer", "basic", "header"}),
+}
+
+
+def schema_problems(exc: ValidationError) -> list[tuple[str, str]]:
+    """Pydantic errors as (key path, message), paths written the way the file is."""
+    return [(".".join(_file_path(error["loc"])), _message(error)) for error in exc.errors()]
+
+
+def _file_path(loc: tuple[int | str, ...]) -> list[str]:
+    out: list[str] = []
+    tags: frozenset[str] = frozenset()
+    for part in map(str, loc):
+        if part in tags:
+            # Only the element right after the union field can be its tag.
+            tags = frozenset()
+            continue
+        out.append(part)
+        tags = _UNION_TAGS.get((out[-2], out[-1]), frozenset()) if len(out) >= 2 else frozenset()
+    return out
+
+
+def _message(error: Any) -> str:
+    kind = error["type"]
+    if kind in _PLAIN_MESSAGES:
+        return _PLAIN_MESSAGES[kind]
+    if kind == "value_error":
+        return str(error["ctx"]["error"])
+    return str(error["msg"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Value types
+
+
+def _non_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+NonBlank = Annotated[str, AfterValidator(_non_blank)]
+
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _calendar_date(value: object) -> object:
+    # Lax pydantic would read 20250101 as a Unix timestamp; a contract date is a calendar day.
+    if isinstance(value, datetime):
+        raise ValueError("must be a date (YYYY-MM-DD), not a date and time")
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str) and _ISO_DATE.fullmatch(value):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{value} is not a day of the calendar") from None
+    raise ValueError("must be a date (YYYY-MM-DD)")
+
+
+CalendarDate = Annotated[date, BeforeValidator(_calendar_date)]
+
+
+def _matching(pattern: str, message: str) -> AfterValidator:
+    regex = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not regex.fullmatch(value):
+            raise ValueError(f"{value!r} {message}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _non_empty(value: tuple[Any, ...]) -> tuple[Any, ...]:
+    # A length check of its own, so a list whose every item is invalid is not also "empty".
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+PartnerId = Annotated[
+    str,
+    _matching(
+        r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?",
+        "must be 1-64 lower-case letters, digits and -, not starting or ending with -",
+    ),
+]
+EnvName = Annotated[
+    str, _matching(r"[A-Z_][A-Z0-9_]*", "must be an environment variable name ([A-Z_][A-Z0-9_]*)")
+]
+Purpose = Annotated[str, _matching(r"[a-z][a-z0-9_]*", "must match [a-z][a-z0-9_]*")]
+CountryCode = Annotated[str, _matching(r"[A-Z]{2}", "must be an ISO 3166 country code (e.g. CN)")]
+
+# RFC 9110 `token`: the characters a header field name may hold.
+_HEADER_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+HOP_BY_HOP_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# Set by the gateway on every forwarded request; a contract may not supply or pass them through.
+GATEWAY_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "content-encoding",
+        "x-data-retention-days",
+        "x-data-onward-transfer",
+    }
+)
+GATEWAY_HEADER_PREFIXES = ("x-share-",)
+# The caller's credentials and the client's address: never passed to a partner.
+CALLER_HEADERS = frozenset(
+    {
+        "authorization",
+        "cookie",
+        "x-consent-token",
+        "forwarded",
+        "via",
+        "x-real-ip",
+        "x-client-ip",
+        "client-ip",
+        "true-client-ip",
+        "x-cluster-client-ip",
+        "cf-connecting-ip",
+    }
+)
+CALLER_HEADER_PREFIXES = ("x-forwarded-",)
+
+
+def _header_token(value: str) -> str:
+    if not _HEADER_TOKEN.fullmatch(value):
+        raise ValueError(f"{value!r} is not a valid HTTP header name")
+    return value
+
+
+def _credential_header(value: str) -> str:
+    name = _header_token(value).lower()
+    if (
+        name in HOP_BY_HOP_HEADERS
+        or name in GATEWAY_HEADERS
+        or name.startswith(GATEWAY_HEADER_PREFIXES)
+    ):
+        raise ValueError(f"{value} is set by the gateway or the connection, not by upstream.auth")
+    return value
+
+
+def _pass_through_header(value: str) -> str:
+    name = _header_token(value).lower()
+    if name in HOP_BY_HOP_HEADERS:
+        raise ValueError(f"{value} is a hop-by-hop header and is never forwarded")
+    if name in GATEWAY_HEADERS or name.startswith(GATEWAY_HEADER_PREFIXES):
+        raise ValueError(f"{value} is set by the gateway and cannot be passed through")
+    if name in CALLER_HEADERS or name.startswith(CALLER_HEADER_PREFIXES):
+        raise ValueError(
+            f"{value} carries the caller's credentials or address and is never forwarded"
+        )
+    return value
+
+
+CredentialHeader = Annotated[str, AfterValidator(_credential_header)]
+PassThroughHeader = Annotated[str, AfterValidator(_pass_through_header)]
+
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
+
+
+def _media_type(value: str) -> str:
+    if not _MEDIA_TYPE.fullmatch(value):
+        raise ValueError(
+            f"{value!r} must be a lower-case type/subtype media type, without parameters"
+        )
+    return value
+
+
+MediaType = Annotated[str, AfterValidator(_media_type)]
+
+_LITERAL_SEGMENT = re.compile(r"[A-Za-z0-9._~-]+")
+_PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
+
+
+def _route_template(path: str) -> str:
+    if not path.startswith("/"):
+        raise ValueError("must start with /")
+    if "?" in path or "#" in path:
+        raise ValueError("must not contain a query or fragment; name query parameters as fields")
+    if path == "/":
+        return path
+    if path.endswith("/"):
+        raise ValueError("must not end with /")
+    for segment in path[1:].split("/"):
+        if not segment:
+            raise ValueError("must not contain an empty segment (//)")
+        if segment in {".", ".."}:
+            raise ValueError("must not contain . or .. segments")
+        if segment.startswith("{") or segment.endswith("}"):
+            if not _PLACEHOLDER.fullmatch(segment):
+                raise ValueError(
+                    f"placeholder {segment} must be a whole segment named [a-z_][a-z0-9_]*"
+                )
+        elif not _LITERAL_SEGMENT.fullmatch(segment):
+            raise ValueError(
+                f"segment {segment!r} may only hold letters, digits and - . _ ~ "
+                "or be a {name} placeholder"
+            )
+    return path
+
+
+RouteTemplate = Annotated[str, AfterValidator(_route_template)]
+
+
+def _records_path(path: str) -> str:
+    if not path.endswith("[]"):
+        raise ValueError("must name the array of records and end with [] (e.g. items[])")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Partner(_Model):
+    id: PartnerId
+    name: NonBlank
+    kind: Literal["cloud_storage", "technical_maintenance", "credit_assessment", "other"]
+    relationship: Literal["entrusted", "third_party"]
+
+
+class ContractInfo(_Model):
+    id: NonBlank
+    version: StrictInt = Field(ge=1)
+    effective: CalendarDate
+    expires: CalendarDate
+    status: Literal["active", "suspended", "terminated"]
+    pia_ref: NonBlank | None = None
+
+
+class NoAuth(_Model):
+    type: Literal["none"]
+
+
+class BearerAuth(_Model):
+    type: Literal["bearer"]
+    token_env: EnvName
+
+
+class BasicAuth(_Model):
+    type: Literal["basic"]
+    # RFC 7617: the user-id ends at the first colon.
+    username: Annotated[
+        str,
+        _matching(r"[^:\x00-\x1f\x7f]+", "must be non-empty, without ':' or control characters"),
+    ]
+    password_env: EnvName
+
+
+class HeaderAuth(_Model):
+    type: Literal["header"]
+    name: CredentialHeader
+    value_env: EnvName
+
+
+UpstreamAuth = Annotated[NoAuth | BearerAuth | BasicAuth | HeaderAuth, Field(discriminator="type")]
+
+
+class Upstream(_Model):
+    base_url: str
+    location: CountryCode
+    timeout_s: float = Field(default=10, gt=0, le=300, strict=True)
+    auth: UpstreamAuth = NoAuth(type="none")
+
+
+class CrossBorder(_Model):
+    allowed: StrictBool = False
+    mechanism: Literal["standard_contract", "certification", "security_assessment"] | None = None
+
+
+class Sensitive(_Model):
+    allowed: tuple[str, ...] = ()
+    consent_required: StrictBool = True
+
+
+class Terms(_Model):
+    retention_days: StrictInt = Field(ge=0)
+    onward_transfer: StrictBool = False
+    cross_border: CrossBorder = CrossBorder()
+    sensitive: Sensitive = Sensitive()
+    minors: Literal["deny", "allow"] = "deny"
+    rate_limit_per_s: float | None = Field(default=None, gt=0, strict=True)
+    max_records_per_day: StrictInt | None = Field(default=None, ge=1)
+
+
+# Transforms. In the file: `hash`, `redact`, `{mask: {keep_first: N, keep_last: N}}`,
+# `{generalize: year}`, `{generalize: {bucket: N}}`. Inside, each is a model tagged by `kind`,
+# which is also the file's key, so an error under `mask:` is reported at `transform.mask.<key>`.
+
+
+class HashSpec(_Model):
+    kind: Literal["hash"] = "hash"
+
+    @model_serializer
+    def _as_written(self) -> str:
+        return "hash"
+
+
+class RedactSpec(_Model):
+    kind: Literal["redact"] = "redact"
+
+    @model_serializer
+    def _as_written(self) -> str:
+        return "redact"
+
+
+class MaskSpec(_Model):
+    """Keep the first and last characters, mask the rest; 0 and 0 masks everything."""
+
+    kind: Literal["mask"] = "mask"
+    keep_first: StrictInt = Field(default=0, ge=0)
+    keep_last: StrictInt = Field(default=0, ge=0)
+
+    @model_serializer
+    def _as_written(self) -> dict[str, dict[str, int]]:
+        return {"mask": {"keep_first": self.keep_first, "keep_last": self.keep_last}}
+
+
+class GeneralizeSpec(_Model):
+    """A date to its year (`bucket` unset), or a number to its bucket of `bucket` wide."""
+
+    kind: Literal["generalize"] = "generalize"
+    bucket: StrictInt | None = Field(default=None, ge=1)
+
+    @model_serializer
+    def _as_written(self) -> dict[str, str | dict[str, int]]:
+        if self.bucket is None:
+            return {"generalize": "year"}
+        return {"generalize": {"bucket": self.bucket}}
+
+
+TransformSpec = Annotated[
+    HashSpec | RedactSpec | MaskSpec | GeneralizeSpec, Field(discriminator="kind")
+]
+
+_TRANSFORM_FORMS = "hash, redact, {mask: {keep_first: N, keep_last: N}} or {generalize: ...}"
+
+
+def _transform_as_written(value: object) -> object:
+    """Turn the file's forms into the `kind`-tagged mappings the union validates."""
+    if value is None or isinstance(value, BaseModel):
+        return value
+    if isinstance(value, str):
+        if value in {"hash", "redact"}:
+            return {"kind": value}
+        raise ValueError(f"unknown transform {value!r}; expected {_TRANSFORM_FORMS}")
+    if not isinstance(value, dict) or len(value) != 1:
+        raise ValueError(f"a transform is one of {_TRANSFORM_FORMS}")
+    ((name, options),) = value.items()
+    if name == "mask":
+        if options is None:
+            options = {}
+        if not isinstance(options, dict):
+            raise ValueError("mask takes {keep_first: N, keep_last: N}")
+        if "kind" in options:
+            raise ValueError("mask: unknown key 'kind'")
+        return {**options, "kind": "mask"}
+    if name == "generalize":
+        if options == "year":
+            return {"kind": "generalize"}
+        if isinstance(options, dict) and "bucket" in options and "kind" not in options:
+            return {**options, "kind": "generalize"}
+        raise ValueError("generalize takes year or {bucket: N}")
+    raise ValueError(f"unknown transform {name!r}; expected {_TRANSFORM_FORMS}")
+
+
+class FieldRule(_Model):
+    path: str
+    category: str
+    transform: Annotated[TransformSpec | None, BeforeValidator(_transform_as_written)] = None
+
+
+class ResponseField(_Model):
+    path: str
+
+
+class ResponseSpec(_Model):
+    fields: tuple[ResponseField, ...]
+
+
+class Route(_Model):
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+    path: RouteTemplate
+    purpose: str
+    subject: str | None = None
+    records: Annotated[str, AfterValidator(_records_path)] | None = None
+    birth_date: str | None = None
+    fields: tuple[FieldRule, ...] | None = None
+    content_types: Annotated[tuple[MediaType, ...], AfterValidator(_non_empty)] | None = None
+    headers: tuple[PassThroughHeader, ...] = ()
+    response: ResponseSpec | None = None
+    direction: Literal["push"] = "push"
+
+    @field_validator("direction", mode="before")
+    @classmethod
+    def _push_only(cls, value: object) -> object:
+        if value == "pull":
+            raise ValueError("pull routes are not supported yet; only push")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _unique_headers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        seen: set[str] = set()
+        for name in value:
+            if name.lower() in seen:
+                raise ValueError(f"{name} is listed twice")
+            seen.add(name.lower())
+        return value
+
+    @field_validator("content_types")
+    @classmethod
+    def _unique_types(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("a content type is listed twice")
+        return value
+
+
+class Contract(_Model):
+    partner: Partner
+    contract: ContractInfo
+    upstream: Upstream
+    purposes: Annotated[tuple[Purpose, ...], AfterValidator(_non_empty)]
+    categories: tuple[str, ...]
+    terms: Terms
+    routes: Annotated[tuple[Route, ...], AfterValidator(_non_empty)]
+
+
+def to_transform(spec: HashSpec | RedactSpec | MaskSpec | GeneralizeSpec) -> Transform:
+    """The field filter's transform for one contract transform."""
+    from gateway.transforms import GeneralizeBucket, GeneralizeYear, Hash, Mask, Redact
+
+    match spec:
+        case HashSpec():
+            return Hash()
+        case RedactSpec():
+            return Redact()
+        case MaskSpec():
+            return Mask(keep_first=spec.keep_first, keep_last=spec.keep_last)
+        case GeneralizeSpec(bucket=None):
+            return GeneralizeYear()
+        case GeneralizeSpec(bucket=int(size)):
+            return GeneralizeBucket(size=size)
+    raise TypeError(f"not a transform: {spec!r}")

@@ -1,0 +1,464 @@
+"""The contract set: every partner's contract loaded from a folder and checked, all at once."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from urllib.parse import urlsplit
+
+from pydantic import ValidationError
+
+from gateway.contract import (
+    Contract,
+    FieldRule,
+    HeaderAuth,
+    Problem,
+    ResponseField,
+    Route,
+    YamlFileError,
+    read_yaml_file,
+    schema_problems,
+    to_transform,
+)
+from gateway.routing import Template
+from gateway.settings import Settings
+from gateway.taxonomy import Taxonomy, load_taxonomy
+
+__all__ = [
+    "ContractSet",
+    "LoadedContract",
+    "Problem",
+    "contract_files",
+    "load_contract_set",
+    "validate_contract",
+]
+
+# Methods whose requests carry no body through the gateway: only query parameters are fields.
+BODYLESS_METHODS = frozenset({"GET", "DELETE"})
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedContract:
+    file: Path
+    contract: Contract
+    sha256: str  # of the file's bytes, as the share log records it
+
+
+@dataclass(frozen=True, slots=True)
+class ContractSet:
+    contracts: Mapping[str, LoadedContract]  # by partner id
+    taxonomy: Taxonomy
+
+
+def contract_files(directory: Path) -> list[Path]:
+    """The partner files of a folder: `*.yaml`/`*.yml` not starting with `_` (or `.`), sorted."""
+    return sorted(
+        path
+        for path in directory.iterdir()
+        if path.suffix in {".yaml", ".yml"}
+        and not path.name.startswith(("_", "."))
+        and path.is_file()
+    )
+
+
+def load_contract_set(
+    directory: Path, settings: Settings
+) -> tuple[ContractSet | None, list[Problem]]:
+    """Load and check every contract in `directory`: the set, or None and every problem found."""
+    if not directory.is_dir():
+        return None, [Problem(str(directory), "", "no contract files: not a directory")]
+    taxonomy, problems = load_taxonomy(directory)
+    files = contract_files(directory)
+    if not files:
+        problems.append(Problem(str(directory), "", "no contract files (*.yaml, *.yml)"))
+    loaded: dict[str, LoadedContract] = {}
+    for path in files:
+        file = str(path)
+        try:
+            data, raw = read_yaml_file(path)
+        except YamlFileError as exc:
+            problems += [Problem(file, where, message) for where, message in exc.problems]
+            continue
+        if not isinstance(data, dict):
+            problems.append(Problem(file, "", "the top level must be a mapping"))
+            continue
+        try:
+            contract = Contract.model_validate(data)
+        except ValidationError as exc:
+            problems += [Problem(file, where, message) for where, message in schema_problems(exc)]
+            continue
+        found = validate_contract(contract, taxonomy, settings)
+        problems += [Problem(file, where, message) for where, message in found]
+        partner_id = contract.partner.id
+        if partner_id in loaded:
+            first = loaded[partner_id].file
+            problems.append(
+                Problem(
+                    file, "partner.id", f"duplicate partner id {partner_id!r} (also in {first})"
+                )
+            )
+            continue
+        loaded[partner_id] = LoadedContract(path, contract, hashlib.sha256(raw).hexdigest())
+    if problems:
+        return None, problems
+    return ContractSet(MappingProxyType(loaded), taxonomy), []
+
+
+def validate_contract(
+    contract: Contract, taxonomy: Taxonomy, settings: Settings
+) -> list[tuple[str, str]]:
+    """The rules one contract must meet beyond its schema, as (key path, message) pairs."""
+    return [
+        *_check_contract_info(contract),
+        *_check_upstream(contract, settings),
+        *_check_purposes(contract),
+        *_check_categories(contract, taxonomy),
+        *_check_assessment(contract, taxonomy),
+        *_check_cross_border(contract),
+        *_check_routes(contract, taxonomy),
+    ]
+
+
+Found = Iterator[tuple[str, str]]
+
+
+def _check_contract_info(contract: Contract) -> Found:
+    info = contract.contract
+    if info.expires < info.effective:
+        yield "contract.expires", f"{info.expires} is before effective {info.effective}"
+
+
+def _check_upstream(contract: Contract, settings: Settings) -> Found:
+    upstream = contract.upstream
+    problem = _base_url_problem(upstream.base_url, settings.allow_insecure_upstreams)
+    if problem is not None:
+        yield "upstream.base_url", problem
+    if upstream.location != settings.jurisdiction and not contract.terms.cross_border.allowed:
+        yield (
+            "upstream.location",
+            f"{upstream.location} is outside the home jurisdiction {settings.jurisdiction}: "
+            "declare the transfer with terms.cross_border.allowed: true and a mechanism",
+        )
+
+
+def _base_url_problem(url: str, allow_insecure: bool) -> str | None:
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        return "must not contain whitespace or control characters"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"not a valid URL: {exc}"
+    if parts.scheme == "http":
+        if not allow_insecure:
+            return (
+                "http:// upstreams are only allowed with allow_insecure_upstreams: true "
+                "(development); use https://"
+            )
+    elif parts.scheme != "https":
+        return "must be an absolute https:// URL"
+    if not parts.hostname:
+        return "must name a host"
+    if "@" in parts.netloc:
+        return "must not contain user info (credentials belong in upstream.auth)"
+    if port == 0:
+        return "port 0 is not a valid port"
+    if parts.query or "?" in url:
+        return "must not contain a query"
+    if parts.fragment or "#" in url:
+        return "must not contain a fragment"
+    return None
+
+
+def _check_purposes(contract: Contract) -> Found:
+    yield from _duplicates("purposes", contract.purposes, "purpose")
+
+
+def _duplicates(where: str, values: Sequence[str], what: str) -> Found:
+    first: dict[str, int] = {}
+    for index, value in enumerate(values):
+        if value in first:
+            yield f"{where}.{index}", f"duplicate {what} {value!r} (also {where}.{first[value]})"
+        else:
+            first[value] = index
+
+
+def _category_problem(name: str, taxonomy: Taxonomy) -> str | None:
+    """What makes a category unusable in any contract, if anything."""
+    if not taxonomy.known(name):
+        return f"unknown data category {name!r}"
+    if not taxonomy.shareable(name):
+        return f"{name} may never be shared, not even hashed"
+    return None
+
+
+def _check_categories(contract: Contract, taxonomy: Taxonomy) -> Found:
+    scope = set(contract.categories)
+    allowed = contract.terms.sensitive.allowed
+    yield from _duplicates("categories", contract.categories, "category")
+    for index, name in enumerate(contract.categories):
+        problem = _category_problem(name, taxonomy)
+        if problem is not None:
+            yield f"categories.{index}", problem
+        elif taxonomy.sensitive(name) and name not in allowed:
+            yield f"categories.{index}", _not_allowed_sensitive(name)
+    where = "terms.sensitive.allowed"
+    yield from _duplicates(where, allowed, "category")
+    for index, name in enumerate(allowed):
+        problem = _category_problem(name, taxonomy)
+        if problem is not None:
+            yield f"{where}.{index}", problem
+        elif not taxonomy.sensitive(name):
+            yield f"{where}.{index}", f"{name} is not a sensitive category"
+        elif name not in scope:
+            yield f"{where}.{index}", f"{name} is not in categories"
+
+
+def _not_allowed_sensitive(name: str) -> str:
+    return f"{name} is sensitive personal information: it must be listed in terms.sensitive.allowed"
+
+
+def _field_category_problems(
+    rule: FieldRule, contract: Contract, taxonomy: Taxonomy
+) -> Iterator[str]:
+    name = rule.category
+    problem = _category_problem(name, taxonomy)
+    if problem is not None:
+        yield problem
+        return
+    if not taxonomy.personal(name) or name in contract.categories:
+        # A sensitive category in `categories` is checked there, once.
+        return
+    yield f"{name} is not in categories (the approved data scope)"
+    if taxonomy.sensitive(name) and name not in contract.terms.sensitive.allowed:
+        yield _not_allowed_sensitive(name)
+
+
+def _sensitive_in_use(contract: Contract, taxonomy: Taxonomy) -> list[str]:
+    names = [*contract.categories]
+    names += [rule.category for route in contract.routes for rule in route.fields or ()]
+    return sorted({name for name in names if taxonomy.known(name) and taxonomy.sensitive(name)})
+
+
+def _check_assessment(contract: Contract, taxonomy: Taxonomy) -> Found:
+    third_party = contract.partner.relationship == "third_party"
+    if third_party and not contract.terms.sensitive.consent_required:
+        yield (
+            "terms.sensitive.consent_required",
+            "must be true for a third_party partner (it needs the data subject's separate consent)",
+        )
+    if contract.contract.pia_ref is not None:
+        return
+    reasons: list[str] = []
+    if third_party:
+        reasons.append("a third_party partner")
+    sensitive = _sensitive_in_use(contract, taxonomy)
+    if sensitive:
+        reasons.append(f"sensitive categories ({', '.join(sensitive)})")
+    if contract.terms.cross_border.allowed:
+        reasons.append("a cross-border transfer")
+    if reasons:
+        yield (
+            "contract.pia_ref",
+            f"an impact assessment reference is required for {_and(reasons)}",
+        )
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _check_cross_border(contract: Contract) -> Found:
+    cross_border = contract.terms.cross_border
+    if cross_border.allowed and cross_border.mechanism is None:
+        yield (
+            "terms.cross_border.mechanism",
+            "required when cross_border.allowed is true "
+            "(standard_contract, certification or security_assessment)",
+        )
+    if not cross_border.allowed and cross_border.mechanism is not None:
+        yield "terms.cross_border.mechanism", "set only when cross_border.allowed is true"
+
+
+def _check_routes(contract: Contract, taxonomy: Taxonomy) -> Found:
+    auth = contract.upstream.auth
+    credential_header = auth.name.lower() if isinstance(auth, HeaderAuth) else None
+    for index, route in enumerate(contract.routes):
+        where = f"routes.{index}"
+        if route.purpose not in contract.purposes:
+            yield (
+                f"{where}.purpose",
+                f"{route.purpose!r} is not one of purposes ({', '.join(contract.purposes)})",
+            )
+        names = Template.parse(route.path).names
+        for name in sorted({n for n in names if names.count(n) > 1}):
+            yield f"{where}.path", f"placeholder {{{name}}} appears more than once"
+        for position, header in enumerate(route.headers):
+            if header.lower() == credential_header:
+                yield (
+                    f"{where}.headers.{position}",
+                    f"{header} carries the upstream credential and is set by the gateway",
+                )
+        yield from _check_body(where, route)
+        yield from _check_fields(where, route, contract, taxonomy)
+        yield from _check_subject(where, route)
+        if route.response is not None:
+            yield from _check_response(f"{where}.response.fields", route.response.fields)
+    yield from _check_route_overlaps(contract.routes)
+
+
+def _check_body(where: str, route: Route) -> Found:
+    if route.fields is not None and route.content_types is not None:
+        yield where, "a route has fields (a JSON body) or content_types (a raw body), not both"
+    elif route.method in BODYLESS_METHODS:
+        if route.content_types is not None:
+            yield f"{where}.content_types", f"a {route.method} route carries no body"
+    elif route.fields is None and route.content_types is None:
+        yield (
+            where,
+            f"a {route.method} route needs fields (a JSON body) or content_types (a raw body)",
+        )
+
+
+def _check_fields(where: str, route: Route, contract: Contract, taxonomy: Taxonomy) -> Found:
+    if route.fields is None:
+        return
+    from gateway.fieldfilter import QUERY_PREFIX
+
+    rules = route.fields
+    for position, rule in enumerate(rules):
+        for problem in _field_category_problems(rule, contract, taxonomy):
+            yield f"{where}.fields.{position}.category", problem
+        if route.method in BODYLESS_METHODS and not rule.path.startswith(QUERY_PREFIX):
+            yield (
+                f"{where}.fields.{position}.path",
+                f"a {route.method} route carries no body: only query. fields are allowed",
+            )
+    yield from _check_paths(f"{where}.fields", [rule.path for rule in rules], categories=rules)
+
+
+def _check_response(where: str, fields: Sequence[ResponseField]) -> Found:
+    from gateway.fieldfilter import QUERY_PREFIX
+
+    for position, field in enumerate(fields):
+        if field.path.startswith(QUERY_PREFIX):
+            yield f"{where}.{position}.path", "a response has no query parameters"
+    yield from _check_paths(where, [field.path for field in fields], categories=None)
+
+
+def _check_paths(where: str, paths: Sequence[str], categories: Sequence[FieldRule] | None) -> Found:
+    """Syntax and duplicates of an allow-list's paths, then whether they compile together."""
+    from gateway.fieldfilter import AllowRule, PathSyntaxError, compile_plan, parse_path
+
+    valid = True
+    first: dict[str, int] = {}
+    for position, path in enumerate(paths):
+        try:
+            parse_path(path)
+        except PathSyntaxError as exc:
+            valid = False
+            yield f"{where}.{position}.path", exc.message
+            continue
+        if path in first:
+            valid = False
+            yield (
+                f"{where}.{position}.path",
+                f"duplicate field path {path!r} (also {where}.{first[path]})",
+            )
+        else:
+            first[path] = position
+    if not valid:
+        return
+    if categories is None:
+        rules = [AllowRule(path=path, category=None) for path in paths]
+    else:
+        rules = [
+            AllowRule(
+                path=rule.path,
+                category=rule.category,
+                transform=None if rule.transform is None else to_transform(rule.transform),
+            )
+            for rule in categories
+        ]
+    try:
+        compile_plan(rules)
+    except PathSyntaxError as exc:
+        culprit = first.get(exc.path)
+        yield (f"{where}.{culprit}.path" if culprit is not None else where), exc.message
+
+
+def _check_subject(where: str, route: Route) -> Found:
+    from gateway.fieldfilter import QUERY_PREFIX, PathSyntaxError, parse_path
+
+    records = route.records
+    json_body = route.fields is not None and route.method not in BODYLESS_METHODS
+    if route.fields is None:
+        no_body = "a route without fields has no JSON body"
+    else:
+        no_body = f"a {route.method} route has no body"
+    for key in ("records", "subject", "birth_date"):
+        path: str | None = getattr(route, key)
+        if path is None:
+            continue
+        try:
+            parse_path(path)
+        except PathSyntaxError as exc:
+            yield f"{where}.{key}", exc.message
+            continue
+        if not json_body and key == "records":
+            yield f"{where}.{key}", f"{no_body}: records need one"
+        elif not json_body and not path.startswith(QUERY_PREFIX):
+            # Nothing parses a raw or absent body: only the query can name the subject.
+            yield f"{where}.{key}", f"{no_body}: use a query. path"
+        elif "**" in path:
+            yield f"{where}.{key}", "must name a single value, not a subtree (**)"
+        elif key == "records":
+            if path.count("[]") != 1:
+                yield f"{where}.{key}", "must name one array of records, with a single []"
+        elif records is None:
+            if "[]" in path:
+                yield (
+                    f"{where}.{key}",
+                    "must name one value; a route about many subjects sets records: items[]",
+                )
+        elif not (path == records or path.startswith(records + ".")):
+            yield (
+                f"{where}.{key}",
+                f"must be inside each record: start with {records} (e.g. {records}.user_id)",
+            )
+        elif "[]" in path[len(records) :]:
+            yield f"{where}.{key}", "must name one value per record"
+
+
+def _check_route_overlaps(routes: Sequence[Route]) -> Found:
+    # Overlap is judged on the templates exactly as requests will be matched against them.
+    seen: list[tuple[int, Route, tuple[str | None, ...]]] = []
+    for index, route in enumerate(routes):
+        parts = Template.parse(route.path).parts
+        for other_index, other, other_parts in seen:
+            if (other.method, other.purpose) != (route.method, route.purpose):
+                continue
+            if other.path == route.path:
+                yield (
+                    f"routes.{index}",
+                    f"duplicate route {route.method} {route.path} for purpose {route.purpose} "
+                    f"(also routes.{other_index})",
+                )
+                break
+            if _overlap(parts, other_parts):
+                yield (
+                    f"routes.{index}.path",
+                    f"{route.path} and {other.path} (routes.{other_index}) can match the same "
+                    f"request for {route.method} and purpose {route.purpose}",
+                )
+                break
+        seen.append((index, route, parts))
+
+
+def _overlap(a: tuple[str | None, ...], b: tuple[str | None, ...]) -> bool:
+    return len(a) == len(b) and all(
+        x is None or y is None or x == y for x, y in zip(a, b, strict=True)
+    )

@@ -1,0 +1,603 @@
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from gateway.contract import (
+    BasicAuth,
+    Contract,
+    FieldRule,
+    GeneralizeSpec,
+    HashSpec,
+    HeaderAuth,
+    MaskSpec,
+    NoAuth,
+    RedactSpec,
+    Route,
+    Upstream,
+    YamlFileError,
+    load_yaml,
+    read_yaml_file,
+    schema_problems,
+    to_transform,
+)
+from gateway.transforms import GeneralizeBucket, GeneralizeYear, Hash, Mask, Redact
+
+CONTRACT: dict[str, Any] = {
+    "partner": {"id": "acme", "name": "ACME Co.", "kind": "other", "relationship": "entrusted"},
+    "contract": {
+        "id": "DPA-1",
+        "version": 1,
+        "effective": date(2025, 1, 1),
+        "expires": date(2027, 12, 31),
+        "status": "active",
+    },
+    "upstream": {"base_url": "https://api.acme.example", "location": "CN"},
+    "purposes": ["service_delivery"],
+    "categories": ["identity.name"],
+    "terms": {"retention_days": 30},
+    "routes": [
+        {
+            "method": "POST",
+            "path": "/v1/things",
+            "purpose": "service_delivery",
+            "fields": [{"path": "name", "category": "identity.name"}],
+        }
+    ],
+}
+
+
+def errors_of(model: Any, data: object) -> list[tuple[str, str]]:
+    with pytest.raises(ValidationError) as caught:
+        model.model_validate(data)
+    return schema_problems(caught.value)
+
+
+def route_errors(**fields: object) -> list[tuple[str, str]]:
+    data: dict[str, object] = {"method": "POST", "path": "/v1/x", "purpose": "p"}
+    data.update(fields)
+    return errors_of(Route, data)
+
+
+# --- defaults ---------------------------------------------------------------------------------
+
+
+def test_defaults_of_a_minimal_contract() -> None:
+    contract = Contract.model_validate(CONTRACT)
+    assert contract.upstream.timeout_s == 10
+    assert contract.upstream.auth == NoAuth(type="none")
+    terms = contract.terms
+    assert terms.onward_transfer is False
+    assert terms.cross_border.allowed is False
+    assert terms.cross_border.mechanism is None
+    assert terms.sensitive.allowed == ()
+    assert terms.sensitive.consent_required is True
+    assert terms.minors == "deny"
+    assert terms.rate_limit_per_s is None
+    assert terms.max_records_per_day is None
+    route = contract.routes[0]
+    assert route.direction == "push"
+    assert route.headers == ()
+    assert route.content_types is None
+    assert route.response is None
+    assert route.fields == (FieldRule(path="name", category="identity.name"),)
+
+
+def test_models_are_frozen() -> None:
+    contract = Contract.model_validate(CONTRACT)
+    with pytest.raises(ValidationError):
+        contract.partner.id = "other"  # type: ignore[misc]
+
+
+def test_dates_may_be_written_as_iso_strings() -> None:
+    data = {**CONTRACT, "contract": {**CONTRACT["contract"], "effective": "2025-01-01"}}
+    assert Contract.model_validate(data).contract.effective == date(2025, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (20250101, "must be a date (YYYY-MM-DD)"),
+        ("01/01/2025", "must be a date (YYYY-MM-DD)"),
+        (
+            "2025-02-30",
+            "2025-02-30 is not a day of the calendar",
+        ),
+    ],
+)
+def test_dates_must_be_calendar_dates(value: object, message: str) -> None:
+    data = {**CONTRACT, "contract": {**CONTRACT["contract"], "effective": value}}
+    assert errors_of(Contract, data) == [("contract.effective", message)]
+
+
+def test_integers_and_booleans_are_not_coerced() -> None:
+    data = {
+        **CONTRACT,
+        "terms": {"retention_days": True, "onward_transfer": "no", "max_records_per_day": 1.5},
+    }
+    assert errors_of(Contract, data) == [
+        ("terms.retention_days", "Input should be a valid integer"),
+        ("terms.onward_transfer", "Input should be a valid boolean"),
+        ("terms.max_records_per_day", "Input should be a valid integer"),
+    ]
+
+
+def test_empty_purposes_and_routes() -> None:
+    data = {**CONTRACT, "purposes": [], "routes": []}
+    assert errors_of(Contract, data) == [
+        ("purposes", "must not be empty"),
+        ("routes", "must not be empty"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("partner_id", "valid"),
+    [
+        ("acme-credit", True),
+        ("a", True),
+        ("9lives", True),
+        ("a" * 64, True),
+        ("a" * 65, False),
+        ("-acme", False),
+        ("acme-", False),
+        ("Acme", False),
+        ("acme_credit", False),
+        ("acme\n", False),
+        ("", False),
+    ],
+)
+def test_partner_id_pattern(partner_id: str, valid: bool) -> None:
+    data = {**CONTRACT, "partner": {**CONTRACT["partner"], "id": partner_id}}
+    if valid:
+        assert Contract.model_validate(data).partner.id == partner_id
+    else:
+        assert errors_of(Contract, data) == [
+            (
+                "partner.id",
+                f"{partner_id!r} must be 1-64 lower-case letters, digits and -, "
+                "not starting or ending with -",
+            )
+        ]
+
+
+def test_blank_names_are_refused() -> None:
+    data = {
+        **CONTRACT,
+        "partner": {**CONTRACT["partner"], "name": "  "},
+        "contract": {**CONTRACT["contract"], "pia_ref": ""},
+    }
+    assert errors_of(Contract, data) == [
+        ("partner.name", "must not be empty"),
+        ("contract.pia_ref", "must not be empty"),
+    ]
+
+
+def test_purpose_names() -> None:
+    data = {**CONTRACT, "purposes": ["service_delivery", "Marketing"]}
+    assert errors_of(Contract, data) == [("purposes.1", "'Marketing' must match [a-z][a-z0-9_]*")]
+
+
+# --- upstream ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("auth", "expected"),
+    [
+        ({"type": "none"}, NoAuth(type="none")),
+        (
+            {"type": "basic", "username": "svc", "password_env": "ACME_PASSWORD"},
+            BasicAuth(type="basic", username="svc", password_env="ACME_PASSWORD"),
+        ),
+        (
+            {"type": "header", "name": "X-Api-Key", "value_env": "ACME_KEY"},
+            HeaderAuth(type="header", name="X-Api-Key", value_env="ACME_KEY"),
+        ),
+    ],
+)
+def test_auth_forms(auth: dict[str, str], expected: object) -> None:
+    upstream = Upstream.model_validate(
+        {"base_url": "https://a.example", "location": "CN", "auth": auth}
+    )
+    assert upstream.auth == expected
+
+
+@pytest.mark.parametrize(
+    ("auth", "problems"),
+    [
+        (
+            {"type": "oauth"},
+            [
+                (
+                    "upstream.auth",
+                    "Input tag 'oauth' found using 'type' does not match any of the expected "
+                    "tags: 'none', 'bearer', 'basic', 'header'",
+                )
+            ],
+        ),
+        ({"type": "bearer"}, [("upstream.auth.token_env", "required")]),
+        (
+            {"type": "bearer", "token_env": "T", "token": "abc"},
+            [("upstream.auth.token", "unknown key")],
+        ),
+        (
+            {"type": "basic", "username": "u", "password_env": "1PASS"},
+            [
+                (
+                    "upstream.auth.password_env",
+                    "'1PASS' must be an environment variable name ([A-Z_][A-Z0-9_]*)",
+                )
+            ],
+        ),
+        (
+            {"type": "basic", "username": "svc:1", "password_env": "P"},
+            [
+                (
+                    "upstream.auth.username",
+                    "'svc:1' must be non-empty, without ':' or control characters",
+                )
+            ],
+        ),
+        (
+            {"type": "header", "name": "X Key", "value_env": "K"},
+            [("upstream.auth.name", "'X Key' is not a valid HTTP header name")],
+        ),
+    ],
+)
+def test_auth_errors(auth: dict[str, str], problems: list[tuple[str, str]]) -> None:
+    data = {**CONTRACT, "upstream": {**CONTRACT["upstream"], "auth": auth}}
+    assert errors_of(Contract, data) == problems
+
+
+@pytest.mark.parametrize(
+    "name", ["Host", "content-length", "Transfer-Encoding", "Connection", "X-Share-Id", "TE"]
+)
+def test_auth_header_may_not_be_gateway_or_hop_by_hop(name: str) -> None:
+    data = {
+        **CONTRACT,
+        "upstream": {
+            **CONTRACT["upstream"],
+            "auth": {"type": "header", "name": name, "value_env": "K"},
+        },
+    }
+    assert errors_of(Contract, data) == [
+        (
+            "upstream.auth.name",
+            f"{name} is set by the gateway or the connection, not by upstream.auth",
+        )
+    ]
+
+
+def test_auth_header_may_be_authorization() -> None:
+    upstream = Upstream.model_validate(
+        {
+            "base_url": "https://a.example",
+            "location": "CN",
+            "auth": {"type": "header", "name": "Authorization", "value_env": "ACME_AUTH"},
+        }
+    )
+    assert isinstance(upstream.auth, HeaderAuth)
+    assert upstream.auth.name == "Authorization"
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        (
+            {"location": "cn"},
+            ("upstream.location", "'cn' must be an ISO 3166 country code (e.g. CN)"),
+        ),
+        ({"timeout_s": 0}, ("upstream.timeout_s", "Input should be greater than 0")),
+        ({"timeout_s": 301}, ("upstream.timeout_s", "Input should be less than or equal to 300")),
+        ({"timeout_s": "10"}, ("upstream.timeout_s", "Input should be a valid number")),
+    ],
+)
+def test_upstream_values(changes: dict[str, object], problem: tuple[str, str]) -> None:
+    data = {**CONTRACT, "upstream": {**CONTRACT["upstream"], **changes}}
+    assert errors_of(Contract, data) == [problem]
+
+
+def test_timeout_may_be_written_as_an_integer() -> None:
+    upstream = Upstream.model_validate(
+        {"base_url": "https://a.example", "location": "CN", "timeout_s": 300}
+    )
+    assert upstream.timeout_s == 300.0
+
+
+# --- transforms -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("written", "spec", "transform"),
+    [
+        ("hash", HashSpec(), Hash()),
+        ("redact", RedactSpec(), Redact()),
+        ({"mask": {"keep_last": 4}}, MaskSpec(keep_last=4), Mask(keep_first=0, keep_last=4)),
+        (
+            {"mask": {"keep_first": 3, "keep_last": 4}},
+            MaskSpec(keep_first=3, keep_last=4),
+            Mask(keep_first=3, keep_last=4),
+        ),
+        ({"mask": {}}, MaskSpec(), Mask(keep_first=0, keep_last=0)),
+        ({"mask": None}, MaskSpec(), Mask(keep_first=0, keep_last=0)),
+        ({"generalize": "year"}, GeneralizeSpec(), GeneralizeYear()),
+        (
+            {"generalize": {"bucket": 5000}},
+            GeneralizeSpec(bucket=5000),
+            GeneralizeBucket(size=5000),
+        ),
+    ],
+)
+def test_transform_forms(written: object, spec: object, transform: object) -> None:
+    rule = FieldRule.model_validate(
+        {"path": "a", "category": "identity.name", "transform": written}
+    )
+    assert rule.transform == spec
+    assert rule.transform is not None
+    assert to_transform(rule.transform) == transform
+    # Dumped back the way the file writes it.
+    dumped = rule.model_dump()["transform"]
+    if isinstance(written, dict) and "mask" in written:
+        assert dumped == {"mask": {"keep_first": 0, "keep_last": 0, **(written["mask"] or {})}}
+    else:
+        assert dumped == written
+    assert FieldRule.model_validate(rule.model_dump()) == rule
+
+
+def test_no_transform() -> None:
+    rule = FieldRule.model_validate({"path": "a", "category": "identity.name", "transform": None})
+    assert rule.transform is None
+
+
+FORMS = "hash, redact, {mask: {keep_first: N, keep_last: N}} or {generalize: ...}"
+
+
+@pytest.mark.parametrize(
+    ("written", "problem"),
+    [
+        ("encrypt", ("transform", f"unknown transform 'encrypt'; expected {FORMS}")),
+        ("HASH", ("transform", f"unknown transform 'HASH'; expected {FORMS}")),
+        ({"tokenize": {}}, ("transform", f"unknown transform 'tokenize'; expected {FORMS}")),
+        ({"mask": {}, "generalize": "year"}, ("transform", f"a transform is one of {FORMS}")),
+        (["hash"], ("transform", f"a transform is one of {FORMS}")),
+        ({"mask": 4}, ("transform", "mask takes {keep_first: N, keep_last: N}")),
+        (
+            {"mask": {"keep_last": -1}},
+            ("transform.mask.keep_last", "Input should be greater than or equal to 0"),
+        ),
+        (
+            {"mask": {"keep_last": "4"}},
+            ("transform.mask.keep_last", "Input should be a valid integer"),
+        ),
+        ({"mask": {"keep": 4}}, ("transform.mask.keep", "unknown key")),
+        ({"mask": {"kind": "hash"}}, ("transform", "mask: unknown key 'kind'")),
+        ({"generalize": "decade"}, ("transform", "generalize takes year or {bucket: N}")),
+        ({"generalize": {}}, ("transform", "generalize takes year or {bucket: N}")),
+        (
+            {"generalize": {"bucket": 0}},
+            ("transform.generalize.bucket", "Input should be greater than or equal to 1"),
+        ),
+        ({"generalize": {"bucket": 10, "min": 0}}, ("transform.generalize.min", "unknown key")),
+    ],
+)
+def test_transform_errors(written: object, problem: tuple[str, str]) -> None:
+    data = {"path": "a", "category": "identity.name", "transform": written}
+    assert errors_of(FieldRule, data) == [problem]
+
+
+# --- routes -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/", "/v1/assess", "/v1/files/{file_id}", "/v1/{a}/{b}", "/a.b/c~d/e-f/_g", "/v1/..x"],
+)
+def test_valid_templates(path: str) -> None:
+    assert Route.model_validate({"method": "GET", "path": path, "purpose": "p"}).path == path
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("v1/assess", "must start with /"),
+        ("", "must start with /"),
+        ("/v1/assess/", "must not end with /"),
+        ("/v1//assess", "must not contain an empty segment (//)"),
+        ("/v1/assess?x=1", "must not contain a query or fragment; name query parameters as fields"),
+        ("/v1/assess#x", "must not contain a query or fragment; name query parameters as fields"),
+        ("/v1/../admin", "must not contain . or .. segments"),
+        ("/v1/./assess", "must not contain . or .. segments"),
+        ("/v1/{File}", "placeholder {File} must be a whole segment named [a-z_][a-z0-9_]*"),
+        ("/v1/{id", "placeholder {id must be a whole segment named [a-z_][a-z0-9_]*"),
+        ("/v1/{}", "placeholder {} must be a whole segment named [a-z_][a-z0-9_]*"),
+        (
+            "/v1/f{id}",
+            "placeholder f{id} must be a whole segment named [a-z_][a-z0-9_]*",
+        ),
+        (
+            "/v1/a%2Fb",
+            "segment 'a%2Fb' may only hold letters, digits and - . _ ~ or be a {name} placeholder",
+        ),
+        (
+            "/v1/a;b",
+            "segment 'a;b' may only hold letters, digits and - . _ ~ or be a {name} placeholder",
+        ),
+    ],
+)
+def test_invalid_templates(path: str, message: str) -> None:
+    assert route_errors(path=path) == [("path", message)]
+
+
+def test_method_is_upper_case() -> None:
+    assert route_errors(method="post") == [
+        ("method", "Input should be 'GET', 'POST', 'PUT', 'PATCH' or 'DELETE'")
+    ]
+
+
+def test_pull_routes_are_not_supported_yet() -> None:
+    assert route_errors(direction="pull") == [
+        ("direction", "pull routes are not supported yet; only push")
+    ]
+    assert route_errors(direction="sideways") == [("direction", "Input should be 'push'")]
+
+
+def test_records_must_end_with_brackets() -> None:
+    assert route_errors(records="applicants") == [
+        ("records", "must name the array of records and end with [] (e.g. items[])")
+    ]
+
+
+@pytest.mark.parametrize(
+    "value", ["application/PDF", "text/plain; charset=utf-8", "*/*", "pdf", "image/", "/png"]
+)
+def test_content_types(value: str) -> None:
+    assert route_errors(content_types=["application/pdf", value]) == [
+        (
+            "content_types.1",
+            f"{value!r} must be a lower-case type/subtype media type, without parameters",
+        )
+    ]
+
+
+def test_content_types_not_empty_nor_repeated() -> None:
+    assert route_errors(content_types=[]) == [("content_types", "must not be empty")]
+    assert route_errors(content_types=["image/png", "image/png"]) == [
+        ("content_types", "a content type is listed twice")
+    ]
+
+
+def test_content_types_with_structured_suffix() -> None:
+    route = Route.model_validate(
+        {
+            "method": "PUT",
+            "path": "/v1/x",
+            "purpose": "p",
+            "content_types": ["application/vnd.acme.report+xml", "image/svg+xml"],
+        }
+    )
+    assert route.content_types == ("application/vnd.acme.report+xml", "image/svg+xml")
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        (
+            "Authorization",
+            "Authorization carries the caller's credentials or address and is never forwarded",
+        ),
+        ("Cookie", "Cookie carries the caller's credentials or address and is never forwarded"),
+        (
+            "Forwarded",
+            "Forwarded carries the caller's credentials or address and is never forwarded",
+        ),
+        (
+            "X-Forwarded-For",
+            "X-Forwarded-For carries the caller's credentials or address and is never forwarded",
+        ),
+        (
+            "x-real-ip",
+            "x-real-ip carries the caller's credentials or address and is never forwarded",
+        ),
+        (
+            "X-Consent-Token",
+            "X-Consent-Token carries the caller's credentials or address and is never forwarded",
+        ),
+        ("Host", "Host is set by the gateway and cannot be passed through"),
+        ("X-Share-Purpose", "X-Share-Purpose is set by the gateway and cannot be passed through"),
+        (
+            "X-Data-Retention-Days",
+            "X-Data-Retention-Days is set by the gateway and cannot be passed through",
+        ),
+        ("Connection", "Connection is a hop-by-hop header and is never forwarded"),
+        ("Upgrade", "Upgrade is a hop-by-hop header and is never forwarded"),
+        (
+            "Proxy-Authorization",
+            "Proxy-Authorization is a hop-by-hop header and is never forwarded",
+        ),
+        ("X Bad", "'X Bad' is not a valid HTTP header name"),
+        ("", "'' is not a valid HTTP header name"),
+    ],
+)
+def test_route_headers_refused(name: str, message: str) -> None:
+    data = {"content_types": ["text/plain"], "headers": ["X-Request-Id", name]}
+    assert route_errors(**data) == [("headers.1", message)]
+
+
+def test_route_headers_listed_twice() -> None:
+    assert route_errors(content_types=["text/plain"], headers=["X-Trace", "x-trace"]) == [
+        ("headers", "x-trace is listed twice")
+    ]
+
+
+# --- YAML -------------------------------------------------------------------------------------
+
+
+def test_load_yaml_is_safe() -> None:
+    with pytest.raises(YamlFileError) as caught:
+        load_yaml("a: !!python/object/apply:os.system ['true']\n")
+    ((where, message),) = caught.value.problems
+    assert where == ""
+    assert message.startswith(
+        "not valid YAML at line 1, column 4: could not determine a constructor"
+    )
+
+
+def test_duplicate_keys_at_every_depth_are_reported_with_paths() -> None:
+    text = "a: 1\nb:\n  - x: 1\n    x: 2\na: 3\n"
+    with pytest.raises(YamlFileError) as caught:
+        load_yaml(text)
+    assert caught.value.problems == [
+        ("b.0.x", "duplicate key 'x' (line 4; first on line 3)"),
+        ("a", "duplicate key 'a' (line 5; first on line 1)"),
+    ]
+
+
+def test_keys_that_read_as_the_same_value_are_duplicates() -> None:
+    with pytest.raises(YamlFileError) as caught:
+        load_yaml("on: 1\ntrue: 2\n")
+    assert caught.value.problems == [("True", "duplicate key True (line 2; first on line 1)")]
+
+
+def test_merge_keys_and_aliases_are_not_duplicates() -> None:
+    text = "base: &base {a: 1, b: 2}\nthing:\n  <<: *base\n  b: 3\nother: *base\n"
+    assert load_yaml(text) == {
+        "base": {"a": 1, "b": 2},
+        "thing": {"a": 1, "b": 3},
+        "other": {"a": 1, "b": 2},
+    }
+
+
+def test_unquoted_brackets_in_flow_mappings_get_a_hint() -> None:
+    with pytest.raises(YamlFileError) as caught:
+        load_yaml("fields: [{path: items[].id}]\n")
+    assert caught.value.problems == [
+        (
+            "",
+            "not valid YAML at line 1, column 22: expected ',' or '}', but got '[' "
+            '(inside {...} a path with [] must be quoted: {path: "items[].id"})',
+        )
+    ]
+
+
+def test_read_yaml_file_returns_document_and_exact_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    raw = "\ufeffname: 公司\n".encode()
+    path.write_bytes(raw)
+    assert read_yaml_file(path) == ({"name": "公司"}, raw)
+
+
+def test_read_yaml_file_refuses_other_encodings(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_bytes("name: 公司\n".encode("utf-16"))
+    with pytest.raises(YamlFileError) as caught:
+        read_yaml_file(path)
+    assert caught.value.problems == [("", "not valid UTF-8 (byte 0xff at offset 0)")]
+
+
+def test_read_yaml_file_reports_unreadable_files(tmp_path: Path) -> None:
+    with pytest.raises(YamlFileError) as caught:
+        read_yaml_file(tmp_path / "missing.yaml")
+    assert caught.value.problems == [("", "cannot read: No such file or directory")]

@@ -1,0 +1,969 @@
+from __future__ import annotations
+
+import copy
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gateway.contract import Contract
+from gateway.contractset import (
+    ContractSet,
+    Problem,
+    contract_files,
+    load_contract_set,
+    validate_contract,
+)
+from gateway.settings import Settings
+from gateway.taxonomy import BUILTIN_TAXONOMY
+
+BUNDLED = Path(__file__).resolve().parent.parent / "contracts"
+
+
+def minimal() -> dict[str, Any]:
+    """The smallest valid contract; each test breaks exactly one thing in a copy."""
+    return copy.deepcopy(
+        {
+            "partner": {
+                "id": "acme",
+                "name": "ACME Co.",
+                "kind": "other",
+                "relationship": "entrusted",
+            },
+            "contract": {
+                "id": "DPA-1",
+                "version": 1,
+                "effective": "2025-01-01",
+                "expires": "2027-12-31",
+                "status": "active",
+                "pia_ref": "PIA-1",
+            },
+            "upstream": {"base_url": "https://api.acme.example", "location": "CN"},
+            "purposes": ["service_delivery"],
+            "categories": ["identity.name"],
+            "terms": {"retention_days": 30},
+            "routes": [
+                {
+                    "method": "POST",
+                    "path": "/v1/things",
+                    "purpose": "service_delivery",
+                    "fields": [{"path": "name", "category": "identity.name"}],
+                }
+            ],
+        }
+    )
+
+
+def route(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "method": "POST",
+        "path": "/v1/things",
+        "purpose": "service_delivery",
+        "fields": [{"path": "name", "category": "identity.name"}],
+    }
+    base.update(overrides)
+    return {key: value for key, value in base.items() if value is not None}
+
+
+def write(directory: Path, name: str, data: object) -> Path:
+    path = directory / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def lines(
+    directory: Path, data: dict[str, Any], settings: Settings | None = None
+) -> tuple[str, list[str]]:
+    """Write `data` as the only contract and return its file name and every problem line."""
+    file = str(write(directory, "acme.yaml", data))
+    contract_set, problems = load_contract_set(directory, settings or Settings())
+    assert (contract_set is None) == bool(problems)
+    return file, [str(problem) for problem in problems]
+
+
+def test_minimal_contract_is_valid(tmp_path: Path) -> None:
+    _, found = lines(tmp_path, minimal())
+    assert found == []
+
+
+def test_loaded_set_holds_contract_and_sha256_of_file_bytes(tmp_path: Path) -> None:
+    path = write(tmp_path, "acme.yaml", minimal())
+    contract_set, problems = load_contract_set(tmp_path, Settings())
+    assert problems == []
+    assert isinstance(contract_set, ContractSet)
+    loaded = contract_set.contracts["acme"]
+    assert loaded.file == path
+    assert loaded.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert loaded.contract.partner.name == "ACME Co."
+    assert contract_set.taxonomy == BUILTIN_TAXONOMY
+
+
+def test_sha256_changes_with_any_byte_even_a_comment(tmp_path: Path) -> None:
+    path = write(tmp_path, "acme.yaml", minimal())
+    first, _ = load_contract_set(tmp_path, Settings())
+    path.write_bytes(path.read_bytes() + b"# reviewed 2025-02-01\n")
+    second, _ = load_contract_set(tmp_path, Settings())
+    assert first is not None
+    assert second is not None
+    before = first.contracts["acme"].sha256
+    after = second.contracts["acme"].sha256
+    assert before != after
+    assert after == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_bundled_contracts_load_without_problems() -> None:
+    contract_set, problems = load_contract_set(BUNDLED, Settings())
+    assert [str(p) for p in problems] == []
+    assert contract_set is not None
+    assert sorted(contract_set.contracts) == ["acme-credit", "cloudvault", "fixit"]
+    acme = contract_set.contracts["acme-credit"].contract
+    assert acme.partner.relationship == "third_party"
+    assert acme.terms.sensitive.allowed == ("identity.id_number",)
+    assert [r.path for r in acme.routes] == ["/v1/assess", "/v1/assess/batch"]
+    assert acme.routes[1].records == "applicants[]"
+
+
+def test_bundled_contracts_are_in_force_on_2026_11_30() -> None:
+    contract_set, _ = load_contract_set(BUNDLED, Settings())
+    assert contract_set is not None
+    for loaded in contract_set.contracts.values():
+        info = loaded.contract.contract
+        assert info.status == "active"
+        assert str(info.effective) < "2026-11-30" < str(info.expires)
+
+
+# --- rule 1: unknown keys and schema errors ---------------------------------------------------
+
+
+def test_unknown_key_is_reported_at_its_path(tmp_path: Path) -> None:
+    data = minimal()
+    data["routes"][0]["fields"][0]["categroy"] = "identity.name"
+    file, found = lines(tmp_path, data)
+    assert found == [f"{file}: routes.0.fields.0.categroy: unknown key"]
+
+
+def test_schema_errors_are_all_reported_with_their_paths(tmp_path: Path) -> None:
+    data = minimal()
+    data["contract"]["version"] = "three"
+    data["terms"]["retention_days"] = -1
+    del data["upstream"]["location"]
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: contract.version: Input should be a valid integer",
+        f"{file}: upstream.location: required",
+        f"{file}: terms.retention_days: Input should be greater than or equal to 0",
+    ]
+
+
+def test_auth_errors_are_located_without_the_union_tag(tmp_path: Path) -> None:
+    data = minimal()
+    data["upstream"]["auth"] = {"type": "bearer", "token_env": "acme_token"}
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: upstream.auth.token_env: 'acme_token' must be an environment variable name "
+        "([A-Z_][A-Z0-9_]*)"
+    ]
+
+
+def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
+    path = tmp_path / "acme.yaml"
+    path.write_text("- just\n- a list\n", encoding="utf-8")
+    _, problems = load_contract_set(tmp_path, Settings())
+    assert [str(p) for p in problems] == [f"{path}: the top level must be a mapping"]
+
+
+# --- rule 2: route purposes -------------------------------------------------------------------
+
+
+def test_route_purpose_must_be_an_approved_purpose(tmp_path: Path) -> None:
+    data = minimal()
+    data["routes"][0]["purpose"] = "marketing"
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: routes.0.purpose: 'marketing' is not one of purposes (service_delivery)"
+    ]
+
+
+def test_duplicate_purposes(tmp_path: Path) -> None:
+    data = minimal()
+    data["purposes"] = ["service_delivery", "service_delivery"]
+    file, found = lines(tmp_path, data)
+    assert found == [f"{file}: purposes.1: duplicate purpose 'service_delivery' (also purposes.0)"]
+
+
+# --- rule 3: field categories the taxonomy does not know --------------------------------------
+
+
+def test_field_category_unknown_to_the_taxonomy(tmp_path: Path) -> None:
+    data = minimal()
+    data["routes"][0]["fields"][0]["category"] = "identity.shoe_size"
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: routes.0.fields.0.category: unknown data category 'identity.shoe_size'"
+    ]
+
+
+# --- rule 4: the approved data scope ----------------------------------------------------------
+
+
+def test_field_category_outside_the_approved_scope(tmp_path: Path) -> None:
+    data = minimal()
+    data["routes"][0]["fields"].append({"path": "phone", "category": "contact.phone"})
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: routes.0.fields.1.category: contact.phone is not in categories "
+        "(the approved data scope)"
+    ]
+
+
+def test_business_categories_need_no_place_in_scope(tmp_path: Path) -> None:
+    data = minimal()
+    data["routes"][0]["fields"].append({"path": "amount", "category": "business.transaction"})
+    _, found = lines(tmp_path, data)
+    assert found == []
+
+
+def test_scope_category_unknown_to_the_taxonomy(tmp_path: Path) -> None:
+    data = minimal()
+    data["categories"].append("contact.pager")
+    file, found = lines(tmp_path, data)
+    assert found == [f"{file}: categories.1: unknown data category 'contact.pager'"]
+
+
+def test_duplicate_scope_category(tmp_path: Path) -> None:
+    data = minimal()
+    data["categories"].append("identity.name")
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: categories.1: duplicate category 'identity.name' (also categories.0)"
+    ]
+
+
+# --- rule 5: sensitive categories -------------------------------------------------------------
+
+
+def test_sensitive_scope_category_must_be_allowed(tmp_path: Path) -> None:
+    data = minimal()
+    data["categories"].append("health.record")
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: categories.1: health.record is sensitive personal information: "
+        "it must be listed in terms.sensitive.allowed"
+    ]
+
+
+def test_sensitive_field_category_outside_scope_reports_both(tmp_path: Path) -> None:
+    data = minimal()
+    data["routes"][0]["fields"].append({"path": "face", "category": "biometric.face"})
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: routes.0.fields.1.category: biometric.face is not in categories "
+        "(the approved data scope)",
+        f"{file}: routes.0.fields.1.category: biometric.face is sensitive personal information: "
+        "it must be listed in terms.sensitive.allowed",
+    ]
+
+
+def test_sensitive_category_in_scope_and_allowed_is_valid(tmp_path: Path) -> None:
+    data = minimal()
+    data["categories"].append("health.record")
+    data["terms"]["sensitive"] = {"allowed": ["health.record"]}
+    data["routes"][0]["fields"].append({"path": "diagnosis", "category": "health.record"})
+    _, found = lines(tmp_path, data)
+    assert found == []
+
+
+def test_allowed_entry_must_be_sensitive(tmp_path: Path) -> None:
+    data = minimal()
+    data["terms"]["sensitive"] = {"allowed": ["identity.name"]}
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: terms.sensitive.allowed.0: identity.name is not a sensitive category"
+    ]
+
+
+def test_allowed_entry_must_be_in_scope(tmp_path: Path) -> None:
+    data = minimal()
+    data["terms"]["sensitive"] = {"allowed": ["identity.id_number"]}
+    file, found = lines(tmp_path, data)
+    assert found == [f"{file}: terms.sensitive.allowed.0: identity.id_number is not in categories"]
+
+
+# --- rule 6: never shareable ------------------------------------------------------------------
+
+
+def test_password_may_never_be_shared_even_hashed(tmp_path: Path) -> None:
+    data = minimal()
+    data["categories"].append("account.password")
+    data["routes"][0]["fields"].append(
+        {"path": "password", "category": "account.password", "transform": "hash"}
+    )
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: categories.1: account.password may never be shared, not even hashed",
+        f"{file}: routes.0.fields.1.category: account.password may never be shared, "
+        "not even hashed",
+    ]
+
+
+def test_password_may_not_be_listed_as_allowed_sensitive(tmp_path: Path) -> None:
+    data = minimal()
+    data["terms"]["sensitive"] = {"allowed": ["account.password"]}
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: terms.sensitive.allowed.0: account.password may never be shared, not even hashed"
+    ]
+
+
+# --- rule 7: upstream URL ---------------------------------------------------------------------
+
+
+def test_http_upstream_is_refused_by_default(tmp_path: Path) -> None:
+    data = minimal()
+    data["upstream"]["base_url"] = "http://api.acme.example"
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: upstream.base_url: http:// upstreams are only allowed with "
+        "allow_insecure_upstreams: true (development); use https://"
+    ]
+
+
+def test_http_upstream_is_allowed_for_development(tmp_path: Path) -> None:
+    data = minimal()
+    data["upstream"]["base_url"] = "http://127.0.0.1:8081"
+    _, found = lines(tmp_path, data, Settings(allow_insecure_upstreams=True))
+    assert found == []
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ftp://files.acme.example", "must be an absolute https:// URL"),
+        ("api.acme.example/v1", "must be an absolute https:// URL"),
+        ("https:///v1", "must name a host"),
+        (
+            "https://user:secret@api.acme.example",
+            "must not contain user info (credentials belong in upstream.auth)",
+        ),
+        ("https://api.acme.example/v1?key=1", "must not contain a query"),
+        ("https://api.acme.example/v1?", "must not contain a query"),
+        ("https://api.acme.example/#top", "must not contain a fragment"),
+        ("https://api.acme.example:99999", "not a valid URL: Port out of range 0-65535"),
+        ("https://api.acme .example", "must not contain whitespace or control characters"),
+    ],
+)
+def test_base_url_must_be_absolute_https_with_host_only(
+    tmp_path: Path, url: str, message: str
+) -> None:
+    data = minimal()
+    data["upstream"]["base_url"] = url
+    file, found = lines(tmp_path, data)
+    assert found == [f"{file}: upstream.base_url: {message}"]
+
+
+def test_base_url_may_carry_a_port_and_base_path(tmp_path: Path) -> None:
+    data = minimal()
+    data["upstream"]["base_url"] = "https://api.acme.example:8443/partner-api"
+    _, found = lines(tmp_path, data)
+    assert found == []
+
+
+# --- rule 8: duplicate partner ids ------------------------------------------------------------
+
+
+def test_duplicate_partner_ids_name_both_files(tmp_path: Path) -> None:
+    later = write(tmp_path, "acme.yaml", minimal())
+    earlier = write(tmp_path, "acme-again.yml", minimal())
+    contract_set, problems = load_contract_set(tmp_path, Settings())
+    assert contract_set is None
+    # Files are read in sorted order: `acme-again.yml` comes first.
+    assert [str(p) for p in problems] == [
+        f"{later}: partner.id: duplicate partner id 'acme' (also in {earlier})"
+    ]
+
+
+# --- rule 9: validity dates -------------------------------------------------------------------
+
+
+def test_expires_before_effective(tmp_path: Path) -> None:
+    data = minimal()
+    data["contract"]["expires"] = "2024-12-31"
+    file, found = lines(tmp_path, data)
+    assert found == [f"{file}: contract.expires: 2024-12-31 is before effective 2025-01-01"]
+
+
+def test_one_day_contract_is_valid(tmp_path: Path) -> None:
+    data = minimal()
+    data["contract"]["expires"] = "2025-01-01"
+    _, found = lines(tmp_path, data)
+    assert found == []
+
+
+# --- rule 10: third parties -------------------------------------------------------------------
+
+
+def test_third_party_requires_consent(tmp_path: Path) -> None:
+    data = minimal()
+    data["partner"]["relationship"] = "third_party"
+    data["terms"]["sensitive"] = {"consent_required": False}
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: terms.sensitive.consent_required: must be true for a third_party partner "
+        "(it needs the data subject's separate consent)"
+    ]
+
+
+def test_third_party_requires_pia_ref(tmp_path: Path) -> None:
+    data = minimal()
+    data["partner"]["relationship"] = "third_party"
+    del data["contract"]["pia_ref"]
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: contract.pia_ref: an impact assessment reference is required for "
+        "a third_party partner"
+    ]
+
+
+def test_entrusted_partner_without_sensitive_data_needs_no_pia_ref(tmp_path: Path) -> None:
+    data = minimal()
+    del data["contract"]["pia_ref"]
+    _, found = lines(tmp_path, data)
+    assert found == []
+
+
+# --- rule 11: impact assessment ---------------------------------------------------------------
+
+
+def test_sensitive_categories_require_pia_ref(tmp_path: Path) -> None:
+    data = minimal()
+    del data["contract"]["pia_ref"]
+    data["categories"].append("identity.id_number")
+    data["terms"]["sensitive"] = {"allowed": ["identity.id_number"]}
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: contract.pia_ref: an impact assessment reference is required for "
+        "sensitive categories (identity.id_number)"
+    ]
+
+
+def test_cross_border_requires_pia_ref(tmp_path: Path) -> None:
+    data = minimal()
+    del data["contract"]["pia_ref"]
+    data["terms"]["cross_border"] = {"allowed": True, "mechanism": "standard_contract"}
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: contract.pia_ref: an impact assessment reference is required for "
+        "a cross-border transfer"
+    ]
+
+
+def test_every_reason_for_pia_ref_in_one_line(tmp_path: Path) -> None:
+    data = minimal()
+    del data["contract"]["pia_ref"]
+    data["partner"]["relationship"] = "third_party"
+    data["categories"] += ["health.record", "biometric.face"]
+    data["terms"]["sensitive"] = {"allowed": ["health.record", "biometric.face"]}
+    data["terms"]["cross_border"] = {"allowed": True, "mechanism": "certification"}
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: contract.pia_ref: an impact assessment reference is required for "
+        "a third_party partner, sensitive categories (biometric.face, health.record) "
+        "and a cross-border transfer"
+    ]
+
+
+# --- rule 12: cross-border mechanism ----------------------------------------------------------
+
+
+def test_cross_border_requires_a_mechanism(tmp_path: Path) -> None:
+    data = minimal()
+    data["terms"]["cross_border"] = {"allowed": True}
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: terms.cross_border.mechanism: required when cross_border.allowed is true "
+        "(standard_contract, certification or security_assessment)"
+    ]
+
+
+def test_mechanism_without_cross_border(tmp_path: Path) -> None:
+    data = minimal()
+    data["terms"]["cross_border"] = {"allowed": False, "mechanism": "certification"}
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: terms.cross_border.mechanism: set only when cross_border.allowed is true"
+    ]
+
+
+# --- rule 13: upstream location ---------------------------------------------------------------
+
+
+def test_foreign_upstream_must_be_declared_cross_border(tmp_path: Path) -> None:
+    data = minimal()
+    data["upstream"]["location"] = "SG"
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: upstream.location: SG is outside the home jurisdiction CN: declare the "
+        "transfer with terms.cross_border.allowed: true and a mechanism"
+    ]
+
+
+def test_foreign_upstream_with_declared_transfer_is_valid(tmp_path: Path) -> None:
+    data = minimal()
+    data["upstream"]["location"] = "SG"
+    data["terms"]["cross_border"] = {"allowed": True, "mechanism": "standard_contract"}
+    _, found = lines(tmp_path, data)
+    assert found == []
+
+
+def test_home_jurisdiction_comes_from_settings(tmp_path: Path) -> None:
+    data = minimal()
+    data["upstream"]["location"] = "SG"
+    file, found = lines(tmp_path, data, Settings(jurisdiction="SG"))
+    assert found == []
+    data["upstream"]["location"] = "CN"
+    file, found = lines(tmp_path, data, Settings(jurisdiction="SG"))
+    assert found == [
+        f"{file}: upstream.location: CN is outside the home jurisdiction SG: declare the "
+        "transfer with terms.cross_border.allowed: true and a mechanism"
+    ]
+
+
+# --- rule 14: paths, bodies, records, routes --------------------------------------------------
+
+
+def test_field_path_syntax(tmp_path: Path) -> None:
+    data = minimal()
+    data["routes"][0]["fields"][0]["path"] = "applicant..name"
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: routes.0.fields.0.path: field path 'applicant..name' has an empty key"
+    ]
+
+
+@pytest.mark.parametrize("key", ["subject", "records", "birth_date"])
+def test_subject_records_and_birth_date_path_syntax(tmp_path: Path, key: str) -> None:
+    data = minimal()
+    data["routes"][0][key] = "a[b][]"
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: routes.0.{key}: field path 'a[b][]': after 'a' only [] (every element) may follow"
+    ]
+
+
+def test_response_path_syntax(tmp_path: Path) -> None:
+    data = minimal()
+    data["routes"][0]["response"] = {"fields": [{"path": "score"}, {"path": "**"}]}
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: routes.0.response.fields.1.path: field path '**': ** must follow a key "
+        "(a.b.**), never stand alone"
+    ]
+
+
+def test_response_paths_name_no_query(tmp_path: Path) -> None:
+    data = minimal()
+    data["routes"][0]["response"] = {"fields": [{"path": "query.page"}]}
+    file, found = lines(tmp_path, data)
+    assert found == [f"{file}: routes.0.response.fields.0.path: a response has no query parameters"]
+
+
+def test_duplicate_response_paths(tmp_path: Path) -> None:
+    data = minimal()
+    data["routes"][0]["response"] = {"fields": [{"path": "score"}, {"path": "score"}]}
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: routes.0.response.fields.1.path: duplicate field path 'score' "
+        "(also routes.0.response.fields.0)"
+    ]
+
+
+def test_duplicate_field_paths_in_a_route(tmp_path: Path) -> None:
+    data = minimal()
+    data["routes"][0]["fields"].append(
+        {"path": "name", "category": "identity.name", "transform": "hash"}
+    )
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: routes.0.fields.1.path: duplicate field path 'name' (also routes.0.fields.0)"
+    ]
+
+
+def test_field_paths_that_contradict_each_other(tmp_path: Path) -> None:
+    data = minimal()
+    data["routes"][0]["fields"] = [
+        {"path": "applicant", "category": "identity.name"},
+        {"path": "applicant.name", "category": "identity.name"},
+    ]
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: routes.0.fields.1.path: field path 'applicant.name' conflicts with "
+        "'applicant': one place cannot be both an object and a scalar"
+    ]
+
+
+def test_transform_on_a_whole_subtree(tmp_path: Path) -> None:
+    data = minimal()
+    data["routes"][0]["fields"] = [
+        {"path": "applicant.**", "category": "identity.name", "transform": "redact"}
+    ]
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: routes.0.fields.0.path: field path 'applicant.**': a transform cannot apply "
+        "to a whole subtree (**)"
+    ]
+
+
+def test_route_with_fields_and_content_types(tmp_path: Path) -> None:
+    data = minimal()
+    data["routes"][0]["content_types"] = ["application/pdf"]
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: routes.0: a route has fields (a JSON body) or content_types (a raw body), "
+        "not both"
+    ]
+
+
+def test_body_route_with_neither_fields_nor_content_types(tmp_path: Path) -> None:
+    data = minimal()
+    data["routes"] = [route(method="PUT", fields=None)]
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: routes.0: a PUT route needs fields (a JSON body) or content_types (a raw body)"
+    ]
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+def test_bodyless_route_needs_neither(tmp_path: Path, method: str) -> None:
+    data = minimal()
+    data["routes"] = [route(method=method, path="/v1/things/{thing_id}", fields=None)]
+    _, found = lines(tmp_path, data)
+    assert found == []
+
+
+def test_bodyless_route_takes_only_query_fields(tmp_path: Path) -> None:
+    data = minimal()
+    data["routes"] = [
+        route(
+            method="GET",
+            fields=[
+                {"path": "query.page", "category": "business.reference"},
+                {"path": "name", "category": "identity.name"},
+            ],
+        )
+    ]
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: routes.0.fields.1.path: a GET route carries no body: only query. fields "
+        "are allowed"
+    ]
+
+
+def test_bodyless_route_takes_no_content_types(tmp_path: Path) -> None:
+    data = minimal()
+    data["routes"] = [route(method="DELETE", fields=None, content_types=["text/plain"])]
+    file, found = lines(tmp_path, data)
+    assert found == [f"{file}: routes.0.content_types: a DELETE route carries no body"]
+
+
+def test_raw_route_subject_must_come_from_the_query(tmp_path: Path) -> None:
+    data = minimal()
+    data["routes"] = [
+        route(method="PUT", fields=None, content_types=["application/pdf"], subject="owner")
+    ]
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: routes.0.subject: a route without fields has no JSON body: use a query. path"
+    ]
+    data["routes"][0]["subject"] = "query.owner"
+    _, found = lines(tmp_path, data)
+    assert found == []
+
+
+def test_bodyless_route_subject_must_come_from_the_query(tmp_path: Path) -> None:
+    data = minimal()
+    query_fields = [{"path": "query.q", "category": "identity.name"}]
+    data["routes"] = [route(method="GET", fields=query_fields, subject="user_id")]
+    file, found = lines(tmp_path, data)
+    assert found == [f"{file}: routes.0.subject: a GET route has no body: use a query. path"]
+    data["routes"][0]["subject"] = "query.user_id"
+    _, found = lines(tmp_path, data)
+    assert found == []
+
+
+def test_records_need_a_json_body(tmp_path: Path) -> None:
+    data = minimal()
+    data["routes"] = [route(method="PUT", fields=None, content_types=["text/csv"], records="a[]")]
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: routes.0.records: a route without fields has no JSON body: records need one"
+    ]
+
+
+def test_subject_inside_records_is_valid(tmp_path: Path) -> None:
+    data = minimal()
+    data["routes"] = [
+        route(
+            records="items[]",
+            subject="items[].user_id",
+            birth_date="items[].birth_date",
+            fields=[{"path": "items[].name", "category": "identity.name"}],
+        )
+    ]
+    _, found = lines(tmp_path, data)
+    assert found == []
+
+
+@pytest.mark.parametrize("key", ["subject", "birth_date"])
+def test_subject_and_birth_date_must_be_inside_records(tmp_path: Path, key: str) -> None:
+    data = minimal()
+    data["routes"] = [route(records="items[]", **{key: "owner.user_id"})]
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: routes.0.{key}: must be inside each record: start with items[] "
+        "(e.g. items[].user_id)"
+    ]
+
+
+def test_records_of_scalar_ids_may_be_their_own_subject(tmp_path: Path) -> None:
+    data = minimal()
+    data["routes"] = [
+        route(
+            records="user_ids[]",
+            subject="user_ids[]",
+            fields=[{"path": "user_ids[]", "category": "identity.name", "transform": "hash"}],
+        )
+    ]
+    _, found = lines(tmp_path, data)
+    assert found == []
+
+
+def test_subject_must_name_one_value_per_record(tmp_path: Path) -> None:
+    data = minimal()
+    data["routes"] = [route(records="items[]", subject="items[].owners[]")]
+    file, found = lines(tmp_path, data)
+    assert found == [f"{file}: routes.0.subject: must name one value per record"]
+
+
+@pytest.mark.parametrize("key", ["subject", "birth_date"])
+def test_subject_without_records_must_not_fan_out(tmp_path: Path, key: str) -> None:
+    data = minimal()
+    data["routes"] = [route(**{key: "items[].user_id"})]
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: routes.0.{key}: must name one value; a route about many subjects sets "
+        "records: items[]"
+    ]
+
+
+def test_duplicate_routes(tmp_path: Path) -> None:
+    data = minimal()
+    data["routes"] = [route(), route(fields=[{"path": "other", "category": "identity.name"}])]
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: routes.1: duplicate route POST /v1/things for purpose service_delivery "
+        "(also routes.0)"
+    ]
+
+
+def test_same_route_for_another_purpose_is_valid(tmp_path: Path) -> None:
+    data = minimal()
+    data["purposes"].append("security_monitoring")
+    data["routes"] = [route(), route(purpose="security_monitoring")]
+    _, found = lines(tmp_path, data)
+    assert found == []
+
+
+def test_ambiguous_templates_for_the_same_method_and_purpose(tmp_path: Path) -> None:
+    data = minimal()
+    data["routes"] = [
+        route(method="GET", path="/v1/files/{file_id}", fields=None),
+        route(method="GET", path="/v1/files/latest", fields=None),
+    ]
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: routes.1.path: /v1/files/latest and /v1/files/{{file_id}} (routes.0) can "
+        "match the same request for GET and purpose service_delivery"
+    ]
+
+
+def test_templates_with_other_methods_or_lengths_do_not_overlap(tmp_path: Path) -> None:
+    data = minimal()
+    data["routes"] = [
+        route(method="GET", path="/v1/files/{file_id}", fields=None),
+        route(method="DELETE", path="/v1/files/latest", fields=None),
+        route(method="GET", path="/v1/files/{file_id}/versions", fields=None),
+        route(method="GET", path="/v1/folders/{file_id}", fields=None),
+    ]
+    _, found = lines(tmp_path, data)
+    assert found == []
+
+
+def test_route_header_may_not_be_the_upstream_credential(tmp_path: Path) -> None:
+    data = minimal()
+    data["upstream"]["auth"] = {"type": "header", "name": "X-Api-Key", "value_env": "ACME_KEY"}
+    data["routes"][0]["headers"] = ["X-Request-Id", "x-api-key"]
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: routes.0.headers.1: x-api-key carries the upstream credential and is set by "
+        "the gateway"
+    ]
+
+
+# --- rule 15: placeholders --------------------------------------------------------------------
+
+
+def test_placeholder_repeated_in_one_template(tmp_path: Path) -> None:
+    data = minimal()
+    data["routes"][0]["path"] = "/v1/{id}/files/{id}"
+    file, found = lines(tmp_path, data)
+    assert found == [f"{file}: routes.0.path: placeholder {{id}} appears more than once"]
+
+
+# --- all at once ------------------------------------------------------------------------------
+
+
+def test_three_problems_give_three_lines_in_one_run(tmp_path: Path) -> None:
+    data = minimal()
+    data["contract"]["expires"] = "2024-06-30"
+    data["routes"][0]["purpose"] = "marketing"
+    data["routes"][0]["fields"][0]["category"] = "contact.email"
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: contract.expires: 2024-06-30 is before effective 2025-01-01",
+        f"{file}: routes.0.purpose: 'marketing' is not one of purposes (service_delivery)",
+        f"{file}: routes.0.fields.0.category: contact.email is not in categories "
+        "(the approved data scope)",
+    ]
+
+
+def test_problems_of_every_file_are_reported(tmp_path: Path) -> None:
+    bad_dates = minimal()
+    bad_dates["contract"]["expires"] = "2024-06-30"
+    bad_key = minimal()
+    bad_key["partner"]["id"] = "beta"
+    bad_key["terms"]["retention"] = 30
+    first = write(tmp_path, "acme.yaml", bad_dates)
+    second = write(tmp_path, "beta.yaml", bad_key)
+    contract_set, problems = load_contract_set(tmp_path, Settings())
+    assert contract_set is None
+    assert [str(p) for p in problems] == [
+        f"{first}: contract.expires: 2024-06-30 is before effective 2025-01-01",
+        f"{second}: terms.retention: unknown key",
+    ]
+
+
+def test_validate_contract_returns_paths_and_messages() -> None:
+    data = minimal()
+    data["routes"][0]["purpose"] = "marketing"
+    contract = Contract.model_validate(data)
+    assert validate_contract(contract, BUILTIN_TAXONOMY, Settings()) == [
+        ("routes.0.purpose", "'marketing' is not one of purposes (service_delivery)")
+    ]
+
+
+def test_problem_str_is_file_path_message() -> None:
+    assert str(Problem("c/acme.yaml", "routes.0.purpose", "bad")) == (
+        "c/acme.yaml: routes.0.purpose: bad"
+    )
+    assert str(Problem("c/acme.yaml", "", "not valid UTF-8")) == "c/acme.yaml: not valid UTF-8"
+
+
+# --- files and YAML ---------------------------------------------------------------------------
+
+
+DUPLICATE_FIELDS = """\
+partner: {id: acme, name: ACME Co., kind: other, relationship: entrusted}
+contract: {id: DPA-1, version: 1, effective: 2025-01-01, expires: 2027-12-31, status: active}
+upstream: {base_url: "https://api.acme.example", location: CN}
+purposes: [service_delivery]
+categories: [identity.name, contact.phone]
+terms: {retention_days: 30}
+routes:
+  - method: POST
+    path: /v1/things
+    purpose: service_delivery
+    fields:
+      - {path: name, category: identity.name}
+    fields:
+      - {path: phone, category: contact.phone}
+"""
+
+
+def test_duplicate_yaml_keys_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "acme.yaml"
+    path.write_text(DUPLICATE_FIELDS, encoding="utf-8")
+    contract_set, problems = load_contract_set(tmp_path, Settings())
+    assert contract_set is None
+    assert [str(p) for p in problems] == [
+        f"{path}: routes.0.fields: duplicate key 'fields' (line 13; first on line 11)"
+    ]
+
+
+def test_non_utf8_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "acme.yaml"
+    text = yaml.safe_dump(minimal(), sort_keys=False, allow_unicode=True)
+    path.write_bytes(text.replace("ACME Co.", "ACME \u516c\u53f8").encode("gb18030"))
+    _, problems = load_contract_set(tmp_path, Settings())
+    offset = text.index("ACME Co.") + len("ACME ")
+    assert [str(p) for p in problems] == [f"{path}: not valid UTF-8 (byte 0xb9 at offset {offset})"]
+
+
+def test_invalid_yaml_is_one_line_with_its_position(tmp_path: Path) -> None:
+    path = tmp_path / "acme.yaml"
+    path.write_text("partner: {id: acme\nroutes: []\n", encoding="utf-8")
+    _, problems = load_contract_set(tmp_path, Settings())
+    assert [str(p) for p in problems] == [
+        f"{path}: not valid YAML at line 2, column 7: expected ',' or '}}', but got ':'"
+    ]
+
+
+def test_missing_directory_is_a_problem(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    contract_set, problems = load_contract_set(missing, Settings())
+    assert contract_set is None
+    assert [str(p) for p in problems] == [f"{missing}: no contract files: not a directory"]
+
+
+def test_empty_directory_is_a_problem(tmp_path: Path) -> None:
+    (tmp_path / "README.md").write_text("not a contract\n", encoding="utf-8")
+    contract_set, problems = load_contract_set(tmp_path, Settings())
+    assert contract_set is None
+    assert [str(p) for p in problems] == [f"{tmp_path}: no contract files (*.yaml, *.yml)"]
+
+
+def test_contract_files_skip_underscore_and_hidden_files(tmp_path: Path) -> None:
+    for name in ["b.yml", "a.yaml", "_taxonomy.yaml", "_draft.yaml", ".#a.yaml", "notes.txt"]:
+        (tmp_path / name).write_text("{}\n", encoding="utf-8")
+    (tmp_path / "dir.yaml").mkdir()
+    assert [p.name for p in contract_files(tmp_path)] == ["a.yaml", "b.yml"]
+
+
+def test_taxonomy_file_extends_what_contracts_may_name(tmp_path: Path) -> None:
+    (tmp_path / "_taxonomy.yaml").write_text(
+        "categories:\n  - {name: workspace.desk_booking, description: desks a user booked}\n",
+        encoding="utf-8",
+    )
+    data = minimal()
+    data["categories"].append("workspace.desk_booking")
+    data["routes"][0]["fields"].append({"path": "desk", "category": "workspace.desk_booking"})
+    _, found = lines(tmp_path, data)
+    assert found == []
+
+
+def test_taxonomy_problems_are_reported_with_contract_problems(tmp_path: Path) -> None:
+    taxonomy = tmp_path / "_taxonomy.yaml"
+    taxonomy.write_text(
+        "categories:\n  - {name: business.salary}\n  - {name: workspace.desk}\n",
+        encoding="utf-8",
+    )
+    data = minimal()
+    data["categories"].append("workspace.desk")
+    data["routes"][0]["fields"].append({"path": "salary", "category": "business.salary"})
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{taxonomy}: categories.0: business categories are exempt from the data-scope checks "
+        "and may not be extended; add the name to a personal-data group",
+        f"{file}: routes.0.fields.1.category: unknown data category 'business.salary'",
+    ]
