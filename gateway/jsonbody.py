@@ -1,0 +1,282 @@
+"""Strict JSON bodies: the fail-closed parser, the serialiser, and the JSON content-type check."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Final, TypeAlias
+
+import orjson
+
+from gateway.errors import MalformedBody, UnsupportedMediaType
+
+JSONValue: TypeAlias = dict[str, "JSONValue"] | list["JSONValue"] | str | int | float | bool | None
+
+__all__ = [
+    "JSONValue",
+    "check_json_content_type",
+    "dump_json",
+    "parse_json",
+    "parse_media_type",
+]
+
+# orjson refuses documents nested deeper than this, whatever limit the caller asks for.
+_ORJSON_MAX_DEPTH: Final = 1024
+
+# The integers orjson keeps exactly; any other integer literal it silently turns into a float.
+_INT_MIN: Final = -(2**63)
+_INT_MAX: Final = 2**64 - 1
+# Every integer literal outside [_INT_MIN, _INT_MAX] parses to a float at least this large in
+# magnitude (-2**63 - 1 rounds to -2**63), so only a document holding such a float needs the
+# slow scan for integer literals.
+_ROUNDED_INT_THRESHOLD: Final = float(2**63)
+
+# A JSON string token. Valid JSON has no `"` outside strings, so scanning from the left with this
+# pattern visits exactly the document's string tokens, keys included.
+_STRING: Final = rb'"[^"\\]*(?:\\.[^"\\]*)*"'
+_STRING_RE: Final = re.compile(_STRING, re.DOTALL)
+# Strings (skipped) or a whole number token; group 2 is empty for an integer literal.
+_STRING_OR_NUMBER_RE: Final = re.compile(
+    _STRING + rb"|(-?[0-9]+)((?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)", re.DOTALL
+)
+
+_CONTAINERS: Final = (dict, list)
+_UTF8_BOM: Final = b"\xef\xbb\xbf"
+_UTF16_32_BOMS: Final = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
+
+
+def parse_json(raw: bytes, *, max_depth: int) -> dict[str, JSONValue]:
+    """Parse a request body that must be one strict JSON object, or raise `MalformedBody`.
+
+    Refused: an empty body, anything but UTF-8 (a BOM, UTF-16/32, invalid or surrogate-encoding
+    byte sequences), lone surrogate escapes, NaN and Infinity, numbers that overflow a double,
+    integer literals outside [-2**63, 2**64 - 1] (they could only be kept by rounding), duplicate
+    keys at any depth (also keys that collide only after unescaping), trailing content, nesting
+    deeper than `max_depth` (`{}` has depth 1, `{"a": []}` depth 2), and a top-level value that is
+    not an object. Never recurses, so hostile nesting cannot exhaust the stack.
+    """
+    if not raw:
+        raise MalformedBody("the body is empty: a JSON object is required")
+    _refuse_non_utf8_encodings(raw)
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedBody(_describe_decode_error(raw, exc, max_depth)) from None
+    if not isinstance(doc, dict):
+        raise MalformedBody(
+            f"the body must be a JSON object, not {_json_kind(doc)}",
+        )
+    keys, has_large_float = _measure(doc, max_depth)
+    if keys and _count_key_tokens(raw) != keys:
+        raise MalformedBody(
+            "the body has duplicate keys in one object (keys are compared after unescaping)"
+        )
+    if has_large_float:
+        _refuse_inexact_integers(raw)
+    return doc
+
+
+def dump_json(doc: JSONValue) -> bytes:
+    """Compact UTF-8 JSON; the inverse of `parse_json` for any document it accepted."""
+    return orjson.dumps(doc)
+
+
+def parse_media_type(header: str) -> tuple[str, dict[str, str]]:
+    """Split a Content-Type value into its lowercased `type/subtype` and its parameters.
+
+    Parameter names are lowercased, values are unquoted and otherwise kept as sent. Raises
+    `UnsupportedMediaType` for anything that is not a well-formed media type, and for a parameter
+    given twice (two readers could disagree on which one counts).
+    """
+    media_type, _, rest = header.partition(";")
+    kind, slash, subtype = media_type.strip(" \t").partition("/")
+    if not slash or not _is_token(kind) or not _is_token(subtype):
+        raise UnsupportedMediaType(f"malformed Content-Type {header!r}")
+    params: dict[str, str] = {}
+    has_params = ";" in header
+    while has_params:
+        name, eq, rest = rest.lstrip(" \t").partition("=")
+        name = name.lower()
+        if not eq or not _is_token(name):
+            raise UnsupportedMediaType(f"malformed parameter in Content-Type {header!r}")
+        if rest.startswith('"'):
+            value, rest = _take_quoted(rest, header)
+        else:
+            end = rest.find(";")
+            value, rest = (rest, "") if end < 0 else (rest[:end], rest[end:])
+            value = value.rstrip(" \t")
+            if not _is_token(value):
+                raise UnsupportedMediaType(f"malformed parameter in Content-Type {header!r}")
+        rest = rest.lstrip(" \t")
+        if rest and not rest.startswith(";"):
+            raise UnsupportedMediaType(f"malformed parameter in Content-Type {header!r}")
+        if name in params:
+            raise UnsupportedMediaType(f"parameter {name!r} given twice in Content-Type")
+        params[name] = value
+        has_params, rest = rest.startswith(";"), rest[1:]
+    return f"{kind.lower()}/{subtype.lower()}", params
+
+
+def check_json_content_type(header: str | None) -> None:
+    """Accept `application/json` or `application/<x>+json`, optionally `charset=utf-8`, only.
+
+    Any other charset (a JSON body must be UTF-8), any other parameter, and a missing header are
+    refused with `UnsupportedMediaType`.
+    """
+    if header is None:
+        raise UnsupportedMediaType(
+            "a JSON body needs Content-Type: application/json (the header is missing)"
+        )
+    media_type, params = parse_media_type(header)
+    kind, _, subtype = media_type.partition("/")
+    if kind != "application" or not (
+        subtype == "json" or (subtype.endswith("+json") and len(subtype) > len("+json"))
+    ):
+        raise UnsupportedMediaType(
+            f"the body must be JSON (application/json or application/*+json), not {media_type}"
+        )
+    for name, value in params.items():
+        if name != "charset":
+            raise UnsupportedMediaType(f"Content-Type parameter {name!r} is not accepted")
+        if value.lower() != "utf-8":
+            raise UnsupportedMediaType(f"JSON must be sent as charset=utf-8, not {value!r}")
+
+
+def _refuse_non_utf8_encodings(raw: bytes) -> None:
+    if raw.startswith(_UTF8_BOM):
+        raise MalformedBody("the body starts with a UTF-8 byte order mark: send JSON without a BOM")
+    # UTF-8 JSON never holds a NUL byte (not even inside strings), UTF-16/32 JSON always does.
+    if raw.startswith(_UTF16_32_BOMS) or b"\x00" in raw:
+        raise MalformedBody(
+            "the body is not UTF-8 JSON (it holds NUL bytes, as UTF-16 and UTF-32 do)"
+        )
+
+
+def _describe_decode_error(raw: bytes, exc: orjson.JSONDecodeError, max_depth: int) -> str:
+    # orjson's messages are accurate but terse and not a stable interface; say what is wrong in
+    # our own words and keep its position for the caller to find the spot.
+    reason = exc.msg
+    where = f" (line {exc.lineno}, column {exc.colno})"
+    lowered = reason.lower()
+    if "empty" in lowered:
+        return "the body is empty: a JSON object is required"
+    if "utf-8" in lowered or "utf8" in lowered:
+        return "the body is not valid UTF-8"
+    if "surrogate" in lowered:
+        return (
+            "the body has a lone surrogate escape (\\ud800-\\udfff without its pair), "
+            "which is not a character" + where
+        )
+    if "infinity" in lowered:
+        return "the body has a number too large for a 64-bit float" + where
+    if "depth" in lowered or "recursion" in lowered:
+        return (
+            f"the body is nested deeper than {min(max_depth, _ORJSON_MAX_DEPTH)} levels"
+            " of objects and arrays"
+        )
+    if "after document" in lowered:
+        return "the body has content after the JSON document" + where
+    text = raw.decode("utf-8", "replace")
+    if _non_finite_at(text, exc.pos):
+        return "the body has NaN or Infinity, which JSON does not allow" + where
+    return f"the body is not valid JSON: {reason}{where}"
+
+
+def _non_finite_at(text: str, pos: int) -> bool:
+    around = text[max(pos - 1, 0) : pos + len("Infinity")]
+    return "NaN" in around or "Infinity" in around
+
+
+def _measure(doc: dict[str, JSONValue], max_depth: int) -> tuple[int, bool]:
+    """Count the keys of every object and refuse excess depth, one nesting level at a time."""
+    keys = 0
+    has_large_float = False
+    level: list[dict[str, JSONValue] | list[JSONValue]] = [doc]
+    depth = 0
+    while level:
+        depth += 1
+        if depth > max_depth:
+            raise MalformedBody(
+                f"the body is nested deeper than {max_depth} levels of objects and arrays"
+            )
+        below: list[dict[str, JSONValue] | list[JSONValue]] = []
+        for container in level:
+            values: Iterable[JSONValue]
+            if isinstance(container, dict):
+                keys += len(container)
+                values = container.values()
+            else:
+                values = container
+            for value in values:
+                if isinstance(value, _CONTAINERS):
+                    below.append(value)
+                elif isinstance(value, float) and abs(value) >= _ROUNDED_INT_THRESHOLD:
+                    has_large_float = True
+        level = below
+    return keys, has_large_float
+
+
+def _count_key_tokens(raw: bytes) -> int:
+    """How many keys the raw text holds: in valid JSON, exactly the colons outside strings."""
+    colons = raw.count(b":")
+    if colons == 0 or b'"' not in raw:
+        return colons
+    if b'\\"' not in raw:
+        # No escaped quote anywhere, so every `"` opens or closes a string and the pieces between
+        # quotes alternate outside, inside, outside: a C-speed split replaces the regex scan.
+        return b"".join(raw.split(b'"')[::2]).count(b":")
+    return _STRING_RE.sub(b"", raw).count(b":")
+
+
+def _refuse_inexact_integers(raw: bytes) -> None:
+    for match in _STRING_OR_NUMBER_RE.finditer(raw):
+        literal, fraction_or_exponent = match.group(1, 2)
+        if (
+            literal is not None
+            and not fraction_or_exponent
+            and not _INT_MIN <= int(literal) <= _INT_MAX
+        ):
+            raise MalformedBody(
+                "the body has an integer outside the 64-bit range, which cannot be kept exactly"
+            )
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if value is None:
+        return "null"
+    return "a number"
+
+
+# RFC 9110 token characters.
+_TCHAR: Final = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+
+
+def _is_token(text: str) -> bool:
+    return bool(text) and all(c in _TCHAR for c in text)
+
+
+def _take_quoted(rest: str, header: str) -> tuple[str, str]:
+    """Read a quoted-string at the start of `rest`; return its value and what follows."""
+    out: list[str] = []
+    i = 1
+    while i < len(rest):
+        c = rest[i]
+        if c == "\\" and i + 1 < len(rest):
+            out.append(rest[i + 1])
+            i += 2
+            continue
+        if c == '"':
+            return "".join(out), rest[i + 1 :]
+        if (c < " " and c != "\t") or c == "\x7f":
+            break
+        out.append(c)
+        i += 1
+    raise UnsupportedMediaType(f"malformed quoted parameter in Content-Type {header!r}")
