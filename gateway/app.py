@@ -1,0 +1,161 @@
+"""The aiohttp application: one catch-all route, the runtime's lifetime, and the server's limits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from gateway.auth import AuthConfigError, build_auth_verifier, build_consent_verifier
+from gateway.consent import ConsentRegistry
+from gateway.keys import subject_ref_key
+from gateway.ops import handle_ops
+from gateway.pii import scan
+from gateway.pipeline import handle_share
+from gateway.runtime import RUNTIME, Runtime, StartupError, load_policy, master_key
+from gateway.settings import Settings
+from gateway.sharelog.record import ShareSink
+from gateway.sharelog.store import ShareLog
+from gateway.terms import Terms
+from gateway.upstream import HttpUpstream, Upstream
+
+log = structlog.get_logger("gateway")
+
+OPS_PREFIX = "/_gateway/"
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    # The raw target decides, not aiohttp's decoded path: `/_gateway%2f...` is a partner path
+    # (and refused there), never an operations endpoint.
+    if request.raw_path.startswith(OPS_PREFIX):
+        return await handle_ops(request)
+    return await handle_share(request)
+
+
+def make_app(runtime: Runtime) -> web.Application:
+    app = web.Application()
+    app[RUNTIME] = runtime
+    app.router.add_route("*", "/{tail:.*}", dispatch)
+    return app
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for `web.AppRunner`: the HTTP server's own limits."""
+    limits = settings.limits
+    return {
+        # Bodies are decoded by the gateway under its own byte cap, never by the server.
+        "auto_decompress": False,
+        "max_line_size": limits.max_line_size,
+        "max_field_size": limits.max_field_size,
+        "max_headers": limits.max_headers,
+        "keepalive_timeout": limits.keepalive_timeout_s,
+        "access_log": None,
+        "handle_signals": False,
+    }
+
+
+async def build_runtime(
+    settings: Settings,
+    *,
+    environ: Mapping[str, str] | None = None,
+    upstream: Upstream | None = None,
+    share_log: ShareSink | None = None,
+) -> Runtime:
+    """Load and compile everything the gateway needs; any problem stops the start."""
+    environ = os.environ if environ is None else environ
+    if settings.auth is None:
+        raise StartupError(["settings: auth: caller authentication must be configured"])
+    key = master_key(settings, environ)
+    policy = load_policy(settings, key, environ)
+    try:
+        verifier = await build_auth_verifier(settings.auth, environ=environ)
+        await verifier.start()
+        consent_tokens = None
+        if settings.consent is not None:
+            consent_tokens = await build_consent_verifier(settings.consent, environ=environ)
+            await consent_tokens.start()
+    except AuthConfigError as exc:
+        raise StartupError([str(exc)]) from exc
+    if upstream is None:
+        http = HttpUpstream()
+        await http.start()
+        upstream = http
+    if share_log is None:
+        share_log = await ShareLog.open(settings.share_log, key)
+    registry = ConsentRegistry(settings.registry.path, subject_ref_key(key))
+    return Runtime(
+        settings=settings,
+        policy=policy,
+        verifier=verifier,
+        share_log=share_log,
+        upstream=upstream,
+        master_key=key,
+        terms=Terms(registry=registry, consent_tokens=consent_tokens),
+        scanner=scan,
+        environ=environ,
+    )
+
+
+async def close_runtime(runtime: Runtime) -> None:
+    await runtime.verifier.close()
+    if runtime.terms.consent_tokens is not None:
+        await runtime.terms.consent_tokens.close()
+    if runtime.terms.registry is not None:
+        runtime.terms.registry.close()
+    close_upstream = getattr(runtime.upstream, "close", None)
+    if close_upstream is not None:
+        await close_upstream()
+    close_log = getattr(runtime.share_log, "close", None)
+    if close_log is not None:
+        await close_log()
+
+
+async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM or SIGINT; SIGHUP reloads the contracts."""
+    runtime = await build_runtime(settings)
+    app = make_app(runtime)
+    runner = web.AppRunner(app, shutdown_timeout=30, **server_options(settings))
+    await runner.setup()
+    site = web.TCPSite(runner, settings.listen.host, settings.listen.port)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[object]] = set()
+
+    def on_hup() -> None:
+        task = loop.create_task(_reload_quietly(runtime))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    log.info(
+        "gateway_started",
+        host=settings.listen.host,
+        port=settings.listen.port,
+        partners=sorted(runtime.policy.partners),
+    )
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        log.info("gateway_stopping")
+        # Stop accepting, let shares in flight finish and record their outcome, then close.
+        await runner.cleanup()
+        for task in reloads:
+            task.cancel()
+        await close_runtime(runtime)
+        log.info("gateway_stopped")
+
+
+async def _reload_quietly(runtime: Runtime) -> None:
+    with contextlib.suppress(StartupError):
+        await runtime.reload()

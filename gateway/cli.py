@@ -1,0 +1,218 @@
+"""The `share-gateway` command line: serve, demo, contracts, logs, consent."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gateway.contractset import load_contract_set
+from gateway.errors import GatewayError
+from gateway.policy import compile_policy
+from gateway.runtime import MIN_MASTER_KEY_BYTES, StartupError
+from gateway.settings import Settings, SettingsError, load_settings
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings(args.config)
+    update: dict[str, Any] = {}
+    if getattr(args, "contracts", None) is not None:
+        update["contracts_dir"] = Path(args.contracts)
+    if getattr(args, "host", None) is not None or getattr(args, "port", None) is not None:
+        update["listen"] = settings.listen.model_copy(
+            update={
+                k: v
+                for k, v in (("host", getattr(args, "host", None)), ("port", args.port))
+                if v is not None
+            }
+        )
+    return settings.model_copy(update=update) if update else settings
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.app import serve
+    from gateway.logconfig import configure_logging
+
+    configure_logging()
+    _install_uvloop()
+    asyncio.run(serve(settings))
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.demo import run_demo
+
+    _install_uvloop()
+    return asyncio.run(run_demo(keep_serving=args.serve, port=args.port))
+
+
+def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
+    directory = Path(args.dir) if args.dir else settings.contracts_dir
+    contract_set, problems = load_contract_set(directory, settings)
+    for problem in problems:
+        print(problem)
+    if contract_set is None:
+        print(f"{len(problems)} problem(s) in {directory}", file=sys.stderr)
+        return EXIT_FAILED
+    names = ", ".join(
+        f"{pid} (v{c.contract.contract.version})"
+        for pid, c in sorted(contract_set.contracts.items())
+    )
+    print(f"{len(contract_set.contracts)} contract(s) valid: {names}")
+    return EXIT_OK
+
+
+def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.explain import explain
+
+    contract_set, problems = load_contract_set(settings.contracts_dir, settings)
+    if contract_set is None:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        return EXIT_FAILED
+    key_text = os.environ.get(settings.secrets.hash_key_env, "")
+    if len(key_text.encode()) >= MIN_MASTER_KEY_BYTES:
+        key = key_text.encode()
+    else:
+        key = secrets.token_bytes(32)
+        print(
+            f"note: {settings.secrets.hash_key_env} is not set; hashes below use a throw-away key",
+            file=sys.stderr,
+        )
+    policy = compile_policy(contract_set, zone=settings.zone, master_key=key, require_secrets=False)
+    partner = policy.partners.get(args.partner)
+    if partner is None:
+        print(f"unknown_partner: no contract for partner {args.partner!r}", file=sys.stderr)
+        return EXIT_FAILED
+    body = Path(args.body).read_bytes() if args.body else None
+    try:
+        result = explain(
+            partner,
+            args.route,
+            args.purpose,
+            body,
+            now=datetime.now(settings.zone),
+            max_depth=settings.limits.max_json_depth,
+        )
+    except GatewayError as error:
+        if args.format == "json":
+            print(orjson.dumps({"denied": {"code": error.code, "message": error.message}}).decode())
+        else:
+            print(f"DENIED {error.status} {error.code}: {error.message}")
+        return EXIT_FAILED
+    if args.format == "json":
+        out = {
+            "route": result.route.label,
+            "purpose": args.purpose,
+            "fields": [
+                {"path": d.path, "action": d.action, "reason": d.reason} for d in result.decisions
+            ],
+            "query": result.result.query,
+            "body": result.document,
+        }
+        print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+        return EXIT_OK
+    print(f"{partner.id}: {result.route.label} for {args.purpose} — allowed")
+    width = max((len(d.path) for d in result.decisions), default=4)
+    for d in result.decisions:
+        print(f"  {d.action:<12} {d.path:<{width}}  {d.reason}")
+    print("partner would receive:")
+    print(orjson.dumps(result.document, option=orjson.OPT_INDENT_2).decode())
+    if result.result.query:
+        print("query: " + "&".join(f"{k}={v}" for k, v in result.result.query.items()))
+    return EXIT_OK
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is absent only on Windows
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="share-gateway",
+        description="Share personal data with partners only as their contracts allow.",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="gateway.yaml (default: ./gateway.yaml if present)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", type=Path, default=argparse.SUPPRESS)
+    serve.add_argument("--contracts", type=Path)
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(handler=cmd_serve)
+
+    demo = sub.add_parser("demo", help="run the gateway against local stand-in partners")
+    demo.add_argument("--serve", action="store_true", help="keep serving after the sample shares")
+    demo.add_argument(
+        "--port", type=int, default=0, help="gateway port with --serve (default: any free)"
+    )
+    demo.set_defaults(handler=cmd_demo)
+
+    contracts = sub.add_parser("contracts", help="check and explain contract files")
+    contracts_sub = contracts.add_subparsers(dest="contracts_command", required=True)
+    validate = contracts_sub.add_parser("validate", help="check every contract file")
+    validate.add_argument("dir", nargs="?", help="contracts folder (default: from settings)")
+    validate.add_argument("--config", type=Path, default=argparse.SUPPRESS)
+    validate.set_defaults(handler=cmd_validate)
+    explain = contracts_sub.add_parser("explain", help="dry run: what a partner would receive")
+    explain.add_argument("partner")
+    explain.add_argument("--route", required=True, help='e.g. "POST /v1/assess"')
+    explain.add_argument("--purpose", required=True)
+    explain.add_argument("--body", help="JSON file with the body the caller would send")
+    explain.add_argument("--format", choices=("text", "json"), default="text")
+    explain.add_argument("--config", type=Path, default=argparse.SUPPRESS)
+    explain.set_defaults(handler=cmd_explain)
+
+    from gateway.sharelog.commands import register as register_logs
+
+    register_logs(sub)
+    from gateway.consent import register as register_consent
+
+    register_consent(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = _settings(args)
+    except SettingsError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_USAGE
+    handler: Handler = args.handler
+    try:
+        return handler(args, settings)
+    except StartupError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_USAGE if args.command != "serve" else EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""The dry run behind `contracts explain`: what a partner would receive, field by field, and why."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from gateway.errors import MalformedBody, MalformedRequest, PurposeDenied, RouteDenied
+from gateway.fieldfilter import FieldDecision, FilterResult
+from gateway.jsonbody import JSONValue, parse_json
+from gateway.pipeline import check_contract_at
+from gateway.policy import PartnerPolicy, RoutePolicy
+from gateway.routing import parse_target
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    route: RoutePolicy
+    result: FilterResult
+    document: dict[str, JSONValue]
+
+    @property
+    def decisions(self) -> tuple[FieldDecision, ...]:
+        return self.result.trace
+
+
+def explain(
+    partner: PartnerPolicy,
+    route_text: str,
+    purpose: str,
+    body: bytes | None,
+    *,
+    now: datetime,
+    max_depth: int,
+) -> Explanation:
+    """Apply the partner's contract to a request as the gateway would; raise the denial if any."""
+    method, _, target = route_text.strip().partition(" ")
+    method = method.upper()
+    if not target.startswith("/"):
+        raise MalformedRequest('--route must look like "POST /v1/assess"')
+    parsed = parse_target(f"/{partner.id}{target}", max_query_params=1000)
+    matches = partner.routes.match(method, parsed.segments)
+    if not matches:
+        raise RouteDenied(f"the contract declares no route {method} {target.partition('?')[0]}")
+    route = next((r for r, _ in matches if r.purpose == purpose), None)
+    if route is None:
+        raise PurposeDenied(f"no route {method} {target} for purpose {purpose!r}")
+    check_contract_at(partner, now)
+    if route.plan is None:
+        raise MalformedRequest(
+            f"{route.label} forwards the body unchanged (content types: "
+            f"{', '.join(sorted(route.content_types)) or 'none'}); there are no fields to explain"
+        )
+    doc: dict[str, JSONValue] = {}
+    if body is not None and body.strip():
+        doc = parse_json(body, max_depth=max_depth)
+    elif method not in {"GET", "DELETE"}:
+        raise MalformedBody("a body is required for this route")
+    result = route.plan.apply(doc, dict(parsed.query), hash_key=partner.hash_key, trace=True)
+    return Explanation(route=route, result=result, document=result.document)

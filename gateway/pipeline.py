@@ -1,0 +1,402 @@
+"""One share, step by step: the ordered checks, the record, the forward, the filtered answer."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+import orjson
+import structlog
+from aiohttp import web
+
+from gateway import metrics
+from gateway.auth import Caller, grants
+from gateway.bodies import content_coding, decode, read_capped
+from gateway.errors import (
+    BodyTooLarge,
+    ContractInactive,
+    GatewayError,
+    MalformedBody,
+    MalformedRequest,
+    PurposeDenied,
+    RouteDenied,
+    ScopeDenied,
+    UnknownPartner,
+    UnsupportedMediaType,
+    UpstreamError,
+)
+from gateway.fieldfilter import FilterResult
+from gateway.jsonbody import (
+    JSONValue,
+    check_json_content_type,
+    dump_json,
+    parse_json,
+    parse_media_type,
+)
+from gateway.keys import keyed_hash
+from gateway.policy import PartnerPolicy, Policy, RoutePolicy
+from gateway.routing import Target, parse_target
+from gateway.sharelog.record import ShareOutcome, ShareRecord
+from gateway.terms import Subject, subjects_of
+from gateway.upstream import UpstreamFailure, UpstreamRequest
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
+
+log = structlog.get_logger("gateway")
+
+# Response headers the caller may see from a partner; the partner's cookies, its internal
+# addresses (Location) and hop-by-hop headers stay behind.
+RESPONSE_HEADERS = ("Content-Type", "Cache-Control", "Retry-After", "ETag", "Last-Modified")
+_BODYLESS = frozenset({"GET", "DELETE", "HEAD", "OPTIONS"})
+
+
+@dataclass(slots=True)
+class Flow:
+    """Everything the gateway learns about one request, filled in step by step."""
+
+    share_id: str
+    method: str
+    policy: Policy  # the contract set in force when the request arrived, for its whole life
+    started: float = field(default_factory=time.perf_counter)
+    partner: PartnerPolicy | None = None
+    caller: Caller | None = None
+    purpose: str | None = None
+    route: RoutePolicy | None = None
+    target: Target | None = None
+    body: bytes | None = None
+    content_type: str | None = None
+    query: Mapping[str, str] = field(default_factory=dict)
+    result: FilterResult | None = None
+    records: int = 0
+    subjects: list[Subject] = field(default_factory=list)  # raw ids: in memory only, never recorded
+    subject_refs: tuple[str, ...] = ()
+    consent_basis: tuple[str, ...] = ()
+
+    def record(self, decision: str, reason: str) -> ShareRecord:
+        partner = self.partner
+        loaded = partner.loaded if partner else None
+        result = self.result
+        return ShareRecord(
+            share_id=self.share_id,
+            ts=datetime.now(UTC),
+            partner=partner.id if partner else None,
+            contract_id=loaded.contract.contract.id if loaded else None,
+            contract_version=loaded.contract.contract.version if loaded else None,
+            contract_sha256=loaded.sha256 if loaded else None,
+            caller=self.caller.subject if self.caller else None,
+            purpose=self.purpose,
+            method=self.method,
+            route=self.route.label if self.route else None,
+            decision=decision,  # type: ignore[arg-type]
+            reason=reason,
+            fields_sent=result.fields_sent if result else (),
+            fields_stripped=result.fields_stripped if result else (),
+            fields_transformed=result.fields_transformed if result else (),
+            categories_sent=result.categories_sent if result else (),
+            pii_redactions=dict(result.pii_redactions) if result else {},
+            records=self.records if decision == "shared" else 0,
+            subject_refs=self.subject_refs,
+            bytes_sent=len(self.body) if self.body is not None and decision == "shared" else 0,
+            upstream_location=partner.location if partner else None,
+            cross_border_mechanism=partner.cross_border_mechanism if partner else None,
+            consent_basis=self.consent_basis,
+        )
+
+
+def error_response(error: GatewayError, share_id: str | None) -> web.Response:
+    body: dict[str, object] = {"code": error.code, "message": error.message}
+    if error.details:
+        body["details"] = error.details
+    headers = dict(error.headers)
+    if share_id is not None:
+        body["share_id"] = share_id
+        headers["X-Share-Id"] = share_id
+    return web.Response(
+        status=error.status,
+        body=orjson.dumps({"error": body}),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def _single_header(request: web.Request, name: str) -> str | None:
+    values = request.headers.getall(name, [])
+    if len(values) > 1:
+        raise MalformedRequest(f"the {name} header is repeated")
+    return values[0] if values else None
+
+
+# --- the steps, in the order SPEC 4 gives them -------------------------------------------------
+
+
+def resolve_partner(flow: Flow, request: web.Request, runtime: Runtime) -> None:
+    flow.target = target = parse_target(
+        request.raw_path, max_query_params=runtime.settings.limits.max_query_params
+    )
+    partner = flow.policy.partners.get(target.partner)
+    if partner is None:
+        raise UnknownPartner(f"no contract for partner {target.partner!r}")
+    flow.partner = partner
+
+
+async def authenticate(flow: Flow, request: web.Request, runtime: Runtime) -> None:
+    flow.caller = await runtime.verifier.authenticate(_single_header(request, "Authorization"))
+
+
+def authorize(flow: Flow, request: web.Request) -> None:
+    partner, target, caller = flow.partner, flow.target, flow.caller
+    if partner is None or target is None or caller is None:
+        raise RuntimeError("authorize runs after resolve_partner and authenticate")
+    purpose = _single_header(request, "X-Share-Purpose")
+    if not purpose:
+        raise PurposeDenied("the X-Share-Purpose header is required")
+    flow.purpose = purpose = purpose.strip()
+    if not grants(caller.scopes, partner.id, purpose):
+        raise ScopeDenied(f"the token does not grant share:{partner.id}:{purpose}")
+    matches = partner.routes.match(flow.method, target.segments)
+    if not matches:
+        raise RouteDenied(
+            f"the contract declares no route {flow.method} /{'/'.join(target.segments)}"
+        )
+    for route, _params in matches:
+        if route.purpose == purpose:
+            flow.route = route
+            return
+    if purpose not in partner.purposes:
+        raise PurposeDenied(f"purpose {purpose!r} is not approved in the contract")
+    raise PurposeDenied(f"the route {matches[0][0].label} is not declared for purpose {purpose!r}")
+
+
+def check_contract(flow: Flow, now: datetime) -> None:
+    if flow.partner is None:
+        raise RuntimeError("check_contract runs after resolve_partner")
+    check_contract_at(flow.partner, now)
+
+
+def check_contract_at(partner: PartnerPolicy, now: datetime) -> None:
+    if not partner.active:
+        raise ContractInactive(f"the contract is {partner.contract.contract.status}")
+    if not partner.in_force(now):
+        contract = partner.contract.contract
+        raise ContractInactive(
+            f"the contract is valid from {contract.effective} to {contract.expires}"
+        )
+
+
+async def read_payload(flow: Flow, request: web.Request, runtime: Runtime) -> None:
+    route, partner = flow.route, flow.partner
+    if route is None or partner is None:
+        raise RuntimeError("read_payload runs after authorize")
+    limits = runtime.settings.limits
+    declared = request.content_length
+    has_body = request.body_exists
+    if declared is not None and declared > limits.max_body_bytes:
+        await read_capped(  # raises body_too_large without reading a byte
+            request.content, declared_length=declared, limit=limits.max_body_bytes, timeout_s=1
+        )
+    query = dict(flow.target.query) if flow.target else {}
+    if route.plan is None:
+        flow.query = {}
+        if flow.method in _BODYLESS and not has_body:
+            flow.body = None
+        else:
+            flow.content_type = _upload_type(request, route)
+            if content_coding(request.headers.get("Content-Encoding")) != "identity":
+                raise UnsupportedMediaType("upload bodies must not carry a content encoding")
+            flow.body = await read_capped(
+                request.content,
+                declared_length=declared,
+                limit=limits.max_body_bytes,
+                timeout_s=limits.body_read_timeout_s,
+            )
+        _identify_subjects(flow, runtime, route, {}, query)
+        return
+    if flow.method in _BODYLESS:
+        if has_body:
+            raise MalformedBody(f"a {flow.method} share carries no body")
+        doc: dict[str, JSONValue] = {}
+    else:
+        check_json_content_type(_single_header(request, "Content-Type"))
+        coding = content_coding(_single_header(request, "Content-Encoding"))
+        raw = await read_capped(
+            request.content,
+            declared_length=declared,
+            limit=limits.max_body_bytes,
+            timeout_s=limits.body_read_timeout_s,
+        )
+        raw = decode(raw, coding, limit=limits.max_body_bytes, too_large=BodyTooLarge)
+        doc = parse_json(raw, max_depth=limits.max_json_depth)
+    result = route.plan.apply(doc, query, hash_key=partner.hash_key, scanner=runtime.scanner)
+    flow.result = result
+    flow.query = result.query
+    if flow.method not in _BODYLESS:
+        flow.body = dump_json(result.document)
+        flow.content_type = "application/json"
+    _identify_subjects(flow, runtime, route, doc, query)
+
+
+def _upload_type(request: web.Request, route: RoutePolicy) -> str:
+    header = _single_header(request, "Content-Type")
+    if header is None:
+        raise UnsupportedMediaType("the upload has no Content-Type")
+    media_type, _params = parse_media_type(header)
+    if media_type not in route.content_types:
+        raise UnsupportedMediaType(
+            f"{media_type} is not one of the route's content types: "
+            + ", ".join(sorted(route.content_types))
+        )
+    return header
+
+
+def _identify_subjects(
+    flow: Flow,
+    runtime: Runtime,
+    route: RoutePolicy,
+    doc: dict[str, JSONValue],
+    query: Mapping[str, str],
+) -> None:
+    flow.subjects = subjects_of(route, doc, query)
+    flow.records = len(flow.subjects)
+    key = runtime.subject_key
+    flow.subject_refs = tuple(
+        dict.fromkeys(keyed_hash(key, s.id) for s in flow.subjects if s.id is not None)
+    )
+
+
+# --- forwarding -------------------------------------------------------------------------------
+
+
+def upstream_request(flow: Flow, request: web.Request, runtime: Runtime) -> UpstreamRequest:
+    partner, route, target = flow.partner, flow.route, flow.target
+    if partner is None or route is None or target is None:
+        raise RuntimeError("upstream_request runs after every check")
+    url = partner.base_url + "/" + "/".join(target.segments)
+    if flow.query:
+        url += "?" + "&".join(
+            f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in flow.query.items()
+        )
+    headers: list[tuple[str, str]] = []
+    for name in route.headers:
+        value = _single_header(request, name)
+        if value is not None:
+            headers.append((name, value))
+    if flow.content_type is not None:
+        headers.append(("Content-Type", flow.content_type))
+    headers.extend(partner.upstream_headers)
+    headers.append(("X-Share-Id", flow.share_id))
+    headers.append(("X-Share-Purpose", flow.purpose or ""))
+    return UpstreamRequest(
+        method=flow.method,
+        url=url,
+        headers=tuple(headers),
+        body=flow.body,
+        timeout_s=partner.timeout_s,
+        max_response_bytes=runtime.settings.limits.max_response_bytes,
+    )
+
+
+def filter_response(
+    flow: Flow, status: int, headers: Mapping[str, str], body: bytes, runtime: Runtime
+) -> bytes:
+    route, partner = flow.route, flow.partner
+    if route is None or partner is None or route.response_plan is None:
+        return body
+    try:
+        check_json_content_type(headers.get("Content-Type"))
+        doc = parse_json(body, max_depth=runtime.settings.limits.max_json_depth)
+    except GatewayError:
+        if 200 <= status < 300:
+            raise UpstreamError("the partner's answer is not JSON the route can filter") from None
+        return b""  # an error answer the gateway cannot filter is passed on without its body
+    result = route.response_plan.apply(doc, {}, hash_key=partner.hash_key)
+    return dump_json(result.document)
+
+
+# --- the handler ------------------------------------------------------------------------------
+
+
+async def _record(runtime: Runtime, record: ShareRecord) -> None:
+    try:
+        await runtime.share_log.record(record)
+    except GatewayError:
+        # A refusal shares nothing, so it is still answered; the missing record is loud.
+        log.error("share_record_failed", share_id=record.share_id, reason=record.reason)
+
+
+def _count(flow: Flow, decision: str, reason: str) -> None:
+    partner = flow.partner.id if flow.partner else "-"
+    metrics.REQUESTS.labels(partner, decision).inc()
+    metrics.DECISIONS.labels(partner, reason).inc()
+    if flow.result is not None and flow.result.stripped_count:
+        metrics.FIELDS_STRIPPED.labels(partner).inc(flow.result.stripped_count)
+
+
+async def handle_share(request: web.Request) -> web.StreamResponse:
+    from gateway.runtime import RUNTIME
+
+    runtime = request.app[RUNTIME]
+    flow = Flow(share_id=str(uuid.uuid4()), method=request.method, policy=runtime.policy)
+    try:
+        await decide(flow, request, runtime)
+    except GatewayError as error:
+        await _record(runtime, flow.record("denied", error.code))
+        _count(flow, "denied", error.code)
+        return error_response(error, flow.share_id)
+    except Exception:
+        # A fault of the gateway itself: nothing is forwarded, and the record says so.
+        log.exception("share_failed", share_id=flow.share_id)
+        await _record(runtime, flow.record("error", "internal_error"))
+        _count(flow, "error", "internal_error")
+        return error_response(
+            GatewayError("the gateway failed to process the request"), flow.share_id
+        )
+    # No share without a record: if it cannot be written, ShareLogUnavailable answers 503.
+    await runtime.share_log.record(flow.record("shared", "shared"))
+    _count(flow, "shared", "shared")
+    return await forward(flow, request, runtime)
+
+
+async def decide(flow: Flow, request: web.Request, runtime: Runtime) -> None:
+    """Every check of SPEC 4, in its order; the first failure raises the answer."""
+    resolve_partner(flow, request, runtime)
+    await authenticate(flow, request, runtime)
+    authorize(flow, request)
+    now = datetime.now(flow.policy.zone)
+    check_contract(flow, now)
+    await read_payload(flow, request, runtime)
+    await runtime.terms.check(flow, request, now)
+
+
+async def forward(flow: Flow, request: web.Request, runtime: Runtime) -> web.StreamResponse:
+    """Send the filtered share, record what became of it, and answer with the filtered reply."""
+    upstream = upstream_request(flow, request, runtime)
+    partner = flow.partner.id if flow.partner else "-"
+    try:
+        response = await runtime.upstream.send(upstream)
+    except UpstreamFailure as failure:
+        await runtime.share_log.record_outcome(
+            ShareOutcome(flow.share_id, failure.failure, failure.status, 0, failure.latency_ms)
+        )
+        log.warning(
+            "upstream_failed", share_id=flow.share_id, partner=partner, reason=failure.failure
+        )
+        return error_response(failure.error, flow.share_id)
+    metrics.UPSTREAM_LATENCY.labels(partner).observe(response.latency_ms / 1000)
+    outcome = ShareOutcome(
+        flow.share_id, "delivered", response.status, len(response.body), response.latency_ms
+    )
+    try:
+        body = filter_response(flow, response.status, response.headers, response.body, runtime)
+    except GatewayError as error:
+        await runtime.share_log.record_outcome(outcome)
+        return error_response(error, flow.share_id)
+    await runtime.share_log.record_outcome(outcome)
+    headers = {name: value for name in RESPONSE_HEADERS if (value := response.headers.get(name))}
+    headers["X-Share-Id"] = flow.share_id
+    return web.Response(status=response.status, body=body, headers=headers)

@@ -1,0 +1,204 @@
+"""The compiled policy: validated contracts turned into immutable, per-request-ready plans."""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from gateway.contract import Contract, Route, to_transform
+from gateway.contractset import ContractSet, LoadedContract
+from gateway.fieldfilter import AllowRule, FilterPlan, compile_plan
+from gateway.keys import partner_hash_key
+from gateway.routing import RouteTable, Template
+
+# Request headers a partner may receive besides those a route names. Everything else — the
+# caller's credentials, cookies, forwarding headers, the client's address — stays behind.
+BASE_REQUEST_HEADERS = frozenset({"accept", "user-agent"})
+ID_NUMBER_CATEGORY = "identity.id_number"
+
+
+class PolicyError(Exception):
+    """The contract set cannot be put in service (e.g. an upstream secret is not set)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePolicy:
+    method: str
+    template: Template
+    label: str  # "POST /v1/assess": how records and errors name the route
+    purpose: str
+    plan: FilterPlan | None  # None: a raw-body route (uploads), bytes pass through unchanged
+    content_types: frozenset[str]
+    headers: frozenset[str]  # lower-case request headers this route lets through
+    response_plan: FilterPlan | None
+    subject: str | None
+    records: str | None
+    birth_date: str | None
+    id_number_paths: tuple[str, ...]  # fields that may carry a resident ID (and so a birth date)
+
+
+@dataclass(frozen=True, slots=True)
+class PartnerPolicy:
+    id: str
+    loaded: LoadedContract
+    base_url: str  # without a trailing slash
+    timeout_s: float
+    upstream_headers: tuple[tuple[str, str], ...]  # credentials and the agreement's terms
+    purposes: frozenset[str]
+    routes: RouteTable[RoutePolicy]
+    hash_key: bytes
+    active_from: datetime
+    active_until: datetime  # exclusive: midnight after `expires` in the gateway's zone
+    active: bool  # status == active
+    third_party: bool  # its own handler (PIPL art. 23): every share needs the subject's consent
+    sensitive_consent: bool  # sensitive categories need the subject's explicit consent
+    sensitive_categories: frozenset[str]
+    minors_denied: bool
+    location: str
+    cross_border_mechanism: str | None
+
+    @property
+    def contract(self) -> Contract:
+        return self.loaded.contract
+
+    def sensitive(self, category: str) -> bool:
+        return category in self.sensitive_categories
+
+    def in_force(self, now: datetime) -> bool:
+        return self.active and self.active_from <= now < self.active_until
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    partners: Mapping[str, PartnerPolicy]
+    contracts: ContractSet
+    zone: ZoneInfo
+
+
+def _window(effective: date, expires: date, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    start = datetime.combine(effective, time.min, zone)
+    end = datetime.combine(expires + timedelta(days=1), time.min, zone)
+    return start, end
+
+
+def _auth_headers(
+    contract: Contract, environ: Mapping[str, str], problems: list[str], require: bool
+) -> list[tuple[str, str]]:
+    auth = contract.upstream.auth
+    where = f"{contract.partner.id}: upstream.auth"
+
+    def secret(name: str) -> str:
+        value = environ.get(name, "")
+        if not value and require:
+            problems.append(f"{where}: environment variable {name} is not set")
+        return value
+
+    match auth.type:
+        case "bearer":
+            return [("Authorization", f"Bearer {secret(auth.token_env)}")]
+        case "basic":
+            pair = f"{auth.username}:{secret(auth.password_env)}".encode()
+            return [("Authorization", "Basic " + base64.b64encode(pair).decode("ascii"))]
+        case "header":
+            return [(auth.name, secret(auth.value_env))]
+        case _:
+            return []
+
+
+def _compile_route(route: Route) -> RoutePolicy:
+    plan = None
+    if route.fields is not None:
+        plan = compile_plan(
+            [
+                AllowRule(
+                    path=f.path,
+                    category=f.category,
+                    transform=to_transform(f.transform) if f.transform is not None else None,
+                )
+                for f in route.fields
+            ]
+        )
+    response_plan = None
+    if route.response is not None:
+        response_plan = compile_plan(
+            [AllowRule(path=f.path, category=None) for f in route.response.fields]
+        )
+    return RoutePolicy(
+        method=route.method,
+        template=Template.parse(route.path),
+        label=f"{route.method} {route.path}",
+        purpose=route.purpose,
+        plan=plan,
+        content_types=frozenset(route.content_types or ()),
+        headers=BASE_REQUEST_HEADERS | {h.lower() for h in route.headers},
+        response_plan=response_plan,
+        subject=route.subject,
+        records=route.records,
+        birth_date=route.birth_date,
+        id_number_paths=tuple(
+            f.path for f in route.fields or () if f.category == ID_NUMBER_CATEGORY
+        ),
+    )
+
+
+def compile_policy(
+    contracts: ContractSet,
+    *,
+    zone: ZoneInfo,
+    master_key: bytes,
+    environ: Mapping[str, str] | None = None,
+    require_secrets: bool = True,
+) -> Policy:
+    """Compile every contract once; a request afterwards only looks things up."""
+    environ = os.environ if environ is None else environ
+    problems: list[str] = []
+    partners: dict[str, PartnerPolicy] = {}
+    for partner_id, loaded in contracts.contracts.items():
+        contract = loaded.contract
+        terms = contract.terms
+        headers = _auth_headers(contract, environ, problems, require_secrets)
+        headers += [
+            ("X-Data-Retention-Days", str(terms.retention_days)),
+            ("X-Data-Onward-Transfer", "allowed" if terms.onward_transfer else "prohibited"),
+        ]
+        routes = [_compile_route(route) for route in contract.routes]
+        start, end = _window(contract.contract.effective, contract.contract.expires, zone)
+        partners[partner_id] = PartnerPolicy(
+            id=partner_id,
+            loaded=loaded,
+            base_url=contract.upstream.base_url.rstrip("/"),
+            timeout_s=contract.upstream.timeout_s,
+            upstream_headers=tuple(headers),
+            purposes=frozenset(contract.purposes),
+            routes=RouteTable.build((r.method, r.template, r) for r in routes),
+            hash_key=partner_hash_key(master_key, partner_id),
+            active_from=start,
+            active_until=end,
+            active=contract.contract.status == "active",
+            third_party=contract.partner.relationship == "third_party",
+            sensitive_consent=terms.sensitive.consent_required,
+            sensitive_categories=frozenset(
+                c
+                for c in (
+                    *contract.categories,
+                    *(f.category for r in contract.routes for f in r.fields or ()),
+                )
+                if contracts.taxonomy.sensitive(c)
+            ),
+            minors_denied=terms.minors == "deny",
+            location=contract.upstream.location,
+            cross_border_mechanism=terms.cross_border.mechanism
+            if terms.cross_border.allowed
+            else None,
+        )
+    if problems:
+        raise PolicyError(problems)
+    return Policy(partners=partners, contracts=contracts, zone=zone)

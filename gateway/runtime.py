@@ -1,0 +1,101 @@
+"""The running gateway's state: settings, the policy in force, and the resources with a lifetime."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import structlog
+from aiohttp import web
+
+from gateway import metrics
+from gateway.auth import TokenVerifier
+from gateway.contractset import load_contract_set
+from gateway.fieldfilter import TextScanner
+from gateway.keys import subject_ref_key
+from gateway.policy import Policy, PolicyError, compile_policy
+from gateway.settings import Settings
+from gateway.sharelog.record import ShareSink
+from gateway.terms import Terms
+from gateway.upstream import Upstream
+
+log = structlog.get_logger("gateway")
+
+MIN_MASTER_KEY_BYTES = 32
+
+
+class StartupError(Exception):
+    """The gateway cannot start (or reload) safely; one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def master_key(settings: Settings, environ: Mapping[str, str] | None = None) -> bytes:
+    """The key all pseudonyms derive from; without it nothing could be hashed, so nothing starts."""
+    environ = os.environ if environ is None else environ
+    name = settings.secrets.hash_key_env
+    value = environ.get(name, "")
+    if len(value.encode()) < MIN_MASTER_KEY_BYTES:
+        raise StartupError(
+            [
+                f"environment variable {name} must hold a secret of at least "
+                f"{MIN_MASTER_KEY_BYTES} bytes"
+            ]
+        )
+    return value.encode()
+
+
+def load_policy(settings: Settings, key: bytes, environ: Mapping[str, str] | None = None) -> Policy:
+    contracts, problems = load_contract_set(settings.contracts_dir, settings)
+    if contracts is None:
+        raise StartupError([str(p) for p in problems] or ["no contracts loaded"])
+    try:
+        return compile_policy(contracts, zone=settings.zone, master_key=key, environ=environ)
+    except PolicyError as exc:
+        raise StartupError(exc.problems) from exc
+
+
+@dataclass(slots=True)
+class Runtime:
+    settings: Settings
+    policy: Policy  # replaced whole on reload; a request keeps the one it started with
+    verifier: TokenVerifier
+    share_log: ShareSink
+    upstream: Upstream
+    master_key: bytes
+    terms: Terms
+    scanner: TextScanner | None = None
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def subject_key(self) -> bytes:
+        return subject_ref_key(self.master_key)
+
+    async def reload(self) -> Policy:
+        """Validate and compile the whole directory, then swap; on any problem keep the old set."""
+        async with self._reload_lock:
+            try:
+                policy = await asyncio.to_thread(
+                    load_policy, self.settings, self.master_key, self.environ
+                )
+            except StartupError as exc:
+                metrics.RELOADS.labels("failed").inc()
+                log.error("contracts_reload_failed", problems=exc.problems)
+                raise
+            self.policy = policy
+            metrics.RELOADS.labels("ok").inc()
+            log.info(
+                "contracts_reloaded",
+                partners={
+                    pid: p.contract.contract.version for pid, p in sorted(policy.partners.items())
+                },
+            )
+            return policy
+
+
+RUNTIME = web.AppKey("runtime", Runtime)

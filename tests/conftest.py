@@ -1,0 +1,211 @@
+"""Shared fixtures: real signing keys, fake partners, and a running gateway in front of them."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from aiohttp import ClientResponse
+from aiohttp.test_utils import TestClient, TestServer
+from partners import FakePartner
+from tokens import AUDIENCE, ISSUER, SigningKey, mint, rsa_key
+
+from gateway.app import build_runtime, close_runtime, make_app, server_options
+from gateway.runtime import Runtime
+from gateway.settings import Settings
+from gateway.sharelog.memory import MemoryShareLog
+
+HASH_KEY = "k" * 48
+PARTNER_TOKEN = "partner-secret-token"
+
+# A credit-assessment contract shaped like SPEC 3.1, pointed at a fake partner.
+BASE_CONTRACT: dict[str, Any] = {
+    "partner": {
+        "id": "acme",
+        "name": "ACME Credit",
+        "kind": "credit_assessment",
+        "relationship": "entrusted",
+    },
+    "contract": {
+        "id": "DPA-1",
+        "version": 3,
+        "effective": "2025-01-01",
+        "expires": "2099-12-31",
+        "status": "active",
+        "pia_ref": "PIA-1",
+    },
+    "upstream": {
+        "base_url": "http://127.0.0.1:1",
+        "location": "CN",
+        "timeout_s": 5,
+        "auth": {"type": "bearer", "token_env": "ACME_TOKEN"},
+    },
+    "purposes": ["credit_assessment", "service_delivery"],
+    "categories": ["identity.name", "identity.id_number", "contact.phone", "financial.income"],
+    "terms": {
+        "retention_days": 30,
+        "onward_transfer": False,
+        "cross_border": {"allowed": False},
+        "sensitive": {"allowed": ["identity.id_number"], "consent_required": False},
+        "minors": "allow",
+    },
+    "routes": [
+        {
+            "method": "POST",
+            "path": "/v1/assess",
+            "purpose": "credit_assessment",
+            "subject": "applicant.user_id",
+            "fields": [
+                {"path": "applicant.name", "category": "identity.name"},
+                {"path": "applicant.id_number", "category": "identity.id_number", "transform": "hash"},
+                {
+                    "path": "applicant.phone",
+                    "category": "contact.phone",
+                    "transform": {"mask": {"keep_last": 4}},
+                },
+                {"path": "applicant.monthly_income", "category": "financial.income"},
+                {"path": "loan_amount", "category": "business.transaction"},
+                {"path": "items[].amount", "category": "business.transaction"},
+                {"path": "tags[]", "category": "business.note"},
+                {"path": "meta.**", "category": "business.note"},
+                {"path": "query.page", "category": "business.reference"},
+            ],
+            "response": {"fields": [{"path": "score"}, {"path": "reasons[].code"}]},
+        },
+        {
+            "method": "GET",
+            "path": "/v1/reports/{report_id}",
+            "purpose": "credit_assessment",
+            "fields": [{"path": "query.format", "category": "business.reference"}],
+        },
+        {
+            "method": "PUT",
+            "path": "/v1/documents/{doc_id}",
+            "purpose": "credit_assessment",
+            "content_types": ["application/pdf"],
+        },
+        {
+            "method": "POST",
+            "path": "/v1/notes",
+            "purpose": "service_delivery",
+            "fields": [{"path": "note", "category": "business.note"}],
+        },
+    ],
+}
+
+
+def contract(**changes: Any) -> dict[str, Any]:
+    """The base contract with top-level sections replaced or, for dicts, merged."""
+    doc = copy.deepcopy(BASE_CONTRACT)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(doc.get(key), dict):
+            doc[key] = {**doc[key], **value}
+        else:
+            doc[key] = value
+    return doc
+
+
+@pytest.fixture(scope="session")
+def idp_key() -> SigningKey:
+    return rsa_key(kid="idp-1")
+
+
+@pytest.fixture
+async def partner() -> AsyncIterator[FakePartner]:
+    fake = await FakePartner().start()
+    yield fake
+    await fake.close()
+
+
+@dataclass
+class Gateway:
+    client: TestClient
+    partner: FakePartner
+    log: MemoryShareLog
+    runtime: Runtime
+    key: SigningKey
+
+    def token(self, scope: str = "share:acme:*", **claims: Any) -> str:
+        return mint(self.key, scope=scope, **claims)
+
+    async def share(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        data: bytes | None = None,
+        purpose: str | None = "credit_assessment",
+        headers: Mapping[str, str] | None = None,
+        token: str | None = None,
+        scope: str = "share:acme:*",
+    ) -> ClientResponse:
+        sent: dict[str, str] = {"Authorization": f"Bearer {token or self.token(scope)}"}
+        if purpose is not None:
+            sent["X-Share-Purpose"] = purpose
+        if json is not None:
+            import orjson
+
+            data = orjson.dumps(json)
+            sent["Content-Type"] = "application/json"
+        sent.update(headers or {})
+        return await self.client.request(method, path, data=data, headers=sent)
+
+
+GatewayFactory = Callable[..., Awaitable[Gateway]]
+
+
+@pytest.fixture
+async def make_gateway(
+    tmp_path: Path, partner: FakePartner, idp_key: SigningKey
+) -> AsyncIterator[GatewayFactory]:
+    started: list[Gateway] = []
+
+    async def factory(
+        contracts: list[dict[str, Any]] | None = None,
+        *,
+        settings: Mapping[str, Any] | None = None,
+        share_log: MemoryShareLog | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> Gateway:
+        folder = tmp_path / f"contracts{len(started)}"
+        folder.mkdir()
+        for doc in contracts or [contract()]:
+            doc = copy.deepcopy(doc)
+            doc["upstream"]["base_url"] = partner.base_url
+            (folder / f"{doc['partner']['id']}.yaml").write_text(yaml.safe_dump(doc))
+        pem = idp_key.write_pem(tmp_path / "idp.pem")
+        raw: dict[str, Any] = {
+            "contracts_dir": folder,
+            "allow_insecure_upstreams": True,
+            "auth": {
+                "issuer": ISSUER,
+                "audience": AUDIENCE,
+                "algorithms": ["RS256"],
+                "public_key_file": pem,
+            },
+            "registry": {"path": tmp_path / "consent.sqlite"},
+            "share_log": {"path": tmp_path / "share-log.sqlite", "stdout": False},
+        }
+        for key, value in (settings or {}).items():
+            raw[key] = {**raw[key], **value} if isinstance(raw.get(key), dict) else value
+        env = {"SHARE_GATEWAY_HASH_KEY": HASH_KEY, "ACME_TOKEN": PARTNER_TOKEN, **(environ or {})}
+        log = share_log or MemoryShareLog()
+        config = Settings.model_validate(raw)
+        runtime = await build_runtime(config, environ=env, share_log=log)
+        server = TestServer(make_app(runtime), **server_options(config))
+        client = TestClient(server)
+        await client.start_server()
+        gateway = Gateway(client, partner, log, runtime, idp_key)
+        started.append(gateway)
+        return gateway
+
+    yield factory
+    for gateway in started:
+        await gateway.client.close()
+        await close_runtime(gateway.runtime)
