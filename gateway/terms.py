@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
+
+import structlog
 
 from gateway.errors import (
     ConsentRequired,
@@ -27,9 +29,12 @@ if TYPE_CHECKING:
     from gateway.auth import TokenVerifier
     from gateway.consent import ConsentRegistry
     from gateway.pipeline import Flow
-    from gateway.policy import RoutePolicy
+    from gateway.policy import PartnerPolicy, RoutePolicy
+
+log = structlog.get_logger("gateway")
 
 MINOR_AGE = 14
+CONSENT_TOKEN_HEADER = "X-Consent-Token"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,21 +45,59 @@ class Subject:
     id: str | None
     birth_date: date | None
 
+    @property
+    def where(self) -> str:
+        """How a refusal names this subject, without its id."""
+        return "the data subject" if self.index is None else f"record {self.index}"
+
+    @property
+    def details(self) -> dict[str, object] | None:
+        return None if self.index is None else {"record": self.index}
+
+
+# --- reading subjects from the caller's document ----------------------------------------------
+
+
+def subjects_of(
+    route: RoutePolicy, doc: dict[str, JSONValue], query: Mapping[str, str]
+) -> list[Subject]:
+    """Read subject ids and birth dates from the caller's document, record by record."""
+    if route.records is None:
+        return [_subject(route, None, doc, query)]
+    return [_subject(route, i, item, query) for i, item in enumerate(select(doc, route.records))]
+
+
+def _subject(
+    route: RoutePolicy, index: int | None, item: JSONValue, query: Mapping[str, str]
+) -> Subject:
+    where = "the body" if index is None else f"record {index}"
+    subject_id = None
+    if route.subject is not None:
+        found = _values(route, item, route.subject, query)
+        subject_id = _as_id(found[0]) if len(found) == 1 else None
+        if subject_id is None:
+            raise MalformedBody(
+                f"{where}: the subject field {route.subject} is missing or not an id"
+            )
+    return Subject(index, subject_id, _birth_date(route, item, query, subject_id, where))
+
 
 def _values(
-    item: JSONValue, path: str, records: str | None, query: Mapping[str, str]
+    route: RoutePolicy, item: JSONValue, path: str, query: Mapping[str, str]
 ) -> list[JSONValue]:
-    """The values at an absolute `path` within one record (or the query string)."""
+    """The values at an absolute `path` within one record (or in the query string)."""
     parameter = query_parameter(path)
     if parameter is not None:
         value = query.get(parameter)
-        return [value] if value is not None else []
-    if records is not None:
-        prefix = records + "."
-        if not path.startswith(prefix):
-            return []
-        path = path[len(prefix) :]
-    return select(item, path)
+        return [] if value is None else [value]
+    records = route.records
+    if records is None:
+        return select(item, path)
+    if path == records:  # the records are the subject ids themselves: `ids[]`
+        return [item]
+    if path.startswith(records + "."):
+        return select(item, path[len(records) + 1 :])
+    return []  # outside the records: not about this record's subject
 
 
 def _as_id(value: JSONValue) -> str | None:
@@ -63,55 +106,39 @@ def _as_id(value: JSONValue) -> str | None:
     return str(value)
 
 
-def _as_date(value: JSONValue, path: str) -> date:
-    if isinstance(value, str) and len(value) >= 10:
-        try:
-            return date.fromisoformat(value[:10])
-        except ValueError:
-            pass
-    raise MalformedBody(f"the birth date at {path} is not an ISO date")
-
-
-def subjects_of(
-    route: RoutePolicy, doc: dict[str, JSONValue], query: Mapping[str, str]
-) -> list[Subject]:
-    """Read subject ids and birth dates from the caller's document, record by record."""
-    items: Sequence[JSONValue] = [doc] if route.records is None else select(doc, route.records)
-    subjects: list[Subject] = []
-    for i, item in enumerate(items):
-        index = None if route.records is None else i
-        where = "the body" if index is None else f"record {index}"
-        subject_id: str | None = None
-        if route.subject is not None:
-            found = _values(item, route.subject, route.records, query)
-            subject_id = _as_id(found[0]) if len(found) == 1 else None
-            if subject_id is None:
-                raise MalformedBody(
-                    f"{where}: the subject field {route.subject} is missing or not an id"
-                )
-        subjects.append(Subject(index, subject_id, _birth_date(route, item, query, subject_id)))
-    return subjects
-
-
 def _birth_date(
-    route: RoutePolicy, item: JSONValue, query: Mapping[str, str], subject_id: str | None
+    route: RoutePolicy,
+    item: JSONValue,
+    query: Mapping[str, str],
+    subject_id: str | None,
+    where: str,
 ) -> date | None:
-    """The declared birth date, else one read from a resident ID number in the record."""
+    """The declared birth date, else the one inside a resident ID number of the record."""
     if route.birth_date is not None:
-        found = _values(item, route.birth_date, route.records, query)
-        if found and found[0] is not None:
-            return _as_date(found[0], route.birth_date)
-    candidates = [
-        value
-        for path in route.id_number_paths
-        for value in _values(item, path, route.records, query)
+        found = [v for v in _values(route, item, route.birth_date, query) if v is not None]
+        if found:
+            return _as_date(found[0], f"{where}: the birth date at {route.birth_date}")
+    candidates: list[JSONValue] = [
+        value for path in route.id_number_paths for value in _values(route, item, path, query)
     ]
-    if subject_id is not None:
-        candidates.append(subject_id)
+    candidates.append(subject_id)
     for value in candidates:
         if isinstance(value, str) and (born := birth_date_from_id(value)) is not None:
             return born
     return None
+
+
+def _as_date(value: JSONValue, what: str) -> date:
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+        try:
+            return datetime.fromisoformat(value).date()
+        except ValueError:
+            pass
+    raise MalformedBody(f"{what} is not an ISO 8601 date")
 
 
 def is_minor(born: date, today: date) -> bool:
@@ -124,30 +151,33 @@ def is_minor(born: date, today: date) -> bool:
     return today < fourteenth
 
 
-class RateLimiter(Protocol):
-    """Admits a share or says how long to wait; replaceable by a shared store across replicas."""
+# --- rate and daily volume --------------------------------------------------------------------
 
-    def acquire(self, key: str, rate_per_s: float) -> float | None: ...
+
+class RateLimiter(Protocol):
+    """Admits a share or says how many seconds to wait; a shared store can serve replicas."""
+
+    async def acquire(self, key: str, rate_per_s: float) -> float | None: ...
 
 
 class QuotaCounter(Protocol):
     """Counts records per partner and day; `take` is all-or-nothing."""
 
-    def take(self, key: str, day: date, count: int, limit: int) -> bool: ...
+    async def take(self, key: str, day: date, count: int, limit: int) -> bool: ...
 
 
 @dataclass(slots=True)
 class TokenBuckets:
     """In-process token buckets, one per partner; capacity is one second's worth of shares."""
 
-    clock: Callable[[], float] = field(default=time.monotonic)
-    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
+    clock: Callable[[], float] = time.monotonic
+    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict, init=False)
 
-    def acquire(self, key: str, rate_per_s: float) -> float | None:
+    async def acquire(self, key: str, rate_per_s: float) -> float | None:
         now = self.clock()
         capacity = max(1.0, rate_per_s)
         tokens, last = self._buckets.get(key, (capacity, now))
-        tokens = min(capacity, tokens + (now - last) * rate_per_s)
+        tokens = min(capacity, tokens + max(0.0, now - last) * rate_per_s)
         if tokens >= 1.0:
             self._buckets[key] = (tokens - 1.0, now)
             return None
@@ -157,23 +187,34 @@ class TokenBuckets:
 
 @dataclass(slots=True)
 class DailyCounts:
-    """Records shared per partner today, seeded from the share log so a restart keeps the day."""
+    """Records shared per partner on the current day; `seed` restores a day after a restart."""
 
-    _day: date | None = None
-    _counts: dict[str, int] = field(default_factory=dict)
+    _day: date | None = field(default=None, init=False)
+    _counts: dict[str, int] = field(default_factory=dict, init=False)
 
     def seed(self, day: date, counts: Mapping[str, int]) -> None:
         self._day = day
         self._counts = dict(counts)
 
-    def take(self, key: str, day: date, count: int, limit: int) -> bool:
-        if day != self._day:
+    async def take(self, key: str, day: date, count: int, limit: int) -> bool:
+        if self._day is None or day > self._day:
             self._day, self._counts = day, {}
+        # A request that began just before midnight and arrives after the roll-over counts
+        # against the new day: it must not wipe the new day's counts.
         used = self._counts.get(key, 0)
         if used + count > limit:
             return False
         self._counts[key] = used + count
         return True
+
+
+def _seconds_to_midnight(now: datetime) -> int:
+    midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), now.tzinfo)
+    # Through timestamps: subtracting two times of one zone ignores a DST change between them.
+    return max(1, math.ceil(midnight.timestamp() - now.timestamp()))
+
+
+# --- the check --------------------------------------------------------------------------------
 
 
 class Terms:
@@ -193,95 +234,115 @@ class Terms:
         self.quota: QuotaCounter = quota or DailyCounts()
 
     async def check(self, flow: Flow, request: web.Request, now: datetime) -> None:
-        partner = flow.partner
-        if partner is None:
-            raise RuntimeError("terms are checked after the partner is known")
-        terms = partner.contract.terms
+        """Minors, consent, rate, daily volume, in that order; the first failure raises."""
+        partner, purpose = flow.partner, flow.purpose
+        if partner is None or purpose is None:
+            raise RuntimeError("terms are checked after the partner and purpose are known")
         today = now.date()
-        minors = [s for s in flow.subjects if s.birth_date and is_minor(s.birth_date, today)]
-        if minors and partner.minors_denied:
-            first = minors[0]
-            where = f"record {first.index}" if first.index is not None else "the data subject"
+        minors = [s.birth_date is not None and is_minor(s.birth_date, today) for s in flow.subjects]
+        if partner.minors_denied and any(minors):
+            subject = flow.subjects[minors.index(True)]
             raise MinorDenied(
-                f"{where} is under {MINOR_AGE}; the contract denies shares about minors",
-                details={"record": first.index} if first.index is not None else None,
+                f"{subject.where} is under {MINOR_AGE}; the contract denies shares about minors",
+                details=subject.details,
             )
-        if self._needs_consent(flow, bool(minors)):
-            flow.consent_basis = await self._consent(flow, request, now)
+        flow.consent_basis = await self._consent(flow, partner, purpose, minors, request, now)
+        await self._volume(partner, flow.records, now)
+
+    async def _consent(
+        self,
+        flow: Flow,
+        partner: PartnerPolicy,
+        purpose: str,
+        minors: list[bool],
+        request: web.Request,
+        now: datetime,
+    ) -> tuple[str, ...]:
+        """Each subject's consent basis, where the contract requires one."""
+        sent = flow.result.categories_sent if flow.result is not None else ()
+        every_subject = partner.third_party or (
+            partner.sensitive_consent and any(partner.sensitive(c) for c in sent)
+        )
+        # Data about a child under 14 is sensitive whatever its category.
+        needing = [
+            s
+            for s, minor in zip(flow.subjects, minors, strict=True)
+            if every_subject or (minor and partner.sensitive_consent)
+        ]
+        if every_subject and not flow.subjects:
+            raise ConsentRequired("the request names no data subject, so consent cannot be shown")
+        if not needing:
+            return ()
+        claims, token_problem = await self._token_claims(request, flow.share_id)
+        basis: list[str] = []
+        for subject in needing:
+            if subject.id is None:
+                raise ConsentRequired(
+                    "the route names no data subject field, so consent cannot be shown"
+                )
+            if claims is not None and _token_covers(claims, subject.id, partner.id, purpose):
+                basis.append(f"token:{claims['jti']}")
+                continue
+            grant = (
+                self.registry.covering(subject.id, partner.id, purpose, now)
+                if self.registry is not None
+                else None
+            )
+            if grant is None:
+                raise ConsentRequired(
+                    f"{subject.where} has not consented to sharing with {partner.id} "
+                    f"for {purpose}{token_problem}",
+                    details=subject.details,
+                )
+            basis.append(f"registry:{grant.reference}")
+        return tuple(dict.fromkeys(basis))
+
+    async def _token_claims(
+        self, request: web.Request, share_id: str
+    ) -> tuple[Mapping[str, object] | None, str]:
+        """The consent token's claims, or None and why it counts for nothing (for the refusal).
+
+        A token that cannot be verified is no consent, but a grant in the registry still is.
+        """
+        values = request.headers.getall(CONSENT_TOKEN_HEADER, [])
+        if not values:
+            return None, ""
+        problem = "the gateway has no consent keys configured"
+        if len(values) > 1:
+            problem = f"the {CONSENT_TOKEN_HEADER} header is repeated"
+        elif self.consent_tokens is not None:
+            try:
+                return await self.consent_tokens.verify(values[0]), ""
+            except InvalidToken as exc:
+                problem = exc.message
+        log.warning("consent_token_rejected", share_id=share_id, problem=problem)
+        return None, f" (the consent token was not accepted: {problem})"
+
+    async def _volume(self, partner: PartnerPolicy, records: int, now: datetime) -> None:
+        terms = partner.contract.terms
         if terms.rate_limit_per_s is not None:
-            wait = self.limiter.acquire(partner.id, terms.rate_limit_per_s)
+            wait = await self.limiter.acquire(partner.id, terms.rate_limit_per_s)
             if wait is not None:
                 raise RateLimited(
                     f"more than {terms.rate_limit_per_s:g} shares per second to {partner.id}",
                     headers={"Retry-After": str(max(1, math.ceil(wait)))},
                 )
-        if terms.max_records_per_day is not None and not self.quota.take(
-            partner.id, today, flow.records, terms.max_records_per_day
-        ):
-            midnight = datetime.combine(today + timedelta(days=1), datetime.min.time(), now.tzinfo)
+        limit = terms.max_records_per_day
+        if limit is not None and not await self.quota.take(partner.id, now.date(), records, limit):
             raise QuotaExceeded(
-                f"{partner.id} may receive {terms.max_records_per_day} records per day",
-                headers={"Retry-After": str(max(1, math.ceil((midnight - now).total_seconds())))},
+                f"{partner.id} may receive {limit} records per day",
+                headers={"Retry-After": str(_seconds_to_midnight(now))},
             )
-
-    @staticmethod
-    def _needs_consent(flow: Flow, has_minor: bool) -> bool:
-        partner = flow.partner
-        if partner is None or partner.third_party:
-            return True
-        # Data about a child under 14 is sensitive whatever its category.
-        sent = flow.result.categories_sent if flow.result is not None else ()
-        sensitive = has_minor or any(partner.sensitive(c) for c in sent)
-        return partner.sensitive_consent and sensitive
-
-    async def _consent(self, flow: Flow, request: web.Request, now: datetime) -> tuple[str, ...]:
-        partner = flow.partner
-        purpose = flow.purpose
-        if partner is None or purpose is None:
-            raise RuntimeError("consent is checked after partner and purpose are known")
-        if not flow.subjects or any(s.id is None for s in flow.subjects):
-            raise ConsentRequired("the route names no data subject, so consent cannot be shown")
-        token_claims = await self._token_claims(request)
-        basis: list[str] = []
-        for subject in flow.subjects:
-            subject_id = subject.id or ""
-            if token_claims is not None and _token_covers(
-                token_claims, subject_id, partner.id, purpose
-            ):
-                basis.append(f"token:{token_claims.get('jti') or 'no-jti'}")
-                continue
-            grant = (
-                self.registry.covering(subject_id, partner.id, purpose, now)
-                if self.registry is not None
-                else None
-            )
-            if grant is None:
-                where = (
-                    f"record {subject.index}" if subject.index is not None else "the data subject"
-                )
-                raise ConsentRequired(
-                    f"{where} has not consented to sharing with {partner.id} for {purpose}",
-                    details={"record": subject.index} if subject.index is not None else None,
-                )
-            basis.append(f"registry:{grant.reference}")
-        return tuple(dict.fromkeys(basis))
-
-    async def _token_claims(self, request: web.Request) -> Mapping[str, object] | None:
-        values = request.headers.getall("X-Consent-Token", [])
-        if not values:
-            return None
-        if len(values) > 1 or self.consent_tokens is None:
-            raise ConsentRequired("the consent token cannot be accepted")
-        try:
-            return await self.consent_tokens.verify(values[0])
-        except InvalidToken as exc:
-            raise ConsentRequired(f"the consent token is not valid: {exc.message}") from exc
 
 
 def _token_covers(claims: Mapping[str, object], subject: str, partner: str, purpose: str) -> bool:
     purposes = claims.get("purposes")
+    jti = claims.get("jti")
+    # Without a jti the share record could not say which consent it relied on.
     return (
-        claims.get("sub") == subject
+        isinstance(jti, str)
+        and jti != ""
+        and claims.get("sub") == subject
         and claims.get("partner") == partner
         and isinstance(purposes, list)
         and purpose in purposes

@@ -1,0 +1,911 @@
+"""Contract terms: validity window, minors, consent, rate and daily volume, at their boundaries."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import yaml
+from aiohttp import ClientResponse
+from aiohttp.test_utils import make_mocked_request
+from conftest import BASE_CONTRACT, GatewayFactory, assert_refused, contract
+from hypothesis import given
+from hypothesis import strategies as st
+from tokens import SigningKey, mint, rsa_key
+
+from gateway.consent import ConsentRegistry
+from gateway.contractset import load_contract_set
+from gateway.errors import (
+    ContractInactive,
+    MalformedBody,
+    MinorDenied,
+    QuotaExceeded,
+    RateLimited,
+)
+from gateway.jsonbody import JSONValue
+from gateway.pipeline import Flow, check_contract_at
+from gateway.policy import PartnerPolicy, Policy, RoutePolicy, compile_policy
+from gateway.settings import Settings
+from gateway.sharelog.record import ShareRecord
+from gateway.terms import DailyCounts, Subject, Terms, TokenBuckets, is_minor, subjects_of
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+ID_CHECK = "10X98765432"
+
+
+def resident_id(born: date, sequence: str = "123") -> str:
+    """A valid 18-character mainland resident ID number (Beijing Chaoyang) for `born`."""
+    body = f"110105{born:%Y%m%d}{sequence}"
+    return body + ID_CHECK[sum(int(d) * w for d, w in zip(body, ID_WEIGHTS, strict=True)) % 11]
+
+
+def with_wrong_check_digit(number: str) -> str:
+    return number[:17] + ("1" if number[17] == "0" else "0")
+
+
+def years_before(day: date, years: int) -> date:
+    try:
+        return day.replace(year=day.year - years)
+    except ValueError:  # 29 February
+        return day.replace(year=day.year - years, day=28)
+
+
+def seconds_to_midnight(now: datetime) -> float:
+    midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), now.tzinfo)
+    return (midnight - now).total_seconds()
+
+
+def today_in_shanghai() -> date:
+    return datetime.now(SHANGHAI).date()
+
+
+# A child of ten and an adult: far enough from any boundary that the request date cannot matter.
+CHILD_BORN = years_before(today_in_shanghai(), 10)
+ADULT_BORN = years_before(today_in_shanghai(), 30)
+
+BATCH_ROUTE: dict[str, Any] = {
+    "method": "POST",
+    "path": "/v1/batch",
+    "purpose": "credit_assessment",
+    "records": "applicants[]",
+    "subject": "applicants[].user_id",
+    "birth_date": "applicants[].birth_date",
+    "fields": [
+        {"path": "applicants[].name", "category": "identity.name"},
+        {"path": "applicants[].id_number", "category": "identity.id_number", "transform": "hash"},
+    ],
+}
+BIRTH_DATE_ROUTE: dict[str, Any] = {
+    "method": "POST",
+    "path": "/v1/children",
+    "purpose": "credit_assessment",
+    "subject": "child.user_id",
+    "birth_date": "child.birth_date",
+    "fields": [{"path": "child.name", "category": "identity.name"}],
+}
+IDS_ROUTE: dict[str, Any] = {
+    "method": "POST",
+    "path": "/v1/lookup",
+    "purpose": "credit_assessment",
+    "records": "ids[]",
+    "subject": "ids[]",
+    "fields": [{"path": "ids[]", "category": "identity.id_number", "transform": "hash"}],
+}
+QUERY_ROUTE: dict[str, Any] = {
+    "method": "GET",
+    "path": "/v1/people",
+    "purpose": "credit_assessment",
+    "subject": "query.user_id",
+    "birth_date": "query.born",
+    "fields": [{"path": "query.format", "category": "business.reference"}],
+}
+ROUTES = [*BASE_CONTRACT["routes"], BATCH_ROUTE, BIRTH_DATE_ROUTE, IDS_ROUTE, QUERY_ROUTE]
+SENSITIVE_CONSENT = {"allowed": ["identity.id_number"], "consent_required": True}
+
+
+def minors_contract(**terms: Any) -> dict[str, Any]:
+    return contract(terms={"minors": "deny", **terms}, routes=ROUTES)
+
+
+def third_party_contract(**terms: Any) -> dict[str, Any]:
+    return contract(
+        partner={"relationship": "third_party"},
+        terms={"sensitive": SENSITIVE_CONSENT, **terms},
+        routes=ROUTES,
+    )
+
+
+def applicant(user_id: str = "u-1", **fields: Any) -> dict[str, Any]:
+    return {"applicant": {"user_id": user_id, "name": "Wang", **fields}, "loan_amount": 5000}
+
+
+def person(user_id: str, born: date | None = None) -> dict[str, Any]:
+    item: dict[str, Any] = {"user_id": user_id, "name": "Li"}
+    if born is not None:
+        item["birth_date"] = born.isoformat()
+    return item
+
+
+async def error_of(response: ClientResponse) -> dict[str, Any]:
+    body: dict[str, Any] = await response.json()
+    error: dict[str, Any] = body["error"]
+    return error
+
+
+def last_record(records: list[ShareRecord]) -> ShareRecord:
+    assert records, "no share record was written"
+    return records[-1]
+
+
+# --- a compiled policy, for tests with an explicit clock -------------------------------------
+
+
+def compile_contracts(
+    folder: Path, *docs: dict[str, Any], timezone: str = "Asia/Shanghai"
+) -> Policy:
+    folder.mkdir()
+    for doc in docs:
+        (folder / f"{doc['partner']['id']}.yaml").write_text(yaml.safe_dump(doc))
+    settings = Settings.model_validate(
+        {"contracts_dir": folder, "allow_insecure_upstreams": True, "timezone": timezone}
+    )
+    contracts, problems = load_contract_set(folder, settings)
+    assert contracts is not None, problems
+    return compile_policy(
+        contracts, zone=settings.zone, master_key=b"m" * 48, environ={"ACME_TOKEN": "t"}
+    )
+
+
+def acme(policy: Policy) -> PartnerPolicy:
+    return policy.partners["acme"]
+
+
+def route_of(partner: PartnerPolicy, path: str) -> RoutePolicy:
+    for entries in partner.routes.index.values():
+        for _template, route in entries:
+            if route.label.endswith(" " + path):
+                return route
+    raise LookupError(path)
+
+
+# --- validity window -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def march_policy(tmp_path: Path) -> Policy:
+    doc = contract(contract={"effective": "2025-03-01", "expires": "2025-03-31"})
+    return compile_contracts(tmp_path / "contracts", doc)
+
+
+@pytest.mark.parametrize(
+    ("moment", "in_force"),
+    [
+        (datetime(2025, 2, 28, 23, 59, 59, 999999, SHANGHAI), False),
+        (datetime(2025, 3, 1, 0, 0, tzinfo=SHANGHAI), True),
+        (datetime(2025, 3, 31, 23, 59, 59, tzinfo=SHANGHAI), True),
+        (datetime(2025, 4, 1, 0, 0, tzinfo=SHANGHAI), False),
+        # The same instants seen from UTC: the window follows the gateway's zone, not UTC's date.
+        (datetime(2025, 2, 28, 15, 59, 59, tzinfo=UTC), False),
+        (datetime(2025, 2, 28, 16, 0, tzinfo=UTC), True),
+        (datetime(2025, 3, 31, 15, 59, 59, tzinfo=UTC), True),
+        (datetime(2025, 3, 31, 16, 0, tzinfo=UTC), False),
+    ],
+)
+def test_contract_is_in_force_from_effective_midnight_to_the_end_of_expires(
+    march_policy: Policy, moment: datetime, in_force: bool
+) -> None:
+    partner = acme(march_policy)
+    assert partner.in_force(moment) is in_force
+    if in_force:
+        check_contract_at(partner, moment)
+    else:
+        with pytest.raises(ContractInactive, match="valid from 2025-03-01 to 2025-03-31"):
+            check_contract_at(partner, moment)
+
+
+@pytest.mark.parametrize("status", ["suspended", "terminated"])
+def test_a_contract_not_active_is_never_in_force(tmp_path: Path, status: str) -> None:
+    doc = contract(contract={"effective": "2025-03-01", "expires": "2025-03-31", "status": status})
+    partner = acme(compile_contracts(tmp_path / "contracts", doc))
+    moment = datetime(2025, 3, 15, 12, 0, tzinfo=SHANGHAI)
+    assert not partner.in_force(moment)
+    with pytest.raises(ContractInactive, match=f"the contract is {status}"):
+        check_contract_at(partner, moment)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"status": "suspended"},
+        {"status": "terminated"},
+        {"effective": "2020-01-01", "expires": "2020-12-31"},
+        {"effective": "2098-01-01", "expires": "2099-12-31"},
+    ],
+    ids=["suspended", "terminated", "expired", "not-yet-effective"],
+)
+async def test_share_under_an_inactive_contract_is_refused(
+    make_gateway: GatewayFactory, change: dict[str, str]
+) -> None:
+    gw = await make_gateway([contract(contract=change)])
+    response = await gw.share("POST", "/acme/v1/assess", json=applicant())
+    await assert_refused(gw, response, 403, "contract_inactive")
+
+
+# --- minors ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("born", "today", "minor"),
+    [
+        (date(2011, 6, 15), date(2025, 6, 14), True),  # 13 years 364 days
+        (date(2011, 6, 15), date(2025, 6, 15), False),  # 14 today
+        (date(2011, 6, 15), date(2025, 6, 16), False),
+        (date(2012, 2, 29), date(2026, 2, 28), True),  # no 29 February in 2026
+        (date(2012, 2, 29), date(2026, 3, 1), False),
+        (date(2012, 2, 28), date(2026, 2, 28), False),
+        (date(2011, 12, 31), date(2025, 12, 31), False),
+        (date(2012, 1, 1), date(2025, 12, 31), True),
+        (date(2025, 6, 1), date(2025, 6, 1), True),  # born today
+    ],
+)
+def test_is_minor_at_the_fourteenth_birthday(born: date, today: date, minor: bool) -> None:
+    assert is_minor(born, today) is minor
+
+
+@given(
+    born=st.dates(min_value=date(1900, 1, 1), max_value=date(2090, 12, 31)),
+    days=st.integers(min_value=0, max_value=40 * 366),
+)
+def test_is_minor_agrees_with_counting_completed_years(born: date, days: int) -> None:
+    today = born + timedelta(days=days)
+    age = today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+    assert is_minor(born, today) is (age < 14)
+
+
+@pytest.fixture
+def minors_policy(tmp_path: Path) -> Policy:
+    return compile_contracts(tmp_path / "contracts", minors_contract())
+
+
+def test_birth_date_is_read_from_the_id_number_field(minors_policy: Policy) -> None:
+    route = route_of(acme(minors_policy), "/v1/assess")
+    born = date(2012, 5, 6)
+    doc = applicant(id_number=resident_id(born))
+    assert subjects_of(route, doc, {}) == [Subject(None, "u-1", born)]
+
+
+def test_birth_date_is_read_from_a_subject_id_that_is_an_id_number(minors_policy: Policy) -> None:
+    route = route_of(acme(minors_policy), "/v1/assess")
+    number = resident_id(date(2013, 1, 2))
+    assert subjects_of(route, applicant(user_id=number), {}) == [
+        Subject(None, number, date(2013, 1, 2))
+    ]
+
+
+def test_the_id_number_field_comes_before_the_subject_id(minors_policy: Policy) -> None:
+    route = route_of(acme(minors_policy), "/v1/assess")
+    doc = applicant(user_id=resident_id(date(1980, 1, 1)), id_number=resident_id(date(2013, 1, 2)))
+    [subject] = subjects_of(route, doc, {})
+    assert subject.birth_date == date(2013, 1, 2)
+
+
+@pytest.mark.parametrize(
+    "id_number",
+    [
+        with_wrong_check_digit(resident_id(date(2012, 5, 6))),
+        "11010520120506123",  # 17 characters
+        "110105201205061234567",
+        12345,
+    ],
+    ids=["bad-check-digit", "too-short", "too-long", "number"],
+)
+def test_a_value_that_is_not_a_valid_id_number_gives_no_birth_date(
+    minors_policy: Policy, id_number: object
+) -> None:
+    route = route_of(acme(minors_policy), "/v1/assess")
+    [subject] = subjects_of(route, applicant(id_number=id_number), {})
+    assert subject.birth_date is None
+
+
+def test_a_declared_birth_date_field_wins(minors_policy: Policy) -> None:
+    route = route_of(acme(minors_policy), "/v1/children")
+    doc: dict[str, JSONValue] = {
+        "child": {"user_id": resident_id(date(1990, 1, 1)), "birth_date": "2015-07-08"}
+    }
+    [subject] = subjects_of(route, doc, {})
+    assert subject.birth_date == date(2015, 7, 8)
+    doc = {"child": {"user_id": "u-9", "birth_date": "2015-07-08T10:00:00+08:00"}}
+    assert subjects_of(route, doc, {})[0].birth_date == date(2015, 7, 8)
+
+
+def test_a_missing_birth_date_falls_back_to_the_id_number(minors_policy: Policy) -> None:
+    route = route_of(acme(minors_policy), "/v1/children")
+    doc: dict[str, JSONValue] = {
+        "child": {"user_id": resident_id(date(2014, 3, 3)), "birth_date": None}
+    }
+    assert subjects_of(route, doc, {})[0].birth_date == date(2014, 3, 3)
+    assert subjects_of(route, {"child": {"user_id": "u-1"}}, {})[0].birth_date is None
+
+
+@pytest.mark.parametrize("value", ["07/08/2015", "2015-13-01", "soon", 20150708, True])
+def test_a_birth_date_that_is_not_a_date_is_a_malformed_body(
+    minors_policy: Policy, value: JSONValue
+) -> None:
+    route = route_of(acme(minors_policy), "/v1/children")
+    with pytest.raises(MalformedBody, match=r"child\.birth_date is not an ISO 8601 date"):
+        subjects_of(route, {"child": {"user_id": "u-1", "birth_date": value}}, {})
+
+
+@pytest.mark.parametrize("user_id", [None, "", True, 1.5, ["u-1"], {"id": "u-1"}])
+def test_a_missing_or_unusable_subject_is_a_malformed_body(
+    minors_policy: Policy, user_id: JSONValue
+) -> None:
+    route = route_of(acme(minors_policy), "/v1/assess")
+    doc: dict[str, JSONValue] = {"applicant": {"user_id": user_id}}
+    with pytest.raises(MalformedBody, match=r"the subject field applicant\.user_id"):
+        subjects_of(route, doc, {})
+
+
+def test_batch_subjects_carry_their_record_index(minors_policy: Policy) -> None:
+    route = route_of(acme(minors_policy), "/v1/batch")
+    doc: dict[str, JSONValue] = {
+        "applicants": [
+            person("a", date(1990, 1, 1)),
+            {"user_id": 42, "id_number": resident_id(date(2015, 2, 3))},
+            person("c"),
+        ]
+    }
+    assert subjects_of(route, doc, {}) == [
+        Subject(0, "a", date(1990, 1, 1)),
+        Subject(1, "42", date(2015, 2, 3)),
+        Subject(2, "c", None),
+    ]
+    assert subjects_of(route, {"applicants": []}, {}) == []
+    with pytest.raises(MalformedBody, match="record 1: the subject field"):
+        subjects_of(route, {"applicants": [person("a"), {"name": "x"}]}, {})
+
+
+def test_records_that_are_the_subject_ids_themselves(minors_policy: Policy) -> None:
+    route = route_of(acme(minors_policy), "/v1/lookup")
+    child = resident_id(date(2016, 4, 4))
+    assert subjects_of(route, {"ids": ["u-1", child]}, {}) == [
+        Subject(0, "u-1", None),
+        Subject(1, child, date(2016, 4, 4)),
+    ]
+
+
+def test_subject_and_birth_date_from_the_query(minors_policy: Policy) -> None:
+    route = route_of(acme(minors_policy), "/v1/people")
+    assert subjects_of(route, {}, {"user_id": "u-7", "born": "2014-01-01"}) == [
+        Subject(None, "u-7", date(2014, 1, 1))
+    ]
+
+
+# Terms.check with an explicit clock: the request date decides, in the gateway's zone.
+
+
+def flow_for(
+    policy: Policy, path: str, subjects: list[Subject], purpose: str = "credit_assessment"
+) -> Flow:
+    partner = acme(policy)
+    flow = Flow(share_id="share-1", method="POST", policy=policy)
+    flow.partner, flow.purpose, flow.route = partner, purpose, route_of(partner, path)
+    flow.subjects, flow.records = subjects, len(subjects)
+    return flow
+
+
+def request_with(**headers: str) -> Any:
+    return make_mocked_request("POST", "/acme/v1/assess", headers=headers)
+
+
+async def test_a_subject_turning_14_at_local_midnight(minors_policy: Policy) -> None:
+    terms = Terms()
+    subjects = [Subject(None, "u-1", date(2011, 6, 15))]
+    eve = datetime(2025, 6, 14, 23, 59, 59, tzinfo=SHANGHAI)  # 13 years 364 days
+    with pytest.raises(MinorDenied) as refused:
+        await terms.check(flow_for(minors_policy, "/v1/assess", subjects), request_with(), eve)
+    assert refused.value.details == {}
+    birthday = datetime(2025, 6, 15, 0, 0, tzinfo=SHANGHAI)  # 14 years exactly
+    await terms.check(flow_for(minors_policy, "/v1/assess", subjects), request_with(), birthday)
+
+
+async def test_a_minor_in_a_batch_is_named_by_index(minors_policy: Policy) -> None:
+    subjects = [
+        Subject(0, "a", date(1990, 1, 1)),
+        Subject(1, "b", None),
+        Subject(2, "c", date(2012, 2, 29)),
+        Subject(3, "d", date(2013, 1, 1)),
+    ]
+    now = datetime(2026, 2, 28, 12, 0, tzinfo=SHANGHAI)
+    with pytest.raises(MinorDenied, match="record 2 is under 14") as refused:
+        await Terms().check(flow_for(minors_policy, "/v1/batch", subjects), request_with(), now)
+    assert refused.value.details == {"record": 2}
+    now = datetime(2027, 1, 1, 0, 0, tzinfo=SHANGHAI)
+    await Terms().check(flow_for(minors_policy, "/v1/batch", subjects), request_with(), now)
+
+
+async def test_minor_with_id_number_is_denied(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway([minors_contract()])
+    doc = applicant(id_number=resident_id(CHILD_BORN))
+    response = await gw.share("POST", "/acme/v1/assess", json=doc)
+    await assert_refused(gw, response, 403, "minor_denied")
+    assert (await error_of(response))["message"] == (
+        "the data subject is under 14; the contract denies shares about minors"
+    )
+
+
+async def test_minor_by_subject_id_and_by_birth_date_field(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway([minors_contract()])
+    response = await gw.share(
+        "POST", "/acme/v1/assess", json=applicant(user_id=resident_id(CHILD_BORN))
+    )
+    await assert_refused(gw, response, 403, "minor_denied")
+    doc = {"child": {"user_id": "u-1", "name": "Xiao", "birth_date": CHILD_BORN.isoformat()}}
+    response = await gw.share("POST", "/acme/v1/children", json=doc)
+    await assert_refused(gw, response, 403, "minor_denied")
+
+
+async def test_adult_and_unknown_age_are_shared(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway([minors_contract()])
+    response = await gw.share(
+        "POST", "/acme/v1/assess", json=applicant(id_number=resident_id(ADULT_BORN))
+    )
+    assert response.status == 200, await response.text()
+    response = await gw.share("POST", "/acme/v1/assess", json=applicant())
+    assert response.status == 200, await response.text()
+    assert len(gw.partner.received) == 2
+    assert [r.decision for r in gw.log.records] == ["shared", "shared"]
+
+
+async def test_one_minor_denies_the_whole_batch(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway([minors_contract()])
+    doc = {
+        "applicants": [
+            person("a", ADULT_BORN),
+            {"user_id": "b", "name": "Xiao", "id_number": resident_id(CHILD_BORN)},
+            person("c", ADULT_BORN),
+        ]
+    }
+    response = await gw.share("POST", "/acme/v1/batch", json=doc)
+    await assert_refused(gw, response, 403, "minor_denied")
+    error = await error_of(response)
+    assert error["message"] == "record 1 is under 14; the contract denies shares about minors"
+    assert error["details"] == {"record": 1}
+    assert last_record(gw.log.records).records == 0
+
+
+async def test_minors_allowed_are_shared_without_consent_when_none_is_required(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway([contract(routes=ROUTES)])  # minors: allow, no consent required
+    doc = applicant(id_number=resident_id(CHILD_BORN))
+    response = await gw.share("POST", "/acme/v1/assess", json=doc)
+    assert response.status == 200, await response.text()
+    assert last_record(gw.log.records).consent_basis == ()
+
+
+# --- consent ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def consent_key() -> SigningKey:
+    return rsa_key(kid="consent-1")
+
+
+@pytest.fixture
+def consent_settings(tmp_path: Path, consent_key: SigningKey) -> dict[str, Any]:
+    pem = consent_key.write_pem(tmp_path / "consent.pem")
+    return {"consent": {"algorithms": ["RS256"], "public_key_file": pem}}
+
+
+def consent_token(
+    key: SigningKey,
+    subject: str = "u-1",
+    partner: str = "acme",
+    purposes: list[str] | None = None,
+    **claims: Any,
+) -> str:
+    return mint(
+        key,
+        issuer=None,
+        audience=None,
+        subject=subject,
+        partner=partner,
+        purposes=["credit_assessment"] if purposes is None else purposes,
+        jti=claims.pop("jti", "ct-1"),
+        **claims,
+    )
+
+
+def registry_of(gw: Any) -> ConsentRegistry:
+    registry = gw.runtime.terms.registry
+    assert isinstance(registry, ConsentRegistry)
+    return registry
+
+
+async def test_consent_granted_withdrawn_and_granted_again(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway([third_party_contract()])
+    registry = registry_of(gw)
+    start = datetime.now(UTC)
+    registry.grant("u-1", "acme", "credit_assessment", start - timedelta(hours=3), "C-1")
+
+    response = await gw.share("POST", "/acme/v1/assess", json=applicant())
+    assert response.status == 200, await response.text()
+    assert len(gw.partner.received) == 1
+    shared = last_record(gw.log.records)
+    assert (shared.decision, shared.consent_basis) == ("shared", ("registry:C-1",))
+
+    registry.withdraw("u-1", "acme", "credit_assessment", start - timedelta(hours=2), "C-1")
+    response = await gw.share("POST", "/acme/v1/assess", json=applicant())
+    assert response.status == 403
+    error = await error_of(response)
+    assert error["code"] == "consent_required"
+    assert error["message"] == (
+        "the data subject has not consented to sharing with acme for credit_assessment"
+    )
+    assert len(gw.partner.received) == 1
+    denied = last_record(gw.log.records)
+    assert (denied.decision, denied.reason, denied.consent_basis) == (
+        "denied",
+        "consent_required",
+        (),
+    )
+
+    registry.grant("u-1", "acme", "credit_assessment", start - timedelta(hours=1), "C-2")
+    response = await gw.share("POST", "/acme/v1/assess", json=applicant())
+    assert response.status == 200, await response.text()
+    assert len(gw.partner.received) == 2
+    assert last_record(gw.log.records).consent_basis == ("registry:C-2",)
+
+
+async def test_a_grant_for_another_subject_partner_or_purpose_is_no_consent(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway([third_party_contract()])
+    registry = registry_of(gw)
+    granted = datetime.now(UTC) - timedelta(hours=1)
+    registry.grant("u-2", "acme", "credit_assessment", granted, "C-1")
+    registry.grant("u-1", "other-partner", "credit_assessment", granted, "C-2")
+    registry.grant("u-1", "acme", "service_delivery", granted, "C-3")
+    registry.grant("u-1", "acme", "credit_assessment", datetime.now(UTC) + timedelta(hours=1), "F")
+    response = await gw.share("POST", "/acme/v1/assess", json=applicant())
+    await assert_refused(gw, response, 403, "consent_required")
+
+
+async def test_a_third_party_needs_consent_for_every_share(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway([third_party_contract()])
+    # No sensitive category in this share, and still a third party needs the subject's consent.
+    response = await gw.share("POST", "/acme/v1/assess", json={"applicant": {"user_id": "u-1"}})
+    await assert_refused(gw, response, 403, "consent_required")
+    # A route that names no subject can never show consent.
+    response = await gw.share("GET", "/acme/v1/reports/r-1")
+    await assert_refused(gw, response, 403, "consent_required")
+    assert "names no data subject" in (await error_of(response))["message"]
+
+
+async def test_a_valid_consent_token_is_consent(
+    make_gateway: GatewayFactory, consent_settings: dict[str, Any], consent_key: SigningKey
+) -> None:
+    gw = await make_gateway([third_party_contract()], settings=consent_settings)
+    token = consent_token(consent_key, jti="ct-77")
+    response = await gw.share(
+        "POST", "/acme/v1/assess", json=applicant(), headers={"X-Consent-Token": token}
+    )
+    assert response.status == 200, await response.text()
+    [seen] = gw.partner.received
+    assert "X-Consent-Token" not in seen.headers
+    assert last_record(gw.log.records).consent_basis == ("token:ct-77",)
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"subject": "u-2"},
+        {"partner": "other-partner"},
+        {"purposes": ["service_delivery"]},
+        {"purposes": []},
+        {"purposes": "credit_assessment"},
+        {"jti": None},
+        {"jti": ""},
+    ],
+    ids=[
+        "other-subject",
+        "other-partner",
+        "other-purpose",
+        "no-purpose",
+        "purposes-not-a-list",
+        "no-jti",
+        "empty-jti",
+    ],
+)
+async def test_a_consent_token_that_does_not_cover_the_share_is_refused(
+    make_gateway: GatewayFactory,
+    consent_settings: dict[str, Any],
+    consent_key: SigningKey,
+    claims: dict[str, Any],
+) -> None:
+    gw = await make_gateway([third_party_contract()], settings=consent_settings)
+    token = consent_token(consent_key, **claims)
+    response = await gw.share(
+        "POST", "/acme/v1/assess", json=applicant(), headers={"X-Consent-Token": token}
+    )
+    await assert_refused(gw, response, 403, "consent_required")
+
+
+def bad_consent_token(problem: str, key: SigningKey) -> str:
+    match problem:
+        case "expired":
+            return consent_token(key, ttl_s=-3600)
+        case "other-key":
+            return consent_token(rsa_key(kid=key.kid))
+        case "unsigned":
+            return consent_token(key).rsplit(".", 1)[0] + "."
+    return "not-a-token"
+
+
+@pytest.mark.parametrize("problem", ["expired", "other-key", "unsigned", "garbage"])
+async def test_an_invalid_consent_token_is_403_not_401(
+    make_gateway: GatewayFactory,
+    consent_settings: dict[str, Any],
+    consent_key: SigningKey,
+    problem: str,
+) -> None:
+    gw = await make_gateway([third_party_contract()], settings=consent_settings)
+    token = bad_consent_token(problem, consent_key)
+    response = await gw.share(
+        "POST", "/acme/v1/assess", json=applicant(), headers={"X-Consent-Token": token}
+    )
+    await assert_refused(gw, response, 403, "consent_required")
+    assert "WWW-Authenticate" not in response.headers
+    assert "the consent token was not accepted" in (await error_of(response))["message"]
+
+
+async def test_a_consent_token_without_consent_keys_is_not_accepted(
+    make_gateway: GatewayFactory, consent_key: SigningKey
+) -> None:
+    gw = await make_gateway([third_party_contract()])  # no `consent:` settings
+    response = await gw.share(
+        "POST",
+        "/acme/v1/assess",
+        json=applicant(),
+        headers={"X-Consent-Token": consent_token(consent_key)},
+    )
+    await assert_refused(gw, response, 403, "consent_required")
+    assert "no consent keys" in (await error_of(response))["message"]
+
+
+async def test_a_registry_grant_still_counts_beside_a_rejected_token(
+    make_gateway: GatewayFactory, consent_settings: dict[str, Any], consent_key: SigningKey
+) -> None:
+    gw = await make_gateway([third_party_contract()], settings=consent_settings)
+    registry_of(gw).grant(
+        "u-1", "acme", "credit_assessment", datetime.now(UTC) - timedelta(hours=1), "C-1"
+    )
+    response = await gw.share(
+        "POST",
+        "/acme/v1/assess",
+        json=applicant(),
+        headers={"X-Consent-Token": consent_token(consent_key, ttl_s=-3600)},
+    )
+    assert response.status == 200, await response.text()
+    assert last_record(gw.log.records).consent_basis == ("registry:C-1",)
+
+
+async def test_every_subject_of_a_batch_needs_consent(
+    make_gateway: GatewayFactory, consent_settings: dict[str, Any], consent_key: SigningKey
+) -> None:
+    gw = await make_gateway([third_party_contract()], settings=consent_settings)
+    granted = datetime.now(UTC) - timedelta(hours=1)
+    registry_of(gw).grant("a", "acme", "credit_assessment", granted, "C-a")
+    doc = {"applicants": [person("a"), person("b"), person("c")]}
+    token = consent_token(consent_key, subject="c", jti="ct-c")
+
+    response = await gw.share(
+        "POST", "/acme/v1/batch", json=doc, headers={"X-Consent-Token": token}
+    )
+    await assert_refused(gw, response, 403, "consent_required")
+    error = await error_of(response)
+    assert error["message"] == (
+        "record 1 has not consented to sharing with acme for credit_assessment"
+    )
+    assert error["details"] == {"record": 1}
+
+    registry_of(gw).grant("b", "acme", "credit_assessment", granted, "C-b")
+    response = await gw.share(
+        "POST", "/acme/v1/batch", json=doc, headers={"X-Consent-Token": token}
+    )
+    assert response.status == 200, await response.text()
+    record = last_record(gw.log.records)
+    assert record.consent_basis == ("registry:C-a", "registry:C-b", "token:ct-c")
+    assert record.records == 3
+
+
+async def test_sensitive_categories_need_consent_where_the_contract_says_so(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway([contract(terms={"sensitive": SENSITIVE_CONSENT}, routes=ROUTES)])
+    # identity.id_number is sensitive: its share needs consent, a share without it does not.
+    response = await gw.share(
+        "POST", "/acme/v1/assess", json=applicant(id_number=resident_id(ADULT_BORN))
+    )
+    await assert_refused(gw, response, 403, "consent_required")
+    response = await gw.share("POST", "/acme/v1/assess", json=applicant())
+    assert response.status == 200, await response.text()
+    assert last_record(gw.log.records).consent_basis == ()
+
+
+async def test_data_about_a_minor_needs_consent_where_minors_are_allowed(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway(
+        [contract(terms={"sensitive": SENSITIVE_CONSENT, "minors": "allow"}, routes=ROUTES)]
+    )
+    doc = {"applicants": [person("adult", ADULT_BORN), person("child", CHILD_BORN)]}
+    response = await gw.share("POST", "/acme/v1/batch", json=doc)
+    await assert_refused(gw, response, 403, "consent_required")
+    assert (await error_of(response))["details"] == {"record": 1}
+
+    # Only the child's record is sensitive for its age: the adult's needs no consent here.
+    registry_of(gw).grant(
+        "child", "acme", "credit_assessment", datetime.now(UTC) - timedelta(hours=1), "P-1"
+    )
+    response = await gw.share("POST", "/acme/v1/batch", json=doc)
+    assert response.status == 200, await response.text()
+    assert last_record(gw.log.records).consent_basis == ("registry:P-1",)
+
+
+# --- rate ------------------------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_token_bucket_capacity_and_refill() -> None:
+    clock = FakeClock()
+    buckets = TokenBuckets(clock=clock)
+    assert await buckets.acquire("acme", 2) is None
+    assert await buckets.acquire("acme", 2) is None
+    assert await buckets.acquire("acme", 2) == pytest.approx(0.5)
+    assert await buckets.acquire("other", 2) is None  # one bucket per partner
+    clock.now += 0.25
+    assert await buckets.acquire("acme", 2) == pytest.approx(0.25)
+    clock.now += 0.25
+    assert await buckets.acquire("acme", 2) is None
+    assert await buckets.acquire("acme", 2) == pytest.approx(0.5)
+    clock.now += 3600  # a long pause refills to capacity, never beyond
+    assert await buckets.acquire("acme", 2) is None
+    assert await buckets.acquire("acme", 2) is None
+    assert await buckets.acquire("acme", 2) is not None
+
+
+async def test_token_bucket_below_one_per_second() -> None:
+    clock = FakeClock()
+    buckets = TokenBuckets(clock=clock)
+    assert await buckets.acquire("acme", 0.5) is None
+    assert await buckets.acquire("acme", 0.5) == pytest.approx(2.0)
+    clock.now += 1.5
+    assert await buckets.acquire("acme", 0.5) == pytest.approx(0.5)
+    clock.now += 0.5
+    assert await buckets.acquire("acme", 0.5) is None
+
+
+async def test_rate_limit_answers_429_with_retry_after(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway([contract(terms={"rate_limit_per_s": 1})])
+    gw.runtime.terms.limiter = TokenBuckets(clock=FakeClock())  # the two requests are "at once"
+    first = await gw.share("POST", "/acme/v1/assess", json=applicant())
+    assert first.status == 200, await first.text()
+    second = await gw.share("POST", "/acme/v1/assess", json=applicant())
+    assert second.status == 429
+    assert second.headers["Retry-After"] == "1"
+    assert (await error_of(second))["code"] == "rate_limited"
+    assert len(gw.partner.received) == 1
+    record = last_record(gw.log.records)
+    assert (record.decision, record.reason) == ("denied", "rate_limited")
+
+
+async def test_retry_after_rounds_up_to_whole_seconds(tmp_path: Path) -> None:
+    policy = compile_contracts(tmp_path / "c", contract(terms={"rate_limit_per_s": 0.4}))
+    terms = Terms(limiter=TokenBuckets(clock=FakeClock()))
+    now = datetime(2025, 6, 1, 12, 0, tzinfo=SHANGHAI)
+    subjects = [Subject(None, "u-1", None)]
+    await terms.check(flow_for(policy, "/v1/assess", subjects), request_with(), now)
+    with pytest.raises(RateLimited) as refused:
+        await terms.check(flow_for(policy, "/v1/assess", subjects), request_with(), now)
+    assert refused.value.headers == {"Retry-After": "3"}  # 2.5 s
+
+
+# --- daily volume ----------------------------------------------------------------------------
+
+
+async def test_daily_counts_take_all_or_nothing() -> None:
+    counts = DailyCounts()
+    day = date(2025, 6, 1)
+    assert await counts.take("acme", day, 3, 5)
+    assert not await counts.take("acme", day, 3, 5)
+    assert await counts.take("acme", day, 2, 5)
+    assert not await counts.take("acme", day, 1, 5)
+    assert await counts.take("other", day, 5, 5)  # each partner its own count
+    assert await counts.take("acme", day, 0, 5)
+
+
+async def test_daily_counts_roll_over_at_a_new_day() -> None:
+    counts = DailyCounts()
+    assert await counts.take("acme", date(2025, 6, 1), 5, 5)
+    assert await counts.take("acme", date(2025, 6, 2), 5, 5)
+    assert not await counts.take("acme", date(2025, 6, 2), 1, 5)
+    # A late request of the day before counts against the new day and resets nothing.
+    assert not await counts.take("acme", date(2025, 6, 1), 1, 5)
+    assert not await counts.take("acme", date(2025, 6, 2), 1, 5)
+
+
+async def test_daily_counts_seeded_after_a_restart() -> None:
+    counts = DailyCounts()
+    counts.seed(date(2025, 6, 1), {"acme": 4, "other": 1})
+    assert await counts.take("acme", date(2025, 6, 1), 1, 5)
+    assert not await counts.take("acme", date(2025, 6, 1), 1, 5)
+    assert await counts.take("other", date(2025, 6, 1), 4, 5)
+    assert await counts.take("acme", date(2025, 6, 2), 5, 5)  # the seeded day has passed
+
+
+async def test_quota_counts_records_and_answers_429(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway([contract(terms={"max_records_per_day": 3}, routes=ROUTES)])
+    two = {"applicants": [person("a"), person("b")]}
+    response = await gw.share("POST", "/acme/v1/batch", json=two)
+    assert response.status == 200, await response.text()
+    assert last_record(gw.log.records).records == 2
+
+    before = datetime.now(SHANGHAI)
+    response = await gw.share("POST", "/acme/v1/batch", json=two)
+    after = datetime.now(SHANGHAI)
+    assert response.status == 429
+    assert (await error_of(response))["code"] == "quota_exceeded"
+    retry_after = int(response.headers["Retry-After"])
+    assert 1 <= retry_after <= 86400
+    if before.date() == after.date():
+        assert seconds_to_midnight(after) - 1 <= retry_after <= seconds_to_midnight(before) + 1
+    assert len(gw.partner.received) == 1
+    record = last_record(gw.log.records)
+    assert (record.decision, record.reason, record.records) == ("denied", "quota_exceeded", 0)
+
+    # The refused batch took nothing: one more record still fits, a second does not.
+    response = await gw.share("POST", "/acme/v1/assess", json=applicant())
+    assert response.status == 200, await response.text()
+    response = await gw.share("POST", "/acme/v1/assess", json=applicant())
+    assert response.status == 429
+    assert len(gw.partner.received) == 2
+
+
+@pytest.mark.parametrize(
+    ("timezone", "now", "retry_after"),
+    [
+        ("Asia/Shanghai", datetime(2025, 6, 1, 23, 59, 30), "30"),
+        ("Asia/Shanghai", datetime(2025, 6, 1, 23, 59, 59, 500000), "1"),
+        ("Asia/Shanghai", datetime(2025, 6, 1, 0, 0), "86400"),
+        # Clocks go forward at 02:00 on 30 March in Berlin: that day has 23 hours.
+        ("Europe/Berlin", datetime(2025, 3, 30, 0, 0), "82800"),
+        ("Europe/Berlin", datetime(2025, 10, 26, 0, 0), "90000"),
+    ],
+)
+async def test_quota_retry_after_is_the_time_to_local_midnight(
+    tmp_path: Path, timezone: str, now: datetime, retry_after: str
+) -> None:
+    doc = contract(terms={"max_records_per_day": 1})
+    policy = compile_contracts(tmp_path / "c", doc, timezone=timezone)
+    now = now.replace(tzinfo=ZoneInfo(timezone))
+    terms = Terms()
+    subjects = [Subject(None, "u-1", None)]
+    await terms.check(flow_for(policy, "/v1/assess", subjects), request_with(), now)
+    with pytest.raises(QuotaExceeded) as refused:
+        await terms.check(flow_for(policy, "/v1/assess", subjects), request_with(), now)
+    assert refused.value.headers == {"Retry-After": retry_after}
