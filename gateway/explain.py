@@ -6,11 +6,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from gateway.errors import MalformedBody, MalformedRequest, PurposeDenied, RouteDenied
-from gateway.fieldfilter import FieldDecision, FilterResult
+from gateway.fieldfilter import FieldDecision, FilterResult, TextScanner
 from gateway.jsonbody import JSONValue, parse_json
-from gateway.pipeline import check_contract_at
+from gateway.pii import scan
+from gateway.pipeline import BODYLESS_METHODS, check_contract_at
 from gateway.policy import PartnerPolicy, RoutePolicy
 from gateway.routing import parse_target
+from gateway.terms import subjects_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +34,14 @@ def explain(
     *,
     now: datetime,
     max_depth: int,
+    scanner: TextScanner | None = scan,
 ) -> Explanation:
-    """Apply the partner's contract to a request as the gateway would; raise the denial if any."""
+    """Apply the partner's contract to a request as the gateway would; raise the denial if any.
+
+    `scanner` is the free-text scan the gateway runs (the same one by default), so the body shown
+    is the body the partner would receive, redactions included. Consent, minors and rate terms
+    depend on state outside the contract and are not evaluated.
+    """
     method, _, target = route_text.strip().partition(" ")
     method = method.upper()
     if not target.startswith("/"):
@@ -52,9 +60,15 @@ def explain(
             f"{', '.join(sorted(route.content_types)) or 'none'}); there are no fields to explain"
         )
     doc: dict[str, JSONValue] = {}
-    if body is not None and body.strip():
+    has_body = body is not None and bool(body.strip())
+    if method in BODYLESS_METHODS:
+        if has_body:
+            raise MalformedBody(f"a {method} share carries no body")
+    elif body is not None and has_body:
         doc = parse_json(body, max_depth=max_depth)
-    elif method not in {"GET", "DELETE"}:
+    else:
         raise MalformedBody("a body is required for this route")
-    result = route.plan.apply(doc, dict(parsed.query), hash_key=partner.hash_key, trace=True)
+    query = dict(parsed.query)
+    result = route.plan.apply(doc, query, hash_key=partner.hash_key, scanner=scanner, trace=True)
+    subjects_of(route, doc, query)  # the gateway refuses a share whose subject it cannot read
     return Explanation(route=route, result=result, document=result.document)

@@ -21,6 +21,7 @@ from gateway.errors import (
     BodyTooLarge,
     ContractInactive,
     GatewayError,
+    InvalidToken,
     MalformedBody,
     MalformedRequest,
     PurposeDenied,
@@ -53,7 +54,12 @@ log = structlog.get_logger("gateway")
 # Response headers the caller may see from a partner; the partner's cookies, its internal
 # addresses (Location) and hop-by-hop headers stay behind.
 RESPONSE_HEADERS = ("Content-Type", "Cache-Control", "Retry-After", "ETag", "Last-Modified")
-_BODYLESS = frozenset({"GET", "DELETE", "HEAD", "OPTIONS"})
+
+# Charsets an upload's Content-Type keeps on its way to the partner.
+_CHARSETS = frozenset({"utf-8", "us-ascii", "iso-8859-1", "gb18030", "gbk", "gb2312", "big5"})
+
+# Methods whose shares carry no body: one sent anyway is refused, never forwarded.
+BODYLESS_METHODS = frozenset({"GET", "DELETE", "HEAD", "OPTIONS"})
 
 
 @dataclass(slots=True)
@@ -77,6 +83,7 @@ class Flow:
     subjects: list[Subject] = field(default_factory=list)  # raw ids: in memory only, never recorded
     subject_refs: tuple[str, ...] = ()
     consent_basis: tuple[str, ...] = ()
+    passed_headers: tuple[tuple[str, str], ...] = ()  # the caller's headers the route lets through
 
     def record(self, decision: str, reason: str) -> ShareRecord:
         partner = self.partner
@@ -146,7 +153,11 @@ def resolve_partner(flow: Flow, request: web.Request, runtime: Runtime) -> None:
 
 
 async def authenticate(flow: Flow, request: web.Request, runtime: Runtime) -> None:
-    flow.caller = await runtime.verifier.authenticate(_single_header(request, "Authorization"))
+    values = request.headers.getall("Authorization", [])
+    if len(values) > 1:
+        # Which of two tokens a server would read is not defined: the caller is not identified.
+        raise InvalidToken("the Authorization header is repeated")
+    flow.caller = await runtime.verifier.authenticate(values[0] if values else None)
 
 
 def authorize(flow: Flow, request: web.Request) -> None:
@@ -171,6 +182,18 @@ def authorize(flow: Flow, request: web.Request) -> None:
     if purpose not in partner.purposes:
         raise PurposeDenied(f"purpose {purpose!r} is not approved in the contract")
     raise PurposeDenied(f"the route {matches[0][0].label} is not declared for purpose {purpose!r}")
+
+
+def pass_through_headers(flow: Flow, request: web.Request) -> None:
+    """The caller's headers the route lets through, read before the share is recorded."""
+    if flow.route is None:
+        raise RuntimeError("pass_through_headers runs after authorize")
+    headers: list[tuple[str, str]] = []
+    for name in sorted(flow.route.headers):
+        value = _single_header(request, name)
+        if value is not None:
+            headers.append((name, value))
+    flow.passed_headers = tuple(headers)
 
 
 def check_contract(flow: Flow, now: datetime) -> None:
@@ -203,7 +226,7 @@ async def read_payload(flow: Flow, request: web.Request, runtime: Runtime) -> No
     query = dict(flow.target.query) if flow.target else {}
     if route.plan is None:
         flow.query = {}
-        if flow.method in _BODYLESS and not has_body:
+        if flow.method in BODYLESS_METHODS and not has_body:
             flow.body = None
         else:
             flow.content_type = _upload_type(request, route)
@@ -217,7 +240,7 @@ async def read_payload(flow: Flow, request: web.Request, runtime: Runtime) -> No
             )
         _identify_subjects(flow, runtime, route, {}, query)
         return
-    if flow.method in _BODYLESS:
+    if flow.method in BODYLESS_METHODS:
         if has_body:
             raise MalformedBody(f"a {flow.method} share carries no body")
         doc: dict[str, JSONValue] = {}
@@ -235,7 +258,7 @@ async def read_payload(flow: Flow, request: web.Request, runtime: Runtime) -> No
     result = route.plan.apply(doc, query, hash_key=partner.hash_key, scanner=runtime.scanner)
     flow.result = result
     flow.query = result.query
-    if flow.method not in _BODYLESS:
+    if flow.method not in BODYLESS_METHODS:
         flow.body = dump_json(result.document)
         flow.content_type = "application/json"
     _identify_subjects(flow, runtime, route, doc, query)
@@ -245,13 +268,16 @@ def _upload_type(request: web.Request, route: RoutePolicy) -> str:
     header = _single_header(request, "Content-Type")
     if header is None:
         raise UnsupportedMediaType("the upload has no Content-Type")
-    media_type, _params = parse_media_type(header)
+    media_type, params = parse_media_type(header)
     if media_type not in route.content_types:
         raise UnsupportedMediaType(
             f"{media_type} is not one of the route's content types: "
             + ", ".join(sorted(route.content_types))
         )
-    return header
+    # Only the media type and a known charset travel on: a parameter such as a file name would
+    # carry data no rule of the contract covers.
+    charset = params.get("charset", "").lower()
+    return f"{media_type}; charset={charset}" if charset in _CHARSETS else media_type
 
 
 def _identify_subjects(
@@ -272,7 +298,7 @@ def _identify_subjects(
 # --- forwarding -------------------------------------------------------------------------------
 
 
-def upstream_request(flow: Flow, request: web.Request, runtime: Runtime) -> UpstreamRequest:
+def upstream_request(flow: Flow, runtime: Runtime) -> UpstreamRequest:
     partner, route, target = flow.partner, flow.route, flow.target
     if partner is None or route is None or target is None:
         raise RuntimeError("upstream_request runs after every check")
@@ -281,11 +307,7 @@ def upstream_request(flow: Flow, request: web.Request, runtime: Runtime) -> Upst
         url += "?" + "&".join(
             f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in flow.query.items()
         )
-    headers: list[tuple[str, str]] = []
-    for name in route.headers:
-        value = _single_header(request, name)
-        if value is not None:
-            headers.append((name, value))
+    headers = list(flow.passed_headers)
     if flow.content_type is not None:
         headers.append(("Content-Type", flow.content_type))
     headers.extend(partner.upstream_headers)
@@ -307,6 +329,8 @@ def filter_response(
     route, partner = flow.route, flow.partner
     if route is None or partner is None or route.response_plan is None:
         return body
+    if not body:
+        return body  # an empty answer (204, 202, ...) holds nothing to filter
     try:
         check_json_content_type(headers.get("Content-Type"))
         doc = parse_json(body, max_depth=runtime.settings.limits.max_json_depth)
@@ -327,6 +351,14 @@ async def _record(runtime: Runtime, record: ShareRecord) -> None:
     except GatewayError:
         # A refusal shares nothing, so it is still answered; the missing record is loud.
         log.error("share_record_failed", share_id=record.share_id, reason=record.reason)
+
+
+async def _record_outcome(runtime: Runtime, outcome: ShareOutcome) -> None:
+    try:
+        await runtime.share_log.record_outcome(outcome)
+    except GatewayError:
+        # The share itself is recorded and done: the caller still gets the partner's answer.
+        log.error("share_outcome_failed", share_id=outcome.share_id, outcome=outcome.outcome)
 
 
 def _count(flow: Flow, decision: str, reason: str) -> None:
@@ -357,9 +389,14 @@ async def handle_share(request: web.Request) -> web.StreamResponse:
             GatewayError("the gateway failed to process the request"), flow.share_id
         )
     # No share without a record: if it cannot be written, ShareLogUnavailable answers 503.
-    await runtime.share_log.record(flow.record("shared", "shared"))
+    try:
+        await runtime.share_log.record(flow.record("shared", "shared"))
+    except GatewayError as error:
+        log.error("share_record_failed", share_id=flow.share_id, reason="shared")
+        _count(flow, "error", error.code)
+        return error_response(error, flow.share_id)
     _count(flow, "shared", "shared")
-    return await forward(flow, request, runtime)
+    return await forward(flow, runtime)
 
 
 async def decide(flow: Flow, request: web.Request, runtime: Runtime) -> None:
@@ -367,21 +404,23 @@ async def decide(flow: Flow, request: web.Request, runtime: Runtime) -> None:
     resolve_partner(flow, request, runtime)
     await authenticate(flow, request, runtime)
     authorize(flow, request)
+    pass_through_headers(flow, request)
     now = datetime.now(flow.policy.zone)
     check_contract(flow, now)
     await read_payload(flow, request, runtime)
     await runtime.terms.check(flow, request, now)
 
 
-async def forward(flow: Flow, request: web.Request, runtime: Runtime) -> web.StreamResponse:
+async def forward(flow: Flow, runtime: Runtime) -> web.StreamResponse:
     """Send the filtered share, record what became of it, and answer with the filtered reply."""
-    upstream = upstream_request(flow, request, runtime)
+    upstream = upstream_request(flow, runtime)
     partner = flow.partner.id if flow.partner else "-"
     try:
         response = await runtime.upstream.send(upstream)
     except UpstreamFailure as failure:
-        await runtime.share_log.record_outcome(
-            ShareOutcome(flow.share_id, failure.failure, failure.status, 0, failure.latency_ms)
+        await _record_outcome(
+            runtime,
+            ShareOutcome(flow.share_id, failure.failure, failure.status, 0, failure.latency_ms),
         )
         log.warning(
             "upstream_failed", share_id=flow.share_id, partner=partner, reason=failure.failure
@@ -394,9 +433,9 @@ async def forward(flow: Flow, request: web.Request, runtime: Runtime) -> web.Str
     try:
         body = filter_response(flow, response.status, response.headers, response.body, runtime)
     except GatewayError as error:
-        await runtime.share_log.record_outcome(outcome)
+        await _record_outcome(runtime, outcome)
         return error_response(error, flow.share_id)
-    await runtime.share_log.record_outcome(outcome)
+    await _record_outcome(runtime, outcome)
     headers = {name: value for name in RESPONSE_HEADERS if (value := response.headers.get(name))}
     headers["X-Share-Id"] = flow.share_id
     return web.Response(status=response.status, body=body, headers=headers)

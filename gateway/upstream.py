@@ -78,7 +78,7 @@ class HttpUpstream:
         if session is None:
             raise RuntimeError("HttpUpstream.start() was not awaited")
         started = time.perf_counter()
-        connected = False
+        status: int | None = None  # known once the partner's status line has arrived
 
         def elapsed() -> float:
             return (time.perf_counter() - started) * 1000
@@ -93,7 +93,7 @@ class HttpUpstream:
                     allow_redirects=False,
                     timeout=aiohttp.ClientTimeout(total=None),
                 ) as response:
-                    connected = True
+                    status = response.status
                     coding = content_coding(response.headers.get("Content-Encoding"))
                     limit = request.max_response_bytes
                     raw = await read_capped(
@@ -114,6 +114,7 @@ class HttpUpstream:
                 UpstreamTimeout(f"the partner did not answer within {request.timeout_s:g} s"),
                 "timeout",
                 elapsed(),
+                status,
             ) from exc
         except aiohttp.ClientConnectorError as exc:
             raise UpstreamFailure(
@@ -125,8 +126,8 @@ class HttpUpstream:
                 if isinstance(exc, UpstreamError)
                 else UpstreamError("the partner's answer was broken or incomplete")
             )
-            failure: Failure = "possibly_delivered" if connected or _sent(exc) else "error"
-            raise UpstreamFailure(error, failure, elapsed()) from exc
+            failure: Failure = "possibly_delivered" if status is not None or _sent(exc) else "error"
+            raise UpstreamFailure(error, failure, elapsed(), status) from exc
 
 
 def _sent(exc: BaseException) -> bool:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from aiohttp import ClientResponse
+from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 from partners import FakePartner
 from tokens import AUDIENCE, ISSUER, SigningKey, mint, rsa_key
@@ -62,7 +62,11 @@ BASE_CONTRACT: dict[str, Any] = {
             "subject": "applicant.user_id",
             "fields": [
                 {"path": "applicant.name", "category": "identity.name"},
-                {"path": "applicant.id_number", "category": "identity.id_number", "transform": "hash"},
+                {
+                    "path": "applicant.id_number",
+                    "category": "identity.id_number",
+                    "transform": "hash",
+                },
                 {
                     "path": "applicant.phone",
                     "category": "contact.phone",
@@ -124,7 +128,7 @@ async def partner() -> AsyncIterator[FakePartner]:
 
 @dataclass
 class Gateway:
-    client: TestClient
+    client: TestClient[web.Request, web.Application]
     partner: FakePartner
     log: MemoryShareLog
     runtime: Runtime
@@ -198,7 +202,10 @@ async def make_gateway(
         log = share_log or MemoryShareLog()
         config = Settings.model_validate(raw)
         runtime = await build_runtime(config, environ=env, share_log=log)
-        server = TestServer(make_app(runtime), **server_options(config))
+        server = TestServer(make_app(runtime))
+        # TestServer drops keyword arguments given to its constructor: the gateway's own server
+        # options (no automatic decompression, header limits) only apply when passed here.
+        await server.start_server(**server_options(config))
         client = TestClient(server)
         await client.start_server()
         gateway = Gateway(client, partner, log, runtime, idp_key)
@@ -209,3 +216,93 @@ async def make_gateway(
     for gateway in started:
         await gateway.client.close()
         await close_runtime(gateway.runtime)
+
+
+# --- helpers for end-to-end assertions (appended; the fixtures above are unchanged) ----------
+
+
+@dataclass(frozen=True)
+class RawResponse:
+    """An HTTP answer read off the socket: status, headers (lower-case names) and body bytes."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        import orjson
+
+        return orjson.loads(self.body)
+
+
+async def raw_request(
+    gateway: Gateway,
+    method: str,
+    target: str | bytes,
+    *,
+    headers: list[tuple[str, str]] | None = None,
+    body: bytes = b"",
+    host: str | None = None,
+    authorized: bool = True,
+    purpose: str | None = "credit_assessment",
+) -> RawResponse:
+    """Write one request to the gateway's socket byte for byte, for targets no client would send.
+
+    Adds Host (the gateway's own unless `host` is given), a valid bearer token, X-Share-Purpose,
+    Content-Length and `Connection: close`; `headers` are written as given, repeats included.
+    """
+    import asyncio
+
+    server = gateway.client.server
+    port = server.port
+    lines: list[tuple[str, str]] = [("Host", host or f"127.0.0.1:{port}")]
+    if authorized:
+        lines.append(("Authorization", f"Bearer {gateway.token()}"))
+    if purpose is not None:
+        lines.append(("X-Share-Purpose", purpose))
+    lines += headers or []
+    if body or method in {"POST", "PUT", "PATCH"}:
+        lines.append(("Content-Length", str(len(body))))
+    lines.append(("Connection", "close"))
+    raw_target = target if isinstance(target, bytes) else target.encode("latin-1")
+    head = method.encode("ascii") + b" " + raw_target + b" HTTP/1.1\r\n"
+    head += b"".join(f"{name}: {value}\r\n".encode("latin-1") for name, value in lines)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head + b"\r\n" + body)
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    status_and_headers, _, payload = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = status_and_headers.decode("latin-1").split("\r\n")
+    parsed = {
+        name.strip().lower(): value.strip()
+        for name, _, value in (line.partition(":") for line in header_lines)
+    }
+    return RawResponse(int(status_line.split(" ")[1]), parsed, payload)
+
+
+async def assert_refused(
+    gateway: Gateway,
+    response: ClientResponse | RawResponse,
+    status: int,
+    code: str,
+) -> None:
+    """The caller got `status` and `code` with a share id, the partner got nothing, and the
+    share log holds a `denied` record of that id with `code` as its reason."""
+    if isinstance(response, RawResponse):
+        body = response.json()
+        echoed = response.headers.get("x-share-id")
+    else:
+        body = await response.json()
+        echoed = response.headers.get("X-Share-Id")
+    assert (response.status, body["error"]["code"]) == (status, code), body
+    share_id = body["error"]["share_id"]
+    assert echoed == share_id
+    assert gateway.partner.received == []
+    record = gateway.log.records[-1]
+    assert (record.share_id, record.decision, record.reason) == (share_id, "denied", code)
+    assert (record.bytes_sent, record.records) == (0, 0)
+    assert gateway.log.outcome_of(share_id) is None

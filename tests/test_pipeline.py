@@ -2,7 +2,50 @@
 
 from __future__ import annotations
 
-from conftest import PARTNER_TOKEN, GatewayFactory
+import asyncio
+import base64
+import gzip
+import time
+import zlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+import pytest
+from conftest import (
+    BASE_CONTRACT,
+    HASH_KEY,
+    PARTNER_TOKEN,
+    GatewayFactory,
+    assert_refused,
+    contract,
+    raw_request,
+)
+from tokens import SigningKey, claims, mint, rsa_key, sign_raw, unsigned, write_jwks
+
+from gateway.errors import ShareLogUnavailable
+from gateway.keys import keyed_hash, partner_hash_key
+from gateway.sharelog.memory import MemoryShareLog
+from gateway.sharelog.record import ShareOutcome
+
+SCOPE = "share:acme:*"
+ASSESS = "/acme/v1/assess"
+ID_NUMBER = "110105198806052719"
+JSON = {"Content-Type": "application/json"}
+SMALL_BODY_LIMIT = {"limits": {"max_body_bytes": 1000}}
+
+
+def applicant(**extra: Any) -> dict[str, Any]:
+    """A body /v1/assess accepts (it names its data subject), plus `extra`."""
+    return {"applicant": {"user_id": "u-1", "name": "Wang"}, "loan_amount": 5000, **extra}
+
+
+def routes(*extra: dict[str, Any]) -> list[dict[str, Any]]:
+    """The base contract's routes followed by `extra` ones."""
+    base: list[dict[str, Any]] = BASE_CONTRACT["routes"]
+    return [*base, *extra]
 
 
 async def test_allowed_share_reaches_the_partner_filtered(make_gateway: GatewayFactory) -> None:
@@ -14,7 +57,7 @@ async def test_allowed_share_reaches_the_partner_filtered(make_gateway: GatewayF
             "applicant": {
                 "user_id": "u-1",
                 "name": "Wang",
-                "id_number": "110105198806052719",
+                "id_number": ID_NUMBER,
                 "phone": "13800138000",
                 "email": "w@example.com",
                 "monthly_income": 18000,
@@ -25,19 +68,1517 @@ async def test_allowed_share_reaches_the_partner_filtered(make_gateway: GatewayF
     )
     assert response.status == 200, await response.text()
     [seen] = gw.partner.received
-    body = seen.json()
-    assert body["applicant"]["name"] == "Wang"
-    assert body["applicant"]["phone"] == "*******8000"
-    assert len(body["applicant"]["id_number"]) == 64
-    assert "email" not in body["applicant"] and "user_id" not in body["applicant"]
-    assert "secret" not in body
+    assert seen.method == "POST"
     assert seen.target == "/v1/assess?page=2"
+    assert seen.json() == {
+        "applicant": {
+            "name": "Wang",
+            "id_number": keyed_hash(partner_hash_key(HASH_KEY.encode(), "acme"), ID_NUMBER),
+            "phone": "*******8000",
+            "monthly_income": 18000,
+        },
+        "loan_amount": 5000,
+    }
+    assert seen.headers["Content-Type"] == "application/json"
+    assert seen.headers["Content-Length"] == str(len(seen.body))
     assert seen.headers["Authorization"] == f"Bearer {PARTNER_TOKEN}"
     assert seen.headers["X-Share-Purpose"] == "credit_assessment"
     assert seen.headers["X-Data-Retention-Days"] == "30"
     assert seen.headers["X-Data-Onward-Transfer"] == "prohibited"
     share_id = response.headers["X-Share-Id"]
     assert seen.headers["X-Share-Id"] == share_id
+    assert await response.json() == {}  # the partner's {"ok": true} has no field the route allows
     [record] = gw.log.records
-    assert record.decision == "shared" and record.share_id == share_id
-    assert "applicant.email" in record.fields_stripped
+    assert (record.share_id, record.decision, record.reason) == (share_id, "shared", "shared")
+    assert (record.partner, record.purpose, record.route) == (
+        "acme",
+        "credit_assessment",
+        "POST /v1/assess",
+    )
+    assert record.caller == "svc-billing"
+    assert record.bytes_sent == len(seen.body)
+    assert record.records == 1
+    assert len(record.subject_refs) == 1
+    assert record.fields_sent == (
+        "applicant.id_number",
+        "applicant.monthly_income",
+        "applicant.name",
+        "applicant.phone",
+        "loan_amount",
+        "query.page",
+    )
+    assert record.fields_transformed == ("applicant.id_number", "applicant.phone")
+    assert record.fields_stripped == (
+        "applicant.email",
+        "applicant.user_id",
+        "query.debug",
+        "secret",
+    )
+    assert record.categories_sent == (
+        "business.reference",
+        "business.transaction",
+        "contact.phone",
+        "financial.income",
+        "identity.id_number",
+        "identity.name",
+    )
+    [outcome] = gw.log.outcomes
+    assert (outcome.share_id, outcome.outcome, outcome.upstream_status) == (
+        share_id,
+        "delivered",
+        200,
+    )
+
+
+# --- 1. every row of the SPEC 4 table, and the order of the checks -----------------------------
+
+
+async def test_unknown_partner_is_404_before_any_token_check(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway()
+    response = await gw.client.post(
+        "/nobody/v1/assess",
+        data=orjson.dumps(applicant()),
+        headers={**JSON, "X-Share-Purpose": "credit_assessment"},
+    )
+    await assert_refused(gw, response, 404, "unknown_partner")
+    assert "WWW-Authenticate" not in response.headers
+    assert gw.log.records[-1].partner is None
+
+
+async def test_unknown_partner_with_a_bad_token_is_still_404(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway()
+    response = await gw.share("POST", "/nobody/v1/assess", json=applicant(), token="not-a-jwt")
+    await assert_refused(gw, response, 404, "unknown_partner")
+
+
+async def test_partner_ids_are_case_sensitive(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway()
+    response = await gw.share("POST", "/ACME/v1/assess", json=applicant())
+    await assert_refused(gw, response, 404, "unknown_partner")
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "", "Bearer", "Bearer ", "Basic dXNlcjpwYXNz", "bearer-less token", "Bearer a.b.c"],
+)
+async def test_missing_or_malformed_authorization_is_401(
+    make_gateway: GatewayFactory, authorization: str | None
+) -> None:
+    gw = await make_gateway()
+    headers = {**JSON, "X-Share-Purpose": "credit_assessment"}
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    response = await gw.client.post(ASSESS, data=orjson.dumps(applicant()), headers=headers)
+    await assert_refused(gw, response, 401, "invalid_token")
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+async def test_scope_for_another_purpose_or_partner_is_scope_denied(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway()
+    for scope in ("share:acme:service_delivery", "share:other:*", "share:acme", "gateway:admin"):
+        response = await gw.share("POST", ASSESS, json=applicant(), scope=scope)
+        await assert_refused(gw, response, 403, "scope_denied")
+    response = await gw.share(
+        "POST", ASSESS, json=applicant(), scope="share:acme:credit_assessment"
+    )
+    assert response.status == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/acme/v1/unknown"),
+        ("GET", ASSESS),
+        ("DELETE", ASSESS),
+        ("PATCH", ASSESS),
+        ("POST", "/acme/v1/assess/extra"),
+        ("POST", "/acme/v1"),
+        ("POST", "/acme/V1/assess"),
+        ("POST", "/acme/v1/Assess"),
+    ],
+)
+async def test_undeclared_route_or_method_is_route_denied(
+    make_gateway: GatewayFactory, method: str, path: str
+) -> None:
+    gw = await make_gateway()
+    body = None if method in {"GET", "DELETE"} else applicant()
+    response = await gw.share(method, path, json=body)
+    await assert_refused(gw, response, 403, "route_denied")
+
+
+@pytest.mark.parametrize(
+    "purpose",
+    [
+        None,  # the header is missing
+        "",
+        "marketing",  # not approved in the contract (the token's scope is share:acme:*)
+        "service_delivery",  # approved, but /v1/assess is declared for credit_assessment
+        "Credit_Assessment",
+    ],
+)
+async def test_missing_unapproved_or_mismatched_purpose_is_purpose_denied(
+    make_gateway: GatewayFactory, purpose: str | None
+) -> None:
+    gw = await make_gateway()
+    response = await gw.share("POST", ASSESS, json=applicant(), purpose=purpose)
+    await assert_refused(gw, response, 403, "purpose_denied")
+
+
+@pytest.mark.parametrize(
+    "dates",
+    [
+        {"status": "suspended"},
+        {"status": "terminated"},
+        {"effective": "2020-01-01", "expires": "2021-12-31"},  # expired
+        {"effective": "2098-01-01", "expires": "2099-12-31"},  # not yet in force
+    ],
+    ids=["suspended", "terminated", "expired", "not_yet_effective"],
+)
+async def test_inactive_contract_is_refused(
+    make_gateway: GatewayFactory, dates: dict[str, str]
+) -> None:
+    gw = await make_gateway([contract(contract=dates)])
+    response = await gw.share("POST", ASSESS, json=applicant())
+    await assert_refused(gw, response, 403, "contract_inactive")
+    assert gw.log.records[-1].contract_id == "DPA-1"
+
+
+async def test_body_over_the_limit_by_content_length_is_413(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway(settings=SMALL_BODY_LIMIT)
+    body = orjson.dumps(applicant(meta={"pad": "x" * 1200}))
+    response = await gw.share("POST", ASSESS, data=body, headers=JSON)
+    await assert_refused(gw, response, 413, "body_too_large")
+
+
+async def test_chunked_body_over_the_limit_is_413(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway(settings=SMALL_BODY_LIMIT)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"applicant": {"user_id": "u-1"}, "meta": {"pad": "'
+        for _ in range(20):
+            yield b"x" * 100
+        yield b'"}}'
+
+    response = await gw.client.post(
+        ASSESS,
+        data=chunks(),
+        headers={
+            **JSON,
+            "Authorization": f"Bearer {gw.token()}",
+            "X-Share-Purpose": "credit_assessment",
+        },
+    )
+    await assert_refused(gw, response, 413, "body_too_large")
+
+
+async def test_chunked_body_within_the_limit_is_shared(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway(settings=SMALL_BODY_LIMIT)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"applicant": {"user_id": "u-1",'
+        yield b' "name": "Wang"}, "loan_amount": 7}'
+
+    response = await gw.client.post(
+        ASSESS,
+        data=chunks(),
+        headers={
+            **JSON,
+            "Authorization": f"Bearer {gw.token()}",
+            "X-Share-Purpose": "credit_assessment",
+        },
+    )
+    assert response.status == 200
+    [seen] = gw.partner.received
+    assert seen.body == b'{"applicant":{"name":"Wang"},"loan_amount":7}'
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain",
+        "text/json",
+        "application/json; charset=utf-16",
+        "application/json; charset=utf-7",
+        "application/json; charset=latin-1",
+        "application/json; boundary=x",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/jsonp",
+        "application/+json",
+        "application/json, text/plain",
+        "json",
+    ],
+)
+async def test_non_json_content_type_is_415(
+    make_gateway: GatewayFactory, content_type: str
+) -> None:
+    gw = await make_gateway()
+    body = orjson.dumps(applicant())
+    response = await gw.share("POST", ASSESS, data=body, headers={"Content-Type": content_type})
+    await assert_refused(gw, response, 415, "unsupported_media_type")
+
+
+async def test_missing_content_type_is_415(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway()
+    response = await gw.client.post(
+        ASSESS,
+        data=orjson.dumps(applicant()),
+        headers={"Authorization": f"Bearer {gw.token()}", "X-Share-Purpose": "credit_assessment"},
+        skip_auto_headers=["Content-Type"],
+    )
+    await assert_refused(gw, response, 415, "unsupported_media_type")
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json",
+        "application/json; charset=utf-8",
+        "application/json;charset=UTF-8",
+        'application/json; charset="utf-8"',
+        "Application/JSON",
+        "application/merge-patch+json",
+    ],
+)
+async def test_json_content_types_are_accepted_and_sent_as_application_json(
+    make_gateway: GatewayFactory, content_type: str
+) -> None:
+    gw = await make_gateway()
+    body = orjson.dumps(applicant())
+    response = await gw.share("POST", ASSESS, data=body, headers={"Content-Type": content_type})
+    assert response.status == 200, await response.text()
+    [seen] = gw.partner.received
+    assert seen.headers.getall("Content-Type") == ["application/json"]
+
+
+async def test_upstream_error_and_timeout_are_502_and_504(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway([contract(upstream={"timeout_s": 0.3})])
+    gw.partner.reply.delay_s = 1.0
+    response = await gw.share("POST", ASSESS, json=applicant())
+    body = await response.json()
+    assert (response.status, body["error"]["code"]) == (504, "upstream_timeout")
+    assert response.headers["X-Share-Id"] == body["error"]["share_id"]
+    await gw.partner.close()  # now nothing listens on the partner's port
+    response = await gw.share("POST", ASSESS, json=applicant())
+    body = await response.json()
+    assert (response.status, body["error"]["code"]) == (502, "upstream_error")
+    assert [o.outcome for o in gw.log.outcomes] == ["timeout", "error"]
+
+
+async def test_a_bad_token_is_401_before_an_undeclared_route(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway()
+    response = await gw.share("POST", "/acme/v1/nowhere", json=applicant(), token="garbage")
+    await assert_refused(gw, response, 401, "invalid_token")
+
+
+async def test_a_bad_scope_is_403_before_a_bad_body(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway()
+    response = await gw.share(
+        "POST",
+        ASSESS,
+        data=b'{"a": 1, "a": 2',
+        headers={"Content-Type": "text/plain"},
+        scope="share:other:*",
+    )
+    await assert_refused(gw, response, 403, "scope_denied")
+
+
+async def test_an_undeclared_route_is_403_before_a_bad_body(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway()
+    response = await gw.share(
+        "POST", "/acme/v1/other", data=b"{", headers={"Content-Type": "text/plain"}
+    )
+    await assert_refused(gw, response, 403, "route_denied")
+
+
+async def test_an_inactive_contract_is_403_before_an_oversized_body(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway([contract(contract={"status": "suspended"})], settings=SMALL_BODY_LIMIT)
+    response = await gw.share("POST", ASSESS, data=b"x" * 5000, headers=JSON)
+    await assert_refused(gw, response, 403, "contract_inactive")
+
+
+async def test_an_oversized_body_is_413_before_its_content_type(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway(settings=SMALL_BODY_LIMIT)
+    response = await gw.share(
+        "POST", ASSESS, data=b"x" * 5000, headers={"Content-Type": "text/plain"}
+    )
+    await assert_refused(gw, response, 413, "body_too_large")
+
+
+async def test_a_wrong_content_type_is_415_before_a_malformed_body(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway()
+    response = await gw.share("POST", ASSESS, data=b"{{{", headers={"Content-Type": "text/plain"})
+    await assert_refused(gw, response, 415, "unsupported_media_type")
+
+
+# --- 2. bodies that are not strict JSON ---------------------------------------------------------
+
+A = b'"applicant": {"user_id": "u-1"}'
+
+BAD_BODIES: dict[str, bytes] = {
+    "duplicate_key": b"{" + A + b', "loan_amount": 1, "loan_amount": 2}',
+    "duplicate_key_escaped": b"{" + A + b', "\\u006coan_amount": 1, "loan_amount": 2}',
+    "duplicate_key_nested": b'{"applicant": {"user_id": "u-1", "name": "a", "name": "b"}}',
+    "duplicate_key_in_array": b"{" + A + b', "items": [{"amount": 1, "amount": 2}]}',
+    "duplicate_subject_key": b'{"applicant": {"user_id": "u-1", "user_id": "u-2"}}',
+    "nan": b"{" + A + b', "loan_amount": NaN}',
+    "infinity": b"{" + A + b', "loan_amount": Infinity}',
+    "minus_infinity": b"{" + A + b', "loan_amount": -Infinity}',
+    "overflowing_float": b"{" + A + b', "loan_amount": 1e400}',
+    "overflowing_negative_float": b"{" + A + b', "loan_amount": -1e400}',
+    "30_digit_integer": b"{" + A + b', "loan_amount": 123456789012345678901234567890}',
+    "lone_high_surrogate": b'{"applicant": {"user_id": "u-1", "name": "\\ud800"}}',
+    "lone_low_surrogate": b'{"applicant": {"user_id": "u-1", "name": "\\udc00x"}}',
+    "swapped_surrogates": b'{"applicant": {"user_id": "u-1", "name": "\\udc00\\ud800"}}',
+    "invalid_utf8": b'{"applicant": {"user_id": "u-1", "name": "\xff\xfe"}}',
+    "overlong_utf8": b'{"applicant": {"user_id": "u-1", "name": "\xc0\xaf"}}',
+    "utf8_encoded_surrogate": b'{"applicant": {"user_id": "u-1", "name": "\xed\xa0\x80"}}',
+    "utf8_bom": b"\xef\xbb\xbf{" + A + b"}",
+    "utf16_with_bom": ('{"applicant": {"user_id": "u-1"}}').encode("utf-16"),
+    "utf16_le": ('{"applicant": {"user_id": "u-1"}}').encode("utf-16-le"),
+    "utf32": ('{"applicant": {"user_id": "u-1"}}').encode("utf-32"),
+    "nul_byte": b'{"applicant": {"user_id": "u-1\x00"}}',
+    "trailing_garbage": b"{" + A + b"} x",
+    "second_document": b"{" + A + b"}{" + A + b"}",
+    "trailing_comma_after_document": b"{" + A + b"},",
+    "trailing_comma_in_object": b"{" + A + b",}",
+    "truncated": b"{" + A,
+    "empty": b"",
+    "whitespace_only": b"  \r\n ",
+    "top_level_array": b"[{" + A + b"}]",
+    "top_level_number": b"1",
+    "top_level_string": b'"applicant"',
+    "top_level_null": b"null",
+    "top_level_true": b"true",
+    "single_quotes": b"{'applicant': {'user_id': 'u-1'}}",
+    "comment": b"{" + A + b" /* note */}",
+    "leading_zero": b"{" + A + b', "loan_amount": 01}',
+    "unescaped_control_character": b'{"applicant": {"user_id": "u-1", "name": "a\x01b"}}',
+    "hex_number": b"{" + A + b', "loan_amount": 0x10}',
+}
+
+
+@pytest.mark.parametrize("body", BAD_BODIES.values(), ids=BAD_BODIES.keys())
+async def test_malformed_body_is_400_and_nothing_is_forwarded(
+    make_gateway: GatewayFactory, body: bytes
+) -> None:
+    gw = await make_gateway()
+    response = await gw.share("POST", ASSESS, data=body, headers=JSON)
+    await assert_refused(gw, response, 400, "malformed_body")
+
+
+async def test_nesting_deeper_than_the_limit_is_400(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway(settings={"limits": {"max_json_depth": 4}})
+    # depth 4: the document, meta, meta.a, meta.a.b
+    response = await gw.share("POST", ASSESS, json=applicant(meta={"a": {"b": {}}}))
+    assert response.status == 200
+    assert gw.partner.received[-1].json()["meta"] == {"a": {"b": {}}}
+    gw.partner.received.clear()
+    response = await gw.share("POST", ASSESS, json=applicant(meta={"a": {"b": {"c": []}}}))
+    await assert_refused(gw, response, 400, "malformed_body")
+
+
+async def test_a_stalled_body_is_cut_off(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway(settings={"limits": {"body_read_timeout_s": 0.2}})
+    port = gw.client.server.port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    request = (
+        f"POST {ASSESS} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Authorization: Bearer {gw.token()}\r\nX-Share-Purpose: credit_assessment\r\n"
+        "Content-Type: application/json\r\nContent-Length: 500\r\nConnection: close\r\n\r\n"
+    )
+    writer.write(request.encode() + b'{"applicant": {"user_id": "u-1"')  # and then nothing more
+    await writer.drain()
+    try:
+        # The server may linger to drain the rest of the body, so read just the answer.
+        answer_head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+        length = next(
+            int(line.split(b":")[1])
+            for line in answer_head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        answer = orjson.loads(await asyncio.wait_for(reader.readexactly(length), timeout=10))
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert answer_head.startswith(b"HTTP/1.1 408 ")
+    assert answer["error"]["code"] == "request_timeout"
+    assert gw.partner.received == []
+    assert (gw.log.records[-1].decision, gw.log.records[-1].reason) == ("denied", "request_timeout")
+
+
+async def test_hostile_nesting_is_400_not_a_crash(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway()
+    body = b"{" + A + b', "meta": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    response = await gw.share("POST", ASSESS, data=body, headers=JSON)
+    await assert_refused(gw, response, 400, "malformed_body")
+
+
+async def test_the_forwarded_body_is_the_reserialisation_never_the_original(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway()
+    original = (
+        b'{ "applicant" :{ "user_id":"u-1" , "name" : "\\u738b\\u0020\\/x" } ,\n'
+        b'\t"loan_amount" : 5000 , "tags":[ "a" ,"b" ] }  \n'
+    )
+    response = await gw.share("POST", ASSESS, data=original, headers=JSON)
+    assert response.status == 200
+    [seen] = gw.partner.received
+    assert (
+        seen.body == '{"applicant":{"name":"王 /x"},"loan_amount":5000,"tags":["a","b"]}'.encode()
+    )
+
+
+async def test_large_exact_integers_are_kept_exactly(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway()
+    body = (
+        b"{"
+        + A
+        + b', "loan_amount": 18446744073709551615, "items": [{"amount": -9223372036854775808}]}'
+    )
+    response = await gw.share("POST", ASSESS, data=body, headers=JSON)
+    assert response.status == 200
+    assert gw.partner.received[0].body == (
+        b'{"applicant":{},"loan_amount":18446744073709551615,'
+        b'"items":[{"amount":-9223372036854775808}]}'
+    )
+
+
+@pytest.mark.parametrize(
+    ("coding", "encode"),
+    [
+        ("gzip", gzip.compress),
+        ("x-gzip", gzip.compress),
+        ("GZIP", gzip.compress),
+        ("deflate", zlib.compress),
+    ],
+)
+async def test_compressed_body_is_decoded_and_forwarded_plain(
+    make_gateway: GatewayFactory, coding: str, encode: Callable[[bytes], bytes]
+) -> None:
+    gw = await make_gateway()
+    body = encode(orjson.dumps(applicant(secret="s")))
+    response = await gw.share(
+        "POST", ASSESS, data=body, headers={**JSON, "Content-Encoding": coding}
+    )
+    assert response.status == 200, await response.text()
+    [seen] = gw.partner.received
+    assert seen.body == b'{"applicant":{"name":"Wang"},"loan_amount":5000}'
+    assert "Content-Encoding" not in seen.headers
+
+
+async def test_gzip_bomb_is_413(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway(settings=SMALL_BODY_LIMIT)
+    plain = orjson.dumps(applicant(meta={"pad": "0" * 200_000}))
+    bomb = gzip.compress(plain)
+    assert len(bomb) < 1000
+    response = await gw.share(
+        "POST", ASSESS, data=bomb, headers={**JSON, "Content-Encoding": "gzip"}
+    )
+    await assert_refused(gw, response, 413, "body_too_large")
+
+
+@pytest.mark.parametrize(
+    "coding", ["br", "zstd", "compress", "gzip, gzip", "gzip, br", "identity, gzip"]
+)
+async def test_unsupported_content_encoding_is_415(
+    make_gateway: GatewayFactory, coding: str
+) -> None:
+    gw = await make_gateway()
+    body = gzip.compress(orjson.dumps(applicant()))
+    response = await gw.share(
+        "POST", ASSESS, data=body, headers={**JSON, "Content-Encoding": coding}
+    )
+    await assert_refused(gw, response, 415, "unsupported_media_type")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        gzip.compress(orjson.dumps(applicant()))[:-12],  # truncated
+        gzip.compress(orjson.dumps(applicant())) + b"trailing",
+        orjson.dumps(applicant()),  # says gzip, is not
+    ],
+    ids=["truncated", "trailing_data", "not_gzip"],
+)
+async def test_broken_gzip_is_400(make_gateway: GatewayFactory, body: bytes) -> None:
+    gw = await make_gateway()
+    response = await gw.share(
+        "POST", ASSESS, data=body, headers={**JSON, "Content-Encoding": "gzip"}
+    )
+    await assert_refused(gw, response, 400, "malformed_body")
+
+
+async def test_gzip_of_a_malformed_document_is_400(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway()
+    body = gzip.compress(b"{" + A + b', "a": 1, "a": 2}')
+    response = await gw.share(
+        "POST", ASSESS, data=body, headers={**JSON, "Content-Encoding": "gzip"}
+    )
+    await assert_refused(gw, response, 400, "malformed_body")
+
+
+async def test_missing_subject_is_400(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway()
+    response = await gw.share("POST", ASSESS, json={"applicant": {"name": "Wang"}})
+    await assert_refused(gw, response, 400, "malformed_body")
+
+
+async def test_a_body_on_a_get_route_is_400(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway()
+    response = await gw.share("GET", "/acme/v1/reports/r-1", data=b"{}", headers=JSON)
+    await assert_refused(gw, response, 400, "malformed_body")
+
+
+# --- 3. headers ---------------------------------------------------------------------------------
+
+CALLER_ONLY_HEADERS = {
+    "Cookie": "session=caller-session",
+    "X-Forwarded-For": "10.1.2.3",
+    "X-Forwarded-Host": "internal.example",
+    "X-Forwarded-Proto": "http",
+    "Forwarded": "for=10.1.2.3;host=internal.example",
+    "X-Real-IP": "10.1.2.3",
+    "Via": "1.1 internal-proxy",
+    "X-Share-Id": "forged-share-id",
+    "X-Share-Purpose-Override": "marketing",
+    "X-Data-Onward-Transfer": "allowed",
+    "X-Data-Retention-Days": "9999",
+    "X-Custom": "anything",
+    "X-Consent-Token": "a.b.c",
+    "Accept-Encoding": "br",
+    "Proxy-Authorization": "Basic eDp5",
+    "Origin": "https://evil.example",
+    "Referer": "https://internal.example/page",
+}
+
+
+async def test_only_allowed_headers_reach_the_partner(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway()
+    response = await gw.share(
+        "POST",
+        ASSESS,
+        json=applicant(),
+        headers={**CALLER_ONLY_HEADERS, "Accept": "application/json", "User-Agent": "billing/1.2"},
+    )
+    assert response.status == 200, await response.text()
+    [seen] = gw.partner.received
+    assert sorted(name.lower() for name in seen.headers) == sorted(
+        [
+            "host",
+            "accept",
+            "user-agent",
+            "content-type",
+            "content-length",
+            "authorization",
+            "x-share-id",
+            "x-share-purpose",
+            "x-data-retention-days",
+            "x-data-onward-transfer",
+        ]
+    )
+    assert seen.headers["Accept"] == "application/json"
+    assert seen.headers["User-Agent"] == "billing/1.2"
+    assert seen.headers["Host"] == f"127.0.0.1:{gw.partner.port}"
+    assert seen.headers.getall("Authorization") == [f"Bearer {PARTNER_TOKEN}"]
+    assert seen.headers.getall("X-Share-Id") == [response.headers["X-Share-Id"]]
+    assert seen.headers["X-Share-Id"] != "forged-share-id"
+    assert seen.headers.getall("X-Data-Onward-Transfer") == ["prohibited"]
+    assert seen.headers.getall("X-Data-Retention-Days") == ["30"]
+
+
+CHECKED_ROUTE = {
+    "method": "POST",
+    "path": "/v1/checked",
+    "purpose": "credit_assessment",
+    "headers": ["X-Checksum-Sha256", "Idempotency-Key"],
+    "fields": [{"path": "loan_amount", "category": "business.transaction"}],
+}
+
+
+async def test_a_header_the_route_names_is_passed_through(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway([contract(routes=routes(CHECKED_ROUTE))])
+    response = await gw.share(
+        "POST",
+        "/acme/v1/checked",
+        json={"loan_amount": 1},
+        headers={"X-Checksum-Sha256": "abc", "idempotency-key": "k-1", "X-Custom": "no"},
+    )
+    assert response.status == 200
+    [seen] = gw.partner.received
+    assert seen.headers["X-Checksum-Sha256"] == "abc"
+    assert seen.headers["Idempotency-Key"] == "k-1"
+    assert "X-Custom" not in seen.headers
+    # Another route does not let that header through.
+    await gw.share("POST", ASSESS, json=applicant(), headers={"X-Checksum-Sha256": "abc"})
+    assert "X-Checksum-Sha256" not in gw.partner.received[-1].headers
+
+
+async def test_a_route_naming_content_type_still_sends_only_the_gateways(
+    make_gateway: GatewayFactory,
+) -> None:
+    route = {**CHECKED_ROUTE, "headers": ["Content-Type"]}
+    gw = await make_gateway([contract(routes=routes(route))])
+    response = await gw.share(
+        "POST",
+        "/acme/v1/checked",
+        data=b'{"loan_amount": 1}',
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert response.status == 200
+    assert gw.partner.received[0].headers.getall("Content-Type") == ["application/json"]
+
+
+@pytest.mark.parametrize("name", ["Accept", "X-Checksum-Sha256"])
+async def test_a_repeated_pass_through_header_is_refused(
+    make_gateway: GatewayFactory, name: str
+) -> None:
+    gw = await make_gateway([contract(routes=routes(CHECKED_ROUTE))])
+    response = await raw_request(
+        gw,
+        "POST",
+        "/acme/v1/checked",
+        headers=[("Content-Type", "application/json"), (name, "a"), (name, "b")],
+        body=b'{"loan_amount": 1}',
+    )
+    await assert_refused(gw, response, 400, "malformed_request")
+
+
+async def test_a_repeated_user_agent_never_reaches_the_partner(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway()
+    response = await raw_request(
+        gw,
+        "POST",
+        ASSESS,
+        headers=[("Content-Type", "application/json"), ("User-Agent", "a"), ("User-Agent", "b")],
+        body=orjson.dumps(applicant()),
+    )
+    assert response.status == 400  # the HTTP parser itself refuses a repeated User-Agent
+    assert gw.partner.received == []
+
+
+async def test_repeated_purpose_header_is_refused(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway()
+    response = await raw_request(
+        gw,
+        "POST",
+        ASSESS,
+        headers=[
+            ("Content-Type", "application/json"),
+            ("X-Share-Purpose", "credit_assessment"),
+        ],
+        body=orjson.dumps(applicant()),
+    )
+    await assert_refused(gw, response, 400, "malformed_request")
+
+
+@pytest.mark.parametrize(
+    ("auth", "environ", "expected"),
+    [
+        (
+            {"type": "bearer", "token_env": "ACME_TOKEN"},
+            {},
+            ("Authorization", f"Bearer {PARTNER_TOKEN}"),
+        ),
+        (
+            {"type": "basic", "username": "platform", "password_env": "ACME_PASSWORD"},
+            {"ACME_PASSWORD": "p@ss:wörd"},
+            (
+                "Authorization",
+                "Basic " + base64.b64encode("platform:p@ss:wörd".encode()).decode(),
+            ),
+        ),
+        (
+            {"type": "header", "name": "X-Api-Key", "value_env": "ACME_KEY"},
+            {"ACME_KEY": "key-123"},
+            ("X-Api-Key", "key-123"),
+        ),
+        ({"type": "none"}, {}, None),
+    ],
+    ids=["bearer", "basic", "header", "none"],
+)
+async def test_upstream_credentials_replace_the_callers(
+    make_gateway: GatewayFactory,
+    auth: dict[str, str],
+    environ: dict[str, str],
+    expected: tuple[str, str] | None,
+) -> None:
+    gw = await make_gateway([contract(upstream={"auth": auth})], environ=environ)
+    response = await gw.share("POST", ASSESS, json=applicant(), headers={"X-Api-Key": "caller's"})
+    assert response.status == 200
+    [seen] = gw.partner.received
+    if expected is None:
+        assert "Authorization" not in seen.headers
+        assert "X-Api-Key" not in seen.headers
+    else:
+        name, value = expected
+        assert seen.headers.getall(name) == [value]
+        if name != "Authorization":
+            assert "Authorization" not in seen.headers
+    # The caller's own token never travels on.
+    assert gw.token() not in str(dict(seen.headers))
+
+
+async def test_partner_cookies_and_location_stay_behind(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway()
+    gw.partner.answer(
+        200,
+        {"score": 700},
+        **{
+            "Set-Cookie": "partner-session=1; Path=/",
+            "Location": "http://10.0.0.7/internal",
+            "Server": "partner/1.0",
+            "X-Internal-Trace": "t-1",
+            "Retry-After": "3",
+        },
+    )
+    response = await gw.share("POST", ASSESS, json=applicant())
+    assert response.status == 200
+    assert await response.json() == {"score": 700}
+    assert "Set-Cookie" not in response.headers
+    assert "Location" not in response.headers
+    assert "X-Internal-Trace" not in response.headers
+    assert response.headers["Retry-After"] == "3"
+    assert response.headers["X-Share-Id"] == gw.log.records[-1].share_id
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert not gw.client.session.cookie_jar.filter_cookies(gw.client.make_url("/"))
+
+
+# --- 4. path tricks -------------------------------------------------------------------------------
+
+MALFORMED_TARGETS = [
+    "/acme/v1/../v1/assess",
+    "/acme/v1/./assess",
+    "/acme/./v1/assess",
+    "/acme/v1/assess/..",
+    "/acme/v1/assess/.",
+    "/acme/v1/%2e%2e/v1/assess",
+    "/acme/v1/%2E/assess",
+    "/acme/%2e%2e/acme/v1/assess",
+    "/acme/v1%2fassess",
+    "/acme/v1%2Fassess",
+    "/acme%2fv1/assess",
+    "/acme/v1%5cassess",
+    "/acme/v1%5Cassess",
+    "/acme/v1\\assess",
+    "/acme/v1/%252e%252e/assess",
+    "/acme/v1%252fassess",
+    "/acme/v1/%61ssess",
+    "/acme//v1/assess",
+    "//acme/v1/assess",
+    "/acme/v1/assess//",
+    "/acme/v1/assess/",
+    "/acme/v1/assess;jsessionid=1",
+    "/acme/v1/assess#fragment",
+    "/acme/v1;x=1/assess",
+    "/acme;x/v1/assess",
+    "/acme/v1/assess%00",
+    "/acme/v1/assess%00.json",
+    "/acme/v1/assess%20",
+    "/acme/v1/assess%",
+    "/acme/v1/assess:x",
+    "/acme/v1/assess@evil",
+    "/acme",
+    "/acme/",
+    "/acme/v1/assess?page=1&page=2",
+    "/acme/v1/assess?page=1&&x=2",
+    "/acme/v1/assess?page=%zz",
+    "/acme/v1/assess?page=%ff",
+]
+
+
+@pytest.mark.parametrize("target", MALFORMED_TARGETS)
+async def test_ambiguous_targets_are_400_and_nothing_is_forwarded(
+    make_gateway: GatewayFactory, target: str
+) -> None:
+    gw = await make_gateway()
+    response = await raw_request(
+        gw,
+        "POST",
+        target,
+        headers=[("Content-Type", "application/json")],
+        body=orjson.dumps(applicant()),
+    )
+    await assert_refused(gw, response, 400, "malformed_request")
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/acme/v1/reports/..",
+        "/acme/v1/reports/.",
+        "/acme/v1/reports/%2e%2e",
+        "/acme/v1/reports/a%2fb",
+        "/acme/v1/reports/a%5cb",
+        "/acme/v1/reports/",
+        "/acme/v1/reports/r-1;x",
+    ],
+)
+async def test_placeholder_segments_take_no_tricks(
+    make_gateway: GatewayFactory, target: str
+) -> None:
+    gw = await make_gateway()
+    response = await raw_request(gw, "GET", target)
+    await assert_refused(gw, response, 400, "malformed_request")
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        # ASCII and UTF-8 bytes aiohttp's own parser may refuse before the gateway sees them
+        b"/acme/v1/assess\x00",
+        b"/acme/v1/ass\xc3\xa9ss",
+        b"/acme/v1/assess\t",
+    ],
+    ids=["raw_nul", "raw_utf8", "raw_tab"],
+)
+async def test_raw_bytes_in_the_target_never_reach_the_partner(
+    make_gateway: GatewayFactory, target: bytes
+) -> None:
+    gw = await make_gateway()
+    response = await raw_request(
+        gw,
+        "POST",
+        target,
+        headers=[("Content-Type", "application/json")],
+        body=orjson.dumps(applicant()),
+    )
+    assert response.status == 400
+    assert gw.partner.received == []
+
+
+@pytest.mark.parametrize(
+    ("target", "status", "code"),
+    [
+        ("/acme/V1/assess", 403, "route_denied"),
+        ("/acme/v1/ASSESS", 403, "route_denied"),
+        ("/ACME/v1/assess", 404, "unknown_partner"),
+        ("/Acme/v1/assess", 404, "unknown_partner"),
+        ("/acme/v1/assess/extra", 403, "route_denied"),
+        ("/acme/v1/assess.json", 403, "route_denied"),
+        ("/acme/v1/assess~", 403, "route_denied"),
+    ],
+)
+async def test_case_and_suffix_variants_match_nothing(
+    make_gateway: GatewayFactory, target: str, status: int, code: str
+) -> None:
+    gw = await make_gateway()
+    response = await raw_request(
+        gw,
+        "POST",
+        target,
+        headers=[("Content-Type", "application/json")],
+        body=orjson.dumps(applicant()),
+    )
+    await assert_refused(gw, response, status, code)
+
+
+@pytest.mark.parametrize(
+    ("method", "target"),
+    [
+        ("post", ASSESS),
+        ("POST", "*"),
+        ("CONNECT", "127.0.0.1:1"),
+        ("POST", "/_gateway/../acme/v1/assess"),
+    ],
+    ids=["lowercase_method", "asterisk_form", "connect", "ops_prefix_dot_segments"],
+)
+async def test_targets_outside_the_share_routes_never_reach_the_partner(
+    make_gateway: GatewayFactory, method: str, target: str
+) -> None:
+    gw = await make_gateway()
+    response = await raw_request(
+        gw,
+        method,
+        target,
+        headers=[("Content-Type", "application/json")],
+        body=orjson.dumps(applicant()),
+    )
+    assert response.status in {400, 404}
+    assert gw.partner.received == []
+    assert gw.log.records == []  # never a share: refused by the HTTP parser or the ops router
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://{gateway}/acme/v1/assess",
+        "http://evil.example/acme/v1/assess",
+        "https://evil.example:443/acme/v1/assess",
+        "http://{partner}/v1/assess",
+    ],
+)
+async def test_absolute_form_targets_are_refused(make_gateway: GatewayFactory, target: str) -> None:
+    gw = await make_gateway()
+    target = target.format(
+        gateway=f"127.0.0.1:{gw.client.server.port}", partner=f"127.0.0.1:{gw.partner.port}"
+    )
+    response = await raw_request(
+        gw,
+        "POST",
+        target,
+        headers=[("Content-Type", "application/json")],
+        body=orjson.dumps(applicant()),
+    )
+    await assert_refused(gw, response, 400, "malformed_request")
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8080", "10.0.0.1", "localhost"])
+async def test_a_foreign_host_header_changes_nothing_upstream(
+    make_gateway: GatewayFactory, host: str
+) -> None:
+    gw = await make_gateway()
+    response = await raw_request(
+        gw,
+        "POST",
+        ASSESS,
+        host=host,
+        headers=[("Content-Type", "application/json")],
+        body=orjson.dumps(applicant()),
+    )
+    assert response.status == 200
+    [seen] = gw.partner.received
+    assert seen.target == "/v1/assess"
+    assert seen.headers.getall("Host") == [f"127.0.0.1:{gw.partner.port}"]
+
+
+# --- 5. query parameters --------------------------------------------------------------------------
+
+LOOKUP_ROUTE = {
+    "method": "GET",
+    "path": "/v1/lookup/{kind}",
+    "purpose": "credit_assessment",
+    "fields": [
+        {"path": "query.page", "category": "business.reference"},
+        {
+            "path": "query.phone",
+            "category": "contact.phone",
+            "transform": {"mask": {"keep_last": 4}},
+        },
+        {"path": "query.id", "category": "identity.id_number", "transform": "hash"},
+        {
+            "path": "query.income",
+            "category": "financial.income",
+            "transform": {"generalize": {"bucket": 5000}},
+        },
+        {"path": "query.q", "category": "business.note"},
+    ],
+}
+
+
+async def test_query_parameters_are_filtered_and_transformed(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway([contract(routes=routes(LOOKUP_ROUTE))])
+    response = await gw.share(
+        "GET",
+        f"/acme/v1/lookup/people?page=2&phone=13800138000&id={ID_NUMBER}&income=18000"
+        "&q=a%20b%26c%3Dd&debug=1&user_id=u-1",
+    )
+    assert response.status == 200, await response.text()
+    [seen] = gw.partner.received
+    path, _, query = seen.target.partition("?")
+    assert path == "/v1/lookup/people"
+    hashed = keyed_hash(partner_hash_key(HASH_KEY.encode(), "acme"), ID_NUMBER)
+    assert parse_qsl(query, keep_blank_values=True, strict_parsing=True) == [
+        ("page", "2"),
+        ("phone", "*******8000"),
+        ("id", hashed),
+        ("income", "15000-19999"),
+        ("q", "a b&c=d"),
+    ]
+    assert seen.body == b""
+    assert "Content-Type" not in seen.headers
+    [record] = gw.log.records
+    assert record.fields_stripped == ("query.debug", "query.user_id")
+    assert record.fields_transformed == ("query.id", "query.income", "query.phone")
+
+
+async def test_a_route_without_query_fields_drops_every_parameter(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway()
+    response = await gw.share(
+        "POST", "/acme/v1/notes?note=x&user=u-1", json={"note": "hi"}, purpose="service_delivery"
+    )
+    assert response.status == 200
+    assert gw.partner.received[0].target == "/v1/notes"
+
+
+async def test_repeated_query_parameter_is_400(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway([contract(routes=routes(LOOKUP_ROUTE))])
+    for query in ("page=1&page=2", "phone=1&debug=1&phone=2", "debug=1&debug=2"):
+        response = await gw.share("GET", f"/acme/v1/lookup/x?{query}")
+        await assert_refused(gw, response, 400, "malformed_request")
+
+
+async def test_too_many_query_parameters_is_400(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway(
+        [contract(routes=routes(LOOKUP_ROUTE))], settings={"limits": {"max_query_params": 3}}
+    )
+    response = await gw.share("GET", "/acme/v1/lookup/x?a=1&b=2&c=3&d=4")
+    await assert_refused(gw, response, 400, "malformed_request")
+
+
+# --- 6. the field filter end to end ---------------------------------------------------------------
+
+
+async def test_arrays_subtrees_and_scalars_are_filtered_as_declared(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway()
+    body = {
+        "applicant": {"user_id": "u-1", "name": {"first": "W", "last": "X"}, "phone": ["138"]},
+        "items": [
+            {"amount": 1, "sku": "s-1"},
+            {"amount": {"value": 2}},
+            "not an object",
+            {"sku": "s-3"},
+        ],
+        "tags": ["a", 1, None, True, {"x": 1}, ["y"], 2.5],
+        "meta": {"a": {"b": [1, {"c": "d"}]}, "e": None},
+        "loan_amount": {"value": 1},
+    }
+    response = await gw.share("POST", ASSESS, json=body)
+    assert response.status == 200
+    [seen] = gw.partner.received
+    assert seen.json() == {
+        "applicant": {},
+        "items": [{"amount": 1}, {}, {}],
+        "tags": ["a", 1, None, True, 2.5],
+        "meta": {"a": {"b": [1, {"c": "d"}]}, "e": None},
+    }
+    [record] = gw.log.records
+    assert record.fields_sent == ("items[].amount", "meta.**", "tags[]")
+    assert record.fields_stripped == (
+        "applicant.name",
+        "applicant.phone",
+        "applicant.user_id",
+        "items[]",
+        "items[].amount",
+        "items[].sku",
+        "loan_amount",
+        "tags[]",
+    )
+    assert record.fields_transformed == ()
+
+
+async def test_empty_containers_stay_and_key_order_is_kept(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway()
+    data = (
+        b'{"tags": [], "loan_amount": 1, "meta": {}, "items": [{}],'
+        b' "applicant": {"phone": "13800138000", "user_id": "u-1", "name": "W", "email": "e"}}'
+    )
+    response = await gw.share("POST", ASSESS, data=data, headers=JSON)
+    assert response.status == 200
+    assert gw.partner.received[0].body == (
+        b'{"tags":[],"loan_amount":1,"meta":{},"items":[{}],'
+        b'"applicant":{"phone":"*******8000","name":"W"}}'
+    )
+
+
+async def test_keys_are_exact_and_case_sensitive(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway()
+    body = {
+        "applicant": {"user_id": "u-1", "Name": "W", "name ": "W", "name.x": "W"},
+        "Loan_amount": 1,
+        "loan_amount ": 2,
+    }
+    response = await gw.share("POST", ASSESS, json=body)
+    assert response.status == 200
+    assert gw.partner.received[0].json() == {"applicant": {}}
+
+
+async def test_hash_is_keyed_per_partner(make_gateway: GatewayFactory) -> None:
+    first = contract()
+    second = contract(partner={"id": "acme-two"}, contract={"id": "DPA-2"})
+    gw = await make_gateway([first, second])
+    scope = "share:acme:* share:acme-two:*"
+    body = applicant()
+    body["applicant"]["id_number"] = ID_NUMBER
+    for partner_id in ("acme", "acme-two", "acme"):
+        response = await gw.share("POST", f"/{partner_id}/v1/assess", json=body, scope=scope)
+        assert response.status == 200
+    one, two, again = (seen.json()["applicant"]["id_number"] for seen in gw.partner.received)
+    assert one == again  # stable for one partner, so it can match its own records
+    assert one != two  # different for another, so two partners cannot join their data
+    master = HASH_KEY.encode()
+    assert one == keyed_hash(partner_hash_key(master, "acme"), ID_NUMBER)
+    assert two == keyed_hash(partner_hash_key(master, "acme-two"), ID_NUMBER)
+    assert ID_NUMBER.encode() not in b"".join(seen.body for seen in gw.partner.received)
+
+
+async def test_free_text_is_scanned_for_personal_data(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway()
+    response = await gw.share(
+        "POST",
+        "/acme/v1/notes",
+        json={"note": "call 13800138000 or mail w@example.com"},
+        purpose="service_delivery",
+    )
+    assert response.status == 200
+    note = gw.partner.received[0].json()["note"]
+    assert "13800138000" not in note
+    assert "w@example.com" not in note
+    assert "[REDACTED:" in note
+    assert sum(gw.log.records[0].pii_redactions.values()) == 2
+
+
+# --- 7. the partner's answer ----------------------------------------------------------------------
+
+
+async def test_response_fields_are_filtered(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway()
+    gw.partner.answer(
+        200,
+        {
+            "score": 712,
+            "band": "B",
+            "applicant_name": "Wang",
+            "reasons": [{"code": "R1", "text": "late payment at bank X"}, {"text": "x"}],
+        },
+    )
+    response = await gw.share("POST", ASSESS, json=applicant())
+    assert response.status == 200
+    assert await response.read() == b'{"score":712,"reasons":[{"code":"R1"},{}]}'
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"<html>ok</html>", "text/html"),
+        (b'{"score": 1, "score": 2}', "application/json"),
+        (b'{"score": 1}', "text/plain"),
+        (b"[1]", "application/json"),
+    ],
+    ids=["html", "duplicate_keys", "json_as_text", "array"],
+)
+async def test_unfilterable_success_answer_is_502(
+    make_gateway: GatewayFactory, body: bytes, content_type: str
+) -> None:
+    gw = await make_gateway()
+    gw.partner.answer(200, body, **{"Content-Type": content_type})
+    response = await gw.share("POST", ASSESS, json=applicant())
+    data = await response.read()
+    assert response.status == 502
+    assert orjson.loads(data)["error"]["code"] == "upstream_error"
+    assert b"score" not in data
+    assert b"html" not in data
+    assert len(gw.partner.received) == 1  # the share itself was made and recorded
+    assert gw.log.records[-1].decision == "shared"
+
+
+@pytest.mark.parametrize("status", [200, 202, 204])
+async def test_an_empty_answer_needs_no_filtering(
+    make_gateway: GatewayFactory, status: int
+) -> None:
+    gw = await make_gateway()
+    gw.partner.answer(status, b"")
+    response = await gw.share("POST", ASSESS, json=applicant())
+    assert response.status == status
+    assert await response.read() == b""
+    assert gw.log.outcomes[-1].upstream_status == status
+
+
+async def test_without_a_response_plan_the_answer_passes_unchanged(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway()
+    answer = b"plain \x00\xff bytes, {not json"
+    gw.partner.answer(201, answer, **{"Content-Type": "application/octet-stream"})
+    response = await gw.share(
+        "POST", "/acme/v1/notes", json={"note": "n"}, purpose="service_delivery"
+    )
+    assert response.status == 201
+    assert await response.read() == answer
+    assert response.headers["Content-Type"] == "application/octet-stream"
+
+
+@pytest.mark.parametrize("status", [400, 404, 409, 422, 500, 503])
+async def test_partner_errors_come_back_with_their_status(
+    make_gateway: GatewayFactory, status: int
+) -> None:
+    gw = await make_gateway()
+    gw.partner.answer(status, {"score": 0, "debug": "stack trace with Wang"})
+    response = await gw.share("POST", ASSESS, json=applicant())
+    assert response.status == status
+    assert await response.json() == {"score": 0}  # filtered like any answer on this route
+    assert response.headers["X-Share-Id"] == gw.log.records[-1].share_id
+    [outcome] = gw.log.outcomes
+    assert (outcome.outcome, outcome.upstream_status) == ("delivered", status)
+
+
+async def test_partner_error_that_cannot_be_filtered_loses_its_body(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway()
+    gw.partner.answer(500, b"Traceback: Wang 110105198806052719", **{"Content-Type": "text/plain"})
+    response = await gw.share("POST", ASSESS, json=applicant())
+    assert response.status == 500
+    assert await response.read() == b""
+
+
+async def test_partner_429_comes_back_with_retry_after(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway()
+    gw.partner.answer(429, {"error": "slow down"}, **{"Retry-After": "17"})
+    response = await gw.share(
+        "POST", "/acme/v1/notes", json={"note": "n"}, purpose="service_delivery"
+    )
+    assert response.status == 429
+    assert response.headers["Retry-After"] == "17"
+    assert await response.json() == {"error": "slow down"}
+
+
+# --- 8. uploads -----------------------------------------------------------------------------------
+
+PDF = b"%PDF-1.7\n" + bytes(range(256)) + b'\r\n{"applicant": 1}\n%%EOF'
+UPLOAD = "/acme/v1/documents/doc-1"
+
+
+async def test_upload_forwards_the_exact_bytes(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway()
+    response = await gw.share(
+        "PUT", UPLOAD + "?owner=u-1", data=PDF, headers={"Content-Type": "application/pdf"}
+    )
+    assert response.status == 200, await response.text()
+    [seen] = gw.partner.received
+    assert (seen.method, seen.target, seen.body) == ("PUT", "/v1/documents/doc-1", PDF)
+    assert seen.headers["Content-Type"] == "application/pdf"
+    assert seen.headers["Content-Length"] == str(len(PDF))
+    [record] = gw.log.records
+    assert (record.decision, record.route, record.bytes_sent) == (
+        "shared",
+        "PUT /v1/documents/{doc_id}",
+        len(PDF),
+    )
+    assert record.fields_sent == ()
+
+
+async def test_upload_passes_the_header_its_route_names(make_gateway: GatewayFactory) -> None:
+    upload = {
+        "method": "PUT",
+        "path": "/v1/files/{file_id}",
+        "purpose": "credit_assessment",
+        "content_types": ["application/pdf", "image/png"],
+        "headers": ["X-Checksum-Sha256"],
+    }
+    gw = await make_gateway([contract(routes=routes(upload))])
+    response = await gw.share(
+        "PUT",
+        "/acme/v1/files/f-1",
+        data=b"\x89PNG\r\n",
+        headers={"Content-Type": "image/png", "X-Checksum-Sha256": "c0ffee", "X-Custom": "x"},
+    )
+    assert response.status == 200
+    [seen] = gw.partner.received
+    assert seen.body == b"\x89PNG\r\n"
+    assert seen.headers["X-Checksum-Sha256"] == "c0ffee"
+    assert "X-Custom" not in seen.headers
+
+
+@pytest.mark.parametrize(
+    ("sent", "forwarded"),
+    [
+        ('application/pdf; name="Wang ID card.pdf"', "application/pdf"),
+        ("Application/PDF", "application/pdf"),
+        ("text/plain; charset=UTF-8; filename=wang.txt", "text/plain; charset=utf-8"),
+        ('text/plain; charset="Wang 13800138000"', "text/plain"),
+    ],
+)
+async def test_upload_content_type_parameters_stay_behind(
+    make_gateway: GatewayFactory, sent: str, forwarded: str
+) -> None:
+    upload = {
+        "method": "PUT",
+        "path": "/v1/files/{file_id}",
+        "purpose": "credit_assessment",
+        "content_types": ["application/pdf", "text/plain"],
+    }
+    gw = await make_gateway([contract(routes=routes(upload))])
+    response = await gw.share(
+        "PUT", "/acme/v1/files/f-1", data=b"bytes", headers={"Content-Type": sent}
+    )
+    assert response.status == 200
+    assert gw.partner.received[0].headers.getall("Content-Type") == [forwarded]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json", "application/zip", "text/plain", "application/pdfx", "image/png"],
+)
+async def test_upload_with_an_unlisted_type_is_415(
+    make_gateway: GatewayFactory, content_type: str
+) -> None:
+    gw = await make_gateway()
+    response = await gw.share("PUT", UPLOAD, data=PDF, headers={"Content-Type": content_type})
+    await assert_refused(gw, response, 415, "unsupported_media_type")
+
+
+async def test_upload_without_a_content_type_is_415(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway()
+    response = await gw.client.put(
+        UPLOAD,
+        data=PDF,
+        headers={"Authorization": f"Bearer {gw.token()}", "X-Share-Purpose": "credit_assessment"},
+        skip_auto_headers=["Content-Type"],
+    )
+    await assert_refused(gw, response, 415, "unsupported_media_type")
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br"])
+async def test_upload_with_a_content_encoding_is_415(
+    make_gateway: GatewayFactory, coding: str
+) -> None:
+    gw = await make_gateway()
+    response = await gw.share(
+        "PUT",
+        UPLOAD,
+        data=gzip.compress(PDF),
+        headers={"Content-Type": "application/pdf", "Content-Encoding": coding},
+    )
+    await assert_refused(gw, response, 415, "unsupported_media_type")
+
+
+async def test_upload_over_the_limit_is_413(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway(settings=SMALL_BODY_LIMIT)
+    response = await gw.share(
+        "PUT", UPLOAD, data=b"%PDF" + b"x" * 2000, headers={"Content-Type": "application/pdf"}
+    )
+    await assert_refused(gw, response, 413, "body_too_large")
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(30):
+            yield b"x" * 100
+
+    response = await gw.client.put(
+        UPLOAD,
+        data=chunks(),
+        headers={
+            "Content-Type": "application/pdf",
+            "Authorization": f"Bearer {gw.token()}",
+            "X-Share-Purpose": "credit_assessment",
+        },
+    )
+    await assert_refused(gw, response, 413, "body_too_large")
+
+
+# --- the share log ------------------------------------------------------------------------------
+
+
+async def test_no_share_without_a_record(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway()
+    gw.log.available = False
+    response = await gw.share("POST", ASSESS, json=applicant())
+    body = await response.json()
+    assert (response.status, body["error"]["code"]) == (503, "share_log_unavailable")
+    assert response.headers["X-Share-Id"] == body["error"]["share_id"]
+    assert gw.partner.received == []
+    assert gw.log.records == []
+
+
+class OutcomeLossLog(MemoryShareLog):
+    """Keeps records but cannot write outcomes."""
+
+    async def record_outcome(self, outcome: ShareOutcome) -> None:
+        raise ShareLogUnavailable("the share log cannot be written")
+
+
+async def test_a_lost_outcome_still_answers_with_the_partners_reply(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway(share_log=OutcomeLossLog())
+    gw.partner.answer(200, {"score": 700})
+    response = await gw.share("POST", ASSESS, json=applicant())
+    assert response.status == 200
+    assert await response.json() == {"score": 700}
+    assert len(gw.partner.received) == 1
+    assert [r.decision for r in gw.log.records] == ["shared"]
+
+
+# --- 9. caller tokens -----------------------------------------------------------------------------
+
+UNTRUSTED = rsa_key(kid="idp-1")  # claims the trusted key's id, signs with another key
+SECOND_TRUSTED = rsa_key(kid="idp-0")
+
+TOKENS: dict[str, Callable[[SigningKey], str]] = {
+    "expired": lambda k: mint(k, scope=SCOPE, now=time.time() - 3600, ttl_s=60),
+    "not_yet_valid": lambda k: mint(k, scope=SCOPE, nbf=int(time.time()) + 3600),
+    "issued_in_the_future": lambda k: mint(k, scope=SCOPE, now=time.time() + 3600),
+    "wrong_audience": lambda k: mint(k, scope=SCOPE, audience="another-service"),
+    "audience_list_without_ours": lambda k: mint(k, scope=SCOPE, audience=["a", "b"]),
+    "wrong_issuer": lambda k: mint(k, scope=SCOPE, issuer="https://idp.evil.example"),
+    "missing_exp": lambda k: mint(k, scope=SCOPE, omit=["exp"]),
+    "missing_iss": lambda k: mint(k, scope=SCOPE, issuer=None),
+    "missing_aud": lambda k: mint(k, scope=SCOPE, audience=None),
+    "alg_none": lambda k: unsigned(scope=SCOPE),
+    "alg_none_with_signature": lambda k: sign_raw(
+        {"typ": "JWT", "alg": "none"}, claims(scope=SCOPE), k, sign_as="RS256"
+    ),
+    "hs256_signed_with_the_public_key": lambda k: sign_raw(
+        {"typ": "JWT", "alg": "HS256", "kid": k.kid}, claims(scope=SCOPE), secret=k.public_pem()
+    ),
+    "rs256_header_on_another_key": lambda k: mint(UNTRUSTED, scope=SCOPE),
+    "ps256_not_allowed": lambda k: mint(k.with_algorithm("PS256"), scope=SCOPE),
+    "tampered_claims": lambda k: _tamper(mint(k, scope="share:other:*")),
+    "garbage": lambda k: "not-a-jwt",
+}
+
+
+def _tamper(token: str) -> str:
+    header, _payload, signature = token.split(".")
+    forged = base64.urlsafe_b64encode(orjson.dumps(claims(scope=SCOPE))).rstrip(b"=").decode()
+    return f"{header}.{forged}.{signature}"
+
+
+@pytest.mark.parametrize("make_token", TOKENS.values(), ids=TOKENS.keys())
+async def test_invalid_tokens_are_401(
+    make_gateway: GatewayFactory, idp_key: SigningKey, make_token: Callable[[SigningKey], str]
+) -> None:
+    gw = await make_gateway()
+    response = await gw.share("POST", ASSESS, json=applicant(), token=make_token(idp_key))
+    await assert_refused(gw, response, 401, "invalid_token")
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert gw.log.records[-1].caller is None
+
+
+async def test_unknown_kid_is_401_with_a_jwks_file(
+    make_gateway: GatewayFactory, idp_key: SigningKey, tmp_path: Path
+) -> None:
+    jwks = write_jwks(tmp_path / "jwks.json", idp_key, SECOND_TRUSTED)
+    gw = await make_gateway(settings={"auth": {"public_key_file": None, "jwks_file": jwks}})
+    for trusted in (idp_key, SECOND_TRUSTED):  # both configured keys work
+        token = mint(trusted, scope=SCOPE)
+        response = await gw.share("POST", ASSESS, json=applicant(), token=token)
+        assert response.status == 200
+    gw.partner.received.clear()
+    for token in (
+        mint(idp_key.with_kid("idp-9"), scope=SCOPE),  # a kid the set does not hold
+        mint(idp_key.with_kid(None), scope=SCOPE),  # no kid, and two keys are trusted
+        mint(UNTRUSTED, scope=SCOPE),  # a trusted kid on a token another key signed
+        mint(idp_key, scope=SCOPE, headers={"kid": "idp-0"}),  # the other trusted key's kid
+    ):
+        response = await gw.share("POST", ASSESS, json=applicant(), token=token)
+        await assert_refused(gw, response, 401, "invalid_token")
+
+
+async def test_two_authorization_headers_are_401(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway()
+    token = gw.token()
+    response = await raw_request(
+        gw,
+        "POST",
+        ASSESS,
+        headers=[("Content-Type", "application/json"), ("Authorization", f"Bearer {token}")],
+        body=orjson.dumps(applicant()),
+    )
+    await assert_refused(gw, response, 401, "invalid_token")
+    assert response.headers["www-authenticate"].startswith("Bearer")

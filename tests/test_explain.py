@@ -1,0 +1,484 @@
+"""The dry run: per-field decisions and denials over the bundled contracts, and the CLI command."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+import pytest
+from conftest import HASH_KEY, GatewayFactory
+
+from gateway.cli import cmd_explain
+from gateway.contractset import load_contract_set
+from gateway.errors import (
+    ContractInactive,
+    GatewayError,
+    MalformedBody,
+    MalformedRequest,
+    PurposeDenied,
+    RouteDenied,
+)
+from gateway.explain import Explanation, explain
+from gateway.keys import keyed_hash, partner_hash_key
+from gateway.policy import PartnerPolicy, Policy, compile_policy
+from gateway.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+CONTRACTS = REPO / "contracts"
+ZONE = ZoneInfo("Asia/Shanghai")
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=ZONE)
+MASTER_KEY = HASH_KEY.encode()
+ID_NUMBER = "110105198806052719"
+APPLICANT: dict[str, Any] = {
+    "applicant": {
+        "user_id": "u-1",
+        "name": "Wang",
+        "id_number": ID_NUMBER,
+        "phone": "13800138000",
+        "email": "w@example.com",
+        "monthly_income": 18000,
+        "birth_date": "1988-06-05",
+    },
+    "loan_amount": 5000,
+    "channel": {"app": "booking"},
+}
+
+
+@pytest.fixture(scope="module")
+def policy() -> Policy:
+    settings = Settings(contracts_dir=CONTRACTS)
+    contracts, problems = load_contract_set(CONTRACTS, settings)
+    assert contracts is not None, problems
+    return compile_policy(contracts, zone=ZONE, master_key=MASTER_KEY, require_secrets=False)
+
+
+def run(
+    partner: PartnerPolicy,
+    route: str,
+    purpose: str,
+    body: Any = None,
+    *,
+    now: datetime = NOW,
+    raw: bytes | None = None,
+) -> Explanation:
+    data = raw if raw is not None else (orjson.dumps(body) if body is not None else None)
+    return explain(partner, route, purpose, data, now=now, max_depth=64)
+
+
+def trace(explanation: Explanation) -> list[tuple[str, str, str]]:
+    return [(d.path, d.action, d.reason) for d in explanation.decisions]
+
+
+def hashed(partner: str, value: str) -> str:
+    return keyed_hash(partner_hash_key(MASTER_KEY, partner), value)
+
+
+# --- the per-field trace --------------------------------------------------------------------------
+
+
+def test_each_field_is_kept_transformed_or_stripped_with_its_reason(policy: Policy) -> None:
+    result = run(policy.partners["acme-credit"], "POST /v1/assess", "credit_assessment", APPLICANT)
+    assert result.route.label == "POST /v1/assess"
+    assert trace(result) == [
+        ("applicant.user_id", "stripped", "not in the allow-list"),
+        ("applicant.name", "kept", "allowed by applicant.name (identity.name)"),
+        (
+            "applicant.id_number",
+            "transformed",
+            "hash; allowed by applicant.id_number (identity.id_number)",
+        ),
+        (
+            "applicant.phone",
+            "transformed",
+            "mask(keep_first=0, keep_last=4); allowed by applicant.phone (contact.phone)",
+        ),
+        ("applicant.email", "stripped", "not in the allow-list"),
+        (
+            "applicant.monthly_income",
+            "kept",
+            "allowed by applicant.monthly_income (financial.income)",
+        ),
+        ("applicant.birth_date", "stripped", "not in the allow-list"),
+        ("loan_amount", "kept", "allowed by loan_amount (business.transaction)"),
+        ("channel", "stripped", "not in the allow-list"),
+    ]
+    assert result.document == {
+        "applicant": {
+            "name": "Wang",
+            "id_number": hashed("acme-credit", ID_NUMBER),
+            "phone": "*******8000",
+            "monthly_income": 18000,
+        },
+        "loan_amount": 5000,
+    }
+    assert result.result.fields_stripped == (
+        "applicant.birth_date",
+        "applicant.email",
+        "applicant.user_id",
+        "channel",
+    )
+
+
+def test_batch_records_are_traced_per_element(policy: Policy) -> None:
+    body = {
+        "batch_id": "b-1",
+        "applicants": [
+            {"user_id": "u-1", "name": "Wang", "loan_amount": 1, "note": "x"},
+            {"user_id": "u-2", "name": {"first": "Li"}, "loan_amount": 2},
+        ],
+    }
+    result = run(policy.partners["acme-credit"], "POST /v1/assess/batch", "credit_assessment", body)
+    assert trace(result) == [
+        ("batch_id", "kept", "allowed by batch_id (business.reference)"),
+        ("applicants[0].user_id", "stripped", "not in the allow-list"),
+        ("applicants[0].name", "kept", "allowed by applicants[].name (identity.name)"),
+        (
+            "applicants[0].loan_amount",
+            "kept",
+            "allowed by applicants[].loan_amount (business.transaction)",
+        ),
+        ("applicants[0].note", "stripped", "not in the allow-list"),
+        ("applicants[1].user_id", "stripped", "not in the allow-list"),
+        ("applicants[1].name", "stripped", "object where a scalar is allowed"),
+        (
+            "applicants[1].loan_amount",
+            "kept",
+            "allowed by applicants[].loan_amount (business.transaction)",
+        ),
+    ]
+    assert result.document == {
+        "batch_id": "b-1",
+        "applicants": [{"name": "Wang", "loan_amount": 1}, {"loan_amount": 2}],
+    }
+
+
+def test_query_parameters_are_explained_too(policy: Policy) -> None:
+    result = run(
+        policy.partners["cloudvault"], "GET /v1/objects/o-1?version=3&owner=u-1", "service_delivery"
+    )
+    assert result.result.query == {"version": "3"}
+    assert trace(result) == [
+        ("query.version", "kept", "allowed by query.version (business.reference)"),
+        ("query.owner", "stripped", "not in the allow-list"),
+    ]
+    assert result.document == {}
+
+
+def test_free_text_shows_the_redactions_the_gateway_makes(policy: Policy) -> None:
+    body = {
+        "user_id": "u-1",
+        "ticket_id": "T-9",
+        "events": [{"at": "2026-01-01T00:00:00Z", "code": "E1", "message": "call 13800138000"}],
+    }
+    result = run(policy.partners["fixit"], "POST /v1/diagnostics", "technical_maintenance", body)
+    events = result.document["events"]
+    assert isinstance(events, list)
+    assert events[0] == {
+        "at": "2026-01-01T00:00:00Z",
+        "code": "E1",
+        "message": "call [REDACTED:contact.phone]",
+    }
+    assert result.result.pii_redactions == {"contact.phone": 1}
+    [message] = [d for d in result.decisions if d.path == "events[0].message"]
+    assert message.action == "kept"
+    assert message.reason.endswith("redacted 1 contact.phone")
+    assert result.document["user_id"] == hashed("fixit", "u-1")
+
+
+async def test_the_dry_run_matches_what_the_partner_receives(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway()
+    body = {
+        "applicant": {"user_id": "u-1", "name": "Wang", "id_number": ID_NUMBER, "x": 1},
+        "items": [{"amount": 1, "sku": "s"}],
+        "tags": ["a", {"b": 1}],
+        "meta": {"note": "reach me at 13800138000"},
+        "loan_amount": 9,
+    }
+    dry = explain(
+        gw.runtime.policy.partners["acme"],
+        "POST /v1/assess?page=4&debug=1",
+        "credit_assessment",
+        orjson.dumps(body),
+        now=datetime.now(ZONE),
+        max_depth=64,
+    )
+    response = await gw.share("POST", "/acme/v1/assess?page=4&debug=1", json=body)
+    assert response.status == 200
+    [seen] = gw.partner.received
+    assert seen.body == orjson.dumps(dry.document)
+    assert seen.target == "/v1/assess?page=4"
+    assert dry.result.query == {"page": "4"}
+    [record] = gw.log.records
+    assert record.fields_sent == dry.result.fields_sent
+    assert record.fields_stripped == dry.result.fields_stripped
+    assert record.fields_transformed == dry.result.fields_transformed
+    assert record.pii_redactions == dry.result.pii_redactions
+
+
+# --- denials --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("partner", "route", "purpose", "body", "error"),
+    [
+        ("acme-credit", "POST /v1/nowhere", "credit_assessment", APPLICANT, RouteDenied),
+        ("acme-credit", "GET /v1/assess", "credit_assessment", None, RouteDenied),
+        ("acme-credit", "POST /v1/assess/", "credit_assessment", APPLICANT, MalformedRequest),
+        ("acme-credit", "POST /v1/../assess", "credit_assessment", APPLICANT, MalformedRequest),
+        ("acme-credit", "POST /V1/assess", "credit_assessment", APPLICANT, RouteDenied),
+        ("acme-credit", "POST /v1/assess", "marketing", APPLICANT, PurposeDenied),
+        ("fixit", "POST /v1/incidents", "technical_maintenance", {"user_id": "u"}, PurposeDenied),
+        ("acme-credit", "POST v1/assess", "credit_assessment", APPLICANT, MalformedRequest),
+        ("acme-credit", "POST /v1/assess", "credit_assessment", None, MalformedBody),
+        ("acme-credit", "POST /v1/assess", "credit_assessment", {"loan_amount": 1}, MalformedBody),
+        ("cloudvault", "GET /v1/objects/o-1", "service_delivery", {"a": 1}, MalformedBody),
+        ("cloudvault", "PUT /v1/objects/o-1", "service_delivery", None, MalformedRequest),
+    ],
+    ids=[
+        "undeclared_path",
+        "undeclared_method",
+        "trailing_slash",
+        "dot_segment",
+        "case_variant",
+        "unapproved_purpose",
+        "route_of_another_purpose",
+        "relative_route",
+        "missing_body",
+        "missing_subject",
+        "body_on_get",
+        "upload_has_no_fields",
+    ],
+)
+def test_denials_carry_the_gateways_code(
+    policy: Policy,
+    partner: str,
+    route: str,
+    purpose: str,
+    body: Any,
+    error: type[GatewayError],
+) -> None:
+    with pytest.raises(error) as caught:
+        run(policy.partners[partner], route, purpose, body)
+    assert caught.value.code == error.code
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"applicant": {"user_id": "u-1"}, "loan_amount": 1, "loan_amount": 2}',
+        b'{"applicant": {"user_id": "u-1"}, "loan_amount": NaN}',
+        b'{"applicant": {"user_id": "u-1"}, "loan_amount": 123456789012345678901234567890}',
+        b"\xef\xbb\xbf{}",
+        b"[]",
+        b"{",
+    ],
+    ids=["duplicate_key", "nan", "big_integer", "bom", "array", "truncated"],
+)
+def test_malformed_bodies_are_denied(policy: Policy, raw: bytes) -> None:
+    with pytest.raises(MalformedBody) as caught:
+        run(policy.partners["acme-credit"], "POST /v1/assess", "credit_assessment", raw=raw)
+    assert caught.value.code == "malformed_body"
+
+
+@pytest.mark.parametrize(
+    "now",
+    [
+        datetime(2024, 12, 31, 23, 59, tzinfo=ZONE),  # the day before `effective`
+        datetime(2028, 1, 1, 0, 0, tzinfo=ZONE),  # the day after `expires`
+    ],
+    ids=["before_effective", "after_expires"],
+)
+def test_outside_the_validity_window_is_contract_inactive(policy: Policy, now: datetime) -> None:
+    with pytest.raises(ContractInactive) as caught:
+        run(
+            policy.partners["acme-credit"],
+            "POST /v1/assess",
+            "credit_assessment",
+            APPLICANT,
+            now=now,
+        )
+    assert caught.value.code == "contract_inactive"
+
+
+def test_the_last_valid_day_is_still_in_force(policy: Policy) -> None:
+    last_day = datetime(2027, 12, 31, 23, 59, tzinfo=ZONE)
+    result = run(
+        policy.partners["acme-credit"],
+        "POST /v1/assess",
+        "credit_assessment",
+        APPLICANT,
+        now=last_day,
+    )
+    assert result.document["loan_amount"] == 5000
+
+
+# --- the command --------------------------------------------------------------------------------
+
+
+def explain_args(tmp_path: Path, *, body: Any, route: str, purpose: str, **extra: Any) -> Any:
+    path = tmp_path / "body.json"
+    path.write_bytes(orjson.dumps(body))
+    return argparse.Namespace(
+        partner=extra.pop("partner", "acme-credit"),
+        route=route,
+        purpose=purpose,
+        body=str(path),
+        format=extra.pop("format", "text"),
+        config=None,
+    )
+
+
+def test_cmd_explain_prints_the_body_the_partner_would_receive(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHARE_GATEWAY_HASH_KEY", HASH_KEY)
+    args = explain_args(
+        tmp_path, body=APPLICANT, route="POST /v1/assess", purpose="credit_assessment"
+    )
+    assert cmd_explain(args, Settings(contracts_dir=CONTRACTS)) == 0
+    out = capsys.readouterr().out
+    assert "acme-credit: POST /v1/assess for credit_assessment" in out
+    assert "stripped     applicant.email" in out
+    assert "transformed  applicant.id_number" in out
+    body = orjson.loads(out.split("partner would receive:\n", 1)[1])
+    assert body == {
+        "applicant": {
+            "name": "Wang",
+            "id_number": hashed("acme-credit", ID_NUMBER),
+            "phone": "*******8000",
+            "monthly_income": 18000,
+        },
+        "loan_amount": 5000,
+    }
+    assert "w@example.com" not in out
+
+
+def test_cmd_explain_json_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHARE_GATEWAY_HASH_KEY", HASH_KEY)
+    args = explain_args(
+        tmp_path,
+        body={"user_id": "u-1", "device": {"ip": "10.1.2.3", "serial": "S"}},
+        route="POST /v1/diagnostics",
+        purpose="technical_maintenance",
+        partner="fixit",
+        format="json",
+    )
+    assert cmd_explain(args, Settings(contracts_dir=CONTRACTS)) == 0
+    out = orjson.loads(capsys.readouterr().out)
+    assert out["route"] == "POST /v1/diagnostics"
+    assert out["body"] == {"user_id": hashed("fixit", "u-1"), "device": {"ip": "10.1****"}}
+    assert {"path": "device.serial", "action": "stripped", "reason": "not in the allow-list"} in (
+        out["fields"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("route", "purpose", "partner", "expected"),
+    [
+        ("POST /v1/nowhere", "credit_assessment", "acme-credit", "DENIED 403 route_denied"),
+        ("POST /v1/assess", "marketing", "acme-credit", "DENIED 403 purpose_denied"),
+    ],
+)
+def test_cmd_explain_denial_exits_1(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    route: str,
+    purpose: str,
+    partner: str,
+    expected: str,
+) -> None:
+    args = explain_args(tmp_path, body=APPLICANT, route=route, purpose=purpose, partner=partner)
+    assert cmd_explain(args, Settings(contracts_dir=CONTRACTS)) == 1
+    assert capsys.readouterr().out.startswith(expected)
+
+
+def test_cmd_explain_unknown_partner_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = explain_args(
+        tmp_path,
+        body=APPLICANT,
+        route="POST /v1/assess",
+        purpose="credit_assessment",
+        partner="nobody",
+    )
+    assert cmd_explain(args, Settings(contracts_dir=CONTRACTS)) == 1
+    assert "unknown_partner" in capsys.readouterr().err
+
+
+CLI_READY = importlib.util.find_spec("gateway.sharelog.commands") is not None
+needs_cli = pytest.mark.skipif(
+    not CLI_READY,
+    reason="`python -m gateway` cannot build its parser until gateway.sharelog.commands "
+    "(the `logs` commands) exists",
+)
+
+
+def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SHARE_GATEWAY_HASH_KEY": HASH_KEY}
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@needs_cli
+def test_cli_explain_prints_the_partners_body_and_exits_0(tmp_path: Path) -> None:
+    body = tmp_path / "applicant.json"
+    body.write_bytes(orjson.dumps(APPLICANT))
+    done = _cli(
+        tmp_path,
+        "contracts",
+        "explain",
+        "acme-credit",
+        "--route",
+        "POST /v1/assess",
+        "--purpose",
+        "credit_assessment",
+        "--body",
+        str(body),
+        "--format",
+        "json",
+    )
+    assert done.returncode == 0, done.stderr
+    out = orjson.loads(done.stdout)
+    assert out["body"]["applicant"]["id_number"] == hashed("acme-credit", ID_NUMBER)
+    assert out["body"]["applicant"]["phone"] == "*******8000"
+    assert "email" not in out["body"]["applicant"]
+
+
+@needs_cli
+def test_cli_explain_denial_exits_1(tmp_path: Path) -> None:
+    body = tmp_path / "applicant.json"
+    body.write_bytes(orjson.dumps(APPLICANT))
+    done = _cli(
+        tmp_path,
+        "contracts",
+        "explain",
+        "acme-credit",
+        "--route",
+        "POST /v1/assess",
+        "--purpose",
+        "marketing",
+        "--body",
+        str(body),
+    )
+    assert done.returncode == 1
+    assert done.stdout.startswith("DENIED 403 purpose_denied")
