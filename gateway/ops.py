@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
@@ -9,12 +10,16 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.bodies import read_capped
+from gateway.consent import ConsentInputError, apply_json, grants_json
 from gateway.errors import (
     Forbidden,
     GatewayError,
+    MalformedRequest,
     MethodNotAllowed,
     NotFound,
 )
+from gateway.jsonbody import check_json_content_type, parse_json
 from gateway.metrics import REGISTRY
 from gateway.pipeline import error_response
 from gateway.runtime import RUNTIME, Runtime, StartupError
@@ -111,12 +116,49 @@ async def reload(request: web.Request, runtime: Runtime) -> web.StreamResponse:
     )
 
 
-ENDPOINTS: dict[str, tuple[str, Endpoint]] = {
-    "health": ("GET", health),
-    "ready": ("GET", ready),
-    "metrics": ("GET", metrics),
-    "contracts": ("GET", contracts),
-    "reload": ("POST", reload),
+async def consent(request: web.Request, runtime: Runtime) -> web.StreamResponse:
+    await _require_admin(request, runtime)
+    registry = runtime.terms.registry
+    if registry is None:
+        raise NotFound("no consent registry is configured")
+    if request.method == "GET":
+        subject = request.query.get("subject")
+        if not subject:
+            raise MalformedRequest("GET /_gateway/consent needs ?subject=ID")
+        grants = await asyncio.to_thread(grants_json, registry, subject)
+        return _json({"subject_ref": registry.subject_ref(subject), "grants": grants})
+    check_json_content_type(request.headers.get("Content-Type"))
+    limits = runtime.settings.limits
+    raw = await read_capped(
+        request.content,
+        declared_length=request.content_length,
+        limit=limits.max_body_bytes,
+        timeout_s=limits.body_read_timeout_s,
+    )
+    payload = parse_json(raw, max_depth=limits.max_json_depth)
+    try:
+        applied = await asyncio.to_thread(apply_json, registry, payload)
+    except ConsentInputError as exc:
+        return _json(
+            {
+                "error": {
+                    "code": "invalid_consent",
+                    "message": "nothing was applied",
+                    "problems": exc.problems,
+                }
+            },
+            status=422,
+        )
+    return _json(applied)
+
+
+ENDPOINTS: dict[str, tuple[tuple[str, ...], Endpoint]] = {
+    "health": (("GET", "HEAD"), health),
+    "ready": (("GET", "HEAD"), ready),
+    "metrics": (("GET",), metrics),
+    "contracts": (("GET",), contracts),
+    "reload": (("POST",), reload),
+    "consent": (("GET", "POST"), consent),
 }
 
 
@@ -127,9 +169,9 @@ async def handle_ops(request: web.Request) -> web.StreamResponse:
         entry = ENDPOINTS.get(name)
         if entry is None:
             raise NotFound(f"no operations endpoint /_gateway/{name}")
-        method, endpoint = entry
-        if request.method != method and not (method == "GET" and request.method == "HEAD"):
-            raise MethodNotAllowed(f"/_gateway/{name} accepts {method}")
+        methods, endpoint = entry
+        if request.method not in methods:
+            raise MethodNotAllowed(f"/_gateway/{name} accepts {', '.join(methods)}")
         return await endpoint(request, runtime)
     except GatewayError as error:
         return error_response(error, None)
