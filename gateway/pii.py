@@ -1,0 +1,463 @@
+"""Free-text personal-data scanner: finds validated identifiers in strings and redacts them."""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+import ipaddress
+import operator
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Final
+
+ID_NUMBER: Final = "identity.id_number"
+CREDIT_CODE: Final = "identity.credit_code"
+PASSPORT: Final = "identity.passport"
+PHONE: Final = "contact.phone"
+EMAIL: Final = "contact.email"
+BANK_ACCOUNT: Final = "financial.bank_account"
+IP: Final = "device.ip"
+
+CATEGORIES: Final[frozenset[str]] = frozenset(
+    {ID_NUMBER, CREDIT_CODE, PASSPORT, PHONE, EMAIL, BANK_ACCOUNT, IP}
+)
+
+# Lower wins when two candidates overlap; email spans are settled before all of these.
+_PRIORITY: Final[dict[str, int]] = {
+    ID_NUMBER: 0,
+    CREDIT_CODE: 1,
+    BANK_ACCOUNT: 2,
+    PHONE: 3,
+    PASSPORT: 4,
+    IP: 5,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """One recognised identifier: ``text[start:end]`` in the caller's original string."""
+
+    start: int
+    end: int
+    category: str
+
+
+# --- normalisation -------------------------------------------------------------------------
+
+
+# Every recognised identifier is ASCII, so only the full-width ASCII variants (and the
+# ideographic space used as a separator) need folding. Each folds to exactly one character,
+# which keeps offsets in the folded string equal to offsets in the original: no position map.
+def _build_fold_table() -> dict[int, int]:
+    table: dict[int, int] = {}
+    for cp in (0x3000, *range(0xFF01, 0xFF5F)):
+        folded = unicodedata.normalize("NFKC", chr(cp))
+        if len(folded) == 1 and folded.isascii():
+            table[cp] = ord(folded)
+    return table
+
+
+_FOLD_TABLE: Final = _build_fold_table()
+# Full-width digits, letters and '@' are what can start an identifier; full-width punctuation
+# alone (，：（）in ordinary Chinese prose) must not make every string pay for folding.
+_NEEDS_FOLD: Final = re.compile("[\uff10-\uff19\uff20-\uff3a\uff41-\uff5a]")
+# Only runs of full-width characters holding one of those are folded (their separators, '＋',
+# '．', '：', '－' and the ideographic space, fold along with them).
+_FOLD_RUN: Final = re.compile(
+    "[\u3000\uff01-\uff5e]"
+    "(?:(?<=[\uff10-\uff19\uff20-\uff3a\uff41-\uff5a])"
+    "|(?=[\u3000\uff01-\uff5e]*[\uff10-\uff19\uff20-\uff3a\uff41-\uff5a]))"
+    "[\u3000\uff01-\uff5e]*"
+)
+# Nothing can match without a digit, '@' or ':' (full-width digits and '＠' included).
+_MAY_CONTAIN: Final = re.compile("[0-9:@\uff10-\uff19\uff20]")
+
+# --- scouting ------------------------------------------------------------------------------
+
+# Every digit-bearing identifier contains one of these cores: seven digits in a row (IDs,
+# credit codes, cards, phones, passports), digits grouped 3-4-4 (grouped phones and cards), a
+# dotted quad, '::' or seven colon-separated hex groups (IPv6). The pattern opens with a
+# character class so the regex engine skips everything else at C speed; short numbers,
+# dates and times never reach Python.
+_CORE: Final = re.compile(
+    r"[0-9:](?:"
+    r"(?<=[0-9])(?:[0-9]{6}|[0-9]{2}[ \-][0-9]{4}[ \-][0-9]{4}|[0-9]{0,2}(?:\.[0-9]{1,3}){3})"
+    r"|(?<=:)(?::|[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){6})"
+    r")"
+)
+# The run around a core: identifier characters, and a single space only between digit groups
+# ("138 0013 8000", "+86 138...", "(+86) 138...").
+_RUN_FORWARD: Final = re.compile(r"(?:[0-9A-Za-z.:+()\-]|(?<=[0-9)]) (?=[0-9(+]))*")
+_RUN_CHARS: Final = frozenset(
+    "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.:+()-"
+)
+_JOIN_BEFORE: Final = frozenset("0123456789)")
+_JOIN_AFTER: Final = frozenset("0123456789(+")
+
+# Detailed recognisers run on a run's span only; lookbehinds still see the text before it.
+# Every lookahead tests only characters a run would have included, so it answers the same at
+# the end of a run as in the full text.
+_ID_RE: Final = re.compile(r"(?<![0-9])[1-9][0-9]{16}[0-9Xx](?![0-9])")
+_CREDIT_RE: Final = re.compile(
+    r"(?<![0-9A-Za-z])[1-9A-HJ-NP-RTUW-Y][1-9][0-9]{6}[0-9A-HJ-NP-RTUW-Y]{10}(?![0-9A-Za-z])"
+)
+_CARD_RE: Final = re.compile(
+    r"(?<![0-9])(?:"
+    r"[0-9]{16,19}(?![0-9Xx])"
+    r"|(?<![0-9]-)[0-9]{4}(?:[ \-][0-9]{4}){3}(?:[ \-][0-9]{1,3})?(?![0-9])(?!-[0-9])"
+    r")"
+)
+_PHONE_RE: Final = re.compile(
+    r"(?<![0-9])(?<![0-9]-)"
+    r"(?:(?:\((?:\+|00)86\)|(?:\+|00)86|86)[ \-]?)?"
+    r"1[3-9][0-9](?:[0-9]{8}(?![0-9])|[ \-][0-9]{4}[ \-][0-9]{4}(?![0-9])(?!-[0-9]))"
+)
+_PASSPORT_RE: Final = re.compile(r"(?<![0-9A-Za-z])(?:[EG][0-9]{8}|E[A-Z][0-9]{7})(?![0-9A-Za-z])")
+_OCTET: Final = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9][0-9]|[0-9])"
+# "v1.2.3.4" and the tail of "1.2.3.4.5" are versions, not addresses.
+_IPV4_RE: Final = re.compile(
+    rf"(?<![0-9vV])(?<![0-9A-Za-z]\.)(?:{_OCTET}\.){{3}}{_OCTET}(?![0-9])(?!\.[0-9])"
+)
+# IPv6 is judged on whole colon-bearing tokens so that no suffix of a longer colon run
+# ("1:2:3:4:5:6:7:8:9") is ever tried on its own.
+_IPV6_TOKEN_RE: Final = re.compile(
+    r"(?<![0-9A-Za-z:.])[0-9A-Za-z:.]*:[0-9A-Za-z:.]*:[0-9A-Za-z:.]*"
+)
+_HEX_DIGITS: Final = frozenset("0123456789abcdefABCDEF")
+# The same recognisers as alternatives in precedence order, to test a whole run in one call.
+_WHOLE_CATEGORIES: Final = {
+    "id": ID_NUMBER,
+    "credit": CREDIT_CODE,
+    "card": BANK_ACCOUNT,
+    "phone": PHONE,
+    "passport": PASSPORT,
+    "ipv4": IP,
+}
+_WHOLE_RE: Final = re.compile(
+    "|".join(
+        f"(?P<{name}>{pattern.pattern})"
+        for name, pattern in (
+            ("id", _ID_RE),
+            ("credit", _CREDIT_RE),
+            ("card", _CARD_RE),
+            ("phone", _PHONE_RE),
+            ("passport", _PASSPORT_RE),
+            ("ipv4", _IPV4_RE),
+        )
+    )
+)
+
+_LOCAL_CHARS: Final = frozenset(
+    "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ._%+-"
+)
+_LOCAL_MAX: Final = 64
+_EMAIL_DOMAIN_RE: Final = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}(?![A-Za-z\-])"
+)
+
+# --- validation ----------------------------------------------------------------------------
+
+# Leading two digits of the administrative division code (GB/T 2260), incl. 71/81/82 and
+# the 83 used on residence permits for Taiwan residents.
+_PROVINCES: Final = frozenset(
+    str(code)
+    for codes in (
+        range(11, 16),
+        range(21, 24),
+        range(31, 38),
+        range(41, 47),
+        range(50, 55),
+        range(61, 66),
+        (71, 81, 82, 83),
+    )
+    for code in codes
+)
+# Credit codes of central bodies carry the national division code 100000.
+_CREDIT_REGIONS: Final = _PROVINCES | {"10"}
+
+_ID_WEIGHTS: Final = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_ID_CHECK: Final = "10X98765432"
+_ID_SHAPE: Final = re.compile(r"[1-9][0-9]{16}[0-9Xx]")
+_EARLIEST_BIRTH: Final = dt.date(1900, 1, 1)
+
+_CREDIT_CHARSET: Final = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+_CREDIT_VALUES: Final = {c: i for i, c in enumerate(_CREDIT_CHARSET)}
+_CREDIT_WEIGHTS: Final = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
+_LUHN_DOUBLED: Final = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
+
+
+def _id_birth_date(value: str) -> dt.date | None:
+    """Birth date of an 18-character string shaped like a resident ID (check digit not tested)."""
+    if value[:2] not in _PROVINCES:
+        return None
+    try:
+        born = dt.date(int(value[6:10]), int(value[10:12]), int(value[12:14]))
+    except ValueError:
+        return None
+    if born < _EARLIEST_BIRTH or born > dt.date.today():
+        return None
+    return born
+
+
+def _looks_like_id(value: str) -> bool:
+    """An 18-digit run laid out like a resident ID (region, 18xx-20xx year, month, day), valid
+    or not: mistyped ID numbers are never read as cards or credit codes."""
+    return (
+        value[:2] in _PROVINCES
+        and value[6:8] in ("18", "19", "20")
+        and value[10] in "01"
+        and value[12] in "0123"
+    )
+
+
+def _id_check_ok(value: str) -> bool:
+    total = sum(map(operator.mul, map(int, value[:17]), _ID_WEIGHTS))
+    return _ID_CHECK[total % 11] == value[17].upper()
+
+
+def birth_date_from_id(value: str) -> dt.date | None:
+    """The birth date in a valid mainland resident ID number, or None if it is not one."""
+    value = value.translate(_FOLD_TABLE).strip()
+    if len(value) != 18 or not _ID_SHAPE.fullmatch(value):
+        return None
+    born = _id_birth_date(value)
+    if born is None or not _id_check_ok(value):
+        return None
+    return born
+
+
+def _luhn_ok(digits: str) -> bool:
+    total = sum(map(int, digits[-1::-2])) + sum(
+        map(_LUHN_DOUBLED.__getitem__, map(int, digits[-2::-2]))
+    )
+    return total % 10 == 0
+
+
+def _card_ok(digits: str) -> bool:
+    # Issuer prefixes in use for 16-19 digit cards (UnionPay 62, Visa 4, Mastercard 5 and
+    # 2221-2720, JCB 35, the old domestic 9xxx debit cards): date-led order numbers and
+    # timestamps that happen to pass Luhn are not cards.
+    if digits[0] not in "34569" and not 2221 <= int(digits[:4]) <= 2720:
+        return False
+    if len(digits) == 18 and _looks_like_id(digits):
+        return False
+    return _luhn_ok(digits)
+
+
+def _credit_ok(value: str) -> bool:
+    if value[2:4] not in _CREDIT_REGIONS:
+        return False
+    if value.isdigit() and _looks_like_id(value):
+        return False
+    total = sum(map(operator.mul, map(_CREDIT_VALUES.__getitem__, value[:17]), _CREDIT_WEIGHTS))
+    return _CREDIT_CHARSET[(31 - total % 31) % 31] == value[17]
+
+
+def _ipv6_ok(value: str) -> bool:
+    if not value.strip(":"):
+        return False
+    try:
+        ipaddress.IPv6Address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _ipv6_span(token: str) -> tuple[int, int] | None:
+    """Offsets within ``token`` of the IPv6 address it holds, if any."""
+    end = len(token.rstrip("."))
+    if _ipv6_ok(token[:end]):
+        return 0, end
+    # "IP:2001:db8::1", "IPv6:fe80::1", "地址:fe80::1": a label or a lone colon glued on in
+    # front. A label that could be the first group of an address ("12:30:45", MAC
+    # "00:1A:2B:...") is not stripped.
+    colon = token.find(":")
+    label = token[:colon]
+    if token.startswith("::", colon):
+        return None
+    if label and len(label) <= 4 and not label.isalpha() and set(label) <= _HEX_DIGITS:
+        return None
+    if _ipv6_ok(token[colon + 1 : end]):
+        return colon + 1, end
+    return None
+
+
+# --- matching ------------------------------------------------------------------------------
+
+_Span = tuple[int, int, str]
+# (precedence, start, end, category): sorting puts the candidate that wins an overlap first.
+_Candidate = tuple[int, int, int, str]
+
+
+def _emails(norm: str) -> list[_Span]:
+    found: list[_Span] = []
+    floor = 0  # a local part never reaches back into the previous address
+    at = norm.find("@")
+    while at != -1:
+        start = at
+        while start > floor and norm[start - 1] in _LOCAL_CHARS and at - start < _LOCAL_MAX:
+            start -= 1
+        overlong = start > floor and norm[start - 1] in _LOCAL_CHARS
+        while start < at and norm[start] == ".":
+            start += 1
+        domain = _EMAIL_DOMAIN_RE.match(norm, at + 1)
+        if start < at and not overlong and domain is not None:
+            found.append((start, domain.end(), EMAIL))
+            floor = domain.end()
+            at = norm.find("@", floor)
+        else:
+            at = norm.find("@", at + 1)
+    return found
+
+
+def _run_start(norm: str, i: int) -> int:
+    while i > 0:
+        c = norm[i - 1]
+        if c in _RUN_CHARS or (
+            c == " " and i >= 2 and norm[i - 2] in _JOIN_BEFORE and norm[i] in _JOIN_AFTER
+        ):
+            i -= 1
+        else:
+            break
+    return i
+
+
+def _whole(norm: str, start: int, end: int) -> list[_Candidate]:
+    """The run as one valid identifier, the common case, in a single regex call; else []."""
+    m = _WHOLE_RE.fullmatch(norm, start, end)
+    if m is None or m.lastgroup is None:
+        return []
+    name = m.lastgroup
+    value = m.group()
+    if name == "id":
+        ok = _id_birth_date(value) is not None and _id_check_ok(value)
+    elif name == "credit":
+        ok = _credit_ok(value)
+    elif name == "card":
+        ok = _card_ok(value.replace(" ", "").replace("-", ""))
+    else:
+        ok = True
+    category = _WHOLE_CATEGORIES[name]
+    return [(_PRIORITY[category], start, end, category)] if ok else []
+
+
+def _digit_run(value: str, start: int) -> list[_Candidate]:
+    """Candidates in a run of bare digits, without regexes (order and invoice numbers land here)."""
+    n = len(value)
+    end = start + n
+    if n == 18 and _id_birth_date(value) is not None and _id_check_ok(value):
+        return [(_PRIORITY[ID_NUMBER], start, end, ID_NUMBER)]
+    if n == 18 and _CREDIT_RE.fullmatch(value) and _credit_ok(value):
+        return [(_PRIORITY[CREDIT_CODE], start, end, CREDIT_CODE)]
+    if 16 <= n <= 19 and _card_ok(value):
+        return [(_PRIORITY[BANK_ACCOUNT], start, end, BANK_ACCOUNT)]
+    if n in (11, 13, 15) and _PHONE_RE.fullmatch(value):
+        return [(_PRIORITY[PHONE], start, end, PHONE)]
+    return []
+
+
+def _candidates(norm: str, start: int, end: int) -> list[_Candidate]:
+    """Every validated identifier inside one run, overlapping ones included."""
+    found: list[_Candidate] = []
+    length = end - start
+    if length >= 18:
+        for m in _ID_RE.finditer(norm, start, end):
+            value = m.group()
+            if _id_birth_date(value) is not None and _id_check_ok(value):
+                found.append((_PRIORITY[ID_NUMBER], m.start(), m.end(), ID_NUMBER))
+        for m in _CREDIT_RE.finditer(norm, start, end):
+            if _credit_ok(m.group()):
+                found.append((_PRIORITY[CREDIT_CODE], m.start(), m.end(), CREDIT_CODE))
+    if length >= 16:
+        for m in _CARD_RE.finditer(norm, start, end):
+            if _card_ok(m.group().replace(" ", "").replace("-", "")):
+                found.append((_PRIORITY[BANK_ACCOUNT], m.start(), m.end(), BANK_ACCOUNT))
+    if length >= 11:
+        for m in _PHONE_RE.finditer(norm, start, end):
+            found.append((_PRIORITY[PHONE], m.start(), m.end(), PHONE))
+    if length >= 9 and (norm.find("E", start, end) != -1 or norm.find("G", start, end) != -1):
+        for m in _PASSPORT_RE.finditer(norm, start, end):
+            found.append((_PRIORITY[PASSPORT], m.start(), m.end(), PASSPORT))
+    if norm.find(".", start, end) != -1:
+        for m in _IPV4_RE.finditer(norm, start, end):
+            found.append((_PRIORITY[IP], m.start(), m.end(), IP))
+    if norm.find(":", start, end) != -1:
+        for m in _IPV6_TOKEN_RE.finditer(norm, start, end):
+            span = _ipv6_span(m.group())
+            if span is not None:
+                found.append((_PRIORITY[IP], m.start() + span[0], m.start() + span[1], IP))
+    return found
+
+
+def _overlaps(spans: list[_Span], starts: list[int], start: int, end: int) -> bool:
+    i = bisect.bisect_left(starts, end)
+    return i > 0 and spans[i - 1][1] > start
+
+
+def _find_spans(norm: str) -> list[_Span]:
+    emails = _emails(norm) if "@" in norm else []
+    email_starts = [s for s, _, _ in emails]
+    spans: list[_Span] = list(emails)
+    search = _CORE.search
+    core = search(norm)
+    while core is not None:
+        at = core.start()
+        start = _run_start(norm, at)
+        run = _RUN_FORWARD.match(norm, at)
+        end = run.end() if run is not None else core.end()
+        core = search(norm, end)
+        value = norm[start:end]
+        if value.isdigit():
+            candidates = _digit_run(value, start)
+        else:
+            candidates = _whole(norm, start, end) or _candidates(norm, start, end)
+        if len(candidates) > 1:
+            candidates.sort()
+        taken: list[tuple[int, int]] = []
+        for _, s, e, category in candidates:
+            if any(s < te and ts < e for ts, te in taken):
+                continue
+            if emails and _overlaps(emails, email_starts, s, e):
+                continue
+            taken.append((s, e))
+            spans.append((s, e, category))
+    spans.sort()
+    return spans
+
+
+def _fold_run(m: re.Match[str]) -> str:
+    return m.group().translate(_FOLD_TABLE)
+
+
+def _fold(text: str) -> str:
+    return _FOLD_RUN.sub(_fold_run, text) if _NEEDS_FOLD.search(text) else text
+
+
+def find(text: str) -> list[Match]:
+    """Every recognised identifier in ``text``, in order, overlaps settled by precedence."""
+    if not _MAY_CONTAIN.search(text):
+        return []
+    return [Match(s, e, c) for s, e, c in _find_spans(_fold(text))]
+
+
+def scan(text: str, allowed: frozenset[str]) -> tuple[str, dict[str, int]]:
+    """Redact every identifier whose category is not in ``allowed``; count them by category.
+
+    Returns the very same ``text`` object and an empty dict when nothing is redacted.
+    """
+    if not _MAY_CONTAIN.search(text) or allowed >= CATEGORIES:
+        return text, {}
+    spans = [span for span in _find_spans(_fold(text)) if span[2] not in allowed]
+    if not spans:
+        return text, {}
+    parts: list[str] = []
+    counts: dict[str, int] = {}
+    last = 0
+    for start, end, category in spans:
+        parts.append(text[last:start])
+        parts.append(f"[REDACTED:{category}]")
+        counts[category] = counts.get(category, 0) + 1
+        last = end
+    parts.append(text[last:])
+    return "".join(parts), counts

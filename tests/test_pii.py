@@ -1,0 +1,712 @@
+"""Free-text personal-data scanner: corpus precision/recall, recognisers, redaction, properties."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import importlib.util
+import json
+import random
+import unicodedata
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.pii import (
+    BANK_ACCOUNT,
+    CATEGORIES,
+    CREDIT_CODE,
+    EMAIL,
+    ID_NUMBER,
+    IP,
+    PASSPORT,
+    PHONE,
+    Match,
+    birth_date_from_id,
+    find,
+    scan,
+)
+
+CORPUS = Path(__file__).parent / "data" / "pii_corpus.jsonl"
+NOTHING_ALLOWED: frozenset[str] = frozenset()
+
+# --- check characters, computed here independently of the scanner ------------------------------
+
+ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+USCC_CHARSET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+USCC_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
+
+
+def with_id_check(body17: str) -> str:
+    total = sum(int(c) * w for c, w in zip(body17, ID_WEIGHTS, strict=True))
+    return body17 + "10X98765432"[total % 11]
+
+
+def with_luhn(body: str) -> str:
+    total = 0
+    for i, ch in enumerate(reversed(body)):
+        d = int(ch) * (2 if i % 2 == 0 else 1)
+        total += d - 9 if d > 9 else d
+    return body + str((10 - total % 10) % 10)
+
+
+def with_uscc_check(body17: str) -> str:
+    total = sum(USCC_CHARSET.index(c) * w for c, w in zip(body17, USCC_WEIGHTS, strict=True))
+    return body17 + USCC_CHARSET[(31 - total % 31) % 31]
+
+
+def wrong_last(value: str, alphabet: str = "0123456789X") -> str:
+    return value[:-1] + next(c for c in alphabet if c != value[-1])
+
+
+def fullwidth(s: str) -> str:
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in s)
+
+
+ID_1990 = with_id_check("11010519900307123")  # a man born 1990-03-07 in Beijing
+ID_X = "11010519491231002X"  # the GB 11643 worked example
+CARD_16 = with_luhn("622202123456789")
+CARD_19 = with_luhn("955880123456789012")
+USCC = with_uscc_check("91110108MA01C2XY3")
+
+
+def spans(text: str) -> list[tuple[str, str]]:
+    return [(m.category, text[m.start : m.end]) for m in find(text)]
+
+
+# --- corpus ------------------------------------------------------------------------------------
+
+
+def load_corpus() -> list[tuple[str, list[tuple[str, str]]]]:
+    lines = []
+    with CORPUS.open(encoding="utf-8") as corpus:
+        for raw in corpus:
+            record = json.loads(raw)
+            expect = [(e["category"], e["value"]) for e in record["expect"]]
+            lines.append((record["text"], expect))
+    return lines
+
+
+CORPUS_LINES = load_corpus()
+POSITIVES = [(t, e) for t, e in CORPUS_LINES if e]
+NEGATIVES = [t for t, e in CORPUS_LINES if not e]
+
+
+def test_corpus_is_large_and_covers_every_category() -> None:
+    assert len(POSITIVES) >= 150
+    assert len(NEGATIVES) >= 150
+    per_category = Counter(c for _, expect in POSITIVES for c, _ in expect)
+    assert set(per_category) == CATEGORIES
+    assert min(per_category.values()) >= 20
+    assert sum(1 for t, _ in POSITIVES if any("\uff10" <= c <= "\uff5a" for c in t)) >= 20
+    assert len({t for t, _ in CORPUS_LINES}) == len(CORPUS_LINES)
+    for text, expect in POSITIVES:
+        for _, value in expect:
+            assert value in text
+
+
+def test_corpus_file_is_what_its_generator_builds() -> None:
+    spec = importlib.util.spec_from_file_location(
+        "pii_corpus_gen", CORPUS.with_name("pii_corpus_gen.py")
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    built = generator.build(random.Random(generator.SEED))
+    with CORPUS.open(encoding="utf-8") as corpus:
+        committed = [json.loads(line) for line in corpus]
+    assert built == committed
+
+
+def test_corpus_recall_and_precision() -> None:
+    expected_total = found_total = true_positives = 0
+    for text, expect in POSITIVES:
+        found = Counter(spans(text))
+        wanted = Counter(expect)
+        true_positives += sum((found & wanted).values())
+        expected_total += sum(wanted.values())
+        found_total += sum(found.values())
+    recall = true_positives / expected_total
+    precision = true_positives / found_total
+    assert recall >= 0.99, recall
+    assert precision >= 0.99, precision
+
+
+def test_corpus_negatives_have_no_false_positive() -> None:
+    false_positives = [(text, spans(text)) for text in NEGATIVES if find(text)]
+    assert false_positives == []
+    for text in NEGATIVES:
+        redacted, counts = scan(text, NOTHING_ALLOWED)
+        assert redacted is text
+        assert counts == {}
+
+
+def expected_redaction(text: str, expect: list[tuple[str, str]]) -> tuple[str, dict[str, int]]:
+    located: list[tuple[int, int, str]] = []
+    for category, value in expect:
+        start = text.find(value)
+        while any(s <= start < e for s, e, _ in located):
+            start = text.find(value, start + 1)
+        located.append((start, start + len(value), category))
+    located.sort()
+    out, last = [], 0
+    for start, end, category in located:
+        out.append(text[last:start] + f"[REDACTED:{category}]")
+        last = end
+    return "".join(out) + text[last:], dict(Counter(c for c, _ in expect))
+
+
+@pytest.mark.parametrize(("text", "expect"), POSITIVES[::7])
+def test_corpus_redaction_covers_exactly_the_original_span(
+    text: str, expect: list[tuple[str, str]]
+) -> None:
+    assert scan(text, NOTHING_ALLOWED) == expected_redaction(text, expect)
+
+
+def test_every_corpus_positive_redacts_exactly() -> None:
+    mismatched = [
+        text
+        for text, expect in POSITIVES
+        if scan(text, NOTHING_ALLOWED) != expected_redaction(text, expect)
+    ]
+    assert mismatched == []
+
+
+# --- identity.id_number ------------------------------------------------------------------------
+
+
+def test_check_digit_helper_matches_the_standard_example() -> None:
+    assert with_id_check("11010519491231002") == ID_X
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        (f"身份证号{ID_1990}，请核对", ID_1990),
+        (f"ID:{ID_X}.", ID_X),
+        (f"证件{ID_X.lower()}已上传", ID_X.lower()),
+        (f"号码{fullwidth(ID_1990)}错了吗", fullwidth(ID_1990)),
+    ],
+)
+def test_id_number_found(text: str, value: str) -> None:
+    assert spans(text) == [(ID_NUMBER, value)]
+
+
+def ids_by_check_character() -> dict[str, str]:
+    found: dict[str, str] = {}
+    for seq in range(1000):
+        value = with_id_check(f"32058319881224{seq:03d}")
+        found.setdefault(value[-1], value)
+    return found
+
+
+@pytest.mark.parametrize("value", sorted(ids_by_check_character().values()))
+def test_id_number_found_for_every_check_character(value: str) -> None:
+    assert spans(f"身份证{value}") == [(ID_NUMBER, value)]
+    assert birth_date_from_id(value) == dt.date(1988, 12, 24)
+    for wrong in "0123456789X":
+        if wrong != value[-1]:
+            assert birth_date_from_id(value[:-1] + wrong) is None
+
+
+def test_every_check_character_is_exercised() -> None:
+    assert sorted(ids_by_check_character()) == sorted("0123456789X")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"身份证号{wrong_last(ID_1990)}校验失败",  # wrong check digit
+        f"证件{with_id_check('11010519900230123')}",  # 30 February
+        f"证件{with_id_check('11010519901332123')}",  # month 13
+        f"证件{with_id_check('11010518991231123')}",  # before 1900
+        f"证件{with_id_check('11010520991231123')}",  # in the future
+        f"证件{with_id_check('20010519900307123')}",  # no province 20
+        f"流水{ID_1990}7",  # part of a 19-digit run
+        f"流水3{ID_1990}",
+    ],
+)
+def test_id_number_rejected(text: str) -> None:
+    assert [c for c, _ in spans(text)] == []
+
+
+def test_birth_date_from_valid_ids() -> None:
+    assert birth_date_from_id(ID_1990) == dt.date(1990, 3, 7)
+    assert birth_date_from_id(ID_X) == dt.date(1949, 12, 31)
+    assert birth_date_from_id(ID_X.lower()) == dt.date(1949, 12, 31)
+    assert birth_date_from_id(fullwidth(ID_1990)) == dt.date(1990, 3, 7)
+    assert birth_date_from_id(f" {ID_1990}\n") == dt.date(1990, 3, 7)
+    minor = with_id_check("44030520150601456")
+    assert birth_date_from_id(minor) == dt.date(2015, 6, 1)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        wrong_last(ID_1990),
+        with_id_check("11010519900230123"),  # impossible date 0230
+        with_id_check("11010519900431123"),  # 31 April
+        with_id_check("11010518991231123"),
+        with_id_check("11010520991231123"),
+        ID_1990[:-1],
+        ID_1990 + "1",
+        "110105199003071X34",
+        "",
+        "not an id",
+    ],
+)
+def test_birth_date_from_invalid_ids(value: str) -> None:
+    assert birth_date_from_id(value) is None
+
+
+def test_birth_date_today_is_accepted() -> None:
+    today = dt.date.today()
+    value = with_id_check(f"110105{today:%Y%m%d}001")
+    assert birth_date_from_id(value) == today
+
+
+# --- contact.phone -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "13800138000",
+        "138 0013 8000",
+        "138-0013-8000",
+        "+86 13800138000",
+        "+8613800138000",
+        "+86-138-0013-8000",
+        "+86 138 0013 8000",
+        "0086 13800138000",
+        "86-13800138000",
+        "(+86)13800138000",
+        "(+86) 138 0013 8000",
+        "19912345678",
+        "１３８００１３８０００",
+        "＋８６ １３８００１３８０００",
+    ],
+)
+def test_phone_found_in_every_format(value: str) -> None:
+    assert spans(f"我的手机号是{value}请联系") == [(PHONE, value)]
+    assert spans(f"call {value}, thanks") == [(PHONE, value)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "工号12800138000",  # 12x is not a mobile prefix
+        "编号10800138000",
+        "电话1380013800是空号",  # 10 digits
+        "电话138001380001",  # 12 digits
+        "订单号202501011380013800",  # inside an 18-digit order number
+        "单号 1380013800012345678901",
+        "分机138-0013-8000-12",
+        "会议号：876 543 210",
+        "+86 12800138000",
+    ],
+)
+def test_phone_rejected(text: str) -> None:
+    assert spans(text) == []
+
+
+def test_two_adjacent_phones() -> None:
+    text = "联系13800138000或13900139000，备用138-0013-8000 139-0013-9000"
+    assert spans(text) == [
+        (PHONE, "13800138000"),
+        (PHONE, "13900139000"),
+        (PHONE, "138-0013-8000"),
+        (PHONE, "139-0013-9000"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("13800138000) 13900139000", ["13800138000", "13900139000"]),
+        ("13800138000 (+86)13900139000", ["13800138000", "(+86)13900139000"]),
+        ("13800138000 +86 13900139000", ["13800138000", "+86 13900139000"]),
+        ("1 +86 13800138000", ["+86 13800138000"]),
+    ],
+)
+def test_phones_sharing_a_run_are_each_found_once(text: str, expected: list[str]) -> None:
+    assert spans(text) == [(PHONE, value) for value in expected]
+
+
+# --- financial.bank_account --------------------------------------------------------------------
+
+
+def test_luhn_helper_matches_known_number() -> None:
+    assert with_luhn("411111111111111") == "4111111111111111"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        CARD_16,
+        CARD_19,
+        " ".join(CARD_16[i : i + 4] for i in range(0, 16, 4)),
+        "-".join(CARD_16[i : i + 4] for i in range(0, 16, 4)),
+        " ".join(CARD_19[i : i + 4] for i in range(0, 19, 4)),
+        "4111 1111 1111 1111",
+        fullwidth(CARD_16),
+    ],
+)
+def test_bank_account_found(value: str) -> None:
+    assert spans(f"卡号{value}，开户行招商银行") == [(BANK_ACCOUNT, value)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"卡号{wrong_last(CARD_16, '0123456789')}无效",  # fails Luhn
+        f"卡号{wrong_last(CARD_19, '0123456789')}无效",
+        f"流水号{CARD_16}1234",  # 20 digits: not a card
+        f"流水号9{CARD_19}",
+        f"订单{with_luhn('202501011234567')}",  # date-led order number passing Luhn
+        f"订单{with_luhn('10000000000000000')}",  # no card issuer starts with 1
+        f"订单{with_luhn('012345678901234')}",
+        f"编号1234-{'-'.join(CARD_16[i : i + 4] for i in range(0, 16, 4))}",  # 5 groups
+        f"证件{wrong_last(ID_1990)}",  # a mistyped ID is not a card even if Luhn passes
+    ],
+)
+def test_bank_account_rejected(text: str) -> None:
+    assert spans(text) == []
+
+
+@pytest.mark.parametrize(
+    "valid",
+    [
+        ID_1990,
+        with_id_check("44030519851224123"),
+        with_id_check("62010220001130456"),
+        with_id_check("35020318991231123"),  # born before 1900: no valid ID at all
+    ],
+)
+def test_mistyped_id_is_not_a_card_whatever_its_luhn(valid: str) -> None:
+    for last in "0123456789X":
+        value = valid[:-1] + last
+        if value != valid:
+            assert spans(f"证件{value}") == []
+
+
+def test_seventeen_digits_and_a_wrong_x_is_not_a_card() -> None:
+    body = next(
+        body
+        for seq in range(1000)
+        if (body := f"4403051985122{seq:03d}7")
+        and with_luhn(body[:-1]) == body
+        and with_id_check(body)[-1] != "X"
+    )
+    assert spans(f"证件{body}X") == []
+    assert spans(f"卡号{body}，") == [(BANK_ACCOUNT, body)]
+
+
+# --- contact.email -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("邮箱zhangsan@example.com请回复", "zhangsan@example.com"),
+        ("Mail Li.Si+hr@mail.example.com.cn.", "Li.Si+hr@mail.example.com.cn"),
+        ("邮箱zhangsan＠example.com", "zhangsan＠example.com"),
+        ("邮箱１３８００１３８０００＠ｑｑ．ｃｏｍ", "１３８００１３８０００＠ｑｑ．ｃｏｍ"),
+        ("QQ邮箱13800138000@qq.com常用", "13800138000@qq.com"),
+        ("<wang_wu88@163.com>", "wang_wu88@163.com"),
+        ("见...li@example.com", "li@example.com"),
+    ],
+)
+def test_email_found(text: str, value: str) -> None:
+    assert spans(text) == [(EMAIL, value)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "@张三 请看一下",
+        "admin@localhost 仅开发使用",
+        "邮箱a@b.c格式不对",
+        "请回复user@，域名漏了",
+        "大家@所有人",
+        "x" * 70 + "@example.com",  # local part longer than 64
+    ],
+)
+def test_email_rejected(text: str) -> None:
+    assert spans(text) == []
+
+
+# --- identity.credit_code ----------------------------------------------------------------------
+
+
+def test_credit_code_found() -> None:
+    assert spans(f"统一社会信用代码：{USCC}，地址北京") == [(CREDIT_CODE, USCC)]
+    assert spans(f"代码{fullwidth(USCC)}有效") == [(CREDIT_CODE, fullwidth(USCC))]
+    central = with_uscc_check("11100000000013127")
+    assert spans(f"机关代码{central}") == [(CREDIT_CODE, central)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"信用代码{wrong_last(USCC, USCC_CHARSET)}校验失败",
+        f"信用代码X{USCC}",  # part of a longer alphanumeric run
+        f"信用代码{USCC}A",
+        f"代码{with_uscc_check('91990108MA01C2XY3')}",  # no region 99
+        f"代码{with_uscc_check('90110108MA01C2XY3')}",  # no institution category 0
+        f"代码{with_uscc_check('01110108MA01C2XY3')}",  # no registration department 0
+        f"代码{USCC.lower()}",
+    ],
+)
+def test_credit_code_rejected(text: str) -> None:
+    assert spans(text) == []
+
+
+# --- identity.passport -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["E12345678", "G12345678", "EA1234567", "ＥＡ１２３４５６７"])
+def test_passport_found(value: str) -> None:
+    assert spans(f"护照号码{value}，签证已办") == [(PASSPORT, value)]
+    assert spans(f"Passport {value}.") == [(PASSPORT, value)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "序列号XE12345678",
+        "编码E123456789",
+        "型号E12345678X",
+        "EMS单号EA123456789CN",
+        "批次G1234567",
+        "小写e12345678",
+        "F12345678",
+    ],
+)
+def test_passport_rejected(text: str) -> None:
+    assert spans(text) == []
+
+
+# --- device.ip ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("来源IP 192.168.1.10，时间凌晨", "192.168.1.10"),
+        ("IP是8.8.8.8。", "8.8.8.8"),
+        ("地址255.255.255.255有误", "255.255.255.255"),
+        ("服务10.0.0.1:8080不可用", "10.0.0.1"),
+        ("IP:172.16.0.1", "172.16.0.1"),
+        ("ＩＰ１９２．１６８．０．１", "１９２．１６８．０．１"),
+        ("IPv6 2001:db8::8a2e:370:7334 blocked", "2001:db8::8a2e:370:7334"),
+        ("[2001:db8::1]:443", "2001:db8::1"),
+        ("fe80::1ff:fe23:4567:890a%eth0", "fe80::1ff:fe23:4567:890a"),
+        ("映射::ffff:192.168.0.1异常", "::ffff:192.168.0.1"),
+        ("IPv6:2001:db8::1", "2001:db8::1"),
+        ("IP:2001:db8::1.", "2001:db8::1"),
+        (
+            "full 2001:0db8:85a3:0000:0000:8a2e:0370:7334 form",
+            "2001:0db8:85a3:0000:0000:8a2e:0370:7334",
+        ),
+    ],
+)
+def test_ip_found(text: str, value: str) -> None:
+    assert spans(text) == [(IP, value)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "版本1.2.3.4.5",
+        "v1.2.3.4",
+        "Build 10.0.19045.3803",
+        "地址256.1.1.1",
+        "配置192.168.01.1",
+        "网段10.0.0",
+        "MAC 00:1A:2B:3C:4D:5E",
+        "时间 12:30:45",
+        "2025-01-01 12:00:00",
+        "2025-03-15T09:30:00+08:00",
+        "std::vector<int>",
+        "比例1:2:3",
+        "序列1:2:3:4:5:6:7:8:9",
+        "序列1234:1:2:3:4:5:6:7:8",
+    ],
+)
+def test_ip_rejected(text: str) -> None:
+    assert spans(text) == []
+
+
+# --- precedence, boundaries, redaction ---------------------------------------------------------
+
+
+def test_id_wins_over_card_on_the_same_digits() -> None:
+    for seq in range(100, 200):
+        value = with_id_check(f"44030519850101{seq}")
+        if value[-1] != "X" and with_luhn(value[:-1]) == value:
+            break
+    else:
+        pytest.fail("no ID that also passes Luhn in range")
+    assert spans(f"号码{value}") == [(ID_NUMBER, value)]
+    # With ID numbers allowed, the same digits are not redacted as a card instead.
+    assert scan(f"号码{value}", frozenset({ID_NUMBER}))[1] == {}
+
+
+def test_email_wins_over_the_phone_inside_it() -> None:
+    assert scan("邮箱13800138000@qq.com", frozenset({EMAIL})) == ("邮箱13800138000@qq.com", {})
+
+
+def test_matches_are_frozen_sorted_and_within_text() -> None:
+    text = f"手机13800138000，邮箱a@example.com，身份证{ID_X}，IP 10.0.0.1"
+    found = find(text)
+    assert found == [
+        Match(2, 13, PHONE),
+        Match(16, 29, EMAIL),
+        Match(33, 51, ID_NUMBER),
+        Match(55, 63, IP),
+    ]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        found[0].start = 0  # type: ignore[misc]
+
+
+def test_scan_redacts_each_category_with_counts() -> None:
+    text = (
+        f"身份证{ID_1990}；手机138-0013-8000；卡号{CARD_16}；邮箱li@example.com；"
+        f"信用代码{USCC}；护照E12345678；IP 192.168.0.1；备用13900139000"
+    )
+    redacted, counts = scan(text, NOTHING_ALLOWED)
+    assert redacted == (
+        "身份证[REDACTED:identity.id_number]；手机[REDACTED:contact.phone]；"
+        "卡号[REDACTED:financial.bank_account]；邮箱[REDACTED:contact.email]；"
+        "信用代码[REDACTED:identity.credit_code]；护照[REDACTED:identity.passport]；"
+        "IP [REDACTED:device.ip]；备用[REDACTED:contact.phone]"
+    )
+    assert counts == {
+        ID_NUMBER: 1,
+        PHONE: 2,
+        BANK_ACCOUNT: 1,
+        EMAIL: 1,
+        CREDIT_CODE: 1,
+        PASSPORT: 1,
+        IP: 1,
+    }
+
+
+def test_full_width_redaction_covers_the_original_characters() -> None:
+    text = "请回电１３８ ００１３ ８０００谢谢"
+    assert scan(text, NOTHING_ALLOWED) == ("请回电[REDACTED:contact.phone]谢谢", {PHONE: 1})
+
+
+def test_allowed_category_is_left_in_place() -> None:
+    text = "手机13800138000，邮箱li@example.com"
+    assert scan(text, frozenset({PHONE})) == (
+        "手机13800138000，邮箱[REDACTED:contact.email]",
+        {EMAIL: 1},
+    )
+    assert scan(text, frozenset({EMAIL})) == (
+        "手机[REDACTED:contact.phone]，邮箱li@example.com",
+        {PHONE: 1},
+    )
+    assert scan(text, CATEGORIES)[0] is text
+
+
+def test_unchanged_text_is_the_same_object() -> None:
+    for text in ("没有数字的会议纪要", "会议时间 10:30，共12人", "订单号202501011234567890", ""):
+        redacted, counts = scan(text, NOTHING_ALLOWED)
+        assert redacted is text
+        assert counts == {}
+
+
+def test_categories_are_the_documented_names() -> None:
+    assert {
+        "identity.id_number",
+        "identity.credit_code",
+        "identity.passport",
+        "contact.phone",
+        "contact.email",
+        "financial.bank_account",
+        "device.ip",
+    } == CATEGORIES
+
+
+def test_large_identifier_free_input_is_scanned_linearly() -> None:
+    # Long runs of identifier characters must not trigger super-linear backtracking.
+    for text in (
+        "1." * 50_000,
+        ":" * 100_000,
+        "a1:" * 30_000,
+        "1234 " * 20_000,
+        "9" * 100_000 + "@" * 10,
+    ):
+        assert scan(text, NOTHING_ALLOWED) == (text, {})
+
+
+# --- properties --------------------------------------------------------------------------------
+
+FRAGMENTS = [
+    ID_1990,
+    ID_X,
+    CARD_16,
+    USCC,
+    "13800138000",
+    "+86 ",
+    "138 0013 8000",
+    "E12345678",
+    "192.168.0.1",
+    "2001:db8::1",
+    "li@example.com",
+    "＠",
+    "１３８",
+    "，",
+    "。",
+    " ",
+    "-",
+    ".",
+    ":",
+    "@",
+    "x",
+    "X",
+    "中文",
+]
+mixed_text = st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=8)), max_size=12).map(
+    "".join
+)
+
+
+@given(mixed_text)
+@settings(max_examples=300, deadline=None)
+def test_scan_never_raises_and_redacts_exactly_the_found_spans(text: str) -> None:
+    found = find(text)
+    redacted, counts = scan(text, NOTHING_ALLOWED)
+    last = 0
+    for m in found:
+        assert last <= m.start < m.end <= len(text)
+        assert m.category in CATEGORIES
+        last = m.end
+    assert counts == dict(Counter(m.category for m in found))
+    if not found:
+        assert redacted is text
+    else:
+        pieces, last = [], 0
+        for m in found:
+            pieces.append(text[last : m.start] + f"[REDACTED:{m.category}]")
+            last = m.end
+        assert redacted == "".join(pieces) + text[last:]
+
+
+@given(st.text())
+@settings(max_examples=300, deadline=None)
+def test_text_without_digit_at_or_colon_comes_back_identical(text: str) -> None:
+    if any(c.isdigit() or c in "@:" for c in unicodedata.normalize("NFKC", text)):
+        text = "".join(
+            c
+            for c in text
+            if not any(n.isdigit() or n in "@:" for n in unicodedata.normalize("NFKC", c))
+        )
+    assert scan(text, NOTHING_ALLOWED) == (text, {})
+    assert scan(text, NOTHING_ALLOWED)[0] is text
