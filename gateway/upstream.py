@@ -9,7 +9,10 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import aiohttp
-from multidict import CIMultiDict
+from aiohttp.client_reqrep import ConnectionKey
+from aiohttp.connector import Connection
+from aiohttp.tracing import Trace
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from gateway.bodies import content_coding, decode, read_capped
@@ -50,6 +53,21 @@ class Upstream(Protocol):
     async def send(self, request: UpstreamRequest) -> UpstreamResponse: ...
 
 
+class _PoolConnector(aiohttp.TCPConnector):
+    """A connector that never lends a pooled connection holding an answer nobody asked for."""
+
+    async def _get(self, key: ConnectionKey, traces: list[Trace]) -> Connection | None:
+        # An answer arriving on an idle keep-alive connection belongs to no request; aiohttp
+        # would hand it to the next share sent on that connection, and each later share the
+        # previous one's answer (aio-libs/aiohttp#13656). Such a connection is closed instead.
+        while (connection := await super()._get(key, traces)) is not None:
+            protocol = connection.protocol
+            if protocol is None or not protocol.should_close:
+                return connection
+            connection.close()
+        return None
+
+
 class HttpUpstream:
     """Partners over HTTP(S) through one pooled client session; redirects are never followed."""
 
@@ -58,7 +76,7 @@ class HttpUpstream:
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self._connections, ttl_dns_cache=60)
+        connector = _PoolConnector(limit=self._connections, ttl_dns_cache=60)
         self._session = aiohttp.ClientSession(
             connector=connector,
             # Partner cookies must not flow from one share into the next.
@@ -105,10 +123,13 @@ class HttpUpstream:
                         stalled=_stalled,
                     )
                     body = decode(raw, coding, limit=limit, too_large=_too_large)
-                    headers = {
-                        k: v for k, v in response.headers.items() if k.lower() != "content-encoding"
-                    }
-                    return UpstreamResponse(response.status, headers, body, elapsed())
+                    # Header names are case-insensitive whatever case the partner wrote them in
+                    # (only some of aiohttp's parsers give known names one spelling).
+                    headers = CIMultiDict(response.headers)
+                    headers.popall("Content-Encoding", None)
+                    return UpstreamResponse(
+                        response.status, CIMultiDictProxy(headers), body, elapsed()
+                    )
         except TimeoutError as exc:
             raise UpstreamFailure(
                 UpstreamTimeout(f"the partner did not answer within {request.timeout_s:g} s"),
@@ -131,8 +152,9 @@ class HttpUpstream:
 
 
 def _sent(exc: BaseException) -> bool:
-    # A reset or a bad status line arrives after the request was written: the partner may have it.
-    return isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientResponseError)
+    # Failing to connect is handled before this; any later failure (a reset, a close, a bad status
+    # line) may come after some or all of the request was written: the partner may have it.
+    return isinstance(exc, aiohttp.ClientError) and not isinstance(exc, aiohttp.InvalidURL)
 
 
 def _too_large(message: str) -> GatewayError:

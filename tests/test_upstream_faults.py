@@ -1,0 +1,668 @@
+"""Broken partners on bare sockets: each fault is answered cleanly, recorded, and forgotten."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import socket
+import struct
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pytest
+from conftest import PARTNER_TOKEN, Gateway, GatewayFactory, contract
+from partners import FakePartner
+
+from gateway.sharelog.record import ShareOutcome
+from gateway.upstream import UpstreamRequest
+
+ASSESS = "/acme/v1/assess"  # has a response plan: only `score` and `reasons[].code` come back
+NOTES = "/acme/v1/notes"  # no response plan: the answer passes unchanged
+BODY = {"applicant": {"user_id": "u-1", "name": "Wang"}, "loan_amount": 5000}
+SENT = b'{"applicant":{"name":"Wang"},"loan_amount":5000}'
+MARKER = b"partner-private-marker"
+FAST = {"timeout_s": 0.3}
+CAP = 65_536
+CAPPED = {"limits": {"max_response_bytes": CAP}}
+# Far above any deadline in these tests: reaching it means a deadline did not apply.
+BOUND_S = 5.0
+
+OK_ANSWER = (
+    b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{"score": 7}'
+)
+
+# A partner's script gets the connection after one whole request was read; it writes what it
+# likes and says whether the connection stays open for the next request.
+Script = Callable[["RawPartner", asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool]]
+
+
+@dataclass(frozen=True, slots=True)
+class RawRequest:
+    head: bytes  # request line and headers, exactly as received, up to the blank line
+    body: bytes
+
+    def header_names(self) -> list[str]:
+        lines = self.head.split(b"\r\n")[1:]
+        return sorted(line.partition(b":")[0].decode("latin-1").lower() for line in lines if line)
+
+    def header_values(self, name: str) -> list[str]:
+        wanted = name.lower().encode("latin-1")
+        return [
+            value.strip().decode("latin-1")
+            for key, _, value in (line.partition(b":") for line in self.head.split(b"\r\n")[1:])
+            if key.lower() == wanted
+        ]
+
+
+async def answer_ok(
+    partner: RawPartner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> bool:
+    writer.write(OK_ANSWER)
+    await writer.drain()
+    return True
+
+
+def sends(data: bytes, *, then: str = "close") -> Script:
+    """A script writing `data`, then closing (`close`), resetting (`reset`) or hanging (`hang`)."""
+
+    async def script(
+        partner: RawPartner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        if data:
+            writer.write(data)
+            await writer.drain()
+        if then == "reset":
+            await asyncio.sleep(0.05)  # let the bytes leave before the reset discards them
+            reset(writer)
+        elif then == "hang":
+            await partner.release.wait()
+        return False
+
+    return script
+
+
+def reset(writer: asyncio.StreamWriter) -> None:
+    """Close with a TCP RST, not a FIN: what a crashed partner or a middlebox does."""
+    sock: socket.socket = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+class RawPartner(FakePartner):
+    """A partner on a bare asyncio server: it reads each request byte for byte (head, then a
+    Content-Length body) and lets `script` write the answer, however broken."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.script: Script = answer_ok
+        self.requests: list[RawRequest] = []
+        self.connections = 0
+        self.written = 0  # bytes a trickling script has written
+        self.release = asyncio.Event()  # a hanging script waits for it; close() sets it
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> RawPartner:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop_listening(self) -> None:
+        """Close the listening socket: connections to the port are refused from now on."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        self._writers.add(writer)
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                request = RawRequest(head, b"")
+                lengths = request.header_values("Content-Length")
+                body = await reader.readexactly(int(lengths[0])) if lengths else b""
+                self.requests.append(RawRequest(head, body))
+                if not await self.script(self, reader, writer):
+                    break
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass  # the gateway hung up: nothing more to serve on this connection
+        except asyncio.CancelledError:
+            # Returning instead of re-raising keeps asyncio's stream callback from logging a
+            # cancelled handler as an error when the test ends.
+            pass
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def close(self) -> None:
+        self.release.set()
+        await self.stop_listening()
+        for writer in list(self._writers):
+            writer.close()
+        tasks = list(self._tasks)
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=2)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+@pytest.fixture
+async def partner() -> AsyncIterator[FakePartner]:
+    fake = await RawPartner().start()
+    yield fake
+    await fake.close()
+
+
+def raw(gw: Gateway) -> RawPartner:
+    assert isinstance(gw.partner, RawPartner)
+    return gw.partner
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    elapsed_s: float
+
+    def error(self) -> dict[str, Any]:
+        error: dict[str, Any] = orjson.loads(self.body)["error"]
+        return error
+
+
+async def share(gw: Gateway, path: str = ASSESS, **headers: str) -> Answer:
+    purpose = "service_delivery" if path == NOTES else "credit_assessment"
+    body: dict[str, Any] = {"note": "n"} if path == NOTES else BODY
+    started = time.monotonic()
+    response = await gw.share("POST", path, json=body, purpose=purpose, headers=headers)
+    data = await response.read()
+    return Answer(response.status, dict(response.headers), data, time.monotonic() - started)
+
+
+def outcome_of(gw: Gateway, answer: Answer) -> ShareOutcome:
+    """The one outcome recorded for the share that produced `answer`, checked against its record."""
+    share_id = answer.headers["X-Share-Id"]
+    records = [r for r in gw.log.records if r.share_id == share_id]
+    outcomes = [o for o in gw.log.outcomes if o.share_id == share_id]
+    assert [r.decision for r in records] == ["shared"]  # recorded before the attempt
+    assert len(outcomes) == 1, outcomes
+    return outcomes[0]
+
+
+def assert_failed_cleanly(answer: Answer, status: int, code: str) -> None:
+    """The caller got the gateway's own error, and not one byte of what the partner sent."""
+    assert (answer.status, answer.error()["code"]) == (status, code), answer.body
+    assert set(orjson.loads(answer.body)) == {"error"}
+    assert set(answer.error()) == {"code", "message", "share_id"}
+    assert answer.error()["share_id"] == answer.headers["X-Share-Id"]
+    assert MARKER not in answer.body
+    assert answer.headers["Content-Type"] == "application/json"
+    assert not {"Retry-After", "ETag", "Cache-Control", "Last-Modified"} & set(answer.headers)
+
+
+async def assert_serves_next(gw: Gateway) -> None:
+    """After the fault, a well-behaved partner is reached again and the share is delivered."""
+    partner = raw(gw)
+    partner.script = answer_ok
+    before = len(partner.requests)
+    answer = await share(gw)
+    assert (answer.status, answer.body) == (200, b'{"score":7}')
+    outcome = outcome_of(gw, answer)
+    assert (outcome.outcome, outcome.upstream_status) == ("delivered", 200)
+    assert len(partner.requests) == before + 1
+    assert partner.requests[-1].body == SENT
+
+
+# --- the fault catalogue -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    script: Script
+    status: int  # what the caller gets
+    code: str
+    outcome: str  # what the share log says became of the share
+    upstream_status: int | None  # the partner's status, when its status line arrived
+    upstream: dict[str, Any] | None = None  # contract `upstream` changes
+    settings: dict[str, Any] | None = None
+
+
+def _head(status: str = "200 OK", *extra: str) -> bytes:
+    lines = [f"HTTP/1.1 {status}", "Content-Type: application/json", *extra]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+_BOMB = gzip.compress(MARKER + b"0" * (CAP * 200))
+
+FAULTS: dict[str, Fault] = {
+    "reset_before_headers": Fault(
+        sends(b"", then="reset"), 502, "upstream_error", "possibly_delivered", None
+    ),
+    "reset_after_headers": Fault(
+        sends(
+            _head("200 OK", "Content-Length: 200") + b'{"score": 1, "x": "' + MARKER, then="reset"
+        ),
+        502,
+        "upstream_error",
+        "possibly_delivered",
+        200,
+    ),
+    "truncated_body": Fault(
+        sends(_head("200 OK", "Content-Length: 200") + b'{"score": 1, "x": "' + MARKER),
+        502,
+        "upstream_error",
+        "possibly_delivered",
+        200,
+    ),
+    "truncated_chunked_body": Fault(
+        sends(_head("200 OK", "Transfer-Encoding: chunked") + b"20\r\n" + MARKER),
+        502,
+        "upstream_error",
+        "possibly_delivered",
+        200,
+    ),
+    "closed_before_headers": Fault(sends(b""), 502, "upstream_error", "possibly_delivered", None),
+    "hang_before_headers": Fault(
+        sends(b"", then="hang"), 504, "upstream_timeout", "timeout", None, upstream=FAST
+    ),
+    "hang_after_status_line": Fault(
+        sends(b"HTTP/1.1 200 OK\r\n", then="hang"),
+        504,
+        "upstream_timeout",
+        "timeout",
+        None,
+        upstream=FAST,
+    ),
+    "hang_mid_body": Fault(
+        sends(
+            _head("200 OK", "Content-Length: 200") + b'{"score": 1, "x": "' + MARKER, then="hang"
+        ),
+        504,
+        "upstream_timeout",
+        "timeout",
+        200,
+        upstream=FAST,
+    ),
+    "garbage_status_line": Fault(
+        sends(b"HTTP/1.1 2OO OK\r\nContent-Length: 2\r\n\r\n{}"),
+        502,
+        "upstream_error",
+        "possibly_delivered",
+        None,
+    ),
+    "not_http_at_all": Fault(
+        sends(b"SSH-2.0-OpenSSH_9.6\r\n" + MARKER + b"\r\n\r\n"),
+        502,
+        "upstream_error",
+        "possibly_delivered",
+        None,
+    ),
+    "duplicate_content_length": Fault(
+        sends(_head("200 OK", "Content-Length: 12", "Content-Length: 40") + b'{"score": 7}'),
+        502,
+        "upstream_error",
+        "possibly_delivered",
+        None,
+    ),
+    "content_length_and_chunked": Fault(
+        sends(
+            _head("200 OK", "Content-Length: 12", "Transfer-Encoding: chunked")
+            + b'c\r\n{"score": 7}\r\n0\r\n\r\n'
+        ),
+        502,
+        "upstream_error",
+        "possibly_delivered",
+        None,
+    ),
+    "negative_content_length": Fault(
+        sends(_head("200 OK", "Content-Length: -1") + b'{"score": 7}'),
+        502,
+        "upstream_error",
+        "possibly_delivered",
+        None,
+    ),
+    "gzip_bomb": Fault(
+        sends(_head("200 OK", "Content-Encoding: gzip", f"Content-Length: {len(_BOMB)}") + _BOMB),
+        502,
+        "upstream_error",
+        "possibly_delivered",
+        200,
+        settings=CAPPED,
+    ),
+    "oversized_by_content_length": Fault(
+        sends(_head("200 OK", f"Content-Length: {CAP * 4}") + MARKER * (CAP * 4 // len(MARKER))),
+        502,
+        "upstream_error",
+        "possibly_delivered",
+        200,
+        settings=CAPPED,
+    ),
+    "oversized_until_close": Fault(
+        # No length and no chunking: the body runs until the partner closes, past the cap.
+        sends(_head("200 OK", "Connection: close") + MARKER * (CAP * 4 // len(MARKER))),
+        502,
+        "upstream_error",
+        "possibly_delivered",
+        200,
+        settings=CAPPED,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(FAULTS))
+async def test_a_broken_partner_is_answered_recorded_and_forgotten(
+    make_gateway: GatewayFactory, name: str
+) -> None:
+    fault = FAULTS[name]
+    gw = await make_gateway(
+        [contract(upstream=fault.upstream)] if fault.upstream else None,
+        settings=fault.settings,
+    )
+    partner = raw(gw)
+    partner.script = fault.script
+    answer = await share(gw)
+    assert_failed_cleanly(answer, fault.status, fault.code)
+    assert answer.elapsed_s < BOUND_S
+    outcome = outcome_of(gw, answer)
+    assert (outcome.outcome, outcome.upstream_status) == (fault.outcome, fault.upstream_status)
+    assert outcome.bytes_received == 0  # nothing of a broken answer counts as received
+    # The partner got the filtered share exactly once: a broken answer is never retried.
+    assert [r.body for r in partner.requests] == [SENT]
+    await assert_serves_next(gw)
+
+
+async def test_a_hanging_partner_is_cut_at_the_contracts_timeout(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway([contract(upstream=FAST)])
+    raw(gw).script = sends(b"", then="hang")
+    answer = await share(gw)
+    assert_failed_cleanly(answer, 504, "upstream_timeout")
+    assert "0.3 s" in answer.error()["message"]
+    outcome = outcome_of(gw, answer)
+    assert outcome.latency_ms >= 300  # not before the contract's deadline
+    assert answer.elapsed_s < BOUND_S  # and not at any longer default
+
+
+async def test_refused_connection_is_an_error_and_the_gateway_recovers(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway()
+    partner = raw(gw)
+    await partner.stop_listening()
+    answer = await share(gw)
+    assert_failed_cleanly(answer, 502, "upstream_error")
+    outcome = outcome_of(gw, answer)
+    # Nothing was ever connected, so the partner certainly has nothing.
+    assert (outcome.outcome, outcome.upstream_status, outcome.bytes_received) == ("error", None, 0)
+    assert partner.requests == []
+    await partner.start()  # the partner comes back on the same port
+    await assert_serves_next(gw)
+
+
+async def test_a_trickling_partner_is_cut_at_the_total_deadline(
+    make_gateway: GatewayFactory,
+) -> None:
+    # Each byte comes well within the deadline; only a deadline on the whole answer ends it.
+    gw = await make_gateway([contract(upstream={"timeout_s": 1.2})])
+    partner = raw(gw)
+
+    async def trickle(
+        partner: RawPartner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        writer.write(_head("200 OK", "Content-Length: 100"))
+        for byte in b'{"score": 1, "x": "' + MARKER + b'"}' + b" " * 100:
+            if reader.at_eof():  # the gateway hung up
+                return False
+            writer.write(bytes([byte]))
+            await writer.drain()
+            partner.written += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(partner.release.wait(), 0.5)
+            if partner.release.is_set():
+                return False
+        return False
+
+    partner.script = trickle
+    answer = await share(gw)
+    assert_failed_cleanly(answer, 504, "upstream_timeout")
+    assert answer.elapsed_s < BOUND_S  # a trickle of 100 bytes would last 50 s
+    assert partner.written >= 2  # the partner was still sending when it was cut
+    outcome = outcome_of(gw, answer)
+    assert (outcome.outcome, outcome.upstream_status) == ("timeout", 200)
+    await assert_serves_next(gw)
+
+
+@pytest.mark.parametrize(
+    ("status", "path", "extra", "body", "expected"),
+    [
+        (
+            "503 Service Unavailable",
+            ASSESS,
+            (),
+            b'{"score": 0, "debug": "' + MARKER + b'"}',
+            b'{"score":0}',  # filtered like any answer on this route
+        ),
+        ("500 Internal Server Error", ASSESS, (), b"Traceback: " + MARKER, b""),
+        ("502 Bad Gateway", NOTES, (), b'{"error": "upstream"}', b'{"error": "upstream"}'),
+        (
+            "429 Too Many Requests",
+            NOTES,
+            ("Retry-After: 17",),
+            b'{"error": "slow down"}',
+            b'{"error": "slow down"}',
+        ),
+    ],
+    ids=["503_filtered", "500_unfilterable", "502_passed", "429_retry_after"],
+)
+async def test_partner_errors_come_back_with_their_status_and_are_delivered(
+    make_gateway: GatewayFactory,
+    status: str,
+    path: str,
+    extra: tuple[str, ...],
+    body: bytes,
+    expected: bytes,
+) -> None:
+    gw = await make_gateway()
+    partner = raw(gw)
+    content_type = "text/plain" if body.startswith(b"Traceback") else "application/json"
+    head = f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+    head += "".join(f"{line}\r\n" for line in extra) + "\r\n"
+    partner.script = sends(head.encode("latin-1") + body)
+    answer = await share(gw, path)
+    code = int(status.split()[0])
+    assert (answer.status, answer.body) == (code, expected)
+    assert MARKER not in answer.body
+    assert answer.headers["X-Share-Id"] == gw.log.records[-1].share_id
+    if code == 429:
+        assert answer.headers["Retry-After"] == "17"
+    outcome = outcome_of(gw, answer)
+    assert (outcome.outcome, outcome.upstream_status) == ("delivered", code)
+    assert outcome.bytes_received == len(body)
+    assert len(partner.requests) == 1  # an error answer is the partner's word: no retry
+    await assert_serves_next(gw)
+
+
+async def test_a_post_is_never_resent_on_a_reused_connection_that_died(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway()
+    partner = raw(gw)
+    await assert_serves_next(gw)  # leaves a kept-alive connection in the gateway's pool
+
+    async def die(
+        partner: RawPartner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        reset(writer)  # it read the share, then died without a word
+        return False
+
+    partner.script = die
+    answer = await share(gw)
+    assert_failed_cleanly(answer, 502, "upstream_error")
+    # The second POST went over the pooled connection, once; nothing reconnected to send it again.
+    assert (partner.connections, len(partner.requests)) == (1, 2)
+    outcome = outcome_of(gw, answer)
+    assert (outcome.outcome, outcome.upstream_status) == ("possibly_delivered", None)
+    await assert_serves_next(gw)
+    assert (partner.connections, len(partner.requests)) == (2, 3)
+
+
+async def test_a_post_is_never_resent_after_a_fresh_connection_closed(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway()
+    partner = raw(gw)
+    partner.script = sends(b"")
+    answer = await share(gw)
+    assert_failed_cleanly(answer, 502, "upstream_error")
+    assert (partner.connections, len(partner.requests)) == (1, 1)
+
+
+async def test_the_partner_sees_exactly_the_gateways_headers(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway()
+    partner = raw(gw)
+    caller_only = {
+        "Cookie": "session=caller-cookie",
+        "X-Forwarded-For": "10.1.2.3",
+        "X-Forwarded-Host": "internal.example",
+        "X-Forwarded-Proto": "https",
+        "X-Real-IP": "10.1.2.3",
+        "Forwarded": "for=10.1.2.3",
+        "Via": "1.1 internal-proxy",
+        "X-Share-Id": "forged-share-id",
+        "X-Data-Onward-Transfer": "allowed",
+        "Proxy-Authorization": "Basic Zm9vOmJhcg==",
+        "Accept-Encoding": "gzip",
+    }
+    caller_token = gw.token()
+    answer = await share(gw, Authorization=f"Bearer {caller_token}", **caller_only)
+    assert answer.status == 200
+    [request] = partner.requests
+    request_line = request.head.split(b"\r\n", 1)[0]
+    assert request_line == b"POST /v1/assess HTTP/1.1"
+    assert request.header_names() == sorted(
+        [
+            "accept",
+            "authorization",
+            "content-length",
+            "content-type",
+            "host",
+            "x-data-onward-transfer",
+            "x-data-retention-days",
+            "x-share-id",
+            "x-share-purpose",
+            "user-agent",
+        ]
+    )
+    assert request.header_values("Authorization") == [f"Bearer {PARTNER_TOKEN}"]
+    assert request.header_values("Host") == [f"127.0.0.1:{partner.port}"]
+    assert request.header_values("X-Share-Id") == [answer.headers["X-Share-Id"]]
+    assert request.header_values("X-Share-Purpose") == ["credit_assessment"]
+    assert request.header_values("X-Data-Onward-Transfer") == ["prohibited"]
+    assert request.header_values("X-Data-Retention-Days") == ["30"]
+    assert request.header_values("Content-Type") == ["application/json"]
+    assert request.header_values("Content-Length") == [str(len(SENT))]
+    assert request.body == SENT
+    for leaked in (b"caller-cookie", b"10.1.2.3", b"internal", b"forged", b"Basic", b"gzip"):
+        assert leaked not in request.head
+    # The caller's own token never travels, not even in part.
+    for segment in caller_token.split("."):
+        assert segment.encode() not in request.head
+
+
+LOWER_CASE_ANSWER = (
+    b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nretry-after: 9\r\n"
+    b"x-partner-trace: t-1\r\nCACHE-CONTROL: no-store\r\ncontent-length: 35\r\n\r\n"
+    b'{"score": 7, "debug": "' + MARKER[:10] + b'"}'
+)
+
+
+async def test_answer_headers_are_found_whatever_case_the_partner_wrote(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway()
+    partner = raw(gw)
+    partner.script = sends(LOWER_CASE_ANSWER)
+    upstream = gw.runtime.upstream
+    response = await upstream.send(
+        UpstreamRequest(
+            "POST",
+            f"{partner.base_url}/v1/assess",
+            (("Content-Type", "application/json"),),
+            b"{}",
+            timeout_s=2,
+            max_response_bytes=CAP,
+        )
+    )
+    for name in ("Content-Type", "content-type", "CONTENT-TYPE"):
+        assert response.headers.get(name) == "application/json"
+    assert response.headers.get("Retry-After") == "9"
+    assert response.headers.get("X-Partner-Trace") == "t-1"
+    assert response.headers.get("Cache-Control") == "no-store"
+
+
+async def test_a_lower_case_answer_is_filtered_and_keeps_its_retry_after(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway()
+    raw(gw).script = sends(LOWER_CASE_ANSWER)
+    answer = await share(gw)
+    assert (answer.status, answer.body) == (429, b'{"score":7}')
+    assert answer.headers["Retry-After"] == "9"
+    assert answer.headers["Cache-Control"] == "no-store"
+    assert "X-Partner-Trace" not in answer.headers
+
+
+def numbered_answer(number: int) -> bytes:
+    body = b'{"score": %d}' % number
+    return _head("200 OK", f"Content-Length: {len(body)}") + body
+
+
+async def test_an_answer_nobody_asked_for_never_reaches_the_next_share(
+    make_gateway: GatewayFactory,
+) -> None:
+    # A partner answers its first request twice (a framework writing an error page after the
+    # response, say). The stray answer must not become the answer to the next share, nor shift
+    # every later answer onto the share after it.
+    gw = await make_gateway()
+    partner = raw(gw)
+    strayed = asyncio.Event()
+
+    async def numbered(
+        partner: RawPartner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        number = len(partner.requests)
+        writer.write(numbered_answer(number))
+        await writer.drain()
+        if number == 1:
+            await asyncio.sleep(0.05)  # after the gateway took the first answer
+            writer.write(numbered_answer(666))
+            await writer.drain()
+            strayed.set()
+        return True
+
+    partner.script = numbered
+    answers = [await share(gw)]
+    await asyncio.wait_for(strayed.wait(), BOUND_S)
+    await asyncio.sleep(0.05)  # the stray bytes reach the idle pooled connection
+    answers += [await share(gw), await share(gw)]
+    assert [(a.status, a.body) for a in answers] == [
+        (200, b'{"score":1}'),
+        (200, b'{"score":2}'),
+        (200, b'{"score":3}'),
+    ]
+    assert [r.body for r in partner.requests] == [SENT] * 3
+    assert partner.connections == 2  # the connection that carried the stray answer was dropped
