@@ -19,6 +19,7 @@ from gateway.ops import handle_ops
 from gateway.pii import scan
 from gateway.pipeline import handle_share
 from gateway.runtime import RUNTIME, Runtime, StartupError, load_policy, master_key
+from gateway.server import GatewayRunner, ServerLimits
 from gateway.settings import Settings
 from gateway.sharelog.record import ShareSink
 from gateway.sharelog.store import ShareLog
@@ -55,9 +56,23 @@ def server_options(settings: Settings) -> dict[str, Any]:
         "max_field_size": limits.max_field_size,
         "max_headers": limits.max_headers,
         "keepalive_timeout": limits.keepalive_timeout_s,
+        # An unread body is drained after an early answer no longer than a body is waited for.
+        "lingering_time": limits.body_read_timeout_s,
         "access_log": None,
         "handle_signals": False,
     }
+
+
+def make_runner(
+    app: web.Application, settings: Settings, *, shutdown_timeout: float = 30
+) -> GatewayRunner:
+    """The server for `app`: aiohttp's own limits plus the connection cap and header deadline."""
+    return GatewayRunner(
+        app,
+        ServerLimits.from_settings(settings.limits),
+        shutdown_timeout=shutdown_timeout,
+        **server_options(settings),
+    )
 
 
 async def build_runtime(
@@ -120,7 +135,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     """Run until SIGTERM or SIGINT; SIGHUP reloads the contracts."""
     runtime = await build_runtime(settings)
     app = make_app(runtime)
-    runner = web.AppRunner(app, shutdown_timeout=30, **server_options(settings))
+    runner = make_runner(app, settings)
     await runner.setup()
     site = web.TCPSite(runner, settings.listen.host, settings.listen.port)
     await site.start()

@@ -1,0 +1,184 @@
+"""The HTTP server's own limits around aiohttp: a connection cap and a request-header deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from gateway.settings import LimitsSettings
+
+log = structlog.get_logger("gateway")
+
+# How often a flood of refused or timed-out connections is logged: once per interval, with a
+# count, so an attack cannot turn the log into a second attack.
+LOG_INTERVAL_S = 10.0
+
+# What aiohttp offers and what this module adds (aiohttp 3.14):
+# - `keepalive_timeout` closes a connection idle between requests, and also one that sends
+#   nothing complete after connecting, but only when it is > 0, and never sooner than it.
+# - `lingering_time` bounds how long an unread body is drained after an early answer.
+# - Nothing caps the number of connections, and nothing bounds the time to a complete
+#   request head: `GatewayServer` and `LimitedRequestHandler` below do.
+#
+# The aiohttp internals relied on, kept to these few:
+# - `BaseRunner._make_server`, the hook that builds the protocol factory a site listens with,
+#   and `Server._kwargs`, the options aiohttp passes to each of its handlers;
+# - `RequestHandler._waiter`, pending exactly while the handler waits for the next request
+#   (aiohttp's own keep-alive check reads it the same way);
+# - `RequestHandler._request_count`, incremented once per request head the parser completes.
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    """The limits aiohttp has no setting for."""
+
+    max_connections: int
+    header_read_timeout_s: float
+
+    @classmethod
+    def from_settings(cls, limits: LimitsSettings) -> ServerLimits:
+        return cls(
+            max_connections=limits.max_connections,
+            header_read_timeout_s=limits.header_read_timeout_s,
+        )
+
+
+@dataclass(slots=True)
+class _Tally:
+    """Counts an event and logs it at most once per `LOG_INTERVAL_S`."""
+
+    event: str
+    limit_name: str
+    limit: float
+    total: int = 0
+    _unlogged: int = 0
+    _logged_at: float = field(default=-LOG_INTERVAL_S)
+
+    def add(self) -> None:
+        self.total += 1
+        self._unlogged += 1
+        now = time.monotonic()
+        if now - self._logged_at >= LOG_INTERVAL_S:
+            log.warning(self.event, count=self._unlogged, **{self.limit_name: self.limit})
+            self._unlogged = 0
+            self._logged_at = now
+
+
+class GatewayServer(web.Server):
+    """aiohttp's protocol factory, making handlers that enforce `ServerLimits`."""
+
+    def __init__(self, base: web.Server, limits: ServerLimits) -> None:
+        # The handler options are exactly those aiohttp gave its own server.
+        handler_options: dict[str, Any] = dict(base._kwargs)
+        super().__init__(
+            base.request_handler,
+            request_factory=base.request_factory,
+            handler_cancellation=base.handler_cancellation,
+            **handler_options,
+        )
+        self.limits = limits
+        self._handler_options = handler_options
+        self.open_connections = 0
+        self.refused = _Tally("connection_refused", "max_connections", limits.max_connections)
+        self.timed_out = _Tally(
+            "request_head_timed_out", "header_read_timeout_s", limits.header_read_timeout_s
+        )
+
+    def __call__(self) -> LimitedRequestHandler:
+        return LimitedRequestHandler(self, loop=asyncio.get_running_loop(), **self._handler_options)
+
+    def admit(self) -> bool:
+        if self.open_connections >= self.limits.max_connections:
+            self.refused.add()
+            return False
+        self.open_connections += 1
+        return True
+
+    def release(self) -> None:
+        self.open_connections -= 1
+
+
+class LimitedRequestHandler(web.RequestHandler):
+    """One connection: refused at once beyond the cap, closed if its request head stalls.
+
+    The head deadline runs from the moment the connection is made, and again from the first
+    byte of each following request (the idle time before that byte is the keep-alive
+    timeout's). It is cancelled as soon as the parser completes a request head, so a body is
+    never timed by it (`limits.body_read_timeout_s` does that). A request head sent partly
+    behind a complete request, while that one is still being handled, is bounded by the
+    keep-alive timeout instead.
+    """
+
+    __slots__ = ("_admitted", "_head_deadline", "_limited_by")
+
+    def __init__(self, server: GatewayServer, **options: Any) -> None:
+        super().__init__(server, **options)
+        self._limited_by = server
+        self._admitted = False
+        self._head_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not self._limited_by.admit():
+            # Closed before aiohttp sees the connection: nothing is read, no task is started.
+            transport.close()
+            return
+        self._admitted = True
+        super().connection_made(transport)
+        self._arm_head_deadline()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if not self._admitted:
+            return
+        self._admitted = False
+        self._limited_by.release()
+        self._disarm_head_deadline()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        waiting = self._waiter is not None and not self._waiter.done()
+        heads_before = self._request_count
+        super().data_received(data)
+        if self._request_count != heads_before:
+            self._disarm_head_deadline()
+        elif waiting and data and self._head_deadline is None:
+            # Bytes while the handler waits for a request: the first of a new request head.
+            self._arm_head_deadline()
+
+    def _arm_head_deadline(self) -> None:
+        self._head_deadline = asyncio.get_running_loop().call_later(
+            self._limited_by.limits.header_read_timeout_s, self._head_deadline_passed
+        )
+
+    def _disarm_head_deadline(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+
+    def _head_deadline_passed(self) -> None:
+        self._head_deadline = None
+        if self._waiter is not None and not self._waiter.done():
+            self._limited_by.timed_out.add()
+            self.force_close()
+        else:
+            # Not waiting for a request (its task has not started yet): never cut a connection
+            # that may be handling one, look again after another period instead.
+            self._arm_head_deadline()
+
+
+class GatewayRunner(web.AppRunner):
+    """`web.AppRunner` whose sites listen with a `GatewayServer`."""
+
+    def __init__(self, app: web.Application, limits: ServerLimits, **options: Any) -> None:
+        super().__init__(app, **options)
+        self.limits = limits
+
+    async def _make_server(self) -> web.Server:
+        # The base runs the app's start-up hooks and builds aiohttp's own server; its handler,
+        # request factory and options are kept, its protocol factory replaced.
+        base = await super()._make_server()
+        return GatewayServer(base, self.limits)
