@@ -42,7 +42,9 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
 def make_app(runtime: Runtime) -> web.Application:
     app = web.Application()
     app[RUNTIME] = runtime
-    app.router.add_route("*", "/{tail:.*}", dispatch)
+    # Every target reaches `dispatch`, even one whose decoded path holds a line break, so that
+    # every refusal is the gateway's own, with a share record.
+    app.router.add_route("*", r"/{tail:[\s\S]*}", dispatch)
     return app
 
 

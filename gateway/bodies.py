@@ -6,7 +6,7 @@ import asyncio
 import zlib
 from collections.abc import Callable
 
-from aiohttp import StreamReader
+from aiohttp import ClientPayloadError, StreamReader
 
 from gateway.errors import (
     BodyTooLarge,
@@ -75,4 +75,6 @@ async def read_capped(
                 chunks.append(chunk)
     except TimeoutError as exc:
         raise stalled(f"the body was not received within {timeout_s:g} s") from exc
+    except (ConnectionError, ClientPayloadError) as exc:
+        raise MalformedBody("the connection closed before the body was complete") from exc
     return b"".join(chunks)

@@ -7,6 +7,7 @@ import os
 import secrets
 import tempfile
 import time
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from gateway.app import build_runtime, close_runtime, make_app, server_options
+from gateway.app import build_runtime, close_runtime, make_app, make_runner
 from gateway.contract import read_yaml_file
 from gateway.contractset import contract_files
 from gateway.settings import Settings
@@ -59,7 +60,7 @@ class StandIn:
             await self.runner.cleanup()
 
 
-STAND_INS = {
+STAND_INS: dict[str, dict[str, Any]] = {
     "acme-credit": {
         "score": 712,
         "band": "B",
@@ -83,6 +84,7 @@ class Sample:
     scope: str | None = None  # default: share:<partner>:<purpose>
     consent_for: str | None = None  # subject id the consent token is minted for
     headers: Mapping[str, str] = field(default_factory=dict)
+    raw: bool = False  # show the caller's bytes as sent (e.g. a body a parser would change)
 
 
 def _json(value: object) -> bytes:
@@ -198,6 +200,7 @@ SAMPLES = (
         "/v1/diagnostics",
         "technical_maintenance",
         b'{"ticket_id": "T-1", "user_id": "u-1", "user_id": "u-2"}',
+        raw=True,
     ),
     Sample(
         "denied: a content type the upload route does not list",
@@ -212,10 +215,11 @@ SAMPLES = (
 
 
 def _bound_port(site: web.TCPSite) -> int:
-    server = site._server
-    if not isinstance(server, asyncio.Server):
+    # asyncio's and uvloop's servers both expose `sockets`; the abstract type does not.
+    sockets = getattr(site._server, "sockets", None)
+    if not sockets:
         raise RuntimeError("the server did not start")
-    port: int = server.sockets[0].getsockname()[1]
+    port: int = sockets[0].getsockname()[1]
     return port
 
 
@@ -330,7 +334,7 @@ class Demo:
             }
         )
         runtime = await build_runtime(self.settings, environ=self.environ)
-        self.runner = web.AppRunner(make_app(runtime), **server_options(self.settings))
+        self.runner = make_runner(make_app(runtime), self.settings)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", port)
         await site.start()
@@ -363,9 +367,11 @@ class Demo:
             return response.status, await response.read()
 
 
-def _show(body: bytes | None, content_type: str) -> list[str]:
+def _show(body: bytes | None, content_type: str, *, raw: bool = False) -> list[str]:
     if body is None:
         return ["(nothing)"]
+    if raw:
+        return body.decode("utf-8", "replace").splitlines()
     if content_type.endswith("json"):
         try:
             return (
@@ -376,12 +382,19 @@ def _show(body: bytes | None, content_type: str) -> list[str]:
     return [repr(body)]
 
 
+def _width(text: str) -> int:
+    # Chinese characters take two terminal columns.
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
 def _side_by_side(left: list[str], right: list[str], width: int = 58) -> list[str]:
     rows = []
     for i in range(max(len(left), len(right))):
         a = left[i] if i < len(left) else ""
         b = right[i] if i < len(right) else ""
-        rows.append(f"  {a[:width]:<{width}} │ {b}")
+        while _width(a) > width:
+            a = a[:-1]
+        rows.append(f"  {a}{' ' * (width - _width(a))} │ {b}")
     return rows
 
 
@@ -415,7 +428,7 @@ async def _tour(demo: Demo) -> None:
                 f"    {sample.method} /{sample.partner}{sample.path}"
                 f"  purpose={sample.purpose}  →  {status}"
             )
-            left = ["caller sent:", *_show(sample.body, sample.content_type)]
+            left = ["caller sent:", *_show(sample.body, sample.content_type, raw=sample.raw)]
             if got:
                 method, target, body, headers = got[0]
                 right = [
@@ -443,14 +456,16 @@ async def _print_summary(demo: Demo) -> None:
     print()
     print("Share log summary (share-gateway logs summary):")
     for row in rows:
+        denials = ", ".join(f"{reason} {n}" for reason, n in row["denials"].items()) or "none"
         print(
-            f"  {row['partner']}: {row['shares']} shared, {row['records']} record(s), "
-            f"denied {row['denials']}"
+            f"  {row['partner']}: {row['shares']} shared ({row['records']} record(s)), "
+            f"{row['denied']} denied ({denials})"
         )
-        if row.get("categories_sent"):
+        if row["categories_sent"]:
             print(f"    categories sent: {', '.join(row['categories_sent'])}")
-        if row.get("fields_sent"):
-            print(f"    fields sent: {', '.join(row['fields_sent'])}")
+        if row["top_fields_stripped"]:
+            top = ", ".join(f"{f['field']} ×{f['count']}" for f in row["top_fields_stripped"])
+            print(f"    fields stripped: {top}")
 
 
 async def _serve_forever(demo: Demo) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -424,7 +425,7 @@ class _Run:
             child_where = (f"{where}.{key}" if where else key) if tracing else ""
             child = children.get(key)
             if child is None:
-                self.strip(node.prefix + key, child_where, "not in the allow-list")
+                self.strip(node.prefix + loggable_key(key), child_where, "not in the allow-list")
                 continue
             kept = child.apply(self, item, child_where)
             if kept is not _DROPPED:
@@ -432,7 +433,9 @@ class _Run:
         return out
 
     def strip(self, path: str, where: str, reason: str) -> None:
-        self.stripped.add(path)
+        # The record lists distinct stripped paths up to a cap; the count covers all of them.
+        if len(self.stripped) < MAX_STRIPPED_PATHS:
+            self.stripped.add(path)
         self.stripped_count += 1
         if self.trace is not None:
             self.trace.append(FieldDecision(where, "stripped", reason))
@@ -442,6 +445,22 @@ class _Run:
         for category, n in counts.items():
             if n:
                 pii[category] = pii.get(category, 0) + n
+
+
+# Stripped key names go into the share log, which must never hold personal data: a caller may
+# key an object by phone numbers or names. Names that do not look like field names are logged
+# as `<key>`.
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+_DIGIT_RUN = re.compile(r"[0-9]{5}")
+MAX_STRIPPED_PATHS = 256
+UNNAMED_KEY = "<key>"
+
+
+def loggable_key(key: str) -> str:
+    """`key` if it reads like a field name, else a placeholder that reveals nothing."""
+    if _FIELD_NAME.fullmatch(key) is None or _DIGIT_RUN.search(key) is not None:
+        return UNNAMED_KEY
+    return key
 
 
 def _copy_scanning(

@@ -55,6 +55,8 @@ log = structlog.get_logger("gateway")
 # Response headers the caller may see from a partner; the partner's cookies, its internal
 # addresses (Location) and hop-by-hop headers stay behind.
 RESPONSE_HEADERS = ("Content-Type", "Cache-Control", "Retry-After", "ETag", "Last-Modified")
+# Validators of the partner's whole answer: wrong once the answer is filtered.
+UNFILTERED_ONLY = frozenset({"ETag", "Last-Modified"})
 
 # Charsets an upload's Content-Type keeps on its way to the partner.
 _CHARSETS = frozenset({"utf-8", "us-ascii", "iso-8859-1", "gb18030", "gbk", "gb2312", "big5"})
@@ -144,6 +146,11 @@ def _single_header(request: web.Request, name: str) -> str | None:
 
 
 def resolve_partner(flow: Flow, request: web.Request, runtime: Runtime) -> None:
+    codings = request.headers.getall("Transfer-Encoding", [])
+    if codings and [c.strip().lower() for c in ",".join(codings).split(",")] != ["chunked"]:
+        # The server de-chunks but decodes no other transfer coding: such a body is not what it
+        # seems, so it is not read at all.
+        raise MalformedRequest("only Transfer-Encoding: chunked is accepted")
     flow.target = target = parse_target(
         request.raw_path, max_query_params=runtime.settings.limits.max_query_params
     )
@@ -488,6 +495,11 @@ async def forward(flow: Flow, runtime: Runtime) -> web.StreamResponse:
         await _record_outcome(runtime, outcome)
         return error_response(error, flow.share_id)
     await _record_outcome(runtime, outcome)
-    headers = {name: value for name in RESPONSE_HEADERS if (value := response.headers.get(name))}
+    filtered = flow.route is not None and flow.route.response_plan is not None
+    headers = {
+        name: value
+        for name in RESPONSE_HEADERS
+        if (value := response.headers.get(name)) and not (filtered and name in UNFILTERED_ONLY)
+    }
     headers["X-Share-Id"] = flow.share_id
     return web.Response(status=response.status, body=body, headers=headers)

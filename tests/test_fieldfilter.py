@@ -899,3 +899,23 @@ def test_spelled_paths_parse_back(paths: list[Generic]) -> None:
     for segments in paths:
         if _writable(segments):
             assert parse_path(_spell(segments)) == segments
+
+
+def test_stripped_key_names_that_could_be_personal_data_are_not_logged() -> None:
+    plan = compile_plan([AllowRule("a.keep", "business.note")])
+    doc: dict[str, JSONValue] = {
+        "a": {"keep": 1, "13800138000": "x", "王小明": "y", "wang@example.com": "z", "note": 2}
+    }
+    result = plan.apply(doc, {}, hash_key=b"k" * 32)
+    assert result.document == {"a": {"keep": 1}}
+    assert result.fields_stripped == ("a.<key>", "a.note")
+    assert result.stripped_count == 4
+    assert not any("13800138000" in p or "王" in p or "@" in p for p in result.fields_stripped)
+
+
+def test_stripped_paths_are_capped_but_counted() -> None:
+    plan = compile_plan([AllowRule("keep", "business.note")])
+    doc: dict[str, JSONValue] = {f"k{i}": i for i in range(1000)}
+    result = plan.apply(doc, {}, hash_key=b"k" * 32)
+    assert len(result.fields_stripped) == 256
+    assert result.stripped_count == 1000
