@@ -1,4 +1,4 @@
-"""`share-gateway demo` as a new user runs it: a process that exits 0 and shows what partners got."""
+"""`share-gateway demo` as a new user runs it: exits 0 and shows what partners received."""
 
 from __future__ import annotations
 
