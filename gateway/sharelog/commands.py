@@ -1,0 +1,559 @@
+"""The `share-gateway logs` commands: query, summary, subject, verify, export and prune."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as clock
+from pathlib import Path
+from typing import IO, Any
+from zoneinfo import ZoneInfo
+
+import orjson
+
+from gateway.keys import keyed_hash, subject_ref_key
+from gateway.settings import Settings
+from gateway.sharelog import review
+from gateway.sharelog.chain import format_ts
+from gateway.sharelog.ledger import Ledger, LedgerError, PruneRefused
+from gateway.sharelog.schema import SchemaError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+_RELATIVE = re.compile(r"(\d+)\s*([smhdw])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_TIME_HELP = (
+    "ISO date or date-time (a date is midnight in the configured time zone; a date-time "
+    "without offset is in that zone), or an age such as 30m, 24h, 7d, 2w"
+)
+
+
+class UsageError(Exception):
+    """A bad argument or a missing prerequisite: exit 2 with this one line."""
+
+
+def parse_time(text: str, zone: ZoneInfo, now: datetime, *, end_of_day: bool = False) -> datetime:
+    """`2024-05-01`, `2024-05-01T12:00`, `2024-05-01T12:00:00+08:00`, `now`, `24h`, `7d`.
+
+    With `end_of_day`, a bare date means the end of that day, so `--until 2024-05-01` includes
+    the whole of 1 May.
+    """
+    text = text.strip()
+    if text == "now":
+        return now
+    relative = _RELATIVE.fullmatch(text)
+    if relative:
+        amount, unit = int(relative.group(1)), relative.group(2)
+        return now - timedelta(**{_UNITS[unit]: amount})
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        try:
+            day = date.fromisoformat(text)
+        except ValueError as exc:
+            raise UsageError(f"{text!r} is not a valid date") from exc
+        if end_of_day:
+            day += timedelta(days=1)
+        return datetime.combine(day, clock(), tzinfo=zone)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise UsageError(f"{text!r} is not a time ({_TIME_HELP})") from exc
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=zone)
+
+
+# -- argument parsing ------------------------------------------------------------------------
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `logs` and its sub-commands; each sets `handler(args, settings) -> exit code`."""
+    logs = subparsers.add_parser(
+        "logs", help="review, verify, export and prune the share log", description=__doc__
+    )
+    sub = logs.add_subparsers(dest="logs_command", required=True, metavar="COMMAND")
+
+    query = sub.add_parser("query", help="list share records")
+    _add_filters(query)
+    query.add_argument("--subject", metavar="ID", help="only shares about this data subject")
+    _add_output(query, ("table", "json", "csv"))
+    _add_paging(query)
+    query.set_defaults(handler=cmd_query)
+
+    summary = sub.add_parser("summary", help="per partner: shares, records, denials, data sent")
+    _add_window(summary)
+    _add_output(summary, ("table", "json"))
+    summary.set_defaults(handler=cmd_summary)
+
+    subject = sub.add_parser("subject", help="every share that carried data about one data subject")
+    subject.add_argument("id", metavar="ID", help="the data subject's id, as the platform knows it")
+    subject.add_argument(
+        "--include-denied",
+        action="store_true",
+        help="also list requests about this subject that were denied (nothing was sent)",
+    )
+    _add_window(subject)
+    _add_output(subject, ("table", "json", "csv"))
+    _add_paging(subject)
+    subject.set_defaults(handler=cmd_subject)
+
+    verify = sub.add_parser(
+        "verify", help="check the tamper-evidence chain; exit 1 naming the first broken record"
+    )
+    _add_output(verify, ("text", "json"))
+    verify.set_defaults(handler=cmd_verify)
+
+    export = sub.add_parser(
+        "export", help="JSON lines for an auditor, with the chain evidence to check them"
+    )
+    _add_window(export)
+    export.add_argument(
+        "--output", "-o", metavar="FILE", default="-", help="write here (default: stdout)"
+    )
+    _add_config(export)
+    export.set_defaults(handler=cmd_export)
+
+    prune = sub.add_parser(
+        "prune", help="remove records older than the retention period (a signed cut remains)"
+    )
+    prune.add_argument(
+        "--before",
+        metavar="T",
+        help=f"remove records dated before T (default and latest allowed: now minus "
+        f"share_log.retention_days); {_TIME_HELP}",
+    )
+    prune.add_argument("--dry-run", action="store_true", help="only count what would go")
+    _add_config(prune)
+    prune.set_defaults(handler=cmd_prune)
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS: a value given before the sub-command is not overwritten by this default.
+    parser.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="gateway.yaml")
+
+
+def _add_window(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--since", metavar="T", help=f"from T (inclusive); {_TIME_HELP}")
+    parser.add_argument(
+        "--until", metavar="T", help="up to T (exclusive; a bare date includes that day)"
+    )
+
+
+def _add_filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--partner", metavar="P")
+    parser.add_argument("--purpose", metavar="P")
+    parser.add_argument("--decision", choices=("shared", "denied", "error"))
+    parser.add_argument("--reason", metavar="CODE", help="e.g. scope_denied")
+    parser.add_argument("--caller", metavar="C", help="the calling service (token subject)")
+    parser.add_argument("--share-id", metavar="ID", help="one share, by its X-Share-Id")
+    _add_window(parser)
+
+
+def _add_output(parser: argparse.ArgumentParser, formats: tuple[str, ...]) -> None:
+    parser.add_argument("--format", choices=formats, default=formats[0])
+    _add_config(parser)
+
+
+def _add_paging(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--limit", type=int, default=100, metavar="N", help="at most N rows (0: all; default 100)"
+    )
+    parser.add_argument("--offset", type=int, default=0, metavar="N", help="skip the first N rows")
+
+
+# -- handlers --------------------------------------------------------------------------------
+
+
+def _handles_errors(handler: Handler) -> Handler:
+    def run(args: argparse.Namespace, settings: Settings) -> int:
+        try:
+            return handler(args, settings)
+        except UsageError as exc:
+            print(f"share-gateway logs {args.logs_command}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except SchemaError as exc:
+            print(f"share-gateway logs {args.logs_command}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except BrokenPipeError:
+            # The reader (`| head`) stopped early; silence the flush at exit, it is no error.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            return EXIT_OK
+
+    run.__name__ = handler.__name__
+    run.__doc__ = handler.__doc__
+    return run
+
+
+def _window(
+    args: argparse.Namespace, settings: Settings, now: datetime
+) -> tuple[datetime | None, datetime | None]:
+    since = until = None
+    if args.since:
+        since = parse_time(args.since, settings.zone, now)
+    if args.until:
+        until = parse_time(args.until, settings.zone, now, end_of_day=True)
+    if since is not None and until is not None and until <= since:
+        raise UsageError("--until must be later than --since")
+    return since, until
+
+
+def _paging(args: argparse.Namespace) -> tuple[int | None, int]:
+    if args.limit < 0 or args.offset < 0:
+        raise UsageError("--limit and --offset must not be negative")
+    return (args.limit or None), args.offset
+
+
+def _master_key(settings: Settings) -> bytes:
+    from gateway.runtime import StartupError, master_key
+
+    try:
+        return master_key(settings)
+    except StartupError as exc:
+        raise UsageError("; ".join(exc.problems)) from exc
+
+
+def _log_path(settings: Settings) -> Path:
+    path = settings.share_log.path
+    if not path.is_file():
+        raise UsageError(f"no share log at {path} (share_log.path)")
+    return path
+
+
+@_handles_errors
+def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
+    """`logs query`: share records matching the filters."""
+    now = datetime.now(UTC)
+    since, until = _window(args, settings, now)
+    limit, offset = _paging(args)
+    path = _log_path(settings)
+    subject_ref = None
+    if args.subject is not None:
+        subject_ref = keyed_hash(subject_ref_key(_master_key(settings)), args.subject)
+    filters: dict[str, Any] = {
+        "partner": args.partner,
+        "purpose": args.purpose,
+        "decision": args.decision,
+        "reason": args.reason,
+        "caller": args.caller,
+        "share_id": args.share_id,
+        "since": since,
+        "until": until,
+        "subject_ref": subject_ref,
+    }
+    return _print_shares(args, settings, path, filters, limit, offset)
+
+
+@_handles_errors
+def cmd_subject(args: argparse.Namespace, settings: Settings) -> int:
+    """`logs subject ID`: every share that carried data about one person."""
+    now = datetime.now(UTC)
+    since, until = _window(args, settings, now)
+    limit, offset = _paging(args)
+    path = _log_path(settings)
+    subject_ref = keyed_hash(subject_ref_key(_master_key(settings)), args.id)
+    filters: dict[str, Any] = {
+        "since": since,
+        "until": until,
+        "subject_ref": subject_ref,
+        "decision": None if args.include_denied else "shared",
+    }
+    return _print_shares(args, settings, path, filters, limit, offset)
+
+
+def _print_shares(
+    args: argparse.Namespace,
+    settings: Settings,
+    path: Path,
+    filters: dict[str, Any],
+    limit: int | None,
+    offset: int,
+) -> int:
+    rows = review.query(path, limit=limit, offset=offset, **filters)
+    out = sys.stdout
+    if args.format == "json":
+        out.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n")
+    elif args.format == "csv":
+        _write_csv(rows, out)
+    else:
+        total = review.count(path, **filters)
+        _write_share_table(rows, settings.zone, out)
+        out.write(_page_note(len(rows), total, offset) + "\n")
+    return EXIT_OK
+
+
+def _page_note(shown: int, total: int, offset: int) -> str:
+    if total == 0:
+        return "no share records match"
+    if shown == 0:
+        return f"no rows at offset {offset} ({total:,} match)"
+    last = offset + shown
+    note = f"rows {offset + 1:,}-{last:,} of {total:,}"
+    if last < total:
+        note += f"; next page: --offset {last}"
+    return note
+
+
+@_handles_errors
+def cmd_summary(args: argparse.Namespace, settings: Settings) -> int:
+    """`logs summary`: per partner, over a window."""
+    now = datetime.now(UTC)
+    since, until = _window(args, settings, now)
+    rows = review.summary(_log_path(settings), since, until)
+    out = sys.stdout
+    if args.format == "json":
+        out.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return EXIT_OK
+    window = (
+        f"{_local(since, settings.zone) if since else 'the beginning'} to "
+        f"{_local(until, settings.zone) if until else 'now'}"
+    )
+    out.write(f"share log summary, {window} ({settings.timezone})\n\n")
+    if not rows:
+        out.write("no share records in this window\n")
+        return EXIT_OK
+    table = [
+        [
+            row["partner"] or "(none)",
+            row["shares"],
+            row["records"],
+            row["subjects"],
+            row["denied"],
+            row["errors"],
+            row["bytes_sent"],
+            _counts(row["outcomes"], 4),
+        ]
+        for row in rows
+    ]
+    headers = ["partner", "shares", "records", "subjects", "denied", "errors", "bytes", "outcomes"]
+    out.write(_table(headers, table) + "\n")
+    for row in rows:
+        out.write(f"\n{row['partner'] or '(none)'}\n")
+        details = (
+            ("categories sent", _counts(row["categories_sent"], 12)),
+            ("fields sent", _counts(row["fields_sent"], 12)),
+            ("denials", _counts(row["denials"], 12)),
+            ("errors", _counts(row["errors_by_reason"], 12)),
+            (
+                "top stripped",
+                _counts({s["field"]: s["count"] for s in row["top_fields_stripped"]}, 10),
+            ),
+        )
+        for label, text in details:
+            out.write(f"  {label:<16} {text or '-'}\n")
+    return EXIT_OK
+
+
+@_handles_errors
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    """`logs verify`: exit 0 when the whole chain checks out, 1 naming the first broken record."""
+    path = _log_path(settings)
+    key = _master_key(settings)
+    try:
+        result = review.verify(path, key)
+    except Exception as exc:  # a damaged file is a failed check, not a usage error
+        if args.format == "json":
+            failure = {"ok": False, "problem": {"kind": "unreadable", "message": str(exc)}}
+            print(orjson.dumps(failure, option=orjson.OPT_INDENT_2).decode())
+        else:
+            print(f"share log {path} cannot be read: {exc}")
+        return EXIT_FAILED
+    if args.format == "json":
+        print(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2).decode())
+    elif result.problem is None:
+        span = f", seq {result.first_seq}-{result.last_seq}" if result.entries else ""
+        print(
+            f"share log verified: {result.entries:,} entries ({result.shares:,} shares, "
+            f"{result.outcomes:,} outcomes, {result.checkpoints:,} checkpoints){span}; "
+            f"signed head at seq {result.head_seq}"
+        )
+    else:
+        problem = result.problem
+        where = [f"seq {problem.seq}"] if problem.seq is not None else []
+        if problem.share_id:
+            where.append(f"share {problem.share_id}")
+        print(f"share log verification FAILED ({problem.kind}): {problem.message}")
+        if where:
+            print(f"first broken record: {', '.join(where)}")
+        print(f"checked before the failure: {result.entries:,} entries")
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+@_handles_errors
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    """`logs export`: JSON lines with chain evidence."""
+    now = datetime.now(UTC)
+    since, until = _window(args, settings, now)
+    path = _log_path(settings)
+    if args.output == "-":
+        result = review.export(path, since, until, sys.stdout)
+        where = "stdout"
+    else:
+        target = Path(args.output)
+        try:
+            with target.open("w", encoding="utf-8") as out:
+                result = review.export(path, since, until, out)
+        except OSError as exc:
+            raise UsageError(f"cannot write {target}: {exc.strerror}") from exc
+        where = str(target)
+    span = f" (seq {result.first_seq}-{result.last_seq})" if result.entries else ""
+    print(f"exported {result.entries:,} entries{span} to {where}", file=sys.stderr)
+    return EXIT_OK
+
+
+@_handles_errors
+def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
+    """`logs prune`: remove records older than the retention period; the cut is signed."""
+    now = datetime.now(UTC)
+    retention = settings.share_log.retention_days
+    if args.before:
+        before = parse_time(args.before, settings.zone, now)
+    else:
+        before = now - timedelta(days=retention)
+    path = _log_path(settings)
+    key = _master_key(settings)
+    try:
+        ledger = Ledger.open(
+            path,
+            key,
+            durability="strict",
+            checkpoint_every=settings.share_log.checkpoint_every,
+        )
+    except LedgerError as exc:
+        print(f"share-gateway logs prune: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        result, _ = ledger.prune(before, now=now, retention_days=retention, dry_run=args.dry_run)
+    except PruneRefused as exc:
+        raise UsageError(str(exc)) from exc
+    finally:
+        ledger.close()
+    what = (
+        f"{result.shares:,} shares, {result.outcomes:,} outcomes and "
+        f"{result.checkpoints:,} checkpoints dated before {format_ts(before)}"
+    )
+    if args.dry_run:
+        print(f"would remove {what}")
+    elif result.checkpoint_seq is None:
+        print(f"nothing to prune before {format_ts(before)}")
+    else:
+        print(
+            f"removed {what}; the chain now starts at seq {result.cut_seq}, "
+            f"cut signed at seq {result.checkpoint_seq}"
+        )
+    return EXIT_OK
+
+
+# -- output ----------------------------------------------------------------------------------
+
+
+def _local(moment: datetime | str | None, zone: ZoneInfo) -> str:
+    if moment is None:
+        return "-"
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _counts(counts: dict[str, int], top: int) -> str:
+    items = list(counts.items())
+    text = ", ".join(f"{name} {n:,}" for name, n in items[:top])
+    if len(items) > top:
+        text += f", … (+{len(items) - top})"
+    return text
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Aligned columns: numbers to the right, text to the left."""
+    numeric = [
+        bool(rows) and all(isinstance(r[i], int | float) or r[i] == "-" for r in rows)
+        for i in range(len(headers))
+    ]
+    cells = [[f"{v:,}" if isinstance(v, int | float) else str(v) for v in row] for row in rows]
+    widths = [max([len(h), *(len(row[i]) for row in cells)]) for i, h in enumerate(headers)]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [
+            v.rjust(w) if numeric[i] else v.ljust(w)
+            for i, (v, w) in enumerate(zip(values, widths, strict=True))
+        ]
+        return "  ".join(parts).rstrip()
+
+    out = [line(headers), line(["-" * w for w in widths])]
+    out += [line(row) for row in cells]
+    return "\n".join(out)
+
+
+def _outcome_text(row: dict[str, Any]) -> str:
+    outcome = row["outcome"]
+    if outcome is None:
+        return "-"
+    if row["upstream_status"] is not None:
+        return f"{outcome} {row['upstream_status']}"
+    return str(outcome)
+
+
+def _write_share_table(rows: list[dict[str, Any]], zone: ZoneInfo, out: IO[str]) -> None:
+    if not rows:
+        return
+    headers = [
+        f"time ({zone.key})",
+        "share_id",
+        "partner",
+        "caller",
+        "purpose",
+        "route",
+        "decision",
+        "outcome",
+        "ms",
+        "records",
+        "subjects",
+        "sent/stripped",
+        "categories",
+    ]
+    table = [
+        [
+            _local(row["ts"], zone),
+            row["share_id"],
+            row["partner"] or "-",
+            _cut(row["caller"] or "-", 24),
+            row["purpose"] or "-",
+            _cut(row["route"] or row["method"], 28),
+            row["decision"]
+            if row["reason"] == row["decision"]
+            else f"{row['decision']}: {row['reason']}",
+            _outcome_text(row),
+            "-" if row["latency_ms"] is None else round(row["latency_ms"]),
+            row["records"],
+            len(row["subject_refs"]),
+            f"{len(row['fields_sent'])}/{len(row['fields_stripped'])}",
+            _cut(",".join(row["categories_sent"]) or "-", 40),
+        ]
+        for row in rows
+    ]
+    out.write(_table(headers, table) + "\n")
+
+
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ";".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return ";".join(f"{k}={v}" for k, v in value.items())
+    return value
+
+
+def _write_csv(rows: list[dict[str, Any]], out: IO[str]) -> None:
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(review.QUERY_FIELDS)
+    for row in rows:
+        writer.writerow([_csv_cell(row[name]) for name in review.QUERY_FIELDS])

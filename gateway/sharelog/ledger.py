@@ -1,0 +1,392 @@
+"""The writing side of the share-log file: sealed appends, the signed head, recovery, prune."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from gateway.sharelog.chain import (
+    GENESIS_HASH,
+    CheckpointReason,
+    Entry,
+    EntryKind,
+    ShareDraft,
+    checkpoint_entry,
+    draft_hash,
+    draft_share,
+    entry_mac,
+    format_ts,
+    head_mac,
+    macs_equal,
+    outcome_entry,
+    seal,
+    seal_key,
+    unknown_outcome_entry,
+)
+from gateway.sharelog.record import ShareOutcome, ShareRecord
+from gateway.sharelog.schema import (
+    Connect,
+    Durability,
+    connect_rw,
+    entry_row,
+    insert_sql,
+    subject_key,
+)
+
+
+class LedgerError(Exception):
+    """The share log is not in a state the gateway may append to (tampered head, truncated tail)."""
+
+
+class PruneRefused(ValueError):
+    """A prune would remove records younger than the retention period."""
+
+
+@dataclass(frozen=True, slots=True)
+class PruneResult:
+    before: datetime
+    cut_seq: int  # the chain now starts here
+    shares: int
+    outcomes: int
+    checkpoints: int
+    checkpoint_seq: int | None  # the signed prune checkpoint; None for a dry run or no-op
+
+
+_INSERT = {kind: insert_sql(kind) for kind in ("share", "outcome", "checkpoint")}
+_CHAIN_TABLES = ("shares", "outcomes", "checkpoints")
+_COUNT_BEFORE = tuple(f"SELECT COUNT(*) FROM {t} WHERE seq < ?" for t in _CHAIN_TABLES)  # noqa: S608
+_DELETE_BEFORE = (
+    *(f"DELETE FROM {t} WHERE seq < ?" for t in _CHAIN_TABLES),  # noqa: S608
+    "DELETE FROM share_subjects WHERE share_seq < ?",
+    "DELETE FROM pending_outcomes WHERE share_seq < ?",
+)
+_FIRST_SEQ = (
+    "SELECT MIN(seq) FROM (SELECT MIN(seq) AS seq FROM shares"
+    " UNION ALL SELECT MIN(seq) FROM outcomes UNION ALL SELECT MIN(seq) FROM checkpoints)"
+)
+_PREV_HASH_AT = (
+    "SELECT prev_hash FROM shares WHERE seq = ?1"
+    " UNION ALL SELECT prev_hash FROM outcomes WHERE seq = ?1"
+    " UNION ALL SELECT prev_hash FROM checkpoints WHERE seq = ?1"
+)
+_LAST_SEQ = (
+    "SELECT seq, hash FROM ("
+    " SELECT seq, hash FROM (SELECT seq, hash FROM shares ORDER BY seq DESC LIMIT 1)"
+    " UNION ALL SELECT seq, hash FROM (SELECT seq, hash FROM outcomes ORDER BY seq DESC LIMIT 1)"
+    " UNION ALL"
+    " SELECT seq, hash FROM (SELECT seq, hash FROM checkpoints ORDER BY seq DESC LIMIT 1)"
+    ") ORDER BY seq DESC LIMIT 1"
+)
+
+
+class Ledger:
+    """One read-write connection; appends entries in explicit transactions, sealing each one.
+
+    Not thread-safe: the share-log writer thread (or a one-off CLI command) owns it. The head is
+    re-read at the start of every transaction, so another process (`logs prune`) may append too.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, master_key: bytes, checkpoint_every: int) -> None:
+        self.conn = conn
+        self._key = seal_key(master_key)
+        self._checkpoint_every = checkpoint_every
+        self._seq = 0
+        self._prev = GENESIS_HASH
+        self._checkpoint_seq = 0
+        self._data_version: Any = None
+        self._rows: dict[EntryKind, list[tuple[Any, ...]]] = {}
+        self._subjects: list[tuple[int, int]] = []
+        self._opened: dict[str, int] = {}
+        self._closed: list[tuple[str]] = []
+        self._entries: list[Entry] = []
+        self._reset()
+
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        master_key: bytes,
+        *,
+        durability: Durability = "batched",
+        checkpoint_every: int = 1000,
+        busy_timeout_s: float = 5.0,
+        connect: Connect | None = None,
+    ) -> Ledger:
+        """Open or create the file; refuse one whose signed head does not match its last entry."""
+        conn = connect_rw(
+            path, durability=durability, busy_timeout_s=busy_timeout_s, connect=connect
+        )
+        ledger = cls(conn, master_key, checkpoint_every)
+        try:
+            ledger._ensure_head()
+        except BaseException:
+            conn.close()
+            raise
+        return ledger
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- transactions --------------------------------------------------------------------------
+
+    def begin(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            # data_version moves only when another connection commits; otherwise the head is
+            # the one this connection wrote last and need not be read and checked again.
+            version = self.conn.execute("PRAGMA data_version").fetchone()[0]
+            if version == self._data_version:
+                self._reset()
+                return
+            row = self.conn.execute("SELECT seq, hash, mac, checkpoint_seq FROM head").fetchone()
+            if row is None:
+                raise LedgerError("the share log has no head: run `share-gateway logs verify`")
+            seq, digest, mac, checkpoint_seq = row
+            if not macs_equal(str(mac), head_mac(self._key, int(seq), str(digest))):
+                raise LedgerError(
+                    "the share log's head is not signed by this gateway's key: "
+                    "run `share-gateway logs verify`"
+                )
+        except BaseException:
+            self.rollback()
+            raise
+        self._seq, self._prev, self._checkpoint_seq = int(seq), str(digest), int(checkpoint_seq)
+        self._data_version = version
+        self._reset()
+
+    def rollback(self) -> None:
+        self._reset()
+        self._data_version = None  # appends were undone: read the head again
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
+    def commit(self, now: datetime) -> list[Entry]:
+        """Write what was added since `begin`, move the signed head, commit; return the entries."""
+        if self._seq - self._checkpoint_seq >= self._checkpoint_every:
+            self.add_checkpoint("periodic", now)
+        conn = self.conn
+        for kind, rows in self._rows.items():
+            if rows:
+                conn.executemany(_INSERT[kind], rows)
+        if self._subjects:
+            conn.executemany(
+                "INSERT OR IGNORE INTO share_subjects (share_seq, subject_key) VALUES (?, ?)",
+                self._subjects,
+            )
+        if self._opened:
+            conn.executemany(
+                "INSERT OR REPLACE INTO pending_outcomes (share_id, share_seq) VALUES (?, ?)",
+                self._opened.items(),
+            )
+        if self._closed:
+            conn.executemany("DELETE FROM pending_outcomes WHERE share_id = ?", self._closed)
+        conn.execute(
+            "UPDATE head SET seq = ?, hash = ?, mac = ?, checkpoint_seq = ? WHERE id = 1",
+            (
+                self._seq,
+                self._prev,
+                head_mac(self._key, self._seq, self._prev),
+                self._checkpoint_seq,
+            ),
+        )
+        conn.execute("COMMIT")
+        entries = self._entries
+        self._reset()
+        return entries
+
+    # -- appends (between begin and commit) ----------------------------------------------------
+
+    def add_share(self, record: ShareRecord | ShareDraft) -> Entry:
+        """Append a share record (drafted already, or here)."""
+        draft = record if isinstance(record, ShareDraft) else draft_share(record)
+        seq, prev = self._seq + 1, self._prev
+        digest = draft_hash(draft, seq, prev)
+        mac = entry_mac(self._key, digest)
+        self._rows["share"].append((seq, *draft.values, prev, digest, mac))
+        entry = {**draft.fields, "seq": seq, "prev_hash": prev, "hash": digest, "mac": mac}
+        self._entries.append(entry)
+        self._seq, self._prev = seq, digest
+        self._subjects.extend((seq, subject_key(ref)) for ref in entry["subject_refs"])
+        if entry["decision"] == "shared":
+            self._opened[entry["share_id"]] = seq
+        return entry
+
+    def add_outcome(self, outcome: ShareOutcome, ts: datetime) -> Entry:
+        """Append an outcome linked to its open share (`share_seq` None if none is open)."""
+        share_id = outcome.share_id
+        in_batch = self._opened.get(share_id)  # the share is in this very transaction
+        share_seq = in_batch if in_batch is not None else self._pending_seq(share_id)
+        entry = seal(outcome_entry(outcome, share_seq, ts, self._seq + 1, self._prev), self._key)
+        self._append(entry)
+        if in_batch is not None:
+            del self._opened[share_id]
+        elif share_seq is not None:
+            self._closed.append((share_id,))
+        return entry
+
+    def add_unknown_outcomes(self, ts: datetime) -> list[Entry]:
+        """Close every share whose outcome was never written (the writing process died)."""
+        rows = self.conn.execute(
+            "SELECT share_id, share_seq FROM pending_outcomes ORDER BY share_seq"
+        ).fetchall()
+        closing = {share_id for (share_id,) in self._closed}
+        added = []
+        for share_id, share_seq in rows:
+            if share_id in closing:
+                continue
+            entry = seal(
+                unknown_outcome_entry(share_id, share_seq, ts, self._seq + 1, self._prev), self._key
+            )
+            self._append(entry)
+            self._closed.append((share_id,))
+            added.append(entry)
+        return added
+
+    def add_checkpoint(
+        self,
+        reason: CheckpointReason,
+        ts: datetime,
+        *,
+        cut_seq: int | None = None,
+        cut_prev_hash: str | None = None,
+    ) -> Entry:
+        entry = seal(
+            checkpoint_entry(
+                reason,
+                ts,
+                self._seq + 1,
+                self._prev,
+                cut_seq=cut_seq,
+                cut_prev_hash=cut_prev_hash,
+            ),
+            self._key,
+        )
+        self._append(entry)
+        self._checkpoint_seq = entry["seq"]
+        return entry
+
+    # -- whole operations ----------------------------------------------------------------------
+
+    def prune(
+        self,
+        before: datetime,
+        *,
+        now: datetime,
+        retention_days: int,
+        dry_run: bool = False,
+        step: int = 20_000,
+    ) -> tuple[PruneResult, list[Entry]]:
+        """Remove the oldest entries (a prefix of the chain) and seal each cut in a checkpoint.
+
+        The cut is the first share dated at or after `before`: it, its outcome and everything
+        after it stay (even an older entry that happens to follow it), so no record younger
+        than `before` is ever removed. The prefix goes `step` entries per transaction, each
+        sealed by its own prune checkpoint, so a running gateway never waits long for the lock.
+        """
+        earliest = now - timedelta(days=retention_days)
+        if before > earliest:
+            raise PruneRefused(
+                f"records are kept {retention_days} days: prune only before "
+                f"{format_ts(earliest)}, not {format_ts(before)}"
+            )
+        self.begin()
+        try:
+            cut = _scalar(
+                self.conn, "SELECT MIN(seq) FROM shares WHERE ts >= ?", (format_ts(before),)
+            )
+            final_cut = self._seq + 1 if cut is None else int(cut)
+            shares, outcomes, checkpoints = (
+                int(_scalar(self.conn, sql, (final_cut,))) for sql in _COUNT_BEFORE
+            )
+        finally:
+            self.rollback()
+        entries: list[Entry] = []
+        last_checkpoint: int | None = None
+        while not dry_run:
+            self.begin()
+            try:
+                first = _scalar(self.conn, _FIRST_SEQ, ())
+                if first is None or int(first) >= final_cut:
+                    self.rollback()
+                    break
+                cut_seq = min(final_cut, int(first) + step)
+                cut_prev = _scalar(self.conn, _PREV_HASH_AT, (cut_seq,))
+                if cut_prev is None:
+                    if cut_seq != self._seq + 1:
+                        raise LedgerError(f"the share log has no entry at seq {cut_seq}")
+                    cut_prev = self._prev  # everything goes: the checkpoint starts the chain
+                for sql in _DELETE_BEFORE:
+                    self.conn.execute(sql, (cut_seq,))
+                checkpoint = self.add_checkpoint(
+                    "prune", now, cut_seq=cut_seq, cut_prev_hash=str(cut_prev)
+                )
+                entries += self.commit(now)
+            except BaseException:
+                self.rollback()
+                raise
+            last_checkpoint = checkpoint["seq"]
+        result = PruneResult(before, final_cut, shares, outcomes, checkpoints, last_checkpoint)
+        return result, entries
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _append(self, entry: Entry) -> None:
+        self._rows[entry["kind"]].append(entry_row(entry))
+        self._entries.append(entry)
+        self._seq = entry["seq"]
+        self._prev = entry["hash"]
+
+    def _pending_seq(self, share_id: str) -> int | None:
+        row = self.conn.execute(
+            "SELECT share_seq FROM pending_outcomes WHERE share_id = ?", (share_id,)
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def _reset(self) -> None:
+        self._rows = {"share": [], "outcome": [], "checkpoint": []}
+        self._subjects = []
+        self._opened = {}
+        self._closed = []
+        self._entries = []
+
+    def _ensure_head(self) -> None:
+        """Create the signed genesis head of a new file; check an existing head against the tail."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            head = conn.execute("SELECT seq, hash FROM head").fetchone()
+            last = conn.execute(_LAST_SEQ).fetchone()
+            if head is None:
+                if last is not None:
+                    raise LedgerError(
+                        "the share log has entries but no head: run `share-gateway logs verify`"
+                    )
+                conn.execute(
+                    "INSERT INTO head (id, seq, hash, mac, checkpoint_seq) VALUES (1, 0, ?, ?, 0)",
+                    (GENESIS_HASH, head_mac(self._key, 0, GENESIS_HASH)),
+                )
+            else:
+                tail = (0, GENESIS_HASH) if last is None else (int(last[0]), str(last[1]))
+                if (int(head[0]), str(head[1])) != tail:
+                    # Appending now would re-sign the damaged tail and erase the evidence.
+                    raise LedgerError(
+                        f"the share log's last entry (seq {tail[0]}) is not its signed head "
+                        f"(seq {head[0]}): entries were removed or altered; "
+                        "run `share-gateway logs verify`"
+                    )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        # The head's signature is checked by the first begin().
+        self.begin()
+        self.rollback()
+
+
+def _scalar(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> Any:
+    row = conn.execute(sql, params).fetchone()
+    return None if row is None else row[0]

@@ -1,0 +1,743 @@
+"""Reading the share log for people and auditors: query, summary, verify, export (read-only)."""
+
+from __future__ import annotations
+
+import heapq
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, Literal, NoReturn
+
+import orjson
+
+from gateway.sharelog.chain import (
+    GENESIS_HASH,
+    LIST_FIELDS,
+    MAP_FIELDS,
+    SHARE_FIELDS,
+    Entry,
+    EntryKind,
+    entry_hash,
+    entry_mac,
+    format_ts,
+    head_mac,
+    macs_equal,
+    seal_key,
+)
+from gateway.sharelog.schema import (
+    columns,
+    connect_ro,
+    row_entry,
+    select_sql,
+    subject_key,
+)
+
+# The order of a share's fields in `query` results (and CSV columns).
+QUERY_FIELDS: tuple[str, ...] = (
+    "seq",
+    "share_id",
+    "ts",
+    "partner",
+    "contract_id",
+    "contract_version",
+    "contract_sha256",
+    "caller",
+    "purpose",
+    "method",
+    "route",
+    "decision",
+    "reason",
+    "outcome",
+    "upstream_status",
+    "latency_ms",
+    "bytes_received",
+    "outcome_ts",
+    "fields_sent",
+    "fields_stripped",
+    "fields_transformed",
+    "categories_sent",
+    "pii_redactions",
+    "records",
+    "subject_refs",
+    "bytes_sent",
+    "upstream_location",
+    "cross_border_mechanism",
+    "consent_basis",
+    "prev_hash",
+    "hash",
+)
+_SHARE_SELECT = (
+    ", ".join(f"s.{name}" for name in ("seq", *SHARE_FIELDS, "prev_hash", "hash"))
+    + ", o.outcome, o.upstream_status, o.latency_ms, o.bytes_received, o.ts"
+)
+# The latest outcome of each share (a share has one; a second would be a caller's mistake).
+_OUTCOME_JOIN = (
+    "LEFT JOIN outcomes o ON o.seq = "
+    "(SELECT MAX(o2.seq) FROM outcomes o2 WHERE o2.share_seq = s.seq)"
+)
+
+
+def _where(
+    *,
+    partner: str | None = None,
+    purpose: str | None = None,
+    decision: str | None = None,
+    reason: str | None = None,
+    caller: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    subject_ref: str | None = None,
+    share_id: str | None = None,
+) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in (
+        ("partner", partner),
+        ("purpose", purpose),
+        ("decision", decision),
+        ("reason", reason),
+        ("caller", caller),
+        ("share_id", share_id),
+    ):
+        if value is not None:
+            clauses.append(f"s.{column} = ?")
+            params.append(value)
+    if since is not None:
+        clauses.append("s.ts >= ?")
+        params.append(format_ts(since))
+    if until is not None:
+        clauses.append("s.ts < ?")
+        params.append(format_ts(until))
+    if subject_ref is not None:
+        try:
+            key = subject_key(subject_ref)
+        except ValueError:
+            clauses.append("0")  # not a keyed hash: no share can carry it
+        else:
+            # The side table narrows by 64 bits of the hash; the record itself confirms all 256.
+            clauses.append(
+                "s.seq IN (SELECT share_seq FROM share_subjects WHERE subject_key = ?)"
+                " AND EXISTS (SELECT 1 FROM json_each(s.subject_refs) WHERE value = ?)"
+            )
+            params += (key, subject_ref)
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def _share_row(row: Sequence[Any]) -> dict[str, Any]:
+    names = ("seq", *SHARE_FIELDS, "prev_hash", "hash")
+    out: dict[str, Any] = {}
+    for name, value in zip(names, row, strict=False):
+        out[name] = orjson.loads(value) if name in LIST_FIELDS or name in MAP_FIELDS else value
+    outcome, status, latency, received, outcome_ts = row[len(names) :]
+    if outcome is None and out["decision"] == "shared":
+        outcome = "pending"
+    out.update(
+        outcome=outcome,
+        upstream_status=status,
+        latency_ms=latency,
+        bytes_received=received,
+        outcome_ts=outcome_ts,
+    )
+    return {name: out[name] for name in QUERY_FIELDS}
+
+
+def query(
+    path: Path,
+    *,
+    partner: str | None = None,
+    purpose: str | None = None,
+    decision: str | None = None,
+    reason: str | None = None,
+    caller: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    subject_ref: str | None = None,
+    share_id: str | None = None,
+    limit: int | None = 100,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    """Share records matching every given filter, oldest first, each with its outcome joined.
+
+    `since` is inclusive and `until` exclusive; `subject_ref` is a keyed hash
+    (`keyed_hash(subject_ref_key(master), subject_id)`); `limit=None` returns everything.
+    """
+    where, params = _where(
+        partner=partner,
+        purpose=purpose,
+        decision=decision,
+        reason=reason,
+        caller=caller,
+        since=since,
+        until=until,
+        subject_ref=subject_ref,
+        share_id=share_id,
+    )
+    sql = (
+        f"SELECT {_SHARE_SELECT} FROM shares s {_OUTCOME_JOIN}{where}"  # noqa: S608 - constants
+        " ORDER BY s.ts, s.seq LIMIT ? OFFSET ?"
+    )
+    params += (-1 if limit is None else limit, offset)
+    with _reader(path) as conn:
+        return [_share_row(row) for row in conn.execute(sql, params)]
+
+
+def count(
+    path: Path,
+    *,
+    partner: str | None = None,
+    purpose: str | None = None,
+    decision: str | None = None,
+    reason: str | None = None,
+    caller: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    subject_ref: str | None = None,
+    share_id: str | None = None,
+) -> int:
+    """How many share records `query` would return without a limit."""
+    where, params = _where(
+        partner=partner,
+        purpose=purpose,
+        decision=decision,
+        reason=reason,
+        caller=caller,
+        since=since,
+        until=until,
+        subject_ref=subject_ref,
+        share_id=share_id,
+    )
+    sql = f"SELECT COUNT(*) FROM shares s{where}"  # noqa: S608 - constants
+    with _reader(path) as conn:
+        return int(conn.execute(sql, params).fetchone()[0])
+
+
+_TOTALS = "s.partner, s.decision, s.reason, COUNT(*), SUM(s.records), SUM(s.bytes_sent)"
+_OUTCOMES = "s.partner, COALESCE(o.outcome, 'pending'), COUNT(*)"
+_SUBJECTS = "s.partner, COUNT(DISTINCT j.value) FROM shares s, json_each(s.subject_refs) j"
+_EACH = "s.partner, j.value, COUNT(*) FROM shares s, json_each(s.{}) j"
+
+
+def _ranked(counts: dict[str, int]) -> dict[str, int]:
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
+def summary(
+    path: Path, since: datetime | None = None, until: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Per partner over a window: shares, records, subjects, denials by reason, what was sent.
+
+    Partners are sorted by id; records whose partner was never resolved (e.g. an unknown
+    partner id) come last with `partner: None`.
+    """
+    where, params = _where(since=since, until=until)
+    shared = f"{where} {'AND' if where else 'WHERE'} s.decision = 'shared'"
+    by_partner: dict[str | None, dict[str, Any]] = {}
+
+    def partner_row(partner: str | None) -> dict[str, Any]:
+        if partner not in by_partner:
+            by_partner[partner] = {
+                "partner": partner,
+                "shares": 0,
+                "records": 0,
+                "subjects": 0,
+                "bytes_sent": 0,
+                "denied": 0,
+                "errors": 0,
+                "denials": {},
+                "errors_by_reason": {},
+                "outcomes": {},
+                "categories_sent": {},
+                "fields_sent": {},
+                "top_fields_stripped": [],
+            }
+        return by_partner[partner]
+
+    # Only constant SQL fragments are interpolated below; values travel as parameters.
+    totals = f"SELECT {_TOTALS} FROM shares s{where} GROUP BY 1, 2, 3"  # noqa: S608
+    outcomes = f"SELECT {_OUTCOMES} FROM shares s {_OUTCOME_JOIN}{shared} GROUP BY 1, 2"  # noqa: S608
+    subjects = f"SELECT {_SUBJECTS}{shared} GROUP BY 1"
+    stripped_sql = f"SELECT {_EACH.format('fields_stripped')}{shared} GROUP BY 1, 2"
+    with _reader(path) as conn:
+        for partner, decision, reason, n, records, sent in conn.execute(totals, params):
+            row = partner_row(partner)
+            if decision == "shared":
+                row["shares"] += n
+                row["records"] += records or 0
+                row["bytes_sent"] += sent or 0
+            elif decision == "denied":
+                row["denied"] += n
+                row["denials"][reason] = row["denials"].get(reason, 0) + n
+            else:
+                row["errors"] += n
+                row["errors_by_reason"][reason] = row["errors_by_reason"].get(reason, 0) + n
+        for column in ("categories_sent", "fields_sent"):
+            sent_sql = f"SELECT {_EACH.format(column)}{shared} GROUP BY 1, 2"
+            for partner, value, n in conn.execute(sent_sql, params):
+                partner_row(partner)[column][str(value)] = n
+        stripped: dict[str | None, dict[str, int]] = {}
+        for partner, value, n in conn.execute(stripped_sql, params):
+            stripped.setdefault(partner, {})[str(value)] = n
+        for partner, outcome, n in conn.execute(outcomes, params):
+            partner_row(partner)["outcomes"][outcome] = n
+        for partner, n in conn.execute(subjects, params):
+            partner_row(partner)["subjects"] = n
+    for partner, counts in stripped.items():
+        partner_row(partner)["top_fields_stripped"] = [
+            {"field": field, "count": n} for field, n in list(_ranked(counts).items())[:10]
+        ]
+    rows = []
+    for partner in sorted(by_partner, key=lambda p: (p is None, p or "")):
+        row = by_partner[partner]
+        for key in ("denials", "errors_by_reason", "outcomes", "categories_sent", "fields_sent"):
+            row[key] = _ranked(row[key])
+        rows.append(row)
+    return rows
+
+
+# -- verify ----------------------------------------------------------------------------------
+
+ProblemKind = Literal[
+    "changed",
+    "forged",
+    "removed",
+    "reordered",
+    "inserted",
+    "truncated",
+    "unreadable",
+    "head",
+    "key",
+    "index",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyProblem:
+    """The first thing wrong with the log; `seq`/`share_id` name the record where it shows."""
+
+    kind: ProblemKind
+    seq: int | None
+    share_id: str | None
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    ok: bool
+    entries: int
+    shares: int
+    outcomes: int
+    checkpoints: int
+    first_seq: int | None
+    last_seq: int | None
+    head_seq: int | None
+    problem: VerifyProblem | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "entries": self.entries,
+            "shares": self.shares,
+            "outcomes": self.outcomes,
+            "checkpoints": self.checkpoints,
+            "first_seq": self.first_seq,
+            "last_seq": self.last_seq,
+            "head_seq": self.head_seq,
+            "problem": None
+            if self.problem is None
+            else {
+                "kind": self.problem.kind,
+                "seq": self.problem.seq,
+                "share_id": self.problem.share_id,
+                "message": self.problem.message,
+            },
+        }
+
+
+class _Failed(Exception):
+    def __init__(self, problem: VerifyProblem) -> None:
+        super().__init__(problem.message)
+        self.problem = problem
+
+
+def _describe(seq: int, share_id: str | None) -> str:
+    return f"seq {seq}" + (f" (share {share_id})" if share_id else "")
+
+
+def _merged_entries(conn: sqlite3.Connection) -> Iterator[tuple[int, EntryKind, Any]]:
+    def stream(kind: EntryKind) -> Iterator[tuple[int, EntryKind, Any]]:
+        for row in conn.execute(f"{select_sql(kind)} ORDER BY seq"):
+            yield int(row[0]), kind, row
+
+    return heapq.merge(
+        stream("share"), stream("outcome"), stream("checkpoint"), key=lambda item: item[0]
+    )
+
+
+def _seq_of_hash(conn: sqlite3.Connection, digest: str) -> int | None:
+    row = conn.execute(
+        "SELECT seq FROM shares WHERE hash = ?1 UNION ALL SELECT seq FROM outcomes WHERE hash = ?1"
+        " UNION ALL SELECT seq FROM checkpoints WHERE hash = ?1 LIMIT 1",
+        (digest,),
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+class _Verifier:
+    def __init__(self, conn: sqlite3.Connection, master_key: bytes) -> None:
+        self.conn = conn
+        self.key = seal_key(master_key)
+        self.entries = self.shares = self.outcomes = self.checkpoints = 0
+        self.first_seq: int | None = None
+        self.last_seq: int | None = None
+        self.head_seq: int | None = None
+
+    def fail(self, kind: ProblemKind, seq: int | None, share_id: str | None, msg: str) -> NoReturn:
+        raise _Failed(VerifyProblem(kind, seq, share_id, msg))
+
+    def run(self) -> VerifyResult:
+        try:
+            self._check()
+        except _Failed as failed:
+            return self._result(failed.problem)
+        except sqlite3.DatabaseError as exc:  # a damaged file or a dropped table
+            where = None if self.last_seq is None else self.last_seq + 1
+            message = f"the share log cannot be read: {exc}"
+            return self._result(VerifyProblem("unreadable", where, None, message))
+        return self._result(None)
+
+    def _result(self, problem: VerifyProblem | None) -> VerifyResult:
+        return VerifyResult(
+            ok=problem is None,
+            entries=self.entries,
+            shares=self.shares,
+            outcomes=self.outcomes,
+            checkpoints=self.checkpoints,
+            first_seq=self.first_seq,
+            last_seq=self.last_seq,
+            head_seq=self.head_seq,
+            problem=problem,
+        )
+
+    def _sealed(self, entry: Entry) -> tuple[bool, bool]:
+        """(content matches the stored hash, stored hash carries a valid mac)."""
+        digest, mac = entry.pop("hash"), entry.pop("mac")
+        if not isinstance(digest, str) or not isinstance(mac, str):
+            return False, False
+        return entry_hash(entry) == digest, macs_equal(mac, entry_mac(self.key, digest))
+
+    def _signed(self, kind: EntryKind, row: Any) -> bool:
+        try:
+            return self._sealed(row_entry(kind, row))[1]
+        except ValueError:
+            return False
+
+    def _check(self) -> None:
+        conn = self.conn
+        head = conn.execute("SELECT seq, hash, mac FROM head").fetchone()
+        first = next(_merged_entries(conn), None)
+        if head is None:
+            if first is None:
+                return  # created but never opened by a gateway: nothing to check
+            self.fail("head", None, None, "the log has entries but no signed head")
+        head_seq, head_hash, mac = int(head[0]), str(head[1]), str(head[2])
+        self.head_seq = head_seq
+        head_signed = macs_equal(mac, head_mac(self.key, head_seq, head_hash))
+        if not head_signed and (first is None or not self._signed(first[1], first[2])):
+            self.fail(
+                "key",
+                None,
+                None,
+                "neither the head nor the first entry is signed with this key: "
+                "is this the gateway's hash key?",
+            )
+
+        expected, prev = self._start()
+        subjects = _Peekable(
+            conn.execute(
+                "SELECT share_seq, subject_key FROM share_subjects ORDER BY share_seq, subject_key"
+            )
+        )
+        last: tuple[int, str | None] | None = None
+        for seq, kind, row in _merged_entries(conn):
+            share_id = row[1] if kind != "checkpoint" else None
+            where = _describe(seq, share_id)
+            if last is not None and seq == last[0]:
+                self.fail("inserted", seq, share_id, f"two entries have seq {seq}")
+            if seq < expected:
+                self.fail(
+                    "inserted",
+                    seq,
+                    share_id,
+                    f"entry {where} lies before the start of the chain (seq {expected})",
+                )
+            if seq > expected:
+                after = f", after {_describe(*last)}" if last else ""
+                missing = f"seq {expected}" if seq == expected + 1 else f"seq {expected}-{seq - 1}"
+                self.fail(
+                    "removed",
+                    expected,
+                    None,
+                    f"entry {missing} is missing (removed){after}; the next entry is {where}",
+                )
+            try:
+                entry = row_entry(kind, row)
+            except ValueError as exc:
+                self.fail("unreadable", seq, share_id, f"entry {where} cannot be read: {exc}")
+            stored_hash = entry["hash"]
+            if entry["prev_hash"] != prev:
+                belongs = _seq_of_hash(conn, str(entry["prev_hash"]))
+                if belongs is not None and belongs != seq - 1:
+                    self.fail(
+                        "reordered",
+                        seq,
+                        share_id,
+                        f"entry {where} is out of order: it belongs after the entry now at "
+                        f"seq {belongs}",
+                    )
+                self.fail(
+                    "removed",
+                    seq,
+                    share_id,
+                    f"entry {where} does not follow the entry before it: an entry between "
+                    "them was removed (and the rest renumbered), or its link was changed",
+                )
+            content_ok, mac_ok = self._sealed(entry)
+            if not content_ok:
+                self.fail(
+                    "changed",
+                    seq,
+                    share_id,
+                    f"entry {where} was changed after it was written "
+                    "(its content no longer matches its hash)",
+                )
+            if not mac_ok:
+                self.fail(
+                    "forged",
+                    seq,
+                    share_id,
+                    f"entry {where} was rewritten and its hash re-forged "
+                    "(the hash is not signed with the log's key)",
+                )
+            if kind == "share":
+                self._check_subjects(subjects, seq, share_id, entry["subject_refs"])
+            self._count(kind, seq)
+            last = (seq, share_id)
+            expected, prev = seq + 1, str(stored_hash)
+
+        end = _describe(*last) if last else "its start"
+        if not head_signed:
+            # Reported after the walk: a changed record, if any, is the first broken one.
+            self.fail("head", head_seq, None, "the head (last seq and hash) was altered")
+        if (last[0] if last else 0) < head_seq:
+            self.fail(
+                "truncated",
+                expected,
+                None,
+                f"the log ends at {end} but its signed head is at seq {head_seq}: "
+                f"the entries from seq {expected} on were removed",
+            )
+        if last is not None and (last[0], prev) != (head_seq, head_hash):
+            self.fail(
+                "head",
+                last[0],
+                last[1],
+                f"the log ends at {end}, which is not its signed head (seq {head_seq})",
+            )
+        leftover = subjects.peek()
+        if leftover is not None:
+            self.fail(
+                "index",
+                int(leftover[0]),
+                None,
+                f"the subject index lists seq {leftover[0]}, which is not a share",
+            )
+
+    def _start(self) -> tuple[int, str]:
+        """Where the chain starts: seq 1, or the cut of the latest (verified) prune checkpoint."""
+        cols = columns("checkpoint")
+        row = self.conn.execute(
+            f"SELECT {', '.join(cols)} FROM checkpoints"  # noqa: S608 - constants
+            " WHERE reason = 'prune' ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return 1, GENESIS_HASH
+        seq = int(row[0])
+        entry = row_entry("checkpoint", row)
+        content_ok, mac_ok = self._sealed(entry)
+        if not content_ok:
+            self.fail("changed", seq, None, f"the prune checkpoint at seq {seq} was changed")
+        if not mac_ok:
+            self.fail("forged", seq, None, f"the prune checkpoint at seq {seq} was forged")
+        return int(entry["cut_seq"]), str(entry["cut_prev_hash"])
+
+    def _check_subjects(
+        self, subjects: _Peekable, seq: int, share_id: str | None, refs: list[str]
+    ) -> None:
+        try:
+            want = sorted({subject_key(ref) for ref in refs})
+        except (ValueError, TypeError):
+            self.fail("unreadable", seq, share_id, f"a subject_ref of {_describe(seq, share_id)}")
+        have: list[int] = []
+        while (row := subjects.peek()) is not None and int(row[0]) <= seq:
+            subjects.next()
+            if int(row[0]) < seq:
+                self.fail(
+                    "index",
+                    int(row[0]),
+                    None,
+                    f"the subject index lists seq {row[0]}, which is not a share",
+                )
+            have.append(int(row[1]))
+        if have != want:
+            self.fail(
+                "index",
+                seq,
+                share_id,
+                f"the subject index of {_describe(seq, share_id)} does not match its record",
+            )
+
+    def _count(self, kind: EntryKind, seq: int) -> None:
+        self.entries += 1
+        if kind == "share":
+            self.shares += 1
+        elif kind == "outcome":
+            self.outcomes += 1
+        else:
+            self.checkpoints += 1
+        if self.first_seq is None:
+            self.first_seq = seq
+        self.last_seq = seq
+
+
+class _Peekable:
+    def __init__(self, rows: Iterator[Any]) -> None:
+        self._rows = rows
+        self._next: Any = next(rows, None)
+
+    def peek(self) -> Any:
+        return self._next
+
+    def next(self) -> Any:
+        row, self._next = self._next, next(self._rows, None)
+        return row
+
+
+def verify(path: Path, master_key: bytes) -> VerifyResult:
+    """Check every entry's hash, link and seal, the signed head, and the subject index."""
+    with _reader(path) as conn:
+        return _Verifier(conn, master_key).run()
+
+
+# -- export ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ExportResult:
+    entries: int
+    first_seq: int | None
+    last_seq: int | None
+
+
+def export(
+    path: Path, since: datetime | None, until: datetime | None, out: IO[str]
+) -> ExportResult:
+    """Write the entries covering a window as JSON lines, with the evidence to check them.
+
+    The lines are a contiguous run of the chain: from the first share at or after `since` to
+    the last share before `until`, plus the outcomes of those shares, and every entry in between
+    (checkpoints included). Each entry line is the stored entry with its `hash` and `mac`; a
+    header line (`kind: export`) states how to recompute a hash and a last line (`kind: head`)
+    carries the log's signed head at the time of export.
+    """
+    with _reader(path) as conn:
+        lo = _share_seq(conn, "MIN", since=since) if since is not None else _end_seq(conn, "MIN")
+        if until is None:
+            hi = _end_seq(conn, "MAX")
+        else:
+            hi = _share_seq(conn, "MAX", until=until)
+            if lo is not None and hi is not None:
+                linked = conn.execute(
+                    "SELECT MAX(seq) FROM outcomes WHERE share_seq BETWEEN ? AND ?", (lo, hi)
+                ).fetchone()[0]
+                hi = hi if linked is None else max(hi, int(linked))
+        head = conn.execute("SELECT seq, hash, mac FROM head").fetchone()
+        header = {
+            "kind": "export",
+            "exported_at": format_ts(datetime.now(UTC)),
+            "since": None if since is None else format_ts(since),
+            "until": None if until is None else format_ts(until),
+            "from_seq": lo,
+            "to_seq": hi,
+            "hash_rule": (
+                "hash = SHA-256 (hex) of the entry without `hash` and `mac`, serialised as "
+                "compact JSON with sorted keys in UTF-8; prev_hash = hash of the entry before"
+            ),
+        }
+        out.write(orjson.dumps(header, option=orjson.OPT_SORT_KEYS).decode() + "\n")
+        written = 0
+        first = last = None
+        if lo is not None and hi is not None and lo <= hi:
+            for seq, kind, row in _merged_range(conn, lo, hi):
+                entry = row_entry(kind, row)
+                out.write(orjson.dumps(entry, option=orjson.OPT_SORT_KEYS).decode() + "\n")
+                written += 1
+                first = seq if first is None else first
+                last = seq
+        if head is not None:
+            line = {"kind": "head", "seq": head[0], "hash": head[1], "mac": head[2]}
+            out.write(orjson.dumps(line, option=orjson.OPT_SORT_KEYS).decode() + "\n")
+    return ExportResult(written, first, last)
+
+
+def _share_seq(
+    conn: sqlite3.Connection,
+    fn: Literal["MIN", "MAX"],
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> int | None:
+    where, params = _where(since=since, until=until)
+    row = conn.execute(f"SELECT {fn}(s.seq) FROM shares s{where}", params).fetchone()  # noqa: S608
+    return None if row[0] is None else int(row[0])
+
+
+def _end_seq(conn: sqlite3.Connection, fn: Literal["MIN", "MAX"]) -> int | None:
+    """The first or last seq of the whole chain."""
+    row = conn.execute(
+        f"SELECT {fn}(seq) FROM (SELECT {fn}(seq) AS seq FROM shares"  # noqa: S608 - constants
+        f" UNION ALL SELECT {fn}(seq) FROM outcomes UNION ALL SELECT {fn}(seq) FROM checkpoints)"
+    ).fetchone()
+    return None if row[0] is None else int(row[0])
+
+
+def _merged_range(
+    conn: sqlite3.Connection, lo: int, hi: int
+) -> Iterator[tuple[int, EntryKind, Any]]:
+    def stream(kind: EntryKind) -> Iterator[tuple[int, EntryKind, Any]]:
+        sql = f"{select_sql(kind)} WHERE seq BETWEEN ? AND ? ORDER BY seq"
+        for row in conn.execute(sql, (lo, hi)):
+            yield int(row[0]), kind, row
+
+    return heapq.merge(
+        stream("share"), stream("outcome"), stream("checkpoint"), key=lambda item: item[0]
+    )
+
+
+class _reader:  # lower case: used like open(), as a context manager
+    """A read-only connection with one snapshot for everything read through it."""
+
+    def __init__(self, path: Path) -> None:
+        self._conn = connect_ro(path)
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._conn.execute("BEGIN")
+        return self._conn
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+        finally:
+            self._conn.close()

@@ -1,0 +1,481 @@
+"""The share log the gateway writes through: one writer thread, group commit, a future per write."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import structlog
+
+from gateway.errors import ShareLogUnavailable
+from gateway.metrics import SHARE_LOG_QUEUE_DEPTH, SHARE_LOG_WRITE_LATENCY
+from gateway.settings import ShareLogSettings
+from gateway.sharelog.chain import Entry, ShareDraft, draft_share
+from gateway.sharelog.ledger import Ledger, PruneResult
+from gateway.sharelog.record import ShareOutcome, ShareRecord
+from gateway.sharelog.schema import Connect
+
+T = TypeVar("T")
+
+_EVENTS = {
+    "share": "share_recorded",
+    "outcome": "share_outcome_recorded",
+    "checkpoint": "share_log_checkpointed",
+}
+_UNAVAILABLE = "the share log cannot be written"
+
+
+class EventLogger(Protocol):
+    """The part of a structlog bound logger the share log uses."""
+
+    def info(self, event: str, *args: Any, **kw: Any) -> Any: ...
+
+    def warning(self, event: str, *args: Any, **kw: Any) -> Any: ...
+
+    def error(self, event: str, *args: Any, **kw: Any) -> Any: ...
+
+
+@dataclass(slots=True)
+class _Write:
+    payload: ShareDraft | ShareOutcome
+    ts: datetime | None  # when an outcome was reported (records carry their own time)
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[None]
+    enqueued: float
+
+
+@dataclass(slots=True)
+class _Control:
+    run: Callable[[], Any]  # runs in the writer thread, in queue order with the writes
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+    stop: bool = False
+
+
+def _resolve(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, value, error in results:
+        if future.done():  # the waiting request was cancelled; its record stands regardless
+            continue
+        if error is None:
+            future.set_result(value)
+        else:
+            future.set_exception(error)
+
+
+def _settle(
+    loop: asyncio.AbstractEventLoop,
+    results: list[tuple[asyncio.Future[Any], Any, BaseException | None]],
+) -> None:
+    # A closed loop raises RuntimeError: nobody is waiting any more.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(_resolve, results)
+
+
+class ShareLog:
+    """The durable, hash-chained, pseudonymous share log (a `ShareSink`).
+
+    Requests put their record on a queue and await a future. The writer thread owns the SQLite
+    connection: it takes whatever is queued (up to `batch_max_records`, or what keeps arriving
+    within `batch_interval_ms`), appends it in one transaction, commits, and resolves every waiter
+    of that batch at once. So a record is committed before `record()` returns in both modes ("no
+    share without a record"); `strict` also syncs each commit to disk (`synchronous=FULL`), and
+    concurrent requests share that one sync. The writer never waits for a batch to fill: under
+    load, batches grow by themselves while the previous commit is in progress.
+    """
+
+    def __init__(
+        self,
+        settings: ShareLogSettings,
+        master_key: bytes,
+        *,
+        logger: EventLogger | None = None,
+        busy_timeout_s: float = 5.0,
+        retry_interval_s: float = 1.0,
+        connect: Connect | None = None,
+    ) -> None:
+        """Use `await ShareLog.open(...)`; the constructor starts nothing."""
+        if not master_key:
+            raise ValueError("the share log needs the master key to seal its entries")
+        self.settings = settings
+        self._master_key = master_key
+        self._log: EventLogger = logger if logger is not None else structlog.get_logger("share_log")
+        self._busy_timeout_s = busy_timeout_s
+        self._retry_interval_s = retry_interval_s
+        self._connect = connect
+        self._queue: queue.SimpleQueue[_Write | _Control] = queue.SimpleQueue()
+        self._ledger: Ledger | None = None
+        self._lock_fd: int | None = None
+        self._writable = False
+        self._closing = False
+        self._interval_s = settings.batch_interval_ms / 1000
+        self._max_batch = settings.batch_max_records
+        self._thread = threading.Thread(target=self._main, name="share-log-writer", daemon=True)
+        self._started: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    async def open(
+        cls,
+        settings: ShareLogSettings,
+        master_key: bytes,
+        *,
+        logger: EventLogger | None = None,
+        busy_timeout_s: float = 5.0,
+        retry_interval_s: float = 1.0,
+        connect: Connect | None = None,
+    ) -> ShareLog:
+        """Open (or create) the log, close shares a crash left open as `unknown`, start the writer.
+
+        Raises ShareLogUnavailable when the file cannot be opened, is used by another gateway,
+        or its signed head does not match its last entry. After a failed write, the writer
+        tries again every `retry_interval_s` even when no request comes (a gateway reported
+        not ready gets none). `connect` replaces `sqlite3.connect` (fault injection in tests).
+        """
+        log = cls(
+            settings,
+            master_key,
+            logger=logger,
+            busy_timeout_s=busy_timeout_s,
+            retry_interval_s=retry_interval_s,
+            connect=connect,
+        )
+        log._loop = asyncio.get_running_loop()
+        log._started = log._loop.create_future()
+        log._thread.start()
+        await log._started
+        return log
+
+    @property
+    def path(self) -> Path:
+        return self.settings.path
+
+    # -- the ShareSink API (event-loop side) ---------------------------------------------------
+
+    async def record(self, record: ShareRecord) -> None:
+        if not isinstance(record, ShareRecord):
+            raise TypeError("record() takes a ShareRecord")
+        try:
+            # Checked and serialised here, so the single writer thread only chains and stores.
+            draft = draft_share(record)
+        except (TypeError, ValueError) as exc:
+            self._log.error("share_record_invalid", share_id=record.share_id, error=str(exc))
+            raise ShareLogUnavailable("the share record is invalid") from exc
+        await self._submit(draft, None)
+
+    async def record_outcome(self, outcome: ShareOutcome) -> None:
+        if not isinstance(outcome, ShareOutcome):
+            raise TypeError("record_outcome() takes a ShareOutcome")
+        await self._submit(outcome, datetime.now(UTC))
+
+    def writable(self) -> bool:
+        return self._writable and not self._closing
+
+    async def prune(self, before: datetime, *, dry_run: bool = False) -> PruneResult:
+        """Remove entries older than `before` (refused inside `retention_days`); sealed cut."""
+        return await self._call(lambda: self._prune(before, dry_run))
+
+    async def close(self) -> None:
+        """Drain the queue, close shares left open as `unknown`, write the final checkpoint."""
+        if self._closing:
+            return
+        self._closing = True
+        if not self._thread.is_alive():
+            return
+        await self._call(self._close, stop=True)
+        # The writer has resolved its last future and is returning; this join is immediate.
+        self._thread.join()
+
+    async def _submit(self, payload: ShareDraft | ShareOutcome, ts: datetime | None) -> None:
+        if self._closing or not self._thread.is_alive():
+            raise ShareLogUnavailable("the share log is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        SHARE_LOG_QUEUE_DEPTH.inc()
+        self._queue.put(_Write(payload, ts, loop, future, time.perf_counter()))
+        await future
+
+    async def _call(self, run: Callable[[], T], *, stop: bool = False) -> T:
+        # Nothing may queue up behind the closing call: the writer stops after it.
+        if (self._closing and not stop) or not self._thread.is_alive():
+            raise ShareLogUnavailable("the share log is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Control(run, loop, future, stop))
+        return await future
+
+    # -- the writer thread ---------------------------------------------------------------------
+
+    def _main(self) -> None:
+        loop, started = self._loop, self._started
+        if loop is None or started is None:  # pragma: no cover - only open() starts the thread
+            return
+        try:
+            self._start()
+        except Exception as exc:
+            self._drop_ledger()
+            self._release()
+            error = ShareLogUnavailable(f"share log {self.settings.path}: {exc}")
+            error.__cause__ = exc
+            _settle(loop, [(started, None, error)])
+            return
+        _settle(loop, [(started, None, None)])
+        try:
+            self._serve()
+        except BaseException as exc:  # pragma: no cover - a bug in the writer itself
+            self._writable = False
+            self._log.error("share_log_writer_crashed", error=repr(exc))
+            self._fail_queued()
+            self._release()
+            raise
+
+    def _start(self) -> None:
+        path = self.settings.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            os.close(fd)
+            # Two writers would close each other's open shares as `unknown` on start.
+            raise ShareLogUnavailable("in use by another gateway process") from exc
+        self._lock_fd = fd
+        ledger = self._open_ledger()
+        now = datetime.now(UTC)
+        try:
+            ledger.begin()
+            unknown = ledger.add_unknown_outcomes(now)
+            ledger.add_checkpoint("open", now)
+            entries = ledger.commit(now)
+        except BaseException:
+            ledger.rollback()
+            raise
+        self._emit(entries)
+        if unknown:
+            self._log.warning(
+                "share_outcomes_unknown",
+                count=len(unknown),
+                share_ids=[e["share_id"] for e in unknown],
+            )
+        self._writable = True
+
+    def _open_ledger(self) -> Ledger:
+        self._ledger = Ledger.open(
+            self.settings.path,
+            self._master_key,
+            durability=self.settings.durability,
+            checkpoint_every=self.settings.checkpoint_every,
+            busy_timeout_s=self._busy_timeout_s,
+            connect=self._connect,
+        )
+        return self._ledger
+
+    def _current_ledger(self) -> Ledger:
+        """The open ledger; after a failed write, a fresh connection (the disk may be back)."""
+        if self._ledger is not None:
+            return self._ledger
+        return self._open_ledger()
+
+    def _drop_ledger(self) -> None:
+        ledger, self._ledger = self._ledger, None
+        if ledger is None:
+            return
+        # The connection is discarded after a failure; its own errors add nothing.
+        with contextlib.suppress(Exception):
+            ledger.rollback()
+        with contextlib.suppress(Exception):
+            ledger.close()
+
+    def _next(self) -> _Write | _Control:
+        while not self._writable:
+            try:
+                return self._queue.get(timeout=self._retry_interval_s)
+            except queue.Empty:
+                self._resume()
+        return self._queue.get()
+
+    def _resume(self) -> None:
+        """Try the store again; when it takes a write, seal a `resume` checkpoint."""
+        try:
+            ledger = self._current_ledger()
+            now = datetime.now(UTC)
+            ledger.begin()
+            ledger.add_checkpoint("resume", now)
+            entries = ledger.commit(now)
+        except Exception:
+            self._drop_ledger()
+            return
+        self._writable = True
+        self._log.info("share_log_writable_again")
+        self._emit(entries)
+
+    def _serve(self) -> None:
+        get_nowait = self._queue.get_nowait
+        while True:
+            item = self._next()
+            if isinstance(item, _Control):
+                if self._control(item):
+                    return
+                continue
+            batch = [item]
+            control: _Control | None = None
+            deadline = time.monotonic() + self._interval_s
+            while len(batch) < self._max_batch:
+                try:
+                    nxt = get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(nxt, _Control):
+                    control = nxt  # runs after the writes queued before it
+                    break
+                batch.append(nxt)
+                if time.monotonic() >= deadline:
+                    break
+            SHARE_LOG_QUEUE_DEPTH.dec(len(batch))
+            self._write(batch)
+            if control is not None and self._control(control):
+                return
+
+    def _write(self, batch: list[_Write]) -> None:
+        now = datetime.now(UTC)
+        accepted: list[_Write] = []
+        invalid: list[tuple[_Write, Exception]] = []
+        try:
+            ledger = self._current_ledger()
+            ledger.begin()
+            for write in batch:
+                try:
+                    if isinstance(write.payload, ShareDraft):
+                        ledger.add_share(write.payload)
+                    else:
+                        ledger.add_outcome(write.payload, write.ts or now)
+                except (TypeError, ValueError) as exc:
+                    invalid.append((write, exc))
+                    continue
+                accepted.append(write)
+            if not self._writable:  # the first batch after a failure marks the resumption
+                ledger.add_checkpoint("resume", now)
+            entries = ledger.commit(now)
+        except Exception as exc:
+            # Disk full, read-only, locked, I/O error, a tampered head: nothing of this batch
+            # is recorded, so none of its shares may go ahead.
+            self._drop_ledger()
+            self._writable = False
+            self._log.error("share_log_write_failed", error=str(exc), records=len(batch))
+            self._fail(batch)
+            return
+        self._writable = True
+        done = time.perf_counter()
+        for write in accepted:
+            SHARE_LOG_WRITE_LATENCY.observe(done - write.enqueued)
+        self._finish(accepted, None)
+        for _, problem in invalid:
+            self._log.error("share_record_invalid", error=str(problem))
+        self._fail([w for w, _ in invalid], "the share record is invalid")
+        self._emit(entries)
+
+    def _finish(self, writes: list[_Write], message: str | None) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+        for write in writes:
+            error = None if message is None else ShareLogUnavailable(message)
+            by_loop.setdefault(write.loop, []).append((write.future, None, error))
+        for loop, results in by_loop.items():
+            _settle(loop, results)
+
+    def _fail(self, writes: list[_Write], message: str = _UNAVAILABLE) -> None:
+        if writes:
+            self._finish(writes, message)
+
+    def _fail_queued(self) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Write):
+                SHARE_LOG_QUEUE_DEPTH.dec()
+                self._fail([item])
+            else:
+                _settle(item.loop, [(item.future, None, ShareLogUnavailable(_UNAVAILABLE))])
+
+    def _control(self, item: _Control) -> bool:
+        try:
+            value = item.run()
+        except Exception as exc:
+            _settle(item.loop, [(item.future, None, exc)])
+        else:
+            _settle(item.loop, [(item.future, value, None)])
+        return item.stop
+
+    def _prune(self, before: datetime, dry_run: bool) -> PruneResult:
+        try:
+            ledger = self._current_ledger()
+            result, entries = ledger.prune(
+                before,
+                now=datetime.now(UTC),
+                retention_days=self.settings.retention_days,
+                dry_run=dry_run,
+            )
+        except ValueError:
+            raise
+        except Exception as exc:
+            self._drop_ledger()
+            raise ShareLogUnavailable(f"{_UNAVAILABLE}: {exc}") from exc
+        self._emit(entries)
+        if result.checkpoint_seq is not None:
+            self._log.info(
+                "share_log_pruned",
+                before=result.before.isoformat(),
+                cut_seq=result.cut_seq,
+                shares=result.shares,
+                outcomes=result.outcomes,
+                checkpoints=result.checkpoints,
+            )
+        return result
+
+    def _close(self) -> None:
+        self._writable = False
+        try:
+            ledger = self._current_ledger()
+            now = datetime.now(UTC)
+            ledger.begin()
+            unknown = ledger.add_unknown_outcomes(now)
+            ledger.add_checkpoint("close", now)
+            entries = ledger.commit(now)
+            self._emit(entries)
+            if unknown:
+                self._log.warning("share_outcomes_unknown", count=len(unknown))
+        except Exception as exc:
+            self._log.error("share_log_close_failed", error=str(exc))
+        finally:
+            self._drop_ledger()
+            self._fail_queued()
+            self._release()
+
+    def _release(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def _emit(self, entries: list[Entry]) -> None:
+        if not self.settings.stdout:
+            return
+        info = self._log.info
+        for entry in entries:
+            kind = entry["kind"]
+            # The mac is kept for checkpoints only: a signed anchor held outside the file.
+            fields = {
+                k: v
+                for k, v in entry.items()
+                if k != "kind" and (k != "mac" or kind == "checkpoint")
+            }
+            info(_EVENTS[kind], **fields)

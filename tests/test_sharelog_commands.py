@@ -1,0 +1,414 @@
+"""Tests for gateway.sharelog.commands: `share-gateway logs ...` output and exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from gateway.keys import keyed_hash, subject_ref_key
+from gateway.settings import Settings, ShareLogSettings
+from gateway.sharelog import ShareLog, ShareOutcome, ShareRecord
+from gateway.sharelog.commands import UsageError, parse_time, register
+from gateway.sharelog.review import QUERY_FIELDS, query, summary
+
+HASH_KEY = "cli-master-key-" * 3
+KEY_ENV = "SHARE_GATEWAY_HASH_KEY"
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)  # 17:00 in Shanghai
+
+
+def ref(subject_id: str) -> str:
+    return keyed_hash(subject_ref_key(HASH_KEY.encode()), subject_id)
+
+
+def share(
+    share_id: str,
+    ts: datetime,
+    *,
+    partner: str = "acme",
+    decision: str = "shared",
+    reason: str = "shared",
+    subjects: tuple[str, ...] = ("alice",),
+) -> ShareRecord:
+    shared = decision == "shared"
+    return ShareRecord(
+        share_id=share_id,
+        ts=ts,
+        partner=partner,
+        contract_id="DPA-1",
+        contract_version=3,
+        contract_sha256="c0" * 32,
+        caller="billing",
+        purpose="credit_assessment",
+        method="POST",
+        route="POST /v1/assess",
+        decision=decision,  # type: ignore[arg-type]
+        reason=reason,
+        fields_sent=("applicant.name", "applicant.income") if shared else (),
+        fields_stripped=("applicant.phone",) if shared else (),
+        categories_sent=("identity.name", "financial.income") if shared else (),
+        pii_redactions={"phone": 1} if shared else {},
+        records=1 if shared else 0,
+        subject_refs=tuple(ref(s) for s in subjects),
+        bytes_sent=40 if shared else 0,
+    )
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv(KEY_ENV, HASH_KEY)
+    return Settings(share_log=ShareLogSettings(path=tmp_path / "share-log.sqlite", stdout=False))
+
+
+@pytest.fixture
+async def logged(settings: Settings) -> Settings:
+    """acme: two shares and a denial about alice/bob; cloudstore: one share about carol."""
+    share_log = await ShareLog.open(settings.share_log, HASH_KEY.encode())
+    try:
+        await share_log.record(share("s-1", T0))
+        await share_log.record_outcome(ShareOutcome("s-1", "delivered", 200, 12, 31.4))
+        await share_log.record(
+            share("s-2", T0 + timedelta(minutes=5), decision="denied", reason="scope_denied")
+        )
+        await share_log.record(share("s-3", T0 + timedelta(hours=1), subjects=("bob",)))
+        await share_log.record_outcome(ShareOutcome("s-3", "timeout", None, 0, 5000.0))
+        await share_log.record(
+            share("s-4", T0 + timedelta(days=1), partner="cloudstore", subjects=("carol",))
+        )
+        await share_log.record_outcome(ShareOutcome("s-4", "delivered", 204, 0, 9.0))
+    finally:
+        await share_log.close()
+    return settings
+
+
+def run(
+    argv: list[str], settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str, str]:
+    parser = argparse.ArgumentParser(prog="share-gateway")
+    parser.add_argument("--config", type=Path, default=None)
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    code = args.handler(args, settings)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def columns_of(table: str) -> tuple[str, list[str]]:
+    header, rule, *rows = table.splitlines()
+    assert set(rule.replace(" ", "")) == {"-"}
+    return header, rows
+
+
+# --- times ----------------------------------------------------------------------------------
+
+NOW = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2025-03-01", datetime(2025, 2, 28, 16, 0, tzinfo=UTC)),
+        ("2025-03-01T08:30", datetime(2025, 3, 1, 0, 30, tzinfo=UTC)),
+        ("2025-03-01T08:30:00+00:00", datetime(2025, 3, 1, 8, 30, tzinfo=UTC)),
+        ("2025-03-01T08:30:00Z", datetime(2025, 3, 1, 8, 30, tzinfo=UTC)),
+        ("24h", NOW - timedelta(hours=24)),
+        ("7d", NOW - timedelta(days=7)),
+        ("30m", NOW - timedelta(minutes=30)),
+        ("2w", NOW - timedelta(weeks=2)),
+        ("now", NOW),
+    ],
+)
+def test_times_are_dates_datetimes_or_ages(text: str, expected: datetime) -> None:
+    assert parse_time(text, SHANGHAI, NOW) == expected
+
+
+def test_a_bare_date_as_an_end_includes_the_whole_day() -> None:
+    assert parse_time("2025-03-01", SHANGHAI, NOW, end_of_day=True) == datetime(
+        2025, 3, 1, 16, 0, tzinfo=UTC
+    )
+
+
+@pytest.mark.parametrize("text", ["yesterday", "2025-13-01", "5y", "-3d"])
+def test_other_times_are_usage_errors(text: str) -> None:
+    with pytest.raises(UsageError):
+        parse_time(text, SHANGHAI, NOW)
+
+
+# --- logs query -----------------------------------------------------------------------------
+
+
+async def test_query_table_is_aligned_in_local_time(
+    logged: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(["logs", "query"], logged, capsys)
+    assert code == 0
+    table, footer = out.rstrip("\n").rsplit("\n", 1)
+    header, rows = columns_of(table)
+    assert header.startswith("time (Asia/Shanghai)")
+    assert len(rows) == 4
+    first = rows[0]
+    assert first.startswith("2025-03-01 17:00:00")
+    for column, value in (
+        ("share_id", "s-1"),
+        ("partner", "acme"),
+        ("decision", "shared"),
+        ("outcome", "delivered 200"),
+    ):
+        assert first[header.index(column) :].startswith(value)
+    denied = rows[1]
+    assert denied[header.index("decision") :].startswith("denied: scope_denied")
+    assert rows[2][header.index("outcome") :].startswith("timeout")
+    assert footer == "rows 1-4 of 4"
+
+
+async def test_query_table_pages(logged: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["logs", "query", "--limit", "2"], logged, capsys)
+    assert code == 0
+    assert out.rstrip().endswith("rows 1-2 of 4; next page: --offset 2")
+    code, out, _ = run(["logs", "query", "--limit", "2", "--offset", "2"], logged, capsys)
+    assert out.rstrip().endswith("rows 3-4 of 4")
+    assert "s-3" in out
+    assert "s-1" not in out
+
+
+async def test_query_json_is_exactly_the_records(
+    logged: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(["logs", "query", "--format", "json", "--partner", "acme"], logged, capsys)
+    assert code == 0
+    rows = json.loads(out)
+    assert rows == query(logged.share_log.path, partner="acme")
+    assert [r["share_id"] for r in rows] == ["s-1", "s-2", "s-3"]
+    assert rows[0]["latency_ms"] == 31.4
+
+
+async def test_query_csv_has_a_header_and_one_row_per_record(
+    logged: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(
+        ["logs", "query", "--format", "csv", "--decision", "shared", "--since", "2025-03-02"],
+        logged,
+        capsys,
+    )
+    assert code == 0
+    reader = csv.DictReader(io.StringIO(out))
+    assert tuple(reader.fieldnames or ()) == QUERY_FIELDS
+    [row] = list(reader)
+    assert (row["share_id"], row["partner"], row["upstream_status"]) == ("s-4", "cloudstore", "204")
+    assert row["fields_sent"] == "applicant.name;applicant.income"
+    assert row["pii_redactions"] == "phone=1"
+    assert row["cross_border_mechanism"] == ""
+
+
+async def test_query_by_subject_hashes_the_id_with_the_key(
+    logged: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(["logs", "query", "--subject", "bob", "--format", "json"], logged, capsys)
+    assert code == 0
+    assert [r["share_id"] for r in json.loads(out)] == ["s-3"]
+
+
+async def test_query_with_nothing_matching_says_so(
+    logged: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(["logs", "query", "--partner", "nobody"], logged, capsys)
+    assert (code, out) == (0, "no share records match\n")
+
+
+# --- logs subject ---------------------------------------------------------------------------
+
+
+async def test_subject_lists_the_shares_about_one_person(
+    logged: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(["logs", "subject", "alice", "--format", "json"], logged, capsys)
+    assert code == 0
+    assert [r["share_id"] for r in json.loads(out)] == ["s-1"]  # s-2 about alice was denied
+    code, out, _ = run(
+        ["logs", "subject", "alice", "--include-denied", "--format", "json"], logged, capsys
+    )
+    assert [r["share_id"] for r in json.loads(out)] == ["s-1", "s-2"]
+    code, out, _ = run(["logs", "subject", "carol"], logged, capsys)
+    header, rows = columns_of(out.rstrip("\n").rsplit("\n", 1)[0])
+    assert len(rows) == 1
+    assert rows[0][header.index("partner") :].startswith("cloudstore")
+    code, out, _ = run(["logs", "subject", "carol", "--format", "csv"], logged, capsys)
+    assert len(list(csv.DictReader(io.StringIO(out)))) == 1
+
+
+async def test_subject_without_the_key_is_a_usage_error(
+    logged: Settings, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(KEY_ENV)
+    code, out, err = run(["logs", "subject", "alice"], logged, capsys)
+    assert (code, out) == (2, "")
+    assert KEY_ENV in err
+
+
+# --- logs summary ---------------------------------------------------------------------------
+
+
+async def test_summary_table_for_people(
+    logged: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(["logs", "summary", "--until", "2025-03-01"], logged, capsys)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == "share log summary, the beginning to 2025-03-02 00:00:00 (Asia/Shanghai)"
+    header = lines[2]
+    assert header.split() == [
+        "partner",
+        "shares",
+        "records",
+        "subjects",
+        "denied",
+        "errors",
+        "bytes",
+        "outcomes",
+    ]
+    acme = lines[4]
+    assert acme.split()[:7] == ["acme", "2", "2", "2", "1", "0", "80"]
+    assert acme[header.index("outcomes") :] == "delivered 1, timeout 1"
+    assert "cloudstore" not in out  # its share is on 2 March
+    assert "  denials          scope_denied 1" in lines
+    assert "  top stripped     applicant.phone 2" in lines
+
+
+async def test_summary_json_is_exact(logged: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["logs", "summary", "--format", "json"], logged, capsys)
+    assert code == 0
+    assert json.loads(out) == summary(logged.share_log.path)
+    assert [p["partner"] for p in json.loads(out)] == ["acme", "cloudstore"]
+
+
+# --- logs verify ----------------------------------------------------------------------------
+
+
+async def test_verify_passes_on_an_untouched_log(
+    logged: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(["logs", "verify"], logged, capsys)
+    assert code == 0
+    assert out.startswith("share log verified: 9 entries (4 shares, 3 outcomes, 2 checkpoints)")
+
+
+async def test_verify_fails_naming_the_first_broken_record(
+    logged: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conn = sqlite3.connect(logged.share_log.path)
+    seq = conn.execute("SELECT seq FROM shares WHERE share_id = 's-3'").fetchone()[0]
+    conn.execute("UPDATE shares SET partner = 'elsewhere' WHERE share_id = 's-3'")
+    conn.commit()
+    conn.close()
+    code, out, _ = run(["logs", "verify"], logged, capsys)
+    assert code == 1
+    assert out.splitlines()[0].startswith("share log verification FAILED (changed)")
+    assert f"first broken record: seq {seq}, share s-3" in out
+    code, out, _ = run(["logs", "verify", "--format", "json"], logged, capsys)
+    assert code == 1
+    problem: dict[str, Any] = json.loads(out)["problem"]
+    assert (problem["kind"], problem["seq"], problem["share_id"]) == ("changed", seq, "s-3")
+
+
+async def test_verify_of_a_file_that_is_not_a_database_fails(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings.share_log.path.write_bytes(b"this is not a share log" * 100)
+    code, out, _ = run(["logs", "verify"], settings, capsys)
+    assert code == 1
+    assert "cannot be read" in out
+
+
+# --- logs export ----------------------------------------------------------------------------
+
+
+async def test_export_writes_json_lines_with_the_chain_evidence(
+    logged: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    target = tmp_path / "audit.jsonl"
+    code, out, err = run(
+        ["logs", "export", "--until", "2025-03-01", "--output", str(target)], logged, capsys
+    )
+    assert (code, out) == (0, "")
+    lines = [json.loads(line) for line in target.read_text().splitlines()]
+    kinds = [line["kind"] for line in lines]
+    assert kinds[0] == "export"
+    assert kinds[-1] == "head"
+    entries = lines[1:-1]
+    assert {e.get("share_id") for e in entries if e["kind"] == "share"} == {"s-1", "s-2", "s-3"}
+    assert all("hash" in e and "prev_hash" in e and "seq" in e for e in entries)
+    assert err == f"exported {len(entries)} entries (seq 1-{entries[-1]['seq']}) to {target}\n"
+
+    code, out, err = run(["logs", "export"], logged, capsys)
+    assert code == 0
+    assert len(out.splitlines()) == 11  # header, 9 entries, head
+
+
+# --- logs prune -----------------------------------------------------------------------------
+
+
+async def test_prune_removes_only_records_past_retention(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = datetime.now(UTC)
+    share_log = await ShareLog.open(settings.share_log, HASH_KEY.encode())
+    await share_log.record(share("old", now - timedelta(days=1100)))
+    await share_log.record_outcome(ShareOutcome("old", "delivered", 200, 0, 1.0))
+    await share_log.record(share("new", now - timedelta(days=1)))
+    await share_log.close()
+
+    code, out, err = run(["logs", "prune", "--before", "30d"], settings, capsys)
+    assert code == 2
+    assert "records are kept 1095 days" in err
+
+    code, out, _ = run(["logs", "prune", "--dry-run"], settings, capsys)
+    assert code == 0
+    assert out.startswith("would remove 1 shares, 1 outcomes and 1 checkpoints")
+    assert [r["share_id"] for r in query(settings.share_log.path)] == ["old", "new"]
+
+    code, out, _ = run(["logs", "prune"], settings, capsys)
+    assert code == 0
+    assert out.startswith("removed 1 shares")
+    assert [r["share_id"] for r in query(settings.share_log.path)] == ["new"]
+    code, out, _ = run(["logs", "verify"], settings, capsys)
+    assert code == 0
+
+
+# --- usage errors ---------------------------------------------------------------------------
+
+
+async def test_a_missing_log_is_a_usage_error(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(["logs", "query"], settings, capsys)
+    assert (code, out) == (2, "")
+    assert f"no share log at {settings.share_log.path}" in err
+
+
+async def test_bad_times_are_usage_errors(
+    logged: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(["logs", "query", "--since", "last tuesday"], logged, capsys)
+    assert code == 2
+    assert "'last tuesday' is not a time" in err
+    code, _, err = run(["logs", "summary", "--since", "1d", "--until", "2d"], logged, capsys)
+    assert code == 2
+    assert "--until must be later than --since" in err
+
+
+def test_config_may_come_before_or_after_the_command() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", type=Path, default=None)
+    register(parser.add_subparsers(dest="command"))
+    assert parser.parse_args(["--config", "a.yaml", "logs", "query"]).config == Path("a.yaml")
+    assert parser.parse_args(["logs", "verify", "--config", "b.yaml"]).config == Path("b.yaml")
+    assert parser.parse_args(["logs", "summary"]).config is None

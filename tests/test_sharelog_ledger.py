@@ -1,0 +1,160 @@
+"""Tests for gateway.sharelog.ledger: appends, the signed head, checkpoints, recovery, prune."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from gateway.keys import keyed_hash, subject_ref_key
+from gateway.sharelog.ledger import Ledger, LedgerError, PruneRefused
+from gateway.sharelog.record import ShareOutcome, ShareRecord
+from gateway.sharelog.review import query, verify
+
+KEY = b"ledger-master-key-" * 2
+NOW = datetime.now(UTC)
+
+
+def record(share_id: str, ts: datetime = NOW, decision: str = "shared") -> ShareRecord:
+    return ShareRecord(
+        share_id=share_id,
+        ts=ts,
+        partner="acme",
+        contract_id="DPA-1",
+        contract_version=3,
+        contract_sha256=None,
+        caller="billing",
+        purpose="credit_assessment",
+        method="POST",
+        route="POST /v1/assess",
+        decision=decision,  # type: ignore[arg-type]
+        reason="shared" if decision == "shared" else "scope_denied",
+        subject_refs=(keyed_hash(subject_ref_key(KEY), share_id),),
+    )
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    opened = Ledger.open(tmp_path / "log.sqlite", KEY, checkpoint_every=4)
+    yield opened
+    opened.close()
+
+
+def test_a_share_and_its_outcome_in_one_transaction_are_linked(ledger: Ledger) -> None:
+    ledger.begin()
+    share = ledger.add_share(record("s-1"))
+    outcome = ledger.add_outcome(ShareOutcome("s-1", "delivered", 200, 1, 2.0), NOW)
+    ledger.commit(NOW)
+    assert outcome["share_seq"] == share["seq"]
+    assert outcome["prev_hash"] == share["hash"]
+    pending = ledger.conn.execute("SELECT COUNT(*) FROM pending_outcomes").fetchone()[0]
+    assert pending == 0
+
+
+def test_an_outcome_for_no_open_share_is_kept_unlinked(ledger: Ledger) -> None:
+    ledger.begin()
+    outcome = ledger.add_outcome(ShareOutcome("nobody", "error", None, 0, 1.0), NOW)
+    ledger.commit(NOW)
+    assert outcome["share_seq"] is None
+
+
+def test_a_checkpoint_is_sealed_every_n_entries(ledger: Ledger) -> None:
+    for i in range(9):
+        ledger.begin()
+        ledger.add_share(record(f"s-{i}", decision="denied"))
+        ledger.commit(NOW)
+    reasons = ledger.conn.execute("SELECT seq, reason FROM checkpoints ORDER BY seq").fetchall()
+    assert reasons == [(5, "periodic"), (10, "periodic")]
+
+
+def test_a_rolled_back_transaction_leaves_no_trace(ledger: Ledger, tmp_path: Path) -> None:
+    ledger.begin()
+    ledger.add_share(record("s-gone"))
+    ledger.rollback()
+    ledger.begin()
+    entry = ledger.add_share(record("s-kept"))
+    ledger.commit(NOW)
+    assert entry["seq"] == 1
+    assert [r["share_id"] for r in query(tmp_path / "log.sqlite")] == ["s-kept"]
+    assert verify(tmp_path / "log.sqlite", KEY).ok
+
+
+def test_unknown_outcomes_close_every_open_share(ledger: Ledger) -> None:
+    ledger.begin()
+    ledger.add_share(record("s-1"))
+    ledger.add_share(record("s-2"))
+    ledger.add_share(record("s-3", decision="denied"))
+    ledger.commit(NOW)
+    ledger.begin()
+    closed = ledger.add_unknown_outcomes(NOW)
+    ledger.commit(NOW)
+    assert [(e["share_id"], e["outcome"], e["share_seq"]) for e in closed] == [
+        ("s-1", "unknown", 1),
+        ("s-2", "unknown", 2),
+    ]
+    ledger.begin()
+    assert ledger.add_unknown_outcomes(NOW) == []
+    ledger.rollback()
+
+
+def test_another_key_cannot_append(tmp_path: Path) -> None:
+    Ledger.open(tmp_path / "log.sqlite", KEY).close()
+    with pytest.raises(LedgerError, match="not signed by this gateway's key"):
+        Ledger.open(tmp_path / "log.sqlite", b"another-key" * 4)
+
+
+def test_prune_keeps_everything_from_the_first_recent_share(ledger: Ledger, tmp_path: Path) -> None:
+    old = NOW - timedelta(days=2000)
+    ledger.begin()
+    ledger.add_share(record("s-old", old))
+    ledger.add_outcome(ShareOutcome("s-old", "delivered", 200, 1, 1.0), old)
+    ledger.add_share(record("s-recent", NOW))
+    ledger.commit(NOW)
+    with pytest.raises(PruneRefused):
+        ledger.prune(NOW - timedelta(days=10), now=NOW, retention_days=1095)
+    dry, _ = ledger.prune(NOW - timedelta(days=1095), now=NOW, retention_days=1095, dry_run=True)
+    assert (dry.shares, dry.outcomes, dry.checkpoint_seq) == (1, 1, None)
+    result, entries = ledger.prune(NOW - timedelta(days=1095), now=NOW, retention_days=1095)
+    assert (result.cut_seq, result.shares, result.outcomes) == (3, 1, 1)
+    assert [e["reason"] for e in entries] == ["prune"]
+    again, _ = ledger.prune(NOW - timedelta(days=1095), now=NOW, retention_days=1095)
+    assert again.checkpoint_seq is None  # nothing left to remove
+    checked = verify(tmp_path / "log.sqlite", KEY)
+    assert checked.ok, checked.problem
+    assert (checked.first_seq, checked.shares) == (3, 1)
+
+
+def test_pruning_everything_leaves_a_chain_that_starts_at_the_cut(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    old = NOW - timedelta(days=2000)
+    ledger.begin()
+    ledger.add_share(record("s-old", old, decision="denied"))
+    ledger.commit(NOW)
+    result, _ = ledger.prune(NOW - timedelta(days=1095), now=NOW, retention_days=1095)
+    assert result.cut_seq == result.checkpoint_seq == 2
+    ledger.begin()
+    ledger.add_share(record("s-new"))
+    ledger.commit(NOW)
+    checked = verify(tmp_path / "log.sqlite", KEY)
+    assert checked.ok, checked.problem
+    assert (checked.first_seq, checked.last_seq) == (2, 3)
+
+
+def test_a_long_prune_goes_in_steps_each_sealed(ledger: Ledger, tmp_path: Path) -> None:
+    old = NOW - timedelta(days=2000)
+    ledger.begin()
+    for i in range(7):
+        ledger.add_share(record(f"s-old-{i}", old + timedelta(minutes=i), decision="denied"))
+    ledger.add_share(record("s-recent", NOW, decision="denied"))
+    ledger.commit(NOW)
+    result, entries = ledger.prune(NOW - timedelta(days=1095), now=NOW, retention_days=1095, step=3)
+    assert (result.shares, result.cut_seq) == (7, 8)
+    cuts = [(e["cut_seq"]) for e in entries if e["reason"] == "prune"]
+    assert cuts == [4, 7, 8]
+    assert result.checkpoint_seq == entries[-1]["seq"]
+    assert [r["share_id"] for r in query(tmp_path / "log.sqlite")] == ["s-recent"]
+    checked = verify(tmp_path / "log.sqlite", KEY)
+    assert checked.ok, checked.problem

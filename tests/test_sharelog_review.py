@@ -1,0 +1,464 @@
+"""Tests for gateway.sharelog.review: query, summary, export, and verify against tampering."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+import json
+import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.keys import keyed_hash, subject_ref_key
+from gateway.settings import ShareLogSettings
+from gateway.sharelog import ShareLog, ShareOutcome, ShareRecord
+from gateway.sharelog.chain import GENESIS_HASH, EntryKind, entry_hash, entry_mac, seal_key
+from gateway.sharelog.review import count, export, query, summary, verify
+from gateway.sharelog.schema import TABLES, columns, entry_row, insert_sql, row_entry
+
+KEY = b"review-master-key-" * 2
+SUBJECT_KEY = subject_ref_key(KEY)
+DAY1 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+DAY2 = DAY1 + timedelta(days=1)
+
+
+def ref(subject_id: str) -> str:
+    return keyed_hash(SUBJECT_KEY, subject_id)
+
+
+def share(
+    share_id: str,
+    ts: datetime,
+    *,
+    partner: str | None = "acme",
+    decision: str = "shared",
+    reason: str = "shared",
+    purpose: str = "credit_assessment",
+    caller: str = "billing",
+    subjects: tuple[str, ...] = ("user-1",),
+    sent: tuple[str, ...] = ("applicant.name", "applicant.income"),
+    stripped: tuple[str, ...] = ("applicant.phone",),
+    categories: tuple[str, ...] = ("identity.name", "financial.income"),
+    records: int = 1,
+) -> ShareRecord:
+    shared = decision == "shared"
+    return ShareRecord(
+        share_id=share_id,
+        ts=ts,
+        partner=partner,
+        contract_id="DPA-1" if partner else None,
+        contract_version=3 if partner else None,
+        contract_sha256="c0" * 32 if partner else None,
+        caller=caller,
+        purpose=purpose,
+        method="POST",
+        route="POST /v1/assess",
+        decision=decision,  # type: ignore[arg-type]
+        reason=reason,
+        fields_sent=sent if shared else (),
+        fields_stripped=stripped if shared else (),
+        categories_sent=categories if shared else (),
+        records=records if shared else 0,
+        subject_refs=tuple(ref(s) for s in subjects),
+        bytes_sent=40 if shared else 0,
+    )
+
+
+async def write_log(path: Path, shares: list[ShareRecord], outcomes: dict[str, int]) -> None:
+    share_log = await ShareLog.open(ShareLogSettings(path=path, stdout=False), KEY)
+    try:
+        for record in shares:
+            await share_log.record(record)
+            if record.share_id in outcomes:
+                status = outcomes[record.share_id]
+                await share_log.record_outcome(
+                    ShareOutcome(record.share_id, "delivered", status, 10, 8.0)
+                )
+    finally:
+        await share_log.close()
+
+
+# The chain these tests tamper with, by seq:
+#  1 open checkpoint | 2 s-0, 3 its outcome | 4 s-1, 5 outcome | 6 s-2, 7 outcome
+#  8 s-3 (denied)    | 9 s-4, 10 outcome    | 11 close checkpoint
+CHAIN = [
+    share("s-0", DAY1),
+    share("s-1", DAY1 + timedelta(minutes=1), subjects=("user-2",)),
+    share("s-2", DAY1 + timedelta(minutes=2)),
+    share("s-3", DAY1 + timedelta(minutes=3), decision="denied", reason="scope_denied"),
+    share("s-4", DAY1 + timedelta(minutes=4)),
+]
+
+
+@pytest.fixture
+async def chain(tmp_path: Path) -> Path:
+    path = tmp_path / "share-log.sqlite"
+    await write_log(path, CHAIN, {"s-0": 200, "s-1": 200, "s-2": 200, "s-4": 200})
+    return path
+
+
+@pytest.fixture
+async def mixed(tmp_path: Path) -> Path:
+    """Two partners over two days, every decision, three subjects."""
+    path = tmp_path / "share-log.sqlite"
+    shares = [
+        share("a-1", DAY1, subjects=("alice",)),
+        share("a-2", DAY1 + timedelta(hours=1), subjects=("alice", "bob"), records=2),
+        share(
+            "a-3",
+            DAY1 + timedelta(hours=2),
+            decision="denied",
+            reason="purpose_denied",
+            purpose="marketing",
+            subjects=("bob",),
+        ),
+        share(
+            "b-1",
+            DAY1 + timedelta(hours=3),
+            partner="cloudstore",
+            purpose="service_delivery",
+            caller="files",
+            sent=("file.name",),
+            stripped=("file.owner.phone", "file.owner.email"),
+            categories=("content.file",),
+            subjects=("carol",),
+        ),
+        share(
+            "x-1",
+            DAY1 + timedelta(hours=4),
+            partner=None,
+            decision="denied",
+            reason="invalid_token",
+            subjects=(),
+        ),
+        share("a-4", DAY2, subjects=("alice",)),
+        share(
+            "a-5",
+            DAY2 + timedelta(hours=1),
+            decision="denied",
+            reason="scope_denied",
+            subjects=("carol",),
+        ),
+    ]
+    await write_log(path, shares, {"a-1": 200, "a-2": 201, "b-1": 204})
+    return path
+
+
+def ids(rows: list[dict[str, Any]]) -> list[str]:
+    return [row["share_id"] for row in rows]
+
+
+# --- query ----------------------------------------------------------------------------------
+
+
+async def test_query_filters_combine_and_rows_come_oldest_first(mixed: Path) -> None:
+    assert ids(query(mixed)) == ["a-1", "a-2", "a-3", "b-1", "x-1", "a-4", "a-5"]
+    assert ids(query(mixed, partner="acme")) == ["a-1", "a-2", "a-3", "a-4", "a-5"]
+    assert ids(query(mixed, partner="acme", since=DAY2)) == ["a-4", "a-5"]
+    assert ids(query(mixed, partner="acme", until=DAY2)) == ["a-1", "a-2", "a-3"]
+    assert ids(query(mixed, decision="denied")) == ["a-3", "x-1", "a-5"]
+    assert ids(query(mixed, reason="scope_denied")) == ["a-5"]
+    assert ids(query(mixed, purpose="service_delivery")) == ["b-1"]
+    assert ids(query(mixed, caller="files")) == ["b-1"]
+    assert ids(query(mixed, share_id="a-2")) == ["a-2"]
+    assert ids(query(mixed, partner="nobody")) == []
+
+
+async def test_query_finds_every_share_about_a_subject(mixed: Path) -> None:
+    assert ids(query(mixed, subject_ref=ref("alice"))) == ["a-1", "a-2", "a-4"]
+    assert ids(query(mixed, subject_ref=ref("bob"))) == ["a-2", "a-3"]
+    assert ids(query(mixed, subject_ref=ref("bob"), decision="shared")) == ["a-2"]
+    assert ids(query(mixed, subject_ref=ref("dave"))) == []
+    assert ids(query(mixed, subject_ref="not-a-hash")) == []
+
+
+async def test_query_pages_and_counts(mixed: Path) -> None:
+    assert ids(query(mixed, limit=2)) == ["a-1", "a-2"]
+    assert ids(query(mixed, limit=2, offset=2)) == ["a-3", "b-1"]
+    assert ids(query(mixed, limit=None, offset=5)) == ["a-4", "a-5"]
+    assert count(mixed) == 7
+    assert count(mixed, partner="acme", decision="shared") == 3
+    assert count(mixed, subject_ref=ref("carol")) == 2
+
+
+async def test_query_rows_carry_every_spec_field_and_the_outcome(mixed: Path) -> None:
+    [row] = query(mixed, share_id="a-2")
+    assert row["outcome"] == "delivered"
+    assert (row["upstream_status"], row["latency_ms"], row["bytes_received"]) == (201, 8.0, 10)
+    assert row["ts"] == "2025-03-01T10:00:00.000000Z"
+    assert row["subject_refs"] == [ref("alice"), ref("bob")]
+    assert row["records"] == 2
+    spec_fields = [
+        "share_id",
+        "ts",
+        "partner",
+        "contract_id",
+        "contract_version",
+        "contract_sha256",
+        "caller",
+        "purpose",
+        "method",
+        "route",
+        "decision",
+        "reason",
+        "upstream_status",
+        "fields_sent",
+        "fields_stripped",
+        "fields_transformed",
+        "categories_sent",
+        "pii_redactions",
+        "records",
+        "subject_refs",
+        "bytes_sent",
+        "latency_ms",
+        "prev_hash",
+        "hash",
+    ]
+    assert set(spec_fields) <= set(row)
+    [pending] = query(mixed, share_id="a-4")
+    assert pending["outcome"] == "unknown"  # closed without an outcome
+
+
+# --- summary --------------------------------------------------------------------------------
+
+
+async def test_summary_per_partner_over_a_window(mixed: Path) -> None:
+    rows = summary(mixed, since=DAY1, until=DAY2)
+    assert [row["partner"] for row in rows] == ["acme", "cloudstore", None]
+    acme, cloudstore, unresolved = rows
+    assert acme == {
+        "partner": "acme",
+        "shares": 2,
+        "records": 3,
+        "subjects": 2,
+        "bytes_sent": 80,
+        "denied": 1,
+        "errors": 0,
+        "denials": {"purpose_denied": 1},
+        "errors_by_reason": {},
+        "outcomes": {"delivered": 2},
+        "categories_sent": {"financial.income": 2, "identity.name": 2},
+        "fields_sent": {"applicant.income": 2, "applicant.name": 2},
+        "top_fields_stripped": [{"field": "applicant.phone", "count": 2}],
+    }
+    assert cloudstore["top_fields_stripped"] == [
+        {"field": "file.owner.email", "count": 1},
+        {"field": "file.owner.phone", "count": 1},
+    ]
+    assert (unresolved["shares"], unresolved["denials"]) == (0, {"invalid_token": 1})
+    everything = summary(mixed)
+    assert everything[0]["shares"] == 3
+    assert everything[0]["denials"] == {"purpose_denied": 1, "scope_denied": 1}
+
+
+# --- verify ---------------------------------------------------------------------------------
+
+
+def tamper(path: Path, *statements: str) -> None:
+    conn = sqlite3.connect(path)
+    try:
+        for statement in statements:
+            conn.execute(statement)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def reforge(path: Path, seq: int, change: Callable[[dict[str, Any]], None]) -> None:
+    """What someone with write access but without the key can do: edit, then re-hash onwards."""
+    conn = sqlite3.connect(path)
+    try:
+        rows: list[tuple[int, EntryKind, dict[str, Any]]] = []
+        for kind, (table, _) in TABLES.items():
+            select = f"SELECT {', '.join(columns(kind))} FROM {table} WHERE seq >= ?"  # noqa: S608
+            for row in conn.execute(select, (seq,)):
+                rows.append((row[0], kind, row_entry(kind, row)))
+        rows.sort(key=lambda item: item[0])
+        prev = conn.execute(
+            "SELECT hash FROM (SELECT seq, hash FROM shares UNION ALL SELECT seq, hash FROM "
+            "outcomes UNION ALL SELECT seq, hash FROM checkpoints) WHERE seq = ?",
+            (seq - 1,),
+        ).fetchone()[0]
+        wrong_key = seal_key(b"a guess at the key")
+        for _, kind, entry in rows:
+            entry.pop("hash")
+            entry.pop("mac")
+            if entry["seq"] == seq:
+                change(entry)
+            entry["prev_hash"] = prev
+            entry["hash"] = prev = entry_hash(entry)
+            entry["mac"] = entry_mac(wrong_key, entry["hash"])
+            replace = insert_sql(kind).replace("INSERT", "INSERT OR REPLACE", 1)
+            conn.execute(replace, entry_row(entry))
+        conn.execute("UPDATE head SET hash = ?", (prev,))
+        conn.commit()
+    finally:
+        conn.close()
+
+
+async def test_an_untouched_log_verifies(chain: Path) -> None:
+    result = verify(chain, KEY)
+    assert result.ok, result.problem
+    assert (result.entries, result.shares, result.outcomes, result.checkpoints) == (11, 5, 4, 2)
+    assert (result.first_seq, result.last_seq, result.head_seq) == (1, 11, 11)
+
+
+async def test_a_changed_field_is_found_at_its_record(chain: Path) -> None:
+    tamper(chain, "UPDATE shares SET purpose = 'marketing' WHERE share_id = 's-1'")
+    problem = verify(chain, KEY).problem
+    assert problem is not None
+    assert (problem.kind, problem.seq, problem.share_id) == ("changed", 4, "s-1")
+
+
+async def test_a_changed_outcome_is_found_at_its_entry(chain: Path) -> None:
+    tamper(chain, "UPDATE outcomes SET upstream_status = 500 WHERE seq = 7")
+    problem = verify(chain, KEY).problem
+    assert problem is not None
+    assert (problem.kind, problem.seq, problem.share_id) == ("changed", 7, "s-2")
+
+
+async def test_a_removed_record_is_named_by_its_seq(chain: Path) -> None:
+    tamper(chain, "DELETE FROM shares WHERE share_id = 's-2'")
+    problem = verify(chain, KEY).problem
+    assert problem is not None
+    assert (problem.kind, problem.seq) == ("removed", 6)
+    assert "seq 5 (share s-1)" in problem.message
+    assert "seq 7 (share s-2)" in problem.message  # the orphaned outcome follows the gap
+
+
+async def test_a_removed_record_with_the_rest_renumbered_is_found(chain: Path) -> None:
+    tamper(
+        chain,
+        "DELETE FROM shares WHERE seq = 6",
+        "UPDATE outcomes SET seq = seq - 1 WHERE seq > 6",
+        "UPDATE shares SET seq = seq - 1 WHERE seq > 6",
+        "UPDATE checkpoints SET seq = seq - 1 WHERE seq > 6",
+    )
+    problem = verify(chain, KEY).problem
+    assert problem is not None
+    assert (problem.kind, problem.seq, problem.share_id) == ("removed", 6, "s-2")
+
+
+async def test_two_swapped_records_are_reported_as_reordered(chain: Path) -> None:
+    tamper(
+        chain,
+        "UPDATE shares SET seq = -1 WHERE seq = 4",
+        "UPDATE shares SET seq = 4 WHERE seq = 6",
+        "UPDATE shares SET seq = 6 WHERE seq = -1",
+    )
+    problem = verify(chain, KEY).problem
+    assert problem is not None
+    assert (problem.kind, problem.seq, problem.share_id) == ("reordered", 4, "s-2")
+
+
+async def test_a_truncated_tail_is_found_through_the_signed_head(chain: Path) -> None:
+    tamper(
+        chain,
+        "DELETE FROM shares WHERE seq >= 9",
+        "DELETE FROM outcomes WHERE seq >= 9",
+        "DELETE FROM checkpoints WHERE seq >= 9",
+    )
+    problem = verify(chain, KEY).problem
+    assert problem is not None
+    assert (problem.kind, problem.seq) == ("truncated", 9)
+    assert "seq 8 (share s-3)" in problem.message
+
+
+async def test_a_truncated_tail_with_a_rewritten_head_fails_the_head_seal(chain: Path) -> None:
+    tamper(
+        chain,
+        "DELETE FROM checkpoints WHERE seq = 11",
+        "UPDATE head SET seq = 10, hash = (SELECT hash FROM outcomes WHERE seq = 10)",
+    )
+    problem = verify(chain, KEY).problem
+    assert problem is not None
+    assert (problem.kind, problem.seq) == ("head", 10)
+
+
+async def test_rehashing_without_the_key_is_found_at_the_changed_record(chain: Path) -> None:
+    def to_marketing(entry: dict[str, Any]) -> None:
+        entry["purpose"] = "marketing"
+
+    reforge(chain, 4, to_marketing)
+    # The chain of plain hashes is consistent again...
+    conn = sqlite3.connect(chain)
+    links = conn.execute("SELECT prev_hash FROM outcomes WHERE seq = 5").fetchone()[0]
+    own = conn.execute("SELECT hash FROM shares WHERE seq = 4").fetchone()[0]
+    conn.close()
+    assert links == own
+    # ...but the rewritten record's seal is not the log's.
+    problem = verify(chain, KEY).problem
+    assert problem is not None
+    assert (problem.kind, problem.seq, problem.share_id) == ("forged", 4, "s-1")
+
+
+async def test_verifying_with_another_key_says_so(chain: Path) -> None:
+    problem = verify(chain, b"another-key" * 4).problem
+    assert problem is not None
+    assert problem.kind == "key"
+
+
+async def test_a_subject_index_that_hides_a_share_fails(chain: Path) -> None:
+    tamper(chain, "DELETE FROM share_subjects WHERE share_seq = 4")
+    problem = verify(chain, KEY).problem
+    assert problem is not None
+    assert (problem.kind, problem.seq, problem.share_id) == ("index", 4, "s-1")
+
+
+async def test_a_damaged_json_column_is_unreadable_not_a_crash(chain: Path) -> None:
+    tamper(chain, "UPDATE shares SET fields_sent = '[oops' WHERE seq = 6")
+    problem = verify(chain, KEY).problem
+    assert problem is not None
+    assert (problem.kind, problem.seq) == ("unreadable", 6)
+
+
+# --- export ---------------------------------------------------------------------------------
+
+
+def independent_hash(entry: dict[str, Any]) -> str:
+    body = {k: v for k, v in entry.items() if k not in ("hash", "mac")}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+async def test_an_export_can_be_checked_without_the_gateway(chain: Path) -> None:
+    out = io.StringIO()
+    result = export(chain, None, None, out)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    header, entries, head = lines[0], lines[1:-1], lines[-1]
+    assert header["kind"] == "export"
+    assert (result.entries, result.first_seq, result.last_seq) == (11, 1, 11)
+    assert [e["seq"] for e in entries] == list(range(1, 12))
+    prev = GENESIS_HASH
+    for entry in entries:
+        assert entry["prev_hash"] == prev
+        assert independent_hash(entry) == entry["hash"]
+        prev = entry["hash"]
+    assert (head["kind"], head["seq"], head["hash"]) == ("head", 11, prev)
+    assert [e["kind"] for e in entries].count("checkpoint") == 2
+
+
+async def test_an_export_window_is_a_contiguous_run_with_the_outcomes(chain: Path) -> None:
+    out = io.StringIO()
+    since = DAY1 + timedelta(minutes=1)
+    until = DAY1 + timedelta(minutes=3)  # s-1 and s-2
+    result = export(chain, since, until, out)
+    entries = [json.loads(line) for line in out.getvalue().splitlines()][1:-1]
+    assert [e["seq"] for e in entries] == [4, 5, 6, 7]
+    assert [e.get("share_id") for e in entries] == ["s-1", "s-1", "s-2", "s-2"]
+    assert result.entries == 4
+    for before, after in itertools.pairwise(entries):
+        assert after["prev_hash"] == before["hash"]
+
+
+async def test_a_dropped_table_is_unreadable_not_a_crash(chain: Path) -> None:
+    tamper(chain, "DROP TABLE share_subjects")
+    problem = verify(chain, KEY).problem
+    assert problem is not None
+    assert problem.kind == "unreadable"
+    assert "no such table: share_subjects" in problem.message

@@ -1,0 +1,623 @@
+"""Tests for gateway.sharelog.store: the writer, durability, failure, recovery, pseudonymity."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.errors import ShareLogUnavailable
+from gateway.keys import keyed_hash, subject_ref_key
+from gateway.settings import ShareLogSettings
+from gateway.sharelog import MemoryShareLog, ShareLog, ShareOutcome, ShareRecord, ShareSink, schema
+from gateway.sharelog.ledger import PruneRefused
+from gateway.sharelog.review import query, verify
+
+KEY = b"test-master-key-" * 3
+SUBJECT_KEY = subject_ref_key(KEY)
+T0 = datetime(2025, 3, 1, 9, 30, tzinfo=UTC)
+
+
+def ref(subject_id: str) -> str:
+    return keyed_hash(SUBJECT_KEY, subject_id)
+
+
+def make_record(
+    share_id: str,
+    *,
+    decision: str = "shared",
+    reason: str | None = None,
+    partner: str | None = "acme",
+    ts: datetime = T0,
+    subjects: tuple[str, ...] = ("user-1",),
+    **fields: Any,
+) -> ShareRecord:
+    values: dict[str, Any] = {
+        "share_id": share_id,
+        "ts": ts,
+        "partner": partner,
+        "contract_id": "DPA-1" if partner else None,
+        "contract_version": 3 if partner else None,
+        "contract_sha256": "c0" * 32 if partner else None,
+        "caller": "billing",
+        "purpose": "credit_assessment",
+        "method": "POST",
+        "route": "POST /v1/assess",
+        "decision": decision,
+        "reason": reason or ("shared" if decision == "shared" else "scope_denied"),
+        "fields_sent": ("applicant.name", "applicant.income") if decision == "shared" else (),
+        "fields_stripped": ("applicant.phone",) if decision == "shared" else (),
+        "categories_sent": ("identity.name", "financial.income") if decision == "shared" else (),
+        "records": 1 if decision == "shared" else 0,
+        "subject_refs": tuple(ref(s) for s in subjects),
+        "bytes_sent": 57 if decision == "shared" else 0,
+    }
+    values.update(fields)
+    return ShareRecord(**values)
+
+
+def delivered(share_id: str, status: int = 200) -> ShareOutcome:
+    return ShareOutcome(share_id, "delivered", status, 21, 12.5)
+
+
+def log_settings(tmp_path: Path, **overrides: Any) -> ShareLogSettings:
+    values: dict[str, Any] = {"path": tmp_path / "var" / "share-log.sqlite", "stdout": False}
+    values.update(overrides)
+    return ShareLogSettings(**values)
+
+
+class Events:
+    """A structlog-shaped logger that keeps every event."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, dict[str, Any]]] = []
+
+    def info(self, event: str, *args: Any, **kw: Any) -> None:
+        self.events.append(("info", event, kw))
+
+    def warning(self, event: str, *args: Any, **kw: Any) -> None:
+        self.events.append(("warning", event, kw))
+
+    def error(self, event: str, *args: Any, **kw: Any) -> None:
+        self.events.append(("error", event, kw))
+
+    def named(self, event: str) -> list[dict[str, Any]]:
+        return [kw for _, name, kw in self.events if name == event]
+
+
+@pytest.fixture
+async def log(tmp_path: Path) -> AsyncIterator[ShareLog]:
+    share_log = await ShareLog.open(log_settings(tmp_path), KEY)
+    yield share_log
+    await share_log.close()
+
+
+# --- one record per decision ----------------------------------------------------------------
+
+
+async def test_every_decision_type_is_one_record_and_the_outcome_is_joined(
+    log: ShareLog,
+) -> None:
+    await log.record(make_record("s-shared"))
+    await log.record_outcome(delivered("s-shared", 201))
+    await log.record(make_record("s-denied", decision="denied", reason="purpose_denied"))
+    await log.record(
+        make_record("s-early", decision="denied", reason="invalid_token", partner=None)
+    )
+    await log.record(make_record("s-error", decision="error", reason="internal_error"))
+
+    rows = query(log.path, limit=None)
+    assert [(r["share_id"], r["decision"], r["reason"]) for r in rows] == [
+        ("s-shared", "shared", "shared"),
+        ("s-denied", "denied", "purpose_denied"),
+        ("s-early", "denied", "invalid_token"),
+        ("s-error", "error", "internal_error"),
+    ]
+    shared = rows[0]
+    assert (shared["outcome"], shared["upstream_status"], shared["latency_ms"]) == (
+        "delivered",
+        201,
+        12.5,
+    )
+    assert shared["bytes_received"] == 21
+    assert shared["fields_sent"] == ["applicant.name", "applicant.income"]
+    assert shared["subject_refs"] == [ref("user-1")]
+    assert [r["outcome"] for r in rows[1:]] == [None, None, None]
+    assert rows[2]["partner"] is None
+
+
+async def test_a_share_without_an_outcome_yet_reads_as_pending(log: ShareLog) -> None:
+    await log.record(make_record("s-1"))
+    [row] = query(log.path)
+    assert row["outcome"] == "pending"
+
+
+@pytest.mark.parametrize("durability", ["batched", "strict"])
+async def test_record_returns_only_once_the_record_is_committed(
+    tmp_path: Path, durability: str
+) -> None:
+    share_log = await ShareLog.open(log_settings(tmp_path, durability=durability), KEY)
+    try:
+        await share_log.record(make_record("s-1"))
+        # Another connection (another process, in real life) already sees it.
+        conn = sqlite3.connect(share_log.path)
+        try:
+            assert conn.execute("SELECT share_id FROM shares").fetchall() == [("s-1",)]
+        finally:
+            conn.close()
+    finally:
+        await share_log.close()
+
+
+async def test_the_outcome_is_a_second_entry_linked_to_its_share(log: ShareLog) -> None:
+    await log.record(make_record("s-1"))
+    await log.record_outcome(ShareOutcome("s-1", "timeout", None, 0, 5000.0))
+    conn = sqlite3.connect(log.path)
+    try:
+        [(share_seq,)] = conn.execute("SELECT seq FROM shares").fetchall()
+        [(seq, share_id, linked, outcome)] = conn.execute(
+            "SELECT seq, share_id, share_seq, outcome FROM outcomes"
+        ).fetchall()
+        pending = conn.execute("SELECT COUNT(*) FROM pending_outcomes").fetchone()[0]
+    finally:
+        conn.close()
+    assert (share_id, linked, outcome) == ("s-1", share_seq, "timeout")
+    assert seq == share_seq + 1
+    assert pending == 0
+
+
+async def test_concurrent_records_are_group_committed(tmp_path: Path) -> None:
+    commits = 0
+
+    class CountingConnection(sqlite3.Connection):
+        def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+            nonlocal commits
+            if sql == "COMMIT":
+                commits += 1
+            return super().execute(sql, *args)
+
+    def connect(path: Path) -> sqlite3.Connection:
+        return sqlite3.connect(path, factory=CountingConnection)
+
+    share_log = await ShareLog.open(log_settings(tmp_path), KEY, connect=connect)
+    before = commits
+    await asyncio.gather(*(share_log.record(make_record(f"s-{i}")) for i in range(200)))
+    batches = commits - before
+    await share_log.close()
+    assert len(query(share_log.path, limit=None)) == 200
+    assert 1 <= batches <= 100
+    assert verify(share_log.path, KEY).ok
+
+
+@pytest.mark.parametrize(("durability", "level"), [("batched", 1), ("strict", 2)])
+async def test_durability_mode_sets_how_each_commit_is_synced(
+    tmp_path: Path, durability: str, level: int
+) -> None:
+    connections: list[sqlite3.Connection] = []
+
+    def connect(path: Path) -> sqlite3.Connection:
+        conn = sqlite3.connect(path, check_same_thread=False)
+        connections.append(conn)
+        return conn
+
+    share_log = await ShareLog.open(
+        log_settings(tmp_path, durability=durability), KEY, connect=connect
+    )
+    try:
+        conn = connections[-1]
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == level
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        await share_log.close()
+
+
+# --- pseudonymous by construction ------------------------------------------------------------
+
+PERSON: dict[str, Any] = {
+    "applicant": {
+        "name": "张伟",
+        "id_number": "110101199003071234",
+        "phone": "13800138000",
+        "email": "zhang.wei@example.cn",
+        "income": 48213.75,
+    }
+}
+PERSONAL_VALUES = ["张伟", "110101199003071234", "13800138000", "zhang.wei@example.cn", "48213.75"]
+
+
+def record_for(document: dict[str, Any], share_id: str) -> ShareRecord:
+    """What the pipeline derives from a body: paths, categories, counts, keyed hashes."""
+    applicant = document["applicant"]
+    return make_record(
+        share_id,
+        fields_sent=tuple(f"applicant.{k}" for k in ("name", "id_number", "income")),
+        fields_stripped=("applicant.phone", "applicant.email"),
+        fields_transformed=("applicant.id_number",),
+        categories_sent=("identity.name", "identity.id_number", "financial.income"),
+        pii_redactions={"phone": 1, "email": 1},
+        subject_refs=(ref(applicant["id_number"]),),
+        consent_basis=("consent-7f3a",),
+    )
+
+
+async def test_the_store_and_its_json_lines_hold_no_personal_values(tmp_path: Path) -> None:
+    events = Events()
+    settings = log_settings(tmp_path, stdout=True)
+    share_log = await ShareLog.open(settings, KEY, logger=events)
+    await share_log.record(record_for(PERSON, "s-1"))
+    await share_log.record_outcome(delivered("s-1"))
+    await share_log.record(record_for(PERSON, "s-2"))  # left open: closed as unknown
+
+    def files() -> bytes:
+        return b"".join(p.read_bytes() for p in sorted(settings.path.parent.iterdir()))
+
+    while_open = files()
+    assert settings.path.with_name("share-log.sqlite-wal").exists()
+    await share_log.close()
+    after_close = files()
+    lines = repr(events.events).encode()
+    for value in PERSONAL_VALUES:
+        for blob in (while_open, after_close, lines):
+            assert value.encode() not in blob
+            assert value.encode("utf-16-le") not in blob
+    # ...while what is needed to answer for the share is there.
+    assert b"applicant.id_number" in after_close
+    assert ref(PERSON["applicant"]["id_number"]).encode() in after_close
+
+
+def test_a_raw_subject_id_is_refused_before_it_reaches_the_log() -> None:
+    with pytest.raises(ValueError, match="keyed hashes"):
+        make_record("s-1", subject_refs=("110101199003071234",))
+
+
+def test_a_naive_timestamp_is_refused() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        make_record("s-1", ts=datetime(2025, 3, 1, 9, 30))
+
+
+async def test_each_row_is_one_json_line_event_with_the_same_fields(tmp_path: Path) -> None:
+    events = Events()
+    share_log = await ShareLog.open(log_settings(tmp_path, stdout=True), KEY, logger=events)
+    await share_log.record(make_record("s-1"))
+    await share_log.record_outcome(delivered("s-1"))
+    await share_log.close()
+
+    [share] = events.named("share_recorded")
+    [outcome] = events.named("share_outcome_recorded")
+    [row] = query(share_log.path)
+    for name in ("share_id", "partner", "purpose", "decision", "reason", "fields_sent"):
+        assert share[name] == row[name]
+    assert (share["seq"], share["hash"], share["prev_hash"]) == (
+        row["seq"],
+        row["hash"],
+        row["prev_hash"],
+    )
+    assert (outcome["share_id"], outcome["outcome"], outcome["share_seq"]) == (
+        "s-1",
+        "delivered",
+        row["seq"],
+    )
+    reasons = [c["reason"] for c in events.named("share_log_checkpointed")]
+    assert reasons == ["open", "close"]
+
+
+async def test_without_stdout_no_events_are_emitted(tmp_path: Path) -> None:
+    events = Events()
+    share_log = await ShareLog.open(log_settings(tmp_path, stdout=False), KEY, logger=events)
+    await share_log.record(make_record("s-1", decision="denied"))
+    await share_log.close()
+    assert events.events == []
+
+
+# --- failures: nothing may be shared without a record ----------------------------------------
+
+
+async def test_a_locked_store_refuses_the_record_then_recovers(tmp_path: Path) -> None:
+    share_log = await ShareLog.open(
+        log_settings(tmp_path), KEY, busy_timeout_s=0.05, retry_interval_s=0.05
+    )
+    blocker = sqlite3.connect(share_log.path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(ShareLogUnavailable) as failed:
+            await share_log.record(make_record("s-refused"))
+        assert failed.value.status == 503
+        assert failed.value.code == "share_log_unavailable"
+        assert not share_log.writable()
+        blocker.execute("ROLLBACK")
+
+        # No request needs to come (a gateway that is not ready gets none): the writer retries.
+        for _ in range(200):
+            if share_log.writable():
+                break
+            await asyncio.sleep(0.05)
+        assert share_log.writable()
+        await share_log.record(make_record("s-after"))
+    finally:
+        blocker.close()
+        await share_log.close()
+    assert [r["share_id"] for r in query(share_log.path)] == ["s-after"]
+    conn = sqlite3.connect(share_log.path)
+    reasons = [r for (r,) in conn.execute("SELECT reason FROM checkpoints ORDER BY seq")]
+    conn.close()
+    assert reasons == ["open", "resume", "close"]
+    assert verify(share_log.path, KEY).ok
+
+
+def fill_disk(conn: sqlite3.Connection) -> None:
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {pages}")  # SQLITE_FULL on the next new page
+
+
+def make_read_only(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA query_only = 1")  # SQLITE_READONLY on the next write
+
+
+@pytest.mark.parametrize("fault", [fill_disk, make_read_only], ids=["disk-full", "read-only"])
+async def test_a_store_that_cannot_be_written_refuses_then_recovers(
+    tmp_path: Path, fault: Callable[[sqlite3.Connection], None]
+) -> None:
+    connections: list[sqlite3.Connection] = []
+
+    def connect(path: Path) -> sqlite3.Connection:
+        conn = sqlite3.connect(path, check_same_thread=False)
+        connections.append(conn)
+        return conn
+
+    share_log = await ShareLog.open(log_settings(tmp_path), KEY, connect=connect)
+    try:
+        await share_log.record(make_record("s-before"))
+        fault(connections[-1])
+        big = make_record("s-refused", fields_sent=tuple(f"f.{i:05d}" for i in range(3000)))
+        with pytest.raises(ShareLogUnavailable):
+            await share_log.record(big)
+        assert not share_log.writable()
+
+        # The store is back (a new connection has neither fault): the next record works.
+        await share_log.record(make_record("s-after"))
+        assert share_log.writable()
+        assert len(connections) == 2
+    finally:
+        await share_log.close()
+    assert [r["share_id"] for r in query(share_log.path)] == ["s-before", "s-after"]
+    assert verify(share_log.path, KEY).ok
+
+
+async def test_a_log_sealed_with_another_key_refuses_to_open(tmp_path: Path) -> None:
+    settings = log_settings(tmp_path)
+    share_log = await ShareLog.open(settings, KEY)
+    await share_log.close()
+    with pytest.raises(ShareLogUnavailable, match="not signed by this gateway's key"):
+        await ShareLog.open(settings, b"another-master-key" * 2)
+
+
+async def test_a_record_the_log_cannot_store_fails_alone(log: ShareLog) -> None:
+    bad = make_record("s-bad", records="3")  # a str where the column holds an integer
+    results = await asyncio.gather(
+        log.record(make_record("s-1")), log.record(bad), return_exceptions=True
+    )
+    assert results[0] is None
+    assert isinstance(results[1], ShareLogUnavailable)
+    assert [r["share_id"] for r in query(log.path)] == ["s-1"]
+    assert log.writable()
+
+
+async def test_a_path_sqlite_cannot_open_refuses_to_start(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    settings = ShareLogSettings(path=blocker / "share-log.sqlite", stdout=False)
+    with pytest.raises(ShareLogUnavailable, match="share log"):
+        await ShareLog.open(settings, KEY)
+
+
+async def test_a_second_gateway_cannot_open_the_same_log(log: ShareLog) -> None:
+    with pytest.raises(ShareLogUnavailable, match="in use by another gateway"):
+        await ShareLog.open(log.settings, KEY)
+
+
+async def test_a_closed_log_refuses_records(tmp_path: Path) -> None:
+    share_log = await ShareLog.open(log_settings(tmp_path), KEY)
+    await share_log.close()
+    assert not share_log.writable()
+    with pytest.raises(ShareLogUnavailable):
+        await share_log.record(make_record("s-1"))
+
+
+async def test_a_log_whose_tail_was_cut_refuses_to_open(tmp_path: Path) -> None:
+    settings = log_settings(tmp_path)
+    share_log = await ShareLog.open(settings, KEY)
+    await share_log.record(make_record("s-1"))
+    await share_log.close()
+    conn = sqlite3.connect(settings.path)
+    conn.execute("DELETE FROM checkpoints WHERE reason = 'close'")
+    conn.commit()
+    conn.close()
+    # Appending would re-sign the damaged tail and erase the evidence.
+    with pytest.raises(ShareLogUnavailable, match="logs verify"):
+        await ShareLog.open(settings, KEY)
+
+
+# --- crash recovery -------------------------------------------------------------------------
+
+CRASHING_WRITER = textwrap.dedent(
+    """
+    import asyncio, sys, time
+    from datetime import UTC, datetime
+    from pathlib import Path
+    from gateway.settings import ShareLogSettings
+    from gateway.sharelog import ShareLog, ShareOutcome, ShareRecord
+
+    def record(share_id, decision):
+        return ShareRecord(
+            share_id=share_id, ts=datetime.now(UTC), partner="acme", contract_id="DPA-1",
+            contract_version=3, contract_sha256=None, caller="billing",
+            purpose="credit_assessment", method="POST", route="POST /v1/assess",
+            decision=decision, reason="shared" if decision == "shared" else "scope_denied",
+        )
+
+    async def main():
+        settings = ShareLogSettings(path=Path(sys.argv[1]), stdout=False)
+        log = await ShareLog.open(settings, sys.argv[2].encode())
+        await log.record(record("s-done", "shared"))
+        await log.record_outcome(ShareOutcome("s-done", "delivered", 200, 2, 3.0))
+        await log.record(record("s-in-flight", "shared"))
+        await log.record(record("s-denied", "denied"))
+        print("intent written", flush=True)
+        time.sleep(60)  # killed here: between the intent and the partner's answer
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_a_share_left_open_by_a_kill_is_closed_as_unknown_on_restart(tmp_path: Path) -> None:
+    settings = log_settings(tmp_path)
+    settings.path.parent.mkdir(parents=True)
+    root = Path(__file__).resolve().parent.parent
+    child = subprocess.Popen(
+        [sys.executable, "-c", CRASHING_WRITER, str(settings.path), KEY.decode()],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == b"intent written\n"
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait(timeout=30)
+        if child.stdout is not None:
+            child.stdout.close()
+    assert child.returncode == -signal.SIGKILL
+
+    events = Events()
+
+    async def restart() -> None:
+        share_log = await ShareLog.open(settings, KEY, logger=events)
+        await share_log.close()
+
+    asyncio.run(restart())
+    outcomes = {r["share_id"]: r["outcome"] for r in query(settings.path)}
+    assert outcomes == {"s-done": "delivered", "s-in-flight": "unknown", "s-denied": None}
+    [warning] = events.named("share_outcomes_unknown")
+    assert warning["share_ids"] == ["s-in-flight"]
+    assert verify(settings.path, KEY).ok
+
+
+async def test_close_closes_shares_still_waiting_for_an_outcome(tmp_path: Path) -> None:
+    share_log = await ShareLog.open(log_settings(tmp_path), KEY)
+    await share_log.record(make_record("s-1"))
+    await share_log.close()
+    [row] = query(share_log.path)
+    assert row["outcome"] == "unknown"
+
+
+# --- schema ---------------------------------------------------------------------------------
+
+
+async def test_a_new_log_is_created_at_the_current_schema_version(log: ShareLog) -> None:
+    conn = sqlite3.connect(log.path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION
+        plan = " ".join(
+            str(row)
+            for row in conn.execute(
+                "EXPLAIN QUERY PLAN SELECT seq FROM shares WHERE partner = ? AND ts >= ? "
+                "AND ts < ? ORDER BY ts, seq",
+                ("acme", "2025", "2026"),
+            )
+        )
+    finally:
+        conn.close()
+    assert "shares_ts_partner" in plan
+    # The index delivers the time order; only rows with an identical ts would be sorted by seq.
+    assert "USE TEMP B-TREE FOR ORDER BY" not in plan
+
+
+async def test_migrations_are_applied_forward_on_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = log_settings(tmp_path)
+    share_log = await ShareLog.open(settings, KEY)
+    await share_log.record(make_record("s-1"))
+    await share_log.close()
+
+    later = (*schema.MIGRATIONS, ("CREATE TABLE retention_holds (share_seq INTEGER)",))
+    monkeypatch.setattr(schema, "MIGRATIONS", later)
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", len(later))
+    share_log = await ShareLog.open(settings, KEY)
+    await share_log.close()
+    conn = sqlite3.connect(settings.path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(later)
+        assert conn.execute("SELECT COUNT(*) FROM retention_holds").fetchone()[0] == 0
+    finally:
+        conn.close()
+    assert [r["share_id"] for r in query(settings.path)] == ["s-1"]
+
+
+async def test_a_log_from_a_newer_gateway_is_refused(tmp_path: Path) -> None:
+    settings = log_settings(tmp_path)
+    settings.path.parent.mkdir(parents=True)
+    conn = sqlite3.connect(settings.path)
+    conn.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(ShareLogUnavailable, match="newer"):
+        await ShareLog.open(settings, KEY)
+
+
+# --- retention ------------------------------------------------------------------------------
+
+
+async def test_prune_removes_only_records_past_retention_and_keeps_the_chain(
+    tmp_path: Path,
+) -> None:
+    now = datetime.now(UTC)
+    old = now - timedelta(days=1200)
+    share_log = await ShareLog.open(log_settings(tmp_path), KEY)
+    try:
+        await share_log.record(make_record("s-old-1", ts=old))
+        await share_log.record_outcome(delivered("s-old-1"))
+        await share_log.record(make_record("s-old-2", ts=old + timedelta(days=1)))
+        await share_log.record_outcome(delivered("s-old-2"))
+        await share_log.record(make_record("s-new", ts=now - timedelta(days=3)))
+        with pytest.raises(PruneRefused, match="1095 days"):
+            await share_log.prune(now - timedelta(days=30))
+        result = await share_log.prune(now - timedelta(days=1095))
+        assert (result.shares, result.outcomes, result.checkpoints) == (2, 2, 1)
+        assert result.checkpoint_seq is not None
+        await share_log.record(make_record("s-later", ts=now))
+    finally:
+        await share_log.close()
+    assert [r["share_id"] for r in query(share_log.path)] == ["s-new", "s-later"]
+    checked = verify(share_log.path, KEY)
+    assert checked.ok, checked.problem
+    assert checked.first_seq == result.cut_seq
+
+
+# --- the in-memory sink ---------------------------------------------------------------------
+
+
+async def test_the_memory_sink_keeps_records_and_refuses_on_demand() -> None:
+    memory = MemoryShareLog()
+    sink: ShareSink = memory
+    await sink.record(make_record("s-1"))
+    await sink.record_outcome(delivered("s-1"))
+    assert [r.share_id for r in memory.records] == ["s-1"]
+    assert memory.outcome_of("s-1") == delivered("s-1")
+    assert memory.outcome_of("s-2") is None
+    memory.available = False
+    assert not sink.writable()
+    with pytest.raises(ShareLogUnavailable):
+        await sink.record(make_record("s-2"))
+    assert len(memory.records) == 1
