@@ -6,14 +6,17 @@ import asyncio
 import contextlib
 import os
 import signal
+import sqlite3
 from collections.abc import Mapping
+from datetime import date, datetime, time
 from typing import Any
 
 import structlog
 from aiohttp import web
 
 from gateway.auth import AuthConfigError, build_auth_verifier, build_consent_verifier
-from gateway.consent import ConsentRegistry
+from gateway.consent import ConsentRegistry, RegistryError
+from gateway.errors import ShareLogUnavailable
 from gateway.keys import subject_ref_key
 from gateway.ops import handle_ops
 from gateway.pii import scan
@@ -21,9 +24,10 @@ from gateway.pipeline import handle_share
 from gateway.runtime import RUNTIME, Runtime, StartupError, load_policy, master_key
 from gateway.server import GatewayRunner, ServerLimits
 from gateway.settings import Settings
+from gateway.sharelog import review
 from gateway.sharelog.record import ShareSink
 from gateway.sharelog.store import ShareLog
-from gateway.terms import Terms
+from gateway.terms import DailyCounts, Terms
 from gateway.upstream import HttpUpstream, Upstream
 
 log = structlog.get_logger("gateway")
@@ -84,28 +88,49 @@ async def build_runtime(
     upstream: Upstream | None = None,
     share_log: ShareSink | None = None,
 ) -> Runtime:
-    """Load and compile everything the gateway needs; any problem stops the start."""
+    """Load and compile everything the gateway needs; any problem stops the start.
+
+    Whatever was opened before a problem is closed again, so a refused start leaks nothing.
+    """
     environ = os.environ if environ is None else environ
     if settings.auth is None:
         raise StartupError(["settings: auth: caller authentication must be configured"])
     key = master_key(settings, environ)
     policy = load_policy(settings, key, environ)
-    try:
-        verifier = await build_auth_verifier(settings.auth, environ=environ)
-        await verifier.start()
-        consent_tokens = None
-        if settings.consent is not None:
-            consent_tokens = await build_consent_verifier(settings.consent, environ=environ)
-            await consent_tokens.start()
-    except AuthConfigError as exc:
-        raise StartupError([str(exc)]) from exc
-    if upstream is None:
-        http = HttpUpstream()
-        await http.start()
-        upstream = http
-    if share_log is None:
-        share_log = await ShareLog.open(settings.share_log, key)
-    registry = ConsentRegistry(settings.registry.path, subject_ref_key(key))
+    async with contextlib.AsyncExitStack() as opened:
+        try:
+            verifier = await build_auth_verifier(settings.auth, environ=environ)
+            await verifier.start()
+            opened.push_async_callback(verifier.close)
+            consent_tokens = None
+            if settings.consent is not None:
+                consent_tokens = await build_consent_verifier(settings.consent, environ=environ)
+                await consent_tokens.start()
+                opened.push_async_callback(consent_tokens.close)
+        except AuthConfigError as exc:
+            raise StartupError([str(exc)]) from exc
+        if upstream is None:
+            http = HttpUpstream()
+            await http.start()
+            opened.push_async_callback(http.close)
+            upstream = http
+        if share_log is None:
+            try:
+                log = await ShareLog.open(settings.share_log, key)
+            except ShareLogUnavailable as exc:
+                path = settings.share_log.path
+                raise StartupError([f"share log {path}: {exc.message}"]) from exc
+            opened.push_async_callback(log.close)
+            share_log = log
+        try:
+            registry = ConsentRegistry(settings.registry.path, subject_ref_key(key))
+        except (RegistryError, OSError, sqlite3.Error) as exc:
+            raise StartupError([f"consent registry {settings.registry.path}: {exc}"]) from exc
+        opened.callback(registry.close)
+        quota = DailyCounts()
+        today = datetime.now(settings.zone).date()
+        quota.seed(today, await asyncio.to_thread(records_shared_since, settings, today))
+        opened.pop_all()
     return Runtime(
         settings=settings,
         policy=policy,
@@ -113,10 +138,23 @@ async def build_runtime(
         share_log=share_log,
         upstream=upstream,
         master_key=key,
-        terms=Terms(registry=registry, consent_tokens=consent_tokens),
+        terms=Terms(registry=registry, consent_tokens=consent_tokens, quota=quota),
         scanner=scan,
         environ=environ,
     )
+
+
+def records_shared_since(settings: Settings, day: date) -> dict[str, int]:
+    """Records shared per partner since the start of `day`: the daily caps survive a restart."""
+    path = settings.share_log.path
+    if not path.exists():
+        return {}
+    start = datetime.combine(day, time.min, settings.zone)
+    return {
+        row["partner"]: row["records"]
+        for row in review.summary(path, since=start)
+        if row["partner"] is not None
+    }
 
 
 async def close_runtime(runtime: Runtime) -> None:

@@ -132,6 +132,11 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
     print(orjson.dumps(result.document, option=orjson.OPT_INDENT_2).decode())
     if result.result.query:
         print("query: " + "&".join(f"{k}={v}" for k, v in result.result.query.items()))
+    print(
+        "note: consent, minors, rate and daily caps depend on the moment and the registry; "
+        "the running gateway checks them",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 
@@ -209,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StartupError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
-        return EXIT_USAGE if args.command != "serve" else EXIT_FAILED
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_OK
 

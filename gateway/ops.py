@@ -20,9 +20,12 @@ from gateway.errors import (
     NotFound,
 )
 from gateway.jsonbody import check_json_content_type, parse_json
+from gateway.keys import keyed_hash
 from gateway.metrics import REGISTRY
 from gateway.pipeline import error_response
 from gateway.runtime import RUNTIME, Runtime, StartupError
+from gateway.sharelog import review
+from gateway.sharelog.commands import UsageError, parse_time
 
 ADMIN_SCOPE = "gateway:admin"
 
@@ -116,6 +119,42 @@ async def reload(request: web.Request, runtime: Runtime) -> web.StreamResponse:
     )
 
 
+SHARE_FILTERS = ("partner", "purpose", "decision", "reason", "caller")
+MAX_PAGE = 1000
+
+
+async def shares(request: web.Request, runtime: Runtime) -> web.StreamResponse:
+    """The share log, with the filters of `logs query`; `subject` is hashed before the lookup."""
+    await _require_admin(request, runtime)
+    params = request.query
+    unknown = set(params) - {*SHARE_FILTERS, "since", "until", "subject", "limit", "offset"}
+    if unknown:
+        raise MalformedRequest(f"unknown filter(s): {', '.join(sorted(unknown))}")
+    zone = runtime.policy.zone
+    now = datetime.now(zone)
+    try:
+        since = parse_time(params["since"], zone, now) if "since" in params else None
+        until = (
+            parse_time(params["until"], zone, now, end_of_day=True) if "until" in params else None
+        )
+        limit = min(int(params.get("limit", "100")), MAX_PAGE)
+        offset = int(params.get("offset", "0"))
+    except (UsageError, ValueError) as exc:
+        raise MalformedRequest(str(exc)) from exc
+    subject = params.get("subject")
+    rows = await asyncio.to_thread(
+        review.query,
+        runtime.settings.share_log.path,
+        **{name: params[name] for name in SHARE_FILTERS if name in params},
+        since=since,
+        until=until,
+        subject_ref=keyed_hash(runtime.subject_key, subject) if subject else None,
+        limit=max(limit, 0),
+        offset=max(offset, 0),
+    )
+    return _json({"shares": rows, "limit": limit, "offset": offset})
+
+
 async def consent(request: web.Request, runtime: Runtime) -> web.StreamResponse:
     await _require_admin(request, runtime)
     registry = runtime.terms.registry
@@ -159,6 +198,7 @@ ENDPOINTS: dict[str, tuple[tuple[str, ...], Endpoint]] = {
     "contracts": (("GET",), contracts),
     "reload": (("POST",), reload),
     "consent": (("GET", "POST"), consent),
+    "shares": (("GET",), shares),
 }
 
 

@@ -7,7 +7,6 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import orjson
@@ -43,12 +42,10 @@ from gateway.jsonbody import (
 from gateway.keys import keyed_hash
 from gateway.policy import PartnerPolicy, Policy, RoutePolicy
 from gateway.routing import Target, parse_target
+from gateway.runtime import RUNTIME, Runtime
 from gateway.sharelog.record import ShareOutcome, ShareRecord
 from gateway.terms import Subject, subjects_of
 from gateway.upstream import UpstreamFailure, UpstreamRequest
-
-if TYPE_CHECKING:
-    from gateway.runtime import Runtime
 
 log = structlog.get_logger("gateway")
 
@@ -377,45 +374,11 @@ def _count(flow: Flow, decision: str, reason: str) -> None:
         metrics.FIELDS_STRIPPED.labels(partner).inc(flow.result.stripped_count)
 
 
-class PendingShares:
-    """The shares in progress per runtime, held against `limits.max_pending_requests`."""
-
-    def __init__(self) -> None:
-        # Keyed by identity (a Runtime is neither hashable nor weakly referenceable); an entry
-        # lives only while a share of that runtime is in progress.
-        self._counts: dict[int, int] = {}
-
-    def count(self, runtime: Runtime) -> int:
-        return self._counts.get(id(runtime), 0)
-
-    def enter(self, runtime: Runtime) -> bool:
-        """Take a place for one more share, or False when every place is taken."""
-        key = id(runtime)
-        count = self._counts.get(key, 0)
-        if count >= runtime.settings.limits.max_pending_requests:
-            return False
-        self._counts[key] = count + 1
-        return True
-
-    def leave(self, runtime: Runtime) -> None:
-        key = id(runtime)
-        count = self._counts.get(key, 0) - 1
-        if count > 0:
-            self._counts[key] = count
-        else:
-            self._counts.pop(key, None)
-
-
-PENDING = PendingShares()
-
-
 async def handle_share(request: web.Request) -> web.StreamResponse:
-    from gateway.runtime import RUNTIME
-
     runtime = request.app[RUNTIME]
     flow = Flow(share_id=str(uuid.uuid4()), method=request.method, policy=runtime.policy)
     # Refused before any other work, and recorded like every other refusal.
-    if not PENDING.enter(runtime):
+    if runtime.shares_in_progress >= runtime.settings.limits.max_pending_requests:
         error = Overloaded(
             f"{runtime.settings.limits.max_pending_requests} shares are in progress, "
             "the most the gateway takes at once",
@@ -424,10 +387,11 @@ async def handle_share(request: web.Request) -> web.StreamResponse:
         await _record(runtime, flow.record("denied", error.code))
         _count(flow, "denied", error.code)
         return error_response(error, flow.share_id)
+    runtime.shares_in_progress += 1
     try:
         return await _handle_admitted(flow, request, runtime)
     finally:
-        PENDING.leave(runtime)
+        runtime.shares_in_progress -= 1
 
 
 async def _handle_admitted(

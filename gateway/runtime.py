@@ -70,6 +70,7 @@ class Runtime:
     terms: Terms
     scanner: TextScanner | None = None
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    shares_in_progress: int = 0  # held against limits.max_pending_requests
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property

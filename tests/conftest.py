@@ -176,7 +176,10 @@ async def make_gateway(
         settings: Mapping[str, Any] | None = None,
         share_log: MemoryShareLog | None = None,
         environ: Mapping[str, str] | None = None,
+        durable_log: bool = False,
     ) -> Gateway:
+        """A gateway in front of `partner`; `durable_log` uses the real SQLite share log
+        (then `Gateway.log` stays empty: read the file with gateway.sharelog.review)."""
         folder = tmp_path / f"contracts{len(started)}"
         folder.mkdir()
         for doc in contracts or [contract()]:
@@ -201,7 +204,7 @@ async def make_gateway(
         env = {"SHARE_GATEWAY_HASH_KEY": HASH_KEY, "ACME_TOKEN": PARTNER_TOKEN, **(environ or {})}
         log = share_log or MemoryShareLog()
         config = Settings.model_validate(raw)
-        runtime = await build_runtime(config, environ=env, share_log=log)
+        runtime = await build_runtime(config, environ=env, share_log=None if durable_log else log)
         server = TestServer(make_app(runtime))
         # TestServer drops keyword arguments given to its constructor: the gateway's own server
         # options (no automatic decompression, header limits) only apply when passed here.

@@ -24,7 +24,6 @@ from conftest import HASH_KEY, PARTNER_TOKEN, Gateway, GatewayFactory, RawRespon
 from partners import Reply
 
 from gateway.app import make_app, make_runner, serve
-from gateway.pipeline import PENDING
 from gateway.server import GatewayRunner, GatewayServer, ServerLimits
 from gateway.settings import Settings
 
@@ -382,7 +381,7 @@ async def test_shares_beyond_the_pending_cap_are_503(limited_gateway: GatewayFac
     gw.partner.reply = Reply(delay_s=1.0)
     held = [asyncio.create_task(exchange(gw, share_request(gw))) for _ in range(2)]
     await eventually(lambda: len(gw.partner.received) == 2)
-    assert PENDING.count(gw.runtime) == 2
+    assert gw.runtime.shares_in_progress == 2
 
     response = await exchange(gw, share_request(gw))
     assert response.status == 503
@@ -401,7 +400,7 @@ async def test_shares_beyond_the_pending_cap_are_503(limited_gateway: GatewayFac
     assert len(gw.partner.received) == 2
 
     assert [r.status for r in await asyncio.gather(*held)] == [200, 200]
-    assert PENDING.count(gw.runtime) == 0
+    assert gw.runtime.shares_in_progress == 0
     gw.partner.reply = Reply()
     await assert_still_serving(gw)
     assert [r.reason for r in gw.log.records] == ["shared", "shared", "overloaded", "shared"]
@@ -412,7 +411,7 @@ async def test_refused_shares_free_their_place(limited_gateway: GatewayFactory) 
     for _ in range(3):
         response = await exchange(gw, share_request(gw, target="/nobody/v1/assess"))
         assert response.json()["error"]["code"] == "unknown_partner"
-    assert PENDING.count(gw.runtime) == 0
+    assert gw.runtime.shares_in_progress == 0
     await assert_still_serving(gw)
 
 

@@ -1,0 +1,163 @@
+"""Operations endpoints: health, readiness, metrics, and the admin API behind `gateway:admin`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import yaml
+from conftest import GatewayFactory, contract
+
+from gateway.app import build_runtime, close_runtime, records_shared_since
+from gateway.keys import keyed_hash
+
+ADMIN = "gateway:admin"
+
+
+async def test_health_and_readiness(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway()
+    health = await gw.client.get("/_gateway/health")
+    assert health.status == 200
+    assert (await health.json()) == {"status": "ok"}
+    ready = await gw.client.get("/_gateway/ready")
+    assert ready.status == 200
+    assert (await ready.json())["share_log_writable"] is True
+    gw.log.available = False
+    not_ready = await gw.client.get("/_gateway/ready")
+    assert not_ready.status == 503
+    assert (await not_ready.json())["share_log_writable"] is False
+    assert gw.partner.received == []
+
+
+async def test_ops_paths_are_never_forwarded(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway()
+    response = await gw.client.get("/_gateway/anything")
+    assert response.status == 404
+    assert (await response.json())["error"]["code"] == "not_found"
+    wrong_method = await gw.client.post("/_gateway/health")
+    assert wrong_method.status == 405
+    assert gw.partner.received == []
+
+
+async def test_metrics_count_decisions_by_partner_and_reason(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway()
+    await gw.share("POST", "/acme/v1/assess", json={"applicant": {"user_id": "u-1"}})
+    await gw.share("POST", "/acme/v1/nope", json={})
+    text = await (await gw.client.get("/_gateway/metrics")).text()
+    assert 'share_gateway_decisions_total{partner="acme",reason="shared"}' in text
+    assert 'share_gateway_decisions_total{partner="acme",reason="route_denied"}' in text
+    assert "share_gateway_upstream_latency_seconds_bucket" in text
+    assert "share_gateway_fields_stripped_total" in text
+
+
+async def test_admin_endpoints_need_the_admin_scope(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway()
+    for method, path in (("GET", "/_gateway/contracts"), ("POST", "/_gateway/reload")):
+        anonymous = await gw.client.request(method, path)
+        assert anonymous.status == 401
+        assert anonymous.headers["WWW-Authenticate"].startswith("Bearer")
+        not_admin = await gw.client.request(
+            method, path, headers={"Authorization": f"Bearer {gw.token('share:acme:*')}"}
+        )
+        assert not_admin.status == 403
+        assert (await not_admin.json())["error"]["code"] == "forbidden"
+
+
+async def test_contracts_lists_versions_and_hashes(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway()
+    response = await gw.client.get(
+        "/_gateway/contracts", headers={"Authorization": f"Bearer {gw.token(ADMIN)}"}
+    )
+    assert response.status == 200
+    [listed] = (await response.json())["contracts"]
+    loaded = gw.runtime.policy.partners["acme"].loaded
+    assert listed["partner"] == "acme"
+    assert listed["version"] == 3
+    assert listed["sha256"] == loaded.sha256
+    assert listed["in_force"] is True
+    assert "POST /v1/assess (credit_assessment)" in listed["routes"]
+
+
+async def test_reload_swaps_a_good_set_and_keeps_the_last_good_one(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway()
+    admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
+    folder = gw.runtime.settings.contracts_dir
+    changed = contract(contract={"version": 4})
+    changed["upstream"]["base_url"] = gw.partner.base_url
+    changed["routes"] = [r for r in changed["routes"] if r["path"] != "/v1/notes"]
+    (folder / "acme.yaml").write_text(yaml.safe_dump(changed))
+    response = await gw.client.post("/_gateway/reload", headers=admin)
+    assert response.status == 200, await response.text()
+    assert (await response.json())["contracts"]["acme"]["version"] == 4
+    gone = await gw.share("POST", "/acme/v1/notes", json={"note": "x"}, purpose="service_delivery")
+    assert gone.status == 403
+    assert (await gone.json())["error"]["code"] == "route_denied"
+
+    (folder / "acme.yaml").write_text("partner: {id: acme\n")  # broken YAML
+    refused = await gw.client.post("/_gateway/reload", headers=admin)
+    assert refused.status == 422
+    assert (await refused.json())["error"]["problems"]
+    assert gw.runtime.policy.partners["acme"].contract.contract.version == 4
+    still = await gw.share("POST", "/acme/v1/assess", json={"applicant": {"user_id": "u-1"}})
+    assert still.status == 200
+
+
+async def test_consent_endpoint_grants_and_withdraws(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway()
+    admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
+    grant = {
+        "subject": "u-77",
+        "partner": "acme",
+        "purpose": "credit_assessment",
+        "granted_at": "2025-01-01T00:00:00Z",
+        "reference": "app-consent-1",
+    }
+    posted = await gw.client.post("/_gateway/consent", json={"grants": [grant]}, headers=admin)
+    assert posted.status == 200, await posted.text()
+    shown = await (await gw.client.get("/_gateway/consent?subject=u-77", headers=admin)).json()
+    assert shown["subject_ref"] == keyed_hash(gw.runtime.subject_key, "u-77")
+    assert [g["reference"] for g in shown["grants"]] == ["app-consent-1"]
+    bad = await gw.client.post(
+        "/_gateway/consent", json={"grants": [{**grant, "granted_at": "yesterday"}]}, headers=admin
+    )
+    assert bad.status == 422
+
+
+async def test_shares_endpoint_filters_the_durable_log(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway(durable_log=True)
+    ok = await gw.share("POST", "/acme/v1/assess", json={"applicant": {"user_id": "u-9"}})
+    assert ok.status == 200
+    denied = await gw.share("POST", "/acme/v1/nope", json={})
+    assert denied.status == 403
+    admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
+    listed = await gw.client.get("/_gateway/shares?decision=denied", headers=admin)
+    assert listed.status == 200, await listed.text()
+    rows = (await listed.json())["shares"]
+    assert [r["reason"] for r in rows] == ["route_denied"]
+    about = await gw.client.get("/_gateway/shares?subject=u-9", headers=admin)
+    [row] = (await about.json())["shares"]
+    assert row["share_id"] == ok.headers["X-Share-Id"]
+    assert "u-9" not in await about.text()
+    bad = await gw.client.get("/_gateway/shares?colour=red", headers=admin)
+    assert bad.status == 400
+
+
+async def test_daily_record_counts_survive_a_restart(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway(durable_log=True)
+    for user in ("u-1", "u-2", "u-3"):
+        response = await gw.share("POST", "/acme/v1/assess", json={"applicant": {"user_id": user}})
+        assert response.status == 200
+    settings = gw.runtime.settings
+    environ = gw.runtime.environ
+    await gw.client.close()
+    await close_runtime(gw.runtime)
+    today = datetime.now(settings.zone).date()
+    assert records_shared_since(settings, today) == {"acme": 3}
+    restarted = await build_runtime(settings, environ=environ)
+    try:
+        quota = restarted.terms.quota
+        assert await quota.take("acme", today, 8, 10) is False  # 3 + 8 > 10
+        assert await quota.take("acme", today, 7, 10) is True
+    finally:
+        await close_runtime(restarted)
