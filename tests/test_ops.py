@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 
 import yaml
@@ -9,6 +10,7 @@ from conftest import GatewayFactory, contract
 
 from gateway.app import build_runtime, close_runtime, records_shared_since
 from gateway.keys import keyed_hash
+from gateway.sharelog import review
 
 ADMIN = "gateway:admin"
 
@@ -161,3 +163,66 @@ async def test_daily_record_counts_survive_a_restart(make_gateway: GatewayFactor
         assert await quota.take("acme", today, 7, 10) is True
     finally:
         await close_runtime(restarted)
+
+
+async def test_a_share_in_flight_during_a_reload_keeps_its_contract(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway(durable_log=True)
+    admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
+    gw.partner.reply.delay_s = 0.5
+    in_flight = asyncio.ensure_future(
+        gw.share("POST", "/acme/v1/assess", json={"applicant": {"user_id": "u-1"}})
+    )
+    for _ in range(200):  # bounded: the share reaches the partner well within 2 s
+        if gw.partner.received:
+            break
+        await asyncio.sleep(0.01)
+    assert len(gw.partner.received) == 1
+    newer = contract(contract={"version": 4})
+    newer["upstream"]["base_url"] = gw.partner.base_url
+    (gw.runtime.settings.contracts_dir / "acme.yaml").write_text(yaml.safe_dump(newer))
+    reloaded = await gw.client.post("/_gateway/reload", headers=admin)
+    assert reloaded.status == 200
+    first = await in_flight
+    assert first.status == 200
+    gw.partner.reply.delay_s = 0
+    second = await gw.share("POST", "/acme/v1/assess", json={"applicant": {"user_id": "u-2"}})
+    assert second.status == 200
+    rows = review.query(gw.runtime.settings.share_log.path, decision="shared")
+    versions = {row["share_id"]: row["contract_version"] for row in rows}
+    assert versions[first.headers["X-Share-Id"]] == 3
+    assert versions[second.headers["X-Share-Id"]] == 4
+
+
+PERSONAL: dict[str, str | int] = {
+    "user_id": "u-subject-4711",
+    "name": "李雷",
+    "id_number": "110105198806052719",
+    "phone": "13912345678",
+    "email": "li.lei@example.com",
+    "monthly_income": 23456,
+}
+
+
+async def test_the_share_log_files_hold_no_personal_values(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway(durable_log=True)
+    shared = await gw.share(
+        "POST", "/acme/v1/assess", json={"applicant": PERSONAL, "note": PERSONAL["email"]}
+    )
+    assert shared.status == 200
+    denied = await gw.share("POST", "/acme/v1/nope", json={"applicant": PERSONAL})
+    assert denied.status == 403
+    bad_token = await gw.share(
+        "POST", "/acme/v1/assess", json={"applicant": PERSONAL}, token="not-a-token"
+    )
+    assert bad_token.status == 401
+    await close_runtime(gw.runtime)  # flush and checkpoint everything to the files
+    path = gw.runtime.settings.share_log.path
+    stored = b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*") if p.is_file())
+    assert len(stored) > 0
+    for value in PERSONAL.values():
+        assert str(value).encode() not in stored
+    assert b"not-a-token" not in stored
+    [row] = review.query(path, decision="shared")
+    assert row["subject_refs"] == [keyed_hash(gw.runtime.subject_key, str(PERSONAL["user_id"]))]

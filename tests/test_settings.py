@@ -1,0 +1,95 @@
+"""Gateway settings: defaults, the YAML file, environment overrides, paths and refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.settings import Settings, SettingsError, load_settings
+
+
+def test_every_setting_has_a_safe_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(environ={})
+    assert settings.listen.host == "127.0.0.1"
+    assert settings.listen.port == 8080
+    assert settings.jurisdiction == "CN"
+    assert settings.timezone == "Asia/Shanghai"
+    assert settings.allow_insecure_upstreams is False
+    assert settings.auth is None  # `serve` refuses to start without it
+    assert settings.share_log.durability == "batched"
+    assert settings.share_log.retention_days == 1095
+    assert settings.limits.max_body_bytes == 1_048_576
+    assert settings.limits.max_json_depth == 64
+    assert settings.contracts_dir == tmp_path / "contracts"
+
+
+def test_the_example_file_loads_and_relative_paths_follow_the_file(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parent.parent / "gateway.example.yaml"
+    config = tmp_path / "conf" / "gateway.yaml"
+    config.parent.mkdir()
+    config.write_text(example.read_text(encoding="utf-8"), encoding="utf-8")
+    settings = load_settings(config, environ={})
+    assert settings.auth is not None
+    assert settings.auth.public_key_file == tmp_path / "conf" / "keys" / "idp.pem"
+    assert settings.share_log.path == tmp_path / "conf" / "var" / "share-log.sqlite"
+    assert settings.registry.path == tmp_path / "conf" / "var" / "consent.sqlite"
+    assert settings.contracts_dir == tmp_path / "conf" / "contracts"
+
+
+def test_environment_overrides_section_keys(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("listen: {port: 9000}\nshare_log: {durability: batched}\n")
+    settings = load_settings(
+        config,
+        environ={
+            "SHARE_GATEWAY_LISTEN_PORT": "9090",
+            "SHARE_GATEWAY_SHARE_LOG_DURABILITY": "strict",
+            "SHARE_GATEWAY_LIMITS_MAX_BODY_BYTES": "2048",
+            "SHARE_GATEWAY_TIMEZONE": "UTC",
+            "SHARE_GATEWAY_ALLOW_INSECURE_UPSTREAMS": "true",
+            "SHARE_GATEWAY_HASH_KEY": "a secret, not a setting",
+        },
+    )
+    assert settings.listen.port == 9090
+    assert settings.share_log.durability == "strict"
+    assert settings.limits.max_body_bytes == 2048
+    assert settings.timezone == "UTC"
+    assert settings.allow_insecure_upstreams is True
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("listen: {prot: 1}\n", "listen.prot"),
+        ("share_log: {durability: sometimes}\n", "share_log.durability"),
+        ("share_log: {retention_days: 30}\n", "share_log.retention_days"),
+        ("timezone: Mars/Olympus\n", "unknown time zone"),
+        ("jurisdiction: china\n", "jurisdiction"),
+        (
+            "auth: {issuer: i, audience: a, public_key_file: k.pem, jwks_file: j.json}\n",
+            "exactly one of",
+        ),
+        (
+            "auth: {issuer: i, audience: a, algorithms: [HS256], public_key_file: k.pem}\n",
+            "HS256 is only allowed with hs256_secret_env",
+        ),
+        ("- a list\n", "mapping"),
+        ("listen: {port: [\n", "not valid YAML"),
+    ],
+)
+def test_invalid_settings_are_refused_with_the_key(
+    tmp_path: Path, text: str, fragment: str
+) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(text)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(config, environ={})
+    assert any(fragment in problem for problem in caught.value.problems), caught.value.problems
+
+
+def test_settings_are_immutable() -> None:
+    settings = Settings()
+    with pytest.raises(ValueError, match="frozen"):
+        settings.listen.port = 1  # type: ignore[misc]
