@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import sqlite3
+import sys
 from collections.abc import Mapping
 from datetime import date, datetime, time
 from typing import Any
@@ -33,6 +34,7 @@ from gateway.upstream import HttpUpstream, Upstream
 log = structlog.get_logger("gateway")
 
 OPS_PREFIX = "/_gateway/"
+GIL_SWITCH_INTERVAL_S = 0.001
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
@@ -173,6 +175,9 @@ async def close_runtime(runtime: Runtime) -> None:
 
 async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
     """Run until SIGTERM or SIGINT; SIGHUP reloads the contracts."""
+    # Every share waits for the share-log writer thread. By default a thread waiting for the
+    # interpreter lock gets it only after 5 ms, and under load that wait is the request's.
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     runtime = await build_runtime(settings)
     app = make_app(runtime)
     runner = make_runner(app, settings)

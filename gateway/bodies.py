@@ -57,11 +57,14 @@ async def read_capped(
     *,
     declared_length: int | None,
     limit: int,
-    timeout_s: float,
+    timeout_s: float | None,
     too_large: Callable[[str], GatewayError] = BodyTooLarge,
     stalled: Callable[[str], GatewayError] = RequestTimeout,
 ) -> bytes:
-    """Read a whole body, refusing it as soon as it passes `limit` bytes or `timeout_s` seconds."""
+    """Read a whole body, refusing it as soon as it passes `limit` bytes or `timeout_s` seconds.
+
+    `timeout_s=None` sets no deadline of its own, for a caller that holds one already.
+    """
     if declared_length is not None and declared_length > limit:
         raise too_large(f"the body exceeds {limit} bytes")
     chunks: list[bytes] = []

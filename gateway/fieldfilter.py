@@ -456,6 +456,7 @@ MAX_STRIPPED_PATHS = 256
 UNNAMED_KEY = "<key>"
 
 
+@functools.lru_cache(maxsize=4096)
 def loggable_key(key: str) -> str:
     """`key` if it reads like a field name, else a placeholder that reveals nothing."""
     if _FIELD_NAME.fullmatch(key) is None or _DIGIT_RUN.search(key) is not None:

@@ -21,4 +21,4 @@ def subject_ref_key(master: bytes) -> bytes:
 
 
 def keyed_hash(key: bytes, value: str) -> str:
-    return hmac.new(key, value.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+    return hmac.digest(key, value.encode("utf-8", "surrogatepass"), "sha256").hex()

@@ -54,3 +54,20 @@ RELOADS = Counter(
     ["result"],
     registry=REGISTRY,
 )
+
+
+_DECIDED: dict[tuple[str, str, str], tuple[Counter, Counter]] = {}
+
+
+def count_decision(partner: str, decision: str, reason: str) -> None:
+    """Count one decision; the labelled children are looked up once per combination."""
+    key = (partner, decision, reason)
+    children = _DECIDED.get(key)
+    if children is None:
+        # Bounded: partners × decisions × error codes.
+        children = _DECIDED[key] = (
+            REQUESTS.labels(partner, decision),
+            DECISIONS.labels(partner, reason),
+        )
+    children[0].inc()
+    children[1].inc()

@@ -358,9 +358,11 @@ async def _record(runtime: Runtime, record: ShareRecord) -> None:
         log.error("share_record_failed", share_id=record.share_id, reason=record.reason)
 
 
-async def _record_outcome(runtime: Runtime, outcome: ShareOutcome) -> None:
+def _record_outcome(runtime: Runtime, outcome: ShareOutcome) -> None:
+    # Handed to the share log's writer, which owns it: the caller's answer does not wait for
+    # the disk, and a crash before the write leaves the share `unknown`, never unrecorded.
     try:
-        await runtime.share_log.record_outcome(outcome)
+        runtime.share_log.submit_outcome(outcome)
     except GatewayError:
         # The share itself is recorded and done: the caller still gets the partner's answer.
         log.error("share_outcome_failed", share_id=outcome.share_id, outcome=outcome.outcome)
@@ -368,8 +370,7 @@ async def _record_outcome(runtime: Runtime, outcome: ShareOutcome) -> None:
 
 def _count(flow: Flow, decision: str, reason: str) -> None:
     partner = flow.partner.id if flow.partner else "-"
-    metrics.REQUESTS.labels(partner, decision).inc()
-    metrics.DECISIONS.labels(partner, reason).inc()
+    metrics.count_decision(partner, decision, reason)
     if flow.result is not None and flow.result.stripped_count:
         metrics.FIELDS_STRIPPED.labels(partner).inc(flow.result.stripped_count)
 
@@ -441,7 +442,7 @@ async def forward(flow: Flow, runtime: Runtime) -> web.StreamResponse:
     try:
         response = await runtime.upstream.send(upstream)
     except UpstreamFailure as failure:
-        await _record_outcome(
+        _record_outcome(
             runtime,
             ShareOutcome(flow.share_id, failure.failure, failure.status, 0, failure.latency_ms),
         )
@@ -456,9 +457,9 @@ async def forward(flow: Flow, runtime: Runtime) -> web.StreamResponse:
     try:
         body = filter_response(flow, response.status, response.headers, response.body, runtime)
     except GatewayError as error:
-        await _record_outcome(runtime, outcome)
+        _record_outcome(runtime, outcome)
         return error_response(error, flow.share_id)
-    await _record_outcome(runtime, outcome)
+    _record_outcome(runtime, outcome)
     filtered = flow.route is not None and flow.route.response_plan is not None
     headers = {
         name: value

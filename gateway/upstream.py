@@ -35,7 +35,7 @@ class UpstreamRequest:
 class UpstreamResponse:
     status: int
     headers: Mapping[str, str]
-    body: bytes  # decoded (no content coding), complete, within the cap
+    body: bytes  # decoded (whatever Content-Encoding says), complete, within the cap
     latency_ms: float
 
 
@@ -66,6 +66,10 @@ class _PoolConnector(aiohttp.TCPConnector):
                 return connection
             connection.close()
         return None
+
+
+# One deadline per share (`asyncio.timeout` in `send`) covers connect, request and answer.
+_NO_CLIENT_TIMEOUT = aiohttp.ClientTimeout(total=None)
 
 
 class HttpUpstream:
@@ -106,10 +110,10 @@ class HttpUpstream:
                 async with session.request(
                     request.method,
                     URL(request.url, encoded=True),
-                    headers=CIMultiDict(request.headers),
+                    headers=request.headers,
                     data=request.body,
                     allow_redirects=False,
-                    timeout=aiohttp.ClientTimeout(total=None),
+                    timeout=_NO_CLIENT_TIMEOUT,
                 ) as response:
                     status = response.status
                     coding = content_coding(response.headers.get("Content-Encoding"))
@@ -118,18 +122,17 @@ class HttpUpstream:
                         response.content,
                         declared_length=response.content_length,
                         limit=limit,
-                        timeout_s=request.timeout_s,
+                        timeout_s=None,  # the share's one deadline above applies
                         too_large=_too_large,
-                        stalled=_stalled,
                     )
                     body = decode(raw, coding, limit=limit, too_large=_too_large)
-                    # Header names are case-insensitive whatever case the partner wrote them in
-                    # (only some of aiohttp's parsers give known names one spelling).
-                    headers = CIMultiDict(response.headers)
-                    headers.popall("Content-Encoding", None)
-                    return UpstreamResponse(
-                        response.status, CIMultiDictProxy(headers), body, elapsed()
-                    )
+                    # Looked up case-insensitively, whatever case the partner wrote names in.
+                    headers: Mapping[str, str] = response.headers
+                    if coding != "identity":  # the body is decoded now: its coding is gone
+                        decoded = CIMultiDict(headers)
+                        decoded.popall("Content-Encoding", None)
+                        headers = CIMultiDictProxy(decoded)
+                    return UpstreamResponse(response.status, headers, body, elapsed())
         except TimeoutError as exc:
             raise UpstreamFailure(
                 UpstreamTimeout(f"the partner did not answer within {request.timeout_s:g} s"),
@@ -159,7 +162,3 @@ def _sent(exc: BaseException) -> bool:
 
 def _too_large(message: str) -> GatewayError:
     return UpstreamError(f"the partner's answer is too large: {message}")
-
-
-def _stalled(message: str) -> GatewayError:
-    return UpstreamTimeout(f"the partner's answer stalled: {message}")

@@ -1491,6 +1491,9 @@ class OutcomeLossLog(MemoryShareLog):
     async def record_outcome(self, outcome: ShareOutcome) -> None:
         raise ShareLogUnavailable("the share log cannot be written")
 
+    def submit_outcome(self, outcome: ShareOutcome) -> None:
+        raise ShareLogUnavailable("the share log cannot be written")
+
 
 async def test_a_lost_outcome_still_answers_with_the_partners_reply(
     make_gateway: GatewayFactory,

@@ -159,6 +159,24 @@ async def test_record_returns_only_once_the_record_is_committed(
         await share_log.close()
 
 
+async def test_a_submitted_outcome_shares_the_next_records_commit(tmp_path: Path) -> None:
+    share_log = await ShareLog.open(log_settings(tmp_path), KEY)
+    try:
+        await share_log.record(make_record("s-1"))
+        share_log.submit_outcome(delivered("s-1"))  # nobody waits for it...
+        await share_log.record(make_record("s-2"))  # ...and it is committed with this record
+        rows = {r["share_id"]: r for r in query(share_log.path, limit=None)}
+        assert rows["s-1"]["outcome"] == "delivered"
+        assert rows["s-2"]["outcome"] == "pending"
+        share_log.submit_outcome(delivered("s-2"))
+    finally:
+        await share_log.close()  # drains what was submitted
+    rows = {r["share_id"]: r for r in query(share_log.path, limit=None)}
+    assert rows["s-2"]["outcome"] == "delivered"
+    with pytest.raises(ShareLogUnavailable):
+        share_log.submit_outcome(delivered("s-3"))
+
+
 async def test_the_outcome_is_a_second_entry_linked_to_its_share(log: ShareLog) -> None:
     await log.record(make_record("s-1"))
     await log.record_outcome(ShareOutcome("s-1", "timeout", None, 0, 5000.0))

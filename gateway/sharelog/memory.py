@@ -23,6 +23,10 @@ class MemoryShareLog:
         self._check()
         self.outcomes.append(outcome)
 
+    def submit_outcome(self, outcome: ShareOutcome) -> None:
+        self._check()
+        self.outcomes.append(outcome)
+
     def writable(self) -> bool:
         return self.available and not self.closed
 

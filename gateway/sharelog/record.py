@@ -83,6 +83,14 @@ class ShareSink(Protocol):
         """Append the outcome of a share, with the same durability as `record`."""
         ...
 
+    def submit_outcome(self, outcome: ShareOutcome) -> None:
+        """Hand an outcome to the log without waiting: the log owns it until it is written.
+
+        The caller's answer need not wait for it: a share whose outcome a crash lost is closed
+        as `unknown` when the log is opened again. Raises ShareLogUnavailable when closed.
+        """
+        ...
+
     def writable(self) -> bool:
         """False while the last write failed (for `/_gateway/ready`)."""
         ...

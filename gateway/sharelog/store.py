@@ -50,7 +50,7 @@ class _Write:
     payload: ShareDraft | ShareOutcome
     ts: datetime | None  # when an outcome was reported (records carry their own time)
     loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[None]
+    future: asyncio.Future[None] | None  # None: nobody waits (a submitted outcome)
     enqueued: float
 
 
@@ -176,6 +176,15 @@ class ShareLog:
         if not isinstance(outcome, ShareOutcome):
             raise TypeError("record_outcome() takes a ShareOutcome")
         await self._submit(outcome, datetime.now(UTC))
+
+    def submit_outcome(self, outcome: ShareOutcome) -> None:
+        if not isinstance(outcome, ShareOutcome):
+            raise TypeError("submit_outcome() takes a ShareOutcome")
+        if self._closing or not self._thread.is_alive():
+            raise ShareLogUnavailable("the share log is closed")
+        SHARE_LOG_QUEUE_DEPTH.inc()
+        loop = asyncio.get_running_loop()
+        self._queue.put(_Write(outcome, datetime.now(UTC), loop, None, time.perf_counter()))
 
     def writable(self) -> bool:
         return self._writable and not self._closing
@@ -340,10 +349,34 @@ class ShareLog:
                 batch.append(nxt)
                 if time.monotonic() >= deadline:
                     break
+            if control is None and all(w.future is None for w in batch):
+                control = self._await_company(batch)
             SHARE_LOG_QUEUE_DEPTH.dec(len(batch))
             self._write(batch)
             if control is not None and self._control(control):
                 return
+
+    def _await_company(self, batch: list[_Write]) -> _Control | None:
+        """Hold a batch nobody waits for (outcomes) until a waited record joins, or briefly.
+
+        The next share's record then shares the commit with the previous share's outcome
+        instead of queueing behind it. Returns a control item that arrived meanwhile.
+        """
+        deadline = time.monotonic() + self._interval_s
+        while len(batch) < self._max_batch:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            try:
+                nxt = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                return None
+            if isinstance(nxt, _Control):
+                return nxt
+            batch.append(nxt)
+            if nxt.future is not None:
+                return None
+        return None
 
     def _write(self, batch: list[_Write]) -> None:
         now = datetime.now(UTC)
@@ -386,6 +419,8 @@ class ShareLog:
     def _finish(self, writes: list[_Write], message: str | None) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
         for write in writes:
+            if write.future is None:
+                continue  # a submitted outcome: its loss is logged, nobody is waiting
             error = None if message is None else ShareLogUnavailable(message)
             by_loop.setdefault(write.loop, []).append((write.future, None, error))
         for loop, results in by_loop.items():
