@@ -349,6 +349,54 @@ def start_all(services: Services, work: Path) -> dict[str, Service]:
     return {"upstream": upstream, "naive": naive, "gateway": gateway}
 
 
+def measure_durability(
+    services: Services, work: Path, load: LoadGenerator, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Gateway throughput with the share log `strict` against `batched`, side by side.
+
+    A second gateway runs with `durability: strict` and its own share log; both take the same
+    load at `--connections`, interleaved, `--repeats` times.
+    """
+    port = free_port()
+    config = (work / "gateway.yaml").read_text(encoding="utf-8")
+    config = re.sub(r"port: \d+", f"port: {port}", config, count=1)
+    config = config.replace("durability: batched", "durability: strict")
+    config = config.replace("path: share-log.sqlite", "path: share-log-strict.sqlite")
+    (work / "gateway-strict.yaml").write_text(config, encoding="utf-8")
+    strict = services.start(
+        "gateway-strict",
+        [PYTHON, "-m", "gateway", "serve", "--config", str(work / "gateway-strict.yaml")],
+        port,
+    )
+    targets = {"batched": services.running["gateway"], "strict": strict}
+    rates: dict[str, list[float]] = {name: [] for name in targets}
+    try:
+        for _ in range(args.repeats):
+            for name, service in targets.items():
+                load.run(service, "gateway", args.connections, args.warmup)
+                run = load.run(service, "gateway", args.connections, args.duration)
+                rates[name].append(run.rps)
+                progress(f"durability {name:<8} {run.rps:8.0f} req/s @{args.connections}")
+    finally:
+        services.stop("gateway-strict")
+    batched, strict_rps = statistics.median(rates["batched"]), statistics.median(rates["strict"])
+    return {
+        "batched_rps": batched,
+        "strict_rps": strict_rps,
+        "ratio": strict_rps / batched if batched else 0.0,
+        "runs": rates,
+    }
+
+
+def print_durability(durability: dict[str, Any], connections: int) -> None:
+    ratio = durability["ratio"]
+    print(
+        f"share log strict / batched gateway throughput @{connections}: {ratio:.2f}× "
+        f"(batched {durability['batched_rps']:,.0f}, strict {durability['strict_rps']:,.0f} "
+        f"req/s)   floor ≥ 0.50×  {'PASS' if ratio >= 0.5 else 'FAIL'}"
+    )
+
+
 # --- /proc readings ---------------------------------------------------------------------------
 
 
@@ -1258,6 +1306,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 },
             )
             print_report(summary, memory, throughput, latency, args)
+            durability = measure_durability(services, work, load, args)
+            results["durability"] = durability
+            print_durability(durability, args.connections)
     except ServiceError as exc:
         print(f"bench: cannot measure: {exc}", file=sys.stderr)
         return 1
