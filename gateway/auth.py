@@ -559,6 +559,7 @@ def caller_from_claims(claims: Mapping[str, Any]) -> Caller:
 class _Cached:
     claims: dict[str, Any]
     expires_at: float
+    caller: Caller | None  # None: the claims describe no caller (consent tokens, or refused)
 
 
 class TokenVerifier:
@@ -640,7 +641,12 @@ class TokenVerifier:
 
     async def authenticate(self, authorization: str | None) -> Caller:
         """The caller of an `Authorization` header value, or InvalidToken."""
-        return caller_from_claims(await self.verify(bearer_token(authorization)))
+        token = bearer_token(authorization)
+        if len(token) <= MAX_TOKEN_CHARS:
+            entry = self._cache_entry(token, self._clock())
+            if entry is not None and entry.caller is not None:
+                return entry.caller
+        return caller_from_claims(await self.verify(token))
 
     async def verify(self, token: str) -> dict[str, Any]:
         """The claims of a valid token, or InvalidToken naming what is wrong."""
@@ -699,6 +705,10 @@ class TokenVerifier:
         return expires_at
 
     def _cache_get(self, token: str, now: float) -> dict[str, Any] | None:
+        entry = self._cache_entry(token, now)
+        return None if entry is None else entry.claims
+
+    def _cache_entry(self, token: str, now: float) -> _Cached | None:
         entry = self._cache.get(token)
         if entry is None:
             return None
@@ -707,12 +717,17 @@ class TokenVerifier:
             del self._cache[token]
             return None
         self._cache.move_to_end(token)
-        return entry.claims
+        return entry
 
     def _cache_put(self, token: str, claims: dict[str, Any], expires_at: float, now: float) -> None:
         if self._cache_size == 0 or now >= expires_at:
             return
-        self._cache[token] = _Cached(claims=claims, expires_at=expires_at)
+        try:
+            # Built once per token, not on every hit; claims that name no caller build none.
+            caller: Caller | None = caller_from_claims(claims)
+        except InvalidToken:
+            caller = None
+        self._cache[token] = _Cached(claims=claims, expires_at=expires_at, caller=caller)
         self._cache.move_to_end(token)
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)

@@ -70,6 +70,15 @@ async def read_capped(
     chunks: list[bytes] = []
     size = 0
     try:
+        # A small body has usually arrived whole with the headers: it is taken without the cost
+        # of arming a deadline, which only a body still on its way needs.
+        if chunk := stream.read_nowait():
+            size = len(chunk)
+            if size > limit:
+                raise too_large(f"the body exceeds {limit} bytes")
+            chunks.append(chunk)
+        if stream.at_eof():
+            return chunk
         async with asyncio.timeout(timeout_s):
             while chunk := await stream.readany():
                 size += len(chunk)

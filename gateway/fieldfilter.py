@@ -421,11 +421,18 @@ class _Run:
         out: dict[str, JSONValue] = {}
         children = node.children
         tracing = self.trace is not None
+        stripped = self.stripped
         for key, item in value.items():
             child_where = (f"{where}.{key}" if where else key) if tracing else ""
             child = children.get(key)
             if child is None:
-                self.strip(node.prefix + loggable_key(key), child_where, "not in the allow-list")
+                path = node.prefix + loggable_key(key)
+                if tracing:
+                    self.strip(path, child_where, "not in the allow-list")
+                else:  # `strip` inlined: most keys of a typical body end here
+                    if len(stripped) < MAX_STRIPPED_PATHS:
+                        stripped.add(path)
+                    self.stripped_count += 1
                 continue
             kept = child.apply(self, item, child_where)
             if kept is not _DROPPED:

@@ -71,3 +71,22 @@ def count_decision(partner: str, decision: str, reason: str) -> None:
         )
     children[0].inc()
     children[1].inc()
+
+
+# Labelled children per partner id, looked up once each (bounded by the contracts).
+_STRIPPED: dict[str, Counter] = {}
+_LATENCY: dict[str, Histogram] = {}
+
+
+def count_stripped(partner: str, fields: int) -> None:
+    child = _STRIPPED.get(partner)
+    if child is None:
+        child = _STRIPPED[partner] = FIELDS_STRIPPED.labels(partner)
+    child.inc(fields)
+
+
+def observe_upstream_latency(partner: str, seconds: float) -> None:
+    child = _LATENCY.get(partner)
+    if child is None:
+        child = _LATENCY[partner] = UPSTREAM_LATENCY.labels(partner)
+    child.observe(seconds)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import quote
@@ -116,6 +116,24 @@ class Flow:
         )
 
 
+def _share_ids() -> Iterator[str]:
+    """Random (version 4) UUIDs, as `str(uuid.uuid4())` gives them."""
+    while True:
+        # One read of the system's random source serves many shares instead of one each.
+        pool = os.urandom(16 * 256)
+        for start in range(0, len(pool), 16):
+            n = int.from_bytes(pool[start : start + 16])
+            n = (n & _UUID4_KEEP) | _UUID4_SET
+            h = f"{n:032x}"
+            yield f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+# The version (4) and variant (RFC 4122) bits of a random UUID.
+_UUID4_KEEP = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+_SHARE_IDS = _share_ids()
+
+
 def error_response(error: GatewayError, share_id: str | None) -> web.Response:
     body: dict[str, object] = {"code": error.code, "message": error.message}
     if error.details:
@@ -194,7 +212,7 @@ def pass_through_headers(flow: Flow, request: web.Request) -> None:
     if flow.route is None:
         raise RuntimeError("pass_through_headers runs after authorize")
     headers: list[tuple[str, str]] = []
-    for name in sorted(flow.route.headers):
+    for name in flow.route.header_order:
         value = _single_header(request, name)
         if value is not None:
             headers.append((name, value))
@@ -372,12 +390,12 @@ def _count(flow: Flow, decision: str, reason: str) -> None:
     partner = flow.partner.id if flow.partner else "-"
     metrics.count_decision(partner, decision, reason)
     if flow.result is not None and flow.result.stripped_count:
-        metrics.FIELDS_STRIPPED.labels(partner).inc(flow.result.stripped_count)
+        metrics.count_stripped(partner, flow.result.stripped_count)
 
 
 async def handle_share(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
-    flow = Flow(share_id=str(uuid.uuid4()), method=request.method, policy=runtime.policy)
+    flow = Flow(share_id=next(_SHARE_IDS), method=request.method, policy=runtime.policy)
     # Refused before any other work, and recorded like every other refusal.
     if runtime.shares_in_progress >= runtime.settings.limits.max_pending_requests:
         error = Overloaded(
@@ -450,7 +468,7 @@ async def forward(flow: Flow, runtime: Runtime) -> web.StreamResponse:
             "upstream_failed", share_id=flow.share_id, partner=partner, reason=failure.failure
         )
         return error_response(failure.error, flow.share_id)
-    metrics.UPSTREAM_LATENCY.labels(partner).observe(response.latency_ms / 1000)
+    metrics.observe_upstream_latency(partner, response.latency_ms / 1000)
     outcome = ShareOutcome(
         flow.share_id, "delivered", response.status, len(response.body), response.latency_ms
     )

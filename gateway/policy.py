@@ -38,6 +38,7 @@ class RoutePolicy:
     plan: FilterPlan | None  # None: a raw-body route (uploads), bytes pass through unchanged
     content_types: frozenset[str]
     headers: frozenset[str]  # lower-case request headers this route lets through
+    header_order: tuple[str, ...]  # `headers` sorted: the order they are passed on in
     response_plan: FilterPlan | None
     subject: str | None
     records: str | None
@@ -131,6 +132,7 @@ def _compile_route(route: Route) -> RoutePolicy:
         response_plan = compile_plan(
             [AllowRule(path=f.path, category=None) for f in route.response.fields]
         )
+    headers = BASE_REQUEST_HEADERS | {h.lower() for h in route.headers}
     return RoutePolicy(
         method=route.method,
         template=Template.parse(route.path),
@@ -138,7 +140,8 @@ def _compile_route(route: Route) -> RoutePolicy:
         purpose=route.purpose,
         plan=plan,
         content_types=frozenset(route.content_types or ()),
-        headers=BASE_REQUEST_HEADERS | {h.lower() for h in route.headers},
+        headers=headers,
+        header_order=tuple(sorted(headers)),
         response_plan=response_plan,
         subject=route.subject,
         records=route.records,

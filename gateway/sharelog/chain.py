@@ -75,6 +75,8 @@ LIST_FIELDS = frozenset(
 MAP_FIELDS = frozenset({"pii_redactions"})
 
 _INT64 = 1 << 63
+# SHARE_FIELDS, each with whether its column holds JSON text (a list or a map).
+_SHARE_COLUMNS = tuple((name, name in LIST_FIELDS or name in MAP_FIELDS) for name in SHARE_FIELDS)
 
 
 def seal_key(master_key: bytes) -> bytes:
@@ -225,10 +227,10 @@ def draft_share(record: ShareRecord) -> ShareDraft:
         raise ValueError("the share entry cannot be drafted")
     dumps, sort = orjson.dumps, orjson.OPT_SORT_KEYS
     values = tuple(
-        dumps(fields[name], option=sort).decode()
-        if name in LIST_FIELDS or name in MAP_FIELDS
-        else fields[name]
-        for name in SHARE_FIELDS
+        [
+            dumps(fields[name], option=sort).decode() if json_column else fields[name]
+            for name, json_column in _SHARE_COLUMNS
+        ]
     )
     return ShareDraft(fields, head, middle, tail, values)
 
