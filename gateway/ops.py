@@ -22,7 +22,7 @@ from gateway.errors import (
 from gateway.jsonbody import check_json_content_type, parse_json
 from gateway.keys import keyed_hash
 from gateway.metrics import REGISTRY
-from gateway.pipeline import error_response
+from gateway.pipeline import SERVER_NAME, error_response
 from gateway.runtime import RUNTIME, Runtime, StartupError
 from gateway.sharelog import review
 from gateway.sharelog.commands import UsageError, parse_time
@@ -37,6 +37,7 @@ def _json(data: object, status: int = 200) -> web.Response:
         body=orjson.dumps(data, option=orjson.OPT_INDENT_2),
         status=status,
         content_type="application/json",
+        headers={"Server": SERVER_NAME},
     )
 
 
@@ -60,7 +61,7 @@ async def ready(request: web.Request, runtime: Runtime) -> web.StreamResponse:
 
 
 async def metrics(request: web.Request, runtime: Runtime) -> web.StreamResponse:
-    response = web.Response(body=generate_latest(REGISTRY))
+    response = web.Response(body=generate_latest(REGISTRY), headers={"Server": SERVER_NAME})
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return response
 

@@ -52,6 +52,8 @@ log = structlog.get_logger("gateway")
 # Response headers the caller may see from a partner; the partner's cookies, its internal
 # addresses (Location) and hop-by-hop headers stay behind.
 RESPONSE_HEADERS = ("Content-Type", "Cache-Control", "Retry-After", "ETag", "Last-Modified")
+# Said instead of aiohttp's default, which names the server software and its version.
+SERVER_NAME = "share-gateway"
 # Validators of the partner's whole answer: wrong once the answer is filtered.
 UNFILTERED_ONLY = frozenset({"ETag", "Last-Modified"})
 
@@ -138,7 +140,7 @@ def error_response(error: GatewayError, share_id: str | None) -> web.Response:
     body: dict[str, object] = {"code": error.code, "message": error.message}
     if error.details:
         body["details"] = error.details
-    headers = dict(error.headers)
+    headers = {"Server": SERVER_NAME, **error.headers}
     if share_id is not None:
         body["share_id"] = share_id
         headers["X-Share-Id"] = share_id
@@ -485,4 +487,5 @@ async def forward(flow: Flow, runtime: Runtime) -> web.StreamResponse:
         if (value := response.headers.get(name)) and not (filtered and name in UNFILTERED_ONLY)
     }
     headers["X-Share-Id"] = flow.share_id
+    headers["Server"] = SERVER_NAME
     return web.Response(status=response.status, body=body, headers=headers)

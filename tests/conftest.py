@@ -298,10 +298,13 @@ async def assert_refused(
     if isinstance(response, RawResponse):
         body = response.json()
         echoed = response.headers.get("x-share-id")
+        server = response.headers.get("server")
     else:
         body = await response.json()
         echoed = response.headers.get("X-Share-Id")
+        server = response.headers.get("Server")
     assert (response.status, body["error"]["code"]) == (status, code), body
+    assert server == "share-gateway"
     share_id = body["error"]["share_id"]
     assert echoed == share_id
     assert gateway.partner.received == []

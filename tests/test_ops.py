@@ -19,6 +19,7 @@ async def test_health_and_readiness(make_gateway: GatewayFactory) -> None:
     gw = await make_gateway()
     health = await gw.client.get("/_gateway/health")
     assert health.status == 200
+    assert health.headers["Server"] == "share-gateway"  # no software name or version
     assert (await health.json()) == {"status": "ok"}
     ready = await gw.client.get("/_gateway/ready")
     assert ready.status == 200

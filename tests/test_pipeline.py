@@ -87,6 +87,7 @@ async def test_allowed_share_reaches_the_partner_filtered(make_gateway: GatewayF
     assert seen.headers["X-Data-Onward-Transfer"] == "prohibited"
     share_id = response.headers["X-Share-Id"]
     assert seen.headers["X-Share-Id"] == share_id
+    assert response.headers["Server"] == "share-gateway"
     assert await response.json() == {}  # the partner's {"ok": true} has no field the route allows
     [record] = gw.log.records
     assert (record.share_id, record.decision, record.reason) == (share_id, "shared", "shared")
