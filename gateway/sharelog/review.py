@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Literal, NoReturn
+from typing import IO, Any, Literal, NoReturn, TypedDict, Unpack
 
 import orjson
 
@@ -79,31 +79,30 @@ _OUTCOME_JOIN = (
 )
 
 
-def _where(
-    *,
-    partner: str | None = None,
-    purpose: str | None = None,
-    decision: str | None = None,
-    reason: str | None = None,
-    caller: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    subject_ref: str | None = None,
-    share_id: str | None = None,
-) -> tuple[str, list[Any]]:
+class ShareFilters(TypedDict, total=False):
+    """The filters `query` and `count` share; each one given narrows the result."""
+
+    partner: str | None
+    purpose: str | None
+    decision: str | None
+    reason: str | None
+    caller: str | None
+    since: datetime | None  # inclusive
+    until: datetime | None  # exclusive
+    subject_ref: str | None  # keyed_hash(subject_ref_key(master), subject_id)
+    share_id: str | None
+
+
+def _where(**filters: Unpack[ShareFilters]) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
-    for column, value in (
-        ("partner", partner),
-        ("purpose", purpose),
-        ("decision", decision),
-        ("reason", reason),
-        ("caller", caller),
-        ("share_id", share_id),
-    ):
+    for column in ("partner", "purpose", "decision", "reason", "caller", "share_id"):
+        value = filters.get(column)
         if value is not None:
             clauses.append(f"s.{column} = ?")
             params.append(value)
+    since, until = filters.get("since"), filters.get("until")
+    subject_ref = filters.get("subject_ref")
     if since is not None:
         clauses.append("s.ts >= ?")
         params.append(format_ts(since))
@@ -146,34 +145,15 @@ def _share_row(row: Sequence[Any]) -> dict[str, Any]:
 def query(
     path: Path,
     *,
-    partner: str | None = None,
-    purpose: str | None = None,
-    decision: str | None = None,
-    reason: str | None = None,
-    caller: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    subject_ref: str | None = None,
-    share_id: str | None = None,
     limit: int | None = 100,
     offset: int = 0,
+    **filters: Unpack[ShareFilters],
 ) -> list[dict[str, Any]]:
     """Share records matching every given filter, oldest first, each with its outcome joined.
 
-    `since` is inclusive and `until` exclusive; `subject_ref` is a keyed hash
-    (`keyed_hash(subject_ref_key(master), subject_id)`); `limit=None` returns everything.
+    `limit=None` returns everything.
     """
-    where, params = _where(
-        partner=partner,
-        purpose=purpose,
-        decision=decision,
-        reason=reason,
-        caller=caller,
-        since=since,
-        until=until,
-        subject_ref=subject_ref,
-        share_id=share_id,
-    )
+    where, params = _where(**filters)
     sql = (
         f"SELECT {_SHARE_SELECT} FROM shares s {_OUTCOME_JOIN}{where}"  # noqa: S608 - constants
         " ORDER BY s.ts, s.seq LIMIT ? OFFSET ?"
@@ -183,31 +163,9 @@ def query(
         return [_share_row(row) for row in conn.execute(sql, params)]
 
 
-def count(
-    path: Path,
-    *,
-    partner: str | None = None,
-    purpose: str | None = None,
-    decision: str | None = None,
-    reason: str | None = None,
-    caller: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    subject_ref: str | None = None,
-    share_id: str | None = None,
-) -> int:
+def count(path: Path, **filters: Unpack[ShareFilters]) -> int:
     """How many share records `query` would return without a limit."""
-    where, params = _where(
-        partner=partner,
-        purpose=purpose,
-        decision=decision,
-        reason=reason,
-        caller=caller,
-        since=since,
-        until=until,
-        subject_ref=subject_ref,
-        share_id=share_id,
-    )
+    where, params = _where(**filters)
     sql = f"SELECT COUNT(*) FROM shares s{where}"  # noqa: S608 - constants
     with _reader(path) as conn:
         return int(conn.execute(sql, params).fetchone()[0])
