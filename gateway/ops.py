@@ -22,7 +22,7 @@ from gateway.errors import (
 from gateway.jsonbody import check_json_content_type, parse_json
 from gateway.keys import keyed_hash
 from gateway.metrics import REGISTRY
-from gateway.pipeline import SERVER_NAME, error_response
+from gateway.pipeline import SERVER_NAME, caller_of, error_response
 from gateway.runtime import RUNTIME, Runtime, StartupError
 from gateway.sharelog import review
 from gateway.sharelog.commands import UsageError, parse_time
@@ -42,7 +42,7 @@ def _json(data: object, status: int = 200) -> web.Response:
 
 
 async def _require_admin(request: web.Request, runtime: Runtime) -> None:
-    caller = await runtime.verifier.authenticate(request.headers.get("Authorization"))
+    caller = await caller_of(request, runtime)
     if ADMIN_SCOPE not in caller.scopes:
         raise Forbidden(f"the token lacks the {ADMIN_SCOPE} scope")
 

@@ -177,12 +177,17 @@ def resolve_partner(flow: Flow, request: web.Request, runtime: Runtime) -> None:
     flow.partner = partner
 
 
-async def authenticate(flow: Flow, request: web.Request, runtime: Runtime) -> None:
+async def caller_of(request: web.Request, runtime: Runtime) -> Caller:
+    """The verified caller of a request (shares and the admin endpoints alike)."""
     values = request.headers.getall("Authorization", [])
     if len(values) > 1:
         # Which of two tokens a server would read is not defined: the caller is not identified.
         raise InvalidToken("the Authorization header is repeated")
-    flow.caller = await runtime.verifier.authenticate(values[0] if values else None)
+    return await runtime.verifier.authenticate(values[0] if values else None)
+
+
+async def authenticate(flow: Flow, request: web.Request, runtime: Runtime) -> None:
+    flow.caller = await caller_of(request, runtime)
 
 
 def authorize(flow: Flow, request: web.Request) -> None:

@@ -227,3 +227,15 @@ async def test_the_share_log_files_hold_no_personal_values(make_gateway: Gateway
     assert b"not-a-token" not in stored
     [row] = review.query(path, decision="shared")
     assert row["subject_refs"] == [keyed_hash(gw.runtime.subject_key, str(PERSONAL["user_id"]))]
+
+
+async def test_admin_endpoints_refuse_two_authorization_headers(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway()
+    admin = f"Bearer {gw.token(ADMIN)}"
+    response = await gw.client.get(
+        "/_gateway/contracts", headers=[("Authorization", admin), ("Authorization", admin)]
+    )
+    assert response.status == 401
+    assert (await response.json())["error"]["code"] == "invalid_token"
