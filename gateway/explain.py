@@ -19,7 +19,10 @@ from gateway.terms import subjects_of
 class Explanation:
     route: RoutePolicy
     result: FilterResult
-    document: dict[str, JSONValue]
+
+    @property
+    def document(self) -> dict[str, JSONValue]:
+        return self.result.document
 
     @property
     def decisions(self) -> tuple[FieldDecision, ...]:
@@ -71,4 +74,4 @@ def explain(
     query = dict(parsed.query)
     result = route.plan.apply(doc, query, hash_key=partner.hash_key, scanner=scanner, trace=True)
     subjects_of(route, doc, query)  # the gateway refuses a share whose subject it cannot read
-    return Explanation(route=route, result=result, document=result.document)
+    return Explanation(route=route, result=result)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -71,7 +70,6 @@ class Flow:
     share_id: str
     method: str
     policy: Policy  # the contract set in force when the request arrived, for its whole life
-    started: float = field(default_factory=time.perf_counter)
     partner: PartnerPolicy | None = None
     caller: Caller | None = None
     purpose: str | None = None

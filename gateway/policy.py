@@ -80,7 +80,6 @@ class PartnerPolicy:
 @dataclass(frozen=True, slots=True)
 class Policy:
     partners: Mapping[str, PartnerPolicy]
-    contracts: ContractSet
     zone: ZoneInfo
 
 
@@ -204,4 +203,4 @@ def compile_policy(
         )
     if problems:
         raise PolicyError(problems)
-    return Policy(partners=partners, contracts=contracts, zone=zone)
+    return Policy(partners=partners, zone=zone)
