@@ -258,7 +258,7 @@ async def read_payload(flow: Flow, request: web.Request, runtime: Runtime) -> No
             flow.body = None
         else:
             flow.content_type = _upload_type(request, route)
-            if content_coding(request.headers.get("Content-Encoding")) != "identity":
+            if content_coding(_single_header(request, "Content-Encoding")) != "identity":
                 raise UnsupportedMediaType("upload bodies must not carry a content encoding")
             flow.body = await read_capped(
                 request.content,

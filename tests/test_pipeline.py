@@ -1586,3 +1586,19 @@ async def test_two_authorization_headers_are_401(make_gateway: GatewayFactory) -
     )
     await assert_refused(gw, response, 401, "invalid_token")
     assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+async def test_upload_with_two_content_encodings_is_refused(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway()
+    response = await raw_request(
+        gw,
+        "PUT",
+        "/acme/v1/documents/d1",
+        headers=[
+            ("Content-Type", "application/pdf"),
+            ("Content-Encoding", "identity"),
+            ("Content-Encoding", "gzip"),
+        ],
+        body=gzip.compress(b"%PDF-1.7"),
+    )
+    await assert_refused(gw, response, 400, "malformed_request")
