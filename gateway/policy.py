@@ -113,7 +113,7 @@ def _auth_headers(
             return []
 
 
-def _compile_route(route: Route) -> RoutePolicy:
+def _compile_route(route: Route, gateway_set: frozenset[str]) -> RoutePolicy:
     plan = None
     if route.fields is not None:
         plan = compile_plan(
@@ -140,7 +140,9 @@ def _compile_route(route: Route) -> RoutePolicy:
         plan=plan,
         content_types=frozenset(route.content_types or ()),
         headers=headers,
-        header_order=tuple(sorted(headers)),
+        # A name the gateway sets itself (Content-Type, the partner's credentials) is sent once,
+        # with the gateway's value.
+        header_order=tuple(sorted(headers - gateway_set)),
         response_plan=response_plan,
         subject=route.subject,
         records=route.records,
@@ -171,7 +173,8 @@ def compile_policy(
             ("X-Data-Retention-Days", str(terms.retention_days)),
             ("X-Data-Onward-Transfer", "allowed" if terms.onward_transfer else "prohibited"),
         ]
-        routes = [_compile_route(route) for route in contract.routes]
+        gateway_set = frozenset({"content-type", *(name.lower() for name, _ in headers)})
+        routes = [_compile_route(route, gateway_set) for route in contract.routes]
         start, end = _window(contract.contract.effective, contract.contract.expires, zone)
         partners[partner_id] = PartnerPolicy(
             id=partner_id,

@@ -1,21 +1,28 @@
-"""The one seam to the network of partners: send a filtered request, get a bounded response."""
+"""The one seam to the network of partners: send a filtered request, get a bounded response.
+
+The client is small on purpose. It speaks HTTP/1.1 over pooled keep-alive connections, parses
+answers with llhttp (httptools), which refuses every ambiguous framing (two lengths, a length
+with chunking, a bare LF, an obs-fold), and does nothing it was not asked to: no retries, no
+redirects, no cookies, no default headers, no decompression beyond what `bodies.decode` allows.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
+import ssl
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from functools import lru_cache
+from typing import Literal, NamedTuple, Protocol, cast
 
-import aiohttp
-from aiohttp.client_reqrep import ConnectionKey
-from aiohttp.connector import Connection
-from aiohttp.tracing import Trace
+import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
-from yarl import URL
 
-from gateway.bodies import content_coding, decode, read_capped
+from gateway.bodies import content_coding, decode
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
 
 Failure = Literal["error", "timeout", "possibly_delivered"]
@@ -53,111 +60,377 @@ class Upstream(Protocol):
     async def send(self, request: UpstreamRequest) -> UpstreamResponse: ...
 
 
-class _PoolConnector(aiohttp.TCPConnector):
-    """A connector that never lends a pooled connection holding an answer nobody asked for."""
+class Origin(NamedTuple):
+    """Where a partner listens; connections are pooled per origin."""
 
-    async def _get(self, key: ConnectionKey, traces: list[Trace]) -> Connection | None:
-        # An answer arriving on an idle keep-alive connection belongs to no request; aiohttp
-        # would hand it to the next share sent on that connection, and each later share the
-        # previous one's answer (aio-libs/aiohttp#13656). Such a connection is closed instead.
-        while (connection := await super()._get(key, traces)) is not None:
-            protocol = connection.protocol
-            if protocol is None or not protocol.should_close:
-                return connection
-            connection.close()
-        return None
+    scheme: str
+    host: str
+    port: int
+    authority: str  # the Host header
 
 
-# One deadline per share (`asyncio.timeout` in `send`) covers connect, request and answer.
-_NO_CLIENT_TIMEOUT = aiohttp.ClientTimeout(total=None)
+@lru_cache(maxsize=1024)
+def origin_of(base: str) -> Origin:
+    """Parse `scheme://host[:port]` (a contract's base URL up to its path), once per origin."""
+    scheme, sep, authority = base.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in _PORTS or not authority or "@" in authority:
+        raise ValueError(f"not an http(s) origin: {base!r}")
+    if authority.startswith("["):  # an IPv6 literal
+        host, _, rest = authority[1:].partition("]")
+        port_text = rest.removeprefix(":") if rest.startswith(":") else rest
+    else:
+        host, _, port_text = authority.partition(":")
+    if not host or (port_text and not port_text.isdigit()):
+        raise ValueError(f"not an http(s) origin: {base!r}")
+    port = int(port_text) if port_text else _PORTS[scheme]
+    if not 0 < port < 65536:
+        raise ValueError(f"not an http(s) origin: {base!r}")
+    return Origin(scheme, host.lower(), port, authority)
+
+
+_PORTS = {"http": 80, "https": 443}
+# A header that could end its line early would let one value write another header.
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_UNSAFE_VALUE = re.compile(r"[\r\n\0]")
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def _split(url: str) -> tuple[Origin, str]:
+    start = url.find("://") + 3
+    slash = url.find("/", start)
+    query = url.find("?", start)
+    cut = min(i for i in (slash, query, len(url)) if i != -1)
+    target = url[cut:]
+    if target.startswith("?"):
+        target = "/" + target
+    return origin_of(url[:cut]), target or "/"
+
+
+def _request_bytes(origin: Origin, target: str, request: UpstreamRequest) -> bytes:
+    lines = [f"{request.method} {target} HTTP/1.1", f"Host: {origin.authority}"]
+    for name, value in request.headers:
+        if not _TOKEN.fullmatch(name) or _UNSAFE_VALUE.search(value):
+            raise ValueError(f"the partner request's {name!r} header would break its framing")
+        lines.append(f"{name}: {value}")
+    body = request.body
+    if body is not None or request.method in _BODY_METHODS:
+        lines.append(f"Content-Length: {len(body or b'')}")
+    head = "\r\n".join(lines)
+    # Header values came in as text decoded from bytes; the same bytes go out.
+    return head.encode("utf-8", "surrogateescape") + b"\r\n\r\n" + (body or b"")
+
+
+class _Answer(NamedTuple):
+    status: int
+    headers: CIMultiDict[str]
+    body: bytes
+
+
+class _Broken(Exception):
+    """The partner's answer cannot be read as one HTTP response."""
+
+    def __init__(self, error: GatewayError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection: one request at a time, its answer parsed as it arrives."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.idle_since = 0.0
+        self.reusable = False  # set when an answer completed cleanly on a kept-alive connection
+        self._waiter: asyncio.Future[_Answer] | None = None
+        self._parser: httptools.HttpResponseParser | None = None
+        self._limit = 0
+        self._status: int | None = None
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._body: list[bytes] = []
+        self._size = 0
+        self._complete = False
+
+    # -- asyncio.Protocol ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        parser = self._parser
+        if parser is None or self._complete:
+            # Bytes nobody asked for (a second answer, an error page written late): whatever
+            # comes next on this connection could be taken for the next share's answer.
+            self._close()
+            return
+        try:
+            parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(_Broken(UpstreamError("the partner switched protocols")))
+        except httptools.HttpParserError as exc:
+            # A callback's own refusal (too large, a second answer) arrives as its context.
+            cause = exc.__context__
+            self._fail(cause if isinstance(cause, _Broken) else _Broken(_unreadable()))
+
+    def eof_received(self) -> bool:
+        if self._parser is not None and not self._complete and self._ends_at_close():
+            self._finish(keep_alive=False)
+        else:
+            self._fail(_Broken(_unreadable()))
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.reusable = False
+        self.transport = None
+        self._fail(_Broken(_unreadable()))
+
+    # -- llhttp callbacks ----------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._complete:
+            # A second answer to one request: the connection is no longer in step.
+            raise _Broken(_unreadable())
+        self._headers, self._body, self._size, self._status = [], [], 0, None
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        assert self._parser is not None
+        status = self._parser.get_status_code()
+        if status < 200:
+            return  # an interim answer (100 Continue, 103 Early Hints): the real one follows
+        self._status = status
+        for name, value in self._headers:
+            if name.lower() == b"content-length" and int(value) > self._limit:
+                raise _Broken(_too_large(f"it declares more than {self._limit} bytes"))
+
+    def on_body(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._size > self._limit:
+            raise _Broken(_too_large(f"the body exceeds {self._limit} bytes"))
+        self._body.append(chunk)
+
+    def on_message_complete(self) -> None:
+        if self._status is None:
+            return  # the end of an interim answer
+        assert self._parser is not None
+        self._finish(keep_alive=self._parser.should_keep_alive())
+
+    # -- the exchange --------------------------------------------------------------------------
+
+    @property
+    def status(self) -> int | None:
+        return self._status
+
+    def send(self, data: bytes, limit: int) -> asyncio.Future[_Answer]:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("the connection closed")
+        self.reusable = False
+        self._limit = limit
+        self._complete = False
+        self._status = None
+        self._parser = httptools.HttpResponseParser(self)
+        self._waiter = waiter = self._loop.create_future()
+        transport.write(data)
+        return waiter
+
+    def abort(self) -> None:
+        self.reusable = False
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _ends_at_close(self) -> bool:
+        # An answer with neither a length nor chunking runs until the partner closes.
+        if self._status is None:
+            return False
+        names = {name.lower() for name, _ in self._headers}
+        return b"content-length" not in names and b"transfer-encoding" not in names
+
+    def _finish(self, *, keep_alive: bool) -> None:
+        self._complete = True
+        waiter, self._waiter = self._waiter, None
+        status = self._status
+        if waiter is None or waiter.done() or status is None:
+            return
+        headers: CIMultiDict[str] = CIMultiDict(
+            (
+                name.decode("latin-1"),
+                value.decode("utf-8", "surrogateescape"),
+            )
+            for name, value in self._headers
+        )
+        self.reusable = keep_alive
+        waiter.set_result(_Answer(status, headers, b"".join(self._body)))
+
+    def _fail(self, error: BaseException) -> None:
+        self.reusable = False
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+        self._close()
+
+    def _close(self) -> None:
+        self.reusable = False
+        self._complete = True
+        if self.transport is not None:
+            self.transport.close()
 
 
 class HttpUpstream:
-    """Partners over HTTP(S) through one pooled client session; redirects are never followed."""
+    """Partners over HTTP(S), pooled keep-alive connections, at most `connections` in use at once.
 
-    def __init__(self, *, connections: int = 256) -> None:
+    A connection idle for `idle_timeout_s` is closed, before a partner's own keep-alive timeout
+    would close it under a share (a share is never sent twice, so that race would fail it).
+    """
+
+    def __init__(
+        self,
+        *,
+        connections: int = 256,
+        idle_timeout_s: float = 4.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._connections = connections
-        self._session: aiohttp.ClientSession | None = None
+        self._idle_timeout_s = idle_timeout_s
+        self._ssl = ssl_context
+        self._idle: dict[Origin, deque[_Connection]] = {}
+        self._slots: asyncio.Semaphore | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
-        connector = _PoolConnector(limit=self._connections, ttl_dns_cache=60)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            # Partner cookies must not flow from one share into the next.
-            cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False,
-            trust_env=False,
-            skip_auto_headers=("User-Agent", "Accept-Encoding"),
-        )
+        self._loop = asyncio.get_running_loop()
+        self._slots = asyncio.Semaphore(self._connections)
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context()
+        self._sweeper = asyncio.create_task(self._sweep(), name="upstream-idle-sweeper")
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        for pool in self._idle.values():
+            for connection in pool:
+                connection.abort()
+        self._idle.clear()
+        self._slots = None
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
-        session = self._session
-        if session is None:
+        slots = self._slots
+        if slots is None:
             raise RuntimeError("HttpUpstream.start() was not awaited")
         started = time.perf_counter()
-        status: int | None = None  # known once the partner's status line has arrived
+        connection: _Connection | None = None
+        sent = False  # once any byte may have gone out, the partner may have the share
 
-        def elapsed() -> float:
-            return (time.perf_counter() - started) * 1000
+        def failed(error: GatewayError, failure: Failure) -> UpstreamFailure:
+            status = connection.status if connection is not None else None
+            latency = (time.perf_counter() - started) * 1000
+            return UpstreamFailure(error, failure, latency, status)
 
         try:
-            async with asyncio.timeout(request.timeout_s):
-                async with session.request(
-                    request.method,
-                    URL(request.url, encoded=True),
-                    headers=request.headers,
-                    data=request.body,
-                    allow_redirects=False,
-                    timeout=_NO_CLIENT_TIMEOUT,
-                ) as response:
-                    status = response.status
-                    coding = content_coding(response.headers.get("Content-Encoding"))
-                    limit = request.max_response_bytes
-                    raw = await read_capped(
-                        response.content,
-                        declared_length=response.content_length,
-                        limit=limit,
-                        timeout_s=None,  # the share's one deadline above applies
-                        too_large=_too_large,
-                    )
-                    body = decode(raw, coding, limit=limit, too_large=_too_large)
-                    # Looked up case-insensitively, whatever case the partner wrote names in.
-                    headers: Mapping[str, str] = response.headers
-                    if coding != "identity":  # the body is decoded now: its coding is gone
-                        decoded = CIMultiDict(headers)
-                        decoded.popall("Content-Encoding", None)
-                        headers = CIMultiDictProxy(decoded)
-                    return UpstreamResponse(response.status, headers, body, elapsed())
+            origin, target = _split(request.url)
+            data = _request_bytes(origin, target, request)
+        except ValueError as exc:
+            raise failed(UpstreamError(str(exc)), "error") from exc
+        try:
+            async with asyncio.timeout(request.timeout_s), slots:
+                connection = self._pooled(origin)
+                if connection is None:
+                    try:
+                        connection = await self._connect(origin)
+                    except OSError as exc:
+                        raise failed(
+                            UpstreamError("the partner refused or could not be reached"), "error"
+                        ) from exc
+                waiter = connection.send(data, request.max_response_bytes)
+                sent = True
+                answer = await waiter
+                self._release(origin, connection)
+                encodings = answer.headers.getall("Content-Encoding", [])
+                if len(encodings) > 1:
+                    raise _Broken(UpstreamError("the partner's answer has two content codings"))
+                coding = content_coding(encodings[0] if encodings else None)
+                limit = request.max_response_bytes
+                body = decode(answer.body, coding, limit=limit, too_large=_too_large)
+                if coding != "identity":  # the body is decoded now: its coding is gone
+                    answer.headers.popall("Content-Encoding", None)
+                latency = (time.perf_counter() - started) * 1000
+                return UpstreamResponse(
+                    answer.status, CIMultiDictProxy(answer.headers), body, latency
+                )
         except TimeoutError as exc:
-            raise UpstreamFailure(
+            if connection is not None:
+                connection.abort()
+            raise failed(
                 UpstreamTimeout(f"the partner did not answer within {request.timeout_s:g} s"),
                 "timeout",
-                elapsed(),
-                status,
             ) from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise UpstreamFailure(
-                UpstreamError("the partner refused or could not be reached"), "error", elapsed()
-            ) from exc
-        except (aiohttp.ClientError, GatewayError) as exc:
-            error = (
-                exc
-                if isinstance(exc, UpstreamError)
-                else UpstreamError("the partner's answer was broken or incomplete")
-            )
-            failure: Failure = "possibly_delivered" if status is not None or _sent(exc) else "error"
-            raise UpstreamFailure(error, failure, elapsed(), status) from exc
+        except asyncio.CancelledError:
+            if connection is not None:
+                connection.abort()  # half an exchange: the connection cannot be trusted
+            raise
+        except _Broken as exc:
+            raise failed(exc.error, "possibly_delivered" if sent else "error") from exc
+        except GatewayError as exc:
+            # An unsupported or undecodable content coding: the partner has the share.
+            error = exc if isinstance(exc, UpstreamError) else _unreadable()
+            raise failed(error, "possibly_delivered") from exc
+        except OSError as exc:
+            if connection is not None:
+                connection.abort()
+            raise failed(_unreadable(), "possibly_delivered" if sent else "error") from exc
+
+    def _pooled(self, origin: Origin) -> _Connection | None:
+        pool = self._idle.get(origin)
+        while pool:
+            connection = pool.pop()  # the most recently used: the least likely to be stale
+            if connection.reusable and connection.transport is not None:
+                return connection
+            connection.abort()
+        return None
+
+    async def _connect(self, origin: Origin) -> _Connection:
+        loop = self._loop
+        assert loop is not None
+        secure = origin.scheme == "https"
+        _, connection = await loop.create_connection(
+            lambda: _Connection(loop),
+            origin.host,
+            origin.port,
+            ssl=self._ssl if secure else None,
+            server_hostname=origin.host if secure else None,
+        )
+        return connection
+
+    def _release(self, origin: Origin, connection: _Connection) -> None:
+        if not connection.reusable:
+            connection.abort()
+            return
+        connection.idle_since = time.monotonic()
+        pool = self._idle.get(origin)
+        if pool is None:
+            pool = self._idle[origin] = deque()
+        pool.append(connection)
+        if len(pool) > self._connections:
+            pool.popleft().abort()
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self._idle_timeout_s / 2)
+            expired = time.monotonic() - self._idle_timeout_s
+            for pool in self._idle.values():
+                while pool and (pool[0].idle_since < expired or not pool[0].reusable):
+                    pool.popleft().abort()
 
 
-def _sent(exc: BaseException) -> bool:
-    # Failing to connect is handled before this; any later failure (a reset, a close, a bad status
-    # line) may come after some or all of the request was written: the partner may have it.
-    return isinstance(exc, aiohttp.ClientError) and not isinstance(exc, aiohttp.InvalidURL)
+def _unreadable() -> GatewayError:
+    return UpstreamError("the partner's answer was broken or incomplete")
 
 
 def _too_large(message: str) -> GatewayError:

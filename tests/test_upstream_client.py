@@ -1,0 +1,376 @@
+"""The partner HTTP client on its own: framing, pooling, limits and TLS, against bare sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from gateway.errors import UpstreamError
+from gateway.upstream import HttpUpstream, UpstreamFailure, UpstreamRequest, origin_of
+
+OK = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 8\r\n\r\n{"n": 1}'
+BOUND_S = 5.0  # far above every wait here: reaching it means something hung
+
+# Given the request head and body as received, writes what it likes; True keeps the connection.
+Answer = Callable[[asyncio.StreamWriter, bytes, bytes], Awaitable[bool]]
+
+
+async def answer_ok(writer: asyncio.StreamWriter, head: bytes, body: bytes) -> bool:
+    writer.write(OK)
+    await writer.drain()
+    return True
+
+
+class RawPartner:
+    """Reads whole requests (Content-Length framed) off bare sockets and records them."""
+
+    def __init__(self, answer: Answer = answer_ok) -> None:
+        self.answer = answer
+        self.requests: list[tuple[bytes, bytes]] = []
+        self.connections = 0
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+        self.port = 0
+
+    async def start(self, ssl_context: ssl.SSLContext | None = None) -> RawPartner:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=ssl_context)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def url(self, path: str = "/v1/x", scheme: str = "http") -> str:
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self._writers.append(writer)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    name, _, value = line.partition(b":")
+                    if name.lower() == b"content-length":
+                        length = int(value)
+                body = await reader.readexactly(length)
+                self.requests.append((head, body))
+                self.in_flight += 1
+                self.most_in_flight = max(self.most_in_flight, self.in_flight)
+                try:
+                    keep = await self.answer(writer, head, body)
+                finally:
+                    self.in_flight -= 1
+                if not keep:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def close(self) -> None:
+        for writer in self._writers:
+            writer.close()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+@pytest.fixture
+async def partner() -> AsyncIterator[RawPartner]:
+    server = await RawPartner().start()
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[HttpUpstream]:
+    upstream = HttpUpstream(connections=4)
+    await upstream.start()
+    yield upstream
+    await upstream.close()
+
+
+def request_to(url: str, **changes: Any) -> UpstreamRequest:
+    fields: dict[str, Any] = {
+        "method": "POST",
+        "url": url,
+        "headers": (("Content-Type", "application/json"),),
+        "body": b'{"a":1}',
+        "timeout_s": 2.0,
+        "max_response_bytes": 1000,
+        **changes,
+    }
+    return UpstreamRequest(**fields)
+
+
+async def test_the_request_is_exactly_what_the_gateway_built(
+    client: HttpUpstream, partner: RawPartner
+) -> None:
+    await client.send(request_to(partner.url("/v1/x?page=2"), headers=(("X-Share-Id", "s-1"),)))
+    [(head, body)] = partner.requests
+    assert head == (
+        b"POST /v1/x?page=2 HTTP/1.1\r\n"
+        + f"Host: 127.0.0.1:{partner.port}\r\n".encode()
+        + b"X-Share-Id: s-1\r\nContent-Length: 7\r\n\r\n"
+    )
+    assert body == b'{"a":1}'
+
+
+async def test_a_bodiless_get_carries_no_length(client: HttpUpstream, partner: RawPartner) -> None:
+    await client.send(request_to(partner.url(), method="GET", body=None, headers=()))
+    [(head, body)] = partner.requests
+    assert head.startswith(b"GET /v1/x HTTP/1.1\r\n")
+    assert b"content-length" not in head.lower()
+    assert body == b""
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        ("X-Note", "a\r\nX-Injected: 1"),
+        ("X-Note", "a\nX-Injected: 1"),
+        ("X-Note", "a\0b"),
+        ("X Note", "a"),
+        ("X-Note:", "a"),
+    ],
+    ids=["crlf", "bare_lf", "nul", "space_in_name", "colon_in_name"],
+)
+async def test_a_header_that_would_break_the_framing_is_never_sent(
+    client: HttpUpstream, partner: RawPartner, header: tuple[str, str]
+) -> None:
+    with pytest.raises(UpstreamFailure) as caught:
+        await client.send(request_to(partner.url(), headers=(header,)))
+    assert caught.value.failure == "error"  # nothing left the gateway
+    assert partner.connections == 0
+    assert partner.requests == []
+
+
+async def test_keep_alive_connections_are_reused(client: HttpUpstream, partner: RawPartner) -> None:
+    for _ in range(5):
+        response = await client.send(request_to(partner.url()))
+        assert response.body == b'{"n": 1}'
+    assert (partner.connections, len(partner.requests)) == (1, 5)
+
+
+async def test_an_idle_connection_is_closed_before_the_partner_would(
+    partner: RawPartner,
+) -> None:
+    upstream = HttpUpstream(idle_timeout_s=0.2)
+    await upstream.start()
+    try:
+        await upstream.send(request_to(partner.url()))
+        await asyncio.sleep(0.5)  # past the idle timeout: the sweeper closed it
+        await upstream.send(request_to(partner.url()))
+    finally:
+        await upstream.close()
+    assert (partner.connections, len(partner.requests)) == (2, 2)
+
+
+async def test_no_more_than_the_connection_limit_is_in_use(partner: RawPartner) -> None:
+    release, two_arrived = asyncio.Event(), asyncio.Event()
+
+    async def slow(writer: asyncio.StreamWriter, head: bytes, body: bytes) -> bool:
+        if len(partner.requests) == 2:
+            two_arrived.set()
+        await release.wait()
+        return await answer_ok(writer, head, body)
+
+    partner.answer = slow
+    upstream = HttpUpstream(connections=2)
+    await upstream.start()
+    try:
+        sends = [asyncio.create_task(upstream.send(request_to(partner.url()))) for _ in range(5)]
+        await asyncio.wait_for(two_arrived.wait(), BOUND_S)
+        await asyncio.sleep(0.1)  # a third request would have arrived by now
+        assert len(partner.requests) == 2
+        release.set()
+        responses = await asyncio.wait_for(asyncio.gather(*sends), BOUND_S)
+    finally:
+        await upstream.close()
+    assert [r.status for r in responses] == [200] * 5
+    assert partner.most_in_flight == 2
+    assert partner.connections == 2
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "POST"])
+async def test_no_method_is_resent_when_a_reused_connection_dies(
+    client: HttpUpstream, partner: RawPartner, method: str
+) -> None:
+    async def once_then_die(writer: asyncio.StreamWriter, head: bytes, body: bytes) -> bool:
+        if len(partner.requests) == 1:
+            return await answer_ok(writer, head, body)
+        writer.transport.abort()  # read the share, then died without a word
+        return False
+
+    partner.answer = once_then_die
+    body = None if method in {"GET", "DELETE"} else b"{}"
+    await client.send(request_to(partner.url(), method=method, body=body))
+    with pytest.raises(UpstreamFailure) as caught:
+        await client.send(request_to(partner.url(), method=method, body=body))
+    assert (caught.value.failure, caught.value.status) == ("possibly_delivered", None)
+    assert (partner.connections, len(partner.requests)) == (1, 2)
+
+
+async def test_interim_answers_are_skipped(client: HttpUpstream, partner: RawPartner) -> None:
+    async def early_hints(writer: asyncio.StreamWriter, head: bytes, body: bytes) -> bool:
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n")
+        return await answer_ok(writer, head, body)
+
+    partner.answer = early_hints
+    response = await client.send(request_to(partner.url()))
+    assert (response.status, response.body) == (200, b'{"n": 1}')
+    assert "Link" not in response.headers
+
+
+async def test_an_answer_without_a_length_ends_when_the_partner_closes(
+    client: HttpUpstream, partner: RawPartner
+) -> None:
+    async def until_close(writer: asyncio.StreamWriter, head: bytes, body: bytes) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+        writer.write(b'{"whole": true}')
+        await writer.drain()
+        return False
+
+    partner.answer = until_close
+    response = await client.send(request_to(partner.url()))
+    assert (response.status, response.body) == (200, b'{"whole": true}')
+    # That connection is gone; the next share opens another.
+    partner.answer = answer_ok
+    await client.send(request_to(partner.url()))
+    assert partner.connections == 2
+
+
+async def test_a_second_answer_in_the_same_packet_drops_the_connection(
+    client: HttpUpstream, partner: RawPartner
+) -> None:
+    async def twice(writer: asyncio.StreamWriter, head: bytes, body: bytes) -> bool:
+        writer.write(OK + OK.replace(b"1}", b"2}"))
+        await writer.drain()
+        return True
+
+    partner.answer = twice
+    first = await client.send(request_to(partner.url()))
+    partner.answer = answer_ok
+    second = await client.send(request_to(partner.url()))
+    assert (first.body, second.body) == (b'{"n": 1}', b'{"n": 1}')
+    assert partner.connections == 2
+
+
+async def test_two_content_codings_are_refused(client: HttpUpstream, partner: RawPartner) -> None:
+    async def stacked(writer: asyncio.StreamWriter, head: bytes, body: bytes) -> bool:
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Encoding: gzip\r\n"
+            b"Content-Length: 2\r\n\r\nxx"
+        )
+        await writer.drain()
+        return True
+
+    partner.answer = stacked
+    with pytest.raises(UpstreamFailure) as caught:
+        await client.send(request_to(partner.url()))
+    assert (caught.value.failure, caught.value.status) == ("possibly_delivered", 200)
+    assert isinstance(caught.value.error, UpstreamError)
+
+
+@pytest.mark.parametrize(
+    ("base", "expected"),
+    [
+        ("http://Partner.Example", ("http", "partner.example", 80, "Partner.Example")),
+        ("https://partner.example", ("https", "partner.example", 443, "partner.example")),
+        ("https://10.0.0.1:8443", ("https", "10.0.0.1", 8443, "10.0.0.1:8443")),
+        ("http://[::1]:8080", ("http", "::1", 8080, "[::1]:8080")),
+    ],
+)
+def test_origins_are_parsed_once_and_exactly(base: str, expected: tuple[Any, ...]) -> None:
+    assert tuple(origin_of(base)) == expected
+
+
+@pytest.mark.parametrize(
+    "base",
+    ["ftp://a", "http://", "http://user@a", "http://a:x", "http://a:0", "http://a:70000", "a"],
+)
+def test_anything_but_an_http_origin_is_refused(base: str) -> None:
+    with pytest.raises(ValueError, match="origin"):
+        origin_of(base)
+
+
+# --- TLS ----------------------------------------------------------------------------------------
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "partner.pem", folder / "partner.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.fixture
+async def tls_partner(tmp_path: Path) -> AsyncIterator[tuple[RawPartner, Path]]:
+    cert, key = _self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server = await RawPartner().start(context)
+    yield server, cert
+    await server.close()
+
+
+async def test_a_partner_over_tls_is_verified_and_reached(
+    tls_partner: tuple[RawPartner, Path],
+) -> None:
+    partner, cert = tls_partner
+    upstream = HttpUpstream(ssl_context=ssl.create_default_context(cafile=str(cert)))
+    await upstream.start()
+    try:
+        for _ in range(2):
+            response = await upstream.send(request_to(partner.url(scheme="https")))
+            assert (response.status, response.body) == (200, b'{"n": 1}')
+    finally:
+        await upstream.close()
+    assert (partner.connections, len(partner.requests)) == (1, 2)
+    assert partner.requests[0][1] == b'{"a":1}'
+
+
+async def test_a_partner_whose_certificate_is_not_trusted_gets_nothing(
+    tls_partner: tuple[RawPartner, Path], client: HttpUpstream
+) -> None:
+    partner, _ = tls_partner
+    with pytest.raises(UpstreamFailure) as caught:
+        await client.send(request_to(partner.url(scheme="https")))
+    assert caught.value.failure == "error"
+    assert partner.requests == []
