@@ -205,7 +205,7 @@ async def test_concurrent_records_are_group_committed(tmp_path: Path) -> None:
             return super().execute(sql, *args)
 
     def connect(path: Path) -> sqlite3.Connection:
-        return sqlite3.connect(path, factory=CountingConnection)
+        return sqlite3.connect(path, factory=CountingConnection, check_same_thread=False)
 
     share_log = await ShareLog.open(log_settings(tmp_path), KEY, connect=connect)
     before = commits
@@ -409,6 +409,76 @@ async def test_a_store_that_cannot_be_written_refuses_then_recovers(
         await share_log.close()
     assert [r["share_id"] for r in query(share_log.path)] == ["s-before", "s-after"]
     assert verify(share_log.path, KEY).ok
+
+
+async def test_a_failed_write_on_the_loop_sets_the_writer_retrying_without_a_request(
+    tmp_path: Path,
+) -> None:
+    connections: list[sqlite3.Connection] = []
+
+    def connect(path: Path) -> sqlite3.Connection:
+        conn = sqlite3.connect(path, check_same_thread=False)
+        connections.append(conn)
+        return conn
+
+    events = Events()
+    share_log = await ShareLog.open(
+        log_settings(tmp_path, stdout=True),
+        KEY,
+        connect=connect,
+        logger=events,
+        retry_interval_s=0.02,
+    )
+    try:
+        make_read_only(connections[-1])
+        with pytest.raises(ShareLogUnavailable):
+            await share_log.record(make_record("s-refused"))
+        async with asyncio.timeout(5):
+            while not share_log.writable():  # noqa: ASYNC110 - polls state another thread sets
+                await asyncio.sleep(0.01)
+    finally:
+        await share_log.close()
+    reasons = [c["reason"] for c in events.named("share_log_checkpointed")]
+    assert reasons == ["open", "resume", "close"]
+    assert query(share_log.path) == []
+    assert verify(share_log.path, KEY).ok
+
+
+async def test_a_record_made_while_the_writer_holds_the_log_is_answered_once_committed(
+    tmp_path: Path,
+) -> None:
+    share_log = await ShareLog.open(log_settings(tmp_path), KEY)
+    try:
+        # As during a prune or a checkpoint: the loop cannot commit, so it queues the record.
+        share_log._lock.acquire()
+        try:
+            pending = asyncio.ensure_future(share_log.record(make_record("s-queued")))
+            await asyncio.sleep(0.05)
+            assert not pending.done()
+            assert query(share_log.path) == []
+        finally:
+            share_log._lock.release()
+        await asyncio.wait_for(pending, 5)
+        assert [r["share_id"] for r in query(share_log.path)] == ["s-queued"]
+    finally:
+        await share_log.close()
+    assert verify(share_log.path, KEY).ok
+
+
+async def test_the_writer_copies_the_wal_into_the_file_while_the_loop_commits(
+    tmp_path: Path,
+) -> None:
+    share_log = await ShareLog.open(log_settings(tmp_path), KEY)
+    try:
+        size = share_log.path.stat().st_size
+        await asyncio.gather(*(share_log.record(make_record(f"s-{i}")) for i in range(300)))
+        # The loop's commits never checkpoint themselves; the idle writer does it.
+        async with asyncio.timeout(5):
+            while share_log.path.stat().st_size == size:  # noqa: ASYNC110 - a file, not an event
+                await asyncio.sleep(0.05)
+    finally:
+        await share_log.close()
+    assert len(query(share_log.path, limit=None)) == 300
 
 
 async def test_a_log_sealed_with_another_key_refuses_to_open(tmp_path: Path) -> None:

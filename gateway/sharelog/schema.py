@@ -22,6 +22,7 @@ from gateway.sharelog.chain import (
 )
 
 Durability = Literal["batched", "strict"]
+# Opens the share log; the connection must be usable from any thread (`check_same_thread=False`).
 Connect = Callable[[Path], sqlite3.Connection]
 
 # Every entry kind has its own table; one `seq` runs across all three and orders the chain.
@@ -154,7 +155,9 @@ class SchemaError(Exception):
 
 
 def _default_connect(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(path, isolation_level=None)
+    # The share log hands its connection between the event loop and its writer thread (one
+    # at a time, under a lock), so it may not be tied to the thread that opened it.
+    return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
 
 
 def connect_rw(

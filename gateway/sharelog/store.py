@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import fcntl
 import os
 import queue
@@ -62,6 +63,18 @@ class _Control:
     stop: bool = False
 
 
+class _Wake(enum.Enum):
+    """Queued to make the writer look at the log's state again (a write on the loop failed)."""
+
+    WAKE = 0
+
+
+_WAKE = _Wake.WAKE
+# How long the writer waits for work before it copies the WAL into the file (batched mode, where
+# commits on the event loop must not do it themselves).
+_CHECKPOINT_INTERVAL_S = 1.0
+
+
 def _resolve(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
     for future, value, error in results:
         if future.done():  # the waiting request was cancelled; its record stands regardless
@@ -84,13 +97,19 @@ def _settle(
 class ShareLog:
     """The durable, hash-chained, pseudonymous share log (a `ShareSink`).
 
-    Requests put their record on a queue and await a future. The writer thread owns the SQLite
-    connection: it takes whatever is queued (up to `batch_max_records`, or what keeps arriving
-    within `batch_interval_ms`), appends it in one transaction, commits, and resolves every waiter
-    of that batch at once. So a record is committed before `record()` returns in both modes ("no
-    share without a record"); `strict` also syncs each commit to disk (`synchronous=FULL`), and
-    concurrent requests share that one sync. The writer never waits for a batch to fill: under
-    load, batches grow by themselves while the previous commit is in progress.
+    A record is committed before `record()` returns in both modes ("no share without a record");
+    concurrent records share one commit.
+
+    In `batched` mode the event loop commits itself: the records of one loop iteration are
+    appended in one transaction after it, with no thread hand-off on a share's path (a commit
+    without a sync is a few tens of microseconds). In `strict` mode every commit is synced to
+    disk (`synchronous=FULL`), which the loop must not wait on: records go on a queue to the
+    writer thread, which takes whatever is queued (up to `batch_max_records`, or what keeps
+    arriving within `batch_interval_ms`), commits, and resolves every waiter of that batch.
+
+    The writer thread also does everything else: opening, closing, pruning, checkpointing the
+    WAL, and retrying after a failed write. A lock makes the two take turns on the connection;
+    the loop never waits for it: when the writer holds it, the loop queues its batch instead.
     """
 
     def __init__(
@@ -112,7 +131,7 @@ class ShareLog:
         self._busy_timeout_s = busy_timeout_s
         self._retry_interval_s = retry_interval_s
         self._connect = connect
-        self._queue: queue.SimpleQueue[_Write | _Control] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Write | _Control | _Wake] = queue.SimpleQueue()
         self._ledger: Ledger | None = None
         self._lock_fd: int | None = None
         self._writable = False
@@ -122,6 +141,11 @@ class ShareLog:
         self._thread = threading.Thread(target=self._main, name="share-log-writer", daemon=True)
         self._started: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._inline = settings.durability == "batched"
+        self._lock = threading.Lock()  # held by whoever uses the ledger
+        self._pending: list[_Write] = []  # this loop iteration's writes, committed after it
+        self._uncheckpointed = False
 
     @classmethod
     async def open(
@@ -150,6 +174,7 @@ class ShareLog:
             connect=connect,
         )
         log._loop = asyncio.get_running_loop()
+        log._loop_thread = threading.get_ident()
         log._started = log._loop.create_future()
         log._thread.start()
         await log._started
@@ -182,9 +207,8 @@ class ShareLog:
             raise TypeError("submit_outcome() takes a ShareOutcome")
         if self._closing or not self._thread.is_alive():
             raise ShareLogUnavailable("the share log is closed")
-        SHARE_LOG_QUEUE_DEPTH.inc()
         loop = asyncio.get_running_loop()
-        self._queue.put(_Write(outcome, datetime.now(UTC), loop, None, time.perf_counter()))
+        self._put(_Write(outcome, datetime.now(UTC), loop, None, time.perf_counter()))
 
     def writable(self) -> bool:
         return self._writable and not self._closing
@@ -197,6 +221,7 @@ class ShareLog:
         """Drain the queue, close shares left open as `unknown`, write the final checkpoint."""
         if self._closing:
             return
+        self._flush()  # what was recorded before close() is written, not refused
         self._closing = True
         if not self._thread.is_alive():
             return
@@ -209,9 +234,40 @@ class ShareLog:
             raise ShareLogUnavailable("the share log is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        SHARE_LOG_QUEUE_DEPTH.inc()
-        self._queue.put(_Write(payload, ts, loop, future, time.perf_counter()))
+        self._put(_Write(payload, ts, loop, future, time.perf_counter()))
         await future
+
+    def _put(self, write: _Write) -> None:
+        if not self._inline:
+            SHARE_LOG_QUEUE_DEPTH.inc()
+            self._queue.put(write)
+            return
+        self._pending.append(write)
+        if len(self._pending) == 1:
+            write.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Commit this loop iteration's writes here, or queue them when the writer is busy."""
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        written = False
+        if self._lock.acquire(blocking=False):
+            try:
+                # After a failure, the writer thread owns the retries and the `resume` seal.
+                if self._writable and not self._closing:
+                    self._write(batch)
+                    self._uncheckpointed = True
+                    written = True
+            finally:
+                self._lock.release()
+        if written:
+            if not self._writable:
+                self._queue.put(_WAKE)  # the write failed: the writer starts retrying
+            return
+        SHARE_LOG_QUEUE_DEPTH.inc(len(batch))
+        for write in batch:
+            self._queue.put(write)
 
     async def _call(self, run: Callable[[], T], *, stop: bool = False) -> T:
         # Nothing may queue up behind the closing call: the writer stops after it.
@@ -229,7 +285,8 @@ class ShareLog:
         if loop is None or started is None:  # pragma: no cover - only open() starts the thread
             return
         try:
-            self._start()
+            with self._lock:
+                self._start()
         except Exception as exc:
             self._drop_ledger()
             self._release()
@@ -278,7 +335,7 @@ class ShareLog:
         self._writable = True
 
     def _open_ledger(self) -> Ledger:
-        self._ledger = Ledger.open(
+        ledger = Ledger.open(
             self.settings.path,
             self._master_key,
             durability=self.settings.durability,
@@ -286,7 +343,11 @@ class ShareLog:
             busy_timeout_s=self._busy_timeout_s,
             connect=self._connect,
         )
-        return self._ledger
+        if self._inline:
+            # A commit that crossed the threshold would checkpoint (and sync) on the event loop.
+            ledger.conn.execute("PRAGMA wal_autocheckpoint = 0")
+        self._ledger = ledger
+        return ledger
 
     def _current_ledger(self) -> Ledger:
         """The open ledger; after a failed write, a fresh connection (the disk may be back)."""
@@ -305,12 +366,32 @@ class ShareLog:
             ledger.close()
 
     def _next(self) -> _Write | _Control:
-        while not self._writable:
+        while True:
+            writable = self._writable
             try:
-                return self._queue.get(timeout=self._retry_interval_s)
+                item = self._queue.get(
+                    timeout=_CHECKPOINT_INTERVAL_S if writable else self._retry_interval_s
+                )
             except queue.Empty:
-                self._resume()
-        return self._queue.get()
+                with self._lock:
+                    if writable:
+                        self._checkpoint()
+                    else:
+                        self._resume()
+                continue
+            if item is not _WAKE:
+                return item
+
+    def _checkpoint(self) -> None:
+        ledger = self._ledger
+        if not self._uncheckpointed or ledger is None:
+            return
+        self._uncheckpointed = False
+        try:
+            # PASSIVE: copies what no reader still needs, and never waits for one.
+            ledger.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except Exception as exc:
+            self._log.warning("share_log_checkpoint_failed", error=str(exc))
 
     def _resume(self) -> None:
         """Try the store again; when it takes a write, seal a `resume` checkpoint."""
@@ -332,7 +413,7 @@ class ShareLog:
         while True:
             item = self._next()
             if isinstance(item, _Control):
-                if self._control(item):
+                if self._locked_control(item):
                     return
                 continue
             batch = [item]
@@ -343,6 +424,8 @@ class ShareLog:
                     nxt = get_nowait()
                 except queue.Empty:
                     break
+                if nxt is _WAKE:
+                    continue
                 if isinstance(nxt, _Control):
                     control = nxt  # runs after the writes queued before it
                     break
@@ -352,8 +435,9 @@ class ShareLog:
             if control is None and all(w.future is None for w in batch):
                 control = self._await_company(batch)
             SHARE_LOG_QUEUE_DEPTH.dec(len(batch))
-            self._write(batch)
-            if control is not None and self._control(control):
+            with self._lock:
+                self._write(batch)
+            if control is not None and self._locked_control(control):
                 return
 
     def _await_company(self, batch: list[_Write]) -> _Control | None:
@@ -371,6 +455,8 @@ class ShareLog:
                 nxt = self._queue.get(timeout=remaining)
             except queue.Empty:
                 return None
+            if nxt is _WAKE:
+                continue
             if isinstance(nxt, _Control):
                 return nxt
             batch.append(nxt)
@@ -423,8 +509,12 @@ class ShareLog:
                 continue  # a submitted outcome: its loss is logged, nobody is waiting
             error = None if message is None else ShareLogUnavailable(message)
             by_loop.setdefault(write.loop, []).append((write.future, None, error))
+        on_loop = threading.get_ident() == self._loop_thread
         for loop, results in by_loop.items():
-            _settle(loop, results)
+            if on_loop and loop is self._loop:
+                _resolve(results)  # a batch the loop committed itself
+            else:
+                _settle(loop, results)
 
     def _fail(self, writes: list[_Write], message: str = _UNAVAILABLE) -> None:
         if writes:
@@ -436,11 +526,17 @@ class ShareLog:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
+            if item is _WAKE:
+                continue
             if isinstance(item, _Write):
                 SHARE_LOG_QUEUE_DEPTH.dec()
                 self._fail([item])
             else:
                 _settle(item.loop, [(item.future, None, ShareLogUnavailable(_UNAVAILABLE))])
+
+    def _locked_control(self, item: _Control) -> bool:
+        with self._lock:
+            return self._control(item)
 
     def _control(self, item: _Control) -> bool:
         try:
