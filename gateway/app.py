@@ -175,8 +175,9 @@ async def close_runtime(runtime: Runtime) -> None:
 
 async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
     """Run until SIGTERM or SIGINT; SIGHUP reloads the contracts."""
-    # Every share waits for the share-log writer thread. By default a thread waiting for the
-    # interpreter lock gets it only after 5 ms, and under load that wait is the request's.
+    # In `strict` mode every share waits for the share-log writer thread. By default a thread
+    # waiting for the interpreter lock gets it only after 5 ms, and under load that wait is the
+    # request's.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     runtime = await build_runtime(settings)
     app = make_app(runtime)

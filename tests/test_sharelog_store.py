@@ -217,6 +217,45 @@ async def test_concurrent_records_are_group_committed(tmp_path: Path) -> None:
     assert verify(share_log.path, KEY).ok
 
 
+async def test_an_outcome_rides_with_the_next_record_or_goes_after_the_batch_interval(
+    tmp_path: Path,
+) -> None:
+    commits = 0
+
+    class CountingConnection(sqlite3.Connection):
+        def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+            nonlocal commits
+            if sql == "COMMIT":
+                commits += 1
+            return super().execute(sql, *args)
+
+    def connect(path: Path) -> sqlite3.Connection:
+        return sqlite3.connect(path, factory=CountingConnection, check_same_thread=False)
+
+    settings = log_settings(tmp_path, batch_interval_ms=200)
+    share_log = await ShareLog.open(settings, KEY, connect=connect)
+    try:
+        await share_log.record(make_record("s-1"))
+        before = commits
+        share_log.submit_outcome(ShareOutcome("s-1", "delivered", 200, 10, 1.0))
+        await asyncio.sleep(0.02)
+        # Not committed on its own at once: that commit would come before the caller's answer.
+        assert commits == before
+        await share_log.record(make_record("s-2"))
+        assert commits == before + 1  # the outcome shared s-2's commit
+        rows = {r["share_id"]: r for r in query(share_log.path)}
+        assert rows["s-1"]["outcome"] == "delivered"
+
+        share_log.submit_outcome(ShareOutcome("s-2", "delivered", 200, 10, 1.0))
+        async with asyncio.timeout(5):
+            while commits == before + 1:  # noqa: ASYNC110 - waits on a timer, not an event
+                await asyncio.sleep(0.02)
+        rows = {r["share_id"]: r for r in query(share_log.path)}
+        assert rows["s-2"]["outcome"] == "delivered"
+    finally:
+        await share_log.close()
+
+
 @pytest.mark.parametrize(("durability", "level"), [("batched", 1), ("strict", 2)])
 async def test_durability_mode_sets_how_each_commit_is_synced(
     tmp_path: Path, durability: str, level: int

@@ -8,6 +8,7 @@ import enum
 import fcntl
 import os
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -145,7 +146,10 @@ class ShareLog:
         self._inline = settings.durability == "batched"
         self._lock = threading.Lock()  # held by whoever uses the ledger
         self._pending: list[_Write] = []  # this loop iteration's writes, committed after it
+        self._flush_soon = False  # a record waits: _flush runs at the end of this turn
+        self._flush_later: asyncio.TimerHandle | None = None  # only outcomes wait
         self._uncheckpointed = False
+        self._checkpointer: sqlite3.Connection | None = None  # the writer thread's own
 
     @classmethod
     async def open(
@@ -243,12 +247,23 @@ class ShareLog:
             self._queue.put(write)
             return
         self._pending.append(write)
-        if len(self._pending) == 1:
-            write.loop.call_soon(self._flush)
+        if write.future is not None:
+            if not self._flush_soon:
+                self._flush_soon = True
+                write.loop.call_soon(self._flush)
+        elif self._flush_later is None and not self._flush_soon:
+            # Nobody waits for an outcome: it rides with the next record's commit, or goes on
+            # its own after `batch_interval_ms`. Committed at once, it would delay the answer
+            # it belongs to (the commit would run before aiohttp writes that answer).
+            self._flush_later = write.loop.call_later(self._interval_s, self._flush)
 
     def _flush(self) -> None:
         """Commit this loop iteration's writes here, or queue them when the writer is busy."""
         batch, self._pending = self._pending, []
+        self._flush_soon = False
+        if self._flush_later is not None:
+            self._flush_later.cancel()
+            self._flush_later = None
         if not batch:
             return
         written = False
@@ -373,23 +388,27 @@ class ShareLog:
                     timeout=_CHECKPOINT_INTERVAL_S if writable else self._retry_interval_s
                 )
             except queue.Empty:
-                with self._lock:
-                    if writable:
-                        self._checkpoint()
-                    else:
+                if writable:
+                    self._checkpoint()
+                else:
+                    with self._lock:
                         self._resume()
                 continue
             if item is not _WAKE:
                 return item
 
     def _checkpoint(self) -> None:
-        ledger = self._ledger
-        if not self._uncheckpointed or ledger is None:
+        if not self._uncheckpointed:
             return
         self._uncheckpointed = False
         try:
-            # PASSIVE: copies what no reader still needs, and never waits for one.
-            ledger.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            # On a connection of its own, so the loop goes on committing meanwhile (it would
+            # queue its records behind a checkpoint on the ledger's connection, and copying a
+            # second's WAL and syncing the file takes milliseconds). PASSIVE copies what no
+            # reader still needs and never waits for one.
+            if self._checkpointer is None:
+                self._checkpointer = sqlite3.connect(self.settings.path, isolation_level=None)
+            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except Exception as exc:
             self._log.warning("share_log_checkpoint_failed", error=str(exc))
 
@@ -593,6 +612,9 @@ class ShareLog:
             self._release()
 
     def _release(self) -> None:
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            checkpointer.close()
         fd, self._lock_fd = self._lock_fd, None
         if fd is not None:
             os.close(fd)
