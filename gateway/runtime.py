@@ -72,10 +72,11 @@ class Runtime:
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
     shares_in_progress: int = 0  # held against limits.max_pending_requests
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Keys every share's subject references; derived once (an HMAC per request otherwise).
+    subject_key: bytes = field(init=False)
 
-    @property
-    def subject_key(self) -> bytes:
-        return subject_ref_key(self.master_key)
+    def __post_init__(self) -> None:
+        self.subject_key = subject_ref_key(self.master_key)
 
     async def reload(self) -> Policy:
         """Validate and compile the whole directory, then swap; on any problem keep the old set."""

@@ -144,13 +144,14 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self.reusable = False  # set when an answer completed cleanly on a kept-alive connection
         self._waiter: asyncio.Future[_Answer] | None = None
-        self._parser: httptools.HttpResponseParser | None = None
+        # One parser for the connection's life: llhttp starts on the next answer by itself.
+        self._parser = httptools.HttpResponseParser(self)
         self._limit = 0
         self._status: int | None = None
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
         self._size = 0
-        self._complete = False
+        self._complete = True  # no exchange in progress: any byte that arrives is unasked for
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
@@ -158,14 +159,13 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        parser = self._parser
-        if parser is None or self._complete:
+        if self._complete:
             # Bytes nobody asked for (a second answer, an error page written late): whatever
             # comes next on this connection could be taken for the next share's answer.
             self._close()
             return
         try:
-            parser.feed_data(data)
+            self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(_Broken(UpstreamError("the partner switched protocols")))
         except httptools.HttpParserError as exc:
@@ -174,7 +174,7 @@ class _Connection(asyncio.Protocol):
             self._fail(cause if isinstance(cause, _Broken) else _Broken(_unreadable()))
 
     def eof_received(self) -> bool:
-        if self._parser is not None and not self._complete and self._ends_at_close():
+        if not self._complete and self._ends_at_close():
             self._finish(keep_alive=False)
         else:
             self._fail(_Broken(_unreadable()))
@@ -197,7 +197,6 @@ class _Connection(asyncio.Protocol):
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        assert self._parser is not None
         status = self._parser.get_status_code()
         if status < 200:
             return  # an interim answer (100 Continue, 103 Early Hints): the real one follows
@@ -215,7 +214,6 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self._status is None:
             return  # the end of an interim answer
-        assert self._parser is not None
         self._finish(keep_alive=self._parser.should_keep_alive())
 
     # -- the exchange --------------------------------------------------------------------------
@@ -232,7 +230,6 @@ class _Connection(asyncio.Protocol):
         self._limit = limit
         self._complete = False
         self._status = None
-        self._parser = httptools.HttpResponseParser(self)
         self._waiter = waiter = self._loop.create_future()
         transport.write(data)
         return waiter
