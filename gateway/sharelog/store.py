@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import fcntl
 import os
 import queue
@@ -59,20 +58,16 @@ class _Write:
 @dataclass(slots=True)
 class _Control:
     run: Callable[[], Any]  # runs in the writer thread, in queue order with the writes
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop | None = None
+    future: asyncio.Future[Any] | None = None  # None: nobody waits for the result
     stop: bool = False
+    ledger: bool = True  # uses the ledger, so runs holding the lock
 
 
-class _Wake(enum.Enum):
-    """Queued to make the writer look at the log's state again (a write on the loop failed)."""
-
-    WAKE = 0
-
-
-_WAKE = _Wake.WAKE
-# How long the writer waits for work before it copies the WAL into the file (batched mode, where
-# commits on the event loop must not do it themselves).
+# Makes the writer look at the log's state again: a write on the event loop failed.
+_WAKE = _Control(lambda: None, ledger=False)
+# How often the writer copies the WAL into the file in batched mode, where commits on the event
+# loop must not do it themselves (SQLite would, and sync, in the commit that crosses its limit).
 _CHECKPOINT_INTERVAL_S = 1.0
 
 
@@ -132,7 +127,7 @@ class ShareLog:
         self._busy_timeout_s = busy_timeout_s
         self._retry_interval_s = retry_interval_s
         self._connect = connect
-        self._queue: queue.SimpleQueue[_Write | _Control | _Wake] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Write | _Control] = queue.SimpleQueue()
         self._ledger: Ledger | None = None
         self._lock_fd: int | None = None
         self._writable = False
@@ -150,6 +145,7 @@ class ShareLog:
         self._flush_later: asyncio.TimerHandle | None = None  # only outcomes wait
         self._uncheckpointed = False
         self._checkpointer: sqlite3.Connection | None = None  # the writer thread's own
+        self._checkpoint_due = 0.0
 
     @classmethod
     async def open(
@@ -271,9 +267,15 @@ class ShareLog:
             try:
                 # After a failure, the writer thread owns the retries and the `resume` seal.
                 if self._writable and not self._closing:
-                    self._write(batch)
-                    self._uncheckpointed = True
                     written = True
+                    self._uncheckpointed = True
+                    try:
+                        self._write(batch)
+                    except Exception:
+                        # A fault in the writing code itself: nobody may wait forever.
+                        self._writable = False
+                        self._log.error("share_log_write_failed", records=len(batch))
+                        self._fail(batch)
             finally:
                 self._lock.release()
         if written:
@@ -383,32 +385,40 @@ class ShareLog:
     def _next(self) -> _Write | _Control:
         while True:
             writable = self._writable
-            try:
-                item = self._queue.get(
-                    timeout=_CHECKPOINT_INTERVAL_S if writable else self._retry_interval_s
-                )
-            except queue.Empty:
-                if writable:
+            if writable:
+                # Due whether or not the writer has work: the loop's commits may keep it busy.
+                now = time.monotonic()
+                if now >= self._checkpoint_due:
                     self._checkpoint()
-                else:
+                    self._checkpoint_due = now + _CHECKPOINT_INTERVAL_S
+                timeout = self._checkpoint_due - now
+            else:
+                timeout = self._retry_interval_s
+            try:
+                return self._queue.get(timeout=timeout)
+            except queue.Empty:
+                if not writable:
                     with self._lock:
                         self._resume()
-                continue
-            if item is not _WAKE:
-                return item
 
     def _checkpoint(self) -> None:
         if not self._uncheckpointed:
             return
         self._uncheckpointed = False
         try:
-            # On a connection of its own, so the loop goes on committing meanwhile (it would
-            # queue its records behind a checkpoint on the ledger's connection, and copying a
-            # second's WAL and syncing the file takes milliseconds). PASSIVE copies what no
-            # reader still needs and never waits for one.
+            # First on a connection of its own, so the loop goes on committing while the bulk
+            # of the WAL is copied and the file synced (milliseconds; on the ledger's connection
+            # the loop would queue its records behind it). PASSIVE never waits for anyone.
             if self._checkpointer is None:
                 self._checkpointer = sqlite3.connect(self.settings.path, isolation_level=None)
             self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            # That copy never catches up with a loop that keeps committing, and SQLite starts
+            # the WAL over only after a checkpoint that did: without this, the WAL and its index
+            # (mapped into memory, searched on every read) would grow as long as the load lasts.
+            # Then on the writer's own connection, holding the lock, for the few new pages.
+            with self._lock:
+                if self._ledger is not None:
+                    self._ledger.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except Exception as exc:
             self._log.warning("share_log_checkpoint_failed", error=str(exc))
 
@@ -443,8 +453,6 @@ class ShareLog:
                     nxt = get_nowait()
                 except queue.Empty:
                     break
-                if nxt is _WAKE:
-                    continue
                 if isinstance(nxt, _Control):
                     control = nxt  # runs after the writes queued before it
                     break
@@ -474,8 +482,6 @@ class ShareLog:
                 nxt = self._queue.get(timeout=remaining)
             except queue.Empty:
                 return None
-            if nxt is _WAKE:
-                continue
             if isinstance(nxt, _Control):
                 return nxt
             batch.append(nxt)
@@ -545,15 +551,17 @@ class ShareLog:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if item is _WAKE:
-                continue
             if isinstance(item, _Write):
                 SHARE_LOG_QUEUE_DEPTH.dec()
                 self._fail([item])
-            else:
+            elif item.future is None:
+                item.run()  # a wake-up or committed entries still to print: never refused
+            elif item.loop is not None:
                 _settle(item.loop, [(item.future, None, ShareLogUnavailable(_UNAVAILABLE))])
 
     def _locked_control(self, item: _Control) -> bool:
+        if not item.ledger:
+            return self._control(item)
         with self._lock:
             return self._control(item)
 
@@ -561,9 +569,12 @@ class ShareLog:
         try:
             value = item.run()
         except Exception as exc:
+            if item.future is None or item.loop is None:
+                raise
             _settle(item.loop, [(item.future, None, exc)])
         else:
-            _settle(item.loop, [(item.future, value, None)])
+            if item.future is not None and item.loop is not None:
+                _settle(item.loop, [(item.future, value, None)])
         return item.stop
 
     def _prune(self, before: datetime, dry_run: bool) -> PruneResult:
@@ -621,6 +632,11 @@ class ShareLog:
 
     def _emit(self, entries: list[Entry]) -> None:
         if not self.settings.stdout:
+            return
+        if threading.get_ident() == self._loop_thread:
+            # Committed on the event loop: the writer prints them, so a slow reader of stdout
+            # never stalls the loop.
+            self._queue.put(_Control(lambda: self._emit(entries), ledger=False))
             return
         info = self._log.info
         for entry in entries:
