@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +27,7 @@ from gateway.sharelog.review import query, verify
 KEY = b"test-master-key-" * 3
 SUBJECT_KEY = subject_ref_key(KEY)
 T0 = datetime(2025, 3, 1, 9, 30, tzinfo=UTC)
+BOUND_S = 5.0  # far above any wait here: reaching it means something hung
 
 
 def ref(subject_id: str) -> str:
@@ -366,6 +368,27 @@ async def test_each_row_is_one_json_line_event_with_the_same_fields(tmp_path: Pa
     )
     reasons = [c["reason"] for c in events.named("share_log_checkpointed")]
     assert reasons == ["open", "close"]
+
+
+async def test_a_stalled_stdout_never_holds_up_a_record(tmp_path: Path) -> None:
+    release = threading.Event()
+
+    class StalledStdout(Events):
+        def info(self, event: str, *args: Any, **kw: Any) -> None:
+            if event == "share_recorded":
+                release.wait(BOUND_S)  # a log collector that stopped reading
+            super().info(event, *args, **kw)
+
+    events = StalledStdout()
+    share_log = await ShareLog.open(log_settings(tmp_path, stdout=True), KEY, logger=events)
+    try:
+        for share_id in ("s-1", "s-2", "s-3"):
+            await asyncio.wait_for(share_log.record(make_record(share_id)), BOUND_S / 2)
+        assert events.named("share_recorded") == []  # still stuck printing the first
+    finally:
+        release.set()
+        await share_log.close()
+    assert [e["share_id"] for e in events.named("share_recorded")] == ["s-1", "s-2", "s-3"]
 
 
 async def test_without_stdout_no_events_are_emitted(tmp_path: Path) -> None:
