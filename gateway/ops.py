@@ -22,8 +22,9 @@ from gateway.errors import (
 from gateway.jsonbody import check_json_content_type, parse_json
 from gateway.keys import keyed_hash
 from gateway.metrics import REGISTRY
-from gateway.pipeline import SERVER_NAME, caller_of, error_response
+from gateway.pipeline import caller_of, error_response
 from gateway.runtime import RUNTIME, Runtime, StartupError
+from gateway.server import SERVER_NAME
 from gateway.sharelog import review
 from gateway.sharelog.commands import UsageError, parse_time
 

@@ -42,6 +42,7 @@ from gateway.keys import keyed_hash
 from gateway.policy import PartnerPolicy, Policy, RoutePolicy
 from gateway.routing import Target, parse_target
 from gateway.runtime import RUNTIME, Runtime
+from gateway.server import SERVER_NAME
 from gateway.sharelog.record import ShareOutcome, ShareRecord
 from gateway.terms import Subject, subjects_of
 from gateway.upstream import UpstreamFailure, UpstreamRequest
@@ -52,7 +53,6 @@ log = structlog.get_logger("gateway")
 # addresses (Location) and hop-by-hop headers stay behind.
 RESPONSE_HEADERS = ("Content-Type", "Cache-Control", "Retry-After", "ETag", "Last-Modified")
 # Said instead of aiohttp's default, which names the server software and its version.
-SERVER_NAME = "share-gateway"
 # Validators of the partner's whole answer: wrong once the answer is filtered.
 UNFILTERED_ONLY = frozenset({"ETag", "Last-Modified"})
 

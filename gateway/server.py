@@ -12,6 +12,8 @@ from aiohttp import web
 
 from gateway.settings import LimitsSettings
 
+SERVER_NAME = "share-gateway"  # the `Server` header of every answer
+
 log = structlog.get_logger("gateway")
 
 # How often a flood of refused or timed-out connections is logged: once per interval, with a
@@ -148,6 +150,19 @@ class LimitedRequestHandler(web.RequestHandler):
         elif waiting and data and self._head_deadline is None:
             # Bytes while the handler waits for a request: the first of a new request head.
             self._arm_head_deadline()
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        # aiohttp answers what its parser cannot read (400, 413, 431) itself, naming its version
+        # in `Server`; the gateway tells nobody which software, let alone which release, it runs.
+        response = super().handle_error(request, status, exc, message)
+        response.headers["Server"] = SERVER_NAME
+        return response
 
     def _arm_head_deadline(self) -> None:
         self._head_deadline = asyncio.get_running_loop().call_later(

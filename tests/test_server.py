@@ -252,6 +252,27 @@ async def test_a_burst_of_connections_never_exceeds_the_cap(
 
 HEAD_DEADLINE = {"limits": {"header_read_timeout_s": 0.5, "keepalive_timeout_s": 30}}
 
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /acme/v1/assess HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n",  # obs-fold
+        b"GET /acme/v1/assess HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+        b"BREW /acme HTTP/1.1\r\n\r\n" + b"A" * 9000,  # a request line past the limit
+    ],
+    ids=["obs_fold", "negative_length", "long_line"],
+)
+async def test_what_the_parser_refuses_names_no_server_software(
+    limited_gateway: GatewayFactory, request_bytes: bytes
+) -> None:
+    gw = await limited_gateway()
+    response = await exchange(gw, request_bytes)
+    assert 400 <= response.status < 500
+    assert response.headers["server"] == "share-gateway"
+    assert b"aiohttp" not in response.body.lower()
+    assert gw.partner.received == []
+    await assert_still_serving(gw)
+
+
 
 @pytest.mark.parametrize(
     "partial",
