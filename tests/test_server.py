@@ -252,6 +252,7 @@ async def test_a_burst_of_connections_never_exceeds_the_cap(
 
 HEAD_DEADLINE = {"limits": {"header_read_timeout_s": 0.5, "keepalive_timeout_s": 30}}
 
+
 @pytest.mark.parametrize(
     "request_bytes",
     [
@@ -271,7 +272,6 @@ async def test_what_the_parser_refuses_names_no_server_software(
     assert b"aiohttp" not in response.body.lower()
     assert gw.partner.received == []
     await assert_still_serving(gw)
-
 
 
 @pytest.mark.parametrize(
