@@ -364,9 +364,11 @@ class HttpUpstream:
         except TimeoutError as exc:
             if connection is not None:
                 connection.abort()
+            # Out of time before anything was sent (connecting, or waiting for a free
+            # connection): the caller waited in vain, but the partner has nothing.
             raise failed(
                 UpstreamTimeout(f"the partner did not answer within {request.timeout_s:g} s"),
-                "timeout",
+                "timeout" if sent else "error",
             ) from exc
         except asyncio.CancelledError:
             if connection is not None:

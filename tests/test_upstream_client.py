@@ -374,3 +374,30 @@ async def test_a_partner_whose_certificate_is_not_trusted_gets_nothing(
         await client.send(request_to(partner.url(scheme="https")))
     assert caught.value.failure == "error"
     assert partner.requests == []
+
+
+async def test_a_share_that_never_got_a_connection_in_time_was_not_delivered(
+    partner: RawPartner,
+) -> None:
+    release, arrived = asyncio.Event(), asyncio.Event()
+
+    async def slow(writer: asyncio.StreamWriter, head: bytes, body: bytes) -> bool:
+        arrived.set()
+        await release.wait()
+        return await answer_ok(writer, head, body)
+
+    partner.answer = slow
+    upstream = HttpUpstream(connections=1)
+    await upstream.start()
+    try:
+        first = asyncio.create_task(upstream.send(request_to(partner.url())))
+        await asyncio.wait_for(arrived.wait(), BOUND_S)  # the only connection is in use
+        with pytest.raises(UpstreamFailure) as caught:
+            await upstream.send(request_to(partner.url(), timeout_s=0.2))
+        release.set()
+        assert (await asyncio.wait_for(first, BOUND_S)).status == 200
+    finally:
+        await upstream.close()
+    # Timed out waiting for the only connection: a 504, and an outcome that says nothing left.
+    assert (caught.value.failure, caught.value.error.status) == ("error", 504)
+    assert len(partner.requests) == 1
