@@ -52,7 +52,6 @@ log = structlog.get_logger("gateway")
 # Response headers the caller may see from a partner; the partner's cookies, its internal
 # addresses (Location) and hop-by-hop headers stay behind.
 RESPONSE_HEADERS = ("Content-Type", "Cache-Control", "Retry-After", "ETag", "Last-Modified")
-# Said instead of aiohttp's default, which names the server software and its version.
 # Validators of the partner's whole answer: wrong once the answer is filtered.
 UNFILTERED_ONLY = frozenset({"ETag", "Last-Modified"})
 

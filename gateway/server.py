@@ -12,7 +12,8 @@ from aiohttp import web
 
 from gateway.settings import LimitsSettings
 
-SERVER_NAME = "share-gateway"  # the `Server` header of every answer
+# The `Server` header of every answer, instead of aiohttp's, which names its version.
+SERVER_NAME = "share-gateway"
 
 log = structlog.get_logger("gateway")
 
