@@ -527,6 +527,25 @@ async def test_a_record_made_while_the_writer_holds_the_log_is_answered_once_com
     assert verify(share_log.path, KEY).ok
 
 
+async def test_another_process_holding_the_log_never_stalls_the_loop(tmp_path: Path) -> None:
+    share_log = await ShareLog.open(log_settings(tmp_path), KEY, busy_timeout_s=2.0)
+    other = sqlite3.connect(share_log.path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # as `logs prune` does, a step at a time
+        pending = asyncio.ensure_future(share_log.record(make_record("s-1")))
+        # The loop keeps turning (a loop stuck in SQLite's busy wait would not run this), and
+        # the record waits, with the writer thread, for the other process to let go.
+        await asyncio.sleep(0.1)
+        assert not pending.done()
+        other.execute("COMMIT")
+        await asyncio.wait_for(pending, BOUND_S)
+    finally:
+        other.close()
+        await share_log.close()
+    assert [r["share_id"] for r in query(share_log.path)] == ["s-1"]
+    assert verify(share_log.path, KEY).ok
+
+
 async def test_the_writer_copies_the_wal_into_the_file_while_the_loop_commits(
     tmp_path: Path,
 ) -> None:

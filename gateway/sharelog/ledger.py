@@ -97,6 +97,7 @@ class Ledger:
         self._prev = GENESIS_HASH
         self._checkpoint_seq = 0
         self._data_version: Any = None
+        self._busy_timeout_ms = 0  # what `open` set: how long `begin` waits for another writer
         self._rows: dict[EntryKind, list[tuple[Any, ...]]] = {}
         self._subjects: list[tuple[int, int]] = []
         self._opened: dict[str, int] = {}
@@ -120,6 +121,7 @@ class Ledger:
             path, durability=durability, busy_timeout_s=busy_timeout_s, connect=connect
         )
         ledger = cls(conn, master_key, checkpoint_every)
+        ledger._busy_timeout_ms = max(0, int(busy_timeout_s * 1000))
         try:
             ledger._ensure_head()
         except BaseException:
@@ -156,6 +158,19 @@ class Ledger:
         self._seq, self._prev, self._checkpoint_seq = int(seq), str(digest), int(checkpoint_seq)
         self._data_version = version
         self._reset()
+
+    def try_begin(self) -> bool:
+        """`begin`, or False at once when another connection holds the write lock."""
+        self.conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            self.begin()
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+                return False
+            raise
+        finally:
+            self.conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+        return True
 
     def rollback(self) -> None:
         self._reset()

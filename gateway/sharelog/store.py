@@ -254,7 +254,8 @@ class ShareLog:
             self._flush_later = write.loop.call_later(self._interval_s, self._flush)
 
     def _flush(self) -> None:
-        """Commit this loop iteration's writes here, or queue them when the writer is busy."""
+        """Commit this loop turn's writes here, or queue them for the writer thread when it (or
+        another process) holds the log."""
         batch, self._pending = self._pending, []
         self._flush_soon = False
         if self._flush_later is not None:
@@ -267,15 +268,15 @@ class ShareLog:
             try:
                 # After a failure, the writer thread owns the retries and the `resume` seal.
                 if self._writable and not self._closing:
-                    written = True
-                    self._uncheckpointed = True
                     try:
-                        self._write(batch)
+                        written = self._write(batch, inline=True)
                     except Exception:
                         # A fault in the writing code itself: nobody may wait forever.
+                        written = True
                         self._writable = False
                         self._log.error("share_log_write_failed", records=len(batch))
                         self._fail(batch)
+                    self._uncheckpointed = True
             finally:
                 self._lock.release()
         if written:
@@ -489,13 +490,23 @@ class ShareLog:
                 return None
         return None
 
-    def _write(self, batch: list[_Write]) -> None:
+    def _write(self, batch: list[_Write], *, inline: bool = False) -> bool:
+        """Append and commit `batch`, then answer its waiters (refusals too); True once done.
+
+        `inline` (on the event loop): False, having done nothing, when another connection
+        (`logs prune` from the command line) holds the write lock, which the loop must not wait
+        for; the writer thread, which may wait, takes the batch instead.
+        """
         now = datetime.now(UTC)
         accepted: list[_Write] = []
         invalid: list[tuple[_Write, Exception]] = []
         try:
             ledger = self._current_ledger()
-            ledger.begin()
+            if inline:
+                if not ledger.try_begin():
+                    return False
+            else:
+                ledger.begin()
             for write in batch:
                 try:
                     if isinstance(write.payload, ShareDraft):
@@ -516,7 +527,7 @@ class ShareLog:
             self._writable = False
             self._log.error("share_log_write_failed", error=str(exc), records=len(batch))
             self._fail(batch)
-            return
+            return True
         self._writable = True
         done = time.perf_counter()
         for write in accepted:
@@ -526,6 +537,7 @@ class ShareLog:
             self._log.error("share_record_invalid", error=str(problem))
         self._fail([w for w, _ in invalid], "the share record is invalid")
         self._emit(entries)
+        return True
 
     def _finish(self, writes: list[_Write], message: str | None) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
