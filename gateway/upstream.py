@@ -90,6 +90,8 @@ def origin_of(base: str) -> Origin:
 
 
 _PORTS = {"http": 80, "https": 443}
+# What idle times are measured with (tests move it on).
+_clock = time.monotonic
 # A header that could end its line early would let one value write another header.
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _UNSAFE_VALUE = re.compile(r"[\r\n\0]")
@@ -387,9 +389,17 @@ class HttpUpstream:
 
     def _pooled(self, origin: Origin) -> _Connection | None:
         pool = self._idle.get(origin)
+        if not pool:
+            return None
+        # Idle longer than that, a connection is not used again, even before the sweeper ends it.
+        fresh_since = _clock() - self._idle_timeout_s
         while pool:
             connection = pool.pop()  # the most recently used: the least likely to be stale
-            if connection.reusable and connection.transport is not None:
+            if (
+                connection.reusable
+                and connection.transport is not None
+                and connection.idle_since >= fresh_since
+            ):
                 return connection
             connection.abort()
         return None
@@ -411,7 +421,7 @@ class HttpUpstream:
         if not connection.reusable:
             connection.abort()
             return
-        connection.idle_since = time.monotonic()
+        connection.idle_since = _clock()
         pool = self._idle.get(origin)
         if pool is None:
             pool = self._idle[origin] = deque()
@@ -422,7 +432,7 @@ class HttpUpstream:
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(self._idle_timeout_s / 2)
-            expired = time.monotonic() - self._idle_timeout_s
+            expired = _clock() - self._idle_timeout_s
             for pool in self._idle.values():
                 while pool and (pool[0].idle_since < expired or not pool[0].reusable):
                     pool.popleft().abort()

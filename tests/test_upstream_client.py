@@ -6,6 +6,7 @@ import asyncio
 import datetime
 import ipaddress
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from gateway import upstream as upstream_module
 from gateway.errors import UpstreamError
 from gateway.upstream import HttpUpstream, UpstreamFailure, UpstreamRequest, origin_of
 
@@ -401,3 +403,15 @@ async def test_a_share_that_never_got_a_connection_in_time_was_not_delivered(
     # Timed out waiting for the only connection: a 504, and an outcome that says nothing left.
     assert (caught.value.failure, caught.value.error.status) == ("error", 504)
     assert len(partner.requests) == 1
+
+
+async def test_a_connection_idle_past_the_timeout_is_never_used_again(
+    client: HttpUpstream, partner: RawPartner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await client.send(request_to(partner.url()))
+    # Later than the idle timeout, and before the sweeper closed the connection: a share sent
+    # now must not go over a connection the partner may be closing.
+    later = time.monotonic() + 4.5
+    monkeypatch.setattr(upstream_module, "_clock", lambda: later)
+    await client.send(request_to(partner.url()))
+    assert (partner.connections, len(partner.requests)) == (2, 2)
