@@ -867,9 +867,9 @@ def print_report(
     )
     for phase, values in summary.get("gateway_internals", {}).items():
         say(
-            f"inside the gateway ({phase}, its own metrics): share-log wait per record "
-            f"{values['share_log_wait_us']:.0f} µs (2 records per share), upstream round trip "
-            f"{values['upstream_round_trip_us']:.0f} µs"
+            f"inside the gateway ({phase}, its own metrics): a share waits "
+            f"{values['share_log_wait_us']:.0f} µs for its record's commit, upstream round "
+            f"trip {values['upstream_round_trip_us']:.0f} µs"
         )
     others = [r.others_cpu_pct for runs in (*throughput.values(), *latency.values()) for r in runs]
     say(

@@ -19,6 +19,7 @@ import pytest
 
 from gateway.errors import ShareLogUnavailable
 from gateway.keys import keyed_hash, subject_ref_key
+from gateway.metrics import REGISTRY
 from gateway.settings import ShareLogSettings
 from gateway.sharelog import MemoryShareLog, ShareLog, ShareOutcome, ShareRecord, ShareSink, schema
 from gateway.sharelog.ledger import PruneRefused
@@ -243,8 +244,12 @@ async def test_an_outcome_rides_with_the_next_record_or_goes_after_the_batch_int
         await asyncio.sleep(0.02)
         # Not committed on its own at once: that commit would come before the caller's answer.
         assert commits == before
+        waits = REGISTRY.get_sample_value("share_gateway_share_log_write_seconds_count")
         await share_log.record(make_record("s-2"))
         assert commits == before + 1  # the outcome shared s-2's commit
+        # Only the record a request waited for counts as a wait, not the outcome riding along.
+        after = REGISTRY.get_sample_value("share_gateway_share_log_write_seconds_count")
+        assert (after or 0) - (waits or 0) == 1
         rows = {r["share_id"]: r for r in query(share_log.path)}
         assert rows["s-1"]["outcome"] == "delivered"
 

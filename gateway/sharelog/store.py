@@ -531,7 +531,8 @@ class ShareLog:
         self._writable = True
         done = time.perf_counter()
         for write in accepted:
-            SHARE_LOG_WRITE_LATENCY.observe(done - write.enqueued)
+            if write.future is not None:  # outcomes wait by design, and no request for them
+                SHARE_LOG_WRITE_LATENCY.observe(done - write.enqueued)
         self._finish(accepted, None)
         for _, problem in invalid:
             self._log.error("share_record_invalid", error=str(problem))
