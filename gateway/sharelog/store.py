@@ -283,6 +283,9 @@ class ShareLog:
             if not self._writable:
                 self._queue.put(_WAKE)  # the write failed: the writer starts retrying
             return
+        if not self._thread.is_alive():
+            self._fail(batch)  # a writer that died answers nothing queued to it
+            return
         SHARE_LOG_QUEUE_DEPTH.inc(len(batch))
         for write in batch:
             self._queue.put(write)
