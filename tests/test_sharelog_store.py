@@ -375,6 +375,24 @@ async def test_each_row_is_one_json_line_event_with_the_same_fields(tmp_path: Pa
     assert reasons == ["open", "close"]
 
 
+async def test_committed_entries_are_printed_soon_in_chain_order(tmp_path: Path) -> None:
+    events = Events()
+    share_log = await ShareLog.open(log_settings(tmp_path, stdout=True), KEY, logger=events)
+    try:
+        await asyncio.gather(*(share_log.record(make_record(f"s-{i}")) for i in range(20)))
+        # Printed by the writer a moment later, while the log stays open.
+        async with asyncio.timeout(BOUND_S):
+            while len(events.named("share_recorded")) < 20:  # noqa: ASYNC110 - another thread
+                await asyncio.sleep(0.01)
+        seqs = [e["seq"] for e in events.named("share_recorded")]
+        assert seqs == sorted(seqs)
+        assert {e["share_id"] for e in events.named("share_recorded")} == {
+            f"s-{i}" for i in range(20)
+        }
+    finally:
+        await share_log.close()
+
+
 async def test_a_stalled_stdout_never_holds_up_a_record(tmp_path: Path) -> None:
     release = threading.Event()
 

@@ -69,6 +69,8 @@ _WAKE = _Control(lambda: None, ledger=False)
 # How often the writer copies the WAL into the file in batched mode, where commits on the event
 # loop must not do it themselves (SQLite would, and sync, in the commit that crosses its limit).
 _CHECKPOINT_INTERVAL_S = 1.0
+# How long entries committed on the event loop wait before the writer thread prints them.
+_PRINT_INTERVAL_S = 0.05
 
 
 def _resolve(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
@@ -146,6 +148,7 @@ class ShareLog:
         self._uncheckpointed = False
         self._checkpointer: sqlite3.Connection | None = None  # the writer thread's own
         self._checkpoint_due = 0.0
+        self._to_print: list[Entry] = []  # committed on the loop, for the writer to print
 
     @classmethod
     async def open(
@@ -222,6 +225,7 @@ class ShareLog:
         if self._closing:
             return
         self._flush()  # what was recorded before close() is written, not refused
+        self._hand_over_printing()
         self._closing = True
         if not self._thread.is_alive():
             return
@@ -646,13 +650,21 @@ class ShareLog:
         if fd is not None:
             os.close(fd)
 
+    def _hand_over_printing(self) -> None:
+        entries, self._to_print = self._to_print, []
+        if entries:
+            self._queue.put(_Control(lambda: self._emit(entries), ledger=False))
+
     def _emit(self, entries: list[Entry]) -> None:
         if not self.settings.stdout:
             return
         if threading.get_ident() == self._loop_thread:
             # Committed on the event loop: the writer prints them, so a slow reader of stdout
-            # never stalls the loop.
-            self._queue.put(_Control(lambda: self._emit(entries), ledger=False))
+            # never stalls the loop; handed over a few times a second, not once per commit,
+            # since every hand-off makes the two threads trade the interpreter lock.
+            if not self._to_print and self._loop is not None:
+                self._loop.call_later(_PRINT_INTERVAL_S, self._hand_over_printing)
+            self._to_print.extend(entries)
             return
         info = self._log.info
         for entry in entries:
