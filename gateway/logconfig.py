@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, BinaryIO
 
 import orjson
 import structlog
@@ -30,3 +33,21 @@ def configure_logging(*, json: bool = True, level: int = logging.INFO) -> None:
         else structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+def write_json_lines(events: Iterable[tuple[str, Mapping[str, Any]]], out: BinaryIO) -> None:
+    """Write info-level events as `configure_logging()` renders them, in one write.
+
+    For the share log's entries, printed by the hundred: through structlog's chain each costs
+    about 10 µs, most of it the chain itself, on a thread that holds the interpreter lock
+    meanwhile. The line is the same: the fields, then `event`, `level` and a UTC `timestamp`.
+    """
+    stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    dumps = orjson.dumps
+    out.write(
+        b"".join(
+            dumps({**fields, "event": event, "level": "info", "timestamp": stamp}) + b"\n"
+            for event, fields in events
+        )
+    )
+    out.flush()

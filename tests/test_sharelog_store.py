@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from gateway.errors import ShareLogUnavailable
@@ -391,6 +392,34 @@ async def test_committed_entries_are_printed_soon_in_chain_order(tmp_path: Path)
         }
     finally:
         await share_log.close()
+
+
+async def test_without_a_logger_entries_are_json_lines_on_stdout(
+    tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    share_log = await ShareLog.open(log_settings(tmp_path, stdout=True), KEY)
+    await share_log.record(make_record("s-1"))
+    share_log.submit_outcome(ShareOutcome("s-1", "delivered", 200, 12, 3.0))
+    await share_log.close()
+    lines = [orjson.loads(line) for line in capsysbinary.readouterr().out.splitlines()]
+    by_event = {e: [line for line in lines if line["event"] == e] for e in _EVENT_NAMES}
+    [share] = by_event["share_recorded"]
+    [outcome] = by_event["share_outcome_recorded"]
+    assert (share["share_id"], outcome["share_id"], outcome["outcome"]) == ("s-1",) * 2 + (
+        "delivered",
+    )
+    assert outcome["share_seq"] == share["seq"]
+    assert share["level"] == "info"
+    assert share["timestamp"].endswith("Z")
+    # The mac goes out with checkpoints only: a signed anchor to hold outside the file.
+    assert "mac" not in share
+    assert "kind" not in share
+    checkpoints = by_event["share_log_checkpointed"]
+    assert [c["reason"] for c in checkpoints] == ["open", "close"]
+    assert all(len(c["mac"]) == 64 for c in checkpoints)
+
+
+_EVENT_NAMES = ("share_recorded", "share_outcome_recorded", "share_log_checkpointed")
 
 
 async def test_a_stalled_stdout_never_holds_up_a_record(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import fcntl
 import os
 import queue
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 import structlog
 
 from gateway.errors import ShareLogUnavailable
+from gateway.logconfig import write_json_lines
 from gateway.metrics import SHARE_LOG_QUEUE_DEPTH, SHARE_LOG_WRITE_LATENCY
 from gateway.settings import ShareLogSettings
 from gateway.sharelog.chain import Entry, ShareDraft, draft_share
@@ -126,6 +128,7 @@ class ShareLog:
         self.settings = settings
         self._master_key = master_key
         self._log: EventLogger = logger if logger is not None else structlog.get_logger("share_log")
+        self._logger_given = logger is not None  # else entries go straight to stdout as JSON
         self._busy_timeout_s = busy_timeout_s
         self._retry_interval_s = retry_interval_s
         self._connect = connect
@@ -666,13 +669,20 @@ class ShareLog:
                 self._loop.call_later(_PRINT_INTERVAL_S, self._hand_over_printing)
             self._to_print.extend(entries)
             return
-        info = self._log.info
-        for entry in entries:
-            kind = entry["kind"]
-            # The mac is kept for checkpoints only: a signed anchor held outside the file.
-            fields = {
-                k: v
-                for k, v in entry.items()
-                if k != "kind" and (k != "mac" or kind == "checkpoint")
-            }
-            info(_EVENTS[kind], **fields)
+        events = [
+            (
+                _EVENTS[entry["kind"]],
+                # The mac is kept for checkpoints only: a signed anchor held outside the file.
+                {
+                    k: v
+                    for k, v in entry.items()
+                    if k != "kind" and (k != "mac" or entry["kind"] == "checkpoint")
+                },
+            )
+            for entry in entries
+        ]
+        if self._logger_given:
+            for event, fields in events:
+                self._log.info(event, **fields)
+        else:
+            write_json_lines(events, sys.stdout.buffer)
