@@ -1,8 +1,13 @@
-"""Fake partners: real aiohttp servers on loopback that record every byte they receive."""
+"""Fake partners on loopback that record every byte they receive: aiohttp servers, and bare
+asyncio servers whose scripts answer however brokenly a test needs."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import ssl
+import struct
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,3 +91,117 @@ class FakePartner:
     async def close(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+# --- partners on bare sockets ---------------------------------------------------------------
+
+# A well-formed answer: what a raw partner says unless its script says otherwise.
+OK_ANSWER = (
+    b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{"score": 7}'
+)
+
+# A partner's script gets the connection after one whole request was read; it writes what it
+# likes and says whether the connection stays open for the next request.
+Script = Callable[["RawPartner", asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool]]
+
+
+@dataclass(frozen=True, slots=True)
+class RawRequest:
+    head: bytes  # request line and headers, exactly as received, up to the blank line
+    body: bytes
+
+    def header_names(self) -> list[str]:
+        lines = self.head.split(b"\r\n")[1:]
+        return sorted(line.partition(b":")[0].decode("latin-1").lower() for line in lines if line)
+
+    def header_values(self, name: str) -> list[str]:
+        wanted = name.lower().encode("latin-1")
+        return [
+            value.strip().decode("latin-1")
+            for key, _, value in (line.partition(b":") for line in self.head.split(b"\r\n")[1:])
+            if key.lower() == wanted
+        ]
+
+
+async def answer_ok(
+    partner: RawPartner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> bool:
+    writer.write(OK_ANSWER)
+    await writer.drain()
+    return True
+
+
+def reset(writer: asyncio.StreamWriter) -> None:
+    """Close with a TCP RST, not a FIN: what a crashed partner or a middlebox does."""
+    sock: socket.socket = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+class RawPartner(FakePartner):
+    """A partner on a bare asyncio server: it reads each request byte for byte (head, then a
+    Content-Length body) and lets `script` write the answer, however broken."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.script: Script = answer_ok
+        self.requests: list[RawRequest] = []
+        self.connections = 0
+        self.written = 0  # bytes a trickling script has written
+        self.release = asyncio.Event()  # a hanging script waits for it; close() sets it
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self, ssl_context: ssl.SSLContext | None = None) -> RawPartner:
+        self._server = await asyncio.start_server(
+            self._serve, "127.0.0.1", self.port, ssl=ssl_context
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop_listening(self) -> None:
+        """Close the listening socket: connections to the port are refused from now on."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        self._writers.add(writer)
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                request = RawRequest(head, b"")
+                lengths = request.header_values("Content-Length")
+                body = await reader.readexactly(int(lengths[0])) if lengths else b""
+                self.requests.append(RawRequest(head, body))
+                if not await self.script(self, reader, writer):
+                    break
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass  # the gateway hung up: nothing more to serve on this connection
+        except asyncio.CancelledError:
+            # Returning instead of re-raising keeps asyncio's stream callback from logging a
+            # cancelled handler as an error when the test ends.
+            pass
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def close(self) -> None:
+        self.release.set()
+        await self.stop_listening()
+        for writer in list(self._writers):
+            writer.close()
+        tasks = list(self._tasks)
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=2)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)

@@ -7,7 +7,7 @@ import datetime
 import ipaddress
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from partners import RawPartner
 
 from gateway import upstream as upstream_module
 from gateway.errors import UpstreamError
@@ -24,74 +25,23 @@ from gateway.upstream import HttpUpstream, UpstreamFailure, UpstreamRequest, ori
 OK = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 8\r\n\r\n{"n": 1}'
 BOUND_S = 5.0  # far above every wait here: reaching it means something hung
 
-# Given the request head and body as received, writes what it likes; True keeps the connection.
-Answer = Callable[[asyncio.StreamWriter, bytes, bytes], Awaitable[bool]]
 
-
-async def answer_ok(writer: asyncio.StreamWriter, head: bytes, body: bytes) -> bool:
+async def answer_ok(
+    raw: RawPartner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> bool:
     writer.write(OK)
     await writer.drain()
     return True
 
 
-class RawPartner:
-    """Reads whole requests (Content-Length framed) off bare sockets and records them."""
-
-    def __init__(self, answer: Answer = answer_ok) -> None:
-        self.answer = answer
-        self.requests: list[tuple[bytes, bytes]] = []
-        self.connections = 0
-        self.in_flight = 0
-        self.most_in_flight = 0
-        self._server: asyncio.Server | None = None
-        self._writers: list[asyncio.StreamWriter] = []
-        self.port = 0
-
-    async def start(self, ssl_context: ssl.SSLContext | None = None) -> RawPartner:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=ssl_context)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    def url(self, path: str = "/v1/x", scheme: str = "http") -> str:
-        return f"{scheme}://127.0.0.1:{self.port}{path}"
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        self._writers.append(writer)
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    name, _, value = line.partition(b":")
-                    if name.lower() == b"content-length":
-                        length = int(value)
-                body = await reader.readexactly(length)
-                self.requests.append((head, body))
-                self.in_flight += 1
-                self.most_in_flight = max(self.most_in_flight, self.in_flight)
-                try:
-                    keep = await self.answer(writer, head, body)
-                finally:
-                    self.in_flight -= 1
-                if not keep:
-                    break
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    async def close(self) -> None:
-        for writer in self._writers:
-            writer.close()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+def url(partner: RawPartner, path: str = "/v1/x", scheme: str = "http") -> str:
+    return f"{scheme}://127.0.0.1:{partner.port}{path}"
 
 
 @pytest.fixture
 async def partner() -> AsyncIterator[RawPartner]:
     server = await RawPartner().start()
+    server.script = answer_ok
     yield server
     await server.close()
 
@@ -120,8 +70,9 @@ def request_to(url: str, **changes: Any) -> UpstreamRequest:
 async def test_the_request_is_exactly_what_the_gateway_built(
     client: HttpUpstream, partner: RawPartner
 ) -> None:
-    await client.send(request_to(partner.url("/v1/x?page=2"), headers=(("X-Share-Id", "s-1"),)))
-    [(head, body)] = partner.requests
+    await client.send(request_to(url(partner, "/v1/x?page=2"), headers=(("X-Share-Id", "s-1"),)))
+    [request] = partner.requests
+    head, body = request.head, request.body
     assert head == (
         b"POST /v1/x?page=2 HTTP/1.1\r\n"
         + f"Host: 127.0.0.1:{partner.port}\r\n".encode()
@@ -131,8 +82,9 @@ async def test_the_request_is_exactly_what_the_gateway_built(
 
 
 async def test_a_bodiless_get_carries_no_length(client: HttpUpstream, partner: RawPartner) -> None:
-    await client.send(request_to(partner.url(), method="GET", body=None, headers=()))
-    [(head, body)] = partner.requests
+    await client.send(request_to(url(partner), method="GET", body=None, headers=()))
+    [request] = partner.requests
+    head, body = request.head, request.body
     assert head.startswith(b"GET /v1/x HTTP/1.1\r\n")
     assert b"content-length" not in head.lower()
     assert body == b""
@@ -153,7 +105,7 @@ async def test_a_header_that_would_break_the_framing_is_never_sent(
     client: HttpUpstream, partner: RawPartner, header: tuple[str, str]
 ) -> None:
     with pytest.raises(UpstreamFailure) as caught:
-        await client.send(request_to(partner.url(), headers=(header,)))
+        await client.send(request_to(url(partner), headers=(header,)))
     assert caught.value.failure == "error"  # nothing left the gateway
     assert partner.connections == 0
     assert partner.requests == []
@@ -161,7 +113,7 @@ async def test_a_header_that_would_break_the_framing_is_never_sent(
 
 async def test_keep_alive_connections_are_reused(client: HttpUpstream, partner: RawPartner) -> None:
     for _ in range(5):
-        response = await client.send(request_to(partner.url()))
+        response = await client.send(request_to(url(partner)))
         assert response.body == b'{"n": 1}'
     assert (partner.connections, len(partner.requests)) == (1, 5)
 
@@ -172,9 +124,9 @@ async def test_an_idle_connection_is_closed_before_the_partner_would(
     upstream = HttpUpstream(idle_timeout_s=0.2)
     await upstream.start()
     try:
-        await upstream.send(request_to(partner.url()))
+        await upstream.send(request_to(url(partner)))
         await asyncio.sleep(0.5)  # past the idle timeout: the sweeper closed it
-        await upstream.send(request_to(partner.url()))
+        await upstream.send(request_to(url(partner)))
     finally:
         await upstream.close()
     assert (partner.connections, len(partner.requests)) == (2, 2)
@@ -182,18 +134,25 @@ async def test_an_idle_connection_is_closed_before_the_partner_would(
 
 async def test_no_more_than_the_connection_limit_is_in_use(partner: RawPartner) -> None:
     release, two_arrived = asyncio.Event(), asyncio.Event()
+    in_flight = most_in_flight = 0
 
-    async def slow(writer: asyncio.StreamWriter, head: bytes, body: bytes) -> bool:
+    async def slow(
+        raw: RawPartner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        nonlocal in_flight, most_in_flight
+        in_flight += 1
+        most_in_flight = max(most_in_flight, in_flight)
         if len(partner.requests) == 2:
             two_arrived.set()
         await release.wait()
-        return await answer_ok(writer, head, body)
+        in_flight -= 1
+        return await answer_ok(raw, reader, writer)
 
-    partner.answer = slow
+    partner.script = slow
     upstream = HttpUpstream(connections=2)
     await upstream.start()
     try:
-        sends = [asyncio.create_task(upstream.send(request_to(partner.url()))) for _ in range(5)]
+        sends = [asyncio.create_task(upstream.send(request_to(url(partner)))) for _ in range(5)]
         await asyncio.wait_for(two_arrived.wait(), BOUND_S)
         await asyncio.sleep(0.1)  # a third request would have arrived by now
         assert len(partner.requests) == 2
@@ -202,7 +161,7 @@ async def test_no_more_than_the_connection_limit_is_in_use(partner: RawPartner) 
     finally:
         await upstream.close()
     assert [r.status for r in responses] == [200] * 5
-    assert partner.most_in_flight == 2
+    assert most_in_flight == 2
     assert partner.connections == 2
 
 
@@ -210,28 +169,32 @@ async def test_no_more_than_the_connection_limit_is_in_use(partner: RawPartner) 
 async def test_no_method_is_resent_when_a_reused_connection_dies(
     client: HttpUpstream, partner: RawPartner, method: str
 ) -> None:
-    async def once_then_die(writer: asyncio.StreamWriter, head: bytes, body: bytes) -> bool:
+    async def once_then_die(
+        raw: RawPartner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
         if len(partner.requests) == 1:
-            return await answer_ok(writer, head, body)
+            return await answer_ok(raw, reader, writer)
         writer.transport.abort()  # read the share, then died without a word
         return False
 
-    partner.answer = once_then_die
+    partner.script = once_then_die
     body = None if method in {"GET", "DELETE"} else b"{}"
-    await client.send(request_to(partner.url(), method=method, body=body))
+    await client.send(request_to(url(partner), method=method, body=body))
     with pytest.raises(UpstreamFailure) as caught:
-        await client.send(request_to(partner.url(), method=method, body=body))
+        await client.send(request_to(url(partner), method=method, body=body))
     assert (caught.value.failure, caught.value.status) == ("possibly_delivered", None)
     assert (partner.connections, len(partner.requests)) == (1, 2)
 
 
 async def test_interim_answers_are_skipped(client: HttpUpstream, partner: RawPartner) -> None:
-    async def early_hints(writer: asyncio.StreamWriter, head: bytes, body: bytes) -> bool:
+    async def early_hints(
+        raw: RawPartner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
         writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n")
-        return await answer_ok(writer, head, body)
+        return await answer_ok(raw, reader, writer)
 
-    partner.answer = early_hints
-    response = await client.send(request_to(partner.url()))
+    partner.script = early_hints
+    response = await client.send(request_to(url(partner)))
     assert (response.status, response.body) == (200, b'{"n": 1}')
     assert "Link" not in response.headers
 
@@ -239,39 +202,45 @@ async def test_interim_answers_are_skipped(client: HttpUpstream, partner: RawPar
 async def test_an_answer_without_a_length_ends_when_the_partner_closes(
     client: HttpUpstream, partner: RawPartner
 ) -> None:
-    async def until_close(writer: asyncio.StreamWriter, head: bytes, body: bytes) -> bool:
+    async def until_close(
+        raw: RawPartner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
         writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
         writer.write(b'{"whole": true}')
         await writer.drain()
         return False
 
-    partner.answer = until_close
-    response = await client.send(request_to(partner.url()))
+    partner.script = until_close
+    response = await client.send(request_to(url(partner)))
     assert (response.status, response.body) == (200, b'{"whole": true}')
     # That connection is gone; the next share opens another.
-    partner.answer = answer_ok
-    await client.send(request_to(partner.url()))
+    partner.script = answer_ok
+    await client.send(request_to(url(partner)))
     assert partner.connections == 2
 
 
 async def test_a_second_answer_in_the_same_packet_drops_the_connection(
     client: HttpUpstream, partner: RawPartner
 ) -> None:
-    async def twice(writer: asyncio.StreamWriter, head: bytes, body: bytes) -> bool:
+    async def twice(
+        raw: RawPartner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
         writer.write(OK + OK.replace(b"1}", b"2}"))
         await writer.drain()
         return True
 
-    partner.answer = twice
-    first = await client.send(request_to(partner.url()))
-    partner.answer = answer_ok
-    second = await client.send(request_to(partner.url()))
+    partner.script = twice
+    first = await client.send(request_to(url(partner)))
+    partner.script = answer_ok
+    second = await client.send(request_to(url(partner)))
     assert (first.body, second.body) == (b'{"n": 1}', b'{"n": 1}')
     assert partner.connections == 2
 
 
 async def test_two_content_codings_are_refused(client: HttpUpstream, partner: RawPartner) -> None:
-    async def stacked(writer: asyncio.StreamWriter, head: bytes, body: bytes) -> bool:
+    async def stacked(
+        raw: RawPartner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
         writer.write(
             b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Encoding: gzip\r\n"
             b"Content-Length: 2\r\n\r\nxx"
@@ -279,9 +248,9 @@ async def test_two_content_codings_are_refused(client: HttpUpstream, partner: Ra
         await writer.drain()
         return True
 
-    partner.answer = stacked
+    partner.script = stacked
     with pytest.raises(UpstreamFailure) as caught:
-        await client.send(request_to(partner.url()))
+        await client.send(request_to(url(partner)))
     assert (caught.value.failure, caught.value.status) == ("possibly_delivered", 200)
     assert isinstance(caught.value.error, UpstreamError)
 
@@ -348,6 +317,7 @@ async def tls_partner(tmp_path: Path) -> AsyncIterator[tuple[RawPartner, Path]]:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     server = await RawPartner().start(context)
+    server.script = answer_ok
     yield server, cert
     await server.close()
 
@@ -360,12 +330,12 @@ async def test_a_partner_over_tls_is_verified_and_reached(
     await upstream.start()
     try:
         for _ in range(2):
-            response = await upstream.send(request_to(partner.url(scheme="https")))
+            response = await upstream.send(request_to(url(partner, scheme="https")))
             assert (response.status, response.body) == (200, b'{"n": 1}')
     finally:
         await upstream.close()
     assert (partner.connections, len(partner.requests)) == (1, 2)
-    assert partner.requests[0][1] == b'{"a":1}'
+    assert partner.requests[0].body == b'{"a":1}'
 
 
 async def test_a_partner_whose_certificate_is_not_trusted_gets_nothing(
@@ -373,7 +343,7 @@ async def test_a_partner_whose_certificate_is_not_trusted_gets_nothing(
 ) -> None:
     partner, _ = tls_partner
     with pytest.raises(UpstreamFailure) as caught:
-        await client.send(request_to(partner.url(scheme="https")))
+        await client.send(request_to(url(partner, scheme="https")))
     assert caught.value.failure == "error"
     assert partner.requests == []
 
@@ -383,19 +353,21 @@ async def test_a_share_that_never_got_a_connection_in_time_was_not_delivered(
 ) -> None:
     release, arrived = asyncio.Event(), asyncio.Event()
 
-    async def slow(writer: asyncio.StreamWriter, head: bytes, body: bytes) -> bool:
+    async def slow(
+        raw: RawPartner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
         arrived.set()
         await release.wait()
-        return await answer_ok(writer, head, body)
+        return await answer_ok(raw, reader, writer)
 
-    partner.answer = slow
+    partner.script = slow
     upstream = HttpUpstream(connections=1)
     await upstream.start()
     try:
-        first = asyncio.create_task(upstream.send(request_to(partner.url())))
+        first = asyncio.create_task(upstream.send(request_to(url(partner))))
         await asyncio.wait_for(arrived.wait(), BOUND_S)  # the only connection is in use
         with pytest.raises(UpstreamFailure) as caught:
-            await upstream.send(request_to(partner.url(), timeout_s=0.2))
+            await upstream.send(request_to(url(partner), timeout_s=0.2))
         release.set()
         assert (await asyncio.wait_for(first, BOUND_S)).status == 200
     finally:
@@ -408,10 +380,10 @@ async def test_a_share_that_never_got_a_connection_in_time_was_not_delivered(
 async def test_a_connection_idle_past_the_timeout_is_never_used_again(
     client: HttpUpstream, partner: RawPartner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await client.send(request_to(partner.url()))
+    await client.send(request_to(url(partner)))
     # Later than the idle timeout, and before the sweeper closed the connection: a share sent
     # now must not go over a connection the partner may be closing.
     later = time.monotonic() + 4.5
     monkeypatch.setattr(upstream_module, "_clock", lambda: later)
-    await client.send(request_to(partner.url()))
+    await client.send(request_to(url(partner)))
     assert (partner.connections, len(partner.requests)) == (2, 2)
