@@ -95,7 +95,8 @@ SUBTREES: set[Path] = {("meta",)}
 PLACES: set[Path] = {leaf[:n] for leaf in (*LEAVES, *SUBTREES) for n in range(len(leaf))}
 TRANSFORMED = {
     "hash": re.compile(r"[0-9a-f]{64}"),
-    "mask": re.compile(r"\**[^*]{0,4}|\**", re.DOTALL),
+    # All but the last four characters are `*`; those four are kept as sent, `*` included.
+    "mask": re.compile(r"\**.{0,4}", re.DOTALL),
     "bucket": re.compile(r"-?[0-9]+--?[0-9]+"),
 }
 
