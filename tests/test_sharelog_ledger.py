@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -51,6 +53,56 @@ def test_a_share_and_its_outcome_in_one_transaction_are_linked(ledger: Ledger) -
     assert outcome["prev_hash"] == share["hash"]
     pending = ledger.conn.execute("SELECT COUNT(*) FROM pending_outcomes").fetchone()[0]
     assert pending == 0
+
+
+def test_an_outcome_in_a_later_transaction_is_linked_and_closes_its_share(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    ledger.begin()
+    share = ledger.add_share(record("s-1"))
+    ledger.commit(NOW)
+    ledger.begin()
+    outcome = ledger.add_outcome(ShareOutcome("s-1", "delivered", 200, 1, 2.0), NOW)
+    ledger.commit(NOW)
+    ledger.begin()
+    again = ledger.add_outcome(ShareOutcome("s-1", "delivered", 200, 1, 2.0), NOW)
+    ledger.commit(NOW)
+    assert (outcome["share_seq"], again["share_seq"]) == (share["seq"], None)
+    assert ledger.conn.execute("SELECT COUNT(*) FROM pending_outcomes").fetchone()[0] == 0
+    assert verify(tmp_path / "log.sqlite", KEY).ok
+
+
+def test_an_outcome_after_reopening_finds_its_share_in_the_file(tmp_path: Path) -> None:
+    first = Ledger.open(tmp_path / "log.sqlite", KEY)
+    first.begin()
+    share = first.add_share(record("s-1"))
+    first.commit(NOW)
+    first.close()
+    second = Ledger.open(tmp_path / "log.sqlite", KEY)
+    second.begin()
+    outcome = second.add_outcome(ShareOutcome("s-1", "delivered", 200, 1, 2.0), NOW)
+    second.commit(NOW)
+    second.close()
+    assert outcome["share_seq"] == share["seq"]
+
+
+def test_begin_waits_for_another_writer_and_try_begin_does_not(tmp_path: Path) -> None:
+    path = tmp_path / "log.sqlite"
+    waiting = Ledger.open(path, KEY, busy_timeout_s=5.0)
+    other = Ledger.open(path, KEY)
+    other.begin()
+    assert waiting.try_begin() is False
+    releaser = threading.Timer(0.2, lambda: other.rollback())
+    releaser.start()
+    started = time.monotonic()
+    waiting.begin()  # returns once the other writer lets go, well within the busy timeout
+    assert 0.1 < time.monotonic() - started < 4.0
+    waiting.add_share(record("s-1"))
+    waiting.commit(NOW)
+    releaser.join()
+    waiting.close()
+    other.close()
+    assert [r["share_id"] for r in query(path)] == ["s-1"]
 
 
 def test_an_outcome_for_no_open_share_is_kept_unlinked(ledger: Ledger) -> None:

@@ -82,6 +82,10 @@ _LAST_SEQ = (
 )
 
 
+# How many open shares a ledger remembers the seq of; far more than are ever in flight at once.
+_OPEN_SEQS_KEPT = 65_536
+
+
 class Ledger:
     """One read-write connection; appends entries in explicit transactions, sealing each one.
 
@@ -103,6 +107,9 @@ class Ledger:
         self._opened: dict[str, int] = {}
         self._closed: list[tuple[str]] = []
         self._entries: list[Entry] = []
+        # The open shares this connection committed: an outcome finds its share here rather
+        # than in `pending_outcomes`. Only a shortcut: whatever is missing is looked up.
+        self._open_seqs: dict[str, int] = {}
         self._reset()
 
     @classmethod
@@ -124,6 +131,9 @@ class Ledger:
         ledger._busy_timeout_ms = max(0, int(busy_timeout_s * 1000))
         try:
             ledger._ensure_head()
+            # From here on the connection waits only where `begin` asks it to: an uncontended
+            # transaction then costs no statement to switch the wait off and on again.
+            conn.execute("PRAGMA busy_timeout = 0")
         except BaseException:
             conn.close()
             raise
@@ -135,6 +145,26 @@ class Ledger:
     # -- transactions --------------------------------------------------------------------------
 
     def begin(self) -> None:
+        """Start a write transaction, waiting up to the busy timeout for another writer."""
+        if self.try_begin():
+            return
+        self.conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+        try:
+            self._begin()
+        finally:
+            self.conn.execute("PRAGMA busy_timeout = 0")
+
+    def try_begin(self) -> bool:
+        """`begin`, or False at once when another connection holds the write lock."""
+        try:
+            self._begin()
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+                return False
+            raise
+        return True
+
+    def _begin(self) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             # data_version moves only when another connection commits; otherwise the head is
@@ -158,19 +188,6 @@ class Ledger:
         self._seq, self._prev, self._checkpoint_seq = int(seq), str(digest), int(checkpoint_seq)
         self._data_version = version
         self._reset()
-
-    def try_begin(self) -> bool:
-        """`begin`, or False at once when another connection holds the write lock."""
-        self.conn.execute("PRAGMA busy_timeout = 0")
-        try:
-            self.begin()
-        except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
-                return False
-            raise
-        finally:
-            self.conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
-        return True
 
     def rollback(self) -> None:
         self._reset()
@@ -208,6 +225,12 @@ class Ledger:
             ),
         )
         conn.execute("COMMIT")
+        open_seqs = self._open_seqs
+        if len(open_seqs) >= _OPEN_SEQS_KEPT:
+            open_seqs.clear()  # shares whose outcome never came: forgotten, still in the file
+        open_seqs.update(self._opened)
+        for (share_id,) in self._closed:
+            open_seqs.pop(share_id, None)
         entries = self._entries
         self._reset()
         return entries
@@ -233,7 +256,9 @@ class Ledger:
         """Append an outcome linked to its open share (`share_seq` None if none is open)."""
         share_id = outcome.share_id
         in_batch = self._opened.get(share_id)  # the share is in this very transaction
-        share_seq = in_batch if in_batch is not None else self._pending_seq(share_id)
+        share_seq = in_batch if in_batch is not None else self._open_seqs.get(share_id)
+        if share_seq is None:
+            share_seq = self._pending_seq(share_id)
         entry = seal(outcome_entry(outcome, share_seq, ts, self._seq + 1, self._prev), self._key)
         self._append(entry)
         if in_batch is not None:
