@@ -87,7 +87,10 @@ class Flow:
     def record(self, decision: str, reason: str) -> ShareRecord:
         partner = self.partner
         loaded = partner.loaded if partner else None
-        result = self.result
+        shared = decision == "shared"
+        # A refusal sends nothing: its record names no field, even when the body had already
+        # been filtered when a later check (consent, minors, caps) refused it.
+        result = self.result if shared else None
         return ShareRecord(
             share_id=self.share_id,
             ts=datetime.now(UTC),
@@ -106,9 +109,9 @@ class Flow:
             fields_transformed=result.fields_transformed if result else (),
             categories_sent=result.categories_sent if result else (),
             pii_redactions=dict(result.pii_redactions) if result else {},
-            records=self.records if decision == "shared" else 0,
+            records=self.records if shared else 0,
             subject_refs=self.subject_refs,
-            bytes_sent=len(self.body) if self.body is not None and decision == "shared" else 0,
+            bytes_sent=len(self.body) if self.body is not None and shared else 0,
             upstream_location=partner.location if partner else None,
             cross_border_mechanism=partner.cross_border_mechanism if partner else None,
             consent_basis=self.consent_basis,
@@ -244,48 +247,42 @@ async def read_payload(flow: Flow, request: web.Request, runtime: Runtime) -> No
     if route is None or partner is None:
         raise RuntimeError("read_payload runs after authorize")
     limits = runtime.settings.limits
-    declared = request.content_length
-    has_body = request.body_exists
-    if declared is not None and declared > limits.max_body_bytes:
-        await read_capped(  # raises body_too_large without reading a byte
-            request.content, declared_length=declared, limit=limits.max_body_bytes, timeout_s=1
-        )
     query = dict(flow.target.query) if flow.target else {}
-    if route.plan is None:
-        flow.query = {}
-        if flow.method in BODYLESS_METHODS and not has_body:
-            flow.body = None
-        else:
-            flow.content_type = _upload_type(request, route)
-            if content_coding(_single_header(request, "Content-Encoding")) != "identity":
-                raise UnsupportedMediaType("upload bodies must not carry a content encoding")
-            flow.body = await read_capped(
-                request.content,
-                declared_length=declared,
-                limit=limits.max_body_bytes,
-                timeout_s=limits.body_read_timeout_s,
-            )
-        _identify_subjects(flow, runtime, route, {}, query)
-        return
+    declared = request.content_length
+    if declared is not None and declared > limits.max_body_bytes:
+        raise BodyTooLarge(f"the body exceeds {limits.max_body_bytes} bytes")
     if flow.method in BODYLESS_METHODS:
-        if has_body:
+        if request.body_exists:
             raise MalformedBody(f"a {flow.method} share carries no body")
-        doc: dict[str, JSONValue] = {}
+        raw = None
     else:
-        check_json_content_type(_single_header(request, "Content-Type"))
-        coding = content_coding(_single_header(request, "Content-Encoding"))
+        # Read (under the cap) before its type is judged: an oversized body is 413 whatever
+        # its type, also when it is chunked and its size is only known once it is read.
         raw = await read_capped(
             request.content,
             declared_length=declared,
             limit=limits.max_body_bytes,
             timeout_s=limits.body_read_timeout_s,
         )
+    if route.plan is None:
+        flow.query = {}
+        if raw is not None:
+            flow.content_type = _upload_type(request, route)
+            if content_coding(_single_header(request, "Content-Encoding")) != "identity":
+                raise UnsupportedMediaType("upload bodies must not carry a content encoding")
+        flow.body = raw
+        _identify_subjects(flow, runtime, route, {}, query)
+        return
+    doc: dict[str, JSONValue] = {}
+    if raw is not None:
+        check_json_content_type(_single_header(request, "Content-Type"))
+        coding = content_coding(_single_header(request, "Content-Encoding"))
         raw = decode(raw, coding, limit=limits.max_body_bytes, too_large=BodyTooLarge)
         doc = parse_json(raw, max_depth=limits.max_json_depth)
     result = route.plan.apply(doc, query, hash_key=partner.hash_key, scanner=runtime.scanner)
     flow.result = result
     flow.query = result.query
-    if flow.method not in BODYLESS_METHODS:
+    if raw is not None:
         flow.body = dump_json(result.document)
         flow.content_type = "application/json"
     _identify_subjects(flow, runtime, route, doc, query)
@@ -450,9 +447,9 @@ async def decide(flow: Flow, request: web.Request, runtime: Runtime) -> None:
     resolve_partner(flow, request, runtime)
     await authenticate(flow, request, runtime)
     authorize(flow, request)
-    pass_through_headers(flow, request)
     now = datetime.now(flow.policy.zone)
     check_contract(flow, now)
+    pass_through_headers(flow, request)
     await read_payload(flow, request, runtime)
     await runtime.terms.check(flow, request, now)
 

@@ -311,4 +311,7 @@ async def assert_refused(
     record = gateway.log.records[-1]
     assert (record.share_id, record.decision, record.reason) == (share_id, "denied", code)
     assert (record.bytes_sent, record.records) == (0, 0)
+    # Nothing was sent, so the record names no field as sent, transformed or redacted.
+    sent = (record.fields_sent, record.fields_transformed, record.categories_sent)
+    assert (sent, record.pii_redactions) == (((), (), ()), {})
     assert gateway.log.outcome_of(share_id) is None

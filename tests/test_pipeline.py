@@ -412,6 +412,48 @@ async def test_an_oversized_body_is_413_before_its_content_type(
     await assert_refused(gw, response, 413, "body_too_large")
 
 
+async def _chunked(size: int) -> AsyncIterator[bytes]:
+    for _ in range(size // 100):
+        yield b"x" * 100
+
+
+@pytest.mark.parametrize(
+    ("method", "target"),
+    [("POST", ASSESS), ("PUT", "/acme/v1/documents/doc-1")],
+    ids=["json_route", "upload_route"],
+)
+async def test_an_oversized_chunked_body_is_413_before_its_content_type(
+    make_gateway: GatewayFactory, method: str, target: str
+) -> None:
+    # No Content-Length: the size is known only once the body is read, and it still decides.
+    gw = await make_gateway(settings=SMALL_BODY_LIMIT)
+    response = await gw.client.request(
+        method,
+        target,
+        data=_chunked(5000),
+        headers={
+            "Content-Type": "text/plain",
+            "Authorization": f"Bearer {gw.token()}",
+            "X-Share-Purpose": "credit_assessment",
+        },
+    )
+    await assert_refused(gw, response, 413, "body_too_large")
+
+
+async def test_a_suspended_contract_answers_before_a_repeated_pass_through_header(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway([contract(contract={"status": "suspended"})])
+    response = await raw_request(
+        gw,
+        "POST",
+        ASSESS,
+        headers=[("Accept", "a/b"), ("Accept", "c/d"), ("Content-Type", "application/json")],
+        body=b'{"applicant": {"user_id": "u-1"}}',
+    )
+    await assert_refused(gw, response, 403, "contract_inactive")
+
+
 async def test_a_wrong_content_type_is_415_before_a_malformed_body(
     make_gateway: GatewayFactory,
 ) -> None:
@@ -1484,6 +1526,34 @@ async def test_no_share_without_a_record(make_gateway: GatewayFactory) -> None:
     assert response.headers["X-Share-Id"] == body["error"]["share_id"]
     assert gw.partner.received == []
     assert gw.log.records == []
+
+
+# Refusals that come after the body was filtered: the record must not claim what was not sent.
+LATE_REFUSALS = {
+    "consent_required": contract(
+        partner={"relationship": "third_party"},
+        terms={"sensitive": {"allowed": ["identity.id_number"], "consent_required": True}},
+    ),
+    "minor_denied": contract(terms={"minors": "deny"}),
+    "quota_exceeded": contract(terms={"max_records_per_day": 1}),
+}
+CHILD_ID = "110105201801010019"  # a valid resident ID number of a child born in 2018
+
+
+@pytest.mark.parametrize("reason", sorted(LATE_REFUSALS))
+async def test_a_late_refusal_records_no_field_as_sent(
+    make_gateway: GatewayFactory, reason: str
+) -> None:
+    gw = await make_gateway([LATE_REFUSALS[reason]])
+    doc = {"applicant": {"user_id": "u-1", "name": "Wang", "id_number": CHILD_ID}}
+    if reason == "quota_exceeded":  # the day's one record goes first
+        assert (await gw.share("POST", ASSESS, json=doc)).status == 200
+        gw.partner.received.clear()
+    response = await gw.share("POST", ASSESS, json=doc)
+    await assert_refused(gw, response, 403 if reason != "quota_exceeded" else 429, reason)
+    record = gw.log.records[-1]  # assert_refused: no field named as sent
+    assert record.subject_refs  # whom it was about stays recorded
+    assert record.fields_stripped == ()
 
 
 class OutcomeLossLog(MemoryShareLog):
