@@ -216,9 +216,14 @@ def _id_check_ok(value: str) -> bool:
     return _ID_CHECK[total % 11] == value[17].upper()
 
 
+_ID_SEPARATORS: Final = str.maketrans("", "", " -\t\r\n")
+
+
 def birth_date_from_id(value: str) -> dt.date | None:
     """The birth date in a valid mainland resident ID number, or None if it is not one."""
-    value = value.translate(_FOLD_TABLE).strip()
+    # Written in groups (`110105-19900307-1234`, spaces, their full-width forms) it is the same
+    # number: a minor's card must not pass as no card at all for want of its separators.
+    value = value.translate(_FOLD_TABLE).translate(_ID_SEPARATORS)
     if len(value) != 18 or not _ID_SHAPE.fullmatch(value):
         return None
     born = _id_birth_date(value)

@@ -240,6 +240,10 @@ def test_birth_date_from_valid_ids() -> None:
     assert birth_date_from_id(ID_X.lower()) == dt.date(1949, 12, 31)
     assert birth_date_from_id(fullwidth(ID_1990)) == dt.date(1990, 3, 7)
     assert birth_date_from_id(f" {ID_1990}\n") == dt.date(1990, 3, 7)
+    grouped = f"{ID_1990[:6]}-{ID_1990[6:14]}-{ID_1990[14:]}"
+    assert birth_date_from_id(grouped) == dt.date(1990, 3, 7)
+    assert birth_date_from_id(grouped.replace("-", " ")) == dt.date(1990, 3, 7)
+    assert birth_date_from_id(fullwidth(grouped)) == dt.date(1990, 3, 7)
     minor = with_id_check("44030520150601456")
     assert birth_date_from_id(minor) == dt.date(2015, 6, 1)
 

@@ -438,6 +438,17 @@ async def test_minor_with_id_number_is_denied(make_gateway: GatewayFactory) -> N
     )
 
 
+@pytest.mark.parametrize("separator", ["-", " ", "\uff0d"])
+async def test_minor_with_an_id_number_written_in_groups_is_denied(
+    make_gateway: GatewayFactory, separator: str
+) -> None:
+    gw = await make_gateway([minors_contract()])
+    number = resident_id(CHILD_BORN)
+    grouped = separator.join((number[:6], number[6:14], number[14:]))
+    response = await gw.share("POST", "/acme/v1/assess", json=applicant(id_number=grouped))
+    await assert_refused(gw, response, 403, "minor_denied")
+
+
 async def test_minor_by_subject_id_and_by_birth_date_field(make_gateway: GatewayFactory) -> None:
     gw = await make_gateway([minors_contract()])
     response = await gw.share(
