@@ -96,6 +96,8 @@ _clock = time.monotonic
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _UNSAFE_VALUE = re.compile(r"[\r\n\0]")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# A partner's status line and header fields together; more is a broken answer, not a big one.
+MAX_ANSWER_HEAD_BYTES = 64 * 1024
 
 
 def _split(url: str) -> tuple[Origin, str]:
@@ -153,12 +155,16 @@ class _Connection(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
         self._size = 0
+        self._head_bytes = 0  # received while the final answer's head is incomplete
+        self._in_head = True  # header fields after the head are trailers, never headers
         self._complete = True  # no exchange in progress: any byte that arrives is unasked for
+        self._tls = False
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self._tls = transport.get_extra_info("sslcontext") is not None
 
     def data_received(self, data: bytes) -> None:
         if self._complete:
@@ -166,8 +172,16 @@ class _Connection(asyncio.Protocol):
             # comes next on this connection could be taken for the next share's answer.
             self._close()
             return
+        in_head = self._in_head
+        if in_head:
+            self._head_bytes += len(data)
         try:
             self._parser.feed_data(data)
+            if in_head and self._in_head and self._head_bytes > MAX_ANSWER_HEAD_BYTES:
+                # Checked per read, before llhttp gathers more of one endless header value.
+                raise _Broken(_too_large(f"its head exceeds {MAX_ANSWER_HEAD_BYTES} bytes"))
+        except _Broken as broken:
+            self._fail(broken)
         except httptools.HttpParserUpgrade:
             self._fail(_Broken(UpstreamError("the partner switched protocols")))
         except httptools.HttpParserError as exc:
@@ -176,7 +190,8 @@ class _Connection(asyncio.Protocol):
             self._fail(cause if isinstance(cause, _Broken) else _Broken(_unreadable()))
 
     def eof_received(self) -> bool:
-        if not self._complete and self._ends_at_close():
+        # Over TLS a close is not proof of the end: a cut connection looks the same to us.
+        if not self._complete and not self._tls and self._ends_at_close():
             self._finish(keep_alive=False)
         else:
             self._fail(_Broken(_unreadable()))
@@ -194,18 +209,29 @@ class _Connection(asyncio.Protocol):
             # A second answer to one request: the connection is no longer in step.
             raise _Broken(_unreadable())
         self._headers, self._body, self._size, self._status = [], [], 0, None
+        self._in_head = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
+        if self._in_head:
+            self._headers.append((name, value))
+        # else a trailer field of a chunked body: discarded, never taken for a header
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
         if status < 200:
             return  # an interim answer (100 Continue, 103 Early Hints): the real one follows
         self._status = status
+        self._in_head = False
+        codings: list[bytes] = []
         for name, value in self._headers:
-            if name.lower() == b"content-length" and int(value) > self._limit:
+            lowered = name.lower()
+            if lowered == b"content-length" and int(value) > self._limit:
                 raise _Broken(_too_large(f"it declares more than {self._limit} bytes"))
+            if lowered == b"transfer-encoding":
+                codings.extend(c.strip().lower() for c in value.split(b","))
+        if codings and codings != [b"chunked"]:
+            # llhttp takes the chunks apart, nothing decodes gzip or deflate under them.
+            raise _Broken(UpstreamError("the partner's answer has an unknown transfer coding"))
 
     def on_body(self, chunk: bytes) -> None:
         self._size += len(chunk)
@@ -232,6 +258,8 @@ class _Connection(asyncio.Protocol):
         self._limit = limit
         self._complete = False
         self._status = None
+        self._head_bytes = 0
+        self._in_head = True
         self._waiter = waiter = self._loop.create_future()
         transport.write(data)
         return waiter
@@ -356,7 +384,10 @@ class HttpUpstream:
                     raise _Broken(UpstreamError("the partner's answer has two content codings"))
                 coding = content_coding(encodings[0] if encodings else None)
                 limit = request.max_response_bytes
-                body = decode(answer.body, coding, limit=limit, too_large=_too_large)
+                body = answer.body
+                # An empty body (204, 304) has nothing to decode, whatever its coding says.
+                if body:
+                    body = decode(body, coding, limit=limit, too_large=_too_large)
                 if coding != "identity":  # the body is decoded now: its coding is gone
                     answer.headers.popall("Content-Encoding", None)
                 latency = (time.perf_counter() - started) * 1000

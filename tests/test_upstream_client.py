@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
+import gzip
 import ipaddress
+import socket
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -255,6 +258,94 @@ async def test_two_content_codings_are_refused(client: HttpUpstream, partner: Ra
     assert isinstance(caught.value.error, UpstreamError)
 
 
+def writes(data: bytes) -> Any:
+    """A partner script that answers every request with `data` and keeps the connection."""
+
+    async def script(
+        raw: RawPartner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        writer.write(data)
+        await writer.drain()
+        return True
+
+    return script
+
+
+CHUNKED = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+async def test_trailer_fields_never_become_header_fields(
+    client: HttpUpstream, partner: RawPartner
+) -> None:
+    body = gzip.compress(b'{"n": 1}')
+    partner.script = writes(
+        CHUNKED
+        + f"{len(body):x}\r\n".encode()
+        + body
+        + b'\r\n0\r\nContent-Encoding: gzip\r\nETag: "t"\r\nCache-Control: public\r\n\r\n'
+    )
+    response = await client.send(request_to(url(partner)))
+    assert (response.status, response.body) == (200, body)  # not decoded on a trailer's word
+    assert {"ETag", "Cache-Control", "Content-Encoding"}.isdisjoint(response.headers)
+
+
+@pytest.mark.parametrize("codings", [b"gzip, chunked", b"deflate,chunked", b"x-custom, chunked"])
+async def test_a_transfer_coding_besides_chunked_is_refused(
+    client: HttpUpstream, partner: RawPartner, codings: bytes
+) -> None:
+    body = gzip.compress(b'{"n": 1}')
+    partner.script = writes(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: "
+        + codings
+        + b"\r\n\r\n"
+        + f"{len(body):x}\r\n".encode()
+        + body
+        + b"\r\n0\r\n\r\n"
+    )
+    with pytest.raises(UpstreamFailure) as caught:
+        await client.send(request_to(url(partner)))
+    assert (caught.value.failure, caught.value.status) == ("possibly_delivered", 200)
+    assert isinstance(caught.value.error, UpstreamError)
+
+
+async def test_a_head_past_its_cap_is_refused_as_it_arrives(
+    client: HttpUpstream, partner: RawPartner
+) -> None:
+    async def endless_header(
+        raw: RawPartner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        # A well-formed answer, but for a header four times the cap, sent bit by bit.
+        with contextlib.suppress(ConnectionError):
+            writer.write(b"HTTP/1.1 200 OK\r\nX-Pad: ")
+            for _ in range(4 * upstream_module.MAX_ANSWER_HEAD_BYTES // 4096):
+                writer.write(b"a" * 4096)
+                await writer.drain()
+                await asyncio.sleep(0.001)
+            writer.write(b"\r\nContent-Length: 2\r\n\r\n{}")
+            await writer.drain()
+        return True
+
+    partner.script = endless_header
+    started = time.monotonic()
+    with pytest.raises(UpstreamFailure) as caught:
+        await client.send(request_to(url(partner), timeout_s=BOUND_S))
+    assert time.monotonic() - started < BOUND_S / 2  # refused, not timed out
+    assert caught.value.failure == "possibly_delivered"
+    assert caught.value.error.code == "upstream_error"
+
+
+@pytest.mark.parametrize("status", [b"204 No Content", b"304 Not Modified"])
+async def test_an_empty_answer_with_a_content_coding_is_empty(
+    client: HttpUpstream, partner: RawPartner, status: bytes
+) -> None:
+    partner.script = writes(
+        b"HTTP/1.1 " + status + b'\r\nETag: "v1"\r\nContent-Encoding: gzip\r\n\r\n'
+    )
+    response = await client.send(request_to(url(partner)))
+    assert (response.status, response.body) == (int(status[:3]), b"")
+    assert "Content-Encoding" not in response.headers
+
+
 @pytest.mark.parametrize(
     ("base", "expected"),
     [
@@ -336,6 +427,36 @@ async def test_a_partner_over_tls_is_verified_and_reached(
         await upstream.close()
     assert (partner.connections, len(partner.requests)) == (1, 2)
     assert partner.requests[0].body == b'{"a":1}'
+
+
+async def test_an_answer_over_tls_that_runs_until_close_is_refused(
+    tls_partner: tuple[RawPartner, Path],
+) -> None:
+    # Cut by a bare FIN or closed properly, the client cannot tell: over TLS an answer must
+    # say where it ends.
+    partner, cert = tls_partner
+
+    async def cut(
+        raw: RawPartner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        writer.write(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{"score": 1')
+        await writer.drain()
+        writer.get_extra_info("socket").shutdown(socket.SHUT_WR)  # a FIN without close_notify
+        await asyncio.sleep(0.2)
+        return False
+
+    partner.script = cut
+    upstream = HttpUpstream(ssl_context=ssl.create_default_context(cafile=str(cert)))
+    await upstream.start()
+    try:
+        with pytest.raises(UpstreamFailure) as caught:
+            await upstream.send(request_to(url(partner, scheme="https"), timeout_s=BOUND_S))
+    finally:
+        await upstream.close()
+    assert (caught.value.failure, caught.value.error.code) == (
+        "possibly_delivered",
+        "upstream_error",
+    )
 
 
 async def test_a_partner_whose_certificate_is_not_trusted_gets_nothing(
