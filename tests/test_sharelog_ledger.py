@@ -86,6 +86,45 @@ def test_an_outcome_after_reopening_finds_its_share_in_the_file(tmp_path: Path) 
     assert outcome["share_seq"] == share["seq"]
 
 
+@pytest.mark.parametrize("pruner", ["same_ledger", "another_connection"])
+def test_an_open_share_pruned_away_leaves_its_outcome_unlinked(tmp_path: Path, pruner: str) -> None:
+    path = tmp_path / "log.sqlite"
+    ledger = Ledger.open(path, KEY)
+    ledger.begin()
+    ledger.add_share(record("s-old", NOW - timedelta(days=2000)))  # still open
+    ledger.add_share(record("s-new", decision="denied"))
+    ledger.commit(NOW)
+    other = ledger if pruner == "same_ledger" else Ledger.open(path, KEY)
+    other.prune(NOW - timedelta(days=1095), now=NOW, retention_days=1095)
+    ledger.begin()
+    outcome = ledger.add_outcome(ShareOutcome("s-old", "delivered", 200, 1, 1.0), NOW)
+    ledger.commit(NOW)
+    assert outcome["share_seq"] is None  # its share is gone: nothing to link to
+    if other is not ledger:
+        other.close()
+    ledger.close()
+    assert verify(path, KEY).ok
+
+
+def test_only_a_pending_row_of_an_open_share_is_closed_as_unknown(ledger: Ledger) -> None:
+    ledger.begin()
+    delivered = ledger.add_share(record("s-1"))
+    ledger.add_outcome(ShareOutcome("s-1", "delivered", 200, 1, 2.0), NOW)
+    denied = ledger.add_share(record("s-2", decision="denied"))
+    ledger.add_share(record("s-3"))
+    ledger.commit(NOW)
+    # Rows the chain does not back: a closed share, a refusal, a share that does not exist.
+    ledger.conn.executemany(
+        "INSERT INTO pending_outcomes (share_id, share_seq) VALUES (?, ?)",
+        [("s-1", delivered["seq"]), ("s-2", denied["seq"]), ("s-9", 99)],
+    )
+    ledger.begin()
+    closed = ledger.add_unknown_outcomes(NOW)
+    ledger.commit(NOW)
+    assert [(e["share_id"], e["outcome"]) for e in closed] == [("s-3", "unknown")]
+    assert ledger.conn.execute("SELECT COUNT(*) FROM pending_outcomes").fetchone()[0] == 0
+
+
 def test_begin_waits_for_another_writer_and_try_begin_does_not(tmp_path: Path) -> None:
     path = tmp_path / "log.sqlite"
     waiting = Ledger.open(path, KEY, busy_timeout_s=5.0)

@@ -72,6 +72,13 @@ _PREV_HASH_AT = (
     " UNION ALL SELECT prev_hash FROM outcomes WHERE seq = ?1"
     " UNION ALL SELECT prev_hash FROM checkpoints WHERE seq = ?1"
 )
+_OPEN_SHARES = (
+    "SELECT p.share_id, p.share_seq FROM pending_outcomes AS p"
+    " JOIN shares AS s ON s.seq = p.share_seq AND s.share_id = p.share_id"
+    " WHERE s.decision = 'shared'"
+    " AND NOT EXISTS (SELECT 1 FROM outcomes AS o WHERE o.share_seq = p.share_seq)"
+    " ORDER BY p.share_seq"
+)
 _LAST_SEQ = (
     "SELECT seq, hash FROM ("
     " SELECT seq, hash FROM (SELECT seq, hash FROM shares ORDER BY seq DESC LIMIT 1)"
@@ -173,6 +180,9 @@ class Ledger:
             if version == self._data_version:
                 self._reset()
                 return
+            # Another connection wrote (`logs prune` may have removed open shares): what this
+            # one remembers of its open shares is looked up again.
+            self._open_seqs.clear()
             row = self.conn.execute("SELECT seq, hash, mac, checkpoint_seq FROM head").fetchone()
             if row is None:
                 raise LedgerError("the share log has no head: run `share-gateway logs verify`")
@@ -269,9 +279,11 @@ class Ledger:
 
     def add_unknown_outcomes(self, ts: datetime) -> list[Entry]:
         """Close every share whose outcome was never written (the writing process died)."""
-        rows = self.conn.execute(
-            "SELECT share_id, share_seq FROM pending_outcomes ORDER BY share_seq"
-        ).fetchall()
+        # `pending_outcomes` is an index, not part of the chain: only a row naming a shared
+        # record of the chain that has no outcome yet closes anything. Any other row (written
+        # by hand, say) would otherwise have a genuine, sealed `unknown` outcome signed for it.
+        rows = self.conn.execute(_OPEN_SHARES).fetchall()
+        self.conn.execute("DELETE FROM pending_outcomes")  # every open share is closed below
         closing = {share_id for (share_id,) in self._closed}
         added = []
         for share_id, share_seq in rows:
@@ -332,6 +344,7 @@ class Ledger:
                 f"records are kept {retention_days} days: prune only before "
                 f"{format_ts(earliest)}, not {format_ts(before)}"
             )
+        self._open_seqs.clear()  # open shares may go with the prefix: look them up again
         self.begin()
         try:
             cut = _scalar(
