@@ -4,12 +4,61 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol, cast
 
 import orjson
 import structlog
+
+
+class ByteSink(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+    def flush(self) -> None: ...
+
+
+# How often lines that stdout did not take are reported on stderr.
+LOST_NOTE_INTERVAL_S = 10.0
+
+
+class Stdout:
+    """The process's stdout as bytes (looked up at each write), where a failed write loses lines
+    but never raises: a log pipeline that went away (a closed pipe, a full disk) must not stop
+    shares, nor the share log, whose file holds every entry anyway. Lost lines are counted and
+    reported on stderr, at most every `LOST_NOTE_INTERVAL_S`."""
+
+    def __init__(self) -> None:
+        self.lost_lines = 0
+        self._noted_at = -LOST_NOTE_INTERVAL_S
+
+    def write(self, data: bytes, /) -> int:
+        try:
+            return sys.stdout.buffer.write(data)
+        except (OSError, ValueError) as exc:
+            self._lost(data.count(b"\n"), exc)
+            return len(data)
+
+    def flush(self) -> None:
+        try:
+            sys.stdout.buffer.flush()
+        except (OSError, ValueError) as exc:
+            self._lost(0, exc)
+
+    def _lost(self, lines: int, exc: Exception) -> None:
+        self.lost_lines += lines
+        now = time.monotonic()
+        if now - self._noted_at < LOST_NOTE_INTERVAL_S:
+            return
+        self._noted_at = now
+        try:
+            sys.stderr.write(f"stdout_failed: {self.lost_lines} log lines lost so far ({exc})\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass  # nowhere left to say it
+
+
+STDOUT = Stdout()
 
 
 def configure_logging(*, json: bool = True, level: int = logging.INFO) -> None:
@@ -28,14 +77,14 @@ def configure_logging(*, json: bool = True, level: int = logging.INFO) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.BytesLoggerFactory(sys.stdout.buffer)
+        logger_factory=structlog.BytesLoggerFactory(cast(BinaryIO, STDOUT))
         if json
         else structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
 
 
-def write_json_lines(events: Iterable[tuple[str, Mapping[str, Any]]], out: BinaryIO) -> None:
+def write_json_lines(events: Iterable[tuple[str, Mapping[str, Any]]], out: ByteSink) -> None:
     """Write info-level events as `configure_logging()` renders them, in one write.
 
     For the share log's entries, printed by the hundred: through structlog's chain each costs

@@ -17,9 +17,11 @@ from typing import Any
 
 import orjson
 import pytest
+import structlog
 
 from gateway.errors import ShareLogUnavailable
 from gateway.keys import keyed_hash, subject_ref_key
+from gateway.logconfig import STDOUT, configure_logging
 from gateway.metrics import REGISTRY
 from gateway.settings import ShareLogSettings
 from gateway.sharelog import MemoryShareLog, ShareLog, ShareOutcome, ShareRecord, ShareSink, schema
@@ -420,6 +422,83 @@ async def test_without_a_logger_entries_are_json_lines_on_stdout(
 
 
 _EVENT_NAMES = ("share_recorded", "share_outcome_recorded", "share_log_checkpointed")
+
+
+class _BrokenBuffer:
+    def write(self, data: bytes) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+class _BrokenStdout:
+    buffer = _BrokenBuffer()
+
+
+async def test_a_stdout_that_went_away_loses_lines_not_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lost_before = STDOUT.lost_lines
+    configure_logging()  # as `serve` does: the gateway's own events go to stdout too
+    share_log = await ShareLog.open(log_settings(tmp_path, stdout=True), KEY)
+    monkeypatch.setattr(sys, "stdout", _BrokenStdout())  # the log collector went away
+    try:
+        for share_id in ("s-1", "s-2", "s-3"):
+            await share_log.record(make_record(share_id))
+            await asyncio.sleep(0.1)  # the writer prints (and fails) between records
+        assert share_log.writable()
+    finally:
+        await share_log.close()
+        structlog.reset_defaults()
+    assert [r["share_id"] for r in query(share_log.path)] == ["s-1", "s-2", "s-3"]
+    assert STDOUT.lost_lines - lost_before >= 3  # counted (and noted on stderr)
+
+
+async def test_an_outcome_whose_commit_failed_goes_with_the_next_one(tmp_path: Path) -> None:
+    share_log = await ShareLog.open(
+        log_settings(tmp_path), KEY, busy_timeout_s=0.05, retry_interval_s=0.05
+    )
+    other = sqlite3.connect(share_log.path, isolation_level=None)
+    try:
+        await share_log.record(make_record("s-1"))  # committed: the share goes to its partner
+        other.execute("BEGIN IMMEDIATE")  # `logs prune` holds the log past the busy timeout
+        share_log.submit_outcome(ShareOutcome("s-1", "delivered", 200, 10, 5.0))
+        async with asyncio.timeout(BOUND_S):
+            while share_log.writable():  # noqa: ASYNC110 - the writer's commit fails
+                await asyncio.sleep(0.01)
+        other.execute("COMMIT")
+        async with asyncio.timeout(BOUND_S):
+            while not share_log.writable():  # noqa: ASYNC110 - then it resumes
+                await asyncio.sleep(0.01)
+    finally:
+        other.close()
+        await share_log.close()
+    [row] = query(share_log.path)
+    assert row["outcome"] == "delivered"  # not `unknown` at close
+    assert verify(share_log.path, KEY).ok
+
+
+async def test_the_loop_never_opens_the_log_itself(tmp_path: Path) -> None:
+    share_log = await ShareLog.open(log_settings(tmp_path), KEY, busy_timeout_s=1.0)
+    other = sqlite3.connect(share_log.path, isolation_level=None)
+    try:
+        await share_log.record(make_record("s-1"))
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(ShareLogUnavailable):  # a prune that failed dropped the connection
+            await share_log.prune(datetime.now(UTC) - timedelta(days=1200))
+        recorded = asyncio.ensure_future(share_log.record(make_record("s-2")))
+        turns = 0
+        async with asyncio.timeout(0.5):  # a loop opening the log would sit out busy_timeout
+            while not share_log._queue.qsize() and turns < 100:
+                await asyncio.sleep(0)
+                turns += 1
+        other.execute("COMMIT")
+        await asyncio.wait_for(recorded, BOUND_S)  # the writer took it and wrote it
+    finally:
+        other.close()
+        await share_log.close()
+    assert [r["share_id"] for r in query(share_log.path)] == ["s-1", "s-2"]
 
 
 async def test_a_stalled_stdout_never_holds_up_a_record(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ import fcntl
 import os
 import queue
 import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from typing import Any, Protocol, TypeVar
 import structlog
 
 from gateway.errors import ShareLogUnavailable
-from gateway.logconfig import write_json_lines
+from gateway.logconfig import STDOUT, write_json_lines
 from gateway.metrics import SHARE_LOG_QUEUE_DEPTH, SHARE_LOG_WRITE_LATENCY
 from gateway.settings import ShareLogSettings
 from gateway.sharelog.chain import Entry, ShareDraft, draft_share
@@ -73,6 +72,9 @@ _WAKE = _Control(lambda: None, ledger=False)
 _CHECKPOINT_INTERVAL_S = 1.0
 # How long entries committed on the event loop wait before the writer thread prints them.
 _PRINT_INTERVAL_S = 0.05
+# Outcomes a failed commit could not write wait for the next one that succeeds; at most this
+# many (a share whose outcome is lost is closed as `unknown` on the next start).
+_HELD_OUTCOMES_MAX = 100_000
 
 
 def _resolve(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
@@ -152,6 +154,7 @@ class ShareLog:
         self._checkpointer: sqlite3.Connection | None = None  # the writer thread's own
         self._checkpoint_due = 0.0
         self._to_print: list[Entry] = []  # committed on the loop, for the writer to print
+        self._held: list[_Write] = []  # outcomes for the next commit (under the lock)
 
     @classmethod
     async def open(
@@ -435,14 +438,17 @@ class ShareLog:
 
     def _resume(self) -> None:
         """Try the store again; when it takes a write, seal a `resume` checkpoint."""
+        held: list[_Write] = []
         try:
             ledger = self._current_ledger()
             now = datetime.now(UTC)
             ledger.begin()
+            held = self._add_held(ledger, now)
             ledger.add_checkpoint("resume", now)
             entries = ledger.commit(now)
         except Exception:
             self._drop_ledger()
+            self._hold(held)
             return
         self._writable = True
         self._log.info("share_log_writable_again")
@@ -510,13 +516,17 @@ class ShareLog:
         now = datetime.now(UTC)
         accepted: list[_Write] = []
         invalid: list[tuple[_Write, Exception]] = []
+        held: list[_Write] = []
         try:
-            ledger = self._current_ledger()
             if inline:
-                if not ledger.try_begin():
+                # Opening a connection (after a failure) may wait on SQLite: the writer does it.
+                if self._ledger is None or not self._ledger.try_begin():
                     return False
+                ledger = self._ledger
             else:
+                ledger = self._current_ledger()
                 ledger.begin()
+            held = self._add_held(ledger, now)
             for write in batch:
                 try:
                     if isinstance(write.payload, ShareDraft):
@@ -536,6 +546,7 @@ class ShareLog:
             self._drop_ledger()
             self._writable = False
             self._log.error("share_log_write_failed", error=str(exc), records=len(batch))
+            self._hold([*held, *batch])
             self._fail(batch)
             return True
         self._writable = True
@@ -567,6 +578,34 @@ class ShareLog:
     def _fail(self, writes: list[_Write], message: str = _UNAVAILABLE) -> None:
         if writes:
             self._finish(writes, message)
+
+    def _hold(self, writes: list[_Write]) -> None:
+        """Keep the submitted outcomes of a failed commit for the next commit that succeeds.
+
+        Nobody waits for them, and their shares went ahead: dropped, a delivered share would be
+        closed as `unknown`. Records are not kept: their requests were refused.
+        """
+        self._held.extend(w for w in writes if w.future is None)
+        excess = len(self._held) - _HELD_OUTCOMES_MAX
+        if excess > 0:
+            del self._held[:excess]
+            self._log.error("share_outcomes_dropped", count=excess)
+
+    def _add_held(self, ledger: Ledger, now: datetime) -> list[_Write]:
+        """Append the held outcomes to the open transaction; return them (to hold them again
+        should it fail)."""
+        held, self._held = self._held, []
+        added = []
+        for write in held:
+            if not isinstance(write.payload, ShareOutcome):
+                continue
+            try:
+                ledger.add_outcome(write.payload, write.ts or now)
+            except (TypeError, ValueError) as exc:  # never checked if its batch failed early
+                self._log.error("share_record_invalid", error=str(exc))
+                continue
+            added.append(write)
+        return added
 
     def _fail_queued(self) -> None:
         while True:
@@ -632,6 +671,7 @@ class ShareLog:
             ledger = self._current_ledger()
             now = datetime.now(UTC)
             ledger.begin()
+            self._add_held(ledger, now)  # what became of those shares is known: not `unknown`
             unknown = ledger.add_unknown_outcomes(now)
             ledger.add_checkpoint("close", now)
             entries = ledger.commit(now)
@@ -684,5 +724,5 @@ class ShareLog:
         if self._logger_given:
             for event, fields in events:
                 self._log.info(event, **fields)
-        else:
-            write_json_lines(events, sys.stdout.buffer)
+            return
+        write_json_lines(events, STDOUT)  # a stdout that fails loses lines, not the log
