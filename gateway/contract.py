@@ -275,9 +275,15 @@ CALLER_HEADERS = frozenset(
         "true-client-ip",
         "x-cluster-client-ip",
         "cf-connecting-ip",
+        "fastly-client-ip",
+        "x-originating-ip",
+        "x-remote-addr",
+        "x-remote-ip",
+        "x-proxyuser-ip",
     }
 )
-CALLER_HEADER_PREFIXES = ("x-forwarded-",)
+# `x-original-forwarded-for` and the like carry the address under a proxy's own prefix.
+CALLER_HEADER_PREFIXES = ("x-forwarded-", "x-original-forwarded-")
 
 
 def _header_token(value: str) -> str:

@@ -505,6 +505,10 @@ def test_content_types_with_structured_suffix() -> None:
             "X-Consent-Token",
             "X-Consent-Token carries the caller's credentials or address and is never forwarded",
         ),
+        *(
+            (name, f"{name} carries the caller's credentials or address and is never forwarded")
+            for name in ("X-Original-Forwarded-For", "X-Originating-IP", "Fastly-Client-IP")
+        ),
         ("Host", "Host is set by the gateway and cannot be passed through"),
         ("X-Share-Purpose", "X-Share-Purpose is set by the gateway and cannot be passed through"),
         (
