@@ -449,7 +449,7 @@ class HttpUpstream:
         return connection
 
     def _release(self, origin: Origin, connection: _Connection) -> None:
-        if not connection.reusable:
+        if not connection.reusable or self._slots is None:  # or the client closed meanwhile
             connection.abort()
             return
         connection.idle_since = _clock()

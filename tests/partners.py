@@ -153,6 +153,11 @@ class RawPartner(FakePartner):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
 
+    @property
+    def open_connections(self) -> int:
+        """Connections the gateway has not closed yet."""
+        return len(self._writers)
+
     async def start(self, ssl_context: ssl.SSLContext | None = None) -> RawPartner:
         self._server = await asyncio.start_server(
             self._serve, "127.0.0.1", self.port, ssl=ssl_context

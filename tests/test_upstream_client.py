@@ -121,6 +121,28 @@ async def test_keep_alive_connections_are_reused(client: HttpUpstream, partner: 
     assert (partner.connections, len(partner.requests)) == (1, 5)
 
 
+async def test_a_share_that_ends_after_the_client_closed_leaves_no_connection(
+    partner: RawPartner,
+) -> None:
+    async def slow(
+        raw: RawPartner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        await asyncio.sleep(0.2)
+        return await answer_ok(raw, reader, writer)
+
+    partner.script = slow
+    upstream = HttpUpstream()
+    await upstream.start()
+    sending = asyncio.ensure_future(upstream.send(request_to(url(partner))))
+    await asyncio.sleep(0.05)
+    await upstream.close()  # shutting down, with that share still in flight
+    response = await asyncio.wait_for(sending, BOUND_S)
+    assert response.status == 200
+    async with asyncio.timeout(BOUND_S):
+        while partner.open_connections:  # noqa: ASYNC110 - closed, not parked in a dead pool
+            await asyncio.sleep(0.01)
+
+
 async def test_an_idle_connection_is_closed_before_the_partner_would(
     partner: RawPartner,
 ) -> None:
