@@ -59,6 +59,17 @@ def _build_fold_table() -> dict[int, int]:
 
 
 _FOLD_TABLE: Final = _build_fold_table()
+# Separators a number is written with besides ASCII space and hyphen (text pasted from web
+# pages and editors): folded everywhere, each to one ASCII character like the table above.
+_SEPARATOR_TABLE: Final = {
+    **{cp: ord(" ") for cp in (0x00A0, 0x2007, 0x202F, 0x3000)},
+    **{cp: ord("-") for cp in (0x2010, 0x2011, 0x2012, 0x2013, 0xFF0D)},
+}
+_SEPARATOR_CHARS: Final = {chr(k): chr(v) for k, v in _SEPARATOR_TABLE.items()}
+_SEPARATORS: Final = re.compile("[" + "".join(_SEPARATOR_CHARS) + "]")
+_MAY_NEED_FOLDING: Final = re.compile(
+    "[" + "".join(map(chr, _SEPARATOR_TABLE)) + "\uff10-\uff19\uff20-\uff3a\uff41-\uff5a]"
+)
 # Full-width digits, letters and '@' are what can start an identifier; full-width punctuation
 # alone (，：（）in ordinary Chinese prose) must not make every string pay for folding.
 _NEEDS_FOLD: Final = re.compile("[\uff10-\uff19\uff20-\uff3a\uff41-\uff5a]")
@@ -98,7 +109,11 @@ _JOIN_AFTER: Final = frozenset("0123456789(+")
 # Detailed recognisers run on a run's span only; lookbehinds still see the text before it.
 # Every lookahead tests only characters a run would have included, so it answers the same at
 # the end of a run as in the full text.
-_ID_RE: Final = re.compile(r"(?<![0-9])[1-9][0-9]{16}[0-9Xx](?![0-9])")
+# Also written in its groups (division, birth date, sequence and check): "110105-19900307-1234".
+_ID_RE: Final = re.compile(
+    r"(?<![0-9])(?:[1-9][0-9]{16}[0-9Xx]"
+    r"|(?<![0-9]-)[1-9][0-9]{5}[ \-][0-9]{8}[ \-][0-9]{3}[0-9Xx](?!-[0-9]))(?![0-9])"
+)
 _CREDIT_RE: Final = re.compile(
     r"(?<![0-9A-Za-z])[1-9A-HJ-NP-RTUW-Y][1-9][0-9]{6}[0-9A-HJ-NP-RTUW-Y]{10}(?![0-9A-Za-z])"
 )
@@ -153,7 +168,8 @@ _LOCAL_CHARS: Final = frozenset(
 )
 _LOCAL_MAX: Final = 64
 _EMAIL_DOMAIN_RE: Final = re.compile(
-    r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}(?![A-Za-z\-])"
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+"
+    r"(?:[A-Za-z]{2,63}|xn--[A-Za-z0-9\-]{1,59})(?![A-Za-z0-9\-])"  # IDN top-level domains too
 )
 
 # --- validation ----------------------------------------------------------------------------
@@ -223,7 +239,7 @@ def birth_date_from_id(value: str) -> dt.date | None:
     """The birth date in a valid mainland resident ID number, or None if it is not one."""
     # Written in groups (`110105-19900307-1234`, spaces, their full-width forms) it is the same
     # number: a minor's card must not pass as no card at all for want of its separators.
-    value = value.translate(_FOLD_TABLE).translate(_ID_SEPARATORS)
+    value = value.translate(_SEPARATOR_TABLE).translate(_FOLD_TABLE).translate(_ID_SEPARATORS)
     if len(value) != 18 or not _ID_SHAPE.fullmatch(value):
         return None
     born = _id_birth_date(value)
@@ -336,15 +352,24 @@ def _whole(norm: str, start: int, end: int) -> list[_Candidate]:
     name = m.lastgroup
     value = m.group()
     if name == "id":
+        value = _ungrouped(value)
         ok = _id_birth_date(value) is not None and _id_check_ok(value)
     elif name == "credit":
         ok = _credit_ok(value)
     elif name == "card":
-        ok = _card_ok(value.replace(" ", "").replace("-", ""))
+        ok = _card_ok(_ungrouped(value))
     else:
         ok = True
     category = _WHOLE_CATEGORIES[name]
     return [(_PRIORITY[category], start, end, category)] if ok else []
+
+
+# "6222 0212 3456 7894": four groups of four and their three separators.
+_GROUPED_16: Final = 19
+
+
+def _ungrouped(value: str) -> str:
+    return value.replace(" ", "").replace("-", "")
 
 
 def _digit_run(value: str, start: int) -> list[_Candidate]:
@@ -368,7 +393,7 @@ def _candidates(norm: str, start: int, end: int) -> list[_Candidate]:
     length = end - start
     if length >= 18:
         for m in _ID_RE.finditer(norm, start, end):
-            value = m.group()
+            value = _ungrouped(m.group())
             if _id_birth_date(value) is not None and _id_check_ok(value):
                 found.append((_PRIORITY[ID_NUMBER], m.start(), m.end(), ID_NUMBER))
         for m in _CREDIT_RE.finditer(norm, start, end):
@@ -376,8 +401,16 @@ def _candidates(norm: str, start: int, end: int) -> list[_Candidate]:
                 found.append((_PRIORITY[CREDIT_CODE], m.start(), m.end(), CREDIT_CODE))
     if length >= 16:
         for m in _CARD_RE.finditer(norm, start, end):
-            if _card_ok(m.group().replace(" ", "").replace("-", "")):
+            if _card_ok(_ungrouped(m.group())):
                 found.append((_PRIORITY[BANK_ACCOUNT], m.start(), m.end(), BANK_ACCOUNT))
+            elif _GROUPED_16 < m.end() - m.start() <= _GROUPED_16 + 3:
+                # "6222 0212 3456 7894 12/27": the optional fifth group took a short number
+                # that follows the card (an expiry, a count); the card alone may still be one.
+                # A three-digit group stays part of the number: 4-4-4-4-3 is how 19-digit
+                # cards are written.
+                cut = m.start() + _GROUPED_16
+                if _card_ok(_ungrouped(norm[m.start() : cut])):
+                    found.append((_PRIORITY[BANK_ACCOUNT], m.start(), cut, BANK_ACCOUNT))
     if length >= 11:
         for m in _PHONE_RE.finditer(norm, start, end):
             found.append((_PRIORITY[PHONE], m.start(), m.end(), PHONE))
@@ -435,7 +468,14 @@ def _fold_run(m: re.Match[str]) -> str:
     return m.group().translate(_FOLD_TABLE)
 
 
+def _fold_separator(m: re.Match[str]) -> str:
+    return _SEPARATOR_CHARS[m.group()]
+
+
 def _fold(text: str) -> str:
+    if not _MAY_NEED_FOLDING.search(text):  # one search for ordinary prose, as before
+        return text
+    text = _SEPARATORS.sub(_fold_separator, text)  # rare: cheaper than translating it all
     return _FOLD_RUN.sub(_fold_run, text) if _NEEDS_FOLD.search(text) else text
 
 

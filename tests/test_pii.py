@@ -234,6 +234,57 @@ def test_id_number_rejected(text: str) -> None:
     assert [c for c, _ in spans(text)] == []
 
 
+def grouped(value: str, sizes: tuple[int, ...], separator: str = " ") -> str:
+    parts, at = [], 0
+    for size in sizes:
+        parts.append(value[at : at + size])
+        at += size
+    return separator.join(parts)
+
+
+CARD_GROUPED = grouped(CARD_16, (4, 4, 4, 4))
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        (f"卡号{CARD_GROUPED} 12/27 到期", CARD_GROUPED),  # the card and its expiry
+        (f"卡号{CARD_GROUPED.replace(' ', '-')} 12笔", CARD_GROUPED.replace(" ", "-")),
+        (f"身份证{grouped(ID_1990, (6, 8, 4), '-')}核对", grouped(ID_1990, (6, 8, 4), "-")),
+        (f"身份证 {grouped(ID_1990, (6, 8, 4))} 核对", grouped(ID_1990, (6, 8, 4))),
+        ("回拨138\u00a00013\u00a08000", "138\u00a00013\u00a08000"),  # no-break spaces
+        ("回拨138\u30000013\u30008000", "138\u30000013\u30008000"),  # ideographic spaces
+        ("回拨138\uff0d0013\uff0d8000", "138\uff0d0013\uff0d8000"),  # full-width hyphens
+        (f"卡号{CARD_GROUPED.replace(' ', chr(0xA0))}。", CARD_GROUPED.replace(" ", chr(0xA0))),
+        ("写信到zhang@mail.xn--fiqs8s吧", "zhang@mail.xn--fiqs8s"),  # an IDN top-level domain
+    ],
+    ids=[
+        "card_expiry",
+        "card_count",
+        "id_hyphens",
+        "id_spaces",
+        "phone_nbsp",
+        "phone_ideographic_space",
+        "phone_fullwidth_hyphen",
+        "card_nbsp",
+        "idn_email",
+    ],
+)
+def test_identifiers_written_with_separators_or_neighbours(text: str, found: str) -> None:
+    [(category, value)] = spans(text)
+    assert value == found
+    redacted, counts = scan(text, NOTHING_ALLOWED)
+    assert found not in redacted
+    assert counts == {category: 1}
+
+
+def test_a_grouped_nineteen_digit_number_failing_its_check_stays_whole() -> None:
+    # 4-4-4-4-3 is how 19-digit cards are written: its last group is not split off to find a
+    # 16-digit card that merely happens to pass Luhn.
+    body = CARD_16 + "505"
+    assert spans(f"卡号{grouped(body, (4, 4, 4, 4, 3))}校验不通过") == []
+
+
 def test_birth_date_from_valid_ids() -> None:
     assert birth_date_from_id(ID_1990) == dt.date(1990, 3, 7)
     assert birth_date_from_id(ID_X) == dt.date(1949, 12, 31)
