@@ -94,6 +94,11 @@ class VerificationKey:
 class KeyStore(Protocol):
     """Where verification keys come from. `select` never looks at anything but `kid` and `alg`."""
 
+    @property
+    def generation(self) -> int:
+        """Changes whenever the set of keys may have: tokens verified before are checked again."""
+        ...
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -232,6 +237,10 @@ class StaticKeyStore:
         # A PEM key or a secret is the only trusted key: a token's kid says nothing about it.
         self._by_kid = by_kid
 
+    @property
+    def generation(self) -> int:
+        return 0
+
     async def start(self) -> None:
         return None
 
@@ -303,6 +312,11 @@ class RemoteJwksKeyStore:
         self._session: aiohttp.ClientSession | None = None
         self._lock = asyncio.Lock()
         self._last_refresh: float | None = None
+        self._generation = 0
+
+    @property
+    def generation(self) -> int:
+        return self._generation
 
     async def start(self) -> None:
         if self._session is not None:
@@ -345,6 +359,9 @@ class RemoteJwksKeyStore:
         except _FetchError as exc:
             log.warning("jwks_refresh_failed", url=self._url, error=str(exc))
         else:
+            # A key may have been withdrawn (rotated out, compromised): the tokens it signed
+            # are no longer taken from the verifier's cache.
+            self._generation += 1
             log.info("jwks_refreshed", url=self._url, keys=len(self._keys))
 
     async def _fetch(self) -> tuple[VerificationKey, ...]:
@@ -560,13 +577,15 @@ class _Cached:
     claims: dict[str, Any]
     expires_at: float
     caller: Caller | None  # None: the claims describe no caller (consent tokens, or refused)
+    generation: int  # of the key store when the token was verified
 
 
 class TokenVerifier:
     """Verifies bearer tokens: signature by a trusted key, allowed algorithm, exp, iss, aud.
 
     Verified tokens are cached by their exact string until their `exp`; every hit checks the
-    clock again, so a cached token is never accepted after it expires.
+    clock again, so a cached token is never accepted after it expires, nor after the key store
+    changed its keys (a JWKS refresh) without verifying it again.
     """
 
     def __init__(
@@ -712,8 +731,9 @@ class TokenVerifier:
         entry = self._cache.get(token)
         if entry is None:
             return None
-        if now >= entry.expires_at:
-            # Past exp a token is only good within the leeway: the full path decides that.
+        if now >= entry.expires_at or entry.generation != self._keys.generation:
+            # Past exp a token is only good within the leeway, and under other keys perhaps
+            # not at all: the full path decides.
             del self._cache[token]
             return None
         self._cache.move_to_end(token)
@@ -727,7 +747,7 @@ class TokenVerifier:
             caller: Caller | None = caller_from_claims(claims)
         except InvalidToken:
             caller = None
-        self._cache[token] = _Cached(claims=claims, expires_at=expires_at, caller=caller)
+        self._cache[token] = _Cached(claims, expires_at, caller, self._keys.generation)
         self._cache.move_to_end(token)
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)

@@ -116,6 +116,10 @@ class CountingKeyStore:
         self.inner = inner
         self.selections = 0
 
+    @property
+    def generation(self) -> int:
+        return self.inner.generation
+
     async def start(self) -> None:
         await self.inner.start()
 
@@ -673,6 +677,29 @@ async def test_jwks_url_rotation_refetches_once_per_interval(
         # Known keys are still served from memory.
         assert (await v.verify(mint(rsa_rotated, jti="again")))["sub"]
         assert len(idp.requests) == 3
+
+
+async def test_a_cached_token_is_refused_once_its_key_left_the_jwks(
+    serve_jwks: ServeJwks, rsa_signer: SigningKey, rsa_rotated: SigningKey, attacker: SigningKey
+) -> None:
+    idp = JwksServer(jwks(rsa_signer, rsa_rotated))
+    clock = Clock(now=1000.0)
+    store = RemoteJwksKeyStore(
+        await serve_jwks(idp), ["RS256"], refresh_min_interval_s=60, clock=clock
+    )
+    async with TokenVerifier(
+        store, algorithms=["RS256"], issuer=ISSUER, audience=AUDIENCE, cache_size=16
+    ) as v:
+        withdrawn, kept = mint(rsa_signer), mint(rsa_rotated)
+        assert (await v.authenticate(f"Bearer {withdrawn}")).subject
+        assert (await v.authenticate(f"Bearer {kept}")).subject
+        idp.document = jwks(rsa_rotated)  # the provider withdraws the first key
+        clock.now += 60
+        await refused(v, mint(attacker.with_kid("unknown")), "not a trusted key")  # a refresh
+        assert len(idp.requests) == 2
+        with pytest.raises(InvalidToken, match="not a trusted key"):
+            await v.authenticate(f"Bearer {withdrawn}")
+        assert (await v.authenticate(f"Bearer {kept}")).subject
 
 
 async def test_jwks_url_concurrent_unknown_kids_share_one_fetch(
