@@ -366,7 +366,8 @@ class FilterPlan:
             where = QUERY_PREFIX + name
             leaf = self._query.get(name)
             if leaf is None:
-                run.strip(where, where, "not in the allow-list")
+                # Logged like a body key: a parameter's name may itself be personal data.
+                run.strip(QUERY_PREFIX + loggable_key(name), where, "not in the allow-list")
                 continue
             given: JSONValue = value
             if isinstance(leaf.transform, GeneralizeBucket):

@@ -913,6 +913,15 @@ def test_stripped_key_names_that_could_be_personal_data_are_not_logged() -> None
     assert not any("13800138000" in p or "王" in p or "@" in p for p in result.fields_stripped)
 
 
+def test_stripped_query_parameter_names_are_logged_like_body_keys() -> None:
+    plan = compile_plan([AllowRule("query.page", "business.note")])
+    query = {"page": "2", "13800138000": "1", "wang@example.com": "1", "sort": "asc"}
+    result = plan.apply({}, query, hash_key=b"k" * 32)
+    assert result.query == {"page": "2"}
+    assert result.fields_stripped == ("query.<key>", "query.sort")
+    assert result.stripped_count == 3
+
+
 def test_stripped_paths_are_capped_but_counted() -> None:
     plan = compile_plan([AllowRule("keep", "business.note")])
     doc: dict[str, JSONValue] = {f"k{i}": i for i in range(1000)}
