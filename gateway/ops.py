@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 
 import orjson
@@ -139,22 +139,38 @@ async def shares(request: web.Request, runtime: Runtime) -> web.StreamResponse:
         until = (
             parse_time(params["until"], zone, now, end_of_day=True) if "until" in params else None
         )
-        limit = min(int(params.get("limit", "100")), MAX_PAGE)
-        offset = int(params.get("offset", "0"))
+        if since is not None and until is not None and until <= since:
+            raise UsageError("until must be later than since")
+        limit = _whole_number(params, "limit", 100, 1, MAX_PAGE)
+        offset = _whole_number(params, "offset", 0, 0, _SQLITE_INT_MAX)
     except (UsageError, ValueError) as exc:
         raise MalformedRequest(str(exc)) from exc
     subject = params.get("subject")
+    if subject is not None and not subject:
+        # Dropped, an empty subject would list everyone's shares as one person's.
+        raise MalformedRequest("subject must not be empty")
     rows = await asyncio.to_thread(
         review.query,
         runtime.settings.share_log.path,
         **{name: params[name] for name in SHARE_FILTERS if name in params},
         since=since,
         until=until,
-        subject_ref=keyed_hash(runtime.subject_key, subject) if subject else None,
-        limit=max(limit, 0),
-        offset=max(offset, 0),
+        subject_ref=keyed_hash(runtime.subject_key, subject) if subject is not None else None,
+        limit=limit,
+        offset=offset,
     )
     return _json({"shares": rows, "limit": limit, "offset": offset})
+
+
+_SQLITE_INT_MAX = 2**63 - 1
+
+
+def _whole_number(params: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    """An integer parameter; above `high` it is `high` (a page is at most MAX_PAGE rows)."""
+    value = int(params.get(name, str(default)))
+    if value < low:
+        raise UsageError(f"{name} must be at least {low}")
+    return min(value, high)
 
 
 async def consent(request: web.Request, runtime: Runtime) -> web.StreamResponse:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 
+import pytest
 import yaml
 from conftest import GatewayFactory, contract
 
@@ -144,6 +145,31 @@ async def test_shares_endpoint_filters_the_durable_log(make_gateway: GatewayFact
     assert "u-9" not in await about.text()
     bad = await gw.client.get("/_gateway/shares?colour=red", headers=admin)
     assert bad.status == 400
+    beyond = await gw.client.get("/_gateway/shares?offset=99999999999999999999", headers=admin)
+    assert (beyond.status, (await beyond.json())["shares"]) == (200, [])
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "subject=",  # would have listed every share as that subject's
+        "limit=0",
+        "offset=-1",
+        "since=99999999d",
+        "since=0001-01-01",
+        "until=9999-12-31",
+        "since=2025-03-02&until=2025-03-01",
+    ],
+)
+async def test_shares_endpoint_refuses_what_it_cannot_answer_exactly(
+    make_gateway: GatewayFactory, query: str
+) -> None:
+    gw = await make_gateway(durable_log=True)
+    assert (await gw.share("POST", "/acme/v1/assess", json={"applicant": {"user_id": "u-9"}})).ok
+    admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
+    response = await gw.client.get(f"/_gateway/shares?{query}", headers=admin)
+    assert response.status == 400, await response.text()
+    assert (await response.json())["error"]["code"] == "malformed_request"
 
 
 async def test_daily_record_counts_survive_a_restart(make_gateway: GatewayFactory) -> None:

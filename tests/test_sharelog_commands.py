@@ -405,6 +405,24 @@ async def test_bad_times_are_usage_errors(
     assert "--until must be later than --since" in err
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["logs", "query", "--until", "9999-12-31"],
+        ["logs", "summary", "--until", "9999-12-31"],
+        ["logs", "export", "--until", "9999-12-31"],
+        ["logs", "query", "--since", "0001-01-01"],
+        ["logs", "query", "--since", "99999999d"],
+    ],
+)
+async def test_times_out_of_range_are_usage_errors(
+    logged: Settings, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    code, _, err = run(argv, logged, capsys)
+    assert code == 2
+    assert "is out of the range of dates the log can hold" in err
+
+
 def test_config_may_come_before_or_after_the_command() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", type=Path, default=None)

@@ -46,6 +46,15 @@ def parse_time(text: str, zone: ZoneInfo, now: datetime, *, end_of_day: bool = F
     the whole of 1 May.
     """
     text = text.strip()
+    try:
+        moment = _parse_time(text, zone, now, end_of_day=end_of_day)
+        moment.astimezone(UTC)  # the log is searched in UTC: the instant must exist there
+    except OverflowError as exc:
+        raise UsageError(f"{text!r} is out of the range of dates the log can hold") from exc
+    return moment
+
+
+def _parse_time(text: str, zone: ZoneInfo, now: datetime, *, end_of_day: bool) -> datetime:
     if text == "now":
         return now
     relative = _RELATIVE.fullmatch(text)
