@@ -63,6 +63,15 @@ class StrictLoader(yaml.SafeLoader):
     silently), so the whole document is checked before anything is built from it.
     """
 
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, KeyError, AttributeError, TypeError, OverflowError) as exc:
+            # The safe constructors' own errors (`2027-02-30`, `!!int three`) carry no mark.
+            why = f": {exc}" if isinstance(exc, ValueError | OverflowError) else ""
+            what = f"cannot read {node.tag.rsplit(':', 1)[-1]} {_shown(node)}{why}"
+            raise yaml.constructor.ConstructorError(None, None, what, node.start_mark) from exc
+
     def construct_document(self, node: yaml.Node) -> Any:
         duplicates = list(self._duplicate_keys(node, (), set()))
         if duplicates:
@@ -81,6 +90,14 @@ class StrictLoader(yaml.SafeLoader):
                 yield from self._duplicate_keys(item, (*path, str(index)), seen_nodes)
         elif isinstance(node, yaml.MappingNode):
             first_line: dict[object, int] = {}
+            merges = [k for k, _ in node.value if k.tag == _MERGE_TAG]
+            if len(merges) > 1:
+                # YAML keeps one of them silently, as with any other repeated key.
+                yield (
+                    ".".join(path),
+                    f"more than one merge key << (line {merges[1].start_mark.line + 1}): "
+                    "merge several with one `<<: [*a, *b]`",
+                )
             for key_node, value_node in node.value:
                 child = path
                 if isinstance(key_node, yaml.ScalarNode) and key_node.tag != _MERGE_TAG:
@@ -95,6 +112,10 @@ class StrictLoader(yaml.SafeLoader):
                     else:
                         first_line[key] = line
                 yield from self._duplicate_keys(value_node, child, seen_nodes)
+
+
+def _shown(node: yaml.Node) -> str:
+    return repr(node.value) if isinstance(node, yaml.ScalarNode) else "value"
 
 
 def load_yaml(text: str) -> object:

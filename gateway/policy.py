@@ -85,7 +85,12 @@ class Policy:
 
 def _window(effective: date, expires: date, zone: ZoneInfo) -> tuple[datetime, datetime]:
     start = datetime.combine(effective, time.min, zone)
-    end = datetime.combine(expires + timedelta(days=1), time.min, zone)
+    # Through the whole of `expires`; 9999-12-31 (no end in sight) has no day after it.
+    end = (
+        datetime.combine(expires + timedelta(days=1), time.min, zone)
+        if expires < date.max
+        else datetime.max.replace(tzinfo=zone)
+    )
     return start, end
 
 

@@ -574,6 +574,34 @@ def test_merge_keys_and_aliases_are_not_duplicates() -> None:
     }
 
 
+def test_two_merge_keys_in_one_mapping_are_refused() -> None:
+    with pytest.raises(YamlFileError) as caught:
+        load_yaml("a: &a {x: 1}\nb: &b {y: 2}\nc:\n  <<: *a\n  <<: *b\n")
+    assert caught.value.problems == [
+        ("c", "more than one merge key << (line 5): merge several with one `<<: [*a, *b]`")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("expires: 2027-02-30\n", "line 1, column 10: cannot read timestamp '2027-02-30': day"),
+        ("expires: 2027-13-01\n", "line 1, column 10: cannot read timestamp '2027-13-01': month"),
+        ("n: !!int three\n", "line 1, column 4: cannot read int 'three': invalid literal"),
+        ("b: !!bool maybe\n", "line 1, column 4: cannot read bool 'maybe'"),
+        ("? 2027-02-30\n: 1\n", "line 1, column 3: cannot read timestamp '2027-02-30'"),
+    ],
+)
+def test_values_yaml_cannot_construct_are_problems_with_their_place(
+    text: str, problem: str
+) -> None:
+    with pytest.raises(YamlFileError) as caught:
+        load_yaml(text)
+    [(path, message)] = caught.value.problems
+    assert path == ""
+    assert message.startswith(f"not valid YAML at {problem}")
+
+
 def test_unquoted_brackets_in_flow_mappings_get_a_hint() -> None:
     with pytest.raises(YamlFileError) as caught:
         load_yaml("fields: [{path: items[].id}]\n")

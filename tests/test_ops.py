@@ -98,10 +98,11 @@ async def test_reload_swaps_a_good_set_and_keeps_the_last_good_one(
     assert gone.status == 403
     assert (await gone.json())["error"]["code"] == "route_denied"
 
-    (folder / "acme.yaml").write_text("partner: {id: acme\n")  # broken YAML
-    refused = await gw.client.post("/_gateway/reload", headers=admin)
-    assert refused.status == 422
-    assert (await refused.json())["error"]["problems"]
+    for broken in ("partner: {id: acme\n", "contract: {expires: 2027-02-30}\n"):
+        (folder / "acme.yaml").write_text(broken)  # not YAML; a day no calendar has
+        refused = await gw.client.post("/_gateway/reload", headers=admin)
+        assert refused.status == 422
+        assert (await refused.json())["error"]["problems"]
     assert gw.runtime.policy.partners["acme"].contract.contract.version == 4
     still = await gw.share("POST", "/acme/v1/assess", json={"applicant": {"user_id": "u-1"}})
     assert still.status == 200

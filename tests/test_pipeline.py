@@ -246,6 +246,18 @@ async def test_inactive_contract_is_refused(
     assert gw.log.records[-1].contract_id == "DPA-1"
 
 
+@pytest.mark.parametrize("zone", ["Asia/Shanghai", "America/New_York"])
+async def test_a_contract_without_end_in_sight_is_in_force(
+    make_gateway: GatewayFactory, zone: str
+) -> None:
+    gw = await make_gateway(
+        [contract(contract={"effective": "0001-01-01", "expires": "9999-12-31"})],
+        settings={"timezone": zone},
+    )
+    response = await gw.share("POST", ASSESS, json=applicant())
+    assert response.status == 200, await response.text()
+
+
 async def test_body_over_the_limit_by_content_length_is_413(make_gateway: GatewayFactory) -> None:
     gw = await make_gateway(settings=SMALL_BODY_LIMIT)
     body = orjson.dumps(applicant(meta={"pad": "x" * 1200}))
