@@ -125,7 +125,9 @@ async def build_runtime(
             opened.push_async_callback(log.close)
             share_log = log
         try:
-            registry = ConsentRegistry(settings.registry.path, subject_ref_key(key))
+            registry = ConsentRegistry(
+                settings.registry.path, subject_ref_key(key), zone=settings.zone
+            )
         except (RegistryError, OSError, sqlite3.Error) as exc:
             raise StartupError([f"consent registry {settings.registry.path}: {exc}"]) from exc
         opened.callback(registry.close)

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -156,9 +156,11 @@ def _instant(micros: int) -> datetime:
     return _EPOCH + timedelta(microseconds=micros)
 
 
-def parse_instant(text: str) -> datetime:
-    """An ISO 8601 date or date-time; a date is midnight UTC, a time without offset is UTC."""
-    return _aware(datetime.fromisoformat(text))
+def parse_instant(text: str, zone: tzinfo = UTC) -> datetime:
+    """An ISO 8601 date or date-time; a date is midnight in `zone`, and a time without offset is
+    in `zone` (the gateway's configured time zone, as everywhere a person writes a time)."""
+    moment = datetime.fromisoformat(text)
+    return _aware(moment if moment.tzinfo is not None else moment.replace(tzinfo=zone))
 
 
 def _grant_from(row: tuple[str, str, str, int, int | None, str]) -> Grant:
@@ -198,13 +200,18 @@ def _text(
 
 
 def _time(
-    raw: Mapping[str, object], key: str, problems: list[str], *, optional: bool = False
+    raw: Mapping[str, object],
+    key: str,
+    problems: list[str],
+    zone: tzinfo,
+    *,
+    optional: bool = False,
 ) -> datetime | None:
     text = _text(raw, key, problems, optional=optional)
     if text is None:
         return None
     try:
-        return parse_instant(text)
+        return parse_instant(text, zone)
     except (ValueError, OverflowError):
         problems.append(f"{key}: {text!r} is not an ISO 8601 date or date-time")
         return None
@@ -222,15 +229,15 @@ def _name_problems(partner: str | None, purpose: str | None) -> list[str]:
     return problems
 
 
-def _parse_row(raw: Mapping[str, object]) -> _Row | list[str]:
+def _parse_row(raw: Mapping[str, object], zone: tzinfo) -> _Row | list[str]:
     problems = [f"{key}: unknown field" for key in raw if key not in CSV_HEADER]
     # The subject id is never echoed back: error lines end up in terminals and logs.
     subject = _text(raw, "subject", problems)
     partner = _text(raw, "partner", problems)
     purpose = _text(raw, "purpose", problems)
     problems += _name_problems(partner, purpose)
-    granted_at = _time(raw, "granted_at", problems)
-    withdrawn_at = _time(raw, "withdrawn_at", problems, optional=True)
+    granted_at = _time(raw, "granted_at", problems, zone)
+    withdrawn_at = _time(raw, "withdrawn_at", problems, zone, optional=True)
     if granted_at is not None and withdrawn_at is not None and withdrawn_at < granted_at:
         problems.append("withdrawn_at: is before granted_at")
     reference = _text(raw, "reference", problems)
@@ -262,10 +269,11 @@ class ConsentRegistry:
     go on while an import is being written, and never see it half-done.
     """
 
-    def __init__(self, path: Path, subject_key: bytes) -> None:
+    def __init__(self, path: Path, subject_key: bytes, *, zone: tzinfo = UTC) -> None:
         if len(subject_key) < MIN_SUBJECT_KEY_BYTES:
             raise ValueError(f"subject_key must be at least {MIN_SUBJECT_KEY_BYTES} bytes")
         self.path = path
+        self.zone = zone  # of imported times written without an offset
         self._key = subject_key
         self._read_lock = threading.Lock()
         self._write_lock = threading.Lock()
@@ -409,7 +417,7 @@ class ConsentRegistry:
         parsed: list[tuple[str, _Row]] = []
         errors: list[str] = []
         for label, raw in rows:
-            row = raw if isinstance(raw, list) else _parse_row(raw)
+            row = raw if isinstance(raw, list) else _parse_row(raw, self.zone)
             if isinstance(row, list):
                 errors.extend(f"{label}: {problem}" for problem in row)
             else:
@@ -618,7 +626,7 @@ def _open(settings: Settings) -> ConsentRegistry | int:
             print(problem, file=sys.stderr)
         return EXIT_USAGE
     try:
-        return ConsentRegistry(registry_path(settings), subject_ref_key(key))
+        return ConsentRegistry(registry_path(settings), subject_ref_key(key), zone=settings.zone)
     except (RegistryError, sqlite3.Error, OSError) as exc:
         print(f"cannot open the consent registry: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -675,8 +683,8 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
         (
             g.partner,
             g.purpose,
-            g.granted_at.isoformat(),
-            g.withdrawn_at.isoformat() if g.withdrawn_at else "-",
+            g.granted_at.astimezone(settings.zone).isoformat(),  # as the operator wrote it
+            g.withdrawn_at.astimezone(settings.zone).isoformat() if g.withdrawn_at else "-",
             g.reference,
             _status(g, now),
         )

@@ -8,6 +8,7 @@ import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -119,6 +120,45 @@ def test_times_in_other_zones_and_naive_times_are_compared_as_instants(
         )
         is None
     )
+
+
+def test_imported_dates_and_naive_times_are_in_the_configured_zone(tmp_path: Path) -> None:
+    shanghai = ZoneInfo("Asia/Shanghai")
+    with ConsentRegistry(tmp_path / "c.sqlite", KEY, zone=shanghai) as registry:
+        report = registry.import_rows(
+            [
+                {
+                    "subject": ALICE,
+                    "partner": PARTNER,
+                    "purpose": PURPOSE,
+                    "granted_at": "2025-01-01",
+                    "withdrawn_at": "2025-03-01",
+                    "reference": "C-1",
+                },
+                {
+                    "subject": BOB,
+                    "partner": PARTNER,
+                    "purpose": PURPOSE,
+                    "granted_at": "2025-01-01T09:00",
+                    "withdrawn_at": "",
+                    "reference": "C-2",
+                },
+            ]
+        )
+        assert report.ok, report.errors
+        # Withdrawn from the first moment of 1 March in Shanghai, not eight hours later.
+        assert registry.covering(
+            ALICE, PARTNER, PURPOSE, datetime(2025, 2, 28, 23, 59, tzinfo=shanghai)
+        )
+        assert (
+            registry.covering(ALICE, PARTNER, PURPOSE, datetime(2025, 3, 1, 0, 0, tzinfo=shanghai))
+            is None
+        )
+        assert (
+            registry.covering(BOB, PARTNER, PURPOSE, datetime(2025, 1, 1, 8, 59, tzinfo=shanghai))
+            is None
+        )
+        assert registry.covering(BOB, PARTNER, PURPOSE, datetime(2025, 1, 1, 9, 0, tzinfo=shanghai))
 
 
 def test_withdrawal_closes_every_earlier_grant_but_not_a_later_one(
@@ -556,10 +596,11 @@ def test_cli_import_and_show(
         "REFERENCE",
         "STATUS",
     ]
+    # Dates are midnight in the configured zone (Asia/Shanghai), and shown in it.
     assert out[2].split() == [
         PARTNER,
         PURPOSE,
-        "2025-01-01T00:00:00+00:00",
+        "2025-01-01T00:00:00+08:00",
         "-",
         "C-1",
         "in",
@@ -568,8 +609,8 @@ def test_cli_import_and_show(
     assert out[3].split() == [
         PARTNER,
         "marketing",
-        "2025-01-01T00:00:00+00:00",
-        "2025-03-01T00:00:00+00:00",
+        "2025-01-01T00:00:00+08:00",
+        "2025-03-01T00:00:00+08:00",
         "C-2",
         "withdrawn",
     ]
