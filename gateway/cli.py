@@ -96,7 +96,11 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
     if partner is None:
         print(f"unknown_partner: no contract for partner {args.partner!r}", file=sys.stderr)
         return EXIT_FAILED
-    body = Path(args.body).read_bytes() if args.body else None
+    try:
+        body = Path(args.body).read_bytes() if args.body else None
+    except OSError as exc:
+        print(f"--body {args.body}: cannot read: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         result = explain(
             partner,

@@ -520,8 +520,9 @@ class ConsentRegistry:
 def import_csv(registry: ConsentRegistry, path: Path) -> ImportReport:
     """Import `subject,partner,purpose,granted_at,withdrawn_at,reference` rows (UTF-8).
 
-    Times are ISO 8601 dates or date-times; a date means midnight UTC and a date-time without
-    an offset is UTC. An empty `withdrawn_at` means not withdrawn. Raises OSError if the file
+    Times are ISO 8601 dates or date-times; a date means midnight and a date-time without an
+    offset is local time, both in the registry's zone. An empty `withdrawn_at` means not
+    withdrawn. Raises OSError if the file
     cannot be read; every problem in its content is a line of the report.
     """
     data = path.read_bytes()

@@ -482,3 +482,15 @@ def test_cli_explain_denial_exits_1(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert done.stdout.startswith("DENIED 403 purpose_denied")
+
+
+@pytest.mark.parametrize("missing", ["nowhere.json", "."], ids=["missing", "a_directory"])
+def test_cmd_explain_with_a_body_it_cannot_read_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], missing: str
+) -> None:
+    args = explain_args(
+        tmp_path, body=APPLICANT, route="POST /v1/assess", purpose="credit_assessment"
+    )
+    args.body = str(tmp_path / missing)
+    assert cmd_explain(args, Settings(contracts_dir=CONTRACTS)) == 2
+    assert "cannot read" in capsys.readouterr().err

@@ -405,6 +405,17 @@ async def test_bad_times_are_usage_errors(
     assert "--until must be later than --since" in err
 
 
+@pytest.mark.parametrize("command", ["query", "summary", "export"])
+async def test_a_file_that_is_not_a_share_log_is_a_usage_error(
+    settings: Settings, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    settings.share_log.path.parent.mkdir(parents=True, exist_ok=True)
+    settings.share_log.path.write_bytes(b"not a database, just bytes" * 100)
+    code, _, err = run(["logs", command], settings, capsys)
+    assert code == 2
+    assert "is not a readable share log" in err
+
+
 @pytest.mark.parametrize(
     "argv",
     [

@@ -6,6 +6,7 @@ import argparse
 import csv
 import os
 import re
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -186,6 +187,15 @@ def _handles_errors(handler: Handler) -> Handler:
             return EXIT_USAGE
         except SchemaError as exc:
             print(f"share-gateway logs {args.logs_command}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except sqlite3.DatabaseError as exc:
+            # Not a share log at all (another file, the consent registry by mistake).
+            path = settings.share_log.path
+            print(
+                f"share-gateway logs {args.logs_command}: {path} is not a readable share log: "
+                f"{exc}",
+                file=sys.stderr,
+            )
             return EXIT_USAGE
         except BrokenPipeError:
             # The reader (`| head`) stopped early; silence the flush at exit, it is no error.
