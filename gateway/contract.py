@@ -547,7 +547,11 @@ def _transform_as_written(value: object) -> object:
     if name == "generalize":
         if options == "year":
             return {"kind": "generalize"}
-        if isinstance(options, dict) and "bucket" in options and "kind" not in options:
+        if (
+            isinstance(options, dict)
+            and options.get("bucket") is not None  # `{bucket: }` is not `year`
+            and "kind" not in options
+        ):
             return {**options, "kind": "generalize"}
         raise ValueError("generalize takes year or {bucket: N}")
     raise ValueError(f"unknown transform {name!r}; expected {_TRANSFORM_FORMS}")

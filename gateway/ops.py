@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 
 import orjson
+import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -31,6 +32,8 @@ from gateway.sharelog.commands import UsageError, parse_time
 ADMIN_SCOPE = "gateway:admin"
 
 Endpoint = Callable[[web.Request, Runtime], Awaitable[web.StreamResponse]]
+
+log = structlog.get_logger("gateway")
 
 
 def _json(data: object, status: int = 200) -> web.Response:
@@ -233,3 +236,7 @@ async def handle_ops(request: web.Request) -> web.StreamResponse:
         return await endpoint(request, runtime)
     except GatewayError as error:
         return error_response(error, None)
+    except Exception:
+        # A fault of the gateway: answered as the gateway, not by the server's error page.
+        log.exception("operations_endpoint_failed", endpoint=name)
+        return error_response(GatewayError("the gateway failed to process the request"), None)

@@ -376,6 +376,7 @@ FORMS = "hash, redact, {mask: {keep_first: N, keep_last: N}} or {generalize: ...
         ({"mask": {"kind": "hash"}}, ("transform", "mask: unknown key 'kind'")),
         ({"generalize": "decade"}, ("transform", "generalize takes year or {bucket: N}")),
         ({"generalize": {}}, ("transform", "generalize takes year or {bucket: N}")),
+        ({"generalize": {"bucket": None}}, ("transform", "generalize takes year or {bucket: N}")),
         (
             {"generalize": {"bucket": 0}},
             ("transform.generalize.bucket", "Input should be greater than or equal to 1"),

@@ -266,3 +266,19 @@ async def test_admin_endpoints_refuse_two_authorization_headers(
     )
     assert response.status == 401
     assert (await response.json())["error"]["code"] == "invalid_token"
+
+
+async def test_a_failing_operations_endpoint_answers_as_the_gateway(
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gw = await make_gateway(durable_log=True)
+
+    def broken(*args: object, **kwargs: object) -> list[object]:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(review, "query", broken)
+    admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
+    response = await gw.client.get("/_gateway/shares", headers=admin)
+    assert response.status == 500
+    assert response.headers["Server"] == "share-gateway"  # not the server software's page
+    assert (await response.json())["error"]["code"] == "internal_error"
