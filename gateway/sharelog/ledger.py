@@ -166,7 +166,7 @@ class Ledger:
         try:
             self._begin()
         except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+            if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:  # extended codes too
                 return False
             raise
         return True

@@ -596,15 +596,19 @@ class ShareLog:
         should it fail)."""
         held, self._held = self._held, []
         added = []
-        for write in held:
-            if not isinstance(write.payload, ShareOutcome):
-                continue
-            try:
-                ledger.add_outcome(write.payload, write.ts or now)
-            except (TypeError, ValueError) as exc:  # never checked if its batch failed early
-                self._log.error("share_record_invalid", error=str(exc))
-                continue
-            added.append(write)
+        try:
+            for write in held:
+                if not isinstance(write.payload, ShareOutcome):
+                    continue
+                try:
+                    ledger.add_outcome(write.payload, write.ts or now)
+                except (TypeError, ValueError) as exc:  # never checked if its batch failed early
+                    self._log.error("share_record_invalid", error=str(exc))
+                    continue
+                added.append(write)
+        except BaseException:
+            self._held = held + self._held  # the transaction fails: all of them wait again
+            raise
         return added
 
     def _fail_queued(self) -> None:
@@ -667,11 +671,13 @@ class ShareLog:
 
     def _close(self) -> None:
         self._writable = False
+        held: list[_Write] = []
         try:
             ledger = self._current_ledger()
             now = datetime.now(UTC)
             ledger.begin()
-            self._add_held(ledger, now)  # what became of those shares is known: not `unknown`
+            # What became of those shares is known: they are not `unknown`.
+            held = self._add_held(ledger, now)
             unknown = ledger.add_unknown_outcomes(now)
             ledger.add_checkpoint("close", now)
             entries = ledger.commit(now)
@@ -679,7 +685,10 @@ class ShareLog:
             if unknown:
                 self._log.warning("share_outcomes_unknown", count=len(unknown))
         except Exception as exc:
-            self._log.error("share_log_close_failed", error=str(exc))
+            # Held outcomes go with the process; the next start closes their shares as
+            # `unknown`. Say how many.
+            lost = len(held) + len(self._held)
+            self._log.error("share_log_close_failed", error=str(exc), outcomes_lost=lost)
         finally:
             self._drop_ledger()
             self._fail_queued()
