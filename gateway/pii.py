@@ -61,9 +61,13 @@ def _build_fold_table() -> dict[int, int]:
 _FOLD_TABLE: Final = _build_fold_table()
 # Separators a number is written with besides ASCII space and hyphen (text pasted from web
 # pages and editors): folded everywhere, each to one ASCII character like the table above.
+# Dashes fold to a space, not a hyphen: "138–0013–8000" is a grouped number, while after a
+# hyphen a digit-led match is refused ("2024-13800138000"), and "13800138000–13800138999" or
+# "010–13800138000" hold numbers of their own. The full-width hyphen stays a hyphen, as the
+# full-width fold makes it (it also joins the parts of an e-mail address).
 _SEPARATOR_TABLE: Final = {
-    **{cp: ord(" ") for cp in (0x00A0, 0x2007, 0x202F, 0x3000)},
-    **{cp: ord("-") for cp in (0x2010, 0x2011, 0x2012, 0x2013, 0xFF0D)},
+    **{cp: ord(" ") for cp in (0x00A0, 0x2007, 0x202F, 0x3000, 0x2010, 0x2011, 0x2012, 0x2013)},
+    0xFF0D: ord("-"),
 }
 _SEPARATOR_CHARS: Final = {chr(k): chr(v) for k, v in _SEPARATOR_TABLE.items()}
 _SEPARATORS: Final = re.compile("[" + "".join(_SEPARATOR_CHARS) + "]")
@@ -169,7 +173,9 @@ _LOCAL_CHARS: Final = frozenset(
 _LOCAL_MAX: Final = 64
 _EMAIL_DOMAIN_RE: Final = re.compile(
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+"
-    r"(?:[A-Za-z]{2,63}|xn--[A-Za-z0-9\-]{1,59})(?![A-Za-z0-9\-])"  # IDN top-level domains too
+    # A digit may follow a letter top-level domain ("li@163.com13800138000"); a punycode
+    # (IDN) one takes every letter, digit and hyphen there is.
+    r"(?:[A-Za-z]{2,63}(?![A-Za-z\-])|xn--[A-Za-z0-9\-]{1,59}(?![A-Za-z0-9\-]))"
 )
 
 # --- validation ----------------------------------------------------------------------------

@@ -278,6 +278,31 @@ def test_identifiers_written_with_separators_or_neighbours(text: str, found: str
     assert counts == {category: 1}
 
 
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("邮箱li@163.com13800138000", [(EMAIL, "li@163.com"), (PHONE, "13800138000")]),
+        ("写信zhang@corp.cn2024年", [(EMAIL, "zhang@corp.cn")]),
+        ("号段13800138000–13800138999", [(PHONE, "13800138000"), (PHONE, "13800138999")]),
+        ("tel 010–13800138000", [(PHONE, "13800138000")]),
+        ("0755–138 0013 8000", [(PHONE, "138 0013 8000")]),
+        ("回拨138–0013–8000", [(PHONE, "138–0013–8000")]),
+    ],
+    ids=[
+        "email_then_phone",
+        "email_then_year",
+        "phone_range",
+        "area_code",
+        "dash_then_group",
+        "dashes",
+    ],
+)
+def test_neighbours_and_dashes_leave_each_identifier_whole(
+    text: str, found: list[tuple[str, str]]
+) -> None:
+    assert spans(text) == found
+
+
 def test_a_grouped_nineteen_digit_number_failing_its_check_stays_whole() -> None:
     # 4-4-4-4-3 is how 19-digit cards are written: its last group is not split off to find a
     # 16-digit card that merely happens to pass Luhn.
