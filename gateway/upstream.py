@@ -156,6 +156,7 @@ class _Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._size = 0
         self._head_bytes = 0  # received while the final answer's head is incomplete
+        self._head_fields = 0  # the header fields' bytes, interim answers' included
         self._in_head = True  # header fields after the head are trailers, never headers
         self._complete = True  # no exchange in progress: any byte that arrives is unasked for
         self._tls = False
@@ -213,6 +214,11 @@ class _Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._in_head:
+            # Counted field by field too: a head that arrives whole in one read is never
+            # caught by the check after each read.
+            self._head_fields += len(name) + len(value) + 4
+            if self._head_fields > MAX_ANSWER_HEAD_BYTES:
+                raise _Broken(_too_large(f"its head exceeds {MAX_ANSWER_HEAD_BYTES} bytes"))
             self._headers.append((name, value))
         # else a trailer field of a chunked body: discarded, never taken for a header
 
@@ -259,6 +265,7 @@ class _Connection(asyncio.Protocol):
         self._complete = False
         self._status = None
         self._head_bytes = 0
+        self._head_fields = 0
         self._in_head = True
         self._waiter = waiter = self._loop.create_future()
         transport.write(data)

@@ -356,6 +356,18 @@ async def test_a_head_past_its_cap_is_refused_as_it_arrives(
     assert caught.value.error.code == "upstream_error"
 
 
+@pytest.mark.parametrize("headers", [1, 40], ids=["one_field", "many_fields"])
+async def test_a_head_past_its_cap_is_refused_when_it_arrives_whole(
+    client: HttpUpstream, partner: RawPartner, headers: int
+) -> None:
+    size = upstream_module.MAX_ANSWER_HEAD_BYTES // headers + 100
+    fields = b"".join(b"X-Pad-%d: " % n + b"a" * size + b"\r\n" for n in range(headers))
+    partner.script = writes(b"HTTP/1.1 200 OK\r\n" + fields + b"Content-Length: 2\r\n\r\n{}")
+    with pytest.raises(UpstreamFailure) as caught:
+        await client.send(request_to(url(partner)))
+    assert caught.value.error.code == "upstream_error"
+
+
 @pytest.mark.parametrize("status", [b"204 No Content", b"304 Not Modified"])
 async def test_an_empty_answer_with_a_content_coding_is_empty(
     client: HttpUpstream, partner: RawPartner, status: bytes
