@@ -144,7 +144,7 @@ class _Rollback(Exception):
 
 
 def _aware(moment: datetime) -> datetime:
-    """Naive times are UTC, everywhere in the registry (CSV, API and callers alike)."""
+    """Naive times are UTC (the Python API's); text is made aware in `parse_instant` first."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 

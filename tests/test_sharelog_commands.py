@@ -18,6 +18,7 @@ from gateway.keys import keyed_hash, subject_ref_key
 from gateway.settings import Settings, ShareLogSettings
 from gateway.sharelog import ShareLog, ShareOutcome, ShareRecord
 from gateway.sharelog.commands import UsageError, parse_time, register
+from gateway.sharelog.ledger import Ledger
 from gateway.sharelog.review import QUERY_FIELDS, query, summary
 
 HASH_KEY = "cli-master-key-" * 3
@@ -403,6 +404,26 @@ async def test_bad_times_are_usage_errors(
     code, _, err = run(["logs", "summary", "--since", "1d", "--until", "2d"], logged, capsys)
     assert code == 2
     assert "--until must be later than --since" in err
+
+
+async def test_a_log_another_writer_holds_is_busy_not_broken(
+    logged: Settings, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    open_ledger = Ledger.open.__func__  # type: ignore[attr-defined]
+
+    def impatient(cls: type[Ledger], *args: Any, **kwargs: Any) -> Ledger:
+        return open_ledger(cls, *args, **{**kwargs, "busy_timeout_s": 0.1})  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(Ledger, "open", classmethod(impatient))
+    other = sqlite3.connect(logged.share_log.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # the running gateway, mid-commit
+    try:
+        code, _, err = run(["logs", "prune", "--before", "2000-01-01", "--dry-run"], logged, capsys)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert code == 1
+    assert "is busy (another writer holds it); try again" in err
 
 
 @pytest.mark.parametrize("command", ["query", "summary", "export"])

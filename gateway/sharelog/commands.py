@@ -189,14 +189,15 @@ def _handles_errors(handler: Handler) -> Handler:
             print(f"share-gateway logs {args.logs_command}: {exc}", file=sys.stderr)
             return EXIT_USAGE
         except sqlite3.DatabaseError as exc:
-            # Not a share log at all (another file, the consent registry by mistake).
             path = settings.share_log.path
+            if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                problem, code = "is busy (another writer holds it); try again", EXIT_FAILED
+            else:  # not a share log at all: another file, the consent registry by mistake
+                problem, code = "is not a readable share log", EXIT_USAGE
             print(
-                f"share-gateway logs {args.logs_command}: {path} is not a readable share log: "
-                f"{exc}",
-                file=sys.stderr,
+                f"share-gateway logs {args.logs_command}: {path} {problem}: {exc}", file=sys.stderr
             )
-            return EXIT_USAGE
+            return code
         except BrokenPipeError:
             # The reader (`| head`) stopped early; silence the flush at exit, it is no error.
             devnull = os.open(os.devnull, os.O_WRONLY)
