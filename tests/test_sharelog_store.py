@@ -479,6 +479,39 @@ async def test_an_outcome_whose_commit_failed_goes_with_the_next_one(tmp_path: P
     assert verify(share_log.path, KEY).ok
 
 
+async def test_a_held_outcome_survives_a_retry_that_fails_while_adding_it(
+    tmp_path: Path,
+) -> None:
+    faults = {"COMMIT": 0, "SELECT share_seq FROM pending_outcomes": 0}
+
+    class Flaky(sqlite3.Connection):
+        def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+            for start, left in faults.items():
+                if sql.startswith(start) and left:
+                    faults[start] -= 1
+                    raise sqlite3.OperationalError("disk I/O error")
+            return super().execute(sql, *args)
+
+    def connect(path: Path) -> sqlite3.Connection:
+        return sqlite3.connect(path, factory=Flaky, check_same_thread=False)
+
+    share_log = await ShareLog.open(
+        log_settings(tmp_path), KEY, retry_interval_s=0.05, connect=connect
+    )
+    try:
+        await share_log.record(make_record("s-1"))  # committed: the share goes out
+        # The outcome's commit fails, and so does the first retry's lookup of its share.
+        faults.update({"COMMIT": 1, "SELECT share_seq FROM pending_outcomes": 1})
+        share_log.submit_outcome(ShareOutcome("s-1", "delivered", 200, 10, 5.0))
+        async with asyncio.timeout(BOUND_S):
+            while any(faults.values()) or not share_log.writable():  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+    finally:
+        await share_log.close()
+    [row] = query(share_log.path)
+    assert row["outcome"] == "delivered"
+
+
 async def test_the_loop_never_opens_the_log_itself(tmp_path: Path) -> None:
     share_log = await ShareLog.open(log_settings(tmp_path), KEY, busy_timeout_s=1.0)
     other = sqlite3.connect(share_log.path, isolation_level=None)
