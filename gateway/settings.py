@@ -155,27 +155,43 @@ _SECTIONS = tuple(
 _SCALARS = ("contracts_dir", "jurisdiction", "timezone", "allow_insecure_upstreams")
 
 
-def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
-    """Overlay `SHARE_GATEWAY_<SECTION>_<KEY>` variables; values are read as YAML scalars."""
+def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[tuple[str, ...], str]:
+    """Overlay `SHARE_GATEWAY_<SECTION>_<KEY>` variables; return where each one went.
+
+    Values are taken as text, which the settings' types convert (`9090`, `true`); only a YAML
+    flow collection (`[RS256, ES256]`) is parsed. Nothing else under the prefix is read at all:
+    the hash key itself lives there, and must never be parsed, let alone echoed in an error.
+    """
     # Longest section names first so SHARE_LOG_PATH is not read as a `share` section.
     sections = sorted(_SECTIONS, key=len, reverse=True)
+    origins: dict[tuple[str, ...], str] = {}
     for name, text in environ.items():
         if not name.startswith(ENV_PREFIX):
             continue
         rest = name[len(ENV_PREFIX) :].lower()
-        value = yaml.safe_load(text) if text else text
         if rest in _SCALARS:
-            raw[rest] = value
+            raw[rest] = _env_value(text)
+            origins[(rest,)] = name
             continue
         for section in sections:
             if rest.startswith(section + "_"):
                 key = rest[len(section) + 1 :]
                 current = raw.get(section)
                 target = dict(current) if isinstance(current, dict) else {}
-                target[key] = value
+                target[key] = _env_value(text)
                 raw[section] = target
+                origins[(section, key)] = name
                 break
-        # Anything else under the prefix (e.g. the hash key itself) is a secret, not an override.
+    return origins
+
+
+def _env_value(text: str) -> object:
+    if text.lstrip().startswith(("[", "{")):
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError:
+            return text  # refused by the setting's type, under the variable's name
+    return text
 
 
 def _resolve_paths(settings: Settings, base: Path) -> Settings:
@@ -224,15 +240,17 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
             raise SettingsError([f"{path}: the top level must be a mapping"])
         raw = loaded or {}
         base = path.resolve().parent
-    _apply_env(raw, environ)
+    origins = _apply_env(raw, environ)
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
         where = str(path) if path is not None else "settings"
-        raise SettingsError(
-            [
-                f"{where}: {'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"
-                for err in exc.errors()
-            ]
-        ) from exc
+        problems = []
+        for err in exc.errors():
+            loc = tuple(str(p) for p in err["loc"])
+            # A value from the environment is reported under its variable, not the file.
+            variable = next((v for k, v in origins.items() if loc[: len(k)] == k), None)
+            place = f"{variable}" if variable else f"{where}: {'.'.join(loc) or '(top)'}"
+            problems.append(f"{place}: {err['msg']}")
+        raise SettingsError(problems) from exc
     return _resolve_paths(settings, base)

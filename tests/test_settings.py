@@ -59,6 +59,38 @@ def test_environment_overrides_section_keys(tmp_path: Path) -> None:
     assert settings.allow_insecure_upstreams is True
 
 
+def test_a_secret_under_the_prefix_is_never_parsed_or_shown(tmp_path: Path) -> None:
+    secret = "@Xy7#kP2!vQ9&mZ4*rT6^wL8%nB3$hJ5(sD1)"  # not valid YAML, and must stay unseen
+    settings = load_settings(None, environ={"SHARE_GATEWAY_HASH_KEY": secret})
+    assert settings.listen.port  # loaded, the key untouched
+    with pytest.raises(SettingsError) as caught:
+        load_settings(
+            None,
+            environ={"SHARE_GATEWAY_HASH_KEY": secret, "SHARE_GATEWAY_LISTEN_PORT": "0x10"},
+        )
+    assert secret[:8] not in str(caught.value.problems)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("SHARE_GATEWAY_LISTEN_PORT", "1:20"),  # YAML 1.1 would read 80
+        ("SHARE_GATEWAY_LIMITS_MAX_BODY_BYTES", "0x10"),  # and 16
+        ("SHARE_GATEWAY_LISTEN_PORT", "70000"),
+    ],
+)
+def test_a_bad_override_is_reported_under_its_variable(
+    tmp_path: Path, variable: str, value: str
+) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("listen: {port: 9000}\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(config, environ={variable: value})
+    [problem] = caught.value.problems
+    assert problem.startswith(f"{variable}: ")
+    assert str(config) not in problem
+
+
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [
