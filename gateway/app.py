@@ -212,11 +212,23 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     finally:
         log.info("gateway_stopping")
         # Stop accepting, let shares in flight finish and record their outcome, then close.
+        runner.drain_within(drain_seconds(runtime))
         await runner.cleanup()
         for task in reloads:
             task.cancel()
         await close_runtime(runtime)
         log.info("gateway_stopped")
+
+
+DRAIN_MARGIN_S = 5.0
+
+
+def drain_seconds(runtime: Runtime) -> float:
+    """Long enough for the slowest share that may be in flight: its body still arriving, then
+    its partner's whole `timeout_s` (contracts allow up to 300 s)."""
+    partners = runtime.policy.partners.values()
+    slowest = max((p.timeout_s for p in partners), default=0.0)
+    return runtime.settings.limits.body_read_timeout_s + slowest + DRAIN_MARGIN_S
 
 
 async def _reload_quietly(runtime: Runtime) -> None:

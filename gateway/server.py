@@ -33,7 +33,8 @@ LOG_INTERVAL_S = 10.0
 #   and `Server._kwargs`, the options aiohttp passes to each of its handlers;
 # - `RequestHandler._waiter`, pending exactly while the handler waits for the next request
 #   (aiohttp's own keep-alive check reads it the same way);
-# - `RequestHandler._request_count`, incremented once per request head the parser completes.
+# - `RequestHandler._request_count`, incremented once per request head the parser completes;
+# - `BaseRunner._shutdown_timeout`, read by `cleanup()`: set when the drain begins.
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +193,10 @@ class GatewayRunner(web.AppRunner):
     def __init__(self, app: web.Application, limits: ServerLimits, **options: Any) -> None:
         super().__init__(app, **options)
         self.limits = limits
+
+    def drain_within(self, seconds: float) -> None:
+        """How long `cleanup()` waits for requests in flight (aiohttp's `shutdown_timeout`)."""
+        self._shutdown_timeout = seconds
 
     async def _make_server(self) -> web.Server:
         # The base runs the app's start-up hooks and builds aiohttp's own server; its handler,

@@ -9,7 +9,13 @@ import pytest
 import yaml
 from conftest import GatewayFactory, contract
 
-from gateway.app import build_runtime, close_runtime, records_shared_since
+from gateway.app import (
+    DRAIN_MARGIN_S,
+    build_runtime,
+    close_runtime,
+    drain_seconds,
+    records_shared_since,
+)
 from gateway.keys import keyed_hash
 from gateway.sharelog import review
 
@@ -282,3 +288,14 @@ async def test_a_failing_operations_endpoint_answers_as_the_gateway(
     assert response.status == 500
     assert response.headers["Server"] == "share-gateway"  # not the server software's page
     assert (await response.json())["error"]["code"] == "internal_error"
+
+
+async def test_a_stop_waits_for_the_slowest_share_a_contract_allows(
+    make_gateway: GatewayFactory,
+) -> None:
+    slow = contract(upstream={"timeout_s": 120})
+    slow["upstream"]["base_url"] = "http://127.0.0.1:9"
+    gw = await make_gateway([slow])
+    limits = gw.runtime.settings.limits
+    # aiohttp's own default (30 s here before) would cut such a share off mid-way.
+    assert drain_seconds(gw.runtime) == limits.body_read_timeout_s + 120 + DRAIN_MARGIN_S
