@@ -7,14 +7,18 @@ RUN pip install --no-cache-dir --prefix=/install .
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
-RUN groupadd --system gateway && useradd --system --gid gateway --home /srv/gateway gateway \
-    && mkdir -p /srv/gateway/var /srv/gateway/contracts && chown -R gateway:gateway /srv/gateway/var
+# A numeric user: Kubernetes' runAsNonRoot can only verify a uid, not a name.
+RUN groupadd --system --gid 10001 gateway \
+    && useradd --system --uid 10001 --gid 10001 --home /srv/gateway gateway \
+    && mkdir -p /srv/gateway/var /srv/gateway/contracts && chown -R 10001:10001 /srv/gateway/var
 COPY --from=build /install /usr/local
 COPY contracts /srv/gateway/contracts
 WORKDIR /srv/gateway
-USER gateway
+USER 10001:10001
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/_gateway/health', timeout=2).status != 200)"]
 ENTRYPOINT ["share-gateway"]
+# The settings are mounted at /srv/gateway/gateway.yaml; relative paths in it (contracts,
+# var/share-log.sqlite) are then under /srv/gateway, where the image and the README's pod put them.
 CMD ["serve", "--config", "/srv/gateway/gateway.yaml"]
