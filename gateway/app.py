@@ -186,7 +186,13 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     runner = make_runner(app, settings)
     await runner.setup()
     site = web.TCPSite(runner, settings.listen.host, settings.listen.port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:  # the port is taken, the host unknown: one line, and nothing left open
+        await runner.cleanup()
+        await close_runtime(runtime)
+        where = f"{settings.listen.host}:{settings.listen.port}"
+        raise StartupError([f"cannot listen on {where}: {exc.strerror or exc}"]) from exc
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -203,6 +209,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         "gateway_started",
         host=settings.listen.host,
         port=settings.listen.port,
+        listening=[f"{a[0]}:{a[1]}" for a in runner.addresses],  # port 0: the one chosen
         partners=sorted(runtime.policy.partners),
     )
     if ready is not None:
@@ -232,5 +239,6 @@ def drain_seconds(runtime: Runtime) -> float:
 
 
 async def _reload_quietly(runtime: Runtime) -> None:
-    with contextlib.suppress(StartupError):
+    # `reload` has logged and counted whatever went wrong; the last good set keeps serving.
+    with contextlib.suppress(Exception):
         await runtime.reload()

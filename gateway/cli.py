@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 
 from gateway.contractset import load_contract_set
 from gateway.errors import GatewayError
 from gateway.policy import compile_policy
 from gateway.runtime import MIN_MASTER_KEY_BYTES, StartupError
-from gateway.settings import Settings, SettingsError, load_settings
+from gateway.settings import ListenSettings, Settings, SettingsError, load_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -31,13 +32,20 @@ def _settings(args: argparse.Namespace) -> Settings:
     if getattr(args, "contracts", None) is not None:
         update["contracts_dir"] = Path(args.contracts)
     if getattr(args, "host", None) is not None or getattr(args, "port", None) is not None:
-        update["listen"] = settings.listen.model_copy(
-            update={
+        listen = {
+            **settings.listen.model_dump(),
+            **{
                 k: v
                 for k, v in (("host", getattr(args, "host", None)), ("port", args.port))
                 if v is not None
-            }
-        )
+            },
+        }
+        try:  # validated like the file's values: `--port 70000` is no port
+            update["listen"] = ListenSettings.model_validate(listen)
+        except ValidationError as exc:
+            raise SettingsError(
+                [f"--{e['loc'][0]}: {e['msg']}" for e in exc.errors() if e["loc"]]
+            ) from exc
     return settings.model_copy(update=update) if update else settings
 
 

@@ -68,6 +68,16 @@ def load_contract_set(
     directory: Path, settings: Settings
 ) -> tuple[ContractSet | None, list[Problem]]:
     """Load and check every contract in `directory`: the set, or None and every problem found."""
+    try:
+        return _load_contract_set(directory, settings)
+    except OSError as exc:  # a folder or file the gateway may not read, an I/O error
+        where = exc.filename if exc.filename is not None else directory
+        return None, [Problem(str(where), "", f"cannot read: {exc.strerror or exc}")]
+
+
+def _load_contract_set(
+    directory: Path, settings: Settings
+) -> tuple[ContractSet | None, list[Problem]]:
     if not directory.is_dir():
         return None, [Problem(str(directory), "", "no contract files: not a directory")]
     taxonomy, problems = load_taxonomy(directory)

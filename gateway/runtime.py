@@ -89,6 +89,11 @@ class Runtime:
                 metrics.RELOADS.labels("failed").inc()
                 log.error("contracts_reload_failed", problems=exc.problems)
                 raise
+            except Exception:
+                # A fault of the gateway itself: still a failed reload, and still the old set.
+                metrics.RELOADS.labels("failed").inc()
+                log.exception("contracts_reload_failed")
+                raise
             self.policy = policy
             metrics.RELOADS.labels("ok").inc()
             log.info(

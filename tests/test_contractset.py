@@ -83,6 +83,22 @@ def lines(
     return file, [str(problem) for problem in problems]
 
 
+@pytest.mark.parametrize("denied", ["iterdir", "read_bytes"])
+def test_a_folder_or_file_it_may_not_read_is_a_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, denied: str
+) -> None:
+    write(tmp_path, "acme.yaml", minimal())
+
+    def refuse(self: Path, *args: object) -> object:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, denied, refuse)
+    contract_set, problems = load_contract_set(tmp_path, Settings())
+    assert contract_set is None
+    [problem] = problems
+    assert "cannot read: Permission denied" in str(problem)
+
+
 def test_minimal_contract_is_valid(tmp_path: Path) -> None:
     _, found = lines(tmp_path, minimal())
     assert found == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import resource
 import signal
@@ -295,6 +296,34 @@ def test_start_up_is_refused_with_a_clear_line(setup: Setup, breakage: str, expe
     assert any(expected in line for line in lines), result.stderr
     assert "Traceback" not in result.stderr
     assert not setup.share_log.exists()  # nothing was opened, let alone written
+
+
+def test_a_port_already_taken_is_a_clear_line_and_leaves_the_log_closed(setup: Setup) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", setup.port))
+        taken.listen()
+        result = setup.cli("serve")
+    assert result.returncode == 1, result.stderr
+    assert f"cannot listen on 127.0.0.1:{setup.port}" in result.stderr
+    assert "Traceback" not in result.stderr
+    # The log was opened before the port was tried: it was closed again, cleanly.
+    assert logs_verify(setup).returncode == 0
+    assert not Path(f"{setup.share_log}.lock").exists() or _unlocked(setup.share_log)
+
+
+def test_a_port_out_of_range_on_the_command_line_is_a_usage_error(setup: Setup) -> None:
+    result = setup.cli("serve", "--port", "70000")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("--port: Input should be less than or equal to 65535")
+
+
+def _unlocked(share_log: Path) -> bool:
+    with open(f"{share_log}.lock", "rb") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+    return True
 
 
 # --- 2. SIGTERM drains the shares in flight ------------------------------------------------------
