@@ -653,7 +653,34 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
         f"{path}: {report.granted} granted, {report.withdrawn} withdrawn, "
         f"{report.unchanged} unchanged"
     )
+    for warning in _names_no_contract_uses(path, settings):
+        print(f"{path}: warning: {warning}", file=sys.stderr)
     return EXIT_OK
+
+
+def _names_no_contract_uses(path: Path, settings: Settings) -> Iterator[str]:
+    """Rows whose partner or purpose no loaded contract has: recorded, but never consulted.
+
+    A grant for a partner not onboarded yet is fine; a withdrawal with a typo in its purpose
+    leaves the real grant in force, and "1 withdrawn" would not say so.
+    """
+    from gateway.contractset import load_contract_set
+
+    contract_set, _problems = load_contract_set(settings.contracts_dir, settings)
+    if contract_set is None:
+        return  # the contracts cannot be read now: nothing to compare with
+    rows = _read_csv(path.read_bytes().decode("utf-8-sig"))
+    for label, row in rows:
+        if isinstance(row, list):
+            continue
+        partner, purpose = str(row["partner"]).strip(), str(row["purpose"]).strip()
+        loaded = contract_set.contracts.get(partner)
+        if loaded is None:
+            yield f"{label}: no contract for partner {partner!r}; no share consults this row"
+        elif purpose not in loaded.contract.purposes:
+            yield (
+                f"{label}: {purpose!r} is not a purpose of {partner!r}; no share consults this row"
+            )
 
 
 def _status(grant: Grant, now: datetime) -> str:

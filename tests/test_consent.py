@@ -30,6 +30,7 @@ from gateway.settings import RegistrySettings, Settings, ShareLogSettings
 
 MASTER = b"m" * 32
 KEY = subject_ref_key(MASTER)
+EXAMPLE_CONTRACTS = Path(__file__).parent.parent / "contracts"
 HASH_KEY_ENV = "SHARE_GATEWAY_HASH_KEY"
 HEADER = "subject,partner,purpose,granted_at,withdrawn_at,reference\n"
 
@@ -623,6 +624,28 @@ def test_cli_import_and_show(
     args = parse("consent", "show", BOB)
     assert args.handler(args, settings) == 0
     assert capsys.readouterr().out.splitlines()[1] == "no consent grants recorded"
+
+
+def test_cli_import_warns_of_rows_no_contract_uses(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = settings.model_copy(update={"contracts_dir": EXAMPLE_CONTRACTS})
+    path = write_csv(
+        tmp_path / "consent.csv",
+        f"{ALICE},acme-credit,credit_assessment,2025-01-01,,C-1",
+        f"{ALICE},acme-credit,credit_assesment,2025-01-01,2025-03-01,W-1",  # the typo
+        f"{ALICE},nobody-yet,credit_assessment,2025-01-01,,C-2",
+    )
+    args = parse("consent", "import", str(path))
+    assert args.handler(args, settings) == 0  # recorded all the same
+    captured = capsys.readouterr()
+    assert captured.out == f"{path}: 2 granted, 1 withdrawn, 0 unchanged\n"
+    assert captured.err.splitlines() == [
+        f"{path}: warning: line 3: 'credit_assesment' is not a purpose of 'acme-credit'; "
+        "no share consults this row",
+        f"{path}: warning: line 4: no contract for partner 'nobody-yet'; "
+        "no share consults this row",
+    ]
 
 
 def test_cli_import_bad_rows_exit_1(
