@@ -44,7 +44,7 @@ from gateway.routing import Target, parse_target
 from gateway.runtime import RUNTIME, Runtime
 from gateway.server import SERVER_NAME
 from gateway.sharelog.record import ShareOutcome, ShareRecord
-from gateway.terms import Subject, subjects_of
+from gateway.terms import Subject, VolumeTaken, subjects_of
 from gateway.upstream import UpstreamFailure, UpstreamRequest
 
 log = structlog.get_logger("gateway")
@@ -83,6 +83,7 @@ class Flow:
     subject_refs: tuple[str, ...] = ()
     consent_basis: tuple[str, ...] = ()
     passed_headers: tuple[tuple[str, str], ...] = ()  # the caller's headers the route lets through
+    volume_taken: VolumeTaken | None = None  # what the rate and daily counts took for it
 
     def record(self, decision: str, reason: str) -> ShareRecord:
         partner = self.partner
@@ -437,6 +438,7 @@ async def _handle_admitted(
     except GatewayError as error:
         log.error("share_record_failed", share_id=flow.share_id, reason="shared")
         _count(flow, "error", error.code)
+        await runtime.terms.give_back(flow.volume_taken)  # nothing went out: it counts nothing
         return error_response(error, flow.share_id)
     _count(flow, "shared", "shared")
     return await forward(flow, runtime)

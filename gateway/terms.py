@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -159,30 +160,46 @@ class RateLimiter(Protocol):
 
     async def acquire(self, key: str, rate_per_s: float) -> float | None: ...
 
+    async def release(self, key: str) -> None:
+        """Undo the last admission (its share was not recorded, so nothing went out)."""
+        ...
+
 
 class QuotaCounter(Protocol):
-    """Counts records per partner and day; `take` is all-or-nothing."""
+    """Counts records per partner and day; `take` is all-or-nothing under `limit` (if any)."""
 
-    async def take(self, key: str, day: date, count: int, limit: int) -> bool: ...
+    async def take(self, key: str, day: date, count: int, limit: int | None) -> bool: ...
+
+    async def give_back(self, key: str, day: date, count: int) -> None: ...
 
 
 @dataclass(slots=True)
-class TokenBuckets:
-    """In-process token buckets, one per partner; capacity is one second's worth of shares."""
+class SlidingWindows:
+    """In-process, one window per partner: never more shares than the rate in any window.
+
+    A rate of N per second admits at most N (rounded down) in any one second; a rate below
+    one per second admits one per 1/N seconds. (A token bucket holding a second's worth
+    would let almost 2N through in the second after an idle spell.)
+    """
 
     clock: Callable[[], float] = time.monotonic
-    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict, init=False)
+    _windows: dict[str, deque[float]] = field(default_factory=dict, init=False)
 
     async def acquire(self, key: str, rate_per_s: float) -> float | None:
         now = self.clock()
-        capacity = max(1.0, rate_per_s)
-        tokens, last = self._buckets.get(key, (capacity, now))
-        tokens = min(capacity, tokens + max(0.0, now - last) * rate_per_s)
-        if tokens >= 1.0:
-            self._buckets[key] = (tokens - 1.0, now)
+        span, allowed = (1.0, int(rate_per_s)) if rate_per_s >= 1 else (1.0 / rate_per_s, 1)
+        window = self._windows.setdefault(key, deque())
+        while window and window[0] <= now - span:
+            window.popleft()
+        if len(window) < allowed:
+            window.append(now)
             return None
-        self._buckets[key] = (tokens, now)
-        return (1.0 - tokens) / rate_per_s
+        return window[-allowed] + span - now  # when the oldest that counts leaves the window
+
+    async def release(self, key: str) -> None:
+        window = self._windows.get(key)
+        if window:
+            window.pop()
 
 
 @dataclass(slots=True)
@@ -196,16 +213,30 @@ class DailyCounts:
         self._day = day
         self._counts = dict(counts)
 
-    async def take(self, key: str, day: date, count: int, limit: int) -> bool:
+    async def take(self, key: str, day: date, count: int, limit: int | None) -> bool:
         if self._day is None or day > self._day:
             self._day, self._counts = day, {}
         # A request that began just before midnight and arrives after the roll-over counts
         # against the new day: it must not wipe the new day's counts.
         used = self._counts.get(key, 0)
-        if used + count > limit:
+        if limit is not None and used + count > limit:
             return False
         self._counts[key] = used + count
         return True
+
+    async def give_back(self, key: str, day: date, count: int) -> None:
+        if day == self._day:  # after a roll-over there is nothing of that day left to undo
+            self._counts[key] = max(0, self._counts.get(key, 0) - count)
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeTaken:
+    """What `Terms.check` counted for one share: given back if its record cannot be written."""
+
+    partner: str
+    day: date
+    records: int
+    rated: bool
 
 
 def _seconds_to_midnight(now: datetime) -> int:
@@ -230,7 +261,7 @@ class Terms:
     ) -> None:
         self.registry = registry
         self.consent_tokens = consent_tokens
-        self.limiter: RateLimiter = limiter or TokenBuckets()
+        self.limiter: RateLimiter = limiter or SlidingWindows()
         self.quota: QuotaCounter = quota or DailyCounts()
 
     async def check(self, flow: Flow, request: web.Request, now: datetime) -> None:
@@ -247,7 +278,7 @@ class Terms:
                 details=subject.details,
             )
         flow.consent_basis = await self._consent(flow, partner, purpose, minors, request, now)
-        await self._volume(partner, flow.records, now)
+        flow.volume_taken = await self._volume(partner, flow.records, now)
 
     async def _consent(
         self,
@@ -318,8 +349,9 @@ class Terms:
         log.warning("consent_token_rejected", share_id=share_id, problem=problem)
         return None, f" (the consent token was not accepted: {problem})"
 
-    async def _volume(self, partner: PartnerPolicy, records: int, now: datetime) -> None:
+    async def _volume(self, partner: PartnerPolicy, records: int, now: datetime) -> VolumeTaken:
         terms = partner.contract.terms
+        rated = terms.rate_limit_per_s is not None
         if terms.rate_limit_per_s is not None:
             wait = await self.limiter.acquire(partner.id, terms.rate_limit_per_s)
             if wait is not None:
@@ -327,12 +359,24 @@ class Terms:
                     f"more than {terms.rate_limit_per_s:g} shares per second to {partner.id}",
                     headers={"Retry-After": str(max(1, math.ceil(wait)))},
                 )
+        # Counted with or without a cap: a cap a reload brings in covers the whole day.
         limit = terms.max_records_per_day
-        if limit is not None and not await self.quota.take(partner.id, now.date(), records, limit):
+        if not await self.quota.take(partner.id, now.date(), records, limit):
+            if rated:
+                await self.limiter.release(partner.id)  # refused: it used no share of the rate
             raise QuotaExceeded(
                 f"{partner.id} may receive {limit} records per day",
                 headers={"Retry-After": str(_seconds_to_midnight(now))},
             )
+        return VolumeTaken(partner.id, now.date(), records, rated)
+
+    async def give_back(self, taken: VolumeTaken | None) -> None:
+        """Undo `check`'s count of a share that was then not recorded (so never sent)."""
+        if taken is None:
+            return
+        await self.quota.give_back(taken.partner, taken.day, taken.records)
+        if taken.rated:
+            await self.limiter.release(taken.partner)
 
 
 def _token_covers(claims: Mapping[str, object], subject: str, partner: str, purpose: str) -> bool:

@@ -30,7 +30,7 @@ from gateway.pipeline import Flow, check_contract_at
 from gateway.policy import PartnerPolicy, Policy, RoutePolicy, compile_policy
 from gateway.settings import Settings
 from gateway.sharelog.record import ShareRecord
-from gateway.terms import DailyCounts, Subject, Terms, TokenBuckets, is_minor, subjects_of
+from gateway.terms import DailyCounts, SlidingWindows, Subject, Terms, is_minor, subjects_of
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
@@ -782,38 +782,48 @@ class FakeClock:
         return self.now
 
 
-async def test_token_bucket_capacity_and_refill() -> None:
+async def test_the_rate_holds_in_every_window_even_after_an_idle_spell() -> None:
     clock = FakeClock()
-    buckets = TokenBuckets(clock=clock)
-    assert await buckets.acquire("acme", 2) is None
-    assert await buckets.acquire("acme", 2) is None
-    assert await buckets.acquire("acme", 2) == pytest.approx(0.5)
-    assert await buckets.acquire("other", 2) is None  # one bucket per partner
-    clock.now += 0.25
-    assert await buckets.acquire("acme", 2) == pytest.approx(0.25)
-    clock.now += 0.25
-    assert await buckets.acquire("acme", 2) is None
-    assert await buckets.acquire("acme", 2) == pytest.approx(0.5)
-    clock.now += 3600  # a long pause refills to capacity, never beyond
-    assert await buckets.acquire("acme", 2) is None
-    assert await buckets.acquire("acme", 2) is None
-    assert await buckets.acquire("acme", 2) is not None
-
-
-async def test_token_bucket_below_one_per_second() -> None:
-    clock = FakeClock()
-    buckets = TokenBuckets(clock=clock)
-    assert await buckets.acquire("acme", 0.5) is None
-    assert await buckets.acquire("acme", 0.5) == pytest.approx(2.0)
-    clock.now += 1.5
-    assert await buckets.acquire("acme", 0.5) == pytest.approx(0.5)
+    windows = SlidingWindows(clock=clock)
+    assert await windows.acquire("acme", 2) is None
+    assert await windows.acquire("acme", 2) is None
+    assert await windows.acquire("acme", 2) == pytest.approx(1.0)
+    assert await windows.acquire("other", 2) is None  # one window per partner
     clock.now += 0.5
-    assert await buckets.acquire("acme", 0.5) is None
+    assert await windows.acquire("acme", 2) == pytest.approx(0.5)
+    clock.now += 0.5
+    assert await windows.acquire("acme", 2) is None
+    clock.now += 3600  # however long the pause, a second still holds two
+    admitted = []
+    for _ in range(10):
+        admitted.append(await windows.acquire("acme", 2) is None)
+        clock.now += 0.1
+    assert admitted == [True, True] + [False] * 8
+
+
+async def test_a_rate_below_one_per_second_and_a_fractional_rate() -> None:
+    clock = FakeClock()
+    windows = SlidingWindows(clock=clock)
+    assert await windows.acquire("acme", 0.5) is None
+    assert await windows.acquire("acme", 0.5) == pytest.approx(2.0)
+    clock.now += 1.5
+    assert await windows.acquire("acme", 0.5) == pytest.approx(0.5)
+    clock.now += 0.5
+    assert await windows.acquire("acme", 0.5) is None
+    # 2.5 per second never lets three through in one second.
+    assert [await windows.acquire("b", 2.5) is None for _ in range(3)] == [True, True, False]
+
+
+async def test_a_released_admission_frees_its_place() -> None:
+    windows = SlidingWindows(clock=FakeClock())
+    assert await windows.acquire("acme", 1) is None
+    await windows.release("acme")
+    assert await windows.acquire("acme", 1) is None
 
 
 async def test_rate_limit_answers_429_with_retry_after(make_gateway: GatewayFactory) -> None:
     gw = await make_gateway([contract(terms={"rate_limit_per_s": 1})])
-    gw.runtime.terms.limiter = TokenBuckets(clock=FakeClock())  # the two requests are "at once"
+    gw.runtime.terms.limiter = SlidingWindows(clock=FakeClock())  # the two requests are "at once"
     first = await gw.share("POST", "/acme/v1/assess", json=applicant())
     assert first.status == 200, await first.text()
     second = await gw.share("POST", "/acme/v1/assess", json=applicant())
@@ -827,7 +837,7 @@ async def test_rate_limit_answers_429_with_retry_after(make_gateway: GatewayFact
 
 async def test_retry_after_rounds_up_to_whole_seconds(tmp_path: Path) -> None:
     policy = compile_contracts(tmp_path / "c", contract(terms={"rate_limit_per_s": 0.4}))
-    terms = Terms(limiter=TokenBuckets(clock=FakeClock()))
+    terms = Terms(limiter=SlidingWindows(clock=FakeClock()))
     now = datetime(2025, 6, 1, 12, 0, tzinfo=SHANGHAI)
     subjects = [Subject(None, "u-1", None)]
     await terms.check(flow_for(policy, "/v1/assess", subjects), request_with(), now)
@@ -837,6 +847,37 @@ async def test_retry_after_rounds_up_to_whole_seconds(tmp_path: Path) -> None:
 
 
 # --- daily volume ----------------------------------------------------------------------------
+
+
+async def test_a_share_whose_record_failed_counts_against_no_cap(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway([contract(terms={"max_records_per_day": 2, "rate_limit_per_s": 2})])
+    gw.runtime.terms.limiter = SlidingWindows(clock=FakeClock())  # every request "at once"
+    gw.log.available = False
+    for _ in range(2):  # refused 503: nothing recorded, nothing sent
+        assert (await gw.share("POST", "/acme/v1/assess", json=applicant())).status == 503
+    gw.log.available = True
+    for _ in range(2):  # the day's two records and the second's two shares are all still there
+        response = await gw.share("POST", "/acme/v1/assess", json=applicant())
+        assert response.status == 200, await response.text()
+    assert len(gw.partner.received) == 2
+
+
+async def test_a_cap_a_reload_brings_in_covers_the_records_shared_before(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway([contract(routes=ROUTES)])  # no daily cap yet
+    for _ in range(3):
+        assert (await gw.share("POST", "/acme/v1/assess", json=applicant())).status == 200
+    capped = contract(terms={"max_records_per_day": 3}, routes=ROUTES)
+    capped["upstream"]["base_url"] = gw.partner.base_url
+    (gw.runtime.settings.contracts_dir / "acme.yaml").write_text(yaml.safe_dump(capped))
+    await gw.runtime.reload()
+    response = await gw.share("POST", "/acme/v1/assess", json=applicant())
+    assert response.status == 429
+    assert (await error_of(response))["code"] == "quota_exceeded"
+    assert len(gw.partner.received) == 3
 
 
 async def test_daily_counts_take_all_or_nothing() -> None:
