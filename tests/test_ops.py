@@ -48,15 +48,43 @@ async def test_ops_paths_are_never_forwarded(make_gateway: GatewayFactory) -> No
     assert gw.partner.received == []
 
 
+def _sample(text: str, name: str, **labels: str) -> float:
+    """One sample's value from Prometheus text (0 when absent)."""
+    wanted = name + "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+    for line in text.splitlines():
+        if line.startswith(wanted + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 async def test_metrics_count_decisions_by_partner_and_reason(make_gateway: GatewayFactory) -> None:
     gw = await make_gateway()
-    await gw.share("POST", "/acme/v1/assess", json={"applicant": {"user_id": "u-1"}})
-    await gw.share("POST", "/acme/v1/nope", json={})
-    text = await (await gw.client.get("/_gateway/metrics")).text()
-    assert 'share_gateway_decisions_total{partner="acme",reason="shared"}' in text
-    assert 'share_gateway_decisions_total{partner="acme",reason="route_denied"}' in text
-    assert "share_gateway_upstream_latency_seconds_bucket" in text
-    assert "share_gateway_fields_stripped_total" in text
+
+    async def counts() -> tuple[float, float, float, float]:
+        text = await (await gw.client.get("/_gateway/metrics")).text()
+        decisions = "share_gateway_decisions_total"
+        return (
+            _sample(text, decisions, partner="acme", reason="shared"),
+            _sample(text, decisions, partner="acme", reason="route_denied"),
+            _sample(text, "share_gateway_fields_stripped_total", partner="acme"),
+            _sample(text, "share_gateway_upstream_latency_seconds_count", partner="acme"),
+        )
+
+    # The registry is the process's: earlier tests counted too, so only the change is ours.
+    before = await counts()
+    body = {"applicant": {"user_id": "u-1", "name": "Wang", "phone": "1", "pet": "cat"}}
+    for _ in range(3):
+        assert (await gw.share("POST", "/acme/v1/assess", json=body)).status == 200
+        assert (await gw.share("POST", "/acme/v1/nope", json={})).status == 403
+    after = await counts()
+    stripped_each = len(gw.log.records[-2].fields_stripped)  # the last share's
+    assert stripped_each >= 2
+    assert tuple(b - a for a, b in zip(before, after, strict=True)) == (
+        3,
+        3,
+        3 * stripped_each,
+        3,
+    )
 
 
 async def test_admin_endpoints_need_the_admin_scope(make_gateway: GatewayFactory) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import gzip
+import hashlib
+import hmac
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -1270,6 +1272,11 @@ async def test_hash_is_keyed_per_partner(make_gateway: GatewayFactory) -> None:
     assert one == keyed_hash(partner_hash_key(master, "acme"), ID_NUMBER)
     assert two == keyed_hash(partner_hash_key(master, "acme-two"), ID_NUMBER)
     assert ID_NUMBER.encode() not in b"".join(seen.body for seen in gw.partner.received)
+    # Worked out here from the documented construction, not by the gateway's own functions:
+    # HMAC-SHA256 under HMAC-SHA256(master key, "share-gateway/partner/<id>"). Without the
+    # master key nobody can recompute it, even knowing the partner's id.
+    partner_key = hmac.new(master, b"share-gateway/partner/acme", hashlib.sha256).digest()
+    assert one == hmac.new(partner_key, ID_NUMBER.encode(), hashlib.sha256).hexdigest()
 
 
 async def test_free_text_is_scanned_for_personal_data(make_gateway: GatewayFactory) -> None:
