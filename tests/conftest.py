@@ -103,6 +103,24 @@ BASE_CONTRACT: dict[str, Any] = {
 }
 
 
+# Every header a partner may see: what the gateway sets and the allow-list SPEC 4 names
+# (Accept, User-Agent); anything else a caller sent is dropped on the way.
+PARTNER_HEADERS = frozenset(
+    {
+        "host",
+        "accept",
+        "user-agent",
+        "content-type",
+        "content-length",
+        "authorization",
+        "x-share-id",
+        "x-share-purpose",
+        "x-data-retention-days",
+        "x-data-onward-transfer",
+    }
+)
+
+
 def contract(**changes: Any) -> dict[str, Any]:
     """The base contract with top-level sections replaced or, for dicts, merged."""
     doc = copy.deepcopy(BASE_CONTRACT)

@@ -123,12 +123,20 @@ class RawRequest:
         ]
 
 
-async def answer_ok(
-    partner: RawPartner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> bool:
-    writer.write(OK_ANSWER)
-    await writer.drain()
-    return True
+def writes(answer: bytes) -> Script:
+    """A script that writes `answer` to every request and keeps the connection open."""
+
+    async def script(
+        partner: RawPartner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        writer.write(answer)
+        await writer.drain()
+        return True
+
+    return script
+
+
+answer_ok = writes(OK_ANSWER)
 
 
 def reset(writer: asyncio.StreamWriter) -> None:

@@ -21,7 +21,7 @@ import orjson
 import pytest
 import test_server
 from aiohttp import web
-from conftest import PARTNER_TOKEN, Gateway, GatewayFactory, RawResponse
+from conftest import PARTNER_HEADERS, PARTNER_TOKEN, Gateway, GatewayFactory, RawResponse
 from partners import Reply
 from test_server import (
     GOOD_BODY,
@@ -70,24 +70,6 @@ class Shared:
     body: bytes = GOOD_FORWARDED
     target: str = "/v1/assess"
     method: str = "POST"
-
-
-# Every header a partner may see: what the gateway sets and the allow-list SPEC 4 names
-# (Accept, User-Agent); anything else a caller sent was dropped on the way.
-PARTNER_HEADERS = frozenset(
-    {
-        "host",
-        "accept",
-        "user-agent",
-        "content-type",
-        "content-length",
-        "authorization",
-        "x-share-id",
-        "x-share-purpose",
-        "x-data-retention-days",
-        "x-data-onward-transfer",
-    }
-)
 
 
 Expectation = ServerRefuses | Refused | Shared

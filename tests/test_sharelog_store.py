@@ -82,6 +82,21 @@ def log_settings(tmp_path: Path, **overrides: Any) -> ShareLogSettings:
     return ShareLogSettings(**values)
 
 
+def watching(before: Callable[[str], None]) -> Callable[[Path], sqlite3.Connection]:
+    """A `connect` for the share log whose connections call `before(sql)` first on each
+    `execute`: to count statements, or to make one fail."""
+
+    class Watched(sqlite3.Connection):
+        def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+            before(sql)
+            return super().execute(sql, *args)
+
+    def connect(path: Path) -> sqlite3.Connection:
+        return sqlite3.connect(path, factory=Watched, check_same_thread=False)
+
+    return connect
+
+
 class Events:
     """A structlog-shaped logger that keeps every event."""
 
@@ -203,15 +218,12 @@ async def test_the_outcome_is_a_second_entry_linked_to_its_share(log: ShareLog) 
 async def test_concurrent_records_are_group_committed(tmp_path: Path) -> None:
     commits = 0
 
-    class CountingConnection(sqlite3.Connection):
-        def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
-            nonlocal commits
-            if sql == "COMMIT":
-                commits += 1
-            return super().execute(sql, *args)
+    def count(sql: str) -> None:
+        nonlocal commits
+        if sql == "COMMIT":
+            commits += 1
 
-    def connect(path: Path) -> sqlite3.Connection:
-        return sqlite3.connect(path, factory=CountingConnection, check_same_thread=False)
+    connect = watching(count)
 
     share_log = await ShareLog.open(log_settings(tmp_path), KEY, connect=connect)
     before = commits
@@ -228,15 +240,12 @@ async def test_an_outcome_rides_with_the_next_record_or_goes_after_the_batch_int
 ) -> None:
     commits = 0
 
-    class CountingConnection(sqlite3.Connection):
-        def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
-            nonlocal commits
-            if sql == "COMMIT":
-                commits += 1
-            return super().execute(sql, *args)
+    def count(sql: str) -> None:
+        nonlocal commits
+        if sql == "COMMIT":
+            commits += 1
 
-    def connect(path: Path) -> sqlite3.Connection:
-        return sqlite3.connect(path, factory=CountingConnection, check_same_thread=False)
+    connect = watching(count)
 
     settings = log_settings(tmp_path, batch_interval_ms=200)
     share_log = await ShareLog.open(settings, KEY, connect=connect)
@@ -484,16 +493,13 @@ async def test_a_held_outcome_survives_a_retry_that_fails_while_adding_it(
 ) -> None:
     faults = {"COMMIT": 0, "SELECT share_seq FROM pending_outcomes": 0}
 
-    class Flaky(sqlite3.Connection):
-        def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
-            for start, left in faults.items():
-                if sql.startswith(start) and left:
-                    faults[start] -= 1
-                    raise sqlite3.OperationalError("disk I/O error")
-            return super().execute(sql, *args)
+    def fail(sql: str) -> None:
+        for start, left in faults.items():
+            if sql.startswith(start) and left:
+                faults[start] -= 1
+                raise sqlite3.OperationalError("disk I/O error")
 
-    def connect(path: Path) -> sqlite3.Connection:
-        return sqlite3.connect(path, factory=Flaky, check_same_thread=False)
+    connect = watching(fail)
 
     share_log = await ShareLog.open(
         log_settings(tmp_path), KEY, retry_interval_s=0.05, connect=connect

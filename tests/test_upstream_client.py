@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from partners import RawPartner
+from partners import RawPartner, writes
 
 from gateway import upstream as upstream_module
 from gateway.errors import UpstreamError
@@ -29,12 +29,7 @@ OK = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 8\r\
 BOUND_S = 5.0  # far above every wait here: reaching it means something hung
 
 
-async def answer_ok(
-    raw: RawPartner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> bool:
-    writer.write(OK)
-    await writer.drain()
-    return True
+answer_ok = writes(OK)
 
 
 def url(partner: RawPartner, path: str = "/v1/x", scheme: str = "http") -> str:
@@ -247,14 +242,7 @@ async def test_an_answer_without_a_length_ends_when_the_partner_closes(
 async def test_a_second_answer_in_the_same_packet_drops_the_connection(
     client: HttpUpstream, partner: RawPartner
 ) -> None:
-    async def twice(
-        raw: RawPartner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> bool:
-        writer.write(OK + OK.replace(b"1}", b"2}"))
-        await writer.drain()
-        return True
-
-    partner.script = twice
+    partner.script = writes(OK + OK.replace(b"1}", b"2}"))
     first = await client.send(request_to(url(partner)))
     partner.script = answer_ok
     second = await client.send(request_to(url(partner)))
@@ -263,34 +251,14 @@ async def test_a_second_answer_in_the_same_packet_drops_the_connection(
 
 
 async def test_two_content_codings_are_refused(client: HttpUpstream, partner: RawPartner) -> None:
-    async def stacked(
-        raw: RawPartner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> bool:
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Encoding: gzip\r\n"
-            b"Content-Length: 2\r\n\r\nxx"
-        )
-        await writer.drain()
-        return True
-
-    partner.script = stacked
+    partner.script = writes(
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Encoding: gzip\r\n"
+        b"Content-Length: 2\r\n\r\nxx"
+    )
     with pytest.raises(UpstreamFailure) as caught:
         await client.send(request_to(url(partner)))
     assert (caught.value.failure, caught.value.status) == ("possibly_delivered", 200)
     assert isinstance(caught.value.error, UpstreamError)
-
-
-def writes(data: bytes) -> Any:
-    """A partner script that answers every request with `data` and keeps the connection."""
-
-    async def script(
-        raw: RawPartner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> bool:
-        writer.write(data)
-        await writer.drain()
-        return True
-
-    return script
 
 
 CHUNKED = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
