@@ -449,11 +449,12 @@ async def decide(flow: Flow, request: web.Request, runtime: Runtime) -> None:
     resolve_partner(flow, request, runtime)
     await authenticate(flow, request, runtime)
     authorize(flow, request)
-    now = datetime.now(flow.policy.zone)
-    check_contract(flow, now)
+    check_contract(flow, datetime.now(flow.policy.zone))
     pass_through_headers(flow, request)
     await read_payload(flow, request, runtime)
-    await runtime.terms.check(flow, request, now)
+    # Judged when the body is in (it may take `body_read_timeout_s`): a consent withdrawn
+    # meanwhile counts, and so does the day the share is recorded on.
+    await runtime.terms.check(flow, request, datetime.now(flow.policy.zone))
 
 
 async def forward(flow: Flow, runtime: Runtime) -> web.StreamResponse:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
 import pytest
 import yaml
 from aiohttp import ClientResponse
@@ -536,6 +539,34 @@ def registry_of(gw: Any) -> ConsentRegistry:
     registry = gw.runtime.terms.registry
     assert isinstance(registry, ConsentRegistry)
     return registry
+
+
+async def test_consent_is_judged_when_the_body_is_in(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway([third_party_contract()])
+    registry = registry_of(gw)
+    registry.grant(
+        "u-1", "acme", "credit_assessment", datetime.now(UTC) - timedelta(hours=1), "C-1"
+    )
+    raw = orjson.dumps(applicant())
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield raw[:10]
+        await asyncio.sleep(0.05)
+        # Withdrawn while the body is still arriving: the share must not go out on it.
+        registry.withdraw("u-1", "acme", "credit_assessment", datetime.now(UTC), "W-1")
+        await asyncio.sleep(0.01)
+        yield raw[10:]
+
+    response = await gw.client.post(
+        "/acme/v1/assess",
+        data=slow_body(),
+        headers={
+            "Authorization": f"Bearer {gw.token()}",
+            "X-Share-Purpose": "credit_assessment",
+            "Content-Type": "application/json",
+        },
+    )
+    await assert_refused(gw, response, 403, "consent_required")
 
 
 async def test_consent_granted_withdrawn_and_granted_again(
