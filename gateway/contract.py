@@ -253,7 +253,20 @@ EnvName = Annotated[
     str, _matching(r"[A-Z_][A-Z0-9_]*", "must be an environment variable name ([A-Z_][A-Z0-9_]*)")
 ]
 Purpose = Annotated[str, _matching(r"[a-z][a-z0-9_]*", "must match [a-z][a-z0-9_]*")]
-CountryCode = Annotated[str, _matching(r"[A-Z]{2}", "must be an ISO 3166 country code (e.g. CN)")]
+
+
+def _country_as_written(value: object) -> object:
+    if isinstance(value, bool):
+        # YAML 1.1 reads an unquoted NO (Norway), and ON, Y, N, as booleans.
+        raise ValueError('an unquoted country code YAML reads as true or false: quote it ("NO")')
+    return value
+
+
+CountryCode = Annotated[
+    str,
+    BeforeValidator(_country_as_written),
+    _matching(r"[A-Z]{2}", "must be an ISO 3166 country code (e.g. CN)"),
+]
 
 # RFC 9110 `token`: the characters a header field name may hold.
 _HEADER_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")

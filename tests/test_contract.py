@@ -290,6 +290,13 @@ def test_auth_header_may_be_authorization() -> None:
             {"location": "cn"},
             ("upstream.location", "'cn' must be an ISO 3166 country code (e.g. CN)"),
         ),
+        (
+            {"location": False},  # `location: NO` (Norway), unquoted
+            (
+                "upstream.location",
+                'an unquoted country code YAML reads as true or false: quote it ("NO")',
+            ),
+        ),
         ({"timeout_s": 0}, ("upstream.timeout_s", "Input should be greater than 0")),
         ({"timeout_s": 301}, ("upstream.timeout_s", "Input should be less than or equal to 300")),
         ({"timeout_s": "10"}, ("upstream.timeout_s", "Input should be a valid number")),
