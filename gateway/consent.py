@@ -616,7 +616,9 @@ def registry_path(settings: Settings) -> Path:
     return settings.registry.path
 
 
-def _open(settings: Settings) -> ConsentRegistry | int:
+def _open(settings: Settings, *, reading: Path | None = None) -> ConsentRegistry | int:
+    """The registry, or the exit code of a usage error; `reading` is a file the command will
+    read, checked before the registry is opened (and, the first time, created)."""
     from gateway.keys import subject_ref_key
     from gateway.runtime import StartupError, master_key
 
@@ -626,6 +628,12 @@ def _open(settings: Settings) -> ConsentRegistry | int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return EXIT_USAGE
+    if reading is not None:
+        try:
+            reading.open("rb").close()
+        except OSError as exc:
+            print(f"{reading}: cannot read: {exc.strerror}", file=sys.stderr)
+            return EXIT_USAGE
     try:
         return ConsentRegistry(registry_path(settings), subject_ref_key(key), zone=settings.zone)
     except (RegistryError, sqlite3.Error, OSError) as exc:
@@ -635,7 +643,7 @@ def _open(settings: Settings) -> ConsentRegistry | int:
 
 def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     path = Path(args.file)
-    registry = _open(settings)
+    registry = _open(settings, reading=path)
     if isinstance(registry, int):
         return registry
     with registry:

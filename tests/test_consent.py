@@ -676,6 +676,7 @@ def test_cli_usage_errors_exit_2(
     args = parse("consent", "import", str(tmp_path / "missing.csv"))
     assert args.handler(args, settings) == 2
     assert "missing.csv: cannot read" in capsys.readouterr().err
+    assert not settings.registry.path.exists()  # nothing created for a file it cannot read
 
     monkeypatch.setenv(HASH_KEY_ENV, "too short")
     for argv in (("consent", "import", str(tmp_path / "x.csv")), ("consent", "show", ALICE)):
