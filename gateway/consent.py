@@ -525,16 +525,25 @@ def import_csv(registry: ConsentRegistry, path: Path) -> ImportReport:
     withdrawn. Raises OSError if the file
     cannot be read; every problem in its content is a line of the report.
     """
+    return registry._import(read_csv_file(path))
+
+
+_Rows = list[tuple[str, Mapping[str, object] | list[str]]]
+
+
+def read_csv_file(path: Path) -> _Rows:
+    """The file's rows, labelled by line; a row's problems stand in its place. OSError if the
+    file cannot be read."""
     data = path.read_bytes()
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        return ImportReport(errors=(f"line {line}: not valid UTF-8",))
-    return registry._import(_read_csv(text))
+        return [(f"line {line}", ["not valid UTF-8"])]
+    return _read_csv(text)
 
 
-def _read_csv(text: str) -> list[tuple[str, Mapping[str, object] | list[str]]]:
+def _read_csv(text: str) -> _Rows:
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     rows: list[tuple[str, Mapping[str, object] | list[str]]] = []
     expected = ",".join(CSV_HEADER)
@@ -648,10 +657,11 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
         return registry
     with registry:
         try:
-            report = import_csv(registry, path)
+            rows = read_csv_file(path)
         except OSError as exc:
             print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
             return EXIT_USAGE
+        report = registry._import(rows)
     if not report.ok:
         for error in report.errors:
             print(f"{path}: {error}")
@@ -661,12 +671,12 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
         f"{path}: {report.granted} granted, {report.withdrawn} withdrawn, "
         f"{report.unchanged} unchanged"
     )
-    for warning in _names_no_contract_uses(path, settings):
+    for warning in _names_no_contract_uses(rows, settings):
         print(f"{path}: warning: {warning}", file=sys.stderr)
     return EXIT_OK
 
 
-def _names_no_contract_uses(path: Path, settings: Settings) -> Iterator[str]:
+def _names_no_contract_uses(rows: _Rows, settings: Settings) -> Iterator[str]:
     """Rows whose partner or purpose no loaded contract has: recorded, but never consulted.
 
     A grant for a partner not onboarded yet is fine; a withdrawal with a typo in its purpose
@@ -677,7 +687,6 @@ def _names_no_contract_uses(path: Path, settings: Settings) -> Iterator[str]:
     contract_set, _problems = load_contract_set(settings.contracts_dir, settings)
     if contract_set is None:
         return  # the contracts cannot be read now: nothing to compare with
-    rows = _read_csv(path.read_bytes().decode("utf-8-sig"))
     for label, row in rows:
         if isinstance(row, list):
             continue
