@@ -594,6 +594,8 @@ class ShareLog:
     def _add_held(self, ledger: Ledger, now: datetime) -> list[_Write]:
         """Append the held outcomes to the open transaction; return them (to hold them again
         should it fail)."""
+        if not self._held:  # the usual case, on every commit: nothing to add
+            return []
         held, self._held = self._held, []
         added = []
         try:
