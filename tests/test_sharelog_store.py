@@ -82,6 +82,17 @@ def log_settings(tmp_path: Path, **overrides: Any) -> ShareLogSettings:
     return ShareLogSettings(**values)
 
 
+class Commits:
+    """Counts the COMMITs it is shown (with `watching`)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, sql: str) -> None:
+        if sql == "COMMIT":
+            self.count += 1
+
+
 def watching(before: Callable[[str], None]) -> Callable[[Path], sqlite3.Connection]:
     """A `connect` for the share log whose connections call `before(sql)` first on each
     `execute`: to count statements, or to make one fail."""
@@ -216,19 +227,13 @@ async def test_the_outcome_is_a_second_entry_linked_to_its_share(log: ShareLog) 
 
 
 async def test_concurrent_records_are_group_committed(tmp_path: Path) -> None:
-    commits = 0
-
-    def count(sql: str) -> None:
-        nonlocal commits
-        if sql == "COMMIT":
-            commits += 1
-
-    connect = watching(count)
+    commits = Commits()
+    connect = watching(commits)
 
     share_log = await ShareLog.open(log_settings(tmp_path), KEY, connect=connect)
-    before = commits
+    before = commits.count
     await asyncio.gather(*(share_log.record(make_record(f"s-{i}")) for i in range(200)))
-    batches = commits - before
+    batches = commits.count - before
     await share_log.close()
     assert len(query(share_log.path, limit=None)) == 200
     assert 1 <= batches <= 100
@@ -238,27 +243,21 @@ async def test_concurrent_records_are_group_committed(tmp_path: Path) -> None:
 async def test_an_outcome_rides_with_the_next_record_or_goes_after_the_batch_interval(
     tmp_path: Path,
 ) -> None:
-    commits = 0
-
-    def count(sql: str) -> None:
-        nonlocal commits
-        if sql == "COMMIT":
-            commits += 1
-
-    connect = watching(count)
+    commits = Commits()
+    connect = watching(commits)
 
     settings = log_settings(tmp_path, batch_interval_ms=200)
     share_log = await ShareLog.open(settings, KEY, connect=connect)
     try:
         await share_log.record(make_record("s-1"))
-        before = commits
+        before = commits.count
         share_log.submit_outcome(ShareOutcome("s-1", "delivered", 200, 10, 1.0))
         await asyncio.sleep(0.02)
         # Not committed on its own at once: that commit would come before the caller's answer.
-        assert commits == before
+        assert commits.count == before
         waits = REGISTRY.get_sample_value("share_gateway_share_log_write_seconds_count")
         await share_log.record(make_record("s-2"))
-        assert commits == before + 1  # the outcome shared s-2's commit
+        assert commits.count == before + 1  # the outcome shared s-2's commit
         # Only the record a request waited for counts as a wait, not the outcome riding along.
         after = REGISTRY.get_sample_value("share_gateway_share_log_write_seconds_count")
         assert (after or 0) - (waits or 0) == 1
@@ -267,7 +266,7 @@ async def test_an_outcome_rides_with_the_next_record_or_goes_after_the_batch_int
 
         share_log.submit_outcome(ShareOutcome("s-2", "delivered", 200, 10, 1.0))
         async with asyncio.timeout(5):
-            while commits == before + 1:  # noqa: ASYNC110 - waits on a timer, not an event
+            while commits.count == before + 1:  # noqa: ASYNC110 - waits on a timer, not an event
                 await asyncio.sleep(0.02)
         rows = {r["share_id"]: r for r in query(share_log.path)}
         assert rows["s-2"]["outcome"] == "delivered"
