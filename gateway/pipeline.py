@@ -198,7 +198,11 @@ def authorize(flow: Flow, request: web.Request) -> None:
     purpose = _single_header(request, "X-Share-Purpose")
     if not purpose:
         raise PurposeDenied("the X-Share-Purpose header is required")
-    flow.purpose = purpose = purpose.strip()
+    purpose = purpose.strip()
+    if purpose in partner.purposes:
+        # Recorded only as a name the contract defines: a refused caller's header is free text,
+        # and the share log keeps no value a caller wrote.
+        flow.purpose = purpose
     if not grants(caller.scopes, partner.id, purpose):
         raise ScopeDenied(f"the token does not grant share:{partner.id}:{purpose}")
     matches = partner.routes.match(flow.method, target.segments)

@@ -231,6 +231,27 @@ async def test_missing_unapproved_or_mismatched_purpose_is_purpose_denied(
 
 
 @pytest.mark.parametrize(
+    ("purpose", "scope", "code", "recorded"),
+    [
+        # The header is the caller's free text: refused, it is never kept in the share log.
+        ("13800138000 Zhang San", SCOPE, "purpose_denied", None),
+        ("13800138000", "share:acme:13800138000", "purpose_denied", None),
+        ("13800138000", "share:acme:credit_assessment", "scope_denied", None),
+        # A purpose the contract approves is a name it defines: kept, also when refused.
+        ("service_delivery", SCOPE, "purpose_denied", "service_delivery"),
+        ("service_delivery", "share:acme:credit_assessment", "scope_denied", "service_delivery"),
+    ],
+)
+async def test_a_refused_purpose_is_recorded_only_as_a_name_the_contract_approves(
+    make_gateway: GatewayFactory, purpose: str, scope: str, code: str, recorded: str | None
+) -> None:
+    gw = await make_gateway()
+    response = await gw.share("POST", ASSESS, json=applicant(), purpose=purpose, scope=scope)
+    await assert_refused(gw, response, 403, code)
+    assert gw.log.records[-1].purpose == recorded
+
+
+@pytest.mark.parametrize(
     "dates",
     [
         {"status": "suspended"},
