@@ -238,7 +238,9 @@ def _id_check_ok(value: str) -> bool:
     return _ID_CHECK[total % 11] == value[17].upper()
 
 
-_ID_SEPARATORS: Final = str.maketrans("", "", " -\t\r\n")
+# Also the invisible characters (zero-width space and joiners, word joiner, soft hyphen, BOM):
+# pasted inside a number they change nothing a reader sees, and a minor's card must still count.
+_ID_SEPARATORS: Final = str.maketrans("", "", " -\t\r\n\u00ad\u200b\u200c\u200d\u2060\ufeff")
 
 
 def birth_date_from_id(value: str) -> dt.date | None:

@@ -114,19 +114,27 @@ def _birth_date(
     subject_id: str | None,
     where: str,
 ) -> date | None:
-    """The declared birth date, else the one inside a resident ID number of the record."""
+    """The latest birth date the record gives: declared, or inside any resident ID number.
+
+    Every one counts, not the first found: a record that also names a child (a guarantor's ID
+    number, a declared date the ID number contradicts) is about a child.
+    """
+    born: list[date] = []
     if route.birth_date is not None:
-        found = [v for v in _values(route, item, route.birth_date, query) if v is not None]
-        if found:
-            return _as_date(found[0], f"{where}: the birth date at {route.birth_date}")
+        what = f"{where}: the birth date at {route.birth_date}"
+        found = _values(route, item, route.birth_date, query)
+        born.extend(_as_date(value, what) for value in found if value is not None)
     candidates: list[JSONValue] = [
         value for path in route.id_number_paths for value in _values(route, item, path, query)
     ]
     candidates.append(subject_id)
     for value in candidates:
-        if isinstance(value, str) and (born := birth_date_from_id(value)) is not None:
-            return born
-    return None
+        # An ID number sent as a JSON integer is the same number.
+        if type(value) is int:
+            value = str(value)
+        if isinstance(value, str) and (from_id := birth_date_from_id(value)) is not None:
+            born.append(from_id)
+    return max(born, default=None)
 
 
 def _as_date(value: JSONValue, what: str) -> date:

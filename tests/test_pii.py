@@ -322,6 +322,9 @@ def test_birth_date_from_valid_ids() -> None:
     assert birth_date_from_id(fullwidth(grouped)) == dt.date(1990, 3, 7)
     minor = with_id_check("44030520150601456")
     assert birth_date_from_id(minor) == dt.date(2015, 6, 1)
+    for invisible in ("\u200b", "\u200c", "\u200d", "\u2060", "\u00ad", "\ufeff"):
+        hidden = f"{minor[:6]}{invisible}{minor[6:]}{invisible}"
+        assert birth_date_from_id(hidden) == dt.date(2015, 6, 1), repr(invisible)
 
 
 @pytest.mark.parametrize(

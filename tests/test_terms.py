@@ -289,10 +289,26 @@ def test_birth_date_is_read_from_a_subject_id_that_is_an_id_number(minors_policy
     ]
 
 
-def test_the_id_number_field_comes_before_the_subject_id(minors_policy: Policy) -> None:
+@pytest.mark.parametrize(
+    ("user_born", "id_born"),
+    [(date(1980, 1, 1), date(2013, 1, 2)), (date(2013, 1, 2), date(1980, 1, 1))],
+    ids=["child-in-the-id-number-field", "child-in-the-subject-id"],
+)
+def test_the_youngest_of_several_id_numbers_counts(
+    minors_policy: Policy, user_born: date, id_born: date
+) -> None:
+    # Not the first one found: an adult's number beside a child's must not hide the child.
     route = route_of(acme(minors_policy), "/v1/assess")
-    doc = applicant(user_id=resident_id(date(1980, 1, 1)), id_number=resident_id(date(2013, 1, 2)))
+    doc = applicant(user_id=resident_id(user_born), id_number=resident_id(id_born))
     [subject] = subjects_of(route, doc, {})
+    assert subject.birth_date == date(2013, 1, 2)
+
+
+def test_an_id_number_sent_as_a_json_integer_gives_its_birth_date(minors_policy: Policy) -> None:
+    route = route_of(acme(minors_policy), "/v1/assess")
+    number = resident_id(date(2013, 1, 2), sequence="124")
+    assert number.isdigit()  # a check digit of X cannot be written as an integer
+    [subject] = subjects_of(route, applicant(id_number=int(number)), {})
     assert subject.birth_date == date(2013, 1, 2)
 
 
@@ -314,13 +330,18 @@ def test_a_value_that_is_not_a_valid_id_number_gives_no_birth_date(
     assert subject.birth_date is None
 
 
-def test_a_declared_birth_date_field_wins(minors_policy: Policy) -> None:
+def test_a_declared_birth_date_and_an_id_number_the_younger_counts(
+    minors_policy: Policy,
+) -> None:
     route = route_of(acme(minors_policy), "/v1/children")
     doc: dict[str, JSONValue] = {
         "child": {"user_id": resident_id(date(1990, 1, 1)), "birth_date": "2015-07-08"}
     }
     [subject] = subjects_of(route, doc, {})
     assert subject.birth_date == date(2015, 7, 8)
+    # A declared adult birth date does not hide the child's ID number it contradicts.
+    doc = {"child": {"user_id": resident_id(date(2015, 7, 8)), "birth_date": "1990-01-01"}}
+    assert subjects_of(route, doc, {})[0].birth_date == date(2015, 7, 8)
     doc = {"child": {"user_id": "u-9", "birth_date": "2015-07-08T10:00:00+08:00"}}
     assert subjects_of(route, doc, {})[0].birth_date == date(2015, 7, 8)
 
