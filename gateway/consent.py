@@ -74,6 +74,13 @@ ORDER BY granted_at DESC, id DESC
 LIMIT 1
 """
 
+_WITHDRAWN_BETWEEN_SQL = """
+SELECT 1 FROM withdrawals
+WHERE subject_ref = ? AND partner = ? AND purpose = ? AND withdrawn_at >= ? AND withdrawn_at <= ?
+LIMIT 1
+"""
+_MIN_MICROS = -(2**63)
+
 
 @dataclass(frozen=True, slots=True)
 class Grant:
@@ -359,6 +366,27 @@ class ConsentRegistry:
             # fetchall, not fetchone: the statement must finish so no read snapshot stays open.
             rows = self._reader.execute(_COVERING_SQL, params).fetchall()
         return _grant_from(rows[0]) if rows else None
+
+    def withdrawn_between(
+        self,
+        subject_id: str,
+        partner: str,
+        purpose: str,
+        since: datetime | None,
+        at: datetime,
+    ) -> bool:
+        """Whether a withdrawal taking effect in [since, at] is on record (any time up to `at`
+        when `since` is None)."""
+        params = (
+            self.subject_ref(subject_id),
+            partner,
+            purpose,
+            _MIN_MICROS if since is None else _micros(since),
+            _micros(at),
+        )
+        with self._read_lock:
+            rows = self._reader.execute(_WITHDRAWN_BETWEEN_SQL, params).fetchall()
+        return bool(rows)
 
     def show(self, subject_id: str) -> list[Grant]:
         with self._read_lock:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
 import structlog
@@ -320,8 +321,10 @@ class Terms:
                     "the route names no data subject field, so consent cannot be shown"
                 )
             if claims is not None and _token_covers(claims, subject.id, partner.id, purpose):
-                basis.append(f"token:{claims['jti']}")
-                continue
+                if not self._withdrawn_since(claims, subject.id, partner.id, purpose, now):
+                    basis.append(f"token:{claims['jti']}")
+                    continue
+                token_problem = " (the consent token predates a withdrawal on record)"
             grant = (
                 self.registry.covering(subject.id, partner.id, purpose, now)
                 if self.registry is not None
@@ -335,6 +338,29 @@ class Terms:
                 )
             basis.append(f"registry:{grant.reference}")
         return tuple(dict.fromkeys(basis))
+
+    def _withdrawn_since(
+        self,
+        claims: Mapping[str, object],
+        subject_id: str,
+        partner: str,
+        purpose: str,
+        now: datetime,
+    ) -> bool:
+        """A withdrawal in force now that the token was issued before: the token is stale.
+
+        A token is signed once and lives until its `exp`; the subject's later withdrawal must
+        still take effect on the next request. Without `iat` any withdrawal counts.
+        """
+        if self.registry is None:
+            return False
+        iat = claims.get("iat")
+        issued = None
+        if type(iat) in (int, float):
+            # An `iat` too far in the past for a date: as if it had none.
+            with contextlib.suppress(OverflowError, OSError, ValueError):
+                issued = datetime.fromtimestamp(iat, UTC)  # type: ignore[arg-type]
+        return self.registry.withdrawn_between(subject_id, partner, purpose, issued, now)
 
     async def _token_claims(
         self, request: web.Request, share_id: str

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -664,6 +665,67 @@ async def test_a_valid_consent_token_is_consent(
     [seen] = gw.partner.received
     assert "X-Consent-Token" not in seen.headers
     assert last_record(gw.log.records).consent_basis == ("token:ct-77",)
+
+
+async def test_a_consent_token_issued_before_a_withdrawal_is_no_longer_consent(
+    make_gateway: GatewayFactory, consent_settings: dict[str, Any], consent_key: SigningKey
+) -> None:
+    gw = await make_gateway([third_party_contract()], settings=consent_settings)
+    registry = registry_of(gw)
+    now = time.time()
+    issued_earlier = consent_token(consent_key, jti="ct-old", now=now - 60, ttl_s=3600)
+
+    async def share(token: str) -> Any:
+        return await gw.share(
+            "POST", "/acme/v1/assess", json=applicant(), headers={"X-Consent-Token": token}
+        )
+
+    response = await share(issued_earlier)
+    assert response.status == 200, await response.text()
+    # Withdrawn for another partner or purpose: the token still speaks for the subject.
+    withdrawn = datetime.fromtimestamp(now - 30, UTC)
+    registry.withdraw("u-1", "other", "credit_assessment", withdrawn, "W-0")
+    registry.withdraw("u-1", "acme", "service_delivery", withdrawn, "W-0")
+    response = await share(issued_earlier)
+    assert response.status == 200, await response.text()
+
+    registry.withdraw("u-1", "acme", "credit_assessment", withdrawn, "W-1")
+    response = await share(issued_earlier)
+    await assert_refused_after(gw, response, shared_before=2)
+    assert "predates a withdrawal" in (await error_of(response))["message"]
+    without_iat = consent_token(consent_key, jti="ct-no-iat", omit=["iat"])
+    await assert_refused_after(gw, await share(without_iat), shared_before=2)
+    before_any_date = consent_token(consent_key, jti="ct-ancient", iat=-1e300)
+    await assert_refused_after(gw, await share(before_any_date), shared_before=2)
+    # Consent given again after the withdrawal, in a token issued since: consent again.
+    response = await share(consent_token(consent_key, jti="ct-new", now=now))
+    assert response.status == 200, await response.text()
+    assert last_record(gw.log.records).consent_basis == ("token:ct-new",)
+
+
+async def test_a_withdrawal_dated_later_than_now_does_not_yet_stop_a_token(
+    make_gateway: GatewayFactory, consent_settings: dict[str, Any], consent_key: SigningKey
+) -> None:
+    gw = await make_gateway([third_party_contract()], settings=consent_settings)
+    later = datetime.now(UTC) + timedelta(hours=1)
+    registry_of(gw).withdraw("u-1", "acme", "credit_assessment", later, "W-1")
+    token = consent_token(consent_key, jti="ct-1")
+    response = await gw.share(
+        "POST", "/acme/v1/assess", json=applicant(), headers={"X-Consent-Token": token}
+    )
+    assert response.status == 200, await response.text()
+
+
+async def assert_refused_after(gw: Any, response: Any, *, shared_before: int) -> None:
+    error = await error_of(response)
+    assert (response.status, error["code"]) == (403, "consent_required")
+    assert len(gw.partner.received) == shared_before
+    denied = last_record(gw.log.records)
+    assert (denied.decision, denied.reason, denied.consent_basis) == (
+        "denied",
+        "consent_required",
+        (),
+    )
 
 
 @pytest.mark.parametrize(
