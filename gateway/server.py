@@ -34,7 +34,10 @@ LOG_INTERVAL_S = 10.0
 # - `RequestHandler._waiter`, pending exactly while the handler waits for the next request
 #   (aiohttp's own keep-alive check reads it the same way);
 # - `RequestHandler._request_count`, incremented once per request head the parser completes;
-# - `BaseRunner._shutdown_timeout`, read by `cleanup()`: set when the drain begins.
+# - `BaseRunner._shutdown_timeout`, read by `cleanup()`: set when the drain begins;
+# - `RequestHandler._close` (set by `close()`: `data_received` reads nothing more),
+#   `_request_in_progress` and `_handler_waiter` (resolved when the request in progress ends),
+#   used the way `RequestHandler.shutdown` uses them.
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,13 +121,14 @@ class LimitedRequestHandler(web.RequestHandler):
     keep-alive timeout instead.
     """
 
-    __slots__ = ("_admitted", "_head_deadline", "_limited_by")
+    __slots__ = ("_admitted", "_drain_body", "_head_deadline", "_limited_by")
 
     def __init__(self, server: GatewayServer, **options: Any) -> None:
         super().__init__(server, **options)
         self._limited_by = server
         self._admitted = False
         self._head_deadline: asyncio.TimerHandle | None = None
+        self._drain_body = False  # closing, but the request in progress still reads its body
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if not self._limited_by.admit():
@@ -143,7 +147,48 @@ class LimitedRequestHandler(web.RequestHandler):
         self._disarm_head_deadline()
         super().connection_lost(exc)
 
+    def close(self) -> None:
+        """Take no further request; one in progress keeps receiving its body.
+
+        aiohttp stops reading a connection at once when the drain begins, so a share whose
+        body was still arriving could never finish (it timed out after `body_read_timeout_s`,
+        refused). The connection still closes after that share's answer.
+        """
+        self._drain_body = self._request_in_progress
+        super().close()
+
+    async def shutdown(self, timeout: float | None = 15.0) -> None:  # noqa: ASYNC109 - the override
+        # aiohttp's own shutdown also stops reading first, then waits for the handler: the
+        # request in progress is waited for here, its body still read, within the same time.
+        if self._request_in_progress and timeout:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            self._handler_waiter = loop.create_future()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._handler_waiter
+            except TimeoutError:
+                pass
+            finally:
+                self._handler_waiter = None
+            timeout = max(0.0, timeout - (loop.time() - started))
+        self._drain_body = False
+        await super().shutdown(timeout)
+
     def data_received(self, data: bytes) -> None:
+        if self._drain_body and self._close and not self._force_close:
+            if not self._request_in_progress:
+                self._drain_body = False  # answered: the rest is not read
+                return
+            self._close = False  # aiohttp reads nothing on a closing connection
+            try:
+                self._receive(data)
+            finally:
+                self._close = True
+            return
+        self._receive(data)
+
+    def _receive(self, data: bytes) -> None:
         waiting = self._waiter is not None and not self._waiter.done()
         heads_before = self._request_count
         super().data_received(data)

@@ -361,6 +361,38 @@ async def test_sigterm_drains_the_shares_in_flight(
     assert "share log verified" in verified.stdout
 
 
+async def test_sigterm_lets_a_body_still_arriving_finish_its_share(
+    setup: Setup, partner: HoldingPartner, session: ClientSession
+) -> None:
+    body = orjson.dumps(BODY)
+    head = (
+        f"POST {ASSESS} HTTP/1.1\r\nHost: gateway\r\n"
+        + "".join(f"{k}: {v}\r\n" for k, v in setup.headers("credit_assessment").items())
+        + f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with running(setup) as gateway:
+        await gateway.wait_ready(session)
+        reader, writer = await asyncio.open_connection("127.0.0.1", setup.port)
+        try:
+            writer.write(head + body[:10])
+            await writer.drain()
+            await asyncio.sleep(0.3)  # the share is in progress, reading its body
+            gateway.signal(signal.SIGTERM)
+            await asyncio.sleep(0.5)  # the drain has begun
+            writer.write(body[10:])
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(), timeout=10)
+        finally:
+            writer.close()
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]
+        assert reader.at_eof()  # and the connection is closed after it
+        assert await gateway.wait_exit() == 0, gateway.stderr()
+    [seen] = partner.received
+    assert orjson.loads(seen.body) == {"applicant": {"name": "Wang"}, "loan_amount": 5000}
+    [row] = shares(setup).values()
+    assert (row["decision"], row["outcome"]) == ("shared", "delivered")
+
+
 # --- 3. SIGHUP reloads the contracts -------------------------------------------------------------
 
 
