@@ -181,6 +181,11 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     # waiting for the interpreter lock gets it only after 5 ms, and under load that wait is the
     # request's.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+    loop = asyncio.get_running_loop()
+    # Before the contracts are read: a SIGHUP during the start reloads once the gateway runs
+    # (the files may have changed after they were read), and never ends the process.
+    hangup_while_starting = asyncio.Event()
+    loop.add_signal_handler(signal.SIGHUP, hangup_while_starting.set)
     runtime = await build_runtime(settings)
     app = make_app(runtime)
     runner = make_runner(app, settings)
@@ -194,7 +199,6 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         where = f"{settings.listen.host}:{settings.listen.port}"
         raise StartupError([f"cannot listen on {where}: {exc.strerror or exc}"]) from exc
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     reloads: set[asyncio.Task[object]] = set()
@@ -205,6 +209,8 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
+    if hangup_while_starting.is_set():
+        on_hup()
     log.info(
         "gateway_started",
         host=settings.listen.host,

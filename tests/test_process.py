@@ -450,6 +450,53 @@ async def test_sighup_reloads_and_keeps_the_last_good_set(
     assert [row["contract_version"] for row in recorded] == [3, 4, 4, 4]
 
 
+async def test_sighup_while_starting_does_not_end_the_gateway(
+    setup: Setup, session: ClientSession
+) -> None:
+    # A config reloader signals when the contracts change, also while the gateway starts:
+    # from its first imports (the interpreter's own start-up, a few milliseconds, is Python's)
+    # to the moment it serves.
+    with running(setup) as gateway:
+        await _until_sighup_is_handled(gateway)
+        with pytest.raises(ClientError):  # handled long before the gateway even listens
+            async with session.get(f"{setup.base}/_gateway/ready"):
+                pass
+        ready = asyncio.create_task(gateway.wait_ready(session))
+        try:
+            while not ready.done():
+                gateway.signal(signal.SIGHUP)
+                await asyncio.sleep(0.02)
+            await ready
+        finally:
+            ready.cancel()
+        assert gateway.proc.poll() is None, gateway.stderr()
+
+        async def reloaded() -> bool:
+            return await _reloads(session, setup, "ok") >= 1
+
+        await _until(reloaded)
+        status, _id, body = await post_share(session, setup)
+        assert (status, body) == (200, b'{"score":640}')
+        gateway.signal(signal.SIGTERM)
+        assert await gateway.wait_exit() == 0, gateway.stderr()
+
+
+def _sighup_handled(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status").read_text()
+    masks = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    return bool((int(masks["SigIgn"], 16) | int(masks["SigCgt"], 16)) & (1 << (signal.SIGHUP - 1)))
+
+
+async def _until_sighup_is_handled(gateway: GatewayProcess) -> None:
+    """Until the process ignores or catches SIGHUP (its code runs): /proc says which."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline and gateway.proc.poll() is None:
+        if _sighup_handled(gateway.pid):
+            return
+        await asyncio.sleep(0.001)
+    pytest.fail(f"SIGHUP was never handled: {gateway.stderr()}")
+
+
 # --- 4. memory under 1,000 slow clients ----------------------------------------------------------
 
 SLOW_CLIENTS = 1000
