@@ -167,10 +167,10 @@ def is_minor(born: date, today: date) -> bool:
 class RateLimiter(Protocol):
     """Admits a share or says how many seconds to wait; a shared store can serve replicas."""
 
-    async def acquire(self, key: str, rate_per_s: float) -> float | None: ...
+    async def acquire(self, key: str, rate_per_s: float, ticket: str) -> float | None: ...
 
-    async def release(self, key: str) -> None:
-        """Undo the last admission (its share was not recorded, so nothing went out)."""
+    async def release(self, key: str, ticket: str) -> None:
+        """Undo the admission of `ticket` (its share was not recorded, so nothing went out)."""
         ...
 
 
@@ -192,23 +192,27 @@ class SlidingWindows:
     """
 
     clock: Callable[[], float] = time.monotonic
-    _windows: dict[str, deque[float]] = field(default_factory=dict, init=False)
+    # Per partner, the admissions still in the window: (when, ticket), oldest first.
+    _windows: dict[str, deque[tuple[float, str]]] = field(default_factory=dict, init=False)
 
-    async def acquire(self, key: str, rate_per_s: float) -> float | None:
+    async def acquire(self, key: str, rate_per_s: float, ticket: str) -> float | None:
         now = self.clock()
         span, allowed = (1.0, int(rate_per_s)) if rate_per_s >= 1 else (1.0 / rate_per_s, 1)
         window = self._windows.setdefault(key, deque())
-        while window and window[0] <= now - span:
+        while window and window[0][0] <= now - span:
             window.popleft()
         if len(window) < allowed:
-            window.append(now)
+            window.append((now, ticket))
             return None
-        return window[-allowed] + span - now  # when the oldest that counts leaves the window
+        return window[-allowed][0] + span - now  # when the oldest that counts leaves the window
 
-    async def release(self, key: str) -> None:
-        window = self._windows.get(key)
-        if window:
-            window.pop()
+    async def release(self, key: str, ticket: str) -> None:
+        # Its own place, not the newest: that one belongs to a share admitted since, and
+        # taking it would free a place before its time.
+        for admission in self._windows.get(key, ()):
+            if admission[1] == ticket:
+                self._windows[key].remove(admission)
+                return
 
 
 @dataclass(slots=True)
@@ -246,6 +250,7 @@ class VolumeTaken:
     day: date
     records: int
     rated: bool
+    ticket: str  # the share's id: its place in the rate window
 
 
 def _seconds_to_midnight(now: datetime) -> int:
@@ -287,7 +292,7 @@ class Terms:
                 details=subject.details,
             )
         flow.consent_basis = await self._consent(flow, partner, purpose, minors, request, now)
-        flow.volume_taken = await self._volume(partner, flow.records, now)
+        flow.volume_taken = await self._volume(partner, flow.records, now, flow.share_id)
 
     async def _consent(
         self,
@@ -383,11 +388,13 @@ class Terms:
         log.warning("consent_token_rejected", share_id=share_id, problem=problem)
         return None, f" (the consent token was not accepted: {problem})"
 
-    async def _volume(self, partner: PartnerPolicy, records: int, now: datetime) -> VolumeTaken:
+    async def _volume(
+        self, partner: PartnerPolicy, records: int, now: datetime, ticket: str
+    ) -> VolumeTaken:
         terms = partner.contract.terms
         rated = terms.rate_limit_per_s is not None
         if terms.rate_limit_per_s is not None:
-            wait = await self.limiter.acquire(partner.id, terms.rate_limit_per_s)
+            wait = await self.limiter.acquire(partner.id, terms.rate_limit_per_s, ticket)
             if wait is not None:
                 raise RateLimited(
                     f"more than {terms.rate_limit_per_s:g} shares per second to {partner.id}",
@@ -397,12 +404,13 @@ class Terms:
         limit = terms.max_records_per_day
         if not await self.quota.take(partner.id, now.date(), records, limit):
             if rated:
-                await self.limiter.release(partner.id)  # refused: it used no share of the rate
+                # Refused: it used no share of the rate.
+                await self.limiter.release(partner.id, ticket)
             raise QuotaExceeded(
                 f"{partner.id} may receive {limit} records per day",
                 headers={"Retry-After": str(_seconds_to_midnight(now))},
             )
-        return VolumeTaken(partner.id, now.date(), records, rated)
+        return VolumeTaken(partner.id, now.date(), records, rated, ticket)
 
     async def give_back(self, taken: VolumeTaken | None) -> None:
         """Undo `check`'s count of a share that was then not recorded (so never sent)."""
@@ -410,7 +418,7 @@ class Terms:
             return
         await self.quota.give_back(taken.partner, taken.day, taken.records)
         if taken.rated:
-            await self.limiter.release(taken.partner)
+            await self.limiter.release(taken.partner, taken.ticket)
 
 
 def _token_covers(claims: Mapping[str, object], subject: str, partner: str, purpose: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
@@ -896,21 +897,24 @@ class FakeClock:
         return self.now
 
 
+TICKETS = (f"share-{n}" for n in itertools.count())
+
+
 async def test_the_rate_holds_in_every_window_even_after_an_idle_spell() -> None:
     clock = FakeClock()
     windows = SlidingWindows(clock=clock)
-    assert await windows.acquire("acme", 2) is None
-    assert await windows.acquire("acme", 2) is None
-    assert await windows.acquire("acme", 2) == pytest.approx(1.0)
-    assert await windows.acquire("other", 2) is None  # one window per partner
+    assert await windows.acquire("acme", 2, next(TICKETS)) is None
+    assert await windows.acquire("acme", 2, next(TICKETS)) is None
+    assert await windows.acquire("acme", 2, next(TICKETS)) == pytest.approx(1.0)
+    assert await windows.acquire("other", 2, next(TICKETS)) is None  # one window per partner
     clock.now += 0.5
-    assert await windows.acquire("acme", 2) == pytest.approx(0.5)
+    assert await windows.acquire("acme", 2, next(TICKETS)) == pytest.approx(0.5)
     clock.now += 0.5
-    assert await windows.acquire("acme", 2) is None
+    assert await windows.acquire("acme", 2, next(TICKETS)) is None
     clock.now += 3600  # however long the pause, a second still holds two
     admitted = []
     for _ in range(10):
-        admitted.append(await windows.acquire("acme", 2) is None)
+        admitted.append(await windows.acquire("acme", 2, next(TICKETS)) is None)
         clock.now += 0.1
     assert admitted == [True, True] + [False] * 8
 
@@ -918,21 +922,33 @@ async def test_the_rate_holds_in_every_window_even_after_an_idle_spell() -> None
 async def test_a_rate_below_one_per_second_and_a_fractional_rate() -> None:
     clock = FakeClock()
     windows = SlidingWindows(clock=clock)
-    assert await windows.acquire("acme", 0.5) is None
-    assert await windows.acquire("acme", 0.5) == pytest.approx(2.0)
+    assert await windows.acquire("acme", 0.5, next(TICKETS)) is None
+    assert await windows.acquire("acme", 0.5, next(TICKETS)) == pytest.approx(2.0)
     clock.now += 1.5
-    assert await windows.acquire("acme", 0.5) == pytest.approx(0.5)
+    assert await windows.acquire("acme", 0.5, next(TICKETS)) == pytest.approx(0.5)
     clock.now += 0.5
-    assert await windows.acquire("acme", 0.5) is None
+    assert await windows.acquire("acme", 0.5, next(TICKETS)) is None
     # 2.5 per second never lets three through in one second.
-    assert [await windows.acquire("b", 2.5) is None for _ in range(3)] == [True, True, False]
+    admitted = [await windows.acquire("b", 2.5, next(TICKETS)) is None for _ in range(3)]
+    assert admitted == [True, True, False]
 
 
-async def test_a_released_admission_frees_its_place() -> None:
-    windows = SlidingWindows(clock=FakeClock())
-    assert await windows.acquire("acme", 1) is None
-    await windows.release("acme")
-    assert await windows.acquire("acme", 1) is None
+async def test_a_released_admission_frees_its_own_place() -> None:
+    clock = FakeClock()
+    windows = SlidingWindows(clock=clock)
+    assert await windows.acquire("acme", 1, "first") is None
+    await windows.release("acme", "first")
+    assert await windows.acquire("acme", 1, "second") is None
+    # Released after a later share was admitted: the place that frees is its own, the older
+    # one, not the later share's, which still counts for its whole second.
+    clock.now += 0.6
+    assert await windows.acquire("acme", 2, "third") is None
+    await windows.release("acme", "second")
+    clock.now += 0.5  # "second"'s place would have left the window by now, "third"'s has not
+    assert await windows.acquire("acme", 2, "fourth") is None
+    assert await windows.acquire("acme", 2, "fifth") is not None
+    await windows.release("acme", "unknown")  # nothing of it: nothing changes
+    assert await windows.acquire("acme", 2, "sixth") is not None
 
 
 async def test_rate_limit_answers_429_with_retry_after(make_gateway: GatewayFactory) -> None:
