@@ -28,6 +28,7 @@ from gateway.runtime import RUNTIME, Runtime, StartupError
 from gateway.server import SERVER_NAME
 from gateway.sharelog import review
 from gateway.sharelog.commands import UsageError, parse_time
+from gateway.sharelog.record import DECISIONS
 
 ADMIN_SCOPE = "gateway:admin"
 
@@ -148,6 +149,12 @@ async def shares(request: web.Request, runtime: Runtime) -> web.StreamResponse:
         offset = _whole_number(params, "offset", 0, 0, _SQLITE_INT_MAX)
     except (UsageError, ValueError) as exc:
         raise MalformedRequest(str(exc)) from exc
+    repeated = sorted({name for name in params if len(params.getall(name)) > 1})
+    if repeated:
+        raise MalformedRequest(f"filter(s) given more than once: {', '.join(repeated)}")
+    if "decision" in params and params["decision"] not in DECISIONS:
+        # As the CLI refuses it: a misspelt decision would read as "none of those".
+        raise MalformedRequest(f"decision must be one of {', '.join(sorted(DECISIONS))}")
     subject = params.get("subject")
     if subject is not None and not subject:
         # Dropped, an empty subject would list everyone's shares as one person's.

@@ -194,6 +194,10 @@ async def test_shares_endpoint_filters_the_durable_log(make_gateway: GatewayFact
         "since=0001-01-01",
         "until=9999-12-31",
         "since=2025-03-02&until=2025-03-01",
+        "decision=denials",  # a typo would read as "there were none"
+        "decision=Denied",
+        "partner=acme&partner=other",  # which one is meant?
+        "subject=u-9&subject=u-1",
     ],
 )
 async def test_shares_endpoint_refuses_what_it_cannot_answer_exactly(

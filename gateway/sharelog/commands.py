@@ -22,6 +22,7 @@ from gateway.settings import Settings
 from gateway.sharelog import review
 from gateway.sharelog.chain import format_ts
 from gateway.sharelog.ledger import Ledger, LedgerError, PruneRefused
+from gateway.sharelog.record import DECISIONS
 from gateway.sharelog.schema import SchemaError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -156,7 +157,7 @@ def _add_window(parser: argparse.ArgumentParser) -> None:
 def _add_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--partner", metavar="P")
     parser.add_argument("--purpose", metavar="P")
-    parser.add_argument("--decision", choices=("shared", "denied", "error"))
+    parser.add_argument("--decision", choices=sorted(DECISIONS))
     parser.add_argument("--reason", metavar="CODE", help="e.g. scope_denied")
     parser.add_argument("--caller", metavar="C", help="the calling service (token subject)")
     parser.add_argument("--share-id", metavar="ID", help="one share, by its X-Share-Id")
