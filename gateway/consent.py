@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import os
 import re
 import sqlite3
 import sys
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 import orjson
 
+from gateway.files import create_private
 from gateway.keys import keyed_hash
 
 if TYPE_CHECKING:
@@ -284,13 +284,7 @@ class ConsentRegistry:
         self._key = subject_key
         self._read_lock = threading.Lock()
         self._write_lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            # Keyed references are still personal data: the file is the owner's alone.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            os.close(fd)
-        except FileExistsError:
-            pass
+        create_private(path)
         self._writer = self._connect()
         try:
             self._prepare()

@@ -44,6 +44,22 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
     opened.close()
 
 
+def test_the_file_and_its_write_ahead_log_are_the_owners_alone(tmp_path: Path) -> None:
+    # Keyed subject references are personal data: no other account on the host reads them.
+    path = tmp_path / "var" / "log.sqlite"
+    opened = Ledger.open(path, KEY)
+    try:
+        opened.begin()
+        opened.add_share(record("s-1"))
+        opened.commit(NOW)
+        made = [path, path.with_name("log.sqlite-wal"), path.with_name("log.sqlite-shm")]
+        assert {p.name: oct(p.stat().st_mode & 0o777) for p in made} == {
+            p.name: "0o600" for p in made
+        }
+    finally:
+        opened.close()
+
+
 def test_a_share_and_its_outcome_in_one_transaction_are_linked(ledger: Ledger) -> None:
     ledger.begin()
     share = ledger.add_share(record("s-1"))

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import orjson
 
+from gateway.files import create_private
 from gateway.sharelog.chain import (
     CHECKPOINT_FIELDS,
     LIST_FIELDS,
@@ -168,7 +169,7 @@ def connect_rw(
     connect: Connect | None = None,
 ) -> sqlite3.Connection:
     """Open (creating if needed) the share log for writing, in WAL mode, migrated forward."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    create_private(path)
     conn = (connect or _default_connect)(path)
     try:
         conn.isolation_level = None  # transactions are explicit: BEGIN IMMEDIATE ... COMMIT
