@@ -1,0 +1,45 @@
+"""The README's deployment example agrees with the gateway it deploys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gateway.app import DRAIN_MARGIN_S
+from gateway.settings import LimitsSettings, ListenSettings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def example_pod() -> dict[str, Any]:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    start = readme.index("apiVersion: v1\nkind: Pod")
+    pod: dict[str, Any] = yaml.safe_load(readme[start : readme.index("```", start)])
+    return pod
+
+
+def gateway_container(pod: dict[str, Any]) -> dict[str, Any]:
+    [container] = [c for c in pod["spec"]["containers"] if c["name"] == "share-gateway"]
+    assert isinstance(container, dict)
+    return container
+
+
+def test_the_example_pod_gives_the_drain_time_to_finish() -> None:
+    slowest = max(
+        yaml.safe_load(path.read_text(encoding="utf-8"))["upstream"]["timeout_s"]
+        for path in (REPO / "contracts").glob("*.yaml")
+    )
+    drain = LimitsSettings().body_read_timeout_s + slowest + DRAIN_MARGIN_S
+    assert example_pod()["spec"]["terminationGracePeriodSeconds"] > drain
+
+
+def test_the_example_pod_probes_the_gateway_where_it_listens() -> None:
+    # The default listens on loopback, which the kubelet's httpGet probes never reach.
+    assert ListenSettings().host == "127.0.0.1"
+    container = gateway_container(example_pod())
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert "httpGet" not in container[probe]
+        command = " ".join(container[probe]["exec"]["command"])
+        assert f"http://127.0.0.1:{ListenSettings().port}/_gateway/" in command
