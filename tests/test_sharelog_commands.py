@@ -373,7 +373,10 @@ async def test_prune_removes_only_records_past_retention(
 
     code, out, _ = run(["logs", "prune", "--dry-run"], settings, capsys)
     assert code == 0
-    assert out.startswith("would remove 1 shares, 1 outcomes and 1 checkpoints")
+    assert out.startswith(
+        "would remove 1 shares dated before 2"  # the cut-off, then what goes with them:
+    )
+    assert "with the 1 outcomes and 1 checkpoints that precede the first share kept" in out
     assert [r["share_id"] for r in query(settings.share_log.path)] == ["old", "new"]
 
     code, out, _ = run(["logs", "prune"], settings, capsys)

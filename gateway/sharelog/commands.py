@@ -453,9 +453,13 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(str(exc)) from exc
     finally:
         ledger.close()
+    # Only shares are judged by their date: the chain is cut at the first share dated at or
+    # after `before`, and the outcomes and checkpoints before that place go with it, whenever
+    # they were written.
     what = (
-        f"{result.shares:,} shares, {result.outcomes:,} outcomes and "
-        f"{result.checkpoints:,} checkpoints dated before {format_ts(before)}"
+        f"{result.shares:,} shares dated before {format_ts(before)}, with the "
+        f"{result.outcomes:,} outcomes and {result.checkpoints:,} checkpoints that precede "
+        "the first share kept"
     )
     if args.dry_run:
         print(f"would remove {what}")
