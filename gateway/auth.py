@@ -478,9 +478,17 @@ def load_key_store(
 # --- tokens -----------------------------------------------------------------------------------
 
 
+# The algorithm names a token may carry (RFC 7518, RFC 8037): the only header values echoed
+# in a refusal, which is also logged; anything else is the caller's free text.
+_ALGORITHM_NAMES: Final = frozenset(
+    {"none", "EdDSA", *(f"{f}{n}" for f in ("HS", "RS", "PS", "ES") for n in (256, 384, 512))}
+)
+
+
 def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    if isinstance(value, str) and value in _ALGORITHM_NAMES:
+        return repr(value)
+    return "(not a registered algorithm name)"
 
 
 def _read_header(token: str) -> dict[str, Any]:

@@ -358,6 +358,16 @@ async def test_hs256_signed_with_public_key_pem_refused(
     await refused(rs256, token, "algorithm 'HS256' is not allowed")
 
 
+@pytest.mark.parametrize("alg", ["13800138000", "Zhang San 110101199003074578", "rs256"])
+async def test_a_header_value_that_is_no_algorithm_name_is_never_echoed(
+    rs256: TokenVerifier, rsa_signer: SigningKey, alg: object
+) -> None:
+    # The refusal is logged (consent tokens) and answered: it repeats no caller text.
+    token = sign_raw({"alg": alg}, claims(), rsa_signer)
+    error = await refused(rs256, token, r"algorithm \(not a registered algorithm name\)")
+    assert str(alg) not in error.message
+
+
 async def test_rsa_key_never_verifies_hs256_even_if_allowed(rsa_signer: SigningKey) -> None:
     # Settings refuse HS256 beside a public key; this checks the second line of defence:
     # a key is bound to the algorithms it can do, whatever the allow-list says.
