@@ -459,7 +459,8 @@ class _Run:
 # key an object by phone numbers or names. Names that do not look like field names are logged
 # as `<key>`.
 _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
-_DIGIT_RUN = re.compile(r"[0-9]{5}")
+# Five digits in all, however they are split: "tel_138-0013-8000" is a phone number.
+_FIVE_DIGITS = re.compile(r"(?:[0-9][^0-9]*){5}")
 MAX_STRIPPED_PATHS = 256
 UNNAMED_KEY = "<key>"
 
@@ -467,7 +468,7 @@ UNNAMED_KEY = "<key>"
 @functools.lru_cache(maxsize=4096)
 def loggable_key(key: str) -> str:
     """`key` if it reads like a field name, else a placeholder that reveals nothing."""
-    if _FIELD_NAME.fullmatch(key) is None or _DIGIT_RUN.search(key) is not None:
+    if _FIELD_NAME.fullmatch(key) is None or _FIVE_DIGITS.search(key) is not None:
         return UNNAMED_KEY
     return key
 

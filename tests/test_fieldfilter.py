@@ -904,12 +904,21 @@ def test_spelled_paths_parse_back(paths: list[Generic]) -> None:
 def test_stripped_key_names_that_could_be_personal_data_are_not_logged() -> None:
     plan = compile_plan([AllowRule("a.keep", "business.note")])
     doc: dict[str, JSONValue] = {
-        "a": {"keep": 1, "13800138000": "x", "王小明": "y", "wang@example.com": "z", "note": 2}
+        "a": {
+            "keep": 1,
+            "13800138000": "x",
+            "王小明": "y",
+            "wang@example.com": "z",
+            "tel_138-0013-8000": "w",
+            "born_1990_03_07": "v",
+            "note": 2,
+            "line_2": 3,
+        }
     }
     result = plan.apply(doc, {}, hash_key=b"k" * 32)
     assert result.document == {"a": {"keep": 1}}
-    assert result.fields_stripped == ("a.<key>", "a.note")
-    assert result.stripped_count == 4
+    assert result.fields_stripped == ("a.<key>", "a.line_2", "a.note")
+    assert result.stripped_count == 7
     assert not any("13800138000" in p or "王" in p or "@" in p for p in result.fields_stripped)
 
 
