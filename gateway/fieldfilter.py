@@ -476,24 +476,37 @@ def loggable_key(key: str) -> str:
 def _copy_scanning(
     value: JSONValue, scanner: TextScanner | None, allowed: frozenset[str]
 ) -> tuple[JSONValue, dict[str, int]]:
-    """A copy of a whole subtree with every string scanned, and the redactions made.
+    """A copy of a whole subtree with every string, key and long integer scanned, and the
+    redactions made.
 
+    A subtree is free-form: a phone number may be a key (`{"13800138000": ...}`) or an integer
+    as well as text. An integer in which something is found becomes the redacted text; a key
+    that redacts to one already copied is left out (one object cannot hold it twice).
     Iterative, so no nesting depth can exhaust the stack.
     """
     counts: dict[str, int] = {}
     pending: list[tuple[JSONValue, JSONValue]] = []
+
+    def scanned(text: str) -> str:
+        if scanner is None:
+            return text
+        text, found = scanner(text, allowed)
+        for category, n in found.items():
+            if n:
+                counts[category] = counts.get(category, 0) + n
+        return text
 
     def copy(item: JSONValue) -> JSONValue:
         if isinstance(item, _CONTAINERS):
             empty: JSONValue = {} if isinstance(item, dict) else []
             pending.append((item, empty))
             return empty
-        if scanner is not None and type(item) is str:
-            text, found = scanner(item, allowed)
-            for category, n in found.items():
-                if n:
-                    counts[category] = counts.get(category, 0) + n
-            return text
+        if type(item) is str:
+            return scanned(item)
+        if type(item) is int and not -_SHORTEST_ID < item < _SHORTEST_ID:
+            digits = str(item)
+            text = scanned(digits)
+            return item if text is digits else text
         return item
 
     root = copy(value)
@@ -501,10 +514,16 @@ def _copy_scanning(
         source, target = pending.pop()
         if isinstance(source, dict) and isinstance(target, dict):
             for key, item in source.items():
-                target[key] = copy(item)
+                name = scanned(key)
+                if name not in target:  # only a redacted key can meet one already copied
+                    target[name] = copy(item)
         elif isinstance(source, list) and isinstance(target, list):
             target.extend(copy(item) for item in source)
     return root, counts
+
+
+# Every identifier the scanner knows has seven digits or more: shorter integers hold none.
+_SHORTEST_ID: Final = 1_000_000
 
 
 def _query_number(text: str) -> JSONValue:

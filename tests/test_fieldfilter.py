@@ -28,6 +28,7 @@ from gateway.fieldfilter import (
     select,
 )
 from gateway.jsonbody import JSONValue
+from gateway.pii import scan
 from gateway.transforms import (
     GeneralizeBucket,
     GeneralizeYear,
@@ -555,6 +556,10 @@ def test_scanner_sees_every_kept_untransformed_string_with_its_allowed_categorie
             ("SECRET", frozenset({"device.device_info"})),
             ("z", frozenset({"device.device_info"})),
             ("SECRET", note),
+            # A subtree's keys are free text too.
+            ("x", frozenset({"device.device_info"})),
+            ("k", frozenset({"device.device_info"})),
+            ("y", frozenset({"device.device_info"})),
         ]
     )
     r = "[REDACTED:test.secret]"
@@ -899,6 +904,38 @@ def test_spelled_paths_parse_back(paths: list[Generic]) -> None:
     for segments in paths:
         if _writable(segments):
             assert parse_path(_spell(segments)) == segments
+
+
+def test_a_subtree_keeps_no_identifier_in_a_key_or_an_integer() -> None:
+    p = plan(AllowRule("meta.**", "device.device_info"))
+    doc: dict[str, JSONValue] = {
+        "meta": {
+            "13800138000": 1,
+            "x": 110105201503171009,  # a resident ID number, sent as a number
+            "cards": [6222021234567894, -13800138000],
+            "small": 999_999,
+            "count": 13800138,  # seven digits, but no identifier
+            "phone 13800138000": "13900139000",
+            "[REDACTED:contact.phone]": "first",  # what a redacted key would collide with
+        }
+    }
+    result = p.apply(doc, {}, hash_key=KEY, scanner=scan)
+    phone, card = "[REDACTED:contact.phone]", "[REDACTED:financial.bank_account]"
+    assert result.document == {
+        "meta": {
+            phone: 1,
+            "x": "[REDACTED:identity.id_number]",
+            "cards": [card, f"-{phone}"],
+            "small": 999_999,
+            "count": 13800138,
+            f"phone {phone}": phone,
+        }
+    }
+    assert result.pii_redactions == {
+        "contact.phone": 4,
+        "identity.id_number": 1,
+        "financial.bank_account": 1,
+    }
 
 
 def test_stripped_key_names_that_could_be_personal_data_are_not_logged() -> None:
