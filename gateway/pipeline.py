@@ -84,6 +84,7 @@ class Flow:
     consent_basis: tuple[str, ...] = ()
     passed_headers: tuple[tuple[str, str], ...] = ()  # the caller's headers the route lets through
     volume_taken: VolumeTaken | None = None  # what the rate and daily counts took for it
+    header_redactions: dict[str, int] = field(default_factory=dict)  # in passed-on headers
 
     def record(self, decision: str, reason: str) -> ShareRecord:
         partner = self.partner
@@ -109,7 +110,7 @@ class Flow:
             fields_stripped=result.fields_stripped if result else (),
             fields_transformed=result.fields_transformed if result else (),
             categories_sent=result.categories_sent if result else (),
-            pii_redactions=dict(result.pii_redactions) if result else {},
+            pii_redactions=self._redactions(result) if shared else {},
             records=self.records if shared else 0,
             subject_refs=self.subject_refs,
             bytes_sent=len(self.body) if self.body is not None and shared else 0,
@@ -117,6 +118,12 @@ class Flow:
             cross_border_mechanism=partner.cross_border_mechanism if partner else None,
             consent_basis=self.consent_basis,
         )
+
+    def _redactions(self, result: FilterResult | None) -> dict[str, int]:
+        counts = dict(result.pii_redactions) if result else {}
+        for category, n in self.header_redactions.items():
+            counts[category] = counts.get(category, 0) + n
+        return counts
 
 
 def _share_ids() -> Iterator[str]:
@@ -219,16 +226,29 @@ def authorize(flow: Flow, request: web.Request) -> None:
     raise PurposeDenied(f"the route {matches[0][0].label} is not declared for purpose {purpose!r}")
 
 
-def pass_through_headers(flow: Flow, request: web.Request) -> None:
-    """The caller's headers the route lets through, read before the share is recorded."""
+def pass_through_headers(flow: Flow, request: web.Request, runtime: Runtime) -> None:
+    """The caller's headers the route lets through, read before the share is recorded.
+
+    Their values are free text no category covers (a `User-Agent` may carry a phone number):
+    scanned like an allowed string, every identifier redacted and counted.
+    """
     if flow.route is None:
         raise RuntimeError("pass_through_headers runs after authorize")
     headers: list[tuple[str, str]] = []
+    scanner = runtime.scanner
     for name in flow.route.header_order:
         value = _single_header(request, name)
-        if value is not None:
-            headers.append((name, value))
+        if value is None:
+            continue
+        if scanner is not None:
+            value, found = scanner(value, _NO_CATEGORIES)
+            for category, n in found.items():
+                flow.header_redactions[category] = flow.header_redactions.get(category, 0) + n
+        headers.append((name, value))
     flow.passed_headers = tuple(headers)
+
+
+_NO_CATEGORIES: frozenset[str] = frozenset()
 
 
 def check_contract(flow: Flow, now: datetime) -> None:
@@ -454,7 +474,7 @@ async def decide(flow: Flow, request: web.Request, runtime: Runtime) -> None:
     await authenticate(flow, request, runtime)
     authorize(flow, request)
     check_contract(flow, datetime.now(flow.policy.zone))
-    pass_through_headers(flow, request)
+    pass_through_headers(flow, request, runtime)
     await read_payload(flow, request, runtime)
     # Judged when the body is in (it may take `body_read_timeout_s`): a consent withdrawn
     # meanwhile counts, and so does the day the share is recorded on.

@@ -762,6 +762,28 @@ async def test_only_allowed_headers_reach_the_partner(make_gateway: GatewayFacto
     assert seen.headers.getall("X-Data-Retention-Days") == ["30"]
 
 
+async def test_a_passed_on_header_keeps_no_identifier(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway([contract(routes=routes(CHECKED_ROUTE))])
+    response = await gw.share(
+        "POST",
+        "/acme/v1/checked",
+        json={"loan_amount": 1},
+        headers={
+            "User-Agent": "billing/1.2 (13800138000; 11010519491231002X)",
+            "Idempotency-Key": "k-13900139000",
+            "Accept": "application/json",
+        },
+    )
+    assert response.status == 200, await response.text()
+    [seen] = gw.partner.received
+    phone = "[REDACTED:contact.phone]"
+    assert seen.headers["User-Agent"] == f"billing/1.2 ({phone}; [REDACTED:identity.id_number])"
+    assert seen.headers["Idempotency-Key"] == f"k-{phone}"
+    assert seen.headers["Accept"] == "application/json"
+    record = gw.log.records[-1]
+    assert record.pii_redactions == {"contact.phone": 2, "identity.id_number": 1}
+
+
 CHECKED_ROUTE = {
     "method": "POST",
     "path": "/v1/checked",
