@@ -145,7 +145,7 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
     if result.result.query:
         print("query: " + "&".join(f"{k}={v}" for k, v in result.result.query.items()))
     print(
-        "note: consent, minors, rate and daily caps depend on the moment and the registry; "
+        "note: consent and the rate and daily caps depend on the registry and the traffic; "
         "the running gateway checks them",
         file=sys.stderr,
     )

@@ -12,7 +12,7 @@ from gateway.pii import scan
 from gateway.pipeline import BODYLESS_METHODS, check_contract_at
 from gateway.policy import PartnerPolicy, RoutePolicy
 from gateway.routing import parse_target
-from gateway.terms import subjects_of
+from gateway.terms import check_minors, subjects_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +42,9 @@ def explain(
     """Apply the partner's contract to a request as the gateway would; raise the denial if any.
 
     `scanner` is the free-text scan the gateway runs (the same one by default), so the body shown
-    is the body the partner would receive, redactions included. Consent, minors and rate terms
-    depend on state outside the contract and are not evaluated.
+    is the body the partner would receive, redactions included. Minors are judged (the body and
+    the date decide); consent and the rate and daily caps depend on state outside the contract
+    and are not evaluated.
     """
     method, _, target = route_text.strip().partition(" ")
     method = method.upper()
@@ -73,5 +74,7 @@ def explain(
         raise MalformedBody("a body is required for this route")
     query = dict(parsed.query)
     result = route.plan.apply(doc, query, hash_key=partner.hash_key, scanner=scanner, trace=True)
-    subjects_of(route, doc, query)  # the gateway refuses a share whose subject it cannot read
+    # The gateway refuses a share whose subject it cannot read, and one about a child where the
+    # contract denies it: both depend on the body and the date alone.
+    check_minors(partner, subjects_of(route, doc, query), now.date())
     return Explanation(route=route, result=result)

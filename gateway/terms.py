@@ -151,6 +151,18 @@ def _as_date(value: JSONValue, what: str) -> date:
     raise MalformedBody(f"{what} is not an ISO 8601 date")
 
 
+def check_minors(partner: PartnerPolicy, subjects: list[Subject], today: date) -> list[bool]:
+    """Which subjects are under 14 `today`; raises MinorDenied where the contract denies them."""
+    minors = [s.birth_date is not None and is_minor(s.birth_date, today) for s in subjects]
+    if partner.minors_denied and any(minors):
+        subject = subjects[minors.index(True)]
+        raise MinorDenied(
+            f"{subject.where} is under {MINOR_AGE}; the contract denies shares about minors",
+            details=subject.details,
+        )
+    return minors
+
+
 def is_minor(born: date, today: date) -> bool:
     """Under 14 on `today`; a 29 February birthday turns 14 on 1 March in common years."""
     year = born.year + MINOR_AGE
@@ -283,14 +295,7 @@ class Terms:
         partner, purpose = flow.partner, flow.purpose
         if partner is None or purpose is None:
             raise RuntimeError("terms are checked after the partner and purpose are known")
-        today = now.date()
-        minors = [s.birth_date is not None and is_minor(s.birth_date, today) for s in flow.subjects]
-        if partner.minors_denied and any(minors):
-            subject = flow.subjects[minors.index(True)]
-            raise MinorDenied(
-                f"{subject.where} is under {MINOR_AGE}; the contract denies shares about minors",
-                details=subject.details,
-            )
+        minors = check_minors(partner, flow.subjects, now.date())
         flow.consent_basis = await self._consent(flow, partner, purpose, minors, request, now)
         flow.volume_taken = await self._volume(partner, flow.records, now, flow.share_id)
 

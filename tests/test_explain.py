@@ -23,6 +23,7 @@ from gateway.errors import (
     GatewayError,
     MalformedBody,
     MalformedRequest,
+    MinorDenied,
     PurposeDenied,
     RouteDenied,
 )
@@ -270,6 +271,18 @@ def test_denials_carry_the_gateways_code(
     with pytest.raises(error) as caught:
         run(policy.partners[partner], route, purpose, body)
     assert caught.value.code == error.code
+
+
+def test_a_share_about_a_child_is_minor_denied_as_the_gateway_denies_it(policy: Policy) -> None:
+    # acme-credit's contract says `minors: deny`; the body and the date decide, nothing else.
+    child = {**APPLICANT, "applicant": {**APPLICANT["applicant"], "birth_date": "2013-06-02"}}
+    partner = policy.partners["acme-credit"]
+    with pytest.raises(MinorDenied) as caught:
+        run(partner, "POST /v1/assess", "credit_assessment", child)
+    assert caught.value.code == "minor_denied"
+    # Fourteen on the day: no longer a child.
+    later = datetime(2027, 6, 2, tzinfo=ZONE)
+    assert run(partner, "POST /v1/assess", "credit_assessment", child, now=later).document
 
 
 @pytest.mark.parametrize(
