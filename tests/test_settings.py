@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
+from pydantic import BaseModel
 
 from gateway.settings import Settings, SettingsError, load_settings
 
@@ -36,6 +38,28 @@ def test_the_example_file_loads_and_relative_paths_follow_the_file(tmp_path: Pat
     assert settings.share_log.path == tmp_path / "conf" / "var" / "share-log.sqlite"
     assert settings.registry.path == tmp_path / "conf" / "var" / "consent.sqlite"
     assert settings.contracts_dir == tmp_path / "conf" / "contracts"
+
+
+def test_the_example_file_names_every_setting() -> None:
+    # It is the list of settings the README points to: a setting it leaves out is unknown.
+    example = yaml.safe_load(
+        (Path(__file__).resolve().parent.parent / "gateway.example.yaml").read_text("utf-8")
+    )
+    missing = []
+    for name, field in Settings.model_fields.items():
+        if name not in example:
+            missing.append(name)
+            continue
+        section = field.annotation
+        choices = [a for a in getattr(section, "__args__", (section,)) if a is not type(None)]
+        if len(choices) == 1 and isinstance(choices[0], type) and issubclass(choices[0], BaseModel):
+            keys = set(choices[0].model_fields) - KEY_SOURCES  # one source is named, the others
+            missing += [f"{name}.{key}" for key in sorted(keys - set(example[name]))]
+    assert missing == []
+
+
+# Where a section's keys come from: the example names one, and its comment the others.
+KEY_SOURCES = {"jwks_file", "jwks_url", "hs256_secret_env"}
 
 
 def test_environment_overrides_section_keys(tmp_path: Path) -> None:
