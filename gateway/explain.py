@@ -9,7 +9,7 @@ from gateway.errors import MalformedBody, MalformedRequest, PurposeDenied, Route
 from gateway.fieldfilter import FieldDecision, FilterResult, TextScanner
 from gateway.jsonbody import JSONValue, parse_json
 from gateway.pii import scan
-from gateway.pipeline import BODYLESS_METHODS, check_contract_at
+from gateway.pipeline import BODYLESS_METHODS, check_contract_at, refuse_identifiers_in_path
 from gateway.policy import PartnerPolicy, RoutePolicy
 from gateway.routing import parse_target
 from gateway.terms import check_minors, subjects_of
@@ -54,9 +54,10 @@ def explain(
     matches = partner.routes.match(method, parsed.segments)
     if not matches:
         raise RouteDenied(f"the contract declares no route {method} {target.partition('?')[0]}")
-    route = next((r for r, _ in matches if r.purpose == purpose), None)
+    route, params = next(((r, p) for r, p in matches if r.purpose == purpose), (None, {}))
     if route is None:
         raise PurposeDenied(f"no route {method} {target} for purpose {purpose!r}")
+    refuse_identifiers_in_path(params, scanner)
     check_contract_at(partner, now)
     if route.plan is None:
         raise MalformedRequest(

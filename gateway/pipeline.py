@@ -30,7 +30,7 @@ from gateway.errors import (
     UnsupportedMediaType,
     UpstreamError,
 )
-from gateway.fieldfilter import FilterResult
+from gateway.fieldfilter import FilterResult, TextScanner
 from gateway.jsonbody import (
     JSONValue,
     check_json_content_type,
@@ -198,7 +198,7 @@ async def authenticate(flow: Flow, request: web.Request, runtime: Runtime) -> No
     flow.caller = await caller_of(request, runtime)
 
 
-def authorize(flow: Flow, request: web.Request) -> None:
+def authorize(flow: Flow, request: web.Request, runtime: Runtime) -> None:
     partner, target, caller = flow.partner, flow.target, flow.caller
     if partner is None or target is None or caller is None:
         raise RuntimeError("authorize runs after resolve_partner and authenticate")
@@ -217,13 +217,29 @@ def authorize(flow: Flow, request: web.Request) -> None:
         raise RouteDenied(
             f"the contract declares no route {flow.method} /{'/'.join(target.segments)}"
         )
-    for route, _params in matches:
+    for route, params in matches:
         if route.purpose == purpose:
             flow.route = route
+            refuse_identifiers_in_path(params, runtime.scanner)
             return
     if purpose not in partner.purposes:
         raise PurposeDenied(f"purpose {purpose!r} is not approved in the contract")
     raise PurposeDenied(f"the route {matches[0][0].label} is not declared for purpose {purpose!r}")
+
+
+def refuse_identifiers_in_path(params: Mapping[str, str], scanner: TextScanner | None) -> None:
+    """A placeholder's value goes to the partner as it is, and no category of the contract
+    covers it: one holding an identifier (a phone or ID number as a "report id") is refused,
+    since redacting it would change what the request names."""
+    if scanner is None:
+        return
+    for name, value in params.items():
+        _, found = scanner(value, _NO_CATEGORIES)
+        if found:
+            raise MalformedRequest(
+                f"the path value for {{{name}}} holds personal data ({', '.join(sorted(found))}); "
+                "personal data goes in the body, where the contract names it"
+            )
 
 
 def pass_through_headers(flow: Flow, request: web.Request, runtime: Runtime) -> None:
@@ -472,7 +488,7 @@ async def decide(flow: Flow, request: web.Request, runtime: Runtime) -> None:
     """Every check of SPEC 4, in its order; the first failure raises the answer."""
     resolve_partner(flow, request, runtime)
     await authenticate(flow, request, runtime)
-    authorize(flow, request)
+    authorize(flow, request, runtime)
     check_contract(flow, datetime.now(flow.policy.zone))
     pass_through_headers(flow, request, runtime)
     await read_payload(flow, request, runtime)

@@ -784,6 +784,29 @@ async def test_a_passed_on_header_keeps_no_identifier(make_gateway: GatewayFacto
     assert record.pii_redactions == {"contact.phone": 2, "identity.id_number": 1}
 
 
+@pytest.mark.parametrize(
+    ("value", "found"),
+    [
+        ("13800138000", "contact.phone"),
+        ("11010519491231002X", "identity.id_number"),
+        ("6222021234567894", "financial.bank_account"),
+    ],
+)
+async def test_a_path_value_holding_an_identifier_is_refused(
+    make_gateway: GatewayFactory, value: str, found: str
+) -> None:
+    gw = await make_gateway()
+    response = await gw.share("GET", f"/acme/v1/reports/{value}")
+    await assert_refused(gw, response, 400, "malformed_request")
+    message = (await response.json())["error"]["message"]
+    assert f"the path value for {{report_id}} holds personal data ({found})" in message
+    assert gw.log.records[-1].route == "GET /v1/reports/{report_id}"
+    # An ordinary id, digits included, goes through.
+    response = await gw.share("GET", "/acme/v1/reports/r-2025-0042")
+    assert response.status == 200, await response.text()
+    assert gw.partner.received[-1].target == "/v1/reports/r-2025-0042"
+
+
 CHECKED_ROUTE = {
     "method": "POST",
     "path": "/v1/checked",
