@@ -8,6 +8,7 @@ import ipaddress
 import operator
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -59,20 +60,72 @@ def _build_fold_table() -> dict[int, int]:
 
 
 _FOLD_TABLE: Final = _build_fold_table()
+
+
 # Separators a number is written with besides ASCII space and hyphen (text pasted from web
 # pages and editors): folded everywhere, each to one ASCII character like the table above.
 # Dashes fold to a space, not a hyphen: "138–0013–8000" is a grouped number, while after a
 # hyphen a digit-led match is refused ("2024-13800138000"), and "13800138000–13800138999" or
 # "010–13800138000" hold numbers of their own. The full-width hyphen stays a hyphen, as the
 # full-width fold makes it (it also joins the parts of an e-mail address).
+# Tab, the em dash, the horizontal bar and the minus sign (U+2212) separate groups the same way.
+# The decimal digits of every other script (Arabic-Indic, Devanagari, mathematical bold, ...)
+# fold to ASCII digits here too: "١٣٨٠٠١٣٨٠٠٠" is a phone number.
+def _other_digits() -> dict[int, int]:
+    return {
+        cp: ord("0") + unicodedata.digit(chr(cp))
+        for cp in range(0x80, 0x110000)
+        if unicodedata.category(chr(cp)) == "Nd" and not 0xFF10 <= cp <= 0xFF19
+    }
+
+
+def _char_class(codepoints: Iterable[int]) -> str:
+    """The body of a regex character class for `codepoints`, as ranges: a class of hundreds of
+    single characters is searched many times slower than one of a few dozen ranges."""
+    ranges: list[list[int]] = []
+    for cp in sorted(set(codepoints)):
+        if ranges and cp == ranges[-1][1] + 1:
+            ranges[-1][1] = cp
+        else:
+            ranges.append([cp, cp])
+    return "".join(
+        re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}"
+        for a, b in ranges
+    )
+
+
+_OTHER_DIGITS: Final = _other_digits()
+# Outside the Basic Multilingual Plane (mathematical digits and a few scripts): folded apart,
+# only for a string holding such a character at all. Kept out of the classes below, they
+# would make every search of every string many times slower.
+_ASTRAL_DIGITS: Final = {cp: digit for cp, digit in _OTHER_DIGITS.items() if cp > 0xFFFF}
+_ANY_ASTRAL: Final = re.compile("[\U00010000-\U0010ffff]")
+_BMP_DIGITS: Final = {cp: digit for cp, digit in _OTHER_DIGITS.items() if cp <= 0xFFFF}
 _SEPARATOR_TABLE: Final = {
-    **{cp: ord(" ") for cp in (0x00A0, 0x2007, 0x202F, 0x3000, 0x2010, 0x2011, 0x2012, 0x2013)},
+    **{
+        cp: ord(" ")
+        for cp in (
+            0x0009,
+            0x00A0,
+            0x2007,
+            0x202F,
+            0x3000,
+            0x2010,
+            0x2011,
+            0x2012,
+            0x2013,
+            0x2014,
+            0x2015,
+            0x2212,
+        )
+    },
     0xFF0D: ord("-"),
+    **_BMP_DIGITS,
 }
 _SEPARATOR_CHARS: Final = {chr(k): chr(v) for k, v in _SEPARATOR_TABLE.items()}
-_SEPARATORS: Final = re.compile("[" + "".join(_SEPARATOR_CHARS) + "]")
+_SEPARATORS: Final = re.compile("[" + _char_class(_SEPARATOR_TABLE) + "]")
 _MAY_NEED_FOLDING: Final = re.compile(
-    "[" + "".join(map(chr, _SEPARATOR_TABLE)) + "\uff10-\uff19\uff20-\uff3a\uff41-\uff5a]"
+    "[" + _char_class(_SEPARATOR_TABLE) + "\uff10-\uff19\uff20-\uff3a\uff41-\uff5a]"
 )
 # Full-width digits, letters and '@' are what can start an identifier; full-width punctuation
 # alone (，：（）in ordinary Chinese prose) must not make every string pay for folding.
@@ -86,7 +139,9 @@ _FOLD_RUN: Final = re.compile(
     "[\u3000\uff01-\uff5e]*"
 )
 # Nothing can match without a digit, '@' or ':' (full-width digits and '＠' included).
-_MAY_CONTAIN: Final = re.compile("[0-9:@\uff10-\uff19\uff20]")
+_MAY_CONTAIN: Final = re.compile(
+    "[0-9:@\uff10-\uff19\uff20" + _char_class(_BMP_DIGITS) + "\U00010000-\U0010ffff]"
+)
 
 # --- scouting ------------------------------------------------------------------------------
 
@@ -248,6 +303,7 @@ def birth_date_from_id(value: str) -> dt.date | None:
     # Written in groups (`110105-19900307-1234`, spaces, their full-width forms) it is the same
     # number: a minor's card must not pass as no card at all for want of its separators.
     value = value.translate(_SEPARATOR_TABLE).translate(_FOLD_TABLE).translate(_ID_SEPARATORS)
+    value = value.translate(_ASTRAL_DIGITS)
     if len(value) != 18 or not _ID_SHAPE.fullmatch(value):
         return None
     born = _id_birth_date(value)
@@ -481,6 +537,8 @@ def _fold_separator(m: re.Match[str]) -> str:
 
 
 def _fold(text: str) -> str:
+    if _ANY_ASTRAL.search(text):
+        text = text.translate(_ASTRAL_DIGITS)
     if not _MAY_NEED_FOLDING.search(text):  # one search for ordinary prose, as before
         return text
     text = _SEPARATORS.sub(_fold_separator, text)  # rare: cheaper than translating it all

@@ -243,6 +243,8 @@ def grouped(value: str, sizes: tuple[int, ...], separator: str = " ") -> str:
 
 
 CARD_GROUPED = grouped(CARD_16, (4, 4, 4, 4))
+# 13800138000 in mathematical bold digits (U+1D7CE + d), outside the Basic Multilingual Plane.
+MATH_PHONE = "".join(chr(0x1D7CE + int(d)) for d in "13800138000")
 
 
 @pytest.mark.parametrize(
@@ -257,6 +259,18 @@ CARD_GROUPED = grouped(CARD_16, (4, 4, 4, 4))
         ("回拨138\uff0d0013\uff0d8000", "138\uff0d0013\uff0d8000"),  # full-width hyphens
         (f"卡号{CARD_GROUPED.replace(' ', chr(0xA0))}。", CARD_GROUPED.replace(" ", chr(0xA0))),
         ("写信到zhang@mail.xn--fiqs8s吧", "zhang@mail.xn--fiqs8s"),  # an IDN top-level domain
+        ("回拨138\t0013\t8000", "138\t0013\t8000"),  # tabs
+        ("回拨138\u20140013\u20148000", "138\u20140013\u20148000"),  # em dashes
+        ("回拨138\u22120013\u22128000", "138\u22120013\u22128000"),  # minus signs
+        (
+            "回拨\u0661\u0663\u0668\u0660\u0660\u0661\u0663\u0668\u0660\u0660\u0660。",
+            "\u0661\u0663\u0668\u0660\u0660\u0661\u0663\u0668\u0660\u0660\u0660",
+        ),
+        (
+            "回拨\u0967\u0969\u096e\u0966\u0966\u0967\u0969\u096e\u0966\u0966\u0966。",
+            "\u0967\u0969\u096e\u0966\u0966\u0967\u0969\u096e\u0966\u0966\u0966",
+        ),
+        (f"😀回拨{MATH_PHONE}。", MATH_PHONE),  # beyond the BMP, after another such character
     ],
     ids=[
         "card_expiry",
@@ -268,6 +282,12 @@ CARD_GROUPED = grouped(CARD_16, (4, 4, 4, 4))
         "phone_fullwidth_hyphen",
         "card_nbsp",
         "idn_email",
+        "phone_tabs",
+        "phone_em_dashes",
+        "phone_minus_signs",
+        "phone_arabic_indic_digits",
+        "phone_devanagari_digits",
+        "phone_mathematical_digits",
     ],
 )
 def test_identifiers_written_with_separators_or_neighbours(text: str, found: str) -> None:
@@ -322,6 +342,10 @@ def test_birth_date_from_valid_ids() -> None:
     assert birth_date_from_id(fullwidth(grouped)) == dt.date(1990, 3, 7)
     minor = with_id_check("44030520150601456")
     assert birth_date_from_id(minor) == dt.date(2015, 6, 1)
+    in_other_digits = "".join(chr(0x0660 + int(c)) if c.isdigit() else c for c in minor)
+    assert birth_date_from_id(in_other_digits) == dt.date(2015, 6, 1)
+    in_math_digits = "".join(chr(0x1D7CE + int(c)) if c.isdigit() else c for c in minor)
+    assert birth_date_from_id(in_math_digits) == dt.date(2015, 6, 1)
     for invisible in ("\u200b", "\u200c", "\u200d", "\u2060", "\u00ad", "\ufeff"):
         hidden = f"{minor[:6]}{invisible}{minor[6:]}{invisible}"
         assert birth_date_from_id(hidden) == dt.date(2015, 6, 1), repr(invisible)
