@@ -302,8 +302,9 @@ def birth_date_from_id(value: str) -> dt.date | None:
     """The birth date in a valid mainland resident ID number, or None if it is not one."""
     # Written in groups (`110105-19900307-1234`, spaces, their full-width forms) it is the same
     # number: a minor's card must not pass as no card at all for want of its separators.
-    value = value.translate(_SEPARATOR_TABLE).translate(_FOLD_TABLE).translate(_ID_SEPARATORS)
-    value = value.translate(_ASTRAL_DIGITS)
+    if not (len(value) == 18 and value.isascii()):  # the usual case needs no folding
+        value = value.translate(_SEPARATOR_TABLE).translate(_FOLD_TABLE)
+        value = value.translate(_ID_SEPARATORS).translate(_ASTRAL_DIGITS)
     if len(value) != 18 or not _ID_SHAPE.fullmatch(value):
         return None
     born = _id_birth_date(value)
