@@ -17,6 +17,10 @@ SERVER_NAME = "share-gateway"
 
 log = structlog.get_logger("gateway")
 
+# After the drain, a request still in progress is given this long again, then cancelled and
+# given this long to wind up (aiohttp's two steps).
+CANCEL_GRACE_S = 1.0
+
 # How often a flood of refused or timed-out connections is logged: once per interval, with a
 # count, so an attack cannot turn the log into a second attack.
 LOG_INTERVAL_S = 10.0
@@ -171,7 +175,9 @@ class LimitedRequestHandler(web.RequestHandler):
                 pass
             finally:
                 self._handler_waiter = None
-            timeout = max(0.0, timeout - (loop.time() - started))
+            # Not 0 once the drain is spent: aiohttp reads 0 as no limit at all. What is left
+            # (or a short grace) goes to cancelling the request and letting it wind up.
+            timeout = max(CANCEL_GRACE_S, timeout - (loop.time() - started))
         self._drain_body = False
         await super().shutdown(timeout)
 

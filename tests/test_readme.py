@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from gateway.app import DRAIN_MARGIN_S
+from gateway.server import CANCEL_GRACE_S
 from gateway.settings import LimitsSettings, ListenSettings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,7 +32,7 @@ def test_the_example_pod_gives_the_drain_time_to_finish() -> None:
         yaml.safe_load(path.read_text(encoding="utf-8"))["upstream"]["timeout_s"]
         for path in (REPO / "contracts").glob("*.yaml")
     )
-    drain = LimitsSettings().body_read_timeout_s + slowest + DRAIN_MARGIN_S
+    drain = LimitsSettings().body_read_timeout_s + slowest + DRAIN_MARGIN_S + 2 * CANCEL_GRACE_S
     assert example_pod()["spec"]["terminationGracePeriodSeconds"] > drain
 
 

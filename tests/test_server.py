@@ -24,7 +24,7 @@ from conftest import HASH_KEY, PARTNER_TOKEN, Gateway, GatewayFactory, RawRespon
 from partners import Reply
 
 from gateway.app import make_app, make_runner, serve
-from gateway.server import GatewayRunner, GatewayServer, ServerLimits
+from gateway.server import CANCEL_GRACE_S, GatewayRunner, GatewayServer, ServerLimits
 from gateway.settings import Settings
 
 ASSESS = "/acme/v1/assess"
@@ -479,6 +479,37 @@ async def test_the_runner_enforces_its_limits_on_any_app() -> None:
 def test_the_runner_enforces_its_limits_under_uvloop() -> None:
     uvloop = pytest.importorskip("uvloop")
     assert uvloop.run(_exercise_runner()) == (200, True, True, 1)
+
+
+async def _slow_then_big(request: web.Request) -> web.StreamResponse:
+    await request.read()
+    if request.query.get("big"):
+        # An answer its client never reads: the handler blocks in the write.
+        return web.Response(body=b"x" * (16 * 1024 * 1024))
+    await asyncio.sleep(60)
+    return web.Response(text="late")
+
+
+@pytest.mark.parametrize("target", ["/", "/?big=1"], ids=["slow_handler", "unread_answer"])
+async def test_the_drain_is_bounded_by_its_time_and_a_short_grace(target: str) -> None:
+    # However long the request in progress would take, cleanup() ends soon after the drain:
+    # the request is cancelled, and the process may exit before the kubelet kills it.
+    app = web.Application()
+    app.router.add_get("/", _slow_then_big)
+    runner = GatewayRunner(app, ServerLimits(max_connections=8, header_read_timeout_s=5.0))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    async with connection_to(site.port) as (_reader, writer):
+        writer.write(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        await asyncio.sleep(0.3)  # in progress: sleeping, or blocked writing its answer
+        runner.drain_within(0.5)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await asyncio.wait_for(runner.cleanup(), timeout=20)
+        took = loop.time() - started
+    # aiohttp spends the grace twice: waiting for the request, then for it to be cancelled.
+    assert took < 0.5 + 2 * CANCEL_GRACE_S + 1.0, took
 
 
 # --- serve() listens with the limited server ------------------------------------------------------
