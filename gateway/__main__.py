@@ -7,7 +7,9 @@ import sys
 
 
 def main() -> int:
-    if _command(sys.argv[1:]) == "serve":
+    # Wherever it stands (`--config F serve` too); another command that merely holds the word
+    # ignores a hang-up for as long as it runs, which is harmless.
+    if "serve" in sys.argv[1:]:
         # A reload request (SIGHUP) while the gateway starts would end it (Python's default):
         # ignored until `serve` handles it, before the contracts are read.
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -15,10 +17,6 @@ def main() -> int:
     from gateway.cli import main as run
 
     return run()
-
-
-def _command(args: list[str]) -> str | None:
-    return next((a for a in args if not a.startswith("-")), None)
 
 
 if __name__ == "__main__":

@@ -173,13 +173,22 @@ def setup(tmp_path: Path, partner: HoldingPartner, idp_key: SigningKey) -> Setup
 class GatewayProcess:
     """`python -m gateway serve` as a child process; output goes to files under the setup root."""
 
-    def __init__(self, setup: Setup, name: str = "gateway", **env: str | None) -> None:
+    def __init__(
+        self,
+        setup: Setup,
+        name: str = "gateway",
+        *,
+        config_first: bool = False,
+        **env: str | None,
+    ) -> None:
         self.setup = setup
         self.stdout_path = setup.root / f"{name}.stdout"
         self.stderr_path = setup.root / f"{name}.stderr"
+        config = ["--config", str(setup.config)]
+        args = [*config, "serve"] if config_first else ["serve", *config]
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.proc = subprocess.Popen(
-                [PYTHON, "-m", "gateway", "serve", "--config", str(setup.config)],
+                [PYTHON, "-m", "gateway", *args],
                 env=setup.env(**env),
                 stdout=out,
                 stderr=err,
@@ -234,8 +243,10 @@ class GatewayProcess:
 
 
 @contextlib.contextmanager
-def running(setup: Setup, name: str = "gateway") -> Iterator[GatewayProcess]:
-    gateway = GatewayProcess(setup, name)
+def running(
+    setup: Setup, name: str = "gateway", *, config_first: bool = False
+) -> Iterator[GatewayProcess]:
+    gateway = GatewayProcess(setup, name, config_first=config_first)
     try:
         yield gateway
     finally:
@@ -450,14 +461,17 @@ async def test_sighup_reloads_and_keeps_the_last_good_set(
     assert [row["contract_version"] for row in recorded] == [3, 4, 4, 4]
 
 
+@pytest.mark.parametrize("config_first", [False, True], ids=["serve_first", "config_first"])
 async def test_sighup_while_starting_does_not_end_the_gateway(
-    setup: Setup, session: ClientSession
+    setup: Setup, session: ClientSession, config_first: bool
 ) -> None:
     # A config reloader signals when the contracts change, also while the gateway starts:
     # from its first imports (the interpreter's own start-up, a few milliseconds, is Python's)
     # to the moment it serves.
-    with running(setup) as gateway:
-        await _until_sighup_is_handled(gateway)
+    with running(setup, config_first=config_first) as gateway:
+        # Ignored from before the imports (a signal then is not lost: the contracts are read
+        # later), then caught by the gateway itself.
+        assert await _until_sighup_is_handled(gateway) == "ignored"
         with pytest.raises(ClientError):  # handled long before the gateway even listens
             async with session.get(f"{setup.base}/_gateway/ready"):
                 pass
@@ -481,18 +495,23 @@ async def test_sighup_while_starting_does_not_end_the_gateway(
         assert await gateway.wait_exit() == 0, gateway.stderr()
 
 
-def _sighup_handled(pid: int) -> bool:
+def _sighup_disposition(pid: int) -> str | None:
+    """ "ignored" or "caught" as /proc tells, or None while Python's default would end it."""
     status = Path(f"/proc/{pid}/status").read_text()
     masks = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
-    return bool((int(masks["SigIgn"], 16) | int(masks["SigCgt"], 16)) & (1 << (signal.SIGHUP - 1)))
+    bit = 1 << (signal.SIGHUP - 1)
+    if int(masks["SigIgn"], 16) & bit:
+        return "ignored"
+    return "caught" if int(masks["SigCgt"], 16) & bit else None
 
 
-async def _until_sighup_is_handled(gateway: GatewayProcess) -> None:
-    """Until the process ignores or catches SIGHUP (its code runs): /proc says which."""
+async def _until_sighup_is_handled(gateway: GatewayProcess) -> str:
+    """Until the process ignores or catches SIGHUP (its code runs); which one came first."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline and gateway.proc.poll() is None:
-        if _sighup_handled(gateway.pid):
-            return
+        disposition = _sighup_disposition(gateway.pid)
+        if disposition is not None:
+            return disposition
         await asyncio.sleep(0.001)
     pytest.fail(f"SIGHUP was never handled: {gateway.stderr()}")
 
