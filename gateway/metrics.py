@@ -85,6 +85,18 @@ def count_stripped(partner: str, fields: int) -> None:
     child.inc(fields)
 
 
+_REDACTED: dict[tuple[str, str], Counter] = {}
+
+
+def count_redactions(partner: str, counts: dict[str, int]) -> None:
+    for category, n in counts.items():
+        key = (partner, category)
+        child = _REDACTED.get(key)
+        if child is None:  # bounded: partners × the scanner's categories
+            child = _REDACTED[key] = PII_REDACTIONS.labels(partner, category)
+        child.inc(n)
+
+
 def observe_upstream_latency(partner: str, seconds: float) -> None:
     child = _LATENCY.get(partner)
     if child is None:

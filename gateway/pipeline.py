@@ -110,7 +110,7 @@ class Flow:
             fields_stripped=result.fields_stripped if result else (),
             fields_transformed=result.fields_transformed if result else (),
             categories_sent=result.categories_sent if result else (),
-            pii_redactions=self._redactions(result) if shared else {},
+            pii_redactions=self.redactions() if shared else {},
             records=self.records if shared else 0,
             subject_refs=self.subject_refs,
             bytes_sent=len(self.body) if self.body is not None and shared else 0,
@@ -119,7 +119,9 @@ class Flow:
             consent_basis=self.consent_basis,
         )
 
-    def _redactions(self, result: FilterResult | None) -> dict[str, int]:
+    def redactions(self) -> dict[str, int]:
+        """What the scanner redacted in the body, the query and the headers, by category."""
+        result = self.result
         counts = dict(result.pii_redactions) if result else {}
         for category, n in self.header_redactions.items():
             counts[category] = counts.get(category, 0) + n
@@ -433,6 +435,8 @@ def _count(flow: Flow, decision: str, reason: str) -> None:
     metrics.count_decision(partner, decision, reason)
     if flow.result is not None and flow.result.stripped_count:
         metrics.count_stripped(partner, flow.result.stripped_count)
+    if decision == "shared" and (redacted := flow.redactions()):
+        metrics.count_redactions(partner, redacted)
 
 
 async def handle_share(request: web.Request) -> web.StreamResponse:

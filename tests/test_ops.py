@@ -60,7 +60,7 @@ def _sample(text: str, name: str, **labels: str) -> float:
 async def test_metrics_count_decisions_by_partner_and_reason(make_gateway: GatewayFactory) -> None:
     gw = await make_gateway()
 
-    async def counts() -> tuple[float, float, float, float]:
+    async def counts() -> tuple[float, float, float, float, float]:
         text = await (await gw.client.get("/_gateway/metrics")).text()
         decisions = "share_gateway_decisions_total"
         return (
@@ -68,11 +68,17 @@ async def test_metrics_count_decisions_by_partner_and_reason(make_gateway: Gatew
             _sample(text, decisions, partner="acme", reason="route_denied"),
             _sample(text, "share_gateway_fields_stripped_total", partner="acme"),
             _sample(text, "share_gateway_upstream_latency_seconds_count", partner="acme"),
+            _sample(
+                text, "share_gateway_pii_redactions_total", category="contact.email", partner="acme"
+            ),
         )
 
     # The registry is the process's: earlier tests counted too, so only the change is ours.
     before = await counts()
-    body = {"applicant": {"user_id": "u-1", "name": "Wang", "phone": "1", "pet": "cat"}}
+    # An e-mail address in the name, which the scanner redacts (the route shares no e-mail):
+    # counted per partner and category.
+    name = "Wang wang@example.com"
+    body = {"applicant": {"user_id": "u-1", "name": name, "phone": "1", "pet": "cat"}}
     for _ in range(3):
         assert (await gw.share("POST", "/acme/v1/assess", json=body)).status == 200
         assert (await gw.share("POST", "/acme/v1/nope", json={})).status == 403
@@ -83,6 +89,7 @@ async def test_metrics_count_decisions_by_partner_and_reason(make_gateway: Gatew
         3,
         3,
         3 * stripped_each,
+        3,
         3,
     )
 
