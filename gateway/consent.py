@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal
 
 import orjson
 
@@ -110,14 +110,6 @@ class ImportReport:
     @property
     def ok(self) -> bool:
         return not self.errors
-
-
-class ConsentStore(Protocol):
-    """What the request path needs from a consent store."""
-
-    def covering(
-        self, subject_id: str, partner: str, purpose: str, at: datetime
-    ) -> Grant | None: ...
 
 
 class RegistryError(Exception):
