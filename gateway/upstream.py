@@ -125,6 +125,9 @@ def _request_bytes(origin: Origin, target: str, request: UpstreamRequest) -> byt
     return head.encode("utf-8", "surrogateescape") + b"\r\n\r\n" + (body or b"")
 
 
+_BODYLESS = frozenset({204, 304})
+
+
 class _Answer(NamedTuple):
     status: int
     headers: CIMultiDict[str]
@@ -156,6 +159,8 @@ class _Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._size = 0
         self._head_bytes = 0  # received while the final answer's head is incomplete
+        self._framing = 0  # received after the head since the last body bytes: chunk
+        # framing and trailer fields, which no other cap bounds
         self._head_fields = 0  # the header fields' bytes, interim answers' included
         self._in_head = True  # header fields after the head are trailers, never headers
         self._complete = True  # no exchange in progress: any byte that arrives is unasked for
@@ -176,11 +181,19 @@ class _Connection(asyncio.Protocol):
         in_head = self._in_head
         if in_head:
             self._head_bytes += len(data)
+        else:
+            self._framing += len(data)
         try:
             self._parser.feed_data(data)
             if in_head and self._in_head and self._head_bytes > MAX_ANSWER_HEAD_BYTES:
                 # Checked per read, before llhttp gathers more of one endless header value.
                 raise _Broken(_too_large(f"its head exceeds {MAX_ANSWER_HEAD_BYTES} bytes"))
+            if not in_head and not self._complete and self._framing > MAX_ANSWER_HEAD_BYTES:
+                # An endless trailer field or chunk extension: no body byte comes of it, and
+                # llhttp's copy of the growing field costs more with every read.
+                raise _Broken(
+                    _too_large(f"more than {MAX_ANSWER_HEAD_BYTES} bytes arrived without body")
+                )
         except _Broken as broken:
             self._fail(broken)
         except httptools.HttpParserUpgrade:
@@ -224,6 +237,9 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
+        if not 100 <= status <= 599:
+            # Not a status code (RFC 9110 15): no telling what the partner meant.
+            raise _Broken(UpstreamError(f"the partner answered with status {status}"))
         if status < 200:
             return  # an interim answer (100 Continue, 103 Early Hints): the real one follows
         self._status = status
@@ -231,7 +247,12 @@ class _Connection(asyncio.Protocol):
         codings: list[bytes] = []
         for name, value in self._headers:
             lowered = name.lower()
-            if lowered == b"content-length" and int(value) > self._limit:
+            # A 204 or 304 has no body whatever length it states (a 304's is the resource's).
+            if (
+                lowered == b"content-length"
+                and status not in _BODYLESS
+                and int(value) > self._limit
+            ):
                 raise _Broken(_too_large(f"it declares more than {self._limit} bytes"))
             if lowered == b"transfer-encoding":
                 codings.extend(c.strip().lower() for c in value.split(b","))
@@ -240,6 +261,7 @@ class _Connection(asyncio.Protocol):
             raise _Broken(UpstreamError("the partner's answer has an unknown transfer coding"))
 
     def on_body(self, chunk: bytes) -> None:
+        self._framing = 0
         self._size += len(chunk)
         if self._size > self._limit:
             raise _Broken(_too_large(f"the body exceeds {self._limit} bytes"))
@@ -266,6 +288,7 @@ class _Connection(asyncio.Protocol):
         self._status = None
         self._head_bytes = 0
         self._head_fields = 0
+        self._framing = 0
         self._in_head = True
         self._waiter = waiter = self._loop.create_future()
         transport.write(data)

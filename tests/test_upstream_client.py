@@ -324,6 +324,80 @@ async def test_a_head_past_its_cap_is_refused_as_it_arrives(
     assert caught.value.error.code == "upstream_error"
 
 
+@pytest.mark.parametrize(
+    "start",
+    [b"0\r\nX-Trailer: ", b"0\r\nX-Trailer", b"5;ext="],
+    ids=["endless_trailer_value", "endless_trailer_name", "endless_chunk_extension"],
+)
+async def test_bytes_that_bring_no_body_are_capped_like_a_head(
+    client: HttpUpstream, partner: RawPartner, start: bytes
+) -> None:
+    async def endless_framing(
+        raw: RawPartner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        with contextlib.suppress(ConnectionError):
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                + b'c\r\n{"score": 7}\r\n'
+                + start
+            )
+            # Endless: until the gateway closes the connection (or the deadline passes).
+            deadline = time.monotonic() + BOUND_S
+            while time.monotonic() < deadline:
+                writer.write(b"a" * 4096)
+                await writer.drain()
+                await asyncio.sleep(0.001)
+        return True
+
+    partner.script = endless_framing
+    started = time.monotonic()
+    with pytest.raises(UpstreamFailure) as caught:
+        await client.send(request_to(url(partner), timeout_s=BOUND_S))
+    assert time.monotonic() - started < BOUND_S / 2  # refused as it arrives, not timed out
+    assert (caught.value.failure, caught.value.error.code) == (
+        "possibly_delivered",
+        "upstream_error",
+    )
+
+
+async def test_many_small_chunks_are_not_mistaken_for_endless_framing(
+    client: HttpUpstream, partner: RawPartner
+) -> None:
+    # One body byte per chunk: five framing bytes for each, far more than the cap in all.
+    body = b'{"pad": "' + b"a" * 40_000 + b'"}'
+    chunks = b"".join(b"1\r\n" + body[i : i + 1] + b"\r\n" for i in range(len(body)))
+    partner.script = writes(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
+    )
+    answer = await client.send(request_to(url(partner), max_response_bytes=len(body)))
+    assert answer.body == body
+
+
+@pytest.mark.parametrize("status", [b"000", b"099", b"600", b"999"])
+async def test_a_status_outside_100_to_599_is_a_broken_answer(
+    client: HttpUpstream, partner: RawPartner, status: bytes
+) -> None:
+    partner.script = writes(b"HTTP/1.1 " + status + b" X\r\nContent-Length: 5\r\n\r\nhello")
+    started = time.monotonic()
+    with pytest.raises(UpstreamFailure) as caught:
+        await client.send(request_to(url(partner), timeout_s=BOUND_S))
+    assert time.monotonic() - started < BOUND_S / 2
+    assert (caught.value.failure, caught.value.error.code) == (
+        "possibly_delivered",
+        "upstream_error",
+    )
+
+
+async def test_a_304_stating_the_resources_length_is_empty(
+    client: HttpUpstream, partner: RawPartner
+) -> None:
+    partner.script = writes(
+        b'HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\nContent-Length: 999999999\r\n\r\n'
+    )
+    answer = await client.send(request_to(url(partner), max_response_bytes=1000))
+    assert (answer.status, answer.body) == (304, b"")
+
+
 @pytest.mark.parametrize("headers", [1, 40], ids=["one_field", "many_fields"])
 async def test_a_head_past_its_cap_is_refused_when_it_arrives_whole(
     client: HttpUpstream, partner: RawPartner, headers: int
