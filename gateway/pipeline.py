@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -409,6 +410,61 @@ def filter_response(
     return dump_json(result.document)
 
 
+def response_headers(given: Mapping[str, str], body: bytes, *, filtered: bool) -> dict[str, str]:
+    """The partner's headers the caller may see, each only in its own grammar: free text in them
+    would pass what `response.fields` keeps back."""
+    headers: dict[str, str] = {}
+    for name in RESPONSE_HEADERS:
+        value = given.get(name)
+        if not value or (filtered and name in UNFILTERED_ONLY):
+            continue
+        if name == "Retry-After":
+            if not _RETRY_AFTER.fullmatch(value):
+                continue
+        elif name == "Cache-Control":
+            value = _cache_directives(value)
+        elif name == "Content-Type" and filtered:
+            # The body is the gateway's own JSON (or dropped): the type without its parameters.
+            value = parse_media_type(value)[0] if body else ""
+        if value:
+            headers[name] = value
+    return headers
+
+
+# Seconds, or an HTTP date (RFC 9110 10.2.3, IMF-fixdate).
+_RETRY_AFTER = re.compile(
+    r"[0-9]{1,10}|(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), [0-9]{2} "
+    r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} GMT"
+)
+# Cache-Control directives passed on (RFC 9111 5.2.2, RFC 8246, RFC 5861); numbers only.
+_CACHE_FLAGS = frozenset(
+    {
+        "no-store",
+        "no-cache",
+        "private",
+        "public",
+        "must-revalidate",
+        "proxy-revalidate",
+        "no-transform",
+        "immutable",
+        "must-understand",
+    }
+)
+_CACHE_SECONDS = frozenset({"max-age", "s-maxage", "stale-while-revalidate", "stale-if-error"})
+
+
+def _cache_directives(value: str) -> str:
+    kept = []
+    for directive in value.split(","):
+        name, eq, argument = directive.strip().partition("=")
+        name = name.lower()
+        if (not eq and name in _CACHE_FLAGS) or (
+            eq and name in _CACHE_SECONDS and argument.isascii() and argument.isdigit()
+        ):
+            kept.append(directive.strip())
+    return ", ".join(kept)
+
+
 # --- the handler ------------------------------------------------------------------------------
 
 
@@ -527,11 +583,7 @@ async def forward(flow: Flow, runtime: Runtime) -> web.StreamResponse:
         return error_response(error, flow.share_id)
     _record_outcome(runtime, outcome)
     filtered = flow.route is not None and flow.route.response_plan is not None
-    headers = {
-        name: value
-        for name in RESPONSE_HEADERS
-        if (value := response.headers.get(name)) and not (filtered and name in UNFILTERED_ONLY)
-    }
+    headers = response_headers(response.headers, body, filtered=filtered)
     headers["X-Share-Id"] = flow.share_id
     headers["Server"] = SERVER_NAME
     return web.Response(status=response.status, body=body, headers=headers)

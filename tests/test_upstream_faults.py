@@ -516,6 +516,51 @@ async def test_a_lower_case_answer_is_filtered_and_keeps_its_retry_after(
     assert "X-Partner-Trace" not in answer.headers
 
 
+@pytest.mark.parametrize("path", [ASSESS, NOTES], ids=["filtered", "unfiltered"])
+async def test_answer_headers_carry_no_text_outside_their_grammar(
+    make_gateway: GatewayFactory, path: str
+) -> None:
+    gw = await make_gateway()
+    raw(gw).script = sends(
+        "HTTP/1.1 503 Busy\r\n"
+        'Content-Type: text/html; name="Zhang San 110101199003077777"\r\n'
+        "Retry-After: 张三 13800138000\r\n"
+        'Cache-Control: private, x="13800138000", max-age=60, max-age=1380013800x\r\n'
+        "Content-Length: 5\r\n\r\nhello".encode()
+    )
+    answer = await share(gw, path)
+    assert answer.status == 503
+    assert "Retry-After" not in answer.headers
+    assert answer.headers["Cache-Control"] == "private, max-age=60"
+    if path == ASSESS:
+        # The body could not be filtered, so it was dropped, and its type with it.
+        assert (answer.body, "Content-Type" in answer.headers) == (b"", False)
+    else:  # passed on as the partner sent it, body and type alike
+        assert answer.body == b"hello"
+        assert answer.headers["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.parametrize(
+    "retry_after", ["120", "Wed, 21 Oct 2026 07:28:00 GMT"], ids=["seconds", "http_date"]
+)
+async def test_a_well_formed_retry_after_and_a_filtered_json_type_pass(
+    make_gateway: GatewayFactory, retry_after: str
+) -> None:
+    gw = await make_gateway()
+    body = b'{"score": 7, "secret": 1}'
+    raw(gw).script = sends(
+        b"HTTP/1.1 429 Slow Down\r\n"
+        b"Content-Type: application/problem+json; charset=utf-8\r\n"
+        + f"Retry-After: {retry_after}\r\n".encode()
+        + b"Content-Length: %d\r\n\r\n" % len(body)
+        + body
+    )
+    answer = await share(gw)
+    assert (answer.status, answer.body) == (429, b'{"score":7}')
+    assert answer.headers["Retry-After"] == retry_after
+    assert answer.headers["Content-Type"].startswith("application/problem+json")
+
+
 def numbered_answer(number: int) -> bytes:
     body = b'{"score": %d}' % number
     return _head("200 OK", f"Content-Length: {len(body)}") + body
