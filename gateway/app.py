@@ -13,7 +13,8 @@ from datetime import date, datetime, time
 from typing import Any
 
 import structlog
-from aiohttp import web
+from aiohttp import HttpVersion11, web
+from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 
 from gateway.auth import AuthConfigError, build_auth_verifier, build_consent_verifier
 from gateway.consent import ConsentRegistry, RegistryError
@@ -45,12 +46,34 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     return await handle_share(request)
 
 
+class _EveryTarget(web.PlainResource):
+    """Matches every request target: `*` (OPTIONS), `host:port` (CONNECT), a decoded path
+    holding a line break. Every refusal is then the gateway's own, with a share record, never
+    the router's 404 naming the server software; and no pattern is matched per request.
+
+    Indexed under `/`, the one place the router looks for every target."""
+
+    def __init__(self) -> None:
+        super().__init__("/")
+        self._route = self.add_route("*", dispatch, expect_handler=_expect)
+
+    async def resolve(self, request: web.Request) -> tuple[UrlMappingMatchInfo, set[str]]:
+        return UrlMappingMatchInfo({}, self._route), set()
+
+
+async def _expect(request: web.Request) -> None:
+    # `100-continue` as aiohttp answers it; any other expectation is ignored (RFC 9110 10.1.1
+    # allows it) rather than refused with aiohttp's own 417 before any check or record.
+    expect = request.headers.get("Expect", "")
+    if request.version == HttpVersion11 and expect.lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0
+
+
 def make_app(runtime: Runtime) -> web.Application:
     app = web.Application()
     app[RUNTIME] = runtime
-    # Every target reaches `dispatch`, even one whose decoded path holds a line break, so that
-    # every refusal is the gateway's own, with a share record.
-    app.router.add_route("*", r"/{tail:[\s\S]*}", dispatch)
+    app.router.register_resource(_EveryTarget())
     return app
 
 

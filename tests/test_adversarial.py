@@ -412,6 +412,15 @@ TARGETS: dict[str, tuple[bytes, Expectation]] = {
         Refused(400, "malformed_request"),
     ),
     "authority_form_on_post": (request(target="evil.example:443"), ServerRefuses()),
+    # A target no route pattern could match: refused by the gateway, with a record, never by
+    # the router (whose 404 named the server software and left no record).
+    "asterisk_form_options": (
+        request(target="*", method="OPTIONS", body=b"", json=False),
+        Refused(400, "malformed_request"),
+    ),
+    # An expectation the server does not know may be ignored (RFC 9110 10.1.1): no 417 of
+    # aiohttp's own, the share is judged like any other.
+    "unknown_expectation": (request("Expect: 200-ok"), Shared()),
     "scheme_relative": (
         request(target="//evil.example/acme/v1/assess"),
         Refused(400, "malformed_request"),
@@ -424,7 +433,7 @@ TARGETS: dict[str, tuple[bytes, Expectation]] = {
         Refused(400, "malformed_request"),
     ),
     "encoded_hash": (request(target="/acme/v1/assess%23x"), Refused(400, "malformed_request")),
-    # The app's catch-all route does not match a decoded line feed: aiohttp's router answers.
+    # A decoded line feed in the path: no route pattern is involved, the gateway refuses it.
     "encoded_crlf_in_path": (
         request(target="/acme/v1/assess%0d%0aX-Injected:%201"),
         Refused(400, "malformed_request"),
