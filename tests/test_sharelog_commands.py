@@ -348,6 +348,8 @@ async def test_export_writes_json_lines_with_the_chain_evidence(
     assert {e.get("share_id") for e in entries if e["kind"] == "share"} == {"s-1", "s-2", "s-3"}
     assert all("hash" in e and "prev_hash" in e and "seq" in e for e in entries)
     assert err == f"exported {len(entries)} entries (seq 1-{entries[-1]['seq']}) to {target}\n"
+    # Keyed subject references are personal data: nobody else on the host reads the export.
+    assert oct(target.stat().st_mode & 0o777) == "0o600"
 
     code, out, err = run(["logs", "export"], logged, capsys)
     assert code == 0
@@ -407,6 +409,16 @@ async def test_bad_times_are_usage_errors(
     code, _, err = run(["logs", "summary", "--since", "1d", "--until", "2d"], logged, capsys)
     assert code == 2
     assert "--until must be later than --since" in err
+
+
+@pytest.mark.parametrize("option", ["--offset", "--limit"])
+async def test_paging_beyond_what_sqlite_counts_is_a_usage_error(
+    logged: Settings, capsys: pytest.CaptureFixture[str], option: str
+) -> None:
+    code, out, err = run(["logs", "query", option, "99999999999999999999"], logged, capsys)
+    assert (code, out) == (2, "")
+    assert "must be at most" in err
+    assert "Traceback" not in err
 
 
 async def test_a_log_another_writer_holds_is_busy_not_broken(

@@ -763,6 +763,18 @@ async def test_a_second_gateway_cannot_open_the_same_log(log: ShareLog) -> None:
         await ShareLog.open(log.settings, KEY)
 
 
+async def test_a_second_gateway_cannot_open_the_same_log_through_a_symlink(
+    log: ShareLog, tmp_path: Path
+) -> None:
+    # It would close the first one's shares in flight as `unknown`.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    alias = elsewhere / "alias.sqlite"
+    alias.symlink_to(log.settings.path)
+    with pytest.raises(ShareLogUnavailable, match="in use by another gateway"):
+        await ShareLog.open(log.settings.model_copy(update={"path": alias}), KEY)
+
+
 async def test_a_closed_log_refuses_records(tmp_path: Path) -> None:
     share_log = await ShareLog.open(log_settings(tmp_path), KEY)
     await share_log.close()

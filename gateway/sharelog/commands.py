@@ -226,7 +226,12 @@ def _window(
 def _paging(args: argparse.Namespace) -> tuple[int | None, int]:
     if args.limit < 0 or args.offset < 0:
         raise UsageError("--limit and --offset must not be negative")
+    if max(args.limit, args.offset) > _SQLITE_INT_MAX:
+        raise UsageError(f"--limit and --offset must be at most {_SQLITE_INT_MAX}")
     return (args.limit or None), args.offset
+
+
+_SQLITE_INT_MAX = 2**63 - 1
 
 
 def _master_key(settings: Settings) -> bytes:
@@ -416,7 +421,9 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     else:
         target = Path(args.output)
         try:
-            with target.open("w", encoding="utf-8") as out:
+            # Keyed subject references are personal data: the export is the owner's alone.
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with open(fd, "w", encoding="utf-8") as out:
                 result = review.export(path, since, until, out)
         except OSError as exc:
             raise UsageError(f"cannot write {target}: {exc.strerror}") from exc

@@ -338,7 +338,10 @@ class ShareLog:
     def _start(self) -> None:
         path = self.settings.path
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        # Beside the file itself, not the name it was given: a second gateway opening the same
+        # file through a symlink must meet the same lock.
+        real = path.resolve()
+        fd = os.open(real.with_name(real.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
