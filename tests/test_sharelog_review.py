@@ -322,6 +322,33 @@ async def test_a_changed_outcome_is_found_at_its_entry(chain: Path) -> None:
     assert (problem.kind, problem.seq, problem.share_id) == ("changed", 7, "s-2")
 
 
+@pytest.mark.parametrize(
+    ("change", "seq", "share_id"),
+    [
+        # orjson writes infinity as null: hashed, it would pass for a null it replaced.
+        ("UPDATE outcomes SET latency_ms = 9e999 WHERE seq = 7", 7, "s-2"),
+        ("UPDATE outcomes SET upstream_status = -9e999 WHERE seq = 7", 7, "s-2"),
+        ("UPDATE shares SET partner = CAST(partner AS BLOB) WHERE share_id = 's-1'", 4, "s-1"),
+    ],
+    ids=["infinity", "minus_infinity", "blob"],
+)
+async def test_a_value_no_entry_is_written_with_is_found_at_its_record(
+    chain: Path, change: str, seq: int, share_id: str
+) -> None:
+    tamper(chain, change)
+    problem = verify(chain, KEY).problem
+    assert problem is not None
+    assert (problem.kind, problem.seq, problem.share_id) == ("unreadable", seq, share_id)
+    assert "which no entry is written with" in problem.message
+
+
+def test_infinity_in_place_of_a_null_is_not_read_as_that_null() -> None:
+    row: list[object] = list(range(len(columns("outcome"))))
+    row[columns("outcome").index("upstream_status")] = float("inf")
+    with pytest.raises(ValueError, match="upstream_status holds inf"):
+        row_entry("outcome", row)
+
+
 async def test_a_removed_record_is_named_by_its_seq(chain: Path) -> None:
     tamper(chain, "DELETE FROM shares WHERE share_id = 's-2'")
     problem = verify(chain, KEY).problem

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import operator
 import sqlite3
 import urllib.parse
@@ -272,6 +273,10 @@ def row_entry(kind: EntryKind, row: Sequence[Any]) -> Entry:
     cols = columns(kind)
     entry: Entry = {"kind": kind}
     for name, value in zip(cols, row, strict=True):
+        # Nothing is sealed with these; hashed, infinity would read as JSON null (the value it
+        # may have replaced) and bytes not at all.
+        if isinstance(value, bytes) or (isinstance(value, float) and not math.isfinite(value)):
+            raise ValueError(f"column {name} holds {value!r}, which no entry is written with")
         if (name in LIST_FIELDS or name in MAP_FIELDS) and value is not None:
             try:
                 value = orjson.loads(value)
