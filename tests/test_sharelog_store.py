@@ -775,6 +775,40 @@ async def test_a_second_gateway_cannot_open_the_same_log_through_a_symlink(
         await ShareLog.open(log.settings.model_copy(update={"path": alias}), KEY)
 
 
+@pytest.mark.parametrize("durability", ["batched", "strict"])
+@pytest.mark.parametrize("how", ["removed", "replaced"])
+async def test_a_log_file_removed_or_replaced_under_the_gateway_takes_no_more_records(
+    tmp_path: Path, durability: str, how: str
+) -> None:
+    settings = log_settings(tmp_path, durability=durability)
+    path = settings.path
+    share_log = await ShareLog.open(settings, KEY, retry_interval_s=0.05)
+    try:
+        await share_log.record(make_record("s-1"))
+        if how == "removed":
+            path.unlink()
+        else:  # another file moved in under the same name
+            other = path.with_name("other.sqlite")
+            other.write_bytes(b"")
+            other.replace(path)
+        # Found within a checkpoint interval (a second): from then on every record is refused,
+        # so no share goes out on a record written into a file nobody can read.
+        for _ in range(100):  # at most 5 s
+            if not share_log.writable():
+                break
+            await asyncio.sleep(0.05)
+        assert not share_log.writable()
+        with pytest.raises(ShareLogUnavailable):
+            await share_log.record(make_record("s-2"))
+        await asyncio.sleep(0.3)  # retries come and go: the file is never made again
+        assert path.exists() == (how == "replaced")
+        if how == "replaced":
+            assert path.stat().st_size == 0
+        assert not share_log.writable()
+    finally:
+        await share_log.close()
+
+
 async def test_a_closed_log_refuses_records(tmp_path: Path) -> None:
     share_log = await ShareLog.open(log_settings(tmp_path), KEY)
     await share_log.close()

@@ -10,6 +10,7 @@ import queue
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -75,6 +76,11 @@ _PRINT_INTERVAL_S = 0.05
 # Outcomes a failed commit could not write wait for the next one that succeeds; at most this
 # many (a share whose outcome is lost is closed as `unknown` on the next start).
 _HELD_OUTCOMES_MAX = 100_000
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    stat = os.stat(path)
+    return stat.st_dev, stat.st_ino
 
 
 def _resolve(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
@@ -155,6 +161,8 @@ class ShareLog:
         self._checkpoint_due = 0.0
         self._to_print: list[Entry] = []  # committed on the loop, for the writer to print
         self._held: list[_Write] = []  # outcomes for the next commit (under the lock)
+        self._identity: tuple[int, int] | None = None  # the file's (device, inode) at start
+        self._replaced = False  # the file was removed or replaced: nothing more is written
 
     @classmethod
     async def open(
@@ -350,6 +358,7 @@ class ShareLog:
             raise ShareLogUnavailable("in use by another gateway process") from exc
         self._lock_fd = fd
         ledger = self._open_ledger()
+        self._identity = _identity(path)
         now = datetime.now(UTC)
         try:
             ledger.begin()
@@ -369,6 +378,11 @@ class ShareLog:
         self._writable = True
 
     def _open_ledger(self) -> Ledger:
+        if self._replaced:
+            raise ShareLogUnavailable(
+                "the share log file was removed or replaced while the gateway ran; "
+                "restart the gateway"
+            )
         ledger = Ledger.open(
             self.settings.path,
             self._master_key,
@@ -406,6 +420,7 @@ class ShareLog:
                 # Due whether or not the writer has work: the loop's commits may keep it busy.
                 now = time.monotonic()
                 if now >= self._checkpoint_due:
+                    self._check_file()
                     self._checkpoint()
                     self._checkpoint_due = now + _CHECKPOINT_INTERVAL_S
                 timeout = self._checkpoint_due - now
@@ -418,6 +433,24 @@ class ShareLog:
                     with self._lock:
                         self._resume()
 
+    def _check_file(self) -> None:
+        """Stop writing when the log's file was removed or replaced under the open connection.
+
+        Records would go on into a file nobody can read again, and be lost at exit. Nothing is
+        written until the gateway restarts (and starts a log there, or opens the one put back).
+        """
+        try:
+            same = _identity(self.settings.path) == self._identity
+        except OSError:
+            same = False
+        if same:
+            return
+        with self._lock:
+            self._replaced = True
+            self._writable = False
+            self._drop_ledger()
+        self._log.error("share_log_file_replaced", path=str(self.settings.path))
+
     def _checkpoint(self) -> None:
         if not self._uncheckpointed:
             return
@@ -427,7 +460,9 @@ class ShareLog:
             # of the WAL is copied and the file synced (milliseconds; on the ledger's connection
             # the loop would queue its records behind it). PASSIVE never waits for anyone.
             if self._checkpointer is None:
-                self._checkpointer = sqlite3.connect(self.settings.path, isolation_level=None)
+                # `mode=rw`: never creates the file (a log removed under it stays removed).
+                uri = f"file:{urllib.parse.quote(str(self.settings.path.resolve()))}?mode=rw"
+                self._checkpointer = sqlite3.connect(uri, uri=True, isolation_level=None)
             self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
             # That copy never catches up with a loop that keeps committing, and SQLite starts
             # the WAL over only after a checkpoint that did: without this, the WAL and its index
