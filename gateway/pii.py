@@ -189,11 +189,9 @@ _PHONE_RE: Final = re.compile(
 )
 _PASSPORT_RE: Final = re.compile(r"(?<![0-9A-Za-z])(?:[EG][0-9]{8}|E[A-Z][0-9]{7})(?![0-9A-Za-z])")
 _OCTET: Final = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9][0-9]|[0-9])"
-# "v1.2.3.4", "Chrome/124.0.0.0" (a product token's version, in every browser's User-Agent)
-# and the tail of "1.2.3.4.5" are versions, not addresses; "http://10.0.0.1" is one.
+# "v1.2.3.4" and the tail of "1.2.3.4.5" are versions, not addresses.
 _IPV4_RE: Final = re.compile(
-    rf"(?<![0-9vV])(?<![0-9A-Za-z]\.)(?<![A-Za-z]/)(?:{_OCTET}\.){{3}}{_OCTET}"
-    r"(?![0-9])(?!\.[0-9])"
+    rf"(?<![0-9vV])(?<![0-9A-Za-z]\.)(?:{_OCTET}\.){{3}}{_OCTET}(?![0-9])(?!\.[0-9])"
 )
 # IPv6 is judged on whole colon-bearing tokens so that no suffix of a longer colon run
 # ("1:2:3:4:5:6:7:8:9") is ever tried on its own.

@@ -40,6 +40,7 @@ from gateway.jsonbody import (
     parse_media_type,
 )
 from gateway.keys import keyed_hash
+from gateway.pii import IP
 from gateway.policy import PartnerPolicy, Policy, RoutePolicy
 from gateway.routing import Target, parse_target
 from gateway.runtime import RUNTIME, Runtime
@@ -260,7 +261,10 @@ def pass_through_headers(flow: Flow, request: web.Request, runtime: Runtime) -> 
         if value is None:
             continue
         if scanner is not None:
-            value, found = scanner(value, _NO_CATEGORIES)
+            # A browser's User-Agent names versions like `Chrome/124.0.0.0`, which read as
+            # IPv4 addresses: there only, addresses are not looked for.
+            allowed = _VERSIONS_LOOK_LIKE_ADDRESSES if name == "user-agent" else _NO_CATEGORIES
+            value, found = scanner(value, allowed)
             for category, n in found.items():
                 flow.header_redactions[category] = flow.header_redactions.get(category, 0) + n
         headers.append((name, value))
@@ -268,6 +272,7 @@ def pass_through_headers(flow: Flow, request: web.Request, runtime: Runtime) -> 
 
 
 _NO_CATEGORIES: frozenset[str] = frozenset()
+_VERSIONS_LOOK_LIKE_ADDRESSES: frozenset[str] = frozenset({IP})
 
 
 def check_contract(flow: Flow, now: datetime) -> None:

