@@ -423,6 +423,7 @@ def response_headers(given: Mapping[str, str], body: bytes, *, filtered: bool) -
         value = given.get(name)
         if not value or (filtered and name in UNFILTERED_ONLY):
             continue
+        value = value.strip(" \t")
         if name == "Retry-After":
             if not _RETRY_AFTER.fullmatch(value):
                 continue
@@ -436,10 +437,17 @@ def response_headers(given: Mapping[str, str], body: bytes, *, filtered: bool) -
     return headers
 
 
-# Seconds, or an HTTP date (RFC 9110 10.2.3, IMF-fixdate).
+# Seconds, or an HTTP date in any of its three forms (RFC 9110 5.6.7: IMF-fixdate, the
+# obsolete RFC 850 and asctime forms, which recipients must accept).
+_DAY = r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
+_MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+_CLOCK = r"[0-9]{2}:[0-9]{2}:[0-9]{2}"
 _RETRY_AFTER = re.compile(
-    r"[0-9]{1,10}|(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), [0-9]{2} "
-    r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} GMT"
+    rf"[0-9]{{1,10}}"
+    rf"|{_DAY}, [0-9]{{2}} {_MONTH} [0-9]{{4}} {_CLOCK} GMT"
+    rf"|(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday), "
+    rf"[0-9]{{2}}-{_MONTH}-[0-9]{{2}} {_CLOCK} GMT"
+    rf"|{_DAY} {_MONTH} [ 0-9][0-9] {_CLOCK} [0-9]{{4}}"
 )
 # Cache-Control directives passed on (RFC 9111 5.2.2, RFC 8246, RFC 5861); numbers only.
 _CACHE_FLAGS = frozenset(
@@ -459,14 +467,20 @@ _CACHE_SECONDS = frozenset({"max-age", "s-maxage", "stale-while-revalidate", "st
 
 
 def _cache_directives(value: str) -> str:
+    """The directives, normalised; `no-store` when any is not one of the known ones: dropping it
+    alone could make a share's answer more cacheable (`public, max-age="0"` -> `public`)."""
     kept = []
     for directive in value.split(","):
-        name, eq, argument = directive.strip().partition("=")
+        name, eq, argument = directive.strip(" \t").partition("=")
         name = name.lower()
-        if (not eq and name in _CACHE_FLAGS) or (
-            eq and name in _CACHE_SECONDS and argument.isascii() and argument.isdigit()
-        ):
-            kept.append(directive.strip())
+        if len(argument) > 2 and argument[0] == argument[-1] == '"':
+            argument = argument[1:-1]  # a quoted number, which recipients accept (RFC 9111 5.2)
+        if not eq and name in _CACHE_FLAGS:
+            kept.append(name)
+        elif eq and name in _CACHE_SECONDS and argument.isascii() and argument.isdigit():
+            kept.append(f"{name}={argument}")
+        elif directive.strip(" \t"):
+            return "no-store"
     return ", ".join(kept)
 
 

@@ -30,6 +30,7 @@ from tokens import SigningKey, claims, mint, rsa_key, sign_raw, unsigned, write_
 
 from gateway.errors import ShareLogUnavailable
 from gateway.keys import keyed_hash, partner_hash_key
+from gateway.pipeline import response_headers
 from gateway.sharelog.memory import MemoryShareLog
 from gateway.sharelog.record import ShareOutcome
 
@@ -817,6 +818,32 @@ async def test_a_path_value_holding_an_identifier_is_refused(
     response = await gw.share("GET", "/acme/v1/reports/r-2025-0042")
     assert response.status == 200, await response.text()
     assert gw.partner.received[-1].target == "/v1/reports/r-2025-0042"
+
+
+@pytest.mark.parametrize(
+    ("given", "passed"),
+    [
+        ({"Retry-After": "120 "}, {"Retry-After": "120"}),
+        (
+            {"Retry-After": "Wed, 21 Oct 2026 07:28:00 GMT"},
+            {"Retry-After": "Wed, 21 Oct 2026 07:28:00 GMT"},
+        ),
+        (
+            {"Retry-After": "Wednesday, 21-Oct-26 07:28:00 GMT"},
+            {"Retry-After": "Wednesday, 21-Oct-26 07:28:00 GMT"},
+        ),
+        ({"Retry-After": "Wed Oct 21 07:28:00 2026"}, {"Retry-After": "Wed Oct 21 07:28:00 2026"}),
+        ({"Retry-After": "soon, call 13800138000"}, {}),
+        ({"Cache-Control": 'public, max-age="0"'}, {"Cache-Control": "public, max-age=0"}),
+        ({"Cache-Control": "No-Store , MAX-AGE=5"}, {"Cache-Control": "no-store, max-age=5"}),
+        ({"Cache-Control": 'public, x-note="13800138000"'}, {"Cache-Control": "no-store"}),
+        ({"Cache-Control": "public, max-age=soon"}, {"Cache-Control": "no-store"}),
+    ],
+)
+def test_answer_headers_pass_in_their_own_grammar(
+    given: dict[str, str], passed: dict[str, str]
+) -> None:
+    assert response_headers(given, b"", filtered=False) == passed
 
 
 CHECKED_ROUTE = {
