@@ -411,6 +411,32 @@ async def test_bad_times_are_usage_errors(
     assert "--until must be later than --since" in err
 
 
+async def test_export_over_an_existing_file_makes_it_the_owners_alone(
+    logged: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    target = tmp_path / "audit.jsonl"
+    target.write_text("old\n")
+    target.chmod(0o644)
+    code, _, _ = run(["logs", "export", "--output", str(target)], logged, capsys)
+    assert code == 0
+    assert oct(target.stat().st_mode & 0o777) == "0o600"
+    assert not target.read_text().startswith("old")
+
+
+async def test_export_of_an_entry_that_cannot_be_read_fails_and_leaves_no_file(
+    logged: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    with sqlite3.connect(logged.share_log.path) as conn:
+        conn.execute("UPDATE outcomes SET latency_ms = 9e999")
+    target = tmp_path / "audit.jsonl"
+    code, out, err = run(["logs", "export", "--output", str(target)], logged, capsys)
+    assert (code, out) == (1, "")
+    assert "cannot be read" in err
+    assert "logs verify" in err
+    assert "Traceback" not in err
+    assert not target.exists()  # no partial export to be taken for a whole one
+
+
 @pytest.mark.parametrize("option", ["--offset", "--limit"])
 async def test_paging_beyond_what_sqlite_counts_is_a_usage_error(
     logged: Settings, capsys: pytest.CaptureFixture[str], option: str

@@ -415,22 +415,37 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     now = datetime.now(UTC)
     since, until = _window(args, settings, now)
     path = _log_path(settings)
-    if args.output == "-":
-        result = review.export(path, since, until, sys.stdout)
-        where = "stdout"
-    else:
-        target = Path(args.output)
-        try:
-            # Keyed subject references are personal data: the export is the owner's alone.
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with open(fd, "w", encoding="utf-8") as out:
-                result = review.export(path, since, until, out)
-        except OSError as exc:
-            raise UsageError(f"cannot write {target}: {exc.strerror}") from exc
-        where = str(target)
+    try:
+        if args.output == "-":
+            result = review.export(path, since, until, sys.stdout)
+            where = "stdout"
+        else:
+            target = Path(args.output)
+            result = _export_to(target, path, since, until)
+            where = str(target)
+    except review.UnreadableEntry as exc:
+        print(f"share-gateway logs export: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     span = f" (seq {result.first_seq}-{result.last_seq})" if result.entries else ""
     print(f"exported {result.entries:,} entries{span} to {where}", file=sys.stderr)
     return EXIT_OK
+
+
+def _export_to(
+    target: Path, path: Path, since: datetime | None, until: datetime | None
+) -> review.ExportResult:
+    try:
+        # Keyed subject references are personal data: the export is the owner's alone, also
+        # when it replaces a file that was not.
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with open(fd, "w", encoding="utf-8") as out:
+            return review.export(path, since, until, out)
+    except OSError as exc:
+        raise UsageError(f"cannot write {target}: {exc.strerror}") from exc
+    except review.UnreadableEntry:
+        target.unlink(missing_ok=True)  # no partial export is left to be taken for a whole one
+        raise
 
 
 @_handles_errors

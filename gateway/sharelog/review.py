@@ -598,6 +598,10 @@ class ExportResult:
     last_seq: int | None
 
 
+class UnreadableEntry(Exception):
+    """An entry holds what no entry is written with: the log was damaged or altered."""
+
+
 def export(
     path: Path, since: datetime | None, until: datetime | None, out: IO[str]
 ) -> ExportResult:
@@ -638,7 +642,12 @@ def export(
         first = last = None
         if lo is not None and hi is not None and lo <= hi:
             for seq, kind, row in _merged_range(conn, lo, hi):
-                entry = row_entry(kind, row)
+                try:
+                    entry = row_entry(kind, row)
+                except ValueError as exc:
+                    raise UnreadableEntry(
+                        f"entry seq {seq} cannot be read ({exc}): run `share-gateway logs verify`"
+                    ) from exc
                 out.write(orjson.dumps(entry, option=orjson.OPT_SORT_KEYS).decode() + "\n")
                 written += 1
                 first = seq if first is None else first
