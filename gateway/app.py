@@ -47,11 +47,12 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
 
 
 class _EveryTarget(web.PlainResource):
-    """Matches every request target: `*` (OPTIONS), `host:port` (CONNECT), a decoded path
+    """Matches every request target the router asks about: `*` (OPTIONS), a decoded path
     holding a line break. Every refusal is then the gateway's own, with a share record, never
     the router's 404 naming the server software; and no pattern is matched per request.
 
-    Indexed under `/`, the one place the router looks for every target."""
+    Indexed under `/`, the one place the router looks for every target with a path. A target
+    with none (`CONNECT host:port`, `GET http://host`) it answers 404 itself, asking no route."""
 
     def __init__(self) -> None:
         super().__init__("/")
