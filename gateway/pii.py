@@ -255,8 +255,10 @@ _CREDIT_REGIONS: Final = _PROVINCES | {"10"}
 
 _ID_WEIGHTS: Final = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK: Final = "10X98765432"
+_ID_ZERO_WEIGHT: Final = ord("0") * sum(_ID_WEIGHTS)
 _ID_SHAPE: Final = re.compile(r"[1-9][0-9]{16}[0-9Xx]")
 _EARLIEST_BIRTH: Final = dt.date(1900, 1, 1)
+_YEAR_AT_START: Final = dt.date.today().year  # no later than any year the process sees
 
 _CREDIT_CHARSET: Final = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 _CREDIT_VALUES: Final = {c: i for i, c in enumerate(_CREDIT_CHARSET)}
@@ -272,7 +274,9 @@ def _id_birth_date(value: str) -> dt.date | None:
         born = dt.date(int(value[6:10]), int(value[10:12]), int(value[12:14]))
     except ValueError:
         return None
-    if born < _EARLIEST_BIRTH or born > dt.date.today():
+    # Only a birth date this year or later can lie in the future: today's date (a clock and
+    # time-zone lookup) is read for those alone.
+    if born < _EARLIEST_BIRTH or (born.year >= _YEAR_AT_START and born > dt.date.today()):
         return None
     return born
 
@@ -289,7 +293,8 @@ def _looks_like_id(value: str) -> bool:
 
 
 def _id_check_ok(value: str) -> bool:
-    total = sum(map(operator.mul, map(int, value[:17]), _ID_WEIGHTS))
+    # On the digits' byte values, less what the zeros contribute: no int() per character.
+    total = sum(map(operator.mul, value[:17].encode("ascii"), _ID_WEIGHTS)) - _ID_ZERO_WEIGHT
     return _ID_CHECK[total % 11] == value[17].upper()
 
 
@@ -302,7 +307,12 @@ def birth_date_from_id(value: str) -> dt.date | None:
     """The birth date in a valid mainland resident ID number, or None if it is not one."""
     # Written in groups (`110105-19900307-1234`, spaces, their full-width forms) it is the same
     # number: a minor's card must not pass as no card at all for want of its separators.
-    if not (len(value) == 18 and value.isascii()):  # the usual case needs no folding
+    if value.isascii():  # the usual case: only ASCII separators can be in the way
+        if len(value) < 18:
+            return None  # a subject id like "u-100234": too short for any ID number
+        if len(value) > 18:
+            value = value.translate(_ID_SEPARATORS)
+    else:
         value = value.translate(_SEPARATOR_TABLE).translate(_FOLD_TABLE)
         value = value.translate(_ID_SEPARATORS).translate(_ASTRAL_DIGITS)
     if len(value) != 18 or not _ID_SHAPE.fullmatch(value):
