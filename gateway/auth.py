@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import ipaddress
 import json
 import math
@@ -48,6 +49,8 @@ MAX_TOKEN_CHARS: Final = 8192
 DEFAULT_CONSENT_CACHE_SIZE: Final = 1024
 JWKS_FETCH_TIMEOUT_S: Final = 5.0
 JWKS_MAX_BYTES: Final = 256 * 1024
+# How old the keys from a `jwks_url` may grow before they are fetched again anyway.
+JWKS_MAX_AGE_S: Final = 300.0
 MIN_HS256_SECRET_BYTES: Final = 32
 MIN_RSA_KEY_BITS: Final = 2048
 
@@ -173,8 +176,10 @@ def parse_jwks(document: object, allowed: frozenset[str]) -> tuple[VerificationK
         if reason is None:
             try:
                 parsed = jwt.PyJWK(jwk)
-            except jwt.PyJWTError as exc:
-                reason = str(exc)[:200]
+            # Not only pyjwt's own error: an `alg` of "none" or a list raises others. Never its
+            # message either: pyjwt quotes the whole key, private parameters included.
+            except (jwt.PyJWTError, NotImplementedError, TypeError, ValueError, KeyError) as exc:
+                reason = f"not a key pyjwt can use ({type(exc).__name__})"
             else:
                 public = _public(parsed.key)
                 if public is None:
@@ -283,12 +288,15 @@ def _is_loopback(host: str) -> bool:
 
 
 class RemoteJwksKeyStore:
-    """A JWKS fetched from the identity provider at start-up and again when a new kid appears.
+    """A JWKS fetched from the identity provider at start-up, again when a new kid appears, and
+    every `max_age_s` in the background.
 
-    A refresh happens only for an unknown kid, at most once per `refresh_min_interval_s`, so a
-    stream of tokens with invented kids costs one fetch per interval, not one per token. The
-    start-up fetch does not count against the interval: a kid rotated in just after start-up is
-    found at once. A failed refresh keeps the keys already held.
+    A refresh for an unknown kid happens at most once per `refresh_min_interval_s`, so a stream
+    of tokens with invented kids costs one fetch per interval, not one per token. The start-up
+    fetch does not count against the interval: a kid rotated in just after start-up is found at
+    once. The background refresh drops a key the provider withdrew (and takes a key replaced
+    under the same kid) although no token names a new kid. A failed refresh keeps the keys
+    already held; only a changed document clears the verified-token cache.
     """
 
     def __init__(
@@ -297,6 +305,7 @@ class RemoteJwksKeyStore:
         algorithms: Iterable[str],
         *,
         refresh_min_interval_s: float,
+        max_age_s: float = JWKS_MAX_AGE_S,
         timeout_s: float = JWKS_FETCH_TIMEOUT_S,
         max_bytes: int = JWKS_MAX_BYTES,
         clock: Callable[[], float] = time.monotonic,
@@ -305,6 +314,9 @@ class RemoteJwksKeyStore:
         self._url = url
         self._allowed = frozenset(algorithms)
         self._interval = refresh_min_interval_s
+        self._max_age = max_age_s
+        self._document = b""  # the last document fetched: an unchanged one keeps the cache
+        self._ageing: asyncio.Task[None] | None = None
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._max_bytes = max_bytes
         self._clock = clock
@@ -323,15 +335,27 @@ class RemoteJwksKeyStore:
             return
         self._session = aiohttp.ClientSession(timeout=self._timeout)
         try:
-            self._keys = await self._fetch()
+            self._keys, self._document = await self._fetch()
         except _FetchError as exc:
             await self.close()
             raise AuthConfigError(f"cannot load the JWKS from {self._url}: {exc}") from exc
+        self._ageing = asyncio.get_running_loop().create_task(self._refresh_when_old())
 
     async def close(self) -> None:
+        ageing, self._ageing = self._ageing, None
+        if ageing is not None:
+            ageing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ageing
         session, self._session = self._session, None
         if session is not None:
             await session.close()
+
+    async def _refresh_when_old(self) -> None:
+        while True:
+            await asyncio.sleep(self._max_age)
+            async with self._lock:
+                await self._refresh()
 
     async def select(self, kid: str | None, alg: str) -> VerificationKey:
         if self._session is None:
@@ -355,16 +379,19 @@ class RemoteJwksKeyStore:
         # The attempt counts even when it fails, so an unreachable provider is not hammered.
         self._last_refresh = self._clock()
         try:
-            self._keys = await self._fetch()
+            keys, document = await self._fetch()
         except _FetchError as exc:
             log.warning("jwks_refresh_failed", url=self._url, error=str(exc))
-        else:
-            # A key may have been withdrawn (rotated out, compromised): the tokens it signed
-            # are no longer taken from the verifier's cache.
-            self._generation += 1
-            log.info("jwks_refreshed", url=self._url, keys=len(self._keys))
+            return
+        if document == self._document:
+            return  # nothing withdrawn: the verified tokens stay cached
+        self._keys, self._document = keys, document
+        # A key may have been withdrawn (rotated out, compromised): the tokens it signed are no
+        # longer taken from the verifier's cache.
+        self._generation += 1
+        log.info("jwks_refreshed", url=self._url, keys=len(self._keys))
 
-    async def _fetch(self) -> tuple[VerificationKey, ...]:
+    async def _fetch(self) -> tuple[tuple[VerificationKey, ...], bytes]:
         session = self._session
         if session is None:
             raise _FetchError("not started")
@@ -387,7 +414,7 @@ class RemoteJwksKeyStore:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _FetchError(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
         try:
-            return parse_jwks(json.loads(body), self._allowed)
+            return parse_jwks(json.loads(body), self._allowed), bytes(body)
         except (ValueError, RecursionError) as exc:
             raise _FetchError(str(exc)) from exc
 

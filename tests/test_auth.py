@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from cryptography.hazmat.primitives.asymmetric import ec
 from pytest_aiohttp import AiohttpServer
 from tokens import (
     AUDIENCE,
@@ -710,6 +712,66 @@ async def test_a_cached_token_is_refused_once_its_key_left_the_jwks(
         with pytest.raises(InvalidToken, match="not a trusted key"):
             await v.authenticate(f"Bearer {withdrawn}")
         assert (await v.authenticate(f"Bearer {kept}")).subject
+
+
+async def test_a_key_the_provider_withdraws_is_dropped_without_any_new_kid(
+    serve_jwks: ServeJwks, rsa_signer: SigningKey, rsa_rotated: SigningKey
+) -> None:
+    # Nobody sends an unknown kid: the keys are fetched again once they are `max_age_s` old.
+    idp = JwksServer(jwks(rsa_signer, rsa_rotated))
+    store = RemoteJwksKeyStore(
+        await serve_jwks(idp), ["RS256"], refresh_min_interval_s=60, max_age_s=0.2
+    )
+    async with TokenVerifier(store, algorithms=["RS256"], issuer=ISSUER, audience=AUDIENCE) as v:
+        assert (await v.verify(mint(rsa_signer)))["sub"]
+        idp.document = jwks(rsa_rotated)  # withdrawn: compromised, say
+        for _ in range(50):  # at most 5 s
+            if len(idp.requests) >= 2:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.05)  # the refreshed keys are in place
+        await refused(v, mint(rsa_signer, jti="after"), "not a trusted key")
+        assert (await v.verify(mint(rsa_rotated)))["sub"]
+
+
+async def test_an_unchanged_jwks_keeps_the_verified_tokens(
+    serve_jwks: ServeJwks, rsa_signer: SigningKey
+) -> None:
+    # A refresh that brings the same document back withdraws nothing: no cache to clear (an
+    # invented kid a minute would otherwise empty it for everyone).
+    idp = JwksServer(jwks(rsa_signer))
+    clock = Clock(now=1000.0)
+    store = RemoteJwksKeyStore(
+        await serve_jwks(idp), ["RS256"], refresh_min_interval_s=60, clock=clock
+    )
+    async with TokenVerifier(store, algorithms=["RS256"], issuer=ISSUER, audience=AUDIENCE) as v:
+        before = store.generation
+        clock.now += 60
+        await refused(v, mint(rsa_signer.with_kid("invented")), "not a trusted key")
+        assert len(idp.requests) == 2
+        assert store.generation == before
+
+
+@pytest.mark.parametrize("odd", [{"alg": "none"}, {"alg": ["RS256"]}], ids=["alg_none", "alg_list"])
+async def test_one_odd_key_in_the_jwks_is_skipped_not_fatal(
+    serve_jwks: ServeJwks, rsa_signer: SigningKey, rsa_rotated: SigningKey, odd: dict[str, Any]
+) -> None:
+    [odd_key] = jwks(rsa_rotated.with_kid("odd"))["keys"]
+    idp = JwksServer({"keys": [*jwks(rsa_signer)["keys"], {**odd_key, **odd}]})
+    store = RemoteJwksKeyStore(await serve_jwks(idp), ["RS256"], refresh_min_interval_s=0)
+    async with TokenVerifier(store, algorithms=["RS256"], issuer=ISSUER, audience=AUDIENCE) as v:
+        assert (await v.verify(mint(rsa_signer)))["sub"]
+        await refused(v, mint(rsa_rotated.with_kid("odd")), "not a trusted key")
+
+
+def test_a_skipped_key_is_never_quoted(rsa_signer: SigningKey) -> None:
+    # pyjwt's message for a key it cannot map quotes the whole key, private parts included.
+    key = ec.generate_private_key(ec.SECP256R1())
+    private = jwt.algorithms.ECAlgorithm.to_jwk(key, as_dict=True)
+    odd = {**private, "alg": "ECDH-ES", "kid": "enc"}
+    with pytest.raises(ValueError, match="no usable signature key") as caught:
+        parse_jwks({"keys": [odd]}, frozenset({"ES256"}))
+    assert private["d"][:8] not in str(caught.value)
 
 
 async def test_jwks_url_concurrent_unknown_kids_share_one_fetch(
