@@ -72,6 +72,30 @@ class StrictLoader(yaml.SafeLoader):
             what = f"cannot read {node.tag.rsplit(':', 1)[-1]} {_shown(node)}{why}"
             raise yaml.constructor.ConstructorError(None, None, what, node.start_mark) from exc
 
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> Any:
+        # YAML 1.1 reads 030 as 24 (octal), 1:30 as 90 (base 60), 0x1e as 30: a contract's
+        # numbers are written in decimal, and any other reading changes what it agreed.
+        digits = str(node.value).replace("_", "").lstrip("+-")
+        if ":" in digits or (len(digits) > 1 and digits[0] == "0"):
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"{node.value!r} is not a decimal number in YAML (octal, hexadecimal, binary or "
+                "base 60): write it in decimal, without leading zeros",
+                node.start_mark,
+            )
+        return super().construct_yaml_int(node)
+
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> Any:
+        if ":" in str(node.value):
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"{node.value!r} is a base-60 number in YAML: write it in decimal",
+                node.start_mark,
+            )
+        return super().construct_yaml_float(node)
+
     def construct_document(self, node: yaml.Node) -> Any:
         duplicates = list(self._duplicate_keys(node, (), set()))
         if duplicates:
@@ -112,6 +136,10 @@ class StrictLoader(yaml.SafeLoader):
                     else:
                         first_line[key] = line
                 yield from self._duplicate_keys(value_node, child, seen_nodes)
+
+
+StrictLoader.add_constructor("tag:yaml.org,2002:int", StrictLoader.construct_yaml_int)
+StrictLoader.add_constructor("tag:yaml.org,2002:float", StrictLoader.construct_yaml_float)
 
 
 def _shown(node: yaml.Node) -> str:
@@ -199,10 +227,16 @@ def _message(error: Any) -> str:
 def _non_blank(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be empty")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (`"\ud800"` in YAML): no share record could ever hold it.
+        raise ValueError("is not text: it holds a lone surrogate") from None
     return value
 
 
 NonBlank = Annotated[str, AfterValidator(_non_blank)]
+_INT64_MAX = 2**63 - 1  # what SQLite stores as an integer
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -423,7 +457,7 @@ class Partner(_Model):
 
 class ContractInfo(_Model):
     id: NonBlank
-    version: StrictInt = Field(ge=1)
+    version: StrictInt = Field(ge=1, le=_INT64_MAX)  # recorded in every share's record
     effective: CalendarDate
     expires: CalendarDate
     status: Literal["active", "suspended", "terminated"]
@@ -476,13 +510,17 @@ class Sensitive(_Model):
 
 
 class Terms(_Model):
-    retention_days: StrictInt = Field(ge=0)
+    retention_days: StrictInt = Field(ge=0, le=_INT64_MAX)
     onward_transfer: StrictBool = False
     cross_border: CrossBorder = CrossBorder()
     sensitive: Sensitive = Sensitive()
     minors: Literal["deny", "allow"] = "deny"
-    rate_limit_per_s: float | None = Field(default=None, gt=0, strict=True)
-    max_records_per_day: StrictInt | None = Field(default=None, ge=1)
+    # At least one a day, at most a million a second, and never infinite: the limiter's waits
+    # and Retry-After must be numbers.
+    rate_limit_per_s: float | None = Field(
+        default=None, ge=1 / 86400, le=1_000_000, strict=True, allow_inf_nan=False
+    )
+    max_records_per_day: StrictInt | None = Field(default=None, ge=1, le=_INT64_MAX)
 
 
 # Transforms. In the file: `hash`, `redact`, `{mask: {keep_first: N, keep_last: N}}`,
@@ -522,7 +560,7 @@ class GeneralizeSpec(_Model):
     """A date to its year (`bucket` unset), or a number to its bucket of `bucket` wide."""
 
     kind: Literal["generalize"] = "generalize"
-    bucket: StrictInt | None = Field(default=None, ge=1)
+    bucket: StrictInt | None = Field(default=None, ge=1, le=10**15)  # exact as a float too
 
     @model_serializer
     def _as_written(self) -> dict[str, str | dict[str, int]]:

@@ -307,6 +307,62 @@ def test_upstream_values(changes: dict[str, object], problem: tuple[str, str]) -
     assert errors_of(Contract, data) == [problem]
 
 
+@pytest.mark.parametrize(
+    ("section", "changes", "where"),
+    [
+        # Numbers the gateway could not use: every share would fail (500, or 503 at the log).
+        ("terms", {"rate_limit_per_s": float("inf")}, "terms.rate_limit_per_s"),
+        ("terms", {"rate_limit_per_s": 1e-320}, "terms.rate_limit_per_s"),
+        ("terms", {"rate_limit_per_s": 2e6}, "terms.rate_limit_per_s"),
+        ("terms", {"max_records_per_day": 2**63}, "terms.max_records_per_day"),
+        ("contract", {"version": 2**63}, "contract.version"),
+        ("contract", {"id": "DPA-\ud800"}, "contract.id"),
+    ],
+    ids=["rate_inf", "rate_tiny", "rate_huge", "cap_huge", "version_huge", "lone_surrogate"],
+)
+def test_values_no_share_could_be_made_with_are_refused(
+    section: str, changes: dict[str, object], where: str
+) -> None:
+    data = {**CONTRACT, section: {**CONTRACT[section], **changes}}
+    assert [path for path, _ in errors_of(Contract, data)] == [where]
+
+
+def test_a_bucket_wider_than_a_float_counts_exactly_is_refused() -> None:
+    field = {"path": "a.income", "category": "financial.income"}
+    with pytest.raises(ValidationError, match="less than or equal to 1000000000000000"):
+        FieldRule.model_validate({**field, "transform": {"generalize": {"bucket": 2**1024}}})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "retention_days: 030\n",
+        "retention_days: 1:30\n",
+        "retention_days: 0x1e\n",
+        "retention_days: -017\n",
+        "rate: 1:30.5\n",
+    ],
+)
+def test_yaml_numbers_not_written_in_decimal_are_refused(text: str) -> None:
+    # YAML 1.1 reads 030 as 24 and 1:30 as 90: the contract would say what nobody wrote.
+    with pytest.raises(YamlFileError) as caught:
+        load_yaml(text)
+    [(_, message)] = caught.value.problems
+    assert "decimal" in message
+
+
+def test_yaml_numbers_in_decimal_still_read_as_numbers() -> None:
+    assert load_yaml("a: 30\nb: 0\nc: -5\nd: 1_000\ne: 0.5\nf: 30.25\ng: '030'\n") == {
+        "a": 30,
+        "b": 0,
+        "c": -5,
+        "d": 1000,
+        "e": 0.5,
+        "f": 30.25,
+        "g": "030",
+    }
+
+
 def test_timeout_may_be_written_as_an_integer() -> None:
     upstream = Upstream.model_validate(
         {"base_url": "https://a.example", "location": "CN", "timeout_s": 300}
