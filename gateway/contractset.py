@@ -54,11 +54,14 @@ class ContractSet:
 
 
 def contract_files(directory: Path) -> list[Path]:
-    """The partner files of a folder: `*.yaml`/`*.yml` not starting with `_` (or `.`), sorted."""
+    """The partner files of a folder: `*.yaml`/`*.yml` not starting with `_` (or `.`), sorted.
+
+    Any case of the suffix (`ACME.YAML`): such a file is a contract, never silently skipped.
+    """
     return sorted(
         path
         for path in directory.iterdir()
-        if path.suffix in {".yaml", ".yml"}
+        if path.suffix.lower() in {".yaml", ".yml"}
         and not path.name.startswith(("_", "."))
         and path.is_file()
     )
@@ -303,9 +306,14 @@ def _check_routes(contract: Contract, taxonomy: Taxonomy) -> Found:
                 f"{where}.purpose",
                 f"{route.purpose!r} is not one of purposes ({', '.join(contract.purposes)})",
             )
-        names = Template.parse(route.path).names
+        template = Template.parse(route.path)
+        if not template.parts:
+            # A request is /{partner}/{path}: at least one segment after the partner id.
+            yield f"{where}.path", "the path needs at least one segment: no request reaches /"
+        names = template.names
         for name in sorted({n for n in names if names.count(n) > 1}):
             yield f"{where}.path", f"placeholder {{{name}}} appears more than once"
+
         for position, header in enumerate(route.headers):
             if header.lower() == credential_header:
                 yield (

@@ -442,6 +442,20 @@ def test_third_party_requires_pia_ref(tmp_path: Path) -> None:
     ]
 
 
+def test_a_route_at_the_root_is_refused(tmp_path: Path) -> None:
+    data = minimal()
+    data["routes"][0]["path"] = "/"
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: routes.0.path: the path needs at least one segment: no request reaches /"
+    ]
+
+
+def test_a_contract_file_with_an_upper_case_suffix_is_read(tmp_path: Path) -> None:
+    (tmp_path / "ACME.YAML").write_text("partner: [not, a, contract\n", encoding="utf-8")
+    assert [p.name for p in contract_files(tmp_path)] == ["ACME.YAML"]
+
+
 def test_entrusted_partner_without_sensitive_data_needs_no_pia_ref(tmp_path: Path) -> None:
     data = minimal()
     del data["contract"]["pia_ref"]
