@@ -354,8 +354,11 @@ class RemoteJwksKeyStore:
     async def _refresh_when_old(self) -> None:
         while True:
             await asyncio.sleep(self._max_age)
-            async with self._lock:
-                await self._refresh()
+            try:
+                async with self._lock:
+                    await self._refresh()
+            except Exception as exc:  # a fault must not end the refreshes for good
+                log.warning("jwks_refresh_failed", url=self._url, error=repr(exc))
 
     async def select(self, kid: str | None, alg: str) -> VerificationKey:
         if self._session is None:
