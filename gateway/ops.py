@@ -27,7 +27,7 @@ from gateway.pipeline import caller_of, error_response
 from gateway.runtime import RUNTIME, Runtime, StartupError
 from gateway.server import SERVER_NAME
 from gateway.sharelog import review
-from gateway.sharelog.commands import UsageError, parse_time
+from gateway.sharelog.commands import SQLITE_INT_MAX, UsageError, parse_time
 from gateway.sharelog.record import DECISIONS
 
 ADMIN_SCOPE = "gateway:admin"
@@ -146,7 +146,7 @@ async def shares(request: web.Request, runtime: Runtime) -> web.StreamResponse:
         if since is not None and until is not None and until <= since:
             raise UsageError("until must be later than since")
         limit = _whole_number(params, "limit", 100, 1, MAX_PAGE)
-        offset = _whole_number(params, "offset", 0, 0, _SQLITE_INT_MAX)
+        offset = _whole_number(params, "offset", 0, 0, SQLITE_INT_MAX)
     except (UsageError, ValueError) as exc:
         raise MalformedRequest(str(exc)) from exc
     repeated = sorted({name for name in params if len(params.getall(name)) > 1})
@@ -170,9 +170,6 @@ async def shares(request: web.Request, runtime: Runtime) -> web.StreamResponse:
         offset=offset,
     )
     return _json({"shares": rows, "limit": limit, "offset": offset})
-
-
-_SQLITE_INT_MAX = 2**63 - 1
 
 
 def _whole_number(params: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:

@@ -226,12 +226,12 @@ def _window(
 def _paging(args: argparse.Namespace) -> tuple[int | None, int]:
     if args.limit < 0 or args.offset < 0:
         raise UsageError("--limit and --offset must not be negative")
-    if max(args.limit, args.offset) > _SQLITE_INT_MAX:
-        raise UsageError(f"--limit and --offset must be at most {_SQLITE_INT_MAX}")
+    if max(args.limit, args.offset) > SQLITE_INT_MAX:
+        raise UsageError(f"--limit and --offset must be at most {SQLITE_INT_MAX}")
     return (args.limit or None), args.offset
 
 
-_SQLITE_INT_MAX = 2**63 - 1
+SQLITE_INT_MAX = 2**63 - 1  # the largest integer SQLite takes (LIMIT, OFFSET)
 
 
 def _master_key(settings: Settings) -> bytes:
