@@ -47,12 +47,10 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
 
 
 class _EveryTarget(web.PlainResource):
-    """Matches every request target the router asks about: `*` (OPTIONS), a decoded path
-    holding a line break. Every refusal is then the gateway's own, with a share record, never
-    the router's 404 naming the server software; and no pattern is matched per request.
-
-    Indexed under `/`, the one place the router looks for every target with a path. A target
-    with none (`CONNECT host:port`, `GET http://host`) it answers 404 itself, asking no route."""
+    """The one resource, matching every request target: `*` (OPTIONS), `CONNECT host:port`,
+    `GET http://host`, a decoded path holding a line break. Every refusal is then the gateway's
+    own, with a share record, never the router's 404 naming the server software; and no
+    pattern is matched per request."""
 
     def __init__(self) -> None:
         super().__init__("/")
@@ -60,6 +58,10 @@ class _EveryTarget(web.PlainResource):
 
     async def resolve(self, request: web.Request) -> tuple[UrlMappingMatchInfo, set[str]]:
         return UrlMappingMatchInfo({}, self._route), set()
+
+    async def match(self, request: web.Request) -> UrlMappingMatchInfo:
+        """What the router answers: this resource's match, whatever the target."""
+        return UrlMappingMatchInfo({}, self._route)
 
 
 async def _expect(request: web.Request) -> None:
@@ -74,7 +76,12 @@ async def _expect(request: web.Request) -> None:
 def make_app(runtime: Runtime) -> web.Application:
     app = web.Application()
     app[RUNTIME] = runtime
-    app.router.register_resource(_EveryTarget())
+    target = _EveryTarget()
+    app.router.register_resource(target)
+    # aiohttp's router answers a target with no path (`CONNECT host:port`, `GET http://host`)
+    # with its own 404 before it asks any resource; and it walks the path's prefixes for every
+    # other target. The gateway has one resource, so the router is this resource's answer.
+    app.router.resolve = target.match  # type: ignore[method-assign]
     return app
 
 
