@@ -123,9 +123,29 @@ _SEPARATOR_TABLE: Final = {
     **_BMP_DIGITS,
 }
 _SEPARATOR_CHARS: Final = {chr(k): chr(v) for k, v in _SEPARATOR_TABLE.items()}
+
+# Invisible format characters (zero-width space and joiners, word joiner, soft hyphen, BOM,
+# direction marks): pasted inside a number they change nothing a reader sees. They cannot be
+# folded one-for-one like the separators above, so a string holding one is scanned a second
+# time without them, and what either scan finds is redacted. Astral ones are rare enough to
+# look for only in a string holding some astral character.
+_INVISIBLE_CHARS: Final = frozenset(
+    chr(cp) for cp in range(0x110000) if unicodedata.category(chr(cp)) == "Cf"
+)
+_INVISIBLE_BMP: Final = frozenset(ord(c) for c in _INVISIBLE_CHARS if c <= "\uffff")
+# Apart: a class reaching beyond the BMP is searched range by range, many times slower.
+_INVISIBLE: Final = re.compile("[" + _char_class(_INVISIBLE_BMP) + "]")
+_INVISIBLE_ASTRAL: Final = re.compile(
+    "[" + _char_class(ord(c) for c in _INVISIBLE_CHARS if c > "\uffff") + "]"
+)
+
+
 _SEPARATORS: Final = re.compile("[" + _char_class(_SEPARATOR_TABLE) + "]")
+# Also finds the invisible characters: ordinary prose pays one search for both.
 _MAY_NEED_FOLDING: Final = re.compile(
-    "[" + _char_class(_SEPARATOR_TABLE) + "\uff10-\uff19\uff20-\uff3a\uff41-\uff5a]"
+    "["
+    + _char_class([*_SEPARATOR_TABLE, *_INVISIBLE_BMP])
+    + "\uff10-\uff19\uff20-\uff3a\uff41-\uff5a]"
 )
 # Full-width digits, letters and '@' are what can start an identifier; full-width punctuation
 # alone (，：（）in ordinary Chinese prose) must not make every string pay for folding.
@@ -547,20 +567,49 @@ def _fold_separator(m: re.Match[str]) -> str:
     return _SEPARATOR_CHARS[m.group()]
 
 
-def _fold(text: str) -> str:
+def _fold(text: str) -> tuple[str, bool]:
+    """``text`` with separators, full-width forms and other digits folded, and whether it
+    holds an invisible character."""
+    hidden = False
     if _ANY_ASTRAL.search(text):
+        hidden = _INVISIBLE_ASTRAL.search(text) is not None
         text = text.translate(_ASTRAL_DIGITS)
     if not _MAY_NEED_FOLDING.search(text):  # one search for ordinary prose, as before
-        return text
+        return text, hidden
+    hidden = hidden or _INVISIBLE.search(text) is not None
     text = _SEPARATORS.sub(_fold_separator, text)  # rare: cheaper than translating it all
-    return _FOLD_RUN.sub(_fold_run, text) if _NEEDS_FOLD.search(text) else text
+    return (_FOLD_RUN.sub(_fold_run, text) if _NEEDS_FOLD.search(text) else text), hidden
+
+
+def _spans(text: str, allowed: frozenset[str]) -> list[_Span]:
+    folded, hidden = _fold(text)
+    spans = [span for span in _find_spans(folded) if span[2] not in allowed]
+    if not hidden:
+        return spans
+    kept = [i for i, c in enumerate(text) if c not in _INVISIBLE_CHARS]
+    visible, _ = _fold("".join(map(text.__getitem__, kept)))
+    # A span of the visible text covers the invisible characters inside it in the original.
+    spans += (
+        (kept[start], kept[end - 1] + 1, category)
+        for start, end, category in _find_spans(visible)
+        if category not in allowed
+    )
+    spans.sort()
+    merged: list[_Span] = []
+    for span in spans:  # where the two scans overlap, one redaction covers both
+        if merged and span[0] < merged[-1][1]:
+            start, end, category = merged[-1]
+            merged[-1] = (start, max(end, span[1]), category)
+        else:
+            merged.append(span)
+    return merged
 
 
 def find(text: str) -> list[Match]:
     """Every recognised identifier in ``text``, in order, overlaps settled by precedence."""
     if not _MAY_CONTAIN.search(text):
         return []
-    return [Match(s, e, c) for s, e, c in _find_spans(_fold(text))]
+    return [Match(s, e, c) for s, e, c in _spans(text, frozenset())]
 
 
 def scan(text: str, allowed: frozenset[str]) -> tuple[str, dict[str, int]]:
@@ -570,7 +619,7 @@ def scan(text: str, allowed: frozenset[str]) -> tuple[str, dict[str, int]]:
     """
     if not _MAY_CONTAIN.search(text) or allowed >= CATEGORIES:
         return text, {}
-    spans = [span for span in _find_spans(_fold(text)) if span[2] not in allowed]
+    spans = _spans(text, allowed)
     if not spans:
         return text, {}
     parts: list[str] = []

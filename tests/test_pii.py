@@ -271,6 +271,13 @@ MATH_PHONE = "".join(chr(0x1D7CE + int(d)) for d in "13800138000")
             "\u0967\u0969\u096e\u0966\u0966\u0967\u0969\u096e\u0966\u0966\u0966",
         ),
         (f"😀回拨{MATH_PHONE}。", MATH_PHONE),  # beyond the BMP, after another such character
+        ("回拨138\u200b0013\u200b8000。", "138\u200b0013\u200b8000"),  # zero-width spaces
+        ("回拨" + "\u200d".join("13800138000") + "。", "\u200d".join("13800138000")),
+        (f"身份证{ID_1990[:6]}\u00ad{ID_1990[6:]}核对", f"{ID_1990[:6]}\u00ad{ID_1990[6:]}"),
+        (f"卡号{CARD_16[:8]}\u2060{CARD_16[8:]}。", f"{CARD_16[:8]}\u2060{CARD_16[8:]}"),
+        ("写信zhang\ufeffwei@example.com吧", "zhang\ufeffwei@example.com"),
+        ("订单2024\u200b13800138000", "13800138000"),  # the invisible character as a boundary
+        ("回拨\u200e13800138000\u200f。", "13800138000"),  # direction marks around it
     ],
     ids=[
         "card_expiry",
@@ -288,6 +295,13 @@ MATH_PHONE = "".join(chr(0x1D7CE + int(d)) for d in "13800138000")
         "phone_arabic_indic_digits",
         "phone_devanagari_digits",
         "phone_mathematical_digits",
+        "phone_zero_width_spaces",
+        "phone_zero_width_joiner_between_every_digit",
+        "id_soft_hyphen",
+        "card_word_joiner",
+        "email_byte_order_mark",
+        "phone_after_a_zero_width_space",
+        "phone_between_direction_marks",
     ],
 )
 def test_identifiers_written_with_separators_or_neighbours(text: str, found: str) -> None:
@@ -783,6 +797,8 @@ FRAGMENTS = [
     "x",
     "X",
     "中文",
+    "\u200b",
+    "\u00ad",
 ]
 mixed_text = st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=8)), max_size=12).map(
     "".join
@@ -808,6 +824,49 @@ def test_scan_never_raises_and_redacts_exactly_the_found_spans(text: str) -> Non
             pieces.append(text[last : m.start] + f"[REDACTED:{m.category}]")
             last = m.end
         assert redacted == "".join(pieces) + text[last:]
+
+
+INVISIBLE = [
+    "\u200b",
+    "\u200c",
+    "\u200d",
+    "\u2060",
+    "\u00ad",
+    "\ufeff",
+    "\u200e",
+    "\u2066",
+    "\U000e0020",
+]
+
+
+@given(
+    st.sampled_from(
+        [
+            (ID_1990, ID_NUMBER),
+            (CARD_16, BANK_ACCOUNT),
+            (USCC, CREDIT_CODE),
+            ("13800138000", PHONE),
+            ("li@example.com", EMAIL),
+            ("192.168.0.1", IP),
+        ]
+    ),
+    st.lists(st.tuples(st.integers(0, 40), st.sampled_from(INVISIBLE)), max_size=6),
+    st.sampled_from(["", "中文", " x ", "，"]),
+)
+@settings(max_examples=300, deadline=None)
+def test_invisible_characters_anywhere_in_an_identifier_never_hide_it(
+    identifier: tuple[str, str], inserts: list[tuple[int, str]], around: str
+) -> None:
+    value, category = identifier
+    chars = list(value)
+    for at, invisible in inserts:
+        chars.insert(at % (len(chars) + 1), invisible)
+    text = f"{around}{''.join(chars)}{around}"
+    redacted, counts = scan(text, NOTHING_ALLOWED)
+    assert counts == {category: 1}, text
+    # Invisible characters before or after the identifier stay where they were.
+    visible = "".join(c for c in redacted if c not in INVISIBLE)
+    assert visible == f"{around}[REDACTED:{category}]{around}"
 
 
 @given(st.text())

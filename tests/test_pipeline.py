@@ -1398,6 +1398,25 @@ async def test_free_text_is_scanned_for_personal_data(make_gateway: GatewayFacto
     assert sum(gw.log.records[0].pii_redactions.values()) == 2
 
 
+async def test_invisible_characters_inside_a_number_do_not_hide_it(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway()
+    note = (
+        "call 138\u200b0013\u200b8000 or 1\u20603\u20609\u206000139000, id 110105\u00ad19491231002X"
+    )
+    response = await gw.share(
+        "POST", "/acme/v1/notes", json={"note": note}, purpose="service_delivery"
+    )
+    assert response.status == 200
+    [seen] = gw.partner.received
+    assert seen.json()["note"] == (
+        "call [REDACTED:contact.phone] or [REDACTED:contact.phone], "
+        "id [REDACTED:identity.id_number]"
+    )
+    assert gw.log.records[0].pii_redactions == {"contact.phone": 2, "identity.id_number": 1}
+
+
 # --- 7. the partner's answer ----------------------------------------------------------------------
 
 
