@@ -324,6 +324,7 @@ def _check_routes(contract: Contract, taxonomy: Taxonomy) -> Found:
         yield from _check_body(where, route)
         yield from _check_fields(where, route, contract, taxonomy)
         yield from _check_subject(where, route)
+        yield from _check_consent_subject(where, route, contract, taxonomy)
         if route.response is not None:
             yield from _check_response(f"{where}.response.fields", route.response.fields)
     yield from _check_route_overlaps(contract.routes)
@@ -416,6 +417,33 @@ def _check_paths(where: str, paths: Sequence[str], categories: Sequence[FieldRul
     except PathSyntaxError as exc:
         culprit = first.get(exc.path)
         yield (f"{where}.{culprit}.path" if culprit is not None else where), exc.message
+
+
+def _check_consent_subject(
+    where: str, route: Route, contract: Contract, taxonomy: Taxonomy
+) -> Found:
+    # Consent is shown per data subject: without one named, every share would be refused.
+    if route.subject is not None:
+        return
+    if contract.partner.relationship == "third_party":
+        yield (
+            f"{where}.subject",
+            "required for a third_party partner: each share needs its data subject's consent",
+        )
+    elif contract.terms.sensitive.consent_required:
+        sensitive = sorted(
+            {
+                rule.category
+                for rule in route.fields or ()
+                if taxonomy.known(rule.category) and taxonomy.sensitive(rule.category)
+            }
+        )
+        if sensitive:
+            yield (
+                f"{where}.subject",
+                f"required to send {', '.join(sensitive)}: sensitive data needs its data "
+                "subject's consent (terms.sensitive.consent_required)",
+            )
 
 
 def _check_subject(where: str, route: Route) -> Found:

@@ -49,6 +49,7 @@ def minimal() -> dict[str, Any]:
                     "method": "POST",
                     "path": "/v1/things",
                     "purpose": "service_delivery",
+                    "subject": "user_id",
                     "fields": [{"path": "name", "category": "identity.name"}],
                 }
             ],
@@ -420,6 +421,35 @@ def test_one_day_contract_is_valid(tmp_path: Path) -> None:
 # --- rule 10: third parties -------------------------------------------------------------------
 
 
+def test_a_third_party_route_names_its_subject(tmp_path: Path) -> None:
+    # Each share to a third party needs its subject's consent: a route without one could only
+    # ever be refused.
+    data = minimal()
+    data["partner"]["relationship"] = "third_party"
+    data["routes"].append(route(method="GET", path="/v1/reports/{report_id}", fields=None))
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: routes.1.subject: required for a third_party partner: each share needs its "
+        "data subject's consent"
+    ]
+
+
+def test_a_route_sending_sensitive_data_under_consent_names_its_subject(tmp_path: Path) -> None:
+    data = minimal()
+    data["categories"].append("health.record")
+    data["terms"]["sensitive"] = {"allowed": ["health.record"], "consent_required": True}
+    data["routes"][0]["fields"].append({"path": "diagnosis", "category": "health.record"})
+    del data["routes"][0]["subject"]
+    data["routes"].append(route(path="/v1/names"))  # no sensitive field: no consent needed
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: routes.0.subject: required to send health.record: sensitive data needs its "
+        "data subject's consent (terms.sensitive.consent_required)"
+    ]
+    data["terms"]["sensitive"]["consent_required"] = False
+    assert lines(tmp_path, data)[1] == []
+
+
 def test_third_party_requires_consent(tmp_path: Path) -> None:
     data = minimal()
     data["partner"]["relationship"] = "third_party"
@@ -575,6 +605,7 @@ def test_field_path_syntax(tmp_path: Path) -> None:
 @pytest.mark.parametrize("key", ["subject", "records", "birth_date"])
 def test_subject_records_and_birth_date_path_syntax(tmp_path: Path, key: str) -> None:
     data = minimal()
+    del data["routes"][0]["subject"]  # only the broken path is judged
     data["routes"][0][key] = "a[b][]"
     file, found = lines(tmp_path, data)
     assert found == [

@@ -1674,6 +1674,7 @@ LATE_REFUSALS = {
     "consent_required": contract(
         partner={"relationship": "third_party"},
         terms={"sensitive": {"allowed": ["identity.id_number"], "consent_required": True}},
+        routes=BASE_CONTRACT["routes"][:1],  # each route of a third party names its subject
     ),
     "minor_denied": contract(terms={"minors": "deny"}),
     "quota_exceeded": contract(terms={"max_records_per_day": 1}),
