@@ -437,6 +437,48 @@ async def test_export_of_an_entry_that_cannot_be_read_fails_and_leaves_no_file(
     assert not target.exists()  # no partial export to be taken for a whole one
 
 
+async def test_a_failed_export_leaves_an_earlier_export_as_it_was(
+    logged: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    target = tmp_path / "audit.jsonl"
+    assert run(["logs", "export", "--output", str(target)], logged, capsys)[0] == 0
+    earlier = target.read_bytes()
+    with sqlite3.connect(logged.share_log.path) as conn:
+        conn.execute("UPDATE outcomes SET latency_ms = 9e999")
+    code, _, err = run(["logs", "export", "--output", str(target)], logged, capsys)
+    assert code == 1
+    assert "cannot be read" in err
+    assert target.read_bytes() == earlier
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("suffix", ["", "-wal", "-shm", ".lock", "<symlink>"])
+async def test_an_export_over_the_share_log_itself_is_refused(
+    logged: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path, suffix: str
+) -> None:
+    log = logged.share_log.path
+    if suffix == "<symlink>":
+        target = tmp_path / "link.jsonl"
+        target.symlink_to(log)
+    else:
+        target = log.with_name(log.name + suffix)
+    before = log.read_bytes()
+    code, out, err = run(["logs", "export", "--output", str(target)], logged, capsys)
+    assert (code, out) == (2, "")
+    assert "is the share log's own file" in err
+    assert log.read_bytes() == before
+    assert run(["logs", "verify"], logged, capsys)[0] == 0
+
+
+async def test_an_export_to_a_device_writes_to_it_and_leaves_it_in_place(
+    logged: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(["logs", "export", "--output", "/dev/null"], logged, capsys)
+    assert code == 0, err
+    assert "exported" in err
+    assert Path("/dev/null").is_char_device()
+
+
 @pytest.mark.parametrize("option", ["--offset", "--limit"])
 async def test_paging_beyond_what_sqlite_counts_is_a_usage_error(
     logged: Settings, capsys: pytest.CaptureFixture[str], option: str

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import os
 import re
 import sqlite3
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock
@@ -434,18 +436,52 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 def _export_to(
     target: Path, path: Path, since: datetime | None, until: datetime | None
 ) -> review.ExportResult:
+    if _is_log_file(target, path):
+        raise UsageError(f"{target} is the share log's own file: export to another file")
     try:
-        # Keyed subject references are personal data: the export is the owner's alone, also
-        # when it replaces a file that was not.
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.fchmod(fd, 0o600)
-        with open(fd, "w", encoding="utf-8") as out:
-            return review.export(path, since, until, out)
+        special = target.exists() and not target.is_file()
     except OSError as exc:
         raise UsageError(f"cannot write {target}: {exc.strerror}") from exc
-    except review.UnreadableEntry:
-        target.unlink(missing_ok=True)  # no partial export is left to be taken for a whole one
-        raise
+    if special:  # a device or a pipe (/dev/stdout, a named pipe): written as it is
+        try:
+            with target.open("w", encoding="utf-8") as out:
+                return review.export(path, since, until, out)
+        except OSError as exc:
+            raise UsageError(f"cannot write {target}: {exc.strerror}") from exc
+    # Written beside the target and renamed over it only once whole: a failed export leaves
+    # no partial file to be taken for a whole one, and an earlier export where it was.
+    # Keyed subject references are personal data: the file is the owner's alone (mkstemp).
+    try:
+        fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    except OSError as exc:
+        raise UsageError(f"cannot write {target}: {exc.strerror}") from exc
+    try:
+        with open(fd, "w", encoding="utf-8") as out:
+            result = review.export(path, since, until, out)
+        os.replace(temp, target)
+    except OSError as exc:
+        raise UsageError(f"cannot write {target}: {exc.strerror}") from exc
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)  # gone once renamed
+    return result
+
+
+def _is_log_file(target: Path, path: Path) -> bool:
+    """Whether `target` is the share log or one of the files SQLite and the gateway keep
+    beside it: an export there would destroy what it exports."""
+    real = path.resolve()
+    own = [
+        real,
+        *(real.with_name(real.name + end) for end in ("-wal", "-shm", "-journal", ".lock")),
+    ]
+    resolved = target.resolve()
+    if resolved in own:
+        return True
+    try:
+        return any(os.path.samefile(resolved, file) for file in own if file.exists())
+    except OSError:
+        return False
 
 
 @_handles_errors
