@@ -132,8 +132,10 @@ def test_times_are_dates_datetimes_or_ages(text: str, expected: datetime) -> Non
     assert parse_time(text, SHANGHAI, NOW) == expected
 
 
-def test_a_bare_date_as_an_end_includes_the_whole_day() -> None:
-    assert parse_time("2025-03-01", SHANGHAI, NOW, end_of_day=True) == datetime(
+@pytest.mark.parametrize("text", ["2025-03-01", "20250301", "2025-W09-6", "2025W096"])
+def test_a_bare_date_as_an_end_includes_the_whole_day(text: str) -> None:
+    # Every ISO form of the date: read as a date-time, it was the day's first instant.
+    assert parse_time(text, SHANGHAI, NOW, end_of_day=True) == datetime(
         2025, 3, 1, 16, 0, tzinfo=UTC
     )
 

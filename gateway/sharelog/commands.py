@@ -65,11 +65,14 @@ def _parse_time(text: str, zone: ZoneInfo, now: datetime, *, end_of_day: bool) -
     if relative:
         amount, unit = int(relative.group(1)), relative.group(2)
         return now - timedelta(**{_UNITS[unit]: amount})
-    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-        try:
-            day = date.fromisoformat(text)
-        except ValueError as exc:
+    try:
+        # Every ISO 8601 form of a bare date (`2024-05-01`, `20240501`, `2024-W18-3`): a date
+        # read as a date-time would be midnight, and `--until` would leave out its day.
+        day = date.fromisoformat(text)
+    except ValueError as exc:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
             raise UsageError(f"{text!r} is not a valid date") from exc
+    else:
         if end_of_day:
             day += timedelta(days=1)
         return datetime.combine(day, clock(), tzinfo=zone)
