@@ -37,6 +37,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 _PARTNER_ID = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?")
 _PURPOSE = re.compile(r"[a-z][a-z0-9_]*")
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
@@ -65,6 +67,8 @@ CREATE TABLE withdrawals (
     UNIQUE (subject_ref, partner, purpose, withdrawn_at, reference)
 );
 """
+
+_TABLES = frozenset({"grants", "withdrawals"})
 
 _COVERING_SQL = """
 SELECT subject_ref, partner, purpose, granted_at, withdrawn_at, reference FROM grants
@@ -195,6 +199,11 @@ def _text(
     if len(value) > MAX_FIELD_CHARS:
         problems.append(f"{key}: must be at most {MAX_FIELD_CHARS} characters")
         return None
+    if _CONTROL.search(value):
+        # A reference goes into share records and terminal tables: a line break or an escape
+        # sequence there would forge a row.
+        problems.append(f"{key}: must not contain control characters")
+        return None
     return value
 
 
@@ -212,19 +221,19 @@ def _time(
     try:
         return parse_instant(text, zone)
     except (ValueError, OverflowError):
-        problems.append(f"{key}: {text!r} is not an ISO 8601 date or date-time")
+        problems.append(f"{key}: not an ISO 8601 date or date-time")
         return None
 
 
 def _name_problems(partner: str | None, purpose: str | None) -> list[str]:
     problems = []
+    # Values are not echoed: in a row with its columns out of order, they are subject ids.
     if partner is not None and not _PARTNER_ID.fullmatch(partner):
         problems.append(
-            f"partner: {partner!r} must be 1-64 lower-case letters, digits and -, "
-            "not starting or ending with -"
+            "partner: must be 1-64 lower-case letters, digits and -, not starting or ending with -"
         )
     if purpose is not None and not _PURPOSE.fullmatch(purpose):
-        problems.append(f"purpose: {purpose!r} must match [a-z][a-z0-9_]*")
+        problems.append("purpose: must match [a-z][a-z0-9_]*")
     return problems
 
 
@@ -301,6 +310,13 @@ class ConsentRegistry:
         db.execute("PRAGMA synchronous = FULL")
         with self._transaction() as tx:
             (version,) = tx.execute("PRAGMA user_version").fetchone()
+            tables = {
+                name
+                for (name,) in tx.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
+            if (version == 0 and tables) or (version != 0 and not tables >= _TABLES):
+                # Another SQLite file (the share log, say): its own version number says nothing.
+                raise RegistryError(f"{self.path}: not a consent registry (another SQLite file)")
             if version == 0:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
@@ -566,8 +582,8 @@ def _read_csv(text: str) -> _Rows:
         if header is None:
             return [("line 1", [f"the file is empty; expected the header {expected}"])]
         if tuple(h.strip() for h in header) != CSV_HEADER:
-            found = ",".join(header)
-            return [("line 1", [f"the header must be exactly {expected} (found {found})"])]
+            # What the line holds is not shown: without a header, it is a row of personal data.
+            return [("line 1", [f"the header must be exactly {expected}"])]
         start = reader.line_num + 1
         for fields in reader:
             label = f"line {start}"
@@ -639,9 +655,12 @@ def registry_path(settings: Settings) -> Path:
     return settings.registry.path
 
 
-def _open(settings: Settings, *, reading: Path | None = None) -> ConsentRegistry | int:
+def _open(
+    settings: Settings, *, reading: Path | None = None, existing: bool = False
+) -> ConsentRegistry | int:
     """The registry, or the exit code of a usage error; `reading` is a file the command will
-    read, checked before the registry is opened (and, the first time, created)."""
+    read, checked before the registry is opened (and, the first time, created). An `existing`
+    registry only is opened, never created."""
     from gateway.keys import subject_ref_key
     from gateway.runtime import StartupError, master_key
 
@@ -651,6 +670,11 @@ def _open(settings: Settings, *, reading: Path | None = None) -> ConsentRegistry
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return EXIT_USAGE
+    path = registry_path(settings)
+    if existing and not path.is_file():
+        # Created now, it would answer "no consent grants recorded": a false answer.
+        print(f"no consent registry at {path} (registry.path)", file=sys.stderr)
+        return EXIT_USAGE
     if reading is not None:
         try:
             reading.open("rb").close()
@@ -658,7 +682,7 @@ def _open(settings: Settings, *, reading: Path | None = None) -> ConsentRegistry
             print(f"{reading}: cannot read: {exc.strerror}", file=sys.stderr)
             return EXIT_USAGE
     try:
-        return ConsentRegistry(registry_path(settings), subject_ref_key(key), zone=settings.zone)
+        return ConsentRegistry(path, subject_ref_key(key), zone=settings.zone)
     except (RegistryError, sqlite3.Error, OSError) as exc:
         print(f"cannot open the consent registry: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -721,7 +745,7 @@ def _status(grant: Grant, now: datetime) -> str:
 
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
-    registry = _open(settings)
+    registry = _open(settings, existing=True)
     if isinstance(registry, int):
         return registry
     now = datetime.now(UTC)

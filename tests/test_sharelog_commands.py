@@ -6,7 +6,9 @@ import argparse
 import csv
 import io
 import json
+import os
 import sqlite3
+import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -451,7 +453,7 @@ async def test_a_failed_export_leaves_an_earlier_export_as_it_was(
     assert code == 1
     assert "cannot be read" in err
     assert target.read_bytes() == earlier
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert [name for name in os.listdir(tmp_path) if name.startswith(".")] == []
 
 
 @pytest.mark.parametrize("suffix", ["", "-wal", "-shm", ".lock", "<symlink>"])
@@ -478,7 +480,7 @@ async def test_an_export_to_a_device_writes_to_it_and_leaves_it_in_place(
     code, _, err = run(["logs", "export", "--output", "/dev/null"], logged, capsys)
     assert code == 0, err
     assert "exported" in err
-    assert Path("/dev/null").is_char_device()
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)  # written to, not replaced
 
 
 @pytest.mark.parametrize("option", ["--offset", "--limit"])
