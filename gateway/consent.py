@@ -29,6 +29,7 @@ SCHEMA_VERSION = 1
 CSV_HEADER = ("subject", "partner", "purpose", "granted_at", "withdrawn_at", "reference")
 MAX_FIELD_CHARS = 256
 MIN_SUBJECT_KEY_BYTES = 32
+BUSY_TIMEOUT_S = 5.0
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -118,6 +119,13 @@ class ImportReport:
 
 class RegistryError(Exception):
     """The registry file cannot be used (not a database, or a newer schema)."""
+
+
+class RegistryBusy(RegistryError):
+    """Another writer (an import in another process) held the registry past the busy timeout."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"{path}: the consent registry is busy (another import?); try again")
 
 
 class ConsentInputError(ValueError):
@@ -277,11 +285,20 @@ class ConsentRegistry:
     go on while an import is being written, and never see it half-done.
     """
 
-    def __init__(self, path: Path, subject_key: bytes, *, zone: tzinfo = UTC) -> None:
+    def __init__(
+        self,
+        path: Path,
+        subject_key: bytes,
+        *,
+        zone: tzinfo = UTC,
+        busy_timeout_s: float | None = None,
+    ) -> None:
         if len(subject_key) < MIN_SUBJECT_KEY_BYTES:
             raise ValueError(f"subject_key must be at least {MIN_SUBJECT_KEY_BYTES} bytes")
         self.path = path
         self.zone = zone  # of imported times written without an offset
+        # How long a write waits for another writer (an import in another process).
+        self._busy_timeout_s = BUSY_TIMEOUT_S if busy_timeout_s is None else busy_timeout_s
         self._key = subject_key
         self._read_lock = threading.Lock()
         self._write_lock = threading.Lock()
@@ -300,7 +317,10 @@ class ConsentRegistry:
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(
-            self.path, timeout=5.0, isolation_level=None, check_same_thread=False
+            self.path,
+            timeout=self._busy_timeout_s,
+            isolation_level=None,
+            check_same_thread=False,
         )
 
     def _prepare(self) -> None:
@@ -331,7 +351,12 @@ class ConsentRegistry:
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         with self._write_lock:
             db = self._writer
-            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                    raise RegistryBusy(self.path) from exc
+                raise
             try:
                 yield db
             except BaseException:
@@ -683,6 +708,9 @@ def _open(
             return EXIT_USAGE
     try:
         return ConsentRegistry(path, subject_ref_key(key), zone=settings.zone)
+    except RegistryBusy as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_FAILED
     except (RegistryError, sqlite3.Error, OSError) as exc:
         print(f"cannot open the consent registry: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -699,7 +727,11 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
         except OSError as exc:
             print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
             return EXIT_USAGE
-        report = registry._import(rows)
+        try:
+            report = registry._import(rows)
+        except RegistryBusy as exc:
+            print(exc, file=sys.stderr)
+            return EXIT_FAILED
     if not report.ok:
         for error in report.errors:
             print(f"{path}: {error}")

@@ -170,6 +170,16 @@ class ShareLogUnavailable(GatewayError):
     code = "share_log_unavailable"
 
 
+class RegistryUnavailable(GatewayError):
+    """Another writer held the consent registry past its busy timeout (admin API)."""
+
+    status = 503
+    code = "registry_busy"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Retry-After": "1"})
+
+
 class Overloaded(GatewayError):
     """The gateway is at its concurrency limit."""
 

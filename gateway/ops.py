@@ -12,13 +12,14 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.bodies import read_capped
-from gateway.consent import ConsentInputError, apply_json, grants_json
+from gateway.consent import ConsentInputError, RegistryBusy, apply_json, grants_json
 from gateway.errors import (
     Forbidden,
     GatewayError,
     MalformedRequest,
     MethodNotAllowed,
     NotFound,
+    RegistryUnavailable,
 )
 from gateway.jsonbody import check_json_content_type, parse_json
 from gateway.keys import keyed_hash
@@ -202,6 +203,10 @@ async def consent(request: web.Request, runtime: Runtime) -> web.StreamResponse:
     payload = parse_json(raw, max_depth=limits.max_json_depth)
     try:
         applied = await asyncio.to_thread(apply_json, registry, payload)
+    except RegistryBusy as exc:
+        raise RegistryUnavailable(
+            "the consent registry is busy (another import?); try again"
+        ) from exc
     except ConsentInputError as exc:
         return _json(
             {

@@ -609,6 +609,30 @@ def parse(*argv: str) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def test_an_import_while_another_writer_holds_the_registry_is_busy(
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = write_csv(tmp_path / "consent.csv", f"{ALICE},{PARTNER},{PURPOSE},2025-01-01,,C-1")
+    settings.registry.path.parent.mkdir(parents=True)
+    ConsentRegistry(settings.registry.path, KEY).close()
+    monkeypatch.setattr("gateway.consent.BUSY_TIMEOUT_S", 0.05)
+    other = sqlite3.connect(settings.registry.path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another import, in another process
+        args = parse("consent", "import", str(path))
+        assert args.handler(args, settings) == 1
+        err = capsys.readouterr().err
+        assert "the consent registry is busy" in err
+        assert "Traceback" not in err
+        other.execute("ROLLBACK")
+        assert args.handler(args, settings) == 0  # once it is free, the same import goes in
+    finally:
+        other.close()
+
+
 def test_registry_path_comes_from_settings(settings: Settings, tmp_path: Path) -> None:
     assert registry_path(settings) == tmp_path / "var" / "consent.sqlite"
 

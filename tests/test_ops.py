@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import datetime
 
 import pytest
@@ -168,6 +169,35 @@ async def test_consent_endpoint_grants_and_withdraws(make_gateway: GatewayFactor
         "/_gateway/consent", json={"grants": [{**grant, "granted_at": "yesterday"}]}, headers=admin
     )
     assert bad.status == 422
+
+
+async def test_consent_endpoint_answers_503_while_another_writer_holds_the_registry(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway()
+    registry = gw.runtime.terms.registry
+    assert registry is not None
+    registry._writer.execute("PRAGMA busy_timeout = 50")
+    grant = {
+        "subject": "u-77",
+        "partner": "acme",
+        "purpose": "credit_assessment",
+        "granted_at": "2025-01-01T00:00:00Z",
+        "reference": "app-consent-1",
+    }
+    admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
+    other = sqlite3.connect(registry.path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # a `consent import` in another process
+        busy = await gw.client.post("/_gateway/consent", json={"grants": [grant]}, headers=admin)
+        assert busy.status == 503
+        assert (await busy.json())["error"]["code"] == "registry_busy"
+        assert busy.headers["Retry-After"] == "1"
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+    posted = await gw.client.post("/_gateway/consent", json={"grants": [grant]}, headers=admin)
+    assert posted.status == 200, await posted.text()
 
 
 async def test_shares_endpoint_filters_the_durable_log(make_gateway: GatewayFactory) -> None:
