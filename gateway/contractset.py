@@ -23,7 +23,6 @@ from gateway.contract import (
     schema_problems,
     to_transform,
 )
-from gateway.jsonbody import is_json_media_type
 from gateway.routing import Template
 from gateway.settings import Settings
 from gateway.taxonomy import Taxonomy, load_taxonomy
@@ -341,15 +340,6 @@ def _check_body(where: str, route: Route) -> Found:
             where,
             f"a {route.method} route needs fields (a JSON body) or content_types (a raw body)",
         )
-    elif route.content_types is not None:
-        for position, media_type in enumerate(route.content_types):
-            if is_json_media_type(media_type):
-                # A raw body goes unchanged: JSON there would pass every field unfiltered.
-                yield (
-                    f"{where}.content_types.{position}",
-                    f"{media_type} is JSON, which only `fields` may let through "
-                    "(a whole subtree with `**`)",
-                )
 
 
 def _check_fields(where: str, route: Route, contract: Contract, taxonomy: Taxonomy) -> Found:

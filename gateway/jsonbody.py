@@ -142,17 +142,12 @@ _ACCEPTED_JSON_TYPES: set[str] = set()
 _ACCEPTED_JSON_TYPES_MAX: Final = 256
 
 
-def is_json_media_type(media_type: str) -> bool:
-    """`application/json` or `application/<x>+json` (lower case, without parameters)."""
-    kind, _, subtype = media_type.partition("/")
-    return kind == "application" and (
-        subtype == "json" or (subtype.endswith("+json") and len(subtype) > len("+json"))
-    )
-
-
 def _check_json_media_type(header: str) -> None:
     media_type, params = parse_media_type(header)
-    if not is_json_media_type(media_type):
+    kind, _, subtype = media_type.partition("/")
+    if kind != "application" or not (
+        subtype == "json" or (subtype.endswith("+json") and len(subtype) > len("+json"))
+    ):
         raise UnsupportedMediaType(
             f"the body must be JSON (application/json or application/*+json), not {media_type}"
         )

@@ -695,29 +695,6 @@ def test_body_route_with_neither_fields_nor_content_types(tmp_path: Path) -> Non
     ]
 
 
-@pytest.mark.parametrize("media_type", ["application/json", "application/vnd.api+json"])
-def test_raw_route_may_not_take_json(tmp_path: Path, media_type: str) -> None:
-    # A raw body is forwarded unchanged: JSON there would reach the partner with every field.
-    data = minimal()
-    data["routes"] = [
-        route(method="PUT", fields=None, content_types=["application/pdf", media_type])
-    ]
-    file, found = lines(tmp_path, data)
-    assert found == [
-        f"{file}: routes.0.content_types.1: {media_type} is JSON, which only `fields` may let "
-        "through (a whole subtree with `**`)"
-    ]
-
-
-@pytest.mark.parametrize(
-    "media_type", ["application/jsonl", "text/json-seq", "application/x+json2"]
-)
-def test_raw_route_types_that_are_not_json(tmp_path: Path, media_type: str) -> None:
-    data = minimal()
-    data["routes"] = [route(method="PUT", fields=None, content_types=[media_type])]
-    assert lines(tmp_path, data)[1] == []
-
-
 @pytest.mark.parametrize("method", ["GET", "DELETE"])
 def test_bodyless_route_needs_neither(tmp_path: Path, method: str) -> None:
     data = minimal()
