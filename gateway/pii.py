@@ -318,9 +318,10 @@ def _id_check_ok(value: str) -> bool:
     return _ID_CHECK[total % 11] == value[17].upper()
 
 
-# Also the invisible characters (zero-width space and joiners, word joiner, soft hyphen, BOM):
-# pasted inside a number they change nothing a reader sees, and a minor's card must still count.
-_ID_SEPARATORS: Final = str.maketrans("", "", " -\t\r\n\u00ad\u200b\u200c\u200d\u2060\ufeff")
+# Also every invisible character (zero-width space and joiners, word joiner, soft hyphen, BOM,
+# direction marks): pasted inside a number they change nothing a reader sees, and a minor's
+# card must still count.
+_ID_SEPARATORS: Final = str.maketrans("", "", " -\t\r\n" + "".join(sorted(_INVISIBLE_CHARS)))
 
 
 def birth_date_from_id(value: str) -> dt.date | None:
@@ -547,13 +548,18 @@ def _find_spans(norm: str) -> list[_Span]:
             candidates = _whole(norm, start, end) or _candidates(norm, start, end)
         if len(candidates) > 1:
             candidates.sort()
-        taken: list[tuple[int, int]] = []
+        # Kept in order of start (and so of end: they never overlap), for a bisect per
+        # candidate: a run of thousands of phone numbers must not cost millions of tests.
+        taken: list[_Span] = []
+        taken_starts: list[int] = []
         for _, s, e, category in candidates:
-            if any(s < te and ts < e for ts, te in taken):
+            if _overlaps(taken, taken_starts, s, e):
                 continue
             if emails and _overlaps(emails, email_starts, s, e):
                 continue
-            taken.append((s, e))
+            at = bisect.bisect_left(taken_starts, s)
+            taken_starts.insert(at, s)
+            taken.insert(at, (s, e, category))
             spans.append((s, e, category))
     spans.sort()
     return spans
@@ -589,19 +595,41 @@ def _spans(text: str, allowed: frozenset[str]) -> list[_Span]:
     kept = [i for i, c in enumerate(text) if c not in _INVISIBLE_CHARS]
     visible, _ = _fold("".join(map(text.__getitem__, kept)))
     # A span of the visible text covers the invisible characters inside it in the original.
-    spans += (
+    unhidden = [
         (kept[start], kept[end - 1] + 1, category)
         for start, end, category in _find_spans(visible)
         if category not in allowed
-    )
-    spans.sort()
+    ]
+    return _merge(unhidden, spans)
+
+
+def _merge(unhidden: list[_Span], plain: list[_Span]) -> list[_Span]:
+    """One list of redactions from the scans without and with the invisible characters.
+
+    Where spans of the two overlap (a cluster), the scan that found more identifiers there
+    names them (the one without, on a tie): "a@b.cn\u200bc@d.cn" is two addresses, not the one
+    the text without the invisible character makes of them. Its spans are then widened to tile
+    the whole cluster, so every character either scan found is redacted, counted once.
+    """
+    tagged = sorted([(*span, True) for span in unhidden] + [(*span, False) for span in plain])
     merged: list[_Span] = []
-    for span in spans:  # where the two scans overlap, one redaction covers both
-        if merged and span[0] < merged[-1][1]:
-            start, end, category = merged[-1]
-            merged[-1] = (start, max(end, span[1]), category)
-        else:
-            merged.append(span)
+    i = 0
+    while i < len(tagged):
+        end = tagged[i][1]
+        j = i + 1
+        while j < len(tagged) and tagged[j][0] < end:
+            end = max(end, tagged[j][1])
+            j += 1
+        cluster = tagged[i:j]
+        ours = [span for span in cluster if span[3]]
+        theirs = [span for span in cluster if not span[3]]
+        chosen = ours if len(ours) >= len(theirs) else theirs
+        start = cluster[0][0]
+        for k, (_, _, category, _) in enumerate(chosen):
+            stop = chosen[k + 1][0] if k + 1 < len(chosen) else end
+            merged.append((start, stop, category))
+            start = stop
+        i = j
     return merged
 
 

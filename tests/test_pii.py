@@ -869,6 +869,42 @@ def test_invisible_characters_anywhere_in_an_identifier_never_hide_it(
     assert visible == f"{around}[REDACTED:{category}]{around}"
 
 
+EMAIL_REDACTED, PHONE_REDACTED = f"[REDACTED:{EMAIL}]", f"[REDACTED:{PHONE}]"
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted", "counts"),
+    [
+        (
+            "li@example.com\u200bwang@example.com",
+            EMAIL_REDACTED * 2,
+            {EMAIL: 2},
+        ),
+        ("13800138000\u2060li@example.com", PHONE_REDACTED + EMAIL_REDACTED, {PHONE: 1, EMAIL: 1}),
+        (
+            "192.168.0.1\u200bli@example.com",
+            f"[REDACTED:{IP}]{EMAIL_REDACTED}",
+            {IP: 1, EMAIL: 1},
+        ),
+        ("a@b.cn\u200b" * 3 + "。", EMAIL_REDACTED * 3 + "\u200b。", {EMAIL: 3}),
+    ],
+    ids=["two_emails", "phone_then_email", "ip_then_email", "chain"],
+)
+def test_an_invisible_character_between_identifiers_keeps_them_apart(
+    text: str, redacted: str, counts: dict[str, int]
+) -> None:
+    # Without the invisible character the two read as one (an e-mail address whose local part
+    # starts with the phone number): the scan that found more identifiers names them.
+    assert scan(text, NOTHING_ALLOWED) == (redacted, counts)
+    assert [m.category for m in find(text)] == [c for c in counts for _ in range(counts[c])]
+
+
+@pytest.mark.parametrize("invisible", ["\u200e", "\u2066", "\u061c", "\U000e0020", "\u00ad"])
+def test_birth_date_from_an_id_with_any_invisible_character(invisible: str) -> None:
+    value = f"{ID_1990[:6]}{invisible}{ID_1990[6:]}"
+    assert birth_date_from_id(value) == birth_date_from_id(ID_1990) is not None
+
+
 @given(st.text())
 @settings(max_examples=300, deadline=None)
 def test_text_without_digit_at_or_colon_comes_back_identical(text: str) -> None:
