@@ -647,10 +647,15 @@ def grants_json(
     return [grant_json(grant, at) for grant in registry.show(subject_id)]
 
 
-def apply_json(registry: ConsentRegistry, payload: object) -> dict[str, object]:
+def apply_json(
+    registry: ConsentRegistry,
+    payload: object,
+    purposes: Mapping[str, Iterable[str]] | None = None,
+) -> dict[str, object]:
     """`POST /_gateway/consent` with `{"grants": [{subject, partner, purpose, granted_at,
     withdrawn_at?, reference}, ...]}`; all or nothing, raising ConsentInputError (a ValueError)
-    with every problem."""
+    with every problem. With the loaded contracts' `purposes` by partner, the answer also
+    warns of grants no share consults, as `consent import` does."""
     if not isinstance(payload, dict):
         raise ConsentInputError(['the body must be an object {"grants": [...]}'])
     problems = [f"{key}: unknown field" for key in payload if key != "grants"]
@@ -669,7 +674,12 @@ def apply_json(registry: ConsentRegistry, payload: object) -> dict[str, object]:
     report = registry._import(rows)
     if not report.ok:
         raise ConsentInputError(list(report.errors))
-    return {"granted": report.granted, "withdrawn": report.withdrawn, "unchanged": report.unchanged}
+    return {
+        "granted": report.granted,
+        "withdrawn": report.withdrawn,
+        "unchanged": report.unchanged,
+        "warnings": [] if purposes is None else list(unconsulted(rows, purposes)),
+    }
 
 
 # -- command line ----------------------------------------------------------------------------
@@ -747,24 +757,30 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _names_no_contract_uses(rows: _Rows, settings: Settings) -> Iterator[str]:
-    """Rows whose partner or purpose no loaded contract has: recorded, but never consulted.
-
-    A grant for a partner not onboarded yet is fine; a withdrawal with a typo in its purpose
-    leaves the real grant in force, and "1 withdrawn" would not say so.
-    """
+    """Rows whose partner or purpose no contract on disk has (see `unconsulted`)."""
     from gateway.contractset import load_contract_set
 
     contract_set, _problems = load_contract_set(settings.contracts_dir, settings)
     if contract_set is None:
         return  # the contracts cannot be read now: nothing to compare with
+    purposes = {pid: c.contract.purposes for pid, c in contract_set.contracts.items()}
+    yield from unconsulted(rows, purposes)
+
+
+def unconsulted(rows: _Rows, purposes: Mapping[str, Iterable[str]]) -> Iterator[str]:
+    """Rows whose partner or purpose no contract has: recorded, but never consulted.
+
+    A grant for a partner not onboarded yet is fine; a withdrawal with a typo in its purpose
+    leaves the real grant in force, and "1 withdrawn" would not say so.
+    """
     for label, row in rows:
         if isinstance(row, list):
             continue
         partner, purpose = str(row["partner"]).strip(), str(row["purpose"]).strip()
-        loaded = contract_set.contracts.get(partner)
-        if loaded is None:
+        approved = purposes.get(partner)
+        if approved is None:
             yield f"{label}: no contract for partner {partner!r}; no share consults this row"
-        elif purpose not in loaded.contract.purposes:
+        elif purpose not in approved:
             yield (
                 f"{label}: {purpose!r} is not a purpose of {partner!r}; no share consults this row"
             )

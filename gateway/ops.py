@@ -187,7 +187,11 @@ async def consent(request: web.Request, runtime: Runtime) -> web.StreamResponse:
     if registry is None:
         raise NotFound("no consent registry is configured")
     if request.method == "GET":
-        subject = request.query.get("subject")
+        if set(request.query) != {"subject"} or len(request.query.getall("subject")) != 1:
+            # As /shares: a second subject, silently dropped, would show one person's grants
+            # as an answer about two.
+            raise MalformedRequest("GET /_gateway/consent takes exactly one ?subject=ID")
+        subject = request.query["subject"]
         if not subject:
             raise MalformedRequest("GET /_gateway/consent needs ?subject=ID")
         grants = await asyncio.to_thread(grants_json, registry, subject)
@@ -202,7 +206,8 @@ async def consent(request: web.Request, runtime: Runtime) -> web.StreamResponse:
     )
     payload = parse_json(raw, max_depth=limits.max_json_depth)
     try:
-        applied = await asyncio.to_thread(apply_json, registry, payload)
+        purposes = {pid: p.purposes for pid, p in runtime.policy.partners.items()}
+        applied = await asyncio.to_thread(apply_json, registry, payload, purposes)
     except RegistryBusy as exc:
         raise RegistryUnavailable(
             "the consent registry is busy (another import?); try again"

@@ -517,8 +517,21 @@ def test_apply_json_and_grants_json(registry: ConsentRegistry) -> None:
             },
         ]
     }
-    assert apply_json(registry, payload) == {"granted": 1, "withdrawn": 1, "unchanged": 0}
-    assert apply_json(registry, payload) == {"granted": 0, "withdrawn": 0, "unchanged": 2}
+    assert apply_json(registry, payload) == {
+        "granted": 1,
+        "withdrawn": 1,
+        "unchanged": 0,
+        "warnings": [],
+    }
+    # With the loaded contracts, as `consent import` warns: a row no share consults.
+    assert apply_json(registry, payload, {PARTNER: (PURPOSE,)}) == {
+        "granted": 0,
+        "withdrawn": 0,
+        "unchanged": 2,
+        "warnings": [
+            f"grants[1]: 'marketing' is not a purpose of {PARTNER!r}; no share consults this row"
+        ],
+    }
     ref = keyed_hash(KEY, ALICE)
     assert grants_json(registry, ALICE, at=JUN) == [
         {

@@ -169,6 +169,23 @@ async def test_consent_endpoint_grants_and_withdraws(make_gateway: GatewayFactor
         "/_gateway/consent", json={"grants": [{**grant, "granted_at": "yesterday"}]}, headers=admin
     )
     assert bad.status == 422
+    typo = await gw.client.post(
+        "/_gateway/consent", json={"grants": [{**grant, "partner": "acme-credt"}]}, headers=admin
+    )
+    assert (await typo.json())["warnings"] == [
+        "grants[0]: no contract for partner 'acme-credt'; no share consults this row"
+    ]
+
+
+@pytest.mark.parametrize("query", ["subject=u-1&subject=u-2", "subject=u-1&partner=acme", ""])
+async def test_consent_endpoint_takes_exactly_one_subject(
+    make_gateway: GatewayFactory, query: str
+) -> None:
+    gw = await make_gateway()
+    admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
+    response = await gw.client.get(f"/_gateway/consent?{query}", headers=admin)
+    assert response.status == 400
+    assert (await response.json())["error"]["code"] == "malformed_request"
 
 
 async def test_consent_endpoint_answers_503_while_another_writer_holds_the_registry(
