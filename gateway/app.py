@@ -269,9 +269,9 @@ DRAIN_MARGIN_S = 5.0
 
 def drain_seconds(runtime: Runtime) -> float:
     """Long enough for the slowest share that may be in flight: its body still arriving, then
-    its partner's whole `timeout_s` (contracts allow up to 300 s)."""
-    partners = runtime.policy.partners.values()
-    slowest = max((p.timeout_s for p in partners), default=0.0)
+    its partner's whole `timeout_s` (contracts allow up to 300 s), under any contract set
+    loaded since start (a share keeps the contract it started with)."""
+    slowest = runtime.slowest_timeout_s
     return runtime.settings.limits.body_read_timeout_s + slowest + DRAIN_MARGIN_S
 
 

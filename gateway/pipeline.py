@@ -320,7 +320,7 @@ async def read_payload(flow: Flow, request: web.Request, runtime: Runtime) -> No
             if content_coding(_single_header(request, "Content-Encoding")) != "identity":
                 raise UnsupportedMediaType("upload bodies must not carry a content encoding")
         flow.body = raw
-        _identify_subjects(flow, runtime, route, {}, query)
+        _identify_subjects(flow, runtime, route, {}, query, personal=bool(raw))
         return
     doc: dict[str, JSONValue] = {}
     if raw is not None:
@@ -334,7 +334,8 @@ async def read_payload(flow: Flow, request: web.Request, runtime: Runtime) -> No
     if raw is not None:
         flow.body = dump_json(result.document)
         flow.content_type = "application/json"
-    _identify_subjects(flow, runtime, route, doc, query)
+    personal = not partner.personal_categories.isdisjoint(result.categories_sent)
+    _identify_subjects(flow, runtime, route, doc, query, personal=personal)
 
 
 def _upload_type(request: web.Request, route: RoutePolicy) -> str:
@@ -359,9 +360,14 @@ def _identify_subjects(
     route: RoutePolicy,
     doc: dict[str, JSONValue],
     query: Mapping[str, str],
+    *,
+    personal: bool,
 ) -> None:
+    """The share's data subjects, and how many records it counts against the daily cap:
+    one a subject, and one for a share that sends personal data (or an opaque upload) about
+    no subject it names, which would otherwise pass any cap for free."""
     flow.subjects = subjects_of(route, doc, query)
-    flow.records = len(flow.subjects)
+    flow.records = len(flow.subjects) or int(personal)
     key = runtime.subject_key
     flow.subject_refs = tuple(
         dict.fromkeys(keyed_hash(key, s.id) for s in flow.subjects if s.id is not None)
@@ -571,9 +577,12 @@ async def decide(flow: Flow, request: web.Request, runtime: Runtime) -> None:
     check_contract(flow, datetime.now(flow.policy.zone))
     pass_through_headers(flow, request, runtime)
     await read_payload(flow, request, runtime)
-    # Judged when the body is in (it may take `body_read_timeout_s`): a consent withdrawn
-    # meanwhile counts, and so does the day the share is recorded on.
-    await runtime.terms.check(flow, request, datetime.now(flow.policy.zone))
+    # Judged when the body is in (it may take `body_read_timeout_s`): a contract that expired
+    # or a consent withdrawn meanwhile counts, and so does the day the share is recorded on.
+    now = datetime.now(flow.policy.zone)
+    if flow.partner is not None:
+        check_contract_at(flow.partner, now)
+    await runtime.terms.check(flow, request, now)
 
 
 async def forward(flow: Flow, runtime: Runtime) -> web.StreamResponse:

@@ -62,6 +62,7 @@ class PartnerPolicy:
     third_party: bool  # its own handler (PIPL art. 23): every share needs the subject's consent
     sensitive_consent: bool  # sensitive categories need the subject's explicit consent
     sensitive_categories: frozenset[str]
+    personal_categories: frozenset[str]  # of `categories` and the fields': not business data
     minors_denied: bool
     location: str
     cross_border_mechanism: str | None
@@ -173,6 +174,10 @@ def compile_policy(
     for partner_id, loaded in contracts.contracts.items():
         contract = loaded.contract
         terms = contract.terms
+        named = {
+            *contract.categories,
+            *(f.category for r in contract.routes for f in r.fields or ()),
+        }
         headers = _auth_headers(contract, environ, problems, require_secrets)
         headers += [
             ("X-Data-Retention-Days", str(terms.retention_days)),
@@ -195,14 +200,8 @@ def compile_policy(
             active=contract.contract.status == "active",
             third_party=contract.partner.relationship == "third_party",
             sensitive_consent=terms.sensitive.consent_required,
-            sensitive_categories=frozenset(
-                c
-                for c in (
-                    *contract.categories,
-                    *(f.category for r in contract.routes for f in r.fields or ()),
-                )
-                if contracts.taxonomy.sensitive(c)
-            ),
+            sensitive_categories=frozenset(filter(contracts.taxonomy.sensitive, named)),
+            personal_categories=frozenset(filter(contracts.taxonomy.personal, named)),
             minors_denied=terms.minors == "deny",
             location=contract.upstream.location,
             cross_border_mechanism=terms.cross_border.mechanism

@@ -71,12 +71,20 @@ class Runtime:
     scanner: TextScanner | None = None
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
     shares_in_progress: int = 0  # held against limits.max_pending_requests
+    # The longest partner `timeout_s` of every contract set loaded: a share started before a
+    # reload shortened it may still take that long, and the drain at shutdown waits for it.
+    slowest_timeout_s: float = 0.0
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Keys every share's subject references; derived once (an HMAC per request otherwise).
     subject_key: bytes = field(init=False)
 
     def __post_init__(self) -> None:
         self.subject_key = subject_ref_key(self.master_key)
+        self._note_timeouts(self.policy)
+
+    def _note_timeouts(self, policy: Policy) -> None:
+        slowest = max((p.timeout_s for p in policy.partners.values()), default=0.0)
+        self.slowest_timeout_s = max(self.slowest_timeout_s, slowest)
 
     async def reload(self) -> Policy:
         """Validate and compile the whole directory, then swap; on any problem keep the old set."""
@@ -95,6 +103,7 @@ class Runtime:
                 log.exception("contracts_reload_failed")
                 raise
             self.policy = policy
+            self._note_timeouts(policy)
             metrics.RELOADS.labels("ok").inc()
             log.info(
                 "contracts_reloaded",

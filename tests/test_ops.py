@@ -385,3 +385,10 @@ async def test_a_stop_waits_for_the_slowest_share_a_contract_allows(
     limits = gw.runtime.settings.limits
     # aiohttp's own default (30 s here before) would cut such a share off mid-way.
     assert drain_seconds(gw.runtime) == limits.body_read_timeout_s + 120 + DRAIN_MARGIN_S
+    # A share started before a reload shortened the timeout keeps its contract: still waited for.
+    quick = contract(upstream={"timeout_s": 5})
+    quick["upstream"]["base_url"] = "http://127.0.0.1:9"
+    (gw.runtime.settings.contracts_dir / "acme.yaml").write_text(yaml.safe_dump(quick))
+    policy = await gw.runtime.reload()
+    assert policy.partners["acme"].timeout_s == 5
+    assert drain_seconds(gw.runtime) == limits.body_read_timeout_s + 120 + DRAIN_MARGIN_S

@@ -10,9 +10,12 @@ import hmac
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta, tzinfo
+from datetime import time as clock
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
@@ -437,6 +440,30 @@ async def test_an_inactive_contract_is_403_before_an_oversized_body(
     gw = await make_gateway([contract(contract={"status": "suspended"})], settings=SMALL_BODY_LIMIT)
     response = await gw.share("POST", ASSESS, data=b"x" * 5000, headers=JSON)
     await assert_refused(gw, response, 403, "contract_inactive")
+
+
+async def test_a_contract_that_expires_while_the_body_arrives_shares_nothing(
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    zone = ZoneInfo("Asia/Shanghai")
+    today = datetime.now(zone).date()
+    gw = await make_gateway([contract(contract={"expires": today.isoformat()})])
+    head_at = datetime.combine(today, clock(23, 59, 59), zone)
+    body_at = head_at + timedelta(seconds=11)  # within body_read_timeout_s, the next day
+
+    class Clock(datetime):
+        calls = 0
+
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> Clock:
+            cls.calls += 1
+            moment = head_at if cls.calls == 1 else body_at
+            return cast(Clock, moment.astimezone(tz))
+
+    monkeypatch.setattr("gateway.pipeline.datetime", Clock)
+    response = await gw.share("POST", ASSESS, json=applicant())
+    await assert_refused(gw, response, 403, "contract_inactive")
+    assert Clock.calls >= 2  # judged when the request came in, and again with its body
 
 
 async def test_an_oversized_body_is_413_before_its_content_type(

@@ -1007,6 +1007,48 @@ async def test_a_cap_a_reload_brings_in_covers_the_records_shared_before(
     assert len(gw.partner.received) == 3
 
 
+GUARANTOR_ROUTE: dict[str, Any] = {
+    **BATCH_ROUTE,
+    "path": "/v1/guaranteed",
+    "fields": [
+        *BATCH_ROUTE["fields"],
+        {"path": "guarantor.name", "category": "identity.name"},
+        {"path": "note", "category": "business.note"},
+    ],
+}
+
+
+async def test_personal_data_about_no_named_subject_counts_one_record(
+    make_gateway: GatewayFactory,
+) -> None:
+    # An empty batch with a guarantor's name: no record of `applicants[]`, still a person's data.
+    gw = await make_gateway(
+        [contract(terms={"max_records_per_day": 1}, routes=[*ROUTES, GUARANTOR_ROUTE])]
+    )
+    share = {"applicants": [], "guarantor": {"name": "Zhao"}}
+    assert (await gw.share("POST", "/acme/v1/guaranteed", json=share)).status == 200
+    record = last_record(gw.log.records)
+    assert (record.decision, record.records, record.subject_refs) == ("shared", 1, ())
+    response = await gw.share("POST", "/acme/v1/guaranteed", json=share)
+    assert response.status == 429
+    assert (await error_of(response))["code"] == "quota_exceeded"
+    assert [seen.json()["guarantor"] for seen in gw.partner.received] == [{"name": "Zhao"}]
+
+
+async def test_business_data_about_no_subject_counts_no_record(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway(
+        [contract(terms={"max_records_per_day": 1}, routes=[*ROUTES, GUARANTOR_ROUTE])]
+    )
+    for _ in range(2):
+        response = await gw.share(
+            "POST", "/acme/v1/guaranteed", json={"applicants": [], "note": "batch 7"}
+        )
+        assert response.status == 200, await response.text()
+        assert last_record(gw.log.records).records == 0
+
+
 async def test_daily_counts_take_all_or_nothing() -> None:
     counts = DailyCounts()
     day = date(2025, 6, 1)
