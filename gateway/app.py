@@ -9,7 +9,7 @@ import signal
 import sqlite3
 import sys
 from collections.abc import Mapping
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 import structlog
@@ -23,13 +23,14 @@ from gateway.keys import subject_ref_key
 from gateway.ops import handle_ops
 from gateway.pii import scan
 from gateway.pipeline import handle_share
+from gateway.policy import Policy
 from gateway.runtime import RUNTIME, Runtime, StartupError, load_policy, master_key
 from gateway.server import GatewayRunner, ServerLimits
 from gateway.settings import Settings
 from gateway.sharelog import review
 from gateway.sharelog.record import ShareSink
 from gateway.sharelog.store import ShareLog
-from gateway.terms import DailyCounts, Terms
+from gateway.terms import DailyCounts, SlidingWindows, Terms, rate_window
 from gateway.upstream import HttpUpstream, Upstream
 
 log = structlog.get_logger("gateway")
@@ -163,8 +164,12 @@ async def build_runtime(
             raise StartupError([f"consent registry {settings.registry.path}: {exc}"]) from exc
         opened.callback(registry.close)
         quota = DailyCounts()
-        today = datetime.now(settings.zone).date()
-        quota.seed(today, await asyncio.to_thread(records_shared_since, settings, today))
+        now = datetime.now(settings.zone)
+        quota.seed(now.date(), await asyncio.to_thread(records_shared_since, settings, now.date()))
+        windows = SlidingWindows()
+        recent = await asyncio.to_thread(recent_shares, settings, policy, now)
+        for partner_id, (rate, ages) in recent.items():
+            windows.seed(partner_id, rate, ages)
         opened.pop_all()
     return Runtime(
         settings=settings,
@@ -173,7 +178,7 @@ async def build_runtime(
         share_log=share_log,
         upstream=upstream,
         master_key=key,
-        terms=Terms(registry=registry, consent_tokens=consent_tokens, quota=quota),
+        terms=Terms(registry=registry, consent_tokens=consent_tokens, limiter=windows, quota=quota),
         scanner=scan,
         environ=environ,
     )
@@ -190,6 +195,32 @@ def records_shared_since(settings: Settings, day: date) -> dict[str, int]:
         for row in review.summary(path, since=start)
         if row["partner"] is not None
     }
+
+
+def recent_shares(
+    settings: Settings, policy: Policy, now: datetime
+) -> dict[str, tuple[float, list[float]]]:
+    """Per rate-limited partner, its rate and how many seconds ago each of its shares still
+    inside the rate's window was made: the rates survive a restart, as the daily caps do."""
+    path = settings.share_log.path
+    if not path.exists():
+        return {}
+    recent: dict[str, tuple[float, list[float]]] = {}
+    for partner_id, partner in policy.partners.items():
+        rate = partner.contract.terms.rate_limit_per_s
+        if rate is None:
+            continue
+        span, _ = rate_window(rate)
+        rows = review.query(
+            path,
+            partner=partner_id,
+            decision="shared",
+            since=now - timedelta(seconds=span),
+            limit=None,
+        )
+        ages = [(now - datetime.fromisoformat(row["ts"])).total_seconds() for row in rows]
+        recent[partner_id] = (rate, ages)
+    return recent
 
 
 async def close_runtime(runtime: Runtime) -> None:

@@ -6,7 +6,7 @@ import contextlib
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
@@ -194,6 +194,11 @@ class QuotaCounter(Protocol):
     async def give_back(self, key: str, day: date, count: int) -> None: ...
 
 
+def rate_window(rate_per_s: float) -> tuple[float, int]:
+    """The window a rate is judged over, in seconds, and how many shares it admits in it."""
+    return (1.0, int(rate_per_s)) if rate_per_s >= 1 else (1.0 / rate_per_s, 1)
+
+
 @dataclass(slots=True)
 class SlidingWindows:
     """In-process, one window per partner: never more shares than the rate in any window.
@@ -209,7 +214,7 @@ class SlidingWindows:
 
     async def acquire(self, key: str, rate_per_s: float, ticket: str) -> float | None:
         now = self.clock()
-        span, allowed = (1.0, int(rate_per_s)) if rate_per_s >= 1 else (1.0 / rate_per_s, 1)
+        span, allowed = rate_window(rate_per_s)
         window = self._windows.setdefault(key, deque())
         while window and window[0][0] <= now - span:
             window.popleft()
@@ -217,6 +222,14 @@ class SlidingWindows:
             window.append((now, ticket))
             return None
         return window[-allowed][0] + span - now  # when the oldest that counts leaves the window
+
+    def seed(self, key: str, rate_per_s: float, ages_s: Iterable[float]) -> None:
+        """Restore a window after a restart from how long ago its last shares were made."""
+        now = self.clock()
+        span, allowed = rate_window(rate_per_s)
+        recent = sorted(now - age for age in ages_s if 0 <= age < span)
+        # No share's ticket: a share from before the restart is never given back.
+        self._windows[key] = deque((when, "") for when in recent[-allowed:])
 
     async def release(self, key: str, ticket: str) -> None:
         # Its own place, not the newest: that one belongs to a share admitted since, and

@@ -285,6 +285,26 @@ async def test_daily_record_counts_survive_a_restart(make_gateway: GatewayFactor
         await close_runtime(restarted)
 
 
+async def test_the_rate_window_survives_a_restart(make_gateway: GatewayFactory) -> None:
+    # One share an hour: a restart must not let a second one through within that hour.
+    hourly = contract(terms={"rate_limit_per_s": 1 / 3600})
+    gw = await make_gateway([hourly], durable_log=True)
+    share = {"applicant": {"user_id": "u-1"}}
+    assert (await gw.share("POST", "/acme/v1/assess", json=share)).status == 200
+    assert (await gw.share("POST", "/acme/v1/assess", json=share)).status == 429
+    settings, environ = gw.runtime.settings, gw.runtime.environ
+    await gw.client.close()
+    await close_runtime(gw.runtime)
+    restarted = await build_runtime(settings, environ=environ)
+    try:
+        limiter = restarted.terms.limiter
+        wait = await limiter.acquire("acme", 1 / 3600, "after-restart")
+        assert wait is not None
+        assert 3500 < wait <= 3600
+    finally:
+        await close_runtime(restarted)
+
+
 async def test_a_share_in_flight_during_a_reload_keeps_its_contract(
     make_gateway: GatewayFactory,
 ) -> None:

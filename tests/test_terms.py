@@ -1070,6 +1070,20 @@ async def test_daily_counts_roll_over_at_a_new_day() -> None:
     assert not await counts.take("acme", date(2025, 6, 2), 1, 5)
 
 
+async def test_sliding_windows_seeded_after_a_restart() -> None:
+    now = [1000.0]
+    windows = SlidingWindows(clock=lambda: now[0])
+    # Ten a second: nine shares 0.2 s ago and one 1.5 s ago (outside the window) before it.
+    windows.seed("acme", 10, [0.2] * 9 + [1.5])
+    assert await windows.acquire("acme", 10, "a") is None
+    assert await windows.acquire("acme", 10, "b") is not None
+    windows.seed("slow", 1 / 60, [30.0, 5.0])  # one a minute: the latest counts
+    wait = await windows.acquire("slow", 1 / 60, "c")
+    assert wait == pytest.approx(55.0)
+    await windows.release("slow", "c")  # a refusal gives back its own place only
+    assert await windows.acquire("slow", 1 / 60, "d") is not None
+
+
 async def test_daily_counts_seeded_after_a_restart() -> None:
     counts = DailyCounts()
     counts.seed(date(2025, 6, 1), {"acme": 4, "other": 1})
