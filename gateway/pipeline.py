@@ -585,6 +585,9 @@ async def decide(flow: Flow, request: web.Request, runtime: Runtime) -> None:
     await runtime.terms.check(flow, request, now)
 
 
+_CREDENTIALS_REFUSED = frozenset({401, 407})
+
+
 async def forward(flow: Flow, runtime: Runtime) -> web.StreamResponse:
     """Send the filtered share, record what became of it, and answer with the filtered reply."""
     upstream = upstream_request(flow, runtime)
@@ -604,11 +607,28 @@ async def forward(flow: Flow, runtime: Runtime) -> web.StreamResponse:
     outcome = ShareOutcome(
         flow.share_id, "delivered", response.status, len(response.body), response.latency_ms
     )
+    if response.status in _CREDENTIALS_REFUSED:
+        # The partner refused the gateway's own credentials (`upstream.auth`), not the
+        # caller's token: a 401 passed on would have the caller renew its token and send the
+        # same personal data again, to no avail.
+        _record_outcome(runtime, outcome)
+        return error_response(
+            UpstreamError(f"the partner refused the gateway's credentials ({response.status})"),
+            flow.share_id,
+        )
     try:
         body = filter_response(flow, response.status, response.headers, response.body, runtime)
     except GatewayError as error:
         _record_outcome(runtime, outcome)
         return error_response(error, flow.share_id)
+    except Exception:
+        # A fault in the gateway itself: the partner has the share, so its outcome is still
+        # recorded, and the caller gets nothing of an answer that could not be filtered.
+        _record_outcome(runtime, outcome)
+        log.exception("response_filter_failed", share_id=flow.share_id)
+        return error_response(
+            UpstreamError("the partner's answer could not be filtered"), flow.share_id
+        )
     _record_outcome(runtime, outcome)
     filtered = flow.route is not None and flow.route.response_plan is not None
     headers = response_headers(response.headers, body, filtered=filtered)

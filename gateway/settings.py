@@ -97,7 +97,8 @@ class SecretsSettings(_Section):
 
 class LimitsSettings(_Section):
     max_body_bytes: int = Field(default=1_048_576, ge=1)
-    max_json_depth: int = Field(default=64, ge=1, le=512)
+    # orjson writes at most 254 levels: a deeper document could be read but not passed on.
+    max_json_depth: int = Field(default=64, ge=1, le=254)
     max_response_bytes: int = Field(default=10_485_760, ge=1)
     max_query_params: int = Field(default=64, ge=0)
     body_read_timeout_s: float = Field(default=15, gt=0)

@@ -412,14 +412,15 @@ class HttpUpstream:
                 encodings = answer.headers.getall("Content-Encoding", [])
                 if len(encodings) > 1:
                     raise _Broken(UpstreamError("the partner's answer has two content codings"))
-                coding = content_coding(encodings[0] if encodings else None)
-                limit = request.max_response_bytes
                 body = answer.body
                 # An empty body (204, 304) has nothing to decode, whatever its coding says.
-                if body:
-                    body = decode(body, coding, limit=limit, too_large=_too_large)
-                if coding != "identity":  # the body is decoded now: its coding is gone
-                    answer.headers.popall("Content-Encoding", None)
+                if encodings and body:
+                    coding = content_coding(encodings[0])
+                    body = decode(
+                        body, coding, limit=request.max_response_bytes, too_large=_too_large
+                    )
+                # The body is decoded now (or there was none): its coding is gone.
+                answer.headers.popall("Content-Encoding", None)
                 latency = (time.perf_counter() - started) * 1000
                 return UpstreamResponse(
                     answer.status, CIMultiDictProxy(answer.headers), body, latency

@@ -1538,6 +1538,44 @@ async def test_partner_error_that_cannot_be_filtered_loses_its_body(
     assert await response.read() == b""
 
 
+@pytest.mark.parametrize("status", [401, 407])
+async def test_a_partner_refusing_the_gateways_credentials_is_502(
+    make_gateway: GatewayFactory, status: int
+) -> None:
+    # Passed on, a 401 would tell the caller its own token failed: it would renew it and send
+    # the same personal data again.
+    gw = await make_gateway()
+    gw.partner.answer(status, {"score": 1}, **{"WWW-Authenticate": "Bearer"})
+    response = await gw.share("POST", ASSESS, json=applicant())
+    assert response.status == 502
+    assert (await response.json())["error"]["code"] == "upstream_error"
+    assert "WWW-Authenticate" not in response.headers
+    assert len(gw.partner.received) == 1
+    [outcome] = gw.log.outcomes
+    assert (outcome.outcome, outcome.upstream_status) == ("delivered", status)
+
+
+async def test_a_fault_while_filtering_the_answer_is_502_with_its_outcome(
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The partner has the share: its outcome is recorded, and the caller gets the share id and
+    # nothing of the answer, never a bare 500 and a share left `pending`.
+    gw = await make_gateway()
+    gw.partner.answer(200, {"score": 1, "private": "x"})
+
+    def broken(*args: object) -> bytes:
+        raise RecursionError("a fault of the gateway's own")
+
+    monkeypatch.setattr("gateway.pipeline.filter_response", broken)
+    response = await gw.share("POST", ASSESS, json=applicant())
+    assert response.status == 502
+    body = await response.json()
+    assert body["error"]["code"] == "upstream_error"
+    assert response.headers["X-Share-Id"] == body["error"]["share_id"]
+    [outcome] = gw.log.outcomes
+    assert (outcome.outcome, outcome.upstream_status) == ("delivered", 200)
+
+
 async def test_partner_429_comes_back_with_retry_after(make_gateway: GatewayFactory) -> None:
     gw = await make_gateway()
     gw.partner.answer(429, {"error": "slow down"}, **{"Retry-After": "17"})

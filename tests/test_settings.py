@@ -131,6 +131,8 @@ def test_a_bad_override_is_reported_under_its_variable(
             "auth: {issuer: i, audience: a, algorithms: [HS256], public_key_file: k.pem}\n",
             "HS256 is only allowed with hs256_secret_env",
         ),
+        # Deeper than orjson writes: a document read at that depth could not be passed on.
+        ("limits: {max_json_depth: 255}\n", "limits.max_json_depth"),
         ("- a list\n", "mapping"),
         ("listen: {port: [\n", "not valid YAML"),
     ],

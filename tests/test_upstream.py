@@ -231,6 +231,19 @@ async def test_a_compressed_answer_is_decoded_before_filtering(
     assert (status, body) == (200, b'{"score":640}')
 
 
+@pytest.mark.parametrize(("status", "coding"), [(204, "br"), (304, "zstd"), (200, "br")])
+async def test_an_empty_answer_has_nothing_to_decode_whatever_its_coding(
+    make_gateway: GatewayFactory, status: int, coding: str
+) -> None:
+    gw = await make_gateway()
+    gw.partner.answer(status, b"", **{"Content-Encoding": coding})
+    got, headers, body = await share(gw, NOTES)
+    assert (got, body) == (status, b"")
+    assert "Content-Encoding" not in headers
+    [outcome] = gw.log.outcomes
+    assert (outcome.outcome, outcome.upstream_status) == ("delivered", status)
+
+
 @pytest.mark.parametrize(
     ("coding", "payload"),
     [
