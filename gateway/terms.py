@@ -153,14 +153,24 @@ def _as_date(value: JSONValue, what: str) -> date:
 
 def check_minors(partner: PartnerPolicy, subjects: list[Subject], today: date) -> list[bool]:
     """Which subjects are under 14 `today`; raises MinorDenied where the contract denies them."""
-    minors = [s.birth_date is not None and is_minor(s.birth_date, today) for s in subjects]
+    minors = minors_among(subjects, today)
+    deny_minors(partner, subjects, minors)
+    return minors
+
+
+def minors_among(subjects: list[Subject], today: date) -> list[bool]:
+    """Which subjects are under 14 `today`."""
+    return [s.birth_date is not None and is_minor(s.birth_date, today) for s in subjects]
+
+
+def deny_minors(partner: PartnerPolicy, subjects: list[Subject], minors: list[bool]) -> None:
+    """MinorDenied where the contract denies shares about children and `minors` holds one."""
     if partner.minors_denied and any(minors):
         subject = subjects[minors.index(True)]
         raise MinorDenied(
             f"{subject.where} is under {MINOR_AGE}; the contract denies shares about minors",
             details=subject.details,
         )
-    return minors
 
 
 def is_minor(born: date, today: date) -> bool:
@@ -304,12 +314,14 @@ class Terms:
         self.quota: QuotaCounter = quota or DailyCounts()
 
     async def check(self, flow: Flow, request: web.Request, now: datetime) -> None:
-        """Minors, consent, rate, daily volume, in that order; the first failure raises."""
+        """Consent, minors, rate, daily volume: SPEC 4's order; the first failure raises."""
         partner, purpose = flow.partner, flow.purpose
         if partner is None or purpose is None:
             raise RuntimeError("terms are checked after the partner and purpose are known")
-        minors = check_minors(partner, flow.subjects, now.date())
+        # Who is a child is known first: a child's data needs consent as sensitive data does.
+        minors = minors_among(flow.subjects, now.date())
         flow.consent_basis = await self._consent(flow, partner, purpose, minors, request, now)
+        deny_minors(partner, flow.subjects, minors)
         flow.volume_taken = await self._volume(partner, flow.records, now, flow.share_id)
 
     async def _consent(

@@ -883,6 +883,22 @@ async def test_data_about_a_minor_needs_consent_where_minors_are_allowed(
     assert last_record(gw.log.records).consent_basis == ("registry:P-1",)
 
 
+async def test_consent_is_judged_before_minors_as_the_spec_orders(
+    make_gateway: GatewayFactory,
+) -> None:
+    # A third party that denies minors, and a child with no consent on file: both checks fail,
+    # and SPEC 4 lists consent first.
+    gw = await make_gateway([third_party_contract(minors="deny")])
+    doc = {"applicants": [person("child", CHILD_BORN)]}
+    response = await gw.share("POST", "/acme/v1/batch", json=doc)
+    await assert_refused(gw, response, 403, "consent_required")
+    registry_of(gw).grant(
+        "child", "acme", "credit_assessment", datetime.now(UTC) - timedelta(hours=1), "P-1"
+    )
+    response = await gw.share("POST", "/acme/v1/batch", json=doc)
+    await assert_refused(gw, response, 403, "minor_denied")
+
+
 # --- rate ------------------------------------------------------------------------------------
 
 
