@@ -483,6 +483,30 @@ async def test_an_export_to_a_device_writes_to_it_and_leaves_it_in_place(
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)  # written to, not replaced
 
 
+async def test_exports_hold_every_record_and_never_cut_one_silently(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An access request answered from a json or csv export must hold every share about the
+    # person: 105 of them, past the table's page of 100.
+    share_log = await ShareLog.open(settings.share_log, HASH_KEY.encode())
+    try:
+        for n in range(105):
+            await share_log.record(share(f"s-{n}", T0 + timedelta(seconds=n)))
+    finally:
+        await share_log.close()
+    capsys.readouterr()  # the log's own JSON lines
+    for command in (["logs", "query"], ["logs", "subject", "alice"]):
+        code, out, err = run([*command, "--format", "json"], settings, capsys)
+        assert (code, len(json.loads(out)), err) == (0, 105, "")
+        code, out, err = run([*command, "--format", "csv"], settings, capsys)
+        assert (code, len(list(csv.DictReader(io.StringIO(out)))), err) == (0, 105, "")
+        code, out, err = run([*command, "--format", "json", "--limit", "10"], settings, capsys)
+        assert (code, len(json.loads(out))) == (0, 10)
+        assert err == "rows 1-10 of 105; next page: --offset 10\n"
+        code, out, _ = run(command, settings, capsys)  # a table: a page at a time, and says so
+        assert out.rstrip().endswith("rows 1-100 of 105; next page: --offset 100")
+
+
 @pytest.mark.parametrize("option", ["--offset", "--limit"])
 async def test_paging_beyond_what_sqlite_counts_is_a_usage_error(
     logged: Settings, capsys: pytest.CaptureFixture[str], option: str

@@ -176,7 +176,11 @@ def _add_output(parser: argparse.ArgumentParser, formats: tuple[str, ...]) -> No
 
 def _add_paging(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--limit", type=int, default=100, metavar="N", help="at most N rows (0: all; default 100)"
+        "--limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="at most N rows (0: all; default: 100 in a table, all in json and csv)",
     )
     parser.add_argument("--offset", type=int, default=0, metavar="N", help="skip the first N rows")
 
@@ -229,11 +233,14 @@ def _window(
 
 
 def _paging(args: argparse.Namespace) -> tuple[int | None, int]:
-    if args.limit < 0 or args.offset < 0:
+    # A table is read on a terminal, a page at a time; json and csv are exports (an access
+    # request answered from one must hold every record), so they are whole unless asked.
+    limit = args.limit if args.limit is not None else (100 if args.format == "table" else 0)
+    if limit < 0 or args.offset < 0:
         raise UsageError("--limit and --offset must not be negative")
-    if max(args.limit, args.offset) > SQLITE_INT_MAX:
+    if max(limit, args.offset) > SQLITE_INT_MAX:
         raise UsageError(f"--limit and --offset must be at most {SQLITE_INT_MAX}")
-    return (args.limit or None), args.offset
+    return (limit or None), args.offset
 
 
 SQLITE_INT_MAX = 2**63 - 1  # the largest integer SQLite takes (LIMIT, OFFSET)
@@ -306,10 +313,14 @@ def _print_shares(
 ) -> int:
     rows = review.query(path, limit=limit, offset=offset, **filters)
     out = sys.stdout
-    if args.format == "json":
-        out.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n")
-    elif args.format == "csv":
-        _write_csv(rows, out)
+    if args.format in ("json", "csv"):
+        if args.format == "json":
+            out.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n")
+        else:
+            _write_csv(rows, out)
+        if offset or (limit is not None and len(rows) == limit):
+            # Never a silent part: what is left out is said where the data does not go.
+            print(_page_note(len(rows), review.count(path, **filters), offset), file=sys.stderr)
     else:
         total = review.count(path, **filters)
         _write_share_table(rows, settings.zone, out)
