@@ -29,7 +29,7 @@ def content_coding(header: str | None) -> str:
     if coding in _WBITS:
         return coding
     # Stacked codings ("gzip, gzip"), br, zstd, compress: not decoded, so never accepted.
-    raise UnsupportedMediaType(f"content encoding {header!r} is not supported")
+    raise UnsupportedMediaType("the content encoding is not supported (gzip or deflate)")
 
 
 def decode(

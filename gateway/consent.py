@@ -21,6 +21,7 @@ import orjson
 
 from gateway.files import create_private
 from gateway.keys import keyed_hash
+from gateway.pii import scan
 
 if TYPE_CHECKING:
     from gateway.settings import Settings
@@ -234,7 +235,12 @@ def _time(
 
 
 def _name_problems(partner: str | None, purpose: str | None) -> list[str]:
-    problems = []
+    problems = [
+        f"{key}: holds what reads as personal data ({', '.join(sorted(found))}); "
+        "are the columns in order?"
+        for key, value in (("partner", partner), ("purpose", purpose))
+        if value is not None and (found := scan(value, frozenset())[1])
+    ]
     # Values are not echoed: in a row with its columns out of order, they are subject ids.
     if partner is not None and not _PARTNER_ID.fullmatch(partner):
         problems.append(
@@ -778,12 +784,12 @@ def unconsulted(rows: _Rows, purposes: Mapping[str, Iterable[str]]) -> Iterator[
             continue
         partner, purpose = str(row["partner"]).strip(), str(row["purpose"]).strip()
         approved = purposes.get(partner)
+        # Only names a contract has are shown: in a row with its columns out of order, the
+        # others are subject ids.
         if approved is None:
-            yield f"{label}: no contract for partner {partner!r}; no share consults this row"
+            yield f"{label}: no contract has this row's partner; no share consults this row"
         elif purpose not in approved:
-            yield (
-                f"{label}: {purpose!r} is not a purpose of {partner!r}; no share consults this row"
-            )
+            yield f"{label}: {partner!r} has no such purpose; no share consults this row"
 
 
 def _status(grant: Grant, now: datetime) -> str:

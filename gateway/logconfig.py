@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import traceback
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, Protocol, cast
@@ -82,6 +83,39 @@ def configure_logging(*, json: bool = True, level: int = logging.INFO) -> None:
         else structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
+    # The libraries' own records: aiohttp's quote the bytes of a request it could not parse
+    # (a header, a token, a body), asyncio's the repr of an exception. Each becomes one line
+    # naming its kind and place, never its message.
+    for name in LIBRARY_LOGGERS:
+        library = logging.getLogger(name)
+        library.handlers = [ScrubbedHandler()]
+        library.propagate = False
+
+
+LIBRARY_LOGGERS = ("aiohttp", "asyncio")
+
+
+class ScrubbedHandler(logging.Handler):
+    """A stdlib log record as a structlog event without its message or arguments."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        fields: dict[str, object] = {
+            "logger": record.name,
+            "at": f"{record.module}:{record.lineno}",
+        }
+        if record.exc_info and record.exc_info[1] is not None:
+            fields["error"] = type(record.exc_info[1]).__name__
+            fields["error_at"] = error_location(record.exc_info[1])
+        structlog.get_logger(record.name).log(record.levelno, "library_log", **fields)
+
+
+def error_location(exc: BaseException) -> str | None:
+    """Where an exception was raised (file:line in function), without its message."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return None
+    last = frames[-1]
+    return f"{last.filename.rsplit('/', 1)[-1]}:{last.lineno} in {last.name}"
 
 
 def write_json_lines(events: Iterable[tuple[str, Mapping[str, Any]]], out: ByteSink) -> None:

@@ -127,6 +127,7 @@ async def reload(request: web.Request, runtime: Runtime) -> web.StreamResponse:
 
 
 SHARE_FILTERS = ("partner", "purpose", "decision", "reason", "caller")
+SHARE_PARAMS = (*SHARE_FILTERS, "since", "until", "subject", "limit", "offset")
 MAX_PAGE = 1000
 
 
@@ -134,9 +135,9 @@ async def shares(request: web.Request, runtime: Runtime) -> web.StreamResponse:
     """The share log, with the filters of `logs query`; `subject` is hashed before the lookup."""
     await _require_admin(request, runtime)
     params = request.query
-    unknown = set(params) - {*SHARE_FILTERS, "since", "until", "subject", "limit", "offset"}
+    unknown = set(params) - set(SHARE_PARAMS)
     if unknown:
-        raise MalformedRequest(f"unknown filter(s): {', '.join(sorted(unknown))}")
+        raise MalformedRequest(f"unknown filter: the filters are {', '.join(SHARE_PARAMS)}")
     zone = runtime.policy.zone
     now = datetime.now(zone)
     try:
@@ -175,7 +176,10 @@ async def shares(request: web.Request, runtime: Runtime) -> web.StreamResponse:
 
 def _whole_number(params: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
     """An integer parameter; above `high` it is `high` (a page is at most MAX_PAGE rows)."""
-    value = int(params.get(name, str(default)))
+    try:
+        value = int(params.get(name, str(default)))
+    except ValueError:
+        raise UsageError(f"{name} must be a whole number") from None  # int()'s quotes the value
     if value < low:
         raise UsageError(f"{name} must be at least {low}")
     return min(value, high)
@@ -243,7 +247,7 @@ async def handle_ops(request: web.Request) -> web.StreamResponse:
     try:
         entry = ENDPOINTS.get(name)
         if entry is None:
-            raise NotFound(f"no operations endpoint /_gateway/{name}")
+            raise NotFound("no such operations endpoint")
         methods, endpoint = entry
         if request.method not in methods:
             raise MethodNotAllowed(f"/_gateway/{name} accepts {', '.join(methods)}")

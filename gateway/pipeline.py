@@ -156,11 +156,16 @@ def error_response(error: GatewayError, share_id: str | None) -> web.Response:
     if share_id is not None:
         body["share_id"] = share_id
         headers["X-Share-Id"] = share_id
+    try:
+        payload = orjson.dumps({"error": body})
+    except TypeError:
+        # A message or detail JSON cannot hold (a lone surrogate from a header's bytes): the
+        # refusal still goes out, with its code and share id.
+        body["message"] = "the request was refused"
+        body.pop("details", None)
+        payload = orjson.dumps({"error": body})
     return web.Response(
-        status=error.status,
-        body=orjson.dumps({"error": body}),
-        content_type="application/json",
-        headers=headers,
+        status=error.status, body=payload, content_type="application/json", headers=headers
     )
 
 
@@ -185,7 +190,9 @@ def resolve_partner(flow: Flow, request: web.Request, runtime: Runtime) -> None:
     )
     partner = flow.policy.partners.get(target.partner)
     if partner is None:
-        raise UnknownPartner(f"no contract for partner {target.partner!r}")
+        # The value is not echoed: what a caller wrote may be personal data, and it ends up in
+        # the caller's logs. The same holds for every message below.
+        raise UnknownPartner("no contract for the partner the path names")
     flow.partner = partner
 
 
@@ -215,19 +222,18 @@ def authorize(flow: Flow, request: web.Request, runtime: Runtime) -> None:
         # and the share log keeps no value a caller wrote.
         flow.purpose = purpose
     if not grants(caller.scopes, partner.id, purpose):
-        raise ScopeDenied(f"the token does not grant share:{partner.id}:{purpose}")
+        shown = purpose if purpose in partner.purposes else "<the purpose asked for>"
+        raise ScopeDenied(f"the token does not grant share:{partner.id}:{shown}")
     matches = partner.routes.match(flow.method, target.segments)
     if not matches:
-        raise RouteDenied(
-            f"the contract declares no route {flow.method} /{'/'.join(target.segments)}"
-        )
+        raise RouteDenied("the contract declares no route for this method and path")
     for route, params in matches:
         if route.purpose == purpose:
             flow.route = route
             refuse_identifiers_in_path(params, runtime.scanner)
             return
     if purpose not in partner.purposes:
-        raise PurposeDenied(f"purpose {purpose!r} is not approved in the contract")
+        raise PurposeDenied("the purpose asked for is not approved in the contract")
     raise PurposeDenied(f"the route {matches[0][0].label} is not declared for purpose {purpose!r}")
 
 
@@ -345,7 +351,7 @@ def _upload_type(request: web.Request, route: RoutePolicy) -> str:
     media_type, params = parse_media_type(header)
     if media_type not in route.content_types:
         raise UnsupportedMediaType(
-            f"{media_type} is not one of the route's content types: "
+            "the upload's media type is not one of the route's content types: "
             + ", ".join(sorted(route.content_types))
         )
     # Only the media type and a known charset travel on: a parameter such as a file name would

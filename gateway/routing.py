@@ -77,7 +77,7 @@ def _parse_query(text: str, limit: int) -> tuple[tuple[str, str], ...]:
         if name in seen:
             # A repeated parameter is read as the first value by some servers and the last by
             # others: the gateway cannot know which one the partner would act on.
-            raise MalformedRequest(f"query parameter {name!r} is repeated")
+            raise MalformedRequest("a query parameter is repeated")
         seen.add(name)
         pairs.append((name, value))
         if len(pairs) > limit:

@@ -7,13 +7,22 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import structlog
 from aiohttp import web
 
+from gateway.logconfig import error_location
 from gateway.settings import LimitsSettings
 
 # The `Server` header of every answer, instead of aiohttp's, which names its version.
 SERVER_NAME = "share-gateway"
+# The server's own refusals, before any check of the gateway's could run (no share record).
+_ERROR_ANSWERS = {
+    400: ("malformed_request", "the request is not HTTP/1.1 the gateway can read unambiguously"),
+    413: ("body_too_large", "the request is too large"),
+    431: ("malformed_request", "the request's header fields are too large"),
+    500: ("internal_error", "the request could not be handled"),
+}
 
 log = structlog.get_logger("gateway")
 
@@ -211,10 +220,26 @@ class LimitedRequestHandler(web.RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
-        # aiohttp answers what its parser cannot read (400, 413, 431) itself, naming its version
-        # in `Server`; the gateway tells nobody which software, let alone which release, it runs.
-        response = super().handle_error(request, status, exc, message)
-        response.headers["Server"] = SERVER_NAME
+        # What the parser cannot read (400, 413, 431) and a fault in a handler (500). aiohttp's
+        # own answer quotes the parser's message, which holds the offending bytes (a header, a
+        # token, a piece of body), logs it the same, and names its version in `Server`. The
+        # gateway answers a fixed error, logs only its kind and place, and names no software.
+        log.warning(
+            "request_unreadable" if status != 500 else "request_failed",
+            status=status,
+            error=type(exc).__name__ if exc is not None else None,
+            error_at=error_location(exc) if exc is not None else None,
+        )
+        if request.writer.output_size > 0:
+            raise ConnectionError("the answer has begun: no error answer can follow")
+        code, text = _ERROR_ANSWERS.get(status, _ERROR_ANSWERS[500])
+        response = web.Response(
+            status=status,
+            body=orjson.dumps({"error": {"code": code, "message": text}}),
+            content_type="application/json",
+            headers={"Server": SERVER_NAME},
+        )
+        response.force_close()
         return response
 
     def _arm_head_deadline(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import logging
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -19,6 +20,7 @@ from typing import Any
 
 import orjson
 import pytest
+import structlog
 import test_server
 from aiohttp import web
 from conftest import PARTNER_HEADERS, PARTNER_TOKEN, Gateway, GatewayFactory, RawResponse
@@ -37,6 +39,7 @@ from test_server import (
 from tokens import SigningKey, claims, mint, rsa_key, sign_raw
 
 from gateway.auth import MAX_TOKEN_CHARS
+from gateway.logconfig import ScrubbedHandler
 
 limited_gateway = test_server.limited_gateway  # the fixture: the production server
 
@@ -50,9 +53,18 @@ ATTACKER = rsa_key(kid="idp-1")  # claims the trusted key's id, signs with its o
 
 @dataclass(frozen=True)
 class ServerRefuses:
-    """aiohttp answers itself (its HTTP parser 400, its router 404): no decision, no record."""
+    """The HTTP parser refuses, before any check of the gateway's: a fixed error, no record."""
 
     status: int = 400
+    code: str = "malformed_request"
+
+
+# What the server answers for each status it refuses with itself.
+SERVER_ANSWERS = {
+    400: "the request is not HTTP/1.1 the gateway can read unambiguously",
+    413: "the request is too large",
+    431: "the request's header fields are too large",
+}
 
 
 @dataclass(frozen=True)
@@ -79,7 +91,11 @@ async def check(gw: Gateway, response: RawResponse, expected: Expectation) -> No
     """The answer and the partner's view match `expected`; then a good share still works."""
     if isinstance(expected, ServerRefuses):
         assert response.status == expected.status, response.body
-        assert not response.headers.get("content-type", "").startswith("application/json")
+        # A fixed answer: the parser's message quoted the offending bytes.
+        message = SERVER_ANSWERS[expected.status]
+        assert response.json() == {"error": {"code": expected.code, "message": message}}
+        assert response.headers["server"] == "share-gateway"
+        assert "x-share-id" not in response.headers
         assert gw.partner.received == []
         assert gw.log.records == []
     elif isinstance(expected, Refused):
@@ -335,6 +351,45 @@ async def test_request_framing(
         response = await read_response(reader)
         assert await closed_by_peer(reader)
     await check(gw, response, expected)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        request("User-Agent: app 13800138000\x01"),  # a control character in a header value
+        request("Content-Length: 13800138000x", length=False),
+        request(method="POST", target="/acme/v1/assess?phone=\xe5\xbc\xa0 13800138000"),
+    ],
+    ids=["header_value", "content_length", "request_line"],
+)
+async def test_a_request_the_parser_refuses_is_quoted_nowhere(
+    limited_gateway: GatewayFactory, data: bytes
+) -> None:
+    # aiohttp's message for it quotes the offending bytes: it went back in the 400 and to
+    # stderr. Neither the answer nor the log holds anything of the request now.
+    gw = await limited_gateway()
+    with structlog.testing.capture_logs() as logs:
+        response = await send(gw, fill(gw, data))
+    assert response.status == 400
+    assert b"13800138000" not in response.body
+    assert logs, "the refusal is logged"
+    assert "13800138000" not in repr(logs)
+
+
+def test_library_records_keep_nothing_of_their_message() -> None:
+    record = logging.LogRecord(
+        "aiohttp.server", logging.ERROR, "web_protocol.py", 1, "bad: %r", (b"13800138000",), None
+    )
+    try:
+        raise ValueError("Bearer eyJ.13800138000")
+    except ValueError as exc:
+        record.exc_info = (ValueError, exc, exc.__traceback__)
+    with structlog.testing.capture_logs() as logs:
+        ScrubbedHandler().emit(record)
+    [event] = logs
+    assert event["event"] == "library_log"
+    assert (event["logger"], event["error"]) == ("aiohttp.server", "ValueError")
+    assert "13800138000" not in repr(logs)
 
 
 async def test_a_request_pipelined_in_the_body_is_its_own_request(

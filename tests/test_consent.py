@@ -387,9 +387,17 @@ def test_no_problem_line_shows_a_subject_id(registry: ConsentRegistry, tmp_path:
     path = write_csv(tmp_path / "swapped.csv", f"{PARTNER},{subject},{PURPOSE},{subject},,C-1")
     swapped = import_csv(registry, path).errors
     assert swapped == (
+        "line 2: partner: holds what reads as personal data (contact.email); "
+        "are the columns in order?",
         "line 2: partner: must be 1-64 lower-case letters, digits and -, "
         "not starting or ending with -",
         "line 2: granted_at: not an ISO 8601 date or date-time",
+    )
+    # A phone number fits a partner id's shape: it is refused, not stored as a partner.
+    path = write_csv(tmp_path / "phone.csv", f"{PARTNER},13800138000,{PURPOSE},2025-01-01,,C-1")
+    assert import_csv(registry, path).errors == (
+        "line 2: partner: holds what reads as personal data (contact.phone); "
+        "are the columns in order?",
     )
     assert subject not in "".join((without_header, *swapped))
     _assert_nothing_applied(registry)
@@ -528,9 +536,7 @@ def test_apply_json_and_grants_json(registry: ConsentRegistry) -> None:
         "granted": 0,
         "withdrawn": 0,
         "unchanged": 2,
-        "warnings": [
-            f"grants[1]: 'marketing' is not a purpose of {PARTNER!r}; no share consults this row"
-        ],
+        "warnings": [f"grants[1]: {PARTNER!r} has no such purpose; no share consults this row"],
     }
     ref = keyed_hash(KEY, ALICE)
     assert grants_json(registry, ALICE, at=JUN) == [
@@ -725,10 +731,8 @@ def test_cli_import_warns_of_rows_no_contract_uses(
     captured = capsys.readouterr()
     assert captured.out == f"{path}: 2 granted, 1 withdrawn, 0 unchanged\n"
     assert captured.err.splitlines() == [
-        f"{path}: warning: line 3: 'credit_assesment' is not a purpose of 'acme-credit'; "
-        "no share consults this row",
-        f"{path}: warning: line 4: no contract for partner 'nobody-yet'; "
-        "no share consults this row",
+        f"{path}: warning: line 3: 'acme-credit' has no such purpose; no share consults this row",
+        f"{path}: warning: line 4: no contract has this row's partner; no share consults this row",
     ]
 
 

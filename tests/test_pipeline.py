@@ -466,6 +466,63 @@ async def test_a_contract_that_expires_while_the_body_arrives_shares_nothing(
     assert Clock.calls >= 2  # judged when the request came in, and again with its body
 
 
+PHONE = "13800138000"
+
+
+@pytest.mark.parametrize(
+    ("target", "headers", "code"),
+    [
+        (f"/p{PHONE}/v1/assess", [], "unknown_partner"),
+        (f"/acme/v1/assess/{PHONE}x", [], "route_denied"),
+        (f"/acme/v1/assess?a{PHONE}=1&a{PHONE}=2", [], "malformed_request"),
+        (ASSESS, [("X-Share-Purpose", f"p{PHONE}")], "purpose_denied"),
+        (ASSESS, [("Content-Type", f"application/json; charset=x{PHONE}")], None),
+        (ASSESS, [("Content-Type", f"text/x{PHONE}")], None),
+        (ASSESS, [("Content-Encoding", f"x{PHONE}")], None),
+    ],
+    ids=["partner", "path", "query_name", "purpose", "charset", "media_type", "encoding"],
+)
+async def test_a_refusal_never_echoes_what_the_caller_wrote(
+    make_gateway: GatewayFactory, target: str, headers: list[tuple[str, str]], code: str | None
+) -> None:
+    # What a caller wrote may be personal data, and the caller's logs keep the gateway's
+    # error messages: a refusal names the header or the parameter, never its value.
+    gw = await make_gateway()
+    purpose = None if any(n == "X-Share-Purpose" for n, _ in headers) else "credit_assessment"
+    if not any(n == "Content-Type" for n, _ in headers):
+        headers = [*headers, ("Content-Type", "application/json")]
+    response = await raw_request(
+        gw, "POST", target, headers=headers, body=orjson.dumps(applicant()), purpose=purpose
+    )
+    assert 400 <= response.status < 500
+    assert PHONE.encode() not in response.body
+    if code is not None:
+        assert response.json()["error"]["code"] == code
+
+
+async def test_a_purpose_header_that_is_not_utf8_is_refused_not_a_500(
+    make_gateway: GatewayFactory,
+) -> None:
+    # A byte that is not UTF-8 reads as a lone surrogate, which JSON cannot hold: the refusal
+    # that named it could not be written, and the caller got a bare 500.
+    gw = await make_gateway()
+    token = gw.token("share:acme:credit_assessment")
+    response = await raw_request(
+        gw,
+        "POST",
+        ASSESS,
+        headers=[
+            ("Authorization", f"Bearer {token}"),
+            ("Content-Type", "application/json"),
+            ("X-Share-Purpose", "\xff credit"),
+        ],
+        body=orjson.dumps(applicant()),
+        purpose=None,
+        authorized=False,
+    )
+    await assert_refused(gw, response, 403, "scope_denied")
+
+
 async def test_an_oversized_body_is_413_before_its_content_type(
     make_gateway: GatewayFactory,
 ) -> None:
