@@ -232,7 +232,7 @@ class LimitedRequestHandler(web.RequestHandler):
         )
         if request.writer.output_size > 0:
             raise ConnectionError("the answer has begun: no error answer can follow")
-        code, text = _ERROR_ANSWERS.get(status, _ERROR_ANSWERS[500])
+        code, text = _ERROR_ANSWERS.get(status) or _ERROR_ANSWERS[400 if status < 500 else 500]
         response = web.Response(
             status=status,
             body=orjson.dumps({"error": {"code": code, "message": text}}),
