@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
 import pytest
 
 from gateway.keys import keyed_hash, subject_ref_key
 from gateway.settings import Settings, ShareLogSettings
 from gateway.sharelog import ShareLog, ShareOutcome, ShareRecord
-from gateway.sharelog.commands import UsageError, parse_time, register
+from gateway.sharelog.commands import UsageError, _write_json, parse_time, register
 from gateway.sharelog.ledger import Ledger
 from gateway.sharelog.review import QUERY_FIELDS, query, summary
 
@@ -142,7 +143,7 @@ def test_a_bare_date_as_an_end_includes_the_whole_day(text: str) -> None:
     )
 
 
-@pytest.mark.parametrize("text", ["yesterday", "2025-13-01", "5y", "-3d"])
+@pytest.mark.parametrize("text", ["yesterday", "2025-13-01", "5y", "-3d", "2025-W09", "2025W09"])
 def test_other_times_are_usage_errors(text: str) -> None:
     with pytest.raises(UsageError):
         parse_time(text, SHANGHAI, NOW)
@@ -474,6 +475,21 @@ async def test_an_export_over_the_share_log_itself_is_refused(
     assert run(["logs", "verify"], logged, capsys)[0] == 0
 
 
+async def test_an_export_through_a_link_writes_through_it(
+    logged: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # `-o /dev/stdout` with stdout sent to a file is such a link: replaced, the export was lost.
+    real = tmp_path / "audit.jsonl"
+    real.write_text("")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(real)
+    code, _, err = run(["logs", "export", "--output", str(link)], logged, capsys)
+    assert code == 0, err
+    assert link.is_symlink()
+    first = json.loads(real.read_text().splitlines()[0])
+    assert first["kind"] == "export"
+
+
 async def test_an_export_to_a_device_writes_to_it_and_leaves_it_in_place(
     logged: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -505,6 +521,17 @@ async def test_exports_hold_every_record_and_never_cut_one_silently(
         assert err == "rows 1-10 of 105; next page: --offset 10\n"
         code, out, _ = run(command, settings, capsys)  # a table: a page at a time, and says so
         assert out.rstrip().endswith("rows 1-100 of 105; next page: --offset 100")
+
+
+@pytest.mark.parametrize(
+    "rows", [[], [{"a": 1}], [{"a": 1, "b": [1, {"c": None}], "d": {}}, {"a": "二", "b": []}]]
+)
+def test_a_streamed_json_export_is_the_array_it_would_be_whole(rows: list[dict[str, Any]]) -> None:
+    # Written row by row (an export of millions of records never sits in memory), the bytes
+    # are those of the whole list.
+    out = io.StringIO()
+    assert _write_json(iter(rows), out) == len(rows)
+    assert out.getvalue() == orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n"
 
 
 @pytest.mark.parametrize("option", ["--offset", "--limit"])

@@ -8,9 +8,10 @@ import csv
 import os
 import re
 import sqlite3
+import stat
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock
 from pathlib import Path
@@ -58,6 +59,9 @@ def parse_time(text: str, zone: ZoneInfo, now: datetime, *, end_of_day: bool = F
     return moment
 
 
+_WEEK = re.compile(r"\d{4}-?W\d{2}")
+
+
 def _parse_time(text: str, zone: ZoneInfo, now: datetime, *, end_of_day: bool) -> datetime:
     if text == "now":
         return now
@@ -65,6 +69,8 @@ def _parse_time(text: str, zone: ZoneInfo, now: datetime, *, end_of_day: bool) -
     if relative:
         amount, unit = int(relative.group(1)), relative.group(2)
         return now - timedelta(**{_UNITS[unit]: amount})
+    if _WEEK.fullmatch(text):
+        raise UsageError(f"{text!r} is a week, not a day: name the day ({text}-1 to {text}-7)")
     try:
         # Every ISO 8601 form of a bare date (`2024-05-01`, `20240501`, `2024-W18-3`): a date
         # read as a date-time would be midnight, and `--until` would leave out its day.
@@ -311,17 +317,15 @@ def _print_shares(
     limit: int | None,
     offset: int,
 ) -> int:
-    rows = review.query(path, limit=limit, offset=offset, **filters)
     out = sys.stdout
     if args.format in ("json", "csv"):
-        if args.format == "json":
-            out.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n")
-        else:
-            _write_csv(rows, out)
-        if offset or (limit is not None and len(rows) == limit):
+        each = review.iter_query(path, limit=limit, offset=offset, **filters)
+        shown = _write_json(each, out) if args.format == "json" else _write_csv(each, out)
+        if offset or (limit is not None and shown == limit):
             # Never a silent part: what is left out is said where the data does not go.
-            print(_page_note(len(rows), review.count(path, **filters), offset), file=sys.stderr)
+            print(_page_note(shown, review.count(path, **filters), offset), file=sys.stderr)
     else:
+        rows = review.query(path, limit=limit, offset=offset, **filters)
         total = review.count(path, **filters)
         _write_share_table(rows, settings.zone, out)
         out.write(_page_note(len(rows), total, offset) + "\n")
@@ -453,19 +457,13 @@ def _export_to(
     if _is_log_file(target, path):
         raise UsageError(f"{target} is the share log's own file: export to another file")
     try:
-        special = target.exists() and not target.is_file()
-    except OSError as exc:
-        raise UsageError(f"cannot write {target}: {exc.strerror}") from exc
-    if special:  # a device or a pipe (/dev/stdout, a named pipe): written as it is
-        try:
-            with target.open("w", encoding="utf-8") as out:
-                return review.export(path, since, until, out)
-        except OSError as exc:
-            raise UsageError(f"cannot write {target}: {exc.strerror}") from exc
-    # Written beside the target and renamed over it only once whole: a failed export leaves
-    # no partial file to be taken for a whole one, and an earlier export where it was.
-    # Keyed subject references are personal data: the file is the owner's alone (mkstemp).
-    try:
+        if target.is_symlink() or (target.exists() and not target.is_file()):
+            # A link (`/dev/stdout` with stdout sent to a file) or a device, a pipe: written
+            # through, as it is. Replacing the link would lose the export.
+            return _export_in_place(target, path, since, until)
+        # Written beside the target and renamed over it only once whole: a failed export
+        # leaves no partial file to be taken for a whole one, and an earlier export as it was.
+        # Keyed subject references are personal data: the file is the owner's alone (mkstemp).
         fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     except OSError as exc:
         raise UsageError(f"cannot write {target}: {exc.strerror}") from exc
@@ -479,6 +477,16 @@ def _export_to(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)  # gone once renamed
     return result
+
+
+def _export_in_place(
+    target: Path, path: Path, since: datetime | None, until: datetime | None
+) -> review.ExportResult:
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        os.fchmod(fd, 0o600)  # a file's, never a device's mode
+    with open(fd, "w", encoding="utf-8") as out:
+        return review.export(path, since, until, out)
 
 
 def _is_log_file(target: Path, path: Path) -> bool:
@@ -649,8 +657,22 @@ def _csv_cell(value: Any) -> Any:
     return value
 
 
-def _write_csv(rows: list[dict[str, Any]], out: IO[str]) -> None:
+def _write_json(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
+    """A JSON array written element by element, as `orjson.OPT_INDENT_2` lays out a list."""
+    count = 0
+    for row in rows:
+        item = orjson.dumps(row, option=orjson.OPT_INDENT_2).decode().replace("\n", "\n  ")
+        out.write(("[\n  " if count == 0 else ",\n  ") + item)
+        count += 1
+    out.write("\n]\n" if count else "[]\n")
+    return count
+
+
+def _write_csv(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(review.QUERY_FIELDS)
+    count = 0
     for row in rows:
         writer.writerow([_csv_cell(row[name]) for name in review.QUERY_FIELDS])
+        count += 1
+    return count

@@ -153,6 +153,17 @@ def query(
 
     `limit=None` returns everything.
     """
+    return list(iter_query(path, limit=limit, offset=offset, **filters))
+
+
+def iter_query(
+    path: Path,
+    *,
+    limit: int | None = 100,
+    offset: int = 0,
+    **filters: Unpack[ShareFilters],
+) -> Iterator[dict[str, Any]]:
+    """`query`, one row at a time: an export of millions of records never sits in memory."""
     where, params = _where(**filters)
     sql = (
         f"SELECT {_SHARE_SELECT} FROM shares s {_OUTCOME_JOIN}{where}"  # noqa: S608 - constants
@@ -160,7 +171,8 @@ def query(
     )
     params += (-1 if limit is None else limit, offset)
     with _reader(path) as conn:
-        return [_share_row(row) for row in conn.execute(sql, params)]
+        for row in conn.execute(sql, params):
+            yield _share_row(row)
 
 
 def count(path: Path, **filters: Unpack[ShareFilters]) -> int:
