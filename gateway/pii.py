@@ -592,15 +592,40 @@ def _spans(text: str, allowed: frozenset[str]) -> list[_Span]:
     spans = [span for span in _find_spans(folded) if span[2] not in allowed]
     if not hidden:
         return spans
-    kept = [i for i, c in enumerate(text) if c not in _INVISIBLE_CHARS]
-    visible, _ = _fold("".join(map(text.__getitem__, kept)))
-    # A span of the visible text covers the invisible characters inside it in the original.
+    # The astral class is searched range by range: only in a string holding such a character.
+    patterns = (_INVISIBLE, _INVISIBLE_ASTRAL) if _ANY_ASTRAL.search(text) else (_INVISIBLE,)
+    holes = sorted(m.start() for pattern in patterns for m in pattern.finditer(text))
+    if not any(_may_hide(text, at) for at in holes):
+        return spans
+    visible = text
+    for pattern in patterns:
+        visible = pattern.sub("", visible)
+    visible, _ = _fold(visible)
+    # Where each hole sits in the visible text: visible offset v is original v + the holes at
+    # or before it. A span of the visible text covers the invisible characters inside it.
+    sits = [at - n for n, at in enumerate(holes)]
     unhidden = [
-        (kept[start], kept[end - 1] + 1, category)
-        for start, end, category in _find_spans(visible)
-        if category not in allowed
+        (start + bisect.bisect_right(sits, start), end + bisect.bisect_right(sits, end - 1), cat)
+        for start, end, cat in _find_spans(visible)
+        if cat not in allowed
     ]
     return _merge(unhidden, spans)
+
+
+# What an invisible character must stand beside to hide anything: a character identifiers are
+# written with (any script's digits, full-width forms), or another invisible one. Beside an
+# emoji (a family's zero-width joiner) or a letter of another script (a direction mark in Arabic
+# text) it hides nothing, and the string is not scanned a second time.
+_JOINS: Final = re.compile(r"[0-9A-Za-z@.:+()_%\-\uff01-\uff5e]|\d")
+
+
+def _may_hide(text: str, at: int) -> bool:
+    for near in (at - 1, at + 1):
+        if 0 <= near < len(text):
+            c = text[near]
+            if _JOINS.match(c) or c in _INVISIBLE_CHARS:
+                return True
+    return False
 
 
 def _merge(unhidden: list[_Span], plain: list[_Span]) -> list[_Span]:

@@ -25,6 +25,7 @@ from gateway.pii import (
     PASSPORT,
     PHONE,
     Match,
+    _may_hide,
     birth_date_from_id,
     find,
     scan,
@@ -897,6 +898,27 @@ def test_an_invisible_character_between_identifiers_keeps_them_apart(
     # starts with the phone number): the scan that found more identifiers names them.
     assert scan(text, NOTHING_ALLOWED) == (redacted, counts)
     assert [m.category for m in find(text)] == [c for c in counts for _ in range(counts[c])]
+
+
+@pytest.mark.parametrize(
+    ("text", "may_hide"),
+    [
+        ("👨\u200d👩", False),  # a family emoji's joiner
+        ("مرحبا\u200fعالم", False),  # a direction mark between Arabic words
+        ("\u200f", False),
+        ("138\u200b0013", True),
+        ("zhang\u200bwei", True),  # a local part of an address
+        ("\u0661\u200b\u0662", True),  # another script's digits
+        ("\uff11\u200b", True),  # a full-width digit
+        ("\u200b\u200c1", True),  # a run of them beside a digit
+    ],
+)
+def test_an_invisible_character_hides_something_only_beside_what_identifiers_use(
+    text: str, may_hide: bool
+) -> None:
+    # Elsewhere the string is not scanned a second time: emoji and right-to-left text are common.
+    holes = [i for i, c in enumerate(text) if unicodedata.category(c) == "Cf"]
+    assert any(_may_hide(text, at) for at in holes) is may_hide
 
 
 @pytest.mark.parametrize("invisible", ["\u200e", "\u2066", "\u061c", "\U000e0020", "\u00ad"])
