@@ -61,8 +61,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.demo import run_demo
+    from gateway.logconfig import scrub_library_logs
 
     _install_uvloop()
+    scrub_library_logs()  # the demo's gateway serves requests like any other
     return asyncio.run(run_demo(keep_serving=args.serve, port=args.port))
 
 

@@ -83,16 +83,20 @@ def configure_logging(*, json: bool = True, level: int = logging.INFO) -> None:
         else structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
-    # The libraries' own records: aiohttp's quote the bytes of a request it could not parse
-    # (a header, a token, a body), asyncio's the repr of an exception. Each becomes one line
-    # naming its kind and place, never its message.
+    scrub_library_logs()
+
+
+LIBRARY_LOGGERS = ("aiohttp", "asyncio")
+
+
+def scrub_library_logs() -> None:
+    """The libraries' own records: aiohttp's quote the bytes of a request it could not parse
+    (a header, a token, a body), asyncio's the repr of an exception. Each becomes one line
+    naming its kind and place, never its message."""
     for name in LIBRARY_LOGGERS:
         library = logging.getLogger(name)
         library.handlers = [ScrubbedHandler()]
         library.propagate = False
-
-
-LIBRARY_LOGGERS = ("aiohttp", "asyncio")
 
 
 class ScrubbedHandler(logging.Handler):

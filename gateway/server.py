@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMethod
 
 from gateway.logconfig import error_location
 from gateway.settings import LimitsSettings
@@ -224,7 +225,10 @@ class LimitedRequestHandler(web.RequestHandler):
         # own answer quotes the parser's message, which holds the offending bytes (a header, a
         # token, a piece of body), logs it the same, and names its version in `Server`. The
         # gateway answers a fixed error, logs only its kind and place, and names no software.
-        log.warning(
+        # Not HTTP at all as a connection's first bytes (TLS to a plain port, a scanner) is
+        # everyday noise, as aiohttp judges it too: logged at debug only.
+        noise = self._request_count == 1 and isinstance(exc, BadHttpMethod)
+        (log.debug if noise else log.warning)(
             "request_unreadable" if status != 500 else "request_failed",
             status=status,
             error=type(exc).__name__ if exc is not None else None,

@@ -376,6 +376,17 @@ async def test_a_request_the_parser_refuses_is_quoted_nowhere(
     assert "13800138000" not in repr(logs)
 
 
+async def test_tls_sent_to_the_plain_port_is_logged_at_debug_only(
+    limited_gateway: GatewayFactory,
+) -> None:
+    gw = await limited_gateway()
+    client_hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64
+    with structlog.testing.capture_logs() as logs:
+        response = await send(gw, client_hello)
+    assert response.status == 400
+    assert [entry["log_level"] for entry in logs] == ["debug"]
+
+
 def test_library_records_keep_nothing_of_their_message() -> None:
     record = logging.LogRecord(
         "aiohttp.server", logging.ERROR, "web_protocol.py", 1, "bad: %r", (b"13800138000",), None
