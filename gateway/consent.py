@@ -291,20 +291,11 @@ class ConsentRegistry:
     go on while an import is being written, and never see it half-done.
     """
 
-    def __init__(
-        self,
-        path: Path,
-        subject_key: bytes,
-        *,
-        zone: tzinfo = UTC,
-        busy_timeout_s: float | None = None,
-    ) -> None:
+    def __init__(self, path: Path, subject_key: bytes, *, zone: tzinfo = UTC) -> None:
         if len(subject_key) < MIN_SUBJECT_KEY_BYTES:
             raise ValueError(f"subject_key must be at least {MIN_SUBJECT_KEY_BYTES} bytes")
         self.path = path
         self.zone = zone  # of imported times written without an offset
-        # How long a write waits for another writer (an import in another process).
-        self._busy_timeout_s = BUSY_TIMEOUT_S if busy_timeout_s is None else busy_timeout_s
         self._key = subject_key
         self._read_lock = threading.Lock()
         self._write_lock = threading.Lock()
@@ -324,7 +315,7 @@ class ConsentRegistry:
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(
             self.path,
-            timeout=self._busy_timeout_s,
+            timeout=BUSY_TIMEOUT_S,  # how long a write waits for another (an import elsewhere)
             isolation_level=None,
             check_same_thread=False,
         )

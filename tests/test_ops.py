@@ -150,16 +150,19 @@ async def test_reload_swaps_a_good_set_and_keeps_the_last_good_one(
     assert still.status == 200
 
 
+GRANT = {
+    "subject": "u-77",
+    "partner": "acme",
+    "purpose": "credit_assessment",
+    "granted_at": "2025-01-01T00:00:00Z",
+    "reference": "app-consent-1",
+}
+
+
 async def test_consent_endpoint_grants_and_withdraws(make_gateway: GatewayFactory) -> None:
     gw = await make_gateway()
     admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
-    grant = {
-        "subject": "u-77",
-        "partner": "acme",
-        "purpose": "credit_assessment",
-        "granted_at": "2025-01-01T00:00:00Z",
-        "reference": "app-consent-1",
-    }
+    grant = dict(GRANT)
     posted = await gw.client.post("/_gateway/consent", json={"grants": [grant]}, headers=admin)
     assert posted.status == 200, await posted.text()
     shown = await (await gw.client.get("/_gateway/consent?subject=u-77", headers=admin)).json()
@@ -195,13 +198,7 @@ async def test_consent_endpoint_answers_503_while_another_writer_holds_the_regis
     registry = gw.runtime.terms.registry
     assert registry is not None
     registry._writer.execute("PRAGMA busy_timeout = 50")
-    grant = {
-        "subject": "u-77",
-        "partner": "acme",
-        "purpose": "credit_assessment",
-        "granted_at": "2025-01-01T00:00:00Z",
-        "reference": "app-consent-1",
-    }
+    grant = dict(GRANT)
     admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
     other = sqlite3.connect(registry.path, isolation_level=None)
     try:
