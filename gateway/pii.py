@@ -646,9 +646,9 @@ def _merge(unhidden: list[_Span], plain: list[_Span]) -> list[_Span]:
             end = max(end, tagged[j][1])
             j += 1
         cluster = tagged[i:j]
-        ours = [span for span in cluster if span[3]]
-        theirs = [span for span in cluster if not span[3]]
-        chosen = ours if len(ours) >= len(theirs) else theirs
+        without = [span for span in cluster if span[3]]  # the scan without the invisible ones
+        with_them = [span for span in cluster if not span[3]]
+        chosen = without if len(without) >= len(with_them) else with_them
         start = cluster[0][0]
         for k, (_, _, category, _) in enumerate(chosen):
             stop = chosen[k + 1][0] if k + 1 < len(chosen) else end
