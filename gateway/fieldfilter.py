@@ -507,6 +507,11 @@ def _copy_scanning(
             digits = str(item)
             text = scanned(digits)
             return item if text is digits else text
+        if type(item) is float and not -_SHORTEST_ID < item < _SHORTEST_ID and item.is_integer():
+            # 13800138000.0 and 1.3800138e10 are the same number as 13800138000.
+            digits = str(int(item))
+            text = scanned(digits)
+            return item if text is digits else text
         return item
 
     root = copy(value)
@@ -530,11 +535,16 @@ def _query_number(text: str) -> JSONValue:
     """A query value read as a JSON number for `generalize(bucket)`; other text stays text."""
     if not text or text[0] not in "-0123456789":
         return text
+    if _WHOLE_NUMBER.fullmatch(text):
+        return int(text)  # exactly: orjson would read one past 64 bits as a rounded float
     try:
         number = orjson.loads(text)
     except orjson.JSONDecodeError:
         return text
     return number if isinstance(number, int | float) else text
+
+
+_WHOLE_NUMBER: Final = re.compile(r"-?(?:0|[1-9][0-9]{0,4299})")
 
 
 def _redaction_note(counts: Mapping[str, int]) -> str:

@@ -938,6 +938,22 @@ def test_a_subtree_keeps_no_identifier_in_a_key_or_an_integer() -> None:
     }
 
 
+def test_a_subtree_keeps_no_identifier_in_a_whole_float() -> None:
+    # The same number as an integer: 13800138000.0 and 1.3800138e10 are a phone number too.
+    p = plan(AllowRule("meta.**", "device.device_info"))
+    doc: dict[str, JSONValue] = {"meta": {"b": 13800138000.0, "c": 1.3800138e10, "d": 1380013.8}}
+    result = p.apply(doc, {}, hash_key=KEY, scanner=scan)
+    phone = "[REDACTED:contact.phone]"
+    assert result.document == {"meta": {"b": phone, "c": phone, "d": 1380013.8}}
+    assert result.pii_redactions == {"contact.phone": 2}
+
+
+def test_a_query_number_past_64_bits_is_bucketed_exactly() -> None:
+    p = plan(AllowRule("query.amt", "financial.income", GeneralizeBucket(5000)))
+    result = p.apply({}, {"amt": "99999999999999999999999999"}, hash_key=KEY, scanner=scan)
+    assert result.query == {"amt": "99999999999999999999995000-99999999999999999999999999"}
+
+
 def test_stripped_key_names_that_could_be_personal_data_are_not_logged() -> None:
     plan = compile_plan([AllowRule("a.keep", "business.note")])
     doc: dict[str, JSONValue] = {
