@@ -12,7 +12,7 @@ from gateway.pii import scan
 from gateway.pipeline import BODYLESS_METHODS, check_contract_at, refuse_identifiers_in_path
 from gateway.policy import PartnerPolicy, RoutePolicy
 from gateway.routing import parse_target
-from gateway.terms import check_minors, subjects_of
+from gateway.terms import born_outside_records, check_minors, deny_child_outside, subjects_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,4 +78,5 @@ def explain(
     # The gateway refuses a share whose subject it cannot read, and one about a child where the
     # contract denies it: both depend on the body and the date alone.
     check_minors(partner, subjects_of(route, doc, query), now.date())
+    deny_child_outside(partner, born_outside_records(route, doc, query), now.date())
     return Explanation(route=route, result=result)

@@ -6,7 +6,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from urllib.parse import quote
 
 import orjson
@@ -46,7 +46,7 @@ from gateway.routing import Target, parse_target
 from gateway.runtime import RUNTIME, Runtime
 from gateway.server import SERVER_NAME
 from gateway.sharelog.record import ShareOutcome, ShareRecord
-from gateway.terms import Subject, VolumeTaken, subjects_of
+from gateway.terms import Subject, VolumeTaken, born_outside_records, subjects_of
 from gateway.upstream import UpstreamFailure, UpstreamRequest
 
 log = structlog.get_logger("gateway")
@@ -83,6 +83,7 @@ class Flow:
     records: int = 0
     subjects: list[Subject] = field(default_factory=list)  # raw ids: in memory only, never recorded
     subject_refs: tuple[str, ...] = ()
+    born_outside: date | None = None  # a resident ID number's outside the records (batches)
     consent_basis: tuple[str, ...] = ()
     passed_headers: tuple[tuple[str, str], ...] = ()  # the caller's headers the route lets through
     volume_taken: VolumeTaken | None = None  # what the rate and daily counts took for it
@@ -373,7 +374,11 @@ def _identify_subjects(
     one a subject, and one for a share that sends personal data (or an opaque upload) about
     no subject it names, which would otherwise pass any cap for free."""
     flow.subjects = subjects_of(route, doc, query)
-    flow.records = len(flow.subjects) or int(personal)
+    flow.born_outside = born_outside_records(route, doc, query)
+    # A route naming no subject has one record about nobody in particular: it counts only
+    # when it carries personal data.
+    named = route.subject is not None or route.records is not None
+    flow.records = (len(flow.subjects) if named else 0) or int(personal)
     key = runtime.subject_key
     flow.subject_refs = tuple(
         dict.fromkeys(keyed_hash(key, s.id) for s in flow.subjects if s.id is not None)

@@ -6,7 +6,7 @@ import contextlib
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
@@ -129,13 +129,45 @@ def _birth_date(
         value for path in route.id_number_paths for value in _values(route, item, path, query)
     ]
     candidates.append(subject_id)
-    for value in candidates:
-        # An ID number sent as a JSON integer is the same number.
-        if type(value) is int:
-            value = str(value)
-        if isinstance(value, str) and (from_id := birth_date_from_id(value)) is not None:
-            born.append(from_id)
+    born.extend(_ids_born(candidates))
     return max(born, default=None)
+
+
+def born_outside_records(
+    route: RoutePolicy, doc: dict[str, JSONValue], query: Mapping[str, str]
+) -> date | None:
+    """The latest birth date in the resident ID numbers a batch route sends outside its
+    records (a guarantor's): no record's subject, and still a person, perhaps a child."""
+    records = route.records
+    if records is None:
+        return None  # every ID number of the body is the one subject's already
+    values: list[JSONValue] = []
+    for path in route.id_number_paths:
+        if path == records or path.startswith(records + "."):
+            continue
+        parameter = query_parameter(path)
+        if parameter is None:
+            values += select(doc, path)
+        elif parameter in query:
+            values.append(query[parameter])
+    return max(_ids_born(values), default=None)
+
+
+def _ids_born(values: list[JSONValue]) -> Iterator[date]:
+    """The birth date of every resident ID number among `values`, also anywhere inside a
+    subtree (`**`) and when sent as a JSON integer (the same number)."""
+    stack = list(values)
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        else:
+            if type(value) is int:
+                value = str(value)
+            if isinstance(value, str) and (from_id := birth_date_from_id(value)) is not None:
+                yield from_id
 
 
 def _as_date(value: JSONValue, what: str) -> date:
@@ -170,6 +202,16 @@ def deny_minors(partner: PartnerPolicy, subjects: list[Subject], minors: list[bo
         raise MinorDenied(
             f"{subject.where} is under {MINOR_AGE}; the contract denies shares about minors",
             details=subject.details,
+        )
+
+
+def deny_child_outside(partner: PartnerPolicy, born: date | None, today: date) -> None:
+    """MinorDenied where the contract denies shares about children and a resident ID number
+    outside a batch's records (`born_outside_records`) is a child's."""
+    if partner.minors_denied and born is not None and is_minor(born, today):
+        raise MinorDenied(
+            f"a resident ID number outside the records is under {MINOR_AGE}; "
+            "the contract denies shares about minors"
         )
 
 
@@ -320,8 +362,15 @@ class Terms:
             raise RuntimeError("terms are checked after the partner and purpose are known")
         # Who is a child is known first: a child's data needs consent as sensitive data does.
         minors = minors_among(flow.subjects, now.date())
+        child_beside = flow.born_outside is not None and is_minor(flow.born_outside, now.date())
         flow.consent_basis = await self._consent(flow, partner, purpose, minors, request, now)
+        if child_beside and partner.sensitive_consent:
+            raise ConsentRequired(
+                f"a resident ID number outside the records is a child's (under {MINOR_AGE}): "
+                "no consent can be shown for someone who is no record's subject"
+            )
         deny_minors(partner, flow.subjects, minors)
+        deny_child_outside(partner, flow.born_outside, now.date())
         flow.volume_taken = await self._volume(partner, flow.records, now, flow.share_id)
 
     async def _consent(

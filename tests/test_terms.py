@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -1051,6 +1051,73 @@ async def test_personal_data_about_no_named_subject_counts_one_record(
     assert [seen.json()["guarantor"] for seen in gw.partner.received] == [{"name": "Zhao"}]
 
 
+GUARANTOR_ID_ROUTE: dict[str, Any] = {
+    **BATCH_ROUTE,
+    "path": "/v1/guaranteed-ids",
+    "fields": [
+        *BATCH_ROUTE["fields"],
+        {"path": "guarantor.id_number", "category": "identity.id_number"},
+        {"path": "documents.**", "category": "identity.id_number"},
+    ],
+}
+SUBTREE_ROUTE: dict[str, Any] = {
+    "method": "POST",
+    "path": "/v1/documents-of",
+    "purpose": "credit_assessment",
+    "subject": "applicant.user_id",
+    "fields": [{"path": "applicant.docs.**", "category": "identity.id_number"}],
+}
+
+
+def _guarantor(child: str) -> dict[str, Any]:
+    return {"applicants": [person("a", ADULT_BORN)], "guarantor": {"id_number": child}}
+
+
+def _guarantor_of_no_record(child: str) -> dict[str, Any]:
+    return {"applicants": [], "guarantor": {"id_number": child}}
+
+
+def _subtree_outside_records(child: str) -> dict[str, Any]:
+    return {"applicants": [], "documents": [{"card": child}]}
+
+
+def _subtree(child: str) -> dict[str, Any]:
+    return {"applicant": {"user_id": "u-1", "docs": {"id": child}}}
+
+
+@pytest.mark.parametrize(
+    ("target", "body"),
+    [
+        ("guaranteed-ids", _guarantor),
+        ("guaranteed-ids", _guarantor_of_no_record),
+        ("guaranteed-ids", _subtree_outside_records),
+        ("documents-of", _subtree),
+    ],
+    ids=["guarantor", "guarantor_of_no_record", "subtree_outside_records", "subtree"],
+)
+async def test_a_childs_id_number_anywhere_the_route_sends_one_counts(
+    make_gateway: GatewayFactory, target: str, body: Callable[[str], dict[str, Any]]
+) -> None:
+    # Outside the records (a guarantor's), or anywhere inside a subtree: still a child's.
+    doc = body(resident_id(CHILD_BORN))
+    routes = [*ROUTES, GUARANTOR_ID_ROUTE, SUBTREE_ROUTE]
+    gw = await make_gateway([contract(terms={"minors": "deny"}, routes=routes)])
+    response = await gw.share("POST", f"/acme/v1/{target}", json=doc)
+    await assert_refused(gw, response, 403, "minor_denied")
+    if target == "documents-of":
+        return  # inside the one record: its subject's consent is the consent, as tested above
+    # Where minors are allowed but a child's data needs consent, no record's consent covers a
+    # child outside the records.
+    gw = await make_gateway(
+        [contract(terms={"sensitive": SENSITIVE_CONSENT, "minors": "allow"}, routes=routes)]
+    )
+    granted = datetime.now(UTC) - timedelta(hours=1)
+    for user in ("a", "u-1"):
+        registry_of(gw).grant(user, "acme", "credit_assessment", granted, "G")
+    response = await gw.share("POST", f"/acme/v1/{target}", json=doc)
+    await assert_refused(gw, response, 403, "consent_required")
+
+
 async def test_business_data_about_no_subject_counts_no_record(
     make_gateway: GatewayFactory,
 ) -> None:
@@ -1060,6 +1127,13 @@ async def test_business_data_about_no_subject_counts_no_record(
     for _ in range(2):
         response = await gw.share(
             "POST", "/acme/v1/guaranteed", json={"applicants": [], "note": "batch 7"}
+        )
+        assert response.status == 200, await response.text()
+        assert last_record(gw.log.records).records == 0
+        # A route naming no subject at all: one record about nobody, counted only for personal
+        # data, and a note is not.
+        response = await gw.share(
+            "POST", "/acme/v1/notes", json={"note": "n"}, purpose="service_delivery"
         )
         assert response.status == 200, await response.text()
         assert last_record(gw.log.records).records == 0
