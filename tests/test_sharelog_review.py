@@ -18,7 +18,7 @@ from gateway.keys import keyed_hash, subject_ref_key
 from gateway.settings import ShareLogSettings
 from gateway.sharelog import ShareLog, ShareOutcome, ShareRecord
 from gateway.sharelog.chain import GENESIS_HASH, EntryKind, entry_hash, entry_mac, seal_key
-from gateway.sharelog.review import count, export, query, summary, verify
+from gateway.sharelog.review import count, export, iter_query, query, summary, verify
 from gateway.sharelog.schema import TABLES, columns, entry_row, insert_sql, row_entry
 
 KEY = b"review-master-key-" * 2
@@ -100,6 +100,26 @@ async def chain(tmp_path: Path) -> Path:
     path = tmp_path / "share-log.sqlite"
     await write_log(path, CHAIN, {"s-0": 200, "s-1": 200, "s-2": 200, "s-4": 200})
     return path
+
+
+async def test_a_paged_query_is_the_whole_query_and_holds_no_snapshot_between_pages(
+    mixed: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gateway.sharelog.review._PAGE", 2)
+    whole = query(mixed, limit=None)
+    assert len(whole) > 4
+    assert list(iter_query(mixed, limit=None)) == whole
+    assert list(iter_query(mixed, limit=3, offset=1)) == whole[1:4]
+    assert list(iter_query(mixed, limit=None, partner="acme")) == query(
+        mixed, limit=None, partner="acme"
+    )
+    # Paused after a row (a reader piping into `less`): the write-ahead file can still be reset.
+    rows = iter_query(mixed, limit=None)
+    next(rows)
+    with sqlite3.connect(mixed) as conn:
+        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    assert busy == 0
+    assert len([*rows]) == len(whole) - 1
 
 
 @pytest.fixture

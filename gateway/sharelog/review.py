@@ -163,16 +163,41 @@ def iter_query(
     offset: int = 0,
     **filters: Unpack[ShareFilters],
 ) -> Iterator[dict[str, Any]]:
-    """`query`, one row at a time: an export of millions of records never sits in memory."""
+    """`query`, one row at a time: an export of millions of records never sits in memory.
+
+    Read a page at a time, each in its own short snapshot, from the records there were when
+    it began: a reader that pauses (`| less`) must not keep the log's write-ahead file from
+    being reset meanwhile, which one long snapshot would, however long it paused.
+    """
     where, params = _where(**filters)
-    sql = (
-        f"SELECT {_SHARE_SELECT} FROM shares s {_OUTCOME_JOIN}{where}"  # noqa: S608 - constants
-        " ORDER BY s.ts, s.seq LIMIT ? OFFSET ?"
-    )
-    params += (-1 if limit is None else limit, offset)
     with _reader(path) as conn:
-        for row in conn.execute(sql, params):
-            yield _share_row(row)
+        top = conn.execute("SELECT MAX(seq) FROM shares").fetchone()[0]
+    if top is None:
+        return
+    where = f"{where}{' AND' if where else ' WHERE'} s.seq <= ?"
+    params.append(top)
+    remaining, skip, after = limit, offset, None
+    while remaining is None or remaining > 0:
+        size = _PAGE if remaining is None else min(_PAGE, remaining)
+        resume = "" if after is None else " AND (s.ts, s.seq) > (?, ?)"
+        sql = (
+            f"SELECT {_SHARE_SELECT} FROM shares s {_OUTCOME_JOIN}{where}{resume}"  # noqa: S608
+            " ORDER BY s.ts, s.seq LIMIT ? OFFSET ?"
+        )
+        with _reader(path) as conn:
+            rows = conn.execute(sql, [*params, *(after or ()), size, skip]).fetchall()
+        for row in rows:
+            shared = _share_row(row)
+            after = (shared["ts"], shared["seq"])
+            yield shared
+        if len(rows) < size:
+            return
+        skip = 0
+        if remaining is not None:
+            remaining -= len(rows)
+
+
+_PAGE = 1000
 
 
 def count(path: Path, **filters: Unpack[ShareFilters]) -> int:
