@@ -490,6 +490,38 @@ async def test_an_export_through_a_link_writes_through_it(
     assert first["kind"] == "export"
 
 
+async def test_a_failed_export_through_a_link_leaves_the_earlier_export(
+    logged: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    real = tmp_path / "audit.jsonl"
+    real.write_text("the earlier export\n")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(real)
+    with sqlite3.connect(logged.share_log.path) as conn:
+        conn.execute("UPDATE outcomes SET latency_ms = 9e999")
+    assert run(["logs", "export", "--output", str(link)], logged, capsys)[0] == 1
+    assert real.read_text() == "the earlier export\n"
+    assert link.is_symlink()
+
+
+@pytest.mark.parametrize("name", ["/dev/fd/{fd}", "/proc/self/fd/{fd}"])
+async def test_an_export_to_an_open_stream_appends_to_it(
+    logged: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path, name: str
+) -> None:
+    # `-o /dev/stdout >> archive.jsonl`: the stream as the shell opened it, never truncated.
+    archive = tmp_path / "archive.jsonl"
+    archive.write_text("an earlier line\n")
+    fd = os.open(archive, os.O_WRONLY | os.O_APPEND)
+    try:
+        code, _, err = run(["logs", "export", "--output", name.format(fd=fd)], logged, capsys)
+    finally:
+        os.close(fd)
+    assert code == 0, err
+    first, header, *_ = archive.read_text().splitlines()
+    assert first == "an earlier line"
+    assert json.loads(header)["kind"] == "export"
+
+
 async def test_an_export_to_a_device_writes_to_it_and_leaves_it_in_place(
     logged: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:

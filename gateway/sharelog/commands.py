@@ -8,7 +8,6 @@ import csv
 import os
 import re
 import sqlite3
-import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
@@ -26,7 +25,7 @@ from gateway.sharelog import review
 from gateway.sharelog.chain import format_ts
 from gateway.sharelog.ledger import Ledger, LedgerError, PruneRefused
 from gateway.sharelog.record import DECISIONS
-from gateway.sharelog.schema import SchemaError
+from gateway.sharelog.schema import SchemaError, connect_ro
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -456,21 +455,33 @@ def _export_to(
 ) -> review.ExportResult:
     if _is_log_file(target, path):
         raise UsageError(f"{target} is the share log's own file: export to another file")
+    connect_ro(path).close()  # a share log (else SchemaError) before the target is touched
+    descriptor = _STANDARD_STREAM.fullmatch(str(target))
+    if descriptor is not None:
+        # `-o /dev/stdout` (or a `/dev/fd/N`): the stream as it is, appended to where it was
+        # sent (`>> archive`), its offset shared with stderr's summary (`> out 2>&1`).
+        number = descriptor.group(1) or descriptor.group(2)
+        fd = 1 if number is None else int(number)
+        try:
+            out = open(os.dup(fd), "w", encoding="utf-8")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise UsageError(f"cannot write {target}: {exc.strerror}") from exc
+        with out:
+            return review.export(path, since, until, out)
     try:
-        if target.is_symlink() or (target.exists() and not target.is_file()):
-            # A link (`/dev/stdout` with stdout sent to a file) or a device, a pipe: written
-            # through, as it is. Replacing the link would lose the export.
-            return _export_in_place(target, path, since, until)
+        real = target.resolve()  # through a link: the file it names is replaced, the link kept
+        if real.exists() and not real.is_file():
+            return _export_to_device(real, path, since, until)
         # Written beside the target and renamed over it only once whole: a failed export
         # leaves no partial file to be taken for a whole one, and an earlier export as it was.
         # Keyed subject references are personal data: the file is the owner's alone (mkstemp).
-        fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        fd, temp = tempfile.mkstemp(prefix=f".{real.name}.", dir=real.parent)
     except OSError as exc:
         raise UsageError(f"cannot write {target}: {exc.strerror}") from exc
     try:
         with open(fd, "w", encoding="utf-8") as out:
             result = review.export(path, since, until, out)
-        os.replace(temp, target)
+        os.replace(temp, real)
     except OSError as exc:
         raise UsageError(f"cannot write {target}: {exc.strerror}") from exc
     finally:
@@ -479,13 +490,15 @@ def _export_to(
     return result
 
 
-def _export_in_place(
+# The process's own streams by name: `/dev/stdout`, `/dev/fd/N`, `/proc/self/fd/N`.
+_STANDARD_STREAM = re.compile(r"/dev/stdout|/dev/fd/(\d+)|/proc/self/fd/(\d+)")
+
+
+def _export_to_device(
     target: Path, path: Path, since: datetime | None, until: datetime | None
 ) -> review.ExportResult:
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    if stat.S_ISREG(os.fstat(fd).st_mode):
-        os.fchmod(fd, 0o600)  # a file's, never a device's mode
-    with open(fd, "w", encoding="utf-8") as out:
+    """A device or a pipe: written as it is, never truncated, its mode left alone."""
+    with target.open("w", encoding="utf-8") as out:
         return review.export(path, since, until, out)
 
 
