@@ -141,6 +141,9 @@ def born_outside_records(
     records = route.records
     if records is None:
         return None  # every ID number of the body is the one subject's already
+    # The records' arrays themselves are judged record by record: a subtree above them
+    # (`batch.**` over `batch.applicants[]`) is walked around them.
+    arrays = select(doc, records.removesuffix("[]"))
     values: list[JSONValue] = []
     for path in route.id_number_paths:
         if path == records or path.startswith(records + "."):
@@ -148,18 +151,26 @@ def born_outside_records(
         parameter = query_parameter(path)
         if parameter is None:
             values += select(doc, path)
-        elif parameter in query:
+        elif parameter in query and not any(arrays):
+            # Otherwise every record's already (`_values` reads the query for each).
             values.append(query[parameter])
-    return max(_ids_born(values), default=None)
+    skipped = {id(array) for array in arrays if isinstance(array, list)}
+    return max(_ids_born(values, skipped), default=None)
 
 
-def _ids_born(values: list[JSONValue]) -> Iterator[date]:
+def _ids_born(
+    values: list[JSONValue], skipped: frozenset[int] | set[int] = frozenset()
+) -> Iterator[date]:
     """The birth date of every resident ID number among `values`, also anywhere inside a
-    subtree (`**`) and when sent as a JSON integer (the same number)."""
+    subtree (`**`), in its keys too, and when sent as a JSON integer (the same number);
+    containers whose `id` is in `skipped` are not entered."""
     stack = list(values)
     while stack:
         value = stack.pop()
+        if isinstance(value, dict | list) and id(value) in skipped:
+            continue
         if isinstance(value, dict):
+            stack.extend(value)  # a key can be an ID number ("110105…": "front.png")
             stack.extend(value.values())
         elif isinstance(value, list):
             stack.extend(value)

@@ -1118,6 +1118,45 @@ async def test_a_childs_id_number_anywhere_the_route_sends_one_counts(
     await assert_refused(gw, response, 403, "consent_required")
 
 
+NESTED_BATCH_ROUTE: dict[str, Any] = {
+    "method": "POST",
+    "path": "/v1/nested",
+    "purpose": "credit_assessment",
+    "records": "batch.applicants[]",
+    "subject": "batch.applicants[].user_id",
+    "fields": [{"path": "batch.**", "category": "identity.id_number"}],
+}
+
+
+async def test_an_id_number_in_a_record_under_a_subtree_is_that_records(
+    make_gateway: GatewayFactory,
+) -> None:
+    # `batch.**` lies over the records: a child's ID number inside record 0 is record 0's,
+    # whose consent covers it; one beside the records is nobody's.
+    routes = [*ROUTES, NESTED_BATCH_ROUTE]
+    gw = await make_gateway(
+        [contract(terms={"sensitive": SENSITIVE_CONSENT, "minors": "allow"}, routes=routes)]
+    )
+    granted = datetime.now(UTC) - timedelta(hours=1)
+    registry_of(gw).grant("c", "acme", "credit_assessment", granted, "G")
+    child = resident_id(CHILD_BORN)
+    inside = {"batch": {"applicants": [{"user_id": "c", "id_number": child}]}}
+    response = await gw.share("POST", "/acme/v1/nested", json=inside)
+    assert response.status == 200, await response.text()
+    beside = {"batch": {"applicants": [{"user_id": "c"}], "guarantor": child}}
+    response = await gw.share("POST", "/acme/v1/nested", json=beside)
+    assert response.status == 403
+    assert (await error_of(response))["code"] == "consent_required"
+    assert len(gw.partner.received) == 1  # the first share only
+
+
+async def test_an_id_number_as_a_subtree_key_counts(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway([contract(terms={"minors": "deny"}, routes=[*ROUTES, SUBTREE_ROUTE])])
+    doc = {"applicant": {"user_id": "u-1", "docs": {resident_id(CHILD_BORN): "front.png"}}}
+    response = await gw.share("POST", "/acme/v1/documents-of", json=doc)
+    await assert_refused(gw, response, 403, "minor_denied")
+
+
 async def test_business_data_about_no_subject_counts_no_record(
     make_gateway: GatewayFactory,
 ) -> None:
