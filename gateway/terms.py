@@ -97,6 +97,12 @@ def _values(
         return select(item, path)
     if path == records:  # the records are the subject ids themselves: `ids[]`
         return [item]
+    if path.endswith(".**"):
+        # A subtree over the records (`batch.**` over `batch.applicants[]`): within one
+        # record, the whole record.
+        base, array = path.removesuffix(".**"), records.removesuffix("[]")
+        if array == base or array.startswith(base + "."):
+            return [item]
     if path.startswith(records + "."):
         return select(item, path[len(records) + 1 :])
     return []  # outside the records: not about this record's subject
@@ -144,6 +150,7 @@ def born_outside_records(
     # The records' arrays themselves are judged record by record: a subtree above them
     # (`batch.**` over `batch.applicants[]`) is walked around them.
     arrays = select(doc, records.removesuffix("[]"))
+    no_records = not select(doc, records)
     values: list[JSONValue] = []
     for path in route.id_number_paths:
         if path == records or path.startswith(records + "."):
@@ -151,7 +158,7 @@ def born_outside_records(
         parameter = query_parameter(path)
         if parameter is None:
             values += select(doc, path)
-        elif parameter in query and not any(arrays):
+        elif parameter in query and no_records:
             # Otherwise every record's already (`_values` reads the query for each).
             values.append(query[parameter])
     skipped = {id(array) for array in arrays if isinstance(array, list)}

@@ -1150,6 +1150,35 @@ async def test_an_id_number_in_a_record_under_a_subtree_is_that_records(
     assert len(gw.partner.received) == 1  # the first share only
 
 
+async def test_a_childs_id_number_in_a_record_under_a_subtree_is_denied(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway(
+        [contract(terms={"minors": "deny"}, routes=[*ROUTES, NESTED_BATCH_ROUTE])]
+    )
+    child = resident_id(CHILD_BORN)
+    inside = {"batch": {"applicants": [{"user_id": "c", "id_number": child}]}}
+    response = await gw.share("POST", "/acme/v1/nested", json=inside)
+    await assert_refused(gw, response, 403, "minor_denied")
+    assert (await error_of(response))["details"] == {"record": 0}
+
+
+@pytest.mark.parametrize("records", [{"k": 1}, "x", 1, True, []])
+async def test_a_childs_query_id_on_a_batch_with_no_records_is_denied(
+    make_gateway: GatewayFactory, records: object
+) -> None:
+    # No record reads the query then, so the share as a whole must.
+    route = {
+        **BATCH_ROUTE,
+        "path": "/v1/qbatch",
+        "fields": [{"path": "query.guarantor_id", "category": "identity.id_number"}],
+    }
+    gw = await make_gateway([contract(terms={"minors": "deny"}, routes=[*ROUTES, route])])
+    target = f"/acme/v1/qbatch?guarantor_id={resident_id(CHILD_BORN)}"
+    response = await gw.share("POST", target, json={"applicants": records})
+    await assert_refused(gw, response, 403, "minor_denied")
+
+
 async def test_an_id_number_as_a_subtree_key_counts(make_gateway: GatewayFactory) -> None:
     gw = await make_gateway([contract(terms={"minors": "deny"}, routes=[*ROUTES, SUBTREE_ROUTE])])
     doc = {"applicant": {"user_id": "u-1", "docs": {resident_id(CHILD_BORN): "front.png"}}}
