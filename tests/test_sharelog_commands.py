@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -520,6 +521,41 @@ async def test_an_export_to_an_open_stream_appends_to_it(
     first, header, *_ = archive.read_text().splitlines()
     assert first == "an earlier line"
     assert json.loads(header)["kind"] == "export"
+
+
+async def test_an_export_to_a_stream_it_cannot_write_is_a_usage_error(
+    logged: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    readable = os.open(tmp_path / "in.txt", os.O_RDONLY | os.O_CREAT)
+    closed = os.dup(readable)
+    os.close(closed)
+    try:
+        for fd, says in ((readable, "open for reading only"), (closed, "Bad file descriptor")):
+            code, out, err = run(["logs", "export", "-o", f"/dev/fd/{fd}"], logged, capsys)
+            assert (code, out) == (2, ""), err
+            assert says in err
+            assert "Traceback" not in err
+    finally:
+        os.close(readable)
+
+
+async def test_an_export_through_a_link_to_a_pipe_writes_into_the_pipe(
+    logged: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # `-o /dev/stderr` with stderr piped is such a link: resolved, its path does not exist.
+    read_end, write_end = os.pipe()
+    link = tmp_path / "pipe-link"
+    link.symlink_to(f"/proc/self/fd/{write_end}")
+    try:
+        code, _, err = run(["logs", "export", "-o", str(link)], logged, capsys)
+        os.close(write_end)
+        with os.fdopen(read_end, encoding="utf-8") as received:
+            header = json.loads(received.readline())
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(write_end)
+    assert code == 0, err
+    assert header["kind"] == "export"
 
 
 async def test_an_export_to_a_device_writes_to_it_and_leaves_it_in_place(

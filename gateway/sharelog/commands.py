@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import fcntl
 import os
 import re
 import sqlite3
@@ -203,6 +204,9 @@ def _handles_errors(handler: Handler) -> Handler:
         except SchemaError as exc:
             print(f"share-gateway logs {args.logs_command}: {exc}", file=sys.stderr)
             return EXIT_USAGE
+        except review.LogChanged as exc:
+            print(f"share-gateway logs {args.logs_command}: {exc}", file=sys.stderr)
+            return EXIT_FAILED
         except sqlite3.DatabaseError as exc:
             path = settings.share_log.path
             if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
@@ -458,20 +462,13 @@ def _export_to(
     connect_ro(path).close()  # a share log (else SchemaError) before the target is touched
     descriptor = _STANDARD_STREAM.fullmatch(str(target))
     if descriptor is not None:
-        # `-o /dev/stdout` (or a `/dev/fd/N`): the stream as it is, appended to where it was
-        # sent (`>> archive`), its offset shared with stderr's summary (`> out 2>&1`).
-        number = descriptor.group(1) or descriptor.group(2)
-        fd = 1 if number is None else int(number)
-        try:
-            out = open(os.dup(fd), "w", encoding="utf-8")  # noqa: SIM115 - closed below
-        except OSError as exc:
-            raise UsageError(f"cannot write {target}: {exc.strerror}") from exc
-        with out:
-            return review.export(path, since, until, out)
+        # `-o /dev/stdout` (or `/dev/stderr`, a `/dev/fd/N`): the stream as it is, appended to
+        # where it was sent (`>> archive`), its offset shared with the summary (`> out 2>&1`).
+        return _export_to_stream(target, descriptor, path, since, until)
     try:
+        if target.exists() and not target.is_file():
+            return _export_to_device(target, path, since, until)  # through a link too
         real = target.resolve()  # through a link: the file it names is replaced, the link kept
-        if real.exists() and not real.is_file():
-            return _export_to_device(real, path, since, until)
         # Written beside the target and renamed over it only once whole: a failed export
         # leaves no partial file to be taken for a whole one, and an earlier export as it was.
         # Keyed subject references are personal data: the file is the owner's alone (mkstemp).
@@ -490,16 +487,38 @@ def _export_to(
     return result
 
 
-# The process's own streams by name: `/dev/stdout`, `/dev/fd/N`, `/proc/self/fd/N`.
-_STANDARD_STREAM = re.compile(r"/dev/stdout|/dev/fd/(\d+)|/proc/self/fd/(\d+)")
+# The process's own streams by name: `/dev/stdout`, `/dev/stderr`, `/dev/fd/N`,
+# `/proc/self/fd/N`.
+_STANDARD_STREAM = re.compile(r"/dev/(stdout|stderr)|/dev/fd/(\d{1,9})|/proc/self/fd/(\d{1,9})")
+
+
+def _export_to_stream(
+    target: Path,
+    descriptor: re.Match[str],
+    path: Path,
+    since: datetime | None,
+    until: datetime | None,
+) -> review.ExportResult:
+    name, number = descriptor.group(1), descriptor.group(2) or descriptor.group(3)
+    fd = int(number) if number is not None else (1 if name == "stdout" else 2)
+    try:
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
+            raise UsageError(f"cannot write {target}: it is open for reading only")
+        with open(os.dup(fd), "w", encoding="utf-8") as out:
+            return review.export(path, since, until, out)
+    except OSError as exc:  # closed (`>&-`), or a stream that refuses the writes
+        raise UsageError(f"cannot write {target}: {exc.strerror}") from exc
 
 
 def _export_to_device(
     target: Path, path: Path, since: datetime | None, until: datetime | None
 ) -> review.ExportResult:
     """A device or a pipe: written as it is, never truncated, its mode left alone."""
-    with target.open("w", encoding="utf-8") as out:
-        return review.export(path, since, until, out)
+    try:
+        with target.open("w", encoding="utf-8") as out:
+            return review.export(path, since, until, out)
+    except OSError as exc:
+        raise UsageError(f"cannot write {target}: {exc.strerror}") from exc
 
 
 def _is_log_file(target: Path, path: Path) -> bool:

@@ -171,7 +171,7 @@ def iter_query(
     """
     where, params = _where(**filters)
     with _reader(path) as conn:
-        top = conn.execute("SELECT MAX(seq) FROM shares").fetchone()[0]
+        first, top = conn.execute("SELECT MIN(seq), MAX(seq) FROM shares").fetchone()
     if top is None:
         return
     where = f"{where}{' AND' if where else ' WHERE'} s.seq <= ?"
@@ -186,6 +186,10 @@ def iter_query(
         )
         with _reader(path) as conn:
             rows = conn.execute(sql, [*params, *(after or ()), size, skip]).fetchall()
+            if after is not None and conn.execute(_FIRST_SHARE).fetchone()[0] != first:
+                # `logs prune` ran meanwhile: rows not read yet may be gone, and a silent gap
+                # is worse than no answer (an access request must be whole).
+                raise LogChanged("the share log was pruned while it was read: run it again")
         for row in rows:
             shared = _share_row(row)
             after = (shared["ts"], shared["seq"])
@@ -198,6 +202,11 @@ def iter_query(
 
 
 _PAGE = 1000
+_FIRST_SHARE = "SELECT MIN(seq) FROM shares"
+
+
+class LogChanged(Exception):
+    """The share log lost rows (a prune) while a paged read was going through it."""
 
 
 def count(path: Path, **filters: Unpack[ShareFilters]) -> int:
