@@ -21,7 +21,13 @@ import pytest
 from gateway.keys import keyed_hash, subject_ref_key
 from gateway.settings import Settings, ShareLogSettings
 from gateway.sharelog import ShareLog, ShareOutcome, ShareRecord
-from gateway.sharelog.commands import UsageError, _write_json, parse_time, register
+from gateway.sharelog.commands import (
+    UsageError,
+    _export_to,
+    _write_json,
+    parse_time,
+    register,
+)
 from gateway.sharelog.ledger import Ledger
 from gateway.sharelog.review import QUERY_FIELDS, query, summary
 
@@ -537,6 +543,19 @@ async def test_an_export_to_a_stream_it_cannot_write_is_a_usage_error(
             assert "Traceback" not in err
     finally:
         os.close(readable)
+
+
+async def test_an_export_to_a_stream_whose_reader_left_is_a_broken_pipe(
+    logged: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `-o /dev/stdout | head`: the reader had enough, as with `-o -`; not a usage error.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        with pytest.raises(BrokenPipeError):
+            _export_to(Path(f"/dev/fd/{write_end}"), logged.share_log.path, None, None)
+    finally:
+        os.close(write_end)
 
 
 async def test_an_export_through_a_link_to_a_pipe_writes_into_the_pipe(

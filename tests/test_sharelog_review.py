@@ -135,10 +135,19 @@ async def test_a_paged_query_says_when_a_prune_took_rows_it_had_not_read(
 ) -> None:
     # A silent gap is worse than no answer: an access request answered from it must be whole.
     monkeypatch.setattr("gateway.sharelog.review._PAGE", 2)
+    whole = query(mixed, limit=None)
+
+    def prune(upto: int) -> None:  # what `logs prune` does: the oldest shares go
+        with sqlite3.connect(mixed) as conn:
+            conn.execute("DELETE FROM shares WHERE seq <= ?", (whole[upto]["seq"],))
+
+    rows = iter_query(mixed, limit=None)
+    read = [next(rows), next(rows), next(rows)]
+    prune(0)  # only a row already read: the rest comes whole
+    assert [*read, *rows] == whole
     rows = iter_query(mixed, limit=None)
     next(rows)
-    with sqlite3.connect(mixed) as conn:  # what `logs prune` does to the oldest shares
-        conn.execute("DELETE FROM shares WHERE seq = (SELECT MIN(seq) FROM shares)")
+    prune(3)  # rows not read yet are gone
     with pytest.raises(LogChanged, match="pruned while it was read"):
         list(rows)
 

@@ -506,6 +506,8 @@ def _export_to_stream(
             raise UsageError(f"cannot write {target}: it is open for reading only")
         with open(os.dup(fd), "w", encoding="utf-8") as out:
             return review.export(path, since, until, out)
+    except BrokenPipeError:
+        raise  # the reader had enough (`| head`): not a usage error, as with `-o -`
     except OSError as exc:  # closed (`>&-`), or a stream that refuses the writes
         raise UsageError(f"cannot write {target}: {exc.strerror}") from exc
 
@@ -517,6 +519,8 @@ def _export_to_device(
     try:
         with target.open("w", encoding="utf-8") as out:
             return review.export(path, since, until, out)
+    except BrokenPipeError:
+        raise
     except OSError as exc:
         raise UsageError(f"cannot write {target}: {exc.strerror}") from exc
 

@@ -186,10 +186,14 @@ def iter_query(
         )
         with _reader(path) as conn:
             rows = conn.execute(sql, [*params, *(after or ()), size, skip]).fetchall()
-            if after is not None and conn.execute(_FIRST_SHARE).fetchone()[0] != first:
-                # `logs prune` ran meanwhile: rows not read yet may be gone, and a silent gap
-                # is worse than no answer (an access request must be whole).
-                raise LogChanged("the share log was pruned while it was read: run it again")
+            if after is not None:
+                kept = conn.execute(_FIRST_SHARE).fetchone()
+                # `logs prune` ran meanwhile. It cuts by date, every share it took older than
+                # the first it kept: only when that one comes after the last row read may rows
+                # not read yet be gone, and a silent gap is worse than no answer (an access
+                # request must be whole).
+                if kept is None or (kept[0] != first and kept[1] > after[0]):
+                    raise LogChanged("the share log was pruned while it was read: run it again")
         for row in rows:
             shared = _share_row(row)
             after = (shared["ts"], shared["seq"])
@@ -202,7 +206,7 @@ def iter_query(
 
 
 _PAGE = 1000
-_FIRST_SHARE = "SELECT MIN(seq) FROM shares"
+_FIRST_SHARE = "SELECT seq, ts FROM shares ORDER BY seq LIMIT 1"
 
 
 class LogChanged(Exception):
