@@ -482,10 +482,9 @@ async def test_an_export_over_the_share_log_itself_is_refused(
     assert run(["logs", "verify"], logged, capsys)[0] == 0
 
 
-async def test_an_export_through_a_link_writes_through_it(
+async def test_an_export_through_a_link_replaces_the_file_it_names_only_once_whole(
     logged: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    # `-o /dev/stdout` with stdout sent to a file is such a link: replaced, the export was lost.
     real = tmp_path / "audit.jsonl"
     real.write_text("")
     link = tmp_path / "link.jsonl"
@@ -493,21 +492,13 @@ async def test_an_export_through_a_link_writes_through_it(
     code, _, err = run(["logs", "export", "--output", str(link)], logged, capsys)
     assert code == 0, err
     assert link.is_symlink()
-    first = json.loads(real.read_text().splitlines()[0])
-    assert first["kind"] == "export"
-
-
-async def test_a_failed_export_through_a_link_leaves_the_earlier_export(
-    logged: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    real = tmp_path / "audit.jsonl"
-    real.write_text("the earlier export\n")
-    link = tmp_path / "link.jsonl"
-    link.symlink_to(real)
+    written = real.read_text()
+    assert json.loads(written.splitlines()[0])["kind"] == "export"
+    # A failed export leaves that one as it was.
     with sqlite3.connect(logged.share_log.path) as conn:
         conn.execute("UPDATE outcomes SET latency_ms = 9e999")
     assert run(["logs", "export", "--output", str(link)], logged, capsys)[0] == 1
-    assert real.read_text() == "the earlier export\n"
+    assert real.read_text() == written
     assert link.is_symlink()
 
 
