@@ -82,6 +82,12 @@ def grants(scopes: frozenset[str], partner: str, purpose: str) -> bool:
     return f"share:{partner}:{purpose}" in scopes or f"share:{partner}:*" in scopes
 
 
+def grants_partner(scopes: frozenset[str], partner: str) -> bool:
+    """True iff `scopes` hold `share:<partner>:<anything>`."""
+    prefix = f"share:{partner}:"
+    return bool(partner) and any(scope.startswith(prefix) for scope in scopes)
+
+
 # --- keys -------------------------------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ import structlog
 from aiohttp import web
 
 from gateway import metrics
-from gateway.auth import Caller, grants
+from gateway.auth import Caller, grants, grants_partner
 from gateway.bodies import content_coding, decode, read_capped
 from gateway.errors import (
     BodyTooLarge,
@@ -216,6 +216,9 @@ def authorize(flow: Flow, request: web.Request, runtime: Runtime) -> None:
         raise RuntimeError("authorize runs after resolve_partner and authenticate")
     purpose = _single_header(request, "X-Share-Purpose")
     if not purpose:
+        if not grants_partner(caller.scopes, partner.id):
+            # SPEC 4 judges the scope first: a token for nothing of this partner's is told so.
+            raise ScopeDenied(f"the token grants nothing of share:{partner.id}")
         raise PurposeDenied("the X-Share-Purpose header is required")
     purpose = purpose.strip()
     if purpose in partner.purposes:

@@ -234,6 +234,19 @@ async def test_missing_unapproved_or_mismatched_purpose_is_purpose_denied(
     await assert_refused(gw, response, 403, "purpose_denied")
 
 
+@pytest.mark.parametrize("purpose", [None, "", "marketing", "credit_assessment"])
+async def test_a_token_for_another_partner_is_scope_denied_whatever_the_purpose(
+    make_gateway: GatewayFactory, purpose: str | None
+) -> None:
+    # SPEC 4 judges the scope first: a missing purpose does not hide that the token grants
+    # nothing of this partner's.
+    gw = await make_gateway()
+    response = await gw.share(
+        "POST", ASSESS, json=applicant(), purpose=purpose, scope="share:other:*"
+    )
+    await assert_refused(gw, response, 403, "scope_denied")
+
+
 @pytest.mark.parametrize(
     ("purpose", "scope", "code", "recorded"),
     [
