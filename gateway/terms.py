@@ -7,6 +7,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
@@ -165,9 +166,7 @@ def born_outside_records(
     return max(_ids_born(values, skipped), default=None)
 
 
-def _ids_born(
-    values: list[JSONValue], skipped: frozenset[int] | set[int] = frozenset()
-) -> Iterator[date]:
+def _ids_born(values: list[JSONValue], skipped: AbstractSet[int] = frozenset()) -> Iterator[date]:
     """The birth date of every resident ID number among `values`, also anywhere inside a
     subtree (`**`), in its keys too, and when sent as a JSON integer (the same number);
     containers whose `id` is in `skipped` are not entered."""

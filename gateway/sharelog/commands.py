@@ -26,7 +26,7 @@ from gateway.sharelog import review
 from gateway.sharelog.chain import format_ts
 from gateway.sharelog.ledger import Ledger, LedgerError, PruneRefused
 from gateway.sharelog.record import DECISIONS
-from gateway.sharelog.schema import SchemaError, connect_ro
+from gateway.sharelog.schema import COMPANION_SUFFIXES, SchemaError, connect_ro
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -501,27 +501,35 @@ def _export_to_stream(
 ) -> review.ExportResult:
     name, number = descriptor.group(1), descriptor.group(2) or descriptor.group(3)
     fd = int(number) if number is not None else (1 if name == "stdout" else 2)
-    try:
+
+    def stream() -> IO[str]:
         if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
             raise UsageError(f"cannot write {target}: it is open for reading only")
-        with open(os.dup(fd), "w", encoding="utf-8") as out:
-            return review.export(path, since, until, out)
-    except BrokenPipeError:
-        raise  # the reader had enough (`| head`): not a usage error, as with `-o -`
-    except OSError as exc:  # closed (`>&-`), or a stream that refuses the writes
-        raise UsageError(f"cannot write {target}: {exc.strerror}") from exc
+        return open(os.dup(fd), "w", encoding="utf-8")
+
+    return _export_into(target, stream, path, since, until)
 
 
 def _export_to_device(
     target: Path, path: Path, since: datetime | None, until: datetime | None
 ) -> review.ExportResult:
     """A device or a pipe: written as it is, never truncated, its mode left alone."""
+    return _export_into(target, lambda: target.open("w", encoding="utf-8"), path, since, until)
+
+
+def _export_into(
+    target: Path,
+    opener: Callable[[], IO[str]],
+    path: Path,
+    since: datetime | None,
+    until: datetime | None,
+) -> review.ExportResult:
     try:
-        with target.open("w", encoding="utf-8") as out:
+        with opener() as out:
             return review.export(path, since, until, out)
     except BrokenPipeError:
-        raise
-    except OSError as exc:
+        raise  # the reader had enough (`| head`): not a usage error, as with `-o -`
+    except OSError as exc:  # closed (`>&-`), or a stream that refuses the writes
         raise UsageError(f"cannot write {target}: {exc.strerror}") from exc
 
 
@@ -531,7 +539,7 @@ def _is_log_file(target: Path, path: Path) -> bool:
     real = path.resolve()
     own = [
         real,
-        *(real.with_name(real.name + end) for end in ("-wal", "-shm", "-journal", ".lock")),
+        *(real.with_name(real.name + end) for end in COMPANION_SUFFIXES),
     ]
     resolved = target.resolve()
     if resolved in own:

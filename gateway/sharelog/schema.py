@@ -192,6 +192,11 @@ def connect_rw(
     return conn
 
 
+# The files beside a share log: SQLite's own, and the lock a running gateway holds.
+LOCK_SUFFIX = ".lock"
+COMPANION_SUFFIXES = ("-wal", "-shm", "-journal", LOCK_SUFFIX)
+
+
 def connect_ro(path: Path) -> sqlite3.Connection:
     """Open an existing share log read-only, for review."""
     if not path.is_file():

@@ -26,7 +26,7 @@ from gateway.settings import ShareLogSettings
 from gateway.sharelog.chain import Entry, ShareDraft, draft_share
 from gateway.sharelog.ledger import Ledger, PruneResult
 from gateway.sharelog.record import ShareOutcome, ShareRecord
-from gateway.sharelog.schema import Connect
+from gateway.sharelog.schema import LOCK_SUFFIX, Connect
 
 T = TypeVar("T")
 
@@ -349,7 +349,7 @@ class ShareLog:
         # Beside the file itself, not the name it was given: a second gateway opening the same
         # file through a symlink must meet the same lock.
         real = path.resolve()
-        fd = os.open(real.with_name(real.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(real.with_name(real.name + LOCK_SUFFIX), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
