@@ -273,6 +273,10 @@ def _check_assessment(contract: Contract, taxonomy: Taxonomy) -> Found:
         reasons.append(f"sensitive categories ({', '.join(sensitive)})")
     if contract.terms.cross_border.allowed:
         reasons.append("a cross-border transfer")
+    if contract.terms.minors == "allow":
+        # A child's data is sensitive whatever its category (SPEC 3.3): allowing it is a
+        # decision about sensitive data like any other, and needs its assessment on file.
+        reasons.append("shares about children under 14 (minors: allow)")
     if reasons:
         yield (
             "contract.pia_ref",

@@ -519,6 +519,17 @@ def test_cross_border_requires_pia_ref(tmp_path: Path) -> None:
     ]
 
 
+def test_allowing_minors_requires_pia_ref(tmp_path: Path) -> None:
+    data = minimal()
+    del data["contract"]["pia_ref"]
+    data["terms"]["minors"] = "allow"
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: contract.pia_ref: an impact assessment reference is required for "
+        "shares about children under 14 (minors: allow)"
+    ]
+
+
 def test_every_reason_for_pia_ref_in_one_line(tmp_path: Path) -> None:
     data = minimal()
     del data["contract"]["pia_ref"]
@@ -526,11 +537,12 @@ def test_every_reason_for_pia_ref_in_one_line(tmp_path: Path) -> None:
     data["categories"] += ["health.record", "biometric.face"]
     data["terms"]["sensitive"] = {"allowed": ["health.record", "biometric.face"]}
     data["terms"]["cross_border"] = {"allowed": True, "mechanism": "certification"}
+    data["terms"]["minors"] = "allow"
     file, found = lines(tmp_path, data)
     assert found == [
         f"{file}: contract.pia_ref: an impact assessment reference is required for "
-        "a third_party partner, sensitive categories (biometric.face, health.record) "
-        "and a cross-border transfer"
+        "a third_party partner, sensitive categories (biometric.face, health.record), "
+        "a cross-border transfer and shares about children under 14 (minors: allow)"
     ]
 
 
