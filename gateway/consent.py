@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Literal
 
 import orjson
 
+from gateway.fieldfilter import loggable_key
 from gateway.files import create_private
 from gateway.keys import keyed_hash
 from gateway.pii import scan
@@ -251,8 +252,14 @@ def _name_problems(partner: str | None, purpose: str | None) -> list[str]:
     return problems
 
 
+def _unknown_fields(raw: Mapping[str, object], known: tuple[str, ...]) -> list[str]:
+    # A key is named only when it reads like a field name: a body keyed by the subjects
+    # themselves ({"13912345678": "credit_assessment"}) must not see them echoed.
+    return [f"{loggable_key(key)}: unknown field" for key in raw if key not in known]
+
+
 def _parse_row(raw: Mapping[str, object], zone: tzinfo) -> _Row | list[str]:
-    problems = [f"{key}: unknown field" for key in raw if key not in CSV_HEADER]
+    problems = _unknown_fields(raw, CSV_HEADER)
     # The subject id is never echoed back: error lines end up in terminals and logs.
     subject = _text(raw, "subject", problems)
     partner = _text(raw, "partner", problems)
@@ -655,7 +662,7 @@ def apply_json(
     warns of grants no share consults, as `consent import` does."""
     if not isinstance(payload, dict):
         raise ConsentInputError(['the body must be an object {"grants": [...]}'])
-    problems = [f"{key}: unknown field" for key in payload if key != "grants"]
+    problems = _unknown_fields(payload, ("grants",))
     items = payload.get("grants")
     if not isinstance(items, list):
         problems.append("grants: must be a list of grants")
