@@ -258,12 +258,14 @@ def _calendar_date(value: object) -> object:
 CalendarDate = Annotated[date, BeforeValidator(_calendar_date)]
 
 
-def _matching(pattern: str, message: str) -> AfterValidator:
+def _matching(pattern: str, message: str, *, echo: bool = True) -> AfterValidator:
+    """`echo=False` for fields a secret gets pasted into by mistake (a token where its
+    variable's name belongs): the value must not reach a terminal, a log line or an answer."""
     regex = re.compile(pattern)
 
     def check(value: str) -> str:
         if not regex.fullmatch(value):
-            raise ValueError(f"{value!r} {message}")
+            raise ValueError(f"{value!r} {message}" if echo else message)
         return value
 
     return AfterValidator(check)
@@ -284,7 +286,12 @@ PartnerId = Annotated[
     ),
 ]
 EnvName = Annotated[
-    str, _matching(r"[A-Z_][A-Z0-9_]*", "must be an environment variable name ([A-Z_][A-Z0-9_]*)")
+    str,
+    _matching(
+        r"[A-Z_][A-Z0-9_]*",
+        "must be an environment variable name ([A-Z_][A-Z0-9_]*)",
+        echo=False,
+    ),
 ]
 Purpose = Annotated[str, _matching(r"[a-z][a-z0-9_]*", "must match [a-z][a-z0-9_]*")]
 
@@ -478,7 +485,11 @@ class BasicAuth(_Model):
     # RFC 7617: the user-id ends at the first colon.
     username: Annotated[
         str,
-        _matching(r"[^:\x00-\x1f\x7f]+", "must be non-empty, without ':' or control characters"),
+        _matching(
+            r"[^:\x00-\x1f\x7f]+",
+            "must be non-empty, without ':' or control characters",
+            echo=False,  # "user:password" is a password
+        ),
     ]
     password_env: EnvName
 

@@ -3,29 +3,35 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import Final
 from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
 from gateway.contract import (
+    BasicAuth,
+    BearerAuth,
     Contract,
     FieldRule,
     HeaderAuth,
     Problem,
     ResponseField,
     Route,
+    UpstreamAuth,
     YamlFileError,
     read_yaml_file,
     schema_problems,
     to_transform,
 )
 from gateway.routing import Template
-from gateway.settings import Settings
+from gateway.settings import ENV_PREFIX, Settings
 from gateway.taxonomy import Taxonomy, load_taxonomy
+from gateway.upstream import origin_of
 
 __all__ = [
     "ContractSet",
@@ -149,12 +155,43 @@ def _check_upstream(contract: Contract, settings: Settings) -> Found:
     problem = _base_url_problem(upstream.base_url, settings.allow_insecure_upstreams)
     if problem is not None:
         yield "upstream.base_url", problem
+    credential = _credential_env(upstream.auth)
+    if credential is not None:
+        key, name = credential
+        if name in _gateway_secret_names(settings) or name.startswith(ENV_PREFIX):
+            # The partner would be sent the gateway's own key: with the hash key it can undo
+            # the `hash` transform and derive every partner's keys; with a token secret it can
+            # mint admin tokens.
+            yield (
+                f"upstream.auth.{key}",
+                "names a variable the gateway keeps for its own settings and keys: "
+                "a partner's credential needs a variable of its own",
+            )
     if upstream.location != settings.jurisdiction and not contract.terms.cross_border.allowed:
         yield (
             "upstream.location",
             f"{upstream.location} is outside the home jurisdiction {settings.jurisdiction}: "
             "declare the transfer with terms.cross_border.allowed: true and a mechanism",
         )
+
+
+def _credential_env(auth: UpstreamAuth) -> tuple[str, str] | None:
+    """The field naming the variable the partner's credential is read from, and its name."""
+    if isinstance(auth, BearerAuth):
+        return "token_env", auth.token_env
+    if isinstance(auth, BasicAuth):
+        return "password_env", auth.password_env
+    if isinstance(auth, HeaderAuth):
+        return "value_env", auth.value_env
+    return None
+
+
+def _gateway_secret_names(settings: Settings) -> frozenset[str]:
+    names = {settings.secrets.hash_key_env}
+    for keys in (settings.auth, settings.consent):
+        if keys is not None and keys.hs256_secret_env is not None:
+            names.add(keys.hs256_secret_env)
+    return frozenset(names)
 
 
 def _base_url_problem(url: str, allow_insecure: bool) -> str | None:
@@ -183,7 +220,20 @@ def _base_url_problem(url: str, allow_insecure: bool) -> str | None:
         return "must not contain a query"
     if parts.fragment or "#" in url:
         return "must not contain a fragment"
+    try:
+        # What the partner client will make of it: a URL it cannot call is refused here, at
+        # load, not on every share ("https://[::1]x/").
+        origin_of(f"{parts.scheme}://{parts.netloc}")
+    except ValueError:
+        return "must be scheme://host[:port] followed by a path"
+    segments = parts.path.split("/")
+    if any(segment in (".", "..") for segment in segments) or _AMBIGUOUS_PATH.search(parts.path):
+        # Route templates refuse the same: a partner may read them as another path.
+        return "the path must not hold dot-segments, ';', '\\' or an encoded '/', '\\' or '.'"
     return None
+
+
+_AMBIGUOUS_PATH: Final = re.compile(r"[;\\]|%2[fFeE]|%5[cC]")
 
 
 def _check_purposes(contract: Contract) -> Found:

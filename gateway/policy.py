@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from typing import Final
 from zoneinfo import ZoneInfo
 
 from gateway.contract import Contract, Route, to_transform
@@ -95,6 +97,9 @@ def _window(effective: date, expires: date, zone: ZoneInfo) -> tuple[datetime, d
     return start, end
 
 
+_UNSAFE_SECRET: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
 def _auth_headers(
     contract: Contract, environ: Mapping[str, str], problems: list[str], require: bool
 ) -> list[tuple[str, str]]:
@@ -105,6 +110,10 @@ def _auth_headers(
         value = environ.get(name, "")
         if not value and require:
             problems.append(f"{where}: environment variable {name} is not set")
+        elif _UNSAFE_SECRET.search(value):
+            # Refused here, once, rather than failing every share at the partner's door (a
+            # line break would split the header it goes into). The value is never shown.
+            problems.append(f"{where}: environment variable {name} holds a control character")
         return value
 
     match auth.type:

@@ -228,7 +228,7 @@ def test_auth_forms(auth: dict[str, str], expected: object) -> None:
             [
                 (
                     "upstream.auth.password_env",
-                    "'1PASS' must be an environment variable name ([A-Z_][A-Z0-9_]*)",
+                    "must be an environment variable name ([A-Z_][A-Z0-9_]*)",
                 )
             ],
         ),
@@ -237,7 +237,7 @@ def test_auth_forms(auth: dict[str, str], expected: object) -> None:
             [
                 (
                     "upstream.auth.username",
-                    "'svc:1' must be non-empty, without ':' or control characters",
+                    "must be non-empty, without ':' or control characters",
                 )
             ],
         ),

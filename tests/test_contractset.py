@@ -179,8 +179,63 @@ def test_auth_errors_are_located_without_the_union_tag(tmp_path: Path) -> None:
     data["upstream"]["auth"] = {"type": "bearer", "token_env": "acme_token"}
     file, found = lines(tmp_path, data)
     assert found == [
-        f"{file}: upstream.auth.token_env: 'acme_token' must be an environment variable name "
-        "([A-Z_][A-Z0-9_]*)"
+        f"{file}: upstream.auth.token_env: must be an environment variable name ([A-Z_][A-Z0-9_]*)"
+    ]
+
+
+def test_a_secret_pasted_into_a_credential_field_is_not_echoed(tmp_path: Path) -> None:
+    data = minimal()
+    data["upstream"]["auth"] = {"type": "basic", "username": "svc:S3cret!", "password_env": "P"}
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: upstream.auth.username: must be non-empty, without ':' or control characters"
+    ]
+    data["upstream"]["auth"] = {"type": "bearer", "token_env": "eyJhbGciOiJIUzI1NiJ9.e30.sig"}
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: upstream.auth.token_env: must be an environment variable name ([A-Z_][A-Z0-9_]*)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("auth", "key", "settings"),
+    [
+        ({"type": "bearer", "token_env": "SHARE_GATEWAY_HASH_KEY"}, "token_env", Settings()),
+        (
+            {"type": "basic", "username": "u", "password_env": "SHARE_GATEWAY_X"},
+            "password_env",
+            Settings(),
+        ),
+        (
+            {"type": "header", "name": "X-Key", "value_env": "MY_HASH_KEY"},
+            "value_env",
+            Settings.model_validate({"secrets": {"hash_key_env": "MY_HASH_KEY"}}),
+        ),
+        (
+            {"type": "bearer", "token_env": "IDP_SECRET"},
+            "token_env",
+            Settings.model_validate(
+                {
+                    "auth": {
+                        "issuer": "i",
+                        "audience": "a",
+                        "algorithms": ["HS256"],
+                        "hs256_secret_env": "IDP_SECRET",
+                    }
+                }
+            ),
+        ),
+    ],
+)
+def test_a_partner_credential_may_not_be_one_of_the_gateways_own_secrets(
+    tmp_path: Path, auth: dict[str, str], key: str, settings: Settings
+) -> None:
+    data = minimal()
+    data["upstream"]["auth"] = auth
+    file, found = lines(tmp_path, data, settings)
+    assert found == [
+        f"{file}: upstream.auth.{key}: names a variable the gateway keeps for its own settings "
+        "and keys: a partner's credential needs a variable of its own"
     ]
 
 
@@ -369,6 +424,14 @@ def test_http_upstream_is_allowed_for_development(tmp_path: Path) -> None:
         ("https://api.acme.example/#top", "must not contain a fragment"),
         ("https://api.acme.example:99999", "not a valid URL: Port out of range 0-65535"),
         ("https://api.acme .example", "must not contain whitespace or control characters"),
+        ("https://[::1]x/v1", "must be scheme://host[:port] followed by a path"),
+        *(
+            (
+                f"https://api.acme.example{path}",
+                "the path must not hold dot-segments, ';', '\\' or an encoded '/', '\\' or '.'",
+            )
+            for path in ("/v1/../admin", "/./v1", "/v1/%2Fadmin", "/v1/%2e%2e/x", "/v1;x", "/a%5Cb")
+        ),
     ],
 )
 def test_base_url_must_be_absolute_https_with_host_only(

@@ -32,7 +32,7 @@ from gateway.errors import (
 )
 from gateway.jsonbody import JSONValue
 from gateway.pipeline import Flow, check_contract_at
-from gateway.policy import PartnerPolicy, Policy, RoutePolicy, compile_policy
+from gateway.policy import PartnerPolicy, Policy, PolicyError, RoutePolicy, compile_policy
 from gateway.settings import Settings
 from gateway.sharelog.record import ShareRecord
 from gateway.terms import DailyCounts, SlidingWindows, Subject, Terms, is_minor, subjects_of
@@ -168,6 +168,29 @@ def compile_contracts(
 
 def acme(policy: Policy) -> PartnerPolicy:
     return policy.partners["acme"]
+
+
+@pytest.mark.parametrize("value", ["tok-123\n", "tok\r\nX-Evil: 1", "tok\x00", "\x1b[2Jtok"])
+def test_an_upstream_secret_with_a_control_character_is_refused_at_load(
+    tmp_path: Path, value: str
+) -> None:
+    folder = tmp_path / "contracts"
+    folder.mkdir()
+    (folder / "acme.yaml").write_text(yaml.safe_dump(contract()))
+    settings = Settings.model_validate({"contracts_dir": folder, "allow_insecure_upstreams": True})
+    contracts, problems = load_contract_set(folder, settings)
+    assert contracts is not None, problems
+    with pytest.raises(PolicyError) as caught:
+        compile_policy(
+            contracts, zone=settings.zone, master_key=b"m" * 48, environ={"ACME_TOKEN": value}
+        )
+    assert caught.value.problems == [
+        "acme: upstream.auth: environment variable ACME_TOKEN holds a control character"
+    ]
+    # A tab is a character a header value may hold.
+    compile_policy(
+        contracts, zone=settings.zone, master_key=b"m" * 48, environ={"ACME_TOKEN": "a\tb"}
+    )
 
 
 def route_of(partner: PartnerPolicy, path: str) -> RoutePolicy:
