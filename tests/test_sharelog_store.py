@@ -13,6 +13,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -25,6 +26,7 @@ from gateway.logconfig import STDOUT, configure_logging
 from gateway.metrics import REGISTRY
 from gateway.settings import ShareLogSettings
 from gateway.sharelog import MemoryShareLog, ShareLog, ShareOutcome, ShareRecord, ShareSink, schema
+from gateway.sharelog import store as store_module
 from gateway.sharelog.ledger import PruneRefused
 from gateway.sharelog.review import query, verify
 
@@ -805,6 +807,43 @@ async def test_a_log_file_removed_or_replaced_under_the_gateway_takes_no_more_re
         if how == "replaced":
             assert path.stat().st_size == 0
         assert not share_log.writable()
+    finally:
+        await share_log.close()
+
+
+async def test_a_log_on_a_full_disk_is_not_writable_before_a_share_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    free = [store_module.MIN_FREE_BYTES * 10]
+    real_statvfs = os.statvfs
+
+    def statvfs(path: str | os.PathLike[str]) -> Any:
+        found = real_statvfs(path)
+        return SimpleNamespace(f_bavail=free[0] // found.f_frsize, f_frsize=found.f_frsize)
+
+    monkeypatch.setattr(os, "statvfs", statvfs)
+    events = Events()
+    share_log = await ShareLog.open(log_settings(tmp_path), KEY, logger=events)
+
+    async def writable_within_two_intervals(expected: bool) -> None:
+        for _ in range(60):  # at most 3 s: the writer looks once a second
+            if share_log.writable() == expected:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"writable() never became {expected}")
+
+    try:
+        await share_log.record(make_record("s-1"))
+        assert share_log.writable()
+        free[0] = store_module.MIN_FREE_BYTES - 1
+        await writable_within_two_intervals(False)
+        unit = real_statvfs(tmp_path).f_frsize
+        assert [e["free_bytes"] for e in events.named("share_log_disk_low")] == [
+            (store_module.MIN_FREE_BYTES - 1) // unit * unit
+        ]
+        free[0] = store_module.MIN_FREE_BYTES
+        await writable_within_two_intervals(True)
+        assert len(events.named("share_log_disk_ok")) == 1
     finally:
         await share_log.close()
 

@@ -71,6 +71,10 @@ _WAKE = _Control(lambda: None, ledger=False)
 # How often the writer copies the WAL into the file in batched mode, where commits on the event
 # loop must not do it themselves (SQLite would, and sync, in the commit that crosses its limit).
 _CHECKPOINT_INTERVAL_S = 1.0
+# Below this much free space beside the log, the gateway reports itself not ready: the next
+# commit that needs a new page would fail, and readiness would only say so after shares failed.
+# A few hundred commits' worth of WAL pages; a disk this full needs attention whatever happens.
+MIN_FREE_BYTES = 4 * 1024 * 1024
 # How long entries committed on the event loop wait before the writer thread prints them.
 _PRINT_INTERVAL_S = 0.05
 # Outcomes a failed commit could not write wait for the next one that succeeds; at most this
@@ -163,6 +167,7 @@ class ShareLog:
         self._held: list[_Write] = []  # outcomes for the next commit (under the lock)
         self._identity: tuple[int, int] | None = None  # the file's (device, inode) at start
         self._replaced = False  # the file was removed or replaced: nothing more is written
+        self._disk_low = False  # under MIN_FREE_BYTES free beside the log at the last look
 
     @classmethod
     async def open(
@@ -228,7 +233,7 @@ class ShareLog:
         self._put(_Write(outcome, datetime.now(UTC), loop, None, time.perf_counter()))
 
     def writable(self) -> bool:
-        return self._writable and not self._closing
+        return self._writable and not self._closing and not self._disk_low
 
     async def prune(self, before: datetime, *, dry_run: bool = False) -> PruneResult:
         """Remove entries older than `before` (refused inside `retention_days`); sealed cut."""
@@ -421,6 +426,7 @@ class ShareLog:
                 now = time.monotonic()
                 if now >= self._checkpoint_due:
                     self._check_file()
+                    self._check_space()
                     self._checkpoint()
                     self._checkpoint_due = now + _CHECKPOINT_INTERVAL_S
                 timeout = self._checkpoint_due - now
@@ -450,6 +456,21 @@ class ShareLog:
             self._writable = False
             self._drop_ledger()
         self._log.error("share_log_file_replaced", path=str(self.settings.path))
+
+    def _check_space(self) -> None:
+        try:
+            found = os.statvfs(self.settings.path.parent)
+        except OSError:
+            return  # the file check reports a folder that went away
+        free = found.f_bavail * found.f_frsize
+        low = free < MIN_FREE_BYTES
+        if low == self._disk_low:
+            return
+        self._disk_low = low
+        if low:
+            self._log.error("share_log_disk_low", free_bytes=free, path=str(self.settings.path))
+        else:
+            self._log.info("share_log_disk_ok", free_bytes=free)
 
     def _checkpoint(self) -> None:
         if not self._uncheckpointed:
