@@ -151,3 +151,67 @@ def test_settings_are_immutable() -> None:
     settings = Settings()
     with pytest.raises(ValueError, match="frozen"):
         settings.listen.port = 1  # type: ignore[misc]
+
+
+AUTH = "auth: {issuer: i, audience: a, public_key_file: k.pem}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        # YAML keeps the last of two keys: a pasted development line would win over production.
+        (
+            "allow_insecure_upstreams: false\n" + AUTH + "allow_insecure_upstreams: true\n",
+            "allow_insecure_upstreams: duplicate key",
+        ),
+        (
+            AUTH + "auth: {issuer: https://other.example, audience: x, jwks_url: 'https://o/'}\n",
+            "auth: duplicate key",
+        ),
+        ("limits: {max_body_bytes: 1048576, max_body_bytes: 2}\n", "limits.max_body_bytes"),
+        ("limits: {max_json_depth: 010}\n", "line 1, column 26"),  # YAML 1.1: octal 8
+        ("limits: {body_read_timeout_s: 1:30}\n", "line 1, column 31"),  # and base 60: 90
+        ("listen: {port: 0x1f90}\n", "line 1, column 16"),
+    ],
+)
+def test_the_file_is_read_as_strictly_as_a_contract(
+    tmp_path: Path, text: str, fragment: str
+) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(text)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(config, environ={})
+    assert any(fragment in problem for problem in caught.value.problems), caught.value.problems
+
+
+@pytest.mark.parametrize(
+    ("text", "place"),
+    [
+        ('auth:\n  note: "the client secret is Zx9-QQ-s3cret\n', "line 3, column 1"),
+        ("secrets: {hash_key_env: !Zx9-QQ-s3cret}\n", "line 1, column 25"),
+        ("secrets: {hash_key_env: *Zx9-QQ-s3cret}\n", "line 1, column 25"),
+        ("secrets: {hash_key_env: 0712345670}\n", "line 1, column 25"),
+        ('secrets: {hash_key_env: "Zx9-QQ-s3cret\\q"}\n', "line 1, column 40"),
+        ("secrets: {hash_key_env: Zx9-QQ-s3cret\x07}\n", "line 1, column 38"),
+    ],
+)
+def test_a_file_yaml_cannot_read_is_placed_never_quoted(
+    tmp_path: Path, text: str, place: str
+) -> None:
+    # A secret pasted where a variable's name belongs must not reach a terminal or a log.
+    config = tmp_path / "gateway.yaml"
+    config.write_text(text)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(config, environ={})
+    [problem] = caught.value.problems
+    assert problem.startswith(f"{config}: ")
+    assert place in problem
+    assert not any(secret in problem for secret in ("Zx9", "s3cret", "0712345670"))
+
+
+def test_a_file_not_in_utf8_is_refused_with_its_offset(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_bytes(b"listen: {host: \xff}\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(config, environ={})
+    assert caught.value.problems == [f"{config}: not valid UTF-8 (at byte offset 15)"]
