@@ -23,8 +23,22 @@ AsymmetricAlgorithm = Literal[
 Algorithm = AsymmetricAlgorithm | Literal["HS256"]
 
 
+# How long a request's head or body may take to arrive. A slowloris connection is held that
+# long, and the drain at shutdown waits that long for a body still arriving (then the slowest
+# contract's `timeout_s`, itself at most 300 s): beyond five minutes the value is a typo
+# (15000 for 15), never a client worth waiting for.
+MAX_READ_TIMEOUT_S = 300
+# An idle keep-alive connection holds one of `max_connections`; beyond an hour it is only held.
+MAX_KEEPALIVE_TIMEOUT_S = 3600
+# The JWKS is fetched every 5 minutes in any case (`auth.JWKS_MAX_AGE_S`), and that fetch
+# restarts the interval: a longer one would stop an unknown kid from ever causing a fetch.
+MAX_JWKS_REFRESH_MIN_INTERVAL_S = 300
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # `.inf` would pass every `ge`/`gt` bound and switch a deadline off (`.nan` fails them only by
+    # accident, with a message about the bound): no setting is ever infinite or not a number.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ListenSettings(_Section):
@@ -41,7 +55,7 @@ class KeySettings(_Section):
     jwks_url: str | None = None
     hs256_secret_env: str | None = None
     leeway_s: float = Field(default=30, ge=0, le=300)
-    jwks_refresh_min_interval_s: float = Field(default=60, ge=0)
+    jwks_refresh_min_interval_s: float = Field(default=60, ge=0, le=MAX_JWKS_REFRESH_MIN_INTERVAL_S)
 
     @model_validator(mode="after")
     def _one_key_source(self) -> Self:
@@ -103,9 +117,9 @@ class LimitsSettings(_Section):
     max_json_depth: int = Field(default=64, ge=1, le=254)
     max_response_bytes: int = Field(default=10_485_760, ge=1)
     max_query_params: int = Field(default=64, ge=0)
-    body_read_timeout_s: float = Field(default=15, gt=0)
-    header_read_timeout_s: float = Field(default=10, gt=0)
-    keepalive_timeout_s: float = Field(default=15, ge=0)
+    body_read_timeout_s: float = Field(default=15, gt=0, le=MAX_READ_TIMEOUT_S)
+    header_read_timeout_s: float = Field(default=10, gt=0, le=MAX_READ_TIMEOUT_S)
+    keepalive_timeout_s: float = Field(default=15, ge=0, le=MAX_KEEPALIVE_TIMEOUT_S)
     max_connections: int = Field(default=1024, ge=1)
     max_pending_requests: int = Field(default=512, ge=1)
     max_line_size: int = Field(default=8190, ge=256)
@@ -114,7 +128,7 @@ class LimitsSettings(_Section):
 
 
 class Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     listen: ListenSettings = ListenSettings()
     contracts_dir: Path = Path("contracts")

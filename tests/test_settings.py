@@ -8,7 +8,8 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from gateway.settings import Settings, SettingsError, load_settings
+from gateway.auth import JWKS_MAX_AGE_S
+from gateway.settings import KeySettings, Settings, SettingsError, load_settings
 
 
 def test_every_setting_has_a_safe_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -215,3 +216,92 @@ def test_a_file_not_in_utf8_is_refused_with_its_offset(tmp_path: Path) -> None:
     with pytest.raises(SettingsError) as caught:
         load_settings(config, environ={})
     assert caught.value.problems == [f"{config}: not valid UTF-8 (at byte offset 15)"]
+
+
+# What a section needs besides the key under test to be valid.
+REQUIRED = {"auth": "issuer: i, audience: a, public_key_file: k.pem", "consent": "jwks_file: j"}
+
+
+def _float_settings() -> list[tuple[str, str]]:
+    # Every float setting, found in the models: one added later is covered without a word here.
+    found = []
+    for name, field in Settings.model_fields.items():
+        section = field.annotation
+        models = [a for a in getattr(section, "__args__", (section,)) if a is not type(None)]
+        model = models[0]
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            found += [(name, key) for key, f in model.model_fields.items() if f.annotation is float]
+    return found
+
+
+def test_there_are_float_settings_to_check() -> None:
+    assert ("limits", "body_read_timeout_s") in _float_settings()
+    assert ("auth", "jwks_refresh_min_interval_s") in _float_settings()
+
+
+@pytest.mark.parametrize(("section", "key"), _float_settings())
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan", "1e400"])
+def test_no_setting_is_infinite_or_not_a_number(
+    tmp_path: Path, section: str, key: str, value: str
+) -> None:
+    # `.inf` passes a lower bound and would switch the deadline off: a slowloris never cut off.
+    config = tmp_path / "gateway.yaml"
+    others = REQUIRED.get(section, "")
+    config.write_text(f"{section}: {{{others}{', ' if others else ''}{key}: {value}}}\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(config, environ={})
+    assert caught.value.problems == [f"{config}: {section}.{key}: Input should be a finite number"]
+
+
+@pytest.mark.parametrize(("section", "key"), _float_settings())
+@pytest.mark.parametrize("value", ["inf", "-Infinity", "nan", "1e400"])
+def test_no_override_is_infinite_or_not_a_number(section: str, key: str, value: str) -> None:
+    variable = f"SHARE_GATEWAY_{section}_{key}".upper()
+    with pytest.raises(SettingsError) as caught:
+        load_settings(None, environ={variable: value})
+    assert f"{variable}: Input should be a finite number" in caught.value.problems
+
+
+def test_the_read_deadlines_cut_a_slowloris_off_within_15_s_by_default() -> None:
+    limits = Settings().limits
+    assert limits.header_read_timeout_s <= 15
+    assert limits.body_read_timeout_s <= 15
+
+
+# The most each float setting takes: a deadline of hours is a typo that holds connections.
+UPPER_BOUNDS = {
+    ("limits", "body_read_timeout_s"): 300,
+    ("limits", "header_read_timeout_s"): 300,
+    ("limits", "keepalive_timeout_s"): 3600,
+    ("auth", "leeway_s"): 300,
+    ("auth", "jwks_refresh_min_interval_s"): 300,
+    ("consent", "leeway_s"): 300,
+    ("consent", "jwks_refresh_min_interval_s"): 300,
+    ("share_log", "batch_interval_ms"): 1000,
+}
+
+
+def test_every_float_setting_has_an_upper_bound_listed() -> None:
+    assert sorted(_float_settings()) == sorted(UPPER_BOUNDS)
+
+
+@pytest.mark.parametrize(("section", "key", "most"), [(*k, v) for k, v in UPPER_BOUNDS.items()])
+def test_a_float_setting_takes_up_to_its_bound(
+    tmp_path: Path, section: str, key: str, most: int
+) -> None:
+    config = tmp_path / "gateway.yaml"
+    others = REQUIRED.get(section, "")
+    prefix = f"{section}: {{{others}{', ' if others else ''}{key}: "
+    config.write_text(f"{prefix}{most}}}\n")
+    assert getattr(getattr(load_settings(config, environ={}), section), key) == most
+    config.write_text(f"{prefix}{most}.5}}\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(config, environ={})
+    assert caught.value.problems == [
+        f"{config}: {section}.{key}: Input should be less than or equal to {most}"
+    ]
+
+
+def test_an_unknown_kid_still_causes_a_fetch_at_the_longest_interval() -> None:
+    settings = KeySettings.model_fields["jwks_refresh_min_interval_s"]
+    assert any(getattr(m, "le", None) == JWKS_MAX_AGE_S for m in settings.metadata)
