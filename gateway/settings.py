@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 from gateway.contract import YamlFileError, load_yaml
 
@@ -148,7 +149,8 @@ class Settings(BaseModel):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r}") from exc
+            # Not echoed: an override's value is never shown, whatever it holds.
+            raise ValueError("unknown time zone (an IANA name, such as Asia/Shanghai)") from exc
         return value
 
     @property
@@ -164,51 +166,113 @@ class SettingsError(Exception):
         self.problems = problems
 
 
-_SECTIONS = tuple(
-    name
-    for name, field in Settings.model_fields.items()
-    if name not in {"contracts_dir", "jurisdiction", "timezone", "allow_insecure_upstreams"}
-)
-_SCALARS = ("contracts_dir", "jurisdiction", "timezone", "allow_insecure_upstreams")
+def _section_models() -> dict[str, type[BaseModel]]:
+    models: dict[str, type[BaseModel]] = {}
+    for name, field in Settings.model_fields.items():
+        for choice in (field.annotation, *get_args(field.annotation)):
+            if isinstance(choice, type) and issubclass(choice, BaseModel):
+                models[name] = choice
+    return models
 
 
-def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[tuple[str, ...], str]:
-    """Overlay `SHARE_GATEWAY_<SECTION>_<KEY>` variables; return where each one went.
+_SECTION_MODELS = _section_models()
+# Longest names first: were there ever a `share` section, `SHARE_GATEWAY_SHARE_LOG_PATH` would
+# still be `share_log.path`.
+_SECTIONS = tuple(sorted(_SECTION_MODELS, key=len, reverse=True))
+_SCALARS = tuple(name for name in Settings.model_fields if name not in _SECTION_MODELS)
 
-    Values are taken as text, which the settings' types convert (`9090`, `true`); only a YAML
-    flow collection (`[RS256, ES256]`) is parsed. Nothing else under the prefix is read at all:
-    the hash key itself lives there, and must never be parsed, let alone echoed in an error.
+Target = tuple[str] | tuple[str, str]
+
+
+def _target(variable: str) -> Target | None:
+    """The setting `SHARE_GATEWAY_<SECTION>_<KEY>` or `SHARE_GATEWAY_<KEY>` overrides, if any."""
+    if not variable.startswith(ENV_PREFIX):
+        return None
+    rest = variable[len(ENV_PREFIX) :].lower()
+    if rest in _SCALARS:
+        return (rest,)
+    for section in _SECTIONS:
+        if rest.startswith(section + "_"):
+            return (section, rest[len(section) + 1 :])
+    return None
+
+
+def _field(target: Target) -> FieldInfo | None:
+    if len(target) == 1:
+        return Settings.model_fields.get(target[0])
+    return _SECTION_MODELS[target[0]].model_fields.get(target[1])
+
+
+def _secret_variables(raw: Mapping[str, Any], environ: Mapping[str, str]) -> frozenset[str]:
+    """The variables settings name as holding a secret (`hash_key_env`, `hs256_secret_env`).
+
+    Their names are the operator's choice, and may well read as an override
+    (`SHARE_GATEWAY_SECRETS_HASH_KEY`): taken as one, the secret would stop start-up as an
+    unknown setting, or be parsed, or be taken as a setting's value.
     """
-    # Longest section names first so SHARE_LOG_PATH is not read as a `share` section.
-    sections = sorted(_SECTIONS, key=len, reverse=True)
-    origins: dict[tuple[str, ...], str] = {}
-    for name, text in environ.items():
-        if not name.startswith(ENV_PREFIX):
-            continue
-        rest = name[len(ENV_PREFIX) :].lower()
-        if rest in _SCALARS:
-            raw[rest] = _env_value(text)
-            origins[(rest,)] = name
-            continue
-        for section in sections:
-            if rest.startswith(section + "_"):
-                key = rest[len(section) + 1 :]
-                current = raw.get(section)
-                target = dict(current) if isinstance(current, dict) else {}
-                target[key] = _env_value(text)
-                raw[section] = target
-                origins[(section, key)] = name
-                break
-    return origins
+    named: set[str] = set()
+    for section, model in _SECTION_MODELS.items():
+        in_file = raw.get(section)
+        for key, field in model.model_fields.items():
+            if key.endswith("_env"):
+                file_value = in_file.get(key) if isinstance(in_file, dict) else None
+                named.update(v for v in (field.default, file_value) if isinstance(v, str))
+    # An override of such a name counts as well (the file's name is kept too: that variable
+    # may still hold the secret it held before the override was set).
+    for variable, text in environ.items():
+        target = _target(variable)
+        if variable not in named and target is not None and target[-1].endswith("_env"):
+            named.add(text)
+    return frozenset(named)
 
 
-def _env_value(text: str) -> object:
-    if text.lstrip().startswith(("[", "{")):
+def _apply_env(
+    raw: dict[str, Any], environ: Mapping[str, str]
+) -> tuple[dict[Target, str], list[str]]:
+    """Overlay `SHARE_GATEWAY_<SECTION>_<KEY>` variables; return where each one went, and the
+    problems of those that could not be read.
+
+    Values are taken as text, which the settings' types convert (`9090`, `true`); only a
+    setting that takes a list parses its value, as strict YAML (`[RS256, ES256]`). A variable
+    that settings name as a secret's source is never an override, whatever its name, and
+    nothing else under the prefix is read at all (the hash key itself lives there). No value is
+    ever echoed in a problem.
+    """
+    secrets = _secret_variables(raw, environ)
+    origins: dict[Target, str] = {}
+    problems: list[str] = []
+    for variable, text in environ.items():
+        target = _target(variable)
+        if target is None or variable in secrets:
+            continue
         try:
-            return yaml.safe_load(text)
-        except yaml.YAMLError:
-            return text  # refused by the setting's type, under the variable's name
-    return text
+            value = _env_value(text, _field(target))
+        except ValueError as exc:
+            problems.append(f"{variable}: {exc}")
+            continue
+        origins[target] = variable
+        if len(target) == 1:
+            raw[target[0]] = value
+        else:
+            section, key = target
+            current = raw.get(section)
+            raw[section] = {**(current if isinstance(current, dict) else {}), key: value}
+    return origins, problems
+
+
+def _env_value(text: str, field: FieldInfo | None) -> object:
+    annotation = field.annotation if field is not None else None
+    if not any(get_origin(a) in (tuple, list) for a in (annotation, *get_args(annotation))):
+        return text
+    try:
+        value = load_yaml(text)
+    except YamlFileError as exc:
+        raise ValueError(
+            "not a list YAML reads (strictly, as the file): write it as [A, B]"
+        ) from exc
+    if not isinstance(value, list):
+        raise ValueError("not a list: write it as [A, B]")
+    return value
 
 
 def _resolve_paths(settings: Settings, base: Path) -> Settings:
@@ -305,17 +369,25 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
             raise SettingsError([f"{path}: the top level must be a mapping"])
         raw = loaded or {}
         base = path.resolve().parent
-    origins = _apply_env(raw, environ)
+    origins, problems = _apply_env(raw, environ)
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
         where = str(path) if path is not None else "settings"
-        problems = []
         for err in exc.errors():
             loc = tuple(str(p) for p in err["loc"])
             # A value from the environment is reported under its variable, not the file.
             variable = next((v for k, v in origins.items() if loc[: len(k)] == k), None)
             place = f"{variable}" if variable else f"{where}: {'.'.join(loc) or '(top)'}"
-            problems.append(f"{place}: {err['msg']}")
+            message = err["msg"]
+            if variable and err["type"] == "extra_forbidden":
+                # Most likely a secret's variable (a contract's token, say) that nothing names.
+                message = (
+                    "no such setting (a secret's variable is named like an override only when "
+                    "secrets.hash_key_env or an hs256_secret_env names it)"
+                )
+            problems.append(f"{place}: {message}")
         raise SettingsError(problems) from exc
+    if problems:
+        raise SettingsError(problems)
     return _resolve_paths(settings, base)

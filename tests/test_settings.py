@@ -305,3 +305,142 @@ def test_a_float_setting_takes_up_to_its_bound(
 def test_an_unknown_kid_still_causes_a_fetch_at_the_longest_interval() -> None:
     settings = KeySettings.model_fields["jwks_refresh_min_interval_s"]
     assert any(getattr(m, "le", None) == JWKS_MAX_AGE_S for m in settings.metadata)
+
+
+SECRET = "{Zx9-QQ-s3cret: [not, yaml"  # reads as the start of a YAML mapping, and is none
+
+
+@pytest.mark.parametrize(
+    ("text", "environ"),
+    [
+        # The file names a variable that reads as an override of an unknown `secrets` key.
+        (
+            "secrets: {hash_key_env: SHARE_GATEWAY_SECRETS_HASH_KEY}\n",
+            {"SHARE_GATEWAY_SECRETS_HASH_KEY": SECRET},
+        ),
+        # So does an override of the name.
+        (
+            "",
+            {
+                "SHARE_GATEWAY_SECRETS_HASH_KEY_ENV": "SHARE_GATEWAY_SECRETS_HASH_KEY",
+                "SHARE_GATEWAY_SECRETS_HASH_KEY": SECRET,
+            },
+        ),
+        # The file's name is kept when an override names another: it may still hold its secret.
+        (
+            "secrets: {hash_key_env: SHARE_GATEWAY_SECRETS_OLD_KEY}\n",
+            {
+                "SHARE_GATEWAY_SECRETS_HASH_KEY_ENV": "SHARE_GATEWAY_HASH_KEY",
+                "SHARE_GATEWAY_SECRETS_OLD_KEY": SECRET,
+            },
+        ),
+        (
+            "auth: {issuer: i, audience: a, algorithms: [HS256],"
+            " hs256_secret_env: SHARE_GATEWAY_AUTH_HS256_KEY}\n",
+            {"SHARE_GATEWAY_AUTH_HS256_KEY": SECRET},
+        ),
+        (
+            "consent: {algorithms: [HS256], hs256_secret_env: SHARE_GATEWAY_CONSENT_KEY}\n",
+            {"SHARE_GATEWAY_CONSENT_KEY": SECRET},
+        ),
+    ],
+)
+def test_a_secret_named_like_an_override_is_no_override(
+    tmp_path: Path, text: str, environ: dict[str, str]
+) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(text)
+    settings = load_settings(config, environ=environ)
+    assert SECRET not in str(settings.model_dump())
+
+
+def test_a_secret_named_like_a_setting_is_not_that_setting(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("secrets: {hash_key_env: SHARE_GATEWAY_LISTEN_HOST}\n")
+    settings = load_settings(config, environ={"SHARE_GATEWAY_LISTEN_HOST": "Zx9-QQ-s3cret"})
+    assert settings.listen.host == "127.0.0.1"
+    assert settings.secrets.hash_key_env == "SHARE_GATEWAY_LISTEN_HOST"
+
+
+def test_a_list_override_is_read_as_strict_yaml(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("")
+    environ = {
+        "SHARE_GATEWAY_AUTH_ISSUER": "i",
+        "SHARE_GATEWAY_AUTH_AUDIENCE": "a",
+        "SHARE_GATEWAY_AUTH_JWKS_FILE": "j.json",
+        "SHARE_GATEWAY_AUTH_ALGORITHMS": "[ES256, EdDSA]",
+    }
+    settings = load_settings(config, environ=environ)
+    assert settings.auth is not None
+    assert settings.auth.algorithms == ("ES256", "EdDSA")
+
+
+def test_a_text_override_is_the_text_as_written(tmp_path: Path) -> None:
+    # Only a setting that takes a list parses its value: a name is never read as YAML.
+    config = tmp_path / "gateway.yaml"
+    config.write_text("")
+    settings = load_settings(config, environ={"SHARE_GATEWAY_SECRETS_HASH_KEY_ENV": "{KEY}"})
+    assert settings.secrets.hash_key_env == "{KEY}"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "[ES256, Zx9-QQ-s3cret",
+        "[ES256, {Zx9-QQ-s3cret: 1, Zx9-QQ-s3cret: 2}]",
+        "[ES256, !Zx9-QQ-s3cret]",
+        "[ES256, *Zx9-QQ-s3cret]",
+        "[ES256, 0712345670]",
+        "[ES256]\n---\n[Zx9-QQ-s3cret]",
+        "Zx9-QQ-s3cret",
+        "{ES256: Zx9-QQ-s3cret}",
+    ],
+)
+def test_a_list_override_yaml_cannot_read_is_refused_unquoted(tmp_path: Path, value: str) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("")
+    variable = "SHARE_GATEWAY_CONSENT_ALGORITHMS"
+    with pytest.raises(SettingsError) as caught:
+        load_settings(config, environ={variable: value, "SHARE_GATEWAY_CONSENT_JWKS_FILE": "j"})
+    [problem] = caught.value.problems
+    assert problem.startswith(f"{variable}: not a list")
+    assert not any(secret in problem for secret in ("Zx9", "s3cret", "0712345670"))
+
+
+def _override_variables() -> list[str]:
+    variables = []
+    for name, field in Settings.model_fields.items():
+        section = field.annotation
+        models = [a for a in getattr(section, "__args__", (section,)) if a is not type(None)]
+        model = models[0]
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            variables += [f"SHARE_GATEWAY_{name}_{key}".upper() for key in model.model_fields]
+        else:
+            variables.append(f"SHARE_GATEWAY_{name}".upper())
+    return variables
+
+
+@pytest.mark.parametrize("variable", _override_variables())
+@pytest.mark.parametrize("value", ["Zx9-QQ-s3cret", "[Zx9-QQ-s3cret]", "{Zx9-QQ-s3cret: 1}"])
+def test_no_override_value_is_ever_shown(tmp_path: Path, variable: str, value: str) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("")
+    problems: list[str] = []
+    try:
+        load_settings(config, environ={variable: value})
+    except SettingsError as exc:
+        problems = exc.problems
+    assert not any("Zx9" in problem or "s3cret" in problem for problem in problems)
+
+
+def test_an_unknown_override_says_how_a_secret_may_be_named(tmp_path: Path) -> None:
+    # A contract's credential under the prefix is no setting: start-up stops, saying why.
+    config = tmp_path / "gateway.yaml"
+    config.write_text("")
+    variable = "SHARE_GATEWAY_SECRETS_ACME_TOKEN"
+    with pytest.raises(SettingsError) as caught:
+        load_settings(config, environ={variable: "Zx9-QQ-s3cret"})
+    [problem] = caught.value.problems
+    assert problem.startswith(f"{variable}: no such setting (a secret's variable is named")
+    assert "Zx9" not in problem
