@@ -171,29 +171,17 @@ def iter_query(
     """
     where, params = _where(**filters)
     with _reader(path) as conn:
-        first, top = conn.execute("SELECT MIN(seq), MAX(seq) FROM shares").fetchone()
+        first, top = conn.execute(_ENDS).fetchone()
     if top is None:
         return
-    where = f"{where}{' AND' if where else ' WHERE'} s.seq <= ?"
-    params.append(top)
     remaining, skip, after = limit, offset, None
     while remaining is None or remaining > 0:
         size = _PAGE if remaining is None else min(_PAGE, remaining)
-        resume = "" if after is None else " AND (s.ts, s.seq) > (?, ?)"
-        sql = (
-            f"SELECT {_SHARE_SELECT} FROM shares s {_OUTCOME_JOIN}{where}{resume}"  # noqa: S608
-            " ORDER BY s.ts, s.seq LIMIT ? OFFSET ?"
-        )
+        sql, args = _page_sql(where, params, top, after, size)
         with _reader(path) as conn:
-            rows = conn.execute(sql, [*params, *(after or ()), size, skip]).fetchall()
-            if after is not None:
-                kept = conn.execute(_FIRST_SHARE).fetchone()
-                # `logs prune` ran meanwhile. It cuts by date, every share it took older than
-                # the first it kept: only when that one comes after the last row read may rows
-                # not read yet be gone, and a silent gap is worse than no answer (an access
-                # request must be whole).
-                if kept is None or (kept[0] != first and kept[1] > after[0]):
-                    raise LogChanged("the share log was pruned while it was read: run it again")
+            rows = conn.execute(f"{sql} OFFSET ?", [*args, skip]).fetchall()
+            if after is not None and _pruned_past(conn, first, after):
+                raise LogChanged("the share log was pruned while it was read: run it again")
         for row in rows:
             shared = _share_row(row)
             after = (shared["ts"], shared["seq"])
@@ -205,8 +193,95 @@ def iter_query(
             remaining -= len(rows)
 
 
+@dataclass(frozen=True, slots=True)
+class PagePosition:
+    """Where a paged read stands: after the row (`ts`, `seq`) of a read that began when the
+    log's first share was `first` and its last `top`."""
+
+    ts: str
+    seq: int
+    first: int
+    top: int
+
+
+def page(
+    path: Path,
+    *,
+    limit: int,
+    after: PagePosition | None = None,
+    **filters: Unpack[ShareFilters],
+) -> tuple[list[dict[str, Any]], PagePosition | None]:
+    """One page of `query` and where the next one starts (None after the last row).
+
+    A page continues from the sort key of the last row read, not by counting rows: a page
+    costs its own rows however deep it is, and rows a prune removed cannot shift it. The read
+    covers the shares there were when its first page was read. Raises LogChanged if a prune
+    since then may have taken rows not read yet.
+    """
+    if limit < 1:
+        raise ValueError("a page holds at least one row")
+    where, params = _where(**filters)
+    with _reader(path) as conn:
+        if after is None:
+            first, top = conn.execute(_ENDS).fetchone()
+            if top is None:
+                return [], None
+            resume = None
+        else:
+            first, top, resume = after.first, after.top, (after.ts, after.seq)
+            if _pruned_past(conn, first, resume):
+                raise LogChanged("the share log was pruned while it was read: start again")
+        # One row more than asked says whether a next page exists without another query.
+        sql, args = _page_sql(where, params, top, resume, limit + 1)
+        rows = [_share_row(row) for row in conn.execute(sql, args)]
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    last = rows[-1]
+    return rows, PagePosition(str(last["ts"]), int(last["seq"]), int(first), int(top))
+
+
+def _page_sql(
+    where: str, params: list[Any], top: int, after: tuple[str, int] | None, size: int
+) -> tuple[str, list[Any]]:
+    """The page of rows sorted after `after`, among shares up to seq `top`.
+
+    The row value comparison starts a range scan of the (ts, partner) index, which also
+    gives the order, so a page reads its own rows only. The unary `+` keeps the planner
+    from walking the primary key up to `top` and sorting everything it finds instead
+    (which it chose for a filter on an unindexed column such as `reason`).
+    """
+    clauses = [where or " WHERE 1", " AND +s.seq <= ?"]
+    args = [*params, top]
+    if after is not None:
+        clauses.append(" AND (s.ts, s.seq) > (?, ?)")
+        args += after
+    sql = (
+        f"SELECT {_SHARE_SELECT} FROM shares s {_OUTCOME_JOIN}{''.join(clauses)}"  # noqa: S608
+        " ORDER BY s.ts, s.seq LIMIT ?"
+    )
+    return sql, [*args, size]
+
+
+def _pruned_past(conn: sqlite3.Connection, first: int, after: tuple[str, int]) -> bool:
+    """Whether `logs prune` may have taken rows sorted after `after` since the read began.
+
+    A prune removes the oldest shares by date, each one older than the first it keeps: only
+    when that one sorts after the last row read may rows not read yet be gone, and a silent
+    gap is worse than no answer (an access request must be whole).
+    """
+    kept = conn.execute(_FIRST_SHARE).fetchone()
+    if kept is None:
+        return True
+    seq, ts = int(kept[0]), str(kept[1])
+    return seq != first and (ts, seq) > after
+
+
 _PAGE = 1000
 _FIRST_SHARE = "SELECT seq, ts FROM shares ORDER BY seq LIMIT 1"
+# Two subqueries: SQLite reads MIN or MAX off the end of the primary key only when a query
+# asks for one of them; both in one SELECT scan the whole table (0.1 s per million shares).
+_ENDS = "SELECT (SELECT MIN(seq) FROM shares), (SELECT MAX(seq) FROM shares)"
 
 
 class LogChanged(Exception):
