@@ -142,6 +142,13 @@ class RequestTimeout(GatewayError):
     code = "request_timeout"
 
 
+class ShareLogChanged(GatewayError):
+    """A prune since the first page of a paged read may have taken rows it had not read yet."""
+
+    status = 409
+    code = "log_changed"
+
+
 class RateLimited(GatewayError):
     """The partner's `rate_limit_per_s` is exhausted."""
 

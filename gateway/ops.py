@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import hmac
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 
@@ -20,14 +23,16 @@ from gateway.errors import (
     MethodNotAllowed,
     NotFound,
     RegistryUnavailable,
+    ShareLogChanged,
 )
 from gateway.jsonbody import check_json_content_type, parse_json
-from gateway.keys import keyed_hash
+from gateway.keys import derive_key, keyed_hash
 from gateway.metrics import REGISTRY
 from gateway.pipeline import caller_of, error_response
 from gateway.runtime import RUNTIME, Runtime, StartupError
 from gateway.server import SERVER_NAME
 from gateway.sharelog import review
+from gateway.sharelog.chain import format_ts
 from gateway.sharelog.commands import SQLITE_INT_MAX, UsageError, parse_time
 from gateway.sharelog.record import DECISIONS
 
@@ -127,14 +132,21 @@ async def reload(request: web.Request, runtime: Runtime) -> web.StreamResponse:
 
 
 SHARE_FILTERS = ("partner", "purpose", "decision", "reason", "caller")
-SHARE_PARAMS = (*SHARE_FILTERS, "since", "until", "subject", "limit", "offset")
+SHARE_PARAMS = (*SHARE_FILTERS, "since", "until", "subject", "limit", "cursor")
 MAX_PAGE = 1000
 
 
 async def shares(request: web.Request, runtime: Runtime) -> web.StreamResponse:
-    """The share log, with the filters of `logs query`; `subject` is hashed before the lookup."""
+    """The share log, with the filters of `logs query`; `subject` is hashed before the lookup.
+
+    Paged by cursor: each answer's `next` continues after its last row (see `_read_cursor`).
+    """
     await _require_admin(request, runtime)
     params = request.query
+    if "offset" in params:
+        # Counted rows shift when a prune removes older ones: a second page by offset skips
+        # rows without a word, and each one scans all the rows before it.
+        raise MalformedRequest("offset is not supported: continue with cursor=<next of the page>")
     unknown = set(params) - set(SHARE_PARAMS)
     if unknown:
         raise MalformedRequest(f"unknown filter: the filters are {', '.join(SHARE_PARAMS)}")
@@ -148,7 +160,6 @@ async def shares(request: web.Request, runtime: Runtime) -> web.StreamResponse:
         if since is not None and until is not None and until <= since:
             raise UsageError("until must be later than since")
         limit = _whole_number(params, "limit", 100, 1, MAX_PAGE)
-        offset = _whole_number(params, "offset", 0, 0, SQLITE_INT_MAX)
     except (UsageError, ValueError) as exc:
         raise MalformedRequest(str(exc)) from exc
     repeated = sorted({name for name in params if len(params.getall(name)) > 1})
@@ -161,17 +172,120 @@ async def shares(request: web.Request, runtime: Runtime) -> web.StreamResponse:
     if subject is not None and not subject:
         # Dropped, an empty subject would list everyone's shares as one person's.
         raise MalformedRequest("subject must not be empty")
-    rows = await asyncio.to_thread(
-        review.query,
-        runtime.settings.share_log.path,
-        **{name: params[name] for name in SHARE_FILTERS if name in params},
-        since=since,
-        until=until,
-        subject_ref=keyed_hash(runtime.subject_key, subject) if subject is not None else None,
-        limit=limit,
-        offset=offset,
+    subject_ref = keyed_hash(runtime.subject_key, subject) if subject is not None else None
+    filters = {name: params[name] for name in SHARE_FILTERS if name in params}
+    key = derive_key(runtime.master_key, "shares-cursor")
+    bound = _cursor_binding(params, subject_ref)
+    after = None
+    if "cursor" in params:
+        after, since, until = _read_cursor(key, bound, params["cursor"])
+    try:
+        rows, position = await asyncio.to_thread(
+            review.page,
+            runtime.settings.share_log.path,
+            **filters,
+            since=since,
+            until=until,
+            subject_ref=subject_ref,
+            limit=limit,
+            after=after,
+        )
+    except review.LogChanged as exc:
+        raise ShareLogChanged(
+            "the share log was pruned since the first page, and rows not read yet may be "
+            "gone: start again from the first page"
+        ) from exc
+    cursor = None if position is None else _write_cursor(key, bound, position, since, until)
+    return _json({"shares": rows, "limit": limit, "next": cursor})
+
+
+# A cursor is `payload.mac`, both base64url without padding. The payload is JSON:
+# [version, ts, seq, first, top, since, until]: the sort key of the last row sent, the first and
+# last share of the log when the first page was read (`review.PagePosition`), and the window as
+# the first page resolved it, so that a relative `since=7d` does not move between pages. The
+# MAC covers the payload and the filters, so a cursor altered, or sent with other filters, is
+# refused rather than answered as a page of some other query.
+_CURSOR_VERSION = 1
+_CURSOR_MAC_BYTES = 16
+_MAX_CURSOR_CHARS = 512
+
+
+def _cursor_binding(params: Mapping[str, str], subject_ref: str | None) -> bytes:
+    named = {name: params.get(name) for name in (*SHARE_FILTERS, "since", "until")}
+    return orjson.dumps({**named, "subject_ref": subject_ref}, option=orjson.OPT_SORT_KEYS)
+
+
+def _cursor_mac(key: bytes, bound: bytes, payload: bytes) -> bytes:
+    return hmac.digest(key, payload + b"\n" + bound, "sha256")[:_CURSOR_MAC_BYTES]
+
+
+def _write_cursor(
+    key: bytes,
+    bound: bytes,
+    position: review.PagePosition,
+    since: datetime | None,
+    until: datetime | None,
+) -> str:
+    window = [None if t is None else format_ts(t) for t in (since, until)]
+    payload = orjson.dumps(
+        [_CURSOR_VERSION, position.ts, position.seq, position.first, position.top, *window]
     )
-    return _json({"shares": rows, "limit": limit, "offset": offset})
+    mac = _cursor_mac(key, bound, payload)
+    return f"{_b64(payload)}.{_b64(mac)}"
+
+
+def _read_cursor(
+    key: bytes, bound: bytes, cursor: str
+) -> tuple[review.PagePosition, datetime | None, datetime | None]:
+    """The position and window a cursor carries; MalformedRequest unless this gateway wrote it
+    for these very filters."""
+    refused = MalformedRequest(
+        "cursor is not the next of a page of this query: send it unchanged, with the same "
+        "filters as the page it came from"
+    )
+    encoded, dot, signature = cursor.partition(".")
+    if not dot or len(cursor) > _MAX_CURSOR_CHARS:
+        raise refused
+    try:
+        payload, mac = _unb64(encoded), _unb64(signature)
+    except ValueError:
+        raise refused from None
+    if not hmac.compare_digest(mac, _cursor_mac(key, bound, payload)):
+        raise refused
+    try:
+        version, ts, seq, first, top, since, until = orjson.loads(payload)
+        if version != _CURSOR_VERSION or not isinstance(ts, str):
+            raise ValueError("not a cursor of this version")
+        if not all(type(n) is int and 0 < n <= SQLITE_INT_MAX for n in (seq, first, top)):
+            raise ValueError("not a position")
+        window = [None if t is None else _utc(t) for t in (since, until)]
+    except (ValueError, TypeError):
+        # Signed with the gateway's key, so written by it: by a release with another format.
+        raise refused from None
+    return review.PagePosition(ts, seq, first, top), window[0], window[1]
+
+
+def _utc(text: object) -> datetime:
+    if not isinstance(text, str):
+        raise TypeError("not a time")
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError("not an instant")
+    return moment
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    """Strict base64url: b64decode would skip characters outside the alphabet."""
+    if not text or not text.isascii() or not all(c.isalnum() or c in "-_" for c in text):
+        raise ValueError("not base64url")
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except binascii.Error as exc:
+        raise ValueError("not base64url") from exc
 
 
 def _whole_number(params: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
-from conftest import GatewayFactory, contract
+from conftest import HASH_KEY, Gateway, GatewayFactory, contract
 
 from gateway.app import (
     DRAIN_MARGIN_S,
@@ -18,7 +20,9 @@ from gateway.app import (
     records_shared_since,
 )
 from gateway.keys import keyed_hash
-from gateway.sharelog import review
+from gateway.sharelog import ShareLog, review
+from gateway.sharelog.ledger import Ledger
+from gateway.sharelog.record import ShareRecord
 
 ADMIN = "gateway:admin"
 
@@ -231,8 +235,137 @@ async def test_shares_endpoint_filters_the_durable_log(make_gateway: GatewayFact
     assert "u-9" not in await about.text()
     bad = await gw.client.get("/_gateway/shares?colour=red", headers=admin)
     assert bad.status == 400
-    beyond = await gw.client.get("/_gateway/shares?offset=99999999999999999999", headers=admin)
-    assert (beyond.status, (await beyond.json())["shares"]) == (200, [])
+
+
+def _old_and_recent(path: Path, old: int, recent: int, *, same_ts: int = 1) -> None:
+    """A share log with `old` shares past retention, then `recent` ones; `same_ts` shares in a
+    row share a timestamp, so that pages also break between rows of one instant."""
+    ledger = Ledger.open(path, HASH_KEY.encode())
+    now = datetime.now(UTC)
+    ledger.begin()
+    for i in range(old + recent):
+        age = timedelta(days=4 * 365 if i < old else 1)
+        ledger.add_share(
+            ShareRecord(
+                share_id=f"row-{i:04d}",
+                ts=now - age + timedelta(milliseconds=i // same_ts),
+                partner="acme" if i % 3 else "other",
+                contract_id="DPA-1",
+                contract_version=3,
+                contract_sha256="0" * 64,
+                caller="svc",
+                purpose="credit_assessment",
+                method="POST",
+                route="POST /v1/assess",
+                decision="denied",
+                reason="route_denied",
+            )
+        )
+    ledger.commit(now)
+    ledger.close()
+
+
+async def _pages(gw: Gateway, query: str) -> tuple[list[dict[str, Any]], int]:
+    """Every row of a paged query, following `next`, and how many pages it took."""
+    admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
+    rows: list[dict[str, Any]] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        params = query if cursor is None else f"{query}&cursor={cursor}"
+        answer = await gw.client.get(f"/_gateway/shares?{params}", headers=admin)
+        assert answer.status == 200, await answer.text()
+        body = await answer.json()
+        rows += body["shares"]
+        pages += 1
+        cursor = body["next"]
+        if cursor is None:
+            return rows, pages
+        assert len(body["shares"]) == body["limit"]
+
+
+async def test_shares_pages_by_cursor_are_the_whole_query(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    _old_and_recent(tmp_path / "share-log.sqlite", 0, 25, same_ts=4)
+    gw = await make_gateway(durable_log=True)
+    path = gw.runtime.settings.share_log.path
+    whole = review.query(path, limit=None)
+    assert (await _pages(gw, "limit=10")) == (whole, 3)
+    assert (await _pages(gw, "limit=5&partner=acme")) == (
+        review.query(path, limit=None, partner="acme"),
+        4,  # 16 rows: no empty fourth page after a full third one
+    )
+    assert (await _pages(gw, "limit=1000")) == (whole, 1)
+    # A share recorded after the first page is not part of that read.
+    admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
+    first = await (await gw.client.get("/_gateway/shares?limit=20", headers=admin)).json()
+    shared = await gw.share("POST", "/acme/v1/assess", json={"applicant": {"user_id": "u-1"}})
+    assert shared.status == 200
+    rest = await gw.client.get(f"/_gateway/shares?limit=20&cursor={first['next']}", headers=admin)
+    assert [r["share_id"] for r in (await rest.json())["shares"]] == [
+        r["share_id"] for r in whole[20:]
+    ]
+
+
+async def test_shares_pages_never_skip_rows_a_prune_left(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    # An access request answered from pages must be whole: a prune between two pages either
+    # took only rows read already, or the next page says the read must start again.
+    _old_and_recent(tmp_path / "share-log.sqlite", 30, 30)
+    gw = await make_gateway(durable_log=True)
+    admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
+    path = gw.runtime.settings.share_log.path
+    surviving = review.query(path, limit=None)[30:]
+
+    async def page(query: str) -> tuple[int, Any]:
+        answer = await gw.client.get(f"/_gateway/shares?{query}", headers=admin)
+        return answer.status, await answer.json()
+
+    _, short = await page("limit=10")  # rows 0-9: the prune takes 10-29, not read yet
+    _, long = await page("limit=40")  # rows 0-39: the prune takes only rows read
+    cutoff = datetime.now(UTC) - timedelta(days=3 * 365 + 200)
+    share_log = gw.runtime.share_log
+    assert isinstance(share_log, ShareLog)
+    assert (await share_log.prune(cutoff)).shares == 30  # as `logs prune` does
+    status, refused = await page(f"limit=10&cursor={short['next']}")
+    assert (status, refused["error"]["code"]) == (409, "log_changed")
+    status, rest = await page(f"limit=40&cursor={long['next']}")
+    assert status == 200
+    assert long["shares"][30:] + rest["shares"] == surviving
+    assert rest["next"] is None
+
+
+async def test_shares_cursor_is_refused_altered_or_with_other_filters(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    _old_and_recent(tmp_path / "share-log.sqlite", 0, 10)
+    gw = await make_gateway(durable_log=True)
+    admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
+    first = await gw.client.get("/_gateway/shares?limit=2&since=30d", headers=admin)
+    cursor = (await first.json())["next"]
+    payload, _, mac = cursor.partition(".")
+    flipped = payload[:-1] + ("A" if payload[-1] != "A" else "B")
+    for query in (
+        f"limit=2&since=30d&cursor={flipped}.{mac}",  # another position, the same MAC
+        f"limit=2&since=30d&cursor={payload}.{mac[:-2]}",
+        f"limit=2&since=30d&cursor={payload}",
+        f"limit=2&since=30d&cursor={payload}.{mac}.{mac}",
+        f"limit=2&since=30d&cursor={cursor}%20",
+        f"limit=2&since=29d&cursor={cursor}",  # other filters than the first page's
+        f"limit=2&since=30d&partner=acme&cursor={cursor}",
+        f"limit=2&since=30d&subject=u-1&cursor={cursor}",
+    ):
+        answer = await gw.client.get(f"/_gateway/shares?{query}", headers=admin)
+        assert answer.status == 400, query
+        error = (await answer.json())["error"]
+        assert error["code"] == "malformed_request"
+        assert payload not in error["message"]
+    # The same filters with any limit continue it.
+    more = await gw.client.get(f"/_gateway/shares?limit=8&since=30d&cursor={cursor}", headers=admin)
+    assert more.status == 200
+    assert len((await more.json())["shares"]) == 8
 
 
 @pytest.mark.parametrize(
@@ -240,7 +373,6 @@ async def test_shares_endpoint_filters_the_durable_log(make_gateway: GatewayFact
     [
         "subject=",  # would have listed every share as that subject's
         "limit=0",
-        "offset=-1",
         "since=99999999d",
         "since=0001-01-01",
         "until=9999-12-31",
@@ -249,6 +381,9 @@ async def test_shares_endpoint_filters_the_durable_log(make_gateway: GatewayFact
         "decision=Denied",
         "partner=acme&partner=other",  # which one is meant?
         "subject=u-9&subject=u-1",
+        "offset=0",  # no longer: a prune between two pages made it skip rows
+        "cursor=",
+        "cursor=e30.AAAAAAAAAAAAAAAAAAAAAA",
     ],
 )
 async def test_shares_endpoint_refuses_what_it_cannot_answer_exactly(
@@ -385,7 +520,7 @@ async def test_a_failing_operations_endpoint_answers_as_the_gateway(
     def broken(*args: object, **kwargs: object) -> list[object]:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(review, "query", broken)
+    monkeypatch.setattr(review, "page", broken)
     admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
     response = await gw.client.get("/_gateway/shares", headers=admin)
     assert response.status == 500
