@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -32,9 +34,15 @@ PII_REDACTIONS = Counter(
 )
 UPSTREAM_LATENCY = Histogram(
     "share_gateway_upstream_latency_seconds",
-    "Time from forwarding a share to the partner's complete answer.",
+    "Time from forwarding a share to the partner's complete answer (or to the timeout).",
     ["partner"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+SHARE_OUTCOMES = Counter(
+    "share_gateway_share_outcomes_total",
+    "Forwarded shares by partner and outcome, as the share log records it.",
+    ["partner", "outcome"],
     registry=REGISTRY,
 )
 SHARE_LOG_WRITE_LATENCY = Histogram(
@@ -102,3 +110,21 @@ def observe_upstream_latency(partner: str, seconds: float) -> None:
     if child is None:
         child = _LATENCY[partner] = UPSTREAM_LATENCY.labels(partner)
     child.observe(seconds)
+
+
+# What `forward` can tell of a share it sent (the share log's other outcomes, `pending` and
+# `unknown`, are not decided by a request).
+ForwardOutcome = Literal["delivered", "timeout", "error", "possibly_delivered"]
+FORWARD_OUTCOMES: tuple[ForwardOutcome, ...] = get_args(ForwardOutcome)
+_OUTCOMES: dict[str, dict[str, Counter]] = {}
+
+
+def count_outcome(partner: str, outcome: ForwardOutcome) -> None:
+    children = _OUTCOMES.get(partner)
+    if children is None:
+        # Every outcome of the partner at once, from 0: the first timeout is then an increase
+        # that rate() and alerts see, not a series appearing out of nowhere.
+        children = _OUTCOMES[partner] = {
+            name: SHARE_OUTCOMES.labels(partner, name) for name in FORWARD_OUTCOMES
+        }
+    children[outcome].inc()

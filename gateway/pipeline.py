@@ -613,10 +613,17 @@ async def forward(flow: Flow, runtime: Runtime) -> web.StreamResponse:
             runtime,
             ShareOutcome(flow.share_id, failure.failure, failure.status, 0, failure.latency_ms),
         )
+        metrics.count_outcome(partner, failure.failure)
+        if failure.failure == "timeout":
+            # The partner had the share and took at least this long: left out, the slowest
+            # answers would vanish from the histogram just when they matter. An error is no
+            # answer time (a refused connection fails in microseconds).
+            metrics.observe_upstream_latency(partner, failure.latency_ms / 1000)
         log.warning(
             "upstream_failed", share_id=flow.share_id, partner=partner, reason=failure.failure
         )
         return error_response(failure.error, flow.share_id)
+    metrics.count_outcome(partner, "delivered")
     metrics.observe_upstream_latency(partner, response.latency_ms / 1000)
     outcome = ShareOutcome(
         flow.share_id, "delivered", response.status, len(response.body), response.latency_ms

@@ -602,3 +602,52 @@ async def test_an_answer_nobody_asked_for_never_reaches_the_next_share(
     ]
     assert [r.body for r in partner.requests] == [SENT] * 3
     assert partner.connections == 2  # the connection that carried the stray answer was dropped
+
+
+def _samples(text: str, name: str) -> dict[str, float]:
+    """The acme samples of one metric in Prometheus text, by their other labels."""
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        series, _, value = line.rpartition(" ")
+        if series.startswith(name + "{") and 'partner="acme"' in series:
+            labels = series[len(name) + 1 : -1].replace('partner="acme"', "").strip(",")
+            found[labels] = float(value)
+    return found
+
+
+async def test_every_outcome_of_a_forwarded_share_shows_in_the_metrics(
+    make_gateway: GatewayFactory,
+) -> None:
+    # A partner that times out or fails is what an operator must see first; as a plain
+    # `shared` decision, with no latency observed, it did not show at all.
+    gw = await make_gateway([contract(upstream=FAST)])
+    partner = raw(gw)
+
+    async def scrape() -> str:
+        return await (await gw.client.get("/_gateway/metrics")).text()
+
+    before = await scrape()
+    partner.script = answer_ok
+    assert (await share(gw)).status == 200
+    partner.script = sends(b"", then="hang")
+    assert (await share(gw)).status == 504
+    partner.script = sends(b"")  # closed after the share went out, before an answer
+    assert (await share(gw)).status == 502
+    await partner.stop_listening()
+    assert (await share(gw)).status == 502
+    after = await scrape()
+
+    def change(name: str) -> dict[str, float]:
+        old = _samples(before, name)
+        return {k: v - old.get(k, 0.0) for k, v in _samples(after, name).items()}
+
+    assert change("share_gateway_share_outcomes_total") == {
+        'outcome="delivered"': 1,
+        'outcome="timeout"': 1,
+        'outcome="possibly_delivered"': 1,
+        'outcome="error"': 1,
+    }
+    assert change("share_gateway_decisions_total")['reason="shared"'] == 4
+    # The delivered answer and the timeout (at least the contract's 0.3 s); no error.
+    assert change("share_gateway_upstream_latency_seconds_count") == {"": 2}
+    assert change("share_gateway_upstream_latency_seconds_sum")[""] >= 0.3
