@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 
@@ -119,6 +120,10 @@ class MethodNotAllowed(GatewayError):
 
     status = 405
     code = "method_not_allowed"
+
+    def __init__(self, message: str, allowed: Sequence[str]) -> None:
+        # RFC 9110 15.5.6: a 405 names the methods the resource does accept.
+        super().__init__(message, headers={"Allow": ", ".join(allowed)})
 
 
 class BodyTooLarge(GatewayError):

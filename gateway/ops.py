@@ -304,7 +304,7 @@ async def consent(request: web.Request, runtime: Runtime) -> web.StreamResponse:
     registry = runtime.terms.registry
     if registry is None:
         raise NotFound("no consent registry is configured")
-    if request.method == "GET":
+    if request.method in ("GET", "HEAD"):
         if set(request.query) != {"subject"} or len(request.query.getall("subject")) != 1:
             # As /shares: a second subject, silently dropped, would show one person's grants
             # as an answer about two.
@@ -344,14 +344,22 @@ async def consent(request: web.Request, runtime: Runtime) -> web.StreamResponse:
     return _json(applied)
 
 
+def _with_head(methods: tuple[str, ...]) -> tuple[str, ...]:
+    """HEAD wherever GET is (RFC 9110 9.3.2): aiohttp sends a HEAD answer without its body."""
+    return (*methods, "HEAD") if "GET" in methods and "HEAD" not in methods else methods
+
+
 ENDPOINTS: dict[str, tuple[tuple[str, ...], Endpoint]] = {
-    "health": (("GET", "HEAD"), health),
-    "ready": (("GET", "HEAD"), ready),
-    "metrics": (("GET",), metrics),
-    "contracts": (("GET",), contracts),
-    "reload": (("POST",), reload),
-    "consent": (("GET", "POST"), consent),
-    "shares": (("GET",), shares),
+    name: (_with_head(methods), endpoint)
+    for name, (methods, endpoint) in {
+        "health": (("GET",), health),
+        "ready": (("GET",), ready),
+        "metrics": (("GET",), metrics),
+        "contracts": (("GET",), contracts),
+        "reload": (("POST",), reload),
+        "consent": (("GET", "POST"), consent),
+        "shares": (("GET",), shares),
+    }.items()
 }
 
 
@@ -364,7 +372,7 @@ async def handle_ops(request: web.Request) -> web.StreamResponse:
             raise NotFound("no such operations endpoint")
         methods, endpoint = entry
         if request.method not in methods:
-            raise MethodNotAllowed(f"/_gateway/{name} accepts {', '.join(methods)}")
+            raise MethodNotAllowed(f"/_gateway/{name} accepts {', '.join(methods)}", methods)
         return await endpoint(request, runtime)
     except GatewayError as error:
         return error_response(error, None)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import HASH_KEY, Gateway, GatewayFactory, contract
+from conftest import HASH_KEY, Gateway, GatewayFactory, contract, raw_request
 
 from gateway.app import (
     DRAIN_MARGIN_S,
@@ -51,6 +51,61 @@ async def test_ops_paths_are_never_forwarded(make_gateway: GatewayFactory) -> No
     wrong_method = await gw.client.post("/_gateway/health")
     assert wrong_method.status == 405
     assert gw.partner.received == []
+
+
+@pytest.mark.parametrize(
+    ("name", "allowed"),
+    [
+        ("health", "GET, HEAD"),
+        ("ready", "GET, HEAD"),
+        ("metrics", "GET, HEAD"),
+        ("contracts", "GET, HEAD"),
+        ("reload", "POST"),
+        ("consent", "GET, POST, HEAD"),
+        ("shares", "GET, HEAD"),
+    ],
+)
+async def test_a_wrong_method_is_told_the_methods_the_endpoint_takes(
+    make_gateway: GatewayFactory, name: str, allowed: str
+) -> None:
+    gw = await make_gateway()
+    wrong = [m for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS") if m not in allowed]
+    for method in wrong:
+        answer = await raw_request(gw, method, f"/_gateway/{name}", purpose=None)
+        assert answer.status == 405, method
+        assert answer.json()["error"]["code"] == "method_not_allowed"
+        assert answer.headers["allow"] == allowed  # RFC 9110: a 405 says what would do
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/_gateway/health",
+        "/_gateway/ready",
+        "/_gateway/metrics",
+        "/_gateway/contracts",
+        "/_gateway/shares?limit=1",
+        "/_gateway/consent?subject=u-77",
+    ],
+)
+async def test_head_answers_as_get_without_the_body(
+    make_gateway: GatewayFactory, target: str
+) -> None:
+    gw = await make_gateway(durable_log=True)
+    # A refusal: a record that no outcome changes between the two requests.
+    assert (await gw.share("POST", "/acme/v1/nope", json={})).status == 403
+    admin = [("Authorization", f"Bearer {gw.token(ADMIN)}")]
+    get = await raw_request(gw, "GET", target, headers=admin, authorized=False, purpose=None)
+    head = await raw_request(gw, "HEAD", target, headers=admin, authorized=False, purpose=None)
+    assert get.status == head.status == 200
+    assert head.body == b""
+    assert head.headers["content-type"] == get.headers["content-type"]
+    if not target.endswith("metrics"):  # the metrics change between two scrapes
+        assert head.headers["content-length"] == get.headers["content-length"] != "0"
+    # Refused as a GET would be: the admin endpoints are no way around the admin scope.
+    if "health" not in target and "ready" not in target and "metrics" not in target:
+        refused = await raw_request(gw, "HEAD", target, purpose=None)
+        assert (refused.status, refused.body) == (403, b"")
 
 
 def _sample(text: str, name: str, **labels: str) -> float:
