@@ -8,6 +8,7 @@ import binascii
 import hmac
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import orjson
 import structlog
@@ -152,16 +153,11 @@ async def shares(request: web.Request, runtime: Runtime) -> web.StreamResponse:
         raise MalformedRequest(f"unknown filter: the filters are {', '.join(SHARE_PARAMS)}")
     zone = runtime.policy.zone
     now = datetime.now(zone)
-    try:
-        since = parse_time(params["since"], zone, now) if "since" in params else None
-        until = (
-            parse_time(params["until"], zone, now, end_of_day=True) if "until" in params else None
-        )
-        if since is not None and until is not None and until <= since:
-            raise UsageError("until must be later than since")
-        limit = _whole_number(params, "limit", 100, 1, MAX_PAGE)
-    except (UsageError, ValueError) as exc:
-        raise MalformedRequest(str(exc)) from exc
+    since = _time(params, "since", zone, now)
+    until = _time(params, "until", zone, now, end_of_day=True)
+    if since is not None and until is not None and until <= since:
+        raise MalformedRequest("until must be later than since")
+    limit = _whole_number(params, "limit", 100, 1, MAX_PAGE)
     repeated = sorted({name for name in params if len(params.getall(name)) > 1})
     if repeated:
         raise MalformedRequest(f"filter(s) given more than once: {', '.join(repeated)}")
@@ -290,13 +286,45 @@ def _unb64(text: str) -> bytes:
 
 def _whole_number(params: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
     """An integer parameter; above `high` it is `high` (a page is at most MAX_PAGE rows)."""
-    try:
-        value = int(params.get(name, str(default)))
-    except ValueError:
-        raise UsageError(f"{name} must be a whole number") from None  # int()'s quotes the value
+    text = params.get(name)
+    if text is None:
+        return default
+    # Digits 0-9 only: int() also reads "１０", "1_0", " 5" and "+5", which no client means to
+    # send and a proxy or log in between may read otherwise.
+    if not (text.isascii() and text.isdigit()):
+        raise MalformedRequest(f"{name} must be a whole number in the digits 0-9")
+    digits = text.lstrip("0") or "0"
+    # Past `high` whatever it says, and int() refuses over 4300 digits.
+    value = high + 1 if len(digits) > len(str(high)) else int(digits)
     if value < low:
-        raise UsageError(f"{name} must be at least {low}")
+        raise MalformedRequest(f"{name} must be at least {low}")
     return min(value, high)
+
+
+def _time(
+    params: Mapping[str, str],
+    name: str,
+    zone: ZoneInfo,
+    now: datetime,
+    *,
+    end_of_day: bool = False,
+) -> datetime | None:
+    """`since`/`until` as `logs query` reads them, in ASCII and without surrounding spaces."""
+    text = params.get(name)
+    if text is None:
+        return None
+    # Said without the value: parse_time's own messages quote it, and an answer echoes nothing
+    # a caller wrote.
+    refused = MalformedRequest(
+        f"{name} must be a date (2025-03-01), a date-time (2025-03-01T09:00, an offset "
+        "optional) or an age (30m, 24h, 7d, 2w)"
+    )
+    if not text.isascii() or text != text.strip():
+        raise refused
+    try:
+        return parse_time(text, zone, now, end_of_day=end_of_day)
+    except (UsageError, ValueError):
+        raise refused from None
 
 
 async def consent(request: web.Request, runtime: Runtime) -> web.StreamResponse:

@@ -439,6 +439,17 @@ async def test_shares_cursor_is_refused_altered_or_with_other_filters(
         "offset=0",  # no longer: a prune between two pages made it skip rows
         "cursor=",
         "cursor=e30.AAAAAAAAAAAAAAAAAAAAAA",
+        # Digits 0-9 only, which int() is not strict about:
+        "limit=%EF%BC%91%EF%BC%90",  # fullwidth 10
+        "limit=%D9%A1",  # Arabic-Indic 1
+        "limit=1_0",
+        "limit=%205",
+        "limit=5%20",
+        "limit=+5",
+        "limit=",
+        "since=%EF%BC%97d",  # fullwidth 7, then d
+        "since=%207d",
+        "until=2025-03-01%0A",
     ],
 )
 async def test_shares_endpoint_refuses_what_it_cannot_answer_exactly(
@@ -450,6 +461,30 @@ async def test_shares_endpoint_refuses_what_it_cannot_answer_exactly(
     response = await gw.client.get(f"/_gateway/shares?{query}", headers=admin)
     assert response.status == 400, await response.text()
     assert (await response.json())["error"]["code"] == "malformed_request"
+
+
+async def test_shares_endpoint_reads_limit_in_plain_digits(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway(durable_log=True)
+    for user in ("u-1", "u-2"):
+        assert (await gw.share("POST", "/acme/v1/assess", json={"applicant": {"user_id": user}})).ok
+    admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
+    for limit, expected in (("0001", 1), ("1" + "0" * 5000, 1000)):
+        answer = await gw.client.get(f"/_gateway/shares?limit={limit}", headers=admin)
+        assert answer.status == 200
+        assert (await answer.json())["limit"] == expected
+
+
+@pytest.mark.parametrize("name", ["since", "until", "limit", "cursor"])
+async def test_shares_endpoint_refusals_echo_no_value(
+    make_gateway: GatewayFactory, name: str
+) -> None:
+    gw = await make_gateway(durable_log=True)
+    admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
+    marker = "u-4711-li.lei@example.com"
+    answer = await gw.client.get(f"/_gateway/shares?{name}={marker}", headers=admin)
+    assert answer.status == 400
+    assert (await answer.json())["error"]["code"] == "malformed_request"
+    assert "4711" not in await answer.text()
 
 
 async def test_daily_record_counts_survive_a_restart(make_gateway: GatewayFactory) -> None:

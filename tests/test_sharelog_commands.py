@@ -150,7 +150,19 @@ def test_a_bare_date_as_an_end_includes_the_whole_day(text: str) -> None:
     )
 
 
-@pytest.mark.parametrize("text", ["yesterday", "2025-13-01", "5y", "-3d", "2025-W09", "2025W09"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "yesterday",
+        "2025-13-01",
+        "5y",
+        "-3d",
+        "2025-W09",
+        "2025W09",
+        "\uff17d",  # a fullwidth 7: an age is written in the digits 0-9
+        "\u0667d",  # an Arabic-Indic 7
+    ],
+)
 def test_other_times_are_usage_errors(text: str) -> None:
     with pytest.raises(UsageError):
         parse_time(text, SHANGHAI, NOW)

@@ -32,7 +32,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
-_RELATIVE = re.compile(r"(\d+)\s*([smhdw])")
+# ASCII: `\d` would also read "７d" and other scripts' digits as an age.
+_RELATIVE = re.compile(r"(\d+)\s*([smhdw])", re.ASCII)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _TIME_HELP = (
     "ISO date or date-time (a date is midnight in the configured time zone; a date-time "
