@@ -15,6 +15,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.auth import Caller
 from gateway.bodies import read_capped
 from gateway.consent import ConsentInputError, RegistryBusy, apply_json, grants_json
 from gateway.errors import (
@@ -53,10 +54,27 @@ def _json(data: object, status: int = 200) -> web.Response:
     )
 
 
-async def _require_admin(request: web.Request, runtime: Runtime) -> None:
+async def _require_admin(request: web.Request, runtime: Runtime) -> Caller:
     caller = await caller_of(request, runtime)
     if ADMIN_SCOPE not in caller.scopes:
         raise Forbidden(f"the token lacks the {ADMIN_SCOPE} scope")
+    return caller
+
+
+def _audit(caller: Caller, request: web.Request, **details: object) -> None:
+    """One `admin_action` line per admin write and per lookup of one subject: who changed the
+    contracts or the consent registry, or read what is known about a person, and how much.
+
+    `details` are counts, outcomes and keyed subject references, never a raw subject id: the
+    line goes to the same log pipeline as every other.
+    """
+    log.info(
+        "admin_action",
+        caller=caller.subject,
+        method=request.method,
+        endpoint=request.path,
+        **details,
+    )
 
 
 async def health(request: web.Request, runtime: Runtime) -> web.StreamResponse:
@@ -107,10 +125,11 @@ async def contracts(request: web.Request, runtime: Runtime) -> web.StreamRespons
 
 
 async def reload(request: web.Request, runtime: Runtime) -> web.StreamResponse:
-    await _require_admin(request, runtime)
+    caller = await _require_admin(request, runtime)
     try:
         policy = await runtime.reload()
     except StartupError as exc:
+        _audit(caller, request, result="refused", problems=len(exc.problems))
         return _json(
             {
                 "error": {
@@ -121,6 +140,7 @@ async def reload(request: web.Request, runtime: Runtime) -> web.StreamResponse:
             },
             status=422,
         )
+    _audit(caller, request, result="reloaded", partners=len(policy.partners))
     return _json(
         {
             "reloaded": True,
@@ -142,7 +162,7 @@ async def shares(request: web.Request, runtime: Runtime) -> web.StreamResponse:
 
     Paged by cursor: each answer's `next` continues after its last row (see `_read_cursor`).
     """
-    await _require_admin(request, runtime)
+    caller = await _require_admin(request, runtime)
     params = request.query
     if "offset" in params:
         # Counted rows shift when a prune removes older ones: a second page by offset skips
@@ -192,6 +212,10 @@ async def shares(request: web.Request, runtime: Runtime) -> web.StreamResponse:
             "gone: start again from the first page"
         ) from exc
     cursor = None if position is None else _write_cursor(key, bound, position, since, until)
+    if subject_ref is not None:
+        _audit(
+            caller, request, subject_ref=subject_ref, rows=len(rows), continued=after is not None
+        )
     return _json({"shares": rows, "limit": limit, "next": cursor})
 
 
@@ -328,7 +352,7 @@ def _time(
 
 
 async def consent(request: web.Request, runtime: Runtime) -> web.StreamResponse:
-    await _require_admin(request, runtime)
+    caller = await _require_admin(request, runtime)
     registry = runtime.terms.registry
     if registry is None:
         raise NotFound("no consent registry is configured")
@@ -341,7 +365,9 @@ async def consent(request: web.Request, runtime: Runtime) -> web.StreamResponse:
         if not subject:
             raise MalformedRequest("GET /_gateway/consent needs ?subject=ID")
         grants = await asyncio.to_thread(grants_json, registry, subject)
-        return _json({"subject_ref": registry.subject_ref(subject), "grants": grants})
+        subject_ref = registry.subject_ref(subject)
+        _audit(caller, request, subject_ref=subject_ref, grants=len(grants))
+        return _json({"subject_ref": subject_ref, "grants": grants})
     check_json_content_type(request.headers.get("Content-Type"))
     limits = runtime.settings.limits
     raw = await read_capped(
@@ -355,10 +381,12 @@ async def consent(request: web.Request, runtime: Runtime) -> web.StreamResponse:
         purposes = {pid: p.purposes for pid, p in runtime.policy.partners.items()}
         applied = await asyncio.to_thread(apply_json, registry, payload, purposes)
     except RegistryBusy as exc:
+        _audit(caller, request, result="busy")
         raise RegistryUnavailable(
             "the consent registry is busy (another import?); try again"
         ) from exc
     except ConsentInputError as exc:
+        _audit(caller, request, result="refused", problems=len(exc.problems))
         return _json(
             {
                 "error": {
@@ -369,6 +397,8 @@ async def consent(request: web.Request, runtime: Runtime) -> web.StreamResponse:
             },
             status=422,
         )
+    counts = {name: applied[name] for name in ("granted", "withdrawn", "unchanged")}
+    _audit(caller, request, result="applied", **counts)
     return _json(applied)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 import yaml
 from conftest import HASH_KEY, Gateway, GatewayFactory, contract, raw_request
 
@@ -237,6 +238,59 @@ async def test_consent_endpoint_grants_and_withdraws(make_gateway: GatewayFactor
     assert (await typo.json())["warnings"] == [
         "grants[0]: no contract has this row's partner; no share consults this row"
     ]
+
+
+async def test_admin_writes_and_subject_lookups_leave_one_event_each(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway(durable_log=True)
+    shared = await gw.share("POST", "/acme/v1/assess", json={"applicant": {"user_id": "u-77"}})
+    assert shared.status == 200
+    admin = {"Authorization": f"Bearer {gw.token(ADMIN, sub='ops-alice')}"}
+    ref = keyed_hash(gw.runtime.subject_key, "u-77")
+    withdrawn = {**GRANT, "withdrawn_at": "2025-06-01T00:00:00Z"}
+    with structlog.testing.capture_logs() as logs:
+        for grants in ([GRANT], [withdrawn], [{**GRANT, "granted_at": "never"}]):
+            await gw.client.post("/_gateway/consent", json={"grants": grants}, headers=admin)
+        assert (await gw.client.get("/_gateway/consent?subject=u-77", headers=admin)).ok
+        assert (await gw.client.get("/_gateway/shares?subject=u-77", headers=admin)).ok
+        assert (await gw.client.post("/_gateway/reload", headers=admin)).ok
+        # Reads of no one in particular are not admin actions.
+        assert (await gw.client.get("/_gateway/shares", headers=admin)).ok
+        assert (await gw.client.get("/_gateway/contracts", headers=admin)).ok
+    actions = [e for e in logs if e["event"] == "admin_action"]
+    for event in actions:
+        assert (event["caller"], event["log_level"]) == ("ops-alice", "info")
+        del event["caller"], event["log_level"], event["event"]
+    assert actions == [
+        {
+            "method": "POST",
+            "endpoint": "/_gateway/consent",
+            "result": "applied",
+            "granted": 1,
+            "withdrawn": 0,
+            "unchanged": 0,
+        },
+        {
+            "method": "POST",
+            "endpoint": "/_gateway/consent",
+            "result": "applied",
+            "granted": 0,
+            "withdrawn": 1,
+            "unchanged": 0,
+        },
+        {"method": "POST", "endpoint": "/_gateway/consent", "result": "refused", "problems": 1},
+        {"method": "GET", "endpoint": "/_gateway/consent", "subject_ref": ref, "grants": 1},
+        {
+            "method": "GET",
+            "endpoint": "/_gateway/shares",
+            "subject_ref": ref,
+            "rows": 1,
+            "continued": False,
+        },
+        {"method": "POST", "endpoint": "/_gateway/reload", "result": "reloaded", "partners": 1},
+    ]
+    assert "u-77" not in repr(logs)  # the subject only as its keyed reference
 
 
 @pytest.mark.parametrize("query", ["subject=u-1&subject=u-2", "subject=u-1&partner=acme", ""])
