@@ -57,7 +57,7 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 class StrictLoader(yaml.SafeLoader):
-    """`yaml.safe_load`, refusing duplicate mapping keys.
+    """`yaml.safe_load`, refusing duplicate mapping keys and keys merged from two mappings.
 
     A contract with two `fields:` keys under one route is ambiguous (YAML keeps the last one
     silently), so the whole document is checked before anything is built from it.
@@ -96,7 +96,11 @@ class StrictLoader(yaml.SafeLoader):
             )
         return super().construct_yaml_float(node)
 
+    # The keys of each mapping with its merges applied, by node: see `_mapping_keys`.
+    _keys_of: dict[int, dict[object, tuple[yaml.Node, yaml.Node]]]
+
     def construct_document(self, node: yaml.Node) -> Any:
+        self._keys_of = {}
         duplicates = list(self._duplicate_keys(node, (), set()))
         if duplicates:
             raise YamlFileError(duplicates)
@@ -136,6 +140,73 @@ class StrictLoader(yaml.SafeLoader):
                     else:
                         first_line[key] = line
                 yield from self._duplicate_keys(value_node, child, seen_nodes)
+            yield from self._merge_collisions(node, path, first_line)
+
+    def _merge_collisions(
+        self, node: yaml.MappingNode, path: tuple[str, ...], explicit: dict[object, int]
+    ) -> Iterator[tuple[str, str]]:
+        # YAML gives a key found in several merged mappings the value of the first one; PyYAML
+        # (6.0.x) gives it the last one's. Either reading would surprise someone, and in a
+        # contract the surprise is data shared: such a key must be written out in the mapping.
+        for merge_key, merge_value in node.value:
+            if merge_key.tag != _MERGE_TAG:
+                continue
+            supplied: dict[object, tuple[yaml.Node, yaml.Node]] = {}
+            for source in _merge_sources(merge_value):
+                for key, pair in self._mapping_keys(source, set()).items():
+                    if key in explicit:
+                        continue  # a key written in the mapping itself wins over every merge
+                    first = supplied.setdefault(key, pair)
+                    if not _same_value(first[1], pair[1]):
+                        yield (
+                            ".".join((*path, str(key))),
+                            f"key {key!r} is merged from more than one mapping (line "
+                            f"{merge_key.start_mark.line + 1} merges it from lines "
+                            f"{first[0].start_mark.line + 1} and {pair[0].start_mark.line + 1}): "
+                            "write it in this mapping, or merge only one mapping that has it",
+                        )
+
+    def _mapping_keys(
+        self, node: yaml.MappingNode, visiting: set[int]
+    ) -> dict[object, tuple[yaml.Node, yaml.Node]]:
+        """Every key a mapping has once its merges are applied, with the pair that wrote it."""
+        known = self._keys_of.get(id(node))
+        if known is not None:
+            return known
+        if id(node) in visiting:
+            return {}  # a cycle, refused before this runs (see `_expanded_size`)
+        visiting.add(id(node))
+        own: dict[object, tuple[yaml.Node, yaml.Node]] = {}
+        merged: dict[object, tuple[yaml.Node, yaml.Node]] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                for source in _merge_sources(value_node):
+                    for key, pair in self._mapping_keys(source, visiting).items():
+                        merged.setdefault(key, pair)
+            elif isinstance(key_node, yaml.ScalarNode):
+                own.setdefault(self.construct_object(key_node), (key_node, value_node))
+        visiting.discard(id(node))
+        # Memoised: a mapping merged into many others is looked at once per document.
+        self._keys_of[id(node)] = keys = {**merged, **own}
+        return keys
+
+
+def _same_value(one: yaml.Node, other: yaml.Node) -> bool:
+    # One node reached through two merges (a diamond), or the same text (`method: POST` in
+    # both): whichever wins, the mapping reads the same.
+    if one is other:
+        return True
+    return (
+        isinstance(one, yaml.ScalarNode)
+        and isinstance(other, yaml.ScalarNode)
+        and (one.tag, one.value) == (other.tag, other.value)
+    )
+
+
+def _merge_sources(value: yaml.Node) -> list[yaml.MappingNode]:
+    # Anything else after `<<` is left to the constructor, which refuses it with its place.
+    candidates = value.value if isinstance(value, yaml.SequenceNode) else [value]
+    return [node for node in candidates if isinstance(node, yaml.MappingNode)]
 
 
 StrictLoader.add_constructor("tag:yaml.org,2002:int", StrictLoader.construct_yaml_int)

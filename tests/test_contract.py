@@ -646,6 +646,77 @@ def test_two_merge_keys_in_one_mapping_are_refused() -> None:
     ]
 
 
+def test_a_key_merged_from_two_mappings_is_refused() -> None:
+    # YAML says the first mapping's value; PyYAML 6.0.x takes the last one's for any key longer
+    # than one character: neither is what a reader of `<<: [*names, *phones]` expects.
+    text = (
+        "names: &names {fields: [name], x: 1}\n"
+        "phones: &phones {fields: [phone], x: 2}\n"
+        "route:\n"
+        "  <<: [*names, *phones]\n"
+        "  path: /v1/profile\n"
+    )
+    with pytest.raises(YamlFileError) as caught:
+        load_yaml(text)
+    assert caught.value.problems == [
+        (
+            f"route.{key}",
+            f"key {key!r} is merged from more than one mapping (line 4 merges it from lines 1 "
+            "and 2): write it in this mapping, or merge only one mapping that has it",
+        )
+        for key in ("fields", "x")
+    ]
+
+
+def test_a_key_merged_twice_through_nested_merges_is_refused() -> None:
+    text = "a: &a {fields: 1}\nb: &b {<<: *a, y: 1}\nc: &c {fields: 2}\nd: {<<: [*b, *c]}\n"
+    with pytest.raises(YamlFileError) as caught:
+        load_yaml(text)
+    assert [path for path, _ in caught.value.problems] == ["d.fields"]
+    assert "from lines 1 and 3" in caught.value.problems[0][1]
+
+
+def test_a_key_written_in_the_mapping_wins_over_merged_ones() -> None:
+    # PyYAML puts merged pairs before the mapping's own, so its own keys win wherever `<<` is.
+    text = (
+        "a: &a {fields: 1, y: 1}\n"
+        "b: &b {fields: 2, z: 2}\n"
+        "after: {<<: [*a, *b], fields: 3}\n"
+        "before: {fields: 4, <<: [*a, *b]}\n"
+        "one: {<<: *a, fields: 5}\n"
+    )
+    assert load_yaml(text) == {
+        "a": {"fields": 1, "y": 1},
+        "b": {"fields": 2, "z": 2},
+        "after": {"fields": 3, "y": 1, "z": 2},
+        "before": {"fields": 4, "y": 1, "z": 2},
+        "one": {"fields": 5, "y": 1},
+    }
+
+
+def test_a_key_merged_twice_with_one_value_is_not_a_collision() -> None:
+    # One node reached through two merges, or the same scalar written twice: either way the
+    # mapping reads the same whichever merge wins.
+    text = (
+        "a: &a {fields: [x]}\n"
+        "b: &b {<<: *a, y: 1, method: POST}\n"
+        "c: &c {<<: *a, z: 1, method: POST}\n"
+        "d: {<<: [*b, *c]}\n"
+    )
+    assert load_yaml(text)["d"] == {  # type: ignore[index]
+        "fields": ["x"],
+        "y": 1,
+        "z": 1,
+        "method": "POST",
+    }
+
+
+def test_equal_looking_values_of_other_types_are_a_collision() -> None:
+    with pytest.raises(YamlFileError) as caught:
+        load_yaml("a: &a {n: 1, m: [1]}\nb: &b {n: '1', m: [1]}\nc: {<<: [*a, *b]}\n")
+    assert [path for path, _ in caught.value.problems] == ["c.n", "c.m"]
+
+
 @pytest.mark.parametrize(
     ("text", "problem"),
     [

@@ -1055,6 +1055,28 @@ def test_invalid_yaml_is_one_line_with_its_position(tmp_path: Path) -> None:
     ]
 
 
+def test_a_route_merging_two_routes_with_the_same_key_is_refused(tmp_path: Path) -> None:
+    data = minimal()
+    data["categories"].append("contact.phone")
+    del data["routes"]
+    path = tmp_path / "acme.yaml"
+    path.write_text(
+        yaml.safe_dump(data, sort_keys=False)
+        + "routes:\n"
+        + "  - &names {method: POST, path: /v1/names, purpose: service_delivery,\n"
+        + "             fields: [{path: name, category: identity.name}]}\n"
+        + "  - &phones {method: POST, path: /v1/phones, purpose: service_delivery,\n"
+        + "              fields: [{path: phone, category: contact.phone}]}\n"
+        + "  - <<: [*names, *phones]\n"
+        + "    path: /v1/profile\n",
+        encoding="utf-8",
+    )
+    contract_set, problems = load_contract_set(tmp_path, Settings())
+    assert contract_set is None
+    # `method` and `purpose` are merged twice too, but read the same whichever wins.
+    assert [p.path for p in problems] == ["routes.2.fields"]
+
+
 def test_missing_directory_is_a_problem(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
     contract_set, problems = load_contract_set(missing, Settings())
