@@ -209,8 +209,35 @@ def _merge_sources(value: yaml.Node) -> list[yaml.MappingNode]:
     return [node for node in candidates if isinstance(node, yaml.MappingNode)]
 
 
-StrictLoader.add_constructor("tag:yaml.org,2002:int", StrictLoader.construct_yaml_int)
-StrictLoader.add_constructor("tag:yaml.org,2002:float", StrictLoader.construct_yaml_float)
+_YAML_TAG = "tag:yaml.org,2002:"
+# What a contract or taxonomy is written with. Every other type is refused, even those the
+# safe loader knows: `!!binary` hides a value from whoever reviews the file (and pydantic takes
+# the bytes as text), `!!set`, `!!omap` and `!!pairs` build what no schema here expects.
+_CORE_TAGS = frozenset(
+    _YAML_TAG + name for name in ("str", "int", "float", "bool", "null", "timestamp", "seq", "map")
+)
+
+
+def _refuse_tag(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    raise yaml.constructor.ConstructorError(
+        None,
+        None,
+        f"the tag !!{node.tag.removeprefix(_YAML_TAG)} is not accepted: write the value itself "
+        "(text, a number, a date, true/false, null, a list or a mapping)",
+        node.start_mark,
+    )
+
+
+# Only the core constructors; `None` is PyYAML's own refusal of a tag it does not know.
+StrictLoader.yaml_constructors = {
+    tag: constructor
+    for tag, constructor in yaml.SafeLoader.yaml_constructors.items()
+    if tag is None or tag in _CORE_TAGS
+}
+for _tag in ("binary", "set", "omap", "pairs"):
+    StrictLoader.add_constructor(_YAML_TAG + _tag, _refuse_tag)
+StrictLoader.add_constructor(_YAML_TAG + "int", StrictLoader.construct_yaml_int)
+StrictLoader.add_constructor(_YAML_TAG + "float", StrictLoader.construct_yaml_float)
 
 
 def _shown(node: yaml.Node) -> str:

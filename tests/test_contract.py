@@ -613,6 +613,43 @@ def test_load_yaml_is_safe() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("text", "tag"),
+    [
+        ("base_url: !!binary aHR0cHM6Ly9ldmlsLmV4YW1wbGU=\n", "binary"),
+        ("purposes: !!set {credit_assessment}\n", "set"),
+        ("purposes: !!omap [{credit_assessment: 1}]\n", "omap"),
+        ("purposes: !!pairs [{credit_assessment: 1}]\n", "pairs"),
+    ],
+    ids=["binary", "set", "omap", "pairs"],
+)
+def test_types_beyond_the_core_ones_are_refused(text: str, tag: str) -> None:
+    with pytest.raises(YamlFileError) as caught:
+        load_yaml(text)
+    [(where, message)] = caught.value.problems
+    assert where == ""
+    assert message == (
+        f"not valid YAML at line 1, column {text.index('!') + 1}: the tag !!{tag} is not "
+        "accepted: write the value itself (text, a number, a date, true/false, null, a list or "
+        "a mapping)"
+    )
+    assert "aHR0" not in message
+    assert "credit_assessment" not in message
+
+
+def test_a_refused_tag_on_a_key_is_found_too() -> None:
+    with pytest.raises(YamlFileError) as caught:
+        load_yaml("? !!binary aGk=\n: 1\n")
+    assert "line 1, column 3: the tag !!binary is not accepted" in caught.value.problems[0][1]
+
+
+def test_core_tags_written_out_are_accepted() -> None:
+    text = (
+        "a: !!int 3\nb: !!timestamp 2025-01-01\nc: !!str 1\nd: !!null ~\ne: !!seq [!!bool true]\n"
+    )
+    assert load_yaml(text) == {"a": 3, "b": date(2025, 1, 1), "c": "1", "d": None, "e": [True]}
+
+
 def test_duplicate_keys_at_every_depth_are_reported_with_paths() -> None:
     text = "a: 1\nb:\n  - x: 1\n    x: 2\na: 3\n"
     with pytest.raises(YamlFileError) as caught:

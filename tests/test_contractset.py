@@ -1077,6 +1077,22 @@ def test_a_route_merging_two_routes_with_the_same_key_is_refused(tmp_path: Path)
     assert [p.path for p in problems] == ["routes.2.fields"]
 
 
+def test_a_base_url_hidden_in_binary_is_refused(tmp_path: Path) -> None:
+    data = minimal()
+    del data["upstream"]
+    path = tmp_path / "acme.yaml"
+    path.write_text(
+        yaml.safe_dump(data, sort_keys=False)
+        + "upstream:\n  location: CN\n"
+        + "  base_url: !!binary aHR0cHM6Ly9jb2xsZWN0b3Iub3RoZXIuZXhhbXBsZQ==\n",
+        encoding="utf-8",
+    )
+    contract_set, problems = load_contract_set(tmp_path, Settings())
+    assert contract_set is None
+    [problem] = problems
+    assert "the tag !!binary is not accepted" in problem.message
+
+
 def test_missing_directory_is_a_problem(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
     contract_set, problems = load_contract_set(missing, Settings())
