@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -41,6 +42,22 @@ class Problem:
         return f"{self.file}: {self.path}: {self.message}"
 
 
+# A broken file can hold thousands of problems (one per field rule): the first ones say what is
+# wrong, and every problem is a line of `contracts validate`, of the reload log line and of the
+# admin API's answer, so the rest are counted instead.
+MAX_PROBLEMS_PER_FILE = 50
+
+
+def file_problems(file: str, found: Sequence[tuple[str, str]]) -> list[Problem]:
+    """`found` (key path, message) as problems of `file`: the first `MAX_PROBLEMS_PER_FILE`,
+    then one saying how many more there are."""
+    problems = [Problem(file, where, message) for where, message in found[:MAX_PROBLEMS_PER_FILE]]
+    if len(found) > MAX_PROBLEMS_PER_FILE:
+        more = len(found) - MAX_PROBLEMS_PER_FILE
+        problems.append(Problem(file, "", f"and {more} more problem(s) in this file"))
+    return problems
+
+
 # ---------------------------------------------------------------------------------------------
 # Strict YAML
 
@@ -54,6 +71,12 @@ class YamlFileError(Exception):
 
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+
+# Every scalar, list and mapping counts, aliases written out. The bundled contracts hold about
+# 200 each (3 KB), a 1 MiB file written as they are about 70,000; a few KB of
+# aliases, though, can stand for millions (each checked, each a problem line) and take seconds
+# and gigabytes to check. 100,000 leaves room for any contract and stops the blow-up.
+MAX_NODES = 100_000
 
 
 class StrictLoader(yaml.SafeLoader):
@@ -100,6 +123,8 @@ class StrictLoader(yaml.SafeLoader):
     _keys_of: dict[int, dict[object, tuple[yaml.Node, yaml.Node]]]
 
     def construct_document(self, node: yaml.Node) -> Any:
+        # Before anything else walks the tree as built: aliases can make it exponential.
+        _expanded_size(node, {}, set())
         self._keys_of = {}
         duplicates = list(self._duplicate_keys(node, (), set()))
         if duplicates:
@@ -203,6 +228,46 @@ def _same_value(one: yaml.Node, other: yaml.Node) -> bool:
     )
 
 
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], visiting: set[int]) -> int:
+    """How many values the document holds with every alias written out (each node once: the
+    graph of nodes is only as large as the text); raise `YamlFileError` past `MAX_NODES`."""
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    if id(node) in visiting:
+        # A value containing itself: nothing a contract means, and endless to whatever walks it.
+        raise YamlFileError(
+            [
+                (
+                    "",
+                    f"the value at line {node.start_mark.line + 1} contains itself through an "
+                    "alias: a contract cannot be recursive",
+                )
+            ]
+        )
+    visiting.add(id(node))
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(item, sizes, visiting) for item in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            size += _expanded_size(key, sizes, visiting) + _expanded_size(value, sizes, visiting)
+    visiting.discard(id(node))
+    if size > MAX_NODES:
+        raise YamlFileError(
+            [
+                (
+                    "",
+                    f"more than {MAX_NODES} values, counting each alias as the value it "
+                    f"stands for (the value at line {node.start_mark.line + 1} holds {size}): "
+                    "a contract needs far fewer",
+                )
+            ]
+        )
+    sizes[id(node)] = size
+    return size
+
+
 def _merge_sources(value: yaml.Node) -> list[yaml.MappingNode]:
     # Anything else after `<<` is left to the constructor, which refuses it with its place.
     candidates = value.value if isinstance(value, yaml.SequenceNode) else [value]
@@ -261,12 +326,26 @@ def load_yaml(text: str) -> object:
         raise YamlFileError([("", "not valid YAML: nested too deeply")]) from exc
 
 
+# A contract is a few KB. Past this size a file is not read at all: parsing takes seconds a MiB.
+MAX_FILE_BYTES = 1024 * 1024
+
+
 def read_yaml_file(path: Path) -> tuple[object, bytes]:
     """The parsed document and the exact bytes it came from (for the contract's digest)."""
     try:
-        raw = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            # One byte past the limit: a file that grew since the fstat is caught too.
+            raw = b"" if size > MAX_FILE_BYTES else _read_fd(fd, MAX_FILE_BYTES + 1)
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise YamlFileError([("", f"cannot read: {exc.strerror or exc}")]) from exc
+    if max(size, len(raw)) > MAX_FILE_BYTES:
+        raise YamlFileError(
+            [("", f"larger than {MAX_FILE_BYTES} bytes (1 MiB): a contract is a few KB")]
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -274,6 +353,19 @@ def read_yaml_file(path: Path) -> tuple[object, bytes]:
             [("", f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})")]
         ) from exc
     return load_yaml(text), raw
+
+
+def _read_fd(fd: int, limit: int) -> bytes:
+    """Up to `limit` bytes, to the end of the file."""
+    chunks: list[bytes] = []
+    left = limit
+    while left > 0:
+        chunk = os.read(fd, min(left, 64 * 1024))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
 # ---------------------------------------------------------------------------------------------

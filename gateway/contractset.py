@@ -24,6 +24,7 @@ from gateway.contract import (
     Route,
     UpstreamAuth,
     YamlFileError,
+    file_problems,
     read_yaml_file,
     schema_problems,
     to_transform,
@@ -95,35 +96,38 @@ def _load_contract_set(
         problems.append(Problem(str(directory), "", "no contract files (*.yaml, *.yml)"))
     loaded: dict[str, LoadedContract] = {}
     for path in files:
-        file = str(path)
-        try:
-            data, raw = read_yaml_file(path)
-        except YamlFileError as exc:
-            problems += [Problem(file, where, message) for where, message in exc.problems]
-            continue
-        if not isinstance(data, dict):
-            problems.append(Problem(file, "", "the top level must be a mapping"))
-            continue
-        try:
-            contract = Contract.model_validate(data)
-        except ValidationError as exc:
-            problems += [Problem(file, where, message) for where, message in schema_problems(exc)]
-            continue
-        found = validate_contract(contract, taxonomy, settings)
-        problems += [Problem(file, where, message) for where, message in found]
-        partner_id = contract.partner.id
-        if partner_id in loaded:
-            first = loaded[partner_id].file
-            problems.append(
-                Problem(
-                    file, "partner.id", f"duplicate partner id {partner_id!r} (also in {first})"
+        contract, found = _load_contract(path, taxonomy, settings)
+        if contract is not None:
+            partner_id = contract.contract.partner.id
+            if partner_id in loaded:
+                first = loaded[partner_id].file
+                found.append(
+                    ("partner.id", f"duplicate partner id {partner_id!r} (also in {first})")
                 )
-            )
-            continue
-        loaded[partner_id] = LoadedContract(path, contract, hashlib.sha256(raw).hexdigest())
+            else:
+                loaded[partner_id] = contract
+        problems += file_problems(str(path), found)
     if problems:
         return None, problems
     return ContractSet(MappingProxyType(loaded), taxonomy), []
+
+
+def _load_contract(
+    path: Path, taxonomy: Taxonomy, settings: Settings
+) -> tuple[LoadedContract | None, list[tuple[str, str]]]:
+    """One file's contract (None if it cannot be read as one) and its problems."""
+    try:
+        data, raw = read_yaml_file(path)
+    except YamlFileError as exc:
+        return None, exc.problems
+    if not isinstance(data, dict):
+        return None, [("", "the top level must be a mapping")]
+    try:
+        contract = Contract.model_validate(data)
+    except ValidationError as exc:
+        return None, schema_problems(exc)
+    found = validate_contract(contract, taxonomy, settings)
+    return LoadedContract(path, contract, hashlib.sha256(raw).hexdigest()), found
 
 
 def validate_contract(

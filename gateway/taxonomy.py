@@ -10,7 +10,13 @@ from types import MappingProxyType
 
 from pydantic import BaseModel, ConfigDict, StrictBool, ValidationError
 
-from gateway.contract import Problem, YamlFileError, read_yaml_file, schema_problems
+from gateway.contract import (
+    Problem,
+    YamlFileError,
+    file_problems,
+    read_yaml_file,
+    schema_problems,
+)
 
 TAXONOMY_FILE = "_taxonomy.yaml"
 
@@ -144,29 +150,33 @@ def load_taxonomy(contracts_dir: Path) -> tuple[Taxonomy, list[Problem]]:
     path = contracts_dir / TAXONOMY_FILE
     if not path.is_file():
         return BUILTIN_TAXONOMY, []
-    file = str(path)
+    taxonomy, found = _read_taxonomy(path)
+    return taxonomy, file_problems(str(path), found)
+
+
+def _read_taxonomy(path: Path) -> tuple[Taxonomy, list[tuple[str, str]]]:
     try:
         data, _ = read_yaml_file(path)
     except YamlFileError as exc:
-        return BUILTIN_TAXONOMY, [Problem(file, where, message) for where, message in exc.problems]
+        return BUILTIN_TAXONOMY, exc.problems
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        return BUILTIN_TAXONOMY, [Problem(file, "", "the top level must be a mapping")]
+        return BUILTIN_TAXONOMY, [("", "the top level must be a mapping")]
     try:
         parsed = _TaxonomyFile.model_validate(data)
     except ValidationError as exc:
-        return BUILTIN_TAXONOMY, [Problem(file, where, msg) for where, msg in schema_problems(exc)]
+        return BUILTIN_TAXONOMY, schema_problems(exc)
 
     categories = dict(BUILTIN_CATEGORIES)
-    problems: list[Problem] = []
+    problems: list[tuple[str, str]] = []
     seen: set[str] = set()
     for index, entry in enumerate(parsed.categories):
         where = f"categories.{index}"
         message = _entry_problem(entry, seen)
         seen.add(entry.name)
         if message is not None:
-            problems.append(Problem(file, where, message))
+            problems.append((where, message))
             continue
         current = categories.get(entry.name)
         sensitive = (

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from gateway import contract
 from gateway.contract import (
     BasicAuth,
     Contract,
@@ -783,6 +784,57 @@ def test_unquoted_brackets_in_flow_mappings_get_a_hint() -> None:
             "not valid YAML at line 1, column 22: expected ',' or '}', but got '[' "
             '(inside {...} a path with [] must be quoted: {path: "items[].id"})',
         )
+    ]
+
+
+def test_aliases_standing_for_more_than_max_nodes_values_are_refused() -> None:
+    # Under 300 bytes; written out, about 10**6 values, each a schema check and a problem line.
+    text = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{name}: &{name} [{', '.join([f'*{previous}'] * 10)}]\n"
+        for previous, name in zip("abcde", "bcdef", strict=True)
+    )
+    with pytest.raises(YamlFileError) as caught:
+        load_yaml(text)
+    assert caught.value.problems == [
+        (
+            "",
+            "more than 100000 values, counting each alias as the value it stands for (the value "
+            "at line 5 holds 111111): a contract needs far fewer",
+        )
+    ]
+
+
+def test_the_value_cap_counts_values_written_out_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(contract, "MAX_NODES", 13)
+    # The mapping, its key, the list and its ten items: 13.
+    assert load_yaml("a: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\n") == {"a": list(range(1, 11))}
+    with pytest.raises(YamlFileError) as caught:
+        load_yaml("a: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]\n")
+    assert caught.value.problems[0][1].startswith("more than 13 values")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a: &a [*a]\n", "a: &m {x: 1, self: *m}\n", "a: &m {<<: *m}\n", "&r [1, [2, *r]]\n"],
+)
+def test_a_value_containing_itself_is_refused(text: str) -> None:
+    with pytest.raises(YamlFileError) as caught:
+        load_yaml(text)
+    assert caught.value.problems == [
+        ("", "the value at line 1 contains itself through an alias: a contract cannot be recursive")
+    ]
+
+
+def test_a_file_over_max_file_bytes_is_not_read(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"a: 1\n" + b"#" * (contract.MAX_FILE_BYTES - 5))
+    assert read_yaml_file(path)[0] == {"a": 1}  # exactly the limit
+    with path.open("ab") as stream:
+        stream.write(b"#")
+    with pytest.raises(YamlFileError) as caught:
+        read_yaml_file(path)
+    assert caught.value.problems == [
+        ("", "larger than 1048576 bytes (1 MiB): a contract is a few KB")
     ]
 
 

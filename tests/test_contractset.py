@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +85,7 @@ def lines(
     return file, [str(problem) for problem in problems]
 
 
-@pytest.mark.parametrize("denied", ["iterdir", "read_bytes"])
+@pytest.mark.parametrize("denied", ["iterdir", "open"])
 def test_a_folder_or_file_it_may_not_read_is_a_problem(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, denied: str
 ) -> None:
@@ -93,7 +94,10 @@ def test_a_folder_or_file_it_may_not_read_is_a_problem(
     def refuse(self: Path, *args: object) -> object:
         raise PermissionError(13, "Permission denied", str(self))
 
-    monkeypatch.setattr(Path, denied, refuse)
+    if denied == "iterdir":
+        monkeypatch.setattr(Path, denied, refuse)
+    else:  # not by file modes: they do not stop root, which the tests may run as
+        monkeypatch.setattr(os, "open", refuse)
     contract_set, problems = load_contract_set(tmp_path, Settings())
     assert contract_set is None
     [problem] = problems
@@ -1091,6 +1095,38 @@ def test_a_base_url_hidden_in_binary_is_refused(tmp_path: Path) -> None:
     assert contract_set is None
     [problem] = problems
     assert "the tag !!binary is not accepted" in problem.message
+
+
+def test_problems_past_fifty_in_one_file_are_counted_not_listed(tmp_path: Path) -> None:
+    data = minimal()
+    data["purposes"] = ["service_delivery"]
+    data["routes"] = [route(path=f"/v1/things/{n}", purpose="other") for n in range(60)]
+    file, found = lines(tmp_path, data)
+    assert len(found) == 51
+    assert found[:2] == [
+        f"{file}: routes.{n}.purpose: 'other' is not one of purposes (service_delivery)"
+        for n in (0, 1)
+    ]
+    assert found[-1] == f"{file}: and 10 more problem(s) in this file"
+
+
+def test_an_alias_bomb_is_one_problem(tmp_path: Path) -> None:
+    data = minimal()
+    del data["routes"]
+    fields = "[&f {path: name, category: identity.name}" + ", *f" * 299 + "]"
+    path = tmp_path / "acme.yaml"
+    path.write_text(
+        yaml.safe_dump(data, sort_keys=False)
+        + "routes:\n  - &r {method: POST, path: /v1/a, purpose: service_delivery, fields: "
+        + fields
+        + "}\n"
+        + "  - *r\n" * 299,
+        encoding="utf-8",
+    )
+    contract_set, problems = load_contract_set(tmp_path, Settings())
+    assert contract_set is None
+    [problem] = problems
+    assert problem.message.startswith("more than 100000 values, counting each alias")
 
 
 def test_missing_directory_is_a_problem(tmp_path: Path) -> None:

@@ -232,3 +232,10 @@ def test_yaml_problems(tmp_path: Path) -> None:
     assert problems == [f"{file}: categories: duplicate key 'categories' (line 2; first on line 1)"]
     _, problems = load(tmp_path, "- contact.wechat\n")
     assert problems == [f"{file}: the top level must be a mapping"]
+
+
+def test_problems_past_fifty_are_counted_not_listed(tmp_path: Path) -> None:
+    entries = "".join(f"  - {{name: Bad{n}}}\n" for n in range(70))
+    _, problems = load(tmp_path, "categories:\n" + entries)
+    assert len(problems) == 51
+    assert problems[-1] == f"{tmp_path / '_taxonomy.yaml'}: and 20 more problem(s) in this file"
