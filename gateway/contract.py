@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -332,20 +333,7 @@ MAX_FILE_BYTES = 1024 * 1024
 
 def read_yaml_file(path: Path) -> tuple[object, bytes]:
     """The parsed document and the exact bytes it came from (for the contract's digest)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            size = os.fstat(fd).st_size
-            # One byte past the limit: a file that grew since the fstat is caught too.
-            raw = b"" if size > MAX_FILE_BYTES else _read_fd(fd, MAX_FILE_BYTES + 1)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        raise YamlFileError([("", f"cannot read: {exc.strerror or exc}")]) from exc
-    if max(size, len(raw)) > MAX_FILE_BYTES:
-        raise YamlFileError(
-            [("", f"larger than {MAX_FILE_BYTES} bytes (1 MiB): a contract is a few KB")]
-        )
+    raw = _read_file(path)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -353,6 +341,49 @@ def read_yaml_file(path: Path) -> tuple[object, bytes]:
             [("", f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})")]
         ) from exc
     return load_yaml(text), raw
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        # Checked before opening too: opening a FIFO waits for a writer, a device may act.
+        _require_regular(os.stat(path))
+        # Non-blocking, should a FIFO have taken the file's place since: fstat then refuses it.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            opened = os.fstat(fd)
+            _require_regular(opened)
+            # One byte past the limit: a file that grew since the fstat is caught too.
+            too_big = opened.st_size > MAX_FILE_BYTES
+            raw = b"" if too_big else _read_fd(fd, MAX_FILE_BYTES + 1)
+        finally:
+            os.close(fd)
+    except FileNotFoundError as exc:
+        if path.is_symlink():
+            raise YamlFileError([("", "a symbolic link to a file that does not exist")]) from exc
+        raise YamlFileError([("", f"cannot read: {exc.strerror or exc}")]) from exc
+    except OSError as exc:
+        raise YamlFileError([("", f"cannot read: {exc.strerror or exc}")]) from exc
+    if too_big or len(raw) > MAX_FILE_BYTES:
+        raise YamlFileError(
+            [("", f"larger than {MAX_FILE_BYTES} bytes (1 MiB): a contract is a few KB")]
+        )
+    return raw
+
+
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+)
+
+
+def _require_regular(status: os.stat_result) -> None:
+    if stat.S_ISREG(status.st_mode):
+        return
+    kind = next((name for test, name in _FILE_KINDS if test(status.st_mode)), "special")
+    raise YamlFileError([("", f"not a regular file but {kind}: nothing was read")])
 
 
 def _read_fd(fd: int, limit: int) -> bytes:

@@ -63,14 +63,13 @@ class ContractSet:
 def contract_files(directory: Path) -> list[Path]:
     """The partner files of a folder: `*.yaml`/`*.yml` not starting with `_` (or `.`), sorted.
 
-    Any case of the suffix (`ACME.YAML`): such a file is a contract, never silently skipped.
+    Any case of the suffix (`ACME.YAML`), and whatever the entry is (a directory, a FIFO, a
+    symbolic link to nothing): a name that says contract is read, or reported, never skipped.
     """
     return sorted(
         path
         for path in directory.iterdir()
-        if path.suffix.lower() in {".yaml", ".yml"}
-        and not path.name.startswith(("_", "."))
-        and path.is_file()
+        if path.suffix.lower() in {".yaml", ".yml"} and not path.name.startswith(("_", "."))
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from gateway.contract import (
 )
 
 TAXONOMY_FILE = "_taxonomy.yaml"
+_TAXONOMY_NAMES = frozenset({"_taxonomy.yaml", "_taxonomy.yml"})  # in any case
 
 CATEGORY_NAME = re.compile(r"[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*")
 
@@ -147,11 +149,23 @@ def load_taxonomy(contracts_dir: Path) -> tuple[Taxonomy, list[Problem]]:
     The taxonomy returned holds every valid entry even when others are wrong, so contracts can
     still be checked against it and all problems reported in one run.
     """
+    # A taxonomy under a near name would be skipped, and the categories it marks sensitive
+    # taken for ordinary ones: such a file is a problem, as is a `_taxonomy.yaml` that is no
+    # regular file (read, it is reported).
+    problems = [
+        Problem(
+            str(entry),
+            "",
+            f"not read: the taxonomy must be named exactly {TAXONOMY_FILE} (rename this file)",
+        )
+        for entry in sorted(contracts_dir.iterdir())
+        if entry.name.lower() in _TAXONOMY_NAMES and entry.name != TAXONOMY_FILE
+    ]
     path = contracts_dir / TAXONOMY_FILE
-    if not path.is_file():
-        return BUILTIN_TAXONOMY, []
+    if not os.path.lexists(path):
+        return BUILTIN_TAXONOMY, problems
     taxonomy, found = _read_taxonomy(path)
-    return taxonomy, file_problems(str(path), found)
+    return taxonomy, problems + file_problems(str(path), found)
 
 
 def _read_taxonomy(path: Path) -> tuple[Taxonomy, list[tuple[str, str]]]:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -851,6 +852,21 @@ def test_read_yaml_file_refuses_other_encodings(tmp_path: Path) -> None:
     with pytest.raises(YamlFileError) as caught:
         read_yaml_file(path)
     assert caught.value.problems == [("", "not valid UTF-8 (byte 0xff at offset 0)")]
+
+
+def test_a_fifo_put_in_place_after_the_check_is_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    regular = tmp_path / "regular.yaml"
+    regular.write_text("a: 1\n", encoding="utf-8")
+    path = tmp_path / "c.yaml"
+    os.mkfifo(path)
+    real_stat = os.stat
+    # The check before opening sees the regular file that was there a moment before.
+    monkeypatch.setattr(os, "stat", lambda p, *a, **k: real_stat(regular if p == path else p))
+    with pytest.raises(YamlFileError) as caught:
+        read_yaml_file(path)  # no writer: a blocking open or read would never return
+    assert caught.value.problems == [("", "not a regular file but a FIFO: nothing was read")]
 
 
 def test_read_yaml_file_reports_unreadable_files(tmp_path: Path) -> None:

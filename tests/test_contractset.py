@@ -1147,7 +1147,53 @@ def test_contract_files_skip_underscore_and_hidden_files(tmp_path: Path) -> None
     for name in ["b.yml", "a.yaml", "_taxonomy.yaml", "_draft.yaml", ".#a.yaml", "notes.txt"]:
         (tmp_path / name).write_text("{}\n", encoding="utf-8")
     (tmp_path / "dir.yaml").mkdir()
-    assert [p.name for p in contract_files(tmp_path)] == ["a.yaml", "b.yml"]
+    (tmp_path / "_dir.yaml").mkdir()
+    assert [p.name for p in contract_files(tmp_path)] == ["a.yaml", "b.yml", "dir.yaml"]
+
+
+@pytest.mark.parametrize("kind", ["dangling symlink", "directory", "fifo"])
+def test_a_contract_name_that_is_no_regular_file_is_a_problem(tmp_path: Path, kind: str) -> None:
+    write(tmp_path, "acme.yaml", minimal())
+    entry = tmp_path / "fixit.yaml"
+    if kind == "dangling symlink":
+        entry.symlink_to(tmp_path / "missing.yaml")
+        message = "a symbolic link to a file that does not exist"
+    elif kind == "directory":
+        entry.mkdir()
+        message = "not a regular file but a directory: nothing was read"
+    else:
+        os.mkfifo(entry)  # opened for reading, it would wait for a writer
+        message = "not a regular file but a FIFO: nothing was read"
+    contract_set, problems = load_contract_set(tmp_path, Settings())
+    assert contract_set is None
+    assert [str(p) for p in problems] == [f"{entry}: {message}"]
+
+
+def test_a_symbolic_link_to_a_contract_is_read(tmp_path: Path) -> None:
+    # As a Kubernetes ConfigMap mounts files: links into a hidden folder.
+    (tmp_path / "..data").mkdir()
+    write(tmp_path / "..data", "acme.yaml", minimal())
+    (tmp_path / "acme.yaml").symlink_to(tmp_path / "..data" / "acme.yaml")
+    contract_set, problems = load_contract_set(tmp_path, Settings())
+    assert problems == []
+    assert contract_set is not None
+    assert list(contract_set.contracts) == ["acme"]
+
+
+@pytest.mark.parametrize("name", ["_taxonomy.yml", "_taxonomy.YAML", "_Taxonomy.yaml"])
+def test_a_taxonomy_file_under_a_near_name_refuses_the_set(tmp_path: Path, name: str) -> None:
+    # Read, it would make a category sensitive: skipped, the contract would pass without
+    # listing it in terms.sensitive.allowed.
+    (tmp_path / name).write_text(
+        "categories: [{name: identity.name, sensitive: true}]\n", encoding="utf-8"
+    )
+    write(tmp_path, "acme.yaml", minimal())
+    contract_set, problems = load_contract_set(tmp_path, Settings())
+    assert contract_set is None
+    assert [str(p) for p in problems] == [
+        f"{tmp_path / name}: not read: the taxonomy must be named exactly _taxonomy.yaml "
+        "(rename this file)"
+    ]
 
 
 def test_taxonomy_file_extends_what_contracts_may_name(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -239,3 +240,42 @@ def test_problems_past_fifty_are_counted_not_listed(tmp_path: Path) -> None:
     _, problems = load(tmp_path, "categories:\n" + entries)
     assert len(problems) == 51
     assert problems[-1] == f"{tmp_path / '_taxonomy.yaml'}: and 20 more problem(s) in this file"
+
+
+@pytest.mark.parametrize(
+    "name", ["_taxonomy.yml", "_taxonomy.YAML", "_Taxonomy.yaml", "_TAXONOMY.YML", "_taxonomy.Yml"]
+)
+def test_a_near_name_is_a_problem_beside_the_real_file_too(tmp_path: Path, name: str) -> None:
+    (tmp_path / name).write_text("categories: []\n", encoding="utf-8")
+    (tmp_path / "_taxonomy.yaml").write_text(
+        "categories: [{name: workspace.desk}]\n", encoding="utf-8"
+    )
+    taxonomy, problems = load_taxonomy(tmp_path)
+    assert [str(p) for p in problems] == [
+        f"{tmp_path / name}: not read: the taxonomy must be named exactly _taxonomy.yaml "
+        "(rename this file)"
+    ]
+    assert taxonomy.known("workspace.desk")
+
+
+def test_other_names_are_not_taken_for_the_taxonomy(tmp_path: Path) -> None:
+    for name in ["_taxonomy.yaml.bak", "_taxonomy.json", "_taxonomies.yaml", "_draft.yaml"]:
+        (tmp_path / name).write_text("categories: []\n", encoding="utf-8")
+    assert load_taxonomy(tmp_path) == (BUILTIN_TAXONOMY, [])
+
+
+@pytest.mark.parametrize("kind", ["dangling symlink", "directory", "fifo"])
+def test_a_taxonomy_that_is_no_regular_file_is_a_problem(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "_taxonomy.yaml"
+    if kind == "dangling symlink":
+        path.symlink_to(tmp_path / "missing.yaml")
+        message = "a symbolic link to a file that does not exist"
+    elif kind == "directory":
+        path.mkdir()
+        message = "not a regular file but a directory: nothing was read"
+    else:
+        os.mkfifo(path)
+        message = "not a regular file but a FIFO: nothing was read"
+    taxonomy, problems = load_taxonomy(tmp_path)
+    assert taxonomy == BUILTIN_TAXONOMY
+    assert [str(p) for p in problems] == [f"{path}: {message}"]
