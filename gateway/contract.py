@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -343,18 +344,46 @@ def read_yaml_file(path: Path) -> tuple[object, bytes]:
     return load_yaml(text), raw
 
 
+# A file rewritten in place (truncated, then written) may be read half-written, and a prefix of
+# a contract is often a valid contract with a route or a response filter missing. A read is
+# kept only if the file stayed the same throughout; otherwise it is tried again, a few times.
+READ_ATTEMPTS = 3
+READ_RETRY_PAUSE_S = 0.05
+
+
 def _read_file(path: Path) -> bytes:
+    for attempt in range(READ_ATTEMPTS):
+        if attempt:
+            time.sleep(READ_RETRY_PAUSE_S)
+        raw, settled = _read_once(path)
+        if settled:
+            return raw
+    raise YamlFileError(
+        [
+            (
+                "",
+                "the file changed while it was read; replace contract files by renaming a "
+                "complete file into place",
+            )
+        ]
+    )
+
+
+def _read_once(path: Path) -> tuple[bytes, bool]:
+    """The file's bytes, and whether it stayed the same file, unchanged, while they were read."""
     try:
         # Checked before opening too: opening a FIFO waits for a writer, a device may act.
         _require_regular(os.stat(path))
         # Non-blocking, should a FIFO have taken the file's place since: fstat then refuses it.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         try:
-            opened = os.fstat(fd)
-            _require_regular(opened)
+            before = os.fstat(fd)
+            _require_regular(before)
             # One byte past the limit: a file that grew since the fstat is caught too.
-            too_big = opened.st_size > MAX_FILE_BYTES
+            too_big = before.st_size > MAX_FILE_BYTES
             raw = b"" if too_big else _read_fd(fd, MAX_FILE_BYTES + 1)
+            # The name, not the descriptor: a file renamed into place meanwhile is read next.
+            after = os.stat(path)
         finally:
             os.close(fd)
     except FileNotFoundError as exc:
@@ -367,7 +396,18 @@ def _read_file(path: Path) -> bytes:
         raise YamlFileError(
             [("", f"larger than {MAX_FILE_BYTES} bytes (1 MiB): a contract is a few KB")]
         )
-    return raw
+    return raw, len(raw) == before.st_size and _version(before) == _version(after)
+
+
+def _version(status: os.stat_result) -> tuple[int, ...]:
+    # ctime as well as mtime: a writer can set mtime back (`cp -p`, `touch -r`), never ctime.
+    return (
+        status.st_dev,
+        status.st_ino,
+        status.st_size,
+        status.st_mtime_ns,
+        status.st_ctime_ns,
+    )
 
 
 _FILE_KINDS = (

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -867,6 +868,87 @@ def test_a_fifo_put_in_place_after_the_check_is_not_read(
     with pytest.raises(YamlFileError) as caught:
         read_yaml_file(path)  # no writer: a blocking open or read would never return
     assert caught.value.problems == [("", "not a regular file but a FIFO: nothing was read")]
+
+
+CHANGED = (
+    "the file changed while it was read; replace contract files by renaming a complete file "
+    "into place"
+)
+
+
+def read_while(
+    monkeypatch: pytest.MonkeyPatch, *changes: Callable[[], object]
+) -> Callable[[], int]:
+    """Make the n-th read of a file first apply `changes[n]`, as a writer at work would; return
+    how many reads there were."""
+    real = contract._read_fd
+    reads: list[int] = []
+
+    def read(fd: int, limit: int) -> bytes:
+        if len(reads) < len(changes):
+            changes[len(reads)]()
+        reads.append(fd)
+        return real(fd, limit)
+
+    monkeypatch.setattr(contract, "_read_fd", read)
+    monkeypatch.setattr(contract, "READ_RETRY_PAUSE_S", 0.001)
+    return lambda: len(reads)
+
+
+def test_a_file_rewritten_in_place_while_read_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "c.yaml"
+    whole = "routes:\n  - path: /a\n    response: {fields: [{path: score}]}\n"
+    path.write_text(whole, encoding="utf-8")
+    torn = whole[: whole.index("    response")]
+    assert load_yaml(torn) == {"routes": [{"path": "/a"}]}  # what a torn read would accept
+
+    def truncate_and_write_half() -> None:
+        with path.open("w", encoding="utf-8") as stream:
+            stream.write(torn)
+
+    def write_the_rest() -> None:
+        with path.open("a", encoding="utf-8") as stream:
+            stream.write(whole[len(torn) :])
+
+    reads = read_while(monkeypatch, truncate_and_write_half, write_the_rest)
+    assert read_yaml_file(path) == (load_yaml(whole), whole.encode())
+    assert reads() == 3  # the torn read, one that saw the file grow, one that saw it still
+
+
+def test_a_file_touched_or_replaced_while_read_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("version: 1\n", encoding="utf-8")
+    renamed = tmp_path / "new.yaml"
+    renamed.write_text("version: 2\n", encoding="utf-8")
+
+    def touch() -> None:  # same size, another modification time
+        status = path.stat()
+        os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns + 1_000_000))
+
+    reads = read_while(monkeypatch, touch, lambda: renamed.replace(path))
+    assert read_yaml_file(path)[0] == {"version": 2}
+    assert reads() == 3
+
+
+def test_a_file_that_keeps_changing_is_a_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("a: 1\n", encoding="utf-8")
+
+    def append() -> None:
+        with path.open("a", encoding="utf-8") as stream:
+            stream.write("#\n")
+
+    reads = read_while(monkeypatch, *[append] * 10)
+    with pytest.raises(YamlFileError) as caught:
+        read_yaml_file(path)
+    assert caught.value.problems == [("", CHANGED)]
+    assert reads() == contract.READ_ATTEMPTS == 3
 
 
 def test_read_yaml_file_reports_unreadable_files(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from gateway import contract as contract_module
 from gateway.contract import Contract
 from gateway.contractset import (
     ContractSet,
@@ -1127,6 +1128,32 @@ def test_an_alias_bomb_is_one_problem(tmp_path: Path) -> None:
     assert contract_set is None
     [problem] = problems
     assert problem.message.startswith("more than 100000 values, counting each alias")
+
+
+def test_a_contract_being_rewritten_refuses_the_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, "acme.yaml", minimal())
+    whole = path.read_bytes()
+    real = contract_module._read_fd
+    reads: list[int] = []
+
+    def read_while_rewritten(fd: int, limit: int) -> bytes:
+        # Each read meets the file truncated and written again, each time a little further
+        # (another size: timestamps alone may not tell two writes apart within a clock tick).
+        reads.append(fd)
+        with path.open("wb") as stream:
+            stream.write(whole[: len(whole) // 2 + len(reads)])
+        return real(fd, limit)
+
+    monkeypatch.setattr(contract_module, "_read_fd", read_while_rewritten)
+    monkeypatch.setattr(contract_module, "READ_RETRY_PAUSE_S", 0.001)
+    contract_set, problems = load_contract_set(tmp_path, Settings())
+    assert contract_set is None
+    assert [str(p) for p in problems] == [
+        f"{path}: the file changed while it was read; replace contract files by renaming a "
+        "complete file into place"
+    ]
 
 
 def test_missing_directory_is_a_problem(tmp_path: Path) -> None:
