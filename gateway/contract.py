@@ -74,10 +74,10 @@ class YamlFileError(Exception):
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
-# Every scalar, list and mapping counts, aliases written out. The bundled contracts hold about
-# 200 each (3 KB), a 1 MiB file written as they are about 70,000; a few KB of
-# aliases, though, can stand for millions (each checked, each a problem line) and take seconds
-# and gigabytes to check. 100,000 leaves room for any contract and stops the blow-up.
+# Every scalar, list and mapping counts, each alias as what it stands for. The bundled
+# contracts hold about 200 each (3 KB), a 1 MiB file written like them about 70,000; a few KB
+# of aliases, though, can stand for millions (each one checked, each a problem line): seconds
+# and gigabytes of work. 100,000 leaves room for any contract and stops the blow-up.
 MAX_NODES = 100_000
 
 
@@ -93,8 +93,13 @@ class StrictLoader(yaml.SafeLoader):
             return super().construct_object(node, deep)
         except (ValueError, KeyError, AttributeError, TypeError, OverflowError) as exc:
             # The safe constructors' own errors (`2027-02-30`, `!!int three`) carry no mark.
-            why = f": {exc}" if isinstance(exc, ValueError | OverflowError) else ""
-            what = f"cannot read {node.tag.rsplit(':', 1)[-1]} {_shown(node)}{why}"
+            # Problems reach logs and API answers, and a value may be a secret pasted in the
+            # wrong place: the place is said, never the value (nor a reason that repeats it).
+            # Python's reasons end in the value (`invalid literal for int() with base 10: 'x'`).
+            why = str(exc).split(": ", 1)[0] if isinstance(exc, ValueError | OverflowError) else ""
+            if isinstance(node, yaml.ScalarNode) and str(node.value).casefold() in why.casefold():
+                why = ""
+            what = f"cannot read {node.tag.rsplit(':', 1)[-1]}" + (f": {why}" if why else "")
             raise yaml.constructor.ConstructorError(None, None, what, node.start_mark) from exc
 
     def construct_yaml_int(self, node: yaml.ScalarNode) -> Any:
@@ -105,7 +110,7 @@ class StrictLoader(yaml.SafeLoader):
             raise yaml.constructor.ConstructorError(
                 None,
                 None,
-                f"{node.value!r} is not a decimal number in YAML (octal, hexadecimal, binary or "
+                "a number not written in decimal (YAML reads it as octal, hexadecimal, binary or "
                 "base 60): write it in decimal, without leading zeros",
                 node.start_mark,
             )
@@ -116,7 +121,7 @@ class StrictLoader(yaml.SafeLoader):
             raise yaml.constructor.ConstructorError(
                 None,
                 None,
-                f"{node.value!r} is a base-60 number in YAML: write it in decimal",
+                "a base-60 number in YAML: write it in decimal",
                 node.start_mark,
             )
         return super().construct_yaml_float(node)
@@ -307,10 +312,6 @@ StrictLoader.add_constructor(_YAML_TAG + "int", StrictLoader.construct_yaml_int)
 StrictLoader.add_constructor(_YAML_TAG + "float", StrictLoader.construct_yaml_float)
 
 
-def _shown(node: yaml.Node) -> str:
-    return repr(node.value) if isinstance(node, yaml.ScalarNode) else "value"
-
-
 def load_yaml(text: str) -> object:
     """Parse one YAML document with `StrictLoader`; raise `YamlFileError` on any problem."""
     try:
@@ -322,6 +323,19 @@ def load_yaml(text: str) -> object:
         if what.endswith(("but got '['", "but got ']'")):
             what += ' (inside {...} a path with [] must be quoted: {path: "items[].id"})'
         raise YamlFileError([("", f"not valid YAML{where}: {what}")]) from exc
+    except yaml.reader.ReaderError as exc:
+        # Its own text is two lines and names no line; the position is in characters.
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - text.rfind("\n", 0, exc.position)
+        raise YamlFileError(
+            [
+                (
+                    "",
+                    f"not valid YAML at line {line}, column {column}: character "
+                    f"#x{exc.character:04x} is not allowed",
+                )
+            ]
+        ) from exc
     except yaml.YAMLError as exc:
         raise YamlFileError([("", f"not valid YAML: {exc}")]) from exc
     except RecursionError as exc:
