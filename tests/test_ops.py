@@ -210,6 +210,25 @@ async def test_reload_swaps_a_good_set_and_keeps_the_last_good_one(
     assert still.status == 200
 
 
+async def test_a_refused_reload_lists_fifty_problems_of_a_file_and_counts_the_rest(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway()
+    admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
+    broken = contract()
+    broken["routes"] = [
+        {"method": "POST", "path": f"/v1/r{n}", "purpose": "nobody_agreed", "fields": []}
+        for n in range(80)
+    ]
+    path = gw.runtime.settings.contracts_dir / "acme.yaml"
+    path.write_text(yaml.safe_dump(broken))
+    refused = await gw.client.post("/_gateway/reload", headers=admin)
+    assert refused.status == 422
+    problems = (await refused.json())["error"]["problems"]
+    assert len(problems) == 51
+    assert problems[-1] == f"{path}: and 30 more problem(s) in this file"
+
+
 GRANT = {
     "subject": "u-77",
     "partner": "acme",
