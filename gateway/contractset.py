@@ -95,16 +95,16 @@ def _load_contract_set(
         problems.append(Problem(str(directory), "", "no contract files (*.yaml, *.yml)"))
     loaded: dict[str, LoadedContract] = {}
     for path in files:
-        contract, found = _load_contract(path, taxonomy, settings)
-        if contract is not None:
-            partner_id = contract.contract.partner.id
+        entry, found = _load_contract(path, taxonomy, settings)
+        if entry is not None:
+            partner_id = entry.contract.partner.id
             if partner_id in loaded:
                 first = loaded[partner_id].file
                 found.append(
                     ("partner.id", f"duplicate partner id {partner_id!r} (also in {first})")
                 )
             else:
-                loaded[partner_id] = contract
+                loaded[partner_id] = entry
         problems += file_problems(str(path), found)
     if problems:
         return None, problems
