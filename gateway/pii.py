@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import functools
 import ipaddress
 import operator
 import re
@@ -242,16 +243,145 @@ _WHOLE_RE: Final = re.compile(
     )
 )
 
+# --- e-mail addresses ----------------------------------------------------------------------
+
 _LOCAL_CHARS: Final = frozenset(
     "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ._%+-"
 )
 _LOCAL_MAX: Final = 64
-_EMAIL_DOMAIN_RE: Final = re.compile(
-    r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+"
-    # A digit may follow a letter top-level domain ("li@163.com13800138000"); a punycode
-    # (IDN) one takes every letter, digit and hyphen there is.
-    r"(?:[A-Za-z]{2,63}(?![A-Za-z\-])|xn--[A-Za-z0-9\-]{1,59}(?![A-Za-z0-9\-]))"
+
+# Internationalised addresses (RFC 6531/6532) write the local part and the domain's labels in
+# any script: "josé@correo.es", "иван@пример.рф", "zhang.wei@公司.cn", "张伟@例子.中国". Letters
+# of the scripts written without spaces between words (Han, kana, bopomofo: "CJK" below) are
+# kept apart from every other letter, because prose in them runs straight into an address and
+# where it ends has to be settled by rule (see `_local_start` and the top-level domains below).
+_CJK_BLOCKS: Final = (
+    (0x3005, 0x3007),  # 々 〆 〇
+    (0x3021, 0x302F),  # Hangzhou numerals, ideographic tone marks
+    (0x3031, 0x3035),  # kana repeat marks
+    (0x3038, 0x303C),
+    (0x3041, 0x30FF),  # hiragana, katakana (their punctuation is not a letter and stays out)
+    (0x3100, 0x312F),  # bopomofo
+    (0x31A0, 0x31BF),
+    (0x31F0, 0x31FF),
+    (0x3400, 0x4DBF),
+    (0x4E00, 0x9FFF),
+    (0xF900, 0xFAFF),
+    (0xFF66, 0xFF9F),  # half-width katakana
+    (0x1B000, 0x1B16F),
+    (0x20000, 0x3FFFF),
 )
+# No letter or combining mark lies beyond: plane 14 holds only tags and variation selectors.
+_LAST_LETTER: Final = 0x3FFFF
+
+
+def _letter_classes() -> tuple[set[int], set[int], set[int]]:
+    """Code points outside ASCII that can be part of an address: the CJK letters (with their
+    marks and the ideographic numerals), then the letters and the combining marks of every
+    other script."""
+    in_cjk = bytearray(_LAST_LETTER + 1)
+    for first, last in _CJK_BLOCKS:
+        in_cjk[first : last + 1] = b"\x01" * (last + 1 - first)
+    cjk: set[int] = set()
+    letters: set[int] = set()
+    marks: set[int] = set()
+    for cp in range(0x80, _LAST_LETTER + 1):
+        kind = unicodedata.category(chr(cp))
+        if in_cjk[cp]:
+            if kind[0] in "LM" or kind == "Nl":
+                cjk.add(cp)
+        elif kind[0] == "L":
+            letters.add(cp)
+        elif kind[0] == "M":
+            marks.add(cp)
+    return cjk, letters, marks
+
+
+_CJK_CPS, _WORD_LETTER_CPS, _WORD_MARK_CPS = _letter_classes()
+
+# A local part written in CJK takes at most this many characters before the '@'. Nothing in
+# "请发邮件到张伟@例子.中国" says where the name begins, so a bound has to: four characters hold a
+# Chinese name with a two-character surname and given name and most role names ("客服中心"),
+# and cost at most two characters of the sentence before a two-character name ("件到张伟").
+# A longer local part keeps its first characters, but what the partner sees is no longer an
+# address. A local part in any other script is written with spaces around it and is taken
+# whole, as an ASCII one always was.
+_LOCAL_CJK_MAX: Final = 4
+
+# The top-level domains written in CJK (IANA root zone), longest first. After the final dot
+# the prose goes on without a break ("例子.中国谢谢"), so the domain ends where a known one
+# does. After a CJK label any other two CJK characters are taken as well ("例子.未知的"): two
+# is the length of most of these, and a top-level domain added later must not let its address
+# through. After an ASCII label only a known one is: "li@example.com.谢谢" ends at "com".
+_CJK_TLDS: Final = sorted(
+    (  # noqa: SIM905 - seventy names read better as lines of text than one to a line
+        "中国 中國 公司 网络 網絡 在线 网站 网址 网店 商店 商城 商标 集团 企业 信息 新闻 手机 "
+        "移动 联通 游戏 娱乐 时尚 购物 珠宝 健康 食品 餐厅 机构 政府 政务 公益 慈善 世界 八卦 "
+        "佛山 广东 香港 澳門 台湾 台灣 点看 微博 中信 工行 谷歌 大拿 嘉里 手表 家電 通販 書籍 "
+        "新加坡 中文网 我爱你 淡马锡 天主教 诺基亚 飞利浦 组织机构 大众汽车 香格里拉 電訊盈科 "
+        "嘉里大酒店 みんな コム セール ストア ポイント クラウド グーグル ファッション"
+    ).split(),
+    key=len,
+    reverse=True,
+)
+_DOT: Final = "[.\uff0e]"  # the full-width stop of an address typed in full-width mode
+
+
+@dataclass(frozen=True, slots=True)
+class _EmailPatterns:
+    # Searched from a lower bound to the '@' (as the string's end): the run reaching the '@'.
+    cjk_run: re.Pattern[str]
+    word: re.Pattern[str]  # one letter or mark of another script, outside ASCII
+    domain: re.Pattern[str]
+
+
+def _email_patterns(cjk: str, word: str, word_letters: str) -> _EmailPatterns:
+    """The recognisers of addresses, given the bodies of the character classes of CJK letters,
+    of the other letters and marks, and of the other letters alone."""
+    return _EmailPatterns(
+        re.compile(f"[{cjk}]++\\Z"),
+        re.compile(f"[{word}]"),
+        re.compile(
+            # A label is either CJK (with digits and hyphens) or of the other scripts, never a
+            # mix: "li@example.com请回复.谢谢" must not make "com请回复" a label.
+            rf"(?:(?:[A-Za-z0-9{word}](?:[A-Za-z0-9{word}\-]{{0,61}}[A-Za-z0-9{word}])?"
+            rf"|[0-9{cjk}](?:[0-9{cjk}\-]{{0,61}}[0-9{cjk}])?){_DOT})+"
+            # A digit may follow a letter top-level domain ("li@163.com13800138000"); a
+            # punycode (IDN) one takes every letter, digit and hyphen there is.
+            r"(?:[A-Za-z]{2,63}(?![A-Za-z\-])|xn--[A-Za-z0-9\-]{1,59}(?![A-Za-z0-9\-])"
+            # One in another script written with spaces (".рф", ".한국", ".भारत") is its whole
+            # run of letters.
+            rf"|[A-Za-z{word_letters}][A-Za-z{word}]{{1,62}}(?![A-Za-z{word}\-])"
+            # One in CJK: see _CJK_TLDS.
+            rf"|(?=[{cjk}])(?:{'|'.join(_CJK_TLDS)}|(?<=[{cjk}]{_DOT})[{cjk}]{{2}}))"
+        ),
+    )
+
+
+def _bmp(codepoints: set[int]) -> str:
+    return _char_class(cp for cp in codepoints if cp <= 0xFFFF)
+
+
+# A character missing from a class that reaches beyond the Basic Multilingual Plane is tested
+# against each of its hundreds of astral ranges, and every local part and domain ends on one:
+# strings without an astral character (all but a few) are read with classes that stop at the
+# BMP, and the full ones are compiled the first time a string needs them.
+_FIRST_CJK: Final = "\u3005"
+_EMAIL_BMP: Final = _email_patterns(
+    _bmp(_CJK_CPS), _bmp(_WORD_LETTER_CPS | _WORD_MARK_CPS), _bmp(_WORD_LETTER_CPS)
+)
+_EMAIL_ALL_CLASSES: Final = (
+    _char_class(_CJK_CPS),
+    _char_class(_WORD_LETTER_CPS | _WORD_MARK_CPS),
+    _char_class(_WORD_LETTER_CPS),
+)
+del _CJK_CPS, _WORD_LETTER_CPS, _WORD_MARK_CPS
+
+
+@functools.cache
+def _email_astral() -> _EmailPatterns:
+    return _email_patterns(*_EMAIL_ALL_CLASSES)
+
 
 # --- validation ----------------------------------------------------------------------------
 
@@ -407,19 +537,45 @@ _Span = tuple[int, int, str]
 _Candidate = tuple[int, int, int, str]
 
 
-def _emails(norm: str) -> list[_Span]:
+def _local_start(norm: str, at: int, floor: int, patterns: _EmailPatterns) -> int:
+    """Where the local part ending at the '@' at ``at`` begins: ``at`` if there is none.
+
+    It is all CJK (at most `_LOCAL_CJK_MAX` characters) or all of the other scripts (with the
+    ASCII punctuation addresses use), never both, decided by the character before the '@':
+    "邮箱zhangsan@example.com" and "QQ邮箱13800138000@qq.com" must not take the label for part
+    of the address.
+    """
+    if at <= floor:
+        return at
+    if norm[at - 1] >= _FIRST_CJK:
+        cjk = patterns.cjk_run.search(norm, max(floor, at - _LOCAL_CJK_MAX), at)
+        if cjk is not None:
+            return cjk.start()
+    word = patterns.word.match
+    start = at
+    while start > floor:
+        c = norm[start - 1]
+        if c not in _LOCAL_CHARS and (c < "\x80" or not word(c)):
+            break
+        start -= 1
+        if at - start > _LOCAL_MAX:
+            return at  # longer than a local part may be: a run of text, not an address
+    while start < at and norm[start] == ".":
+        start += 1
+    return start
+
+
+def _emails(norm: str, astral: bool) -> list[_Span]:
     found: list[_Span] = []
+    patterns = _email_astral() if astral else _EMAIL_BMP
     floor = 0  # a local part never reaches back into the previous address
     at = norm.find("@")
     while at != -1:
-        start = at
-        while start > floor and norm[start - 1] in _LOCAL_CHARS and at - start < _LOCAL_MAX:
-            start -= 1
-        overlong = start > floor and norm[start - 1] in _LOCAL_CHARS
-        while start < at and norm[start] == ".":
-            start += 1
-        domain = _EMAIL_DOMAIN_RE.match(norm, at + 1)
-        if start < at and not overlong and domain is not None:
+        # The domain first: an @-mention ("@张伟 请看") has none, and its local part is not
+        # looked for.
+        domain = patterns.domain.match(norm, at + 1)
+        start = at if domain is None else _local_start(norm, at, floor, patterns)
+        if domain is not None and start < at:
             found.append((start, domain.end(), EMAIL))
             floor = domain.end()
             at = norm.find("@", floor)
@@ -529,8 +685,8 @@ def _overlaps(spans: list[_Span], starts: list[int], start: int, end: int) -> bo
     return i > 0 and spans[i - 1][1] > start
 
 
-def _find_spans(norm: str) -> list[_Span]:
-    emails = _emails(norm) if "@" in norm else []
+def _find_spans(norm: str, astral: bool) -> list[_Span]:
+    emails = _emails(norm, astral) if "@" in norm else []
     email_starts = [s for s, _, _ in emails]
     spans: list[_Span] = list(emails)
     search = _CORE.search
@@ -573,11 +729,11 @@ def _fold_separator(m: re.Match[str]) -> str:
     return _SEPARATOR_CHARS[m.group()]
 
 
-def _fold(text: str) -> tuple[str, bool]:
+def _fold(text: str, astral: bool) -> tuple[str, bool]:
     """``text`` with separators, full-width forms and other digits folded, and whether it
-    holds an invisible character."""
+    holds an invisible character. ``astral``: whether it may hold a character beyond the BMP."""
     hidden = False
-    if _ANY_ASTRAL.search(text):
+    if astral:
         hidden = _INVISIBLE_ASTRAL.search(text) is not None
         text = text.translate(_ASTRAL_DIGITS)
     if not _MAY_NEED_FOLDING.search(text):  # one search for ordinary prose, as before
@@ -588,25 +744,29 @@ def _fold(text: str) -> tuple[str, bool]:
 
 
 def _spans(text: str, allowed: frozenset[str]) -> list[_Span]:
-    folded, hidden = _fold(text)
-    spans = [span for span in _find_spans(folded) if span[2] not in allowed]
+    astral = _ANY_ASTRAL.search(text) is not None
+    folded, hidden = _fold(text, astral)
+    spans = [span for span in _find_spans(folded, astral) if span[2] not in allowed]
     if not hidden:
         return spans
     # The astral class is searched range by range: only in a string holding such a character.
-    patterns = (_INVISIBLE, _INVISIBLE_ASTRAL) if _ANY_ASTRAL.search(text) else (_INVISIBLE,)
+    patterns = (_INVISIBLE, _INVISIBLE_ASTRAL) if astral else (_INVISIBLE,)
     holes = sorted(m.start() for pattern in patterns for m in pattern.finditer(text))
-    if not any(_may_hide(text, at) for at in holes):
+    # Letters of any script are part of an address (an internationalised one): in a string
+    # holding an '@', an invisible character beside one may hide it.
+    letters = "@" in text or "\uff20" in text
+    if not any(_may_hide(text, at, letters) for at in holes):
         return spans
     visible = text
     for pattern in patterns:
         visible = pattern.sub("", visible)
-    visible, _ = _fold(visible)
+    visible, _ = _fold(visible, astral)
     # Where each hole sits in the visible text: visible offset v is original v + the holes at
     # or before it. A span of the visible text covers the invisible characters inside it.
     sits = [at - n for n, at in enumerate(holes)]
     unhidden = [
         (start + bisect.bisect_right(sits, start), end + bisect.bisect_right(sits, end - 1), cat)
-        for start, end, cat in _find_spans(visible)
+        for start, end, cat in _find_spans(visible, astral)
         if cat not in allowed
     ]
     return _merge(unhidden, spans)
@@ -615,15 +775,18 @@ def _spans(text: str, allowed: frozenset[str]) -> list[_Span]:
 # What an invisible character must stand beside to hide anything: a character identifiers are
 # written with (any script's digits, full-width forms), or another invisible one. Beside an
 # emoji (a family's zero-width joiner) or a letter of another script (a direction mark in Arabic
-# text) it hides nothing, and the string is not scanned a second time.
+# text) it hides nothing, and the string is not scanned a second time, unless the string holds
+# an '@' (`letters`): then the letter may be part of an internationalised address.
 _JOINS: Final = re.compile(r"[0-9A-Za-z@.:+()_%\-\uff01-\uff5e]|\d")
 
 
-def _may_hide(text: str, at: int) -> bool:
+def _may_hide(text: str, at: int, letters: bool = False) -> bool:
     for near in (at - 1, at + 1):
         if 0 <= near < len(text):
             c = text[near]
             if _JOINS.match(c) or c in _INVISIBLE_CHARS:
+                return True
+            if letters and unicodedata.category(c)[0] in "LM":
                 return True
     return False
 

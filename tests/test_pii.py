@@ -277,6 +277,8 @@ MATH_PHONE = "".join(chr(0x1D7CE + int(d)) for d in "13800138000")
         (f"身份证{ID_1990[:6]}\u00ad{ID_1990[6:]}核对", f"{ID_1990[:6]}\u00ad{ID_1990[6:]}"),
         (f"卡号{CARD_16[:8]}\u2060{CARD_16[8:]}。", f"{CARD_16[:8]}\u2060{CARD_16[8:]}"),
         ("写信zhang\ufeffwei@example.com吧", "zhang\ufeffwei@example.com"),
+        ("邮箱：张\u200b伟@例子.中国。", "张\u200b伟@例子.中国"),
+        ("邮箱：用户@例\u200c子.中国。", "用户@例\u200c子.中国"),
         ("订单2024\u200b13800138000", "13800138000"),  # the invisible character as a boundary
         ("回拨\u200e13800138000\u200f。", "13800138000"),  # direction marks around it
     ],
@@ -301,6 +303,8 @@ MATH_PHONE = "".join(chr(0x1D7CE + int(d)) for d in "13800138000")
         "id_soft_hyphen",
         "card_word_joiner",
         "email_byte_order_mark",
+        "cjk_email_zero_width_space",
+        "cjk_email_zero_width_non_joiner_in_domain",
         "phone_after_a_zero_width_space",
         "phone_between_direction_marks",
     ],
@@ -562,6 +566,139 @@ def test_email_rejected(text: str) -> None:
     assert spans(text) == []
 
 
+# Internationalised addresses (RFC 6531/6532): a local part and domain labels in any script.
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("张伟@例子.中国", "张伟@例子.中国"),
+        ("邮箱：张伟@例子.中国，请查收", "张伟@例子.中国"),
+        ("请联系zhang.wei@公司.cn。", "zhang.wei@公司.cn"),
+        ("发到 用户@bücher.de 谢谢", "用户@bücher.de"),
+        ("Escribe a josé@correo.es, gracias", "josé@correo.es"),
+        ("Пишите: иван@пример.рф.", "иван@пример.рф"),
+        ("連絡先「山田太郎@例え.jp」まで", "山田太郎@例え.jp"),
+        ("연락처: 홍길동@회사.한국 으로", "홍길동@회사.한국"),
+        ("पता राम@उदाहरण.भारत है", "राम@उदाहरण.भारत"),  # combining vowel signs
+        ("邮箱jürgen.müller@beispiel.de请回复", "jürgen.müller@beispiel.de"),
+        ("客服：张伟@example.com", "张伟@example.com"),
+        ("报名abc@例子.在线截止", "abc@例子.在线"),
+        ("邮箱（张伟＠例子．中国）", "张伟＠例子．中国"),  # full-width '@' and '.'
+        ("邮箱：ｚｈａｎｇ＠例子．中国", "ｚｈａｎｇ＠例子．中国"),
+        ("山田@例え.みんな", "山田@例え.みんな"),
+        ("連絡先：\U00020bb7田@例え.jp。", "\U00020bb7田@例え.jp"),  # beyond the BMP
+        ("😀 请发到：张伟@例子.中国", "张伟@例子.中国"),  # in a string with an emoji
+    ],
+    ids=[
+        "cjk",
+        "cjk_between_cjk_punctuation",
+        "ascii_local_cjk_label",
+        "cjk_local_latin_label",
+        "accented_local",
+        "cyrillic",
+        "japanese_in_corner_brackets",
+        "hangul",
+        "devanagari",
+        "accented_after_chinese",
+        "cjk_local_ascii_domain",
+        "ascii_local_cjk_top_level_domain",
+        "fullwidth_at_and_dot",
+        "fullwidth_local",
+        "hiragana_top_level_domain",
+        "astral_han",
+        "beside_an_emoji",
+    ],
+)
+def test_internationalised_email_found(text: str, value: str) -> None:
+    assert spans(text) == [(EMAIL, value)]
+    assert scan(text, NOTHING_ALLOWED) == (
+        text.replace(value, f"[REDACTED:{EMAIL}]"),
+        {EMAIL: 1},
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        # Nothing says where the name begins: the local part takes at most four CJK characters.
+        ("请发邮件到张伟@例子.中国谢谢", "请发邮[REDACTED:contact.email]谢谢"),
+        ("请联系客服中心@例子.中国", "请联系[REDACTED:contact.email]"),
+        ("请发到：张伟@例子.中国谢谢", "请发到：[REDACTED:contact.email]谢谢"),
+        # The domain ends with the longest CJK top-level domain the text begins with ...
+        ("发给：用户@例子.新加坡谢谢", "发给：[REDACTED:contact.email]谢谢"),
+        ("用户@例子.嘉里大酒店欢迎您", "[REDACTED:contact.email]欢迎您"),
+        ("地址是zhang@公司.cn2024年启用", "地址是[REDACTED:contact.email]2024年启用"),
+        # ... or, after a CJK label, with any two CJK characters.
+        ("张伟@例子.未知的邮箱", "[REDACTED:contact.email]的邮箱"),
+        # Two addresses: neither local part reaches into the other address.
+        (
+            "抄送张三@例子.中国和李四@例子.中国",
+            "[REDACTED:contact.email][REDACTED:contact.email]",
+        ),
+        # An ASCII local part never takes the CJK label before it, nor a domain the prose after.
+        ("邮箱li.na@例子.中国请回复", "邮箱[REDACTED:contact.email]请回复"),
+        (
+            "请发li@example.com.谢谢！抄送：张伟@例子.中国",
+            "请发[REDACTED:contact.email].谢谢！抄送：[REDACTED:contact.email]",
+        ),
+    ],
+    ids=[
+        "name_after_prose",
+        "four_character_local_part",
+        "name_after_colon",
+        "known_top_level_domain",
+        "longest_known_top_level_domain",
+        "digits_after_the_domain",
+        "unknown_top_level_domain",
+        "two_addresses",
+        "ascii_local_after_label",
+        "ascii_address_then_dot_and_prose",
+    ],
+)
+def test_email_in_cjk_prose_takes_little_of_the_text_around_it(text: str, redacted: str) -> None:
+    assert scan(text, NOTHING_ALLOWED)[0] == redacted
+
+
+MENTIONS = [
+    "@张伟 请查看",
+    "请联系@李明。",
+    "请联系@李明。谢谢",
+    "大家@所有人 明天开会",
+    "@李明，请查看附件",
+    "张伟@例子 谢谢",  # no dot
+    "张伟@例子。中国",  # the ideographic full stop ends a sentence, never joins labels
+    "张伟@例子、中国",
+    "用户@例子.中",  # a one-character top-level domain
+    "请@所有人：周五前提交",
+    "@张伟.明天开会",  # nothing before the '@'
+]
+
+
+@pytest.mark.parametrize("mention", MENTIONS)
+def test_a_mention_is_not_an_email_but_an_address_beside_it_is(mention: str) -> None:
+    text = f"{mention}；邮箱：李明@例子.中国"
+    assert spans(text) == [(EMAIL, "李明@例子.中国")]
+    assert scan(text, NOTHING_ALLOWED)[0] == f"{mention}；邮箱：[REDACTED:{EMAIL}]"
+
+
+CJK_BOUNDARIES = [
+    *"，。：；、（）「」『』《》【】！？…～·“”‘’〈〉〔〕",
+    " ",
+    "\u3000",
+    "\t",
+    "\n",
+    "\u2005",  # the four-per-em space chat clients put after a mention
+]
+
+
+@pytest.mark.parametrize("boundary", CJK_BOUNDARIES)
+def test_cjk_punctuation_and_whitespace_end_the_local_part_and_the_domain(boundary: str) -> None:
+    for address in ("张伟@例子.中国", "zhang.wei@公司.cn", "josé@correo.es"):
+        text = f"请联系{boundary}{address}{boundary}谢谢"
+        assert spans(text) == [(EMAIL, address)], text
+
+
 # --- identity.credit_code ----------------------------------------------------------------------
 
 
@@ -786,6 +923,10 @@ FRAGMENTS = [
     "192.168.0.1",
     "2001:db8::1",
     "li@example.com",
+    "张伟@例子.中国",
+    "josé@correo.es",
+    "例子",
+    ".中国",
     "＠",
     "１３８",
     "，",
@@ -848,6 +989,9 @@ INVISIBLE = [
             (USCC, CREDIT_CODE),
             ("13800138000", PHONE),
             ("li@example.com", EMAIL),
+            ("zhang.wei@公司.cn", EMAIL),
+            ("josé@correo.es", EMAIL),
+            ("иван@пример.рф", EMAIL),
             ("192.168.0.1", IP),
         ]
     ),
@@ -868,6 +1012,34 @@ def test_invisible_characters_anywhere_in_an_identifier_never_hide_it(
     # Invisible characters before or after the identifier stay where they were.
     visible = "".join(c for c in redacted if c not in INVISIBLE)
     assert visible == f"{around}[REDACTED:{category}]{around}"
+
+
+CJK_LETTERS = "张伟李明王芳刘洋陈静杨帆赵磊黄敏例子公司网络邮件やまだタロウ"
+OTHER_LETTERS = "abcxyzABZéüßñçøåживанпрсαβγ홍길동"
+cjk_part = st.text(CJK_LETTERS, min_size=1, max_size=6)
+other_part = st.text(OTHER_LETTERS, min_size=1, max_size=10)
+
+
+@given(
+    st.one_of(st.text(CJK_LETTERS, min_size=1, max_size=4), other_part),
+    st.lists(st.one_of(cjk_part, other_part), min_size=1, max_size=3),
+    st.sampled_from(["中国", "公司", "网络", "新加坡", "みんな", "cn", "com", "рф", "xn--fiqs8s"]),
+    st.sampled_from(CJK_BOUNDARIES),
+    st.sampled_from(CJK_BOUNDARIES),
+)
+@settings(max_examples=300, deadline=None)
+def test_an_internationalised_address_between_boundaries_is_redacted_exactly(
+    local: str, labels: list[str], top: str, before: str, after: str
+) -> None:
+    # A CJK local part of up to four characters, any mix of CJK labels and labels in other
+    # scripts, any known top-level domain: between punctuation or whitespace, exactly the
+    # address is redacted, after prose in Chinese too.
+    address = f"{local}@{'.'.join(labels)}.{top}"
+    text = f"请联系{before}{address}{after}谢谢"
+    assert scan(text, NOTHING_ALLOWED) == (
+        f"请联系{before}[REDACTED:{EMAIL}]{after}谢谢",
+        {EMAIL: 1},
+    ), text
 
 
 EMAIL_REDACTED, PHONE_REDACTED = f"[REDACTED:{EMAIL}]", f"[REDACTED:{PHONE}]"
@@ -919,6 +1091,22 @@ def test_an_invisible_character_hides_something_only_beside_what_identifiers_use
     # Elsewhere the string is not scanned a second time: emoji and right-to-left text are common.
     holes = [i for i, c in enumerate(text) if unicodedata.category(c) == "Cf"]
     assert any(_may_hide(text, at) for at in holes) is may_hide
+
+
+@pytest.mark.parametrize(
+    ("text", "may_hide"),
+    [
+        ("张\u200b伟@例子.中国", True),
+        ("иван@при\u200bмер.рф", True),
+        ("مرحبا\u200fعالم li@example.com", True),  # any letter may be part of an address
+        ("👨\u200d👩 li@example.com", False),
+    ],
+)
+def test_in_a_string_holding_an_at_sign_an_invisible_character_beside_a_letter_may_hide(
+    text: str, may_hide: bool
+) -> None:
+    holes = [i for i, c in enumerate(text) if unicodedata.category(c) == "Cf"]
+    assert any(_may_hide(text, at, letters=True) for at in holes) is may_hide
 
 
 @pytest.mark.parametrize("invisible", ["\u200e", "\u2066", "\u061c", "\U000e0020", "\u00ad"])

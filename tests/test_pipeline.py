@@ -1495,6 +1495,41 @@ async def test_free_text_is_scanned_for_personal_data(make_gateway: GatewayFacto
     assert sum(gw.log.records[0].pii_redactions.values()) == 2
 
 
+async def test_internationalised_addresses_in_free_text_never_reach_the_partner(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway()
+    email = "[REDACTED:contact.email]"
+    note = "请发邮件给：张伟@例子.中国，抄送 zhang.wei@公司.cn、用户@bücher.de 和 josé@correo.es。"
+    response = await gw.share(
+        "POST", "/acme/v1/notes", json={"note": note}, purpose="service_delivery"
+    )
+    assert response.status == 200
+    # A `**` subtree: its keys and strings are free text too.
+    meta = {"联系人": {"邮箱": "Пишите: иван@пример.рф", "山田@例え.jp": "担当"}}
+    response = await gw.share("POST", ASSESS, json=applicant(meta=meta))
+    assert response.status == 200
+    notes, assess = gw.partner.received
+    assert notes.json() == {"note": f"请发邮件给：{email}，抄送 {email}、{email} 和 {email}。"}
+    assert assess.json()["meta"] == {"联系人": {"邮箱": f"Пишите: {email}", email: "担当"}}
+    sent = notes.body + assess.body
+    for address in (
+        "张伟@例子.中国",
+        "zhang.wei@公司.cn",
+        "用户@bücher.de",
+        "josé@correo.es",
+        "иван@пример.рф",
+        "山田@例え.jp",
+    ):
+        local, domain = address.split("@")
+        assert local.encode() not in sent
+        assert domain.encode() not in sent
+    assert [record.pii_redactions for record in gw.log.records] == [
+        {"contact.email": 4},
+        {"contact.email": 2},
+    ]
+
+
 async def test_invisible_characters_inside_a_number_do_not_hide_it(
     make_gateway: GatewayFactory,
 ) -> None:
