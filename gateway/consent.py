@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import re
 import sqlite3
 import sys
@@ -15,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, BinaryIO, Literal
 
 import orjson
 
@@ -112,7 +111,10 @@ class ImportReport:
     granted: int = 0
     withdrawn: int = 0
     unchanged: int = 0
-    errors: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()  # the first MAX_LISTED, then one line counting the rest
+    # Rows no loaded contract consults (when the import was given the contracts' purposes).
+    warnings: tuple[str, ...] = ()
+    problems: int = 0  # every problem, listed or not
 
     @property
     def ok(self) -> bool:
@@ -471,32 +473,44 @@ class ConsentRegistry:
         """Apply rows shaped like the CSV's (line numbers count as if the header were line 1)."""
         return self._import((f"line {n}", row) for n, row in enumerate(rows, start=2))
 
-    def _import(self, rows: Iterable[tuple[str, Mapping[str, object] | list[str]]]) -> ImportReport:
-        """Rows come labelled for error lines; a list in place of a row is its problems."""
-        parsed: list[tuple[str, _Row]] = []
-        errors: list[str] = []
-        for label, raw in rows:
-            row = raw if isinstance(raw, list) else _parse_row(raw, self.zone)
-            if isinstance(row, list):
-                errors.extend(f"{label}: {problem}" for problem in row)
-            else:
-                parsed.append((label, row))
-        if errors:
-            return ImportReport(errors=tuple(errors))
+    def _import(
+        self,
+        rows: Iterable[tuple[str, Mapping[str, object] | list[str]]],
+        purposes: Mapping[str, Iterable[str]] | None = None,
+    ) -> ImportReport:
+        """Apply labelled rows in one transaction, all or nothing; a list in place of a row is
+        its problems. With the contracts' `purposes` by partner, rows no share consults are
+        warned of.
+
+        Rows are read once, as they come: a file of millions of grants is never held in memory.
+        After the first problem nothing more is applied, and every row is still checked.
+        """
+        errors = _Listing("problem(s)")
+        warnings = _Listing("row(s) no share consults")
         counts: dict[Outcome, int] = {"granted": 0, "withdrawn": 0, "unchanged": 0}
         try:
             with self._transaction() as tx:
-                for label, row in parsed:
+                for label, raw in rows:
+                    row = raw if isinstance(raw, list) else _parse_row(raw, self.zone)
+                    if isinstance(row, list):
+                        errors.extend(f"{label}: {problem}" for problem in row)
+                        continue
+                    if purposes is not None and (warning := _unconsulted(row, purposes)):
+                        warnings.append(f"{label}: {warning}")
+                    if errors.count:
+                        continue
                     try:
                         counts[self._apply(tx, row)] += 1
                     except _Conflict as exc:
                         errors.append(f"{label}: {exc}")
-                if errors:
+                if errors.count:
                     # All or nothing: a file with one bad row is sent back whole, to be fixed.
                     raise _Rollback
         except _Rollback:
-            return ImportReport(errors=tuple(errors))
-        return ImportReport(counts["granted"], counts["withdrawn"], counts["unchanged"])
+            return ImportReport(errors=errors.lines(), problems=errors.count)
+        return ImportReport(
+            counts["granted"], counts["withdrawn"], counts["unchanged"], warnings=warnings.lines()
+        )
 
     def _apply(self, tx: sqlite3.Connection, row: _Row) -> Outcome:
         ref = self.subject_ref(row.subject)
@@ -576,6 +590,32 @@ class ConsentRegistry:
         return new == 1, closed
 
 
+class _Listing:
+    """Lines to show, up to MAX_LISTED, and a count of them all: a file of a million bad rows
+    answers with a page of them, not a million lines held in memory."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.shown: list[str] = []
+        self.count = 0
+
+    def append(self, line: str) -> None:
+        self.count += 1
+        if len(self.shown) < MAX_LISTED:
+            self.shown.append(line)
+
+    def extend(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.append(line)
+
+    def lines(self) -> tuple[str, ...]:
+        more = self.count - len(self.shown)
+        return (*self.shown, f"and {more} more {self.what}") if more else tuple(self.shown)
+
+
+MAX_LISTED = 1000
+
+
 def import_csv(registry: ConsentRegistry, path: Path) -> ImportReport:
     """Import `subject,partner,purpose,granted_at,withdrawn_at,reference` rows (UTF-8).
 
@@ -584,35 +624,49 @@ def import_csv(registry: ConsentRegistry, path: Path) -> ImportReport:
     withdrawn. Raises OSError if the file
     cannot be read; every problem in its content is a line of the report.
     """
-    return registry._import(read_csv_file(path))
+    with path.open("rb") as file:
+        return registry._import(read_csv(file))
 
 
-_Rows = list[tuple[str, Mapping[str, object] | list[str]]]
+_Labelled = tuple[str, Mapping[str, object] | list[str]]
 
 
-def read_csv_file(path: Path) -> _Rows:
-    """The file's rows, labelled by line; a row's problems stand in its place. OSError if the
-    file cannot be read."""
-    data = path.read_bytes()
+def read_csv(file: BinaryIO) -> Iterator[_Labelled]:
+    """The file's rows as they are read, labelled by line; a row's problems stand in its place.
+    OSError if the file cannot be read."""
     try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        return [(f"line {line}", ["not valid UTF-8"])]
-    return _read_csv(text)
+        yield from _read_csv(_utf8_lines(file))
+    except _NotUtf8 as exc:
+        yield f"line {exc.line}", ["not valid UTF-8"]
 
 
-def _read_csv(text: str) -> _Rows:
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    rows: list[tuple[str, Mapping[str, object] | list[str]]] = []
+class _NotUtf8(Exception):
+    def __init__(self, line: int) -> None:
+        self.line = line
+
+
+def _utf8_lines(file: BinaryIO) -> Iterator[str]:
+    # Decoded line by line, so a bad byte is placed on its line; splitting the bytes at "\n"
+    # is safe, since no byte of a multi-byte UTF-8 sequence is 0x0A.
+    for number, raw in enumerate(file, start=1):
+        try:
+            yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError:
+            raise _NotUtf8(number) from None
+
+
+def _read_csv(lines: Iterable[str]) -> Iterator[_Labelled]:
+    reader = csv.reader(lines, strict=True)
     expected = ",".join(CSV_HEADER)
     try:
         header = next(reader, None)
         if header is None:
-            return [("line 1", [f"the file is empty; expected the header {expected}"])]
+            yield "line 1", [f"the file is empty; expected the header {expected}"]
+            return
         if tuple(h.strip() for h in header) != CSV_HEADER:
             # What the line holds is not shown: without a header, it is a row of personal data.
-            return [("line 1", [f"the header must be exactly {expected}"])]
+            yield "line 1", [f"the header must be exactly {expected}"]
+            return
         start = reader.line_num + 1
         for fields in reader:
             label = f"line {start}"
@@ -620,12 +674,11 @@ def _read_csv(text: str) -> _Rows:
             if not fields:
                 continue
             if len(fields) != len(CSV_HEADER):
-                rows.append((label, [f"expected {len(CSV_HEADER)} fields, found {len(fields)}"]))
+                yield label, [f"expected {len(CSV_HEADER)} fields, found {len(fields)}"]
                 continue
-            rows.append((label, dict(zip(CSV_HEADER, fields, strict=True))))
+            yield label, dict(zip(CSV_HEADER, fields, strict=True))
     except csv.Error as exc:
-        rows.append((f"line {reader.line_num}", [f"not valid CSV: {exc}"]))
-    return rows
+        yield f"line {reader.line_num}", [f"not valid CSV: {exc}"]
 
 
 # -- admin API (mounted by the HTTP layer) ---------------------------------------------------
@@ -667,7 +720,7 @@ def apply_json(
     if not isinstance(items, list):
         problems.append("grants: must be a list of grants")
         raise ConsentInputError(problems)
-    rows: list[tuple[str, Mapping[str, object] | list[str]]] = []
+    rows: list[_Labelled] = []
     for index, item in enumerate(items):
         if isinstance(item, dict):
             rows.append((f"grants[{index}]", item))
@@ -675,14 +728,14 @@ def apply_json(
             problems.append(f"grants[{index}]: must be an object")
     if problems:
         raise ConsentInputError(problems)
-    report = registry._import(rows)
+    report = registry._import(rows, purposes)
     if not report.ok:
         raise ConsentInputError(list(report.errors))
     return {
         "granted": report.granted,
         "withdrawn": report.withdrawn,
         "unchanged": report.unchanged,
-        "warnings": [] if purposes is None else list(unconsulted(rows, purposes)),
+        "warnings": list(report.warnings),
     }
 
 
@@ -735,59 +788,56 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     registry = _open(settings, reading=path)
     if isinstance(registry, int):
         return registry
+    purposes = _contract_purposes(settings)
     with registry:
         try:
-            rows = read_csv_file(path)
+            with path.open("rb") as file:
+                report = registry._import(read_csv(file), purposes)
         except OSError as exc:
             print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
             return EXIT_USAGE
-        try:
-            report = registry._import(rows)
         except RegistryBusy as exc:
             print(exc, file=sys.stderr)
             return EXIT_FAILED
     if not report.ok:
         for error in report.errors:
             print(f"{path}: {error}")
-        print(f"{len(report.errors)} problem(s) in {path}; nothing was imported", file=sys.stderr)
+        print(f"{report.problems} problem(s) in {path}; nothing was imported", file=sys.stderr)
         return EXIT_FAILED
     print(
         f"{path}: {report.granted} granted, {report.withdrawn} withdrawn, "
         f"{report.unchanged} unchanged"
     )
-    for warning in _names_no_contract_uses(rows, settings):
+    for warning in report.warnings:
         print(f"{path}: warning: {warning}", file=sys.stderr)
     return EXIT_OK
 
 
-def _names_no_contract_uses(rows: _Rows, settings: Settings) -> Iterator[str]:
-    """Rows whose partner or purpose no contract on disk has (see `unconsulted`)."""
+def _contract_purposes(settings: Settings) -> dict[str, tuple[str, ...]] | None:
+    """Each partner's purposes in the contracts on disk; None when they cannot be read now
+    (nothing to compare the rows with)."""
     from gateway.contractset import load_contract_set
 
     contract_set, _problems = load_contract_set(settings.contracts_dir, settings)
     if contract_set is None:
-        return  # the contracts cannot be read now: nothing to compare with
-    purposes = {pid: c.contract.purposes for pid, c in contract_set.contracts.items()}
-    yield from unconsulted(rows, purposes)
+        return None
+    return {pid: c.contract.purposes for pid, c in contract_set.contracts.items()}
 
 
-def unconsulted(rows: _Rows, purposes: Mapping[str, Iterable[str]]) -> Iterator[str]:
-    """Rows whose partner or purpose no contract has: recorded, but never consulted.
+def _unconsulted(row: _Row, purposes: Mapping[str, Iterable[str]]) -> str | None:
+    """Why no share consults the row (no contract has its partner or purpose), if so.
 
     A grant for a partner not onboarded yet is fine; a withdrawal with a typo in its purpose
     leaves the real grant in force, and "1 withdrawn" would not say so.
     """
-    for label, row in rows:
-        if isinstance(row, list):
-            continue
-        partner, purpose = str(row["partner"]).strip(), str(row["purpose"]).strip()
-        approved = purposes.get(partner)
-        # Only names a contract has are shown: in a row with its columns out of order, the
-        # others are subject ids.
-        if approved is None:
-            yield f"{label}: no contract has this row's partner; no share consults this row"
-        elif purpose not in approved:
-            yield f"{label}: {partner!r} has no such purpose; no share consults this row"
+    approved = purposes.get(row.partner)
+    # Only names a contract has are shown: in a row with its columns out of order, the
+    # others are subject ids.
+    if approved is None:
+        return "no contract has this row's partner; no share consults this row"
+    if row.purpose not in approved:
+        return f"{row.partner!r} has no such purpose; no share consults this row"
+    return None
 
 
 def _status(grant: Grant, now: datetime) -> str:

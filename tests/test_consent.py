@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from gateway import consent as consent_module
 from gateway.consent import (
     _COVERING_SQL,
     ConsentInputError,
@@ -22,6 +23,7 @@ from gateway.consent import (
     apply_json,
     grants_json,
     import_csv,
+    read_csv,
     register,
     registry_path,
 )
@@ -319,7 +321,7 @@ def test_import_rows_accepts_mappings(registry: ConsentRegistry) -> None:
             {"subject": BOB, "partner": PARTNER, "purpose": PURPOSE, "reference": "C-2"},
         ]
     )
-    assert report == ImportReport(errors=("line 3: granted_at: missing",))
+    assert report == ImportReport(errors=("line 3: granted_at: missing",), problems=1)
     assert registry.show(ALICE) == []
 
 
@@ -342,7 +344,8 @@ def test_bad_date_applies_nothing(registry: ConsentRegistry, tmp_path: Path) -> 
             "line 3: granted_at: not an ISO 8601 date or date-time",
             "line 4: granted_at: not an ISO 8601 date or date-time",
             "line 5: withdrawn_at: is before granted_at",
-        )
+        ),
+        problems=3,
     )
     assert not report.ok
     _assert_nothing_applied(registry)
@@ -764,6 +767,72 @@ def test_cli_import_bad_rows_exit_1(
     assert captured.err == f"1 problem(s) in {path}; nothing was imported\n"
     with ConsentRegistry(registry_path(settings), KEY) as reg:
         assert reg.show(ALICE) == []
+
+
+def test_cli_import_lists_the_first_problems_and_counts_them_all(
+    settings: Settings,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(consent_module, "MAX_LISTED", 3)
+    path = write_csv(
+        tmp_path / "consent.csv",
+        *(f"{ALICE},{PARTNER},{PURPOSE},2025-13-0{day},,C-{day}" for day in range(1, 6)),
+    )
+    args = parse("consent", "import", str(path))
+    assert args.handler(args, settings) == 1
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == [
+        *(f"{path}: line {n}: granted_at: not an ISO 8601 date or date-time" for n in (2, 3, 4)),
+        f"{path}: and 2 more problem(s)",
+    ]
+    assert captured.err == f"5 problem(s) in {path}; nothing was imported\n"
+
+
+def test_cli_import_lists_the_first_warnings_and_counts_them_all(
+    settings: Settings,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(consent_module, "MAX_LISTED", 2)
+    settings = settings.model_copy(update={"contracts_dir": EXAMPLE_CONTRACTS})
+    path = write_csv(
+        tmp_path / "consent.csv",
+        *(f"{ALICE},nobody-yet,credit_assessment,2025-01-0{day},,C-{day}" for day in range(1, 5)),
+    )
+    args = parse("consent", "import", str(path))
+    assert args.handler(args, settings) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        *(
+            f"{path}: warning: line {n}: no contract has this row's partner; "
+            "no share consults this row"
+            for n in (2, 3)
+        ),
+        f"{path}: warning: and 2 more row(s) no share consults",
+    ]
+
+
+def test_import_reads_rows_as_they_come(registry: ConsentRegistry, tmp_path: Path) -> None:
+    # A bad byte far down a file is placed on its line, and no more of the file than a line at a
+    # time is decoded: the file is never read whole.
+    lines = [f"u-{n},{PARTNER},{PURPOSE},2025-01-01,,C-{n}" for n in range(5000)]
+    path = write_csv(tmp_path / "consent.csv", *lines)
+    with path.open("ab") as file:
+        file.write(b"\xff,x\n")
+    seen: list[int] = []
+
+    def labelled() -> Iterator[tuple[str, Mapping[str, object] | list[str]]]:
+        with path.open("rb") as file:
+            for item in read_csv(file):
+                seen.append(file.tell())
+                yield item
+
+    report = registry._import(labelled())
+    assert report.errors == ("line 5002: not valid UTF-8",)
+    assert seen[0] < path.stat().st_size // 100  # the first row came before the file was read
+    assert registry.show("u-0") == []
 
 
 def test_cli_usage_errors_exit_2(
