@@ -699,6 +699,11 @@ class TokenVerifier:
         await self.close()
 
     @property
+    def leeway_s(self) -> float:
+        """How far the issuer's clock may be from ours: how much a token's times are trusted."""
+        return self._leeway
+
+    @property
     def cached_tokens(self) -> int:
         return len(self._cache)
 

@@ -461,6 +461,11 @@ class Terms:
             # An `iat` too far in the past for a date: as if it had none.
             with contextlib.suppress(OverflowError, OSError, ValueError):
                 issued = datetime.fromtimestamp(iat, UTC)  # type: ignore[arg-type]
+        if issued is not None and self.consent_tokens is not None:
+            # Tokens are accepted from an issuer whose clock runs up to the leeway ahead of
+            # ours: one may have been signed that much before its `iat` says, so a withdrawal
+            # recorded in that span may be the later of the two.
+            issued -= timedelta(seconds=self.consent_tokens.leeway_s)
         return self.registry.withdrawn_between(subject_id, partner, purpose, issued, now)
 
     async def _token_claims(

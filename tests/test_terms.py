@@ -694,7 +694,7 @@ async def test_a_consent_token_issued_before_a_withdrawal_is_no_longer_consent(
     gw = await make_gateway([third_party_contract()], settings=consent_settings)
     registry = registry_of(gw)
     now = time.time()
-    issued_earlier = consent_token(consent_key, jti="ct-old", now=now - 60, ttl_s=3600)
+    issued_earlier = consent_token(consent_key, jti="ct-old", now=now - 120, ttl_s=3600)
 
     async def share(token: str) -> Any:
         return await gw.share(
@@ -704,7 +704,7 @@ async def test_a_consent_token_issued_before_a_withdrawal_is_no_longer_consent(
     response = await share(issued_earlier)
     assert response.status == 200, await response.text()
     # Withdrawn for another partner or purpose: the token still speaks for the subject.
-    withdrawn = datetime.fromtimestamp(now - 30, UTC)
+    withdrawn = datetime.fromtimestamp(now - 90, UTC)
     registry.withdraw("u-1", "other", "credit_assessment", withdrawn, "W-0")
     registry.withdraw("u-1", "acme", "service_delivery", withdrawn, "W-0")
     response = await share(issued_earlier)
@@ -722,6 +722,41 @@ async def test_a_consent_token_issued_before_a_withdrawal_is_no_longer_consent(
     response = await share(consent_token(consent_key, jti="ct-new", now=now))
     assert response.status == 200, await response.text()
     assert last_record(gw.log.records).consent_basis == ("token:ct-new",)
+
+
+@pytest.mark.parametrize(
+    ("issued_after_withdrawal_s", "consent"),
+    [
+        (-30, False),
+        (20, False),  # within the leeway of it: the issuer's clock may run ahead of ours
+        (LEEWAY_S := 30, False),  # the leeway's bound itself still counts as before it
+        (31, True),  # an `iat` ahead of our clock (within the leeway), well after it
+    ],
+)
+async def test_a_consent_token_dated_within_the_leeway_of_a_withdrawal_is_no_consent(
+    make_gateway: GatewayFactory,
+    consent_settings: dict[str, Any],
+    consent_key: SigningKey,
+    issued_after_withdrawal_s: float,
+    consent: bool,
+) -> None:
+    settings = {"consent": {**consent_settings["consent"], "leeway_s": LEEWAY_S}}
+    gw = await make_gateway([third_party_contract()], settings=settings)
+    now = time.time()
+    withdrawn_at = now - 2  # just withdrawn: the tokens' `iat` reach past now
+    registry_of(gw).withdraw(
+        "u-1", "acme", "credit_assessment", datetime.fromtimestamp(withdrawn_at, UTC), "W-1"
+    )
+    token = consent_token(
+        consent_key, jti="ct-1", now=withdrawn_at + issued_after_withdrawal_s, ttl_s=3600
+    )
+    response = await gw.share(
+        "POST", "/acme/v1/assess", json=applicant(), headers={"X-Consent-Token": token}
+    )
+    if consent:
+        assert response.status == 200, await response.text()
+    else:
+        await assert_refused_after(gw, response, shared_before=0)
 
 
 async def test_a_withdrawal_dated_later_than_now_does_not_yet_stop_a_token(
