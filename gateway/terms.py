@@ -105,7 +105,9 @@ def _values(
         if array == base or array.startswith(base + "."):
             return [item]
     if path.startswith(records + "."):
-        return select(item, path[len(records) + 1 :])
+        within = path[len(records) + 1 :]
+        # `applicants[].**`: the whole record (a `**` standing alone is no path to select).
+        return [item] if within == "**" else select(item, within)
     return []  # outside the records: not about this record's subject
 
 

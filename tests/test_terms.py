@@ -1360,3 +1360,24 @@ async def test_quota_retry_after_is_the_time_to_local_midnight(
     with pytest.raises(QuotaExceeded) as refused:
         await terms.check(flow_for(policy, "/v1/assess", subjects), request_with(), now)
     assert refused.value.headers == {"Retry-After": retry_after}
+
+
+async def test_a_subtree_over_each_whole_record_is_read_for_minors(
+    make_gateway: GatewayFactory,
+) -> None:
+    # `applicants[].**` is each record whole: it was selected as a path `**`, and every share
+    # of such a route failed with a 500.
+    route = {
+        **BATCH_ROUTE,
+        "path": "/v1/records-whole",
+        "fields": [{"path": "applicants[].**", "category": "identity.id_number"}],
+    }
+    gw = await make_gateway([contract(terms={"minors": "deny"}, routes=[*ROUTES, route])])
+    child = {"applicants": [{"user_id": "c", "documents": {"id": resident_id(CHILD_BORN)}}]}
+    response = await gw.share("POST", "/acme/v1/records-whole", json=child)
+    await assert_refused(gw, response, 403, "minor_denied")
+    assert (await error_of(response))["details"] == {"record": 0}
+    adult = {"applicants": [{"user_id": "a", "documents": {"id": resident_id(ADULT_BORN)}}]}
+    response = await gw.share("POST", "/acme/v1/records-whole", json=adult)
+    assert response.status == 200, await response.text()
+    assert [seen.json() for seen in gw.partner.received] == [adult]
