@@ -381,6 +381,7 @@ def _check_routes(contract: Contract, taxonomy: Taxonomy) -> Found:
         yield from _check_fields(where, route, contract, taxonomy)
         yield from _check_subject(where, route)
         yield from _check_consent_subject(where, route, contract, taxonomy)
+        yield from _check_whose_data(where, route, contract, taxonomy)
         if route.response is not None:
             yield from _check_response(f"{where}.response.fields", route.response.fields)
     yield from _check_route_overlaps(contract.routes)
@@ -491,6 +492,52 @@ def _check_consent_subject(
                 f"required to send {', '.join(sensitive)}: sensitive data needs its data "
                 "subject's consent (terms.sensitive.consent_required)",
             )
+
+
+def _check_whose_data(where: str, route: Route, contract: Contract, taxonomy: Taxonomy) -> Found:
+    """A field that needs its data subject's consent must sit with the subject's own data.
+
+    Consent is shown for the subject the route names. A guarantor's ID number beside the
+    applicant's (`guarantor.id_number` where the subject is `applicant.user_id`), or beside a
+    batch's records, would go on the applicant's consent: nothing at run time tells whose it is.
+    """
+    third_party = contract.partner.relationship == "third_party"
+    sensitive_consent = contract.terms.sensitive.consent_required
+    if route.fields is None or route.subject is None or not (third_party or sensitive_consent):
+        return
+    scope = _subject_scope(route)
+    if scope is None:
+        return  # the subject is the whole request's (a top-level id, a query parameter)
+    for index, rule in enumerate(route.fields):
+        category = rule.category
+        if not taxonomy.known(category):
+            continue  # reported as unknown already
+        needs_consent = (third_party and taxonomy.personal(category)) or (
+            sensitive_consent and taxonomy.sensitive(category)
+        )
+        if needs_consent and not _within(rule.path, scope):
+            yield (
+                f"{where}.fields.{index}.path",
+                f"{category} outside {scope}, where the data subject ({route.subject}) is: "
+                "it may be someone else's, whose consent no share can show",
+            )
+
+
+def _subject_scope(route: Route) -> str | None:
+    """Where the data of the route's subject lies (a batch's records, or the object holding the
+    subject id); None when that is the whole request."""
+    from gateway.fieldfilter import QUERY_PREFIX
+
+    if route.records is not None:
+        return route.records
+    subject = route.subject
+    if subject is None or subject.startswith(QUERY_PREFIX) or "." not in subject:
+        return None
+    return subject.rsplit(".", 1)[0]
+
+
+def _within(path: str, scope: str) -> bool:
+    return path == scope or path.startswith((scope + ".", scope + "[]"))
 
 
 def _check_subject(where: str, route: Route) -> Found:

@@ -381,13 +381,9 @@ class Terms:
             raise RuntimeError("terms are checked after the partner and purpose are known")
         # Who is a child is known first: a child's data needs consent as sensitive data does.
         minors = minors_among(flow.subjects, now.date())
-        child_beside = flow.born_outside is not None and is_minor(flow.born_outside, now.date())
+        # No ID number outside the records needs consent here: where ID numbers do, a route
+        # sending one outside its records does not load (contractset._check_whose_data).
         flow.consent_basis = await self._consent(flow, partner, purpose, minors, request, now)
-        if child_beside and partner.sensitive_consent:
-            raise ConsentRequired(
-                f"a resident ID number outside the records is a child's (under {MINOR_AGE}): "
-                "no consent can be shown for someone who is no record's subject"
-            )
         deny_minors(partner, flow.subjects, minors)
         deny_child_outside(partner, flow.born_outside, now.date())
         flow.volume_taken = await self._volume(partner, flow.records, now, flow.share_id)

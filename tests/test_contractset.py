@@ -518,6 +518,101 @@ def test_a_route_sending_sensitive_data_under_consent_names_its_subject(tmp_path
     assert lines(tmp_path, data)[1] == []
 
 
+def _consent_for(data: dict[str, Any], category: str) -> None:
+    data["categories"].append(category)
+    data["terms"]["sensitive"] = {"allowed": [category], "consent_required": True}
+
+
+def _outside(file: str, index: int, field: int, category: str, scope: str, subject: str) -> str:
+    return (
+        f"{file}: routes.{index}.fields.{field}.path: {category} outside {scope}, where the data "
+        f"subject ({subject}) is: it may be someone else's, whose consent no share can show"
+    )
+
+
+def test_data_needing_consent_sits_with_the_subjects_own(tmp_path: Path) -> None:
+    # Consent is shown for the subject the route names: a guarantor's ID number beside the
+    # applicant's would go on the applicant's consent.
+    data = minimal()
+    _consent_for(data, "identity.id_number")
+    data["routes"] = [
+        route(
+            subject="applicant.user_id",
+            fields=[
+                {"path": "applicant.id_number", "category": "identity.id_number"},
+                {"path": "applicant.docs.**", "category": "identity.id_number"},
+                {"path": "guarantor.id_number", "category": "identity.id_number"},
+                {"path": "query.id_number", "category": "identity.id_number"},
+                {"path": "guarantor.name", "category": "identity.name"},  # not sensitive
+            ],
+        ),
+        route(
+            path="/v1/batch",
+            records="batch.applicants[]",
+            subject="batch.applicants[].user_id",
+            fields=[
+                {"path": "batch.applicants[].**", "category": "identity.id_number"},
+                {"path": "batch.guarantor.id_number", "category": "identity.id_number"},
+            ],
+        ),
+        route(
+            path="/v1/batch-whole",
+            records="batch.applicants[]",
+            subject="batch.applicants[].user_id",
+            # Over the records, and beside them too.
+            fields=[{"path": "batch.**", "category": "identity.id_number"}],
+        ),
+        # The subject is the whole request's: any field is the subject's.
+        route(
+            path="/v1/flat",
+            subject="user_id",
+            fields=[{"path": "profile.id_number", "category": "identity.id_number"}],
+        ),
+        route(
+            path="/v1/by-query",
+            method="GET",
+            subject="query.user_id",
+            fields=[{"path": "query.id_number", "category": "identity.id_number"}],
+        ),
+    ]
+    file, found = lines(tmp_path, data)
+    applicant, batch = (
+        ("applicant", "applicant.user_id"),
+        (
+            "batch.applicants[]",
+            "batch.applicants[].user_id",
+        ),
+    )
+    assert found == [
+        _outside(file, 0, 2, "identity.id_number", *applicant),
+        _outside(file, 0, 3, "identity.id_number", *applicant),
+        _outside(file, 1, 1, "identity.id_number", *batch),
+        _outside(file, 2, 0, "identity.id_number", *batch),
+    ]
+    # Without consent required, whose data it is changes nothing the gateway checks.
+    data["terms"]["sensitive"]["consent_required"] = False
+    assert lines(tmp_path, data)[1] == []
+
+
+def test_a_third_partys_personal_data_sits_with_the_subjects_own(tmp_path: Path) -> None:
+    data = minimal()
+    data["partner"]["relationship"] = "third_party"
+    data["terms"]["sensitive"] = {"consent_required": True}
+    data["categories"].append("business.reference")
+    data["routes"] = [
+        route(
+            subject="applicant.user_id",
+            fields=[
+                {"path": "applicant.name", "category": "identity.name"},
+                {"path": "officer.name", "category": "identity.name"},
+                {"path": "loan_id", "category": "business.reference"},  # not personal
+            ],
+        )
+    ]
+    file, found = lines(tmp_path, data)
+    assert found == [_outside(file, 0, 1, "identity.name", "applicant", "applicant.user_id")]
+
+
 def test_third_party_requires_consent(tmp_path: Path) -> None:
     data = minimal()
     data["partner"]["relationship"] = "third_party"
