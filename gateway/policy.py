@@ -21,6 +21,7 @@ from gateway.routing import RouteTable, Template
 # caller's credentials, cookies, forwarding headers, the client's address — stays behind.
 BASE_REQUEST_HEADERS = frozenset({"accept", "user-agent"})
 ID_NUMBER_CATEGORY = "identity.id_number"
+BIRTH_DATE_CATEGORY = "identity.birth_date"
 
 
 class PolicyError(Exception):
@@ -45,6 +46,9 @@ class RoutePolicy:
     subject: str | None
     records: str | None
     birth_date: str | None
+    # Where birth dates are read: the declared `birth_date`, and, where minors matter to the
+    # contract, every `identity.birth_date` field the route sends.
+    birth_date_paths: tuple[str, ...]
     id_number_paths: tuple[str, ...]  # fields that may carry a resident ID (and so a birth date)
 
 
@@ -128,7 +132,7 @@ def _auth_headers(
             return []
 
 
-def _compile_route(route: Route, gateway_set: frozenset[str]) -> RoutePolicy:
+def _compile_route(route: Route, gateway_set: frozenset[str], minors_matter: bool) -> RoutePolicy:
     plan = None
     if route.fields is not None:
         plan = compile_plan(
@@ -162,10 +166,24 @@ def _compile_route(route: Route, gateway_set: frozenset[str]) -> RoutePolicy:
         subject=route.subject,
         records=route.records,
         birth_date=route.birth_date,
+        birth_date_paths=_birth_date_paths(route, minors_matter),
         id_number_paths=tuple(
             f.path for f in route.fields or () if f.category == ID_NUMBER_CATEGORY
         ),
     )
+
+
+def _birth_date_paths(route: Route, minors_matter: bool) -> tuple[str, ...]:
+    paths = [] if route.birth_date is None else [route.birth_date]
+    if minors_matter:
+        # A child's birth date in a field the route does not declare as `birth_date` still
+        # tells a child (a subtree is left to its ID numbers: a date is one value).
+        paths += [
+            f.path
+            for f in route.fields or ()
+            if f.category == BIRTH_DATE_CATEGORY and not f.path.endswith("**")
+        ]
+    return tuple(dict.fromkeys(paths))
 
 
 def compile_policy(
@@ -193,7 +211,9 @@ def compile_policy(
             ("X-Data-Onward-Transfer", "allowed" if terms.onward_transfer else "prohibited"),
         ]
         gateway_set = frozenset({"content-type", *(name.lower() for name, _ in headers)})
-        routes = [_compile_route(route, gateway_set) for route in contract.routes]
+        # Under `minors: deny`, and where a child's data needs consent as sensitive data does.
+        minors_matter = terms.minors == "deny" or terms.sensitive.consent_required
+        routes = [_compile_route(route, gateway_set, minors_matter) for route in contract.routes]
         start, end = _window(contract.contract.effective, contract.contract.expires, zone)
         partners[partner_id] = PartnerPolicy(
             id=partner_id,

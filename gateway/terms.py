@@ -130,9 +130,9 @@ def _birth_date(
     number, a declared date the ID number contradicts) is about a child.
     """
     born: list[date] = []
-    if route.birth_date is not None:
-        what = f"{where}: the birth date at {route.birth_date}"
-        found = _values(route, item, route.birth_date, query)
+    for path in route.birth_date_paths:
+        what = f"{where}: the birth date at {path}"
+        found = _values(route, item, path, query)
         born.extend(_as_date(value, what) for value in found if value is not None)
     candidates: list[JSONValue] = [
         value for path in route.id_number_paths for value in _values(route, item, path, query)
@@ -145,8 +145,9 @@ def _birth_date(
 def born_outside_records(
     route: RoutePolicy, doc: dict[str, JSONValue], query: Mapping[str, str]
 ) -> date | None:
-    """The latest birth date in the resident ID numbers a batch route sends outside its
-    records (a guarantor's): no record's subject, and still a person, perhaps a child."""
+    """The latest birth date in the resident ID numbers and birth-date fields a batch route
+    sends outside its records (a guarantor's): no record's subject, and still a person, perhaps
+    a child."""
     records = route.records
     if records is None:
         return None  # every ID number of the body is the one subject's already
@@ -154,8 +155,24 @@ def born_outside_records(
     # (`batch.**` over `batch.applicants[]`) is walked around them.
     arrays = select(doc, records.removesuffix("[]"))
     no_records = not select(doc, records)
+    ids = _outside_records(route.id_number_paths, records, doc, query, no_records)
+    skipped = {id(array) for array in arrays if isinstance(array, list)}
+    born = list(_ids_born(ids, skipped))
+    dates = _outside_records(route.birth_date_paths, records, doc, query, no_records)
+    what = "a birth date outside the records"
+    born += [_as_date(value, what) for value in dates if value is not None]
+    return max(born, default=None)
+
+
+def _outside_records(
+    paths: tuple[str, ...],
+    records: str,
+    doc: dict[str, JSONValue],
+    query: Mapping[str, str],
+    no_records: bool,
+) -> list[JSONValue]:
     values: list[JSONValue] = []
-    for path in route.id_number_paths:
+    for path in paths:
         if path == records or path.startswith(records + "."):
             continue
         parameter = query_parameter(path)
@@ -164,8 +181,7 @@ def born_outside_records(
         elif parameter in query and no_records:
             # Otherwise every record's already (`_values` reads the query for each).
             values.append(query[parameter])
-    skipped = {id(array) for array in arrays if isinstance(array, list)}
-    return max(_ids_born(values, skipped), default=None)
+    return values
 
 
 def _ids_born(values: list[JSONValue], skipped: AbstractSet[int] = frozenset()) -> Iterator[date]:

@@ -1377,3 +1377,58 @@ async def test_a_subtree_over_each_whole_record_is_read_for_minors(
     response = await gw.share("POST", "/acme/v1/records-whole", json=adult)
     assert response.status == 200, await response.text()
     assert [seen.json() for seen in gw.partner.received] == [adult]
+
+
+BIRTH_DATE_FIELD_ROUTE: dict[str, Any] = {
+    "method": "POST",
+    "path": "/v1/dated",
+    "purpose": "credit_assessment",
+    "subject": "applicant.user_id",
+    "fields": [{"path": "applicant.born", "category": "identity.birth_date"}],
+}
+GUARANTOR_BIRTH_ROUTE: dict[str, Any] = {
+    **BATCH_ROUTE,
+    "path": "/v1/dated-batch",
+    "fields": [
+        *BATCH_ROUTE["fields"],
+        {"path": "guarantor.born", "category": "identity.birth_date"},
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("target", "body"),
+    [
+        ("dated", lambda born: {"applicant": {"user_id": "u-1", "born": born}}),
+        ("dated-batch", lambda born: {"applicants": [person("a")], "guarantor": {"born": born}}),
+    ],
+    ids=["field", "guarantor"],
+)
+async def test_a_birth_date_field_not_declared_as_birth_date_still_tells_a_child(
+    make_gateway: GatewayFactory, target: str, body: Callable[[str], dict[str, Any]]
+) -> None:
+    routes = [*ROUTES, BIRTH_DATE_FIELD_ROUTE, GUARANTOR_BIRTH_ROUTE]
+    categories = [*contract()["categories"], "identity.birth_date"]
+    gw = await make_gateway(
+        [contract(categories=categories, terms={"minors": "deny"}, routes=routes)]
+    )
+    response = await gw.share("POST", f"/acme/v1/{target}", json=body(CHILD_BORN.isoformat()))
+    await assert_refused(gw, response, 403, "minor_denied")
+    adult = body(ADULT_BORN.isoformat())
+    response = await gw.share("POST", f"/acme/v1/{target}", json=adult)
+    assert response.status == 200, await response.text()
+    assert len(gw.partner.received) == 1
+
+
+async def test_a_birth_date_field_is_not_read_where_minors_do_not_matter(
+    make_gateway: GatewayFactory,
+) -> None:
+    # `minors: allow`, no consent required: a date in any format goes as the contract says.
+    categories = [*contract()["categories"], "identity.birth_date"]
+    gw = await make_gateway(
+        [contract(categories=categories, routes=[*ROUTES, BIRTH_DATE_FIELD_ROUTE])]
+    )
+    doc = {"applicant": {"user_id": "u-1", "born": "2016/03/04"}}
+    response = await gw.share("POST", "/acme/v1/dated", json=doc)
+    assert response.status == 200, await response.text()
+    assert [seen.json() for seen in gw.partner.received] == [{"applicant": {"born": "2016/03/04"}}]
