@@ -344,7 +344,9 @@ def _email_patterns(cjk: str, word: str, word_letters: str) -> _EmailPatterns:
         re.compile(
             # A label is either CJK (with digits and hyphens) or of the other scripts, never a
             # mix: "li@example.com请回复.谢谢" must not make "com请回复" a label.
-            rf"(?:(?:[A-Za-z0-9{word}](?:[A-Za-z0-9{word}\-]{{0,61}}[A-Za-z0-9{word}])?"
+            # Each label is taken atomically: a label of digits fits both kinds, and a run of
+            # them with no top-level domain after would otherwise be split 2**n ways.
+            rf"(?>(?:[A-Za-z0-9{word}](?:[A-Za-z0-9{word}\-]{{0,61}}[A-Za-z0-9{word}])?"
             rf"|[0-9{cjk}](?:[0-9{cjk}\-]{{0,61}}[0-9{cjk}])?){_DOT})+"
             # A digit may follow a letter top-level domain ("li@163.com13800138000"); a
             # punycode (IDN) one takes every letter, digit and hyphen there is.
