@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -88,6 +89,22 @@ def test_an_outcome_in_a_later_transaction_is_linked_and_closes_its_share(
     assert verify(tmp_path / "log.sqlite", KEY).ok
 
 
+@pytest.mark.parametrize("share_in", ["an_earlier_transaction", "the_same_transaction"])
+def test_a_second_outcome_in_one_transaction_is_not_linked_again(
+    ledger: Ledger, tmp_path: Path, share_in: str
+) -> None:
+    ledger.begin()
+    share = ledger.add_share(record("s-1"))
+    if share_in == "an_earlier_transaction":
+        ledger.commit(NOW)
+        ledger.begin()
+    first = ledger.add_outcome(ShareOutcome("s-1", "delivered", 200, 1, 2.0), NOW)
+    second = ledger.add_outcome(ShareOutcome("s-1", "delivered", 200, 1, 2.0), NOW)
+    ledger.commit(NOW)
+    assert (first["share_seq"], second["share_seq"]) == (share["seq"], None)
+    assert verify(tmp_path / "log.sqlite", KEY).ok
+
+
 def test_an_outcome_after_reopening_finds_its_share_in_the_file(tmp_path: Path) -> None:
     first = Ledger.open(tmp_path / "log.sqlite", KEY)
     first.begin()
@@ -100,6 +117,41 @@ def test_an_outcome_after_reopening_finds_its_share_in_the_file(tmp_path: Path) 
     second.commit(NOW)
     second.close()
     assert outcome["share_seq"] == share["seq"]
+
+
+@pytest.mark.parametrize(
+    ("change", "share_id"),
+    [
+        ("UPDATE pending_outcomes SET share_seq = 1 WHERE share_id = 's-3'", "s-3"),
+        ("UPDATE pending_outcomes SET share_seq = 3 WHERE share_id = 's-3'", "s-3"),
+        ("UPDATE pending_outcomes SET share_seq = 99 WHERE share_id = 's-3'", "s-3"),
+        ("INSERT INTO pending_outcomes (share_id, share_seq) VALUES ('s-1', 1)", "s-1"),
+    ],
+    ids=["another_share", "a_denied_record", "no_record", "a_closed_share"],
+)
+def test_an_outcome_is_linked_only_through_a_pending_row_naming_its_open_share(
+    tmp_path: Path, change: str, share_id: str
+) -> None:
+    path = tmp_path / "log.sqlite"
+    first = Ledger.open(path, KEY)
+    first.begin()
+    first.add_share(record("s-1"))  # seq 1, closed by its outcome at seq 2
+    first.add_outcome(ShareOutcome("s-1", "timeout", None, 0, 1.0), NOW)
+    first.add_share(record("s-2", decision="denied"))  # seq 3
+    first.add_share(record("s-3"))  # seq 4, in flight
+    first.commit(NOW)
+    first.close()
+    # Someone who can write the file, not the gateway, edits the index of open shares.
+    conn = sqlite3.connect(path)
+    conn.execute(change)
+    conn.commit()
+    conn.close()
+    second = Ledger.open(path, KEY)
+    second.begin()
+    outcome = second.add_outcome(ShareOutcome(share_id, "delivered", 200, 1, 2.0), NOW)
+    second.commit(NOW)
+    second.close()
+    assert outcome["share_seq"] is None  # never sealed against a record the row should not name
 
 
 @pytest.mark.parametrize("pruner", ["same_ledger", "another_connection"])

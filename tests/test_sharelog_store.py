@@ -492,7 +492,7 @@ async def test_an_outcome_whose_commit_failed_goes_with_the_next_one(tmp_path: P
 async def test_a_held_outcome_survives_a_retry_that_fails_while_adding_it(
     tmp_path: Path,
 ) -> None:
-    faults = {"COMMIT": 0, "SELECT share_seq FROM pending_outcomes": 0}
+    faults = {"COMMIT": 0, "SELECT p.share_seq FROM pending_outcomes": 0}
 
     def fail(sql: str) -> None:
         for start, left in faults.items():
@@ -508,7 +508,7 @@ async def test_a_held_outcome_survives_a_retry_that_fails_while_adding_it(
     try:
         await share_log.record(make_record("s-1"))  # committed: the share goes out
         # The outcome's commit fails, and so does the first retry's lookup of its share.
-        faults.update({"COMMIT": 1, "SELECT share_seq FROM pending_outcomes": 1})
+        faults.update({"COMMIT": 1, "SELECT p.share_seq FROM pending_outcomes": 1})
         share_log.submit_outcome(ShareOutcome("s-1", "delivered", 200, 10, 5.0))
         async with asyncio.timeout(BOUND_S):
             while any(faults.values()) or not share_log.writable():  # noqa: ASYNC110

@@ -79,6 +79,15 @@ _OPEN_SHARES = (
     " AND NOT EXISTS (SELECT 1 FROM outcomes AS o WHERE o.share_seq = p.share_seq)"
     " ORDER BY p.share_seq"
 )
+# `pending_outcomes` is an index, not part of the chain: a row is taken only where it names
+# this share's own open record, as `_OPEN_SHARES` does; a row re-pointed at another share would
+# have the outcome sealed against that share.
+_PENDING_SEQ = (
+    "SELECT p.share_seq FROM pending_outcomes AS p"
+    " JOIN shares AS s ON s.seq = p.share_seq AND s.share_id = p.share_id"
+    " WHERE p.share_id = ? AND s.decision = 'shared'"
+    " AND NOT EXISTS (SELECT 1 FROM outcomes AS o WHERE o.share_seq = p.share_seq)"
+)
 _LAST_SEQ = (
     "SELECT seq, hash FROM ("
     " SELECT seq, hash FROM (SELECT seq, hash FROM shares ORDER BY seq DESC LIMIT 1)"
@@ -112,7 +121,7 @@ class Ledger:
         self._rows: dict[EntryKind, list[tuple[Any, ...]]] = {}
         self._subjects: list[tuple[int, int]] = []
         self._opened: dict[str, int] = {}
-        self._closed: list[tuple[str]] = []
+        self._closed: set[str] = set()  # share ids whose outcome this transaction adds
         self._entries: list[Entry] = []
         # The open shares this connection committed: an outcome finds its share here rather
         # than in `pending_outcomes`. Only a shortcut: whatever is missing is looked up.
@@ -224,7 +233,9 @@ class Ledger:
                 self._opened.items(),
             )
         if self._closed:
-            conn.executemany("DELETE FROM pending_outcomes WHERE share_id = ?", self._closed)
+            conn.executemany(
+                "DELETE FROM pending_outcomes WHERE share_id = ?", [(s,) for s in self._closed]
+            )
         conn.execute(
             "UPDATE head SET seq = ?, hash = ?, mac = ?, checkpoint_seq = ? WHERE id = 1",
             (
@@ -239,7 +250,7 @@ class Ledger:
         if len(open_seqs) >= _OPEN_SEQS_KEPT:
             open_seqs.clear()  # shares whose outcome never came: forgotten, still in the file
         open_seqs.update(self._opened)
-        for (share_id,) in self._closed:
+        for share_id in self._closed:
             open_seqs.pop(share_id, None)
         entries = self._entries
         self._reset()
@@ -266,15 +277,19 @@ class Ledger:
         """Append an outcome linked to its open share (`share_seq` None if none is open)."""
         share_id = outcome.share_id
         in_batch = self._opened.get(share_id)  # the share is in this very transaction
-        share_seq = in_batch if in_batch is not None else self._open_seqs.get(share_id)
-        if share_seq is None:
-            share_seq = self._pending_seq(share_id)
+        share_seq = in_batch
+        # A share this transaction already closed keeps that one outcome: its row is still in
+        # `pending_outcomes` and its seq in memory until the commit.
+        if share_seq is None and share_id not in self._closed:
+            share_seq = self._open_seqs.get(share_id)
+            if share_seq is None:
+                share_seq = self._pending_seq(share_id)
         entry = seal(outcome_entry(outcome, share_seq, ts, self._seq + 1, self._prev), self._key)
         self._append(entry)
         if in_batch is not None:
             del self._opened[share_id]
         elif share_seq is not None:
-            self._closed.append((share_id,))
+            self._closed.add(share_id)
         return entry
 
     def add_unknown_outcomes(self, ts: datetime) -> list[Entry]:
@@ -284,16 +299,15 @@ class Ledger:
         # by hand, say) would otherwise have a genuine, sealed `unknown` outcome signed for it.
         rows = self.conn.execute(_OPEN_SHARES).fetchall()
         self.conn.execute("DELETE FROM pending_outcomes")  # every open share is closed below
-        closing = {share_id for (share_id,) in self._closed}
         added = []
         for share_id, share_seq in rows:
-            if share_id in closing:
+            if share_id in self._closed:
                 continue
             entry = seal(
                 unknown_outcome_entry(share_id, share_seq, ts, self._seq + 1, self._prev), self._key
             )
             self._append(entry)
-            self._closed.append((share_id,))
+            self._closed.add(share_id)
             added.append(entry)
         return added
 
@@ -393,16 +407,14 @@ class Ledger:
         self._prev = entry["hash"]
 
     def _pending_seq(self, share_id: str) -> int | None:
-        row = self.conn.execute(
-            "SELECT share_seq FROM pending_outcomes WHERE share_id = ?", (share_id,)
-        ).fetchone()
+        row = self.conn.execute(_PENDING_SEQ, (share_id,)).fetchone()
         return None if row is None else int(row[0])
 
     def _reset(self) -> None:
         self._rows = {"share": [], "outcome": [], "checkpoint": []}
         self._subjects = []
         self._opened = {}
-        self._closed = []
+        self._closed = set()
         self._entries = []
 
     def _ensure_head(self) -> None:
