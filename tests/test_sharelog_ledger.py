@@ -228,6 +228,27 @@ def test_a_checkpoint_is_sealed_every_n_entries(ledger: Ledger) -> None:
     assert reasons == [(5, "periodic"), (10, "periodic")]
 
 
+def test_a_head_naming_a_later_checkpoint_does_not_hold_back_the_next_one(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    ledger.begin()
+    ledger.add_checkpoint("open", NOW)
+    ledger.commit(NOW)
+    # The head's checkpoint_seq is not sealed: someone who can write the file moves it ahead.
+    conn = sqlite3.connect(tmp_path / "log.sqlite")
+    conn.execute("UPDATE head SET checkpoint_seq = 9000000000000000000")
+    conn.commit()
+    conn.close()
+    for i in range(9):
+        ledger.begin()
+        ledger.add_share(record(f"s-{i}", decision="denied"))
+        ledger.commit(NOW)
+    reasons = ledger.conn.execute("SELECT seq, reason FROM checkpoints ORDER BY seq").fetchall()
+    assert reasons == [(1, "open"), (6, "periodic"), (11, "periodic")]
+    head = ledger.conn.execute("SELECT checkpoint_seq FROM head").fetchone()[0]
+    assert head == 11  # and the head says so again
+
+
 def test_a_rolled_back_transaction_leaves_no_trace(ledger: Ledger, tmp_path: Path) -> None:
     ledger.begin()
     ledger.add_share(record("s-gone"))

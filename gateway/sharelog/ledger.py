@@ -88,6 +88,7 @@ _PENDING_SEQ = (
     " WHERE p.share_id = ? AND s.decision = 'shared'"
     " AND NOT EXISTS (SELECT 1 FROM outcomes AS o WHERE o.share_seq = p.share_seq)"
 )
+_LAST_CHECKPOINT = "SELECT MAX(seq) FROM checkpoints WHERE seq <= ?"
 _LAST_SEQ = (
     "SELECT seq, hash FROM ("
     " SELECT seq, hash FROM (SELECT seq, hash FROM shares ORDER BY seq DESC LIMIT 1)"
@@ -192,19 +193,24 @@ class Ledger:
             # Another connection wrote (`logs prune` may have removed open shares): what this
             # one remembers of its open shares is looked up again.
             self._open_seqs.clear()
-            row = self.conn.execute("SELECT seq, hash, mac, checkpoint_seq FROM head").fetchone()
+            row = self.conn.execute("SELECT seq, hash, mac FROM head").fetchone()
             if row is None:
                 raise LedgerError("the share log has no head: run `share-gateway logs verify`")
-            seq, digest, mac, checkpoint_seq = row
+            seq, digest, mac = row
             if not macs_equal(str(mac), head_mac(self._key, int(seq), str(digest))):
                 raise LedgerError(
                     "the share log's head is not signed by this gateway's key: "
                     "run `share-gateway logs verify`"
                 )
+            # The head's `checkpoint_seq` is outside its seal: the last checkpoint is looked up
+            # in the chain instead, so that an edited head cannot hold back the periodic
+            # checkpoints (the signed lines outside the file that show how far it reached).
+            checkpoint_seq = _scalar(self.conn, _LAST_CHECKPOINT, (int(seq),))
         except BaseException:
             self.rollback()
             raise
-        self._seq, self._prev, self._checkpoint_seq = int(seq), str(digest), int(checkpoint_seq)
+        self._seq, self._prev = int(seq), str(digest)
+        self._checkpoint_seq = 0 if checkpoint_seq is None else int(checkpoint_seq)
         self._data_version = version
         self._reset()
 
