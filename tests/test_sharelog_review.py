@@ -553,6 +553,44 @@ async def test_a_damaged_json_column_is_unreadable_not_a_crash(chain: Path) -> N
     assert (problem.kind, problem.seq) == ("unreadable", 6)
 
 
+@pytest.mark.parametrize(
+    ("statements", "message"),
+    [
+        (
+            (
+                "DELETE FROM shares",
+                "DELETE FROM outcomes",
+                "DELETE FROM checkpoints",
+                "DELETE FROM share_subjects",
+                "DELETE FROM head",
+            ),
+            "the log has no signed head and no entries: both were removed",
+        ),
+        (("DELETE FROM head",), "the log has entries but no signed head"),
+        (
+            (
+                "PRAGMA ignore_check_constraints = ON",
+                "INSERT INTO head SELECT 2, seq, hash, mac, checkpoint_seq FROM head",
+            ),
+            "the log has 2 heads; it has one",
+        ),
+        (
+            ("UPDATE head SET seq = CAST(CAST(seq AS TEXT) AS BLOB)",),
+            "the head (last seq and hash) was altered",
+        ),
+    ],
+    ids=["no_head_no_entries", "no_head", "two_heads", "seq_as_blob"],
+)
+async def test_a_log_without_its_one_signed_head_fails(
+    chain: Path, statements: tuple[str, ...], message: str
+) -> None:
+    tamper(chain, *statements)
+    result = verify(chain, KEY)
+    assert not result.ok
+    assert result.problem is not None
+    assert (result.problem.kind, result.problem.message) == ("head", message)
+
+
 # --- export ---------------------------------------------------------------------------------
 
 

@@ -516,16 +516,34 @@ class _Verifier:
         except ValueError:
             return False
 
+    def _head(self) -> tuple[int, str, str, int]:
+        """The signed head: seq, hash, mac and the seq it names as the last checkpoint."""
+        heads = self.conn.execute(
+            "SELECT seq, hash, mac, checkpoint_seq, typeof(seq), typeof(checkpoint_seq) FROM head"
+        ).fetchall()
+        if not heads:
+            first = next(_merged_entries(self.conn), None)
+            # A gateway writes the head as it first opens the log, so no log is without one.
+            self.fail(
+                "head",
+                None,
+                None,
+                "the log has entries but no signed head"
+                if first is not None
+                else "the log has no signed head and no entries: both were removed",
+            )
+        if len(heads) > 1:
+            self.fail("head", None, None, f"the log has {len(heads)} heads; it has one")
+        seq, digest, mac, checkpoint_seq, seq_type, checkpoint_type = heads[0]
+        if (seq_type, checkpoint_type) != ("integer", "integer"):
+            self.fail("head", None, None, "the head (last seq and hash) was altered")
+        return int(seq), str(digest), str(mac), int(checkpoint_seq)
+
     def _check(self) -> None:
         conn = self.conn
-        head = conn.execute("SELECT seq, hash, mac FROM head").fetchone()
-        first = next(_merged_entries(conn), None)
-        if head is None:
-            if first is None:
-                return  # created but never opened by a gateway: nothing to check
-            self.fail("head", None, None, "the log has entries but no signed head")
-        head_seq, head_hash, mac = int(head[0]), str(head[1]), str(head[2])
+        head_seq, head_hash, mac, _ = self._head()
         self.head_seq = head_seq
+        first = next(_merged_entries(conn), None)
         head_signed = macs_equal(mac, head_mac(self.key, head_seq, head_hash))
         if not head_signed and (first is None or not self._signed(first[1], first[2])):
             self.fail(
