@@ -554,6 +554,62 @@ async def test_a_damaged_json_column_is_unreadable_not_a_crash(chain: Path) -> N
 
 
 @pytest.mark.parametrize(
+    ("change", "seq", "share_id"),
+    [
+        # Text and a blob of the key's digits, which Python's int() reads as the same number,
+        # but a lookup by subject compares as stored and misses.
+        (
+            "UPDATE share_subjects SET subject_key = CASE WHEN subject_key < 0"
+            " THEN '-0_' || -subject_key ELSE '0_' || subject_key END WHERE share_seq = 4",
+            4,
+            "s-1",
+        ),
+        (
+            "UPDATE share_subjects SET subject_key = CAST(CAST(subject_key AS TEXT) AS BLOB)"
+            " WHERE share_seq = 4",
+            4,
+            "s-1",
+        ),
+        ("UPDATE share_subjects SET share_seq = '0_9' WHERE share_seq = 9", None, None),
+    ],
+    ids=["key_as_text", "key_as_blob", "seq_as_text"],
+)
+async def test_a_subject_index_value_of_another_type_fails(
+    chain: Path, change: str, seq: int | None, share_id: str | None
+) -> None:
+    tamper(chain, change)
+    problem = verify(chain, KEY).problem
+    assert problem is not None
+    assert (problem.kind, problem.seq, problem.share_id) == ("index", seq, share_id)
+    assert "where the gateway writes an integer" in problem.message
+
+
+@pytest.mark.parametrize(
+    ("column", "text"),
+    [
+        ("fields_sent", '["applicant.name", "applicant.income"]'),
+        ("subject_refs", None),
+    ],
+    ids=["respaced", "escaped"],
+)
+async def test_a_json_column_that_only_parses_alike_is_changed(
+    chain: Path, column: str, text: str | None
+) -> None:
+    if text is None:  # the same references, every character escaped
+        escaped = "".join(f"\\u{ord(c):04x}" for c in ref("user-2"))
+        text = f'["{escaped}"]'
+    conn = sqlite3.connect(chain)
+    conn.execute(f"UPDATE shares SET {column} = ? WHERE seq = 4", (text,))  # noqa: S608
+    conn.commit()
+    conn.close()
+    assert [r["share_id"] for r in query(chain, subject_ref=ref("user-2"))] == ["s-1"]
+    problem = verify(chain, KEY).problem
+    assert problem is not None
+    assert (problem.kind, problem.seq, problem.share_id) == ("changed", 4, "s-1")
+    assert f"its {column} is not the JSON text the gateway wrote" in problem.message
+
+
+@pytest.mark.parametrize(
     ("statements", "message"),
     [
         (

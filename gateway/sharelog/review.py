@@ -27,6 +27,7 @@ from gateway.sharelog.chain import (
     seal_key,
 )
 from gateway.sharelog.schema import (
+    as_stored,
     columns,
     connect_ro,
     row_entry,
@@ -503,12 +504,18 @@ class _Verifier:
             problem=problem,
         )
 
-    def _sealed(self, entry: Entry) -> tuple[bool, bool]:
-        """(content matches the stored hash, stored hash carries a valid mac)."""
+    def _sealed(self, entry: Entry, row: Sequence[Any] | None = None) -> tuple[bool, bool]:
+        """(content matches the stored hash, stored hash carries a valid mac).
+
+        With the entry's `row`, the content is its JSON columns' stored text, not the value it
+        parses to: the review commands read that text (SQL's JSON functions), so it must be the
+        very text the gateway wrote and hashed, not one that only parses alike.
+        """
         digest, mac = entry.pop("hash"), entry.pop("mac")
         if not isinstance(digest, str) or not isinstance(mac, str):
             return False, False
-        return entry_hash(entry) == digest, macs_equal(mac, entry_mac(self.key, digest))
+        hashed = entry if row is None else as_stored(row, entry)
+        return entry_hash(hashed) == digest, macs_equal(mac, entry_mac(self.key, digest))
 
     def _signed(self, kind: EntryKind, row: Any) -> bool:
         try:
@@ -557,7 +564,8 @@ class _Verifier:
         expected, prev = self._start()
         subjects = _Peekable(
             conn.execute(
-                "SELECT share_seq, subject_key FROM share_subjects ORDER BY share_seq, subject_key"
+                "SELECT share_seq, subject_key, typeof(share_seq) || ' ' || typeof(subject_key)"
+                " FROM share_subjects ORDER BY share_seq, subject_key"
             )
         )
         last: tuple[int, str | None] | None = None
@@ -604,14 +612,14 @@ class _Verifier:
                     f"entry {where} does not follow the entry before it: an entry between "
                     "them was removed (and the rest renumbered), or its link was changed",
                 )
-            content_ok, mac_ok = self._sealed(entry)
+            content_ok, mac_ok = self._sealed(entry, row if kind == "share" else None)
             if not content_ok:
                 self.fail(
                     "changed",
                     seq,
                     share_id,
                     f"entry {where} was changed after it was written "
-                    "(its content no longer matches its hash)",
+                    f"({_what_changed(row, entry, stored_hash)})",
                 )
             if not mac_ok:
                 self.fail(
@@ -648,6 +656,8 @@ class _Verifier:
             )
         leftover = subjects.peek()
         if leftover is not None:
+            if leftover[2] != _INTEGERS:
+                self._mistyped_subject(leftover, None)
             self.fail(
                 "index",
                 int(leftover[0]),
@@ -673,6 +683,23 @@ class _Verifier:
             self.fail("forged", seq, None, f"the prune checkpoint at seq {seq} was forged")
         return int(entry["cut_seq"]), str(entry["cut_prev_hash"])
 
+    def _mistyped_subject(self, row: Sequence[Any], share_id: str | None) -> NoReturn:
+        # `logs subject` compares the stored values as they are: a key kept as text or a blob
+        # of the same digits (which Python's int() would read as the number) matches nothing.
+        seq_type, key_type = str(row[2]).split(" ")
+        column, value, stored = (
+            ("seq", row[0], seq_type)
+            if seq_type != "integer"
+            else ("subject key", row[1], key_type)
+        )
+        self.fail(
+            "index",
+            row[0] if seq_type == "integer" else None,
+            share_id,
+            f"the subject index holds a {column} stored as {stored} ({value!r}) where "
+            "the gateway writes an integer: a lookup by subject would miss that share",
+        )
+
     def _check_subjects(
         self, subjects: _Peekable, seq: int, share_id: str | None, refs: list[str]
     ) -> None:
@@ -681,16 +708,20 @@ class _Verifier:
         except (ValueError, TypeError):
             self.fail("unreadable", seq, share_id, f"a subject_ref of {_describe(seq, share_id)}")
         have: list[int] = []
-        while (row := subjects.peek()) is not None and int(row[0]) <= seq:
+        while (row := subjects.peek()) is not None:
+            if row[2] != _INTEGERS and not (row[2].startswith("integer ") and row[0] > seq):
+                self._mistyped_subject(row, share_id if row[0] == seq else None)
+            if row[0] > seq:
+                break  # a later share's
             subjects.next()
-            if int(row[0]) < seq:
+            if row[0] < seq:
                 self.fail(
                     "index",
-                    int(row[0]),
+                    row[0],
                     None,
                     f"the subject index lists seq {row[0]}, which is not a share",
                 )
-            have.append(int(row[1]))
+            have.append(row[1])
         if have != want:
             self.fail(
                 "index",
@@ -710,6 +741,19 @@ class _Verifier:
         if self.first_seq is None:
             self.first_seq = seq
         self.last_seq = seq
+
+
+def _what_changed(row: Sequence[Any], entry: Entry, stored_hash: object) -> str:
+    if entry_hash(entry) == stored_hash:  # the values are the ones hashed, one text is not
+        for name, text in zip(columns(entry["kind"]), row, strict=False):
+            if (name in LIST_FIELDS or name in MAP_FIELDS) and text != orjson.dumps(
+                entry[name], option=orjson.OPT_SORT_KEYS
+            ).decode():
+                return f"its {name} is not the JSON text the gateway wrote"
+    return "its content no longer matches its hash"
+
+
+_INTEGERS = "integer integer"  # the types of a subject index row's seq and key
 
 
 class _Peekable:

@@ -273,6 +273,26 @@ def entry_row(entry: Entry) -> tuple[Any, ...]:
     return tuple(row)
 
 
+def as_stored(row: Sequence[Any], entry: Entry) -> Entry:
+    """`entry` (read from `row` by `row_entry`) with its JSON columns as the text `row` holds.
+
+    Hashed, it matches the entry's sealed hash only if each of those texts is the one the
+    gateway wrote, byte for byte. (Each is one whole JSON value, as `row_entry` found, and the
+    hashed text has an array or an object there, which ends where its brackets close: no
+    column's text can take in part of the next one's.)
+    """
+    json_columns = _ROW_SPEC[entry["kind"]][1]
+    if not json_columns:
+        return entry
+    stored = dict(entry)
+    names = columns(entry["kind"])
+    fragment = orjson.Fragment
+    for i in json_columns:
+        if type(row[i]) is str:
+            stored[names[i]] = fragment(row[i])
+    return stored
+
+
 def row_entry(kind: EntryKind, row: Sequence[Any]) -> Entry:
     """The sealed entry a row holds. Raises ValueError if a JSON column does not parse."""
     cols = columns(kind)
