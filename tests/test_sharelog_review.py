@@ -614,6 +614,63 @@ async def test_a_json_column_that_only_parses_alike_is_changed(
     [
         (
             (
+                "CREATE TRIGGER share_subjects_ai AFTER INSERT ON share_subjects"
+                " BEGIN UPDATE share_subjects SET subject_key = 'x' || NEW.subject_key"
+                " WHERE share_seq = NEW.share_seq; END",
+            ),
+            "the file holds a trigger share_subjects_ai on share_subjects "
+            "that the gateway does not create",
+        ),
+        (
+            ("CREATE VIEW recent AS SELECT * FROM shares",),
+            "the file holds a view recent that the gateway does not create",
+        ),
+        (
+            ("CREATE INDEX shares_partner ON shares (partner)",),
+            "the file holds a index shares_partner on shares that the gateway does not create",
+        ),
+        (
+            ("CREATE TABLE notes (text TEXT)",),
+            "the file holds a table notes that the gateway does not create",
+        ),
+        (
+            (
+                "DROP INDEX shares_ts_partner",
+                "CREATE INDEX shares_ts_partner ON shares (ts, partner) WHERE partner <> 'x'",
+            ),
+            "the index shares_ts_partner is not as the gateway creates it (its SQL differs)",
+        ),
+        (
+            ("DROP INDEX outcomes_share_seq",),
+            "the index outcomes_share_seq the gateway creates is missing",
+        ),
+        (
+            ("CREATE VIEW a AS SELECT 1", "CREATE VIEW b AS SELECT 2"),
+            "the file holds a view a that the gateway does not create (and 1 more)",
+        ),
+    ],
+    ids=["trigger", "view", "index", "table", "changed_sql", "missing_index", "two"],
+)
+async def test_an_object_the_gateway_does_not_create_is_named(
+    chain: Path, statements: tuple[str, ...], message: str
+) -> None:
+    tamper(chain, *statements)
+    problem = verify(chain, KEY).problem
+    assert problem is not None
+    assert (problem.kind, problem.seq, problem.message) == ("schema", None, message)
+
+
+async def test_sqlite_statistics_are_not_a_change_of_schema(chain: Path) -> None:
+    tamper(chain, "ANALYZE")  # tells the query planner how big things are; no read changes
+    result = verify(chain, KEY)
+    assert result.ok, result.problem
+
+
+@pytest.mark.parametrize(
+    ("statements", "message"),
+    [
+        (
+            (
                 "DELETE FROM shares",
                 "DELETE FROM outcomes",
                 "DELETE FROM checkpoints",
@@ -686,9 +743,9 @@ async def test_an_export_window_is_a_contiguous_run_with_the_outcomes(chain: Pat
         assert after["prev_hash"] == before["hash"]
 
 
-async def test_a_dropped_table_is_unreadable_not_a_crash(chain: Path) -> None:
+async def test_a_dropped_table_is_named_not_a_crash(chain: Path) -> None:
     tamper(chain, "DROP TABLE share_subjects")
     problem = verify(chain, KEY).problem
     assert problem is not None
-    assert problem.kind == "unreadable"
-    assert "no such table: share_subjects" in problem.message
+    assert problem.kind == "schema"
+    assert problem.message == "the table share_subjects the gateway creates is missing"

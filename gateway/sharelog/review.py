@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import heapq
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -27,12 +28,14 @@ from gateway.sharelog.chain import (
     seal_key,
 )
 from gateway.sharelog.schema import (
+    MIGRATIONS,
     as_stored,
     columns,
     connect_ro,
     row_entry,
     select_sql,
     subject_key,
+    user_version,
 )
 
 # The order of a share's fields in `query` results (and CSV columns).
@@ -393,6 +396,7 @@ ProblemKind = Literal[
     "head",
     "key",
     "index",
+    "schema",
 ]
 
 
@@ -466,6 +470,62 @@ def _seq_of_hash(conn: sqlite3.Connection, digest: str) -> int | None:
         (digest,),
     ).fetchone()
     return None if row is None else int(row[0])
+
+
+# An object of the file's schema: (type, name) -> (the table it belongs to, its SQL).
+_SchemaObjects = dict[tuple[str, str], tuple[str, str | None]]
+_SCHEMA_SQL = "SELECT type, name, tbl_name, sql FROM sqlite_master"
+
+
+@functools.cache
+def _gateway_schema(version: int) -> tuple[_SchemaObjects, _SchemaObjects]:
+    """What the gateway's migrations up to `version` create, and what SQLite may add itself.
+
+    The second part is SQLite's statistics tables (`ANALYZE`), which steer the query planner
+    but never change what a read returns.
+    """
+    conn = sqlite3.connect(":memory:")
+    try:
+        for statements in MIGRATIONS[:version]:
+            for statement in statements:
+                conn.execute(statement)
+        created = _schema_objects(conn)
+        conn.execute("ANALYZE")
+        analyzed = _schema_objects(conn)
+    finally:
+        conn.close()
+    optional = {key: value for key, value in analyzed.items() if key not in created}
+    return created, optional
+
+
+def _schema_objects(conn: sqlite3.Connection) -> _SchemaObjects:
+    return {
+        (str(kind), str(name)): (str(table), None if sql is None else str(sql))
+        for kind, name, table, sql in conn.execute(_SCHEMA_SQL)
+    }
+
+
+def _schema_differences(conn: sqlite3.Connection) -> list[str]:
+    """How the file's tables, indexes, views and triggers differ from the gateway's own."""
+    created, optional = _gateway_schema(user_version(conn))
+    found = _schema_objects(conn)
+    problems: list[tuple[str, str]] = []
+    for key in sorted(found.keys() | created.keys(), key=lambda k: (k[1], k[0])):
+        kind, name = key
+        if key not in found:
+            problems.append((name, f"the {kind} {name} the gateway creates is missing"))
+        elif key in created:
+            if found[key] != created[key]:
+                problems.append(
+                    (name, f"the {kind} {name} is not as the gateway creates it (its SQL differs)")
+                )
+        elif found[key] != optional.get(key):
+            table = found[key][0]
+            on = f" on {table}" if table != name else ""
+            problems.append(
+                (name, f"the file holds a {kind} {name}{on} that the gateway does not create")
+            )
+    return [message for _, message in problems]
 
 
 class _Verifier:
@@ -560,6 +620,13 @@ class _Verifier:
                 "neither the head nor the first entry is signed with this key: "
                 "is this the gateway's hash key?",
             )
+        # Before the records: an index, view or trigger that is not the gateway's own changes
+        # what every other command reads (or, a trigger, what the gateway writes), while the
+        # walk below reads the tables themselves.
+        differences = _schema_differences(conn)
+        if differences:
+            more = f" (and {len(differences) - 1} more)" if len(differences) > 1 else ""
+            self.fail("schema", None, None, differences[0] + more)
 
         expected, prev = self._start()
         subjects = _Peekable(
@@ -770,7 +837,8 @@ class _Peekable:
 
 
 def verify(path: Path, master_key: bytes) -> VerifyResult:
-    """Check every entry's hash, link and seal, the signed head, and the subject index."""
+    """Check the file's schema, then every entry's hash, link and seal, the signed head, and
+    the subject index."""
     with _reader(path) as conn:
         return _Verifier(conn, master_key).run()
 
