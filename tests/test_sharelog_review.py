@@ -666,6 +666,26 @@ async def test_sqlite_statistics_are_not_a_change_of_schema(chain: Path) -> None
     assert result.ok, result.problem
 
 
+async def test_an_index_that_hides_rows_behind_its_own_sql_fails(chain: Path) -> None:
+    # Rebuilt partial, its SQL text put back: the schema reads as the gateway's own.
+    tamper(
+        chain,
+        "DROP INDEX shares_ts_partner",
+        "CREATE INDEX shares_ts_partner ON shares (ts, partner) WHERE share_id <> 's-1'",
+        "PRAGMA writable_schema = ON",
+        "UPDATE sqlite_master SET sql = 'CREATE INDEX shares_ts_partner ON shares (ts, partner)'"
+        " WHERE name = 'shares_ts_partner'",
+        "PRAGMA writable_schema = OFF",
+    )
+    assert "s-1" not in [r["share_id"] for r in query(chain)]  # every read through it misses s-1
+    problem = verify(chain, KEY).problem
+    assert problem is not None
+    assert problem.kind == "integrity"
+    assert problem.message.startswith(
+        "SQLite's integrity check of the file fails: row 2 missing from index shares_ts_partner"
+    )
+
+
 @pytest.mark.parametrize(
     ("statements", "message"),
     [
