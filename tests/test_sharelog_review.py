@@ -17,7 +17,14 @@ import pytest
 from gateway.keys import keyed_hash, subject_ref_key
 from gateway.settings import ShareLogSettings
 from gateway.sharelog import ShareLog, ShareOutcome, ShareRecord
-from gateway.sharelog.chain import GENESIS_HASH, EntryKind, entry_hash, entry_mac, seal_key
+from gateway.sharelog.chain import (
+    GENESIS_HASH,
+    EntryKind,
+    entry_hash,
+    entry_mac,
+    head_mac,
+    seal_key,
+)
 from gateway.sharelog.review import (
     LogChanged,
     ShareFilters,
@@ -378,8 +385,13 @@ def tamper(path: Path, *statements: str) -> None:
         conn.close()
 
 
-def reforge(path: Path, seq: int, change: Callable[[dict[str, Any]], None]) -> None:
-    """What someone with write access but without the key can do: edit, then re-hash onwards."""
+def reforge(
+    path: Path, seq: int, change: Callable[[dict[str, Any]], None], *, key: bytes | None = None
+) -> None:
+    """What someone with write access but without the key can do: edit, then re-hash onwards.
+
+    With the log's `key`: what the gateway itself writes when the file misleads it.
+    """
     conn = sqlite3.connect(path)
     try:
         rows: list[tuple[int, EntryKind, dict[str, Any]]] = []
@@ -393,7 +405,7 @@ def reforge(path: Path, seq: int, change: Callable[[dict[str, Any]], None]) -> N
             "outcomes UNION ALL SELECT seq, hash FROM checkpoints) WHERE seq = ?",
             (seq - 1,),
         ).fetchone()[0]
-        wrong_key = seal_key(b"a guess at the key")
+        sealing = seal_key(key or b"a guess at the key")
         for _, kind, entry in rows:
             entry.pop("hash")
             entry.pop("mac")
@@ -401,10 +413,13 @@ def reforge(path: Path, seq: int, change: Callable[[dict[str, Any]], None]) -> N
                 change(entry)
             entry["prev_hash"] = prev
             entry["hash"] = prev = entry_hash(entry)
-            entry["mac"] = entry_mac(wrong_key, entry["hash"])
+            entry["mac"] = entry_mac(sealing, entry["hash"])
             replace = insert_sql(kind).replace("INSERT", "INSERT OR REPLACE", 1)
             conn.execute(replace, entry_row(entry))
         conn.execute("UPDATE head SET hash = ?", (prev,))
+        if key is not None:
+            seq_now = conn.execute("SELECT seq FROM head").fetchone()[0]
+            conn.execute("UPDATE head SET mac = ?", (head_mac(sealing, seq_now, prev),))
         conn.commit()
     finally:
         conn.close()
@@ -684,6 +699,80 @@ async def test_an_index_that_hides_rows_behind_its_own_sql_fails(chain: Path) ->
     assert problem.message.startswith(
         "SQLite's integrity check of the file fails: row 2 missing from index shares_ts_partner"
     )
+
+
+def relink(share_id: str | None = None, share_seq: int | None = None) -> Any:
+    def change(entry: dict[str, Any]) -> None:
+        if share_id is not None:
+            entry["share_id"] = share_id
+        entry["share_seq"] = share_seq
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("seq", "change", "message"),
+    [
+        (
+            7,
+            relink(share_seq=4),
+            "outcome seq 7 (share s-2) is linked to seq 4, which is share s-1",
+        ),
+        (
+            7,
+            relink(share_seq=None),
+            "outcome seq 7 (share s-2) is not linked to its share, which is open at seq 6: its "
+            "row in pending_outcomes was removed or altered, and the share reads as pending",
+        ),
+        (
+            10,
+            relink(share_seq=8),
+            "outcome seq 10 (share s-4) is linked to seq 8, which was not shared (denied)",
+        ),
+        (
+            7,
+            relink(share_seq=1),
+            "outcome seq 7 (share s-2) is linked to seq 1, which is not a share",
+        ),
+        (
+            7,
+            relink(share_seq=9),
+            "outcome seq 7 (share s-2) is linked to seq 9, which does not come before it",
+        ),
+        (
+            7,
+            relink("s-1", share_seq=4),
+            "outcome seq 7 (share s-1) is a second outcome of seq 4, whose outcome is at seq 5",
+        ),
+    ],
+    ids=["another_share", "unlinked", "a_denial", "a_checkpoint", "a_later_share", "second"],
+)
+async def test_an_outcome_sealed_against_the_wrong_share_fails(
+    chain: Path, seq: int, change: Callable[[dict[str, Any]], None], message: str
+) -> None:
+    # What the gateway seals when the file's pending_outcomes misleads it.
+    reforge(chain, seq, change, key=KEY)
+    problem = verify(chain, KEY).problem
+    assert problem is not None
+    assert (problem.kind, problem.seq, problem.message) == ("outcome", seq, message)
+
+
+async def test_the_outcomes_a_gateway_leaves_unlinked_verify(tmp_path: Path) -> None:
+    path = tmp_path / "share-log.sqlite"
+    share_log = await ShareLog.open(ShareLogSettings(path=path, stdout=False), KEY)
+    try:
+        await share_log.record(share("s-0", DAY1))
+        await share_log.record(share("s-1", DAY1, decision="denied", reason="scope_denied"))
+        for share_id in ("s-0", "s-0", "s-1", "never-recorded"):  # s-0's second: a caller's slip
+            await share_log.record_outcome(ShareOutcome(share_id, "delivered", 200, 1, 1.0))
+    finally:
+        await share_log.close()
+    conn = sqlite3.connect(path)
+    links = conn.execute("SELECT share_seq FROM outcomes ORDER BY seq").fetchall()
+    conn.close()
+    assert links == [(2,), (None,), (None,), (None,)]
+    result = verify(path, KEY)
+    assert result.ok, result.problem
 
 
 @pytest.mark.parametrize(

@@ -396,6 +396,7 @@ ProblemKind = Literal[
     "head",
     "key",
     "index",
+    "outcome",
     "schema",
     "integrity",
 ]
@@ -537,6 +538,10 @@ class _Verifier:
         self.first_seq: int | None = None
         self.last_seq: int | None = None
         self.head_seq: int | None = None
+        self.start = 1  # the seq the chain starts at
+        # Shared records whose outcome has not come yet, by seq and by share id.
+        self.open_seqs: dict[int, str] = {}
+        self.open_ids: dict[str, int] = {}
 
     def fail(self, kind: ProblemKind, seq: int | None, share_id: str | None, msg: str) -> NoReturn:
         raise _Failed(VerifyProblem(kind, seq, share_id, msg))
@@ -642,6 +647,7 @@ class _Verifier:
             )
 
         expected, prev = self._start()
+        self.start = expected
         subjects = _Peekable(
             conn.execute(
                 "SELECT share_seq, subject_key, typeof(share_seq) || ' ' || typeof(subject_key)"
@@ -711,6 +717,11 @@ class _Verifier:
                 )
             if kind == "share":
                 self._check_subjects(subjects, seq, share_id, entry["subject_refs"])
+                if entry["decision"] == "shared":
+                    self.open_seqs[seq] = str(share_id)
+                    self.open_ids[str(share_id)] = seq
+            elif kind == "outcome":
+                self._check_outcome(seq, str(share_id), entry["share_seq"])
             self._count(kind, seq)
             last = (seq, share_id)
             expected, prev = seq + 1, str(stored_hash)
@@ -810,6 +821,53 @@ class _Verifier:
                 f"the subject index of {_describe(seq, share_id)} does not match its record",
             )
 
+    def _check_outcome(self, seq: int, share_id: str, share_seq: int | None) -> None:
+        """An outcome belongs to an earlier shared record with its share id, one per share."""
+        where = _describe(seq, share_id)
+        if share_seq is None:
+            # Legitimately unlinked: the share was pruned away first, it was never recorded,
+            # or it already had its outcome. An open share of the chain is none of these: the
+            # gateway found no row for it in `pending_outcomes`, and it reads as pending.
+            open_seq = self.open_ids.get(share_id)
+            if open_seq is not None:
+                self.fail(
+                    "outcome",
+                    seq,
+                    share_id,
+                    f"outcome {where} is not linked to its share, which is open at seq "
+                    f"{open_seq}: its row in pending_outcomes was removed or altered, and the "
+                    "share reads as pending",
+                )
+            return
+        if share_seq < self.start:
+            return  # its share went with a prune
+        if self.open_seqs.get(share_seq) == share_id:
+            del self.open_seqs[share_seq]
+            if self.open_ids.get(share_id) == share_seq:
+                del self.open_ids[share_id]
+            return
+        problem = self._misnamed(share_id, seq, share_seq)
+        self.fail("outcome", seq, share_id, f"outcome {where} {problem}")
+
+    def _misnamed(self, share_id: str, seq: int, share_seq: int) -> str:
+        """What the share an outcome is linked to is instead of its own open share."""
+        if share_seq >= seq:
+            return f"is linked to seq {share_seq}, which does not come before it"
+        row = self.conn.execute(
+            "SELECT share_id, decision FROM shares WHERE seq = ?", (share_seq,)
+        ).fetchone()
+        if row is None:
+            return f"is linked to seq {share_seq}, which is not a share"
+        other, decision = row
+        if decision != "shared":
+            return f"is linked to seq {share_seq}, which was not shared ({decision})"
+        if other != share_id:
+            return f"is linked to seq {share_seq}, which is share {other}"
+        earlier = self.conn.execute(
+            "SELECT MIN(seq) FROM outcomes WHERE share_seq = ? AND seq < ?", (share_seq, seq)
+        ).fetchone()[0]
+        return f"is a second outcome of seq {share_seq}, whose outcome is at seq {earlier}"
+
     def _count(self, kind: EntryKind, seq: int) -> None:
         self.entries += 1
         if kind == "share":
@@ -850,8 +908,8 @@ class _Peekable:
 
 
 def verify(path: Path, master_key: bytes) -> VerifyResult:
-    """Check the file's schema and integrity, then every entry's hash, link and seal, the
-    signed head, and the subject index."""
+    """Check the file's schema and integrity, then every entry's hash, link and seal, each
+    outcome's link to its share, the signed head, and the subject index."""
     with _reader(path) as conn:
         return _Verifier(conn, master_key).run()
 
