@@ -776,6 +776,24 @@ async def test_the_outcomes_a_gateway_leaves_unlinked_verify(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize(
+    "statements",
+    [
+        ("UPDATE head SET checkpoint_seq = 9000000000000000000",),
+        ("UPDATE head SET checkpoint_seq = 1",),
+    ],
+    ids=["ahead", "behind"],
+)
+async def test_a_head_naming_another_last_checkpoint_fails(
+    chain: Path, statements: tuple[str, ...]
+) -> None:
+    tamper(chain, *statements)
+    problem = verify(chain, KEY).problem
+    assert problem is not None
+    assert problem.kind == "head"
+    assert "but the last checkpoint of the log is seq 11: the head was altered" in problem.message
+
+
+@pytest.mark.parametrize(
     ("statements", "message"),
     [
         (

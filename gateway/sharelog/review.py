@@ -538,6 +538,7 @@ class _Verifier:
         self.first_seq: int | None = None
         self.last_seq: int | None = None
         self.head_seq: int | None = None
+        self.last_checkpoint = 0  # the seq of the last checkpoint entry; 0 when there is none
         self.start = 1  # the seq the chain starts at
         # Shared records whose outcome has not come yet, by seq and by share id.
         self.open_seqs: dict[int, str] = {}
@@ -614,7 +615,7 @@ class _Verifier:
 
     def _check(self) -> None:
         conn = self.conn
-        head_seq, head_hash, mac, _ = self._head()
+        head_seq, head_hash, mac, head_checkpoint = self._head()
         self.head_seq = head_seq
         first = next(_merged_entries(conn), None)
         head_signed = macs_equal(mac, head_mac(self.key, head_seq, head_hash))
@@ -722,6 +723,8 @@ class _Verifier:
                     self.open_ids[str(share_id)] = seq
             elif kind == "outcome":
                 self._check_outcome(seq, str(share_id), entry["share_seq"])
+            else:
+                self.last_checkpoint = seq
             self._count(kind, seq)
             last = (seq, share_id)
             expected, prev = seq + 1, str(stored_hash)
@@ -744,6 +747,17 @@ class _Verifier:
                 last[0],
                 last[1],
                 f"the log ends at {end}, which is not its signed head (seq {head_seq})",
+            )
+        if head_checkpoint != self.last_checkpoint:
+            # Not covered by the head's seal; a gateway takes it from the chain, but a head that
+            # disagrees with the chain was edited.
+            at = f"seq {self.last_checkpoint}" if self.last_checkpoint else "none"
+            self.fail(
+                "head",
+                None,
+                None,
+                f"the head names seq {head_checkpoint} as the last checkpoint, but the last "
+                f"checkpoint of the log is {at}: the head was altered",
             )
         leftover = subjects.peek()
         if leftover is not None:
