@@ -413,6 +413,36 @@ async def test_prune_removes_only_records_past_retention(
     assert code == 0
 
 
+async def test_prune_refuses_a_log_whose_records_before_the_cut_do_not_verify(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = datetime.now(UTC)
+    share_log = await ShareLog.open(settings.share_log, HASH_KEY.encode())
+    await share_log.record(share("s-1", now - timedelta(days=2)))
+    await share_log.record(share("s-2", now - timedelta(days=1)))
+    await share_log.close()
+    capsys.readouterr()  # the close's own report of the shares it left without an outcome
+    # Back-dated past the retention period by someone without the key: a routine prune
+    # would take it, and seal a cut after it that verifies.
+    conn = sqlite3.connect(settings.share_log.path)
+    conn.execute("UPDATE shares SET ts = '2001-01-01T00:00:00.000000Z' WHERE share_id = 's-1'")
+    conn.commit()
+    conn.close()
+
+    for argv in (["logs", "prune", "--dry-run"], ["logs", "prune"]):
+        code, out, err = run(argv, settings, capsys)
+        assert (code, out) == (1, "")
+        assert err == (
+            "share-gateway logs prune: the share log does not verify up to the cut, so nothing "
+            "was pruned: entry seq 2 (share s-1) was changed after it was written; "
+            "run `share-gateway logs verify`\n"
+        )
+    assert [r["share_id"] for r in query(settings.share_log.path)] == ["s-1", "s-2"]
+    code, out, _ = run(["logs", "verify"], settings, capsys)
+    assert code == 1
+    assert out.startswith("share log verification FAILED (changed): entry seq 2 (share s-1)")
+
+
 # --- usage errors ---------------------------------------------------------------------------
 
 

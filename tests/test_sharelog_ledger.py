@@ -8,11 +8,12 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gateway.keys import keyed_hash, subject_ref_key
-from gateway.sharelog.ledger import Ledger, LedgerError, PruneRefused
+from gateway.sharelog.ledger import Ledger, LedgerError, PruneRefused, PruneUnverified
 from gateway.sharelog.record import ShareOutcome, ShareRecord
 from gateway.sharelog.review import query, verify
 
@@ -338,3 +339,107 @@ def test_a_long_prune_goes_in_steps_each_sealed(ledger: Ledger, tmp_path: Path) 
     assert [r["share_id"] for r in query(tmp_path / "log.sqlite")] == ["s-recent"]
     checked = verify(tmp_path / "log.sqlite", KEY)
     assert checked.ok, checked.problem
+
+
+def through_the_ts_index(path: Path) -> sqlite3.Connection:
+    """A `connect` whose prune finds its cut through the index on `ts`, as SQLite's planner
+    may choose to (this version scans the table by seq instead)."""
+
+    class Planned(sqlite3.Connection):
+        def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+            through = "FROM shares INDEXED BY shares_ts_partner WHERE ts"
+            return super().execute(sql.replace("FROM shares WHERE ts", through), *args)
+
+    return sqlite3.connect(path, factory=Planned, check_same_thread=False)
+
+
+def tamper(path: Path, *statements: str) -> None:
+    conn = sqlite3.connect(path)
+    try:
+        for statement in statements:
+            conn.execute(statement)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+# Someone who can write the file but not seal: each edit has prune remove recent records.
+_UNVERIFIED = {
+    # The first recent share back-dated: the cut would come after it.
+    "backdated": (
+        ("UPDATE shares SET ts = '2001-01-01T00:00:00.000000Z' WHERE share_id = 's-new-1'",),
+        "entry seq 3 (share s-new-1) was changed after it was written",
+    ),
+    # The index on ts rebuilt without that share, its SQL put back: the records are untouched.
+    "lying_index": (
+        (
+            "DROP INDEX shares_ts_partner",
+            "CREATE INDEX shares_ts_partner ON shares (ts, partner) WHERE share_id <> 's-new-1'",
+            "PRAGMA writable_schema = ON",
+            "UPDATE sqlite_master SET sql ="
+            " 'CREATE INDEX shares_ts_partner ON shares (ts, partner)'"
+            " WHERE name = 'shares_ts_partner'",
+            "PRAGMA writable_schema = OFF",
+        ),
+        "the cut by date does not match the records: entry seq 3 (share s-new-1), dated ",
+    ),
+    "removed": (("DELETE FROM outcomes WHERE seq = 2",), "no entry has seq 2"),
+    "prune_checkpoint_forged": (
+        (
+            "INSERT INTO checkpoints"
+            " (seq, ts, reason, cut_seq, cut_prev_hash, prev_hash, hash, mac)"
+            " SELECT 0, ts, 'prune', 4, prev_hash, prev_hash, hash, mac FROM shares WHERE seq = 4",
+        ),
+        "the prune checkpoint at seq 0 was changed or forged",
+    ),
+}
+
+
+@pytest.mark.parametrize("tampering", list(_UNVERIFIED))
+@pytest.mark.parametrize("dry_run", [False, True], ids=["prune", "dry_run"])
+def test_prune_removes_nothing_from_a_chain_that_does_not_verify_up_to_the_cut(
+    ledger: Ledger, tmp_path: Path, tampering: str, dry_run: bool
+) -> None:
+    path = tmp_path / "log.sqlite"
+    old = NOW - timedelta(days=2000)
+    ledger.begin()
+    ledger.add_share(record("s-old", old))  # seq 1, its outcome seq 2
+    ledger.add_outcome(ShareOutcome("s-old", "delivered", 200, 1, 1.0), old)
+    ledger.add_share(record("s-new-1", NOW - timedelta(days=2), decision="denied"))  # seq 3
+    ledger.add_share(record("s-new-2", NOW - timedelta(days=1), decision="denied"))  # seq 4
+    ledger.commit(NOW)
+    statements, problem = _UNVERIFIED[tampering]
+    tamper(path, *statements)
+    pruner = Ledger.open(path, KEY, connect=through_the_ts_index)
+    try:
+        with pytest.raises(PruneUnverified, match="so nothing was pruned") as refused:
+            pruner.prune(NOW - timedelta(days=1095), now=NOW, retention_days=1095, dry_run=dry_run)
+    finally:
+        pruner.close()
+    assert problem in str(refused.value)
+    conn = sqlite3.connect(path)
+    try:
+        kept = conn.execute("SELECT share_id FROM shares ORDER BY seq").fetchall()
+        prunes = conn.execute("SELECT COUNT(*) FROM checkpoints WHERE reason = 'prune'")
+        assert (kept, prunes.fetchone()[0]) == (
+            [("s-old",), ("s-new-1",), ("s-new-2",)],
+            1 if tampering == "prune_checkpoint_forged" else 0,
+        )
+    finally:
+        conn.close()
+    assert not verify(path, KEY).ok  # the evidence is still there to be found
+
+
+def test_prune_verifies_from_the_cut_of_the_last_prune(ledger: Ledger, tmp_path: Path) -> None:
+    old = NOW - timedelta(days=2000)
+    ledger.begin()
+    for i in range(5):
+        ledger.add_share(record(f"s-old-{i}", old + timedelta(days=i), decision="denied"))
+    ledger.add_share(record("s-new", NOW, decision="denied"))
+    ledger.commit(NOW)
+    ledger.prune(old + timedelta(days=2), now=NOW, retention_days=1095)  # s-old-0 and 1 go
+    result, _ = ledger.prune(NOW - timedelta(days=1095), now=NOW, retention_days=1095, step=2)
+    assert (result.shares, result.cut_seq) == (3, 6)
+    checked = verify(tmp_path / "log.sqlite", KEY)
+    assert checked.ok, checked.problem
+    assert [r["share_id"] for r in query(tmp_path / "log.sqlite")] == ["s-new"]

@@ -27,7 +27,7 @@ from gateway.metrics import REGISTRY
 from gateway.settings import ShareLogSettings
 from gateway.sharelog import MemoryShareLog, ShareLog, ShareOutcome, ShareRecord, ShareSink, schema
 from gateway.sharelog import store as store_module
-from gateway.sharelog.ledger import PruneRefused
+from gateway.sharelog.ledger import PruneRefused, PruneUnverified
 from gateway.sharelog.review import query, verify
 
 KEY = b"test-master-key-" * 3
@@ -1026,6 +1026,27 @@ async def test_prune_removes_only_records_past_retention_and_keeps_the_chain(
     checked = verify(share_log.path, KEY)
     assert checked.ok, checked.problem
     assert checked.first_seq == result.cut_seq
+
+
+async def test_a_prune_the_chain_does_not_bear_out_is_refused_and_the_log_stays_writable(
+    tmp_path: Path,
+) -> None:
+    now = datetime.now(UTC)
+    share_log = await ShareLog.open(log_settings(tmp_path), KEY)
+    try:
+        await share_log.record(make_record("s-1", ts=now - timedelta(days=2)))
+        await share_log.record(make_record("s-2", ts=now - timedelta(days=1)))
+        other = sqlite3.connect(share_log.path)
+        other.execute("UPDATE shares SET ts = '2001-01-01T00:00:00.000000Z' WHERE share_id = 's-1'")
+        other.commit()
+        other.close()
+        with pytest.raises(PruneUnverified, match=r"entry seq 2 \(share s-1\) was changed"):
+            await share_log.prune(now - timedelta(days=1095))
+        assert share_log.writable()
+        await share_log.record(make_record("s-3", ts=now))
+    finally:
+        await share_log.close()
+    assert [r["share_id"] for r in query(share_log.path)] == ["s-1", "s-2", "s-3"]
 
 
 # --- the in-memory sink ---------------------------------------------------------------------

@@ -17,6 +17,7 @@ from gateway.sharelog.chain import (
     checkpoint_entry,
     draft_hash,
     draft_share,
+    entry_hash,
     entry_mac,
     format_ts,
     head_mac,
@@ -30,9 +31,13 @@ from gateway.sharelog.record import ShareOutcome, ShareRecord
 from gateway.sharelog.schema import (
     Connect,
     Durability,
+    as_stored,
     connect_rw,
+    entries_between,
     entry_row,
     insert_sql,
+    row_entry,
+    select_sql,
     subject_key,
 )
 
@@ -45,6 +50,10 @@ class PruneRefused(ValueError):
     """A prune would remove records younger than the retention period."""
 
 
+class PruneUnverified(LedgerError):
+    """The entries a prune would remove, or the entry at its cut, do not verify."""
+
+
 @dataclass(frozen=True, slots=True)
 class PruneResult:
     before: datetime
@@ -55,9 +64,17 @@ class PruneResult:
     checkpoint_seq: int | None  # the signed prune checkpoint; None for a dry run or no-op
 
 
+@dataclass(frozen=True, slots=True)
+class _PrunePlan:
+    final_cut: int
+    shares: int
+    outcomes: int
+    checkpoints: int
+    cuts: list[tuple[int, str]]  # per step: where the chain is cut, and the hash it links to
+
+
 _INSERT = {kind: insert_sql(kind) for kind in ("share", "outcome", "checkpoint")}
 _CHAIN_TABLES = ("shares", "outcomes", "checkpoints")
-_COUNT_BEFORE = tuple(f"SELECT COUNT(*) FROM {t} WHERE seq < ?" for t in _CHAIN_TABLES)  # noqa: S608
 _DELETE_BEFORE = (
     *(f"DELETE FROM {t} WHERE seq < ?" for t in _CHAIN_TABLES),  # noqa: S608
     "DELETE FROM share_subjects WHERE share_seq < ?",
@@ -67,6 +84,7 @@ _FIRST_SEQ = (
     "SELECT MIN(seq) FROM (SELECT MIN(seq) AS seq FROM shares"
     " UNION ALL SELECT MIN(seq) FROM outcomes UNION ALL SELECT MIN(seq) FROM checkpoints)"
 )
+_LAST_PRUNE = f"{select_sql('checkpoint')} WHERE reason = 'prune' ORDER BY seq DESC LIMIT 1"
 _PREV_HASH_AT = (
     "SELECT prev_hash FROM shares WHERE seq = ?1"
     " UNION ALL SELECT prev_hash FROM outcomes WHERE seq = ?1"
@@ -193,23 +211,15 @@ class Ledger:
             # Another connection wrote (`logs prune` may have removed open shares): what this
             # one remembers of its open shares is looked up again.
             self._open_seqs.clear()
-            row = self.conn.execute("SELECT seq, hash, mac FROM head").fetchone()
-            if row is None:
-                raise LedgerError("the share log has no head: run `share-gateway logs verify`")
-            seq, digest, mac = row
-            if not macs_equal(str(mac), head_mac(self._key, int(seq), str(digest))):
-                raise LedgerError(
-                    "the share log's head is not signed by this gateway's key: "
-                    "run `share-gateway logs verify`"
-                )
+            seq, digest = self._signed_head()
             # The head's `checkpoint_seq` is outside its seal: the last checkpoint is looked up
             # in the chain instead, so that an edited head cannot hold back the periodic
             # checkpoints (the signed lines outside the file that show how far it reached).
-            checkpoint_seq = _scalar(self.conn, _LAST_CHECKPOINT, (int(seq),))
+            checkpoint_seq = _scalar(self.conn, _LAST_CHECKPOINT, (seq,))
         except BaseException:
             self.rollback()
             raise
-        self._seq, self._prev = int(seq), str(digest)
+        self._seq, self._prev = seq, digest
         self._checkpoint_seq = 0 if checkpoint_seq is None else int(checkpoint_seq)
         self._data_version = version
         self._reset()
@@ -365,44 +375,121 @@ class Ledger:
                 f"{format_ts(earliest)}, not {format_ts(before)}"
             )
         self._open_seqs.clear()  # open shares may go with the prefix: look them up again
-        self.begin()
-        try:
-            cut = _scalar(
-                self.conn, "SELECT MIN(seq) FROM shares WHERE ts >= ?", (format_ts(before),)
-            )
-            final_cut = self._seq + 1 if cut is None else int(cut)
-            shares, outcomes, checkpoints = (
-                int(_scalar(self.conn, sql, (final_cut,))) for sql in _COUNT_BEFORE
-            )
-        finally:
-            self.rollback()
+        plan = self._plan_prune(format_ts(before), step)
         entries: list[Entry] = []
         last_checkpoint: int | None = None
-        while not dry_run:
+        for cut_seq, cut_prev in [] if dry_run else plan.cuts:
             self.begin()
             try:
-                first = _scalar(self.conn, _FIRST_SEQ, ())
-                if first is None or int(first) >= final_cut:
-                    self.rollback()
-                    break
-                cut_seq = min(final_cut, int(first) + step)
-                cut_prev = _scalar(self.conn, _PREV_HASH_AT, (cut_seq,))
-                if cut_prev is None:
-                    if cut_seq != self._seq + 1:
-                        raise LedgerError(f"the share log has no entry at seq {cut_seq}")
-                    cut_prev = self._prev  # everything goes: the checkpoint starts the chain
+                self._check_cut(cut_seq, cut_prev)
                 for sql in _DELETE_BEFORE:
                     self.conn.execute(sql, (cut_seq,))
                 checkpoint = self.add_checkpoint(
-                    "prune", now, cut_seq=cut_seq, cut_prev_hash=str(cut_prev)
+                    "prune", now, cut_seq=cut_seq, cut_prev_hash=cut_prev
                 )
                 entries += self.commit(now)
             except BaseException:
                 self.rollback()
                 raise
             last_checkpoint = checkpoint["seq"]
-        result = PruneResult(before, final_cut, shares, outcomes, checkpoints, last_checkpoint)
+        result = PruneResult(
+            before, plan.final_cut, plan.shares, plan.outcomes, plan.checkpoints, last_checkpoint
+        )
         return result, entries
+
+    def _plan_prune(self, before: str, step: int) -> _PrunePlan:
+        """Where a prune cuts the chain, after verifying every entry it removes and the first
+        it keeps; raises PruneUnverified, having changed nothing, when one does not verify.
+
+        Nothing unverified is trusted: the `ts` column and the index on it only propose the cut,
+        a record's sealed date confirms it. Read in one snapshot, not under the write lock,
+        which the gateway must not wait for while a long prefix is checked.
+        """
+        conn = self.conn
+        conn.execute("BEGIN")
+        try:
+            head_seq, head_hash = self._signed_head()
+            cut = _scalar(conn, "SELECT MIN(seq) FROM shares WHERE ts >= ?", (before,))
+            final_cut = head_seq + 1 if cut is None else int(cut)
+            start, prev = self._chain_start()
+            counts = {"share": 0, "outcome": 0, "checkpoint": 0}
+            cuts: list[tuple[int, str]] = []
+            if start >= final_cut:
+                return _PrunePlan(final_cut, 0, 0, 0, cuts)
+            first = _scalar(conn, _FIRST_SEQ, ())
+            if first != start:
+                raise _unverified(f"the chain starts at seq {start}, its first entry is {first}")
+            boundary = min(final_cut, start + step)
+            expected = start
+            for seq, kind, row in entries_between(conn, start, final_cut):
+                share_id = row[1] if kind != "checkpoint" else None
+                where = _describe(seq, share_id)
+                if seq != expected:
+                    found = "two entries have" if seq < expected else "no entry has"
+                    raise _unverified(f"{found} seq {min(seq, expected)}")
+                try:
+                    entry = row_entry(kind, row)
+                except ValueError as exc:
+                    raise _unverified(f"entry {where} cannot be read: {exc}") from exc
+                digest, mac = entry.pop("hash"), entry.pop("mac")
+                if entry["prev_hash"] != prev:
+                    raise _unverified(f"entry {where} does not follow the entry before it")
+                if entry_hash(as_stored(row, entry)) != digest:
+                    raise _unverified(f"entry {where} was changed after it was written")
+                if not macs_equal(str(mac), entry_mac(self._key, str(digest))):
+                    raise _unverified(f"entry {where} is not signed with the log's key")
+                if kind == "share" and (entry["ts"] >= before) != (seq == final_cut):
+                    # Only an index that does not match its table can propose such a cut.
+                    fate = "removed" if seq < final_cut else "the first share kept"
+                    raise _unverified(
+                        f"the cut by date does not match the records: entry {where}, "
+                        f"dated {entry['ts']}, would be {fate}"
+                    )
+                if seq == boundary:
+                    cuts.append((seq, prev))
+                    boundary = min(final_cut, seq + step)
+                if seq < final_cut:
+                    counts[kind] += 1
+                expected, prev = seq + 1, str(digest)
+            if final_cut <= head_seq:
+                if expected != final_cut + 1:
+                    raise _unverified(f"no entry has seq {expected}")
+            elif (expected, prev) != (head_seq + 1, head_hash):
+                raise _unverified(f"the log ends at seq {expected - 1}, not at its signed head")
+            else:
+                cuts.append((final_cut, prev))  # everything goes: the checkpoint starts the chain
+        finally:
+            conn.execute("ROLLBACK")
+        return _PrunePlan(final_cut, counts["share"], counts["outcome"], counts["checkpoint"], cuts)
+
+    def _chain_start(self) -> tuple[int, str]:
+        """Where the chain starts (seq and the hash it links to): after the latest prune."""
+        row = self.conn.execute(_LAST_PRUNE).fetchone()
+        if row is None:
+            return 1, GENESIS_HASH
+        seq = int(row[0])
+        try:
+            entry = row_entry("checkpoint", row)
+        except ValueError as exc:
+            raise _unverified(f"the prune checkpoint at seq {seq} cannot be read: {exc}") from exc
+        digest, mac = entry.pop("hash"), entry.pop("mac")
+        if entry_hash(entry) != digest or not macs_equal(
+            str(mac), entry_mac(self._key, str(digest))
+        ):
+            raise _unverified(f"the prune checkpoint at seq {seq} was changed or forged")
+        return int(entry["cut_seq"]), str(entry["cut_prev_hash"])
+
+    def _check_cut(self, cut_seq: int, cut_prev: str) -> None:
+        """In the step's transaction: the chain is still the one verified for the plan."""
+        first = _scalar(self.conn, _FIRST_SEQ, ())
+        at_cut = _scalar(self.conn, _PREV_HASH_AT, (cut_seq,))
+        if at_cut is None and cut_seq == self._seq + 1:
+            at_cut = self._prev  # everything goes: the signed head is what the cut links to
+        if first is None or first >= cut_seq or at_cut != cut_prev:
+            raise PruneUnverified(
+                f"the share log changed while it was pruned (at seq {cut_seq}): "
+                "run `share-gateway logs verify`"
+            )
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -415,6 +502,18 @@ class Ledger:
     def _pending_seq(self, share_id: str) -> int | None:
         row = self.conn.execute(_PENDING_SEQ, (share_id,)).fetchone()
         return None if row is None else int(row[0])
+
+    def _signed_head(self) -> tuple[int, str]:
+        row = self.conn.execute("SELECT seq, hash, mac FROM head").fetchone()
+        if row is None:
+            raise LedgerError("the share log has no head: run `share-gateway logs verify`")
+        seq, digest, mac = row
+        if not macs_equal(str(mac), head_mac(self._key, int(seq), str(digest))):
+            raise LedgerError(
+                "the share log's head is not signed by this gateway's key: "
+                "run `share-gateway logs verify`"
+            )
+        return int(seq), str(digest)
 
     def _reset(self) -> None:
         self._rows = {"share": [], "outcome": [], "checkpoint": []}
@@ -461,3 +560,14 @@ class Ledger:
 def _scalar(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> Any:
     row = conn.execute(sql, params).fetchone()
     return None if row is None else row[0]
+
+
+def _describe(seq: int, share_id: str | None) -> str:
+    return f"seq {seq}" + (f" (share {share_id})" if share_id else "")
+
+
+def _unverified(problem: str) -> PruneUnverified:
+    return PruneUnverified(
+        f"the share log does not verify up to the cut, so nothing was pruned: {problem}; "
+        "run `share-gateway logs verify`"
+    )

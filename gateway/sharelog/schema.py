@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import heapq
 import math
 import operator
 import sqlite3
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -244,6 +245,21 @@ def migrate(conn: sqlite3.Connection) -> int:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+
+
+def entries_between(
+    conn: sqlite3.Connection, lo: int, hi: int
+) -> Iterator[tuple[int, EntryKind, Any]]:
+    """The rows of every entry from seq `lo` to `hi` (inclusive), in seq order, with their kind."""
+
+    def stream(kind: EntryKind) -> Iterator[tuple[int, EntryKind, Any]]:
+        sql = f"{select_sql(kind)} WHERE seq BETWEEN ? AND ? ORDER BY seq"
+        for row in conn.execute(sql, (lo, hi)):
+            yield int(row[0]), kind, row
+
+    return heapq.merge(
+        stream("share"), stream("outcome"), stream("checkpoint"), key=lambda item: item[0]
+    )
 
 
 def subject_key(subject_ref: str) -> int:

@@ -24,7 +24,7 @@ from gateway.logconfig import STDOUT, write_json_lines
 from gateway.metrics import SHARE_LOG_QUEUE_DEPTH, SHARE_LOG_WRITE_LATENCY
 from gateway.settings import ShareLogSettings
 from gateway.sharelog.chain import Entry, ShareDraft, draft_share
-from gateway.sharelog.ledger import Ledger, PruneResult
+from gateway.sharelog.ledger import Ledger, PruneResult, PruneUnverified
 from gateway.sharelog.record import ShareOutcome, ShareRecord
 from gateway.sharelog.schema import LOCK_SUFFIX, Connect
 
@@ -236,7 +236,10 @@ class ShareLog:
         return self._writable and not self._closing and not self._disk_low
 
     async def prune(self, before: datetime, *, dry_run: bool = False) -> PruneResult:
-        """Remove entries older than `before` (refused inside `retention_days`); sealed cut."""
+        """Remove entries older than `before` (refused inside `retention_days`); sealed cut.
+
+        Raises PruneUnverified when the entries it would remove do not verify.
+        """
         return await self._call(lambda: self._prune(before, dry_run))
 
     async def close(self) -> None:
@@ -713,8 +716,8 @@ class ShareLog:
                 retention_days=self.settings.retention_days,
                 dry_run=dry_run,
             )
-        except ValueError:
-            raise
+        except (ValueError, PruneUnverified):
+            raise  # refused, nothing written: the connection is as good as before
         except Exception as exc:
             self._drop_ledger()
             raise ShareLogUnavailable(f"{_UNAVAILABLE}: {exc}") from exc
