@@ -312,6 +312,15 @@ StrictLoader.add_constructor(_YAML_TAG + "int", StrictLoader.construct_yaml_int)
 StrictLoader.add_constructor(_YAML_TAG + "float", StrictLoader.construct_yaml_float)
 
 
+_QUOTED = re.compile(r"'([^']*)'")
+
+
+def _unquoted(match: re.Match[str]) -> str:
+    quoted = match[1]
+    keep = quoted.startswith("<") or not any(c.isalnum() for c in quoted)
+    return match[0] if keep else "'…'"
+
+
 def load_yaml(text: str) -> object:
     """Parse one YAML document with `StrictLoader`; raise `YamlFileError` on any problem."""
     try:
@@ -320,7 +329,11 @@ def load_yaml(text: str) -> object:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         what = exc.problem or exc.context or "unreadable"
-        if what.endswith(("but got '['", "but got ']'")):
+        hint = what.endswith(("but got '['", "but got ']'"))
+        # The parser quotes what it found: an alias or a tag name, a token, any of which may be
+        # a secret typed in the wrong place. Token kinds (`'<scalar>'`) and punctuation stay.
+        what = _QUOTED.sub(_unquoted, what)
+        if hint:
             what += ' (inside {...} a path with [] must be quoted: {path: "items[].id"})'
         raise YamlFileError([("", f"not valid YAML{where}: {what}")]) from exc
     except yaml.reader.ReaderError as exc:
@@ -643,7 +656,10 @@ def _header_token(value: str) -> str:
 
 
 def _credential_header(value: str) -> str:
-    name = _header_token(value).lower()
+    if not _HEADER_TOKEN.fullmatch(value):
+        # Not echoed: "X-Api-Key: <the key>" pasted whole is a secret.
+        raise ValueError("is not a valid HTTP header name")
+    name = value.lower()
     if (
         name in HOP_BY_HOP_HEADERS
         or name in GATEWAY_HEADERS

@@ -22,3 +22,8 @@ def subject_ref_key(master: bytes) -> bytes:
 
 def keyed_hash(key: bytes, value: str) -> str:
     return hmac.digest(key, value.encode("utf-8", "surrogatepass"), "sha256").hex()
+
+
+def shares_cursor_key(master: bytes) -> bytes:
+    """Seals the admin API's `/shares` cursors: a client cannot forge where a page starts."""
+    return derive_key(master, "shares-cursor")

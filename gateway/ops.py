@@ -28,7 +28,7 @@ from gateway.errors import (
     ShareLogChanged,
 )
 from gateway.jsonbody import check_json_content_type, parse_json
-from gateway.keys import derive_key, keyed_hash
+from gateway.keys import keyed_hash, shares_cursor_key
 from gateway.metrics import REGISTRY
 from gateway.pipeline import caller_of, error_response
 from gateway.runtime import RUNTIME, Runtime, StartupError
@@ -190,7 +190,7 @@ async def shares(request: web.Request, runtime: Runtime) -> web.StreamResponse:
         raise MalformedRequest("subject must not be empty")
     subject_ref = keyed_hash(runtime.subject_key, subject) if subject is not None else None
     filters = {name: params[name] for name in SHARE_FILTERS if name in params}
-    key = derive_key(runtime.master_key, "shares-cursor")
+    key = shares_cursor_key(runtime.master_key)
     bound = _cursor_binding(params, subject_ref)
     after = None
     if "cursor" in params:

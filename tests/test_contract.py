@@ -245,8 +245,8 @@ def test_auth_forms(auth: dict[str, str], expected: object) -> None:
             ],
         ),
         (
-            {"type": "header", "name": "X Key", "value_env": "K"},
-            [("upstream.auth.name", "'X Key' is not a valid HTTP header name")],
+            {"type": "header", "name": "X-Key: cv_S3cr3t", "value_env": "K"},  # pasted whole
+            [("upstream.auth.name", "is not a valid HTTP header name")],
         ),
     ],
 )
@@ -793,6 +793,8 @@ SECRET = "Sup3rS3cret-0777"
         (f"password: {SECRET}\x07\n", "line 1, column 27: character #x0007 is not allowed"),
         (f"password: !!binary {SECRET}\n", "line 1, column 11: the tag !!binary is not"),
         (f"a: {{password: {SECRET}\n", "line 2, column 1: expected ',' or '}', but got"),
+        (f"token_env: *{SECRET}\n", "line 1, column 12: found undefined alias '…'"),
+        (f"token_env: !{SECRET} x\n", "line 1, column 12: could not determine a constructor"),
     ],
 )
 def test_a_yaml_problem_says_where_never_what_the_value_is(text: str, problem: str) -> None:
