@@ -479,14 +479,22 @@ def _check_consent_subject(
             "required for a third_party partner: each share needs its data subject's consent",
         )
     elif contract.terms.sensitive.consent_required:
+        # An upload is not read: it may hold any sensitive category the contract names.
+        if route.fields is not None:
+            categories = [rule.category for rule in route.fields]
+        else:
+            categories = list(contract.categories)
         sensitive = sorted(
-            {
-                rule.category
-                for rule in route.fields or ()
-                if taxonomy.known(rule.category) and taxonomy.sensitive(rule.category)
-            }
+            {name for name in categories if taxonomy.known(name) and taxonomy.sensitive(name)}
         )
-        if sensitive:
+        if sensitive and route.fields is None and route.method not in BODYLESS_METHODS:
+            yield (
+                f"{where}.subject",
+                f"required for a route without fields: an upload may hold any sensitive "
+                f"category the contract names ({', '.join(sensitive)}), which needs its data "
+                "subject's consent (terms.sensitive.consent_required); name it with query.",
+            )
+        elif sensitive and route.fields is not None:
             yield (
                 f"{where}.subject",
                 f"required to send {', '.join(sensitive)}: sensitive data needs its data "

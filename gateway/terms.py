@@ -415,8 +415,15 @@ class Terms:
     ) -> tuple[str, ...]:
         """Each subject's consent basis, where the contract requires one."""
         sent = flow.result.categories_sent if flow.result is not None else ()
+        # An upload (a route without fields) is not read: it may hold any sensitive category
+        # the contract names, so where those need consent, every upload does.
+        unread = flow.route is not None and flow.route.plan is None and bool(flow.body)
         every_subject = partner.third_party or (
-            partner.sensitive_consent and any(partner.sensitive(c) for c in sent)
+            partner.sensitive_consent
+            and (
+                any(partner.sensitive(c) for c in sent)
+                or (unread and bool(partner.sensitive_categories))
+            )
         )
         # Data about a child under 14 is sensitive whatever its category.
         needing = [

@@ -518,6 +518,28 @@ def test_a_route_sending_sensitive_data_under_consent_names_its_subject(tmp_path
     assert lines(tmp_path, data)[1] == []
 
 
+def test_an_upload_route_names_its_subject_where_sensitive_data_needs_consent(
+    tmp_path: Path,
+) -> None:
+    data = minimal()
+    data["categories"].append("health.record")
+    data["terms"]["sensitive"] = {"allowed": ["health.record"], "consent_required": True}
+    upload = route(method="PUT", path="/v1/files/{file_id}", fields=None)
+    upload["content_types"] = ["application/pdf"]
+    data["routes"] += [upload, route(method="GET", path="/v1/files/{file_id}", fields=None)]
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: routes.1.subject: required for a route without fields: an upload may hold "
+        "any sensitive category the contract names (health.record), which needs its data "
+        "subject's consent (terms.sensitive.consent_required); name it with query."
+    ]
+    upload["subject"] = "query.user_id"
+    assert lines(tmp_path, data)[1] == []
+    del upload["subject"]
+    data["terms"]["sensitive"]["consent_required"] = False
+    assert lines(tmp_path, data)[1] == []
+
+
 def _consent_for(data: dict[str, Any], category: str) -> None:
     data["categories"].append(category)
     data["terms"]["sensitive"] = {"allowed": [category], "consent_required": True}

@@ -116,12 +116,16 @@ def minors_contract(**terms: Any) -> dict[str, Any]:
     return contract(terms={"minors": "deny", **terms}, routes=ROUTES)
 
 
+# Where a share may need its subject's consent, its route names the subject (an upload route
+# without one does not load there).
+SUBJECT_ROUTES = [route for route in ROUTES if "subject" in route]
+
+
 def third_party_contract(**terms: Any) -> dict[str, Any]:
     return contract(
         partner={"relationship": "third_party"},
         terms={"sensitive": SENSITIVE_CONSENT, **terms},
-        # Every route of a third party names its subject, whose consent each share needs.
-        routes=[route for route in ROUTES if "subject" in route],
+        routes=SUBJECT_ROUTES,
     )
 
 
@@ -910,7 +914,9 @@ async def test_every_subject_of_a_batch_needs_consent(
 async def test_sensitive_categories_need_consent_where_the_contract_says_so(
     make_gateway: GatewayFactory,
 ) -> None:
-    gw = await make_gateway([contract(terms={"sensitive": SENSITIVE_CONSENT}, routes=ROUTES)])
+    gw = await make_gateway(
+        [contract(terms={"sensitive": SENSITIVE_CONSENT}, routes=SUBJECT_ROUTES)]
+    )
     # identity.id_number is sensitive: its share needs consent, a share without it does not.
     response = await gw.share(
         "POST", "/acme/v1/assess", json=applicant(id_number=resident_id(ADULT_BORN))
@@ -925,7 +931,7 @@ async def test_data_about_a_minor_needs_consent_where_minors_are_allowed(
     make_gateway: GatewayFactory,
 ) -> None:
     gw = await make_gateway(
-        [contract(terms={"sensitive": SENSITIVE_CONSENT, "minors": "allow"}, routes=ROUTES)]
+        [contract(terms={"sensitive": SENSITIVE_CONSENT, "minors": "allow"}, routes=SUBJECT_ROUTES)]
     )
     doc = {"applicants": [person("adult", ADULT_BORN), person("child", CHILD_BORN)]}
     response = await gw.share("POST", "/acme/v1/batch", json=doc)
@@ -1432,3 +1438,39 @@ async def test_a_birth_date_field_is_not_read_where_minors_do_not_matter(
     response = await gw.share("POST", "/acme/v1/dated", json=doc)
     assert response.status == 200, await response.text()
     assert [seen.json() for seen in gw.partner.received] == [{"applicant": {"born": "2016/03/04"}}]
+
+
+UPLOAD_OF_ROUTE: dict[str, Any] = {
+    "method": "PUT",
+    "path": "/v1/files/{file_id}",
+    "purpose": "credit_assessment",
+    "subject": "query.user_id",
+    "content_types": ["application/pdf"],
+}
+
+
+async def test_an_upload_needs_consent_where_the_contracts_sensitive_categories_do(
+    make_gateway: GatewayFactory,
+) -> None:
+    # An upload is not read: under consent_required it may hold the ID number the contract
+    # allows, so it goes only on its subject's consent.
+    gw = await make_gateway(
+        [
+            contract(
+                terms={"sensitive": SENSITIVE_CONSENT}, routes=[*SUBJECT_ROUTES, UPLOAD_OF_ROUTE]
+            )
+        ]
+    )
+    pdf = b"%PDF-1.7 scan of an ID card"
+
+    async def upload() -> Any:
+        headers = {"Content-Type": "application/pdf"}
+        return await gw.share("PUT", "/acme/v1/files/f-1?user_id=u-1", data=pdf, headers=headers)
+
+    await assert_refused(gw, await upload(), 403, "consent_required")
+    granted = datetime.now(UTC) - timedelta(hours=1)
+    registry_of(gw).grant("u-1", "acme", "credit_assessment", granted, "C-9")
+    response = await upload()
+    assert response.status == 200, await response.text()
+    assert last_record(gw.log.records).consent_basis == ("registry:C-9",)
+    assert [seen.body for seen in gw.partner.received] == [pdf]
