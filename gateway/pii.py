@@ -63,21 +63,18 @@ def _build_fold_table() -> dict[int, int]:
 _FOLD_TABLE: Final = _build_fold_table()
 
 
-# Separators a number is written with besides ASCII space and hyphen (text pasted from web
-# pages and editors): folded everywhere, each to one ASCII character like the table above.
-# Dashes fold to a space, not a hyphen: "138–0013–8000" is a grouped number, while after a
-# hyphen a digit-led match is refused ("2024-13800138000"), and "13800138000–13800138999" or
-# "010–13800138000" hold numbers of their own. The full-width hyphen stays a hyphen, as the
-# full-width fold makes it (it also joins the parts of an e-mail address).
-# Tab, the em dash, the horizontal bar and the minus sign (U+2212) separate groups the same way.
-# The decimal digits of every other script (Arabic-Indic, Devanagari, mathematical bold, ...)
-# fold to ASCII digits here too: "١٣٨٠٠١٣٨٠٠٠" is a phone number.
-def _other_digits() -> dict[int, int]:
-    return {
-        cp: ord("0") + unicodedata.digit(chr(cp))
-        for cp in range(0x80, 0x110000)
-        if unicodedata.category(chr(cp)) == "Nd" and not 0xFF10 <= cp <= 0xFF19
-    }
+def _code_points_by_category() -> dict[str, list[int]]:
+    """The code points beyond ASCII of the general categories read below, in one pass: each
+    pass over all of Unicode adds about a tenth of a second to importing the scanner."""
+    found: dict[str, list[int]] = {kind: [] for kind in ("Cc", "Cf", "Nd", "Pd", "Zl", "Zp", "Zs")}
+    for cp in range(0x80, 0x110000):
+        kind = found.get(unicodedata.category(chr(cp)))
+        if kind is not None:
+            kind.append(cp)
+    return found
+
+
+_BY_CATEGORY: Final = _code_points_by_category()
 
 
 def _char_class(codepoints: Iterable[int]) -> str:
@@ -95,44 +92,92 @@ def _char_class(codepoints: Iterable[int]) -> str:
     )
 
 
-_OTHER_DIGITS: Final = _other_digits()
-# Outside the Basic Multilingual Plane (mathematical digits and a few scripts): folded apart,
-# only for a string holding such a character at all. Kept out of the classes below, they
-# would make every search of every string many times slower.
-_ASTRAL_DIGITS: Final = {cp: digit for cp, digit in _OTHER_DIGITS.items() if cp > 0xFFFF}
+# The decimal digits of every other script (Arabic-Indic, Devanagari, mathematical bold, ...)
+# fold to ASCII digits: "١٣٨٠٠١٣٨٠٠٠" is a phone number.
+_OTHER_DIGITS: Final = {
+    cp: ord("0") + unicodedata.digit(chr(cp))
+    for cp in _BY_CATEGORY["Nd"]
+    if not 0xFF10 <= cp <= 0xFF19
+}
+
+# What the groups of a number are set apart with, in text pasted from web pages, editors and
+# input methods. The dashes are Unicode's Dash property, which unicodedata does not expose:
+# the dash punctuation (category Pd: hyphens, the en, em and two-em dashes, the horizontal
+# bar, the wave dash, the small and full-width hyphen-minus, ...) and the four signs filed
+# elsewhere (swung dash, superscript and subscript minus, the minus sign). With them the
+# look-alikes typed for a hyphen that no property groups: the hyphen bullet, the modifier
+# letter and heavy minus signs.
+_DASHES: Final = frozenset(
+    [
+        *map(chr, _BY_CATEGORY["Pd"]),
+        *map(
+            unicodedata.lookup,
+            (
+                "SWUNG DASH",
+                "SUPERSCRIPT MINUS",
+                "SUBSCRIPT MINUS",
+                "MINUS SIGN",
+                "HYPHEN BULLET",
+                "MODIFIER LETTER MINUS SIGN",
+                "HEAVY MINUS SIGN",
+            ),
+        ),
+    ]
+)
+# The katakana prolonged sound mark (and its half-width form) is what a Japanese input method
+# gives for the hyphen key ("138ー0013ー8000"), but it is also a letter of katakana words
+# ("セール", an e-mail domain): in free text a separator only between two digits.
+_SOUND_MARKS: Final = "\u30fc\uff70"
+# The spaces: the space separators (category Zs: no-break, thin, en, em, figure, ideographic,
+# ...) and the tab. In free text the line and paragraph breaks and the other whitespace
+# controls are not: numbers listed one to a line stay apart (and a multi-line note does not
+# pay for folding).
+_SPACES: Final = frozenset(["\t", *map(chr, _BY_CATEGORY["Zs"])])
+# Every character `str.isspace()` holds true: an ID number field is one value, and a line
+# break inside it hides nothing either.
+# (It holds for the space, line and paragraph separators and for controls: no other category.)
+_WHITESPACE: Final = frozenset(
+    c
+    for kind in ("Cc", "Zs", "Zl", "Zp")
+    for c in map(chr, [*range(0x80), *_BY_CATEGORY[kind]])
+    if c.isspace()
+)
+
+# Outside the Basic Multilingual Plane (mathematical digits and a few scripts, the Yezidi
+# hyphenation mark): folded apart, only for a string holding such a character at all. Kept
+# out of the classes below, they would make every search of every string many times slower.
+_ASTRAL_FOLD: Final = {
+    **{cp: digit for cp, digit in _OTHER_DIGITS.items() if cp > 0xFFFF},
+    **{ord(c): ord(" ") for c in _DASHES if c > "\uffff"},
+}
 _ANY_ASTRAL: Final = re.compile("[\U00010000-\U0010ffff]")
 _BMP_DIGITS: Final = {cp: digit for cp, digit in _OTHER_DIGITS.items() if cp <= 0xFFFF}
+# Folded everywhere, each to one ASCII character like the table above (ASCII space and
+# hyphen are left as they are). Dashes fold to a space, not a hyphen: "138–0013–8000" is a
+# grouped number, while after a hyphen a digit-led match is refused ("2024-13800138000"), and
+# "13800138000–13800138999" or "010–13800138000" hold numbers of their own. The small and
+# full-width hyphen-minus stay hyphens, as compatibility folding makes them (the full-width
+# one also joins the parts of an e-mail address).
 _SEPARATOR_TABLE: Final = {
+    **{ord(c): ord(" ") for c in _SPACES if c != " "},
     **{
-        cp: ord(" ")
-        for cp in (
-            0x0009,
-            0x00A0,
-            0x2007,
-            0x202F,
-            0x3000,
-            0x2010,
-            0x2011,
-            0x2012,
-            0x2013,
-            0x2014,
-            0x2015,
-            0x2212,
-        )
+        ord(c): ord("-" if unicodedata.normalize("NFKC", c) == "-" else " ")
+        for c in _DASHES
+        if c <= "\uffff"
     },
-    0xFF0D: ord("-"),
     **_BMP_DIGITS,
 }
-_SEPARATOR_CHARS: Final = {chr(k): chr(v) for k, v in _SEPARATOR_TABLE.items()}
+_SEPARATOR_CHARS: Final = {
+    **{chr(k): chr(v) for k, v in _SEPARATOR_TABLE.items()},
+    **dict.fromkeys(_SOUND_MARKS, " "),
+}
 
 # Invisible format characters (zero-width space and joiners, word joiner, soft hyphen, BOM,
 # direction marks): pasted inside a number they change nothing a reader sees. They cannot be
 # folded one-for-one like the separators above, so a string holding one is scanned a second
 # time without them, and what either scan finds is redacted. Astral ones are rare enough to
 # look for only in a string holding some astral character.
-_INVISIBLE_CHARS: Final = frozenset(
-    chr(cp) for cp in range(0x110000) if unicodedata.category(chr(cp)) == "Cf"
-)
+_INVISIBLE_CHARS: Final = frozenset(map(chr, _BY_CATEGORY["Cf"]))
 _INVISIBLE_BMP: Final = frozenset(ord(c) for c in _INVISIBLE_CHARS if c <= "\uffff")
 # Apart: a class reaching beyond the BMP is searched range by range, many times slower.
 _INVISIBLE: Final = re.compile("[" + _char_class(_INVISIBLE_BMP) + "]")
@@ -141,11 +186,13 @@ _INVISIBLE_ASTRAL: Final = re.compile(
 )
 
 
-_SEPARATORS: Final = re.compile("[" + _char_class(_SEPARATOR_TABLE) + "]")
+_SEPARATORS: Final = re.compile(
+    "[" + _char_class(_SEPARATOR_TABLE) + rf"]|(?<=\d)[{_SOUND_MARKS}](?=\d)"
+)
 # Also finds the invisible characters: ordinary prose pays one search for both.
 _MAY_NEED_FOLDING: Final = re.compile(
     "["
-    + _char_class([*_SEPARATOR_TABLE, *_INVISIBLE_BMP])
+    + _char_class([*_SEPARATOR_TABLE, *_INVISIBLE_BMP, *map(ord, _SOUND_MARKS)])
     + "\uff10-\uff19\uff20-\uff3a\uff41-\uff5a]"
 )
 # Full-width digits, letters and '@' are what can start an identifier; full-width punctuation
@@ -450,30 +497,29 @@ def _id_check_ok(value: str) -> bool:
     return _ID_CHECK[total % 11] == value[17].upper()
 
 
-# Also every invisible character (zero-width space and joiners, word joiner, soft hyphen, BOM,
-# direction marks): pasted inside a number they change nothing a reader sees, and a minor's
-# card must still count.
-_ID_SEPARATORS: Final = str.maketrans("", "", " -\t\r\n" + "".join(sorted(_INVISIBLE_CHARS)))
+# Written in groups it is the same number, whatever it is grouped with: a minor's card must
+# not pass as no card at all for want of its separators. Dropped from it: every whitespace
+# character (line breaks too: the field holds one value), every dash and the prolonged sound
+# mark (no word is in the way here), and every invisible character (zero-width space and
+# joiners, word joiner, soft hyphen, BOM, direction marks). Full-width forms and the digits
+# of every script fold as in free text.
+_ID_READ: Final[dict[int, int | None]] = {
+    **_FOLD_TABLE,
+    **_OTHER_DIGITS,
+    **dict.fromkeys(map(ord, _WHITESPACE | _DASHES | _INVISIBLE_CHARS | {*_SOUND_MARKS, "-"})),
+}
 
 
 def birth_date_from_id(value: str) -> dt.date | None:
     """The birth date in a valid mainland resident ID number, or None if it is not one."""
-    # Written in groups (`110105-19900307-1234`, spaces, their full-width forms) it is the same
-    # number: a minor's card must not pass as no card at all for want of its separators.
-    if value.isascii():  # the usual case: only ASCII separators can be in the way
-        if len(value) < 18:
-            return None  # a subject id like "u-100234": too short for any ID number
-        if len(value) > 18:
-            value = value.translate(_ID_SEPARATORS)
-    else:
-        value = value.translate(_SEPARATOR_TABLE).translate(_FOLD_TABLE)
-        value = value.translate(_ID_SEPARATORS).translate(_ASTRAL_DIGITS)
+    if len(value) < 18:
+        return None  # a subject id like "u-100234": too short for any ID number
+    if not (value.isascii() and value.isalnum()):
+        value = value.translate(_ID_READ)
     if len(value) != 18 or not _ID_SHAPE.fullmatch(value):
         return None
     born = _id_birth_date(value)
-    if born is None or not _id_check_ok(value):
-        return None
-    return born
+    return born if born is not None and _id_check_ok(value) else None
 
 
 def _luhn_ok(digits: str) -> bool:
@@ -737,7 +783,7 @@ def _fold(text: str, astral: bool) -> tuple[str, bool]:
     hidden = False
     if astral:
         hidden = _INVISIBLE_ASTRAL.search(text) is not None
-        text = text.translate(_ASTRAL_DIGITS)
+        text = text.translate(_ASTRAL_FOLD)
     if not _MAY_NEED_FOLDING.search(text):  # one search for ordinary prose, as before
         return text, hidden
     hidden = hidden or _INVISIBLE.search(text) is not None

@@ -397,6 +397,76 @@ def test_birth_date_today_is_accepted() -> None:
     assert birth_date_from_id(value) == today
 
 
+# --- numbers written with any space or dash ----------------------------------------------------
+
+
+def spaces_and_dashes() -> tuple[list[str], list[str]]:
+    """Every character `str.isspace()` holds true, and every dash: the dash punctuation
+    (category Pd), the rest of Unicode's Dash property and the look-alikes typed for a hyphen.
+    Computed here from unicodedata, not taken from the scanner's tables."""
+    spaces: list[str] = []
+    dashes: list[str] = []
+    for c in map(chr, range(0x110000)):
+        if c.isspace():
+            spaces.append(c)
+        elif unicodedata.category(c) == "Pd":
+            dashes.append(c)
+    # Swung dash, superscript and subscript minus, minus sign; hyphen bullet, modifier letter
+    # and heavy minus signs; the katakana prolonged sound mark and its half-width form.
+    dashes += "\u2053\u207b\u208b\u2212\u2043\u02d7\u2796\u30fc\uff70"
+    return spaces, dashes
+
+
+WHITESPACE, DASHES = spaces_and_dashes()
+# In free text a line break (and the other whitespace controls) ends a number.
+LINE_BREAKS = [c for c in WHITESPACE if c != "\t" and unicodedata.category(c) != "Zs"]
+TEXT_SEPARATORS = [c for c in WHITESPACE + DASHES if c not in LINE_BREAKS]
+MINOR_ID = with_id_check("44030520150601456")  # born 2015-06-01
+
+
+def codepoint(c: str) -> str:
+    return f"U+{ord(c):04X}"
+
+
+def test_the_separators_found_passing_are_all_spaces_or_dashes() -> None:
+    found = (
+        "\u2009\u2002\u2003\u205f\u1680\u2028\u2000\u2001\u2004\u2005\u2006\u2008\u200a"
+        "\u0085\u000b\u000c\u001c\u001d\u001e\u001f\u2029\u2043\u2e3a\u30fc\ufe63\u2212\uff0d"
+    )
+    assert set(found) <= set(WHITESPACE + DASHES)
+    assert {"\n", "\u2028", "\u0085"} <= set(LINE_BREAKS)
+    assert {" ", "\t", "\u00a0", "\u2009", "\u3000"} <= set(TEXT_SEPARATORS)
+
+
+@pytest.mark.parametrize("separator", WHITESPACE + DASHES, ids=codepoint)
+def test_birth_date_from_an_id_grouped_with_any_space_or_dash(separator: str) -> None:
+    # An ID number field holds one value: whatever its groups are set apart with, line breaks
+    # included, a minor's number is read.
+    for sizes in ((6, 8, 4), (6, 4, 4, 4), (6, 12)):
+        value = grouped(MINOR_ID, sizes, separator)
+        assert birth_date_from_id(value) == dt.date(2015, 6, 1), value
+        assert birth_date_from_id(f"{separator}{value}{separator * 2}") == dt.date(2015, 6, 1)
+
+
+@pytest.mark.parametrize("separator", TEXT_SEPARATORS, ids=codepoint)
+def test_numbers_grouped_with_any_space_or_dash_are_redacted_in_free_text(separator: str) -> None:
+    id_number = grouped(ID_1990, (6, 8, 4), separator)
+    phone = grouped("13800138000", (3, 4, 4), separator)
+    text = f"身份证{id_number}，电话{phone}。"
+    assert spans(text) == [(ID_NUMBER, id_number), (PHONE, phone)]
+    assert scan(text, NOTHING_ALLOWED) == (
+        f"身份证[REDACTED:{ID_NUMBER}]，电话[REDACTED:{PHONE}]。",
+        {ID_NUMBER: 1, PHONE: 1},
+    )
+
+
+def test_the_prolonged_sound_mark_separates_digits_only() -> None:
+    # What a Japanese input method gives for the hyphen key; between letters it is part of a
+    # katakana word, here of an e-mail domain's top-level label.
+    assert spans("電話138ー0013ー8000") == [(PHONE, "138ー0013ー8000")]
+    assert spans("メール li@example.セール まで") == [(EMAIL, "li@example.セール")]
+
+
 # --- contact.phone -----------------------------------------------------------------------------
 
 
@@ -958,6 +1028,11 @@ FRAGMENTS = [
     "中文",
     "\u200b",
     "\u00ad",
+    "\u2009",
+    "\u2013",
+    "ー",
+    "\u2028",
+    grouped(ID_1990, (6, 8, 4), "\u3000"),
 ]
 mixed_text = st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=8)), max_size=12).map(
     "".join
@@ -1002,6 +1077,8 @@ INVISIBLE = [
     st.sampled_from(
         [
             (ID_1990, ID_NUMBER),
+            (grouped(ID_1990, (6, 8, 4), "\u2009"), ID_NUMBER),
+            (grouped(ID_1990, (6, 8, 4), "\u2014"), ID_NUMBER),
             (CARD_16, BANK_ACCOUNT),
             (USCC, CREDIT_CODE),
             ("13800138000", PHONE),
@@ -1124,6 +1201,22 @@ def test_in_a_string_holding_an_at_sign_an_invisible_character_beside_a_letter_m
 ) -> None:
     holes = [i for i, c in enumerate(text) if unicodedata.category(c) == "Cf"]
     assert any(_may_hide(text, at, letters=True) for at in holes) is may_hide
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 18), st.sampled_from(WHITESPACE + DASHES + INVISIBLE)),
+        max_size=8,
+    )
+)
+@settings(max_examples=300, deadline=None)
+def test_spaces_dashes_and_invisible_characters_anywhere_in_an_id_number_field_hide_nothing(
+    inserts: list[tuple[int, str]],
+) -> None:
+    chars = list(MINOR_ID)
+    for at, separator in inserts:
+        chars.insert(at % (len(chars) + 1), separator)
+    assert birth_date_from_id("".join(chars)) == dt.date(2015, 6, 1)
 
 
 @pytest.mark.parametrize("invisible", ["\u200e", "\u2066", "\u061c", "\U000e0020", "\u00ad"])

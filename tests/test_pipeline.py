@@ -1549,6 +1549,27 @@ async def test_invisible_characters_inside_a_number_do_not_hide_it(
     assert gw.log.records[0].pii_redactions == {"contact.phone": 2, "identity.id_number": 1}
 
 
+async def test_numbers_grouped_with_unicode_spaces_and_dashes_never_reach_the_partner(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway()
+    thin, em_dash = "\u2009", "\u2014"
+    number = "11010519491231002X"  # a valid one, with its check digit
+    id_number = thin.join((number[:6], number[6:14], number[14:]))
+    phone = em_dash.join(("138", "0013", "8000"))
+    note = f"guardian ID {id_number}, call {phone}"
+    response = await gw.share(
+        "POST", "/acme/v1/notes", json={"note": note}, purpose="service_delivery"
+    )
+    assert response.status == 200, await response.text()
+    [seen] = gw.partner.received
+    assert seen.json()["note"] == (
+        "guardian ID [REDACTED:identity.id_number], call [REDACTED:contact.phone]"
+    )
+    assert number[6:14].encode() not in seen.body
+    assert gw.log.records[0].pii_redactions == {"contact.phone": 1, "identity.id_number": 1}
+
+
 # --- 7. the partner's answer ----------------------------------------------------------------------
 
 

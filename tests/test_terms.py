@@ -492,7 +492,27 @@ async def test_minor_with_id_number_is_denied(make_gateway: GatewayFactory) -> N
     )
 
 
-@pytest.mark.parametrize("separator", ["-", " ", "\uff0d"])
+@pytest.mark.parametrize(
+    "separator",
+    [
+        "-",
+        " ",
+        "\uff0d",
+        "\u2009",  # thin space
+        "\u2003",  # em space
+        "\u205f",  # medium mathematical space
+        "\u1680",  # ogham space mark
+        "\u3000",  # ideographic space
+        "\u2028",  # line separator
+        "\u0085",  # next line
+        "\u2013",  # en dash
+        "\u2212",  # minus sign
+        "\u2043",  # hyphen bullet
+        "\u30fc",  # katakana prolonged sound mark
+        "\ufe63",  # small hyphen-minus
+    ],
+    ids=lambda c: f"U+{ord(c):04X}",
+)
 async def test_minor_with_an_id_number_written_in_groups_is_denied(
     make_gateway: GatewayFactory, separator: str
 ) -> None:
@@ -500,6 +520,7 @@ async def test_minor_with_an_id_number_written_in_groups_is_denied(
     number = resident_id(CHILD_BORN)
     grouped = separator.join((number[:6], number[6:14], number[14:]))
     response = await gw.share("POST", "/acme/v1/assess", json=applicant(id_number=grouped))
+    # The partner receives nothing, the child's number least of all.
     await assert_refused(gw, response, 403, "minor_denied")
 
 
