@@ -157,7 +157,8 @@ _BMP_DIGITS: Final = {cp: digit for cp, digit in _OTHER_DIGITS.items() if cp <= 
 # grouped number, while after a hyphen a digit-led match is refused ("2024-13800138000"), and
 # "13800138000–13800138999" or "010–13800138000" hold numbers of their own. The small and
 # full-width hyphen-minus stay hyphens, as compatibility folding makes them (the full-width
-# one also joins the parts of an e-mail address).
+# one also joins the parts of an e-mail address). The full-width slash folds to a slash, which
+# sets apart the groups of an ID number, also between ASCII digits.
 _SEPARATOR_TABLE: Final = {
     **{ord(c): ord(" ") for c in _SPACES if c != " "},
     **{
@@ -165,6 +166,7 @@ _SEPARATOR_TABLE: Final = {
         for c in _DASHES
         if c <= "\uffff"
     },
+    0xFF0F: ord("/"),
     **_BMP_DIGITS,
 }
 _SEPARATOR_CHARS: Final = {
@@ -214,32 +216,48 @@ _MAY_CONTAIN: Final = re.compile(
 # --- scouting ------------------------------------------------------------------------------
 
 # Every digit-bearing identifier contains one of these cores: seven digits in a row (IDs,
-# credit codes, cards, phones, passports), digits grouped 3-4-4 (grouped phones and cards), a
-# dotted quad, '::' or seven colon-separated hex groups (IPv6). The pattern opens with a
-# character class so the regex engine skips everything else at C speed; short numbers,
-# dates and times never reach Python.
+# credit codes, cards, phones, passports), digits grouped 3-4-4 (grouped phones and cards, ID
+# numbers grouped 6-4-4-4), a dotted quad, '::' or seven colon-separated hex groups (IPv6).
+# The pattern opens with a character class so the regex engine skips everything else at C
+# speed; short numbers, dates and times never reach Python.
 _CORE: Final = re.compile(
     r"[0-9:](?:"
-    r"(?<=[0-9])(?:[0-9]{6}|[0-9]{2}[ \-][0-9]{4}[ \-][0-9]{4}|[0-9]{0,2}(?:\.[0-9]{1,3}){3})"
+    r"(?<=[0-9])(?:[0-9]{6}|[0-9]{2}[ \-/][0-9]{4}[ \-/][0-9]{4}"
+    r"|[0-9]{0,2}(?:\.[0-9]{1,3}){3})"
     r"|(?<=:)(?::|[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){6})"
     r")"
 )
-# The run around a core: identifier characters, and a single space only between digit groups
-# ("138 0013 8000", "+86 138...", "(+86) 138...").
-_RUN_FORWARD: Final = re.compile(r"(?:[0-9A-Za-z.:+()\-]|(?<=[0-9)]) (?=[0-9(+]))*")
+# The run around a core: identifier characters, a single space only between digit groups
+# ("138 0013 8000", "+86 138...", "(+86) 138...") and a slash only between digit groups
+# ("110105/20160304/105X", and the "/7" after it, which makes it part of a longer number).
+_RUN_FORWARD: Final = re.compile(
+    r"(?:[0-9A-Za-z.:+()\-]|(?<=[0-9)]) (?=[0-9(+])|(?<=[0-9Xx])/(?=[0-9]))*"
+)
 _RUN_CHARS: Final = frozenset(
     "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.:+()-"
 )
 _JOIN_BEFORE: Final = frozenset("0123456789)")
 _JOIN_AFTER: Final = frozenset("0123456789(+")
+_SLASH_BEFORE: Final = frozenset("0123456789Xx")
+_DIGITS: Final = frozenset("0123456789")
 
 # Detailed recognisers run on a run's span only; lookbehinds still see the text before it.
 # Every lookahead tests only characters a run would have included, so it answers the same at
 # the end of a run as in the full text.
-# Also written in its groups (division, birth date, sequence and check): "110105-19900307-1234".
+# Resident ID numbers may be written in groups, with a space, hyphen or slash (any mix) at any
+# of the boundaries between the division, the year, month and day and the rest:
+# "110105-19900307-1234", "110105 1990 0307 1234", "110105/19900307/1234". Grouped, one is
+# refused inside a longer dashed or slashed number ("2024-110105-19900307-1234"). Every
+# candidate is validated (division, date, check digit) so that order numbers and the like
+# are left alone.
+_ID_SEP: Final = r"[ \-/]"
+_ID_GROUPED_TAIL: Final = (  # after the division: at least one separator
+    rf"(?:{_ID_SEP}[0-9]{{4}}{_ID_SEP}?[0-9]{{4}}{_ID_SEP}?"
+    rf"|[0-9]{{4}}{_ID_SEP}[0-9]{{4}}{_ID_SEP}?|[0-9]{{8}}{_ID_SEP})[0-9]{{3}}[0-9Xx](?![0-9])"
+)
 _ID_RE: Final = re.compile(
-    r"(?<![0-9])(?:[1-9][0-9]{16}[0-9Xx]"
-    r"|(?<![0-9]-)[1-9][0-9]{5}[ \-][0-9]{8}[ \-][0-9]{3}[0-9Xx](?!-[0-9]))(?![0-9])"
+    r"(?<![0-9])(?:[1-9][0-9]{16}[0-9Xx](?![0-9])"
+    rf"|(?<![0-9][\-/])[1-9][0-9]{{5}}{_ID_GROUPED_TAIL}(?![\-/][0-9]))"
 )
 _CREDIT_RE: Final = re.compile(
     r"(?<![0-9A-Za-z])[1-9A-HJ-NP-RTUW-Y][1-9][0-9]{6}[0-9A-HJ-NP-RTUW-Y]{10}(?![0-9A-Za-z])"
@@ -480,6 +498,11 @@ def _id_birth_date(value: str) -> dt.date | None:
     return born
 
 
+def _id_ok(value: str) -> bool:
+    """A valid resident ID number, without its separators."""
+    return _id_birth_date(value) is not None and _id_check_ok(value)
+
+
 def _looks_like_id(value: str) -> bool:
     """An 18-digit run laid out like a resident ID (region, 18xx-20xx year, month, day), valid
     or not: mistyped ID numbers are never read as cards or credit codes."""
@@ -500,13 +523,15 @@ def _id_check_ok(value: str) -> bool:
 # Written in groups it is the same number, whatever it is grouped with: a minor's card must
 # not pass as no card at all for want of its separators. Dropped from it: every whitespace
 # character (line breaks too: the field holds one value), every dash and the prolonged sound
-# mark (no word is in the way here), and every invisible character (zero-width space and
-# joiners, word joiner, soft hyphen, BOM, direction marks). Full-width forms and the digits
-# of every script fold as in free text.
+# mark (no word is in the way here), the slashes the free-text scanner takes for separators
+# too, and every invisible character (zero-width space and joiners, word joiner, soft hyphen,
+# BOM, direction marks). Full-width forms and the digits of every script fold as in free text.
 _ID_READ: Final[dict[int, int | None]] = {
     **_FOLD_TABLE,
     **_OTHER_DIGITS,
-    **dict.fromkeys(map(ord, _WHITESPACE | _DASHES | _INVISIBLE_CHARS | {*_SOUND_MARKS, "-"})),
+    **dict.fromkeys(
+        map(ord, _WHITESPACE | _DASHES | _INVISIBLE_CHARS | {*_SOUND_MARKS, "-", "/", "\uff0f"})
+    ),
 }
 
 
@@ -635,8 +660,10 @@ def _emails(norm: str, astral: bool) -> list[_Span]:
 def _run_start(norm: str, i: int) -> int:
     while i > 0:
         c = norm[i - 1]
-        if c in _RUN_CHARS or (
-            c == " " and i >= 2 and norm[i - 2] in _JOIN_BEFORE and norm[i] in _JOIN_AFTER
+        if (
+            c in _RUN_CHARS
+            or (c == " " and i >= 2 and norm[i - 2] in _JOIN_BEFORE and norm[i] in _JOIN_AFTER)
+            or (c == "/" and i >= 2 and norm[i - 2] in _SLASH_BEFORE and norm[i] in _DIGITS)
         ):
             i -= 1
         else:
@@ -652,8 +679,7 @@ def _whole(norm: str, start: int, end: int) -> list[_Candidate]:
     name = m.lastgroup
     value = m.group()
     if name == "id":
-        value = _ungrouped(value)
-        ok = _id_birth_date(value) is not None and _id_check_ok(value)
+        ok = _id_ok(_ungrouped_id(value))
     elif name == "credit":
         ok = _credit_ok(value)
     elif name == "card":
@@ -670,6 +696,10 @@ _GROUPED_16: Final = 19
 
 def _ungrouped(value: str) -> str:
     return value.replace(" ", "").replace("-", "")
+
+
+def _ungrouped_id(value: str) -> str:
+    return value.replace(" ", "").replace("-", "").replace("/", "")
 
 
 def _digit_run(value: str, start: int) -> list[_Candidate]:
@@ -693,8 +723,7 @@ def _candidates(norm: str, start: int, end: int) -> list[_Candidate]:
     length = end - start
     if length >= 18:
         for m in _ID_RE.finditer(norm, start, end):
-            value = _ungrouped(m.group())
-            if _id_birth_date(value) is not None and _id_check_ok(value):
+            if _id_ok(_ungrouped_id(m.group())):
                 found.append((_PRIORITY[ID_NUMBER], m.start(), m.end(), ID_NUMBER))
         for m in _CREDIT_RE.finditer(norm, start, end):
             if _credit_ok(m.group()):

@@ -467,6 +467,54 @@ def test_the_prolonged_sound_mark_separates_digits_only() -> None:
     assert spans("メール li@example.セール まで") == [(EMAIL, "li@example.セール")]
 
 
+# --- ID numbers in groups ----------------------------------------------------------------------
+
+# Separators at one or more of the boundaries between division, year, month and day, and the
+# rest: how forms, cards and people write the number.
+ID_GROUPINGS = [(6, 4, 4, 4), (6, 8, 4), (6, 12), (10, 8), (14, 4), (6, 4, 8), (10, 4, 4)]
+
+
+@pytest.mark.parametrize("sizes", ID_GROUPINGS, ids=lambda sizes: "-".join(map(str, sizes)))
+@pytest.mark.parametrize("separator", [" ", "-", "/", "\u2009", "\uff0d", "\uff0f", "\u3000"])
+def test_id_number_in_groups_found(sizes: tuple[int, ...], separator: str) -> None:
+    value = grouped(ID_X, sizes, separator)
+    assert spans(f"身份证{value}核对") == [(ID_NUMBER, value)]
+    assert spans(f"ID: {value}.") == [(ID_NUMBER, value)]
+    assert birth_date_from_id(value) == dt.date(1949, 12, 31)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"身份证 {grouped(wrong_last(ID_X), (6, 4, 4, 4))}",  # wrong check digit
+        f"单号 {grouped(with_id_check('11010520241301123'), (6, 4, 4, 4), '-')}",  # month 13
+        f"单号 {grouped(with_id_check('20010519900307123'), (6, 4, 4, 4))}",  # no province 20
+        f"单号2024-{grouped(ID_X, (6, 4, 4, 4), '-')}",  # inside a longer dashed number
+        f"路径/{grouped(ID_X, (6, 8, 4), '/')}/7",  # inside a longer slashed one
+        f"单号 {grouped(ID_X, (6, 4, 4, 4))[:-1]} 2",  # a group short
+        f"单号 {grouped(ID_X + '1', (6, 4, 4, 5))}",  # a group long
+    ],
+)
+def test_id_number_in_groups_rejected(text: str) -> None:
+    assert spans(text) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "订单号202403041230451234已发货",  # 18 digits led by a date: no province 20
+        "订单号 202403 0412 3045 1234",
+        "时间戳20240304123045123",  # 17 digits
+        "流水 2024-0304-1230-4512-3",
+        "单号 110105 2024 0304 12",  # a group short of an ID number
+        "版本 1.10105.1949.1231.002",
+        "日期 2024/03/04 12:30:45",
+    ],
+)
+def test_ordinary_long_numbers_are_not_id_numbers(text: str) -> None:
+    assert ID_NUMBER not in [category for category, _ in spans(text)]
+
+
 # --- contact.phone -----------------------------------------------------------------------------
 
 
@@ -1032,7 +1080,10 @@ FRAGMENTS = [
     "\u2013",
     "ー",
     "\u2028",
+    "/",
     grouped(ID_1990, (6, 8, 4), "\u3000"),
+    grouped(ID_1990, (6, 4, 4, 4)),
+    grouped(ID_X, (6, 8, 4), "/"),
 ]
 mixed_text = st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=8)), max_size=12).map(
     "".join
@@ -1079,6 +1130,9 @@ INVISIBLE = [
             (ID_1990, ID_NUMBER),
             (grouped(ID_1990, (6, 8, 4), "\u2009"), ID_NUMBER),
             (grouped(ID_1990, (6, 8, 4), "\u2014"), ID_NUMBER),
+            (grouped(ID_1990, (6, 4, 4, 4)), ID_NUMBER),
+            (grouped(ID_X, (6, 4, 4, 4), "-"), ID_NUMBER),
+            (grouped(ID_X, (6, 8, 4), "/"), ID_NUMBER),
             (CARD_16, BANK_ACCOUNT),
             (USCC, CREDIT_CODE),
             ("13800138000", PHONE),
@@ -1201,6 +1255,27 @@ def test_in_a_string_holding_an_at_sign_an_invisible_character_beside_a_letter_m
 ) -> None:
     holes = [i for i, c in enumerate(text) if unicodedata.category(c) == "Cf"]
     assert any(_may_hide(text, at, letters=True) for at in holes) is may_hide
+
+
+ID_SEPARATORS = ["", " ", "-", "/", "\u2009", "\u2013", "\u2212", "\uff0d", "\u3000", "\u00a0"]
+
+
+@given(
+    st.lists(st.sampled_from(ID_SEPARATORS), min_size=3, max_size=3),
+    st.sampled_from(["", "中文", " x ", "，", "ID: ", "（", "\n"]),
+)
+@settings(max_examples=300, deadline=None)
+def test_an_id_number_with_any_mix_of_separators_between_its_groups_is_redacted(
+    separators: list[str], around: str
+) -> None:
+    first, second, third = separators
+    value = f"{ID_X[:6]}{first}{ID_X[6:10]}{second}{ID_X[10:14]}{third}{ID_X[14:]}"
+    text = f"{around}{value}{around}"
+    assert scan(text, NOTHING_ALLOWED) == (
+        f"{around}[REDACTED:{ID_NUMBER}]{around}",
+        {ID_NUMBER: 1},
+    ), text
+    assert birth_date_from_id(value) == dt.date(1949, 12, 31)
 
 
 @given(

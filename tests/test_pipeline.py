@@ -899,6 +899,7 @@ async def test_a_browsers_user_agent_passes_whole(make_gateway: GatewayFactory) 
     [
         ("13800138000", "contact.phone"),
         ("11010519491231002X", "identity.id_number"),
+        ("110105-1949-1231-002X", "identity.id_number"),
         ("6222021234567894", "financial.bank_account"),
     ],
 )
@@ -1568,6 +1569,34 @@ async def test_numbers_grouped_with_unicode_spaces_and_dashes_never_reach_the_pa
     )
     assert number[6:14].encode() not in seen.body
     assert gw.log.records[0].pii_redactions == {"contact.phone": 1, "identity.id_number": 1}
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        "{0} {1} {2} {3}",  # 6-4-4-4, as on many forms
+        "{0}-{1}-{2}-{3}",
+        "{0}\u2009{1}{2}{3}",  # 6-12, a thin space
+        "{0}/{1}{2}/{3}",  # 6-8-4, slashes
+        "{0}/{1}/{2}-{3}",
+    ],
+)
+async def test_an_id_number_in_groups_in_a_note_never_reaches_the_partner(
+    make_gateway: GatewayFactory, shape: str
+) -> None:
+    gw = await make_gateway()
+    number = "11010520160304105X"  # a child's, born 2016-03-04
+    written = shape.format(number[:6], number[6:10], number[10:14], number[14:])
+    note = f"guardian of child, ID {written}; order 202403041230451234"
+    response = await gw.share(
+        "POST", "/acme/v1/notes", json={"note": note}, purpose="service_delivery"
+    )
+    assert response.status == 200, await response.text()
+    [seen] = gw.partner.received
+    assert seen.json()["note"] == (
+        "guardian of child, ID [REDACTED:identity.id_number]; order 202403041230451234"
+    )
+    assert gw.log.records[0].pii_redactions == {"identity.id_number": 1}
 
 
 # --- 7. the partner's answer ----------------------------------------------------------------------
