@@ -217,12 +217,12 @@ _MAY_CONTAIN: Final = re.compile(
 
 # Every digit-bearing identifier contains one of these cores: seven digits in a row (IDs,
 # credit codes, cards, phones, passports), digits grouped 3-4-4 (grouped phones and cards, ID
-# numbers grouped 6-4-4-4), a dotted quad, '::' or seven colon-separated hex groups (IPv6).
-# The pattern opens with a character class so the regex engine skips everything else at C
-# speed; short numbers, dates and times never reach Python.
+# numbers grouped 6-4-4-4), 6-6 (old ID numbers grouped 6-6-3), a dotted quad, '::' or seven
+# colon-separated hex groups (IPv6). The pattern opens with a character class so the regex
+# engine skips everything else at C speed; short numbers, dates and times never reach Python.
 _CORE: Final = re.compile(
     r"[0-9:](?:"
-    r"(?<=[0-9])(?:[0-9]{6}|[0-9]{2}[ \-/][0-9]{4}[ \-/][0-9]{4}"
+    r"(?<=[0-9])(?:[0-9]{5}(?:[0-9]|[ \-/][0-9]{6})|[0-9]{2}[ \-/][0-9]{4}[ \-/][0-9]{4}"
     r"|[0-9]{0,2}(?:\.[0-9]{1,3}){3})"
     r"|(?<=:)(?::|[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){6})"
     r")"
@@ -244,20 +244,22 @@ _DIGITS: Final = frozenset("0123456789")
 # Detailed recognisers run on a run's span only; lookbehinds still see the text before it.
 # Every lookahead tests only characters a run would have included, so it answers the same at
 # the end of a run as in the full text.
-# Resident ID numbers may be written in groups, with a space, hyphen or slash (any mix) at any
-# of the boundaries between the division, the year, month and day and the rest:
-# "110105-19900307-1234", "110105 1990 0307 1234", "110105/19900307/1234". Grouped, one is
-# refused inside a longer dashed or slashed number ("2024-110105-19900307-1234"). Every
-# candidate is validated (division, date, check digit) so that order numbers and the like
-# are left alone.
+# Resident ID numbers of 18 characters and the first generation's of 15 digits (division,
+# birth date as YYMMDD, sequence; no check digit). Either may be written in groups, with a
+# space, hyphen or slash (any mix) at any of the boundaries between the division, the year
+# (the date, for 15 digits), month and day and the rest: "110105-19900307-1234",
+# "110105 1990 0307 1234", "110105/900307/123". Grouped, or of 15 digits, one is refused
+# inside a longer dashed or slashed number ("2024-110105-19900307-1234"). Every candidate is
+# validated (division, date, check digit) so that order numbers and the like are left alone.
 _ID_SEP: Final = r"[ \-/]"
 _ID_GROUPED_TAIL: Final = (  # after the division: at least one separator
     rf"(?:{_ID_SEP}[0-9]{{4}}{_ID_SEP}?[0-9]{{4}}{_ID_SEP}?"
     rf"|[0-9]{{4}}{_ID_SEP}[0-9]{{4}}{_ID_SEP}?|[0-9]{{8}}{_ID_SEP})[0-9]{{3}}[0-9Xx](?![0-9])"
 )
+_OLD_ID_TAIL: Final = rf"{_ID_SEP}?[0-9]{{6}}{_ID_SEP}?[0-9]{{3}}(?![0-9Xx])"
 _ID_RE: Final = re.compile(
     r"(?<![0-9])(?:[1-9][0-9]{16}[0-9Xx](?![0-9])"
-    rf"|(?<![0-9][\-/])[1-9][0-9]{{5}}{_ID_GROUPED_TAIL}(?![\-/][0-9]))"
+    rf"|(?<![0-9][\-/])[1-9][0-9]{{5}}(?:{_ID_GROUPED_TAIL}|{_OLD_ID_TAIL})(?![\-/][0-9]))"
 )
 _CREDIT_RE: Final = re.compile(
     r"(?<![0-9A-Za-z])[1-9A-HJ-NP-RTUW-Y][1-9][0-9]{6}[0-9A-HJ-NP-RTUW-Y]{10}(?![0-9A-Za-z])"
@@ -474,6 +476,10 @@ _ID_WEIGHTS: Final = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK: Final = "10X98765432"
 _ID_ZERO_WEIGHT: Final = ord("0") * sum(_ID_WEIGHTS)
 _ID_SHAPE: Final = re.compile(r"[1-9][0-9]{16}[0-9Xx]")
+_OLD_ID_SHAPE: Final = re.compile(r"[1-9][0-9]{14}")
+# First-generation numbers were issued on the mainland only (1984-2004): not with the codes
+# of Taiwan, Hong Kong and Macao (and the residence permits) that 18-character ones carry.
+_OLD_ID_PROVINCES: Final = _PROVINCES - {"71", "81", "82", "83"}
 _EARLIEST_BIRTH: Final = dt.date(1900, 1, 1)
 _YEAR_AT_START: Final = dt.date.today().year  # no later than any year the process sees
 
@@ -498,8 +504,21 @@ def _id_birth_date(value: str) -> dt.date | None:
     return born
 
 
+def _old_id_birth_date(value: str) -> dt.date | None:
+    """Birth date of a 15-digit first-generation resident ID number: its division and its
+    YYMMDD, always in the 1900s, are all there is to check (it has no check digit)."""
+    if value[:2] not in _OLD_ID_PROVINCES:
+        return None
+    try:
+        return dt.date(1900 + int(value[6:8]), int(value[8:10]), int(value[10:12]))
+    except ValueError:
+        return None
+
+
 def _id_ok(value: str) -> bool:
-    """A valid resident ID number, without its separators."""
+    """A valid resident ID number, of 18 characters or 15 digits, without its separators."""
+    if len(value) == 15:
+        return _old_id_birth_date(value) is not None
     return _id_birth_date(value) is not None and _id_check_ok(value)
 
 
@@ -536,15 +555,21 @@ _ID_READ: Final[dict[int, int | None]] = {
 
 
 def birth_date_from_id(value: str) -> dt.date | None:
-    """The birth date in a valid mainland resident ID number, or None if it is not one."""
-    if len(value) < 18:
+    """The birth date in a valid mainland resident ID number, or None if it is not one: one
+    of 18 characters (division, date and check digit checked) or a first-generation one of
+    15 digits (division and date: born in the 1900s, it is never a child's)."""
+    if len(value) < 15:
         return None  # a subject id like "u-100234": too short for any ID number
     if not (value.isascii() and value.isalnum()):
         value = value.translate(_ID_READ)
-    if len(value) != 18 or not _ID_SHAPE.fullmatch(value):
-        return None
-    born = _id_birth_date(value)
-    return born if born is not None and _id_check_ok(value) else None
+    if len(value) == 18:
+        if not _ID_SHAPE.fullmatch(value):
+            return None
+        born = _id_birth_date(value)
+        return born if born is not None and _id_check_ok(value) else None
+    if len(value) == 15 and _OLD_ID_SHAPE.fullmatch(value):
+        return _old_id_birth_date(value)
+    return None
 
 
 def _luhn_ok(digits: str) -> bool:
@@ -708,6 +733,8 @@ def _digit_run(value: str, start: int) -> list[_Candidate]:
     end = start + n
     if n == 18 and _id_birth_date(value) is not None and _id_check_ok(value):
         return [(_PRIORITY[ID_NUMBER], start, end, ID_NUMBER)]
+    if n == 15 and _old_id_birth_date(value) is not None:
+        return [(_PRIORITY[ID_NUMBER], start, end, ID_NUMBER)]
     if n == 18 and _CREDIT_RE.fullmatch(value) and _credit_ok(value):
         return [(_PRIORITY[CREDIT_CODE], start, end, CREDIT_CODE)]
     if 16 <= n <= 19 and _card_ok(value):
@@ -721,10 +748,11 @@ def _candidates(norm: str, start: int, end: int) -> list[_Candidate]:
     """Every validated identifier inside one run, overlapping ones included."""
     found: list[_Candidate] = []
     length = end - start
-    if length >= 18:
+    if length >= 15:
         for m in _ID_RE.finditer(norm, start, end):
             if _id_ok(_ungrouped_id(m.group())):
                 found.append((_PRIORITY[ID_NUMBER], m.start(), m.end(), ID_NUMBER))
+    if length >= 18:
         for m in _CREDIT_RE.finditer(norm, start, end):
             if _credit_ok(m.group()):
                 found.append((_PRIORITY[CREDIT_CODE], m.start(), m.end(), CREDIT_CODE))

@@ -71,6 +71,7 @@ def fullwidth(s: str) -> str:
 
 ID_1990 = with_id_check("11010519900307123")  # a man born 1990-03-07 in Beijing
 ID_X = "11010519491231002X"  # the GB 11643 worked example
+OLD_ID = "110105850304123"  # first generation, 15 digits: born 1985-03-04 in Beijing
 CARD_16 = with_luhn("622202123456789")
 CARD_19 = with_luhn("955880123456789012")
 USCC = with_uscc_check("91110108MA01C2XY3")
@@ -513,6 +514,82 @@ def test_id_number_in_groups_rejected(text: str) -> None:
 )
 def test_ordinary_long_numbers_are_not_id_numbers(text: str) -> None:
     assert ID_NUMBER not in [category for category, _ in spans(text)]
+
+
+# --- first-generation ID numbers (15 digits) ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        OLD_ID,
+        grouped(OLD_ID, (6, 6, 3)),
+        grouped(OLD_ID, (6, 6, 3), "-"),
+        grouped(OLD_ID, (6, 6, 3), "/"),
+        grouped(OLD_ID, (6, 6, 3), "\u2009"),
+        grouped(OLD_ID, (6, 9), "\u2013"),
+        grouped(OLD_ID, (12, 3), "-"),
+        fullwidth(OLD_ID),
+        fullwidth(grouped(OLD_ID, (6, 6, 3), "-")),
+    ],
+)
+def test_old_id_number_found(value: str) -> None:
+    assert spans(f"旧身份证{value}，请更新") == [(ID_NUMBER, value)]
+    assert spans(f"old card {value}.") == [(ID_NUMBER, value)]
+    # Born in the 1900s: never a child's, and the minors check reads the date all the same.
+    assert birth_date_from_id(value) == dt.date(1985, 3, 4)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "单号990105850304123",  # no province 99
+        "单号710105850304123",  # Taiwan's code: never on a first-generation card
+        "单号810105850304123",  # nor Hong Kong's
+        "单号110105851304123",  # month 13
+        "单号110105850229123",  # 29 February 1985
+        "单号110105850000123",  # month 00
+        "单号110105850132123",  # 32 January
+        "流水1101058503041234",  # 16 digits
+        "流水3110105850304123",
+        "单号2024-110105850304123",  # inside a longer dashed number
+        "单号110105-850304-123-9",
+        "单号110105/850304/123/9",
+        "单号110105850304123X",
+        "单号 110105 851304 123",
+        "单号 110105 8503 04123",  # not at its boundaries
+    ],
+)
+def test_old_id_number_rejected(text: str) -> None:
+    assert spans(text) == []
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["110105851304123", "990105850304123", "11010585030412", "1101058503041234", OLD_ID + "X"],
+)
+def test_no_birth_date_from_what_is_not_an_old_id_number(value: str) -> None:
+    assert birth_date_from_id(value) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("分机13800138000-1234", [(PHONE, "13800138000")]),
+        ("电话138 0013 8000 转 1234", [(PHONE, "138 0013 8000")]),
+        ("电话13800138000 ext. 123", [(PHONE, "13800138000")]),
+        ("座机0755-12345678-123", []),
+        ("座机010 6512 3456 1234", []),
+        ("IMEI 861234567890123", []),  # 15 digits: no province 86
+        ("订单号 440100202401019", []),  # 15 digits, no date: month 24
+        ("流水 420106 241301 123", []),  # grouped 6-6-3, no date: month 13
+        ("订单202403041230451", []),  # 15 digits led by a date: no province 20
+    ],
+)
+def test_numbers_of_15_to_18_digits_that_are_not_id_numbers(
+    text: str, found: list[tuple[str, str]]
+) -> None:
+    assert spans(text) == found
 
 
 # --- contact.phone -----------------------------------------------------------------------------
@@ -1084,6 +1161,8 @@ FRAGMENTS = [
     grouped(ID_1990, (6, 8, 4), "\u3000"),
     grouped(ID_1990, (6, 4, 4, 4)),
     grouped(ID_X, (6, 8, 4), "/"),
+    OLD_ID,
+    grouped(OLD_ID, (6, 6, 3)),
 ]
 mixed_text = st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=8)), max_size=12).map(
     "".join
@@ -1133,6 +1212,8 @@ INVISIBLE = [
             (grouped(ID_1990, (6, 4, 4, 4)), ID_NUMBER),
             (grouped(ID_X, (6, 4, 4, 4), "-"), ID_NUMBER),
             (grouped(ID_X, (6, 8, 4), "/"), ID_NUMBER),
+            (OLD_ID, ID_NUMBER),
+            (grouped(OLD_ID, (6, 6, 3), "-"), ID_NUMBER),
             (CARD_16, BANK_ACCOUNT),
             (USCC, CREDIT_CODE),
             ("13800138000", PHONE),
@@ -1261,21 +1342,31 @@ ID_SEPARATORS = ["", " ", "-", "/", "\u2009", "\u2013", "\u2212", "\uff0d", "\u3
 
 
 @given(
+    st.sampled_from(
+        [
+            (ID_X, (6, 10, 14), dt.date(1949, 12, 31)),  # division, year, month and day, rest
+            (OLD_ID, (6, 12), dt.date(1985, 3, 4)),  # division, date, sequence
+        ]
+    ),
     st.lists(st.sampled_from(ID_SEPARATORS), min_size=3, max_size=3),
     st.sampled_from(["", "中文", " x ", "，", "ID: ", "（", "\n"]),
 )
 @settings(max_examples=300, deadline=None)
 def test_an_id_number_with_any_mix_of_separators_between_its_groups_is_redacted(
-    separators: list[str], around: str
+    number: tuple[str, tuple[int, ...], dt.date], separators: list[str], around: str
 ) -> None:
-    first, second, third = separators
-    value = f"{ID_X[:6]}{first}{ID_X[6:10]}{second}{ID_X[10:14]}{third}{ID_X[14:]}"
+    digits, boundaries, born = number
+    parts = [digits[a:b] for a, b in zip((0, *boundaries), (*boundaries, None), strict=True)]
+    value = parts[0] + "".join(
+        separator + part
+        for separator, part in zip(separators[: len(parts) - 1], parts[1:], strict=True)
+    )
     text = f"{around}{value}{around}"
     assert scan(text, NOTHING_ALLOWED) == (
         f"{around}[REDACTED:{ID_NUMBER}]{around}",
         {ID_NUMBER: 1},
     ), text
-    assert birth_date_from_id(value) == dt.date(1949, 12, 31)
+    assert birth_date_from_id(value) == born
 
 
 @given(

@@ -900,6 +900,7 @@ async def test_a_browsers_user_agent_passes_whole(make_gateway: GatewayFactory) 
         ("13800138000", "contact.phone"),
         ("11010519491231002X", "identity.id_number"),
         ("110105-1949-1231-002X", "identity.id_number"),
+        ("110105850304123", "identity.id_number"),  # first generation, 15 digits
         ("6222021234567894", "financial.bank_account"),
     ],
 )
@@ -1597,6 +1598,30 @@ async def test_an_id_number_in_groups_in_a_note_never_reaches_the_partner(
         "guardian of child, ID [REDACTED:identity.id_number]; order 202403041230451234"
     )
     assert gw.log.records[0].pii_redactions == {"identity.id_number": 1}
+
+
+async def test_a_first_generation_id_number_in_a_note_never_reaches_the_partner(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway()
+    # 15 digits (born 1985-03-04), plain and grouped 6-6-3; beside them 15- to 18-digit numbers
+    # that are no ID number (no province 86 or 20; month 13) go as they are.
+    note = (
+        "old card 110105850304123, also written 110105-850304-123; "
+        "IMEI 861234567890123, order 202403041230451, ref 110105 851304 123, "
+        "ext 13800138000-1234"
+    )
+    response = await gw.share(
+        "POST", "/acme/v1/notes", json={"note": note}, purpose="service_delivery"
+    )
+    assert response.status == 200, await response.text()
+    [seen] = gw.partner.received
+    assert seen.json()["note"] == (
+        "old card [REDACTED:identity.id_number], also written [REDACTED:identity.id_number]; "
+        "IMEI 861234567890123, order 202403041230451, ref 110105 851304 123, "
+        "ext [REDACTED:contact.phone]-1234"
+    )
+    assert gw.log.records[0].pii_redactions == {"identity.id_number": 2, "contact.phone": 1}
 
 
 # --- 7. the partner's answer ----------------------------------------------------------------------

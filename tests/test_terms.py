@@ -342,6 +342,19 @@ def test_an_id_number_sent_as_a_json_integer_gives_its_birth_date(minors_policy:
     assert subject.birth_date == date(2013, 1, 2)
 
 
+def test_a_first_generation_id_number_gives_its_birth_date_in_the_1900s(
+    minors_policy: Policy,
+) -> None:
+    # 15 digits, no check digit: its YYMMDD is always in the 1900s, so never a child's, and
+    # beside a child's number it hides nothing (the youngest counts).
+    route = route_of(acme(minors_policy), "/v1/assess")
+    [subject] = subjects_of(route, applicant(id_number="110105-850304-123"), {})
+    assert subject.birth_date == date(1985, 3, 4)
+    doc = applicant(user_id=resident_id(date(2013, 1, 2)), id_number="110105850304123")
+    [subject] = subjects_of(route, doc, {})
+    assert subject.birth_date == date(2013, 1, 2)
+
+
 @pytest.mark.parametrize(
     "id_number",
     [
@@ -543,8 +556,13 @@ async def test_adult_and_unknown_age_are_shared(make_gateway: GatewayFactory) ->
     assert response.status == 200, await response.text()
     response = await gw.share("POST", "/acme/v1/assess", json=applicant())
     assert response.status == 200, await response.text()
-    assert len(gw.partner.received) == 2
-    assert [r.decision for r in gw.log.records] == ["shared", "shared"]
+    # A first-generation (15-digit) number: born in the 1900s, never a child.
+    response = await gw.share(
+        "POST", "/acme/v1/assess", json=applicant(id_number="110105 850304 123")
+    )
+    assert response.status == 200, await response.text()
+    assert len(gw.partner.received) == 3
+    assert [r.decision for r in gw.log.records] == ["shared", "shared", "shared"]
 
 
 async def test_one_minor_denies_the_whole_batch(make_gateway: GatewayFactory) -> None:
