@@ -133,13 +133,13 @@ _SOUND_MARKS: Final = "\u30fc\uff70"
 # controls are not: numbers listed one to a line stay apart (and a multi-line note does not
 # pay for folding).
 _SPACES: Final = frozenset(["\t", *map(chr, _BY_CATEGORY["Zs"])])
-# Every character `str.isspace()` holds true: an ID number field is one value, and a line
-# break inside it hides nothing either.
-# (It holds for the space, line and paragraph separators and for controls: no other category.)
+# Every character `str.isspace()` holds true (space, line and paragraph separators and some
+# controls, of no other category): an ID number field is one value, and a line break inside
+# it hides nothing either.
 _WHITESPACE: Final = frozenset(
     c
-    for kind in ("Cc", "Zs", "Zl", "Zp")
-    for c in map(chr, [*range(0x80), *_BY_CATEGORY[kind]])
+    for codepoints in (range(0x80), *(_BY_CATEGORY[kind] for kind in ("Cc", "Zs", "Zl", "Zp")))
+    for c in map(chr, codepoints)
     if c.isspace()
 )
 
@@ -152,7 +152,7 @@ _ASTRAL_FOLD: Final = {
 }
 _ANY_ASTRAL: Final = re.compile("[\U00010000-\U0010ffff]")
 _BMP_DIGITS: Final = {cp: digit for cp, digit in _OTHER_DIGITS.items() if cp <= 0xFFFF}
-# Folded everywhere, each to one ASCII character like the table above (ASCII space and
+# Folded everywhere, each to one ASCII character like the full-width forms (ASCII space and
 # hyphen are left as they are). Dashes fold to a space, not a hyphen: "138–0013–8000" is a
 # grouped number, while after a hyphen a digit-led match is refused ("2024-13800138000"), and
 # "13800138000–13800138999" or "010–13800138000" hold numbers of their own. The small and
