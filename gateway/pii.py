@@ -394,7 +394,11 @@ _CJK_TLDS: Final = sorted(
     key=len,
     reverse=True,
 )
-_DOT: Final = "[.\uff0e]"  # the full-width stop of an address typed in full-width mode
+# A dot, or its full-width form (an address typed in full-width mode). The ideographic full
+# stops join labels too ("163。com", typed so to dodge address harvesters; IDNA reads them as
+# dots), but only before what can follow a dot in an address: an ASCII label or a known CJK
+# top-level domain. Before any other text they end a sentence ("请联系@李明。谢谢").
+_DOT: Final = f"(?:[.\uff0e]|[\u3002\uff61](?=[A-Za-z0-9]|{'|'.join(_CJK_TLDS)}))"
 
 
 @dataclass(frozen=True, slots=True)

@@ -864,7 +864,7 @@ MENTIONS = [
     "大家@所有人 明天开会",
     "@李明，请查看附件",
     "张伟@例子 谢谢",  # no dot
-    "张伟@例子。中国",  # the ideographic full stop ends a sentence, never joins labels
+    "请联系@李明。明天见",  # the ideographic full stop ends a sentence before other text
     "张伟@例子、中国",
     "用户@例子.中",  # a one-character top-level domain
     "请@所有人：周五前提交",
@@ -877,6 +877,15 @@ def test_a_mention_is_not_an_email_but_an_address_beside_it_is(mention: str) -> 
     text = f"{mention}；邮箱：李明@例子.中国"
     assert spans(text) == [(EMAIL, "李明@例子.中国")]
     assert scan(text, NOTHING_ALLOWED)[0] == f"{mention}；邮箱：[REDACTED:{EMAIL}]"
+
+
+@pytest.mark.parametrize(
+    "address", ["zhangsan@163。com", "张伟@例子。中国", "zhangsan@例子｡中国", "li@mail。163。com"]
+)
+def test_an_ideographic_full_stop_before_a_domain_joins_its_labels(address: str) -> None:
+    # Written so to dodge address harvesters; IDNA reads both stops as dots.
+    text = f"请发邮件到 {address}，谢谢"
+    assert spans(text) == [(EMAIL, address)]
 
 
 def test_a_long_run_of_labels_without_a_top_level_domain_ends() -> None:
