@@ -421,7 +421,13 @@ def _read_once(path: Path) -> tuple[bytes, bool]:
         raise YamlFileError([("", f"cannot read: {exc.strerror or exc}")]) from exc
     if too_big or len(raw) > MAX_FILE_BYTES:
         raise YamlFileError(
-            [("", f"larger than {MAX_FILE_BYTES} bytes (1 MiB): a contract is a few KB")]
+            [
+                (
+                    "",
+                    f"larger than {MAX_FILE_BYTES} bytes (1 MiB): "
+                    "a contract or the settings file is a few KB",
+                )
+            ]
         )
     return raw, len(raw) == before.st_size and _version(before) == _version(after)
 

@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Any, Literal, Self, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
-from gateway.contract import YamlFileError, load_yaml
+from gateway.contract import YamlFileError, load_yaml, read_yaml_file
 
 ENV_PREFIX = "SHARE_GATEWAY_"
 
@@ -298,58 +297,22 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
 
 
 def _read_file(path: Path) -> object:
-    """The settings file, read as strictly as a contract: a repeated key, `010` or `1:30` is an
-    error, never a silent choice between two readings."""
+    """The settings file, read as a contract is: strictly (a repeated key, `010` or `1:30` is an
+    error, never a silent choice between two readings), at most 1 MiB, never a FIFO, and with
+    problems that tell where, never a value (the file holds the names of secrets, and a secret
+    may be pasted in their place)."""
     try:
-        data = path.read_bytes()
+        document, _raw = read_yaml_file(path)
     except OSError as exc:
         raise SettingsError([f"{path}: cannot read: {exc.strerror}"]) from exc
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise SettingsError([f"{path}: not valid UTF-8 (at byte offset {exc.start})"]) from exc
-    try:
-        return load_yaml(text)
     except YamlFileError as exc:
-        raise SettingsError(_yaml_problems(path, text, exc)) from exc
-
-
-def _yaml_problems(path: Path, text: str, exc: YamlFileError) -> list[str]:
-    # The parser's own words quote the file (an undefined alias, a tag, a number's digits), and
-    # the file may hold a secret pasted where a variable's name belongs: only the place is told.
-    # `load_yaml` raises with the parser's error as the cause; a finding of its own has none.
-    cause = exc.__cause__
-    if isinstance(cause, yaml.MarkedYAMLError):
-        where = _place(cause.problem_mark, cause.context_mark)
-        if isinstance(cause, yaml.constructor.ConstructorError):
-            return [
-                f"{path}: a value{where} cannot be read as written: numbers are plain decimal "
-                "(no leading zero, no `1:30`), and a value starting with `!` must be quoted"
+        raise SettingsError(
+            [
+                f"{path}: {key}: {message}" if key else f"{path}: {message}"
+                for key, message in exc.problems
             ]
-        return [f"{path}: not valid YAML{where}"]
-    if isinstance(cause, yaml.reader.ReaderError):
-        line = text.count("\n", 0, cause.position) + 1
-        column = cause.position - text.rfind("\n", 0, cause.position)
-        return [f"{path}: not valid YAML at line {line}, column {column}: a control character"]
-    if isinstance(cause, yaml.YAMLError):
-        return [f"{path}: not valid YAML"]
-    # The strict loader's own findings (a repeated key) name key paths and lines, not values.
-    return [
-        f"{path}: {key}: {message}" if key else f"{path}: {message}"
-        for key, message in exc.problems
-    ]
-
-
-def _place(problem: yaml.Mark | None, context: yaml.Mark | None) -> str:
-    if problem is None:
-        problem, context = context, None
-    if problem is None:
-        return ""
-    where = f" at line {problem.line + 1}, column {problem.column + 1}"
-    if context is not None and (context.line, context.column) != (problem.line, problem.column):
-        # An unclosed quote or bracket is found where the file ends; it began here.
-        where += f" (in what begins at line {context.line + 1}, column {context.column + 1})"
-    return where
+        ) from exc
+    return document
 
 
 def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:

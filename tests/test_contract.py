@@ -868,7 +868,7 @@ def test_a_file_over_max_file_bytes_is_not_read(tmp_path: Path) -> None:
     with pytest.raises(YamlFileError) as caught:
         read_yaml_file(path)
     assert caught.value.problems == [
-        ("", "larger than 1048576 bytes (1 MiB): a contract is a few KB")
+        ("", "larger than 1048576 bytes (1 MiB): a contract or the settings file is a few KB")
     ]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -189,7 +191,7 @@ def test_the_file_is_read_as_strictly_as_a_contract(
     ("text", "place"),
     [
         ('auth:\n  note: "the client secret is Zx9-QQ-s3cret\n', "line 3, column 1"),
-        ("secrets: {hash_key_env: !Zx9-QQ-s3cret}\n", "line 1, column 25"),
+        ("secrets: {hash_key_env: !Zx9-QQ-s3cret}\n", "line 1, column 39"),
         ("secrets: {hash_key_env: *Zx9-QQ-s3cret}\n", "line 1, column 25"),
         ("secrets: {hash_key_env: 0712345670}\n", "line 1, column 25"),
         ('secrets: {hash_key_env: "Zx9-QQ-s3cret\\q"}\n', "line 1, column 40"),
@@ -215,7 +217,7 @@ def test_a_file_not_in_utf8_is_refused_with_its_offset(tmp_path: Path) -> None:
     config.write_bytes(b"listen: {host: \xff}\n")
     with pytest.raises(SettingsError) as caught:
         load_settings(config, environ={})
-    assert caught.value.problems == [f"{config}: not valid UTF-8 (at byte offset 15)"]
+    assert caught.value.problems == [f"{config}: not valid UTF-8 (byte 0xff at offset 15)"]
 
 
 # What a section needs besides the key under test to be valid.
@@ -444,3 +446,29 @@ def test_an_unknown_override_says_how_a_secret_may_be_named(tmp_path: Path) -> N
     [problem] = caught.value.problems
     assert problem.startswith(f"{variable}: no such setting (a secret's variable is named")
     assert "Zx9" not in problem
+
+
+def test_the_file_is_read_with_a_contracts_guards(tmp_path: Path) -> None:
+    # A FIFO at --config blocked start-up for ever (the read waited for a writer), and nothing
+    # bounded the file's size. The thread only bounds a hang, far above what a refusal takes.
+    fifo = tmp_path / "gateway.yaml"
+    os.mkfifo(fifo)
+    found: list[list[str]] = []
+
+    def load() -> None:
+        with pytest.raises(SettingsError) as caught:
+            load_settings(fifo, environ={})
+        found.append(caught.value.problems)
+
+    reader = threading.Thread(target=load, daemon=True)
+    reader.start()
+    reader.join(timeout=20)
+    assert len(found) == 1
+    assert found[0][0].startswith(f"{fifo}: ")
+    big = tmp_path / "big.yaml"
+    big.write_text("# " + "x" * (2 * 1024 * 1024) + "\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(big, environ={})
+    assert caught.value.problems == [
+        f"{big}: larger than 1048576 bytes (1 MiB): a contract or the settings file is a few KB"
+    ]
