@@ -241,11 +241,12 @@ def deny_minors(partner: PartnerPolicy, subjects: list[Subject], minors: list[bo
 
 
 def deny_child_outside(partner: PartnerPolicy, born: date | None, today: date) -> None:
-    """MinorDenied where the contract denies shares about children and a resident ID number
-    outside a batch's records (`born_outside_records`) is a child's."""
+    """MinorDenied where the contract denies shares about children and a birth date outside a
+    batch's records (`born_outside_records`: in an ID number or a birth-date field) is a
+    child's."""
     if partner.minors_denied and born is not None and is_minor(born, today):
         raise MinorDenied(
-            f"a resident ID number outside the records is under {MINOR_AGE}; "
+            f"a birth date outside the records is under {MINOR_AGE}; "
             "the contract denies shares about minors"
         )
 
@@ -397,9 +398,15 @@ class Terms:
             raise RuntimeError("terms are checked after the partner and purpose are known")
         # Who is a child is known first: a child's data needs consent as sensitive data does.
         minors = minors_among(flow.subjects, now.date())
-        # No ID number outside the records needs consent here: where ID numbers do, a route
-        # sending one outside its records does not load (contractset._check_whose_data).
+        child_beside = flow.born_outside is not None and is_minor(flow.born_outside, now.date())
         flow.consent_basis = await self._consent(flow, partner, purpose, minors, request, now)
+        if child_beside and partner.sensitive_consent:
+            # A child's data is sensitive whatever its category (a birth date beside a batch),
+            # and no record's consent is a consent for someone who is no record's subject.
+            raise ConsentRequired(
+                f"a birth date outside the records is a child's (under {MINOR_AGE}): "
+                "no consent can be shown for someone who is no record's subject"
+            )
         deny_minors(partner, flow.subjects, minors)
         deny_child_outside(partner, flow.born_outside, now.date())
         flow.volume_taken = await self._volume(partner, flow.records, now, flow.share_id)
@@ -479,14 +486,13 @@ class Terms:
         iat = claims.get("iat")
         issued = None
         if type(iat) in (int, float):
-            # An `iat` too far in the past for a date: as if it had none.
-            with contextlib.suppress(OverflowError, OSError, ValueError):
-                issued = datetime.fromtimestamp(iat, UTC)  # type: ignore[arg-type]
-        if issued is not None and self.consent_tokens is not None:
             # Tokens are accepted from an issuer whose clock runs up to the leeway ahead of
             # ours: one may have been signed that much before its `iat` says, so a withdrawal
             # recorded in that span may be the later of the two.
-            issued -= timedelta(seconds=self.consent_tokens.leeway_s)
+            leeway = timedelta(seconds=self.consent_tokens.leeway_s if self.consent_tokens else 0)
+            # An `iat` too far in the past for a date: as if it had none.
+            with contextlib.suppress(OverflowError, OSError, ValueError):
+                issued = datetime.fromtimestamp(iat, UTC) - leeway  # type: ignore[arg-type]
         return self.registry.withdrawn_between(subject_id, partner, purpose, issued, now)
 
     async def _token_claims(

@@ -761,6 +761,9 @@ async def test_a_consent_token_issued_before_a_withdrawal_is_no_longer_consent(
     await assert_refused_after(gw, await share(without_iat), shared_before=2)
     before_any_date = consent_token(consent_key, jti="ct-ancient", iat=-1e300)
     await assert_refused_after(gw, await share(before_any_date), shared_before=2)
+    # A date, but one the leeway takes past the first there is: as if it had none (was a 500).
+    first_of_dates = consent_token(consent_key, jti="ct-year-1", iat=-62135596800)
+    await assert_refused_after(gw, await share(first_of_dates), shared_before=2)
     # Consent given again after the withdrawal, in a token issued since: consent again.
     response = await share(consent_token(consent_key, jti="ct-new", now=now))
     assert response.status == 200, await response.text()
@@ -1513,3 +1516,29 @@ async def test_an_upload_needs_consent_where_the_contracts_sensitive_categories_
     assert response.status == 200, await response.text()
     assert last_record(gw.log.records).consent_basis == ("registry:C-9",)
     assert [seen.body for seen in gw.partner.received] == [pdf]
+
+
+async def test_a_childs_birth_date_beside_the_records_needs_consent_no_record_gives(
+    make_gateway: GatewayFactory,
+) -> None:
+    # A birth date is not a sensitive category, so the route loads under consent_required; a
+    # child's beside the records is still a child's data, and no record's consent covers it.
+    categories = [*contract()["categories"], "identity.birth_date"]
+    route = {
+        **BATCH_ROUTE,
+        "path": "/v1/dated-batch",
+        "fields": [
+            *BATCH_ROUTE["fields"],
+            {"path": "guarantor.born", "category": "identity.birth_date"},
+        ],
+    }
+    terms = {"sensitive": SENSITIVE_CONSENT, "minors": "allow"}
+    gw = await make_gateway([contract(categories=categories, terms=terms, routes=[route])])
+    granted = datetime.now(UTC) - timedelta(hours=1)
+    registry_of(gw).grant("a", "acme", "credit_assessment", granted, "G")
+    doc = {"applicants": [person("a")], "guarantor": {"born": CHILD_BORN.isoformat()}}
+    response = await gw.share("POST", "/acme/v1/dated-batch", json=doc)
+    await assert_refused(gw, response, 403, "consent_required")
+    doc["guarantor"] = {"born": ADULT_BORN.isoformat()}
+    response = await gw.share("POST", "/acme/v1/dated-batch", json=doc)
+    assert response.status == 200, await response.text()
