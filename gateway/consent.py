@@ -646,13 +646,29 @@ class _NotUtf8(Exception):
 
 
 def _utf8_lines(file: BinaryIO) -> Iterator[str]:
-    # Decoded line by line, so a bad byte is placed on its line; splitting the bytes at "\n"
-    # is safe, since no byte of a multi-byte UTF-8 sequence is 0x0A.
-    for number, raw in enumerate(file, start=1):
+    # Decoded line by line, so a bad byte is placed on its line; splitting the bytes at line
+    # ends is safe, since no byte of a multi-byte UTF-8 sequence is 0x0A or 0x0D.
+    for number, raw in enumerate(_byte_lines(file), start=1):
         try:
             yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
         except UnicodeDecodeError:
             raise _NotUtf8(number) from None
+
+
+def _byte_lines(file: BinaryIO, chunk_size: int = 1 << 16) -> Iterator[bytes]:
+    """Lines ending in "\n", "\r\n" or a lone "\r" (a spreadsheet's "CSV (Macintosh)"), each
+    with its ending, as the csv module reads them from a file opened with newline=""."""
+    pending = b""
+    while chunk := file.read(chunk_size):
+        data = pending + chunk
+        # A "\r" at the end may be the first half of a "\r\n" the next chunk completes.
+        held = b"\r" if data.endswith(b"\r") else b""
+        lines = data[: len(data) - len(held)].splitlines(keepends=True)
+        pending = lines.pop() if lines and not lines[-1].endswith((b"\n", b"\r")) else b""
+        yield from lines
+        pending += held
+    if pending:
+        yield pending
 
 
 def _read_csv(lines: Iterable[str]) -> Iterator[_Labelled]:

@@ -312,12 +312,14 @@ StrictLoader.add_constructor(_YAML_TAG + "int", StrictLoader.construct_yaml_int)
 StrictLoader.add_constructor(_YAML_TAG + "float", StrictLoader.construct_yaml_float)
 
 
-_QUOTED = re.compile(r"'([^']*)'")
+# PyYAML quotes with repr(): in single quotes, or in double quotes around an apostrophe.
+_QUOTED = re.compile(r"'([^']*)'|\"([^\"]*)\"")
 
 
 def _unquoted(match: re.Match[str]) -> str:
-    quoted = match[1]
-    keep = quoted.startswith("<") or not any(c.isalnum() for c in quoted)
+    quoted = match[1] if match[1] is not None else match[2]
+    # Token kinds (`<scalar>`), punctuation and escapes (`\t`) say nothing of the file.
+    keep = quoted.startswith("<") or re.fullmatch(r"[\W_]*|\\[a-z0-9]+", quoted) is not None
     return match[0] if keep else "'…'"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sqlite3
 from collections.abc import Iterator, Mapping
@@ -11,6 +12,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway import consent as consent_module
 from gateway.consent import (
@@ -20,6 +23,7 @@ from gateway.consent import (
     Grant,
     ImportReport,
     RegistryError,
+    _byte_lines,
     apply_json,
     grants_json,
     import_csv,
@@ -814,10 +818,31 @@ def test_cli_import_lists_the_first_warnings_and_counts_them_all(
     ]
 
 
+@pytest.mark.parametrize("ending", ["\r", "\r\n", "\n"])
+def test_import_reads_every_line_ending(
+    registry: ConsentRegistry, tmp_path: Path, ending: str
+) -> None:
+    # A lone "\r" is what a spreadsheet's "CSV (Macintosh)" writes.
+    rows = [HEADER.rstrip("\n"), f"{ALICE},{PARTNER},{PURPOSE},2025-01-01,,C-1"]
+    rows.append(f"{BOB},{PARTNER},{PURPOSE},2025-13-01,,C-2")
+    path = tmp_path / "consent.csv"
+    path.write_bytes(ending.join(rows).encode() + ending.encode())
+    assert import_csv(registry, path).errors == (
+        "line 3: granted_at: not an ISO 8601 date or date-time",
+    )
+    path.write_bytes(ending.join(rows[:2]).encode())
+    assert import_csv(registry, path) == ImportReport(granted=1)
+
+
+@given(st.binary(max_size=200), st.integers(min_value=1, max_value=8))
+def test_the_file_is_cut_into_the_lines_the_csv_module_reads(data: bytes, size: int) -> None:
+    assert list(_byte_lines(io.BytesIO(data), size)) == data.splitlines(keepends=True)
+
+
 def test_import_reads_rows_as_they_come(registry: ConsentRegistry, tmp_path: Path) -> None:
     # A bad byte far down a file is placed on its line, and no more of the file than a line at a
     # time is decoded: the file is never read whole.
-    lines = [f"u-{n},{PARTNER},{PURPOSE},2025-01-01,,C-{n}" for n in range(5000)]
+    lines = [f"u-{n},{PARTNER},{PURPOSE},2025-01-01,,C-{n}" for n in range(20000)]
     path = write_csv(tmp_path / "consent.csv", *lines)
     with path.open("ab") as file:
         file.write(b"\xff,x\n")
@@ -830,8 +855,9 @@ def test_import_reads_rows_as_they_come(registry: ConsentRegistry, tmp_path: Pat
                 yield item
 
     report = registry._import(labelled())
-    assert report.errors == ("line 5002: not valid UTF-8",)
-    assert seen[0] < path.stat().st_size // 100  # the first row came before the file was read
+    assert report.errors == ("line 20002: not valid UTF-8",)
+    # The first row came after one chunk of the file was read, not the whole of it.
+    assert seen[0] <= 1 << 16 < path.stat().st_size // 4
     assert registry.show("u-0") == []
 
 

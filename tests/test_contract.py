@@ -794,6 +794,7 @@ SECRET = "Sup3rS3cret-0777"
         (f"password: !!binary {SECRET}\n", "line 1, column 11: the tag !!binary is not"),
         (f"a: {{password: {SECRET}\n", "line 2, column 1: expected ',' or '}', but got"),
         (f"token_env: *{SECRET}\n", "line 1, column 12: found undefined alias '…'"),
+        (f"token_env: !sk'{SECRET} x\n", "line 1, column 12: could not determine a constructor"),
         (f"token_env: !{SECRET} x\n", "line 1, column 12: could not determine a constructor"),
     ],
 )
