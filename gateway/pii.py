@@ -251,9 +251,10 @@ _DIGITS: Final = frozenset("0123456789")
 # birth date as YYMMDD, sequence; no check digit). Either may be written in groups, with a
 # space, hyphen or slash (any mix) at any of the boundaries between the division, the year
 # (the date, for 15 digits), month and day and the rest: "110105-19900307-1234",
-# "110105 1990 0307 1234", "110105/900307/123". Grouped, or of 15 digits, one is refused
-# inside a longer dashed or slashed number ("2024-110105-19900307-1234"). Every candidate is
-# validated (division, date, check digit) so that order numbers and the like are left alone.
+# "110105 1990 0307 1234", "110105/900307/123". One of 15 digits (no check digit) is refused
+# inside a longer dashed or slashed number; a grouped one of 18, checked by its last digit,
+# counts there too ("父/子：<ID>/<ID>" is two). Every candidate is validated (division, date,
+# check digit) so that order numbers and the like are left alone.
 _ID_SEP: Final = r"[ \-/]"
 _ID_GROUPED_TAIL: Final = (  # after the division: at least one separator
     rf"(?:{_ID_SEP}[0-9]{{4}}{_ID_SEP}?[0-9]{{4}}{_ID_SEP}?"
@@ -262,7 +263,9 @@ _ID_GROUPED_TAIL: Final = (  # after the division: at least one separator
 _OLD_ID_TAIL: Final = rf"{_ID_SEP}?[0-9]{{6}}{_ID_SEP}?[0-9]{{3}}(?![0-9Xx])"
 _ID_RE: Final = re.compile(
     r"(?<![0-9])(?:[1-9][0-9]{16}[0-9Xx](?![0-9])"
-    rf"|(?<![0-9][\-/])[1-9][0-9]{{5}}(?:{_ID_GROUPED_TAIL}|{_OLD_ID_TAIL})(?![\-/][0-9]))"
+    # A grouped number with its check digit is one beside another ("父/子：<ID>/<ID>").
+    rf"|[1-9][0-9]{{5}}{_ID_GROUPED_TAIL}"
+    rf"|(?<![0-9][\-/])[1-9][0-9]{{5}}{_OLD_ID_TAIL}(?![\-/][0-9]))"
 )
 _CREDIT_RE: Final = re.compile(
     r"(?<![0-9A-Za-z])[1-9A-HJ-NP-RTUW-Y][1-9][0-9]{6}[0-9A-HJ-NP-RTUW-Y]{10}(?![0-9A-Za-z])"

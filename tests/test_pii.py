@@ -490,14 +490,33 @@ def test_id_number_in_groups_found(sizes: tuple[int, ...], separator: str) -> No
         f"身份证 {grouped(wrong_last(ID_X), (6, 4, 4, 4))}",  # wrong check digit
         f"单号 {grouped(with_id_check('11010520241301123'), (6, 4, 4, 4), '-')}",  # month 13
         f"单号 {grouped(with_id_check('20010519900307123'), (6, 4, 4, 4))}",  # no province 20
-        f"单号2024-{grouped(ID_X, (6, 4, 4, 4), '-')}",  # inside a longer dashed number
-        f"路径/{grouped(ID_X, (6, 8, 4), '/')}/7",  # inside a longer slashed one
         f"单号 {grouped(ID_X, (6, 4, 4, 4))[:-1]} 2",  # a group short
         f"单号 {grouped(ID_X + '1', (6, 4, 4, 5))}",  # a group long
     ],
 )
 def test_id_number_in_groups_rejected(text: str) -> None:
     assert spans(text) == []
+
+
+ADULT_ID = "110105198001011238"
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        # Two numbers on one form line, "A/B": each is one, grouped or not.
+        (f"父/子身份证号：{ADULT_ID}/{grouped(ID_X, (6, 8, 4), ' ')}", 2),
+        (f"子/父：{grouped(ID_X, (6, 8, 4), '-')}/{grouped(ADULT_ID, (6, 8, 4), '-')}", 2),
+        (f"身份证/手机：{grouped(ID_X, (6, 8, 4), ' ')}/13800138000", 2),
+        (f"No.1/{grouped(ID_X, (6, 8, 4), '-')}", 1),
+        # With its check digit, a grouped number is one inside a longer one too.
+        (f"单号2024-{grouped(ID_X, (6, 4, 4, 4), '-')}", 1),
+        (f"路径/{grouped(ID_X, (6, 8, 4), '/')}/7", 1),
+    ],
+)
+def test_a_grouped_id_number_beside_another_number_is_found(text: str, found: int) -> None:
+    assert sum(scan(text, NOTHING_ALLOWED)[1].values()) == found
+    assert ID_X[-6:] not in scan(text, NOTHING_ALLOWED)[0].replace(" ", "").replace("-", "")
 
 
 @pytest.mark.parametrize(
