@@ -32,6 +32,7 @@ from gateway.sharelog.schema import (
     as_stored,
     columns,
     connect_ro,
+    entries_between,
     row_entry,
     select_sql,
     subject_key,
@@ -981,7 +982,7 @@ def export(
         written = 0
         first = last = None
         if lo is not None and hi is not None and lo <= hi:
-            for seq, kind, row in _merged_range(conn, lo, hi):
+            for seq, kind, row in entries_between(conn, lo, hi):
                 try:
                     entry = row_entry(kind, row)
                 except ValueError as exc:
@@ -1017,19 +1018,6 @@ def _end_seq(conn: sqlite3.Connection, fn: Literal["MIN", "MAX"]) -> int | None:
         f" UNION ALL SELECT {fn}(seq) FROM outcomes UNION ALL SELECT {fn}(seq) FROM checkpoints)"
     ).fetchone()
     return None if row[0] is None else int(row[0])
-
-
-def _merged_range(
-    conn: sqlite3.Connection, lo: int, hi: int
-) -> Iterator[tuple[int, EntryKind, Any]]:
-    def stream(kind: EntryKind) -> Iterator[tuple[int, EntryKind, Any]]:
-        sql = f"{select_sql(kind)} WHERE seq BETWEEN ? AND ? ORDER BY seq"
-        for row in conn.execute(sql, (lo, hi)):
-            yield int(row[0]), kind, row
-
-    return heapq.merge(
-        stream("share"), stream("outcome"), stream("checkpoint"), key=lambda item: item[0]
-    )
 
 
 class _reader:  # lower case: used like open(), as a context manager
