@@ -359,18 +359,28 @@ def load_yaml(text: str) -> object:
 
 # A contract is a few KB. Past this size a file is not read at all: parsing takes seconds a MiB.
 MAX_FILE_BYTES = 1024 * 1024
+_TOO_BIG = (
+    f"larger than {MAX_FILE_BYTES} bytes (1 MiB): a contract or the settings file is a few KB"
+)
 
 
 def read_yaml_file(path: Path) -> tuple[object, bytes]:
     """The parsed document and the exact bytes it came from (for the contract's digest)."""
     raw = _read_file(path)
+    return parse_yaml_bytes(raw), raw
+
+
+def parse_yaml_bytes(raw: bytes) -> object:
+    """`load_yaml` of UTF-8 bytes of at most MAX_FILE_BYTES; YamlFileError otherwise."""
+    if len(raw) > MAX_FILE_BYTES:
+        raise YamlFileError([("", _TOO_BIG)])
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise YamlFileError(
             [("", f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})")]
         ) from exc
-    return load_yaml(text), raw
+    return load_yaml(text)
 
 
 # A file rewritten in place (truncated, then written) may be read half-written, and a prefix of
@@ -426,8 +436,7 @@ def _read_once(path: Path) -> tuple[bytes, bool]:
             [
                 (
                     "",
-                    f"larger than {MAX_FILE_BYTES} bytes (1 MiB): "
-                    "a contract or the settings file is a few KB",
+                    _TOO_BIG,
                 )
             ]
         )

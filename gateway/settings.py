@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
-from gateway.contract import YamlFileError, load_yaml, read_yaml_file
+from gateway.contract import MAX_FILE_BYTES, YamlFileError, load_yaml, parse_yaml_bytes
 
 ENV_PREFIX = "SHARE_GATEWAY_"
 
@@ -297,12 +297,14 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
 
 
 def _read_file(path: Path) -> object:
-    """The settings file, read as a contract is: strictly (a repeated key, `010` or `1:30` is an
-    error, never a silent choice between two readings), at most 1 MiB, never a FIFO, and with
-    problems that tell where, never a value (the file holds the names of secrets, and a secret
-    may be pasted in their place)."""
+    """The settings file, parsed as a contract is: strictly (a repeated key, `010` or `1:30` is
+    an error, never a silent choice between two readings), at most 1 MiB, and with problems
+    that tell where, never a value (the file holds the names of secrets, and a secret may be
+    pasted in their place). Unlike a contract it is read once, at the operator's word: a pipe
+    (`--config <(envsubst < gateway.yaml)`) or `/dev/null` is read as given."""
     try:
-        document, _raw = read_yaml_file(path)
+        with path.open("rb") as file:
+            document = parse_yaml_bytes(file.read(MAX_FILE_BYTES + 1))
     except OSError as exc:
         raise SettingsError([f"{path}: cannot read: {exc.strerror}"]) from exc
     except YamlFileError as exc:
