@@ -399,9 +399,9 @@ _CJK_TLDS: Final = sorted(
 )
 # A dot, or its full-width form (an address typed in full-width mode). The ideographic full
 # stops join labels too ("163。com", typed so to dodge address harvesters; IDNA reads them as
-# dots), but only before what can follow a dot in an address: an ASCII label or a known CJK
-# top-level domain. Before any other text they end a sentence ("请联系@李明。谢谢").
-_DOT: Final = f"(?:[.\uff0e]|[\u3002\uff61](?=[A-Za-z0-9]|{'|'.join(_CJK_TLDS)}))"
+# dots), but only between two ASCII letters or digits: after CJK text one ends a sentence, and
+# a mention may be followed by any word ("请@李明。公司明天放假", "谢谢@李明。OK").
+_DOT: Final = "(?:[.\uff0e]|(?<=[A-Za-z0-9])[\u3002\uff61](?=[A-Za-z0-9]))"
 
 
 @dataclass(frozen=True, slots=True)

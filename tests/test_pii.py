@@ -884,6 +884,11 @@ MENTIONS = [
     "@李明，请查看附件",
     "张伟@例子 谢谢",  # no dot
     "请联系@李明。明天见",  # the ideographic full stop ends a sentence before other text
+    "张伟@例子。中国",  # and after CJK text, even before what could be a domain
+    "请@李明。公司明天放假",
+    "收到@小王。手机号已更新",
+    "请@张伟。PPT已发到群里",
+    "谢谢@李明。OK",
     "张伟@例子、中国",
     "用户@例子.中",  # a one-character top-level domain
     "请@所有人：周五前提交",
@@ -898,9 +903,7 @@ def test_a_mention_is_not_an_email_but_an_address_beside_it_is(mention: str) -> 
     assert scan(text, NOTHING_ALLOWED)[0] == f"{mention}；邮箱：[REDACTED:{EMAIL}]"
 
 
-@pytest.mark.parametrize(
-    "address", ["zhangsan@163。com", "张伟@例子。中国", "zhangsan@例子｡中国", "li@mail。163。com"]
-)
+@pytest.mark.parametrize("address", ["zhangsan@163。com", "li@mail｡163。com", "zhang.wei@qq。com"])
 def test_an_ideographic_full_stop_before_a_domain_joins_its_labels(address: str) -> None:
     # Written so to dodge address harvesters; IDNA reads both stops as dots.
     text = f"请发邮件到 {address}，谢谢"
