@@ -12,7 +12,13 @@ from gateway.pii import scan
 from gateway.pipeline import BODYLESS_METHODS, check_contract_at, refuse_identifiers_in_path
 from gateway.policy import PartnerPolicy, RoutePolicy
 from gateway.routing import parse_target
-from gateway.terms import born_outside_records, check_minors, deny_child_outside, subjects_of
+from gateway.terms import (
+    born_outside_records,
+    check_minors,
+    consent_for_child_outside,
+    deny_child_outside,
+    subjects_of,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +81,11 @@ def explain(
         raise MalformedBody("a body is required for this route")
     query = dict(parsed.query)
     result = route.plan.apply(doc, query, hash_key=partner.hash_key, scanner=scanner, trace=True)
-    # The gateway refuses a share whose subject it cannot read, and one about a child where the
-    # contract denies it: both depend on the body and the date alone.
+    # The gateway refuses a share whose subject it cannot read, one about a child where the
+    # contract denies it, and a child's data beside a batch where it needs consent: each
+    # depends on the body and the date alone.
     check_minors(partner, subjects_of(route, doc, query), now.date())
-    deny_child_outside(partner, born_outside_records(route, doc, query), now.date())
+    born_outside = born_outside_records(route, doc, query)
+    consent_for_child_outside(partner, born_outside, now.date())
+    deny_child_outside(partner, born_outside, now.date())
     return Explanation(route=route, result=result)

@@ -240,6 +240,18 @@ def deny_minors(partner: PartnerPolicy, subjects: list[Subject], minors: list[bo
         )
 
 
+def consent_for_child_outside(partner: PartnerPolicy, born: date | None, today: date) -> None:
+    """ConsentRequired where a child's data needs consent and a birth date outside a batch's
+    records is a child's: a child's data is sensitive whatever its category (a birth date
+    beside a batch), and no record's consent is consent for someone who is no record's subject.
+    It depends on the body and the date alone: no consent on file could meet it."""
+    if partner.sensitive_consent and born is not None and is_minor(born, today):
+        raise ConsentRequired(
+            f"a birth date outside the records is a child's (under {MINOR_AGE}): "
+            "no consent can be shown for someone who is no record's subject"
+        )
+
+
 def deny_child_outside(partner: PartnerPolicy, born: date | None, today: date) -> None:
     """MinorDenied where the contract denies shares about children and a birth date outside a
     batch's records (`born_outside_records`: in an ID number or a birth-date field) is a
@@ -398,15 +410,8 @@ class Terms:
             raise RuntimeError("terms are checked after the partner and purpose are known")
         # Who is a child is known first: a child's data needs consent as sensitive data does.
         minors = minors_among(flow.subjects, now.date())
-        child_beside = flow.born_outside is not None and is_minor(flow.born_outside, now.date())
         flow.consent_basis = await self._consent(flow, partner, purpose, minors, request, now)
-        if child_beside and partner.sensitive_consent:
-            # A child's data is sensitive whatever its category (a birth date beside a batch),
-            # and no record's consent is a consent for someone who is no record's subject.
-            raise ConsentRequired(
-                f"a birth date outside the records is a child's (under {MINOR_AGE}): "
-                "no consent can be shown for someone who is no record's subject"
-            )
+        consent_for_child_outside(partner, flow.born_outside, now.date())
         deny_minors(partner, flow.subjects, minors)
         deny_child_outside(partner, flow.born_outside, now.date())
         flow.volume_taken = await self._volume(partner, flow.records, now, flow.share_id)

@@ -24,12 +24,14 @@ from tokens import SigningKey, mint, rsa_key
 from gateway.consent import ConsentRegistry
 from gateway.contractset import load_contract_set
 from gateway.errors import (
+    ConsentRequired,
     ContractInactive,
     MalformedBody,
     MinorDenied,
     QuotaExceeded,
     RateLimited,
 )
+from gateway.explain import explain
 from gateway.jsonbody import JSONValue
 from gateway.pipeline import Flow, check_contract_at
 from gateway.policy import PartnerPolicy, Policy, PolicyError, RoutePolicy, compile_policy
@@ -1542,3 +1544,32 @@ async def test_a_childs_birth_date_beside_the_records_needs_consent_no_record_gi
     doc["guarantor"] = {"born": ADULT_BORN.isoformat()}
     response = await gw.share("POST", "/acme/v1/dated-batch", json=doc)
     assert response.status == 200, await response.text()
+
+
+def test_contracts_explain_refuses_a_childs_birth_date_beside_the_records_as_the_gateway_does(
+    tmp_path: Path,
+) -> None:
+    # It depends on the body and the date alone, as the minors checks the dry run makes do.
+    categories = [*contract()["categories"], "identity.birth_date"]
+    route = {
+        **BATCH_ROUTE,
+        "path": "/v1/dated-batch",
+        "fields": [
+            *BATCH_ROUTE["fields"],
+            {"path": "guarantor.born", "category": "identity.birth_date"},
+        ],
+    }
+    terms = {"sensitive": SENSITIVE_CONSENT, "minors": "allow"}
+    policy = compile_contracts(
+        tmp_path / "contracts", contract(categories=categories, terms=terms, routes=[route])
+    )
+    doc = {"applicants": [person("a")], "guarantor": {"born": CHILD_BORN.isoformat()}}
+    now = datetime.now(UTC)
+    target = "POST /v1/dated-batch"
+    with pytest.raises(ConsentRequired):
+        explain(acme(policy), target, "credit_assessment", orjson.dumps(doc), now=now, max_depth=64)
+    doc["guarantor"] = {"born": ADULT_BORN.isoformat()}
+    explained = explain(
+        acme(policy), target, "credit_assessment", orjson.dumps(doc), now=now, max_depth=64
+    )
+    assert explained.result.document["guarantor"] == {"born": ADULT_BORN.isoformat()}
