@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -333,3 +334,14 @@ async def assert_refused(
     sent = (record.fields_sent, record.fields_transformed, record.categories_sent)
     assert (sent, record.pii_redactions) == (((), (), ()), {})
     assert gateway.log.outcome_of(share_id) is None
+
+
+def tamper(path: Path, *statements: str) -> None:
+    """Edit a SQLite file as someone with write access to it (not the gateway) would."""
+    conn = sqlite3.connect(path)
+    try:
+        for statement in statements:
+            conn.execute(statement)
+        conn.commit()
+    finally:
+        conn.close()

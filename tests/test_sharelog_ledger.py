@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import tamper
 
 from gateway.keys import keyed_hash, subject_ref_key
 from gateway.sharelog.ledger import Ledger, LedgerError, PruneRefused, PruneUnverified
@@ -351,16 +352,6 @@ def through_the_ts_index(path: Path) -> sqlite3.Connection:
             return super().execute(sql.replace("FROM shares WHERE ts", through), *args)
 
     return sqlite3.connect(path, factory=Planned, check_same_thread=False)
-
-
-def tamper(path: Path, *statements: str) -> None:
-    conn = sqlite3.connect(path)
-    try:
-        for statement in statements:
-            conn.execute(statement)
-        conn.commit()
-    finally:
-        conn.close()
 
 
 # Someone who can write the file but not seal: each edit has prune remove recent records.

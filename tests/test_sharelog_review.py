@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import tamper
 
 from gateway.keys import keyed_hash, subject_ref_key
 from gateway.settings import ShareLogSettings
@@ -373,16 +374,6 @@ async def test_summary_per_partner_over_a_window(mixed: Path) -> None:
 
 
 # --- verify ---------------------------------------------------------------------------------
-
-
-def tamper(path: Path, *statements: str) -> None:
-    conn = sqlite3.connect(path)
-    try:
-        for statement in statements:
-            conn.execute(statement)
-        conn.commit()
-    finally:
-        conn.close()
 
 
 def reforge(

@@ -1436,6 +1436,7 @@ BIRTH_DATE_FIELD_ROUTE: dict[str, Any] = {
     "subject": "applicant.user_id",
     "fields": [{"path": "applicant.born", "category": "identity.birth_date"}],
 }
+BIRTH_DATE_CATEGORIES = [*contract()["categories"], "identity.birth_date"]
 GUARANTOR_BIRTH_ROUTE: dict[str, Any] = {
     **BATCH_ROUTE,
     "path": "/v1/dated-batch",
@@ -1458,9 +1459,8 @@ async def test_a_birth_date_field_not_declared_as_birth_date_still_tells_a_child
     make_gateway: GatewayFactory, target: str, body: Callable[[str], dict[str, Any]]
 ) -> None:
     routes = [*ROUTES, BIRTH_DATE_FIELD_ROUTE, GUARANTOR_BIRTH_ROUTE]
-    categories = [*contract()["categories"], "identity.birth_date"]
     gw = await make_gateway(
-        [contract(categories=categories, terms={"minors": "deny"}, routes=routes)]
+        [contract(categories=BIRTH_DATE_CATEGORIES, terms={"minors": "deny"}, routes=routes)]
     )
     response = await gw.share("POST", f"/acme/v1/{target}", json=body(CHILD_BORN.isoformat()))
     await assert_refused(gw, response, 403, "minor_denied")
@@ -1474,9 +1474,8 @@ async def test_a_birth_date_field_is_not_read_where_minors_do_not_matter(
     make_gateway: GatewayFactory,
 ) -> None:
     # `minors: allow`, no consent required: a date in any format goes as the contract says.
-    categories = [*contract()["categories"], "identity.birth_date"]
     gw = await make_gateway(
-        [contract(categories=categories, routes=[*ROUTES, BIRTH_DATE_FIELD_ROUTE])]
+        [contract(categories=BIRTH_DATE_CATEGORIES, routes=[*ROUTES, BIRTH_DATE_FIELD_ROUTE])]
     )
     doc = {"applicant": {"user_id": "u-1", "born": "2016/03/04"}}
     response = await gw.share("POST", "/acme/v1/dated", json=doc)
@@ -1520,22 +1519,21 @@ async def test_an_upload_needs_consent_where_the_contracts_sensitive_categories_
     assert [seen.body for seen in gw.partner.received] == [pdf]
 
 
+def guarantor_birth_consent_contract() -> dict[str, Any]:
+    """A batch route sending a guarantor's birth date, where a child's data needs consent."""
+    return contract(
+        categories=BIRTH_DATE_CATEGORIES,
+        terms={"sensitive": SENSITIVE_CONSENT, "minors": "allow"},
+        routes=[GUARANTOR_BIRTH_ROUTE],
+    )
+
+
 async def test_a_childs_birth_date_beside_the_records_needs_consent_no_record_gives(
     make_gateway: GatewayFactory,
 ) -> None:
     # A birth date is not a sensitive category, so the route loads under consent_required; a
     # child's beside the records is still a child's data, and no record's consent covers it.
-    categories = [*contract()["categories"], "identity.birth_date"]
-    route = {
-        **BATCH_ROUTE,
-        "path": "/v1/dated-batch",
-        "fields": [
-            *BATCH_ROUTE["fields"],
-            {"path": "guarantor.born", "category": "identity.birth_date"},
-        ],
-    }
-    terms = {"sensitive": SENSITIVE_CONSENT, "minors": "allow"}
-    gw = await make_gateway([contract(categories=categories, terms=terms, routes=[route])])
+    gw = await make_gateway([guarantor_birth_consent_contract()])
     granted = datetime.now(UTC) - timedelta(hours=1)
     registry_of(gw).grant("a", "acme", "credit_assessment", granted, "G")
     doc = {"applicants": [person("a")], "guarantor": {"born": CHILD_BORN.isoformat()}}
@@ -1550,19 +1548,7 @@ def test_contracts_explain_refuses_a_childs_birth_date_beside_the_records_as_the
     tmp_path: Path,
 ) -> None:
     # It depends on the body and the date alone, as the minors checks the dry run makes do.
-    categories = [*contract()["categories"], "identity.birth_date"]
-    route = {
-        **BATCH_ROUTE,
-        "path": "/v1/dated-batch",
-        "fields": [
-            *BATCH_ROUTE["fields"],
-            {"path": "guarantor.born", "category": "identity.birth_date"},
-        ],
-    }
-    terms = {"sensitive": SENSITIVE_CONSENT, "minors": "allow"}
-    policy = compile_contracts(
-        tmp_path / "contracts", contract(categories=categories, terms=terms, routes=[route])
-    )
+    policy = compile_contracts(tmp_path / "contracts", guarantor_birth_consent_contract())
     doc = {"applicants": [person("a")], "guarantor": {"born": CHILD_BORN.isoformat()}}
     now = datetime.now(UTC)
     target = "POST /v1/dated-batch"
