@@ -1065,3 +1065,20 @@ async def test_the_memory_sink_keeps_records_and_refuses_on_demand() -> None:
     with pytest.raises(ShareLogUnavailable):
         await sink.record(make_record("s-2"))
     assert len(memory.records) == 1
+
+
+async def test_a_new_log_is_announced_and_a_reopened_one_is_not(tmp_path: Path) -> None:
+    # A wiped log is started over like a first one; the warning is what a pipeline alerts on.
+    settings = log_settings(tmp_path)
+
+    async def start_and_stop() -> list[dict[str, Any]]:
+        events = Events()
+        share_log = await ShareLog.open(settings, KEY, logger=events)
+        await share_log.record(make_record("s-1"))
+        await share_log.close()
+        return events.named("share_log_created")
+
+    assert await start_and_stop() == [{"path": str(settings.path)}]
+    assert await start_and_stop() == []
+    settings.path.unlink()
+    assert await start_and_stop() == [{"path": str(settings.path)}]

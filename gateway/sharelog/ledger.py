@@ -145,6 +145,8 @@ class Ledger:
         # The open shares this connection committed: an outcome finds its share here rather
         # than in `pending_outcomes`. Only a shortcut: whatever is missing is looked up.
         self._open_seqs: dict[str, int] = {}
+        # True when `open` found no head and wrote the genesis one: a new, empty log.
+        self.created = False
         self._reset()
 
     @classmethod
@@ -538,6 +540,7 @@ class Ledger:
                     "INSERT INTO head (id, seq, hash, mac, checkpoint_seq) VALUES (1, 0, ?, ?, 0)",
                     (GENESIS_HASH, head_mac(self._key, 0, GENESIS_HASH)),
                 )
+                self.created = True
             else:
                 tail = (0, GENESIS_HASH) if last is None else (int(last[0]), str(last[1]))
                 if (int(head[0]), str(head[1])) != tail:

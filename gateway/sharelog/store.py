@@ -377,6 +377,10 @@ class ShareLog:
             ledger.rollback()
             raise
         self._emit(entries)
+        if ledger.created:
+            # Once per deployment, and otherwise the only sign outside the file that a log was
+            # deleted: the gateway cannot tell a first start from a wiped log.
+            self._log.warning("share_log_created", path=str(path))
         if unknown:
             self._log.warning(
                 "share_outcomes_unknown",
