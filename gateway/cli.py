@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import secrets
 import sys
@@ -61,10 +62,13 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.demo import run_demo
-    from gateway.logconfig import scrub_library_logs
+    from gateway.logconfig import configure_logging
 
+    # The walk-through is the output: of the gateway's own events, only errors interrupt it
+    # (its share log is new on every run, which a gateway otherwise warns about). Library
+    # records are scrubbed, since the demo's gateway serves requests like any other.
+    configure_logging(json=False, level=logging.ERROR)
     _install_uvloop()
-    scrub_library_logs()  # the demo's gateway serves requests like any other
     return asyncio.run(run_demo(keep_serving=args.serve, port=args.port))
 
 

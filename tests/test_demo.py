@@ -21,6 +21,8 @@ def test_demo_runs_and_partners_receive_only_what_contracts_allow() -> None:
     )
     assert done.returncode == 0, done.stderr
     out = done.stdout
+    assert out.startswith("Share Gateway demo"), out[:300]  # no log line before the walk-through
+    assert done.stderr == ""
     # What each partner received is the right-hand column; raw personal values never appear there.
     received = [line.split("│", 1)[1] for line in out.splitlines() if "│" in line]
     assert received
