@@ -592,14 +592,21 @@ def _check_subject(where: str, route: Route) -> Found:
 
 
 def _check_route_overlaps(routes: Sequence[Route]) -> Found:
-    # Overlap is judged on the templates exactly as requests will be matched against them.
+    # A request is authorised against the route its path matches, but served by whichever
+    # endpoint the partner's router picks. Two templates that can match one request (a
+    # placeholder beside a literal, or literals differing only in case, which many routers
+    # ignore) would let a caller with one purpose's scope reach the other route's endpoint under
+    # the first route's fields and response filter. Only the very same template may serve
+    # several purposes.
     seen: list[tuple[int, Route, tuple[str | None, ...]]] = []
     for index, route in enumerate(routes):
         parts = Template.parse(route.path).parts
         for other_index, other, other_parts in seen:
-            if (other.method, other.purpose) != (route.method, route.purpose):
+            if other.method != route.method:
                 continue
-            if other.path == route.path:
+            if parts == other_parts:
+                if other.purpose != route.purpose:
+                    continue
                 yield (
                     f"routes.{index}",
                     f"duplicate route {route.method} {route.path} for purpose {route.purpose} "
@@ -607,10 +614,15 @@ def _check_route_overlaps(routes: Sequence[Route]) -> Found:
                 )
                 break
             if _overlap(parts, other_parts):
+                purposes = (
+                    f"purpose {route.purpose}"
+                    if route.purpose == other.purpose
+                    else f"purposes {other.purpose} and {route.purpose}"
+                )
                 yield (
                     f"routes.{index}.path",
                     f"{route.path} and {other.path} (routes.{other_index}) can match the same "
-                    f"request for {route.method} and purpose {route.purpose}",
+                    f"request for {route.method} and {purposes}",
                 )
                 break
         seen.append((index, route, parts))
@@ -618,5 +630,5 @@ def _check_route_overlaps(routes: Sequence[Route]) -> Found:
 
 def _overlap(a: tuple[str | None, ...], b: tuple[str | None, ...]) -> bool:
     return len(a) == len(b) and all(
-        x is None or y is None or x == y for x, y in zip(a, b, strict=True)
+        x is None or y is None or x.casefold() == y.casefold() for x, y in zip(a, b, strict=True)
     )

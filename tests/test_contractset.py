@@ -1046,6 +1046,49 @@ def test_ambiguous_templates_for_the_same_method_and_purpose(tmp_path: Path) -> 
     ]
 
 
+def test_templates_for_other_purposes_must_not_overlap(tmp_path: Path) -> None:
+    # A caller holding only the first purpose's scope would reach `export` through {note_id},
+    # under the first route's filters.
+    data = minimal()
+    data["purposes"].append("security_monitoring")
+    data["routes"] = [
+        route(method="GET", path="/v1/notes/{note_id}", fields=None),
+        route(method="GET", path="/v1/notes/export", fields=None, purpose="security_monitoring"),
+    ]
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: routes.1.path: /v1/notes/export and /v1/notes/{{note_id}} (routes.0) can "
+        "match the same request for GET and purposes service_delivery and security_monitoring"
+    ]
+
+
+def test_literals_differing_only_in_case_overlap(tmp_path: Path) -> None:
+    data = minimal()
+    data["purposes"].append("security_monitoring")
+    data["routes"] = [
+        route(method="GET", path="/v1/notes", fields=None),
+        route(method="GET", path="/v1/Notes", fields=None, purpose="security_monitoring"),
+    ]
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: routes.1.path: /v1/Notes and /v1/notes (routes.0) can match the same "
+        "request for GET and purposes service_delivery and security_monitoring"
+    ]
+
+
+def test_one_template_may_serve_several_purposes_whatever_its_placeholders_are_called(
+    tmp_path: Path,
+) -> None:
+    data = minimal()
+    data["purposes"].append("security_monitoring")
+    data["routes"] = [
+        route(method="GET", path="/v1/notes/{note_id}", fields=None),
+        route(method="GET", path="/v1/notes/{id}", fields=None, purpose="security_monitoring"),
+    ]
+    _, found = lines(tmp_path, data)
+    assert found == []
+
+
 def test_templates_with_other_methods_or_lengths_do_not_overlap(tmp_path: Path) -> None:
     data = minimal()
     data["routes"] = [
