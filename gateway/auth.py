@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Protocol, Self
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import jwt
@@ -277,11 +277,20 @@ def _check_jwks_url(url: str) -> None:
         raise AuthConfigError(f"not a valid URL: {exc}") from exc
     if not host:
         raise AuthConfigError("the URL has no host")
+    if parts.username is not None or parts.password is not None:
+        # They would be sent as Basic auth, and the URL is written to the log on every refresh.
+        raise AuthConfigError("the URL must not hold a user name or password")
     if parts.scheme == "https":
         return
     if parts.scheme == "http" and _is_loopback(host):
         return
     raise AuthConfigError("must be https:// (http:// only for a loopback address)")
+
+
+def _shown_url(url: str) -> str:
+    """The URL as logs and errors show it: without its query, which may hold an access key."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
 def _is_loopback(host: str) -> bool:
@@ -318,6 +327,7 @@ class RemoteJwksKeyStore:
     ) -> None:
         _check_jwks_url(url)
         self._url = url
+        self._shown = _shown_url(url)
         self._allowed = frozenset(algorithms)
         self._interval = refresh_min_interval_s
         self._max_age = max_age_s
@@ -344,7 +354,7 @@ class RemoteJwksKeyStore:
             self._keys, self._document = await self._fetch()
         except _FetchError as exc:
             await self.close()
-            raise AuthConfigError(f"cannot load the JWKS from {self._url}: {exc}") from exc
+            raise AuthConfigError(f"cannot load the JWKS from {self._shown}: {exc}") from exc
         self._ageing = asyncio.get_running_loop().create_task(self._refresh_when_old())
 
     async def close(self) -> None:
@@ -364,7 +374,7 @@ class RemoteJwksKeyStore:
                 async with self._lock:
                     await self._refresh()
             except Exception as exc:  # a fault must not end the refreshes for good
-                log.warning("jwks_refresh_failed", url=self._url, error=repr(exc))
+                log.warning("jwks_refresh_failed", url=self._shown, error=repr(exc))
 
     async def select(self, kid: str | None, alg: str) -> VerificationKey:
         if self._session is None:
@@ -390,7 +400,7 @@ class RemoteJwksKeyStore:
         try:
             keys, document = await self._fetch()
         except _FetchError as exc:
-            log.warning("jwks_refresh_failed", url=self._url, error=str(exc))
+            log.warning("jwks_refresh_failed", url=self._shown, error=str(exc))
             return
         if document == self._document:
             return  # nothing withdrawn: the verified tokens stay cached
@@ -398,7 +408,7 @@ class RemoteJwksKeyStore:
         # A key may have been withdrawn (rotated out, compromised): the tokens it signed are no
         # longer taken from the verifier's cache.
         self._generation += 1
-        log.info("jwks_refreshed", url=self._url, keys=len(self._keys))
+        log.info("jwks_refreshed", url=self._shown, keys=len(self._keys))
 
     async def _fetch(self) -> tuple[tuple[VerificationKey, ...], bytes]:
         session = self._session
@@ -421,7 +431,8 @@ class RemoteJwksKeyStore:
                     if len(body) > self._max_bytes:
                         raise _FetchError(f"response is larger than {self._max_bytes} bytes")
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _FetchError(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
+            problem = str(exc).replace(self._url, self._shown)  # some name the URL they asked
+            raise _FetchError(f"{type(exc).__name__}: {problem}".rstrip(": ")) from exc
         try:
             return parse_jwks(json.loads(body), self._allowed), bytes(body)
         except (ValueError, RecursionError) as exc:

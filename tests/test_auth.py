@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric import ec
 from pytest_aiohttp import AiohttpServer
+from structlog.testing import capture_logs
 from tokens import (
     AUDIENCE,
     ISSUER,
@@ -599,6 +600,15 @@ async def test_jwks_url_must_be_https_unless_loopback(url: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "url", ["https://svc:s3cret@idp.example/jwks", "https://svc@idp.example/jwks"]
+)
+async def test_jwks_url_may_not_hold_credentials(url: str) -> None:
+    with pytest.raises(AuthConfigError, match="must not hold a user name or password") as caught:
+        await build_auth_verifier(auth_settings(jwks_url=url))
+    assert "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
     "url", ["https://idp.example/jwks", "http://127.0.0.1:1/j", "http://[::1]/j"]
 )
 async def test_jwks_url_accepted_without_fetching_before_start(url: str) -> None:
@@ -787,6 +797,29 @@ async def test_jwks_url_concurrent_unknown_kids_share_one_fetch(
 
         assert [result["jti"] for result in results] == ["0", "1", "2", "3", "4"]
         assert len(idp.requests) == 2
+
+
+async def test_the_jwks_url_is_logged_and_reported_without_its_query(
+    serve_jwks: ServeJwks, rsa_signer: SigningKey, rsa_rotated: SigningKey
+) -> None:
+    idp = JwksServer(jwks(rsa_signer))
+    url = await serve_jwks(idp) + "?key=s3cret"
+    store = RemoteJwksKeyStore(url, ["RS256"], refresh_min_interval_s=0)
+    with capture_logs() as events:
+        async with TokenVerifier(
+            store, algorithms=["RS256"], issuer=ISSUER, audience=AUDIENCE
+        ) as v:
+            idp.document = jwks(rsa_signer, rsa_rotated)
+            assert (await v.verify(mint(rsa_rotated)))["sub"]
+            idp.status = 503
+            await refused(v, mint(rsa_rotated.with_kid("gone")), "not a trusted key")
+    assert [e["event"] for e in events] == ["jwks_refreshed", "jwks_refresh_failed"]
+    assert all(e["url"] == url.split("?")[0] for e in events)
+    idp.status = 503
+    failing = RemoteJwksKeyStore(url, ["RS256"], refresh_min_interval_s=0)
+    with pytest.raises(AuthConfigError, match="cannot load the JWKS") as caught:
+        await failing.start()
+    assert "s3cret" not in str(caught.value)
 
 
 async def test_jwks_url_failed_refresh_keeps_known_keys(
