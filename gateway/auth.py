@@ -59,6 +59,7 @@ PublicKey = RSAPublicKey | EllipticCurvePublicKey | Ed25519PublicKey | Ed448Publ
 _RSA_ALGORITHMS: Final = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
 _EC_ALGORITHMS: Final = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
 _B64URL: Final = re.compile(r"[A-Za-z0-9_-]*")
+_B64URL_ALPHABET: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
 class AuthConfigError(Exception):
@@ -542,9 +543,12 @@ def _read_header(token: str) -> dict[str, Any]:
     segments = token.split(".")
     if len(segments) != 3:
         raise InvalidToken("token is malformed: not a signed JWT (header.payload.signature)")
+    # pyjwt also takes padding and nonzero unused bits: each would be another spelling of the
+    # same token, verified and cached again under its own entry.
+    for name, part in zip(("header", "payload", "signature"), segments, strict=True):
+        if not _canonical_b64url(part):
+            raise InvalidToken(f"token is malformed: {name} is not unpadded base64url")
     segment = segments[0]
-    if not _B64URL.fullmatch(segment):
-        raise InvalidToken("token is malformed: header is not base64url")
     try:
         raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
         header = json.loads(raw)
@@ -553,6 +557,19 @@ def _read_header(token: str) -> dict[str, Any]:
     if not isinstance(header, dict):
         raise InvalidToken("token is malformed: header is not a JSON object")
     return header
+
+
+def _canonical_b64url(segment: str) -> bool:
+    """The one base64url spelling of its bytes that RFC 7515 allows: no padding, unused bits 0."""
+    if not _B64URL.fullmatch(segment):
+        return False
+    tail = len(segment) % 4
+    if tail == 0:
+        return True
+    if tail == 1:
+        return False
+    unused = 0b1111 if tail == 2 else 0b11
+    return _B64URL_ALPHABET.index(segment[-1]) & unused == 0
 
 
 def _numeric_date(claims: Mapping[str, Any], name: str) -> float | None:

@@ -470,6 +470,35 @@ async def test_garbage_token_refused(token: str, rs256: TokenVerifier) -> None:
     await refused(rs256, token, "malformed|signature is invalid")
 
 
+def respell(segment: str) -> str:
+    """The same bytes with the last character's unused bits set (pyjwt decodes both alike)."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    assert len(segment) % 4 in (2, 3), "a segment with unused bits"
+    return segment[:-1] + alphabet[alphabet.index(segment[-1]) | 1]
+
+
+@pytest.mark.parametrize(
+    "spell",
+    [
+        lambda h, p, s: f"{h}.{p}.{s}==",
+        lambda h, p, s: f"{h}.{p}=.{s}",
+        lambda h, p, s: f"{h}=.{p}.{s}",
+        lambda h, p, s: f"{h}.{p}.{respell(s)}",
+    ],
+    ids=["padded_signature", "padded_payload", "padded_header", "unused_bits"],
+)
+async def test_another_spelling_of_a_valid_token_is_refused(
+    rs256: TokenVerifier, rsa_signer: SigningKey, spell: Callable[[str, str, str], str]
+) -> None:
+    # Each spelling would be verified in full and cached under an entry of its own.
+    token = mint(rsa_signer)
+    header, payload, signature = token.split(".")
+    assert len(signature) % 4 in (2, 3)  # a 2048-bit signature is 342 characters
+    assert (await rs256.verify(token))["sub"]
+    await refused(rs256, spell(header, payload, signature), "not unpadded base64url")
+    assert rs256.cached_tokens == 1
+
+
 # --- key sources ----------------------------------------------------------------------------
 
 
