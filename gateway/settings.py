@@ -55,7 +55,9 @@ class KeySettings(_Section):
     jwks_url: str | None = None
     hs256_secret_env: str | None = None
     leeway_s: float = Field(default=30, ge=0, le=300)
-    jwks_refresh_min_interval_s: float = Field(default=60, ge=0, le=MAX_JWKS_REFRESH_MIN_INTERVAL_S)
+    # At least a second: every token with an invented kid would otherwise fetch the JWKS again,
+    # one fetch at a time, each waiting caller holding a pending-share slot.
+    jwks_refresh_min_interval_s: float = Field(default=60, ge=1, le=MAX_JWKS_REFRESH_MIN_INTERVAL_S)
 
     @model_validator(mode="after")
     def _one_key_source(self) -> Self:

@@ -304,6 +304,21 @@ def test_a_float_setting_takes_up_to_its_bound(
     ]
 
 
+@pytest.mark.parametrize("section", ["auth", "consent"])
+def test_invented_kids_cause_at_most_one_jwks_fetch_a_second(tmp_path: Path, section: str) -> None:
+    config = tmp_path / "gateway.yaml"
+    others = REQUIRED.get(section, "")
+    config.write_text(
+        f"{section}: {{{others}{', ' if others else ''}jwks_refresh_min_interval_s: 0.5}}\n"
+    )
+    with pytest.raises(SettingsError) as caught:
+        load_settings(config, environ={})
+    assert caught.value.problems == [
+        f"{config}: {section}.jwks_refresh_min_interval_s: Input should be greater than or "
+        "equal to 1"
+    ]
+
+
 def test_an_unknown_kid_still_causes_a_fetch_at_the_longest_interval() -> None:
     settings = KeySettings.model_fields["jwks_refresh_min_interval_s"]
     assert any(getattr(m, "le", None) == JWKS_MAX_AGE_S for m in settings.metadata)
