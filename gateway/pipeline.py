@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import Final
 from urllib.parse import quote
 
 import orjson
@@ -31,7 +32,7 @@ from gateway.errors import (
     UnsupportedMediaType,
     UpstreamError,
 )
-from gateway.fieldfilter import FilterResult, TextScanner
+from gateway.fieldfilter import FilterResult, TextScanner, compile_plan
 from gateway.jsonbody import (
     JSONValue,
     check_json_content_type,
@@ -324,6 +325,8 @@ async def read_payload(flow: Flow, request: web.Request, runtime: Runtime) -> No
             timeout_s=limits.body_read_timeout_s,
         )
     if route.plan is None:
+        # Nothing of the query goes with an upload; what stayed behind is recorded as stripped.
+        flow.result = _NOTHING_ALLOWED.apply({}, query, hash_key=partner.hash_key)
         flow.query = {}
         if raw is not None:
             flow.content_type = _upload_type(request, route)
@@ -346,6 +349,9 @@ async def read_payload(flow: Flow, request: web.Request, runtime: Runtime) -> No
         flow.content_type = "application/json"
     personal = not partner.personal_categories.isdisjoint(result.categories_sent)
     _identify_subjects(flow, runtime, route, doc, query, personal=personal)
+
+
+_NOTHING_ALLOWED: Final = compile_plan([])
 
 
 def _upload_type(request: web.Request, route: RoutePolicy) -> str:

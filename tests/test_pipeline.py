@@ -1790,6 +1790,7 @@ async def test_upload_forwards_the_exact_bytes(make_gateway: GatewayFactory) -> 
         len(PDF),
     )
     assert record.fields_sent == ()
+    assert record.fields_stripped == ("query.owner",)  # never forwarded, and the record says so
 
 
 async def test_upload_passes_the_header_its_route_names(make_gateway: GatewayFactory) -> None:
