@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Final
 from urllib.parse import quote
@@ -42,7 +42,7 @@ from gateway.jsonbody import (
 )
 from gateway.keys import keyed_hash
 from gateway.pii import IP
-from gateway.policy import PartnerPolicy, Policy, RoutePolicy
+from gateway.policy import BASE_REQUEST_HEADERS, PartnerPolicy, Policy, RoutePolicy
 from gateway.routing import Target, parse_target
 from gateway.runtime import RUNTIME, Runtime
 from gateway.server import SERVER_NAME
@@ -110,7 +110,7 @@ class Flow:
             route=self.route.label if self.route else None,
             decision=decision,  # type: ignore[arg-type]
             reason=reason,
-            fields_sent=result.fields_sent if result else (),
+            fields_sent=self.fields_sent() if shared else (),
             fields_stripped=result.fields_stripped if result else (),
             fields_transformed=result.fields_transformed if result else (),
             categories_sent=result.categories_sent if result else (),
@@ -122,6 +122,13 @@ class Flow:
             cross_border_mechanism=partner.cross_border_mechanism if partner else None,
             consent_basis=self.consent_basis,
         )
+
+    def fields_sent(self) -> tuple[str, ...]:
+        """The body and query paths sent, and the headers the route passes on (`header.<name>`;
+        not the Accept and User-Agent every share may carry)."""
+        sent = self.result.fields_sent if self.result else ()
+        headers = [f"header.{n}" for n, _ in self.passed_headers if n not in BASE_REQUEST_HEADERS]
+        return tuple(sorted({*sent, *headers})) if headers else sent
 
     def redactions(self) -> dict[str, int]:
         """What the scanner redacted in the body, the query and the headers, by category."""
@@ -326,12 +333,21 @@ async def read_payload(flow: Flow, request: web.Request, runtime: Runtime) -> No
         )
     if route.plan is None:
         # Nothing of the query goes with an upload; what stayed behind is recorded as stripped.
-        flow.result = _NOTHING_ALLOWED.apply({}, query, hash_key=partner.hash_key)
-        flow.query = {}
+        result = _NOTHING_ALLOWED.apply({}, query, hash_key=partner.hash_key)
         if raw is not None:
             flow.content_type = _upload_type(request, route)
             if content_coding(_single_header(request, "Content-Encoding")) != "identity":
                 raise UnsupportedMediaType("upload bodies must not carry a content encoding")
+        if raw:
+            # The body goes unread: the record says the whole of it went, and that it may hold
+            # any personal category of the contract (as consent already assumes).
+            result = replace(
+                result,
+                fields_sent=(WHOLE_BODY,),
+                categories_sent=tuple(sorted(partner.personal_categories)),
+            )
+        flow.result = result
+        flow.query = {}
         flow.body = raw
         _identify_subjects(flow, runtime, route, {}, query, personal=bool(raw))
         return
@@ -352,6 +368,8 @@ async def read_payload(flow: Flow, request: web.Request, runtime: Runtime) -> No
 
 
 _NOTHING_ALLOWED: Final = compile_plan([])
+# How a record names an upload's body, which is sent whole and never read.
+WHOLE_BODY: Final = "**"
 
 
 def _upload_type(request: web.Request, route: RoutePolicy) -> str:
