@@ -47,7 +47,13 @@ from gateway.routing import Target, parse_target
 from gateway.runtime import RUNTIME, Runtime
 from gateway.server import SERVER_NAME
 from gateway.sharelog.record import ShareOutcome, ShareRecord
-from gateway.terms import Subject, VolumeTaken, born_outside_records, subjects_of
+from gateway.terms import (
+    ConsentToken,
+    Subject,
+    VolumeTaken,
+    born_outside_records,
+    subjects_of,
+)
 from gateway.upstream import UpstreamFailure, UpstreamRequest
 
 log = structlog.get_logger("gateway")
@@ -89,6 +95,8 @@ class Flow:
     passed_headers: tuple[tuple[str, str], ...] = ()  # the caller's headers the route lets through
     volume_taken: VolumeTaken | None = None  # what the rate and daily counts took for it
     header_redactions: dict[str, int] = field(default_factory=dict)  # in passed-on headers
+    consent_token: ConsentToken | None = None  # read before the share's instant is taken
+    decided_at: datetime | None = None  # the instant every check was judged at: the record's
 
     def record(self, decision: str, reason: str) -> ShareRecord:
         partner = self.partner
@@ -99,7 +107,7 @@ class Flow:
         result = self.result if shared else None
         return ShareRecord(
             share_id=self.share_id,
-            ts=datetime.now(UTC),
+            ts=self.decided_at.astimezone(UTC) if shared and self.decided_at else datetime.now(UTC),
             partner=partner.id if partner else None,
             contract_id=loaded.contract.contract.id if loaded else None,
             contract_version=loaded.contract.contract.version if loaded else None,
@@ -615,12 +623,18 @@ async def decide(flow: Flow, request: web.Request, runtime: Runtime) -> None:
     check_contract(flow, datetime.now(flow.policy.zone))
     pass_through_headers(flow, request, runtime)
     await read_payload(flow, request, runtime)
-    # Judged when the body is in (it may take `body_read_timeout_s`): a contract that expired
-    # or a consent withdrawn meanwhile counts, and so does the day the share is recorded on.
+    # The last wait (a consent token's key may have to be fetched) comes before the share's
+    # instant is taken: the contract's validity, a withdrawal, the day the caps count and the
+    # record's time are then all judged at that one instant, after the body is in (reading it
+    # may take `body_read_timeout_s`).
+    partner = flow.partner
+    if partner is not None and (partner.third_party or partner.sensitive_consent):
+        flow.consent_token = await runtime.terms.read_consent_token(request)
     now = datetime.now(flow.policy.zone)
-    if flow.partner is not None:
-        check_contract_at(flow.partner, now)
+    if partner is not None:
+        check_contract_at(partner, now)
     await runtime.terms.check(flow, request, now)
+    flow.decided_at = now
 
 
 _CREDENTIALS_REFUSED = frozenset({401, 407})

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 import structlog
 
@@ -387,6 +387,17 @@ def _seconds_to_midnight(now: datetime) -> int:
 # --- the check --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class ConsentToken:
+    """A request's consent token: its verified claims, or why it counts for nothing."""
+
+    claims: Mapping[str, object] | None
+    problem: str  # empty when there is no token or it was accepted
+
+
+NO_CONSENT_TOKEN: Final = ConsentToken(None, "")
+
+
 class Terms:
     """Checks the terms after the body is understood and before anything is recorded as shared."""
 
@@ -403,26 +414,51 @@ class Terms:
         self.limiter: RateLimiter = limiter or SlidingWindows()
         self.quota: QuotaCounter = quota or DailyCounts()
 
+    async def read_consent_token(self, request: web.Request) -> ConsentToken:
+        """The request's consent token, verified or with why it counts for nothing.
+
+        The one wait of the terms (a key fetch, for a new `kid`): the caller reads it before it
+        takes the instant the share is judged at, so that no wait comes between judging the
+        contract's validity and the day the caps count, and recording the share.
+        """
+        values = request.headers.getall(CONSENT_TOKEN_HEADER, [])
+        if not values:
+            return NO_CONSENT_TOKEN
+        if len(values) > 1:
+            return ConsentToken(None, f"the {CONSENT_TOKEN_HEADER} header is repeated")
+        if self.consent_tokens is None:
+            return ConsentToken(None, "the gateway has no consent keys configured")
+        try:
+            return ConsentToken(await self.consent_tokens.verify(values[0]), "")
+        except InvalidToken as exc:
+            return ConsentToken(None, exc.message)
+
     async def check(self, flow: Flow, request: web.Request, now: datetime) -> None:
-        """Consent, minors, rate, daily volume: SPEC 4's order; the first failure raises."""
+        """Consent, minors, rate, daily volume: SPEC 4's order; the first failure raises.
+
+        Reads the consent token first unless `flow.consent_token` holds it already.
+        """
         partner, purpose = flow.partner, flow.purpose
         if partner is None or purpose is None:
             raise RuntimeError("terms are checked after the partner and purpose are known")
+        token = flow.consent_token
+        if token is None:
+            token = await self.read_consent_token(request)
         # Who is a child is known first: a child's data needs consent as sensitive data does.
         minors = minors_among(flow.subjects, now.date())
-        flow.consent_basis = await self._consent(flow, partner, purpose, minors, request, now)
+        flow.consent_basis = self._consent(flow, partner, purpose, minors, token, now)
         consent_for_child_outside(partner, flow.born_outside, now.date())
         deny_minors(partner, flow.subjects, minors)
         deny_child_outside(partner, flow.born_outside, now.date())
         flow.volume_taken = await self._volume(partner, flow.records, now, flow.share_id)
 
-    async def _consent(
+    def _consent(
         self,
         flow: Flow,
         partner: PartnerPolicy,
         purpose: str,
         minors: list[bool],
-        request: web.Request,
+        token: ConsentToken,
         now: datetime,
     ) -> tuple[str, ...]:
         """Each subject's consent basis, where the contract requires one."""
@@ -447,7 +483,10 @@ class Terms:
             raise ConsentRequired("the request names no data subject, so consent cannot be shown")
         if not needing:
             return ()
-        claims, token_problem = await self._token_claims(request, flow.share_id)
+        claims, token_problem = token.claims, ""
+        if token.problem:
+            log.warning("consent_token_rejected", share_id=flow.share_id, problem=token.problem)
+            token_problem = f" (the consent token was not accepted: {token.problem})"
         basis: list[str] = []
         for subject in needing:
             if subject.id is None:
@@ -499,27 +538,6 @@ class Terms:
             with contextlib.suppress(OverflowError, OSError, ValueError):
                 issued = datetime.fromtimestamp(iat, UTC) - leeway  # type: ignore[arg-type]
         return self.registry.withdrawn_between(subject_id, partner, purpose, issued, now)
-
-    async def _token_claims(
-        self, request: web.Request, share_id: str
-    ) -> tuple[Mapping[str, object] | None, str]:
-        """The consent token's claims, or None and why it counts for nothing (for the refusal).
-
-        A token that cannot be verified is no consent, but a grant in the registry still is.
-        """
-        values = request.headers.getall(CONSENT_TOKEN_HEADER, [])
-        if not values:
-            return None, ""
-        problem = "the gateway has no consent keys configured"
-        if len(values) > 1:
-            problem = f"the {CONSENT_TOKEN_HEADER} header is repeated"
-        elif self.consent_tokens is not None:
-            try:
-                return await self.consent_tokens.verify(values[0]), ""
-            except InvalidToken as exc:
-                problem = exc.message
-        log.warning("consent_token_rejected", share_id=share_id, problem=problem)
-        return None, f" (the consent token was not accepted: {problem})"
 
     async def _volume(
         self, partner: PartnerPolicy, records: int, now: datetime, ticket: str
