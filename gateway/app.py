@@ -185,16 +185,12 @@ async def build_runtime(
 
 
 def records_shared_since(settings: Settings, day: date) -> dict[str, int]:
-    """Records shared per partner since the start of `day`: the daily caps survive a restart."""
+    """Records shared per partner since the start of `day`, but for shares that never left:
+    the daily caps survive a restart."""
     path = settings.share_log.path
     if not path.exists():
         return {}
-    start = datetime.combine(day, time.min, settings.zone)
-    return {
-        row["partner"]: row["records"]
-        for row in review.summary(path, since=start)
-        if row["partner"] is not None
-    }
+    return review.records_counted_since(path, datetime.combine(day, time.min, settings.zone))
 
 
 def recent_shares(
@@ -218,7 +214,11 @@ def recent_shares(
             since=now - timedelta(seconds=span),
             limit=None,
         )
-        ages = [(now - datetime.fromisoformat(row["ts"])).total_seconds() for row in rows]
+        ages = [
+            (now - datetime.fromisoformat(row["ts"])).total_seconds()
+            for row in rows
+            if row["outcome"] != "error"  # it never left: no share of the rate
+        ]
         recent[partner_id] = (rate, ages)
     return recent
 

@@ -651,6 +651,10 @@ async def forward(flow: Flow, runtime: Runtime) -> web.StreamResponse:
             runtime,
             ShareOutcome(flow.share_id, failure.failure, failure.status, 0, failure.latency_ms),
         )
+        if failure.failure == "error":
+            # Nothing reached the partner: an outage the callers retry through must not use up
+            # the day's cap (a restart leaves such shares out of the count too).
+            await runtime.terms.give_back(flow.volume_taken)
         metrics.count_outcome(partner, failure.failure)
         if failure.failure == "timeout":
             # The partner had the share and took at least this long: left out, the slowest

@@ -580,6 +580,29 @@ async def test_daily_record_counts_survive_a_restart(make_gateway: GatewayFactor
         await close_runtime(restarted)
 
 
+async def test_shares_that_never_reached_the_partner_count_against_no_cap(
+    make_gateway: GatewayFactory,
+) -> None:
+    # A partner outage that callers retry through must not use up the day or the hour.
+    capped = contract(terms={"max_records_per_day": 2, "rate_limit_per_s": 1 / 3600})
+    gw = await make_gateway([capped], durable_log=True)
+    await gw.partner.close()  # connections are refused: no byte reaches the partner
+    for user in ("u-1", "u-2", "u-3"):
+        response = await gw.share("POST", "/acme/v1/assess", json={"applicant": {"user_id": user}})
+        assert response.status == 502
+    settings, environ = gw.runtime.settings, gw.runtime.environ
+    await gw.client.close()
+    await close_runtime(gw.runtime)
+    rows = review.query(settings.share_log.path, limit=None)
+    assert [(r["decision"], r["outcome"]) for r in rows] == [("shared", "error")] * 3
+    assert records_shared_since(settings, datetime.now(settings.zone).date()) == {}
+    restarted = await build_runtime(settings, environ=environ)
+    try:
+        assert await restarted.terms.limiter.acquire("acme", 1 / 3600, "after-restart") is None
+    finally:
+        await close_runtime(restarted)
+
+
 async def test_the_rate_window_survives_a_restart(make_gateway: GatewayFactory) -> None:
     # One share an hour: a restart must not let a second one through within that hour.
     hourly = contract(terms={"rate_limit_per_s": 1 / 3600})

@@ -311,6 +311,19 @@ def _ranked(counts: dict[str, int]) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
+def records_counted_since(path: Path, since: datetime) -> dict[str, int]:
+    """Records per partner that the daily caps count since `since`: shared, and not known to
+    have never left (an outcome `error` means no byte reached the partner)."""
+    where, params = _where(since=since)
+    sql = (
+        f"SELECT s.partner, SUM(s.records) FROM shares s {_OUTCOME_JOIN}{where}"  # noqa: S608
+        " AND s.decision = 'shared' AND s.partner IS NOT NULL"
+        " AND (o.outcome IS NULL OR o.outcome != 'error') GROUP BY 1"
+    )
+    with _reader(path) as conn:
+        return {str(partner): int(n or 0) for partner, n in conn.execute(sql, params)}
+
+
 def summary(
     path: Path, since: datetime | None = None, until: datetime | None = None
 ) -> list[dict[str, Any]]:
