@@ -16,7 +16,12 @@ import structlog
 from aiohttp import HttpVersion11, web
 from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 
-from gateway.auth import AuthConfigError, build_auth_verifier, build_consent_verifier
+from gateway.auth import (
+    JWKS_FETCH_TIMEOUT_S,
+    AuthConfigError,
+    build_auth_verifier,
+    build_consent_verifier,
+)
 from gateway.consent import ConsentRegistry, RegistryError
 from gateway.errors import ShareLogUnavailable
 from gateway.keys import subject_ref_key
@@ -299,11 +304,15 @@ DRAIN_MARGIN_S = 5.0
 
 
 def drain_seconds(runtime: Runtime) -> float:
-    """Long enough for the slowest share that may be in flight: its body still arriving, then
-    its partner's whole `timeout_s` (contracts allow up to 300 s), under any contract set
+    """Long enough for the slowest share that may be in flight: its body still arriving, the
+    fetch of a new caller-token and a new consent-token key where keys come from a `jwks_url`,
+    then its partner's whole `timeout_s` (contracts allow up to 300 s), under any contract set
     loaded since start (a share keeps the contract it started with)."""
+    settings = runtime.settings
+    fetched = [s for s in (settings.auth, settings.consent) if s is not None and s.jwks_url]
     slowest = runtime.slowest_timeout_s
-    return runtime.settings.limits.body_read_timeout_s + slowest + DRAIN_MARGIN_S
+    keys = len(fetched) * JWKS_FETCH_TIMEOUT_S
+    return settings.limits.body_read_timeout_s + keys + slowest + DRAIN_MARGIN_S
 
 
 async def _reload_quietly(runtime: Runtime) -> None:

@@ -20,7 +20,9 @@ from gateway.app import (
     drain_seconds,
     records_shared_since,
 )
+from gateway.auth import JWKS_FETCH_TIMEOUT_S
 from gateway.keys import keyed_hash
+from gateway.settings import ConsentSettings
 from gateway.sharelog import ShareLog, review
 from gateway.sharelog.ledger import Ledger
 from gateway.sharelog.record import ShareRecord
@@ -696,6 +698,27 @@ async def test_admin_endpoints_refuse_two_authorization_headers(
     )
     assert response.status == 401
     assert (await response.json())["error"]["code"] == "invalid_token"
+
+
+async def test_a_stop_also_waits_for_the_key_fetches_a_share_may_make(
+    make_gateway: GatewayFactory,
+) -> None:
+    # A caller token and a consent token may each name a key rotated in since the last fetch.
+    gw = await make_gateway()
+    settings = gw.runtime.settings
+    before = drain_seconds(gw.runtime)
+    assert settings.auth is not None
+    assert settings.auth.jwks_url is None
+    keys = {"algorithms": ["RS256"], "jwks_url": "https://idp.example/jwks"}
+    gw.runtime.settings = settings.model_copy(
+        update={
+            "auth": settings.auth.model_copy(
+                update={"jwks_url": keys["jwks_url"], "public_key_file": None}
+            ),
+            "consent": ConsentSettings.model_validate(keys),
+        }
+    )
+    assert drain_seconds(gw.runtime) == before + 2 * JWKS_FETCH_TIMEOUT_S
 
 
 async def test_a_failing_operations_endpoint_answers_as_the_gateway(
