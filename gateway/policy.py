@@ -50,6 +50,8 @@ class RoutePolicy:
     # contract, every `identity.birth_date` field the route sends.
     birth_date_paths: tuple[str, ...]
     id_number_paths: tuple[str, ...]  # fields that may carry a resident ID (and so a birth date)
+    # The route names fields inside each of its `records`: a record must then be an object.
+    object_records: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +172,16 @@ def _compile_route(route: Route, gateway_set: frozenset[str], minors_matter: boo
         id_number_paths=tuple(
             f.path for f in route.fields or () if f.category == ID_NUMBER_CATEGORY
         ),
+        object_records=_object_records(route),
     )
+
+
+def _object_records(route: Route) -> bool:
+    if route.records is None:
+        return False
+    inside = route.records + "."
+    named = [route.subject, route.birth_date, *(f.path for f in route.fields or ())]
+    return any(p is not None and p.startswith(inside) and p != inside + "**" for p in named)
 
 
 def _birth_date_paths(route: Route, minors_matter: bool) -> tuple[str, ...]:

@@ -67,7 +67,14 @@ def subjects_of(
     """Read subject ids and birth dates from the caller's document, record by record."""
     if route.records is None:
         return [_subject(route, None, doc, query)]
-    return [_subject(route, i, item, query) for i, item in enumerate(select(doc, route.records))]
+    records = select(doc, route.records)
+    if route.object_records:
+        for index, item in enumerate(records):
+            if type(item) is not dict:
+                # Nothing of it would go (the filter drops it), yet it would count as a record:
+                # in the share record and against the daily cap.
+                raise MalformedBody(f"record {index} of {route.records} is not an object")
+    return [_subject(route, i, item, query) for i, item in enumerate(records)]
 
 
 def _subject(

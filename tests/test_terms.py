@@ -1559,3 +1559,39 @@ def test_contracts_explain_refuses_a_childs_birth_date_beside_the_records_as_the
         acme(policy), target, "credit_assessment", orjson.dumps(doc), now=now, max_depth=64
     )
     assert explained.result.document["guarantor"] == {"born": ADULT_BORN.isoformat()}
+
+
+NAMELESS_BATCH_ROUTE: dict[str, Any] = {
+    "method": "POST",
+    "path": "/v1/names",
+    "purpose": "credit_assessment",
+    "records": "applicants[]",
+    "fields": [{"path": "applicants[].name", "category": "identity.name"}],
+}
+
+
+@pytest.mark.parametrize("odd", [1, "x", None, ["Li"]])
+async def test_a_record_that_is_not_an_object_is_refused_where_records_have_fields(
+    make_gateway: GatewayFactory, odd: object
+) -> None:
+    # The filter would drop it, yet it would count as a record (and against the daily cap).
+    gw = await make_gateway([contract(routes=[*ROUTES, NAMELESS_BATCH_ROUTE])])
+    body = {"applicants": [{"name": "Li"}, odd]}
+    response = await gw.share("POST", "/acme/v1/names", json=body)
+    await assert_refused(gw, response, 400, "malformed_body")
+    assert "record 1 of applicants[] is not an object" in (await error_of(response))["message"]
+
+
+async def test_records_of_a_whole_subtree_may_be_any_value_and_each_counts(
+    make_gateway: GatewayFactory,
+) -> None:
+    route = {
+        **NAMELESS_BATCH_ROUTE,
+        "fields": [{"path": "applicants[].**", "category": "identity.name"}],
+    }
+    gw = await make_gateway([contract(routes=[*ROUTES, route])])
+    body = {"applicants": [{"name": "Li"}, "Wang"]}
+    response = await gw.share("POST", "/acme/v1/names", json=body)
+    assert response.status == 200, await response.text()
+    assert gw.partner.received[0].json() == body
+    assert gw.log.records[-1].records == 2
