@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 import pytest
 import structlog
+from structlog.testing import capture_logs
 
 from gateway.errors import ShareLogUnavailable
 from gateway.keys import keyed_hash, subject_ref_key
@@ -409,10 +410,12 @@ async def test_committed_entries_are_printed_soon_in_chain_order(tmp_path: Path)
 async def test_without_a_logger_entries_are_json_lines_on_stdout(
     tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]
 ) -> None:
-    share_log = await ShareLog.open(log_settings(tmp_path, stdout=True), KEY)
-    await share_log.record(make_record("s-1"))
-    share_log.submit_outcome(ShareOutcome("s-1", "delivered", 200, 12, 3.0))
-    await share_log.close()
+    with capture_logs() as warnings:  # the gateway's own events, rendered as it configures
+        share_log = await ShareLog.open(log_settings(tmp_path, stdout=True), KEY)
+        await share_log.record(make_record("s-1"))
+        share_log.submit_outcome(ShareOutcome("s-1", "delivered", 200, 12, 3.0))
+        await share_log.close()
+    assert [w["event"] for w in warnings] == ["share_log_created"]
     lines = [orjson.loads(line) for line in capsysbinary.readouterr().out.splitlines()]
     by_event = {e: [line for line in lines if line["event"] == e] for e in _EVENT_NAMES}
     [share] = by_event["share_recorded"]
@@ -1069,7 +1072,7 @@ async def test_the_memory_sink_keeps_records_and_refuses_on_demand() -> None:
 
 async def test_a_new_log_is_announced_and_a_reopened_one_is_not(tmp_path: Path) -> None:
     # A wiped log is started over like a first one; the warning is what a pipeline alerts on.
-    settings = log_settings(tmp_path)
+    settings = log_settings(tmp_path, stdout=True)
 
     async def start_and_stop() -> list[dict[str, Any]]:
         events = Events()
@@ -1082,3 +1085,8 @@ async def test_a_new_log_is_announced_and_a_reopened_one_is_not(tmp_path: Path) 
     assert await start_and_stop() == []
     settings.path.unlink()
     assert await start_and_stop() == [{"path": str(settings.path)}]
+    # Without stdout there is no anchor outside the file for the line to go with.
+    quiet = log_settings(tmp_path / "quiet", stdout=False)
+    events = Events()
+    await (await ShareLog.open(quiet, KEY, logger=events)).close()
+    assert events.events == []

@@ -377,9 +377,10 @@ class ShareLog:
             ledger.rollback()
             raise
         self._emit(entries)
-        if ledger.created:
+        if ledger.created and self.settings.stdout:
             # Once per deployment, and otherwise the only sign outside the file that a log was
-            # deleted: the gateway cannot tell a first start from a wiped log.
+            # deleted: the gateway cannot tell a first start from a wiped log. It goes with the
+            # checkpoint lines, the log's anchor outside the file (none without `stdout`).
             self._log.warning("share_log_created", path=str(path))
         if unknown:
             self._log.warning(
