@@ -401,7 +401,9 @@ class HttpUpstream:
                 if connection is None:
                     try:
                         connection = await self._connect(origin)
-                    except OSError as exc:
+                    except (OSError, ValueError) as exc:
+                        # ValueError: a host name the resolver cannot encode (an empty label,
+                        # one over 63 characters). No connection either way: nothing was sent.
                         raise failed(
                             UpstreamError("the partner refused or could not be reached"), "error"
                         ) from exc

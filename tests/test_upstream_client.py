@@ -584,3 +584,19 @@ async def test_a_connection_idle_past_the_timeout_is_never_used_again(
     monkeypatch.setattr(upstream_module, "_clock", lambda: later)
     await client.send(request_to(url(partner)))
     assert (partner.connections, len(partner.requests)) == (2, 2)
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["api..acme.example", "a" * 64 + ".example", ".acme.example"],
+    ids=["empty_label", "label_over_63", "leading_dot"],
+)
+async def test_a_host_the_resolver_cannot_encode_is_a_failed_connection(
+    client: HttpUpstream, host: str
+) -> None:
+    # getaddrinfo refuses such a name with a UnicodeError, not an OSError: still a share that
+    # never left the gateway, not a crash.
+    with pytest.raises(UpstreamFailure) as caught:
+        await client.send(request_to(f"http://{host}/v1/x"))
+    assert (caught.value.failure, caught.value.status) == ("error", None)
+    assert caught.value.error.code == "upstream_error"
