@@ -226,9 +226,18 @@ def _base_url_problem(url: str, allow_insecure: bool) -> str | None:
     try:
         # What the partner client will make of it: a URL it cannot call is refused here, at
         # load, not on every share ("https://[::1]x/").
-        origin_of(f"{parts.scheme}://{parts.netloc}")
+        origin = origin_of(f"{parts.scheme}://{parts.netloc}")
     except ValueError:
         return "must be scheme://host[:port] followed by a path"
+    try:
+        # The resolver encodes the name so before any lookup: one it cannot encode would fail
+        # every share to this partner ("api..acme.example").
+        origin.host.encode("idna")
+    except UnicodeError:
+        return (
+            "the host is not a valid DNS name (an empty label, a label over 63 characters, "
+            "or characters IDNA cannot encode)"
+        )
     segments = parts.path.split("/")
     if any(segment in (".", "..") for segment in segments) or _AMBIGUOUS_PATH.search(parts.path):
         # Route templates refuse the same: a partner may read them as another path.

@@ -432,6 +432,14 @@ def test_http_upstream_is_allowed_for_development(tmp_path: Path) -> None:
         ("https://[::1]x/v1", "must be scheme://host[:port] followed by a path"),
         *(
             (
+                f"https://{host}/v1",
+                "the host is not a valid DNS name (an empty label, a label over 63 characters, "
+                "or characters IDNA cannot encode)",
+            )
+            for host in ("api..acme.example", "a" * 64 + ".acme.example", ".acme.example")
+        ),
+        *(
+            (
                 f"https://api.acme.example{path}",
                 "the path must not hold dot-segments, ';', '\\' or an encoded '/', '\\' or '.'",
             )
@@ -448,9 +456,19 @@ def test_base_url_must_be_absolute_https_with_host_only(
     assert found == [f"{file}: upstream.base_url: {message}"]
 
 
-def test_base_url_may_carry_a_port_and_base_path(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://api.acme.example:8443/partner-api",
+        "https://" + "a" * 63 + ".acme.example",  # the longest label DNS allows
+        "https://bücher.example",  # an internationalised name the resolver encodes
+        "https://api.acme.example.",  # fully qualified
+        "https://[2001:db8::1]:8443",
+    ],
+)
+def test_base_url_may_carry_a_port_and_base_path(tmp_path: Path, url: str) -> None:
     data = minimal()
-    data["upstream"]["base_url"] = "https://api.acme.example:8443/partner-api"
+    data["upstream"]["base_url"] = url
     _, found = lines(tmp_path, data)
     assert found == []
 
