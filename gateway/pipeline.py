@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
@@ -41,6 +42,7 @@ from gateway.jsonbody import (
     parse_media_type,
 )
 from gateway.keys import keyed_hash
+from gateway.logconfig import error_location
 from gateway.pii import IP
 from gateway.policy import BASE_REQUEST_HEADERS, PartnerPolicy, Policy, RoutePolicy
 from gateway.routing import Target, parse_target
@@ -640,31 +642,55 @@ async def decide(flow: Flow, request: web.Request, runtime: Runtime) -> None:
 _CREDENTIALS_REFUSED = frozenset({401, 407})
 
 
+async def _upstream_failed(
+    flow: Flow, runtime: Runtime, partner: str, failure: UpstreamFailure
+) -> web.StreamResponse:
+    _record_outcome(
+        runtime,
+        ShareOutcome(flow.share_id, failure.failure, failure.status, 0, failure.latency_ms),
+    )
+    if failure.failure == "error":
+        # Nothing reached the partner: an outage the callers retry through must not use up
+        # the day's cap (a restart leaves such shares out of the count too).
+        await runtime.terms.give_back(flow.volume_taken)
+    metrics.count_outcome(partner, failure.failure)
+    if failure.failure == "timeout":
+        # The partner had the share and took at least this long: left out, the slowest
+        # answers would vanish from the histogram just when they matter. An error is no
+        # answer time (a refused connection fails in microseconds).
+        metrics.observe_upstream_latency(partner, failure.latency_ms / 1000)
+    log.warning("upstream_failed", share_id=flow.share_id, partner=partner, reason=failure.failure)
+    return error_response(failure.error, flow.share_id)
+
+
 async def forward(flow: Flow, runtime: Runtime) -> web.StreamResponse:
     """Send the filtered share, record what became of it, and answer with the filtered reply."""
-    upstream = upstream_request(flow, runtime)
     partner = flow.partner.id if flow.partner else "-"
+    started = time.perf_counter()
+    sending = False
     try:
+        upstream = upstream_request(flow, runtime)
+        sending = True
         response = await runtime.upstream.send(upstream)
     except UpstreamFailure as failure:
-        _record_outcome(
-            runtime,
-            ShareOutcome(flow.share_id, failure.failure, failure.status, 0, failure.latency_ms),
+        return await _upstream_failed(flow, runtime, partner, failure)
+    except Exception as exc:
+        # A fault the client did not classify. Once the send began, some of the request may
+        # have been written: the partner may have the share, and the outcome says so.
+        # The exception's message may quote the request: only its kind and place are logged.
+        log.error(
+            "upstream_send_failed",
+            share_id=flow.share_id,
+            partner=partner,
+            error=type(exc).__name__,
+            error_at=error_location(exc),
         )
-        if failure.failure == "error":
-            # Nothing reached the partner: an outage the callers retry through must not use up
-            # the day's cap (a restart leaves such shares out of the count too).
-            await runtime.terms.give_back(flow.volume_taken)
-        metrics.count_outcome(partner, failure.failure)
-        if failure.failure == "timeout":
-            # The partner had the share and took at least this long: left out, the slowest
-            # answers would vanish from the histogram just when they matter. An error is no
-            # answer time (a refused connection fails in microseconds).
-            metrics.observe_upstream_latency(partner, failure.latency_ms / 1000)
-        log.warning(
-            "upstream_failed", share_id=flow.share_id, partner=partner, reason=failure.failure
+        unclassified = UpstreamFailure(
+            UpstreamError("the share could not be sent to the partner"),
+            "possibly_delivered" if sending else "error",
+            (time.perf_counter() - started) * 1000,
         )
-        return error_response(failure.error, flow.share_id)
+        return await _upstream_failed(flow, runtime, partner, unclassified)
     metrics.count_outcome(partner, "delivered")
     metrics.observe_upstream_latency(partner, response.latency_ms / 1000)
     outcome = ShareOutcome(

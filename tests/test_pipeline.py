@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
+import structlog
 from conftest import (
     BASE_CONTRACT,
     HASH_KEY,
@@ -1754,6 +1755,45 @@ async def test_a_fault_while_filtering_the_answer_is_502_with_its_outcome(
     assert response.headers["X-Share-Id"] == body["error"]["share_id"]
     [outcome] = gw.log.outcomes
     assert (outcome.outcome, outcome.upstream_status) == ("delivered", 200)
+
+
+@pytest.mark.parametrize(
+    ("broken", "outcome"),
+    [("gateway.pipeline.upstream_request", "error"), ("send", "possibly_delivered")],
+    ids=["before_sending", "while_sending"],
+)
+async def test_a_fault_while_sending_is_502_with_its_outcome(
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch, broken: str, outcome: str
+) -> None:
+    # Not a failure the partner client knows (those are UpstreamFailure): still the spec's
+    # 502 with the share id, and an outcome, never aiohttp's bare 500 and a share left
+    # `pending`. Once the send began, bytes may have left: the partner may have the share.
+    gw = await make_gateway()
+
+    def fault(*args: object) -> object:
+        raise UnicodeError("label empty or too long: 13800138000")
+
+    async def failing_send(*args: object) -> object:
+        fault()
+        raise AssertionError("unreachable")
+
+    if broken == "send":
+        monkeypatch.setattr(gw.runtime.upstream, "send", failing_send)
+    else:
+        monkeypatch.setattr(broken, fault)
+    with structlog.testing.capture_logs() as logs:
+        response = await gw.share("POST", ASSESS, json=applicant())
+    assert response.status == 502
+    body = await response.json()
+    assert body["error"]["code"] == "upstream_error"
+    assert response.headers["X-Share-Id"] == body["error"]["share_id"]
+    assert [r.decision for r in gw.log.records] == ["shared"]
+    [recorded] = gw.log.outcomes
+    assert (recorded.share_id, recorded.outcome) == (body["error"]["share_id"], outcome)
+    assert gw.partner.received == []
+    [failed] = [entry for entry in logs if entry["event"] == "upstream_send_failed"]
+    assert failed["error"] == "UnicodeError"
+    assert "13800138000" not in repr(logs)
 
 
 async def test_partner_429_comes_back_with_retry_after(make_gateway: GatewayFactory) -> None:
