@@ -161,7 +161,8 @@ class _Connection(asyncio.Protocol):
         self._head_bytes = 0  # received while the final answer's head is incomplete
         self._framing = 0  # received after the head since the last body bytes: chunk
         # framing and trailer fields, which no other cap bounds
-        self._head_fields = 0  # the header fields' bytes, interim answers' included
+        self._head_fields = 0  # the status lines' and header fields' bytes, interim answers'
+        # included
         self._in_head = True  # header fields after the head are trailers, never headers
         self._complete = True  # no exchange in progress: any byte that arrives is unasked for
         self._tls = False
@@ -225,15 +226,23 @@ class _Connection(asyncio.Protocol):
         self._headers, self._body, self._size, self._status = [], [], 0, None
         self._in_head = True
 
+    def on_status(self, reason: bytes) -> None:
+        # The status line is part of the head: a long reason phrase that arrives in the same
+        # read as the end of the head is never caught by the check after each read.
+        self._count_head(len(reason) + len(b"HTTP/1.1 200 \r\n"))
+
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._in_head:
             # Counted field by field too: a head that arrives whole in one read is never
             # caught by the check after each read.
-            self._head_fields += len(name) + len(value) + 4
-            if self._head_fields > MAX_ANSWER_HEAD_BYTES:
-                raise _Broken(_too_large(f"its head exceeds {MAX_ANSWER_HEAD_BYTES} bytes"))
+            self._count_head(len(name) + len(value) + 4)
             self._headers.append((name, value))
         # else a trailer field of a chunked body: discarded, never taken for a header
+
+    def _count_head(self, size: int) -> None:
+        self._head_fields += size
+        if self._head_fields > MAX_ANSWER_HEAD_BYTES:
+            raise _Broken(_too_large(f"its head exceeds {MAX_ANSWER_HEAD_BYTES} bytes"))
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()

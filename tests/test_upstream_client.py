@@ -410,6 +410,23 @@ async def test_a_head_past_its_cap_is_refused_when_it_arrives_whole(
     assert caught.value.error.code == "upstream_error"
 
 
+@pytest.mark.parametrize("interim", [False, True], ids=["final", "interim"])
+async def test_a_head_past_its_cap_in_its_reason_phrase_is_refused_when_it_arrives_whole(
+    client: HttpUpstream, partner: RawPartner, interim: bool
+) -> None:
+    reason = b"R" * (upstream_module.MAX_ANSWER_HEAD_BYTES + 100)
+    head = b"HTTP/1.1 103 " + reason + b"\r\n\r\n" if interim else b""
+    final = b"HTTP/1.1 200 " + (b"OK" if interim else reason)
+    partner.script = writes(head + final + b"\r\nContent-Length: 2\r\n\r\n{}")
+    with pytest.raises(UpstreamFailure) as caught:
+        await client.send(request_to(url(partner)))
+    assert (caught.value.failure, caught.value.error.code) == (
+        "possibly_delivered",
+        "upstream_error",
+    )
+    assert "too large" in caught.value.error.message
+
+
 @pytest.mark.parametrize("status", [b"204 No Content", b"304 Not Modified"])
 async def test_an_empty_answer_with_a_content_coding_is_empty(
     client: HttpUpstream, partner: RawPartner, status: bytes
