@@ -14,7 +14,7 @@ import re
 import ssl
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal, NamedTuple, Protocol, cast
@@ -145,8 +145,9 @@ class _Broken(Exception):
 class _Connection(asyncio.Protocol):
     """One keep-alive connection: one request at a time, its answer parsed as it arrives."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, closed: Callable[[], None]) -> None:
         self._loop = loop
+        self._closed = closed  # gives back the connection's place under the client's ceiling
         self.transport: asyncio.Transport | None = None
         self.idle_since = 0.0
         self.reusable = False  # set when an answer completed cleanly on a kept-alive connection
@@ -215,6 +216,7 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.reusable = False
         self.transport = None
+        self._closed()
         self._fail(_Broken(_unreadable()))
 
     # -- llhttp callbacks ----------------------------------------------------------------------
@@ -307,6 +309,7 @@ class _Connection(asyncio.Protocol):
         self.reusable = False
         if self.transport is not None:
             self.transport.abort()
+        self._closed()
 
     def _ends_at_close(self) -> bool:
         # An answer with neither a length nor chunking runs until the partner closes.
@@ -343,10 +346,18 @@ class _Connection(asyncio.Protocol):
         self._complete = True
         if self.transport is not None:
             self.transport.close()
+        self._closed()
 
 
 class HttpUpstream:
-    """Partners over HTTP(S), pooled keep-alive connections, at most `connections` in use at once.
+    """Partners over HTTP(S) on pooled keep-alive connections: at most `connections` open at
+    once (in use or idle), and at most `connections_per_origin` in use to one origin (default:
+    a quarter of `connections`, at least 1).
+
+    The cap per origin keeps a partner that hangs from holding every connection: shares to the
+    others still find one. A share that can reuse an idle connection to its origin takes it at
+    once; one that needs a new connection when all are open closes the longest idle one, of any
+    origin, or waits for one to close.
 
     A connection idle for `idle_timeout_s` is closed, before a partner's own keep-alive timeout
     would close it under a share (a share is never sent twice, so that race would fail it).
@@ -356,14 +367,26 @@ class HttpUpstream:
         self,
         *,
         connections: int = 256,
+        connections_per_origin: int | None = None,
         idle_timeout_s: float = 4.0,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        per_origin = connections_per_origin
+        if per_origin is None:
+            per_origin = max(1, connections // 4)
+        if not 1 <= per_origin <= connections:
+            raise ValueError("connections_per_origin must be between 1 and connections")
         self._connections = connections
+        self._per_origin = per_origin
         self._idle_timeout_s = idle_timeout_s
         self._ssl = ssl_context
         self._idle: dict[Origin, deque[_Connection]] = {}
+        # One place per open connection, held from connecting until the connection closes.
         self._slots: asyncio.Semaphore | None = None
+        self._waiting_to_open = 0
+        # Shares in progress per origin; one entry for each origin ever called, as many as the
+        # contracts have named since start.
+        self._in_use: dict[Origin, asyncio.Semaphore] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -385,6 +408,7 @@ class HttpUpstream:
                 connection.abort()
         self._idle.clear()
         self._slots = None
+        self._in_use.clear()
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
         slots = self._slots
@@ -404,12 +428,16 @@ class HttpUpstream:
             data = _request_bytes(origin, target, request)
         except ValueError as exc:
             raise failed(UpstreamError(str(exc)), "error") from exc
+        in_use = self._in_use.get(origin)
+        if in_use is None:
+            in_use = self._in_use[origin] = asyncio.Semaphore(self._per_origin)
         try:
-            async with asyncio.timeout(request.timeout_s), slots:
+            # Waiting for this origin's own connections only, never behind another partner's.
+            async with asyncio.timeout(request.timeout_s), in_use:
                 connection = self._pooled(origin)
                 if connection is None:
                     try:
-                        connection = await self._connect(origin)
+                        connection = await self._connect(origin, slots)
                     except (OSError, ValueError) as exc:
                         # ValueError: a host name the resolver cannot encode (an empty label,
                         # one over 63 characters). No connection either way: nothing was sent.
@@ -477,29 +505,61 @@ class HttpUpstream:
             connection.abort()
         return None
 
-    async def _connect(self, origin: Origin) -> _Connection:
+    async def _connect(self, origin: Origin, slots: asyncio.Semaphore) -> _Connection:
         loop = self._loop
         assert loop is not None
+        if slots.locked():
+            # Every connection the ceiling allows is open: an idle one makes room.
+            self._close_longest_idle()
+        self._waiting_to_open += 1
+        try:
+            await slots.acquire()
+        finally:
+            self._waiting_to_open -= 1
+        held = True
+
+        def closed() -> None:
+            # Called on every way a connection ends (abort, close, lost): the place is given
+            # back once.
+            nonlocal held
+            if held:
+                held = False
+                slots.release()
+
         secure = origin.scheme == "https"
-        _, connection = await loop.create_connection(
-            lambda: _Connection(loop),
-            origin.host,
-            origin.port,
-            ssl=self._ssl if secure else None,
-            server_hostname=origin.host if secure else None,
-        )
+        try:
+            _, connection = await loop.create_connection(
+                lambda: _Connection(loop, closed),
+                origin.host,
+                origin.port,
+                ssl=self._ssl if secure else None,
+                server_hostname=origin.host if secure else None,
+            )
+        except BaseException:
+            closed()  # no connection came of it (or it was closed on the way)
+            raise
         return connection
 
+    def _close_longest_idle(self) -> None:
+        oldest: deque[_Connection] | None = None
+        for pool in self._idle.values():
+            if pool and (oldest is None or pool[0].idle_since < oldest[0].idle_since):
+                oldest = pool
+        if oldest is not None:
+            oldest.popleft().abort()
+
     def _release(self, origin: Origin, connection: _Connection) -> None:
-        if not connection.reusable or self._slots is None:  # or the client closed meanwhile
-            connection.abort()
+        # A share waiting for a place to open a connection gets this one's: kept idle, it
+        # would hold that place for a partner nobody is calling right now.
+        if not connection.reusable or self._slots is None or self._waiting_to_open:
+            connection.abort()  # (the client may also have closed meanwhile)
             return
         connection.idle_since = _clock()
         pool = self._idle.get(origin)
         if pool is None:
             pool = self._idle[origin] = deque()
         pool.append(connection)
-        if len(pool) > self._connections:
+        if len(pool) > self._per_origin:
             pool.popleft().abort()
 
     async def _sweep(self) -> None:

@@ -169,7 +169,7 @@ async def test_no_more_than_the_connection_limit_is_in_use(partner: RawPartner) 
         return await answer_ok(raw, reader, writer)
 
     partner.script = slow
-    upstream = HttpUpstream(connections=2)
+    upstream = HttpUpstream(connections=2, connections_per_origin=2)
     await upstream.start()
     try:
         sends = [asyncio.create_task(upstream.send(request_to(url(partner)))) for _ in range(5)]
@@ -183,6 +183,115 @@ async def test_no_more_than_the_connection_limit_is_in_use(partner: RawPartner) 
     assert [r.status for r in responses] == [200] * 5
     assert most_in_flight == 2
     assert partner.connections == 2
+
+
+async def hang(raw: RawPartner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    await raw.release.wait()
+    return False
+
+
+@pytest.fixture
+async def hanging() -> AsyncIterator[RawPartner]:
+    server = await RawPartner().start()
+    server.script = hang
+    yield server
+    await server.close()
+
+
+async def test_a_hanging_partner_holds_only_its_own_connections(
+    partner: RawPartner, hanging: RawPartner
+) -> None:
+    upstream = HttpUpstream(connections=4)  # at most 1 in use to one origin
+    await upstream.start()
+    stuck = [
+        asyncio.create_task(upstream.send(request_to(url(hanging), timeout_s=BOUND_S)))
+        for _ in range(4)
+    ]
+    try:
+        async with asyncio.timeout(BOUND_S):
+            while not hanging.requests:  # noqa: ASYNC110 - the hanging partner's cap reached
+                await asyncio.sleep(0.01)
+        # Three shares to the hanging partner wait for its one connection; the healthy
+        # partner is reached at once, well within its deadline.
+        response = await upstream.send(request_to(url(partner), timeout_s=BOUND_S / 2))
+        assert response.status == 200
+        assert hanging.connections == 1
+        assert not any(task.done() for task in stuck)
+    finally:
+        for task in stuck:
+            task.cancel()
+        await asyncio.gather(*stuck, return_exceptions=True)
+        await upstream.close()
+
+
+async def test_connections_kept_idle_make_room_for_another_partner(
+    partner: RawPartner, hanging: RawPartner
+) -> None:
+    # Both places under the ceiling are held by idle connections to `partner`: a share to
+    # another partner closes one of them rather than wait for its deadline.
+    release = asyncio.Event()
+
+    async def slow(
+        raw: RawPartner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        await release.wait()
+        return await answer_ok(raw, reader, writer)
+
+    partner.script = slow
+    other = await RawPartner().start()
+    upstream = HttpUpstream(connections=2, connections_per_origin=2)
+    await upstream.start()
+    try:
+        two = [asyncio.create_task(upstream.send(request_to(url(partner)))) for _ in range(2)]
+        async with asyncio.timeout(BOUND_S):
+            while len(partner.requests) < 2:  # noqa: ASYNC110 - both connections open
+                await asyncio.sleep(0.01)
+        release.set()
+        await asyncio.gather(*two)  # both connections now idle, in the pool
+        response = await upstream.send(request_to(url(other), timeout_s=BOUND_S / 2))
+        assert response.status == 200
+        # One idle connection was closed for it; the other still serves `partner`.
+        await upstream.send(request_to(url(partner)))
+        assert (partner.connections, other.connections) == (2, 1)
+    finally:
+        await upstream.close()
+        await other.close()
+
+
+async def test_the_ceiling_counts_every_open_connection(hanging: RawPartner) -> None:
+    others = [await RawPartner().start() for _ in range(2)]
+    for other in others:
+        other.script = hang
+    upstream = HttpUpstream(connections=2, connections_per_origin=1)
+    await upstream.start()
+    stuck = [
+        asyncio.create_task(upstream.send(request_to(url(server), timeout_s=BOUND_S)))
+        for server in (hanging, others[0])
+    ]
+    try:
+        async with asyncio.timeout(BOUND_S):
+            while hanging.connections + others[0].connections < 2:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        # Both places are in use: a third partner waits for one, and nothing reaches it.
+        with pytest.raises(UpstreamFailure) as caught:
+            await upstream.send(request_to(url(others[1]), timeout_s=0.2))
+        assert (caught.value.failure, caught.value.error.status) == ("error", 504)
+        assert others[1].connections == 0
+    finally:
+        for task in stuck:
+            task.cancel()
+        await asyncio.gather(*stuck, return_exceptions=True)
+        await upstream.close()
+        for other in others:
+            await other.close()
+
+
+@pytest.mark.parametrize(("connections", "per_origin"), [(4, 5), (4, 0)])
+def test_the_cap_per_origin_lies_between_one_and_the_ceiling(
+    connections: int, per_origin: int
+) -> None:
+    with pytest.raises(ValueError, match="connections_per_origin"):
+        HttpUpstream(connections=connections, connections_per_origin=per_origin)
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "POST"])
