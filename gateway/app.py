@@ -149,7 +149,10 @@ async def build_runtime(
         except AuthConfigError as exc:
             raise StartupError([str(exc)]) from exc
         if upstream is None:
-            http = HttpUpstream()
+            http = HttpUpstream(
+                connections=settings.limits.max_upstream_connections,
+                connections_per_origin=settings.limits.max_upstream_connections_per_origin,
+            )
             await http.start()
             opened.push_async_callback(http.close)
             upstream = http

@@ -124,9 +124,22 @@ class LimitsSettings(_Section):
     keepalive_timeout_s: float = Field(default=15, ge=0, le=MAX_KEEPALIVE_TIMEOUT_S)
     max_connections: int = Field(default=1024, ge=1)
     max_pending_requests: int = Field(default=512, ge=1)
+    # Connections to partners: open at once (in use or idle), and in use to one origin. The
+    # second below the first keeps partners that hang from holding every connection.
+    max_upstream_connections: int = Field(default=256, ge=1)
+    max_upstream_connections_per_origin: int = Field(default=64, ge=1)
     max_line_size: int = Field(default=8190, ge=256)
     max_field_size: int = Field(default=8190, ge=256)
     max_headers: int = Field(default=64, ge=8)
+
+    @model_validator(mode="after")
+    def _origin_cap_within_ceiling(self) -> Self:
+        if self.max_upstream_connections_per_origin > self.max_upstream_connections:
+            raise ValueError(
+                f"max_upstream_connections_per_origin ({self.max_upstream_connections_per_origin})"
+                f" must not exceed max_upstream_connections ({self.max_upstream_connections})"
+            )
+        return self
 
 
 class Settings(BaseModel):

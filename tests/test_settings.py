@@ -27,6 +27,8 @@ def test_every_setting_has_a_safe_default(tmp_path: Path, monkeypatch: pytest.Mo
     assert settings.share_log.retention_days == 1095
     assert settings.limits.max_body_bytes == 1_048_576
     assert settings.limits.max_json_depth == 64
+    assert settings.limits.max_upstream_connections == 256
+    assert settings.limits.max_upstream_connections_per_origin == 64
     assert settings.contracts_dir == tmp_path / "contracts"
 
 
@@ -136,6 +138,12 @@ def test_a_bad_override_is_reported_under_its_variable(
         ),
         # Deeper than orjson writes: a document read at that depth could not be passed on.
         ("limits: {max_json_depth: 255}\n", "limits.max_json_depth"),
+        # A cap per origin above the ceiling would let one hanging partner hold every connection.
+        (
+            "limits: {max_upstream_connections: 32}\n",
+            "limits: Value error, max_upstream_connections_per_origin (64) must not exceed "
+            "max_upstream_connections (32)",
+        ),
         ("- a list\n", "mapping"),
         ("listen: {port: [\n", "not valid YAML"),
     ],

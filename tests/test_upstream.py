@@ -311,6 +311,35 @@ async def test_each_outcome_is_linked_to_its_record(make_gateway: GatewayFactory
     assert all(o.bytes_received == len(b'{"score":200}') for o in gw.log.outcomes)
 
 
+@pytest.mark.parametrize(
+    ("limits", "expected"),
+    [
+        ({}, {"connections": 256, "connections_per_origin": 64}),
+        (
+            {"max_upstream_connections": 40, "max_upstream_connections_per_origin": 10},
+            {"connections": 40, "connections_per_origin": 10},
+        ),
+    ],
+)
+async def test_the_partner_client_takes_its_connection_limits_from_the_settings(
+    make_gateway: GatewayFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    limits: dict[str, int],
+    expected: dict[str, int],
+) -> None:
+    made: list[dict[str, Any]] = []
+
+    class Recorded(HttpUpstream):
+        def __init__(self, **options: Any) -> None:
+            made.append(options)
+            super().__init__(**options)
+
+    monkeypatch.setattr("gateway.app.HttpUpstream", Recorded)
+    gw = await make_gateway(settings={"limits": limits})
+    assert isinstance(gw.runtime.upstream, Recorded)
+    assert made == [expected]
+
+
 # --- HttpUpstream on its own ---------------------------------------------------------------------
 
 
