@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import socket
 import ssl
 import time
 from collections import deque
@@ -311,6 +312,24 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
         self._closed()
 
+    def quiet(self) -> bool:
+        """Whether nothing is waiting to be read: no byte and no close since the last answer.
+
+        `data_received` closes a connection on bytes nobody asked for, but only once the event
+        loop has read them; bytes (or a close) already on the socket would otherwise be read as
+        the next share's answer, or fail it.
+        """
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return False
+        # Over TLS, records decrypted and not yet handed over; the socket is checked as well, as
+        # any record waiting there (a second answer, the partner's close_notify) is unasked for.
+        ssl_object = transport.get_extra_info("ssl_object")
+        if isinstance(ssl_object, ssl.SSLObject) and ssl_object.pending():
+            return False
+        sock = transport.get_extra_info("socket")
+        return sock is None or not _waiting(sock)
+
     def _ends_at_close(self) -> bool:
         # An answer with neither a length nor chunking runs until the partner closes.
         if self._status is None:
@@ -347,6 +366,34 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
         self._closed()
+
+
+class _Socket(Protocol):
+    """What asyncio lends out of a transport's socket (`get_extra_info("socket")`)."""
+
+    @property
+    def family(self) -> int: ...
+    @property
+    def type(self) -> int: ...
+    @property
+    def proto(self) -> int: ...
+    def fileno(self) -> int: ...
+
+
+def _waiting(sock: _Socket) -> bool:
+    """Whether a byte or the end of the stream waits on `sock`, read without taking it."""
+    # asyncio lends out its socket without `recv`: a second socket object on the same
+    # descriptor peeks, and is detached so that it never closes what it does not own.
+    probe = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.fileno())
+    try:
+        probe.recv(1, socket.MSG_PEEK | getattr(socket, "MSG_DONTWAIT", 0))
+    except (BlockingIOError, InterruptedError):
+        return False  # nothing there: the connection is as the last answer left it
+    except OSError:
+        return True  # a reset waiting: no use either
+    finally:
+        probe.detach()
+    return True  # a byte nobody asked for, or b"": the partner closed
 
 
 class HttpUpstream:
@@ -496,11 +543,7 @@ class HttpUpstream:
         fresh_since = _clock() - self._idle_timeout_s
         while pool:
             connection = pool.pop()  # the most recently used: the least likely to be stale
-            if (
-                connection.reusable
-                and connection.transport is not None
-                and connection.idle_since >= fresh_since
-            ):
+            if connection.reusable and connection.idle_since >= fresh_since and connection.quiet():
                 return connection
             connection.abort()
         return None

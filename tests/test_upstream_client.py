@@ -359,6 +359,38 @@ async def test_a_second_answer_in_the_same_packet_drops_the_connection(
     assert partner.connections == 2
 
 
+def numbered(n: int) -> bytes:
+    body = b'{"n": %d}' % n
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
+@pytest.mark.parametrize("after", ["second_answer", "close"])
+async def test_a_pooled_connection_with_anything_waiting_on_it_is_not_reused(
+    client: HttpUpstream, partner: RawPartner, after: str
+) -> None:
+    writers: list[asyncio.StreamWriter] = []
+
+    async def counting(
+        raw: RawPartner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        writers.append(writer)
+        writer.write(numbered(len(raw.requests)))
+        await writer.drain()
+        return True
+
+    partner.script = counting
+    first = await client.send(request_to(url(partner)))
+    # What the partner sends after the first answer, on the now idle connection: written to
+    # the socket at once, and not yet read by the gateway, which has not yielded since.
+    if after == "second_answer":
+        writers[0].write(numbered(1))  # the first share answered twice
+    else:
+        writers[0].get_extra_info("socket").shutdown(socket.SHUT_WR)  # the partner hangs up
+    second = await client.send(request_to(url(partner)))
+    assert (first.body, second.body) == (b'{"n": 1}', b'{"n": 2}')
+    assert partner.connections == 2  # the second share went over a new connection
+
+
 async def test_two_content_codings_are_refused(client: HttpUpstream, partner: RawPartner) -> None:
     partner.script = writes(
         b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Encoding: gzip\r\n"
@@ -726,3 +758,35 @@ async def test_a_host_the_resolver_cannot_encode_is_a_failed_connection(
         await client.send(request_to(f"http://{host}/v1/x"))
     assert (caught.value.failure, caught.value.status) == ("error", None)
     assert caught.value.error.code == "upstream_error"
+
+
+@pytest.mark.parametrize("after", ["second_answer", "close"])
+async def test_a_pooled_tls_connection_with_anything_waiting_on_it_is_not_reused(
+    tls_partner: tuple[RawPartner, Path], after: str
+) -> None:
+    partner, cert = tls_partner
+    writers: list[asyncio.StreamWriter] = []
+
+    async def counting(
+        raw: RawPartner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        writers.append(writer)
+        writer.write(numbered(len(raw.requests)))
+        await writer.drain()
+        return True
+
+    partner.script = counting
+    upstream = HttpUpstream(ssl_context=ssl.create_default_context(cafile=str(cert)))
+    await upstream.start()
+    try:
+        first = await upstream.send(request_to(url(partner, scheme="https")))
+        # As over plain TCP: the record is on the gateway's socket, not yet read.
+        if after == "second_answer":
+            writers[0].write(numbered(1))
+        else:
+            writers[0].get_extra_info("socket").shutdown(socket.SHUT_WR)
+        second = await upstream.send(request_to(url(partner, scheme="https")))
+    finally:
+        await upstream.close()
+    assert (first.body, second.body) == (b'{"n": 1}', b'{"n": 2}')
+    assert partner.connections == 2
