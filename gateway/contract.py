@@ -816,6 +816,9 @@ class Upstream(_Model):
     location: CountryCode
     timeout_s: float = Field(default=10, gt=0, le=300, strict=True)
     auth: UpstreamAuth = NoAuth(type="none")
+    # false for a partner known to answer one request twice: on a reused connection, a late
+    # second answer would be read as the next share's.
+    reuse_connections: StrictBool = True
 
 
 class CrossBorder(_Model):

@@ -447,6 +447,7 @@ def upstream_request(flow: Flow, runtime: Runtime) -> UpstreamRequest:
         body=flow.body,
         timeout_s=partner.timeout_s,
         max_response_bytes=runtime.settings.limits.max_response_bytes,
+        reuse_connection=partner.reuse_connections,
     )
 
 

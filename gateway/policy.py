@@ -60,6 +60,7 @@ class PartnerPolicy:
     loaded: LoadedContract
     base_url: str  # without a trailing slash
     timeout_s: float
+    reuse_connections: bool  # false: each share on a connection of its own
     upstream_headers: tuple[tuple[str, str], ...]  # credentials and the agreement's terms
     purposes: frozenset[str]
     routes: RouteTable[RoutePolicy]
@@ -231,6 +232,7 @@ def compile_policy(
             loaded=loaded,
             base_url=contract.upstream.base_url.rstrip("/"),
             timeout_s=contract.upstream.timeout_s,
+            reuse_connections=contract.upstream.reuse_connections,
             upstream_headers=tuple(headers),
             purposes=frozenset(contract.purposes),
             routes=RouteTable.build((r.method, r.template, r) for r in routes),

@@ -37,6 +37,8 @@ class UpstreamRequest:
     body: bytes | None
     timeout_s: float
     max_response_bytes: int
+    # False: a new connection, `Connection: close`, and closed after the answer.
+    reuse_connection: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +123,8 @@ def _request_bytes(origin: Origin, target: str, request: UpstreamRequest) -> byt
     body = request.body
     if body is not None or request.method in _BODY_METHODS:
         lines.append(f"Content-Length: {len(body or b'')}")
+    if not request.reuse_connection:
+        lines.append("Connection: close")
     head = "\r\n".join(lines)
     # Header values came in as text decoded from bytes; the same bytes go out.
     return head.encode("utf-8", "surrogateescape") + b"\r\n\r\n" + (body or b"")
@@ -481,7 +485,7 @@ class HttpUpstream:
         try:
             # Waiting for this origin's own connections only, never behind another partner's.
             async with asyncio.timeout(request.timeout_s), in_use:
-                connection = self._pooled(origin)
+                connection = self._pooled(origin) if request.reuse_connection else None
                 if connection is None:
                     try:
                         connection = await self._connect(origin, slots)
@@ -494,7 +498,10 @@ class HttpUpstream:
                 waiter = connection.send(data, request.max_response_bytes)
                 sent = True
                 answer = await waiter
-                self._release(origin, connection)
+                if request.reuse_connection:
+                    self._release(origin, connection)
+                else:
+                    connection.abort()
                 encodings = answer.headers.getall("Content-Encoding", [])
                 if len(encodings) > 1:
                     raise _Broken(UpstreamError("the partner's answer has two content codings"))

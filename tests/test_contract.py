@@ -73,6 +73,7 @@ def test_defaults_of_a_minimal_contract() -> None:
     contract = Contract.model_validate(CONTRACT)
     assert contract.upstream.timeout_s == 10
     assert contract.upstream.auth == NoAuth(type="none")
+    assert contract.upstream.reuse_connections is True
     terms = contract.terms
     assert terms.onward_transfer is False
     assert terms.cross_border.allowed is False
@@ -303,6 +304,10 @@ def test_auth_header_may_be_authorization() -> None:
         ({"timeout_s": 0}, ("upstream.timeout_s", "Input should be greater than 0")),
         ({"timeout_s": 301}, ("upstream.timeout_s", "Input should be less than or equal to 300")),
         ({"timeout_s": "10"}, ("upstream.timeout_s", "Input should be a valid number")),
+        (
+            {"reuse_connections": "no"},
+            ("upstream.reuse_connections", "Input should be a valid boolean"),
+        ),
     ],
 )
 def test_upstream_values(changes: dict[str, object], problem: tuple[str, str]) -> None:

@@ -391,6 +391,31 @@ async def test_a_pooled_connection_with_anything_waiting_on_it_is_not_reused(
     assert partner.connections == 2  # the second share went over a new connection
 
 
+async def test_a_late_second_answer_never_reaches_a_share_on_a_connection_of_its_own(
+    client: HttpUpstream, partner: RawPartner
+) -> None:
+    # The residual race of keep-alive: a second answer that comes after the next share went
+    # out on the same connection. Without reuse, there is no next share on that connection.
+    async def twice(
+        raw: RawPartner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        writer.write(numbered(len(raw.requests)))
+        await writer.drain()
+        if len(raw.requests) == 1:
+            with contextlib.suppress(ConnectionError):
+                await asyncio.sleep(0.02)
+                writer.write(numbered(1))
+                await writer.drain()
+        return True
+
+    partner.script = twice
+    first = await client.send(request_to(url(partner), reuse_connection=False))
+    second = await client.send(request_to(url(partner), reuse_connection=False))
+    assert (first.body, second.body) == (b'{"n": 1}', b'{"n": 2}')
+    assert partner.connections == 2
+    assert [r.header_values("Connection") for r in partner.requests] == [["close"]] * 2
+
+
 async def test_two_content_codings_are_refused(client: HttpUpstream, partner: RawPartner) -> None:
     partner.script = writes(
         b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Encoding: gzip\r\n"

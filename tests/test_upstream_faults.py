@@ -604,6 +604,34 @@ async def test_an_answer_nobody_asked_for_never_reaches_the_next_share(
     assert partner.connections == 2  # the connection that carried the stray answer was dropped
 
 
+async def test_a_partner_that_reuses_no_connection_gets_each_share_on_its_own(
+    make_gateway: GatewayFactory,
+) -> None:
+    # `reuse_connections: false`: a second answer that comes late, once the next share is on
+    # its way, has no share to reach.
+    gw = await make_gateway([contract(upstream={"reuse_connections": False})])
+    partner = raw(gw)
+
+    async def twice(
+        partner: RawPartner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        number = len(partner.requests)
+        writer.write(numbered_answer(number))
+        await writer.drain()
+        if number == 1:
+            with contextlib.suppress(ConnectionError):
+                await asyncio.sleep(0.02)  # the next share has gone out by now
+                writer.write(numbered_answer(666))
+                await writer.drain()
+        return True
+
+    partner.script = twice
+    answers = [await share(gw), await share(gw)]
+    assert [(a.status, a.body) for a in answers] == [(200, b'{"score":1}'), (200, b'{"score":2}')]
+    assert partner.connections == 2
+    assert [r.header_values("Connection") for r in partner.requests] == [["close"]] * 2
+
+
 def _samples(text: str, name: str) -> dict[str, float]:
     """The acme samples of one metric in Prometheus text, by their other labels."""
     found: dict[str, float] = {}
