@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import unicodedata
+
+from gateway.pii import resident_id_number
 
 
 def derive_key(master: bytes, label: str) -> bytes:
@@ -22,6 +25,25 @@ def subject_ref_key(master: bytes) -> bytes:
 
 def keyed_hash(key: bytes, value: str) -> str:
     return hmac.digest(key, value.encode("utf-8", "surrogatepass"), "sha256").hex()
+
+
+def canonical_subject_id(subject_id: str) -> str:
+    """The one spelling of a subject id its reference is made from.
+
+    A share, a consent grant and an access request name one person in whatever way each was
+    written: with a space at the end, in decomposed Unicode (NFD, as some systems store
+    names), a resident ID number in groups or with a lower-case `x`. Each must lead to the
+    same reference, or `logs subject` misses shares and a withdrawal misses the grant it
+    ends. An id already written this way is unchanged, so references made before stay valid.
+    """
+    value = unicodedata.normalize("NFC", subject_id).strip()
+    return resident_id_number(value) or value
+
+
+def subject_ref(key: bytes, subject_id: str) -> str:
+    """The keyed reference of a data subject (`key`: `subject_ref_key`), as the share log and
+    the consent registry hold it: every subject reference is made here."""
+    return keyed_hash(key, canonical_subject_id(subject_id))
 
 
 def shares_cursor_key(master: bytes) -> bytes:

@@ -582,6 +582,26 @@ def birth_date_from_id(value: str) -> dt.date | None:
     return None
 
 
+def resident_id_number(value: str) -> str | None:
+    """`value` as the one resident ID number it is written as, or None if it is none: without
+    the separators and invisible characters `birth_date_from_id` reads past, digits folded,
+    the check digit `X` in upper case. Every way of writing one number gives one string.
+
+    A number of 18 laid out like a resident ID number counts whatever its check digit, as
+    for cards and credit codes (`_looks_like_id`): a mistyped number is still the number a
+    share named, and written in groups it must not pass for another.
+    """
+    if len(value) < 15:
+        return None
+    if not (value.isascii() and value.isalnum()):
+        value = value.translate(_ID_READ)
+    if len(value) == 18 and _ID_SHAPE.fullmatch(value) and _looks_like_id(value):
+        return value.upper()
+    if len(value) == 15 and _OLD_ID_SHAPE.fullmatch(value) and _old_id_birth_date(value):
+        return value
+    return None
+
+
 def _luhn_ok(digits: str) -> bool:
     total = sum(map(int, digits[-1::-2])) + sum(
         map(_LUHN_DOUBLED.__getitem__, map(int, digits[-2::-2]))
