@@ -20,7 +20,7 @@ import orjson
 
 from gateway.fieldfilter import loggable_key
 from gateway.files import create_private
-from gateway.keys import keyed_hash
+from gateway.keys import canonical_subject_id, subject_ref
 from gateway.pii import scan
 
 if TYPE_CHECKING:
@@ -281,7 +281,7 @@ def _parse_row(raw: Mapping[str, object], zone: tzinfo) -> _Row | list[str]:
 
 def _check_call(subject_id: str, partner: str, purpose: str, reference: str) -> None:
     """The checks an imported row gets, for the Python API's arguments."""
-    problems = [] if subject_id else ["subject: must not be empty"]
+    problems = [] if canonical_subject_id(subject_id) else ["subject: must not be empty"]
     problems += _name_problems(partner, purpose)
     if not reference or len(reference) > MAX_FIELD_CHARS:
         problems.append(f"reference: must be 1-{MAX_FIELD_CHARS} characters")
@@ -387,7 +387,9 @@ class ConsentRegistry:
             self._writer.close()
 
     def subject_ref(self, subject_id: str) -> str:
-        return keyed_hash(self._key, subject_id)
+        """Every grant, withdrawal and lookup is keyed by this: one person's id in any spelling
+        (`canonical_subject_id`) finds the same grants, and a withdrawal ends them."""
+        return subject_ref(self._key, subject_id)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -863,6 +865,10 @@ def _status(grant: Grant, now: datetime) -> str:
 
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+    if not canonical_subject_id(args.subject):
+        # Its reference would be no one's: "no consent grants recorded" would be a false answer.
+        print("the subject id is empty", file=sys.stderr)
+        return EXIT_USAGE
     registry = _open(settings, existing=True)
     if isinstance(registry, int):
         return registry

@@ -28,7 +28,7 @@ from gateway.errors import (
     ShareLogChanged,
 )
 from gateway.jsonbody import check_json_content_type, parse_json
-from gateway.keys import keyed_hash, shares_cursor_key
+from gateway.keys import canonical_subject_id, shares_cursor_key, subject_ref
 from gateway.metrics import REGISTRY
 from gateway.pipeline import caller_of, error_response
 from gateway.runtime import RUNTIME, Runtime, StartupError
@@ -185,13 +185,13 @@ async def shares(request: web.Request, runtime: Runtime) -> web.StreamResponse:
         # As the CLI refuses it: a misspelt decision would read as "none of those".
         raise MalformedRequest(f"decision must be one of {', '.join(sorted(DECISIONS))}")
     subject = params.get("subject")
-    if subject is not None and not subject:
+    if subject is not None and not canonical_subject_id(subject):
         # Dropped, an empty subject would list everyone's shares as one person's.
         raise MalformedRequest("subject must not be empty")
-    subject_ref = keyed_hash(runtime.subject_key, subject) if subject is not None else None
+    ref = subject_ref(runtime.subject_key, subject) if subject is not None else None
     filters = {name: params[name] for name in SHARE_FILTERS if name in params}
     key = shares_cursor_key(runtime.master_key)
-    bound = _cursor_binding(params, subject_ref)
+    bound = _cursor_binding(params, ref)
     after = None
     if "cursor" in params:
         after, since, until = _read_cursor(key, bound, params["cursor"])
@@ -202,7 +202,7 @@ async def shares(request: web.Request, runtime: Runtime) -> web.StreamResponse:
             **filters,
             since=since,
             until=until,
-            subject_ref=subject_ref,
+            subject_ref=ref,
             limit=limit,
             after=after,
         )
@@ -212,10 +212,8 @@ async def shares(request: web.Request, runtime: Runtime) -> web.StreamResponse:
             "gone: start again from the first page"
         ) from exc
     cursor = None if position is None else _write_cursor(key, bound, position, since, until)
-    if subject_ref is not None:
-        _audit(
-            caller, request, subject_ref=subject_ref, rows=len(rows), continued=after is not None
-        )
+    if ref is not None:
+        _audit(caller, request, subject_ref=ref, rows=len(rows), continued=after is not None)
     return _json({"shares": rows, "limit": limit, "next": cursor})
 
 
@@ -362,7 +360,7 @@ async def consent(request: web.Request, runtime: Runtime) -> web.StreamResponse:
             # as an answer about two.
             raise MalformedRequest("GET /_gateway/consent takes exactly one ?subject=ID")
         subject = request.query["subject"]
-        if not subject:
+        if not canonical_subject_id(subject):
             raise MalformedRequest("GET /_gateway/consent needs ?subject=ID")
         grants = await asyncio.to_thread(grants_json, registry, subject)
         subject_ref = registry.subject_ref(subject)

@@ -41,7 +41,7 @@ from gateway.jsonbody import (
     parse_json,
     parse_media_type,
 )
-from gateway.keys import keyed_hash
+from gateway.keys import subject_ref
 from gateway.logconfig import error_location
 from gateway.pii import IP
 from gateway.policy import BASE_REQUEST_HEADERS, PartnerPolicy, Policy, RoutePolicy
@@ -418,7 +418,7 @@ def _identify_subjects(
     flow.records = (len(flow.subjects) if named else 0) or int(personal)
     key = runtime.subject_key
     flow.subject_refs = tuple(
-        dict.fromkeys(keyed_hash(key, s.id) for s in flow.subjects if s.id is not None)
+        dict.fromkeys(subject_ref(key, s.id) for s in flow.subjects if s.id is not None)
     )
 
 

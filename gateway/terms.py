@@ -24,6 +24,7 @@ from gateway.errors import (
 )
 from gateway.fieldfilter import query_parameter, select
 from gateway.jsonbody import JSONValue
+from gateway.keys import canonical_subject_id
 from gateway.pii import birth_date_from_id
 
 if TYPE_CHECKING:
@@ -119,9 +120,12 @@ def _values(
 
 
 def _as_id(value: JSONValue) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+    """The subject id a value names, in its canonical spelling (the one its reference and its
+    consent are looked up by); None for no id, such as a string of spaces."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
         return None
-    return str(value)
+    # A JSON integer and the string of its digits name the same subject.
+    return canonical_subject_id(str(value)) or None
 
 
 def _birth_date(
@@ -582,11 +586,14 @@ class Terms:
 def _token_covers(claims: Mapping[str, object], subject: str, partner: str, purpose: str) -> bool:
     purposes = claims.get("purposes")
     jti = claims.get("jti")
+    sub = claims.get("sub")
     # Without a jti the share record could not say which consent it relied on.
     return (
         isinstance(jti, str)
         and jti != ""
-        and claims.get("sub") == subject
+        # `subject` is canonical already (`_as_id`); the consent service may spell it otherwise.
+        and isinstance(sub, str)
+        and canonical_subject_id(sub) == subject
         and claims.get("partner") == partner
         and isinstance(purposes, list)
         and purpose in purposes

@@ -3,12 +3,23 @@ consent registry, so `logs subject`, the admin API and consent find every share 
 
 from __future__ import annotations
 
+import copy
+import json
 import unicodedata
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import HASH_KEY
+from conftest import BASE_CONTRACT, HASH_KEY, Gateway, GatewayFactory, contract
+from tokens import SigningKey, mint, rsa_key
 
+from gateway.cli import build_parser
+from gateway.consent import ConsentRegistry
 from gateway.keys import canonical_subject_id, keyed_hash, subject_ref, subject_ref_key
+
+ADMIN = "gateway:admin"
+ASSESS = "/acme/v1/assess"
 
 # Valid resident ID numbers (division, date and check digit), one with the check digit X.
 ID_NUMBER = "110105198806052715"
@@ -66,3 +77,268 @@ def test_an_id_written_canonically_keeps_its_reference(subject_id: str) -> None:
 def test_spellings_of_one_id_are_one_canonical_id(written: str, canonical: str) -> None:
     assert canonical_subject_id(written) == canonical
     assert canonical_subject_id(canonical) == canonical
+
+
+def subject_route(subject: str) -> list[dict[str, Any]]:
+    routes: list[dict[str, Any]] = copy.deepcopy(BASE_CONTRACT["routes"])
+    routes[0]["subject"] = subject
+    return routes
+
+
+async def share_ids_for(
+    gw: Gateway, subject: str, capsys: pytest.CaptureFixture[str]
+) -> dict[str, list[str]]:
+    """The shares found for `subject` by `logs subject`, `logs query --subject` and the admin
+    API's `/_gateway/shares?subject=`."""
+    settings = gw.runtime.settings
+    found: dict[str, list[str]] = {}
+    for name, argv in (
+        ("logs subject", ["logs", "subject", subject]),
+        ("logs query", ["logs", "query", "--subject", subject, "--decision", "shared"]),
+    ):
+        args = build_parser().parse_args([*argv, "--format", "json"])
+        capsys.readouterr()  # the gateway's own log lines so far
+        assert args.handler(args, settings) == 0
+        found[name] = [row["share_id"] for row in json.loads(capsys.readouterr().out)]
+    admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
+    answer = await gw.client.get("/_gateway/shares", params={"subject": subject}, headers=admin)
+    assert answer.status == 200, await answer.text()
+    found["admin api"] = [row["share_id"] for row in (await answer.json())["shares"]]
+    return found
+
+
+@pytest.fixture
+def hash_key_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The commands read the master key as the gateway does: from the environment.
+    monkeypatch.setenv("SHARE_GATEWAY_HASH_KEY", HASH_KEY)
+
+
+@pytest.mark.usefixtures("hash_key_env")
+async def test_every_spelling_of_an_id_number_is_found_as_one_subject(
+    make_gateway: GatewayFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gw = await make_gateway(
+        [contract(routes=subject_route("applicant.id_number"))], durable_log=True
+    )
+    spellings = [
+        ID_NUMBER_X,
+        "11010519880605100x",
+        "110105 19880605 100X",
+        "110105-1988-0605-100x",
+        f"{ID_NUMBER_X} ",
+    ]
+    for spelling in spellings:
+        answer = await gw.share("POST", ASSESS, json={"applicant": {"id_number": spelling}})
+        assert answer.status == 200, await answer.text()
+    sent = [seen.headers["X-Share-Id"] for seen in gw.partner.received]
+    assert len(sent) == len(spellings)
+    for asked in ("110105 1988 0605 100x", ID_NUMBER_X):
+        found = await share_ids_for(gw, asked, capsys)
+        assert found == {"logs subject": sent, "logs query": sent, "admin api": sent}
+
+
+@pytest.mark.usefixtures("hash_key_env")
+async def test_a_mistyped_id_number_in_groups_is_found_as_one_subject(
+    make_gateway: GatewayFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gw = await make_gateway(
+        [contract(routes=subject_route("applicant.id_number"))], durable_log=True
+    )
+    for spelling in (MISTYPED, "110105 19880605 2719", "110105-1988-0605-2719"):
+        answer = await gw.share("POST", ASSESS, json={"applicant": {"id_number": spelling}})
+        assert answer.status == 200, await answer.text()
+    sent = [seen.headers["X-Share-Id"] for seen in gw.partner.received]
+    assert len(sent) == 3
+    found = await share_ids_for(gw, MISTYPED, capsys)
+    assert found == {"logs subject": sent, "logs query": sent, "admin api": sent}
+
+
+@pytest.mark.usefixtures("hash_key_env")
+async def test_a_name_in_nfd_or_with_spaces_around_it_is_one_subject(
+    make_gateway: GatewayFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gw = await make_gateway(durable_log=True)
+    for spelling in (NFC_NAME, NFD_NAME, f"{NFC_NAME} ", f"\t{NFD_NAME}"):
+        answer = await gw.share("POST", ASSESS, json={"applicant": {"user_id": spelling}})
+        assert answer.status == 200, await answer.text()
+    sent = [seen.headers["X-Share-Id"] for seen in gw.partner.received]
+    assert len(sent) == 4
+    for asked in (NFC_NAME, f"{NFD_NAME} "):
+        found = await share_ids_for(gw, asked, capsys)
+        assert found == {"logs subject": sent, "logs query": sent, "admin api": sent}
+
+
+async def test_a_number_and_its_digits_are_one_subject_with_the_reference_they_had(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway()
+    for user_id in (123, "123", " 123"):
+        answer = await gw.share("POST", ASSESS, json={"applicant": {"user_id": user_id}})
+        assert answer.status == 200, await answer.text()
+    assert len(gw.partner.received) == 3
+    # The very reference share logs written before this change hold for the subject "123".
+    old = keyed_hash(gw.runtime.subject_key, "123")
+    assert [record.subject_refs for record in gw.log.records] == [(old,)] * 3
+
+
+@pytest.mark.parametrize("blank", ["   ", "\u3000", "\t"])
+async def test_a_subject_id_of_spaces_only_is_no_id(
+    make_gateway: GatewayFactory, blank: str
+) -> None:
+    gw = await make_gateway()
+    answer = await gw.share("POST", ASSESS, json={"applicant": {"user_id": blank, "name": "W"}})
+    assert answer.status == 400
+    assert (await answer.json())["error"]["code"] == "malformed_body"
+    assert gw.partner.received == []
+
+
+@pytest.mark.usefixtures("hash_key_env")
+async def test_a_lookup_of_spaces_only_is_refused_not_answered_with_no_one(
+    make_gateway: GatewayFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gw = await make_gateway(durable_log=True)
+    settings = gw.runtime.settings
+    for argv in (
+        ["logs", "subject", " "],
+        ["logs", "query", "--subject", " "],
+        ["consent", "show", " "],
+    ):
+        args = build_parser().parse_args(argv)
+        assert args.handler(args, settings) == 2, argv
+        assert "empty" in capsys.readouterr().err
+    admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
+    for endpoint in ("/_gateway/shares", "/_gateway/consent"):
+        answer = await gw.client.get(endpoint, params={"subject": " "}, headers=admin)
+        assert answer.status == 400, endpoint
+
+
+# --- consent --------------------------------------------------------------------------------
+
+
+def consent_contract() -> dict[str, Any]:
+    """A third party: every share needs its subject's consent; the subject is an ID number."""
+    return contract(
+        partner={"relationship": "third_party"},
+        terms={"sensitive": {"allowed": ["identity.id_number"], "consent_required": True}},
+        routes=subject_route("applicant.id_number")[:1],
+    )
+
+
+def registry_of(gw: Gateway) -> ConsentRegistry:
+    registry = gw.runtime.terms.registry
+    assert isinstance(registry, ConsentRegistry)
+    return registry
+
+
+def import_csv(gw: Gateway, tmp_path: Path, *rows: str) -> None:
+    path = tmp_path / "consent.csv"
+    header = "subject,partner,purpose,granted_at,withdrawn_at,reference\n"
+    path.write_text(header + "".join(row + "\n" for row in rows), encoding="utf-8")
+    args = build_parser().parse_args(["consent", "import", str(path)])
+    assert args.handler(args, gw.runtime.settings) == 0
+
+
+GRANT = {
+    "partner": "acme",
+    "purpose": "credit_assessment",
+    "granted_at": "2025-01-01T00:00:00Z",
+    "reference": "C-1",
+}
+
+
+@pytest.mark.usefixtures("hash_key_env")
+async def test_a_withdrawal_in_another_spelling_ends_the_grant(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    gw = await make_gateway([consent_contract()])
+    admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
+    granted = await gw.client.post(
+        "/_gateway/consent", json={"grants": [{**GRANT, "subject": ID_NUMBER}]}, headers=admin
+    )
+    assert granted.status == 200, await granted.text()
+    body = {"applicant": {"id_number": ID_NUMBER, "name": "Wang"}}
+    assert (await gw.share("POST", ASSESS, json=body)).status == 200
+    assert len(gw.partner.received) == 1
+
+    # The person withdraws; the platform's export writes the number in groups.
+    withdrawal = "110105 1988 0605 2715,acme,credit_assessment,2025-01-01T00:00:00Z,2025-02-01,C-1"
+    import_csv(gw, tmp_path, withdrawal)
+    refused = await gw.share("POST", ASSESS, json=body)
+    assert refused.status == 403
+    assert (await refused.json())["error"]["code"] == "consent_required"
+    assert len(gw.partner.received) == 1  # nothing more went out after the withdrawal
+
+
+@pytest.mark.usefixtures("hash_key_env")
+async def test_a_grant_covers_shares_and_lookups_in_any_spelling(
+    make_gateway: GatewayFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gw = await make_gateway([consent_contract()])
+    import_csv(gw, tmp_path, "11010519880605100x,acme,credit_assessment,2025-01-01,,C-7")
+    capsys.readouterr()
+    answer = await gw.share(
+        "POST", ASSESS, json={"applicant": {"id_number": "110105-1988-0605-100X", "name": "W"}}
+    )
+    assert answer.status == 200, await answer.text()
+    [seen] = gw.partner.received
+    assert seen.headers["X-Share-Id"] == answer.headers["X-Share-Id"]
+    assert gw.log.records[-1].consent_basis == ("registry:C-7",)
+
+    # `consent show` and the admin API find the grant whichever way the id is asked for.
+    args = build_parser().parse_args(
+        ["consent", "show", "110105 19880605 100x", "--format", "json"]
+    )
+    assert args.handler(args, gw.runtime.settings) == 0
+    assert [g["reference"] for g in json.loads(capsys.readouterr().out)] == ["C-7"]
+    admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
+    shown = await gw.client.get(
+        "/_gateway/consent", params={"subject": f" {ID_NUMBER_X}"}, headers=admin
+    )
+    assert [g["reference"] for g in (await shown.json())["grants"]] == ["C-7"]
+
+
+@pytest.fixture(scope="session")
+def consent_key() -> SigningKey:
+    return rsa_key(kid="consent-ids")
+
+
+async def test_a_consent_token_naming_the_subject_in_another_spelling_is_consent(
+    make_gateway: GatewayFactory, tmp_path: Path, consent_key: SigningKey
+) -> None:
+    pem = consent_key.write_pem(tmp_path / "consent.pem")
+    gw = await make_gateway(
+        [consent_contract()],
+        settings={"consent": {"algorithms": ["RS256"], "public_key_file": pem}},
+    )
+    token = mint(
+        consent_key,
+        issuer=None,
+        audience=None,
+        subject="110105 1988 0605 2715",
+        partner="acme",
+        purposes=["credit_assessment"],
+        jti="ct-ids",
+    )
+    answer = await gw.share(
+        "POST",
+        ASSESS,
+        json={"applicant": {"id_number": ID_NUMBER, "name": "Wang"}},
+        headers={"X-Consent-Token": token},
+    )
+    assert answer.status == 200, await answer.text()
+    assert len(gw.partner.received) == 1
+    assert gw.log.records[-1].consent_basis == ("token:ct-ids",)
+
+
+async def test_a_grant_recorded_through_the_api_in_another_spelling_is_found(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway([consent_contract()])
+    registry_of(gw).grant(
+        f"{ID_NUMBER} ", "acme", "credit_assessment", datetime(2025, 1, 1, tzinfo=UTC), "C-9"
+    )
+    answer = await gw.share(
+        "POST", ASSESS, json={"applicant": {"id_number": "110105/19880605/2715", "name": "W"}}
+    )
+    assert answer.status == 200, await answer.text()
+    assert len(gw.partner.received) == 1

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from gateway.keys import keyed_hash, subject_ref_key
+from gateway.keys import canonical_subject_id, subject_ref, subject_ref_key
 from gateway.settings import Settings
 from gateway.sharelog import review
 from gateway.sharelog.chain import format_ts
@@ -265,6 +265,14 @@ def _master_key(settings: Settings) -> bytes:
         raise UsageError("; ".join(exc.problems)) from exc
 
 
+def _subject_ref(settings: Settings, subject_id: str) -> str:
+    """The reference a subject's shares are recorded under, whichever way the id is written."""
+    if not canonical_subject_id(subject_id):
+        # Its reference would be no one's: "no share records match" would be a false answer.
+        raise UsageError("the subject id is empty")
+    return subject_ref(subject_ref_key(_master_key(settings)), subject_id)
+
+
 def _log_path(settings: Settings) -> Path:
     path = settings.share_log.path
     if not path.is_file():
@@ -279,9 +287,7 @@ def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
     since, until = _window(args, settings, now)
     limit, offset = _paging(args)
     path = _log_path(settings)
-    subject_ref = None
-    if args.subject is not None:
-        subject_ref = keyed_hash(subject_ref_key(_master_key(settings)), args.subject)
+    ref = None if args.subject is None else _subject_ref(settings, args.subject)
     filters: dict[str, Any] = {
         "partner": args.partner,
         "purpose": args.purpose,
@@ -291,7 +297,7 @@ def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
         "share_id": args.share_id,
         "since": since,
         "until": until,
-        "subject_ref": subject_ref,
+        "subject_ref": ref,
     }
     return _print_shares(args, settings, path, filters, limit, offset)
 
@@ -303,11 +309,10 @@ def cmd_subject(args: argparse.Namespace, settings: Settings) -> int:
     since, until = _window(args, settings, now)
     limit, offset = _paging(args)
     path = _log_path(settings)
-    subject_ref = keyed_hash(subject_ref_key(_master_key(settings)), args.id)
     filters: dict[str, Any] = {
         "since": since,
         "until": until,
-        "subject_ref": subject_ref,
+        "subject_ref": _subject_ref(settings, args.id),
         "decision": None if args.include_denied else "shared",
     }
     return _print_shares(args, settings, path, filters, limit, offset)

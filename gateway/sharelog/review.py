@@ -94,7 +94,7 @@ class ShareFilters(TypedDict, total=False):
     caller: str | None
     since: datetime | None  # inclusive
     until: datetime | None  # exclusive
-    subject_ref: str | None  # keyed_hash(subject_ref_key(master), subject_id)
+    subject_ref: str | None  # keys.subject_ref(subject_ref_key(master), subject_id)
     share_id: str | None
 
 
