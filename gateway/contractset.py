@@ -29,7 +29,7 @@ from gateway.contract import (
     schema_problems,
     to_transform,
 )
-from gateway.routing import Template
+from gateway.routing import PATH_PREFIX, Template, path_placeholder
 from gateway.settings import ENV_PREFIX, Settings
 from gateway.taxonomy import Taxonomy, load_taxonomy
 from gateway.upstream import origin_of
@@ -501,7 +501,8 @@ def _check_consent_subject(
                 f"{where}.subject",
                 f"required for a route without fields: an upload may hold any sensitive "
                 f"category the contract names ({', '.join(sensitive)}), which needs its data "
-                "subject's consent (terms.sensitive.consent_required); name it with query.",
+                "subject's consent (terms.sensitive.consent_required); name it with query. "
+                "or path.",
             )
         elif sensitive and route.fields is not None:
             yield (
@@ -548,7 +549,7 @@ def _subject_scope(route: Route) -> str | None:
     if route.records is not None:
         return route.records
     subject = route.subject
-    if subject is None or subject.startswith(QUERY_PREFIX) or "." not in subject:
+    if subject is None or subject.startswith((QUERY_PREFIX, PATH_PREFIX)) or "." not in subject:
         return None
     return subject.rsplit(".", 1)[0]
 
@@ -570,6 +571,10 @@ def _check_subject(where: str, route: Route) -> Found:
         path: str | None = getattr(route, key)
         if path is None:
             continue
+        placeholder = path_placeholder(path)
+        if placeholder is not None:
+            yield from _check_placeholder(f"{where}.{key}", key, route, placeholder)
+            continue
         try:
             parse_path(path)
         except PathSyntaxError as exc:
@@ -578,8 +583,9 @@ def _check_subject(where: str, route: Route) -> Found:
         if not json_body and key == "records":
             yield f"{where}.{key}", f"{no_body}: records need one"
         elif not json_body and not path.startswith(QUERY_PREFIX):
-            # Nothing parses a raw or absent body: only the query can name the subject.
-            yield f"{where}.{key}", f"{no_body}: use a query. path"
+            # Nothing parses a raw or absent body: only the query or the path can name the
+            # subject.
+            yield f"{where}.{key}", f"{no_body}: use a query. or path. path"
         elif "**" in path:
             yield f"{where}.{key}", "must name a single value, not a subtree (**)"
         elif key == "records":
@@ -598,6 +604,26 @@ def _check_subject(where: str, route: Route) -> Found:
             )
         elif "[]" in path[len(records) :]:
             yield f"{where}.{key}", "must name one value per record"
+
+
+def _check_placeholder(where: str, key: str, route: Route, placeholder: str) -> Found:
+    """A `path.<name>` subject or birth date: one value per request, so never a batch's."""
+    names = Template.parse(route.path).names
+    if key == "records":
+        yield where, "records are an array in the body, not a placeholder of the path"
+    elif route.records is not None:
+        yield (
+            where,
+            f"must be inside each record: start with {route.records} "
+            "(a placeholder of the path is one value for the whole batch)",
+        )
+    elif placeholder not in names:
+        have = ", ".join(f"path.{name}" for name in names) or "none"
+        yield (
+            where,
+            f"{PATH_PREFIX}{placeholder} names no placeholder of the route's path {route.path} "
+            f"(its placeholders: {have})",
+        )
 
 
 def _check_route_overlaps(routes: Sequence[Route]) -> Found:

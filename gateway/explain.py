@@ -84,7 +84,7 @@ def explain(
     # The gateway refuses a share whose subject it cannot read, one about a child where the
     # contract denies it, and a child's data beside a batch where it needs consent: each
     # depends on the body and the date alone.
-    check_minors(partner, subjects_of(route, doc, query), now.date())
+    check_minors(partner, subjects_of(route, doc, query, params), now.date())
     born_outside = born_outside_records(route, doc, query)
     consent_for_child_outside(partner, born_outside, now.date())
     deny_child_outside(partner, born_outside, now.date())

@@ -85,6 +85,7 @@ class Flow:
     purpose: str | None = None
     route: RoutePolicy | None = None
     target: Target | None = None
+    path_params: Mapping[str, str] = field(default_factory=dict)  # the route's placeholders
     body: bytes | None = None
     content_type: str | None = None
     query: Mapping[str, str] = field(default_factory=dict)
@@ -253,6 +254,7 @@ def authorize(flow: Flow, request: web.Request, runtime: Runtime) -> None:
         if route.purpose == purpose:
             flow.route = route
             refuse_identifiers_in_path(params, runtime.scanner)
+            flow.path_params = params
             return
     if purpose not in partner.purposes:
         raise PurposeDenied("the purpose asked for is not approved in the contract")
@@ -410,7 +412,7 @@ def _identify_subjects(
     """The share's data subjects, and how many records it counts against the daily cap:
     one a subject, and one for a share that sends personal data (or an opaque upload) about
     no subject it names, which would otherwise pass any cap for free."""
-    flow.subjects = subjects_of(route, doc, query)
+    flow.subjects = subjects_of(route, doc, query, flow.path_params)
     flow.born_outside = born_outside_records(route, doc, query)
     # A route naming no subject has one record about nobody in particular: it counts only
     # when it carries personal data.

@@ -85,6 +85,16 @@ def _parse_query(text: str, limit: int) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+# A route's `subject` or `birth_date` may name a placeholder of its path: `path.customer_id`
+# for `/v1/customers/{customer_id}` (as `query.` names a query parameter).
+PATH_PREFIX = "path."
+
+
+def path_placeholder(path: str) -> str | None:
+    """The placeholder a `path.<name>` names, or None for any other path."""
+    return path[len(PATH_PREFIX) :] if path.startswith(PATH_PREFIX) else None
+
+
 @dataclass(frozen=True, slots=True)
 class Template:
     """A route path template: literal segments and `{name}` placeholders."""

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Final, Protocol
 
 import structlog
@@ -26,6 +27,7 @@ from gateway.fieldfilter import query_parameter, select
 from gateway.jsonbody import JSONValue
 from gateway.keys import canonical_subject_id
 from gateway.pii import birth_date_from_id
+from gateway.routing import path_placeholder
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -62,12 +64,19 @@ class Subject:
 # --- reading subjects from the caller's document ----------------------------------------------
 
 
+_NO_PARAMS: Mapping[str, str] = MappingProxyType({})
+
+
 def subjects_of(
-    route: RoutePolicy, doc: dict[str, JSONValue], query: Mapping[str, str]
+    route: RoutePolicy,
+    doc: dict[str, JSONValue],
+    query: Mapping[str, str],
+    params: Mapping[str, str] = _NO_PARAMS,
 ) -> list[Subject]:
-    """Read subject ids and birth dates from the caller's document, record by record."""
+    """Read subject ids and birth dates from the caller's document, record by record (and from
+    the query and the values of the path's placeholders, `params`)."""
     if route.records is None:
-        return [_subject(route, None, doc, query)]
+        return [_subject(route, None, doc, query, params)]
     records = select(doc, route.records)
     if route.object_records:
         for index, item in enumerate(records):
@@ -75,31 +84,44 @@ def subjects_of(
                 # Nothing of it would go (the filter drops it), yet it would count as a record:
                 # in the share record and against the daily cap.
                 raise MalformedBody(f"record {index} of {route.records} is not an object")
-    return [_subject(route, i, item, query) for i, item in enumerate(records)]
+    return [_subject(route, i, item, query, params) for i, item in enumerate(records)]
 
 
 def _subject(
-    route: RoutePolicy, index: int | None, item: JSONValue, query: Mapping[str, str]
+    route: RoutePolicy,
+    index: int | None,
+    item: JSONValue,
+    query: Mapping[str, str],
+    params: Mapping[str, str],
 ) -> Subject:
     where = "the body" if index is None else f"record {index}"
     subject_id = None
     if route.subject is not None:
-        found = _values(route, item, route.subject, query)
+        found = _values(route, item, route.subject, query, params)
         subject_id = _as_id(found[0]) if len(found) == 1 else None
         if subject_id is None:
             raise MalformedBody(
                 f"{where}: the subject field {route.subject} is missing or not an id"
             )
-    return Subject(index, subject_id, _birth_date(route, item, query, subject_id, where))
+    return Subject(index, subject_id, _birth_date(route, item, query, params, subject_id, where))
 
 
 def _values(
-    route: RoutePolicy, item: JSONValue, path: str, query: Mapping[str, str]
+    route: RoutePolicy,
+    item: JSONValue,
+    path: str,
+    query: Mapping[str, str],
+    params: Mapping[str, str],
 ) -> list[JSONValue]:
-    """The values at an absolute `path` within one record (or in the query string)."""
+    """The values at an absolute `path` within one record (or in the query string, or a
+    placeholder of the request's path)."""
     parameter = query_parameter(path)
     if parameter is not None:
         value = query.get(parameter)
+        return [] if value is None else [value]
+    placeholder = path_placeholder(path)
+    if placeholder is not None:
+        value = params.get(placeholder)
         return [] if value is None else [value]
     records = route.records
     if records is None:
@@ -132,6 +154,7 @@ def _birth_date(
     route: RoutePolicy,
     item: JSONValue,
     query: Mapping[str, str],
+    params: Mapping[str, str],
     subject_id: str | None,
     where: str,
 ) -> date | None:
@@ -143,10 +166,12 @@ def _birth_date(
     born: list[date] = []
     for path in route.birth_date_paths:
         what = f"{where}: the birth date at {path}"
-        found = _values(route, item, path, query)
+        found = _values(route, item, path, query, params)
         born.extend(_as_date(value, what) for value in found if value is not None)
     candidates: list[JSONValue] = [
-        value for path in route.id_number_paths for value in _values(route, item, path, query)
+        value
+        for path in route.id_number_paths
+        for value in _values(route, item, path, query, params)
     ]
     candidates.append(subject_id)
     born.extend(_ids_born(candidates))

@@ -549,7 +549,7 @@ def test_an_upload_route_names_its_subject_where_sensitive_data_needs_consent(
     assert found == [
         f"{file}: routes.1.subject: required for a route without fields: an upload may hold "
         "any sensitive category the contract names (health.record), which needs its data "
-        "subject's consent (terms.sensitive.consent_required); name it with query."
+        "subject's consent (terms.sensitive.consent_required); name it with query. or path."
     ]
     upload["subject"] = "query.user_id"
     assert lines(tmp_path, data)[1] == []
@@ -950,7 +950,8 @@ def test_raw_route_subject_must_come_from_the_query(tmp_path: Path) -> None:
     ]
     file, found = lines(tmp_path, data)
     assert found == [
-        f"{file}: routes.0.subject: a route without fields has no JSON body: use a query. path"
+        f"{file}: routes.0.subject: a route without fields has no JSON body: use a query. or "
+        "path. path"
     ]
     data["routes"][0]["subject"] = "query.owner"
     _, found = lines(tmp_path, data)
@@ -962,10 +963,89 @@ def test_bodyless_route_subject_must_come_from_the_query(tmp_path: Path) -> None
     query_fields = [{"path": "query.q", "category": "identity.name"}]
     data["routes"] = [route(method="GET", fields=query_fields, subject="user_id")]
     file, found = lines(tmp_path, data)
-    assert found == [f"{file}: routes.0.subject: a GET route has no body: use a query. path"]
+    assert found == [
+        f"{file}: routes.0.subject: a GET route has no body: use a query. or path. path"
+    ]
     data["routes"][0]["subject"] = "query.user_id"
     _, found = lines(tmp_path, data)
     assert found == []
+
+
+@pytest.mark.parametrize(
+    ("method", "fields", "content_types"),
+    [
+        ("GET", [], None),
+        ("DELETE", None, None),
+        ("PUT", None, ["application/pdf"]),
+        ("POST", [{"path": "name", "category": "identity.name"}], None),
+    ],
+)
+def test_subject_and_birth_date_may_name_a_placeholder_of_the_path(
+    tmp_path: Path, method: str, fields: list[dict[str, str]] | None, content_types: Any
+) -> None:
+    data = minimal()
+    data["routes"] = [
+        route(
+            method=method,
+            path="/v1/customers/{customer_id}/born/{born}",
+            subject="path.customer_id",
+            birth_date="path.born",
+            fields=fields,
+            content_types=content_types,
+        )
+    ]
+    assert lines(tmp_path, data)[1] == []
+
+
+def test_a_path_subject_names_a_placeholder_of_its_own_route(tmp_path: Path) -> None:
+    data = minimal()
+    data["routes"] = [
+        route(method="GET", path="/v1/customers/{customer_id}", subject="path.id", fields=[]),
+        route(method="GET", path="/v1/customers", subject="path.customer_id", fields=[]),
+        route(method="GET", path="/v1/people/{id}", birth_date="path.customer_id", fields=[]),
+    ]
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: routes.0.subject: path.id names no placeholder of the route's path "
+        "/v1/customers/{customer_id} (its placeholders: path.customer_id)",
+        f"{file}: routes.1.subject: path.customer_id names no placeholder of the route's path "
+        "/v1/customers (its placeholders: none)",
+        f"{file}: routes.2.birth_date: path.customer_id names no placeholder of the route's "
+        "path /v1/people/{id} (its placeholders: path.id)",
+    ]
+
+
+def test_a_batch_takes_its_subjects_and_records_from_the_body_not_the_path(
+    tmp_path: Path,
+) -> None:
+    data = minimal()
+    data["routes"] = [
+        route(path="/v1/batches/{batch_id}", records="path.batch_id[]"),
+        route(path="/v1/groups/{group_id}", records="items[]", subject="path.group_id"),
+    ]
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: routes.0.records: records are an array in the body, not a placeholder of the "
+        "path",
+        f"{file}: routes.1.subject: must be inside each record: start with items[] (a "
+        "placeholder of the path is one value for the whole batch)",
+    ]
+
+
+def test_a_third_party_route_may_name_its_subject_in_the_path(tmp_path: Path) -> None:
+    data = minimal()
+    data["partner"]["relationship"] = "third_party"
+    data["terms"]["sensitive"] = {"allowed": [], "consent_required": True}
+    data["routes"].append(
+        route(method="GET", path="/v1/customers/{customer_id}", fields=[], subject="path.x")
+    )
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: routes.1.subject: path.x names no placeholder of the route's path "
+        "/v1/customers/{customer_id} (its placeholders: path.customer_id)"
+    ]
+    data["routes"][1]["subject"] = "path.customer_id"
+    assert lines(tmp_path, data)[1] == []
 
 
 def test_records_need_a_json_body(tmp_path: Path) -> None:
