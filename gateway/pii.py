@@ -174,12 +174,54 @@ _SEPARATOR_CHARS: Final = {
     **dict.fromkeys(_SOUND_MARKS, " "),
 }
 
-# Invisible format characters (zero-width space and joiners, word joiner, soft hyphen, BOM,
-# direction marks): pasted inside a number they change nothing a reader sees. They cannot be
-# folded one-for-one like the separators above, so a string holding one is scanned a second
-# time without them, and what either scan finds is redacted. Astral ones are rare enough to
-# look for only in a string holding some astral character.
-_INVISIBLE_CHARS: Final = frozenset(map(chr, _BY_CATEGORY["Cf"]))
+# Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt, Unicode 14.0, the version
+# of Python 3.11's unicodedata, which does not expose the property): what a renderer draws
+# nothing for, glyph or not. Beyond most format characters it holds the combining grapheme
+# joiner, the Hangul fillers, the Khmer inherent vowels, the variation selectors, and code
+# points reserved so that what Unicode assigns there later is invisible too.
+_DEFAULT_IGNORABLE: Final = (
+    (0x00AD, 0x00AD),
+    (0x034F, 0x034F),
+    (0x061C, 0x061C),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x206F),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFF8),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
+)
+
+# Invisible characters (zero-width space and joiners, word joiner, soft hyphen, BOM, direction
+# marks, variation selectors, Hangul fillers, NUL, DEL and the other controls): pasted inside a
+# number they change nothing a reader sees. They are the default-ignorable code points, every
+# format character (the few the property leaves out, such as the Arabic number signs, drawn
+# over the digits after them, hide a number no better) and the control characters (categories
+# Cf and Cc), less the whitespace: a line break ends a number, and the tab is a space (above).
+# They cannot be folded one-for-one like the separators above, so a string holding one is
+# scanned a second time without them, and what either scan finds is redacted. Astral ones are
+# rare enough to look for only in a string holding some astral character.
+_INVISIBLE_CHARS: Final = frozenset(
+    c
+    for c in map(
+        chr,
+        (
+            *range(0x20),  # the controls in ASCII: `_BY_CATEGORY` holds those beyond
+            0x7F,
+            *_BY_CATEGORY["Cc"],
+            *_BY_CATEGORY["Cf"],
+            *(cp for first, last in _DEFAULT_IGNORABLE for cp in range(first, last + 1)),
+        ),
+    )
+    if not c.isspace()
+)
 _INVISIBLE_BMP: Final = frozenset(ord(c) for c in _INVISIBLE_CHARS if c <= "\uffff")
 # Apart: a class reaching beyond the BMP is searched range by range, many times slower.
 _INVISIBLE: Final = re.compile("[" + _char_class(_INVISIBLE_BMP) + "]")
@@ -553,8 +595,9 @@ def _id_check_ok(value: str) -> bool:
 # not pass as no card at all for want of its separators. Dropped from it: every whitespace
 # character (line breaks too: the field holds one value), every dash and the prolonged sound
 # mark (no word is in the way here), the slashes the free-text scanner takes for separators
-# too, and every invisible character (zero-width space and joiners, word joiner, soft hyphen,
-# BOM, direction marks). Full-width forms and the digits of every script fold as in free text.
+# too, and every invisible character the free-text scanner looks through (zero-width space and
+# joiners, soft hyphen, direction marks, variation selectors, NUL, ...). Full-width forms and
+# the digits of every script fold as in free text.
 _ID_READ: Final[dict[int, int | None]] = {
     **_FOLD_TABLE,
     **_OTHER_DIGITS,

@@ -1422,6 +1422,112 @@ def test_birth_date_from_an_id_with_any_invisible_character(invisible: str) -> N
     assert birth_date_from_id(value) == birth_date_from_id(ID_1990) is not None
 
 
+# --- every invisible character: default-ignorable code points and controls ---------------------
+
+# Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt, Unicode 14.0, the version
+# of unicodedata here), which unicodedata does not expose: written out from the standard.
+DEFAULT_IGNORABLE_RANGES = (
+    (0x00AD, 0x00AD),  # soft hyphen
+    (0x034F, 0x034F),  # combining grapheme joiner
+    (0x061C, 0x061C),  # Arabic letter mark
+    (0x115F, 0x1160),  # Hangul choseong and jungseong fillers
+    (0x17B4, 0x17B5),  # Khmer inherent vowels
+    (0x180B, 0x180F),  # Mongolian free variation selectors, vowel separator
+    (0x200B, 0x200F),  # zero-width space, joiners, direction marks
+    (0x202A, 0x202E),  # direction embeddings and overrides
+    (0x2060, 0x206F),  # word joiner, invisible operators, isolates, U+2065 reserved
+    (0x3164, 0x3164),  # Hangul filler
+    (0xFE00, 0xFE0F),  # variation selectors
+    (0xFEFF, 0xFEFF),  # zero-width no-break space (BOM)
+    (0xFFA0, 0xFFA0),  # half-width Hangul filler
+    (0xFFF0, 0xFFF8),  # reserved
+    (0x1BCA0, 0x1BCA3),  # shorthand format controls
+    (0x1D173, 0x1D17A),  # musical beam and phrase controls
+    (0xE0000, 0xE0FFF),  # tags, variation selectors supplement, reserved
+)
+# What hides nothing inside a number: the default-ignorable code points, the format characters
+# and the controls, less the whitespace (a line break ends a number, a tab is a space).
+HIDING = sorted(
+    c
+    for c in map(
+        chr,
+        [
+            *(cp for a, b in DEFAULT_IGNORABLE_RANGES for cp in range(a, b + 1)),
+            *(cp for cp in range(0x110000) if unicodedata.category(chr(cp)) in ("Cc", "Cf")),
+        ],
+    )
+    if not c.isspace()
+)
+HIDING_SET = frozenset(HIDING)
+
+
+def test_the_hiding_characters_are_the_ones_a_reader_cannot_see() -> None:
+    # NUL to backspace, DEL and the C1 controls, the ones that pasted into a number went unseen
+    # before (the combining grapheme joiner, variation selectors, Hangul fillers, tags, ...):
+    # and never a line break or the tab, which keep their documented meaning.
+    assert {"\x00", "\x08", "\x0e", "\x1b", "\x7f", "\x80", "\x9f"} <= HIDING_SET
+    assert {"\u034f", "\ufe0f", "\U000e0100", "\u3164", "\uffa0", "\u115f", "\u17b4"} <= HIDING_SET
+    assert {"\u2065", "\ufff0", "\U000e0000", "\U000e0fff"} <= HIDING_SET
+    assert not {"\t", "\n", "\x0b", "\x0c", "\r", "\x1c", "\x1f", "\x85", "\u2028"} & HIDING_SET
+
+
+@pytest.mark.parametrize("line_break", LINE_BREAKS, ids=codepoint)
+def test_numbers_listed_one_to_a_line_stay_apart_whatever_the_line_break(line_break: str) -> None:
+    # The controls that are whitespace end a number; they are not looked through.
+    text = f"13800138000{line_break}13900139000"
+    assert spans(text) == [(PHONE, "13800138000"), (PHONE, "13900139000")]
+
+
+def test_no_invisible_or_control_character_between_digit_groups_hides_a_number() -> None:
+    id_number = grouped(ID_1990, (6, 8, 4), "{0}")
+    leaked = [
+        codepoint(c)
+        for c in HIDING
+        if scan(f"请回拨138{c}0013{c}8000，身份证{id_number.format(c)}。", NOTHING_ALLOWED)
+        != (f"请回拨[REDACTED:{PHONE}]，身份证[REDACTED:{ID_NUMBER}]。", {PHONE: 1, ID_NUMBER: 1})
+    ]
+    assert leaked == []
+
+
+@given(
+    st.sampled_from(
+        [
+            ("13800138000", PHONE),
+            ("+8613800138000", PHONE),
+            (grouped("13800138000", (3, 4, 4)), PHONE),
+            (grouped("13800138000", (3, 4, 4), "-"), PHONE),
+            (ID_1990, ID_NUMBER),
+            (ID_X, ID_NUMBER),
+            (grouped(ID_1990, (6, 8, 4)), ID_NUMBER),
+            (grouped(ID_X, (6, 4, 4, 4), "-"), ID_NUMBER),
+            (OLD_ID, ID_NUMBER),
+        ]
+    ),
+    st.data(),
+    st.sampled_from(HIDING),
+    st.sampled_from(["请回拨", "Call me on ", "电话：", "ID "]),
+    st.sampled_from(["，谢谢。", " today.", "。", ""]),
+)
+@settings(max_examples=500, deadline=None)
+def test_an_invisible_or_control_character_anywhere_in_a_number_in_prose_hides_nothing(
+    number: tuple[str, str], data: st.DataObject, hiding: str, before: str, after: str
+) -> None:
+    value, category = number
+    at = data.draw(st.integers(1, len(value) - 1), label="at")
+    text = f"{before}{value[:at]}{hiding}{value[at:]}{after}"
+    assert scan(text, NOTHING_ALLOWED) == (
+        f"{before}[REDACTED:{category}]{after}",
+        {category: 1},
+    ), text
+    assert [m.category for m in find(text)] == [category]
+
+
+@pytest.mark.parametrize("hiding", ["\x00", "\x7f", "\u034f", "\ufe0f", "\u3164", "\U000e0100"])
+def test_birth_date_from_an_id_with_a_control_or_default_ignorable_character(hiding: str) -> None:
+    value = f"{MINOR_ID[:6]}{hiding}{MINOR_ID[6:14]}{hiding}{MINOR_ID[14:]}"
+    assert birth_date_from_id(value) == dt.date(2015, 6, 1)
+
+
 @given(st.text())
 @settings(max_examples=300, deadline=None)
 def test_text_without_digit_at_or_colon_comes_back_identical(text: str) -> None:

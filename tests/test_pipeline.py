@@ -1552,6 +1552,28 @@ async def test_invisible_characters_inside_a_number_do_not_hide_it(
     assert gw.log.records[0].pii_redactions == {"contact.phone": 2, "identity.id_number": 1}
 
 
+async def test_controls_and_default_ignorable_characters_inside_a_number_do_not_hide_it(
+    make_gateway: GatewayFactory,
+) -> None:
+    # The combining grapheme joiner, a variation selector, a Hangul filler, NUL and DEL are
+    # drawn as nothing, like the zero-width space.
+    gw = await make_gateway()
+    note = (
+        "call 138\u034f0013\u034f8000, 139\ufe0f00139000 or 137\u316400137000, "
+        "id 110105\x00198806052715, 110105\x7f19491231002X"
+    )
+    response = await gw.share(
+        "POST", "/acme/v1/notes", json={"note": note}, purpose="service_delivery"
+    )
+    assert response.status == 200
+    [seen] = gw.partner.received
+    assert seen.json()["note"] == (
+        "call [REDACTED:contact.phone], [REDACTED:contact.phone] or [REDACTED:contact.phone], "
+        "id [REDACTED:identity.id_number], [REDACTED:identity.id_number]"
+    )
+    assert gw.log.records[0].pii_redactions == {"contact.phone": 3, "identity.id_number": 2}
+
+
 async def test_numbers_grouped_with_unicode_spaces_and_dashes_never_reach_the_partner(
     make_gateway: GatewayFactory,
 ) -> None:
