@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import functools
 import re
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -532,10 +533,19 @@ _SHORTEST_ID: Final = 1_000_000
 
 
 def _query_number(text: str) -> JSONValue:
-    """A query value read as a JSON number for `generalize(bucket)`; other text stays text."""
+    """A query value read as a JSON number for `generalize(bucket)`; other text stays text.
+
+    A whole number is read exactly, up to as many digits as the largest double holds before
+    its point (309): as large as a JSON number can be at all. A longer one stays text, and so is
+    untransformable like any other text.
+    """
     if not text or text[0] not in "-0123456789":
         return text
     if _WHOLE_NUMBER.fullmatch(text):
+        # Counted before int(): past 4,300 digits int() refuses the text, and a bucket's bounds
+        # near that length could not be written out.
+        if len(text) - text.startswith("-") > _WHOLE_NUMBER_MAX_DIGITS:
+            return text
         return int(text)  # exactly: orjson would read one past 64 bits as a rounded float
     try:
         number = orjson.loads(text)
@@ -544,7 +554,8 @@ def _query_number(text: str) -> JSONValue:
     return number if isinstance(number, int | float) else text
 
 
-_WHOLE_NUMBER: Final = re.compile(r"-?(?:0|[1-9][0-9]{0,4299})")
+_WHOLE_NUMBER: Final = re.compile(r"-?(?:0|[1-9][0-9]*)")
+_WHOLE_NUMBER_MAX_DIGITS: Final = len(str(int(sys.float_info.max)))
 
 
 def _redaction_note(counts: Mapping[str, int]) -> str:

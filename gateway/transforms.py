@@ -96,6 +96,17 @@ def apply_transform(t: Transform, value: JSONValue, hash_key: bytes) -> JSONValu
         return None
     if isinstance(value, dict | list):
         raise Untransformable(f"{describe_transform(t)} needs a scalar, got {_kind(value)}")
+    try:
+        return _apply(t, value, hash_key)
+    except (ValueError, OverflowError):
+        # A value Python refuses to convert (an integer whose bucket bounds run past 4,300
+        # digits, which int-to-str will not write out) is stripped like any other the transform
+        # cannot handle, never a failed share. The error's own text may quote the value, which
+        # must not reach the share record.
+        raise Untransformable(f"{describe_transform(t)} cannot represent this value") from None
+
+
+def _apply(t: Transform, value: str | int | float | bool, hash_key: bytes) -> JSONValue:
     if isinstance(t, Hash):
         return keyed_hash(hash_key, value if isinstance(value, str) else _json_text(value))
     if isinstance(t, Redact):

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
-from conftest import HASH_KEY, GatewayFactory
+from conftest import BASE_CONTRACT, HASH_KEY, GatewayFactory, contract
 
 from gateway.cli import cmd_explain
 from gateway.contractset import load_contract_set
@@ -224,6 +224,42 @@ async def test_the_dry_run_matches_what_the_partner_receives(
     assert record.fields_stripped == dry.result.fields_stripped
     assert record.fields_transformed == dry.result.fields_transformed
     assert record.pii_redactions == dry.result.pii_redactions
+
+
+async def test_a_query_number_too_long_to_bucket_is_explained_as_stripped(
+    make_gateway: GatewayFactory,
+) -> None:
+    report = {
+        "method": "GET",
+        "path": "/v1/reports/{report_id}",
+        "purpose": "credit_assessment",
+        "fields": [
+            {
+                "path": "query.amount",
+                "category": "business.transaction",
+                "transform": {"generalize": {"bucket": 5000}},
+            }
+        ],
+    }
+    others = [r for r in BASE_CONTRACT["routes"] if r["path"] != report["path"]]
+    gw = await make_gateway([contract(routes=[*others, report])])
+    amount = "-" + "9" * 4300
+    dry = explain(
+        gw.runtime.policy.partners["acme"],
+        f"GET /v1/reports/r1?amount={amount}",
+        "credit_assessment",
+        None,
+        now=datetime.now(ZONE),
+        max_depth=64,
+    )
+    assert dry.result.query == {}
+    assert trace(dry) == [
+        (
+            "query.amount",
+            "stripped",
+            "untransformable: generalize(bucket=5000) needs a number, got a string",
+        )
+    ]
 
 
 # --- denials --------------------------------------------------------------------------------------

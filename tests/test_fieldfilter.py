@@ -954,6 +954,32 @@ def test_a_query_number_past_64_bits_is_bucketed_exactly() -> None:
     assert result.query == {"amt": "99999999999999999999995000-99999999999999999999999999"}
 
 
+@given(
+    sign=st.sampled_from(["", "-"]),
+    digit=st.sampled_from("123456789"),
+    length=st.integers(1, 4400),
+    size=st.sampled_from([1, 3, 5000, 10**15]),
+)
+@settings(max_examples=200, deadline=None)
+def test_a_whole_query_number_is_bucketed_exactly_up_to_309_digits_and_stripped_beyond(
+    sign: str, digit: str, length: int, size: int
+) -> None:
+    # As many digits as the largest double has before its point: past them no JSON number
+    # reaches, and past 4,300 Python would not write the bucket's bounds out.
+    text = sign + digit * length
+    p = plan(AllowRule("query.amt", "financial.income", GeneralizeBucket(size)))
+    result = p.apply({}, {"amt": text}, hash_key=KEY, scanner=scan, trace=True)
+    if length <= 309:
+        low = int(text) // size * size
+        assert result.query == {"amt": f"{low}-{low + size - 1}"}
+        assert result.fields_transformed == ("query.amt",)
+    else:
+        assert result.query == {}
+        assert result.fields_stripped == ("query.amt",)
+        [decision] = result.trace
+        assert decision.reason.startswith("untransformable")
+
+
 def test_stripped_key_names_that_could_be_personal_data_are_not_logged() -> None:
     plan = compile_plan([AllowRule("a.keep", "business.note")])
     doc: dict[str, JSONValue] = {

@@ -1363,6 +1363,22 @@ async def test_query_parameters_are_filtered_and_transformed(make_gateway: Gatew
     assert record.fields_transformed == ("query.id", "query.income", "query.phone")
 
 
+@pytest.mark.parametrize("income", ["-" + "9" * 4300, "9" * 4300, "1" + "0" * 5000])
+async def test_a_query_number_too_long_to_bucket_is_stripped_not_a_500(
+    make_gateway: GatewayFactory, income: str
+) -> None:
+    # Like any value the transform cannot handle: the parameter is stripped, the rest is shared.
+    gw = await make_gateway([contract(routes=routes(LOOKUP_ROUTE))])
+    response = await gw.share("GET", f"/acme/v1/lookup/people?page=2&income={income}")
+    assert response.status == 200, await response.text()
+    [seen] = gw.partner.received
+    assert seen.target == "/v1/lookup/people?page=2"
+    [record] = gw.log.records
+    assert record.decision == "shared"
+    assert record.fields_stripped == ("query.income",)
+    assert record.fields_transformed == ()
+
+
 async def test_a_route_without_query_fields_drops_every_parameter(
     make_gateway: GatewayFactory,
 ) -> None:

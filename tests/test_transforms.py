@@ -197,6 +197,22 @@ def test_generalize_bucket_refuses_non_numbers(value: JSONValue) -> None:
         apply_transform(GeneralizeBucket(5000), value, KEY)
 
 
+@pytest.mark.parametrize(
+    ("size", "value"),
+    [
+        (3, int("9" * 4300)),  # the upper bound carries to 4,301 digits
+        (5000, -int("9" * 4300)),  # the lower bound is -1 followed by 4,300 zeros
+    ],
+    ids=["upper", "lower"],
+)
+def test_generalize_bucket_of_bounds_too_long_to_write_out_is_untransformable(
+    size: int, value: int
+) -> None:
+    # Python writes no integer of more than 4,300 digits: the value is stripped, not a 500.
+    with pytest.raises(Untransformable, match=f"bucket={size}"):
+        apply_transform(GeneralizeBucket(size), value, KEY)
+
+
 @pytest.mark.parametrize("size", [0, -5, True])
 def test_generalize_bucket_refuses_a_bad_size(size: int) -> None:
     with pytest.raises(ValueError, match="positive integer"):
