@@ -35,10 +35,13 @@ _ROUNDED_INT_THRESHOLD: Final = float(2**63)
 # pattern visits exactly the document's string tokens, keys included.
 _STRING: Final = rb'"[^"\\]*(?:\\.[^"\\]*)*"'
 _STRING_RE: Final = re.compile(_STRING, re.DOTALL)
-# Strings (skipped) or a whole number token; group 2 is empty for an integer literal.
-_STRING_OR_NUMBER_RE: Final = re.compile(
-    _STRING + rb"|(-?[0-9]+)((?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)", re.DOTALL
-)
+# Every integer literal of up to 18 digits, and every positive one of 19, lies in
+# [_INT_MIN, _INT_MAX] (2**64 - 1 has 20 digits, -2**63 19): only longer ones need int().
+_LONG_DIGIT_RUN: Final = re.compile(rb"[0-9]{19}")
+# With the strings taken out, an integer literal of 19 digits or more: not inside a number token
+# (after a digit, the point, the exponent's letter or sign) and not followed by a fraction or an
+# exponent, which make it a float literal.
+_LONG_INTEGER_LITERAL: Final = re.compile(rb"(?<![0-9.eE+\-])-?[0-9]{19,}(?![0-9.eE])")
 
 _NOT_QUOTE_OR_COLON: Final = bytes(b for b in range(256) if b not in b'":')
 _CONTAINERS: Final = (dict, list)
@@ -247,13 +250,13 @@ def _count_key_tokens(raw: bytes) -> int:
 
 
 def _refuse_inexact_integers(raw: bytes) -> None:
-    for match in _STRING_OR_NUMBER_RE.finditer(raw):
-        literal, fraction_or_exponent = match.group(1, 2)
-        if (
-            literal is not None
-            and not fraction_or_exponent
-            and not _INT_MIN <= int(literal) <= _INT_MAX
-        ):
+    # One large float must not make every short integer literal of a megabyte body pay for a
+    # match object and an int(): the regex engine skips them, and most bodies hold no run of
+    # digits long enough at all.
+    if _LONG_DIGIT_RUN.search(raw) is None:
+        return
+    for match in _LONG_INTEGER_LITERAL.finditer(_STRING_RE.sub(b"", raw)):
+        if not _INT_MIN <= int(match.group()) <= _INT_MAX:
             raise MalformedBody(
                 "the body has an integer outside the 64-bit range, which cannot be kept exactly"
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -165,6 +166,50 @@ def test_refuses_numbers_that_overflow_a_float(raw: bytes) -> None:
 )
 def test_refuses_integers_that_cannot_be_kept_exactly(literal: bytes) -> None:
     assert "64-bit range" in refused(b'{"a": [1, {"b": ' + literal + b"}]}")
+
+
+# Integer literals around both ends of the 64-bit range and far beyond, and float literals that
+# hold long runs of digits an integer check must not take for integers of their own.
+_INT_EDGES = (-(2**63), 2**63, 2**64 - 1, 10**18, 10**19, 10**20)
+_integer_literals = st.one_of(
+    st.integers(min_value=-(10**25), max_value=10**25),
+    st.sampled_from(_INT_EDGES).flatmap(lambda edge: st.integers(edge - 3, edge + 3)),
+    st.sampled_from(_INT_EDGES).map(lambda edge: -edge),
+).map(str)
+_float_literals = st.one_of(
+    st.sampled_from(["1e19", "-1e19", "2.5e300", "0.5"]),
+    st.integers(19, 25).map(lambda n: f"1{'0' * n}.0"),  # a long integer part, then a point
+    st.integers(19, 25).map(lambda n: f"1{'0' * n}e0"),  # ... then an exponent
+    st.integers(19, 25).map(lambda n: f"1.5{'0' * n}"),  # a long fraction
+    st.tuples(st.sampled_from(["e", "E+", "e-"]), st.integers(19, 25)).map(
+        lambda form: f"1{form[0]}{'0' * form[1]}5"  # a long exponent
+    ),
+)
+# Strings with long digit runs, escaped quotes and what would close a number token.
+_string_literals = st.text(alphabet='0123456789"\\.e-', max_size=30).map(
+    lambda s: orjson.dumps(s).decode()
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(_integer_literals, _float_literals, _string_literals), max_size=12))
+def test_exactly_the_integer_literals_outside_the_64_bit_range_are_refused(
+    literals: list[str],
+) -> None:
+    # Beside a float of 2**63 or more (which sends the parser looking at integer literals),
+    # whatever else the body holds, and with the same numbers as keys' neighbours.
+    raw = ('{"big": 1e19, "9223372036854775808": [' + ", ".join(literals) + "]}").encode()
+    # The standard library reads every integer literal exactly, whatever its size.
+    outside = [
+        int(literal)
+        for literal in literals
+        if not literal.startswith('"') and isinstance(json.loads(literal), int)
+        if not -(2**63) <= int(literal) <= 2**64 - 1
+    ]
+    if outside:
+        assert "64-bit range" in refused(raw)
+    else:
+        assert parse_json(raw, max_depth=64) == json.loads(raw)
 
 
 def test_refuses_duplicate_keys() -> None:
