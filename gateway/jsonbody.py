@@ -37,11 +37,15 @@ _STRING: Final = rb'"[^"\\]*(?:\\.[^"\\]*)*"'
 _STRING_RE: Final = re.compile(_STRING, re.DOTALL)
 # Every integer literal of up to 18 digits, and every positive one of 19, lies in
 # [_INT_MIN, _INT_MAX] (2**64 - 1 has 20 digits, -2**63 19): only longer ones need int().
-_LONG_DIGIT_RUN: Final = re.compile(rb"[0-9]{19}")
-# With the strings taken out, an integer literal of 19 digits or more: not inside a number token
-# (after a digit, the point, the exponent's letter or sign) and not followed by a fraction or an
-# exponent, which make it a float literal.
-_LONG_INTEGER_LITERAL: Final = re.compile(rb"(?<![0-9.eE+\-])-?[0-9]{19,}(?![0-9.eE])")
+_INT_DIGITS_EXACT: Final = 18
+# Digits to NUL, which no body holds (refused above): a run of digits of some length is then
+# found with a substring search, at C speed, where a regex stops at every digit it passes.
+_DIGITS_AS_NUL: Final = bytes.maketrans(b"0123456789", b"\0" * 10)
+# A translation table: what no number token holds becomes a comma (see `_number_tokens`).
+_NUMBER_OR_COMMA: Final = bytes(b if b in b"0123456789.eE+-" else ord(",") for b in range(256))
+# In `_number_tokens`: an integer literal of 19 digits or more. Each token starts after a comma,
+# so the regex engine skips from comma to comma instead of trying every byte.
+_LONG_INTEGER_TOKEN: Final = re.compile(rb",(-?[0-9]{19,})(?=,)")
 
 _NOT_QUOTE_OR_COLON: Final = bytes(b for b in range(256) if b not in b'":')
 _CONTAINERS: Final = (dict, list)
@@ -251,15 +255,29 @@ def _count_key_tokens(raw: bytes) -> int:
 
 def _refuse_inexact_integers(raw: bytes) -> None:
     # One large float must not make every short integer literal of a megabyte body pay for a
-    # match object and an int(): the regex engine skips them, and most bodies hold no run of
-    # digits long enough at all.
-    if _LONG_DIGIT_RUN.search(raw) is None:
+    # match object and an int(): the regex engine passes them by, and most bodies hold no run
+    # of digits long enough at all.
+    if not _has_digit_run(raw, _INT_DIGITS_EXACT + 1):
         return
-    for match in _LONG_INTEGER_LITERAL.finditer(_STRING_RE.sub(b"", raw)):
-        if not _INT_MIN <= int(match.group()) <= _INT_MAX:
+    tokens = _number_tokens(raw)
+    if not _has_digit_run(tokens, _INT_DIGITS_EXACT + 1):
+        return  # the long run was in a string
+    for match in _LONG_INTEGER_TOKEN.finditer(tokens):
+        if not _INT_MIN <= int(match.group(1)) <= _INT_MAX:
             raise MalformedBody(
                 "the body has an integer outside the 64-bit range, which cannot be kept exactly"
             )
+
+
+def _has_digit_run(text: bytes, length: int) -> bool:
+    return b"\0" * length in text.translate(_DIGITS_AS_NUL)
+
+
+def _number_tokens(raw: bytes) -> bytes:
+    """The body with its strings taken out and every byte that is not part of a number made a
+    comma: in valid JSON each number token then stands between two commas (`true` and `false`
+    leave an `e` of their own)."""
+    return _STRING_RE.sub(b"", raw).translate(_NUMBER_OR_COMMA)
 
 
 def _json_kind(value: object) -> str:
