@@ -47,6 +47,42 @@ _NUMBER_OR_COMMA: Final = bytes(b if b in b"0123456789.eE+-" else ord(",") for b
 # so the regex engine skips from comma to comma instead of trying every byte.
 _LONG_INTEGER_TOKEN: Final = re.compile(rb",(-?[0-9]{19,})(?=,)")
 
+# Every double is written to at most 17 significant digits and read back the same; a float
+# literal with more gives digits no double keeps, and its partner would get another number.
+_FLOAT_DIGITS_MAX: Final = 17
+# A float literal (a point or an exponent follows its integer part) of more than 17
+# significant digits, from its first nonzero digit to a nonzero digit 17 digits on (trailing
+# zeros say nothing): 17 digits more without the point, or 18 characters with it. Each part is a
+# run of one character class, which the regex engine takes at C speed.
+_LONG_FLOAT: Final = (
+    rb"-?+(?=[0-9]*+[.eE])(?:0\.0*+)?+[1-9](?:[0-9]{%d,}|[0-9.]{%d,})(?<=[1-9])"
+    % (_FLOAT_DIGITS_MAX, _FLOAT_DIGITS_MAX + 1)
+)
+_LONG_FLOAT_LITERAL: Final = re.compile(_LONG_FLOAT)  # matched where a number token starts
+_LONG_FLOAT_TOKEN: Final = re.compile(b"," + _LONG_FLOAT)  # searched in `_number_tokens`
+# Where such a literal may be: with digits, points and exponent letters made NUL, 19 in a row.
+# A literal of 17 significant digits with a point has 18 (`-131.62887211953557`), so the floats
+# browsers send are passed by at C speed; one below 1 (`0.12345678901234567`) has 19, and is
+# passed by at a glance.
+_NUMBER_BODY_AS_NUL: Final = bytes.maketrans(b"0123456789.eE", b"\0" * 13)
+_LONG_FLOAT_PLACE: Final = b"\0" * (_FLOAT_DIGITS_MAX + 2)
+# Past this many places looked at one by one (or passed by at a glance), one search of the whole
+# body is cheaper.
+_LONG_FLOAT_PLACES_ONE_BY_ONE: Final = 256
+_LONG_FLOAT_PLACES_AT_A_GLANCE: Final = 4096
+_NUMBER_CHARS: Final = frozenset(b"0123456789.eE+-")
+_NOT_NUMBER_CHAR: Final = re.compile(rb"[^0-9.eE+\-]")
+# A nonzero literal reads as 0.0 only with a negative exponent of three digits or more
+# (`1e-400`) or some 200 zeros after its point: with neither it is above 1e-300.
+_VANISHING_EXPONENTS: Final = (b"e-\0\0\0", b"E-\0\0\0")
+_VANISHING_ZEROS: Final = b"0" * 200
+# In `_number_tokens`: a float literal of zero, all its digits zeros (`0.0`, `-0e5`): the only
+# literals that rightly read as 0.0.
+_ZERO_FLOAT_TOKEN: Final = re.compile(rb",-?0(?:\.0+(?:[eE][+-]?[0-9]+)?|[eE][+-]?[0-9]+)(?=,)")
+_TOO_SMALL: Final = (
+    "the body has a nonzero number too small for a 64-bit float, which reads it as 0"
+)
+
 _NOT_QUOTE_OR_COLON: Final = bytes(b for b in range(256) if b not in b'":')
 _CONTAINERS: Final = (dict, list)
 _UTF8_BOM: Final = b"\xef\xbb\xbf"
@@ -58,10 +94,12 @@ def parse_json(raw: bytes, *, max_depth: int) -> dict[str, JSONValue]:
 
     Refused: an empty body, anything but UTF-8 (a BOM, UTF-16/32, invalid or surrogate-encoding
     byte sequences), lone surrogate escapes, NaN and Infinity, numbers that overflow a double,
-    integer literals outside [-2**63, 2**64 - 1] (they could only be kept by rounding), duplicate
-    keys at any depth (also keys that collide only after unescaping), trailing content, nesting
-    deeper than `max_depth` (`{}` has depth 1, `{"a": []}` depth 2), and a top-level value that is
-    not an object. Never recurses, so hostile nesting cannot exhaust the stack.
+    integer literals outside [-2**63, 2**64 - 1] (they could only be kept by rounding), float
+    literals of more than 17 significant digits and nonzero ones a double reads as 0 (`1e-400`;
+    either would reach the partner as another number), duplicate keys at any depth (also keys
+    that collide only after unescaping), trailing content, nesting deeper than `max_depth` (`{}`
+    has depth 1, `{"a": []}` depth 2), and a top-level value that is not an object. Never
+    recurses, so hostile nesting cannot exhaust the stack.
     """
     if not raw:
         raise MalformedBody("the body is empty: a JSON object is required")
@@ -74,13 +112,15 @@ def parse_json(raw: bytes, *, max_depth: int) -> dict[str, JSONValue]:
         raise MalformedBody(
             f"the body must be a JSON object, not {_json_kind(doc)}",
         )
-    keys, has_large_float = _measure(doc, max_depth)
+    keys, has_float, has_large_float, zero_floats = _measure(doc, max_depth)
     if keys and _count_key_tokens(raw) != keys:
         raise MalformedBody(
             "the body has duplicate keys in one object (keys are compared after unescaping)"
         )
     if has_large_float:
         _refuse_inexact_integers(raw)
+    if has_float:
+        _refuse_inexact_floats(raw, zero_floats)
     return doc
 
 
@@ -208,10 +248,15 @@ def _non_finite_at(text: str, pos: int) -> bool:
     return "NaN" in around or "Infinity" in around
 
 
-def _measure(doc: dict[str, JSONValue], max_depth: int) -> tuple[int, bool]:
-    """Count the keys of every object and refuse excess depth, one nesting level at a time."""
+def _measure(doc: dict[str, JSONValue], max_depth: int) -> tuple[int, bool, bool, int]:
+    """Count the keys of every object and refuse excess depth, one nesting level at a time.
+
+    Returns the number of keys, whether any float is there, whether one is of 2**63 or more in
+    magnitude (an integer literal may have been rounded to it), and how many are 0.0 or -0.0.
+    """
     keys = 0
-    has_large_float = False
+    has_float = has_large_float = False
+    zero_floats = 0
     level: list[dict[str, JSONValue] | list[JSONValue]] = [doc]
     depth = 0
     while level:
@@ -233,10 +278,14 @@ def _measure(doc: dict[str, JSONValue], max_depth: int) -> tuple[int, bool]:
             for value in values:
                 if type(value) is dict or type(value) is list:
                     below.append(value)
-                elif type(value) is float and abs(value) >= _ROUNDED_INT_THRESHOLD:
-                    has_large_float = True
+                elif type(value) is float:
+                    has_float = True
+                    if not value:
+                        zero_floats += 1
+                    elif abs(value) >= _ROUNDED_INT_THRESHOLD:
+                        has_large_float = True
         level = below
-    return keys, has_large_float
+    return keys, has_float, has_large_float, zero_floats
 
 
 def _count_key_tokens(raw: bytes) -> int:
@@ -269,6 +318,67 @@ def _refuse_inexact_integers(raw: bytes) -> None:
             )
 
 
+def _refuse_inexact_floats(raw: bytes, zero_floats: int) -> None:
+    """Refuse a float literal its double does not keep: a nonzero one that reads as 0 (one of
+    the body's `zero_floats`), and one of more than 17 significant digits."""
+    if zero_floats and _has_vanished_float(raw, zero_floats):
+        raise MalformedBody(_TOO_SMALL)
+    if _has_long_float(raw):
+        raise MalformedBody(
+            f"the body has a number of more than {_FLOAT_DIGITS_MAX} significant digits, which a"
+            " 64-bit float cannot keep: the partner would receive another number"
+        )
+
+
+def _has_vanished_float(raw: bytes, zero_floats: int) -> bool:
+    """Whether a nonzero float literal read as one of the body's `zero_floats` 0.0s."""
+    if _VANISHING_ZEROS not in raw:
+        digits = raw.translate(_DIGITS_AS_NUL)
+        if not any(exponent in digits for exponent in _VANISHING_EXPONENTS):
+            return False
+    # Only a literal of zeros reads rightly as 0.0: fewer of them than 0.0s means one vanished.
+    # Counted at C speed, not looked at one by one.
+    return _ZERO_FLOAT_TOKEN.subn(b"", _number_tokens(raw))[1] < zero_floats
+
+
+def _has_long_float(raw: bytes) -> bool:
+    """Whether the body holds a float literal of more than 17 significant digits."""
+    shape = raw.translate(_NUMBER_BODY_AS_NUL)
+    at = shape.find(_LONG_FLOAT_PLACE)
+    if at == -1:
+        return False  # the common case, floats or not
+    if b'\\"' in raw:  # strings cannot be told apart by counting quotes
+        return _LONG_FLOAT_TOKEN.search(_number_tokens(raw)) is not None
+    # Each place where one may be, in order: outside the strings (an even number of quotes
+    # before it), the literal is matched from the start of its token.
+    quotes = 0
+    counted_to = 0
+    looked_at = glanced_at = 0
+    run = len(_LONG_FLOAT_PLACE)
+    while at != -1:
+        if raw[at] == ord("0") and shape[at + run] and glanced_at < _LONG_FLOAT_PLACES_AT_A_GLANCE:
+            # A leading `0.` and 17 characters more, digits or an exponent's letter: at most 17
+            # significant digits.
+            glanced_at += 1
+            at = shape.find(_LONG_FLOAT_PLACE, at + run)
+            continue
+        looked_at += 1
+        if looked_at > _LONG_FLOAT_PLACES_ONE_BY_ONE:
+            return _LONG_FLOAT_TOKEN.search(_number_tokens(raw)) is not None
+        start = at
+        while start and raw[start - 1] in _NUMBER_CHARS:
+            start -= 1
+        quotes += raw.count(b'"', counted_to, start)
+        counted_to = start
+        if quotes % 2 == 0 and _LONG_FLOAT_LITERAL.match(raw, start) is not None:
+            return True
+        end = _NOT_NUMBER_CHAR.search(raw, at)
+        if end is None:
+            return False
+        at = shape.find(_LONG_FLOAT_PLACE, end.start())
+    return False
+
+
 def _has_digit_run(text: bytes, length: int) -> bool:
     return b"\0" * length in text.translate(_DIGITS_AS_NUL)
 
@@ -277,7 +387,10 @@ def _number_tokens(raw: bytes) -> bytes:
     """The body with its strings taken out and every byte that is not part of a number made a
     comma: in valid JSON each number token then stands between two commas (`true` and `false`
     leave an `e` of their own)."""
-    return _STRING_RE.sub(b"", raw).translate(_NUMBER_OR_COMMA)
+    # With no escaped quote every `"` opens or closes a string: split at C speed, as in
+    # `_count_key_tokens`.
+    outside = _STRING_RE.sub(b"", raw) if b'\\"' in raw else b",".join(raw.split(b'"')[::2])
+    return outside.translate(_NUMBER_OR_COMMA)
 
 
 def _json_kind(value: object) -> str:

@@ -917,6 +917,26 @@ JSON_CASES: dict[str, tuple[bytes, Expectation]] = {
         b"{" + APPLICANT + b', "debug": 1e400}',
         Refused(400, "malformed_body"),
     ),
+    "float_a_double_reads_as_zero": (
+        b"{" + APPLICANT + b', "loan_amount": 1e-400}',
+        Refused(400, "malformed_body"),
+    ),
+    "float_of_more_digits_than_a_double_keeps": (
+        b"{" + APPLICANT + b', "loan_amount": 5000.000000000000000001}',
+        Refused(400, "malformed_body"),
+    ),
+    "underflow_in_a_stripped_field": (
+        b"{" + APPLICANT + b', "debug": [0.0, -1e-999]}',
+        Refused(400, "malformed_body"),
+    ),
+    "float_written_to_17_digits": (
+        b"{" + APPLICANT + b', "loan_amount": 0.10000000000000001}',
+        Shared(b'{"applicant":{"name":"Wang"},"loan_amount":0.1}'),
+    ),
+    "float_with_trailing_zeros": (
+        b"{" + APPLICANT + b', "loan_amount": 18500.500000000000000000}',
+        Shared(b'{"applicant":{"name":"Wang"},"loan_amount":18500.5}'),
+    ),
     "object_nesting_100k_deep": (
         b"{" + APPLICANT + b', "meta": ' + b'{"a": ' * 100_000 + b"1" + b"}" * 100_000 + b"}",
         Refused(400, "malformed_body"),

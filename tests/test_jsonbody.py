@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import orjson
@@ -59,8 +60,8 @@ def test_accepts_the_full_64_bit_integer_range_exactly() -> None:
     assert type(doc["min"]) is int
 
 
-def test_accepts_large_floats_and_long_fractions() -> None:
-    raw = b'{"big": 1e300, "frac": 0.123456789012345678901234567890, "e": 1.5E+19}'
+def test_accepts_large_floats_and_fractions_of_17_digits() -> None:
+    raw = b'{"big": 1e300, "frac": 0.12345678901234568, "e": 1.5E+19}'
     assert parse_json(raw, max_depth=8) == {
         "big": 1e300,
         "frac": 0.12345678901234568,
@@ -210,6 +211,133 @@ def test_exactly_the_integer_literals_outside_the_64_bit_range_are_refused(
         assert "64-bit range" in refused(raw)
     else:
         assert parse_json(raw, max_depth=64) == json.loads(raw)
+
+
+# --- float literals a double does not keep ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "literal",
+    [
+        b"1e-400",
+        b"-1e-400",
+        b"2e-324",  # below half the smallest subnormal double
+        b"0." + b"0" * 400 + b"1",
+        b"0.0000001e-330",
+        b"1E-0000400",
+    ],
+)
+def test_refuses_a_nonzero_float_a_double_reads_as_zero(literal: bytes) -> None:
+    assert "reads it as 0" in refused(b'{"a": [0.0, {"b": ' + literal + b"}]}")
+    assert "reads it as 0" in refused(b'{"b": ' + literal + b"}")
+
+
+@pytest.mark.parametrize(
+    "literal",
+    [
+        b"0.123456789012345678901234567890",
+        b"123456789012345678901234567890.5",
+        b"1.0000000000000000001",
+        b"-0.000123456789012345678",
+        b"123456789012345678e5",  # 18 digits before an exponent
+        b"1234567890123456.78",  # 18 digits around the point
+        b"9007199254740993.000000000000000001",
+    ],
+)
+def test_refuses_a_float_of_more_than_17_significant_digits(literal: bytes) -> None:
+    assert "17 significant digits" in refused(b'{"a": [1.5, {"b": ' + literal + b"}]}")
+
+
+@pytest.mark.parametrize(
+    ("literal", "value"),
+    [
+        (b"0.1", 0.1),
+        (b"18500.50", 18500.5),
+        (b"0.10000000000000001", 0.1),  # printf %.17g of 0.1: 17 digits, the same double
+        (b"0.12345678901234568", 0.12345678901234568),
+        (b"-131.62887211953557", -131.62887211953557),
+        (b"0.00012345678901234567", 0.00012345678901234567),  # leading zeros do not count
+        (b"1.5000000000000000000000000", 1.5),  # nor trailing ones
+        (b"100000000000000000000000.0", 1e23),
+        (b"0.0", 0.0),
+        (b"-0.0", -0.0),
+        (b"0e-999", 0.0),
+        (b"2.2250738585072014e-308", 2.2250738585072014e-308),  # the smallest normal double
+        (b"5e-324", 5e-324),  # the smallest subnormal one, as it is written
+        (b"1.7976931348623157e308", 1.7976931348623157e308),
+        (b"1e-0000000000000000000005", 1e-5),  # a long exponent is not a long number
+    ],
+)
+def test_accepts_floats_a_double_keeps(literal: bytes, value: float) -> None:
+    assert parse_json(b'{"a": [0.0, ' + literal + b"]}", max_depth=8) == {"a": [0.0, value]}
+
+
+@pytest.mark.parametrize("many", [10, 300, 5000])
+def test_a_long_float_is_found_among_many_floats_written_to_17_digits(many: int) -> None:
+    # Browsers write floats below 1 to 17 digits after `0.`; however many, one of more digits
+    # among them is still found, and none of them is taken for one.
+    floats = b", ".join([b"0.12345678901234568", b"-0.012345678901234568"] * many)
+    doc = parse_json(b'{"a": [' + floats + b"]}", max_depth=8)
+    assert doc == {"a": [0.12345678901234568, -0.012345678901234568] * many}
+    for long in (b"1.0000000000000000001", b"0.123456789012345678"):
+        assert "17 significant digits" in refused(b'{"a": [' + floats + b", " + long + b"]}")
+
+
+def test_digits_inside_strings_are_not_floats() -> None:
+    raw = b'{"a": "0.123456789012345678901234567890 1e-400", "b\\"": "1.0000000000000000001"'
+    assert parse_json(raw + b', "x": 0.0}', max_depth=8)["x"] == 0.0
+
+
+def _refused_by_the_number_rules(literal: str) -> bool:
+    """The number rules, computed here apart from the parser: an integer outside the 64-bit
+    range; a float that overflows, that is nonzero and reads as 0, or of more than 17
+    significant digits."""
+    if not any(c in literal for c in ".eE"):
+        return not -(2**63) <= int(literal) <= 2**64 - 1
+    value = float(literal)
+    significant = literal.lstrip("-").lower().partition("e")[0].replace(".", "").strip("0")
+    if math.isinf(value):
+        return True
+    if value == 0:
+        return bool(significant)
+    return len(significant) > 17
+
+
+_digits = st.text("0123456789", min_size=1, max_size=24)
+_number_literals = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),  # as browsers write them
+    st.floats(allow_nan=False, allow_infinity=False).map(lambda x: f"{x:.17g}"),  # as printf
+    st.integers(min_value=-(2**65), max_value=2**65).map(str),
+    st.tuples(
+        st.sampled_from(["", "-"]),
+        _digits.map(lambda d: d.lstrip("0") or "0"),
+        st.one_of(st.just(""), _digits.map(lambda d: "." + d)),
+        st.one_of(st.just(""), st.integers(-420, 420).map(lambda e: f"e{e}")),
+    ).map("".join),
+    st.tuples(st.integers(0, 330), _digits, st.integers(-30, 30)).map(
+        lambda t: f"0.{'0' * t[0]}{t[1]}e{t[2]}"  # many leading zeros
+    ),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.one_of(_number_literals, _number_literals.map(lambda n: orjson.dumps(n).decode())),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_exactly_the_numbers_a_double_or_a_64_bit_integer_does_not_keep_are_refused(
+    literals: list[str],
+) -> None:
+    # Each number also as a string: there it is text, and nothing to refuse.
+    raw = ('{"n": [0.0, 1.5, ' + ", ".join(literals) + "]}").encode()
+    numbers = [literal for literal in literals if not literal.startswith('"')]
+    if any(map(_refused_by_the_number_rules, numbers)):
+        refused(raw)
+    else:
+        assert parse_json(raw, max_depth=8) == json.loads(raw)
 
 
 def test_refuses_duplicate_keys() -> None:
