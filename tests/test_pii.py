@@ -1152,6 +1152,14 @@ def test_large_identifier_free_input_is_scanned_linearly() -> None:
         assert scan(text, NOTHING_ALLOWED) == (text, {})
 
 
+@pytest.mark.parametrize("punctuation", ["！", "，", "＝"])
+def test_a_long_full_width_run_without_a_letter_is_read_once(punctuation: str) -> None:
+    # About the 1 MiB body cap of full-width punctuation, beside one full-width letter: each
+    # character of the run once re-read the rest of it (minutes of the event loop).
+    text = punctuation * 350_000 + "a１"
+    assert scan(text, NOTHING_ALLOWED) == (text, {})
+
+
 # --- properties --------------------------------------------------------------------------------
 
 FRAGMENTS = [
