@@ -9,7 +9,7 @@ import ipaddress
 import operator
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -743,19 +743,33 @@ def _emails(norm: str, astral: bool) -> list[_Span]:
     found: list[_Span] = []
     patterns = _email_astral() if astral else _EMAIL_BMP
     floor = 0  # a local part never reaches back into the previous address
-    at = norm.find("@")
-    while at != -1:
+    for at, width in _at_signs(norm):
+        if at < floor:
+            continue
         # The domain first: an @-mention ("@张伟 请看") has none, and its local part is not
         # looked for.
-        domain = patterns.domain.match(norm, at + 1)
+        domain = patterns.domain.match(norm, at + width)
         start = at if domain is None else _local_start(norm, at, floor, patterns)
         if domain is not None and start < at:
             found.append((start, domain.end(), EMAIL))
             floor = domain.end()
-            at = norm.find("@", floor)
-        else:
-            at = norm.find("@", at + 1)
     return found
+
+
+# An address in a URL (a query string, a passed-through Referer) has its '@' percent-encoded.
+_AT_SIGN: Final = re.compile("@|%40")
+
+
+def _at_signs(norm: str) -> Iterator[tuple[int, int]]:
+    """Where each '@' is, and its width: 1, or 3 for a percent-encoded one."""
+    if "%40" not in norm:
+        at = norm.find("@")
+        while at != -1:
+            yield at, 1
+            at = norm.find("@", at + 1)
+        return
+    for m in _AT_SIGN.finditer(norm):
+        yield m.start(), m.end() - m.start()
 
 
 def _run_start(norm: str, i: int) -> int:
@@ -867,7 +881,7 @@ def _overlaps(spans: list[_Span], starts: list[int], start: int, end: int) -> bo
 
 
 def _find_spans(norm: str, astral: bool) -> list[_Span]:
-    emails = _emails(norm, astral) if "@" in norm else []
+    emails = _emails(norm, astral) if "@" in norm or "%40" in norm else []
     email_starts = [s for s, _, _ in emails]
     spans: list[_Span] = list(emails)
     search = _CORE.search

@@ -761,6 +761,10 @@ def test_seventeen_digits_and_a_wrong_x_is_not_a_card() -> None:
         ("QQ邮箱13800138000@qq.com常用", "13800138000@qq.com"),
         ("<wang_wu88@163.com>", "wang_wu88@163.com"),
         ("见...li@example.com", "li@example.com"),
+        # Percent-encoded in a URL: a query string, a passed-through Referer.
+        ("mailto:zhangsan%40example.com", "zhangsan%40example.com"),
+        ("https://a.example/reset?email=li.si%40corp.cn&x=1", "li.si%40corp.cn"),
+        ("q=li%2Bhr%40corp.cn", "li%2Bhr%40corp.cn"),
     ],
 )
 def test_email_found(text: str, value: str) -> None:
@@ -776,6 +780,8 @@ def test_email_found(text: str, value: str) -> None:
         "请回复user@，域名漏了",
         "大家@所有人",
         "x" * 70 + "@example.com",  # local part longer than 64
+        "完成了100%40个",
+        "%40张三 请看一下",
     ],
 )
 def test_email_rejected(text: str) -> None:
