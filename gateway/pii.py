@@ -265,12 +265,14 @@ _MAY_CONTAIN: Final = re.compile(
 
 # Every digit-bearing identifier contains one of these cores: seven digits in a row (IDs,
 # credit codes, cards, phones, passports), digits grouped 3-4-4 (grouped phones and cards, ID
-# numbers grouped 6-4-4-4), 6-6 (old ID numbers grouped 6-6-3), a dotted quad, '::' or seven
-# colon-separated hex groups (IPv6). The pattern opens with a character class so the regex
-# engine skips everything else at C speed; short numbers, dates and times never reach Python.
+# numbers grouped 6-4-4-4), 6-6 (old ID numbers grouped 6-6-3), 6-4-2 (ID numbers grouped by
+# year, month and day), a dotted quad, '::' or seven colon-separated hex groups (IPv6). The
+# pattern opens with a character class so the regex engine skips everything else at C speed;
+# short numbers, dates and times never reach Python.
 _CORE: Final = re.compile(
     r"[0-9:](?:"
-    r"(?<=[0-9])(?:[0-9]{5}(?:[0-9]|[ \-/][0-9]{6})|[0-9]{2}[ \-/][0-9]{4}[ \-/][0-9]{4}"
+    r"(?<=[0-9])(?:[0-9]{5}(?:[0-9]|[ \-/](?:[0-9]{6}|[0-9]{4}[ \-/][0-9]{2}))"
+    r"|[0-9]{2}[ \-/][0-9]{4}[ \-/][0-9]{4}"
     r"|[0-9]{0,2}(?:\.[0-9]{1,3}){3})"
     r"|(?<=:)(?::|[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){6})"
     r")"
@@ -301,9 +303,11 @@ _DIGITS: Final = frozenset("0123456789")
 # counts there too ("父/子：<ID>/<ID>" is two). Every candidate is validated (division, date,
 # check digit) so that order numbers and the like are left alone.
 _ID_SEP: Final = r"[ \-/]"
-_ID_GROUPED_TAIL: Final = (  # after the division: at least one separator
-    rf"(?:{_ID_SEP}[0-9]{{4}}{_ID_SEP}?[0-9]{{4}}{_ID_SEP}?"
-    rf"|[0-9]{{4}}{_ID_SEP}[0-9]{{4}}{_ID_SEP}?|[0-9]{{8}}{_ID_SEP})[0-9]{{3}}[0-9Xx](?![0-9])"
+_ID_GROUPED_TAIL: Final = (  # after the division (year, month, day): at least one separator
+    rf"(?:{_ID_SEP}[0-9]{{4}}{_ID_SEP}?[0-9]{{2}}{_ID_SEP}?[0-9]{{2}}{_ID_SEP}?"
+    rf"|[0-9]{{4}}{_ID_SEP}[0-9]{{2}}{_ID_SEP}?[0-9]{{2}}{_ID_SEP}?"
+    rf"|[0-9]{{6}}{_ID_SEP}[0-9]{{2}}{_ID_SEP}?"
+    rf"|[0-9]{{8}}{_ID_SEP})[0-9]{{3}}[0-9Xx](?![0-9])"
 )
 _OLD_ID_TAIL: Final = rf"{_ID_SEP}?[0-9]{{6}}{_ID_SEP}?[0-9]{{3}}(?![0-9Xx])"
 _ID_RE: Final = re.compile(

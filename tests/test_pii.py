@@ -449,6 +449,17 @@ def test_birth_date_from_an_id_grouped_with_any_space_or_dash(separator: str) ->
         assert birth_date_from_id(f"{separator}{value}{separator * 2}") == dt.date(2015, 6, 1)
 
 
+@pytest.mark.parametrize("sizes", [(6, 4, 2, 2, 4), (6, 6, 2, 4), (6, 4, 2, 6), (6, 4, 4, 4)])
+@pytest.mark.parametrize("separator", [" ", "-", "/"])
+def test_an_id_grouped_at_any_date_boundary_is_redacted(
+    sizes: tuple[int, ...], separator: str
+) -> None:
+    # Division, year, month and day, each set apart or not: "110105 1990 03 07 123X".
+    id_number = grouped(ID_1990, sizes, separator)
+    assert spans(f"身份证 {id_number} 请核对") == [(ID_NUMBER, id_number)]
+    assert birth_date_from_id(id_number) == dt.date(1990, 3, 7)
+
+
 @pytest.mark.parametrize("separator", TEXT_SEPARATORS, ids=codepoint)
 def test_numbers_grouped_with_any_space_or_dash_are_redacted_in_free_text(separator: str) -> None:
     id_number = grouped(ID_1990, (6, 8, 4), separator)
