@@ -266,16 +266,25 @@ _MAY_CONTAIN: Final = re.compile(
 # Every digit-bearing identifier contains one of these cores: seven digits in a row (IDs,
 # credit codes, cards, phones, passports), digits grouped 3-4-4 (grouped phones and cards, ID
 # numbers grouped 6-4-4-4), 6-6 (old ID numbers grouped 6-6-3), 6-4-2 (ID numbers grouped by
-# year, month and day), a dotted quad, '::' or seven colon-separated hex groups (IPv6). The
-# pattern opens with a character class so the regex engine skips everything else at C speed;
-# short numbers, dates and times never reach Python.
-_CORE: Final = re.compile(
-    r"[0-9:](?:"
-    r"(?<=[0-9])(?:[0-9]{5}(?:[0-9]|[ \-/](?:[0-9]{6}|[0-9]{4}[ \-/][0-9]{2}))"
+# year, month and day), 4-3-4 (landlines, with their area code), a dotted quad, '::' or seven
+# colon-separated hex groups (IPv6). The pattern opens with a character class so the regex
+# engine skips everything else at C speed; short numbers, dates and times never reach Python.
+_CORE_DIGITS: Final = (
+    r"[0-9]{5}(?:[0-9]|[ \-/](?:[0-9]{6}|[0-9]{4}[ \-/][0-9]{2}))"
     r"|[0-9]{2}[ \-/][0-9]{4}[ \-/][0-9]{4}"
-    r"|[0-9]{0,2}(?:\.[0-9]{1,3}){3})"
-    r"|(?<=:)(?::|[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){6})"
-    r")"
+    r"|[0-9]{0,2}(?:\.[0-9]{1,3}){3}"
+    # A landline of seven digits grouped 3-4 after its area code ("0571 234 5678").
+    r"|(?<=0)[0-9]{3}[ \-][2-9][0-9]{2}[ \-][0-9]{4}"
+)
+_CORE_COLONS: Final = r"(?<=:)(?::|[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){6})"
+_CORE: Final = re.compile(rf"[0-9:](?:(?<=[0-9])(?:{_CORE_DIGITS})|{_CORE_COLONS})")
+# Landlines whose area code is in parentheses ("(010) 6234 5678") or has two digits after +86
+# ("+86 10 6234 5678") hold none of those; looked for only in text holding ")" or "86", so that
+# other text does not pay for them at every digit.
+_CORE_LANDLINE: Final = re.compile(
+    rf"[0-9:](?:(?<=[0-9])(?:{_CORE_DIGITS}"
+    r"|[0-9]{1,3}\) ?[2-9][0-9]{2,3}[ \-][0-9]{4}|[0-9][ \-][2-9][0-9]{3}[ \-][0-9]{4})"
+    rf"|{_CORE_COLONS})"
 )
 # The run around a core: identifier characters, a single space only between digit groups
 # ("138 0013 8000", "+86 138...", "(+86) 138...") and a slash only between digit groups
@@ -330,6 +339,21 @@ _PHONE_RE: Final = re.compile(
     r"(?:(?:\((?:\+|00)86\)|(?:\+|00)86|86)[ \-]?)?"
     r"1[3-9][0-9](?:[0-9]{8}(?![0-9])|[ \-][0-9]{4}[ \-][0-9]{4}(?![0-9])(?!-[0-9]))"
 )
+# Landlines: an area code (010, 02x, or 0 and three more digits) in parentheses or set apart
+# by a space or hyphen, or after +86 / 0086 (its 0 then optional); then a local number of 7 or 8
+# digits not starting with 0 or 1, whole or grouped 3-4 or 4-4. A 0-led run of 11 or 12 digits
+# without a separator is left alone: it is as often an order number.
+_AREA: Final = r"(?:10|2[0-9]|[3-9][0-9]{2})"
+_LANDLINE_RE: Final = re.compile(
+    r"(?<![0-9])(?<![0-9]-)"
+    r"(?:"
+    rf"(?:\((?:\+|00)86\)|(?:\+|00)86)[ \-]?(?:\(0?{_AREA}\)|0?{_AREA})"
+    rf"|\(0{_AREA}\)"
+    rf"|0{_AREA}(?=[ \-])"
+    r")"
+    # An extension may follow ("-8001"), not a longer number.
+    r"[ \-]?[2-9][0-9]{2,3}[ \-]?[0-9]{4}(?![0-9])(?!-[0-9]{5})"
+)
 _PASSPORT_RE: Final = re.compile(r"(?<![0-9A-Za-z])(?:[EG][0-9]{8}|E[A-Z][0-9]{7})(?![0-9A-Za-z])")
 _OCTET: Final = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9][0-9]|[0-9])"
 # "v1.2.3.4" and the tail of "1.2.3.4.5" are versions, not addresses.
@@ -348,6 +372,7 @@ _WHOLE_CATEGORIES: Final = {
     "credit": CREDIT_CODE,
     "card": BANK_ACCOUNT,
     "phone": PHONE,
+    "landline": PHONE,
     "passport": PASSPORT,
     "ipv4": IP,
 }
@@ -359,6 +384,7 @@ _WHOLE_RE: Final = re.compile(
             ("credit", _CREDIT_RE),
             ("card", _CARD_RE),
             ("phone", _PHONE_RE),
+            ("landline", _LANDLINE_RE),
             ("passport", _PASSPORT_RE),
             ("ipv4", _IPV4_RE),
         )
@@ -865,6 +891,9 @@ def _candidates(norm: str, start: int, end: int) -> list[_Candidate]:
     if length >= 11:
         for m in _PHONE_RE.finditer(norm, start, end):
             found.append((_PRIORITY[PHONE], m.start(), m.end(), PHONE))
+    if length >= 11 and norm.find("0", start, end) != -1:
+        for m in _LANDLINE_RE.finditer(norm, start, end):
+            found.append((_PRIORITY[PHONE], m.start(), m.end(), PHONE))
     if length >= 9 and (norm.find("E", start, end) != -1 or norm.find("G", start, end) != -1):
         for m in _PASSPORT_RE.finditer(norm, start, end):
             found.append((_PRIORITY[PASSPORT], m.start(), m.end(), PASSPORT))
@@ -888,7 +917,7 @@ def _find_spans(norm: str, astral: bool) -> list[_Span]:
     emails = _emails(norm, astral) if "@" in norm or "%40" in norm else []
     email_starts = [s for s, _, _ in emails]
     spans: list[_Span] = list(emails)
-    search = _CORE.search
+    search = (_CORE_LANDLINE if ")" in norm or "86" in norm else _CORE).search
     core = search(norm)
     while core is not None:
         at = core.start()

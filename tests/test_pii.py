@@ -609,7 +609,7 @@ def test_no_birth_date_from_what_is_not_an_old_id_number(value: str) -> None:
         ("电话138 0013 8000 转 1234", [(PHONE, "138 0013 8000")]),
         ("电话13800138000 ext. 123", [(PHONE, "13800138000")]),
         ("座机0755-12345678-123", []),
-        ("座机010 6512 3456 1234", []),
+        ("座机010 6512 3456 1234", [(PHONE, "010 6512 3456")]),  # a landline, then more
         ("IMEI 861234567890123", []),  # 15 digits: no province 86
         ("订单号 440100202401019", []),  # 15 digits, no date: month 24
         ("流水 420106 241301 123", []),  # grouped 6-6-3, no date: month 13
@@ -664,6 +664,45 @@ def test_phone_found_in_every_format(value: str) -> None:
     ],
 )
 def test_phone_rejected(text: str) -> None:
+    assert spans(text) == []
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "010-62345678",
+        "010 6234 5678",
+        "(010) 6234 5678",
+        "(010)62345678",
+        "021-6234-5678",
+        "0755-88888888",
+        "0755-8888 8888",
+        "(0755)88888888",
+        "0571 234 5678",
+        "+86 10 6234 5678",
+        "+86-755-88888888",
+        "0086 21 62345678",
+        "(+86) (010) 62345678",
+    ],
+)
+def test_landline_found_in_every_format(value: str) -> None:
+    assert spans(f"座机{value}转8001") == [(PHONE, value)]
+    assert spans(f"tel. {value}, thanks") == [(PHONE, value)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "座机01062345678",  # no separator: as often an order number
+        "座机010-12345678",  # a local number never starts with 1
+        "座机010-02345678",
+        "座机0755-8888",  # too short
+        "订单号 0101-23456789",
+        "批次 0755-88888888-123456",  # inside a longer number
+        "2024-05-01 至 2024-06-30",
+    ],
+)
+def test_landline_rejected(text: str) -> None:
     assert spans(text) == []
 
 
