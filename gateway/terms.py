@@ -321,6 +321,10 @@ class RateLimiter(Protocol):
         """Undo the admission of `ticket` (its share was not recorded, so nothing went out)."""
         ...
 
+    def note(self, key: str, ticket: str) -> None:
+        """A share to a partner with no rate: a rate a reload brings in counts it."""
+        ...
+
 
 class QuotaCounter(Protocol):
     """Counts records per partner and day; `take` is all-or-nothing under `limit` (if any)."""
@@ -333,6 +337,10 @@ class QuotaCounter(Protocol):
 def rate_window(rate_per_s: float) -> tuple[float, int]:
     """The window a rate is judged over, in seconds, and how many shares it admits in it."""
     return (1.0, int(rate_per_s)) if rate_per_s >= 1 else (1.0 / rate_per_s, 1)
+
+
+# How many of its latest shares a partner without a rate is remembered by.
+_UNRATED_KEPT: Final = 1000
 
 
 @dataclass(slots=True)
@@ -351,7 +359,9 @@ class SlidingWindows:
     async def acquire(self, key: str, rate_per_s: float, ticket: str) -> float | None:
         now = self.clock()
         span, allowed = rate_window(rate_per_s)
-        window = self._windows.setdefault(key, deque())
+        window = self._windows.get(key)
+        if window is None or window.maxlen is not None:  # new, or `note`d while it had no rate
+            window = self._windows[key] = deque(() if window is None else window)
         while window and window[0][0] <= now - span:
             window.popleft()
         if len(window) < allowed:
@@ -366,6 +376,14 @@ class SlidingWindows:
         recent = sorted(now - age for age in ages_s if 0 <= age < span)
         # No share's ticket: a share from before the restart is never given back.
         self._windows[key] = deque((when, "") for when in recent[-allowed:])
+
+    def note(self, key: str, ticket: str) -> None:
+        # The latest few only: a rate brought in later is judged on them (a rate above
+        # `_UNRATED_KEPT` a second on a part of its first window).
+        window = self._windows.get(key)
+        if window is None or window.maxlen is None:  # new, or a rate a reload took away
+            window = self._windows[key] = deque(window or (), maxlen=_UNRATED_KEPT)
+        window.append((self.clock(), ticket))
 
     async def release(self, key: str, ticket: str) -> None:
         # Its own place, not the newest: that one belongs to a share admitted since, and
@@ -410,8 +428,7 @@ class VolumeTaken:
     partner: str
     day: date
     records: int
-    rated: bool
-    ticket: str  # the share's id: its place in the rate window
+    ticket: str  # the share's id: its place in the rate window (or among the shares `note`d)
 
 
 def _seconds_to_midnight(now: datetime) -> int:
@@ -597,15 +614,17 @@ class Terms:
                 f"{partner.id} may receive {limit} records per day",
                 headers={"Retry-After": str(_seconds_to_midnight(now))},
             )
-        return VolumeTaken(partner.id, now.date(), records, rated, ticket)
+        if not rated:
+            # Likewise a rate a reload brings in covers the shares made just before it.
+            self.limiter.note(partner.id, ticket)
+        return VolumeTaken(partner.id, now.date(), records, ticket)
 
     async def give_back(self, taken: VolumeTaken | None) -> None:
-        """Undo `check`'s count of a share that was then not recorded (so never sent)."""
+        """Undo `check`'s count of a share that was then not recorded, or never sent."""
         if taken is None:
             return
         await self.quota.give_back(taken.partner, taken.day, taken.records)
-        if taken.rated:
-            await self.limiter.release(taken.partner, taken.ticket)
+        await self.limiter.release(taken.partner, taken.ticket)
 
 
 def _token_covers(claims: Mapping[str, object], subject: str, partner: str, purpose: str) -> bool:

@@ -1072,6 +1072,35 @@ async def test_a_released_admission_frees_its_own_place() -> None:
     assert await windows.acquire("acme", 2, "sixth") is not None
 
 
+async def test_a_rate_a_reload_brings_in_covers_the_shares_made_before(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway([contract(routes=ROUTES)])  # no rate yet
+    gw.runtime.terms.limiter = SlidingWindows(clock=FakeClock())  # every request "at once"
+    for _ in range(2):
+        assert (await gw.share("POST", "/acme/v1/assess", json=applicant())).status == 200
+    rated = contract(terms={"rate_limit_per_s": 2}, routes=ROUTES)
+    rated["upstream"]["base_url"] = gw.partner.base_url
+    (gw.runtime.settings.contracts_dir / "acme.yaml").write_text(yaml.safe_dump(rated))
+    await gw.runtime.reload()
+    response = await gw.share("POST", "/acme/v1/assess", json=applicant())
+    assert response.status == 429  # two already in this second
+    assert len(gw.partner.received) == 2
+
+
+async def test_shares_without_a_rate_are_remembered_a_bounded_few() -> None:
+    clock = FakeClock()
+    windows = SlidingWindows(clock=clock)
+    assert await windows.acquire("acme", 5000, "rated") is None
+    for n in range(5000):  # the rate was taken away by a reload: the window stops growing
+        windows.note("acme", f"unrated-{n}")
+    # A rate brought back judges on the latest shares kept: they fill a rate of 1000 a second.
+    assert await windows.acquire("acme", 1000, "again") is not None
+    await windows.release("acme", "unrated-4999")  # a share not sent gives its place back
+    assert await windows.acquire("acme", 1000, "again") is None
+    assert await windows.acquire("acme", 1001, "more") is None
+
+
 async def test_rate_limit_answers_429_with_retry_after(make_gateway: GatewayFactory) -> None:
     gw = await make_gateway([contract(terms={"rate_limit_per_s": 1})])
     gw.runtime.terms.limiter = SlidingWindows(clock=FakeClock())  # the two requests are "at once"
