@@ -50,6 +50,7 @@ from gateway.runtime import RUNTIME, Runtime
 from gateway.server import SERVER_NAME
 from gateway.sharelog.record import ShareOutcome, ShareRecord
 from gateway.terms import (
+    NO_CONSENT_TOKEN,
     ConsentToken,
     Subject,
     VolumeTaken,
@@ -635,6 +636,8 @@ async def decide(flow: Flow, request: web.Request, runtime: Runtime) -> None:
     partner = flow.partner
     if partner is not None and (partner.third_party or partner.sensitive_consent):
         flow.consent_token = await runtime.terms.read_consent_token(request)
+    else:
+        flow.consent_token = NO_CONSENT_TOKEN  # no consent is ever asked of this partner
     now = datetime.now(flow.policy.zone)
     if partner is not None:
         check_contract_at(partner, now)

@@ -50,15 +50,15 @@ def consent_token(key: SigningKey) -> str:
 
 @pytest.fixture
 async def consent_settings() -> AsyncIterator[dict[str, Any]]:
-    """A consent service whose JWKS gains the NEW key on its second, slow, fetch."""
-    fetches = 0
+    """The gateway's `consent` settings for a consent service whose JWKS gains the NEW key on
+    its second, slow, fetch; `fetches` counts them."""
+    settings: dict[str, Any] = {"fetches": 0}
 
     async def handle(request: web.Request) -> web.Response:
-        nonlocal fetches
-        fetches += 1
-        if fetches > 1:
+        settings["fetches"] += 1
+        if settings["fetches"] > 1:
             await asyncio.sleep(FETCH_S)
-        keys = [OLD] if fetches == 1 else [OLD, NEW]
+        keys = [OLD] if settings["fetches"] == 1 else [OLD, NEW]
         return web.Response(body=orjson.dumps(jwks(*keys)), content_type="application/json")
 
     app = web.Application()
@@ -68,20 +68,19 @@ async def consent_settings() -> AsyncIterator[dict[str, Any]]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
-    yield {
-        "consent": {
-            "algorithms": ["RS256"],
-            "jwks_url": f"http://127.0.0.1:{port}/jwks.json",
-            "jwks_refresh_min_interval_s": 1,
-        }
+    settings["consent"] = {
+        "algorithms": ["RS256"],
+        "jwks_url": f"http://127.0.0.1:{port}/jwks.json",
+        "jwks_refresh_min_interval_s": 1,
     }
+    yield settings
     await runner.cleanup()
 
 
 async def test_a_contract_expiring_while_consent_keys_are_fetched_shares_nothing(
     make_gateway: GatewayFactory, consent_settings: dict[str, Any]
 ) -> None:
-    gw = await make_gateway([third_party()], settings=consent_settings)
+    gw = await make_gateway([third_party()], settings={"consent": consent_settings["consent"]})
     # The contract ends during the fetch, as at 23:59:59.6 on its `expires` day.
     policy = gw.runtime.policy
     until = datetime.now(policy.zone) + timedelta(seconds=FETCH_S / 2)
@@ -98,12 +97,28 @@ async def test_a_contract_expiring_while_consent_keys_are_fetched_shares_nothing
     assert [(r.decision, r.reason) for r in gw.log.records] == [("denied", "contract_inactive")]
 
 
+async def test_a_partner_needing_no_consent_never_waits_for_a_consent_token(
+    make_gateway: GatewayFactory, consent_settings: dict[str, Any]
+) -> None:
+    # The token would be verified (its new key fetched) for nothing, and after the share's
+    # instant: a contract ending meanwhile would still be shared.
+    gw = await make_gateway([contract()], settings={"consent": consent_settings["consent"]})
+    fetches = consent_settings["fetches"]
+    response = await gw.share(
+        "POST", "/acme/v1/assess", json=applicant(), headers={"X-Consent-Token": consent_token(NEW)}
+    )
+    assert response.status == 200
+    assert consent_settings["fetches"] == fetches  # the NEW key was never looked for
+
+
 async def test_a_share_counts_against_the_day_its_record_is_dated(
     make_gateway: GatewayFactory,
     consent_settings: dict[str, Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    gw = await make_gateway([third_party(max_records_per_day=1)], settings=consent_settings)
+    gw = await make_gateway(
+        [third_party(max_records_per_day=1)], settings={"consent": consent_settings["consent"]}
+    )
     zone = gw.runtime.policy.zone
     real = datetime.now(zone)
     midnight = datetime.combine(real.date() + timedelta(days=1), datetime.min.time(), zone)
