@@ -593,6 +593,10 @@ class HttpUpstream:
     def _close_longest_idle(self) -> None:
         oldest: deque[_Connection] | None = None
         for pool in self._idle.values():
+            # One the partner closed has given its place back already: closing it makes no
+            # room, so it is dropped and the next one looked at.
+            while pool and (pool[0].transport is None or not pool[0].reusable):
+                pool.popleft().abort()
             if pool and (oldest is None or pool[0].idle_since < oldest[0].idle_since):
                 oldest = pool
         if oldest is not None:

@@ -224,6 +224,35 @@ async def test_a_hanging_partner_holds_only_its_own_connections(
         await upstream.close()
 
 
+async def test_a_pooled_connection_the_partner_closed_makes_no_room(
+    partner: RawPartner, hanging: RawPartner
+) -> None:
+    # `hanging` answers and hangs up (as a partner with a short keep-alive does): its place
+    # was given back, so closing it frees nothing; `partner`'s live idle connection must go.
+    async def answer_then_hang_up(
+        raw: RawPartner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        await answer_ok(raw, reader, writer)
+        return False
+
+    hanging.script = answer_then_hang_up
+    other = await RawPartner().start()
+    upstream = HttpUpstream(connections=1, connections_per_origin=1)
+    await upstream.start()
+    try:
+        await upstream.send(request_to(url(hanging)))
+        async with asyncio.timeout(BOUND_S):
+            while hanging.open_connections:  # noqa: ASYNC110 - until it hung up
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # and the client has seen it
+        await upstream.send(request_to(url(partner)))  # holds the only place, idle
+        response = await upstream.send(request_to(url(other), timeout_s=BOUND_S / 2))
+        assert response.status == 200
+    finally:
+        await upstream.close()
+        await other.close()
+
+
 async def test_connections_kept_idle_make_room_for_another_partner(
     partner: RawPartner, hanging: RawPartner
 ) -> None:
