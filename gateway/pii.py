@@ -986,8 +986,9 @@ def _spans(text: str, allowed: frozenset[str]) -> list[_Span]:
     patterns = (_INVISIBLE, _INVISIBLE_ASTRAL) if astral else (_INVISIBLE,)
     holes = sorted(m.start() for pattern in patterns for m in pattern.finditer(text))
     # Letters of any script are part of an address (an internationalised one): in a string
-    # holding an '@', an invisible character beside one may hide it.
-    letters = "@" in text or "\uff20" in text
+    # holding an '@' (full-width, or percent-encoded, once folded), an invisible character
+    # beside one may hide it.
+    letters = "@" in folded or "%40" in folded
     if not any(_may_hide(text, at, letters) for at in holes):
         return spans
     visible = text

@@ -281,6 +281,8 @@ MATH_PHONE = "".join(chr(0x1D7CE + int(d)) for d in "13800138000")
         (f"卡号{CARD_16[:8]}\u2060{CARD_16[8:]}。", f"{CARD_16[:8]}\u2060{CARD_16[8:]}"),
         ("写信zhang\ufeffwei@example.com吧", "zhang\ufeffwei@example.com"),
         ("邮箱：张\u200b伟@例子.中国。", "张\u200b伟@例子.中国"),
+        ("邮箱：张\u200b伟%40qq.com。", "张\u200b伟%40qq.com"),
+        ("邮箱：张\u200b伟％４０qq.com。", "张\u200b伟％４０qq.com"),
         ("邮箱：用户@例\u200c子.中国。", "用户@例\u200c子.中国"),
         ("订单2024\u200b13800138000", "13800138000"),  # the invisible character as a boundary
         ("回拨\u200e13800138000\u200f。", "13800138000"),  # direction marks around it
@@ -307,6 +309,8 @@ MATH_PHONE = "".join(chr(0x1D7CE + int(d)) for d in "13800138000")
         "card_word_joiner",
         "email_byte_order_mark",
         "cjk_email_zero_width_space",
+        "cjk_percent_encoded_email_zero_width_space",
+        "cjk_fullwidth_percent_encoded_email_zero_width_space",
         "cjk_email_zero_width_non_joiner_in_domain",
         "phone_after_a_zero_width_space",
         "phone_between_direction_marks",
