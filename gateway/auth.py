@@ -294,6 +294,14 @@ def _shown_url(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
+# A URL's query as an error message may quote it (`url='https://idp/jwks?key=...'`).
+_QUERY: Final = re.compile(r"\?[^\s'\"<>]*")
+
+
+def _without_queries(message: str) -> str:
+    return _QUERY.sub("", message)
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -375,7 +383,9 @@ class RemoteJwksKeyStore:
                 async with self._lock:
                     await self._refresh()
             except Exception as exc:  # a fault must not end the refreshes for good
-                log.warning("jwks_refresh_failed", url=self._shown, error=repr(exc))
+                log.warning(
+                    "jwks_refresh_failed", url=self._shown, error=_without_queries(repr(exc))
+                )
 
     async def select(self, kid: str | None, alg: str) -> VerificationKey:
         if self._session is None:
@@ -432,7 +442,7 @@ class RemoteJwksKeyStore:
                     if len(body) > self._max_bytes:
                         raise _FetchError(f"response is larger than {self._max_bytes} bytes")
         except (aiohttp.ClientError, TimeoutError) as exc:
-            problem = str(exc).replace(self._url, self._shown)  # some name the URL they asked
+            problem = _without_queries(str(exc))  # some name the URL they asked, normalised
             raise _FetchError(f"{type(exc).__name__}: {problem}".rstrip(": ")) from exc
         try:
             return parse_jwks(json.loads(body), self._allowed), bytes(body)

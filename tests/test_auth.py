@@ -851,6 +851,28 @@ async def test_the_jwks_url_is_logged_and_reported_without_its_query(
     assert "s3cret" not in str(caught.value)
 
 
+async def test_the_jwks_query_never_appears_in_an_error_that_quotes_the_url() -> None:
+    # aiohttp's message quotes the URL as it normalised it (`%2f` read as `/`).
+    async def unreadable(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nX: " + b"a" * 20000 + b"\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(unreadable, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    store = RemoteJwksKeyStore(
+        f"http://127.0.0.1:{port}/jwks?access_key=s3cr%2fet", ["RS256"], refresh_min_interval_s=60
+    )
+    try:
+        with pytest.raises(AuthConfigError, match="cannot load the JWKS") as caught:
+            await store.start()
+        assert "s3cr" not in str(caught.value)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 async def test_jwks_url_failed_refresh_keeps_known_keys(
     serve_jwks: ServeJwks, rsa_signer: SigningKey, rsa_rotated: SigningKey
 ) -> None:
