@@ -151,7 +151,7 @@ async def build_runtime(
         if upstream is None:
             http = HttpUpstream(
                 connections=settings.limits.max_upstream_connections,
-                connections_per_origin=settings.limits.max_upstream_connections_per_origin,
+                connections_per_origin=settings.limits.upstream_connections_per_origin,
             )
             await http.start()
             opened.push_async_callback(http.close)

@@ -127,19 +127,26 @@ class LimitsSettings(_Section):
     # Connections to partners: open at once (in use or idle), and in use to one origin. The
     # second below the first keeps partners that hang from holding every connection.
     max_upstream_connections: int = Field(default=256, ge=1)
-    max_upstream_connections_per_origin: int = Field(default=64, ge=1)
+    # Unset: a quarter of the ceiling (64 of 256), so that lowering the ceiling alone is valid.
+    max_upstream_connections_per_origin: int | None = Field(default=None, ge=1)
     max_line_size: int = Field(default=8190, ge=256)
     max_field_size: int = Field(default=8190, ge=256)
     max_headers: int = Field(default=64, ge=8)
 
     @model_validator(mode="after")
     def _origin_cap_within_ceiling(self) -> Self:
-        if self.max_upstream_connections_per_origin > self.max_upstream_connections:
+        per_origin = self.max_upstream_connections_per_origin
+        if per_origin is not None and per_origin > self.max_upstream_connections:
             raise ValueError(
-                f"max_upstream_connections_per_origin ({self.max_upstream_connections_per_origin})"
+                f"max_upstream_connections_per_origin ({per_origin})"
                 f" must not exceed max_upstream_connections ({self.max_upstream_connections})"
             )
         return self
+
+    @property
+    def upstream_connections_per_origin(self) -> int:
+        per_origin = self.max_upstream_connections_per_origin
+        return max(1, self.max_upstream_connections // 4) if per_origin is None else per_origin
 
 
 class Settings(BaseModel):

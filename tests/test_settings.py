@@ -28,7 +28,7 @@ def test_every_setting_has_a_safe_default(tmp_path: Path, monkeypatch: pytest.Mo
     assert settings.limits.max_body_bytes == 1_048_576
     assert settings.limits.max_json_depth == 64
     assert settings.limits.max_upstream_connections == 256
-    assert settings.limits.max_upstream_connections_per_origin == 64
+    assert settings.limits.upstream_connections_per_origin == 64
     assert settings.contracts_dir == tmp_path / "contracts"
 
 
@@ -140,7 +140,7 @@ def test_a_bad_override_is_reported_under_its_variable(
         ("limits: {max_json_depth: 255}\n", "limits.max_json_depth"),
         # A cap per origin above the ceiling would let one hanging partner hold every connection.
         (
-            "limits: {max_upstream_connections: 32}\n",
+            "limits: {max_upstream_connections: 32, max_upstream_connections_per_origin: 64}\n",
             "limits: Value error, max_upstream_connections_per_origin (64) must not exceed "
             "max_upstream_connections (32)",
         ),
@@ -242,6 +242,11 @@ def _float_settings() -> list[tuple[str, str]]:
         if isinstance(model, type) and issubclass(model, BaseModel):
             found += [(name, key) for key, f in model.model_fields.items() if f.annotation is float]
     return found
+
+
+def test_lowering_the_partner_connection_ceiling_alone_lowers_the_cap_per_origin() -> None:
+    limits = Settings.model_validate({"limits": {"max_upstream_connections": 32}}).limits
+    assert limits.upstream_connections_per_origin == 8
 
 
 def test_there_are_float_settings_to_check() -> None:
