@@ -488,8 +488,10 @@ def response_headers(given: Mapping[str, str], body: bytes, *, filtered: bool) -
         elif name == "Cache-Control":
             value = _cache_directives(value)
         elif name == "Content-Type" and filtered:
-            # The body is the gateway's own JSON (or dropped): the type without its parameters.
-            value = parse_media_type(value)[0] if body else ""
+            # The body is the gateway's own JSON (or dropped): a problem report stays one, any
+            # other type is JSON; a vendor subtype is free text (`application/wang.138…+json`).
+            kind = parse_media_type(value)[0]
+            value = (kind if kind in _PLAIN_JSON_TYPES else "application/json") if body else ""
         if value:
             headers[name] = value
     return headers
@@ -522,6 +524,9 @@ _CACHE_FLAGS = frozenset(
     }
 )
 _CACHE_SECONDS = frozenset({"max-age", "s-maxage", "stale-while-revalidate", "stale-if-error"})
+_PLAIN_JSON_TYPES = frozenset({"application/json", "application/problem+json"})
+# As many digits as `Retry-After`'s seconds: a longer number (a phone number) is no duration.
+_SECONDS = re.compile("[0-9]{1,10}")
 
 
 def _cache_directives(value: str) -> str:
@@ -535,7 +540,7 @@ def _cache_directives(value: str) -> str:
             argument = argument[1:-1]  # a quoted number, which recipients accept (RFC 9111 5.2)
         if not eq and name in _CACHE_FLAGS:
             kept.append(name)
-        elif eq and name in _CACHE_SECONDS and argument.isascii() and argument.isdigit():
+        elif eq and name in _CACHE_SECONDS and _SECONDS.fullmatch(argument):
             kept.append(f"{name}={argument}")
         elif directive.strip(" \t"):
             return "no-store"

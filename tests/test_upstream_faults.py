@@ -562,6 +562,29 @@ async def test_a_well_formed_retry_after_and_a_filtered_json_type_pass(
     assert answer.headers["Content-Type"].startswith("application/problem+json")
 
 
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Content-Type: application/wang-wei.13812345678+json",
+        "Cache-Control: max-age=13812345678",
+        "Cache-Control: private, stale-if-error=13812345678",
+    ],
+)
+async def test_a_filtered_answers_headers_carry_no_number_of_the_partners(
+    make_gateway: GatewayFactory, header: str
+) -> None:
+    # A vendor subtype is free text, and a "duration" as long as a phone number is none.
+    gw = await make_gateway()
+    lines = ["HTTP/1.1 200 OK", "Content-Length: 13", header]
+    if not header.startswith("Content-Type"):
+        lines.append("Content-Type: application/json")
+    raw(gw).script = sends(("\r\n".join(lines) + "\r\n\r\n").encode() + b'{"score": 7} ')
+    answer = await share(gw)
+    assert (answer.status, answer.body) == (200, b'{"score":7}')
+    assert not any("13812345678" in value for value in answer.headers.values())
+    assert answer.headers["Content-Type"] == "application/json"
+
+
 def numbered_answer(number: int) -> bytes:
     body = b'{"score": %d}' % number
     return _head("200 OK", f"Content-Length: {len(body)}") + body
