@@ -123,6 +123,8 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
             body,
             now=datetime.now(settings.zone),
             max_depth=settings.limits.max_json_depth,
+            max_body_bytes=settings.limits.max_body_bytes,
+            max_query_params=settings.limits.max_query_params,
         )
     except GatewayError as error:
         if args.format == "json":

@@ -4,21 +4,34 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Final
 
-from gateway.errors import MalformedBody, MalformedRequest, PurposeDenied, RouteDenied
+from gateway.errors import (
+    BodyTooLarge,
+    MalformedBody,
+    MalformedRequest,
+    PurposeDenied,
+    RouteDenied,
+)
 from gateway.fieldfilter import FieldDecision, FilterResult, TextScanner
 from gateway.jsonbody import JSONValue, parse_json
 from gateway.pii import scan
 from gateway.pipeline import BODYLESS_METHODS, check_contract_at, refuse_identifiers_in_path
 from gateway.policy import PartnerPolicy, RoutePolicy
 from gateway.routing import parse_target
+from gateway.settings import LimitsSettings
 from gateway.terms import (
     born_outside_records,
-    check_minors,
     consent_for_child_outside,
     deny_child_outside,
+    deny_minors,
+    minors_among,
+    needing_consent,
     subjects_of,
 )
+
+# The gateway's own limits, unless the caller passes those of its settings.
+_LIMITS: Final = LimitsSettings()
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,20 +56,22 @@ def explain(
     *,
     now: datetime,
     max_depth: int,
+    max_body_bytes: int = _LIMITS.max_body_bytes,
+    max_query_params: int = _LIMITS.max_query_params,
     scanner: TextScanner | None = scan,
 ) -> Explanation:
     """Apply the partner's contract to a request as the gateway would; raise the denial if any.
 
     `scanner` is the free-text scan the gateway runs (the same one by default), so the body shown
     is the body the partner would receive, redactions included. Minors are judged (the body and
-    the date decide); consent and the rate and daily caps depend on state outside the contract
-    and are not evaluated.
+    the date decide), and so is whether consent could be shown at all; whether it is, and the
+    rate and daily caps, depend on state outside the contract and are not evaluated.
     """
     method, _, target = route_text.strip().partition(" ")
     method = method.upper()
     if not target.startswith("/"):
         raise MalformedRequest('--route must look like "POST /v1/assess"')
-    parsed = parse_target(f"/{partner.id}{target}", max_query_params=1000)
+    parsed = parse_target(f"/{partner.id}{target}", max_query_params=max_query_params)
     matches = partner.routes.match(method, parsed.segments)
     if not matches:
         raise RouteDenied(f"the contract declares no route {method} {target.partition('?')[0]}")
@@ -71,21 +86,27 @@ def explain(
             f"{', '.join(sorted(route.content_types)) or 'none'}); there are no fields to explain"
         )
     doc: dict[str, JSONValue] = {}
-    has_body = body is not None and bool(body.strip())
+    if body is not None and len(body) > max_body_bytes:
+        raise BodyTooLarge(f"the body exceeds {max_body_bytes} bytes")
     if method in BODYLESS_METHODS:
-        if has_body:
+        if body:  # whitespace too: the gateway refuses any body on these methods
             raise MalformedBody(f"a {method} share carries no body")
-    elif body is not None and has_body:
+    elif body is not None and body.strip():
         doc = parse_json(body, max_depth=max_depth)
     else:
         raise MalformedBody("a body is required for this route")
     query = dict(parsed.query)
     result = route.plan.apply(doc, query, hash_key=partner.hash_key, scanner=scanner, trace=True)
-    # The gateway refuses a share whose subject it cannot read, one about a child where the
-    # contract denies it, and a child's data beside a batch where it needs consent: each
-    # depends on the body and the date alone.
-    check_minors(partner, subjects_of(route, doc, query, params), now.date())
+    # The gateway refuses a share whose subject it cannot read, one whose consent could never
+    # be shown (it names no subject), one about a child where the contract denies it, and a
+    # child's data beside a batch where it needs consent: each depends on the body and the
+    # date alone. In the gateway's order, so that the same refusal is named.
+    today = now.date()
+    subjects = subjects_of(route, doc, query, params)
+    minors = minors_among(subjects, today)
+    needing_consent(partner, subjects, minors, result.categories_sent, unread=False)
     born_outside = born_outside_records(route, doc, query)
-    consent_for_child_outside(partner, born_outside, now.date())
-    deny_child_outside(partner, born_outside, now.date())
+    consent_for_child_outside(partner, born_outside, today)
+    deny_minors(partner, subjects, minors)
+    deny_child_outside(partner, born_outside, today)
     return Explanation(route=route, result=result)

@@ -254,13 +254,6 @@ def _as_date(value: JSONValue, what: str) -> date:
     raise MalformedBody(f"{what} is not an ISO 8601 date")
 
 
-def check_minors(partner: PartnerPolicy, subjects: list[Subject], today: date) -> list[bool]:
-    """Which subjects are under 14 `today`; raises MinorDenied where the contract denies them."""
-    minors = minors_among(subjects, today)
-    deny_minors(partner, subjects, minors)
-    return minors
-
-
 def minors_among(subjects: list[Subject], today: date) -> list[bool]:
     """Which subjects are under 14 `today`."""
     return [s.birth_date is not None and is_minor(s.birth_date, today) for s in subjects]
@@ -515,25 +508,9 @@ class Terms:
         now: datetime,
     ) -> tuple[str, ...]:
         """Each subject's consent basis, where the contract requires one."""
-        sent = flow.result.categories_sent if flow.result is not None else ()
-        # An upload (a route without fields) is not read: it may hold any sensitive category
-        # the contract names, so where those need consent, every upload does.
         unread = flow.route is not None and flow.route.plan is None and bool(flow.body)
-        every_subject = partner.third_party or (
-            partner.sensitive_consent
-            and (
-                any(partner.sensitive(c) for c in sent)
-                or (unread and bool(partner.sensitive_categories))
-            )
-        )
-        # Data about a child under 14 is sensitive whatever its category.
-        needing = [
-            s
-            for s, minor in zip(flow.subjects, minors, strict=True)
-            if every_subject or (minor and partner.sensitive_consent)
-        ]
-        if every_subject and not flow.subjects:
-            raise ConsentRequired("the request names no data subject, so consent cannot be shown")
+        sent = flow.result.categories_sent if flow.result is not None else ()
+        needing = needing_consent(partner, flow.subjects, minors, sent, unread=unread)
         if not needing:
             return ()
         claims, token_problem = token.claims, ""
@@ -541,18 +518,14 @@ class Terms:
             log.warning("consent_token_rejected", share_id=flow.share_id, problem=token.problem)
             token_problem = f" (the consent token was not accepted: {token.problem})"
         basis: list[str] = []
-        for subject in needing:
-            if subject.id is None:
-                raise ConsentRequired(
-                    "the route names no data subject field, so consent cannot be shown"
-                )
-            if claims is not None and _token_covers(claims, subject.id, partner.id, purpose):
-                if not self._withdrawn_since(claims, subject.id, partner.id, purpose, now):
+        for subject, subject_id in needing:
+            if claims is not None and _token_covers(claims, subject_id, partner.id, purpose):
+                if not self._withdrawn_since(claims, subject_id, partner.id, purpose, now):
                     basis.append(f"token:{claims['jti']}")
                     continue
                 token_problem = " (the consent token predates a withdrawal on record)"
             grant = (
-                self.registry.covering(subject.id, partner.id, purpose, now)
+                self.registry.covering(subject_id, partner.id, purpose, now)
                 if self.registry is not None
                 else None
             )
@@ -625,6 +598,43 @@ class Terms:
             return
         await self.quota.give_back(taken.partner, taken.day, taken.records)
         await self.limiter.release(taken.partner, taken.ticket)
+
+
+def needing_consent(
+    partner: PartnerPolicy,
+    subjects: list[Subject],
+    minors: list[bool],
+    sent: Iterable[str],
+    *,
+    unread: bool,
+) -> list[tuple[Subject, str]]:
+    """The subjects whose consent a share needs, with their ids (`sent`: its categories;
+    `unread`: an upload).
+
+    Raises ConsentRequired where no consent could ever be shown, whatever the registry and the
+    tokens hold: the share names no subject, or a subject without an id.
+    """
+    # An upload (a route without fields) is not read: it may hold any sensitive category the
+    # contract names, so where those need consent, every upload does.
+    every_subject = partner.third_party or (
+        partner.sensitive_consent
+        and (
+            any(partner.sensitive(c) for c in sent)
+            or (unread and bool(partner.sensitive_categories))
+        )
+    )
+    # Data about a child under 14 is sensitive whatever its category.
+    needing = [
+        s
+        for s, minor in zip(subjects, minors, strict=True)
+        if every_subject or (minor and partner.sensitive_consent)
+    ]
+    if every_subject and not subjects:
+        raise ConsentRequired("the request names no data subject, so consent cannot be shown")
+    named = [(s, s.id) for s in needing if s.id is not None]
+    if len(named) < len(needing):
+        raise ConsentRequired("the route names no data subject field, so consent cannot be shown")
+    return named
 
 
 def _token_covers(claims: Mapping[str, object], subject: str, partner: str, purpose: str) -> bool:

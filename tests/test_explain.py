@@ -7,6 +7,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -224,6 +225,91 @@ async def test_the_dry_run_matches_what_the_partner_receives(
     assert record.fields_stripped == dry.result.fields_stripped
     assert record.fields_transformed == dry.result.fields_transformed
     assert record.pii_redactions == dry.result.pii_redactions
+
+
+NAMES_BATCH: dict[str, Any] = {
+    "method": "POST",
+    "path": "/v1/kids",
+    "purpose": "credit_assessment",
+    "records": "applicants[]",
+    "subject": "applicants[].user_id",
+    "birth_date": "applicants[].birth_date",
+    "fields": [{"path": "applicants[].name", "category": "identity.name"}],
+}
+GUARANTOR_BORN = {"path": "guarantor.birth_date", "category": "identity.birth_date"}
+CONSENT_FOR_SENSITIVE = {"allowed": ["identity.id_number"], "consent_required": True}
+
+
+def third_party_batch() -> dict[str, Any]:
+    return contract(
+        partner={"relationship": "third_party"},
+        terms={**BASE_CONTRACT["terms"], "sensitive": CONSENT_FOR_SENSITIVE},
+        routes=[NAMES_BATCH],
+    )
+
+
+def children_batch() -> dict[str, Any]:
+    route = {**NAMES_BATCH, "fields": [*NAMES_BATCH["fields"], GUARANTOR_BORN]}
+    return contract(
+        terms={**BASE_CONTRACT["terms"], "minors": "deny", "sensitive": CONSENT_FOR_SENSITIVE},
+        categories=["identity.name", "identity.id_number", "identity.birth_date"],
+        routes=[route],
+    )
+
+
+def child(user_id: str, born: str) -> dict[str, Any]:
+    return {"user_id": user_id, "name": "Li", "birth_date": born}
+
+
+@pytest.mark.parametrize(
+    ("doc", "method", "target", "body"),
+    [
+        # A batch of no one where consent is needed: no consent could ever be shown.
+        (third_party_batch, "POST", "/v1/kids", b'{"applicants":[]}'),
+        # A child in the records and one beside them: consent for the one outside comes first.
+        (
+            children_batch,
+            "POST",
+            "/v1/kids",
+            orjson.dumps(
+                {
+                    "applicants": [child("c", "2020-01-01")],
+                    "guarantor": {"birth_date": "2021-01-01"},
+                }
+            ),
+        ),
+        (contract, "POST", "/v1/assess", orjson.dumps({"applicant": {"name": "x" * 2000}})),
+        (contract, "GET", "/v1/reports/r1?" + "&".join(f"p{n}=1" for n in range(65)), None),
+        (contract, "GET", "/v1/reports/r1", b"\n"),  # whitespace is a body too
+    ],
+    ids=["empty_batch_needing_consent", "two_children", "too_large", "query_params", "get_body"],
+)
+async def test_the_dry_run_refuses_as_the_gateway_does(
+    make_gateway: GatewayFactory,
+    doc: Callable[[], dict[str, Any]],
+    method: str,
+    target: str,
+    body: bytes | None,
+) -> None:
+    gw = await make_gateway([doc()], settings={"limits": {"max_body_bytes": 1000}})
+    json_type = {"Content-Type": "application/json"} if method == "POST" else {}
+    response = await gw.share(method, "/acme" + target, data=body, headers=json_type)
+    refused = (response.status, (await response.json())["error"]["code"])
+    assert refused[0] >= 400
+    limits = gw.runtime.settings.limits
+    with pytest.raises(GatewayError) as dry:
+        explain(
+            gw.runtime.policy.partners["acme"],
+            f"{method} {target}",
+            "credit_assessment",
+            body,
+            now=datetime.now(ZONE),
+            max_depth=limits.max_json_depth,
+            max_body_bytes=limits.max_body_bytes,
+            max_query_params=limits.max_query_params,
+        )
+    assert (dry.value.status, dry.value.code) == refused
+    assert gw.partner.received == []
 
 
 async def test_a_query_number_too_long_to_bucket_is_explained_as_stripped(
