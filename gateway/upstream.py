@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import socket
+import select
 import ssl
 import time
 from collections import deque
@@ -375,29 +375,17 @@ class _Connection(asyncio.Protocol):
 class _Socket(Protocol):
     """What asyncio lends out of a transport's socket (`get_extra_info("socket")`)."""
 
-    @property
-    def family(self) -> int: ...
-    @property
-    def type(self) -> int: ...
-    @property
-    def proto(self) -> int: ...
     def fileno(self) -> int: ...
 
 
 def _waiting(sock: _Socket) -> bool:
     """Whether a byte or the end of the stream waits on `sock`, read without taking it."""
-    # asyncio lends out its socket without `recv`: a second socket object on the same
-    # descriptor peeks, and is detached so that it never closes what it does not own.
-    probe = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.fileno())
-    try:
-        probe.recv(1, socket.MSG_PEEK | getattr(socket, "MSG_DONTWAIT", 0))
-    except (BlockingIOError, InterruptedError):
-        return False  # nothing there: the connection is as the last answer left it
-    except OSError:
-        return True  # a reset waiting: no use either
-    finally:
-        probe.detach()
-    return True  # a byte nobody asked for, or b"": the partner closed
+    # Readable at once means a byte nobody asked for, or the partner's close (or a reset):
+    # either way the connection is of no use for the next share. poll, not select: a
+    # descriptor may be numbered past select's limit of 1024.
+    poll = select.poll()
+    poll.register(sock.fileno(), select.POLLIN)
+    return bool(poll.poll(0))
 
 
 class HttpUpstream:

@@ -7,6 +7,8 @@ import contextlib
 import datetime
 import gzip
 import ipaddress
+import os
+import resource
 import socket
 import ssl
 import time
@@ -23,7 +25,7 @@ from partners import RawPartner, writes
 
 from gateway import upstream as upstream_module
 from gateway.errors import UpstreamError
-from gateway.upstream import HttpUpstream, UpstreamFailure, UpstreamRequest, origin_of
+from gateway.upstream import HttpUpstream, UpstreamFailure, UpstreamRequest, _waiting, origin_of
 
 OK = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 8\r\n\r\n{"n": 1}'
 BOUND_S = 5.0  # far above every wait here: reaching it means something hung
@@ -844,3 +846,22 @@ async def test_a_pooled_tls_connection_with_anything_waiting_on_it_is_not_reused
         await upstream.close()
     assert (first.body, second.body) == (b'{"n": 1}', b'{"n": 2}')
     assert partner.connections == 2
+
+
+def test_a_connection_numbered_past_1024_is_looked_at_too() -> None:
+    # select() refuses descriptors from 1024 on; a busy gateway's may be numbered that high.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if min(soft, hard) <= 1500:
+        pytest.skip("descriptors are limited to fewer than 1500 here")
+    left, right = socket.socketpair()
+    high = os.dup2(left.fileno(), 1500)
+    try:
+        probe = socket.socket(fileno=high)
+        assert _waiting(probe) is False
+        right.send(b"x")
+        assert _waiting(probe) is True
+        probe.detach()
+    finally:
+        os.close(high)
+        left.close()
+        right.close()
