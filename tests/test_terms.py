@@ -1072,6 +1072,13 @@ async def test_a_released_admission_frees_its_own_place() -> None:
     assert await windows.acquire("acme", 2, "sixth") is not None
 
 
+async def reload_as(gw: Any, doc: dict[str, Any]) -> None:
+    """Reload the gateway with `doc` as acme's contract, still calling the same fake partner."""
+    doc["upstream"]["base_url"] = gw.partner.base_url
+    (gw.runtime.settings.contracts_dir / "acme.yaml").write_text(yaml.safe_dump(doc))
+    await gw.runtime.reload()
+
+
 async def test_a_rate_a_reload_brings_in_covers_the_shares_made_before(
     make_gateway: GatewayFactory,
 ) -> None:
@@ -1079,10 +1086,7 @@ async def test_a_rate_a_reload_brings_in_covers_the_shares_made_before(
     gw.runtime.terms.limiter = SlidingWindows(clock=FakeClock())  # every request "at once"
     for _ in range(2):
         assert (await gw.share("POST", "/acme/v1/assess", json=applicant())).status == 200
-    rated = contract(terms={"rate_limit_per_s": 2}, routes=ROUTES)
-    rated["upstream"]["base_url"] = gw.partner.base_url
-    (gw.runtime.settings.contracts_dir / "acme.yaml").write_text(yaml.safe_dump(rated))
-    await gw.runtime.reload()
+    await reload_as(gw, contract(terms={"rate_limit_per_s": 2}, routes=ROUTES))
     response = await gw.share("POST", "/acme/v1/assess", json=applicant())
     assert response.status == 429  # two already in this second
     assert len(gw.partner.received) == 2
@@ -1150,10 +1154,7 @@ async def test_a_cap_a_reload_brings_in_covers_the_records_shared_before(
     gw = await make_gateway([contract(routes=ROUTES)])  # no daily cap yet
     for _ in range(3):
         assert (await gw.share("POST", "/acme/v1/assess", json=applicant())).status == 200
-    capped = contract(terms={"max_records_per_day": 3}, routes=ROUTES)
-    capped["upstream"]["base_url"] = gw.partner.base_url
-    (gw.runtime.settings.contracts_dir / "acme.yaml").write_text(yaml.safe_dump(capped))
-    await gw.runtime.reload()
+    await reload_as(gw, contract(terms={"max_records_per_day": 3}, routes=ROUTES))
     response = await gw.share("POST", "/acme/v1/assess", json=applicant())
     assert response.status == 429
     assert (await error_of(response))["code"] == "quota_exceeded"

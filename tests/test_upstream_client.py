@@ -21,7 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from partners import RawPartner, writes
+from partners import RawPartner, Script, writes
 
 from gateway import upstream as upstream_module
 from gateway.errors import UpstreamError
@@ -395,13 +395,10 @@ def numbered(n: int) -> bytes:
     return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
 
 
-@pytest.mark.parametrize("after", ["second_answer", "close"])
-async def test_a_pooled_connection_with_anything_waiting_on_it_is_not_reused(
-    client: HttpUpstream, partner: RawPartner, after: str
-) -> None:
-    writers: list[asyncio.StreamWriter] = []
+def counting(writers: list[asyncio.StreamWriter]) -> Script:
+    """Answers each request with its number, keeping each connection's writer in `writers`."""
 
-    async def counting(
+    async def script(
         raw: RawPartner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> bool:
         writers.append(writer)
@@ -409,7 +406,15 @@ async def test_a_pooled_connection_with_anything_waiting_on_it_is_not_reused(
         await writer.drain()
         return True
 
-    partner.script = counting
+    return script
+
+
+@pytest.mark.parametrize("after", ["second_answer", "close"])
+async def test_a_pooled_connection_with_anything_waiting_on_it_is_not_reused(
+    client: HttpUpstream, partner: RawPartner, after: str
+) -> None:
+    writers: list[asyncio.StreamWriter] = []
+    partner.script = counting(writers)
     first = await client.send(request_to(url(partner)))
     # What the partner sends after the first answer, on the now idle connection: written to
     # the socket at once, and not yet read by the gateway, which has not yielded since.
@@ -822,16 +827,7 @@ async def test_a_pooled_tls_connection_with_anything_waiting_on_it_is_not_reused
 ) -> None:
     partner, cert = tls_partner
     writers: list[asyncio.StreamWriter] = []
-
-    async def counting(
-        raw: RawPartner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> bool:
-        writers.append(writer)
-        writer.write(numbered(len(raw.requests)))
-        await writer.drain()
-        return True
-
-    partner.script = counting
+    partner.script = counting(writers)
     upstream = HttpUpstream(ssl_context=ssl.create_default_context(cafile=str(cert)))
     await upstream.start()
     try:
