@@ -283,7 +283,8 @@ _CORE: Final = re.compile(rf"[0-9:](?:(?<=[0-9])(?:{_CORE_DIGITS})|{_CORE_COLONS
 # other text does not pay for them at every digit.
 _CORE_LANDLINE: Final = re.compile(
     rf"[0-9:](?:(?<=[0-9])(?:{_CORE_DIGITS}"
-    r"|[0-9]{1,3}\) ?[2-9][0-9]{2,3}[ \-][0-9]{4}|[0-9][ \-][2-9][0-9]{3}[ \-][0-9]{4})"
+    r"|[0-9]{1,3}\)[ \-]?[2-9][0-9]{2,3}[ \-][0-9]{4}"
+    r"|[0-9]{1,2}[ \-][2-9][0-9]{2,3}[ \-][0-9]{4})"
     rf"|{_CORE_COLONS})"
 )
 # The run around a core: identifier characters, a single space only between digit groups
@@ -344,15 +345,18 @@ _PHONE_RE: Final = re.compile(
 # digits not starting with 0 or 1, whole or grouped 3-4 or 4-4. A 0-led run of 11 or 12 digits
 # without a separator is left alone: it is as often an order number.
 _AREA: Final = r"(?:10|2[0-9]|[3-9][0-9]{2})"
+# A local number in one piece may take an extension ("-8001"); one in groups is followed by no
+# more digits (a fourth group makes a longer number: "0755-2345-6789-0123"), unless the +86
+# before it says what it is.
+_LOCAL_WHOLE: Final = r"[2-9][0-9]{6,7}(?![0-9])(?!-[0-9]{5})"
+_LOCAL_GROUPED: Final = r"[2-9][0-9]{2,3}[ \-][0-9]{4}(?![0-9])"
 _LANDLINE_RE: Final = re.compile(
-    r"(?<![0-9])(?<![0-9]-)"
-    r"(?:"
-    rf"(?:\((?:\+|00)86\)|(?:\+|00)86)[ \-]?(?:\(0?{_AREA}\)|0?{_AREA})"
-    rf"|\(0{_AREA}\)"
-    rf"|0{_AREA}(?=[ \-])"
+    # Not the tail of a number ("1,010 2345 6789" is an amount, "0800-2000" a shift).
+    r"(?<![0-9])(?<![0-9][\-,.])(?:"
+    rf"(?:\((?:\+|00)86\)|(?:\+|00)86)[ \-]?(?:\(0?{_AREA}\)|0?{_AREA})[ \-]?"
+    rf"(?:{_LOCAL_WHOLE}|{_LOCAL_GROUPED}(?!-[0-9]{{5}}))"
+    rf"|(?:\(0{_AREA}\)|0{_AREA}(?=[ \-]))[ \-]?(?:{_LOCAL_WHOLE}|{_LOCAL_GROUPED}(?!-[0-9]))"
     r")"
-    # An extension may follow ("-8001"), not a longer number.
-    r"[ \-]?[2-9][0-9]{2,3}[ \-]?[0-9]{4}(?![0-9])(?!-[0-9]{5})"
 )
 _PASSPORT_RE: Final = re.compile(r"(?<![0-9A-Za-z])(?:[EG][0-9]{8}|E[A-Z][0-9]{7})(?![0-9A-Za-z])")
 _OCTET: Final = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9][0-9]|[0-9])"
@@ -891,7 +895,7 @@ def _candidates(norm: str, start: int, end: int) -> list[_Candidate]:
     if length >= 11:
         for m in _PHONE_RE.finditer(norm, start, end):
             found.append((_PRIORITY[PHONE], m.start(), m.end(), PHONE))
-    if length >= 11 and norm.find("0", start, end) != -1:
+    if length >= 11 and (norm.find("0", start, end) != -1 or norm.find("86", start, end) != -1):
         for m in _LANDLINE_RE.finditer(norm, start, end):
             found.append((_PRIORITY[PHONE], m.start(), m.end(), PHONE))
     if length >= 9 and (norm.find("E", start, end) != -1 or norm.find("G", start, end) != -1):

@@ -687,6 +687,10 @@ def test_phone_rejected(text: str) -> None:
         "+86-755-88888888",
         "0086 21 62345678",
         "(+86) (010) 62345678",
+        "+86 571 234 5678",
+        "0086 571 234 5678",
+        "(010)-6234-5678",
+        "(0571)-234-5678",
     ],
 )
 def test_landline_found_in_every_format(value: str) -> None:
@@ -703,10 +707,32 @@ def test_landline_found_in_every_format(value: str) -> None:
         "座机0755-8888",  # too short
         "订单号 0101-23456789",
         "批次 0755-88888888-123456",  # inside a longer number
+        "订单 0755-2345-6789-0123",
         "2024-05-01 至 2024-06-30",
     ],
 )
 def test_landline_rejected(text: str) -> None:
+    assert spans(text) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("Tel:+86 21 6234 5678", "+86 21 6234 5678"),  # beside letters: a run of its own
+        ("tel:+86-755-88888888", "+86-755-88888888"),
+        ("电话 +86 21 6234 5678-8123 转前台", "+86 21 6234 5678"),  # and its extension
+        ("座机0755-88888888-8001", "0755-88888888"),
+    ],
+)
+def test_a_landline_in_a_longer_run_is_found(text: str, found: str) -> None:
+    assert spans(text) == [(PHONE, found)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["班次 0800-2000 0800-2000", "时段 0930-2130 0930-2130", "金额 1,010 2345 6789"],
+)
+def test_shifts_and_amounts_are_no_landlines(text: str) -> None:
     assert spans(text) == []
 
 
