@@ -294,8 +294,9 @@ def _shown_url(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
-# A URL's query as an error message may quote it (`url='https://idp/jwks?key=...'`).
-_QUERY: Final = re.compile(r"\?[^\s'\"<>]*")
+# A URL's query as an error message may quote it (`url='https://idp/jwks?key=...'`), cut to
+# the next whitespace: a quote may be part of the query, and the message's own end goes too.
+_QUERY: Final = re.compile(r"\?\S*")
 
 
 def _without_queries(message: str) -> str:

@@ -851,7 +851,8 @@ async def test_the_jwks_url_is_logged_and_reported_without_its_query(
     assert "s3cret" not in str(caught.value)
 
 
-async def test_the_jwks_query_never_appears_in_an_error_that_quotes_the_url() -> None:
+@pytest.mark.parametrize("secret", ["s3cr%2fet", "s3cr'et", "s3cr%27et"])
+async def test_the_jwks_query_never_appears_in_an_error_that_quotes_the_url(secret: str) -> None:
     # aiohttp's message quotes the URL as it normalised it (`%2f` read as `/`).
     async def unreadable(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
@@ -862,12 +863,13 @@ async def test_the_jwks_query_never_appears_in_an_error_that_quotes_the_url() ->
     server = await asyncio.start_server(unreadable, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     store = RemoteJwksKeyStore(
-        f"http://127.0.0.1:{port}/jwks?access_key=s3cr%2fet", ["RS256"], refresh_min_interval_s=60
+        f"http://127.0.0.1:{port}/jwks?access_key={secret}", ["RS256"], refresh_min_interval_s=60
     )
     try:
         with pytest.raises(AuthConfigError, match="cannot load the JWKS") as caught:
             await store.start()
         assert "s3cr" not in str(caught.value)
+        assert "et" not in str(caught.value).partition("/jwks")[2]
     finally:
         server.close()
         await server.wait_closed()
