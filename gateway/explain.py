@@ -103,9 +103,9 @@ def explain(
     # date alone. In the gateway's order, so that the same refusal is named.
     today = now.date()
     subjects = subjects_of(route, doc, query, params)
+    born_outside = born_outside_records(route, doc, query)  # read with the body, as there
     minors = minors_among(subjects, today)
     needing_consent(partner, subjects, minors, result.categories_sent, unread=False)
-    born_outside = born_outside_records(route, doc, query)
     consent_for_child_outside(partner, born_outside, today)
     deny_minors(partner, subjects, minors)
     deny_child_outside(partner, born_outside, today)

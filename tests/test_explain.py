@@ -257,6 +257,16 @@ def children_batch() -> dict[str, Any]:
     )
 
 
+def unnamed_children_batch() -> dict[str, Any]:
+    route = {key: value for key, value in NAMES_BATCH.items() if key != "subject"}
+    route["fields"] = [*NAMES_BATCH["fields"], GUARANTOR_BORN]
+    return contract(
+        terms={**BASE_CONTRACT["terms"], "sensitive": CONSENT_FOR_SENSITIVE},
+        categories=["identity.name", "identity.id_number", "identity.birth_date"],
+        routes=[route],
+    )
+
+
 def child(user_id: str, born: str) -> dict[str, Any]:
     return {"user_id": user_id, "name": "Li", "birth_date": born}
 
@@ -278,11 +288,30 @@ def child(user_id: str, born: str) -> dict[str, Any]:
                 }
             ),
         ),
+        # A birth date beside the records that is no date is read with the body: refused first.
+        (
+            unnamed_children_batch,
+            "POST",
+            "/v1/kids",
+            orjson.dumps(
+                {
+                    "applicants": [{"name": "Li", "birth_date": "2020-01-01"}],
+                    "guarantor": {"birth_date": "not a date"},
+                }
+            ),
+        ),
         (contract, "POST", "/v1/assess", orjson.dumps({"applicant": {"name": "x" * 2000}})),
         (contract, "GET", "/v1/reports/r1?" + "&".join(f"p{n}=1" for n in range(65)), None),
         (contract, "GET", "/v1/reports/r1", b"\n"),  # whitespace is a body too
     ],
-    ids=["empty_batch_needing_consent", "two_children", "too_large", "query_params", "get_body"],
+    ids=[
+        "empty_batch_needing_consent",
+        "two_children",
+        "bad_date_outside",
+        "too_large",
+        "query_params",
+        "get_body",
+    ],
 )
 async def test_the_dry_run_refuses_as_the_gateway_does(
     make_gateway: GatewayFactory,
