@@ -271,10 +271,9 @@ _MAY_CONTAIN: Final = re.compile(
 # engine skips everything else at C speed; short numbers, dates and times never reach Python.
 _CORE_DIGITS: Final = (
     r"[0-9]{5}(?:[0-9]|[ \-/](?:[0-9]{6}|[0-9]{4}[ \-/][0-9]{2}))"
-    r"|[0-9]{2}[ \-/][0-9]{4}[ \-/][0-9]{4}"
+    # 3-4-4, and 3-3-4 for the tail of a landline grouped 4-3-4 ("0571 234 5678").
+    r"|[0-9]{2}[ \-/][0-9]{3,4}[ \-/][0-9]{4}"
     r"|[0-9]{0,2}(?:\.[0-9]{1,3}){3}"
-    # A landline of seven digits grouped 3-4 after its area code ("0571 234 5678").
-    r"|(?<=0)[0-9]{3}[ \-][2-9][0-9]{2}[ \-][0-9]{4}"
 )
 _CORE_COLONS: Final = r"(?<=:)(?::|[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){6})"
 _CORE: Final = re.compile(rf"[0-9:](?:(?<=[0-9])(?:{_CORE_DIGITS})|{_CORE_COLONS})")
