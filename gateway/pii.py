@@ -952,6 +952,16 @@ def _find_spans(norm: str, astral: bool) -> list[_Span]:
     return spans
 
 
+# "（010）6234 5678", "（+86）138…": a full-width parenthesis is ASCII where it opens before a
+# digit or '+' or closes after a digit; elsewhere it is punctuation of the prose around it.
+# (Each branch opens with its parenthesis, so the engine skips the rest of the text at C speed.)
+_PARENTHESES_BY_DIGITS: Final = re.compile("\uff08(?=[0-9+])|\uff09(?<=[0-9]\uff09)")
+
+
+def _ascii_parenthesis(m: re.Match[str]) -> str:
+    return "(" if m.group() == "\uff08" else ")"
+
+
 def _fold_run(m: re.Match[str]) -> str:
     return m.group().translate(_FOLD_TABLE)
 
@@ -972,6 +982,8 @@ def _fold(text: str, astral: bool) -> tuple[str, bool]:
     if astral:
         hidden = _INVISIBLE_ASTRAL.search(text) is not None
         text = text.translate(_ASTRAL_FOLD)
+    if "\uff08" in text or "\uff09" in text:  # full-width parentheses, frequent in prose
+        text = _PARENTHESES_BY_DIGITS.sub(_ascii_parenthesis, text)
     if not _MAY_NEED_FOLDING.search(text):  # one search for ordinary prose, as before
         return text, hidden
     hidden = hidden or _INVISIBLE.search(text) is not None

@@ -729,6 +729,19 @@ def test_a_landline_in_a_longer_run_is_found(text: str, found: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("座机（010）6234 5678。", "（010）6234 5678"),
+        ("电话：（0755）88888888转8001", "（0755）88888888"),
+        ("手机（+86）13800138000", "（+86）13800138000"),
+    ],
+)
+def test_full_width_parentheses_around_a_code_are_part_of_the_number(text: str, found: str) -> None:
+    assert spans(text) == [(PHONE, found)]
+    assert spans("（详见附件）共（3）份") == []  # elsewhere they are the prose's own
+
+
+@pytest.mark.parametrize(
     "text",
     ["班次 0800-2000 0800-2000", "时段 0930-2130 0930-2130", "金额 1,010 2345 6789"],
 )
