@@ -271,8 +271,9 @@ _MAY_CONTAIN: Final = re.compile(
 # engine skips everything else at C speed; short numbers, dates and times never reach Python.
 _CORE_DIGITS: Final = (
     r"[0-9]{5}(?:[0-9]|[ \-/](?:[0-9]{6}|[0-9]{4}[ \-/][0-9]{2}))"
-    # 3-4-4, and 3-3-4 for the tail of a landline grouped 4-3-4 ("0571 234 5678").
-    r"|[0-9]{2}[ \-/][0-9]{3,4}[ \-/][0-9]{4}"
+    # 3-4-4 (dotted too: "138.0013.8000"), and 3-3-4 for the tail of a landline grouped 4-3-4
+    # ("0571 234 5678").
+    r"|[0-9]{2}[ \-/.][0-9]{3,4}[ \-/.][0-9]{4}"
     r"|[0-9]{0,2}(?:\.[0-9]{1,3}){3}"
 )
 _CORE_COLONS: Final = r"(?<=:)(?::|[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){6})"
@@ -335,9 +336,13 @@ _CARD_RE: Final = re.compile(
     r")"
 )
 _PHONE_RE: Final = re.compile(
-    r"(?<![0-9])(?<![0-9]-)"
+    # Not after a digit and a hyphen ("2024-1380013…" is an order number), unless that is the
+    # end of another mobile number ("13800138000-13900139000" is two).
+    r"(?<![0-9])(?:(?<![0-9]-)|(?<=1[3-9][0-9]{9}-))"
     r"(?:(?:\((?:\+|00)86\)|(?:\+|00)86|86)[ \-]?)?"
-    r"1[3-9][0-9](?:[0-9]{8}(?![0-9])|[ \-][0-9]{4}[ \-][0-9]{4}(?![0-9])(?!-[0-9]))"
+    r"1[3-9][0-9](?:[0-9]{8}(?![0-9])|[ \-][0-9]{4}[ \-][0-9]{4}(?![0-9])(?!-[0-9])"
+    # Dotted 3-4-4 ("138.0013.8000"): three parts, so never an IPv4 address.
+    r"|\.[0-9]{4}\.[0-9]{4}(?![0-9.]))"
 )
 # Landlines: an area code (010, 02x, or 0 and three more digits) in parentheses or set apart
 # by a space or hyphen, or after +86 / 0086 (its 0 then optional); then a local number of 7 or 8

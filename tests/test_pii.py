@@ -646,6 +646,7 @@ def test_numbers_of_15_to_18_digits_that_are_not_id_numbers(
         "19912345678",
         "１３８００１３８０００",
         "＋８６ １３８００１３８０００",
+        "138.0013.8000",
     ],
 )
 def test_phone_found_in_every_format(value: str) -> None:
@@ -747,6 +748,15 @@ def test_full_width_parentheses_around_a_code_are_part_of_the_number(text: str, 
 )
 def test_shifts_and_amounts_are_no_landlines(text: str) -> None:
     assert spans(text) == []
+
+
+def test_two_phones_joined_by_a_hyphen_are_both_found() -> None:
+    # A hyphen after a complete mobile number starts the next one; after a year it does not.
+    assert spans("电话：13800138000-13900139000") == [
+        (PHONE, "13800138000"),
+        (PHONE, "13900139000"),
+    ]
+    assert spans("订单2024-13800138000") == []
 
 
 def test_two_adjacent_phones() -> None:
