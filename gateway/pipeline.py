@@ -639,7 +639,7 @@ async def decide(flow: Flow, request: web.Request, runtime: Runtime) -> None:
     # record's time are then all judged at that one instant, after the body is in (reading it
     # may take `body_read_timeout_s`).
     partner = flow.partner
-    if partner is not None and (partner.third_party or partner.sensitive_consent):
+    if partner is not None and partner.may_need_consent:
         flow.consent_token = await runtime.terms.read_consent_token(request)
     else:
         flow.consent_token = NO_CONSENT_TOKEN  # no consent is ever asked of this partner

@@ -83,6 +83,12 @@ class PartnerPolicy:
     def sensitive(self, category: str) -> bool:
         return category in self.sensitive_categories
 
+    @property
+    def may_need_consent(self) -> bool:
+        """Whether any share may need a subject's consent: to a third party, or where sensitive
+        data needs it (a child's data counts as sensitive)."""
+        return self.third_party or self.sensitive_consent
+
     def in_force(self, now: datetime) -> bool:
         return self.active and self.active_from <= now < self.active_until
 
