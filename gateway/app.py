@@ -168,7 +168,9 @@ async def build_runtime(
             registry = ConsentRegistry(
                 settings.registry.path, subject_ref_key(key), zone=settings.zone
             )
-        except (RegistryError, OSError, sqlite3.Error) as exc:
+        except RegistryError as exc:  # its message names the file
+            raise StartupError([f"consent registry: {exc}"]) from exc
+        except (OSError, sqlite3.Error) as exc:
             raise StartupError([f"consent registry {settings.registry.path}: {exc}"]) from exc
         opened.callback(registry.close)
         quota = DailyCounts()

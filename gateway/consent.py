@@ -331,18 +331,15 @@ class ConsentRegistry:
 
     def _prepare(self) -> None:
         db = self._writer
-        db.execute("PRAGMA journal_mode = WAL")
         # A withdrawal, once acknowledged, must survive a power cut.
         db.execute("PRAGMA synchronous = FULL")
+        # A registry in use needs only a read to check: the gateway's start and `consent show`
+        # must not wait for (or give up on) an import holding the write lock.
+        if self._schema_version(db) == SCHEMA_VERSION:
+            return
+        db.execute("PRAGMA journal_mode = WAL")
         with self._transaction() as tx:
-            (version,) = tx.execute("PRAGMA user_version").fetchone()
-            tables = {
-                name
-                for (name,) in tx.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            }
-            if (version == 0 and tables) or (version != 0 and not tables >= _TABLES):
-                # Another SQLite file (the share log, say): its own version number says nothing.
-                raise RegistryError(f"{self.path}: not a consent registry (another SQLite file)")
+            version = self._schema_version(tx)  # another process may have created it meanwhile
             if version == 0:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
@@ -352,6 +349,17 @@ class ConsentRegistry:
                 raise RegistryError(
                     f"{self.path}: schema version {version}, this gateway reads {SCHEMA_VERSION}"
                 )
+
+    def _schema_version(self, db: sqlite3.Connection) -> int:
+        """The registry's schema version (0: an empty file); refuses another SQLite file."""
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        tables = {
+            name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        if (version == 0 and tables) or (version != 0 and not tables >= _TABLES):
+            # Another SQLite file (the share log, say): its own version number says nothing.
+            raise RegistryError(f"{self.path}: not a consent registry (another SQLite file)")
+        return int(version)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

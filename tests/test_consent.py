@@ -12,6 +12,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from conftest import HASH_KEY, GatewayFactory
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -670,6 +671,60 @@ def test_an_import_while_another_writer_holds_the_registry_is_busy(
         assert args.handler(args, settings) == 0  # once it is free, the same import goes in
     finally:
         other.close()
+
+
+@pytest.fixture
+def held_registry(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The settings' registry, with one grant, while another process holds its write lock."""
+    path = settings.registry.path
+    path.parent.mkdir(parents=True)
+    with ConsentRegistry(path, KEY) as registry:
+        registry.import_rows(
+            [
+                {
+                    "subject": ALICE,
+                    "partner": PARTNER,
+                    "purpose": PURPOSE,
+                    "granted_at": "2025-01-01",
+                    "withdrawn_at": "",
+                    "reference": "C-1",
+                }
+            ]
+        )
+    monkeypatch.setattr("gateway.consent.BUSY_TIMEOUT_S", 0.05)
+    importer = sqlite3.connect(path, isolation_level=None)
+    importer.execute("BEGIN IMMEDIATE")  # `consent import` of a large file, in another process
+    try:
+        yield path
+    finally:
+        importer.execute("ROLLBACK")
+        importer.close()
+
+
+def test_consent_show_reads_while_an_import_holds_the_registry(
+    settings: Settings, held_registry: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = parse("consent", "show", ALICE)
+    code = args.handler(args, settings)
+    out, err = capsys.readouterr()
+    assert (code, err) == (0, "")
+    assert "C-1" in out
+
+
+async def test_the_gateway_starts_while_an_import_holds_the_registry(
+    make_gateway: GatewayFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gateway.consent.BUSY_TIMEOUT_S", 0.05)
+    path = tmp_path / "consent.sqlite"  # where make_gateway puts the registry
+    ConsentRegistry(path, subject_ref_key(HASH_KEY.encode())).close()
+    importer = sqlite3.connect(path, isolation_level=None)
+    importer.execute("BEGIN IMMEDIATE")
+    try:
+        gateway = await make_gateway()  # a sidecar restarted during an import
+        assert (await gateway.client.get("/_gateway/ready")).status == 200
+    finally:
+        importer.execute("ROLLBACK")
+        importer.close()
 
 
 def test_registry_path_comes_from_settings(settings: Settings, tmp_path: Path) -> None:
