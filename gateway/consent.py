@@ -648,6 +648,8 @@ def read_csv(file: BinaryIO) -> Iterator[_Labelled]:
         yield from _read_csv(_utf8_lines(file))
     except _NotUtf8 as exc:
         yield f"line {exc.line}", ["not valid UTF-8"]
+    except _LineTooLong as exc:
+        yield f"line {exc.line}", [f"longer than {_LINE_MAX >> 20} MiB: not a consent row"]
 
 
 class _NotUtf8(Exception):
@@ -655,30 +657,57 @@ class _NotUtf8(Exception):
         self.line = line
 
 
+class _LineTooLong(Exception):
+    def __init__(self, line: int) -> None:
+        self.line = line
+
+
+# A physical line of a real consent file is far shorter: the csv module refuses a field of more
+# than 131,072 characters anyway. Without a cap, a file with no line break (a JSON export given
+# by mistake) would be held whole in memory before being refused.
+_LINE_MAX = 4 << 20
+
+
 def _utf8_lines(file: BinaryIO) -> Iterator[str]:
     # Decoded line by line, so a bad byte is placed on its line; splitting the bytes at line
     # ends is safe, since no byte of a multi-byte UTF-8 sequence is 0x0A or 0x0D.
-    for number, raw in enumerate(_byte_lines(file), start=1):
-        try:
+    number = 0
+    try:
+        for number, raw in enumerate(_byte_lines(file), start=1):
             yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
-        except UnicodeDecodeError:
-            raise _NotUtf8(number) from None
+    except UnicodeDecodeError:
+        raise _NotUtf8(number) from None
+    except _LineTooLong:
+        raise _LineTooLong(number + 1) from None
 
 
 def _byte_lines(file: BinaryIO, chunk_size: int = 1 << 16) -> Iterator[bytes]:
     """Lines ending in "\n", "\r\n" or a lone "\r" (a spreadsheet's "CSV (Macintosh)"), each
-    with its ending, as the csv module reads them from a file opened with newline=""."""
-    pending = b""
+    with its ending, as the csv module reads them from a file opened with newline="".
+
+    Raises `_LineTooLong` (its line number unknown here) for a line over `_LINE_MAX` bytes.
+    """
+    pending = bytearray()  # the line not ended yet; appended to in place, never copied whole
     while chunk := file.read(chunk_size):
-        data = pending + chunk
+        if b"\n" not in chunk and b"\r" not in chunk:
+            pending += chunk
+            if len(pending) > _LINE_MAX:
+                raise _LineTooLong(0)
+            continue
+        data = bytes(pending) + chunk
         # A "\r" at the end may be the first half of a "\r\n" the next chunk completes.
         held = b"\r" if data.endswith(b"\r") else b""
         lines = data[: len(data) - len(held)].splitlines(keepends=True)
-        pending = lines.pop() if lines and not lines[-1].endswith((b"\n", b"\r")) else b""
-        yield from lines
-        pending += held
+        rest = lines.pop() if lines and not lines[-1].endswith((b"\n", b"\r")) else b""
+        for line in lines:
+            if len(line) > _LINE_MAX:
+                raise _LineTooLong(0)
+            yield line
+        pending = bytearray(rest + held)
+    if len(pending) > _LINE_MAX:
+        raise _LineTooLong(0)
     if pending:
-        yield pending
+        yield bytes(pending)
 
 
 def _read_csv(lines: Iterable[str]) -> Iterator[_Labelled]:

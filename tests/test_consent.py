@@ -6,6 +6,7 @@ import argparse
 import io
 import json
 import sqlite3
+import tracemalloc
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -892,6 +893,36 @@ def test_import_reads_every_line_ending(
 @given(st.binary(max_size=200), st.integers(min_value=1, max_value=8))
 def test_the_file_is_cut_into_the_lines_the_csv_module_reads(data: bytes, size: int) -> None:
     assert list(_byte_lines(io.BytesIO(data), size)) == data.splitlines(keepends=True)
+
+
+@pytest.mark.parametrize("ending", [b"", b"\n"])
+def test_a_line_past_the_cap_is_refused_without_holding_the_file(
+    registry: ConsentRegistry, ending: bytes
+) -> None:
+    # A file with no line break (a JSON export given by mistake) was held whole, and joined
+    # again with every chunk read: time grew with the square of its size.
+    data = HEADER.encode() + b"x" * (8 * consent_module._LINE_MAX) + ending
+    tracemalloc.start()
+    try:
+        report = registry._import(read_csv(io.BytesIO(data)))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert report.errors == ("line 2: longer than 4 MiB: not a consent row",)
+    assert peak < 2 * consent_module._LINE_MAX
+
+
+@given(st.binary(max_size=200), st.integers(min_value=1, max_value=8), st.integers(1, 12))
+def test_lines_up_to_the_cap_are_cut_as_before(data: bytes, size: int, cap: int) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(consent_module, "_LINE_MAX", cap)
+        expected = data.splitlines(keepends=True)
+        lines = _byte_lines(io.BytesIO(data), size)
+        if max(map(len, expected), default=0) <= cap:
+            assert list(lines) == expected
+        else:
+            with pytest.raises(consent_module._LineTooLong):
+                list(lines)
 
 
 def test_import_reads_rows_as_they_come(registry: ConsentRegistry, tmp_path: Path) -> None:
