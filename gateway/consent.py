@@ -689,7 +689,7 @@ def _byte_lines(file: BinaryIO, chunk_size: int = 1 << 16) -> Iterator[bytes]:
     """
     pending = bytearray()  # the line not ended yet; appended to in place, never copied whole
     while chunk := file.read(chunk_size):
-        if b"\n" not in chunk and b"\r" not in chunk:
+        if b"\n" not in chunk and b"\r" not in chunk and not pending.endswith(b"\r"):
             pending += chunk
             if len(pending) > _LINE_MAX:
                 raise _LineTooLong(0)
