@@ -262,6 +262,9 @@ def _unknown_fields(raw: Mapping[str, object], known: tuple[str, ...]) -> list[s
 
 def _parse_row(raw: Mapping[str, object], zone: tzinfo) -> _Row | list[str]:
     problems = _unknown_fields(raw, CSV_HEADER)
+    if type(raw.get("subject")) is int:
+        # A JSON integer names the subject its digits spell, as on the share path (not `true`).
+        raw = {**raw, "subject": str(raw["subject"])}
     # The subject id is never echoed back: error lines end up in terminals and logs.
     subject = _text(raw, "subject", problems)
     partner = _text(raw, "partner", problems)

@@ -602,7 +602,7 @@ def test_apply_json_and_grants_json(registry: ConsentRegistry) -> None:
                         "reference": "C-1",
                     },
                     {
-                        "subject": 42,
+                        "subject": 4.2,
                         "partner": "ACME",
                         "purpose": PURPOSE,
                         "granted_at": "soon",
@@ -641,6 +641,25 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
         share_log=ShareLogSettings(path=tmp_path / "var" / "share-log.sqlite"),
         registry=RegistrySettings(path=tmp_path / "var" / "consent.sqlite"),
     )
+
+
+@pytest.mark.parametrize("subject", [42, "42", " 42 "])
+def test_a_json_integer_subject_is_the_subject_its_digits_name(
+    registry: ConsentRegistry, subject: object
+) -> None:
+    # As on the share path, where `{"user_id": 42}` is the subject "42": a platform keyed by
+    # integers records consent through the API without quoting them.
+    grant = {"partner": PARTNER, "purpose": PURPOSE, "granted_at": "2025-01-01", "reference": "C"}
+    assert apply_json(registry, {"grants": [{"subject": subject, **grant}]})["granted"] == 1
+    assert [g.reference for g in registry.show("42")] == ["C"]
+
+
+@pytest.mark.parametrize("subject", [True, 42.0, None, [42]])
+def test_other_json_subjects_are_refused(registry: ConsentRegistry, subject: object) -> None:
+    grant = {"partner": PARTNER, "purpose": PURPOSE, "granted_at": "2025-01-01", "reference": "C"}
+    with pytest.raises(ConsentInputError) as caught:
+        apply_json(registry, {"grants": [{"subject": subject, **grant}]})
+    assert caught.value.problems == ["grants[0]: subject: must be a string"]
 
 
 def parse(*argv: str) -> argparse.Namespace:
