@@ -465,6 +465,46 @@ async def test_bad_times_are_usage_errors(
     assert "--until must be later than --since" in err
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["logs", "query", "--since", "1" * 5000 + "d"],  # an age too long for int()
+        # an instant the log holds, but not in a zone west of UTC, where it is shown
+        ["logs", "summary", "--since", "0001-01-01T00:00:00Z"],
+        ["logs", "query", "--until", "0001-01-01T03:00:00Z"],
+    ],
+)
+async def test_times_outside_what_the_log_can_show_are_usage_errors(
+    logged: Settings, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    west = logged.model_copy(update={"timezone": "America/New_York"})
+    code, out, err = run(argv, west, capsys)
+    assert (code, out) == (2, "")
+    assert "is out of the range of dates the log can hold" in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["logs", "query", "--partner", "\udcff"],  # argv's byte 0xff, not UTF-8
+        ["logs", "query", "--purpose", "p\udcff"],
+        ["logs", "query", "--reason", "\udcff"],
+        ["logs", "query", "--caller", "\udcff"],
+        ["logs", "query", "--share-id", "\udcff"],
+        ["logs", "query", "--subject", "\udcff"],
+        ["logs", "subject", "\udcff"],
+        ["logs", "summary", "--since", "\udcff"],
+    ],
+)
+async def test_arguments_that_are_not_utf8_are_usage_errors(
+    logged: Settings, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        run(argv, logged, capsys)
+    assert exited.value.code == 2
+    assert "not valid UTF-8" in capsys.readouterr().err
+
+
 async def test_export_over_an_existing_file_makes_it_the_owners_alone(
     logged: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -54,10 +54,23 @@ def parse_time(text: str, zone: ZoneInfo, now: datetime, *, end_of_day: bool = F
     text = text.strip()
     try:
         moment = _parse_time(text, zone, now, end_of_day=end_of_day)
-        moment.astimezone(UTC)  # the log is searched in UTC: the instant must exist there
-    except OverflowError as exc:
+        # The log is searched in UTC and shown in the configured zone: the instant must exist
+        # in both.
+        moment.astimezone(UTC)
+        moment.astimezone(zone)
+    except (OverflowError, ValueError) as exc:  # ValueError: an age of over 4,300 digits
         raise UsageError(f"{text!r} is out of the range of dates the log can hold") from exc
     return moment
+
+
+def _utf8(value: str) -> str:
+    """An argument as typed, refused (exit 2) if it holds bytes that are not UTF-8: the log holds
+    only UTF-8 text, and such a value could match nothing."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError("not valid UTF-8") from None
+    return value
 
 
 _WEEK = re.compile(r"\d{4}-?W\d{2}")
@@ -102,7 +115,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     query = sub.add_parser("query", help="list share records")
     _add_filters(query)
-    query.add_argument("--subject", metavar="ID", help="only shares about this data subject")
+    query.add_argument(
+        "--subject", metavar="ID", type=_utf8, help="only shares about this data subject"
+    )
     _add_output(query, ("table", "json", "csv"))
     _add_paging(query)
     query.set_defaults(handler=cmd_query)
@@ -113,7 +128,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     summary.set_defaults(handler=cmd_summary)
 
     subject = sub.add_parser("subject", help="every share that carried data about one data subject")
-    subject.add_argument("id", metavar="ID", help="the data subject's id, as the platform knows it")
+    subject.add_argument(
+        "id", metavar="ID", type=_utf8, help="the data subject's id, as the platform knows it"
+    )
     subject.add_argument(
         "--include-denied",
         action="store_true",
@@ -146,6 +163,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     prune.add_argument(
         "--before",
         metavar="T",
+        type=_utf8,
         help=f"remove records dated before T (default and latest allowed: now minus "
         f"share_log.retention_days); {_TIME_HELP}",
     )
@@ -160,19 +178,26 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_window(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--since", metavar="T", help=f"from T (inclusive); {_TIME_HELP}")
     parser.add_argument(
-        "--until", metavar="T", help="up to T (exclusive; a bare date includes that day)"
+        "--since", metavar="T", type=_utf8, help=f"from T (inclusive); {_TIME_HELP}"
+    )
+    parser.add_argument(
+        "--until",
+        metavar="T",
+        type=_utf8,
+        help="up to T (exclusive; a bare date includes that day)",
     )
 
 
 def _add_filters(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--partner", metavar="P")
-    parser.add_argument("--purpose", metavar="P")
+    parser.add_argument("--partner", metavar="P", type=_utf8)
+    parser.add_argument("--purpose", metavar="P", type=_utf8)
     parser.add_argument("--decision", choices=sorted(DECISIONS))
-    parser.add_argument("--reason", metavar="CODE", help="e.g. scope_denied")
-    parser.add_argument("--caller", metavar="C", help="the calling service (token subject)")
-    parser.add_argument("--share-id", metavar="ID", help="one share, by its X-Share-Id")
+    parser.add_argument("--reason", metavar="CODE", type=_utf8, help="e.g. scope_denied")
+    parser.add_argument(
+        "--caller", metavar="C", type=_utf8, help="the calling service (token subject)"
+    )
+    parser.add_argument("--share-id", metavar="ID", type=_utf8, help="one share, by its X-Share-Id")
     _add_window(parser)
 
 
