@@ -6,6 +6,7 @@ import asyncio
 import base64
 import binascii
 import hmac
+import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -26,6 +27,7 @@ from gateway.errors import (
     NotFound,
     RegistryUnavailable,
     ShareLogChanged,
+    ShareLogUnavailable,
 )
 from gateway.jsonbody import check_json_content_type, parse_json
 from gateway.keys import canonical_subject_id, shares_cursor_key, subject_ref
@@ -37,6 +39,7 @@ from gateway.sharelog import review
 from gateway.sharelog.chain import format_ts
 from gateway.sharelog.commands import SQLITE_INT_MAX, UsageError, parse_time
 from gateway.sharelog.record import DECISIONS
+from gateway.sharelog.schema import SchemaError
 
 ADMIN_SCOPE = "gateway:admin"
 
@@ -211,6 +214,11 @@ async def shares(request: web.Request, runtime: Runtime) -> web.StreamResponse:
             "the share log was pruned since the first page, and rows not read yet may be "
             "gone: start again from the first page"
         ) from exc
+    except (SchemaError, sqlite3.Error, OSError) as exc:
+        # The file was removed or replaced under the running gateway, or the disk failed: a
+        # condition of the service (which readiness reports), not a fault of the request.
+        log.error("share_log_unreadable", endpoint="shares", error=str(exc))
+        raise ShareLogUnavailable("the share log cannot be read") from exc
     cursor = None if position is None else _write_cursor(key, bound, position, since, until)
     if ref is not None:
         _audit(caller, request, subject_ref=ref, rows=len(rows), continued=after is not None)

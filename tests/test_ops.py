@@ -414,6 +414,18 @@ async def _pages(gw: Gateway, query: str) -> tuple[list[dict[str, Any]], int]:
         assert len(body["shares"]) == body["limit"]
 
 
+async def test_shares_of_a_log_removed_under_the_gateway_is_unavailable(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    gw = await make_gateway(durable_log=True)
+    admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
+    assert (await gw.client.get("/_gateway/shares", headers=admin)).status == 200
+    (tmp_path / "share-log.sqlite").rename(tmp_path / "moved-away.sqlite")
+    listed = await gw.client.get("/_gateway/shares", headers=admin)
+    assert listed.status == 503  # the service's condition, not a fault of the gateway's code
+    assert (await listed.json())["error"]["code"] == "share_log_unavailable"
+
+
 async def test_shares_pages_by_cursor_are_the_whole_query(
     make_gateway: GatewayFactory, tmp_path: Path
 ) -> None:
