@@ -295,6 +295,8 @@ def deny_child_outside(partner: PartnerPolicy, born: date | None, today: date) -
 def is_minor(born: date, today: date) -> bool:
     """Under 14 on `today`; a 29 February birthday turns 14 on 1 March in common years."""
     year = born.year + MINOR_AGE
+    if year > date.max.year:
+        return True  # born in the future, as far as any date can tell: not 14 yet
     try:
         fourteenth = born.replace(year=year)
     except ValueError:

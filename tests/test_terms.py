@@ -285,6 +285,8 @@ async def test_share_under_an_inactive_contract_is_refused(
         (date(2011, 12, 31), date(2025, 12, 31), False),
         (date(2012, 1, 1), date(2025, 12, 31), True),
         (date(2025, 6, 1), date(2025, 6, 1), True),  # born today
+        (date(9986, 1, 1), date(2025, 6, 1), True),  # 14 after the last year a date can hold
+        (date.max, date.max, True),
     ],
 )
 def test_is_minor_at_the_fourteenth_birthday(born: date, today: date, minor: bool) -> None:
@@ -495,6 +497,16 @@ async def test_a_minor_in_a_batch_is_named_by_index(minors_policy: Policy) -> No
     assert refused.value.details == {"record": 2}
     now = datetime(2027, 1, 1, 0, 0, tzinfo=SHANGHAI)
     await Terms().check(flow_for(minors_policy, "/v1/batch", subjects), request_with(), now)
+
+
+@pytest.mark.parametrize("born", ["9999-12-31", "9986-01-01"])
+async def test_a_birth_date_whose_fourteenth_year_no_date_holds_is_a_minors(
+    make_gateway: GatewayFactory, born: str
+) -> None:
+    # Its fourteenth birthday is past the last date Python holds: this was a 500.
+    gw = await make_gateway([minors_contract()])
+    response = await gw.share("GET", f"/acme/v1/people?user_id=u-1&born={born}")
+    await assert_refused(gw, response, 403, "minor_denied")
 
 
 async def test_minor_with_id_number_is_denied(make_gateway: GatewayFactory) -> None:
