@@ -882,7 +882,9 @@ class GeneralizeSpec(_Model):
     """A date to its year (`bucket` unset), or a number to its bucket of `bucket` wide."""
 
     kind: Literal["generalize"] = "generalize"
-    bucket: StrictInt | None = Field(default=None, ge=1, le=10**15)  # exact as a float too
+    # At least 2: a bucket of 1 is the exact value, recorded as transformed. At most what a
+    # float holds exactly.
+    bucket: StrictInt | None = Field(default=None, ge=2, le=10**15)
 
     @model_serializer
     def _as_written(self) -> dict[str, str | dict[str, int]]:
@@ -900,7 +902,11 @@ _TRANSFORM_FORMS = "hash, redact, {mask: {keep_first: N, keep_last: N}} or {gene
 
 def _transform_as_written(value: object) -> object:
     """Turn the file's forms into the `kind`-tagged mappings the union validates."""
-    if value is None or isinstance(value, BaseModel):
+    if value is None:
+        # `transform:` with nothing after it (or only a comment) reads as null: taken as "no
+        # transform", the value would go out raw where the author meant to write one.
+        raise ValueError(f"empty: write a transform ({_TRANSFORM_FORMS}) or remove the key")
+    if isinstance(value, BaseModel):
         return value
     if isinstance(value, str):
         if value in {"hash", "redact"}:
@@ -956,6 +962,15 @@ class Route(_Model):
     headers: tuple[PassThroughHeader, ...] = ()
     response: ResponseSpec | None = None
     direction: Literal["push"] = "push"
+
+    @field_validator("response", mode="before")
+    @classmethod
+    def _response_written(cls, value: object) -> object:
+        if value is None:
+            # `response:` with nothing after it: taken as "no response filter", the partner's
+            # whole answer would reach the caller where the author meant to name its fields.
+            raise ValueError("empty: name the fields the caller may receive, or remove the key")
+        return value
 
     @field_validator("direction", mode="before")
     @classmethod

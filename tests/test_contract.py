@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from gateway import contract
@@ -419,8 +420,28 @@ def test_transform_forms(written: object, spec: object, transform: object) -> No
 
 
 def test_no_transform() -> None:
-    rule = FieldRule.model_validate({"path": "a", "category": "identity.name", "transform": None})
+    rule = FieldRule.model_validate({"path": "a", "category": "identity.name"})
     assert rule.transform is None
+
+
+def test_an_empty_response_filter_is_refused() -> None:
+    # Read as "no response filter", the partner's whole answer reached the caller.
+    route = yaml.safe_load("{method: POST, path: /v1/x, purpose: p, response: }")
+    assert errors_of(Route, route) == [
+        (
+            "response",
+            "empty: name the fields the caller may receive, or remove the key",
+        )
+    ]
+
+
+def test_an_empty_transform_is_refused() -> None:
+    # `transform:   # hash, once agreed` is YAML null: it read as "no transform", and the value
+    # went out raw where the author had written a transform key.
+    rule = yaml.safe_load("{path: a, category: identity.name, transform: }")
+    assert errors_of(FieldRule, rule) == [
+        ("transform", f"empty: write a transform ({FORMS}) or remove the key")
+    ]
 
 
 FORMS = "hash, redact, {mask: {keep_first: N, keep_last: N}} or {generalize: ...}"
@@ -449,8 +470,8 @@ FORMS = "hash, redact, {mask: {keep_first: N, keep_last: N}} or {generalize: ...
         ({"generalize": {}}, ("transform", "generalize takes year or {bucket: N}")),
         ({"generalize": {"bucket": None}}, ("transform", "generalize takes year or {bucket: N}")),
         (
-            {"generalize": {"bucket": 0}},
-            ("transform.generalize.bucket", "Input should be greater than or equal to 1"),
+            {"generalize": {"bucket": 1}},  # the exact value, recorded as transformed
+            ("transform.generalize.bucket", "Input should be greater than or equal to 2"),
         ),
         ({"generalize": {"bucket": 10, "min": 0}}, ("transform.generalize.min", "unknown key")),
     ],
