@@ -16,6 +16,7 @@ import orjson
 from gateway.jsonbody import JSONValue
 from gateway.transforms import (
     GeneralizeBucket,
+    Mask,
     Transform,
     Untransformable,
     apply_transform,
@@ -246,6 +247,15 @@ class _Leaf:
             run.strip(self.path, where, f"{kind} where a scalar is allowed")
             return _DROPPED
         if self.transform is not None and value is not None:
+            reason = self.transformed_reason
+            if type(self.transform) is Mask and type(value) is str and run.scanner is not None:
+                # A mask sends part of the text as written: scanned first, as a field without a
+                # transform is, or a phone number in a note's kept start would go out whole.
+                value, counts = run.scanner(value, self.allowed)
+                if counts:
+                    run.count_redactions(counts)
+                    if run.trace is not None:
+                        reason += _redaction_note(counts)
             try:
                 out = apply_transform(self.transform, value, run.hash_key)
             except Untransformable as exc:
@@ -256,7 +266,7 @@ class _Leaf:
             if self.category is not None:
                 run.categories.add(self.category)
             if run.trace is not None:
-                run.trace.append(FieldDecision(where, "transformed", self.transformed_reason))
+                run.trace.append(FieldDecision(where, "transformed", reason))
             return out
         reason = self.kept_reason
         if run.scanner is not None and type(value) is str:

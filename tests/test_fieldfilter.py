@@ -948,6 +948,27 @@ def test_a_subtree_keeps_no_identifier_in_a_whole_float() -> None:
     assert result.pii_redactions == {"contact.phone": 2}
 
 
+def test_the_text_a_mask_keeps_is_scanned_first() -> None:
+    # A preview of a note (its start kept): the phone number in it went out whole, where the
+    # same field without a transform had it redacted.
+    note = "call the customer on 13812345678 about the booking"
+    p = plan(
+        AllowRule("note", "business.note", Mask(keep_first=40)),
+        AllowRule("phone", "contact.phone", Mask(keep_last=4)),
+        AllowRule("query.memo", "business.note", Mask(keep_first=40)),
+    )
+    doc: dict[str, JSONValue] = {"note": note, "phone": "13812345678"}
+    result = p.apply(doc, {"memo": note}, hash_key=KEY, scanner=scan, trace=True)
+    scanned = "call the customer on [REDACTED:contact.phone] about the booking"
+    masked = scanned[:40] + "*" * (len(scanned) - 40)
+    assert result.document == {"note": masked, "phone": "*******5678"}
+    assert result.query == {"memo": masked}
+    assert result.pii_redactions == {"contact.phone": 2}  # the phone's own field is its category
+    assert result.fields_transformed == ("note", "phone", "query.memo")
+    [decision] = [d for d in result.trace if d.path == "note"]
+    assert "contact.phone" in decision.reason
+
+
 def test_a_query_number_past_64_bits_is_bucketed_exactly() -> None:
     p = plan(AllowRule("query.amt", "financial.income", GeneralizeBucket(5000)))
     result = p.apply({}, {"amt": "99999999999999999999999999"}, hash_key=KEY, scanner=scan)

@@ -1514,6 +1514,26 @@ async def test_free_text_is_scanned_for_personal_data(make_gateway: GatewayFacto
     assert sum(gw.log.records[0].pii_redactions.values()) == 2
 
 
+async def test_a_masked_note_never_carries_a_phone_number_to_the_partner(
+    make_gateway: GatewayFactory,
+) -> None:
+    doc = contract()
+    doc["routes"][3]["fields"] = [
+        {"path": "note", "category": "business.note", "transform": {"mask": {"keep_first": 40}}}
+    ]
+    gw = await make_gateway([doc])
+    note = "call the customer on 13812345678 about the booking"
+    response = await gw.share(
+        "POST", "/acme/v1/notes", json={"note": note}, purpose="service_delivery"
+    )
+    assert response.status == 200
+    [received] = gw.partner.received
+    assert received.json() == {"note": "call the customer on [REDACTED:contact.p" + "*" * 23}
+    assert b"1381234" not in received.body
+    [record] = gw.log.records
+    assert record.pii_redactions == {"contact.phone": 1}
+
+
 async def test_internationalised_addresses_in_free_text_never_reach_the_partner(
     make_gateway: GatewayFactory,
 ) -> None:
