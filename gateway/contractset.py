@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -84,18 +86,49 @@ def load_contract_set(
         return None, [Problem(str(where), "", f"cannot read: {exc.strerror or exc}")]
 
 
+# How many times a load starts over when the folder was swapped while it was read.
+_LOADS_WHILE_SWAPPED = 3
+
+
 def _load_contract_set(
     directory: Path, settings: Settings
 ) -> tuple[ContractSet | None, list[Problem]]:
     if not directory.is_dir():
         return None, [Problem(str(directory), "", "no contract files: not a directory")]
-    taxonomy, problems = load_taxonomy(directory)
-    files = contract_files(directory)
+    # A folder swapped while it is read (a symbolic link flipped to a new release, a Kubernetes
+    # ConfigMap's `..data` renamed to the next version) would give a set mixing files of both
+    # versions, each name resolved anew. Every file is read from the one folder the name led
+    # to at the start; a load that saw the swap starts over, to load the version swapped in.
+    for _ in range(_LOADS_WHILE_SWAPPED):
+        folder = _version_folder(directory)
+        loaded, problems = _load_folder(folder, directory, settings)
+        if _version_folder(directory) == folder:
+            return loaded, problems
+    return None, [
+        Problem(str(directory), "", "the folder kept being replaced while it was read; try again")
+    ]
+
+
+def _version_folder(directory: Path) -> Path:
+    """Where `directory` leads now; for a Kubernetes ConfigMap mount, where its `..data` link
+    leads (each name at the top of the mount links through it)."""
+    data = directory / "..data"
+    return Path(os.path.realpath(data if os.path.lexists(data) else directory))
+
+
+def _load_folder(
+    folder: Path, shown: Path, settings: Settings
+) -> tuple[ContractSet | None, list[Problem]]:
+    """The set in `folder`, its files named as under `shown` (the folder as configured)."""
+    taxonomy, problems = load_taxonomy(folder)
+    problems = [_named_under(shown, folder, problem) for problem in problems]
+    files = contract_files(folder)
     if not files:
-        problems.append(Problem(str(directory), "", "no contract files (*.yaml, *.yml)"))
+        problems.append(Problem(str(shown), "", "no contract files (*.yaml, *.yml)"))
     loaded: dict[str, LoadedContract] = {}
     for path in files:
-        entry, found = _load_contract(path, taxonomy, settings)
+        named = shown / path.name
+        entry, found = _load_contract(path, named, taxonomy, settings)
         if entry is not None:
             partner_id = entry.contract.partner.id
             if partner_id in loaded:
@@ -105,16 +138,24 @@ def _load_contract_set(
                 )
             else:
                 loaded[partner_id] = entry
-        problems += file_problems(str(path), found)
+        problems += file_problems(str(named), found)
     if problems:
         return None, problems
     return ContractSet(MappingProxyType(loaded), taxonomy), []
 
 
+def _named_under(shown: Path, folder: Path, problem: Problem) -> Problem:
+    where = Path(problem.file)
+    if where.parent != folder:
+        return problem
+    return dataclasses.replace(problem, file=str(shown / where.name))
+
+
 def _load_contract(
-    path: Path, taxonomy: Taxonomy, settings: Settings
+    path: Path, named: Path, taxonomy: Taxonomy, settings: Settings
 ) -> tuple[LoadedContract | None, list[tuple[str, str]]]:
-    """One file's contract (None if it cannot be read as one) and its problems."""
+    """The contract in the file at `path` (None if it cannot be read as one), known as `named`,
+    and its problems."""
     try:
         data, raw = read_yaml_file(path)
     except YamlFileError as exc:
@@ -126,7 +167,7 @@ def _load_contract(
     except ValidationError as exc:
         return None, schema_problems(exc)
     found = validate_contract(contract, taxonomy, settings)
-    return LoadedContract(path, contract, hashlib.sha256(raw).hexdigest()), found
+    return LoadedContract(named, contract, hashlib.sha256(raw).hexdigest()), found
 
 
 def validate_contract(

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from gateway import contract as contract_module
+from gateway import contractset as contractset_module
 from gateway.contract import Contract
 from gateway.contractset import (
     ContractSet,
@@ -1508,3 +1509,106 @@ def test_taxonomy_problems_are_reported_with_contract_problems(tmp_path: Path) -
         "and may not be extended; add the name to a personal-data group",
         f"{file}: routes.0.fields.1.category: unknown data category 'business.salary'",
     ]
+
+
+# --- a folder swapped while it is read ---------------------------------------------------------
+
+
+def _configmap(folder: Path, *generations: int) -> None:
+    """A Kubernetes ConfigMap mount: each version's files in `..<n>`, `..data` linking to the
+    first, and each name at the top linking through `..data`."""
+    for version in generations:
+        (folder / f"..{version}").mkdir()
+        for partner_id in ("alpha", "beta"):
+            data = minimal()
+            data["partner"]["id"] = partner_id
+            data["contract"]["version"] = version
+            (folder / f"..{version}" / f"{partner_id}.yaml").write_text(yaml.safe_dump(data))
+    os.symlink(f"..{generations[0]}", folder / "..data")
+    for partner_id in ("alpha", "beta"):
+        os.symlink(f"..data/{partner_id}.yaml", folder / f"{partner_id}.yaml")
+
+
+def _swap_after_reads(
+    monkeypatch: pytest.MonkeyPatch, folder: Path, link: str, targets: list[str]
+) -> None:
+    """After each file read, the next of `targets` is renamed into place as `link`."""
+    real = contractset_module.read_yaml_file
+    pending = iter(targets)
+
+    def read_then_swap(path: Path) -> tuple[object, bytes]:
+        result = real(path)
+        target = next(pending, None)
+        if target is not None:
+            os.symlink(target, folder / "swap.tmp")
+            os.replace(folder / "swap.tmp", folder / link)
+        return result
+
+    monkeypatch.setattr(contractset_module, "read_yaml_file", read_then_swap)
+
+
+def test_a_configmap_swapped_during_a_load_gives_one_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _configmap(tmp_path, 1, 2)
+    _swap_after_reads(monkeypatch, tmp_path, "..data", ["..2"])  # after alpha's read
+    loaded, problems = load_contract_set(tmp_path, Settings())
+    assert problems == []
+    assert loaded is not None
+    # Read anew once the swap was seen: both of the version swapped in, never one of each.
+    assert {p: c.contract.contract.version for p, c in loaded.contracts.items()} == {
+        "alpha": 2,
+        "beta": 2,
+    }
+
+
+def test_a_folder_link_flipped_during_a_load_gives_one_release(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    releases = tmp_path / "releases"
+    releases.mkdir()
+    _configmap(releases, 1, 2)
+    os.symlink("releases/..1", tmp_path / "contracts")
+    _swap_after_reads(monkeypatch, tmp_path, "contracts", ["releases/..2"])
+    loaded, problems = load_contract_set(tmp_path / "contracts", Settings())
+    assert problems == []
+    assert loaded is not None
+    assert {c.contract.contract.version for c in loaded.contracts.values()} == {2}
+
+
+def test_a_swap_and_back_during_a_load_gives_one_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _configmap(tmp_path, 1, 2)
+    _swap_after_reads(monkeypatch, tmp_path, "..data", ["..2", "..1"])
+    loaded, problems = load_contract_set(tmp_path, Settings())
+    assert problems == []
+    assert loaded is not None
+    assert {c.contract.contract.version for c in loaded.contracts.values()} == {1}
+
+
+def test_a_folder_that_keeps_being_swapped_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _configmap(tmp_path, *range(1, 9))
+    _swap_after_reads(monkeypatch, tmp_path, "..data", [f"..{n}" for n in range(2, 9)])
+    loaded, problems = load_contract_set(tmp_path, Settings())
+    assert loaded is None
+    assert [p.message for p in problems] == [
+        "the folder kept being replaced while it was read; try again"
+    ]
+
+
+def test_a_configmaps_files_are_named_as_mounted(tmp_path: Path) -> None:
+    _configmap(tmp_path, 1)
+    (tmp_path / "..1" / "_taxonomy.yaml").write_text("categories: 7\n")
+    loaded, problems = load_contract_set(tmp_path, Settings())
+    assert loaded is None
+    assert {p.file for p in problems} == {str(tmp_path / "_taxonomy.yaml")}
+    (tmp_path / "..1" / "_taxonomy.yaml").unlink()
+    loaded, problems = load_contract_set(tmp_path, Settings())
+    assert loaded is not None
+    assert {c.file for c in loaded.contracts.values()} == {
+        tmp_path / "alpha.yaml",
+        tmp_path / "beta.yaml",
+    }
