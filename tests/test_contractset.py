@@ -1533,11 +1533,10 @@ def _swap_after_reads(
     monkeypatch: pytest.MonkeyPatch, folder: Path, link: str, targets: list[str]
 ) -> None:
     """After each file read, the next of `targets` is renamed into place as `link`."""
-    real = contractset_module.read_yaml_file
     pending = iter(targets)
 
     def read_then_swap(path: Path) -> tuple[object, bytes]:
-        result = real(path)
+        result = contract_module.read_yaml_file(path)
         target = next(pending, None)
         if target is not None:
             os.symlink(target, folder / "swap.tmp")
