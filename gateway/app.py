@@ -16,6 +16,7 @@ import structlog
 from aiohttp import HttpVersion11, web
 from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 
+from gateway import heap
 from gateway.auth import (
     JWKS_FETCH_TIMEOUT_S,
     AuthConfigError,
@@ -290,6 +291,8 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         listening=[f"{a[0]}:{a[1]}" for a in runner.addresses],  # port 0: the one chosen
         partners=sorted(runtime.policy.partners),
     )
+    runtime.settles_heap = True
+    heap.settle()
     if ready is not None:
         ready.set()
     try:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import structlog
 from aiohttp import web
 
-from gateway import metrics
+from gateway import heap, metrics
 from gateway.auth import TokenVerifier
 from gateway.contractset import load_contract_set
 from gateway.fieldfilter import TextScanner
@@ -75,6 +75,8 @@ class Runtime:
     # reload shortened it may still take that long, and the drain at shutdown waits for it.
     slowest_timeout_s: float = 0.0
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Set by `serve`: the process is the gateway's own, and its collector is set for it.
+    settles_heap: bool = False
     # Keys every share's subject references; derived once (an HMAC per request otherwise).
     subject_key: bytes = field(init=False)
 
@@ -104,6 +106,8 @@ class Runtime:
                 raise
             self.policy = policy
             self._note_timeouts(policy)
+            if self.settles_heap:
+                heap.settle()
             metrics.RELOADS.labels("ok").inc()
             log.info(
                 "contracts_reloaded",

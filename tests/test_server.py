@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import signal
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from aiohttp.web_runner import BaseRunner
 from conftest import HASH_KEY, PARTNER_TOKEN, Gateway, GatewayFactory, RawResponse
 from partners import Reply
 
+from gateway import heap
 from gateway.app import make_app, make_runner, serve
 from gateway.server import CANCEL_GRACE_S, GatewayRunner, GatewayServer, ServerLimits
 from gateway.settings import Settings
@@ -522,8 +524,20 @@ def _free_port() -> int:
         return port
 
 
+@pytest.fixture
+def restored_collector() -> Iterator[None]:
+    """The garbage collector as it was, after a test that runs `serve` (which sets it)."""
+    thresholds = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*thresholds)
+
+
 async def test_serve_listens_with_the_limited_server(
-    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    make_gateway: GatewayFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    restored_collector: None,
 ) -> None:
     # make_gateway only lends its validated settings (contracts, keys, paths); serve() builds
     # its own runtime from them and the environment.
@@ -546,6 +560,9 @@ async def test_serve_listens_with_the_limited_server(
     task = asyncio.create_task(serve(settings, ready=ready))
     try:
         await asyncio.wait_for(ready.wait(), BOUND_S)
+        # Serving, with what it loaded out of the collector's walks.
+        assert gc.get_threshold() == heap.THRESHOLDS
+        assert gc.get_freeze_count() > 0
         async with connection_to(port) as first, connection_to(port) as second:
             assert await closed_by_peer(second[0])  # beyond max_connections: 1
             assert await closed_by_peer(first[0])  # sent nothing: the head deadline closes it
