@@ -607,7 +607,15 @@ def gateway_counters(service: Service) -> dict[str, float]:
         "share_gateway_upstream_latency_seconds_sum",
         "share_gateway_upstream_latency_seconds_count",
     }
-    return {m[1]: float(m[2]) for m in _METRIC.finditer(text) if m[1] in wanted}
+    counters = {m[1]: float(m[2]) for m in _METRIC.finditer(text) if m[1] in wanted}
+    for generation, count in _GC_COLLECTIONS.findall(text):
+        counters[f"gc_collections_{generation}"] = float(count)
+    return counters
+
+
+_GC_COLLECTIONS = re.compile(
+    r'^python_gc_collections_total\{generation="([0-2])"\} ([0-9.e+-]+)$', re.MULTILINE
+)
 
 
 def internals(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
@@ -618,9 +626,14 @@ def internals(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
         total = after.get(f"{name}_sum", 0.0) - before.get(f"{name}_sum", 0.0)
         return total / count * 1e6 if count else 0.0
 
+    def collections(generation: int) -> float:
+        name = f"gc_collections_{generation}"
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
     return {
         "share_log_wait_us": mean("share_gateway_share_log_write_seconds"),
         "upstream_round_trip_us": mean("share_gateway_upstream_latency_seconds"),
+        **{f"gc_collections_{g}": collections(g) for g in range(3)},
     }
 
 
@@ -889,7 +902,9 @@ def print_report(
         say(
             f"inside the gateway ({phase}, its own metrics): a share waits "
             f"{values['share_log_wait_us']:.0f} µs for its record's commit, upstream round "
-            f"trip {values['upstream_round_trip_us']:.0f} µs"
+            f"trip {values['upstream_round_trip_us']:.0f} µs; garbage collections in a run: "
+            f"{values['gc_collections_0']:.0f} young, {values['gc_collections_1']:.0f} middle, "
+            f"{values['gc_collections_2']:.0f} full"
         )
     others = [r.others_cpu_pct for runs in (*throughput.values(), *latency.values()) for r in runs]
     say(

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    ProcessCollector,
+)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+# The client library's own: process CPU, memory and open files (`process_*`), and the garbage
+# collector's collections by generation (`python_gc_*`), which `serve` makes rare.
+ProcessCollector(registry=REGISTRY)
+GCCollector(registry=REGISTRY)
 
 REQUESTS = Counter(
     "share_gateway_requests_total",

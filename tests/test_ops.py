@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -113,11 +114,25 @@ async def test_head_answers_as_get_without_the_body(
 
 def _sample(text: str, name: str, **labels: str) -> float:
     """One sample's value from Prometheus text (0 when absent)."""
-    wanted = name + "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+    wanted = name + (
+        "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
+    )
     for line in text.splitlines():
         if line.startswith(wanted + " "):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+async def test_metrics_include_the_process_and_its_garbage_collector(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway()
+    text = await (await gw.client.get("/_gateway/metrics")).text()
+    assert _sample(text, "process_resident_memory_bytes") > 0
+    before = _sample(text, "python_gc_collections_total", generation="2")
+    gc.collect()
+    text = await (await gw.client.get("/_gateway/metrics")).text()
+    assert _sample(text, "python_gc_collections_total", generation="2") == before + 1
 
 
 async def test_metrics_count_decisions_by_partner_and_reason(make_gateway: GatewayFactory) -> None:
