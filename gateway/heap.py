@@ -10,8 +10,8 @@ from typing import Final
 # shares, and every few thousand a full one, which walks every long-lived object (modules,
 # settings, the compiled contract set): tens of milliseconds with the event loop stopped, and
 # every share in flight waiting. Such objects are frozen once the gateway runs, out of the
-# collector's walks, and collections are made rare; the cycles a running gateway does make
-# (exceptions holding their frames, a closed connection's protocol) are still collected.
+# collector's walks, and collections are made rare: the few cycles a running gateway makes are
+# still collected, only later.
 THRESHOLDS: Final = (50_000, 20, 100)
 
 
