@@ -868,6 +868,14 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     )
     for warning in report.warnings:
         print(f"{path}: warning: {warning}", file=sys.stderr)
+    if purposes is None:
+        # Silence here would read as "every row names a partner and purpose a contract has".
+        print(
+            f"{path}: warning: the contracts in {settings.contracts_dir} could not be loaded; "
+            "rows were not checked against their partners and purposes "
+            "(share-gateway contracts validate says why)",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 

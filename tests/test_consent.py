@@ -831,6 +831,26 @@ def test_cli_import_warns_of_rows_no_contract_uses(
     ]
 
 
+def test_cli_import_says_when_no_contract_could_check_the_rows(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    contracts = tmp_path / "contracts"
+    contracts.mkdir()
+    (contracts / "acme.yaml").write_text("partner: [unfinished\n")
+    settings = settings.model_copy(update={"contracts_dir": contracts})
+    path = write_csv(tmp_path / "consent.csv", f"{ALICE},acme,credit_assesment,2025-01-01,,C-1")
+    args = parse("consent", "import", str(path))
+    assert args.handler(args, settings) == 0
+    captured = capsys.readouterr()
+    assert captured.out == f"{path}: 1 granted, 0 withdrawn, 0 unchanged\n"
+    # Silent, it would read as "no row names a partner or purpose no contract has".
+    assert captured.err == (
+        f"{path}: warning: the contracts in {contracts} could not be loaded; rows were not "
+        "checked against their partners and purposes (share-gateway contracts validate says "
+        "why)\n"
+    )
+
+
 def test_cli_import_bad_rows_exit_1(
     settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
