@@ -781,14 +781,16 @@ def _emails(norm: str, astral: bool) -> list[_Span]:
     found: list[_Span] = []
     patterns = _email_astral() if astral else _EMAIL_BMP
     floor = 0  # a local part never reaches back into the previous address
-    for at, width in _at_signs(norm):
-        if at < floor:
+    for local_end, domain_start in _at_signs(norm):
+        if local_end < floor:
             continue
         # The domain first: an @-mention ("@张伟 请看") has none, and its local part is not
         # looked for.
-        domain = patterns.domain.match(norm, at + width)
-        start = at if domain is None else _local_start(norm, at, floor, patterns)
-        if domain is not None and start < at:
+        domain = patterns.domain.match(norm, domain_start)
+        if domain is None:
+            continue
+        start = _local_start(norm, local_end, floor, patterns)
+        if start < local_end:
             found.append((start, domain.end(), EMAIL))
             floor = domain.end()
     return found
@@ -796,18 +798,35 @@ def _emails(norm: str, astral: bool) -> list[_Span]:
 
 # An address in a URL (a query string, a passed-through Referer) has its '@' percent-encoded.
 _AT_SIGN: Final = re.compile("@|%40")
+# Spaces around an '@' (typed to dodge address harvesters: "zhangsan @ example.com") are part
+# of the address, up to this many on a side. A space before the '@' and none after it is how
+# a mention is written ("thanks @john.smith"): such an '@' takes no space at all.
+_AT_SPACES: Final = 3
 
 
 def _at_signs(norm: str) -> Iterator[tuple[int, int]]:
-    """Where each '@' is, and its width: 1, or 3 for a percent-encoded one."""
+    """Where the local part before each at sign ends, and where the domain after it starts."""
     if "%40" not in norm:
         at = norm.find("@")
         while at != -1:
-            yield at, 1
+            yield _spaced(norm, at)
             at = norm.find("@", at + 1)
         return
     for m in _AT_SIGN.finditer(norm):
-        yield m.start(), m.end() - m.start()
+        yield _spaced(norm, m.start()) if m.end() - m.start() == 1 else m.span()
+
+
+def _spaced(norm: str, at: int) -> tuple[int, int]:
+    """The '@' at ``at`` with the spaces around it, or alone if none follows it."""
+    end = after = at + 1
+    while after < len(norm) and after - end < _AT_SPACES and norm[after] == " ":
+        after += 1
+    if after == end:
+        return at, end
+    before = at
+    while before > 0 and at - before < _AT_SPACES and norm[before - 1] == " ":
+        before -= 1
+    return before, after
 
 
 def _run_start(norm: str, i: int) -> int:

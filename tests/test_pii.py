@@ -891,6 +891,48 @@ def test_email_rejected(text: str) -> None:
     assert spans(text) == []
 
 
+# Addresses typed so that address harvesters miss them: spaces around the '@'.
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("邮箱 zhangsan @ example.com 谢谢", "zhangsan @ example.com"),
+        ("邮箱：zhangsan@ example.com", "zhangsan@ example.com"),
+        ("Mail li.si  @  corp.example.cn.", "li.si  @  corp.example.cn"),
+        ("邮箱 zhangsan ＠ example.com", "zhangsan ＠ example.com"),
+        ("邮箱 zhangsan\u3000＠\u3000example.com，谢谢", "zhangsan\u3000＠\u3000example.com"),
+        ("发到 zhangsan\t@\texample.com", "zhangsan\t@\texample.com"),
+        ("QQ：13800138000 @ qq.com", "13800138000 @ qq.com"),
+        ("联系 josé @ correo.es", "josé @ correo.es"),
+    ],
+)
+def test_email_with_spaces_around_the_at_sign_found(text: str, value: str) -> None:
+    assert spans(text) == [(EMAIL, value)]
+    assert scan(text, NOTHING_ALLOWED) == (text.replace(value, f"[REDACTED:{EMAIL}]"), {EMAIL: 1})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # A space before the '@' and none after is how a mention is written.
+        "thanks @john.smith for the review",
+        "LGTM @zhang.wei 明天发布",
+        "meet me at example.com",
+        "zhangsan at example.com",  # the word "at" is English, not an at sign
+        "Dinner @ 7pm, lunch @ 12.30",
+        "价格 @ 3.5元",
+        "a @ b.c",  # a one-letter top-level domain
+        "大家 @ 所有人",
+        "zhangsan @",
+        "@ example.com",
+        "zhangsan @\nexample.com",  # a line break ends the address
+    ],
+)
+def test_spaces_around_an_at_sign_make_no_address_of_prose(text: str) -> None:
+    assert spans(text) == []
+
+
 # Internationalised addresses (RFC 6531/6532): a local part and domain labels in any script.
 
 
@@ -1257,6 +1299,7 @@ def test_large_identifier_free_input_is_scanned_linearly() -> None:
         "a1:" * 30_000,
         "1234 " * 20_000,
         "9" * 100_000 + "@" * 10,
+        "a @ " * 30_000,
     ):
         assert scan(text, NOTHING_ALLOWED) == (text, {})
 
