@@ -9,7 +9,7 @@ import ipaddress
 import operator
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -256,9 +256,19 @@ _FOLD_RUN: Final = re.compile(
     "[\uff10-\uff19\uff20-\uff3a\uff41-\uff5a])"
     "[\u3000\uff01-\uff5e]*+"
 )
-# Nothing can match without a digit, '@' or ':' (full-width digits and '＠' included).
+# The brackets an "at" typed for an e-mail address's '@' is put in: ASCII, full-width, and the
+# lenticular ones a Chinese input method types for '[' ("zhangsan【at】163.com").
+_AT_OPEN: Final = "(\\[\uff08\uff3b\u3010"
+_AT_CLOSE: Final = ")\\]\uff09\uff3d\u3011"
+# Nothing can match without a digit, '@' or ':' (full-width digits and '＠' included), or an
+# opening bracket before "at" (full-width letters too: they are folded later). Each branch
+# after the class looks at the one character matched, so prose is still skipped at C speed.
 _MAY_CONTAIN: Final = re.compile(
-    "[0-9:@\uff10-\uff19\uff20" + _char_class(_BMP_DIGITS) + "\U00010000-\U0010ffff]"
+    "[0-9:@\uff10-\uff19\uff20"
+    + _AT_OPEN
+    + _char_class(_BMP_DIGITS)
+    + "\U00010000-\U0010ffff]"
+    + f"(?:(?<![{_AT_OPEN}])|(?=[ \u3000]?[Aa\uff21\uff41][Tt\uff34\uff54]))"
 )
 
 # --- scouting ------------------------------------------------------------------------------
@@ -797,31 +807,68 @@ def _emails(norm: str, astral: bool) -> list[_Span]:
 
 
 # An address in a URL (a query string, a passed-through Referer) has its '@' percent-encoded.
-_AT_SIGN: Final = re.compile("@|%40")
-# Spaces around an '@' (typed to dodge address harvesters: "zhangsan @ example.com") are part
-# of the address, up to this many on a side. A space before the '@' and none after it is how
-# a mention is written ("thanks @john.smith"): such an '@' takes no space at all.
+# One typed to dodge address harvesters has "at" in brackets for it, in any case: "(at)",
+# "[AT]", "（at）". A bare word "at" is English ("meet me at example.com"), never an at sign.
+_BRACKETED_AT: Final = re.compile(f"[{_AT_OPEN}] ?[Aa][Tt] ?[{_AT_CLOSE}]")
+
+
+def _bracketed_at_from(t: str) -> re.Pattern[str]:
+    """The bracketed "at"s whose second letter is `t`, found from it: a search for one letter
+    reads CJK text several times faster than one opening with a class of brackets or letters."""
+    return re.compile(
+        f"{t}(?= ?[{_AT_CLOSE}])(?:(?<=[{_AT_OPEN}][Aa]{t})|(?<=[{_AT_OPEN}] [Aa]{t}))"
+    )
+
+
+_BRACKETED_AT_T: Final = _bracketed_at_from("t")
+_BRACKETED_AT_CAPITAL_T: Final = _bracketed_at_from("T")
+# Spaces around an at sign (typed to dodge harvesters: "zhangsan @ example.com") are part of
+# the address, up to this many on a side. A space before an '@' and none after it is how a
+# mention is written ("thanks @john.smith"): such an '@' takes no space at all.
 _AT_SPACES: Final = 3
 
 
-def _at_signs(norm: str) -> Iterator[tuple[int, int]]:
-    """Where the local part before each at sign ends, and where the domain after it starts."""
-    if "%40" not in norm:
-        at = norm.find("@")
+def _has_bracketed_at(norm: str) -> bool:
+    return ("t" in norm and _BRACKETED_AT_T.search(norm) is not None) or (
+        "T" in norm and _BRACKETED_AT_CAPITAL_T.search(norm) is not None
+    )
+
+
+def _may_hold_address(norm: str) -> bool:
+    # Run on every string holding a digit, so each test is a search for one character (or
+    # opening with one): "%40" alone, converted to the width of CJK text, costs as much.
+    return "@" in norm or ("%" in norm and "%40" in norm) or _has_bracketed_at(norm)
+
+
+def _at_signs(norm: str) -> list[tuple[int, int]]:
+    """Where the local part before each at sign ends, and where the domain after it starts, in
+    order. Each kind has a search of its own, for the speed `_may_hold_address` is after."""
+    signs: list[tuple[int, int]] = []
+    at = norm.find("@")
+    while at != -1:
+        signs.append(_spaced(norm, at, at + 1, bracketed=False))
+        at = norm.find("@", at + 1)
+    percent = "%" in norm and "%40" in norm
+    if percent:
+        at = norm.find("%40")
         while at != -1:
-            yield _spaced(norm, at)
-            at = norm.find("@", at + 1)
-        return
-    for m in _AT_SIGN.finditer(norm):
-        yield _spaced(norm, m.start()) if m.end() - m.start() == 1 else m.span()
+            signs.append((at, at + 3))
+            at = norm.find("%40", at + 3)
+    bracketed = _has_bracketed_at(norm)
+    if bracketed:
+        signs.extend(_spaced(norm, *m.span(), bracketed=True) for m in _BRACKETED_AT.finditer(norm))
+    if percent or bracketed:
+        signs.sort()
+    return signs
 
 
-def _spaced(norm: str, at: int) -> tuple[int, int]:
-    """The '@' at ``at`` with the spaces around it, or alone if none follows it."""
-    end = after = at + 1
+def _spaced(norm: str, at: int, end: int, bracketed: bool) -> tuple[int, int]:
+    """The at sign ``norm[at:end]`` with the spaces around it: those before an '@' only if
+    some follow it."""
+    after = end
     while after < len(norm) and after - end < _AT_SPACES and norm[after] == " ":
         after += 1
-    if after == end:
+    if after == end and not bracketed:
         return at, end
     before = at
     while before > 0 and at - before < _AT_SPACES and norm[before - 1] == " ":
@@ -941,7 +988,7 @@ def _overlaps(spans: list[_Span], starts: list[int], start: int, end: int) -> bo
 
 
 def _find_spans(norm: str, astral: bool) -> list[_Span]:
-    emails = _emails(norm, astral) if "@" in norm or "%40" in norm else []
+    emails = _emails(norm, astral) if _may_hold_address(norm) else []
     email_starts = [s for s, _, _ in emails]
     spans: list[_Span] = list(emails)
     search = (_CORE_LANDLINE if ")" in norm or "86" in norm else _CORE).search
@@ -1025,9 +1072,9 @@ def _spans(text: str, allowed: frozenset[str]) -> list[_Span]:
     patterns = (_INVISIBLE, _INVISIBLE_ASTRAL) if astral else (_INVISIBLE,)
     holes = sorted(m.start() for pattern in patterns for m in pattern.finditer(text))
     # Letters of any script are part of an address (an internationalised one): in a string
-    # holding an '@' (full-width, or percent-encoded, once folded), an invisible character
-    # beside one may hide it.
-    letters = "@" in folded or "%40" in folded
+    # holding an at sign (full-width, percent-encoded or bracketed, once folded), an invisible
+    # character beside one may hide it.
+    letters = _may_hold_address(folded)
     if not any(_may_hide(text, at, letters) for at in holes):
         return spans
     visible = text

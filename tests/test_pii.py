@@ -933,6 +933,53 @@ def test_spaces_around_an_at_sign_make_no_address_of_prose(text: str) -> None:
     assert spans(text) == []
 
 
+# ... or "at" in brackets for the '@', as an input method types them too.
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("邮箱zhangsan(at)example.com请回复", "zhangsan(at)example.com"),
+        ("邮箱 zhangsan[at]example.com", "zhangsan[at]example.com"),
+        ("Mail: zhangsan (at) example.com.", "zhangsan (at) example.com"),
+        ("邮箱：zhangsan（at）163.com，谢谢", "zhangsan（at）163.com"),
+        ("邮箱：zhangsan【at】163.com", "zhangsan【at】163.com"),  # '[' in Chinese punctuation
+        ("邮箱：zhangsan［at］163.com", "zhangsan［at］163.com"),
+        ("Write to ZHANGSAN(AT)EXAMPLE.COM", "ZHANGSAN(AT)EXAMPLE.COM"),
+        ("li.si [At] corp.example.cn", "li.si [At] corp.example.cn"),
+        ("li.si ( at ) corp.example.cn", "li.si ( at ) corp.example.cn"),
+        ("邮箱 zhangsan（ａｔ）example.com", "zhangsan（ａｔ）example.com"),
+        ("QQ：13800138000(at)qq.com", "13800138000(at)qq.com"),
+        ("联系：张伟(at)例子.中国", "张伟(at)例子.中国"),
+    ],
+)
+def test_email_with_at_in_brackets_found(text: str, value: str) -> None:
+    assert spans(text) == [(EMAIL, value)]
+    assert scan(text, NOTHING_ALLOWED) == (text.replace(value, f"[REDACTED:{EMAIL}]"), {EMAIL: 1})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "meet me at example.com",
+        "Meet me at example.com tomorrow",
+        "zhangsan at example.com",  # a bare "at" is a word of the sentence
+        "zhangsan AT example.com",
+        "look (at) this, then decide.",
+        "(at)example.com",  # no local part
+        "zhangsan(at)example",  # no dot in the domain
+        "the rate [at] 3.5% is fixed",
+        "zhangsan(atm)example.com",
+        "zhangsan(attn)example.com",
+        "zhangsan(a t)example.com",
+        "Vienna (AT) and Graz (AT)",
+        "zhangsan (at)\nexample.com",
+    ],
+)
+def test_at_in_brackets_makes_no_address_of_prose(text: str) -> None:
+    assert spans(text) == []
+
+
 # Internationalised addresses (RFC 6531/6532): a local part and domain labels in any script.
 
 
@@ -1300,6 +1347,8 @@ def test_large_identifier_free_input_is_scanned_linearly() -> None:
         "1234 " * 20_000,
         "9" * 100_000 + "@" * 10,
         "a @ " * 30_000,
+        "a(at)" * 30_000,
+        "(" * 100_000 + "at",
     ):
         assert scan(text, NOTHING_ALLOWED) == (text, {})
 
