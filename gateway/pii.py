@@ -260,15 +260,17 @@ _FOLD_RUN: Final = re.compile(
 # lenticular ones a Chinese input method types for '[' ("zhangsan【at】163.com").
 _AT_OPEN: Final = "(\\[\uff08\uff3b\u3010"
 _AT_CLOSE: Final = ")\\]\uff09\uff3d\u3011"
-# Nothing can match without a digit, '@' or ':' (full-width digits and '＠' included), or an
-# opening bracket before "at" (full-width letters too: they are folded later). Each branch
-# after the class looks at the one character matched, so prose is still skipped at C speed.
+# Nothing can match without a digit, '@' or ':' (full-width digits and '＠' included), a '#'
+# between a letter or digit and another, or an opening bracket before "at" (full-width letters
+# too: they are folded later). Each branch after the class looks at the one character matched,
+# so prose is still skipped at C speed.
 _MAY_CONTAIN: Final = re.compile(
-    "[0-9:@\uff10-\uff19\uff20"
+    "[0-9:@#\uff10-\uff19\uff20"
     + _AT_OPEN
     + _char_class(_BMP_DIGITS)
     + "\U00010000-\U0010ffff]"
-    + f"(?:(?<![{_AT_OPEN}])|(?=[ \u3000]?[Aa\uff21\uff41][Tt\uff34\uff54]))"
+    + f"(?:(?<![#{_AT_OPEN}])|(?<=[0-9A-Za-z_]#)(?=[0-9A-Za-z])"
+    + f"|(?<=[{_AT_OPEN}])(?=[ \u3000]?[Aa\uff21\uff41][Tt\uff34\uff54]))"
 )
 
 # --- scouting ------------------------------------------------------------------------------
@@ -495,6 +497,31 @@ _CJK_TLDS: Final = sorted(
 # dots), but only between two ASCII letters or digits: after CJK text one ends a sentence, and
 # a mention may be followed by any word ("请@李明。公司明天放假", "谢谢@李明。OK").
 _DOT: Final = "(?:[.\uff0e]|(?<=[A-Za-z0-9])[\u3002\uff61](?=[A-Za-z0-9]))"
+
+# '#' typed for the '@' ("zhangsan#163.com", common on Chinese pages) is read only between an
+# ASCII local part and an ASCII domain under a top-level domain mail is sent under: a country's
+# code (ISO 3166, less the ones never delegated, and uk, eu, ac) or one of a few generic ones.
+# Elsewhere '#' is an issue number, a fragment of a URL, a CSS selector, "C#.NET", a hashtag.
+_HASHED_TLDS: Final = frozenset(
+    (  # noqa: SIM905 - some 270 names read better as lines of text than one to a line
+        "com net org edu gov mil int info biz pro asia mobi top xyz vip club online site tech "
+        "shop cloud email "
+        "ac ad ae af ag ai al am ao aq ar as at au aw ax az ba bb bd be bf bg bh bi bj bm bn bo "
+        "br bs bt bv bw by bz ca cc cd cf cg ch ci ck cl cm cn co cr cu cv cw cx cy cz de dj dk "
+        "dm do dz ec ee eg er es et eu fi fj fk fm fo fr ga gb gd ge gf gg gh gi gl gm gn gp gq "
+        "gr gs gt gu gw gy hk hm hn hr ht hu id ie il im in io iq ir is it je jm jo jp ke kg kh "
+        "ki km kn kp kr kw ky kz la lb lc li lk lr ls lt lu lv ly ma mc md me mg mh mk ml mm mn "
+        "mo mp mq mr ms mt mu mv mw mx my mz na nc ne nf ng ni nl no np nr nu nz om pa pe pf pg "
+        "ph pk pl pm pn pr ps pt pw py qa re ro rs ru rw sa sb sc sd se sg sh si sj sk sl sm sn "
+        "so sr ss st sv sx sy sz tc td tf tg th tj tk tl tm tn to tr tt tv tw tz ua ug uk us uy "
+        "uz va vc ve vg vi vn vu wf ws ye yt za zm zw"
+    ).split()
+)
+# The domain after a '#': ASCII labels (each taken atomically, as in `_email_patterns`), the
+# top-level one captured to be looked up.
+_HASHED_DOMAIN: Final = re.compile(
+    rf"(?>[A-Za-z0-9](?:[A-Za-z0-9\-]{{0,61}}[A-Za-z0-9])?{_DOT})+([A-Za-z]{{2,63}})(?![A-Za-z\-])"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -794,16 +821,35 @@ def _emails(norm: str, astral: bool) -> list[_Span]:
     for local_end, domain_start in _at_signs(norm):
         if local_end < floor:
             continue
+        hashed = norm[local_end] == "#"  # no space is ever taken around a '#'
         # The domain first: an @-mention ("@张伟 请看") has none, and its local part is not
         # looked for.
-        domain = patterns.domain.match(norm, domain_start)
+        if hashed:
+            domain = _HASHED_DOMAIN.match(norm, domain_start)
+            if domain is not None and domain.group(1).lower() not in _HASHED_TLDS:
+                continue
+        else:
+            domain = patterns.domain.match(norm, domain_start)
         if domain is None:
             continue
         start = _local_start(norm, local_end, floor, patterns)
-        if start < local_end:
-            found.append((start, domain.end(), EMAIL))
-            floor = domain.end()
+        if start == local_end or (hashed and not _hashed_local_ok(norm, start, local_end)):
+            continue
+        found.append((start, domain.end(), EMAIL))
+        floor = domain.end()
     return found
+
+
+def _hashed_local_ok(norm: str, start: int, end: int) -> bool:
+    """Whether ``norm[start:end]``, before a '#', is a local part: ASCII, ending in a letter,
+    digit or underscore, and not after a '/' (a URL's path before its fragment) or a '#' (a
+    hashtag)."""
+    last = norm[end - 1]
+    return (
+        norm[start:end].isascii()
+        and (last.isalnum() or last == "_")
+        and norm[start - 1 : start] not in ("/", "#")
+    )
 
 
 # An address in a URL (a query string, a passed-through Referer) has its '@' percent-encoded.
@@ -837,7 +883,7 @@ def _has_bracketed_at(norm: str) -> bool:
 def _may_hold_address(norm: str) -> bool:
     # Run on every string holding a digit, so each test is a search for one character (or
     # opening with one): "%40" alone, converted to the width of CJK text, costs as much.
-    return "@" in norm or ("%" in norm and "%40" in norm) or _has_bracketed_at(norm)
+    return "@" in norm or "#" in norm or ("%" in norm and "%40" in norm) or _has_bracketed_at(norm)
 
 
 def _at_signs(norm: str) -> list[tuple[int, int]]:
@@ -848,16 +894,22 @@ def _at_signs(norm: str) -> list[tuple[int, int]]:
     while at != -1:
         signs.append(_spaced(norm, at, at + 1, bracketed=False))
         at = norm.find("@", at + 1)
-    percent = "%" in norm and "%40" in norm
-    if percent:
+    others = False
+    if "%" in norm and "%40" in norm:
+        others = True
         at = norm.find("%40")
         while at != -1:
             signs.append((at, at + 3))
             at = norm.find("%40", at + 3)
-    bracketed = _has_bracketed_at(norm)
-    if bracketed:
+    if _has_bracketed_at(norm):
+        others = True
         signs.extend(_spaced(norm, *m.span(), bracketed=True) for m in _BRACKETED_AT.finditer(norm))
-    if percent or bracketed:
+    at = norm.find("#")
+    while at != -1:
+        others = True
+        signs.append((at, at + 1))
+        at = norm.find("#", at + 1)
+    if others:
         signs.sort()
     return signs
 

@@ -980,6 +980,58 @@ def test_at_in_brackets_makes_no_address_of_prose(text: str) -> None:
     assert spans(text) == []
 
 
+# ... or '#' for the '@' (common on Chinese pages), only between an ASCII local part and a domain
+# under a top-level domain mail is sent under: '#' has too many other uses.
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("邮箱：zhangsan#163.com，谢谢", "zhangsan#163.com"),
+        ("请发到zhangsan#gmail.com", "zhangsan#gmail.com"),
+        ("联系 wang.wu#qq.com 或电话", "wang.wu#qq.com"),
+        ("投稿li_si#pku.edu.cn。", "li_si#pku.edu.cn"),
+        ("QQ邮箱13800138000#qq.com常用", "13800138000#qq.com"),
+        ("E-mail: HR#Example.COM", "HR#Example.COM"),
+        ("Пишите ivan#mail.ru", "ivan#mail.ru"),
+        ("邮箱zhangsan#163。com", "zhangsan#163。com"),
+    ],
+)
+def test_email_with_a_hash_for_the_at_sign_found(text: str, value: str) -> None:
+    assert spans(text) == [(EMAIL, value)]
+    assert scan(text, NOTHING_ALLOWED) == (text.replace(value, f"[REDACTED:{EMAIL}]"), {EMAIL: 1})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "see issue#12 for details",
+        "item#3.2 is out of stock",
+        "written in C#.NET and F#.NET",
+        "#hashtag of the day",
+        "#2024#taobao.com",  # a hashtag ending where a domain begins
+        "#双十一#taobao.com",
+        "see page.html#section.two",
+        "https://example.com/docs/guide#install.sh",  # a URL's fragment
+        "https://example.com/#top.cn",
+        "div#main.container { color: red }",
+        "Array#each.with_index",
+        "color:#fff.",
+        "zhangsan#example",  # no top-level domain
+        "zhangsan#example.c",
+        "zhangsan#example.notatld",
+        "zhangsan #163.com",
+        "zhangsan# 163.com",
+        "张伟#163.com",  # a local part in CJK: a hashtag's text, as often
+        "zhangsan#例子.中国",
+        "工单#88231：用户反馈无法登录",
+        "【工单#4521】已处理",
+    ],
+)
+def test_a_hash_makes_no_address_of_anything_else(text: str) -> None:
+    assert spans(text) == []
+
+
 # Internationalised addresses (RFC 6531/6532): a local part and domain labels in any script.
 
 
@@ -1349,6 +1401,8 @@ def test_large_identifier_free_input_is_scanned_linearly() -> None:
         "a @ " * 30_000,
         "a(at)" * 30_000,
         "(" * 100_000 + "at",
+        "a#" * 50_000,
+        "a#" + "1." * 50_000,
     ):
         assert scan(text, NOTHING_ALLOWED) == (text, {})
 
