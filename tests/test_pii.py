@@ -1298,6 +1298,50 @@ def test_ip_rejected(text: str) -> None:
     assert spans(text) == []
 
 
+# An input method in Chinese mode types the stops and colons of an address ideographic or
+# full-width, and its digits ASCII.
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("来源IP 192。168。1。1，时间凌晨", "192。168。1。1"),
+        ("IP是192｡168｡1｡1。", "192｡168｡1｡1"),
+        ("IP 192．168．1．1 被封禁", "192．168．1．1"),
+        ("IP １９２。１６８。１。１", "１９２。１６８。１。１"),
+        ("服务192。168。1。1：8080不可用", "192。168。1。1"),
+        ("数量为3。192.168.1.1为网关", "192.168.1.1"),  # a sentence's end before an address
+        ("IPv6 fe80：：1 谢谢", "fe80：：1"),
+        ("地址：2001：db8：：8a2e：370：7334，已封禁", "2001：db8：：8a2e：370：7334"),
+        ("IPv6 ２００１：db8：：1", "２００１：db8：：1"),
+        ("映射：：ffff：192。168。0。1异常", "：：ffff：192。168。0。1"),
+    ],
+)
+def test_ip_with_ideographic_or_full_width_stops_and_colons_found(text: str, value: str) -> None:
+    assert spans(text) == [(IP, value)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "版本1。2。3。4。5",
+        "v1。2。3。4",
+        "版本1.2。3。4。5",
+        "地址256。1。1。1",
+        "配置192。168。01。1",
+        "网段10。0。0",
+        "合计3。5元。共12人",
+        "时间12：30：45",
+        "比分3：2，第二局2：1",
+        "MAC 00：1A：2B：3C：4D：5E",
+        "序列1：2：3：4：5：6：7：8：9",
+        "注意：：请勿回复",
+    ],
+)
+def test_ideographic_or_full_width_stops_and_colons_make_no_address_of_prose(text: str) -> None:
+    assert spans(text) == []
+
+
 # --- precedence, boundaries, redaction ---------------------------------------------------------
 
 
@@ -1403,6 +1447,8 @@ def test_large_identifier_free_input_is_scanned_linearly() -> None:
         "(" * 100_000 + "at",
         "a#" * 50_000,
         "a#" + "1." * 50_000,
+        "1。" * 50_000,
+        "f：" * 50_000,
     ):
         assert scan(text, NOTHING_ALLOWED) == (text, {})
 
