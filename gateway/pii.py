@@ -916,7 +916,10 @@ def _at_signs(norm: str) -> list[tuple[int, int]]:
     signs: list[tuple[int, int]] = []
     at = norm.find("@")
     while at != -1:
-        signs.append(_spaced(norm, at, at + 1, bracketed=False))
+        if norm.startswith(" ", at + 1):
+            signs.append(_spaced(norm, at, at + 1, bracketed=False))
+        else:  # nearly every '@': no call
+            signs.append((at, at + 1))
         at = norm.find("@", at + 1)
     others = False
     if "%" in norm and "%40" in norm:
