@@ -301,12 +301,13 @@ _MAY_CONTAIN: Final = re.compile(
 
 # Every digit-bearing identifier contains one of these cores: seven digits in a row (IDs,
 # credit codes, cards, phones, passports), digits grouped 3-4-4 (grouped phones and cards, ID
-# numbers grouped 6-4-4-4), 6-6 (old ID numbers grouped 6-6-3), 6-4-2 (ID numbers grouped by
-# year, month and day), 4-3-4 (landlines, with their area code), a dotted quad, '::' or seven
-# colon-separated hex groups (IPv6). The pattern opens with a character class so the regex
-# engine skips everything else at C speed; short numbers, dates and times never reach Python.
+# numbers grouped 6-4-4-4), 6-5 (old ID numbers grouped 6-6-3, American Express cards grouped
+# 4-6-5), 6-4-2 (ID numbers grouped by year, month and day), 4-3-4 (landlines, with their area
+# code), a dotted quad, '::' or seven colon-separated hex groups (IPv6). The pattern opens with
+# a character class so the regex engine skips everything else at C speed; short numbers, dates
+# and times never reach Python.
 _CORE_DIGITS: Final = (
-    r"[0-9]{5}(?:[0-9]|[ \-/](?:[0-9]{6}|[0-9]{4}[ \-/][0-9]{2}))"
+    r"[0-9]{5}(?:[0-9]|[ \-/](?:[0-9]{5}|[0-9]{4}[ \-/][0-9]{2}))"
     # 3-4-4 (dotted too: "138.0013.8000"), and 3-3-4 for the tail of a landline grouped 4-3-4
     # ("0571 234 5678").
     r"|[0-9]{2}[ \-/.][0-9]{3,4}[ \-/.][0-9]{4}"
@@ -365,10 +366,13 @@ _ID_RE: Final = re.compile(
 _CREDIT_RE: Final = re.compile(
     r"(?<![0-9A-Za-z])[1-9A-HJ-NP-RTUW-Y][1-9][0-9]{6}[0-9A-HJ-NP-RTUW-Y]{10}(?![0-9A-Za-z])"
 )
+# Cards of 16 to 19 digits, whole or in groups of four; American Express, of 15 under 34 or 37,
+# whole or grouped 4-6-5.
 _CARD_RE: Final = re.compile(
     r"(?<![0-9])(?:"
-    r"[0-9]{16,19}(?![0-9Xx])"
-    r"|(?<![0-9]-)[0-9]{4}(?:[ \-][0-9]{4}){3}(?:[ \-][0-9]{1,3})?(?![0-9])(?!-[0-9])"
+    r"(?:[0-9]{16,19}|3[47][0-9]{13})(?![0-9Xx])"
+    r"|(?<![0-9]-)(?:[0-9]{4}(?:[ \-][0-9]{4}){3}(?:[ \-][0-9]{1,3})?"
+    r"|3[47][0-9]{2}[ \-][0-9]{6}[ \-][0-9]{5})(?![0-9])(?!-[0-9])"
     r")"
 )
 _PHONE_RE: Final = re.compile(
@@ -755,6 +759,8 @@ def _luhn_ok(digits: str) -> bool:
 
 
 def _card_ok(digits: str) -> bool:
+    if len(digits) == 15:  # American Express alone issues cards of 15
+        return digits[:2] in ("34", "37") and _luhn_ok(digits)
     # Issuer prefixes in use for 16-19 digit cards (UnionPay 62, Visa 4, Mastercard 5 and
     # 2221-2720, JCB 35, the old domestic 9xxx debit cards): date-led order numbers and
     # timestamps that happen to pass Luhn are not cards.
@@ -1010,7 +1016,7 @@ def _digit_run(value: str, start: int) -> list[_Candidate]:
         return [(_PRIORITY[ID_NUMBER], start, end, ID_NUMBER)]
     if n == 18 and _CREDIT_RE.fullmatch(value) and _credit_ok(value):
         return [(_PRIORITY[CREDIT_CODE], start, end, CREDIT_CODE)]
-    if 16 <= n <= 19 and _card_ok(value):
+    if 15 <= n <= 19 and _card_ok(value):
         return [(_PRIORITY[BANK_ACCOUNT], start, end, BANK_ACCOUNT)]
     if n in (11, 13, 15) and _PHONE_RE.fullmatch(value):
         return [(_PRIORITY[PHONE], start, end, PHONE)]
@@ -1029,7 +1035,7 @@ def _candidates(norm: str, start: int, end: int) -> list[_Candidate]:
         for m in _CREDIT_RE.finditer(norm, start, end):
             if _credit_ok(m.group()):
                 found.append((_PRIORITY[CREDIT_CODE], m.start(), m.end(), CREDIT_CODE))
-    if length >= 16:
+    if length >= 15:
         for m in _CARD_RE.finditer(norm, start, end):
             if _card_ok(_ungrouped(m.group())):
                 found.append((_PRIORITY[BANK_ACCOUNT], m.start(), m.end(), BANK_ACCOUNT))

@@ -851,6 +851,60 @@ def test_seventeen_digits_and_a_wrong_x_is_not_a_card() -> None:
     assert spans(f"卡号{body}，") == [(BANK_ACCOUNT, body)]
 
 
+# American Express: 15 digits under 34 or 37, written whole or grouped 4-6-5.
+AMEX = "378282246310005"
+AMEX_34 = with_luhn("34123456789012")
+
+
+def test_amex_numbers_pass_luhn() -> None:
+    assert with_luhn(AMEX[:-1]) == AMEX
+    assert len(AMEX_34) == 15
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        AMEX,
+        AMEX_34,
+        "371449635398431",
+        grouped(AMEX, (4, 6, 5)),
+        grouped(AMEX, (4, 6, 5), "-"),
+        grouped(AMEX_34, (4, 6, 5)),
+        fullwidth(AMEX),
+        grouped(AMEX, (4, 6, 5), "\u2009"),
+    ],
+)
+def test_amex_card_found(value: str) -> None:
+    assert spans(f"卡号{value}，开户行招商银行") == [(BANK_ACCOUNT, value)]
+    assert spans(f"Card: {value} exp 12/27") == [(BANK_ACCOUNT, value)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"卡号{wrong_last(AMEX, '0123456789')}无效",  # fails Luhn
+        f"卡号{grouped(wrong_last(AMEX, '0123456789'), (4, 6, 5))}无效",
+        f"订单{with_luhn('35000000000001')}",  # 15 digits passing Luhn, not under 34 or 37
+        f"订单{with_luhn('62220212345678')}",
+        f"订单{grouped(with_luhn('62220212345678'), (4, 6, 5))}",
+        f"订单{with_luhn('3400000000000')}",  # 14 digits
+        f"订单{grouped(AMEX, (4, 6, 4))}",
+        f"编号12-{grouped(AMEX, (4, 6, 5), '-')}",  # the tail of a longer dashed number
+        f"编号{grouped(AMEX, (4, 6, 5), '-')}-12",
+        f"流水号{AMEX}9",
+    ],
+)
+def test_fifteen_digit_numbers_that_are_not_amex_cards(text: str) -> None:
+    assert spans(text) == []
+
+
+def test_an_old_id_number_under_34_or_37_that_passes_luhn_is_an_id_number() -> None:
+    value = next(
+        v for seq in range(1000) if (v := f"370102850304{seq:03d}") and with_luhn(v[:-1]) == v
+    )
+    assert spans(f"证件{value}") == [(ID_NUMBER, value)]
+
+
 # --- contact.email -----------------------------------------------------------------------------
 
 
@@ -1449,6 +1503,8 @@ def test_large_identifier_free_input_is_scanned_linearly() -> None:
         "a#" + "1." * 50_000,
         "1。" * 50_000,
         "f：" * 50_000,
+        "3782 822463 " * 10_000,
+        "34" * 50_000,
     ):
         assert scan(text, NOTHING_ALLOWED) == (text, {})
 
