@@ -258,13 +258,15 @@ _DOTTED_NUMBER: Final = re.compile(f"[0-9]+(?:[.{_WIDE_STOPS}][0-9]+)*")
 _DOTTED_QUAD: Final = re.compile(f"[0-9]{{1,3}}(?:[.{_WIDE_STOPS}][0-9]{{1,3}}){{3}}")
 _STOPS_TO_ASCII: Final = dict.fromkeys(map(ord, _WIDE_STOPS), ord("."))
 # Also finds the invisible characters and the stops and colons of an address: ordinary prose
-# pays one search for all of them (their neighbours are looked at only where one stands).
+# pays one search for all of them. Where a stop or colon stands, what is before it is looked at
+# first: in prose, that is nearly always the end of a sentence or a label. (A '：' opening an
+# address, "：：1", needs no branch of its own: the one after it is found.)
 _MAY_NEED_FOLDING: Final = re.compile(
     "["
     + _char_class([*_SEPARATOR_TABLE, *_INVISIBLE_BMP, *map(ord, _SOUND_MARKS)])
     + f"\uff10-\uff19\uff20-\uff3a\uff41-\uff5a\uff1a{_WIDE_STOPS}]"
-    + f"(?:(?<![\uff1a{_WIDE_STOPS}])|(?<=\uff1a){_AFTER_WIDE_COLON}"
-    + f"|(?<=[{_WIDE_STOPS}]){_AFTER_WIDE_STOP})"
+    + f"(?:(?<![\uff1a{_WIDE_STOPS}])|(?<=[0-9A-Fa-f:\uff1a].)"
+    + f"(?:(?<=\uff1a){_AFTER_WIDE_COLON}|(?<=[{_WIDE_STOPS}]){_AFTER_WIDE_STOP}))"
 )
 # Full-width digits, letters and '@' are what can start an identifier; full-width punctuation
 # alone (，：（）in ordinary Chinese prose) must not make every string pay for folding.
@@ -905,8 +907,14 @@ _AT_SPACES: Final = 3
 
 
 def _has_bracketed_at(norm: str) -> bool:
-    return ("t" in norm and _BRACKETED_AT_T.search(norm) is not None) or (
-        "T" in norm and _BRACKETED_AT_CAPITAL_T.search(norm) is not None
+    # Cheapest first: most text has no "t" (Chinese), most English no closing bracket; only
+    # then is each "t" looked at.
+    if not ("t" in norm or "T" in norm):
+        return False
+    if not (")" in norm or "\uff09" in norm or "]" in norm or "\u3011" in norm or "\uff3d" in norm):
+        return False
+    return _BRACKETED_AT_T.search(norm) is not None or (
+        _BRACKETED_AT_CAPITAL_T.search(norm) is not None
     )
 
 
