@@ -288,15 +288,19 @@ _AT_OPEN: Final = "(\\[\uff08\uff3b\u3010"
 _AT_CLOSE: Final = ")\\]\uff09\uff3d\u3011"
 # Nothing can match without a digit, '@' or ':' (full-width digits and '＠' included), a '#'
 # between a letter or digit and another, or an opening bracket before "at" (full-width letters
-# too: they are folded later). Each branch after the class looks at the one character matched,
-# so prose is still skipped at C speed.
+# too: they are folded later), an invisible character standing in for any of those letters.
+# Each branch after the class looks at the one character matched, so prose is still skipped at
+# C speed.
+_INVISIBLE_CLASS: Final = _char_class(_INVISIBLE_BMP)
 _MAY_CONTAIN: Final = re.compile(
     "[0-9:@#\uff10-\uff19\uff20"
     + _AT_OPEN
     + _char_class(_BMP_DIGITS)
     + "\U00010000-\U0010ffff]"
-    + f"(?:(?<![#{_AT_OPEN}])|(?<=[0-9A-Za-z_]#)(?=[0-9A-Za-z])"
-    + f"|(?<=[{_AT_OPEN}])(?=[ \u3000]?[Aa\uff21\uff41][Tt\uff34\uff54]))"
+    + f"(?:(?<![#{_AT_OPEN}])"
+    + f"|(?<=[0-9A-Za-z_{_INVISIBLE_CLASS}]#)(?=[0-9A-Za-z{_INVISIBLE_CLASS}])"
+    + f"|(?<=[{_AT_OPEN}])(?=[ \u3000]?(?:[Aa\uff21\uff41][Tt\uff34\uff54{_INVISIBLE_CLASS}]"
+    + f"|[{_INVISIBLE_CLASS}])))"
 )
 
 # --- scouting ------------------------------------------------------------------------------

@@ -1005,6 +1005,8 @@ def test_spaces_around_an_at_sign_make_no_address_of_prose(text: str) -> None:
         ("邮箱 zhangsan（ａｔ）example.com", "zhangsan（ａｔ）example.com"),
         ("QQ：13800138000(at)qq.com", "13800138000(at)qq.com"),
         ("联系：张伟(at)例子.中国", "张伟(at)例子.中国"),
+        # An invisible character inside hides nothing, in a string with no digit too.
+        ("邮箱zhangsan(\u200bat)example.com", "zhangsan(\u200bat)example.com"),
     ],
 )
 def test_email_with_at_in_brackets_found(text: str, value: str) -> None:
@@ -1049,6 +1051,8 @@ def test_at_in_brackets_makes_no_address_of_prose(text: str) -> None:
         ("E-mail: HR#Example.COM", "HR#Example.COM"),
         ("Пишите ivan#mail.ru", "ivan#mail.ru"),
         ("邮箱zhangsan#163。com", "zhangsan#163。com"),
+        ("邮箱zhangsan\u200b#gmail.com", "zhangsan\u200b#gmail.com"),
+        ("邮箱zhangsan#\u2060gmail.com", "zhangsan#\u2060gmail.com"),
     ],
 )
 def test_email_with_a_hash_for_the_at_sign_found(text: str, value: str) -> None:
