@@ -1563,6 +1563,18 @@ FRAGMENTS = [
     grouped(ID_X, (6, 8, 4), "/"),
     OLD_ID,
     grouped(OLD_ID, (6, 6, 3)),
+    AMEX,
+    grouped(AMEX, (4, 6, 5)),
+    "zhangsan @ example.com",
+    "li(at)example.com",
+    "（AT）",
+    "【at】",
+    "zhangsan#163.com",
+    "#",
+    "192。168。0。1",
+    "fe80：：1",
+    "。",
+    "：",
 ]
 mixed_text = st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=8)), max_size=12).map(
     "".join
@@ -1622,6 +1634,14 @@ INVISIBLE = [
             ("josé@correo.es", EMAIL),
             ("иван@пример.рф", EMAIL),
             ("192.168.0.1", IP),
+            (AMEX, BANK_ACCOUNT),
+            (grouped(AMEX, (4, 6, 5)), BANK_ACCOUNT),
+            ("zhangsan @ example.com", EMAIL),
+            ("zhangsan(at)example.com", EMAIL),
+            ("zhangsan【AT】163.com", EMAIL),
+            ("zhangsan#163.com", EMAIL),
+            ("192。168。0。1", IP),
+            ("fe80：：1", IP),
         ]
     ),
     st.lists(st.tuples(st.integers(0, 40), st.sampled_from(INVISIBLE)), max_size=6),
