@@ -1160,19 +1160,19 @@ def _fold(text: str, astral: bool) -> tuple[str, bool]:
         text = _FOLD_RUN.sub(_fold_run, text)
     # After the full-width runs, which leave some in "２００１：db8：：1" and
     # "１９２。１６８。１。１".
-    if "\uff1a" in text:
+    if "\uff1a" in text and _WIDE_COLONS.search(text) is not None:
         text = _WIDE_COLONS.sub(":", text)
     return _fold_stops(text), hidden
 
 
 def _fold_stops(text: str) -> str:
     """``text`` with the stops of each dotted quad written with wide ones made ASCII."""
-    hits = [
-        m.start()
-        for stop, pattern in _STOPS_BETWEEN_DIGITS
-        if stop in text
-        for m in pattern.finditer(text)
-    ]
+    hits: list[int] = []
+    for stop, pattern in _STOPS_BETWEEN_DIGITS:
+        # A search first: half the strings folded hold an ideographic full stop, few between
+        # two digits.
+        if stop in text and pattern.search(text) is not None:
+            hits.extend(m.start() for m in pattern.finditer(text))
     if not hits:
         return text
     hits.sort()
