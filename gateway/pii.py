@@ -532,11 +532,13 @@ _CJK_TLDS: Final = sorted(
 # a mention may be followed by any word ("请@李明。公司明天放假", "谢谢@李明。OK").
 _DOT: Final = "(?:[.\uff0e]|(?<=[A-Za-z0-9])[\u3002\uff61](?=[A-Za-z0-9]))"
 
-# '#' typed for the '@' ("zhangsan#163.com", common on Chinese pages) is read only between an
-# ASCII local part and an ASCII domain under a top-level domain mail is sent under: a country's
-# code (ISO 3166, less the ones never delegated, and uk, eu, ac) or one of a few generic ones.
-# Elsewhere '#' is an issue number, a fragment of a URL, a CSS selector, "C#.NET", a hashtag.
-_HASHED_TLDS: Final = frozenset(
+# '#' typed for the '@' ("zhangsan#163.com", common on Chinese pages), and an '@' with spaces
+# around it ("zhangsan @ example.com"), are read only before an ASCII domain under a top-level
+# domain mail is sent under: a country's code (ISO 3166, less the ones never delegated, and uk,
+# eu, ac) or one of a few generic ones. Elsewhere '#' is an issue number, a fragment of a URL,
+# a CSS selector, "C#.NET", a hashtag; a spaced '@' a product of matrices ("x @ self.weight")
+# or a word of chat ("Lunch @ Mr.Wong", "cc @ zhang.wei").
+_MAIL_TLDS: Final = frozenset(
     (  # noqa: SIM905 - some 270 names read better as lines of text than one to a line
         "com net org edu gov mil int info biz pro asia mobi top xyz vip club online site tech "
         "shop cloud email "
@@ -551,9 +553,9 @@ _HASHED_TLDS: Final = frozenset(
         "uz va vc ve vg vi vn vu wf ws ye yt za zm zw"
     ).split()
 )
-# The domain after a '#': ASCII labels (each taken atomically, as in `_email_patterns`), the
-# top-level one captured to be looked up.
-_HASHED_DOMAIN: Final = re.compile(
+# Such a domain: ASCII labels (each taken atomically, as in `_email_patterns`), the top-level
+# one captured to be looked up.
+_MAIL_DOMAIN: Final = re.compile(
     rf"(?>[A-Za-z0-9](?:[A-Za-z0-9\-]{{0,61}}[A-Za-z0-9])?{_DOT})+([A-Za-z]{{2,63}})(?![A-Za-z\-])"
 )
 
@@ -860,9 +862,9 @@ def _emails(norm: str, astral: bool) -> list[_Span]:
         hashed = norm[local_end] == "#"  # no space is ever taken around a '#'
         # The domain first: an @-mention ("@张伟 请看") has none, and its local part is not
         # looked for.
-        if hashed:
-            domain = _HASHED_DOMAIN.match(norm, domain_start)
-            if domain is not None and domain.group(1).lower() not in _HASHED_TLDS:
+        if hashed or _spaced_at(norm, local_end, domain_start):
+            domain = _MAIL_DOMAIN.match(norm, domain_start)
+            if domain is not None and domain.group(1).lower() not in _MAIL_TLDS:
                 continue
         else:
             domain = patterns.domain.match(norm, domain_start)
@@ -874,6 +876,10 @@ def _emails(norm: str, astral: bool) -> list[_Span]:
         found.append((start, domain.end(), EMAIL))
         floor = domain.end()
     return found
+
+
+def _spaced_at(norm: str, local_end: int, domain_start: int) -> bool:
+    return domain_start - local_end > 1 and norm[local_end:domain_start].strip(" ") == "@"
 
 
 def _hashed_local_ok(norm: str, start: int, end: int) -> bool:

@@ -981,6 +981,13 @@ def test_email_with_spaces_around_the_at_sign_found(text: str, value: str) -> No
         "zhangsan @",
         "@ example.com",
         "zhangsan @\nexample.com",  # a line break ends the address
+        # Spaced, '@' is an operator and a word of chat: only a domain under a top-level domain
+        # mail is sent under makes an address of it.
+        "y = x @ self.weight",
+        "z = q @ k.transpose(-2, -1)",
+        "Lunch @ Mr.Wong, then the review",
+        "cc @ zhang.wei",
+        "收到 @ 李明.下午开会",
     ],
 )
 def test_spaces_around_an_at_sign_make_no_address_of_prose(text: str) -> None:
