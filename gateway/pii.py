@@ -859,10 +859,16 @@ def _emails(norm: str, astral: bool) -> list[_Span]:
     for local_end, domain_start in _at_signs(norm):
         if local_end < floor:
             continue
-        hashed = norm[local_end] == "#"  # no space is ever taken around a '#'
+        # A '#' or an '@' alone is one character; a spaced '@' is the one that is more.
+        if domain_start - local_end == 1:
+            hashed = norm[local_end] == "#"
+            mail_domain = hashed
+        else:
+            hashed = False
+            mail_domain = norm[local_end:domain_start].strip(" ") == "@"
         # The domain first: an @-mention ("@张伟 请看") has none, and its local part is not
         # looked for.
-        if hashed or _spaced_at(norm, local_end, domain_start):
+        if mail_domain:
             domain = _MAIL_DOMAIN.match(norm, domain_start)
             if domain is not None and domain.group(1).lower() not in _MAIL_TLDS:
                 continue
@@ -876,10 +882,6 @@ def _emails(norm: str, astral: bool) -> list[_Span]:
         found.append((start, domain.end(), EMAIL))
         floor = domain.end()
     return found
-
-
-def _spaced_at(norm: str, local_end: int, domain_start: int) -> bool:
-    return domain_start - local_end > 1 and norm[local_end:domain_start].strip(" ") == "@"
 
 
 def _hashed_local_ok(norm: str, start: int, end: int) -> bool:
@@ -917,10 +919,9 @@ _AT_SPACES: Final = 3
 
 
 def _has_bracketed_at(norm: str) -> bool:
-    # Cheapest first: most text has no "t" (Chinese), most English no closing bracket; only
-    # then is each "t" looked at.
-    if not ("t" in norm or "T" in norm):
-        return False
+    """Whether ``norm``, holding a "t" or "T", holds a bracketed "at". (Callers test for the
+    letter first: most text has no "t" (Chinese), most English no closing bracket, and only
+    then is each "t" looked at.)"""
     if not (")" in norm or "\uff09" in norm or "]" in norm or "\u3011" in norm or "\uff3d" in norm):
         return False
     return _BRACKETED_AT_T.search(norm) is not None or (
@@ -931,7 +932,12 @@ def _has_bracketed_at(norm: str) -> bool:
 def _may_hold_address(norm: str) -> bool:
     # Run on every string holding a digit, so each test is a search for one character (or
     # opening with one): "%40" alone, converted to the width of CJK text, costs as much.
-    return "@" in norm or "#" in norm or ("%" in norm and "%40" in norm) or _has_bracketed_at(norm)
+    return (
+        "@" in norm
+        or "#" in norm
+        or ("%" in norm and "%40" in norm)
+        or (("t" in norm or "T" in norm) and _has_bracketed_at(norm))
+    )
 
 
 def _at_signs(norm: str) -> list[tuple[int, int]]:
@@ -952,7 +958,7 @@ def _at_signs(norm: str) -> list[tuple[int, int]]:
         while at != -1:
             signs.append((at, at + 3))
             at = norm.find("%40", at + 3)
-    if _has_bracketed_at(norm):
+    if ("t" in norm or "T" in norm) and _has_bracketed_at(norm):
         others = True
         signs.extend(_spaced(norm, *m.span(), bracketed=True) for m in _BRACKETED_AT.finditer(norm))
     at = norm.find("#")
