@@ -101,7 +101,12 @@ def _load_contract_set(
     # to at the start; a load that saw the swap starts over, to load the version swapped in.
     for _ in range(_LOADS_WHILE_SWAPPED):
         folder = _version_folder(directory)
-        loaded, problems = _load_folder(folder, directory, settings)
+        try:
+            loaded, problems = _load_folder(folder, directory, settings)
+        except OSError:
+            if _version_folder(directory) == folder:
+                raise
+            continue  # swapped, and the version being read removed (as a kubelet does next)
         if _version_folder(directory) == folder:
             return loaded, problems
     return None, [

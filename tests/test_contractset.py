@@ -3,6 +3,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from gateway.contractset import (
     validate_contract,
 )
 from gateway.settings import Settings
-from gateway.taxonomy import BUILTIN_TAXONOMY
+from gateway.taxonomy import BUILTIN_TAXONOMY, Taxonomy, load_taxonomy
 
 BUNDLED = Path(__file__).resolve().parent.parent / "contracts"
 
@@ -1570,6 +1571,29 @@ def test_a_folder_link_flipped_during_a_load_gives_one_release(
     os.symlink("releases/..1", tmp_path / "contracts")
     _swap_after_reads(monkeypatch, tmp_path, "contracts", ["releases/..2"])
     loaded, problems = load_contract_set(tmp_path / "contracts", Settings())
+    assert problems == []
+    assert loaded is not None
+    assert {c.contract.contract.version for c in loaded.contracts.values()} == {2}
+
+
+def test_a_version_removed_right_after_the_swap_is_read_no_further(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A kubelet swaps `..data` and then deletes the version it replaced: a load that had just
+    # resolved it finds the folder gone, and reads the new version instead of failing.
+    _configmap(tmp_path, 1, 2)
+    swapped: list[None] = []
+
+    def swap_and_remove_then_read(folder: Path) -> tuple[Taxonomy, list[Problem]]:
+        if not swapped:
+            swapped.append(None)
+            os.symlink("..2", tmp_path / "swap.tmp")
+            os.replace(tmp_path / "swap.tmp", tmp_path / "..data")
+            shutil.rmtree(tmp_path / "..1")
+        return load_taxonomy(folder)
+
+    monkeypatch.setattr(contractset_module, "load_taxonomy", swap_and_remove_then_read)
+    loaded, problems = load_contract_set(tmp_path, Settings())
     assert problems == []
     assert loaded is not None
     assert {c.contract.contract.version for c in loaded.contracts.values()} == {2}
