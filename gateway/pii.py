@@ -552,6 +552,16 @@ _MAIL_TLDS: Final = frozenset(
         "so sr ss st sv sx sy sz tc td tf tg th tj tk tl tm tn to tr tt tv tw tz ua ug uk us uy "
         "uz va vc ve vg vi vn vu wf ws ye yt za zm zw"
     ).split()
+) - frozenset(
+    # Less the codes that are also a syllable of pinyin ("cc @ wang.li", "Lunch @ Mr.Ma") or a
+    # file's extension ("README.md#usage.md", "foo.py#L10.py"): after a '#' or a spaced '@'
+    # such a "domain" is far more often a name or a file than a mailbox, and an address under
+    # one is still found with a plain '@'.
+    (  # noqa: SIM905 - as above
+        "ai an ba bi bo bu ca ci cu de er fo fu ga ge gu hu ke la li lu ma me mo mu na ne ni "
+        "nu pa pe re sa se si so "
+        "am cc in md ml pl ps py rs sh"
+    ).split()
 )
 # Such a domain: ASCII labels (each taken atomically, as in `_email_patterns`), the top-level
 # one captured to be looked up.

@@ -988,6 +988,12 @@ def test_email_with_spaces_around_the_at_sign_found(text: str, value: str) -> No
         "Lunch @ Mr.Wong, then the review",
         "cc @ zhang.wei",
         "收到 @ 李明.下午开会",
+        # ... nor under one whose code is also a syllable of pinyin, or a file's extension.
+        "cc @ wang.li",
+        "Lunch @ Mr.Li",
+        "ping @ liu.na and @ chen.de",
+        "see README.md#usage.md",
+        "foo.py#L10.py",
     ],
 )
 def test_spaces_around_an_at_sign_make_no_address_of_prose(text: str) -> None:
