@@ -132,7 +132,8 @@ async def test_metrics_include_the_process_and_its_garbage_collector(
     before = _sample(text, "python_gc_collections_total", generation="2")
     gc.collect()
     text = await (await gw.client.get("/_gateway/metrics")).text()
-    assert _sample(text, "python_gc_collections_total", generation="2") == before + 1
+    # At least the one asked for: the collector may have run one of its own in between.
+    assert _sample(text, "python_gc_collections_total", generation="2") >= before + 1
 
 
 async def test_metrics_count_decisions_by_partner_and_reason(make_gateway: GatewayFactory) -> None:
