@@ -339,6 +339,10 @@ class ConsentRegistry:
         # A registry in use needs only a read to check: the gateway's start and `consent show`
         # must not wait for (or give up on) an import holding the write lock.
         if self._schema_version(db) == SCHEMA_VERSION:
+            # A copy restored from `VACUUM INTO` is back in rollback mode, where an import would
+            # lock out the readers: WAL again (a no-op for a registry in use, which already is).
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode = WAL")
             return
         db.execute("PRAGMA journal_mode = WAL")
         with self._transaction() as tx:

@@ -721,6 +721,20 @@ def held_registry(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterat
         importer.close()
 
 
+def test_a_registry_restored_in_rollback_mode_is_opened_in_wal_mode(tmp_path: Path) -> None:
+    path = tmp_path / "consent.sqlite"
+    ConsentRegistry(path, KEY).close()
+    restored = sqlite3.connect(path)
+    restored.execute("PRAGMA journal_mode = DELETE")  # as `VACUUM INTO` leaves a copy
+    restored.close()
+    with ConsentRegistry(path, KEY):
+        check = sqlite3.connect(path)
+        try:
+            assert check.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        finally:
+            check.close()
+
+
 def test_consent_show_reads_while_an_import_holds_the_registry(
     settings: Settings, held_registry: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
