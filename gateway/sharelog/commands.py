@@ -59,7 +59,8 @@ def parse_time(text: str, zone: ZoneInfo, now: datetime, *, end_of_day: bool = F
         moment.astimezone(UTC)
         moment.astimezone(zone)
     except (OverflowError, ValueError) as exc:  # ValueError: an age of over 4,300 digits
-        raise UsageError(f"{text!r} is out of the range of dates the log can hold") from exc
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        raise UsageError(f"{shown!r} is out of the range of dates the log can hold") from exc
     return moment
 
 
