@@ -188,6 +188,8 @@ async def shares(request: web.Request, runtime: Runtime) -> web.StreamResponse:
         # As the CLI refuses it: a misspelt decision would read as "none of those".
         raise MalformedRequest(f"decision must be one of {', '.join(sorted(DECISIONS))}")
     subject = params.get("subject")
+    if subject is not None:
+        _refuse_undecodable(subject)
     if subject is not None and not canonical_subject_id(subject):
         # Dropped, an empty subject would list everyone's shares as one person's.
         raise MalformedRequest("subject must not be empty")
@@ -223,6 +225,13 @@ async def shares(request: web.Request, runtime: Runtime) -> web.StreamResponse:
     if ref is not None:
         _audit(caller, request, subject_ref=ref, rows=len(rows), continued=after is not None)
     return _json({"shares": rows, "limit": limit, "next": cursor})
+
+
+def _refuse_undecodable(subject: str) -> None:
+    if "\ufffd" in subject:
+        # What any byte that is not UTF-8 decodes to: `%FF` and `%FE` would be looked up as one
+        # subject, and an answer about one person given for another.
+        raise MalformedRequest("subject must be percent-encoded UTF-8 (it decodes to U+FFFD)")
 
 
 # A cursor is `payload.mac`, both base64url without padding. The payload is JSON:
@@ -368,6 +377,7 @@ async def consent(request: web.Request, runtime: Runtime) -> web.StreamResponse:
             # as an answer about two.
             raise MalformedRequest("GET /_gateway/consent takes exactly one ?subject=ID")
         subject = request.query["subject"]
+        _refuse_undecodable(subject)
         if not canonical_subject_id(subject):
             raise MalformedRequest("GET /_gateway/consent needs ?subject=ID")
         grants = await asyncio.to_thread(grants_json, registry, subject)

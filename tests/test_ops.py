@@ -553,6 +553,8 @@ async def test_shares_cursor_is_refused_altered_or_with_other_filters(
         "since=%EF%BC%97d",  # fullwidth 7, then d
         "since=%207d",
         "until=2025-03-01%0A",
+        "subject=u-%FF",  # not UTF-8: u-%FE would be the same subject
+        "subject=u-%EF%BF%BD",
     ],
 )
 async def test_shares_endpoint_refuses_what_it_cannot_answer_exactly(
@@ -564,6 +566,17 @@ async def test_shares_endpoint_refuses_what_it_cannot_answer_exactly(
     response = await gw.client.get(f"/_gateway/shares?{query}", headers=admin)
     assert response.status == 400, await response.text()
     assert (await response.json())["error"]["code"] == "malformed_request"
+
+
+@pytest.mark.parametrize("subject", ["u-%FF", "%EF%BF%BD"])
+async def test_consent_endpoint_refuses_a_subject_that_is_not_utf8(
+    make_gateway: GatewayFactory, subject: str
+) -> None:
+    gw = await make_gateway()
+    admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
+    answer = await gw.client.get(f"/_gateway/consent?subject={subject}", headers=admin)
+    assert answer.status == 400
+    assert (await answer.json())["error"]["code"] == "malformed_request"
 
 
 async def test_shares_endpoint_reads_limit_in_plain_digits(make_gateway: GatewayFactory) -> None:
