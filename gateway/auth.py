@@ -113,8 +113,8 @@ class KeyStore(Protocol):
 
     async def close(self) -> None: ...
 
-    async def select(self, kid: str | None, alg: str) -> VerificationKey:
-        """The key for a token header, or InvalidToken."""
+    async def select(self, kid: str | None, alg: str) -> tuple[VerificationKey, ...]:
+        """The keys that may verify a token with this header (at least one), or InvalidToken."""
         ...
 
 
@@ -221,8 +221,12 @@ def _unusable_jwk_reason(jwk: Mapping[str, Any]) -> str | None:
 
 def _find(
     keys: Sequence[VerificationKey], kid: str | None, alg: str, *, by_kid: bool
-) -> VerificationKey | None:
-    """The key for (kid, alg); None when `kid` names no key; InvalidToken otherwise."""
+) -> tuple[VerificationKey, ...] | None:
+    """The keys for (kid, alg); None when `kid` names no key; InvalidToken when none takes `alg`.
+
+    Several keys may share a kid (a provider rotating a key under its old name publishes both
+    for a while): each is tried, so a token signed by either verifies.
+    """
     if not by_kid:
         candidates: Sequence[VerificationKey] = keys
     elif kid is not None:
@@ -233,10 +237,10 @@ def _find(
         candidates = keys
     else:
         raise InvalidToken("token has no key id (kid) and several keys are trusted")
-    for key in candidates:
-        if alg in key.algorithms:
-            return key
-    raise InvalidToken(f"token algorithm {_shown(alg)} does not match its key")
+    usable = tuple(key for key in candidates if alg in key.algorithms)
+    if not usable:
+        raise InvalidToken(f"token algorithm {_shown(alg)} does not match its key")
+    return usable
 
 
 class StaticKeyStore:
@@ -259,11 +263,11 @@ class StaticKeyStore:
     async def close(self) -> None:
         return None
 
-    async def select(self, kid: str | None, alg: str) -> VerificationKey:
-        key = _find(self._keys, kid, alg, by_kid=self._by_kid)
-        if key is None:
+    async def select(self, kid: str | None, alg: str) -> tuple[VerificationKey, ...]:
+        keys = _find(self._keys, kid, alg, by_kid=self._by_kid)
+        if keys is None:
             raise InvalidToken("token key id (kid) is not a trusted key")
-        return key
+        return keys
 
 
 class _FetchError(Exception):
@@ -388,20 +392,20 @@ class RemoteJwksKeyStore:
                     "jwks_refresh_failed", url=self._shown, error=_without_queries(repr(exc))
                 )
 
-    async def select(self, kid: str | None, alg: str) -> VerificationKey:
+    async def select(self, kid: str | None, alg: str) -> tuple[VerificationKey, ...]:
         if self._session is None:
             raise RuntimeError("RemoteJwksKeyStore.select() called before start()")
-        key = _find(self._keys, kid, alg, by_kid=True)
-        if key is None:
+        keys = _find(self._keys, kid, alg, by_kid=True)
+        if keys is None:
             async with self._lock:
                 # Another request may have refreshed while this one waited for the lock.
-                key = _find(self._keys, kid, alg, by_kid=True)
-                if key is None and self._may_refresh():
+                keys = _find(self._keys, kid, alg, by_kid=True)
+                if keys is None and self._may_refresh():
                     await self._refresh()
-                    key = _find(self._keys, kid, alg, by_kid=True)
-        if key is None:
+                    keys = _find(self._keys, kid, alg, by_kid=True)
+        if keys is None:
             raise InvalidToken("token key id (kid) is not a trusted key")
-        return key
+        return keys
 
     def _may_refresh(self) -> bool:
         return self._last_refresh is None or (self._clock() - self._last_refresh >= self._interval)
@@ -779,23 +783,35 @@ class TokenVerifier:
         if kid is not None and not isinstance(kid, str):
             raise InvalidToken("token key id (kid) must be a string")
         # Only kid and alg choose the key: jku, x5u, x5c and jwk are never read.
-        key = await self._keys.select(kid, alg)
-        try:
-            claims = jwt.decode(
-                token,
-                key.key,
-                algorithms=[alg],
-                options=self._options,
-                issuer=self._issuer,
-                audience=self._audience,
-            )
-        except (jwt.PyJWTError, ValueError, TypeError) as exc:
-            raise _jwt_failure(exc) from exc
+        keys = await self._keys.select(kid, alg)
+        claims = self._decode(token, alg, keys)
         # Selecting a key may have waited for a JWKS fetch: judge the times by the clock now.
         now = self._clock()
         expires_at = self._check_times(claims, now)
         self._cache_put(token, claims, expires_at, now)
         return dict(claims)
+
+    def _decode(self, token: str, alg: str, keys: Sequence[VerificationKey]) -> dict[str, Any]:
+        try:
+            for key in keys[:-1]:
+                # Another key under the same kid may have signed it. The signature is checked
+                # before any claim, so only a wrong signature is the key's fault.
+                with contextlib.suppress(jwt.InvalidSignatureError):
+                    return self._decode_with(token, alg, key)
+            return self._decode_with(token, alg, keys[-1])
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            raise _jwt_failure(exc) from exc
+
+    def _decode_with(self, token: str, alg: str, key: VerificationKey) -> dict[str, Any]:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key.key,
+            algorithms=[alg],
+            options=self._options,
+            issuer=self._issuer,
+            audience=self._audience,
+        )
+        return claims
 
     def _check_times(self, claims: Mapping[str, Any], now: float) -> float:
         expires_at = _numeric_date(claims, "exp")

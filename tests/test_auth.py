@@ -129,7 +129,7 @@ class CountingKeyStore:
     async def close(self) -> None:
         await self.inner.close()
 
-    async def select(self, kid: str | None, alg: str) -> VerificationKey:
+    async def select(self, kid: str | None, alg: str) -> tuple[VerificationKey, ...]:
         self.selections += 1
         return await self.inner.select(kid, alg)
 
@@ -517,6 +517,21 @@ async def test_jwks_file_selects_key_by_kid(
     )
     await refused(verifier, mint(rsa_signer.with_kid(None)), r"no key id \(kid\) and several keys")
     await refused(verifier, mint(rsa_signer.with_kid("ec-1")), "'RS256' does not match its key")
+
+
+async def test_jwks_keys_sharing_a_kid_are_each_tried(
+    rsa_signer: SigningKey, attacker: SigningKey, tmp_path: Path
+) -> None:
+    # A provider rotating a key under its old kid publishes both for a while.
+    rotated = rsa_key(rsa_signer.kid)
+    path = write_jwks(tmp_path / "jwks.json", rsa_signer, rotated)
+    verifier = await build_auth_verifier(auth_settings(algorithms=["RS256"], jwks_file=path))
+
+    assert (await verifier.verify(mint(rsa_signer, subject="old")))["sub"] == "old"
+    assert (await verifier.verify(mint(rotated, subject="new")))["sub"] == "new"
+    await refused(verifier, mint(attacker.with_kid(rsa_signer.kid)), "signature is invalid")
+    # Past the first key's wrong signature, the second key's verdict is the claims'.
+    await refused(verifier, mint(rotated, ttl_s=-3600), "expired")
 
 
 async def test_jwks_file_with_one_key_accepts_token_without_kid(
