@@ -1049,6 +1049,55 @@ def test_at_in_brackets_makes_no_address_of_prose(text: str) -> None:
     assert spans(text) == []
 
 
+# ... with the dots spelled out in brackets too, and '@' or '.' as HTML character references.
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("邮箱zhangsan(at)example(dot)com请回复", "zhangsan(at)example(dot)com"),
+        ("Mail: zhang.san [at] mail [dot] qq [dot] com.", "zhang.san [at] mail [dot] qq [dot] com"),
+        ("邮箱：zhangsan（at）163（dot）com，谢谢", "zhangsan（at）163（dot）com"),
+        ("邮箱：zhangsan【at】163【DOT】com", "zhangsan【at】163【DOT】com"),
+        ("li.si@corp(dot)example(dot)cn", "li.si@corp(dot)example(dot)cn"),
+        ("li.si@corp ( Dot ) example.cn", "li.si@corp ( Dot ) example.cn"),
+        ("<p>zhangsan&#64;example.com</p>", "zhangsan&#64;example.com"),
+        ("<p>zhangsan&#x40;example&#46;com</p>", "zhangsan&#x40;example&#46;com"),
+        ("zhangsan&#0064;example&#x2E;com", "zhangsan&#0064;example&#x2E;com"),
+        ("邮箱zhangsan(at)example\u200b(dot)com", "zhangsan(at)example\u200b(dot)com"),
+    ],
+)
+def test_email_with_spelled_out_dots_or_character_references_found(text: str, value: str) -> None:
+    assert spans(text) == [(EMAIL, value)]
+    assert scan(text, NOTHING_ALLOWED) == (text.replace(value, f"[REDACTED:{EMAIL}]"), {EMAIL: 1})
+
+
+def test_spelled_out_dots_beside_other_identifiers() -> None:
+    text = "IP 192(dot)168(dot)1(dot)20, 手机13800138000, li(at)example(dot)com"
+    assert spans(text) == [
+        (IP, "192(dot)168(dot)1(dot)20"),
+        (PHONE, "13800138000"),
+        (EMAIL, "li(at)example(dot)com"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Press (dot) 3 times to continue",
+        "the [dot] product of 2 vectors",
+        "zhangsan(at)example(dot)",  # no top-level domain
+        "&#64;example.com",  # no local part
+        "zhangsan&#65;example.com",  # 'A', not '@'
+        "zhangsan&#64example.com",  # no ';': not a character reference
+        "zhangsan(at)example(dotcom)",
+        "version 1(dots)2",
+    ],
+)
+def test_spelled_out_dots_make_no_address_of_prose(text: str) -> None:
+    assert spans(text) == []
+
+
 # ... or '#' for the '@' (common on Chinese pages), only between an ASCII local part and a domain
 # under a top-level domain mail is sent under: '#' has too many other uses.
 
@@ -1515,6 +1564,10 @@ def test_large_identifier_free_input_is_scanned_linearly() -> None:
         "9" * 100_000 + "@" * 10,
         "a @ " * 30_000,
         "a(at)" * 30_000,
+        "a(dot)" * 30_000,
+        "a [dot] " * 20_000,
+        "&#64;" * 30_000,
+        "a&#64;b(dot)" * 15_000,
         "(" * 100_000 + "at",
         "a#" * 50_000,
         "a#" + "1." * 50_000,
@@ -1580,6 +1633,10 @@ FRAGMENTS = [
     grouped(AMEX, (4, 6, 5)),
     "zhangsan @ example.com",
     "li(at)example.com",
+    "(dot)",
+    " [DOT] ",
+    "&#64;",
+    "&#46;",
     "（AT）",
     "【at】",
     "zhangsan#163.com",
