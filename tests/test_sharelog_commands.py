@@ -717,12 +717,37 @@ async def test_a_log_another_writer_holds_is_busy_not_broken(
     other = sqlite3.connect(logged.share_log.path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # the running gateway, mid-commit
     try:
-        code, _, err = run(["logs", "prune", "--before", "2000-01-01", "--dry-run"], logged, capsys)
+        code, _, err = run(["logs", "prune", "--before", "2000-01-01"], logged, capsys)
+        # A dry run only reads: it answers while the writer holds the lock.
+        dry = run(["logs", "prune", "--before", "2000-01-01", "--dry-run"], logged, capsys)
     finally:
         other.execute("ROLLBACK")
         other.close()
     assert code == 1
     assert "is busy (another writer holds it); try again" in err
+    assert dry[0] == 0
+    assert dry[1].startswith("would remove 0 shares")
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+async def test_a_dry_run_prune_writes_nothing(
+    logged: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = logged.share_log.path
+    # A copy restored in rollback-journal mode: opening it for writing would switch it to WAL.
+    conn = sqlite3.connect(path, isolation_level=None)
+    assert conn.execute("PRAGMA journal_mode = DELETE").fetchone()[0] == "delete"
+    conn.close()
+    before = _files(path.parent)
+
+    code, out, err = run(["logs", "prune", "--before", "2000-01-01", "--dry-run"], logged, capsys)
+
+    assert (code, err) == (0, "")
+    assert out.startswith("would remove 0 shares")
+    assert _files(path.parent) == before
 
 
 @pytest.mark.parametrize("command", ["query", "summary", "export"])

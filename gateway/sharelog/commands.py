@@ -594,12 +594,15 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
     path = _log_path(settings)
     key = _master_key(settings)
     try:
-        ledger = Ledger.open(
-            path,
-            key,
-            durability="strict",
-            checkpoint_every=settings.share_log.checkpoint_every,
-        )
+        if args.dry_run:
+            ledger = Ledger.open_read_only(path, key)
+        else:
+            ledger = Ledger.open(
+                path,
+                key,
+                durability="strict",
+                checkpoint_every=settings.share_log.checkpoint_every,
+            )
     except LedgerError as exc:
         print(f"share-gateway logs prune: {exc}", file=sys.stderr)
         return EXIT_FAILED

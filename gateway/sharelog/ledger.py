@@ -32,6 +32,7 @@ from gateway.sharelog.schema import (
     Connect,
     Durability,
     as_stored,
+    connect_ro,
     connect_rw,
     entries_between,
     entry_row,
@@ -175,6 +176,13 @@ class Ledger:
             conn.close()
             raise
         return ledger
+
+    @classmethod
+    def open_read_only(cls, path: Path, master_key: bytes) -> Ledger:
+        """Open an existing file only to read it (a dry-run prune): nothing is created,
+        migrated or switched to WAL, and no lock is taken that a running gateway would wait for.
+        Raises SchemaError when it is not a share log this gateway reads."""
+        return cls(connect_ro(path), master_key, checkpoint_every=1)
 
     def close(self) -> None:
         self.conn.close()
