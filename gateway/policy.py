@@ -45,11 +45,12 @@ class RoutePolicy:
     response_plan: FilterPlan | None
     subject: str | None
     records: str | None
-    birth_date: str | None
-    # Where birth dates are read: the declared `birth_date`, and, where minors matter to the
-    # contract, every `identity.birth_date` field the route sends.
-    birth_date_paths: tuple[str, ...]
-    id_number_paths: tuple[str, ...]  # fields that may carry a resident ID (and so a birth date)
+    birth_date: str | None  # declared: in the body, the query (`query.`) or the path (`path.`)
+    # Fields, so always in the body, even under a key named `query` or `path`: where minors
+    # matter to the contract, every `identity.birth_date` field the route sends, and every
+    # field that may carry a resident ID (and so a birth date).
+    birth_date_fields: tuple[str, ...]
+    id_number_paths: tuple[str, ...]
     # The route names fields inside each of its `records`: a record must then be an object.
     object_records: bool = False
 
@@ -175,7 +176,7 @@ def _compile_route(route: Route, gateway_set: frozenset[str], minors_matter: boo
         subject=route.subject,
         records=route.records,
         birth_date=route.birth_date,
-        birth_date_paths=_birth_date_paths(route, minors_matter),
+        birth_date_fields=_birth_date_fields(route, minors_matter),
         id_number_paths=tuple(
             f.path for f in route.fields or () if f.category == ID_NUMBER_CATEGORY
         ),
@@ -191,17 +192,18 @@ def _object_records(route: Route) -> bool:
     return any(p is not None and p.startswith(inside) and p != inside + "**" for p in named)
 
 
-def _birth_date_paths(route: Route, minors_matter: bool) -> tuple[str, ...]:
-    paths = [] if route.birth_date is None else [route.birth_date]
-    if minors_matter:
-        # A child's birth date in a field the route does not declare as `birth_date` still
-        # tells a child (a subtree is left to its ID numbers: a date is one value).
-        paths += [
+def _birth_date_fields(route: Route, minors_matter: bool) -> tuple[str, ...]:
+    if not minors_matter:
+        return ()
+    # A child's birth date in a field the route does not declare as `birth_date` still tells a
+    # child (a subtree is left to its ID numbers: a date is one value).
+    return tuple(
+        dict.fromkeys(
             f.path
             for f in route.fields or ()
             if f.category == BIRTH_DATE_CATEGORY and not f.path.endswith("**")
-        ]
-    return tuple(dict.fromkeys(paths))
+        )
+    )
 
 
 def compile_policy(

@@ -113,8 +113,8 @@ def _values(
     query: Mapping[str, str],
     params: Mapping[str, str],
 ) -> list[JSONValue]:
-    """The values at an absolute `path` within one record (or in the query string, or a
-    placeholder of the request's path)."""
+    """The values at a declared `path` (`subject`, `birth_date`): in the query string, a
+    placeholder of the request's path, or within one record."""
     parameter = query_parameter(path)
     if parameter is not None:
         value = query.get(parameter)
@@ -123,6 +123,11 @@ def _values(
     if placeholder is not None:
         value = params.get(placeholder)
         return [] if value is None else [value]
+    return _in_record(route, item, path)
+
+
+def _in_record(route: RoutePolicy, item: JSONValue, path: str) -> list[JSONValue]:
+    """The values at an absolute body `path` within one record."""
     records = route.records
     if records is None:
         return select(item, path)
@@ -164,14 +169,13 @@ def _birth_date(
     number, a declared date the ID number contradicts) is about a child.
     """
     born: list[date] = []
-    for path in route.birth_date_paths:
-        what = f"{where}: the birth date at {path}"
-        found = _values(route, item, path, query, params)
-        born.extend(_as_date(value, what) for value in found if value is not None)
+    if route.birth_date is not None:
+        found = _values(route, item, route.birth_date, query, params)
+        born += _dates(found, f"{where}: the birth date at {route.birth_date}")
+    for path in route.birth_date_fields:
+        born += _dates(_in_record(route, item, path), f"{where}: the birth date at {path}")
     candidates: list[JSONValue] = [
-        value
-        for path in route.id_number_paths
-        for value in _values(route, item, path, query, params)
+        value for path in route.id_number_paths for value in _in_record(route, item, path)
     ]
     candidates.append(subject_id)
     born.extend(_ids_born(candidates))
@@ -191,33 +195,34 @@ def born_outside_records(
     # (`batch.**` over `batch.applicants[]`) is walked around them.
     arrays = select(doc, records.removesuffix("[]"))
     no_records = not select(doc, records)
-    ids = _outside_records(route.id_number_paths, records, doc, query, no_records)
+    ids = _outside_records(route.id_number_paths, records, doc)
     skipped = {id(array) for array in arrays if isinstance(array, list)}
     born = list(_ids_born(ids, skipped))
-    dates = _outside_records(route.birth_date_paths, records, doc, query, no_records)
-    what = "a birth date outside the records"
-    born += [_as_date(value, what) for value in dates if value is not None]
+    dates = _outside_records(route.birth_date_fields, records, doc)
+    declared = route.birth_date
+    if declared is not None:
+        parameter = query_parameter(declared)
+        if parameter is None:
+            dates += _outside_records((declared,), records, doc)
+        elif parameter in query and no_records:
+            # Otherwise every record's already (`_values` reads the query for each).
+            dates.append(query[parameter])
+    born += _dates(dates, "a birth date outside the records")
     return max(born, default=None)
 
 
 def _outside_records(
-    paths: tuple[str, ...],
-    records: str,
-    doc: dict[str, JSONValue],
-    query: Mapping[str, str],
-    no_records: bool,
+    paths: tuple[str, ...], records: str, doc: dict[str, JSONValue]
 ) -> list[JSONValue]:
     values: list[JSONValue] = []
     for path in paths:
-        if path == records or path.startswith(records + "."):
-            continue
-        parameter = query_parameter(path)
-        if parameter is None:
+        if path != records and not path.startswith(records + "."):
             values += select(doc, path)
-        elif parameter in query and no_records:
-            # Otherwise every record's already (`_values` reads the query for each).
-            values.append(query[parameter])
     return values
+
+
+def _dates(values: list[JSONValue], what: str) -> list[date]:
+    return [_as_date(value, what) for value in values if value is not None]
 
 
 def _ids_born(values: list[JSONValue], skipped: AbstractSet[int] = frozenset()) -> Iterator[date]:
