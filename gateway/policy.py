@@ -46,9 +46,10 @@ class RoutePolicy:
     subject: str | None
     records: str | None
     birth_date: str | None  # declared: in the body, the query (`query.`) or the path (`path.`)
-    # Fields, so always in the body, even under a key named `query` or `path`: where minors
-    # matter to the contract, every `identity.birth_date` field the route sends, and every
-    # field that may carry a resident ID (and so a birth date).
+    # Fields, read where the filter reads them: in the body, or the query (`query.`), never in
+    # the request's path (`path.dob` is a body key named `path`). Where minors matter to the
+    # contract, every `identity.birth_date` field the route sends; and every field that may
+    # carry a resident ID (and so a birth date).
     birth_date_fields: tuple[str, ...]
     id_number_paths: tuple[str, ...]
     # The route names fields inside each of its `records`: a record must then be an object.

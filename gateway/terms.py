@@ -115,19 +115,22 @@ def _values(
 ) -> list[JSONValue]:
     """The values at a declared `path` (`subject`, `birth_date`): in the query string, a
     placeholder of the request's path, or within one record."""
-    parameter = query_parameter(path)
-    if parameter is not None:
-        value = query.get(parameter)
-        return [] if value is None else [value]
     placeholder = path_placeholder(path)
     if placeholder is not None:
         value = params.get(placeholder)
         return [] if value is None else [value]
-    return _in_record(route, item, path)
+    return _field_values(route, item, path, query)
 
 
-def _in_record(route: RoutePolicy, item: JSONValue, path: str) -> list[JSONValue]:
-    """The values at an absolute body `path` within one record."""
+def _field_values(
+    route: RoutePolicy, item: JSONValue, path: str, query: Mapping[str, str]
+) -> list[JSONValue]:
+    """The values at a field's `path`, where the filter reads it: in the query string, or
+    within one record (a body key named `path` is no placeholder)."""
+    parameter = query_parameter(path)
+    if parameter is not None:
+        value = query.get(parameter)
+        return [] if value is None else [value]
     records = route.records
     if records is None:
         return select(item, path)
@@ -173,9 +176,10 @@ def _birth_date(
         found = _values(route, item, route.birth_date, query, params)
         born += _dates(found, f"{where}: the birth date at {route.birth_date}")
     for path in route.birth_date_fields:
-        born += _dates(_in_record(route, item, path), f"{where}: the birth date at {path}")
+        found = _field_values(route, item, path, query)
+        born += _dates(found, f"{where}: the birth date at {path}")
     candidates: list[JSONValue] = [
-        value for path in route.id_number_paths for value in _in_record(route, item, path)
+        value for path in route.id_number_paths for value in _field_values(route, item, path, query)
     ]
     candidates.append(subject_id)
     born.extend(_ids_born(candidates))
@@ -195,29 +199,33 @@ def born_outside_records(
     # (`batch.**` over `batch.applicants[]`) is walked around them.
     arrays = select(doc, records.removesuffix("[]"))
     no_records = not select(doc, records)
-    ids = _outside_records(route.id_number_paths, records, doc)
+    ids = _outside_records(route.id_number_paths, records, doc, query, no_records)
     skipped = {id(array) for array in arrays if isinstance(array, list)}
     born = list(_ids_born(ids, skipped))
-    dates = _outside_records(route.birth_date_fields, records, doc)
-    declared = route.birth_date
-    if declared is not None:
-        parameter = query_parameter(declared)
-        if parameter is None:
-            dates += _outside_records((declared,), records, doc)
-        elif parameter in query and no_records:
-            # Otherwise every record's already (`_values` reads the query for each).
-            dates.append(query[parameter])
+    declared = () if route.birth_date is None else (route.birth_date,)
+    paths = (*declared, *route.birth_date_fields)
+    dates = _outside_records(paths, records, doc, query, no_records)
     born += _dates(dates, "a birth date outside the records")
     return max(born, default=None)
 
 
 def _outside_records(
-    paths: tuple[str, ...], records: str, doc: dict[str, JSONValue]
+    paths: tuple[str, ...],
+    records: str,
+    doc: dict[str, JSONValue],
+    query: Mapping[str, str],
+    no_records: bool,
 ) -> list[JSONValue]:
     values: list[JSONValue] = []
     for path in paths:
-        if path != records and not path.startswith(records + "."):
+        if path == records or path.startswith(records + "."):
+            continue
+        parameter = query_parameter(path)
+        if parameter is None:
             values += select(doc, path)
+        elif parameter in query and no_records:
+            # Otherwise every record's already (`_values` reads the query for each).
+            values.append(query[parameter])
     return values
 
 

@@ -12,7 +12,6 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 from conftest import BASE_CONTRACT, Gateway, GatewayFactory, contract
-
 from test_terms import resident_id
 
 from gateway.consent import ConsentRegistry
@@ -163,9 +162,8 @@ async def test_a_childs_birth_date_in_the_path_is_denied(make_gateway: GatewayFa
     assert gw.log.records[-1].subject_refs == (subject_ref(gw.runtime.subject_key, "P2"),)
 
 
-# A field is a body path, whatever its first key: only `subject` and `birth_date` may name the
-# query or the request's path. A file store's API may well have a body key named `path`.
-@pytest.mark.parametrize("key", ["path", "query"])
+# A field is never in the request's path: only `subject` and `birth_date` may name a
+# placeholder. A file store's API may well have a body key named `path`.
 @pytest.mark.parametrize(
     ("category", "value"),
     [
@@ -173,8 +171,8 @@ async def test_a_childs_birth_date_in_the_path_is_denied(make_gateway: GatewayFa
         ("identity.id_number", resident_id(years_ago(10))),
     ],
 )
-async def test_a_childs_data_under_a_body_key_named_path_or_query_is_denied(
-    make_gateway: GatewayFactory, key: str, category: str, value: str
+async def test_a_childs_data_under_a_body_key_named_path_is_denied(
+    make_gateway: GatewayFactory, category: str, value: str
 ) -> None:
     route = {
         "method": "POST",
@@ -183,45 +181,18 @@ async def test_a_childs_data_under_a_body_key_named_path_or_query_is_denied(
         "subject": "owner.user_id",
         "fields": [
             {"path": "owner.name", "category": "identity.name"},
-            {"path": f"{key}.child", "category": category},
+            {"path": "path.child", "category": category},
         ],
     }
     categories = [*BASE_CONTRACT["categories"], "identity.birth_date"]
     gw = await make_gateway([with_routes(route, categories=categories, terms={"minors": "deny"})])
-    # The same name in the query or the path (as a placeholder) must not stand in for it.
-    child = {"owner": {"user_id": "u-1", "name": "Xiao"}, key: {"child": value}}
-    refused = await gw.share("POST", "/acme/v1/files?child=x", json=child)
+    child = {"owner": {"user_id": "u-1", "name": "Xiao"}, "path": {"child": value}}
+    refused = await gw.share("POST", "/acme/v1/files", json=child)
 
     assert refused.status == 403
     assert (await refused.json())["error"]["code"] == "minor_denied"
     assert gw.partner.received == []
     assert gw.log.records[-1].reason == "minor_denied"
-
-
-async def test_a_guarantors_id_number_under_a_body_key_named_query_counts_for_a_batch(
-    make_gateway: GatewayFactory,
-) -> None:
-    route = {
-        "method": "POST",
-        "path": "/v1/batch",
-        "purpose": "credit_assessment",
-        "records": "applicants[]",
-        "subject": "applicants[].user_id",
-        "fields": [
-            {"path": "applicants[].name", "category": "identity.name"},
-            {"path": "query.guarantor", "category": "identity.id_number"},
-        ],
-    }
-    gw = await make_gateway([with_routes(route, terms={"minors": "deny"})])
-    doc = {
-        "applicants": [{"user_id": "u-1", "name": "Wang"}],
-        "query": {"guarantor": resident_id(years_ago(10))},
-    }
-    refused = await gw.share("POST", "/acme/v1/batch", json=doc)
-
-    assert refused.status == 403
-    assert (await refused.json())["error"]["code"] == "minor_denied"
-    assert gw.partner.received == []
 
 
 def test_explain_reads_the_subject_and_birth_date_in_the_path(tmp_path: Path) -> None:
