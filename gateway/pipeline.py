@@ -14,6 +14,7 @@ from urllib.parse import quote
 import orjson
 import structlog
 from aiohttp import web
+from multidict import MultiMapping
 
 from gateway import metrics
 from gateway.auth import Caller, grants, grants_partner
@@ -473,25 +474,33 @@ def filter_response(
     return dump_json(result.document)
 
 
-def response_headers(given: Mapping[str, str], body: bytes, *, filtered: bool) -> dict[str, str]:
+def response_headers(given: MultiMapping[str], body: bytes, *, filtered: bool) -> dict[str, str]:
     """The partner's headers the caller may see, each only in its own grammar: free text in them
     would pass what `response.fields` keeps back."""
     headers: dict[str, str] = {}
     for name in RESPONSE_HEADERS:
-        value = given.get(name)
-        if not value or (filtered and name in UNFILTERED_ONLY):
+        values = given.getall(name, ())
+        if not values or (filtered and name in UNFILTERED_ONLY):
             continue
-        value = value.strip(" \t")
-        if name == "Retry-After":
+        value = values[0].strip(" \t")
+        if name == "Cache-Control":
+            # A list: its lines are one list (RFC 9110 5.3). The first line alone could drop
+            # the `no-store` or `private` of the next, and make a share's answer cacheable.
+            value = _cache_directives(", ".join(values))
+        elif any(other.strip(" \t") != value for other in values[1:]):
+            # Two values where one belongs: which one the caller would follow is anyone's guess.
+            value = "application/json" if name == "Content-Type" and filtered and body else ""
+        elif name == "Retry-After":
             if not _RETRY_AFTER.fullmatch(value):
                 continue
-        elif name == "Cache-Control":
-            value = _cache_directives(value)
         elif name == "Content-Type" and filtered:
-            # The body is the gateway's own JSON (or dropped): a problem report stays one, any
-            # other type is JSON; a vendor subtype is free text (`application/wang.138…+json`).
+            if not body:
+                continue  # an empty answer, or one dropped: no type, and its own need not parse
+            # The body is the gateway's own JSON: a problem report stays one, any other type is
+            # JSON; a vendor subtype is free text (`application/wang.138…+json`). The type of a
+            # body kept was parsed by `filter_response`.
             kind = parse_media_type(value)[0]
-            value = (kind if kind in _PLAIN_JSON_TYPES else "application/json") if body else ""
+            value = kind if kind in _PLAIN_JSON_TYPES else "application/json"
         if value:
             headers[name] = value
     return headers
@@ -716,8 +725,10 @@ async def forward(flow: Flow, runtime: Runtime) -> web.StreamResponse:
             UpstreamError(f"the partner refused the gateway's credentials ({response.status})"),
             flow.share_id,
         )
+    filtered = flow.route is not None and flow.route.response_plan is not None
     try:
         body = filter_response(flow, response.status, response.headers, response.body, runtime)
+        headers = response_headers(response.headers, body, filtered=filtered)
     except GatewayError as error:
         _record_outcome(runtime, outcome)
         return error_response(error, flow.share_id)
@@ -730,8 +741,6 @@ async def forward(flow: Flow, runtime: Runtime) -> web.StreamResponse:
             UpstreamError("the partner's answer could not be filtered"), flow.share_id
         )
     _record_outcome(runtime, outcome)
-    filtered = flow.route is not None and flow.route.response_plan is not None
-    headers = response_headers(response.headers, body, filtered=filtered)
     headers["X-Share-Id"] = flow.share_id
     headers["Server"] = SERVER_NAME
     return web.Response(status=response.status, body=body, headers=headers)

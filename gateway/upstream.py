@@ -15,7 +15,7 @@ import select
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal, NamedTuple, Protocol, cast
@@ -44,7 +44,7 @@ class UpstreamRequest:
 @dataclass(frozen=True, slots=True)
 class UpstreamResponse:
     status: int
-    headers: Mapping[str, str]
+    headers: CIMultiDictProxy[str]  # a name may come more than once
     body: bytes  # decoded (whatever Content-Encoding says), complete, within the cap
     latency_ms: float
 

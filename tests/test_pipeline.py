@@ -30,6 +30,7 @@ from conftest import (
     contract,
     raw_request,
 )
+from multidict import CIMultiDict
 from tokens import SigningKey, claims, mint, rsa_key, sign_raw, unsigned, write_jwks
 
 from gateway.errors import ShareLogUnavailable
@@ -938,12 +939,42 @@ async def test_a_path_value_holding_an_identifier_is_refused(
         ({"Cache-Control": "No-Store , MAX-AGE=5"}, {"Cache-Control": "no-store, max-age=5"}),
         ({"Cache-Control": 'public, x-note="13800138000"'}, {"Cache-Control": "no-store"}),
         ({"Cache-Control": "public, max-age=soon"}, {"Cache-Control": "no-store"}),
+        (
+            [("Cache-Control", "public, max-age=60"), ("Cache-Control", "private")],
+            {"Cache-Control": "public, max-age=60, private"},
+        ),
+        ([("Retry-After", "120"), ("Retry-After", "120 ")], {"Retry-After": "120"}),
+        # Two values where one belongs: neither is passed on.
+        ([("Retry-After", "120"), ("Retry-After", "5")], {}),
+        ([("ETag", '"a"'), ("ETag", '"b"')], {}),
+        ([("Content-Type", "text/plain"), ("Content-Type", "text/html")], {}),
     ],
 )
 def test_answer_headers_pass_in_their_own_grammar(
-    given: dict[str, str], passed: dict[str, str]
+    given: dict[str, str] | list[tuple[str, str]], passed: dict[str, str]
 ) -> None:
-    assert response_headers(given, b"", filtered=False) == passed
+    assert response_headers(CIMultiDict(given), b"", filtered=False) == passed
+
+
+@pytest.mark.parametrize(
+    ("given", "body", "passed"),
+    [
+        ([("Content-Type", "application/problem+json")], b"{}", "application/problem+json"),
+        ([("Content-Type", "application/vnd.x+json")], b"{}", "application/json"),
+        (
+            [("Content-Type", "application/json"), ("Content-Type", "text/html")],
+            b"{}",
+            "application/json",
+        ),
+        # A body dropped or empty: its type is not passed on, and need not even parse.
+        ([("Content-Type", "text/html;")], b"", None),
+    ],
+)
+def test_a_filtered_answer_is_typed_as_the_gateways_own_json(
+    given: list[tuple[str, str]], body: bytes, passed: str | None
+) -> None:
+    headers = response_headers(CIMultiDict(given), body, filtered=True)
+    assert headers.get("Content-Type") == passed
 
 
 CHECKED_ROUTE = {

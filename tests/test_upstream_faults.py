@@ -542,6 +542,46 @@ async def test_answer_headers_carry_no_text_outside_their_grammar(
 
 
 @pytest.mark.parametrize(
+    ("status", "content_type", "body"),
+    [
+        (503, "text/html;", b"<h1>down</h1>"),  # an error page the route cannot filter
+        (500, "garbage", b"Traceback ..."),
+        (202, "nonsense", b""),
+        (204, "text/plain; charset", b""),
+    ],
+)
+async def test_the_partners_status_comes_back_whatever_its_content_type(
+    make_gateway: GatewayFactory, status: int, content_type: str, body: bytes
+) -> None:
+    gw = await make_gateway()
+    raw(gw).script = sends(
+        f"HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    answer = await share(gw)
+    # The body was dropped or empty: nothing of the partner's type is left to pass on.
+    assert (answer.status, answer.body) == (status, b"")
+    assert "Content-Type" not in answer.headers
+    outcome = outcome_of(gw, answer)
+    assert (outcome.outcome, outcome.upstream_status) == ("delivered", status)
+
+
+@pytest.mark.parametrize("path", [ASSESS, NOTES], ids=["filtered", "unfiltered"])
+async def test_cache_control_lines_are_one_list(make_gateway: GatewayFactory, path: str) -> None:
+    gw = await make_gateway()
+    body = b'{"score": 7}'
+    raw(gw).script = sends(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        b"Cache-Control: public, max-age=3600\r\nCache-Control: no-store\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body) + body
+    )
+    answer = await share(gw, path)
+    assert answer.status == 200
+    assert answer.headers["Cache-Control"] == "public, max-age=3600, no-store"
+
+
+@pytest.mark.parametrize(
     "retry_after", ["120", "Wed, 21 Oct 2026 07:28:00 GMT"], ids=["seconds", "http_date"]
 )
 async def test_a_well_formed_retry_after_and_a_filtered_json_type_pass(
