@@ -158,8 +158,13 @@ def _public(key: object) -> PublicKey | None:
     return None
 
 
+class NoUsableKey(ValueError):
+    """A JWKS document that holds no usable signature key."""
+
+
 def parse_jwks(document: object, allowed: frozenset[str]) -> tuple[VerificationKey, ...]:
-    """The usable signature keys of a JWKS document; ValueError when it holds none.
+    """The usable signature keys of a JWKS document; NoUsableKey when it holds none, ValueError
+    when it is no JWKS document.
 
     Keys that cannot verify any allowed algorithm (encryption keys, symmetric keys, other curves,
     short RSA keys) are skipped: identity providers publish keys for more than one consumer.
@@ -203,7 +208,7 @@ def parse_jwks(document: object, allowed: frozenset[str]) -> tuple[VerificationK
         log.info("jwks_key_skipped", key=label, reason=reason)
     if not keys:
         detail = f" ({'; '.join(skipped)})" if skipped else ""
-        raise ValueError(f"no usable signature key{detail}")
+        raise NoUsableKey(f"no usable signature key{detail}")
     return tuple(keys)
 
 
@@ -227,6 +232,8 @@ def _find(
     Several keys may share a kid (a provider rotating a key under its old name publishes both
     for a while): each is tried, so a token signed by either verifies.
     """
+    if not keys:
+        return None  # a JWKS whose keys were all withdrawn
     if not by_kid:
         candidates: Sequence[VerificationKey] = keys
     elif kid is not None:
@@ -274,6 +281,15 @@ class _FetchError(Exception):
     pass
 
 
+class _NoUsableKey(_FetchError):
+    """A JWKS document was fetched, and holds no key this gateway can use: the provider's
+    current set all the same (it withdrew the keys this gateway knew)."""
+
+    def __init__(self, message: str, document: bytes) -> None:
+        super().__init__(message)
+        self.document = document
+
+
 def _check_jwks_url(url: str) -> None:
     try:
         parts = urlsplit(url)
@@ -282,6 +298,10 @@ def _check_jwks_url(url: str) -> None:
         raise AuthConfigError(f"not a valid URL: {exc}") from exc
     if not host:
         raise AuthConfigError("the URL has no host")
+    try:
+        host.encode("idna")
+    except UnicodeError as exc:  # else found at the first fetch, as a traceback
+        raise AuthConfigError("the URL's host name has an empty label or one over 63") from exc
     if parts.username is not None or parts.password is not None:
         # They would be sent as Basic auth, and the URL is written to the log on every refresh.
         raise AuthConfigError("the URL must not hold a user name or password")
@@ -415,6 +435,11 @@ class RemoteJwksKeyStore:
         self._last_refresh = self._clock()
         try:
             keys, document = await self._fetch()
+        except _NoUsableKey as exc:
+            # Kept, the keys withdrawn would go on verifying tokens (a compromised key is
+            # withdrawn so): every token is refused until the set holds a usable key again.
+            log.error("jwks_no_usable_key", url=self._shown, error=str(exc))
+            keys, document = (), exc.document
         except _FetchError as exc:
             log.warning("jwks_refresh_failed", url=self._shown, error=str(exc))
             return
@@ -446,12 +471,19 @@ class RemoteJwksKeyStore:
                     body += chunk
                     if len(body) > self._max_bytes:
                         raise _FetchError(f"response is larger than {self._max_bytes} bytes")
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            # ValueError: a host name the resolver cannot encode, found only when asked.
             problem = _without_queries(str(exc))  # some name the URL they asked, normalised
             raise _FetchError(f"{type(exc).__name__}: {problem}".rstrip(": ")) from exc
         try:
-            return parse_jwks(json.loads(body), self._allowed), bytes(body)
+            document = json.loads(body)
         except (ValueError, RecursionError) as exc:
+            raise _FetchError(str(exc)) from exc
+        try:
+            return parse_jwks(document, self._allowed), bytes(body)
+        except NoUsableKey as exc:
+            raise _NoUsableKey(str(exc), bytes(body)) from exc
+        except ValueError as exc:
             raise _FetchError(str(exc)) from exc
 
 

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Self, get_args, get_origin
+from typing import Annotated, Any, Literal, Self, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 
 from gateway.contract import MAX_FILE_BYTES, YamlFileError, load_yaml, parse_yaml_bytes
@@ -35,6 +44,16 @@ MAX_KEEPALIVE_TIMEOUT_S = 3600
 MAX_JWKS_REFRESH_MIN_INTERVAL_S = 300
 
 
+def _no_nul(path: Path) -> Path:
+    # The operating system takes a path up to its first NUL: Python refuses it at every use.
+    if "\0" in str(path):
+        raise ValueError("a path cannot hold a NUL character")
+    return path
+
+
+FilePath = Annotated[Path, AfterValidator(_no_nul)]
+
+
 class _Section(BaseModel):
     # `.inf` would pass every `ge`/`gt` bound and switch a deadline off (`.nan` fails them only by
     # accident, with a message about the bound): no setting is ever infinite or not a number.
@@ -45,13 +64,31 @@ class ListenSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
 
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+            return value
+        except ValueError:
+            pass
+        try:
+            encoded = value.encode("idna")
+        except UnicodeError as exc:  # found only when the server starts, as a traceback
+            raise ValueError(
+                "not an IP address or a host name (a label is empty or over 63 characters)"
+            ) from exc
+        if any(c <= 0x20 or c == 0x7F for c in encoded):
+            raise ValueError("not an IP address or a host name")
+        return value
+
 
 class KeySettings(_Section):
     """Where the keys that sign tokens come from: exactly one source."""
 
     algorithms: tuple[Algorithm, ...] = ("RS256", "ES256")
-    public_key_file: Path | None = None
-    jwks_file: Path | None = None
+    public_key_file: FilePath | None = None
+    jwks_file: FilePath | None = None
     jwks_url: str | None = None
     hs256_secret_env: str | None = None
     leeway_s: float = Field(default=30, ge=0, le=300)
@@ -96,7 +133,7 @@ class ConsentSettings(KeySettings):
 
 
 class ShareLogSettings(_Section):
-    path: Path = Path("var/share-log.sqlite")
+    path: FilePath = Path("var/share-log.sqlite")
     durability: Literal["batched", "strict"] = "batched"
     stdout: bool = True
     retention_days: int = Field(default=1095, ge=1095)
@@ -106,7 +143,7 @@ class ShareLogSettings(_Section):
 
 
 class RegistrySettings(_Section):
-    path: Path = Path("var/consent.sqlite")
+    path: FilePath = Path("var/consent.sqlite")
 
 
 class SecretsSettings(_Section):
@@ -153,7 +190,7 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     listen: ListenSettings = ListenSettings()
-    contracts_dir: Path = Path("contracts")
+    contracts_dir: FilePath = Path("contracts")
     jurisdiction: str = Field(default="CN", pattern=r"^[A-Z]{2}$")
     timezone: str = "Asia/Shanghai"
     allow_insecure_upstreams: bool = False
@@ -343,7 +380,9 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
     """Read settings from `path` (or `gateway.yaml` if present), then the environment.
 
     Relative paths are resolved against the settings file's folder, or the working directory
-    when there is no file.
+    when there is no file, or it is not a regular file: a pipe's path
+    (`--config <(envsubst < gateway.yaml)` reads `/dev/fd/63`) says nothing of where the
+    contracts are.
     """
     environ = os.environ if environ is None else environ
     raw: dict[str, Any] = {}
@@ -355,7 +394,9 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
         if loaded is not None and not isinstance(loaded, dict):
             raise SettingsError([f"{path}: the top level must be a mapping"])
         raw = loaded or {}
-        base = path.resolve().parent
+        resolved = path.resolve()
+        if resolved.is_file():
+            base = resolved.parent
     origins, problems = _apply_env(raw, environ)
     try:
         settings = Settings.model_validate(raw)

@@ -643,6 +643,13 @@ async def test_jwks_url_must_be_https_unless_loopback(url: str) -> None:
         await build_auth_verifier(auth_settings(jwks_url=url))
 
 
+@pytest.mark.parametrize("url", ["https://idp..example/jwks", f"https://{'a' * 64}.example/jwks"])
+async def test_jwks_url_host_a_resolver_cannot_encode_is_a_config_error(url: str) -> None:
+    # Else found at the first fetch, when the gateway starts: as a traceback.
+    with pytest.raises(AuthConfigError, match="empty label or one over 63"):
+        await build_auth_verifier(auth_settings(jwks_url=url))
+
+
 @pytest.mark.parametrize(
     "url", ["https://svc:s3cret@idp.example/jwks", "https://svc@idp.example/jwks"]
 )
@@ -766,6 +773,57 @@ async def test_a_cached_token_is_refused_once_its_key_left_the_jwks(
         with pytest.raises(InvalidToken, match="not a trusted key"):
             await v.authenticate(f"Bearer {withdrawn}")
         assert (await v.authenticate(f"Bearer {kept}")).subject
+
+
+@pytest.mark.parametrize("other_algorithm", [False, True], ids=["no_key", "an_es256_key"])
+async def test_a_jwks_left_with_no_usable_key_withdraws_every_key(
+    serve_jwks: ServeJwks,
+    rsa_signer: SigningKey,
+    ec_signer: SigningKey,
+    attacker: SigningKey,
+    other_algorithm: bool,
+) -> None:
+    # The provider's current set, although this gateway (RS256 only) can use none of it: the
+    # keys it withdrew must stop verifying, cached tokens and new ones alike.
+    idp = JwksServer(jwks(rsa_signer))
+    clock = Clock(now=1000.0)
+    store = RemoteJwksKeyStore(
+        await serve_jwks(idp), ["RS256"], refresh_min_interval_s=60, clock=clock
+    )
+    async with TokenVerifier(
+        store, algorithms=["RS256"], issuer=ISSUER, audience=AUDIENCE, cache_size=16
+    ) as v:
+        cached = mint(rsa_signer)
+        assert (await v.authenticate(f"Bearer {cached}")).subject
+        idp.document = jwks(ec_signer) if other_algorithm else {"keys": []}
+        clock.now += 60
+        await refused(v, mint(attacker.with_kid("unknown")), "not a trusted key")  # a refresh
+        assert len(idp.requests) == 2
+        with pytest.raises(InvalidToken, match="not a trusted key"):
+            await v.authenticate(f"Bearer {cached}")
+        await refused(v, mint(rsa_signer, jti="fresh"), "not a trusted key")
+        await refused(v, mint(rsa_signer.with_kid(None)), "not a trusted key")
+        # The provider publishes a usable key again: it counts at the next refresh.
+        idp.document = jwks(rsa_signer)
+        clock.now += 60
+        assert (await v.verify(mint(rsa_signer, jti="later")))["sub"]
+
+
+async def test_a_jwks_that_does_not_parse_keeps_the_keys_held(
+    serve_jwks: ServeJwks, rsa_signer: SigningKey, attacker: SigningKey
+) -> None:
+    # Not the provider's word on its keys, only a failed fetch: nothing is withdrawn.
+    idp = JwksServer(jwks(rsa_signer))
+    clock = Clock(now=1000.0)
+    store = RemoteJwksKeyStore(
+        await serve_jwks(idp), ["RS256"], refresh_min_interval_s=60, clock=clock
+    )
+    async with TokenVerifier(store, algorithms=["RS256"], issuer=ISSUER, audience=AUDIENCE) as v:
+        idp.document = {"not": "a key set"}
+        clock.now += 60
+        await refused(v, mint(attacker.with_kid("unknown")), "not a trusted key")  # a refresh
+        assert len(idp.requests) == 2
+        assert (await v.verify(mint(rsa_signer)))["sub"]
 
 
 async def test_a_key_the_provider_withdraws_is_dropped_without_any_new_kid(

@@ -146,6 +146,16 @@ def test_a_bad_override_is_reported_under_its_variable(
         ),
         ("- a list\n", "mapping"),
         ("listen: {port: [\n", "not valid YAML"),
+        # A host the resolver cannot encode, or a NUL in a path, was a traceback at start-up.
+        ('listen: {host: "127.0.0..1"}\n', "listen.host: Value error, not an IP address"),
+        (f"listen: {{host: {'a' * 64}.example}}\n", "listen.host: Value error, not an IP address"),
+        ('listen: {host: "gw example"}\n', "listen.host: Value error, not an IP address"),
+        ('share_log: {path: "var/log\\0.sqlite"}\n', "share_log.path: Value error, a path cannot"),
+        ('registry: {path: "\\0"}\n', "registry.path: Value error, a path cannot hold a NUL"),
+        (
+            'auth: {issuer: i, audience: a, public_key_file: "k\\0.pem"}\n',
+            "auth.public_key_file: Value error, a path cannot hold a NUL",
+        ),
     ],
 )
 def test_invalid_settings_are_refused_with_the_key(
@@ -498,3 +508,20 @@ def test_the_file_is_capped_and_may_come_through_a_pipe(tmp_path: Path) -> None:
     assert caught.value.problems == [
         f"{big}: larger than 1048576 bytes (1 MiB): a contract or the settings file is a few KB"
     ]
+
+
+def test_relative_paths_of_settings_from_a_pipe_follow_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `--config <(envsubst < gateway.yaml)` reads /dev/fd/63, which resolves under /proc: the
+    # contracts and the logs are not there.
+    monkeypatch.chdir(tmp_path)
+    read, write = os.pipe()
+    os.write(write, b"contracts_dir: partners\nshare_log: {path: logs/share.sqlite}\n")
+    os.close(write)
+    try:
+        settings = load_settings(Path(f"/dev/fd/{read}"), environ={})
+    finally:
+        os.close(read)
+    assert settings.contracts_dir == tmp_path / "partners"
+    assert settings.share_log.path == tmp_path / "logs" / "share.sqlite"
