@@ -160,9 +160,8 @@ async def build_runtime(
         if share_log is None:
             try:
                 log = await ShareLog.open(settings.share_log, key)
-            except ShareLogUnavailable as exc:
-                path = settings.share_log.path
-                raise StartupError([f"share log {path}: {exc.message}"]) from exc
+            except ShareLogUnavailable as exc:  # its message names the file
+                raise StartupError([exc.message]) from exc
             opened.push_async_callback(log.close)
             share_log = log
         try:

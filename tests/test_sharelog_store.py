@@ -19,12 +19,14 @@ from typing import Any
 import orjson
 import pytest
 import structlog
+from conftest import GatewayFactory
 from structlog.testing import capture_logs
 
 from gateway.errors import ShareLogUnavailable
 from gateway.keys import keyed_hash, subject_ref_key
 from gateway.logconfig import STDOUT, configure_logging
 from gateway.metrics import REGISTRY
+from gateway.runtime import StartupError
 from gateway.settings import ShareLogSettings
 from gateway.sharelog import MemoryShareLog, ShareLog, ShareOutcome, ShareRecord, ShareSink, schema
 from gateway.sharelog import store as store_module
@@ -766,6 +768,16 @@ async def test_a_path_sqlite_cannot_open_refuses_to_start(tmp_path: Path) -> Non
 async def test_a_second_gateway_cannot_open_the_same_log(log: ShareLog) -> None:
     with pytest.raises(ShareLogUnavailable, match="in use by another gateway"):
         await ShareLog.open(log.settings, KEY)
+
+
+async def test_a_gateway_started_on_a_log_in_use_says_so_in_one_line(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    await make_gateway(durable_log=True)
+    with pytest.raises(StartupError) as caught:
+        await make_gateway(durable_log=True)
+    path = tmp_path / "share-log.sqlite"
+    assert caught.value.problems == [f"share log {path}: in use by another gateway process"]
 
 
 async def test_a_second_gateway_cannot_open_the_same_log_through_a_symlink(
