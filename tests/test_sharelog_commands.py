@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
+from conftest import tamper
 
 from gateway.keys import keyed_hash, subject_ref_key
 from gateway.settings import Settings, ShareLogSettings
@@ -277,6 +278,32 @@ async def test_subject_without_the_key_is_a_usage_error(
     code, out, err = run(["logs", "subject", "alice"], logged, capsys)
     assert (code, out) == (2, "")
     assert KEY_ENV in err
+
+
+@pytest.mark.parametrize(
+    "argv", [["logs", "subject", "alice"], ["logs", "query", "--subject", "alice"]]
+)
+async def test_a_subject_lookup_under_another_hash_key_is_refused_not_answered_empty(
+    logged: Settings,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+) -> None:
+    # The id would be hashed to no one's reference: "no share records match" would answer a
+    # person asking for their records falsely.
+    monkeypatch.setenv(KEY_ENV, "another-deployments-key-" * 2)
+    code, out, err = run(argv, logged, capsys)
+    assert (code, out) == (2, "")
+    assert f"is not signed with this hash key: is {KEY_ENV} the gateway's?" in err
+
+
+async def test_a_subject_lookup_in_a_log_without_its_head_is_refused(
+    logged: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tamper(logged.share_log.path, "DELETE FROM head")
+    code, out, err = run(["logs", "subject", "alice"], logged, capsys)
+    assert (code, out) == (2, "")
+    assert "has no signed head: run `share-gateway logs verify`" in err
 
 
 # --- logs summary ---------------------------------------------------------------------------

@@ -291,12 +291,23 @@ def _master_key(settings: Settings) -> bytes:
         raise UsageError("; ".join(exc.problems)) from exc
 
 
-def _subject_ref(settings: Settings, subject_id: str) -> str:
+def _subject_ref(settings: Settings, subject_id: str, path: Path) -> str:
     """The reference a subject's shares are recorded under, whichever way the id is written."""
     if not canonical_subject_id(subject_id):
         # Its reference would be no one's: "no share records match" would be a false answer.
         raise UsageError("the subject id is empty")
-    return subject_ref(subject_ref_key(_master_key(settings)), subject_id)
+    key = _master_key(settings)
+    # Under another key the reference is no one's either, and "no share records match" would
+    # answer a person's request for their records falsely.
+    signed = review.signed_with(path, key)
+    if signed is None:
+        raise UsageError(f"{path} has no signed head: run `share-gateway logs verify`")
+    if not signed:
+        raise UsageError(
+            f"{path} is not signed with this hash key: is {settings.secrets.hash_key_env} "
+            "the gateway's?"
+        )
+    return subject_ref(subject_ref_key(key), subject_id)
 
 
 def _log_path(settings: Settings) -> Path:
@@ -313,7 +324,7 @@ def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
     since, until = _window(args, settings, now)
     limit, offset = _paging(args)
     path = _log_path(settings)
-    ref = None if args.subject is None else _subject_ref(settings, args.subject)
+    ref = None if args.subject is None else _subject_ref(settings, args.subject, path)
     filters: dict[str, Any] = {
         "partner": args.partner,
         "purpose": args.purpose,
@@ -338,7 +349,7 @@ def cmd_subject(args: argparse.Namespace, settings: Settings) -> int:
     filters: dict[str, Any] = {
         "since": since,
         "until": until,
-        "subject_ref": _subject_ref(settings, args.id),
+        "subject_ref": _subject_ref(settings, args.id, path),
         "decision": None if args.include_denied else "shared",
     }
     return _print_shares(args, settings, path, filters, limit, offset)

@@ -1033,6 +1033,16 @@ def _end_seq(conn: sqlite3.Connection, fn: Literal["MIN", "MAX"]) -> int | None:
     return None if row[0] is None else int(row[0])
 
 
+def signed_with(path: Path, master_key: bytes) -> bool | None:
+    """Whether the log's signed head is signed with `master_key`; None when it has no head."""
+    with _reader(path) as conn:
+        row = conn.execute("SELECT seq, hash, mac FROM head").fetchone()
+    if row is None:
+        return None
+    seq, digest, mac = row
+    return macs_equal(str(mac), head_mac(seal_key(master_key), int(seq), str(digest)))
+
+
 class _reader:  # lower case: used like open(), as a context manager
     """A read-only connection with one snapshot for everything read through it."""
 
