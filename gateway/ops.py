@@ -216,9 +216,9 @@ async def shares(request: web.Request, runtime: Runtime) -> web.StreamResponse:
             "the share log was pruned since the first page, and rows not read yet may be "
             "gone: start again from the first page"
         ) from exc
-    except (SchemaError, sqlite3.Error, OSError) as exc:
-        # The file was removed or replaced under the running gateway, or the disk failed: a
-        # condition of the service (which readiness reports), not a fault of the request.
+    except (SchemaError, sqlite3.Error, OSError, review.UnreadableEntry) as exc:
+        # The file was removed or replaced under the running gateway, the disk failed, or an
+        # entry was damaged: a condition of the service, not a fault of the request.
         log.error("share_log_unreadable", endpoint="shares", error=str(exc))
         raise ShareLogUnavailable("the share log cannot be read") from exc
     cursor = None if position is None else _write_cursor(key, bound, position, since, until)

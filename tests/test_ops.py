@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import structlog
 import yaml
-from conftest import HASH_KEY, Gateway, GatewayFactory, contract, raw_request
+from conftest import HASH_KEY, Gateway, GatewayFactory, contract, raw_request, tamper
 
 from gateway.app import (
     DRAIN_MARGIN_S,
@@ -448,6 +448,27 @@ async def test_shares_of_a_log_removed_under_the_gateway_is_unavailable(
     (tmp_path / "share-log.sqlite").rename(tmp_path / "moved-away.sqlite")
     listed = await gw.client.get("/_gateway/shares", headers=admin)
     assert listed.status == 503  # the service's condition, not a fault of the gateway's code
+    assert (await listed.json())["error"]["code"] == "share_log_unavailable"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "UPDATE shares SET fields_sent = '[oops'",
+        "UPDATE shares SET caller = CAST(x'ff41' AS TEXT)",
+    ],
+    ids=["json", "utf8"],
+)
+async def test_shares_of_a_damaged_entry_is_unavailable(
+    make_gateway: GatewayFactory, tmp_path: Path, change: str
+) -> None:
+    gw = await make_gateway(durable_log=True)
+    shared = await gw.share("POST", "/acme/v1/assess", json={"applicant": {"user_id": "u-9"}})
+    assert shared.status == 200
+    tamper(tmp_path / "share-log.sqlite", change)
+    admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
+    listed = await gw.client.get("/_gateway/shares?subject=u-9", headers=admin)
+    assert listed.status == 503
     assert (await listed.json())["error"]["code"] == "share_log_unavailable"
 
 

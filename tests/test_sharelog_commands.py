@@ -306,6 +306,37 @@ async def test_a_subject_lookup_in_a_log_without_its_head_is_refused(
     assert "has no signed head: run `share-gateway logs verify`" in err
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        "UPDATE shares SET fields_sent = '[oops' WHERE share_id = 's-1'",
+        "UPDATE shares SET caller = CAST(x'ff41' AS TEXT) WHERE share_id = 's-1'",
+        "UPDATE shares SET ts = 12 WHERE share_id = 's-1'",
+        "UPDATE outcomes SET latency_ms = 'slow' WHERE share_id = 's-1'",
+    ],
+    ids=["json", "utf8", "ts_number", "latency_text"],
+)
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["logs", "query"],
+        ["logs", "query", "--format", "json"],
+        ["logs", "query", "--format", "csv"],
+        ["logs", "subject", "alice"],
+        ["logs", "summary"],
+        ["logs", "export"],
+    ],
+)
+async def test_a_damaged_entry_is_a_clean_answer_not_a_traceback(
+    logged: Settings, capsys: pytest.CaptureFixture[str], change: str, argv: list[str]
+) -> None:
+    tamper(logged.share_log.path, change)
+    code, _, err = run(argv, logged, capsys)  # an exception would fail the test here
+    if code:
+        assert code == 1
+        assert "run `share-gateway logs verify`" in err
+
+
 # --- logs summary ---------------------------------------------------------------------------
 
 

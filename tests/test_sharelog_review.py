@@ -559,6 +559,14 @@ async def test_a_damaged_json_column_is_unreadable_not_a_crash(chain: Path) -> N
     assert (problem.kind, problem.seq) == ("unreadable", 6)
 
 
+async def test_text_that_is_not_utf8_is_found_at_its_entry(chain: Path) -> None:
+    # Rows are read ahead from three tables at once: the one read last is not the damaged one.
+    tamper(chain, "UPDATE shares SET caller = CAST(x'ff41' AS TEXT) WHERE seq = 6")
+    problem = verify(chain, KEY).problem
+    assert problem is not None
+    assert (problem.kind, problem.seq) == ("unreadable", 6)
+
+
 @pytest.mark.parametrize(
     ("change", "seq", "share_id"),
     [

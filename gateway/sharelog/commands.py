@@ -231,12 +231,18 @@ def _handles_errors(handler: Handler) -> Handler:
         except SchemaError as exc:
             print(f"share-gateway logs {args.logs_command}: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        except review.LogChanged as exc:
+        except (review.LogChanged, review.UnreadableEntry) as exc:
             print(f"share-gateway logs {args.logs_command}: {exc}", file=sys.stderr)
             return EXIT_FAILED
         except sqlite3.DatabaseError as exc:
             path = settings.share_log.path
-            if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            # Python's own errors reading a row (text that is not UTF-8) have no SQLite code.
+            errorcode = getattr(exc, "sqlite_errorcode", None)
+            if errorcode is None or "malformed JSON" in str(exc):
+                # SQL's JSON functions (`logs summary`) meet a JSON column that was altered.
+                problem = "holds an entry that cannot be read: run `share-gateway logs verify`"
+                code = EXIT_FAILED
+            elif errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                 problem, code = "is busy (another writer holds it); try again", EXIT_FAILED
             else:  # not a share log at all: another file, the consent registry by mistake
                 problem, code = "is not a readable share log", EXIT_USAGE
@@ -717,8 +723,12 @@ def _write_share_table(rows: list[dict[str, Any]], zone: ZoneInfo, out: IO[str])
         "sent/stripped",
         "categories",
     ]
-    table = [
-        [
+    out.write(_table(headers, [_share_cells(row, zone) for row in rows]) + "\n")
+
+
+def _share_cells(row: dict[str, Any], zone: ZoneInfo) -> list[object]:
+    try:
+        return [
             _local(row["ts"], zone),
             row["share_id"],
             row["partner"] or "-",
@@ -735,9 +745,12 @@ def _write_share_table(rows: list[dict[str, Any]], zone: ZoneInfo, out: IO[str])
             f"{len(row['fields_sent'])}/{len(row['fields_stripped'])}",
             _cut(",".join(row["categories_sent"]) or "-", 40),
         ]
-        for row in rows
-    ]
-    out.write(_table(headers, table) + "\n")
+    except (TypeError, ValueError, AttributeError) as exc:
+        # A value of a type or form no entry is written with: the entry was altered.
+        raise review.UnreadableEntry(
+            f"the share at seq {row['seq']} holds a value no share is written with: "
+            "run `share-gateway logs verify`"
+        ) from exc
 
 
 def _csv_cell(value: Any) -> Any:

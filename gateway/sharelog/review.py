@@ -133,7 +133,15 @@ def _share_row(row: Sequence[Any]) -> dict[str, Any]:
     names = ("seq", *SHARE_FIELDS, "prev_hash", "hash")
     out: dict[str, Any] = {}
     for name, value in zip(names, row, strict=False):
-        out[name] = orjson.loads(value) if name in LIST_FIELDS or name in MAP_FIELDS else value
+        if name in LIST_FIELDS or name in MAP_FIELDS:
+            try:
+                value = orjson.loads(value)
+            except (orjson.JSONDecodeError, TypeError) as exc:
+                raise UnreadableEntry(
+                    f"the share at seq {row[0]} cannot be read ({name} is not JSON): "
+                    "run `share-gateway logs verify`"
+                ) from exc
+        out[name] = value
     outcome, status, latency, received, outcome_ts = row[len(names) :]
     if outcome is None and out["decision"] == "shared":
         outcome = "pending"
@@ -567,7 +575,8 @@ class _Verifier:
         except _Failed as failed:
             return self._result(failed.problem)
         except sqlite3.DatabaseError as exc:  # a damaged file or a dropped table
-            where = None if self.last_seq is None else self.last_seq + 1
+            # Rows are read ahead, from three tables at once: the failing one is found by name.
+            where = _first_undecodable(self.conn)
             message = f"the share log cannot be read: {exc}"
             return self._result(VerifyProblem("unreadable", where, None, message))
         return self._result(None)
@@ -1041,6 +1050,34 @@ def signed_with(path: Path, master_key: bytes) -> bool | None:
         return None
     seq, digest, mac = row
     return macs_equal(str(mac), head_mac(seal_key(master_key), int(seq), str(digest)))
+
+
+def _first_undecodable(conn: sqlite3.Connection) -> int | None:
+    """The seq of the first entry holding text that is not UTF-8 (SQLite keeps whatever it is
+    given), or None (the file itself is damaged, or a table gone)."""
+    found: list[int] = []
+    conn.text_factory = bytes
+    try:
+        for table in ("shares", "outcomes", "checkpoints"):
+            for seq, *values in conn.execute(f"SELECT seq, * FROM {table} ORDER BY seq"):  # noqa: S608
+                if not all(_utf8(value) for value in values):
+                    found.append(int(seq))
+                    break
+    except (sqlite3.DatabaseError, TypeError, ValueError):
+        return None
+    finally:
+        conn.text_factory = str
+    return min(found, default=None)
+
+
+def _utf8(value: object) -> bool:
+    if not isinstance(value, bytes):
+        return True
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class _reader:  # lower case: used like open(), as a context manager
