@@ -787,6 +787,24 @@ async def test_a_log_another_writer_holds_is_busy_not_broken(
     assert dry[1].startswith("would remove 0 shares")
 
 
+@pytest.mark.parametrize("dry_run", [False, True], ids=["prune", "dry_run"])
+@pytest.mark.parametrize("content", ["empty", "another_database"])
+async def test_prune_refuses_a_file_that_is_not_a_share_log(
+    settings: Settings, capsys: pytest.CaptureFixture[str], content: str, dry_run: bool
+) -> None:
+    path = settings.share_log.path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+    if content == "another_database":
+        tamper(path, "CREATE TABLE customers (name TEXT)")
+    before = _files(path.parent)
+    argv = ["logs", "prune", "--before", "2000-01-01", *(["--dry-run"] if dry_run else [])]
+    code, out, err = run(argv, settings, capsys)
+    assert (code, out) == (2, "")
+    assert "not a share log" in err
+    assert _files(path.parent) == before
+
+
 def _files(folder: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
 

@@ -765,6 +765,21 @@ async def test_a_path_sqlite_cannot_open_refuses_to_start(tmp_path: Path) -> Non
         await ShareLog.open(settings, KEY)
 
 
+async def test_another_sqlite_file_is_never_made_a_share_log(tmp_path: Path) -> None:
+    path = tmp_path / "consent.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE grants (subject TEXT)")
+    conn.commit()
+    conn.close()
+    settings = ShareLogSettings(path=path, stdout=False)
+    with pytest.raises(ShareLogUnavailable, match=r"not a share log \(another SQLite file\)"):
+        await ShareLog.open(settings, KEY)
+    conn = sqlite3.connect(path)
+    tables = [name for (name,) in conn.execute("SELECT name FROM sqlite_master")]
+    conn.close()
+    assert tables == ["grants"]
+
+
 async def test_a_second_gateway_cannot_open_the_same_log(log: ShareLog) -> None:
     with pytest.raises(ShareLogUnavailable, match="in use by another gateway"):
         await ShareLog.open(log.settings, KEY)

@@ -610,6 +610,9 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
         before = now - timedelta(days=retention)
     path = _log_path(settings)
     key = _master_key(settings)
+    # What the other commands read, or nothing: opened for writing, an empty file would be
+    # made a new share log.
+    connect_ro(path).close()
     try:
         if args.dry_run:
             ledger = Ledger.open_read_only(path, key)

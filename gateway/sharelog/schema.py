@@ -237,6 +237,9 @@ def migrate(conn: sqlite3.Connection) -> int:
             if version == SCHEMA_VERSION:
                 conn.execute("COMMIT")
                 return version
+            if version == 0 and conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone():
+                # Another SQLite file (the consent registry, say): never made a share log too.
+                raise SchemaError("not a share log (another SQLite file)")
             for statement in MIGRATIONS[version]:
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {version + 1}")
