@@ -21,11 +21,13 @@ from gateway.sharelog import ShareLog, ShareOutcome, ShareRecord
 from gateway.sharelog.chain import (
     GENESIS_HASH,
     EntryKind,
+    draft_share,
     entry_hash,
     entry_mac,
     head_mac,
     seal_key,
 )
+from gateway.sharelog.ledger import Ledger
 from gateway.sharelog.review import (
     LogChanged,
     ShareFilters,
@@ -557,6 +559,27 @@ async def test_a_damaged_json_column_is_unreadable_not_a_crash(chain: Path) -> N
     problem = verify(chain, KEY).problem
     assert problem is not None
     assert (problem.kind, problem.seq) == ("unreadable", 6)
+
+
+async def test_a_share_left_open_by_a_crash_without_its_pending_row_does_not_verify(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "share-log.sqlite"
+    ledger = Ledger.open(path, KEY)  # a gateway that recorded s-1, then died
+    ledger.begin()
+    ledger.add_checkpoint("open", DAY1)
+    ledger.add_share(draft_share(share("s-1", DAY1)))
+    ledger.commit(DAY1)
+    ledger.close()
+    tamper(path, "DELETE FROM pending_outcomes")
+    # The restart finds no open share to close as `unknown`: s-1 reads as pending for good.
+    await (await ShareLog.open(ShareLogSettings(path=path, stdout=False), KEY)).close()
+    [row] = query(path, limit=None)
+    assert row["outcome"] == "pending"
+    problem = verify(path, KEY).problem
+    assert problem is not None
+    assert (problem.kind, problem.seq, problem.share_id) == ("outcome", 2, "s-1")
+    assert "no outcome before the open checkpoint at seq 3" in problem.message
 
 
 async def test_text_that_is_not_utf8_is_found_at_its_entry(chain: Path) -> None:

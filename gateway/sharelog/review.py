@@ -748,6 +748,8 @@ class _Verifier:
                 self._check_outcome(seq, str(share_id), entry["share_seq"])
             else:
                 self.last_checkpoint = seq
+                if entry["reason"] in ("open", "close") and self.open_seqs:
+                    self._left_open(seq, str(entry["reason"]))
             self._count(kind, seq)
             last = (seq, share_id)
             expected, prev = seq + 1, str(stored_hash)
@@ -857,6 +859,19 @@ class _Verifier:
                 share_id,
                 f"the subject index of {_describe(seq, share_id)} does not match its record",
             )
+
+    def _left_open(self, seq: int, reason: str) -> NoReturn:
+        """A gateway closes every open share (as `unknown`) before it seals `open` or `close`:
+        one still open went without, because its row in pending_outcomes was removed."""
+        share_seq, share_id = next(iter(self.open_seqs.items()))
+        self.fail(
+            "outcome",
+            share_seq,
+            share_id,
+            f"{_describe(share_seq, share_id)} has no outcome before the {reason} checkpoint at "
+            f"seq {seq}, which closes every open share: its row in pending_outcomes was "
+            "removed or altered, and the share reads as pending",
+        )
 
     def _check_outcome(self, seq: int, share_id: str, share_seq: int | None) -> None:
         """An outcome belongs to an earlier shared record with its share id, one per share."""
