@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import csv
 import io
 import json
 import os
+import shutil
 import sqlite3
 import stat
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -862,3 +866,55 @@ def test_config_may_come_before_or_after_the_command() -> None:
     assert parser.parse_args(["--config", "a.yaml", "logs", "query"]).config == Path("a.yaml")
     assert parser.parse_args(["logs", "verify", "--config", "b.yaml"]).config == Path("b.yaml")
     assert parser.parse_args(["logs", "summary"]).config is None
+
+
+def _as_a_reader() -> list[str]:
+    """A prefix that runs a command held to file modes, as an auditor's account is."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("root ignores file modes, and setpriv is not here to drop that")
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search,-fowner", "--inh-caps=-all"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "shown"),
+    [
+        (["verify"], "share log verified"),
+        (["query", "--format", "json"], '"share_id": "s-4"'),
+        (["subject", "carol", "--format", "json"], '"share_id": "s-4"'),
+    ],
+)
+async def test_a_log_in_a_folder_the_reader_cannot_write_can_be_reviewed(
+    logged: Settings, tmp_path: Path, argv: list[str], shown: str
+) -> None:
+    # A read-only snapshot of a log closed cleanly: no `-shm` beside it, and none can be made.
+    prefix = _as_a_reader()
+    folder = logged.share_log.path.parent
+    for companion in folder.glob("share-log.sqlite?*"):
+        companion.unlink()
+    config = tmp_path / "etc" / "gateway.yaml"
+    config.parent.mkdir()
+    config.write_text(f"share_log: {{path: {logged.share_log.path}, stdout: false}}\n")
+    folder.chmod(0o555)
+    try:
+        command = await asyncio.create_subprocess_exec(
+            *prefix,
+            sys.executable,
+            "-m",
+            "gateway",
+            "logs",
+            *argv,
+            "--config",
+            str(config),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, KEY_ENV: HASH_KEY},
+        )
+        out, err = await asyncio.wait_for(command.communicate(), timeout=60)
+    finally:
+        folder.chmod(0o755)
+    assert (command.returncode, err.decode()) == (0, "")
+    assert shown in out.decode()
+    assert sorted(p.name for p in folder.iterdir() if p.is_file()) == ["share-log.sqlite"]

@@ -205,7 +205,18 @@ def connect_ro(path: Path) -> sqlite3.Connection:
     uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro"
     conn = sqlite3.connect(uri, uri=True, isolation_level=None)
     try:
-        version = user_version(conn)
+        try:
+            version = user_version(conn)
+        except sqlite3.OperationalError as exc:
+            # A log closed cleanly has no `-shm`, which a reader of a WAL file must create: in a
+            # folder the reader cannot write (a read-only snapshot, an auditor's account) it
+            # cannot. Without a `-wal` beside it nobody is writing it (a writer would have
+            # made one there), so it is read as the unchanging file it is.
+            if not _unwritable_folder(exc) or Path(f"{path}-wal").exists():
+                raise
+            conn.close()
+            conn = sqlite3.connect(f"{uri}&immutable=1", uri=True, isolation_level=None)
+            version = user_version(conn)
         if version == 0:
             raise SchemaError(f"{path}: not a share log (no schema)")
         if version > SCHEMA_VERSION:
@@ -217,6 +228,11 @@ def connect_ro(path: Path) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _unwritable_folder(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code in (sqlite3.SQLITE_READONLY_DIRECTORY, sqlite3.SQLITE_CANTOPEN)
 
 
 def user_version(conn: sqlite3.Connection) -> int:
