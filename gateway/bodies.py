@@ -7,6 +7,8 @@ import zlib
 from collections.abc import Callable
 
 from aiohttp import ClientPayloadError, StreamReader
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from gateway.errors import (
     BodyTooLarge,
@@ -89,4 +91,9 @@ async def read_capped(
         raise stalled(f"the body was not received within {timeout_s:g} s") from exc
     except (ConnectionError, ClientPayloadError) as exc:
         raise MalformedBody("the connection closed before the body was complete") from exc
+    except (RequestPayloadError, HttpProcessingError) as exc:
+        # The server's parser failed in the body (its chunk framing): it cannot be complete.
+        # aiohttp's C parser fails it as the first, `gateway.server` too; its Python parser
+        # may pass its own error on as the second.
+        raise MalformedBody("the body's chunked framing is broken") from exc
     return b"".join(chunks)

@@ -10,6 +10,8 @@ from unittest import mock
 import pytest
 from aiohttp import StreamReader
 from aiohttp.base_protocol import BaseProtocol
+from aiohttp.http_exceptions import TransferEncodingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from gateway.bodies import content_coding, decode, read_capped
 from gateway.errors import BodyTooLarge, MalformedBody, RequestTimeout, UnsupportedMediaType
@@ -86,3 +88,17 @@ async def test_read_capped_refuses_a_chunked_body_over_the_limit() -> None:
 async def test_read_capped_cuts_off_a_stalled_body() -> None:
     with pytest.raises(RequestTimeout):
         await read_capped(_stream(b"ab", eof=False), declared_length=None, limit=4, timeout_s=0.05)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [RequestPayloadError("broken"), TransferEncodingError("broken")],
+    ids=["failed_by_the_server", "failed_by_the_python_parser"],
+)
+async def test_read_capped_refuses_a_body_the_parser_broke_off_in(error: Exception) -> None:
+    stream = _stream(b'{"a', eof=False)
+    reading = asyncio.create_task(read_capped(stream, declared_length=None, limit=100, timeout_s=5))
+    await asyncio.sleep(0)  # the first bytes are read: it waits for more
+    stream.set_exception(error)
+    with pytest.raises(MalformedBody):
+        await reading
