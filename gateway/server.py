@@ -11,6 +11,7 @@ import orjson
 import structlog
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMethod
+from aiohttp.web_protocol import RequestPayloadError
 
 from gateway.logconfig import error_location
 from gateway.settings import LimitsSettings
@@ -47,7 +48,9 @@ LOG_INTERVAL_S = 10.0
 #   and `Server._kwargs`, the options aiohttp passes to each of its handlers;
 # - `RequestHandler._waiter`, pending exactly while the handler waits for the next request
 #   (aiohttp's own keep-alive check reads it the same way);
-# - `RequestHandler._request_count`, incremented once per request head the parser completes;
+# - `RequestHandler._request_count`, incremented once per request head the parser completes,
+#   and once per parse error (aiohttp queues an error as a message of its own);
+# - `RequestHandler._current_request`, the request whose handler is running;
 # - `BaseRunner._shutdown_timeout`, read by `cleanup()`: set when the drain begins;
 # - `RequestHandler._close` (set by `close()`: `data_received` reads nothing more),
 #   `_request_in_progress` and `_handler_waiter` (resolved when the request in progress ends),
@@ -210,9 +213,36 @@ class LimitedRequestHandler(web.RequestHandler):
         super().data_received(data)
         if self._request_count != heads_before:
             self._disarm_head_deadline()
+            self._fail_broken_body()
         elif waiting and data and self._head_deadline is None:
             # Bytes while the handler waits for a request: the first of a new request head.
             self._arm_head_deadline()
+
+    def _fail_broken_body(self) -> None:
+        """Fail at once the body of the share in progress when the parser breaks off in it.
+
+        aiohttp's C parser drops a body whose chunk framing breaks (a bad chunk size, chunk
+        data without its CRLF) without a word to it, and queues the error as a request of its
+        own: the share reading the body waited `body_read_timeout_s` for bytes that could never
+        come, holding its place among the pending shares, and was refused `408` for a `400`.
+        """
+        request = self._current_request
+        if request is None or request.content.is_eof():
+            return
+        # While a body is incomplete the parser emits no further request, only its error:
+        # a message just emitted is that error, and this body is where it broke off.
+        body = request.content
+        body.set_exception(RequestPayloadError("the body's chunked framing is broken"))
+        # Ended as well, after the failure (so a reader waiting on it fails, and is not woken
+        # with an empty read as if the body were complete): otherwise aiohttp, once the share
+        # is answered, would try to read the rest and log the failure as a fault of its own.
+        body.feed_eof()
+        # Nothing after the break can be framed: this connection reads nothing more, and ends
+        # after the share's answer (aiohttp would also answer its queued error, a second
+        # answer to one request). aiohttp's own `close()`: this class's keeps reading a body
+        # still in progress during the drain.
+        self._drain_body = False
+        super().close()
 
     def handle_error(
         self,

@@ -22,10 +22,12 @@ import orjson
 import pytest
 import structlog
 import test_server
-from aiohttp import web
+from aiohttp import web, web_protocol
+from aiohttp.http_parser import HttpRequestParserPy
 from conftest import PARTNER_HEADERS, PARTNER_TOKEN, Gateway, GatewayFactory, RawResponse
 from partners import Reply
 from test_server import (
+    BOUND_S,
     GOOD_BODY,
     GOOD_FORWARDED,
     assert_still_serving,
@@ -351,6 +353,48 @@ async def test_request_framing(
         response = await read_response(reader)
         assert await closed_by_peer(reader)
     await check(gw, response, expected)
+
+
+# Chunk framing that breaks in a later packet than the head, while the share reads its body.
+# (Broken in the head's own packet, the parser refuses it before any share begins: above.)
+BROKEN_CHUNKS = {
+    "bad_chunk_size": b"13800138000Z\r\n",
+    "chunk_data_without_crlf": b"5\r\nhelloXX",
+    "bare_lf_after_chunk_size": b"5\nhello\r\n",
+}
+
+
+@pytest.mark.parametrize("parser", ["default", "python"], ids=["default_parser", "python_parser"])
+@pytest.mark.parametrize("broken", BROKEN_CHUNKS.values(), ids=BROKEN_CHUNKS.keys())
+async def test_chunk_framing_that_breaks_mid_body_is_refused_at_once(
+    limited_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch, broken: bytes, parser: str
+) -> None:
+    if parser == "python":
+        # The parser aiohttp runs without its C extensions.
+        monkeypatch.setattr(web_protocol, "HttpRequestParser", HttpRequestParserPy)
+    # aiohttp's own log records, routed as `serve` routes them.
+    monkeypatch.setattr(logging.getLogger("aiohttp"), "handlers", [ScrubbedHandler()])
+    monkeypatch.setattr(logging.getLogger("aiohttp"), "propagate", False)
+    # One share in progress at most: a share still waiting for its body refuses the next one.
+    gw = await limited_gateway(settings={"limits": {"max_pending_requests": 1}})
+    head = fill(gw, request(CHUNKED, body=b"", length=False, close=False))
+    with structlog.testing.capture_logs() as logs:
+        async with connection(gw) as (reader, writer):
+            writer.write(head + b'5\r\n{"app\r\n')
+            await writer.drain()
+            await eventually(lambda: gw.runtime.shares_in_progress == 1)
+            writer.write(broken)
+            await writer.drain()
+            # Answered within the read's bound (5 s), not at `body_read_timeout_s` (15 s).
+            response = await read_response(reader)
+            # Nothing after the break can be read as a request: the connection, kept alive
+            # otherwise, ends after this one answer (none follows for the parser's error).
+            async with asyncio.timeout(BOUND_S):
+                assert await reader.read() == b""
+    assert b"13800138000" not in response.body
+    # A caller's fault, not the server's: nothing is logged as an error.
+    assert [entry for entry in logs if entry["log_level"] == "error"] == []
+    await check(gw, response, Refused(400, "malformed_body"))
 
 
 @pytest.mark.parametrize(
