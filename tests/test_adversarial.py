@@ -1155,6 +1155,29 @@ async def test_a_client_that_vanishes_mid_upload(
     await assert_still_serving(gw)
 
 
+@pytest.mark.parametrize(
+    "sent",
+    [b"1", b'1a\r\n{"applicant"', b'5\r\n{"app\r\n'],
+    ids=["in_a_chunk_size", "in_chunk_data", "between_chunks"],
+)
+async def test_a_client_that_vanishes_mid_chunk(
+    limited_gateway: GatewayFactory, sent: bytes
+) -> None:
+    gw = await limited_gateway()
+    async with connection(gw) as (_, writer):
+        writer.write(fill(gw, request(CHUNKED, body=b"", length=False)) + sent)
+        await writer.drain()
+        await eventually(lambda: gw.runtime.shares_in_progress == 1)
+    await eventually(lambda: server_of(gw).open_connections == 0)
+    # A cut, not broken framing: refused as a body cut short, whatever the parser had read.
+    await eventually(lambda: len(gw.log.records) == 1)
+    [record] = gw.log.records
+    assert (record.decision, record.reason) == ("denied", "malformed_body")
+    assert (record.bytes_sent, record.records) == (0, 0)
+    assert gw.partner.received == []
+    await assert_still_serving(gw)
+
+
 async def test_a_client_that_vanishes_while_the_partner_answers(
     limited_gateway: GatewayFactory,
 ) -> None:
