@@ -1145,11 +1145,10 @@ async def test_a_client_that_vanishes_mid_upload(
         await writer.drain()
         await eventually(lambda: server_of(gw).open_connections == 1)
     await eventually(lambda: server_of(gw).open_connections == 0)
-    # The lost connection reaches the handler as a failed body read: never a share (it is
-    # recorded as an internal error today, a refusal would be more precise).
+    # The lost connection reaches the handler as a failed body read: a body cut short.
     await eventually(lambda: len(gw.log.records) == 1)
     [record] = gw.log.records
-    assert record.decision != "shared"
+    assert (record.decision, record.reason) == ("denied", "malformed_body")
     assert (record.bytes_sent, record.records) == (0, 0)
     assert gw.partner.received == []
     await assert_still_serving(gw)
