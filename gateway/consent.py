@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import re
 import sqlite3
 import sys
@@ -17,6 +18,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO, Literal
 
 import orjson
+import structlog
 
 from gateway.fieldfilter import loggable_key
 from gateway.files import create_private
@@ -25,6 +27,8 @@ from gateway.pii import scan
 
 if TYPE_CHECKING:
     from gateway.settings import Settings
+
+log = structlog.get_logger("gateway")
 
 SCHEMA_VERSION = 1
 CSV_HEADER = ("subject", "partner", "purpose", "granted_at", "withdrawn_at", "reference")
@@ -123,6 +127,17 @@ class ImportReport:
 
 class RegistryError(Exception):
     """The registry file cannot be used (not a database, or a newer schema)."""
+
+
+class RegistryReplaced(RegistryError):
+    """The registry's file was replaced or removed while this process had it open."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            f"{path}: the consent registry file was replaced or removed while the gateway ran: "
+            "restart the gateway (a restored copy goes in with the old file's -wal and -shm "
+            "removed, the gateway stopped)"
+        )
 
 
 class RegistryBusy(RegistryError):
@@ -312,6 +327,7 @@ class ConsentRegistry:
         self._read_lock = threading.Lock()
         self._write_lock = threading.Lock()
         create_private(path)
+        self._opened = self._file_identity()
         self._writer = self._connect()
         try:
             self._prepare()
@@ -323,6 +339,23 @@ class ConsentRegistry:
         except BaseException:
             self._writer.close()
             raise
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        try:
+            found = os.stat(self.path)
+        except OSError:
+            return None
+        return found.st_dev, found.st_ino
+
+    def _check_file(self) -> None:
+        """Refuse to go on with a file replaced (a backup restored with `mv`) or removed.
+
+        The connections would go on reading the old file, and a withdrawal imported into the
+        new one would not take effect. Nor can they be reopened safely: SQLite leaves the old
+        file's write-ahead log beside the new one, and would read it as the new file's own.
+        """
+        if self._file_identity() != self._opened:
+            raise RegistryReplaced(self.path)
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(
@@ -370,6 +403,7 @@ class ConsentRegistry:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._check_file()
         with self._write_lock:
             db = self._writer
             try:
@@ -412,6 +446,7 @@ class ConsentRegistry:
         """The grant in force at `at` (granted_at <= at < withdrawn_at); the latest granted wins."""
         moment = _micros(at)
         params = (self.subject_ref(subject_id), partner, purpose, moment, moment)
+        self._check_file()
         with self._read_lock:
             # fetchall, not fetchone: the statement must finish so no read snapshot stays open.
             rows = self._reader.execute(_COVERING_SQL, params).fetchall()
@@ -434,11 +469,13 @@ class ConsentRegistry:
             _MIN_MICROS if since is None else _micros(since),
             _micros(at),
         )
+        self._check_file()
         with self._read_lock:
             rows = self._reader.execute(_WITHDRAWN_BETWEEN_SQL, params).fetchall()
         return bool(rows)
 
     def show(self, subject_id: str) -> list[Grant]:
+        self._check_file()
         with self._read_lock:
             rows = self._reader.execute(
                 "SELECT subject_ref, partner, purpose, granted_at, withdrawn_at, reference "

@@ -192,6 +192,14 @@ class RegistryUnavailable(GatewayError):
         super().__init__(message, headers={"Retry-After": "1"})
 
 
+class ConsentRegistryUnavailable(GatewayError):
+    """The consent registry cannot be read (its file was replaced under the gateway), so no
+    share needing consent may go."""
+
+    status = 503
+    code = "registry_unavailable"
+
+
 class Overloaded(GatewayError):
     """The gateway is at its concurrency limit."""
 

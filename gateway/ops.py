@@ -18,8 +18,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.auth import Caller
 from gateway.bodies import read_capped
-from gateway.consent import ConsentInputError, RegistryBusy, apply_json, grants_json
+from gateway.consent import (
+    ConsentInputError,
+    RegistryBusy,
+    RegistryReplaced,
+    apply_json,
+    grants_json,
+)
 from gateway.errors import (
+    ConsentRegistryUnavailable,
     Forbidden,
     GatewayError,
     MalformedRequest,
@@ -366,6 +373,9 @@ def _time(
         raise refused from None
 
 
+_REPLACED = "the consent registry's file was replaced or removed: restart the gateway"
+
+
 async def consent(request: web.Request, runtime: Runtime) -> web.StreamResponse:
     caller = await _require_admin(request, runtime)
     registry = runtime.terms.registry
@@ -380,7 +390,10 @@ async def consent(request: web.Request, runtime: Runtime) -> web.StreamResponse:
         _refuse_undecodable(subject)
         if not canonical_subject_id(subject):
             raise MalformedRequest("GET /_gateway/consent needs ?subject=ID")
-        grants = await asyncio.to_thread(grants_json, registry, subject)
+        try:
+            grants = await asyncio.to_thread(grants_json, registry, subject)
+        except RegistryReplaced as exc:
+            raise ConsentRegistryUnavailable(_REPLACED) from exc
         subject_ref = registry.subject_ref(subject)
         _audit(caller, request, subject_ref=subject_ref, grants=len(grants))
         return _json({"subject_ref": subject_ref, "grants": grants})
@@ -401,6 +414,9 @@ async def consent(request: web.Request, runtime: Runtime) -> web.StreamResponse:
         raise RegistryUnavailable(
             "the consent registry is busy (another import?); try again"
         ) from exc
+    except RegistryReplaced as exc:
+        _audit(caller, request, result="unavailable")
+        raise ConsentRegistryUnavailable(_REPLACED) from exc
     except ConsentInputError as exc:
         _audit(caller, request, result="refused", problems=len(exc.problems))
         return _json(

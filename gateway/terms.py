@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 import structlog
 
+from gateway.consent import RegistryError
 from gateway.errors import (
+    ConsentRegistryUnavailable,
     ConsentRequired,
     InvalidToken,
     MalformedBody,
@@ -507,7 +509,12 @@ class Terms:
             token = await self.read_consent_token(request)
         # Who is a child is known first: a child's data needs consent as sensitive data does.
         minors = minors_among(flow.subjects, now.date())
-        flow.consent_basis = self._consent(flow, partner, purpose, minors, token, now)
+        try:
+            flow.consent_basis = self._consent(flow, partner, purpose, minors, token, now)
+        except RegistryError as exc:
+            # Not the request's fault, nor the gateway code's: the share waits for the file.
+            log.error("consent_registry_unusable", share_id=flow.share_id, error=str(exc))
+            raise ConsentRegistryUnavailable("the consent registry cannot be read") from exc
         consent_for_child_outside(partner, flow.born_outside, now.date())
         deny_minors(partner, flow.subjects, minors)
         deny_child_outside(partner, flow.born_outside, now.date())

@@ -25,6 +25,7 @@ from gateway.consent import (
     Grant,
     ImportReport,
     RegistryError,
+    RegistryReplaced,
     _byte_lines,
     apply_json,
     grants_json,
@@ -210,6 +211,38 @@ def test_withdrawal_from_another_connection_applies_on_next_call(tmp_path: Path)
         assert serving.covering(ALICE, PARTNER, PURPOSE, MAR) is None
     finally:
         admin.close()
+        serving.close()
+
+
+@pytest.mark.parametrize("how", ["replaced", "removed"])
+def test_a_registry_file_replaced_or_removed_under_the_gateway_is_never_read(
+    tmp_path: Path, how: str
+) -> None:
+    # A backup restored with `mv` while the gateway runs: its connections held the old file,
+    # and a withdrawal imported into the new one did not take effect.
+    path = tmp_path / "consent.sqlite"
+    serving = ConsentRegistry(path, KEY)
+    try:
+        serving.grant(ALICE, PARTNER, PURPOSE, JAN, "C-1")
+        assert serving.covering(ALICE, PARTNER, PURPOSE, MAR) is not None
+        if how == "replaced":
+            restored = tmp_path / "restored.sqlite"
+            with ConsentRegistry(restored, KEY) as admin:
+                admin.grant(ALICE, PARTNER, PURPOSE, JAN, "C-1")
+                admin.withdraw(ALICE, PARTNER, PURPOSE, MAR - timedelta(days=1), "C-1")
+            restored.replace(path)
+        else:
+            path.unlink()
+        calls = [
+            lambda: serving.covering(ALICE, PARTNER, PURPOSE, MAR),
+            lambda: serving.withdrawn_between(ALICE, PARTNER, PURPOSE, None, MAR),
+            lambda: serving.show(ALICE),
+            lambda: serving.grant(BOB, PARTNER, PURPOSE, JAN, "C-2"),
+        ]
+        for call in calls:
+            with pytest.raises(RegistryReplaced, match="restart the gateway"):
+                call()
+    finally:
         serving.close()
 
 

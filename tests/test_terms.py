@@ -673,6 +673,32 @@ async def test_consent_is_judged_when_the_body_is_in(make_gateway: GatewayFactor
     await assert_refused(gw, response, 403, "consent_required")
 
 
+async def test_a_registry_replaced_under_the_gateway_refuses_the_shares_needing_it(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    gw = await make_gateway([third_party_contract()])
+    registry = registry_of(gw)
+    granted = datetime.now(UTC) - timedelta(hours=1)
+    registry.grant("u-1", "acme", "credit_assessment", granted, "C-1")
+    assert (await gw.share("POST", "/acme/v1/assess", json=applicant())).status == 200
+    # A copy restored with `mv`, which holds no grant: the gateway's connections still read
+    # the old file, which does.
+    restored = tmp_path / "restored.sqlite"
+    ConsentRegistry(restored, gw.runtime.subject_key).close()
+    restored.replace(registry.path)
+
+    response = await gw.share("POST", "/acme/v1/assess", json=applicant())
+    assert response.status == 503
+    assert (await error_of(response))["code"] == "registry_unavailable"
+    assert len(gw.partner.received) == 1
+    refused = last_record(gw.log.records)
+    assert (refused.decision, refused.reason) == ("denied", "registry_unavailable")
+    admin = {"Authorization": f"Bearer {gw.token('gateway:admin')}"}
+    looked_up = await gw.client.get("/_gateway/consent?subject=u-1", headers=admin)
+    assert looked_up.status == 503
+    assert (await error_of(looked_up))["code"] == "registry_unavailable"
+
+
 async def test_consent_granted_withdrawn_and_granted_again(
     make_gateway: GatewayFactory,
 ) -> None:
