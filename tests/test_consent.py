@@ -7,7 +7,7 @@ import io
 import json
 import sqlite3
 import tracemalloc
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -233,7 +233,7 @@ def test_a_registry_file_replaced_or_removed_under_the_gateway_is_never_read(
             restored.replace(path)
         else:
             path.unlink()
-        calls = [
+        calls: list[Callable[[], object]] = [
             lambda: serving.covering(ALICE, PARTNER, PURPOSE, MAR),
             lambda: serving.withdrawn_between(ALICE, PARTNER, PURPOSE, None, MAR),
             lambda: serving.show(ALICE),
