@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from jwt.algorithms import HMACAlgorithm
 from jwt.exceptions import InvalidJTIError, InvalidSubjectError
 from jwt.types import Options
 
@@ -198,12 +199,18 @@ def parse_jwks(document: object, allowed: frozenset[str]) -> tuple[VerificationK
                     reason = "not a public key"
                 else:
                     alg = jwk.get("alg")
-                    limit = allowed & {alg} if isinstance(alg, str) else allowed
-                    try:
-                        keys.append(_usable_key(public, limit, kid=kid))
-                        continue
-                    except ValueError as exc:
-                        reason = str(exc)
+                    if isinstance(alg, str) and alg not in allowed:
+                        reason = (
+                            f"its alg {_shown(alg)} is none of the configured algorithms "
+                            f"({', '.join(sorted(allowed))})"
+                        )
+                    else:
+                        limit = allowed & {alg} if isinstance(alg, str) else allowed
+                        try:
+                            keys.append(_usable_key(public, limit, kid=kid))
+                            continue
+                        except ValueError as exc:
+                            reason = str(exc)
         skipped.append(f"{label}: {reason}")
         log.info("jwks_key_skipped", key=label, reason=reason)
     if not keys:
@@ -537,6 +544,13 @@ def _load_secret(name: str, environ: Mapping[str, str], what: str) -> Verificati
             f"{what}: the secret in {name} is {len(secret)} bytes; "
             f"HS256 needs at least {MIN_HS256_SECRET_BYTES}"
         )
+    try:
+        # pyjwt refuses, token by token, a secret that reads as a PEM or SSH key or a JWK.
+        HMACAlgorithm(HMACAlgorithm.SHA256).prepare_key(secret)
+    except jwt.InvalidKeyError as exc:
+        raise AuthConfigError(
+            f"{what}: the secret in {name} reads as a key, not a secret: {exc}"
+        ) from exc
     return VerificationKey(key=secret, algorithms=frozenset({"HS256"}))
 
 

@@ -564,6 +564,16 @@ async def test_jwks_skips_unusable_keys(rsa_signer: SigningKey, ec_signer: Signi
     assert [(key.kid, key.algorithms) for key in keys] == [("good", frozenset({"RS256"}))]
 
 
+def test_a_key_pinned_to_another_algorithm_is_skipped_naming_the_configured_ones(
+    rsa_signer: SigningKey,
+) -> None:
+    document = {"keys": [rsa_signer.public_jwk(kid="ps", alg="PS256")]}
+    with pytest.raises(
+        ValueError, match=r"its alg 'PS256' is none of the configured algorithms \(RS256, RS384\)"
+    ):
+        parse_jwks(document, frozenset({"RS256", "RS384"}))
+
+
 @pytest.mark.parametrize(
     ("content", "match"),
     [
@@ -616,6 +626,9 @@ async def test_invalid_pem_is_a_config_error(
         ({}, "TEST_GATEWAY_HS256_SECRET is not set or empty"),
         ({SECRET_ENV: ""}, "is not set or empty"),
         ({SECRET_ENV: "s" * 31}, "is 31 bytes; HS256 needs at least 32"),
+        # pyjwt would refuse every token signed with these: a key pasted in the secret's place.
+        ({SECRET_ENV: "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7"}, "reads as a key, not a secret"),
+        ({SECRET_ENV: '{"kty": "oct", "k": "c2VjcmV0c2VjcmV0c2VjcmV0"}'}, "reads as a key"),
     ],
 )
 async def test_missing_or_short_hs256_secret_is_a_config_error(
