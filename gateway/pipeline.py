@@ -292,6 +292,13 @@ def pass_through_headers(flow: Flow, request: web.Request, runtime: Runtime) -> 
         value = _single_header(request, name)
         if value is None:
             continue
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                # Bytes that are not UTF-8 reach here as surrogates, which the scanner reads
+                # past, and go out as they came: GBK digits would pass unseen.
+                raise MalformedRequest(f"the {name} header is not UTF-8") from None
         if scanner is not None:
             # A browser's User-Agent names versions like `Chrome/124.0.0.0`, which read as
             # IPv4 addresses: there only, addresses are not looked for.

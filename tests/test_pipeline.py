@@ -1034,6 +1034,30 @@ async def test_a_repeated_pass_through_header_is_refused(
     await assert_refused(gw, response, 400, "malformed_request")
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "电话１３８００１３８０００".encode("gbk"),  # "phone 13800138000", as GBK types it
+        "Zürich/1.0".encode("latin-1"),
+    ],
+    ids=["gbk", "latin1"],
+)
+async def test_a_passed_on_header_that_is_not_utf8_is_refused(
+    make_gateway: GatewayFactory, value: bytes
+) -> None:
+    # Not UTF-8, the value cannot be scanned, and would go out as it came.
+    gw = await make_gateway()
+    response = await raw_request(
+        gw,
+        "POST",
+        ASSESS,
+        headers=[("Content-Type", "application/json"), ("User-Agent", value.decode("latin-1"))],
+        body=orjson.dumps(applicant()),
+    )
+    await assert_refused(gw, response, 400, "malformed_request")
+    assert response.json()["error"]["message"] == "the user-agent header is not UTF-8"
+
+
 async def test_a_repeated_user_agent_never_reaches_the_partner(
     make_gateway: GatewayFactory,
 ) -> None:
