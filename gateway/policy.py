@@ -54,6 +54,8 @@ class RoutePolicy:
     id_number_paths: tuple[str, ...]
     # The route names fields inside each of its `records`: a record must then be an object.
     object_records: bool = False
+    # The route sends its records as they are, and nothing inside them: each must be a value.
+    scalar_records: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +184,7 @@ def _compile_route(route: Route, gateway_set: frozenset[str], minors_matter: boo
             f.path for f in route.fields or () if f.category == ID_NUMBER_CATEGORY
         ),
         object_records=_object_records(route),
+        scalar_records=_scalar_records(route),
     )
 
 
@@ -191,6 +194,14 @@ def _object_records(route: Route) -> bool:
     inside = route.records + "."
     named = [route.subject, route.birth_date, *(f.path for f in route.fields or ())]
     return any(p is not None and p.startswith(inside) and p != inside + "**" for p in named)
+
+
+def _scalar_records(route: Route) -> bool:
+    """The records are values the route sends as they are (`records: names[]` with a field
+    `names[]`), and nothing inside them: an object or array is none of them."""
+    if route.records is None or _object_records(route):
+        return False
+    return any(f.path == route.records for f in route.fields or ())
 
 
 def _birth_date_fields(route: Route, minors_matter: bool) -> tuple[str, ...]:

@@ -80,12 +80,16 @@ def subjects_of(
     if route.records is None:
         return [_subject(route, None, doc, query, params)]
     records = select(doc, route.records)
+    # A record of the wrong shape: nothing of it would go (the filter drops it), yet it would
+    # count as a record, in the share record and against the daily cap.
     if route.object_records:
         for index, item in enumerate(records):
             if type(item) is not dict:
-                # Nothing of it would go (the filter drops it), yet it would count as a record:
-                # in the share record and against the daily cap.
                 raise MalformedBody(f"record {index} of {route.records} is not an object")
+    elif route.scalar_records:
+        for index, item in enumerate(records):
+            if isinstance(item, dict | list):
+                raise MalformedBody(f"record {index} of {route.records} is not a single value")
     return [_subject(route, i, item, query, params) for i, item in enumerate(records)]
 
 

@@ -1650,6 +1650,27 @@ async def test_a_record_that_is_not_an_object_is_refused_where_records_have_fiel
     assert "record 1 of applicants[] is not an object" in (await error_of(response))["message"]
 
 
+@pytest.mark.parametrize("odd", [{"first": "Li"}, ["Zhang"], {}])
+async def test_a_record_that_is_no_single_value_is_refused_where_records_are_values(
+    make_gateway: GatewayFactory, odd: object
+) -> None:
+    # `records: names[]` sent as they are: the filter drops a container, which would count.
+    route = {
+        **NAMELESS_BATCH_ROUTE,
+        "records": "names[]",
+        "fields": [{"path": "names[]", "category": "identity.name"}],
+    }
+    gw = await make_gateway([contract(routes=[*ROUTES, route])])
+    response = await gw.share("POST", "/acme/v1/names", json={"names": ["Wang Wei", odd]})
+    await assert_refused(gw, response, 400, "malformed_body")
+    assert "record 1 of names[] is not a single value" in (await error_of(response))["message"]
+    # Values of any kind are records, each counted.
+    response = await gw.share("POST", "/acme/v1/names", json={"names": ["Wang Wei", 7, None]})
+    assert response.status == 200, await response.text()
+    assert gw.partner.received[0].json() == {"names": ["Wang Wei", 7, None]}
+    assert gw.log.records[-1].records == 3
+
+
 async def test_records_of_a_whole_subtree_may_be_any_value_and_each_counts(
     make_gateway: GatewayFactory,
 ) -> None:
