@@ -140,7 +140,9 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
                 {"path": d.path, "action": d.action, "reason": d.reason} for d in result.decisions
             ],
             "query": result.result.query,
-            "body": result.document,
+            # An upload's body goes as it came: not a document to show.
+            "body": result.document if result.upload_bytes is None else None,
+            "upload_bytes": result.upload_bytes,
         }
         print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
         return EXIT_OK
@@ -149,7 +151,14 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
     for d in result.decisions:
         print(f"  {d.action:<12} {d.path:<{width}}  {d.reason}")
     print("partner would receive:")
-    print(orjson.dumps(result.document, option=orjson.OPT_INDENT_2).decode())
+    if result.upload_bytes is None:
+        print(orjson.dumps(result.document, option=orjson.OPT_INDENT_2).decode())
+    else:
+        categories = ", ".join(result.result.categories_sent)
+        print(
+            f"the body as sent ({result.upload_bytes} bytes), unread: recorded as holding "
+            f"any personal category of the contract ({categories})"
+        )
     if result.result.query:
         print("query: " + "&".join(f"{k}={v}" for k, v in result.result.query.items()))
     print(

@@ -16,7 +16,12 @@ from gateway.errors import (
 from gateway.fieldfilter import FieldDecision, FilterResult, TextScanner
 from gateway.jsonbody import JSONValue, parse_json
 from gateway.pii import scan
-from gateway.pipeline import BODYLESS_METHODS, check_contract_at, refuse_identifiers_in_path
+from gateway.pipeline import (
+    BODYLESS_METHODS,
+    check_contract_at,
+    refuse_identifiers_in_path,
+    upload_result,
+)
 from gateway.policy import PartnerPolicy, RoutePolicy
 from gateway.routing import parse_target
 from gateway.settings import LimitsSettings
@@ -38,6 +43,7 @@ _LIMITS: Final = LimitsSettings()
 class Explanation:
     route: RoutePolicy
     result: FilterResult
+    upload_bytes: int | None = None  # an upload's body, sent whole and unread: its size
 
     @property
     def document(self) -> dict[str, JSONValue]:
@@ -80,23 +86,25 @@ def explain(
         raise PurposeDenied(f"no route {method} {target} for purpose {purpose!r}")
     refuse_identifiers_in_path(params, scanner)
     check_contract_at(partner, now)
-    if route.plan is None:
-        raise MalformedRequest(
-            f"{route.label} forwards the body unchanged (content types: "
-            f"{', '.join(sorted(route.content_types)) or 'none'}); there are no fields to explain"
-        )
     doc: dict[str, JSONValue] = {}
     if body is not None and len(body) > max_body_bytes:
         raise BodyTooLarge(f"the body exceeds {max_body_bytes} bytes")
+    query = dict(parsed.query)
     if method in BODYLESS_METHODS:
         if body:  # whitespace too: the gateway refuses any body on these methods
             raise MalformedBody(f"a {method} share carries no body")
+    elif route.plan is None:
+        pass  # an upload: its body goes whole, unread
     elif body is not None and body.strip():
         doc = parse_json(body, max_depth=max_depth)
     else:
         raise MalformedBody("a body is required for this route")
-    query = dict(parsed.query)
-    result = route.plan.apply(doc, query, hash_key=partner.hash_key, scanner=scanner, trace=True)
+    if route.plan is None:
+        result = upload_result(partner, query, sent=bool(body), trace=True)
+    else:
+        result = route.plan.apply(
+            doc, query, hash_key=partner.hash_key, scanner=scanner, trace=True
+        )
     # The gateway refuses a share whose subject it cannot read, one whose consent could never
     # be shown (it names no subject), one about a child where the contract denies it, and a
     # child's data beside a batch where it needs consent: each depends on the body and the
@@ -105,8 +113,11 @@ def explain(
     subjects = subjects_of(route, doc, query, params)
     born_outside = born_outside_records(route, doc, query)  # read with the body, as there
     minors = minors_among(subjects, today)
-    needing_consent(partner, subjects, minors, result.categories_sent, unread=False)
+    unread = route.plan is None and bool(body)
+    needing_consent(partner, subjects, minors, result.categories_sent, unread=unread)
     consent_for_child_outside(partner, born_outside, today)
     deny_minors(partner, subjects, minors)
     deny_child_outside(partner, born_outside, today)
+    if route.plan is None and body:
+        return Explanation(route=route, result=result, upload_bytes=len(body))
     return Explanation(route=route, result=result)

@@ -353,21 +353,11 @@ async def read_payload(flow: Flow, request: web.Request, runtime: Runtime) -> No
             timeout_s=limits.body_read_timeout_s,
         )
     if route.plan is None:
-        # Nothing of the query goes with an upload; what stayed behind is recorded as stripped.
-        result = _NOTHING_ALLOWED.apply({}, query, hash_key=partner.hash_key)
         if raw is not None:
             flow.content_type = _upload_type(request, route)
             if content_coding(_single_header(request, "Content-Encoding")) != "identity":
                 raise UnsupportedMediaType("upload bodies must not carry a content encoding")
-        if raw:
-            # The body goes unread: the record says the whole of it went, and that it may hold
-            # any personal category of the contract (as consent already assumes).
-            result = replace(
-                result,
-                fields_sent=(WHOLE_BODY,),
-                categories_sent=tuple(sorted(partner.personal_categories)),
-            )
-        flow.result = result
+        flow.result = upload_result(partner, query, sent=bool(raw))
         flow.query = {}
         flow.body = raw
         _identify_subjects(flow, runtime, route, {}, query, personal=bool(raw))
@@ -391,6 +381,22 @@ async def read_payload(flow: Flow, request: web.Request, runtime: Runtime) -> No
 _NOTHING_ALLOWED: Final = compile_plan([])
 # How a record names an upload's body, which is sent whole and never read.
 WHOLE_BODY: Final = "**"
+
+
+def upload_result(
+    partner: PartnerPolicy, query: Mapping[str, str], *, sent: bool, trace: bool = False
+) -> FilterResult:
+    """What an upload shares: nothing of the query (what stayed behind is recorded as
+    stripped), and, when it has a body, the whole of it, unread: it may hold any personal
+    category of the contract (as consent already assumes)."""
+    result = _NOTHING_ALLOWED.apply({}, query, hash_key=partner.hash_key, trace=trace)
+    if not sent:
+        return result
+    return replace(
+        result,
+        fields_sent=(WHOLE_BODY,),
+        categories_sent=tuple(sorted(partner.personal_categories)),
+    )
 
 
 def _upload_type(request: web.Request, route: RoutePolicy) -> str:

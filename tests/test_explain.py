@@ -227,6 +227,37 @@ async def test_the_dry_run_matches_what_the_partner_receives(
     assert record.pii_redactions == dry.result.pii_redactions
 
 
+async def test_the_dry_run_of_an_upload_matches_what_the_partner_receives(
+    make_gateway: GatewayFactory,
+) -> None:
+    # The body goes whole and unread, and nothing of the query: not a denial.
+    gw = await make_gateway()
+    pdf = b"%PDF-1.7 scanned contract"
+    dry = explain(
+        gw.runtime.policy.partners["acme"],
+        "PUT /v1/documents/d1?version=2",
+        "credit_assessment",
+        pdf,
+        now=datetime.now(ZONE),
+        max_depth=64,
+    )
+    response = await gw.share(
+        "PUT",
+        "/acme/v1/documents/d1?version=2",
+        data=pdf,
+        headers={"Content-Type": "application/pdf"},
+    )
+    assert response.status == 200, await response.text()
+    [seen] = gw.partner.received
+    assert (seen.target, seen.body) == ("/v1/documents/d1", pdf)
+    assert dry.upload_bytes == len(pdf)
+    assert dry.result.query == {}
+    [record] = gw.log.records
+    assert record.fields_sent == dry.result.fields_sent == ("**",)
+    assert record.fields_stripped == dry.result.fields_stripped
+    assert record.categories_sent == dry.result.categories_sent
+
+
 NAMES_BATCH: dict[str, Any] = {
     "method": "POST",
     "path": "/v1/kids",
@@ -394,7 +425,6 @@ async def test_a_query_number_too_long_to_bucket_is_explained_as_stripped(
         ("acme-credit", "POST /v1/assess", "credit_assessment", None, MalformedBody),
         ("acme-credit", "POST /v1/assess", "credit_assessment", {"loan_amount": 1}, MalformedBody),
         ("cloudvault", "GET /v1/objects/o-1", "service_delivery", {"a": 1}, MalformedBody),
-        ("cloudvault", "PUT /v1/objects/o-1", "service_delivery", None, MalformedRequest),
     ],
     ids=[
         "undeclared_path",
@@ -408,7 +438,6 @@ async def test_a_query_number_too_long_to_bucket_is_explained_as_stripped(
         "missing_body",
         "missing_subject",
         "body_on_get",
-        "upload_has_no_fields",
     ],
 )
 def test_denials_carry_the_gateways_code(
@@ -546,6 +575,29 @@ def test_cmd_explain_json_output(
     assert {"path": "device.serial", "action": "stripped", "reason": "not in the allow-list"} in (
         out["fields"]
     )
+
+
+@pytest.mark.parametrize("output", ["text", "json"])
+def test_cmd_explain_of_an_upload_says_the_body_goes_whole(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, output: str
+) -> None:
+    monkeypatch.setenv("SHARE_GATEWAY_HASH_KEY", HASH_KEY)
+    args = explain_args(
+        tmp_path,
+        body={"any": "bytes"},
+        route="PUT /v1/objects/o-1",
+        purpose="service_delivery",
+        partner="cloudvault",
+        format=output,
+    )
+    assert cmd_explain(args, Settings(contracts_dir=CONTRACTS)) == 0
+    out = capsys.readouterr().out
+    size = len(orjson.dumps({"any": "bytes"}))
+    if output == "json":
+        shown = orjson.loads(out)
+        assert (shown["body"], shown["upload_bytes"]) == (None, size)
+    else:
+        assert f"partner would receive:\nthe body as sent ({size} bytes), unread" in out
 
 
 @pytest.mark.parametrize(
