@@ -66,10 +66,15 @@ class Upstream(Protocol):
 class Origin(NamedTuple):
     """Where a partner listens; connections are pooled per origin."""
 
-    scheme: str
-    host: str
-    port: int
-    authority: str  # the Host header
+    scheme: str  # lower-cased
+    host: str  # lower-cased, an IPv6 literal without its brackets
+    port: int  # the scheme's own when the URL names none
+    authority: str  # the Host header, as the URL wrote it
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        """The origin however it was written: what connections are pooled and capped by."""
+        return self.scheme, self.host, self.port
 
 
 @lru_cache(maxsize=1024)
@@ -419,13 +424,15 @@ class HttpUpstream:
         self._per_origin = per_origin
         self._idle_timeout_s = idle_timeout_s
         self._ssl = ssl_context
-        self._idle: dict[Origin, deque[_Connection]] = {}
+        # Both keyed by `Origin.key`: one origin written two ways (`LOCALHOST`, `:443` on an
+        # https URL) is one partner, with one cap and one pool.
+        self._idle: dict[tuple[str, str, int], deque[_Connection]] = {}
         # One place per open connection, held from connecting until the connection closes.
         self._slots: asyncio.Semaphore | None = None
         self._waiting_to_open = 0
         # Shares in progress per origin; one entry for each origin ever called, as many as the
         # contracts have named since start.
-        self._in_use: dict[Origin, asyncio.Semaphore] = {}
+        self._in_use: dict[tuple[str, str, int], asyncio.Semaphore] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -467,9 +474,9 @@ class HttpUpstream:
             data = _request_bytes(origin, target, request)
         except ValueError as exc:
             raise failed(UpstreamError(str(exc)), "error") from exc
-        in_use = self._in_use.get(origin)
+        in_use = self._in_use.get(origin.key)
         if in_use is None:
-            in_use = self._in_use[origin] = asyncio.Semaphore(self._per_origin)
+            in_use = self._in_use[origin.key] = asyncio.Semaphore(self._per_origin)
         try:
             # Waiting for this origin's own connections only, never behind another partner's.
             async with asyncio.timeout(request.timeout_s), in_use:
@@ -531,7 +538,7 @@ class HttpUpstream:
             raise failed(_unreadable(), "possibly_delivered" if sent else "error") from exc
 
     def _pooled(self, origin: Origin) -> _Connection | None:
-        pool = self._idle.get(origin)
+        pool = self._idle.get(origin.key)
         if not pool:
             return None
         # Idle longer than that, a connection is not used again, even before the sweeper ends it.
@@ -597,9 +604,9 @@ class HttpUpstream:
             connection.abort()  # (the client may also have closed meanwhile)
             return
         connection.idle_since = _clock()
-        pool = self._idle.get(origin)
+        pool = self._idle.get(origin.key)
         if pool is None:
-            pool = self._idle[origin] = deque()
+            pool = self._idle[origin.key] = deque()
         pool.append(connection)
         if len(pool) > self._per_origin:
             pool.popleft().abort()

@@ -325,6 +325,43 @@ def test_the_cap_per_origin_lies_between_one_and_the_ceiling(
         HttpUpstream(connections=connections, connections_per_origin=per_origin)
 
 
+async def test_one_origin_written_two_ways_has_one_cap(hanging: RawPartner) -> None:
+    upstream = HttpUpstream(connections=8, connections_per_origin=1)
+    await upstream.start()
+    first = asyncio.create_task(
+        upstream.send(request_to(f"http://localhost:{hanging.port}/v1/x", timeout_s=BOUND_S))
+    )
+    try:
+        async with asyncio.timeout(BOUND_S):
+            while not hanging.requests:  # noqa: ASYNC110 - the origin's one connection in use
+                await asyncio.sleep(0.01)
+        # The same origin with its host in capitals: it waits for that connection, and
+        # nothing reaches the partner.
+        with pytest.raises(UpstreamFailure) as caught:
+            await upstream.send(request_to(f"http://LOCALHOST:{hanging.port}/v1/x", timeout_s=0.2))
+        assert (caught.value.failure, caught.value.error.status) == ("error", 504)
+        assert (hanging.connections, len(hanging.requests)) == (1, 1)
+        assert not first.done()
+    finally:
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+        await upstream.close()
+
+
+async def test_an_idle_connection_serves_its_origin_however_written(
+    client: HttpUpstream, partner: RawPartner
+) -> None:
+    hosts = ["localhost", "LOCALHOST", "LocalHost"]
+    for host in hosts:
+        response = await client.send(request_to(f"http://{host}:{partner.port}/v1/x"))
+        assert response.status == 200
+    assert partner.connections == 1
+    # Each share still names the partner as its URL wrote it.
+    assert [r.header_values("Host") for r in partner.requests] == [
+        [f"{host}:{partner.port}"] for host in hosts
+    ]
+
+
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "POST"])
 async def test_no_method_is_resent_when_a_reused_connection_dies(
     client: HttpUpstream, partner: RawPartner, method: str
@@ -652,6 +689,20 @@ async def test_an_empty_answer_with_a_content_coding_is_empty(
 )
 def test_origins_are_parsed_once_and_exactly(base: str, expected: tuple[Any, ...]) -> None:
     assert tuple(origin_of(base)) == expected
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ("http://localhost:8080", "http://LOCALHOST:8080"),
+        ("https://partner.example", "https://Partner.Example:443"),
+        ("http://partner.example:80", "HTTP://partner.example"),
+        ("http://[::1]", "http://[::1]:80"),
+    ],
+)
+def test_one_origin_written_two_ways_is_pooled_as_one(one: str, other: str) -> None:
+    assert origin_of(one).key == origin_of(other).key
+    assert origin_of(one).authority != origin_of(other).authority  # each share's Host header
 
 
 @pytest.mark.parametrize(
