@@ -9,9 +9,12 @@ redirects, no cookies, no default headers, no decompression beyond what `bodies.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import ipaddress
 import re
 import select
+import socket
 import ssl
 import time
 from collections import deque
@@ -393,6 +396,138 @@ def _waiting(sock: _Socket) -> bool:
     return bool(poll.poll(0))
 
 
+# Threads the client looks partners' names up on. Each is held by one name at a time (one
+# lookup per host and port), so as many partners' name servers would all have to hang at once
+# before a lookup for another partner waits for a thread.
+RESOLVER_THREADS = 8
+
+_AddrInfo = tuple[
+    socket.AddressFamily,
+    socket.SocketKind,
+    int,
+    str,
+    tuple[str, int] | tuple[str, int, int, int],
+]
+
+
+def _look_up(host: str, port: int) -> list[_AddrInfo]:
+    """On a resolver thread: `host`'s addresses, in the order the system's resolver gives them."""
+    found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    addresses = [info for info in found if info[0] in (socket.AF_INET, socket.AF_INET6)]
+    if not addresses:
+        raise OSError(f"no address for {host}")
+    return cast(list[_AddrInfo], addresses)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class _Resolver:
+    """Partners' host names, looked up on threads of the client's own, one lookup per host and
+    port at a time.
+
+    asyncio looks names up on its default executor (libuv's thread pool under uvloop), shared
+    with everything else the process runs on threads, and a lookup whose share gave up keeps its
+    thread until the name server answers or the system's resolver stops asking. Here a share
+    that needs an address while a lookup for it is in flight waits for that lookup, and one that
+    gives up leaves it to the others: a partner whose name server hangs holds one thread.
+
+    Answers are not kept once a lookup ended, failures included: getaddrinfo does not say how
+    long an address holds, so a kept one could outlive a partner's move to another address.
+    Lookups are few anyway, one per new connection, and the system's resolver caches by the
+    records' own lifetimes.
+    """
+
+    def __init__(self, threads: int) -> None:
+        self._threads = concurrent.futures.ThreadPoolExecutor(
+            threads, thread_name_prefix="upstream-resolver"
+        )
+        self._lookups: dict[tuple[str, int], asyncio.Future[list[_AddrInfo]]] = {}
+        self._closed = False
+
+    async def resolve(self, host: str, port: int) -> list[_AddrInfo]:
+        if self._closed:
+            raise ConnectionAbortedError("the partner client is closed")
+        if _is_ip(host):
+            # Read, not looked up: no thread, no name server.
+            numeric = socket.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST
+            )
+            return cast(list[_AddrInfo], numeric)
+        key = (host, port)
+        lookup = self._lookups.get(key)
+        if lookup is None:
+            lookup = self._lookups[key] = self._start(key)
+        # A share out of time stops waiting; the lookup goes on for the shares still waiting.
+        return await asyncio.shield(lookup)
+
+    def _start(self, key: tuple[str, int]) -> asyncio.Future[list[_AddrInfo]]:
+        loop = asyncio.get_running_loop()
+        lookup: asyncio.Future[list[_AddrInfo]] = loop.create_future()
+        # Every share may have given up by the time it fails: nobody is left to read the error.
+        lookup.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+        def settle(done: concurrent.futures.Future[list[_AddrInfo]]) -> None:
+            if self._lookups.get(key) is lookup:
+                del self._lookups[key]  # the next share asks again, whatever the answer was
+            if lookup.done():
+                return  # failed when the client closed
+            if done.cancelled():
+                lookup.set_exception(ConnectionAbortedError("the partner client is closed"))
+            elif (error := done.exception()) is not None:
+                lookup.set_exception(error)
+            else:
+                lookup.set_result(done.result())
+
+        def answered(done: concurrent.futures.Future[list[_AddrInfo]]) -> None:
+            # On the resolver's thread, or at once when the lookup never ran.
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(settle, done)
+
+        self._threads.submit(_look_up, *key).add_done_callback(answered)
+        return lookup
+
+    def close(self) -> None:
+        self._closed = True
+        # A thread still waiting on a name server ends when the system's resolver gives up;
+        # nothing waits for it, and the shares waiting on it fail now.
+        self._threads.shutdown(wait=False, cancel_futures=True)
+        lookups, self._lookups = self._lookups, {}
+        for lookup in lookups.values():
+            if not lookup.done():
+                lookup.set_exception(ConnectionAbortedError("the partner client is closed"))
+
+
+async def _connect_to_any(
+    loop: asyncio.AbstractEventLoop, addresses: list[_AddrInfo]
+) -> socket.socket:
+    """A socket connected to the first of `addresses` that accepts, tried in order, as
+    `create_connection` tries a name's addresses."""
+    errors: list[OSError] = []
+    for family, kind, proto, _, address in addresses:
+        sock: socket.socket | None = None
+        try:
+            sock = socket.socket(family, kind, proto)
+            sock.setblocking(False)
+            await loop.sock_connect(sock, address)
+        except BaseException as exc:
+            if sock is not None:
+                sock.close()
+            if not isinstance(exc, OSError):
+                raise
+            errors.append(exc)
+        else:
+            return sock
+    if len({str(error) for error in errors}) == 1:
+        raise errors[0]
+    raise OSError(f"Multiple exceptions: {', '.join(str(error) for error in errors)}")
+
+
 class HttpUpstream:
     """Partners over HTTP(S) on pooled keep-alive connections: at most `connections` open at
     once (in use or idle), and at most `connections_per_origin` in use to one origin (default:
@@ -405,6 +540,10 @@ class HttpUpstream:
 
     A connection idle for `idle_timeout_s` is closed, before a partner's own keep-alive timeout
     would close it under a share (a share is never sent twice, so that race would fail it).
+
+    Host names are looked up on the client's own threads, one lookup per host and port at a
+    time (`_Resolver`): a partner whose name server hangs holds one of them, not the threads
+    the other partners' lookups and the rest of the process need.
     """
 
     def __init__(
@@ -435,10 +574,12 @@ class HttpUpstream:
         self._in_use: dict[tuple[str, str, int], asyncio.Semaphore] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._resolver: _Resolver | None = None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._slots = asyncio.Semaphore(self._connections)
+        self._resolver = _Resolver(RESOLVER_THREADS)
         if self._ssl is None:
             self._ssl = ssl.create_default_context()
         self._sweeper = asyncio.create_task(self._sweep(), name="upstream-idle-sweeper")
@@ -449,6 +590,8 @@ class HttpUpstream:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
             self._sweeper = None
+        if self._resolver is not None:
+            self._resolver.close()
         for pool in self._idle.values():
             for connection in pool:
                 connection.abort()
@@ -551,8 +694,12 @@ class HttpUpstream:
         return None
 
     async def _connect(self, origin: Origin, slots: asyncio.Semaphore) -> _Connection:
-        loop = self._loop
+        loop, resolver = self._loop, self._resolver
         assert loop is not None
+        assert resolver is not None
+        # Looked up before a place is taken: a share waiting on a partner's name server holds
+        # none of the places the other partners' connections need.
+        addresses = await resolver.resolve(origin.host, origin.port)
         if slots.locked():
             # Every connection the ceiling allows is open: an idle one makes room.
             self._close_longest_idle()
@@ -573,11 +720,13 @@ class HttpUpstream:
 
         secure = origin.scheme == "https"
         try:
+            sock = await _connect_to_any(loop, addresses)
+            # The loop owns the socket from here, and closes it if this fails.
             _, connection = await loop.create_connection(
                 lambda: _Connection(loop, closed),
-                origin.host,
-                origin.port,
+                sock=sock,
                 ssl=self._ssl if secure else None,
+                # The certificate is checked against the name, not the address it led to.
                 server_hostname=origin.host if secure else None,
             )
         except BaseException:

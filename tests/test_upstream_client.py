@@ -11,8 +11,10 @@ import os
 import resource
 import socket
 import ssl
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -717,8 +719,11 @@ def test_anything_but_an_http_origin_is_refused(base: str) -> None:
 # --- TLS ----------------------------------------------------------------------------------------
 
 
-def _self_signed(folder: Path) -> tuple[Path, Path]:
+def _self_signed(folder: Path, dns_name: str | None = None) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
+    names: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    if dns_name is not None:
+        names.append(x509.DNSName(dns_name))
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.datetime.now(datetime.UTC)
     cert = (
@@ -729,10 +734,7 @@ def _self_signed(folder: Path) -> tuple[Path, Path]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
@@ -912,3 +914,125 @@ def test_a_connection_numbered_past_1024_is_looked_at_too() -> None:
         os.close(high)
         left.close()
         right.close()
+
+
+# --- names --------------------------------------------------------------------------------------
+
+
+@dataclass
+class NameServers:
+    """The system's resolver, as the client sees it: names in `addresses` lead to loopback; a
+    lookup for a name in `hanging` gets no answer until `answer` is set, then fails as one that
+    timed out."""
+
+    real: Callable[..., Any]
+    addresses: dict[str, str] = field(default_factory=dict)
+    hanging: set[str] = field(default_factory=set)
+    answer: threading.Event = field(default_factory=threading.Event)
+    asked: list[str] = field(default_factory=list)  # each lookup, as its thread made it
+
+    def getaddrinfo(self, host: str, port: int, *args: Any, **kwargs: Any) -> Any:
+        if host in self.hanging:
+            self.asked.append(host)
+            self.answer.wait(BOUND_S)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        if host in self.addresses:
+            self.asked.append(host)
+            return self.real(self.addresses[host], port, *args, **kwargs)
+        return self.real(host, port, *args, **kwargs)
+
+
+@pytest.fixture
+def names(monkeypatch: pytest.MonkeyPatch) -> Iterator[NameServers]:
+    servers = NameServers(socket.getaddrinfo)
+    monkeypatch.setattr(socket, "getaddrinfo", servers.getaddrinfo)
+    yield servers
+    servers.answer.set()  # no thread left waiting on a name server past the test
+
+
+async def test_a_partner_whose_name_server_hangs_keeps_no_other_from_being_reached(
+    partner: RawPartner, names: NameServers
+) -> None:
+    names.hanging.add("slow-dns.example")
+    names.addresses["partner.example"] = "127.0.0.1"
+    upstream = HttpUpstream(connections=256)  # at most 64 in use to one origin
+    await upstream.start()
+    try:
+        # More shares to the partner whose name server does not answer than asyncio's default
+        # executor has threads (32 at most); each gives up at its deadline, nothing sent.
+        slow = request_to("http://slow-dns.example/v1/x", timeout_s=0.2)
+        results = await asyncio.gather(
+            *(upstream.send(slow) for _ in range(40)), return_exceptions=True
+        )
+        assert all(isinstance(r, UpstreamFailure) and r.failure == "error" for r in results)
+        # Another partner reached by its name, and the process's other work on threads.
+        response = await upstream.send(
+            request_to(f"http://partner.example:{partner.port}/v1/x", timeout_s=BOUND_S / 2)
+        )
+        assert response.status == 200
+        assert [r.header_values("Host") for r in partner.requests] == [
+            [f"partner.example:{partner.port}"]
+        ]
+        assert await asyncio.wait_for(asyncio.to_thread(lambda: "ran"), BOUND_S) == "ran"
+    finally:
+        names.answer.set()
+        await upstream.close()
+
+
+async def test_shares_waiting_for_one_name_share_one_lookup_and_no_failure_is_kept(
+    partner: RawPartner, names: NameServers
+) -> None:
+    names.hanging.add("partner.example")
+    names.addresses["partner.example"] = "127.0.0.1"
+    upstream = HttpUpstream()
+    await upstream.start()
+    target = f"http://partner.example:{partner.port}/v1/x"
+    waiting = [
+        asyncio.create_task(upstream.send(request_to(target, timeout_s=BOUND_S))) for _ in range(10)
+    ]
+    try:
+        async with asyncio.timeout(BOUND_S):
+            while not names.asked:  # noqa: ASYNC110 - the first lookup made
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)  # another lookup would have been made by now
+        assert names.asked == ["partner.example"]
+        # The name server's lookup times out: every share waiting on it fails, nothing sent.
+        names.hanging.clear()
+        names.answer.set()
+        results = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), BOUND_S)
+        assert all(isinstance(r, UpstreamFailure) and r.failure == "error" for r in results)
+        assert partner.connections == 0
+        # The next share asks again, and the name server answers this time.
+        response = await upstream.send(request_to(target))
+        assert response.status == 200
+        assert names.asked == ["partner.example"] * 2
+        assert len(partner.requests) == 1
+    finally:
+        for task in waiting:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        await upstream.close()
+
+
+async def test_a_partner_reached_by_name_over_tls_is_verified_against_that_name(
+    tmp_path: Path, names: NameServers
+) -> None:
+    cert, key = _self_signed(tmp_path, dns_name="partner.example")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    partner = await RawPartner().start(context)
+    partner.script = answer_ok
+    # Both names lead to the partner's address; its certificate names only one of them.
+    names.addresses.update({"partner.example": "127.0.0.1", "other.example": "127.0.0.1"})
+    upstream = HttpUpstream(ssl_context=ssl.create_default_context(cafile=str(cert)))
+    await upstream.start()
+    try:
+        response = await upstream.send(request_to(f"https://partner.example:{partner.port}/v1/x"))
+        assert response.status == 200
+        with pytest.raises(UpstreamFailure) as caught:
+            await upstream.send(request_to(f"https://other.example:{partner.port}/v1/x"))
+        assert caught.value.failure == "error"
+    finally:
+        await upstream.close()
+        await partner.close()
+    assert len(partner.requests) == 1
