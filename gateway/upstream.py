@@ -172,6 +172,7 @@ class _Connection(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
         self._size = 0
+        self._faulty_framing = False  # an HTTP/1.0 answer in chunks: read, then closed
         self._head_bytes = 0  # received while the final answer's head is incomplete
         self._framing = 0  # received after the head since the last body bytes: chunk
         # framing and trailer fields, which no other cap bounds
@@ -283,6 +284,9 @@ class _Connection(asyncio.Protocol):
         if codings and codings != [b"chunked"]:
             # llhttp takes the chunks apart, nothing decodes gzip or deflate under them.
             raise _Broken(UpstreamError("the partner's answer has an unknown transfer coding"))
+        # HTTP/1.0 knows no transfer coding: such framing is faulty, and the connection ends
+        # after the answer whatever it says of keep-alive (RFC 9112 6.1).
+        self._faulty_framing = bool(codings) and self._parser.get_http_version() == "1.0"
 
     def on_body(self, chunk: bytes) -> None:
         self._framing = 0
@@ -294,7 +298,7 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self._status is None:
             return  # the end of an interim answer
-        self._finish(keep_alive=self._parser.should_keep_alive())
+        self._finish(keep_alive=self._parser.should_keep_alive() and not self._faulty_framing)
 
     # -- the exchange --------------------------------------------------------------------------
 

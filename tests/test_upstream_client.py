@@ -120,6 +120,21 @@ async def test_keep_alive_connections_are_reused(client: HttpUpstream, partner: 
     assert (partner.connections, len(partner.requests)) == (1, 5)
 
 
+async def test_an_http_1_0_answer_in_chunks_is_read_and_its_connection_not_reused(
+    client: HttpUpstream, partner: RawPartner
+) -> None:
+    # HTTP/1.0 knows no chunks: such framing is faulty, and the connection ends after the
+    # answer (RFC 9112 6.1), whatever it says of keep-alive.
+    partner.script = writes(
+        b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b'8\r\n{"n": 1}\r\n0\r\n\r\n'
+    )
+    for _ in range(2):
+        response = await client.send(request_to(url(partner)))
+        assert response.body == b'{"n": 1}'
+    assert (partner.connections, len(partner.requests)) == (2, 2)
+
+
 async def test_a_share_that_ends_after_the_client_closed_leaves_no_connection(
     partner: RawPartner,
 ) -> None:
