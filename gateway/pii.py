@@ -287,17 +287,19 @@ _FOLD_RUN: Final = re.compile(
 _AT_OPEN: Final = "(\\[\uff08\uff3b\u3010"
 _AT_CLOSE: Final = ")\\]\uff09\uff3d\u3011"
 # Nothing can match without a digit, '@' or ':' (full-width digits and '＠' included), a '#'
-# between a letter or digit and another, or an opening bracket before "at" (full-width letters
-# too: they are folded later), an invisible character standing in for any of those letters.
+# between a letter or digit and another, an `&commat;`, or an opening bracket before "at"
+# (full-width letters too: they are folded later), an invisible character standing in for any
+# of those letters.
 # Each branch after the class looks at the one character matched, so prose is still skipped at
 # C speed.
 _INVISIBLE_CLASS: Final = _char_class(_INVISIBLE_BMP)
 _MAY_CONTAIN: Final = re.compile(
-    "[0-9:@#\uff10-\uff19\uff20"
+    "[0-9:@#&\uff10-\uff19\uff20"
     + _AT_OPEN
     + _char_class(_BMP_DIGITS)
     + "\U00010000-\U0010ffff]"
-    + f"(?:(?<![#{_AT_OPEN}])"
+    + f"(?:(?<![#&{_AT_OPEN}])"
+    + "|(?<=&)(?=commat;)"
     + f"|(?<=[0-9A-Za-z_{_INVISIBLE_CLASS}]#)(?=[0-9A-Za-z{_INVISIBLE_CLASS}])"
     + f"|(?<=[{_AT_OPEN}])(?=[ \u3000]?(?:[Aa\uff21\uff41][Tt\uff34\uff54{_INVISIBLE_CLASS}]"
     + f"|[{_INVISIBLE_CLASS}])))"
@@ -1223,8 +1225,9 @@ def _fold_stops(text: str) -> str:
 # '@' or '.' written as an HTML character reference ("zhangsan&#64;example.com", as rich text
 # stores it). The spaces around a bracketed dot belong to it.
 _SPELLED: Final = re.compile(
-    "(?P<at>&#(?:0*64|[xX]0*40);)"
-    "|&#(?:0*46|[xX]0*2[eE]);"
+    # A numeric reference goes without its ';' in a browser too (`&#64example.com`).
+    "(?P<at>&(?:#(?:0*64(?![0-9])|[xX]0*40(?![0-9A-Fa-f]));?|commat;))"
+    "|&(?:#(?:0*46(?![0-9])|[xX]0*2[eE](?![0-9A-Fa-f]));?|period;)"
     f"|[{_AT_OPEN}] ?[Dd][Oo][Tt] ?[{_AT_CLOSE}]"
 )
 _DOT_SPACES: Final = 2
@@ -1234,7 +1237,7 @@ def _may_spell(text: str, address: bool) -> bool:
     # A test of one character first, as in `_may_hold_address`: a search of every string
     # holding a digit for all the spellings made the scanner a fifth slower on office prose.
     # A dot spelled out is looked for only where an at sign is.
-    return ("&" in text and "&#" in text) or (
+    return ("&" in text and ("&#" in text or "&commat;" in text or "&period;" in text)) or (
         address and ("ot" in text or "OT" in text or "Ot" in text or "oT" in text)
     )
 
@@ -1292,20 +1295,44 @@ def _spans(text: str, allowed: frozenset[str]) -> list[_Span]:
         # invisible character beside one may hide it.
         if any(_may_hide(text, at, address) for at in found):
             holes = found
-    spelled = _spelled_out(text) if _may_spell(text, address) else []
-    if not holes and not spelled:
+    if not holes and not _may_spell(text, address):
         return spans
-    visible, gone = _rewritten(text, holes, spelled)
+    # The text as it reads: without the invisible characters first (they may sit inside a
+    # spelled-out sign, `(d\u200bot)`), then with each spelled-out sign written as itself.
+    # Each step keeps where its gone characters sat, to place the spans found back.
+    visible, steps = text, []
+    if holes:
+        visible, gone = _rewritten(visible, holes, [])
+        steps.append(_sits(gone))
+        address = _may_hold_address(_fold(visible, astral)[0])
+    if _may_spell(visible, address) and (spelled := _spelled_out(visible)):
+        visible, gone = _rewritten(visible, [], spelled)
+        steps.append(_sits(gone))
+    if not steps:
+        return spans
     visible, _ = _fold(visible, astral)
-    # Where each gone character sat in the visible text: visible offset v is original v + the
-    # characters gone at or before it. A span of the visible text covers those inside it.
-    sits = [at - n for n, at in enumerate(gone)]
     unhidden = [
-        (start + bisect.bisect_right(sits, start), end + bisect.bisect_right(sits, end - 1), cat)
+        (*_placed(start, end, steps), cat)
         for start, end, cat in _find_spans(visible, astral, _may_hold_address(visible))
         if cat not in allowed
     ]
     return _merge(unhidden, spans)
+
+
+def _sits(gone: list[int]) -> list[int]:
+    """Where each gone character sat in the text without them: an offset v there is v + the
+    characters gone at or before it in the text with them."""
+    return [at - n for n, at in enumerate(gone)]
+
+
+def _placed(start: int, end: int, steps: list[list[int]]) -> tuple[int, int]:
+    """A span of the rewritten text in the original: it covers the gone characters inside."""
+    for sits in reversed(steps):
+        start, end = (
+            start + bisect.bisect_right(sits, start),
+            end + bisect.bisect_right(sits, end - 1),
+        )
+    return start, end
 
 
 # What an invisible character must stand beside to hide anything: a character identifiers are

@@ -1065,6 +1065,14 @@ def test_at_in_brackets_makes_no_address_of_prose(text: str) -> None:
         ("<p>zhangsan&#x40;example&#46;com</p>", "zhangsan&#x40;example&#46;com"),
         ("zhangsan&#0064;example&#x2E;com", "zhangsan&#0064;example&#x2E;com"),
         ("邮箱zhangsan(at)example\u200b(dot)com", "zhangsan(at)example\u200b(dot)com"),
+        # An invisible character inside a spelled-out sign hides nothing either.
+        ("邮箱zhangsan(at)example(d\u200bot)com", "zhangsan(at)example(d\u200bot)com"),
+        ("li.si@mail [d\u00adot] qq [dot] com", "li.si@mail [d\u00adot] qq [dot] com"),
+        ("邮箱zhangsan(a\u200bt)example(dot)com", "zhangsan(a\u200bt)example(dot)com"),
+        # Named references, and numeric ones without their ';', as a browser reads them.
+        ("zhangsan&commat;example&period;com", "zhangsan&commat;example&period;com"),
+        ("<p>zhangsan&#64example.com</p>", "zhangsan&#64example.com"),
+        ("zhangsan&#x40;mail&#46cn", "zhangsan&#x40;mail&#46cn"),
     ],
 )
 def test_email_with_spelled_out_dots_or_character_references_found(text: str, value: str) -> None:
@@ -1089,7 +1097,9 @@ def test_spelled_out_dots_beside_other_identifiers() -> None:
         "zhangsan(at)example(dot)",  # no top-level domain
         "&#64;example.com",  # no local part
         "zhangsan&#65;example.com",  # 'A', not '@'
-        "zhangsan&#64example.com",  # no ';': not a character reference
+        "zhangsan&#640example.com",  # another character: '&#640' is not '&#64' and a '0'
+        "zhangsan&#x40bexample.com",  # nor is '&#x40b' '&#x40'
+        "R&D costs 5 units & more",
         "zhangsan(at)example(dotcom)",
         "version 1(dots)2",
     ],
@@ -1637,6 +1647,9 @@ FRAGMENTS = [
     " [DOT] ",
     "&#64;",
     "&#46;",
+    "&commat;",
+    "&#64",
+    "\u200b",
     "（AT）",
     "【at】",
     "zhangsan#163.com",
