@@ -456,8 +456,9 @@ async def test_shares_of_a_log_removed_under_the_gateway_is_unavailable(
     [
         "UPDATE shares SET fields_sent = '[oops'",
         "UPDATE shares SET caller = CAST(x'ff41' AS TEXT)",
+        "UPDATE shares SET caller = CAST(caller AS BLOB)",
     ],
-    ids=["json", "utf8"],
+    ids=["json", "utf8", "blob"],
 )
 async def test_shares_of_a_damaged_entry_is_unavailable(
     make_gateway: GatewayFactory, tmp_path: Path, change: str

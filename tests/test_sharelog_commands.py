@@ -301,13 +301,22 @@ async def test_a_subject_lookup_under_another_hash_key_is_refused_not_answered_e
     assert f"is not signed with this hash key: is {KEY_ENV} the gateway's?" in err
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        "DELETE FROM head",
+        "UPDATE head SET seq = 'x'",
+        "UPDATE head SET mac = CAST(mac AS BLOB)",
+    ],
+    ids=["removed", "seq_altered", "mac_a_blob"],
+)
 async def test_a_subject_lookup_in_a_log_without_its_head_is_refused(
-    logged: Settings, capsys: pytest.CaptureFixture[str]
+    logged: Settings, capsys: pytest.CaptureFixture[str], change: str
 ) -> None:
-    tamper(logged.share_log.path, "DELETE FROM head")
+    tamper(logged.share_log.path, change)
     code, out, err = run(["logs", "subject", "alice"], logged, capsys)
     assert (code, out) == (2, "")
-    assert "has no signed head: run `share-gateway logs verify`" in err
+    assert "has no signed head it can read: run `share-gateway logs verify`" in err
 
 
 @pytest.mark.parametrize(
@@ -317,8 +326,9 @@ async def test_a_subject_lookup_in_a_log_without_its_head_is_refused(
         "UPDATE shares SET caller = CAST(x'ff41' AS TEXT) WHERE share_id = 's-1'",
         "UPDATE shares SET ts = 12 WHERE share_id = 's-1'",
         "UPDATE outcomes SET latency_ms = 'slow' WHERE share_id = 's-1'",
+        "UPDATE shares SET caller = CAST(caller AS BLOB) WHERE share_id = 's-1'",
     ],
-    ids=["json", "utf8", "ts_number", "latency_text"],
+    ids=["json", "utf8", "ts_number", "latency_text", "blob"],
 )
 @pytest.mark.parametrize(
     "argv",
@@ -807,6 +817,20 @@ async def test_prune_refuses_a_file_that_is_not_a_share_log(
     assert (code, out) == (2, "")
     assert "not a share log" in err
     assert _files(path.parent) == before
+
+
+async def test_a_dry_run_prune_fails_where_the_prune_fails(
+    logged: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The last entry removed: the signed head is not the tail any more.
+    tamper(
+        logged.share_log.path,
+        "DELETE FROM checkpoints WHERE seq = (SELECT MAX(seq) FROM checkpoints)",
+    )
+    for dry_run in ([], ["--dry-run"]):
+        code, out, err = run(["logs", "prune", "--before", "2000-01-01", *dry_run], logged, capsys)
+        assert (code, out) == (1, "")
+        assert "entries were removed or altered" in err
 
 
 def _files(folder: Path) -> dict[str, bytes]:

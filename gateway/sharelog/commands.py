@@ -307,7 +307,7 @@ def _subject_ref(settings: Settings, subject_id: str, path: Path) -> str:
     # answer a person's request for their records falsely.
     signed = review.signed_with(path, key)
     if signed is None:
-        raise UsageError(f"{path} has no signed head: run `share-gateway logs verify`")
+        raise UsageError(f"{path} has no signed head it can read: run `share-gateway logs verify`")
     if not signed:
         raise UsageError(
             f"{path} is not signed with this hash key: is {settings.secrets.hash_key_env} "

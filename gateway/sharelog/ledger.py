@@ -181,11 +181,40 @@ class Ledger:
     def open_read_only(cls, path: Path, master_key: bytes) -> Ledger:
         """Open an existing file only to read it (a dry-run prune): nothing is created,
         migrated or switched to WAL, and no lock is taken that a running gateway would wait for.
-        Raises SchemaError when it is not a share log this gateway reads."""
-        return cls(connect_ro(path), master_key, checkpoint_every=1)
+        Raises SchemaError when it is not a share log this gateway reads, and LedgerError, as
+        `open` does, when its signed head is not its last entry."""
+        ledger = cls(connect_ro(path), master_key, checkpoint_every=1)
+        try:
+            ledger._check_head()
+        except BaseException:
+            ledger.close()
+            raise
+        return ledger
 
     def close(self) -> None:
         self.conn.close()
+
+    def _check_head(self, *, creating: bool = False) -> bool:
+        """Check the head against the tail; True when a new file has neither (and `creating`)."""
+        head = self.conn.execute("SELECT seq, hash FROM head").fetchone()
+        last = self.conn.execute(_LAST_SEQ).fetchone()
+        if head is None:
+            if last is None and creating:
+                return True
+            raise LedgerError(
+                "the share log has entries but no head: run `share-gateway logs verify`"
+                if last is not None
+                else "the share log has no head: run `share-gateway logs verify`"
+            )
+        tail = (0, GENESIS_HASH) if last is None else (int(last[0]), str(last[1]))
+        if (int(head[0]), str(head[1])) != tail:
+            # Appending now would re-sign the damaged tail and erase the evidence.
+            raise LedgerError(
+                f"the share log's last entry (seq {tail[0]}) is not its signed head "
+                f"(seq {head[0]}): entries were removed or altered; "
+                "run `share-gateway logs verify`"
+            )
+        return False
 
     # -- transactions --------------------------------------------------------------------------
 
@@ -537,27 +566,12 @@ class Ledger:
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            head = conn.execute("SELECT seq, hash FROM head").fetchone()
-            last = conn.execute(_LAST_SEQ).fetchone()
-            if head is None:
-                if last is not None:
-                    raise LedgerError(
-                        "the share log has entries but no head: run `share-gateway logs verify`"
-                    )
+            if self._check_head(creating=True):
                 conn.execute(
                     "INSERT INTO head (id, seq, hash, mac, checkpoint_seq) VALUES (1, 0, ?, ?, 0)",
                     (GENESIS_HASH, head_mac(self._key, 0, GENESIS_HASH)),
                 )
                 self.created = True
-            else:
-                tail = (0, GENESIS_HASH) if last is None else (int(last[0]), str(last[1]))
-                if (int(head[0]), str(head[1])) != tail:
-                    # Appending now would re-sign the damaged tail and erase the evidence.
-                    raise LedgerError(
-                        f"the share log's last entry (seq {tail[0]}) is not its signed head "
-                        f"(seq {head[0]}): entries were removed or altered; "
-                        "run `share-gateway logs verify`"
-                    )
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

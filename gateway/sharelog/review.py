@@ -131,6 +131,12 @@ def _where(**filters: Unpack[ShareFilters]) -> tuple[str, list[Any]]:
 
 def _share_row(row: Sequence[Any]) -> dict[str, Any]:
     names = ("seq", *SHARE_FIELDS, "prev_hash", "hash")
+    if any(isinstance(value, bytes) for value in row):
+        # No entry is written with a blob: one there was put there since.
+        raise UnreadableEntry(
+            f"the share at seq {row[0]!r} holds a value no share is written with: "
+            "run `share-gateway logs verify`"
+        )
     out: dict[str, Any] = {}
     for name, value in zip(names, row, strict=False):
         if name in LIST_FIELDS or name in MAP_FIELDS:
@@ -1058,13 +1064,16 @@ def _end_seq(conn: sqlite3.Connection, fn: Literal["MIN", "MAX"]) -> int | None:
 
 
 def signed_with(path: Path, master_key: bytes) -> bool | None:
-    """Whether the log's signed head is signed with `master_key`; None when it has no head."""
+    """Whether the log's signed head is signed with `master_key`; None when it has no head
+    that can be read."""
     with _reader(path) as conn:
         row = conn.execute("SELECT seq, hash, mac FROM head").fetchone()
     if row is None:
         return None
     seq, digest, mac = row
-    return macs_equal(str(mac), head_mac(seal_key(master_key), int(seq), str(digest)))
+    if type(seq) is not int or not isinstance(digest, str) or not isinstance(mac, str):
+        return None  # altered: `logs verify` says how
+    return macs_equal(mac, head_mac(seal_key(master_key), seq, digest))
 
 
 def _first_undecodable(conn: sqlite3.Connection) -> int | None:
