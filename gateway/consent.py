@@ -347,6 +347,10 @@ class ConsentRegistry:
             return None
         return found.st_dev, found.st_ino
 
+    def readable(self) -> bool:
+        """Whether the file the registry opened is still the one at its path."""
+        return self._file_identity() == self._opened
+
     def _check_file(self) -> None:
         """Refuse to go on with a file replaced (a backup restored with `mv`) or removed.
 
@@ -354,7 +358,7 @@ class ConsentRegistry:
         new one would not take effect. Nor can they be reopened safely: SQLite leaves the old
         file's write-ahead log beside the new one, and would read it as the new file's own.
         """
-        if self._file_identity() != self._opened:
+        if not self.readable():
             raise RegistryReplaced(self.path)
 
     def _connect(self) -> sqlite3.Connection:

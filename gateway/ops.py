@@ -92,9 +92,12 @@ async def health(request: web.Request, runtime: Runtime) -> web.StreamResponse:
 
 
 async def ready(request: web.Request, runtime: Runtime) -> web.StreamResponse:
+    registry = runtime.terms.registry
     checks = {
         "contracts_loaded": bool(runtime.policy.partners),
         "share_log_writable": runtime.share_log.writable(),
+        # Its file replaced or removed, no share needing consent can go until a restart.
+        "consent_registry_readable": registry is None or registry.readable(),
     }
     ok = all(checks.values())
     return _json({"ready": ok, **checks}, status=200 if ok else 503)

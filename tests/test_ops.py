@@ -47,6 +47,22 @@ async def test_health_and_readiness(make_gateway: GatewayFactory) -> None:
     assert gw.partner.received == []
 
 
+async def test_a_consent_registry_replaced_under_the_gateway_makes_it_not_ready(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    gw = await make_gateway()
+    ready = await gw.client.get("/_gateway/ready")
+    assert (ready.status, (await ready.json())["consent_registry_readable"]) == (200, True)
+    registry = gw.runtime.terms.registry
+    assert registry is not None
+    restored = tmp_path / "restored.sqlite"
+    restored.write_bytes(registry.path.read_bytes())
+    restored.replace(registry.path)
+    not_ready = await gw.client.get("/_gateway/ready")
+    assert not_ready.status == 503
+    assert (await not_ready.json())["consent_registry_readable"] is False
+
+
 async def test_ops_paths_are_never_forwarded(make_gateway: GatewayFactory) -> None:
     gw = await make_gateway()
     response = await gw.client.get("/_gateway/anything")
