@@ -52,10 +52,9 @@ class RoutePolicy:
     # carry a resident ID (and so a birth date).
     birth_date_fields: tuple[str, ...]
     id_number_paths: tuple[str, ...]
-    # The route names fields inside each of its `records`: a record must then be an object.
-    object_records: bool = False
-    # The route sends its records as they are, and nothing inside them: each must be a value.
-    scalar_records: bool = False
+    # What a record may be for anything of it to go ("object", "array", "value"), where the
+    # route names fields in its `records`; empty where any record goes (a whole subtree).
+    record_shapes: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,25 +182,29 @@ def _compile_route(route: Route, gateway_set: frozenset[str], minors_matter: boo
         id_number_paths=tuple(
             f.path for f in route.fields or () if f.category == ID_NUMBER_CATEGORY
         ),
-        object_records=_object_records(route),
-        scalar_records=_scalar_records(route),
+        record_shapes=_record_shapes(route),
     )
 
 
-def _object_records(route: Route) -> bool:
-    if route.records is None:
-        return False
-    inside = route.records + "."
-    named = [route.subject, route.birth_date, *(f.path for f in route.fields or ())]
-    return any(p is not None and p.startswith(inside) and p != inside + "**" for p in named)
-
-
-def _scalar_records(route: Route) -> bool:
-    """The records are values the route sends as they are (`records: names[]` with a field
-    `names[]`), and nothing inside them: an object or array is none of them."""
-    if route.records is None or _object_records(route):
-        return False
-    return any(f.path == route.records for f in route.fields or ())
+def _record_shapes(route: Route) -> frozenset[str]:
+    """What each record must be for the paths the route names in it to find anything: an object
+    (`applicants[].name`), an array (`batch[][]`), a value sent as it is (`names[]`)."""
+    records = route.records
+    if records is None:
+        return frozenset()
+    shapes: set[str] = set()
+    for path in (route.subject, route.birth_date, *(f.path for f in route.fields or ())):
+        if path is None:
+            continue
+        if path == records:
+            shapes.add("value")
+        elif path == records + ".**":
+            return frozenset()  # the whole of every record, whatever it is
+        elif path.startswith(records + "."):
+            shapes.add("object")
+        elif path.startswith(records + "[]"):
+            shapes.add("array")
+    return frozenset(shapes)
 
 
 def _birth_date_fields(route: Route, minors_matter: bool) -> tuple[str, ...]:

@@ -80,17 +80,19 @@ def subjects_of(
     if route.records is None:
         return [_subject(route, None, doc, query, params)]
     records = select(doc, route.records)
-    # A record of the wrong shape: nothing of it would go (the filter drops it), yet it would
-    # count as a record, in the share record and against the daily cap.
-    if route.object_records:
+    shapes = route.record_shapes
+    if shapes:
         for index, item in enumerate(records):
-            if type(item) is not dict:
-                raise MalformedBody(f"record {index} of {route.records} is not an object")
-    elif route.scalar_records:
-        for index, item in enumerate(records):
-            if isinstance(item, dict | list):
-                raise MalformedBody(f"record {index} of {route.records} is not a single value")
+            shape = "object" if type(item) is dict else "array" if type(item) is list else "value"
+            if shape not in shapes:
+                # Nothing of it would go (the filter drops it), yet it would count as a
+                # record: in the share record and against the daily cap.
+                expected = " or ".join(_SHAPES[s] for s in sorted(shapes))
+                raise MalformedBody(f"record {index} of {route.records} is not {expected}")
     return [_subject(route, i, item, query, params) for i, item in enumerate(records)]
+
+
+_SHAPES: Final = {"array": "an array", "object": "an object", "value": "a single value"}
 
 
 def _subject(

@@ -1671,6 +1671,27 @@ async def test_a_record_that_is_no_single_value_is_refused_where_records_are_val
     assert gw.log.records[-1].records == 3
 
 
+@pytest.mark.parametrize(
+    ("fields", "odd", "expected"),
+    [
+        (["batch[][]"], "Li", "an array"),
+        (["batch[][]"], {"name": "Li"}, "an array"),
+    ],
+)
+async def test_a_record_of_no_shape_the_route_sends_is_refused(
+    make_gateway: GatewayFactory, fields: list[str], odd: object, expected: str
+) -> None:
+    route = {
+        **NAMELESS_BATCH_ROUTE,
+        "records": "batch[]",
+        "fields": [{"path": path, "category": "identity.name"} for path in fields],
+    }
+    gw = await make_gateway([contract(routes=[*ROUTES, route])])
+    response = await gw.share("POST", "/acme/v1/names", json={"batch": [["Wang"], odd]})
+    await assert_refused(gw, response, 400, "malformed_body")
+    assert f"record 1 of batch[] is not {expected}" in (await error_of(response))["message"]
+
+
 async def test_records_of_a_whole_subtree_may_be_any_value_and_each_counts(
     make_gateway: GatewayFactory,
 ) -> None:
