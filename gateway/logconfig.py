@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Iterable, Mapping
@@ -32,28 +33,31 @@ class Stdout:
     def __init__(self) -> None:
         self.lost_lines = 0
         self._noted_at = -LOST_NOTE_INTERVAL_S
+        self._lock = threading.Lock()  # lines are lost on the loop and the share log's printer
 
     def write(self, data: bytes, /) -> int:
         try:
             return sys.stdout.buffer.write(data)
         except (OSError, ValueError) as exc:
-            self._lost(data.count(b"\n"), exc)
+            self.lose(data.count(b"\n"), exc)
             return len(data)
 
     def flush(self) -> None:
         try:
             sys.stdout.buffer.flush()
         except (OSError, ValueError) as exc:
-            self._lost(0, exc)
+            self.lose(0, exc)
 
-    def _lost(self, lines: int, exc: Exception) -> None:
-        self.lost_lines += lines
-        now = time.monotonic()
-        if now - self._noted_at < LOST_NOTE_INTERVAL_S:
-            return
-        self._noted_at = now
+    def lose(self, lines: int, why: object) -> None:
+        """Count `lines` that never reached stdout, and say so on stderr now and then."""
+        with self._lock:
+            self.lost_lines += lines
+            now = time.monotonic()
+            if now - self._noted_at < LOST_NOTE_INTERVAL_S:
+                return
+            self._noted_at = now
         try:
-            sys.stderr.write(f"stdout_failed: {self.lost_lines} log lines lost so far ({exc})\n")
+            sys.stderr.write(f"stdout_failed: {self.lost_lines} log lines lost so far ({why})\n")
             sys.stderr.flush()
         except (OSError, ValueError):
             pass  # nowhere left to say it

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,6 +30,7 @@ from gateway.metrics import REGISTRY
 from gateway.runtime import StartupError
 from gateway.settings import ShareLogSettings
 from gateway.sharelog import MemoryShareLog, ShareLog, ShareOutcome, ShareRecord, ShareSink, schema
+from gateway.sharelog import printer as printer_module
 from gateway.sharelog import store as store_module
 from gateway.sharelog.ledger import PruneRefused, PruneUnverified
 from gateway.sharelog.review import query, verify
@@ -546,7 +548,8 @@ async def test_the_loop_never_opens_the_log_itself(tmp_path: Path) -> None:
     assert [r["share_id"] for r in query(share_log.path)] == ["s-1", "s-2"]
 
 
-async def test_a_stalled_stdout_never_holds_up_a_record(tmp_path: Path) -> None:
+@pytest.mark.parametrize("durability", ["batched", "strict"])
+async def test_a_stalled_stdout_never_holds_up_a_record(tmp_path: Path, durability: str) -> None:
     release = threading.Event()
 
     class StalledStdout(Events):
@@ -556,15 +559,65 @@ async def test_a_stalled_stdout_never_holds_up_a_record(tmp_path: Path) -> None:
             super().info(event, *args, **kw)
 
     events = StalledStdout()
-    share_log = await ShareLog.open(log_settings(tmp_path, stdout=True), KEY, logger=events)
+    settings = log_settings(tmp_path, stdout=True, durability=durability)
+    share_log = await ShareLog.open(settings, KEY, logger=events)
     try:
         for share_id in ("s-1", "s-2", "s-3"):
+            # In strict mode the writer thread commits, and once printed what it committed.
             await asyncio.wait_for(share_log.record(make_record(share_id)), BOUND_S / 2)
+            await asyncio.sleep(2 * store_module._PRINT_INTERVAL_S)  # the loop's are handed over
+        # The writer thread, which also checkpoints the WAL and retries failed writes, is free.
+        long_ago = datetime(2000, 1, 1, tzinfo=UTC)
+        await asyncio.wait_for(share_log.prune(long_ago, dry_run=True), BOUND_S / 2)
         assert events.named("share_recorded") == []  # still stuck printing the first
     finally:
         release.set()
         await share_log.close()
     assert [e["share_id"] for e in events.named("share_recorded")] == ["s-1", "s-2", "s-3"]
+
+
+async def test_lines_a_stalled_stdout_cannot_take_are_lost_and_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(printer_module, "MAX_WAITING", 4)
+    monkeypatch.setattr(store_module, "_PRINT_DRAIN_S", 0.2)
+    stalled = threading.Event()
+    never = threading.Event()
+
+    class StalledStdout(Events):
+        def info(self, event: str, *args: Any, **kw: Any) -> None:
+            if event == "share_recorded":
+                stalled.set()
+                never.wait(BOUND_S)  # a log collector that never reads again
+            super().info(event, *args, **kw)
+
+        def error(self, event: str, *args: Any, **kw: Any) -> None:
+            super().error(event, *args, **kw)
+            if lost() >= 3:
+                three_lost.set()
+
+    def lost() -> int:
+        return sum(e["count"] for e in events.named("share_log_lines_lost"))
+
+    three_lost = threading.Event()
+    events = StalledStdout()
+    settings = log_settings(tmp_path, stdout=True, durability="strict")
+    share_log = await ShareLog.open(settings, KEY, logger=events)
+    await asyncio.wait_for(share_log.record(make_record("s-0")), BOUND_S)
+    await asyncio.wait_for(asyncio.to_thread(stalled.wait), BOUND_S)  # printing s-0, stuck
+    for i in range(1, 7):  # one line each: with s-0's, four wait, three are lost
+        await asyncio.wait_for(share_log.record(make_record(f"s-{i}")), BOUND_S)
+    # A record is answered before the writer hands its line over: the last may still come.
+    assert await asyncio.to_thread(three_lost.wait, BOUND_S)
+    assert lost() == 3
+    started = time.monotonic()
+    await asyncio.wait_for(share_log.close(), BOUND_S / 2)  # waits 0.2 s, not for stdout
+    assert time.monotonic() - started < BOUND_S / 2
+    # Closing wrote seven `unknown` outcomes and a checkpoint, with no room to wait; the four
+    # waiting were lost when the log closed.
+    assert lost() == 3 + (7 + 1) + 4
+    never.set()
+    assert [r["share_id"] for r in query(share_log.path)] == [f"s-{i}" for i in range(7)]
 
 
 async def test_without_stdout_no_events_are_emitted(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from gateway.metrics import SHARE_LOG_QUEUE_DEPTH, SHARE_LOG_WRITE_LATENCY
 from gateway.settings import ShareLogSettings
 from gateway.sharelog.chain import Entry, ShareDraft, draft_share
 from gateway.sharelog.ledger import Ledger, PruneResult, PruneUnverified
+from gateway.sharelog.printer import Printer
 from gateway.sharelog.record import ShareOutcome, ShareRecord
 from gateway.sharelog.schema import LOCK_SUFFIX, Connect
 
@@ -75,8 +76,10 @@ _CHECKPOINT_INTERVAL_S = 1.0
 # commit that needs a new page would fail, and readiness would only say so after shares failed.
 # A few hundred commits' worth of WAL pages; a disk this full needs attention whatever happens.
 MIN_FREE_BYTES = 4 * 1024 * 1024
-# How long entries committed on the event loop wait before the writer thread prints them.
+# How long entries committed on the event loop wait before they go to the printer thread.
 _PRINT_INTERVAL_S = 0.05
+# How long closing the log waits for the printer to print what is left.
+_PRINT_DRAIN_S = 5.0
 # Outcomes a failed commit could not write wait for the next one that succeeds; at most this
 # many (a share whose outcome is lost is closed as `unknown` on the next start).
 _HELD_OUTCOMES_MAX = 100_000
@@ -163,7 +166,8 @@ class ShareLog:
         self._uncheckpointed = False
         self._checkpointer: sqlite3.Connection | None = None  # the writer thread's own
         self._checkpoint_due = 0.0
-        self._to_print: list[Entry] = []  # committed on the loop, for the writer to print
+        self._to_print: list[Entry] = []  # committed on the loop, for the printer
+        self._printer: Printer | None = None  # with `stdout`, from open() to close()
         self._held: list[_Write] = []  # outcomes for the next commit (under the lock)
         self._identity: tuple[int, int] | None = None  # the file's (device, inode) at start
         self._replaced = False  # the file was removed or replaced: nothing more is written
@@ -198,8 +202,14 @@ class ShareLog:
         log._loop = asyncio.get_running_loop()
         log._loop_thread = threading.get_ident()
         log._started = log._loop.create_future()
+        if settings.stdout:
+            log._printer = Printer(log._print, log._lose_lines)
         log._thread.start()
-        await log._started
+        try:
+            await log._started
+        except BaseException:
+            await log._stop_printer()
+            raise
         return log
 
     @property
@@ -249,11 +259,17 @@ class ShareLog:
         self._flush()  # what was recorded before close() is written, not refused
         self._hand_over_printing()
         self._closing = True
-        if not self._thread.is_alive():
-            return
-        await self._call(self._close, stop=True)
-        # The writer has resolved its last future and is returning; this join is immediate.
-        self._thread.join()
+        if self._thread.is_alive():
+            await self._call(self._close, stop=True)
+            # The writer has resolved its last future and is returning; this join is immediate.
+            self._thread.join()
+        await self._stop_printer()
+
+    async def _stop_printer(self) -> None:
+        printer, self._printer = self._printer, None
+        if printer is not None:
+            # Off the loop: a stdout nobody reads holds this up to `_PRINT_DRAIN_S`.
+            await asyncio.to_thread(printer.close, _PRINT_DRAIN_S)
 
     async def _submit(self, payload: ShareDraft | ShareOutcome, ts: datetime | None) -> None:
         if self._closing or not self._thread.is_alive():
@@ -690,7 +706,7 @@ class ShareLog:
                 SHARE_LOG_QUEUE_DEPTH.dec()
                 self._fail([item])
             elif item.future is None:
-                item.run()  # a wake-up or committed entries still to print: never refused
+                item.run()  # a wake-up: never refused
             elif item.loop is not None:
                 _settle(item.loop, [(item.future, None, ShareLogUnavailable(_UNAVAILABLE))])
 
@@ -773,20 +789,23 @@ class ShareLog:
 
     def _hand_over_printing(self) -> None:
         entries, self._to_print = self._to_print, []
-        if entries:
-            self._queue.put(_Control(lambda: self._emit(entries), ledger=False))
+        if entries and self._printer is not None:
+            self._printer.put(entries)
 
     def _emit(self, entries: list[Entry]) -> None:
-        if not self.settings.stdout:
+        if self._printer is None:
             return
         if threading.get_ident() == self._loop_thread:
-            # Committed on the event loop: the writer prints them, so a slow reader of stdout
-            # never stalls the loop; handed over a few times a second, not once per commit,
-            # since every hand-off makes the two threads trade the interpreter lock.
+            # Committed on the event loop: handed over a few times a second, not once per
+            # commit, since every hand-off makes the threads trade the interpreter lock.
             if not self._to_print and self._loop is not None:
                 self._loop.call_later(_PRINT_INTERVAL_S, self._hand_over_printing)
             self._to_print.extend(entries)
             return
+        self._printer.put(entries)
+
+    def _print(self, entries: list[Entry]) -> None:
+        """On the printer thread: one line per entry, on stdout or to the given logger."""
         events = [
             (
                 _EVENTS[entry["kind"]],
@@ -804,3 +823,9 @@ class ShareLog:
                 self._log.info(event, **fields)
             return
         write_json_lines(events, STDOUT)  # a stdout that fails loses lines, not the log
+
+    def _lose_lines(self, count: int) -> None:
+        if self._logger_given:
+            self._log.error("share_log_lines_lost", count=count)
+        else:
+            STDOUT.lose(count, "the share log's lines waited too long for stdout")
