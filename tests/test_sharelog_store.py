@@ -894,6 +894,37 @@ async def test_a_log_file_removed_or_replaced_under_the_gateway_takes_no_more_re
         await share_log.close()
 
 
+@pytest.mark.parametrize("durability", ["batched", "strict"])
+async def test_a_log_file_removed_while_writes_fail_is_not_made_again(
+    tmp_path: Path, durability: str
+) -> None:
+    settings = log_settings(tmp_path, durability=durability)
+    path = settings.path
+    events = Events()
+    share_log = await ShareLog.open(
+        settings, KEY, logger=events, busy_timeout_s=0.05, retry_interval_s=0.05
+    )
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        await share_log.record(make_record("s-1"))
+        other.execute("BEGIN IMMEDIATE")  # the writes fail: the writer retries
+        with pytest.raises(ShareLogUnavailable):
+            await share_log.record(make_record("s-2"))
+        for suffix in ("", "-wal", "-shm"):
+            path.with_name(path.name + suffix).unlink(missing_ok=True)
+        other.execute("COMMIT")
+        other.close()
+        await asyncio.sleep(0.3)  # retries come and go: none starts a new, empty log there
+        assert not path.exists()
+        assert not share_log.writable()
+        assert events.named("share_log_file_replaced") == [{"path": str(path)}]  # said once
+        with pytest.raises(ShareLogUnavailable):
+            await share_log.record(make_record("s-3"))
+    finally:
+        other.close()
+        await share_log.close()
+
+
 async def test_a_log_on_a_full_disk_is_not_writable_before_a_share_fails(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

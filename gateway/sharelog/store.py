@@ -407,6 +407,15 @@ class ShareLog:
         self._writable = True
 
     def _open_ledger(self) -> Ledger:
+        # Opened again after a failed write: the file must still be the one opened at start.
+        # A retry would otherwise start a new, empty log where one was removed meanwhile.
+        if self._identity is not None and not self._replaced:
+            try:
+                self._replaced = _identity(self.settings.path) != self._identity
+            except OSError:
+                self._replaced = True
+            if self._replaced:
+                self._log.error("share_log_file_replaced", path=str(self.settings.path))
         if self._replaced:
             raise ShareLogUnavailable(
                 "the share log file was removed or replaced while the gateway ran; "
