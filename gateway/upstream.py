@@ -77,7 +77,19 @@ class Origin(NamedTuple):
     @property
     def key(self) -> tuple[str, str, int]:
         """The origin however it was written: what connections are pooled and capped by."""
-        return self.scheme, self.host, self.port
+        return self.scheme, _host_key(self.host), self.port
+
+
+@lru_cache(maxsize=1024)
+def _host_key(host: str) -> str:
+    """One spelling per host: a fully qualified name's final dot dropped (`partner.example.`),
+    an IPv6 address compressed (`0:0::1` is `::1`). Else one partner, written two ways in two
+    contracts, would have twice its cap of connections."""
+    if ":" in host:
+        with contextlib.suppress(ValueError):
+            return ipaddress.ip_address(host).compressed
+        return host
+    return host.removesuffix(".")
 
 
 @lru_cache(maxsize=1024)

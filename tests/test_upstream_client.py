@@ -715,6 +715,9 @@ def test_origins_are_parsed_once_and_exactly(base: str, expected: tuple[Any, ...
         ("https://partner.example", "https://Partner.Example:443"),
         ("http://partner.example:80", "HTTP://partner.example"),
         ("http://[::1]", "http://[::1]:80"),
+        ("https://partner.example.", "https://partner.example"),
+        ("http://[0:0::1]:8080", "http://[::1]:8080"),
+        ("http://[::FFFF:7f00:1]", "http://[::ffff:127.0.0.1]"),
     ],
 )
 def test_one_origin_written_two_ways_is_pooled_as_one(one: str, other: str) -> None:
