@@ -206,7 +206,8 @@ class FilterResult:
 
     Field lists hold generic paths (`items[].amount`), sorted and de-duplicated. `fields_sent`
     includes the transformed fields; a stripped path names the key or element that was removed
-    (its subtree is not listed further). `stripped_count` counts removals, not distinct paths.
+    (its subtree is not listed further), up to `MAX_STRIPPED_PATHS` of them and then
+    `MORE_STRIPPED`. `stripped_count` counts removals, not distinct paths.
     """
 
     document: dict[str, JSONValue]
@@ -390,7 +391,9 @@ class FilterPlan:
             document=document,
             query=kept_query,
             fields_sent=tuple(sorted(run.sent)),
-            fields_stripped=tuple(sorted(run.stripped)),
+            fields_stripped=(*sorted(run.stripped), MORE_STRIPPED)
+            if run.stripped_unlisted
+            else tuple(sorted(run.stripped)),
             fields_transformed=tuple(sorted(run.transformed)),
             stripped_count=run.stripped_count,
             categories_sent=tuple(sorted(run.categories)),
@@ -410,6 +413,7 @@ class _Run:
         "sent",
         "stripped",
         "stripped_count",
+        "stripped_unlisted",
         "trace",
         "transformed",
     )
@@ -426,6 +430,7 @@ class _Run:
         self.categories: set[str] = set()
         self.pii: dict[str, int] = {}
         self.stripped_count = 0
+        self.stripped_unlisted = False  # a distinct path past the cap: the list says so
 
     def object(
         self, node: _Object, value: dict[str, JSONValue], where: str
@@ -444,6 +449,8 @@ class _Run:
                 else:  # `strip` inlined: most keys of a typical body end here
                     if len(stripped) < MAX_STRIPPED_PATHS:
                         stripped.add(path)
+                    elif path not in stripped:
+                        self.stripped_unlisted = True
                     self.stripped_count += 1
                 continue
             kept = child.apply(self, item, child_where)
@@ -455,6 +462,8 @@ class _Run:
         # The record lists distinct stripped paths up to a cap; the count covers all of them.
         if len(self.stripped) < MAX_STRIPPED_PATHS:
             self.stripped.add(path)
+        elif path not in self.stripped:
+            self.stripped_unlisted = True
         self.stripped_count += 1
         if self.trace is not None:
             self.trace.append(FieldDecision(where, "stripped", reason))
@@ -473,6 +482,8 @@ _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
 # Five digits in all, however they are split: "tel_138-0013-8000" is a phone number.
 _FIVE_DIGITS = re.compile(r"(?:[0-9][^0-9]*){5}")
 MAX_STRIPPED_PATHS = 256
+# Ends a record's `fields_stripped` that names MAX_STRIPPED_PATHS paths and had more to name.
+MORE_STRIPPED = "<more>"
 UNNAMED_KEY = "<key>"
 
 

@@ -13,6 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.fieldfilter import (
+    MAX_STRIPPED_PATHS,
+    MORE_STRIPPED,
     AllowRule,
     Each,
     FieldDecision,
@@ -182,6 +184,26 @@ def test_the_plan_is_immutable() -> None:
 def test_scalar_path_keeps_only_that_scalar() -> None:
     doc: dict[str, JSONValue] = {"a": {"b": {"c": 1, "d": 2}, "e": 3}, "f": 4}
     assert run(plan("a.b.c"), doc).document == {"a": {"b": {"c": 1}}}
+
+
+@pytest.mark.parametrize("trace", [False, True])
+def test_stripped_paths_are_capped_but_counted_and_the_cut_is_said(trace: bool) -> None:
+    many: dict[str, JSONValue] = {f"k{i}": i for i in range(1000)}
+    result = run(plan("id"), {"id": 1, **many}, trace=trace)
+    assert result.document == {"id": 1}
+    assert len(result.fields_stripped) == MAX_STRIPPED_PATHS + 1
+    assert result.fields_stripped[-1] == MORE_STRIPPED
+    assert set(result.fields_stripped[:-1]) < set(many)
+    assert result.stripped_count == 1000
+
+
+@pytest.mark.parametrize("trace", [False, True])
+def test_the_same_256_paths_stripped_again_are_all_listed(trace: bool) -> None:
+    item: dict[str, JSONValue] = {f"k{i}": i for i in range(MAX_STRIPPED_PATHS - 1)}
+    result = run(plan("items[].id"), {"items": [item, item], "extra": 1}, trace=trace)
+    assert set(result.fields_stripped) == {f"items[].{key}" for key in item} | {"extra"}
+    assert MORE_STRIPPED not in result.fields_stripped
+    assert result.stripped_count == 2 * len(item) + 1
 
 
 @pytest.mark.parametrize(
@@ -1029,11 +1051,3 @@ def test_stripped_query_parameter_names_are_logged_like_body_keys() -> None:
     assert result.query == {"page": "2"}
     assert result.fields_stripped == ("query.<key>", "query.sort")
     assert result.stripped_count == 3
-
-
-def test_stripped_paths_are_capped_but_counted() -> None:
-    plan = compile_plan([AllowRule("keep", "business.note")])
-    doc: dict[str, JSONValue] = {f"k{i}": i for i in range(1000)}
-    result = plan.apply(doc, {}, hash_key=b"k" * 32)
-    assert len(result.fields_stripped) == 256
-    assert result.stripped_count == 1000
