@@ -286,10 +286,25 @@ _FOLD_RUN: Final = re.compile(
 # lenticular ones a Chinese input method types for '[' ("zhangsan【at】163.com").
 _AT_OPEN: Final = "(\\[\uff08\uff3b\u3010"
 _AT_CLOSE: Final = ")\\]\uff09\uff3d\u3011"
+# Digits written as Chinese numerals ("一三八零零一三八零零零", 幺 for 1 as it is said, the
+# capitals of amounts), among ASCII digits too ("138零0138000"): read as digits only in a run
+# of seven or more, single spaces or hyphens between them allowed. Shorter runs are prose
+# ("一月", "二〇二五年"); a run of seven holds no unit (十, 百, 万) and is no number said in
+# words, but one written digit by digit.
+_CHINESE_DIGITS: Final = {
+    **{ord(c): ord(str(d)) for d, c in enumerate("〇一二三四五六七八九")},
+    **{ord(c): ord(str(d)) for d, c in enumerate("零壹贰叁肆伍陆柒捌玖")},
+    ord("幺"): ord("1"),
+}
+_CHINESE_DIGIT_CLASS: Final = "".join(map(chr, _CHINESE_DIGITS))
+_ANY_CHINESE_DIGIT: Final = re.compile(f"[{_CHINESE_DIGIT_CLASS}]")
+_CHINESE_DIGIT_RUN: Final = re.compile(
+    f"[0-9{_CHINESE_DIGIT_CLASS}](?:[ \u3000-]?[0-9{_CHINESE_DIGIT_CLASS}]){{6,}}"
+)
 # Nothing can match without a digit, '@' or ':' (full-width digits and '＠' included), a '#'
 # between a letter or digit and another, an `&commat;`, or an opening bracket before "at"
 # (full-width letters too: they are folded later), an invisible character standing in for any
-# of those letters.
+# of those letters, or a run of Chinese numerals.
 # Each branch after the class looks at the one character matched, so prose is still skipped at
 # C speed.
 _INVISIBLE_CLASS: Final = _char_class(_INVISIBLE_BMP)
@@ -297,8 +312,10 @@ _MAY_CONTAIN: Final = re.compile(
     "[0-9:@#&\uff10-\uff19\uff20"
     + _AT_OPEN
     + _char_class(_BMP_DIGITS)
+    + _CHINESE_DIGIT_CLASS
     + "\U00010000-\U0010ffff]"
-    + f"(?:(?<![#&{_AT_OPEN}])"
+    + f"(?:(?<![#&{_AT_OPEN}{_CHINESE_DIGIT_CLASS}])"
+    + f"|(?<=[{_CHINESE_DIGIT_CLASS}])(?:[ \u3000-]?[{_CHINESE_DIGIT_CLASS}]){{6}}"
     + "|(?<=&)(?=commat;)"
     + f"|(?<=[0-9A-Za-z_{_INVISIBLE_CLASS}]#)(?=[0-9A-Za-z{_INVISIBLE_CLASS}])"
     + f"|(?<=[{_AT_OPEN}])(?=[ \u3000]?(?:[Aa\uff21\uff41][Tt\uff34\uff54{_INVISIBLE_CLASS}]"
@@ -722,11 +739,12 @@ def _id_check_ok(value: str) -> bool:
 # character (line breaks too: the field holds one value), every dash and the prolonged sound
 # mark (no word is in the way here), the slashes the free-text scanner takes for separators
 # too, and every invisible character the free-text scanner looks through (zero-width space and
-# joiners, soft hyphen, direction marks, variation selectors, NUL, ...). Full-width forms and
-# the digits of every script fold as in free text.
+# joiners, soft hyphen, direction marks, variation selectors, NUL, ...). Full-width forms,
+# the digits of every script and Chinese numerals fold as in free text.
 _ID_READ: Final[dict[int, int | None]] = {
     **_FOLD_TABLE,
     **_OTHER_DIGITS,
+    **_CHINESE_DIGITS,
     **dict.fromkeys(
         map(ord, _WHITESPACE | _DASHES | _INVISIBLE_CHARS | {*_SOUND_MARKS, "-", "/", "\uff0f"})
     ),
@@ -1155,6 +1173,10 @@ def _ascii_parenthesis(m: re.Match[str]) -> str:
     return "(" if m.group() == "\uff08" else ")"
 
 
+def _chinese_digits(m: re.Match[str]) -> str:
+    return m.group().translate(_CHINESE_DIGITS)
+
+
 def _fold_run(m: re.Match[str]) -> str:
     return m.group().translate(_FOLD_TABLE)
 
@@ -1175,6 +1197,8 @@ def _fold(text: str, astral: bool) -> tuple[str, bool]:
     if astral:
         hidden = _INVISIBLE_ASTRAL.search(text) is not None
         text = text.translate(_ASTRAL_FOLD)
+    if _ANY_CHINESE_DIGIT.search(text) is not None:
+        text = _CHINESE_DIGIT_RUN.sub(_chinese_digits, text)
     if "\uff08" in text or "\uff09" in text:  # full-width parentheses, frequent in prose
         text = _PARENTHESES_BY_DIGITS.sub(_ascii_parenthesis, text)
     if not _MAY_NEED_FOLDING.search(text):  # one search for ordinary prose, as before

@@ -349,6 +349,46 @@ def test_neighbours_and_dashes_leave_each_identifier_whole(
     assert spans(text) == found
 
 
+CHINESE = str.maketrans("0123456789", "零一二三四五六七八九")
+
+
+@pytest.mark.parametrize(
+    ("text", "found", "category"),
+    [
+        ("电话：一三八零零一三八零零零，请回电", "一三八零零一三八零零零", PHONE),
+        ("手机幺三八-零零幺三-八零零零", "幺三八-零零幺三-八零零零", PHONE),
+        ("手机一三八\u3000零零一三\u3000八零零零。", "一三八\u3000零零一三\u3000八零零零", PHONE),
+        ("回拨壹叁捌零零壹叁捌零零零", "壹叁捌零零壹叁捌零零零", PHONE),
+        ("回拨一三八〇〇一三八〇〇〇", "一三八〇〇一三八〇〇〇", PHONE),
+        ("手机138零0138000", "138零0138000", PHONE),
+        (f"身份证{ID_1990.translate(CHINESE)}核对", ID_1990.translate(CHINESE), ID_NUMBER),
+    ],
+    ids=["phone", "yao_grouped", "ideographic_spaces", "capitals", "ling_circle", "mixed", "id"],
+)
+def test_digits_written_as_chinese_numerals_are_found(text: str, found: str, category: str) -> None:
+    assert spans(text) == [(category, found)]
+    redacted, counts = scan(text, NOTHING_ALLOWED)
+    assert found not in redacted
+    assert counts == {category: 1}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "一二三四五六七八九",  # counting: seven numerals or more, and no identifier
+        "二〇二五年一月一日",
+        "一九九〇年至二〇二五年",
+        "一百三十八万零一十三",  # a number said in words
+        "三三两两，一一对应",
+        "第三季度完成率85.5%，比上季度提高了3个百分点",
+        "一三八零零一三八",  # eight digits: no phone number
+    ],
+)
+def test_chinese_numerals_that_are_no_identifier_are_left(text: str) -> None:
+    assert find(text) == []
+    assert scan(text, NOTHING_ALLOWED) == (text, {})
+
+
 def test_a_grouped_nineteen_digit_number_failing_its_check_stays_whole() -> None:
     # 4-4-4-4-3 is how 19-digit cards are written: its last group is not split off to find a
     # 16-digit card that merely happens to pass Luhn.

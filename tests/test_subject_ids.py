@@ -72,6 +72,8 @@ def test_an_id_written_canonically_keeps_its_reference(subject_id: str) -> None:
         ("110105 19880605 100x ", ID_NUMBER_X),
         ("110105 880605 271", FIRST_GENERATION),
         ("110105-1988-0605-2719", MISTYPED),
+        (ID_NUMBER.translate(str.maketrans("0123456789", "〇一二三四五六七八九")), ID_NUMBER),
+        (ID_NUMBER_X.translate(str.maketrans("0123456789", "零壹贰叁肆伍陆柒捌玖")), ID_NUMBER_X),
     ],
 )
 def test_spellings_of_one_id_are_one_canonical_id(written: str, canonical: str) -> None:

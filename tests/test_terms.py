@@ -551,6 +551,16 @@ async def test_minor_with_an_id_number_written_in_groups_is_denied(
     await assert_refused(gw, response, 403, "minor_denied")
 
 
+@pytest.mark.parametrize("numerals", ["〇一二三四五六七八九", "零壹贰叁肆伍陆柒捌玖"])
+async def test_minor_with_an_id_number_in_chinese_numerals_is_denied(
+    make_gateway: GatewayFactory, numerals: str
+) -> None:
+    gw = await make_gateway([minors_contract()])
+    written = resident_id(CHILD_BORN).translate(str.maketrans("0123456789", numerals))
+    response = await gw.share("POST", "/acme/v1/assess", json=applicant(id_number=written))
+    await assert_refused(gw, response, 403, "minor_denied")
+
+
 async def test_minor_by_subject_id_and_by_birth_date_field(make_gateway: GatewayFactory) -> None:
     gw = await make_gateway([minors_contract()])
     response = await gw.share(
