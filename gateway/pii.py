@@ -302,22 +302,22 @@ _CHINESE_DIGIT_RUN: Final = re.compile(
     f"[0-9{_CHINESE_DIGIT_CLASS}](?:[ \u3000-]?[0-9{_CHINESE_DIGIT_CLASS}]){{6,}}"
 )
 # Nothing can match without a digit, '@' or ':' (full-width digits and '＠' included), a '#'
-# between a letter or digit and another, an `&commat;`, or an opening bracket before "at"
+# (or '＃') between a letter or digit and another, an `&commat;`, or an opening bracket before "at"
 # (full-width letters too: they are folded later), an invisible character standing in for any
 # of those letters, or a run of Chinese numerals.
 # Each branch after the class looks at the one character matched, so prose is still skipped at
 # C speed.
 _INVISIBLE_CLASS: Final = _char_class(_INVISIBLE_BMP)
 _MAY_CONTAIN: Final = re.compile(
-    "[0-9:@#&\uff10-\uff19\uff20"
+    "[0-9:@#\uff03&\uff10-\uff19\uff20"
     + _AT_OPEN
     + _char_class(_BMP_DIGITS)
     + _CHINESE_DIGIT_CLASS
     + "\U00010000-\U0010ffff]"
-    + f"(?:(?<![#&{_AT_OPEN}{_CHINESE_DIGIT_CLASS}])"
+    + f"(?:(?<![#\uff03&{_AT_OPEN}{_CHINESE_DIGIT_CLASS}])"
     + f"|(?<=[{_CHINESE_DIGIT_CLASS}])(?:[ \u3000-]?[{_CHINESE_DIGIT_CLASS}]){{6}}"
     + "|(?<=&)(?=commat;)"
-    + f"|(?<=[0-9A-Za-z_{_INVISIBLE_CLASS}]#)(?=[0-9A-Za-z{_INVISIBLE_CLASS}])"
+    + f"|(?<=[0-9A-Za-z_{_INVISIBLE_CLASS}][#\uff03])(?=[0-9A-Za-z{_INVISIBLE_CLASS}])"
     + f"|(?<=[{_AT_OPEN}])(?=[ \u3000]?(?:[Aa\uff21\uff41][Tt\uff34\uff54{_INVISIBLE_CLASS}]"
     + f"|[{_INVISIBLE_CLASS}])))"
 )
@@ -1173,6 +1173,12 @@ def _ascii_parenthesis(m: re.Match[str]) -> str:
     return "(" if m.group() == "\uff08" else ")"
 
 
+# A full-width '#' typed for the '@' between ASCII letters ("zhangsan＃163.com": a Chinese
+# input method's punctuation with English letters) is read as the '#' it stands for; one in a
+# full-width run is folded with that run.
+_WIDE_HASH_FOR_AT: Final = re.compile("(?<=[0-9A-Za-z_])\uff03(?=[0-9A-Za-z])")
+
+
 def _chinese_digits(m: re.Match[str]) -> str:
     return m.group().translate(_CHINESE_DIGITS)
 
@@ -1199,6 +1205,8 @@ def _fold(text: str, astral: bool) -> tuple[str, bool]:
         text = text.translate(_ASTRAL_FOLD)
     if _ANY_CHINESE_DIGIT.search(text) is not None:
         text = _CHINESE_DIGIT_RUN.sub(_chinese_digits, text)
+    if "\uff03" in text:
+        text = _WIDE_HASH_FOR_AT.sub("#", text)
     if "\uff08" in text or "\uff09" in text:  # full-width parentheses, frequent in prose
         text = _PARENTHESES_BY_DIGITS.sub(_ascii_parenthesis, text)
     if not _MAY_NEED_FOLDING.search(text):  # one search for ordinary prose, as before

@@ -1165,6 +1165,10 @@ def test_spelled_out_dots_make_no_address_of_prose(text: str) -> None:
         ("邮箱zhangsan#163。com", "zhangsan#163。com"),
         ("邮箱zhangsan\u200b#gmail.com", "zhangsan\u200b#gmail.com"),
         ("邮箱zhangsan#\u2060gmail.com", "zhangsan#\u2060gmail.com"),
+        # A full-width '＃', as a Chinese input method's punctuation types it.
+        ("邮箱：zhangsan＃163.com，谢谢", "zhangsan＃163.com"),
+        ("投稿li_si＃pku.edu.cn。", "li_si＃pku.edu.cn"),
+        ("邮箱zhangsan\u200b＃gmail.com", "zhangsan\u200b＃gmail.com"),
     ],
 )
 def test_email_with_a_hash_for_the_at_sign_found(text: str, value: str) -> None:
@@ -1196,6 +1200,10 @@ def test_email_with_a_hash_for_the_at_sign_found(text: str, value: str) -> None:
         "zhangsan#例子.中国",
         "工单#88231：用户反馈无法登录",
         "【工单#4521】已处理",
+        "written in C＃.NET",
+        "see issue＃12 for details",
+        "话题＃双十一＃taobao.com",
+        "张伟＃163.com",
     ],
 )
 def test_a_hash_makes_no_address_of_anything_else(text: str) -> None:
