@@ -46,7 +46,7 @@ from gateway.keys import subject_ref
 from gateway.logconfig import error_location
 from gateway.pii import IP
 from gateway.policy import BASE_REQUEST_HEADERS, PartnerPolicy, Policy, RoutePolicy
-from gateway.routing import Target, parse_target
+from gateway.routing import PATH_PREFIX, Target, parse_target
 from gateway.runtime import RUNTIME, Runtime
 from gateway.server import SERVER_NAME
 from gateway.sharelog.record import ShareOutcome, ShareRecord
@@ -137,11 +137,13 @@ class Flow:
         )
 
     def fields_sent(self) -> tuple[str, ...]:
-        """The body and query paths sent, and the headers the route passes on (`header.<name>`;
-        not the Accept and User-Agent every share may carry)."""
+        """The body and query paths sent, the placeholders of the route's path, whose values the
+        partner reads in the URL (`path.<name>`), and the headers the route passes on
+        (`header.<name>`; not the Accept and User-Agent every share may carry)."""
         sent = self.result.fields_sent if self.result else ()
-        headers = [f"header.{n}" for n, _ in self.passed_headers if n not in BASE_REQUEST_HEADERS]
-        return tuple(sorted({*sent, *headers})) if headers else sent
+        more = [PATH_PREFIX + name for name in self.path_params]
+        more += [f"header.{n}" for n, _ in self.passed_headers if n not in BASE_REQUEST_HEADERS]
+        return tuple(sorted({*sent, *more})) if more else sent
 
     def redactions(self) -> dict[str, int]:
         """What the scanner redacted in the body, the query and the headers, by category."""

@@ -253,7 +253,8 @@ async def test_the_dry_run_of_an_upload_matches_what_the_partner_receives(
     assert dry.upload_bytes == len(pdf)
     assert dry.result.query == {}
     [record] = gw.log.records
-    assert record.fields_sent == dry.result.fields_sent == ("**",)
+    assert dry.result.fields_sent == ("**",)
+    assert record.fields_sent == ("**", "path.doc_id")  # and the id the URL holds
     assert record.fields_stripped == dry.result.fields_stripped
     assert record.categories_sent == dry.result.categories_sent
 

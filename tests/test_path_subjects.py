@@ -75,6 +75,8 @@ async def test_a_placeholder_subject_is_recorded_and_found_by_logs_subject(
     assert row["share_id"] == seen.headers["X-Share-Id"]
     assert row["records"] == 1
     assert row["subject_refs"] == [subject_ref(gw.runtime.subject_key, "C1001")]
+    # The partner read the id in the URL: the record says it was sent.
+    assert row["fields_sent"] == ["path.customer_id", "query.format"]
     other = await gw.client.get("/_gateway/shares?subject=C1002", headers=admin)
     assert (await other.json())["shares"] == []
 

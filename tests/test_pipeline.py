@@ -1942,8 +1942,9 @@ async def test_upload_forwards_the_exact_bytes(make_gateway: GatewayFactory) -> 
         "PUT /v1/documents/{doc_id}",
         len(PDF),
     )
-    # Unread, the body went whole and may hold any personal category the contract names.
-    assert record.fields_sent == ("**",)
+    # Unread, the body went whole and may hold any personal category the contract names; the
+    # document's id went in the URL.
+    assert record.fields_sent == ("**", "path.doc_id")
     assert set(record.categories_sent) >= {"identity.id_number", "contact.phone"}
     assert record.fields_stripped == ("query.owner",)  # never forwarded, and the record says so
 
@@ -1969,7 +1970,7 @@ async def test_upload_passes_the_header_its_route_names(make_gateway: GatewayFac
     assert seen.headers["X-Checksum-Sha256"] == "c0ffee"
     assert "X-Custom" not in seen.headers
     # What the partner received of the caller's headers is named in the record, as fields are.
-    assert gw.log.records[-1].fields_sent == ("**", "header.x-checksum-sha256")
+    assert gw.log.records[-1].fields_sent == ("**", "header.x-checksum-sha256", "path.file_id")
 
 
 @pytest.mark.parametrize(
