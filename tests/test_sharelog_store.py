@@ -616,7 +616,13 @@ async def test_lines_a_stalled_stdout_cannot_take_are_lost_and_counted(
     # Closing wrote seven `unknown` outcomes and a checkpoint, with no room to wait; the four
     # waiting were lost when the log closed.
     assert lost() == 3 + (7 + 1) + 4
+    printing = [t for t in threading.enumerate() if t.name == "share-log-printer"]
     never.set()
+    for thread in printing:
+        thread.join(BOUND_S)
+    # Stdout taking lines again prints none of those counted lost: s-0 was being written.
+    assert [e["share_id"] for e in events.named("share_recorded")] == ["s-0"]
+    assert lost() == 3 + (7 + 1) + 4
     assert [r["share_id"] for r in query(share_log.path)] == [f"s-{i}" for i in range(7)]
 
 

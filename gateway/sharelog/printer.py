@@ -28,6 +28,7 @@ class Printer:
         self._queue: queue.SimpleQueue[list[Entry] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._waiting = 0
+        self._abandoned = False  # set by a `close` that gave up waiting
         self._thread = threading.Thread(target=self._main, name="share-log-printer", daemon=True)
         self._thread.start()
 
@@ -46,12 +47,18 @@ class Printer:
             self._queue.put(entries)
 
     def close(self, timeout_s: float) -> None:
-        """Print what is waiting, for at most `timeout_s`; what is still waiting then is lost."""
+        """Print what is waiting, for at most `timeout_s`; what is still waiting then is lost.
+
+        Lines counted lost are never printed afterwards, should stdout take lines again before
+        the process ends: the count said on stderr stays true. The batch being written when
+        time ran out is counted too, as nothing says it will ever get through.
+        """
         self._queue.put(None)
         self._thread.join(timeout_s)
         if self._thread.is_alive():
             with self._lock:
                 lost, self._waiting = self._waiting, 0
+                self._abandoned = True
             if lost:
                 self._lose(lost)
 
@@ -76,6 +83,8 @@ class Printer:
             except Exception:  # a logger that failed: these lines are lost, later ones are not
                 self._lose(len(batch))
             with self._lock:
+                if self._abandoned:
+                    return  # what still waits was counted lost
                 self._waiting -= len(batch)
             if stop:
                 return
