@@ -8,6 +8,7 @@ import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import ROUND_FLOOR, Decimal
 from types import MappingProxyType
 from typing import Final, Literal, TypeAlias
 
@@ -558,7 +559,9 @@ def _query_number(text: str) -> JSONValue:
 
     A whole number is read exactly, up to as many digits as the largest double holds before
     its point (309): as large as a JSON number can be at all. A longer one stays text, and so is
-    untransformable like any other text.
+    untransformable like any other text. Of any other number, only its floor is read, exactly:
+    it lies in the same bucket, where the nearest double may not (`9999999999999999.9` reads
+    as 1e16, a bucket up).
     """
     if not text or text[0] not in "-0123456789":
         return text
@@ -572,7 +575,11 @@ def _query_number(text: str) -> JSONValue:
         number = orjson.loads(text)
     except orjson.JSONDecodeError:
         return text
-    return number if isinstance(number, int | float) else text
+    if not isinstance(number, int | float):
+        return text
+    # A JSON number that orjson reads as a finite double: no more than 309 digits before its
+    # point, so its floor is no longer than a whole number read above.
+    return int(Decimal(text).to_integral_value(rounding=ROUND_FLOOR))
 
 
 _WHOLE_NUMBER: Final = re.compile(r"-?(?:0|[1-9][0-9]*)")

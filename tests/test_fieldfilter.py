@@ -997,6 +997,35 @@ def test_a_query_number_past_64_bits_is_bucketed_exactly() -> None:
     assert result.query == {"amt": "99999999999999999999995000-99999999999999999999999999"}
 
 
+@pytest.mark.parametrize(
+    ("text", "bucket"),
+    [
+        ("9999999999999999.9", "9999999999999000-9999999999999999"),  # the double: 1e16
+        ("999.99999999999999999", "0-999"),  # the double: 1000.0
+        ("-0.00000000000000000001", "-1000--1"),
+        ("1e-400", "0-999"),  # the double: 0.0
+        ("-1e-400", "-1000--1"),  # the double: -0.0, which went in 0-999
+        ("-0.0", "0-999"),
+        ("18500.5", "18000-18999"),
+        ("1.85E4", "18000-18999"),
+    ],
+)
+def test_a_query_number_with_a_fraction_is_bucketed_by_its_exact_value(
+    text: str, bucket: str
+) -> None:
+    p = plan(AllowRule("query.amt", "financial.income", GeneralizeBucket(1000)))
+    result = p.apply({}, {"amt": text}, hash_key=KEY, scanner=scan)
+    assert result.query == {"amt": bucket}
+
+
+@pytest.mark.parametrize("text", ["1e400", "-1e309", "1.5.5", "0x10", "1e", "+1.5", ".5"])
+def test_a_query_value_that_is_no_finite_json_number_is_not_bucketed(text: str) -> None:
+    p = plan(AllowRule("query.amt", "financial.income", GeneralizeBucket(1000)))
+    result = p.apply({}, {"amt": text}, hash_key=KEY, scanner=scan)
+    assert result.query == {}
+    assert result.fields_stripped == ("query.amt",)
+
+
 @given(
     sign=st.sampled_from(["", "-"]),
     digit=st.sampled_from("123456789"),
