@@ -1311,6 +1311,67 @@ def _rewritten(
     return "".join(parts), gone
 
 
+# A dot with spaces around it, typed to dodge address harvesters as a spaced '@' is
+# ("zhangsan @ 163 . com", "zhang . san@qq.com"). Only beside an at sign is one read as part of
+# an address: after it, up to a top-level domain mail is sent under; before it, with a space
+# before the dot ("Thanks. li@corp.cn" ends a sentence). Elsewhere such a dot ends a sentence
+# ("see @ home . Then").
+_SPACED_DOT: Final = r" {1,2}\. {0,2}|\. {1,2}"
+_LABEL: Final = r"[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
+_SPACED_LABELS: Final = 8  # dots read beside one at sign: more than any address has
+_SPACED_DOMAIN: Final = re.compile(
+    rf"(?>{_LABEL})(?:(?:{_SPACED_DOT}|\.)(?>{_LABEL})){{1,{_SPACED_LABELS}}}"
+)
+_DOMAIN_SEPARATOR: Final = re.compile(_SPACED_DOT + r"|\.")
+# The local part before the at sign, read backwards: labels of the characters local parts are
+# typed with, and dots with a space before them (here after them).
+_SPACED_LOCAL_REVERSED: Final = re.compile(
+    rf"[A-Za-z0-9_+\-]{{1,64}}+(?:(?: {{0,2}}\. {{1,2}}|\.)[A-Za-z0-9_+\-]{{1,64}}+)"
+    rf"{{1,{_SPACED_LABELS}}}"
+)
+_LOCAL_SEPARATOR_REVERSED: Final = re.compile(r" {0,2}\. {1,2}|\.")
+# As far back as such a local part reaches: its labels and dots at their longest (64 and 5).
+_SPACED_LOCAL_WINDOW: Final = (_SPACED_LABELS + 1) * 69
+
+
+def _may_space(text: str, address: bool) -> bool:
+    return address and (" ." in text or ". " in text)
+
+
+def _spaced_dots(norm: str) -> list[tuple[int, int, str]]:
+    """Each dot with spaces around it that is part of an address in ``norm`` (folded): where it
+    starts and ends (its spaces included), and the dot it stands for."""
+    found: list[tuple[int, int, str]] = []
+    for local_end, domain_start in _at_signs(norm):
+        reach = max(0, local_end - _SPACED_LOCAL_WINDOW)
+        if norm.find(" .", reach, local_end) != -1:  # a local part with a spaced dot is rare
+            window = norm[reach:local_end][::-1]
+            local = _SPACED_LOCAL_REVERSED.match(window)
+            if local is not None and " " in local.group():
+                found.extend(
+                    (local_end - sep.end(), local_end - sep.start(), ".")
+                    for sep in _LOCAL_SEPARATOR_REVERSED.finditer(window, 0, local.end())
+                    if sep.end() - sep.start() > 1
+                )
+        domain = _SPACED_DOMAIN.match(norm, domain_start)
+        if domain is None or " " not in domain.group():
+            continue  # most domains: no space in them, nothing spaced to read
+        # The domain ends at the last label under a top-level domain mail is sent under; the
+        # first label is no top-level domain.
+        labels = _DOMAIN_SEPARATOR.split(domain.group())
+        last = max(
+            (i for i, label in enumerate(labels) if i and label.lower() in _MAIL_TLDS), default=0
+        )
+        if last:
+            separators = _DOMAIN_SEPARATOR.finditer(norm, domain_start, domain.end())
+            found.extend(
+                (sep.start(), sep.end(), ".")
+                for _, sep in zip(range(last), separators, strict=False)
+                if sep.end() - sep.start() > 1
+            )
+    return sorted(set(found))
+
+
 def _spans(text: str, allowed: frozenset[str]) -> list[_Span]:
     astral = _ANY_ASTRAL.search(text) is not None
     folded, hidden = _fold(text, astral)
@@ -1327,7 +1388,7 @@ def _spans(text: str, allowed: frozenset[str]) -> list[_Span]:
         # invisible character beside one may hide it.
         if any(_may_hide(text, at, address) for at in found):
             holes = found
-    if not holes and not _may_spell(text, address):
+    if not holes and not _may_spell(text, address) and not _may_space(text, address):
         return spans
     # The text as it reads: without the invisible characters first (they may sit inside a
     # spelled-out sign, `(d\u200bot)`), then with each spelled-out sign written as itself.
@@ -1340,6 +1401,13 @@ def _spans(text: str, allowed: frozenset[str]) -> list[_Span]:
     if _may_spell(visible, address) and (spelled := _spelled_out(visible)):
         visible, gone = _rewritten(visible, [], spelled)
         steps.append(_sits(gone))
+        address = _may_hold_address(_fold(visible, astral)[0])
+    # Last, so that the at signs the steps before wrote are seen.
+    if _may_space(visible, address):
+        spaced = _spaced_dots(_fold(visible, astral)[0] if steps else folded)
+        if spaced:
+            visible, gone = _rewritten(visible, [], spaced)
+            steps.append(_sits(gone))
     if not steps:
         return spans
     visible, _ = _fold(visible, astral)

@@ -1148,6 +1148,63 @@ def test_spelled_out_dots_make_no_address_of_prose(text: str) -> None:
     assert spans(text) == []
 
 
+# ... or with spaces around its dots, beside an at sign only: in the domain up to a top-level
+# domain mail is sent under, in the local part with a space before the dot.
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("邮箱 zhangsan@163 . com 联系", "zhangsan@163 . com"),
+        ("邮箱 zhangsan @ 163 . com", "zhangsan @ 163 . com"),
+        ("mail zhang.san @ qq . com ok", "zhang.san @ qq . com"),
+        ("zhangsan@163 .com", "zhangsan@163 .com"),
+        ("发到 zhangsan@163. com", "zhangsan@163. com"),
+        ("邮箱 zhang . san@163.com", "zhang . san@163.com"),
+        ("zhang . san @ mail . qq . com", "zhang . san @ mail . qq . com"),
+        ("li@mail . qq . com . cn，谢谢", "li@mail . qq . com . cn"),
+        ("Mail ZHANGSAN@163 . COM", "ZHANGSAN@163 . COM"),
+        ("zhangsan@163 . com . Next time", "zhangsan@163 . com"),
+        ("contact: li@corp . cn. Thanks", "li@corp . cn"),
+        ("zhangsan(at)163 . com", "zhangsan(at)163 . com"),
+        ("zhangsan&#64;163 . com", "zhangsan&#64;163 . com"),
+        ("zhang . san＃163 . com", "zhang . san＃163 . com"),
+        ("?mail=li%40corp . cn", "li%40corp . cn"),
+        ("zhang . san@ex\u200bample . com", "zhang . san@ex\u200bample . com"),
+    ],
+)
+def test_email_with_spaces_around_its_dots_found(text: str, value: str) -> None:
+    assert spans(text) == [(EMAIL, value)]
+    assert scan(text, NOTHING_ALLOWED) == (text.replace(value, f"[REDACTED:{EMAIL}]"), {EMAIL: 1})
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("Thanks. li@corp.cn", "li@corp.cn"),  # a sentence ends before the address
+        ("Call me. zhangsan@163.com. Bye.", "zhangsan@163.com"),
+        ("hi @ all . Meeting moved . See li@corp.cn", "li@corp.cn"),
+    ],
+)
+def test_a_sentence_around_an_address_is_not_part_of_it(text: str, value: str) -> None:
+    assert spans(text) == [(EMAIL, value)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "see @ home . Then we talk",
+        "Lunch @ Mr . Wong",
+        "cc @ zhang . wei",
+        "y = x @ self . weight",
+        "li@corp . example",  # no top-level domain
+        "ping @ liu . na",  # a code that is also a syllable of pinyin
+    ],
+)
+def test_spaced_dots_make_no_address_of_prose(text: str) -> None:
+    assert spans(text) == []
+
+
 # ... or '#' for the '@' (common on Chinese pages), only between an ASCII local part and a domain
 # under a top-level domain mail is sent under: '#' has too many other uses.
 
@@ -1626,6 +1683,10 @@ def test_large_identifier_free_input_is_scanned_linearly() -> None:
         "a [dot] " * 20_000,
         "&#64;" * 30_000,
         "a&#64;b(dot)" * 15_000,
+        "@ " + "a . " * 30_000,
+        "a . " * 30_000 + "@",
+        "a . a@a . " * 15_000,
+        "@ . " * 30_000,
         "(" * 100_000 + "at",
         "a#" * 50_000,
         "a#" + "1." * 50_000,
