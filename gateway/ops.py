@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import hmac
 import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
@@ -42,9 +39,8 @@ from gateway.metrics import REGISTRY
 from gateway.pipeline import caller_of, error_response
 from gateway.runtime import RUNTIME, Runtime, StartupError
 from gateway.server import SERVER_NAME
-from gateway.sharelog import review
-from gateway.sharelog.chain import format_ts
-from gateway.sharelog.commands import SQLITE_INT_MAX, UsageError, parse_time
+from gateway.sharelog import cursor, review
+from gateway.sharelog.commands import UsageError, parse_time
 from gateway.sharelog.record import DECISIONS
 from gateway.sharelog.schema import SchemaError
 
@@ -173,7 +169,7 @@ MAX_PAGE = 1000
 async def shares(request: web.Request, runtime: Runtime) -> web.StreamResponse:
     """The share log, with the filters of `logs query`; `subject` is hashed before the lookup.
 
-    Paged by cursor: each answer's `next` continues after its last row (see `_read_cursor`).
+    Paged by cursor: each answer's `next` continues after its last row (see `sharelog.cursor`).
     """
     caller = await _require_admin(request, runtime)
     params = request.query
@@ -231,10 +227,10 @@ async def shares(request: web.Request, runtime: Runtime) -> web.StreamResponse:
         # entry was damaged: a condition of the service, not a fault of the request.
         log.error("share_log_unreadable", endpoint="shares", error=str(exc))
         raise ShareLogUnavailable("the share log cannot be read") from exc
-    cursor = None if position is None else _write_cursor(key, bound, position, since, until)
+    following = None if position is None else cursor.write(key, bound, position, since, until)
     if ref is not None:
         _audit(caller, request, subject_ref=ref, rows=len(rows), continued=after is not None)
-    return _json({"shares": rows, "limit": limit, "next": cursor})
+    return _json({"shares": rows, "limit": limit, "next": following})
 
 
 def _refuse_undecodable(subject: str) -> None:
@@ -244,93 +240,23 @@ def _refuse_undecodable(subject: str) -> None:
         raise MalformedRequest("subject must be percent-encoded UTF-8 (it decodes to U+FFFD)")
 
 
-# A cursor is `payload.mac`, both base64url without padding. The payload is JSON:
-# [version, ts, seq, first, top, since, until]: the sort key of the last row sent, the first and
-# last share of the log when the first page was read (`review.PagePosition`), and the window as
-# the first page resolved it, so that a relative `since=7d` does not move between pages. The
-# MAC covers the payload and the filters, so a cursor altered, or sent with other filters, is
-# refused rather than answered as a page of some other query.
-_CURSOR_VERSION = 1
-_CURSOR_MAC_BYTES = 16
-_MAX_CURSOR_CHARS = 512
-
-
 def _cursor_binding(params: Mapping[str, str], subject_ref: str | None) -> bytes:
     named = {name: params.get(name) for name in (*SHARE_FILTERS, "since", "until")}
-    return orjson.dumps({**named, "subject_ref": subject_ref}, option=orjson.OPT_SORT_KEYS)
-
-
-def _cursor_mac(key: bytes, bound: bytes, payload: bytes) -> bytes:
-    return hmac.digest(key, payload + b"\n" + bound, "sha256")[:_CURSOR_MAC_BYTES]
-
-
-def _write_cursor(
-    key: bytes,
-    bound: bytes,
-    position: review.PagePosition,
-    since: datetime | None,
-    until: datetime | None,
-) -> str:
-    window = [None if t is None else format_ts(t) for t in (since, until)]
-    payload = orjson.dumps(
-        [_CURSOR_VERSION, position.ts, position.seq, position.first, position.top, *window]
-    )
-    mac = _cursor_mac(key, bound, payload)
-    return f"{_b64(payload)}.{_b64(mac)}"
+    return cursor.binding({**named, "subject_ref": subject_ref})
 
 
 def _read_cursor(
-    key: bytes, bound: bytes, cursor: str
+    key: bytes, bound: bytes, text: str
 ) -> tuple[review.PagePosition, datetime | None, datetime | None]:
     """The position and window a cursor carries; MalformedRequest unless this gateway wrote it
     for these very filters."""
-    refused = MalformedRequest(
-        "cursor is not the next of a page of this query: send it unchanged, with the same "
-        "filters as the page it came from"
-    )
-    encoded, dot, signature = cursor.partition(".")
-    if not dot or len(cursor) > _MAX_CURSOR_CHARS:
-        raise refused
     try:
-        payload, mac = _unb64(encoded), _unb64(signature)
-    except ValueError:
-        raise refused from None
-    if not hmac.compare_digest(mac, _cursor_mac(key, bound, payload)):
-        raise refused
-    try:
-        version, ts, seq, first, top, since, until = orjson.loads(payload)
-        if version != _CURSOR_VERSION or not isinstance(ts, str):
-            raise ValueError("not a cursor of this version")
-        if not all(type(n) is int and 0 < n <= SQLITE_INT_MAX for n in (seq, first, top)):
-            raise ValueError("not a position")
-        window = [None if t is None else _utc(t) for t in (since, until)]
-    except (ValueError, TypeError):
-        # Signed with the gateway's key, so written by it: by a release with another format.
-        raise refused from None
-    return review.PagePosition(ts, seq, first, top), window[0], window[1]
-
-
-def _utc(text: object) -> datetime:
-    if not isinstance(text, str):
-        raise TypeError("not a time")
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        raise ValueError("not an instant")
-    return moment
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    """Strict base64url: b64decode would skip characters outside the alphabet."""
-    if not text or not text.isascii() or not all(c.isalnum() or c in "-_" for c in text):
-        raise ValueError("not base64url")
-    try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except binascii.Error as exc:
-        raise ValueError("not base64url") from exc
+        return cursor.read(key, bound, text)
+    except cursor.CursorRefused:
+        raise MalformedRequest(
+            "cursor is not the next of a page of this query: send it unchanged, with the same "
+            "filters as the page it came from"
+        ) from None
 
 
 def _whole_number(params: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:

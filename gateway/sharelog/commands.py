@@ -26,7 +26,12 @@ from gateway.sharelog import review
 from gateway.sharelog.chain import format_ts
 from gateway.sharelog.ledger import Ledger, LedgerError, PruneRefused
 from gateway.sharelog.record import DECISIONS
-from gateway.sharelog.schema import COMPANION_SUFFIXES, SchemaError, connect_ro
+from gateway.sharelog.schema import (
+    COMPANION_SUFFIXES,
+    SQLITE_INT_MAX,
+    SchemaError,
+    connect_ro,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -283,9 +288,6 @@ def _paging(args: argparse.Namespace) -> tuple[int | None, int]:
     if max(limit, args.offset) > SQLITE_INT_MAX:
         raise UsageError(f"--limit and --offset must be at most {SQLITE_INT_MAX}")
     return (limit or None), args.offset
-
-
-SQLITE_INT_MAX = 2**63 - 1  # the largest integer SQLite takes (LIMIT, OFFSET)
 
 
 def _master_key(settings: Settings) -> bytes:

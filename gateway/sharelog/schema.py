@@ -25,6 +25,7 @@ from gateway.sharelog.chain import (
 )
 
 Durability = Literal["batched", "strict"]
+SQLITE_INT_MAX = 2**63 - 1  # the largest integer SQLite takes (LIMIT, OFFSET, a seq)
 # Opens the share log; the connection must be usable from any thread (`check_same_thread=False`).
 Connect = Callable[[Path], sqlite3.Connection]
 
