@@ -7,7 +7,7 @@ import io
 import itertools
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,14 +30,17 @@ from gateway.sharelog.chain import (
 from gateway.sharelog.ledger import Ledger
 from gateway.sharelog.review import (
     LogChanged,
+    PagePosition,
     ShareFilters,
     _page_sql,
     _where,
     count,
     export,
+    iter_page,
     iter_query,
     page,
     query,
+    read_counts,
     summary,
     verify,
 )
@@ -195,6 +198,51 @@ async def test_a_page_says_when_a_prune_took_a_row_of_the_same_instant(tmp_path:
         conn.execute("DELETE FROM shares WHERE seq <= ?", (first[1]["seq"] + 1,))
     with pytest.raises(LogChanged, match="pruned"):
         page(path, limit=2, after=position)
+
+
+def _drained(
+    rows: Generator[dict[str, Any], None, PagePosition | None],
+) -> tuple[list[dict[str, Any]], PagePosition | None]:
+    read: list[dict[str, Any]] = []
+    while True:
+        try:
+            read.append(next(rows))
+        except StopIteration as done:
+            return read, done.value
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3, 5])
+async def test_a_streamed_page_is_the_page_and_ends_where_it_does(
+    mixed: Path, monkeypatch: pytest.MonkeyPatch, limit: int
+) -> None:
+    # Read in parts of two rows: a page ends inside a part, at its end, or parts later.
+    monkeypatch.setattr("gateway.sharelog.review._PAGE", 2)
+    cases: list[ShareFilters] = [{}, {"partner": "acme"}, {"subject_ref": ref("bob")}]
+    for filters in cases:
+        expected = page(mixed, limit=limit, **filters)
+        assert _drained(iter_page(mixed, limit=limit, **filters)) == expected
+        while (position := expected[1]) is not None:
+            expected = page(mixed, limit=limit, after=position, **filters)
+            assert _drained(iter_page(mixed, limit=limit, after=position, **filters)) == expected
+        assert _drained(iter_page(mixed, limit=None, **filters))[1] is None
+
+
+async def test_a_streamed_page_after_a_prune_says_to_start_from_the_first_page(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "share-log.sqlite"
+    await write_log(path, [share(f"t-{i}", DAY1 + timedelta(minutes=i)) for i in range(6)], {})
+    first, position = page(path, limit=2)
+    assert position is not None
+    assert read_counts(path, position) == (2, 6)
+    with sqlite3.connect(path) as conn:
+        conn.execute("DELETE FROM shares WHERE seq <= ?", (first[0]["seq"],))
+    assert read_counts(path, position) == (1, 5)  # a row read, then pruned, is not counted
+    assert _drained(iter_page(path, limit=9, after=position))[0] == page(path, limit=9)[0][1:]
+    with sqlite3.connect(path) as conn:
+        conn.execute("DELETE FROM shares WHERE seq <= ?", (first[1]["seq"] + 2,))
+    with pytest.raises(LogChanged, match="start again from the first page"):
+        next(iter_page(path, limit=2, after=position))
 
 
 @pytest.mark.parametrize(

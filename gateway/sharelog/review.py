@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import heapq
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -188,28 +188,62 @@ def iter_query(
     it began: a reader that pauses (`| less`) must not keep the log's write-ahead file from
     being reset meanwhile, which one long snapshot would, however long it paused.
     """
+    if limit is None or limit > 0:
+        yield from iter_page(path, limit=limit, offset=offset, **filters)
+
+
+def iter_page(
+    path: Path,
+    *,
+    limit: int | None,
+    offset: int = 0,
+    after: PagePosition | None = None,
+    **filters: Unpack[ShareFilters],
+) -> Generator[dict[str, Any], None, PagePosition | None]:
+    """`iter_query` from where an earlier page ended (`after`), or past its first `offset`
+    rows; the generator returns where the next page starts (None after the last row).
+
+    As `page`, a read that continues one before covers the shares there were when its first
+    page was read, and raises LogChanged if a prune since then may have taken rows not read
+    yet.
+    """
+    if limit is not None and limit < 1:
+        raise ValueError("a page holds at least one row")
     where, params = _where(**filters)
-    with _reader(path) as conn:
-        first, top = conn.execute(_ENDS).fetchone()
-    if top is None:
-        return
-    remaining, skip, after = limit, offset, None
-    while remaining is None or remaining > 0:
-        size = _PAGE if remaining is None else min(_PAGE, remaining)
-        sql, args = _page_sql(where, params, top, after, size)
+    if after is None:
         with _reader(path) as conn:
+            first, top = conn.execute(_ENDS).fetchone()
+        if top is None:
+            return None
+        resume = None
+        changed = "the share log was pruned while it was read: run it again"
+    else:
+        first, top, resume = after.first, after.top, (after.ts, after.seq)
+        changed = (
+            "the share log was pruned since the first page was read, and rows not read yet "
+            "may be gone: start again from the first page"
+        )
+    remaining, skip = limit, offset
+    while True:
+        size = _PAGE if remaining is None else min(_PAGE, remaining)
+        # The last part of a page asks for one row more: whether a next page exists.
+        last = remaining is not None and remaining <= _PAGE
+        sql, args = _page_sql(where, params, top, resume, size + 1 if last else size)
+        with _reader(path) as conn:
+            if resume is not None and _pruned_past(conn, first, resume):
+                raise LogChanged(changed)
             rows = conn.execute(f"{sql} OFFSET ?", [*args, skip]).fetchall()
-            if after is not None and _pruned_past(conn, first, after):
-                raise LogChanged("the share log was pruned while it was read: run it again")
-        for row in rows:
+        for row in rows[:size]:
             shared = _share_row(row)
-            after = (shared["ts"], shared["seq"])
+            resume = (shared["ts"], shared["seq"])
             yield shared
-        if len(rows) < size:
-            return
+        if len(rows) > size and resume is not None:
+            return PagePosition(str(resume[0]), int(resume[1]), int(first), int(top))
+        if last or len(rows) < size:
+            return None
         skip = 0
         if remaining is not None:
-            remaining -= len(rows)
+            remaining -= size
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,6 +339,23 @@ _ENDS = "SELECT (SELECT MIN(seq) FROM shares), (SELECT MAX(seq) FROM shares)"
 
 class LogChanged(Exception):
     """The share log lost rows (a prune) while a paged read was going through it."""
+
+
+def read_counts(
+    path: Path, position: PagePosition, **filters: Unpack[ShareFilters]
+) -> tuple[int, int]:
+    """Of the paged read `position` stands in: how many of its rows sort up to `position`
+    (those read), and how many it holds in all. A row a prune took since is in neither."""
+    where, params = _where(**filters)
+    sql = (
+        "SELECT TOTAL((s.ts, s.seq) <= (?, ?)), COUNT(*) FROM shares s"  # noqa: S608 - constants
+        f"{where or ' WHERE 1'} AND +s.seq <= ?"
+    )
+    with _reader(path) as conn:
+        read, total = conn.execute(
+            sql, [position.ts, position.seq, *params, position.top]
+        ).fetchone()
+    return int(read), int(total)
 
 
 def count(path: Path, **filters: Unpack[ShareFilters]) -> int:
