@@ -9,14 +9,17 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import sqlite3
 import stat
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -118,6 +121,13 @@ def run(
     return code, captured.out, captured.err
 
 
+def cursor_of(note: str) -> str:
+    """The cursor a page note names for the next page."""
+    found = re.search(r"next page: --cursor (\S+) with the same filters", note)
+    assert found is not None, note
+    return found.group(1)
+
+
 def columns_of(table: str) -> tuple[str, list[str]]:
     header, rule, *rows = table.splitlines()
     assert set(rule.replace(" ", "")) == {"-"}
@@ -203,11 +213,30 @@ async def test_query_table_is_aligned_in_local_time(
 async def test_query_table_pages(logged: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(["logs", "query", "--limit", "2"], logged, capsys)
     assert code == 0
-    assert out.rstrip().endswith("rows 1-2 of 4; next page: --offset 2")
-    code, out, _ = run(["logs", "query", "--limit", "2", "--offset", "2"], logged, capsys)
+    note = out.rstrip().rsplit("\n", 1)[1]
+    assert note.startswith("rows 1-2 of 4; next page: --cursor ")
+    assert note.endswith(" with the same filters")
+    code, out, _ = run(
+        ["logs", "query", "--limit", "2", "--cursor", cursor_of(note)], logged, capsys
+    )
     assert out.rstrip().endswith("rows 3-4 of 4")
     assert "s-3" in out
     assert "s-1" not in out
+
+
+async def test_an_offset_still_pages_and_its_note_points_to_a_cursor(
+    logged: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(["logs", "query", "--limit", "1", "--offset", "1"], logged, capsys)
+    assert code == 0
+    note = out.rstrip().rsplit("\n", 1)[1]
+    assert note.startswith("rows 2-2 of 4; next page: --cursor ")
+    assert note.endswith(" with the same filters, in place of --offset")
+    assert "s-2" in out
+    code, out, _ = run(
+        ["logs", "query", "--limit", "5", "--cursor", cursor_of(note)], logged, capsys
+    )
+    assert (code, _ids("table", out)) == (0, (["s-3", "s-4"], "rows 3-4 of 4"))
 
 
 async def test_query_json_is_exactly_the_records(
@@ -349,6 +378,268 @@ async def test_a_damaged_entry_is_a_clean_answer_not_a_traceback(
     if code:
         assert code == 1
         assert "run `share-gateway logs verify`" in err
+
+
+# --- paging by cursor -----------------------------------------------------------------------
+
+
+async def _recorded(settings: Settings, records: list[ShareRecord]) -> None:
+    share_log = await ShareLog.open(settings.share_log, HASH_KEY.encode())
+    try:
+        for record in records:
+            await share_log.record(record)
+    finally:
+        await share_log.close()
+
+
+def _ids(fmt: str, out: str) -> tuple[list[str], str | None]:
+    """The share ids a page printed, and the note it ended with in a table."""
+    if fmt == "json":
+        return [row["share_id"] for row in json.loads(out)], None
+    if fmt == "csv":
+        return [row["share_id"] for row in csv.DictReader(io.StringIO(out))], None
+    *table, note = out.rstrip("\n").split("\n")
+    if not table:
+        return [], note
+    header, rows = columns_of("\n".join(table))
+    return [row[header.index("share_id") :].split()[0] for row in rows], note
+
+
+def _every_page(
+    argv: list[str], settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> tuple[list[str], list[str]]:
+    """The share ids of every page, each run with the cursor the page before named, and the
+    note of each page (on stderr for json and csv)."""
+    fmt = argv[argv.index("--format") + 1] if "--format" in argv else "table"
+    ids: list[str] = []
+    notes: list[str] = []
+    more: list[str] = []
+    while True:
+        code, out, err = run([*argv, *more], settings, capsys)
+        assert code == 0, err
+        shown, note = _ids(fmt, out)
+        ids += shown
+        notes.append(note if note is not None else err.rstrip("\n"))
+        if "next page" not in notes[-1]:
+            return ids, notes
+        more = ["--cursor", cursor_of(notes[-1])]
+
+
+@pytest.mark.parametrize("fmt", ["table", "json", "csv"])
+@pytest.mark.parametrize("limit", [1, 3, 4, 7, 10])
+async def test_following_the_printed_cursor_gives_every_row_once_in_order(
+    settings: Settings,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    fmt: str,
+    limit: int,
+) -> None:
+    # Read in parts of two rows: a page ends inside a part, at its end, or several parts on.
+    monkeypatch.setattr("gateway.sharelog.review._PAGE", 2)
+    # Three shares an instant: a page may end between two shares of the same time.
+    await _recorded(
+        settings,
+        [
+            share(
+                f"s-{n:02d}", T0 + timedelta(seconds=n // 3), partner="other" if n % 4 else "acme"
+            )
+            for n in range(20)
+        ],
+    )
+    capsys.readouterr()
+    for filters in ([], ["--partner", "other"]):
+        argv = ["logs", "query", *filters, "--format", fmt, "--limit", str(limit)]
+        _, out, _ = run(["logs", "query", *filters, "--format", "json"], settings, capsys)
+        whole = [row["share_id"] for row in json.loads(out)]
+        ids, notes = _every_page(argv, settings, capsys)
+        assert ids == whole
+        assert len(notes) == -(-len(whole) // limit)
+        for page, note in enumerate(notes):
+            first, last = page * limit + 1, min((page + 1) * limit, len(whole))
+            assert note.startswith(f"rows {first}-{last} of {len(whole)}")
+        # A page that is the whole query leaves nothing out: an export says nothing of it.
+        code, _, err = run([*argv[:-1], str(len(whole))], settings, capsys)
+        assert (code, err if fmt != "table" else "") == (0, "")
+
+
+async def test_subject_pages_by_cursor(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    records = [
+        share(
+            f"s-{n}",
+            T0 + timedelta(minutes=n),
+            subjects=("alice",) if n % 3 else ("bob",),
+            decision="denied" if n % 5 == 0 else "shared",
+            reason="scope_denied" if n % 5 == 0 else "shared",
+        )
+        for n in range(16)
+    ]
+    await _recorded(settings, records)
+    capsys.readouterr()
+    for command in (["logs", "subject", "alice"], ["logs", "subject", "alice", "--include-denied"]):
+        _, out, _ = run([*command, "--format", "json"], settings, capsys)
+        whole = [row["share_id"] for row in json.loads(out)]
+        assert len(whole) > 4
+        ids, notes = _every_page([*command, "--limit", "2"], settings, capsys)
+        assert ids == whole
+        assert notes[-1] == f"rows {len(whole) - 1}-{len(whole)} of {len(whole)}"
+
+
+async def test_query_pages_by_cursor_without_the_hash_key(
+    logged: Settings, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `logs query` reads without the gateway's key (an auditor's account): so does its paging.
+    monkeypatch.delenv(KEY_ENV)
+    ids, notes = _every_page(["logs", "query", "--limit", "3"], logged, capsys)
+    assert ids == ["s-1", "s-2", "s-3", "s-4"]
+    assert notes[-1] == "rows 4-4 of 4"
+
+
+async def test_shares_recorded_after_the_first_page_wait_for_a_new_first_page(
+    logged: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(["logs", "query", "--limit", "2"], logged, capsys)
+    assert code == 0
+    await _recorded(logged, [share("s-5", T0 + timedelta(days=2))])
+    capsys.readouterr()
+    code, out, _ = run(["logs", "query", "--cursor", cursor_of(out)], logged, capsys)
+    assert _ids("table", out) == (["s-3", "s-4"], "rows 3-4 of 4")
+    code, out, _ = run(["logs", "query"], logged, capsys)
+    assert _ids("table", out) == (["s-1", "s-2", "s-3", "s-4", "s-5"], "rows 1-5 of 5")
+
+
+@pytest.mark.parametrize("fmt", ["table", "json", "csv"])
+async def test_a_prune_between_pages_stops_the_next_page_rather_than_skip_rows(
+    settings: Settings, capsys: pytest.CaptureFixture[str], fmt: str
+) -> None:
+    # An access request answered from pages must be whole: a prune between two pages either
+    # took only rows read already, or the next page says the read must start again.
+    now = datetime.now(UTC)
+    await _recorded(
+        settings,
+        [
+            *(
+                share(f"old-{n}", now - timedelta(days=1100) + timedelta(minutes=n))
+                for n in range(6)
+            ),
+            *(share(f"new-{n}", now - timedelta(days=1) + timedelta(minutes=n)) for n in range(4)),
+        ],
+    )
+    capsys.readouterr()
+    argv = ["logs", "query", "--format", fmt]
+    pages: dict[int, str] = {}
+    for limit in (3, 8):  # 3: the prune takes rows not read yet; 8: only rows read
+        code, out, err = run([*argv, "--limit", str(limit)], settings, capsys)
+        assert code == 0
+        pages[limit] = cursor_of(out if fmt == "table" else err)
+    code, out, _ = run(["logs", "prune"], settings, capsys)
+    assert (code, out.split(" dated")[0]) == (0, "removed 6 shares")
+
+    code, out, err = run([*argv, "--limit", "3", "--cursor", pages[3]], settings, capsys)
+    assert (code, out) == (1, "")
+    assert err == (
+        "share-gateway logs query: the share log was pruned since the first page was read, "
+        "and rows not read yet may be gone: start again from the first page\n"
+    )
+    code, out, err = run([*argv, "--limit", "3", "--cursor", pages[8]], settings, capsys)
+    assert code == 0
+    ids, note = _ids(fmt, out)
+    assert ids == ["new-2", "new-3"]
+    # Numbered among the rows the log still holds: the pruned ones, all read, are gone.
+    assert (note if note is not None else err) in ("rows 3-4 of 4", "rows 3-4 of 4\n")
+
+
+def _flipped(text: str) -> str:
+    return text[:-1] + ("A" if text[-1] != "A" else "B")
+
+
+ACME = ["logs", "query", "--partner", "acme", "--until", "2025-03-03", "--limit", "1"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param(lambda c, m: [*ACME, "--cursor", f"{_flipped(c)}.{m}"], id="payload"),
+        pytest.param(lambda c, m: [*ACME, "--cursor", f"{c}.{m[:-2]}"], id="mac_cut"),
+        pytest.param(lambda c, m: [*ACME, "--cursor", c], id="no_mac"),
+        pytest.param(lambda c, m: [*ACME, "--cursor", f"{c}.{m}.{m}"], id="mac_twice"),
+        pytest.param(lambda c, m: [*ACME, "--cursor", f"{c}.{m} "], id="space"),
+        pytest.param(lambda c, m: [*ACME, "--cursor", ""], id="empty"),
+        pytest.param(
+            lambda c, m: [*ACME[:3], "cloudstore", *ACME[4:], "--cursor", f"{c}.{m}"],
+            id="other_partner",
+        ),
+        pytest.param(
+            lambda c, m: [*ACME[:5], "2025-03-04", *ACME[6:], "--cursor", f"{c}.{m}"],
+            id="other_until",
+        ),
+        pytest.param(lambda c, m: [*ACME[:2], *ACME[4:], "--cursor", f"{c}.{m}"], id="dropped"),
+        pytest.param(
+            lambda c, m: [*ACME, "--decision", "shared", "--cursor", f"{c}.{m}"], id="added"
+        ),
+        pytest.param(
+            lambda c, m: [*ACME, "--subject", "alice", "--cursor", f"{c}.{m}"], id="subject"
+        ),
+        pytest.param(
+            lambda c, m: ["logs", "subject", "alice", *ACME[4:], "--cursor", f"{c}.{m}"],
+            id="other_command",
+        ),
+    ],
+)
+async def test_a_cursor_altered_or_given_with_other_filters_is_a_usage_error(
+    logged: Settings,
+    capsys: pytest.CaptureFixture[str],
+    argv: Callable[[str, str], list[str]],
+) -> None:
+    _, out, _ = run(ACME, logged, capsys)
+    payload, _, mac = cursor_of(out).partition(".")
+    code, out, err = run(argv(payload, mac), logged, capsys)
+    assert (code, out) == (2, "")
+    assert err.endswith(
+        ": --cursor is not the next page of this query: give it unchanged, with the same "
+        "filters as the page that printed it\n"
+    )
+    assert payload not in err
+    # The same filters, with any limit and format, continue it.
+    code, out, _ = run(
+        [*ACME[:-1], "5", "--format", "json", "--cursor", f"{payload}.{mac}"], logged, capsys
+    )
+    assert (code, [row["share_id"] for row in json.loads(out)]) == (0, ["s-2", "s-3"])
+
+
+async def test_a_cursor_with_an_offset_is_a_usage_error(
+    logged: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, out, _ = run(["logs", "query", "--limit", "1"], logged, capsys)
+    for offset in ("0", "1"):
+        argv = ["logs", "query", "--offset", offset, "--cursor", cursor_of(out)]
+        code, printed, err = run(argv, logged, capsys)
+        assert (code, printed) == (2, "")
+        assert "--cursor and --offset cannot be used together" in err
+
+
+async def test_a_relative_since_is_held_by_the_cursor(
+    settings: Settings, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = datetime.now(UTC)
+    week = [share(f"s-{n}", now - timedelta(days=7) + timedelta(minutes=n)) for n in range(1, 5)]
+    await _recorded(settings, week)
+    capsys.readouterr()
+    argv = ["logs", "query", "--since", "7d", "--limit", "2", "--format", "json"]
+    code, out, err = run(argv, settings, capsys)
+    assert (code, _ids("json", out)[0]) == (0, ["s-1", "s-2"])
+
+    class TenMinutesLater(datetime):  # `--since 7d` read now reaches none of the four
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> Self:
+            return cls.fromtimestamp(time.time() + 600, tz)
+
+    monkeypatch.setattr("gateway.sharelog.commands.datetime", TenMinutesLater)
+    code, out, err = run([*argv, "--cursor", cursor_of(err)], settings, capsys)
+    assert (code, _ids("json", out)[0], err) == (0, ["s-3", "s-4"], "rows 3-4 of 4\n")
+    code, out, err = run(argv, settings, capsys)  # a first page now: the window has moved on
+    assert (code, out, err) == (0, "[]\n", "")
 
 
 # --- logs summary ---------------------------------------------------------------------------
@@ -751,9 +1042,9 @@ async def test_exports_hold_every_record_and_never_cut_one_silently(
         assert (code, len(list(csv.DictReader(io.StringIO(out)))), err) == (0, 105, "")
         code, out, err = run([*command, "--format", "json", "--limit", "10"], settings, capsys)
         assert (code, len(json.loads(out))) == (0, 10)
-        assert err == "rows 1-10 of 105; next page: --offset 10\n"
+        assert err.startswith("rows 1-10 of 105; next page: --cursor ")
         code, out, _ = run(command, settings, capsys)  # a table: a page at a time, and says so
-        assert out.rstrip().endswith("rows 1-100 of 105; next page: --offset 100")
+        assert "rows 1-100 of 105; next page: --cursor " in out.splitlines()[-1]
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import re
 import sqlite3
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock
 from pathlib import Path
@@ -22,7 +22,7 @@ import orjson
 
 from gateway.keys import canonical_subject_id, subject_ref, subject_ref_key
 from gateway.settings import Settings
-from gateway.sharelog import review
+from gateway.sharelog import cursor, review
 from gateway.sharelog.chain import format_ts
 from gateway.sharelog.ledger import Ledger, LedgerError, PruneRefused
 from gateway.sharelog.record import DECISIONS
@@ -220,7 +220,19 @@ def _add_paging(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="at most N rows (0: all; default: 100 in a table, all in json and csv)",
     )
-    parser.add_argument("--offset", type=int, default=0, metavar="N", help="skip the first N rows")
+    parser.add_argument(
+        "--cursor",
+        metavar="TOKEN",
+        help="the next page, as the page before named it: give the same filters; the window is "
+        "the first page's, and a prune since then is an error, never a gap",
+    )
+    parser.add_argument(
+        "--offset",
+        type=int,
+        default=None,
+        metavar="N",
+        help="skip the first N rows (a prune between two runs shifts them: page with --cursor)",
+    )
 
 
 # -- handlers --------------------------------------------------------------------------------
@@ -283,11 +295,37 @@ def _paging(args: argparse.Namespace) -> tuple[int | None, int]:
     # A table is read on a terminal, a page at a time; json and csv are exports (an access
     # request answered from one must hold every record), so they are whole unless asked.
     limit = args.limit if args.limit is not None else (100 if args.format == "table" else 0)
-    if limit < 0 or args.offset < 0:
+    offset = args.offset if args.offset is not None else 0
+    if args.cursor is not None and args.offset is not None:
+        raise UsageError(
+            "--cursor and --offset cannot be used together: a cursor names where its page starts"
+        )
+    if limit < 0 or offset < 0:
         raise UsageError("--limit and --offset must not be negative")
-    if max(limit, args.offset) > SQLITE_INT_MAX:
+    if max(limit, offset) > SQLITE_INT_MAX:
         raise UsageError(f"--limit and --offset must be at most {SQLITE_INT_MAX}")
-    return (limit or None), args.offset
+    return (limit or None), offset
+
+
+# Seals the cursors of `logs query` and `logs subject`. Not a secret, and not the hash key:
+# whoever runs these commands reads the file itself, from wherever they like, and `logs query`
+# must page for an auditor who is not given the gateway's key. The seal makes a cursor altered
+# by mistake, or given with other filters, an error rather than a page of some other query.
+_CURSOR_KEY = b"share-gateway/logs-cursor"
+
+
+def _continued(
+    text: str, bound: dict[str, object]
+) -> tuple[review.PagePosition, datetime | None, datetime | None]:
+    """Where `--cursor` continues, and the window its first page resolved: `--since 7d` as it
+    was read then, not now."""
+    try:
+        return cursor.read(_CURSOR_KEY, cursor.binding(bound), text)
+    except cursor.CursorRefused:
+        raise UsageError(
+            "--cursor is not the next page of this query: give it unchanged, with the same "
+            "filters as the page that printed it"
+        ) from None
 
 
 def _master_key(settings: Settings) -> bytes:
@@ -328,39 +366,31 @@ def _log_path(settings: Settings) -> Path:
 @_handles_errors
 def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
     """`logs query`: share records matching the filters."""
-    now = datetime.now(UTC)
-    since, until = _window(args, settings, now)
+    window = _window(args, settings, datetime.now(UTC)) if args.cursor is None else None
     limit, offset = _paging(args)
     path = _log_path(settings)
-    ref = None if args.subject is None else _subject_ref(settings, args.subject, path)
-    filters: dict[str, Any] = {
-        "partner": args.partner,
-        "purpose": args.purpose,
-        "decision": args.decision,
-        "reason": args.reason,
-        "caller": args.caller,
-        "share_id": args.share_id,
-        "since": since,
-        "until": until,
-        "subject_ref": ref,
-    }
-    return _print_shares(args, settings, path, filters, limit, offset)
+    named = ("partner", "purpose", "decision", "reason", "caller", "share_id")
+    filters: dict[str, Any] = {name: getattr(args, name) for name in named}
+    filters["subject_ref"] = (
+        None if args.subject is None else _subject_ref(settings, args.subject, path)
+    )
+    # The window as typed (`--since 7d`, not the time it stood for): each page names the same.
+    bound = {"command": "query", **filters, "since": args.since, "until": args.until}
+    return _print_shares(args, settings, path, filters, bound, window, limit, offset)
 
 
 @_handles_errors
 def cmd_subject(args: argparse.Namespace, settings: Settings) -> int:
     """`logs subject ID`: every share that carried data about one person."""
-    now = datetime.now(UTC)
-    since, until = _window(args, settings, now)
+    window = _window(args, settings, datetime.now(UTC)) if args.cursor is None else None
     limit, offset = _paging(args)
     path = _log_path(settings)
     filters: dict[str, Any] = {
-        "since": since,
-        "until": until,
         "subject_ref": _subject_ref(settings, args.id, path),
         "decision": None if args.include_denied else "shared",
     }
-    return _print_shares(args, settings, path, filters, limit, offset)
+    bound = {"command": "subject", **filters, "since": args.since, "until": args.until}
+    return _print_shares(args, settings, path, filters, bound, window, limit, offset)
 
 
 def _print_shares(
@@ -368,33 +398,74 @@ def _print_shares(
     settings: Settings,
     path: Path,
     filters: dict[str, Any],
+    bound: dict[str, object],
+    window: tuple[datetime | None, datetime | None] | None,
     limit: int | None,
     offset: int,
 ) -> int:
-    out = sys.stdout
-    if args.format in ("json", "csv"):
-        each = review.iter_query(path, limit=limit, offset=offset, **filters)
-        shown = _write_json(each, out) if args.format == "json" else _write_csv(each, out)
-        if offset or (limit is not None and shown == limit):
-            # Never a silent part: what is left out is said where the data does not go.
-            print(_page_note(shown, review.count(path, **filters), offset), file=sys.stderr)
+    """The rows of one page; `window` is None with `--cursor`, which carries its own."""
+    if window is None:
+        after, since, until = _continued(args.cursor, bound)
     else:
-        rows = review.query(path, limit=limit, offset=offset, **filters)
-        total = review.count(path, **filters)
+        after, (since, until) = None, window
+    filters.update(since=since, until=until)
+    out = sys.stdout
+    read = _Paged(review.iter_page(path, limit=limit, offset=offset, after=after, **filters))
+    if args.format in ("json", "csv"):
+        shown = _write_json(read, out) if args.format == "json" else _write_csv(read, out)
+        if offset or after is not None or read.next is not None:
+            # Never a silent part: what is left out is said where the data does not go.
+            print(_page_note(path, filters, bound, shown, offset, after, read), file=sys.stderr)
+    else:
+        rows = list(read)
         _write_share_table(rows, settings.zone, out)
-        out.write(_page_note(len(rows), total, offset) + "\n")
+        out.write(_page_note(path, filters, bound, len(rows), offset, after, read) + "\n")
     return EXIT_OK
 
 
-def _page_note(shown: int, total: int, offset: int) -> str:
+class _Paged:
+    """The rows of a page, then (once they are read) where the next page starts."""
+
+    def __init__(self, rows: Generator[dict[str, Any], None, review.PagePosition | None]) -> None:
+        self._rows = rows
+        self.next: review.PagePosition | None = None
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        self.next = yield from self._rows
+
+
+def _page_note(
+    path: Path,
+    filters: dict[str, Any],
+    bound: dict[str, object],
+    shown: int,
+    offset: int,
+    after: review.PagePosition | None,
+    read: _Paged,
+) -> str:
+    # Rows are numbered among those the first page's read covers, as the log holds them now:
+    # shares recorded since are not in it, and rows a prune took (all read) no longer count.
+    if after is not None:
+        before, total = review.read_counts(path, after, **filters)
+    elif read.next is not None:
+        before, total = offset, review.read_counts(path, read.next, **filters)[1]
+    elif shown:
+        before, total = offset, offset + shown
+    else:
+        before, total = offset, review.count(path, **filters)
     if total == 0:
         return "no share records match"
     if shown == 0:
-        return f"no rows at offset {offset} ({total:,} match)"
-    last = offset + shown
-    note = f"rows {offset + 1:,}-{last:,} of {total:,}"
-    if last < total:
-        note += f"; next page: --offset {last}"
+        where = "after the cursor" if after is not None else f"at offset {offset}"
+        return f"no rows {where} ({total:,} match)"
+    note = f"rows {before + 1:,}-{before + shown:,} of {total:,}"
+    if read.next is not None:
+        token = cursor.write(
+            _CURSOR_KEY, cursor.binding(bound), read.next, filters["since"], filters["until"]
+        )
+        note += f"; next page: --cursor {token} with the same filters"
+        if offset:
+            note += ", in place of --offset"
     return note
 
 
@@ -781,9 +852,14 @@ def _write_json(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
 
 def _write_csv(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(review.QUERY_FIELDS)
     count = 0
     for row in rows:
+        # The header only once a row is read: a read refused before its first row (a prune
+        # since the first page) leaves nothing to be taken for an answer of no rows.
+        if count == 0:
+            writer.writerow(review.QUERY_FIELDS)
         writer.writerow([_csv_cell(row[name]) for name in review.QUERY_FIELDS])
         count += 1
+    if count == 0:
+        writer.writerow(review.QUERY_FIELDS)
     return count
