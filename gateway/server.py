@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import structlog
-from aiohttp import web
+from aiohttp import StreamReader, web
 from aiohttp.http_exceptions import BadHttpMethod
 from aiohttp.web_protocol import RequestPayloadError
 
@@ -54,7 +55,10 @@ LOG_INTERVAL_S = 10.0
 # - `BaseRunner._shutdown_timeout`, read by `cleanup()`: set when the drain begins;
 # - `RequestHandler._close` (set by `close()`: `data_received` reads nothing more),
 #   `_request_in_progress` and `_handler_waiter` (resolved when the request in progress ends),
-#   used the way `RequestHandler.shutdown` uses them.
+#   used the way `RequestHandler.shutdown` uses them;
+# - `RequestHandler._messages`, the parsed requests (head and body stream) not yet handled,
+#   `_handle_request`, which handles one of them, and `finish_response`, which writes its
+#   answer; `eof_received`, which aiohttp leaves to close the connection.
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +142,15 @@ class LimitedRequestHandler(web.RequestHandler):
     keep-alive timeout instead.
     """
 
-    __slots__ = ("_admitted", "_drain_body", "_head_deadline", "_limited_by")
+    __slots__ = (
+        "_admitted",
+        "_answered",
+        "_caller_done",
+        "_drain_body",
+        "_head_deadline",
+        "_last_body",
+        "_limited_by",
+    )
 
     def __init__(self, server: GatewayServer, **options: Any) -> None:
         super().__init__(server, **options)
@@ -146,6 +158,9 @@ class LimitedRequestHandler(web.RequestHandler):
         self._admitted = False
         self._head_deadline: asyncio.TimerHandle | None = None
         self._drain_body = False  # closing, but the request in progress still reads its body
+        self._answered = 0  # requests whose handling ended (`_request_count` counts those read)
+        self._last_body: StreamReader | None = None  # of the request read last
+        self._caller_done = False  # the caller closed its side: it sends nothing more
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if not self._limited_by.admit():
@@ -194,6 +209,50 @@ class LimitedRequestHandler(web.RequestHandler):
         self._drain_body = False
         await super().shutdown(timeout)
 
+    # asyncio reads the answer (True keeps our side open); aiohttp declares it returns None.
+    def eof_received(self) -> bool:  # type: ignore[override]
+        """The caller closed its side (a FIN): keep ours open while an answer is owed.
+
+        aiohttp closes the connection on the caller's FIN, so a caller that half-closes after
+        sending its request whole (`nc -N`, a `shutdown(SHUT_WR)`) got no answer, although
+        its share was decided, recorded and forwarded: a caller retrying it shared it twice.
+        A request whose body is still incomplete is cut short, as before (`malformed_body`).
+        """
+        if self._force_close or not self._answer_owed():
+            return False  # asyncio closes the connection
+        self._caller_done = True
+        return True
+
+    def _answer_owed(self) -> bool:
+        """A request was read, its body whole, and its handling has not ended."""
+        if self._answered >= self._request_count:
+            return False
+        # Bodies arrive in order: only the last request read may still be waiting for its own.
+        return self._last_body is None or self._last_body.is_eof()
+
+    async def _handle_request(
+        self,
+        request: web.BaseRequest,
+        start_time: float | None,
+        request_handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+    ) -> tuple[web.StreamResponse, bool]:
+        try:
+            return await super()._handle_request(request, start_time, request_handler)
+        finally:
+            self._answered += 1
+
+    async def finish_response(
+        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        answered = await super().finish_response(request, resp, start_time)
+        if self._messages:  # read after a declined upgrade, from the bytes behind it
+            self._last_body = self._messages[-1][1]
+        if self._caller_done and not self._messages:
+            # Nothing more can arrive: the connection ends with this answer, not after the
+            # keep-alive timeout.
+            self._close = True
+        return answered
+
     def data_received(self, data: bytes) -> None:
         if self._drain_body and self._close and not self._force_close:
             if not self._request_in_progress:
@@ -212,6 +271,7 @@ class LimitedRequestHandler(web.RequestHandler):
         heads_before = self._request_count
         super().data_received(data)
         if self._request_count != heads_before:
+            self._last_body = self._messages[-1][1] if self._messages else None
             self._disarm_head_deadline()
             self._fail_broken_body()
         elif waiting and data and self._head_deadline is None:

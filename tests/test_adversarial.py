@@ -1177,6 +1177,56 @@ async def test_a_client_that_vanishes_mid_chunk(
     await assert_still_serving(gw)
 
 
+@pytest.mark.parametrize(
+    ("requests", "statuses"),
+    [
+        ([request(close=False)], [200]),
+        ([request(close=False), request(auth=False, close=False)], [200, 401]),
+        ([request(auth=False, close=False)], [401]),
+    ],
+    ids=["one_share", "two_pipelined", "a_refusal"],
+)
+async def test_a_caller_that_half_closes_after_its_request_gets_every_answer(
+    limited_gateway: GatewayFactory, requests: list[bytes], statuses: list[int]
+) -> None:
+    gw = await limited_gateway()
+    async with connection(gw) as (reader, writer):
+        writer.write(b"".join(fill(gw, data) for data in requests))
+        # The caller's FIN says it sends nothing more, not that it stopped reading.
+        writer.write_eof()
+        answers = [await read_response(reader) for _ in requests]
+        # Nothing more can arrive: the connection ends with the last answer.
+        assert await closed_by_peer(reader, within=1.0)
+    assert [a.status for a in answers] == statuses
+    shared = [a.headers["x-share-id"] for a in answers if a.status == 200]
+    assert [seen.body for seen in gw.partner.received] == [GOOD_FORWARDED] * len(shared)
+    assert [seen.headers["X-Share-Id"] for seen in gw.partner.received] == shared
+    assert [(r.share_id, r.decision) for r in gw.log.records] == [
+        (a.headers["x-share-id"], "shared" if a.status == 200 else "denied") for a in answers
+    ]
+    gw.partner.received.clear()
+    await assert_still_serving(gw)
+
+
+async def test_a_caller_that_half_closes_mid_body_is_cut_short(
+    limited_gateway: GatewayFactory,
+) -> None:
+    gw = await limited_gateway()
+    head, _, body = fill(gw, request(close=False)).partition(b"\r\n\r\n")
+    async with connection(gw) as (reader, writer):
+        writer.write(head + b"\r\n\r\n" + body[:10])
+        await writer.drain()
+        await eventually(lambda: gw.runtime.shares_in_progress == 1)
+        writer.write_eof()
+        # No answer can be owed for a body that never came whole: closed at once, as before.
+        assert await reader.read() == b""
+    await eventually(lambda: len(gw.log.records) == 1)
+    [record] = gw.log.records
+    assert (record.decision, record.reason) == ("denied", "malformed_body")
+    assert gw.partner.received == []
+    await assert_still_serving(gw)
+
+
 async def test_a_client_that_vanishes_while_the_partner_answers(
     limited_gateway: GatewayFactory,
 ) -> None:
