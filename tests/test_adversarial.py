@@ -472,6 +472,39 @@ async def test_a_request_pipelined_in_the_body_is_its_own_request(
     await assert_still_serving(gw)
 
 
+@pytest.mark.parametrize(
+    ("trailer", "second"),
+    [
+        (f"Authorization: Bearer {TOKEN}", request(auth=False)),
+        ("X-Share-Purpose: service_delivery", request(purpose=False, target="/acme/v1/notes")),
+    ],
+    ids=["credentials", "purpose"],
+)
+async def test_a_trailer_field_never_reaches_the_next_request(
+    limited_gateway: GatewayFactory, trailer: str, second: bytes
+) -> None:
+    gw = await limited_gateway()
+    first = request(
+        CHUNKED,
+        body=chunked(GOOD_BODY, trailer=f"{trailer}\r\n".encode()),
+        length=False,
+        close=False,
+    )
+    async with connection(gw) as (reader, writer):
+        writer.write(fill(gw, first) + fill(gw, second))
+        answer = await read_response(reader)
+        # The request behind a chunked body is never handled: the connection ends instead.
+        assert await closed_by_peer(reader, within=1.0)
+    # The second request, lacking the credentials or the purpose, reached no partner.
+    assert [seen.body for seen in gw.partner.received] == [GOOD_FORWARDED]
+    assert (answer.status, answer.headers.get("connection")) == (200, "close")
+    assert [(r.share_id, r.decision) for r in gw.log.records] == [
+        (answer.headers["x-share-id"], "shared")
+    ]
+    gw.partner.received.clear()
+    await assert_still_serving(gw)
+
+
 # --- 2. sizes the HTTP parser bounds --------------------------------------------------------------
 
 SIZES: dict[str, tuple[bytes, Expectation]] = {
