@@ -10,9 +10,11 @@ from typing import Any
 
 import orjson
 import structlog
-from aiohttp import StreamReader, web
-from aiohttp.http_exceptions import BadHttpMethod
-from aiohttp.web_protocol import RequestPayloadError
+from aiohttp import HttpVersion, HttpVersion10, HttpVersion11, StreamReader, web
+from aiohttp.http_exceptions import BadHttpMethod, BadStatusLine
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import EMPTY_PAYLOAD
+from aiohttp.web_protocol import RequestPayloadError, _ErrInfo
 
 from gateway.logconfig import error_location
 from gateway.settings import LimitsSettings
@@ -28,6 +30,10 @@ _ERROR_ANSWERS = {
 }
 
 log = structlog.get_logger("gateway")
+
+# The versions HTTP/1.1 framing serves (RFC 9112 2.3).
+_HTTP_1 = frozenset({HttpVersion10, HttpVersion11})
+_HTTP_0_9 = HttpVersion(0, 9)
 
 # After the drain, a request still in progress is given this long again, then cancelled and
 # given this long to wind up (aiohttp's two steps).
@@ -58,7 +64,8 @@ LOG_INTERVAL_S = 10.0
 #   used the way `RequestHandler.shutdown` uses them;
 # - `RequestHandler._messages`, the parsed requests (head and body stream) not yet handled,
 #   `_handle_request`, which handles one of them, and `finish_response`, which writes its
-#   answer; `eof_received`, which aiohttp leaves to close the connection.
+#   answer; `eof_received`, which aiohttp leaves to close the connection;
+# - `web_protocol._ErrInfo`, how `data_received` queues a request the parser refused.
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,12 +278,32 @@ class LimitedRequestHandler(web.RequestHandler):
         heads_before = self._request_count
         super().data_received(data)
         if self._request_count != heads_before:
+            self._refuse_other_versions(self._request_count - heads_before)
             self._last_body = self._messages[-1][1] if self._messages else None
             self._disarm_head_deadline()
             self._fail_broken_body()
         elif waiting and data and self._head_deadline is None:
             # Bytes while the handler waits for a request: the first of a new request head.
             self._arm_head_deadline()
+
+    def _refuse_other_versions(self, read: int) -> None:
+        """Refuse, as the parser refuses what it cannot read, the requests just read whose
+        request line names a version other than HTTP/1.0 or 1.1.
+
+        The C parser reads `HTTP/2.0` and `HTTP/0.9` with HTTP/1.1 framing and aiohttp answers
+        in the version asked (`HTTP/2.0 200 OK`), which an HTTP/1.1 client cannot read: the
+        share went out and its caller saw a broken answer. A bare `GET /path` (HTTP/0.9's
+        own form, read as 0.9) has no header field, so no credentials, and is still refused
+        by the gateway's checks.
+        """
+        queued = len(self._messages)
+        for index in range(max(0, queued - read), queued):
+            message = self._messages[index][0]
+            if not isinstance(message, RawRequestMessage) or message.version in _HTTP_1:
+                continue
+            if message.version != _HTTP_0_9 or message.raw_headers:
+                refused = BadStatusLine("an HTTP version other than 1.0 and 1.1")
+                self._messages[index] = (_ErrInfo(400, refused, refused.message), EMPTY_PAYLOAD)
 
     def _fail_broken_body(self) -> None:
         """Fail at once the body of the share in progress when the parser breaks off in it.

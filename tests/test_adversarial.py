@@ -355,6 +355,17 @@ async def test_request_framing(
     await check(gw, response, expected)
 
 
+@pytest.mark.parametrize("version", ["HTTP/2.0", "HTTP/0.9"])
+async def test_a_request_line_naming_another_http_version_is_refused(
+    limited_gateway: GatewayFactory, version: str
+) -> None:
+    # The parser reads these versions with HTTP/1.1 framing, and the answer's status line would
+    # name them (`HTTP/2.0 200 OK`), which an HTTP/1.1 client cannot read: the share must not
+    # go out, as for `HTTP/1.x`.
+    gw = await limited_gateway()
+    await check(gw, await send(gw, fill(gw, request(version=version))), ServerRefuses())
+
+
 # Chunk framing that breaks in a later packet than the head, while the share reads its body.
 # (Broken in the head's own packet, the parser refuses it before any share begins: above.)
 BROKEN_CHUNKS = {
