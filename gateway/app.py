@@ -49,15 +49,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     # The raw target decides, not aiohttp's decoded path: `/_gateway%2f...` is a partner path
     # (and refused there), never an operations endpoint.
     if request.raw_path.startswith(OPS_PREFIX):
-        response = await handle_ops(request)
-    else:
-        response = await handle_share(request)
-    if "Transfer-Encoding" in request.headers:
-        # aiohttp's C parser keeps the last trailer field of a chunked body and gives it to the
-        # next request on the connection as a header of its own: a trailer `Authorization`
-        # authenticated a next request that had none. Nothing behind such a body is read.
-        response.force_close()
-    return response
+        return await handle_ops(request)
+    return await handle_share(request)
 
 
 class _EveryTarget(web.PlainResource):

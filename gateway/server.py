@@ -251,6 +251,12 @@ class LimitedRequestHandler(web.RequestHandler):
     async def finish_response(
         self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
     ) -> tuple[web.StreamResponse, bool]:
+        if "Transfer-Encoding" in request.headers:
+            # aiohttp's C parser keeps the last trailer field of a chunked body and gives it to
+            # the next request on the connection as a header of its own: a trailer
+            # `Authorization` authenticated a next request that had none. Nothing behind such a
+            # body is read, whatever answered it (an exception's answer included).
+            resp.force_close()
         answered = await super().finish_response(request, resp, start_time)
         if self._messages:  # read after a declined upgrade, from the bytes behind it
             self._last_body = self._messages[-1][1]
