@@ -287,10 +287,10 @@ _FOLD_RUN: Final = re.compile(
 _AT_OPEN: Final = "(\\[\uff08\uff3b\u3010"
 _AT_CLOSE: Final = ")\\]\uff09\uff3d\u3011"
 # Digits written as Chinese numerals ("一三八零零一三八零零零", 幺 for 1 as it is said, the
-# capitals of amounts), among ASCII digits too ("138零0138000"): read as digits only in a run
-# of seven or more, single spaces or hyphens between them allowed. Shorter runs are prose
-# ("一月", "二〇二五年"); a run of seven holds no unit (十, 百, 万) and is no number said in
-# words, but one written digit by digit.
+# capitals of amounts), among digits of any form too ("138零0138000", "一三八００一三八〇〇〇"):
+# read as digits only in a run of seven or more, one space or dash between them allowed. Shorter
+# runs are prose ("一月", "二〇二五年"); a run of seven holds no unit (十, 百, 万) and is no
+# number said in words, but one written digit by digit.
 _CHINESE_DIGITS: Final = {
     **{ord(c): ord(str(d)) for d, c in enumerate("〇一二三四五六七八九")},
     **{ord(c): ord(str(d)) for d, c in enumerate("零壹贰叁肆伍陆柒捌玖")},
@@ -298,8 +298,17 @@ _CHINESE_DIGITS: Final = {
 }
 _CHINESE_DIGIT_CLASS: Final = "".join(map(chr, _CHINESE_DIGITS))
 _ANY_CHINESE_DIGIT: Final = re.compile(f"[{_CHINESE_DIGIT_CLASS}]")
+# Whatever sets the groups of a number in digits apart sets them apart here too: a phone number
+# grouped with thin spaces or en dashes must not pass because it is written in numerals. (Astral
+# dashes are folded to a space before the runs are read.)
+_NUMERAL_SEPARATOR: Final = _char_class(
+    ord(c) for c in {" ", "-", *_SPACES, *_DASHES} if c <= "\uffff"
+)
+# The other digits stay as they are here and are folded later: full-width ones with their run,
+# those of other scripts with the separators (astral ones are folded before).
+_RUN_DIGIT: Final = f"0-9\uff10-\uff19{_char_class(_BMP_DIGITS)}{_CHINESE_DIGIT_CLASS}"
 _CHINESE_DIGIT_RUN: Final = re.compile(
-    f"[0-9{_CHINESE_DIGIT_CLASS}](?:[ \u3000-]?[0-9{_CHINESE_DIGIT_CLASS}]){{6,}}"
+    f"[{_RUN_DIGIT}](?:[{_NUMERAL_SEPARATOR}]?[{_RUN_DIGIT}]){{6,}}"
 )
 # Nothing can match without a digit, '@' or ':' (full-width digits and '＠' included), a '#'
 # (or '＃') between a letter or digit and another, an `&commat;`, or an opening bracket before "at"
@@ -315,7 +324,7 @@ _MAY_CONTAIN: Final = re.compile(
     + _CHINESE_DIGIT_CLASS
     + "\U00010000-\U0010ffff]"
     + f"(?:(?<![#\uff03&{_AT_OPEN}{_CHINESE_DIGIT_CLASS}])"
-    + f"|(?<=[{_CHINESE_DIGIT_CLASS}])(?:[ \u3000-]?[{_CHINESE_DIGIT_CLASS}]){{6}}"
+    + f"|(?<=[{_CHINESE_DIGIT_CLASS}])(?:[{_NUMERAL_SEPARATOR}]?[{_CHINESE_DIGIT_CLASS}]){{6}}"
     + "|(?<=&)(?=commat;)"
     + f"|(?<=[0-9A-Za-z_{_INVISIBLE_CLASS}][#\uff03])(?=[0-9A-Za-z{_INVISIBLE_CLASS}])"
     + f"|(?<=[{_AT_OPEN}])(?=[ \u3000]?(?:[Aa\uff21\uff41][Tt\uff34\uff54{_INVISIBLE_CLASS}]"

@@ -373,6 +373,54 @@ def test_digits_written_as_chinese_numerals_are_found(text: str, found: str, cat
 
 
 @pytest.mark.parametrize(
+    "separator",
+    [
+        "\u00a0",
+        "\u2009",
+        "\u2003",
+        "\t",
+        "\u2013",
+        "\u2014",
+        "\u2212",
+        "\uff0d",
+        "\u2010",
+        "\u301c",
+    ],
+    ids=lambda c: f"U+{ord(c):04X}",
+)
+def test_chinese_numerals_grouped_by_any_space_or_dash_are_found(separator: str) -> None:
+    # As a number in digits is, whatever space or dash sets its groups apart: only the ASCII
+    # space and hyphen and the ideographic space were read between numerals.
+    phone = separator.join(["一三八", "零零一三", "八零零零"])
+    id_number = separator.join([ID_1990[:6], ID_1990[6:14], ID_1990[14:]]).translate(CHINESE)
+    text = f"电话：{phone}，身份证{id_number}。"
+    assert scan(text, NOTHING_ALLOWED) == (
+        f"电话：[REDACTED:{PHONE}]，身份证[REDACTED:{ID_NUMBER}]。",
+        {PHONE: 1, ID_NUMBER: 1},
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "found", "category"),
+    [
+        ("电话一三八００一三八〇〇〇", "一三八００一三八〇〇〇", PHONE),
+        ("电话一三八\u0660\u0660一三八零零零", "一三八\u0660\u0660一三八零零零", PHONE),
+        ("卡号六二二２\u2013零二一二\u2013三四五六\u2013七八九四", None, BANK_ACCOUNT),
+    ],
+    ids=["full_width", "arabic_indic", "card"],
+)
+def test_chinese_numerals_among_full_width_and_other_digits_are_found(
+    text: str, found: str | None, category: str
+) -> None:
+    # Digits of any form may stand among the numerals, as ASCII ones may.
+    redacted, counts = scan(text, NOTHING_ALLOWED)
+    assert counts == {category: 1}, text
+    assert redacted.endswith(f"[REDACTED:{category}]")
+    if found is not None:
+        assert spans(text) == [(category, found)]
+
+
+@pytest.mark.parametrize(
     "text",
     [
         "一二三四五六七八九",  # counting: seven numerals or more, and no identifier
