@@ -324,7 +324,9 @@ _MAY_CONTAIN: Final = re.compile(
     + _CHINESE_DIGIT_CLASS
     + "\U00010000-\U0010ffff]"
     + f"(?:(?<![#\uff03&{_AT_OPEN}{_CHINESE_DIGIT_CLASS}])"
-    + f"|(?<=[{_CHINESE_DIGIT_CLASS}])(?:[{_NUMERAL_SEPARATOR}]?[{_CHINESE_DIGIT_CLASS}]){{6}}"
+    # Invisible characters among the numerals hide nothing: the run is read again without them.
+    + f"|(?<=[{_CHINESE_DIGIT_CLASS}])(?:[{_INVISIBLE_CLASS}]*+[{_NUMERAL_SEPARATOR}]?"
+    + f"[{_INVISIBLE_CLASS}]*+[{_CHINESE_DIGIT_CLASS}]){{6}}"
     + "|(?<=&)(?=commat;)"
     + f"|(?<=[0-9A-Za-z_{_INVISIBLE_CLASS}][#\uff03])(?=[0-9A-Za-z{_INVISIBLE_CLASS}])"
     + f"|(?<=[{_AT_OPEN}])(?=[ \u3000]?(?:[Aa\uff21\uff41][Tt\uff34\uff54{_INVISIBLE_CLASS}]"
@@ -1448,8 +1450,9 @@ def _placed(start: int, end: int, steps: list[list[int]]) -> tuple[int, int]:
 # written with (any script's digits, full-width forms), or another invisible one. Beside an
 # emoji (a family's zero-width joiner) or a letter of another script (a direction mark in Arabic
 # text) it hides nothing, and the string is not scanned a second time, unless the string holds
-# an '@' (`letters`): then the letter may be part of an internationalised address.
-_JOINS: Final = re.compile(r"[0-9A-Za-z@.:+()_%\-\uff01-\uff5e]|\d")
+# an '@' (`letters`): then the letter may be part of an internationalised address. A Chinese
+# numeral is a digit here: "一三八\u200b零零一三八零零零" is a phone number.
+_JOINS: Final = re.compile(f"[0-9A-Za-z@.:+()_%\\-\uff01-\uff5e{_CHINESE_DIGIT_CLASS}]|\\d")
 
 
 def _may_hide(text: str, at: int, letters: bool = False) -> bool:

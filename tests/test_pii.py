@@ -420,6 +420,16 @@ def test_chinese_numerals_among_full_width_and_other_digits_are_found(
         assert spans(text) == [(category, found)]
 
 
+@pytest.mark.parametrize("hiding", ["\u200b", "\u2060", "\u00ad", "\ufeff", "\x00", "\U000e0020"])
+@pytest.mark.parametrize("at", [1, 3, 5, 10])
+def test_an_invisible_character_among_chinese_numerals_hides_nothing(hiding: str, at: int) -> None:
+    # Anywhere inside the run, also where it leaves fewer than seven numerals on either side.
+    phone = "一三八零零一三八零零零"
+    text = f"电话{phone[:at]}{hiding}{phone[at:]}，谢谢"
+    assert scan(text, NOTHING_ALLOWED) == (f"电话[REDACTED:{PHONE}]，谢谢", {PHONE: 1})
+    assert [m.category for m in find(text)] == [PHONE]
+
+
 @pytest.mark.parametrize(
     "text",
     [
