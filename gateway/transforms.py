@@ -6,6 +6,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
+from fractions import Fraction
 from typing import Final, TypeAlias
 
 import orjson
@@ -166,8 +167,9 @@ def _bucket(value: str | int | float | bool, size: int) -> str:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise Untransformable(f"generalize(bucket={size}) needs a finite number")
-        # Float floor division is exact, where floor(value / size) could round up across a bound.
-        low = int(value // size) * size
+        # As the exact fraction a float is: float floor division rounds a quotient past 2**53,
+        # and the range then missed the value (1e17 with 3 gave "99999999999999996-...998").
+        low = Fraction(value) // size * size
     else:
         low = value // size * size
     return f"{low}-{low + size - 1}"

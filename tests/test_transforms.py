@@ -185,6 +185,11 @@ def test_generalize_year_refuses_anything_but_a_real_iso_date(value: JSONValue) 
         (10, 19.999999999999996, "10-19"),
         (1, 7, "7-7"),
         (10, 10**20 + 3, "100000000000000000000-100000000000000000009"),
+        # Floats past 2**53 times the size: the range holds the value they are, exactly.
+        (3, 1e17, "99999999999999999-100000000000000001"),
+        (7, -6.783177772238416e16, "-67831777722384165--67831777722384159"),
+        (5000, 1.2345678901234567e20, "123456789012345665000-123456789012345669999"),
+        (5000, 9.999999999999999e22, "99999999999999991610000-99999999999999991614999"),
     ],
 )
 def test_generalize_bucket(size: int, value: int | float, expected: str) -> None:
