@@ -135,6 +135,9 @@ def describe_transform(t: Transform) -> str:
 
 
 def _json_text(value: str | int | float | bool) -> str:
+    if type(value) is int:
+        # Exact for any integer: the JSON encoder refuses one past 64 bits.
+        return str(value)
     return orjson.dumps(value).decode()
 
 

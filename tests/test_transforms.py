@@ -65,6 +65,17 @@ def test_hash_of_numbers_and_booleans_hashes_their_json_text(value: JSONValue, t
     assert apply_transform(Hash(), value, KEY) == hmac_hex(KEY, text)
 
 
+@pytest.mark.parametrize("value", [2**64, -(2**63) - 1, 10**30])
+def test_hash_and_mask_of_an_integer_past_64_bits_use_its_digits(value: int) -> None:
+    # The body parser refuses such a number, but a transform takes any JSON value: it failed
+    # with a TypeError from the JSON encoder instead of hashing or masking the digits.
+    assert apply_transform(Hash(), value, KEY) == hmac_hex(KEY, str(value))
+    assert (
+        apply_transform(Mask(keep_last=4), value, KEY)
+        == "*" * (len(str(value)) - 4) + str(value)[-4:]
+    )
+
+
 def test_hash_of_a_number_equals_hash_of_its_text() -> None:
     assert apply_transform(Hash(), 18000, KEY) == apply_transform(Hash(), "18000", KEY)
 
