@@ -151,6 +151,8 @@ def _request_bytes(origin: Origin, target: str, request: UpstreamRequest) -> byt
 
 
 _BODYLESS = frozenset({204, 304})
+# The header fields that say where a body ends.
+_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 
 
 class _Answer(NamedTuple):
@@ -278,7 +280,13 @@ class _Connection(asyncio.Protocol):
             # Not a status code (RFC 9110 15): no telling what the partner meant.
             raise _Broken(UpstreamError(f"the partner answered with status {status}"))
         if status < 200:
-            return  # an interim answer (100 Continue, 103 Early Hints): the real one follows
+            # An interim answer (100 Continue, 103 Early Hints) ends with its head, and the real
+            # one follows (RFC 9110 15.2). llhttp reads a body after a 1xx it has no name for
+            # (104-199) that states a length or chunks: the bytes of the answer that follows
+            # would be taken for that body, and the next answer for the share's.
+            if any(name.lower() in _FRAMING for name, _ in self._headers):
+                raise _Broken(UpstreamError("the partner's interim answer states a body"))
+            return
         self._status = status
         self._in_head = False
         codings: list[bytes] = []

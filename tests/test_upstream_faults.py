@@ -136,6 +136,9 @@ def _head(status: str = "200 OK", *extra: str) -> bytes:
 
 
 _BOMB = gzip.compress(MARKER + b"0" * (CAP * 200))
+_FIRST = _head("200 OK", "Content-Length: 12") + b'{"score": 1}'
+_STRAY_BODY = b'{"score": 666, "note": "' + MARKER + b'"}'
+_STRAY = _head("200 OK", f"Content-Length: {len(_STRAY_BODY)}") + _STRAY_BODY
 
 FAULTS: dict[str, Fault] = {
     "reset_before_headers": Fault(
@@ -248,6 +251,33 @@ FAULTS: dict[str, Fault] = {
         "possibly_delivered",
         200,
         settings=CAPPED,
+    ),
+    # An interim answer ends with its head (RFC 9110 15.2): the 200 after it is the answer, and
+    # the second 200 is one nobody asked for. Read with a body, the 104 swallowed the first 200
+    # and the second, the partner's stray answer, went to the caller as the share's.
+    "interim_answer_with_a_length": Fault(
+        sends(
+            f"HTTP/1.1 104 Checking\r\nContent-Length: {len(_FIRST)}\r\n\r\n".encode()
+            + _FIRST
+            + _STRAY
+        ),
+        502,
+        "upstream_error",
+        "possibly_delivered",
+        None,
+    ),
+    "interim_answer_in_chunks": Fault(
+        sends(
+            b"HTTP/1.1 199 Checking\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + f"{len(_FIRST):x}\r\n".encode()
+            + _FIRST
+            + b"\r\n0\r\n\r\n"
+            + _STRAY
+        ),
+        502,
+        "upstream_error",
+        "possibly_delivered",
+        None,
     ),
 }
 
