@@ -516,6 +516,12 @@ def response_headers(given: MultiMapping[str], body: bytes, *, filtered: bool) -
             # body kept was parsed by `filter_response`.
             kind = parse_media_type(value)[0]
             value = kind if kind in _PLAIN_JSON_TYPES else "application/json"
+        elif not _VISIBLE_ASCII.fullmatch(value):
+            # Passed on as written, so only in visible ASCII. aiohttp writes a value as UTF-8
+            # and leaves out what is not (a byte the partner sent that is not UTF-8): `"v1\xff"`
+            # and `"v1\xfe"` would both reach the caller as the ETag `"v1"`, and without its C
+            # extensions the whole answer fails, after the share was recorded delivered.
+            continue
         if value:
             headers[name] = value
     return headers
@@ -549,6 +555,8 @@ _CACHE_FLAGS = frozenset(
 )
 _CACHE_SECONDS = frozenset({"max-age", "s-maxage", "stale-while-revalidate", "stale-if-error"})
 _PLAIN_JSON_TYPES = frozenset({"application/json", "application/problem+json"})
+# Header field text without obs-text (RFC 9110 5.5): tabs, spaces and visible ASCII.
+_VISIBLE_ASCII = re.compile(r"[\t\x20-\x7e]*")
 # As many digits as `Retry-After`'s seconds: a longer number (a phone number) is no duration.
 _SECONDS = re.compile("[0-9]{1,10}")
 

@@ -572,6 +572,45 @@ async def test_answer_headers_carry_no_text_outside_their_grammar(
 
 
 @pytest.mark.parametrize(
+    "field",
+    [
+        b'ETag: "v1\xff"',
+        'ETag: "v1-中"'.encode(),
+        b"Last-Modified: Mon, 01 Jan 2024 00:00:00 GMT\xa0",
+        b"Content-Type: text/plain; name=\xd5\xc5",
+        "Content-Type: text/plain; name=张三".encode(),
+    ],
+    ids=["etag_not_utf8", "etag_utf8", "date_not_utf8", "type_not_utf8", "type_utf8"],
+)
+async def test_answer_headers_beyond_visible_ascii_are_not_passed_on(
+    make_gateway: GatewayFactory, field: bytes
+) -> None:
+    # Written on as UTF-8, a byte that is not UTF-8 was left out: `"v1\xff"` and `"v1\xfe"`
+    # both reached the caller as the ETag `"v1"`, a validator the partner never sent.
+    gw = await make_gateway()
+    partner = raw(gw)
+    partner.script = sends(
+        b"HTTP/1.1 200 OK\r\n" + field + b'\r\nContent-Length: 12\r\n\r\n{"score": 7}'
+    )
+    answer = await share(gw, NOTES)
+    assert (answer.status, answer.body) == (200, b'{"score": 7}')
+    assert all(value.isascii() for value in answer.headers.values())
+    headers = {name.lower(): value for name, value in answer.headers.items()}
+    name = field.partition(b":")[0].decode().lower()
+    if name == "content-type":  # none passed on: aiohttp's own for a body of no known type
+        assert headers[name] == "application/octet-stream"
+    else:
+        assert name not in headers
+    assert [r.body for r in partner.requests] == [b'{"note":"n"}']
+    outcome = outcome_of(gw, answer)
+    assert (outcome.outcome, outcome.upstream_status, outcome.bytes_received) == (
+        "delivered",
+        200,
+        12,
+    )
+
+
+@pytest.mark.parametrize(
     ("status", "content_type", "body"),
     [
         (503, "text/html;", b"<h1>down</h1>"),  # an error page the route cannot filter
