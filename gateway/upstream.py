@@ -151,6 +151,7 @@ def _request_bytes(origin: Origin, target: str, request: UpstreamRequest) -> byt
 
 
 _BODYLESS = frozenset({204, 304})
+_HTTP_1 = frozenset({"1.0", "1.1"})
 # The header fields that say where a body ends.
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 
@@ -275,6 +276,11 @@ class _Connection(asyncio.Protocol):
             raise _Broken(_too_large(f"its head exceeds {MAX_ANSWER_HEAD_BYTES} bytes"))
 
     def on_headers_complete(self) -> None:
+        version = self._parser.get_http_version()
+        if version not in _HTTP_1:
+            # llhttp reads `HTTP/2.0 200` or `HTTP/0.9 200` with HTTP/1.1 framing: no telling
+            # what such a partner framed, as the gateway refuses these versions from callers.
+            raise _Broken(UpstreamError(f"the partner answered in HTTP/{version}"))
         status = self._parser.get_status_code()
         if not 100 <= status <= 599:
             # Not a status code (RFC 9110 15): no telling what the partner meant.
@@ -306,7 +312,7 @@ class _Connection(asyncio.Protocol):
             raise _Broken(UpstreamError("the partner's answer has an unknown transfer coding"))
         # HTTP/1.0 knows no transfer coding: such framing is faulty, and the connection ends
         # after the answer whatever it says of keep-alive (RFC 9112 6.1).
-        self._faulty_framing = bool(codings) and self._parser.get_http_version() == "1.0"
+        self._faulty_framing = bool(codings) and version == "1.0"
 
     def on_body(self, chunk: bytes) -> None:
         self._framing = 0

@@ -200,6 +200,22 @@ FAULTS: dict[str, Fault] = {
         "possibly_delivered",
         None,
     ),
+    # Read with HTTP/1.1 framing by the parser: no telling what such a partner framed.
+    **{
+        f"status_line_in_http_{version}": Fault(
+            sends(
+                _head("200 OK", "Content-Length: 12").replace(
+                    b"HTTP/1.1", f"HTTP/{version}".encode(), 1
+                )
+                + b'{"score": 1}'
+            ),
+            502,
+            "upstream_error",
+            "possibly_delivered",
+            None,
+        )
+        for version in ("2.0", "0.9", "1.2")
+    },
     "not_http_at_all": Fault(
         sends(b"SSH-2.0-OpenSSH_9.6\r\n" + MARKER + b"\r\n\r\n"),
         502,
