@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, get_args, get_origin
@@ -67,11 +68,25 @@ class ListenSettings(_Section):
     @field_validator("host")
     @classmethod
     def _host(cls, value: str) -> str:
+        if not value:
+            # The server reads an empty host as every interface: a sidecar meant for loopback
+            # (`SHARE_GATEWAY_LISTEN_HOST=` left blank) would take shares from the network.
+            raise ValueError("must not be empty (every interface is written 0.0.0.0 or ::)")
         try:
             ipaddress.ip_address(value)
             return value
         except ValueError:
             pass
+        try:
+            socket.inet_aton(value)
+        except OSError:
+            pass
+        else:
+            # The resolver reads `0` as 0.0.0.0 and `127.1` as 127.0.0.1: a name that is an
+            # address in another spelling would listen where nothing in the file says.
+            raise ValueError(
+                "an IPv4 address in a shorthand (0, 127.1, 0x7f.1): write its four decimal parts"
+            )
         try:
             encoded = value.encode("idna")
         except UnicodeError as exc:  # found only when the server starts, as a traceback

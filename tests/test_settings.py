@@ -106,6 +106,7 @@ def test_a_secret_under_the_prefix_is_never_parsed_or_shown(tmp_path: Path) -> N
         ("SHARE_GATEWAY_LISTEN_PORT", "1:20"),  # YAML 1.1 would read 80
         ("SHARE_GATEWAY_LIMITS_MAX_BODY_BYTES", "0x10"),  # and 16
         ("SHARE_GATEWAY_LISTEN_PORT", "70000"),
+        ("SHARE_GATEWAY_LISTEN_HOST", ""),  # left blank: was every interface
     ],
 )
 def test_a_bad_override_is_reported_under_its_variable(
@@ -150,6 +151,10 @@ def test_a_bad_override_is_reported_under_its_variable(
         ('listen: {host: "127.0.0..1"}\n', "listen.host: Value error, not an IP address"),
         (f"listen: {{host: {'a' * 64}.example}}\n", "listen.host: Value error, not an IP address"),
         ('listen: {host: "gw example"}\n', "listen.host: Value error, not an IP address"),
+        # The server read an empty host, or an IPv4 address in a shorthand, as 0.0.0.0 (and ::).
+        ('listen: {host: ""}\n', "listen.host: Value error, must not be empty"),
+        ('listen: {host: "0"}\n', "listen.host: Value error, an IPv4 address in a shorthand"),
+        ('listen: {host: "127.1"}\n', "listen.host: Value error, an IPv4 address in a shorthand"),
         ('share_log: {path: "var/log\\0.sqlite"}\n', "share_log.path: Value error, a path cannot"),
         ('registry: {path: "\\0"}\n', "registry.path: Value error, a path cannot hold a NUL"),
         (
