@@ -40,6 +40,9 @@ Algorithm = AsymmetricAlgorithm | Literal["HS256"]
 MAX_READ_TIMEOUT_S = 300
 # An idle keep-alive connection holds one of `max_connections`; beyond an hour it is only held.
 MAX_KEEPALIVE_TIMEOUT_S = 3600
+# The longest request line or header field, and the most header fields, a request may have.
+MAX_HEAD_FIELD_BYTES = 1_048_576
+MAX_HEADERS = 4096
 # The JWKS is fetched every 5 minutes in any case (`auth.JWKS_MAX_AGE_S`), and that fetch
 # restarts the interval: a longer one would stop an unknown kid from ever causing a fetch.
 MAX_JWKS_REFRESH_MIN_INTERVAL_S = 300
@@ -181,9 +184,12 @@ class LimitsSettings(_Section):
     max_upstream_connections: int = Field(default=256, ge=1)
     # Unset: a quarter of the ceiling (64 of 256), so that lowering the ceiling alone is valid.
     max_upstream_connections_per_origin: int | None = Field(default=None, ge=1)
-    max_line_size: int = Field(default=8190, ge=256)
-    max_field_size: int = Field(default=8190, ge=256)
-    max_headers: int = Field(default=64, ge=8)
+    # aiohttp's parser takes these as machine words: past 2**64 it refuses every connection
+    # (logged, never answered) while the gateway reports itself started. A head that large is no
+    # caller's: the bounds stop a typo long before.
+    max_line_size: int = Field(default=8190, ge=256, le=MAX_HEAD_FIELD_BYTES)
+    max_field_size: int = Field(default=8190, ge=256, le=MAX_HEAD_FIELD_BYTES)
+    max_headers: int = Field(default=64, ge=8, le=MAX_HEADERS)
 
     @model_validator(mode="after")
     def _origin_cap_within_ceiling(self) -> Self:

@@ -151,6 +151,10 @@ def test_a_bad_override_is_reported_under_its_variable(
         ('listen: {host: "127.0.0..1"}\n', "listen.host: Value error, not an IP address"),
         (f"listen: {{host: {'a' * 64}.example}}\n", "listen.host: Value error, not an IP address"),
         ('listen: {host: "gw example"}\n', "listen.host: Value error, not an IP address"),
+        # Past a machine word the HTTP parser refused every connection of a gateway that started.
+        ("limits: {max_line_size: 18446744073709551616}\n", "limits.max_line_size"),
+        ("limits: {max_field_size: 1048577}\n", "limits.max_field_size"),
+        ("limits: {max_headers: 18446744073709551616}\n", "limits.max_headers"),
         # The server read an empty host, or an IPv4 address in a shorthand, as 0.0.0.0 (and ::).
         ('listen: {host: ""}\n', "listen.host: Value error, must not be empty"),
         ('listen: {host: "0"}\n', "listen.host: Value error, an IPv4 address in a shorthand"),
