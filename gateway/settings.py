@@ -40,6 +40,7 @@ Algorithm = AsymmetricAlgorithm | Literal["HS256"]
 MAX_READ_TIMEOUT_S = 300
 # An idle keep-alive connection holds one of `max_connections`; beyond an hour it is only held.
 MAX_KEEPALIVE_TIMEOUT_S = 3600
+MAX_RETENTION_DAYS = 36_500
 # The longest request line or header field, and the most header fields, a request may have.
 MAX_HEAD_FIELD_BYTES = 1_048_576
 MAX_HEADERS = 4096
@@ -154,7 +155,9 @@ class ShareLogSettings(_Section):
     path: FilePath = Path("var/share-log.sqlite")
     durability: Literal["batched", "strict"] = "batched"
     stdout: bool = True
-    retention_days: int = Field(default=1095, ge=1095)
+    # The cut is `now - retention_days`: past about 700,000 days it is before the year 1, and
+    # `logs prune` failed on it. A century is longer than any law asks.
+    retention_days: int = Field(default=1095, ge=1095, le=MAX_RETENTION_DAYS)
     batch_interval_ms: float = Field(default=5, gt=0, le=1000)
     batch_max_records: int = Field(default=512, ge=1)
     checkpoint_every: int = Field(default=1000, ge=1)
