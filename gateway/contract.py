@@ -6,6 +6,7 @@ import os
 import re
 import stat
 import time
+import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -40,8 +41,21 @@ class Problem:
 
     def __str__(self) -> str:
         if not self.path:
-            return f"{self.file}: {self.message}"
-        return f"{self.file}: {self.path}: {self.message}"
+            return printable(f"{self.file}: {self.message}")
+        return printable(f"{self.file}: {self.path}: {self.message}")
+
+
+# Control and format characters, line and paragraph separators, and lone surrogates: what
+# would split one problem's line, rewrite the terminal showing it, or fail to print at all.
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def printable(text: str) -> str:
+    """`text` with each unprintable character escaped as Python writes it (`\\n`, `\\x1b`,
+    `\\ud800`): a key or value of a file reaches a problem line as the file has it."""
+    if text.isprintable():
+        return text
+    return "".join(repr(c)[1:-1] if unicodedata.category(c) in _UNPRINTABLE else c for c in text)
 
 
 # A broken file can hold thousands of problems (one per field rule): the first ones say what is

@@ -21,7 +21,13 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
-from gateway.contract import MAX_FILE_BYTES, YamlFileError, load_yaml, parse_yaml_bytes
+from gateway.contract import (
+    MAX_FILE_BYTES,
+    YamlFileError,
+    load_yaml,
+    parse_yaml_bytes,
+    printable,
+)
 
 ENV_PREFIX = "SHARE_GATEWAY_"
 
@@ -244,6 +250,8 @@ class SettingsError(Exception):
     """The settings file or an override is invalid; one line per problem."""
 
     def __init__(self, problems: list[str]) -> None:
+        # A key of the file may hold a line break or an escape sequence: one line each, still.
+        problems = [printable(problem) for problem in problems]
         super().__init__("\n".join(problems))
         self.problems = problems
 

@@ -88,6 +88,31 @@ def lines(
     return file, [str(problem) for problem in problems]
 
 
+@pytest.mark.parametrize(
+    ("change", "shown"),
+    [
+        # A key or value of the file goes into a problem as it is: a line break split the
+        # problem in two, an escape sequence reached the terminal, a lone surrogate could not be
+        # printed (a traceback).
+        (lambda d: d.update({"note\nacme.yaml: all good": 1}), "note\\nacme.yaml: all good"),
+        (lambda d: d["partner"].update({"\x1b[2Jx": 1}), "partner.\\x1b[2Jx: unknown key"),
+        (lambda d: d["upstream"].update({"auth": {"type": "x\u2028y"}}), "x\\u2028y"),
+        (lambda d: d["routes"][0].update({"subject": "path.\ud800"}), "path.\\ud800 names"),
+    ],
+)
+def test_a_problem_is_one_printable_line_whatever_the_file_holds(
+    tmp_path: Path, change: Any, shown: str
+) -> None:
+    data = minimal()
+    change(data)
+    _, found = lines(tmp_path, data)
+    assert found
+    for line in found:
+        assert line.isprintable(), line
+        line.encode("utf-8")
+    assert any(shown in line for line in found), found
+
+
 @pytest.mark.parametrize("denied", ["iterdir", "open"])
 def test_a_folder_or_file_it_may_not_read_is_a_problem(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, denied: str

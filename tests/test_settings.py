@@ -149,6 +149,8 @@ def test_a_bad_override_is_reported_under_its_variable(
         ),
         ("- a list\n", "mapping"),
         ("listen: {port: [\n", "not valid YAML"),
+        # A key's line break made two lines of one problem.
+        ('"listen\\nx": 1\n', "listen\\nx: Extra inputs"),
         # A host the resolver cannot encode, or a NUL in a path, was a traceback at start-up.
         ('listen: {host: "127.0.0..1"}\n', "listen.host: Value error, not an IP address"),
         (f"listen: {{host: {'a' * 64}.example}}\n", "listen.host: Value error, not an IP address"),
