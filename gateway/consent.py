@@ -850,32 +850,28 @@ def registry_path(settings: Settings) -> Path:
     return settings.registry.path
 
 
-def _open(
-    settings: Settings, *, reading: Path | None = None, existing: bool = False
-) -> ConsentRegistry | int:
-    """The registry, or the exit code of a usage error; `reading` is a file the command will
-    read, checked before the registry is opened (and, the first time, created). An `existing`
-    registry only is opened, never created."""
-    from gateway.keys import subject_ref_key
+def _master_key(settings: Settings) -> bytes | int:
+    """The hash key, or the exit code of a usage error."""
     from gateway.runtime import StartupError, master_key
 
     try:
-        key = master_key(settings)
+        return master_key(settings)
     except StartupError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return EXIT_USAGE
+
+
+def _open(settings: Settings, key: bytes, *, existing: bool = False) -> ConsentRegistry | int:
+    """The registry, or the exit code of a usage error. An `existing` registry only is opened,
+    never created."""
+    from gateway.keys import subject_ref_key
+
     path = registry_path(settings)
     if existing and not path.is_file():
         # Created now, it would answer "no consent grants recorded": a false answer.
         print(f"no consent registry at {path} (registry.path)", file=sys.stderr)
         return EXIT_USAGE
-    if reading is not None:
-        try:
-            reading.open("rb").close()
-        except OSError as exc:
-            print(f"{reading}: cannot read: {exc.strerror}", file=sys.stderr)
-            return EXIT_USAGE
     try:
         return ConsentRegistry(path, subject_ref_key(key), zone=settings.zone)
     except RegistryBusy as exc:
@@ -888,20 +884,31 @@ def _open(
 
 def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     path = Path(args.file)
-    registry = _open(settings, reading=path)
-    if isinstance(registry, int):
-        return registry
-    purposes = _contract_purposes(settings)
-    with registry:
-        try:
-            with path.open("rb") as file:
+    key = _master_key(settings)
+    if isinstance(key, int):
+        return key
+    try:
+        # Opened once, and before the registry is (and, the first time, created): a named pipe
+        # opened to be checked and closed again lost its writer, and the second open waited
+        # for another one for ever.
+        file = path.open("rb")
+    except OSError as exc:
+        print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    with file:
+        registry = _open(settings, key)
+        if isinstance(registry, int):
+            return registry
+        purposes = _contract_purposes(settings)
+        with registry:
+            try:
                 report = registry._import(read_csv(file), purposes)
-        except OSError as exc:
-            print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
-            return EXIT_USAGE
-        except RegistryBusy as exc:
-            print(exc, file=sys.stderr)
-            return EXIT_FAILED
+            except OSError as exc:
+                print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
+                return EXIT_USAGE
+            except RegistryBusy as exc:
+                print(exc, file=sys.stderr)
+                return EXIT_FAILED
     if not report.ok:
         for error in report.errors:
             print(f"{path}: {error}")
@@ -962,7 +969,10 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
         # Its reference would be no one's: "no consent grants recorded" would be a false answer.
         print("the subject id is empty", file=sys.stderr)
         return EXIT_USAGE
-    registry = _open(settings, existing=True)
+    key = _master_key(settings)
+    if isinstance(key, int):
+        return key
+    registry = _open(settings, key, existing=True)
     if isinstance(registry, int):
         return registry
     now = datetime.now(UTC)

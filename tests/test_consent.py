@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
+import os
 import sqlite3
+import threading
 import tracemalloc
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta, timezone
@@ -856,6 +859,37 @@ def test_cli_import_and_show(
     args = parse("consent", "show", BOB)
     assert args.handler(args, settings) == 0
     assert capsys.readouterr().out.splitlines()[1] == "no consent grants recorded"
+
+
+def test_cli_import_reads_a_named_pipe_once(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `mkfifo grants.csv; gzip -dc grants.csv.gz > grants.csv & share-gateway consent import
+    # grants.csv`: the file was opened to check it could be read, then again to read it. The
+    # check took the writer's one pass (the writer died of a broken pipe), and the second open
+    # waited for ever for another writer.
+    fifo = tmp_path / "grants.csv"
+    os.mkfifo(fifo)
+    rows = (HEADER + f"{ALICE},{PARTNER},{PURPOSE},2025-01-01,,C-1\n").encode()
+    done = threading.Event()
+
+    def writer() -> None:
+        with contextlib.suppress(BrokenPipeError), open(fifo, "wb") as pipe:
+            pipe.write(rows)
+        # Should the command wait for a second writer, one that writes nothing ends its wait.
+        if not done.wait(5):
+            with open(fifo, "wb"):
+                pass
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        args = parse("consent", "import", str(fifo))
+        assert args.handler(args, settings) == 0
+    finally:
+        done.set()
+        thread.join()
+    assert capsys.readouterr().out == f"{fifo}: 1 granted, 0 withdrawn, 0 unchanged\n"
 
 
 def test_cli_import_warns_of_rows_no_contract_uses(
