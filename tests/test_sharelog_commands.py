@@ -826,6 +826,17 @@ async def test_bad_times_are_usage_errors(
     code, _, err = run(["logs", "summary", "--since", "1d", "--until", "2d"], logged, capsys)
     assert code == 2
     assert "--until must be later than --since" in err
+    # An empty time (`--since "$START"`, START unset) was no window at all: the whole log.
+    for argv in (
+        ["logs", "query", "--since", ""],
+        ["logs", "summary", "--until", ""],
+        ["logs", "subject", "u-1", "--since", ""],
+        ["logs", "export", "--until", ""],
+        ["logs", "prune", "--before", "", "--dry-run"],
+    ):
+        code, out, err = run(argv, logged, capsys)
+        assert (code, out) == (2, ""), argv
+        assert "'' is not a time" in err
 
 
 @pytest.mark.parametrize(

@@ -282,9 +282,11 @@ def _window(
     args: argparse.Namespace, settings: Settings, now: datetime
 ) -> tuple[datetime | None, datetime | None]:
     since = until = None
-    if args.since:
+    # `is not None`: an empty value (`--since "$START"` with START unset) is no time, not the
+    # whole log.
+    if args.since is not None:
         since = parse_time(args.since, settings.zone, now)
-    if args.until:
+    if args.until is not None:
         until = parse_time(args.until, settings.zone, now, end_of_day=True)
     if since is not None and until is not None and until <= since:
         raise UsageError("--until must be later than --since")
@@ -677,7 +679,7 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
     """`logs prune`: remove records older than the retention period; the cut is signed."""
     now = datetime.now(UTC)
     retention = settings.share_log.retention_days
-    if args.before:
+    if args.before is not None:
         before = parse_time(args.before, settings.zone, now)
     else:
         before = now - timedelta(days=retention)
