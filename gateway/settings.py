@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -69,6 +70,17 @@ class _Section(BaseModel):
     # `.inf` would pass every `ge`/`gt` bound and switch a deadline off (`.nan` fails them only by
     # accident, with a message about the bound): no setting is ever infinite or not a number.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_number(cls, value: object, info: ValidationInfo) -> object:
+        # Pydantic reads true as 1: `port: yes` (a boolean in YAML) listened on port 1, and
+        # `body_read_timeout_s: on` cut bodies off after a second.
+        if isinstance(value, bool) and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            if bool not in (annotation, *get_args(annotation)):
+                raise ValueError("true or false is not a number (YAML reads yes, on, no, off so)")
+        return value
 
 
 class ListenSettings(_Section):

@@ -155,6 +155,10 @@ def test_a_bad_override_is_reported_under_its_variable(
         ('listen: {host: "127.0.0..1"}\n', "listen.host: Value error, not an IP address"),
         (f"listen: {{host: {'a' * 64}.example}}\n", "listen.host: Value error, not an IP address"),
         ('listen: {host: "gw example"}\n', "listen.host: Value error, not an IP address"),
+        # Read as 1: port 1, a one-second body deadline.
+        ("listen: {port: yes}\n", "listen.port: Value error, true or false is not a number"),
+        ("limits: {body_read_timeout_s: on}\n", "limits.body_read_timeout_s: Value error, true"),
+        ("share_log: {checkpoint_every: true}\n", "share_log.checkpoint_every: Value error"),
         # Past a machine word the HTTP parser refused every connection of a gateway that started.
         ("limits: {max_line_size: 18446744073709551616}\n", "limits.max_line_size"),
         ("limits: {max_field_size: 1048577}\n", "limits.max_field_size"),
