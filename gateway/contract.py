@@ -858,6 +858,15 @@ class Terms(_Model):
     )
     max_records_per_day: StrictInt | None = Field(default=None, ge=1, le=_INT64_MAX)
 
+    @field_validator("rate_limit_per_s", "max_records_per_day", mode="before")
+    @classmethod
+    def _cap_written(cls, value: object) -> object:
+        if value is None:
+            # `rate_limit_per_s:` with nothing after it (or only a comment) reads as null: taken
+            # as "no cap", the partner would be sent without limit where a cap was meant.
+            raise ValueError("empty: write the cap, or remove the key for none")
+        return value
+
 
 # Transforms. In the file: `hash`, `redact`, `{mask: {keep_first: N, keep_last: N}}`,
 # `{generalize: year}`, `{generalize: {bucket: N}}`. Inside, each is a model tagged by `kind`,

@@ -22,6 +22,7 @@ from gateway.contract import (
     NoAuth,
     RedactSpec,
     Route,
+    Terms,
     Upstream,
     YamlFileError,
     load_yaml,
@@ -442,6 +443,14 @@ def test_an_empty_transform_is_refused() -> None:
     assert errors_of(FieldRule, rule) == [
         ("transform", f"empty: write a transform ({FORMS}) or remove the key")
     ]
+
+
+@pytest.mark.parametrize("key", ["rate_limit_per_s", "max_records_per_day"])
+def test_an_empty_cap_is_refused(key: str) -> None:
+    # `max_records_per_day:   # 10000 from Q3` is YAML null: it read as "no cap", and the
+    # partner was sent records without limit where the author had written the cap's key.
+    terms = yaml.safe_load(f"{{retention_days: 30, {key}: }}")
+    assert errors_of(Terms, terms) == [(key, "empty: write the cap, or remove the key for none")]
 
 
 FORMS = "hash, redact, {mask: {keep_first: N, keep_last: N}} or {generalize: ...}"
