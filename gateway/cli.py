@@ -189,18 +189,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="gateway.yaml (default: ./gateway.yaml if present)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    from gateway.sharelog.commands import decimal_int
 
     serve = sub.add_parser("serve", help="run the gateway")
     serve.add_argument("--config", type=Path, default=argparse.SUPPRESS)
     serve.add_argument("--contracts", type=Path)
     serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
+    serve.add_argument("--port", type=decimal_int)
     serve.set_defaults(handler=cmd_serve)
 
     demo = sub.add_parser("demo", help="run the gateway against local stand-in partners")
     demo.add_argument("--serve", action="store_true", help="keep serving after the sample shares")
     demo.add_argument(
-        "--port", type=int, default=0, help="gateway port with --serve (default: any free)"
+        "--port", type=decimal_int, default=0, help="gateway port with --serve (default: any free)"
     )
     demo.set_defaults(handler=cmd_demo)
 

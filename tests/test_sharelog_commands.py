@@ -26,6 +26,7 @@ import orjson
 import pytest
 from conftest import tamper
 
+from gateway.cli import build_parser
 from gateway.keys import keyed_hash, subject_ref_key
 from gateway.settings import Settings, ShareLogSettings
 from gateway.sharelog import ShareLog, ShareOutcome, ShareRecord
@@ -815,6 +816,27 @@ async def test_a_missing_log_is_a_usage_error(
     code, out, err = run(["logs", "query"], settings, capsys)
     assert (code, out) == (2, "")
     assert f"no share log at {settings.share_log.path}" in err
+
+
+@pytest.mark.parametrize("argv", [["--limit", "١٢"], ["--limit", "１２"], ["--offset", "1_0"]])
+async def test_a_count_in_other_digits_is_a_usage_error(
+    logged: Settings, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    # Python's int() read them as 12 and 10: a page other than the one asked for.
+    with pytest.raises(SystemExit) as exited:
+        run(["logs", "query", *argv], logged, capsys)
+    assert exited.value.code == 2
+    assert "not a whole number in the digits 0-9" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["serve", "--port", "٨٠٨٠"], ["demo", "--port", "８０８０"]])
+def test_a_port_in_other_digits_is_a_usage_error(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(argv)
+    assert exited.value.code == 2
+    assert "not a whole number in the digits 0-9" in capsys.readouterr().err
 
 
 async def test_bad_times_are_usage_errors(

@@ -79,6 +79,17 @@ def _utf8(value: str) -> str:
     return value
 
 
+_DECIMAL = re.compile(r"-?[0-9]+")
+
+
+def decimal_int(value: str) -> int:
+    """A whole number written in the digits 0-9: Python's `int` also reads full-width digits,
+    another script's digits and `1_000`, which no one types as a count or a port on purpose."""
+    if not _DECIMAL.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"not a whole number in the digits 0-9: {value!r}")
+    return int(value)
+
+
 _WEEK = re.compile(r"\d{4}-?W\d{2}")
 
 
@@ -215,7 +226,7 @@ def _add_output(parser: argparse.ArgumentParser, formats: tuple[str, ...]) -> No
 def _add_paging(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--limit",
-        type=int,
+        type=decimal_int,
         default=None,
         metavar="N",
         help="at most N rows (0: all; default: 100 in a table, all in json and csv)",
@@ -228,7 +239,7 @@ def _add_paging(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--offset",
-        type=int,
+        type=decimal_int,
         default=None,
         metavar="N",
         help="skip the first N rows (a prune between two runs shifts them: page with --cursor)",
