@@ -284,6 +284,9 @@ def _base_url_problem(url: str, allow_insecure: bool) -> str | None:
             "the host is not a valid DNS name (an empty label, a label over 63 characters, "
             "or characters IDNA cannot encode)"
         )
+    if not parts.path.isascii():
+        # The request line is ASCII: a partner would read raw UTF-8 there as it pleases.
+        return "the path must be ASCII: percent-encode other characters (ü is %C3%BC)"
     segments = parts.path.split("/")
     if any(segment in (".", "..") for segment in segments) or _AMBIGUOUS_PATH.search(parts.path):
         # Route templates refuse the same: a partner may read them as another path.

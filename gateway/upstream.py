@@ -109,6 +109,12 @@ def origin_of(base: str) -> Origin:
     port = int(port_text) if port_text else _PORTS[scheme]
     if not 0 < port < 65536:
         raise ValueError(f"not an http(s) origin: {base!r}")
+    if not authority.isascii():
+        # The Host header is ASCII (RFC 9110 7.2): a name in another script goes as its
+        # A-label (`xn--bcher-kva.example`), the name the resolver looks up. One IDNA cannot
+        # encode stays as written, for the contract check to refuse.
+        with contextlib.suppress(UnicodeError):
+            authority = host.encode("idna").decode("ascii") + authority[len(host) :]
     return Origin(scheme, host.lower(), port, authority)
 
 

@@ -472,6 +472,13 @@ def test_http_upstream_is_allowed_for_development(tmp_path: Path) -> None:
             )
             for path in ("/v1/../admin", "/./v1", "/v1/%2Fadmin", "/v1/%2e%2e/x", "/v1;x", "/a%5Cb")
         ),
+        *(
+            (
+                f"https://api.acme.example{path}",
+                "the path must be ASCII: percent-encode other characters (ü is %C3%BC)",
+            )
+            for path in ("/bücher", "/v1/\ud800", "/v1/é")
+        ),
     ],
 )
 def test_base_url_must_be_absolute_https_with_host_only(

@@ -702,6 +702,9 @@ async def test_an_empty_answer_with_a_content_coding_is_empty(
         ("https://partner.example", ("https", "partner.example", 443, "partner.example")),
         ("https://10.0.0.1:8443", ("https", "10.0.0.1", 8443, "10.0.0.1:8443")),
         ("http://[::1]:8080", ("http", "::1", 8080, "[::1]:8080")),
+        # The Host header is ASCII: an internationalised name goes as its A-label.
+        ("https://Bücher.example", ("https", "bücher.example", 443, "xn--bcher-kva.example")),
+        ("http://例子.中国:8080", ("http", "例子.中国", 8080, "xn--fsqu00a.xn--fiqs8s:8080")),
     ],
 )
 def test_origins_are_parsed_once_and_exactly(base: str, expected: tuple[Any, ...]) -> None:
