@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -63,7 +64,15 @@ def _no_nul(path: Path) -> Path:
     return path
 
 
-FilePath = Annotated[Path, AfterValidator(_no_nul)]
+def _written(value: object) -> object:
+    # Path("") is ".": an empty path (an override left blank) would name the settings folder,
+    # and every use of it fail later with a message about something else.
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+FilePath = Annotated[Path, BeforeValidator(_written), AfterValidator(_no_nul)]
 
 
 class _Section(BaseModel):

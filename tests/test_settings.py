@@ -169,6 +169,10 @@ def test_a_bad_override_is_reported_under_its_variable(
         ('listen: {host: "127.1"}\n', "listen.host: Value error, an IPv4 address in a shorthand"),
         ('share_log: {path: "var/log\\0.sqlite"}\n', "share_log.path: Value error, a path cannot"),
         ('registry: {path: "\\0"}\n', "registry.path: Value error, a path cannot hold a NUL"),
+        # Read as the settings folder: every use of it then failed about something else.
+        ('share_log: {path: ""}\n', "share_log.path: Value error, must not be empty"),
+        ("registry: {path: ' '}\n", "registry.path: Value error, must not be empty"),
+        ('contracts_dir: ""\n', "contracts_dir: Value error, must not be empty"),
         (
             'auth: {issuer: i, audience: a, public_key_file: "k\\0.pem"}\n',
             "auth.public_key_file: Value error, a path cannot hold a NUL",
