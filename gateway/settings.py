@@ -25,6 +25,7 @@ from pydantic.fields import FieldInfo
 
 from gateway.contract import (
     MAX_FILE_BYTES,
+    EnvName,
     YamlFileError,
     load_yaml,
     parse_yaml_bytes,
@@ -136,7 +137,7 @@ class KeySettings(_Section):
     public_key_file: FilePath | None = None
     jwks_file: FilePath | None = None
     jwks_url: str | None = None
-    hs256_secret_env: str | None = None
+    hs256_secret_env: EnvName | None = None
     leeway_s: float = Field(default=30, ge=0, le=300)
     # At least a second: every token with an invented kid would otherwise fetch the JWKS again,
     # one fetch at a time, each waiting caller holding a pending-share slot.
@@ -195,7 +196,7 @@ class RegistrySettings(_Section):
 
 
 class SecretsSettings(_Section):
-    hash_key_env: str = "SHARE_GATEWAY_HASH_KEY"
+    hash_key_env: EnvName = "SHARE_GATEWAY_HASH_KEY"
 
 
 class LimitsSettings(_Section):

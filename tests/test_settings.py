@@ -169,6 +169,13 @@ def test_a_bad_override_is_reported_under_its_variable(
         ('listen: {host: "127.1"}\n', "listen.host: Value error, an IPv4 address in a shorthand"),
         ('share_log: {path: "var/log\\0.sqlite"}\n', "share_log.path: Value error, a path cannot"),
         ('registry: {path: "\\0"}\n', "registry.path: Value error, a path cannot hold a NUL"),
+        # Start-up then failed naming "environment variable  " (a variable nobody can set).
+        ('secrets: {hash_key_env: ""}\n', "secrets.hash_key_env: Value error, must be"),
+        ('secrets: {hash_key_env: "MY KEY"}\n', "secrets.hash_key_env: Value error, must be"),
+        (
+            'auth: {issuer: i, audience: a, hs256_secret_env: "a\\0"}\n',
+            "auth.hs256_secret_env: Value error, must be",
+        ),
         # Read as the settings folder: every use of it then failed about something else.
         ('share_log: {path: ""}\n', "share_log.path: Value error, must not be empty"),
         ("registry: {path: ' '}\n", "registry.path: Value error, must not be empty"),
@@ -441,8 +448,14 @@ def test_a_text_override_is_the_text_as_written(tmp_path: Path) -> None:
     # Only a setting that takes a list parses its value: a name is never read as YAML.
     config = tmp_path / "gateway.yaml"
     config.write_text("")
-    settings = load_settings(config, environ={"SHARE_GATEWAY_SECRETS_HASH_KEY_ENV": "{KEY}"})
-    assert settings.secrets.hash_key_env == "{KEY}"
+    environ = {
+        "SHARE_GATEWAY_AUTH_ISSUER": "{iss}",
+        "SHARE_GATEWAY_AUTH_AUDIENCE": "[aud]",
+        "SHARE_GATEWAY_AUTH_JWKS_FILE": "j.json",
+    }
+    settings = load_settings(config, environ=environ)
+    assert settings.auth is not None
+    assert (settings.auth.issuer, settings.auth.audience) == ("{iss}", "[aud]")
 
 
 @pytest.mark.parametrize(
