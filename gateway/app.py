@@ -176,10 +176,12 @@ async def build_runtime(
         quota = DailyCounts()
         now = datetime.now(settings.zone)
         quota.seed(now.date(), await asyncio.to_thread(records_shared_since, settings, now.date()))
-        windows = SlidingWindows()
+        windows, sends = SlidingWindows(), SlidingWindows()
         recent = await asyncio.to_thread(recent_shares, settings, policy, now)
         for partner_id, (rate, ages) in recent.items():
             windows.seed(partner_id, rate, ages)
+            # When each was decided, the nearest the log comes to when it was sent.
+            sends.seed(partner_id, rate, ages)
         opened.pop_all()
     return Runtime(
         settings=settings,
@@ -188,7 +190,13 @@ async def build_runtime(
         share_log=share_log,
         upstream=upstream,
         master_key=key,
-        terms=Terms(registry=registry, consent_tokens=consent_tokens, limiter=windows, quota=quota),
+        terms=Terms(
+            registry=registry,
+            consent_tokens=consent_tokens,
+            limiter=windows,
+            quota=quota,
+            sends=sends,
+        ),
         scanner=scan,
         environ=environ,
     )

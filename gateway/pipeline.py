@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
+from functools import partial
 from typing import Final
 from urllib.parse import quote
 
@@ -467,6 +468,12 @@ def upstream_request(flow: Flow, runtime: Runtime) -> UpstreamRequest:
         timeout_s=partner.timeout_s,
         max_response_bytes=runtime.settings.limits.max_response_bytes,
         reuse_connection=partner.reuse_connections,
+        before_send=partial(
+            runtime.terms.take_turn,
+            partner.id,
+            partner.contract.terms.rate_limit_per_s,
+            flow.share_id,
+        ),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import time
@@ -477,11 +478,16 @@ class Terms:
         consent_tokens: TokenVerifier | None = None,
         limiter: RateLimiter | None = None,
         quota: QuotaCounter | None = None,
+        sends: SlidingWindows | None = None,
     ) -> None:
         self.registry = registry
         self.consent_tokens = consent_tokens
         self.limiter: RateLimiter = limiter or SlidingWindows()
         self.quota: QuotaCounter = quota or DailyCounts()
+        # The same rate again, at the moment each share is written to its partner: admitted
+        # within the rate, shares still reach the partner in bursts when some wait longer than
+        # others on the way (for a free connection to a partner that stalled, a handshake).
+        self.sends = sends or SlidingWindows()
 
     async def read_consent_token(self, request: web.Request) -> ConsentToken:
         """The request's consent token, verified or with why it counts for nothing.
@@ -620,12 +626,26 @@ class Terms:
             self.limiter.note(partner.id, ticket)
         return VolumeTaken(partner.id, now.date(), records, ticket)
 
+    async def take_turn(self, partner: str, rate_per_s: float | None, ticket: str) -> None:
+        """Wait until `partner` has received fewer shares than its rate in the last window,
+        then count this one as sent (without a rate, only noted, as `check` does)."""
+        if rate_per_s is None:
+            self.sends.note(partner, ticket)
+            return
+        while True:
+            wait = await self.sends.acquire(partner, rate_per_s, ticket)
+            if wait is None:
+                return
+            # A place frees only with time (or a share given back): looked at again then.
+            await asyncio.sleep(wait)
+
     async def give_back(self, taken: VolumeTaken | None) -> None:
         """Undo `check`'s count of a share that was then not recorded, or never sent."""
         if taken is None:
             return
         await self.quota.give_back(taken.partner, taken.day, taken.records)
         await self.limiter.release(taken.partner, taken.ticket)
+        await self.sends.release(taken.partner, taken.ticket)
 
 
 def needing_consent(

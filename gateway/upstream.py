@@ -18,7 +18,7 @@ import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal, NamedTuple, Protocol, cast
@@ -42,6 +42,10 @@ class UpstreamRequest:
     max_response_bytes: int
     # False: a new connection, `Connection: close`, and closed after the answer.
     reuse_connection: bool = True
+    # Awaited once a connection is ready, just before the first byte is written (within
+    # `timeout_s`): the partner's rate is kept at the moment it receives the share, whatever
+    # the share waited for in between (a free connection, a handshake).
+    before_send: Callable[[], Awaitable[None]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -659,16 +663,23 @@ class HttpUpstream:
         try:
             # Waiting for this origin's own connections only, never behind another partner's.
             async with asyncio.timeout(request.timeout_s), in_use:
-                connection = self._pooled(origin) if request.reuse_connection else None
-                if connection is None:
-                    try:
-                        connection = await self._connect(origin, slots)
-                    except (OSError, ValueError) as exc:
-                        # ValueError: a host name the resolver cannot encode (an empty label,
-                        # one over 63 characters). No connection either way: nothing was sent.
-                        raise failed(
-                            UpstreamError("the partner refused or could not be reached"), "error"
-                        ) from exc
+                try:
+                    connection = await self._connection(origin, slots, request.reuse_connection)
+                    if request.before_send is not None:
+                        await request.before_send()
+                        if not connection.quiet():
+                            # The partner closed it (or wrote to it) while the share waited
+                            # its turn: another one, without waiting again.
+                            connection.abort()
+                            connection = await self._connection(
+                                origin, slots, request.reuse_connection
+                            )
+                except (OSError, ValueError) as exc:
+                    # ValueError: a host name the resolver cannot encode (an empty label,
+                    # one over 63 characters). No connection either way: nothing was sent.
+                    raise failed(
+                        UpstreamError("the partner refused or could not be reached"), "error"
+                    ) from exc
                 waiter = connection.send(data, request.max_response_bytes)
                 sent = True
                 answer = await waiter
@@ -715,6 +726,12 @@ class HttpUpstream:
             if connection is not None:
                 connection.abort()
             raise failed(_unreadable(), "possibly_delivered" if sent else "error") from exc
+
+    async def _connection(
+        self, origin: Origin, slots: asyncio.Semaphore, reuse: bool
+    ) -> _Connection:
+        connection = self._pooled(origin) if reuse else None
+        return connection if connection is not None else await self._connect(origin, slots)
 
     def _pooled(self, origin: Origin) -> _Connection | None:
         pool = self._idle.get(origin.key)

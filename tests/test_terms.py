@@ -1167,6 +1167,44 @@ async def test_rate_limit_answers_429_with_retry_after(make_gateway: GatewayFact
     assert (record.decision, record.reason) == ("denied", "rate_limited")
 
 
+class TurnsWatched(SlidingWindows):
+    """Sets `waiting` whenever a share is told to wait for its turn."""
+
+    waiting: asyncio.Event
+
+    async def acquire(self, key: str, rate_per_s: float, ticket: str) -> float | None:
+        wait = await SlidingWindows.acquire(self, key, rate_per_s, ticket)
+        if wait is not None:
+            self.waiting.set()
+        return wait
+
+
+async def test_a_share_sent_later_than_decided_waits_for_its_turn(
+    make_gateway: GatewayFactory,
+) -> None:
+    # Decided a second apart, sent within one second: as when the first waited on the way
+    # (for a free connection to a partner that stalled, a handshake). The partner would have
+    # had two shares in one second at a rate of one.
+    gw = await make_gateway([contract(terms={"rate_limit_per_s": 1})])
+    decided, sent = FakeClock(), FakeClock()
+    gw.runtime.terms.limiter = SlidingWindows(clock=decided)
+    turns = TurnsWatched(clock=sent)
+    turns.waiting = asyncio.Event()
+    gw.runtime.terms.sends = turns
+    first = await gw.share("POST", "/acme/v1/assess", json=applicant())
+    assert first.status == 200, await first.text()
+    decided.now += 1.0
+    second = asyncio.ensure_future(gw.share("POST", "/acme/v1/assess", json=applicant()))
+    waiting = asyncio.ensure_future(turns.waiting.wait())
+    done, _ = await asyncio.wait({second, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    assert waiting in done
+    assert len(gw.partner.received) == 1
+    sent.now += 1.0  # its turn comes
+    response = await second
+    assert response.status == 200, await response.text()
+    assert len(gw.partner.received) == 2
+
+
 async def test_retry_after_rounds_up_to_whole_seconds(tmp_path: Path) -> None:
     policy = compile_contracts(tmp_path / "c", contract(terms={"rate_limit_per_s": 0.4}))
     terms = Terms(limiter=SlidingWindows(clock=FakeClock()))

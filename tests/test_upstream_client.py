@@ -120,6 +120,21 @@ async def test_keep_alive_connections_are_reused(client: HttpUpstream, partner: 
     assert (partner.connections, len(partner.requests)) == (1, 5)
 
 
+async def test_a_connection_the_partner_closed_while_a_share_waited_its_turn_is_not_used(
+    client: HttpUpstream, partner: RawPartner
+) -> None:
+    await client.send(request_to(url(partner)))  # leaves a pooled connection
+
+    async def partner_closes_meanwhile() -> None:
+        for writer in list(partner._writers):
+            writer.close()
+            await writer.wait_closed()
+
+    response = await client.send(request_to(url(partner), before_send=partner_closes_meanwhile))
+    assert response.status == 200
+    assert (partner.connections, len(partner.requests)) == (2, 2)
+
+
 async def test_an_http_1_0_answer_in_chunks_is_read_and_its_connection_not_reused(
     client: HttpUpstream, partner: RawPartner
 ) -> None:
