@@ -308,6 +308,34 @@ def test_prune_keeps_everything_from_the_first_recent_share(ledger: Ledger, tmp_
     assert (checked.first_seq, checked.shares) == (3, 1)
 
 
+def test_a_prune_that_another_prune_overtook_says_so(
+    ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = NOW - timedelta(days=2000)
+    ledger.begin()
+    ledger.add_share(record("s-old", old))
+    ledger.add_share(record("s-recent", NOW))
+    ledger.commit(NOW)
+    other = Ledger.open(tmp_path / "log.sqlite", KEY, checkpoint_every=4)
+    planned = Ledger._plan_prune
+
+    def planned_then_overtaken(self: Ledger, before: str, step: int) -> Any:
+        plan = planned(self, before, step)
+        if self is ledger:  # `logs prune` run twice at once: the other one cuts first
+            other.prune(NOW - timedelta(days=1095), now=NOW, retention_days=1095)
+        return plan
+
+    monkeypatch.setattr(Ledger, "_plan_prune", planned_then_overtaken)
+    try:
+        # Not worded as a log that was tampered with: the chain is the one verified.
+        with pytest.raises(PruneUnverified, match="another prune ran at the same time"):
+            ledger.prune(NOW - timedelta(days=1095), now=NOW, retention_days=1095)
+    finally:
+        other.close()
+    checked = verify(tmp_path / "log.sqlite", KEY)
+    assert checked.ok, checked.problem
+
+
 def test_pruning_everything_leaves_a_chain_that_starts_at_the_cut(
     ledger: Ledger, tmp_path: Path
 ) -> None:

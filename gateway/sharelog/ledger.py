@@ -524,6 +524,12 @@ class Ledger:
         at_cut = _scalar(self.conn, _PREV_HASH_AT, (cut_seq,))
         if at_cut is None and cut_seq == self._seq + 1:
             at_cut = self._prev  # everything goes: the signed head is what the cut links to
+        if first is not None and first >= cut_seq and (at_cut is None or at_cut == cut_prev):
+            # The prefix is gone, the chain as verified: another prune took it meanwhile.
+            raise PruneUnverified(
+                f"the entries before seq {cut_seq} were removed while this prune ran: another "
+                "prune ran at the same time (`share-gateway logs verify` checks the chain)"
+            )
         if first is None or first >= cut_seq or at_cut != cut_prev:
             raise PruneUnverified(
                 f"the share log changed while it was pruned (at seq {cut_seq}): "
