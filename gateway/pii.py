@@ -394,7 +394,9 @@ _ID_GROUPED_TAIL: Final = (  # after the division (year, month, day): at least o
 )
 _OLD_ID_TAIL: Final = rf"{_ID_SEP}?[0-9]{{6}}{_ID_SEP}?[0-9]{{3}}(?![0-9Xx])"
 _ID_RE: Final = re.compile(
-    r"(?<![0-9])(?:[1-9][0-9]{16}[0-9Xx](?![0-9])"
+    # An X check character ends the number whatever follows: a phone number written right
+    # after it ("11010519491231002X13800138000") must not hide it.
+    r"(?<![0-9])(?:[1-9][0-9]{16}(?:[0-9](?![0-9])|[Xx])"
     # A grouped number with its check digit is one beside another ("父/子：<ID>/<ID>").
     rf"|[1-9][0-9]{{5}}{_ID_GROUPED_TAIL}"
     rf"|(?<![0-9][\-/])[1-9][0-9]{{5}}{_OLD_ID_TAIL}(?![\-/][0-9]))"

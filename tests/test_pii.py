@@ -633,6 +633,24 @@ def test_a_grouped_id_number_beside_another_number_is_found(text: str, found: in
 
 
 @pytest.mark.parametrize(
+    ("text", "allowed"),
+    [
+        (f"{ID_X}13800138000", NOTHING_ALLOWED),
+        (f"{ID_X}13800138000", frozenset({PHONE})),  # the phone is the field's own
+        (f"{ID_X}{ID_X}", NOTHING_ALLOWED),
+        (f"编号{ID_X}1234", NOTHING_ALLOWED),
+    ],
+)
+def test_an_id_number_ending_in_x_is_found_whatever_digits_follow(
+    text: str, allowed: frozenset[str]
+) -> None:
+    # An X check character cannot continue a number: what follows it is another one.
+    redacted, counts = scan(text, allowed)
+    assert ID_X[:17] not in redacted
+    assert counts[ID_NUMBER] == text.count(ID_X)
+
+
+@pytest.mark.parametrize(
     "text",
     [
         "订单号202403041230451234已发货",  # 18 digits led by a date: no province 20
