@@ -184,6 +184,9 @@ class LimitedRequestHandler(web.RequestHandler):
         self._admitted = False
         self._limited_by.release()
         self._disarm_head_deadline()
+        # The body refers back to this handler: kept, the pair would wait for the cyclic
+        # collector (rare here, see `heap`) instead of going with the connection.
+        self._last_body = None
         super().connection_lost(exc)
 
     def close(self) -> None:

@@ -191,7 +191,9 @@ class _Connection(asyncio.Protocol):
         self.reusable = False  # set when an answer completed cleanly on a kept-alive connection
         self._waiter: asyncio.Future[_Answer] | None = None
         # One parser for the connection's life: llhttp starts on the next answer by itself.
-        self._parser = httptools.HttpResponseParser(self)
+        # It refers back to this protocol; dropped when the connection ends, so that the pair
+        # goes with it rather than waiting for the cyclic collector (rare here, see `heap`).
+        self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self._limit = 0
         self._status: int | None = None
         self._headers: list[tuple[bytes, bytes]] = []
@@ -214,6 +216,9 @@ class _Connection(asyncio.Protocol):
         self._tls = transport.get_extra_info("sslcontext") is not None
 
     def data_received(self, data: bytes) -> None:
+        parser = self._parser
+        if parser is None:
+            return  # the connection ended
         if self._complete:
             # Bytes nobody asked for (a second answer, an error page written late): whatever
             # comes next on this connection could be taken for the next share's answer.
@@ -225,7 +230,7 @@ class _Connection(asyncio.Protocol):
         else:
             self._framing += len(data)
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(data)
             if in_head and self._in_head and self._head_bytes > MAX_ANSWER_HEAD_BYTES:
                 # Checked per read, before llhttp gathers more of one endless header value.
                 raise _Broken(_too_large(f"its head exceeds {MAX_ANSWER_HEAD_BYTES} bytes"))
@@ -255,8 +260,15 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.reusable = False
         self.transport = None
+        self._parser = None
         self._closed()
         self._fail(_Broken(_unreadable()))
+
+    def _reading(self) -> httptools.HttpResponseParser:
+        # For llhttp's callbacks, called from within `feed_data`: the parser is there.
+        parser = self._parser
+        assert parser is not None
+        return parser
 
     # -- llhttp callbacks ----------------------------------------------------------------------
 
@@ -286,12 +298,13 @@ class _Connection(asyncio.Protocol):
             raise _Broken(_too_large(f"its head exceeds {MAX_ANSWER_HEAD_BYTES} bytes"))
 
     def on_headers_complete(self) -> None:
-        version = self._parser.get_http_version()
+        parser = self._reading()
+        version = parser.get_http_version()
         if version not in _HTTP_1:
             # llhttp reads `HTTP/2.0 200` or `HTTP/0.9 200` with HTTP/1.1 framing: no telling
             # what such a partner framed, as the gateway refuses these versions from callers.
             raise _Broken(UpstreamError(f"the partner answered in HTTP/{version}"))
-        status = self._parser.get_status_code()
+        status = parser.get_status_code()
         if not 100 <= status <= 599:
             # Not a status code (RFC 9110 15): no telling what the partner meant.
             raise _Broken(UpstreamError(f"the partner answered with status {status}"))
@@ -334,7 +347,7 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self._status is None:
             return  # the end of an interim answer
-        self._finish(keep_alive=self._parser.should_keep_alive() and not self._faulty_framing)
+        self._finish(keep_alive=self._reading().should_keep_alive() and not self._faulty_framing)
 
     # -- the exchange --------------------------------------------------------------------------
 

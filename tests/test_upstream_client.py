@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import gc
 import gzip
 import ipaddress
 import os
@@ -13,6 +14,7 @@ import socket
 import ssl
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +69,31 @@ def request_to(url: str, **changes: Any) -> UpstreamRequest:
         **changes,
     }
     return UpstreamRequest(**fields)
+
+
+async def test_a_connection_that_ended_is_freed_at_once(
+    client: HttpUpstream, partner: RawPartner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without the cyclic collector, which a running gateway calls rarely (`heap`): a connection
+    # and its parser referring to each other stayed in memory after every connection closed.
+    made: list[weakref.ref[Any]] = []
+    init = upstream_module._Connection.__init__
+
+    def recorded(self: Any, *args: Any) -> None:
+        init(self, *args)
+        made.append(weakref.ref(self))
+
+    monkeypatch.setattr(upstream_module._Connection, "__init__", recorded)
+    gc.disable()
+    try:
+        for _ in range(3):
+            await client.send(request_to(url(partner), reuse_connection=False))
+        for _ in range(20):  # the loop's callbacks that end each connection
+            await asyncio.sleep(0)
+        assert len(made) == 3
+        assert [ref() for ref in made] == [None, None, None]
+    finally:
+        gc.enable()
 
 
 async def test_the_request_is_exactly_what_the_gateway_built(
