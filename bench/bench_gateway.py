@@ -1019,7 +1019,7 @@ _OWN_AREAS: tuple[tuple[str, str], ...] = (
     (r"gateway/(routing|policy|terms|bodies|keys)\.py", "routing, terms, body read, keys"),
     (r"gateway/metrics\.py|_count ", "metrics"),
     (r"Flow\.record ", "share record build"),
-    (r"(upstream_request|_single_header|pass_through_headers) ", "header building"),
+    (r"(upstream_request|single_header|pass_through_headers) ", "header building"),
     (r"error_response ", "response building"),
 )
 _CALLEE_AREAS: tuple[tuple[str, str], ...] = (

@@ -14,7 +14,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.auth import Caller
-from gateway.bodies import read_capped
+from gateway.bodies import content_coding, decode, read_capped
 from gateway.consent import (
     ConsentInputError,
     RegistryBusy,
@@ -23,6 +23,7 @@ from gateway.consent import (
     grants_json,
 )
 from gateway.errors import (
+    BodyTooLarge,
     ConsentRegistryUnavailable,
     Forbidden,
     GatewayError,
@@ -33,10 +34,10 @@ from gateway.errors import (
     ShareLogChanged,
     ShareLogUnavailable,
 )
-from gateway.jsonbody import check_json_content_type, parse_json
+from gateway.jsonbody import JSONValue, check_json_content_type, parse_json
 from gateway.keys import canonical_subject_id, shares_cursor_key, subject_ref
 from gateway.metrics import REGISTRY
-from gateway.pipeline import caller_of, error_response
+from gateway.pipeline import caller_of, error_response, single_header
 from gateway.runtime import RUNTIME, Runtime, StartupError
 from gateway.server import SERVER_NAME
 from gateway.sharelog import cursor, review
@@ -326,15 +327,7 @@ async def consent(request: web.Request, runtime: Runtime) -> web.StreamResponse:
         subject_ref = registry.subject_ref(subject)
         _audit(caller, request, subject_ref=subject_ref, grants=len(grants))
         return _json({"subject_ref": subject_ref, "grants": grants})
-    check_json_content_type(request.headers.get("Content-Type"))
-    limits = runtime.settings.limits
-    raw = await read_capped(
-        request.content,
-        declared_length=request.content_length,
-        limit=limits.max_body_bytes,
-        timeout_s=limits.body_read_timeout_s,
-    )
-    payload = parse_json(raw, max_depth=limits.max_json_depth)
+    payload = await _json_body(request, runtime)
     try:
         purposes = {pid: p.purposes for pid, p in runtime.policy.partners.items()}
         applied = await asyncio.to_thread(apply_json, registry, payload, purposes)
@@ -361,6 +354,24 @@ async def consent(request: web.Request, runtime: Runtime) -> web.StreamResponse:
     counts = {name: applied[name] for name in ("granted", "withdrawn", "unchanged")}
     _audit(caller, request, result="applied", **counts)
     return _json(applied)
+
+
+async def _json_body(request: web.Request, runtime: Runtime) -> dict[str, JSONValue]:
+    """An admin write's body, read by the rules a share's is read by."""
+    check_json_content_type(single_header(request, "Content-Type"))
+    # A body in a coding read as if it had none would apply what no client sent: a compressed
+    # withdrawal failed as malformed, and a body labelled with a coding the gateway cannot undo
+    # was applied as plain JSON.
+    coding = content_coding(single_header(request, "Content-Encoding"))
+    limits = runtime.settings.limits
+    raw = await read_capped(
+        request.content,
+        declared_length=request.content_length,
+        limit=limits.max_body_bytes,
+        timeout_s=limits.body_read_timeout_s,
+    )
+    raw = decode(raw, coding, limit=limits.max_body_bytes, too_large=BodyTooLarge)
+    return parse_json(raw, max_depth=limits.max_json_depth)
 
 
 def _with_head(methods: tuple[str, ...]) -> tuple[str, ...]:

@@ -194,7 +194,7 @@ def error_response(error: GatewayError, share_id: str | None) -> web.Response:
     )
 
 
-def _single_header(request: web.Request, name: str) -> str | None:
+def single_header(request: web.Request, name: str) -> str | None:
     values = request.headers.getall(name, [])
     if len(values) > 1:
         raise MalformedRequest(f"the {name} header is repeated")
@@ -238,7 +238,7 @@ def authorize(flow: Flow, request: web.Request, runtime: Runtime) -> None:
     partner, target, caller = flow.partner, flow.target, flow.caller
     if partner is None or target is None or caller is None:
         raise RuntimeError("authorize runs after resolve_partner and authenticate")
-    purpose = _single_header(request, "X-Share-Purpose")
+    purpose = single_header(request, "X-Share-Purpose")
     if not purpose:
         if not grants_partner(caller.scopes, partner.id):
             # SPEC 4 judges the scope first: a token for nothing of this partner's is told so.
@@ -292,7 +292,7 @@ def pass_through_headers(flow: Flow, request: web.Request, runtime: Runtime) -> 
     headers: list[tuple[str, str]] = []
     scanner = runtime.scanner
     for name in flow.route.header_order:
-        value = _single_header(request, name)
+        value = single_header(request, name)
         if value is None:
             continue
         if not value.isascii():
@@ -358,7 +358,7 @@ async def read_payload(flow: Flow, request: web.Request, runtime: Runtime) -> No
     if route.plan is None:
         if raw is not None:
             flow.content_type = _upload_type(request, route)
-            if content_coding(_single_header(request, "Content-Encoding")) != "identity":
+            if content_coding(single_header(request, "Content-Encoding")) != "identity":
                 raise UnsupportedMediaType("upload bodies must not carry a content encoding")
         flow.result = upload_result(partner, query, sent=bool(raw))
         flow.query = {}
@@ -367,8 +367,8 @@ async def read_payload(flow: Flow, request: web.Request, runtime: Runtime) -> No
         return
     doc: dict[str, JSONValue] = {}
     if raw is not None:
-        check_json_content_type(_single_header(request, "Content-Type"))
-        coding = content_coding(_single_header(request, "Content-Encoding"))
+        check_json_content_type(single_header(request, "Content-Type"))
+        coding = content_coding(single_header(request, "Content-Encoding"))
         raw = decode(raw, coding, limit=limits.max_body_bytes, too_large=BodyTooLarge)
         doc = parse_json(raw, max_depth=limits.max_json_depth)
     result = route.plan.apply(doc, query, hash_key=partner.hash_key, scanner=runtime.scanner)
@@ -403,7 +403,7 @@ def upload_result(
 
 
 def _upload_type(request: web.Request, route: RoutePolicy) -> str:
-    header = _single_header(request, "Content-Type")
+    header = single_header(request, "Content-Type")
     if header is None:
         raise UnsupportedMediaType("the upload has no Content-Type")
     media_type, params = parse_media_type(header)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import gzip
 import sqlite3
+import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import structlog
 import yaml
@@ -364,6 +367,46 @@ async def test_consent_endpoint_takes_exactly_one_subject(
     response = await gw.client.get(f"/_gateway/consent?{query}", headers=admin)
     assert response.status == 400
     assert (await response.json())["error"]["code"] == "malformed_request"
+
+
+@pytest.mark.parametrize(
+    ("codings", "compress", "status", "code"),
+    [
+        (["gzip"], True, 200, None),
+        (["deflate"], True, 200, None),
+        (["br"], False, 415, "unsupported_media_type"),
+        (["gzip, gzip"], False, 415, "unsupported_media_type"),
+        (["gzip"], False, 400, "malformed_body"),  # said to be gzip, and is not
+        (["identity", "br"], False, 400, "malformed_request"),
+    ],
+    ids=["gzip", "deflate", "br", "gzip-twice", "plain-said-gzip", "repeated"],
+)
+async def test_consent_endpoint_reads_the_body_in_its_content_coding(
+    make_gateway: GatewayFactory, codings: list[str], compress: bool, status: int, code: str | None
+) -> None:
+    # As a share's body: a withdrawal sent compressed is applied, and one whose coding the
+    # gateway cannot undo is never read as if it had none.
+    gw = await make_gateway()
+    registry = gw.runtime.terms.registry
+    assert registry is not None
+    body = orjson.dumps({"grants": [GRANT]})
+    if compress:
+        body = gzip.compress(body) if codings == ["gzip"] else zlib.compress(body)
+    headers = [
+        ("Authorization", f"Bearer {gw.token(ADMIN)}"),
+        ("Content-Type", "application/json"),
+        *(("Content-Encoding", coding) for coding in codings),
+    ]
+    answer = await raw_request(
+        gw, "POST", "/_gateway/consent", headers=headers, body=body, authorized=False, purpose=None
+    )
+    assert answer.status == status, answer.body
+    if code is None:
+        assert answer.json()["granted"] == 1
+        assert [g.reference for g in registry.show("u-77")] == ["app-consent-1"]
+    else:
+        assert answer.json()["error"]["code"] == code
+        assert registry.show("u-77") == []
 
 
 async def test_consent_endpoint_answers_503_while_another_writer_holds_the_registry(
