@@ -37,7 +37,7 @@ from gateway.errors import (
 from gateway.jsonbody import JSONValue, check_json_content_type, parse_json
 from gateway.keys import canonical_subject_id, shares_cursor_key, subject_ref
 from gateway.metrics import REGISTRY
-from gateway.pipeline import caller_of, error_response, single_header
+from gateway.pipeline import caller_of, error_response, refuse_transfer_codings, single_header
 from gateway.runtime import RUNTIME, Runtime, StartupError
 from gateway.server import SERVER_NAME
 from gateway.sharelog import cursor, review
@@ -358,6 +358,7 @@ async def consent(request: web.Request, runtime: Runtime) -> web.StreamResponse:
 
 async def _json_body(request: web.Request, runtime: Runtime) -> dict[str, JSONValue]:
     """An admin write's body, read by the rules a share's is read by."""
+    refuse_transfer_codings(request)
     check_json_content_type(single_header(request, "Content-Type"))
     # A body in a coding read as if it had none would apply what no client sent: a compressed
     # withdrawal failed as malformed, and a body labelled with a coding the gateway cannot undo

@@ -204,12 +204,16 @@ def single_header(request: web.Request, name: str) -> str | None:
 # --- the steps, in the order SPEC 4 gives them -------------------------------------------------
 
 
-def resolve_partner(flow: Flow, request: web.Request, runtime: Runtime) -> None:
+def refuse_transfer_codings(request: web.Request) -> None:
     codings = request.headers.getall("Transfer-Encoding", [])
     if codings and [c.strip().lower() for c in ",".join(codings).split(",")] != ["chunked"]:
         # The server de-chunks but decodes no other transfer coding: such a body is not what it
         # seems, so it is not read at all.
         raise MalformedRequest("only Transfer-Encoding: chunked is accepted")
+
+
+def resolve_partner(flow: Flow, request: web.Request, runtime: Runtime) -> None:
+    refuse_transfer_codings(request)
     flow.target = target = parse_target(
         request.raw_path, max_query_params=runtime.settings.limits.max_query_params
     )

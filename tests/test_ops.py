@@ -409,6 +409,35 @@ async def test_consent_endpoint_reads_the_body_in_its_content_coding(
         assert registry.show("u-77") == []
 
 
+async def test_consent_endpoint_refuses_a_transfer_coding_it_does_not_undo(
+    make_gateway: GatewayFactory,
+) -> None:
+    # aiohttp takes the chunks off and leaves the gzip on: the body read is not the one sent.
+    gw = await make_gateway()
+    registry = gw.runtime.terms.registry
+    assert registry is not None
+    body = orjson.dumps({"grants": [GRANT]})
+    head = (
+        "POST /_gateway/consent HTTP/1.1\r\n"
+        f"Host: 127.0.0.1:{gw.client.server.port}\r\n"
+        f"Authorization: Bearer {gw.token(ADMIN)}\r\n"
+        "Content-Type: application/json\r\n"
+        "Transfer-Encoding: gzip, chunked\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.client.server.port)
+    try:
+        writer.write(head.encode() + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+        answer = await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.split(b" ")[1] == b"400", answer
+    assert orjson.loads(rest.partition(b"\r\n\r\n")[2])["error"]["code"] == "malformed_request"
+    assert registry.show("u-77") == []
+
+
 async def test_consent_endpoint_answers_503_while_another_writer_holds_the_registry(
     make_gateway: GatewayFactory,
 ) -> None:
