@@ -626,18 +626,21 @@ class Terms:
             self.limiter.note(partner.id, ticket)
         return VolumeTaken(partner.id, now.date(), records, ticket)
 
-    async def take_turn(self, partner: str, rate_per_s: float | None, ticket: str) -> None:
+    async def take_turn(self, partner: str, rate_per_s: float | None, ticket: str) -> bool:
         """Wait until `partner` has received fewer shares than its rate in the last window,
-        then count this one as sent (without a rate, only noted, as `check` does)."""
+        then count this one as sent (without a rate, only noted, as `check` does). Whether it
+        had to wait."""
         if rate_per_s is None:
             self.sends.note(partner, ticket)
-            return
+            return False
+        waited = False
         while True:
             wait = await self.sends.acquire(partner, rate_per_s, ticket)
             if wait is None:
-                return
+                return waited
             # A place frees only with time (or a share given back): looked at again then.
             await asyncio.sleep(wait)
+            waited = True
 
     async def give_back(self, taken: VolumeTaken | None) -> None:
         """Undo `check`'s count of a share that was then not recorded, or never sent."""

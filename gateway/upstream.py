@@ -44,8 +44,8 @@ class UpstreamRequest:
     reuse_connection: bool = True
     # Awaited once a connection is ready, just before the first byte is written (within
     # `timeout_s`): the partner's rate is kept at the moment it receives the share, whatever
-    # the share waited for in between (a free connection, a handshake).
-    before_send: Callable[[], Awaitable[None]] | None = None
+    # the share waited for in between (a free connection, a handshake). True: it waited.
+    before_send: Callable[[], Awaitable[bool]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -678,15 +678,12 @@ class HttpUpstream:
             async with asyncio.timeout(request.timeout_s), in_use:
                 try:
                     connection = await self._connection(origin, slots, request.reuse_connection)
-                    if request.before_send is not None:
-                        await request.before_send()
-                        if not connection.quiet():
-                            # The partner closed it (or wrote to it) while the share waited
-                            # its turn: another one, without waiting again.
-                            connection.abort()
-                            connection = await self._connection(
-                                origin, slots, request.reuse_connection
-                            )
+                    waited = request.before_send is not None and await request.before_send()
+                    # Looked at again only after a wait: `_pooled` has just looked at it. The
+                    # partner closed it (or wrote to it) meanwhile: another, without waiting.
+                    if waited and not connection.quiet():
+                        connection.abort()
+                        connection = await self._connection(origin, slots, request.reuse_connection)
                 except (OSError, ValueError) as exc:
                     # ValueError: a host name the resolver cannot encode (an empty label,
                     # one over 63 characters). No connection either way: nothing was sent.

@@ -152,10 +152,11 @@ async def test_a_connection_the_partner_closed_while_a_share_waited_its_turn_is_
 ) -> None:
     await client.send(request_to(url(partner)))  # leaves a pooled connection
 
-    async def partner_closes_meanwhile() -> None:
+    async def partner_closes_meanwhile() -> bool:
         for writer in list(partner._writers):
             writer.close()
             await writer.wait_closed()
+        return True  # the share waited its turn
 
     response = await client.send(request_to(url(partner), before_send=partner_closes_meanwhile))
     assert response.status == 200
