@@ -595,11 +595,11 @@ _MAIL_TLDS: Final = frozenset(
         "am cc in md ml pl ps py rs sh"
     ).split()
 )
-# Such a domain: ASCII labels (each taken atomically, as in `_email_patterns`), the top-level
-# one captured to be looked up.
-_MAIL_DOMAIN: Final = re.compile(
-    rf"(?>[A-Za-z0-9](?:[A-Za-z0-9\-]{{0,61}}[A-Za-z0-9])?{_DOT})+([A-Za-z]{{2,63}})(?![A-Za-z\-])"
-)
+# An ASCII label of a domain name (RFC 1035 2.3.1, digits first too).
+_LABEL: Final = r"[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
+# A domain under one of those: ASCII labels (each taken atomically, as in `_email_patterns`),
+# the top-level one captured to be looked up.
+_MAIL_DOMAIN: Final = re.compile(rf"(?>{_LABEL}{_DOT})+([A-Za-z]{{2,63}})(?![A-Za-z\-])")
 
 
 @dataclass(frozen=True, slots=True)
@@ -1330,7 +1330,6 @@ def _rewritten(
 # before the dot ("Thanks. li@corp.cn" ends a sentence). Elsewhere such a dot ends a sentence
 # ("see @ home . Then").
 _SPACED_DOT: Final = r" {1,2}\. {0,2}|\. {1,2}"
-_LABEL: Final = r"[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
 _SPACED_LABELS: Final = 8  # dots read beside one at sign: more than any address has
 _SPACED_DOMAIN: Final = re.compile(
     rf"(?>{_LABEL})(?:(?:{_SPACED_DOT}|\.)(?>{_LABEL})){{1,{_SPACED_LABELS}}}"
