@@ -271,27 +271,14 @@ def page(
     covers the shares there were when its first page was read. Raises LogChanged if a prune
     since then may have taken rows not read yet.
     """
-    if limit < 1:
-        raise ValueError("a page holds at least one row")
-    where, params = _where(**filters)
-    with _reader(path) as conn:
-        if after is None:
-            first, top = conn.execute(_ENDS).fetchone()
-            if top is None:
-                return [], None
-            resume = None
-        else:
-            first, top, resume = after.first, after.top, (after.ts, after.seq)
-            if _pruned_past(conn, first, resume):
-                raise LogChanged("the share log was pruned while it was read: start again")
-        # One row more than asked says whether a next page exists without another query.
-        sql, args = _page_sql(where, params, top, resume, limit + 1)
-        rows = [_share_row(row) for row in conn.execute(sql, args)]
-    if len(rows) <= limit:
-        return rows, None
-    rows = rows[:limit]
-    last = rows[-1]
-    return rows, PagePosition(str(last["ts"]), int(last["seq"]), int(first), int(top))
+    # The admin API's pages hold at most `_PAGE` rows: each is read in one snapshot.
+    rows: list[dict[str, Any]] = []
+    read = iter_page(path, limit=limit, after=after, **filters)
+    while True:
+        try:
+            rows.append(next(read))
+        except StopIteration as end:
+            return rows, end.value
 
 
 def _page_sql(
