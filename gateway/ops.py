@@ -14,7 +14,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.auth import Caller
-from gateway.bodies import content_coding, decode, read_capped
+from gateway.bodies import read_capped
 from gateway.consent import (
     ConsentInputError,
     RegistryBusy,
@@ -23,7 +23,6 @@ from gateway.consent import (
     grants_json,
 )
 from gateway.errors import (
-    BodyTooLarge,
     ConsentRegistryUnavailable,
     Forbidden,
     GatewayError,
@@ -34,10 +33,15 @@ from gateway.errors import (
     ShareLogChanged,
     ShareLogUnavailable,
 )
-from gateway.jsonbody import JSONValue, check_json_content_type, parse_json
+from gateway.jsonbody import JSONValue
 from gateway.keys import canonical_subject_id, shares_cursor_key, subject_ref
 from gateway.metrics import REGISTRY
-from gateway.pipeline import caller_of, error_response, refuse_transfer_codings, single_header
+from gateway.pipeline import (
+    caller_of,
+    error_response,
+    parse_json_body,
+    refuse_transfer_codings,
+)
 from gateway.runtime import RUNTIME, Runtime, StartupError
 from gateway.server import SERVER_NAME
 from gateway.sharelog import cursor, review
@@ -357,13 +361,9 @@ async def consent(request: web.Request, runtime: Runtime) -> web.StreamResponse:
 
 
 async def _json_body(request: web.Request, runtime: Runtime) -> dict[str, JSONValue]:
-    """An admin write's body, read by the rules a share's is read by."""
+    """An admin write's body, read by the rules a share's is read by: a body in a coding read
+    as if it had none would apply what no client sent."""
     refuse_transfer_codings(request)
-    check_json_content_type(single_header(request, "Content-Type"))
-    # A body in a coding read as if it had none would apply what no client sent: a compressed
-    # withdrawal failed as malformed, and a body labelled with a coding the gateway cannot undo
-    # was applied as plain JSON.
-    coding = content_coding(single_header(request, "Content-Encoding"))
     limits = runtime.settings.limits
     raw = await read_capped(
         request.content,
@@ -371,8 +371,7 @@ async def _json_body(request: web.Request, runtime: Runtime) -> dict[str, JSONVa
         limit=limits.max_body_bytes,
         timeout_s=limits.body_read_timeout_s,
     )
-    raw = decode(raw, coding, limit=limits.max_body_bytes, too_large=BodyTooLarge)
-    return parse_json(raw, max_depth=limits.max_json_depth)
+    return parse_json_body(request, raw, limits)
 
 
 def _with_head(methods: tuple[str, ...]) -> tuple[str, ...]:

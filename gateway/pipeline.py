@@ -50,6 +50,7 @@ from gateway.policy import BASE_REQUEST_HEADERS, PartnerPolicy, Policy, RoutePol
 from gateway.routing import PATH_PREFIX, Target, parse_target
 from gateway.runtime import RUNTIME, Runtime
 from gateway.server import SERVER_NAME
+from gateway.settings import LimitsSettings
 from gateway.sharelog.record import ShareOutcome, ShareRecord
 from gateway.terms import (
     NO_CONSENT_TOKEN,
@@ -369,12 +370,7 @@ async def read_payload(flow: Flow, request: web.Request, runtime: Runtime) -> No
         flow.body = raw
         _identify_subjects(flow, runtime, route, {}, query, personal=bool(raw))
         return
-    doc: dict[str, JSONValue] = {}
-    if raw is not None:
-        check_json_content_type(single_header(request, "Content-Type"))
-        coding = content_coding(single_header(request, "Content-Encoding"))
-        raw = decode(raw, coding, limit=limits.max_body_bytes, too_large=BodyTooLarge)
-        doc = parse_json(raw, max_depth=limits.max_json_depth)
+    doc = {} if raw is None else parse_json_body(request, raw, limits)
     result = route.plan.apply(doc, query, hash_key=partner.hash_key, scanner=runtime.scanner)
     flow.result = result
     flow.query = result.query
@@ -404,6 +400,17 @@ def upload_result(
         fields_sent=(WHOLE_BODY,),
         categories_sent=tuple(sorted(partner.personal_categories)),
     )
+
+
+def parse_json_body(
+    request: web.Request, raw: bytes, limits: LimitsSettings
+) -> dict[str, JSONValue]:
+    """A JSON body read under the cap: its type checked, its content coding undone under the
+    same cap, then parsed strictly."""
+    check_json_content_type(single_header(request, "Content-Type"))
+    coding = content_coding(single_header(request, "Content-Encoding"))
+    raw = decode(raw, coding, limit=limits.max_body_bytes, too_large=BodyTooLarge)
+    return parse_json(raw, max_depth=limits.max_json_depth)
 
 
 def _upload_type(request: web.Request, route: RoutePolicy) -> str:
