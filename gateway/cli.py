@@ -190,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     from gateway.sharelog.commands import decimal_int
+    from gateway.sharelog.commands import register as register_logs
 
     serve = sub.add_parser("serve", help="run the gateway")
     serve.add_argument("--config", type=Path, default=argparse.SUPPRESS)
@@ -219,8 +220,6 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--format", choices=("text", "json"), default="text")
     explain.add_argument("--config", type=Path, default=argparse.SUPPRESS)
     explain.set_defaults(handler=cmd_explain)
-
-    from gateway.sharelog.commands import register as register_logs
 
     register_logs(sub)
     from gateway.consent import register as register_consent
