@@ -39,6 +39,7 @@ from gateway.sharelog.commands import (
 )
 from gateway.sharelog.ledger import Ledger
 from gateway.sharelog.review import QUERY_FIELDS, query, summary
+from gateway.sharelog.schema import COMPANION_SUFFIXES
 
 HASH_KEY = "cli-master-key-" * 3
 KEY_ENV = "SHARE_GATEWAY_HASH_KEY"
@@ -715,6 +716,157 @@ async def test_verify_of_a_file_that_is_not_a_database_fails(
     code, out, _ = run(["logs", "verify"], settings, capsys)
     assert code == 1
     assert "cannot be read" in out
+
+
+async def _printed_session(
+    settings: Settings, capsys: pytest.CaptureFixture[str], *records: ShareRecord
+) -> str:
+    """One gateway run over the log, printing its lines on stdout: what it printed."""
+    printing = Settings(share_log=ShareLogSettings(path=settings.share_log.path, stdout=True))
+    share_log = await ShareLog.open(printing.share_log, HASH_KEY.encode())
+    try:
+        for record in records:
+            await share_log.record(record)
+    finally:
+        await share_log.close()
+    return capsys.readouterr().out
+
+
+def _copy_log(source: Path, target: Path) -> None:
+    target.mkdir()
+    for suffix in ("", *COMPANION_SUFFIXES):
+        if (source.parent / (source.name + suffix)).exists():
+            shutil.copy2(source.parent / (source.name + suffix), target / (source.name + suffix))
+
+
+def _put_back(copy: Path, path: Path) -> None:
+    for suffix in ("", *COMPANION_SUFFIXES):
+        (path.parent / (path.name + suffix)).unlink(missing_ok=True)
+        if (copy / (path.name + suffix)).exists():
+            shutil.copy2(copy / (path.name + suffix), path.parent / (path.name + suffix))
+
+
+async def test_verify_against_the_printed_checkpoints_finds_a_log_put_back(
+    settings: Settings,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = settings.share_log.path
+    printed = await _printed_session(settings, capsys, share("s-1", T0))
+    _copy_log(path, tmp_path / "copy")
+    printed += await _printed_session(
+        settings, capsys, share("s-2", T0 + timedelta(minutes=1)), share("s-3", T0)
+    )
+    lines = tmp_path / "stdout.jsonl"
+    # The gateway's stdout as kept holds its other lines too, and a line that only names the
+    # event: passed over.
+    lines.write_text(
+        printed + '{"event": "share_log_created", "note": "share_log_checkpointed"}\nplain text\n'
+    )
+    # Without `configure_logging()` the gateway's own warnings are not JSON.
+    events = [json.loads(line) for line in printed.splitlines() if line.startswith("{")]
+    checkpoints = [event for event in events if event["event"] == "share_log_checkpointed"]
+    latest = max(c["seq"] for c in checkpoints)
+
+    code, out, _ = run(["logs", "verify", "--checkpoints", str(lines)], settings, capsys)
+    assert code == 0, out
+    assert out.splitlines()[1] == (
+        f"checkpoint lines: {len(checkpoints)} match the log, the latest at seq {latest} "
+        f"({checkpoints[-1]['ts']})"
+    )
+    with monkeypatch.context() as patch:
+        patch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(lines.read_bytes())))
+        assert run(["logs", "verify", "--checkpoints", "-"], settings, capsys)[:2] == (0, out)
+
+    # An older copy put back verifies against itself, but not against what was printed.
+    _put_back(tmp_path / "copy", path)
+    code, out, _ = run(["logs", "verify"], settings, capsys)
+    assert code == 0
+    code, out, _ = run(["logs", "verify", "--checkpoints", str(lines)], settings, capsys)
+    assert code == 1
+    assert out.startswith("share log verification FAILED (rolled_back): the log ends at seq ")
+    assert f"had reached seq {latest}" in out
+    code, out, _ = run(
+        ["logs", "verify", "--checkpoints", str(lines), "--format", "json"], settings, capsys
+    )
+    assert (code, json.loads(out)["problem"]["kind"]) == (1, "rolled_back")
+
+    # Written on past where it had reached: the entries there are not the ones printed.
+    await _printed_session(
+        settings, capsys, *(share(f"t-{n}", T0 + timedelta(hours=n)) for n in range(1, 6))
+    )
+    code, out, _ = run(["logs", "verify", "--checkpoints", str(lines)], settings, capsys)
+    assert code == 1
+    assert out.startswith("share log verification FAILED (rolled_back): entry seq ")
+    assert "the log was put back to an older copy and written on" in out
+
+
+async def test_checkpoint_lines_that_disagree_or_are_not_signed_fail_the_check(
+    settings: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = settings.share_log.path
+    first = await _printed_session(settings, capsys, share("s-1", T0))
+    _copy_log(path, tmp_path / "copy")
+    second = await _printed_session(settings, capsys, share("s-2", T0))
+    _put_back(tmp_path / "copy", path)
+    # Two runs after the same copy: each printed a different entry at the same seq.
+    third = await _printed_session(settings, capsys, share("x-2", T0))
+    lines = tmp_path / "stdout.jsonl"
+    lines.write_text(first + second + third)
+    code, out, _ = run(["logs", "verify", "--checkpoints", str(lines)], settings, capsys)
+    assert code == 1
+    assert "show two different entries at seq" in out
+
+    closing = json.loads(first.splitlines()[-1])  # the run's last line: its close checkpoint
+    assert closing["event"] == "share_log_checkpointed"
+    for changed in ({**closing, "seq": closing["seq"] + 1}, {**closing, "mac": "0" * 64}):
+        lines.write_text(json.dumps(changed) + "\n")
+        code, out, _ = run(["logs", "verify", "--checkpoints", str(lines)], settings, capsys)
+        assert code == 1
+        assert out == (
+            f"share log verification FAILED (checkpoint_line): {lines}, line 1: checkpoint seq "
+            f"{changed['seq']} is not signed with this key: the line was changed, or it is "
+            "another gateway's\n"
+        )
+    lines.write_text(first.splitlines()[-1][:-5] + "\n")
+    code, out, _ = run(
+        ["logs", "verify", "--checkpoints", str(lines), "--format", "json"], settings, capsys
+    )
+    assert code == 1
+    assert json.loads(out)["problem"]["line"] == 1
+    assert "is not a whole JSON line" in json.loads(out)["problem"]["message"]
+
+
+async def test_checkpoint_lines_are_required_where_they_are_asked_for(
+    logged: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('{"event": "share_recorded"}\n')
+    code, _, err = run(["logs", "verify", "--checkpoints", str(empty)], logged, capsys)
+    assert code == 2
+    assert "no share_log_checkpointed line in it" in err
+    code, _, err = run(["logs", "verify", "--checkpoints", str(tmp_path / "none")], logged, capsys)
+    assert code == 2
+    assert "No such file or directory" in err
+
+
+async def test_checkpoints_a_prune_removed_are_counted_not_compared(
+    settings: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    now = datetime.now(UTC)
+    printed = await _printed_session(settings, capsys, share("old", now - timedelta(days=1100)))
+    printed += await _printed_session(settings, capsys, share("new", now - timedelta(days=1)))
+    code, _, _ = run(["logs", "prune"], settings, capsys)
+    assert code == 0
+    lines = tmp_path / "stdout.jsonl"
+    lines.write_text(printed)
+    code, out, _ = run(
+        ["logs", "verify", "--checkpoints", str(lines), "--format", "json"], settings, capsys
+    )
+    assert code == 0
+    counts = json.loads(out)["checkpoint_lines"]
+    assert (counts["compared"], counts["before_start"]) == (1, 3)  # the cut is before "new"
 
 
 # --- logs export ----------------------------------------------------------------------------

@@ -161,6 +161,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     verify = sub.add_parser(
         "verify", help="check the tamper-evidence chain; exit 1 naming the first broken record"
     )
+    verify.add_argument(
+        "--checkpoints",
+        metavar="FILE",
+        help="also check the log against the share_log_checkpointed lines the gateway printed "
+        "(its stdout as kept, JSON lines; - reads standard input): it must still hold each "
+        "checkpoint a prune has not removed, and reach the latest",
+    )
     _add_output(verify, ("text", "json"))
     verify.set_defaults(handler=cmd_verify)
 
@@ -537,8 +544,24 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     """`logs verify`: exit 0 when the whole chain checks out, 1 naming the first broken record."""
     path = _log_path(settings)
     key = _master_key(settings)
+    anchors: list[review.Anchor] = []
+    if args.checkpoints is not None:
+        try:
+            anchors = _read_anchors(args.checkpoints, key)
+        except review.CheckpointLineError as exc:
+            where = "standard input" if args.checkpoints == "-" else args.checkpoints
+            message = f"{where}, {exc}"
+            if args.format == "json":
+                failure = {
+                    "ok": False,
+                    "problem": {"kind": "checkpoint_line", "line": exc.line, "message": message},
+                }
+                print(orjson.dumps(failure, option=orjson.OPT_INDENT_2).decode())
+            else:
+                print(f"share log verification FAILED (checkpoint_line): {message}")
+            return EXIT_FAILED
     try:
-        result = review.verify(path, key)
+        result = review.verify(path, key, anchors)
     except Exception as exc:  # a damaged file is a failed check, not a usage error
         if args.format == "json":
             failure = {"ok": False, "problem": {"kind": "unreadable", "message": str(exc)}}
@@ -555,6 +578,17 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
             f"{result.outcomes:,} outcomes, {result.checkpoints:,} checkpoints){span}; "
             f"signed head at seq {result.head_seq}"
         )
+        if result.anchors is not None:
+            checked = result.anchors
+            pruned = (
+                f"; {checked.before_start:,} for entries pruned since, not compared"
+                if checked.before_start
+                else ""
+            )
+            print(
+                f"checkpoint lines: {checked.compared:,} match the log, the latest at seq "
+                f"{checked.latest.seq} ({checked.latest.ts}){pruned}"
+            )
     else:
         problem = result.problem
         where = [f"seq {problem.seq}"] if problem.seq is not None else []
@@ -565,6 +599,23 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
             print(f"first broken record: {', '.join(where)}")
         print(f"checked before the failure: {result.entries:,} entries")
     return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _read_anchors(name: str, key: bytes) -> list[review.Anchor]:
+    try:
+        if name == "-":
+            anchors = review.read_anchors(sys.stdin.buffer, key)
+        else:
+            with open(name, "rb") as lines:
+                anchors = review.read_anchors(lines, key)
+    except OSError as exc:
+        raise UsageError(f"--checkpoints {name}: {exc.strerror or exc}") from exc
+    if not anchors:
+        raise UsageError(
+            f"--checkpoints {name}: no share_log_checkpointed line in it (the gateway prints "
+            "them on stdout, with share_log.stdout: true)"
+        )
+    return anchors
 
 
 @_handles_errors

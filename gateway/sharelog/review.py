@@ -5,11 +5,11 @@ from __future__ import annotations
 import functools
 import heapq
 import sqlite3
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Literal, NoReturn, TypedDict, Unpack
+from typing import IO, Any, Final, Literal, NoReturn, TypedDict, Unpack
 
 import orjson
 
@@ -465,6 +465,8 @@ ProblemKind = Literal[
     "outcome",
     "schema",
     "integrity",
+    "rolled_back",
+    "checkpoint_line",
 ]
 
 
@@ -479,6 +481,84 @@ class VerifyProblem:
 
 
 @dataclass(frozen=True, slots=True)
+class Anchor:
+    """A checkpoint as the gateway printed it (`share_log_checkpointed`): signed, and kept
+    outside the file, it shows how far the log had reached and what it held there."""
+
+    seq: int
+    hash: str
+    ts: str
+    line: int  # its line in the file it was read from
+
+
+@dataclass(frozen=True, slots=True)
+class AnchorCheck:
+    compared: int  # checkpoint lines whose entry the log holds, and matched
+    before_start: int  # lines for entries a prune removed since: nothing left to compare
+    latest: Anchor
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "compared": self.compared,
+            "before_start": self.before_start,
+            "latest_seq": self.latest.seq,
+            "latest_ts": self.latest.ts,
+        }
+
+
+class CheckpointLineError(Exception):
+    """A line that names a checkpoint but is not one this log's gateway printed."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(f"line {line}: {message}")
+        self.line = line
+
+
+_CHECKPOINT_EVENT: Final = "share_log_checkpointed"
+_CHECKPOINT_MARK: Final = b'"share_log_checkpointed"'
+# A checkpoint entry's fields besides `kind`, as `checkpoint_entry` makes them: the line printed
+# for it has them too, with `hash`, `mac` and the logger's own (`event`, `level`, `timestamp`).
+_CHECKPOINT_FIELDS: Final = ("seq", "prev_hash", "ts", "reason", "cut_seq", "cut_prev_hash")
+
+
+def read_anchors(lines: Iterable[bytes], master_key: bytes) -> list[Anchor]:
+    """The checkpoints among a gateway's JSON lines (its stdout, as kept), in file order.
+
+    Other lines are passed over. A line that names the checkpoint event but is not a whole JSON
+    line, lacks a field, or does not carry the seal of this key raises `CheckpointLineError`:
+    an anchor that cannot be trusted must not be passed over in silence.
+    """
+    key = seal_key(master_key)
+    anchors: list[Anchor] = []
+    for number, line in enumerate(lines, 1):
+        if _CHECKPOINT_MARK not in line:
+            continue
+        try:
+            fields = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            raise CheckpointLineError(
+                number, f"names {_CHECKPOINT_EVENT} but is not a whole JSON line"
+            ) from None
+        if not isinstance(fields, dict) or fields.get("event") != _CHECKPOINT_EVENT:
+            continue  # another event that only mentions it
+        try:
+            entry = {"kind": "checkpoint", **{name: fields[name] for name in _CHECKPOINT_FIELDS}}
+            seq, digest, mac, ts = fields["seq"], fields["hash"], fields["mac"], fields["ts"]
+        except KeyError as exc:
+            raise CheckpointLineError(number, f"a checkpoint line without {exc}") from None
+        if type(seq) is not int or not all(isinstance(v, str) for v in (digest, mac, ts)):
+            raise CheckpointLineError(number, "a checkpoint line with a field of the wrong type")
+        if entry_hash(entry) != digest or not macs_equal(mac, entry_mac(key, digest)):
+            raise CheckpointLineError(
+                number,
+                f"checkpoint seq {seq} is not signed with this key: the line was changed, "
+                "or it is another gateway's",
+            )
+        anchors.append(Anchor(seq, digest, ts, number))
+    return anchors
+
+
+@dataclass(frozen=True, slots=True)
 class VerifyResult:
     ok: bool
     entries: int
@@ -489,9 +569,11 @@ class VerifyResult:
     last_seq: int | None
     head_seq: int | None
     problem: VerifyProblem | None
+    # With checkpoint lines to compare: how many were, and the latest of them.
+    anchors: AnchorCheck | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        result: dict[str, Any] = {
             "ok": self.ok,
             "entries": self.entries,
             "shares": self.shares,
@@ -509,6 +591,9 @@ class VerifyResult:
                 "message": self.problem.message,
             },
         }
+        if self.anchors is not None:
+            result["checkpoint_lines"] = self.anchors.to_json()
+        return result
 
 
 class _Failed(Exception):
@@ -597,9 +682,14 @@ def _schema_differences(conn: sqlite3.Connection) -> list[str]:
 
 
 class _Verifier:
-    def __init__(self, conn: sqlite3.Connection, master_key: bytes) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, master_key: bytes, anchors: Sequence[Anchor] = ()
+    ) -> None:
         self.conn = conn
         self.key = seal_key(master_key)
+        self.given_anchors = anchors
+        self.anchors: dict[int, Anchor] = {}
+        self.anchor_check: AnchorCheck | None = None
         self.entries = self.shares = self.outcomes = self.checkpoints = 0
         self.first_seq: int | None = None
         self.last_seq: int | None = None
@@ -636,6 +726,7 @@ class _Verifier:
             last_seq=self.last_seq,
             head_seq=self.head_seq,
             problem=problem,
+            anchors=self.anchor_check if problem is None else None,
         )
 
     def _sealed(self, entry: Entry, row: Sequence[Any] | None = None) -> tuple[bool, bool]:
@@ -681,6 +772,7 @@ class _Verifier:
         return int(seq), str(digest), str(mac), int(checkpoint_seq)
 
     def _check(self) -> None:
+        self._index_anchors()
         conn = self.conn
         head_seq, head_hash, mac, head_checkpoint = self._head()
         self.head_seq = head_seq
@@ -783,6 +875,15 @@ class _Verifier:
                     f"entry {where} was rewritten and its hash re-forged "
                     "(the hash is not signed with the log's key)",
                 )
+            anchor = self.anchors.get(seq)
+            if anchor is not None and anchor.hash != stored_hash:
+                self.fail(
+                    "rolled_back",
+                    seq,
+                    share_id,
+                    f"entry {where} is not the checkpoint that line {anchor.line} shows at seq "
+                    f"{seq} ({anchor.ts}): the log was put back to an older copy and written on",
+                )
             if kind == "share":
                 self._check_subjects(subjects, seq, share_id, entry["subject_refs"])
                 if entry["decision"] == "shared":
@@ -838,6 +939,37 @@ class _Verifier:
                 None,
                 f"the subject index lists seq {leftover[0]}, which is not a share",
             )
+        if self.anchors:
+            self._reached_anchors(last[0] if last else self.start - 1, end)
+
+    def _index_anchors(self) -> None:
+        for anchor in self.given_anchors:
+            seen = self.anchors.setdefault(anchor.seq, anchor)
+            if seen.hash != anchor.hash:
+                # Both signed with the log's key: the gateway wrote two entries at one seq.
+                self.fail(
+                    "rolled_back",
+                    anchor.seq,
+                    None,
+                    f"checkpoint lines {seen.line} ({seen.ts}) and {anchor.line} ({anchor.ts}) "
+                    f"show two different entries at seq {anchor.seq}: the log was put back to "
+                    "an older copy and written on in between",
+                )
+
+    def _reached_anchors(self, last_seq: int, end: str) -> None:
+        """The log must reach every checkpoint it printed; those a prune removed since are
+        not there to compare."""
+        latest = max(self.anchors.values(), key=lambda anchor: anchor.seq)
+        if latest.seq > last_seq:
+            self.fail(
+                "rolled_back",
+                None,
+                None,
+                f"the log ends at {end}, but checkpoint line {latest.line} shows it had reached "
+                f"seq {latest.seq} ({latest.ts}): the log was put back to an older copy",
+            )
+        before = sum(1 for seq in self.anchors if seq < self.start)
+        self.anchor_check = AnchorCheck(len(self.anchors) - before, before, latest)
 
     def _start(self) -> tuple[int, str]:
         """Where the chain starts: seq 1, or the cut of the latest (verified) prune checkpoint."""
@@ -1003,11 +1135,16 @@ class _Peekable:
         return row
 
 
-def verify(path: Path, master_key: bytes) -> VerifyResult:
+def verify(path: Path, master_key: bytes, anchors: Sequence[Anchor] = ()) -> VerifyResult:
     """Check the file's schema and integrity, then every entry's hash, link and seal, each
-    outcome's link to its share, the signed head, and the subject index."""
+    outcome's link to its share, the signed head, and the subject index.
+
+    With `anchors` (`read_anchors`), the log must also still hold each checkpoint its gateway
+    printed, unless a prune removed it since, and reach the latest: a copy of the file put
+    back verifies against itself, but not against what was printed after it was taken.
+    """
     with _reader(path) as conn:
-        return _Verifier(conn, master_key).run()
+        return _Verifier(conn, master_key, anchors).run()
 
 
 # -- export ----------------------------------------------------------------------------------
