@@ -154,6 +154,10 @@ async def reload(request: web.Request, runtime: Runtime) -> web.StreamResponse:
             },
             status=422,
         )
+    except Exception:
+        # A fault of the gateway (answered 500): the attempt is still on record.
+        _audit(caller, request, result="failed")
+        raise
     _audit(caller, request, result="reloaded", partners=len(policy.partners))
     return _json(
         {
@@ -331,7 +335,13 @@ async def consent(request: web.Request, runtime: Runtime) -> web.StreamResponse:
         subject_ref = registry.subject_ref(subject)
         _audit(caller, request, subject_ref=subject_ref, grants=len(grants))
         return _json({"subject_ref": subject_ref, "grants": grants})
-    payload = await _json_body(request, runtime)
+    try:
+        payload = await _json_body(request, runtime)
+    except GatewayError as exc:
+        # Refused for its body before any grant was read: an attempt to change the registry
+        # all the same, on record as one refused for a grant's content is.
+        _audit(caller, request, result="refused", code=exc.code)
+        raise
     try:
         purposes = {pid: p.purposes for pid, p in runtime.policy.partners.items()}
         applied = await asyncio.to_thread(apply_json, registry, payload, purposes)
@@ -355,6 +365,9 @@ async def consent(request: web.Request, runtime: Runtime) -> web.StreamResponse:
             },
             status=422,
         )
+    except Exception:
+        _audit(caller, request, result="failed")
+        raise
     counts = {name: applied[name] for name in ("granted", "withdrawn", "unchanged")}
     _audit(caller, request, result="applied", **counts)
     return _json(applied)

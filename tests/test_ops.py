@@ -17,6 +17,7 @@ import structlog
 import yaml
 from conftest import HASH_KEY, Gateway, GatewayFactory, contract, raw_request, tamper
 
+from gateway import runtime as runtime_module
 from gateway.app import (
     DRAIN_MARGIN_S,
     build_runtime,
@@ -436,6 +437,107 @@ async def test_consent_endpoint_refuses_a_transfer_coding_it_does_not_undo(
     assert status_line.split(b" ")[1] == b"400", answer
     assert orjson.loads(rest.partition(b"\r\n\r\n")[2])["error"]["code"] == "malformed_request"
     assert registry.show("u-77") == []
+
+
+async def _post_consent(gw: Gateway, headers: list[tuple[str, str]], body: bytes) -> int:
+    """The status of a POST written byte for byte: `body` may be shorter than announced."""
+    port = gw.client.server.port
+    head = (
+        f"POST /_gateway/consent HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Authorization: Bearer {gw.token(ADMIN, sub='ops-alice')}\r\n"
+        + "".join(f"{name}: {value}\r\n" for name, value in headers)
+        + "Connection: close\r\n\r\n"
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head.encode() + body)
+        await writer.drain()
+        # The server may linger to drain a body announced longer: the status line is enough.
+        status_line = await asyncio.wait_for(reader.readuntil(b"\r\n"), timeout=10)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    return int(status_line.split(b" ")[1])
+
+
+_GRANTS = orjson.dumps({"grants": [GRANT]})
+_JSON_TYPE = ("Content-Type", "application/json")
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "status", "code"),
+    [
+        ([_JSON_TYPE, ("Content-Length", "12")], b'{"grants": [', 400, "malformed_body"),
+        (
+            [_JSON_TYPE, ("Transfer-Encoding", "gzip, chunked")],
+            b"0\r\n\r\n",
+            400,
+            "malformed_request",
+        ),
+        ([_JSON_TYPE, ("Content-Length", "500")], _GRANTS[:20], 408, "request_timeout"),
+        ([_JSON_TYPE, ("Content-Length", "4096")], b" " * 4096, 413, "body_too_large"),
+        (
+            [("Content-Type", "text/plain"), ("Content-Length", str(len(_GRANTS)))],
+            _GRANTS,
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            [_JSON_TYPE, ("Content-Encoding", "br"), ("Content-Length", str(len(_GRANTS)))],
+            _GRANTS,
+            415,
+            "unsupported_media_type",
+        ),
+    ],
+    ids=["malformed", "transfer-coding", "deadline", "too-large", "type", "coding"],
+)
+async def test_a_consent_write_refused_for_its_body_leaves_an_admin_action(
+    make_gateway: GatewayFactory,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    status: int,
+    code: str,
+) -> None:
+    # An attempt to change the registry is on record whatever stopped it, as a 422 is.
+    gw = await make_gateway(
+        settings={"limits": {"body_read_timeout_s": 0.2, "max_body_bytes": 1024}}
+    )
+    registry = gw.runtime.terms.registry
+    assert registry is not None
+    with structlog.testing.capture_logs() as logs:
+        assert await _post_consent(gw, headers, body) == status
+    actions = [e for e in logs if e["event"] == "admin_action"]
+    assert actions == [
+        {
+            "event": "admin_action",
+            "log_level": "info",
+            "caller": "ops-alice",
+            "method": "POST",
+            "endpoint": "/_gateway/consent",
+            "result": "refused",
+            "code": code,
+        }
+    ]
+    assert registry.show("u-77") == []
+
+
+async def test_an_admin_write_the_gateway_fails_leaves_an_admin_action(
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gw = await make_gateway()
+    admin = {"Authorization": f"Bearer {gw.token(ADMIN, sub='ops-alice')}"}
+
+    def broken(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(gw.runtime.terms.registry, "_import", broken)
+    monkeypatch.setattr(runtime_module, "load_policy", broken)
+    with structlog.testing.capture_logs() as logs:
+        posted = await gw.client.post("/_gateway/consent", json={"grants": [GRANT]}, headers=admin)
+        reloaded = await gw.client.post("/_gateway/reload", headers=admin)
+    assert (posted.status, reloaded.status) == (500, 500)
+    actions = [(e["endpoint"], e["result"]) for e in logs if e["event"] == "admin_action"]
+    assert actions == [("/_gateway/consent", "failed"), ("/_gateway/reload", "failed")]
 
 
 async def test_consent_endpoint_answers_503_while_another_writer_holds_the_registry(
