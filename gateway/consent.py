@@ -22,7 +22,7 @@ import structlog
 
 from gateway.fieldfilter import loggable_key
 from gateway.files import create_private
-from gateway.keys import canonical_subject_id, subject_ref
+from gateway.keys import subject_id_problem, subject_ref
 from gateway.pii import scan
 
 if TYPE_CHECKING:
@@ -282,6 +282,8 @@ def _parse_row(raw: Mapping[str, object], zone: tzinfo) -> _Row | list[str]:
         raw = {**raw, "subject": str(raw["subject"])}
     # The subject id is never echoed back: error lines end up in terminals and logs.
     subject = _text(raw, "subject", problems)
+    if subject is not None and (problem := subject_id_problem(subject)):
+        problems.append(f"subject: {problem}")
     partner = _text(raw, "partner", problems)
     purpose = _text(raw, "purpose", problems)
     problems += _name_problems(partner, purpose)
@@ -299,7 +301,8 @@ def _parse_row(raw: Mapping[str, object], zone: tzinfo) -> _Row | list[str]:
 
 def _check_call(subject_id: str, partner: str, purpose: str, reference: str) -> None:
     """The checks an imported row gets, for the Python API's arguments."""
-    problems = [] if canonical_subject_id(subject_id) else ["subject: must not be empty"]
+    problem = subject_id_problem(subject_id)
+    problems = [f"subject: {problem}"] if problem else []
     problems += _name_problems(partner, purpose)
     if not reference or len(reference) > MAX_FIELD_CHARS:
         problems.append(f"reference: must be 1-{MAX_FIELD_CHARS} characters")
@@ -965,9 +968,9 @@ def _status(grant: Grant, now: datetime) -> str:
 
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
-    if not canonical_subject_id(args.subject):
+    if problem := subject_id_problem(args.subject):
         # Its reference would be no one's: "no consent grants recorded" would be a false answer.
-        print("the subject id is empty", file=sys.stderr)
+        print(f"the subject id {problem}", file=sys.stderr)
         return EXIT_USAGE
     key = _master_key(settings)
     if isinstance(key, int):

@@ -40,6 +40,21 @@ def canonical_subject_id(subject_id: str) -> str:
     return resident_id_number(value) or value
 
 
+def subject_id_problem(subject_id: str) -> str | None:
+    """Why `subject_id` names no one, said without echoing it ("must not be ..."); None for an
+    id. Every place an id comes in asks this: the share path, the registry and each lookup.
+
+    Only whitespace is no id. Nor is one holding U+FFFD, which a decoder writes for bytes it
+    could not read: ids that differed only in those bytes would be one subject, and a grant,
+    a withdrawal or a share record of one person would count for another.
+    """
+    if not canonical_subject_id(subject_id):
+        return "must not be empty"
+    if "\ufffd" in subject_id:
+        return "must not hold U+FFFD (the mark of characters lost in decoding)"
+    return None
+
+
 def subject_ref(key: bytes, subject_id: str) -> str:
     """The keyed reference of a data subject (`key`: `subject_ref_key`), as the share log and
     the consent registry hold it: every subject reference is made here."""

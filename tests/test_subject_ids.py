@@ -15,7 +15,7 @@ from conftest import BASE_CONTRACT, HASH_KEY, Gateway, GatewayFactory, contract
 from tokens import SigningKey, mint, rsa_key
 
 from gateway.cli import build_parser
-from gateway.consent import ConsentRegistry
+from gateway.consent import ConsentInputError, ConsentRegistry
 from gateway.keys import canonical_subject_id, keyed_hash, subject_ref, subject_ref_key
 
 ADMIN = "gateway:admin"
@@ -211,6 +211,55 @@ async def test_a_lookup_of_spaces_only_is_refused_not_answered_with_no_one(
     admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
     for endpoint in ("/_gateway/shares", "/_gateway/consent"):
         answer = await gw.client.get(endpoint, params={"subject": " "}, headers=admin)
+        assert answer.status == 400, endpoint
+
+
+@pytest.mark.usefixtures("hash_key_env")
+async def test_a_subject_id_holding_u_fffd_is_refused_wherever_an_id_comes_in(
+    make_gateway: GatewayFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # U+FFFD stands for bytes a decoder lost: "u-\ufffd7" may be u-é7 as much as u-ü7. Stored,
+    # a grant was found by `consent show` only, and would count for whoever else came out so.
+    lost = "u-\ufffd7"
+    gw = await make_gateway(durable_log=True)
+    registry = gw.runtime.terms.registry
+    assert registry is not None
+    shared = await gw.share("POST", ASSESS, json={"applicant": {"user_id": lost, "name": "W"}})
+    assert shared.status == 400
+    assert (await shared.json())["error"]["code"] == "malformed_body"
+    assert gw.partner.received == []
+
+    said = "subject: must not hold U+FFFD (the mark of characters lost in decoding)"
+    csv_file = tmp_path / "lost.csv"
+    csv_file.write_text(
+        "subject,partner,purpose,granted_at,withdrawn_at,reference\n"
+        f"{lost},acme,credit_assessment,2025-01-01,,C-1\n",
+        encoding="utf-8",
+    )
+    args = build_parser().parse_args(["consent", "import", str(csv_file)])
+    capsys.readouterr()
+    assert args.handler(args, gw.runtime.settings) == 1
+    assert capsys.readouterr().out == f"{csv_file}: line 2: {said}\n"
+    admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
+    posted = await gw.client.post(
+        "/_gateway/consent", json={"grants": [{**GRANT, "subject": lost}]}, headers=admin
+    )
+    assert posted.status == 422
+    assert (await posted.json())["error"]["problems"] == [f"grants[0]: {said}"]
+    with pytest.raises(ConsentInputError, match="U\\+FFFD"):
+        registry.grant(lost, "acme", "credit_assessment", datetime(2025, 1, 1, tzinfo=UTC), "C-1")
+    assert registry.show(lost) == []
+
+    for argv in (
+        ["consent", "show", lost],
+        ["logs", "subject", lost],
+        ["logs", "query", "--subject", lost],
+    ):
+        args = build_parser().parse_args(argv)
+        assert args.handler(args, gw.runtime.settings) == 2, argv
+        assert "U+FFFD" in capsys.readouterr().err
+    for endpoint in ("/_gateway/shares", "/_gateway/consent"):
+        answer = await gw.client.get(endpoint, params={"subject": lost}, headers=admin)
         assert answer.status == 400, endpoint
 
 

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from gateway.keys import canonical_subject_id, subject_ref, subject_ref_key
+from gateway.keys import subject_id_problem, subject_ref, subject_ref_key
 from gateway.settings import Settings
 from gateway.sharelog import cursor, review
 from gateway.sharelog.chain import format_ts
@@ -359,9 +359,9 @@ def _master_key(settings: Settings) -> bytes:
 
 def _subject_ref(settings: Settings, subject_id: str, path: Path) -> str:
     """The reference a subject's shares are recorded under, whichever way the id is written."""
-    if not canonical_subject_id(subject_id):
+    if problem := subject_id_problem(subject_id):
         # Its reference would be no one's: "no share records match" would be a false answer.
-        raise UsageError("the subject id is empty")
+        raise UsageError(f"the subject id {problem}")
     key = _master_key(settings)
     # Under another key the reference is no one's either, and "no share records match" would
     # answer a person's request for their records falsely.
