@@ -23,7 +23,7 @@ import structlog
 from gateway.fieldfilter import loggable_key
 from gateway.files import create_private
 from gateway.keys import subject_id_problem, subject_ref
-from gateway.pii import scan
+from gateway.pii import UNSHOWABLE, scan
 
 if TYPE_CHECKING:
     from gateway.settings import Settings
@@ -226,12 +226,32 @@ def _text(
     if len(value) > MAX_FIELD_CHARS:
         problems.append(f"{key}: must be at most {MAX_FIELD_CHARS} characters")
         return None
-    if _CONTROL.search(value):
-        # A reference goes into share records and terminal tables: a line break or an escape
-        # sequence there would forge a row.
-        problems.append(f"{key}: must not contain control characters")
+    if key == "subject":
+        # Never shown (its reference is), and in an ID number an invisible character is a
+        # separator like a space: only the controls are refused.
+        if found := _CONTROL.search(value):
+            problems.append(f"{key}: must not contain control characters ({_code_point(found)})")
+            return None
+    elif problem := _unshowable(value):
+        # A reference goes into share records and terminal tables: a line break, an escape
+        # sequence or a line separator there would forge a row, and a direction override
+        # reorder it.
+        problems.append(f"{key}: {problem}")
         return None
     return value
+
+
+def _code_point(found: re.Match[str]) -> str:
+    # The value is not echoed, and the character would not be seen: its code point says where.
+    return f"U+{ord(found.group()):04X}"
+
+
+def _unshowable(value: str) -> str | None:
+    """Why `value` cannot be shown as it is: its first control or invisible character."""
+    found = UNSHOWABLE.search(value)
+    if found is None:
+        return None
+    return f"must not contain control or invisible characters ({_code_point(found)})"
 
 
 def _time(
@@ -306,6 +326,8 @@ def _check_call(subject_id: str, partner: str, purpose: str, reference: str) -> 
     problems += _name_problems(partner, purpose)
     if not reference or len(reference) > MAX_FIELD_CHARS:
         problems.append(f"reference: must be 1-{MAX_FIELD_CHARS} characters")
+    elif problem := _unshowable(reference):
+        problems.append(f"reference: {problem}")
     if problems:
         raise ConsentInputError(problems)
 

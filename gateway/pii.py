@@ -229,6 +229,26 @@ _INVISIBLE_ASTRAL: Final = re.compile(
     "[" + _char_class(ord(c) for c in _INVISIBLE_CHARS if c > "\uffff") + "]"
 )
 
+# What a field shown back to a person (a consent reference in `consent show`) must not hold:
+# the controls and the line and paragraph separators, which split its line or rewrite the
+# terminal, and every invisible character above (the direction overrides among them), which
+# hide or reorder what the reader sees. Surrogates too: no file or body decoded as UTF-8 holds
+# one, and none can be printed.
+UNSHOWABLE: Final = re.compile(
+    "["
+    + _char_class(
+        (
+            *range(0x20),
+            *range(0x7F, 0xA0),
+            *_BY_CATEGORY["Zl"],
+            *_BY_CATEGORY["Zp"],
+            *range(0xD800, 0xE000),
+            *map(ord, _INVISIBLE_CHARS),
+        )
+    )
+    + "]"
+)
+
 
 # A plain class, searched at C speed: the sound marks' neighbours are looked at in
 # `_fold_separator` (an alternative with lookarounds made a long text's search four times

@@ -448,15 +448,61 @@ def test_no_problem_line_shows_a_subject_id(registry: ConsentRegistry, tmp_path:
     _assert_nothing_applied(registry)
 
 
-@pytest.mark.parametrize("value", ["C-1\x1b[2J", "C-1\x00", "C\u00851"])
+@pytest.mark.parametrize(
+    ("value", "code_point"), [("C-1\x1b[2J", "001B"), ("C-1\x00", "0000"), ("C\u00851", "0085")]
+)
 def test_control_characters_are_refused(
-    registry: ConsentRegistry, tmp_path: Path, value: str
+    registry: ConsentRegistry, tmp_path: Path, value: str, code_point: str
 ) -> None:
     path = write_csv(tmp_path / "consent.csv", f"{ALICE},{PARTNER},{PURPOSE},2025-01-01,,{value}")
     assert import_csv(registry, path).errors == (
-        "line 2: reference: must not contain control characters",
+        f"line 2: reference: must not contain control or invisible characters (U+{code_point})",
     )
     _assert_nothing_applied(registry)
+
+
+@pytest.mark.parametrize(
+    ("value", "code_point"),
+    [
+        ("C-1\u2028C-2", "U+2028"),  # a line separator: a second row in `consent show`
+        ("C-\u20291", "U+2029"),
+        ("C-\u202e1-X", "U+202E"),  # a right-to-left override: the row reads backwards
+        ("C-\u20661", "U+2066"),
+        ("C-\u200b1", "U+200B"),  # a zero-width space: two references that look alike
+        ("C-\ufeff1", "U+FEFF"),
+        ("C-\u31641", "U+3164"),  # a Hangul filler
+    ],
+)
+def test_invisible_and_direction_characters_are_refused_in_every_way_in(
+    registry: ConsentRegistry, tmp_path: Path, value: str, code_point: str
+) -> None:
+    said = f"reference: must not contain control or invisible characters ({code_point})"
+    path = write_csv(
+        tmp_path / "consent.csv",
+        f"{ALICE},{PARTNER},{PURPOSE},2025-01-01,,C-0",
+        f"{ALICE},{PARTNER},{PURPOSE},2025-01-01,,{value}",
+    )
+    assert import_csv(registry, path).errors == (f"line 3: {said}",)
+    row = {"subject": ALICE, "partner": PARTNER, "purpose": PURPOSE, "granted_at": "2025-01-01"}
+    with pytest.raises(ConsentInputError) as posted:
+        apply_json(registry, {"grants": [{**row, "reference": value}]})
+    assert posted.value.problems == [f"grants[0]: {said}"]
+    with pytest.raises(ConsentInputError) as called:
+        registry.grant(ALICE, PARTNER, PURPOSE, JAN, value)
+    assert called.value.problems == [said]
+    _assert_nothing_applied(registry)
+
+
+def test_an_invisible_character_inside_an_id_number_is_still_a_separator(
+    registry: ConsentRegistry, tmp_path: Path
+) -> None:
+    # The subject id is never shown, and an ID number's invisible characters are not its own.
+    path = write_csv(
+        tmp_path / "consent.csv",
+        f"110105\u200b19880605\u200b2715,{PARTNER},{PURPOSE},2025-01-01,,C-1",
+    )
+    assert import_csv(registry, path).granted == 1
+    assert [g.reference for g in registry.show("110105198806052715")] == ["C-1"]
 
 
 def test_another_sqlite_file_is_not_a_registry(tmp_path: Path) -> None:
@@ -506,7 +552,7 @@ def test_csv_quoting_bom_and_multiline_line_numbers(
     # A line break inside a quoted field is one row over two lines, and the line numbers go on
     # counting; in a reference it is refused (it would split the row in `consent show`).
     assert import_csv(registry, path).errors == (
-        "line 3: reference: must not contain control characters",
+        "line 3: reference: must not contain control or invisible characters (U+000A)",
         "line 5: granted_at: not an ISO 8601 date or date-time",
     )
 
