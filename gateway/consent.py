@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import os
 import re
@@ -135,8 +136,8 @@ class RegistryReplaced(RegistryError):
     def __init__(self, path: Path) -> None:
         super().__init__(
             f"{path}: the consent registry file was replaced or removed while the gateway ran: "
-            "restart the gateway (a restored copy goes in with the old file's -wal and -shm "
-            "removed, the gateway stopped)"
+            "once a whole registry file is in its place, reload the gateway (SIGHUP or POST "
+            "/_gateway/reload) to open it"
         )
 
 
@@ -353,6 +354,7 @@ class ConsentRegistry:
         self._write_lock = threading.Lock()
         create_private(path)
         self._opened = self._file_identity()
+        self._closed = False  # let go of a replaced file, and no other opened in its place
         self._writer = self._connect()
         try:
             self._prepare()
@@ -374,25 +376,105 @@ class ConsentRegistry:
 
     def readable(self) -> bool:
         """Whether the file the registry opened is still the one at its path."""
-        return self._file_identity() == self._opened
+        return not self._closed and self._file_identity() == self._opened
 
     def _check_file(self) -> None:
         """Refuse to go on with a file replaced (a backup restored with `mv`) or removed.
 
         The connections would go on reading the old file, and a withdrawal imported into the
-        new one would not take effect. Nor can they be reopened safely: SQLite leaves the old
-        file's write-ahead log beside the new one, and would read it as the new file's own.
+        new one would not take effect. The file now in its place is opened by `reopen` only.
         """
         if not self.readable():
             raise RegistryReplaced(self.path)
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, *, existing: bool = False) -> sqlite3.Connection:
+        # An `existing` file only: SQLite would create a missing one, empty.
+        target = f"{self.path.absolute().as_uri()}?mode=rw" if existing else str(self.path)
         return sqlite3.connect(
-            self.path,
+            target,
             timeout=BUSY_TIMEOUT_S,  # how long a write waits for another (an import elsewhere)
             isolation_level=None,
             check_same_thread=False,
+            uri=existing,
         )
+
+    def reopen(self) -> bool:
+        """Open the registry file now at the path in place of one replaced or removed under
+        the connections; False if the file is still the one open (nothing is done).
+
+        Raises RegistryError (RegistryBusy when another process reads the old file) when no
+        registry can be opened: every call then still raises RegistryReplaced. Called on
+        request (a reload) only, never on a failed read: a copy still being written in place
+        would be read half-done.
+        """
+        if self.readable():
+            return False  # without waiting for the locks: a reload finds this most times
+        with self._write_lock, self._read_lock:
+            if self.readable():
+                return False
+            self._let_go()
+            identity = self._file_identity()
+            if identity is None:
+                # Created empty, it would hold no withdrawal: consent tokens they ended would
+                # count again.
+                raise RegistryError(f"{self.path}: no consent registry file is there to open")
+            writer = self._connect(existing=True)
+            try:
+                self._check_reopened(writer)
+                reader = self._connect(existing=True)
+                reader.execute("PRAGMA query_only = ON")
+            except sqlite3.OperationalError as exc:
+                writer.close()
+                if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                    raise RegistryBusy(self.path) from exc
+                raise RegistryError(f"{self.path}: not a usable consent registry: {exc}") from exc
+            except sqlite3.DatabaseError as exc:
+                writer.close()
+                raise RegistryError(f"{self.path}: not a usable consent registry: {exc}") from exc
+            except BaseException:
+                writer.close()
+                raise
+            if self._file_identity() != identity:
+                reader.close()
+                writer.close()
+                raise RegistryError(f"{self.path}: replaced again while it was opened")
+            self._writer, self._reader = writer, reader
+            self._opened, self._closed = identity, False
+            return True
+
+    def _let_go(self) -> None:
+        """Close the connections to a file replaced or removed, its write-ahead log emptied.
+
+        SQLite leaves the log at the path's `-wal` when its file moved, and a connection to
+        the file now at the path would read the frames as that file's own: emptied into the old
+        file first, it holds none. Raises RegistryBusy, the connections kept, when another
+        process still reads the old file.
+        """
+        if self._closed:
+            return
+        try:
+            (busy, _, _) = self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as exc:
+            raise RegistryError(
+                f"{self.path}: the replaced file's log cannot be emptied: {exc}"
+            ) from exc
+        if busy:
+            raise RegistryBusy(self.path)
+        self._reader.close()
+        self._writer.close()
+        self._closed = True
+
+    def _check_reopened(self, db: sqlite3.Connection) -> None:
+        """`_prepare` for a file put in place of the registry: nothing is created or migrated,
+        only a registry of this schema is read."""
+        db.execute("PRAGMA synchronous = FULL")
+        version = self._schema_version(db)
+        if version != SCHEMA_VERSION:
+            raise RegistryError(
+                f"{self.path}: schema version {version}, this gateway reads {SCHEMA_VERSION}"
+            )
+        if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            db.execute("PRAGMA journal_mode = WAL")
 
     def _prepare(self) -> None:
         db = self._writer
@@ -434,6 +516,7 @@ class ConsentRegistry:
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         self._check_file()
         with self._write_lock:
+            self._check_file()  # again: a reopen may have run while this call waited
             db = self._writer
             try:
                 db.execute("BEGIN IMMEDIATE")
@@ -461,8 +544,18 @@ class ConsentRegistry:
 
     def close(self) -> None:
         with self._write_lock, self._read_lock:
+            if self.readable():
+                self._reader.close()
+                self._writer.close()
+                self._closed = True
+                return
+            # Replaced or removed: a restart would otherwise read the log left at the path as
+            # the new file's. Best effort: the process is stopping either way.
+            with contextlib.suppress(RegistryError):
+                self._let_go()
             self._reader.close()
             self._writer.close()
+            self._closed = True
 
     def subject_ref(self, subject_id: str) -> str:
         """Every grant, withdrawal and lookup is keyed by this: one person's id in any spelling
@@ -477,6 +570,7 @@ class ConsentRegistry:
         params = (self.subject_ref(subject_id), partner, purpose, moment, moment)
         self._check_file()
         with self._read_lock:
+            self._check_file()  # again: a reopen may have run while this call waited
             # fetchall, not fetchone: the statement must finish so no read snapshot stays open.
             rows = self._reader.execute(_COVERING_SQL, params).fetchall()
         return _grant_from(rows[0]) if rows else None
@@ -500,12 +594,14 @@ class ConsentRegistry:
         )
         self._check_file()
         with self._read_lock:
+            self._check_file()  # again: a reopen may have run while this call waited
             rows = self._reader.execute(_WITHDRAWN_BETWEEN_SQL, params).fetchall()
         return bool(rows)
 
     def show(self, subject_id: str) -> list[Grant]:
         self._check_file()
         with self._read_lock:
+            self._check_file()  # again: a reopen may have run while this call waited
             rows = self._reader.execute(
                 "SELECT subject_ref, partner, purpose, granted_at, withdrawn_at, reference "
                 "FROM grants "

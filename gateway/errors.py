@@ -193,8 +193,8 @@ class RegistryUnavailable(GatewayError):
 
 
 class ConsentRegistryUnavailable(GatewayError):
-    """The consent registry cannot be read (its file was replaced under the gateway), so no
-    share needing consent may go."""
+    """The consent registry cannot be read (its file was replaced under the gateway, and no
+    reload has opened the one in its place yet), so no share needing consent may go."""
 
     status = 503
     code = "registry_unavailable"

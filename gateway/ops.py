@@ -97,7 +97,8 @@ async def ready(request: web.Request, runtime: Runtime) -> web.StreamResponse:
     checks = {
         "contracts_loaded": bool(runtime.policy.partners),
         "share_log_writable": runtime.share_log.writable(),
-        # Its file replaced or removed, no share needing consent can go until a restart.
+        # Its file replaced or removed, no share needing consent can go until a reload has
+        # opened the one in its place.
         "consent_registry_readable": registry is None or registry.readable(),
     }
     ok = all(checks.values())
@@ -311,7 +312,10 @@ def _time(
         raise refused from None
 
 
-_REPLACED = "the consent registry's file was replaced or removed: restart the gateway"
+_REPLACED = (
+    "the consent registry's file was replaced or removed: reload the gateway once a whole "
+    "registry file is in its place"
+)
 
 
 async def consent(request: web.Request, runtime: Runtime) -> web.StreamResponse:

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from gateway import heap, metrics
 from gateway.auth import TokenVerifier
+from gateway.consent import RegistryError
 from gateway.contractset import load_contract_set
 from gateway.fieldfilter import TextScanner
 from gateway.keys import subject_ref_key
@@ -89,8 +90,13 @@ class Runtime:
         self.slowest_timeout_s = max(self.slowest_timeout_s, slowest)
 
     async def reload(self) -> Policy:
-        """Validate and compile the whole directory, then swap; on any problem keep the old set."""
+        """Validate and compile the whole directory, then swap; on any problem keep the old set.
+
+        A consent registry file replaced or removed under the gateway is reopened first, whatever
+        becomes of the contracts: the reload is how an operator says the file in its place is
+        whole."""
         async with self._reload_lock:
+            await self._reopen_registry()
             try:
                 policy = await asyncio.to_thread(
                     load_policy, self.settings, self.master_key, self.environ
@@ -116,6 +122,19 @@ class Runtime:
                 },
             )
             return policy
+
+    async def _reopen_registry(self) -> None:
+        registry = self.terms.registry
+        if registry is None:
+            return
+        try:
+            reopened = await asyncio.to_thread(registry.reopen)
+        except RegistryError as exc:
+            # The shares needing consent keep getting 503, and /_gateway/ready says not ready.
+            log.error("consent_registry_not_reopened", error=str(exc))
+            return
+        if reopened:
+            log.info("consent_registry_reopened", path=str(registry.path))
 
 
 RUNTIME = web.AppKey("runtime", Runtime)

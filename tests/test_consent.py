@@ -27,6 +27,7 @@ from gateway.consent import (
     ConsentRegistry,
     Grant,
     ImportReport,
+    RegistryBusy,
     RegistryError,
     RegistryReplaced,
     _byte_lines,
@@ -243,9 +244,120 @@ def test_a_registry_file_replaced_or_removed_under_the_gateway_is_never_read(
             lambda: serving.grant(BOB, PARTNER, PURPOSE, JAN, "C-2"),
         ]
         for call in calls:
-            with pytest.raises(RegistryReplaced, match="restart the gateway"):
+            with pytest.raises(RegistryReplaced, match="reload the gateway"):
                 call()
     finally:
+        serving.close()
+
+
+def _serving_with_unmerged_grant(path: Path) -> ConsentRegistry:
+    """A registry whose last grant (ALICE's) is still in its write-ahead log only: what a
+    connection to another file at the path would read as that file's own."""
+    serving = ConsentRegistry(path, KEY)
+    serving.grant(ALICE, PARTNER, PURPOSE, JAN, "C-1")
+    assert Path(f"{path}-wal").stat().st_size > 0
+    return serving
+
+
+def _restore_in_place(path: Path, tmp_path: Path) -> Path:
+    """Move the registry aside and put a copy holding BOB's grant only in its place."""
+    restored = tmp_path / "restored.sqlite"
+    with ConsentRegistry(restored, KEY) as copy:
+        copy.grant(BOB, PARTNER, PURPOSE, JAN, "C-2")
+    aside = tmp_path / "consent.sqlite.old"
+    path.rename(aside)
+    restored.rename(path)
+    return aside
+
+
+def test_a_registry_replaced_under_the_gateway_is_read_again_once_reopened(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "consent.sqlite"
+    serving = _serving_with_unmerged_grant(path)
+    try:
+        aside = _restore_in_place(path, tmp_path)
+        assert not serving.readable()
+        assert serving.reopen() is True
+        assert serving.readable()
+        # The restored file as it is: not ALICE's grant from the old file's log.
+        assert serving.show(ALICE) == []
+        assert serving.covering(BOB, PARTNER, PURPOSE, MAR) is not None
+        serving.grant(BOB, PARTNER, PURPOSE, MAR, "C-3")
+        assert serving.reopen() is False  # the file is the one open: nothing to do
+    finally:
+        serving.close()
+    # The file moved aside kept its last grant, merged in from the log left at the path.
+    with ConsentRegistry(aside, KEY) as old:
+        assert [g.reference for g in old.show(ALICE)] == ["C-1"]
+    with ConsentRegistry(path, KEY) as again:
+        assert [g.reference for g in again.show(BOB)] == ["C-2", "C-3"]
+
+
+def test_a_registry_replaced_under_a_stopped_gateway_is_read_as_it_is_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    # Its log was left at the path, and the next start read the old file's last grant into
+    # the restored one.
+    path = tmp_path / "consent.sqlite"
+    serving = _serving_with_unmerged_grant(path)
+    _restore_in_place(path, tmp_path)
+    serving.close()
+    with ConsentRegistry(path, KEY) as restarted:
+        assert restarted.show(ALICE) == []
+        assert [g.reference for g in restarted.show(BOB)] == ["C-2"]
+
+
+def test_a_registry_that_cannot_be_reopened_stays_unreadable(tmp_path: Path) -> None:
+    path = tmp_path / "consent.sqlite"
+    serving = _serving_with_unmerged_grant(path)
+    try:
+        path.unlink()
+        # Created empty, it would hold no withdrawal: the file is not made up.
+        with pytest.raises(RegistryError, match="no consent registry file"):
+            serving.reopen()
+        assert not path.exists()
+        path.write_bytes(b"not a database, or half a copy" * 200)
+        with pytest.raises(RegistryError, match="not a usable consent registry"):
+            serving.reopen()
+        with pytest.raises(RegistryReplaced):
+            serving.show(ALICE)
+        with pytest.raises(RegistryReplaced):
+            serving.grant(BOB, PARTNER, PURPOSE, JAN, "C-2")
+        assert not serving.readable()
+        path.unlink()
+        with ConsentRegistry(tmp_path / "restored.sqlite", KEY) as copy:
+            copy.grant(BOB, PARTNER, PURPOSE, JAN, "C-2")
+        (tmp_path / "restored.sqlite").rename(path)
+        assert serving.reopen() is True
+        assert [g.reference for g in serving.show(BOB)] == ["C-2"]
+    finally:
+        serving.close()
+
+
+def test_a_replaced_registry_another_process_still_reads_is_not_reopened_yet(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "consent.sqlite"
+    serving = _serving_with_unmerged_grant(path)
+    serving._writer.execute("PRAGMA busy_timeout = 50")
+    reading = sqlite3.connect(path, isolation_level=None)  # `consent show`, say
+    try:
+        reading.execute("BEGIN")
+        reading.execute("SELECT COUNT(*) FROM grants").fetchall()
+        _restore_in_place(path, tmp_path)
+        # The old log cannot be emptied while it is read: opened now, the new file would be
+        # read with it.
+        with pytest.raises(RegistryBusy):
+            serving.reopen()
+        with pytest.raises(RegistryReplaced):
+            serving.show(BOB)
+        reading.execute("COMMIT")
+        assert serving.reopen() is True
+        assert serving.show(ALICE) == []
+        assert [g.reference for g in serving.show(BOB)] == ["C-2"]
+    finally:
+        reading.close()
         serving.close()
 
 

@@ -709,6 +709,36 @@ async def test_a_registry_replaced_under_the_gateway_refuses_the_shares_needing_
     assert (await error_of(looked_up))["code"] == "registry_unavailable"
 
 
+async def test_a_reload_opens_the_registry_file_put_in_place_of_the_replaced_one(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    gw = await make_gateway([third_party_contract()])
+    registry = registry_of(gw)
+    granted = datetime.now(UTC) - timedelta(hours=1)
+    registry.grant("u-1", "acme", "credit_assessment", granted, "C-1")
+    restored = tmp_path / "restored.sqlite"
+    with ConsentRegistry(restored, gw.runtime.subject_key) as copy:
+        copy.grant("u-1", "acme", "credit_assessment", granted, "C-2")
+    registry.path.unlink()
+    admin = {"Authorization": f"Bearer {gw.token('gateway:admin')}"}
+    # Removed: nothing to open, and an empty registry is not made up in its place.
+    assert (await gw.client.post("/_gateway/reload", headers=admin)).status == 200
+    assert (await gw.share("POST", "/acme/v1/assess", json=applicant())).status == 503
+    assert not registry.path.exists()
+    restored.rename(registry.path)
+    assert (await gw.client.get("/_gateway/ready")).status == 503
+
+    reloaded = await gw.client.post("/_gateway/reload", headers=admin)
+    assert reloaded.status == 200
+    assert (await gw.client.get("/_gateway/ready")).status == 200
+    response = await gw.share("POST", "/acme/v1/assess", json=applicant())
+    assert response.status == 200, await response.text()
+    assert len(gw.partner.received) == 1
+    assert last_record(gw.log.records).consent_basis == ("registry:C-2",)
+    looked_up = await gw.client.get("/_gateway/consent?subject=u-1", headers=admin)
+    assert [g["reference"] for g in (await looked_up.json())["grants"]] == ["C-2"]
+
+
 async def test_consent_granted_withdrawn_and_granted_again(
     make_gateway: GatewayFactory,
 ) -> None:
