@@ -48,9 +48,21 @@ def subject_id_problem(subject_id: str) -> str | None:
     could not read: ids that differed only in those bytes would be one subject, and a grant,
     a withdrawal or a share record of one person would count for another.
     """
-    if not canonical_subject_id(subject_id):
+    return _problem(canonical_subject_id(subject_id))
+
+
+def checked_subject_id(subject_id: str) -> str | None:
+    """The canonical spelling of `subject_id`, or None where `subject_id_problem` finds one:
+    the share path's question, answered with one normalisation."""
+    canonical = canonical_subject_id(subject_id)
+    return None if _problem(canonical) else canonical
+
+
+def _problem(canonical: str) -> str | None:
+    # Asked of the canonical spelling: normalising adds and removes no U+FFFD.
+    if not canonical:
         return "must not be empty"
-    if "\ufffd" in subject_id:
+    if "\ufffd" in canonical:
         return "must not hold U+FFFD (the mark of characters lost in decoding)"
     return None
 

@@ -28,7 +28,7 @@ from gateway.errors import (
 )
 from gateway.fieldfilter import query_parameter, select
 from gateway.jsonbody import JSONValue
-from gateway.keys import canonical_subject_id, subject_id_problem
+from gateway.keys import canonical_subject_id, checked_subject_id
 from gateway.pii import birth_date_from_id
 from gateway.routing import path_placeholder
 
@@ -164,8 +164,7 @@ def _as_id(value: JSONValue) -> str | None:
     if isinstance(value, bool) or not isinstance(value, str | int):
         return None
     # A JSON integer and the string of its digits name the same subject.
-    text = str(value)
-    return None if subject_id_problem(text) else canonical_subject_id(text)
+    return checked_subject_id(str(value))
 
 
 def _birth_date(
