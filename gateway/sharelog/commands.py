@@ -29,6 +29,7 @@ from gateway.sharelog.record import DECISIONS
 from gateway.sharelog.schema import (
     COMPANION_SUFFIXES,
     SQLITE_INT_MAX,
+    NewerSchema,
     SchemaError,
     connect_ro,
 )
@@ -263,27 +264,13 @@ def _handles_errors(handler: Handler) -> Handler:
         except UsageError as exc:
             print(f"share-gateway logs {args.logs_command}: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        except SchemaError as exc:
-            print(f"share-gateway logs {args.logs_command}: {exc}", file=sys.stderr)
-            return EXIT_USAGE
         except (review.LogChanged, review.UnreadableEntry) as exc:
             print(f"share-gateway logs {args.logs_command}: {exc}", file=sys.stderr)
             return EXIT_FAILED
-        except sqlite3.DatabaseError as exc:
+        except (SchemaError, sqlite3.DatabaseError) as exc:
+            problem, code = _unreadable(exc)
             path = settings.share_log.path
-            # Python's own errors reading a row (text that is not UTF-8) have no SQLite code.
-            errorcode = getattr(exc, "sqlite_errorcode", None)
-            if errorcode is None or "malformed JSON" in str(exc):
-                # SQL's JSON functions (`logs summary`) meet a JSON column that was altered.
-                problem = "holds an entry that cannot be read: run `share-gateway logs verify`"
-                code = EXIT_FAILED
-            elif errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-                problem, code = "is busy (another writer holds it); try again", EXIT_FAILED
-            else:  # not a share log at all: another file, the consent registry by mistake
-                problem, code = "is not a readable share log", EXIT_USAGE
-            print(
-                f"share-gateway logs {args.logs_command}: {path} {problem}: {exc}", file=sys.stderr
-            )
+            print(f"share-gateway logs {args.logs_command}: {path} {problem}", file=sys.stderr)
             return code
         except BrokenPipeError:
             # The reader (`| head`) stopped early; silence the flush at exit, it is no error.
@@ -294,6 +281,41 @@ def _handles_errors(handler: Handler) -> Handler:
     run.__name__ = handler.__name__
     run.__doc__ = handler.__doc__
     return run
+
+
+def _unreadable(exc: SchemaError | sqlite3.DatabaseError) -> tuple[str, int]:
+    """What keeps the file at `share_log.path` from being read, worded to follow its path, and
+    the exit code every `logs` command gives for it.
+
+    A file there that is not an intact share log (cut short, emptied, overwritten, another
+    SQLite file put in its place) is a failed check, as an invalid contract file is: the same
+    file may be a log whose records were lost, and `logs verify` must never call that a usage
+    error. Usage errors are what the caller can set right: a newer gateway's log, or a file
+    this account may not open.
+    """
+    if isinstance(exc, NewerSchema):
+        return f"is not readable by this gateway: {exc}", EXIT_USAGE
+    if isinstance(exc, SchemaError):
+        return f"is not a readable share log: {exc}", EXIT_FAILED
+    # Python's own errors reading a row (text that is not UTF-8) have no SQLite code.
+    errorcode = getattr(exc, "sqlite_errorcode", None)
+    if errorcode is None or "malformed JSON" in str(exc):
+        # SQL's JSON functions (`logs summary`) meet a JSON column that was altered.
+        return (
+            f"holds an entry that cannot be read: run `share-gateway logs verify`: {exc}",
+            EXIT_FAILED,
+        )
+    primary = errorcode & 0xFF
+    if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return f"is busy (another writer holds it); try again: {exc}", EXIT_FAILED
+    if primary in (
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PERM,
+        sqlite3.SQLITE_AUTH,
+        sqlite3.SQLITE_READONLY,
+    ):
+        return f"cannot be opened by this account: {exc}", EXIT_USAGE
+    return f"is not a readable share log: {exc}", EXIT_FAILED
 
 
 def _window(
@@ -562,12 +584,19 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
             return EXIT_FAILED
     try:
         result = review.verify(path, key, anchors)
-    except Exception as exc:  # a damaged file is a failed check, not a usage error
+    except Exception as exc:  # a damaged file is a failed check, with the reason it gives
+        if isinstance(exc, SchemaError | sqlite3.DatabaseError):
+            reason, code = _unreadable(exc)
+            if code != EXIT_FAILED:
+                raise  # a usage error, on stderr as every `logs` command says it
+        else:
+            reason = f"cannot be read: {exc}"
+        message = f"{path} {reason}"
         if args.format == "json":
-            failure = {"ok": False, "problem": {"kind": "unreadable", "message": str(exc)}}
+            failure = {"ok": False, "problem": {"kind": "unreadable", "message": message}}
             print(orjson.dumps(failure, option=orjson.OPT_INDENT_2).decode())
         else:
-            print(f"share log {path} cannot be read: {exc}")
+            print(f"share log verification FAILED (unreadable): {message}")
         return EXIT_FAILED
     if args.format == "json":
         print(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2).decode())

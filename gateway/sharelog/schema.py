@@ -158,6 +158,11 @@ class SchemaError(Exception):
     """The file is not a share log this version of the gateway can use."""
 
 
+class NewerSchema(SchemaError):
+    """A share log written by a newer gateway: intact, as far as this one can tell, but not
+    one it can read."""
+
+
 def _default_connect(path: Path) -> sqlite3.Connection:
     # The share log hands its connection between the event loop and its writer thread (one
     # at a time, under a lock), so it may not be tied to the thread that opened it.
@@ -218,11 +223,14 @@ def connect_ro(path: Path) -> sqlite3.Connection:
             conn.close()
             conn = sqlite3.connect(f"{uri}&immutable=1", uri=True, isolation_level=None)
             version = user_version(conn)
+        # Without the path: the commands name it once, in a sentence of their own.
         if version == 0:
-            raise SchemaError(f"{path}: not a share log (no schema)")
+            if conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone():
+                raise SchemaError("another SQLite file, not a share log")
+            raise SchemaError("an empty file (no schema)")
         if version > SCHEMA_VERSION:
-            raise SchemaError(
-                f"{path}: share log schema {version} is newer than this gateway "
+            raise NewerSchema(
+                f"share log schema {version} is newer than this gateway "
                 f"understands ({SCHEMA_VERSION})"
             )
     except BaseException:
@@ -247,7 +255,7 @@ def migrate(conn: sqlite3.Connection) -> int:
         try:
             version = user_version(conn)
             if version > SCHEMA_VERSION:
-                raise SchemaError(
+                raise NewerSchema(
                     f"share log schema {version} is newer than this gateway "
                     f"understands ({SCHEMA_VERSION})"
                 )
