@@ -23,6 +23,7 @@ from pydantic import (
     StrictBool,
     StrictInt,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_serializer,
 )
@@ -973,6 +974,14 @@ class ResponseSpec(_Model):
     fields: tuple[ResponseField, ...]
 
 
+_EMPTY_ROUTE_KEYS = {
+    "subject": "empty: name the field that identifies the data subject, or remove the key",
+    "birth_date": "empty: name the field that holds the subject's birth date, or remove the key",
+    "fields": "empty: list the fields the partner may receive, or remove the key (a route "
+    "without fields forwards its body unchanged, with content_types)",
+}
+
+
 class Route(_Model):
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
     path: RouteTemplate
@@ -985,6 +994,17 @@ class Route(_Model):
     headers: tuple[PassThroughHeader, ...] = ()
     response: ResponseSpec | None = None
     direction: Literal["push"] = "push"
+
+    @field_validator("subject", "birth_date", "fields", mode="before")
+    @classmethod
+    def _written(cls, value: object, info: ValidationInfo) -> object:
+        if value is None:
+            # `birth_date:` with nothing after it (or only a comment) reads as null: taken as
+            # no such key, `minors: deny` had no birth date to act on, a share no subject to
+            # record for an access request, and a route without `fields` forwards its body as
+            # it came.
+            raise ValueError(_EMPTY_ROUTE_KEYS[str(info.field_name)])
+        return value
 
     @field_validator("response", mode="before")
     @classmethod

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-from pydantic import BaseModel, ConfigDict, StrictBool, ValidationError
+from pydantic import BaseModel, ConfigDict, StrictBool, ValidationError, field_validator
 
 from gateway.contract import (
     Problem,
@@ -135,6 +135,15 @@ class _Entry(BaseModel):
     name: str
     sensitive: StrictBool | None = None
     description: str | None = None
+
+    @field_validator("sensitive", mode="before")
+    @classmethod
+    def _sensitive_written(cls, value: object) -> object:
+        if value is None:
+            # `sensitive:` with nothing after it reads as null: taken as no such key, a name
+            # the author was marking sensitive was shared as an ordinary category.
+            raise ValueError("empty: write true or false, or remove the key")
+        return value
 
 
 class _TaxonomyFile(BaseModel):

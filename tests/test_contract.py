@@ -453,6 +453,35 @@ def test_an_empty_cap_is_refused(key: str) -> None:
     assert errors_of(Terms, terms) == [(key, "empty: write the cap, or remove the key for none")]
 
 
+@pytest.mark.parametrize(
+    ("key", "problem"),
+    [
+        (
+            "birth_date",
+            "empty: name the field that holds the subject's birth date, or remove the key",
+        ),
+        ("subject", "empty: name the field that identifies the data subject, or remove the key"),
+        (
+            "fields",
+            "empty: list the fields the partner may receive, or remove the key (a route without "
+            "fields forwards its body unchanged, with content_types)",
+        ),
+    ],
+)
+def test_an_empty_route_key_is_refused_not_read_as_absent(key: str, problem: str) -> None:
+    # `birth_date:   # applicant.birth_date, once agreed` is YAML null: it read as no birth date,
+    # and `minors: deny` could not act on the one the author meant; an empty `subject:` left
+    # shares unfindable by an access request, an empty `fields:` forwarded the body as it came.
+    route = yaml.safe_load(f"{{method: POST, path: /v1/x, purpose: p, {key}: }}")
+    assert errors_of(Route, route) == [(key, problem)]
+
+
+def test_records_may_be_written_null_as_the_specification_shows() -> None:
+    # `records: null` is the specification's own spelling of "not a batch".
+    route = yaml.safe_load("{method: POST, path: /v1/x, purpose: p, records: null, fields: []}")
+    assert Route.model_validate(route).records is None
+
+
 FORMS = "hash, redact, {mask: {keep_first: N, keep_last: N}} or {generalize: ...}"
 
 

@@ -851,6 +851,24 @@ def test_field_path_syntax(tmp_path: Path) -> None:
     ]
 
 
+def test_an_empty_birth_date_is_a_problem_line_naming_the_key(tmp_path: Path) -> None:
+    data = minimal()
+    data["terms"]["minors"] = "deny"
+    file = tmp_path / "acme.yaml"
+    text = yaml.safe_dump(data, sort_keys=False).replace(
+        "  subject: user_id\n",
+        "  subject: user_id\n  birth_date:   # applicant.birth_date, once agreed\n",
+    )
+    assert "birth_date:" in text
+    file.write_text(text, encoding="utf-8")
+    contract_set, problems = load_contract_set(tmp_path, Settings())
+    assert contract_set is None
+    assert [str(problem) for problem in problems] == [
+        f"{file}: routes.0.birth_date: empty: name the field that holds the subject's birth "
+        "date, or remove the key"
+    ]
+
+
 @pytest.mark.parametrize("key", ["subject", "records", "birth_date"])
 def test_subject_records_and_birth_date_path_syntax(tmp_path: Path, key: str) -> None:
     data = minimal()

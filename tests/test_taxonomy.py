@@ -149,6 +149,19 @@ def test_un_marking_a_sensitive_category_is_refused(tmp_path: Path) -> None:
     assert taxonomy.sensitive("identity.id_number")
 
 
+def test_an_empty_sensitive_is_refused_not_read_as_ordinary(tmp_path: Path) -> None:
+    # `sensitive:   # pending legal` is YAML null: it read as not sensitive, and the category
+    # was shared without the consent and assessment a sensitive one needs.
+    taxonomy, problems = load(
+        tmp_path, "categories:\n  - {name: workspace.badge_photo, sensitive: }\n"
+    )
+    assert problems == [
+        f"{tmp_path / '_taxonomy.yaml'}: categories.0.sensitive: empty: write true or false, "
+        "or remove the key"
+    ]
+    assert taxonomy.sensitive("workspace.badge_photo")  # unknown: the cautious answer
+
+
 def test_non_sensitive_name_in_a_sensitive_group_is_refused(tmp_path: Path) -> None:
     taxonomy, problems = load(tmp_path, "categories:\n  - {name: health.steps, sensitive: false}\n")
     assert problems == [
