@@ -372,6 +372,8 @@ class SlidingWindows:
     clock: Callable[[], float] = time.monotonic
     # Per partner, the admissions still in the window: (when, ticket), oldest first.
     _windows: dict[str, deque[tuple[float, str]]] = field(default_factory=dict, init=False)
+    # Per partner, when the latest admission that left its window was made.
+    _left: dict[str, float] = field(default_factory=dict, init=False)
 
     async def acquire(self, key: str, rate_per_s: float, ticket: str) -> float | None:
         now = self.clock()
@@ -380,11 +382,25 @@ class SlidingWindows:
         if window is None or window.maxlen is not None:  # new, or `note`d while it had no rate
             window = self._windows[key] = deque(() if window is None else window)
         while window and window[0][0] <= now - span:
-            window.popleft()
-        if len(window) < allowed:
+            self._left[key] = window.popleft()[0]
+        # An admission that left a one-second window (the rate was one a second or more) may
+        # still be inside a longer one: the rate a reload lowered below one a second. Once the
+        # shares after it are given back (never sent), it is the last the partner received.
+        # Every window is a second or longer, so any admission less than a second old is
+        # still held, and a rate whose window is longer admits one share in it: the latest
+        # admission to leave is the only one that can still count. (Given back after it left,
+        # it still counts: the window no longer holds its ticket, and counting it is the side
+        # that never sends too many.)
+        left = self._left.get(key)
+        if left is not None and left <= now - span:
+            left = None  # outside this window too
+        if len(window) + (left is not None) < allowed:
             window.append((now, ticket))
             return None
-        return window[-allowed][0] + span - now  # when the oldest that counts leaves the window
+        # When the oldest that counts leaves the window.
+        if len(window) < allowed and left is not None:
+            return left + span - now
+        return window[-allowed][0] + span - now
 
     def seed(self, key: str, rate_per_s: float, ages_s: Iterable[float]) -> None:
         """Restore a window after a restart from how long ago its last shares were made."""

@@ -17,7 +17,8 @@ import yaml
 from aiohttp import ClientResponse
 from aiohttp.test_utils import make_mocked_request
 from conftest import BASE_CONTRACT, GatewayFactory, assert_refused, contract
-from hypothesis import given
+from hypothesis import example, given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from tokens import SigningKey, mint, rsa_key
 
@@ -37,7 +38,16 @@ from gateway.pipeline import Flow, check_contract_at
 from gateway.policy import PartnerPolicy, Policy, PolicyError, RoutePolicy, compile_policy
 from gateway.settings import Settings
 from gateway.sharelog.record import ShareRecord
-from gateway.terms import DailyCounts, SlidingWindows, Subject, Terms, is_minor, subjects_of
+from gateway.terms import (
+    DailyCounts,
+    SlidingWindows,
+    Subject,
+    Terms,
+    VolumeTaken,
+    is_minor,
+    rate_window,
+    subjects_of,
+)
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
@@ -1148,6 +1158,115 @@ async def test_a_released_admission_frees_its_own_place() -> None:
     assert await windows.acquire("acme", 2, "fifth") is not None
     await windows.release("acme", "unknown")  # nothing of it: nothing changes
     assert await windows.acquire("acme", 2, "sixth") is not None
+
+
+async def test_a_rate_a_reload_lowers_counts_a_share_sent_before_it(tmp_path: Path) -> None:
+    # At 10 a second, a share sent more than a second ago has left the window, and the next
+    # share pushes it out. Lowered to one per 2 s, and that next share given back (its record
+    # failed, or its connection did before a byte was sent), the first still counts: the
+    # partner would have had two shares within 2 s.
+    clock = FakeClock()
+    before = compile_contracts(tmp_path / "before", contract(terms={"rate_limit_per_s": 10}))
+    after = compile_contracts(tmp_path / "after", contract(terms={"rate_limit_per_s": 0.5}))
+    terms = Terms(limiter=SlidingWindows(clock=clock))
+    now = datetime(2025, 6, 1, 12, 0, tzinfo=SHANGHAI)
+    subjects = [Subject(None, "u-1", None)]
+
+    async def decided(policy: Policy, share_id: str) -> Flow:
+        flow = flow_for(policy, "/v1/assess", subjects)
+        flow.share_id = share_id
+        await terms.check(flow, request_with(), now)
+        return flow
+
+    await decided(before, "sent")
+    clock.now += 1.25
+    given_back = await decided(before, "given-back")
+    await terms.give_back(given_back.volume_taken)
+    # The reload.
+    clock.now += 0.25
+    with pytest.raises(RateLimited) as refused:
+        await decided(after, "too-early")
+    assert refused.value.headers == {"Retry-After": "1"}  # 0.5 s: 2 s after "sent"
+    clock.now += 0.5
+    await decided(after, "in-its-turn")
+
+
+async def test_a_share_sent_after_a_reload_lowers_the_rate_waits_out_the_one_before() -> None:
+    # The same at the moment each share is written to the partner.
+    clock = FakeClock()
+    turns = TurnsWatched(clock=clock)
+    turns.waiting = asyncio.Event()
+    terms = Terms(sends=turns)
+    day = date(2025, 6, 1)
+    assert await terms.take_turn("acme", 10, "sent") is False
+    clock.now += 1.25
+    assert await terms.take_turn("acme", 10, "given-back") is False
+    await terms.give_back(VolumeTaken("acme", day, 1, "given-back"))  # no byte went out
+    clock.now += 0.25  # the reload: one share per 2 s
+    later = asyncio.ensure_future(terms.take_turn("acme", 0.5, "too-early"))
+    waiting = asyncio.ensure_future(turns.waiting.wait())
+    done, _ = await asyncio.wait({later, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    later.cancel()
+    waiting.cancel()
+    assert waiting in done  # told to wait: the share sent 1.5 s ago still counts
+    assert later not in done
+
+
+@hypothesis_settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=12),  # eighths of a second since the last step
+            st.sampled_from(["send", "send", "give_back", "reload"]),
+            st.sampled_from([0.25, 0.5, 2, 4]),  # the rate a reload brings in
+            st.integers(min_value=0, max_value=3),  # which of the latest shares is given back
+        ),
+        max_size=30,
+    ),
+    st.sampled_from([0.25, 0.5, 2, 4]),
+)
+# Sent, pushed out of a one-second window by the next share, which is then given back: a
+# rate a reload lowers to one per 2 s still counts the first.
+@example(
+    [
+        (0, "send", 2, 0),
+        (10, "send", 2, 0),
+        (0, "give_back", 2, 0),
+        (0, "reload", 0.5, 0),
+        (2, "send", 2, 0),
+    ],
+    2,
+)
+def test_no_window_of_the_rate_in_force_holds_more_than_it_allows(
+    steps: list[tuple[int, str, float, int]], first_rate: float
+) -> None:
+    """Whatever the reloads and give-backs, a share admitted under a rate finds fewer than the
+    rate allows already sent in the window before it: the partner never has more in any window
+    of the rate than the rate allows, counting the shares sent before a reload."""
+    clock = FakeClock()
+    windows = SlidingWindows(clock=clock)
+    rate = first_rate
+    sent: list[tuple[float, str]] = []  # what the partner received: (when, ticket)
+    tickets = itertools.count()
+
+    async def run() -> None:
+        nonlocal rate
+        for eighths, action, new_rate, which in steps:
+            clock.now += eighths / 8  # exact in binary: no rounding at a window's edge
+            if action == "reload":
+                rate = new_rate
+            elif action == "give_back" and sent:
+                _, ticket = sent.pop(-1 - which % len(sent))
+                await windows.release("acme", ticket)
+            elif action == "send":
+                ticket = f"share-{next(tickets)}"
+                if await windows.acquire("acme", rate, ticket) is None:
+                    sent.append((clock.now, ticket))
+                    span, allowed = rate_window(rate)
+                    within = [when for when, _ in sent if when > clock.now - span]
+                    assert len(within) <= allowed, (rate, sent)
+
+    asyncio.run(run())
 
 
 async def reload_as(gw: Any, doc: dict[str, Any]) -> None:
