@@ -235,7 +235,12 @@ async def shares(request: web.Request, runtime: Runtime) -> web.StreamResponse:
     except (SchemaError, sqlite3.Error, OSError, review.UnreadableEntry) as exc:
         # The file was removed or replaced under the running gateway, the disk failed, or an
         # entry was damaged: a condition of the service, not a fault of the request.
-        log.error("share_log_unreadable", endpoint="shares", error=str(exc))
+        log.error(
+            "share_log_unreadable",
+            endpoint="shares",
+            path=str(runtime.settings.share_log.path),
+            error=str(exc),
+        )
         raise ShareLogUnavailable("the share log cannot be read") from exc
     following = None if position is None else cursor.write(key, bound, position, since, until)
     if ref is not None:

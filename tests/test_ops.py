@@ -636,9 +636,13 @@ async def test_shares_of_a_log_removed_under_the_gateway_is_unavailable(
     admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
     assert (await gw.client.get("/_gateway/shares", headers=admin)).status == 200
     (tmp_path / "share-log.sqlite").rename(tmp_path / "moved-away.sqlite")
-    listed = await gw.client.get("/_gateway/shares", headers=admin)
+    with structlog.testing.capture_logs() as logs:
+        listed = await gw.client.get("/_gateway/shares", headers=admin)
     assert listed.status == 503  # the service's condition, not a fault of the gateway's code
     assert (await listed.json())["error"]["code"] == "share_log_unavailable"
+    # The error itself no longer names the file: the line does, for whoever reads the logs.
+    [line] = [line for line in logs if line["event"] == "share_log_unreadable"]
+    assert line["path"] == str(tmp_path / "share-log.sqlite")
 
 
 @pytest.mark.parametrize(
