@@ -164,6 +164,14 @@ _BODYLESS = frozenset({204, 304})
 _HTTP_1 = frozenset({"1.0", "1.1"})
 # The header fields that say where a body ends.
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+# A chunk-size line: the size in hex, then its extensions or the line's end. A trailer field
+# never reads as one: a field name is followed by a colon.
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]+)[;\r]")
+# What is kept of a line begun in an earlier read: its hex digits and the byte after them,
+# up to this many bytes (llhttp reads no size of more than 16 digits, leading zeros aside).
+_LINE_KEPT = 32
+_HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
+_SIZE_START = re.compile(rb"[0-9A-Fa-f]*[^0-9A-Fa-f]?")
 
 
 class _Answer(NamedTuple):
@@ -206,6 +214,11 @@ class _Connection(asyncio.Protocol):
         self._head_fields = 0  # the status lines' and header fields' bytes, interim answers'
         # included
         self._in_head = True  # header fields after the head are trailers, never headers
+        self._chunked = False  # the answer's body comes in chunks
+        self._chunk_opened = False  # a chunk's size line arrived in this read, the chunk is open
+        self._chunk_read = 0  # that chunk's bytes in this read
+        # The start of the line still arriving, of a chunked answer (None: too long to keep).
+        self._line: bytes | None = b""
         self._complete = True  # no exchange in progress: any byte that arrives is unasked for
         self._tls = False
 
@@ -229,8 +242,11 @@ class _Connection(asyncio.Protocol):
             self._head_bytes += len(data)
         else:
             self._framing += len(data)
+        self._chunk_opened = False
         try:
             parser.feed_data(data)
+            if self._chunked:
+                self._check_chunk_size(data)
             if in_head and self._in_head and self._head_bytes > MAX_ANSWER_HEAD_BYTES:
                 # Checked per read, before llhttp gathers more of one endless header value.
                 raise _Broken(_too_large(f"its head exceeds {MAX_ANSWER_HEAD_BYTES} bytes"))
@@ -278,6 +294,7 @@ class _Connection(asyncio.Protocol):
             raise _Broken(_unreadable())
         self._headers, self._body, self._size, self._status = [], [], 0, None
         self._in_head = True
+        self._chunked = False
 
     def on_status(self, reason: bytes) -> None:
         # The status line is part of the head: a long reason phrase that arrives in the same
@@ -336,18 +353,58 @@ class _Connection(asyncio.Protocol):
         # HTTP/1.0 knows no transfer coding: such framing is faulty, and the connection ends
         # after the answer whatever it says of keep-alive (RFC 9112 6.1).
         self._faulty_framing = bool(codings) and version == "1.0"
+        self._chunked = bool(codings)
+        self._line = b""
 
     def on_body(self, chunk: bytes) -> None:
         self._framing = 0
         self._size += len(chunk)
+        self._chunk_read += len(chunk)
         if self._size > self._limit:
             raise _Broken(_too_large(f"the body exceeds {self._limit} bytes"))
         self._body.append(chunk)
+
+    def on_chunk_header(self) -> None:
+        self._chunk_opened = True
+        self._chunk_read = 0
+
+    def on_chunk_complete(self) -> None:
+        self._chunk_opened = False
 
     def on_message_complete(self) -> None:
         if self._status is None:
             return  # the end of an interim answer
         self._finish(keep_alive=self._reading().should_keep_alive() and not self._faulty_framing)
+
+    def _check_chunk_size(self, data: bytes) -> None:
+        """Refuse at once a chunk that declares more than the cap allows, as a declared length
+        is refused: its bytes could never be taken, and a partner that stalls after its size
+        line would otherwise hold the share until its deadline.
+
+        llhttp says when a size line ended, not what it declared: called after each read, when
+        a chunk opened in it is still open, its size line is the line just before its bytes of
+        this read (the last chunk, of size 0, may be followed by trailer fields instead, which
+        never read as a size). A line begun in an earlier read starts with what was kept of it.
+        """
+        if self._chunk_opened:
+            end = len(data) - self._chunk_read
+            if data[end - 1 : end] == b"\n":
+                start = data.rfind(b"\n", 0, end - 1) + 1
+                if start:
+                    line = data[start:end]
+                elif self._line is not None:
+                    line = self._line + data[:end]
+                else:
+                    line = b""  # too long to have been kept: left to `on_body`
+                declared = _CHUNK_SIZE.match(line)
+                room = self._limit - (self._size - self._chunk_read)
+                if declared is not None and int(declared[1], 16) > room:
+                    raise _Broken(_too_large(f"it declares more than {self._limit} bytes"))
+        last = data.rfind(b"\n")
+        if last >= 0:
+            self._line = _size_start(b"", data[last + 1 :])
+        elif self._line is not None:
+            self._line = _size_start(self._line, data)
 
     # -- the exchange --------------------------------------------------------------------------
 
@@ -431,6 +488,16 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
         self._closed()
+
+
+def _size_start(line: bytes, more: bytes) -> bytes | None:
+    """`line` continued by `more`, as far as a chunk size is read from it: its hex digits and
+    the byte after them. None when the digits run past `_LINE_KEPT` bytes."""
+    if line and line[-1] not in _HEX_DIGITS:
+        return line  # ended already: the rest of the line says nothing of the size
+    digits = _SIZE_START.match(more, 0, _LINE_KEPT + 1)
+    line += digits[0] if digits else b""
+    return line if len(line) <= _LINE_KEPT else None
 
 
 class _Socket(Protocol):

@@ -672,6 +672,72 @@ async def test_many_small_chunks_are_not_mistaken_for_endless_framing(
     assert answer.body == body
 
 
+def written_in(*pieces: bytes, then_hang: bool = False) -> Script:
+    """A script writing `pieces` one read apart, then hanging or keeping the connection."""
+
+    async def script(
+        raw: RawPartner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        for piece in pieces:
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(0.02)  # a read of its own, most likely
+        if then_hang:
+            await raw.release.wait()
+        return True
+
+    return script
+
+
+CHUNKS_OVER_THE_CAP = {
+    # One chunk's size line declares more than the cap of 1000 bytes, and nothing follows it.
+    "one_chunk": (CHUNKED, b"3e9\r\n"),
+    "with_extensions": (CHUNKED, b"0003E9;name=value\r\n"),
+    "with_its_first_bytes": (CHUNKED, b"10000\r\n" + b"x" * 10),
+    "line_split_over_reads": (CHUNKED + b"1", b"0", b"000\r", b"\n"),
+    # Within the cap each, past it together with what came before.
+    "past_what_came_before": (CHUNKED + b"258\r\n" + b"x" * 600 + b"\r\n", b"258\r\n"),
+}
+
+
+@pytest.mark.parametrize("pieces", CHUNKS_OVER_THE_CAP.values(), ids=CHUNKS_OVER_THE_CAP.keys())
+async def test_a_chunk_declaring_more_than_the_cap_is_refused_at_once(
+    client: HttpUpstream, partner: RawPartner, pieces: tuple[bytes, ...]
+) -> None:
+    # The partner then stalls: waiting for bytes that could never be taken ended at the
+    # deadline as a timeout, and not as the too large answer a declared length is.
+    partner.script = written_in(*pieces, then_hang=True)
+    with pytest.raises(UpstreamFailure) as caught:
+        await client.send(request_to(url(partner), timeout_s=1.0, max_response_bytes=1000))
+    assert (caught.value.failure, caught.value.status) == ("possibly_delivered", 200)
+    assert caught.value.error.code == "upstream_error"
+    assert caught.value.error.message.endswith("it declares more than 1000 bytes")
+    partner.release.set()
+    async with asyncio.timeout(BOUND_S):
+        while partner.open_connections:  # noqa: ASYNC110 - the client closed it
+            await asyncio.sleep(0.01)
+    # Not reused: the next share goes on a connection of its own.
+    partner.script = answer_ok
+    assert (await client.send(request_to(url(partner)))).body == b'{"n": 1}'
+    assert partner.connections == 2
+
+
+async def test_chunk_size_lines_split_over_reads_are_read_as_llhttp_reads_them(
+    client: HttpUpstream, partner: RawPartner
+) -> None:
+    # Leading zeros past what is kept of a line, extensions, a size line cut anywhere, a last
+    # chunk with trailer fields whose names are hex digits: all within the cap, all taken.
+    partner.script = written_in(
+        CHUNKED + b"0" * 40,
+        b'1f4;ext="a;b"\r',
+        b"\n" + b"x" * 500 + b"\r\n0",
+        b"0001F4\r\n" + b"y" * 500 + b"\r\n0\r\nabc: 1\r\n",
+        b"\r\n",
+    )
+    answer = await client.send(request_to(url(partner), max_response_bytes=1000))
+    assert answer.body == b"x" * 500 + b"y" * 500
+
+
 @pytest.mark.parametrize("status", [b"000", b"099", b"600", b"999"])
 async def test_a_status_outside_100_to_599_is_a_broken_answer(
     client: HttpUpstream, partner: RawPartner, status: bytes

@@ -263,6 +263,29 @@ FAULTS: dict[str, Fault] = {
         200,
         settings=CAPPED,
     ),
+    # A size that could never be taken, and then nothing: refused as the declared length is,
+    # not held until the deadline (FAST) and answered as a timeout.
+    "oversized_by_content_length_then_stall": Fault(
+        sends(_head("200 OK", f"Content-Length: {CAP * 4}") + MARKER, then="hang"),
+        502,
+        "upstream_error",
+        "possibly_delivered",
+        200,
+        upstream=FAST,
+        settings=CAPPED,
+    ),
+    "oversized_by_chunk_size_then_stall": Fault(
+        sends(
+            _head("200 OK", "Transfer-Encoding: chunked") + f"{CAP * 4:x}\r\n".encode() + MARKER,
+            then="hang",
+        ),
+        502,
+        "upstream_error",
+        "possibly_delivered",
+        200,
+        upstream=FAST,
+        settings=CAPPED,
+    ),
     "oversized_until_close": Fault(
         # No length and no chunking: the body runs until the partner closes, past the cap.
         sends(_head("200 OK", "Connection: close") + MARKER * (CAP * 4 // len(MARKER))),
