@@ -160,7 +160,8 @@ def _request_bytes(origin: Origin, target: str, request: UpstreamRequest) -> byt
     return head.encode("utf-8", "surrogateescape") + b"\r\n\r\n" + (body or b"")
 
 
-_BODYLESS = frozenset({204, 304})
+# Answers that have no content (RFC 9110 15.3.5, 15.3.6).
+_NO_CONTENT = frozenset({204, 205})
 _HTTP_1 = frozenset({"1.0", "1.1"})
 # The header fields that say where a body ends.
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
@@ -335,21 +336,25 @@ class _Connection(asyncio.Protocol):
             return
         self._status = status
         self._in_head = False
+        if status in _NO_CONTENT:
+            # llhttp reads nothing after a 204's head (RFC 9112 6.3) and a 205's body as any
+            # answer's: a length over 0 stated for either, chunks stated for a 204 (never read)
+            # or a byte of a 205's chunks is content where there is none. Neither passing it on
+            # nor dropping it is sure to be what the partner meant.
+            self._limit = 0
         codings: list[bytes] = []
         for name, value in self._headers:
             lowered = name.lower()
-            # A 204 or 304 has no body whatever length it states (a 304's is the resource's).
-            if (
-                lowered == b"content-length"
-                and status not in _BODYLESS
-                and int(value) > self._limit
-            ):
-                raise _Broken(_too_large(f"it declares more than {self._limit} bytes"))
+            # A 304 has no body whatever length it states: it is the resource's (RFC 9110 8.6).
+            if lowered == b"content-length" and status != 304 and int(value) > self._limit:
+                raise self._past_cap(f"it declares more than {self._limit} bytes")
             if lowered == b"transfer-encoding":
                 codings.extend(c.strip().lower() for c in value.split(b","))
         if codings and codings != [b"chunked"]:
             # llhttp takes the chunks apart, nothing decodes gzip or deflate under them.
             raise _Broken(UpstreamError("the partner's answer has an unknown transfer coding"))
+        if codings and status == 204:
+            raise self._past_cap("it comes in chunks")
         # HTTP/1.0 knows no transfer coding: such framing is faulty, and the connection ends
         # after the answer whatever it says of keep-alive (RFC 9112 6.1).
         self._faulty_framing = bool(codings) and version == "1.0"
@@ -361,7 +366,7 @@ class _Connection(asyncio.Protocol):
         self._size += len(chunk)
         self._chunk_read += len(chunk)
         if self._size > self._limit:
-            raise _Broken(_too_large(f"the body exceeds {self._limit} bytes"))
+            raise self._past_cap(f"the body exceeds {self._limit} bytes")
         self._body.append(chunk)
 
     def on_chunk_header(self) -> None:
@@ -399,12 +404,18 @@ class _Connection(asyncio.Protocol):
                 declared = _CHUNK_SIZE.match(line)
                 room = self._limit - (self._size - self._chunk_read)
                 if declared is not None and int(declared[1], 16) > room:
-                    raise _Broken(_too_large(f"it declares more than {self._limit} bytes"))
+                    raise self._past_cap(f"it declares more than {self._limit} bytes")
         last = data.rfind(b"\n")
         if last >= 0:
             self._line = _size_start(b"", data[last + 1 :])
         elif self._line is not None:
             self._line = _size_start(self._line, data)
+
+    def _past_cap(self, how: str) -> _Broken:
+        status = self._status
+        if status in _NO_CONTENT:
+            return _Broken(UpstreamError(f"the partner's {status} answer carries content: {how}"))
+        return _Broken(_too_large(how))
 
     # -- the exchange --------------------------------------------------------------------------
 

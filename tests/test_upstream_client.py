@@ -763,6 +763,55 @@ async def test_a_304_stating_the_resources_length_is_empty(
     assert (answer.status, answer.body) == (304, b"")
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 205 Reset Content\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 205 Reset Content\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+    ],
+    ids=["205_length_0", "205_no_chunk", "204_length_0", "204"],
+)
+async def test_an_answer_without_content_that_states_none_is_taken(
+    client: HttpUpstream, partner: RawPartner, answer: bytes
+) -> None:
+    partner.script = writes(answer)
+    for _ in range(2):
+        response = await client.send(request_to(url(partner)))
+        assert (response.status, response.body) == (int(answer[9:12]), b"")
+    assert partner.connections == 1  # a clean answer: its connection is used again
+
+
+@pytest.mark.parametrize("status", [b"205 Reset Content", b"204 No Content"])
+async def test_a_chunk_in_an_answer_without_content_is_refused_as_its_size_arrives(
+    client: HttpUpstream, partner: RawPartner, status: bytes
+) -> None:
+    partner.script = written_in(
+        b"HTTP/1.1 " + status + b"\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n", then_hang=True
+    )
+    with pytest.raises(UpstreamFailure) as caught:
+        await client.send(request_to(url(partner), timeout_s=1.0))
+    assert (caught.value.failure, caught.value.status) == ("possibly_delivered", int(status[:3]))
+    assert caught.value.error.code == "upstream_error"
+    assert "answer carries content" in caught.value.error.message
+
+
+async def test_a_304_followed_by_bytes_is_empty_and_its_connection_not_reused(
+    client: HttpUpstream, partner: RawPartner
+) -> None:
+    # A 304's length is the resource's and it ends with its head (RFC 9112 6.3): what follows
+    # is no body of it but bytes nobody asked for, which end the connection.
+    partner.script = writes(
+        b'HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\nContent-Length: 8\r\n\r\n{"n": 1}'
+    )
+    answer = await client.send(request_to(url(partner)))
+    assert (answer.status, answer.body) == (304, b"")
+    partner.script = answer_ok
+    assert (await client.send(request_to(url(partner)))).body == b'{"n": 1}'
+    assert partner.connections == 2
+
+
 @pytest.mark.parametrize("headers", [1, 40], ids=["one_field", "many_fields"])
 async def test_a_head_past_its_cap_is_refused_when_it_arrives_whole(
     client: HttpUpstream, partner: RawPartner, headers: int

@@ -295,6 +295,29 @@ FAULTS: dict[str, Fault] = {
         200,
         settings=CAPPED,
     ),
+    # No content in a 205 (RFC 9110 15.3.6), none in a 204: what the partner sent there anyway
+    # went to the caller (a 205's body), or was dropped with the answer passed on (a 204's).
+    **{
+        f"{name}_{how}": Fault(
+            sends(_head(status, *framing) + body),
+            502,
+            "upstream_error",
+            "possibly_delivered",
+            int(status[:3]),
+        )
+        for name, status in (
+            ("reset_content", "205 Reset Content"),
+            ("no_content", "204 No Content"),
+        )
+        for how, framing, body in (
+            ("with_a_length", [f"Content-Length: {len(MARKER)}"], MARKER),
+            (
+                "in_chunks",
+                ["Transfer-Encoding: chunked"],
+                b"%x\r\n%s\r\n0\r\n\r\n" % (len(MARKER), MARKER),
+            ),
+        )
+    },
     # An interim answer ends with its head (RFC 9110 15.2): the 200 after it is the answer, and
     # the second 200 is one nobody asked for. Read with a body, the 104 swallowed the first 200
     # and the second, the partner's stray answer, went to the caller as the share's.
