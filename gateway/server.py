@@ -56,7 +56,8 @@ LOG_INTERVAL_S = 10.0
 # - `RequestHandler._waiter`, pending exactly while the handler waits for the next request
 #   (aiohttp's own keep-alive check reads it the same way);
 # - `RequestHandler._request_count`, incremented once per request head the parser completes,
-#   and once per parse error (aiohttp queues an error as a message of its own);
+#   and once per parse error (aiohttp queues an error as a message of its own; one count is
+#   taken back where a request and the error in its body become one refusal);
 # - `RequestHandler._current_request`, the request whose handler is running;
 # - `BaseRunner._shutdown_timeout`, read by `cleanup()`: set when the drain begins;
 # - `RequestHandler._close` (set by `close()`: `data_received` reads nothing more),
@@ -157,6 +158,7 @@ class LimitedRequestHandler(web.RequestHandler):
         "_head_deadline",
         "_last_body",
         "_limited_by",
+        "_unframed",
     )
 
     def __init__(self, server: GatewayServer, **options: Any) -> None:
@@ -168,6 +170,7 @@ class LimitedRequestHandler(web.RequestHandler):
         self._answered = 0  # requests whose handling ended (`_request_count` counts those read)
         self._last_body: StreamReader | None = None  # of the request read last
         self._caller_done = False  # the caller closed its side: it sends nothing more
+        self._unframed = False  # a body's framing broke: no byte after it is read
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if not self._limited_by.admit():
@@ -270,6 +273,8 @@ class LimitedRequestHandler(web.RequestHandler):
         return answered
 
     def data_received(self, data: bytes) -> None:
+        if self._unframed:
+            return
         if self._drain_body and self._close and not self._force_close:
             if not self._request_in_progress:
                 self._drain_body = False  # answered: the rest is not read
@@ -285,12 +290,13 @@ class LimitedRequestHandler(web.RequestHandler):
     def _receive(self, data: bytes) -> None:
         waiting = self._waiter is not None and not self._waiter.done()
         heads_before = self._request_count
+        reading = self._last_body  # the body the parser may be in the middle of
         super().data_received(data)
         if self._request_count != heads_before:
             self._refuse_other_versions(self._request_count - heads_before)
             self._last_body = self._messages[-1][1] if self._messages else None
             self._disarm_head_deadline()
-            self._fail_broken_body()
+            self._fail_broken_body(reading)
         elif waiting and data and self._head_deadline is None:
             # Bytes while the handler waits for a request: the first of a new request head.
             self._arm_head_deadline()
@@ -314,30 +320,42 @@ class LimitedRequestHandler(web.RequestHandler):
                 refused = BadStatusLine("an HTTP version other than 1.0 and 1.1")
                 self._messages[index] = (_ErrInfo(400, refused, refused.message), EMPTY_PAYLOAD)
 
-    def _fail_broken_body(self) -> None:
-        """Fail at once the body of the share in progress when the parser breaks off in it.
+    def _fail_broken_body(self, body: StreamReader | None) -> None:
+        """Fail at once the body the parser broke off in: `body`, the one read last, if it is
+        still incomplete.
 
         aiohttp's C parser drops a body whose chunk framing breaks (a bad chunk size, chunk
         data without its CRLF) without a word to it, and queues the error as a request of its
         own: the share reading the body waited `body_read_timeout_s` for bytes that could never
         come, holding its place among the pending shares, and was refused `408` for a `400`.
+        Only a share already running was told: one queued behind another, or whose task had
+        not started yet, waited so too or, when aiohttp handed the error on again as it read
+        the bytes before the break, took them for its whole body (and forwarded a document
+        complete by then).
         """
-        request = self._current_request
-        if request is None or request.content.is_eof():
+        if body is None or body.is_eof():
             return
         # While a body is incomplete the parser emits no further request, only its error:
-        # a message just emitted is that error, and this body is where it broke off.
-        body = request.content
+        # a message just emitted is that error, and this body is where it broke off. Nothing
+        # after the break can be framed: no byte more is read.
+        self._unframed = True
+        queued = self._messages
+        if len(queued) >= 2 and queued[-2][1] is body and isinstance(queued[-1][0], _ErrInfo):
+            # Its share has not begun (a request before it is still being handled): it is the
+            # parser's refusal, answered in its turn, as if the break had come with its head;
+            # the connection ends with it (`handle_error`).
+            refusal = queued.pop()
+            queued[-1] = refusal
+            self._request_count -= 1  # one request, refused: not a request and an error
+            return
         body.set_exception(RequestPayloadError("the body's chunked framing is broken"))
         # Ended as well, after the failure (so a reader waiting on it fails, and is not woken
         # with an empty read as if the body were complete): otherwise aiohttp, once the share
         # is answered, would try to read the rest and log the failure as a fault of its own.
         body.feed_eof()
-        # Nothing after the break can be framed: this connection reads nothing more, and ends
-        # after the share's answer (aiohttp would also answer its queued error, a second
-        # answer to one request). aiohttp's own `close()`: this class's keeps reading a body
-        # still in progress during the drain.
-        self._drain_body = False
+        # The connection ends after the share's answer (aiohttp would also answer its queued
+        # error, a second answer to one request). aiohttp's own `close()`: this class's keeps
+        # reading a body still in progress during the drain.
         super().close()
 
     def handle_error(

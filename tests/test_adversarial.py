@@ -410,6 +410,68 @@ async def test_chunk_framing_that_breaks_mid_body_is_refused_at_once(
     await check(gw, response, Refused(400, "malformed_body"))
 
 
+# A whole document's chunks, then a break: what came before the break must not pass for the body.
+WHOLE_THEN_BROKEN = b"%x\r\n%s\r\n" % (len(GOOD_BODY), GOOD_BODY) + BROKEN_CHUNKS["bad_chunk_size"]
+
+
+@pytest.mark.parametrize("parser", ["default", "python"], ids=["default_parser", "python_parser"])
+@pytest.mark.parametrize(
+    "broken",
+    [BROKEN_CHUNKS["bad_chunk_size"], WHOLE_THEN_BROKEN],
+    ids=["bad_chunk_size", "whole_document_then_bad_chunk_size"],
+)
+async def test_chunk_framing_that_breaks_behind_a_share_in_progress_is_refused_in_its_turn(
+    limited_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch, broken: bytes, parser: str
+) -> None:
+    if parser == "python":
+        monkeypatch.setattr(web_protocol, "HttpRequestParser", HttpRequestParserPy)
+    gw = await limited_gateway()
+    gw.partner.reply = Reply(delay_s=0.5)  # the first share is still in progress at the break
+    first = fill(gw, request(close=False))
+    second = fill(gw, request(CHUNKED, body=b"", length=False, close=False))
+    third = fill(gw, request(close=False))
+    async with connection(gw) as (reader, writer):
+        writer.write(first + second)
+        await writer.drain()
+        await eventually(lambda: len(gw.partner.received) == 1)
+        writer.write(broken + third)
+        await writer.drain()
+        # The second share waited for a body that could never come (408 after
+        # `body_read_timeout_s`), or took what came before the break for its body.
+        answers = [await read_response(reader), await read_response(reader)]
+        # Nothing after the break is read: the third request is never answered.
+        assert await closed_by_peer(reader)
+    assert [answer.status for answer in answers] == [200, 400]
+    assert answers[1].json() == {
+        "error": {"code": "malformed_request", "message": SERVER_ANSWERS[400]}
+    }
+    assert "x-share-id" not in answers[1].headers
+    assert [seen.body for seen in gw.partner.received] == [GOOD_FORWARDED]
+    assert [(r.share_id, r.decision) for r in gw.log.records] == [
+        (answers[0].headers["x-share-id"], "shared")
+    ]
+    gw.partner.reply = Reply()
+    gw.partner.received.clear()
+    await assert_still_serving(gw)
+
+
+async def test_a_long_chunked_body_whose_framing_breaks_after_a_whole_document_is_refused(
+    limited_gateway: GatewayFactory,
+) -> None:
+    gw = await limited_gateway()
+    # Long enough to arrive in more than one read: the break is read before the share begins
+    # reading, and what came before it, a whole document, was forwarded as the body.
+    doc = applicant_doc(meta={"pad": "x" * 130_000})
+    body = chunked(doc, 60_000).removesuffix(b"0\r\n\r\n") + BROKEN_CHUNKS["bad_chunk_size"]
+    response = await send(gw, fill(gw, request(CHUNKED, body=body, length=False)))
+    assert response.status == 400
+    # Refused as the share reads its body, or by the parser when the break came before the
+    # share began: which one depends on when the server's reads fall, never on the bytes.
+    code = response.json()["error"]["code"]
+    assert code in {"malformed_body", "malformed_request"}
+    await check(gw, response, Refused(400, code) if code == "malformed_body" else ServerRefuses())
+
+
 @pytest.mark.parametrize(
     "data",
     [
