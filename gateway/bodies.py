@@ -80,6 +80,10 @@ async def read_capped(
                 raise too_large(f"the body exceeds {limit} bytes")
             chunks.append(chunk)
         if stream.at_eof():
+            # Taking bytes makes aiohttp read on (`resume_reading`): the server may find the
+            # body's framing broken then, and fail it as the bytes taken were its last.
+            if (error := stream.exception()) is not None:
+                raise error
             return chunk
         async with asyncio.timeout(timeout_s):
             while chunk := await stream.readany():

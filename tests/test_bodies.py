@@ -102,3 +102,21 @@ async def test_read_capped_refuses_a_body_the_parser_broke_off_in(error: Excepti
     stream.set_exception(error)
     with pytest.raises(MalformedBody):
         await reading
+
+
+async def test_read_capped_refuses_a_body_failed_as_its_bytes_are_taken() -> None:
+    # Taking bytes makes aiohttp read on, and the server may find the framing broken in what
+    # it reads then: the body fails and ends while the bytes already taken look like all of it.
+    loop = asyncio.get_running_loop()
+    protocol = mock.Mock(spec=BaseProtocol)
+    stream = StreamReader(protocol, 2**16, loop=loop)
+
+    def reads_on(*args: object, **kwargs: object) -> None:
+        if not stream.is_eof():
+            stream.set_exception(RequestPayloadError("broken"))
+            stream.feed_eof()
+
+    protocol.resume_reading.side_effect = reads_on
+    stream.feed_data(b'{"a": 1}')
+    with pytest.raises(MalformedBody):
+        await read_capped(stream, declared_length=None, limit=100, timeout_s=1)
