@@ -171,7 +171,8 @@ async def reload(request: web.Request, runtime: Runtime) -> web.StreamResponse:
     )
 
 
-SHARE_FILTERS = ("partner", "purpose", "decision", "reason", "caller")
+# As `logs query` takes them: `share_id` finds the one share whose answer carried that X-Share-Id.
+SHARE_FILTERS = ("partner", "purpose", "decision", "reason", "caller", "share_id")
 SHARE_PARAMS = (*SHARE_FILTERS, "since", "until", "subject", "limit", "cursor")
 MAX_PAGE = 1000
 

@@ -582,6 +582,26 @@ async def test_shares_endpoint_filters_the_durable_log(make_gateway: GatewayFact
     assert bad.status == 400
 
 
+async def test_shares_endpoint_finds_one_share_by_its_id_as_logs_query_does(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway(durable_log=True)
+    answers = [
+        await gw.share("POST", "/acme/v1/assess", json={"applicant": {"user_id": user}})
+        for user in ("u-1", "u-2", "u-3")
+    ]
+    assert [a.status for a in answers] == [200, 200, 200]
+    wanted = answers[1].headers["X-Share-Id"]
+    admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
+    found = await gw.client.get(f"/_gateway/shares?share_id={wanted}", headers=admin)
+    assert found.status == 200, await found.text()
+    body = await found.json()
+    assert [row["share_id"] for row in body["shares"]] == [wanted]
+    assert body["next"] is None
+    none = await gw.client.get("/_gateway/shares?share_id=no-such-share", headers=admin)
+    assert (await none.json())["shares"] == []
+
+
 def _old_and_recent(path: Path, old: int, recent: int, *, same_ts: int = 1) -> None:
     """A share log with `old` shares past retention, then `recent` ones; `same_ts` shares in a
     row share a timestamp, so that pages also break between rows of one instant."""
