@@ -89,7 +89,7 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway.explain import explain
+    from gateway.explain import RouteTextError, explain
 
     contract_set, problems = load_contract_set(settings.contracts_dir, settings)
     if contract_set is None:
@@ -126,6 +126,9 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
             max_body_bytes=settings.limits.max_body_bytes,
             max_query_params=settings.limits.max_query_params,
         )
+    except RouteTextError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
     except GatewayError as error:
         if args.format == "json":
             print(orjson.dumps({"denied": {"code": error.code, "message": error.message}}).decode())

@@ -9,7 +9,6 @@ from typing import Final
 from gateway.errors import (
     BodyTooLarge,
     MalformedBody,
-    MalformedRequest,
     PurposeDenied,
     RouteDenied,
 )
@@ -37,6 +36,10 @@ from gateway.terms import (
 
 # The gateway's own limits, unless the caller passes those of its settings.
 _LIMITS: Final = LimitsSettings()
+
+
+class RouteTextError(ValueError):
+    """`--route` is no method and path: the command was called wrong, not a share refused."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +79,7 @@ def explain(
     method, _, target = route_text.strip().partition(" ")
     method = method.upper()
     if not target.startswith("/"):
-        raise MalformedRequest('--route must look like "POST /v1/assess"')
+        raise RouteTextError('--route must look like "POST /v1/assess"')
     parsed = parse_target(f"/{partner.id}{target}", max_query_params=max_query_params)
     matches = partner.routes.match(method, parsed.segments)
     if not matches:

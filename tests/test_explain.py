@@ -422,7 +422,6 @@ async def test_a_query_number_too_long_to_bucket_is_explained_as_stripped(
         ("acme-credit", "POST /V1/assess", "credit_assessment", APPLICANT, RouteDenied),
         ("acme-credit", "POST /v1/assess", "marketing", APPLICANT, PurposeDenied),
         ("fixit", "POST /v1/incidents", "technical_maintenance", {"user_id": "u"}, PurposeDenied),
-        ("acme-credit", "POST v1/assess", "credit_assessment", APPLICANT, MalformedRequest),
         ("acme-credit", "POST /v1/assess", "credit_assessment", None, MalformedBody),
         ("acme-credit", "POST /v1/assess", "credit_assessment", {"loan_amount": 1}, MalformedBody),
         ("cloudvault", "GET /v1/objects/o-1", "service_delivery", {"a": 1}, MalformedBody),
@@ -435,7 +434,6 @@ async def test_a_query_number_too_long_to_bucket_is_explained_as_stripped(
         "case_variant",
         "unapproved_purpose",
         "route_of_another_purpose",
-        "relative_route",
         "missing_body",
         "missing_subject",
         "body_on_get",
@@ -699,6 +697,22 @@ def test_cli_explain_denial_exits_1(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert done.stdout.startswith("DENIED 403 purpose_denied")
+
+
+@pytest.mark.parametrize("route", ["POST", "/v1/assess", "POST v1/assess", ""])
+@pytest.mark.parametrize("output", ["text", "json"])
+def test_cmd_explain_with_a_route_that_is_no_method_and_path_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], route: str, output: str
+) -> None:
+    # Exit 2, as for any argument the command cannot read: a script must not take it for a
+    # share the gateway would refuse (exit 1, "DENIED ...").
+    args = explain_args(
+        tmp_path, body=APPLICANT, route=route, purpose="credit_assessment", format=output
+    )
+    assert cmd_explain(args, Settings(contracts_dir=CONTRACTS)) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.endswith('--route must look like "POST /v1/assess"\n')
 
 
 @pytest.mark.parametrize("missing", ["nowhere.json", "."], ids=["missing", "a_directory"])
