@@ -862,6 +862,18 @@ async def test_only_allowed_headers_reach_the_partner(make_gateway: GatewayFacto
     assert seen.headers.getall("X-Data-Retention-Days") == ["30"]
 
 
+async def test_terms_allowing_onward_transfer_say_so_to_the_partner(
+    make_gateway: GatewayFactory,
+) -> None:
+    terms = {**BASE_CONTRACT["terms"], "onward_transfer": True, "retention_days": 7}
+    gw = await make_gateway([contract(terms=terms)])
+    response = await gw.share("POST", ASSESS, json=applicant())
+    assert response.status == 200, await response.text()
+    [seen] = gw.partner.received
+    assert seen.headers.getall("X-Data-Onward-Transfer") == ["allowed"]
+    assert seen.headers.getall("X-Data-Retention-Days") == ["7"]
+
+
 async def test_a_passed_on_header_keeps_no_identifier(make_gateway: GatewayFactory) -> None:
     gw = await make_gateway([contract(routes=routes(CHECKED_ROUTE))])
     response = await gw.share(

@@ -11,6 +11,8 @@ import yaml
 from pydantic import BaseModel
 
 from gateway.auth import JWKS_MAX_AGE_S
+from gateway.cli import _settings as cli_settings
+from gateway.cli import build_parser
 from gateway.settings import KeySettings, Settings, SettingsError, load_settings
 
 
@@ -86,6 +88,31 @@ def test_environment_overrides_section_keys(tmp_path: Path) -> None:
     assert settings.limits.max_body_bytes == 2048
     assert settings.timezone == "UTC"
     assert settings.allow_insecure_upstreams is True
+
+
+@pytest.mark.parametrize(
+    ("options", "listen", "contracts"),
+    [
+        (
+            ["--contracts", "elsewhere", "--host", "::1", "--port", "9091"],
+            ("::1", 9091),
+            "elsewhere",
+        ),
+        (["--port", "9091"], ("127.0.0.2", 9091), None),  # the file's host stays
+        (["--host", "localhost"], ("localhost", 9000), None),
+        ([], ("127.0.0.2", 9000), None),
+    ],
+)
+def test_serve_options_override_the_settings_file(
+    tmp_path: Path, options: list[str], listen: tuple[str, int], contracts: str | None
+) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("listen: {host: 127.0.0.2, port: 9000}\ncontracts_dir: partners\n")
+    args = build_parser().parse_args(["serve", "--config", str(config), *options])
+    settings = cli_settings(args)
+    assert (settings.listen.host, settings.listen.port) == listen
+    expected = Path(contracts) if contracts else tmp_path / "partners"
+    assert settings.contracts_dir == expected
 
 
 def test_a_secret_under_the_prefix_is_never_parsed_or_shown(tmp_path: Path) -> None:
