@@ -195,7 +195,14 @@ async def test_metrics_count_decisions_by_partner_and_reason(make_gateway: Gatew
 
 async def test_admin_endpoints_need_the_admin_scope(make_gateway: GatewayFactory) -> None:
     gw = await make_gateway()
-    for method, path in (("GET", "/_gateway/contracts"), ("POST", "/_gateway/reload")):
+    for method, path in (
+        ("GET", "/_gateway/contracts"),
+        ("POST", "/_gateway/reload"),
+        ("GET", "/_gateway/shares"),
+        ("GET", "/_gateway/shares?subject=u-1"),
+        ("GET", "/_gateway/consent?subject=u-1"),
+        ("POST", "/_gateway/consent"),
+    ):
         anonymous = await gw.client.request(method, path)
         assert anonymous.status == 401
         assert anonymous.headers["WWW-Authenticate"].startswith("Bearer")
