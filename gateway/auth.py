@@ -39,7 +39,8 @@ from jwt.algorithms import HMACAlgorithm
 from jwt.exceptions import InvalidJTIError, InvalidSubjectError
 from jwt.types import Options
 
-from gateway.errors import InvalidToken
+from gateway.errors import InvalidToken, MalformedBody
+from gateway.jsonbody import parse_json
 from gateway.settings import AuthSettings, ConsentSettings, KeySettings
 
 log = structlog.get_logger(__name__)
@@ -47,6 +48,8 @@ log = structlog.get_logger(__name__)
 # Refused before any parsing: a bearer token is a few hundred bytes to a few KiB; anything bigger
 # is either a mistake or an attempt to make the gateway do work for free.
 MAX_TOKEN_CHARS: Final = 8192
+# A header or a claim set nests a few levels (a roles claim); a document deeper is no token's.
+MAX_TOKEN_JSON_DEPTH: Final = 32
 DEFAULT_CONSENT_CACHE_SIZE: Final = 1024
 JWKS_FETCH_TIMEOUT_S: Final = 5.0
 JWKS_MAX_BYTES: Final = 256 * 1024
@@ -600,7 +603,8 @@ def _shown(value: object) -> str:
     return "(not a registered algorithm name)"
 
 
-def _read_header(token: str) -> dict[str, Any]:
+def _read_token(token: str) -> dict[str, Any]:
+    """The header of a compact JWS: three canonical segments, header and claims strict JSON."""
     segments = token.split(".")
     if len(segments) != 3:
         raise InvalidToken("token is malformed: not a signed JWT (header.payload.signature)")
@@ -609,15 +613,22 @@ def _read_header(token: str) -> dict[str, Any]:
     for name, part in zip(("header", "payload", "signature"), segments, strict=True):
         if not _canonical_b64url(part):
             raise InvalidToken(f"token is malformed: {name} is not unpadded base64url")
-    segment = segments[0]
+    header = _strict_json(segments[0], "header")
+    # Read here, before any key is chosen: pyjwt reads the claims only once the signature holds,
+    # and with a parser that takes what this one refuses.
+    _strict_json(segments[1], "claim set")
+    return header
+
+
+def _strict_json(segment: str, name: str) -> dict[str, Any]:
+    """One JSON object as the body parser takes it: UTF-8 without a BOM, no duplicate names (the
+    last one would win, where another reader takes the first), no NaN, no lone surrogate."""
     try:
         raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-        header = json.loads(raw)
-    except (binascii.Error, ValueError, RecursionError) as exc:
-        raise InvalidToken("token is malformed: header is not JSON") from exc
-    if not isinstance(header, dict):
-        raise InvalidToken("token is malformed: header is not a JSON object")
-    return header
+        return parse_json(raw, max_depth=MAX_TOKEN_JSON_DEPTH)
+    except (binascii.Error, MalformedBody) as exc:
+        # Not the parser's message: it speaks of a body, and of a partner.
+        raise InvalidToken(f"token is malformed: its {name} is not one strict JSON object") from exc
 
 
 def _canonical_b64url(segment: str) -> bool:
@@ -815,7 +826,7 @@ class TokenVerifier:
             return dict(cached)
         if not token.isascii():
             raise InvalidToken("token is malformed: not ASCII")
-        header = _read_header(token)
+        header = _read_token(token)
         alg = header.get("alg")
         if not isinstance(alg, str) or not alg:
             raise InvalidToken("token header has no algorithm (alg)")

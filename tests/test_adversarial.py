@@ -809,6 +809,14 @@ def _in(seconds: int) -> int:
     return int(time.time()) + seconds
 
 
+def _claims_text(key: SigningKey, text: str) -> str:
+    """A token the trusted key signed, its claim set `text`: JSON where "CLAIMS" stands for the
+    valid members but `sub`."""
+    valid = orjson.dumps(claims(scope="share:acme:*", subject=None)).decode()[1:-1]
+    header = {"typ": "JWT", "alg": key.algorithm, "kid": key.kid}
+    return sign_raw(header, text.replace("CLAIMS", valid).encode(), key)
+
+
 TOKENS: dict[str, tuple[Callable[[SigningKey, Path], str], int, str]] = {
     "kid_path_traversal_empty_secret": (
         lambda k, pem: _hs256("../../../../../../dev/null", b""),
@@ -903,6 +911,17 @@ TOKENS: dict[str, tuple[Callable[[SigningKey, Path], str], int, str]] = {
     ),
     "alg_lower_case": (_with_alg("rs256"), 401, "invalid_token"),
     "alg_with_trailing_space": (_with_alg("RS256 "), 401, "invalid_token"),
+    # Last wins for pyjwt; a reader taking the first would see a token for another partner.
+    "claims_with_a_scope_twice": (
+        lambda k, pem: _claims_text(k, '{"scope": "share:other:*", "sub": "svc", CLAIMS}'),
+        401,
+        "invalid_token",
+    ),
+    "sub_with_a_lone_surrogate": (
+        lambda k, pem: _claims_text(k, '{"sub": "svc-billing\\udc80", CLAIMS}'),
+        401,
+        "invalid_token",
+    ),
     "scope_as_list": (
         lambda k, pem: mint(k, payload={**claims(), "scope": ["share:acme:*"]}),
         401,

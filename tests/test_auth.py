@@ -470,6 +470,42 @@ async def test_garbage_token_refused(token: str, rs256: TokenVerifier) -> None:
     await refused(rs256, token, "malformed|signature is invalid")
 
 
+def _with_member(document: bytes, member: bytes) -> bytes:
+    return document[:-1] + b", " + member + b"}"
+
+
+def _first_member_again(document: bytes) -> bytes:
+    name, value = next(iter(json.loads(document).items()))
+    return _with_member(document, json.dumps({name: value}).encode()[1:-1])
+
+
+# Ways to spoil a header or claim set that pyjwt's parser reads all the same.
+NOT_STRICT_JSON: dict[str, Callable[[bytes], bytes]] = {
+    "duplicate_name": _first_member_again,
+    "byte_order_mark": lambda document: b"\xef\xbb\xbf" + document,
+    "utf_16": lambda document: document.decode().encode("utf-16-le"),
+    "utf_32_with_bom": lambda document: document.decode().encode("utf-32"),
+    "lone_surrogate": lambda document: _with_member(document, b'"note": "a\\ud800"'),
+    "nan": lambda document: _with_member(document, b'"note": NaN'),
+    "infinity": lambda document: _with_member(document, b'"note": -Infinity'),
+    "nested_too_deep": lambda document: _with_member(document, b'"note": ' + b"[" * 40 + b"]" * 40),
+}
+
+
+@pytest.mark.parametrize("part", [0, 1], ids=["header", "claim_set"])
+@pytest.mark.parametrize("spoil", NOT_STRICT_JSON.values(), ids=NOT_STRICT_JSON.keys())
+async def test_a_signed_token_whose_json_is_not_strict_is_refused(
+    rs256: TokenVerifier, rsa_signer: SigningKey, part: int, spoil: Callable[[bytes], bytes]
+) -> None:
+    # Signed by the trusted key: only the reading of the JSON can refuse it.
+    parts = [json.dumps({"typ": "JWT", "alg": "RS256"}).encode(), json.dumps(claims()).encode()]
+    assert (await rs256.verify(sign_raw(parts[0], parts[1], rsa_signer)))["sub"]
+    parts[part] = spoil(parts[part])
+
+    await refused(rs256, sign_raw(parts[0], parts[1], rsa_signer), "not one strict JSON object")
+    assert rs256.cached_tokens == 1
+
+
 def respell(segment: str) -> str:
     """The same bytes with the last character's unused bits set (pyjwt decodes both alike)."""
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"

@@ -153,7 +153,7 @@ def _b64(data: bytes) -> str:
 
 
 def sign_raw(
-    header: Mapping[str, Any],
+    header: Mapping[str, Any] | bytes,
     payload: Mapping[str, Any] | bytes,
     key: SigningKey | None = None,
     *,
@@ -164,10 +164,12 @@ def sign_raw(
 
     The signature is made by `key` with `sign_as` (default: the key's algorithm), or by HMAC
     with `secret` (e.g. a public key PEM, for key confusion), or left empty when neither is given.
-    The header is written as is: it may claim any `alg`.
+    The header is written as is: it may claim any `alg`. Either part given as bytes is taken
+    as its exact JSON text (duplicate names, another encoding).
     """
+    head = header if isinstance(header, bytes) else json.dumps(dict(header)).encode()
     body = payload if isinstance(payload, bytes) else json.dumps(dict(payload)).encode()
-    signing_input = f"{_b64(json.dumps(dict(header)).encode())}.{_b64(body)}".encode("ascii")
+    signing_input = f"{_b64(head)}.{_b64(body)}".encode("ascii")
     if secret is not None:
         signature = jwt.get_algorithm_by_name(sign_as or "HS256").sign(signing_input, secret)
     elif key is not None:
