@@ -645,9 +645,10 @@ def _canonical_b64url(segment: str) -> bool:
 
 
 def _numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
-    value = claims.get(name)
-    if value is None:
+    # Only an absent claim is no date: `"nbf": null` is a date no one can read, not none at all.
+    if name not in claims:
         return None
+    value = claims[name]
     if isinstance(value, int | float) and not isinstance(value, bool):
         try:
             number = float(value)

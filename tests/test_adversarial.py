@@ -879,6 +879,11 @@ TOKENS: dict[str, tuple[Callable[[SigningKey, Path], str], int, str]] = {
         "invalid_token",
     ),
     "nbf_as_string": (lambda k, pem: mint(k, scope="share:acme:*", nbf="0"), 401, "invalid_token"),
+    "nbf_null": (
+        lambda k, pem: mint(k, payload={**claims(scope="share:acme:*"), "nbf": None}),
+        401,
+        "invalid_token",
+    ),
     "audience_with_suffix": (
         lambda k, pem: mint(k, scope="share:acme:*", audience="share-gateway-evil"),
         401,

@@ -261,11 +261,12 @@ async def test_non_numeric_exp_refused(
     await refused(rs256, mint(rsa_signer, exp=exp), "exp must be a number")
 
 
+@pytest.mark.parametrize("value", ["0", None])
 @pytest.mark.parametrize("claim", ["nbf", "iat"])
 async def test_non_numeric_nbf_or_iat_refused(
-    claim: str, rs256: TokenVerifier, rsa_signer: SigningKey
+    claim: str, value: str | None, rs256: TokenVerifier, rsa_signer: SigningKey
 ) -> None:
-    await refused(rs256, mint(rsa_signer, claims() | {claim: "0"}), f"{claim} must be a number")
+    await refused(rs256, mint(rsa_signer, claims() | {claim: value}), f"{claim} must be a number")
 
 
 async def test_fractional_exp_accepted(rs256: TokenVerifier, rsa_signer: SigningKey) -> None:
