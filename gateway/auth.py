@@ -41,6 +41,7 @@ from jwt.types import Options
 
 from gateway.errors import InvalidToken, MalformedBody
 from gateway.jsonbody import parse_json
+from gateway.pii import UNSHOWABLE
 from gateway.settings import AuthSettings, ConsentSettings, KeySettings
 
 log = structlog.get_logger(__name__)
@@ -698,8 +699,16 @@ def bearer_token(authorization: str | None) -> str:
 def caller_from_claims(claims: Mapping[str, Any]) -> Caller:
     """The Caller a verified token describes, or InvalidToken."""
     subject = claims.get("sub")
-    if not isinstance(subject, str) or not subject:
+    if not isinstance(subject, str) or not subject.strip():
         raise InvalidToken("token has no subject (sub)")
+    if found := UNSHOWABLE.search(subject):
+        # It is the share record's caller, shown in `logs query` tables and `admin_action`
+        # lines: a line break or an escape sequence there would forge a row, an override
+        # reorder it. Not echoed: its code point says where.
+        raise InvalidToken(
+            "token subject (sub) must not contain control or invisible characters "
+            f"(U+{ord(found.group()):04X})"
+        )
     scope = claims.get("scope", "")
     if scope is None:
         scope = ""

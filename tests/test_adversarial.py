@@ -927,6 +927,12 @@ TOKENS: dict[str, tuple[Callable[[SigningKey, Path], str], int, str]] = {
         401,
         "invalid_token",
     ),
+    # The share record's caller: a second line in a `logs query` table.
+    "sub_with_a_line_break": (
+        lambda k, pem: mint(k, scope="share:acme:*", subject="svc-billing\n2026-01-01  forged"),
+        401,
+        "invalid_token",
+    ),
     "scope_as_list": (
         lambda k, pem: mint(k, payload={**claims(), "scope": ["share:acme:*"]}),
         401,

@@ -1167,7 +1167,17 @@ async def test_scope_not_a_string_refused(
 
 @pytest.mark.parametrize(
     ("subject", "match"),
-    [(None, r"no subject \(sub\)"), ("", r"no subject"), (42, r"subject \(sub\) must be a string")],
+    [
+        (None, r"no subject \(sub\)"),
+        ("", r"no subject"),
+        (" \t", r"no subject"),
+        (42, r"subject \(sub\) must be a string"),
+        ("svc-billing\n2026-01-01 00:00:00  forged", r"invisible characters \(U\+000A\)"),
+        ("svc-\x1b[2Jbilling", r"invisible characters \(U\+001B\)"),
+        ("svc-\u202egnillib", r"invisible characters \(U\+202E\)"),
+        ("svc-\u200bbilling", r"invisible characters \(U\+200B\)"),
+        ("svc\u2028billing", r"invisible characters \(U\+2028\)"),
+    ],
 )
 async def test_missing_or_bad_subject_refused(
     subject: object, match: str, rs256: TokenVerifier, rsa_signer: SigningKey

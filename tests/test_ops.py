@@ -982,6 +982,26 @@ async def test_admin_endpoints_refuse_two_authorization_headers(
     assert (await response.json())["error"]["code"] == "invalid_token"
 
 
+async def test_an_admin_token_whose_sub_holds_a_line_break_changes_nothing(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway()
+    # Its `caller` would start a second line in whatever shows the admin_action event.
+    token = gw.token(ADMIN, sub="ops-alice\nops-bob")
+    admin = {"Authorization": f"Bearer {token}"}
+    with structlog.testing.capture_logs() as logs:
+        response = await gw.client.post(
+            "/_gateway/consent", json={"grants": [GRANT]}, headers=admin
+        )
+    assert response.status == 401
+    assert (await response.json())["error"]["code"] == "invalid_token"
+    assert [e for e in logs if e["event"] == "admin_action"] == []
+    lookup = await gw.client.get(
+        "/_gateway/consent?subject=u-77", headers={"Authorization": f"Bearer {gw.token(ADMIN)}"}
+    )
+    assert (await lookup.json())["grants"] == []
+
+
 async def test_a_stop_also_waits_for_the_key_fetches_a_share_may_make(
     make_gateway: GatewayFactory,
 ) -> None:
