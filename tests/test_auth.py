@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 from pytest_aiohttp import AiohttpServer
 from structlog.testing import capture_logs
 from tokens import (
@@ -52,6 +55,7 @@ from gateway.auth import (
     parse_jwks,
 )
 from gateway.errors import InvalidToken
+from gateway.pii import UNSHOWABLE
 from gateway.settings import AuthSettings, ConsentSettings, KeySettings
 
 SECRET_ENV = "TEST_GATEWAY_HS256_SECRET"
@@ -1227,7 +1231,7 @@ def test_caller_is_frozen() -> None:
 
 
 def cached_verifier(
-    rsa_pem: Path, *, cache_size: int, clock: Clock
+    rsa_pem: Path, *, cache_size: int, clock: Clock, leeway_s: float = 0
 ) -> tuple[TokenVerifier, CountingKeyStore]:
     store = CountingKeyStore(
         load_key_store(KeySettings(algorithms=["RS256"], public_key_file=rsa_pem))
@@ -1237,7 +1241,7 @@ def cached_verifier(
         algorithms=["RS256"],
         issuer=ISSUER,
         audience=AUDIENCE,
-        leeway_s=0,
+        leeway_s=leeway_s,
         cache_size=cache_size,
         clock=clock,
     )
@@ -1317,6 +1321,139 @@ async def test_refused_tokens_are_not_cached(rsa_pem: Path, attacker: SigningKey
 
 async def test_oversized_token_refused_even_before_cache(rs256: TokenVerifier) -> None:
     await refused(rs256, "x" * (MAX_TOKEN_CHARS + 1), "larger than")
+
+
+# --- property: whatever header and claims the trusted key signs ----------------------------
+
+
+@dataclass(frozen=True)
+class Offset:
+    """A time claim as seconds from the moment the token is made."""
+
+    seconds: float
+
+
+LEEWAY_S = 30.0
+_TIMES = st.sampled_from([-LEEWAY_S - 1, -LEEWAY_S, -1.0, 0.0, 0.5, LEEWAY_S, LEEWAY_S + 1, 1e9])
+_LEAVES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**64 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=8),
+    st.sampled_from([ISSUER, AUDIENCE, "RS256", "none", "HS256", "", "share:acme:*", "1e9"]),
+)
+_JSON = st.recursive(
+    _LEAVES,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=5,
+)
+# (in the header, name, value): the value None leaves the member out.
+CHANGES = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just(True),
+            st.sampled_from(["alg", "kid", "typ", "crit", "b64", "jku"]),
+            st.one_of(st.none(), _JSON.map(lambda v: (v,))),
+        ),
+        st.tuples(
+            st.just(False),
+            st.sampled_from(["iss", "aud", "sub", "jti", "scope", "note"]),
+            st.one_of(st.none(), _JSON.map(lambda v: (v,)), st.just(([AUDIENCE, "other"],))),
+        ),
+        st.tuples(
+            st.just(False),
+            st.sampled_from(["exp", "nbf", "iat"]),
+            st.one_of(st.none(), _TIMES.map(lambda t: (Offset(t),)), _JSON.map(lambda v: (v,))),
+        ),
+    ),
+    max_size=3,
+)
+
+Change = tuple[bool, str, tuple[object] | None]
+
+
+def changed_parts(changes: list[Change], now: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A valid header and claim set (scope `share:acme:*`), then `changes` made to them."""
+    header: dict[str, Any] = {"typ": "JWT", "alg": "RS256", "kid": "idp-1"}
+    payload = claims(scope="share:acme:*", now=now)
+    for in_header, name, value in changes:
+        part = header if in_header else payload
+        if value is None:
+            part.pop(name, None)
+        else:
+            [item] = value
+            part[name] = now + item.seconds if isinstance(item, Offset) else item
+    return header, payload
+
+
+def _time(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(float(value)) else None
+
+
+def acceptable(header: Mapping[str, Any], payload: Mapping[str, Any], now: float) -> bool:
+    """Whether a token so signed by the one trusted key (a PEM key: any kid) is valid: SPEC 4
+    and RFC 7519, written apart from the verifier."""
+    if header.get("alg") != "RS256" or "crit" in header or header.get("b64") is False:
+        return False
+    if "kid" in header and not isinstance(header["kid"], str):
+        return False
+    audience = payload.get("aud")
+    audiences = [audience] if isinstance(audience, str) else audience
+    if not isinstance(audiences, list) or not all(isinstance(a, str) for a in audiences):
+        return False
+    if payload.get("iss") != ISSUER or AUDIENCE not in audiences:
+        return False
+    if any(name in payload and not isinstance(payload[name], str) for name in ("sub", "jti")):
+        return False
+    expires = _time(payload.get("exp"))
+    if expires is None or expires <= now - LEEWAY_S:
+        return False
+    for name in ("nbf", "iat"):
+        if name not in payload:
+            continue
+        at = _time(payload[name])
+        if at is None or at > now + LEEWAY_S:
+            return False
+    return True
+
+
+def names_a_caller(payload: Mapping[str, Any]) -> bool:
+    subject, scope = payload.get("sub"), payload.get("scope")
+    if not isinstance(subject, str) or not subject.strip() or UNSHOWABLE.search(subject):
+        return False
+    return scope is None or isinstance(scope, str)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(changes=CHANGES)
+async def test_a_signed_token_is_accepted_exactly_when_its_header_and_claims_are_valid(
+    changes: list[Change], rsa_pem: Path, rsa_signer: SigningKey
+) -> None:
+    now = 1_750_000_000.0
+    verifier, _ = cached_verifier(rsa_pem, cache_size=10, clock=Clock(now), leeway_s=LEEWAY_S)
+    header, payload = changed_parts(changes, now)
+    token = sign_raw(header, payload, rsa_signer)
+    valid = acceptable(header, payload, now)
+    event(f"valid {valid}")
+    for _ in range(2):  # verified, then (if valid) from the cache
+        try:
+            await verifier.verify(token)
+        except InvalidToken:
+            assert not valid
+        else:
+            assert valid
+        try:
+            await verifier.authenticate(f"Bearer {token}")
+        except InvalidToken:
+            assert not (valid and names_a_caller(payload))
+        else:
+            assert valid
+            assert names_a_caller(payload)
 
 
 # --- helpers --------------------------------------------------------------------------------

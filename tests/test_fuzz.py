@@ -2,13 +2,15 @@
 
 The pure target is `bodies.decode` → `jsonbody.parse_json` → `FilterPlan.apply` with the
 credit-assessment allow-list; the end-to-end target sends the same inputs through the running
-gateway and checks what the partner received.
+gateway and checks what the partner received. Caller tokens of any header and claims are sent
+through it too (their pure target is in tests/test_auth.py).
 """
 
 from __future__ import annotations
 
 import gzip
 import re
+import time
 import zlib
 from typing import Any
 
@@ -18,6 +20,8 @@ import test_server
 from conftest import Gateway, GatewayFactory, contract
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from test_auth import CHANGES, LEEWAY_S, Change, acceptable, changed_parts, names_a_caller
+from tokens import sign_raw
 
 from gateway.bodies import decode
 from gateway.errors import BodyTooLarge, GatewayError
@@ -333,5 +337,45 @@ async def test_fuzzed_bodies_through_the_gateway(
     else:
         error = (await response.json())["error"]
         assert REFUSALS.get(response.status) == error["code"], error
+        assert gw.partner.received == []
+        assert gw.log.records[-1].reason == error["code"]
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(changes=CHANGES)
+async def test_fuzzed_tokens_through_the_gateway(gateway: Gateway, changes: list[Change]) -> None:
+    gw = gateway
+    gw.partner.received.clear()
+    assert gw.runtime.verifier.leeway_s == LEEWAY_S
+    now = time.time()
+    header, payload = changed_parts(changes, now)
+    token = sign_raw(header, payload, gw.key)
+    response = await gw.share(
+        "POST",
+        "/acme/v1/assess",
+        json={"applicant": {"user_id": "u-1"}, "loan_amount": 5},
+        token=token,
+    )
+    scope = payload.get("scope")
+    granted = isinstance(scope, str) and not {
+        "share:acme:*",
+        "share:acme:credit_assessment",
+    }.isdisjoint(scope.split(" "))
+    if acceptable(header, payload, now) and names_a_caller(payload):
+        expected = (200, None) if granted else (403, "scope_denied")
+    else:
+        expected = (401, "invalid_token")
+    event(f"status {expected[0]}")
+    if response.status == 200:
+        assert expected == (200, None)
+        assert len(gw.partner.received) == 1
+        assert gw.log.records[-1].decision == "shared"
+    else:
+        error = (await response.json())["error"]
+        assert (response.status, error["code"]) == expected, error
         assert gw.partner.received == []
         assert gw.log.records[-1].reason == error["code"]
