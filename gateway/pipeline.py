@@ -249,7 +249,9 @@ def authorize(flow: Flow, request: web.Request, runtime: Runtime) -> None:
             # SPEC 4 judges the scope first: a token for nothing of this partner's is told so.
             raise ScopeDenied(f"the token grants nothing of share:{partner.id}")
         raise PurposeDenied("the X-Share-Purpose header is required")
-    purpose = purpose.strip()
+    # HTTP's own blanks only: a no-break space or a form feed around it is part of what was
+    # sent, and a value that names no purpose as sent names none.
+    purpose = purpose.strip(" \t")
     if purpose in partner.purposes:
         # Recorded only as a name the contract defines: a refused caller's header is free text,
         # and the share log keeps no value a caller wrote.

@@ -749,6 +749,20 @@ HEADERS: dict[str, tuple[bytes, Expectation]] = {
         request("X_Share_Purpose: credit_assessment", purpose=False),
         Refused(403, "purpose_denied"),
     ),
+    # UTF-8 for a no-break space and a next line (U+0085): blanks to Python's `str.strip`, not
+    # to HTTP. (The parser refuses the ASCII controls `str.strip` takes, a form feed and such.)
+    "purpose_with_a_no_break_space": (
+        request("X-Share-Purpose: credit_assessment\xc2\xa0", purpose=False),
+        Refused(403, "purpose_denied"),
+    ),
+    "purpose_after_a_next_line": (
+        request("X-Share-Purpose: \xc2\x85credit_assessment", purpose=False),
+        Refused(403, "purpose_denied"),
+    ),
+    "purpose_with_a_tab": (
+        request("X-Share-Purpose: credit_assessment\t", purpose=False),
+        Shared(),
+    ),
     "underscore_purpose_beside_the_real_one": (
         request("x_share_purpose: service_delivery"),
         Shared(),
