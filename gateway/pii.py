@@ -6,6 +6,7 @@ import bisect
 import datetime as dt
 import functools
 import ipaddress
+import itertools
 import operator
 import re
 import unicodedata
@@ -461,6 +462,23 @@ _LANDLINE_RE: Final = re.compile(
     r")"
 )
 _PASSPORT_RE: Final = re.compile(r"(?<![0-9A-Za-z])(?:[EG][0-9]{8}|E[A-Z][0-9]{7})(?![0-9A-Za-z])")
+# A passport or credit code refuses any letter or digit beside it, so that hex strings and
+# order numbers ("a3f90939E12345678", "PO2023E12345678") are left alone; but where what it is
+# glued to is an identifier too, one that ends (or starts) exactly there, that boundary is as
+# good as a space ("13800138000E12345678", "li@example.com91350100M000100Y43"). The run's
+# scan finds them without the boundary after them (it is looked at in `_with_glued`), and these
+# find them without either, tried only where another identifier ends.
+_PASSPORT_BODY: Final = r"(?:[EG][0-9]{8}|E[A-Z][0-9]{7})"
+_CREDIT_BODY: Final = r"[1-9A-HJ-NP-RTUW-Y][1-9][0-9]{6}[0-9A-HJ-NP-RTUW-Y]{10}"
+_PASSPORT_OPEN_RE: Final = re.compile(rf"(?<![0-9A-Za-z]){_PASSPORT_BODY}")
+_CREDIT_OPEN_RE: Final = re.compile(rf"(?<![0-9A-Za-z]){_CREDIT_BODY}")
+_GLUED_PASSPORT: Final = re.compile(_PASSPORT_BODY)
+_GLUED_CREDIT: Final = re.compile(_CREDIT_BODY)
+# An IPv6 address glued on is the whole token from there: at most 45 characters, and a few
+# stops ending a sentence. Possessive and bounded, so that each try reads that far at most.
+_GLUED_IPV6: Final = re.compile(r"[0-9A-Za-z:.]{2,64}+(?![0-9A-Za-z:.])")
+_ALNUM: Final = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_LETTERS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _OCTET: Final = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9][0-9]|[0-9])"
 # "v1.2.3.4" and the tail of "1.2.3.4.5" are versions, not addresses.
 _IPV4_RE: Final = re.compile(
@@ -940,7 +958,12 @@ def _emails(norm: str, astral: bool) -> list[_Span]:
         if domain is None:
             continue
         start = _local_start(norm, local_end, floor, patterns)
-        if start == local_end or (hashed and not _hashed_local_ok(norm, start, local_end)):
+        # Right after an address ("li@example.comwang@example.org") the local part went into the
+        # top-level domain before it: the two are redacted side by side all the same.
+        after_address = bool(found) and found[-1][1] == local_end and norm[local_end] == "@"
+        if (start == local_end and not after_address) or (
+            hashed and not _hashed_local_ok(norm, start, local_end)
+        ):
             continue
         found.append((start, domain.end(), EMAIL))
         floor = domain.end()
@@ -1110,8 +1133,9 @@ def _digit_run(value: str, start: int) -> list[_Candidate]:
     return []
 
 
-def _candidates(norm: str, start: int, end: int) -> list[_Candidate]:
-    """Every validated identifier inside one run, overlapping ones included."""
+def _candidates(norm: str, start: int, end: int, glued: list[_Candidate]) -> list[_Candidate]:
+    """Every validated identifier inside one run, overlapping ones included. Passports and
+    credit codes with a letter or digit right after them go to ``glued`` instead."""
     found: list[_Candidate] = []
     length = end - start
     if length >= 15:
@@ -1119,9 +1143,11 @@ def _candidates(norm: str, start: int, end: int) -> list[_Candidate]:
             if _id_ok(_ungrouped_id(m.group())):
                 found.append((_PRIORITY[ID_NUMBER], m.start(), m.end(), ID_NUMBER))
     if length >= 18:
-        for m in _CREDIT_RE.finditer(norm, start, end):
+        for m in _CREDIT_OPEN_RE.finditer(norm, start, end):
             if _credit_ok(m.group()):
-                found.append((_PRIORITY[CREDIT_CODE], m.start(), m.end(), CREDIT_CODE))
+                after = m.end()
+                into = glued if after < end and norm[after] in _ALNUM else found
+                into.append((_PRIORITY[CREDIT_CODE], m.start(), after, CREDIT_CODE))
     if length >= 15:
         for m in _CARD_RE.finditer(norm, start, end):
             if _card_ok(_ungrouped(m.group())):
@@ -1141,8 +1167,10 @@ def _candidates(norm: str, start: int, end: int) -> list[_Candidate]:
         for m in _LANDLINE_RE.finditer(norm, start, end):
             found.append((_PRIORITY[PHONE], m.start(), m.end(), PHONE))
     if length >= 9 and (norm.find("E", start, end) != -1 or norm.find("G", start, end) != -1):
-        for m in _PASSPORT_RE.finditer(norm, start, end):
-            found.append((_PRIORITY[PASSPORT], m.start(), m.end(), PASSPORT))
+        for m in _PASSPORT_OPEN_RE.finditer(norm, start, end):
+            after = m.end()
+            into = glued if after < end and norm[after] in _ALNUM else found
+            into.append((_PRIORITY[PASSPORT], m.start(), after, PASSPORT))
     if norm.find(".", start, end) != -1:
         for m in _IPV4_RE.finditer(norm, start, end):
             found.append((_PRIORITY[IP], m.start(), m.end(), IP))
@@ -1163,7 +1191,9 @@ def _find_spans(norm: str, astral: bool, address: bool) -> list[_Span]:
     """The spans in ``norm``; ``address``: whether it may hold an e-mail address at all."""
     emails = _emails(norm, astral) if address else []
     email_starts = [s for s, _, _ in emails]
-    spans: list[_Span] = list(emails)
+    email_ends = [e for _, e, _ in emails] if emails else []
+    addresses, ending = len(emails), 0  # ending: the first address not ending before the run
+    spans: list[_Span] = []
     search = (_CORE_LANDLINE if ")" in norm or "86" in norm else _CORE).search
     core = search(norm)
     while core is not None:
@@ -1173,10 +1203,17 @@ def _find_spans(norm: str, astral: bool, address: bool) -> list[_Span]:
         end = run.end() if run is not None else core.end()
         core = search(norm, end)
         value = norm[start:end]
+        # Only a run of more than one identifier, and with a letter in it, can hold two glued:
+        # between two digits nothing says where one number ends.
+        mixed = False
+        glued: list[_Candidate] = []
         if value.isdigit():
             candidates = _digit_run(value, start)
         else:
-            candidates = _whole(norm, start, end) or _candidates(norm, start, end)
+            candidates = _whole(norm, start, end)
+            if not candidates:
+                mixed = True
+                candidates = _candidates(norm, start, end, glued)
         if len(candidates) > 1:
             candidates.sort()
         # Kept in order of start (and so of end: they never overlap), for a bisect per
@@ -1191,9 +1228,179 @@ def _find_spans(norm: str, astral: bool, address: bool) -> list[_Span]:
             at = bisect.bisect_left(taken_starts, s)
             taken_starts.insert(at, s)
             taken.insert(at, (s, e, category))
-            spans.append((s, e, category))
+        if mixed:
+            # The runs come in order, and so do the addresses' ends: a step at a time, no search.
+            while ending < addresses and email_ends[ending] <= start:
+                ending += 1
+            last = ending
+            while last < addresses and email_ends[last] < end:
+                last += 1
+            # Most runs of prose with a letter in them hold no identifier: no call for those.
+            if glued or taken or last > ending:
+                ended = range(ending, last)
+                taken = _with_glued(norm, end, taken, glued, emails, email_starts, ended)
+        if taken:
+            spans += taken
+    spans += emails  # after the runs: an address's end may have moved back in one
     spans.sort()
     return spans
+
+
+def _glued_at(norm: str, at: int, end: int, ipv6: bool = True) -> list[_Candidate]:
+    """The identifiers starting at ``at`` whatever is before them, whatever follows them."""
+    found: list[_Candidate] = []
+    m = _GLUED_PASSPORT.match(norm, at, end)
+    if m is not None:
+        found.append((_PRIORITY[PASSPORT], at, m.end(), PASSPORT))
+    m = _GLUED_CREDIT.match(norm, at, end)
+    if m is not None and _credit_ok(m.group()):
+        found.append((_PRIORITY[CREDIT_CODE], at, m.end(), CREDIT_CODE))
+    # Its first colon is at most four hex digits in: a search no further, at every place tried.
+    if ipv6 and norm.find(":", at, min(end, at + 5)) != -1:
+        m = _GLUED_IPV6.match(norm, at, end)
+        if m is not None and (span := _ipv6_span(m.group())) is not None and span[0] == 0:
+            found.append((_PRIORITY[IP], at, at + span[1], IP))
+    return found
+
+
+def _may_glue(norm: str, at: int) -> bool:
+    # Between two digits nothing says where one number ends: "G" and 26 digits is as often an
+    # order number as a passport and a credit code of digits.
+    return norm[at - 1] in _LETTERS or norm[at] in _LETTERS
+
+
+def _glued_chain(
+    norm: str, at: int, end: int, good: set[int], failed: set[int], ipv6: bool = True
+) -> list[_Candidate] | None:
+    """The identifiers written one right after another from ``at``, where another ends, up to
+    where the last one ends as its own pattern has it (no letter or digit after it) or a place
+    in ``good`` (where one the run's scan found starts); None if there are none such. Where they
+    start goes into ``good``, and where none such start into ``failed``: no place is read twice.
+    ``ipv6``: whether the first may be an IPv6 address."""
+    if at in good:
+        return []
+    if not _may_glue(norm, at):
+        return None
+    # Depth first, without recursion: a run of thousands of glued passports is one chain.
+    chain: list[_Candidate] = []
+    stack = [(at, iter(_glued_at(norm, at, end, ipv6)))]
+    while stack:
+        here, options = stack[-1]
+        for candidate in options:
+            after = candidate[2]
+            if after == end or norm[after] not in _ALNUM or after in good:
+                chain.append(candidate)
+                good.update(start for _, start, _, _ in chain)
+                return chain
+            if after not in failed and _may_glue(norm, after):
+                chain.append(candidate)
+                stack.append((after, iter(_glued_at(norm, after, end))))
+                break
+        else:
+            failed.add(here)
+            stack.pop()
+            if chain:
+                chain.pop()
+    return None
+
+
+def _with_glued(
+    norm: str,
+    end: int,
+    taken: list[_Span],
+    glued: list[_Candidate],
+    emails: list[_Span],
+    email_starts: list[int],
+    ended: range,
+) -> list[_Span]:
+    """``taken`` (a run's spans, in order) with the identifiers glued to them or to an address
+    ending in the run (``emails[i]`` for i in ``ended``): where one ends, one starting there
+    whatever is before it, and each in ``glued`` (no boundary after it) that another starts
+    right after. An address whose top-level domain took the first letters of a passport or
+    credit code glued to it ("li@example.comE12345678") is made to end before them."""
+    anchors = [e for _, e, _ in taken if e < end and norm[e] in _ALNUM]
+    addresses = [i for i in ended if norm[emails[i][1]] in _ALNUM]
+    if not anchors and not addresses and not glued:
+        return taken
+    good = {s for s, _, _ in taken}
+    failed: set[int] = set()
+    found: list[_Span] = []
+    for i in addresses:
+        address_start, address_end, _ = emails[i]
+        if norm[address_end] in _DIGITS:  # rare: a top-level domain runs into digits
+            chain = _glued_into_address(norm, address_start, address_end, end, good)
+            if chain:
+                address_end = chain[0][1]
+                emails[i] = (address_start, address_end, EMAIL)
+                found += [(s, e, category) for _, s, e, category in chain]
+        anchors.append(address_end)
+    for at in anchors:
+        chain = _glued_chain(norm, at, end, good, failed)
+        found += [(s, e, category) for _, s, e, category in chain or ()]
+    for candidate in glued:
+        chain = _glued_chain(norm, candidate[2], end, good, failed)
+        if chain is not None:
+            found += [(s, e, category) for _, s, e, category in (candidate, *chain)]
+    if not found:
+        return taken
+    if emails:
+        found = [span for span in found if not _overlaps(emails, email_starts, span[0], span[1])]
+    return _settled(taken, found)
+
+
+def _glued_into_address(
+    norm: str, address_start: int, address_end: int, end: int, good: set[int]
+) -> list[_Candidate] | None:
+    """The identifiers glued to the address ending at ``address_end`` if the first of them
+    starts one or two letters before it, in its top-level domain, which keeps two at least."""
+    label = address_end
+    while label > address_start and norm[label - 1] in _LETTERS:
+        label -= 1
+    failed: set[int] = set()  # its own: where the first may be no IPv6 address
+    for at in (address_end - 1, address_end - 2):
+        if at - label < 2:
+            break
+        # An IPv6 address is not looked for: its hex letters may as well end the domain.
+        chain = _glued_chain(norm, at, end, good, failed, ipv6=False)
+        if chain:
+            return chain
+    return None
+
+
+def _settled(taken: list[_Span], found: list[_Span]) -> list[_Span]:
+    """One list of spans from a run's own and those glued to them: where they overlap, a glued
+    one holding all the others there wins (an IPv6 address the run's scan found only the tail
+    of), else the run's own stay."""
+    spans = sorted({*taken, *found})
+    if all(before[1] <= after[0] for before, after in itertools.pairwise(spans)):
+        return spans  # nearly always: each glued one begins where another ends
+    tagged = sorted([(*span, False) for span in taken] + [(*span, True) for span in set(found)])
+    settled: list[_Span] = []
+    i = 0
+    while i < len(tagged):
+        first, last = tagged[i][0], tagged[i][1]
+        j = i + 1
+        while j < len(tagged) and tagged[j][0] < last:
+            last = max(last, tagged[j][1])
+            j += 1
+        cluster = tagged[i:j]
+        i = j
+        whole = [span for span in cluster if span[3] and span[0] == first and span[1] == last]
+        if len(cluster) == 1 or whole:
+            settled.append((first, last, (whole or cluster)[0][2]))
+            continue
+        own = [span[:3] for span in cluster if not span[3]]
+        if own:
+            settled += own
+            continue
+        # Glued ones alone, overlapping (two chains read from different places): from the left,
+        # each that starts where the one before ends.
+        read = first
+        for s, e, category, _ in cluster:
+            if s >= read:
+                settled.append((s, e, category))
+                read = e
+    return settled
 
 
 # "（010）6234 5678", "（+86）138…": a full-width parenthesis is ASCII where it opens before a

@@ -1770,6 +1770,10 @@ def test_large_identifier_free_input_is_scanned_linearly() -> None:
         "f：" * 50_000,
         "3782 822463 " * 10_000,
         "34" * 50_000,
+        # Glued passports up to something that ends none; and one that, written twice, is a
+        # credit code: each place of the chain may go on two ways, read once all the same.
+        "E12345678" * 11_000 + "x",
+        "E63134113" * 11_000 + "x",
     ):
         assert scan(text, NOTHING_ALLOWED) == (text, {})
 
@@ -1780,6 +1784,172 @@ def test_a_long_full_width_run_without_a_letter_is_read_once(punctuation: str) -
     # character of the run once re-read the rest of it (minutes of the event loop).
     text = punctuation * 350_000 + "a１"
     assert scan(text, NOTHING_ALLOWED) == (text, {})
+
+
+# --- identifiers glued to one another ----------------------------------------------------------
+
+# Credit codes ending and starting with a letter: a number written right after the one, a
+# passport right before the other, meet a letter.
+USCC_LETTER = with_uscc_check("91110108MA01C2XY5")
+USCC_Y = with_uscc_check("Y1110108MA01C2XY3")
+CREDIT_91 = "91350100M000100Y43"
+REDACTED = {category: f"[REDACTED:{category}]" for category in CATEGORIES}
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ((CARD_16, BANK_ACCOUNT), ("E12345678", PASSPORT)),
+        ((CARD_19, BANK_ACCOUNT), ("E12345678", PASSPORT)),
+        ((AMEX, BANK_ACCOUNT), ("EA1234567", PASSPORT)),
+        (("13800138000", PHONE), ("G12345678", PASSPORT)),
+        (("+8613800138000", PHONE), ("E12345678", PASSPORT)),
+        (("010-62345678", PHONE), ("E12345678", PASSPORT)),
+        ((ID_1990, ID_NUMBER), ("E12345678", PASSPORT)),
+        ((ID_X, ID_NUMBER), ("E12345678", PASSPORT)),
+        ((OLD_ID, ID_NUMBER), ("EA1234567", PASSPORT)),
+        (("192.168.0.1", IP), ("E12345678", PASSPORT)),
+        ((USCC, CREDIT_CODE), ("E12345678", PASSPORT)),
+        (("E12345678", PASSPORT), ("G12345678", PASSPORT)),
+        (("EA1234567", PASSPORT), ("E12345678", PASSPORT)),
+        (("li@example.com", EMAIL), ("E12345678", PASSPORT)),
+        (("li@example.com", EMAIL), ("EA1234567", PASSPORT)),
+        (("li@example.com", EMAIL), (CREDIT_91, CREDIT_CODE)),
+        (("li@example.com", EMAIL), (USCC, CREDIT_CODE)),
+        ((ID_X, ID_NUMBER), (CREDIT_91, CREDIT_CODE)),
+        (("E12345678", PASSPORT), (USCC_Y, CREDIT_CODE)),
+        ((USCC_LETTER, CREDIT_CODE), (USCC_Y, CREDIT_CODE)),
+        ((USCC_LETTER, CREDIT_CODE), ("13800138000", PHONE)),
+        ((USCC_LETTER, CREDIT_CODE), (ID_1990, ID_NUMBER)),
+        ((USCC_LETTER, CREDIT_CODE), (CARD_16, BANK_ACCOUNT)),
+        ((USCC_LETTER, CREDIT_CODE), ("192.168.0.1", IP)),
+        ((USCC_LETTER, CREDIT_CODE), (USCC, CREDIT_CODE)),
+        (("13800138000", PHONE), ("fe80::1", IP)),
+        ((CARD_16, BANK_ACCOUNT), ("fe80::1", IP)),
+        (("E12345678", PASSPORT), ("fe80::1", IP)),
+        ((ID_X, ID_NUMBER), ("2001:db8::1", IP)),  # the scan found only "db8::1" of it
+        (("li@example.com", EMAIL), ("2001:db8::1", IP)),
+        (("li@example.com", EMAIL), ("wang@example.org", EMAIL)),
+    ],
+    ids=lambda pair: pair[1].rsplit(".", 1)[-1],
+)
+@pytest.mark.parametrize("wide", [False, True], ids=["ascii", "fullwidth"])
+def test_an_identifier_glued_to_another_is_found_with_it(
+    first: tuple[str, str], second: tuple[str, str], wide: bool
+) -> None:
+    # Where one identifier ends, another may start with no separator: the boundary a passport,
+    # a credit code or an IPv6 address asks for is the end of the one before.
+    (a, category_a), (b, category_b) = first, second
+    if wide:
+        a, b = fullwidth(a), fullwidth(b)
+    text = f"资料：{a}{b}。"
+    counts = Counter([category_a, category_b])
+    assert scan(text, NOTHING_ALLOWED) == (
+        f"资料：{REDACTED[category_a]}{REDACTED[category_b]}。",
+        dict(counts),
+    )
+    if category_a != category_b:  # the first is the field's own: the second still goes
+        assert scan(text, frozenset({category_a})) == (
+            f"资料：{a}{REDACTED[category_b]}。",
+            {category_b: 1},
+        )
+        assert scan(text, frozenset({category_b})) == (
+            f"资料：{REDACTED[category_a]}{b}。",
+            {category_a: 1},
+        )
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        ("a3f90939E12345678", "a3f90939E12345678"),  # hex
+        ("deadbeefE12345678", "deadbeefE12345678"),
+        ("PO2023E12345678", "PO2023E12345678"),  # order number
+        ("SKU-20250101E12345678", "SKU-20250101E12345678"),
+        ("build 1.2.3.4.5E12345678", "build 1.2.3.4.5E12345678"),  # a version, not an address
+        ("0x6222021234567890123E1234", "0x6222021234567890123E1234"),
+        # 19 digits failing Luhn are no card: nothing ends where the "passport" starts.
+        ("6222021234567890123E12345678", "6222021234567890123E12345678"),
+        (f"0x{CARD_19}E1234", f"0x{REDACTED[BANK_ACCOUNT]}E1234"),  # as before: "E1234" is none
+        ("E12345678abc", "E12345678abc"),
+        ("E123456789", "E123456789"),
+        (f"{CARD_16}E12345678X", f"{REDACTED[BANK_ACCOUNT]}E12345678X"),
+        # A passport and a credit code of digits, or two credit codes, meet between two digits:
+        # nothing says where one ends.
+        ("G57590922598378825264413930", "G57590922598378825264413930"),
+        (f"{CREDIT_91}{USCC}", f"{CREDIT_91}{USCC}"),
+        ("2025-01-01T12:00:00ZE12345678", "2025-01-01T12:00:00ZE12345678"),
+    ],
+)
+def test_a_passport_or_credit_code_glued_to_what_is_no_identifier_is_left(
+    text: str, redacted: str
+) -> None:
+    assert scan(text, NOTHING_ALLOWED)[0] == redacted
+
+
+GLUED = [
+    (ID_X, ID_NUMBER),
+    (ID_1990, ID_NUMBER),
+    (OLD_ID, ID_NUMBER),
+    ("13800138000", PHONE),
+    (CARD_16, BANK_ACCOUNT),
+    (AMEX, BANK_ACCOUNT),
+    ("E12345678", PASSPORT),
+    ("G12345678", PASSPORT),
+    ("EA1234567", PASSPORT),
+    (USCC, CREDIT_CODE),
+    (USCC_LETTER, CREDIT_CODE),
+    (USCC_Y, CREDIT_CODE),
+    (CREDIT_91, CREDIT_CODE),
+    ("192.168.0.1", IP),
+    ("fe80::1", IP),
+    ("li@example.com", EMAIL),
+]
+
+
+def may_follow(before: str, after: str) -> bool:
+    """Whether ``after`` written right after ``before`` is two identifiers to a reader: a letter
+    on one side of where they meet (between two digits nothing says where a number ends), no
+    local part of an address (it takes any letters and digits before its '@'), nothing after an
+    IPv6 address (its hex digits run on), and no hex letters after a top-level domain."""
+    if after.endswith(".com"):
+        return before.endswith(".com")
+    if ":" in before or (before.endswith(".com") and after[0] in "abcdef"):
+        return False
+    return before[-1].isalpha() or after[0].isalpha()
+
+
+@st.composite
+def glued_identifiers(draw: st.DrawFn) -> list[tuple[str, str]]:
+    chosen = [draw(st.sampled_from(GLUED))]
+    for _ in range(draw(st.integers(1, 3))):
+        options = [item for item in GLUED if may_follow(chosen[-1][0], item[0])]
+        if not options:
+            break
+        chosen.append(draw(st.sampled_from(options)))
+    return chosen
+
+
+@given(
+    glued_identifiers(),
+    st.sets(st.sampled_from(sorted(CATEGORIES))),
+    st.booleans(),
+    st.sampled_from(["", "资料：", " ", "，"]),
+)
+@settings(max_examples=300, deadline=None)
+def test_identifiers_glued_one_after_another_are_each_redacted(
+    identifiers: list[tuple[str, str]], allowed: set[str], wide: bool, around: str
+) -> None:
+    def written(value: str) -> str:
+        return fullwidth(value) if wide else value
+
+    text = around + "".join(written(value) for value, _ in identifiers) + around
+    expected = "".join(
+        written(value) if category in allowed else REDACTED[category]
+        for value, category in identifiers
+    )
+    counts = Counter(category for _, category in identifiers if category not in allowed)
+    assert scan(text, frozenset(allowed)) == (f"{around}{expected}{around}", dict(counts)), text
 
 
 # --- properties --------------------------------------------------------------------------------
@@ -1793,8 +1963,11 @@ FRAGMENTS = [
     "+86 ",
     "138 0013 8000",
     "E12345678",
+    "EA1234567",
+    USCC_LETTER,
     "192.168.0.1",
     "2001:db8::1",
+    "fe80::1",
     "li@example.com",
     "张伟@例子.中国",
     "josé@correo.es",
