@@ -1433,6 +1433,25 @@ def _as_a_reader() -> list[str]:
     return [setpriv, "--bounding-set=-dac_override,-dac_read_search,-fowner", "--inh-caps=-all"]
 
 
+async def _logs_as_a_reader(argv: list[str], config: Path) -> tuple[int | None, str, str]:
+    """`share-gateway logs ARGV --config CONFIG` in a process of its own, held to file modes."""
+    command = await asyncio.create_subprocess_exec(
+        *_as_a_reader(),
+        sys.executable,
+        "-m",
+        "gateway",
+        "logs",
+        *argv,
+        "--config",
+        str(config),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, KEY_ENV: HASH_KEY},
+    )
+    out, err = await asyncio.wait_for(command.communicate(), timeout=60)
+    return command.returncode, out.decode(), err.decode()
+
+
 @pytest.mark.parametrize(
     ("argv", "shown"),
     [
@@ -1445,7 +1464,7 @@ async def test_a_log_in_a_folder_the_reader_cannot_write_can_be_reviewed(
     logged: Settings, tmp_path: Path, argv: list[str], shown: str
 ) -> None:
     # A read-only snapshot of a log closed cleanly: no `-shm` beside it, and none can be made.
-    prefix = _as_a_reader()
+    _as_a_reader()  # skips the test, before any file is changed, where modes cannot hold
     folder = logged.share_log.path.parent
     for companion in folder.glob("share-log.sqlite?*"):
         companion.unlink()
@@ -1454,24 +1473,11 @@ async def test_a_log_in_a_folder_the_reader_cannot_write_can_be_reviewed(
     config.write_text(f"share_log: {{path: {logged.share_log.path}, stdout: false}}\n")
     folder.chmod(0o555)
     try:
-        command = await asyncio.create_subprocess_exec(
-            *prefix,
-            sys.executable,
-            "-m",
-            "gateway",
-            "logs",
-            *argv,
-            "--config",
-            str(config),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env={**os.environ, KEY_ENV: HASH_KEY},
-        )
-        out, err = await asyncio.wait_for(command.communicate(), timeout=60)
+        code, out, err = await _logs_as_a_reader(argv, config)
     finally:
         folder.chmod(0o755)
-    assert (command.returncode, err.decode()) == (0, "")
-    assert shown in out.decode()
+    assert (code, err) == (0, "")
+    assert shown in out
     assert sorted(p.name for p in folder.iterdir() if p.is_file()) == ["share-log.sqlite"]
 
 
@@ -1480,30 +1486,17 @@ async def test_a_log_this_account_may_not_open_is_a_usage_error(
     logged: Settings, tmp_path: Path, command: str
 ) -> None:
     # Not a damaged log: the account's permissions, which the caller can set right.
-    prefix = _as_a_reader()
+    _as_a_reader()  # skips the test, before any file is changed, where modes cannot hold
     path = logged.share_log.path
     config = tmp_path / "gateway.yaml"
     config.write_text(f"share_log: {{path: {path}, stdout: false}}\n")
     path.chmod(0o000)
     try:
-        command_run = await asyncio.create_subprocess_exec(
-            *prefix,
-            sys.executable,
-            "-m",
-            "gateway",
-            "logs",
-            command,
-            "--config",
-            str(config),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env={**os.environ, KEY_ENV: HASH_KEY},
-        )
-        out, err = await asyncio.wait_for(command_run.communicate(), timeout=60)
+        code, out, err = await _logs_as_a_reader([command], config)
     finally:
         path.chmod(0o600)
-    assert (command_run.returncode, out.decode()) == (2, "")
-    assert err.decode() == (
+    assert (code, out) == (2, "")
+    assert err == (
         f"share-gateway logs {command}: {path} cannot be opened by this account: "
         "unable to open database file\n"
     )
