@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import fcntl
 import os
 import re
 import sqlite3
@@ -36,6 +37,8 @@ CSV_HEADER = ("subject", "partner", "purpose", "granted_at", "withdrawn_at", "re
 MAX_FIELD_CHARS = 256
 MIN_SUBJECT_KEY_BYTES = 32
 BUSY_TIMEOUT_S = 5.0
+# The byte of a WAL index every connection to its file holds a shared lock on while open.
+_SHM_DMS_BYTE = 128
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -418,6 +421,11 @@ class ConsentRegistry:
                 # Created empty, it would hold no withdrawal: consent tokens they ended would
                 # count again.
                 raise RegistryError(f"{self.path}: no consent registry file is there to open")
+            if self._old_file_in_use():
+                # Another process still has the old file open: an empty log does not make the
+                # checkpoint busy, and opened now, the new file would share the log and its
+                # index at the path with it, each reading the other's pages as its own.
+                raise RegistryBusy(self.path)
             writer = self._connect(existing=True)
             try:
                 self._check_reopened(writer)
@@ -463,6 +471,26 @@ class ConsentRegistry:
         self._reader.close()
         self._writer.close()
         self._closed = True
+
+    def _old_file_in_use(self) -> bool:
+        """Whether another process has the replaced file open, once the gateway let go of it.
+
+        Every connection reading a file in WAL mode holds a shared lock on byte 128 of its
+        index (`-shm`, the "DMS" lock of SQLite's WAL-index format) while it is open; the index
+        of the file moved away stays at the path. POSIX locks: the gateway's own connections,
+        closed by now, hold none to be mistaken for another's.
+        """
+        try:
+            fd = os.open(f"{self.path}-shm", os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, _SHM_DMS_BYTE)
+        except OSError:
+            return True
+        finally:
+            os.close(fd)  # lets go of the lock just taken
+        return False
 
     def _check_reopened(self, db: sqlite3.Connection) -> None:
         """`_prepare` for a file put in place of the registry: nothing is created or migrated,

@@ -8,6 +8,8 @@ import io
 import json
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import tracemalloc
 from collections.abc import Callable, Iterator, Mapping
@@ -353,12 +355,74 @@ def test_a_replaced_registry_another_process_still_reads_is_not_reopened_yet(
         with pytest.raises(RegistryReplaced):
             serving.show(BOB)
         reading.execute("COMMIT")
+        reading.close()  # the other process ends: its last connection removes the old log
         assert serving.reopen() is True
         assert serving.show(ALICE) == []
         assert [g.reference for g in serving.show(BOB)] == ["C-2"]
     finally:
         reading.close()
         serving.close()
+
+
+# Another process with the registry open, idle: it reads its grants once opened and again
+# after each line on its standard input.
+_OTHER_PROCESS = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+for _ in iter(lambda: sys.stdin.readline(), ""):
+    print(db.execute("SELECT reference FROM grants ORDER BY reference").fetchall(), flush=True)
+"""
+
+
+def test_a_replaced_registry_another_process_has_open_is_not_reopened_with_an_empty_log(
+    tmp_path: Path,
+) -> None:
+    # With nothing in the old file's log, no reader makes emptying it busy. Opened then, the
+    # new file shared the log and its index at the path with the other process's old file:
+    # each read the other's pages as its own.
+    path = tmp_path / "consent.sqlite"
+    with ConsentRegistry(path, KEY) as first:
+        first.grant(ALICE, PARTNER, PURPOSE, JAN, "C-1")
+    serving = ConsentRegistry(path, KEY)
+    other = subprocess.Popen(
+        [sys.executable, "-c", _OTHER_PROCESS, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert other.stdin is not None
+    assert other.stdout is not None
+
+    def other_reads() -> str:
+        assert other.stdin is not None
+        assert other.stdout is not None
+        other.stdin.write("\n")
+        other.stdin.flush()
+        return other.stdout.readline().strip()
+
+    try:
+        assert other_reads() == "[('C-1',)]"
+        _restore_in_place(path, tmp_path)
+        with pytest.raises(RegistryBusy):
+            serving.reopen()
+        assert not serving.readable()
+        assert other_reads() == "[('C-1',)]"  # still its own file
+        other.stdin.close()  # the other process ends: its connection is closed
+        assert other.wait(timeout=10) == 0
+        assert serving.reopen() is True
+        serving.grant(BOB, PARTNER, PURPOSE, MAR, "C-3")
+        assert [g.reference for g in serving.show(BOB)] == ["C-2", "C-3"]
+        assert serving.show(ALICE) == []
+    finally:
+        other.kill()
+        other.wait(timeout=10)
+        other.stdout.close()
+        if not other.stdin.closed:
+            other.stdin.close()
+        serving.close()
+    with ConsentRegistry(tmp_path / "consent.sqlite.old", KEY) as old:
+        assert [g.reference for g in old.show(ALICE)] == ["C-1"]
+        assert old.show(BOB) == []
 
 
 def test_grant_is_idempotent_and_conflicts_are_refused(registry: ConsentRegistry) -> None:
