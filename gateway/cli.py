@@ -143,8 +143,8 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
                 {"path": d.path, "action": d.action, "reason": d.reason} for d in result.decisions
             ],
             "query": result.result.query,
-            # An upload's body goes as it came: not a document to show.
-            "body": result.document if result.upload_bytes is None else None,
+            # An upload's body goes as it came: not a document to show; a GET's is none.
+            "body": None if result.upload_bytes is not None or result.bodyless else result.document,
             "upload_bytes": result.upload_bytes,
         }
         print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
@@ -154,7 +154,9 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
     for d in result.decisions:
         print(f"  {d.action:<12} {d.path:<{width}}  {d.reason}")
     print("partner would receive:")
-    if result.upload_bytes is None:
+    if result.bodyless:
+        print("no body")
+    elif result.upload_bytes is None:
         print(orjson.dumps(result.document, option=orjson.OPT_INDENT_2).decode())
     else:
         categories = ", ".join(result.result.categories_sent)

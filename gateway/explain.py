@@ -47,6 +47,7 @@ class Explanation:
     route: RoutePolicy
     result: FilterResult
     upload_bytes: int | None = None  # an upload's body, sent whole and unread: its size
+    bodyless: bool = False  # a GET or DELETE: the partner gets no body, not an empty document
 
     @property
     def document(self) -> dict[str, JSONValue]:
@@ -123,4 +124,4 @@ def explain(
     deny_child_outside(partner, born_outside, today)
     if route.plan is None and body:
         return Explanation(route=route, result=result, upload_bytes=len(body))
-    return Explanation(route=route, result=result)
+    return Explanation(route=route, result=result, bodyless=method in BODYLESS_METHODS)

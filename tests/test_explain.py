@@ -524,7 +524,7 @@ def explain_args(tmp_path: Path, *, body: Any, route: str, purpose: str, **extra
         partner=extra.pop("partner", "acme-credit"),
         route=route,
         purpose=purpose,
-        body=str(path),
+        body=None if body is None else str(path),
         format=extra.pop("format", "text"),
         config=None,
     )
@@ -597,6 +597,33 @@ def test_cmd_explain_of_an_upload_says_the_body_goes_whole(
         assert (shown["body"], shown["upload_bytes"]) == (None, size)
     else:
         assert f"partner would receive:\nthe body as sent ({size} bytes), unread" in out
+
+
+@pytest.mark.parametrize("output", ["text", "json"])
+def test_cmd_explain_of_a_get_says_no_body_goes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, output: str
+) -> None:
+    # The gateway sends a GET with no body at all, not an empty JSON object.
+    monkeypatch.setenv("SHARE_GATEWAY_HASH_KEY", HASH_KEY)
+    args = explain_args(
+        tmp_path,
+        body=None,
+        route="GET /v1/objects/o-1?version=3&owner=u-1",
+        purpose="service_delivery",
+        partner="cloudvault",
+        format=output,
+    )
+    assert cmd_explain(args, Settings(contracts_dir=CONTRACTS)) == 0
+    out = capsys.readouterr().out
+    if output == "json":
+        shown = orjson.loads(out)
+        assert (shown["body"], shown["upload_bytes"], shown["query"]) == (
+            None,
+            None,
+            {"version": "3"},
+        )
+    else:
+        assert "partner would receive:\nno body\nquery: version=3\n" in out
 
 
 @pytest.mark.parametrize(
