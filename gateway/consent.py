@@ -542,9 +542,9 @@ class ConsentRegistry:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._check_file()
         with self._write_lock:
-            self._check_file()  # again: a reopen may have run while this call waited
+            # Under the lock: a reopen may have run while this call waited for it.
+            self._check_file()
             db = self._writer
             try:
                 db.execute("BEGIN IMMEDIATE")
@@ -596,9 +596,9 @@ class ConsentRegistry:
         """The grant in force at `at` (granted_at <= at < withdrawn_at); the latest granted wins."""
         moment = _micros(at)
         params = (self.subject_ref(subject_id), partner, purpose, moment, moment)
-        self._check_file()
         with self._read_lock:
-            self._check_file()  # again: a reopen may have run while this call waited
+            # Under the lock: a reopen may have run while this call waited for it.
+            self._check_file()
             # fetchall, not fetchone: the statement must finish so no read snapshot stays open.
             rows = self._reader.execute(_COVERING_SQL, params).fetchall()
         return _grant_from(rows[0]) if rows else None
@@ -620,16 +620,16 @@ class ConsentRegistry:
             _MIN_MICROS if since is None else _micros(since),
             _micros(at),
         )
-        self._check_file()
         with self._read_lock:
-            self._check_file()  # again: a reopen may have run while this call waited
+            # Under the lock: a reopen may have run while this call waited for it.
+            self._check_file()
             rows = self._reader.execute(_WITHDRAWN_BETWEEN_SQL, params).fetchall()
         return bool(rows)
 
     def show(self, subject_id: str) -> list[Grant]:
-        self._check_file()
         with self._read_lock:
-            self._check_file()  # again: a reopen may have run while this call waited
+            # Under the lock: a reopen may have run while this call waited for it.
+            self._check_file()
             rows = self._reader.execute(
                 "SELECT subject_ref, partner, purpose, granted_at, withdrawn_at, reference "
                 "FROM grants "
