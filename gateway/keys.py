@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import unicodedata
@@ -24,7 +25,21 @@ def subject_ref_key(master: bytes) -> bytes:
 
 
 def keyed_hash(key: bytes, value: str) -> str:
-    return hmac.digest(key, value.encode("utf-8", "surrogatepass"), "sha256").hex()
+    return hmac_sha256(key, value.encode("utf-8", "surrogatepass")).hex()
+
+
+def hmac_sha256(key: bytes, message: bytes) -> bytes:
+    """HMAC-SHA256 of `message`, from a copy of the MAC already keyed with `key`."""
+    mac = _keyed_mac(key).copy()
+    mac.update(message)
+    return mac.digest()
+
+
+@functools.lru_cache(maxsize=256)
+def _keyed_mac(key: bytes) -> hmac.HMAC:
+    # The gateway's keys are few and fixed, and each share takes several MACs: `hmac.digest`
+    # would look the algorithm up in OpenSSL and hash the key's pads again for every one.
+    return hmac.new(key, digestmod="sha256")
 
 
 def canonical_subject_id(subject_id: str) -> str:

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import orjson
 
-from gateway.keys import derive_key
+from gateway.keys import derive_key, hmac_sha256
 from gateway.sharelog.record import ShareOutcome, ShareRecord
 
 # An entry is a JSON object: `kind` ("share", "outcome" or "checkpoint"), `seq`, `prev_hash` and
@@ -100,11 +100,11 @@ def entry_hash(entry: Mapping[str, Any]) -> str:
 
 
 def entry_mac(key: bytes, digest: str) -> str:
-    return hmac.digest(key, b"entry:" + digest.encode("ascii"), "sha256").hex()
+    return hmac_sha256(key, b"entry:" + digest.encode("ascii")).hex()
 
 
 def head_mac(key: bytes, seq: int, digest: str) -> str:
-    return hmac.digest(key, f"head:{seq}:{digest}".encode("ascii"), "sha256").hex()
+    return hmac_sha256(key, f"head:{seq}:{digest}".encode("ascii")).hex()
 
 
 def macs_equal(a: str, b: str) -> bool:
