@@ -572,16 +572,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
             anchors = _read_anchors(args.checkpoints, key)
         except review.CheckpointLineError as exc:
             where = "standard input" if args.checkpoints == "-" else args.checkpoints
-            message = f"{where}, {exc}"
-            if args.format == "json":
-                failure = {
-                    "ok": False,
-                    "problem": {"kind": "checkpoint_line", "line": exc.line, "message": message},
-                }
-                print(orjson.dumps(failure, option=orjson.OPT_INDENT_2).decode())
-            else:
-                print(f"share log verification FAILED (checkpoint_line): {message}")
-            return EXIT_FAILED
+            return _verify_failed(args.format, "checkpoint_line", f"{where}, {exc}", line=exc.line)
     try:
         result = review.verify(path, key, anchors)
     except Exception as exc:  # a damaged file is a failed check, with the reason it gives
@@ -591,13 +582,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
                 raise  # a usage error, on stderr as every `logs` command says it
         else:
             reason = f"cannot be read: {exc}"
-        message = f"{path} {reason}"
-        if args.format == "json":
-            failure = {"ok": False, "problem": {"kind": "unreadable", "message": message}}
-            print(orjson.dumps(failure, option=orjson.OPT_INDENT_2).decode())
-        else:
-            print(f"share log verification FAILED (unreadable): {message}")
-        return EXIT_FAILED
+        return _verify_failed(args.format, "unreadable", f"{path} {reason}")
     if args.format == "json":
         print(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2).decode())
     elif result.problem is None:
@@ -628,6 +613,16 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
             print(f"first broken record: {', '.join(where)}")
         print(f"checked before the failure: {result.entries:,} entries")
     return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _verify_failed(output: str, kind: str, message: str, **where: int) -> int:
+    """A check that failed before any record was judged: said as a failed verification is."""
+    if output == "json":
+        failure = {"ok": False, "problem": {"kind": kind, **where, "message": message}}
+        print(orjson.dumps(failure, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(f"share log verification FAILED ({kind}): {message}")
+    return EXIT_FAILED
 
 
 def _read_anchors(name: str, key: bytes) -> list[review.Anchor]:
