@@ -979,6 +979,7 @@ _EMPTY_ROUTE_KEYS = {
     "birth_date": "empty: name the field that holds the subject's birth date, or remove the key",
     "fields": "empty: list the fields the partner may receive, or remove the key (a route "
     "without fields forwards its body unchanged, with content_types)",
+    "response": "empty: name the fields the caller may receive, or remove the key",
 }
 
 
@@ -995,24 +996,15 @@ class Route(_Model):
     response: ResponseSpec | None = None
     direction: Literal["push"] = "push"
 
-    @field_validator("subject", "birth_date", "fields", mode="before")
+    @field_validator(*_EMPTY_ROUTE_KEYS, mode="before")
     @classmethod
     def _written(cls, value: object, info: ValidationInfo) -> object:
         if value is None:
             # `birth_date:` with nothing after it (or only a comment) reads as null: taken as
             # no such key, `minors: deny` had no birth date to act on, a share no subject to
-            # record for an access request, and a route without `fields` forwards its body as
-            # it came.
+            # record for an access request, a route without `fields` forwards its body as it
+            # came, and one without `response` the partner's whole answer.
             raise ValueError(_EMPTY_ROUTE_KEYS[str(info.field_name)])
-        return value
-
-    @field_validator("response", mode="before")
-    @classmethod
-    def _response_written(cls, value: object) -> object:
-        if value is None:
-            # `response:` with nothing after it: taken as "no response filter", the partner's
-            # whole answer would reach the caller where the author meant to name its fields.
-            raise ValueError("empty: name the fields the caller may receive, or remove the key")
         return value
 
     @field_validator("direction", mode="before")
