@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -295,6 +296,31 @@ _SCALARS = tuple(name for name in Settings.model_fields if name not in _SECTION_
 
 Target = tuple[str] | tuple[str, str]
 
+# Kubernetes gives every pod `<SERVICE>_SERVICE_HOST`, `<SERVICE>_PORT_8080_TCP` and the like for
+# each Service in its namespace, so a Service named `share-gateway` (or `share-gateway-consent`)
+# puts variables under the prefix that no operator wrote.
+_SERVICE_LINK_SUFFIX = re.compile(
+    r"_(?:SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9_]+)?"
+    r"|PORT(?:_[0-9]+_(?:TCP|UDP|SCTP)(?:_(?:PROTO|PORT|ADDR))?)?)"
+)
+
+
+def _is_service_link(variable: str, environ: Mapping[str, str]) -> bool:
+    # Kubernetes sets `<SERVICE>_SERVICE_HOST` with every other link variable: without it,
+    # `SHARE_GATEWAY_LISTN_PORT` is a misspelt override, not a Service's port.
+    return any(
+        _SERVICE_LINK_SUFFIX.fullmatch(variable, i) and f"{variable[:i]}_SERVICE_HOST" in environ
+        for i in range(len(ENV_PREFIX) - 1, len(variable))
+        if variable[i] == "_"
+    )
+
+
+# Most likely a secret's variable (a contract's token, say) that nothing names, or a misspelling.
+_NO_SUCH_SETTING = (
+    "no such setting (a secret's variable is named like an override only when "
+    "secrets.hash_key_env or an hs256_secret_env names it)"
+)
+
 
 def _target(variable: str) -> Target | None:
     """The setting `SHARE_GATEWAY_<SECTION>_<KEY>` or `SHARE_GATEWAY_<KEY>` overrides, if any."""
@@ -346,19 +372,25 @@ def _apply_env(
 
     Values are taken as text, which the settings' types convert (`9090`, `true`); only a
     setting that takes a list parses its value, as strict YAML (`[RS256, ES256]`). A variable
-    that settings name as a secret's source is never an override, whatever its name, and
-    nothing else under the prefix is read at all (the hash key itself lives there). No value is
-    ever echoed in a problem.
+    that settings name as a secret's source is never an override, whatever its name, nor is a
+    Kubernetes Service's link variable; any other variable under the prefix must name a
+    setting, so a misspelt one stops start-up rather than leave the setting as it was. No
+    value is ever echoed in a problem.
     """
     secrets = _secret_variables(raw, environ)
     origins: dict[Target, str] = {}
     problems: list[str] = []
     for variable, text in environ.items():
+        if not variable.startswith(ENV_PREFIX) or variable in secrets:
+            continue
         target = _target(variable)
-        if target is None or variable in secrets:
+        field = _field(target) if target is not None else None
+        if target is None or field is None:
+            if not _is_service_link(variable, environ):
+                problems.append(f"{variable}: {_NO_SUCH_SETTING}")
             continue
         try:
-            value = _env_value(text, _field(target))
+            value = _env_value(text, field)
         except ValueError as exc:
             problems.append(f"{variable}: {exc}")
             continue
@@ -461,14 +493,7 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
             # A value from the environment is reported under its variable, not the file.
             variable = next((v for k, v in origins.items() if loc[: len(k)] == k), None)
             place = f"{variable}" if variable else f"{where}: {'.'.join(loc) or '(top)'}"
-            message = err["msg"]
-            if variable and err["type"] == "extra_forbidden":
-                # Most likely a secret's variable (a contract's token, say) that nothing names.
-                message = (
-                    "no such setting (a secret's variable is named like an override only when "
-                    "secrets.hash_key_env or an hs256_secret_env names it)"
-                )
-            problems.append(f"{place}: {message}")
+            problems.append(f"{place}: {err['msg']}")
         raise SettingsError(problems) from exc
     if problems:
         raise SettingsError(problems)

@@ -547,6 +547,50 @@ def test_an_unknown_override_says_how_a_secret_may_be_named(tmp_path: Path) -> N
     assert "Zx9" not in problem
 
 
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "SHARE_GATEWAY_SHARELOG_DURABILITY",  # a misspelt section: batched would stay in force
+        "SHARE_GATEWAY_LISTN_PORT",  # named like a Service's port, with no Service beside it
+        "SHARE_GATEWAY_CONFIG",
+        "SHARE_GATEWAY_",
+    ],
+)
+def test_a_variable_under_the_prefix_that_names_no_setting_stops_start_up(
+    tmp_path: Path, variable: str
+) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(config, environ={variable: "strict"})
+    assert caught.value.problems == [
+        f"{variable}: no such setting (a secret's variable is named like an override only when "
+        "secrets.hash_key_env or an hs256_secret_env names it)"
+    ]
+
+
+def test_a_kubernetes_services_link_variables_are_no_overrides(tmp_path: Path) -> None:
+    # What a pod gets for Services named `share-gateway` and `share-gateway-consent`.
+    config = tmp_path / "gateway.yaml"
+    config.write_text("consent: {algorithms: [HS256], hs256_secret_env: CONSENT_KEY}\n")
+    environ = {"CONSENT_KEY": "k" * 32, "SHARE_GATEWAY_LISTEN_PORT": "9090"}
+    for service, port in (("SHARE_GATEWAY", "8080"), ("SHARE_GATEWAY_CONSENT", "443")):
+        environ |= {
+            f"{service}_SERVICE_HOST": "10.96.0.7",
+            f"{service}_SERVICE_PORT": port,
+            f"{service}_SERVICE_PORT_HTTP": port,
+            f"{service}_PORT": f"tcp://10.96.0.7:{port}",
+            f"{service}_PORT_{port}_TCP": f"tcp://10.96.0.7:{port}",
+            f"{service}_PORT_{port}_TCP_PROTO": "tcp",
+            f"{service}_PORT_{port}_TCP_PORT": port,
+            f"{service}_PORT_{port}_TCP_ADDR": "10.96.0.7",
+        }
+    settings = load_settings(config, environ=environ)
+    assert settings.listen.port == 9090
+    assert settings.consent is not None
+    assert settings.consent.algorithms == ("HS256",)
+
+
 def test_the_file_is_capped_and_may_come_through_a_pipe(tmp_path: Path) -> None:
     # Read once, at the operator's word: a pipe (`--config <(envsubst < gateway.yaml)`) is read
     # as given, but nothing past 1 MiB is parsed (parsing takes seconds a MiB).
