@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import stat
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -68,7 +69,8 @@ _B64URL_ALPHABET: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0
 
 
 class AuthConfigError(Exception):
-    """A key source is unusable at start-up: unreadable file, invalid key, missing secret."""
+    """A key source is unusable at start-up or a reload: unreadable file, invalid key, missing
+    secret."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,13 +264,13 @@ def _find(
 
 
 class StaticKeyStore:
-    """Keys loaded once: a PEM public key, a JWKS file, or an HS256 secret."""
+    """Keys loaded once, never to change: an HS256 secret from the environment."""
 
     def __init__(self, keys: Sequence[VerificationKey], *, by_kid: bool) -> None:
         if not keys:
             raise ValueError("a key store needs at least one key")
         self._keys = tuple(keys)
-        # A PEM key or a secret is the only trusted key: a token's kid says nothing about it.
+        # A secret is the only trusted key: a token's kid says nothing about it.
         self._by_kid = by_kid
 
     @property
@@ -286,6 +288,71 @@ class StaticKeyStore:
         if keys is None:
             raise InvalidToken("token key id (kid) is not a trusted key")
         return keys
+
+
+@dataclass(frozen=True, slots=True)
+class KeyFile:
+    """A key file read whole and every key in it checked, not yet in use."""
+
+    keys: tuple[VerificationKey, ...]
+    document: bytes
+
+
+class FileKeyStore:
+    """Keys from a `public_key_file` or a `jwks_file`: read at start, and again at each reload.
+
+    `read` takes the file whole and checks every key, changing nothing; `use` puts what it
+    read in place of the keys in use, once the rest of the reload was good too. A file that
+    changed moves the generation on, as a JWKS refresh does: the tokens verified under the keys
+    it replaced are verified again, so a key taken out of the file no longer counts, cached or
+    not.
+    """
+
+    def __init__(self, path: Path, allowed: frozenset[str], *, what: str, jwks: bool) -> None:
+        self._path = path
+        self._allowed = allowed
+        self._what = what
+        # A PEM key is the only trusted key: a token's kid says nothing about it.
+        self._by_kid = jwks
+        self._generation = 0
+        loaded = self.read()
+        self._keys, self._document = loaded.keys, loaded.document
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def select(self, kid: str | None, alg: str) -> tuple[VerificationKey, ...]:
+        keys = _find(self._keys, kid, alg, by_kid=self._by_kid)
+        if keys is None:
+            raise InvalidToken("token key id (kid) is not a trusted key")
+        return keys
+
+    def read(self) -> KeyFile:
+        """The file's keys as they are now; AuthConfigError (the problem, prefixed with the
+        setting's name) when the file cannot be used as the start would refuse it."""
+        document = _read_whole(self._path, self._what)
+        if self._by_kid:
+            keys = _jwks_keys(document, self._path, self._allowed, self._what)
+        else:
+            keys = (_pem_key(document, self._path, self._allowed, self._what),)
+        return KeyFile(keys, document)
+
+    def use(self, loaded: KeyFile) -> None:
+        """Verify with the keys `read` returned from now on (no-op for an unchanged file)."""
+        if loaded.document == self._document:
+            return  # nothing withdrawn: the verified tokens stay cached
+        self._keys, self._document = loaded.keys, loaded.document
+        self._generation += 1
+        log.info(
+            "key_file_reloaded", setting=self._what, file=str(self._path), keys=len(self._keys)
+        )
 
 
 class _FetchError(Exception):
@@ -498,15 +565,42 @@ class RemoteJwksKeyStore:
             raise _FetchError(str(exc)) from exc
 
 
-def _read_file(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise AuthConfigError(f"{what}: cannot read {path}: {exc.strerror or exc}") from exc
+# A key file rewritten in place (truncated, then written) may be read half-written: such a
+# read is tried again, a few times, as a contract's is.
+KEY_FILE_READ_ATTEMPTS: Final = 3
+KEY_FILE_READ_PAUSE_S: Final = 0.05
 
 
-def _load_pem(path: Path, allowed: frozenset[str], what: str) -> VerificationKey:
-    data = _read_file(path, what)
+def _read_whole(path: Path, what: str) -> bytes:
+    """The file's bytes, all of one version of it: never the start of a new file and the end of
+    the old one, which may still parse as some other key."""
+    for attempt in range(KEY_FILE_READ_ATTEMPTS):
+        if attempt:
+            time.sleep(KEY_FILE_READ_PAUSE_S)
+        try:
+            with path.open("rb") as file:
+                before = os.fstat(file.fileno())
+                data = file.read()
+            # The name, not the file read: one renamed into place meanwhile is read next.
+            after = os.stat(path)
+        except OSError as exc:
+            raise AuthConfigError(f"{what}: cannot read {path}: {exc.strerror or exc}") from exc
+        if not stat.S_ISREG(before.st_mode):
+            return data  # a pipe has no size or version to compare: read as given, at start too
+        if len(data) == before.st_size and _file_version(before) == _file_version(after):
+            return data
+    raise AuthConfigError(
+        f"{what}: {path} kept changing while it was read; put a key file in place by renaming "
+        "a complete file"
+    )
+
+
+def _file_version(status: os.stat_result) -> tuple[int, ...]:
+    # ctime as well as mtime: a writer can set mtime back (`cp -p`, `touch -r`), never ctime.
+    return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
+
+
+def _pem_key(data: bytes, path: Path, allowed: frozenset[str], what: str) -> VerificationKey:
     if b"PRIVATE KEY-----" in data:
         raise AuthConfigError(f"{what}: {path} holds a private key; configure the public key")
     if b"-----BEGIN CERTIFICATE" in data:
@@ -530,8 +624,11 @@ def _load_pem(path: Path, allowed: frozenset[str], what: str) -> VerificationKey
         raise AuthConfigError(f"{what}: {path}: {exc}") from exc
 
 
-def _load_jwks_file(path: Path, allowed: frozenset[str], what: str) -> tuple[VerificationKey, ...]:
-    data = _read_file(path, what)
+def _jwks_keys(
+    data: bytes, path: Path, allowed: frozenset[str], what: str
+) -> tuple[VerificationKey, ...]:
+    # A set with no usable key is refused here, where a `jwks_url` would withdraw every key: a
+    # start without a key is refused, and a reload is refused as the start would be.
     try:
         return parse_jwks(json.loads(data), allowed)
     except (ValueError, RecursionError) as exc:
@@ -564,14 +661,17 @@ def load_key_store(
     section: str = "auth",
     environ: Mapping[str, str] | None = None,
 ) -> KeyStore:
-    """The key store a `KeySettings` names; local keys are read now, a JWKS URL on start()."""
+    """The key store a `KeySettings` names; local keys are read now, a JWKS URL on start().
+
+    The keys of a file are read again at each reload (`FileKeyStore`); a secret from the
+    environment is not: a running process's environment does not change."""
     allowed = frozenset(settings.algorithms)
     if settings.public_key_file is not None:
-        key = _load_pem(settings.public_key_file, allowed, f"{section}.public_key_file")
-        return StaticKeyStore([key], by_kid=False)
+        return FileKeyStore(
+            settings.public_key_file, allowed, what=f"{section}.public_key_file", jwks=False
+        )
     if settings.jwks_file is not None:
-        keys = _load_jwks_file(settings.jwks_file, allowed, f"{section}.jwks_file")
-        return StaticKeyStore(keys, by_kid=True)
+        return FileKeyStore(settings.jwks_file, allowed, what=f"{section}.jwks_file", jwks=True)
     if settings.hs256_secret_env is not None:
         env = os.environ if environ is None else environ
         secret = _load_secret(settings.hs256_secret_env, env, f"{section}.hs256_secret_env")
@@ -816,6 +916,10 @@ class TokenVerifier:
     @property
     def cached_tokens(self) -> int:
         return len(self._cache)
+
+    @property
+    def key_store(self) -> KeyStore:
+        return self._keys
 
     async def authenticate(self, authorization: str | None) -> Caller:
         """The caller of an `Authorization` header value, or InvalidToken."""

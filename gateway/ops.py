@@ -149,7 +149,7 @@ async def reload(request: web.Request, runtime: Runtime) -> web.StreamResponse:
             {
                 "error": {
                     "code": "invalid_contracts",
-                    "message": "reload refused; the previous contract set stays in force",
+                    "message": "reload refused; the contracts and keys in use stay in force",
                     "problems": exc.problems,
                 }
             },

@@ -11,7 +11,7 @@ import structlog
 from aiohttp import web
 
 from gateway import heap, metrics
-from gateway.auth import TokenVerifier
+from gateway.auth import AuthConfigError, FileKeyStore, KeyFile, TokenVerifier
 from gateway.consent import RegistryError
 from gateway.contractset import load_contract_set
 from gateway.fieldfilter import TextScanner
@@ -90,7 +90,8 @@ class Runtime:
         self.slowest_timeout_s = max(self.slowest_timeout_s, slowest)
 
     async def reload(self) -> Policy:
-        """Validate and compile the whole directory, then swap; on any problem keep the old set.
+        """Validate and compile the whole directory and read every key file again, then swap
+        them all; on any problem keep the old set and the keys in use.
 
         A consent registry file replaced or removed under the gateway is reopened first, whatever
         becomes of the contracts: the reload is how an operator says the file in its place is
@@ -98,9 +99,7 @@ class Runtime:
         async with self._reload_lock:
             await self._reopen_registry()
             try:
-                policy = await asyncio.to_thread(
-                    load_policy, self.settings, self.master_key, self.environ
-                )
+                policy, key_files = await asyncio.to_thread(self._load, self._key_stores())
             except StartupError as exc:
                 metrics.RELOADS.labels("failed").inc()
                 log.error("contracts_reload_failed", problems=exc.problems)
@@ -110,7 +109,10 @@ class Runtime:
                 metrics.RELOADS.labels("failed").inc()
                 log.exception("contracts_reload_failed")
                 raise
+            # No wait from here on: a request sees the old contracts and keys or the new ones.
             self.policy = policy
+            for store, loaded in key_files:
+                store.use(loaded)
             self._note_timeouts(policy)
             if self.settles_heap:
                 heap.settle()
@@ -122,6 +124,34 @@ class Runtime:
                 },
             )
             return policy
+
+    def _key_stores(self) -> list[FileKeyStore]:
+        """The stores whose keys come from a file: an `hs256_secret_env` is the environment's,
+        which does not change under a running process, and a `jwks_url` refreshes itself."""
+        verifiers = (self.verifier, self.terms.consent_tokens)
+        stores = (verifier.key_store for verifier in verifiers if verifier is not None)
+        return [store for store in stores if isinstance(store, FileKeyStore)]
+
+    def _load(
+        self, stores: list[FileKeyStore]
+    ) -> tuple[Policy, list[tuple[FileKeyStore, KeyFile]]]:
+        """The contract set and the keys of every file, read and checked, none yet in use; a
+        StartupError lists every problem of each, as one refused reload."""
+        problems: list[str] = []
+        policy: Policy | None = None
+        try:
+            policy = load_policy(self.settings, self.master_key, self.environ)
+        except StartupError as exc:
+            problems += exc.problems
+        key_files: list[tuple[FileKeyStore, KeyFile]] = []
+        for store in stores:
+            try:
+                key_files.append((store, store.read()))
+            except AuthConfigError as exc:
+                problems.append(str(exc))
+        if policy is None or problems:
+            raise StartupError(problems or ["no contracts loaded"])
+        return policy, key_files
 
     async def _reopen_registry(self) -> None:
         registry = self.terms.registry

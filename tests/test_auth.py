@@ -6,10 +6,12 @@ import asyncio
 import base64
 import json
 import math
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import jwt
@@ -37,10 +39,12 @@ from tokens import (
     write_jwks,
 )
 
+from gateway import auth as auth_module
 from gateway.auth import (
     MAX_TOKEN_CHARS,
     AuthConfigError,
     Caller,
+    FileKeyStore,
     KeyStore,
     RemoteJwksKeyStore,
     StaticKeyStore,
@@ -718,6 +722,153 @@ async def test_jwks_url_may_not_hold_credentials(url: str) -> None:
 )
 async def test_jwks_url_accepted_without_fetching_before_start(url: str) -> None:
     assert isinstance(await build_auth_verifier(auth_settings(jwks_url=url)), TokenVerifier)
+
+
+# --- key files read again (a reload) -------------------------------------------------------
+
+
+def file_store(verifier: TokenVerifier) -> FileKeyStore:
+    store = verifier.key_store
+    assert isinstance(store, FileKeyStore)
+    return store
+
+
+async def test_a_key_taken_out_of_a_pem_file_stops_verifying_cached_tokens_too(
+    rsa_signer: SigningKey, rsa_rotated: SigningKey, tmp_path: Path
+) -> None:
+    path = rsa_signer.write_pem(tmp_path / "key.pem")
+    verifier = await build_auth_verifier(
+        auth_settings(algorithms=["RS256"], public_key_file=path, token_cache_size=10)
+    )
+    old = mint(rsa_signer)
+    assert (await verifier.verify(old))["sub"]
+    assert verifier.cached_tokens == 1
+
+    rsa_rotated.write_pem(path)
+    store = file_store(verifier)
+    store.use(store.read())
+
+    await refused(verifier, old, "signature is invalid")
+    assert (await verifier.verify(mint(rsa_rotated)))["sub"]
+
+
+async def test_a_key_taken_out_of_a_jwks_file_stops_verifying_and_a_key_added_verifies(
+    rsa_signer: SigningKey, rsa_rotated: SigningKey, ec_signer: SigningKey, tmp_path: Path
+) -> None:
+    path = write_jwks(tmp_path / "jwks.json", rsa_signer, ec_signer)
+    verifier = await build_auth_verifier(
+        auth_settings(algorithms=["RS256", "ES256"], jwks_file=path, token_cache_size=10)
+    )
+    withdrawn, kept = mint(rsa_signer), mint(ec_signer)
+    assert (await verifier.verify(withdrawn))["sub"]
+    assert (await verifier.verify(kept))["sub"]
+
+    write_jwks(path, ec_signer, rsa_rotated)
+    store = file_store(verifier)
+    store.use(store.read())
+
+    await refused(verifier, withdrawn, r"key id \(kid\) is not a trusted key")
+    assert (await verifier.verify(kept))["sub"]
+    assert (await verifier.verify(mint(rsa_rotated)))["sub"]
+
+
+async def test_a_key_file_read_again_unchanged_keeps_the_verified_tokens(
+    rsa_signer: SigningKey, tmp_path: Path
+) -> None:
+    path = write_jwks(tmp_path / "jwks.json", rsa_signer)
+    store = load_key_store(KeySettings(algorithms=["RS256"], jwks_file=path))
+    assert isinstance(store, FileKeyStore)
+    counting = CountingKeyStore(store)
+    verifier = TokenVerifier(
+        counting, algorithms=["RS256"], issuer=ISSUER, audience=AUDIENCE, cache_size=10
+    )
+    token = mint(rsa_signer)
+    await verifier.verify(token)
+
+    store.use(store.read())
+    await verifier.verify(token)
+
+    assert counting.selections == 1
+
+
+@pytest.mark.parametrize(
+    ("source", "content", "match"),
+    [
+        ("public_key_file", None, r"auth\.public_key_file: cannot read"),
+        ("public_key_file", b"not a key", "is not a PEM public key"),
+        ("public_key_file", b"-----BEGIN PRIVATE KEY-----\n...", "holds a private key"),
+        ("public_key_file", "ec", "none of the configured algorithms"),
+        ("public_key_file", "half", "is not a PEM public key"),
+        ("jwks_file", None, r"auth\.jwks_file: cannot read"),
+        ("jwks_file", b'{"keys": [', "jwks_file"),
+        # As at start: a file left with no usable key is refused, not read as every key withdrawn.
+        ("jwks_file", b'{"keys": []}', "no usable signature key"),
+        ("jwks_file", "ec", "no usable signature key"),
+    ],
+)
+async def test_a_key_file_that_cannot_be_used_at_a_reload_leaves_the_keys_in_use(
+    source: str,
+    content: bytes | str | None,
+    match: str,
+    rsa_signer: SigningKey,
+    ec_signer: SigningKey,
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "keys"
+    if source == "jwks_file":
+        write_jwks(path, rsa_signer)
+    else:
+        rsa_signer.write_pem(path)
+    settings = auth_settings(algorithms=["RS256"], token_cache_size=10, **{source: path})
+    verifier = await build_auth_verifier(settings)
+    cached = mint(rsa_signer, subject="cached")
+    assert (await verifier.verify(cached))["sub"] == "cached"
+
+    if content is None:
+        path.unlink()
+    elif content == "ec":  # a key of an algorithm the settings do not allow
+        if source == "jwks_file":
+            write_jwks(path, ec_signer)
+        else:
+            ec_signer.write_pem(path)
+    elif content == "half":  # caught while it was being written
+        path.write_bytes(rsa_key().public_pem()[:200])
+    else:
+        assert isinstance(content, bytes)
+        path.write_bytes(content)
+    store = file_store(verifier)
+    with pytest.raises(AuthConfigError, match=match):
+        store.read()
+
+    assert (await verifier.verify(cached))["sub"] == "cached"
+    assert verifier.cached_tokens == 1
+    assert (await verifier.verify(mint(rsa_signer, subject="fresh")))["sub"] == "fresh"
+
+
+def test_a_key_file_rewritten_while_it_is_read_is_read_again_whole(
+    rsa_signer: SigningKey, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = rsa_signer.write_pem(tmp_path / "key.pem")
+    store = load_key_store(KeySettings(algorithms=["RS256"], public_key_file=path))
+    assert isinstance(store, FileKeyStore)
+    # Another size, so that the change shows whatever the file system's clock resolution.
+    rewritten = rsa_key(bits=3072)
+    looks = 0
+
+    def stat_after_a_rewrite(name: Path) -> os.stat_result:
+        nonlocal looks
+        looks += 1
+        if looks == 1:  # the writer got in between the read and the look after it
+            rewritten.write_pem(path)
+        return os.stat(name)
+
+    monkeypatch.setattr(
+        auth_module, "os", SimpleNamespace(fstat=os.fstat, stat=stat_after_a_rewrite)
+    )
+    loaded = store.read()
+
+    assert looks == 2
+    assert loaded.document == rewritten.public_pem()
 
 
 # --- jwks_url -------------------------------------------------------------------------------

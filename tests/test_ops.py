@@ -16,6 +16,7 @@ import pytest
 import structlog
 import yaml
 from conftest import HASH_KEY, Gateway, GatewayFactory, contract, raw_request, tamper
+from tokens import SigningKey, mint, rsa_key, write_jwks
 
 from gateway import runtime as runtime_module
 from gateway.app import (
@@ -272,6 +273,112 @@ async def test_a_refused_reload_lists_fifty_problems_of_a_file_and_counts_the_re
     problems = (await refused.json())["error"]["problems"]
     assert len(problems) == 51
     assert problems[-1] == f"{path}: and 30 more problem(s) in this file"
+
+
+# --- a reload reads the key files again -------------------------------------------------------
+
+
+BODY = {"applicant": {"user_id": "u-1"}}
+
+
+def write_keys(path: Path, source: str, *keys: SigningKey) -> Path:
+    if source == "jwks_file":
+        return write_jwks(path, *keys)
+    [key] = keys
+    return key.write_pem(path)
+
+
+async def keys_gateway(
+    make_gateway: GatewayFactory, path: Path, source: str, key: SigningKey
+) -> Gateway:
+    """A gateway whose caller keys come from the file at `path`: a PEM key or a JWKS."""
+    write_keys(path, source, key)
+    return await make_gateway(settings={"auth": {"public_key_file": None, source: path}})
+
+
+async def reloads_counted(gw: Gateway, result: str) -> float:
+    text = await (await gw.client.get("/_gateway/metrics")).text()
+    name = f'share_gateway_contract_reloads_total{{result="{result}"}}'
+    return next((float(line.split()[-1]) for line in text.splitlines() if line.startswith(name)), 0)
+
+
+@pytest.mark.parametrize("source", ["public_key_file", "jwks_file"])
+async def test_a_reload_withdraws_a_caller_key_taken_out_of_its_file_and_takes_one_put_in(
+    make_gateway: GatewayFactory, idp_key: SigningKey, tmp_path: Path, source: str
+) -> None:
+    path = tmp_path / "caller-keys"
+    gw = await keys_gateway(make_gateway, path, source, idp_key)
+    token = gw.token()
+    shared = await gw.share("POST", "/acme/v1/assess", json=BODY, token=token)
+    assert shared.status == 200, await shared.text()
+    assert gw.runtime.verifier.cached_tokens == 1  # verified once, then taken from the cache
+    admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
+
+    rotated = rsa_key(kid="idp-2")
+    write_keys(path, source, rotated)
+    reloaded = await gw.client.post("/_gateway/reload", headers=admin)
+    assert reloaded.status == 200, await reloaded.text()
+
+    refused = await gw.share("POST", "/acme/v1/assess", json=BODY, token=token)
+    assert (refused.status, (await refused.json())["error"]["code"]) == (401, "invalid_token")
+    assert len(gw.partner.received) == 1
+    record = gw.log.records[-1]
+    assert (record.decision, record.reason) == ("denied", "invalid_token")
+    taken = mint(rotated, scope="share:acme:*")
+    shared = await gw.share("POST", "/acme/v1/assess", json=BODY, token=taken)
+    assert shared.status == 200, await shared.text()
+    assert len(gw.partner.received) == 2
+
+
+@pytest.mark.parametrize(
+    ("source", "content", "problem"),
+    [
+        ("public_key_file", b"", "is not a PEM public key"),
+        ("public_key_file", b"-----BEGIN PRIVATE KEY-----\n...", "holds a private key"),
+        ("jwks_file", None, "cannot read"),
+        # A set left with no usable key is refused at start, and so at a reload.
+        ("jwks_file", b'{"keys": []}', "no usable signature key"),
+    ],
+)
+async def test_a_reload_with_a_key_file_it_cannot_use_is_refused_and_swaps_nothing(
+    make_gateway: GatewayFactory,
+    idp_key: SigningKey,
+    tmp_path: Path,
+    source: str,
+    content: bytes | None,
+    problem: str,
+) -> None:
+    path = tmp_path / "caller-keys"
+    gw = await keys_gateway(make_gateway, path, source, idp_key)
+    token = gw.token()
+    shared = await gw.share("POST", "/acme/v1/assess", json=BODY, token=token)
+    assert shared.status == 200, await shared.text()
+    admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
+    changed = contract(contract={"version": 4})
+    changed["upstream"]["base_url"] = gw.partner.base_url
+    (gw.runtime.settings.contracts_dir / "acme.yaml").write_text(yaml.safe_dump(changed))
+    if content is None:
+        path.unlink()
+    else:
+        path.write_bytes(content)
+    failed_before = await reloads_counted(gw, "failed")
+
+    with structlog.testing.capture_logs() as logs:
+        refused = await gw.client.post("/_gateway/reload", headers=admin)
+
+    assert refused.status == 422
+    [listed] = (await refused.json())["error"]["problems"]
+    assert listed.startswith(f"auth.{source}: ")
+    assert problem in listed
+    assert await reloads_counted(gw, "failed") == failed_before + 1
+    [failed] = [event for event in logs if event["event"] == "contracts_reload_failed"]
+    assert failed["problems"] == [listed]
+    # All or nothing: the good contract file waits for the key file to be good too.
+    assert gw.runtime.policy.partners["acme"].contract.contract.version == 3
+    for kept in (token, gw.token(subject="svc-other")):
+        shared = await gw.share("POST", "/acme/v1/assess", json=BODY, token=kept)
+        assert shared.status == 200, await shared.text()
+    assert len(gw.partner.received) == 3
 
 
 GRANT = {

@@ -23,7 +23,7 @@ import yaml
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 from conftest import HASH_KEY, PARTNER_TOKEN, contract
 from partners import FakePartner, Received
-from tokens import AUDIENCE, ISSUER, SigningKey, mint
+from tokens import AUDIENCE, ISSUER, SigningKey, mint, rsa_key
 
 from gateway.sharelog import review
 
@@ -459,6 +459,55 @@ async def test_sighup_reloads_and_keeps_the_last_good_set(
         assert await gateway.wait_exit() == 0
     recorded = list(shares(setup).values())
     assert [row["contract_version"] for row in recorded] == [3, 4, 4, 4]
+
+
+async def _share_as(session: ClientSession, setup: Setup, token: str) -> int:
+    async with session.post(
+        setup.base + ASSESS,
+        data=orjson.dumps(BODY),
+        headers={
+            "Authorization": f"Bearer {token}",
+            "X-Share-Purpose": "credit_assessment",
+            "Content-Type": "application/json",
+        },
+    ) as response:
+        return response.status
+
+
+async def test_sighup_reads_the_caller_key_file_again(
+    setup: Setup, session: ClientSession, partner: HoldingPartner
+) -> None:
+    with running(setup) as gateway:
+        await gateway.wait_ready(session)
+        withdrawn = setup.token()
+        assert await _share_as(session, setup, withdrawn) == 200
+
+        rotated = rsa_key(kid="idp-2")
+        rotated.write_pem(setup.root / "idp.pem")
+        gateway.signal(signal.SIGHUP)
+
+        async def ok_reloaded() -> bool:
+            return await _reloads(session, setup, "ok") >= 1
+
+        await _until(ok_reloaded)
+        assert await _share_as(session, setup, withdrawn) == 401
+        assert len(partner.received) == 1
+        taken = mint(rotated, scope="share:acme:*")
+        assert await _share_as(session, setup, taken) == 200
+
+        (setup.root / "idp.pem").write_bytes(b"-----BEGIN PUBLIC KEY-----\ncut off")
+        gateway.signal(signal.SIGHUP)
+
+        async def failed_reloaded() -> bool:
+            return await _reloads(session, setup, "failed") >= 1
+
+        await _until(failed_reloaded)
+        assert await _share_as(session, setup, taken) == 200
+        assert await _share_as(session, setup, withdrawn) == 401
+        assert len(partner.received) == 3
+        gateway.signal(signal.SIGTERM)
+        assert await gateway.wait_exit() == 0
+    assert "auth.public_key_file" in gateway.stdout_path.read_text()
 
 
 @pytest.mark.parametrize("config_first", [False, True], ids=["serve_first", "config_first"])

@@ -920,6 +920,49 @@ async def assert_refused_after(gw: Any, response: Any, *, shared_before: int) ->
     )
 
 
+async def test_a_reload_withdraws_a_consent_key_taken_out_of_its_file_and_keeps_a_good_one(
+    make_gateway: GatewayFactory,
+    consent_settings: dict[str, Any],
+    consent_key: SigningKey,
+) -> None:
+    gw = await make_gateway([third_party_contract()], settings=consent_settings)
+    admin = {"Authorization": f"Bearer {gw.token('gateway:admin')}"}
+    pem = consent_settings["consent"]["public_key_file"]
+    consents = gw.runtime.terms.consent_tokens
+    assert consents is not None
+
+    async def share(token: str) -> ClientResponse:
+        return await gw.share(
+            "POST", "/acme/v1/assess", json=applicant(), headers={"X-Consent-Token": token}
+        )
+
+    signed_by_old = consent_token(consent_key, jti="ct-old")
+    response = await share(signed_by_old)
+    assert response.status == 200, await response.text()
+    assert consents.cached_tokens == 1
+
+    rotated = rsa_key(kid="consent-2")
+    rotated.write_pem(pem)
+    reloaded = await gw.client.post("/_gateway/reload", headers=admin)
+    assert reloaded.status == 200, await reloaded.text()
+    response = await share(signed_by_old)
+    await assert_refused_after(gw, response, shared_before=1)
+    assert "signature is invalid" in (await error_of(response))["message"]
+    signed_by_new = consent_token(rotated, jti="ct-new")
+    response = await share(signed_by_new)
+    assert response.status == 200, await response.text()
+
+    pem.write_bytes(b"not a key")
+    refused = await gw.client.post("/_gateway/reload", headers=admin)
+    assert refused.status == 422
+    [problem] = (await refused.json())["error"]["problems"]
+    assert problem.startswith(f"consent.public_key_file: {pem} is not a PEM public key")
+    for token in (signed_by_new, consent_token(rotated, jti="ct-fresh")):
+        response = await share(token)
+        assert response.status == 200, await response.text()
+    assert len(gw.partner.received) == 4
+
+
 @pytest.mark.parametrize(
     "claims",
     [
