@@ -14,7 +14,14 @@ import pytest
 from conftest import tamper
 
 from gateway.keys import keyed_hash, subject_ref_key
-from gateway.sharelog.ledger import Ledger, LedgerError, PruneRefused, PruneUnverified
+from gateway.sharelog.ledger import (
+    _OPEN_SHARES,
+    _PENDING_SEQ,
+    Ledger,
+    LedgerError,
+    PruneRefused,
+    PruneUnverified,
+)
 from gateway.sharelog.record import ShareOutcome, ShareRecord
 from gateway.sharelog.review import query, verify
 
@@ -278,6 +285,29 @@ def test_unknown_outcomes_close_every_open_share(ledger: Ledger) -> None:
     ]
     ledger.begin()
     assert ledger.add_unknown_outcomes(NOW) == []
+    ledger.rollback()
+
+
+def test_finding_the_open_shares_reads_the_pending_rows_not_every_share(ledger: Ledger) -> None:
+    # Every start and stop looks for them: on a log of two million shares, walking the shares
+    # table took seconds before the gateway was ready, and again when it stopped.
+    ledger.begin()
+    for n in range(50):
+        ledger.add_share(record(f"s-{n}", decision="shared" if n % 10 == 0 else "denied"))
+    ledger.commit(NOW)
+    for sql in (_OPEN_SHARES, _PENDING_SEQ):
+        params = ("s-0",) if sql == _PENDING_SEQ else ()
+        plan = [row[3] for row in ledger.conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+        assert plan[0] in ("SCAN p", "SEARCH p USING PRIMARY KEY (share_id=?)"), plan
+        assert "SEARCH s USING INTEGER PRIMARY KEY (rowid=?)" in plan, plan
+    ledger.begin()
+    assert [e["share_id"] for e in ledger.add_unknown_outcomes(NOW)] == [
+        "s-0",
+        "s-10",
+        "s-20",
+        "s-30",
+        "s-40",
+    ]
     ledger.rollback()
 
 
