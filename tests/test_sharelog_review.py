@@ -10,7 +10,7 @@ import sqlite3
 from collections.abc import Callable, Generator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from conftest import tamper
@@ -33,6 +33,7 @@ from gateway.sharelog.review import (
     PagePosition,
     ShareFilters,
     _page_sql,
+    _share_seq_sql,
     _where,
     count,
     export,
@@ -938,6 +939,27 @@ async def test_an_export_window_is_a_contiguous_run_with_the_outcomes(chain: Pat
     assert result.entries == 4
     for before, after in itertools.pairwise(entries):
         assert after["prev_hash"] == before["hash"]
+
+
+@pytest.mark.parametrize(
+    ("fn", "bound"),
+    [("MIN", {"since": DAY1}), ("MAX", {"until": DAY1})],
+    ids=["since", "until"],
+)
+async def test_an_export_window_finds_its_ends_in_the_time_index(
+    chain: Path, fn: Literal["MIN", "MAX"], bound: ShareFilters
+) -> None:
+    # Walked in seq order, the table was read whole up to the window's first share (or back
+    # from the end to its last): minutes on a log of millions of shares not in the cache.
+    where, params = _where(**bound)
+    with sqlite3.connect(chain) as conn:
+        plan = [
+            row[3]
+            for row in conn.execute(f"EXPLAIN QUERY PLAN {_share_seq_sql(fn, where)}", params)
+        ]
+    assert plan == [
+        "SEARCH s USING COVERING INDEX shares_ts_partner " + ("(ts>?)" if fn == "MIN" else "(ts<?)")
+    ]
 
 
 async def test_a_dropped_table_is_named_not_a_crash(chain: Path) -> None:
