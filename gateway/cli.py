@@ -125,6 +125,7 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
             max_depth=settings.limits.max_json_depth,
             max_body_bytes=settings.limits.max_body_bytes,
             max_query_params=settings.limits.max_query_params,
+            max_line_size=settings.limits.max_line_size,
         )
     except RouteTextError as exc:
         print(exc, file=sys.stderr)

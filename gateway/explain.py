@@ -9,6 +9,7 @@ from typing import Final
 from gateway.errors import (
     BodyTooLarge,
     MalformedBody,
+    MalformedRequest,
     PurposeDenied,
     RouteDenied,
 )
@@ -68,6 +69,7 @@ def explain(
     max_depth: int,
     max_body_bytes: int = _LIMITS.max_body_bytes,
     max_query_params: int = _LIMITS.max_query_params,
+    max_line_size: int = _LIMITS.max_line_size,
     scanner: TextScanner | None = scan,
 ) -> Explanation:
     """Apply the partner's contract to a request as the gateway would; raise the denial if any.
@@ -81,7 +83,14 @@ def explain(
     method = method.upper()
     if not target.startswith("/"):
         raise RouteTextError('--route must look like "POST /v1/assess"')
-    parsed = parse_target(f"/{partner.id}{target}", max_query_params=max_query_params)
+    path = f"/{partner.id}{target}"
+    # The HTTP parser refuses a longer request line before any check of the gateway's runs
+    # (aiohttp's own parser measures the whole line, its C parser only the target in it).
+    if len(f"{method} {path} HTTP/1.1".encode()) > max_line_size:
+        raise MalformedRequest(
+            f"the request line is longer than {max_line_size} bytes (limits.max_line_size)"
+        )
+    parsed = parse_target(path, max_query_params=max_query_params)
     matches = partner.routes.match(method, parsed.segments)
     if not matches:
         raise RouteDenied(f"the contract declares no route {method} {target.partition('?')[0]}")

@@ -15,7 +15,10 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
-from conftest import BASE_CONTRACT, HASH_KEY, GatewayFactory, contract
+import test_server
+from aiohttp import web_protocol
+from aiohttp.http_parser import HttpRequestParserPy
+from conftest import BASE_CONTRACT, HASH_KEY, GatewayFactory, contract, raw_request
 
 from gateway.cli import cmd_explain
 from gateway.contractset import load_contract_set
@@ -373,6 +376,46 @@ async def test_the_dry_run_refuses_as_the_gateway_does(
     assert gw.partner.received == []
 
 
+limited_gateway = test_server.limited_gateway  # the fixture: the production server
+
+
+@pytest.mark.parametrize("parser", ["c", "python"])
+async def test_a_request_line_too_long_for_the_parser_is_refused_as_the_gateway_refuses_it(
+    limited_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch, parser: str
+) -> None:
+    if parser == "python":
+        monkeypatch.setattr(web_protocol, "HttpRequestParser", HttpRequestParserPy)
+    gw = await limited_gateway()
+    limit = gw.runtime.settings.limits.max_line_size
+
+    def dry(target: str) -> Explanation:
+        return explain(
+            gw.runtime.policy.partners["acme"],
+            f"GET {target}",
+            "credit_assessment",
+            None,
+            now=datetime.now(ZONE),
+            max_depth=64,
+        )
+
+    # `GET /acme/v1/reports/r1?format=… HTTP/1.1`: exactly the limit, then the query alone
+    # over it.
+    head = "/v1/reports/r1?format="
+    fits = head + "x" * (limit - len(f"GET /acme{head} HTTP/1.1"))
+    response = await raw_request(gw, "GET", "/acme" + fits)
+    assert response.status == 200
+    assert [seen.target for seen in gw.partner.received] == [fits]
+    assert dry(fits).result.query == {"format": fits.partition("=")[2]}
+    gw.partner.received.clear()
+    too_long = head + "x" * limit
+    response = await raw_request(gw, "GET", "/acme" + too_long)
+    assert (response.status, response.json()["error"]["code"]) == (400, "malformed_request")
+    assert gw.partner.received == []
+    with pytest.raises(MalformedRequest) as refused:
+        dry(too_long)
+    assert (refused.value.status, refused.value.code) == (400, "malformed_request")
+
+
 async def test_a_query_number_too_long_to_bucket_is_explained_as_stripped(
     make_gateway: GatewayFactory,
 ) -> None:
@@ -644,6 +687,17 @@ def test_cmd_explain_denial_exits_1(
     args = explain_args(tmp_path, body=APPLICANT, route=route, purpose=purpose, partner=partner)
     assert cmd_explain(args, Settings(contracts_dir=CONTRACTS)) == 1
     assert capsys.readouterr().out.startswith(expected)
+
+
+def test_cmd_explain_judges_the_request_line_by_the_settings_limit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    route = "GET /v1/objects/o-1?note=" + "x" * 600
+    args = explain_args(tmp_path, body=None, route=route, purpose="service_delivery")
+    args.partner = "cloudvault"
+    settings = Settings(contracts_dir=CONTRACTS, limits={"max_line_size": 512})
+    assert cmd_explain(args, settings) == 1
+    assert capsys.readouterr().out.startswith("DENIED 400 malformed_request: the request line")
 
 
 def test_cmd_explain_unknown_partner_exits_1(
