@@ -94,6 +94,9 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 # of aliases, though, can stand for millions (each one checked, each a problem line): seconds
 # and gigabytes of work. 100,000 leaves room for any contract and stops the blow-up.
 MAX_NODES = 100_000
+# Flow collections (`[...]`, `{...}`) inside one another: the bundled contracts nest 3 deep
+# (`{path: p, transform: {mask: {keep_last: 4}}}`).
+MAX_FLOW_DEPTH = 16
 
 
 class StrictLoader(yaml.SafeLoader):
@@ -116,6 +119,19 @@ class StrictLoader(yaml.SafeLoader):
                 why = ""
             what = f"cannot read {node.tag.rsplit(':', 1)[-1]}" + (f": {why}" if why else "")
             raise yaml.constructor.ConstructorError(None, None, what, node.start_mark) from exc
+
+    def fetch_flow_collection_start(self, TokenClass: type[yaml.Token]) -> None:
+        # PyYAML's scanner looks at every open `[` or `{` once per token it reads: a few KB of
+        # brackets nested hundreds deep take seconds, a file of such lines minutes.
+        if self.flow_level >= MAX_FLOW_DEPTH:
+            raise yaml.scanner.ScannerError(
+                None,
+                None,
+                f"[...] and {{...}} nested more than {MAX_FLOW_DEPTH} deep: a contract needs "
+                "a few levels",
+                self.get_mark(),
+            )
+        super().fetch_flow_collection_start(TokenClass)
 
     def construct_yaml_int(self, node: yaml.ScalarNode) -> Any:
         # YAML 1.1 reads 030 as 24 (octal), 1:30 as 90 (base 60), 0x1e as 30: a contract's

@@ -912,6 +912,28 @@ def test_the_value_cap_counts_values_written_out_too(monkeypatch: pytest.MonkeyP
     assert caught.value.problems[0][1].startswith("more than 13 values")
 
 
+def test_flow_collections_nested_past_max_flow_depth_are_refused_as_they_are_read() -> None:
+    # PyYAML's scanner looks at every open bracket once per token: nested a few hundred deep, a
+    # line of a few hundred bytes took a fraction of a second, and a file of such lines minutes.
+    depth = 16  # contract.MAX_FLOW_DEPTH
+    assert load_yaml(f"a: {'[' * depth}{']' * depth}\n") is not None
+    assert load_yaml(f"a: {'{a: ' * (depth - 1)}{{}}{'}' * (depth - 1)}\n") is not None
+    # Refused at the bracket one too deep: after `a: ` and `depth` brackets (or `{a: `s).
+    for text, column in (
+        (f"a: {'[' * 300}{']' * 300}\n", 3 + depth + 1),
+        (f"a: {'{a: ' * 300}1{'}' * 300}\n", 3 + 4 * depth + 1),
+    ):
+        with pytest.raises(YamlFileError) as caught:
+            load_yaml(text)
+        assert caught.value.problems == [
+            (
+                "",
+                f"not valid YAML at line 1, column {column}: "
+                f"[...] and {{...}} nested more than {depth} deep: a contract needs a few levels",
+            )
+        ]
+
+
 @pytest.mark.parametrize(
     "text",
     ["a: &a [*a]\n", "a: &m {x: 1, self: *m}\n", "a: &m {<<: *m}\n", "&r [1, [2, *r]]\n"],
