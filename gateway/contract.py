@@ -106,6 +106,66 @@ class StrictLoader(yaml.SafeLoader):
     silently), so the whole document is checked before anything is built from it.
     """
 
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        # Values read so far, each alias counted as the value it stands for.
+        self._values = 0
+        # What each anchored value counts, once read: an alias to it adds that many.
+        self._anchored_values: dict[str | None, int] = {}
+        # The lists and mappings being read: the count before each, and its anchor.
+        self._open: list[tuple[int, str | None]] = []
+
+    def get_event(self) -> yaml.Event:
+        # Counted as the document is read, not once it is all parsed: a MiB of `[1, 1, ...]`
+        # is seconds of parsing, most of them past the cap. Here, as the composer takes each
+        # event: in its recursive `compose_node`, a frame more for each level of nesting would
+        # refuse as nested too deeply files read before.
+        event: yaml.Event = super().get_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent):
+            target = self.anchors.get(event.anchor)
+            if target is not None:  # else the composer refuses the alias as undefined
+                size = self._anchored_values.get(event.anchor)
+                if size is None:
+                    # Its anchor is still open: a value containing itself, nothing a contract
+                    # means, and endless to whatever walks it.
+                    raise YamlFileError(
+                        [
+                            (
+                                "",
+                                f"the value at line {target.start_mark.line + 1} contains "
+                                "itself through an alias: a contract cannot be recursive",
+                            )
+                        ]
+                    )
+                self._count(size, event)
+        elif isinstance(event, yaml.NodeEvent):
+            start = self._values
+            self._count(1, event)
+            if isinstance(event, yaml.CollectionStartEvent):
+                self._open.append((start, event.anchor))
+            elif event.anchor is not None:
+                self._anchored_values[event.anchor] = 1
+        elif isinstance(event, yaml.CollectionEndEvent):
+            start, anchor = self._open.pop()
+            if anchor is not None:
+                self._anchored_values[anchor] = self._values - start
+        return event
+
+    def _count(self, values: int, event: yaml.Event) -> None:
+        self._values += values
+        if self._values > MAX_NODES:
+            mark = event.start_mark
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise YamlFileError(
+                [
+                    (
+                        "",
+                        f"more than {MAX_NODES} values, counting each alias as the value it "
+                        f"stands for (reached{where}): a contract needs far fewer",
+                    )
+                ]
+            )
+
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep)
@@ -161,8 +221,6 @@ class StrictLoader(yaml.SafeLoader):
     _keys_of: dict[int, dict[object, tuple[yaml.Node, yaml.Node]]]
 
     def construct_document(self, node: yaml.Node) -> Any:
-        # Before anything else walks the tree as built: aliases can make it exponential.
-        _expanded_size(node, {}, set())
         self._keys_of = {}
         duplicates = list(self._duplicate_keys(node, (), set()))
         if duplicates:
@@ -237,7 +295,7 @@ class StrictLoader(yaml.SafeLoader):
         if known is not None:
             return known
         if id(node) in visiting:
-            return {}  # a cycle, refused before this runs (see `_expanded_size`)
+            return {}  # a cycle, refused before this runs (see `get_event`)
         visiting.add(id(node))
         own: dict[object, tuple[yaml.Node, yaml.Node]] = {}
         merged: dict[object, tuple[yaml.Node, yaml.Node]] = {}
@@ -264,46 +322,6 @@ def _same_value(one: yaml.Node, other: yaml.Node) -> bool:
         and isinstance(other, yaml.ScalarNode)
         and (one.tag, one.value) == (other.tag, other.value)
     )
-
-
-def _expanded_size(node: yaml.Node, sizes: dict[int, int], visiting: set[int]) -> int:
-    """How many values the document holds with every alias written out (each node once: the
-    graph of nodes is only as large as the text); raise `YamlFileError` past `MAX_NODES`."""
-    known = sizes.get(id(node))
-    if known is not None:
-        return known
-    if id(node) in visiting:
-        # A value containing itself: nothing a contract means, and endless to whatever walks it.
-        raise YamlFileError(
-            [
-                (
-                    "",
-                    f"the value at line {node.start_mark.line + 1} contains itself through an "
-                    "alias: a contract cannot be recursive",
-                )
-            ]
-        )
-    visiting.add(id(node))
-    size = 1
-    if isinstance(node, yaml.SequenceNode):
-        size += sum(_expanded_size(item, sizes, visiting) for item in node.value)
-    elif isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            size += _expanded_size(key, sizes, visiting) + _expanded_size(value, sizes, visiting)
-    visiting.discard(id(node))
-    if size > MAX_NODES:
-        raise YamlFileError(
-            [
-                (
-                    "",
-                    f"more than {MAX_NODES} values, counting each alias as the value it "
-                    f"stands for (the value at line {node.start_mark.line + 1} holds {size}): "
-                    "a contract needs far fewer",
-                )
-            ]
-        )
-    sizes[id(node)] = size
-    return size
 
 
 def _merge_sources(value: yaml.Node) -> list[yaml.MappingNode]:

@@ -897,8 +897,63 @@ def test_aliases_standing_for_more_than_max_nodes_values_are_refused() -> None:
     assert caught.value.problems == [
         (
             "",
-            "more than 100000 values, counting each alias as the value it stands for (the value "
-            "at line 5 holds 111111): a contract needs far fewer",
+            # The eighth `*d` on line 5 brings the count to 101,239.
+            "more than 100000 values, counting each alias as the value it stands for (reached "
+            "at line 5, column 36): a contract needs far fewer",
+        )
+    ]
+
+
+def test_the_value_cap_refuses_a_file_as_it_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A MiB of values took seconds to parse before the count began; nothing after the value
+    # that passes the cap is read, not even the bracket left open at the end.
+    monkeypatch.setattr(contract, "MAX_NODES", 1000)
+    text = "k:\n" + "- 1\n" * 5000 + "j: [\n"
+    with pytest.raises(YamlFileError) as caught:
+        load_yaml(text)
+    # The mapping, `k` and the list: the 998th item (line 999) is the 1001st value.
+    assert caught.value.problems == [
+        (
+            "",
+            "more than 1000 values, counting each alias as the value it stands for (reached at "
+            "line 999, column 3): a contract needs far fewer",
+        )
+    ]
+
+
+def test_counting_the_values_leaves_the_nesting_a_file_may_have() -> None:
+    # The values are counted as each event is taken, not with a frame more for each level.
+    text = "".join("  " * level + "a:\n" for level in range(400)) + "  " * 400 + "1\n"
+    document = load_yaml(text)
+    for _ in range(400):
+        assert isinstance(document, dict)
+        document = document["a"]
+    assert document == 1
+
+
+def test_the_value_cap_counts_each_alias_as_what_it_stands_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The mapping; `a`, its list and two items; `b`, its list and two lists of three: 13.
+    text = "a: &a [1, 2]\nb: [*a, *a]\n"
+    monkeypatch.setattr(contract, "MAX_NODES", 13)
+    assert load_yaml(text) == {"a": [1, 2], "b": [[1, 2], [1, 2]]}
+    # A merge key and what it merges count too: the mapping, `<<` and the three of `*m`.
+    merged = "a: &m {x: 1}\nb: {<<: *m}\n"
+    monkeypatch.setattr(contract, "MAX_NODES", 11)
+    assert load_yaml(merged) == {"a": {"x": 1}, "b": {"x": 1}}
+    monkeypatch.setattr(contract, "MAX_NODES", 10)
+    with pytest.raises(YamlFileError) as caught:
+        load_yaml(merged)
+    assert caught.value.problems[0][1].startswith("more than 10 values")
+    monkeypatch.setattr(contract, "MAX_NODES", 12)
+    with pytest.raises(YamlFileError) as caught:
+        load_yaml(text)
+    assert caught.value.problems == [
+        (
+            "",
+            "more than 12 values, counting each alias as the value it stands for (reached at "
+            "line 2, column 9): a contract needs far fewer",
         )
     ]
 
