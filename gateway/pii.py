@@ -552,7 +552,9 @@ _CJK_BLOCKS: Final = (
     (0x1B000, 0x1B16F),
     (0x20000, 0x3FFFF),
 )
-# No letter or combining mark lies beyond: plane 14 holds only tags and variation selectors.
+# No letter lies beyond. Plane 14 holds tags and variation selectors: the selectors are
+# combining marks, but Default_Ignorable, read as invisible characters (below), never as
+# part of an address.
 _LAST_LETTER: Final = 0x3FFFF
 
 
