@@ -553,7 +553,7 @@ _CJK_BLOCKS: Final = (
     (0x20000, 0x3FFFF),
 )
 # No letter lies beyond. Plane 14 holds tags and variation selectors: the selectors are
-# combining marks, but Default_Ignorable, read as invisible characters (below), never as
+# combining marks, but Default_Ignorable, read as invisible characters (above), never as
 # part of an address.
 _LAST_LETTER: Final = 0x3FFFF
 
