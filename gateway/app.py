@@ -180,7 +180,6 @@ async def build_runtime(
         recent = await asyncio.to_thread(recent_shares, settings, policy, now)
         for partner_id, (rate, ages) in recent.items():
             windows.seed(partner_id, rate, ages)
-            # When each was decided, the nearest the log comes to when it was sent.
             sends.seed(partner_id, rate, ages)
         opened.pop_all()
     return Runtime(
@@ -215,7 +214,15 @@ def recent_shares(
     settings: Settings, policy: Policy, now: datetime
 ) -> dict[str, tuple[float, list[float]]]:
     """Per rate-limited partner, its rate and how many seconds ago each of its shares still
-    inside the rate's window was made: the rates survive a restart, as the daily caps do."""
+    inside the rate's window reached the partner, at the latest: the rates survive a restart,
+    as the daily caps do.
+
+    Not when each was decided: a share may go out long after (a connection, a handshake, its
+    turn), and a window counted from its decision would let the next share follow it too soon.
+    Its outcome is recorded once it went out. One a crash cut went out (if at all) before a
+    moment nothing recorded: the start closes it as `unknown` then, so it counts as sent just
+    now, as one still without an outcome does.
+    """
     path = settings.share_log.path
     if not path.exists():
         return {}
@@ -225,17 +232,13 @@ def recent_shares(
         if rate is None:
             continue
         span, _ = rate_window(rate)
-        rows = review.query(
-            path,
-            partner=partner_id,
-            decision="shared",
-            since=now - timedelta(seconds=span),
-            limit=None,
-        )
+        window_start = now - timedelta(seconds=span)
+        # A share goes out within its contract's `timeout_s` of its decision, or not at all.
+        waited = timedelta(seconds=partner.contract.upstream.timeout_s)
+        sent = review.sent_by_since(path, partner_id, window_start - waited, window_start)
         ages = [
-            (now - datetime.fromisoformat(row["ts"])).total_seconds()
-            for row in rows
-            if row["outcome"] != "error"  # it never left: no share of the rate
+            0.0 if ts is None else max(0.0, (now - datetime.fromisoformat(ts)).total_seconds())
+            for ts in sent
         ]
         recent[partner_id] = (rate, ages)
     return recent

@@ -31,7 +31,7 @@ from gateway.keys import keyed_hash
 from gateway.settings import ConsentSettings
 from gateway.sharelog import ShareLog, review
 from gateway.sharelog.ledger import Ledger
-from gateway.sharelog.record import ShareRecord
+from gateway.sharelog.record import ShareOutcome, ShareRecord
 
 ADMIN = "gateway:admin"
 
@@ -1012,6 +1012,64 @@ async def test_the_rate_window_survives_a_restart(make_gateway: GatewayFactory) 
         assert 3500 < wait <= 3600
     finally:
         await close_runtime(restarted)
+
+
+def _late_share(path: Path, decided_ago_s: float, outcome_ago_s: float | None) -> None:
+    """A log holding one share to acme decided `decided_ago_s` ago whose outcome (delivered)
+    was recorded `outcome_ago_s` ago; None: none was, as when a crash cut it."""
+    now = datetime.now(UTC)
+    ledger = Ledger.open(path, HASH_KEY.encode())
+    try:
+        ledger.begin()
+        ledger.add_share(
+            ShareRecord(
+                share_id="late-1",
+                ts=now - timedelta(seconds=decided_ago_s),
+                partner="acme",
+                contract_id="DPA-1",
+                contract_version=3,
+                contract_sha256="0" * 64,
+                caller="svc",
+                purpose="credit_assessment",
+                method="POST",
+                route="POST /v1/assess",
+                decision="shared",
+                reason="shared",
+                records=1,
+            )
+        )
+        if outcome_ago_s is not None:
+            ledger.add_outcome(
+                ShareOutcome("late-1", "delivered", 200, 12, 1.0),
+                now - timedelta(seconds=outcome_ago_s),
+            )
+        ledger.commit(now)
+    finally:
+        ledger.close()
+
+
+@pytest.mark.parametrize(
+    "outcome_ago_s",
+    [
+        # It waited 280 s (for a connection, a handshake, its turn) and went out then.
+        420,
+        # A crash cut it: nothing says when it went out before the gateway stopped.
+        None,
+    ],
+)
+async def test_a_restart_counts_a_share_in_the_rate_window_from_when_it_went_out(
+    make_gateway: GatewayFactory, tmp_path: Path, outcome_ago_s: float | None
+) -> None:
+    # One share per 600 s. Decided 700 s before the restart, the share may have reached the
+    # partner up to `timeout_s` later: counted from its decision, the next one would follow it
+    # too soon.
+    _late_share(tmp_path / "share-log.sqlite", 700, outcome_ago_s)
+    slow = contract(upstream={"timeout_s": 300}, terms={"rate_limit_per_s": 1 / 600})
+    gw = await make_gateway([slow], durable_log=True)
+    answer = await gw.share("POST", "/acme/v1/assess", json={"applicant": {"user_id": "u-1"}})
+    assert answer.status == 429, await answer.text()
+    assert (await answer.json())["error"]["code"] == "rate_limited"
+    assert gw.partner.received == []
 
 
 async def test_a_share_in_flight_during_a_reload_keeps_its_contract(

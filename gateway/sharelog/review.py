@@ -376,6 +376,22 @@ def records_counted_since(path: Path, since: datetime) -> dict[str, int]:
         return {str(partner): int(n or 0) for partner, n in conn.execute(sql, params)}
 
 
+def sent_by_since(
+    path: Path, partner: str, decided_since: datetime, sent_since: datetime
+) -> list[str | None]:
+    """For the shares to `partner` decided since `decided_since` that may have reached it since
+    `sent_since`: when each one's outcome was recorded (None: it has none yet). An outcome is
+    recorded once its share went out, so that is the latest it can have reached the partner;
+    a share that never left (outcome `error`) is not listed."""
+    where, params = _where(partner=partner, decision="shared", since=decided_since)
+    sql = (
+        f"SELECT o.ts FROM shares s {_OUTCOME_JOIN}{where}"  # noqa: S608
+        " AND (o.outcome IS NULL OR (o.outcome != 'error' AND o.ts >= ?))"
+    )
+    with _reader(path) as conn:
+        return [ts for (ts,) in conn.execute(sql, (*params, format_ts(sent_since)))]
+
+
 def summary(
     path: Path, since: datetime | None = None, until: datetime | None = None
 ) -> list[dict[str, Any]]:
