@@ -7,7 +7,7 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import orjson
 
@@ -205,15 +205,18 @@ _PREV_SLOT = b'"prev_hash":"\\u0000prev"'
 _SEQ_SLOT = b'"seq":"\\u0000seq"'
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is built for every share, and a frozen dataclass sets each field through
+# `object.__setattr__`, several times the cost of an assignment. Its `Final` fields keep it
+# immutable wherever mypy checks.
+@dataclass(slots=True)
 class ShareDraft:
     """A share entry without its place in the chain, serialised up to the two slots."""
 
-    fields: Entry  # the entry without `seq` and `prev_hash`
-    head: bytes  # canonical JSON before the `prev_hash` slot
-    middle: bytes  # between the `prev_hash` and `seq` slots
-    tail: bytes  # after the `seq` slot
-    values: tuple[Any, ...]  # the row's values for SHARE_FIELDS, JSON columns as text
+    fields: Final[Entry]  # the entry without `seq` and `prev_hash`
+    head: Final[bytes]  # canonical JSON before the `prev_hash` slot
+    middle: Final[bytes]  # between the `prev_hash` and `seq` slots
+    tail: Final[bytes]  # after the `seq` slot
+    values: Final[tuple[Any, ...]]  # the row's values for SHARE_FIELDS, JSON columns as text
 
 
 def draft_share(record: ShareRecord) -> ShareDraft:

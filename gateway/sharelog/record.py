@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol, get_args
+from typing import Final, Literal, Protocol, get_args
 
 Decision = Literal["shared", "denied", "error"]
 Outcome = Literal["pending", "delivered", "timeout", "error", "possibly_delivered", "unknown"]
@@ -19,33 +19,36 @@ OUTCOMES: frozenset[str] = frozenset(get_args(Outcome))
 _SUBJECT_REF = re.compile(r"[0-9a-f]{64}")
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is built for every share, and a frozen dataclass sets each field through
+# `object.__setattr__`, several times the cost of an assignment. Its `Final` fields keep it
+# immutable wherever mypy checks.
+@dataclass(slots=True)
 class ShareRecord:
     """The gateway's decision on one request, written before anything is forwarded."""
 
-    share_id: str
-    ts: datetime  # timezone-aware; stored in UTC
-    partner: str | None
-    contract_id: str | None
-    contract_version: int | None
-    contract_sha256: str | None
-    caller: str | None
-    purpose: str | None
-    method: str
-    route: str | None  # the route template, e.g. "POST /v1/assess"
-    decision: Decision
-    reason: str  # "shared", or the error code of the refusal
-    fields_sent: tuple[str, ...] = ()
-    fields_stripped: tuple[str, ...] = ()
-    fields_transformed: tuple[str, ...] = ()
-    categories_sent: tuple[str, ...] = ()
-    pii_redactions: Mapping[str, int] = field(default_factory=dict)
-    records: int = 0
-    subject_refs: tuple[str, ...] = ()  # keyed hashes (keys.subject_ref_key), never raw ids
-    bytes_sent: int = 0
-    upstream_location: str | None = None
-    cross_border_mechanism: str | None = None
-    consent_basis: tuple[str, ...] = ()  # consent registry references or consent token jti
+    share_id: Final[str]
+    ts: Final[datetime]  # timezone-aware; stored in UTC
+    partner: Final[str | None]
+    contract_id: Final[str | None]
+    contract_version: Final[int | None]
+    contract_sha256: Final[str | None]
+    caller: Final[str | None]
+    purpose: Final[str | None]
+    method: Final[str]
+    route: Final[str | None]  # the route template, e.g. "POST /v1/assess"
+    decision: Final[Decision]
+    reason: Final[str]  # "shared", or the error code of the refusal
+    fields_sent: Final[tuple[str, ...]] = ()
+    fields_stripped: Final[tuple[str, ...]] = ()
+    fields_transformed: Final[tuple[str, ...]] = ()
+    categories_sent: Final[tuple[str, ...]] = ()
+    pii_redactions: Final[Mapping[str, int]] = field(default_factory=dict)
+    records: Final[int] = 0
+    subject_refs: Final[tuple[str, ...]] = ()  # keyed hashes (keys.subject_ref_key), never raw ids
+    bytes_sent: Final[int] = 0
+    upstream_location: Final[str | None] = None
+    cross_border_mechanism: Final[str | None] = None
+    consent_basis: Final[tuple[str, ...]] = ()  # consent registry references or consent token jti
 
     def __post_init__(self) -> None:
         if self.ts.tzinfo is None or self.ts.utcoffset() is None:
@@ -57,15 +60,16 @@ class ShareRecord:
                 raise ValueError("ShareRecord.subject_refs must be keyed hashes (64 hex digits)")
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, for the reason given at ShareRecord; `Final` keeps it immutable.
+@dataclass(slots=True)
 class ShareOutcome:
     """What became of a forwarded share; linked to its record by `share_id`."""
 
-    share_id: str
-    outcome: Outcome
-    upstream_status: int | None
-    bytes_received: int
-    latency_ms: float
+    share_id: Final[str]
+    outcome: Final[Outcome]
+    upstream_status: Final[int | None]
+    bytes_received: Final[int]
+    latency_ms: Final[float]
 
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:
