@@ -201,9 +201,7 @@ class FieldDecision:
     reason: str
 
 
-# Not frozen: one is built for every share, and a frozen dataclass sets each field through
-# `object.__setattr__`, several times the cost of an assignment. Its `Final` fields keep it
-# immutable wherever mypy checks.
+# Not frozen, as ShareRecord (gateway/sharelog/record.py); `Final` keeps it immutable.
 @dataclass(slots=True)
 class FilterResult:
     """The filtered body and query, and what the share record says about them.

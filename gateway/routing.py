@@ -18,9 +18,7 @@ _QUERY_CHARS = re.compile(r"[A-Za-z0-9._~!$'()*,;:@/?=&+%-]*")
 _PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
-# Not frozen: one is built for every share, and a frozen dataclass sets each field through
-# `object.__setattr__`, several times the cost of an assignment. Its `Final` fields keep it
-# immutable wherever mypy checks.
+# Not frozen, as ShareRecord (gateway/sharelog/record.py); `Final` keeps it immutable.
 @dataclass(slots=True)
 class Target:
     """A request target that passed the strict checks: partner id, upstream segments, query."""

@@ -46,9 +46,7 @@ MINOR_AGE = 14
 CONSENT_TOKEN_HEADER = "X-Consent-Token"
 
 
-# Not frozen: one is built for every share, and a frozen dataclass sets each field through
-# `object.__setattr__`, several times the cost of an assignment. Its `Final` fields keep it
-# immutable wherever mypy checks.
+# Not frozen, as ShareRecord (gateway/sharelog/record.py); `Final` keeps it immutable.
 @dataclass(slots=True)
 class Subject:
     """One data subject of a share: its id and, where the request tells, its birth date."""
@@ -457,7 +455,7 @@ class DailyCounts:
             self._counts[key] = max(0, self._counts.get(key, 0) - count)
 
 
-# Not frozen, for the reason given at Subject; `Final` keeps it immutable.
+# Not frozen, as ShareRecord (gateway/sharelog/record.py); `Final` keeps it immutable.
 @dataclass(slots=True)
 class VolumeTaken:
     """What `Terms.check` counted for one share: given back if its record cannot be written."""

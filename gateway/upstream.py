@@ -32,9 +32,7 @@ from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
 Failure = Literal["error", "timeout", "possibly_delivered"]
 
 
-# Not frozen: one is built for every share, and a frozen dataclass sets each field through
-# `object.__setattr__`, several times the cost of an assignment. Its `Final` fields keep it
-# immutable wherever mypy checks.
+# Not frozen, as ShareRecord (gateway/sharelog/record.py); `Final` keeps it immutable.
 @dataclass(slots=True)
 class UpstreamRequest:
     method: Final[str]
@@ -51,7 +49,7 @@ class UpstreamRequest:
     before_send: Final[Callable[[], Awaitable[bool]] | None] = None
 
 
-# Not frozen, for the reason given at UpstreamRequest; `Final` keeps it immutable.
+# Not frozen, as ShareRecord (gateway/sharelog/record.py); `Final` keeps it immutable.
 @dataclass(slots=True)
 class UpstreamResponse:
     status: Final[int]

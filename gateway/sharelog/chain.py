@@ -205,9 +205,7 @@ _PREV_SLOT = b'"prev_hash":"\\u0000prev"'
 _SEQ_SLOT = b'"seq":"\\u0000seq"'
 
 
-# Not frozen: one is built for every share, and a frozen dataclass sets each field through
-# `object.__setattr__`, several times the cost of an assignment. Its `Final` fields keep it
-# immutable wherever mypy checks.
+# Not frozen, as ShareRecord (gateway/sharelog/record.py); `Final` keeps it immutable.
 @dataclass(slots=True)
 class ShareDraft:
     """A share entry without its place in the chain, serialised up to the two slots."""
