@@ -6,6 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
+from aiohttp import web_protocol
+from aiohttp.http_parser import HttpRequestParserPy
+
 from gateway.errors import (
     BodyTooLarge,
     MalformedBody,
@@ -37,6 +40,19 @@ from gateway.terms import (
 
 # The gateway's own limits, unless the caller passes those of its settings.
 _LIMITS: Final = LimitsSettings()
+
+
+def _line_measured(method: str, target: str) -> int:
+    """What the server's HTTP parser holds to `limits.max_line_size` in a request line.
+
+    aiohttp's C parser measures the target alone, its Python one (no compiled extension, or
+    `AIOHTTP_NO_EXTENSIONS`) the whole line. The one the server would run here is asked: either
+    answer for both would deny, or explain as shared, a request the gateway does otherwise.
+    """
+    # Looked up where the server's handler looks it up, each time: not exported for typing.
+    if web_protocol.HttpRequestParser is HttpRequestParserPy:  # type: ignore[attr-defined]
+        return len(f"{method} {target} HTTP/1.1".encode())
+    return len(target.encode())
 
 
 class RouteTextError(ValueError):
@@ -84,9 +100,8 @@ def explain(
     if not target.startswith("/"):
         raise RouteTextError('--route must look like "POST /v1/assess"')
     path = f"/{partner.id}{target}"
-    # The HTTP parser refuses a longer request line before any check of the gateway's runs
-    # (aiohttp's own parser measures the whole line, its C parser only the target in it).
-    if len(f"{method} {path} HTTP/1.1".encode()) > max_line_size:
+    # The HTTP parser refuses a longer request line before any check of the gateway's runs.
+    if _line_measured(method, path) > max_line_size:
         raise MalformedRequest(
             f"the request line is longer than {max_line_size} bytes (limits.max_line_size)"
         )

@@ -416,6 +416,38 @@ async def test_a_request_line_too_long_for_the_parser_is_refused_as_the_gateway_
     assert (refused.value.status, refused.value.code) == (400, "malformed_request")
 
 
+@pytest.mark.parametrize("parser", ["c", "python"])
+async def test_a_target_as_long_as_the_line_limit_is_judged_by_the_parser_the_gateway_runs(
+    limited_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch, parser: str
+) -> None:
+    # The C parser holds the target to the limit, the Python one the whole line: a target of
+    # exactly the limit is shared by the one and refused by the other, and the dry run must
+    # say what the gateway on this machine does with it.
+    if parser == "python":
+        monkeypatch.setattr(web_protocol, "HttpRequestParser", HttpRequestParserPy)
+    gw = await limited_gateway()
+    limit = gw.runtime.settings.limits.max_line_size
+    head = "/v1/reports/r1?format="
+    target = head + "x" * (limit - len(f"/acme{head}"))
+    response = await raw_request(gw, "GET", "/acme" + target)
+    received = [seen.target for seen in gw.partner.received]
+    try:
+        explained = explain(
+            gw.runtime.policy.partners["acme"],
+            f"GET {target}",
+            "credit_assessment",
+            None,
+            now=datetime.now(ZONE),
+            max_depth=64,
+        )
+    except MalformedRequest:
+        assert (parser, response.status, received) == ("python", 400, [])
+        assert response.json()["error"]["code"] == "malformed_request"
+    else:
+        assert (parser, response.status, received) == ("c", 200, [target])
+        assert explained.result.query == {"format": target.partition("=")[2]}
+
+
 async def test_a_query_number_too_long_to_bucket_is_explained_as_stripped(
     make_gateway: GatewayFactory,
 ) -> None:
