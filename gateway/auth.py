@@ -263,6 +263,16 @@ def _find(
     return usable
 
 
+def _trusted(
+    keys: Sequence[VerificationKey], kid: str | None, alg: str, *, by_kid: bool
+) -> tuple[VerificationKey, ...]:
+    """`_find` for a store with nothing to fetch: a kid that names no key is refused at once."""
+    found = _find(keys, kid, alg, by_kid=by_kid)
+    if found is None:
+        raise InvalidToken("token key id (kid) is not a trusted key")
+    return found
+
+
 class StaticKeyStore:
     """Keys loaded once, never to change: an HS256 secret from the environment."""
 
@@ -284,10 +294,7 @@ class StaticKeyStore:
         return None
 
     async def select(self, kid: str | None, alg: str) -> tuple[VerificationKey, ...]:
-        keys = _find(self._keys, kid, alg, by_kid=self._by_kid)
-        if keys is None:
-            raise InvalidToken("token key id (kid) is not a trusted key")
-        return keys
+        return _trusted(self._keys, kid, alg, by_kid=self._by_kid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,10 +336,7 @@ class FileKeyStore:
         return None
 
     async def select(self, kid: str | None, alg: str) -> tuple[VerificationKey, ...]:
-        keys = _find(self._keys, kid, alg, by_kid=self._by_kid)
-        if keys is None:
-            raise InvalidToken("token key id (kid) is not a trusted key")
-        return keys
+        return _trusted(self._keys, kid, alg, by_kid=self._by_kid)
 
     def read(self) -> KeyFile:
         """The file's keys as they are now; AuthConfigError (the problem, prefixed with the
