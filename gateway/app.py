@@ -233,7 +233,11 @@ def recent_shares(
             continue
         span, _ = rate_window(rate)
         window_start = now - timedelta(seconds=span)
-        # A share goes out within its contract's `timeout_s` of its decision, or not at all.
+        # A share goes out within its contract's `timeout_s` of its record's commit, or not at
+        # all. The commit follows the decision by milliseconds (an fsync in `strict`), and the
+        # contract may have had a longer `timeout_s` before a reload: a share that waited past
+        # this look-back is missed. Not looked back further: every partner's shares in the
+        # look-back are read off the time index, at each start, for each rate-limited partner.
         waited = timedelta(seconds=partner.contract.upstream.timeout_s)
         sent = review.sent_by_since(path, partner_id, window_start - waited, window_start)
         ages = [
