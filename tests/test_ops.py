@@ -716,6 +716,25 @@ async def test_shares_endpoint_finds_one_share_by_its_id_as_logs_query_does(
     assert (await none.json())["shares"] == []
 
 
+def _share_record(share_id: str, ts: datetime, **fields: Any) -> ShareRecord:
+    """A share to acme under DPA-1 version 3, refused, unless `fields` say otherwise."""
+    values: dict[str, Any] = {
+        "share_id": share_id,
+        "ts": ts,
+        "partner": "acme",
+        "contract_id": "DPA-1",
+        "contract_version": 3,
+        "contract_sha256": "0" * 64,
+        "caller": "svc",
+        "purpose": "credit_assessment",
+        "method": "POST",
+        "route": "POST /v1/assess",
+        "decision": "denied",
+        "reason": "route_denied",
+    }
+    return ShareRecord(**(values | fields))
+
+
 def _old_and_recent(path: Path, old: int, recent: int, *, same_ts: int = 1) -> None:
     """A share log with `old` shares past retention, then `recent` ones; `same_ts` shares in a
     row share a timestamp, so that pages also break between rows of one instant."""
@@ -725,19 +744,10 @@ def _old_and_recent(path: Path, old: int, recent: int, *, same_ts: int = 1) -> N
     for i in range(old + recent):
         age = timedelta(days=4 * 365 if i < old else 1)
         ledger.add_share(
-            ShareRecord(
-                share_id=f"row-{i:04d}",
-                ts=now - age + timedelta(milliseconds=i // same_ts),
+            _share_record(
+                f"row-{i:04d}",
+                now - age + timedelta(milliseconds=i // same_ts),
                 partner="acme" if i % 3 else "other",
-                contract_id="DPA-1",
-                contract_version=3,
-                contract_sha256="0" * 64,
-                caller="svc",
-                purpose="credit_assessment",
-                method="POST",
-                route="POST /v1/assess",
-                decision="denied",
-                reason="route_denied",
             )
         )
     ledger.commit(now)
@@ -1022,17 +1032,9 @@ def _late_share(path: Path, decided_ago_s: float, outcome_ago_s: float | None) -
     try:
         ledger.begin()
         ledger.add_share(
-            ShareRecord(
-                share_id="late-1",
-                ts=now - timedelta(seconds=decided_ago_s),
-                partner="acme",
-                contract_id="DPA-1",
-                contract_version=3,
-                contract_sha256="0" * 64,
-                caller="svc",
-                purpose="credit_assessment",
-                method="POST",
-                route="POST /v1/assess",
+            _share_record(
+                "late-1",
+                now - timedelta(seconds=decided_ago_s),
                 decision="shared",
                 reason="shared",
                 records=1,
