@@ -51,8 +51,9 @@ def _line_measured(method: str, target: str) -> int:
     """
     # Looked up where the server's handler looks it up, each time: not exported for typing.
     if web_protocol.HttpRequestParser is HttpRequestParserPy:  # type: ignore[attr-defined]
-        return len(f"{method} {target} HTTP/1.1".encode())
-    return len(target.encode())
+        target = f"{method} {target} HTTP/1.1"
+    # A byte of `--route` that is not UTF-8 comes as a lone surrogate: put back as that byte.
+    return len(target.encode("utf-8", "surrogateescape"))
 
 
 class RouteTextError(ValueError):

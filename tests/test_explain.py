@@ -715,6 +715,18 @@ def test_cmd_explain_judges_the_request_line_by_the_settings_limit(
     assert capsys.readouterr().out.startswith("DENIED 400 malformed_request: the request line")
 
 
+@pytest.mark.parametrize("target", ["/v1/objects/o-1?note=\udcff", "/v1/objects/\udcff"])
+def test_cmd_explain_refuses_a_route_holding_bytes_that_are_not_utf8(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], target: str
+) -> None:
+    # `--route $'GET /v1/objects/o-1?note=\xff'`: Python hands the byte on as a lone surrogate,
+    # which the request line's length is measured with.
+    args = explain_args(tmp_path, body=None, route=f"GET {target}", purpose="service_delivery")
+    args.partner = "cloudvault"
+    assert cmd_explain(args, Settings(contracts_dir=CONTRACTS)) == 1
+    assert capsys.readouterr().out.startswith("DENIED 400 malformed_request: ")
+
+
 def test_cmd_explain_unknown_partner_exits_1(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
