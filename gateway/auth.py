@@ -322,7 +322,10 @@ class FileKeyStore:
         # A PEM key is the only trusted key: a token's kid says nothing about it.
         self._by_kid = jwks
         self._generation = 0
-        loaded = self.read()
+        # A pipe (a FIFO, or `<(...)` given as the path) gives its keys once: read again at a
+        # reload it would be empty, or wait, holding the reload, for a writer that never comes.
+        self._pipe = _not_regular(path)
+        loaded = self._load()
         self._keys, self._document = loaded.keys, loaded.document
 
     @property
@@ -340,7 +343,18 @@ class FileKeyStore:
 
     def read(self) -> KeyFile:
         """The file's keys as they are now; AuthConfigError (the problem, prefixed with the
-        setting's name) when the file cannot be used as the start would refuse it."""
+        setting's name) when the file cannot be used as the start would refuse it. A pipe keeps
+        the keys the start read from it."""
+        if self._pipe:
+            return KeyFile(self._keys, self._document)
+        if _not_regular(self._path):
+            raise AuthConfigError(
+                f"{self._what}: {self._path} is no longer a regular file; put a key file in "
+                "place by renaming a complete file"
+            )
+        return self._load()
+
+    def _load(self) -> KeyFile:
         document = _read_whole(self._path, self._what)
         if self._by_kid:
             keys = _jwks_keys(document, self._path, self._allowed, self._what)
@@ -590,13 +604,20 @@ def _read_whole(path: Path, what: str) -> bytes:
         except OSError as exc:
             raise AuthConfigError(f"{what}: cannot read {path}: {exc.strerror or exc}") from exc
         if not stat.S_ISREG(before.st_mode):
-            return data  # a pipe has no size or version to compare: read as given, at start too
+            return data  # a pipe (read at start only) has no size or version to compare
         if len(data) == before.st_size and _file_version(before) == _file_version(after):
             return data
     raise AuthConfigError(
         f"{what}: {path} kept changing while it was read; put a key file in place by renaming "
         "a complete file"
     )
+
+
+def _not_regular(path: Path) -> bool:
+    try:
+        return not stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        return False  # the read says what is wrong with it
 
 
 def _file_version(status: os.stat_result) -> tuple[int, ...]:

@@ -7,6 +7,7 @@ import base64
 import json
 import math
 import os
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from gateway.auth import (
     AuthConfigError,
     Caller,
     FileKeyStore,
+    KeyFile,
     KeyStore,
     RemoteJwksKeyStore,
     StaticKeyStore,
@@ -770,6 +772,73 @@ async def test_a_key_taken_out_of_a_jwks_file_stops_verifying_and_a_key_added_ve
     await refused(verifier, withdrawn, r"key id \(kid\) is not a trusted key")
     assert (await verifier.verify(kept))["sub"]
     assert (await verifier.verify(mint(rsa_rotated)))["sub"]
+
+
+def read_within(store: FileKeyStore, fifo: Path) -> KeyFile | Exception:
+    """What `store.read()` gives (or raises) within 5 s; a read left waiting on `fifo` for a
+    writer is let go (an empty write) so that the test fails rather than hangs."""
+    answer: list[KeyFile | Exception] = []
+
+    def read() -> None:
+        try:
+            answer.append(store.read())
+        except Exception as exc:  # handed to the test, which says what it was
+            answer.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(5)
+    waited = reader.is_alive()
+    if waited:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(5)
+    assert not waited, "the reload waited for a writer to the key file"
+    return answer[0]
+
+
+def key_fifo(path: Path, content: bytes) -> threading.Thread:
+    """A FIFO at `path` that gives `content` to its first reader, as `<(cat key.pem)` would."""
+    os.mkfifo(path)
+
+    def write() -> None:
+        with path.open("wb") as pipe:
+            pipe.write(content)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    return writer
+
+
+def test_a_key_file_given_as_a_pipe_keeps_its_keys_at_a_reload(
+    rsa_signer: SigningKey, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "key.pem"
+    key_fifo(fifo, rsa_signer.public_pem())  # read once, by the start
+    store = load_key_store(KeySettings(algorithms=["RS256"], public_key_file=fifo))
+    assert isinstance(store, FileKeyStore)
+    generation = store.generation
+
+    loaded = read_within(store, fifo)
+
+    assert isinstance(loaded, KeyFile)
+    assert loaded.document == rsa_signer.public_pem()
+    store.use(loaded)
+    assert store.generation == generation  # the tokens it verified stay remembered
+
+
+def test_a_key_file_replaced_by_a_pipe_refuses_the_reload_without_waiting_on_it(
+    rsa_signer: SigningKey, tmp_path: Path
+) -> None:
+    path = rsa_signer.write_pem(tmp_path / "key.pem")
+    store = load_key_store(KeySettings(algorithms=["RS256"], public_key_file=path))
+    assert isinstance(store, FileKeyStore)
+    path.unlink()
+    os.mkfifo(path)  # and nothing writes to it
+
+    refused = read_within(store, path)
+
+    assert isinstance(refused, AuthConfigError)
+    assert "is no longer a regular file" in str(refused)
 
 
 async def test_a_key_file_read_again_unchanged_keeps_the_verified_tokens(
