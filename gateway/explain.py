@@ -42,18 +42,20 @@ from gateway.terms import (
 _LIMITS: Final = LimitsSettings()
 
 
-def _line_measured(method: str, target: str) -> int:
-    """What the server's HTTP parser holds to `limits.max_line_size` in a request line.
+def _line_measured(method: str, target: str) -> tuple[str, int]:
+    """What the server's HTTP parser holds to `limits.max_line_size` in a request line, and its
+    length in bytes.
 
     aiohttp's C parser measures the target alone, its Python one (no compiled extension, or
     `AIOHTTP_NO_EXTENSIONS`) the whole line. The one the server would run here is asked: either
     answer for both would deny, or explain as shared, a request the gateway does otherwise.
     """
+    what = "request target"
     # Looked up where the server's handler looks it up, each time: not exported for typing.
     if web_protocol.HttpRequestParser is HttpRequestParserPy:  # type: ignore[attr-defined]
-        target = f"{method} {target} HTTP/1.1"
+        what, target = "request line", f"{method} {target} HTTP/1.1"
     # A byte of `--route` that is not UTF-8 comes as a lone surrogate: put back as that byte.
-    return len(target.encode("utf-8", "surrogateescape"))
+    return what, len(target.encode("utf-8", "surrogateescape"))
 
 
 class RouteTextError(ValueError):
@@ -102,9 +104,10 @@ def explain(
         raise RouteTextError('--route must look like "POST /v1/assess"')
     path = f"/{partner.id}{target}"
     # The HTTP parser refuses a longer request line before any check of the gateway's runs.
-    if _line_measured(method, path) > max_line_size:
+    what, length = _line_measured(method, path)
+    if length > max_line_size:
         raise MalformedRequest(
-            f"the request line is longer than {max_line_size} bytes (limits.max_line_size)"
+            f"the {what} is longer than {max_line_size} bytes (limits.max_line_size)"
         )
     parsed = parse_target(path, max_query_params=max_query_params)
     matches = partner.routes.match(method, parsed.segments)

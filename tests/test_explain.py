@@ -429,6 +429,8 @@ async def test_a_request_line_too_long_for_the_parser_is_refused_as_the_gateway_
     with pytest.raises(MalformedRequest) as refused:
         dry(too_long)
     assert (refused.value.status, refused.value.code) == (400, "malformed_request")
+    measured = {"c": "request target", "python": "request line"}[parser]
+    assert refused.value.message.startswith(f"the {measured} is longer than {limit} bytes")
 
 
 async def test_a_query_number_too_long_to_bucket_is_explained_as_stripped(
@@ -712,7 +714,9 @@ def test_cmd_explain_judges_the_request_line_by_the_settings_limit(
     args.partner = "cloudvault"
     settings = Settings(contracts_dir=CONTRACTS, limits={"max_line_size": 512})
     assert cmd_explain(args, settings) == 1
-    assert capsys.readouterr().out.startswith("DENIED 400 malformed_request: the request line")
+    out = capsys.readouterr().out
+    assert out.startswith("DENIED 400 malformed_request: the request ")
+    assert "is longer than 512 bytes (limits.max_line_size)" in out
 
 
 @pytest.mark.parametrize("target", ["/v1/objects/o-1?note=\udcff", "/v1/objects/\udcff"])
