@@ -274,7 +274,8 @@ def _trusted(
 
 
 class StaticKeyStore:
-    """Keys loaded once, never to change: an HS256 secret from the environment."""
+    """Keys held in memory, with nothing to fetch: an HS256 secret from the environment, read
+    once; a key file's keys (`FileKeyStore`), read again at each reload."""
 
     def __init__(self, keys: Sequence[VerificationKey], *, by_kid: bool) -> None:
         if not keys:
@@ -305,7 +306,7 @@ class KeyFile:
     document: bytes
 
 
-class FileKeyStore:
+class FileKeyStore(StaticKeyStore):
     """Keys from a `public_key_file` or a `jwks_file`: read at start, and again at each reload.
 
     `read` takes the file whole and checks every key, changing nothing; `use` puts what it
@@ -326,20 +327,12 @@ class FileKeyStore:
         # reload it would be empty, or wait, holding the reload, for a writer that never comes.
         self._pipe = _not_regular(path)
         loaded = self._load()
-        self._keys, self._document = loaded.keys, loaded.document
+        super().__init__(loaded.keys, by_kid=jwks)
+        self._document = loaded.document
 
     @property
     def generation(self) -> int:
         return self._generation
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    async def select(self, kid: str | None, alg: str) -> tuple[VerificationKey, ...]:
-        return _trusted(self._keys, kid, alg, by_kid=self._by_kid)
 
     def read(self) -> KeyFile:
         """The file's keys as they are now; AuthConfigError (the problem, prefixed with the
