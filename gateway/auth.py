@@ -580,6 +580,9 @@ class RemoteJwksKeyStore:
 # read is tried again, a few times, as a contract's is.
 KEY_FILE_READ_ATTEMPTS: Final = 3
 KEY_FILE_READ_PAUSE_S: Final = 0.05
+# As a fetched JWKS document is: a key set is a few KiB. Read no further than that, so that a
+# path naming the wrong thing (a log file, `/dev/zero`) is refused instead of filling memory.
+KEY_FILE_MAX_BYTES: Final = JWKS_MAX_BYTES
 
 
 def _read_whole(path: Path, what: str) -> bytes:
@@ -591,11 +594,16 @@ def _read_whole(path: Path, what: str) -> bytes:
         try:
             with path.open("rb") as file:
                 before = os.fstat(file.fileno())
-                data = file.read()
+                data = file.read(KEY_FILE_MAX_BYTES + 1)
             # The name, not the file read: one renamed into place meanwhile is read next.
             after = os.stat(path)
         except OSError as exc:
             raise AuthConfigError(f"{what}: cannot read {path}: {exc.strerror or exc}") from exc
+        if len(data) > KEY_FILE_MAX_BYTES:
+            raise AuthConfigError(
+                f"{what}: {path} is larger than {KEY_FILE_MAX_BYTES} bytes; a key file holds "
+                "a few KiB"
+            )
         if not stat.S_ISREG(before.st_mode):
             return data  # a pipe (read at start only) has no size or version to compare
         if len(data) == before.st_size and _file_version(before) == _file_version(after):

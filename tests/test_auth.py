@@ -667,6 +667,31 @@ async def test_invalid_pem_is_a_config_error(
         await build_auth_verifier(auth_settings(algorithms=["RS256"], public_key_file=path))
 
 
+@pytest.mark.parametrize("source", ["public_key_file", "jwks_file"])
+async def test_a_key_file_over_the_cap_is_refused_unread_past_it(
+    source: str, rsa_signer: SigningKey, tmp_path: Path
+) -> None:
+    # A good key, then padding the parser would skip: refused for its size, not its content.
+    path = tmp_path / "keys"
+    if source == "jwks_file":
+        write_jwks(path, rsa_signer)
+    else:
+        rsa_signer.write_pem(path)
+    with path.open("ab") as file:
+        file.write(b"\n" * auth_module.KEY_FILE_MAX_BYTES)
+    settings = auth_settings(algorithms=["RS256"], **{source: path})
+
+    with pytest.raises(AuthConfigError, match=rf"auth\.{source}: .* is larger than 262144 bytes"):
+        await build_auth_verifier(settings)
+
+
+@pytest.mark.timeout(20)
+async def test_a_key_file_that_never_ends_is_refused_not_read_forever() -> None:
+    settings = auth_settings(algorithms=["RS256"], public_key_file=Path("/dev/zero"))
+    with pytest.raises(AuthConfigError, match="is larger than 262144 bytes"):
+        await build_auth_verifier(settings)
+
+
 @pytest.mark.parametrize(
     ("environ", "match"),
     [
@@ -873,6 +898,7 @@ async def test_a_key_file_read_again_unchanged_keeps_the_verified_tokens(
         # As at start: a file left with no usable key is refused, not read as every key withdrawn.
         ("jwks_file", b'{"keys": []}', "no usable signature key"),
         ("jwks_file", "ec", "no usable signature key"),
+        ("public_key_file", b"\n" * (256 * 1024 + 1), "is larger than 262144 bytes"),
     ],
 )
 async def test_a_key_file_that_cannot_be_used_at_a_reload_leaves_the_keys_in_use(
