@@ -133,7 +133,8 @@ class StrictLoader(yaml.SafeLoader):
                             (
                                 "",
                                 f"the value at line {target.start_mark.line + 1} contains "
-                                "itself through an alias: a contract cannot be recursive",
+                                "itself through an alias: no contract or settings file is "
+                                "recursive",
                             )
                         ]
                     )
@@ -161,7 +162,8 @@ class StrictLoader(yaml.SafeLoader):
                     (
                         "",
                         f"more than {MAX_NODES} values, counting each alias as the value it "
-                        f"stands for (reached{where}): a contract needs far fewer",
+                        f"stands for (reached{where}): a contract or the settings file "
+                        "needs far fewer",
                     )
                 ]
             )
@@ -187,8 +189,8 @@ class StrictLoader(yaml.SafeLoader):
             raise yaml.scanner.ScannerError(
                 None,
                 None,
-                f"[...] and {{...}} nested more than {MAX_FLOW_DEPTH} deep: a contract needs "
-                "a few levels",
+                f"[...] and {{...}} nested more than {MAX_FLOW_DEPTH} deep: a contract or the "
+                "settings file needs a few levels",
                 self.get_mark(),
             )
         super().fetch_flow_collection_start(TokenClass)

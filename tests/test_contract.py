@@ -899,7 +899,7 @@ def test_aliases_standing_for_more_than_max_nodes_values_are_refused() -> None:
             "",
             # The eighth `*d` on line 5 brings the count to 101,239.
             "more than 100000 values, counting each alias as the value it stands for (reached "
-            "at line 5, column 36): a contract needs far fewer",
+            "at line 5, column 36): a contract or the settings file needs far fewer",
         )
     ]
 
@@ -916,7 +916,7 @@ def test_the_value_cap_refuses_a_file_as_it_is_read(monkeypatch: pytest.MonkeyPa
         (
             "",
             "more than 1000 values, counting each alias as the value it stands for (reached at "
-            "line 999, column 3): a contract needs far fewer",
+            "line 999, column 3): a contract or the settings file needs far fewer",
         )
     ]
 
@@ -953,7 +953,7 @@ def test_the_value_cap_counts_each_alias_as_what_it_stands_for(
         (
             "",
             "more than 12 values, counting each alias as the value it stands for (reached at "
-            "line 2, column 9): a contract needs far fewer",
+            "line 2, column 9): a contract or the settings file needs far fewer",
         )
     ]
 
@@ -984,7 +984,8 @@ def test_flow_collections_nested_past_max_flow_depth_are_refused_as_they_are_rea
             (
                 "",
                 f"not valid YAML at line 1, column {column}: "
-                f"[...] and {{...}} nested more than {depth} deep: a contract needs a few levels",
+                f"[...] and {{...}} nested more than {depth} deep: "
+                "a contract or the settings file needs a few levels",
             )
         ]
 
@@ -997,7 +998,11 @@ def test_a_value_containing_itself_is_refused(text: str) -> None:
     with pytest.raises(YamlFileError) as caught:
         load_yaml(text)
     assert caught.value.problems == [
-        ("", "the value at line 1 contains itself through an alias: a contract cannot be recursive")
+        (
+            "",
+            "the value at line 1 contains itself through an alias: "
+            "no contract or settings file is recursive",
+        )
     ]
 
 

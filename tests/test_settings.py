@@ -591,6 +591,23 @@ def test_a_kubernetes_services_link_variables_are_no_overrides(tmp_path: Path) -
     assert settings.consent.algorithms == ("HS256",)
 
 
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("listen: " + "[" * 17 + "]" * 17 + "\n", "a contract or the settings file needs a few"),
+        ("a: &x [*x]\n", "no contract or settings file is recursive"),
+    ],
+)
+def test_the_yaml_caps_speak_of_the_settings_file_too(
+    text: str, names: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(text)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(path, environ={})
+    assert names in " ".join(caught.value.problems)
+
+
 def test_the_file_is_capped_and_may_come_through_a_pipe(tmp_path: Path) -> None:
     # Read once, at the operator's word: a pipe (`--config <(envsubst < gateway.yaml)`) is read
     # as given, but nothing past 1 MiB is parsed (parsing takes seconds a MiB).
