@@ -291,12 +291,16 @@ def shares(setup: Setup) -> dict[str, dict[str, Any]]:
         ("contract", "acme.yaml: routes.3.purpose: 'service_delivery' is not one of purposes"),
         ("hash_key", "SHARE_GATEWAY_HASH_KEY"),
         ("upstream_secret", "ACME_TOKEN"),
+        ("key_file", "auth.public_key_file: "),
     ],
 )
 def test_start_up_is_refused_with_a_clear_line(setup: Setup, breakage: str, expected: str) -> None:
+    # Exit 1: the settings parse, and what they name cannot be used (exit 2 is for the settings).
     env: dict[str, str | None] = {}
     if breakage == "contract":
         setup.write_contract(purposes=["credit_assessment"])  # the notes route needs another
+    elif breakage == "key_file":
+        (setup.root / "idp.pem").write_bytes(b"not a key")
     elif breakage == "hash_key":
         env["SHARE_GATEWAY_HASH_KEY"] = None
     else:
