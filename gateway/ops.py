@@ -139,21 +139,26 @@ async def contracts(request: web.Request, runtime: Runtime) -> web.StreamRespons
     return _json({"contracts": listing})
 
 
+def _refused(
+    caller: Caller, request: web.Request, code: str, message: str, problems: list[str]
+) -> web.Response:
+    """An admin write refused for what it asked (422), every problem listed, and on record."""
+    _audit(caller, request, result="refused", problems=len(problems))
+    body = {"error": {"code": code, "message": message, "problems": problems}}
+    return _json(body, status=422)
+
+
 async def reload(request: web.Request, runtime: Runtime) -> web.StreamResponse:
     caller = await _require_admin(request, runtime)
     try:
         policy = await runtime.reload()
     except StartupError as exc:
-        _audit(caller, request, result="refused", problems=len(exc.problems))
-        return _json(
-            {
-                "error": {
-                    "code": "invalid_contracts",
-                    "message": "reload refused; the contracts and keys in use stay in force",
-                    "problems": exc.problems,
-                }
-            },
-            status=422,
+        return _refused(
+            caller,
+            request,
+            "invalid_contracts",
+            "reload refused; the contracts and keys in use stay in force",
+            exc.problems,
         )
     except Exception:
         # A fault of the gateway (answered 500): the attempt is still on record.
@@ -364,17 +369,7 @@ async def consent(request: web.Request, runtime: Runtime) -> web.StreamResponse:
         _audit(caller, request, result="unavailable")
         raise ConsentRegistryUnavailable(_REPLACED) from exc
     except ConsentInputError as exc:
-        _audit(caller, request, result="refused", problems=len(exc.problems))
-        return _json(
-            {
-                "error": {
-                    "code": "invalid_consent",
-                    "message": "nothing was applied",
-                    "problems": exc.problems,
-                }
-            },
-            status=422,
-        )
+        return _refused(caller, request, "invalid_consent", "nothing was applied", exc.problems)
     except Exception:
         _audit(caller, request, result="failed")
         raise
