@@ -24,11 +24,12 @@ from gateway.auth import (
     build_consent_verifier,
 )
 from gateway.consent import ConsentRegistry, RegistryError
+from gateway.contract import MAX_UPSTREAM_TIMEOUT_S
 from gateway.errors import ShareLogUnavailable
 from gateway.keys import subject_ref_key
 from gateway.ops import handle_ops
 from gateway.pii import scan
-from gateway.pipeline import handle_share
+from gateway.pipeline import MAX_RECORD_WAIT_S, handle_share
 from gateway.policy import Policy
 from gateway.runtime import RUNTIME, Runtime, StartupError, load_policy, master_key
 from gateway.server import GatewayRunner, ServerLimits
@@ -233,12 +234,11 @@ def recent_shares(
             continue
         span, _ = rate_window(rate)
         window_start = now - timedelta(seconds=span)
-        # A share goes out within its contract's `timeout_s` of its record's commit, or not at
-        # all. The commit follows the decision by milliseconds (an fsync in `strict`), and the
-        # contract may have had a longer `timeout_s` before a reload: a share that waited past
-        # this look-back is missed. Not looked back further: every partner's shares in the
-        # look-back are read off the time index, at each start, for each rate-limited partner.
-        waited = timedelta(seconds=partner.contract.upstream.timeout_s)
+        # A share goes out within `MAX_RECORD_WAIT_S` of its decision (its record's commit) and
+        # then within its contract's `timeout_s`, or not at all. Not the contract's own: a
+        # reload may have shortened it since. Every partner's shares in the look-back are read
+        # off the time index, at each start, for each rate-limited partner.
+        waited = timedelta(seconds=MAX_RECORD_WAIT_S + MAX_UPSTREAM_TIMEOUT_S)
         sent = review.sent_by_since(path, partner_id, window_start - waited, window_start)
         ages = [
             0.0 if ts is None else max(0.0, (now - datetime.fromisoformat(ts)).total_seconds())

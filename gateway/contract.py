@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 import yaml
 from pydantic import (
@@ -97,6 +97,8 @@ MAX_NODES = 100_000
 # Flow collections (`[...]`, `{...}`) inside one another: the bundled contracts nest 3 deep
 # (`{path: p, transform: {mask: {keep_last: 4}}}`).
 MAX_FLOW_DEPTH = 16
+# An upstream's `timeout_s` at most: a restart looks this far back for shares still going out.
+MAX_UPSTREAM_TIMEOUT_S: Final = 300
 
 
 class StrictLoader(yaml.SafeLoader):
@@ -865,7 +867,7 @@ UpstreamAuth = Annotated[NoAuth | BearerAuth | BasicAuth | HeaderAuth, Field(dis
 class Upstream(_Model):
     base_url: str
     location: CountryCode
-    timeout_s: float = Field(default=10, gt=0, le=300, strict=True)
+    timeout_s: float = Field(default=10, gt=0, le=MAX_UPSTREAM_TIMEOUT_S, strict=True)
     auth: UpstreamAuth = NoAuth(type="none")
     # false for a partner known to answer one request twice: on a reused connection, a late
     # second answer would be read as the next share's.

@@ -31,6 +31,7 @@ from gateway.errors import (
     PurposeDenied,
     RouteDenied,
     ScopeDenied,
+    ShareLogUnavailable,
     UnknownPartner,
     UnsupportedMediaType,
     UpstreamError,
@@ -601,6 +602,12 @@ def _cache_directives(value: str) -> str:
 
 # --- the handler ------------------------------------------------------------------------------
 
+# The longest a share may wait for its record's commit and still go out. Past it (a disk that
+# stalled an fsync, say) it is not sent: a restart finds the shares still inside a rate's window
+# by when they were decided, and one that went out later than this plus its contract's
+# `timeout_s` would be missed.
+MAX_RECORD_WAIT_S: Final = 30.0
+
 
 async def _record(runtime: Runtime, record: ShareRecord) -> None:
     try:
@@ -667,6 +674,7 @@ async def _handle_admitted(
             GatewayError("the gateway failed to process the request"), flow.share_id
         )
     # No share without a record: if it cannot be written, ShareLogUnavailable answers 503.
+    committing = time.monotonic()
     try:
         await runtime.share_log.record(flow.record("shared", "shared"))
     except GatewayError as error:
@@ -674,6 +682,17 @@ async def _handle_admitted(
         _count(flow, "error", error.code)
         await runtime.terms.give_back(flow.volume_taken)  # nothing went out: it counts nothing
         return error_response(error, flow.share_id)
+    waited = time.monotonic() - committing
+    if waited > MAX_RECORD_WAIT_S:
+        log.error("share_record_late", share_id=flow.share_id, waited_s=round(waited, 3))
+        _record_outcome(runtime, ShareOutcome(flow.share_id, "error", None, 0, 0.0))
+        _count(flow, "error", ShareLogUnavailable.code)
+        metrics.count_outcome(flow.partner.id if flow.partner else "-", "error")
+        await runtime.terms.give_back(flow.volume_taken)
+        late = ShareLogUnavailable(
+            f"the share log took over {MAX_RECORD_WAIT_S:g} s to record the share; nothing was sent"
+        )
+        return error_response(late, flow.share_id)
     _count(flow, "shared", "shared")
     return await forward(flow, runtime)
 

@@ -1051,22 +1051,24 @@ def _late_share(path: Path, decided_ago_s: float, outcome_ago_s: float | None) -
 
 
 @pytest.mark.parametrize(
-    "outcome_ago_s",
+    ("outcome_ago_s", "timeout_s"),
     [
         # It waited 280 s (for a connection, a handshake, its turn) and went out then.
-        420,
+        (420, 300),
         # A crash cut it: nothing says when it went out before the gateway stopped.
-        None,
+        (None, 300),
+        # As the first, under a contract whose `timeout_s` a reload has shortened since.
+        (420, 10),
     ],
 )
 async def test_a_restart_counts_a_share_in_the_rate_window_from_when_it_went_out(
-    make_gateway: GatewayFactory, tmp_path: Path, outcome_ago_s: float | None
+    make_gateway: GatewayFactory, tmp_path: Path, outcome_ago_s: float | None, timeout_s: float
 ) -> None:
     # One share per 600 s. Decided 700 s before the restart, the share may have reached the
     # partner up to `timeout_s` later: counted from its decision, the next one would follow it
     # too soon.
     _late_share(tmp_path / "share-log.sqlite", 700, outcome_ago_s)
-    slow = contract(upstream={"timeout_s": 300}, terms={"rate_limit_per_s": 1 / 600})
+    slow = contract(upstream={"timeout_s": timeout_s}, terms={"rate_limit_per_s": 1 / 600})
     gw = await make_gateway([slow], durable_log=True)
     answer = await gw.share("POST", "/acme/v1/assess", json={"applicant": {"user_id": "u-1"}})
     assert answer.status == 429, await answer.text()

@@ -33,11 +33,12 @@ from conftest import (
 from multidict import CIMultiDict
 from tokens import SigningKey, claims, mint, rsa_key, sign_raw, unsigned, write_jwks
 
+from gateway import pipeline
 from gateway.errors import ShareLogUnavailable
 from gateway.keys import keyed_hash, partner_hash_key
 from gateway.pipeline import response_headers
 from gateway.sharelog.memory import MemoryShareLog
-from gateway.sharelog.record import ShareOutcome
+from gateway.sharelog.record import ShareOutcome, ShareRecord
 
 SCOPE = "share:acme:*"
 ASSESS = "/acme/v1/assess"
@@ -2083,6 +2084,38 @@ async def test_no_share_without_a_record(make_gateway: GatewayFactory) -> None:
     assert response.headers["X-Share-Id"] == body["error"]["share_id"]
     assert gw.partner.received == []
     assert gw.log.records == []
+
+
+async def test_a_share_whose_record_took_too_long_is_not_sent(
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A restart looks for the shares in a rate's window only so far back: one that went out
+    # later than that after its decision would be missed.
+    monkeypatch.setattr(pipeline, "MAX_RECORD_WAIT_S", 0.05)
+    gw = await make_gateway([contract(terms={"max_records_per_day": 1})])
+    recorded = gw.log.record
+
+    async def stalled(record: ShareRecord) -> None:
+        await asyncio.sleep(0.2)  # a disk that held the commit (an fsync) that long
+        await recorded(record)
+
+    monkeypatch.setattr(gw.log, "record", stalled)
+    with structlog.testing.capture_logs() as lines:
+        response = await gw.share("POST", ASSESS, json=applicant())
+    body = await response.json()
+    assert (response.status, body["error"]["code"]) == (503, "share_log_unavailable")
+    assert "nothing was sent" in body["error"]["message"]
+    assert gw.partner.received == []
+    share_id = response.headers["X-Share-Id"]
+    assert [(r.share_id, r.decision) for r in gw.log.records] == [(share_id, "shared")]
+    outcome = gw.log.outcome_of(share_id)
+    assert outcome is not None
+    assert outcome.outcome == "error"  # never left: counts for no cap
+    assert any(line["event"] == "share_record_late" for line in lines)
+
+    monkeypatch.setattr(gw.log, "record", recorded)
+    assert (await gw.share("POST", ASSESS, json=applicant())).status == 200  # the day's one
+    assert len(gw.partner.received) == 1
 
 
 # Refusals that come after the body was filtered: the record must not claim what was not sent.
