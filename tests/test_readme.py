@@ -44,3 +44,24 @@ def test_the_example_pod_probes_the_gateway_where_it_listens() -> None:
         assert "httpGet" not in container[probe]
         command = " ".join(container[probe]["exec"]["command"])
         assert f"http://127.0.0.1:{ListenSettings().port}/_gateway/" in command
+
+
+def image_user() -> tuple[int, int]:
+    """The uid and gid the Dockerfile's image runs as (`USER uid:gid`)."""
+    dockerfile = (REPO / "Dockerfile").read_text(encoding="utf-8")
+    [user] = [line.split()[1] for line in dockerfile.splitlines() if line.startswith("USER ")]
+    uid, gid = user.split(":")
+    return int(uid), int(gid)
+
+
+def test_the_example_pod_gives_the_share_log_volume_to_the_image_user() -> None:
+    # A new persistent volume's root is root's, mode 755, hiding the image's own var/: the
+    # kubelet hands it to the pod's fsGroup, and without one the gateway cannot create its
+    # share log there and stops at its first start.
+    pod = example_pod()
+    _, gid = image_user()
+    assert pod["spec"].get("securityContext", {}).get("fsGroup") == gid
+    [mount] = [
+        m for m in gateway_container(pod)["volumeMounts"] if m["mountPath"] == "/srv/gateway/var"
+    ]
+    assert not mount.get("readOnly", False)
