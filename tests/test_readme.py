@@ -65,3 +65,17 @@ def test_the_example_pod_gives_the_share_log_volume_to_the_image_user() -> None:
         m for m in gateway_container(pod)["volumeMounts"] if m["mountPath"] == "/srv/gateway/var"
     ]
     assert not mount.get("readOnly", False)
+
+
+def test_the_example_pod_gives_a_read_only_gateway_a_writable_tmp() -> None:
+    # SQLite writes a sort too large for memory to a temporary file, in /var/tmp, /tmp or the
+    # working directory, and fails ("disk I/O error") where none is writable: the start's
+    # read-back of the day's shares (90,000 of them are enough) and `logs summary` do.
+    pod = example_pod()
+    container = gateway_container(pod)
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = container["volumeMounts"]
+    [mount] = [m for m in mounts if m["mountPath"] == "/tmp"]  # noqa: S108 - the pod's, not ours
+    assert not mount.get("readOnly", False)
+    [volume] = [v for v in pod["spec"]["volumes"] if v["name"] == mount["name"]]
+    assert "emptyDir" in volume
