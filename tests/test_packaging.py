@@ -1,9 +1,14 @@
-"""The package's build settings agree with what the build backend they name accepts."""
+"""The package builds with the backend it names, and the image's build stage copies all of it."""
 
 from __future__ import annotations
 
+import fnmatch
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -19,3 +24,88 @@ def test_the_build_asks_for_a_setuptools_that_reads_the_license_as_written() -> 
     lowest = re.fullmatch(r"setuptools>=(\d+)(?:\.\d+)*", setuptools)
     assert lowest is not None, setuptools
     assert int(lowest.group(1)) >= 77
+
+
+def dockerfile_build_copies() -> list[tuple[list[str], str]]:
+    """The `COPY sources... dest` lines of the Dockerfile's build stage, in order."""
+    lines = (REPO / "Dockerfile").read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if re.match(r"FROM \S+ AS build$", line))
+    end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("FROM "))
+    copies = []
+    for line in lines[start + 1 : end]:
+        if line.startswith("COPY "):
+            *sources, dest = line.split()[1:]
+            assert not any(s.startswith("--") for s in sources), line
+            copies.append((sources, dest))
+    return copies
+
+
+def docker_ignores(relative: Path) -> bool:
+    """Whether `.dockerignore` keeps the path out of the build context (its patterns as written
+    there: names, and `**/` for any depth)."""
+    patterns = [
+        p.strip()
+        for p in (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
+        if p.strip() and not p.startswith("#")
+    ]
+    parts = relative.parts
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    for pattern in patterns:
+        assert not pattern.startswith("!"), pattern
+        if pattern.startswith("**/"):
+            if any(fnmatch.fnmatchcase(part, pattern[3:]) for part in parts):
+                return True
+        elif any(fnmatch.fnmatchcase(prefix, pattern) for prefix in prefixes):
+            return True
+    return False
+
+
+def test_the_image_build_installs_every_file_of_the_package(tmp_path: Path) -> None:
+    # The image is built from only what its build stage copies: a module or data file the
+    # package needs, left out of the copy, is missing at `share-gateway serve` in the image
+    # alone, never in a checkout.
+    context = tmp_path / "src"
+    context.mkdir()
+    for sources, dest in dockerfile_build_copies():
+        # As COPY does: a file into a folder (`./`) keeps its name; a folder's contents go
+        # under the destination.
+        for root in sorted(r for source in sources for r in REPO.glob(source)):
+            if root.is_file():
+                files = [(root, Path(dest) / root.name if dest.endswith("/") else Path(dest))]
+            else:
+                files = [(p, Path(dest) / p.relative_to(root)) for p in sorted(root.rglob("*"))]
+            for path, inside in files:
+                if path.is_dir() or docker_ignores(path.relative_to(REPO)):
+                    continue
+                (context / inside).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, context / inside)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-cache-dir",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(context),
+        ],
+        check=True,
+        timeout=100,
+        capture_output=True,
+    )
+    [wheel] = (tmp_path / "dist").glob("share_gateway-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        [entry_points] = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+        scripts = archive.read(entry_points).decode()
+    package = {
+        path.relative_to(REPO).as_posix()
+        for path in (REPO / "gateway").rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+    assert "gateway/py.typed" in package
+    assert package - names == set()
+    assert "share-gateway = gateway.__main__:main" in scripts
