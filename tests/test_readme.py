@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +80,15 @@ def test_the_example_pod_gives_a_read_only_gateway_a_writable_tmp() -> None:
     assert not mount.get("readOnly", False)
     [volume] = [v for v in pod["spec"]["volumes"] if v["name"] == mount["name"]]
     assert "emptyDir" in volume
+
+
+def test_the_example_pod_lets_each_probe_run_as_long_as_its_own_timeout() -> None:
+    # The kubelet ends an exec probe after `timeoutSeconds` (1 when not given) and counts it
+    # failed: a probe whose request may take 2 s needs more than that, or a slow start of its
+    # interpreter fails the liveness probe and restarts the gateway with shares in flight.
+    container = gateway_container(example_pod())
+    for probe in ("readinessProbe", "livenessProbe"):
+        command = " ".join(container[probe]["exec"]["command"])
+        waits = re.search(r"timeout=(\d+)\)", command)
+        assert waits is not None, command
+        assert container[probe].get("timeoutSeconds", 1) > int(waits.group(1))
