@@ -176,9 +176,16 @@ async def build_runtime(
         opened.callback(registry.close)
         quota = DailyCounts()
         now = datetime.now(settings.zone)
-        quota.seed(now.date(), await asyncio.to_thread(records_shared_since, settings, now.date()))
+        try:
+            today = await asyncio.to_thread(records_shared_since, settings, now.date())
+            recent = await asyncio.to_thread(recent_shares, settings, policy, now)
+        except (OSError, sqlite3.Error) as exc:
+            # Started without them, the caps would count from zero: refused, in one line.
+            raise StartupError(
+                [f"share log {settings.share_log.path}: cannot read back the caps' counts: {exc}"]
+            ) from exc
+        quota.seed(now.date(), today)
         windows, sends = SlidingWindows(), SlidingWindows()
-        recent = await asyncio.to_thread(recent_shares, settings, policy, now)
         for partner_id, (rate, ages) in recent.items():
             windows.seed(partner_id, rate, ages)
             sends.seed(partner_id, rate, ages)

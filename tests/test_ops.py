@@ -18,6 +18,7 @@ import yaml
 from conftest import HASH_KEY, Gateway, GatewayFactory, contract, raw_request, tamper
 from tokens import SigningKey, mint, rsa_key, write_jwks
 
+from gateway import app as app_module
 from gateway import runtime as runtime_module
 from gateway.app import (
     DRAIN_MARGIN_S,
@@ -28,6 +29,7 @@ from gateway.app import (
 )
 from gateway.auth import JWKS_FETCH_TIMEOUT_S
 from gateway.keys import keyed_hash
+from gateway.runtime import StartupError
 from gateway.settings import ConsentSettings
 from gateway.sharelog import ShareLog, review
 from gateway.sharelog.ledger import Ledger
@@ -1074,6 +1076,26 @@ async def test_a_restart_counts_a_share_in_the_rate_window_from_when_it_went_out
     assert answer.status == 429, await answer.text()
     assert (await answer.json())["error"]["code"] == "rate_limited"
     assert gw.partner.received == []
+
+
+@pytest.mark.parametrize("reader", ["records_shared_since", "recent_shares"])
+async def test_a_start_that_cannot_read_back_the_caps_counts_is_refused_in_one_line(
+    make_gateway: GatewayFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    reader: str,
+) -> None:
+    # As SQLite fails a sort too large for memory with nowhere to write it ("disk I/O error").
+    def fails(*_: object) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(app_module, reader, fails)
+    with pytest.raises(StartupError) as refused:
+        await make_gateway(durable_log=True)
+    log = tmp_path / "share-log.sqlite"
+    assert refused.value.problems == [
+        f"share log {log}: cannot read back the caps' counts: disk I/O error"
+    ]
 
 
 async def test_a_share_in_flight_during_a_reload_keeps_its_contract(
