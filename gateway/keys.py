@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import unicodedata
 
-from gateway.pii import resident_id_number
+from gateway.idnumber import resident_id_number
 
 
 def derive_key(master: bytes, label: str) -> bytes:

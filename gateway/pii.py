@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import bisect
-import datetime as dt
 import functools
 import ipaddress
 import itertools
@@ -13,6 +12,15 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
+
+from gateway.idnumber import (
+    PROVINCES,
+    id_birth_date,
+    id_check_ok,
+    id_ok,
+    looks_like_id,
+    old_id_birth_date,
+)
 
 ID_NUMBER: Final = "identity.id_number"
 CREDIT_CODE: Final = "identity.credit_code"
@@ -711,99 +719,16 @@ def _email_astral() -> _EmailPatterns:
 
 # --- validation ----------------------------------------------------------------------------
 
-# Leading two digits of the administrative division code (GB/T 2260), incl. 71/81/82 and
-# the 83 used on residence permits for Taiwan residents.
-_PROVINCES: Final = frozenset(
-    str(code)
-    for codes in (
-        range(11, 16),
-        range(21, 24),
-        range(31, 38),
-        range(41, 47),
-        range(50, 55),
-        range(61, 66),
-        (71, 81, 82, 83),
-    )
-    for code in codes
-)
-# Credit codes of central bodies carry the national division code 100000.
-_CREDIT_REGIONS: Final = _PROVINCES | {"10"}
-
-_ID_WEIGHTS: Final = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-_ID_CHECK: Final = "10X98765432"
-_ID_ZERO_WEIGHT: Final = ord("0") * sum(_ID_WEIGHTS)
-_ID_SHAPE: Final = re.compile(r"[1-9][0-9]{16}[0-9Xx]")
-_OLD_ID_SHAPE: Final = re.compile(r"[1-9][0-9]{14}")
-# First-generation numbers were issued on the mainland only (1984-2004): not with the codes
-# of Taiwan, Hong Kong and Macao (and the residence permits) that 18-character ones carry.
-_OLD_ID_PROVINCES: Final = _PROVINCES - {"71", "81", "82", "83"}
-_EARLIEST_BIRTH: Final = dt.date(1900, 1, 1)
-_YEAR_AT_START: Final = dt.date.today().year  # no later than any year the process sees
-
-_CREDIT_CHARSET: Final = "0123456789ABCDEFGHJKLMNPQRTUWXY"
-_CREDIT_VALUES: Final = {c: i for i, c in enumerate(_CREDIT_CHARSET)}
-_CREDIT_WEIGHTS: Final = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
-_LUHN_DOUBLED: Final = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
-
-
-def _id_birth_date(value: str) -> dt.date | None:
-    """Birth date of an 18-character string shaped like a resident ID (check digit not tested)."""
-    if value[:2] not in _PROVINCES:
-        return None
-    try:
-        born = dt.date(int(value[6:10]), int(value[10:12]), int(value[12:14]))
-    except ValueError:
-        return None
-    # Only a birth date this year or later can lie in the future: today's date (a clock and
-    # time-zone lookup) is read for those alone.
-    if born < _EARLIEST_BIRTH or (born.year >= _YEAR_AT_START and born > dt.date.today()):
-        return None
-    return born
-
-
-def _old_id_birth_date(value: str) -> dt.date | None:
-    """Birth date of a 15-digit first-generation resident ID number: its division and its
-    YYMMDD, always in the 1900s, are all there is to check (it has no check digit)."""
-    if value[:2] not in _OLD_ID_PROVINCES:
-        return None
-    try:
-        return dt.date(1900 + int(value[6:8]), int(value[8:10]), int(value[10:12]))
-    except ValueError:
-        return None
-
-
-def _id_ok(value: str) -> bool:
-    """A valid resident ID number, of 18 characters or 15 digits, without its separators."""
-    if len(value) == 15:
-        return _old_id_birth_date(value) is not None
-    return _id_birth_date(value) is not None and _id_check_ok(value)
-
-
-def _looks_like_id(value: str) -> bool:
-    """An 18-digit run laid out like a resident ID (region, 18xx-20xx year, month, day), valid
-    or not: mistyped ID numbers are never read as cards or credit codes."""
-    return (
-        value[:2] in _PROVINCES
-        and value[6:8] in ("18", "19", "20")
-        and value[10] in "01"
-        and value[12] in "0123"
-    )
-
-
-def _id_check_ok(value: str) -> bool:
-    # On the digits' byte values, less what the zeros contribute: no int() per character.
-    total = sum(map(operator.mul, value[:17].encode("ascii"), _ID_WEIGHTS)) - _ID_ZERO_WEIGHT
-    return _ID_CHECK[total % 11] == value[17].upper()
-
-
-# Written in groups it is the same number, whatever it is grouped with: a minor's card must
-# not pass as no card at all for want of its separators. Dropped from it: every whitespace
-# character (line breaks too: the field holds one value), every dash and the prolonged sound
-# mark (no word is in the way here), the slashes the free-text scanner takes for separators
-# too, and every invisible character the free-text scanner looks through (zero-width space and
-# joiners, soft hyphen, direction marks, variation selectors, NUL, ...). Full-width forms,
-# the digits of every script and Chinese numerals fold as in free text.
-_ID_READ: Final[dict[int, int | None]] = {
+# What `gateway.idnumber` reads past in a resident ID number written with more than ASCII
+# letters and digits: built here, from the scanner's tables. Written in groups it is the same
+# number, whatever it is grouped with: a minor's card must not pass as no card at all for want
+# of its separators. Dropped from it: every whitespace character (line breaks too: the field
+# holds one value), every dash and the prolonged sound mark (no word is in the way here), the
+# slashes the free-text scanner takes for separators too, and every invisible character the
+# free-text scanner looks through (zero-width space and joiners, soft hyphen, direction marks,
+# variation selectors, NUL, ...). Full-width forms, the digits of every script and Chinese
+# numerals fold as in free text.
+ID_READ: Final[dict[int, int | None]] = {
     **_FOLD_TABLE,
     **_OTHER_DIGITS,
     **_CHINESE_DIGITS,
@@ -813,42 +738,13 @@ _ID_READ: Final[dict[int, int | None]] = {
 }
 
 
-def birth_date_from_id(value: str) -> dt.date | None:
-    """The birth date in a valid mainland resident ID number, or None if it is not one: one
-    of 18 characters (division, date and check digit checked) or a first-generation one of
-    15 digits (division and date: born in the 1900s, it is never a child's)."""
-    if len(value) < 15:
-        return None  # a subject id like "u-100234": too short for any ID number
-    if not (value.isascii() and value.isalnum()):
-        value = value.translate(_ID_READ)
-    if len(value) == 18:
-        if not _ID_SHAPE.fullmatch(value):
-            return None
-        born = _id_birth_date(value)
-        return born if born is not None and _id_check_ok(value) else None
-    if len(value) == 15 and _OLD_ID_SHAPE.fullmatch(value):
-        return _old_id_birth_date(value)
-    return None
+# Credit codes of central bodies carry the national division code 100000.
+_CREDIT_REGIONS: Final = PROVINCES | {"10"}
 
-
-def resident_id_number(value: str) -> str | None:
-    """`value` as the one resident ID number it is written as, or None if it is none: without
-    the separators and invisible characters `birth_date_from_id` reads past, digits folded,
-    the check digit `X` in upper case. Every way of writing one number gives one string.
-
-    A number of 18 laid out like a resident ID number counts whatever its check digit, as
-    for cards and credit codes (`_looks_like_id`): a mistyped number is still the number a
-    share named, and written in groups it must not pass for another.
-    """
-    if len(value) < 15:
-        return None
-    if not (value.isascii() and value.isalnum()):
-        value = value.translate(_ID_READ)
-    if len(value) == 18 and _ID_SHAPE.fullmatch(value) and _looks_like_id(value):
-        return value.upper()
-    if len(value) == 15 and _OLD_ID_SHAPE.fullmatch(value) and _old_id_birth_date(value):
-        return value
-    return None
+_CREDIT_CHARSET: Final = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+_CREDIT_VALUES: Final = {c: i for i, c in enumerate(_CREDIT_CHARSET)}
+_CREDIT_WEIGHTS: Final = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
+_LUHN_DOUBLED: Final = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
 
 
 def _luhn_ok(digits: str) -> bool:
@@ -866,7 +762,7 @@ def _card_ok(digits: str) -> bool:
     # timestamps that happen to pass Luhn are not cards.
     if digits[0] not in "34569" and not 2221 <= int(digits[:4]) <= 2720:
         return False
-    if len(digits) == 18 and _looks_like_id(digits):
+    if len(digits) == 18 and looks_like_id(digits):
         return False
     return _luhn_ok(digits)
 
@@ -874,7 +770,7 @@ def _card_ok(digits: str) -> bool:
 def _credit_ok(value: str) -> bool:
     if value[2:4] not in _CREDIT_REGIONS:
         return False
-    if value.isdigit() and _looks_like_id(value):
+    if value.isdigit() and looks_like_id(value):
         return False
     total = sum(map(operator.mul, map(_CREDIT_VALUES.__getitem__, value[:17]), _CREDIT_WEIGHTS))
     return _CREDIT_CHARSET[(31 - total % 31) % 31] == value[17]
@@ -1104,7 +1000,7 @@ def _whole(norm: str, start: int, end: int) -> list[_Candidate]:
     name = m.lastgroup
     value = m.group()
     if name == "id":
-        ok = _id_ok(_ungrouped_id(value))
+        ok = id_ok(_ungrouped_id(value))
     elif name == "credit":
         ok = _credit_ok(value)
     elif name == "card":
@@ -1131,9 +1027,9 @@ def _digit_run(value: str, start: int) -> list[_Candidate]:
     """Candidates in a run of bare digits, without regexes (order and invoice numbers land here)."""
     n = len(value)
     end = start + n
-    if n == 18 and _id_birth_date(value) is not None and _id_check_ok(value):
+    if n == 18 and id_birth_date(value) is not None and id_check_ok(value):
         return [(_PRIORITY[ID_NUMBER], start, end, ID_NUMBER)]
-    if n == 15 and _old_id_birth_date(value) is not None:
+    if n == 15 and old_id_birth_date(value) is not None:
         return [(_PRIORITY[ID_NUMBER], start, end, ID_NUMBER)]
     if n == 18 and _CREDIT_RE.fullmatch(value) and _credit_ok(value):
         return [(_PRIORITY[CREDIT_CODE], start, end, CREDIT_CODE)]
@@ -1151,7 +1047,7 @@ def _candidates(norm: str, start: int, end: int, glued: list[_Candidate]) -> lis
     length = end - start
     if length >= 15:
         for m in _ID_RE.finditer(norm, start, end):
-            if _id_ok(_ungrouped_id(m.group())):
+            if id_ok(_ungrouped_id(m.group())):
                 found.append((_PRIORITY[ID_NUMBER], m.start(), m.end(), ID_NUMBER))
     if length >= 18:
         for m in _CREDIT_OPEN_RE.finditer(norm, start, end):

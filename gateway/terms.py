@@ -27,9 +27,9 @@ from gateway.errors import (
     RateLimited,
 )
 from gateway.fieldfilter import query_parameter, select
+from gateway.idnumber import birth_date_from_id
 from gateway.jsonbody import JSONValue
 from gateway.keys import canonical_subject_id, checked_subject_id
-from gateway.pii import birth_date_from_id
 from gateway.routing import path_placeholder
 
 if TYPE_CHECKING:

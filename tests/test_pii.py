@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway import pii
+from gateway.idnumber import birth_date_from_id
 from gateway.pii import (
     BANK_ACCOUNT,
     CATEGORIES,
@@ -29,7 +30,6 @@ from gateway.pii import (
     PHONE,
     Match,
     _may_hide,
-    birth_date_from_id,
     find,
     scan,
 )
