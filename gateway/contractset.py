@@ -31,10 +31,10 @@ from gateway.contract import (
     schema_problems,
     to_transform,
 )
+from gateway.origins import origin_of
 from gateway.routing import PATH_PREFIX, Template, path_placeholder
 from gateway.settings import ENV_PREFIX, Settings
 from gateway.taxonomy import Taxonomy, load_taxonomy
-from gateway.upstream import origin_of
 
 __all__ = [
     "ContractSet",

@@ -29,7 +29,8 @@ from partners import RawPartner, Script, writes
 
 from gateway import upstream as upstream_module
 from gateway.errors import UpstreamError
-from gateway.upstream import HttpUpstream, UpstreamFailure, UpstreamRequest, _waiting, origin_of
+from gateway.origins import origin_of
+from gateway.upstream import HttpUpstream, UpstreamFailure, UpstreamRequest, _waiting
 
 OK = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 8\r\n\r\n{"n": 1}'
 BOUND_S = 5.0  # far above every wait here: reaching it means something hung
