@@ -25,13 +25,13 @@ from gateway.auth import (
 )
 from gateway.consent import ConsentRegistry, RegistryError
 from gateway.contract import MAX_UPSTREAM_TIMEOUT_S
-from gateway.errors import ShareLogUnavailable
-from gateway.keys import subject_ref_key
+from gateway.errors import ShareLogUnavailable, StartupError
+from gateway.keys import master_key, subject_ref_key
 from gateway.ops import handle_ops
 from gateway.pii import scan
 from gateway.pipeline import MAX_RECORD_WAIT_S, handle_share
 from gateway.policy import Policy
-from gateway.runtime import RUNTIME, Runtime, StartupError, load_policy, master_key
+from gateway.runtime import RUNTIME, Runtime, load_policy
 from gateway.server import GatewayRunner, ServerLimits
 from gateway.settings import Settings
 from gateway.sharelog import review

@@ -17,9 +17,9 @@ import orjson
 from pydantic import ValidationError
 
 from gateway.contractset import load_contract_set
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, StartupError
+from gateway.keys import MIN_MASTER_KEY_BYTES
 from gateway.policy import compile_policy
-from gateway.runtime import MIN_MASTER_KEY_BYTES, StartupError
 from gateway.settings import ListenSettings, Settings, SettingsError, load_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2

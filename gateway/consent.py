@@ -1001,7 +1001,8 @@ def registry_path(settings: Settings) -> Path:
 
 def _master_key(settings: Settings) -> bytes | int:
     """The hash key, or the exit code of a usage error."""
-    from gateway.runtime import StartupError, master_key
+    from gateway.errors import StartupError
+    from gateway.keys import master_key
 
     try:
         return master_key(settings)

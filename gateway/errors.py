@@ -1,4 +1,5 @@
-"""The gateway's refusals: each error knows its HTTP status and its stable error code."""
+"""The gateway's refusals: each error knows its HTTP status and its stable error code. And the
+one error of a start (or reload) that cannot go on."""
 
 from __future__ import annotations
 
@@ -212,3 +213,14 @@ class UpstreamTimeout(GatewayError):
 
     status = 504
     code = "upstream_timeout"
+
+
+class StartupError(Exception):
+    """The gateway cannot start (or reload) safely; one line per problem.
+
+    Here, not with the running gateway's state: every command reports it, and a command that
+    never starts the gateway should not import the server to catch it."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems

@@ -5,9 +5,33 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import os
 import unicodedata
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
+from gateway.errors import StartupError
 from gateway.idnumber import resident_id_number
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
+
+MIN_MASTER_KEY_BYTES = 32
+
+
+def master_key(settings: Settings, environ: Mapping[str, str] | None = None) -> bytes:
+    """The key all pseudonyms derive from; without it nothing could be hashed, so nothing starts."""
+    environ = os.environ if environ is None else environ
+    name = settings.secrets.hash_key_env
+    value = environ.get(name, "")
+    if len(value.encode()) < MIN_MASTER_KEY_BYTES:
+        raise StartupError(
+            [
+                f"environment variable {name} must hold a secret of at least "
+                f"{MIN_MASTER_KEY_BYTES} bytes"
+            ]
+        )
+    return value.encode()
 
 
 def derive_key(master: bytes, label: str) -> bytes:

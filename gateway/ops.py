@@ -32,6 +32,7 @@ from gateway.errors import (
     RegistryUnavailable,
     ShareLogChanged,
     ShareLogUnavailable,
+    StartupError,
 )
 from gateway.jsonbody import JSONValue
 from gateway.keys import canonical_subject_id, shares_cursor_key, subject_ref
@@ -42,7 +43,7 @@ from gateway.pipeline import (
     parse_json_body,
     refuse_transfer_codings,
 )
-from gateway.runtime import RUNTIME, Runtime, StartupError
+from gateway.runtime import RUNTIME, Runtime
 from gateway.server import SERVER_NAME
 from gateway.sharelog import cursor, review
 from gateway.sharelog.commands import UsageError, parse_time

@@ -14,6 +14,7 @@ from gateway import heap, metrics
 from gateway.auth import AuthConfigError, FileKeyStore, KeyFile, TokenVerifier
 from gateway.consent import RegistryError
 from gateway.contractset import load_contract_set
+from gateway.errors import StartupError
 from gateway.fieldfilter import TextScanner
 from gateway.keys import subject_ref_key
 from gateway.policy import Policy, PolicyError, compile_policy
@@ -23,31 +24,6 @@ from gateway.terms import Terms
 from gateway.upstream import Upstream
 
 log = structlog.get_logger("gateway")
-
-MIN_MASTER_KEY_BYTES = 32
-
-
-class StartupError(Exception):
-    """The gateway cannot start (or reload) safely; one line per problem."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
-
-
-def master_key(settings: Settings, environ: Mapping[str, str] | None = None) -> bytes:
-    """The key all pseudonyms derive from; without it nothing could be hashed, so nothing starts."""
-    environ = os.environ if environ is None else environ
-    name = settings.secrets.hash_key_env
-    value = environ.get(name, "")
-    if len(value.encode()) < MIN_MASTER_KEY_BYTES:
-        raise StartupError(
-            [
-                f"environment variable {name} must hold a secret of at least "
-                f"{MIN_MASTER_KEY_BYTES} bytes"
-            ]
-        )
-    return value.encode()
 
 
 def load_policy(settings: Settings, key: bytes, environ: Mapping[str, str] | None = None) -> Policy:

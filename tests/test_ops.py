@@ -29,7 +29,7 @@ from gateway.app import (
 )
 from gateway.auth import JWKS_FETCH_TIMEOUT_S
 from gateway.keys import keyed_hash
-from gateway.runtime import StartupError
+from gateway.errors import StartupError
 from gateway.settings import ConsentSettings
 from gateway.sharelog import ShareLog, review
 from gateway.sharelog.ledger import Ledger

@@ -23,11 +23,10 @@ import structlog
 from conftest import GatewayFactory
 from structlog.testing import capture_logs
 
-from gateway.errors import ShareLogUnavailable
+from gateway.errors import ShareLogUnavailable, StartupError
 from gateway.keys import keyed_hash, subject_ref_key
 from gateway.logconfig import STDOUT, configure_logging
 from gateway.metrics import REGISTRY
-from gateway.runtime import StartupError
 from gateway.settings import ShareLogSettings
 from gateway.sharelog import MemoryShareLog, ShareLog, ShareOutcome, ShareRecord, ShareSink, schema
 from gateway.sharelog import printer as printer_module

@@ -371,7 +371,8 @@ def _continued(
 
 
 def _master_key(settings: Settings) -> bytes:
-    from gateway.runtime import StartupError, master_key
+    from gateway.errors import StartupError
+    from gateway.keys import master_key
 
     try:
         return master_key(settings)
