@@ -26,10 +26,11 @@ import structlog
 
 from gateway.keys import keyed_hash, subject_ref_key
 from gateway.settings import ShareLogSettings
-from gateway.sharelog import ShareLog, ShareOutcome, ShareRecord
+from gateway.sharelog import ShareOutcome, ShareRecord
 from gateway.sharelog.chain import GENESIS_HASH, seal, seal_key, share_entry
 from gateway.sharelog.review import count, query, summary, verify
 from gateway.sharelog.schema import connect_rw, entry_row, insert_sql, subject_key
+from gateway.sharelog.store import ShareLog
 
 # Run: `.venv/bin/python bench/bench_sharelog.py` (about a minute or two; `--quick` to smoke-test).
 #

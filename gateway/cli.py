@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import secrets
@@ -16,10 +15,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from gateway.contractset import load_contract_set
 from gateway.errors import GatewayError, StartupError
-from gateway.keys import MIN_MASTER_KEY_BYTES
-from gateway.policy import compile_policy
 from gateway.settings import ListenSettings, Settings, SettingsError, load_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -50,7 +46,14 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings.model_copy(update=update) if update else settings
 
 
+# Each command imports what it runs on as it runs: the server and its event loop (`serve`,
+# `demo`), the contract loader and the policy compiler (`contracts`) would otherwise add to the
+# start of every command, which operators run by hand and in scripts.
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
     from gateway.app import serve
     from gateway.logconfig import configure_logging
 
@@ -61,6 +64,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
     from gateway.demo import run_demo
     from gateway.logconfig import configure_logging
 
@@ -73,6 +78,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.contractset import load_contract_set
+
     directory = Path(args.dir) if args.dir else settings.contracts_dir
     contract_set, problems = load_contract_set(directory, settings)
     for problem in problems:
@@ -89,7 +96,10 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.contractset import load_contract_set
     from gateway.explain import RouteTextError, explain
+    from gateway.keys import MIN_MASTER_KEY_BYTES
+    from gateway.policy import compile_policy
 
     contract_set, problems = load_contract_set(settings.contracts_dir, settings)
     if contract_set is None:
@@ -176,6 +186,8 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _install_uvloop() -> None:
+    import asyncio
+
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is absent only on Windows

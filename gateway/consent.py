@@ -20,17 +20,13 @@ from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO, Literal
 
 import orjson
-import structlog
 
-from gateway.fieldfilter import loggable_key
 from gateway.files import create_private
 from gateway.keys import subject_id_problem, subject_ref
-from gateway.pii import UNSHOWABLE, scan
 
 if TYPE_CHECKING:
     from gateway.settings import Settings
 
-log = structlog.get_logger("gateway")
 
 SCHEMA_VERSION = 1
 CSV_HEADER = ("subject", "partner", "purpose", "granted_at", "withdrawn_at", "reference")
@@ -252,6 +248,10 @@ def _code_point(found: re.Match[str]) -> str:
 
 def _unshowable(value: str) -> str | None:
     """Why `value` cannot be shown as it is: its first control or invisible character."""
+    # The scanner's tables are imported with the first grant read, not with the module: the
+    # command line imports it for every command, and `consent show` reads no grant in.
+    from gateway.pii import UNSHOWABLE
+
     found = UNSHOWABLE.search(value)
     if found is None:
         return None
@@ -277,6 +277,8 @@ def _time(
 
 
 def _name_problems(partner: str | None, purpose: str | None) -> list[str]:
+    from gateway.pii import scan  # as in `_unshowable`
+
     problems = [
         f"{key}: holds what reads as personal data ({', '.join(sorted(found))}); "
         "are the columns in order?"
@@ -294,6 +296,8 @@ def _name_problems(partner: str | None, purpose: str | None) -> list[str]:
 
 
 def _unknown_fields(raw: Mapping[str, object], known: tuple[str, ...]) -> list[str]:
+    from gateway.fieldfilter import loggable_key  # as the scanner in `_unshowable`
+
     # A key is named only when it reads like a field name: a body keyed by the subjects
     # themselves ({"13912345678": "credit_assessment"}) must not see them echoed.
     return [f"{loggable_key(key)}: unknown field" for key in raw if key not in known]

@@ -31,9 +31,10 @@ from gateway.auth import JWKS_FETCH_TIMEOUT_S
 from gateway.keys import keyed_hash
 from gateway.errors import StartupError
 from gateway.settings import ConsentSettings
-from gateway.sharelog import ShareLog, review
+from gateway.sharelog import review
 from gateway.sharelog.ledger import Ledger
 from gateway.sharelog.record import ShareOutcome, ShareRecord
+from gateway.sharelog.store import ShareLog
 
 ADMIN = "gateway:admin"
 

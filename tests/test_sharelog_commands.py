@@ -29,7 +29,7 @@ from conftest import tamper
 from gateway.cli import build_parser
 from gateway.keys import keyed_hash, subject_ref_key
 from gateway.settings import Settings, ShareLogSettings
-from gateway.sharelog import ShareLog, ShareOutcome, ShareRecord
+from gateway.sharelog import ShareOutcome, ShareRecord
 from gateway.sharelog.commands import (
     UsageError,
     _export_to,
@@ -40,6 +40,7 @@ from gateway.sharelog.commands import (
 from gateway.sharelog.ledger import Ledger
 from gateway.sharelog.review import QUERY_FIELDS, query, summary
 from gateway.sharelog.schema import COMPANION_SUFFIXES
+from gateway.sharelog.store import ShareLog
 
 HASH_KEY = "cli-master-key-" * 3
 KEY_ENV = "SHARE_GATEWAY_HASH_KEY"

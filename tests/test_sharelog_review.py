@@ -17,7 +17,7 @@ from conftest import tamper
 
 from gateway.keys import keyed_hash, subject_ref_key
 from gateway.settings import ShareLogSettings
-from gateway.sharelog import ShareLog, ShareOutcome, ShareRecord
+from gateway.sharelog import ShareOutcome, ShareRecord
 from gateway.sharelog.chain import (
     GENESIS_HASH,
     EntryKind,
@@ -46,6 +46,7 @@ from gateway.sharelog.review import (
     verify,
 )
 from gateway.sharelog.schema import TABLES, columns, entry_row, insert_sql, row_entry
+from gateway.sharelog.store import ShareLog
 
 KEY = b"review-master-key-" * 2
 SUBJECT_KEY = subject_ref_key(KEY)

@@ -28,11 +28,12 @@ from gateway.keys import keyed_hash, subject_ref_key
 from gateway.logconfig import STDOUT, configure_logging
 from gateway.metrics import REGISTRY
 from gateway.settings import ShareLogSettings
-from gateway.sharelog import MemoryShareLog, ShareLog, ShareOutcome, ShareRecord, ShareSink, schema
+from gateway.sharelog import MemoryShareLog, ShareOutcome, ShareRecord, ShareSink, schema
 from gateway.sharelog import printer as printer_module
 from gateway.sharelog import store as store_module
 from gateway.sharelog.ledger import PruneRefused, PruneUnverified
 from gateway.sharelog.review import query, verify
+from gateway.sharelog.store import ShareLog
 
 KEY = b"test-master-key-" * 3
 SUBJECT_KEY = subject_ref_key(KEY)
@@ -997,7 +998,8 @@ CRASHING_WRITER = textwrap.dedent(
     from datetime import UTC, datetime
     from pathlib import Path
     from gateway.settings import ShareLogSettings
-    from gateway.sharelog import ShareLog, ShareOutcome, ShareRecord
+    from gateway.sharelog import ShareOutcome, ShareRecord
+    from gateway.sharelog.store import ShareLog
 
     def record(share_id, decision):
         return ShareRecord(

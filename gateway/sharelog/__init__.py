@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+# The writer (`gateway.sharelog.store.ShareLog`) is imported from its module: it brings asyncio,
+# structlog and the metrics, which the `logs` commands, reading through this package, never use.
 from gateway.sharelog.memory import MemoryShareLog
 from gateway.sharelog.record import Decision, Outcome, ShareOutcome, ShareRecord, ShareSink
-from gateway.sharelog.store import ShareLog
 
 __all__ = [
     "Decision",
     "MemoryShareLog",
     "Outcome",
-    "ShareLog",
     "ShareOutcome",
     "ShareRecord",
     "ShareSink",

@@ -1,0 +1,151 @@
+"""The `share-gateway` command line as a process: what a command loads before it answers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from conftest import HASH_KEY
+
+from gateway.keys import subject_ref, subject_ref_key
+from gateway.settings import ShareLogSettings
+from gateway.sharelog import ShareOutcome, ShareRecord
+from gateway.sharelog.store import ShareLog
+
+REPO = Path(__file__).resolve().parent.parent
+CONTRACTS = REPO / "contracts"
+SUBJECT = "u-100234"
+ID_NUMBER = "11010519491231002X"
+
+# The free-text scanner's tables and the HTTP client and server: a quarter of a second and more
+# of CPU to import, which the commands below never use.
+HEAVY = ("gateway.pii", "aiohttp")
+
+# The console script's entry, then the heavy modules the command loaded, as stderr's last line.
+RUN_AND_REPORT = f"""
+import sys
+from gateway.__main__ import main
+
+sys.argv[0] = "share-gateway"
+code = main()
+print("loaded:", *(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> dict[str, str]:
+    """A share log holding one delivered share about SUBJECT and ID_NUMBER, and a consent
+    registry's settings."""
+    log_path = tmp_path / "share-log.sqlite"
+    key = HASH_KEY.encode()
+    share_log = await ShareLog.open(ShareLogSettings(path=log_path, stdout=False), key)
+    try:
+        await share_log.record(
+            ShareRecord(
+                share_id="s-1",
+                ts=datetime(2025, 3, 1, 9, 0, tzinfo=UTC),
+                partner="acme-credit",
+                contract_id="DPA-1",
+                contract_version=3,
+                contract_sha256="c0" * 32,
+                caller="billing",
+                purpose="credit_assessment",
+                method="POST",
+                route="POST /v1/assess",
+                decision="shared",
+                reason="shared",
+                fields_sent=("applicant.name",),
+                fields_stripped=(),
+                categories_sent=("identity.name",),
+                pii_redactions={},
+                records=1,
+                subject_refs=tuple(
+                    subject_ref(subject_ref_key(key), s) for s in (SUBJECT, ID_NUMBER)
+                ),
+                bytes_sent=40,
+            )
+        )
+        await share_log.record_outcome(ShareOutcome("s-1", "delivered", 200, 12, 3.0))
+    finally:
+        await share_log.close()
+    grants = tmp_path / "grants.csv"
+    grants.write_text(
+        "subject,partner,purpose,granted_at,withdrawn_at,reference\n"
+        f"{SUBJECT},acme-credit,credit_assessment,2025-01-01T00:00:00+08:00,,ticket-1\n"
+    )
+    return {
+        **os.environ,
+        "SHARE_GATEWAY_HASH_KEY": HASH_KEY,
+        "SHARE_GATEWAY_SHARE_LOG_PATH": str(log_path),
+        "SHARE_GATEWAY_REGISTRY_PATH": str(tmp_path / "consent.sqlite"),
+        "SHARE_GATEWAY_CONTRACTS_DIR": str(CONTRACTS),
+        "GRANTS": str(grants),
+    }
+
+
+def share_gateway(env: dict[str, str], *args: str) -> tuple[int, str, str, set[str]]:
+    """Exit code, stdout, stderr without the report, and the heavy modules the command loaded."""
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_AND_REPORT, *args],
+        cwd=env["GRANTS"].rsplit("/", 1)[0],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    err, _, report = done.stderr.rstrip("\n").rpartition("\n")
+    if not report.startswith("loaded:"):  # the command printed no stderr of its own
+        err, report = "", done.stderr.strip()
+    assert report.startswith("loaded:"), done.stderr
+    return done.returncode, done.stdout, err, set(report.split()[1:])
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("logs", "summary"), "categories sent  identity.name 1"),
+        (("logs", "query"), "s-1"),
+        (("logs", "verify"), "share log verified: 4 entries"),
+        (("logs", "subject", SUBJECT), "s-1"),
+        (("logs", "subject", ID_NUMBER), "s-1"),
+        (("logs", "export"), '"share_id":"s-1"'),
+        (("logs", "prune", "--dry-run"), "would remove 0 shares"),
+        (("contracts", "validate"), "3 contract(s) valid"),
+    ],
+)
+def test_a_command_that_scans_no_text_loads_neither_the_scanner_nor_aiohttp(
+    env: dict[str, str], args: tuple[str, ...], expected: str
+) -> None:
+    code, out, err, loaded = share_gateway(env, *args)
+    assert code == 0, err
+    assert expected in out
+    assert loaded == set()
+
+
+def test_consent_import_loads_the_scanner_alone_and_consent_show_neither(
+    env: dict[str, str],
+) -> None:
+    code, out, err, loaded = share_gateway(env, "consent", "import", env["GRANTS"])
+    assert code == 0, err
+    assert out.endswith("1 granted, 0 withdrawn, 0 unchanged\n")
+    assert loaded == {"gateway.pii"}  # a row's partner and purpose are scanned for personal data
+
+    code, out, err, loaded = share_gateway(env, "consent", "show", SUBJECT)
+    assert code == 0, err
+    assert "ticket-1   in force" in out
+    assert loaded == set()
+
+
+def test_an_id_number_written_in_groups_is_read_with_the_scanners_tables(
+    env: dict[str, str],
+) -> None:
+    code, out, err, loaded = share_gateway(env, "logs", "subject", "110105 19491231 002x")
+    assert code == 0, err
+    assert "s-1" in out
+    assert loaded == {"gateway.pii"}  # its folding table, built from the scanner's
