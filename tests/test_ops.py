@@ -28,8 +28,8 @@ from gateway.app import (
     records_shared_since,
 )
 from gateway.auth import JWKS_FETCH_TIMEOUT_S
-from gateway.keys import keyed_hash
 from gateway.errors import StartupError
+from gateway.keys import keyed_hash
 from gateway.settings import ConsentSettings
 from gateway.sharelog import review
 from gateway.sharelog.ledger import Ledger
