@@ -336,7 +336,11 @@ def drain_seconds(runtime: Runtime) -> float:
     """Long enough for the slowest share that may be in flight: its body still arriving, the
     fetch of a new caller-token and a new consent-token key where keys come from a `jwks_url`,
     then its partner's whole `timeout_s` (contracts allow up to 300 s), under any contract set
-    loaded since start (a share keeps the contract it started with)."""
+    loaded since start (a share keeps the contract it started with).
+
+    Not the up to `MAX_RECORD_WAIT_S` a share may wait for its record: a commit waits that long
+    only on a disk that stalled, which would not take the outcomes of a longer drain either;
+    the next start closes such shares as `unknown`."""
     settings = runtime.settings
     fetched = [s for s in (settings.auth, settings.consent) if s is not None and s.jwks_url]
     slowest = runtime.slowest_timeout_s
