@@ -1062,14 +1062,17 @@ def test_stripped_key_names_that_could_be_personal_data_are_not_logged() -> None
             "wang@example.com": "z",
             "tel_138-0013-8000": "w",
             "born_1990_03_07": "v",
+            # Five digits in all make a key unloggable, four do not.
+            "zip_100_01": "u",
+            "unit_1234": "t",
             "note": 2,
             "line_2": 3,
         }
     }
     result = plan.apply(doc, {}, hash_key=b"k" * 32)
     assert result.document == {"a": {"keep": 1}}
-    assert result.fields_stripped == ("a.<key>", "a.line_2", "a.note")
-    assert result.stripped_count == 7
+    assert result.fields_stripped == ("a.<key>", "a.line_2", "a.note", "a.unit_1234")
+    assert result.stripped_count == 9
     assert not any("13800138000" in p or "王" in p or "@" in p for p in result.fields_stripped)
 
 
