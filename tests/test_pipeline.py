@@ -238,15 +238,15 @@ async def test_missing_unapproved_or_mismatched_purpose_is_purpose_denied(
 
 
 @pytest.mark.parametrize("purpose", [None, "", "marketing", "credit_assessment"])
+# `share:acme2:*` is another partner's whose id merely starts with this one's (`acme`).
+@pytest.mark.parametrize("scope", ["share:other:*", "share:acme2:*"])
 async def test_a_token_for_another_partner_is_scope_denied_whatever_the_purpose(
-    make_gateway: GatewayFactory, purpose: str | None
+    make_gateway: GatewayFactory, purpose: str | None, scope: str
 ) -> None:
     # SPEC 4 judges the scope first: a missing purpose does not hide that the token grants
     # nothing of this partner's.
     gw = await make_gateway()
-    response = await gw.share(
-        "POST", ASSESS, json=applicant(), purpose=purpose, scope="share:other:*"
-    )
+    response = await gw.share("POST", ASSESS, json=applicant(), purpose=purpose, scope=scope)
     await assert_refused(gw, response, 403, "scope_denied")
 
 
