@@ -260,6 +260,32 @@ async def test_future_nbf_or_iat_refused(
     assert (await verifier.verify(mint(rsa_signer, claims() | {claim: int(now) + 10})))["sub"]
 
 
+@pytest.mark.parametrize(
+    ("claim", "offset", "accepted"),
+    [
+        # A token is good only before its exp (RFC 7519 4.1.4), its leeway included.
+        ("exp", -30, False),
+        ("exp", -29, True),
+        # Good from its nbf on, and a fast issuer clock is trusted up to the leeway.
+        ("nbf", 30, True),
+        ("nbf", 31, False),
+        ("iat", 30, True),
+        ("iat", 31, False),
+    ],
+)
+async def test_time_claims_at_the_edge_of_the_leeway(
+    claim: str, offset: int, accepted: bool, rsa_pem: Path, rsa_signer: SigningKey
+) -> None:
+    clock = Clock(now=1_700_000_000.0)
+    verifier, _ = cached_verifier(rsa_pem, cache_size=0, clock=clock, leeway_s=30)
+    token = mint(rsa_signer, claims(now=clock.now) | {claim: int(clock.now) + offset})
+
+    if accepted:
+        assert (await verifier.verify(token))["sub"] == "svc-billing"
+    else:
+        await refused(verifier, token, "expired" if claim == "exp" else claim)
+
+
 async def test_missing_exp_refused(rs256: TokenVerifier, rsa_signer: SigningKey) -> None:
     await refused(rs256, mint(rsa_signer, omit=["exp"]), "missing the exp claim")
 
