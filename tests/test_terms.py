@@ -1691,6 +1691,23 @@ async def test_quota_counts_records_and_answers_429(make_gateway: GatewayFactory
     assert len(gw.partner.received) == 2
 
 
+async def test_a_share_the_daily_cap_refuses_takes_no_place_in_the_rate(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway(
+        [contract(terms={"max_records_per_day": 1, "rate_limit_per_s": 1}, routes=ROUTES)]
+    )
+    gw.runtime.terms.limiter = SlidingWindows(clock=FakeClock())  # every request "at once"
+    two = {"applicants": [person("a"), person("b")]}
+    response = await gw.share("POST", "/acme/v1/batch", json=two)
+    assert response.status == 429
+    assert (await error_of(response))["code"] == "quota_exceeded"
+    # Nothing went out: the rate's one share of this second is still free.
+    response = await gw.share("POST", "/acme/v1/assess", json=applicant())
+    assert response.status == 200, await response.text()
+    assert len(gw.partner.received) == 1
+
+
 @pytest.mark.parametrize(
     ("timezone", "now", "retry_after"),
     [
