@@ -141,6 +141,29 @@ async def test_allowed_share_reaches_the_partner_filtered(make_gateway: GatewayF
     )
 
 
+@pytest.mark.parametrize(
+    ("location", "cross_border", "mechanism"),
+    [
+        ("CN", {"allowed": False}, None),
+        ("SG", {"allowed": True, "mechanism": "standard_contract"}, "standard_contract"),
+    ],
+    ids=["home", "abroad"],
+)
+async def test_the_share_record_names_where_the_data_went_and_the_transfer_mechanism(
+    make_gateway: GatewayFactory,
+    location: str,
+    cross_border: dict[str, Any],
+    mechanism: str | None,
+) -> None:
+    gw = await make_gateway(
+        [contract(upstream={"location": location}, terms={"cross_border": cross_border})]
+    )
+    response = await gw.share("POST", ASSESS, json=applicant())
+    assert response.status == 200, await response.text()
+    [record] = gw.log.records
+    assert (record.upstream_location, record.cross_border_mechanism) == (location, mechanism)
+
+
 # --- 1. every row of the SPEC 4 table, and the order of the checks -----------------------------
 
 
