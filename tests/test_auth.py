@@ -693,16 +693,17 @@ async def test_invalid_pem_is_a_config_error(
         await build_auth_verifier(auth_settings(algorithms=["RS256"], public_key_file=path))
 
 
+def write_key_file(path: Path, source: str, key: SigningKey) -> Path:
+    """`key` written at `path` as the setting `source` reads it: a JWKS or a PEM file."""
+    return write_jwks(path, key) if source == "jwks_file" else key.write_pem(path)
+
+
 @pytest.mark.parametrize("source", ["public_key_file", "jwks_file"])
 async def test_a_key_file_over_the_cap_is_refused_unread_past_it(
     source: str, rsa_signer: SigningKey, tmp_path: Path
 ) -> None:
     # A good key, then padding the parser would skip: refused for its size, not its content.
-    path = tmp_path / "keys"
-    if source == "jwks_file":
-        write_jwks(path, rsa_signer)
-    else:
-        rsa_signer.write_pem(path)
+    path = write_key_file(tmp_path / "keys", source, rsa_signer)
     with path.open("ab") as file:
         file.write(b"\n" * auth_module.KEY_FILE_MAX_BYTES)
     settings = auth_settings(algorithms=["RS256"], **{source: path})
@@ -935,11 +936,7 @@ async def test_a_key_file_that_cannot_be_used_at_a_reload_leaves_the_keys_in_use
     ec_signer: SigningKey,
     tmp_path: Path,
 ) -> None:
-    path = tmp_path / "keys"
-    if source == "jwks_file":
-        write_jwks(path, rsa_signer)
-    else:
-        rsa_signer.write_pem(path)
+    path = write_key_file(tmp_path / "keys", source, rsa_signer)
     settings = auth_settings(algorithms=["RS256"], token_cache_size=10, **{source: path})
     verifier = await build_auth_verifier(settings)
     cached = mint(rsa_signer, subject="cached")
@@ -948,10 +945,7 @@ async def test_a_key_file_that_cannot_be_used_at_a_reload_leaves_the_keys_in_use
     if content is None:
         path.unlink()
     elif content == "ec":  # a key of an algorithm the settings do not allow
-        if source == "jwks_file":
-            write_jwks(path, ec_signer)
-        else:
-            ec_signer.write_pem(path)
+        write_key_file(path, source, ec_signer)
     elif content == "half":  # caught while it was being written
         path.write_bytes(rsa_key().public_pem()[:200])
     else:
