@@ -890,8 +890,10 @@ async def test_a_head_naming_another_last_checkpoint_fails(
             ("UPDATE head SET seq = CAST(CAST(seq AS TEXT) AS BLOB)",),
             "the head (last seq and hash) was altered",
         ),
+        # Moved past the last entry, it would read as entries removed from the tail.
+        (("UPDATE head SET seq = seq + 1",), "the head (last seq and hash) was altered"),
     ],
-    ids=["no_head_no_entries", "no_head", "two_heads", "seq_as_blob"],
+    ids=["no_head_no_entries", "no_head", "two_heads", "seq_as_blob", "seq_moved_on"],
 )
 async def test_a_log_without_its_one_signed_head_fails(
     chain: Path, statements: tuple[str, ...], message: str
