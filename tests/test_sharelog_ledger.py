@@ -311,6 +311,30 @@ def test_finding_the_open_shares_reads_the_pending_rows_not_every_share(ledger: 
     ledger.rollback()
 
 
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "DELETE FROM shares WHERE seq = 2",
+        # The head's seq is still the last entry's, but that entry is not the one sealed there.
+        "UPDATE shares SET hash = (SELECT hash FROM shares WHERE seq = 1) WHERE seq = 2",
+    ],
+    ids=["removed", "altered"],
+)
+def test_a_log_whose_last_entry_is_not_its_signed_head_is_not_appended_to(
+    tmp_path: Path, statement: str
+) -> None:
+    path = tmp_path / "log.sqlite"
+    ledger = Ledger.open(path, KEY)
+    ledger.begin()
+    ledger.add_share(record("s-1", decision="denied"))
+    ledger.add_share(record("s-2", decision="denied"))
+    ledger.commit(NOW)
+    ledger.close()
+    tamper(path, statement)
+    with pytest.raises(LedgerError, match=r"last entry \(seq \d\) is not its signed head"):
+        Ledger.open(path, KEY)
+
+
 def test_another_key_cannot_append(tmp_path: Path) -> None:
     Ledger.open(tmp_path / "log.sqlite", KEY).close()
     with pytest.raises(LedgerError, match="not signed by this gateway's key"):
