@@ -288,6 +288,27 @@ def test_unknown_outcomes_close_every_open_share(ledger: Ledger) -> None:
     ledger.rollback()
 
 
+def test_an_outcome_added_before_the_unknown_ones_is_the_only_outcome_of_its_share(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    ledger.begin()
+    ledger.add_share(record("s-1"))
+    ledger.add_share(record("s-2"))
+    ledger.commit(NOW)
+    # As a gateway stops: the outcomes it holds first, then every share still open.
+    ledger.begin()
+    ledger.add_outcome(ShareOutcome("s-1", "delivered", 200, 1, 2.0), NOW)
+    closed = ledger.add_unknown_outcomes(NOW)
+    ledger.commit(NOW)
+    assert [(e["share_id"], e["outcome"]) for e in closed] == [("s-2", "unknown")]
+    assert [(r["share_id"], r["outcome"]) for r in query(tmp_path / "log.sqlite")] == [
+        ("s-1", "delivered"),
+        ("s-2", "unknown"),
+    ]
+    checked = verify(tmp_path / "log.sqlite", KEY)
+    assert checked.ok, checked.problem
+
+
 def test_finding_the_open_shares_reads_the_pending_rows_not_every_share(ledger: Ledger) -> None:
     # Every start and stop looks for them: on a log of two million shares, walking the shares
     # table took seconds before the gateway was ready, and again when it stopped.
