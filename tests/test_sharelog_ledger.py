@@ -221,11 +221,21 @@ def test_begin_waits_for_another_writer_and_try_begin_does_not(tmp_path: Path) -
     assert [r["share_id"] for r in query(path)] == ["s-1"]
 
 
-def test_an_outcome_for_no_open_share_is_kept_unlinked(ledger: Ledger) -> None:
+@pytest.mark.parametrize("decision", [None, "denied", "error"])
+def test_an_outcome_for_no_open_share_is_kept_unlinked(
+    ledger: Ledger, tmp_path: Path, decision: str | None
+) -> None:
+    # A refusal or a failed request sent nothing: its record is never open for an outcome.
+    if decision is not None:
+        ledger.begin()
+        ledger.add_share(record("s-1", decision=decision))
+        ledger.commit(NOW)
     ledger.begin()
-    outcome = ledger.add_outcome(ShareOutcome("nobody", "error", None, 0, 1.0), NOW)
+    outcome = ledger.add_outcome(ShareOutcome("s-1", "error", None, 0, 1.0), NOW)
     ledger.commit(NOW)
     assert outcome["share_seq"] is None
+    checked = verify(tmp_path / "log.sqlite", KEY)
+    assert checked.ok, checked.problem
 
 
 def test_a_checkpoint_is_sealed_every_n_entries(ledger: Ledger) -> None:
@@ -270,11 +280,12 @@ def test_a_rolled_back_transaction_leaves_no_trace(ledger: Ledger, tmp_path: Pat
     assert verify(tmp_path / "log.sqlite", KEY).ok
 
 
-def test_unknown_outcomes_close_every_open_share(ledger: Ledger) -> None:
+def test_unknown_outcomes_close_every_open_share(ledger: Ledger, tmp_path: Path) -> None:
     ledger.begin()
     ledger.add_share(record("s-1"))
     ledger.add_share(record("s-2"))
     ledger.add_share(record("s-3", decision="denied"))
+    ledger.add_share(record("s-4", decision="error"))  # nothing left: no outcome to wait for
     ledger.commit(NOW)
     ledger.begin()
     closed = ledger.add_unknown_outcomes(NOW)
@@ -286,6 +297,8 @@ def test_unknown_outcomes_close_every_open_share(ledger: Ledger) -> None:
     ledger.begin()
     assert ledger.add_unknown_outcomes(NOW) == []
     ledger.rollback()
+    checked = verify(tmp_path / "log.sqlite", KEY)
+    assert checked.ok, checked.problem
 
 
 def test_an_outcome_added_before_the_unknown_ones_is_the_only_outcome_of_its_share(
