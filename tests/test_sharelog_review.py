@@ -550,17 +550,25 @@ async def test_two_swapped_records_are_reported_as_reordered(chain: Path) -> Non
     assert (problem.kind, problem.seq, problem.share_id) == ("reordered", 4, "s-2")
 
 
-async def test_a_truncated_tail_is_found_through_the_signed_head(chain: Path) -> None:
+@pytest.mark.parametrize(
+    ("first_removed", "last_kept"),
+    [(9, "seq 8 (share s-3)"), (11, "seq 10 (share s-4)")],
+    ids=["three_entries", "the_last_entry"],
+)
+async def test_a_truncated_tail_is_found_through_the_signed_head(
+    chain: Path, first_removed: int, last_kept: str
+) -> None:
     tamper(
         chain,
-        "DELETE FROM shares WHERE seq >= 9",
-        "DELETE FROM outcomes WHERE seq >= 9",
-        "DELETE FROM checkpoints WHERE seq >= 9",
+        *(
+            f"DELETE FROM {table} WHERE seq >= {first_removed}"
+            for table in ("shares", "outcomes", "checkpoints")
+        ),
     )
     problem = verify(chain, KEY).problem
     assert problem is not None
-    assert (problem.kind, problem.seq) == ("truncated", 9)
-    assert "seq 8 (share s-3)" in problem.message
+    assert (problem.kind, problem.seq) == ("truncated", first_removed)
+    assert f"the log ends at {last_kept} but its signed head is at seq 11" in problem.message
 
 
 async def test_a_truncated_tail_with_a_rewritten_head_fails_the_head_seal(chain: Path) -> None:
