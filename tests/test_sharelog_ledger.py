@@ -491,6 +491,11 @@ _UNVERIFIED = {
         "the cut by date does not match the records: entry seq 3 (share s-new-1), dated ",
     ),
     "removed": (("DELETE FROM outcomes WHERE seq = 2",), "no entry has seq 2"),
+    # Only the seal of an old record changed: a prune would take the evidence with it.
+    "seal_swapped": (
+        ("UPDATE shares SET mac = (SELECT mac FROM shares WHERE seq = 3) WHERE seq = 1",),
+        "entry seq 1 (share s-old) is not signed with the log's key",
+    ),
     "prune_checkpoint_forged": (
         (
             "INSERT INTO checkpoints"
