@@ -496,6 +496,12 @@ _UNVERIFIED = {
         ("UPDATE shares SET mac = (SELECT mac FROM shares WHERE seq = 3) WHERE seq = 1",),
         "entry seq 1 (share s-old) is not signed with the log's key",
     ),
+    # A sealed record of another copy of the log (written on after a restore) put in place of
+    # one of this chain: each entry is genuine, but the next one does not link to it.
+    "spliced": (
+        ("ATTACH '{fork}' AS fork", "REPLACE INTO shares SELECT * FROM fork.shares WHERE seq = 1"),
+        "entry seq 2 (share s-old) does not follow the entry before it",
+    ),
     "prune_checkpoint_forged": (
         (
             "INSERT INTO checkpoints"
@@ -521,7 +527,14 @@ def test_prune_removes_nothing_from_a_chain_that_does_not_verify_up_to_the_cut(
     ledger.add_share(record("s-new-2", NOW - timedelta(days=1), decision="denied"))  # seq 4
     ledger.commit(NOW)
     statements, problem = _UNVERIFIED[tampering]
-    tamper(path, *statements)
+    fork = tmp_path / "fork.sqlite"
+    if any("{fork}" in statement for statement in statements):
+        forked = Ledger.open(fork, KEY)
+        forked.begin()
+        forked.add_share(record("s-old", old, decision="denied"))
+        forked.commit(NOW)
+        forked.close()
+    tamper(path, *(statement.format(fork=fork) for statement in statements))
     pruner = Ledger.open(path, KEY, connect=through_the_ts_index)
     try:
         with pytest.raises(PruneUnverified, match="so nothing was pruned") as refused:
