@@ -619,25 +619,34 @@ async def test_a_damaged_json_column_is_unreadable_not_a_crash(chain: Path) -> N
     assert (problem.kind, problem.seq) == ("unreadable", 6)
 
 
-async def test_a_share_left_open_by_a_crash_without_its_pending_row_does_not_verify(
-    tmp_path: Path,
+@pytest.mark.parametrize("closed_by", ["open", "close"])
+async def test_a_share_left_open_without_its_pending_row_does_not_verify(
+    tmp_path: Path, closed_by: str
 ) -> None:
     path = tmp_path / "share-log.sqlite"
-    ledger = Ledger.open(path, KEY)  # a gateway that recorded s-1, then died
-    ledger.begin()
-    ledger.add_checkpoint("open", DAY1)
-    ledger.add_share(draft_share(share("s-1", DAY1)))
-    ledger.commit(DAY1)
-    ledger.close()
-    tamper(path, "DELETE FROM pending_outcomes")
-    # The restart finds no open share to close as `unknown`: s-1 reads as pending for good.
-    await (await ShareLog.open(ShareLogSettings(path=path, stdout=False), KEY)).close()
+    settings = ShareLogSettings(path=path, stdout=False)
+    if closed_by == "open":
+        ledger = Ledger.open(path, KEY)  # a gateway that recorded s-1, then died
+        ledger.begin()
+        ledger.add_checkpoint("open", DAY1)
+        ledger.add_share(draft_share(share("s-1", DAY1)))
+        ledger.commit(DAY1)
+        ledger.close()
+        tamper(path, "DELETE FROM pending_outcomes")
+        # The restart finds no open share to close as `unknown`.
+        await (await ShareLog.open(settings, KEY)).close()
+    else:
+        share_log = await ShareLog.open(settings, KEY)
+        await share_log.record(share("s-1", DAY1))
+        tamper(path, "DELETE FROM pending_outcomes")
+        await share_log.close()  # finds no open share to close as `unknown` either
+    # s-1 reads as pending for good.
     [row] = query(path, limit=None)
     assert row["outcome"] == "pending"
     problem = verify(path, KEY).problem
     assert problem is not None
     assert (problem.kind, problem.seq, problem.share_id) == ("outcome", 2, "s-1")
-    assert "no outcome before the open checkpoint at seq 3" in problem.message
+    assert f"no outcome before the {closed_by} checkpoint at seq 3" in problem.message
 
 
 async def test_text_that_is_not_utf8_is_found_at_its_entry(chain: Path) -> None:
