@@ -561,7 +561,7 @@ async def test_a_truncated_tail_is_found_through_the_signed_head(
     tamper(
         chain,
         *(
-            f"DELETE FROM {table} WHERE seq >= {first_removed}"
+            f"DELETE FROM {table} WHERE seq >= {first_removed}"  # noqa: S608
             for table in ("shares", "outcomes", "checkpoints")
         ),
     )
@@ -597,6 +597,35 @@ async def test_rehashing_without_the_key_is_found_at_the_changed_record(chain: P
     problem = verify(chain, KEY).problem
     assert problem is not None
     assert (problem.kind, problem.seq, problem.share_id) == ("forged", 4, "s-1")
+
+
+async def test_a_prune_checkpoint_made_without_the_key_is_found_as_forged(chain: Path) -> None:
+    # The first records removed, and a prune checkpoint made up that starts the chain after them.
+    conn = sqlite3.connect(chain)
+    try:
+        [(cut_prev,)] = conn.execute("SELECT prev_hash FROM shares WHERE seq = 4").fetchall()
+        for table in ("shares", "outcomes", "checkpoints"):
+            conn.execute(f"DELETE FROM {table} WHERE seq < 4")  # noqa: S608
+        conn.execute("DELETE FROM share_subjects WHERE share_seq < 4")
+        made_up: dict[str, Any] = {
+            "kind": "checkpoint",
+            "seq": 0,
+            "prev_hash": GENESIS_HASH,
+            "ts": "2025-03-01T09:00:00.000000Z",
+            "reason": "prune",
+            "cut_seq": 4,
+            "cut_prev_hash": cut_prev,
+        }
+        made_up["hash"] = entry_hash(made_up)
+        made_up["mac"] = entry_mac(seal_key(b"a guess at the key"), made_up["hash"])
+        conn.execute(insert_sql("checkpoint"), entry_row(made_up))
+        conn.commit()
+    finally:
+        conn.close()
+    problem = verify(chain, KEY).problem
+    assert problem is not None
+    assert (problem.kind, problem.seq) == ("forged", 0)
+    assert problem.message == "the prune checkpoint at seq 0 was forged"
 
 
 async def test_verifying_with_another_key_says_so(chain: Path) -> None:
