@@ -346,6 +346,19 @@ async def test_query_finds_every_share_about_a_subject(mixed: Path) -> None:
     assert ids(query(mixed, subject_ref="not-a-hash")) == []
 
 
+async def test_a_subject_index_row_naming_another_persons_share_adds_nothing(
+    chain: Path,
+) -> None:
+    # The index narrows by 64 bits of the reference; only the record itself says whose it is.
+    tamper(
+        chain,
+        "INSERT INTO share_subjects (share_seq, subject_key)"
+        " SELECT 4, subject_key FROM share_subjects WHERE share_seq = 2",  # s-1 gets s-0's
+    )
+    assert ids(query(chain, subject_ref=ref("user-1"), limit=None)) == ["s-0", "s-2", "s-3", "s-4"]
+    assert count(chain, subject_ref=ref("user-1")) == 4
+
+
 async def test_query_pages_and_counts(mixed: Path) -> None:
     assert ids(query(mixed, limit=2)) == ["a-1", "a-2"]
     assert ids(query(mixed, limit=2, offset=2)) == ["a-3", "b-1"]
