@@ -1001,9 +1001,12 @@ async def test_bad_times_are_usage_errors(
     code, _, err = run(["logs", "query", "--since", "last tuesday"], logged, capsys)
     assert code == 2
     assert "'last tuesday' is not a time" in err
-    code, _, err = run(["logs", "summary", "--since", "1d", "--until", "2d"], logged, capsys)
-    assert code == 2
-    assert "--until must be later than --since" in err
+    for since, until in (("1d", "2d"), ("2025-03-01T09:00:00+00:00",) * 2):
+        # An empty window (until = since) would answer "nothing" for a window never asked for.
+        argv = ["logs", "summary", "--since", since, "--until", until]
+        code, _, err = run(argv, logged, capsys)
+        assert code == 2
+        assert "--until must be later than --since" in err
     # An empty time (`--since "$START"`, START unset) was no window at all: the whole log.
     for argv in (
         ["logs", "query", "--since", ""],
