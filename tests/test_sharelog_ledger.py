@@ -424,6 +424,29 @@ def test_a_prune_that_another_prune_overtook_says_so(
     assert checked.ok, checked.problem
 
 
+def test_a_prune_whose_chain_changed_after_it_was_verified_removes_nothing(
+    ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "log.sqlite"
+    old = NOW - timedelta(days=2000)
+    ledger.begin()
+    ledger.add_share(record("s-old", old, decision="denied"))
+    ledger.add_share(record("s-recent", NOW, decision="denied"))
+    ledger.commit(NOW)
+    planned = Ledger._plan_prune
+
+    def planned_then_changed(self: Ledger, before: str, step: int) -> Any:
+        plan = planned(self, before, step)
+        # Between the check and the cut, the first record kept is made to link elsewhere.
+        tamper(path, "UPDATE shares SET prev_hash = hash WHERE seq = 2")
+        return plan
+
+    monkeypatch.setattr(Ledger, "_plan_prune", planned_then_changed)
+    with pytest.raises(PruneUnverified, match=r"changed while it was pruned \(at seq 2\)"):
+        ledger.prune(NOW - timedelta(days=1095), now=NOW, retention_days=1095)
+    assert [r["share_id"] for r in query(path, limit=None)] == ["s-old", "s-recent"]
+
+
 def test_pruning_everything_leaves_a_chain_that_starts_at_the_cut(
     ledger: Ledger, tmp_path: Path
 ) -> None:
