@@ -910,6 +910,8 @@ async def test_prune_removes_only_records_past_retention(
     share_log = await ShareLog.open(settings.share_log, HASH_KEY.encode())
     await share_log.record(share("old", now - timedelta(days=1100)))
     await share_log.record_outcome(ShareOutcome("old", "delivered", 200, 0, 1.0))
+    # The default cut is the retention period to the day: a record just past it goes too.
+    await share_log.record(share("just-past", now - timedelta(days=1095, hours=1)))
     await share_log.record(share("new", now - timedelta(days=1)))
     await share_log.close()
 
@@ -920,14 +922,14 @@ async def test_prune_removes_only_records_past_retention(
     code, out, _ = run(["logs", "prune", "--dry-run"], settings, capsys)
     assert code == 0
     assert out.startswith(
-        "would remove 1 shares dated before 2"  # the cut-off, then what goes with them:
+        "would remove 2 shares dated before 2"  # the cut-off, then what goes with them:
     )
     assert "with the 1 outcomes and 1 checkpoints that precede the first share kept" in out
-    assert [r["share_id"] for r in query(settings.share_log.path)] == ["old", "new"]
+    assert [r["share_id"] for r in query(settings.share_log.path)] == ["old", "just-past", "new"]
 
     code, out, _ = run(["logs", "prune"], settings, capsys)
     assert code == 0
-    assert out.startswith("removed 1 shares")
+    assert out.startswith("removed 2 shares")
     assert [r["share_id"] for r in query(settings.share_log.path)] == ["new"]
     code, out, _ = run(["logs", "verify"], settings, capsys)
     assert code == 0
