@@ -104,6 +104,17 @@ def test_boundaries(registry: ConsentRegistry) -> None:
     assert registry.covering(ALICE, PARTNER, PURPOSE, JAN) is not None
     assert registry.covering(ALICE, PARTNER, PURPOSE, JAN - timedelta(microseconds=1)) is None
     assert registry.covering(ALICE, PARTNER, PURPOSE, MAR) is None
+    # As the admin API and `consent show` say it: no longer in force at the withdrawal's instant.
+    in_force = [
+        grant["in_force"]
+        for at in (MAR - timedelta(microseconds=1), MAR)
+        for grant in grants_json(registry, ALICE, at=at)
+    ]
+    assert in_force == [True, False]
+    # A withdrawal at the very instant of a grant ends it.
+    registry.grant(BOB, PARTNER, PURPOSE, JUN, "C-2")
+    assert registry.withdraw(BOB, PARTNER, PURPOSE, JUN, "C-2") == 1
+    assert registry.covering(BOB, PARTNER, PURPOSE, JUN) is None
 
 
 def test_other_partner_purpose_or_subject_not_covered(registry: ConsentRegistry) -> None:
