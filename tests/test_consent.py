@@ -212,9 +212,14 @@ def test_grant_recorded_after_a_withdrawal_it_precedes_is_closed(
 ) -> None:
     registry.grant(ALICE, PARTNER, PURPOSE, JAN, "C-1")
     registry.withdraw(ALICE, PARTNER, PURPOSE, MAR, "C-1")
+    registry.withdraw(ALICE, PARTNER, PURPOSE, JUN, "W-2")
     late = registry.grant(ALICE, PARTNER, PURPOSE, JAN + timedelta(days=5), "C-2")
-    assert late.withdrawn_at == MAR
+    assert late.withdrawn_at == MAR  # the first withdrawal after it, not the last
     assert registry.covering(ALICE, PARTNER, PURPOSE, MAR) is None
+    # One given at the very instant of a withdrawal on record is ended by it.
+    at_once = registry.grant(ALICE, PARTNER, PURPOSE, JUN, "C-3")
+    assert at_once.withdrawn_at == JUN
+    assert registry.covering(ALICE, PARTNER, PURPOSE, JUN) is None
 
 
 def test_withdrawal_from_another_connection_applies_on_next_call(tmp_path: Path) -> None:
