@@ -541,6 +541,15 @@ def test_csv_withdrawal_row_closes_an_earlier_imported_grant(
     assert registry.covering(ALICE, PARTNER, PURPOSE, MAR) is None
 
 
+def test_a_grant_withdrawn_the_day_it_was_given_imports(
+    registry: ConsentRegistry, tmp_path: Path
+) -> None:
+    # Dates alone: given and withdrawn the same day are the same instant, not a bad row.
+    path = write_csv(tmp_path / "c.csv", f"{ALICE},{PARTNER},{PURPOSE},2025-03-01,2025-03-01,C-1")
+    assert import_csv(registry, path) == ImportReport(withdrawn=1)
+    assert registry.covering(ALICE, PARTNER, PURPOSE, MAR) is None
+
+
 def test_import_rows_accepts_mappings(registry: ConsentRegistry) -> None:
     report = registry.import_rows(
         [
