@@ -550,6 +550,17 @@ def test_a_grant_withdrawn_the_day_it_was_given_imports(
     assert registry.covering(ALICE, PARTNER, PURPOSE, MAR) is None
 
 
+def test_a_grant_imported_after_its_withdrawal_counts_as_withdrawn(
+    registry: ConsentRegistry, tmp_path: Path
+) -> None:
+    # The withdrawal came first (through the admin API, say); the grant's row comes after it.
+    registry.withdraw(ALICE, PARTNER, PURPOSE, MAR, "C-1")
+    path = write_csv(tmp_path / "c.csv", f"{ALICE},{PARTNER},{PURPOSE},2025-01-01,2025-03-01,C-1")
+    assert import_csv(registry, path) == ImportReport(withdrawn=1)
+    assert import_csv(registry, path) == ImportReport(unchanged=1)
+    assert [grant.withdrawn_at for grant in registry.show(ALICE)] == [MAR]
+
+
 def test_import_rows_accepts_mappings(registry: ConsentRegistry) -> None:
     report = registry.import_rows(
         [
