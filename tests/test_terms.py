@@ -878,7 +878,8 @@ async def test_a_consent_token_dated_within_the_leeway_of_a_withdrawal_is_no_con
 ) -> None:
     settings = {"consent": {**consent_settings["consent"], "leeway_s": LEEWAY_S}}
     gw = await make_gateway([third_party_contract()], settings=settings)
-    now = time.time()
+    # Whole seconds, as `iat` is: at the leeway's bound the token's date is the withdrawal's.
+    now = int(time.time())
     withdrawn_at = now - 2  # just withdrawn: the tokens' `iat` reach past now
     registry_of(gw).withdraw(
         "u-1", "acme", "credit_assessment", datetime.fromtimestamp(withdrawn_at, UTC), "W-1"
