@@ -561,6 +561,15 @@ def test_a_grant_imported_after_its_withdrawal_counts_as_withdrawn(
     assert [grant.withdrawn_at for grant in registry.show(ALICE)] == [MAR]
 
 
+def test_spaces_around_csv_fields_are_not_part_of_them(
+    registry: ConsentRegistry, tmp_path: Path
+) -> None:
+    row = f" {ALICE} , {PARTNER} , {PURPOSE} , 2025-01-01 , 2025-03-01 , C-1 "
+    assert import_csv(registry, write_csv(tmp_path / "c.csv", row)) == ImportReport(withdrawn=1)
+    expected = Grant(keyed_hash(KEY, ALICE), PARTNER, PURPOSE, JAN, MAR, "C-1")
+    assert registry.show(ALICE) == [expected]
+
+
 def test_import_rows_accepts_mappings(registry: ConsentRegistry) -> None:
     report = registry.import_rows(
         [
