@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from gateway import consent as consent_module
 from gateway.consent import (
     _COVERING_SQL,
+    MAX_FIELD_CHARS,
     ConsentInputError,
     ConsentRegistry,
     Grant,
@@ -458,6 +459,11 @@ def test_api_arguments_are_validated(registry: ConsentRegistry) -> None:
         "purpose: must match [a-z][a-z0-9_]*",
         "reference: must be 1-256 characters",
     ]
+    # The longest reference an imported row may have is one the Python API takes too.
+    longest = "R" * MAX_FIELD_CHARS
+    assert registry.grant(ALICE, PARTNER, PURPOSE, JAN, longest).reference == longest
+    with pytest.raises(ConsentInputError, match="reference: must be 1-256 characters"):
+        registry.withdraw(ALICE, PARTNER, PURPOSE, MAR, longest + "R")
 
 
 def test_covering_uses_the_index(registry: ConsentRegistry) -> None:
