@@ -871,6 +871,10 @@ async def test_checkpoints_a_prune_removed_are_counted_not_compared(
     assert code == 0
     counts = json.loads(out)["checkpoint_lines"]
     assert (counts["compared"], counts["before_start"]) == (1, 3)  # the cut is before "new"
+    code, out, _ = run(["logs", "verify", "--checkpoints", str(lines)], settings, capsys)
+    assert code == 0
+    assert "checkpoint lines: 1 match the log, the latest at seq " in out
+    assert out.endswith("; 3 for entries pruned since, not compared\n")
 
 
 # --- logs export ----------------------------------------------------------------------------
