@@ -4,6 +4,8 @@ consent registry, so `logs subject`, the admin API and consent find every share 
 from __future__ import annotations
 
 import copy
+import hashlib
+import hmac
 import json
 import unicodedata
 from datetime import UTC, datetime
@@ -53,8 +55,11 @@ CANONICAL = [
 def test_an_id_written_canonically_keeps_its_reference(subject_id: str) -> None:
     key = subject_ref_key(HASH_KEY.encode())
     assert canonical_subject_id(subject_id) == subject_id
-    # What share logs and consent registries written before hold for this subject.
-    assert subject_ref(key, subject_id) == keyed_hash(key, subject_id)
+    # What share logs and consent registries written before hold for this subject: an HMAC of
+    # its id under the master key's `subject-ref` sub-key, and under no other.
+    sub_key = hmac.new(HASH_KEY.encode(), b"share-gateway/subject-ref", hashlib.sha256).digest()
+    written = hmac.new(sub_key, subject_id.encode(), hashlib.sha256).hexdigest()
+    assert subject_ref(key, subject_id) == keyed_hash(key, subject_id) == written
 
 
 @pytest.mark.parametrize(
