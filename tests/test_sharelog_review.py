@@ -1001,6 +1001,12 @@ async def test_an_export_window_is_a_contiguous_run_with_the_outcomes(chain: Pat
     assert result.entries == 4
     for before, after in itertools.pairwise(entries):
         assert after["prev_hash"] == before["hash"]
+    # A window of one refusal is that one entry (it has no outcome).
+    out = io.StringIO()
+    result = export(chain, DAY1 + timedelta(minutes=3), DAY1 + timedelta(minutes=4), out)
+    entries = [json.loads(line) for line in out.getvalue().splitlines()][1:-1]
+    assert [(e["seq"], e["share_id"]) for e in entries] == [(8, "s-3")]
+    assert (result.entries, result.first_seq, result.last_seq) == (1, 8, 8)
 
 
 @pytest.mark.parametrize(
