@@ -514,6 +514,15 @@ _UNVERIFIED = {
         "the cut by date does not match the records: entry seq 3 (share s-new-1), dated ",
     ),
     "removed": (("DELETE FROM outcomes WHERE seq = 2",), "no entry has seq 2"),
+    # An entry put before the start of the chain: the prune would take it, unexamined.
+    "before_the_start": (
+        (
+            "CREATE TEMP TABLE copied AS SELECT * FROM outcomes WHERE seq = 2",
+            "UPDATE copied SET seq = 0",
+            "INSERT INTO outcomes SELECT * FROM copied",
+        ),
+        "the chain starts at seq 1, its first entry is 0",
+    ),
     # Only the seal of an old record changed: a prune would take the evidence with it.
     "seal_swapped": (
         ("UPDATE shares SET mac = (SELECT mac FROM shares WHERE seq = 3) WHERE seq = 1",),
