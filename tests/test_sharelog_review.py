@@ -647,11 +647,34 @@ async def test_verifying_with_another_key_says_so(chain: Path) -> None:
     assert problem.kind == "key"
 
 
-async def test_a_subject_index_that_hides_a_share_fails(chain: Path) -> None:
-    tamper(chain, "DELETE FROM share_subjects WHERE share_seq = 4")
+@pytest.mark.parametrize(
+    ("statement", "seq", "share_id", "message"),
+    [
+        (
+            "DELETE FROM share_subjects WHERE share_seq = 4",
+            4,
+            "s-1",
+            "the subject index of seq 4 (share s-1) does not match its record",
+        ),
+        # Seq 3 is an outcome: a lookup by subject would find nothing there, or a share later.
+        (
+            "INSERT INTO share_subjects SELECT 3, subject_key FROM share_subjects"
+            " WHERE share_seq = 2",
+            3,
+            None,
+            "the subject index lists seq 3, which is not a share",
+        ),
+    ],
+    ids=["hides_a_share", "lists_an_outcome"],
+)
+async def test_a_subject_index_that_does_not_match_the_shares_fails(
+    chain: Path, statement: str, seq: int, share_id: str | None, message: str
+) -> None:
+    tamper(chain, statement)
     problem = verify(chain, KEY).problem
     assert problem is not None
-    assert (problem.kind, problem.seq, problem.share_id) == ("index", 4, "s-1")
+    assert (problem.kind, problem.seq, problem.share_id) == ("index", seq, share_id)
+    assert problem.message == message
 
 
 async def test_a_damaged_json_column_is_unreadable_not_a_crash(chain: Path) -> None:
