@@ -1225,6 +1225,12 @@ BODIES: dict[str, tuple[bytes, str, dict[str, Any], Expectation]] = {
         Refused(400, "malformed_body"),
     ),
     "gzip_within_the_limit": (gzip.compress(GOOD_BODY), "gzip", {}, Shared()),
+    "gzip_decoding_to_exactly_the_limit": (
+        gzip.compress(applicant_doc(meta={"pad": "0" * 937})),  # 1000 bytes once decoded
+        "gzip",
+        SMALL_BODY_LIMIT,
+        Shared(b'{"applicant":{"name":"Wang"},"meta":{"pad":"' + b"0" * 937 + b'"}}'),
+    ),
     "gzip_bomb_with_a_small_limit": (
         gzip.compress(applicant_doc(meta={"pad": "0" * 2000})),
         "gzip",
