@@ -1225,6 +1225,12 @@ BODIES: dict[str, tuple[bytes, str, dict[str, Any], Expectation]] = {
         Refused(400, "malformed_body"),
     ),
     "gzip_within_the_limit": (gzip.compress(GOOD_BODY), "gzip", {}, Shared()),
+    "exactly_the_limit": (
+        applicant_doc(meta={"pad": "0" * 937}),  # 1000 bytes, Content-Length: 1000
+        "identity",
+        SMALL_BODY_LIMIT,
+        Shared(b'{"applicant":{"name":"Wang"},"meta":{"pad":"' + b"0" * 937 + b'"}}'),
+    ),
     "gzip_decoding_to_exactly_the_limit": (
         gzip.compress(applicant_doc(meta={"pad": "0" * 937})),  # 1000 bytes once decoded
         "gzip",
