@@ -396,6 +396,24 @@ async def test_a_trickled_body_is_cut_off_with_408(limited_gateway: GatewayFacto
     await assert_still_serving(gw)
 
 
+async def test_a_body_of_exactly_the_cap_arriving_in_pieces_is_shared(
+    limited_gateway: GatewayFactory,
+) -> None:
+    gw = await limited_gateway(settings={"limits": {"max_body_bytes": 1000}})
+    body = b'{"applicant": {"user_id": "u-1", "name": "' + b"W" * 955 + b'"}}'
+    assert len(body) == 1000
+    request = share_request(gw, body=body)
+    async with connection(gw) as (reader, writer):
+        # The rest arrives once the share is reading its body: it is counted as it comes.
+        writer.write(request[:-500])
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        writer.write(request[-500:])
+        response = await read_response(reader)
+    assert response.status == 200, response.body
+    assert gw.partner.received[-1].body == b'{"applicant":{"name":"' + b"W" * 955 + b'"}}'
+
+
 # --- shares in progress ---------------------------------------------------------------------------
 
 
