@@ -111,12 +111,19 @@ async def test_the_request_is_exactly_what_the_gateway_built(
     assert body == b'{"a":1}'
 
 
-async def test_a_bodiless_get_carries_no_length(client: HttpUpstream, partner: RawPartner) -> None:
-    await client.send(request_to(url(partner), method="GET", body=None, headers=()))
+@pytest.mark.parametrize(
+    ("method", "length"), [("GET", None), ("DELETE", None), ("POST", b"0"), ("PUT", b"0")]
+)
+async def test_a_bodiless_request_states_a_length_only_where_its_method_has_content(
+    client: HttpUpstream, partner: RawPartner, method: str, length: bytes | None
+) -> None:
+    # A POST without one is a request a partner may refuse (411) or wait on for a body.
+    await client.send(request_to(url(partner), method=method, body=None, headers=()))
     [request] = partner.requests
     head, body = request.head, request.body
-    assert head.startswith(b"GET /v1/x HTTP/1.1\r\n")
-    assert b"content-length" not in head.lower()
+    assert head.startswith(method.encode() + b" /v1/x HTTP/1.1\r\n")
+    stated = [line for line in head.lower().split(b"\r\n") if line.startswith(b"content-length")]
+    assert stated == ([] if length is None else [b"content-length: " + length])
     assert body == b""
 
 
