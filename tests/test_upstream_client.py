@@ -748,6 +748,17 @@ async def test_a_chunk_declaring_more_than_the_cap_is_refused_at_once(
     assert partner.connections == 2
 
 
+async def test_a_chunk_declaring_exactly_the_cap_is_taken(
+    client: HttpUpstream, partner: RawPartner
+) -> None:
+    # Its size line arrives a read before its bytes: the chunk is still open when it is read.
+    partner.script = written_in(
+        CHUNKED + b"258\r\n" + b"x" * 600 + b"\r\n190\r\n", b"y" * 400 + b"\r\n0\r\n\r\n"
+    )
+    answer = await client.send(request_to(url(partner), max_response_bytes=1000))
+    assert answer.body == b"x" * 600 + b"y" * 400
+
+
 async def test_chunk_size_lines_split_over_reads_are_read_as_llhttp_reads_them(
     client: HttpUpstream, partner: RawPartner
 ) -> None:
