@@ -737,6 +737,30 @@ async def test_a_well_formed_retry_after_and_a_filtered_json_type_pass(
     assert answer.headers["Content-Type"].startswith("application/problem+json")
 
 
+async def test_a_filtered_answer_carries_none_of_the_partners_validators(
+    make_gateway: GatewayFactory,
+) -> None:
+    # They name the partner's whole answer: a cache revalidating the filtered one with them
+    # would be told the partner's fuller answer is the one it holds.
+    gw = await make_gateway()
+    body = b'{"score": 7, "secret": 1}'
+    raw(gw).script = sends(
+        _head(
+            "200 OK",
+            'ETag: "v1"',
+            "Last-Modified: Mon, 01 Jan 2024 00:00:00 GMT",
+            "Cache-Control: max-age=60",
+            f"Content-Length: {len(body)}",
+        )
+        + body
+    )
+    answer = await share(gw)
+    assert (answer.status, answer.body) == (200, b'{"score":7}')
+    assert answer.headers["Cache-Control"] == "max-age=60"
+    assert "ETag" not in answer.headers
+    assert "Last-Modified" not in answer.headers
+
+
 @pytest.mark.parametrize(
     "header",
     [
