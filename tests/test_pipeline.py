@@ -906,7 +906,8 @@ async def test_a_passed_on_header_keeps_no_identifier(make_gateway: GatewayFacto
         json={"loan_amount": 1},
         headers={
             "User-Agent": "billing/1.2 (13800138000; 11010519491231002X)",
-            "Idempotency-Key": "k-13900139000",
+            # Addresses are left alone in the User-Agent only (its versions look like them).
+            "Idempotency-Key": "k-13900139000 from 10.20.30.40",
             "Accept": "application/json",
         },
     )
@@ -914,10 +915,10 @@ async def test_a_passed_on_header_keeps_no_identifier(make_gateway: GatewayFacto
     [seen] = gw.partner.received
     phone = "[REDACTED:contact.phone]"
     assert seen.headers["User-Agent"] == f"billing/1.2 ({phone}; [REDACTED:identity.id_number])"
-    assert seen.headers["Idempotency-Key"] == f"k-{phone}"
+    assert seen.headers["Idempotency-Key"] == f"k-{phone} from [REDACTED:device.ip]"
     assert seen.headers["Accept"] == "application/json"
     record = gw.log.records[-1]
-    assert record.pii_redactions == {"contact.phone": 2, "identity.id_number": 1}
+    assert record.pii_redactions == {"contact.phone": 2, "identity.id_number": 1, "device.ip": 1}
 
 
 async def test_a_browsers_user_agent_passes_whole(make_gateway: GatewayFactory) -> None:
