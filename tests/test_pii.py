@@ -930,6 +930,9 @@ def test_luhn_helper_matches_known_number() -> None:
         " ".join(CARD_19[i : i + 4] for i in range(0, 19, 4)),
         "4111 1111 1111 1111",
         fullwidth(CARD_16),
+        # Mastercard's 2-series, at both ends of its range.
+        with_luhn("222100000000000"),
+        with_luhn("272099999999999"),
     ],
 )
 def test_bank_account_found(value: str) -> None:
@@ -945,6 +948,8 @@ def test_bank_account_found(value: str) -> None:
         f"流水号9{CARD_19}",
         f"订单{with_luhn('202501011234567')}",  # date-led order number passing Luhn
         f"订单{with_luhn('10000000000000000')}",  # no card issuer starts with 1
+        f"订单{with_luhn('222099999999999')}",  # just outside Mastercard's 2-series
+        f"订单{with_luhn('272100000000000')}",
         f"订单{with_luhn('012345678901234')}",
         f"编号1234-{'-'.join(CARD_16[i : i + 4] for i in range(0, 16, 4))}",  # 5 groups
         f"证件{wrong_last(ID_1990)}",  # a mistyped ID is not a card even if Luhn passes
