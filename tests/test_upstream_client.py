@@ -357,6 +357,43 @@ async def test_connections_kept_idle_make_room_for_another_partner(
         await other.close()
 
 
+async def test_a_place_freed_while_another_partner_waits_for_one_goes_to_it(
+    partner: RawPartner,
+) -> None:
+    # The only place is in use when a share to another partner asks for one: the connection,
+    # once answered, is closed for it rather than kept idle until the idle timeout (4 s).
+    release = asyncio.Event()
+
+    async def slow(
+        raw: RawPartner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        await release.wait()
+        return await answer_ok(raw, reader, writer)
+
+    partner.script = slow
+    other = await RawPartner().start()
+    other.script = answer_ok
+    upstream = HttpUpstream(connections=1, connections_per_origin=1)
+    await upstream.start()
+    try:
+        first = asyncio.create_task(upstream.send(request_to(url(partner))))
+        async with asyncio.timeout(BOUND_S):
+            while not partner.requests:  # noqa: ASYNC110 - the only place is in use
+                await asyncio.sleep(0.01)
+        waiting = asyncio.create_task(upstream.send(request_to(url(other), timeout_s=2.0)))
+        await asyncio.sleep(0.05)  # it is waiting for the place by now
+        release.set()
+        assert (await first).status == 200
+        assert (await waiting).status == 200
+        assert (partner.connections, other.connections) == (1, 1)
+        async with asyncio.timeout(BOUND_S):
+            while partner.open_connections:  # noqa: ASYNC110 - closed, not kept idle
+                await asyncio.sleep(0.01)
+    finally:
+        await upstream.close()
+        await other.close()
+
+
 async def test_the_ceiling_counts_every_open_connection(hanging: RawPartner) -> None:
     others = [await RawPartner().start() for _ in range(2)]
     for other in others:
