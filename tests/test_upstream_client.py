@@ -712,10 +712,9 @@ async def test_bytes_that_bring_no_body_are_capped_like_a_head(
         return True
 
     partner.script = endless_framing
-    started = time.monotonic()
     with pytest.raises(UpstreamFailure) as caught:
         await client.send(request_to(url(partner), timeout_s=BOUND_S))
-    assert time.monotonic() - started < BOUND_S / 2  # refused as it arrives, not timed out
+    # Refused as it arrives: a deadline would have ended it as a timeout.
     assert (caught.value.failure, caught.value.error.code) == (
         "possibly_delivered",
         "upstream_error",
@@ -817,10 +816,8 @@ async def test_a_status_outside_100_to_599_is_a_broken_answer(
     client: HttpUpstream, partner: RawPartner, status: bytes
 ) -> None:
     partner.script = writes(b"HTTP/1.1 " + status + b" X\r\nContent-Length: 5\r\n\r\nhello")
-    started = time.monotonic()
     with pytest.raises(UpstreamFailure) as caught:
         await client.send(request_to(url(partner), timeout_s=BOUND_S))
-    assert time.monotonic() - started < BOUND_S / 2
     assert (caught.value.failure, caught.value.error.code) == (
         "possibly_delivered",
         "upstream_error",
