@@ -329,14 +329,7 @@ async def test_connections_kept_idle_make_room_for_another_partner(
     # Both places under the ceiling are held by idle connections to `partner`: a share to
     # another partner closes one of them rather than wait for its deadline.
     release = asyncio.Event()
-
-    async def slow(
-        raw: RawPartner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> bool:
-        await release.wait()
-        return await answer_ok(raw, reader, writer)
-
-    partner.script = slow
+    partner.script = answers_once(release)
     other = await RawPartner().start()
     upstream = HttpUpstream(connections=2, connections_per_origin=2)
     await upstream.start()
@@ -363,14 +356,7 @@ async def test_a_place_freed_while_another_partner_waits_for_one_goes_to_it(
     # The only place is in use when a share to another partner asks for one: the connection,
     # once answered, is closed for it rather than kept idle until the idle timeout (4 s).
     release = asyncio.Event()
-
-    async def slow(
-        raw: RawPartner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> bool:
-        await release.wait()
-        return await answer_ok(raw, reader, writer)
-
-    partner.script = slow
+    partner.script = answers_once(release)
     other = await RawPartner().start()
     other.script = answer_ok
     upstream = HttpUpstream(connections=1, connections_per_origin=1)
@@ -535,6 +521,18 @@ async def test_a_second_answer_in_the_same_packet_drops_the_connection(
 def numbered(n: int) -> bytes:
     body = b'{"n": %d}' % n
     return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
+def answers_once(release: asyncio.Event) -> Script:
+    """A partner that answers each request once `release` is set."""
+
+    async def slow(
+        raw: RawPartner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        await release.wait()
+        return await answer_ok(raw, reader, writer)
+
+    return slow
 
 
 def counting(writers: list[asyncio.StreamWriter]) -> Script:
