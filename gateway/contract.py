@@ -197,6 +197,27 @@ class StrictLoader(yaml.SafeLoader):
             )
         super().fetch_flow_collection_start(TokenClass)
 
+    def scan_plain(self) -> yaml.ScalarToken:
+        # SPEC.md's contracts write `{path: reasons[].code}`. Inside `{...}` or `[...]` YAML ends
+        # a plain scalar at `[`, and a `[]` right after its text is then a syntax error, never
+        # another reading: so it is read as part of the path, and no valid file changes meaning.
+        # A `#` after it would start a comment only here, so that spelling stays an error.
+        token = super().scan_plain()
+        if not self.flow_level:
+            return token
+        value, end_mark = token.value, token.end_mark
+        while (
+            value
+            and self.index == end_mark.index
+            and self.prefix(2) == "[]"
+            and self.peek(2) != "#"
+        ):
+            self.forward(2)
+            rest = super().scan_plain()
+            value += "[]" + rest.value
+            end_mark = rest.end_mark
+        return yaml.ScalarToken(value, True, token.start_mark, end_mark)
+
     def construct_yaml_int(self, node: yaml.ScalarNode) -> Any:
         # YAML 1.1 reads 030 as 24 (octal), 1:30 as 90 (base 60), 0x1e as 30: a contract's
         # numbers are written in decimal, and any other reading changes what it agreed.
@@ -389,7 +410,7 @@ def load_yaml(text: str) -> object:
         # a secret typed in the wrong place. Token kinds (`'<scalar>'`) and punctuation stay.
         what = _QUOTED.sub(_unquoted, what)
         if hint:
-            what += ' (inside {...} a path with [] must be quoted: {path: "items[].id"})'
+            what += ' (inside {...} write a path as one word, or quote it: {path: "items[].id"})'
         raise YamlFileError([("", f"not valid YAML{where}: {what}")]) from exc
     except yaml.reader.ReaderError as exc:
         # Its own text is two lines and names no line; the position is in characters.
