@@ -9,10 +9,14 @@ from typing import Any
 import yaml
 
 from gateway.app import DRAIN_MARGIN_S
+from gateway.auth import JWKS_FETCH_TIMEOUT_S
 from gateway.server import CANCEL_GRACE_S
 from gateway.settings import LimitsSettings, ListenSettings
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+PROBES = ("readinessProbe", "livenessProbe", "startupProbe")
 
 
 def example_pod() -> dict[str, Any]:
@@ -41,7 +45,7 @@ def test_the_example_pod_probes_the_gateway_where_it_listens() -> None:
     # The default listens on loopback, which the kubelet's httpGet probes never reach.
     assert ListenSettings().host == "127.0.0.1"
     container = gateway_container(example_pod())
-    for probe in ("readinessProbe", "livenessProbe"):
+    for probe in PROBES:
         assert "httpGet" not in container[probe]
         command = " ".join(container[probe]["exec"]["command"])
         assert f"http://127.0.0.1:{ListenSettings().port}/_gateway/" in command
@@ -87,8 +91,20 @@ def test_the_example_pod_lets_each_probe_run_as_long_as_its_own_timeout() -> Non
     # failed: a probe whose request may take 2 s needs more than that, or a slow start of its
     # interpreter fails the liveness probe and restarts the gateway with shares in flight.
     container = gateway_container(example_pod())
-    for probe in ("readinessProbe", "livenessProbe"):
+    for probe in PROBES:
         command = " ".join(container[probe]["exec"]["command"])
         waits = re.search(r"timeout=(\d+)\)", command)
         assert waits is not None, command
         assert container[probe].get("timeoutSeconds", 1) > int(waits.group(1))
+
+
+def test_the_example_pod_lets_a_slow_start_finish_before_liveness_counts() -> None:
+    # Liveness alone restarts a gateway still starting after about 30 s (3 failures, 10 s
+    # apart): one whose read-back of a large share log on a slow disk takes that long would be
+    # killed at every start. The startup probe holds liveness off; besides the key fetches,
+    # it leaves a minute for the read-back, which takes seconds for millions of shares.
+    container = gateway_container(example_pod())
+    startup = container["startupProbe"]
+    assert startup["exec"] == container["livenessProbe"]["exec"]
+    budget = startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3)
+    assert budget >= 2 * JWKS_FETCH_TIMEOUT_S + 60
