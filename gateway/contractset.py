@@ -532,9 +532,12 @@ def _check_consent_subject(
     if route.subject is not None:
         return
     if contract.partner.relationship == "third_party":
+        # A route without a JSON body has nowhere else to name it: say where it can.
+        body = route.fields is not None and route.method not in BODYLESS_METHODS
         yield (
             f"{where}.subject",
-            "required for a third_party partner: each share needs its data subject's consent",
+            "required for a third_party partner: each share needs its data subject's consent; "
+            f"name it with {'a body path, ' if body else ''}query. or path.",
         )
     elif contract.terms.sensitive.consent_required:
         # An upload is not read: it may hold any sensitive category the contract names.

@@ -541,16 +541,30 @@ def test_one_day_contract_is_valid(tmp_path: Path) -> None:
 # --- rule 10: third parties -------------------------------------------------------------------
 
 
-def test_a_third_party_route_names_its_subject(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("method", "fields", "where"),
+    [
+        ("GET", None, "query. or path."),
+        # SPEC.md's upload route: it has no JSON body to name the subject in.
+        ("PUT", None, "query. or path."),
+        ("POST", [{"path": "name", "category": "identity.name"}], "a body path, query. or path."),
+    ],
+)
+def test_a_third_party_route_names_its_subject(
+    tmp_path: Path, method: str, fields: list[dict[str, str]] | None, where: str
+) -> None:
     # Each share to a third party needs its subject's consent: a route without one could only
     # ever be refused.
     data = minimal()
     data["partner"]["relationship"] = "third_party"
-    data["routes"].append(route(method="GET", path="/v1/reports/{report_id}", fields=None))
+    extra = route(method=method, path="/v1/reports/{report_id}", fields=fields)
+    if fields is None and method == "PUT":
+        extra["content_types"] = ["application/pdf"]
+    data["routes"].append(extra)
     file, found = lines(tmp_path, data)
     assert found == [
         f"{file}: routes.1.subject: required for a third_party partner: each share needs its "
-        "data subject's consent"
+        f"data subject's consent; name it with {where}"
     ]
 
 
