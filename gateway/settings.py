@@ -7,6 +7,7 @@ import os
 import re
 import socket
 from collections.abc import Mapping
+from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -17,6 +18,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -24,9 +26,11 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
+from gateway.caps import EVERY_OTHER_PARTNER, share_of
 from gateway.contract import (
     MAX_FILE_BYTES,
     EnvName,
+    PartnerId,
     YamlFileError,
     load_yaml,
     parse_yaml_bytes,
@@ -75,6 +79,50 @@ def _written(value: object) -> object:
 
 
 FilePath = Annotated[Path, BeforeValidator(_written), AfterValidator(_no_nul)]
+
+_RATIO = re.compile(r"([0-9]+)/([0-9]+)")
+
+
+def _cap_share(value: object) -> Fraction:
+    # Read exactly: 1/3 of a daily cap of 300 is 100, where the float 0.333... would give 99.
+    if isinstance(value, bool):
+        raise ValueError("true or false is not a share (YAML reads yes, on, no, off so)")
+    if isinstance(value, int):
+        share = Fraction(value)
+    elif isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError("a share is a finite number")
+        share = Fraction(repr(value))  # as written: 0.1 is 1/10, not the float's binary value
+    elif isinstance(value, str) and (ratio := _RATIO.fullmatch(value)):
+        numerator, denominator = (int(part) for part in ratio.groups())
+        if denominator == 0:
+            raise ValueError("n/d with a denominator of 0 is no share")
+        share = Fraction(numerator, denominator)
+    else:
+        raise ValueError("not a share: a decimal (0.5) or n/d with positive integers (1/3)")
+    if not 0 < share <= 1:
+        # 0 would share nothing and more than 1 more than was agreed: neither is a part.
+        raise ValueError("a share is more than 0 and at most 1 (the whole cap)")
+    return share
+
+
+_PARTNER_ID: TypeAdapter[str] = TypeAdapter(PartnerId)
+
+
+def _partner_or_every_other(value: str) -> str:
+    if value == EVERY_OTHER_PARTNER:
+        return value
+    try:
+        return _PARTNER_ID.validate_python(value)
+    except ValidationError as exc:
+        raise ValueError(
+            "not a partner id (1-64 lower-case letters, digits and -, not starting or ending "
+            'with -), nor "*" (every partner not named)'
+        ) from exc
+
+
+CapShare = Annotated[Fraction, BeforeValidator(_cap_share)]
+CapShareKey = Annotated[str, AfterValidator(_partner_or_every_other)]
 
 
 class _Section(BaseModel):
@@ -253,6 +301,9 @@ class Settings(BaseModel):
     share_log: ShareLogSettings = ShareLogSettings()
     secrets: SecretsSettings = SecretsSettings()
     limits: LimitsSettings = LimitsSettings()
+    # This gateway's part of each partner's agreed rate and daily caps, by partner id (`*`:
+    # every partner not named); the whole cap where none applies.
+    cap_shares: dict[CapShareKey, CapShare] = Field(default_factory=dict)
 
     @field_validator("timezone")
     @classmethod
@@ -267,6 +318,10 @@ class Settings(BaseModel):
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    def cap_share(self, partner_id: str) -> Fraction:
+        """The part of `partner_id`'s agreed caps this gateway enforces."""
+        return share_of(self.cap_shares, partner_id)
 
 
 class SettingsError(Exception):
@@ -406,7 +461,10 @@ def _apply_env(
 
 def _env_value(text: str, field: FieldInfo | None) -> object:
     annotation = field.annotation if field is not None else None
-    if not any(get_origin(a) in (tuple, list) for a in (annotation, *get_args(annotation))):
+    origins = {get_origin(a) for a in (annotation, *get_args(annotation))}
+    if dict in origins:
+        return _env_mapping(text)
+    if not origins & {tuple, list}:
         return text
     try:
         value = load_yaml(text)
@@ -416,6 +474,18 @@ def _env_value(text: str, field: FieldInfo | None) -> object:
         ) from exc
     if not isinstance(value, list):
         raise ValueError("not a list: write it as [A, B]")
+    return value
+
+
+def _env_mapping(text: str) -> dict[object, object]:
+    try:
+        value = load_yaml(text)
+    except YamlFileError as exc:
+        raise ValueError(
+            'not a mapping YAML reads (strictly, as the file): write it as {"*": 1/3, acme: 0.5}'
+        ) from exc
+    if not isinstance(value, dict):
+        raise ValueError('not a mapping: write it as {"*": 1/3, acme: 0.5}')
     return value
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from pydantic import BaseModel
 
 from gateway.auth import JWKS_MAX_AGE_S
 from gateway.cli import _settings as cli_settings
-from gateway.cli import build_parser
+from gateway.cli import build_parser, main
 from gateway.settings import KeySettings, Settings, SettingsError, load_settings
 
 
@@ -633,3 +634,90 @@ def test_relative_paths_of_settings_from_a_pipe_follow_the_working_directory(
         os.close(read)
     assert settings.contracts_dir == tmp_path / "partners"
     assert settings.share_log.path == tmp_path / "logs" / "share.sqlite"
+
+
+# --- cap_shares -------------------------------------------------------------------------------
+
+
+def test_cap_shares_are_read_exactly_from_the_file_and_the_environment(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        'cap_shares:\n  "*": 1/3\n  acme-credit: 0.5\n  fixit: 1\n  cloudvault: 0.1\n'
+    )
+    settings = load_settings(config, environ={})
+    assert settings.cap_shares == {
+        "*": Fraction(1, 3),
+        "acme-credit": Fraction(1, 2),
+        "fixit": Fraction(1),
+        "cloudvault": Fraction(1, 10),  # as written, not the float's binary value
+    }
+    assert settings.cap_share("acme-credit") == Fraction(1, 2)
+    assert settings.cap_share("anyone-else") == Fraction(1, 3)
+    overridden = load_settings(config, environ={"SHARE_GATEWAY_CAP_SHARES": "{acme-credit: 2/5}"})
+    assert overridden.cap_shares == {"acme-credit": Fraction(2, 5)}
+    assert overridden.cap_share("fixit") == Fraction(1)  # no "*": the whole cap
+
+
+SHARE_MUST_BE_A_PART = "a share is more than 0 and at most 1 (the whole cap)"
+NOT_A_SHARE = "not a share: a decimal (0.5) or n/d with positive integers (1/3)"
+
+
+@pytest.mark.parametrize(
+    ("written", "message"),
+    [
+        ("0", SHARE_MUST_BE_A_PART),
+        ("0.0", SHARE_MUST_BE_A_PART),
+        ("-0.5", SHARE_MUST_BE_A_PART),
+        ("1.5", SHARE_MUST_BE_A_PART),
+        ("3/2", SHARE_MUST_BE_A_PART),
+        ("0/3", SHARE_MUST_BE_A_PART),
+        ("1/0", "n/d with a denominator of 0 is no share"),
+        ("true", "true or false is not a share (YAML reads yes, on, no, off so)"),
+        ("half", NOT_A_SHARE),
+        ('"0.5"', NOT_A_SHARE),
+        ("-1/3", NOT_A_SHARE),
+        ("1/3.0", NOT_A_SHARE),
+        (".inf", "a share is a finite number"),
+        (".nan", "a share is a finite number"),
+        ("null", NOT_A_SHARE),
+    ],
+)
+def test_a_cap_share_that_is_no_part_of_a_cap_is_refused_naming_its_key(
+    tmp_path: Path, written: str, message: str
+) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(f"cap_shares:\n  acme-credit: {written}\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(config, environ={})
+    assert caught.value.problems == [f"{config}: cap_shares.acme-credit: Value error, {message}"]
+    with pytest.raises(SettingsError) as caught:
+        load_settings(environ={"SHARE_GATEWAY_CAP_SHARES": f"{{acme-credit: {written}}}"})
+    assert caught.value.problems == [f"SHARE_GATEWAY_CAP_SHARES: Value error, {message}"]
+
+
+def test_a_cap_share_for_no_partner_id_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("cap_shares:\n  ACME: 0.5\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(config, environ={})
+    assert caught.value.problems == [
+        f"{config}: cap_shares.ACME.[key]: Value error, not a partner id (1-64 lower-case "
+        'letters, digits and -, not starting or ending with -), nor "*" (every partner not named)'
+    ]
+    for value in ("0.5", "[acme]", "{acme: 1"):
+        with pytest.raises(SettingsError) as caught:
+            load_settings(environ={"SHARE_GATEWAY_CAP_SHARES": value})
+        [problem] = caught.value.problems
+        assert problem.startswith("SHARE_GATEWAY_CAP_SHARES: not a mapping")
+
+
+def test_serve_refuses_an_invalid_cap_share_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text('cap_shares: {"*": 0}\n')
+    assert main(["serve", "--config", str(config)]) == 2
+    assert capsys.readouterr().err == (
+        f"{config}: cap_shares.*: Value error, a share is more than 0 and at most 1 "
+        "(the whole cap)\n"
+    )
