@@ -236,7 +236,7 @@ def recent_shares(
         return {}
     recent: dict[str, tuple[float, list[float]]] = {}
     for partner_id, partner in policy.partners.items():
-        rate = partner.contract.terms.rate_limit_per_s
+        rate = partner.caps.rate_per_s  # this gateway's part of the agreed rate
         if rate is None:
             continue
         span, _ = rate_window(rate)

@@ -115,7 +115,13 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
             f"note: {settings.secrets.hash_key_env} is not set; hashes below use a throw-away key",
             file=sys.stderr,
         )
-    policy = compile_policy(contract_set, zone=settings.zone, master_key=key, require_secrets=False)
+    policy = compile_policy(
+        contract_set,
+        zone=settings.zone,
+        master_key=key,
+        require_secrets=False,
+        cap_shares=settings.cap_shares,
+    )
     partner = policy.partners.get(args.partner)
     if partner is None:
         print(f"unknown_partner: no contract for partner {args.partner!r}", file=sys.stderr)

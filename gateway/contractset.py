@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
+from gateway.caps import EVERY_OTHER_PARTNER, shared_caps, too_small
 from gateway.contract import (
     BasicAuth,
     BearerAuth,
@@ -144,9 +145,32 @@ def _load_folder(
             else:
                 loaded[partner_id] = entry
         problems += file_problems(str(named), found)
+    problems += _cap_share_problems(loaded, settings, every_file_loaded=not problems)
     if problems:
         return None, problems
     return ContractSet(MappingProxyType(loaded), taxonomy), []
+
+
+def _cap_share_problems(
+    loaded: Mapping[str, LoadedContract], settings: Settings, *, every_file_loaded: bool
+) -> list[Problem]:
+    """A share of `cap_shares` that names no partner of the set, or that leaves a cap too small
+    to enforce. A misspelt id would leave the partner meant at its whole cap: refused, at
+    start and at a reload (which then keeps the set in force)."""
+    problems = [
+        Problem(
+            "settings",
+            f"cap_shares.{partner_id}",
+            f"no contract has partner id {partner_id!r}: its share would apply to no one",
+        )
+        for partner_id in settings.cap_shares
+        # A file that could not be read may well be that partner's: its problems say enough.
+        if every_file_loaded and partner_id != EVERY_OTHER_PARTNER and partner_id not in loaded
+    ]
+    for partner_id, entry in loaded.items():
+        caps = shared_caps(entry.contract.terms, settings.cap_share(partner_id))
+        problems += file_problems(str(entry.file), too_small(partner_id, caps))
+    return problems
 
 
 def _named_under(shown: Path, folder: Path, problem: Problem) -> Problem:

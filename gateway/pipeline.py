@@ -485,7 +485,7 @@ def upstream_request(flow: Flow, runtime: Runtime) -> UpstreamRequest:
         before_send=partial(
             runtime.terms.take_turn,
             partner.id,
-            partner.contract.terms.rate_limit_per_s,
+            partner.caps.rate_per_s,
             flow.share_id,
         ),
     )

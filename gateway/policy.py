@@ -8,9 +8,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from fractions import Fraction
 from typing import Final
 from zoneinfo import ZoneInfo
 
+from gateway.caps import Caps, share_of, shared_caps, too_small
 from gateway.contract import Contract, Route, to_transform
 from gateway.contractset import ContractSet, LoadedContract
 from gateway.fieldfilter import AllowRule, FilterPlan, compile_plan
@@ -78,6 +80,8 @@ class PartnerPolicy:
     minors_denied: bool
     location: str
     cross_border_mechanism: str | None
+    # The agreed rate and daily caps, and the part of them this gateway enforces (`cap_shares`).
+    caps: Caps
 
     @property
     def contract(self) -> Contract:
@@ -228,8 +232,12 @@ def compile_policy(
     master_key: bytes,
     environ: Mapping[str, str] | None = None,
     require_secrets: bool = True,
+    cap_shares: Mapping[str, Fraction] | None = None,
 ) -> Policy:
-    """Compile every contract once; a request afterwards only looks things up."""
+    """Compile every contract once; a request afterwards only looks things up.
+
+    `cap_shares`: this gateway's part of each partner's agreed caps (settings' `cap_shares`).
+    """
     environ = os.environ if environ is None else environ
     problems: list[str] = []
     partners: dict[str, PartnerPolicy] = {}
@@ -250,6 +258,9 @@ def compile_policy(
         minors_matter = terms.minors == "deny" or terms.sensitive.consent_required
         routes = [_compile_route(route, gateway_set, minors_matter) for route in contract.routes]
         start, end = _window(contract.contract.effective, contract.contract.expires, zone)
+        caps = shared_caps(terms, share_of(cap_shares or {}, partner_id))
+        # The contract set's load refuses these first; never a cap of nothing or of everything.
+        problems += [f"{loaded.file}: {key}: {why}" for key, why in too_small(partner_id, caps)]
         partners[partner_id] = PartnerPolicy(
             id=partner_id,
             loaded=loaded,
@@ -272,6 +283,7 @@ def compile_policy(
             cross_border_mechanism=terms.cross_border.mechanism
             if terms.cross_border.allowed
             else None,
+            caps=caps,
         )
     if problems:
         raise PolicyError(problems)

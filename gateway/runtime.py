@@ -31,7 +31,13 @@ def load_policy(settings: Settings, key: bytes, environ: Mapping[str, str] | Non
     if contracts is None:
         raise StartupError([str(p) for p in problems] or ["no contracts loaded"])
     try:
-        return compile_policy(contracts, zone=settings.zone, master_key=key, environ=environ)
+        return compile_policy(
+            contracts,
+            zone=settings.zone,
+            master_key=key,
+            environ=environ,
+            cap_shares=settings.cap_shares,
+        )
     except PolicyError as exc:
         raise StartupError(exc.problems) from exc
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 import structlog
 
+from gateway.caps import daily_part, rate_part
 from gateway.consent import RegistryError
 from gateway.errors import (
     ConsentRegistryUnavailable,
@@ -620,23 +621,25 @@ class Terms:
     async def _volume(
         self, partner: PartnerPolicy, records: int, now: datetime, ticket: str
     ) -> VolumeTaken:
-        terms = partner.contract.terms
-        rated = terms.rate_limit_per_s is not None
-        if terms.rate_limit_per_s is not None:
-            wait = await self.limiter.acquire(partner.id, terms.rate_limit_per_s, ticket)
+        # This gateway's part of the agreed caps (`cap_shares`), the whole of them by default.
+        caps = partner.caps
+        rate = caps.rate_per_s
+        rated = rate is not None
+        if rate is not None:
+            wait = await self.limiter.acquire(partner.id, rate, ticket)
             if wait is not None:
                 raise RateLimited(
-                    f"more than {terms.rate_limit_per_s:g} shares per second to {partner.id}",
+                    f"more than {rate:g} shares per second to {partner.id}{rate_part(caps)}",
                     headers={"Retry-After": str(max(1, math.ceil(wait)))},
                 )
         # Counted with or without a cap: a cap a reload brings in covers the whole day.
-        limit = terms.max_records_per_day
+        limit = caps.records_per_day
         if not await self.quota.take(partner.id, now.date(), records, limit):
             if rated:
                 # Refused: it used no share of the rate.
                 await self.limiter.release(partner.id, ticket)
             raise QuotaExceeded(
-                f"{partner.id} may receive {limit} records per day",
+                f"{partner.id} may receive {limit} records per day{daily_part(caps)}",
                 headers={"Retry-After": str(_seconds_to_midnight(now))},
             )
         if not rated:
