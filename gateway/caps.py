@@ -94,3 +94,27 @@ def daily_part(caps: Caps) -> str:
     if not caps.shared or caps.agreed_records_per_day is None:
         return ""
     return f" (this gateway's {caps.share} of the agreed {caps.agreed_records_per_day})"
+
+
+def caps_view(caps: Caps) -> dict[str, object]:
+    """The caps as the admin API and `contracts explain --format json` show them: each as
+    agreed and as this gateway enforces it (None: no such cap), and the share between them."""
+    rate = None
+    if caps.agreed_rate_per_s is not None:
+        rate = {"agreed": caps.agreed_rate_per_s, "this_gateway": caps.rate_per_s}
+    daily = None
+    if caps.agreed_records_per_day is not None:
+        daily = {"agreed": caps.agreed_records_per_day, "this_gateway": caps.records_per_day}
+    return {"share": str(caps.share), "rate_limit_per_s": rate, "max_records_per_day": daily}
+
+
+def caps_text(caps: Caps) -> str:
+    """The caps in a sentence: `3.33333 shares a second (this gateway's 1/3 of the agreed 10),
+    no daily cap`."""
+    rate = "no rate"
+    if caps.rate_per_s is not None:
+        rate = f"{caps.rate_per_s:g} shares a second{rate_part(caps)}"
+    daily = "no daily cap"
+    if caps.records_per_day is not None:
+        daily = f"{caps.records_per_day} records a day{daily_part(caps)}"
+    return f"{rate}, {daily}"

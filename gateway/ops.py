@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.auth import Caller
 from gateway.bodies import read_capped
+from gateway.caps import caps_view
 from gateway.consent import (
     ConsentInputError,
     RegistryBusy,
@@ -135,6 +136,8 @@ async def contracts(request: web.Request, runtime: Runtime) -> web.StreamRespons
                 "upstream_location": partner.location,
                 "purposes": sorted(partner.purposes),
                 "routes": [f"{r.method} {r.path} ({r.purpose})" for r in partner.contract.routes],
+                # As agreed, and this gateway's part of them (`cap_shares`).
+                "caps": caps_view(partner.caps),
             }
         )
     return _json({"contracts": listing})

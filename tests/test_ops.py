@@ -1247,3 +1247,28 @@ async def test_a_stop_waits_for_the_slowest_share_a_contract_allows(
     policy = await gw.runtime.reload()
     assert policy.partners["acme"].timeout_s == 5
     assert drain_seconds(gw.runtime) == limits.body_read_timeout_s + 120 + DRAIN_MARGIN_S
+
+
+async def test_contracts_show_each_cap_as_agreed_and_as_this_gateway_enforces_it(
+    make_gateway: GatewayFactory,
+) -> None:
+    capped = contract(terms={"rate_limit_per_s": 10, "max_records_per_day": 10})
+    other = contract(partner={"id": "other", "name": "Other"}, terms={"max_records_per_day": 7})
+    gw = await make_gateway([capped, other], settings={"cap_shares": {"acme": "1/3"}})
+    response = await gw.client.get(
+        "/_gateway/contracts", headers={"Authorization": f"Bearer {gw.token(ADMIN)}"}
+    )
+    listed = {c["partner"]: c for c in (await response.json())["contracts"]}
+    assert listed["acme"]["caps"] == {
+        "share": "1/3",
+        "rate_limit_per_s": {"agreed": 10, "this_gateway": pytest.approx(10 / 3)},
+        "max_records_per_day": {"agreed": 10, "this_gateway": 3},
+    }
+    assert listed["acme"]["caps"]["rate_limit_per_s"]["this_gateway"] <= 10 / 3
+    assert listed["other"]["caps"] == {
+        "share": "1",
+        "rate_limit_per_s": None,
+        "max_records_per_day": {"agreed": 7, "this_gateway": 7},
+    }
+    # The contract as agreed: its own id, version and file hash.
+    assert (listed["acme"]["contract_id"], listed["acme"]["version"]) == ("DPA-1", 3)
