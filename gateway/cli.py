@@ -96,6 +96,7 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.caps import caps_text, caps_view
     from gateway.contractset import load_contract_set
     from gateway.explain import RouteTextError, explain
     from gateway.keys import MIN_MASTER_KEY_BYTES
@@ -163,6 +164,8 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
             # An upload's body goes as it came: not a document to show; a GET's is none.
             "body": None if result.upload_bytes is not None or result.bodyless else result.document,
             "upload_bytes": result.upload_bytes,
+            # Not judged here (they depend on the traffic): what the running gateway holds to.
+            "caps": caps_view(partner.caps),
         }
         print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
         return EXIT_OK
@@ -185,7 +188,7 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
         print("query: " + "&".join(f"{k}={v}" for k, v in result.result.query.items()))
     print(
         "note: consent and the rate and daily caps depend on the registry and the traffic; "
-        "the running gateway checks them",
+        f"the running gateway checks them (its caps for {partner.id}: {caps_text(partner.caps)})",
         file=sys.stderr,
     )
     return EXIT_OK

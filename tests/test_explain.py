@@ -837,3 +837,28 @@ def test_cmd_explain_with_a_body_it_cannot_read_is_a_usage_error(
     args.body = str(tmp_path / missing)
     assert cmd_explain(args, Settings(contracts_dir=CONTRACTS)) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("output", ["text", "json"])
+def test_cmd_explain_shows_this_gateways_part_of_the_agreed_caps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, output: str
+) -> None:
+    monkeypatch.setenv("SHARE_GATEWAY_HASH_KEY", HASH_KEY)
+    args = explain_args(
+        tmp_path, body=APPLICANT, route="POST /v1/assess", purpose="credit_assessment"
+    )
+    args.format = output
+    settings = Settings(contracts_dir=CONTRACTS, cap_shares={"acme-credit": "1/3"})
+    assert cmd_explain(args, settings) == 0
+    captured = capsys.readouterr()
+    if output == "json":
+        assert orjson.loads(captured.out)["caps"] == {
+            "share": "1/3",
+            "rate_limit_per_s": {"agreed": 50, "this_gateway": pytest.approx(50 / 3)},
+            "max_records_per_day": {"agreed": 10000, "this_gateway": 3333},
+        }
+    else:
+        assert (
+            "(its caps for acme-credit: 16.6667 shares a second (this gateway's 1/3 of the "
+            "agreed 50), 3333 records a day (this gateway's 1/3 of the agreed 10000))"
+        ) in captured.err
