@@ -28,6 +28,7 @@ from gateway.keys import keyed_hash, subject_ref_key
 from gateway.settings import ShareLogSettings
 from gateway.sharelog import ShareOutcome, ShareRecord
 from gateway.sharelog.chain import GENESIS_HASH, seal, seal_key, share_entry
+from gateway.sharelog.ledger import create
 from gateway.sharelog.review import count, query, summary, verify
 from gateway.sharelog.schema import connect_rw, entry_row, insert_sql, subject_key
 from gateway.sharelog.store import ShareLog
@@ -183,6 +184,7 @@ def run_raw_baseline(directory: Path, records: list[ShareRecord], batch: int) ->
         prev = entry["hash"]
     path = directory / "raw.sqlite"
     shutil.rmtree(directory, ignore_errors=True)
+    create(path, KEY)
     conn = connect_rw(path, durability="batched", busy_timeout_s=5)
     sql = insert_sql("share")
     start = time.perf_counter()
@@ -205,6 +207,7 @@ def run_raw_baseline(directory: Path, records: list[ShareRecord], batch: int) ->
 def generate_million(path: Path, n: int, days: int) -> float:
     """A log of `n` shares (90 % with an outcome) over `days` days, written with executemany."""
     start = time.perf_counter()
+    create(path, KEY)
     conn = connect_rw(path, durability="batched", busy_timeout_s=5)
     conn.execute("PRAGMA synchronous = OFF")
     first_day = datetime(2025, 1, 1, tzinfo=UTC)

@@ -326,6 +326,29 @@ def test_a_port_already_taken_is_a_clear_line_and_leaves_the_log_closed(setup: S
     assert not Path(f"{setup.share_log}.lock").exists() or _unlocked(setup.share_log)
 
 
+async def test_an_emptied_share_log_is_refused_at_start_in_one_line(setup: Setup) -> None:
+    # `: > var/share-log.sqlite`: every record erased, which must not pass for a first start.
+    _empty(setup.share_log)
+    with running(setup) as gateway:
+        code = await gateway.wait_exit()
+    assert code == 1, gateway.stderr()
+    assert gateway.stderr().splitlines() == [
+        f"share log {setup.share_log}: the file is empty (0 bytes): its records were erased, "
+        "or it was never written; to start a new share log, remove the file"
+    ]
+    assert _size(gateway.stdout_path) == 0  # no `share_log_created`, no checkpoint line
+    assert _size(setup.share_log) == 0
+
+
+def _empty(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size
+
+
 def test_a_port_out_of_range_on_the_command_line_is_a_usage_error(setup: Setup) -> None:
     result = setup.cli("serve", "--port", "70000")
     assert result.returncode == 2, result.stderr

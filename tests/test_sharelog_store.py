@@ -31,7 +31,7 @@ from gateway.settings import ShareLogSettings
 from gateway.sharelog import MemoryShareLog, ShareOutcome, ShareRecord, ShareSink, schema
 from gateway.sharelog import printer as printer_module
 from gateway.sharelog import store as store_module
-from gateway.sharelog.ledger import PruneRefused, PruneUnverified
+from gateway.sharelog.ledger import Ledger, PruneRefused, PruneUnverified
 from gateway.sharelog.review import query, verify
 from gateway.sharelog.store import ShareLog
 
@@ -1208,3 +1208,213 @@ async def test_a_new_log_is_announced_and_a_reopened_one_is_not(tmp_path: Path) 
     events = Events()
     await (await ShareLog.open(quiet, KEY, logger=events)).close()
     assert events.events == []
+
+
+# -- a new log is made whole; a file that holds no log is refused ---------------------------
+
+_KILLED = 9
+
+
+def _open_killed_at(path: Path, step: int) -> bool:
+    """Open (so create) the log at `path` in a child process that dies at `step`, as a kill
+    there would: each connection, SQL statement, file sync and rename is one step. True if it
+    was killed, False if it opened the log in fewer steps than that."""
+    pid = os.fork()
+    if pid == 0:  # the child: it never returns into the test run
+        code = 1
+        try:
+            taken = 0
+
+            def tick(*_: object) -> None:
+                nonlocal taken
+                taken += 1
+                if taken == step:
+                    os._exit(_KILLED)
+
+            connect, fsync, replace = sqlite3.connect, os.fsync, os.replace
+
+            def connecting(*args: Any, **kw: Any) -> sqlite3.Connection:
+                tick()
+                conn: sqlite3.Connection = connect(*args, **kw)
+                conn.set_trace_callback(tick)
+                return conn
+
+            def syncing(fd: int) -> None:
+                tick()
+                fsync(fd)
+
+            def renaming(source: str | Path, target: str | Path) -> None:
+                tick()
+                replace(source, target)
+
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(sqlite3, "connect", connecting)
+                patch.setattr(os, "fsync", syncing)
+                patch.setattr(os, "replace", renaming)
+                Ledger.open(path, KEY).close()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    assert code in (0, _KILLED)
+    return code == _KILLED
+
+
+async def test_a_first_start_killed_at_any_step_leaves_no_log_or_a_whole_one(
+    tmp_path: Path,
+) -> None:
+    settings = log_settings(tmp_path, stdout=True)
+    path = settings.path
+    path.parent.mkdir(parents=True)
+    step = 0
+    killed = True
+    while killed:
+        step += 1
+        assert step < 200, "the first open never finished"
+        for file in path.parent.iterdir():
+            file.unlink()
+        killed = _open_killed_at(path, step)
+        # Never a file `logs verify` calls empty or broken: nothing, or a log that verifies.
+        assert not path.exists() or verify(path, KEY).ok, step
+        events = Events()
+        share_log = await ShareLog.open(settings, KEY, logger=events)
+        await share_log.close()
+        # The next start makes the log, or starts the one made, says so, and leaves nothing
+        # else beside it.
+        assert events.named("share_log_created") == [{"path": str(path)}], step
+        assert verify(path, KEY).ok
+        assert [f.name for f in path.parent.iterdir() if ".creating-" in f.name] == [], step
+    assert step > 10  # kills inside the making of the file were among those tried
+
+
+async def test_a_leftover_of_a_killed_creation_is_removed_and_never_taken_for_the_log(
+    tmp_path: Path,
+) -> None:
+    settings = log_settings(tmp_path, stdout=True)
+    path = settings.path
+    # A log with a record, under the name a start builds a new log under: were that file
+    # ever taken for the log, the record would show.
+    share_log = await ShareLog.open(settings, KEY)
+    await share_log.record(make_record("s-elsewhere"))
+    await share_log.close()
+    leftover = path.with_name(f"{path.name}.creating-0123abcd")
+    path.rename(leftover)
+    journal = leftover.with_name(f"{leftover.name}-journal")
+    others = [
+        path.with_name(f"{path.name}.creating-kept"),
+        path.with_name("other.sqlite.creating-0123abcd"),
+    ]
+    _write({journal: b"journal", **dict.fromkeys(others, b"not ours")})
+
+    events = Events()
+    share_log = await ShareLog.open(settings, KEY, logger=events)
+    await share_log.record(make_record("s-new"))
+    await share_log.close()
+    assert events.named("share_log_created") == [{"path": str(path)}]
+    assert [r["share_id"] for r in query(path)] == ["s-new"]
+    assert _contents([leftover, journal, *others]) == [None, None, b"not ours", b"not ours"]
+    assert verify(path, KEY).ok
+
+
+def test_a_creation_that_fails_leaves_nothing_at_the_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "share-log.sqlite"
+
+    def disk_full(source: str | Path, target: str | Path) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        Ledger.open(path, KEY)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _write(files: dict[Path, bytes]) -> None:
+    for path, content in files.items():
+        path.write_bytes(content)
+
+
+def _contents(paths: list[Path]) -> list[bytes | None]:
+    return [path.read_bytes() if path.exists() else None for path in paths]
+
+
+def _without_tables(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE dropped (x)")
+    conn.execute("DROP TABLE dropped")
+    conn.close()
+
+
+def _emptied(path: Path) -> None:
+    path.write_bytes(b"")  # `: > share-log.sqlite`
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        (
+            _emptied,
+            "the file is empty (0 bytes): its records were erased, or it was never written",
+        ),
+        (_without_tables, "the file holds no share log (SQLite, without its tables)"),
+    ],
+    ids=["emptied", "no-schema"],
+)
+async def test_a_file_at_the_path_that_holds_no_log_is_refused_not_started_afresh(
+    tmp_path: Path, make: Callable[[Path], None], problem: str
+) -> None:
+    settings = log_settings(tmp_path, stdout=True)
+    path = settings.path
+    path.parent.mkdir(parents=True)
+    make(path)
+    [before] = _contents([path])
+    events = Events()
+    with pytest.raises(ShareLogUnavailable) as refused:
+        await ShareLog.open(settings, KEY, logger=events)
+    assert refused.value.message == (
+        f"share log {path}: {problem}; to start a new share log, remove the file"
+    )
+    assert events.events == []  # no `share_log_created`, no checkpoint
+    assert _contents([path, path.with_name(f"{path.name}-wal")]) == [before, None]
+    # The operator who means to start over removes the file, as the line says.
+    path.unlink()
+    share_log = await ShareLog.open(settings, KEY, logger=events)
+    await share_log.close()
+    assert events.named("share_log_created") == [{"path": str(path)}]
+
+
+async def test_a_log_removed_without_its_write_ahead_log_is_refused_not_started_over(
+    tmp_path: Path,
+) -> None:
+    settings = log_settings(tmp_path)
+    path = settings.path
+    path.parent.mkdir(parents=True)
+    # A gateway killed with its last records in the `-wal`; then the log file alone removed.
+    ledger = Ledger.open(path, KEY)
+    ledger.begin()
+    ledger.add_share(make_record("s-last"))
+    ledger.commit(T0)
+    wal = path.with_name(f"{path.name}-wal")
+    [frames] = _contents([wal])
+    assert frames  # the share's commit is in it
+    ledger.close()
+    path.unlink()
+    _write({wal: frames, path.with_name(f"{path.name}-shm"): b"\xff" * 32768})
+
+    with pytest.raises(ShareLogUnavailable) as refused:
+        await ShareLog.open(settings, KEY)
+    assert refused.value.message == (
+        f"share log {path}: there is no log, but {wal.name} beside it holds what a log wrote "
+        "(the log was removed without it, which may hold its last records): put the log "
+        f"back, or remove {wal} to start a new share log"
+    )
+    # Kept: SQLite would have applied it to a new log at the path as that log's own.
+    assert _contents([wal, path]) == [frames, None]
+    wal.unlink()
+    share_log = await ShareLog.open(settings, KEY)
+    await share_log.record(make_record("s-1"))
+    await share_log.close()
+    assert [r["share_id"] for r in query(path)] == ["s-1"]
+    assert verify(path, KEY).ok

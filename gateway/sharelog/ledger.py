@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from gateway.files import create_private
 from gateway.sharelog.chain import (
     GENESIS_HASH,
     CheckpointReason,
@@ -29,17 +32,23 @@ from gateway.sharelog.chain import (
 )
 from gateway.sharelog.record import ShareOutcome, ShareRecord
 from gateway.sharelog.schema import (
+    COMPANION_SUFFIXES,
     Connect,
     Durability,
     as_stored,
+    building_name,
+    clear_companions,
     connect_ro,
     connect_rw,
     entries_between,
     entry_row,
     insert_sql,
+    migrate,
     row_entry,
     select_sql,
     subject_key,
+    sync_file,
+    sync_folder,
 )
 
 
@@ -148,7 +157,7 @@ class Ledger:
         # The open shares this connection committed: an outcome finds its share here rather
         # than in `pending_outcomes`. Only a shortcut: whatever is missing is looked up.
         self._open_seqs: dict[str, int] = {}
-        # True when `open` found no head and wrote the genesis one: a new, empty log.
+        # True when the head is the genesis one: a new log, that no gateway has started yet.
         self.created = False
         self._reset()
 
@@ -163,14 +172,17 @@ class Ledger:
         busy_timeout_s: float = 5.0,
         connect: Connect | None = None,
     ) -> Ledger:
-        """Open or create the file; refuse one whose signed head does not match its last entry."""
+        """Open the file, or create it whole where there is none; refuse one that holds no
+        share log (SchemaError) or whose signed head does not match its last entry."""
+        if not path.exists():
+            create(path, master_key)
         conn = connect_rw(
             path, durability=durability, busy_timeout_s=busy_timeout_s, connect=connect
         )
         ledger = cls(conn, master_key, checkpoint_every)
         ledger._busy_timeout_ms = max(0, int(busy_timeout_s * 1000))
         try:
-            ledger._ensure_head()
+            ledger._check_opened()
             # From here on the connection waits only where `begin` asks it to: an uncontended
             # transaction then costs no statement to switch the wait off and on again.
             conn.execute("PRAGMA busy_timeout = 0")
@@ -196,13 +208,11 @@ class Ledger:
     def close(self) -> None:
         self.conn.close()
 
-    def _check_head(self, *, creating: bool = False) -> bool:
-        """Check the head against the tail; True when a new file has neither (and `creating`)."""
+    def _check_head(self) -> None:
+        """Check the head against the tail."""
         head = self.conn.execute("SELECT seq, hash FROM head").fetchone()
         last = self.conn.execute(_LAST_SEQ).fetchone()
         if head is None:
-            if last is None and creating:
-                return True
             raise LedgerError(
                 "the share log has entries but no head: run `share-gateway logs verify`"
                 if last is not None
@@ -216,7 +226,6 @@ class Ledger:
                 f"(seq {head[0]}): entries were removed or altered; "
                 "run `share-gateway logs verify`"
             )
-        return False
 
     # -- transactions --------------------------------------------------------------------------
 
@@ -569,25 +578,53 @@ class Ledger:
         self._closed = set()
         self._entries = []
 
-    def _ensure_head(self) -> None:
-        """Create the signed genesis head of a new file; check an existing head against the tail."""
+    def _check_opened(self) -> None:
+        """Check the head against the tail, then its signature (the first begin() does)."""
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("BEGIN")
         try:
-            if self._check_head(creating=True):
-                conn.execute(
-                    "INSERT INTO head (id, seq, hash, mac, checkpoint_seq) VALUES (1, 0, ?, ?, 0)",
-                    (GENESIS_HASH, head_mac(self._key, 0, GENESIS_HASH)),
-                )
-                self.created = True
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        # The head's signature is checked by the first begin().
+            self._check_head()
+        finally:
+            conn.execute("ROLLBACK")
         self.begin()
         self.rollback()
+        self.created = self._seq == 0
+
+
+def create(path: Path, master_key: bytes) -> None:
+    """Make a new share log at `path` whole, or nothing: its schema and signed genesis head
+    are written under a name of their own beside it, synced, and renamed into place.
+
+    A kill at any moment leaves no file at `path` (perhaps the one being built, which the
+    gateway's next start removes) or a complete, empty log. The caller holds the log's lock,
+    as the gateway's start does: nobody else makes the log meanwhile.
+    """
+    real = path.resolve()  # a symlink to where the log goes stays a symlink to it
+    real.parent.mkdir(parents=True, exist_ok=True)
+    clear_companions(real)
+    building = building_name(real)
+    create_private(building)
+    try:
+        # In SQLite's rollback mode, where a commit is in the file once it returns; in WAL
+        # mode it could be in a `-wal` of the building's name, which the rename leaves behind.
+        conn = sqlite3.connect(building, isolation_level=None)
+        try:
+            conn.execute("PRAGMA synchronous = FULL")
+            migrate(conn)
+            conn.execute(
+                "INSERT INTO head (id, seq, hash, mac, checkpoint_seq) VALUES (1, 0, ?, ?, 0)",
+                (GENESIS_HASH, head_mac(seal_key(master_key), 0, GENESIS_HASH)),
+            )
+        finally:
+            conn.close()
+        sync_file(building)
+        os.replace(building, real)
+    except BaseException:
+        for leftover in (building, *(Path(f"{building}{end}") for end in COMPANION_SUFFIXES)):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+        raise
+    sync_folder(real.parent)
 
 
 def _scalar(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> Any:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import math
 import operator
+import os
+import re
+import secrets
 import sqlite3
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
@@ -13,7 +17,6 @@ from typing import Any, Literal
 
 import orjson
 
-from gateway.files import create_private
 from gateway.sharelog.chain import (
     CHECKPOINT_FIELDS,
     LIST_FIELDS,
@@ -165,8 +168,10 @@ class NewerSchema(SchemaError):
 
 def _default_connect(path: Path) -> sqlite3.Connection:
     # The share log hands its connection between the event loop and its writer thread (one
-    # at a time, under a lock), so it may not be tied to the thread that opened it.
-    return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    # at a time, under a lock), so it may not be tied to the thread that opened it. `mode=rw`:
+    # SQLite would create a missing file, empty; a new log is only ever made whole (`Ledger`).
+    uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode=rw"
+    return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
 
 
 def connect_rw(
@@ -176,12 +181,22 @@ def connect_rw(
     busy_timeout_s: float,
     connect: Connect | None = None,
 ) -> sqlite3.Connection:
-    """Open (creating if needed) the share log for writing, in WAL mode, migrated forward."""
-    create_private(path)
+    """Open an existing share log for writing, in WAL mode, migrated forward.
+
+    Raises SchemaError for a file that holds no share log (empty, or SQLite without the
+    schema), before anything is written to it: the records it held may have been erased.
+    """
+    check_not_empty(path)
     conn = (connect or _default_connect)(path)
     try:
         conn.isolation_level = None  # transactions are explicit: BEGIN IMMEDIATE ... COMMIT
         conn.execute(f"PRAGMA busy_timeout = {max(0, int(busy_timeout_s * 1000))}")
+        # Another SQLite file (with tables of its own) is refused by `migrate`.
+        tables = conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone()
+        if user_version(conn) == 0 and not tables:
+            raise SchemaError(
+                f"the file holds no share log (SQLite, without its tables); {_START_OVER}"
+            )
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise SchemaError(f"{path}: cannot switch the share log to WAL mode (got {mode})")
@@ -199,9 +214,94 @@ def connect_rw(
     return conn
 
 
+class EmptyLog(SchemaError):
+    """The file at the log's path is empty (0 bytes): erased, or never written."""
+
+
+_START_OVER = "to start a new share log, remove the file"
+
+
+def check_not_empty(path: Path) -> None:
+    """Raise EmptyLog for a file of 0 bytes, which SQLite would take for a new database."""
+    if path.stat().st_size == 0:
+        raise EmptyLog(
+            "the file is empty (0 bytes): its records were erased, or it was never written; "
+            + _START_OVER
+        )
+
+
 # The files beside a share log: SQLite's own, and the lock a running gateway holds.
 LOCK_SUFFIX = ".lock"
 COMPANION_SUFFIXES = ("-wal", "-shm", "-journal", LOCK_SUFFIX)
+
+
+# A new log is built beside its path under a name of this form, then renamed into place
+# (`Ledger.open`). No command opens a file of that name; the gateway's start removes what a
+# start killed while building left.
+_BUILDING = re.compile(r"\.creating-[0-9a-f]{8}(?:-wal|-shm|-journal)?")
+
+
+def building_name(path: Path) -> Path:
+    """A name, beside `path`, to build a new log under: never the log's, nor another's."""
+    return path.with_name(f"{path.name}.creating-{secrets.token_hex(4)}")
+
+
+def remove_leftovers(path: Path) -> list[Path]:
+    """Remove the files a start killed while it built a new log at `path` left; return them.
+
+    The caller holds the log's lock: no other start is building one now.
+    """
+    removed = []
+    with os.scandir(path.parent) as entries:
+        for entry in entries:
+            name = entry.name
+            if name.startswith(path.name) and _BUILDING.fullmatch(name, len(path.name)):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+    return removed
+
+
+def clear_companions(path: Path) -> None:
+    """Make way for a new log at `path`, where there is none: SQLite's files left there go.
+
+    SQLite knows a file's write-ahead log and rollback journal by name only: either, left at
+    the path by a log removed without it, would be applied to the new log as its own. One that
+    holds anything is refused, not removed: it may hold that log's last records.
+    """
+    for suffix in ("-wal", "-journal"):
+        companion = path.with_name(path.name + suffix)
+        try:
+            size = companion.stat().st_size
+        except FileNotFoundError:
+            continue
+        if size > 0:
+            raise SchemaError(
+                f"there is no log, but {companion.name} beside it holds what a log wrote (the "
+                "log was removed without it, which may hold its last records): put the log "
+                f"back, or remove {companion} to start a new share log"
+            )
+    for suffix in COMPANION_SUFFIXES:
+        if suffix != LOCK_SUFFIX:
+            with contextlib.suppress(FileNotFoundError):
+                path.with_name(path.name + suffix).unlink()
+
+
+def sync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_folder(path: Path) -> None:
+    """Make a rename or removal in the folder `path` survive a power cut."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def connect_ro(path: Path) -> sqlite3.Connection:

@@ -27,7 +27,7 @@ from gateway.sharelog.chain import Entry, ShareDraft, draft_share
 from gateway.sharelog.ledger import Ledger, PruneResult, PruneUnverified
 from gateway.sharelog.printer import Printer
 from gateway.sharelog.record import ShareOutcome, ShareRecord
-from gateway.sharelog.schema import LOCK_SUFFIX, Connect
+from gateway.sharelog.schema import LOCK_SUFFIX, Connect, remove_leftovers
 
 T = TypeVar("T")
 
@@ -381,6 +381,9 @@ class ShareLog:
             # Two writers would close each other's open shares as `unknown` on start.
             raise ShareLogUnavailable("in use by another gateway process") from exc
         self._lock_fd = fd
+        # A start killed while it built a new log left this; it never held a record.
+        for leftover in remove_leftovers(real):
+            self._log.info("share_log_leftover_removed", path=str(leftover))
         ledger = self._open_ledger()
         self._identity = _identity(path)
         now = datetime.now(UTC)
@@ -395,8 +398,10 @@ class ShareLog:
         self._emit(entries)
         if ledger.created and self.settings.stdout:
             # Once per deployment, and otherwise the only sign outside the file that a log was
-            # deleted: the gateway cannot tell a first start from a wiped log. It goes with the
-            # checkpoint lines, the log's anchor outside the file (none without `stdout`).
+            # deleted: the gateway cannot tell a first start from a deleted log (an emptied one
+            # is refused). It goes with the checkpoint lines, the log's anchor outside the file
+            # (none without `stdout`). Said again by the next start if this one is killed
+            # before its first checkpoint: the log is new until a start is written in it.
             self._log.warning("share_log_created", path=str(path))
         if unknown:
             self._log.warning(
