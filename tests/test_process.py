@@ -338,6 +338,12 @@ async def test_an_emptied_share_log_is_refused_at_start_in_one_line(setup: Setup
     ]
     assert _size(gateway.stdout_path) == 0  # no `share_log_created`, no checkpoint line
     assert _size(setup.share_log) == 0
+    verified = logs_verify(setup)
+    assert (verified.returncode, verified.stderr) == (1, "")
+    assert verified.stdout == (
+        f"share log verification FAILED (empty): {setup.share_log}: the file is empty "
+        "(0 bytes): the log was erased, or never written\n"
+    )
 
 
 def _empty(path: Path) -> None:

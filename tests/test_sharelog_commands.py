@@ -1369,9 +1369,9 @@ def _damage(path: Path, damage: str) -> str:
         with path.open("r+b") as file:
             file.truncate(path.stat().st_size // 2)
         return "database disk image is malformed"
-    if damage == "empty":
+    if damage == "empty":  # `: > share-log.sqlite`
         path.write_bytes(b"")
-        return "an empty file (no schema)"
+        return "the file is empty (0 bytes): the log was erased, or never written"
     if damage == "not_sqlite":
         path.write_bytes(b"not a database, just bytes" * 400)
         return "file is not a database"
@@ -1392,7 +1392,10 @@ async def test_a_file_that_is_not_a_readable_share_log_fails_every_command_alike
     # records were lost, which is never a usage error.
     assert code == 1
     line = f"{path} is not a readable share log: {reason}\n"
-    if argv[0] == "verify":
+    if argv[0] == "verify" and damage == "empty":
+        # Said plainly: there is nothing to look into, every record is gone.
+        assert (out, err) == (f"share log verification FAILED (empty): {path}: {reason}\n", "")
+    elif argv[0] == "verify":
         assert (out, err) == (f"share log verification FAILED (unreadable): {line}", "")
     else:
         assert (out, err) == ("", f"share-gateway logs {argv[0]}: {line}")

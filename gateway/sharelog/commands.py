@@ -29,6 +29,7 @@ from gateway.sharelog.record import DECISIONS
 from gateway.sharelog.schema import (
     COMPANION_SUFFIXES,
     SQLITE_INT_MAX,
+    EmptyLog,
     NewerSchema,
     SchemaError,
     connect_ro,
@@ -577,6 +578,9 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     try:
         result = review.verify(path, key, anchors)
     except Exception as exc:  # a damaged file is a failed check, with the reason it gives
+        if isinstance(exc, EmptyLog):
+            # Not damage to look into: every record the log held is gone, or none was written.
+            return _verify_failed(args.format, "empty", f"{path}: {exc}")
         if isinstance(exc, SchemaError | sqlite3.DatabaseError):
             reason, code = _unreadable(exc)
             if code != EXIT_FAILED:

@@ -308,6 +308,8 @@ def connect_ro(path: Path) -> sqlite3.Connection:
     """Open an existing share log read-only, for review."""
     if not path.is_file():
         raise SchemaError(f"{path}: no share log here")
+    if path.stat().st_size == 0:
+        raise EmptyLog("the file is empty (0 bytes): the log was erased, or never written")
     uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro"
     conn = sqlite3.connect(uri, uri=True, isolation_level=None)
     try:
@@ -327,7 +329,7 @@ def connect_ro(path: Path) -> sqlite3.Connection:
         if version == 0:
             if conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone():
                 raise SchemaError("another SQLite file, not a share log")
-            raise SchemaError("an empty file (no schema)")
+            raise SchemaError("an SQLite file without the share log's tables (no schema)")
         if version > SCHEMA_VERSION:
             raise NewerSchema(
                 f"share log schema {version} is newer than this gateway "
