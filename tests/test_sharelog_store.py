@@ -1406,9 +1406,9 @@ async def test_a_log_removed_without_its_write_ahead_log_is_refused_not_started_
     with pytest.raises(ShareLogUnavailable) as refused:
         await ShareLog.open(settings, KEY)
     assert refused.value.message == (
-        f"share log {path}: there is no log, but {wal.name} beside it holds what a log wrote "
-        "(the log was removed without it, which may hold its last records): put the log "
-        f"back, or remove {wal} to start a new share log"
+        f"share log {path}: there is no file, but {wal.name} beside it holds what one wrote "
+        "(the file was removed without it, which may hold its last writes): put the file "
+        f"back, or remove {wal} to start anew"
     )
     # Kept: SQLite would have applied it to a new log at the path as that log's own.
     assert _contents([wal, path]) == [frames, None]

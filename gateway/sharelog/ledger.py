@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from gateway.files import create_private
+from gateway.files import create_whole
 from gateway.sharelog.chain import (
     GENESIS_HASH,
     CheckpointReason,
@@ -32,12 +30,9 @@ from gateway.sharelog.chain import (
 )
 from gateway.sharelog.record import ShareOutcome, ShareRecord
 from gateway.sharelog.schema import (
-    COMPANION_SUFFIXES,
     Connect,
     Durability,
     as_stored,
-    building_name,
-    clear_companions,
     connect_ro,
     connect_rw,
     entries_between,
@@ -47,8 +42,6 @@ from gateway.sharelog.schema import (
     row_entry,
     select_sql,
     subject_key,
-    sync_file,
-    sync_folder,
 )
 
 
@@ -592,21 +585,10 @@ class Ledger:
 
 
 def create(path: Path, master_key: bytes) -> None:
-    """Make a new share log at `path` whole, or nothing: its schema and signed genesis head
-    are written under a name of their own beside it, synced, and renamed into place.
+    """Make a new share log at `path` whole, or nothing (`create_whole`): its schema and
+    signed genesis head. The caller holds the log's lock, as the gateway's start does."""
 
-    A kill at any moment leaves no file at `path` (perhaps the one being built, which the
-    gateway's next start removes) or a complete, empty log. The caller holds the log's lock,
-    as the gateway's start does: nobody else makes the log meanwhile.
-    """
-    real = path.resolve()  # a symlink to where the log goes stays a symlink to it
-    real.parent.mkdir(parents=True, exist_ok=True)
-    clear_companions(real)
-    building = building_name(real)
-    create_private(building)
-    try:
-        # In SQLite's rollback mode, where a commit is in the file once it returns; in WAL
-        # mode it could be in a `-wal` of the building's name, which the rename leaves behind.
+    def build(building: Path) -> None:
         conn = sqlite3.connect(building, isolation_level=None)
         try:
             conn.execute("PRAGMA synchronous = FULL")
@@ -617,14 +599,8 @@ def create(path: Path, master_key: bytes) -> None:
             )
         finally:
             conn.close()
-        sync_file(building)
-        os.replace(building, real)
-    except BaseException:
-        for leftover in (building, *(Path(f"{building}{end}") for end in COMPANION_SUFFIXES)):
-            with contextlib.suppress(OSError):
-                leftover.unlink()
-        raise
-    sync_folder(real.parent)
+
+    create_whole(path, build)
 
 
 def _scalar(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> Any:

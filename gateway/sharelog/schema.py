@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import math
 import operator
-import os
-import re
-import secrets
 import sqlite3
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
@@ -233,75 +229,6 @@ def check_not_empty(path: Path) -> None:
 # The files beside a share log: SQLite's own, and the lock a running gateway holds.
 LOCK_SUFFIX = ".lock"
 COMPANION_SUFFIXES = ("-wal", "-shm", "-journal", LOCK_SUFFIX)
-
-
-# A new log is built beside its path under a name of this form, then renamed into place
-# (`Ledger.open`). No command opens a file of that name; the gateway's start removes what a
-# start killed while building left.
-_BUILDING = re.compile(r"\.creating-[0-9a-f]{8}(?:-wal|-shm|-journal)?")
-
-
-def building_name(path: Path) -> Path:
-    """A name, beside `path`, to build a new log under: never the log's, nor another's."""
-    return path.with_name(f"{path.name}.creating-{secrets.token_hex(4)}")
-
-
-def remove_leftovers(path: Path) -> list[Path]:
-    """Remove the files a start killed while it built a new log at `path` left; return them.
-
-    The caller holds the log's lock: no other start is building one now.
-    """
-    removed = []
-    with os.scandir(path.parent) as entries:
-        for entry in entries:
-            name = entry.name
-            if name.startswith(path.name) and _BUILDING.fullmatch(name, len(path.name)):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)
-                    removed.append(Path(entry.path))
-    return removed
-
-
-def clear_companions(path: Path) -> None:
-    """Make way for a new log at `path`, where there is none: SQLite's files left there go.
-
-    SQLite knows a file's write-ahead log and rollback journal by name only: either, left at
-    the path by a log removed without it, would be applied to the new log as its own. One that
-    holds anything is refused, not removed: it may hold that log's last records.
-    """
-    for suffix in ("-wal", "-journal"):
-        companion = path.with_name(path.name + suffix)
-        try:
-            size = companion.stat().st_size
-        except FileNotFoundError:
-            continue
-        if size > 0:
-            raise SchemaError(
-                f"there is no log, but {companion.name} beside it holds what a log wrote (the "
-                "log was removed without it, which may hold its last records): put the log "
-                f"back, or remove {companion} to start a new share log"
-            )
-    for suffix in COMPANION_SUFFIXES:
-        if suffix != LOCK_SUFFIX:
-            with contextlib.suppress(FileNotFoundError):
-                path.with_name(path.name + suffix).unlink()
-
-
-def sync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def sync_folder(path: Path) -> None:
-    """Make a rename or removal in the folder `path` survive a power cut."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def connect_ro(path: Path) -> sqlite3.Connection:

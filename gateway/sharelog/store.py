@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 import structlog
 
 from gateway.errors import ShareLogUnavailable
+from gateway.files import remove_leftovers
 from gateway.logconfig import STDOUT, write_json_lines
 from gateway.metrics import SHARE_LOG_QUEUE_DEPTH, SHARE_LOG_WRITE_LATENCY
 from gateway.settings import ShareLogSettings
@@ -27,7 +28,7 @@ from gateway.sharelog.chain import Entry, ShareDraft, draft_share
 from gateway.sharelog.ledger import Ledger, PruneResult, PruneUnverified
 from gateway.sharelog.printer import Printer
 from gateway.sharelog.record import ShareOutcome, ShareRecord
-from gateway.sharelog.schema import LOCK_SUFFIX, Connect, remove_leftovers
+from gateway.sharelog.schema import LOCK_SUFFIX, Connect
 
 T = TypeVar("T")
 
