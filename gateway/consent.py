@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, BinaryIO, Literal
 
 import orjson
 
-from gateway.files import create_private
+from gateway.files import OrphanedJournal, create_whole, remove_leftovers
 from gateway.keys import subject_id_problem, subject_ref
 
 if TYPE_CHECKING:
@@ -343,6 +343,45 @@ def _check_call(subject_id: str, partner: str, purpose: str, reference: str) -> 
 Outcome = Literal["granted", "withdrawn", "unchanged"]
 
 
+_START_OVER = "to start a new consent registry, remove the file"
+
+
+def _create(path: Path) -> None:
+    """Make the registry file whole where there is none (`create_whole`), holding a lock
+    beside it: the gateway's start and `consent import` may each be the first to open it."""
+    if path.exists():
+        return
+    real = path.resolve()
+    real.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(real.with_name(f"{real.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held for the milliseconds a new registry takes
+        if path.exists():
+            return  # another process made it meanwhile
+        # A process killed while it made one left these; they never held a grant.
+        remove_leftovers(real)
+        try:
+            create_whole(real, _build)
+        except OrphanedJournal as exc:
+            raise RegistryError(f"{path}: {exc}") from exc
+    finally:
+        os.close(fd)
+
+
+def _build(building: Path) -> None:
+    db = sqlite3.connect(building, isolation_level=None)
+    try:
+        db.execute("PRAGMA synchronous = FULL")
+        db.execute("BEGIN IMMEDIATE")
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    finally:
+        db.close()
+
+
 class ConsentRegistry:
     """Grants in an embedded SQLite file, keyed by subject reference, never by raw subject id.
 
@@ -359,7 +398,14 @@ class ConsentRegistry:
         self._key = subject_key
         self._read_lock = threading.Lock()
         self._write_lock = threading.Lock()
-        create_private(path)
+        _create(path)
+        if path.stat().st_size == 0:
+            # Taken for a new registry, it would hold no withdrawal: consent tokens they
+            # ended would count again.
+            raise RegistryError(
+                f"{path}: the file is empty (0 bytes): its grants and withdrawals were erased, "
+                f"or it was never written; {_START_OVER}"
+            )
         self._opened = self._file_identity()
         self._closed = False  # let go of a replaced file, and no other opened in its place
         self._writer = self._connect()
@@ -394,15 +440,15 @@ class ConsentRegistry:
         if not self.readable():
             raise RegistryReplaced(self.path)
 
-    def _connect(self, *, existing: bool = False) -> sqlite3.Connection:
-        # An `existing` file only: SQLite would create a missing one, empty.
-        target = f"{self.path.absolute().as_uri()}?mode=rw" if existing else str(self.path)
+    def _connect(self) -> sqlite3.Connection:
+        # An existing file only: SQLite would create a missing one, empty (`_create` makes a
+        # new one whole).
         return sqlite3.connect(
-            target,
+            f"{self.path.absolute().as_uri()}?mode=rw",
             timeout=BUSY_TIMEOUT_S,  # how long a write waits for another (an import elsewhere)
             isolation_level=None,
             check_same_thread=False,
-            uri=existing,
+            uri=True,
         )
 
     def reopen(self) -> bool:
@@ -430,10 +476,10 @@ class ConsentRegistry:
                 # checkpoint busy, and opened now, the new file would share the log and its
                 # index at the path with it, each reading the other's pages as its own.
                 raise RegistryBusy(self.path)
-            writer = self._connect(existing=True)
+            writer = self._connect()
             try:
                 self._check_reopened(writer)
-                reader = self._connect(existing=True)
+                reader = self._connect()
                 reader.execute("PRAGMA query_only = ON")
             except sqlite3.OperationalError as exc:
                 writer.close()
@@ -514,24 +560,20 @@ class ConsentRegistry:
         db.execute("PRAGMA synchronous = FULL")
         # A registry in use needs only a read to check: the gateway's start and `consent show`
         # must not wait for (or give up on) an import holding the write lock.
-        if self._schema_version(db) == SCHEMA_VERSION:
-            # A copy restored from `VACUUM INTO` is back in rollback mode, where an import would
-            # lock out the readers: WAL again (a no-op for a registry in use, which already is).
-            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                db.execute("PRAGMA journal_mode = WAL")
-            return
-        db.execute("PRAGMA journal_mode = WAL")
-        with self._transaction() as tx:
-            version = self._schema_version(tx)  # another process may have created it meanwhile
-            if version == 0:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        tx.execute(statement)
-                tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            elif version != SCHEMA_VERSION:
-                raise RegistryError(
-                    f"{self.path}: schema version {version}, this gateway reads {SCHEMA_VERSION}"
-                )
+        version = self._schema_version(db)
+        if version == 0:
+            raise RegistryError(
+                f"{self.path}: the file holds no consent registry (SQLite, without its "
+                f"tables); {_START_OVER}"
+            )
+        if version != SCHEMA_VERSION:
+            raise RegistryError(
+                f"{self.path}: schema version {version}, this gateway reads {SCHEMA_VERSION}"
+            )
+        # A new registry, or a copy restored from `VACUUM INTO`, is in rollback mode, where an
+        # import would lock out the readers: WAL (a no-op for a registry in use, which is).
+        if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            db.execute("PRAGMA journal_mode = WAL")
 
     def _schema_version(self, db: sqlite3.Connection) -> int:
         """The registry's schema version (0: an empty file); refuses another SQLite file."""

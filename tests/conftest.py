@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -345,3 +346,52 @@ def tamper(path: Path, *statements: str) -> None:
         conn.commit()
     finally:
         conn.close()
+
+
+_KILLED = 9
+
+
+def killed_at(step: int, action: Callable[[], object]) -> bool:
+    """Run `action` in a child process that dies at `step`, as a kill there would: each SQLite
+    connection and statement, file sync and rename is one step. True if it was killed, False
+    if `action` finished in fewer steps than that."""
+    pid = os.fork()
+    if pid == 0:  # the child: it never returns into the test run
+        code = 1
+        try:
+            taken = 0
+
+            def tick(*_: object) -> None:
+                nonlocal taken
+                taken += 1
+                if taken == step:
+                    os._exit(_KILLED)
+
+            connect, fsync, replace = sqlite3.connect, os.fsync, os.replace
+
+            def connecting(*args: Any, **kw: Any) -> sqlite3.Connection:
+                tick()
+                conn: sqlite3.Connection = connect(*args, **kw)
+                conn.set_trace_callback(tick)
+                return conn
+
+            def syncing(fd: int) -> None:
+                tick()
+                fsync(fd)
+
+            def renaming(source: str | Path, target: str | Path) -> None:
+                tick()
+                replace(source, target)
+
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(sqlite3, "connect", connecting)
+                patch.setattr(os, "fsync", syncing)
+                patch.setattr(os, "replace", renaming)
+                action()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    assert code in (0, _KILLED)
+    return code == _KILLED

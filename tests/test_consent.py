@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import HASH_KEY, GatewayFactory
+from conftest import HASH_KEY, GatewayFactory, killed_at, tamper
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -491,6 +492,103 @@ def test_a_file_that_is_not_a_registry_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b"this is not a database file at all, not even close" * 40)
     with pytest.raises(RegistryError, match="not a usable consent registry"):
         ConsentRegistry(path, KEY)
+
+
+def _registry_state(path: Path) -> str:
+    """What is at `path`: nothing, or a whole registry (its tables, its schema version)."""
+    if not path.exists():
+        return "none"
+    db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        tables = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    finally:
+        db.close()
+    return "whole" if (version, tables) == (1, {"grants", "withdrawals"}) else "partial"
+
+
+def test_a_first_open_killed_at_any_step_leaves_no_registry_or_a_whole_one(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "var" / "consent.sqlite"
+    step = 0
+    killed = True
+    while killed:
+        step += 1
+        assert step < 200, "the first open never finished"
+        shutil.rmtree(path.parent, ignore_errors=True)
+        killed = killed_at(step, lambda: ConsentRegistry(path, KEY).close())
+        # Never a file the next open takes for a new, empty registry: nothing, or a whole one.
+        assert _registry_state(path) in ("none", "whole"), step
+        registry = ConsentRegistry(path, KEY)
+        registry.grant(ALICE, PARTNER, PURPOSE, JAN, "form-1")
+        registry.close()
+        assert _registry_state(path) == "whole"
+        assert [f.name for f in path.parent.iterdir() if ".creating-" in f.name] == [], step
+    assert step > 10  # kills inside the making of the file were among those tried
+
+
+def test_a_leftover_of_a_killed_first_open_is_removed_and_never_taken_for_the_registry(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "consent.sqlite"
+    # A registry with a grant, under the name a first open builds one under.
+    with ConsentRegistry(path, KEY) as old:
+        old.grant(ALICE, PARTNER, PURPOSE, JAN, "form-1")
+    leftover = path.with_name(f"{path.name}.creating-0123abcd")
+    path.rename(leftover)
+    with ConsentRegistry(path, KEY) as registry:
+        assert registry.show(ALICE) == []
+    assert not leftover.exists()
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (
+            "emptied",
+            "the file is empty (0 bytes): its grants and withdrawals were erased, or it was "
+            "never written",
+        ),
+        ("no_tables", "the file holds no consent registry (SQLite, without its tables)"),
+    ],
+    ids=["emptied", "no-tables"],
+)
+def test_a_file_that_holds_no_registry_is_refused_not_started_afresh(
+    tmp_path: Path, damage: str, problem: str
+) -> None:
+    # `: > consent.sqlite`: taken for a new registry, it holds no withdrawal, and consent
+    # tokens the withdrawals ended would count again.
+    path = tmp_path / "consent.sqlite"
+    if damage == "emptied":
+        path.write_bytes(b"")
+    else:
+        tamper(path, "CREATE TABLE dropped (x)", "DROP TABLE dropped")
+    before = path.read_bytes()
+    with pytest.raises(RegistryError) as refused:
+        ConsentRegistry(path, KEY)
+    assert str(refused.value) == (
+        f"{path}: {problem}; to start a new consent registry, remove the file"
+    )
+    assert path.read_bytes() == before
+
+
+def test_a_registry_removed_without_its_write_ahead_log_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "consent.sqlite"
+    registry = ConsentRegistry(path, KEY)
+    registry.grant(ALICE, PARTNER, PURPOSE, JAN, "form-1")
+    wal = path.with_name(f"{path.name}-wal")
+    frames = wal.read_bytes()  # the grant, not yet copied into the file
+    registry.close()
+    path.unlink()
+    wal.write_bytes(frames)
+    with pytest.raises(RegistryError) as refused:
+        ConsentRegistry(path, KEY)
+    assert str(refused.value).startswith(
+        f"{path}: there is no file, but {wal.name} beside it holds what one wrote"
+    )
+    assert wal.read_bytes() == frames
+    assert not path.exists()
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:

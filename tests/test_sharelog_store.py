@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 import pytest
 import structlog
-from conftest import GatewayFactory
+from conftest import GatewayFactory, killed_at
 from structlog.testing import capture_logs
 
 from gateway.errors import ShareLogUnavailable, StartupError
@@ -1212,54 +1212,6 @@ async def test_a_new_log_is_announced_and_a_reopened_one_is_not(tmp_path: Path) 
 
 # -- a new log is made whole; a file that holds no log is refused ---------------------------
 
-_KILLED = 9
-
-
-def _open_killed_at(path: Path, step: int) -> bool:
-    """Open (so create) the log at `path` in a child process that dies at `step`, as a kill
-    there would: each connection, SQL statement, file sync and rename is one step. True if it
-    was killed, False if it opened the log in fewer steps than that."""
-    pid = os.fork()
-    if pid == 0:  # the child: it never returns into the test run
-        code = 1
-        try:
-            taken = 0
-
-            def tick(*_: object) -> None:
-                nonlocal taken
-                taken += 1
-                if taken == step:
-                    os._exit(_KILLED)
-
-            connect, fsync, replace = sqlite3.connect, os.fsync, os.replace
-
-            def connecting(*args: Any, **kw: Any) -> sqlite3.Connection:
-                tick()
-                conn: sqlite3.Connection = connect(*args, **kw)
-                conn.set_trace_callback(tick)
-                return conn
-
-            def syncing(fd: int) -> None:
-                tick()
-                fsync(fd)
-
-            def renaming(source: str | Path, target: str | Path) -> None:
-                tick()
-                replace(source, target)
-
-            with pytest.MonkeyPatch.context() as patch:
-                patch.setattr(sqlite3, "connect", connecting)
-                patch.setattr(os, "fsync", syncing)
-                patch.setattr(os, "replace", renaming)
-                Ledger.open(path, KEY).close()
-            code = 0
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    assert code in (0, _KILLED)
-    return code == _KILLED
-
 
 async def test_a_first_start_killed_at_any_step_leaves_no_log_or_a_whole_one(
     tmp_path: Path,
@@ -1274,7 +1226,7 @@ async def test_a_first_start_killed_at_any_step_leaves_no_log_or_a_whole_one(
         assert step < 200, "the first open never finished"
         for file in path.parent.iterdir():
             file.unlink()
-        killed = _open_killed_at(path, step)
+        killed = killed_at(step, lambda: Ledger.open(path, KEY).close())
         # Never a file `logs verify` calls empty or broken: nothing, or a log that verifies.
         assert not path.exists() or verify(path, KEY).ok, step
         events = Events()
