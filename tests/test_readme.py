@@ -1,17 +1,31 @@
-"""The README's deployment example agrees with the gateway it deploys."""
+"""The README's deployment example, settings tables, error codes and exit codes agree with the
+gateway they describe."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import annotated_types
 import yaml
+from pydantic import BaseModel
 
 from gateway.app import DRAIN_MARGIN_S
 from gateway.auth import JWKS_FETCH_TIMEOUT_S
+from gateway.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from gateway.errors import GatewayError
 from gateway.server import CANCEL_GRACE_S
-from gateway.settings import LimitsSettings, ListenSettings
+from gateway.settings import (
+    AuthSettings,
+    ConsentSettings,
+    LimitsSettings,
+    ListenSettings,
+    RegistrySettings,
+    SecretsSettings,
+    Settings,
+    ShareLogSettings,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -108,3 +122,135 @@ def test_the_example_pod_lets_a_slow_start_finish_before_liveness_counts() -> No
     assert startup["exec"] == container["livenessProbe"]["exec"]
     budget = startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3)
     assert budget >= 2 * JWKS_FETCH_TIMEOUT_S + 60
+
+
+def readme_section(heading: str) -> str:
+    """The text under `heading` (a whole heading line), up to the next heading of any level."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    start = readme.index(f"\n{heading}\n") + len(heading) + 2
+    end = readme.find("\n#", start)
+    return readme[start : end if end >= 0 else len(readme)]
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """The body rows of the first Markdown table in `text`, each cell stripped (`\\|` is text)."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]] for line in lines[2:]]
+
+
+def upper_bound(model: type[BaseModel], key: str) -> float | None:
+    bounds = [m.le for m in model.model_fields[key].metadata if isinstance(m, annotated_types.Le)]
+    return float(cast(float, bounds[0])) if bounds else None
+
+
+def test_the_limits_table_gives_every_limit_its_default_and_bound() -> None:
+    named: set[str] = set()
+    for key_cell, default_cell, _beyond in table_rows(readme_section("### Limits")):
+        keys = re.findall(r"`(\w+)`", key_cell)
+        named.update(keys)
+        stated, _, remark = default_cell.partition("(")
+        if not re.search(r"\d", stated):
+            # Derived from another limit: the figure is in the remark, and what `serve` uses.
+            [key] = keys
+            assert key == "max_upstream_connections_per_origin"
+            derived = LimitsSettings().upstream_connections_per_origin
+            assert int(re.findall(r"\d+", remark)[0]) == derived
+            continue
+        defaults = [float(n) for n in stated.split(",")]
+        most = re.search(r"at most (\d+(?:, \d+)*)", remark)
+        bounds = [float(n) for n in most.group(1).split(", ")] if most else [None] * len(keys)
+        assert len(defaults) == len(bounds) == len(keys), key_cell
+        for key, default, bound in zip(keys, defaults, bounds, strict=True):
+            assert getattr(LimitsSettings(), key) == default, key
+            assert upper_bound(LimitsSettings, key) == bound, key
+    assert named == set(LimitsSettings.model_fields)
+
+
+SETTINGS_ROWS: dict[str, type[BaseModel]] = {
+    "`listen`": ListenSettings,
+    "top level": Settings,
+    "`auth`": AuthSettings,
+    "`consent`": ConsentSettings,
+    "`registry`": RegistrySettings,
+    "`share_log`": ShareLogSettings,
+    "`secrets`": SecretsSettings,
+}
+
+
+def as_written(value: object) -> object:
+    """A default as YAML would write it in the README's table."""
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def test_the_settings_table_gives_every_default_and_bound() -> None:
+    rows = {row[0]: row[1] for row in table_rows(readme_section("## Configuration"))}
+    assert set(SETTINGS_ROWS) <= set(rows)
+    for row, model in SETTINGS_ROWS.items():
+        keys = rows[row]
+        if model is Settings:
+            fields = {k for k, f in model.model_fields.items() if f.annotation in (str, bool, Path)}
+        else:
+            fields = set(model.model_fields)
+        named = set(re.findall(r"`(\w+)`", keys))
+        if model is ConsentSettings:
+            # "like `auth` but without `k`": auth's keys, less those.
+            missing = set(re.findall(r"without `(\w+)`", keys))
+            assert fields == set(AuthSettings.model_fields) - missing
+        else:
+            assert fields <= named, row
+        for key, stated in re.findall(r"`(\w+)` \((\[[^\]]*\]|[^,;:()]+)", keys):
+            if key not in fields:
+                continue
+            field = model.model_fields[key]
+            if stated == "required":
+                assert field.is_required(), key
+                continue
+            # `batched \| strict`: the first is the default.
+            written = yaml.safe_load(stated.split("\\|")[0])
+            assert as_written(field.default) == written, f"{row}: {key}"
+        for key, bound in re.findall(r"`(\w+)` \([^`]*?(?:at most|to) (\d+)", keys):
+            assert upper_bound(model, key) == float(bound), f"{row}: {key}"
+
+
+def documented_errors() -> tuple[set[tuple[int, str]], set[tuple[int, str]]]:
+    """The error codes the README's table lists, and those the text under it names."""
+    section = readme_section("## Error codes")
+    table = {
+        (int(status), code)
+        for status, codes, _when in table_rows(section)
+        for code in re.findall(r"`(\w+)`", codes)
+    }
+    prose = section[section.index("\n\n") :]
+    named = {
+        (int(status), code)
+        for status, first, more in re.findall(r"`(\d{3})\s+(\w+)`((?:\s*/\s*`\w+`)*)", prose)
+        for code in (first, *re.findall(r"`(\w+)`", more))
+    }
+    return table, named
+
+
+def answered_errors() -> set[tuple[int, str]]:
+    found: set[tuple[int, str]] = set()
+    pending: list[type[GatewayError]] = [GatewayError]
+    while pending:
+        error = pending.pop()
+        found.add((error.status, error.code))
+        pending.extend(error.__subclasses__())
+    return found
+
+
+def test_the_error_code_table_names_every_code_the_gateway_answers() -> None:
+    table, named = documented_errors()
+    assert table <= answered_errors()
+    assert answered_errors() - table - named == set()
+
+
+def test_the_readme_states_the_exit_codes_the_commands_return() -> None:
+    readme = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+    stated = re.search(r"Exit codes: (\d) ok, (\d) the check failed, (\d) usage error", readme)
+    assert stated is not None
+    assert tuple(int(n) for n in stated.groups()) == (EXIT_OK, EXIT_FAILED, EXIT_USAGE)
