@@ -266,12 +266,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     handler: Handler = args.handler
     try:
-        return handler(args, settings)
+        code = handler(args, settings)
+        if args.command != "serve":
+            sys.stdout.flush()  # here, not at exit, where a reader that left is not caught
+        return code
     except StartupError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
+        return EXIT_OK
+    except BrokenPipeError:
+        if args.command == "serve":
+            raise  # its share lines had nowhere to go: never a clean exit
+        # The reader had what it wanted (`| head`): no error to report. Python flushes stdout
+        # once more at exit; pointed at /dev/null, that flush cannot fail.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
 
 

@@ -149,3 +149,46 @@ def test_an_id_number_written_in_groups_is_read_with_the_scanners_tables(
     assert code == 0, err
     assert "s-1" in out
     assert loaded == {"gateway.pii"}  # its folding table, built from the scanner's
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("logs", "query", "--format", "json"),
+        ("logs", "export"),
+        ("consent", "import", "GRANTS"),
+        ("contracts", "validate"),
+        (
+            "contracts",
+            "explain",
+            "acme-credit",
+            "--route",
+            "POST /v1/assess",
+            "--purpose",
+            "credit_assessment",
+            "--format",
+            "json",
+        ),
+    ],
+)
+def test_a_reader_that_leaves_early_ends_the_command_quietly(
+    env: dict[str, str], args: tuple[str, ...]
+) -> None:
+    # `share-gateway ... | head`: the reader has what it wanted. The command stops, with no
+    # traceback for the operator to read as a failure, however little it had still to write.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway", *(env.get(arg, arg) for arg in args)],
+            cwd=env["GRANTS"].rsplit("/", 1)[0],
+            env=env,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (0, "")

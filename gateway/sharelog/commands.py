@@ -273,11 +273,6 @@ def _handles_errors(handler: Handler) -> Handler:
             path = settings.share_log.path
             print(f"share-gateway logs {args.logs_command}: {path} {problem}", file=sys.stderr)
             return code
-        except BrokenPipeError:
-            # The reader (`| head`) stopped early; silence the flush at exit, it is no error.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            return EXIT_OK
 
     run.__name__ = handler.__name__
     run.__doc__ = handler.__doc__
