@@ -8,10 +8,13 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Final
 
+from gateway import contract
 from gateway.contract import Terms
 
-# The least the limiter keeps a window for (one share a day), as a contract may agree it.
-MIN_RATE_PER_S: Final = Fraction(1, 86400)
+# The least rate a contract may agree, exactly as the contract's bound holds it: the float
+# nearest 1/86400, a hair below it. Judged against 1/86400 itself, a contract agreeing one a
+# day would be refused though this gateway enforces it whole.
+MIN_RATE_PER_S: Final = Fraction(contract.MIN_RATE_PER_S)
 WHOLE: Final = Fraction(1)
 # `cap_shares`' key for every partner it does not name: no partner id can be `*`.
 EVERY_OTHER_PARTNER: Final = "*"

@@ -197,6 +197,37 @@ def test_a_whole_share_leaves_the_agreed_caps_as_they_are() -> None:
     assert (caps.rate_per_s, caps.records_per_day, caps.shared) == (0.1, 7, False)
 
 
+@pytest.mark.parametrize("cap_shares", [{}, {"*": 1}], ids=["none", "whole"])
+async def test_the_least_rate_a_contract_may_agree_is_enforced_whole_where_not_shared(
+    make_gateway: GatewayFactory, cap_shares: dict[str, Any]
+) -> None:
+    # One a day, as the contract's YAML writes it: the float nearest 1/86400, just below it.
+    one_a_day = 1 / 86400
+    gw = await make_gateway(
+        [contract(terms={"rate_limit_per_s": one_a_day})], settings={"cap_shares": cap_shares}
+    )
+    assert gw.runtime.policy.partners["acme"].caps.rate_per_s == one_a_day
+    gw.runtime.terms.limiter = SlidingWindows(clock=FakeClock())
+    sent, refused = await shares_until_refused(gw, "acme")
+    assert sent == 1
+    assert (await refused.json())["error"]["message"] == (
+        "more than 1.15741e-05 shares per second to acme"
+    )
+    assert int(refused.headers["Retry-After"]) == 86400
+
+
+async def test_a_share_of_exactly_one_a_day_is_enforced(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway(
+        [contract(terms={"rate_limit_per_s": 1})], settings={"cap_shares": {"acme": "1/86400"}}
+    )
+    gw.runtime.terms.limiter = SlidingWindows(clock=FakeClock())
+    sent, refused = await shares_until_refused(gw, "acme")
+    assert sent == 1
+    assert (await refused.json())["error"]["message"] == (
+        "more than 1.15741e-05 shares per second to acme (this gateway's 1/86400 of the agreed 1)"
+    )
+
+
 # --- refusals at start and at a reload ----------------------------------------------------------
 
 
