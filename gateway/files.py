@@ -70,6 +70,11 @@ def remove_leftovers(path: Path) -> list[Path]:
     with os.scandir(path.parent) as entries:
         for entry in entries:
             name = entry.name
+            # `create_whole` never makes a directory: one of the name is someone else's (and
+            # unlinking it would fail, stopping the start). A symlink goes as a file would:
+            # unlinked itself, never what it points to.
+            if entry.is_dir(follow_symlinks=False):
+                continue
             if name.startswith(path.name) and _BUILDING.fullmatch(name, len(path.name)):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)

@@ -542,6 +542,17 @@ def test_a_leftover_of_a_killed_first_open_is_removed_and_never_taken_for_the_re
     assert not leftover.exists()
 
 
+def test_a_directory_named_like_a_leftover_is_left_as_it_is(tmp_path: Path) -> None:
+    path = tmp_path / "consent.sqlite"
+    folder = path.with_name(f"{path.name}.creating-0123abcd")
+    folder.mkdir()
+    (folder / "kept.txt").write_bytes(b"theirs")
+    with ConsentRegistry(path, KEY) as registry:
+        registry.grant(ALICE, PARTNER, PURPOSE, JAN, "form-1")
+        assert len(registry.show(ALICE)) == 1
+    assert (folder / "kept.txt").read_bytes() == b"theirs"
+
+
 @pytest.mark.parametrize(
     ("damage", "problem"),
     [

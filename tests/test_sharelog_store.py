@@ -1269,6 +1269,30 @@ async def test_a_leftover_of_a_killed_creation_is_removed_and_never_taken_for_th
     assert verify(path, KEY).ok
 
 
+async def test_a_directory_or_symlink_named_like_a_leftover_is_never_removed_through(
+    tmp_path: Path,
+) -> None:
+    settings = log_settings(tmp_path)
+    path = settings.path
+    path.parent.mkdir(parents=True)
+    # No start ever makes a directory: one of the name is someone else's, and holds their files.
+    folder = path.with_name(f"{path.name}.creating-0123abcd")
+    folder.mkdir()
+    (folder / "kept.txt").write_bytes(b"theirs")
+    kept = tmp_path / "kept.sqlite"
+    kept.write_bytes(b"not ours")
+    link = path.with_name(f"{path.name}.creating-4567cdef")
+    link.symlink_to(kept)
+
+    share_log = await ShareLog.open(settings, KEY)
+    await share_log.record(make_record("s-new"))
+    await share_log.close()
+    assert [r["share_id"] for r in query(path)] == ["s-new"]
+    assert (folder / "kept.txt").read_bytes() == b"theirs"
+    # The link goes, as a leftover would; never what it points to.
+    assert (link.is_symlink(), kept.read_bytes()) == (False, b"not ours")
+
+
 def test_a_creation_that_fails_leaves_nothing_at_the_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
