@@ -866,6 +866,29 @@ async def test_a_second_gateway_cannot_open_the_same_log_through_a_symlink(
         await ShareLog.open(log.settings.model_copy(update={"path": alias}), KEY)
 
 
+@pytest.mark.parametrize("linked", ["folder", "file"])
+async def test_a_log_reached_through_a_symlink_to_a_missing_folder_is_made_there(
+    tmp_path: Path, linked: str
+) -> None:
+    # As the consent registry is: the folder the link leads to is made, and the log in it.
+    target = tmp_path / "volume" / "var"
+    settings = log_settings(tmp_path)
+    if linked == "folder":  # `var` itself links to where the logs go
+        settings.path.parent.symlink_to(target, target_is_directory=True)
+        real = target / settings.path.name
+    else:
+        settings.path.parent.mkdir()
+        real = target / "log.sqlite"
+        settings.path.symlink_to(real)
+    share_log = await ShareLog.open(settings, KEY)
+    await share_log.record(make_record("s-1"))
+    await share_log.close()
+    assert [r["share_id"] for r in query(real)] == ["s-1"]
+    assert verify(settings.path, KEY).ok
+    # Its lock is beside the file itself, where a second gateway through another name meets it.
+    assert real.with_name(f"{real.name}.lock").exists()
+
+
 @pytest.mark.parametrize("durability", ["batched", "strict"])
 @pytest.mark.parametrize("how", ["removed", "replaced"])
 async def test_a_log_file_removed_or_replaced_under_the_gateway_takes_no_more_records(

@@ -370,10 +370,11 @@ class ShareLog:
 
     def _start(self) -> None:
         path = self.settings.path
-        path.parent.mkdir(parents=True, exist_ok=True)
         # Beside the file itself, not the name it was given: a second gateway opening the same
-        # file through a symlink must meet the same lock.
+        # file through a symlink must meet the same lock. Its folder is made there too, as a
+        # new log is (`create_whole`): `path.parent` may be a symlink to a folder not made yet.
         real = path.resolve()
+        real.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(real.with_name(real.name + LOCK_SUFFIX), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
