@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, BinaryIO, Literal
 
 import orjson
 
-from gateway.files import OrphanedJournal, create_whole, remove_leftovers
+from gateway.files import OrphanedJournal, create_whole, remove_leftovers, resolved
 from gateway.keys import subject_id_problem, subject_ref
 
 if TYPE_CHECKING:
@@ -351,7 +351,7 @@ def _create(path: Path) -> None:
     beside it: the gateway's start and `consent import` may each be the first to open it."""
     if path.exists():
         return
-    real = path.resolve()
+    real = resolved(path)
     real.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(real.with_name(f"{real.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
     try:

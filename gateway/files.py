@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import secrets
@@ -18,6 +19,18 @@ _BUILDING = re.compile(r"\.creating-[0-9a-f]{8}(?:-wal|-shm|-journal)?")
 
 class OrphanedJournal(Exception):
     """No file at the path, but SQLite's write-ahead log or journal of one is still there."""
+
+
+def resolved(path: Path) -> Path:
+    """Where `path` leads, every symlink followed (to a file that may not exist yet).
+
+    A symlink loop is the OSError opening the path gives (ELOOP), which callers report in a
+    line naming the file: `Path.resolve` raises RuntimeError for it before Python 3.13.
+    """
+    try:
+        return path.resolve()
+    except RuntimeError as exc:
+        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path)) from exc
 
 
 def create_private(path: Path) -> None:
@@ -44,7 +57,7 @@ def create_whole(path: Path, build: Callable[[Path], None]) -> None:
     built: see `remove_leftovers`) or a complete one. The caller holds a lock that keeps
     anyone else from making the file meanwhile; `path` must not exist.
     """
-    real = path.resolve()  # a symlink to where the file goes stays a symlink to it
+    real = resolved(path)  # a symlink to where the file goes stays a symlink to it
     real.parent.mkdir(parents=True, exist_ok=True)
     clear_companions(real)
     building = real.with_name(f"{real.name}.creating-{secrets.token_hex(4)}")

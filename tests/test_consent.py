@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import io
 import json
 import os
@@ -42,6 +43,7 @@ from gateway.consent import (
     register,
     registry_path,
 )
+from gateway.errors import StartupError
 from gateway.keys import keyed_hash, subject_ref_key
 from gateway.settings import RegistrySettings, Settings, ShareLogSettings
 
@@ -1177,6 +1179,32 @@ async def test_the_gateway_starts_while_an_import_holds_the_registry(
     finally:
         importer.execute("ROLLBACK")
         importer.close()
+
+
+async def test_a_registry_path_in_a_symlink_loop_stops_the_start_and_an_import_in_one_line(
+    make_gateway: GatewayFactory,
+    settings: Settings,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "consent.sqlite"  # where make_gateway puts the registry
+    looped = tmp_path / "looped.sqlite"
+    path.symlink_to(looped)
+    looped.symlink_to(path)
+    problem = f"[Errno {errno.ELOOP}] {os.strerror(errno.ELOOP)}: '{path}'"
+    with pytest.raises(StartupError) as refused:
+        await make_gateway()
+    assert refused.value.problems == [f"consent registry {path}: {problem}"]
+
+    settings.registry.path.parent.mkdir(parents=True)
+    settings.registry.path.symlink_to(path)
+    csv = write_csv(tmp_path / "consent.csv", f"{ALICE},{PARTNER},{PURPOSE},2025-01-01,,C-1")
+    args = parse("consent", "import", str(csv))
+    assert args.handler(args, settings) == 2
+    assert capsys.readouterr().err == (
+        f"cannot open the consent registry: [Errno {errno.ELOOP}] "
+        f"{os.strerror(errno.ELOOP)}: '{settings.registry.path}'\n"
+    )
 
 
 def test_registry_path_comes_from_settings(settings: Settings, tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from typing import Any, Protocol, TypeVar
 import structlog
 
 from gateway.errors import ShareLogUnavailable
-from gateway.files import remove_leftovers
+from gateway.files import remove_leftovers, resolved
 from gateway.logconfig import STDOUT, write_json_lines
 from gateway.metrics import SHARE_LOG_QUEUE_DEPTH, SHARE_LOG_WRITE_LATENCY
 from gateway.settings import ShareLogSettings
@@ -373,7 +373,7 @@ class ShareLog:
         # Beside the file itself, not the name it was given: a second gateway opening the same
         # file through a symlink must meet the same lock. Its folder is made there too, as a
         # new log is (`create_whole`): `path.parent` may be a symlink to a folder not made yet.
-        real = path.resolve()
+        real = resolved(path)
         real.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(real.with_name(real.name + LOCK_SUFFIX), os.O_RDWR | os.O_CREAT, 0o600)
         try:
