@@ -6,6 +6,7 @@ import ipaddress
 import os
 import re
 import socket
+import sys
 from collections.abc import Mapping
 from fractions import Fraction
 from pathlib import Path
@@ -94,7 +95,13 @@ def _cap_share(value: object) -> Fraction:
             raise ValueError("a share is a finite number")
         share = Fraction(repr(value))  # as written: 0.1 is 1/10, not the float's binary value
     elif isinstance(value, str) and (ratio := _RATIO.fullmatch(value)):
-        numerator, denominator = (int(part) for part in ratio.groups())
+        try:
+            numerator, denominator = (int(part) for part in ratio.groups())
+        except ValueError as exc:
+            # Python's own words would tell the operator to raise an interpreter limit.
+            raise ValueError(
+                f"n/d with more than {sys.get_int_max_str_digits()} digits in n or d"
+            ) from exc
         if denominator == 0:
             raise ValueError("n/d with a denominator of 0 is no share")
         share = Fraction(numerator, denominator)

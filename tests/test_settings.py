@@ -652,6 +652,8 @@ def test_cap_shares_are_read_exactly_from_the_file_and_the_environment(tmp_path:
         "cloudvault": Fraction(1, 10),  # as written, not the float's binary value
     }
     assert settings.cap_share("acme-credit") == Fraction(1, 2)
+    tiny = load_settings(environ={"SHARE_GATEWAY_CAP_SHARES": f"{{acme: 1/1{'0' * 30}}}"})
+    assert tiny.cap_shares == {"acme": Fraction(1, 10**30)}  # refused later as a cap of nothing
     assert settings.cap_share("anyone-else") == Fraction(1, 3)
     overridden = load_settings(config, environ={"SHARE_GATEWAY_CAP_SHARES": "{acme-credit: 2/5}"})
     assert overridden.cap_shares == {"acme-credit": Fraction(2, 5)}
@@ -680,7 +682,9 @@ NOT_A_SHARE = "not a share: a decimal (0.5) or n/d with positive integers (1/3)"
         (".inf", "a share is a finite number"),
         (".nan", "a share is a finite number"),
         ("null", NOT_A_SHARE),
+        (f"1/1{'0' * 5000}", "n/d with more than 4300 digits in n or d"),
     ],
+    ids=lambda value: value[:24],
 )
 def test_a_cap_share_that_is_no_part_of_a_cap_is_refused_naming_its_key(
     tmp_path: Path, written: str, message: str
