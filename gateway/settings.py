@@ -470,29 +470,21 @@ def _env_value(text: str, field: FieldInfo | None) -> object:
     annotation = field.annotation if field is not None else None
     origins = {get_origin(a) for a in (annotation, *get_args(annotation))}
     if dict in origins:
-        return _env_mapping(text)
+        return _env_yaml(text, dict, "a mapping", '{"*": 1/3, acme: 0.5}')
     if not origins & {tuple, list}:
         return text
+    return _env_yaml(text, list, "a list", "[A, B]")
+
+
+def _env_yaml(text: str, kind: type[object], what: str, example: str) -> object:
     try:
         value = load_yaml(text)
     except YamlFileError as exc:
         raise ValueError(
-            "not a list YAML reads (strictly, as the file): write it as [A, B]"
+            f"not {what} YAML reads (strictly, as the file): write it as {example}"
         ) from exc
-    if not isinstance(value, list):
-        raise ValueError("not a list: write it as [A, B]")
-    return value
-
-
-def _env_mapping(text: str) -> dict[object, object]:
-    try:
-        value = load_yaml(text)
-    except YamlFileError as exc:
-        raise ValueError(
-            'not a mapping YAML reads (strictly, as the file): write it as {"*": 1/3, acme: 0.5}'
-        ) from exc
-    if not isinstance(value, dict):
-        raise ValueError('not a mapping: write it as {"*": 1/3, acme: 0.5}')
+    if not isinstance(value, kind):
+        raise ValueError(f"not {what}: write it as {example}")
     return value
 
 
