@@ -163,6 +163,9 @@ def test_a_bad_override_is_reported_under_its_variable(
             "auth: {issuer: i, audience: a, public_key_file: k.pem, jwks_file: j.json}\n",
             "exactly one of",
         ),
+        # No key source: no caller token could ever be verified.
+        ("auth: {issuer: i, audience: a}\n", "auth: Value error, exactly one of"),
+        ("consent: {issuer: i}\n", "consent: Value error, exactly one of"),
         (
             "auth: {issuer: i, audience: a, algorithms: [HS256], public_key_file: k.pem}\n",
             "HS256 is only allowed with hs256_secret_env",
