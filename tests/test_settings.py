@@ -172,6 +172,12 @@ def test_a_bad_override_is_reported_under_its_variable(
         ),
         # Deeper than orjson writes: a document read at that depth could not be passed on.
         ("limits: {max_json_depth: 255}\n", "limits.max_json_depth"),
+        # No connection could ever be taken: the gateway would listen and answer nobody.
+        ("limits: {max_connections: 0}\n", "limits.max_connections"),
+        # No batching: an outcome would be committed ahead of the answer it belongs to.
+        ("share_log: {batch_interval_ms: 0}\n", "share_log.batch_interval_ms"),
+        # Under 256 bytes, a request line with a path and a query is soon refused as too long.
+        ("limits: {max_line_size: 255}\n", "limits.max_line_size"),
         # A cap per origin above the ceiling would let one hanging partner hold every connection.
         (
             "limits: {max_upstream_connections: 32, max_upstream_connections_per_origin: 64}\n",
