@@ -319,6 +319,11 @@ async def test_each_outcome_is_linked_to_its_record(make_gateway: GatewayFactory
             {"max_upstream_connections": 40, "max_upstream_connections_per_origin": 10},
             {"connections": 40, "connections_per_origin": 10},
         ),
+        # One origin may have every connection there is: the cap is at most the ceiling.
+        (
+            {"max_upstream_connections": 10, "max_upstream_connections_per_origin": 10},
+            {"connections": 10, "connections_per_origin": 10},
+        ),
     ],
 )
 async def test_the_partner_client_takes_its_connection_limits_from_the_settings(
