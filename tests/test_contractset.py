@@ -455,6 +455,7 @@ def test_http_upstream_is_allowed_for_development(tmp_path: Path) -> None:
         ("https://api.acme.example/v1?", "must not contain a query"),
         ("https://api.acme.example/#top", "must not contain a fragment"),
         ("https://api.acme.example:99999", "not a valid URL: Port out of range 0-65535"),
+        ("https://api.acme.example:0/v1", "port 0 is not a valid port"),
         ("https://api.acme .example", "must not contain whitespace or control characters"),
         ("https://[::1]x/v1", "must be scheme://host[:port] followed by a path"),
         *(
