@@ -1423,17 +1423,27 @@ def test_a_base_url_hidden_in_binary_is_refused(tmp_path: Path) -> None:
     assert "the tag !!binary is not accepted" in problem.message
 
 
-def test_problems_past_fifty_in_one_file_are_counted_not_listed(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("routes", "last"),
+    [
+        (60, "and 10 more problem(s) in this file"),
+        # Fifty are all listed: no line counts nothing more.
+        (50, "routes.49.purpose: 'other' is not one of purposes (service_delivery)"),
+    ],
+)
+def test_problems_past_fifty_in_one_file_are_counted_not_listed(
+    tmp_path: Path, routes: int, last: str
+) -> None:
     data = minimal()
     data["purposes"] = ["service_delivery"]
-    data["routes"] = [route(path=f"/v1/things/{n}", purpose="other") for n in range(60)]
+    data["routes"] = [route(path=f"/v1/things/{n}", purpose="other") for n in range(routes)]
     file, found = lines(tmp_path, data)
-    assert len(found) == 51
+    assert len(found) == min(routes, 50) + (routes > 50)
     assert found[:2] == [
         f"{file}: routes.{n}.purpose: 'other' is not one of purposes (service_delivery)"
         for n in (0, 1)
     ]
-    assert found[-1] == f"{file}: and 10 more problem(s) in this file"
+    assert found[-1] == f"{file}: {last}"
 
 
 def test_an_alias_bomb_is_one_problem(tmp_path: Path) -> None:
