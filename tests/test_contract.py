@@ -326,9 +326,19 @@ def test_upstream_values(changes: dict[str, object], problem: tuple[str, str]) -
         ("terms", {"rate_limit_per_s": 2e6}, "terms.rate_limit_per_s"),
         ("terms", {"max_records_per_day": 2**63}, "terms.max_records_per_day"),
         ("contract", {"version": 2**63}, "contract.version"),
+        # Versions count from 1: a record of version 0 or below names no version agreed.
+        ("contract", {"version": 0}, "contract.version"),
         ("contract", {"id": "DPA-\ud800"}, "contract.id"),
     ],
-    ids=["rate_inf", "rate_tiny", "rate_huge", "cap_huge", "version_huge", "lone_surrogate"],
+    ids=[
+        "rate_inf",
+        "rate_tiny",
+        "rate_huge",
+        "cap_huge",
+        "version_huge",
+        "version_zero",
+        "lone_surrogate",
+    ],
 )
 def test_values_no_share_could_be_made_with_are_refused(
     section: str, changes: dict[str, object], where: str
