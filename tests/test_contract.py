@@ -671,9 +671,10 @@ def test_route_headers_refused(name: str, message: str) -> None:
     assert route_errors(**data) == [("headers.1", message)]
 
 
-def test_route_headers_listed_twice() -> None:
-    assert route_errors(content_types=["text/plain"], headers=["X-Trace", "x-trace"]) == [
-        ("headers", "x-trace is listed twice")
+@pytest.mark.parametrize(("first", "second"), [("X-Trace", "x-trace"), ("x-trace", "X-Trace")])
+def test_route_headers_listed_twice(first: str, second: str) -> None:
+    assert route_errors(content_types=["text/plain"], headers=[first, second]) == [
+        ("headers", f"{second} is listed twice")
     ]
 
 
