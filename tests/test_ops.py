@@ -776,6 +776,45 @@ async def _pages(gw: Gateway, query: str) -> tuple[list[dict[str, Any]], int]:
         assert len(body["shares"]) == body["limit"]
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        "partner=other",
+        "purpose=marketing",
+        "decision=shared",
+        "reason=shared",
+        "caller=svc-b",
+        "share_id=row-b",
+    ],
+)
+async def test_shares_endpoint_applies_each_filter(
+    make_gateway: GatewayFactory, tmp_path: Path, query: str
+) -> None:
+    # Two shares differing in every filtered column: a filter ignored would list both.
+    ledger = Ledger.open(tmp_path / "share-log.sqlite", HASH_KEY.encode())
+    now = datetime.now(UTC)
+    ledger.begin()
+    ledger.add_share(_share_record("row-a", now - timedelta(minutes=2)))
+    ledger.add_share(
+        _share_record(
+            "row-b",
+            now - timedelta(minutes=1),
+            partner="other",
+            purpose="marketing",
+            decision="shared",
+            reason="shared",
+            caller="svc-b",
+        )
+    )
+    ledger.commit(now)
+    ledger.close()
+    gw = await make_gateway(durable_log=True)
+    admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
+    listed = await gw.client.get(f"/_gateway/shares?{query}", headers=admin)
+    assert listed.status == 200, await listed.text()
+    assert [row["share_id"] for row in (await listed.json())["shares"]] == ["row-b"]
+
+
 async def test_shares_of_a_log_removed_under_the_gateway_is_unavailable(
     make_gateway: GatewayFactory, tmp_path: Path
 ) -> None:
