@@ -815,6 +815,16 @@ async def test_shares_endpoint_applies_each_filter(
     assert [row["share_id"] for row in (await listed.json())["shares"]] == ["row-b"]
 
 
+async def test_shares_pages_keep_the_window_of_the_first_page(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    # `until=2d` ends before the recent shares on every page, not on the first one only.
+    _old_and_recent(tmp_path / "share-log.sqlite", 25, 10)
+    gw = await make_gateway(durable_log=True)
+    older = review.query(gw.runtime.settings.share_log.path, limit=None)[:25]
+    assert (await _pages(gw, "limit=10&until=2d")) == (older, 3)
+
+
 async def test_shares_of_a_log_removed_under_the_gateway_is_unavailable(
     make_gateway: GatewayFactory, tmp_path: Path
 ) -> None:
