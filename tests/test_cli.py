@@ -192,3 +192,18 @@ def test_a_reader_that_leaves_early_ends_the_command_quietly(
     finally:
         os.close(write_end)
     assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_contracts_validate_of_a_broken_folder_lists_its_problems_and_exits_1(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    # A deploy script runs `contracts validate` before it ships a folder: its exit code is the
+    # verdict.
+    folder = tmp_path / "contracts"
+    folder.mkdir()
+    (folder / "acme.yaml").write_text("- a list\n")
+    code, out, err, loaded = share_gateway(env, "contracts", "validate", str(folder))
+    assert code == 1
+    assert out == f"{folder / 'acme.yaml'}: the top level must be a mapping\n"
+    assert err == f"1 problem(s) in {folder}"
+    assert loaded == set()
