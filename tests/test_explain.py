@@ -32,7 +32,7 @@ from gateway.errors import (
     RouteDenied,
 )
 from gateway.explain import Explanation, explain
-from gateway.keys import keyed_hash, partner_hash_key
+from gateway.keys import MIN_MASTER_KEY_BYTES, keyed_hash, partner_hash_key
 from gateway.policy import PartnerPolicy, Policy, compile_policy
 from gateway.settings import Settings
 
@@ -634,6 +634,27 @@ def test_cmd_explain_json_output(
     assert {"path": "device.serial", "action": "stripped", "reason": "not in the allow-list"} in (
         out["fields"]
     )
+
+
+def test_cmd_explain_hashes_with_a_key_of_the_least_length_the_gateway_takes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The gateway serves with a key of 32 bytes: explain shows the very hashes it sends.
+    key = "m" * MIN_MASTER_KEY_BYTES
+    monkeypatch.setenv("SHARE_GATEWAY_HASH_KEY", key)
+    args = explain_args(
+        tmp_path,
+        body={"user_id": "u-1"},
+        route="POST /v1/diagnostics",
+        purpose="technical_maintenance",
+        partner="fixit",
+        format="json",
+    )
+    assert cmd_explain(args, Settings(contracts_dir=CONTRACTS)) == 0
+    captured = capsys.readouterr()
+    sent = orjson.loads(captured.out)["body"]["user_id"]
+    assert sent == keyed_hash(partner_hash_key(key.encode(), "fixit"), "u-1")
+    assert "throw-away" not in captured.err
 
 
 @pytest.mark.parametrize("output", ["text", "json"])
