@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 from fractions import Fraction
 from pathlib import Path
@@ -15,9 +16,11 @@ from test_terms import FakeClock, TurnsWatched
 
 from gateway.app import close_runtime
 from gateway.caps import shared_caps
+from gateway.cli import cmd_validate
 from gateway.contract import Terms
 from gateway.errors import StartupError
 from gateway.metrics import REGISTRY
+from gateway.settings import Settings
 from gateway.terms import SlidingWindows
 
 ASSESS = "/v1/assess"
@@ -268,6 +271,38 @@ async def test_a_share_that_leaves_a_cap_too_small_to_enforce_stops_the_start(
         await make_gateway([contract(terms=terms)], settings={"cap_shares": {"*": share}})
     [found] = refused.value.problems
     assert found.endswith(f"acme.yaml: {problem}")
+
+
+@pytest.mark.parametrize(
+    ("acme", "cap_shares", "expected"),
+    [
+        # `contracts validate` compiles no policy: it refuses what `serve` would.
+        (
+            contract(terms={"max_records_per_day": 2}),
+            {"*": "1/3"},
+            "acme.yaml: terms.max_records_per_day: acme: this gateway's share (cap_shares: 1/3) "
+            "of the agreed 2 records a day is 0 records a day (rounded down), below the least "
+            "the gateway enforces (1)",
+        ),
+        # A file that cannot be read may be the partner's that is named: its own problem says
+        # what is wrong, not a second line claiming there is no such partner.
+        ({**contract(), "purposes": []}, {"acme": "1/3"}, "acme.yaml: purposes: must not be empty"),
+    ],
+    ids=["cap_too_small", "named_partner_unreadable"],
+)
+def test_contracts_validate_refuses_a_folder_serve_would_refuse_for_its_cap_shares(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    acme: dict[str, Any],
+    cap_shares: dict[str, str],
+    expected: str,
+) -> None:
+    (tmp_path / "acme.yaml").write_text(yaml.safe_dump(acme))
+    settings = Settings.model_validate(
+        {"contracts_dir": tmp_path, "allow_insecure_upstreams": True, "cap_shares": cap_shares}
+    )
+    assert cmd_validate(argparse.Namespace(dir=None), settings) == 1
+    assert capsys.readouterr().out == f"{tmp_path}/{expected}\n"
 
 
 def _failed_reloads() -> float:
