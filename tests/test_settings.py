@@ -395,6 +395,37 @@ def test_a_float_setting_takes_up_to_its_bound(
     ]
 
 
+@pytest.mark.parametrize(
+    ("section", "key", "least"),
+    [
+        # 0 is a choice, not a typo: no query parameter at all, no verified token kept.
+        ("limits", "max_query_params", 0),
+        ("auth", "token_cache_size", 0),
+        ("limits", "keepalive_timeout_s", 0),
+        ("auth", "leeway_s", 0),
+        ("limits", "max_json_depth", 1),
+        ("limits", "max_line_size", 256),
+        ("limits", "max_headers", 8),
+        ("share_log", "retention_days", 1095),
+        ("auth", "jwks_refresh_min_interval_s", 1),
+    ],
+)
+def test_a_setting_takes_down_to_its_least_value(
+    tmp_path: Path, section: str, key: str, least: int
+) -> None:
+    config = tmp_path / "gateway.yaml"
+    others = REQUIRED.get(section, "")
+    prefix = f"{section}: {{{others}{', ' if others else ''}{key}: "
+    config.write_text(f"{prefix}{least}}}\n")
+    assert getattr(getattr(load_settings(config, environ={}), section), key) == least
+    config.write_text(f"{prefix}{least - 1}}}\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(config, environ={})
+    assert caught.value.problems == [
+        f"{config}: {section}.{key}: Input should be greater than or equal to {least}"
+    ]
+
+
 @pytest.mark.parametrize("section", ["auth", "consent"])
 def test_invented_kids_cause_at_most_one_jwks_fetch_a_second(tmp_path: Path, section: str) -> None:
     config = tmp_path / "gateway.yaml"
