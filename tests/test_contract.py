@@ -325,6 +325,8 @@ def test_upstream_values(changes: dict[str, object], problem: tuple[str, str]) -
         ("terms", {"rate_limit_per_s": 1e-320}, "terms.rate_limit_per_s"),
         ("terms", {"rate_limit_per_s": 2e6}, "terms.rate_limit_per_s"),
         ("terms", {"max_records_per_day": 2**63}, "terms.max_records_per_day"),
+        # A daily cap of 0 records: the partner could never be sent anything.
+        ("terms", {"max_records_per_day": 0}, "terms.max_records_per_day"),
         ("contract", {"version": 2**63}, "contract.version"),
         # Versions count from 1: a record of version 0 or below names no version agreed.
         ("contract", {"version": 0}, "contract.version"),
@@ -335,6 +337,7 @@ def test_upstream_values(changes: dict[str, object], problem: tuple[str, str]) -
         "rate_tiny",
         "rate_huge",
         "cap_huge",
+        "cap_zero",
         "version_huge",
         "version_zero",
         "lone_surrogate",
