@@ -989,6 +989,18 @@ async def test_shares_endpoint_refuses_what_it_cannot_answer_exactly(
     assert (await response.json())["error"]["code"] == "malformed_request"
 
 
+async def test_shares_endpoint_tells_a_client_paging_by_offset_to_use_the_cursor(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway(durable_log=True)
+    admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
+    response = await gw.client.get("/_gateway/shares?limit=10&offset=10", headers=admin)
+    assert response.status == 400
+    assert (await response.json())["error"]["message"] == (
+        "offset is not supported: continue with cursor=<next of the page>"
+    )
+
+
 async def test_shares_endpoint_reads_limit_in_plain_digits(make_gateway: GatewayFactory) -> None:
     gw = await make_gateway(durable_log=True)
     for user in ("u-1", "u-2"):
