@@ -52,6 +52,10 @@ Action: TypeAlias = Literal["kept", "transformed", "stripped"]
 
 _NO_CATEGORIES: Final[frozenset[str]] = frozenset()
 _FORBIDDEN_KEY_CHARS: Final = frozenset(".[]*")
+# A path of n segments reaches a value n levels deep, and no body the gateway reads is deeper
+# than `limits.max_json_depth`, itself at most 254. Past that a path names nothing, and a plan
+# of such paths would be compiled one stack frame per segment.
+MAX_PATH_SEGMENTS: Final = 254
 _CONTAINERS: Final = (dict, list)
 
 
@@ -152,6 +156,13 @@ def _parse_body_path(path: str) -> tuple[Segment, ...]:
                     path, f"field path {path!r}: after {key!r} only [] (every element) may follow"
                 )
             segments.extend(Each() for _ in range(len(arrays) // 2))
+        if len(segments) > MAX_PATH_SEGMENTS:
+            shown = path if len(path) <= 60 else path[:57] + "..."
+            raise PathSyntaxError(
+                path,
+                f"field path {shown!r} has more than {MAX_PATH_SEGMENTS} segments: no body "
+                "the gateway reads is that deep",
+            )
     return tuple(segments)
 
 
@@ -736,5 +747,8 @@ def _freeze(draft: _Draft, path: str) -> _Node:
 
 def _freeze_object(draft: _Draft, path: str) -> _Object:
     prefix = f"{path}." if path else ""
-    children = {name: _freeze(child, prefix + name) for name, child in draft.children.items()}
+    # A loop, not a comprehension: a comprehension is one more stack frame per path segment.
+    children: dict[str, _Node] = {}
+    for name, child in draft.children.items():
+        children[name] = _freeze(child, prefix + name)
     return _Object(path=path, prefix=prefix, children=MappingProxyType(children))

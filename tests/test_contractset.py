@@ -186,6 +186,42 @@ def test_bundled_contracts_are_in_force_on_2026_11_30() -> None:
 # --- rule 1: unknown keys and schema errors ---------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("path", "shown"),
+    [
+        ("a" + ".b" * 999, "'a.b.b.b"),
+        ("a" + "[]" * 999, "'a[][][]"),
+        ("subject.b.c", None),
+        ("a" + ".b" * 254, "'a.b.b.b"),
+    ],
+    ids=["keys", "arrays", "subject", "one_too_many"],
+)
+def test_a_field_path_deeper_than_any_body_is_one_problem(
+    tmp_path: Path, path: str, shown: str | None
+) -> None:
+    # Compiled one stack frame after another, such a path stopped the load with a RecursionError.
+    data = minimal()
+    if shown is None:  # the route's subject path, deep as well
+        data["routes"][0]["subject"] = "a" + ".b" * 999
+    else:
+        data["routes"][0]["fields"].append({"path": path, "category": "business.note"})
+    file, problems = lines(tmp_path, data)
+    [problem] = problems
+    where = "routes.0.subject" if shown is None else "routes.0.fields.1.path"
+    assert problem.startswith(f"{file}: {where}: field path 'a.b.b") or problem.startswith(
+        f"{file}: {where}: field path {shown}"
+    ), problem
+    assert "has more than 254 segments: no body the gateway reads is that deep" in problem
+    assert len(problem) < len(file) + 200  # the path is not echoed whole
+
+
+def test_a_field_path_as_deep_as_a_body_may_be_is_valid(tmp_path: Path) -> None:
+    data = minimal()
+    data["routes"][0]["fields"].append({"path": "a" + ".b" * 253, "category": "business.note"})
+    data["routes"][0]["fields"].append({"path": "c" + "[]" * 253, "category": "business.note"})
+    assert lines(tmp_path, data)[1] == []
+
+
 def test_unknown_key_is_reported_at_its_path(tmp_path: Path) -> None:
     data = minimal()
     data["routes"][0]["fields"][0]["categroy"] = "identity.name"
