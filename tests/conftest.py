@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
 import yaml
 from aiohttp import ClientResponse, web
@@ -121,6 +122,21 @@ PARTNER_HEADERS = frozenset(
         "x-data-onward-transfer",
     }
 )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`FUZZ_SCALE=N` runs every property-based test with N times the examples it names: a long
+    campaign outside CI, on the same targets. Unset, the counts are CI's."""
+    scale = int(os.environ.get("FUZZ_SCALE", "1"))
+    if scale == 1:
+        return
+    for item in items:
+        test = getattr(item, "obj", None)
+        # Where @settings put them; hypothesis reads them when the test runs.
+        named = getattr(test, "_hypothesis_internal_use_settings", None)
+        if isinstance(named, hypothesis.settings):
+            scaled = hypothesis.settings(named, max_examples=named.max_examples * scale)
+            setattr(test, "_hypothesis_internal_use_settings", scaled)  # noqa: B010
 
 
 def contract(**changes: Any) -> dict[str, Any]:
