@@ -564,8 +564,13 @@ def test_a_directory_named_like_a_leftover_is_left_as_it_is(tmp_path: Path) -> N
             "never written",
         ),
         ("no_tables", "the file holds no consent registry (SQLite, without its tables)"),
+        (
+            "emptied_behind_symlink",
+            "the file is empty (0 bytes): its grants and withdrawals were erased, or it was "
+            "never written",
+        ),
     ],
-    ids=["emptied", "no-tables"],
+    ids=["emptied", "no-tables", "emptied-behind-symlink"],
 )
 def test_a_file_that_holds_no_registry_is_refused_not_started_afresh(
     tmp_path: Path, damage: str, problem: str
@@ -575,6 +580,10 @@ def test_a_file_that_holds_no_registry_is_refused_not_started_afresh(
     path = tmp_path / "consent.sqlite"
     if damage == "emptied":
         path.write_bytes(b"")
+    elif damage == "emptied_behind_symlink":
+        # A path that is a symlink (a mounted secret, a shared folder) is judged by its file.
+        (tmp_path / "real.sqlite").write_bytes(b"")
+        path.symlink_to(tmp_path / "real.sqlite")
     else:
         tamper(path, "CREATE TABLE dropped (x)", "DROP TABLE dropped")
     before = path.read_bytes()
