@@ -12,7 +12,7 @@ import pytest
 from conftest import HASH_KEY
 
 from gateway.keys import subject_ref, subject_ref_key
-from gateway.settings import ShareLogSettings
+from gateway.settings import Settings, ShareLogSettings
 from gateway.sharelog import ShareOutcome, ShareRecord
 from gateway.sharelog.store import ShareLog
 
@@ -207,3 +207,23 @@ def test_contracts_validate_of_a_broken_folder_lists_its_problems_and_exits_1(
     assert out == f"{folder / 'acme.yaml'}: the top level must be a mapping\n"
     assert err == f"1 problem(s) in {folder}"
     assert loaded == set()
+
+
+def test_serve_whose_stdout_went_away_never_exits_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Unlike a reader leaving `| head`, a gateway whose share lines had nowhere to go failed:
+    # exit 0 would tell its supervisor it stopped as asked, and it would not be restarted.
+    import gateway.app
+    import gateway.cli
+    import gateway.logconfig
+
+    async def stdout_gone(settings: Settings, *, ready: object = None) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(gateway.app, "serve", stdout_gone)
+    monkeypatch.setattr(gateway.logconfig, "configure_logging", lambda: None)
+    monkeypatch.setattr(gateway.cli, "_install_uvloop", lambda: None)
+    with pytest.raises(BrokenPipeError):
+        gateway.cli.main(["serve"])
