@@ -920,6 +920,7 @@ HINT = ' (inside {...} write a path as one word, or quote it: {path: "items[].id
         ("f: {path: a[]#x}\n", "column 12: expected ',' or '}', but got '['" + HINT),
         # No path holds a space: `[ ]` is not read as `[]`.
         ("f: {path: a[ ].b}\n", "column 12: expected ',' or '}', but got '['" + HINT),
+        ("f: {path: a]}\n", "column 12: expected ',' or '}', but got ']'" + HINT),
     ],
 )
 def test_other_brackets_in_flow_mappings_are_refused(text: str, problem: str) -> None:
