@@ -1306,6 +1306,11 @@ async def test_a_directory_or_symlink_named_like_a_leftover_is_never_removed_thr
     kept.write_bytes(b"not ours")
     link = path.with_name(f"{path.name}.creating-4567cdef")
     link.symlink_to(kept)
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "kept.txt").write_bytes(b"theirs too")
+    folder_link = path.with_name(f"{path.name}.creating-89abcdef")
+    folder_link.symlink_to(theirs, target_is_directory=True)
 
     share_log = await ShareLog.open(settings, KEY)
     await share_log.record(make_record("s-new"))
@@ -1314,6 +1319,8 @@ async def test_a_directory_or_symlink_named_like_a_leftover_is_never_removed_thr
     assert (folder / "kept.txt").read_bytes() == b"theirs"
     # The link goes, as a leftover would; never what it points to.
     assert (link.is_symlink(), kept.read_bytes()) == (False, b"not ours")
+    # A link to a folder is a link still, not the folder: it goes, the folder stays whole.
+    assert (folder_link.is_symlink(), (theirs / "kept.txt").read_bytes()) == (False, b"theirs too")
 
 
 def test_a_creation_that_fails_leaves_nothing_at_the_path(
