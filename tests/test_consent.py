@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import fcntl
 import io
 import json
 import os
@@ -542,6 +543,44 @@ def test_a_leftover_of_a_killed_first_open_is_removed_and_never_taken_for_the_re
     with ConsentRegistry(path, KEY) as registry:
         assert registry.show(ALICE) == []
     assert not leftover.exists()
+
+
+def _waits_for_lock(lock: Path) -> bool:
+    # A flock another open is blocked on shows in /proc/locks with `->`, by the file's inode.
+    inode = f":{lock.stat().st_ino} "
+    return any(
+        "->" in line and inode in line for line in Path("/proc/locks").read_text().split("\n")
+    )
+
+
+def test_a_registry_another_process_made_while_this_one_waited_is_opened_not_replaced(
+    tmp_path: Path,
+) -> None:
+    # The gateway's start and `consent import` may both find no registry; the one that waited
+    # for the lock must open what the other made (and granted into), never build over it.
+    path = tmp_path / "consent.sqlite"
+    lock = path.with_name(f"{path.name}.lock")
+    other = tmp_path / "made-elsewhere.sqlite"
+    with ConsentRegistry(other, KEY) as registry:
+        registry.grant(ALICE, PARTNER, PURPOSE, JAN, "form-1")
+    opened: list[ConsentRegistry] = []
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        waiting = threading.Thread(target=lambda: opened.append(ConsentRegistry(path, KEY)))
+        waiting.start()
+        for _ in range(3000):
+            if _waits_for_lock(lock):
+                break
+            threading.Event().wait(0.01)
+        assert _waits_for_lock(lock)
+        os.replace(other, path)  # the other process's registry, whole
+    finally:
+        os.close(fd)  # lets the waiting open go on
+    waiting.join(timeout=60)
+    [registry] = opened
+    with registry:
+        assert len(registry.show(ALICE)) == 1
 
 
 def test_a_directory_named_like_a_leftover_is_left_as_it_is(tmp_path: Path) -> None:
