@@ -13,7 +13,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 
 import structlog
-from aiohttp import HttpVersion11, web
+from aiohttp import web
 from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 
 from gateway import heap
@@ -23,6 +23,7 @@ from gateway.auth import (
     build_auth_verifier,
     build_consent_verifier,
 )
+from gateway.bodies import body_withheld
 from gateway.consent import ConsentRegistry, RegistryError
 from gateway.contract import MAX_UPSTREAM_TIMEOUT_S
 from gateway.errors import ShareLogUnavailable, StartupError
@@ -50,8 +51,16 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     # The raw target decides, not aiohttp's decoded path: `/_gateway%2f...` is a partner path
     # (and refused there), never an operations endpoint.
     if request.raw_path.startswith(OPS_PREFIX):
-        return await handle_ops(request)
-    return await handle_share(request)
+        response = await handle_ops(request)
+    else:
+        response = await handle_share(request)
+    if body_withheld(request):
+        # Answered on its head alone, while its caller may still hold the body back: whether
+        # it sends it after all (RFC 9110 10.1.1) cannot be known, so the connection ends with
+        # this answer and reads no request after it. A body sent anyway is drained first
+        # (`lingering_time`), so the answer is not lost to a reset.
+        response.force_close()
+    return response
 
 
 class _EveryTarget(web.PlainResource):
@@ -73,12 +82,10 @@ class _EveryTarget(web.PlainResource):
 
 
 async def _expect(request: web.Request) -> None:
-    # `100-continue` as aiohttp answers it; any other expectation is ignored (RFC 9110 10.1.1
+    # Nothing before the checks: `100 Continue` is sent only when the body is about to be read
+    # (`gateway.bodies.send_continue`), and any other expectation is ignored (RFC 9110 10.1.1
     # allows it) rather than refused with aiohttp's own 417 before any check or record.
-    expect = request.headers.get("Expect", "")
-    if request.version == HttpVersion11 and expect.lower() == "100-continue":
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        request.writer.output_size = 0
+    return None
 
 
 def make_app(runtime: Runtime) -> web.Application:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import zlib
 from collections.abc import Callable
+from typing import Final
 
-from aiohttp import ClientPayloadError, StreamReader
+from aiohttp import ClientPayloadError, HttpVersion11, StreamReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
@@ -17,6 +18,9 @@ from gateway.errors import (
     RequestTimeout,
     UnsupportedMediaType,
 )
+
+# Set on a request once its caller was told `100 Continue`.
+_CONTINUED: Final = web.RequestKey("continued", bool)
 
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
@@ -52,6 +56,33 @@ def decode(
     if decoder.unused_data:
         raise MalformedBody(f"the {coding} body has trailing data")
     return out
+
+
+def awaits_continue(request: web.BaseRequest) -> bool:
+    """The caller asked, as HTTP/1.1 lets it, to be told `100 Continue` before it sends its body.
+
+    Any other expectation is ignored (RFC 9110 10.1.1 allows it), and so is this one over
+    HTTP/1.0, which has no interim answers.
+    """
+    expect = request.headers.get("Expect", "")
+    return request.version == HttpVersion11 and expect.lower() == "100-continue"
+
+
+async def send_continue(request: web.BaseRequest) -> None:
+    """Tell a caller that waits for it to send its body: once, when the body is about to be
+    read. A request refused on its head alone is answered without it, so its caller never
+    sends a body only to have it thrown away."""
+    if request.get(_CONTINUED) or not awaits_continue(request) or not request.body_exists:
+        return
+    request[_CONTINUED] = True
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    # An interim answer is not the answer: the server's error page may still follow it.
+    request.writer.output_size = 0
+
+
+def body_withheld(request: web.BaseRequest) -> bool:
+    """The caller may still hold its body back: it waits for a `100 Continue` it was not sent."""
+    return awaits_continue(request) and request.body_exists and not request.get(_CONTINUED)
 
 
 async def read_capped(

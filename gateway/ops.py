@@ -14,7 +14,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.auth import Caller
-from gateway.bodies import read_capped
+from gateway.bodies import awaits_continue, read_capped, send_continue
 from gateway.caps import caps_view
 from gateway.consent import (
     ConsentInputError,
@@ -24,6 +24,7 @@ from gateway.consent import (
     grants_json,
 )
 from gateway.errors import (
+    BodyTooLarge,
     ConsentRegistryUnavailable,
     Forbidden,
     GatewayError,
@@ -41,6 +42,7 @@ from gateway.metrics import REGISTRY
 from gateway.pipeline import (
     caller_of,
     error_response,
+    json_body_coding,
     parse_json_body,
     refuse_transfer_codings,
 )
@@ -387,6 +389,13 @@ async def _json_body(request: web.Request, runtime: Runtime) -> dict[str, JSONVa
     as if it had none would apply what no client sent."""
     refuse_transfer_codings(request)
     limits = runtime.settings.limits
+    if awaits_continue(request):
+        # As for a share: what the head alone refuses is answered before the body is asked for.
+        declared = request.content_length
+        if declared is not None and declared > limits.max_body_bytes:
+            raise BodyTooLarge(f"the body exceeds {limits.max_body_bytes} bytes")
+        json_body_coding(request)
+        await send_continue(request)
     raw = await read_capped(
         request.content,
         declared_length=request.content_length,

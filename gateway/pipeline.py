@@ -19,7 +19,7 @@ from multidict import MultiMapping
 
 from gateway import metrics
 from gateway.auth import Caller, grants, grants_partner
-from gateway.bodies import content_coding, decode, read_capped
+from gateway.bodies import awaits_continue, content_coding, decode, read_capped, send_continue
 from gateway.errors import (
     BodyTooLarge,
     ContractInactive,
@@ -355,8 +355,14 @@ async def read_payload(flow: Flow, request: web.Request, runtime: Runtime) -> No
             raise MalformedBody(f"a {flow.method} share carries no body")
         raw = None
     else:
-        # Read (under the cap) before its type is judged: an oversized body is 413 whatever
-        # its type, also when it is chunked and its size is only known once it is read.
+        if awaits_continue(request):
+            # Its caller holds the body back until told to send it: its type is judged on the
+            # head, and a wrong one refused before a byte of it travels.
+            judge_body_type(request, route)
+            await send_continue(request)
+        # Sent at once, it is read (under the cap) before its type is judged: an oversized body
+        # is 413 whatever its type, also when it is chunked and its size is only known once
+        # it is read.
         raw = await read_capped(
             request.content,
             declared_length=declared,
@@ -366,8 +372,6 @@ async def read_payload(flow: Flow, request: web.Request, runtime: Runtime) -> No
     if route.plan is None:
         if raw is not None:
             flow.content_type = _upload_type(request, route)
-            if content_coding(single_header(request, "Content-Encoding")) != "identity":
-                raise UnsupportedMediaType("upload bodies must not carry a content encoding")
         flow.result = upload_result(partner, query, sent=bool(raw))
         flow.query = {}
         flow.body = raw
@@ -405,13 +409,27 @@ def upload_result(
     )
 
 
+def judge_body_type(request: web.Request, route: RoutePolicy) -> None:
+    """What the head says of a body, judged as it is once the body is read: `415` for a type or
+    a content coding the route does not take."""
+    if route.plan is None:
+        _upload_type(request, route)
+    else:
+        json_body_coding(request)
+
+
+def json_body_coding(request: web.Request) -> str:
+    """The content coding of a JSON body, once its type is checked."""
+    check_json_content_type(single_header(request, "Content-Type"))
+    return content_coding(single_header(request, "Content-Encoding"))
+
+
 def parse_json_body(
     request: web.Request, raw: bytes, limits: LimitsSettings
 ) -> dict[str, JSONValue]:
     """A JSON body read under the cap: its type checked, its content coding undone under the
     same cap, then parsed strictly."""
-    check_json_content_type(single_header(request, "Content-Type"))
-    coding = content_coding(single_header(request, "Content-Encoding"))
+    coding = json_body_coding(request)
     raw = decode(raw, coding, limit=limits.max_body_bytes, too_large=BodyTooLarge)
     return parse_json(raw, max_depth=limits.max_json_depth)
 
@@ -426,6 +444,8 @@ def _upload_type(request: web.Request, route: RoutePolicy) -> str:
             "the upload's media type is not one of the route's content types: "
             + ", ".join(sorted(route.content_types))
         )
+    if content_coding(single_header(request, "Content-Encoding")) != "identity":
+        raise UnsupportedMediaType("upload bodies must not carry a content encoding")
     # Only the media type and a known charset travel on: a parameter such as a file name would
     # carry data no rule of the contract covers.
     charset = params.get("charset", "").lower()
