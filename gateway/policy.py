@@ -12,7 +12,7 @@ from fractions import Fraction
 from typing import Final
 from zoneinfo import ZoneInfo
 
-from gateway.caps import Caps, share_of, shared_caps, too_small
+from gateway.caps import Caps, share_of, shared_caps
 from gateway.contract import Contract, Route, to_transform
 from gateway.contractset import ContractSet, LoadedContract
 from gateway.fieldfilter import AllowRule, FilterPlan, compile_plan
@@ -258,9 +258,8 @@ def compile_policy(
         minors_matter = terms.minors == "deny" or terms.sensitive.consent_required
         routes = [_compile_route(route, gateway_set, minors_matter) for route in contract.routes]
         start, end = _window(contract.contract.effective, contract.contract.expires, zone)
+        # A share too small to enforce never gets here: the contract set's load refused it.
         caps = shared_caps(terms, share_of(cap_shares or {}, partner_id))
-        # The contract set's load refuses these first; never a cap of nothing or of everything.
-        problems += [f"{loaded.file}: {key}: {why}" for key, why in too_small(partner_id, caps)]
         partners[partner_id] = PartnerPolicy(
             id=partner_id,
             loaded=loaded,
