@@ -378,16 +378,20 @@ def test_every_float_setting_has_an_upper_bound_listed() -> None:
     assert sorted(_float_settings()) == sorted(UPPER_BOUNDS)
 
 
+def write_one_setting(config: Path, section: str, key: str, value: object) -> None:
+    """A settings file setting `section.key`, with what that section requires besides."""
+    others = REQUIRED.get(section, "")
+    config.write_text(f"{section}: {{{others}{', ' if others else ''}{key}: {value}}}\n")
+
+
 @pytest.mark.parametrize(("section", "key", "most"), [(*k, v) for k, v in UPPER_BOUNDS.items()])
 def test_a_float_setting_takes_up_to_its_bound(
     tmp_path: Path, section: str, key: str, most: int
 ) -> None:
     config = tmp_path / "gateway.yaml"
-    others = REQUIRED.get(section, "")
-    prefix = f"{section}: {{{others}{', ' if others else ''}{key}: "
-    config.write_text(f"{prefix}{most}}}\n")
+    write_one_setting(config, section, key, most)
     assert getattr(getattr(load_settings(config, environ={}), section), key) == most
-    config.write_text(f"{prefix}{most}.5}}\n")
+    write_one_setting(config, section, key, f"{most}.5")
     with pytest.raises(SettingsError) as caught:
         load_settings(config, environ={})
     assert caught.value.problems == [
@@ -414,11 +418,9 @@ def test_a_setting_takes_down_to_its_least_value(
     tmp_path: Path, section: str, key: str, least: int
 ) -> None:
     config = tmp_path / "gateway.yaml"
-    others = REQUIRED.get(section, "")
-    prefix = f"{section}: {{{others}{', ' if others else ''}{key}: "
-    config.write_text(f"{prefix}{least}}}\n")
+    write_one_setting(config, section, key, least)
     assert getattr(getattr(load_settings(config, environ={}), section), key) == least
-    config.write_text(f"{prefix}{least - 1}}}\n")
+    write_one_setting(config, section, key, least - 1)
     with pytest.raises(SettingsError) as caught:
         load_settings(config, environ={})
     assert caught.value.problems == [
