@@ -1,8 +1,12 @@
-"""The package builds with the backend it names, and the image's build stage copies all of it."""
+"""The package builds with the backend it names, the image's build stage copies all of it, and
+the image's health check finds the gateway."""
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -10,6 +14,12 @@ import sys
 import tomllib
 import zipfile
 from pathlib import Path
+
+import pytest
+import yaml
+from aiohttp import web
+
+from gateway.settings import ListenSettings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -109,3 +119,68 @@ def test_the_image_build_installs_every_file_of_the_package(tmp_path: Path) -> N
     assert "gateway/py.typed" in package
     assert package - names == set()
     assert "share-gateway = gateway.__main__:main" in scripts
+
+
+def dockerfile_healthcheck() -> tuple[dict[str, str], list[str]]:
+    """The Dockerfile's HEALTHCHECK: its options (`interval`: `10s`, ...) and its command."""
+    text = (REPO / "Dockerfile").read_text(encoding="utf-8").replace("\\\n", " ")
+    [line] = [line for line in text.splitlines() if line.startswith("HEALTHCHECK ")]
+    head, _, command = line.partition(" CMD ")
+    options = dict(option.removeprefix("--").split("=", 1) for option in head.split()[1:])
+    argv: list[str] = json.loads(command)
+    return options, argv
+
+
+async def run_healthcheck(environ: dict[str, str]) -> int:
+    _, argv = dockerfile_healthcheck()
+    assert argv[0] == "python"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *argv[1:],
+        env=environ,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    return await asyncio.wait_for(process.wait(), timeout=30)
+
+
+@pytest.mark.parametrize("named", [True, False])
+async def test_the_image_health_check_asks_the_port_the_gateway_listens_on(named: bool) -> None:
+    # A gateway moved by SHARE_GATEWAY_LISTEN_PORT (`docker run -e`) is asked there; without
+    # the variable the check asks the default port, never this one.
+    asked: list[str] = []
+
+    async def health(request: web.Request) -> web.Response:
+        asked.append(request.path)
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.router.add_get("/_gateway/health", health)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        [(_, port, *_)] = runner.addresses
+        assert port != ListenSettings().port
+        environ = {k: v for k, v in os.environ.items() if k != "SHARE_GATEWAY_LISTEN_PORT"}
+        if named:
+            environ["SHARE_GATEWAY_LISTEN_PORT"] = str(port)
+        code = await run_healthcheck(environ)
+    finally:
+        await runner.cleanup()
+    assert asked == (["/_gateway/health"] if named else [])
+    if named:
+        assert code == 0
+
+
+def test_the_image_health_check_waits_out_a_start_as_the_example_pod_does() -> None:
+    # Docker counts no failure within the start period; a start reads the share log back.
+    options, _ = dockerfile_healthcheck()
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    start = readme.index("apiVersion: v1\nkind: Pod")
+    pod = yaml.safe_load(readme[start : readme.index("```", start)])
+    [gateway] = [c for c in pod["spec"]["containers"] if c["name"] == "share-gateway"]
+    probe = gateway["startupProbe"]
+    assert options["start-period"].endswith("s")
+    assert int(options["start-period"][:-1]) >= probe["periodSeconds"] * probe["failureThreshold"]
