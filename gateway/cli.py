@@ -78,10 +78,14 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway.contractset import load_contract_set
+    from gateway.contractset import load_contract_set, unknown_cap_share_partners
 
     directory = Path(args.dir) if args.dir else settings.contracts_dir
     contract_set, problems = load_contract_set(directory, settings)
+    if contract_set is not None:
+        problems = unknown_cap_share_partners(contract_set.contracts, settings)
+        if problems:
+            contract_set = None  # `serve` would not start with them
     for problem in problems:
         print(problem)
     if contract_set is None:

@@ -6,7 +6,7 @@ import dataclasses
 import hashlib
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -145,32 +145,34 @@ def _load_folder(
             else:
                 loaded[partner_id] = entry
         problems += file_problems(str(named), found)
-    problems += _cap_share_problems(loaded, settings, every_file_loaded=not problems)
+    problems += _cap_share_problems(loaded, settings)
     if problems:
         return None, problems
     return ContractSet(MappingProxyType(loaded), taxonomy), []
 
 
-def _cap_share_problems(
-    loaded: Mapping[str, LoadedContract], settings: Settings, *, every_file_loaded: bool
-) -> list[Problem]:
-    """A share of `cap_shares` that names no partner of the set, or that leaves a cap too small
-    to enforce. A misspelt id would leave the partner meant at its whole cap: refused, at
-    start and at a reload (which then keeps the set in force)."""
-    problems = [
+def _cap_share_problems(loaded: Mapping[str, LoadedContract], settings: Settings) -> list[Problem]:
+    """A share of `cap_shares` that leaves a cap too small to enforce: refused, never read as
+    no cap (everything) or no share (nothing)."""
+    problems: list[Problem] = []
+    for partner_id, entry in loaded.items():
+        caps = shared_caps(entry.contract.terms, settings.cap_share(partner_id))
+        problems += file_problems(str(entry.file), too_small(partner_id, caps))
+    return problems
+
+
+def unknown_cap_share_partners(partners: Collection[str], settings: Settings) -> list[Problem]:
+    """The partner ids `cap_shares` names that are not among `partners` (a contract set's):
+    misspelt, one would leave the partner meant at its whole cap."""
+    return [
         Problem(
             "settings",
             f"cap_shares.{partner_id}",
             f"no contract has partner id {partner_id!r}: its share would apply to no one",
         )
         for partner_id in settings.cap_shares
-        # A file that could not be read may well be that partner's: its problems say enough.
-        if every_file_loaded and partner_id != EVERY_OTHER_PARTNER and partner_id not in loaded
+        if partner_id != EVERY_OTHER_PARTNER and partner_id not in partners
     ]
-    for partner_id, entry in loaded.items():
-        caps = shared_caps(entry.contract.terms, settings.cap_share(partner_id))
-        problems += file_problems(str(entry.file), too_small(partner_id, caps))
-    return problems
 
 
 def _named_under(shown: Path, folder: Path, problem: Problem) -> Problem:

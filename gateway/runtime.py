@@ -13,7 +13,7 @@ from aiohttp import web
 from gateway import heap, metrics
 from gateway.auth import AuthConfigError, FileKeyStore, KeyFile, TokenVerifier
 from gateway.consent import RegistryError
-from gateway.contractset import load_contract_set
+from gateway.contractset import load_contract_set, unknown_cap_share_partners
 from gateway.errors import StartupError
 from gateway.fieldfilter import TextScanner
 from gateway.keys import subject_ref_key
@@ -26,10 +26,20 @@ from gateway.upstream import Upstream
 log = structlog.get_logger("gateway")
 
 
-def load_policy(settings: Settings, key: bytes, environ: Mapping[str, str] | None = None) -> Policy:
+def load_policy(
+    settings: Settings,
+    key: bytes,
+    environ: Mapping[str, str] | None = None,
+    *,
+    reloading: bool = False,
+) -> Policy:
     contracts, problems = load_contract_set(settings.contracts_dir, settings)
     if contracts is None:
         raise StartupError([str(p) for p in problems] or ["no contracts loaded"])
+    # Settings are read at start only: an id the start found that a reload does not is a
+    # partner whose file was removed. Refused, the reload would keep sharing with it.
+    if not reloading and (unknown := unknown_cap_share_partners(contracts.contracts, settings)):
+        raise StartupError([str(p) for p in unknown])
     try:
         return compile_policy(
             contracts,
@@ -105,6 +115,9 @@ class Runtime:
                     pid: p.contract.contract.version for pid, p in sorted(policy.partners.items())
                 },
             )
+            if gone := unknown_cap_share_partners(policy.partners, self.settings):
+                # Said, since the settings still name them: the next start refuses that.
+                log.warning("cap_shares_partner_removed", problems=[str(p) for p in gone])
             return policy
 
     def _key_stores(self) -> list[FileKeyStore]:
@@ -122,7 +135,7 @@ class Runtime:
         problems: list[str] = []
         policy: Policy | None = None
         try:
-            policy = load_policy(self.settings, self.master_key, self.environ)
+            policy = load_policy(self.settings, self.master_key, self.environ, reloading=True)
         except StartupError as exc:
             problems += exc.problems
         key_files: list[tuple[FileKeyStore, KeyFile]] = []

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import GatewayFactory, contract
+from conftest import GatewayFactory, assert_refused, contract
 from test_ops import _late_share
 from test_terms import FakeClock, TurnsWatched
 
@@ -305,14 +305,30 @@ def test_contracts_validate_refuses_a_folder_serve_would_refuse_for_its_cap_shar
     assert capsys.readouterr().out == f"{tmp_path}/{expected}\n"
 
 
+def test_contracts_validate_refuses_a_share_naming_no_partner_of_the_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "acme.yaml").write_text(yaml.safe_dump(contract()))
+    settings = Settings.model_validate(
+        {"contracts_dir": tmp_path, "allow_insecure_upstreams": True, "cap_shares": {"acm": 0.5}}
+    )
+    assert cmd_validate(argparse.Namespace(dir=None), settings) == 1
+    assert capsys.readouterr().out == (
+        "settings: cap_shares.acm: no contract has partner id 'acm': its share would apply "
+        "to no one\n"
+    )
+
+
 def _failed_reloads() -> float:
     failed = REGISTRY.get_sample_value("share_gateway_contract_reloads_total", {"result": "failed"})
     return failed or 0.0
 
 
-async def test_a_reload_removing_a_partner_named_in_cap_shares_keeps_the_set_in_force(
-    make_gateway: GatewayFactory,
+async def test_a_reload_removing_a_partner_named_in_cap_shares_takes_it_out_of_service(
+    make_gateway: GatewayFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # The settings still name it, but its file is gone: refusing the reload would keep sharing
+    # with a partner the operator removed. It is said, and the next start refuses it.
     gw = await make_gateway(
         [contract(terms={"max_records_per_day": 4}), other()],
         settings={"cap_shares": {"acme": 0.5}},
@@ -320,16 +336,13 @@ async def test_a_reload_removing_a_partner_named_in_cap_shares_keeps_the_set_in_
     folder = gw.runtime.settings.contracts_dir
     (folder / "acme.yaml").unlink()
     failed = _failed_reloads()
-    with pytest.raises(StartupError) as refused:
-        await gw.runtime.reload()
-    assert refused.value.problems == [
-        "settings: cap_shares.acme: no contract has partner id 'acme': "
-        "its share would apply to no one"
-    ]
-    assert _failed_reloads() == failed + 1
-    # The set in force still holds acme, at its part of the cap.
-    assert sorted(gw.runtime.policy.partners) == ["acme", "other"]
-    assert (await shares_until_refused(gw, "acme"))[0] == 2
+    await gw.runtime.reload()
+    assert _failed_reloads() == failed
+    assert sorted(gw.runtime.policy.partners) == ["other"]
+    assert "cap_shares_partner_removed" in capsys.readouterr().out
+    response = await gw.share("POST", f"/acme{ASSESS}", json=applicant())
+    await assert_refused(gw, response, 404, "unknown_partner")
+    assert gw.partner.received == []
 
 
 async def test_a_reload_applies_the_shares_to_the_contracts_it_brings_in(
