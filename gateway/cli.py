@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from gateway.arguments import add_consent, add_logs, decimal_int
 from gateway.errors import GatewayError, StartupError
 from gateway.settings import ListenSettings, Settings, SettingsError, load_settings
 
@@ -220,8 +221,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="gateway.yaml (default: ./gateway.yaml if present)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    from gateway.sharelog.commands import decimal_int
-    from gateway.sharelog.commands import register as register_logs
 
     serve = sub.add_parser("serve", help="run the gateway")
     serve.add_argument("--config", type=Path, default=argparse.SUPPRESS)
@@ -252,10 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--config", type=Path, default=argparse.SUPPRESS)
     explain.set_defaults(handler=cmd_explain)
 
-    register_logs(sub)
-    from gateway.consent import register as register_consent
-
-    register_consent(sub)
+    add_logs(sub)
+    add_consent(sub)
     return parser
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, BinaryIO, Literal
 
 import orjson
 
+from gateway.arguments import CONSENT_CSV_HEADER, add_consent
 from gateway.files import OrphanedJournal, create_whole, remove_leftovers, resolved
 from gateway.keys import subject_id_problem, subject_ref
 
@@ -29,7 +30,8 @@ if TYPE_CHECKING:
 
 
 SCHEMA_VERSION = 1
-CSV_HEADER = ("subject", "partner", "purpose", "granted_at", "withdrawn_at", "reference")
+# The columns `consent import --help` names: one list, which the command line holds.
+CSV_HEADER = CONSENT_CSV_HEADER
 MAX_FIELD_CHARS = 256
 MIN_SUBJECT_KEY_BYTES = 32
 BUSY_TIMEOUT_S = 5.0
@@ -1203,17 +1205,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `consent import FILE.csv` and `consent show SUBJECT` to the command line."""
-    consent = subparsers.add_parser("consent", help="load and inspect consent grants")
-    sub = consent.add_subparsers(dest="consent_command", required=True)
+    """Add `consent import FILE.csv` and `consent show SUBJECT` to the command line.
 
-    load = sub.add_parser("import", help="load grants and withdrawals from a CSV file")
-    load.add_argument("file", metavar="FILE.csv", help=f"columns: {','.join(CSV_HEADER)}")
-    load.add_argument("--config", type=Path, default=argparse.SUPPRESS)
-    load.set_defaults(handler=cmd_import)
-
-    show = sub.add_parser("show", help="every consent grant of one data subject")
-    show.add_argument("subject", metavar="SUBJECT")
-    show.add_argument("--format", choices=("table", "json"), default="table")
-    show.add_argument("--config", type=Path, default=argparse.SUPPRESS)
-    show.set_defaults(handler=cmd_show)
+    Their options are `gateway.arguments`', which builds them without importing this module."""
+    add_consent(subparsers)

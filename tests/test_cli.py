@@ -227,3 +227,24 @@ def test_serve_whose_stdout_went_away_never_exits_cleanly(
     monkeypatch.setattr(gateway.cli, "_install_uvloop", lambda: None)
     with pytest.raises(BrokenPipeError):
         gateway.cli.main(["serve"])
+
+
+def test_building_the_parser_loads_no_commands_module() -> None:
+    # The parser is built for every command, `health` every few seconds: the share log's reader,
+    # the consent registry and SQLite are loaded by the commands that use them, not by the rest.
+    program = (
+        "import sys\n"
+        "from gateway.cli import build_parser\n"
+        "build_parser()\n"
+        "print(*sorted(m for m in sys.modules if m.startswith('gateway.') or m == 'sqlite3'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    loaded = set(done.stdout.split())
+    assert "gateway.cli" in loaded  # the program ran as written
+    assert loaded.isdisjoint({"gateway.sharelog.commands", "gateway.consent", "sqlite3"}), loaded

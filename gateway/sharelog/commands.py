@@ -20,12 +20,12 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from gateway.arguments import TIME_HELP, add_logs
 from gateway.keys import subject_id_problem, subject_ref, subject_ref_key
 from gateway.settings import Settings
 from gateway.sharelog import cursor, review
 from gateway.sharelog.chain import format_ts
 from gateway.sharelog.ledger import Ledger, LedgerError, PruneRefused
-from gateway.sharelog.record import DECISIONS
 from gateway.sharelog.schema import (
     COMPANION_SUFFIXES,
     SQLITE_INT_MAX,
@@ -42,10 +42,6 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 # ASCII: `\d` would also read "７d" and other scripts' digits as an age.
 _RELATIVE = re.compile(r"(\d+)\s*([smhdw])", re.ASCII)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-_TIME_HELP = (
-    "ISO date or date-time (a date is midnight in the configured time zone; a date-time "
-    "without offset is in that zone), or an age such as 30m, 24h, 7d, 2w"
-)
 
 
 class UsageError(Exception):
@@ -69,27 +65,6 @@ def parse_time(text: str, zone: ZoneInfo, now: datetime, *, end_of_day: bool = F
         shown = text if len(text) <= 40 else text[:37] + "..."
         raise UsageError(f"{shown!r} is out of the range of dates the log can hold") from exc
     return moment
-
-
-def _utf8(value: str) -> str:
-    """An argument as typed, refused (exit 2) if it holds bytes that are not UTF-8: the log holds
-    only UTF-8 text, and such a value could match nothing."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise argparse.ArgumentTypeError("not valid UTF-8") from None
-    return value
-
-
-_DECIMAL = re.compile(r"-?[0-9]+")
-
-
-def decimal_int(value: str) -> int:
-    """A whole number written in the digits 0-9: Python's `int` also reads full-width digits,
-    another script's digits and `1_000`, which no one types as a count or a port on purpose."""
-    if not _DECIMAL.fullmatch(value):
-        raise argparse.ArgumentTypeError(f"not a whole number in the digits 0-9: {value!r}")
-    return int(value)
 
 
 _WEEK = re.compile(r"\d{4}-?W\d{2}")
@@ -118,141 +93,15 @@ def _parse_time(text: str, zone: ZoneInfo, now: datetime, *, end_of_day: bool) -
     try:
         moment = datetime.fromisoformat(text)
     except ValueError as exc:
-        raise UsageError(f"{text!r} is not a time ({_TIME_HELP})") from exc
+        raise UsageError(f"{text!r} is not a time ({TIME_HELP})") from exc
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=zone)
 
 
-# -- argument parsing ------------------------------------------------------------------------
-
-
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `logs` and its sub-commands; each sets `handler(args, settings) -> exit code`."""
-    logs = subparsers.add_parser(
-        "logs", help="review, verify, export and prune the share log", description=__doc__
-    )
-    sub = logs.add_subparsers(dest="logs_command", required=True, metavar="COMMAND")
+    """Add `logs` and its sub-commands; each sets `handler(args, settings) -> exit code`.
 
-    query = sub.add_parser("query", help="list share records")
-    _add_filters(query)
-    query.add_argument(
-        "--subject", metavar="ID", type=_utf8, help="only shares about this data subject"
-    )
-    _add_output(query, ("table", "json", "csv"))
-    _add_paging(query)
-    query.set_defaults(handler=cmd_query)
-
-    summary = sub.add_parser("summary", help="per partner: shares, records, denials, data sent")
-    _add_window(summary)
-    _add_output(summary, ("table", "json"))
-    summary.set_defaults(handler=cmd_summary)
-
-    subject = sub.add_parser("subject", help="every share that carried data about one data subject")
-    subject.add_argument(
-        "id", metavar="ID", type=_utf8, help="the data subject's id, as the platform knows it"
-    )
-    subject.add_argument(
-        "--include-denied",
-        action="store_true",
-        help="also list requests about this subject that were denied (nothing was sent)",
-    )
-    _add_window(subject)
-    _add_output(subject, ("table", "json", "csv"))
-    _add_paging(subject)
-    subject.set_defaults(handler=cmd_subject)
-
-    verify = sub.add_parser(
-        "verify", help="check the tamper-evidence chain; exit 1 naming the first broken record"
-    )
-    verify.add_argument(
-        "--checkpoints",
-        metavar="FILE",
-        help="also check the log against the share_log_checkpointed lines the gateway printed "
-        "(its stdout as kept, JSON lines; - reads standard input): it must still hold each "
-        "checkpoint a prune has not removed, and reach the latest",
-    )
-    _add_output(verify, ("text", "json"))
-    verify.set_defaults(handler=cmd_verify)
-
-    export = sub.add_parser(
-        "export", help="JSON lines for an auditor, with the chain evidence to check them"
-    )
-    _add_window(export)
-    export.add_argument(
-        "--output", "-o", metavar="FILE", default="-", help="write here (default: stdout)"
-    )
-    _add_config(export)
-    export.set_defaults(handler=cmd_export)
-
-    prune = sub.add_parser(
-        "prune", help="remove records older than the retention period (a signed cut remains)"
-    )
-    prune.add_argument(
-        "--before",
-        metavar="T",
-        type=_utf8,
-        help=f"remove records dated before T (default and latest allowed: now minus "
-        f"share_log.retention_days); {_TIME_HELP}",
-    )
-    prune.add_argument("--dry-run", action="store_true", help="only count what would go")
-    _add_config(prune)
-    prune.set_defaults(handler=cmd_prune)
-
-
-def _add_config(parser: argparse.ArgumentParser) -> None:
-    # SUPPRESS: a value given before the sub-command is not overwritten by this default.
-    parser.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="gateway.yaml")
-
-
-def _add_window(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--since", metavar="T", type=_utf8, help=f"from T (inclusive); {_TIME_HELP}"
-    )
-    parser.add_argument(
-        "--until",
-        metavar="T",
-        type=_utf8,
-        help="up to T (exclusive; a bare date includes that day)",
-    )
-
-
-def _add_filters(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--partner", metavar="P", type=_utf8)
-    parser.add_argument("--purpose", metavar="P", type=_utf8)
-    parser.add_argument("--decision", choices=sorted(DECISIONS))
-    parser.add_argument("--reason", metavar="CODE", type=_utf8, help="e.g. scope_denied")
-    parser.add_argument(
-        "--caller", metavar="C", type=_utf8, help="the calling service (token subject)"
-    )
-    parser.add_argument("--share-id", metavar="ID", type=_utf8, help="one share, by its X-Share-Id")
-    _add_window(parser)
-
-
-def _add_output(parser: argparse.ArgumentParser, formats: tuple[str, ...]) -> None:
-    parser.add_argument("--format", choices=formats, default=formats[0])
-    _add_config(parser)
-
-
-def _add_paging(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--limit",
-        type=decimal_int,
-        default=None,
-        metavar="N",
-        help="at most N rows (0: all; default: 100 in a table, all in json and csv)",
-    )
-    parser.add_argument(
-        "--cursor",
-        metavar="TOKEN",
-        help="the next page, as the page before named it: give the same filters; the window is "
-        "the first page's, and a prune since then is an error, never a gap",
-    )
-    parser.add_argument(
-        "--offset",
-        type=decimal_int,
-        default=None,
-        metavar="N",
-        help="skip the first N rows (a prune between two runs shifts them: page with --cursor)",
-    )
+    Their options are `gateway.arguments`', which builds them without importing this module."""
+    add_logs(subparsers)
 
 
 # -- handlers --------------------------------------------------------------------------------
