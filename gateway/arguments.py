@@ -15,9 +15,9 @@ from gateway.sharelog.record import DECISIONS
 if TYPE_CHECKING:
     from gateway.settings import Settings
 
-# The parser is built for every command: a command's module (the share log's reader and SQLite
-# for `logs`, the consent registry for `consent`) is imported only when that command runs, by
-# the handler `deferred` gives it.
+# The parser is built for every command, `health` every few seconds: a command's module (the
+# share log's reader and SQLite for `logs`, the consent registry for `consent`) is imported only
+# when that command runs, by the handler `deferred` gives it.
 
 Handler = Callable[[argparse.Namespace, "Settings"], int]
 
@@ -29,6 +29,11 @@ CONSENT_CSV_HEADER = ("subject", "partner", "purpose", "granted_at", "withdrawn_
 LOGS_DESCRIPTION = (
     "The `share-gateway logs` commands: query, summary, subject, verify, export and prune."
 )
+# Below the image's HEALTHCHECK timeout (3 s) and the example pod's probes' (3 s): the probe
+# reports its own failure, in its own words, before it is killed.
+HEALTH_TIMEOUT_S = 2.0
+# Any longer and the value is a typo (2000 for 2), never a wait anyone means a probe to make.
+MAX_HEALTH_TIMEOUT_S = 300.0
 
 
 def deferred(module: str, name: str) -> Handler:
@@ -61,6 +66,50 @@ def decimal_int(value: str) -> int:
     if not _DECIMAL.fullmatch(value):
         raise argparse.ArgumentTypeError(f"not a whole number in the digits 0-9: {value!r}")
     return int(value)
+
+
+_SECONDS = re.compile(r"[0-9]+(\.[0-9]+)?|\.[0-9]+")
+
+
+def health_timeout(value: str) -> float:
+    """Seconds written as a positive decimal (`2`, `0.5`): `float` also reads `inf`, `nan`, `1e3`
+    and `1_0`, and a timeout of 0 or less would give up before asking."""
+    if not _SECONDS.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"not a number of seconds such as 2 or 0.5: {value!r}")
+    seconds = float(value)
+    if not 0 < seconds <= MAX_HEALTH_TIMEOUT_S:
+        raise argparse.ArgumentTypeError(
+            f"must be more than 0 and at most {MAX_HEALTH_TIMEOUT_S:g} seconds: {value!r}"
+        )
+    return seconds
+
+
+def add_health(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `health`: asks the running gateway, where its settings put it, whether it answers."""
+    health = subparsers.add_parser(
+        "health",
+        help="exit 0 if the gateway its settings describe answers, else 1",
+        description="Ask the gateway at the address its settings (gateway.yaml, SHARE_GATEWAY_* "
+        "variables, --host, --port) give it: GET /_gateway/health, or /_gateway/ready. Exit 0 "
+        "on 200, printing nothing; 1 otherwise, with one line on stderr; 2 when the settings "
+        "or the options are wrong.",
+    )
+    health.add_argument("--config", type=Path, default=argparse.SUPPRESS)
+    health.add_argument("--host", help="as given to serve: a wildcard is asked on loopback")
+    health.add_argument("--port", type=decimal_int, help="as given to serve")
+    health.add_argument(
+        "--ready",
+        action="store_true",
+        help="ask /_gateway/ready (contracts loaded, share log writable) instead of health",
+    )
+    health.add_argument(
+        "--timeout",
+        type=health_timeout,
+        default=HEALTH_TIMEOUT_S,
+        metavar="S",
+        help=f"seconds to connect and be answered in all (default: {HEALTH_TIMEOUT_S:g})",
+    )
+    health.set_defaults(handler=deferred("gateway.probe", "cmd_health"))
 
 
 def add_logs(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -1,4 +1,4 @@
-"""The `share-gateway` command line: serve, demo, contracts, logs, consent."""
+"""The `share-gateway` command line: serve, demo, contracts, logs, consent, health."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from gateway.arguments import add_consent, add_logs, decimal_int
+from gateway.arguments import add_consent, add_health, add_logs, decimal_int
 from gateway.errors import GatewayError, StartupError
 from gateway.settings import ListenSettings, Settings, SettingsError, load_settings
 
@@ -253,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_logs(sub)
     add_consent(sub)
+    add_health(sub)
     return parser
 
 

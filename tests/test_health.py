@@ -1,0 +1,259 @@
+"""`share-gateway health`: the probe asks the gateway where its settings put it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from conftest import GatewayFactory
+
+from gateway.cli import main
+from gateway.probe import probe_address, url_host
+from gateway.settings import ListenSettings
+
+# A fake gateway's handler: the status it answers.
+Answer = Callable[[web.Request], Awaitable[web.Response]]
+
+
+@pytest.fixture(autouse=True)
+def no_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings only as each test writes them: no gateway.yaml here, no variable from outside."""
+    monkeypatch.chdir(tmp_path)
+    for variable in list(os.environ):
+        if variable.startswith("SHARE_GATEWAY_"):
+            monkeypatch.delenv(variable)
+
+
+@asynccontextmanager
+async def fake_gateway(status: int = 200) -> AsyncIterator[tuple[int, list[str]]]:
+    """An HTTP server on 127.0.0.1 alone answering `status` to its health and ready paths: its
+    port, and the paths it was asked."""
+    asked: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        asked.append(request.path)
+        return web.json_response({}, status=status)
+
+    app = web.Application()
+    app.router.add_get("/_gateway/health", answer)
+    app.router.add_get("/_gateway/ready", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        [(_, port, *_)] = runner.addresses
+        yield port, asked
+    finally:
+        await runner.cleanup()
+
+
+def free_port() -> int:
+    """A port nothing listens on (it was free a moment ago, on 127.0.0.1)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+async def health(*argv: str) -> int:
+    # The probe blocks on its socket: run aside, so that this loop's server can answer it.
+    return await asyncio.to_thread(main, ["health", *argv])
+
+
+def write_settings(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+async def test_a_gateway_that_answers_200_is_healthy_and_nothing_is_printed(
+    make_gateway: GatewayFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gateway = await make_gateway()
+    port = gateway.client.server.port
+    assert port is not None
+    assert await health("--port", str(port)) == 0
+    assert await health("--port", str(port), "--ready") == 0
+    assert capsys.readouterr() == ("", "")
+
+
+async def test_a_gateway_not_ready_fails_the_ready_probe_with_its_status(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    async with fake_gateway(503) as (port, asked):
+        assert await health("--port", str(port), "--ready") == 1
+    assert asked == ["/_gateway/ready"]
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        f"share-gateway health: http://127.0.0.1:{port}/_gateway/ready answered 503\n"
+    )
+
+
+async def test_nothing_listening_fails_at_once(capsys: pytest.CaptureFixture[str]) -> None:
+    port = free_port()
+    assert await health("--port", str(port)) == 1
+    assert capsys.readouterr().err == (
+        f"share-gateway health: http://127.0.0.1:{port}/_gateway/health could not connect: "
+        "Connection refused\n"
+    )
+
+
+@pytest.mark.timeout(30)
+async def test_a_server_that_never_answers_fails_at_the_timeout(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # accepted, read from never, answered never
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        assert await health("--port", str(port), "--timeout", "0.3") == 1
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    assert held  # it was connected to, then gave up
+    assert capsys.readouterr().err == (
+        f"share-gateway health: http://127.0.0.1:{port}/_gateway/health no answer within 0.3 s\n"
+    )
+
+
+async def test_the_port_in_gateway_yaml_is_asked(tmp_path: Path) -> None:
+    async with fake_gateway() as (port, asked):
+        config = write_settings(tmp_path / "gateway.yaml", f"listen: {{port: {port}}}\n")
+        assert await health("--config", str(config)) == 0
+        # Found as `serve` finds it, in the working folder, as well.
+        assert await health() == 0
+    assert asked == ["/_gateway/health"] * 2
+
+
+async def test_the_port_variable_overrides_the_file_and_the_option_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write_settings(tmp_path / "elsewhere.yaml", f"listen: {{port: {free_port()}}}\n")
+    async with fake_gateway() as (by_variable, asked_there), fake_gateway() as (by_option, asked):
+        monkeypatch.setenv("SHARE_GATEWAY_LISTEN_PORT", str(by_variable))
+        assert await health("--config", str(config)) == 0
+        assert await health("--config", str(config), "--port", str(by_option)) == 0
+    assert (asked_there, asked) == (["/_gateway/health"], ["/_gateway/health"])
+
+
+async def test_a_gateway_on_every_interface_is_asked_on_loopback(tmp_path: Path) -> None:
+    async with fake_gateway() as (port, asked):  # bound to 127.0.0.1 alone
+        config = write_settings(
+            tmp_path / "gateway.yaml", f"listen: {{host: 0.0.0.0, port: {port}}}\n"
+        )
+        assert await health("--config", str(config), "--ready") == 0
+    assert asked == ["/_gateway/ready"]
+
+
+@pytest.mark.parametrize(
+    ("host", "asked", "in_url"),
+    [
+        ("0.0.0.0", "127.0.0.1", "127.0.0.1"),
+        ("::", "::1", "[::1]"),
+        ("10.1.2.3", "10.1.2.3", "10.1.2.3"),
+        ("fd00::5", "fd00::5", "[fd00::5]"),
+        ("gateway.internal", "gateway.internal", "gateway.internal"),
+    ],
+)
+def test_a_wildcard_is_asked_on_loopback_of_its_family_and_ipv6_goes_in_brackets(
+    host: str, asked: str, in_url: str
+) -> None:
+    assert probe_address(ListenSettings(host=host, port=9000)) == (asked, 9000)
+    assert url_host(asked) == in_url
+
+
+async def test_any_free_port_cannot_be_probed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_settings(tmp_path / "gateway.yaml", "listen: {port: 0}\n")
+    assert await health("--config", str(config)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "listen.port: 0" in err
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "abc", "0.0", "inf", "nan", "1e3", "301"])
+def test_a_timeout_that_is_no_positive_number_of_seconds_is_a_usage_error(
+    timeout: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["health", "--port", "1", "--timeout", timeout])
+    assert exited.value.code == 2
+    assert "argument --timeout" in capsys.readouterr().err
+
+
+async def test_a_missing_settings_file_stops_health_as_it_stops_serve(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = str(tmp_path / "gateway.yaml")
+    assert main(["serve", "--config", missing]) == 2  # refused before anything is served
+    refused = capsys.readouterr().err
+    assert await health("--config", missing) == 2
+    assert capsys.readouterr().err == refused
+    assert "cannot read: No such file or directory" in refused
+
+
+async def test_the_probe_needs_no_secret_key_or_contract(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Settings that name a key file, a contracts folder and a secret's variable, none of which
+    # exists here: `serve` would refuse to start; the probe reads only where to ask.
+    async with fake_gateway() as (port, asked):
+        config = write_settings(
+            tmp_path / "gateway.yaml",
+            f"listen: {{port: {port}}}\n"
+            "contracts_dir: no-such-folder\n"
+            "auth: {issuer: i, audience: a, public_key_file: keys/none.pem}\n"
+            "secrets: {hash_key_env: NO_SUCH_HASH_KEY}\n",
+        )
+        assert await health("--config", str(config)) == 0
+    assert asked == ["/_gateway/health"]
+    assert capsys.readouterr() == ("", "")
+
+
+@pytest.mark.timeout(60)
+async def test_python_m_gateway_health_probes_as_a_process(tmp_path: Path) -> None:
+    async with fake_gateway() as (port, asked):
+        config = write_settings(tmp_path / "gateway.yaml", f"listen: {{port: {port}}}\n")
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gateway",
+            "health",
+            "--config",
+            str(config),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), timeout=30)
+        assert (process.returncode, out, err) == (0, b"", b"")
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gateway",
+            "health",
+            "--config",
+            str(config),
+            "--port",
+            str(free_port()),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), timeout=30)
+        assert (process.returncode, out) == (1, b"")
+        assert b"could not connect: Connection refused\n" in err
+    assert asked == ["/_gateway/health"]
