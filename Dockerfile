@@ -16,10 +16,12 @@ COPY contracts /srv/gateway/contracts
 WORKDIR /srv/gateway
 USER 10001:10001
 EXPOSE 8080
-# On the port SHARE_GATEWAY_LISTEN_PORT names, else the default. Failures in the first 2 minutes
-# do not count, as with the README pod's startup probe: a start reads the share log back.
+# Where the settings `serve` reads below put the gateway (gateway.yaml's listen, then the
+# SHARE_GATEWAY_* variables); the probe gives up after its own 2 s, before Docker's 3 s. Failures
+# in the first 2 minutes do not count, as with the README pod's startup probe: a start reads the
+# share log back.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=120s --retries=3 \
-    CMD ["python", "-c", "import os, sys, urllib.request as u; port = os.environ.get('SHARE_GATEWAY_LISTEN_PORT') or '8080'; sys.exit(u.urlopen(f'http://127.0.0.1:{port}/_gateway/health', timeout=2).status != 200)"]
+    CMD ["share-gateway", "health", "--config", "/srv/gateway/gateway.yaml"]
 ENTRYPOINT ["share-gateway"]
 # The settings are mounted at /srv/gateway/gateway.yaml; relative paths in it (contracts,
 # var/share-log.sqlite) are then under /srv/gateway, where the image and the README's pod put them.

@@ -19,6 +19,7 @@ import pytest
 import yaml
 from aiohttp import web
 
+from gateway.arguments import HEALTH_TIMEOUT_S
 from gateway.settings import ListenSettings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -131,12 +132,26 @@ def dockerfile_healthcheck() -> tuple[dict[str, str], list[str]]:
     return options, argv
 
 
-async def run_healthcheck(environ: dict[str, str]) -> int:
+def dockerfile_command() -> list[str]:
+    """The arguments the image's entry point is given by default (`CMD`)."""
+    text = (REPO / "Dockerfile").read_text(encoding="utf-8")
+    [line] = [line for line in text.splitlines() if line.startswith("CMD ")]
+    argv: list[str] = json.loads(line.removeprefix("CMD "))
+    return argv
+
+
+async def run_healthcheck(environ: dict[str, str], config: Path) -> int:
+    """The image's health check as a process, with `config` for the image's settings file."""
     _, argv = dockerfile_healthcheck()
-    assert argv[0] == "python"
+    assert argv[:2] == ["share-gateway", "health"]
+    at = argv.index("--config") + 1
     process = await asyncio.create_subprocess_exec(
         sys.executable,
-        *argv[1:],
+        "-m",
+        "gateway",
+        *argv[1:at],
+        str(config),
+        *argv[at + 1 :],
         env=environ,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
@@ -144,10 +159,12 @@ async def run_healthcheck(environ: dict[str, str]) -> int:
     return await asyncio.wait_for(process.wait(), timeout=30)
 
 
-@pytest.mark.parametrize("named", [True, False])
-async def test_the_image_health_check_asks_the_port_the_gateway_listens_on(named: bool) -> None:
-    # A gateway moved by SHARE_GATEWAY_LISTEN_PORT (`docker run -e`) is asked there; without
-    # the variable the check asks the default port, never this one.
+@pytest.mark.parametrize("named", ["file", "variable", "neither"])
+async def test_the_image_health_check_asks_the_port_the_gateway_listens_on(
+    named: str, tmp_path: Path
+) -> None:
+    # A gateway moved by its gateway.yaml, or by SHARE_GATEWAY_LISTEN_PORT (`docker run -e`),
+    # is asked there; without either the check asks the default port, never this one.
     asked: list[str] = []
 
     async def health(request: web.Request) -> web.Response:
@@ -163,15 +180,29 @@ async def test_the_image_health_check_asks_the_port_the_gateway_listens_on(named
     try:
         [(_, port, *_)] = runner.addresses
         assert port != ListenSettings().port
-        environ = {k: v for k, v in os.environ.items() if k != "SHARE_GATEWAY_LISTEN_PORT"}
-        if named:
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("SHARE_GATEWAY_")}
+        config = tmp_path / "gateway.yaml"
+        config.write_text(f"listen: {{port: {port}}}\n" if named == "file" else "{}\n")
+        if named == "variable":
             environ["SHARE_GATEWAY_LISTEN_PORT"] = str(port)
-        code = await run_healthcheck(environ)
+        code = await run_healthcheck(environ, config)
     finally:
         await runner.cleanup()
-    assert asked == (["/_gateway/health"] if named else [])
-    if named:
+    assert asked == ([] if named == "neither" else ["/_gateway/health"])
+    if named != "neither":
         assert code == 0
+
+
+def test_the_image_health_check_reads_the_settings_the_gateway_was_started_with() -> None:
+    # Another file would name another port; and the probe ends, saying why, before Docker
+    # kills it.
+    options, argv = dockerfile_healthcheck()
+    served = dockerfile_command()
+    assert served[0] == "serve"
+    assert argv[argv.index("--config") + 1] == served[served.index("--config") + 1]
+    timeout = float(argv[argv.index("--timeout") + 1]) if "--timeout" in argv else HEALTH_TIMEOUT_S
+    assert options["timeout"].endswith("s")
+    assert timeout < int(options["timeout"][:-1])
 
 
 def test_the_image_health_check_waits_out_a_start_as_the_example_pod_does() -> None:
