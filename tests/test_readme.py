@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel
 
 from gateway.app import DRAIN_MARGIN_S
+from gateway.arguments import HEALTH_TIMEOUT_S
 from gateway.auth import JWKS_FETCH_TIMEOUT_S
 from gateway.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from gateway.errors import GatewayError
@@ -56,13 +57,17 @@ def test_the_example_pod_gives_the_drain_time_to_finish() -> None:
 
 
 def test_the_example_pod_probes_the_gateway_where_it_listens() -> None:
-    # The default listens on loopback, which the kubelet's httpGet probes never reach.
+    # The default listens on loopback, which the kubelet's httpGet probes never reach: the probes
+    # run in the container, reading the settings file the gateway was started with.
     assert ListenSettings().host == "127.0.0.1"
     container = gateway_container(example_pod())
+    args = container["args"]
+    config = args[args.index("--config") + 1]
     for probe in PROBES:
         assert "httpGet" not in container[probe]
-        command = " ".join(container[probe]["exec"]["command"])
-        assert f"http://127.0.0.1:{ListenSettings().port}/_gateway/" in command
+        ready = ["--ready"] if probe == "readinessProbe" else []
+        command = container[probe]["exec"]["command"]
+        assert command == ["share-gateway", "health", "--config", config, *ready]
 
 
 def image_user() -> tuple[int, int]:
@@ -106,10 +111,10 @@ def test_the_example_pod_lets_each_probe_run_as_long_as_its_own_timeout() -> Non
     # interpreter fails the liveness probe and restarts the gateway with shares in flight.
     container = gateway_container(example_pod())
     for probe in PROBES:
-        command = " ".join(container[probe]["exec"]["command"])
-        waits = re.search(r"timeout=(\d+)\)", command)
-        assert waits is not None, command
-        assert container[probe].get("timeoutSeconds", 1) > int(waits.group(1))
+        command = container[probe]["exec"]["command"]
+        at = command.index("--timeout") + 1 if "--timeout" in command else None
+        waits = HEALTH_TIMEOUT_S if at is None else float(command[at])
+        assert container[probe].get("timeoutSeconds", 1) > waits
 
 
 def test_the_example_pod_lets_a_slow_start_finish_before_liveness_counts() -> None:
