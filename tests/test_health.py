@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -257,3 +258,24 @@ async def test_python_m_gateway_health_probes_as_a_process(tmp_path: Path) -> No
         assert (process.returncode, out) == (1, b"")
         assert b"could not connect: Connection refused\n" in err
     assert asked == ["/_gateway/health"]
+
+
+def test_the_probe_loads_no_server_event_loop_or_database() -> None:
+    # It runs every few seconds for as long as the gateway runs, on the gateway's CPU.
+    program = (
+        "import sys\n"
+        "from gateway.__main__ import main\n"
+        "sys.argv[0] = 'share-gateway'\n"
+        "code = main()\n"
+        "heavy = ('aiohttp', 'asyncio', 'sqlite3', 'gateway.pii', 'gateway.sharelog.commands',"
+        " 'gateway.consent')\n"
+        "print(code, *(m for m in heavy if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program, "health", "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.split() == ["1"]  # refused, having loaded none of them
