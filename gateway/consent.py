@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, BinaryIO, Literal
 
 import orjson
 
-from gateway.arguments import CONSENT_CSV_HEADER, add_consent
+from gateway.arguments import CONSENT_CSV_HEADER
 from gateway.files import OrphanedJournal, create_whole, remove_leftovers, resolved
 from gateway.keys import subject_id_problem, subject_ref
 
@@ -1202,10 +1202,3 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     return EXIT_OK
-
-
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `consent import FILE.csv` and `consent show SUBJECT` to the command line.
-
-    Their options are `gateway.arguments`', which builds them without importing this module."""
-    add_consent(subparsers)

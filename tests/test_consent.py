@@ -26,6 +26,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway import consent as consent_module
+from gateway.arguments import add_consent
 from gateway.consent import (
     _COVERING_SQL,
     MAX_FIELD_CHARS,
@@ -41,7 +42,6 @@ from gateway.consent import (
     grants_json,
     import_csv,
     read_csv,
-    register,
     registry_path,
 )
 from gateway.errors import StartupError
@@ -1133,7 +1133,7 @@ def test_other_json_subjects_are_refused(registry: ConsentRegistry, subject: obj
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", type=Path, default=None)
-    register(parser.add_subparsers(dest="command", required=True))
+    add_consent(parser.add_subparsers(dest="command", required=True))
     return parser.parse_args(argv)
 
 

@@ -26,6 +26,7 @@ import orjson
 import pytest
 from conftest import tamper
 
+from gateway.arguments import add_logs
 from gateway.cli import build_parser
 from gateway.keys import keyed_hash, subject_ref_key
 from gateway.settings import Settings, ShareLogSettings
@@ -35,7 +36,6 @@ from gateway.sharelog.commands import (
     _export_to,
     _write_json,
     parse_time,
-    register,
 )
 from gateway.sharelog.ledger import Ledger
 from gateway.sharelog.review import QUERY_FIELDS, query, summary
@@ -117,7 +117,7 @@ def run(
 ) -> tuple[int, str, str]:
     parser = argparse.ArgumentParser(prog="share-gateway")
     parser.add_argument("--config", type=Path, default=None)
-    register(parser.add_subparsers(dest="command", required=True))
+    add_logs(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     code = args.handler(args, settings)
     captured = capsys.readouterr()
@@ -1436,7 +1436,7 @@ async def test_times_out_of_range_are_usage_errors(
 def test_config_may_come_before_or_after_the_command() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", type=Path, default=None)
-    register(parser.add_subparsers(dest="command"))
+    add_logs(parser.add_subparsers(dest="command"))
     assert parser.parse_args(["--config", "a.yaml", "logs", "query"]).config == Path("a.yaml")
     assert parser.parse_args(["logs", "verify", "--config", "b.yaml"]).config == Path("b.yaml")
     assert parser.parse_args(["logs", "summary"]).config is None

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from gateway.arguments import TIME_HELP, add_logs
+from gateway.arguments import TIME_HELP
 from gateway.keys import subject_id_problem, subject_ref, subject_ref_key
 from gateway.settings import Settings
 from gateway.sharelog import cursor, review
@@ -95,13 +95,6 @@ def _parse_time(text: str, zone: ZoneInfo, now: datetime, *, end_of_day: bool) -
     except ValueError as exc:
         raise UsageError(f"{text!r} is not a time ({TIME_HELP})") from exc
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=zone)
-
-
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `logs` and its sub-commands; each sets `handler(args, settings) -> exit code`.
-
-    Their options are `gateway.arguments`', which builds them without importing this module."""
-    add_logs(subparsers)
 
 
 # -- handlers --------------------------------------------------------------------------------
