@@ -137,6 +137,28 @@ def readme_section(heading: str) -> str:
     return readme[start : end if end >= 0 else len(readme)]
 
 
+def anchor(heading: str) -> str:
+    """The `#...` GitHub links `heading` by: lower case, spaces as `-`, no punctuation."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_the_contents_link_every_section_and_name_only_headings() -> None:
+    # The contents are how a reader finds a rule: a section left out is one never found, and a
+    # link to a heading since renamed leads nowhere.
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    lines: list[str] = []
+    fenced = False
+    for line in readme.splitlines():
+        fenced = fenced != line.startswith("```")
+        if not fenced and line.startswith("#"):
+            lines.append(line)
+    sections = {anchor(line[3:]) for line in lines if line.startswith("## ")} - {"contents"}
+    headings = {anchor(line.lstrip("#")) for line in lines}
+    linked = set(re.findall(r"\]\(#([^)]+)\)", readme_section("## Contents")))
+    assert sections - linked == set()
+    assert linked - headings == set()
+
+
 def table_rows(text: str) -> list[list[str]]:
     """The body rows of the first Markdown table in `text`, each cell stripped (`\\|` is text)."""
     lines = [line for line in text.splitlines() if line.startswith("|")]
