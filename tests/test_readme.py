@@ -3,6 +3,7 @@ gateway they describe."""
 
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 from typing import Any, cast
@@ -14,7 +15,7 @@ from pydantic import BaseModel
 from gateway.app import DRAIN_MARGIN_S
 from gateway.arguments import HEALTH_TIMEOUT_S
 from gateway.auth import JWKS_FETCH_TIMEOUT_S
-from gateway.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from gateway.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, build_parser
 from gateway.errors import GatewayError
 from gateway.server import CANCEL_GRACE_S
 from gateway.settings import (
@@ -281,3 +282,39 @@ def test_the_readme_states_the_exit_codes_the_commands_return() -> None:
     stated = re.search(r"Exit codes: (\d) ok, (\d) the check failed, (\d) usage error", readme)
     assert stated is not None
     assert tuple(int(n) for n in stated.groups()) == (EXIT_OK, EXIT_FAILED, EXIT_USAGE)
+
+
+def command_options() -> dict[str, list[set[str]]]:
+    """Each command's options, each as the set of its spellings, keyed by the command's words."""
+    found: dict[str, list[set[str]]] = {}
+
+    def walk(parser: argparse.ArgumentParser, words: tuple[str, ...]) -> None:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            found[" ".join(words)] = [set(a.option_strings) for a in parser._actions]
+            return
+        for name, sub in subs[0].choices.items():
+            walk(sub, (*words, name))
+
+    walk(build_parser(), ())
+    return found
+
+
+def test_the_commands_table_names_every_command_and_option() -> None:
+    # The table is where an operator looks up a command: an option left out of it (`--format`)
+    # is one never tried, and one named there that the parser lacks is a usage error.
+    documented: dict[str, set[str]] = {}
+    for cell, _does in table_rows(readme_section("## Commands")):
+        usage = cell.strip("`").removeprefix("share-gateway ")
+        words = re.match(r"[a-z]+(?: [a-z]+)*", usage)
+        assert words is not None, cell
+        documented[words.group(0)] = set(re.findall(r"(?<![\w-])--?[a-z][\w-]*", usage))
+    parsed = command_options()
+    assert set(documented) == set(parsed)
+    for command, options in parsed.items():
+        # "Common to every command" states `--config` once, for every command but `demo`.
+        assert ({"--config"} in options) == (command != "demo"), command
+        options = [o for o in options if o and not o & {"-h", "--config"}]
+        assert documented[command] - {"--config"} <= set().union(*options), command
+        for spellings in options:
+            assert spellings & documented[command], (command, spellings)
