@@ -26,9 +26,7 @@ from gateway.contract import (
     ResponseField,
     Route,
     UpstreamAuth,
-    YamlFileError,
     file_problems,
-    read_yaml_file,
     schema_problems,
     to_transform,
 )
@@ -36,6 +34,7 @@ from gateway.origins import origin_of
 from gateway.routing import PATH_PREFIX, Template, path_placeholder
 from gateway.settings import ENV_PREFIX, Settings
 from gateway.taxonomy import Taxonomy, load_taxonomy
+from gateway.yamlfile import YamlFileError, read_yaml_file
 
 __all__ = [
     "ContractSet",

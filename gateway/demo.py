@@ -22,9 +22,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gateway.app import build_runtime, close_runtime, make_app, make_runner
-from gateway.contract import read_yaml_file
 from gateway.contractset import contract_files
 from gateway.settings import Settings
+from gateway.yamlfile import read_yaml_file
 
 ISSUER = "https://idp.demo.invalid"
 AUDIENCE = "share-gateway"

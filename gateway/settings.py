@@ -28,15 +28,8 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from gateway.caps import EVERY_OTHER_PARTNER, share_of
-from gateway.contract import (
-    MAX_FILE_BYTES,
-    EnvName,
-    PartnerId,
-    YamlFileError,
-    load_yaml,
-    parse_yaml_bytes,
-    printable,
-)
+from gateway.names import EnvName, PartnerId
+from gateway.yamlfile import MAX_FILE_BYTES, YamlFileError, load_yaml, parse_yaml_bytes, printable
 
 ENV_PREFIX = "SHARE_GATEWAY_"
 

@@ -11,13 +11,8 @@ from types import MappingProxyType
 
 from pydantic import BaseModel, ConfigDict, StrictBool, ValidationError, field_validator
 
-from gateway.contract import (
-    Problem,
-    YamlFileError,
-    file_problems,
-    read_yaml_file,
-    schema_problems,
-)
+from gateway.contract import Problem, file_problems, schema_problems
+from gateway.yamlfile import YamlFileError, read_yaml_file
 
 TAXONOMY_FILE = "_taxonomy.yaml"
 _TAXONOMY_NAMES = frozenset({"_taxonomy.yaml", "_taxonomy.yml"})  # in any case

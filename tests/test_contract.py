@@ -10,7 +10,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from gateway import contract
+from gateway import yamlfile
 from gateway.contract import (
     BasicAuth,
     Contract,
@@ -24,13 +24,11 @@ from gateway.contract import (
     Route,
     Terms,
     Upstream,
-    YamlFileError,
-    load_yaml,
-    read_yaml_file,
     schema_problems,
     to_transform,
 )
 from gateway.transforms import GeneralizeBucket, GeneralizeYear, Hash, Mask, Redact
+from gateway.yamlfile import YamlFileError, load_yaml, read_yaml_file
 
 CONTRACT: dict[str, Any] = {
     "partner": {"id": "acme", "name": "ACME Co.", "kind": "other", "relationship": "entrusted"},
@@ -950,7 +948,7 @@ def test_aliases_standing_for_more_than_max_nodes_values_are_refused() -> None:
 def test_the_value_cap_refuses_a_file_as_it_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
     # A MiB of values took seconds to parse before the count began; nothing after the value
     # that passes the cap is read, not even the bracket left open at the end.
-    monkeypatch.setattr(contract, "MAX_NODES", 1000)
+    monkeypatch.setattr(yamlfile, "MAX_NODES", 1000)
     text = "k:\n" + "- 1\n" * 5000 + "j: [\n"
     with pytest.raises(YamlFileError) as caught:
         load_yaml(text)
@@ -979,17 +977,17 @@ def test_the_value_cap_counts_each_alias_as_what_it_stands_for(
 ) -> None:
     # The mapping; `a`, its list and two items; `b`, its list and two lists of three: 13.
     text = "a: &a [1, 2]\nb: [*a, *a]\n"
-    monkeypatch.setattr(contract, "MAX_NODES", 13)
+    monkeypatch.setattr(yamlfile, "MAX_NODES", 13)
     assert load_yaml(text) == {"a": [1, 2], "b": [[1, 2], [1, 2]]}
     # A merge key and what it merges count too: the mapping, `<<` and the three of `*m`.
     merged = "a: &m {x: 1}\nb: {<<: *m}\n"
-    monkeypatch.setattr(contract, "MAX_NODES", 11)
+    monkeypatch.setattr(yamlfile, "MAX_NODES", 11)
     assert load_yaml(merged) == {"a": {"x": 1}, "b": {"x": 1}}
-    monkeypatch.setattr(contract, "MAX_NODES", 10)
+    monkeypatch.setattr(yamlfile, "MAX_NODES", 10)
     with pytest.raises(YamlFileError) as caught:
         load_yaml(merged)
     assert caught.value.problems[0][1].startswith("more than 10 values")
-    monkeypatch.setattr(contract, "MAX_NODES", 12)
+    monkeypatch.setattr(yamlfile, "MAX_NODES", 12)
     with pytest.raises(YamlFileError) as caught:
         load_yaml(text)
     assert caught.value.problems == [
@@ -1002,7 +1000,7 @@ def test_the_value_cap_counts_each_alias_as_what_it_stands_for(
 
 
 def test_the_value_cap_counts_values_written_out_too(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(contract, "MAX_NODES", 13)
+    monkeypatch.setattr(yamlfile, "MAX_NODES", 13)
     # The mapping, its key, the list and its ten items: 13.
     assert load_yaml("a: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\n") == {"a": list(range(1, 11))}
     with pytest.raises(YamlFileError) as caught:
@@ -1013,7 +1011,7 @@ def test_the_value_cap_counts_values_written_out_too(monkeypatch: pytest.MonkeyP
 def test_flow_collections_nested_past_max_flow_depth_are_refused_as_they_are_read() -> None:
     # PyYAML's scanner looks at every open bracket once per token: nested a few hundred deep, a
     # line of a few hundred bytes took a fraction of a second, and a file of such lines minutes.
-    depth = 16  # contract.MAX_FLOW_DEPTH
+    depth = 16  # yamlfile.MAX_FLOW_DEPTH
     assert load_yaml(f"a: {'[' * depth}{']' * depth}\n") is not None
     assert load_yaml(f"a: {'{a: ' * (depth - 1)}{{}}{'}' * (depth - 1)}\n") is not None
     # Refused at the bracket one too deep: after `a: ` and `depth` brackets (or `{a: `s).
@@ -1051,7 +1049,7 @@ def test_a_value_containing_itself_is_refused(text: str) -> None:
 
 def test_a_file_over_max_file_bytes_is_not_read(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
-    path.write_bytes(b"a: 1\n" + b"#" * (contract.MAX_FILE_BYTES - 5))
+    path.write_bytes(b"a: 1\n" + b"#" * (yamlfile.MAX_FILE_BYTES - 5))
     assert read_yaml_file(path)[0] == {"a": 1}  # exactly the limit
     with path.open("ab") as stream:
         stream.write(b"#")
@@ -1103,7 +1101,7 @@ def read_while(
 ) -> Callable[[], int]:
     """Make the n-th read of a file first apply `changes[n]`, as a writer at work would; return
     how many reads there were."""
-    real = contract._read_fd
+    real = yamlfile._read_fd
     reads: list[int] = []
 
     def read(fd: int, limit: int) -> bytes:
@@ -1112,8 +1110,8 @@ def read_while(
         reads.append(fd)
         return real(fd, limit)
 
-    monkeypatch.setattr(contract, "_read_fd", read)
-    monkeypatch.setattr(contract, "READ_RETRY_PAUSE_S", 0.001)
+    monkeypatch.setattr(yamlfile, "_read_fd", read)
+    monkeypatch.setattr(yamlfile, "READ_RETRY_PAUSE_S", 0.001)
     return lambda: len(reads)
 
 
@@ -1170,7 +1168,7 @@ def test_a_file_that_keeps_changing_is_a_problem(
     with pytest.raises(YamlFileError) as caught:
         read_yaml_file(path)
     assert caught.value.problems == [("", CHANGED)]
-    assert reads() == contract.READ_ATTEMPTS == 3
+    assert reads() == yamlfile.READ_ATTEMPTS == 3
 
 
 def test_read_yaml_file_reports_unreadable_files(tmp_path: Path) -> None:

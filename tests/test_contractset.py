@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway import contract as contract_module
 from gateway import contractset as contractset_module
+from gateway import yamlfile
 from gateway.contract import Contract
 from gateway.contractset import (
     ContractSet,
@@ -1506,7 +1506,7 @@ def test_a_contract_being_rewritten_refuses_the_set(
 ) -> None:
     path = write(tmp_path, "acme.yaml", minimal())
     whole = path.read_bytes()
-    real = contract_module._read_fd
+    real = yamlfile._read_fd
     reads: list[int] = []
 
     def read_while_rewritten(fd: int, limit: int) -> bytes:
@@ -1517,8 +1517,8 @@ def test_a_contract_being_rewritten_refuses_the_set(
             stream.write(whole[: len(whole) // 2 + len(reads)])
         return real(fd, limit)
 
-    monkeypatch.setattr(contract_module, "_read_fd", read_while_rewritten)
-    monkeypatch.setattr(contract_module, "READ_RETRY_PAUSE_S", 0.001)
+    monkeypatch.setattr(yamlfile, "_read_fd", read_while_rewritten)
+    monkeypatch.setattr(yamlfile, "READ_RETRY_PAUSE_S", 0.001)
     contract_set, problems = load_contract_set(tmp_path, Settings())
     assert contract_set is None
     assert [str(p) for p in problems] == [
@@ -1648,7 +1648,7 @@ def _swap_after_reads(
     pending = iter(targets)
 
     def read_then_swap(path: Path) -> tuple[object, bytes]:
-        result = contract_module.read_yaml_file(path)
+        result = yamlfile.read_yaml_file(path)
         target = next(pending, None)
         if target is not None:
             os.symlink(target, folder / "swap.tmp")
