@@ -6,15 +6,19 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from gateway import contract
-from gateway.contract import Terms
+# The settings read `cap_shares` through this module: the contract models stay unloaded until
+# a command reads contracts (`share-gateway health` never does).
+if TYPE_CHECKING:
+    from gateway.contract import Terms
 
-# The least rate a contract may agree, exactly as the contract's bound holds it: the float
-# nearest 1/86400, a hair below it. Judged against 1/86400 itself, a contract agreeing one a
-# day would be refused though this gateway enforces it whole.
-MIN_RATE_PER_S: Final = Fraction(contract.MIN_RATE_PER_S)
+# One share a day: the least rate a contract may agree (`terms.rate_limit_per_s`' bound).
+MIN_AGREED_RATE_PER_S: Final = 1 / 86400
+# The least rate, exactly as the contract's bound holds it: the float nearest 1/86400, a hair
+# below it. Judged against 1/86400 itself, a contract agreeing one a day would be refused though
+# this gateway enforces it whole.
+MIN_RATE_PER_S: Final = Fraction(MIN_AGREED_RATE_PER_S)
 WHOLE: Final = Fraction(1)
 # `cap_shares`' key for every partner it does not name: no partner id can be `*`.
 EVERY_OTHER_PARTNER: Final = "*"

@@ -22,6 +22,7 @@ from pydantic import (
     model_serializer,
 )
 
+from gateway.caps import MIN_AGREED_RATE_PER_S
 from gateway.names import EnvName, PartnerId, matching
 from gateway.yamlfile import printable
 
@@ -118,7 +119,6 @@ def _non_blank(value: str) -> str:
 
 NonBlank = Annotated[str, AfterValidator(_non_blank)]
 _INT64_MAX = 2**63 - 1  # what SQLite stores as an integer
-MIN_RATE_PER_S: Final = 1 / 86400  # one share a day: the least rate a contract may agree
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -393,7 +393,7 @@ class Terms(_Model):
     # At least one a day, at most a million a second, and never infinite: the limiter's waits
     # and Retry-After must be numbers.
     rate_limit_per_s: float | None = Field(
-        default=None, ge=MIN_RATE_PER_S, le=1_000_000, strict=True, allow_inf_nan=False
+        default=None, ge=MIN_AGREED_RATE_PER_S, le=1_000_000, strict=True, allow_inf_nan=False
     )
     max_records_per_day: StrictInt | None = Field(default=None, ge=1, le=_INT64_MAX)
 
