@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
-import secrets
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 from pydantic import ValidationError
 
 from gateway.arguments import add_consent, add_health, add_logs, decimal_int
@@ -49,7 +45,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 # Each command imports what it runs on as it runs: the server and its event loop (`serve`,
 # `demo`), the contract loader and the policy compiler (`contracts`) would otherwise add to the
-# start of every command, which operators run by hand and in scripts.
+# start of every command, which operators run by hand and in scripts, and `health` runs every
+# few seconds. Above, only what builds the parser and reads the settings.
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -66,6 +63,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
+    import logging
 
     from gateway.demo import run_demo
     from gateway.logconfig import configure_logging
@@ -101,6 +99,11 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
+    import secrets
+    from datetime import datetime
+
+    import orjson
+
     from gateway.caps import caps_text, caps_view
     from gateway.contractset import load_contract_set
     from gateway.explain import RouteTextError, explain
