@@ -226,36 +226,28 @@ async def test_the_probe_needs_no_secret_key_or_contract(
     assert capsys.readouterr() == ("", "")
 
 
+async def health_process(*argv: str) -> tuple[int | None, bytes, bytes]:
+    """`python -m gateway health ARGV` as its own process: exit code, stdout, stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        "health",
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=30)
+    return process.returncode, out, err
+
+
 @pytest.mark.timeout(60)
 async def test_python_m_gateway_health_probes_as_a_process(tmp_path: Path) -> None:
     async with fake_gateway() as (port, asked):
         config = write_settings(tmp_path / "gateway.yaml", f"listen: {{port: {port}}}\n")
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gateway",
-            "health",
-            "--config",
-            str(config),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(process.communicate(), timeout=30)
-        assert (process.returncode, out, err) == (0, b"", b"")
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gateway",
-            "health",
-            "--config",
-            str(config),
-            "--port",
-            str(free_port()),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(process.communicate(), timeout=30)
-        assert (process.returncode, out) == (1, b"")
+        assert await health_process("--config", str(config)) == (0, b"", b"")
+        code, out, err = await health_process("--config", str(config), "--port", str(free_port()))
+        assert (code, out) == (1, b"")
         assert b"could not connect: Connection refused\n" in err
     assert asked == ["/_gateway/health"]
 
