@@ -928,7 +928,7 @@ async def test_prune_removes_only_records_past_retention(
     assert out.startswith(
         "would remove 2 shares dated before 2"  # the cut-off, then what goes with them:
     )
-    assert "with the 1 outcomes and 1 checkpoints that precede the first share kept" in out
+    assert "with the 1 outcome and 1 checkpoint that precede the first share kept" in out
     assert [r["share_id"] for r in query(settings.share_log.path)] == ["old", "just-past", "new"]
 
     code, out, _ = run(["logs", "prune"], settings, capsys)

@@ -430,8 +430,9 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     elif result.problem is None:
         span = f", seq {result.first_seq}-{result.last_seq}" if result.entries else ""
         print(
-            f"share log verified: {result.entries:,} entries ({result.shares:,} shares, "
-            f"{result.outcomes:,} outcomes, {result.checkpoints:,} checkpoints){span}; "
+            f"share log verified: {_count(result.entries, 'entry', 'entries')} "
+            f"({_count(result.shares, 'share')}, {_count(result.outcomes, 'outcome')}, "
+            f"{_count(result.checkpoints, 'checkpoint')}){span}; "
             f"signed head at seq {result.head_seq}"
         )
         if result.anchors is not None:
@@ -453,7 +454,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         print(f"share log verification FAILED ({problem.kind}): {problem.message}")
         if where:
             print(f"first broken record: {', '.join(where)}")
-        print(f"checked before the failure: {result.entries:,} entries")
+        print(f"checked before the failure: {_count(result.entries, 'entry', 'entries')}")
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
@@ -502,7 +503,9 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         print(f"share-gateway logs export: {exc}", file=sys.stderr)
         return EXIT_FAILED
     span = f" (seq {result.first_seq}-{result.last_seq})" if result.entries else ""
-    print(f"exported {result.entries:,} entries{span} to {where}", file=sys.stderr)
+    print(
+        f"exported {_count(result.entries, 'entry', 'entries')}{span} to {where}", file=sys.stderr
+    )
     return EXIT_OK
 
 
@@ -642,9 +645,9 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
     # after `before`, and the outcomes and checkpoints before that place go with it, whenever
     # they were written.
     what = (
-        f"{result.shares:,} shares dated before {format_ts(before)}, with the "
-        f"{result.outcomes:,} outcomes and {result.checkpoints:,} checkpoints that precede "
-        "the first share kept"
+        f"{_count(result.shares, 'share')} dated before {format_ts(before)}, with the "
+        f"{_count(result.outcomes, 'outcome')} and {_count(result.checkpoints, 'checkpoint')} "
+        "that precede the first share kept"
     )
     if args.dry_run:
         print(f"would remove {what}")
@@ -667,6 +670,10 @@ def _local(moment: datetime | str | None, zone: ZoneInfo) -> str:
     if isinstance(moment, str):
         moment = datetime.fromisoformat(moment)
     return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n:,} {one if n == 1 else many or one + 's'}"
 
 
 def _cut(text: str, width: int) -> str:
