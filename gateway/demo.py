@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import signal
 import tempfile
 import time
 import unicodedata
@@ -481,4 +482,13 @@ async def _serve_forever(demo: Demo) -> None:
     print("    -H 'X-Share-Purpose: technical_maintenance' -H 'Content-Type: application/json' \\")
     print(f"    -d '{body}'")
     print("Press Ctrl-C to stop.")
-    await asyncio.Event().wait()
+    # SIGTERM (`kill`, a container stopping) stops it as Ctrl-C does: through the `finally`
+    # blocks that close the gateway and remove the demo's folder. Left to its default, the
+    # signal ends the process on the spot and the folder stays behind in the temp directory.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
