@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO, Literal
@@ -24,6 +24,7 @@ import orjson
 from gateway.arguments import CONSENT_CSV_HEADER
 from gateway.files import OrphanedJournal, create_whole, remove_leftovers, resolved
 from gateway.keys import subject_id_problem, subject_ref
+from gateway.wallclock import UnclearWallTime, day_start, wall_time
 
 if TYPE_CHECKING:
     from gateway.settings import Settings
@@ -190,9 +191,16 @@ def _instant(micros: int) -> datetime:
 
 def parse_instant(text: str, zone: tzinfo = UTC) -> datetime:
     """An ISO 8601 date or date-time; a date is midnight in `zone`, and a time without offset is
-    in `zone` (the gateway's configured time zone, as everywhere a person writes a time)."""
-    moment = datetime.fromisoformat(text)
-    return _aware(moment if moment.tzinfo is not None else moment.replace(tzinfo=zone))
+    in `zone` (the gateway's configured time zone, as everywhere a person writes a time).
+
+    ValueError if it is neither; UnclearWallTime, a ValueError, for a time without offset that
+    `zone`'s clocks skip or repeat."""
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        moment = datetime.fromisoformat(text)
+        return _aware(moment if moment.tzinfo is not None else wall_time(moment, zone))
+    return _aware(day_start(day, zone))
 
 
 def _grant_from(row: tuple[str, str, str, int, int | None, str]) -> Grant:
@@ -273,6 +281,9 @@ def _time(
         return None
     try:
         return parse_instant(text, zone)
+    except UnclearWallTime as exc:
+        problems.append(f"{key}: {exc}")
+        return None
     except (ValueError, OverflowError):
         problems.append(f"{key}: not an ISO 8601 date or date-time")
         return None

@@ -52,6 +52,7 @@ from gateway.sharelog import cursor, review
 from gateway.sharelog.commands import UsageError, parse_time
 from gateway.sharelog.record import DECISIONS
 from gateway.sharelog.schema import SchemaError
+from gateway.wallclock import UnclearWallTime
 
 ADMIN_SCOPE = "gateway:admin"
 
@@ -325,7 +326,11 @@ def _time(
         raise refused
     try:
         return parse_time(text, zone, now, end_of_day=end_of_day)
-    except (UsageError, ValueError):
+    except (UsageError, ValueError) as exc:
+        if isinstance(exc.__cause__, UnclearWallTime):
+            raise MalformedRequest(
+                f"{name} is a time the clocks of {zone} skip or show twice: give its offset"
+            ) from None
         raise refused from None
 
 

@@ -779,6 +779,41 @@ def test_bad_date_applies_nothing(registry: ConsentRegistry, tmp_path: Path) -> 
     _assert_nothing_applied(registry)
 
 
+def test_a_local_time_the_clocks_skip_or_repeat_applies_nothing(tmp_path: Path) -> None:
+    # Read as one of its instants, a withdrawal could take effect an hour late.
+    path = write_csv(
+        tmp_path / "consent.csv",
+        f"{ALICE},{PARTNER},{PURPOSE},2025-01-01,2025-03-09T02:30,C-1",
+        f"{BOB},{PARTNER},{PURPOSE},2025-11-02T01:30,,C-2",
+        f"{BOB},{PARTNER},{PURPOSE},2025-11-02T01:30-05:00,,C-3",  # with its offset: read
+    )
+    with ConsentRegistry(tmp_path / "c.sqlite", KEY, zone=ZoneInfo("America/New_York")) as reg:
+        report = import_csv(reg, path)
+        assert report == ImportReport(
+            errors=(
+                "line 2: withdrawn_at: 2025-03-09T02:30 does not exist in America/New_York: its "
+                "clocks skip it; write it with an offset (-05:00 or -04:00)",
+                "line 3: granted_at: 2025-11-02T01:30 happens twice in America/New_York: its "
+                "clocks go back over it; write it with an offset (-04:00 or -05:00)",
+            ),
+            problems=2,
+        )
+        assert reg.show(ALICE) == reg.show(BOB) == []
+
+
+def test_a_date_whose_midnight_the_clocks_skip_starts_at_its_first_instant(
+    tmp_path: Path,
+) -> None:
+    # In Santiago the clocks went from 2025-09-07T00:00 to 01:00: the day began at 04:00 UTC.
+    santiago = ZoneInfo("America/Santiago")
+    with ConsentRegistry(tmp_path / "c.sqlite", KEY, zone=santiago) as registry:
+        path = write_csv(tmp_path / "consent.csv", f"{ALICE},{PARTNER},{PURPOSE},2025-09-07,,C-1")
+        assert import_csv(registry, path).ok
+        began = datetime(2025, 9, 7, 4, 0, tzinfo=UTC)
+        assert registry.covering(ALICE, PARTNER, PURPOSE, began)
+        assert not registry.covering(ALICE, PARTNER, PURPOSE, began - timedelta(microseconds=1))
+
+
 def test_missing_column_applies_nothing(registry: ConsentRegistry, tmp_path: Path) -> None:
     path = write_csv(
         tmp_path / "consent.csv",

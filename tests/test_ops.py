@@ -989,6 +989,27 @@ async def test_shares_endpoint_refuses_what_it_cannot_answer_exactly(
     assert (await response.json())["error"]["code"] == "malformed_request"
 
 
+@pytest.mark.parametrize(
+    "query",
+    ["since=2025-03-09T02:30", "until=2025-11-02T01:30"],  # skipped, then shown twice
+)
+async def test_shares_endpoint_asks_for_the_offset_of_a_time_the_clocks_skip_or_repeat(
+    make_gateway: GatewayFactory, query: str
+) -> None:
+    gw = await make_gateway(durable_log=True, settings={"timezone": "America/New_York"})
+    admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
+    response = await gw.client.get(f"/_gateway/shares?{query}", headers=admin)
+    assert response.status == 400
+    name = query.split("=")[0]
+    assert (await response.json())["error"] == {
+        "code": "malformed_request",
+        "message": f"{name} is a time the clocks of America/New_York skip or show twice: "
+        "give its offset",
+    }
+    exact = query.replace("T02:30", "T02:30-05:00").replace("T01:30", "T01:30-04:00")
+    assert (await gw.client.get(f"/_gateway/shares?{exact}", headers=admin)).status == 200
+
+
 async def test_shares_endpoint_tells_a_client_paging_by_offset_to_use_the_cursor(
     make_gateway: GatewayFactory,
 ) -> None:

@@ -186,6 +186,57 @@ def test_other_times_are_usage_errors(text: str) -> None:
         parse_time(text, SHANGHAI, NOW)
 
 
+NEW_YORK = ZoneInfo("America/New_York")
+SANTIAGO = ZoneInfo("America/Santiago")
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        # 2025-03-09 the clocks went from 02:00 to 03:00; 2025-11-02 from 02:00 back to 01:00.
+        (
+            "2025-03-09T02:30",
+            "2025-03-09T02:30 does not exist in America/New_York: its clocks skip it; write it "
+            "with an offset (-05:00 or -04:00)",
+        ),
+        (
+            "2025-11-02T01:30:15",
+            "2025-11-02T01:30:15 happens twice in America/New_York: its clocks go back over it; "
+            "write it with an offset (-04:00 or -05:00)",
+        ),
+    ],
+)
+def test_a_local_time_the_clocks_skip_or_repeat_is_a_usage_error(text: str, says: str) -> None:
+    # Taken as one of its readings, `--since` would leave out up to an hour of shares.
+    with pytest.raises(UsageError) as refused:
+        parse_time(text, NEW_YORK, NOW)
+    assert str(refused.value) == says
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2025-03-09T02:30-05:00", datetime(2025, 3, 9, 7, 30, tzinfo=UTC)),
+        ("2025-11-02T01:30-04:00", datetime(2025, 11, 2, 5, 30, tzinfo=UTC)),
+        ("2025-11-02T01:30-05:00", datetime(2025, 11, 2, 6, 30, tzinfo=UTC)),
+        ("2025-03-09T03:00", datetime(2025, 3, 9, 7, 0, tzinfo=UTC)),  # the first hour after
+        ("2025-11-02T02:00", datetime(2025, 11, 2, 7, 0, tzinfo=UTC)),
+    ],
+)
+def test_local_times_around_a_clock_change_with_an_offset_or_outside_it_are_read(
+    text: str, expected: datetime
+) -> None:
+    assert parse_time(text, NEW_YORK, NOW) == expected
+
+
+def test_a_date_whose_midnight_the_clocks_skip_starts_at_its_first_instant() -> None:
+    # In Santiago the clocks went from 2025-09-07T00:00 to 01:00: the day began at 04:00 UTC.
+    assert parse_time("2025-09-07", SANTIAGO, NOW) == datetime(2025, 9, 7, 4, 0, tzinfo=UTC)
+    assert parse_time("2025-09-06", SANTIAGO, NOW, end_of_day=True) == datetime(
+        2025, 9, 7, 4, 0, tzinfo=UTC
+    )
+
+
 # --- logs query -----------------------------------------------------------------------------
 
 

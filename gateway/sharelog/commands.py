@@ -13,7 +13,6 @@ import sys
 import tempfile
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
-from datetime import time as clock
 from pathlib import Path
 from typing import IO, Any
 from zoneinfo import ZoneInfo
@@ -34,6 +33,7 @@ from gateway.sharelog.schema import (
     SchemaError,
     connect_ro,
 )
+from gateway.wallclock import UnclearWallTime, day_start, wall_time
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -89,12 +89,17 @@ def _parse_time(text: str, zone: ZoneInfo, now: datetime, *, end_of_day: bool) -
     else:
         if end_of_day:
             day += timedelta(days=1)
-        return datetime.combine(day, clock(), tzinfo=zone)
+        return day_start(day, zone)
     try:
         moment = datetime.fromisoformat(text)
     except ValueError as exc:
         raise UsageError(f"{text!r} is not a time ({TIME_HELP})") from exc
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=zone)
+    if moment.tzinfo is not None:
+        return moment
+    try:
+        return wall_time(moment, zone)
+    except UnclearWallTime as exc:
+        raise UsageError(str(exc)) from exc
 
 
 # -- handlers --------------------------------------------------------------------------------
