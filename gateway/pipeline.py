@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from functools import partial
@@ -59,6 +59,7 @@ from gateway.terms import (
     Subject,
     VolumeTaken,
     born_outside_records,
+    named_subject_ids,
     subjects_of,
 )
 from gateway.upstream import UpstreamFailure, UpstreamRequest
@@ -378,6 +379,9 @@ async def read_payload(flow: Flow, request: web.Request, runtime: Runtime) -> No
         _identify_subjects(flow, runtime, route, {}, query, personal=bool(raw))
         return
     doc = {} if raw is None else parse_json_body(request, raw, limits)
+    # Before anything in the body can refuse the share: a batch refused for one record is
+    # still about the people its other records name.
+    note_subjects(flow, runtime, named_subject_ids(route, doc, query, flow.path_params))
     result = route.plan.apply(doc, query, hash_key=partner.hash_key, scanner=runtime.scanner)
     flow.result = result
     flow.query = result.query
@@ -470,10 +474,13 @@ def _identify_subjects(
     # when it carries personal data.
     named = route.subject is not None or route.records is not None
     flow.records = (len(flow.subjects) if named else 0) or int(personal)
+    note_subjects(flow, runtime, [s.id for s in flow.subjects if s.id is not None])
+
+
+def note_subjects(flow: Flow, runtime: Runtime, subject_ids: Iterable[str]) -> None:
+    """The references the share's record is found by, one per subject, in the order named."""
     key = runtime.subject_key
-    flow.subject_refs = tuple(
-        dict.fromkeys(subject_ref(key, s.id) for s in flow.subjects if s.id is not None)
-    )
+    flow.subject_refs = tuple(dict.fromkeys(subject_ref(key, s) for s in subject_ids))
 
 
 # --- forwarding -------------------------------------------------------------------------------

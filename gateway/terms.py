@@ -98,6 +98,31 @@ def subjects_of(
 _SHAPES: Final = {"array": "an array", "object": "an object", "value": "a single value"}
 
 
+def named_subject_ids(
+    route: RoutePolicy,
+    doc: dict[str, JSONValue],
+    query: Mapping[str, str],
+    params: Mapping[str, str] = _NO_PARAMS,
+) -> list[str]:
+    """The subject ids a request names, in their canonical spelling, read as `subjects_of`
+    reads them but never refusing: a record that names none is passed over.
+
+    A request refused for one record (one without a subject, a birth date that is no date),
+    or before its body is read, is still about the people it names, and `logs subject
+    --include-denied` must list it for each of them.
+    """
+    if route.subject is None:
+        return []
+    items = [doc] if route.records is None else select(doc, route.records)
+    ids: list[str] = []
+    for item in items:
+        found = _values(route, item, route.subject, query, params)
+        subject_id = _as_id(found[0]) if len(found) == 1 else None
+        if subject_id is not None:
+            ids.append(subject_id)
+    return ids
+
+
 def _subject(
     route: RoutePolicy,
     index: int | None,
