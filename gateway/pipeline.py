@@ -267,6 +267,10 @@ def authorize(flow: Flow, request: web.Request, runtime: Runtime) -> None:
     for route, params in matches:
         if route.purpose == purpose:
             flow.route = route
+            # From here a refusal is about the subject the path or query names, even one
+            # refused for naming it by a phone or ID number, or before the body is read.
+            query = dict(target.query)
+            note_subjects(flow, runtime, named_subject_ids(route, {}, query, params))
             refuse_identifiers_in_path(params, runtime.scanner)
             flow.path_params = params
             return

@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 from conftest import BASE_CONTRACT, HASH_KEY, Gateway, GatewayFactory, contract
-from test_terms import BATCH_ROUTE
+from test_path_subjects import CUSTOMER_ROUTE
+from test_terms import BATCH_ROUTE, QUERY_ROUTE
 
 from gateway.cli import build_parser
 
 ADMIN = "gateway:admin"
-ROUTES = [*BASE_CONTRACT["routes"], BATCH_ROUTE]
+ROUTES = [*BASE_CONTRACT["routes"], BATCH_ROUTE, CUSTOMER_ROUTE, QUERY_ROUTE]
 
 
 @pytest.fixture(autouse=True)
@@ -77,3 +78,37 @@ async def test_a_share_refused_for_its_birth_date_is_listed_for_its_subject(
     share = await refused(gw, "POST", "/acme/v1/assess", json=body)
     assert share[1] == "malformed_body"
     assert await refusals_of(gw, "u-1", capsys) == {"logs subject": [share], "admin api": [share]}
+
+
+@pytest.mark.parametrize("subject", ["13800138000", "110105198806052715"])
+async def test_a_path_naming_its_subject_by_an_identifier_is_listed_for_that_subject(
+    make_gateway: GatewayFactory, capsys: pytest.CaptureFixture[str], subject: str
+) -> None:
+    # The path is refused (an identifier goes in the body), yet the request was about someone.
+    gw = await make_gateway([contract(routes=ROUTES)], durable_log=True)
+    share = await refused(gw, "GET", f"/acme/v1/customers/{subject}")
+    assert share[1] == "malformed_request"
+    assert gw.partner.received == []
+    assert await refusals_of(gw, subject, capsys) == {
+        "logs subject": [share],
+        "admin api": [share],
+    }
+
+
+@pytest.mark.parametrize(
+    "target", ["/acme/v1/customers/C1001", "/acme/v1/people?user_id=C1001&format=short"]
+)
+async def test_a_request_refused_before_its_body_is_read_is_listed_for_its_route_subject(
+    make_gateway: GatewayFactory, capsys: pytest.CaptureFixture[str], target: str
+) -> None:
+    # The route named its subject in the path or the query: the refusal of a suspended
+    # contract is about that customer, though nothing else of the request was read.
+    gw = await make_gateway(
+        [contract(routes=ROUTES, contract={"status": "suspended"})], durable_log=True
+    )
+    share = await refused(gw, "GET", target)
+    assert share[1] == "contract_inactive"
+    assert await refusals_of(gw, "C1001", capsys) == {
+        "logs subject": [share],
+        "admin api": [share],
+    }
