@@ -240,6 +240,8 @@ _INVISIBLE_CHARS: Final = frozenset(
     )
     if not c.isspace()
 )
+# What a subject id is read without at its ends (`keys.canonical_subject_id`).
+INVISIBLE_CHARS: Final = _INVISIBLE_CHARS
 _INVISIBLE_BMP: Final = frozenset(ord(c) for c in _INVISIBLE_CHARS if c <= "\uffff")
 # Apart: a class reaching beyond the BMP is searched range by range, many times slower.
 _INVISIBLE: Final = re.compile("[" + _char_class(_INVISIBLE_BMP) + "]")

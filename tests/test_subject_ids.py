@@ -161,6 +161,36 @@ async def test_a_mistyped_id_number_in_groups_is_found_as_one_subject(
 
 
 @pytest.mark.usefixtures("hash_key_env")
+async def test_an_id_with_invisible_characters_at_its_ends_is_one_subject(
+    make_gateway: GatewayFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Pasted from a web page or a right-to-left form: a zero-width space, a BOM, the direction
+    # isolates and marks around an id are nothing an operator sees, or types.
+    gw = await make_gateway(
+        [contract(routes=subject_route("applicant.id_number"))], durable_log=True
+    )
+    spellings = [
+        "u-100234\u200b",
+        "\ufeffu-100234",
+        "\u2066u-100234\u2069",
+        " \u200e u-100234\u00ad\u3000",
+        f"{ID_NUMBER_X}\u200b",
+    ]
+    for spelling in spellings:
+        answer = await gw.share("POST", ASSESS, json={"applicant": {"id_number": spelling}})
+        assert answer.status == 200, await answer.text()
+    sent = [seen.headers["X-Share-Id"] for seen in gw.partner.received]
+    assert len(sent) == len(spellings)
+    found = await share_ids_for(gw, "u-100234", capsys)
+    assert found == {"logs subject": sent[:4], "logs query": sent[:4], "admin api": sent[:4]}
+    found = await share_ids_for(gw, f"\u200b{ID_NUMBER_X}", capsys)
+    assert found == {"logs subject": sent[4:], "logs query": sent[4:], "admin api": sent[4:]}
+    # Inside an id an invisible character may be part of it (a Persian name's non-joiner).
+    found = await share_ids_for(gw, "u-100\u200c234", capsys)
+    assert found == {"logs subject": [], "logs query": [], "admin api": []}
+
+
+@pytest.mark.usefixtures("hash_key_env")
 async def test_a_name_in_nfd_or_with_spaces_around_it_is_one_subject(
     make_gateway: GatewayFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -188,7 +218,7 @@ async def test_a_number_and_its_digits_are_one_subject_with_the_reference_they_h
     assert [record.subject_refs for record in gw.log.records] == [(old,)] * 3
 
 
-@pytest.mark.parametrize("blank", ["   ", "\u3000", "\t"])
+@pytest.mark.parametrize("blank", ["   ", "\u3000", "\t", "\u200b", " \ufeff "])
 async def test_a_subject_id_of_spaces_only_is_no_id(
     make_gateway: GatewayFactory, blank: str
 ) -> None:
