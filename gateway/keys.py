@@ -71,31 +71,33 @@ def canonical_subject_id(subject_id: str) -> str:
 
     A share, a consent grant and an access request name one person in whatever way each was
     written: with a space at the end, an invisible character (a zero-width space, a BOM, the
-    direction marks a right-to-left form adds) at either end, in decomposed Unicode (NFD, as
-    some systems store names), a resident ID number in groups or with a lower-case `x`. Each
-    must lead to the same reference, or `logs subject` misses shares and a withdrawal misses
-    the grant it ends. An id already written this way is unchanged, so references made before
-    stay valid.
+    direction marks a right-to-left form adds) at either end, in full-width characters (as a
+    Chinese input method types them) or another script's digits, in decomposed Unicode (NFD,
+    as some systems store names), a resident ID number in groups or with a lower-case `x`.
+    Each must lead to the same reference, or `logs subject` misses shares and a withdrawal
+    misses the grant it ends. An id already written this way is unchanged, so references made
+    before stay valid.
     """
-    value = _trimmed(unicodedata.normalize("NFC", subject_id))
+    value = _read(unicodedata.normalize("NFC", subject_id))
     return resident_id_number(value) or value
 
 
-def _trimmed(value: str) -> str:
-    """`value` without the whitespace and invisible characters at its ends. Inside, an
-    invisible character may be part of a name (the zero-width non-joiner of a Persian name)."""
+def _read(value: str) -> str:
+    """`value` without the whitespace and invisible characters at its ends, its full-width
+    characters and digits read as ASCII. Inside, an invisible character may be part of a name
+    (the zero-width non-joiner of a Persian name), and letters keep their case."""
     if value.isascii():
         # Only the controls are invisible in ASCII: the common case needs no table.
         return value.strip(_ASCII_EDGES)
-    # Imported here, as `idnumber` does: most ids are ASCII, and the table is the scanner's.
-    from gateway.pii import INVISIBLE_CHARS
+    # Imported here, as `idnumber` does: most ids are ASCII, and the tables are the scanner's.
+    from gateway.pii import INVISIBLE_CHARS, SUBJECT_ID_READ
 
     start, end = 0, len(value)
     while start < end and (value[start] in INVISIBLE_CHARS or value[start].isspace()):
         start += 1
     while end > start and (value[end - 1] in INVISIBLE_CHARS or value[end - 1].isspace()):
         end -= 1
-    return value[start:end]
+    return value[start:end].translate(SUBJECT_ID_READ)
 
 
 _ASCII_EDGES = "".join(map(chr, (*range(0x21), 0x7F)))  # the controls and the space

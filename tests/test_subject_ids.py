@@ -191,6 +191,38 @@ async def test_an_id_with_invisible_characters_at_its_ends_is_one_subject(
 
 
 @pytest.mark.usefixtures("hash_key_env")
+async def test_an_id_in_full_width_or_other_digits_is_one_subject(
+    make_gateway: GatewayFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A Chinese input method types full-width letters and digits; other scripts their own
+    # digits. An operator types the id in ASCII.
+    gw = await make_gateway(durable_log=True)
+    spellings: list[object] = [
+        "u-100234",
+        "\uff55\uff0d\uff11\uff10\uff10\uff12\uff13\uff14",  # ｕ－１００２３４
+        "u-\uff11\uff10\uff10\uff12\uff13\uff14",
+        "u-\u0661\u0660\u0660\u0662\u0663\u0664",  # Arabic-Indic digits
+        100234,
+        "\uff11\uff10\uff10\uff12\uff13\uff14",
+    ]
+    for spelling in spellings:
+        answer = await gw.share("POST", ASSESS, json={"applicant": {"user_id": spelling}})
+        assert answer.status == 200, await answer.text()
+    sent = [seen.headers["X-Share-Id"] for seen in gw.partner.received]
+    assert len(sent) == len(spellings)
+    for asked, expected in (
+        ("u-100234", sent[:4]),
+        ("\uff55-100234", sent[:4]),
+        ("100234", sent[4:]),
+    ):
+        found = await share_ids_for(gw, asked, capsys)
+        assert found == {"logs subject": expected, "logs query": expected, "admin api": expected}
+    # Letters keep their case: `U-100234` may be another account.
+    found = await share_ids_for(gw, "U-100234", capsys)
+    assert found == {"logs subject": [], "logs query": [], "admin api": []}
+
+
+@pytest.mark.usefixtures("hash_key_env")
 async def test_a_name_in_nfd_or_with_spaces_around_it_is_one_subject(
     make_gateway: GatewayFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
