@@ -721,6 +721,11 @@ def _email_astral() -> _EmailPatterns:
 
 # --- validation ----------------------------------------------------------------------------
 
+# How a subject id's characters are read (`keys.canonical_subject_id`): full-width ASCII as
+# ASCII, the decimal digits of every script as ASCII digits. Nothing is removed: its separators
+# are part of an id that is no ID number.
+SUBJECT_ID_READ: Final[dict[int, int]] = {**_FOLD_TABLE, **_OTHER_DIGITS}
+
 # What `gateway.idnumber` reads past in a resident ID number written with more than ASCII
 # letters and digits: built here, from the scanner's tables. Written in groups it is the same
 # number, whatever it is grouped with: a minor's card must not pass as no card at all for want
@@ -730,11 +735,6 @@ def _email_astral() -> _EmailPatterns:
 # free-text scanner looks through (zero-width space and joiners, soft hyphen, direction marks,
 # variation selectors, NUL, ...). Full-width forms, the digits of every script and Chinese
 # numerals fold as in free text.
-# How a subject id's characters are read (`keys.canonical_subject_id`): full-width ASCII as
-# ASCII, the decimal digits of every script as ASCII digits. Nothing is removed: its separators
-# are part of an id that is no ID number.
-SUBJECT_ID_READ: Final[dict[int, int]] = {**_FOLD_TABLE, **_OTHER_DIGITS}
-
 ID_READ: Final[dict[int, int | None]] = {
     **_FOLD_TABLE,
     **_OTHER_DIGITS,
