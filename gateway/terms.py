@@ -27,7 +27,7 @@ from gateway.errors import (
     QuotaExceeded,
     RateLimited,
 )
-from gateway.fieldfilter import query_parameter, select
+from gateway.fieldfilter import Key, parse_path, query_parameter, select
 from gateway.idnumber import birth_date_from_id
 from gateway.jsonbody import JSONValue
 from gateway.keys import canonical_subject_id, checked_subject_id
@@ -82,6 +82,7 @@ def subjects_of(
     the query and the values of the path's placeholders, `params`)."""
     if route.records is None:
         return [_subject(route, None, doc, query, params)]
+    _check_records_place(doc, route.records)
     records = select(doc, route.records)
     shapes = route.record_shapes
     if shapes:
@@ -96,6 +97,30 @@ def subjects_of(
 
 
 _SHAPES: Final = {"array": "an array", "object": "an object", "value": "a single value"}
+
+
+def _check_records_place(doc: dict[str, JSONValue], records: str) -> None:
+    """Refuse a body whose records' path holds something else on the way: an object where
+    the records' array should be (`{"applicants": {"0": {...}}}`), an array where a key is.
+
+    Such a body names no record to judge, no subject to ask consent of, no birth date to
+    read, yet a subtree above the records (`batch.**`) would send the whole of it.
+    """
+    values: list[JSONValue] = [doc]
+    where = ""
+    for segment in parse_path(records):
+        if isinstance(segment, Key):
+            objects = [value for value in values if type(value) is dict]
+            if len(objects) != len(values):
+                raise MalformedBody(f"{where} is not an object: the records are at {records}")
+            values = [value[segment.name] for value in objects if segment.name in value]
+            where = f"{where}.{segment.name}" if where else segment.name
+        else:
+            arrays = [value for value in values if type(value) is list]
+            if len(arrays) != len(values):
+                raise MalformedBody(f"{where} is not an array: the records are at {records}")
+            values = [item for array in arrays for item in array]
+            where += "[]"
 
 
 def named_subject_ids(

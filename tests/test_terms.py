@@ -1576,9 +1576,9 @@ async def test_a_childs_id_number_in_a_record_under_a_subtree_is_denied(
     assert (await error_of(response))["details"] == {"record": 0}
 
 
-@pytest.mark.parametrize("records", [{"k": 1}, "x", 1, True, []])
+@pytest.mark.parametrize("body", [{"applicants": []}, {}])
 async def test_a_childs_query_id_on_a_batch_with_no_records_is_denied(
-    make_gateway: GatewayFactory, records: object
+    make_gateway: GatewayFactory, body: dict[str, Any]
 ) -> None:
     # No record reads the query then, so the share as a whole must.
     route = {
@@ -1588,7 +1588,7 @@ async def test_a_childs_query_id_on_a_batch_with_no_records_is_denied(
     }
     gw = await make_gateway([contract(terms={"minors": "deny"}, routes=[*ROUTES, route])])
     target = f"/acme/v1/qbatch?guarantor_id={resident_id(CHILD_BORN)}"
-    response = await gw.share("POST", target, json={"applicants": records})
+    response = await gw.share("POST", target, json=body)
     await assert_refused(gw, response, 403, "minor_denied")
 
 
@@ -1963,3 +1963,24 @@ async def test_records_of_a_whole_subtree_may_be_any_value_and_each_counts(
     assert response.status == 200, await response.text()
     assert gw.partner.received[0].json() == body
     assert gw.log.records[-1].records == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"batch": {"applicants": {"0": {"user_id": "c"}}}}, "batch.applicants is not an array"),
+        ({"batch": [{"applicants": [{"user_id": "c"}]}]}, "batch is not an object"),
+        ({"batch": {"applicants": "c"}}, "batch.applicants is not an array"),
+        ({"batch": {"applicants": None}}, "batch.applicants is not an array"),
+    ],
+)
+async def test_records_sent_other_than_where_the_route_declares_them_are_refused(
+    make_gateway: GatewayFactory, body: dict[str, Any], message: str
+) -> None:
+    # Read as no records, they would need no one's consent, yet `batch.**` would send them.
+    gw = await make_gateway([contract(terms={"minors": "allow"}, routes=[NESTED_BATCH_ROUTE])])
+    response = await gw.share("POST", "/acme/v1/nested", json=body)
+    await assert_refused(gw, response, 400, "malformed_body")
+    assert message in (await error_of(response))["message"]
+    response = await gw.share("POST", "/acme/v1/nested", json={"batch": {"applicants": []}})
+    assert response.status == 200, await response.text()
