@@ -38,6 +38,9 @@ _OLD_ID_SHAPE: Final = re.compile(r"[1-9][0-9]{14}")
 _OLD_ID_PROVINCES: Final = PROVINCES - {"71", "81", "82", "83"}
 _EARLIEST_BIRTH: Final = dt.date(1900, 1, 1)
 _YEAR_AT_START: Final = dt.date.today().year  # no later than any year the process sees
+# Where the date is latest on Earth (Kiribati's Line Islands): a number issued today in the
+# gateway's zone (`timezone`), which may be a day ahead of the process's, is dated no later.
+_LATEST_ZONE: Final = dt.timezone(dt.timedelta(hours=14))
 
 
 def _read(value: str) -> str:
@@ -56,11 +59,16 @@ def id_birth_date(value: str) -> dt.date | None:
         born = dt.date(int(value[6:10]), int(value[10:12]), int(value[12:14]))
     except ValueError:
         return None
-    # Only a birth date this year or later can lie in the future: today's date (a clock and
-    # time-zone lookup) is read for those alone.
-    if born < _EARLIEST_BIRTH or (born.year >= _YEAR_AT_START and born > dt.date.today()):
+    # Only a birth date this year or later can lie in the future: today's date (a clock
+    # read) is taken for those alone. A newborn's number is dated today somewhere, and a
+    # child's number read as no number would pass `minors: deny`.
+    if born < _EARLIEST_BIRTH or (born.year >= _YEAR_AT_START and born > _latest_today()):
         return None
     return born
+
+
+def _latest_today() -> dt.date:
+    return dt.datetime.now(_LATEST_ZONE).date()
 
 
 def old_id_birth_date(value: str) -> dt.date | None:

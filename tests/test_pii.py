@@ -9,8 +9,10 @@ import json
 import random
 import subprocess
 import sys
+import time
 import unicodedata
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -499,6 +501,30 @@ def test_birth_date_today_is_accepted() -> None:
     today = dt.date.today()
     value = with_id_check(f"110105{today:%Y%m%d}001")
     assert birth_date_from_id(value) == today
+
+
+@pytest.fixture
+def process_zone_behind(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process's clock in UTC-12: a day or two behind where the date is latest."""
+    monkeypatch.setenv("TZ", "Etc/GMT+12")  # POSIX signs: twelve hours west
+    time.tzset()
+    try:
+        yield
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+@pytest.mark.usefixtures("process_zone_behind")
+def test_a_newborns_number_dated_today_in_a_zone_ahead_gives_its_birth_date() -> None:
+    # The gateway's zone (`timezone: Asia/Shanghai`) may be a day ahead of the process's: a
+    # child born there today is a child, not a number from the future.
+    latest = dt.datetime.now(dt.timezone(dt.timedelta(hours=14))).date()
+    assert latest > dt.date.today()
+    newborn = with_id_check(f"110105{latest:%Y%m%d}001")
+    assert birth_date_from_id(newborn) == latest
+    tomorrow = latest + dt.timedelta(days=1)
+    assert birth_date_from_id(with_id_check(f"110105{tomorrow:%Y%m%d}001")) is None
 
 
 # --- the scanner's tables of Unicode -----------------------------------------------------------
