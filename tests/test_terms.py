@@ -571,6 +571,29 @@ async def test_minor_with_an_id_number_in_chinese_numerals_is_denied(
     await assert_refused(gw, response, 403, "minor_denied")
 
 
+@pytest.mark.parametrize(
+    ("field", "written"),
+    [
+        ("id_number", "身份证 {}"),
+        ("id_number", "{}（子女）"),
+        ("id_number", "ID:{};"),
+        ("id_number", "110105194912310021, {}"),  # an adult's number first
+        ("user_id", "CN-{}"),
+        ("user_id", "{} 张三"),
+    ],
+)
+async def test_minor_with_an_id_number_among_other_text_is_denied(
+    make_gateway: GatewayFactory, field: str, written: str
+) -> None:
+    gw = await make_gateway([minors_contract()])
+    doc = applicant(**{field: written.format(resident_id(CHILD_BORN))})
+    response = await gw.share("POST", "/acme/v1/assess", json=doc)
+    await assert_refused(gw, response, 403, "minor_denied")
+    doc = applicant(**{field: written.format(resident_id(ADULT_BORN))})
+    response = await gw.share("POST", "/acme/v1/assess", json=doc)
+    assert response.status == 200, await response.text()
+
+
 async def test_minor_by_subject_id_and_by_birth_date_field(make_gateway: GatewayFactory) -> None:
     gw = await make_gateway([minors_contract()])
     response = await gw.share(
