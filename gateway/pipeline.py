@@ -99,6 +99,7 @@ class Flow:
     records: int = 0
     subjects: list[Subject] = field(default_factory=list)  # raw ids: in memory only, never recorded
     subject_refs: tuple[str, ...] = ()
+    noted_ids: tuple[str, ...] = ()  # whose references `subject_refs` holds: raw, never recorded
     born_outside: date | None = None  # a resident ID number's outside the records (batches)
     consent_basis: tuple[str, ...] = ()
     passed_headers: tuple[tuple[str, str], ...] = ()  # the caller's headers the route lets through
@@ -483,8 +484,13 @@ def _identify_subjects(
 
 def note_subjects(flow: Flow, runtime: Runtime, subject_ids: Iterable[str]) -> None:
     """The references the share's record is found by, one per subject, in the order named."""
-    key = runtime.subject_key
-    flow.subject_refs = tuple(dict.fromkeys(subject_ref(key, s) for s in subject_ids))
+    ids = tuple(subject_ids)
+    # Noted as soon as the path, the body and then the subjects are read: mostly the same
+    # people, each keyed once.
+    if ids != flow.noted_ids:
+        key = runtime.subject_key
+        flow.subject_refs = tuple(dict.fromkeys(subject_ref(key, s) for s in ids))
+        flow.noted_ids = ids
 
 
 # --- forwarding -------------------------------------------------------------------------------
