@@ -142,3 +142,13 @@ def resident_id_number(value: str) -> str | None:
     if len(value) == 15 and _OLD_ID_SHAPE.fullmatch(value) and old_id_birth_date(value):
         return value
     return None
+
+
+def stated_birth_date(value: str) -> dt.date | None:
+    """The birth date a value declared to be a resident ID number states, its check digit
+    aside: a mistyped child's number is still a child's, as `resident_id_number` reads it as
+    the number a share named. A first-generation number gives its 19xx date."""
+    number = resident_id_number(value)
+    if number is None:
+        return None
+    return id_birth_date(number) if len(number) == 18 else old_id_birth_date(number)

@@ -28,7 +28,7 @@ from gateway.errors import (
     RateLimited,
 )
 from gateway.fieldfilter import Key, parse_path, query_parameter, select
-from gateway.idnumber import birth_date_from_id
+from gateway.idnumber import birth_date_from_id, stated_birth_date
 from gateway.jsonbody import JSONValue
 from gateway.keys import canonical_subject_id, checked_subject_id
 from gateway.routing import path_placeholder
@@ -297,7 +297,11 @@ def _dates(values: list[JSONValue], what: str) -> list[date]:
 def _ids_born(values: list[JSONValue], skipped: AbstractSet[int] = frozenset()) -> Iterator[date]:
     """The birth date of every resident ID number among `values`, also anywhere inside a
     subtree (`**`), in its keys too, and when sent as a JSON integer (the same number);
-    containers whose `id` is in `skipped` are not entered."""
+    containers whose `id` is in `skipped` are not entered.
+
+    A value declared an ID number (or a subject id) that is laid out as one gives its date
+    whatever its check digit: a child's number mistyped is still about a child.
+    """
     stack = list(values)
     while stack:
         value = stack.pop()
@@ -313,7 +317,7 @@ def _ids_born(values: list[JSONValue], skipped: AbstractSet[int] = frozenset()) 
                 value = str(value)
             if not isinstance(value, str):
                 continue
-            from_id = birth_date_from_id(value)
+            from_id = stated_birth_date(value)
             if from_id is not None:
                 yield from_id
             elif len(value) > _LONGEST_ID:
