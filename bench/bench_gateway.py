@@ -1173,7 +1173,7 @@ def profile_with_py_spy(
             "250",
             "--format",
             "raw",
-            "--function",
+            *([] if args.lines else ["--function"]),
             "--threads",
             *(["--native"] if args.native else []),
             "--output",
@@ -1189,6 +1189,7 @@ def profile_with_py_spy(
         raise ServiceError(f"py-spy failed: {output.decode(errors='replace')[-800:]}")
     result = analyse(parse_folded(out.read_text(encoding="utf-8", errors="replace")))
     native = ", native frames" if args.native else ""
+    native += ", by line" if args.lines else ""
     return {**result, "load": asdict(run), "tool": f"py-spy, 250 Hz, active samples only{native}"}
 
 
@@ -1273,6 +1274,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rss-runs", type=int, default=3)
     parser.add_argument("--profile-duration", type=float, help="seconds profiled (15)")
     parser.add_argument("--top", type=int, default=25, help="profile entries to print")
+    parser.add_argument(
+        "--lines",
+        action="store_true",
+        help="with --profile: samples name the line running, not the function's first",
+    )
     parser.add_argument(
         "--native", action="store_true", help="with --profile: py-spy also samples C frames"
     )
