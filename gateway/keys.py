@@ -6,9 +6,10 @@ import functools
 import hashlib
 import hmac
 import os
+import re
 import unicodedata
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from gateway.errors import StartupError
 from gateway.idnumber import resident_id_number
@@ -73,13 +74,35 @@ def canonical_subject_id(subject_id: str) -> str:
     written: with a space at the end, an invisible character (a zero-width space, a BOM, the
     direction marks a right-to-left form adds) at either end, in full-width characters (as a
     Chinese input method types them) or another script's digits, in decomposed Unicode (NFD,
-    as some systems store names), a resident ID number in groups or with a lower-case `x`.
+    as some systems store names), a resident ID number in groups or with a lower-case `x`, a
+    mobile number in groups or after `+86`.
     Each must lead to the same reference, or `logs subject` misses shares and a withdrawal
     misses the grant it ends. An id already written this way is unchanged, so references made
     before stay valid.
     """
     value = _read(unicodedata.normalize("NFC", subject_id))
-    return resident_id_number(value) or value
+    return resident_id_number(value) or _mobile_number(value) or value
+
+
+# A mainland mobile number, with the country code written before it as dialled from abroad. A
+# bare `86` is not read as that code: `8613800138000` may as well be an account number.
+_MOBILE: Final = re.compile(r"(?:\+86|0086)?(1[3-9][0-9]{9})")
+
+
+def _mobile_number(value: str) -> str | None:
+    """`value` as the mainland mobile number it is written as, its 11 digits, or None: many
+    platforms name their users by phone, and `+86 138 0013 8000`, `0086-13800138000` and
+    `138-0013-8000` are the one person `13800138000` is. Read past, as in a resident ID
+    number: whitespace, dashes, slashes and invisible characters; any script's digits."""
+    if len(value) < 11:
+        return None
+    if not (value.isascii() and value.isalnum()):
+        # Imported here, as `_read` does: the tables are the scanner's.
+        from gateway.pii import ID_READ
+
+        value = value.translate(ID_READ)
+    match = _MOBILE.fullmatch(value)
+    return None if match is None else match.group(1)
 
 
 def _read(value: str) -> str:

@@ -32,6 +32,7 @@ MISTYPED = "110105198806052719"
 FULL_WIDTH = str.maketrans(
     "0123456789", "\uff10\uff11\uff12\uff13\uff14\uff15\uff16\uff17\uff18\uff19"
 )
+MOBILE = "13800138000"
 NFC_NAME = "Jos\u00e9"  # é precomposed
 NFD_NAME = unicodedata.normalize("NFD", NFC_NAME)  # e and a combining acute accent
 
@@ -48,6 +49,10 @@ CANONICAL = [
     MISTYPED,
     "110105-1988-0605-27",  # too short for an ID number: its dashes are its own
     "6222021234567890123",  # a card number: not laid out like an ID number
+    MOBILE,
+    "8613800138000",  # without `+` or `00`, 86 is no country code: perhaps an account number
+    "+8612345678901",  # no mobile number follows the code
+    "+1 415 555 0100",  # not a mainland mobile number: its spaces are its own
 ]
 
 
@@ -79,6 +84,15 @@ def test_an_id_written_canonically_keeps_its_reference(subject_id: str) -> None:
         ("110105-1988-0605-2719", MISTYPED),
         (ID_NUMBER.translate(str.maketrans("0123456789", "〇一二三四五六七八九")), ID_NUMBER),
         (ID_NUMBER_X.translate(str.maketrans("0123456789", "零壹贰叁肆伍陆柒捌玖")), ID_NUMBER_X),
+        ("+86 138 0013 8000", MOBILE),
+        ("+8613800138000", MOBILE),
+        ("0086-138-0013-8000", MOBILE),
+        ("138-0013-8000", MOBILE),
+        ("138 0013 8000", MOBILE),
+        (
+            "\uff0b\uff18\uff16 \uff11\uff13\uff18\uff10\uff10\uff11\uff13\uff18\uff10\uff10\uff10",
+            MOBILE,
+        ),
     ],
 )
 def test_spellings_of_one_id_are_one_canonical_id(written: str, canonical: str) -> None:
@@ -142,6 +156,42 @@ async def test_every_spelling_of_an_id_number_is_found_as_one_subject(
     for asked in ("110105 1988 0605 100x", ID_NUMBER_X):
         found = await share_ids_for(gw, asked, capsys)
         assert found == {"logs subject": sent, "logs query": sent, "admin api": sent}
+
+
+@pytest.mark.usefixtures("hash_key_env")
+async def test_every_spelling_of_a_mobile_number_is_found_as_one_subject(
+    make_gateway: GatewayFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Many platforms name their users by phone; the access request may come with +86.
+    gw = await make_gateway(durable_log=True)
+    spellings = [MOBILE, "+86 138 0013 8000", "0086-13800138000", "138-0013-8000"]
+    for spelling in spellings:
+        answer = await gw.share("POST", ASSESS, json={"applicant": {"user_id": spelling}})
+        assert answer.status == 200, await answer.text()
+    sent = [seen.headers["X-Share-Id"] for seen in gw.partner.received]
+    assert len(sent) == len(spellings)
+    for asked in (MOBILE, "+8613800138000", "138 0013 8000"):
+        found = await share_ids_for(gw, asked, capsys)
+        assert found == {"logs subject": sent, "logs query": sent, "admin api": sent}
+    found = await share_ids_for(gw, "8613800138000", capsys)
+    assert found == {"logs subject": [], "logs query": [], "admin api": []}
+
+
+@pytest.mark.usefixtures("hash_key_env")
+async def test_a_grant_to_a_mobile_number_covers_shares_naming_it_in_another_spelling(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    third_party = contract(
+        partner={"relationship": "third_party"},
+        terms={"sensitive": {"allowed": ["identity.id_number"], "consent_required": True}},
+        routes=subject_route("applicant.user_id")[:1],
+    )
+    gw = await make_gateway([third_party])
+    import_csv(gw, tmp_path, "+86 138 0013 8000,acme,credit_assessment,2025-01-01,,C-9")
+    answer = await gw.share("POST", ASSESS, json={"applicant": {"user_id": MOBILE}})
+    assert answer.status == 200, await answer.text()
+    assert gw.log.records[-1].consent_basis == ("registry:C-9",)
+    assert len(gw.partner.received) == 1
 
 
 @pytest.mark.usefixtures("hash_key_env")
