@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import unicodedata
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,17 @@ async def share_ids_for(
     return found
 
 
+async def share_as(gw: Gateway, field: str, spellings: Sequence[object]) -> list[str]:
+    """Share once with the applicant's `field` written each way; the share ids the partner
+    received, in order."""
+    for spelling in spellings:
+        answer = await gw.share("POST", ASSESS, json={"applicant": {field: spelling}})
+        assert answer.status == 200, await answer.text()
+    sent = [seen.headers["X-Share-Id"] for seen in gw.partner.received]
+    assert len(sent) == len(spellings)
+    return sent
+
+
 @pytest.fixture
 def hash_key_env(monkeypatch: pytest.MonkeyPatch) -> None:
     # The commands read the master key as the gateway does: from the environment.
@@ -148,11 +160,7 @@ async def test_every_spelling_of_an_id_number_is_found_as_one_subject(
         "110105-1988-0605-100x",
         f"{ID_NUMBER_X} ",
     ]
-    for spelling in spellings:
-        answer = await gw.share("POST", ASSESS, json={"applicant": {"id_number": spelling}})
-        assert answer.status == 200, await answer.text()
-    sent = [seen.headers["X-Share-Id"] for seen in gw.partner.received]
-    assert len(sent) == len(spellings)
+    sent = await share_as(gw, "id_number", spellings)
     for asked in ("110105 1988 0605 100x", ID_NUMBER_X):
         found = await share_ids_for(gw, asked, capsys)
         assert found == {"logs subject": sent, "logs query": sent, "admin api": sent}
@@ -165,11 +173,7 @@ async def test_every_spelling_of_a_mobile_number_is_found_as_one_subject(
     # Many platforms name their users by phone; the access request may come with +86.
     gw = await make_gateway(durable_log=True)
     spellings = [MOBILE, "+86 138 0013 8000", "0086-13800138000", "138-0013-8000"]
-    for spelling in spellings:
-        answer = await gw.share("POST", ASSESS, json={"applicant": {"user_id": spelling}})
-        assert answer.status == 200, await answer.text()
-    sent = [seen.headers["X-Share-Id"] for seen in gw.partner.received]
-    assert len(sent) == len(spellings)
+    sent = await share_as(gw, "user_id", spellings)
     for asked in (MOBILE, "+8613800138000", "138 0013 8000"):
         found = await share_ids_for(gw, asked, capsys)
         assert found == {"logs subject": sent, "logs query": sent, "admin api": sent}
@@ -201,11 +205,9 @@ async def test_a_mistyped_id_number_in_groups_is_found_as_one_subject(
     gw = await make_gateway(
         [contract(routes=subject_route("applicant.id_number"))], durable_log=True
     )
-    for spelling in (MISTYPED, "110105 19880605 2719", "110105-1988-0605-2719"):
-        answer = await gw.share("POST", ASSESS, json={"applicant": {"id_number": spelling}})
-        assert answer.status == 200, await answer.text()
-    sent = [seen.headers["X-Share-Id"] for seen in gw.partner.received]
-    assert len(sent) == 3
+    sent = await share_as(
+        gw, "id_number", [MISTYPED, "110105 19880605 2719", "110105-1988-0605-2719"]
+    )
     found = await share_ids_for(gw, MISTYPED, capsys)
     assert found == {"logs subject": sent, "logs query": sent, "admin api": sent}
 
@@ -226,11 +228,7 @@ async def test_an_id_with_invisible_characters_at_its_ends_is_one_subject(
         " \u200e u-100234\u00ad\u3000",
         f"{ID_NUMBER_X}\u200b",
     ]
-    for spelling in spellings:
-        answer = await gw.share("POST", ASSESS, json={"applicant": {"id_number": spelling}})
-        assert answer.status == 200, await answer.text()
-    sent = [seen.headers["X-Share-Id"] for seen in gw.partner.received]
-    assert len(sent) == len(spellings)
+    sent = await share_as(gw, "id_number", spellings)
     found = await share_ids_for(gw, "u-100234", capsys)
     assert found == {"logs subject": sent[:4], "logs query": sent[:4], "admin api": sent[:4]}
     found = await share_ids_for(gw, f"\u200b{ID_NUMBER_X}", capsys)
@@ -255,11 +253,7 @@ async def test_an_id_in_full_width_or_other_digits_is_one_subject(
         100234,
         "\uff11\uff10\uff10\uff12\uff13\uff14",
     ]
-    for spelling in spellings:
-        answer = await gw.share("POST", ASSESS, json={"applicant": {"user_id": spelling}})
-        assert answer.status == 200, await answer.text()
-    sent = [seen.headers["X-Share-Id"] for seen in gw.partner.received]
-    assert len(sent) == len(spellings)
+    sent = await share_as(gw, "user_id", spellings)
     for asked, expected in (
         ("u-100234", sent[:4]),
         ("\uff55-100234", sent[:4]),
@@ -277,11 +271,7 @@ async def test_a_name_in_nfd_or_with_spaces_around_it_is_one_subject(
     make_gateway: GatewayFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
     gw = await make_gateway(durable_log=True)
-    for spelling in (NFC_NAME, NFD_NAME, f"{NFC_NAME} ", f"\t{NFD_NAME}"):
-        answer = await gw.share("POST", ASSESS, json={"applicant": {"user_id": spelling}})
-        assert answer.status == 200, await answer.text()
-    sent = [seen.headers["X-Share-Id"] for seen in gw.partner.received]
-    assert len(sent) == 4
+    sent = await share_as(gw, "user_id", [NFC_NAME, NFD_NAME, f"{NFC_NAME} ", f"\t{NFD_NAME}"])
     for asked in (NFC_NAME, f"{NFD_NAME} "):
         found = await share_ids_for(gw, asked, capsys)
         assert found == {"logs subject": sent, "logs query": sent, "admin api": sent}
