@@ -55,6 +55,11 @@ def id_birth_date(value: str) -> dt.date | None:
     """Birth date of an 18-character string shaped like a resident ID (check digit not tested)."""
     if value[:2] not in PROVINCES:
         return None
+    return _birth_date_at_7(value)
+
+
+def _birth_date_at_7(value: str) -> dt.date | None:
+    """The real, past date written from the 7th character of an 18-character number."""
     try:
         born = dt.date(int(value[6:10]), int(value[10:12]), int(value[12:14]))
     except ValueError:
@@ -147,8 +152,28 @@ def resident_id_number(value: str) -> str | None:
 def stated_birth_date(value: str) -> dt.date | None:
     """The birth date a value declared to be a resident ID number states, its check digit
     aside: a mistyped child's number is still a child's, as `resident_id_number` reads it as
-    the number a share named. A first-generation number gives its 19xx date."""
+    the number a share named. A first-generation number gives its 19xx date, and a foreign
+    permanent resident's (`permanent_resident_birth_date`) its own."""
     number = resident_id_number(value)
-    if number is None:
+    if number is not None:
+        return id_birth_date(number) if len(number) == 18 else old_id_birth_date(number)
+    return permanent_resident_birth_date(value)
+
+
+# The number of a foreign permanent resident's identity card of the 2023 edition: `9`, the
+# issuing province's code, a three-digit nationality code, the birth date, a sequence number and
+# a check digit as in a resident ID number. Cards of earlier editions carry letters and no date.
+_PERMANENT_RESIDENT_SHAPE: Final = re.compile(r"9[0-9]{16}[0-9Xx]")
+_MAINLAND_PROVINCES: Final = _OLD_ID_PROVINCES
+
+
+def permanent_resident_birth_date(value: str) -> dt.date | None:
+    """The birth date in a foreign permanent resident's ID number, its check digit aside as in
+    `stated_birth_date`, read past the separators a resident ID number is; None for none."""
+    if len(value) < 18:
         return None
-    return id_birth_date(number) if len(number) == 18 else old_id_birth_date(number)
+    if not (value.isascii() and value.isalnum()):
+        value = _read(value)
+    if not _PERMANENT_RESIDENT_SHAPE.fullmatch(value) or value[1:3] not in _MAINLAND_PROVINCES:
+        return None
+    return _birth_date_at_7(value)

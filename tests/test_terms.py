@@ -414,6 +414,45 @@ def test_a_number_not_laid_out_as_an_id_number_gives_no_birth_date(
     assert subject.birth_date is None
 
 
+def permanent_resident_id(born: date, province: str = "43", nationality: str = "760") -> str:
+    """A foreign permanent resident's ID number of the 2023 edition for `born`."""
+    body = f"9{province}{nationality}{born:%Y%m%d}667"
+    return body + ID_CHECK[sum(int(d) * w for d, w in zip(body, ID_WEIGHTS, strict=True)) % 11]
+
+
+@pytest.mark.parametrize("field", ["id_number", "user_id"])
+async def test_a_childs_foreign_permanent_resident_number_is_denied(
+    make_gateway: GatewayFactory, field: str
+) -> None:
+    gw = await make_gateway([minors_contract()])
+    child = permanent_resident_id(CHILD_BORN)
+    response = await gw.share("POST", "/acme/v1/assess", json=applicant(**{field: child}))
+    await assert_refused(gw, response, 403, "minor_denied")
+    grouped = f"{child[:6]} {child[6:14]} {child[14:]}"
+    response = await gw.share("POST", "/acme/v1/assess", json=applicant(**{field: grouped}))
+    await assert_refused(gw, response, 403, "minor_denied")
+    adult = permanent_resident_id(ADULT_BORN)
+    response = await gw.share("POST", "/acme/v1/assess", json=applicant(**{field: adult}))
+    assert response.status == 200, await response.text()
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        permanent_resident_id(date(2015, 6, 1), province="99"),  # no province 99
+        permanent_resident_id(date(2015, 6, 1), province="81"),  # Hong Kong issues none
+        "94376020150231667X",  # 31 February
+        "9437602015060166",  # too short
+    ],
+)
+def test_a_number_not_laid_out_as_a_permanent_resident_number_gives_no_birth_date(
+    minors_policy: Policy, number: str
+) -> None:
+    route = route_of(acme(minors_policy), "/v1/assess")
+    [subject] = subjects_of(route, applicant(id_number=number), {})
+    assert subject.birth_date is None
+
+
 async def test_a_childs_id_number_with_a_wrong_check_digit_is_denied(
     make_gateway: GatewayFactory,
 ) -> None:
