@@ -28,7 +28,7 @@ from gateway.errors import (
     RateLimited,
 )
 from gateway.fieldfilter import Key, parse_path, query_parameter, select
-from gateway.idnumber import birth_date_from_id, stated_birth_date
+from gateway.idnumber import stated_birth_date
 from gateway.jsonbody import JSONValue
 from gateway.keys import canonical_subject_id, checked_subject_id
 from gateway.routing import path_placeholder
@@ -295,9 +295,9 @@ def _dates(values: list[JSONValue], what: str) -> list[date]:
 
 
 def _ids_born(values: list[JSONValue], skipped: AbstractSet[int] = frozenset()) -> Iterator[date]:
-    """The birth date of every resident ID number among `values`, also anywhere inside a
-    subtree (`**`), in its keys too, and when sent as a JSON integer (the same number);
-    containers whose `id` is in `skipped` are not entered.
+    """The birth date of every ID number among `values` (`stated_birth_date`), also anywhere
+    inside a subtree (`**`), in its keys too, and when sent as a JSON integer (the same
+    number); containers whose `id` is in `skipped` are not entered.
 
     A value declared an ID number (or a subject id) that is laid out as one gives its date
     whatever its check digit: a child's number mistyped is still about a child.
@@ -339,7 +339,7 @@ def _ids_in_text(text: str) -> Iterator[date]:
 
     for match in find(text):
         if match.category == ID_NUMBER:
-            born = birth_date_from_id(text[match.start : match.end])
+            born = stated_birth_date(text[match.start : match.end])
             if born is not None:
                 yield born
 
