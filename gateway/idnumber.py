@@ -88,10 +88,13 @@ def old_id_birth_date(value: str) -> dt.date | None:
 
 
 def id_ok(value: str) -> bool:
-    """A valid resident ID number, of 18 characters or 15 digits, without its separators."""
+    """A valid resident ID number, of 18 characters or 15 digits, or a valid foreign permanent
+    resident's ID number, without its separators."""
     if len(value) == 15:
         return old_id_birth_date(value) is not None
-    return id_birth_date(value) is not None and id_check_ok(value)
+    return (
+        id_birth_date(value) is not None or permanent_resident_date(value) is not None
+    ) and id_check_ok(value)
 
 
 def looks_like_id(value: str) -> bool:
@@ -174,6 +177,14 @@ def permanent_resident_birth_date(value: str) -> dt.date | None:
         return None
     if not (value.isascii() and value.isalnum()):
         value = _read(value)
-    if not _PERMANENT_RESIDENT_SHAPE.fullmatch(value) or value[1:3] not in _MAINLAND_PROVINCES:
+    if not _PERMANENT_RESIDENT_SHAPE.fullmatch(value):
+        return None
+    return permanent_resident_date(value)
+
+
+def permanent_resident_date(value: str) -> dt.date | None:
+    """Birth date of an 18-character string shaped like a foreign permanent resident's ID
+    number (check digit not tested), as `id_birth_date` reads a resident ID number's."""
+    if value[0] != "9" or value[1:3] not in _MAINLAND_PROVINCES:
         return None
     return _birth_date_at_7(value)

@@ -13,14 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from gateway.idnumber import (
-    PROVINCES,
-    id_birth_date,
-    id_check_ok,
-    id_ok,
-    looks_like_id,
-    old_id_birth_date,
-)
+from gateway.idnumber import PROVINCES, id_ok, looks_like_id
 
 ID_NUMBER: Final = "identity.id_number"
 CREDIT_CODE: Final = "identity.credit_code"
@@ -424,7 +417,10 @@ _DIGITS: Final = frozenset("0123456789")
 # "110105 1990 0307 1234", "110105/900307/123". One of 15 digits (no check digit) is refused
 # inside a longer dashed or slashed number; a grouped one of 18, checked by its last digit,
 # counts there too ("父/子：<ID>/<ID>" is two). Every candidate is validated (division, date,
-# check digit) so that order numbers and the like are left alone.
+# check digit) so that order numbers and the like are left alone. A foreign permanent
+# resident's ID number (`9`, a province, a nationality code, then the date, sequence and
+# check digit of an 18-character one) is written and grouped as one: these find it, and
+# `id_ok` tells it apart.
 _ID_SEP: Final = r"[ \-/]"
 _ID_GROUPED_TAIL: Final = (  # after the division (year, month, day): at least one separator
     rf"(?:{_ID_SEP}[0-9]{{4}}{_ID_SEP}?[0-9]{{2}}{_ID_SEP}?[0-9]{{2}}{_ID_SEP}?"
@@ -1034,9 +1030,7 @@ def _digit_run(value: str, start: int) -> list[_Candidate]:
     """Candidates in a run of bare digits, without regexes (order and invoice numbers land here)."""
     n = len(value)
     end = start + n
-    if n == 18 and id_birth_date(value) is not None and id_check_ok(value):
-        return [(_PRIORITY[ID_NUMBER], start, end, ID_NUMBER)]
-    if n == 15 and old_id_birth_date(value) is not None:
+    if (n == 18 or n == 15) and id_ok(value):
         return [(_PRIORITY[ID_NUMBER], start, end, ID_NUMBER)]
     if n == 18 and _CREDIT_RE.fullmatch(value) and _credit_ok(value):
         return [(_PRIORITY[CREDIT_CODE], start, end, CREDIT_CODE)]

@@ -652,6 +652,101 @@ def test_id_number_in_groups_rejected(text: str) -> None:
     assert spans(text) == []
 
 
+# --- foreign permanent residents' ID numbers --------------------------------------------------
+
+# The 2023 edition: `9`, the issuing mainland province, a nationality code (ISO 3166 numeric),
+# the birth date, a sequence number and a resident ID number's check digit.
+PERMANENT_RESIDENT = with_id_check("94376020150601667")  # Hunan, 760, born 2015-06-01
+PERMANENT_RESIDENT_X = "94427620100105002X"  # Guangdong, 276, born 2010-01-05
+# Beijing, 840, born 1975-03-22; it passes Luhn and leads with 9, like an old debit card.
+PERMANENT_RESIDENT_LUHN = "911840197503221182"
+ARABIC_INDIC = str.maketrans("0123456789", "".join(map(chr, range(0x660, 0x66A))))
+CHINESE_NUMERALS = str.maketrans("0123456789", "〇一二三四五六七八九")
+
+
+def test_the_permanent_resident_numbers_are_what_they_say() -> None:
+    assert with_id_check(PERMANENT_RESIDENT_X[:17]) == PERMANENT_RESIDENT_X
+    assert with_luhn(PERMANENT_RESIDENT_LUHN[:-1]) == PERMANENT_RESIDENT_LUHN
+    assert with_id_check(PERMANENT_RESIDENT_LUHN[:17]) == PERMANENT_RESIDENT_LUHN
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        (f"永居证号{PERMANENT_RESIDENT}，请核对", PERMANENT_RESIDENT),
+        (f"ID:{PERMANENT_RESIDENT_X}.", PERMANENT_RESIDENT_X),
+        (f"证件{PERMANENT_RESIDENT_X.lower()}已上传", PERMANENT_RESIDENT_X.lower()),
+        (f"号码{fullwidth(PERMANENT_RESIDENT)}错了吗", fullwidth(PERMANENT_RESIDENT)),
+        (f"PR{PERMANENT_RESIDENT}abc", PERMANENT_RESIDENT),  # glued to letters
+        (f"{PERMANENT_RESIDENT_X}13800138000", PERMANENT_RESIDENT_X),  # an X ends it
+        (
+            f"证件{PERMANENT_RESIDENT.translate(ARABIC_INDIC)}。",
+            PERMANENT_RESIDENT.translate(ARABIC_INDIC),
+        ),
+        (
+            f"证件{PERMANENT_RESIDENT.translate(CHINESE_NUMERALS)}。",
+            PERMANENT_RESIDENT.translate(CHINESE_NUMERALS),
+        ),
+        (
+            f"证件{PERMANENT_RESIDENT[:6]}\u200b{PERMANENT_RESIDENT[6:]}。",
+            f"{PERMANENT_RESIDENT[:6]}\u200b{PERMANENT_RESIDENT[6:]}",
+        ),
+    ],
+)
+def test_a_permanent_resident_id_number_is_found(text: str, value: str) -> None:
+    assert [(c, v) for c, v in spans(text) if c == ID_NUMBER] == [(ID_NUMBER, value)]
+    redacted, counts = scan(text, NOTHING_ALLOWED)
+    assert value not in redacted
+    assert counts[ID_NUMBER] == 1
+
+
+@pytest.mark.parametrize("sizes", ID_GROUPINGS, ids=lambda sizes: "-".join(map(str, sizes)))
+@pytest.mark.parametrize("separator", [" ", "-", "/", "\u2009", "\uff0d", "\uff0f", "\u3000"])
+def test_a_permanent_resident_id_number_in_groups_is_found(
+    sizes: tuple[int, ...], separator: str
+) -> None:
+    value = grouped(PERMANENT_RESIDENT_X, sizes, separator)
+    assert spans(f"永居证{value}核对") == [(ID_NUMBER, value)]
+    assert spans(f"ID: {value}.") == [(ID_NUMBER, value)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"永居证号{wrong_last(PERMANENT_RESIDENT)}校验失败",  # wrong check digit
+        f"证件{with_id_check('94376020180229667')}",  # 29 February 2018
+        f"证件{with_id_check('94376020151301667')}",  # month 13
+        f"证件{with_id_check('94376018991231667')}",  # before 1900
+        f"证件{with_id_check('94376020991231667')}",  # in the future
+        f"证件{with_id_check('98176020150601667')}",  # Hong Kong issues none
+        f"证件{with_id_check('97176020150601667')}",  # nor does Taiwan
+        f"证件{with_id_check('99976020150601667')}",  # no province 99
+        f"流水{PERMANENT_RESIDENT}7",  # part of a 19-digit run
+        f"流水3{PERMANENT_RESIDENT}",
+        f"单号 {grouped(wrong_last(PERMANENT_RESIDENT_X), (6, 8, 4), '-')}",
+    ],
+)
+def test_what_is_no_permanent_resident_id_number_is_not_one(text: str) -> None:
+    assert ID_NUMBER not in [c for c, _ in spans(text)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        PERMANENT_RESIDENT_LUHN,
+        f"号码{PERMANENT_RESIDENT_LUHN}",
+        f"号码 {grouped(PERMANENT_RESIDENT_LUHN, (6, 8, 4))}",
+        f"号码：{fullwidth(PERMANENT_RESIDENT_LUHN)}。",
+        f"资料{PERMANENT_RESIDENT_LUHN}abc",
+    ],
+)
+def test_a_permanent_resident_id_number_wins_over_a_card_on_the_same_digits(text: str) -> None:
+    [(category, _)] = spans(text)
+    assert category == ID_NUMBER
+    # With ID numbers allowed, the same digits are not redacted as a card instead.
+    assert scan(text, frozenset({ID_NUMBER})) == (text, {})
+
+
 ADULT_ID = "110105198001011238"
 
 
@@ -2113,6 +2208,8 @@ INVISIBLE = [
             (grouped(ID_X, (6, 8, 4), "/"), ID_NUMBER),
             (OLD_ID, ID_NUMBER),
             (grouped(OLD_ID, (6, 6, 3), "-"), ID_NUMBER),
+            (PERMANENT_RESIDENT, ID_NUMBER),
+            (grouped(PERMANENT_RESIDENT_X, (6, 8, 4), "-"), ID_NUMBER),
             (CARD_16, BANK_ACCOUNT),
             (USCC, CREDIT_CODE),
             ("13800138000", PHONE),

@@ -373,6 +373,22 @@ MULTI = (
 
 # Hand-written positives for shapes the generator does not produce.
 FIXED_POSITIVES: tuple[tuple[str, list[Expect]], ...] = (
+    # Foreign permanent residents' ID numbers (2023 edition: 9, province, nationality, date).
+    (
+        "外籍员工永居证号码943760201506016674，已备案",
+        [{"category": "identity.id_number", "value": "943760201506016674"}],
+    ),
+    (
+        "Permanent residence ID 944276 20100105 002X on file.",
+        [{"category": "identity.id_number", "value": "944276 20100105 002X"}],
+    ),
+    (
+        "证件号：９１１８４０１９７５０３２２１１８２，手机13800138000",
+        [
+            {"category": "identity.id_number", "value": "９１１８４０１９７５０３２２１１８２"},
+            {"category": "contact.phone", "value": "13800138000"},
+        ],
+    ),
     (
         "联系我：13800138000或13900139000",
         [
