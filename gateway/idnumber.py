@@ -139,13 +139,18 @@ def resident_id_number(value: str) -> str | None:
 
     A number of 18 laid out like a resident ID number counts whatever its check digit, as
     for cards and credit codes (`looks_like_id`): a mistyped number is still the number a
-    share named, and written in groups it must not pass for another.
+    share named, and written in groups it must not pass for another. So does one laid out
+    like a foreign permanent resident's ID number, which is written as one.
     """
     if len(value) < 15:
         return None
     if not (value.isascii() and value.isalnum()):
         value = _read(value)
-    if len(value) == 18 and _ID_SHAPE.fullmatch(value) and looks_like_id(value):
+    if (
+        len(value) == 18
+        and _ID_SHAPE.fullmatch(value)
+        and (looks_like_id(value) or _looks_like_permanent_resident_id(value))
+    ):
         return value.upper()
     if len(value) == 15 and _OLD_ID_SHAPE.fullmatch(value) and old_id_birth_date(value):
         return value
@@ -158,9 +163,11 @@ def stated_birth_date(value: str) -> dt.date | None:
     the number a share named. A first-generation number gives its 19xx date, and a foreign
     permanent resident's (`permanent_resident_birth_date`) its own."""
     number = resident_id_number(value)
-    if number is not None:
-        return id_birth_date(number) if len(number) == 18 else old_id_birth_date(number)
-    return permanent_resident_birth_date(value)
+    if number is None:
+        return None
+    if len(number) == 15:
+        return old_id_birth_date(number)
+    return id_birth_date(number) or permanent_resident_date(number)
 
 
 # The number of a foreign permanent resident's identity card of the 2023 edition: `9`, the
@@ -188,3 +195,15 @@ def permanent_resident_date(value: str) -> dt.date | None:
     if value[0] != "9" or value[1:3] not in _MAINLAND_PROVINCES:
         return None
     return _birth_date_at_7(value)
+
+
+def _looks_like_permanent_resident_id(value: str) -> bool:
+    """An 18-digit run laid out like a foreign permanent resident's ID number, valid or not,
+    as `looks_like_id` reads a resident ID number's layout (its date seven characters in)."""
+    return (
+        value[0] == "9"
+        and value[1:3] in _MAINLAND_PROVINCES
+        and value[6:8] in ("18", "19", "20")
+        and value[10] in "01"
+        and value[12] in "0123"
+    )

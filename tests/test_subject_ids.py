@@ -30,6 +30,11 @@ ID_NUMBER_X = "11010519880605100X"
 FIRST_GENERATION = "110105880605271"
 # Laid out like an ID number, but its check digit is wrong: a mistyped number is still one.
 MISTYPED = "110105198806052719"
+# A foreign permanent resident's ID number (2023 edition: `9`, a mainland province, a
+# nationality code, the birth date), valid, with the check digit X, and mistyped.
+PERMANENT_RESIDENT = "943760201506016674"
+PERMANENT_RESIDENT_X = "94427620100105002X"
+PERMANENT_RESIDENT_MISTYPED = "943760201506016675"
 FULL_WIDTH = str.maketrans(
     "0123456789", "\uff10\uff11\uff12\uff13\uff14\uff15\uff16\uff17\uff18\uff19"
 )
@@ -50,6 +55,10 @@ CANONICAL = [
     MISTYPED,
     "110105-1988-0605-27",  # too short for an ID number: its dashes are its own
     "6222021234567890123",  # a card number: not laid out like an ID number
+    PERMANENT_RESIDENT,
+    PERMANENT_RESIDENT_X,
+    PERMANENT_RESIDENT_MISTYPED,
+    "981760 20150601 6674",  # Hong Kong issues no such card: its spaces are its own
     MOBILE,
     "8613800138000",  # without `+` or `00`, 86 is no country code: perhaps an account number
     "+8612345678901",  # no mobile number follows the code
@@ -85,6 +94,12 @@ def test_an_id_written_canonically_keeps_its_reference(subject_id: str) -> None:
         ("110105-1988-0605-2719", MISTYPED),
         (ID_NUMBER.translate(str.maketrans("0123456789", "〇一二三四五六七八九")), ID_NUMBER),
         (ID_NUMBER_X.translate(str.maketrans("0123456789", "零壹贰叁肆伍陆柒捌玖")), ID_NUMBER_X),
+        ("943760 20150601 6674", PERMANENT_RESIDENT),
+        ("943760-2015-0601-6674", PERMANENT_RESIDENT),
+        (PERMANENT_RESIDENT.translate(FULL_WIDTH), PERMANENT_RESIDENT),
+        ("94427620100105002x", PERMANENT_RESIDENT_X),
+        ("944276/20100105/002x ", PERMANENT_RESIDENT_X),
+        ("943760 2015 0601 6675", PERMANENT_RESIDENT_MISTYPED),
         ("+86 138 0013 8000", MOBILE),
         ("+8613800138000", MOBILE),
         ("0086-138-0013-8000", MOBILE),
