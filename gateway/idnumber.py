@@ -161,7 +161,7 @@ def stated_birth_date(value: str) -> dt.date | None:
     """The birth date a value declared to be a resident ID number states, its check digit
     aside: a mistyped child's number is still a child's, as `resident_id_number` reads it as
     the number a share named. A first-generation number gives its 19xx date, and a foreign
-    permanent resident's (`permanent_resident_birth_date`) its own."""
+    permanent resident's (`permanent_resident_date`) its own."""
     number = resident_id_number(value)
     if number is None:
         return None
@@ -173,20 +173,7 @@ def stated_birth_date(value: str) -> dt.date | None:
 # The number of a foreign permanent resident's identity card of the 2023 edition: `9`, the
 # issuing province's code, a three-digit nationality code, the birth date, a sequence number and
 # a check digit as in a resident ID number. Cards of earlier editions carry letters and no date.
-_PERMANENT_RESIDENT_SHAPE: Final = re.compile(r"9[0-9]{16}[0-9Xx]")
 _MAINLAND_PROVINCES: Final = _OLD_ID_PROVINCES
-
-
-def permanent_resident_birth_date(value: str) -> dt.date | None:
-    """The birth date in a foreign permanent resident's ID number, its check digit aside as in
-    `stated_birth_date`, read past the separators a resident ID number is; None for none."""
-    if len(value) < 18:
-        return None
-    if not (value.isascii() and value.isalnum()):
-        value = _read(value)
-    if not _PERMANENT_RESIDENT_SHAPE.fullmatch(value):
-        return None
-    return permanent_resident_date(value)
 
 
 def permanent_resident_date(value: str) -> dt.date | None:
