@@ -369,14 +369,16 @@ _MAY_CONTAIN: Final = re.compile(
 # --- scouting ------------------------------------------------------------------------------
 
 # Every digit-bearing identifier contains one of these cores: seven digits in a row (IDs,
-# credit codes, cards, phones, passports), digits grouped 3-4-4 (grouped phones and cards, ID
+# credit codes, cards, phones, passports, Taiwanese ID numbers and Hong Kong identity cards
+# with a bare digit for check), six before a check character A or a bracketed one (Hong Kong
+# identity cards: "A100004A", "A123456(3)"), digits grouped 3-4-4 (grouped phones and cards, ID
 # numbers grouped 6-4-4-4), 6-5 (old ID numbers grouped 6-6-3, American Express cards grouped
 # 4-6-5), 6-4-2 (ID numbers grouped by year, month and day), 4-3-4 (landlines, with their area
 # code), a dotted quad, '::' or seven colon-separated hex groups (IPv6). The pattern opens with
 # a character class so the regex engine skips everything else at C speed; short numbers, dates
 # and times never reach Python.
 _CORE_DIGITS: Final = (
-    r"[0-9]{5}(?:[0-9]|[ \-/](?:[0-9]{5}|[0-9]{4}[ \-/][0-9]{2}))"
+    r"[0-9]{5}(?:[0-9]|[ \-/](?:[0-9]{5}|[0-9]{4}[ \-/][0-9]{2})| ?\([0-9A]\)|A)"
     # 3-4-4 (dotted too: "138.0013.8000"), and 3-3-4 for the tail of a landline grouped 4-3-4
     # ("0571 234 5678").
     r"|[0-9]{2}[ \-/.][0-9]{3,4}[ \-/.][0-9]{4}"
@@ -488,6 +490,20 @@ _CREDIT_BODY: Final = r"[1-9A-HJ-NP-RTUW-Y][1-9][0-9]{6}[0-9A-HJ-NP-RTUW-Y]{10}"
 _PASSPORT_OPEN_RE: Final = re.compile(rf"(?<![0-9A-Za-z]){_PASSPORT_BODY}")
 _CREDIT_OPEN_RE: Final = re.compile(rf"(?<![0-9A-Za-z]){_CREDIT_BODY}")
 _GLUED_PASSPORT: Final = re.compile(_PASSPORT_BODY)
+# Hong Kong identity cards (one or two letters, six digits, a check character in brackets or
+# not: "A123456(3)", "A123456 (3)", "AB9876543") and Taiwanese ID numbers (a letter, 1 or 2 for
+# a citizen, 8 or 9 for a resident certificate of 2021 on, eight digits: "A123456789"), both as
+# `ID_NUMBER`. Each carries a check character, validated, so that product codes and the like
+# are left alone. They are letter-led, and found and glued as passports are. A closing bracket
+# ends a card whatever follows it.
+_HK_ID_BODY: Final = r"[A-Z]{1,2}[0-9]{6}(?: ?\([0-9A]\)|[0-9A])"
+_TW_ID_BODY: Final = r"[A-Z][1289][0-9]{8}"
+_HK_ID_OPEN_RE: Final = re.compile(rf"(?<![0-9A-Za-z]){_HK_ID_BODY}")
+_TW_ID_OPEN_RE: Final = re.compile(rf"(?<![0-9A-Za-z]){_TW_ID_BODY}")
+_GLUED_HK_ID: Final = re.compile(_HK_ID_BODY)
+_HK_ID_RE: Final = re.compile(rf"{_HK_ID_OPEN_RE.pattern}(?![0-9A-Za-z])")
+_TW_ID_RE: Final = re.compile(rf"{_TW_ID_OPEN_RE.pattern}(?![0-9A-Za-z])")
+_GLUED_TW_ID: Final = re.compile(_TW_ID_BODY)
 _GLUED_CREDIT: Final = re.compile(_CREDIT_BODY)
 # An IPv6 address glued on is the whole token from there: at most 45 characters, and a few
 # stops ending a sentence. Possessive and bounded, so that each try reads that far at most.
@@ -512,6 +528,8 @@ _WHOLE_CATEGORIES: Final = {
     "card": BANK_ACCOUNT,
     "phone": PHONE,
     "landline": PHONE,
+    "hk_id": ID_NUMBER,
+    "tw_id": ID_NUMBER,
     "passport": PASSPORT,
     "ipv4": IP,
 }
@@ -524,7 +542,10 @@ _WHOLE_RE: Final = re.compile(
             ("card", _CARD_RE),
             ("phone", _PHONE_RE),
             ("landline", _LANDLINE_RE),
+            # Before the Hong Kong card: "EA1234567" is a passport (see `_hk_id_ok`).
             ("passport", _PASSPORT_RE),
+            ("hk_id", _HK_ID_RE),
+            ("tw_id", _TW_ID_RE),
             ("ipv4", _IPV4_RE),
         )
     )
@@ -779,6 +800,42 @@ def _credit_ok(value: str) -> bool:
     return _CREDIT_CHARSET[(31 - total % 31) % 31] == value[17]
 
 
+# Hong Kong identity cards: letters A=10 ... Z=35, the space a one-letter number is padded
+# with in front 36, digits themselves; weights 9 to 2 over the eight leading characters.
+_HK_VALUES: Final = {
+    " ": 36,
+    **{str(d): d for d in range(10)},
+    **{chr(ord("A") + i): 10 + i for i in range(26)},
+}
+_HK_CHECKS: Final = "0123456789A"  # 11 - (sum mod 11), where 11 is 0 and 10 is A
+# Taiwanese ID numbers: each letter stands for two digits, in an order of its own (the letters
+# added after the first ones, I, O, W and Z among them, took the numbers left).
+_TW_VALUES: Final = {c: 10 + i for i, c in enumerate("ABCDEFGHJKLMNPQRSTUVXYWZIO")}
+_TW_WEIGHTS: Final = (8, 7, 6, 5, 4, 3, 2, 1, 1)
+
+
+def _hk_id_ok(value: str) -> bool:
+    """Whether ``value``, a Hong Kong identity card as `_HK_ID_BODY` reads it, holds its check
+    and is no passport."""
+    # "EA1234567" is a passport's shape (an E, a letter, seven digits) and that of a card of two
+    # letters with a bare check digit. The check is all the card reading has, and one passport
+    # in eleven passes it by chance: the passport stays. A bracketed check ("EA123456(3)") is
+    # no passport's and says card.
+    if value[-1] != ")" and _GLUED_PASSPORT.fullmatch(value) is not None:
+        return False
+    check = value[-2] if value[-1] == ")" else value[-1]
+    body = value[: value.index("(")].rstrip(" ") if value[-1] == ")" else value[:-1]
+    total = sum(map(operator.mul, map(_HK_VALUES.__getitem__, body.rjust(8)), range(9, 1, -1)))
+    return _HK_CHECKS[(11 - total % 11) % 11] == check
+
+
+def _tw_id_ok(value: str) -> bool:
+    """Whether ``value``, a Taiwanese ID number as `_TW_ID_BODY` reads it, holds its check."""
+    tens, units = divmod(_TW_VALUES[value[0]], 10)
+    total: int = tens + 9 * units + sum(map(operator.mul, map(int, value[1:]), _TW_WEIGHTS))
+    return total % 10 == 0
+
+
 def _ipv6_ok(value: str) -> bool:
     if not value.strip(":"):
         return False
@@ -1008,6 +1065,10 @@ def _whole(norm: str, start: int, end: int) -> list[_Candidate]:
         ok = _credit_ok(value)
     elif name == "card":
         ok = _card_ok(_ungrouped(value))
+    elif name == "hk_id":
+        ok = _hk_id_ok(value)
+    elif name == "tw_id":
+        ok = _tw_id_ok(value)
     else:
         ok = True
     category = _WHOLE_CATEGORIES[name]
@@ -1079,6 +1140,8 @@ def _candidates(norm: str, start: int, end: int, glued: list[_Candidate]) -> lis
             after = m.end()
             into = glued if after < end and norm[after] in _ALNUM else found
             into.append((_PRIORITY[PASSPORT], m.start(), after, PASSPORT))
+    if length >= 8:
+        _letter_led_ids(norm, start, end, found, glued)
     if norm.find(".", start, end) != -1:
         for m in _IPV4_RE.finditer(norm, start, end):
             found.append((_PRIORITY[IP], m.start(), m.end(), IP))
@@ -1088,6 +1151,26 @@ def _candidates(norm: str, start: int, end: int, glued: list[_Candidate]) -> lis
             if span is not None:
                 found.append((_PRIORITY[IP], m.start() + span[0], m.start() + span[1], IP))
     return found
+
+
+def _letter_led_ids(
+    norm: str, start: int, end: int, found: list[_Candidate], glued: list[_Candidate]
+) -> None:
+    """The Hong Kong identity cards and Taiwanese ID numbers in a run, into ``found``, or into
+    ``glued`` with a letter or digit right after them (a card's closing bracket ends it).
+
+    Each is an `ID_NUMBER`, first in `_PRIORITY`; the one shape a passport has too is none
+    (`_hk_id_ok`)."""
+    for m in _HK_ID_OPEN_RE.finditer(norm, start, end):
+        if _hk_id_ok(m.group()):
+            after = m.end()
+            ended = after == end or norm[after] not in _ALNUM or norm[after - 1] == ")"
+            (found if ended else glued).append((_PRIORITY[ID_NUMBER], m.start(), after, ID_NUMBER))
+    for m in _TW_ID_OPEN_RE.finditer(norm, start, end):
+        if _tw_id_ok(m.group()):
+            after = m.end()
+            into = glued if after < end and norm[after] in _ALNUM else found
+            into.append((_PRIORITY[ID_NUMBER], m.start(), after, ID_NUMBER))
 
 
 def _overlaps(spans: list[_Span], starts: list[int], start: int, end: int) -> bool:
@@ -1163,6 +1246,12 @@ def _glued_at(norm: str, at: int, end: int, ipv6: bool = True) -> list[_Candidat
     m = _GLUED_CREDIT.match(norm, at, end)
     if m is not None and _credit_ok(m.group()):
         found.append((_PRIORITY[CREDIT_CODE], at, m.end(), CREDIT_CODE))
+    m = _GLUED_HK_ID.match(norm, at, end)
+    if m is not None and _hk_id_ok(m.group()):
+        found.append((_PRIORITY[ID_NUMBER], at, m.end(), ID_NUMBER))
+    m = _GLUED_TW_ID.match(norm, at, end)
+    if m is not None and _tw_id_ok(m.group()):
+        found.append((_PRIORITY[ID_NUMBER], at, m.end(), ID_NUMBER))
     # Its first colon is at most four hex digits in: a search no further, at every place tried.
     if ipv6 and norm.find(":", at, min(end, at + 5)) != -1:
         m = _GLUED_IPV6.match(norm, at, end)
@@ -1312,9 +1401,12 @@ def _settled(taken: list[_Span], found: list[_Span]) -> list[_Span]:
 
 
 # "（010）6234 5678", "（+86）138…": a full-width parenthesis is ASCII where it opens before a
-# digit or '+' or closes after a digit; elsewhere it is punctuation of the prose around it.
+# digit or '+' or closes after a digit; elsewhere it is punctuation of the prose around it. So
+# are the two around an A (a Hong Kong identity card's check character: "A123456（A）").
 # (Each branch opens with its parenthesis, so the engine skips the rest of the text at C speed.)
-_PARENTHESES_BY_DIGITS: Final = re.compile("\uff08(?=[0-9+])|\uff09(?<=[0-9]\uff09)")
+_PARENTHESES_BY_DIGITS: Final = re.compile(
+    "\uff08(?=[0-9+]|A\uff09)|\uff09(?:(?<=[0-9]\uff09)|(?<=\uff08A\uff09))"
+)
 
 
 def _ascii_parenthesis(m: re.Match[str]) -> str:

@@ -1695,6 +1695,188 @@ def test_passport_rejected(text: str) -> None:
     assert spans(text) == []
 
 
+# --- identity.id_number: Hong Kong identity cards and Taiwanese ID numbers -----------------------
+
+
+def hk_id(prefix: str, digits6: str) -> str:
+    """A Hong Kong card's check: a one-letter prefix padded in front with a space (36), letters
+    A=10 ... Z=35, weights 9 to 2; 11 - (sum mod 11), 11 written 0 and 10 written A."""
+    values = [36 if c == " " else ord(c) - 55 for c in prefix.rjust(2)] + [int(c) for c in digits6]
+    check = 11 - sum(v * w for v, w in zip(values, range(9, 1, -1), strict=True)) % 11
+    return prefix + digits6 + {10: "A", 11: "0"}.get(check, str(check))
+
+
+TW_LETTER_VALUES = dict(
+    zip(
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+        (
+            10,
+            11,
+            12,
+            13,
+            14,
+            15,
+            16,
+            17,
+            34,
+            18,
+            19,
+            20,
+            21,
+            22,
+            35,
+            23,
+            24,
+            25,
+            26,
+            27,
+            28,
+            29,
+            32,
+            30,
+            31,
+            33,
+        ),
+        strict=True,
+    )
+)
+
+
+def tw_ok(value: str) -> bool:
+    tens, units = divmod(TW_LETTER_VALUES[value[0]], 10)
+    weights = (8, 7, 6, 5, 4, 3, 2, 1, 1)
+    total = tens + 9 * units + sum(int(c) * w for c, w in zip(value[1:], weights, strict=True))
+    return total % 10 == 0
+
+
+def test_the_hong_kong_and_taiwanese_checks_match_published_numbers() -> None:
+    # A123456(3) and CA182361(1) are the worked examples of HKID check-digit guides; A123456789
+    # is Taiwan's well-known sample ID number, A800000014 a sample resident certificate number
+    # of the 2021 format, which the National Immigration Agency checks as citizens' numbers.
+    assert hk_id("A", "123456") == "A1234563"
+    assert hk_id("CA", "182361") == "CA1823611"
+    assert hk_id("A", "100004") == "A100004A"
+    assert hk_id("AB", "987654") == "AB9876543"
+    assert tw_ok("A123456789")
+    assert tw_ok("A800000014")
+    assert not tw_ok("A123456788")
+    assert tw_ok("F231234561")
+    assert tw_ok("F921234562")
+
+
+HK_A = hk_id("A", "100004")  # its check character is A
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "A123456(3)",
+        "A123456 (3)",
+        "A1234563",
+        "CA182361(1)",
+        "AB987654(3)",
+        "AB9876543",
+        f"{HK_A[:-1]}({HK_A[-1]})",
+        HK_A,
+        "A123456\u00a0(3)",  # any space is a space
+        "A123456（3）",  # full-width brackets, typed by an input method
+        f"{HK_A[:-1]}（A）",
+        "Ａ１２３４５６（３）",
+        "ＣＡ１８２３６１１",
+        "EA123456(3)",  # a card of two letters with its check in brackets is no passport
+        "A123456789",
+        "F231234561",
+        "A800000014",
+        "Ｆ９２１２３４５６２",  # a resident certificate's, in full-width
+    ],
+)
+def test_a_hong_kong_or_taiwanese_id_number_is_found(value: str) -> None:
+    assert spans(f"證件號碼{value}，請核對") == [(ID_NUMBER, value)]
+    assert spans(f"ID no. {value}.") == [(ID_NUMBER, value)]
+    assert scan(f"ID {value}", frozenset({PASSPORT})) == (
+        f"ID {REDACTED[ID_NUMBER]}",
+        {ID_NUMBER: 1},
+    )
+    assert scan(f"ID {value}", frozenset({ID_NUMBER})) == (f"ID {value}", {})
+
+
+@pytest.mark.parametrize("hiding", ["\u200b", "\u00ad", "\u2060"])
+def test_an_invisible_character_inside_a_hong_kong_or_taiwanese_id_hides_nothing(
+    hiding: str,
+) -> None:
+    for value in ("A123456(3)", "A123456789"):
+        text = f"ID {value[:4]}{hiding}{value[4:]} ok"
+        assert scan(text, NOTHING_ALLOWED) == (f"ID {REDACTED[ID_NUMBER]} ok", {ID_NUMBER: 1})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "A123456(4)",  # wrong check character
+        "A1234564",
+        "CA182361(2)",
+        "AB987654(2)",
+        "A123456789"[:-1] + "8",
+        "A800000015",
+        "A12345(3)",  # wrong length
+        "A1234567(3)",
+        "A12345678",
+        "A1234567890",
+        "ABC123456(3)",  # three letters
+        "a123456(3)",  # lower case
+        "a123456789",
+        "A323456789",  # neither 1, 2, 8 nor 9 after the letter
+        "XA123456(3)",  # glued to letters or digits
+        "SKUA1234563",
+        "A1234563B",
+        "PO2023A123456789",
+        "A123456789abc",
+        "9A123456789",
+        "model A123456789X",
+        "123456(3)",  # no letter
+    ],
+)
+def test_what_is_no_hong_kong_or_taiwanese_id_number_is_left(text: str) -> None:
+    assert spans(text) == []
+
+
+def test_a_passport_shaped_number_stays_a_passport_whatever_the_hong_kong_check() -> None:
+    # "EF2799665" passes the check of a card of two letters, as one passport in eleven does.
+    assert hk_id("EF", "279966") == "EF2799665"
+    assert spans("护照号码EF2799665，签证已办") == [(PASSPORT, "EF2799665")]
+    assert spans("HKID EF279966(5)") == [(ID_NUMBER, "EF279966(5)")]
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (("13800138000", PHONE), ("A123456(3)", ID_NUMBER)),
+        (("13800138000", PHONE), ("A123456789", ID_NUMBER)),
+        (("E12345678", PASSPORT), ("A123456789", ID_NUMBER)),
+        (("li@example.com", EMAIL), ("A123456789", ID_NUMBER)),
+        ((ID_X, ID_NUMBER), ("CA182361(1)", ID_NUMBER)),
+        (("A123456789", ID_NUMBER), ("E12345678", PASSPORT)),
+        (("A123456(3)", ID_NUMBER), ("13800138000", PHONE)),
+        (("A123456789", ID_NUMBER), ("A800000014", ID_NUMBER)),
+    ],
+    ids=lambda pair: pair[0],
+)
+def test_a_hong_kong_or_taiwanese_id_glued_to_another_identifier_is_found(
+    first: tuple[str, str], second: tuple[str, str]
+) -> None:
+    (a, category_a), (b, category_b) = first, second
+    counts = Counter([category_a, category_b])
+    assert scan(f"资料：{a}{b}。", NOTHING_ALLOWED) == (
+        f"资料：{REDACTED[category_a]}{REDACTED[category_b]}。",
+        dict(counts),
+    )
+
+
+def test_a_hong_kong_or_taiwanese_id_number_gives_no_birth_date() -> None:
+    assert birth_date_from_id("A123456789") is None
+    assert birth_date_from_id("A1234563") is None
+
+
 # --- device.ip ---------------------------------------------------------------------------------
 
 

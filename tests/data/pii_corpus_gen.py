@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +19,7 @@ OUT = Path(__file__).with_name("pii_corpus.jsonl")
 Expect = dict[str, str]
 Line = dict[str, object]
 
-# --- check characters (GB 11643, GB 32100, GB 11714, Luhn) -------------------------------------
+# --- check characters (GB 11643, GB 32100, GB 11714, Luhn, Hong Kong and Taiwanese IDs) --------
 
 ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 USCC_CHARSET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
@@ -51,6 +52,27 @@ def luhn_check(body: str) -> str:
                 d -= 9
         total += d
     return str((10 - total % 10) % 10)
+
+
+def hk_check(prefix: str, digits6: str) -> str:
+    """A Hong Kong identity card's check: the prefix padded to two with a space (36), letters
+    A=10 ... Z=35, weights 9 to 2; 11 - (sum mod 11), 11 as 0 and 10 as A."""
+    values = [36 if c == " " else ord(c) - ord("A") + 10 for c in prefix.rjust(2)]
+    values += [int(c) for c in digits6]
+    total = sum(v * w for v, w in zip(values, range(9, 1, -1), strict=True))
+    return "0123456789A"[(11 - total % 11) % 11]
+
+
+TW_LETTERS = "ABCDEFGHJKLMNPQRSTUVXYWZIO"  # A=10, B=11, ... I=34, O=35
+
+
+def tw_ok(value: str) -> bool:
+    """Whether ``value`` (a letter and nine digits) holds a Taiwanese ID number's check."""
+    tens, units = divmod(TW_LETTERS.index(value[0]) + 10, 10)
+    weights = (8, 7, 6, 5, 4, 3, 2, 1, 1)
+    return (
+        tens + 9 * units + sum(int(c) * w for c, w in zip(value[1:], weights, strict=True))
+    ) % 10 == 0
 
 
 # --- surface forms -----------------------------------------------------------------------------
@@ -139,6 +161,20 @@ def valid_passport(rng: random.Random) -> str:
     if kind == 1:
         return "G" + rand_digits(rng, 8)
     return "E" + rng.choice("ABCDEFGHJKLMNPQRSTUVWXYZ") + rand_digits(rng, 7)
+
+
+def valid_hk_id(rng: random.Random) -> str:
+    """A Hong Kong identity card as it is written: "A123456(3)", "A123456 (3)", "AB9876543"."""
+    prefix = "".join(rng.choice("ABCDEFGHJKLMNPRSTVWYZ") for _ in range(rng.choice((1, 1, 2))))
+    digits = rand_digits(rng, 6)
+    check = hk_check(prefix, digits)
+    return prefix + digits + rng.choice((f"({check})", f" ({check})", check))
+
+
+def valid_tw_id(rng: random.Random) -> str:
+    """A Taiwanese ID number: a citizen's (1, 2) or a resident certificate's of 2021 on (8, 9)."""
+    body = rng.choice(TW_LETTERS) + rng.choice("1289") + rand_digits(rng, 7)
+    return body + next(d for d in "0123456789" if tw_ok(body + d))
 
 
 def valid_ipv4(rng: random.Random) -> str:
@@ -780,8 +816,36 @@ def build(rng: random.Random) -> list[Line]:
         text = negatives[i % len(negatives)](rng)
         if text not in seen:
             seen.add(text)
-            lines.append({"text": text, "expect": []})
+            # A code made of a letter and nine digits may be a Taiwanese ID number, check and
+            # all ("物料编码E144979129入库"): then one it is.
+            tw = [w for w in TW_ANYWHERE.findall(text) if tw_ok(w)]
+            lines.append({"text": text, "expect": [{"category": ID, "value": v} for v in tw]})
+    # Last, so that what the seed draws for the lines above stays as it was.
+    for i in range(24):
+        hk = i % 2 == 0
+        value = valid_hk_id(rng) if hk else valid_tw_id(rng)
+        if i % 8 in (4, 5):
+            value = fullwidth(value)
+        templates = T_HK if hk else T_TW
+        template = templates[i // 2 % len(templates)]
+        lines.append(
+            {"text": template.format(v=value), "expect": [{"category": ID, "value": value}]}
+        )
     return lines
+
+
+ID = "identity.id_number"
+TW_ANYWHERE = re.compile(r"(?<![0-9A-Za-z])[A-Z][1289][0-9]{8}(?![0-9A-Za-z])")
+T_HK = (
+    "香港身份證號碼：{v}，請核對",
+    "HKID {v} verified at the counter.",
+    "旅客證件{v}已登記入住",
+)
+T_TW = (
+    "身分證字號{v}，已完成實名認證",
+    "Resident certificate no. {v}, issued in Taipei.",
+    "台胞資料：統一證號{v}",
+)
 
 
 def main() -> None:
