@@ -114,28 +114,10 @@ def id_check_ok(value: str) -> bool:
     return _ID_CHECK[total % 11] == value[17].upper()
 
 
-def birth_date_from_id(value: str) -> dt.date | None:
-    """The birth date in a valid mainland resident ID number, or None if it is not one: one
-    of 18 characters (division, date and check digit checked) or a first-generation one of
-    15 digits (division and date: born in the 1900s, it is never a child's)."""
-    if len(value) < 15:
-        return None  # a subject id like "u-100234": too short for any ID number
-    if not (value.isascii() and value.isalnum()):
-        value = _read(value)
-    if len(value) == 18:
-        if not _ID_SHAPE.fullmatch(value):
-            return None
-        born = id_birth_date(value)
-        return born if born is not None and id_check_ok(value) else None
-    if len(value) == 15 and _OLD_ID_SHAPE.fullmatch(value):
-        return old_id_birth_date(value)
-    return None
-
-
 def resident_id_number(value: str) -> str | None:
     """`value` as the one resident ID number it is written as, or None if it is none: without
-    the separators and invisible characters `birth_date_from_id` reads past, digits folded,
-    the check digit `X` in upper case. Every way of writing one number gives one string.
+    the separators and invisible characters `pii.ID_READ` drops, digits folded, the check
+    digit `X` in upper case. Every way of writing one number gives one string.
 
     A number of 18 laid out like a resident ID number counts whatever its check digit, as
     for cards and credit codes (`looks_like_id`): a mistyped number is still the number a
