@@ -33,6 +33,7 @@ _ID_CHECK: Final = "10X98765432"
 _ID_ZERO_WEIGHT: Final = ord("0") * sum(_ID_WEIGHTS)
 _ID_SHAPE: Final = re.compile(r"[1-9][0-9]{16}[0-9Xx]")
 _OLD_ID_SHAPE: Final = re.compile(r"[1-9][0-9]{14}")
+_NO_ID_LETTER: Final = re.compile("[A-WYZa-wyz]")
 # First-generation numbers were issued on the mainland only (1984-2004): not with the codes
 # of Taiwan, Hong Kong and Macao (and the residence permits) that 18-character ones carry.
 _OLD_ID_PROVINCES: Final = PROVINCES - {"71", "81", "82", "83"}
@@ -124,7 +125,9 @@ def resident_id_number(value: str) -> str | None:
     share named, and written in groups it must not pass for another. So does one laid out
     like a foreign permanent resident's ID number, which is written as one.
     """
-    if len(value) < 15:
+    # An ASCII letter but the check digit's `X` makes no number (a UUID, `u-7f3a…`): refused
+    # before any table is read.
+    if len(value) < 15 or (value.isascii() and _NO_ID_LETTER.search(value) is not None):
         return None
     if not (value.isascii() and value.isalnum()):
         value = _read(value)

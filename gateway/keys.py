@@ -87,6 +87,7 @@ def canonical_subject_id(subject_id: str) -> str:
 # A mainland mobile number, with the country code written before it as dialled from abroad. A
 # bare `86` is not read as that code: `8613800138000` may as well be an account number.
 _MOBILE: Final = re.compile(r"(?:\+86|0086)?(1[3-9][0-9]{9})")
+_ASCII_LETTER: Final = re.compile("[A-Za-z]")
 
 
 def _mobile_number(value: str) -> str | None:
@@ -94,9 +95,10 @@ def _mobile_number(value: str) -> str | None:
     platforms name their users by phone, and `+86 138 0013 8000`, `0086-13800138000` and
     `138-0013-8000` are the one person `13800138000` is. Read past, as in a resident ID
     number: whitespace, dashes, slashes and invisible characters; any script's digits."""
-    if len(value) < 11:
+    # Most ids have a letter in them (`u-7f3a9c12e4`, a UUID): no number, and no table read.
+    if len(value) < 11 or (value.isascii() and _ASCII_LETTER.search(value) is not None):
         return None
-    if not (value.isascii() and value.isalnum()):
+    if not value.isdigit():
         # Imported here, as `_read` does: the tables are the scanner's.
         from gateway.pii import ID_READ
 
