@@ -22,9 +22,10 @@ PHONE: Final = "contact.phone"
 EMAIL: Final = "contact.email"
 BANK_ACCOUNT: Final = "financial.bank_account"
 IP: Final = "device.ip"
+DEVICE_ID: Final = "device.device_id"
 
 CATEGORIES: Final[frozenset[str]] = frozenset(
-    {ID_NUMBER, CREDIT_CODE, PASSPORT, PHONE, EMAIL, BANK_ACCOUNT, IP}
+    {ID_NUMBER, CREDIT_CODE, PASSPORT, PHONE, EMAIL, BANK_ACCOUNT, IP, DEVICE_ID}
 )
 
 # Lower wins when two candidates overlap; email spans are settled before all of these.
@@ -35,6 +36,11 @@ _PRIORITY: Final[dict[str, int]] = {
     PHONE: 3,
     PASSPORT: 4,
     IP: 5,
+    # Last: an IPv6 address is a whole colon-bearing token that `ipaddress` accepts, a MAC
+    # address only a shape of six pairs refused beside any colon-separated continuation. No
+    # IPv6 address has six groups without a '::', so the two never claim the same characters;
+    # were a reading ever to make them, the checked address, holding more, would stand.
+    DEVICE_ID: 6,
 }
 
 
@@ -346,24 +352,29 @@ _CHINESE_DIGIT_RUN: Final = re.compile(
 # Nothing can match without a digit, '@' or ':' (full-width digits and '＠' included), a '#'
 # (or '＃') between a letter or digit and another, an `&commat;`, or an opening bracket before "at"
 # (full-width letters too: they are folded later), an invisible character standing in for any
-# of those letters, or a run of Chinese numerals.
+# of those letters, a run of Chinese numerals, or a '-' or '.' (or their full-width forms) between
+# the hex letters of a MAC address written without a digit ("ab-cd-ef-ab-cd-ef",
+# "abcd.efab.cdef").
 # Each branch after the class looks at the one character matched, so prose is still skipped at
 # C speed.
 _INVISIBLE_CLASS: Final = _char_class(_INVISIBLE_BMP)
+_HEX_ANY_WIDTH: Final = "[0-9A-Fa-f\uff10-\uff19\uff21-\uff26\uff41-\uff46]"
 _MAY_CONTAIN: Final = re.compile(
-    "[0-9:@#\uff03&\uff10-\uff19\uff20"
+    "[0-9:@#\uff03&\\-.\uff0d\uff0e\uff10-\uff19\uff20"
     + _AT_OPEN
     + _char_class(_BMP_DIGITS)
     + _CHINESE_DIGIT_CLASS
     + "\U00010000-\U0010ffff]"
-    + f"(?:(?<![#\uff03&{_AT_OPEN}{_CHINESE_DIGIT_CLASS}])"
+    + f"(?:(?<![#\uff03&\\-.\uff0d\uff0e{_AT_OPEN}{_CHINESE_DIGIT_CLASS}])"
     # Invisible characters among the numerals hide nothing: the run is read again without them.
     + f"|(?<=[{_CHINESE_DIGIT_CLASS}])(?:[{_INVISIBLE_CLASS}]*+[{_NUMERAL_SEPARATOR}]?"
     + f"[{_INVISIBLE_CLASS}]*+[{_CHINESE_DIGIT_CLASS}]){{6}}"
     + "|(?<=&)(?=commat;)"
     + f"|(?<=[0-9A-Za-z_{_INVISIBLE_CLASS}][#\uff03])(?=[0-9A-Za-z{_INVISIBLE_CLASS}])"
     + f"|(?<=[{_AT_OPEN}])(?=[ \u3000]?(?:[Aa\uff21\uff41][Tt\uff34\uff54{_INVISIBLE_CLASS}]"
-    + f"|[{_INVISIBLE_CLASS}])))"
+    + f"|[{_INVISIBLE_CLASS}]))"
+    + f"|(?<={_HEX_ANY_WIDTH}{{2}}[\\-\uff0d])(?={_HEX_ANY_WIDTH}{{2}}[\\-\uff0d])"
+    + f"|(?<={_HEX_ANY_WIDTH}{{4}}[.\uff0e])(?={_HEX_ANY_WIDTH}{{4}}[.\uff0e]))"
 )
 
 # --- scouting ------------------------------------------------------------------------------
@@ -374,9 +385,10 @@ _MAY_CONTAIN: Final = re.compile(
 # identity cards: "A100004A", "A123456(3)"), digits grouped 3-4-4 (grouped phones and cards, ID
 # numbers grouped 6-4-4-4), 6-5 (old ID numbers grouped 6-6-3, American Express cards grouped
 # 4-6-5), 6-4-2 (ID numbers grouped by year, month and day), 4-3-4 (landlines, with their area
-# code), a dotted quad, '::' or seven colon-separated hex groups (IPv6). The pattern opens with
-# a character class so the regex engine skips everything else at C speed; short numbers, dates
-# and times never reach Python.
+# code), a dotted quad, '::' or seven colon-separated hex groups (IPv6), and from its first
+# separator a MAC address's six pairs or three dotted quads of hex digits (which may hold no
+# digit at all). The pattern opens with a character class so the regex engine skips everything
+# else at C speed; short numbers, dates and times never reach Python.
 _CORE_DIGITS: Final = (
     r"[0-9]{5}(?:[0-9]|[ \-/](?:[0-9]{5}|[0-9]{4}[ \-/][0-9]{2})| ?\([0-9A]\)|A)"
     # 3-4-4 (dotted too: "138.0013.8000"), and 3-3-4 for the tail of a landline grouped 4-3-4
@@ -384,16 +396,23 @@ _CORE_DIGITS: Final = (
     r"|[0-9]{2}[ \-/.][0-9]{3,4}[ \-/.][0-9]{4}"
     r"|[0-9]{0,2}(?:\.[0-9]{1,3}){3}"
 )
-_CORE_COLONS: Final = r"(?<=:)(?::|[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){6})"
-_CORE: Final = re.compile(rf"[0-9:](?:(?<=[0-9])(?:{_CORE_DIGITS})|{_CORE_COLONS})")
+_CORE_COLONS: Final = (
+    r"(?<=:)(?::|[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){6}"
+    r"|(?<=[0-9A-Fa-f]{2}:)[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){4})"
+)
+_CORE_MAC: Final = (
+    r"(?<=[0-9A-Fa-f]{2}-)[0-9A-Fa-f]{2}(?:-[0-9A-Fa-f]{2}){4}"
+    r"|(?<=[0-9A-Fa-f]{4}\.)[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}"
+)
+_CORE: Final = re.compile(rf"[0-9:\-.](?:(?<=[0-9])(?:{_CORE_DIGITS})|{_CORE_COLONS}|{_CORE_MAC})")
 # Landlines whose area code is in parentheses ("(010) 6234 5678") or has two digits after +86
 # ("+86 10 6234 5678") hold none of those; looked for only in text holding ")" or "86", so that
 # other text does not pay for them at every digit.
 _CORE_LANDLINE: Final = re.compile(
-    rf"[0-9:](?:(?<=[0-9])(?:{_CORE_DIGITS}"
+    rf"[0-9:\-.](?:(?<=[0-9])(?:{_CORE_DIGITS}"
     r"|[0-9]{1,3}\)[ \-]?[2-9][0-9]{2,3}[ \-][0-9]{4}"
     r"|[0-9]{1,2}[ \-][2-9][0-9]{2,3}[ \-][0-9]{4})"
-    rf"|{_CORE_COLONS})"
+    rf"|{_CORE_COLONS}|{_CORE_MAC})"
 )
 # The run around a core: identifier characters, a single space only between digit groups
 # ("138 0013 8000", "+86 138...", "(+86) 138...") and a slash only between digit groups
@@ -521,6 +540,19 @@ _IPV6_TOKEN_RE: Final = re.compile(
     r"(?<![0-9A-Za-z:.])[0-9A-Za-z:.]*:[0-9A-Za-z:.]*:[0-9A-Za-z:.]*"
 )
 _HEX_DIGITS: Final = frozenset("0123456789abcdefABCDEF")
+# MAC addresses (EUI-48): six pairs of hex digits set apart by one and the same ':' or '-', or
+# three groups of four set apart by dots. Not glued to a letter or digit, nor before a colon
+# run on ('::') or a separator and more hex digits (an IPv6 address, a longer hex string, a
+# seventh pair): those are no MAC cut out of them. What is before it is looked at in `_mac_ok`.
+_MAC_RE: Final = re.compile(
+    r"(?<![0-9A-Za-z])(?:[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}|[0-9A-Fa-f]{2}(?:-[0-9A-Fa-f]{2}){5}"
+    r"|[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4})"
+    r"(?![0-9A-Za-z]|::|[:\-.][0-9A-Fa-f]++(?![0-9A-Za-z]))"
+)
+# All zeros and the broadcast address name no device: a placeholder, and every device at once.
+_NO_DEVICE: Final = frozenset({"000000000000", "ffffffffffff"})
+_MAC_SEPARATORS: Final = frozenset(":-.")
+_WITHOUT_MAC_SEPARATORS: Final = dict.fromkeys(map(ord, _MAC_SEPARATORS))
 # The same recognisers as alternatives in precedence order, to test a whole run in one call.
 _WHOLE_CATEGORIES: Final = {
     "id": ID_NUMBER,
@@ -532,6 +564,7 @@ _WHOLE_CATEGORIES: Final = {
     "tw_id": ID_NUMBER,
     "passport": PASSPORT,
     "ipv4": IP,
+    "mac": DEVICE_ID,
 }
 _WHOLE_RE: Final = re.compile(
     "|".join(
@@ -547,6 +580,7 @@ _WHOLE_RE: Final = re.compile(
             ("hk_id", _HK_ID_RE),
             ("tw_id", _TW_ID_RE),
             ("ipv4", _IPV4_RE),
+            ("mac", _MAC_RE),
         )
     )
 )
@@ -865,6 +899,25 @@ def _ipv6_span(token: str) -> tuple[int, int] | None:
     return None
 
 
+def _mac_ok(norm: str, start: int, end: int) -> bool:
+    """Whether ``norm[start:end]``, a MAC address as `_MAC_RE` reads it, names a device and
+    is not the tail of a longer address: after a separator, what is before that must be a label
+    ("MAC:", "src-"), not a group of hex digits ("1:00:1a:...", seven pairs) or another
+    separator ("::" of an IPv6 address)."""
+    if norm[start:end].translate(_WITHOUT_MAC_SEPARATORS).lower() in _NO_DEVICE:
+        return False
+    if start == 0 or norm[start - 1] not in _MAC_SEPARATORS:
+        return True
+    separator = start - 1
+    label = separator
+    while label > 0 and norm[label - 1] in _HEX_DIGITS:
+        label -= 1
+    before = norm[label - 1] if label > 0 else ""
+    if label == separator:
+        return before not in _MAC_SEPARATORS
+    return before in _ALNUM
+
+
 # --- matching ------------------------------------------------------------------------------
 
 _Span = tuple[int, int, str]
@@ -1069,6 +1122,8 @@ def _whole(norm: str, start: int, end: int) -> list[_Candidate]:
         ok = _hk_id_ok(value)
     elif name == "tw_id":
         ok = _tw_id_ok(value)
+    elif name == "mac":
+        ok = _mac_ok(norm, start, end)
     else:
         ok = True
     category = _WHOLE_CATEGORIES[name]
@@ -1150,6 +1205,10 @@ def _candidates(norm: str, start: int, end: int, glued: list[_Candidate]) -> lis
             span = _ipv6_span(m.group())
             if span is not None:
                 found.append((_PRIORITY[IP], m.start() + span[0], m.start() + span[1], IP))
+    if length >= 14:
+        for m in _MAC_RE.finditer(norm, start, end):
+            if _mac_ok(norm, m.start(), m.end()):
+                found.append((_PRIORITY[DEVICE_ID], m.start(), m.end(), DEVICE_ID))
     return found
 
 

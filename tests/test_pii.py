@@ -25,6 +25,7 @@ from gateway.pii import (
     BANK_ACCOUNT,
     CATEGORIES,
     CREDIT_CODE,
+    DEVICE_ID,
     EMAIL,
     ID_NUMBER,
     IP,
@@ -1925,7 +1926,6 @@ def test_ip_found(text: str, value: str) -> None:
         "地址256.1.1.1",
         "配置192.168.01.1",
         "网段10.0.0",
-        "MAC 00:1A:2B:3C:4D:5E",
         "时间 12:30:45",
         "2025-01-01 12:00:00",
         "2025-03-15T09:30:00+08:00",
@@ -1974,13 +1974,157 @@ def test_ip_with_ideographic_or_full_width_stops_and_colons_found(text: str, val
         "合计3。5元。共12人",
         "时间12：30：45",
         "比分3：2，第二局2：1",
-        "MAC 00：1A：2B：3C：4D：5E",
         "序列1：2：3：4：5：6：7：8：9",
         "注意：：请勿回复",
     ],
 )
 def test_ideographic_or_full_width_stops_and_colons_make_no_address_of_prose(text: str) -> None:
     assert spans(text) == []
+
+
+# --- device.device_id: MAC addresses ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("MAC 00:1A:2B:3C:4D:5E", "00:1A:2B:3C:4D:5E"),
+        ("网卡00:1a:2b:3c:4d:5e已离线", "00:1a:2b:3c:4d:5e"),
+        ("hwaddr 00-1a-2b-3c-4d-5e up", "00-1a-2b-3c-4d-5e"),
+        ("Cisco 001a.2b3c.4d5e 端口", "001a.2b3c.4d5e"),
+        ("设备001A.2B3C.4D5E。", "001A.2B3C.4D5E"),
+        ("mixed case 0a:1B:2c:3D:4e:5F", "0a:1B:2c:3D:4e:5F"),
+        ("digits only 12-34-56-78-90-12", "12-34-56-78-90-12"),
+        ("no digit ab:cd:ef:ab:cd:ef", "ab:cd:ef:ab:cd:ef"),
+        ("no digit ab-cd-ef-ab-cd-ef", "ab-cd-ef-ab-cd-ef"),
+        ("no digit abcd.efab.cdef", "abcd.efab.cdef"),
+        # A label glued on with a colon or hyphen is no hex group of a longer address.
+        ("MAC:00:1A:2B:3C:4D:5E", "00:1A:2B:3C:4D:5E"),
+        ("src:00:1a:2b:3c:4d:5e", "00:1a:2b:3c:4d:5e"),
+        ("eth-00-1a-2b-3c-4d-5e", "00-1a-2b-3c-4d-5e"),
+        ("device 00:1a:2b:3c:4d:5e.", "00:1a:2b:3c:4d:5e"),
+        ("(hwaddr 00:1a:2b:3c:4d:5e)", "00:1a:2b:3c:4d:5e"),
+        ("00:1a:2b:3c:4d:5e:eth0 link down", "00:1a:2b:3c:4d:5e"),
+        ("only one device: 00:00:00:00:00:01", "00:00:00:00:00:01"),
+    ],
+)
+def test_mac_address_found(text: str, value: str) -> None:
+    assert spans(text) == [(DEVICE_ID, value)]
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("MAC ００：１Ａ：２Ｂ：３Ｃ：４Ｄ：５Ｅ", "００：１Ａ：２Ｂ：３Ｃ：４Ｄ：５Ｅ"),
+        ("MAC ００－１ａ－２ｂ－３ｃ－４ｄ－５ｅ", "００－１ａ－２ｂ－３ｃ－４ｄ－５ｅ"),
+        ("MAC ００１ａ．２ｂ３ｃ．４ｄ５ｅ", "００１ａ．２ｂ３ｃ．４ｄ５ｅ"),
+        ("MAC ＡＢ－ＣＤ－ＥＦ－ＡＢ－ＣＤ－ＥＦ", "ＡＢ－ＣＤ－ＥＦ－ＡＢ－ＣＤ－ＥＦ"),
+        ("MAC ａｂｃｄ．ｅｆａｂ．ｃｄｅｆ", "ａｂｃｄ．ｅｆａｂ．ｃｄｅｆ"),
+        # ASCII hex digits with the colons a Chinese input method types.
+        ("MAC 00：1A：2B：3C：4D：5E", "00：1A：2B：3C：4D：5E"),
+        ("MAC 00:1A\u200b:2B:3C:4D:5E", "00:1A\u200b:2B:3C:4D:5E"),
+        ("MAC \u200b00-1a-2b-3c-4d-5e\u200b", "00-1a-2b-3c-4d-5e"),
+        ("MAC ab\u00ad-cd-ef-ab-cd-ef", "ab\u00ad-cd-ef-ab-cd-ef"),
+        ("MAC 001a.2b3c\u2060.4d5e", "001a.2b3c\u2060.4d5e"),
+    ],
+)
+def test_mac_address_spellings_found(text: str, value: str) -> None:
+    assert spans(text) == [(DEVICE_ID, value)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "MAC 00:1A-2B:3C:4D:5E",  # mixed separators
+        "MAC 00-1A-2B-3C-4D:5E",
+        "MAC 00:1A:2B:3C:4D",  # five pairs
+        "MAC 00-1A-2B-3C-4D",
+        "MAC 00:1A:2B:3C:4D:5E:6F",  # seven
+        "MAC 00-1A-2B-3C-4D-5E-6F",
+        "MAC 001a.2b3c",
+        "MAC 001a.2b3c.4d5e.6f70",
+        "MAC 1234.001a.2b3c.4d5e",
+        "MAC 0:1A:2B:3C:4D:5E",
+        "MAC 000:1A:2B:3C:4D:5E",  # glued to more hex digits
+        "MAC 00:1A:2B:3C:4D:5E0",
+        "MAC 001a.2b3c.4d5e0",
+        "hash 7f00:1a:2b:3c:4d:5e",
+        "hash 00:1a:2b:3c:4d:5eab",
+        "hash x00:1a:2b:3c:4d:5e",  # or to a letter
+        "MAC 00:1a:2b:3c:4d:5e:cafe",  # a colon-separated continuation
+        "MAC abc:00:1a:2b:3c:4d:5e",
+        "MAC 1:00:1a:2b:3c:4d:5e",
+        "MAC 00-1a-2b-3c-4d-5e-f",
+        "时间 12:34:56",
+        "2025-01-01 12:00:00",
+        "日期2025-03-15T09:30:00+08:00",
+        # No device: an unset address and the broadcast one, however written.
+        "MAC 00:00:00:00:00:00",
+        "MAC 00-00-00-00-00-00",
+        "MAC 0000.0000.0000",
+        "MAC ff:ff:ff:ff:ff:ff",
+        "MAC FF-FF-FF-FF-FF-FF",
+        "MAC ffff.FFFF.ffff",
+    ],
+)
+def test_mac_address_rejected(text: str) -> None:
+    assert spans(text) == []
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "fe80::1",
+        "::00:1a:2b:3c:4d:5e",
+        "00:1a:2b:3c:4d:5e::",
+        "00:1a:2b:3c:4d:5e::1",
+        "fe80::00:1a:2b:3c:4d:5e",
+        "1:2:00:1a:2b:3c:4d:5e",
+        "11:22:33:44:55:66:77:88",
+        "2001:db8:aa:bb:cc:dd:ee:ff",
+        "aa:bb:cc:dd:ee:ff:1.2.3.4",
+    ],
+)
+def test_an_ipv6_address_is_never_read_as_a_mac_address(address: str) -> None:
+    text = f"地址 {address} 已封禁"
+    assert spans(text) == [(IP, address)]
+    assert scan(text, frozenset({IP})) == (text, {})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "MAC 00:1A:2B:3C:4D:5E",
+        "IP:00:1a:2b:3c:4d:5e",  # a label the IPv6 reading strips, before no address
+        "MAC 00：1A：2B：3C：4D：5E",
+    ],
+)
+def test_a_mac_address_is_never_read_as_ipv6(text: str) -> None:
+    assert [category for category, _ in spans(text)] == [DEVICE_ID]
+    assert scan(text, frozenset({DEVICE_ID})) == (text, {})
+
+
+def test_a_mac_and_an_ipv6_address_in_one_run_are_each_found() -> None:
+    text = "路由 fe80::1/00:1a:2b:3c:4d:5e 与 2001:db8::1,00-1a-2b-3c-4d-5e"
+    assert spans(text) == [
+        (IP, "fe80::1"),
+        (DEVICE_ID, "00:1a:2b:3c:4d:5e"),
+        (IP, "2001:db8::1"),
+        (DEVICE_ID, "00-1a-2b-3c-4d-5e"),
+    ]
+
+
+def test_a_device_id_field_keeps_its_mac_addresses() -> None:
+    text = "网卡00:1a:2b:3c:4d:5e从192.168.1.10掉线，另一块001a.2b3c.4d5f"
+    assert scan(text, frozenset({DEVICE_ID})) == (
+        "网卡00:1a:2b:3c:4d:5e从[REDACTED:device.ip]掉线，另一块001a.2b3c.4d5f",
+        {IP: 1},
+    )
+    assert scan(text, frozenset({IP})) == (
+        "网卡[REDACTED:device.device_id]从192.168.1.10掉线，另一块[REDACTED:device.device_id]",
+        {DEVICE_ID: 2},
+    )
+    assert scan(text, frozenset({IP, DEVICE_ID}))[0] is text
 
 
 # --- precedence, boundaries, redaction ---------------------------------------------------------
@@ -2018,14 +2162,14 @@ def test_matches_are_frozen_sorted_and_within_text() -> None:
 def test_scan_redacts_each_category_with_counts() -> None:
     text = (
         f"身份证{ID_1990}；手机138-0013-8000；卡号{CARD_16}；邮箱li@example.com；"
-        f"信用代码{USCC}；护照E12345678；IP 192.168.0.1；备用13900139000"
+        f"信用代码{USCC}；护照E12345678；IP 192.168.0.1；备用13900139000；MAC 00:1A:2B:3C:4D:5E"
     )
     redacted, counts = scan(text, NOTHING_ALLOWED)
     assert redacted == (
         "身份证[REDACTED:identity.id_number]；手机[REDACTED:contact.phone]；"
         "卡号[REDACTED:financial.bank_account]；邮箱[REDACTED:contact.email]；"
         "信用代码[REDACTED:identity.credit_code]；护照[REDACTED:identity.passport]；"
-        "IP [REDACTED:device.ip]；备用[REDACTED:contact.phone]"
+        "IP [REDACTED:device.ip]；备用[REDACTED:contact.phone]；MAC [REDACTED:device.device_id]"
     )
     assert counts == {
         ID_NUMBER: 1,
@@ -2035,6 +2179,7 @@ def test_scan_redacts_each_category_with_counts() -> None:
         CREDIT_CODE: 1,
         PASSPORT: 1,
         IP: 1,
+        DEVICE_ID: 1,
     }
 
 
@@ -2072,6 +2217,7 @@ def test_categories_are_the_documented_names() -> None:
         "contact.email",
         "financial.bank_account",
         "device.ip",
+        "device.device_id",
     } == CATEGORIES
 
 
@@ -2081,6 +2227,8 @@ def test_large_identifier_free_input_is_scanned_linearly() -> None:
         "1." * 50_000,
         ":" * 100_000,
         "a1:" * 30_000,
+        "a1-" * 30_000,  # MAC-shaped runs on and on: no six pairs end anywhere
+        "ab12." * 20_000,
         "1234 " * 20_000,
         "9" * 100_000 + "@" * 10,
         "a @ " * 30_000,
@@ -2344,8 +2492,13 @@ FRAGMENTS = [
     "#",
     "192。168。0。1",
     "fe80：：1",
+    "00:1A:2B:3C:4D:5E",
+    "00-1a-2b-3c-4d-5e",
+    "001a.2b3c.4d5e",
     "。",
     "：",
+    "-",
+    ".",
 ]
 mixed_text = st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=8)), max_size=12).map(
     "".join
@@ -2415,6 +2568,10 @@ INVISIBLE = [
             ("zhangsan#163.com", EMAIL),
             ("192。168。0。1", IP),
             ("fe80：：1", IP),
+            ("00:1A:2B:3C:4D:5E", DEVICE_ID),
+            ("00-1a-2b-3c-4d-5e", DEVICE_ID),
+            ("001a.2b3c.4d5e", DEVICE_ID),
+            ("ab:cd:ef:ab:cd:ef", DEVICE_ID),
         ]
     ),
     st.lists(st.tuples(st.integers(0, 40), st.sampled_from(INVISIBLE)), max_size=6),

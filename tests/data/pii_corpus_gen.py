@@ -819,7 +819,10 @@ def build(rng: random.Random) -> list[Line]:
             # A code made of a letter and nine digits may be a Taiwanese ID number, check and
             # all ("物料编码E144979129入库"): then one it is.
             tw = [w for w in TW_ANYWHERE.findall(text) if tw_ok(w)]
-            lines.append({"text": text, "expect": [{"category": ID, "value": v} for v in tw]})
+            expect = [{"category": ID, "value": v} for v in tw]
+            # A device's MAC address among them ("设备MAC地址00:1A:2B:3C:4D:5E...") is one too.
+            expect += [{"category": MAC, "value": v} for v in MAC_ANYWHERE.findall(text)]
+            lines.append({"text": text, "expect": expect})
     # Last, so that what the seed draws for the lines above stays as it was.
     for i in range(24):
         hk = i % 2 == 0
@@ -831,10 +834,23 @@ def build(rng: random.Random) -> list[Line]:
         lines.append(
             {"text": template.format(v=value), "expect": [{"category": ID, "value": value}]}
         )
+    # MAC addresses, after the lines above for the same reason.
+    for i in range(24):
+        value = valid_mac(rng, i % 4)
+        if i % 8 in (4, 5):
+            value = fullwidth(value)
+        template = T_MAC[i % len(T_MAC)]
+        lines.append(
+            {"text": template.format(v=value), "expect": [{"category": MAC, "value": value}]}
+        )
+    for text in NOT_MAC:
+        lines.append({"text": text, "expect": []})
     return lines
 
 
 ID = "identity.id_number"
+MAC = "device.device_id"
+MAC_ANYWHERE = re.compile(r"(?<![0-9A-Za-z:])[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}(?![0-9A-Za-z:])")
 TW_ANYWHERE = re.compile(r"(?<![0-9A-Za-z])[A-Z][1289][0-9]{8}(?![0-9A-Za-z])")
 T_HK = (
     "香港身份證號碼：{v}，請核對",
@@ -846,6 +862,41 @@ T_TW = (
     "Resident certificate no. {v}, issued in Taipei.",
     "台胞資料：統一證號{v}",
 )
+
+
+T_MAC = (
+    "设备MAC地址{v}上线失败，请检查网线",
+    "网卡{v}在凌晨3点掉线，已自动重启",
+    "Link down on interface eth0 (hwaddr {v}).",
+    "DHCP日志：客户端{v}续租失败",
+    "会议室终端（MAC {v}）固件升级完成",
+    "Device {v} failed the health check.",
+)
+# Shaped like a MAC address and none: no device, a seventh or missing pair, mixed separators, a
+# longer hex string, an IPv6 address.
+NOT_MAC = (
+    "广播地址ff:ff:ff:ff:ff:ff不指向任何设备",
+    "未配置的网卡上报MAC 00:00:00:00:00:00",
+    "序列00:1A:2B:3C:4D:5E:6F多了一段",
+    "日志里的MAC 00:1A:2B:3C:4D少了一段",
+    "配置写成了00:1A-2B:3C:4D:5E，分隔符不一致",
+    "Commit 00a1b2c3d4e5f6a7b8c9 fixed the crash.",
+    "时间 12:34:56 的心跳包丢失",
+)
+
+
+def valid_mac(rng: random.Random, form: int) -> str:
+    """A MAC address of some device (never all zeros or all ones), written in ``form``: 0 and 1
+    colons in upper and lower case, 2 hyphens, 3 three dotted groups of four."""
+    octets = [rng.randrange(1, 255) for _ in range(6)]
+    pairs = [f"{o:02x}" for o in octets]
+    if form == 0:
+        return ":".join(pairs).upper()
+    if form == 1:
+        return ":".join(pairs)
+    if form == 2:
+        return "-".join(pairs).upper()
+    return ".".join("".join(pairs[i : i + 2]) for i in (0, 2, 4))
 
 
 def main() -> None:
