@@ -900,11 +900,15 @@ def _ipv6_span(token: str) -> tuple[int, int] | None:
 
 
 def _mac_ok(norm: str, start: int, end: int) -> bool:
-    """Whether ``norm[start:end]``, a MAC address as `_MAC_RE` reads it, names a device and
-    is not the tail of a longer address: after a separator, what is before that must be a label
-    ("MAC:", "src-"), not a group of hex digits ("1:00:1a:...", seven pairs) or another
-    separator ("::" of an IPv6 address)."""
-    if norm[start:end].translate(_WITHOUT_MAC_SEPARATORS).lower() in _NO_DEVICE:
+    """Whether ``norm[start:end]``, a MAC address as `_MAC_RE` reads it, names a device (with
+    a hex letter in it: see below) and is not the tail of a longer address: after a separator,
+    what is before that must be a label ("MAC:", "src-"), not a group of hex digits
+    ("1:00:1a:...", seven pairs) or another separator ("::" of an IPv6 address)."""
+    hex_digits = norm[start:end].translate(_WITHOUT_MAC_SEPARATORS)
+    # Twelve decimal digits in pairs or fours are as often a time stamp (`25-03-15-10-30-00`)
+    # or a version (`2025.0315.0001`) as an address: a device's has a letter but once in 280
+    # ((10/16)**12), and those few stay.
+    if hex_digits.isdecimal() or hex_digits.lower() in _NO_DEVICE:
         return False
     if start == 0 or norm[start - 1] not in _MAC_SEPARATORS:
         return True
