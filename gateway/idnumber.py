@@ -101,12 +101,12 @@ def id_ok(value: str) -> bool:
 def looks_like_id(value: str) -> bool:
     """An 18-digit run laid out like a resident ID (region, 18xx-20xx year, month, day), valid
     or not: mistyped ID numbers are never read as cards or credit codes."""
-    return (
-        value[:2] in PROVINCES
-        and value[6:8] in ("18", "19", "20")
-        and value[10] in "01"
-        and value[12] in "0123"
-    )
+    return value[:2] in PROVINCES and _dated_from_7(value)
+
+
+def _dated_from_7(value: str) -> bool:
+    """Whether characters 7-14 are laid out as a birth date: 18xx-20xx year, month, day."""
+    return value[6:8] in ("18", "19", "20") and value[10] in "01" and value[12] in "0123"
 
 
 def id_check_ok(value: str) -> bool:
@@ -172,10 +172,4 @@ def permanent_resident_date(value: str) -> dt.date | None:
 def _looks_like_permanent_resident_id(value: str) -> bool:
     """An 18-digit run laid out like a foreign permanent resident's ID number, valid or not,
     as `looks_like_id` reads a resident ID number's layout (its date seven characters in)."""
-    return (
-        value[0] == "9"
-        and value[1:3] in _MAINLAND_PROVINCES
-        and value[6:8] in ("18", "19", "20")
-        and value[10] in "01"
-        and value[12] in "0123"
-    )
+    return value[0] == "9" and value[1:3] in _MAINLAND_PROVINCES and _dated_from_7(value)
