@@ -475,20 +475,23 @@ async def _serve_forever(demo: Demo) -> None:
         '{"ticket_id": "T-1", "user_id": "u-1", '
         '"device": {"model": "X1", "ip": "203.0.113.9"}, "email": "a@b.example"}'
     )
-    print()
-    print("The gateway keeps serving. Try (token valid for one hour):")
-    print(f"  curl -si http://127.0.0.1:{demo.port}/fixit/v1/diagnostics \\")
-    print(f"    -H 'Authorization: Bearer {token}' \\")
-    print("    -H 'X-Share-Purpose: technical_maintenance' -H 'Content-Type: application/json' \\")
-    print(f"    -d '{body}'")
-    print("Press Ctrl-C to stop.")
     # SIGTERM (`kill`, a container stopping) stops it as Ctrl-C does: through the `finally`
     # blocks that close the gateway and remove the demo's folder. Left to its default, the
     # signal ends the process on the spot and the folder stays behind in the temp directory.
+    # Set before the prompt: whoever reads it may stop the demo at once.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     try:
+        print()
+        print("The gateway keeps serving. Try (token valid for one hour):")
+        print(f"  curl -si http://127.0.0.1:{demo.port}/fixit/v1/diagnostics \\")
+        print(f"    -H 'Authorization: Bearer {token}' \\")
+        print(
+            "    -H 'X-Share-Purpose: technical_maintenance' -H 'Content-Type: application/json' \\"
+        )
+        print(f"    -d '{body}'")
+        print("Press Ctrl-C to stop.")
         await stop.wait()
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
