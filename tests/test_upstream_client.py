@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import gc
 import gzip
-import ipaddress
 import os
 import resource
 import socket
@@ -21,10 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from certs import self_signed
 from partners import RawPartner, Script, writes
 
 from gateway import upstream as upstream_module
@@ -967,40 +962,9 @@ def test_anything_but_an_http_origin_is_refused(base: str) -> None:
 # --- TLS ----------------------------------------------------------------------------------------
 
 
-def _self_signed(folder: Path, dns_name: str | None = None) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    names: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-    if dns_name is not None:
-        names.append(x509.DNSName(dns_name))
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "partner.pem", folder / "partner.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 @pytest.fixture
 async def tls_partner(tmp_path: Path) -> AsyncIterator[tuple[RawPartner, Path]]:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     server = await RawPartner().start(context)
@@ -1265,7 +1229,7 @@ async def test_shares_waiting_for_one_name_share_one_lookup_and_no_failure_is_ke
 async def test_a_partner_reached_by_name_over_tls_is_verified_against_that_name(
     tmp_path: Path, names: NameServers
 ) -> None:
-    cert, key = _self_signed(tmp_path, dns_name="partner.example")
+    cert, key = self_signed(tmp_path, dns_name="partner.example")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     partner = await RawPartner().start(context)

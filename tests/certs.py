@@ -1,0 +1,140 @@
+"""Test certificates: a private certificate authority that issues partner and client
+certificates, and self-signed ones, as PEM. Keys are EC P-256: generated in a millisecond, still
+build them once per session in a fixture where a test module uses many."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+LOOPBACK = "127.0.0.1"
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey, password: bytes | None = None) -> bytes:
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.NoEncryption()
+        if password is None
+        else serialization.BestAvailableEncryption(password)
+    )
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    """A certificate and its private key, both PEM."""
+
+    cert_pem: bytes
+    key: ec.EllipticCurvePrivateKey
+    subject: str  # the certificate's common name
+
+    @property
+    def key_pem(self) -> bytes:
+        return _key_pem(self.key)
+
+    def encrypted_key_pem(self, password: bytes) -> bytes:
+        return _key_pem(self.key, password)
+
+    def write(self, folder: Path, stem: str) -> tuple[Path, Path]:
+        """`<stem>.pem` and `<stem>.key` in `folder`."""
+        cert, key = folder / f"{stem}.pem", folder / f"{stem}.key"
+        cert.write_bytes(self.cert_pem)
+        key.write_bytes(self.key_pem)
+        return cert, key
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _builder(subject: str, issuer: str, key: ec.EllipticCurvePrivateKey) -> x509.CertificateBuilder:
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(_name(issuer))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=2))
+    )
+
+
+def _server_names(dns_name: str | None) -> x509.SubjectAlternativeName:
+    names: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(LOOPBACK))]
+    if dns_name is not None:
+        names.append(x509.DNSName(dns_name))
+    return x509.SubjectAlternativeName(names)
+
+
+def self_signed(folder: Path, dns_name: str | None = None) -> tuple[Path, Path]:
+    """A partner's self-signed certificate for 127.0.0.1 (and `dns_name`), written to
+    `partner.pem` and `partner.key` in `folder`."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        _builder(LOOPBACK, LOOPBACK, key)
+        .add_extension(_server_names(dns_name), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return Issued(cert.public_bytes(serialization.Encoding.PEM), key, LOOPBACK).write(
+        folder, "partner"
+    )
+
+
+class Authority:
+    """A private certificate authority, as a partner runs for its servers and its callers."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        self._cert = (
+            _builder(name, name, self._key)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .sign(self._key, hashes.SHA256())
+        )
+        self.cert_pem = self._cert.public_bytes(serialization.Encoding.PEM)
+
+    def _issue(self, common_name: str, *extensions: x509.ExtensionType) -> Issued:
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = _builder(common_name, self.name, key).add_extension(
+            x509.BasicConstraints(ca=False, path_length=None), critical=True
+        )
+        for extension in extensions:
+            builder = builder.add_extension(extension, critical=False)
+        cert = builder.sign(self._key, hashes.SHA256())
+        return Issued(cert.public_bytes(serialization.Encoding.PEM), key, common_name)
+
+    def server(self, dns_name: str | None = None) -> Issued:
+        """A server certificate for 127.0.0.1 (and `dns_name`)."""
+        return self._issue(
+            LOOPBACK,
+            _server_names(dns_name),
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+        )
+
+    def client(self, common_name: str) -> Issued:
+        """A client certificate, as a partner issues one to each caller it lets in."""
+        return self._issue(common_name, x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]))
