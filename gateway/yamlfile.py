@@ -410,10 +410,17 @@ READ_RETRY_PAUSE_S = 0.05
 
 
 def _read_file(path: Path) -> bytes:
+    return read_bounded_file(path, MAX_FILE_BYTES, _TOO_BIG)
+
+
+def read_bounded_file(path: Path, limit: int, too_big: str) -> bytes:
+    """The bytes of the regular file at `path`, read as contracts are: never a FIFO, a device
+    or a directory, never more than `limit` bytes (`too_big` says why), and never a file
+    caught half-written. YamlFileError otherwise, its one problem at the path ""."""
     for attempt in range(READ_ATTEMPTS):
         if attempt:
             time.sleep(READ_RETRY_PAUSE_S)
-        raw, settled = _read_once(path)
+        raw, settled = _read_once(path, limit, too_big)
         if settled:
             return raw
     raise YamlFileError(
@@ -427,7 +434,7 @@ def _read_file(path: Path) -> bytes:
     )
 
 
-def _read_once(path: Path) -> tuple[bytes, bool]:
+def _read_once(path: Path, limit: int, too_big_message: str) -> tuple[bytes, bool]:
     """The file's bytes, and whether it stayed the same file, unchanged, while they were read."""
     try:
         # Checked before opening too: opening a FIFO waits for a writer, a device may act.
@@ -438,8 +445,8 @@ def _read_once(path: Path) -> tuple[bytes, bool]:
             before = os.fstat(fd)
             _require_regular(before)
             # One byte past the limit: a file that grew since the fstat is caught too.
-            too_big = before.st_size > MAX_FILE_BYTES
-            raw = b"" if too_big else _read_fd(fd, MAX_FILE_BYTES + 1)
+            too_big = before.st_size > limit
+            raw = b"" if too_big else _read_fd(fd, limit + 1)
             # The name, not the descriptor: a file renamed into place meanwhile is read next.
             after = os.stat(path)
         finally:
@@ -450,15 +457,8 @@ def _read_once(path: Path) -> tuple[bytes, bool]:
         raise YamlFileError([("", f"cannot read: {exc.strerror or exc}")]) from exc
     except OSError as exc:
         raise YamlFileError([("", f"cannot read: {exc.strerror or exc}")]) from exc
-    if too_big or len(raw) > MAX_FILE_BYTES:
-        raise YamlFileError(
-            [
-                (
-                    "",
-                    _TOO_BIG,
-                )
-            ]
-        )
+    if too_big or len(raw) > limit:
+        raise YamlFileError([("", too_big_message)])
     return raw, len(raw) == before.st_size and _version(before) == _version(after)
 
 
