@@ -364,6 +364,15 @@ UpstreamAuth = Annotated[NoAuth | BearerAuth | BasicAuth | HeaderAuth, Field(dis
 MAX_UPSTREAM_TIMEOUT_S: Final = 300
 
 
+class UpstreamTls(_Model):
+    """The partner's own CA and the client certificate the gateway presents to it; relative
+    paths are read from the contracts folder (`gateway.contractset`)."""
+
+    ca_file: NonBlank | None = None  # replaces the system's trust store for this partner
+    client_cert_file: NonBlank | None = None
+    client_key_file: NonBlank | None = None
+
+
 class Upstream(_Model):
     base_url: str
     location: CountryCode
@@ -372,6 +381,16 @@ class Upstream(_Model):
     # false for a partner known to answer one request twice: on a reused connection, a late
     # second answer would be read as the next share's.
     reuse_connections: StrictBool = True
+    tls: UpstreamTls | None = None
+
+    @field_validator("tls", mode="before")
+    @classmethod
+    def _tls_written(cls, value: object) -> object:
+        if value is None:
+            # `tls:` with nothing after it (or only a comment): taken as no section, the partner
+            # would be called with the system's trust store and no client certificate.
+            raise ValueError("empty: name ca_file and/or client_cert_file, or remove the key")
+        return value
 
 
 class CrossBorder(_Model):

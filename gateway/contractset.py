@@ -31,6 +31,7 @@ from gateway.contract import (
     to_transform,
 )
 from gateway.origins import origin_of
+from gateway.partnertls import PartnerTls, load_partner_tls, tls_problems
 from gateway.routing import PATH_PREFIX, Template, path_placeholder
 from gateway.settings import ENV_PREFIX, Settings
 from gateway.taxonomy import Taxonomy, load_taxonomy
@@ -54,6 +55,8 @@ class LoadedContract:
     file: Path
     contract: Contract
     sha256: str  # of the file's bytes, as the share log records it
+    # Built from `upstream.tls` and the files it names, read with the contract; None: no section.
+    tls: PartnerTls | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +200,14 @@ def _load_contract(
     except ValidationError as exc:
         return None, schema_problems(exc)
     found = validate_contract(contract, taxonomy, settings)
-    return LoadedContract(named, contract, hashlib.sha256(raw).hexdigest()), found
+    tls = None
+    section = contract.upstream.tls
+    if section is not None and not any(where.startswith("upstream.tls") for where, _ in found):
+        # Relative paths from the folder the contract was read from: the version a swapped
+        # folder led to (see `_load_contract_set`), never a mix of two.
+        tls, problems = load_partner_tls(section, path.parent)
+        found += problems
+    return LoadedContract(named, contract, hashlib.sha256(raw).hexdigest(), tls), found
 
 
 def validate_contract(
@@ -229,6 +239,8 @@ def _check_upstream(contract: Contract, settings: Settings) -> Found:
     problem = _base_url_problem(upstream.base_url, settings.allow_insecure_upstreams)
     if problem is not None:
         yield "upstream.base_url", problem
+    if upstream.tls is not None:
+        yield from tls_problems(upstream.tls, upstream.base_url)
     credential = _credential_env(upstream.auth)
     if credential is not None:
         key, name = credential

@@ -519,6 +519,7 @@ def upstream_request(flow: Flow, runtime: Runtime) -> UpstreamRequest:
         timeout_s=partner.timeout_s,
         max_response_bytes=runtime.settings.limits.max_response_bytes,
         reuse_connection=partner.reuse_connections,
+        tls=partner.tls,
         before_send=partial(
             runtime.terms.take_turn,
             partner.id,

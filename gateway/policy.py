@@ -17,6 +17,7 @@ from gateway.contract import Contract, Route, to_transform
 from gateway.contractset import ContractSet, LoadedContract
 from gateway.fieldfilter import AllowRule, FilterPlan, compile_plan
 from gateway.keys import partner_hash_key
+from gateway.partnertls import PartnerTls
 from gateway.routing import RouteTable, Template
 
 # Request headers a partner may receive besides those a route names. Everything else — the
@@ -66,6 +67,7 @@ class PartnerPolicy:
     base_url: str  # without a trailing slash
     timeout_s: float
     reuse_connections: bool  # false: each share on a connection of its own
+    tls: PartnerTls | None  # the partner's own CA and our client certificate, built at load
     upstream_headers: tuple[tuple[str, str], ...]  # credentials and the agreement's terms
     purposes: frozenset[str]
     routes: RouteTable[RoutePolicy]
@@ -266,6 +268,7 @@ def compile_policy(
             base_url=contract.upstream.base_url.rstrip("/"),
             timeout_s=contract.upstream.timeout_s,
             reuse_connections=contract.upstream.reuse_connections,
+            tls=loaded.tls,
             upstream_headers=tuple(headers),
             purposes=frozenset(contract.purposes),
             routes=RouteTable.build((r.method, r.template, r) for r in routes),

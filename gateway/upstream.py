@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Final, Literal, NamedTuple, Protocol, cast
+from typing import TYPE_CHECKING, Final, Literal, NamedTuple, Protocol, cast
 
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -28,6 +28,9 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from gateway.bodies import content_coding, decode
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
 from gateway.origins import Origin, origin_of
+
+if TYPE_CHECKING:
+    from gateway.partnertls import PartnerTls
 
 Failure = Literal["error", "timeout", "possibly_delivered"]
 
@@ -47,6 +50,9 @@ class UpstreamRequest:
     # `timeout_s`): the partner's rate is kept at the moment it receives the share, whatever
     # the share waited for in between (a free connection, a handshake). True: it waited.
     before_send: Final[Callable[[], Awaitable[bool]] | None] = None
+    # The partner's own CA and client certificate; None: the system's trust store, no client
+    # certificate.
+    tls: Final[PartnerTls | None] = None
 
 
 # Not frozen, as ShareRecord (gateway/sharelog/record.py); `Final` keeps it immutable.
@@ -131,11 +137,33 @@ class _Answer(NamedTuple):
 
 
 class _Broken(Exception):
-    """The partner's answer cannot be read as one HTTP response."""
+    """The partner's answer cannot be read as one HTTP response. `refused`: the partner ended
+    the TLS handshake, so it never took the request, though its bytes were written."""
 
-    def __init__(self, error: GatewayError) -> None:
+    def __init__(self, error: GatewayError, *, refused: bool = False) -> None:
         super().__init__(error.message)
         self.error = error
+        self.refused = refused
+
+
+# The alerts a TLS server sends when it refuses the handshake over certificates (ours missing,
+# unknown, expired, or its check of them failing), as OpenSSL names them once received. Under
+# TLS 1.3 the client's handshake ends before the server has checked our certificate, so the
+# request is written before the refusal arrives: the partner read none of it.
+_HANDSHAKE_REFUSALS = frozenset(
+    {
+        "SSLV3_ALERT_BAD_CERTIFICATE",
+        "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE",
+        "SSLV3_ALERT_CERTIFICATE_REVOKED",
+        "SSLV3_ALERT_CERTIFICATE_EXPIRED",
+        "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
+        "SSLV3_ALERT_HANDSHAKE_FAILURE",
+        "TLSV1_ALERT_UNKNOWN_CA",
+        "TLSV1_ALERT_ACCESS_DENIED",
+        "TLSV1_ALERT_DECRYPT_ERROR",
+        "TLSV13_ALERT_CERTIFICATE_REQUIRED",
+    }
+)
 
 
 class _Connection(asyncio.Protocol):
@@ -171,6 +199,7 @@ class _Connection(asyncio.Protocol):
         self._line: bytes | None = b""
         self._complete = True  # no exchange in progress: any byte that arrives is unasked for
         self._tls = False
+        self._answered = False  # an answer came whole: the handshake was over for the partner
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
@@ -228,7 +257,15 @@ class _Connection(asyncio.Protocol):
         self.transport = None
         self._parser = None
         self._closed()
-        self._fail(_Broken(_unreadable()))
+        if (
+            isinstance(exc, ssl.SSLError)
+            and exc.reason in _HANDSHAKE_REFUSALS
+            and not self._answered
+        ):
+            refusal = UpstreamError(f"the partner refused the TLS handshake ({exc.reason})")
+            self._fail(_Broken(refusal, refused=True))
+        else:
+            self._fail(_Broken(_unreadable()))
 
     def _reading(self) -> httptools.HttpResponseParser:
         # For llhttp's callbacks, called from within `feed_data`: the parser is there.
@@ -433,6 +470,7 @@ class _Connection(asyncio.Protocol):
             for name, value in self._headers
         )
         self.reusable = keep_alive
+        self._answered = True
         waiter.set_result(_Answer(status, headers, b"".join(self._body)))
 
     def _fail(self, error: BaseException) -> None:
@@ -583,6 +621,11 @@ class _Resolver:
                 lookup.set_exception(ConnectionAbortedError("the partner client is closed"))
 
 
+# An origin's `Origin.key` and the `PartnerTls.identity` its connections were made with ("":
+# the shared default context).
+_PoolKey = tuple[tuple[str, str, int], str]
+
+
 async def _connect_to_any(
     loop: asyncio.AbstractEventLoop, addresses: list[_AddrInfo]
 ) -> socket.socket:
@@ -611,7 +654,10 @@ async def _connect_to_any(
 class HttpUpstream:
     """Partners over HTTP(S) on pooled keep-alive connections: at most `connections` open at
     once (in use or idle), and at most `connections_per_origin` in use to one origin (default:
-    a quarter of `connections`, at least 1).
+    a quarter of `connections`, at least 1), whatever TLS settings each share comes with.
+
+    Idle connections are pooled by origin and TLS settings (`PartnerTls.identity`): a share
+    reuses only a connection made with its own CA and client certificate.
 
     The cap per origin keeps a partner that hangs from holding every connection: shares to the
     others still find one. A share that can reuse an idle connection to its origin takes it at
@@ -643,9 +689,9 @@ class HttpUpstream:
         self._per_origin = per_origin
         self._idle_timeout_s = idle_timeout_s
         self._ssl = ssl_context
-        # Both keyed by `Origin.key`: one origin written two ways (`LOCALHOST`, `:443` on an
-        # https URL) is one partner, with one cap and one pool.
-        self._idle: dict[tuple[str, str, int], deque[_Connection]] = {}
+        # By `Origin.key`: one origin written two ways (`LOCALHOST`, `:443` on an https URL)
+        # is one partner, with one cap and one pool per TLS settings.
+        self._idle: dict[_PoolKey, deque[_Connection]] = {}
         # One place per open connection, held from connecting until the connection closes.
         self._slots: asyncio.Semaphore | None = None
         self._waiting_to_open = 0
@@ -697,6 +743,8 @@ class HttpUpstream:
             data = _request_bytes(origin, target, request)
         except ValueError as exc:
             raise failed(UpstreamError(str(exc)), "error") from exc
+        tls = request.tls
+        pool = (origin.key, tls.identity if tls is not None else "")
         in_use = self._in_use.get(origin.key)
         if in_use is None:
             in_use = self._in_use[origin.key] = asyncio.Semaphore(self._per_origin)
@@ -704,13 +752,17 @@ class HttpUpstream:
             # Waiting for this origin's own connections only, never behind another partner's.
             async with asyncio.timeout(request.timeout_s), in_use:
                 try:
-                    connection = await self._connection(origin, slots, request.reuse_connection)
+                    connection = await self._connection(
+                        origin, pool, tls, slots, request.reuse_connection
+                    )
                     waited = request.before_send is not None and await request.before_send()
                     # Looked at again only after a wait: `_pooled` has just looked at it. The
                     # partner closed it (or wrote to it) meanwhile: another, without waiting.
                     if waited and not connection.quiet():
                         connection.abort()
-                        connection = await self._connection(origin, slots, request.reuse_connection)
+                        connection = await self._connection(
+                            origin, pool, tls, slots, request.reuse_connection
+                        )
                 except (OSError, ValueError) as exc:
                     # ValueError: a host name the resolver cannot encode (an empty label,
                     # one over 63 characters). No connection either way: nothing was sent.
@@ -721,7 +773,7 @@ class HttpUpstream:
                 sent = True
                 answer = await waiter
                 if request.reuse_connection:
-                    self._release(origin, connection)
+                    self._release(pool, connection)
                 else:
                     connection.abort()
                 encodings = answer.headers.getall("Content-Encoding", [])
@@ -754,7 +806,8 @@ class HttpUpstream:
                 connection.abort()  # half an exchange: the connection cannot be trusted
             raise
         except _Broken as exc:
-            raise failed(exc.error, "possibly_delivered" if sent else "error") from exc
+            delivered = sent and not exc.refused
+            raise failed(exc.error, "possibly_delivered" if delivered else "error") from exc
         except GatewayError as exc:
             # An unsupported or undecodable content coding: the partner has the share.
             error = exc if isinstance(exc, UpstreamError) else _unreadable()
@@ -765,13 +818,18 @@ class HttpUpstream:
             raise failed(_unreadable(), "possibly_delivered" if sent else "error") from exc
 
     async def _connection(
-        self, origin: Origin, slots: asyncio.Semaphore, reuse: bool
+        self,
+        origin: Origin,
+        pool: _PoolKey,
+        tls: PartnerTls | None,
+        slots: asyncio.Semaphore,
+        reuse: bool,
     ) -> _Connection:
-        connection = self._pooled(origin) if reuse else None
-        return connection if connection is not None else await self._connect(origin, slots)
+        connection = self._pooled(pool) if reuse else None
+        return connection if connection is not None else await self._connect(origin, tls, slots)
 
-    def _pooled(self, origin: Origin) -> _Connection | None:
-        pool = self._idle.get(origin.key)
+    def _pooled(self, key: _PoolKey) -> _Connection | None:
+        pool = self._idle.get(key)
         if not pool:
             return None
         # Idle longer than that, a connection is not used again, even before the sweeper ends it.
@@ -783,7 +841,9 @@ class HttpUpstream:
             connection.abort()
         return None
 
-    async def _connect(self, origin: Origin, slots: asyncio.Semaphore) -> _Connection:
+    async def _connect(
+        self, origin: Origin, tls: PartnerTls | None, slots: asyncio.Semaphore
+    ) -> _Connection:
         loop, resolver = self._loop, self._resolver
         assert loop is not None
         assert resolver is not None
@@ -815,7 +875,7 @@ class HttpUpstream:
             _, connection = await loop.create_connection(
                 lambda: _Connection(loop, closed),
                 sock=sock,
-                ssl=self._ssl if secure else None,
+                ssl=(self._ssl if tls is None else tls.context) if secure else None,
                 # The certificate is checked against the name, not the address it led to.
                 server_hostname=origin.host if secure else None,
             )
@@ -836,16 +896,16 @@ class HttpUpstream:
         if oldest is not None:
             oldest.popleft().abort()
 
-    def _release(self, origin: Origin, connection: _Connection) -> None:
+    def _release(self, key: _PoolKey, connection: _Connection) -> None:
         # A share waiting for a place to open a connection gets this one's: kept idle, it
         # would hold that place for a partner nobody is calling right now.
         if not connection.reusable or self._slots is None or self._waiting_to_open:
             connection.abort()  # (the client may also have closed meanwhile)
             return
         connection.idle_since = _clock()
-        pool = self._idle.get(origin.key)
+        pool = self._idle.get(key)
         if pool is None:
-            pool = self._idle[origin.key] = deque()
+            pool = self._idle[key] = deque()
         pool.append(connection)
         if len(pool) > self._per_origin:
             pool.popleft().abort()

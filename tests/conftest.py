@@ -213,11 +213,15 @@ async def make_gateway(
         share_log: MemoryShareLog | None = None,
         environ: Mapping[str, str] | None = None,
         durable_log: bool = False,
+        files: Mapping[str, bytes] | None = None,
     ) -> Gateway:
         """A gateway in front of `partner`; `durable_log` uses the real SQLite share log
-        (then `Gateway.log` stays empty: read the file with gateway.sharelog.review)."""
+        (then `Gateway.log` stays empty: read the file with gateway.sharelog.review); `files`
+        are written into the contracts folder beside the contracts, by name."""
         folder = tmp_path / f"contracts{len(started)}"
         folder.mkdir()
+        for name, content in (files or {}).items():
+            (folder / name).write_bytes(content)
         for doc in contracts or [contract()]:
             doc = copy.deepcopy(doc)
             doc["upstream"]["base_url"] = partner.base_url

@@ -9,7 +9,7 @@ import ssl
 import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from aiohttp import web
@@ -218,3 +218,123 @@ class RawPartner(FakePartner):
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+# --- a partner that speaks TLS itself -------------------------------------------------------
+
+
+class TlsPartner(FakePartner):
+    """A partner over TLS that does the handshake itself, as an OpenSSL server does: one it
+    refuses ends with the alert that says why (asyncio's own TLS server closes without it).
+    Records each request it read, and the subject of each client certificate it accepted."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        super().__init__()
+        self.context = context
+        self.subjects: list[str | None] = []  # the client certificate's common name, per handshake
+        self.refused = 0  # handshakes refused
+        self.bytes_read = 0  # application bytes read after any handshake
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def base_url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    async def start(self) -> TlsPartner:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = self.context.wrap_bio(incoming, outgoing, server_side=True)
+
+        async def flush() -> None:
+            data = outgoing.read()
+            if data:
+                writer.write(data)
+                await writer.drain()
+
+        async def fill() -> bool:
+            await flush()
+            data = await reader.read(65536)
+            if not data:
+                return False
+            incoming.write(data)
+            return True
+
+        try:
+            while True:
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    if not await fill():
+                        return
+                except ssl.SSLError:
+                    self.refused += 1
+                    await flush()  # the alert
+                    return
+            await flush()
+            peer = tls.getpeercert()
+            Names = tuple[tuple[tuple[str, str], ...], ...]
+            names = cast(Names, peer.get("subject", ())) if peer else ()
+            # ((("commonName", "gateway-one"),),): one tuple per relative distinguished name.
+            common = [value for rdn in names for key, value in rdn if key == "commonName"]
+            self.subjects.append(common[0] if common else None)
+            buffer = b""
+            while True:
+                try:
+                    chunk = tls.read(65536)
+                except ssl.SSLWantReadError:
+                    if not await fill():
+                        return
+                    continue
+                except ssl.SSLError:
+                    return
+                if not chunk:
+                    return
+                self.bytes_read += len(chunk)
+                buffer += chunk
+                while (request := _one_request(buffer)) is not None:
+                    received, buffer = request
+                    self.received.append(received)
+                    reply = self.reply
+                    head = f"HTTP/1.1 {reply.status} OK\r\nContent-Length: {len(reply.body)}\r\n"
+                    head += "".join(f"{k}: {v}\r\n" for k, v in reply.headers.items())
+                    tls.write(head.encode("latin-1") + b"\r\n" + reply.body)
+                    await flush()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+            if task is not None:
+                self._tasks.discard(task)
+
+
+def _one_request(buffer: bytes) -> tuple[Received, bytes] | None:
+    """The first whole request in `buffer` (a Content-Length body, if any) and what follows."""
+    head, found, rest = buffer.partition(b"\r\n\r\n")
+    if not found:
+        return None
+    request_line, *lines = head.decode("latin-1").split("\r\n")
+    method, target, _ = request_line.split(" ", 2)
+    headers: CIMultiDict[str] = CIMultiDict(
+        (name.strip(), value.strip()) for name, _, value in (line.partition(":") for line in lines)
+    )
+    length = int(headers.get("Content-Length", "0"))
+    if len(rest) < length:
+        return None
+    received = Received(method, target, CIMultiDictProxy(headers), rest[:length])
+    return received, rest[length:]

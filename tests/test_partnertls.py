@@ -1,0 +1,335 @@
+"""`upstream.tls`: a partner's own CA and the gateway's client certificate (mutual TLS), from
+the contract's files to what the partner saw."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from certs import Authority, Issued
+from conftest import BASE_CONTRACT, GatewayFactory, contract
+from partners import TlsPartner
+
+from gateway import cli
+from gateway.contractset import load_contract_set
+from gateway.settings import Settings
+
+APPLICANT = {
+    "applicant": {"user_id": "u-1", "name": "Zhang San", "religion": "none"},
+    "loan_amount": 5000,
+}
+
+
+@pytest.fixture(scope="session")
+def partner_ca() -> Authority:
+    return Authority("Partner CA")
+
+
+@pytest.fixture(scope="session")
+def our_ca() -> Authority:
+    """The CA the partner issued the gateway's client certificates from."""
+    return Authority("Partner client CA")
+
+
+@pytest.fixture(scope="session")
+def one(our_ca: Authority) -> Issued:
+    return our_ca.client("gateway-one")
+
+
+@pytest.fixture(scope="session")
+def two(our_ca: Authority) -> Issued:
+    return our_ca.client("gateway-two")
+
+
+@pytest.fixture(scope="session")
+def stranger() -> Authority:
+    return Authority("Someone else's CA")
+
+
+@pytest.fixture
+async def partner(partner_ca: Authority, our_ca: Authority) -> AsyncIterator[TlsPartner]:
+    """A partner that lets in only callers with a certificate from `our_ca`."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_verify_locations(cadata=our_ca.cert_pem.decode())
+    served = partner_ca.server()
+    with _files(served.cert_pem, served.key_pem) as (cert, key):
+        context.load_cert_chain(cert, key)
+    fake = await TlsPartner(context).start()
+    yield fake
+    await fake.close()
+
+
+class _files:
+    """Two PEM files for `load_cert_chain`, which reads only files."""
+
+    def __init__(self, cert: bytes, key: bytes) -> None:
+        import tempfile
+
+        self._folder = tempfile.TemporaryDirectory()
+        self.paths = (Path(self._folder.name) / "c.pem", Path(self._folder.name) / "k.pem")
+        self.paths[0].write_bytes(cert)
+        self.paths[1].write_bytes(key)
+
+    def __enter__(self) -> tuple[Path, Path]:
+        return self.paths
+
+    def __exit__(self, *_: object) -> None:
+        self._folder.cleanup()
+
+
+def with_tls(partner_id: str = "acme", **tls: str) -> dict[str, Any]:
+    doc = contract(upstream={"tls": tls})
+    if partner_id != "acme":
+        doc["partner"] = {**doc["partner"], "id": partner_id}
+    return doc
+
+
+def pem_files(partner_ca: Authority, client: Issued | None = None) -> dict[str, bytes]:
+    files = {"partner-ca.pem": partner_ca.cert_pem}
+    if client is not None:
+        files |= {f"{client.subject}.pem": client.cert_pem, f"{client.subject}.key": client.key_pem}
+    return files
+
+
+def client_tls(client: Issued) -> dict[str, str]:
+    return {
+        "ca_file": "partner-ca.pem",
+        "client_cert_file": f"{client.subject}.pem",
+        "client_key_file": f"{client.subject}.key",
+    }
+
+
+# --- sharing over mutual TLS --------------------------------------------------------------------
+
+
+async def test_a_share_reaches_the_partner_with_our_certificate(
+    make_gateway: GatewayFactory, partner: TlsPartner, partner_ca: Authority, one: Issued
+) -> None:
+    gw = await make_gateway([with_tls(**client_tls(one))], files=pem_files(partner_ca, one))
+    response = await gw.share("POST", "/acme/v1/assess", json=APPLICANT)
+    assert response.status == 200, await response.text()
+    # The partner saw the filtered document (religion is in no field rule), and our certificate.
+    assert [r.json() for r in partner.received] == [
+        {"applicant": {"name": "Zhang San"}, "loan_amount": 5000}
+    ]
+    assert partner.subjects == ["gateway-one"]
+    assert gw.log.outcomes[-1].outcome == "delivered"
+
+
+async def test_without_our_certificate_the_partner_refuses_and_gets_nothing(
+    make_gateway: GatewayFactory, partner: TlsPartner, partner_ca: Authority
+) -> None:
+    gw = await make_gateway([with_tls(ca_file="partner-ca.pem")], files=pem_files(partner_ca))
+    response = await gw.share("POST", "/acme/v1/assess", json=APPLICANT)
+    body = await response.json()
+    assert (response.status, body["error"]["code"]) == (502, "upstream_error")
+    # Under TLS 1.3 the request was written before the refusal came: the partner read none of
+    # it, and the record says so.
+    assert gw.log.outcome_of(body["error"]["share_id"]).outcome == "error"  # type: ignore[union-attr]
+    assert (partner.refused, partner.bytes_read, partner.received) == (1, 0, [])
+
+
+async def test_a_partner_whose_certificate_is_not_from_its_ca_file_gets_nothing(
+    make_gateway: GatewayFactory, partner: TlsPartner, stranger: Authority, one: Issued
+) -> None:
+    tls = client_tls(one)
+    gw = await make_gateway([with_tls(**tls)], files=pem_files(stranger, one))
+    response = await gw.share("POST", "/acme/v1/assess", json=APPLICANT)
+    body = await response.json()
+    assert (response.status, body["error"]["code"]) == (502, "upstream_error")
+    assert gw.log.outcome_of(body["error"]["share_id"]).outcome == "error"  # type: ignore[union-attr]
+    assert (partner.bytes_read, partner.received, partner.subjects) == (0, [], [])
+
+
+async def test_two_contracts_to_one_origin_each_present_their_own_certificate(
+    make_gateway: GatewayFactory,
+    partner: TlsPartner,
+    partner_ca: Authority,
+    one: Issued,
+    two: Issued,
+) -> None:
+    files = pem_files(partner_ca, one) | pem_files(partner_ca, two)
+    gw = await make_gateway(
+        [with_tls("acme", **client_tls(one)), with_tls("acme2", **client_tls(two))], files=files
+    )
+    for partner_id in ("acme", "acme2", "acme", "acme2"):
+        response = await gw.share(
+            "POST", f"/{partner_id}/v1/assess", json=APPLICANT, scope=f"share:{partner_id}:*"
+        )
+        assert response.status == 200
+    # One connection each, kept alive: never the other contract's.
+    assert partner.subjects == ["gateway-one", "gateway-two"]
+    assert len(partner.received) == 4
+
+
+async def test_a_reload_that_swaps_the_certificate_is_seen_by_the_next_share(
+    make_gateway: GatewayFactory,
+    partner: TlsPartner,
+    partner_ca: Authority,
+    one: Issued,
+    two: Issued,
+) -> None:
+    gw = await make_gateway([with_tls(**client_tls(one))], files=pem_files(partner_ca, one))
+    assert (await gw.share("POST", "/acme/v1/assess", json=APPLICANT)).status == 200
+    folder = gw.runtime.settings.contracts_dir
+    # The same file names, new contents: only the files changed, not the contract.
+    (folder / "gateway-one.pem").write_bytes(two.cert_pem)
+    (folder / "gateway-one.key").write_bytes(two.key_pem)
+    await gw.runtime.reload()
+    assert (await gw.share("POST", "/acme/v1/assess", json=APPLICANT)).status == 200
+    assert partner.subjects == ["gateway-one", "gateway-two"]
+    # A reload that changes nothing keeps the connection.
+    await gw.runtime.reload()
+    assert (await gw.share("POST", "/acme/v1/assess", json=APPLICANT)).status == 200
+    assert partner.subjects == ["gateway-one", "gateway-two"]
+
+
+# --- what the loader refuses -------------------------------------------------------------------
+
+
+def _load(
+    tmp_path: Path, upstream: dict[str, Any], files: dict[str, bytes] | None = None
+) -> list[str]:
+    folder = tmp_path / "contracts"
+    folder.mkdir(exist_ok=True)
+    doc = contract(upstream={"base_url": "https://api.acme.example", **upstream})
+    (folder / "acme.yaml").write_text(yaml.safe_dump(doc))
+    for name, content in (files or {}).items():
+        (folder / name).write_bytes(content)
+    settings = Settings(contracts_dir=folder, allow_insecure_upstreams=True)
+    loaded, problems = load_contract_set(folder, settings)
+    assert (loaded is None) == bool(problems)
+    prefix = f"{folder / 'acme.yaml'}: "
+    return [str(problem).removeprefix(prefix) for problem in problems]
+
+
+def test_relative_paths_are_read_from_the_contracts_folder(
+    tmp_path: Path, partner_ca: Authority, one: Issued
+) -> None:
+    assert _load(tmp_path, {"tls": client_tls(one)}, pem_files(partner_ca, one)) == []
+    folder = tmp_path / "contracts"
+    loaded, _ = load_contract_set(folder, Settings(contracts_dir=folder))
+    assert loaded is not None
+    tls = loaded.contracts["acme"].tls
+    assert tls is not None
+    assert tls.context.verify_mode == ssl.CERT_REQUIRED
+    assert tls.context.check_hostname
+    assert tls.context.minimum_version >= ssl.TLSVersion.TLSv1_2
+    # Only the partner's CA, none of the system's.
+    assert [c["subject"] for c in tls.context.get_ca_certs()] == [
+        ((("commonName", "Partner CA"),),)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("upstream", "expected"),
+    [
+        (
+            {"base_url": "http://api.acme.example", "tls": {"ca_file": "partner-ca.pem"}},
+            "upstream.tls: only for an https:// base_url: plain HTTP has no TLS",
+        ),
+        (
+            {"tls": {}},
+            "upstream.tls: empty: name ca_file and/or client_cert_file with client_key_file, "
+            "or remove the section",
+        ),
+        (
+            {"tls": None},
+            "upstream.tls: empty: name ca_file and/or client_cert_file, or remove the key",
+        ),
+        (
+            {"tls": {"client_cert_file": "gateway-one.pem"}},
+            "upstream.tls.client_key_file: required with client_cert_file",
+        ),
+        (
+            {"tls": {"client_key_file": "gateway-one.key"}},
+            "upstream.tls.client_cert_file: required with client_key_file",
+        ),
+        (
+            {"tls": {"ca_file": "missing.pem"}},
+            "upstream.tls.ca_file: missing.pem: cannot read: No such file or directory",
+        ),
+        (
+            {"tls": {"ca_file": "gateway-one.key"}},
+            "upstream.tls.ca_file: gateway-one.key: holds no PEM certificate",
+        ),
+        (
+            {"tls": {"client_cert_file": "gateway-one.key", "client_key_file": "gateway-one.key"}},
+            "upstream.tls.client_cert_file: gateway-one.key: not a PEM certificate",
+        ),
+        (
+            {"tls": {"client_cert_file": "gateway-one.pem", "client_key_file": "gateway-one.pem"}},
+            "upstream.tls.client_key_file: gateway-one.pem: not a PEM private key",
+        ),
+    ],
+    ids=[
+        "http",
+        "empty",
+        "null",
+        "cert_alone",
+        "key_alone",
+        "missing",
+        "ca_without_cert",
+        "cert_not_pem",
+        "key_not_pem",
+    ],
+)
+def test_a_tls_section_that_cannot_work_is_refused(
+    tmp_path: Path, one: Issued, upstream: dict[str, Any], expected: str
+) -> None:
+    files = {"gateway-one.pem": one.cert_pem, "gateway-one.key": one.key_pem}
+    assert _load(tmp_path, upstream, files) == [expected]
+
+
+def test_a_key_that_does_not_match_the_certificate_is_refused(
+    tmp_path: Path, one: Issued, two: Issued
+) -> None:
+    files = {"gateway-one.pem": one.cert_pem, "gateway-two.key": two.key_pem}
+    tls = {"client_cert_file": "gateway-one.pem", "client_key_file": "gateway-two.key"}
+    (problem,) = _load(tmp_path, {"tls": tls}, files)
+    assert problem.startswith("upstream.tls.client_key_file: gateway-two.key: cannot be used with")
+    assert problem.endswith("the key does not match the certificate")
+
+
+def test_an_encrypted_key_is_refused_as_it_has_no_place_for_its_passphrase(
+    tmp_path: Path, one: Issued
+) -> None:
+    files = {"gateway-one.pem": one.cert_pem, "locked.key": one.encrypted_key_pem(b"secret")}
+    tls = {"client_cert_file": "gateway-one.pem", "client_key_file": "locked.key"}
+    (problem,) = _load(tmp_path, {"tls": tls}, files)
+    assert problem.startswith(
+        "upstream.tls.client_key_file: locked.key: the private key is encrypted, and a "
+        "contract has no place for its passphrase"
+    )
+
+
+def test_a_fifo_is_never_opened_for_reading(tmp_path: Path) -> None:
+    import os
+
+    folder = tmp_path / "contracts"
+    folder.mkdir()
+    os.mkfifo(folder / "partner-ca.pem")
+    assert _load(tmp_path, {"tls": {"ca_file": "partner-ca.pem"}}) == [
+        "upstream.tls.ca_file: partner-ca.pem: not a regular file but a FIFO: nothing was read"
+    ]
+
+
+def test_contracts_validate_reports_a_tls_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "contracts"
+    folder.mkdir()
+    doc = {**BASE_CONTRACT, "upstream": {**BASE_CONTRACT["upstream"], "tls": {}}}
+    doc["upstream"]["base_url"] = "https://api.acme.example"
+    (folder / "acme.yaml").write_text(yaml.safe_dump(doc))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["contracts", "validate", str(folder)]) == 1
+    assert capsys.readouterr().out == (
+        f"{folder / 'acme.yaml'}: upstream.tls: empty: name ca_file and/or client_cert_file "
+        "with client_key_file, or remove the section\n"
+    )
