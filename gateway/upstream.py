@@ -199,13 +199,23 @@ class _Connection(asyncio.Protocol):
         self._line: bytes | None = b""
         self._complete = True  # no exchange in progress: any byte that arrives is unasked for
         self._tls = False
-        self._answered = False  # an answer came whole: the handshake was over for the partner
+        # A certificate alert may end this connection before the partner read a request: a
+        # TLS 1.3 connection that has not carried an answer yet (see `_HANDSHAKE_REFUSALS`).
+        self._refusable = False
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self._tls = transport.get_extra_info("sslcontext") is not None
+        ssl_object = transport.get_extra_info("ssl_object")
+        # Under TLS 1.2 the partner checks our certificate before our handshake ends, so its
+        # refusal fails the connecting; an alert later is a renegotiation, which a server asks
+        # for once it has read the request. TLS 1.3 has none, and the client does not offer to
+        # send a certificate after the handshake (`post_handshake_auth` stays off).
+        self._refusable = (
+            isinstance(ssl_object, ssl.SSLObject) and ssl_object.version() == "TLSv1.3"
+        )
 
     def data_received(self, data: bytes) -> None:
         parser = self._parser
@@ -257,11 +267,7 @@ class _Connection(asyncio.Protocol):
         self.transport = None
         self._parser = None
         self._closed()
-        if (
-            isinstance(exc, ssl.SSLError)
-            and exc.reason in _HANDSHAKE_REFUSALS
-            and not self._answered
-        ):
+        if isinstance(exc, ssl.SSLError) and exc.reason in _HANDSHAKE_REFUSALS and self._refusable:
             refusal = UpstreamError(f"the partner refused the TLS handshake ({exc.reason})")
             self._fail(_Broken(refusal, refused=True))
         else:
@@ -470,7 +476,7 @@ class _Connection(asyncio.Protocol):
             for name, value in self._headers
         )
         self.reusable = keep_alive
-        self._answered = True
+        self._refusable = False  # the handshake was over for the partner
         waiter.set_result(_Answer(status, headers, b"".join(self._body)))
 
     def _fail(self, error: BaseException) -> None:

@@ -3,6 +3,8 @@ the contract's files to what the partner saw."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,6 +19,7 @@ from partners import TlsPartner
 from gateway import cli
 from gateway.contractset import load_contract_set
 from gateway.settings import Settings
+from gateway.upstream import _Broken, _Connection
 
 APPLICANT = {
     "applicant": {"user_id": "u-1", "name": "Zhang San", "religion": "none"},
@@ -333,3 +336,69 @@ def test_contracts_validate_reports_a_tls_problem(
         f"{folder / 'acme.yaml'}: upstream.tls: empty: name ca_file and/or client_cert_file "
         "with client_key_file, or remove the section\n"
     )
+
+
+# --- which alerts say the partner read nothing -------------------------------------------------
+
+
+class _Transport(asyncio.Transport):
+    """The transport side of a finished handshake, as `_Connection` sees it."""
+
+    def __init__(self, context: ssl.SSLContext, tls: ssl.SSLObject) -> None:
+        super().__init__({"sslcontext": context, "ssl_object": tls})
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def _handshake(
+    partner_ca: Authority, version: ssl.TLSVersion
+) -> tuple[ssl.SSLContext, ssl.SSLObject]:
+    """The client's side of a whole handshake at `version`, done in memory."""
+    served = partner_ca.server()
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with _files(served.cert_pem, served.key_pem) as (cert, key):
+        server_context.load_cert_chain(cert, key)
+    client_context = ssl.create_default_context(cadata=partner_ca.cert_pem.decode())
+    client_context.maximum_version = version
+    to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = client_context.wrap_bio(to_client, to_server, server_hostname="127.0.0.1")
+    into_server, out_of_server = ssl.MemoryBIO(), ssl.MemoryBIO()
+    server = server_context.wrap_bio(into_server, out_of_server, server_side=True)
+    done: set[str] = set()
+    while done != {"client", "server"}:
+        for name, side in (("client", client), ("server", server)):
+            if name not in done:
+                with contextlib.suppress(ssl.SSLWantReadError):
+                    side.do_handshake()
+                    done.add(name)
+        into_server.write(to_server.read())
+        to_client.write(out_of_server.read())
+    assert client.version() == ("TLSv1.3" if version is ssl.TLSVersion.TLSv1_3 else "TLSv1.2")
+    return client_context, client
+
+
+@pytest.mark.parametrize(
+    ("version", "refused"),
+    [(ssl.TLSVersion.TLSv1_3, True), (ssl.TLSVersion.TLSv1_2, False)],
+    ids=["tls1.3", "tls1.2"],
+)
+async def test_only_a_tls_1_3_certificate_alert_before_any_answer_says_nothing_was_read(
+    partner_ca: Authority, version: ssl.TLSVersion, refused: bool
+) -> None:
+    # Under TLS 1.2 the partner checks our certificate before our handshake ends; an alert
+    # after it is a renegotiation, which a server asks for once it has read the request.
+    context, tls = _handshake(partner_ca, version)
+    connection = _Connection(asyncio.get_running_loop(), lambda: None)
+    connection.connection_made(_Transport(context, tls))
+    waiter = connection.send(b"POST /v1/assess HTTP/1.1\r\n\r\n", 1024)
+    alert = ssl.SSLError(1, "[SSL: SSLV3_ALERT_BAD_CERTIFICATE] sslv3 alert bad certificate")
+    alert.reason = "SSLV3_ALERT_BAD_CERTIFICATE"
+    connection.connection_lost(alert)
+    broken = waiter.exception()
+    assert isinstance(broken, _Broken)
+    assert broken.refused is refused
