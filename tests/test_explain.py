@@ -665,7 +665,7 @@ def test_cmd_explain_of_an_upload_says_the_body_goes_whole(
     args = explain_args(
         tmp_path,
         body={"any": "bytes"},
-        route="PUT /v1/objects/o-1",
+        route="PUT /v1/objects/o-1?owner_user_id=u-1",
         purpose="service_delivery",
         partner="cloudvault",
         format=output,

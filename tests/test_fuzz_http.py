@@ -480,7 +480,7 @@ _BUNDLED = Path(__file__).resolve().parent.parent / "contracts"
 EXPLAIN_ROUTES: Final = [
     ("acme-credit", "POST /v1/assess", "credit_assessment"),
     ("acme-credit", "POST /v1/assess/batch", "credit_assessment"),
-    ("cloudvault", "PUT /v1/objects/o-1", "service_delivery"),
+    ("cloudvault", "PUT /v1/objects/o-1?owner_user_id=u-1", "service_delivery"),
     ("cloudvault", "POST /v1/objects/o-1/metadata", "service_delivery"),
     ("cloudvault", "GET /v1/objects/o-1?version=2", "service_delivery"),
     ("fixit", "POST /v1/diagnostics", "technical_maintenance"),
