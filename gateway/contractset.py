@@ -8,6 +8,7 @@ import os
 import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Final
@@ -20,6 +21,7 @@ from gateway.contract import (
     BasicAuth,
     BearerAuth,
     Contract,
+    ContractInfo,
     FieldRule,
     HeaderAuth,
     Problem,
@@ -35,13 +37,16 @@ from gateway.partnertls import PartnerTls, load_partner_tls, tls_problems
 from gateway.routing import PATH_PREFIX, Template, path_placeholder
 from gateway.settings import ENV_PREFIX, Settings
 from gateway.taxonomy import Taxonomy, load_taxonomy
-from gateway.yamlfile import YamlFileError, read_yaml_file
+from gateway.yamlfile import YamlFileError, printable, read_yaml_file
 
 __all__ = [
     "ContractSet",
+    "ContractWarning",
     "LoadedContract",
     "Problem",
     "contract_files",
+    "contract_warnings",
+    "expiry_warning",
     "load_contract_set",
     "validate_contract",
 ]
@@ -60,9 +65,29 @@ class LoadedContract:
 
 
 @dataclass(frozen=True, slots=True)
+class ContractWarning:
+    """Something to act on in a valid contract, located by its key path: the contract is used
+    as agreed, but part of what the gateway promises will not hold for it."""
+
+    file: str
+    partner: str
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return printable(f"{self.file}: warning: {self.path}: {self.message}")
+
+    def as_json(self) -> dict[str, str]:
+        return {"partner": self.partner, "path": self.path, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
 class ContractSet:
     contracts: Mapping[str, LoadedContract]  # by partner id
     taxonomy: Taxonomy
+    # As of the day the set was loaded; `contracts validate`, the start and reload log and the
+    # admin API all show this one list.
+    warnings: tuple[ContractWarning, ...] = ()
 
 
 def contract_files(directory: Path) -> list[Path]:
@@ -79,14 +104,26 @@ def contract_files(directory: Path) -> list[Path]:
 
 
 def load_contract_set(
-    directory: Path, settings: Settings
+    directory: Path, settings: Settings, *, today: date | None = None
 ) -> tuple[ContractSet | None, list[Problem]]:
-    """Load and check every contract in `directory`: the set, or None and every problem found."""
+    """Load and check every contract in `directory`: the set, or None and every problem found.
+
+    The set carries its warnings as of `today` (default: today in the settings' time zone).
+    """
     try:
-        return _load_contract_set(directory, settings)
+        loaded, problems = _load_contract_set(directory, settings)
     except OSError as exc:  # a folder or file the gateway may not read, an I/O error
         where = exc.filename if exc.filename is not None else directory
         return None, [Problem(str(where), "", f"cannot read: {exc.strerror or exc}")]
+    if loaded is None:
+        return None, problems
+    day = datetime.now(settings.zone).date() if today is None else today
+    warnings = tuple(
+        ContractWarning(str(entry.file), partner_id, where, message)
+        for partner_id, entry in sorted(loaded.contracts.items())
+        for where, message in contract_warnings(entry.contract, loaded.taxonomy, day)
+    )
+    return dataclasses.replace(loaded, warnings=warnings), problems
 
 
 # How many times a load starts over when the folder was swapped while it was read.
@@ -755,4 +792,77 @@ def _check_route_overlaps(routes: Sequence[Route]) -> Found:
 def _overlap(a: tuple[str | None, ...], b: tuple[str | None, ...]) -> bool:
     return len(a) == len(b) and all(
         x is None or y is None or x.casefold() == y.casefold() for x, y in zip(a, b, strict=True)
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Warnings: a valid contract, as agreed, that will not work as the operator expects
+
+# How long before its last day an active contract's end is announced: time to renew it before
+# every share is refused.
+EXPIRY_NOTICE_DAYS: Final = 30
+EXPIRES_PATH: Final = "contract.expires"
+
+
+def contract_warnings(contract: Contract, taxonomy: Taxonomy, today: date) -> list[tuple[str, str]]:
+    """What to act on in a contract that has no problems, as (key path, message) pairs."""
+    found = [
+        (f"routes.{index}.subject", message)
+        for index, route in enumerate(contract.routes)
+        if (message := _unfindable_shares(route, contract, taxonomy)) is not None
+    ]
+    expiry = expiry_warning(contract.contract, today)
+    if expiry is not None:
+        found.append((EXPIRES_PATH, expiry))
+    return found
+
+
+def _unfindable_shares(route: Route, contract: Contract, taxonomy: Taxonomy) -> str | None:
+    """Why `logs subject` finds none of the route's shares, when they may hold personal data.
+
+    A share's record is found by the subject references the route's `subject` gives it, and by
+    nothing else: without one, an access request never learns the partner received them. A
+    placeholder of the path has no category (a value holding an identifier is refused), so
+    only the fields, or an upload's unread body, can send personal data.
+    """
+    if route.subject is not None:
+        return None
+    lost = "`logs subject` cannot find its shares"
+    if route.fields is None:
+        if route.method in BODYLESS_METHODS:
+            return None  # it sends no body, and no field
+        personal = sorted({name for name in contract.categories if taxonomy.personal(name)})
+        if not personal:
+            return None
+        return (
+            f"an upload may hold any personal category of the contract ({', '.join(personal)}) "
+            f"but the route names no subject: {lost}; name the person it is about with "
+            "subject: query.<name> or path.<name>"
+        )
+    personal = sorted({rule.category for rule in route.fields if taxonomy.personal(rule.category)})
+    if not personal:
+        return None
+    if route.records is not None:
+        where = f"the field of each record that identifies the person ({route.records}.<id>)"
+    elif route.method in BODYLESS_METHODS:
+        where = "the query parameter or placeholder that identifies the person (query. or path.)"
+    else:
+        where = "the field that identifies the person (a body path, query. or path.)"
+    return f"sends personal data ({', '.join(personal)}) but names no subject: {lost}; name {where}"
+
+
+def expiry_warning(info: ContractInfo, today: date) -> str | None:
+    """The end of an active contract that is `EXPIRY_NOTICE_DAYS` or less away, or past."""
+    if info.status != "active" or info.expires == date.max:
+        return None
+    left = (info.expires - today).days
+    refused_from = info.expires + timedelta(days=1)
+    if left < 0:
+        return f"expired on {info.expires}: every share is refused since {refused_from}"
+    if left > EXPIRY_NOTICE_DAYS:
+        return None
+    when = "today" if left == 0 else f"in {left} day(s)"
+    return (
+        f"the contract's last day is {info.expires}, {when}: every share is refused from "
+        f"{refused_from}; renew it (a new version with a later expires) in time"
     )

@@ -4,6 +4,7 @@ import copy
 import hashlib
 import os
 import shutil
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from gateway.contractset import (
     ContractSet,
     Problem,
     contract_files,
+    contract_warnings,
     load_contract_set,
     validate_contract,
 )
@@ -1746,3 +1748,179 @@ def test_a_configmaps_files_are_named_as_mounted(tmp_path: Path) -> None:
         tmp_path / "alpha.yaml",
         tmp_path / "beta.yaml",
     }
+
+
+# --- warnings -------------------------------------------------------------------------------
+
+TODAY = date(2026, 12, 3)
+
+
+def warnings_of(data: dict[str, Any], today: date = TODAY) -> list[tuple[str, str]]:
+    """The warnings of a contract that has no problems."""
+    contract = Contract.model_validate(data)
+    assert validate_contract(contract, BUILTIN_TAXONOMY, Settings()) == []
+    return contract_warnings(contract, BUILTIN_TAXONOMY, today)
+
+
+UPLOAD = {"method": "PUT", "fields": None, "content_types": ["application/pdf"]}
+
+
+@pytest.mark.parametrize(
+    ("changes", "categories", "hint"),
+    [
+        ({}, ["identity.name"], "(identity.name)"),
+        (
+            {"fields": [{"path": "query.email", "category": "contact.email"}], "method": "GET"},
+            ["contact.email"],
+            "query. or path.",
+        ),
+        (
+            {
+                "records": "items[]",
+                "fields": [
+                    {"path": "items[].name", "category": "identity.name"},
+                    {"path": "batch_id", "category": "business.reference"},
+                ],
+            },
+            ["identity.name"],
+            "items[].<id>",
+        ),
+        (UPLOAD, ["identity.name", "file.content"], "file.content, identity.name"),
+    ],
+    ids=["a personal field", "a personal query parameter", "a batch", "an upload"],
+)
+def test_a_route_sending_personal_data_without_a_subject_is_warned_of(
+    changes: dict[str, Any], categories: list[str], hint: str
+) -> None:
+    data = minimal()
+    data["categories"] = categories
+    data["routes"] = [route(**changes)]
+    [(where, message)] = warnings_of(data)
+    assert where == "routes.0.subject"
+    assert "`logs subject` cannot find its shares" in message
+    assert hint in message
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"subject": "user_id"},
+        {"fields": [{"path": "note", "category": "business.note"}]},
+        {
+            "records": "items[]",
+            "subject": "items[].id",
+            "fields": [{"path": "items[].name", "category": "identity.name"}],
+        },
+        {**UPLOAD, "subject": "query.owner"},
+        {**UPLOAD, "path": "/v1/people/{person_id}/files", "subject": "path.person_id"},
+        {"method": "GET", "fields": None},
+        {"method": "GET", "path": "/v1/people/{person_id}", "fields": None},
+    ],
+    ids=[
+        "a subject",
+        "business data only",
+        "records and a subject in each",
+        "an upload naming its subject in the query",
+        "an upload naming its subject in the path",
+        "a GET sending nothing",
+        "a GET sending only a placeholder",
+    ],
+)
+def test_a_route_whose_shares_logs_subject_finds_or_that_sends_nothing_personal_is_not(
+    changes: dict[str, Any],
+) -> None:
+    data = minimal()
+    data["routes"] = [route(**changes)]
+    assert warnings_of(data) == []
+
+
+def test_an_upload_of_a_partner_with_no_personal_category_is_not_warned_of() -> None:
+    data = minimal()
+    data["categories"] = []
+    data["routes"] = [route(**UPLOAD)]
+    assert warnings_of(data) == []
+
+
+@pytest.mark.parametrize(
+    ("expires", "shown"),
+    [
+        (date(2027, 1, 2), "the contract's last day is 2027-01-02, in 30 day(s)"),
+        (date(2026, 12, 3), "the contract's last day is 2026-12-03, today"),
+        (date(2026, 12, 2), "expired on 2026-12-02: every share is refused since 2026-12-03"),
+    ],
+    ids=["in 30 days", "today", "yesterday"],
+)
+def test_an_active_contract_ending_within_30_days_or_ended_is_warned_of(
+    expires: date, shown: str
+) -> None:
+    data = minimal()
+    data["contract"]["effective"] = "2025-01-01"
+    data["contract"]["expires"] = expires.isoformat()
+    [(where, message)] = warnings_of(data)
+    assert where == "contract.expires"
+    assert message.startswith(shown)
+    if expires >= TODAY:
+        assert f"every share is refused from {expires + timedelta(days=1)}" in message
+
+
+@pytest.mark.parametrize(
+    ("expires", "status"),
+    [("2027-01-03", "active"), ("2026-12-10", "suspended"), ("2026-01-01", "terminated")],
+    ids=["in 31 days", "suspended", "terminated and ended"],
+)
+def test_a_contract_ending_later_or_not_active_is_not_warned_of(expires: str, status: str) -> None:
+    data = minimal()
+    data["contract"].update(expires=expires, status=status)
+    assert warnings_of(data) == []
+
+
+def test_the_set_loads_with_its_warnings_named_by_file_and_partner(tmp_path: Path) -> None:
+    data = minimal()
+    data["contract"]["expires"] = "2026-12-20"
+    data["routes"] = [route(), route(path="/v1/others", subject="user_id")]
+    file = write(tmp_path, "acme.yaml", data)
+    contract_set, problems = load_contract_set(tmp_path, Settings(), today=TODAY)
+    assert problems == []
+    assert contract_set is not None
+    assert [(w.file, w.partner, w.path) for w in contract_set.warnings] == [
+        (str(file), "acme", "routes.0.subject"),
+        (str(file), "acme", "contract.expires"),
+    ]
+    assert str(contract_set.warnings[1]) == (
+        f"{file}: warning: contract.expires: the contract's last day is 2026-12-20, in 17 "
+        "day(s): every share is refused from 2026-12-21; renew it (a new version with a later "
+        "expires) in time"
+    )
+
+
+@pytest.mark.parametrize(
+    ("zone", "shown"),
+    [
+        ("Pacific/Kiritimati", "expired on 2026-12-31"),  # UTC+14: 2027-01-01 02:00 there
+        ("Pacific/Pago_Pago", "the contract's last day is 2026-12-31, today"),  # UTC-11: 01:00
+    ],
+)
+def test_today_is_the_day_in_the_settings_time_zone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, zone: str, shown: str
+) -> None:
+    class Clock(datetime):
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> Clock:
+            instant = datetime(2026, 12, 31, 12, 0, tzinfo=UTC).astimezone(tz)
+            return cls.fromtimestamp(instant.timestamp(), tz)
+
+    monkeypatch.setattr(contractset_module, "datetime", Clock)
+    data = minimal()
+    data["contract"]["expires"] = "2026-12-31"
+    write(tmp_path, "acme.yaml", data)
+    contract_set, _ = load_contract_set(tmp_path, Settings(timezone=zone))
+    assert contract_set is not None
+    [warning] = contract_set.warnings
+    assert warning.message.startswith(shown)
+
+
+def test_the_bundled_contracts_have_no_warnings() -> None:
+    contract_set, problems = load_contract_set(BUNDLED, Settings(), today=TODAY)
+    assert problems == []
+    assert contract_set is not None
+    assert contract_set.warnings == ()
