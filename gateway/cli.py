@@ -90,6 +90,13 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     if contract_set is None:
         print(f"{len(problems)} problem(s) in {directory}", file=sys.stderr)
         return EXIT_FAILED
+    for warning in contract_set.warnings:
+        print(warning, file=sys.stderr)
+    if args.strict and contract_set.warnings:
+        # A pipeline that gates on the exit code asked for these to stop the release.
+        count = len(contract_set.warnings)
+        print(f"{count} warning(s) in {directory}, counted as problems (--strict)", file=sys.stderr)
+        return EXIT_FAILED
     names = ", ".join(
         f"{pid} (v{c.contract.contract.version})"
         for pid, c in sorted(contract_set.contracts.items())
@@ -244,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate = contracts_sub.add_parser("validate", help="check every contract file")
     validate.add_argument("dir", nargs="?", help="contracts folder (default: from settings)")
     validate.add_argument("--config", type=Path, default=argparse.SUPPRESS)
+    validate.add_argument(
+        "--strict", action="store_true", help="exit 1 on warnings too (for CI pipelines)"
+    )
     validate.set_defaults(handler=cmd_validate)
     explain = contracts_sub.add_parser("explain", help="dry run: what a partner would receive")
     explain.add_argument("partner")

@@ -248,3 +248,70 @@ def test_building_the_parser_loads_no_commands_module() -> None:
     loaded = set(done.stdout.split())
     assert "gateway.cli" in loaded  # the program ran as written
     assert loaded.isdisjoint({"gateway.sharelog.commands", "gateway.consent", "sqlite3"}), loaded
+
+
+WARNED_CONTRACT = """\
+partner: {id: acme, name: ACME, kind: other, relationship: entrusted}
+contract: {id: DPA-1, version: 2, effective: 2025-01-01, expires: 2099-12-31, status: active}
+upstream: {base_url: "https://api.acme.example", location: CN}
+purposes: [service_delivery]
+categories: [identity.name]
+terms: {retention_days: 30}
+routes:
+  - method: POST
+    path: /v1/people
+    purpose: service_delivery
+    fields: [{path: name, category: identity.name}]
+"""
+
+
+def _folder_with_a_warning(tmp_path: Path) -> tuple[Path, Path]:
+    """A valid contracts folder whose one route sends a name about no subject."""
+    folder = tmp_path / "contracts"
+    folder.mkdir()
+    file = folder / "acme.yaml"
+    file.write_text(WARNED_CONTRACT, encoding="utf-8")
+    return folder, file
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["plain", "--strict"])
+def test_contracts_validate_prints_warnings_on_stderr_and_fails_only_when_strict(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    strict: bool,
+) -> None:
+    from gateway.cli import main
+
+    monkeypatch.chdir(tmp_path)  # no gateway.yaml: the default settings
+    folder, file = _folder_with_a_warning(tmp_path)
+    args = ["contracts", "validate", str(folder), *(["--strict"] if strict else [])]
+    code = main(args)
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert lines[0] == (
+        f"{file}: warning: routes.0.subject: sends personal data (identity.name) but names no "
+        "subject: `logs subject` cannot find its shares; name the field that identifies the "
+        "person (a body path, query. or path.)"
+    )
+    if strict:
+        assert code == 1
+        assert out == ""
+        assert lines[1:] == [f"1 warning(s) in {folder}, counted as problems (--strict)"]
+    else:
+        assert code == 0
+        assert out == "1 contract(s) valid: acme (v2)\n"
+        assert lines[1:] == []
+
+
+def test_contracts_validate_strict_of_the_bundled_contracts_passes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gateway.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["contracts", "validate", str(CONTRACTS), "--strict"]) == 0
+    assert capsys.readouterr() == (
+        "3 contract(s) valid: acme-credit (v3), cloudvault (v2), fixit (v1)\n",
+        "",
+    )
