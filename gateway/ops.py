@@ -23,6 +23,7 @@ from gateway.consent import (
     apply_json,
     grants_json,
 )
+from gateway.contractset import EXPIRES_PATH, expiry_warning
 from gateway.errors import (
     BodyTooLarge,
     ConsentRegistryUnavailable,
@@ -46,6 +47,7 @@ from gateway.pipeline import (
     parse_json_body,
     refuse_transfer_codings,
 )
+from gateway.policy import Policy
 from gateway.runtime import RUNTIME, Runtime
 from gateway.server import SERVER_NAME
 from gateway.sharelog import cursor, review
@@ -141,9 +143,22 @@ async def contracts(request: web.Request, runtime: Runtime) -> web.StreamRespons
                 "routes": [f"{r.method} {r.path} ({r.purpose})" for r in partner.contract.routes],
                 # As agreed, and this gateway's part of them (`cap_shares`).
                 "caps": caps_view(partner.caps),
+                "warnings": _warnings_today(runtime.policy, pid, now),
             }
         )
     return _json({"contracts": listing})
+
+
+def _warnings_today(policy: Policy, partner_id: str, now: datetime) -> list[dict[str, str]]:
+    """The partner's warnings from the load, its contract's end judged again as of `now`: a
+    gateway runs for weeks, and the days left the load counted go stale."""
+    kept = [
+        w.as_json() for w in policy.warnings if w.partner == partner_id and w.path != EXPIRES_PATH
+    ]
+    expiry = expiry_warning(policy.partners[partner_id].contract.contract, now.date())
+    if expiry is not None:
+        kept.append({"partner": partner_id, "path": EXPIRES_PATH, "message": expiry})
+    return kept
 
 
 def _refused(
@@ -179,6 +194,7 @@ async def reload(request: web.Request, runtime: Runtime) -> web.StreamResponse:
                 pid: {"version": p.contract.contract.version, "sha256": p.loaded.sha256}
                 for pid, p in sorted(policy.partners.items())
             },
+            "warnings": [w.as_json() for w in policy.warnings],
         }
     )
 

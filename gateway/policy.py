@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from gateway.caps import Caps, share_of, shared_caps
 from gateway.contract import Contract, Route, to_transform
-from gateway.contractset import ContractSet, LoadedContract
+from gateway.contractset import ContractSet, ContractWarning, LoadedContract
 from gateway.fieldfilter import AllowRule, FilterPlan, compile_plan
 from gateway.keys import partner_hash_key
 from gateway.partnertls import PartnerTls
@@ -106,6 +106,7 @@ class PartnerPolicy:
 class Policy:
     partners: Mapping[str, PartnerPolicy]
     zone: ZoneInfo
+    warnings: tuple[ContractWarning, ...] = ()  # the contract set's, as of its load
 
 
 def _window(effective: date, expires: date, zone: ZoneInfo) -> tuple[datetime, datetime]:
@@ -289,4 +290,4 @@ def compile_policy(
         )
     if problems:
         raise PolicyError(problems)
-    return Policy(partners=partners, zone=zone)
+    return Policy(partners=partners, zone=zone, warnings=contracts.warnings)

@@ -41,7 +41,7 @@ def load_policy(
     if not reloading and (unknown := unknown_cap_share_partners(contracts.contracts, settings)):
         raise StartupError([str(p) for p in unknown])
     try:
-        return compile_policy(
+        policy = compile_policy(
             contracts,
             zone=settings.zone,
             master_key=key,
@@ -50,6 +50,22 @@ def load_policy(
         )
     except PolicyError as exc:
         raise StartupError(exc.problems) from exc
+    if not reloading:
+        # A reload says them once its set is in force: a refused one changes nothing.
+        log_contract_warnings(policy)
+    return policy
+
+
+def log_contract_warnings(policy: Policy) -> None:
+    """One event per warning of the set in force, where operators watch for what to act on."""
+    for warning in policy.warnings:
+        log.warning(
+            "contract_warning",
+            partner=warning.partner,
+            path=warning.path,
+            message=warning.message,
+            file=warning.file,
+        )
 
 
 @dataclass(slots=True)
@@ -115,6 +131,7 @@ class Runtime:
                     pid: p.contract.contract.version for pid, p in sorted(policy.partners.items())
                 },
             )
+            log_contract_warnings(policy)
             if gone := unknown_cap_share_partners(policy.partners, self.settings):
                 # Said, since the settings still name them: the next start refuses that.
                 log.warning("cap_shares_partner_removed", problems=[str(p) for p in gone])

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import gzip
 import sqlite3
 import zlib
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
@@ -1354,3 +1357,76 @@ async def test_contracts_show_each_cap_as_agreed_and_as_this_gateway_enforces_it
     }
     # The contract as agreed: its own id, version and file hash.
     assert (listed["acme"]["contract_id"], listed["acme"]["version"]) == ("DPA-1", 3)
+
+
+UPLOAD_WARNING = {
+    "partner": "acme",
+    "path": "routes.2.subject",  # PUT /v1/documents/{doc_id}: an upload about no one named
+    "message": (
+        "an upload may hold any personal category of the contract (contact.phone, "
+        "financial.income, identity.id_number, identity.name) but the route names no subject: "
+        "`logs subject` cannot find its shares; name the person it is about with "
+        "subject: query.<name> or path.<name>"
+    ),
+}
+
+
+def _warning_events(events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {key: e[key] for key in ("partner", "path", "message", "log_level")}
+        for e in events
+        if e["event"] == "contract_warning"
+    ]
+
+
+async def test_contract_warnings_are_logged_at_start_and_reload_and_answered_by_the_admin_api(
+    make_gateway: GatewayFactory,
+) -> None:
+    logged = {**UPLOAD_WARNING, "log_level": "warning"}
+    with structlog.testing.capture_logs() as events:
+        gw = await make_gateway()
+    assert _warning_events(events) == [logged]
+    admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
+    listing = await gw.client.get("/_gateway/contracts", headers=admin)
+    assert [c["warnings"] for c in (await listing.json())["contracts"]] == [[UPLOAD_WARNING]]
+
+    with structlog.testing.capture_logs() as events:
+        reloaded = await gw.client.post("/_gateway/reload", headers=admin)
+    assert reloaded.status == 200
+    assert (await reloaded.json())["warnings"] == [UPLOAD_WARNING]
+    assert _warning_events(events) == [logged]
+
+    # A refused reload changes nothing: its set's warnings are not said.
+    folder = gw.runtime.settings.contracts_dir
+    (folder / "acme.yaml").write_text("partner: {id: acme\n")
+    with structlog.testing.capture_logs() as events:
+        refused = await gw.client.post("/_gateway/reload", headers=admin)
+    assert refused.status == 422
+    assert _warning_events(events) == []
+
+    fixed = contract()
+    fixed["upstream"]["base_url"] = gw.partner.base_url
+    fixed["routes"][2]["subject"] = "path.doc_id"
+    (folder / "acme.yaml").write_text(yaml.safe_dump(fixed))
+    with structlog.testing.capture_logs() as events:
+        reloaded = await gw.client.post("/_gateway/reload", headers=admin)
+    assert (await reloaded.json())["warnings"] == []
+    assert _warning_events(events) == []
+
+
+async def test_the_contracts_listing_judges_a_contracts_end_as_of_the_day_it_is_asked(
+    make_gateway: GatewayFactory,
+) -> None:
+    expires = datetime.now(ZoneInfo("Asia/Shanghai")).date() + timedelta(days=10)
+    ending = contract(contract={"expires": expires.isoformat()})
+    ending["routes"] = [r for r in ending["routes"] if r["method"] != "PUT"]
+    gw = await make_gateway([ending])
+    assert [w.path for w in gw.runtime.policy.warnings] == ["contract.expires"]
+    # As a gateway loaded when the end was more than 30 days away finds it weeks later.
+    gw.runtime.policy = dataclasses.replace(gw.runtime.policy, warnings=())
+    admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
+    listing = await gw.client.get("/_gateway/contracts", headers=admin)
+    [listed] = (await listing.json())["contracts"]
+    [shown] = listed["warnings"]
+    assert shown["path"] == "contract.expires"
+    assert f"every share is refused from {expires + timedelta(days=1)}" in shown["message"]
