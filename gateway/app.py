@@ -32,7 +32,7 @@ from gateway.ops import handle_ops
 from gateway.pii import scan
 from gateway.pipeline import MAX_RECORD_WAIT_S, handle_share
 from gateway.policy import Policy
-from gateway.runtime import RUNTIME, Runtime, load_policy
+from gateway.runtime import RUNTIME, Runtime, load_policy, log_contract_warnings
 from gateway.server import GatewayRunner, ServerLimits
 from gateway.settings import Settings
 from gateway.sharelog import review
@@ -319,6 +319,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         listening=[f"{a[0]}:{a[1]}" for a in runner.addresses],  # port 0: the one chosen
         partners=sorted(runtime.policy.partners),
     )
+    log_contract_warnings(runtime.policy)
     runtime.settles_heap = True
     heap.settle()
     if ready is not None:

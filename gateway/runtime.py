@@ -50,14 +50,12 @@ def load_policy(
         )
     except PolicyError as exc:
         raise StartupError(exc.problems) from exc
-    if not reloading:
-        # A reload says them once its set is in force: a refused one changes nothing.
-        log_contract_warnings(policy)
     return policy
 
 
 def log_contract_warnings(policy: Policy) -> None:
-    """One event per warning of the set in force, where operators watch for what to act on."""
+    """One event per warning of the set in force, where operators watch for what to act on:
+    once a start has succeeded, or a reload's set is in force (a refused one changes nothing)."""
     for warning in policy.warnings:
         log.warning(
             "contract_warning",

@@ -370,6 +370,26 @@ def _unlocked(share_log: Path) -> bool:
     return True
 
 
+async def test_contract_warnings_are_logged_once_the_start_has_succeeded(
+    setup: Setup, session: ClientSession
+) -> None:
+    # A refused start prints its one line and nothing else (see the emptied share log above).
+    with running(setup) as gateway:
+        await gateway.wait_ready(session)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while "contract_warning" not in _events(gateway.stdout_path):
+            assert time.monotonic() < deadline, "no contract_warning was logged"
+            await asyncio.sleep(0.05)
+        events = _events(gateway.stdout_path)
+    assert events.index("gateway_started") < events.index("contract_warning")
+    assert events.count("contract_warning") == 1  # the upload route that names no subject
+
+
+def _events(stdout: Path) -> list[str]:
+    lines = stdout.read_bytes().splitlines()
+    return [event for line in lines if (event := orjson.loads(line).get("event")) is not None]
+
+
 # --- 2. SIGTERM drains the shares in flight ------------------------------------------------------
 
 
