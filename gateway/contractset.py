@@ -8,7 +8,7 @@ import os
 import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
 from types import MappingProxyType
 from typing import Final
@@ -33,7 +33,14 @@ from gateway.contract import (
     to_transform,
 )
 from gateway.origins import origin_of
-from gateway.partnertls import PartnerTls, load_partner_tls, tls_problems
+from gateway.partnertls import (
+    CA_PATH,
+    CLIENT_CERT_PATH,
+    PartnerTls,
+    load_partner_tls,
+    tls_problems,
+    tls_warnings,
+)
 from gateway.routing import PATH_PREFIX, Template, path_placeholder
 from gateway.settings import ENV_PREFIX, Settings
 from gateway.taxonomy import Taxonomy, load_taxonomy
@@ -44,8 +51,11 @@ __all__ = [
     "ContractWarning",
     "LoadedContract",
     "Problem",
+    "certificate_warnings",
     "contract_files",
     "contract_warnings",
+    "dated_warnings",
+    "effective_warning",
     "expiry_warning",
     "load_contract_set",
     "validate_contract",
@@ -104,11 +114,17 @@ def contract_files(directory: Path) -> list[Path]:
 
 
 def load_contract_set(
-    directory: Path, settings: Settings, *, today: date | None = None
+    directory: Path,
+    settings: Settings,
+    *,
+    today: date | None = None,
+    now: datetime | None = None,
 ) -> tuple[ContractSet | None, list[Problem]]:
     """Load and check every contract in `directory`: the set, or None and every problem found.
 
-    The set carries its warnings as of `today` (default: today in the settings' time zone).
+    The set carries its warnings as of `now` (default: the clock's), the certificates' judged
+    at that instant, the contracts' dates on `today` (default: `now`'s day in the settings'
+    time zone).
     """
     try:
         loaded, problems = _load_contract_set(directory, settings)
@@ -117,11 +133,15 @@ def load_contract_set(
         return None, [Problem(str(where), "", f"cannot read: {exc.strerror or exc}")]
     if loaded is None:
         return None, problems
-    day = datetime.now(settings.zone).date() if today is None else today
+    instant = datetime.now(UTC) if now is None else now
+    day = instant.astimezone(settings.zone).date() if today is None else today
     warnings = tuple(
         ContractWarning(str(entry.file), partner_id, where, message)
         for partner_id, entry in sorted(loaded.contracts.items())
-        for where, message in contract_warnings(entry.contract, loaded.taxonomy, day)
+        for where, message in [
+            *contract_warnings(entry.contract, loaded.taxonomy, day),
+            *certificate_warnings(entry, instant),
+        ]
     )
     return dataclasses.replace(loaded, warnings=warnings), problems
 
@@ -802,6 +822,10 @@ def _overlap(a: tuple[str | None, ...], b: tuple[str | None, ...]) -> bool:
 # every share is refused.
 EXPIRY_NOTICE_DAYS: Final = 30
 EXPIRES_PATH: Final = "contract.expires"
+EFFECTIVE_PATH: Final = "contract.effective"
+# The warnings that come and go with the calendar and the clock, not with the files: judged
+# again whenever they are asked for (see `dated_warnings`).
+DATED_PATHS: Final = frozenset({EFFECTIVE_PATH, EXPIRES_PATH, CLIENT_CERT_PATH, CA_PATH})
 
 
 def contract_warnings(contract: Contract, taxonomy: Taxonomy, today: date) -> list[tuple[str, str]]:
@@ -811,10 +835,37 @@ def contract_warnings(contract: Contract, taxonomy: Taxonomy, today: date) -> li
         for index, route in enumerate(contract.routes)
         if (message := _unfindable_shares(route, contract, taxonomy)) is not None
     ]
-    expiry = expiry_warning(contract.contract, today)
+    found += _day_warnings(contract.contract, today)
+    return found
+
+
+def _day_warnings(info: ContractInfo, today: date) -> list[tuple[str, str]]:
+    found = []
+    effective = effective_warning(info, today)
+    if effective is not None:
+        found.append((EFFECTIVE_PATH, effective))
+    expiry = expiry_warning(info, today)
     if expiry is not None:
         found.append((EXPIRES_PATH, expiry))
     return found
+
+
+def certificate_warnings(entry: LoadedContract, now: datetime) -> list[tuple[str, str]]:
+    """The certificates of an active contract's `upstream.tls` not valid at `now` (an instant),
+    or for no more than `EXPIRY_NOTICE_DAYS`: one suspended or terminated sends no share."""
+    if entry.tls is None or entry.contract.contract.status != "active":
+        return []
+    # Time to get a new certificate from the partner, as to renew a contract.
+    return tls_warnings(entry.tls, now, timedelta(days=EXPIRY_NOTICE_DAYS))
+
+
+def dated_warnings(entry: LoadedContract, now: datetime, zone: tzinfo) -> list[tuple[str, str]]:
+    """The warnings at `DATED_PATHS` as of `now`: those of a set's load go stale in a gateway
+    that runs for weeks."""
+    return [
+        *_day_warnings(entry.contract.contract, now.astimezone(zone).date()),
+        *certificate_warnings(entry, now),
+    ]
 
 
 def _unfindable_shares(route: Route, contract: Contract, taxonomy: Taxonomy) -> str | None:
@@ -849,6 +900,17 @@ def _unfindable_shares(route: Route, contract: Contract, taxonomy: Taxonomy) -> 
     else:
         where = "the field that identifies the person (a body path, query. or path.)"
     return f"sends personal data ({', '.join(personal)}) but names no subject: {lost}; name {where}"
+
+
+def effective_warning(info: ContractInfo, today: date) -> str | None:
+    """The start of an active contract that is still to come: signed ahead, it is not in force
+    until its first day."""
+    if info.status != "active" or info.effective <= today:
+        return None
+    return (
+        f"takes effect on {info.effective}: every share is refused until then "
+        "(403 contract_inactive)"
+    )
 
 
 def expiry_warning(info: ContractInfo, today: date) -> str | None:

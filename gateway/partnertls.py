@@ -10,10 +10,13 @@ import ssl
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Final
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from gateway.contract import UpstreamTls
@@ -29,6 +32,43 @@ _ENCRYPTED_MARKERS = (b"-----BEGIN ENCRYPTED PRIVATE KEY-----", b"Proc-Type: 4,E
 
 Found = list[tuple[str, str]]
 
+CA_PATH: Final = "upstream.tls.ca_file"
+CLIENT_CERT_PATH: Final = "upstream.tls.client_cert_file"
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateInfo:
+    """What an operator needs to tell a certificate apart and know how long it holds; never
+    its key."""
+
+    subject: str  # RFC 4514, as `openssl x509 -nameopt RFC2253` prints it
+    issuer: str
+    serial: str  # upper-case hex, as `openssl x509 -serial` prints it
+    not_before: datetime  # UTC
+    not_after: datetime  # UTC
+    sha256_fingerprint: str  # AB:CD:..., as `openssl x509 -fingerprint -sha256` prints it
+
+    @classmethod
+    def of(cls, certificate: x509.Certificate) -> CertificateInfo:
+        return cls(
+            subject=certificate.subject.rfc4514_string(),
+            issuer=certificate.issuer.rfc4514_string(),
+            serial=f"{certificate.serial_number:X}",
+            not_before=certificate.not_valid_before_utc,
+            not_after=certificate.not_valid_after_utc,
+            sha256_fingerprint=certificate.fingerprint(hashes.SHA256()).hex(":").upper(),
+        )
+
+    def as_json(self) -> dict[str, str]:
+        return {
+            "subject": self.subject,
+            "issuer": self.issuer,
+            "serial": self.serial,
+            "not_before": utc_text(self.not_before),
+            "not_after": utc_text(self.not_after),
+            "sha256_fingerprint": self.sha256_fingerprint,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class PartnerTls:
@@ -40,6 +80,12 @@ class PartnerTls:
     # by it: none made with one certificate or CA carries a share meant to go with another,
     # and a reload that changes neither keeps the pool.
     identity: str
+    # The file names as the contract gives them, and what their certificates say, read with
+    # them: the warnings and the admin API judge them again later without touching the files.
+    ca_file: str | None = None
+    ca: tuple[CertificateInfo, ...] = ()
+    client_cert_file: str | None = None
+    client_certificate: CertificateInfo | None = None
 
 
 class _Encrypted(Exception):
@@ -90,17 +136,29 @@ def load_partner_tls(tls: UpstreamTls, folder: Path) -> tuple[PartnerTls | None,
     ca = files.get("ca_file")
     cert, key = files.get("client_cert_file"), files.get("client_key_file")
     context, problem = _context(ca)
+    authorities: tuple[CertificateInfo, ...] = ()
+    if problem is None and ca is not None:
+        authorities, problem = _authorities(ca)
     if problem is not None:
-        return None, [("upstream.tls.ca_file", f"{tls.ca_file}: {problem}")]
+        return None, [(CA_PATH, f"{tls.ca_file}: {problem}")]
+    client = None
     if cert is not None and key is not None:
-        found = _load_client(context, cert, key, tls)
+        client, found = _load_client(context, cert, key, tls)
         if found:
             return None, found
     digest = hashlib.sha256()
     for part in (ca, cert, key):
         # Each part's length first: no two sets of files hash alike by shifting bytes between.
         digest.update(b"-" if part is None else len(part).to_bytes(8, "big") + part)
-    return PartnerTls(context, digest.hexdigest()), []
+    partner_tls = PartnerTls(
+        context,
+        digest.hexdigest(),
+        ca_file=tls.ca_file,
+        ca=authorities,
+        client_cert_file=tls.client_cert_file if client is not None else None,
+        client_certificate=client,
+    )
+    return partner_tls, []
 
 
 def _context(ca: bytes | None) -> tuple[ssl.SSLContext, str | None]:
@@ -117,35 +175,119 @@ def _context(ca: bytes | None) -> tuple[ssl.SSLContext, str | None]:
     return context, None
 
 
-def _load_client(context: ssl.SSLContext, cert: bytes, key: bytes, tls: UpstreamTls) -> Found:
-    cert_at = f"upstream.tls.client_cert_file: {tls.client_cert_file}"
+def _authorities(ca: bytes) -> tuple[tuple[CertificateInfo, ...], str | None]:
+    """What each certificate of a bundle OpenSSL has taken says, for the warnings."""
     try:
-        x509.load_pem_x509_certificates(cert)
+        certificates = x509.load_pem_x509_certificates(ca)
     except ValueError:
-        return [("upstream.tls.client_cert_file", f"{tls.client_cert_file}: not a PEM certificate")]
+        # OpenSSL took it, yet its dates cannot be read: refused rather than never warned of.
+        return (), "holds a certificate whose validity dates cannot be read"
+    return tuple(CertificateInfo.of(certificate) for certificate in certificates), None
+
+
+def _load_client(
+    context: ssl.SSLContext, cert: bytes, key: bytes, tls: UpstreamTls
+) -> tuple[CertificateInfo | None, Found]:
+    cert_at = f"{CLIENT_CERT_PATH}: {tls.client_cert_file}"
+    try:
+        # The first is ours; any after it, the chain up to the partner's CA.
+        ours = CertificateInfo.of(x509.load_pem_x509_certificates(cert)[0])
+    except ValueError:
+        return None, [(CLIENT_CERT_PATH, f"{tls.client_cert_file}: not a PEM certificate")]
     key_name = tls.client_key_file
     if any(marker in key for marker in _ENCRYPTED_MARKERS):
-        return [("upstream.tls.client_key_file", _encrypted(key_name))]
+        return None, [("upstream.tls.client_key_file", _encrypted(key_name))]
     try:
         load_pem_private_key(key, password=None)
     except TypeError:  # encrypted, in a form the markers above do not show
-        return [("upstream.tls.client_key_file", _encrypted(key_name))]
+        return None, [("upstream.tls.client_key_file", _encrypted(key_name))]
     except (ValueError, UnsupportedAlgorithm):
-        return [("upstream.tls.client_key_file", f"{key_name}: not a PEM private key")]
+        return None, [("upstream.tls.client_key_file", f"{key_name}: not a PEM private key")]
     try:
         with _in_memory(cert) as cert_file, _in_memory(key) as key_file:
             context.load_cert_chain(cert_file, key_file, password=_no_passphrase)
     except _Encrypted:
-        return [("upstream.tls.client_key_file", _encrypted(key_name))]
+        return None, [("upstream.tls.client_key_file", _encrypted(key_name))]
     except ssl.SSLError as exc:
-        return [
+        return None, [
             (
                 "upstream.tls.client_key_file",
                 f"{key_name}: cannot be used with {cert_at} ({exc.reason or exc}): the key "
                 "does not match the certificate",
             )
         ]
-    return []
+    return ours, []
+
+
+def utc_text(instant: datetime) -> str:
+    """An instant as `2026-12-03T11:38:21Z`: certificates' times are UTC, whatever the
+    gateway's time zone."""
+    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _time_left(end: datetime, now: datetime) -> str:
+    left = end - now
+    return "within a day" if left.days == 0 else f"in {left.days} day(s)"
+
+
+def tls_warnings(tls: PartnerTls, now: datetime, notice: timedelta) -> Found:
+    """The certificates of `tls` that are not valid at `now`, or stop being so within
+    `notice`, by key path."""
+    found: Found = []
+    ours = tls.client_certificate
+    if ours is not None:
+        refused = "the partner will refuse every share (502 upstream_error)"
+        name = tls.client_cert_file
+        if ours.not_before > now:
+            found.append(
+                (
+                    CLIENT_CERT_PATH,
+                    f"{name}: our client certificate is not valid until "
+                    f"{utc_text(ours.not_before)}: {refused} until then",
+                )
+            )
+        elif ours.not_after <= now:
+            found.append(
+                (
+                    CLIENT_CERT_PATH,
+                    f"{name}: our client certificate expired on {utc_text(ours.not_after)}: "
+                    f"{refused}; install the partner's renewed certificate and key, and reload",
+                )
+            )
+        elif ours.not_after - now <= notice:
+            found.append(
+                (
+                    CLIENT_CERT_PATH,
+                    f"{name}: our client certificate expires on {utc_text(ours.not_after)}, "
+                    f"{_time_left(ours.not_after, now)}: from then {refused}; install the "
+                    "partner's renewed certificate and key, and reload, in time",
+                )
+            )
+    # A partner certificate issued by one still valid verifies, unless none is: then no share
+    # can.
+    none_valid = bool(tls.ca) and not any(ca.not_before <= now < ca.not_after for ca in tls.ca)
+    for ca in tls.ca:
+        what = f"{tls.ca_file}: the CA certificate {ca.subject}"
+        issued = "a partner certificate it issued"
+        fails = (
+            "no certificate in the file is valid: every share fails (502 upstream_error)"
+            if none_valid
+            else f"{issued} does not verify, and its shares fail (502 upstream_error)"
+        )
+        if ca.not_before > now:
+            found.append((CA_PATH, f"{what} is not valid until {utc_text(ca.not_before)}: {fails}"))
+        elif ca.not_after <= now:
+            found.append((CA_PATH, f"{what} expired on {utc_text(ca.not_after)}: {fails}"))
+        elif ca.not_after - now <= notice:
+            found.append(
+                (
+                    CA_PATH,
+                    f"{what} expires on {utc_text(ca.not_after)}, "
+                    f"{_time_left(ca.not_after, now)}: from then {issued} no longer verifies "
+                    "(502 upstream_error); ask the partner for the CA that replaces it",
+                )
+            )
+    return found
 
 
 def _encrypted(name: str | None) -> str:

@@ -55,16 +55,25 @@ def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def _builder(subject: str, issuer: str, key: ec.EllipticCurvePrivateKey) -> x509.CertificateBuilder:
+# A certificate's validity: from `not_before` to `not_after`, instants; None for either, five
+# minutes ago and two hours from now.
+Validity = tuple[datetime.datetime | None, datetime.datetime | None]
+NOW_ISH: Validity = (None, None)
+
+
+def _builder(
+    subject: str, issuer: str, key: ec.EllipticCurvePrivateKey, validity: Validity = NOW_ISH
+) -> x509.CertificateBuilder:
     now = datetime.datetime.now(datetime.UTC)
+    not_before, not_after = validity
     return (
         x509.CertificateBuilder()
         .subject_name(_name(subject))
         .issuer_name(_name(issuer))
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=2))
+        .not_valid_before(now - datetime.timedelta(minutes=5) if not_before is None else not_before)
+        .not_valid_after(now + datetime.timedelta(hours=2) if not_after is None else not_after)
     )
 
 
@@ -93,11 +102,11 @@ def self_signed(folder: Path, dns_name: str | None = None) -> tuple[Path, Path]:
 class Authority:
     """A private certificate authority, as a partner runs for its servers and its callers."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, validity: Validity = NOW_ISH) -> None:
         self.name = name
         self._key = ec.generate_private_key(ec.SECP256R1())
         self._cert = (
-            _builder(name, name, self._key)
+            _builder(name, name, self._key, validity)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
@@ -117,9 +126,11 @@ class Authority:
         )
         self.cert_pem = self._cert.public_bytes(serialization.Encoding.PEM)
 
-    def _issue(self, common_name: str, *extensions: x509.ExtensionType) -> Issued:
+    def _issue(
+        self, common_name: str, *extensions: x509.ExtensionType, validity: Validity = NOW_ISH
+    ) -> Issued:
         key = ec.generate_private_key(ec.SECP256R1())
-        builder = _builder(common_name, self.name, key).add_extension(
+        builder = _builder(common_name, self.name, key, validity).add_extension(
             x509.BasicConstraints(ca=False, path_length=None), critical=True
         )
         for extension in extensions:
@@ -135,6 +146,10 @@ class Authority:
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
         )
 
-    def client(self, common_name: str) -> Issued:
+    def client(self, common_name: str, validity: Validity = NOW_ISH) -> Issued:
         """A client certificate, as a partner issues one to each caller it lets in."""
-        return self._issue(common_name, x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]))
+        return self._issue(
+            common_name,
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
+            validity=validity,
+        )

@@ -1874,6 +1874,30 @@ def test_a_contract_ending_later_or_not_active_is_not_warned_of(expires: str, st
     assert warnings_of(data) == []
 
 
+def test_an_active_contract_not_yet_in_force_is_warned_of() -> None:
+    data = minimal()
+    data["contract"]["effective"] = "2026-12-04"
+    assert warnings_of(data) == [
+        (
+            "contract.effective",
+            "takes effect on 2026-12-04: every share is refused until then (403 contract_inactive)",
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    ("effective", "status"),
+    [("2026-12-03", "active"), ("2026-12-04", "suspended")],
+    ids=["in force today", "suspended"],
+)
+def test_a_contract_in_force_or_not_active_is_not_warned_of_its_start(
+    effective: str, status: str
+) -> None:
+    data = minimal()
+    data["contract"].update(effective=effective, status=status)
+    assert warnings_of(data) == []
+
+
 def test_the_set_loads_with_its_warnings_named_by_file_and_partner(tmp_path: Path) -> None:
     data = minimal()
     data["contract"]["expires"] = "2026-12-20"

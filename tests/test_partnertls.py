@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 import yaml
 from certs import Authority, Issued
 from conftest import BASE_CONTRACT, GatewayFactory, contract
+from cryptography import x509
 from partners import TlsPartner
 
 from gateway import cli
@@ -402,3 +404,179 @@ async def test_only_a_tls_1_3_certificate_alert_before_any_answer_says_nothing_w
     broken = waiter.exception()
     assert isinstance(broken, _Broken)
     assert broken.refused is refused
+
+
+# --- certificate warnings ----------------------------------------------------------------------
+
+NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+
+
+def days(n: int) -> datetime:
+    return NOW + timedelta(days=n)
+
+
+def _tls_warnings(
+    tmp_path: Path,
+    files: dict[str, bytes],
+    tls: dict[str, str],
+    *,
+    status: str = "active",
+) -> list[tuple[str, str]]:
+    """The `upstream.tls` warnings of a contract naming `tls`, loaded as of NOW."""
+    folder = tmp_path / "contracts"
+    folder.mkdir()
+    doc = contract(upstream={"base_url": "https://api.acme.example", "tls": tls})
+    doc["contract"] = {**doc["contract"], "status": status}
+    (folder / "acme.yaml").write_text(yaml.safe_dump(doc))
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+    loaded, problems = load_contract_set(folder, Settings(contracts_dir=folder), now=NOW)
+    assert problems == []
+    assert loaded is not None
+    return [(w.path, w.message) for w in loaded.warnings if w.path.startswith("upstream.tls")]
+
+
+CLIENT_AT = "upstream.tls.client_cert_file"
+CA_AT = "upstream.tls.ca_file"
+
+
+@pytest.mark.parametrize(
+    ("validity", "shown"),
+    [
+        (
+            (days(-300), days(30)),
+            "ours.pem: our client certificate expires on 2027-01-02T12:00:00Z, in 30 day(s): "
+            "from then the partner will refuse every share (502 upstream_error)",
+        ),
+        (
+            (days(-300), days(-1)),
+            "ours.pem: our client certificate expired on 2026-12-02T12:00:00Z: the partner will "
+            "refuse every share (502 upstream_error)",
+        ),
+        (
+            (days(2), days(300)),
+            "ours.pem: our client certificate is not valid until 2026-12-05T12:00:00Z: the "
+            "partner will refuse every share (502 upstream_error) until then",
+        ),
+    ],
+    ids=["ends in 30 days", "ended", "not valid yet"],
+)
+def test_our_client_certificate_is_warned_of_when_it_ends_soon_has_ended_or_has_not_begun(
+    tmp_path: Path, validity: tuple[datetime, datetime], shown: str
+) -> None:
+    authority = Authority("Lasting CA", (days(-300), days(300)))
+    ours = authority.client("gateway-dated", validity)
+    files = {"ca.pem": authority.cert_pem, "ours.pem": ours.cert_pem, "ours.key": ours.key_pem}
+    tls = {"ca_file": "ca.pem", "client_cert_file": "ours.pem", "client_key_file": "ours.key"}
+    [(where, message)] = _tls_warnings(tmp_path, files, tls)
+    assert where == CLIENT_AT
+    assert message.startswith(shown)
+
+
+@pytest.mark.parametrize(
+    ("client", "ca", "status"),
+    [
+        ((days(-300), days(31)), (days(-300), days(300)), "active"),
+        ((days(-300), days(300)), (days(-300), days(31)), "active"),
+        ((days(-300), days(-1)), (days(-300), days(-1)), "suspended"),
+    ],
+    ids=["client certificate ends in 31 days", "CA ends in 31 days", "suspended"],
+)
+def test_certificates_ending_later_or_of_a_contract_not_active_are_not_warned_of(
+    tmp_path: Path,
+    client: tuple[datetime, datetime],
+    ca: tuple[datetime, datetime],
+    status: str,
+) -> None:
+    authority = Authority("Dated CA", ca)
+    ours = authority.client("gateway-dated", client)
+    files = {"ca.pem": authority.cert_pem, "ours.pem": ours.cert_pem, "ours.key": ours.key_pem}
+    tls = {"ca_file": "ca.pem", "client_cert_file": "ours.pem", "client_key_file": "ours.key"}
+    assert _tls_warnings(tmp_path, files, tls, status=status) == []
+
+
+def test_an_expired_ca_in_a_bundle_with_a_valid_one_is_warned_of_alone(tmp_path: Path) -> None:
+    old = Authority("Old CA", (days(-400), days(-1)))
+    new = Authority("New CA", (days(-10), days(400)))
+    files = {"bundle.pem": old.cert_pem + new.cert_pem}
+    assert _tls_warnings(tmp_path, files, {"ca_file": "bundle.pem"}) == [
+        (
+            CA_AT,
+            "bundle.pem: the CA certificate CN=Old CA expired on 2026-12-02T12:00:00Z: a partner "
+            "certificate it issued does not verify, and its shares fail (502 upstream_error)",
+        )
+    ]
+
+
+def test_a_bundle_whose_every_ca_has_expired_fails_every_share(tmp_path: Path) -> None:
+    old = Authority("Old CA", (days(-400), days(-1)))
+    older = Authority("Older CA", (days(-800), days(-400)))
+    files = {"bundle.pem": old.cert_pem + older.cert_pem}
+    warnings = _tls_warnings(tmp_path, files, {"ca_file": "bundle.pem"})
+    assert [(where, message.split(" expired on ")[0]) for where, message in warnings] == [
+        (CA_AT, "bundle.pem: the CA certificate CN=Old CA"),
+        (CA_AT, "bundle.pem: the CA certificate CN=Older CA"),
+    ]
+    for _, message in warnings:
+        assert message.endswith(
+            ": no certificate in the file is valid: every share fails (502 upstream_error)"
+        )
+
+
+@pytest.mark.parametrize(
+    ("validity", "shown"),
+    [
+        (
+            (days(-300), days(30)),
+            "ca.pem: the CA certificate CN=Dated CA expires on 2027-01-02T12:00:00Z, in 30 "
+            "day(s): from then a partner certificate it issued no longer verifies",
+        ),
+        (
+            (days(1), days(300)),
+            "ca.pem: the CA certificate CN=Dated CA is not valid until 2026-12-04T12:00:00Z: no "
+            "certificate in the file is valid: every share fails (502 upstream_error)",
+        ),
+    ],
+    ids=["ends in 30 days", "not valid yet"],
+)
+def test_a_ca_ending_soon_or_not_valid_yet_is_warned_of(
+    tmp_path: Path, validity: tuple[datetime, datetime], shown: str
+) -> None:
+    files = {"ca.pem": Authority("Dated CA", validity).cert_pem}
+    [(where, message)] = _tls_warnings(tmp_path, files, {"ca_file": "ca.pem"})
+    assert where == CA_AT
+    assert message.startswith(shown)
+
+
+def test_contracts_validate_prints_the_certificate_and_start_warnings(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    our_ca: Authority,
+) -> None:
+    now = datetime.now(UTC)
+    ended = our_ca.client("gateway-ended", (now - timedelta(days=300), now - timedelta(days=1)))
+    folder = tmp_path / "contracts"
+    folder.mkdir()
+    (folder / "ended.pem").write_bytes(ended.cert_pem)
+    (folder / "ended.key").write_bytes(ended.key_pem)
+    starts = now.date() + timedelta(days=10)  # to come in any time zone
+    doc = with_tls(client_cert_file="ended.pem", client_key_file="ended.key")
+    doc["upstream"]["base_url"] = "https://api.acme.example"
+    doc["contract"]["effective"] = starts.isoformat()
+    doc["routes"][2]["subject"] = "path.doc_id"  # its upload warns of nothing else
+    file = folder / "acme.yaml"
+    file.write_text(yaml.safe_dump(doc))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["contracts", "validate", str(folder)]) == 0
+    [start, certificate] = capsys.readouterr().err.splitlines()
+    assert start == (
+        f"{file}: warning: contract.effective: takes effect on {starts}: every share is "
+        "refused until then (403 contract_inactive)"
+    )
+    end = x509.load_pem_x509_certificate(ended.cert_pem).not_valid_after_utc
+    assert certificate == (
+        f"{file}: warning: upstream.tls.client_cert_file: ended.pem: our client certificate "
+        f"expired on {end:%Y-%m-%dT%H:%M:%SZ}: the partner will refuse every share "
+        "(502 upstream_error); install the partner's renewed certificate and key, and reload"
+    )
