@@ -23,7 +23,7 @@ from gateway.consent import (
     apply_json,
     grants_json,
 )
-from gateway.contractset import EXPIRES_PATH, expiry_warning
+from gateway.contractset import DATED_PATHS, dated_warnings
 from gateway.errors import (
     BodyTooLarge,
     ConsentRegistryUnavailable,
@@ -40,6 +40,7 @@ from gateway.errors import (
 from gateway.jsonbody import JSONValue
 from gateway.keys import canonical_subject_id, shares_cursor_key, subject_ref
 from gateway.metrics import REGISTRY
+from gateway.partnertls import PartnerTls
 from gateway.pipeline import (
     caller_of,
     error_response,
@@ -143,21 +144,37 @@ async def contracts(request: web.Request, runtime: Runtime) -> web.StreamRespons
                 "routes": [f"{r.method} {r.path} ({r.purpose})" for r in partner.contract.routes],
                 # As agreed, and this gateway's part of them (`cap_shares`).
                 "caps": caps_view(partner.caps),
+                "tls": _tls_view(partner.tls),
                 "warnings": _warnings_today(runtime.policy, pid, now),
             }
         )
     return _json({"contracts": listing})
 
 
+def _tls_view(tls: PartnerTls | None) -> dict[str, object] | None:
+    """The certificates a partner's shares go out with, as read at load: what an operator
+    compares with the partner's; the key is never shown."""
+    if tls is None:
+        return None
+    ours = tls.client_certificate
+    return {
+        # None: the system's trust store, as for a partner without `ca_file`.
+        "ca": None if tls.ca_file is None else [ca.subject for ca in tls.ca],
+        "client_certificate": None if ours is None else ours.as_json(),
+    }
+
+
 def _warnings_today(policy: Policy, partner_id: str, now: datetime) -> list[dict[str, str]]:
-    """The partner's warnings from the load, its contract's end judged again as of `now`: a
-    gateway runs for weeks, and the days left the load counted go stale."""
+    """The partner's warnings from the load, those of its contract's dates and its certificates
+    judged again as of `now`: a gateway runs for weeks, and what the load counted goes stale."""
     kept = [
-        w.as_json() for w in policy.warnings if w.partner == partner_id and w.path != EXPIRES_PATH
+        w.as_json()
+        for w in policy.warnings
+        if w.partner == partner_id and w.path not in DATED_PATHS
     ]
-    expiry = expiry_warning(policy.partners[partner_id].contract.contract, now.date())
-    if expiry is not None:
-        kept.append({"partner": partner_id, "path": EXPIRES_PATH, "message": expiry})
+    loaded = policy.partners[partner_id].loaded
+    for where, message in dated_warnings(loaded, now, policy.zone):
+        kept.append({"partner": partner_id, "path": where, "message": message})
     return kept
 
 

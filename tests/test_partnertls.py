@@ -7,18 +7,21 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import yaml
 from certs import Authority, Issued
 from conftest import BASE_CONTRACT, GatewayFactory, contract
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from partners import TlsPartner
 
 from gateway import cli
+from gateway import ops as ops_module
 from gateway.contractset import load_contract_set
 from gateway.settings import Settings
 from gateway.upstream import _Broken, _Connection
@@ -580,3 +583,81 @@ def test_contracts_validate_prints_the_certificate_and_start_warnings(
         f"expired on {end:%Y-%m-%dT%H:%M:%SZ}: the partner will refuse every share "
         "(502 upstream_error); install the partner's renewed certificate and key, and reload"
     )
+
+
+# --- what the admin API shows --------------------------------------------------------------------
+
+ADMIN = "gateway:admin"
+
+
+async def test_the_contracts_listing_shows_the_certificates_and_never_the_key(
+    make_gateway: GatewayFactory, partner: TlsPartner, partner_ca: Authority, one: Issued
+) -> None:
+    plain = contract(partner={"id": "plain", "name": "Plain"})
+    gw = await make_gateway([with_tls(**client_tls(one)), plain], files=pem_files(partner_ca, one))
+    admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
+    response = await gw.client.get("/_gateway/contracts", headers=admin)
+    text = await response.text()
+    for line in one.key_pem.decode().splitlines()[1:-1]:
+        assert line not in text
+    assert "".join(one.key_pem.decode().splitlines()[1:-1]) not in text
+    listed = {c["partner"]: c for c in orjson.loads(text)["contracts"]}
+    ours = x509.load_pem_x509_certificate(one.cert_pem)
+    assert listed["acme"]["tls"] == {
+        "ca": ["CN=Partner CA"],
+        "client_certificate": {
+            "subject": "CN=gateway-one",
+            "issuer": "CN=Partner client CA",
+            "serial": f"{ours.serial_number:X}",
+            "not_before": f"{ours.not_valid_before_utc:%Y-%m-%dT%H:%M:%SZ}",
+            "not_after": f"{ours.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}",
+            "sha256_fingerprint": ours.fingerprint(hashes.SHA256()).hex(":").upper(),
+        },
+    }
+    assert listed["plain"]["tls"] is None
+
+
+async def test_the_contracts_listing_judges_the_certificates_as_of_the_time_it_is_asked(
+    make_gateway: GatewayFactory,
+    partner: TlsPartner,
+    monkeypatch: pytest.MonkeyPatch,
+    partner_ca: Authority,
+    our_ca: Authority,
+) -> None:
+    loaded_at = datetime.now(UTC)
+    ours = our_ca.client(
+        "gateway-dated", (loaded_at - timedelta(days=300), days_from(loaded_at, 40))
+    )
+    gw = await make_gateway([with_tls(**client_tls(ours))], files=pem_files(partner_ca, ours))
+    # 40 days left at the load: nothing to say yet (of ours; the partner's CA is the fixture's,
+    # valid for hours).
+    assert [w for w in gw.runtime.policy.warnings if w.path == CLIENT_AT] == []
+
+    class Later(datetime):
+        """As a gateway loaded five weeks ago finds it."""
+
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> Later:
+            instant = days_from(loaded_at, 35).astimezone(tz)
+            return cls.fromtimestamp(instant.timestamp(), tz)
+
+    monkeypatch.setattr(ops_module, "datetime", Later)
+    admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
+    response = await gw.client.get("/_gateway/contracts", headers=admin)
+    [listed] = (await response.json())["contracts"]
+    [shown] = [w for w in listed["warnings"] if w["path"] == CLIENT_AT]
+    end = days_from(loaded_at, 40)
+    assert shown == {
+        "partner": "acme",
+        "path": "upstream.tls.client_cert_file",
+        "message": (
+            f"gateway-dated.pem: our client certificate expires on {end:%Y-%m-%dT%H:%M:%SZ}, "
+            "in 5 day(s): from then the partner will refuse every share (502 upstream_error); "
+            "install the partner's renewed certificate and key, and reload, in time"
+        ),
+    }
+
+
+def days_from(instant: datetime, n: int) -> datetime:
+    # Whole seconds: a certificate's times have no fraction.
+    return instant.replace(microsecond=0) + timedelta(days=n)
