@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from functools import partial
 from typing import Literal, get_args
 
 from prometheus_client import (
@@ -73,6 +76,27 @@ RELOADS = Counter(
     ["result"],
     registry=REGISTRY,
 )
+
+CERTIFICATE_EXPIRY = Gauge(
+    "share_gateway_partner_certificate_expiry_seconds",
+    "Seconds until the client certificate the gateway presents to the partner expires "
+    "(negative once it has).",
+    ["partner"],
+    registry=REGISTRY,
+)
+
+
+def _seconds_until(end: datetime) -> float:
+    return (end - datetime.now(UTC)).total_seconds()
+
+
+def note_client_certificates(not_after: Mapping[str, datetime]) -> None:
+    """Each partner's client certificate end, by partner id, for the contract set in force:
+    the series of a partner that no longer has one go."""
+    CERTIFICATE_EXPIRY.clear()
+    for partner, end in not_after.items():
+        # Counted down at each scrape: a gateway runs for weeks on one load.
+        CERTIFICATE_EXPIRY.labels(partner).set_function(partial(_seconds_until, end))
 
 
 _DECIDED: dict[tuple[str, str, str], tuple[Counter, Counter]] = {}

@@ -66,6 +66,16 @@ def log_contract_warnings(policy: Policy) -> None:
         )
 
 
+def _note_certificates(policy: Policy) -> None:
+    metrics.note_client_certificates(
+        {
+            pid: partner.tls.client_certificate.not_after
+            for pid, partner in policy.partners.items()
+            if partner.tls is not None and partner.tls.client_certificate is not None
+        }
+    )
+
+
 @dataclass(slots=True)
 class Runtime:
     settings: Settings
@@ -90,6 +100,7 @@ class Runtime:
     def __post_init__(self) -> None:
         self.subject_key = subject_ref_key(self.master_key)
         self._note_timeouts(self.policy)
+        _note_certificates(self.policy)
 
     def _note_timeouts(self, policy: Policy) -> None:
         slowest = max((p.timeout_s for p in policy.partners.values()), default=0.0)
@@ -120,6 +131,7 @@ class Runtime:
             for store, loaded in key_files:
                 store.use(loaded)
             self._note_timeouts(policy)
+            _note_certificates(policy)
             if self.settles_heap:
                 heap.settle()
             metrics.RELOADS.labels("ok").inc()

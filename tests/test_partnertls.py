@@ -661,3 +661,26 @@ async def test_the_contracts_listing_judges_the_certificates_as_of_the_time_it_i
 def days_from(instant: datetime, n: int) -> datetime:
     # Whole seconds: a certificate's times have no fraction.
     return instant.replace(microsecond=0) + timedelta(days=n)
+
+
+async def test_the_metrics_count_down_to_our_certificates_end_for_the_set_in_force(
+    make_gateway: GatewayFactory, partner: TlsPartner, partner_ca: Authority, one: Issued
+) -> None:
+    gw = await make_gateway([with_tls(**client_tls(one))], files=pem_files(partner_ca, one))
+    name = 'share_gateway_partner_certificate_expiry_seconds{partner="acme"}'
+
+    async def series() -> list[float]:
+        text = await (await gw.client.get("/_gateway/metrics")).text()
+        return [float(line.split()[-1]) for line in text.splitlines() if line.startswith(name)]
+
+    end = x509.load_pem_x509_certificate(one.cert_pem).not_valid_after_utc
+    most = (end - datetime.now(UTC)).total_seconds()  # taken before the scrape: no less left
+    [left] = await series()
+    assert 0 < left <= most
+    # Reloaded without `tls`, the partner presents no certificate: its series goes.
+    folder = gw.runtime.settings.contracts_dir
+    doc = contract()
+    doc["upstream"]["base_url"] = partner.base_url
+    (folder / "acme.yaml").write_text(yaml.safe_dump(doc))
+    await gw.runtime.reload()
+    assert await series() == []
