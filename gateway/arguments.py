@@ -129,6 +129,7 @@ def add_logs(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     _add_output(query, ("table", "json", "csv"))
     _add_paging(query)
+    _add_log_files(query)
     query.set_defaults(handler=handler("cmd_query"))
 
     summary = sub.add_parser("summary", help="per partner: shares, records, denials, data sent")
@@ -148,6 +149,7 @@ def add_logs(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _add_window(subject)
     _add_output(subject, ("table", "json", "csv"))
     _add_paging(subject)
+    _add_log_files(subject)
     subject.set_defaults(handler=handler("cmd_subject"))
 
     verify = sub.add_parser(
@@ -240,6 +242,17 @@ def _add_paging(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="N",
         help="skip the first N rows (a prune between two runs shifts them: page with --cursor)",
+    )
+
+
+def _add_log_files(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log",
+        action="append",
+        metavar="FILE",
+        help="read this share log instead of share_log.path; repeat it for the logs of several "
+        "gateways (a copy of each sidecar's log): their rows in time order, each naming its "
+        "log. With more than one, no --cursor or --offset; a table shows the first 100 rows",
     )
 
 

@@ -1570,3 +1570,288 @@ async def test_a_log_this_account_may_not_open_is_a_usage_error(
         f"share-gateway logs {command}: {path} cannot be opened by this account: "
         "unable to open database file\n"
     )
+
+
+# --- several logs (--log) -------------------------------------------------------------------
+
+
+async def _log_of(path: Path, records: list[ShareRecord], key: str = HASH_KEY) -> None:
+    """A sidecar's share log at `path`, closed as its gateway leaves it."""
+    share_log = await ShareLog.open(ShareLogSettings(path=path, stdout=False), key.encode())
+    try:
+        for record in records:
+            await share_log.record(record)
+    finally:
+        await share_log.close()
+
+
+@pytest.fixture
+async def sidecars(
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> list[str]:
+    """Two sidecars' logs, named as given from their folder, with alice's shares in both
+    (interleaved in time, one at the same instant) and other people's."""
+    monkeypatch.chdir(tmp_path)
+    await _log_of(
+        tmp_path / "booking.sqlite",
+        [
+            share("b-1", T0),
+            share("b-2", T0 + timedelta(minutes=10), subjects=("bob",)),
+            share("b-3", T0 + timedelta(minutes=20)),
+            share("b-4", T0 + timedelta(minutes=25), decision="denied", reason="scope_denied"),
+            share("b-5", T0 + timedelta(minutes=30), subjects=("bob", "alice")),
+        ],
+    )
+    await _log_of(
+        tmp_path / "billing.sqlite",
+        [
+            share("p-1", T0 + timedelta(minutes=5), partner="cloudstore"),
+            share("p-2", T0 + timedelta(minutes=20), partner="cloudstore"),
+            share("p-3", T0 + timedelta(minutes=40), partner="cloudstore", subjects=("carol",)),
+        ],
+    )
+    capsys.readouterr()  # what the gateways logged
+    return ["booking.sqlite", "billing.sqlite"]
+
+
+def _with_logs(names: list[str]) -> list[str]:
+    return [option for name in names for option in ("--log", name)]
+
+
+async def test_subject_over_several_logs_lists_the_persons_shares_from_each_in_time_order(
+    sidecars: list[str], settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["logs", "subject", "alice", *_with_logs(sidecars)]
+    code, out, err = run([*argv, "--format", "json"], settings, capsys)
+    assert (code, err) == (0, "")
+    rows = json.loads(out)
+    # b-3 and p-2 share an instant: the logs' order on the command line breaks the tie.
+    assert [(r["log"], r["share_id"]) for r in rows] == [
+        ("booking.sqlite", "b-1"),
+        ("billing.sqlite", "p-1"),
+        ("booking.sqlite", "b-3"),
+        ("billing.sqlite", "p-2"),
+        ("booking.sqlite", "b-5"),
+    ]
+    assert list(rows[0]) == ["log", *QUERY_FIELDS]
+
+    code, out, _ = run([*argv, "--format", "csv"], settings, capsys)
+    listed = list(csv.DictReader(io.StringIO(out)))
+    assert list(listed[0]) == ["log", *QUERY_FIELDS]
+    assert [(r["log"], r["share_id"]) for r in listed] == [(r["log"], r["share_id"]) for r in rows]
+
+    code, out, _ = run(argv, settings, capsys)
+    *table, note = out.rstrip("\n").split("\n")
+    header, lines = columns_of("\n".join(table))
+    assert header.split()[2] == "log"  # after "time (Asia/Shanghai)"
+    assert [line.split()[2:4] for line in lines] == [[r["log"], r["share_id"]] for r in rows]
+    assert note == "rows 1-5 of 5 in 2 logs"
+
+    code, out, _ = run([*argv, "--include-denied", "--format", "json"], settings, capsys)
+    assert [r["share_id"] for r in json.loads(out)] == ["b-1", "p-1", "b-3", "p-2", "b-4", "b-5"]
+    code, out, _ = run(
+        [*argv, "--since", "2025-03-01T09:10Z", "--until", "2025-03-01T09:30Z", "--format", "json"],
+        settings,
+        capsys,
+    )
+    assert [r["share_id"] for r in json.loads(out)] == ["b-3", "p-2"]
+    code, out, _ = run(["logs", "subject", "nobody", *_with_logs(sidecars)], settings, capsys)
+    assert (code, out) == (0, "no share records match in 2 logs\n")
+
+
+async def test_query_over_several_logs_merges_them_too(
+    sidecars: list[str], settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["logs", "query", *_with_logs(sidecars), "--format", "json"]
+    code, out, _ = run([*argv, "--subject", "carol"], settings, capsys)
+    assert [(r["log"], r["share_id"]) for r in json.loads(out)] == [("billing.sqlite", "p-3")]
+    code, out, err = run([*argv, "--partner", "cloudstore", "--limit", "2"], settings, capsys)
+    assert [r["share_id"] for r in json.loads(out)] == ["p-1", "p-2"]
+    assert (code, err) == (0, "rows 1-2 of 3 in 2 logs; 1 more: leave out --limit for every row\n")
+
+
+async def test_a_log_signed_with_another_hash_key_is_refused_naming_it(
+    sidecars: list[str], settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Its references are of no one this key names: "no share records match" there would be a
+    # false answer about that sidecar.
+    await _log_of(Path("other.sqlite"), [share("o-1", T0)], key="another-deployments-key-" * 2)
+    capsys.readouterr()
+    for argv in (["logs", "subject", "alice"], ["logs", "query", "--subject", "alice"]):
+        code, out, err = run([*argv, *_with_logs([*sidecars, "other.sqlite"])], settings, capsys)
+        assert (code, out) == (2, "")
+        assert err.endswith(
+            f"other.sqlite is not signed with this hash key: is {KEY_ENV} the gateway's?\n"
+        )
+
+
+@pytest.mark.parametrize("paging", [["--cursor", "x"], ["--offset", "0"], ["--offset", "3"]])
+@pytest.mark.parametrize("command", [["subject", "alice"], ["query"]])
+async def test_a_cursor_or_an_offset_over_several_logs_is_a_usage_error(
+    sidecars: list[str],
+    settings: Settings,
+    capsys: pytest.CaptureFixture[str],
+    paging: list[str],
+    command: list[str],
+) -> None:
+    code, out, err = run(["logs", *command, *_with_logs(sidecars), *paging], settings, capsys)
+    assert (code, out) == (2, "")
+    assert "--cursor and --offset page one log, not several" in err
+
+
+@pytest.mark.parametrize("content", ["text", "another_database", "empty"])
+async def test_a_file_that_is_no_share_log_is_refused_naming_it(
+    sidecars: list[str],
+    settings: Settings,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    content: str,
+) -> None:
+    stray = tmp_path / "notes.txt"
+    stray.write_text("" if content == "empty" else "not a log\n" * 100)
+    if content == "another_database":
+        stray.unlink()
+        tamper(stray, "CREATE TABLE customers (name TEXT)")
+    for argv in (["logs", "subject", "alice"], ["logs", "query"]):
+        code, out, err = run([*argv, *_with_logs([*sidecars, "notes.txt"])], settings, capsys)
+        assert (code, out) == (1, "")
+        assert err.startswith(
+            f"share-gateway logs {argv[1]}: notes.txt is not a readable share log"
+        )
+    code, out, err = run(["logs", "subject", "alice", "--log", "missing.sqlite"], settings, capsys)
+    assert (code, out) == (2, "")
+    assert err.endswith(": no share log at missing.sqlite (--log)\n")
+
+
+async def test_the_same_log_given_twice_is_read_once(
+    sidecars: list[str], settings: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "mounted").symlink_to(tmp_path)
+    again = ["booking.sqlite", "./booking.sqlite", str(tmp_path / "mounted" / "booking.sqlite")]
+    code, out, _ = run(
+        ["logs", "subject", "alice", *_with_logs(again), "--format", "json"], settings, capsys
+    )
+    assert code == 0
+    assert [(r["log"], r["share_id"]) for r in json.loads(out)] == [
+        ("booking.sqlite", "b-1"),
+        ("booking.sqlite", "b-3"),
+        ("booking.sqlite", "b-5"),
+    ]
+    # One log, however often it is named: it pages as the settings' own log does.
+    code, out, _ = run(
+        ["logs", "subject", "alice", *_with_logs(again), "--limit", "2"], settings, capsys
+    )
+    assert out.rstrip("\n").split("\n")[-1].startswith("rows 1-2 of 3; next page: --cursor ")
+
+
+async def test_one_log_pages_by_cursor_and_its_cursor_continues_no_other_log(
+    sidecars: list[str], settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["logs", "subject", "alice", "--include-denied", "--log", "booking.sqlite"]
+    ids, notes = _every_page([*argv, "--limit", "2", "--format", "csv"], settings, capsys)
+    assert ids == ["b-1", "b-3", "b-4", "b-5"]
+    assert notes[0].startswith("rows 1-2 of 4; next page: --cursor ")
+    assert notes[1] == "rows 3-4 of 4"
+    code, out, _ = run([*argv, "--format", "csv"], settings, capsys)
+    assert {row["log"] for row in csv.DictReader(io.StringIO(out))} == {"booking.sqlite"}
+    token = cursor_of(notes[0])
+    other = [*argv[:-1], "billing.sqlite", "--limit", "2", "--format", "csv", "--cursor", token]
+    code, out, err = run(other, settings, capsys)
+    assert (code, out) == (2, "")
+    assert "--cursor is not the next page of this query" in err
+
+
+async def test_a_table_over_several_logs_shows_100_rows_and_says_how_many_more(
+    settings: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    for side in ("a", "b"):
+        await _log_of(
+            tmp_path / f"{side}.sqlite",
+            [share(f"{side}-{n:02d}", T0 + timedelta(minutes=n)) for n in range(60)],
+        )
+    capsys.readouterr()
+    argv = ["logs", "subject", "alice", *_with_logs([str(tmp_path / "a.sqlite")])]
+    argv += _with_logs([str(tmp_path / "b.sqlite")])
+    code, out, err = run(argv, settings, capsys)
+    *table, note = out.rstrip("\n").split("\n")
+    assert (code, err) == (0, "")
+    assert len(columns_of("\n".join(table))[1]) == 100
+    assert note == "rows 1-100 of 120 in 2 logs; 20 more: --format json or csv gives every row"
+
+    code, out, err = run([*argv, "--format", "json"], settings, capsys)
+    rows = json.loads(out)
+    assert (len(rows), err) == (120, "")
+    assert [r["ts"] for r in rows] == sorted(r["ts"] for r in rows)
+    code, out, err = run([*argv, "--format", "csv", "--limit", "110"], settings, capsys)
+    assert len(list(csv.DictReader(io.StringIO(out)))) == 110
+    assert err == "rows 1-110 of 120 in 2 logs; 10 more: leave out --limit for every row\n"
+    code, out, err = run([*argv, "--format", "json", "--limit", "120"], settings, capsys)
+    assert (len(json.loads(out)), err) == (120, "")
+
+
+async def test_a_damaged_entry_in_one_of_several_logs_is_said_of_that_log(
+    sidecars: list[str], settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # One a table cannot show, one no format can read.
+    tamper(Path("billing.sqlite"), "UPDATE shares SET ts = 'noon' WHERE share_id = 'p-2'")
+    for fmt, log in (("table", "billing"), ("json", "booking")):
+        if fmt == "json":
+            tamper(
+                Path("booking.sqlite"), "UPDATE shares SET fields_sent = '[' WHERE share_id = 'b-5'"
+            )
+        argv = ["logs", "subject", "alice", *_with_logs(sidecars), "--format", fmt]
+        code, _, err = run(argv, settings, capsys)
+        assert code == 1
+        assert err.startswith(f"share-gateway logs subject: {log}.sqlite: the share at seq ")
+        assert err.endswith("run `share-gateway logs verify`\n")
+
+
+async def test_a_busy_log_among_several_is_read(
+    sidecars: list[str], settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = sqlite3.connect("booking.sqlite", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # its gateway, mid-commit
+    try:
+        argv = ["logs", "subject", "alice", *_with_logs(sidecars), "--format", "json"]
+        code, out, _ = run(argv, settings, capsys)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert code == 0
+    assert len(json.loads(out)) == 5
+
+
+_HEADER = (
+    "time (Asia/Shanghai)  share_id  partner  caller   purpose            route            "
+    "decision              outcome        ms  records  subjects  sent/stripped  categories\n"
+    "--------------------  --------  -------  -------  -----------------  ---------------  "
+    "--------------------  -------------  --  -------  --------  -------------  "
+    "------------------------------\n"
+    "2025-03-01 17:00:00   s-1       acme     billing  credit_assessment  POST /v1/assess  "
+    "shared                delivered 200  31        1         1  2/1            "
+    "identity.name,financial.income\n"
+    "2025-03-01 17:05:00   s-2       acme     billing  credit_assessment  POST /v1/assess  "
+    "denied: scope_denied  -               -        0         1  0/0            -\n"
+)
+
+
+async def test_without_log_the_output_is_as_it_was(
+    logged: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # As printed before `--log` existed, cursor included: the settings' log is read as it was.
+    subject = run(["logs", "subject", "alice", "--include-denied"], logged, capsys)
+    assert subject == (0, _HEADER + "rows 1-2 of 2\n", "")
+    assert run(["logs", "query", "--limit", "2"], logged, capsys) == (
+        0,
+        _HEADER + "rows 1-2 of 4; next page: --cursor WzEsIjIwMjUtMDMtMDFUMDk6MDU6MDAuMDAwMDAwWi"
+        "IsNCwyLDcsbnVsbCxudWxsXQ.2cZxr06Tly7osOe-iZOKmg with the same filters\n",
+        "",
+    )
+    assert run(["logs", "subject", "nobody"], logged, capsys) == (0, "no share records match\n", "")
+    _, out, _ = run(["logs", "subject", "alice", "--format", "csv"], logged, capsys)
+    assert out.split("\n")[0] == ",".join(QUERY_FIELDS)
+    _, out, _ = run(["logs", "subject", "alice", "--format", "json"], logged, capsys)
+    assert list(json.loads(out)[0]) == list(QUERY_FIELDS)

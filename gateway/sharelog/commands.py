@@ -6,12 +6,15 @@ import argparse
 import contextlib
 import csv
 import fcntl
+import heapq
+import itertools
 import os
 import re
 import sqlite3
 import sys
 import tempfile
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -46,6 +49,16 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks
 
 class UsageError(Exception):
     """A bad argument or a missing prerequisite: exit 2 with this one line."""
+
+
+class _Unreadable(Exception):
+    """A log that cannot be read, one of those `--log` names: said of that file, not of
+    `share_log.path`."""
+
+    def __init__(self, shown: str, cause: SchemaError | sqlite3.DatabaseError) -> None:
+        super().__init__(shown)
+        self.shown = shown
+        self.cause = cause
 
 
 def parse_time(text: str, zone: ZoneInfo, now: datetime, *, end_of_day: bool = False) -> datetime:
@@ -112,6 +125,10 @@ def _handles_errors(handler: Handler) -> Handler:
         except UsageError as exc:
             print(f"share-gateway logs {args.logs_command}: {exc}", file=sys.stderr)
             return EXIT_USAGE
+        except _Unreadable as exc:
+            problem, code = _unreadable(exc.cause)
+            print(f"share-gateway logs {args.logs_command}: {exc.shown} {problem}", file=sys.stderr)
+            return code
         except (review.LogChanged, review.UnreadableEntry) as exc:
             print(f"share-gateway logs {args.logs_command}: {exc}", file=sys.stderr)
             return EXIT_FAILED
@@ -223,22 +240,39 @@ def _master_key(settings: Settings) -> bytes:
         raise UsageError("; ".join(exc.problems)) from exc
 
 
-def _subject_ref(settings: Settings, subject_id: str, path: Path) -> str:
+@dataclass(frozen=True, slots=True)
+class _Log:
+    """A share log to read: `share_log.path` (`name` None), or a file `--log` names."""
+
+    path: Path
+    name: str | None  # as given to --log: what each row and message calls it
+
+    @property
+    def shown(self) -> str:
+        return str(self.path) if self.name is None else self.name
+
+
+def _subject_ref(settings: Settings, subject_id: str, logs: Sequence[_Log]) -> str:
     """The reference a subject's shares are recorded under, whichever way the id is written."""
     if problem := subject_id_problem(subject_id):
         # Its reference would be no one's: "no share records match" would be a false answer.
         raise UsageError(f"the subject id {problem}")
     key = _master_key(settings)
     # Under another key the reference is no one's either, and "no share records match" would
-    # answer a person's request for their records falsely.
-    signed = review.signed_with(path, key)
-    if signed is None:
-        raise UsageError(f"{path} has no signed head it can read: run `share-gateway logs verify`")
-    if not signed:
-        raise UsageError(
-            f"{path} is not signed with this hash key: is {settings.secrets.hash_key_env} "
-            "the gateway's?"
-        )
+    # answer a person's request for their records falsely: every log is asked, and one
+    # sidecar's log under another key stops the whole answer.
+    for log in logs:
+        with _reading(log):
+            signed = review.signed_with(log.path, key)
+        if signed is None:
+            raise UsageError(
+                f"{log.shown} has no signed head it can read: run `share-gateway logs verify`"
+            )
+        if not signed:
+            raise UsageError(
+                f"{log.shown} is not signed with this hash key: is "
+                f"{settings.secrets.hash_key_env} the gateway's?"
+            )
     return subject_ref(subject_ref_key(key), subject_id)
 
 
@@ -249,20 +283,70 @@ def _log_path(settings: Settings) -> Path:
     return path
 
 
+def _logs(args: argparse.Namespace, settings: Settings) -> list[_Log]:
+    """The logs `logs query` and `logs subject` read: those `--log` names, each once, or the
+    settings' own."""
+    if not args.log:
+        return [_Log(_log_path(settings), None)]
+    logs: list[_Log] = []
+    seen: set[tuple[int, int]] = set()
+    for name in args.log:
+        path = Path(name)
+        try:
+            if not path.is_file():
+                raise UsageError(f"no share log at {name} (--log)")
+            found = path.stat()
+        except OSError as exc:
+            raise UsageError(f"--log {name}: {exc.strerror or exc}") from exc
+        # One file under two names (a link, `./`, another mount of its folder) is one log:
+        # read twice, each of its shares would be listed twice.
+        if (found.st_dev, found.st_ino) not in seen:
+            seen.add((found.st_dev, found.st_ino))
+            logs.append(_Log(path, name))
+    if len(logs) > 1 and (args.cursor is not None or args.offset is not None):
+        raise UsageError(_NOT_PAGED)
+    for log in logs:
+        # Each a share log before any is read: an answer from some of them would pass for whole.
+        with _reading(log):
+            connect_ro(log.path).close()
+    return logs
+
+
+# A cursor over several logs would have to hold a place in each of them.
+_NOT_PAGED = (
+    "--cursor and --offset page one log, not several: json and csv give every row of them "
+    "all (--limit N the first N)"
+)
+
+
+@contextlib.contextmanager
+def _reading(log: _Log) -> Iterator[None]:
+    """Whatever keeps `log` from being read, said of it. Of a log `--log` names, a damaged
+    entry (whose words name no file) is said of it too: it may be one of several."""
+    try:
+        yield
+    except (SchemaError, sqlite3.DatabaseError) as exc:
+        raise _Unreadable(log.shown, exc) from exc
+    except (review.LogChanged, review.UnreadableEntry) as exc:
+        if log.name is None:
+            raise
+        raise type(exc)(f"{log.name}: {exc}") from exc
+
+
 @_handles_errors
 def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
     """`logs query`: share records matching the filters."""
     window = _window(args, settings, datetime.now(UTC)) if args.cursor is None else None
     limit, offset = _paging(args)
-    path = _log_path(settings)
+    logs = _logs(args, settings)
     named = ("partner", "purpose", "decision", "reason", "caller", "share_id")
     filters: dict[str, Any] = {name: getattr(args, name) for name in named}
     filters["subject_ref"] = (
-        None if args.subject is None else _subject_ref(settings, args.subject, path)
+        None if args.subject is None else _subject_ref(settings, args.subject, logs)
     )
     # The window as typed (`--since 7d`, not the time it stood for): each page names the same.
     bound = {"command": "query", **filters, "since": args.since, "until": args.until}
-    return _print_shares(args, settings, path, filters, bound, window, limit, offset)
+    return _print_shares(args, settings, logs, filters, bound, window, limit, offset)
 
 
 @_handles_errors
@@ -270,19 +354,19 @@ def cmd_subject(args: argparse.Namespace, settings: Settings) -> int:
     """`logs subject ID`: every share that carried data about one person."""
     window = _window(args, settings, datetime.now(UTC)) if args.cursor is None else None
     limit, offset = _paging(args)
-    path = _log_path(settings)
+    logs = _logs(args, settings)
     filters: dict[str, Any] = {
-        "subject_ref": _subject_ref(settings, args.id, path),
+        "subject_ref": _subject_ref(settings, args.id, logs),
         "decision": None if args.include_denied else "shared",
     }
     bound = {"command": "subject", **filters, "since": args.since, "until": args.until}
-    return _print_shares(args, settings, path, filters, bound, window, limit, offset)
+    return _print_shares(args, settings, logs, filters, bound, window, limit, offset)
 
 
 def _print_shares(
     args: argparse.Namespace,
     settings: Settings,
-    path: Path,
+    logs: Sequence[_Log],
     filters: dict[str, Any],
     bound: dict[str, object],
     window: tuple[datetime | None, datetime | None] | None,
@@ -290,23 +374,146 @@ def _print_shares(
     offset: int,
 ) -> int:
     """The rows of one page; `window` is None with `--cursor`, which carries its own."""
+    if len(logs) > 1:
+        if window is None:
+            raise UsageError(_NOT_PAGED)
+        return _print_merged(args, settings, logs, filters, window, limit)
+    [log] = logs
+    if log.name is not None:
+        # A cursor continues the log its first page read, and no other file's.
+        bound = {**bound, "log": log.name}
+    with _reading(log):
+        return _print_page(args, settings, log, filters, bound, window, limit, offset)
+
+
+def _print_page(
+    args: argparse.Namespace,
+    settings: Settings,
+    log: _Log,
+    filters: dict[str, Any],
+    bound: dict[str, object],
+    window: tuple[datetime | None, datetime | None] | None,
+    limit: int | None,
+    offset: int,
+) -> int:
     if window is None:
         after, since, until = _continued(args.cursor, bound)
     else:
         after, (since, until) = None, window
     filters.update(since=since, until=until)
     out = sys.stdout
-    read = _Paged(review.iter_page(path, limit=limit, offset=offset, after=after, **filters))
+    path = log.path
+    rows = review.iter_page(path, limit=limit, offset=offset, after=after, **filters)
+    read = _Paged(rows if log.name is None else _named(log.name, rows))
     if args.format in ("json", "csv"):
-        shown = _write_json(read, out) if args.format == "json" else _write_csv(read, out)
+        if args.format == "json":
+            shown = _write_json(read, out)
+        else:
+            shown = _write_csv(read, out, _fields(log.name is not None))
         if offset or after is not None or read.next is not None:
             # Never a silent part: what is left out is said where the data does not go.
             print(_page_note(path, filters, bound, shown, offset, after, read), file=sys.stderr)
     else:
-        rows = list(read)
-        _write_share_table(rows, settings.zone, out)
-        out.write(_page_note(path, filters, bound, len(rows), offset, after, read) + "\n")
+        listed = list(read)
+        _write_share_table(listed, settings.zone, out)
+        out.write(_page_note(path, filters, bound, len(listed), offset, after, read) + "\n")
     return EXIT_OK
+
+
+def _named(
+    name: str, rows: Generator[dict[str, Any], None, review.PagePosition | None]
+) -> Generator[dict[str, Any], None, review.PagePosition | None]:
+    """The rows of the log `--log` named `name`, each naming it first."""
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration as end:
+            after: review.PagePosition | None = end.value
+            return after
+        yield {"log": name, **row}
+
+
+def _fields(named: bool) -> tuple[str, ...]:
+    return ("log", *review.QUERY_FIELDS) if named else review.QUERY_FIELDS
+
+
+def _print_merged(
+    args: argparse.Namespace,
+    settings: Settings,
+    logs: Sequence[_Log],
+    filters: dict[str, Any],
+    window: tuple[datetime | None, datetime | None],
+    limit: int | None,
+) -> int:
+    """The rows of several logs in one answer, in time order: no cursor, the first `limit`."""
+    since, until = window
+    filters.update(since=since, until=until)
+    merged = heapq.merge(*(_sorted_rows(log, order, filters) for order, log in enumerate(logs)))
+    rows: Iterator[dict[str, Any]] = (row for _, row in merged)
+    if limit is not None:
+        # One row past the limit says whether any were left out, without counting them all.
+        rows = itertools.islice(rows, limit + 1)
+    read = _Capped(rows, limit)
+    out = sys.stdout
+    if args.format in ("json", "csv"):
+        shown = (
+            _write_json(read, out)
+            if args.format == "json"
+            else _write_csv(read, out, _fields(True))
+        )
+        if read.cut:
+            note = _merged_note(logs, filters, shown, read.cut, "leave out --limit for every row")
+            print(note, file=sys.stderr)
+    else:
+        listed = list(read)
+        _write_share_table(listed, settings.zone, out)
+        rest = "--format json or csv gives every row"
+        out.write(_merged_note(logs, filters, len(listed), read.cut, rest) + "\n")
+    return EXIT_OK
+
+
+def _sorted_rows(
+    log: _Log, order: int, filters: dict[str, Any]
+) -> Iterator[tuple[tuple[str, int, int], dict[str, Any]]]:
+    """The rows of one log with the key they are merged by: time, then the order the logs were
+    given in, then the log's own order. No two rows share a key, so rows are never compared."""
+    with _reading(log):
+        for row in review.iter_query(log.path, limit=None, **filters):
+            # `ts` is text (NOT NULL, of TEXT affinity), fixed-width UTC: it orders the instants.
+            yield (row["ts"], order, row["seq"]), {"log": log.shown, **row}
+
+
+class _Capped:
+    """Rows up to a limit, read one past it: then (once read) whether any were left out."""
+
+    def __init__(self, rows: Iterator[dict[str, Any]], limit: int | None) -> None:
+        self._rows = rows
+        self._limit = limit
+        self.cut = False
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for shown, row in enumerate(self._rows):
+            if self._limit is not None and shown == self._limit:
+                self.cut = True
+                return
+            yield row
+
+
+def _merged_note(
+    logs: Sequence[_Log], filters: dict[str, Any], shown: int, cut: bool, rest: str
+) -> str:
+    where = f"in {len(logs)} logs"
+    if not cut:
+        return (
+            f"rows 1-{shown:,} of {shown:,} {where}" if shown else f"no share records match {where}"
+        )
+    total = 0
+    for log in logs:
+        with _reading(log):
+            total += review.count(log.path, **filters)
+    # A share recorded since the rows were read is counted; one pruned since is not.
+    total = max(total, shown + 1)
+    return f"rows 1-{shown:,} of {total:,} {where}; {total - shown:,} more: {rest}"
 
 
 class _Paged:
@@ -726,8 +933,10 @@ def _outcome_text(row: dict[str, Any]) -> str:
 def _write_share_table(rows: list[dict[str, Any]], zone: ZoneInfo, out: IO[str]) -> None:
     if not rows:
         return
+    named = "log" in rows[0]
     headers = [
         f"time ({zone.key})",
+        *(["log"] if named else []),
         "share_id",
         "partner",
         "caller",
@@ -741,13 +950,15 @@ def _write_share_table(rows: list[dict[str, Any]], zone: ZoneInfo, out: IO[str])
         "sent/stripped",
         "categories",
     ]
-    out.write(_table(headers, [_share_cells(row, zone) for row in rows]) + "\n")
+    out.write(_table(headers, [_share_cells(row, zone, named) for row in rows]) + "\n")
 
 
-def _share_cells(row: dict[str, Any], zone: ZoneInfo) -> list[object]:
+def _share_cells(row: dict[str, Any], zone: ZoneInfo, named: bool) -> list[object]:
     try:
         return [
             _local(row["ts"], zone),
+            # Whole: a path cut short could name another sidecar's log.
+            *([row["log"]] if named else []),
             row["share_id"],
             row["partner"] or "-",
             _cut(row["caller"] or "-", 24),
@@ -765,8 +976,9 @@ def _share_cells(row: dict[str, Any], zone: ZoneInfo) -> list[object]:
         ]
     except (TypeError, ValueError, AttributeError) as exc:
         # A value of a type or form no entry is written with: the entry was altered.
+        where = f"{row['log']}: " if named else ""
         raise review.UnreadableEntry(
-            f"the share at seq {row['seq']} holds a value no share is written with: "
+            f"{where}the share at seq {row['seq']} holds a value no share is written with: "
             "run `share-gateway logs verify`"
         ) from exc
 
@@ -792,16 +1004,16 @@ def _write_json(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
     return count
 
 
-def _write_csv(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
+def _write_csv(rows: Iterable[dict[str, Any]], out: IO[str], fields: Sequence[str]) -> int:
     writer = csv.writer(out, lineterminator="\n")
     count = 0
     for row in rows:
         # The header only once a row is read: a read refused before its first row (a prune
         # since the first page) leaves nothing to be taken for an answer of no rows.
         if count == 0:
-            writer.writerow(review.QUERY_FIELDS)
-        writer.writerow([_csv_cell(row[name]) for name in review.QUERY_FIELDS])
+            writer.writerow(fields)
+        writer.writerow([_csv_cell(row[name]) for name in fields])
         count += 1
     if count == 0:
-        writer.writerow(review.QUERY_FIELDS)
+        writer.writerow(fields)
     return count
