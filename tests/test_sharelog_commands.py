@@ -1855,3 +1855,29 @@ async def test_without_log_the_output_is_as_it_was(
     assert out.split("\n")[0] == ",".join(QUERY_FIELDS)
     _, out, _ = run(["logs", "subject", "alice", "--format", "json"], logged, capsys)
     assert list(json.loads(out)[0]) == list(QUERY_FIELDS)
+
+
+async def test_a_snapshot_of_a_running_gateways_log_holds_its_latest_shares(
+    settings: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # The README's way to copy a sidecar's log: SQLite's backup, not a copy of the file, whose
+    # latest commits may still be in its `-wal`.
+    live = ShareLogSettings(path=tmp_path / "live" / "share-log.sqlite", stdout=False)
+    share_log = await ShareLog.open(live, HASH_KEY.encode())
+    try:
+        for n in range(3):
+            await share_log.record(share(f"s-{n}", T0 + timedelta(minutes=n)))
+        source = sqlite3.connect(f"file:{live.path}?mode=ro", uri=True)
+        target = sqlite3.connect(tmp_path / "copy.sqlite")
+        try:
+            source.backup(target)
+        finally:
+            source.close()
+            target.close()
+    finally:
+        await share_log.close()
+    capsys.readouterr()
+    argv = ["logs", "subject", "alice", "--log", str(tmp_path / "copy.sqlite"), "--format", "json"]
+    code, out, _ = run(argv, settings, capsys)
+    assert code == 0
+    assert [r["share_id"] for r in json.loads(out)] == ["s-0", "s-1", "s-2"]
