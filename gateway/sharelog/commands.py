@@ -52,8 +52,8 @@ class UsageError(Exception):
 
 
 class _Unreadable(Exception):
-    """A log that cannot be read, one of those `--log` names: said of that file, not of
-    `share_log.path`."""
+    """A log that cannot be read, said of that file: with several `--log`, not always the one
+    at `share_log.path`."""
 
     def __init__(self, shown: str, cause: SchemaError | sqlite3.DatabaseError) -> None:
         super().__init__(shown)
