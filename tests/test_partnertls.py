@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import tempfile
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
@@ -76,8 +77,6 @@ class _files:
     """Two PEM files for `load_cert_chain`, which reads only files."""
 
     def __init__(self, cert: bytes, key: bytes) -> None:
-        import tempfile
-
         self._folder = tempfile.TemporaryDirectory()
         self.paths = (Path(self._folder.name) / "c.pem", Path(self._folder.name) / "k.pem")
         self.paths[0].write_bytes(cert)
