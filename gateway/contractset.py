@@ -779,22 +779,24 @@ def _check_route_overlaps(routes: Sequence[Route]) -> Found:
     # ignore) would let a caller with one purpose's scope reach the other route's endpoint under
     # the first route's fields and response filter. Only the very same template may serve
     # several purposes.
-    seen: list[tuple[int, Route, tuple[str | None, ...]]] = []
+    #
+    # Each route is compared with the routes before it that could match one request, found in a
+    # tree of templates per method, not with every one of them: a contract of thousands of
+    # routes (a mistake, or a hostile file) would otherwise take minutes to judge.
+    trees: dict[str, _TemplateNode] = {}
     for index, route in enumerate(routes):
         parts = Template.parse(route.path).parts
-        for other_index, other, other_parts in seen:
-            if other.method != route.method:
-                continue
-            if parts == other_parts:
-                if other.purpose != route.purpose:
-                    continue
+        tree = trees.setdefault(route.method, _TemplateNode())
+        clash = _first_clash(tree, parts, route.purpose)
+        if clash is not None:
+            other_index, other, duplicate = clash
+            if duplicate:
                 yield (
                     f"routes.{index}",
                     f"duplicate route {route.method} {route.path} for purpose {route.purpose} "
                     f"(also routes.{other_index})",
                 )
-                break
-            if _overlap(parts, other_parts):
+            else:
                 purposes = (
                     f"purpose {route.purpose}"
                     if route.purpose == other.purpose
@@ -805,14 +807,65 @@ def _check_route_overlaps(routes: Sequence[Route]) -> Found:
                     f"{route.path} and {other.path} (routes.{other_index}) can match the same "
                     f"request for {route.method} and {purposes}",
                 )
-                break
-        seen.append((index, route, parts))
+        tree.add(parts, index, route)
 
 
-def _overlap(a: tuple[str | None, ...], b: tuple[str | None, ...]) -> bool:
-    return len(a) == len(b) and all(
-        x is None or y is None or x.casefold() == y.casefold() for x, y in zip(a, b, strict=True)
-    )
+@dataclass(slots=True)
+class _Template:
+    """The routes of one exact template (placeholders unnamed), earliest first."""
+
+    first: tuple[int, Route]
+    by_purpose: dict[str, tuple[int, Route]]
+
+
+@dataclass(slots=True)
+class _TemplateNode:
+    """Templates by their casefolded segments, None for a placeholder: a literal can match a
+    request only where the other template has the same literal in any case, or a placeholder."""
+
+    children: dict[str | None, _TemplateNode] = dataclasses.field(default_factory=dict)
+    # The templates that end here, by their exact parts.
+    templates: dict[tuple[str | None, ...], _Template] = dataclasses.field(default_factory=dict)
+
+    def add(self, parts: tuple[str | None, ...], index: int, route: Route) -> None:
+        node = self
+        for part in parts:
+            node = node.children.setdefault(
+                None if part is None else part.casefold(), _TemplateNode()
+            )
+        found = node.templates.get(parts)
+        if found is None:
+            node.templates[parts] = _Template((index, route), {route.purpose: (index, route)})
+        else:
+            found.by_purpose.setdefault(route.purpose, (index, route))
+
+
+def _first_clash(
+    tree: _TemplateNode, parts: tuple[str | None, ...], purpose: str
+) -> tuple[int, Route, bool] | None:
+    """The earliest route that `parts` for `purpose` may not stand beside: the same template
+    for the same purpose (True), or another template that can match the same request (False)."""
+    nodes = [tree]
+    for part in parts:
+        if part is None:
+            nodes = [child for node in nodes for child in node.children.values()]
+        else:
+            key = part.casefold()
+            nodes = [
+                child
+                for node in nodes
+                for child in (node.children.get(key), node.children.get(None))
+                if child is not None
+            ]
+    clash: tuple[int, Route, bool] | None = None
+    for node in nodes:
+        for other_parts, template in node.templates.items():
+            duplicate = other_parts == parts
+            # The very same template for another purpose is allowed.
+            found = template.by_purpose.get(purpose) if duplicate else template.first
+            if found is not None and (clash is None or found[0] < clash[0]):
+                clash = (*found, duplicate)
+    return clash
 
 
 # ---------------------------------------------------------------------------------------------

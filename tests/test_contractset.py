@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway import contractset as contractset_module
 from gateway import yamlfile
-from gateway.contract import Contract
+from gateway.contract import Contract, Route
 from gateway.contractset import (
     ContractSet,
     Problem,
@@ -22,6 +24,7 @@ from gateway.contractset import (
     load_contract_set,
     validate_contract,
 )
+from gateway.routing import Template
 from gateway.settings import Settings
 from gateway.taxonomy import BUILTIN_TAXONOMY, Taxonomy, load_taxonomy
 
@@ -1302,6 +1305,57 @@ def test_templates_with_other_methods_or_lengths_do_not_overlap(tmp_path: Path) 
     ]
     _, found = lines(tmp_path, data)
     assert found == []
+
+
+def _overlaps_pairwise(routes: list[Route]) -> list[tuple[str, str]]:
+    # The rule as first written: every route against every earlier one, in order.
+    found: list[tuple[str, str]] = []
+    seen: list[tuple[int, Route, tuple[str | None, ...]]] = []
+    for index, route in enumerate(routes):
+        parts = Template.parse(route.path).parts
+        for other_index, other, other_parts in seen:
+            if other.method != route.method:
+                continue
+            if parts == other_parts:
+                if other.purpose == route.purpose:
+                    found.append((f"routes.{index}", f"duplicate of routes.{other_index}"))
+                    break
+                continue
+            if len(parts) == len(other_parts) and all(
+                x is None or y is None or x.casefold() == y.casefold()
+                for x, y in zip(parts, other_parts, strict=True)
+            ):
+                found.append((f"routes.{index}.path", f"{other.path} (routes.{other_index})"))
+                break
+        seen.append((index, route, parts))
+    return found
+
+
+_SEGMENTS = st.sampled_from(["v1", "V1", "notes", "Notes", "{id}", "{note_id}", "export"])
+_ROUTES = st.lists(
+    st.builds(
+        lambda method, segments, purpose: Route(
+            method=method, path="/" + "/".join(segments), purpose=purpose
+        ),
+        st.sampled_from(["GET", "POST"]),
+        st.lists(_SEGMENTS, max_size=3),
+        st.sampled_from(["service_delivery", "security_monitoring"]),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_ROUTES)
+def test_route_overlaps_are_the_pairwise_rule_however_found(routes: list[Route]) -> None:
+    found = list(contractset_module._check_route_overlaps(routes))
+    # Each problem names the earliest route it clashes with, as the pairwise rule does.
+    assert [
+        (path, f"duplicate of {message.rsplit('(also ', 1)[1][:-1]}")
+        if message.startswith("duplicate route")
+        else (path, message.split(" and ", 1)[1].split(" can match", 1)[0])
+        for path, message in found
+    ] == _overlaps_pairwise(routes)
 
 
 def test_route_header_may_not_be_the_upstream_credential(tmp_path: Path) -> None:
