@@ -772,9 +772,7 @@ class HttpUpstream:
                 except (OSError, ValueError) as exc:
                     # ValueError: a host name the resolver cannot encode (an empty label,
                     # one over 63 characters). No connection either way: nothing was sent.
-                    raise failed(
-                        UpstreamError("the partner refused or could not be reached"), "error"
-                    ) from exc
+                    raise failed(UpstreamError(_unreached(exc)), "error") from exc
                 waiter = connection.send(data, request.max_response_bytes)
                 sent = True
                 answer = await waiter
@@ -923,6 +921,17 @@ class HttpUpstream:
             for pool in self._idle.values():
                 while pool and (pool[0].idle_since < expired or not pool[0].reusable):
                     pool.popleft().abort()
+
+
+def _unreached(exc: OSError | ValueError) -> str:
+    """Why no connection to the partner was made. A TLS failure says which: an `upstream.tls`
+    that does not fit the partner (a `ca_file` that did not issue its certificate, a client
+    certificate it does not take) fails every share alike, and would pass for a network fault."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"the partner's certificate did not verify ({exc.verify_message})"
+    if isinstance(exc, ssl.SSLError):
+        return f"the TLS handshake with the partner failed ({exc.reason or exc})"
+    return "the partner refused or could not be reached"
 
 
 def _unreadable() -> GatewayError:

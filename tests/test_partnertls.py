@@ -60,9 +60,13 @@ def stranger() -> Authority:
 
 
 @pytest.fixture
-async def partner(partner_ca: Authority, our_ca: Authority) -> AsyncIterator[TlsPartner]:
-    """A partner that lets in only callers with a certificate from `our_ca`."""
+async def partner(
+    request: pytest.FixtureRequest, partner_ca: Authority, our_ca: Authority
+) -> AsyncIterator[TlsPartner]:
+    """A partner that lets in only callers with a certificate from `our_ca`; over TLS 1.3
+    unless a test's `indirect` parameter names the highest version it speaks."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.maximum_version = getattr(request, "param", ssl.TLSVersion.MAXIMUM_SUPPORTED)
     context.verify_mode = ssl.CERT_REQUIRED
     context.load_verify_locations(cadata=our_ca.cert_pem.decode())
     served = partner_ca.server()
@@ -149,8 +153,29 @@ async def test_a_partner_whose_certificate_is_not_from_its_ca_file_gets_nothing(
     response = await gw.share("POST", "/acme/v1/assess", json=APPLICANT)
     body = await response.json()
     assert (response.status, body["error"]["code"]) == (502, "upstream_error")
+    # Said as what it is: a ca_file that did not issue the partner's certificate fails every
+    # share, and "could not be reached" would send the operator to the network.
+    assert body["error"]["message"] == (
+        "the partner's certificate did not verify (unable to get local issuer certificate)"
+    )
     assert gw.log.outcome_of(body["error"]["share_id"]).outcome == "error"  # type: ignore[union-attr]
     assert (partner.bytes_read, partner.received, partner.subjects) == (0, [], [])
+
+
+@pytest.mark.parametrize("partner", [ssl.TLSVersion.TLSv1_2], indirect=True, ids=["tls1.2"])
+async def test_a_tls_1_2_partner_refusing_us_while_connecting_says_the_handshake_failed(
+    make_gateway: GatewayFactory, partner: TlsPartner, partner_ca: Authority
+) -> None:
+    # Under TLS 1.2 the refusal of a share without our certificate ends the connecting.
+    gw = await make_gateway([with_tls(ca_file="partner-ca.pem")], files=pem_files(partner_ca))
+    response = await gw.share("POST", "/acme/v1/assess", json=APPLICANT)
+    body = await response.json()
+    assert (response.status, body["error"]["code"]) == (502, "upstream_error")
+    assert body["error"]["message"] == (
+        "the TLS handshake with the partner failed (SSLV3_ALERT_HANDSHAKE_FAILURE)"
+    )
+    assert gw.log.outcome_of(body["error"]["share_id"]).outcome == "error"  # type: ignore[union-attr]
+    assert (partner.refused, partner.bytes_read, partner.received) == (1, 0, [])
 
 
 async def test_two_contracts_to_one_origin_each_present_their_own_certificate(
