@@ -1790,6 +1790,13 @@ async def test_a_table_over_several_logs_shows_100_rows_and_says_how_many_more(
     assert err == "rows 1-110 of 120 in 2 logs; 10 more: leave out --limit for every row\n"
     code, out, err = run([*argv, "--format", "json", "--limit", "120"], settings, capsys)
     assert (len(json.loads(out)), err) == (120, "")
+    # json or csv with the same --limit would give those rows again.
+    code, out, err = run([*argv, "--limit", "30"], settings, capsys)
+    *table, note = out.rstrip("\n").split("\n")
+    assert len(columns_of("\n".join(table))[1]) == 30
+    assert note == (
+        "rows 1-30 of 120 in 2 logs; 90 more: --format json or csv without --limit gives every row"
+    )
 
 
 async def test_a_damaged_entry_in_one_of_several_logs_is_said_of_that_log(

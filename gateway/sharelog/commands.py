@@ -467,7 +467,10 @@ def _print_merged(
     else:
         listed = list(read)
         _write_share_table(listed, settings.zone, out)
+        # With `--limit` given, json or csv keep to it too: the way to every row leaves it out.
         rest = "--format json or csv gives every row"
+        if args.limit is not None:
+            rest = "--format json or csv without --limit gives every row"
         out.write(_merged_note(logs, filters, len(listed), read.cut, rest) + "\n")
     return EXIT_OK
 
