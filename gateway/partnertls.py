@@ -53,7 +53,7 @@ class CertificateInfo:
         return cls(
             subject=certificate.subject.rfc4514_string(),
             issuer=certificate.issuer.rfc4514_string(),
-            serial=f"{certificate.serial_number:X}",
+            serial=_serial_text(certificate.serial_number),
             not_before=certificate.not_valid_before_utc,
             not_after=certificate.not_valid_after_utc,
             sha256_fingerprint=certificate.fingerprint(hashes.SHA256()).hex(":").upper(),
@@ -68,6 +68,13 @@ class CertificateInfo:
             "not_after": utc_text(self.not_after),
             "sha256_fingerprint": self.sha256_fingerprint,
         }
+
+
+def _serial_text(serial: int) -> str:
+    # Whole bytes, as OpenSSL prints the number: `0ABC`, not `ABC`, which an operator comparing
+    # the two would take for another certificate.
+    digits = f"{serial:X}"
+    return digits.zfill(len(digits) + len(digits) % 2)
 
 
 @dataclass(frozen=True, slots=True)

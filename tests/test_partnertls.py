@@ -19,11 +19,14 @@ from certs import Authority, Issued
 from conftest import BASE_CONTRACT, GatewayFactory, contract
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from partners import TlsPartner
 
 from gateway import cli
 from gateway import ops as ops_module
 from gateway.contractset import load_contract_set
+from gateway.partnertls import CertificateInfo
 from gateway.settings import Settings
 from gateway.upstream import _Broken, _Connection
 
@@ -632,13 +635,37 @@ async def test_the_contracts_listing_shows_the_certificates_and_never_the_key(
         "client_certificate": {
             "subject": "CN=gateway-one",
             "issuer": "CN=Partner client CA",
-            "serial": f"{ours.serial_number:X}",
+            "serial": _whole_bytes(ours.serial_number),
             "not_before": f"{ours.not_valid_before_utc:%Y-%m-%dT%H:%M:%SZ}",
             "not_after": f"{ours.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}",
             "sha256_fingerprint": ours.fingerprint(hashes.SHA256()).hex(":").upper(),
         },
     }
     assert listed["plain"]["tls"] is None
+
+
+def _whole_bytes(serial: int) -> str:
+    return serial.to_bytes(max(1, (serial.bit_length() + 7) // 8), "big").hex().upper()
+
+
+@pytest.mark.parametrize(
+    ("serial", "shown"), [(0x0ABC, "0ABC"), (0x80, "80"), (1, "01"), (0xA1B2C3, "A1B2C3")]
+)
+def test_a_serial_is_shown_in_whole_bytes_as_openssl_prints_it(serial: int, shown: str) -> None:
+    # `openssl x509 -serial` of a certificate with serial 0xABC prints `serial=0ABC`.
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "serial")])
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(serial)
+        .not_valid_before(NOW)
+        .not_valid_after(days(30))
+        .sign(key, hashes.SHA256())
+    )
+    assert CertificateInfo.of(certificate).serial == shown == _whole_bytes(serial)
 
 
 async def test_the_contracts_listing_judges_the_certificates_as_of_the_time_it_is_asked(
