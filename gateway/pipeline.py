@@ -779,7 +779,15 @@ async def _upstream_failed(
         # answers would vanish from the histogram just when they matter. An error is no
         # answer time (a refused connection fails in microseconds).
         metrics.observe_upstream_latency(partner, failure.latency_ms / 1000)
-    log.warning("upstream_failed", share_id=flow.share_id, partner=partner, reason=failure.failure)
+    # The message is the gateway's own (never the partner's bytes nor the request): the one
+    # place an operator reads why, a certificate that does not verify against a network fault.
+    log.warning(
+        "upstream_failed",
+        share_id=flow.share_id,
+        partner=partner,
+        reason=failure.failure,
+        message=failure.error.message,
+    )
     return error_response(failure.error, flow.share_id)
 
 

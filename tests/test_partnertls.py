@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from partners import TlsPartner
+from structlog.testing import capture_logs
 
 from gateway import cli
 from gateway import ops as ops_module
@@ -153,14 +154,26 @@ async def test_a_partner_whose_certificate_is_not_from_its_ca_file_gets_nothing(
 ) -> None:
     tls = client_tls(one)
     gw = await make_gateway([with_tls(**tls)], files=pem_files(stranger, one))
-    response = await gw.share("POST", "/acme/v1/assess", json=APPLICANT)
+    with capture_logs() as logs:
+        response = await gw.share("POST", "/acme/v1/assess", json=APPLICANT)
     body = await response.json()
     assert (response.status, body["error"]["code"]) == (502, "upstream_error")
     # Said as what it is: a ca_file that did not issue the partner's certificate fails every
     # share, and "could not be reached" would send the operator to the network.
-    assert body["error"]["message"] == (
-        "the partner's certificate did not verify (unable to get local issuer certificate)"
-    )
+    message = "the partner's certificate did not verify (unable to get local issuer certificate)"
+    assert body["error"]["message"] == message
+    # The operator reads it too, beside the outcome, not only the caller.
+    failed = [entry for entry in logs if entry["event"] == "upstream_failed"]
+    assert failed == [
+        {
+            "event": "upstream_failed",
+            "log_level": "warning",
+            "share_id": body["error"]["share_id"],
+            "partner": "acme",
+            "reason": "error",
+            "message": message,
+        }
+    ]
     assert gw.log.outcome_of(body["error"]["share_id"]).outcome == "error"  # type: ignore[union-attr]
     assert (partner.bytes_read, partner.received, partner.subjects) == (0, [], [])
 
