@@ -244,6 +244,8 @@ def tls_warnings(tls: PartnerTls, now: datetime, notice: timedelta) -> Found:
     ours = tls.client_certificate
     if ours is not None:
         refused = "the partner will refuse every share (502 upstream_error)"
+        # Ours, issued by a CA the partner trusts (often the partner's own): not the partner's.
+        renew = "install a renewed certificate (from the CA the partner trusts) and its key"
         name = tls.client_cert_file
         if ours.not_before > now:
             found.append(
@@ -258,7 +260,7 @@ def tls_warnings(tls: PartnerTls, now: datetime, notice: timedelta) -> Found:
                 (
                     CLIENT_CERT_PATH,
                     f"{name}: our client certificate expired on {utc_text(ours.not_after)}: "
-                    f"{refused}; install the partner's renewed certificate and key, and reload",
+                    f"{refused}; {renew}, and reload",
                 )
             )
         elif ours.not_after - now <= notice:
@@ -266,8 +268,8 @@ def tls_warnings(tls: PartnerTls, now: datetime, notice: timedelta) -> Found:
                 (
                     CLIENT_CERT_PATH,
                     f"{name}: our client certificate expires on {utc_text(ours.not_after)}, "
-                    f"{_time_left(ours.not_after, now)}: from then {refused}; install the "
-                    "partner's renewed certificate and key, and reload, in time",
+                    f"{_time_left(ours.not_after, now)}: from then {refused}; {renew}, and "
+                    "reload, in time",
                 )
             )
     # A partner certificate issued by one still valid verifies, unless none is: then no share

@@ -621,7 +621,8 @@ def test_contracts_validate_prints_the_certificate_and_start_warnings(
     assert certificate == (
         f"{file}: warning: upstream.tls.client_cert_file: ended.pem: our client certificate "
         f"expired on {end:%Y-%m-%dT%H:%M:%SZ}: the partner will refuse every share "
-        "(502 upstream_error); install the partner's renewed certificate and key, and reload"
+        "(502 upstream_error); install a renewed certificate (from the CA the partner trusts) "
+        "and its key, and reload"
     )
 
 
@@ -717,7 +718,8 @@ async def test_the_contracts_listing_judges_the_certificates_as_of_the_time_it_i
         "message": (
             f"gateway-dated.pem: our client certificate expires on {end:%Y-%m-%dT%H:%M:%SZ}, "
             "in 5 day(s): from then the partner will refuse every share (502 upstream_error); "
-            "install the partner's renewed certificate and key, and reload, in time"
+            "install a renewed certificate (from the CA the partner trusts) and its key, and "
+            "reload, in time"
         ),
     }
 
