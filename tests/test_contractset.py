@@ -1899,10 +1899,11 @@ def test_an_upload_of_a_partner_with_no_personal_category_is_not_warned_of() -> 
     ("expires", "shown"),
     [
         (date(2027, 1, 2), "the contract's last day is 2027-01-02, in 30 day(s)"),
+        (date(2026, 12, 4), "the contract's last day is 2026-12-04, in 1 day(s)"),
         (date(2026, 12, 3), "the contract's last day is 2026-12-03, today"),
         (date(2026, 12, 2), "expired on 2026-12-02: every share is refused since 2026-12-03"),
     ],
-    ids=["in 30 days", "today", "yesterday"],
+    ids=["in 30 days", "tomorrow", "today", "yesterday"],
 )
 def test_an_active_contract_ending_within_30_days_or_ended_is_warned_of(
     expires: date, shown: str
@@ -1969,6 +1970,32 @@ def test_the_set_loads_with_its_warnings_named_by_file_and_partner(tmp_path: Pat
         "day(s): every share is refused from 2026-12-21; renew it (a new version with a later "
         "expires) in time"
     )
+
+
+def test_the_warnings_are_in_the_order_of_the_partner_ids_not_of_the_files(
+    tmp_path: Path,
+) -> None:
+    # A file's name need not be its partner's: warnings follow the partners, as the contracts
+    # `contracts validate` lists as valid do.
+    for file, partner_id in [("a.yaml", "zeta"), ("b.yaml", "alpha")]:
+        data = minimal()
+        data["partner"]["id"] = partner_id
+        data["contract"]["expires"] = "2026-12-20"
+        write(tmp_path, file, data)
+    contract_set, problems = load_contract_set(tmp_path, Settings(), today=TODAY)
+    assert problems == []
+    assert contract_set is not None
+    assert [w.partner for w in contract_set.warnings] == ["alpha", "zeta"]
+
+
+def test_a_warning_shows_a_control_character_of_its_file_name_escaped(tmp_path: Path) -> None:
+    data = minimal()
+    data["contract"]["expires"] = "2026-12-20"
+    write(tmp_path, "ac\x1b[2Jme.yaml", data)
+    contract_set, _ = load_contract_set(tmp_path, Settings(), today=TODAY)
+    assert contract_set is not None
+    [warning] = contract_set.warnings
+    assert str(warning).startswith(f"{tmp_path}/ac\\x1b[2Jme.yaml: warning: contract.expires: ")
 
 
 @pytest.mark.parametrize(
