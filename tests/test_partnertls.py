@@ -501,8 +501,22 @@ CA_AT = "upstream.tls.ca_file"
             "ours.pem: our client certificate is not valid until 2026-12-05T12:00:00Z: the "
             "partner will refuse every share (502 upstream_error) until then",
         ),
+        (
+            (days(-300), days(1)),
+            "ours.pem: our client certificate expires on 2026-12-04T12:00:00Z, in 1 day(s): ",
+        ),
+        (
+            (days(-300), NOW + timedelta(hours=23)),
+            "ours.pem: our client certificate expires on 2026-12-04T11:00:00Z, within a day: ",
+        ),
+        # OpenSSL refuses a certificate from the very second of its `notAfter`.
+        (
+            (days(-300), NOW),
+            "ours.pem: our client certificate expired on 2026-12-03T12:00:00Z: the partner will "
+            "refuse every share (502 upstream_error)",
+        ),
     ],
-    ids=["ends in 30 days", "ended", "not valid yet"],
+    ids=["ends in 30 days", "ended", "not valid yet", "ends in 1 day", "ends in hours", "ends now"],
 )
 def test_our_client_certificate_is_warned_of_when_it_ends_soon_has_ended_or_has_not_begun(
     tmp_path: Path, validity: tuple[datetime, datetime], shown: str
@@ -522,8 +536,16 @@ def test_our_client_certificate_is_warned_of_when_it_ends_soon_has_ended_or_has_
         ((days(-300), days(31)), (days(-300), days(300)), "active"),
         ((days(-300), days(300)), (days(-300), days(31)), "active"),
         ((days(-300), days(-1)), (days(-300), days(-1)), "suspended"),
+        ((NOW, days(300)), (days(-300), days(300)), "active"),
+        ((days(-300), days(300)), (NOW, days(300)), "active"),
     ],
-    ids=["client certificate ends in 31 days", "CA ends in 31 days", "suspended"],
+    ids=[
+        "client certificate ends in 31 days",
+        "CA ends in 31 days",
+        "suspended",
+        "client certificate begins now",
+        "CA begins now",
+    ],
 )
 def test_certificates_ending_later_or_of_a_contract_not_active_are_not_warned_of(
     tmp_path: Path,
@@ -579,10 +601,15 @@ def test_a_bundle_whose_every_ca_has_expired_fails_every_share(tmp_path: Path) -
             "ca.pem: the CA certificate CN=Dated CA is not valid until 2026-12-04T12:00:00Z: no "
             "certificate in the file is valid: every share fails (502 upstream_error)",
         ),
+        (
+            (days(-300), NOW),
+            "ca.pem: the CA certificate CN=Dated CA expired on 2026-12-03T12:00:00Z: no "
+            "certificate in the file is valid: every share fails (502 upstream_error)",
+        ),
     ],
-    ids=["ends in 30 days", "not valid yet"],
+    ids=["ends in 30 days", "not valid yet", "ends now"],
 )
-def test_a_ca_ending_soon_or_not_valid_yet_is_warned_of(
+def test_a_ca_ending_soon_ended_or_not_valid_yet_is_warned_of(
     tmp_path: Path, validity: tuple[datetime, datetime], shown: str
 ) -> None:
     files = {"ca.pem": Authority("Dated CA", validity).cert_pem}
