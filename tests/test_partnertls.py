@@ -662,7 +662,12 @@ async def test_the_contracts_listing_shows_the_certificates_and_never_the_key(
     make_gateway: GatewayFactory, partner: TlsPartner, partner_ca: Authority, one: Issued
 ) -> None:
     plain = contract(partner={"id": "plain", "name": "Plain"})
-    gw = await make_gateway([with_tls(**client_tls(one)), plain], files=pem_files(partner_ca, one))
+    # Ours, and the partner's certificate checked against the system's trust store.
+    trusting = with_tls(
+        "trusting", client_cert_file="gateway-one.pem", client_key_file="gateway-one.key"
+    )
+    contracts = [with_tls(**client_tls(one)), plain, trusting]
+    gw = await make_gateway(contracts, files=pem_files(partner_ca, one))
     admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
     response = await gw.client.get("/_gateway/contracts", headers=admin)
     text = await response.text()
@@ -683,6 +688,10 @@ async def test_the_contracts_listing_shows_the_certificates_and_never_the_key(
         },
     }
     assert listed["plain"]["tls"] is None
+    assert listed["trusting"]["tls"] == {
+        "ca": None,
+        "client_certificate": listed["acme"]["tls"]["client_certificate"],
+    }
 
 
 def _whole_bytes(serial: int) -> str:
@@ -749,6 +758,46 @@ async def test_the_contracts_listing_judges_the_certificates_as_of_the_time_it_i
             "reload, in time"
         ),
     }
+
+
+async def test_the_contracts_listing_keeps_no_dated_warning_of_the_load_that_has_gone_stale(
+    make_gateway: GatewayFactory,
+    partner: TlsPartner,
+    monkeypatch: pytest.MonkeyPatch,
+    partner_ca: Authority,
+    our_ca: Authority,
+) -> None:
+    loaded_at = datetime.now(UTC)
+    ours = our_ca.client(
+        "gateway-soon", (loaded_at - timedelta(days=300), days_from(loaded_at, 20))
+    )
+    doc = with_tls(**client_tls(ours))
+    doc["contract"]["effective"] = (loaded_at.date() + timedelta(days=10)).isoformat()
+    gw = await make_gateway([doc], files=pem_files(partner_ca, ours))
+    # At the load: not in force yet, ours ends in 20 days, the partner's CA (the fixture's,
+    # valid for hours) within a day.
+    assert [w.path for w in gw.runtime.policy.warnings] == [
+        "routes.2.subject",
+        "contract.effective",
+        CLIENT_AT,
+        CA_AT,
+    ]
+
+    class Later(datetime):
+        """As a gateway loaded five weeks ago finds it: in force, both certificates ended."""
+
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> Later:
+            instant = days_from(loaded_at, 35).astimezone(tz)
+            return cls.fromtimestamp(instant.timestamp(), tz)
+
+    monkeypatch.setattr(ops_module, "datetime", Later)
+    admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
+    response = await gw.client.get("/_gateway/contracts", headers=admin)
+    [listed] = (await response.json())["contracts"]
+    assert [w["path"] for w in listed["warnings"]] == ["routes.2.subject", CLIENT_AT, CA_AT]
+    for shown in listed["warnings"][1:]:
+        assert " expired on " in shown["message"]
 
 
 def days_from(instant: datetime, n: int) -> datetime:
