@@ -9,7 +9,7 @@ import gzip
 import sqlite3
 import zlib
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -22,6 +22,7 @@ from conftest import HASH_KEY, Gateway, GatewayFactory, contract, raw_request, t
 from tokens import SigningKey, mint, rsa_key, write_jwks
 
 from gateway import app as app_module
+from gateway import ops as ops_module
 from gateway import runtime as runtime_module
 from gateway.app import (
     DRAIN_MARGIN_S,
@@ -1373,7 +1374,7 @@ UPLOAD_WARNING = {
 
 def _warning_events(events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return [
-        {key: e[key] for key in ("partner", "path", "message", "log_level")}
+        {key: e[key] for key in ("partner", "path", "message", "file", "log_level")}
         for e in events
         if e["event"] == "contract_warning"
     ]
@@ -1383,8 +1384,9 @@ async def test_contract_warnings_are_logged_at_reload_and_answered_by_the_admin_
     make_gateway: GatewayFactory,
 ) -> None:
     # At start they are logged once the gateway has started (tests/test_process.py).
-    logged = {**UPLOAD_WARNING, "log_level": "warning"}
     gw = await make_gateway()
+    file = str(gw.runtime.settings.contracts_dir / "acme.yaml")
+    logged = {**UPLOAD_WARNING, "file": file, "log_level": "warning"}
     admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
     listing = await gw.client.get("/_gateway/contracts", headers=admin)
     assert [c["warnings"] for c in (await listing.json())["contracts"]] == [[UPLOAD_WARNING]]
@@ -1411,6 +1413,40 @@ async def test_contract_warnings_are_logged_at_reload_and_answered_by_the_admin_
         reloaded = await gw.client.post("/_gateway/reload", headers=admin)
     assert (await reloaded.json())["warnings"] == []
     assert _warning_events(events) == []
+
+
+async def test_the_contracts_listing_shows_each_partner_only_its_own_warnings(
+    make_gateway: GatewayFactory,
+) -> None:
+    quiet = contract(partner={"id": "quiet", "name": "Quiet"})
+    quiet["routes"][2]["subject"] = "path.doc_id"
+    gw = await make_gateway([contract(), quiet])
+    admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
+    listing = await gw.client.get("/_gateway/contracts", headers=admin)
+    listed = {c["partner"]: c["warnings"] for c in (await listing.json())["contracts"]}
+    assert listed == {"acme": [UPLOAD_WARNING], "quiet": []}
+
+
+async def test_the_contracts_listing_judges_a_contracts_end_on_the_day_in_the_settings_zone(
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked_at = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)  # 2030-06-02 02:00 in Kiritimati (UTC+14)
+
+    class Clock(datetime):
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> Clock:
+            instant = asked_at.astimezone(tz)
+            return cls.fromtimestamp(instant.timestamp(), tz)
+
+    ending = contract(contract={"expires": "2030-06-02"})
+    ending["routes"] = [r for r in ending["routes"] if r["method"] != "PUT"]
+    gw = await make_gateway([ending], settings={"timezone": "Pacific/Kiritimati"})
+    monkeypatch.setattr(ops_module, "datetime", Clock)
+    admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
+    listing = await gw.client.get("/_gateway/contracts", headers=admin)
+    [listed] = (await listing.json())["contracts"]
+    [shown] = listed["warnings"]
+    assert shown["message"].startswith("the contract's last day is 2030-06-02, today: ")
 
 
 async def test_the_contracts_listing_judges_a_contracts_end_as_of_the_day_it_is_asked(
