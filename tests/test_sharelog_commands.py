@@ -1702,6 +1702,27 @@ async def test_a_cursor_or_an_offset_over_several_logs_is_a_usage_error(
     assert "--cursor and --offset page one log, not several" in err
 
 
+async def test_each_row_names_its_log_as_it_was_given(
+    sidecars: list[str], settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    given = ["./booking.sqlite", "billing.sqlite"]
+    argv = ["logs", "subject", "alice", *_with_logs(given), "--format", "json"]
+    code, out, _ = run(argv, settings, capsys)
+    assert code == 0
+    assert {r["log"] for r in json.loads(out)} == set(given)
+
+
+async def test_a_cursor_over_several_logs_is_refused_before_any_is_read(
+    sidecars: list[str], settings: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "notes.txt").write_text("not a log\n")
+    logs = _with_logs([*sidecars, "notes.txt"])
+    for argv in (["logs", "subject", "alice"], ["logs", "query"]):
+        code, out, err = run([*argv, *logs, "--cursor", "x"], settings, capsys)
+        assert (code, out) == (2, "")
+        assert "--cursor and --offset page one log, not several" in err
+
+
 @pytest.mark.parametrize("content", ["text", "another_database", "empty"])
 async def test_a_file_that_is_no_share_log_is_refused_naming_it(
     sidecars: list[str],
