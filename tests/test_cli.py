@@ -304,6 +304,22 @@ def test_contracts_validate_prints_warnings_on_stderr_and_fails_only_when_strict
         assert lines[1:] == []
 
 
+def test_contracts_validate_strict_counts_the_warnings_not_the_contracts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gateway.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    folder, file = _folder_with_a_warning(tmp_path)
+    second = "  - {method: POST, path: /v1/others, purpose: service_delivery,\n"
+    second += "     fields: [{path: name, category: identity.name}]}\n"
+    file.write_text(WARNED_CONTRACT + second, encoding="utf-8")
+    assert main(["contracts", "validate", str(folder), "--strict"]) == 1
+    *warnings, summary = capsys.readouterr().err.splitlines()
+    assert [line.split(": ")[2] for line in warnings] == ["routes.0.subject", "routes.1.subject"]
+    assert summary == f"2 warning(s) in {folder}, counted as problems (--strict)"
+
+
 def test_contracts_validate_strict_of_the_bundled_contracts_passes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
