@@ -1998,6 +1998,19 @@ def test_a_warning_shows_a_control_character_of_its_file_name_escaped(tmp_path: 
     assert str(warning).startswith(f"{tmp_path}/ac\\x1b[2Jme.yaml: warning: contract.expires: ")
 
 
+def test_the_day_given_to_the_load_is_the_one_its_contract_dates_are_judged_on(
+    tmp_path: Path,
+) -> None:
+    data = minimal()
+    data["contract"]["expires"] = "2027-03-01"
+    write(tmp_path, "acme.yaml", data)
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)  # more than 30 days before
+    contract_set, _ = load_contract_set(tmp_path, Settings(), now=now, today=date(2027, 3, 1))
+    assert contract_set is not None
+    [warning] = contract_set.warnings
+    assert warning.message.startswith("the contract's last day is 2027-03-01, today: ")
+
+
 @pytest.mark.parametrize(
     ("zone", "shown"),
     [
