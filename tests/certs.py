@@ -127,9 +127,13 @@ class Authority:
         self.cert_pem = self._cert.public_bytes(serialization.Encoding.PEM)
 
     def _issue(
-        self, common_name: str, *extensions: x509.ExtensionType, validity: Validity = NOW_ISH
+        self,
+        common_name: str,
+        *extensions: x509.ExtensionType,
+        validity: Validity = NOW_ISH,
+        key: ec.EllipticCurvePrivateKey | None = None,
     ) -> Issued:
-        key = ec.generate_private_key(ec.SECP256R1())
+        key = ec.generate_private_key(ec.SECP256R1()) if key is None else key
         builder = _builder(common_name, self.name, key, validity).add_extension(
             x509.BasicConstraints(ca=False, path_length=None), critical=True
         )
@@ -152,4 +156,13 @@ class Authority:
             common_name,
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
             validity=validity,
+        )
+
+    def renewed(self, client: Issued) -> Issued:
+        """`client`'s certificate issued anew for the same key, as a partner renews one from
+        the caller's standing request: another serial, the same subject and key."""
+        return self._issue(
+            client.subject,
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
+            key=client.key,
         )

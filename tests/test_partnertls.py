@@ -237,6 +237,57 @@ async def test_a_reload_that_swaps_the_certificate_is_seen_by_the_next_share(
     assert partner.subjects == ["gateway-one", "gateway-two"]
 
 
+@pytest.mark.parametrize("changed", ["certificate", "ca_file"])
+async def test_a_reload_that_changes_one_file_connects_anew(
+    make_gateway: GatewayFactory,
+    partner: TlsPartner,
+    partner_ca: Authority,
+    our_ca: Authority,
+    stranger: Authority,
+    one: Issued,
+    changed: str,
+) -> None:
+    files = pem_files(partner_ca, one)
+    files["partner-ca.pem"] = partner_ca.cert_pem + stranger.cert_pem
+    gw = await make_gateway([with_tls(**client_tls(one))], files=files)
+    assert (await gw.share("POST", "/acme/v1/assess", json=APPLICANT)).status == 200
+    folder = gw.runtime.settings.contracts_dir
+    if changed == "certificate":
+        # Renewed for the same key: the key file is left as it was.
+        (folder / "gateway-one.pem").write_bytes(our_ca.renewed(one).cert_pem)
+    else:
+        # A CA no longer trusted: the kept connection was verified with it in the bundle.
+        (folder / "partner-ca.pem").write_bytes(partner_ca.cert_pem)
+    await gw.runtime.reload()
+    assert (await gw.share("POST", "/acme/v1/assess", json=APPLICANT)).status == 200
+    # A second handshake: the connection made with the old files carried no share.
+    assert partner.subjects == ["gateway-one", "gateway-one"]
+    assert len(partner.received) == 2
+
+
+@pytest.mark.parametrize("presented", ["from another CA", "expired"])
+async def test_a_partner_that_refuses_our_certificate_reads_nothing_and_the_record_says_so(
+    make_gateway: GatewayFactory,
+    partner: TlsPartner,
+    partner_ca: Authority,
+    our_ca: Authority,
+    stranger: Authority,
+    presented: str,
+) -> None:
+    now = datetime.now(UTC)
+    ours = (
+        stranger.client("gateway-one")
+        if presented == "from another CA"
+        else our_ca.client("gateway-one", (now - timedelta(days=300), now - timedelta(days=1)))
+    )
+    gw = await make_gateway([with_tls(**client_tls(ours))], files=pem_files(partner_ca, ours))
+    response = await gw.share("POST", "/acme/v1/assess", json=APPLICANT)
+    body = await response.json()
+    assert (response.status, body["error"]["code"]) == (502, "upstream_error")
+    assert gw.log.outcome_of(body["error"]["share_id"]).outcome == "error"  # type: ignore[union-attr]
+    assert (partner.refused, partner.bytes_read, partner.received) == (1, 0, [])
+
+
 # --- what the loader refuses -------------------------------------------------------------------
 
 
