@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import ssl
 import tempfile
 from collections.abc import AsyncIterator
@@ -27,7 +28,7 @@ from structlog.testing import capture_logs
 from gateway import cli
 from gateway import ops as ops_module
 from gateway.contractset import load_contract_set
-from gateway.partnertls import CertificateInfo
+from gateway.partnertls import MAX_TLS_FILE_BYTES, CertificateInfo, PartnerTls
 from gateway.settings import Settings
 from gateway.upstream import _Broken, _Connection
 
@@ -323,6 +324,96 @@ def test_relative_paths_are_read_from_the_contracts_folder(
     assert [c["subject"] for c in tls.context.get_ca_certs()] == [
         ((("commonName", "Partner CA"),),)
     ]
+
+
+def _loaded_tls(folder: Path) -> PartnerTls:
+    loaded, problems = load_contract_set(folder, Settings(contracts_dir=folder))
+    assert problems == []
+    assert loaded is not None
+    tls = loaded.contracts["acme"].tls
+    assert tls is not None
+    return tls
+
+
+def test_without_a_ca_file_the_partner_is_still_verified_by_name(
+    tmp_path: Path, one: Issued
+) -> None:
+    files = {"gateway-one.pem": one.cert_pem, "gateway-one.key": one.key_pem}
+    tls = {"client_cert_file": "gateway-one.pem", "client_key_file": "gateway-one.key"}
+    assert _load(tmp_path, {"tls": tls}, files) == []
+    context = _loaded_tls(tmp_path / "contracts").context
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert context.check_hostname
+    assert context.minimum_version >= ssl.TLSVersion.TLSv1_2
+
+
+def test_our_certificate_is_the_first_of_a_file_that_carries_its_chain(
+    tmp_path: Path, our_ca: Authority, one: Issued
+) -> None:
+    files = {"gateway-one.pem": one.cert_pem + our_ca.cert_pem, "gateway-one.key": one.key_pem}
+    tls = {"client_cert_file": "gateway-one.pem", "client_key_file": "gateway-one.key"}
+    assert _load(tmp_path, {"tls": tls}, files) == []
+    ours = _loaded_tls(tmp_path / "contracts").client_certificate
+    assert ours is not None
+    assert (ours.subject, ours.issuer) == ("CN=gateway-one", "CN=Partner client CA")
+
+
+def test_a_base_url_with_its_scheme_in_capitals_takes_a_tls_section(
+    tmp_path: Path, partner_ca: Authority
+) -> None:
+    upstream = {"base_url": "HTTPS://api.acme.example", "tls": {"ca_file": "partner-ca.pem"}}
+    assert _load(tmp_path, upstream, pem_files(partner_ca)) == []
+
+
+def test_a_file_over_a_mebibyte_is_not_read(tmp_path: Path, partner_ca: Authority) -> None:
+    padding = b"#" * (MAX_TLS_FILE_BYTES + 1 - len(partner_ca.cert_pem))
+    files = {"partner-ca.pem": partner_ca.cert_pem + padding}
+    assert _load(tmp_path, {"tls": {"ca_file": "partner-ca.pem"}}, files) == [
+        "upstream.tls.ca_file: partner-ca.pem: larger than 1048576 bytes (1 MiB): a CA bundle, "
+        "certificate or key is a few KB"
+    ]
+
+
+@pytest.mark.parametrize("field", ["ca_file", "client_cert_file", "client_key_file"])
+def test_a_blank_file_name_is_refused(tmp_path: Path, field: str) -> None:
+    tls = {"ca_file": "ca.pem", "client_cert_file": "c.pem", "client_key_file": "c.key"}
+    assert _load(tmp_path, {"tls": {**tls, field: " "}}) == [
+        f"upstream.tls.{field}: must not be empty"
+    ]
+
+
+def test_the_files_are_read_from_the_version_of_the_folder_the_contract_came_from(
+    tmp_path: Path, partner_ca: Authority, stranger: Authority
+) -> None:
+    # A ConfigMap mount: each version in its own folder, `..data` leading to the current one.
+    folder = tmp_path / "contracts"
+    version = folder / "..2026_12_03"
+    version.mkdir(parents=True)
+    doc = contract(
+        upstream={"base_url": "https://api.acme.example", "tls": {"ca_file": "partner-ca.pem"}}
+    )
+    (version / "acme.yaml").write_text(yaml.safe_dump(doc))
+    (version / "partner-ca.pem").write_bytes(partner_ca.cert_pem)
+    (folder / "..data").symlink_to(version.name)
+    (folder / "acme.yaml").symlink_to("..data/acme.yaml")
+    # Left at the top by an older layout: not the version the contract was read from.
+    (folder / "partner-ca.pem").write_bytes(stranger.cert_pem)
+    assert [ca.subject for ca in _loaded_tls(folder).ca] == ["CN=Partner CA"]
+
+
+def test_a_load_leaves_no_copy_of_a_key_open(
+    tmp_path: Path, partner_ca: Authority, one: Issued
+) -> None:
+    fds = Path("/proc/self/fd")
+    if not fds.is_dir():
+        pytest.skip("no /proc/self/fd to list open files with")
+    for _ in range(2):  # a reload too
+        assert _load(tmp_path, {"tls": client_tls(one)}, pem_files(partner_ca, one)) == []
+    opened = []
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):  # the listing's own descriptor, closed since
+            opened.append(os.readlink(fd))
+    assert [name for name in opened if "partner-tls" in name] == []
 
 
 @pytest.mark.parametrize(
