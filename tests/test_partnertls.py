@@ -591,6 +591,42 @@ async def test_only_a_tls_1_3_certificate_alert_before_any_answer_says_nothing_w
     assert broken.refused is refused
 
 
+def _alert(reason: str) -> ssl.SSLError:
+    alert = ssl.SSLError(1, f"[SSL: {reason}] {reason.lower()}")
+    alert.reason = reason
+    return alert
+
+
+async def test_a_tls_1_3_error_that_is_not_a_certificate_alert_may_follow_a_read_request(
+    partner_ca: Authority,
+) -> None:
+    context, tls = _handshake(partner_ca, ssl.TLSVersion.TLSv1_3)
+    connection = _Connection(asyncio.get_running_loop(), lambda: None)
+    connection.connection_made(_Transport(context, tls))
+    waiter = connection.send(b"POST /v1/assess HTTP/1.1\r\n\r\n", 1024)
+    connection.connection_lost(_alert("DECRYPTION_FAILED_OR_BAD_RECORD_MAC"))
+    broken = waiter.exception()
+    assert isinstance(broken, _Broken)
+    assert broken.refused is False
+
+
+async def test_a_certificate_alert_after_an_answer_is_no_refusal_of_the_next_request(
+    partner_ca: Authority,
+) -> None:
+    # The partner took this connection's first request: its handshake was over.
+    context, tls = _handshake(partner_ca, ssl.TLSVersion.TLSv1_3)
+    connection = _Connection(asyncio.get_running_loop(), lambda: None)
+    connection.connection_made(_Transport(context, tls))
+    first = connection.send(b"POST /v1/assess HTTP/1.1\r\n\r\n", 1024)
+    connection.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+    assert (await first).status == 200
+    second = connection.send(b"POST /v1/assess HTTP/1.1\r\n\r\n", 1024)
+    connection.connection_lost(_alert("SSLV3_ALERT_BAD_CERTIFICATE"))
+    broken = second.exception()
+    assert isinstance(broken, _Broken)
+    assert broken.refused is False
+
+
 # --- certificate warnings ----------------------------------------------------------------------
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
