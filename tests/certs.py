@@ -4,6 +4,7 @@ build them once per session in a fixture where a test module uses many."""
 
 from __future__ import annotations
 
+import base64
 import datetime
 import ipaddress
 from dataclasses import dataclass
@@ -166,3 +167,46 @@ class Authority:
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
             key=client.key,
         )
+
+
+def _element(der: bytes, at: int) -> tuple[int, int]:
+    """Where the content of the DER element at `at` starts and where the element ends."""
+    length, start = der[at + 1], at + 2
+    if length & 0x80:
+        count = length & 0x7F
+        length, start = int.from_bytes(der[start : start + count], "big"), start + count
+    return start, start + length
+
+
+def _elements(der: bytes) -> list[bytes]:
+    """The elements of the DER sequence `der`."""
+    at, end = _element(der, 0)
+    found = []
+    while at < end:
+        found.append(der[at : _element(der, at)[1]])
+        at = _element(der, at)[1]
+    return found
+
+
+def _sequence(elements: list[bytes]) -> bytes:
+    content = b"".join(elements)
+    size = len(content)
+    if size < 0x80:
+        return bytes([0x30, size]) + content
+    digits = size.to_bytes((size.bit_length() + 7) // 8, "big")
+    return bytes([0x30, 0x80 | len(digits)]) + digits + content
+
+
+def with_dates_without_seconds(cert_pem: bytes) -> bytes:
+    """`cert_pem` with its notBefore written without seconds (`YYMMDDHHMMZ`): a form OpenSSL
+    reads and cryptography refuses. The signature no longer matches, which a trust store does
+    not check of its own CAs."""
+    der = x509.load_pem_x509_certificate(cert_pem).public_bytes(serialization.Encoding.DER)
+    certificate = _elements(der)
+    tbs = _elements(certificate[0])
+    not_before, not_after = _elements(tbs[4])
+    short = not_before[2:12] + b"Z"
+    tbs[4] = _sequence([bytes([0x17, len(short)]) + short, not_after])
+    certificate[0] = _sequence(tbs)
+    body = base64.encodebytes(_sequence(certificate)).decode()
+    return f"-----BEGIN CERTIFICATE-----\n{body}-----END CERTIFICATE-----\n".encode()

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 import yaml
-from certs import Authority, Issued
+from certs import Authority, Issued, with_dates_without_seconds
 from conftest import BASE_CONTRACT, GatewayFactory, contract
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -356,6 +356,16 @@ def test_our_certificate_is_the_first_of_a_file_that_carries_its_chain(
     ours = _loaded_tls(tmp_path / "contracts").client_certificate
     assert ours is not None
     assert (ours.subject, ours.issuer) == ("CN=gateway-one", "CN=Partner client CA")
+
+
+def test_a_ca_whose_dates_cannot_be_read_is_refused_rather_than_never_warned_of(
+    tmp_path: Path, partner_ca: Authority
+) -> None:
+    files = {"partner-ca.pem": with_dates_without_seconds(partner_ca.cert_pem)}
+    assert _load(tmp_path, {"tls": {"ca_file": "partner-ca.pem"}}, files) == [
+        "upstream.tls.ca_file: partner-ca.pem: holds a certificate whose validity dates cannot "
+        "be read"
+    ]
 
 
 def test_a_base_url_with_its_scheme_in_capitals_takes_a_tls_section(
