@@ -1154,6 +1154,29 @@ def test_a_file_touched_or_replaced_while_read_is_read_again(
     assert reads() == 3
 
 
+def test_a_file_rewritten_with_its_modification_time_set_back_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As `cp -p` or `touch -r` leave it, or a write within the file system's timestamp tick:
+    # only the change time tells.
+    path = tmp_path / "c.yaml"
+    path.write_text("old: 1\nend: 1\n", encoding="utf-8")
+    mtime = path.stat().st_mtime_ns
+
+    def rewriter(text: str) -> Callable[[], None]:
+        def rewrite() -> None:
+            with path.open("r+", encoding="utf-8") as stream:
+                stream.write(text)
+            os.utime(path, ns=(mtime, mtime))
+
+        return rewrite
+
+    # Half of the new version first, the rest in the next write: the same size throughout.
+    reads = read_while(monkeypatch, rewriter("new: 2\n"), rewriter("new: 2\nend: 2\n"))
+    assert read_yaml_file(path)[0] == {"new": 2, "end": 2}
+    assert reads() == 3
+
+
 def test_a_file_that_keeps_changing_is_a_problem(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
