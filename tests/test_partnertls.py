@@ -426,6 +426,24 @@ def test_a_load_leaves_no_copy_of_a_key_open(
     assert [name for name in opened if "partner-tls" in name] == []
 
 
+def test_no_child_process_inherits_the_copy_of_a_key_a_load_makes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, partner_ca: Authority, one: Issued
+) -> None:
+    if not hasattr(os, "memfd_create"):
+        pytest.skip("no memfd_create: the copy is a file only the gateway's user may read")
+    real = os.memfd_create
+    inheritable: list[bool] = []
+
+    def memfd_create(name: str, flags: int = os.MFD_CLOEXEC) -> int:
+        fd = real(name, flags)
+        inheritable.append(os.get_inheritable(fd))
+        return fd
+
+    monkeypatch.setattr(os, "memfd_create", memfd_create)
+    assert _load(tmp_path, {"tls": client_tls(one)}, pem_files(partner_ca, one)) == []
+    assert inheritable == [False, False]  # the certificate's copy and the key's
+
+
 @pytest.mark.parametrize(
     ("upstream", "expected"),
     [
