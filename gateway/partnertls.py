@@ -175,11 +175,29 @@ def _context(ca: bytes | None) -> tuple[ssl.SSLContext, str | None]:
         return ssl.create_default_context(), None
     if b"-----BEGIN CERTIFICATE-----" not in ca:
         return ssl.create_default_context(), "holds no PEM certificate"
-    try:
-        context = ssl.create_default_context(cadata=ca.decode("ascii"))
-    except (UnicodeDecodeError, ssl.SSLError, ValueError):
+    blocks = _blocks(ca)
+    context = None
+    # Never an empty `cadata`: it counts as none given, and the system's store is trusted.
+    if blocks:
+        with contextlib.suppress(UnicodeDecodeError, ssl.SSLError, ValueError):
+            context = ssl.create_default_context(cadata=blocks.decode("ascii"))
+    if context is None:
         return ssl.create_default_context(), "holds no certificate OpenSSL can read"
     return context, None
+
+
+def _blocks(pem: bytes) -> bytes:
+    """`pem` without the lines outside its PEM blocks: OpenSSL skips them, but takes PEM text
+    only in ASCII, and some systems' bundles label each certificate in UTF-8. A block cut
+    short runs to the end, for OpenSSL to refuse."""
+    kept: list[bytes] = []
+    inside = False
+    for line in pem.splitlines(keepends=True):
+        inside = inside or line.startswith(b"-----BEGIN ")
+        if inside:
+            kept.append(line)
+        inside = inside and not line.startswith(b"-----END ")
+    return b"".join(kept)
 
 
 def _authorities(ca: bytes) -> tuple[tuple[CertificateInfo, ...], str | None]:

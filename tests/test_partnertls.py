@@ -358,6 +358,38 @@ def test_our_certificate_is_the_first_of_a_file_that_carries_its_chain(
     assert (ours.subject, ours.issuer) == ("CN=gateway-one", "CN=Partner client CA")
 
 
+def test_a_ca_bundle_with_comments_in_utf_8_is_read(
+    tmp_path: Path, partner_ca: Authority, stranger: Authority
+) -> None:
+    # As some systems' bundles are written: each certificate under its label, in UTF-8.
+    bundle = (
+        "# Partner CA — Zürich\n".encode() + partner_ca.cert_pem + "# Főtanúsítvány\n".encode()
+    ) + stranger.cert_pem
+    files = {"partner-ca.pem": bundle}
+    assert _load(tmp_path, {"tls": {"ca_file": "partner-ca.pem"}}, files) == []
+    context = _loaded_tls(tmp_path / "contracts").context
+    assert [c["subject"] for c in context.get_ca_certs()] == [
+        ((("commonName", "Partner CA"),),),
+        ((("commonName", "Someone else's CA"),),),
+    ]
+
+
+@pytest.mark.parametrize("damage", ["cut short", "indented"])
+def test_a_ca_bundle_openssl_cannot_read_whole_is_refused(
+    tmp_path: Path, partner_ca: Authority, stranger: Authority, damage: str
+) -> None:
+    # Indented, as pasted from a YAML file: OpenSSL sees no block, and the file trusts nothing.
+    bundle = (
+        partner_ca.cert_pem + stranger.cert_pem[:200]
+        if damage == "cut short"
+        else partner_ca.cert_pem.replace(b"-----", b"  -----", 1).replace(b"\n", b"\n  ")
+    )
+    files = {"partner-ca.pem": bundle}
+    assert _load(tmp_path, {"tls": {"ca_file": "partner-ca.pem"}}, files) == [
+        "upstream.tls.ca_file: partner-ca.pem: holds no certificate OpenSSL can read"
+    ]
+
+
 def test_a_ca_whose_dates_cannot_be_read_is_refused_rather_than_never_warned_of(
     tmp_path: Path, partner_ca: Authority
 ) -> None:
