@@ -374,16 +374,17 @@ def test_a_ca_bundle_with_comments_in_utf_8_is_read(
     ]
 
 
-@pytest.mark.parametrize("damage", ["cut short", "indented"])
+@pytest.mark.parametrize("damage", ["cut short", "indented", "not ASCII within"])
 def test_a_ca_bundle_openssl_cannot_read_whole_is_refused(
     tmp_path: Path, partner_ca: Authority, stranger: Authority, damage: str
 ) -> None:
     # Indented, as pasted from a YAML file: OpenSSL sees no block, and the file trusts nothing.
-    bundle = (
-        partner_ca.cert_pem + stranger.cert_pem[:200]
-        if damage == "cut short"
-        else partner_ca.cert_pem.replace(b"-----", b"  -----", 1).replace(b"\n", b"\n  ")
-    )
+    pem = partner_ca.cert_pem
+    bundle = {
+        "cut short": pem + stranger.cert_pem[:200],
+        "indented": pem.replace(b"-----", b"  -----", 1).replace(b"\n", b"\n  "),
+        "not ASCII within": pem[:60] + "é".encode() + pem[60:],
+    }[damage]
     files = {"partner-ca.pem": bundle}
     assert _load(tmp_path, {"tls": {"ca_file": "partner-ca.pem"}}, files) == [
         "upstream.tls.ca_file: partner-ca.pem: holds no certificate OpenSSL can read"
@@ -501,6 +502,10 @@ def test_no_child_process_inherits_the_copy_of_a_key_a_load_makes(
             "upstream.tls.client_cert_file: required with client_key_file",
         ),
         (
+            {"tls": {"client_cert_file": "absent.pem"}},
+            "upstream.tls.client_key_file: required with client_cert_file",
+        ),
+        (
             {"tls": {"ca_file": "missing.pem"}},
             "upstream.tls.ca_file: missing.pem: cannot read: No such file or directory",
         ),
@@ -523,6 +528,7 @@ def test_no_child_process_inherits_the_copy_of_a_key_a_load_makes(
         "null",
         "cert_alone",
         "key_alone",
+        "cert_alone_and_absent",
         "missing",
         "ca_without_cert",
         "cert_not_pem",
