@@ -7,6 +7,7 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,19 @@ from gateway.sharelog.memory import MemoryShareLog
 
 HASH_KEY = "k" * 48
 PARTNER_TOKEN = "partner-secret-token"
+
+
+def stopped_clock(instant: datetime) -> type[datetime]:
+    """A `datetime` whose `now()` is `instant`, in the zone asked for: patched into a module
+    as its `datetime`, it makes that module read the time as of `instant`."""
+
+    class Stopped(datetime):
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> Stopped:
+            return cls.fromtimestamp(instant.timestamp(), tz)
+
+    return Stopped
+
 
 # A credit-assessment contract shaped like SPEC 3.1, pointed at a fake partner.
 BASE_CONTRACT: dict[str, Any] = {

@@ -4,12 +4,13 @@ import copy
 import hashlib
 import os
 import shutil
-from datetime import UTC, date, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from conftest import stopped_clock
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -2021,13 +2022,8 @@ def test_the_day_given_to_the_load_is_the_one_its_contract_dates_are_judged_on(
 def test_today_is_the_day_in_the_settings_time_zone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, zone: str, shown: str
 ) -> None:
-    class Clock(datetime):
-        @classmethod
-        def now(cls, tz: tzinfo | None = None) -> Clock:
-            instant = datetime(2026, 12, 31, 12, 0, tzinfo=UTC).astimezone(tz)
-            return cls.fromtimestamp(instant.timestamp(), tz)
-
-    monkeypatch.setattr(contractset_module, "datetime", Clock)
+    noon = datetime(2026, 12, 31, 12, 0, tzinfo=UTC)
+    monkeypatch.setattr(contractset_module, "datetime", stopped_clock(noon))
     data = minimal()
     data["contract"]["expires"] = "2026-12-31"
     write(tmp_path, "acme.yaml", data)

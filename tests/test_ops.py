@@ -9,7 +9,7 @@ import gzip
 import sqlite3
 import zlib
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -18,7 +18,7 @@ import orjson
 import pytest
 import structlog
 import yaml
-from conftest import HASH_KEY, Gateway, GatewayFactory, contract, raw_request, tamper
+from conftest import HASH_KEY, Gateway, GatewayFactory, contract, raw_request, stopped_clock, tamper
 from tokens import SigningKey, mint, rsa_key, write_jwks
 
 from gateway import app as app_module
@@ -1432,16 +1432,10 @@ async def test_the_contracts_listing_judges_a_contracts_end_on_the_day_in_the_se
 ) -> None:
     asked_at = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)  # 2030-06-02 02:00 in Kiritimati (UTC+14)
 
-    class Clock(datetime):
-        @classmethod
-        def now(cls, tz: tzinfo | None = None) -> Clock:
-            instant = asked_at.astimezone(tz)
-            return cls.fromtimestamp(instant.timestamp(), tz)
-
     ending = contract(contract={"expires": "2030-06-02"})
     ending["routes"] = [r for r in ending["routes"] if r["method"] != "PUT"]
     gw = await make_gateway([ending], settings={"timezone": "Pacific/Kiritimati"})
-    monkeypatch.setattr(ops_module, "datetime", Clock)
+    monkeypatch.setattr(ops_module, "datetime", stopped_clock(asked_at))
     admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
     listing = await gw.client.get("/_gateway/contracts", headers=admin)
     [listed] = (await listing.json())["contracts"]

@@ -9,7 +9,7 @@ import os
 import ssl
 import tempfile
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import orjson
 import pytest
 import yaml
 from certs import Authority, Issued, with_dates_without_seconds
-from conftest import BASE_CONTRACT, GatewayFactory, contract
+from conftest import BASE_CONTRACT, GatewayFactory, contract, stopped_clock
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -137,15 +137,32 @@ async def test_a_share_reaches_the_partner_with_our_certificate(
     assert gw.log.outcomes[-1].outcome == "delivered"
 
 
+@pytest.mark.parametrize(
+    ("partner", "message"),
+    [
+        # The request was written before the refusal came; its alert says none of it was read.
+        (
+            ssl.TLSVersion.TLSv1_3,
+            "the partner refused the TLS handshake (TLSV13_ALERT_CERTIFICATE_REQUIRED)",
+        ),
+        # The refusal ends the connecting.
+        (
+            ssl.TLSVersion.TLSv1_2,
+            "the TLS handshake with the partner failed (SSLV3_ALERT_HANDSHAKE_FAILURE)",
+        ),
+    ],
+    indirect=["partner"],
+    ids=["tls1.3", "tls1.2"],
+)
 async def test_without_our_certificate_the_partner_refuses_and_gets_nothing(
-    make_gateway: GatewayFactory, partner: TlsPartner, partner_ca: Authority
+    make_gateway: GatewayFactory, partner: TlsPartner, partner_ca: Authority, message: str
 ) -> None:
     gw = await make_gateway([with_tls(ca_file="partner-ca.pem")], files=pem_files(partner_ca))
     response = await gw.share("POST", "/acme/v1/assess", json=APPLICANT)
     body = await response.json()
     assert (response.status, body["error"]["code"]) == (502, "upstream_error")
-    # Under TLS 1.3 the request was written before the refusal came: the partner read none of
-    # it, and the record says so.
+    assert body["error"]["message"] == message
+    # The partner read none of the request, and the record says so.
     assert gw.log.outcome_of(body["error"]["share_id"]).outcome == "error"  # type: ignore[union-attr]
     assert (partner.refused, partner.bytes_read, partner.received) == (1, 0, [])
 
@@ -177,22 +194,6 @@ async def test_a_partner_whose_certificate_is_not_from_its_ca_file_gets_nothing(
     ]
     assert gw.log.outcome_of(body["error"]["share_id"]).outcome == "error"  # type: ignore[union-attr]
     assert (partner.bytes_read, partner.received, partner.subjects) == (0, [], [])
-
-
-@pytest.mark.parametrize("partner", [ssl.TLSVersion.TLSv1_2], indirect=True, ids=["tls1.2"])
-async def test_a_tls_1_2_partner_refusing_us_while_connecting_says_the_handshake_failed(
-    make_gateway: GatewayFactory, partner: TlsPartner, partner_ca: Authority
-) -> None:
-    # Under TLS 1.2 the refusal of a share without our certificate ends the connecting.
-    gw = await make_gateway([with_tls(ca_file="partner-ca.pem")], files=pem_files(partner_ca))
-    response = await gw.share("POST", "/acme/v1/assess", json=APPLICANT)
-    body = await response.json()
-    assert (response.status, body["error"]["code"]) == (502, "upstream_error")
-    assert body["error"]["message"] == (
-        "the TLS handshake with the partner failed (SSLV3_ALERT_HANDSHAKE_FAILURE)"
-    )
-    assert gw.log.outcome_of(body["error"]["share_id"]).outcome == "error"  # type: ignore[union-attr]
-    assert (partner.refused, partner.bytes_read, partner.received) == (1, 0, [])
 
 
 async def test_two_contracts_to_one_origin_each_present_their_own_certificate(
@@ -978,15 +979,8 @@ async def test_the_contracts_listing_judges_the_certificates_as_of_the_time_it_i
     # valid for hours).
     assert [w for w in gw.runtime.policy.warnings if w.path == CLIENT_AT] == []
 
-    class Later(datetime):
-        """As a gateway loaded five weeks ago finds it."""
-
-        @classmethod
-        def now(cls, tz: tzinfo | None = None) -> Later:
-            instant = days_from(loaded_at, 35).astimezone(tz)
-            return cls.fromtimestamp(instant.timestamp(), tz)
-
-    monkeypatch.setattr(ops_module, "datetime", Later)
+    # As a gateway loaded five weeks ago finds it.
+    monkeypatch.setattr(ops_module, "datetime", stopped_clock(days_from(loaded_at, 35)))
     admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
     response = await gw.client.get("/_gateway/contracts", headers=admin)
     [listed] = (await response.json())["contracts"]
@@ -1027,15 +1021,8 @@ async def test_the_contracts_listing_keeps_no_dated_warning_of_the_load_that_has
         CA_AT,
     ]
 
-    class Later(datetime):
-        """As a gateway loaded five weeks ago finds it: in force, both certificates ended."""
-
-        @classmethod
-        def now(cls, tz: tzinfo | None = None) -> Later:
-            instant = days_from(loaded_at, 35).astimezone(tz)
-            return cls.fromtimestamp(instant.timestamp(), tz)
-
-    monkeypatch.setattr(ops_module, "datetime", Later)
+    # As a gateway loaded five weeks ago finds it: in force, both certificates ended.
+    monkeypatch.setattr(ops_module, "datetime", stopped_clock(days_from(loaded_at, 35)))
     admin = {"Authorization": f"Bearer {gw.token(ADMIN)}"}
     response = await gw.client.get("/_gateway/contracts", headers=admin)
     [listed] = (await response.json())["contracts"]
