@@ -570,7 +570,7 @@ def cmd_summary(args: argparse.Namespace, settings: Settings) -> int:
     """`logs summary`: per partner, over a window."""
     now = datetime.now(UTC)
     since, until = _window(args, settings, now)
-    rows = review.summary(_log_path(settings), since, until)
+    rows = review.summary(_log_path(settings), since=since, until=until)
     out = sys.stdout
     if args.format == "json":
         out.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n")

@@ -393,20 +393,35 @@ def sent_by_since(
 
 
 def summary(
-    path: Path, since: datetime | None = None, until: datetime | None = None
+    *paths: Path, since: datetime | None = None, until: datetime | None = None
 ) -> list[dict[str, Any]]:
     """Per partner over a window: shares, records, subjects, denials by reason, what was sent.
 
-    Partners are sorted by id; records whose partner was never resolved (e.g. an unknown
-    partner id) come last with `partner: None`.
+    Several logs (a fleet's sidecars) are summed as if they were one log. Partners are sorted
+    by id; records whose partner was never resolved (e.g. an unknown partner id) come last with
+    `partner: None`.
     """
-    where, params = _where(since=since, until=until)
-    shared = f"{where} {'AND' if where else 'WHERE'} s.decision = 'shared'"
-    by_partner: dict[str | None, dict[str, Any]] = {}
+    total = Summary(since, until, logs=len(paths))
+    for path in paths:
+        total.add(path)
+    return total.rows()
 
-    def partner_row(partner: str | None) -> dict[str, Any]:
-        if partner not in by_partner:
-            by_partner[partner] = {
+
+class Summary:
+    """The counts of `summary`, added up one log at a time: each log is read in a snapshot of
+    its own, and a log that cannot be read is known by the `add` that read it."""
+
+    def __init__(self, since: datetime | None, until: datetime | None, *, logs: int) -> None:
+        self._where, self._params = _where(since=since, until=until)
+        self._by_partner: dict[str | None, dict[str, Any]] = {}
+        self._stripped: dict[str | None, dict[str, int]] = {}
+        # Over several logs a person shared with by two sidecars is one subject, as in one
+        # log: their references are kept, not a count per log (one log keeps to the count).
+        self._subject_refs: dict[str | None, set[str]] | None = {} if logs > 1 else None
+
+    def _partner_row(self, partner: str | None) -> dict[str, Any]:
+        if partner not in self._by_partner:
+            self._by_partner[partner] = {
                 "partner": partner,
                 "shares": 0,
                 "records": 0,
@@ -421,48 +436,72 @@ def summary(
                 "fields_sent": {},
                 "top_fields_stripped": [],
             }
-        return by_partner[partner]
+        return self._by_partner[partner]
 
-    # Only constant SQL fragments are interpolated below; values travel as parameters.
-    totals = f"SELECT {_TOTALS} FROM shares s{where} GROUP BY 1, 2, 3"  # noqa: S608
-    outcomes = f"SELECT {_OUTCOMES} FROM shares s {_OUTCOME_JOIN}{shared} GROUP BY 1, 2"  # noqa: S608
-    subjects = f"SELECT {_SUBJECTS}{shared} GROUP BY 1"
-    stripped_sql = f"SELECT {_EACH.format('fields_stripped')}{shared} GROUP BY 1, 2"
-    with _reader(path) as conn:
-        for partner, decision, reason, n, records, sent in conn.execute(totals, params):
-            row = partner_row(partner)
-            if decision == "shared":
-                row["shares"] += n
-                row["records"] += records or 0
-                row["bytes_sent"] += sent or 0
-            elif decision == "denied":
-                row["denied"] += n
-                row["denials"][reason] = row["denials"].get(reason, 0) + n
+    def add(self, path: Path) -> None:
+        """Count the log at `path` in."""
+        where, params = self._where, self._params
+        shared = f"{where} {'AND' if where else 'WHERE'} s.decision = 'shared'"
+        # Only constant SQL fragments are interpolated below; values travel as parameters.
+        totals = f"SELECT {_TOTALS} FROM shares s{where} GROUP BY 1, 2, 3"  # noqa: S608
+        outcomes = f"SELECT {_OUTCOMES} FROM shares s {_OUTCOME_JOIN}{shared} GROUP BY 1, 2"  # noqa: S608
+        subjects = f"SELECT {_SUBJECTS}{shared} GROUP BY 1"
+        each_subject = f"SELECT {_EACH.format('subject_refs')}{shared} GROUP BY 1, 2"
+        stripped_sql = f"SELECT {_EACH.format('fields_stripped')}{shared} GROUP BY 1, 2"
+        with _reader(path) as conn:
+            for partner, decision, reason, n, records, sent in conn.execute(totals, params):
+                row = self._partner_row(partner)
+                if decision == "shared":
+                    row["shares"] += n
+                    row["records"] += records or 0
+                    row["bytes_sent"] += sent or 0
+                elif decision == "denied":
+                    row["denied"] += n
+                    row["denials"][reason] = row["denials"].get(reason, 0) + n
+                else:
+                    row["errors"] += n
+                    row["errors_by_reason"][reason] = row["errors_by_reason"].get(reason, 0) + n
+            for column in ("categories_sent", "fields_sent"):
+                sent_sql = f"SELECT {_EACH.format(column)}{shared} GROUP BY 1, 2"
+                for partner, value, n in conn.execute(sent_sql, params):
+                    counts = self._partner_row(partner)[column]
+                    counts[str(value)] = counts.get(str(value), 0) + n
+            # Whole counts, ranked only once every log is in: a field each log strips less
+            # often than its own top 10 may be among the top 10 of them all.
+            for partner, value, n in conn.execute(stripped_sql, params):
+                counts = self._stripped.setdefault(partner, {})
+                counts[str(value)] = counts.get(str(value), 0) + n
+            for partner, outcome, n in conn.execute(outcomes, params):
+                counts = self._partner_row(partner)["outcomes"]
+                counts[outcome] = counts.get(outcome, 0) + n
+            if self._subject_refs is None:
+                for partner, n in conn.execute(subjects, params):
+                    self._partner_row(partner)["subjects"] = n
             else:
-                row["errors"] += n
-                row["errors_by_reason"][reason] = row["errors_by_reason"].get(reason, 0) + n
-        for column in ("categories_sent", "fields_sent"):
-            sent_sql = f"SELECT {_EACH.format(column)}{shared} GROUP BY 1, 2"
-            for partner, value, n in conn.execute(sent_sql, params):
-                partner_row(partner)[column][str(value)] = n
-        stripped: dict[str | None, dict[str, int]] = {}
-        for partner, value, n in conn.execute(stripped_sql, params):
-            stripped.setdefault(partner, {})[str(value)] = n
-        for partner, outcome, n in conn.execute(outcomes, params):
-            partner_row(partner)["outcomes"][outcome] = n
-        for partner, n in conn.execute(subjects, params):
-            partner_row(partner)["subjects"] = n
-    for partner, counts in stripped.items():
-        partner_row(partner)["top_fields_stripped"] = [
-            {"field": field, "count": n} for field, n in list(_ranked(counts).items())[:10]
-        ]
-    rows = []
-    for partner in sorted(by_partner, key=lambda p: (p is None, p or "")):
-        row = by_partner[partner]
-        for key in ("denials", "errors_by_reason", "outcomes", "categories_sent", "fields_sent"):
-            row[key] = _ranked(row[key])
-        rows.append(row)
-    return rows
+                for partner, value, _ in conn.execute(each_subject, params):
+                    self._subject_refs.setdefault(partner, set()).add(str(value))
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The summary of the logs added, as `summary` returns it."""
+        for partner, counts in self._stripped.items():
+            self._partner_row(partner)["top_fields_stripped"] = [
+                {"field": field, "count": n} for field, n in list(_ranked(counts).items())[:10]
+            ]
+        for partner, refs in (self._subject_refs or {}).items():
+            self._partner_row(partner)["subjects"] = len(refs)
+        rows = []
+        for partner in sorted(self._by_partner, key=lambda p: (p is None, p or "")):
+            row = self._by_partner[partner]
+            for key in (
+                "denials",
+                "errors_by_reason",
+                "outcomes",
+                "categories_sent",
+                "fields_sent",
+            ):
+                row[key] = _ranked(row[key])
+            rows.append(row)
+        return rows
 
 
 # -- verify ----------------------------------------------------------------------------------
