@@ -135,6 +135,11 @@ def add_logs(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     summary = sub.add_parser("summary", help="per partner: shares, records, denials, data sent")
     _add_window(summary)
     _add_output(summary, ("table", "json"))
+    _add_log_files(
+        summary,
+        "summarise this share log instead of share_log.path; repeat it for the logs of "
+        "several gateways, added up as if they were one log",
+    )
     summary.set_defaults(handler=handler("cmd_summary"))
 
     subject = sub.add_parser("subject", help="every share that carried data about one data subject")
@@ -163,6 +168,11 @@ def add_logs(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "checkpoint a prune has not removed, and reach the latest",
     )
     _add_output(verify, ("text", "json"))
+    _add_log_files(
+        verify,
+        "verify this share log instead of share_log.path; repeat it for the logs of several "
+        "gateways, each reported under its name (exit 1 if any fails). --checkpoints takes one",
+    )
     verify.set_defaults(handler=handler("cmd_verify"))
 
     export = sub.add_parser(
@@ -173,6 +183,10 @@ def add_logs(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--output", "-o", metavar="FILE", default="-", help="write here (default: stdout)"
     )
     _add_config(export)
+    _add_log_files(
+        export,
+        "export this share log instead of share_log.path (once: each log is a chain of its own)",
+    )
     export.set_defaults(handler=handler("cmd_export"))
 
     prune = sub.add_parser(
@@ -245,15 +259,17 @@ def _add_paging(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_log_files(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--log",
-        action="append",
-        metavar="FILE",
-        help="read this share log instead of share_log.path; repeat it for the logs of several "
-        "gateways (a copy of each sidecar's log): their rows in time order, each naming its "
-        "log. With more than one, no --cursor or --offset; a table shows the first 100 rows",
-    )
+_ROWS_OF_LOGS = (
+    "read this share log instead of share_log.path; repeat it for the logs of several "
+    "gateways (a copy of each sidecar's log): their rows in time order, each naming its "
+    "log. With more than one, no --cursor or --offset; a table shows the first 100 rows"
+)
+
+
+def _add_log_files(parser: argparse.ArgumentParser, text: str = _ROWS_OF_LOGS) -> None:
+    # Appended even where one log is all a command reads: several are then refused in a
+    # sentence saying why, as the other `logs` usage errors are.
+    parser.add_argument("--log", action="append", metavar="FILE", help=text)
 
 
 def add_consent(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

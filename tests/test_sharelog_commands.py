@@ -38,7 +38,7 @@ from gateway.sharelog.commands import (
     parse_time,
 )
 from gateway.sharelog.ledger import Ledger
-from gateway.sharelog.review import QUERY_FIELDS, query, summary
+from gateway.sharelog.review import QUERY_FIELDS, query, summary, verify
 from gateway.sharelog.schema import COMPANION_SUFFIXES
 from gateway.sharelog.store import ShareLog
 
@@ -1885,6 +1885,59 @@ async def test_without_log_the_output_is_as_it_was(
     assert list(json.loads(out)[0]) == list(QUERY_FIELDS)
 
 
+_SUMMARY = """\
+share log summary, the beginning to now (Asia/Shanghai)
+
+partner     shares  records  subjects  denied  errors  bytes  outcomes
+----------  ------  -------  --------  ------  ------  -----  ----------------------
+acme             2        2         2       1       0     80  delivered 1, timeout 1
+cloudstore       1        1         1       0       0     40  delivered 1
+
+acme
+  categories sent  financial.income 2, identity.name 2
+  fields sent      applicant.income 2, applicant.name 2
+  denials          scope_denied 1
+  errors           -
+  top stripped     applicant.phone 2
+
+cloudstore
+  categories sent  financial.income 1, identity.name 1
+  fields sent      applicant.income 1, applicant.name 1
+  denials          -
+  errors           -
+  top stripped     applicant.phone 1
+"""
+
+
+async def test_without_log_summary_verify_and_export_are_as_they_were(
+    logged: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # As printed before `--log` was taken by these commands.
+    assert run(["logs", "summary"], logged, capsys) == (0, _SUMMARY, "")
+    code, out, _ = run(
+        ["logs", "summary", "--until", "2025-03-01", "--format", "json"], logged, capsys
+    )
+    assert out.startswith('[\n  {\n    "partner": "acme",\n    "shares": 2,\n')
+    assert out == orjson.dumps(json.loads(out), option=orjson.OPT_INDENT_2).decode() + "\n"
+    assert [p["partner"] for p in json.loads(out)] == ["acme"]
+    assert run(["logs", "verify"], logged, capsys) == (
+        0,
+        "share log verified: 9 entries (4 shares, 3 outcomes, 2 checkpoints), seq 1-9; "
+        "signed head at seq 9\n",
+        "",
+    )
+    assert run(["logs", "verify", "--format", "json"], logged, capsys) == (
+        0,
+        '{\n  "ok": true,\n  "entries": 9,\n  "shares": 4,\n  "outcomes": 3,\n'
+        '  "checkpoints": 2,\n  "first_seq": 1,\n  "last_seq": 9,\n  "head_seq": 9,\n'
+        '  "problem": null\n}\n',
+        "",
+    )
+    code, out, err = run(["logs", "export", "--until", "2025-03-01"], logged, capsys)
+    assert (code, len(out.splitlines())) == (0, 8)
+    assert err == "exported 6 entries (seq 1-6) to stdout\n"
+
+
 async def test_a_snapshot_of_a_running_gateways_log_holds_its_latest_shares(
     settings: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -1909,3 +1962,238 @@ async def test_a_snapshot_of_a_running_gateways_log_holds_its_latest_shares(
     code, out, _ = run(argv, settings, capsys)
     assert code == 0
     assert [r["share_id"] for r in json.loads(out)] == ["s-0", "s-1", "s-2"]
+
+
+# --- a fleet's summary, verification and export (--log) -------------------------------------
+
+
+@pytest.fixture
+async def fleet(
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> list[str]:
+    """Two sidecars' logs sharing with acme, about alice in both; and `one.sqlite`, every share
+    of them written to a single log, which their summary must equal."""
+    monkeypatch.chdir(tmp_path)
+    booking = [
+        share("b-1", T0),
+        share("b-2", T0 + timedelta(minutes=10), subjects=("bob",)),
+        share("b-3", T0 + timedelta(minutes=20), decision="denied", reason="scope_denied"),
+    ]
+    billing = [
+        share("p-1", T0 + timedelta(minutes=5)),
+        share("p-2", T0 + timedelta(minutes=15), partner="cloudstore", subjects=("carol",)),
+        share("p-3", T0 + timedelta(days=1), decision="denied", reason="purpose_denied"),
+        share("p-4", T0 + timedelta(days=1), subjects=("dave",)),
+    ]
+    await _log_of(tmp_path / "booking.sqlite", booking)
+    await _log_of(tmp_path / "billing.sqlite", billing)
+    await _log_of(tmp_path / "one.sqlite", sorted([*booking, *billing], key=lambda r: r.ts))
+    capsys.readouterr()
+    return ["booking.sqlite", "billing.sqlite"]
+
+
+async def test_summary_over_several_logs_adds_them_up_as_one_log(
+    fleet: list[str], settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["logs", "summary", *_with_logs(fleet), "--format", "json"]
+    code, out, err = run(argv, settings, capsys)
+    assert (code, err) == (0, "")
+    summed = json.loads(out)
+    assert summed == {"logs": fleet, "partners": summary(Path("one.sqlite"))}
+    acme = summed["partners"][0]
+    # alice, shared with by both sidecars, is one subject; bob and dave the others.
+    assert (acme["partner"], acme["shares"], acme["records"], acme["subjects"]) == ("acme", 4, 4, 3)
+    assert acme["denials"] == {"purpose_denied": 1, "scope_denied": 1}
+    assert acme["top_fields_stripped"] == [{"field": "applicant.phone", "count": 4}]
+    assert acme["categories_sent"] == {"financial.income": 4, "identity.name": 4}
+
+    code, out, _ = run([*argv, "--until", "2025-03-01"], settings, capsys)
+    one_day = summary(Path("one.sqlite"), until=datetime(2025, 3, 1, 16, 0, tzinfo=UTC))
+    assert json.loads(out)["partners"] == one_day
+    assert one_day[0]["subjects"] == 2  # alice and bob: dave's share is on 2 March
+
+    code, out, _ = run(["logs", "summary", *_with_logs(fleet)], settings, capsys)
+    lines = out.splitlines()
+    assert lines[:3] == [
+        "share log summary, the beginning to now (Asia/Shanghai)",
+        "in 2 logs: booking.sqlite, billing.sqlite",
+        "",
+    ]
+    assert lines[5].split()[:7] == ["acme", "4", "4", "3", "2", "0", "160"]
+    assert "  top stripped     applicant.phone 4" in lines
+
+
+async def test_summary_over_one_log_names_it_and_the_same_log_twice_is_read_once(
+    fleet: list[str], settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    twice = _with_logs(["booking.sqlite", "./booking.sqlite"])
+    code, out, _ = run(["logs", "summary", *twice, "--format", "json"], settings, capsys)
+    assert code == 0
+    assert json.loads(out) == {
+        "logs": ["booking.sqlite"],
+        "partners": summary(Path("booking.sqlite")),
+    }
+    _, out, _ = run(["logs", "summary", "--log", "booking.sqlite"], settings, capsys)
+    assert out.splitlines()[1] == "in 1 log: booking.sqlite"
+
+
+async def test_verify_over_several_logs_reports_each_and_fails_naming_the_tampered_one(
+    fleet: list[str], settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["logs", "verify", *_with_logs(fleet)]
+    code, out, err = run(argv, settings, capsys)
+    assert (code, err) == (0, "")
+    assert out.split("\n\n") == [
+        "booking.sqlite:\nshare log verified: 7 entries (3 shares, 2 outcomes, 2 checkpoints), "
+        "seq 1-7; signed head at seq 7",
+        "billing.sqlite:\nshare log verified: 9 entries (4 shares, 3 outcomes, 2 checkpoints), "
+        "seq 1-9; signed head at seq 9",
+        "all 2 logs verified\n",
+    ]
+
+    tamper(Path("billing.sqlite"), "UPDATE shares SET partner = 'elsewhere' WHERE share_id = 'p-2'")
+    code, out, err = run(argv, settings, capsys)
+    assert (code, err) == (1, "")
+    booking, billing, verdict = out.split("\n\n")
+    assert booking.startswith("booking.sqlite:\nshare log verified: ")
+    assert billing.startswith("billing.sqlite:\nshare log verification FAILED (changed): ")
+    assert "first broken record: seq 3, share p-2" in billing
+    assert verdict == "verification FAILED for 1 of 2 logs: billing.sqlite\n"
+
+    code, out, _ = run([*argv, "--format", "json"], settings, capsys)
+    reports = json.loads(out)
+    assert code == 1
+    assert [(r["log"], r["ok"]) for r in reports] == [
+        ("booking.sqlite", True),
+        ("billing.sqlite", False),
+    ]
+    assert list(reports[1]) == [
+        "log",
+        *(verify(Path("billing.sqlite"), HASH_KEY.encode()).to_json()),
+    ]
+    assert (reports[1]["problem"]["kind"], reports[1]["problem"]["share_id"]) == ("changed", "p-2")
+    # Given in the other order, the failure is still the one log's.
+    code, out, _ = run(["logs", "verify", *_with_logs(fleet[::-1])], settings, capsys)
+    assert (code, out.splitlines()[-1]) == (
+        1,
+        "verification FAILED for 1 of 2 logs: billing.sqlite",
+    )
+
+
+async def test_verify_over_several_logs_reports_a_file_that_is_no_share_log_among_them(
+    fleet: list[str], settings: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "empty.sqlite").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not a log\n" * 100)
+    argv = ["logs", "verify", *_with_logs([*fleet, "empty.sqlite", "notes.txt"])]
+    code, out, err = run(argv, settings, capsys)
+    assert (code, err) == (1, "")
+    assert out.split("\n\n")[2:] == [
+        "empty.sqlite:\nshare log verification FAILED (empty): empty.sqlite: the file is empty "
+        "(0 bytes): the log was erased, or never written",
+        "notes.txt:\nshare log verification FAILED (unreadable): notes.txt is not a readable "
+        "share log: file is not a database",
+        "verification FAILED for 2 of 4 logs: empty.sqlite, notes.txt\n",
+    ]
+    code, out, err = run(["logs", "verify", "--log", "missing.sqlite"], settings, capsys)
+    assert (code, out) == (2, "")
+    assert err == "share-gateway logs verify: no share log at missing.sqlite (--log)\n"
+    tamper(Path("billing.sqlite"), "PRAGMA user_version = 99")
+    code, out, err = run(["logs", "verify", *_with_logs(fleet)], settings, capsys)
+    assert (code, out) == (2, "")  # nothing verified: no log is reported as if it were whole
+    assert err.startswith("share-gateway logs verify: billing.sqlite is not readable by this ")
+
+
+async def test_verify_needs_the_hash_key_over_several_logs_too(
+    fleet: list[str],
+    settings: Settings,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(KEY_ENV)
+    code, out, err = run(["logs", "verify", *_with_logs(fleet)], settings, capsys)
+    assert (code, out) == (2, "")
+    assert KEY_ENV in err
+
+
+async def test_checkpoint_lines_go_with_one_log_only(
+    fleet: list[str], settings: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    printed = await _printed_session(settings, capsys, share("s-1", T0))
+    (tmp_path / "lines.jsonl").write_text(printed)
+    argv = ["logs", "verify", "--checkpoints", "lines.jsonl"]
+    code, out, err = run([*argv, *_with_logs(fleet)], settings, capsys)
+    assert (code, out) == (2, "")
+    assert err.startswith("share-gateway logs verify: --checkpoints are one gateway's lines")
+    assert len(err.splitlines()) == 1
+    # One log with its own gateway's lines: checked as the settings' log is.
+    own = str(settings.share_log.path)
+    code, out, err = run([*argv, "--log", own, "--log", own], settings, capsys)
+    assert (code, err) == (0, "")
+    assert out.splitlines()[0] == f"{own}:"
+    assert out.splitlines()[2].startswith("checkpoint lines: 2 match the log")
+    code, out, _ = run([*argv, "--log", "booking.sqlite"], settings, capsys)
+    assert code == 1
+    # The lines are of another gateway's log: this one is not the log they were printed by.
+    assert out.startswith("booking.sqlite:\nshare log verification FAILED (")
+
+
+async def test_export_of_a_log_named_by_log(
+    fleet: list[str], settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(["logs", "export", "--log", "billing.sqlite"], settings, capsys)
+    assert code == 0
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [e["share_id"] for e in lines if e["kind"] == "share"] == ["p-1", "p-2", "p-3", "p-4"]
+    assert lines[-1]["kind"] == "head"
+    assert err == "exported 9 entries (seq 1-9) of billing.sqlite to stdout\n"
+    code, out, err = run(
+        ["logs", "export", "--log", "billing.sqlite", "-o", "billing.sqlite"], settings, capsys
+    )
+    assert (code, out) == (2, "")
+    assert err.endswith("billing.sqlite is the share log's own file: export to another file\n")
+
+
+async def test_an_export_of_several_logs_is_refused(
+    fleet: list[str], settings: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, err = run(
+        ["logs", "export", *_with_logs(fleet), "-o", "all.jsonl"], settings, capsys
+    )
+    assert (code, out) == (2, "")
+    assert err.startswith("share-gateway logs export: --log names the one log to export")
+    assert not (tmp_path / "all.jsonl").exists()
+    # One log under two names is one chain.
+    code, out, _ = run(
+        ["logs", "export", *_with_logs(["billing.sqlite", "./billing.sqlite"])], settings, capsys
+    )
+    assert (code, len(out.splitlines())) == (0, 11)  # header, 9 entries, head
+
+
+@pytest.mark.parametrize("command", [["summary"], ["export"]])
+async def test_a_named_file_that_is_no_share_log_is_refused_before_anything_is_printed(
+    fleet: list[str],
+    settings: Settings,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+) -> None:
+    tamper(Path("notes.sqlite"), "CREATE TABLE customers (name TEXT)")
+    names = fleet if command == ["summary"] else []
+    code, out, err = run(
+        ["logs", *command, *_with_logs([*names, "notes.sqlite"])], settings, capsys
+    )
+    assert (code, out) == (1, "")
+    assert err == (
+        f"share-gateway logs {command[0]}: notes.sqlite is not a readable share log: another "
+        "SQLite file, not a share log\n"
+    )
+    code, out, err = run(["logs", *command, "--log", "missing.sqlite"], settings, capsys)
+    assert (code, out) == (2, "")
+    assert err == f"share-gateway logs {command[0]}: no share log at missing.sqlite (--log)\n"
+    tamper(Path("billing.sqlite"), "UPDATE shares SET fields_stripped = '[' WHERE share_id = 'p-2'")
+    code, out, err = run(["logs", "summary", *_with_logs(fleet)], settings, capsys)
+    assert (code, out) == (1, "")
+    assert err.startswith("share-gateway logs summary: billing.sqlite holds an entry that cannot ")

@@ -283,9 +283,20 @@ def _log_path(settings: Settings) -> Path:
     return path
 
 
-def _logs(args: argparse.Namespace, settings: Settings) -> list[_Log]:
-    """The logs `logs query` and `logs subject` read: those `--log` names, each once, or the
-    settings' own."""
+def _logs(
+    args: argparse.Namespace,
+    settings: Settings,
+    *,
+    alone: str | None = None,
+    verifying: bool = False,
+) -> list[_Log]:
+    """The logs a command reads: those `--log` names, each once, or the settings' own.
+
+    `alone`: why this use of the command reads one log only; several are then refused (exit 2).
+    `verifying`: a file that is no share log is left for `logs verify` to report as a failed
+    verification of it, among the others; what no file could be verified for (a newer
+    schema, a file this account may not open) still stops it before any is.
+    """
     if not args.log:
         return [_Log(_log_path(settings), None)]
     logs: list[_Log] = []
@@ -303,13 +314,22 @@ def _logs(args: argparse.Namespace, settings: Settings) -> list[_Log]:
         if (found.st_dev, found.st_ino) not in seen:
             seen.add((found.st_dev, found.st_ino))
             logs.append(_Log(path, name))
-    if len(logs) > 1 and (args.cursor is not None or args.offset is not None):
-        raise UsageError(_NOT_PAGED)
+    if len(logs) > 1 and alone is not None:
+        raise UsageError(alone)
     for log in logs:
         # Each a share log before any is read: an answer from some of them would pass for whole.
-        with _reading(log):
-            connect_ro(log.path).close()
+        try:
+            with _reading(log):
+                connect_ro(log.path).close()
+        except _Unreadable as exc:
+            if not verifying or _unreadable(exc.cause)[1] != EXIT_FAILED:
+                raise
     return logs
+
+
+def _paged_logs(args: argparse.Namespace, settings: Settings) -> list[_Log]:
+    paged = args.cursor is not None or args.offset is not None
+    return _logs(args, settings, alone=_NOT_PAGED if paged else None)
 
 
 # A cursor over several logs would have to hold a place in each of them.
@@ -338,7 +358,7 @@ def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
     """`logs query`: share records matching the filters."""
     window = _window(args, settings, datetime.now(UTC)) if args.cursor is None else None
     limit, offset = _paging(args)
-    logs = _logs(args, settings)
+    logs = _paged_logs(args, settings)
     named = ("partner", "purpose", "decision", "reason", "caller", "share_id")
     filters: dict[str, Any] = {name: getattr(args, name) for name in named}
     filters["subject_ref"] = (
@@ -354,7 +374,7 @@ def cmd_subject(args: argparse.Namespace, settings: Settings) -> int:
     """`logs subject ID`: every share that carried data about one person."""
     window = _window(args, settings, datetime.now(UTC)) if args.cursor is None else None
     limit, offset = _paging(args)
-    logs = _logs(args, settings)
+    logs = _paged_logs(args, settings)
     filters: dict[str, Any] = {
         "subject_ref": _subject_ref(settings, args.id, logs),
         "decision": None if args.include_denied else "shared",
@@ -570,16 +590,27 @@ def cmd_summary(args: argparse.Namespace, settings: Settings) -> int:
     """`logs summary`: per partner, over a window."""
     now = datetime.now(UTC)
     since, until = _window(args, settings, now)
-    rows = review.summary(_log_path(settings), since=since, until=until)
+    logs = _logs(args, settings)
+    total = review.Summary(since, until, logs=len(logs))
+    for log in logs:
+        with _reading(log):
+            total.add(log.path)
+    rows = total.rows()
     out = sys.stdout
+    # Named only with `--log`: a summary of the settings' log reads as it always has.
+    named = [log.shown for log in logs if log.name is not None]
     if args.format == "json":
-        out.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n")
+        shown: object = {"logs": named, "partners": rows} if named else rows
+        out.write(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode() + "\n")
         return EXIT_OK
     window = (
         f"{_local(since, settings.zone) if since else 'the beginning'} to "
         f"{_local(until, settings.zone) if until else 'now'}"
     )
-    out.write(f"share log summary, {window} ({settings.timezone})\n\n")
+    out.write(f"share log summary, {window} ({settings.timezone})\n")
+    if named:
+        out.write(f"in {_count(len(named), 'log')}: {', '.join(named)}\n")
+    out.write("\n")
     if not rows:
         out.write("no share records in this window\n")
         return EXIT_OK
@@ -615,36 +646,88 @@ def cmd_summary(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+# The lines are one gateway's: they say nothing of another gateway's log.
+_ONE_GATEWAYS_LINES = (
+    "--checkpoints are one gateway's lines, checked against its own log: give one --log with "
+    "them, and verify each other log with its own gateway's lines or without any"
+)
+
+
 @_handles_errors
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
-    """`logs verify`: exit 0 when the whole chain checks out, 1 naming the first broken record."""
-    path = _log_path(settings)
+    """`logs verify`: exit 0 when the whole chain checks out, 1 naming the first broken record;
+    over several `--log`, 0 only when every one of them does."""
+    alone = _ONE_GATEWAYS_LINES if args.checkpoints is not None else None
+    logs = _logs(args, settings, alone=alone, verifying=True)
     key = _master_key(settings)
     anchors: list[review.Anchor] = []
+    unread: _Verdict | None = None
     if args.checkpoints is not None:
         try:
             anchors = _read_anchors(args.checkpoints, key)
         except review.CheckpointLineError as exc:
             where = "standard input" if args.checkpoints == "-" else args.checkpoints
-            return _verify_failed(args.format, "checkpoint_line", f"{where}, {exc}", line=exc.line)
+            unread = _failed("checkpoint_line", f"{where}, {exc}", line=exc.line)
+    # Each under its name with `--log`, as given: the settings' log reads as it always has.
+    named = logs[0].name is not None
+    reports: list[dict[str, Any]] = []
+    failed: list[str] = []
+    for number, log in enumerate(logs):
+        verdict = unread or _verified(log, key, anchors)
+        if not verdict.ok:
+            failed.append(log.shown)
+        if args.format == "json":
+            reports.append({"log": log.shown, **verdict.report} if named else verdict.report)
+            continue
+        if named:
+            # Printed as each log is verified: a fleet's logs may take a while.
+            if number:
+                print()
+            print(f"{log.shown}:")
+        for line in verdict.lines:
+            print(line)
+    if args.format == "json":
+        shown = reports if named else reports[0]
+        print(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
+    elif len(logs) > 1:
+        if failed:
+            print(
+                f"\nverification FAILED for {len(failed):,} of {_count(len(logs), 'log')}: "
+                f"{', '.join(failed)}"
+            )
+        else:
+            print(f"\nall {_count(len(logs), 'log')} verified")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    """What `logs verify` found of one log: in json, and in lines of text."""
+
+    ok: bool
+    report: dict[str, Any]
+    lines: list[str]
+
+
+def _verified(log: _Log, key: bytes, anchors: Sequence[review.Anchor]) -> _Verdict:
     try:
-        result = review.verify(path, key, anchors)
+        result = review.verify(log.path, key, anchors)
     except Exception as exc:  # a damaged file is a failed check, with the reason it gives
         if isinstance(exc, EmptyLog):
             # Not damage to look into: every record the log held is gone, or none was written.
-            return _verify_failed(args.format, "empty", f"{path}: {exc}")
+            return _failed("empty", f"{log.shown}: {exc}")
         if isinstance(exc, SchemaError | sqlite3.DatabaseError):
             reason, code = _unreadable(exc)
             if code != EXIT_FAILED:
-                raise  # a usage error, on stderr as every `logs` command says it
+                # A usage error, on stderr as every `logs` command says it.
+                raise _Unreadable(log.shown, exc) from exc
         else:
             reason = f"cannot be read: {exc}"
-        return _verify_failed(args.format, "unreadable", f"{path} {reason}")
-    if args.format == "json":
-        print(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2).decode())
-    elif result.problem is None:
+        return _failed("unreadable", f"{log.shown} {reason}")
+    lines: list[str] = []
+    if result.problem is None:
         span = f", seq {result.first_seq}-{result.last_seq}" if result.entries else ""
-        print(
+        lines.append(
             f"share log verified: {_count(result.entries, 'entry', 'entries')} "
             f"({_count(result.shares, 'share')}, {_count(result.outcomes, 'outcome')}, "
             f"{_count(result.checkpoints, 'checkpoint')}){span}; "
@@ -657,7 +740,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
                 if checked.before_start
                 else ""
             )
-            print(
+            lines.append(
                 f"checkpoint lines: {checked.compared:,} match the log, the latest at seq "
                 f"{checked.latest.seq} ({checked.latest.ts}){pruned}"
             )
@@ -666,21 +749,20 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         where = [f"seq {problem.seq}"] if problem.seq is not None else []
         if problem.share_id:
             where.append(f"share {problem.share_id}")
-        print(f"share log verification FAILED ({problem.kind}): {problem.message}")
+        lines.append(f"share log verification FAILED ({problem.kind}): {problem.message}")
         if where:
-            print(f"first broken record: {', '.join(where)}")
-        print(f"checked before the failure: {_count(result.entries, 'entry', 'entries')}")
-    return EXIT_OK if result.ok else EXIT_FAILED
+            lines.append(f"first broken record: {', '.join(where)}")
+        lines.append(f"checked before the failure: {_count(result.entries, 'entry', 'entries')}")
+    return _Verdict(result.ok, result.to_json(), lines)
 
 
-def _verify_failed(output: str, kind: str, message: str, **where: int) -> int:
+def _failed(kind: str, message: str, **where: int) -> _Verdict:
     """A check that failed before any record was judged: said as a failed verification is."""
-    if output == "json":
-        failure = {"ok": False, "problem": {"kind": kind, **where, "message": message}}
-        print(orjson.dumps(failure, option=orjson.OPT_INDENT_2).decode())
-    else:
-        print(f"share log verification FAILED ({kind}): {message}")
-    return EXIT_FAILED
+    return _Verdict(
+        False,
+        {"ok": False, "problem": {"kind": kind, **where, "message": message}},
+        [f"share log verification FAILED ({kind}): {message}"],
+    )
 
 
 def _read_anchors(name: str, key: bytes) -> list[review.Anchor]:
@@ -705,23 +787,34 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     """`logs export`: JSON lines with chain evidence."""
     now = datetime.now(UTC)
     since, until = _window(args, settings, now)
-    path = _log_path(settings)
+    [log] = _logs(args, settings, alone=_ONE_CHAIN)
+    path = log.path
     try:
-        if args.output == "-":
-            result = review.export(path, since, until, sys.stdout)
-            where = "stdout"
-        else:
-            target = Path(args.output)
-            result = _export_to(target, path, since, until)
-            where = str(target)
+        with _reading(log):
+            if args.output == "-":
+                result = review.export(path, since, until, sys.stdout)
+                where = "stdout"
+            else:
+                target = Path(args.output)
+                result = _export_to(target, path, since, until)
+                where = str(target)
     except review.UnreadableEntry as exc:
         print(f"share-gateway logs export: {exc}", file=sys.stderr)
         return EXIT_FAILED
     span = f" (seq {result.first_seq}-{result.last_seq})" if result.entries else ""
+    of = "" if log.name is None else f" of {log.name}"
     print(
-        f"exported {_count(result.entries, 'entry', 'entries')}{span} to {where}", file=sys.stderr
+        f"exported {_count(result.entries, 'entry', 'entries')}{span}{of} to {where}",
+        file=sys.stderr,
     )
     return EXIT_OK
+
+
+# An export is checked as one chain, from its first entry to the signed head.
+_ONE_CHAIN = (
+    "--log names the one log to export: each log is a chain of its own, and an export holds "
+    "one; export each log to a file of its own"
+)
 
 
 def _export_to(
