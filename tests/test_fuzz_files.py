@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Final
 
 import pytest
+import yaml
+from certs import Authority
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -215,7 +217,7 @@ def folder() -> Iterator[Path]:
         yield Path(name)
 
 
-def _load(top: Path, files: dict[str, bytes]) -> None:
+def _load(top: Path, files: dict[str, bytes]) -> tuple[object, list[Problem]]:
     folder = top / "contracts"
     folder.mkdir(exist_ok=True)
     for old in folder.iterdir():
@@ -232,6 +234,7 @@ def _load(top: Path, files: dict[str, bytes]) -> None:
         assert set(loaded.contracts) <= {"acme-credit", "cloudvault", "fixit"} | {
             c.contract.partner.id for c in loaded.contracts.values()
         }
+    return loaded, problems
 
 
 def test_the_bundled_contracts_load() -> None:
@@ -261,6 +264,87 @@ def test_mutated_taxonomy_files_give_a_set_or_problems(folder: Path, data: bytes
 @given(data=st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
 def test_any_bytes_as_a_contract_file_give_problems(folder: Path, data: bytes) -> None:
     _load(folder, {"partner.yaml": data})
+
+
+# --- a partner's TLS files ------------------------------------------------------------------
+
+_PARTNER_CA, _SECOND_CA, _OUR_CA = (Authority(f"Fuzz {n} CA") for n in ("partner", "second", "our"))
+_OURS = _OUR_CA.client("gateway-fuzz")
+TLS_FILES: Final = {
+    "ca.pem": _PARTNER_CA.cert_pem
+    + b"# F\xc5\x91tan\xc3\xbas\xc3\xadtv\xc3\xa1ny\n"
+    + _SECOND_CA.cert_pem,
+    "ours.pem": _OURS.cert_pem,
+    "ours.key": _OURS.key_pem,
+}
+_WITH_TLS = yaml.safe_load(CONTRACT_TEXTS[0])
+_WITH_TLS["upstream"]["tls"] = {
+    "ca_file": "ca.pem",
+    "client_cert_file": "ours.pem",
+    "client_key_file": "ours.key",
+}
+TLS_CONTRACT: Final = yaml.safe_dump(_WITH_TLS, allow_unicode=True).encode()
+# Lines a PEM file is broken by, or carries between its blocks.
+PEM_LINES: Final = [
+    b"-----BEGIN CERTIFICATE-----\n",
+    b"-----END CERTIFICATE-----\n",
+    b"-----BEGIN ENCRYPTED PRIVATE KEY-----\n",
+    b"Proc-Type: 4,ENCRYPTED\n",
+    b"# \xe6\xa0\xb9\xe8\xaf\x81\xe4\xb9\xa6\n",
+    b"\xff\xfe\n",
+    b"\n",
+    b"  ",
+]
+
+
+@st.composite
+def tls_files(draw: st.DrawFn) -> dict[str, bytes]:
+    """The three files with one to three of them damaged: bytes, lines, another's content."""
+    files = dict(TLS_FILES)
+    for name in draw(st.lists(st.sampled_from(sorted(files)), min_size=1, max_size=3, unique=True)):
+        kind = draw(st.sampled_from(["bytes", "lines", "lines", "another"]))
+        if kind == "bytes":
+            files[name] = _bytes_mutated(draw, files[name])
+        elif kind == "another":
+            files[name] = b"".join(
+                draw(st.lists(st.sampled_from(list(TLS_FILES.values())), max_size=3))
+            )
+        else:
+            lines = files[name].splitlines(keepends=True)
+            for _ in range(draw(st.integers(min_value=1, max_value=4))):
+                at = draw(st.integers(min_value=0, max_value=len(lines)))
+                if draw(st.booleans()) or not lines:
+                    lines.insert(at, draw(st.sampled_from(PEM_LINES)))
+                else:
+                    del lines[min(at, len(lines) - 1)]
+            files[name] = b"".join(lines)
+    return files
+
+
+def test_the_tls_files_as_made_load() -> None:
+    # Else every example below would be refused for a reason of the fixture's own.
+    with tempfile.TemporaryDirectory() as name:
+        top = Path(name)
+        (top / "contracts").mkdir()
+        for file, data in {"partner.yaml": TLS_CONTRACT, **TLS_FILES}.items():
+            (top / "contracts" / file).write_bytes(data)
+        loaded, problems = load_contract_set(top / "contracts", LOAD_SETTINGS)
+    assert problems == []
+    assert loaded is not None
+
+
+# A flipped byte may turn a name's common name into a country of several letters. cryptography
+# reads it with a warning and OpenSSL takes it, as it takes the certificates with `C=USA` that
+# CAs have issued: such a certificate is loaded, and the warning is Python's, on stderr.
+@pytest.mark.filterwarnings("ignore:Attribute's length must be:UserWarning")
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(files=tls_files())
+def test_damaged_tls_files_give_a_set_or_problems_at_their_keys(
+    folder: Path, files: dict[str, bytes]
+) -> None:
+    _, problems = _load(folder, {"partner.yaml": TLS_CONTRACT, **files})
+    # What is wrong is said of the TLS section, never of another key or as an exception.
+    assert all(problem.path.startswith("upstream.tls") for problem in problems), problems
 
 
 # --- settings -------------------------------------------------------------------------------
