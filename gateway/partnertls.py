@@ -142,10 +142,16 @@ def load_partner_tls(tls: UpstreamTls, folder: Path) -> tuple[PartnerTls | None,
         return None, found
     ca = files.get("ca_file")
     cert, key = files.get("client_cert_file"), files.get("client_key_file")
-    context, problem = _context(ca)
     authorities: tuple[CertificateInfo, ...] = ()
-    if problem is None and ca is not None:
-        authorities, problem = _authorities(ca)
+    if ca is None:
+        context, problem = ssl.create_default_context(), None
+    else:
+        # Only what OpenSSL reads of the file: the warnings and the listing name the CAs it
+        # trusts, not a certificate it skipped (a block whose first line is indented).
+        trusted = _blocks(ca)
+        context, problem = _context(ca, trusted)
+        if problem is None:
+            authorities, problem = _authorities(trusted)
     if problem is not None:
         return None, [(CA_PATH, f"{tls.ca_file}: {problem}")]
     client = None
@@ -168,22 +174,18 @@ def load_partner_tls(tls: UpstreamTls, folder: Path) -> tuple[PartnerTls | None,
     return partner_tls, []
 
 
-def _context(ca: bytes | None) -> tuple[ssl.SSLContext, str | None]:
-    """TLS 1.2 at least and the host name checked, as for every partner; trusting only `ca`
-    when given (none of the system's CAs), the system's store otherwise."""
-    if ca is None:
-        return ssl.create_default_context(), None
+def _context(ca: bytes, trusted: bytes) -> tuple[ssl.SSLContext, str | None]:
+    """TLS 1.2 at least and the host name checked, as for every partner, trusting only the
+    certificates of `trusted` (the PEM blocks of the `ca_file` `ca`), none of the system's."""
     if b"-----BEGIN CERTIFICATE-----" not in ca:
         return ssl.create_default_context(), "holds no PEM certificate"
-    blocks = _blocks(ca)
-    context = None
-    # Never an empty `cadata`: it counts as none given, and the system's store is trusted.
-    if blocks:
-        with contextlib.suppress(UnicodeDecodeError, ssl.SSLError, ValueError):
-            context = ssl.create_default_context(cadata=blocks.decode("ascii"))
-    if context is None:
+    if b"-----BEGIN CERTIFICATE-----" not in trusted:
+        # An empty `cadata` would count as none given: the system's store would be trusted.
         return ssl.create_default_context(), "holds no certificate OpenSSL can read"
-    return context, None
+    try:
+        return ssl.create_default_context(cadata=trusted.decode("ascii")), None
+    except (UnicodeDecodeError, ssl.SSLError, ValueError):
+        return ssl.create_default_context(), "holds no certificate OpenSSL can read"
 
 
 def _blocks(pem: bytes) -> bytes:

@@ -375,6 +375,20 @@ def test_a_ca_bundle_with_comments_in_utf_8_is_read(
     ]
 
 
+def test_the_cas_warned_of_and_listed_are_those_openssl_took_from_the_bundle(
+    tmp_path: Path, partner_ca: Authority, stranger: Authority
+) -> None:
+    # A byte-order mark before the first block, as some editors save a file: OpenSSL skips
+    # that block and trusts the second alone. Its end would fail no share: never warned of.
+    bundle = b"\xef\xbb\xbf" + partner_ca.cert_pem + stranger.cert_pem
+    assert _load(tmp_path, {"tls": {"ca_file": "partner-ca.pem"}}, {"partner-ca.pem": bundle}) == []
+    loaded = _loaded_tls(tmp_path / "contracts")
+    assert [c["subject"] for c in loaded.context.get_ca_certs()] == [
+        ((("commonName", "Someone else's CA"),),)
+    ]
+    assert [ca.subject for ca in loaded.ca] == ["CN=Someone else's CA"]
+
+
 @pytest.mark.parametrize("damage", ["cut short", "indented", "not ASCII within"])
 def test_a_ca_bundle_openssl_cannot_read_whole_is_refused(
     tmp_path: Path, partner_ca: Authority, stranger: Authority, damage: str
