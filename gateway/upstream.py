@@ -202,6 +202,9 @@ class _Connection(asyncio.Protocol):
         # A certificate alert may end this connection before the partner read a request: a
         # TLS 1.3 connection that has not carried an answer yet (see `_HANDSHAKE_REFUSALS`).
         self._refusable = False
+        # What ended the connection (None: a close), for `contracts connect`, which waits on
+        # a connection it writes nothing to.
+        self.ended: asyncio.Future[BaseException | None] = loop.create_future()
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
@@ -267,6 +270,8 @@ class _Connection(asyncio.Protocol):
         self.transport = None
         self._parser = None
         self._closed()
+        if not self.ended.done():
+            self.ended.set_result(exc)
         if isinstance(exc, ssl.SSLError) and exc.reason in _HANDSHAKE_REFUSALS and self._refusable:
             refusal = UpstreamError(f"the partner refused the TLS handshake ({exc.reason})")
             self._fail(_Broken(refusal, refused=True))
@@ -430,6 +435,10 @@ class _Connection(asyncio.Protocol):
         self._waiter = waiter = self._loop.create_future()
         transport.write(data)
         return waiter
+
+    def close(self) -> None:
+        """End the connection as TLS asks, with the close_notify alert (`abort` sends none)."""
+        self._close()
 
     def abort(self) -> None:
         self.reusable = False
@@ -845,8 +854,27 @@ class HttpUpstream:
             connection.abort()
         return None
 
+    async def connect(
+        self,
+        base_url: str,
+        tls: PartnerTls | None,
+        reached: Callable[[socket.socket], object] | None = None,
+    ) -> _Connection:
+        """A new connection to the origin of `base_url`, made as a share's is, with nothing
+        written to it: `contracts connect` reports what a share would meet. `reached` is given
+        the socket once TCP has connected, before any TLS handshake. The caller closes it."""
+        slots = self._slots
+        if slots is None:
+            raise RuntimeError("HttpUpstream.start() was not awaited")
+        origin, _ = _split(base_url)
+        return await self._connect(origin, tls, slots, reached)
+
     async def _connect(
-        self, origin: Origin, tls: PartnerTls | None, slots: asyncio.Semaphore
+        self,
+        origin: Origin,
+        tls: PartnerTls | None,
+        slots: asyncio.Semaphore,
+        reached: Callable[[socket.socket], object] | None = None,
     ) -> _Connection:
         loop, resolver = self._loop, self._resolver
         assert loop is not None
@@ -875,6 +903,8 @@ class HttpUpstream:
         secure = origin.scheme == "https"
         try:
             sock = await _connect_to_any(loop, addresses)
+            if reached is not None:
+                reached(sock)
             # The loop owns the socket from here, and closes it if this fails.
             _, connection = await loop.create_connection(
                 lambda: _Connection(loop, closed),
