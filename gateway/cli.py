@@ -11,7 +11,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from gateway.arguments import add_consent, add_health, add_logs, decimal_int
+from gateway.arguments import (
+    add_consent,
+    add_health,
+    add_logs,
+    decimal_int,
+    deferred,
+    health_timeout,
+)
 from gateway.errors import GatewayError, StartupError
 from gateway.settings import ListenSettings, Settings, SettingsError, load_settings
 
@@ -246,7 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(handler=cmd_demo)
 
-    contracts = sub.add_parser("contracts", help="check and explain contract files")
+    contracts = sub.add_parser(
+        "contracts", help="check and explain contract files, and try a partner's connection"
+    )
     contracts_sub = contracts.add_subparsers(dest="contracts_command", required=True)
     validate = contracts_sub.add_parser("validate", help="check every contract file")
     validate.add_argument("dir", nargs="?", help="contracts folder (default: from settings)")
@@ -263,6 +272,26 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--format", choices=("text", "json"), default="text")
     explain.add_argument("--config", type=Path, default=argparse.SUPPRESS)
     explain.set_defaults(handler=cmd_explain)
+    connect = contracts_sub.add_parser(
+        "connect",
+        help="connect to a partner as a share would, and send nothing",
+        description="Connect to the partner's base_url with the gateway's own client (its "
+        "upstream.tls, or the system's trust store), send no request, watch briefly for a "
+        "refusal, and close. Exit 0 when connected and not refused, 1 otherwise, 2 for usage "
+        "errors.",
+    )
+    connect.add_argument("partner")
+    connect.add_argument("--contracts", type=Path, help="contracts folder (default: from settings)")
+    connect.add_argument(
+        "--timeout",
+        type=health_timeout,
+        default=None,
+        metavar="S",
+        help="seconds to connect in all (default: the contract's upstream.timeout_s)",
+    )
+    connect.add_argument("--format", choices=("text", "json"), default="text")
+    connect.add_argument("--config", type=Path, default=argparse.SUPPRESS)
+    connect.set_defaults(handler=deferred("gateway.connectcheck", "cmd_connect"))
 
     add_logs(sub)
     add_consent(sub)

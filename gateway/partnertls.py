@@ -70,6 +70,15 @@ class CertificateInfo:
         }
 
 
+def dns_names(certificate: x509.Certificate) -> tuple[str, ...]:
+    """The DNS names a certificate is for (its subject alternative names), as written."""
+    try:
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return ()
+    return tuple(names.value.get_values_for_type(x509.DNSName))
+
+
 def _serial_text(serial: int) -> str:
     # Whole bytes, as OpenSSL prints the number: `0ABC`, not `ABC`, which an operator comparing
     # the two would take for another certificate.
@@ -317,6 +326,26 @@ def tls_warnings(tls: PartnerTls, now: datetime, notice: timedelta) -> Found:
                 )
             )
     return found
+
+
+def partner_certificate_notice(
+    certificate: CertificateInfo, now: datetime, notice: timedelta
+) -> str | None:
+    """What to say of a partner's own certificate that has ended or ends within `notice` of
+    `now`; None when it holds longer. The partner renews it, not us."""
+    end = certificate.not_after
+    if end <= now:
+        return (
+            f"the partner's certificate expired on {utc_text(end)}: every share fails "
+            "(502 upstream_error) until the partner installs a renewed one"
+        )
+    if end - now <= notice:
+        return (
+            f"the partner's certificate expires on {utc_text(end)}, {_time_left(end, now)}: "
+            "from then every share fails (502 upstream_error) unless the partner renews it; "
+            "ask it in time"
+        )
+    return None
 
 
 def _encrypted(name: str | None) -> str:

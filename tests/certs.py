@@ -143,12 +143,13 @@ class Authority:
         cert = builder.sign(self._key, hashes.SHA256())
         return Issued(cert.public_bytes(serialization.Encoding.PEM), key, common_name)
 
-    def server(self, dns_name: str | None = None) -> Issued:
+    def server(self, dns_name: str | None = None, validity: Validity = NOW_ISH) -> Issued:
         """A server certificate for 127.0.0.1 (and `dns_name`)."""
         return self._issue(
             LOOPBACK,
             _server_names(dns_name),
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+            validity=validity,
         )
 
     def client(self, common_name: str, validity: Validity = NOW_ISH) -> Issued:
