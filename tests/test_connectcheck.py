@@ -268,6 +268,23 @@ async def test_a_plain_http_partner_is_connected_to_without_tls(
     ]
 
 
+async def test_a_partner_that_closes_once_connected_refuses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()  # as a partner that lets in only the addresses it knows
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        folder = _folder(tmp_path, f"http://127.0.0.1:{port}")
+        assert await connect(folder, insecure=True) == 1
+    finally:
+        server.close()
+    fields = _fields(capsys.readouterr().out)
+    assert fields["result"] == "refused (the partner closed the connection)"
+
+
 async def test_a_plain_http_partner_needs_allow_insecure_upstreams(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
