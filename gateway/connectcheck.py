@@ -26,7 +26,7 @@ from gateway.partnertls import (
     utc_text,
 )
 from gateway.settings import Settings
-from gateway.upstream import _HANDSHAKE_REFUSALS, HttpUpstream
+from gateway.upstream import HANDSHAKE_REFUSALS, HttpUpstream
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -91,7 +91,7 @@ async def check_connection(
             return ConnectionCheck("certificate did not verify", exc.verify_message, address)
         except ssl.SSLError as exc:
             # Under TLS 1.2 the partner checks our certificate before our handshake ends.
-            if exc.reason in _HANDSHAKE_REFUSALS:
+            if exc.reason in HANDSHAKE_REFUSALS:
                 return ConnectionCheck("refused", exc.reason, address)
             reason = f"the TLS handshake failed: {exc.reason or exc}"
             return ConnectionCheck("could not connect", reason, address)

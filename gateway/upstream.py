@@ -150,7 +150,7 @@ class _Broken(Exception):
 # unknown, expired, or its check of them failing), as OpenSSL names them once received. Under
 # TLS 1.3 the client's handshake ends before the server has checked our certificate, so the
 # request is written before the refusal arrives: the partner read none of it.
-_HANDSHAKE_REFUSALS = frozenset(
+HANDSHAKE_REFUSALS = frozenset(
     {
         "SSLV3_ALERT_BAD_CERTIFICATE",
         "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE",
@@ -200,7 +200,7 @@ class _Connection(asyncio.Protocol):
         self._complete = True  # no exchange in progress: any byte that arrives is unasked for
         self._tls = False
         # A certificate alert may end this connection before the partner read a request: a
-        # TLS 1.3 connection that has not carried an answer yet (see `_HANDSHAKE_REFUSALS`).
+        # TLS 1.3 connection that has not carried an answer yet (see `HANDSHAKE_REFUSALS`).
         self._refusable = False
         # What ended the connection (None: a close), for `contracts connect`, which waits on
         # a connection it writes nothing to.
@@ -272,7 +272,7 @@ class _Connection(asyncio.Protocol):
         self._closed()
         if not self.ended.done():
             self.ended.set_result(exc)
-        if isinstance(exc, ssl.SSLError) and exc.reason in _HANDSHAKE_REFUSALS and self._refusable:
+        if isinstance(exc, ssl.SSLError) and exc.reason in HANDSHAKE_REFUSALS and self._refusable:
             refusal = UpstreamError(f"the partner refused the TLS handshake ({exc.reason})")
             self._fail(_Broken(refusal, refused=True))
         else:
