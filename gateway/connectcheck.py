@@ -126,7 +126,8 @@ def _why(exc: OSError | ValueError) -> str:
     if isinstance(exc, OSError) and exc.errno is not None:
         # asyncio's own message names the address: the errno says what happened.
         return os.strerror(exc.errno)
-    return str(exc)
+    # uvloop ends a TLS handshake the partner hung up on with a bare ConnectionResetError.
+    return str(exc) or "the partner ended the connection as it was made"
 
 
 def _refusal(ended: BaseException | None) -> str:

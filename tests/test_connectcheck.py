@@ -21,6 +21,7 @@ from partners import RawPartner, TlsPartner
 
 from gateway import cli, connectcheck
 
+JSON = ("--format", "json")
 # Long enough for an alert on loopback; short, since a check that is not refused waits it out.
 WAIT_S = 0.2
 
@@ -283,6 +284,35 @@ async def test_a_partner_that_closes_once_connected_refuses(
         server.close()
     fields = _fields(capsys.readouterr().out)
     assert fields["result"] == "refused (the partner closed the connection)"
+
+
+async def test_a_partner_that_hangs_up_during_the_handshake_is_named_by_its_address(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        assert await connect(_folder(tmp_path, f"https://127.0.0.1:{port}"), *JSON) == 1
+    finally:
+        server.close()
+    report = orjson.loads(capsys.readouterr().out)
+    # The reset's errno, or none (uvloop, at the handshake's end): said either way.
+    assert (report["result"], report["reason"]) in {
+        ("could not connect", "Connection reset by peer"),
+        ("could not connect", "the partner ended the connection as it was made"),
+    }
+    # TCP connected: the address the handshake failed at, of those the name led to.
+    assert report["address"] == f"127.0.0.1:{port}"
+
+
+def test_a_connection_ended_with_no_reason_given_is_said_so() -> None:
+    assert connectcheck._why(ConnectionResetError()) == (
+        "the partner ended the connection as it was made"
+    )
+    assert connectcheck._why(ConnectionResetError(104, "ignored")) == "Connection reset by peer"
 
 
 async def test_a_plain_http_partner_needs_allow_insecure_upstreams(
