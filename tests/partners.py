@@ -234,6 +234,7 @@ class TlsPartner(FakePartner):
         self.subjects: list[str | None] = []  # the client certificate's common name, per handshake
         self.refused = 0  # handshakes refused
         self.bytes_read = 0  # application bytes read after any handshake
+        self.closed_cleanly = 0  # connections the client ended with TLS's close_notify
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -304,6 +305,7 @@ class TlsPartner(FakePartner):
                 except ssl.SSLError:
                     return
                 if not chunk:
+                    self.closed_cleanly += 1
                     return
                 self.bytes_read += len(chunk)
                 buffer += chunk

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import socket
 import ssl
+import struct
 import tempfile
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -21,6 +23,7 @@ from partners import RawPartner, TlsPartner
 
 from gateway import cli, connectcheck
 
+DEFAULT_WAIT_S = connectcheck.REFUSAL_WAIT_S
 JSON = ("--format", "json")
 # Long enough for an alert on loopback; short, since a check that is not refused waits it out.
 WAIT_S = 0.2
@@ -146,6 +149,8 @@ async def test_mutual_tls_accepted_is_ok_and_the_partner_reads_nothing(
     # The partner took our certificate, and read no byte of application data: no request.
     assert partner.subjects == ["gateway-one"]
     assert (partner.bytes_read, partner.received, partner.refused) == (0, [], 0)
+    # Ended as TLS asks: a partner that logs cut connections as attacks logs none of ours.
+    assert partner.closed_cleanly == 1
     out = capsys.readouterr().out
     fields = _fields(out)
     assert fields == {
@@ -215,7 +220,25 @@ async def test_without_our_certificate_the_partner_refuses(
     await _served(partner)
     fields = _fields(capsys.readouterr().out)
     assert (fields["client_certificate"], fields["result"]) == ("none", f"refused ({alert})")
+    assert fields["address"] == f"127.0.0.1:{partner.port}"
     assert (partner.refused, partner.bytes_read, partner.received) == (1, 0, [])
+
+
+@pytest.mark.parametrize(
+    "partner",
+    [ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2],
+    indirect=True,
+    ids=["tls1.3", "tls1.2"],
+)
+async def test_a_certificate_from_a_ca_the_partner_does_not_trust_is_refused(
+    tmp_path: Path, partner: TlsPartner, partner_ca: Authority, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tls, files = _mutual(partner_ca, Authority("Another client CA").client("gateway-one"))
+    assert await connect(_folder(tmp_path, partner.base_url, tls, files)) == 1
+    await _served(partner)
+    fields = _fields(capsys.readouterr().out)
+    assert fields["result"] == "refused (TLSV1_ALERT_UNKNOWN_CA)"
+    assert (partner.refused, partner.bytes_read) == (1, 0)
 
 
 async def test_a_closed_port_could_not_connect(
@@ -225,11 +248,14 @@ async def test_a_closed_port_could_not_connect(
     await closed.stop_listening()
     folder = _folder(tmp_path, f"https://127.0.0.1:{closed.port}")
     assert await connect(folder) == 1
-    fields = _fields(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    fields = _fields(out)
     assert (fields["address"], fields["result"]) == (
         "none",
         "could not connect (Connection refused)",
     )
+    # Not connected: nothing is said of a refusal it was watched for.
+    assert "note:" not in out
 
 
 async def test_a_partner_that_never_answers_the_handshake_times_out(
@@ -286,6 +312,50 @@ async def test_a_partner_that_closes_once_connected_refuses(
     assert fields["result"] == "refused (the partner closed the connection)"
 
 
+async def test_a_partner_that_resets_once_connected_refuses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(connectcheck, "REFUSAL_WAIT_S", 10.0)  # the reset ends it
+
+    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Once the check has connected and is watching (a reset before that fails the
+        # connecting); closed with SO_LINGER 0: a reset, not a close.
+        await asyncio.sleep(0.2)
+        linger = struct.pack("ii", 1, 0)
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+        writer.transport.abort()
+
+    server = await asyncio.start_server(reset, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        folder = _folder(tmp_path, f"http://127.0.0.1:{port}")
+        assert await connect(folder, insecure=True) == 1
+    finally:
+        server.close()
+    fields = _fields(capsys.readouterr().out)
+    assert fields["result"] == "refused (the connection was ended: Connection reset by peer)"
+
+
+async def test_a_partner_that_does_not_speak_tls_could_not_connect(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def plain(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # A plain HTTP server's answer to our TLS hello: no refusal of our certificate.
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(plain, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        assert await connect(_folder(tmp_path, f"https://127.0.0.1:{port}")) == 1
+    finally:
+        server.close()
+    fields = _fields(capsys.readouterr().out)
+    assert fields["result"] == "could not connect (the TLS handshake failed: WRONG_VERSION_NUMBER)"
+    assert fields["address"] == f"127.0.0.1:{port}"
+
+
 async def test_a_partner_that_hangs_up_during_the_handshake_is_named_by_its_address(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -315,6 +385,45 @@ def test_a_connection_ended_with_no_reason_given_is_said_so() -> None:
     assert connectcheck._why(ConnectionResetError(104, "ignored")) == "Connection reset by peer"
 
 
+async def test_an_ipv6_address_is_written_in_brackets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        writer.close()
+
+    try:
+        server = await asyncio.start_server(hold, "::1", 0)
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    port = server.sockets[0].getsockname()[1]
+    try:
+        assert await connect(_folder(tmp_path, f"http://[::1]:{port}"), insecure=True) == 0
+    finally:
+        server.close()
+    assert _fields(capsys.readouterr().out)["address"] == f"[::1]:{port}"
+
+
+async def test_a_name_not_found_could_not_connect(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = socket.getaddrinfo
+
+    def lookup(host: Any, *args: Any, **kwargs: Any) -> Any:
+        # The resolver's answer for a name no one registered, without asking a name server.
+        if host == "api.acme.invalid":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", lookup)
+    assert await connect(_folder(tmp_path, "https://api.acme.invalid")) == 1
+    fields = _fields(capsys.readouterr().out)
+    assert (fields["address"], fields["result"]) == (
+        "none",
+        "could not connect (the name was not found: Name or service not known)",
+    )
+
+
 async def test_a_plain_http_partner_needs_allow_insecure_upstreams(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -335,6 +444,38 @@ async def test_an_unknown_partner_is_a_usage_error(
     assert (captured.out, captured.err) == (
         "",
         "unknown_partner: no contract for partner 'nobody'\n",
+    )
+
+
+async def test_the_refusal_is_watched_for_within_the_timeout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Longer than the test's own limit: only the timeout can end the watch in time.
+    monkeypatch.setattr(connectcheck, "REFUSAL_WAIT_S", 60.0)
+    plain = await RawPartner().start()
+    try:
+        folder = _folder(tmp_path, plain.base_url)
+        assert await connect(folder, "--timeout", "0.3", *JSON, insecure=True) == 0
+    finally:
+        await plain.close()
+    note = orjson.loads(capsys.readouterr().out)["notes"][-1]
+    waited = float(note.removeprefix("not refused within ").split(" s ")[0])
+    assert 0 < waited <= 0.3
+
+
+async def test_a_refusal_is_watched_for_a_second_unless_told_otherwise(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Long enough for a TLS 1.3 alert from a partner across the world.
+    monkeypatch.setattr(connectcheck, "REFUSAL_WAIT_S", DEFAULT_WAIT_S)
+    plain = await RawPartner().start()
+    try:
+        assert await connect(_folder(tmp_path, plain.base_url), insecure=True) == 0
+    finally:
+        await plain.close()
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "note: not refused within 1 s of connecting: the partner may still refuse at its first "
+        "request"
     )
 
 
@@ -360,6 +501,35 @@ async def test_the_partners_certificate_ending_within_30_days_is_said_so(
         f"the partner's certificate expires on {not_after}, within a day: from then every share "
         "fails (502 upstream_error) unless the partner renews it; ask it in time"
     )
+
+
+@pytest.mark.parametrize(
+    ("days", "notice"),
+    [(29.5, "in 29 day(s)"), (30.5, None)],
+    ids=["within_30_days", "after_30_days"],
+)
+async def test_the_notice_is_given_30_days_before_the_partners_certificate_ends(
+    tmp_path: Path,
+    partner_ca: Authority,
+    our_ca: Authority,
+    one: Issued,
+    capsys: pytest.CaptureFixture[str],
+    days: float,
+    notice: str | None,
+) -> None:
+    now = datetime.now(UTC)
+    served = partner_ca.server(None, (now - timedelta(days=1), now + timedelta(days=days)))
+    ending = await TlsPartner(_context(served, our_ca)).start()
+    try:
+        tls, files = _mutual(partner_ca, one)
+        assert await connect(_folder(tmp_path, ending.base_url, tls, files), *JSON) == 0
+    finally:
+        await ending.close()
+    shown = orjson.loads(capsys.readouterr().out)["tls"]["certificate"]
+    if notice is None:
+        assert shown["notice"] is None
+    else:
+        assert f", {notice}: from then every share fails" in shown["notice"]
 
 
 async def test_a_certificate_far_from_its_end_has_no_notice(
