@@ -2107,6 +2107,20 @@ async def test_verify_over_several_logs_reports_a_file_that_is_no_share_log_amon
     assert err.startswith("share-gateway logs verify: billing.sqlite is not readable by this ")
 
 
+async def test_verify_over_several_logs_names_each_as_given(
+    fleet: list[str], settings: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    tamper(Path("billing.sqlite"), "UPDATE shares SET partner = 'elsewhere' WHERE share_id = 'p-2'")
+    argv = ["logs", "verify", "--log", "booking.sqlite", "--log", "./billing.sqlite"]
+    code, out, _ = run(argv, settings, capsys)
+    assert code == 1
+    assert out.splitlines()[-1] == "verification FAILED for 1 of 2 logs: ./billing.sqlite"
+    # A folder is no share log: named as such, before any log is verified.
+    code, out, err = run([*argv, "--log", str(tmp_path)], settings, capsys)
+    assert (code, out) == (2, "")
+    assert err == f"share-gateway logs verify: no share log at {tmp_path} (--log)\n"
+
+
 async def test_verify_needs_the_hash_key_over_several_logs_too(
     fleet: list[str],
     settings: Settings,

@@ -438,6 +438,34 @@ async def test_summary_per_partner_over_a_window(mixed: Path) -> None:
     assert everything[0]["denials"] == {"purpose_denied": 1, "scope_denied": 1}
 
 
+async def test_summary_over_two_logs_adds_up_each_count_and_ranks_what_they_stripped_overall(
+    tmp_path: Path,
+) -> None:
+    def sidecar(name: str, *subjects: str) -> list[ShareRecord]:
+        """Ten fields of its own stripped three times each, and `email` twice: its 11th."""
+        own = tuple(f"{name}.field{i}" for i in range(10))
+        at = DAY1 + timedelta(minutes=len(name))
+        return [
+            share(f"{name}-1", at, stripped=(*own, "applicant.email"), subjects=subjects),
+            share(f"{name}-2", at, stripped=(*own, "applicant.email"), subjects=subjects),
+            share(f"{name}-3", at, stripped=own, subjects=subjects),
+            share(f"{name}-4", at, decision="error", reason="upstream_timeout"),
+            share(f"{name}-5", at, decision="denied", reason="scope_denied"),
+        ]
+
+    logs = [tmp_path / "booking.sqlite", tmp_path / "billing.sqlite"]
+    await write_log(logs[0], sidecar("booking", "alice", "bob"), {})
+    await write_log(logs[1], sidecar("billing", "alice"), {})
+    [acme] = summary(*logs)
+    assert (acme["shares"], acme["subjects"]) == (6, 2)  # alice, in both logs, is one subject
+    # Stripped four times in all, more often than any other field, though never among the
+    # ten a log strips most.
+    assert acme["top_fields_stripped"][0] == {"field": "applicant.email", "count": 4}
+    assert len(acme["top_fields_stripped"]) == 10
+    assert (acme["errors"], acme["errors_by_reason"]) == (2, {"upstream_timeout": 2})
+    assert (acme["denied"], acme["denials"]) == (2, {"scope_denied": 2})
+
+
 # --- verify ---------------------------------------------------------------------------------
 
 
