@@ -277,7 +277,8 @@ async def test_a_plain_http_partner_is_connected_to_without_tls(
 ) -> None:
     plain = await RawPartner().start()
     try:
-        folder = _folder(tmp_path, plain.base_url, status="suspended")
+        # Shown as the partner client joins routes to it: without the trailing slash.
+        folder = _folder(tmp_path, f"{plain.base_url}/", status="suspended")
         assert await connect(folder, insecure=True) == 0
         assert (plain.connections, plain.requests) == (1, [])
     finally:
@@ -530,6 +531,27 @@ async def test_the_notice_is_given_30_days_before_the_partners_certificate_ends(
         assert shown["notice"] is None
     else:
         assert f", {notice}: from then every share fails" in shown["notice"]
+
+
+async def test_a_partners_certificate_that_has_ended_does_not_verify(
+    tmp_path: Path,
+    partner_ca: Authority,
+    our_ca: Authority,
+    one: Issued,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    now = datetime.now(UTC)
+    served = partner_ca.server(None, (now - timedelta(days=90), now - timedelta(days=1)))
+    ended = await TlsPartner(_context(served, our_ca)).start()
+    try:
+        tls, files = _mutual(partner_ca, one)
+        assert await connect(_folder(tmp_path, ended.base_url, tls, files)) == 1
+    finally:
+        await ended.close()
+    fields = _fields(capsys.readouterr().out)
+    # No session, so no certificate lines: OpenSSL's reason says what a notice would have.
+    assert fields["result"] == "certificate did not verify (certificate has expired)"
+    assert "certificate_notice" not in fields
 
 
 async def test_a_certificate_far_from_its_end_has_no_notice(
