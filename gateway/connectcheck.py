@@ -95,6 +95,12 @@ async def check_connection(
                 return ConnectionCheck("refused", exc.reason, address)
             reason = f"the TLS handshake failed: {exc.reason or exc}"
             return ConnectionCheck("could not connect", reason, address)
+        except ConnectionError as exc:
+            if address is None:
+                return ConnectionCheck("could not connect", _why(exc), address)
+            # TCP connected, and the partner ended it during the handshake: as one that lets in
+            # only the addresses it knows, or asks for a client certificate before the alert.
+            return ConnectionCheck("refused", _refusal(exc), address)
         except (OSError, ValueError) as exc:
             # ValueError: a host name the resolver cannot encode, as for a share.
             return ConnectionCheck("could not connect", _why(exc), address)
