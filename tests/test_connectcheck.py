@@ -357,11 +357,24 @@ async def test_a_partner_that_does_not_speak_tls_could_not_connect(
     assert fields["address"] == f"127.0.0.1:{port}"
 
 
-async def test_a_partner_that_closes_during_the_handshake_refuses(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("reset", "reason"),
+    [
+        (False, "the partner closed the connection"),
+        (True, "the connection was ended: Connection reset by peer"),
+    ],
+    ids=["closed", "reset"],
+)
+async def test_a_partner_that_ends_the_connection_during_the_handshake_refuses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], reset: bool, reason: str
 ) -> None:
     async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.read(65536)  # our ClientHello, read so that the close is a clean one
+        await reader.read(65536)  # our ClientHello, read so that a close is a clean one
+        if reset:
+            linger_off = struct.pack("ii", 1, 0)
+            writer.get_extra_info("socket").setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, linger_off
+            )
         writer.close()  # as a partner that lets in only the addresses it knows
 
     server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
@@ -373,7 +386,7 @@ async def test_a_partner_that_closes_during_the_handshake_refuses(
         server.close()
     fields = _fields(capsys.readouterr().out)
     assert fields["address"] == f"127.0.0.1:{port}"
-    assert fields["result"] == "refused (the partner closed the connection)"
+    assert fields["result"] == f"refused ({reason})"
 
 
 def test_a_connection_ended_with_no_reason_given_is_said_so() -> None:
