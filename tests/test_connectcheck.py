@@ -9,7 +9,7 @@ import socket
 import ssl
 import struct
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -116,6 +116,27 @@ async def connect(folder: Path, *options: str, insecure: bool = False) -> int:
         config.write_text("allow_insecure_upstreams: true\n")
         argv = ["--config", str(config), *argv]
     return await asyncio.wait_for(asyncio.to_thread(cli.main, argv), timeout=30)
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def connect_to_raw(tmp_path: Path, scheme: str, handler: Handler) -> tuple[int, int]:
+    """`contracts connect` against a bare loopback server running `handler` on each
+    connection: the command's exit code, and the server's port."""
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    port: int = server.sockets[0].getsockname()[1]
+    try:
+        folder = _folder(tmp_path, f"{scheme}://127.0.0.1:{port}")
+        return await connect(folder, insecure=scheme == "http"), port
+    finally:
+        server.close()
+
+
+def _reset_on_close(writer: asyncio.StreamWriter) -> None:
+    # SO_LINGER 0: closing sends a reset, not a FIN.
+    linger_off = struct.pack("ii", 1, 0)
+    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger_off)
 
 
 def _fields(out: str) -> dict[str, str]:
@@ -302,13 +323,7 @@ async def test_a_partner_that_closes_once_connected_refuses(
     async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.close()  # as a partner that lets in only the addresses it knows
 
-    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        folder = _folder(tmp_path, f"http://127.0.0.1:{port}")
-        assert await connect(folder, insecure=True) == 1
-    finally:
-        server.close()
+    assert (await connect_to_raw(tmp_path, "http", hang_up))[0] == 1
     fields = _fields(capsys.readouterr().out)
     assert fields["result"] == "refused (the partner closed the connection)"
 
@@ -322,17 +337,10 @@ async def test_a_partner_that_resets_once_connected_refuses(
         # Once the check has connected and is watching (a reset before that fails the
         # connecting); closed with SO_LINGER 0: a reset, not a close.
         await asyncio.sleep(0.2)
-        linger = struct.pack("ii", 1, 0)
-        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+        _reset_on_close(writer)
         writer.transport.abort()
 
-    server = await asyncio.start_server(reset, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        folder = _folder(tmp_path, f"http://127.0.0.1:{port}")
-        assert await connect(folder, insecure=True) == 1
-    finally:
-        server.close()
+    assert (await connect_to_raw(tmp_path, "http", reset))[0] == 1
     fields = _fields(capsys.readouterr().out)
     assert fields["result"] == "refused (the connection was ended: Connection reset by peer)"
 
@@ -346,12 +354,8 @@ async def test_a_partner_that_does_not_speak_tls_could_not_connect(
         await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(plain, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        assert await connect(_folder(tmp_path, f"https://127.0.0.1:{port}")) == 1
-    finally:
-        server.close()
+    code, port = await connect_to_raw(tmp_path, "https", plain)
+    assert code == 1
     fields = _fields(capsys.readouterr().out)
     assert fields["result"] == "could not connect (the TLS handshake failed: WRONG_VERSION_NUMBER)"
     assert fields["address"] == f"127.0.0.1:{port}"
@@ -371,19 +375,11 @@ async def test_a_partner_that_ends_the_connection_during_the_handshake_refuses(
     async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read(65536)  # our ClientHello, read so that a close is a clean one
         if reset:
-            linger_off = struct.pack("ii", 1, 0)
-            writer.get_extra_info("socket").setsockopt(
-                socket.SOL_SOCKET, socket.SO_LINGER, linger_off
-            )
+            _reset_on_close(writer)
         writer.close()  # as a partner that lets in only the addresses it knows
 
-    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        folder = _folder(tmp_path, f"https://127.0.0.1:{port}")
-        assert await connect(folder) == 1
-    finally:
-        server.close()
+    code, port = await connect_to_raw(tmp_path, "https", hang_up)
+    assert code == 1
     fields = _fields(capsys.readouterr().out)
     assert fields["address"] == f"127.0.0.1:{port}"
     assert fields["result"] == f"refused ({reason})"
