@@ -38,6 +38,7 @@ from gateway.partnertls import (
     CLIENT_CERT_PATH,
     PartnerTls,
     load_partner_tls,
+    tls_notices,
     tls_problems,
     tls_warnings,
 )
@@ -905,11 +906,15 @@ def _day_warnings(info: ContractInfo, today: date) -> list[tuple[str, str]]:
 
 def certificate_warnings(entry: LoadedContract, now: datetime) -> list[tuple[str, str]]:
     """The certificates of an active contract's `upstream.tls` not valid at `now` (an instant),
-    or for no more than `EXPIRY_NOTICE_DAYS`: one suspended or terminated sends no share."""
-    if entry.tls is None or entry.contract.contract.status != "active":
+    or for no more than `EXPIRY_NOTICE_DAYS`: one suspended or terminated sends no share. And,
+    whatever its status, what cryptography warned of as it read them."""
+    if entry.tls is None:
         return []
+    found = tls_notices(entry.tls)
+    if entry.contract.contract.status != "active":
+        return found
     # Time to get a new certificate from the partner, as to renew a contract.
-    return tls_warnings(entry.tls, now, timedelta(days=EXPIRY_NOTICE_DAYS))
+    return [*tls_warnings(entry.tls, now, timedelta(days=EXPIRY_NOTICE_DAYS)), *found]
 
 
 def dated_warnings(entry: LoadedContract, now: datetime, zone: tzinfo) -> list[tuple[str, str]]:

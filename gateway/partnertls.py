@@ -4,15 +4,18 @@ once per contract load, and the TLS context the partner's shares go out with."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import hashlib
 import os
 import ssl
 import tempfile
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -35,6 +38,8 @@ Found = list[tuple[str, str]]
 CA_PATH: Final = "upstream.tls.ca_file"
 CLIENT_CERT_PATH: Final = "upstream.tls.client_cert_file"
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True, slots=True)
 class CertificateInfo:
@@ -47,6 +52,9 @@ class CertificateInfo:
     not_before: datetime  # UTC
     not_after: datetime  # UTC
     sha256_fingerprint: str  # AB:CD:..., as `openssl x509 -fingerprint -sha256` prints it
+    # What cryptography warned of as it read the certificate (see `read_quietly`): OpenSSL
+    # took it, and it is used all the same.
+    notices: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, certificate: x509.Certificate) -> CertificateInfo:
@@ -68,6 +76,32 @@ class CertificateInfo:
             "not_after": utc_text(self.not_after),
             "sha256_fingerprint": self.sha256_fingerprint,
         }
+
+
+def read_quietly(read: Callable[[], T]) -> tuple[T, tuple[str, ...]]:
+    """What `read` returns, and the messages of the warnings given while it ran. A certificate
+    OpenSSL takes may still be odd to cryptography (a country `C=USA`, as real CAs have issued):
+    Python would print its warning on stderr amid the JSON log lines, or raise it under
+    `-W error`. The gateway says it as a notice of its own instead."""
+    with warnings.catch_warnings(record=True) as caught:
+        # Every time: by default a warning is shown once per place in the library, and each
+        # file's certificate is to be named.
+        warnings.simplefilter("always")
+        value = read()
+    return value, tuple(dict.fromkeys(str(warning.message) for warning in caught))
+
+
+def read_certificates(load: Callable[[], Sequence[x509.Certificate]]) -> list[CertificateInfo]:
+    """What each certificate `load` reads says, with its notices; raises what `load` raises."""
+    certificates, at_load = read_quietly(load)
+    infos = []
+    for index, certificate in enumerate(certificates):
+        # cryptography parses a certificate's fields as they are asked for, so most warnings
+        # come here; one of the load itself is said with the first certificate.
+        info, notices = read_quietly(functools.partial(CertificateInfo.of, certificate))
+        notices = (*at_load, *notices) if index == 0 else notices
+        infos.append(dataclasses.replace(info, notices=notices))
+    return infos
 
 
 def dns_names(certificate: x509.Certificate) -> tuple[str, ...]:
@@ -214,11 +248,11 @@ def _blocks(pem: bytes) -> bytes:
 def _authorities(ca: bytes) -> tuple[tuple[CertificateInfo, ...], str | None]:
     """What each certificate of a bundle OpenSSL has taken says, for the warnings."""
     try:
-        certificates = x509.load_pem_x509_certificates(ca)
+        certificates = read_certificates(functools.partial(x509.load_pem_x509_certificates, ca))
     except ValueError:
         # OpenSSL took it, yet its dates cannot be read: refused rather than never warned of.
         return (), "holds a certificate whose validity dates cannot be read"
-    return tuple(CertificateInfo.of(certificate) for certificate in certificates), None
+    return tuple(certificates), None
 
 
 def _load_client(
@@ -227,7 +261,7 @@ def _load_client(
     cert_at = f"{CLIENT_CERT_PATH}: {tls.client_cert_file}"
     try:
         # The first is ours; any after it, the chain up to the partner's CA.
-        ours = CertificateInfo.of(x509.load_pem_x509_certificates(cert)[0])
+        [ours] = read_certificates(lambda: x509.load_pem_x509_certificates(cert)[:1])
     except ValueError:
         return None, [(CLIENT_CERT_PATH, f"{tls.client_cert_file}: not a PEM certificate")]
     key_name = tls.client_key_file
@@ -326,6 +360,25 @@ def tls_warnings(tls: PartnerTls, now: datetime, notice: timedelta) -> Found:
                 )
             )
     return found
+
+
+def tls_notices(tls: PartnerTls) -> Found:
+    """What cryptography warned of as it read the certificates of `tls`, by key path: of the
+    files, not of the time, so for a contract of any status."""
+    found: Found = []
+    ours = tls.client_certificate
+    if ours is not None:
+        what = f"{tls.client_cert_file}: our client certificate {ours.subject}"
+        found += [(CLIENT_CERT_PATH, library_notice(what, notice)) for notice in ours.notices]
+    for ca in tls.ca:
+        what = f"{tls.ca_file}: the CA certificate {ca.subject}"
+        found += [(CA_PATH, library_notice(what, notice)) for notice in ca.notices]
+    return found
+
+
+def library_notice(what: str, notice: str) -> str:
+    """`what` (a file and certificate) with a notice of cryptography's: it is no refusal."""
+    return f"{what}: cryptography warns: {notice} (OpenSSL reads it: it is used as before)"
 
 
 def partner_certificate_notice(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import datetime
 import ipaddress
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,8 +53,16 @@ class Issued:
         return cert, key
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+def _name(common_name: str, country: str | None = None) -> x509.Name:
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if country is not None:
+        # Any length, as real CAs have issued (`C=USA`): cryptography builds such a name only
+        # unchecked, warning as it does; the certificate is what the tests are about.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            odd = x509.NameAttribute(NameOID.COUNTRY_NAME, country, _validate=False)
+        attributes.insert(0, odd)
+    return x509.Name(attributes)
 
 
 # A certificate's validity: from `not_before` to `not_after`, instants; None for either, five
@@ -63,14 +72,19 @@ NOW_ISH: Validity = (None, None)
 
 
 def _builder(
-    subject: str, issuer: str, key: ec.EllipticCurvePrivateKey, validity: Validity = NOW_ISH
+    subject: str,
+    issuer: str,
+    key: ec.EllipticCurvePrivateKey,
+    validity: Validity = NOW_ISH,
+    countries: tuple[str | None, str | None] = (None, None),
 ) -> x509.CertificateBuilder:
+    """`countries`: the subject's and the issuer's, or None for a name without one."""
     now = datetime.datetime.now(datetime.UTC)
     not_before, not_after = validity
     return (
         x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(_name(issuer))
+        .subject_name(_name(subject, countries[0]))
+        .issuer_name(_name(issuer, countries[1]))
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5) if not_before is None else not_before)
@@ -103,11 +117,12 @@ def self_signed(folder: Path, dns_name: str | None = None) -> tuple[Path, Path]:
 class Authority:
     """A private certificate authority, as a partner runs for its servers and its callers."""
 
-    def __init__(self, name: str, validity: Validity = NOW_ISH) -> None:
+    def __init__(self, name: str, validity: Validity = NOW_ISH, country: str | None = None) -> None:
         self.name = name
+        self.country = country
         self._key = ec.generate_private_key(ec.SECP256R1())
         self._cert = (
-            _builder(name, name, self._key, validity)
+            _builder(name, name, self._key, validity, (country, country))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
@@ -133,9 +148,11 @@ class Authority:
         *extensions: x509.ExtensionType,
         validity: Validity = NOW_ISH,
         key: ec.EllipticCurvePrivateKey | None = None,
+        country: str | None = None,
     ) -> Issued:
         key = ec.generate_private_key(ec.SECP256R1()) if key is None else key
-        builder = _builder(common_name, self.name, key, validity).add_extension(
+        countries = (country, self.country)
+        builder = _builder(common_name, self.name, key, validity, countries).add_extension(
             x509.BasicConstraints(ca=False, path_length=None), critical=True
         )
         for extension in extensions:
@@ -143,21 +160,27 @@ class Authority:
         cert = builder.sign(self._key, hashes.SHA256())
         return Issued(cert.public_bytes(serialization.Encoding.PEM), key, common_name)
 
-    def server(self, dns_name: str | None = None, validity: Validity = NOW_ISH) -> Issued:
+    def server(
+        self, dns_name: str | None = None, validity: Validity = NOW_ISH, country: str | None = None
+    ) -> Issued:
         """A server certificate for 127.0.0.1 (and `dns_name`)."""
         return self._issue(
             LOOPBACK,
             _server_names(dns_name),
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
             validity=validity,
+            country=country,
         )
 
-    def client(self, common_name: str, validity: Validity = NOW_ISH) -> Issued:
+    def client(
+        self, common_name: str, validity: Validity = NOW_ISH, country: str | None = None
+    ) -> Issued:
         """A client certificate, as a partner issues one to each caller it lets in."""
         return self._issue(
             common_name,
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
             validity=validity,
+            country=country,
         )
 
     def renewed(self, client: Issued) -> Issued:

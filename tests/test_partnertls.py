@@ -912,6 +912,72 @@ def test_contracts_validate_prints_the_certificate_and_start_warnings(
     )
 
 
+# --- certificates cryptography reads with a warning ---------------------------------------------
+
+# cryptography's own message: a country name of three letters, as real CAs have issued.
+THREE_LETTERS = "Attribute's length must be >= 2 and <= 2, but it was 3"
+USED = "(OpenSSL reads it: it is used as before)"
+
+
+def _odd_files() -> tuple[dict[str, bytes], dict[str, str]]:
+    """A CA and our client certificate from it, each with `C=USA`, lasting beyond any notice."""
+    authority = Authority("Odd CA", (days(-300), days(300)), country="USA")
+    ours = authority.client("gateway-odd", (days(-300), days(300)), country="USA")
+    files = {"ca.pem": authority.cert_pem, "ours.pem": ours.cert_pem, "ours.key": ours.key_pem}
+    tls = {"ca_file": "ca.pem", "client_cert_file": "ours.pem", "client_key_file": "ours.key"}
+    return files, tls
+
+
+@pytest.mark.parametrize("status", ["active", "suspended"])
+def test_a_certificate_cryptography_warns_of_is_used_and_its_warning_is_a_notice_of_ours(
+    tmp_path: Path, status: str
+) -> None:
+    # A warning escaping the load would fail the test (filterwarnings = error): it is said as
+    # the gateway's, naming the file and the certificate, whatever the contract's status.
+    files, tls = _odd_files()
+    assert _tls_warnings(tmp_path, files, tls, status=status) == [
+        (
+            CLIENT_AT,
+            f"ours.pem: our client certificate CN=gateway-odd,C=USA: cryptography warns: "
+            f"{THREE_LETTERS} {USED}",
+        ),
+        (
+            CA_AT,
+            f"ca.pem: the CA certificate CN=Odd CA,C=USA: cryptography warns: "
+            f"{THREE_LETTERS} {USED}",
+        ),
+    ]
+    loaded = _loaded_tls(tmp_path / "contracts")
+    assert [c["subject"] for c in loaded.context.get_ca_certs()] == [
+        ((("countryName", "USA"),), (("commonName", "Odd CA"),))
+    ]
+    assert loaded.client_certificate is not None
+    assert loaded.client_certificate.subject == "CN=gateway-odd,C=USA"
+
+
+def test_contracts_validate_prints_cryptographys_warning_as_its_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files, tls = _odd_files()
+    folder = tmp_path / "contracts"
+    folder.mkdir()
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+    doc = with_tls(**tls)
+    doc["upstream"]["base_url"] = "https://api.acme.example"
+    doc["routes"][2]["subject"] = "path.doc_id"  # its upload warns of nothing else
+    file = folder / "acme.yaml"
+    file.write_text(yaml.safe_dump(doc))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["contracts", "validate", str(folder)]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        f"{file}: warning: upstream.tls.client_cert_file: ours.pem: our client certificate "
+        f"CN=gateway-odd,C=USA: cryptography warns: {THREE_LETTERS} {USED}",
+        f"{file}: warning: upstream.tls.ca_file: ca.pem: the CA certificate CN=Odd CA,C=USA: "
+        f"cryptography warns: {THREE_LETTERS} {USED}",
+    ]
+
+
 # --- what the admin API shows --------------------------------------------------------------------
 
 ADMIN = "gateway:admin"
