@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import socket
 import ssl
@@ -22,7 +23,10 @@ from gateway.partnertls import (
     CertificateInfo,
     PartnerTls,
     dns_names,
+    library_notice,
     partner_certificate_notice,
+    read_quietly,
+    tls_notices,
     utc_text,
 )
 from gateway.settings import Settings
@@ -149,12 +153,20 @@ def _handshake(transport: Any) -> Handshake | None:
     if not isinstance(ssl_object, ssl.SSLObject):
         return None
     der = ssl_object.getpeercert(binary_form=True)
-    certificate = None
-    if der:
-        read = x509.load_der_x509_certificate(der)
-        certificate = PartnerCertificate(CertificateInfo.of(read), dns_names(read))
+    certificate = _partner_certificate(der) if der else None
     cipher = ssl_object.cipher()
     return Handshake(ssl_object.version() or "", cipher[0] if cipher else "", certificate)
+
+
+def _partner_certificate(der: bytes) -> PartnerCertificate:
+    """What the partner's certificate says, with what cryptography warned of reading it."""
+
+    def read() -> PartnerCertificate:
+        certificate = x509.load_der_x509_certificate(der)
+        return PartnerCertificate(CertificateInfo.of(certificate), dns_names(certificate))
+
+    shown, notices = read_quietly(read)
+    return dataclasses.replace(shown, info=dataclasses.replace(shown.info, notices=notices))
 
 
 # --- the command ------------------------------------------------------------------------------
@@ -193,6 +205,12 @@ def cmd_connect(args: argparse.Namespace, settings: Settings) -> int:
     report["result"] = check.result
     report["reason"] = check.reason
     notes = [] if secure else ["plain HTTP: no TLS"]
+    shown = check.handshake.certificate if check.handshake is not None else None
+    if shown is not None:
+        what = f"the partner's certificate {shown.info.subject}"
+        notes += [library_notice(what, notice) for notice in shown.info.notices]
+    if entry.tls is not None:
+        notes += [message for _, message in tls_notices(entry.tls)]
     if check.result == "ok":
         after = "the handshake" if secure else "connecting"
         notes.append(

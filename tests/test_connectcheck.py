@@ -583,6 +583,29 @@ async def test_a_certificate_far_from_its_end_has_no_notice(
     assert "certificate_notice" not in fields
 
 
+async def test_certificates_cryptography_warns_of_are_noted_and_used(
+    tmp_path: Path, our_ca: Authority, one: Issued, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `C=USA`, as real CAs have issued: a warning escaping the check would fail the test
+    # (filterwarnings = error), on the command's thread as on this one.
+    odd_ca = Authority("Odd CA", country="USA")
+    fake = await TlsPartner(_context(odd_ca.server(country="USA"), our_ca)).start()
+    try:
+        tls, files = _mutual(odd_ca, one)
+        folder = _folder(tmp_path, fake.base_url, tls, files)
+        assert await connect(folder, *JSON) == 0
+    finally:
+        await fake.close()
+    report = orjson.loads(capsys.readouterr().out)
+    assert report["tls"]["certificate"]["subject"] == "CN=127.0.0.1,C=USA"
+    warned = "cryptography warns: Attribute's length must be >= 2 and <= 2, but it was 3"
+    used = "(OpenSSL reads it: it is used as before)"
+    assert report["notes"][:2] == [
+        f"the partner's certificate CN=127.0.0.1,C=USA: {warned} {used}",
+        f"partner-ca.pem: the CA certificate CN=Odd CA,C=USA: {warned} {used}",
+    ]
+
+
 async def test_the_report_as_json(
     tmp_path: Path,
     partner: TlsPartner,
