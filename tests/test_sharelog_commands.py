@@ -1575,12 +1575,17 @@ async def test_a_log_this_account_may_not_open_is_a_usage_error(
 # --- several logs (--log) -------------------------------------------------------------------
 
 
-async def _log_of(path: Path, records: list[ShareRecord], key: str = HASH_KEY) -> None:
-    """A sidecar's share log at `path`, closed as its gateway leaves it."""
+async def _log_of(
+    path: Path, records: list[ShareRecord], key: str = HASH_KEY, *, failed: tuple[str, ...] = ()
+) -> None:
+    """A sidecar's share log at `path`, closed as its gateway leaves it: the shares in `failed`
+    never left, the others' outcomes are `unknown`."""
     share_log = await ShareLog.open(ShareLogSettings(path=path, stdout=False), key.encode())
     try:
         for record in records:
             await share_log.record(record)
+            if record.share_id in failed:
+                await share_log.record_outcome(ShareOutcome(record.share_id, "error", None, 0, 2.0))
     finally:
         await share_log.close()
 
@@ -2038,6 +2043,49 @@ async def test_summary_over_one_log_names_it_and_the_same_log_twice_is_read_once
     }
     _, out, _ = run(["logs", "summary", "--log", "booking.sqlite"], settings, capsys)
     assert out.splitlines()[1] == "in 1 log: booking.sqlite"
+
+
+async def test_summary_over_several_logs_counts_as_sent_only_what_may_have_reached_the_partner(
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    await _log_of(tmp_path / "booking.sqlite", [share("b-1", T0)])
+    bob = share("p-1", T0 + timedelta(minutes=5), subjects=("bob",))
+    await _log_of(tmp_path / "billing.sqlite", [bob], failed=("p-1",))
+    capsys.readouterr()
+    argv = ["logs", "summary", *_with_logs(["booking.sqlite", "billing.sqlite"])]
+    code, out, err = run(argv, settings, capsys)
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    header = lines[3]
+    # bob's share never left: two shares, but alice's record, subject and bytes alone were sent.
+    assert lines[5].split()[:7] == ["acme", "2", "1", "1", "0", "0", "40"]
+    assert lines[5][header.index("outcomes") :] == "error 1, unknown 1"
+    assert "  categories sent  financial.income 1, identity.name 1" in lines
+    assert "  fields sent      applicant.income 1, applicant.name 1" in lines
+    assert "  top stripped     applicant.phone 2" in lines
+
+    code, out, _ = run([*argv, "--format", "json"], settings, capsys)
+    [acme] = json.loads(out)["partners"]
+    assert list(acme) == [
+        "partner",
+        "shares",
+        "records",
+        "subjects",
+        "bytes_sent",
+        "denied",
+        "errors",
+        "denials",
+        "errors_by_reason",
+        "outcomes",
+        "categories_sent",
+        "fields_sent",
+        "top_fields_stripped",
+    ]
+    assert (acme["records"], acme["subjects"], acme["bytes_sent"]) == (1, 1, 40)
 
 
 async def test_verify_over_several_logs_reports_each_and_fails_naming_the_tampered_one(

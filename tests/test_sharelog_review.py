@@ -96,7 +96,10 @@ def share(
     )
 
 
-async def write_log(path: Path, shares: list[ShareRecord], outcomes: dict[str, int]) -> None:
+async def write_log(
+    path: Path, shares: list[ShareRecord], outcomes: dict[str, int], *, failed: tuple[str, ...] = ()
+) -> None:
+    """`outcomes`: the status each share was delivered with; `failed`: shares that never left."""
     share_log = await ShareLog.open(ShareLogSettings(path=path, stdout=False), KEY)
     try:
         for record in shares:
@@ -106,6 +109,8 @@ async def write_log(path: Path, shares: list[ShareRecord], outcomes: dict[str, i
                 await share_log.record_outcome(
                     ShareOutcome(record.share_id, "delivered", status, 10, 8.0)
                 )
+            elif record.share_id in failed:
+                await share_log.record_outcome(ShareOutcome(record.share_id, "error", None, 0, 3.0))
     finally:
         await share_log.close()
 
@@ -464,6 +469,58 @@ async def test_summary_over_two_logs_adds_up_each_count_and_ranks_what_they_stri
     assert len(acme["top_fields_stripped"]) == 10
     assert (acme["errors"], acme["errors_by_reason"]) == (2, {"upstream_timeout": 2})
     assert (acme["denied"], acme["denials"]) == (2, {"scope_denied": 2})
+
+
+# A share that reached acme, and one that never left: other fields, categories and person.
+REACHED = share(
+    "ok-1", DAY1, subjects=("alice",), sent=("applicant.name",), categories=("identity.name",)
+)
+NEVER_LEFT = share(
+    "lost-1",
+    DAY1 + timedelta(minutes=1),
+    subjects=("bob",),
+    sent=("applicant.income",),
+    categories=("financial.income",),
+    records=2,
+)
+
+
+@pytest.mark.parametrize("logs", [1, 2])
+async def test_summary_counts_as_sent_only_the_shares_that_may_have_reached_the_partner(
+    tmp_path: Path, logs: int
+) -> None:
+    paths = [tmp_path / f"sidecar-{n}.sqlite" for n in range(logs)]
+    if logs == 1:
+        await write_log(paths[0], [REACHED, NEVER_LEFT], {"ok-1": 200}, failed=("lost-1",))
+    else:
+        await write_log(paths[0], [REACHED], {"ok-1": 200})
+        await write_log(paths[1], [NEVER_LEFT], {}, failed=("lost-1",))
+    [acme] = summary(*paths)
+    # Both were shared, and the outcomes say which one never left.
+    assert (acme["shares"], acme["outcomes"]) == (2, {"delivered": 1, "error": 1})
+    assert (acme["records"], acme["subjects"], acme["bytes_sent"]) == (1, 1, 40)
+    assert acme["categories_sent"] == {"identity.name": 1}
+    assert acme["fields_sent"] == {"applicant.name": 1}
+    # What the contract stripped is stripped whether or not the rest left.
+    assert acme["top_fields_stripped"] == [{"field": "applicant.phone", "count": 2}]
+
+
+async def test_a_share_with_no_outcome_yet_counts_as_sent_and_one_that_never_left_does_not(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "share-log.sqlite"
+    share_log = await ShareLog.open(ShareLogSettings(path=path, stdout=False), KEY)
+    try:
+        await share_log.record(REACHED)  # in flight: its outcome is not written yet
+        await share_log.record(NEVER_LEFT)
+        await share_log.record_outcome(ShareOutcome("lost-1", "error", None, 0, 3.0))
+        [acme] = summary(path)
+    finally:
+        await share_log.close()
+    assert (acme["shares"], acme["outcomes"]) == (2, {"error": 1, "pending": 1})
+    assert (acme["records"], acme["subjects"], acme["bytes_sent"]) == (1, 1, 40)
+    assert acme["categories_sent"] == {"identity.name": 1}
+    assert acme["fields_sent"] == {"applicant.name": 1}
 
 
 # --- verify ---------------------------------------------------------------------------------

@@ -353,10 +353,22 @@ def count(path: Path, **filters: Unpack[ShareFilters]) -> int:
         return int(conn.execute(sql, params).fetchone()[0])
 
 
-_TOTALS = "s.partner, s.decision, s.reason, COUNT(*), SUM(s.records), SUM(s.bytes_sent)"
-_OUTCOMES = "s.partner, COALESCE(o.outcome, 'pending'), COUNT(*)"
-_SUBJECTS = "s.partner, COUNT(DISTINCT j.value) FROM shares s, json_each(s.subject_refs) j"
-_EACH = "s.partner, j.value, COUNT(*) FROM shares s, json_each(s.{}) j"
+# Of a share joined to its latest outcome: it may have reached the partner unless that outcome
+# is `error` (no byte left). No outcome yet, `unknown`, `possibly_delivered`, a timeout: in doubt,
+# it counts as sent, as it does for the partner's daily cap.
+_MAY_HAVE_REACHED = "(o.outcome IS NULL OR o.outcome != 'error')"
+_TOTALS = (
+    "s.partner, s.decision, s.reason, COUNT(*),"
+    f" SUM(s.records) FILTER (WHERE {_MAY_HAVE_REACHED}),"
+    f" SUM(s.bytes_sent) FILTER (WHERE {_MAY_HAVE_REACHED})"
+    f" FROM shares s {_OUTCOME_JOIN}"
+)
+_OUTCOMES = f"s.partner, COALESCE(o.outcome, 'pending'), COUNT(*) FROM shares s {_OUTCOME_JOIN}"
+# The outcome is joined before the JSON array is walked: looked up once per share, not per item.
+_SUBJECTS = (
+    f"s.partner, COUNT(DISTINCT j.value) FROM shares s {_OUTCOME_JOIN}, json_each(s.subject_refs) j"
+)
+_EACH = f"s.partner, j.value, COUNT(*) FROM shares s {_OUTCOME_JOIN}, json_each(s.{{}}) j"
 
 
 def _ranked(counts: dict[str, int]) -> dict[str, int]:
@@ -369,8 +381,7 @@ def records_counted_since(path: Path, since: datetime) -> dict[str, int]:
     where, params = _where(since=since)
     sql = (
         f"SELECT s.partner, SUM(s.records) FROM shares s {_OUTCOME_JOIN}{where}"  # noqa: S608
-        " AND s.decision = 'shared' AND s.partner IS NOT NULL"
-        " AND (o.outcome IS NULL OR o.outcome != 'error') GROUP BY 1"
+        f" AND s.decision = 'shared' AND s.partner IS NOT NULL AND {_MAY_HAVE_REACHED} GROUP BY 1"
     )
     with _reader(path) as conn:
         return {str(partner): int(n or 0) for partner, n in conn.execute(sql, params)}
@@ -395,7 +406,9 @@ def sent_by_since(
 def summary(
     *paths: Path, since: datetime | None = None, until: datetime | None = None
 ) -> list[dict[str, Any]]:
-    """Per partner over a window: shares, records, subjects, denials by reason, what was sent.
+    """Per partner over a window: shares, denials by reason, outcomes, and what may have reached
+    the partner (records, subjects, bytes, categories and fields of the shares whose outcome is
+    not `error`).
 
     Several logs (a fleet's sidecars) are summed as if they were one log. Partners are sorted
     by id; records whose partner was never resolved (e.g. an unknown partner id) come last with
@@ -442,11 +455,15 @@ class Summary:
         """Count the log at `path` in."""
         where, params = self._where, self._params
         shared = f"{where} {'AND' if where else 'WHERE'} s.decision = 'shared'"
+        # What the partner may have received: `shares` and `outcomes` still count every share,
+        # so those that never left show as their `error` outcomes.
+        reached = f"{shared} AND {_MAY_HAVE_REACHED}"
         # Only constant SQL fragments are interpolated below; values travel as parameters.
-        totals = f"SELECT {_TOTALS} FROM shares s{where} GROUP BY 1, 2, 3"  # noqa: S608
-        outcomes = f"SELECT {_OUTCOMES} FROM shares s {_OUTCOME_JOIN}{shared} GROUP BY 1, 2"  # noqa: S608
-        subjects = f"SELECT {_SUBJECTS}{shared} GROUP BY 1"
-        each_subject = f"SELECT {_EACH.format('subject_refs')}{shared} GROUP BY 1, 2"
+        totals = f"SELECT {_TOTALS}{where} GROUP BY 1, 2, 3"
+        outcomes = f"SELECT {_OUTCOMES}{shared} GROUP BY 1, 2"
+        subjects = f"SELECT {_SUBJECTS}{reached} GROUP BY 1"
+        each_subject = f"SELECT {_EACH.format('subject_refs')}{reached} GROUP BY 1, 2"
+        # What the contract kept back, whether or not the rest then reached the partner.
         stripped_sql = f"SELECT {_EACH.format('fields_stripped')}{shared} GROUP BY 1, 2"
         with _reader(path) as conn:
             for partner, decision, reason, n, records, sent in conn.execute(totals, params):
@@ -462,7 +479,7 @@ class Summary:
                     row["errors"] += n
                     row["errors_by_reason"][reason] = row["errors_by_reason"].get(reason, 0) + n
             for column in ("categories_sent", "fields_sent"):
-                sent_sql = f"SELECT {_EACH.format(column)}{shared} GROUP BY 1, 2"
+                sent_sql = f"SELECT {_EACH.format(column)}{reached} GROUP BY 1, 2"
                 for partner, value, n in conn.execute(sent_sql, params):
                     counts = self._partner_row(partner)[column]
                     counts[str(value)] = counts.get(str(value), 0) + n
