@@ -31,6 +31,7 @@ from gateway.cli import build_parser
 from gateway.keys import keyed_hash, subject_ref_key
 from gateway.settings import Settings, ShareLogSettings
 from gateway.sharelog import ShareOutcome, ShareRecord
+from gateway.sharelog.chain import entry_hash, unsealed
 from gateway.sharelog.commands import (
     UsageError,
     _export_to,
@@ -39,7 +40,7 @@ from gateway.sharelog.commands import (
 )
 from gateway.sharelog.ledger import Ledger
 from gateway.sharelog.review import QUERY_FIELDS, query, summary, verify
-from gateway.sharelog.schema import COMPANION_SUFFIXES
+from gateway.sharelog.schema import COMPANION_SUFFIXES, row_entry, select_sql
 from gateway.sharelog.store import ShareLog
 
 HASH_KEY = "cli-master-key-" * 3
@@ -2259,3 +2260,141 @@ async def test_a_named_file_that_is_no_share_log_is_refused_before_anything_is_p
     code, out, err = run(["logs", "summary", *_with_logs(fleet)], settings, capsys)
     assert (code, out) == (1, "")
     assert err.startswith("share-gateway logs summary: billing.sqlite holds an entry that cannot ")
+
+
+# --- logs export checks what it exports --------------------------------------------------
+
+
+def _reforge(path: Path, share_id: str, partner: str) -> int:
+    """Change a share and recompute its hash, as someone without the hash key could: its seq."""
+    conn = sqlite3.connect(path)
+    try:
+        row = conn.execute(f"{select_sql('share')} WHERE share_id = ?", (share_id,)).fetchone()
+        entry = {**row_entry("share", row), "partner": partner}
+        conn.execute(
+            "UPDATE shares SET partner = ?, hash = ? WHERE seq = ?",
+            (partner, entry_hash(unsealed(entry)), entry["seq"]),
+        )
+        conn.commit()
+    finally:
+        conn.close()
+    return int(entry["seq"])
+
+
+# What each damage does to the `logged` log, and what export says of it.
+_DAMAGED = {
+    "changed": (
+        ["UPDATE shares SET partner = 'elsewhere' WHERE share_id = 's-3'"],
+        "entry seq 5 (share s-3) was changed after it was written (its content no longer "
+        "matches its hash)",
+    ),
+    "removed": (
+        ["DELETE FROM outcomes WHERE share_id = 's-1'"],
+        "entry seq 3 is missing (removed); the next is seq 4 (share s-2)",
+    ),
+    "relinked": (
+        # The link alone, with the hash made again to match: only the link shows it.
+        ["UPDATE outcomes SET prev_hash = '" + "ab" * 32 + "' WHERE share_id = 's-1'"],
+        "entry seq 3 (share s-1) does not follow the entry before it (its prev_hash is not the "
+        "hash of the entry before it): an entry was removed, or its link changed",
+    ),
+    "truncated": (
+        ["DELETE FROM checkpoints WHERE reason = 'close'"],
+        "the log ends at seq 8, but its signed head is at seq 9: the entries from seq 9 on "
+        "were removed",
+    ),
+}
+
+
+def _rehash_outcome(path: Path, share_id: str) -> None:
+    conn = sqlite3.connect(path)
+    try:
+        row = conn.execute(f"{select_sql('outcome')} WHERE share_id = ?", (share_id,)).fetchone()
+        entry = row_entry("outcome", row)
+        conn.execute(
+            "UPDATE outcomes SET hash = ? WHERE seq = ?",
+            (entry_hash(unsealed(entry)), entry["seq"]),
+        )
+        conn.commit()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("damage", sorted(_DAMAGED))
+@pytest.mark.parametrize("to", ["file", "stdout"])
+async def test_an_export_of_a_damaged_log_fails_and_writes_nothing(
+    logged: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path, damage: str, to: str
+) -> None:
+    statements, says = _DAMAGED[damage]
+    tamper(logged.share_log.path, *statements)
+    if damage == "relinked":
+        _rehash_outcome(logged.share_log.path, "s-1")
+    target = tmp_path / "audit.jsonl"
+    code, out, err = run(
+        ["logs", "export", *(["-o", str(target)] if to == "file" else [])], logged, capsys
+    )
+    assert (code, out) == (1, "")
+    assert err == f"share-gateway logs export: {says}: run `share-gateway logs verify`\n"
+    assert not target.exists()
+    assert [name for name in os.listdir(tmp_path) if name.startswith(".")] == []
+
+
+async def test_an_export_of_a_reforged_entry_fails_at_its_seal_or_at_the_next_link(
+    logged: Settings,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seq = _reforge(logged.share_log.path, "s-3", "elsewhere")
+    code, out, err = run(["logs", "export"], logged, capsys)
+    assert (code, out) == (1, "")
+    assert err == (
+        f"share-gateway logs export: entry seq {seq} (share s-3) was rewritten and its hash "
+        "re-forged (the hash is not signed with the log's key): run `share-gateway logs verify`\n"
+    )
+    # Without the key the seal cannot be checked, but the next entry still links to the old hash.
+    monkeypatch.delenv(KEY_ENV)
+    code, out, err = run(["logs", "export"], logged, capsys)
+    assert (code, out) == (1, "")
+    assert err.startswith(
+        f"share-gateway logs export: entry seq {seq + 1} (share s-3) does not follow the entry "
+        "before it"
+    )
+
+
+async def test_an_export_under_another_hash_key_fails_and_without_one_says_seals_went_unchecked(
+    logged: Settings,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(KEY_ENV, "another-gateways-key-" * 3)
+    code, out, err = run(["logs", "export"], logged, capsys)
+    assert (code, out) == (1, "")
+    assert err == (
+        "share-gateway logs export: neither the log's signed head nor the first entry exported "
+        "is signed with this hash key: is it the gateway's?: run `share-gateway logs verify`\n"
+    )
+    monkeypatch.setenv(KEY_ENV, "short")
+    code, out, err = run(["logs", "export"], logged, capsys)
+    assert (code, out) == (2, "")
+    assert "must hold a secret of at least 32 bytes" in err
+    monkeypatch.delenv(KEY_ENV)
+    code, out, err = run(["logs", "export"], logged, capsys)
+    assert code == 0
+    assert len(out.splitlines()) == 11
+    assert err == (
+        "exported 9 entries (seq 1-9) to stdout\n"
+        f"hashes and links checked; seals not checked: no hash key in {KEY_ENV}\n"
+    )
+
+
+async def test_an_export_checks_the_entries_it_holds_and_the_link_into_them(
+    logged: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tamper(logged.share_log.path, "UPDATE shares SET partner = 'elsewhere' WHERE share_id = 's-1'")
+    code, out, err = run(["logs", "export"], logged, capsys)
+    assert (code, out) == (1, "")
+    assert err.startswith("share-gateway logs export: entry seq 2 (share s-1) was changed")
+    # A window after it holds none of it, and its first entry links to the sound one before.
+    code, out, _ = run(["logs", "export", "--since", "2025-03-01T09:30Z"], logged, capsys)
+    assert code == 0
+    assert [json.loads(line)["seq"] for line in out.splitlines()[1:-1]] == [5, 6, 7, 8, 9]

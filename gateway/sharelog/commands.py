@@ -240,6 +240,15 @@ def _master_key(settings: Settings) -> bytes:
         raise UsageError("; ".join(exc.problems)) from exc
 
 
+def _key_if_given(settings: Settings) -> bytes | None:
+    """The hash key as `logs verify` reads it, or None where its variable is unset or empty: an
+    export can do without the seals. A key given but too short
+    is a usage error, as it is for `logs verify`: the seals would go unchecked unawares."""
+    if not os.environ.get(settings.secrets.hash_key_env):
+        return None
+    return _master_key(settings)
+
+
 @dataclass(frozen=True, slots=True)
 class _Log:
     """A share log to read: `share_log.path` (`name` None), or a file `--log` names."""
@@ -789,14 +798,15 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     since, until = _window(args, settings, now)
     [log] = _logs(args, settings, alone=_ONE_CHAIN)
     path = log.path
+    key = _key_if_given(settings)
     try:
         with _reading(log):
             if args.output == "-":
-                result = review.export(path, since, until, sys.stdout)
+                result = review.export(path, since, until, sys.stdout, key)
                 where = "stdout"
             else:
                 target = Path(args.output)
-                result = _export_to(target, path, since, until)
+                result = _export_to(target, path, since, until, key)
                 where = str(target)
     except review.UnreadableEntry as exc:
         print(f"share-gateway logs export: {exc}", file=sys.stderr)
@@ -807,6 +817,12 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         f"exported {_count(result.entries, 'entry', 'entries')}{span}{of} to {where}",
         file=sys.stderr,
     )
+    if key is None:
+        print(
+            f"hashes and links checked; seals not checked: no hash key in "
+            f"{settings.secrets.hash_key_env}",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 
@@ -818,7 +834,11 @@ _ONE_CHAIN = (
 
 
 def _export_to(
-    target: Path, path: Path, since: datetime | None, until: datetime | None
+    target: Path,
+    path: Path,
+    since: datetime | None,
+    until: datetime | None,
+    key: bytes | None = None,
 ) -> review.ExportResult:
     if _is_log_file(target, path):
         raise UsageError(f"{target} is the share log's own file: export to another file")
@@ -827,10 +847,10 @@ def _export_to(
     if descriptor is not None:
         # `-o /dev/stdout` (or `/dev/stderr`, a `/dev/fd/N`): the stream as it is, appended to
         # where it was sent (`>> archive`), its offset shared with the summary (`> out 2>&1`).
-        return _export_to_stream(target, descriptor, path, since, until)
+        return _export_to_stream(target, descriptor, path, since, until, key)
     try:
         if target.exists() and not target.is_file():
-            return _export_to_device(target, path, since, until)  # through a link too
+            return _export_to_device(target, path, since, until, key)  # through a link too
         real = target.resolve()  # through a link: the file it names is replaced, the link kept
         # Written beside the target and renamed over it only once whole: a failed export
         # leaves no partial file to be taken for a whole one, and an earlier export as it was.
@@ -840,7 +860,7 @@ def _export_to(
         raise UsageError(f"cannot write {target}: {exc.strerror}") from exc
     try:
         with open(fd, "w", encoding="utf-8") as out:
-            result = review.export(path, since, until, out)
+            result = review.export(path, since, until, out, key)
         os.replace(temp, real)
     except OSError as exc:
         raise UsageError(f"cannot write {target}: {exc.strerror}") from exc
@@ -861,6 +881,7 @@ def _export_to_stream(
     path: Path,
     since: datetime | None,
     until: datetime | None,
+    key: bytes | None,
 ) -> review.ExportResult:
     name, number = descriptor.group(1), descriptor.group(2) or descriptor.group(3)
     fd = int(number) if number is not None else (1 if name == "stdout" else 2)
@@ -870,14 +891,18 @@ def _export_to_stream(
             raise UsageError(f"cannot write {target}: it is open for reading only")
         return open(os.dup(fd), "w", encoding="utf-8")
 
-    return _export_into(target, stream, path, since, until)
+    return _export_into(target, stream, path, since, until, key)
 
 
 def _export_to_device(
-    target: Path, path: Path, since: datetime | None, until: datetime | None
+    target: Path, path: Path, since: datetime | None, until: datetime | None, key: bytes | None
 ) -> review.ExportResult:
     """A device or a pipe: written as it is, never truncated, its mode left alone."""
-    return _export_into(target, lambda: target.open("w", encoding="utf-8"), path, since, until)
+
+    def opener() -> IO[str]:
+        return target.open("w", encoding="utf-8")
+
+    return _export_into(target, opener, path, since, until, key)
 
 
 def _export_into(
@@ -886,10 +911,11 @@ def _export_into(
     path: Path,
     since: datetime | None,
     until: datetime | None,
+    key: bytes | None,
 ) -> review.ExportResult:
     try:
         with opener() as out:
-            return review.export(path, since, until, out)
+            return review.export(path, since, until, out, key)
     except BrokenPipeError:
         raise  # the reader had enough (`| head`): not a usage error, as with `-o -`
     except OSError as exc:  # closed (`>&-`), or a stream that refuses the writes

@@ -1233,8 +1233,17 @@ class UnreadableEntry(Exception):
     """An entry holds what no entry is written with: the log was damaged or altered."""
 
 
+class BrokenChain(UnreadableEntry):
+    """An entry to export does not match its hash, its link or its seal, or the head does not
+    match the chain: what `logs verify` would fail."""
+
+
 def export(
-    path: Path, since: datetime | None, until: datetime | None, out: IO[str]
+    path: Path,
+    since: datetime | None,
+    until: datetime | None,
+    out: IO[str],
+    master_key: bytes | None = None,
 ) -> ExportResult:
     """Write the entries covering a window as JSON lines, with the evidence to check them.
 
@@ -1243,6 +1252,10 @@ def export(
     (checkpoints included). Each entry line is the stored entry with its `hash` and `mac`; a
     header line (`kind: export`) states how to recompute a hash and a last line (`kind: head`)
     carries the log's signed head at the time of export.
+
+    The run is checked before a line is written (`BrokenChain`, `UnreadableEntry`): each hash
+    against its entry, each link against the entry before it, the head against the last entry,
+    and with `master_key` every seal. An auditor must never be handed a damaged log as sound.
     """
     with _reader(path) as conn:
         lo = _share_seq(conn, "MIN", since=since) if since is not None else _end_seq(conn, "MIN")
@@ -1256,6 +1269,10 @@ def export(
                 ).fetchone()[0]
                 hi = hi if linked is None else max(hi, int(linked))
         head = conn.execute("SELECT seq, hash, mac FROM head").fetchone()
+        run = (lo, hi) if lo is not None and hi is not None and lo <= hi else None
+        # A first pass over the same snapshot, so that nothing is written of a run that fails
+        # (a stream cannot take back what it was given), without holding the run in memory.
+        _ExportCheck(conn, master_key, head, whole=until is None).run(run)
         header = {
             "kind": "export",
             "exported_at": format_ts(datetime.now(UTC)),
@@ -1271,14 +1288,9 @@ def export(
         out.write(orjson.dumps(header, option=orjson.OPT_SORT_KEYS).decode() + "\n")
         written = 0
         first = last = None
-        if lo is not None and hi is not None and lo <= hi:
-            for seq, kind, row in entries_between(conn, lo, hi):
-                try:
-                    entry = row_entry(kind, row)
-                except ValueError as exc:
-                    raise UnreadableEntry(
-                        f"entry seq {seq} cannot be read ({exc}): run `share-gateway logs verify`"
-                    ) from exc
+        if run is not None:
+            for seq, kind, row in entries_between(conn, *run):
+                entry = _exported_entry(seq, kind, row)
                 out.write(orjson.dumps(entry, option=orjson.OPT_SORT_KEYS).decode() + "\n")
                 written += 1
                 first = seq if first is None else first
@@ -1287,6 +1299,138 @@ def export(
             line = {"kind": "head", "seq": head[0], "hash": head[1], "mac": head[2]}
             out.write(orjson.dumps(line, option=orjson.OPT_SORT_KEYS).decode() + "\n")
     return ExportResult(written, first, last)
+
+
+def _exported_entry(seq: int, kind: EntryKind, row: Sequence[Any]) -> Entry:
+    try:
+        return row_entry(kind, row)
+    except ValueError as exc:
+        raise UnreadableEntry(
+            f"entry seq {seq} cannot be read ({exc}): run `share-gateway logs verify`"
+        ) from exc
+
+
+_RUN_VERIFY: Final = "run `share-gateway logs verify`"
+
+
+class _ExportCheck:
+    """The run an export is about to write, checked as `logs verify` checks it: hashes, links,
+    seals with the key, and the signed head."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        master_key: bytes | None,
+        head: Sequence[Any] | None,
+        *,
+        whole: bool,
+    ) -> None:
+        self.conn = conn
+        self.key = None if master_key is None else seal_key(master_key)
+        self.head = head
+        self.whole = whole  # a run to the log's end must reach the signed head
+
+    def fail(self, message: str) -> NoReturn:
+        raise BrokenChain(f"{message}: {_RUN_VERIFY}")
+
+    def run(self, run: tuple[int, int] | None) -> None:
+        head_seq, head_hash, head_signed = self._head()
+        if not head_signed and (run is None or not self._first_signed(run[0])):
+            self.fail(
+                "neither the log's signed head nor the first entry exported is signed with this "
+                "hash key: is it the gateway's?"
+            )
+        prev: str | None = None
+        last = 0
+        if run is not None:
+            lo, hi = run
+            prev = self._link_before(lo)
+            expected = lo
+            for seq, kind, row in entries_between(self.conn, lo, hi):
+                share_id = row[1] if kind != "checkpoint" else None
+                where = _describe(seq, share_id)
+                if seq < expected:
+                    self.fail(f"entry {where} is a second entry at seq {seq}")
+                if seq > expected:
+                    self.fail(f"entry seq {expected} is missing (removed); the next is {where}")
+                prev = self._check_entry(where, _exported_entry(seq, kind, row), row, prev)
+                expected, last = seq + 1, seq
+        if not head_signed:
+            # After the entries, as `logs verify` says it: a changed entry is the first broken.
+            self.fail(f"the log's signed head (seq {head_seq}) was altered")
+        if last > head_seq:
+            self.fail(f"entry seq {head_seq + 1} lies past the log's signed head (seq {head_seq})")
+        if self.whole and run is not None and last < head_seq:
+            self.fail(
+                f"the log ends at seq {last}, but its signed head is at seq {head_seq}: the "
+                f"entries from seq {last + 1} on were removed"
+            )
+        if last == head_seq and run is not None and prev != head_hash:
+            self.fail(f"entry seq {last} is not the log's signed head (seq {head_seq})")
+
+    def _head(self) -> tuple[int, str, bool]:
+        """The signed head: seq, hash, and whether its seal holds (True without the key)."""
+        if self.head is None:
+            # A gateway writes the head as it first opens the log, so no log is without one.
+            self.fail("the log has no signed head")
+        seq, digest, mac = self.head
+        if type(seq) is not int or not isinstance(digest, str) or not isinstance(mac, str):
+            self.fail("the log's signed head was altered")
+        signed = self.key is None or macs_equal(mac, head_mac(self.key, seq, digest))
+        return seq, digest, signed
+
+    def _first_signed(self, seq: int) -> bool:
+        for _, kind, row in entries_between(self.conn, seq, seq):
+            try:
+                entry = row_entry(kind, row)
+            except ValueError:
+                return False
+            digest = entry["hash"]
+            return (
+                self.key is not None
+                and isinstance(digest, str)
+                and isinstance(entry["mac"], str)
+                and macs_equal(entry["mac"], entry_mac(self.key, digest))
+            )
+        return False
+
+    def _link_before(self, lo: int) -> str | None:
+        """The hash the run's first entry must link to: the entry before it, where the log
+        still holds it; None where a prune took it (the prune checkpoint names it, and `logs
+        verify` checks that)."""
+        if lo == 1:
+            return GENESIS_HASH
+        row = self.conn.execute(
+            "SELECT hash FROM shares WHERE seq = ?1 UNION ALL SELECT hash FROM outcomes"
+            " WHERE seq = ?1 UNION ALL SELECT hash FROM checkpoints WHERE seq = ?1",
+            (lo - 1,),
+        ).fetchall()
+        if not row:
+            return None
+        if len(row) > 1:
+            self.fail(f"entry seq {lo - 1}, the one before the first exported, is held twice")
+        return str(row[0][0])
+
+    def _check_entry(self, where: str, entry: Entry, row: Sequence[Any], prev: str | None) -> str:
+        digest, mac = entry.pop("hash"), entry.pop("mac")
+        if not isinstance(digest, str) or not isinstance(mac, str):
+            self.fail(f"entry {where} was changed after it was written (its hash or mac)")
+        if entry_hash(as_stored(row, entry)) != digest:
+            self.fail(
+                f"entry {where} was changed after it was written "
+                f"({_what_changed(row, entry, digest)})"
+            )
+        if prev is not None and entry["prev_hash"] != prev:
+            self.fail(
+                f"entry {where} does not follow the entry before it (its prev_hash is not the "
+                "hash of the entry before it): an entry was removed, or its link changed"
+            )
+        if self.key is not None and not macs_equal(mac, entry_mac(self.key, digest)):
+            self.fail(
+                f"entry {where} was rewritten and its hash re-forged (the hash is not signed "
+                "with the log's key)"
+            )
+        return digest
 
 
 def _share_seq(
