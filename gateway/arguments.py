@@ -167,6 +167,12 @@ def add_logs(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "(its stdout as kept, JSON lines; - reads standard input): it must still hold each "
         "checkpoint a prune has not removed, and reach the latest",
     )
+    verify.add_argument(
+        "--export",
+        metavar="FILE",
+        help="verify a `logs export` file instead, without the share log (- reads standard "
+        "input): its lines, hashes and links, its head, and with the hash key its seals",
+    )
     _add_output(verify, ("text", "json"))
     _add_log_files(
         verify,

@@ -2262,7 +2262,7 @@ async def test_a_named_file_that_is_no_share_log_is_refused_before_anything_is_p
     assert err.startswith("share-gateway logs summary: billing.sqlite holds an entry that cannot ")
 
 
-# --- logs export checks what it exports --------------------------------------------------
+# --- logs export checks what it exports; logs verify --export checks the file ---------------
 
 
 def _reforge(path: Path, share_id: str, partner: str) -> int:
@@ -2398,3 +2398,296 @@ async def test_an_export_checks_the_entries_it_holds_and_the_link_into_them(
     code, out, _ = run(["logs", "export", "--since", "2025-03-01T09:30Z"], logged, capsys)
     assert code == 0
     assert [json.loads(line)["seq"] for line in out.splitlines()[1:-1]] == [5, 6, 7, 8, 9]
+
+
+def _export_lines(
+    logged: Settings, capsys: pytest.CaptureFixture[str], *window: str
+) -> list[bytes]:
+    code, out, _ = run(["logs", "export", *window], logged, capsys)
+    assert code == 0
+    return out.encode().splitlines(keepends=True)
+
+
+def _verify_export(
+    data: bytes,
+    logged: Settings,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    *more: str,
+) -> tuple[int, str, str]:
+    path = tmp_path / "received.jsonl"
+    path.write_bytes(data)
+    return run(["logs", "verify", "--export", str(path), *more], logged, capsys)
+
+
+@pytest.mark.parametrize(
+    "window",
+    [[], ["--since", "2025-03-01T09:30Z"], ["--until", "2025-03-01T09:30Z"]],
+    ids=["whole", "since", "until"],
+)
+@pytest.mark.parametrize("keyed", [True, False], ids=["key", "no-key"])
+async def test_an_export_verifies_as_exported_with_or_without_the_key(
+    logged: Settings,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    window: list[str],
+    keyed: bool,
+) -> None:
+    lines = _export_lines(logged, capsys, *window)
+    if not keyed:
+        monkeypatch.delenv(KEY_ENV)
+    code, out, err = _verify_export(b"".join(lines), logged, capsys, tmp_path)
+    assert (code, err) == (0, "")
+    shown = tmp_path / "received.jsonl"
+    first, last = json.loads(lines[1])["seq"], json.loads(lines[-2])["seq"]
+    report = out.splitlines()
+    assert report[0].startswith(f"export verified: {shown}: {len(lines) - 2} entries (")
+    assert report[0].endswith(f"seq {first}-{last}; head at seq 9")
+    if first == 1:
+        assert report[1] == "first entry: seq 1, linked to the start of the chain"
+    else:
+        anchor = json.loads(lines[1])["prev_hash"]
+        assert report[1].startswith(f"first entry's prev_hash {anchor}: taken as given")
+    if keyed:
+        assert report[-1] == "seals (mac): checked with the hash key"
+    else:
+        assert report[-1].startswith(f"seals (mac): NOT checked, no hash key in {KEY_ENV}")
+    code, out, _ = _verify_export(b"".join(lines), logged, capsys, tmp_path, "--format", "json")
+    found = json.loads(out)
+    assert code == 0
+    assert (found["ok"], found["macs_checked"], found["problem"]) == (True, keyed, None)
+    assert (found["first_seq"], found["last_seq"], found["head_seq"]) == (first, last, 9)
+
+
+def _edit(line: bytes, **values: Any) -> bytes:
+    fields = json.loads(line)
+    fields.update(values)
+    return json.dumps(fields, separators=(",", ":")).encode() + b"\n"
+
+
+def _forge_from(lines: list[bytes], start: int) -> list[bytes]:
+    """The lines with the entry at `start` changed and every hash after it made again, the
+    head's too: what someone without the key could make."""
+    out = lines[:start]
+    prev = json.loads(lines[start - 1])["hash"] if start > 1 else None
+    for line in lines[start:-1]:
+        fields = json.loads(line)
+        if prev is not None and line is not lines[start]:
+            fields["prev_hash"] = prev
+        if line is lines[start]:
+            fields["records"] = 0
+        fields["hash"] = entry_hash(unsealed(fields))
+        prev = fields["hash"]
+        out.append(json.dumps(fields).encode() + b"\n")
+    out.append(_edit(lines[-1], hash=prev))
+    return out
+
+
+# Each: how the file is changed, the problem's kind and line, and the start of its message.
+_TAMPERED: dict[str, tuple[Callable[[list[bytes]], list[bytes]], str, int, str]] = {
+    "a field edited": (
+        lambda ls: [*ls[:3], _edit(ls[3], outcome="error"), *ls[4:]],
+        "changed",
+        4,
+        "the entry on line 4 (seq 3) does not match its hash",
+    ),
+    "a hash changed": (
+        lambda ls: [*ls[:3], _edit(ls[3], hash="ab" * 32), *ls[4:]],
+        "changed",
+        4,
+        "the entry on line 4 (seq 3) does not match its hash",
+    ),
+    "a line dropped": (
+        lambda ls: [*ls[:3], *ls[4:]],
+        "removed",
+        4,
+        "line 4 holds seq 4 where seq 3 comes next: an entry was removed",
+    ),
+    "two lines swapped": (
+        lambda ls: [*ls[:3], ls[4], ls[3], *ls[5:]],
+        "removed",
+        4,
+        "line 4 holds seq 4 where seq 3 comes next",
+    ),
+    "a line repeated": (
+        lambda ls: [*ls[:4], ls[3], *ls[4:]],
+        "reordered",
+        5,
+        "line 5 holds seq 3 where seq 4 comes next: an entry was repeated",
+    ),
+    "a link changed": (
+        lambda ls: [*ls[:3], _edit(ls[3], prev_hash="ab" * 32), *ls[4:]],
+        "changed",
+        4,
+        "the entry on line 4 (seq 3) does not match its hash",
+    ),
+    "the head's hash changed": (
+        lambda ls: [*ls[:-1], _edit(ls[-1], hash="ab" * 32)],
+        "head",
+        11,
+        "the head line (line 11) is at seq 9, the last entry's, and its hash is not",
+    ),
+    "the head's seq lowered": (
+        lambda ls: [*ls[:-1], _edit(ls[-1], seq=8)],
+        "head",
+        11,
+        "the export runs to seq 9, past its head line (line 11), at seq 8",
+    ),
+    "the head dropped": (
+        lambda ls: ls[:-1],
+        "truncated",
+        11,
+        "the file ends at line 10 without its head line",
+    ),
+    "the last entry dropped": (
+        lambda ls: [*ls[:-2], ls[-1]],
+        "removed",
+        10,
+        "the entries after seq 8 up to seq 9 (to_seq, from the header) are missing",
+    ),
+    "the header dropped": (
+        lambda ls: ls[1:],
+        "header",
+        1,
+        "line 1 is not an export header (kind: export)",
+    ),
+    "a line after the head": (
+        lambda ls: [*ls, ls[1]],
+        "malformed",
+        12,
+        "line 12 follows the head line",
+    ),
+    "a key given twice": (
+        lambda ls: [*ls[:3], b'{"outcome":"error",' + ls[3][1:], *ls[4:]],
+        "malformed",
+        4,
+        "line 4 is not a JSON line: the key 'outcome' appears twice in one object",
+    ),
+    "a line that is not JSON": (
+        lambda ls: [*ls[:3], b"shares: 3\n", *ls[4:]],
+        "malformed",
+        4,
+        "line 4 is not a JSON line",
+    ),
+    "a seq of the wrong type": (
+        lambda ls: [*ls[:3], _edit(ls[3], seq="3"), *ls[4:]],
+        "malformed",
+        4,
+        "line 4 has a field of the wrong type",
+    ),
+    "a field added": (
+        lambda ls: [*ls[:3], _edit(ls[3], note="fine"), *ls[4:]],
+        "malformed",
+        4,
+        "line 4 has note, which an outcome entry does not",
+    ),
+}
+
+
+@pytest.mark.parametrize("tampering", sorted(_TAMPERED))
+async def test_a_tampered_export_fails_naming_the_line(
+    logged: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path, tampering: str
+) -> None:
+    change, kind, line, says = _TAMPERED[tampering]
+    data = b"".join(change(_export_lines(logged, capsys)))
+    code, out, _ = _verify_export(data, logged, capsys, tmp_path)
+    assert code == 1
+    report = out.splitlines()
+    assert report[0].startswith(
+        f"export verification FAILED ({kind}): {tmp_path / 'received.jsonl'}: {says}"
+    )
+    assert report[1].startswith(f"first bad line: line {line}")
+    code, out, _ = _verify_export(data, logged, capsys, tmp_path, "--format", "json")
+    problem = json.loads(out)["problem"]
+    assert (code, problem["kind"], problem["line"]) == (1, kind, line)
+    assert problem["message"].startswith(says)
+
+
+async def test_an_export_forged_without_the_key_fails_only_with_the_key(
+    logged: Settings,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    data = b"".join(_forge_from(_export_lines(logged, capsys), 2))
+    code, out, _ = _verify_export(data, logged, capsys, tmp_path)
+    assert code == 1
+    assert out.splitlines()[:2] == [
+        f"export verification FAILED (forged): {tmp_path / 'received.jsonl'}: the entry on "
+        "line 3 (seq 2) is not signed with this hash key: its hash was re-forged, or the key "
+        "is not the gateway's",
+        "first bad line: line 3, seq 2",
+    ]
+    # Whole and consistent, which is all that can be shown without the key: the output says so.
+    monkeypatch.delenv(KEY_ENV)
+    code, out, _ = _verify_export(data, logged, capsys, tmp_path)
+    assert code == 0
+    assert "seals (mac): NOT checked" in out.splitlines()[-1]
+
+
+async def test_an_export_verified_under_another_key_fails_at_its_first_seal(
+    logged: Settings,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    data = b"".join(_export_lines(logged, capsys))
+    monkeypatch.setenv(KEY_ENV, "another-gateways-key-" * 3)
+    code, out, _ = _verify_export(data, logged, capsys, tmp_path)
+    assert code == 1
+    assert out.splitlines()[1] == "first bad line: line 2, seq 1"
+    assert "is not signed with this hash key" in out
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"not an export\n", b'{"kind": "share"}\n', b"\xff\xfe\n", b"[1, 2]\n"],
+    ids=["empty", "text", "entry-first", "not-utf8", "array"],
+)
+async def test_a_file_that_is_not_an_export_is_refused_cleanly(
+    logged: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path, content: bytes
+) -> None:
+    code, out, err = _verify_export(content, logged, capsys, tmp_path)
+    assert (code, err) == (1, "")
+    assert out.startswith("export verification FAILED (header): ")
+    assert "first bad line: line 1" in out
+    # The share log itself is no export either.
+    code, out, err = run(["logs", "verify", "--export", str(logged.share_log.path)], logged, capsys)
+    assert (code, err) == (1, "")
+    assert out.startswith("export verification FAILED (header): ")
+
+
+async def test_an_export_is_verified_from_standard_input(
+    logged: Settings, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = b"".join(_export_lines(logged, capsys))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    code, out, _ = run(["logs", "verify", "--export", "-"], logged, capsys)
+    assert code == 0
+    assert out.startswith("export verified: standard input: 9 entries (4 shares, 3 outcomes, ")
+
+
+@pytest.mark.parametrize(
+    ("more", "says"),
+    [
+        ([], "--export {missing}: No such file or directory"),
+        (["--log", "{log}"], "--export checks an export file on its own"),
+        (["--checkpoints", "{log}"], "--export checks an export file on its own"),
+    ],
+    ids=["missing", "log", "checkpoints"],
+)
+async def test_verify_export_usage_errors(
+    logged: Settings,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    more: list[str],
+    says: str,
+) -> None:
+    names = {"missing": tmp_path / "missing.jsonl", "log": logged.share_log.path}
+    target = names["missing"] if not more else tmp_path / "received.jsonl"
+    target.write_bytes(b"".join(_export_lines(logged, capsys))) if more else None
+    argv = ["logs", "verify", "--export", str(target), *(m.format(**names) for m in more)]
+    code, out, err = run(argv, logged, capsys)
+    assert (code, out) == (2, "")
+    assert err.startswith(f"share-gateway logs verify: {says.format(**names)}")

@@ -25,7 +25,7 @@ import orjson
 from gateway.arguments import TIME_HELP
 from gateway.keys import subject_id_problem, subject_ref, subject_ref_key
 from gateway.settings import Settings
-from gateway.sharelog import cursor, review
+from gateway.sharelog import cursor, exportfile, review
 from gateway.sharelog.chain import format_ts
 from gateway.sharelog.ledger import Ledger, LedgerError, PruneRefused
 from gateway.sharelog.schema import (
@@ -242,7 +242,7 @@ def _master_key(settings: Settings) -> bytes:
 
 def _key_if_given(settings: Settings) -> bytes | None:
     """The hash key as `logs verify` reads it, or None where its variable is unset or empty: an
-    export can do without the seals. A key given but too short
+    export, and an auditor's check of one, can do without the seals. A key given but too short
     is a usage error, as it is for `logs verify`: the seals would go unchecked unawares."""
     if not os.environ.get(settings.secrets.hash_key_env):
         return None
@@ -666,6 +666,8 @@ _ONE_GATEWAYS_LINES = (
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     """`logs verify`: exit 0 when the whole chain checks out, 1 naming the first broken record;
     over several `--log`, 0 only when every one of them does."""
+    if args.export is not None:
+        return _verify_export(args, settings)
     alone = _ONE_GATEWAYS_LINES if args.checkpoints is not None else None
     logs = _logs(args, settings, alone=alone, verifying=True)
     key = _master_key(settings)
@@ -772,6 +774,79 @@ def _failed(kind: str, message: str, **where: int) -> _Verdict:
         {"ok": False, "problem": {"kind": kind, **where, "message": message}},
         [f"share log verification FAILED ({kind}): {message}"],
     )
+
+
+# `--export` checks a file on its own: the log it came from, and lines kept from that log's
+# gateway, are another check (`logs verify`, with or without `--checkpoints`).
+_EXPORT_ALONE = (
+    "--export checks an export file on its own, without the share log: verify the log with "
+    "--log or --checkpoints in a command of its own"
+)
+
+
+def _verify_export(args: argparse.Namespace, settings: Settings) -> int:
+    """`logs verify --export FILE`: an export file checked without the share log."""
+    if args.log or args.checkpoints is not None:
+        raise UsageError(_EXPORT_ALONE)
+    key = _key_if_given(settings)
+    name = args.export
+    try:
+        if name == "-":
+            check = exportfile.check_export(sys.stdin.buffer, key)
+        else:
+            with open(name, "rb") as lines:
+                check = exportfile.check_export(lines, key)
+    except OSError as exc:
+        raise UsageError(f"--export {name}: {exc.strerror or exc}") from exc
+    shown = "standard input" if name == "-" else name
+    if args.format == "json":
+        print(
+            orjson.dumps({"export": shown, **check.to_json()}, option=orjson.OPT_INDENT_2).decode()
+        )
+    else:
+        for line in _export_lines(shown, check, settings.secrets.hash_key_env):
+            print(line)
+    return EXIT_OK if check.ok else EXIT_FAILED
+
+
+def _export_lines(shown: str, check: exportfile.ExportCheck, key_env: str) -> list[str]:
+    counts = (
+        f"{_count(check.entries, 'entry', 'entries')} ({_count(check.shares, 'share')}, "
+        f"{_count(check.outcomes, 'outcome')}, {_count(check.checkpoints, 'checkpoint')})"
+    )
+    problem = check.problem
+    if problem is not None:
+        where = [f"line {problem.line}"] + (
+            [f"seq {problem.seq}"] if problem.seq is not None else []
+        )
+        return [
+            f"export verification FAILED ({problem.kind}): {shown}: {problem.message}",
+            f"first bad line: {', '.join(where)}",
+            f"checked before the failure: {_count(check.entries, 'entry', 'entries')}",
+        ]
+    span = f", seq {check.first_seq}-{check.last_seq}" if check.entries else ""
+    lines = [f"export verified: {shown}: {counts}{span}; head at seq {check.head_seq}"]
+    if check.first_seq == 1:
+        lines.append("first entry: seq 1, linked to the start of the chain")
+    elif check.anchor is not None and check.first_seq is not None:
+        lines.append(
+            f"first entry's prev_hash {check.anchor}: taken as given, it links to seq "
+            f"{check.first_seq - 1}, outside the export; compare it with that entry's hash in "
+            "the gateway's checkpoint lines or an earlier export"
+        )
+    if check.last_seq is not None and check.last_seq == check.head_seq:
+        lines.append("last entry: the head of the log when it was exported")
+    elif check.entries:
+        lines.append(f"last entry: seq {check.last_seq}, before the head: the log went on")
+    if check.macs_checked:
+        lines.append("seals (mac): checked with the hash key")
+    else:
+        lines.append(
+            f"seals (mac): NOT checked, no hash key in {key_env}: the hashes and links show the "
+            "file is whole and consistent, not that the gateway wrote it (anyone can recompute "
+            "a hash)"
+        )
+    return lines
 
 
 def _read_anchors(name: str, key: bytes) -> list[review.Anchor]:

@@ -1,0 +1,387 @@
+"""Checking a `logs export` file without the share log: its lines, hashes, links and seals."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Final, Literal, NoReturn
+
+from gateway.sharelog.chain import (
+    GENESIS_HASH,
+    EntryKind,
+    entry_hash,
+    entry_mac,
+    head_mac,
+    macs_equal,
+    seal_key,
+    unsealed,
+)
+from gateway.sharelog.schema import columns
+
+ExportProblemKind = Literal[
+    "malformed", "header", "removed", "reordered", "changed", "forged", "head", "truncated"
+]
+
+# The header as `review.export` writes it: the keys it must have, and those it may.
+_HEADER_REQUIRED: Final = frozenset({"kind", "from_seq", "to_seq", "hash_rule"})
+_HEADER_KEYS: Final = _HEADER_REQUIRED | {"exported_at", "since", "until"}
+_HEAD_KEYS: Final = frozenset({"kind", "seq", "hash", "mac"})
+_ENTRY_KEYS: Final[dict[str, frozenset[str]]] = {
+    kind: frozenset({"kind", *columns(kind)}) for kind in ("share", "outcome", "checkpoint")
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ExportProblem:
+    """The first thing wrong with the file: its line (1 is the header) and the seq there."""
+
+    kind: ExportProblemKind
+    line: int
+    seq: int | None
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExportCheck:
+    ok: bool
+    entries: int
+    shares: int
+    outcomes: int
+    checkpoints: int
+    first_seq: int | None
+    last_seq: int | None
+    head_seq: int | None
+    # The first entry's `prev_hash`: taken as given, it links the export to the entries before
+    # it, which only the operator's checkpoint lines or an earlier export can show.
+    anchor: str | None
+    macs_checked: bool
+    problem: ExportProblem | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "entries": self.entries,
+            "shares": self.shares,
+            "outcomes": self.outcomes,
+            "checkpoints": self.checkpoints,
+            "first_seq": self.first_seq,
+            "last_seq": self.last_seq,
+            "head_seq": self.head_seq,
+            "first_prev_hash": self.anchor,
+            "macs_checked": self.macs_checked,
+            "problem": None
+            if self.problem is None
+            else {
+                "kind": self.problem.kind,
+                "line": self.problem.line,
+                "seq": self.problem.seq,
+                "message": self.problem.message,
+            },
+        }
+
+
+class _Failed(Exception):
+    def __init__(self, problem: ExportProblem) -> None:
+        super().__init__(problem.message)
+        self.problem = problem
+
+
+class _Malformed(ValueError):
+    pass
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise _Malformed(f"the key {key!r} appears twice in one object")
+        found[key] = value
+    return found
+
+
+def _constant(name: str) -> NoReturn:
+    raise _Malformed(f"{name} is not JSON")
+
+
+def _number(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Malformed(f"{text} is out of the range of a number")
+    return value
+
+
+def _parsed(line: bytes) -> Any:
+    """The line's JSON value. Stricter than most readers: a key given twice would let two
+    readers of one line see two different entries, and the hash is of one of them."""
+    try:
+        text = line.decode("utf-8")
+        return json.loads(
+            text, object_pairs_hook=_object, parse_constant=_constant, parse_float=_number
+        )
+    except _Malformed:
+        raise
+    except UnicodeDecodeError as exc:
+        raise _Malformed("it is not UTF-8 text") from exc
+    except (ValueError, RecursionError) as exc:
+        raise _Malformed(f"it is not a JSON value ({exc})") from exc
+
+
+def _is_int(value: object) -> bool:
+    return type(value) is int  # not a bool, which JSON keeps apart
+
+
+class _Checker:
+    def __init__(self, master_key: bytes | None) -> None:
+        self.key = None if master_key is None else seal_key(master_key)
+        self.number = 0  # the line being read
+        self.entries = self.shares = self.outcomes = self.checkpoints = 0
+        self.first_seq: int | None = None
+        self.last_seq: int | None = None
+        self.head_seq: int | None = None
+        self.anchor: str | None = None
+
+    def fail(self, kind: ExportProblemKind, seq: int | None, message: str) -> NoReturn:
+        raise _Failed(ExportProblem(kind, self.number, seq, message))
+
+    def result(self, problem: ExportProblem | None) -> ExportCheck:
+        return ExportCheck(
+            ok=problem is None,
+            entries=self.entries,
+            shares=self.shares,
+            outcomes=self.outcomes,
+            checkpoints=self.checkpoints,
+            first_seq=self.first_seq,
+            last_seq=self.last_seq,
+            head_seq=self.head_seq,
+            anchor=self.anchor,
+            macs_checked=self.key is not None,
+            problem=problem,
+        )
+
+    def read(self, line: bytes) -> dict[str, Any]:
+        """The line as a JSON object, or a failure naming it."""
+        if line.endswith(b"\n"):
+            line = line[:-1]
+        try:
+            value = _parsed(line)
+        except _Malformed as exc:
+            self.fail("malformed", None, f"line {self.number} is not a JSON line: {exc}")
+        if not isinstance(value, dict):
+            self.fail("malformed", None, f"line {self.number} is not a JSON object")
+        return value
+
+    def run(self, lines: Iterable[bytes]) -> None:
+        read = iter(lines)
+        self.number = 1
+        first = next(read, None)
+        if first is None:
+            self.fail("header", None, "the file is empty: it holds no export")
+        try:
+            header = self.read(first)
+        except _Failed as failed:
+            # Most often a file that is not an export at all: said as such.
+            self.fail("header", None, f"{failed.problem.message}, not an export header")
+        from_seq, to_seq = self._header(header)
+        expected = from_seq
+        prev: str | None = None
+        for line in read:
+            self.number += 1
+            fields = self.read(line)
+            if fields.get("kind") == "head":
+                self._head(fields, to_seq, prev)
+                break
+            seq = self._entry(fields)
+            if expected is None or to_seq is None or seq > to_seq:
+                self.fail(
+                    "reordered",
+                    seq,
+                    f"line {self.number} holds seq {seq}, past the export's last entry "
+                    f"(to_seq {to_seq}, from the header): it was added, or the header changed",
+                )
+            if seq != expected:
+                how = "removed" if seq > expected else "repeated"
+                self.fail(
+                    "removed" if seq > expected else "reordered",
+                    seq,
+                    f"line {self.number} holds seq {seq} where seq {expected} comes next: "
+                    f"an entry was {how}, or the lines reordered",
+                )
+            prev = self._sealed(fields, seq, prev)
+            expected = seq + 1
+        else:
+            self.number += 1
+            self.fail(
+                "truncated",
+                None,
+                f"the file ends at line {self.number - 1} without its head line (kind: head): "
+                "it was cut short",
+            )
+        if next(read, None) is not None:
+            self.number += 1
+            self.fail("malformed", None, f"line {self.number} follows the head line, the last")
+
+    def _header(self, fields: dict[str, Any]) -> tuple[int | None, int | None]:
+        if fields.get("kind") != "export":
+            self.fail(
+                "header",
+                None,
+                "line 1 is not an export header (kind: export): the file is not a share log "
+                "export, or its first line was removed",
+            )
+        missing = sorted(_HEADER_REQUIRED - fields.keys())
+        unknown = sorted(fields.keys() - _HEADER_KEYS)
+        if missing or unknown:
+            what = (
+                f"lacks {', '.join(missing)}, which an export's has"
+                if missing
+                else f"has {', '.join(unknown)}, which an export's does not"
+            )
+            self.fail("header", None, f"the header (line 1) {what}")
+        seqs = (fields["from_seq"], fields["to_seq"])
+        texts = (fields["hash_rule"], *(fields.get(k) for k in ("exported_at", "since", "until")))
+        if not all(s is None or (_is_int(s) and s >= 1) for s in seqs) or not all(
+            t is None or isinstance(t, str) for t in texts
+        ):
+            self.fail("header", None, "the header (line 1) has a field of the wrong type")
+        from_seq, to_seq = seqs
+        if from_seq is None or to_seq is None or from_seq > to_seq:
+            return None, None  # a window without entries
+        return from_seq, to_seq
+
+    def _entry(self, fields: dict[str, Any]) -> int:
+        kind = fields.get("kind")
+        seq = fields.get("seq")
+        at = seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+        if kind not in _ENTRY_KEYS:
+            self.fail("malformed", at, f"line {self.number} is neither an entry nor the head line")
+        expected = _ENTRY_KEYS[kind]
+        if fields.keys() != expected:
+            missing = sorted(expected - fields.keys())
+            an = "an" if kind == "outcome" else "a"
+            what = (
+                f"lacks {', '.join(missing)}, which {an} {kind} entry has"
+                if missing
+                else f"has {', '.join(sorted(fields.keys() - expected))}, which {an} {kind} "
+                "entry does not"
+            )
+            self.fail("malformed", at, f"line {self.number} {what}")
+        if at is None or not all(isinstance(fields[k], str) for k in ("prev_hash", "hash", "mac")):
+            self.fail("malformed", at, f"line {self.number} has a field of the wrong type")
+        return at
+
+    def _sealed(self, fields: dict[str, Any], seq: int, prev: str | None) -> str:
+        """The entry's hash, once it matches its content, its link and its seal."""
+        digest = str(fields["hash"])
+        try:
+            recomputed = entry_hash(unsealed(fields))
+        except TypeError:  # a number past 64 bits, text that is not Unicode: no entry's
+            self.fail(
+                "malformed", seq, f"line {self.number} holds a value no entry is written with"
+            )
+        if recomputed != digest:
+            self.fail(
+                "changed",
+                seq,
+                f"the entry on line {self.number} (seq {seq}) does not match its hash: it was "
+                "changed, or its hash",
+            )
+        link = fields["prev_hash"]
+        if prev is None:
+            # The first entry: what it links to is outside the file, bar the chain's start.
+            if seq == 1 and link != GENESIS_HASH:
+                self.fail(
+                    "changed",
+                    seq,
+                    f"the entry on line {self.number} is seq 1, which links to the genesis "
+                    "hash (64 zeros), and does not",
+                )
+            self.anchor = link
+        elif link != prev:
+            self.fail(
+                "removed",
+                seq,
+                f"the entry on line {self.number} (seq {seq}) does not link to the line before "
+                "it: its prev_hash is not that entry's hash",
+            )
+        if self.key is not None and not macs_equal(str(fields["mac"]), entry_mac(self.key, digest)):
+            self.fail(
+                "forged",
+                seq,
+                f"the entry on line {self.number} (seq {seq}) is not signed with this hash "
+                "key: its hash was re-forged, or the key is not the gateway's",
+            )
+        self._count(fields["kind"], seq)
+        return digest
+
+    def _head(self, fields: dict[str, Any], to_seq: int | None, prev: str | None) -> None:
+        if fields.keys() != _HEAD_KEYS:
+            self.fail("malformed", None, f"the head line (line {self.number}) is not one")
+        seq, digest, mac = fields["seq"], fields["hash"], fields["mac"]
+        if not _is_int(seq) or not isinstance(digest, str) or not isinstance(mac, str):
+            self.fail(
+                "malformed",
+                None,
+                f"the head line (line {self.number}) has a field of the wrong type",
+            )
+        self.head_seq = seq
+        ended = self.last_seq
+        if to_seq is not None and ended != to_seq:
+            after = f"seq {ended}" if ended is not None else "the header"
+            self.fail(
+                "removed",
+                None if ended is None else ended + 1,
+                f"the entries after {after} up to seq {to_seq} (to_seq, from the header) are "
+                f"missing: the head line (line {self.number}) comes instead",
+            )
+        if to_seq is not None and to_seq > seq:
+            self.fail(
+                "head",
+                seq,
+                f"the export runs to seq {to_seq}, past its head line (line {self.number}), "
+                f"at seq {seq}",
+            )
+        if to_seq == seq and prev != digest:
+            self.fail(
+                "head",
+                seq,
+                f"the head line (line {self.number}) is at seq {seq}, the last entry's, and its "
+                "hash is not that entry's",
+            )
+        if self.key is not None and not macs_equal(mac, head_mac(self.key, seq, digest)):
+            self.fail(
+                "forged",
+                seq,
+                f"the head line (line {self.number}) is not signed with this hash key: it was "
+                "changed, or the key is not the gateway's",
+            )
+
+    def _count(self, kind: EntryKind, seq: int) -> None:
+        self.entries += 1
+        if kind == "share":
+            self.shares += 1
+        elif kind == "outcome":
+            self.outcomes += 1
+        else:
+            self.checkpoints += 1
+        if self.first_seq is None:
+            self.first_seq = seq
+        self.last_seq = seq
+
+
+def check_export(lines: Iterable[bytes], master_key: bytes | None) -> ExportCheck:
+    """Check an export's lines as read (a file opened in binary), one at a time.
+
+    The header must be first and well-formed; the entries run from its `from_seq` to `to_seq`,
+    each matching its hash and linked to the one before (the first one's link is taken as
+    given); the head line comes last, and where the export reaches it, matches the last entry.
+    With `master_key`, every entry's seal and the head's are checked too: without it, anyone
+    could have made the file whole by recomputing the hashes.
+    """
+    checker = _Checker(master_key)
+    try:
+        checker.run(lines)
+    except _Failed as failed:
+        return checker.result(failed.problem)
+    return checker.result(None)
