@@ -380,15 +380,15 @@ _MAY_CONTAIN: Final = re.compile(
 # --- scouting ------------------------------------------------------------------------------
 
 # Every digit-bearing identifier contains one of these cores: seven digits in a row (IDs,
-# credit codes, cards, phones, passports, Taiwanese ID numbers and Hong Kong identity cards
-# with a bare digit for check), six before a check character A or a bracketed one (Hong Kong
-# identity cards: "A100004A", "A123456(3)"), digits grouped 3-4-4 (grouped phones and cards, ID
-# numbers grouped 6-4-4-4), 6-5 (old ID numbers grouped 6-6-3, American Express cards grouped
-# 4-6-5), 6-4-2 (ID numbers grouped by year, month and day), 4-3-4 (landlines, with their area
-# code), a dotted quad, '::' or seven colon-separated hex groups (IPv6), and from its first
-# separator a MAC address's six pairs or three dotted quads of hex digits (which may hold no
-# digit at all). The pattern opens with a character class so the regex engine skips everything
-# else at C speed; short numbers, dates and times never reach Python.
+# credit codes, cards, phones, passports and permits, Taiwanese ID numbers and Hong Kong
+# identity cards with a bare digit for check), six before a check character A or a bracketed
+# one (Hong Kong identity cards: "A100004A", "A123456(3)"), digits grouped 3-4-4 (grouped phones
+# and cards, ID numbers grouped 6-4-4-4), 6-5 (old ID numbers grouped 6-6-3, American Express
+# cards grouped 4-6-5), 6-4-2 (ID numbers grouped by year, month and day), 4-3-4 (landlines,
+# with their area code), a dotted quad, '::' or seven colon-separated hex groups (IPv6), and
+# from its first separator a MAC address's six pairs or three dotted quads of hex digits (which
+# may hold no digit at all). The pattern opens with a character class so the regex engine skips
+# everything else at C speed; short numbers, dates and times never reach Python.
 _CORE_DIGITS: Final = (
     r"[0-9]{5}(?:[0-9]|[ \-/](?:[0-9]{5}|[0-9]{4}[ \-/][0-9]{2})| ?\([0-9A]\)|A)"
     # 3-4-4 (dotted too: "138.0013.8000"), and 3-3-4 for the tail of a landline grouped 4-3-4
@@ -497,14 +497,26 @@ _LANDLINE_RE: Final = re.compile(
     rf"|(?:\(0{_AREA}\)|0{_AREA}(?=[ \-]))[ \-]?(?:{_LOCAL_WHOLE}|{_LOCAL_GROUPED}(?!-[0-9]))"
     r")"
 )
-_PASSPORT_RE: Final = re.compile(r"(?<![0-9A-Za-z])(?:[EG][0-9]{8}|E[A-Z][0-9]{7})(?![0-9A-Za-z])")
+# Passports (E, G, or E and a letter: "E12345678", "EA1234567") and the two permits for the
+# journeys between the mainland and Hong Kong and Macao, travel documents read as passports
+# are: the Mainland Travel Permit for Hong Kong and Macao Residents (H or M and eight digits,
+# ten on the old booklets: "H12345678", "M1234567890") and the Exit-Entry Permit for Travelling
+# to and from Hong Kong and Macao (C and eight digits, or C, a letter and seven digits on the
+# electronic card: "C12345678", "CA1234567"). None has a check digit. Ten digits are tried
+# first: with eight read of them a digit would follow, and between two digits no identifier is
+# glued to another.
+_PASSPORT_BODY: Final = r"(?:[HM][0-9]{10}|[EGHMC][0-9]{8}|[EC][A-Z][0-9]{7})"
+_PASSPORT_RE: Final = re.compile(rf"(?<![0-9A-Za-z]){_PASSPORT_BODY}(?![0-9A-Za-z])")
+# The one shape of a passport's that a Hong Kong card of two letters with a bare check digit
+# has too, and where the passport stays (`_hk_id_ok`). A permit's "CA1234567" is a card's shape
+# as well, but there the card stays (`_passport_ok`).
+_PASSPORT_OVER_CARD: Final = re.compile(r"E[A-Z][0-9]{7}")
 # A passport or credit code refuses any letter or digit beside it, so that hex strings and
 # order numbers ("a3f90939E12345678", "PO2023E12345678") are left alone; but where what it is
 # glued to is an identifier too, one that ends (or starts) exactly there, that boundary is as
 # good as a space ("13800138000E12345678", "li@example.com91350100M000100Y43"). The run's
 # scan finds them without the boundary after them (it is looked at in `_with_glued`), and these
 # find them without either, tried only where another identifier ends.
-_PASSPORT_BODY: Final = r"(?:[EG][0-9]{8}|E[A-Z][0-9]{7})"
 _CREDIT_BODY: Final = r"[1-9A-HJ-NP-RTUW-Y][1-9][0-9]{6}[0-9A-HJ-NP-RTUW-Y]{10}"
 _PASSPORT_OPEN_RE: Final = re.compile(rf"(?<![0-9A-Za-z]){_PASSPORT_BODY}")
 _CREDIT_OPEN_RE: Final = re.compile(rf"(?<![0-9A-Za-z]){_CREDIT_BODY}")
@@ -855,12 +867,22 @@ def _hk_id_ok(value: str) -> bool:
     # letters with a bare check digit. The check is all the card reading has, and one passport
     # in eleven passes it by chance: the passport stays. A bracketed check ("EA123456(3)") is
     # no passport's and says card.
-    if value[-1] != ")" and _GLUED_PASSPORT.fullmatch(value) is not None:
+    if value[-1] != ")" and _PASSPORT_OVER_CARD.fullmatch(value) is not None:
         return False
     check = value[-2] if value[-1] == ")" else value[-1]
     body = value[: value.index("(")].rstrip(" ") if value[-1] == ")" else value[:-1]
     total = sum(map(operator.mul, map(_HK_VALUES.__getitem__, body.rjust(8)), range(9, 1, -1)))
     return _HK_CHECKS[(11 - total % 11) % 11] == check
+
+
+def _passport_ok(value: str) -> bool:
+    """Whether ``value``, a travel document as `_PASSPORT_BODY` reads it, is no Hong Kong
+    identity card."""
+    # "CA1823611" is an electronic exit-entry permit's shape (a C, a letter, seven digits) and
+    # that of a card of two letters with a bare check digit. Such cards were read as cards
+    # before the permits were read at all, and C is a card's letter as much as a permit's:
+    # where the check holds, the card stays (unlike a passport's E, see `_hk_id_ok`).
+    return value[0] != "C" or value[1] in _DIGITS or not _hk_id_ok(value)
 
 
 def _tw_id_ok(value: str) -> bool:
@@ -1126,6 +1148,8 @@ def _whole(norm: str, start: int, end: int) -> list[_Candidate]:
         ok = _hk_id_ok(value)
     elif name == "tw_id":
         ok = _tw_id_ok(value)
+    elif name == "passport":
+        ok = _passport_ok(value)
     elif name == "mac":
         ok = _mac_ok(norm, start, end)
     else:
@@ -1194,8 +1218,16 @@ def _candidates(norm: str, start: int, end: int, glued: list[_Candidate]) -> lis
     if length >= 11 and (norm.find("0", start, end) != -1 or norm.find("86", start, end) != -1):
         for m in _LANDLINE_RE.finditer(norm, start, end):
             found.append((_PRIORITY[PHONE], m.start(), m.end(), PHONE))
-    if length >= 9 and (norm.find("E", start, end) != -1 or norm.find("G", start, end) != -1):
+    if length >= 9 and (
+        norm.find("E", start, end) != -1
+        or norm.find("G", start, end) != -1
+        or norm.find("H", start, end) != -1
+        or norm.find("M", start, end) != -1
+        or norm.find("C", start, end) != -1
+    ):
         for m in _PASSPORT_OPEN_RE.finditer(norm, start, end):
+            if not _passport_ok(m.group()):
+                continue
             after = m.end()
             into = glued if after < end and norm[after] in _ALNUM else found
             into.append((_PRIORITY[PASSPORT], m.start(), after, PASSPORT))
@@ -1304,7 +1336,7 @@ def _glued_at(norm: str, at: int, end: int, ipv6: bool = True) -> list[_Candidat
     """The identifiers starting at ``at`` whatever is before them, whatever follows them."""
     found: list[_Candidate] = []
     m = _GLUED_PASSPORT.match(norm, at, end)
-    if m is not None:
+    if m is not None and _passport_ok(m.group()):
         found.append((_PRIORITY[PASSPORT], at, m.end(), PASSPORT))
     m = _GLUED_CREDIT.match(norm, at, end)
     if m is not None and _credit_ok(m.group()):

@@ -1703,6 +1703,53 @@ def test_passport_rejected(text: str) -> None:
     assert spans(text) == []
 
 
+# The Mainland Travel Permit for Hong Kong and Macao Residents (H or M, eight digits, ten on the
+# old booklets) and the Exit-Entry Permit for Travelling to and from Hong Kong and Macao (C and
+# eight digits, or C, a letter and seven digits on the electronic card): travel documents.
+PERMITS = ["H12345678", "M87654321", "H1234567890", "M1234567890", "C12345678", "CA1234567"]
+
+
+@pytest.mark.parametrize(
+    "value", [*PERMITS, "Ｈ１２３４５６７８", "ＣＡ１２３４５６７", "Ｍ１２３４５６７８９０"]
+)
+def test_a_hong_kong_and_macao_travel_permit_is_found_as_a_passport(value: str) -> None:
+    assert spans(f"回乡证号码{value}，请核对") == [(PASSPORT, value)]
+    assert spans(f"往来港澳通行证{value}。") == [(PASSPORT, value)]
+    assert spans(f"Permit no. {value}.") == [(PASSPORT, value)]
+    assert scan(f"证件{value}。", frozenset({ID_NUMBER})) == (
+        f"证件{REDACTED[PASSPORT]}。",
+        {PASSPORT: 1},
+    )
+    assert scan(f"证件{value}。", frozenset({PASSPORT})) == (f"证件{value}。", {})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "H123456789",  # nine digits
+        "C123456789",
+        "H12345678901",  # eleven
+        "M1234567",  # seven
+        "C1234567",
+        "XH12345678",  # glued to letters or digits
+        "H12345678X",
+        "SKUC12345678",
+        "PO2023M12345678",
+        "deadbeefH12345678",
+        "CA1234567B",
+        "9C12345678",
+        "H1234567890abc",
+        "h12345678",  # lower case
+        "c12345678",
+        "CAB1234567",  # two letters after the C
+        "HA12345678",  # a letter after H or M
+        "回乡证号码H12345678X，",
+    ],
+)
+def test_what_is_no_travel_permit_is_left(text: str) -> None:
+    assert spans(text) == []
+
+
 # --- identity.id_number: Hong Kong identity cards and Taiwanese ID numbers -----------------------
 
 
@@ -1853,6 +1900,37 @@ def test_a_passport_shaped_number_stays_a_passport_whatever_the_hong_kong_check(
     assert hk_id("EF", "279966") == "EF2799665"
     assert spans("护照号码EF2799665，签证已办") == [(PASSPORT, "EF2799665")]
     assert spans("HKID EF279966(5)") == [(ID_NUMBER, "EF279966(5)")]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        hk_id("CA", "182361"),  # an electronic exit-entry permit's shape
+        hk_id("CB", "123456"),
+        hk_id("CZ", "654321"),
+        hk_id("C", "123456"),
+        hk_id("H", "123456"),
+        hk_id("M", "123456"),
+        hk_id("HA", "123456"),
+        hk_id("MA", "123456"),
+        f"{hk_id('CA', '182361')[:-1]}({hk_id('CA', '182361')[-1]})",
+    ],
+)
+def test_a_hong_kong_card_of_a_permits_letter_stays_a_card(value: str) -> None:
+    # Cards of C, H and M were cards before the permits were read: a C, a letter and seven
+    # digits passing the card's check is one still, alone or glued to another identifier.
+    assert spans(f"證件號碼{value}，請核對") == [(ID_NUMBER, value)]
+    assert spans(f"资料：13800138000{value}。") == [(PHONE, "13800138000"), (ID_NUMBER, value)]
+    assert spans(f"资料：{value}E12345678。") == [(ID_NUMBER, value), (PASSPORT, "E12345678")]
+    assert spans(fullwidth(value)) == [(ID_NUMBER, fullwidth(value))]
+
+
+def test_an_electronic_permit_failing_the_card_check_is_a_passport() -> None:
+    assert hk_id("CA", "123456") != "CA1234567"
+    assert spans("资料：13800138000CA1234567。") == [
+        (PHONE, "13800138000"),
+        (PASSPORT, "CA1234567"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -2368,6 +2446,38 @@ def test_a_passport_or_credit_code_glued_to_what_is_no_identifier_is_left(
     assert scan(text, NOTHING_ALLOWED)[0] == redacted
 
 
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (("13800138000", PHONE), ("H12345678", PASSPORT)),
+        ((CARD_16, BANK_ACCOUNT), ("M1234567890", PASSPORT)),
+        ((USCC, CREDIT_CODE), ("C12345678", PASSPORT)),
+        (("li@example.com", EMAIL), ("CA1234567", PASSPORT)),
+        (("H1234567890", PASSPORT), ("E12345678", PASSPORT)),
+        (("CA1234567", PASSPORT), ("A123456(3)", ID_NUMBER)),
+    ],
+    ids=lambda pair: pair[0],
+)
+@pytest.mark.parametrize("wide", [False, True], ids=["ascii", "fullwidth"])
+def test_a_permit_glued_to_another_identifier_is_found(
+    first: tuple[str, str], second: tuple[str, str], wide: bool
+) -> None:
+    (a, category_a), (b, category_b) = first, second
+    if wide:
+        a, b = fullwidth(a), fullwidth(b)
+    counts = Counter([category_a, category_b])
+    assert scan(f"资料：{a}{b}。", NOTHING_ALLOWED) == (
+        f"资料：{REDACTED[category_a]}{REDACTED[category_b]}。",
+        dict(counts),
+    )
+
+
+def test_a_credit_code_that_reads_as_two_permits_stays_a_credit_code() -> None:
+    # Its check holds, and where the two overlap a credit code goes before a passport.
+    assert with_uscc_check("H12345678H1234567") == "H12345678H12345678"
+    assert spans("代码H12345678H12345678。") == [(CREDIT_CODE, "H12345678H12345678")]
+
+
 GLUED = [
     (ID_X, ID_NUMBER),
     (ID_1990, ID_NUMBER),
@@ -2378,6 +2488,10 @@ GLUED = [
     ("E12345678", PASSPORT),
     ("G12345678", PASSPORT),
     ("EA1234567", PASSPORT),
+    ("H87654321", PASSPORT),  # "H12345678" twice is a valid credit code: see below
+    ("M1234567890", PASSPORT),
+    ("C12345678", PASSPORT),
+    ("CA1234567", PASSPORT),
     (USCC, CREDIT_CODE),
     (USCC_LETTER, CREDIT_CODE),
     (USCC_Y, CREDIT_CODE),
@@ -2445,6 +2559,10 @@ FRAGMENTS = [
     "138 0013 8000",
     "E12345678",
     "EA1234567",
+    "H12345678",
+    "M1234567890",
+    "C12345678",
+    "CA1234567",
     USCC_LETTER,
     "192.168.0.1",
     "2001:db8::1",
@@ -2563,6 +2681,8 @@ INVISIBLE = [
             ("josé@correo.es", EMAIL),
             ("иван@пример.рф", EMAIL),
             ("192.168.0.1", IP),
+            ("H12345678", PASSPORT),
+            ("CA1234567", PASSPORT),
             (AMEX, BANK_ACCOUNT),
             (grouped(AMEX, (4, 6, 5)), BANK_ACCOUNT),
             ("zhangsan @ example.com", EMAIL),
