@@ -380,21 +380,24 @@ _MAY_CONTAIN: Final = re.compile(
 # --- scouting ------------------------------------------------------------------------------
 
 # Every digit-bearing identifier contains one of these cores: seven digits in a row (IDs,
-# credit codes, cards, phones, passports and permits, Taiwanese ID numbers and Hong Kong
-# identity cards with a bare digit for check), six before a check character A or a bracketed
-# one (Hong Kong identity cards: "A100004A", "A123456(3)"), digits grouped 3-4-4 (grouped phones
-# and cards, ID numbers grouped 6-4-4-4), 6-5 (old ID numbers grouped 6-6-3, American Express
-# cards grouped 4-6-5), 6-4-2 (ID numbers grouped by year, month and day), 4-3-4 (landlines,
-# with their area code), a dotted quad, '::' or seven colon-separated hex groups (IPv6), and
-# from its first separator a MAC address's six pairs or three dotted quads of hex digits (which
-# may hold no digit at all). The pattern opens with a character class so the regex engine skips
-# everything else at C speed; short numbers, dates and times never reach Python.
+# credit codes, cards, phones, passports and permits, Taiwanese ID numbers, Hong Kong identity
+# cards with a bare digit for check and bracketed Macau ones), six before a check character A
+# or a bracketed one (Hong Kong identity cards: "A100004A", "A123456(3)"), digits grouped 3-4-4
+# (grouped phones and cards, ID numbers grouped 6-4-4-4), 6-5 (old ID numbers grouped 6-6-3,
+# American Express cards grouped 4-6-5), 6-4-2 (ID numbers grouped by year, month and day),
+# 4-3-4 (landlines, with their area code), 1-6-1 with slashes (Macau identity cards:
+# "1/234567/8"), a dotted quad, '::' or seven colon-separated hex groups (IPv6), and from its
+# first separator a MAC address's six pairs or three dotted quads of hex digits (which may hold
+# no digit at all). The pattern opens with a character class so the regex engine skips everything
+# else at C speed; short numbers, dates and times never reach Python.
 _CORE_DIGITS: Final = (
     r"[0-9]{5}(?:[0-9]|[ \-/](?:[0-9]{5}|[0-9]{4}[ \-/][0-9]{2})| ?\([0-9A]\)|A)"
     # 3-4-4 (dotted too: "138.0013.8000"), and 3-3-4 for the tail of a landline grouped 4-3-4
     # ("0571 234 5678").
     r"|[0-9]{2}[ \-/.][0-9]{3,4}[ \-/.][0-9]{4}"
     r"|[0-9]{0,2}(?:\.[0-9]{1,3}){3}"
+    # 1-6-1 with slashes: a Macau identity card.
+    r"|/[0-9]{6}/[0-9]"
 )
 _CORE_COLONS: Final = (
     r"(?<=:)(?::|[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){6}"
@@ -535,6 +538,19 @@ _GLUED_HK_ID: Final = re.compile(_HK_ID_BODY)
 _HK_ID_RE: Final = re.compile(rf"{_HK_ID_OPEN_RE.pattern}(?![0-9A-Za-z])")
 _TW_ID_RE: Final = re.compile(rf"{_TW_ID_OPEN_RE.pattern}(?![0-9A-Za-z])")
 _GLUED_TW_ID: Final = re.compile(_TW_ID_BODY)
+# Macau resident identity cards: 1, 5 or 7, six digits and a check digit, in brackets
+# ("1234567(8)") or set apart by slashes ("1/234567/8"), as `ID_NUMBER`. The check digit's
+# algorithm is not public: the brackets or the slashes are what say "card", as a Hong Kong
+# card's bracketed check does, and a bare run of eight digits is left alone. A slashed one is
+# none inside a longer slashed number or a path ("2025/1/234567/8", "files/1/234567/8/x"). Found
+# and glued as the Hong Kong cards are; a closing bracket ends one whatever follows it.
+_MO_ID_BRACKETED: Final = r"[157][0-9]{6}\([0-9]\)"
+_MO_ID_SLASHED: Final = r"[157]/[0-9]{6}/[0-9](?!/)"
+_MO_ID_OPEN_RE: Final = re.compile(
+    rf"(?<![0-9A-Za-z])(?:{_MO_ID_BRACKETED}|(?<!/){_MO_ID_SLASHED})"
+)
+_MO_ID_RE: Final = re.compile(rf"{_MO_ID_OPEN_RE.pattern}(?![0-9A-Za-z])")
+_GLUED_MO_ID: Final = re.compile(f"{_MO_ID_BRACKETED}|{_MO_ID_SLASHED}")
 _GLUED_CREDIT: Final = re.compile(_CREDIT_BODY)
 # An IPv6 address glued on is the whole token from there: at most 45 characters, and a few
 # stops ending a sentence. Possessive and bounded, so that each try reads that far at most.
@@ -574,6 +590,7 @@ _WHOLE_CATEGORIES: Final = {
     "landline": PHONE,
     "hk_id": ID_NUMBER,
     "tw_id": ID_NUMBER,
+    "mo_id": ID_NUMBER,
     "passport": PASSPORT,
     "ipv4": IP,
     "mac": DEVICE_ID,
@@ -591,6 +608,7 @@ _WHOLE_RE: Final = re.compile(
             ("passport", _PASSPORT_RE),
             ("hk_id", _HK_ID_RE),
             ("tw_id", _TW_ID_RE),
+            ("mo_id", _MO_ID_RE),
             ("ipv4", _IPV4_RE),
             ("mac", _MAC_RE),
         )
@@ -1233,6 +1251,11 @@ def _candidates(norm: str, start: int, end: int, glued: list[_Candidate]) -> lis
             into.append((_PRIORITY[PASSPORT], m.start(), after, PASSPORT))
     if length >= 8:
         _letter_led_ids(norm, start, end, found, glued)
+    if length >= 10 and (norm.find("(", start, end) != -1 or norm.find("/", start, end) != -1):
+        for m in _MO_ID_OPEN_RE.finditer(norm, start, end):
+            after = m.end()
+            ended = after == end or norm[after] not in _ALNUM or norm[after - 1] == ")"
+            (found if ended else glued).append((_PRIORITY[ID_NUMBER], m.start(), after, ID_NUMBER))
     if norm.find(".", start, end) != -1:
         for m in _IPV4_RE.finditer(norm, start, end):
             found.append((_PRIORITY[IP], m.start(), m.end(), IP))
@@ -1346,6 +1369,9 @@ def _glued_at(norm: str, at: int, end: int, ipv6: bool = True) -> list[_Candidat
         found.append((_PRIORITY[ID_NUMBER], at, m.end(), ID_NUMBER))
     m = _GLUED_TW_ID.match(norm, at, end)
     if m is not None and _tw_id_ok(m.group()):
+        found.append((_PRIORITY[ID_NUMBER], at, m.end(), ID_NUMBER))
+    m = _GLUED_MO_ID.match(norm, at, end)
+    if m is not None:
         found.append((_PRIORITY[ID_NUMBER], at, m.end(), ID_NUMBER))
     # Its first colon is at most four hex digits in: a search no further, at every place tried.
     if ipv6 and norm.find(":", at, min(end, at + 5)) != -1:

@@ -1958,6 +1958,60 @@ def test_a_hong_kong_or_taiwanese_id_glued_to_another_identifier_is_found(
     )
 
 
+# Macau resident identity cards: 1, 5 or 7, six digits and a check digit, bracketed or slashed.
+MACAU_IDS = ["1234567(8)", "5123456(0)", "7654321(9)", "1/234567/8", "5/123456/0", "7/000001/3"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        *MACAU_IDS,
+        "１２３４５６７（８）",  # full-width
+        "1234567（8）",  # full-width brackets, typed by an input method
+        "１／２３４５６７／８",
+        "1／234567／8",
+    ],
+)
+def test_a_macau_identity_card_is_found(value: str) -> None:
+    assert spans(f"澳门身份证{value}，请核对") == [(ID_NUMBER, value)]
+    assert spans(f"BIR no. {value}.") == [(ID_NUMBER, value)]
+    assert spans(f"({value})") == [(ID_NUMBER, value)]
+    assert scan(f"证件{value}。", frozenset({PASSPORT})) == (
+        f"证件{REDACTED[ID_NUMBER]}。",
+        {ID_NUMBER: 1},
+    )
+    assert scan(f"证件{value}。", frozenset({ID_NUMBER})) == (f"证件{value}。", {})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "12345678",  # no brackets, no slashes: a bare run of eight digits is anything
+        "澳门身份证12345678，",
+        "2234567(8)",  # neither 1, 5 nor 7 first
+        "9/234567/8",
+        "1234567(8",  # unbalanced
+        "1234567 8)",
+        "1234567(A)",
+        "1234567(89)",
+        "123456(7)",  # wrong length
+        "12345678(9)",
+        "1/23456/7",
+        "1/2345678/9",
+        "1/234567/89",
+        "A1234567(8)",  # glued to letters or digits
+        "SKU1/234567/8",
+        "1/234567/8A",
+        "2025/1/234567/8",  # inside a longer slashed number or a path
+        "1/234567/8/9",
+        "files/1/234567/8/x",
+        "1-234567-8",  # not how the card is written
+    ],
+)
+def test_what_is_no_macau_identity_card_is_left(text: str) -> None:
+    assert spans(text) == []
+
+
 def test_a_hong_kong_or_taiwanese_id_number_gives_no_birth_date() -> None:
     assert stated_birth_date("A123456789") is None
     assert stated_birth_date("A1234563") is None
@@ -2449,6 +2503,13 @@ def test_a_passport_or_credit_code_glued_to_what_is_no_identifier_is_left(
 @pytest.mark.parametrize(
     ("first", "second"),
     [
+        ((ID_X, ID_NUMBER), ("1234567(8)", ID_NUMBER)),
+        ((ID_X, ID_NUMBER), ("1/234567/8", ID_NUMBER)),
+        ((USCC_LETTER, CREDIT_CODE), ("5123456(0)", ID_NUMBER)),
+        (("li@example.com", EMAIL), ("1234567(8)", ID_NUMBER)),
+        (("1234567(8)", ID_NUMBER), ("13800138000", PHONE)),  # a closing bracket ends the card
+        (("1234567(8)", ID_NUMBER), ("H12345678", PASSPORT)),
+        (("1/234567/8", ID_NUMBER), ("E12345678", PASSPORT)),
         (("13800138000", PHONE), ("H12345678", PASSPORT)),
         ((CARD_16, BANK_ACCOUNT), ("M1234567890", PASSPORT)),
         ((USCC, CREDIT_CODE), ("C12345678", PASSPORT)),
@@ -2459,7 +2520,7 @@ def test_a_passport_or_credit_code_glued_to_what_is_no_identifier_is_left(
     ids=lambda pair: pair[0],
 )
 @pytest.mark.parametrize("wide", [False, True], ids=["ascii", "fullwidth"])
-def test_a_permit_glued_to_another_identifier_is_found(
+def test_a_macau_card_or_a_permit_glued_to_another_identifier_is_found(
     first: tuple[str, str], second: tuple[str, str], wide: bool
 ) -> None:
     (a, category_a), (b, category_b) = first, second
@@ -2492,6 +2553,8 @@ GLUED = [
     ("M1234567890", PASSPORT),
     ("C12345678", PASSPORT),
     ("CA1234567", PASSPORT),
+    ("1234567(8)", ID_NUMBER),
+    ("1/234567/8", ID_NUMBER),
     (USCC, CREDIT_CODE),
     (USCC_LETTER, CREDIT_CODE),
     (USCC_Y, CREDIT_CODE),
@@ -2563,6 +2626,9 @@ FRAGMENTS = [
     "M1234567890",
     "C12345678",
     "CA1234567",
+    "1234567(8)",
+    "1/234567/8",
+    "（８）",
     USCC_LETTER,
     "192.168.0.1",
     "2001:db8::1",
@@ -2683,6 +2749,8 @@ INVISIBLE = [
             ("192.168.0.1", IP),
             ("H12345678", PASSPORT),
             ("CA1234567", PASSPORT),
+            ("1234567(8)", ID_NUMBER),
+            ("1/234567/8", ID_NUMBER),
             (AMEX, BANK_ACCOUNT),
             (grouped(AMEX, (4, 6, 5)), BANK_ACCOUNT),
             ("zhangsan @ example.com", EMAIL),
