@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import GatewayFactory, assert_refused, contract
-from test_ops import _late_share
+from conftest import HASH_KEY, GatewayFactory, assert_refused, contract
+from test_ops import _late_share, _share_record
 from test_terms import FakeClock, TurnsWatched
 
 from gateway.app import close_runtime
@@ -21,6 +22,8 @@ from gateway.contract import Terms
 from gateway.errors import StartupError
 from gateway.metrics import REGISTRY
 from gateway.settings import Settings
+from gateway.sharelog.ledger import Ledger
+from gateway.sharelog.record import ShareOutcome
 from gateway.terms import SlidingWindows
 
 ASSESS = "/v1/assess"
@@ -374,6 +377,37 @@ async def test_a_restart_reads_the_days_records_back_against_the_shared_cap(
     assert sent == 1  # 3 a day here, 2 of them before the restart
     assert (await refused.json())["error"]["code"] == "quota_exceeded"
     assert len(gw.partner.received) == 3
+
+
+async def test_a_restart_counts_against_the_cap_no_record_of_a_share_that_never_left(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    # Today, before the restart: one share delivered, one still in flight when the gateway
+    # stopped, and one of 5 records whose outcome is `error` (no byte left).
+    now = datetime.now(UTC)
+    ledger = Ledger.open(tmp_path / "share-log.sqlite", HASH_KEY.encode())
+    try:
+        ledger.begin()
+        for share_id, records in (("sent-1", 1), ("in-flight-1", 1), ("lost-1", 5)):
+            ledger.add_share(
+                _share_record(
+                    share_id,
+                    now - timedelta(seconds=2),
+                    decision="shared",
+                    reason="shared",
+                    records=records,
+                )
+            )
+        ledger.add_outcome(ShareOutcome("sent-1", "delivered", 200, 12, 1.0), now)
+        ledger.add_outcome(ShareOutcome("lost-1", "error", None, 0, 1.0), now)
+        ledger.commit(now)
+    finally:
+        ledger.close()
+    capped = contract(terms={"max_records_per_day": 9})
+    gw = await make_gateway([capped], settings={"cap_shares": {"acme": "1/3"}}, durable_log=True)
+    sent, refused = await shares_until_refused(gw, "acme")
+    assert sent == 1  # 3 a day here, 2 of them may have reached acme before the restart
+    assert (await refused.json())["error"]["code"] == "quota_exceeded"
 
 
 async def test_a_restart_reads_the_rate_window_back_at_the_shared_rate(
