@@ -8,6 +8,7 @@ import contextlib
 import os
 import ssl
 import tempfile
+import warnings
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,7 +29,12 @@ from structlog.testing import capture_logs
 from gateway import cli
 from gateway import ops as ops_module
 from gateway.contractset import load_contract_set
-from gateway.partnertls import MAX_TLS_FILE_BYTES, CertificateInfo, PartnerTls
+from gateway.partnertls import (
+    MAX_TLS_FILE_BYTES,
+    CertificateInfo,
+    PartnerTls,
+    read_certificates,
+)
 from gateway.settings import Settings
 from gateway.upstream import _Broken, _Connection
 
@@ -928,7 +934,7 @@ def _odd_files() -> tuple[dict[str, bytes], dict[str, str]]:
     return files, tls
 
 
-@pytest.mark.parametrize("status", ["active", "suspended"])
+@pytest.mark.parametrize("status", ["active", "suspended", "terminated"])
 def test_a_certificate_cryptography_warns_of_is_used_and_its_warning_is_a_notice_of_ours(
     tmp_path: Path, status: str
 ) -> None:
@@ -953,6 +959,41 @@ def test_a_certificate_cryptography_warns_of_is_used_and_its_warning_is_a_notice
     ]
     assert loaded.client_certificate is not None
     assert loaded.client_certificate.subject == "CN=gateway-odd,C=USA"
+
+
+def test_a_certificate_near_its_end_that_cryptography_warns_of_has_both_warnings(
+    tmp_path: Path,
+) -> None:
+    authority = Authority("Odd CA", (days(-300), days(10)), country="USA")
+    files = {"ca.pem": authority.cert_pem}
+    assert _tls_warnings(tmp_path, files, {"ca_file": "ca.pem"}) == [
+        (
+            CA_AT,
+            "ca.pem: the CA certificate CN=Odd CA,C=USA expires on 2026-12-13T12:00:00Z, in 10 "
+            "day(s): from then a partner certificate it issued no longer verifies (502 "
+            "upstream_error); ask the partner for the CA that replaces it",
+        ),
+        (
+            CA_AT,
+            f"ca.pem: the CA certificate CN=Odd CA,C=USA: cryptography warns: {THREE_LETTERS} "
+            f"{USED}",
+        ),
+    ]
+
+
+def test_a_warning_given_as_a_bundle_loads_is_said_once_with_its_first_certificate() -> None:
+    # A warning of the load itself names no certificate: it is said with the first one only,
+    # next to what that one's own fields were warned of.
+    bundle = Authority("First CA", country="USA").cert_pem + Authority("Second CA").cert_pem
+
+    def load() -> list[x509.Certificate]:
+        warnings.warn("the bundle is odd", UserWarning, stacklevel=1)
+        return x509.load_pem_x509_certificates(bundle)
+
+    assert [(info.subject, info.notices) for info in read_certificates(load)] == [
+        ("CN=First CA,C=USA", ("the bundle is odd", THREE_LETTERS)),
+        ("CN=Second CA", ()),
+    ]
 
 
 def test_contracts_validate_prints_cryptographys_warning_as_its_own(
