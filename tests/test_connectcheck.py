@@ -606,6 +606,24 @@ async def test_certificates_cryptography_warns_of_are_noted_and_used(
     ]
 
 
+async def test_the_contracts_certificate_notices_are_noted_when_the_connection_fails(
+    tmp_path: Path, one: Issued, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # They are of the files, not of the connection: a partner that cannot be reached is when
+    # the operator most needs to know its CA is odd.
+    closed = await RawPartner().start()
+    await closed.stop_listening()
+    tls, files = _mutual(Authority("Odd CA", country="USA"), one)
+    assert await connect(_folder(tmp_path, f"https://127.0.0.1:{closed.port}", tls, files)) == 1
+    out = capsys.readouterr().out
+    assert _fields(out)["result"] == "could not connect (Connection refused)"
+    assert [line for line in out.splitlines() if line.startswith("note:")] == [
+        "note: partner-ca.pem: the CA certificate CN=Odd CA,C=USA: cryptography warns: "
+        "Attribute's length must be >= 2 and <= 2, but it was 3 (OpenSSL reads it: it is used "
+        "as before)"
+    ]
+
+
 async def test_the_report_as_json(
     tmp_path: Path,
     partner: TlsPartner,
