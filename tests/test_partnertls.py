@@ -981,6 +981,19 @@ def test_a_certificate_near_its_end_that_cryptography_warns_of_has_both_warnings
     ]
 
 
+def test_each_ca_of_a_bundle_that_cryptography_warns_of_is_named(tmp_path: Path) -> None:
+    lasting = (days(-300), days(300))
+    plain, odd = Authority("Plain CA", lasting), Authority("Odd CA", lasting, country="USA")
+    bundle = plain.cert_pem + odd.cert_pem
+    assert _tls_warnings(tmp_path, {"ca.pem": bundle}, {"ca_file": "ca.pem"}) == [
+        (
+            CA_AT,
+            f"ca.pem: the CA certificate CN=Odd CA,C=USA: cryptography warns: {THREE_LETTERS} "
+            f"{USED}",
+        ),
+    ]
+
+
 def test_a_warning_given_as_a_bundle_loads_is_said_once_with_its_first_certificate() -> None:
     # A warning of the load itself names no certificate: it is said with the first one only,
     # next to what that one's own fields were warned of.
