@@ -542,10 +542,11 @@ _GLUED_TW_ID: Final = re.compile(_TW_ID_BODY)
 # ("1234567(8)") or set apart by slashes ("1/234567/8"), as `ID_NUMBER`. The check digit's
 # algorithm is not public: the brackets or the slashes are what say "card", as a Hong Kong
 # card's bracketed check does, and a bare run of eight digits is left alone. A slashed one is
-# none inside a longer slashed number or a path ("2025/1/234567/8", "files/1/234567/8/x"). Found
-# and glued as the Hong Kong cards are; a closing bracket ends one whatever follows it.
+# none inside a longer slashed number or a path ("2025/1/234567/8", "files/1/234567/8/x"): the
+# slash before it is looked behind for, the one after it in `_mo_id_ok`. Found and glued as the
+# Hong Kong cards are; a closing bracket ends one whatever follows it.
 _MO_ID_BRACKETED: Final = r"[157][0-9]{6}\([0-9]\)"
-_MO_ID_SLASHED: Final = r"[157]/[0-9]{6}/[0-9](?!/)"
+_MO_ID_SLASHED: Final = r"[157]/[0-9]{6}/[0-9]"
 _MO_ID_OPEN_RE: Final = re.compile(
     rf"(?<![0-9A-Za-z])(?:{_MO_ID_BRACKETED}|(?<!/){_MO_ID_SLASHED})"
 )
@@ -903,6 +904,14 @@ def _passport_ok(value: str) -> bool:
     return value[0] != "C" or value[1] in _DIGITS or not _hk_id_ok(value)
 
 
+def _mo_id_ok(norm: str, end: int) -> bool:
+    """Whether the Macau identity card as `_MO_ID_RE` reads it, ending at ``end``, is no part of
+    a path or a longer slashed number: no slash right after it."""
+    # Not a lookahead: a run takes a slash in only before a digit, so at the end of
+    # "1/234567/8/x" the run, and a lookahead with it, stops short of the slash.
+    return not norm.startswith("/", end)
+
+
 def _tw_id_ok(value: str) -> bool:
     """Whether ``value``, a Taiwanese ID number as `_TW_ID_BODY` reads it, holds its check."""
     tens, units = divmod(_TW_VALUES[value[0]], 10)
@@ -1168,6 +1177,8 @@ def _whole(norm: str, start: int, end: int) -> list[_Candidate]:
         ok = _tw_id_ok(value)
     elif name == "passport":
         ok = _passport_ok(value)
+    elif name == "mo_id":
+        ok = _mo_id_ok(norm, end)
     elif name == "mac":
         ok = _mac_ok(norm, start, end)
     else:
@@ -1254,6 +1265,8 @@ def _candidates(norm: str, start: int, end: int, glued: list[_Candidate]) -> lis
     if length >= 10 and (norm.find("(", start, end) != -1 or norm.find("/", start, end) != -1):
         for m in _MO_ID_OPEN_RE.finditer(norm, start, end):
             after = m.end()
+            if not _mo_id_ok(norm, after):
+                continue
             ended = after == end or norm[after] not in _ALNUM or norm[after - 1] == ")"
             (found if ended else glued).append((_PRIORITY[ID_NUMBER], m.start(), after, ID_NUMBER))
     if norm.find(".", start, end) != -1:
@@ -1371,7 +1384,7 @@ def _glued_at(norm: str, at: int, end: int, ipv6: bool = True) -> list[_Candidat
     if m is not None and _tw_id_ok(m.group()):
         found.append((_PRIORITY[ID_NUMBER], at, m.end(), ID_NUMBER))
     m = _GLUED_MO_ID.match(norm, at, end)
-    if m is not None:
+    if m is not None and _mo_id_ok(norm, m.end()):
         found.append((_PRIORITY[ID_NUMBER], at, m.end(), ID_NUMBER))
     # Its first colon is at most four hex digits in: a search no further, at every place tried.
     if ipv6 and norm.find(":", at, min(end, at + 5)) != -1:

@@ -2005,6 +2005,8 @@ def test_a_macau_identity_card_is_found(value: str) -> None:
         "2025/1/234567/8",  # inside a longer slashed number or a path
         "1/234567/8/9",
         "files/1/234567/8/x",
+        "1/234567/8/",  # a path of its own, its last slash no digit follows
+        "见附件1/234567/8/a.jpg",
         "1-234567-8",  # not how the card is written
     ],
 )
