@@ -1710,7 +1710,16 @@ PERMITS = ["H12345678", "M87654321", "H1234567890", "M1234567890", "C12345678", 
 
 
 @pytest.mark.parametrize(
-    "value", [*PERMITS, "Ｈ１２３４５６７８", "ＣＡ１２３４５６７", "Ｍ１２３４５６７８９０"]
+    "value",
+    [
+        *PERMITS,
+        "Ｈ１２３４５６７８",
+        "ＣＡ１２３４５６７",
+        "Ｍ１２３４５６７８９０",
+        # Read as a card of one letter, seven digits and a check, it would hold the check: no
+        # card has seven digits, and the permit stays.
+        "C12345670",
+    ],
 )
 def test_a_hong_kong_and_macao_travel_permit_is_found_as_a_passport(value: str) -> None:
     assert spans(f"回乡证号码{value}，请核对") == [(PASSPORT, value)]
@@ -1729,6 +1738,8 @@ def test_a_hong_kong_and_macao_travel_permit_is_found_as_a_passport(value: str) 
         "H123456789",  # nine digits
         "C123456789",
         "H12345678901",  # eleven
+        "C1234567890",  # ten are the old mainland permit's only, never after a C or an E
+        "E1234567890",
         "M1234567",  # seven
         "C1234567",
         "XH12345678",  # glued to letters or digits
