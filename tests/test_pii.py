@@ -2025,6 +2025,23 @@ def test_what_is_no_macau_identity_card_is_left(text: str) -> None:
     assert spans(text) == []
 
 
+@pytest.mark.parametrize(
+    ("text", "card"),
+    [
+        ("1234567(8)BIR", "1234567(8)"),  # a closing bracket ends the card
+        ("1234567(8)1", "1234567(8)"),
+        ("１２３４５６７（８）Macau", "１２３４５６７（８）"),
+    ],
+)
+def test_a_macau_identity_cards_closing_bracket_ends_it(text: str, card: str) -> None:
+    assert spans(text) == [(ID_NUMBER, card)]
+
+
+@pytest.mark.parametrize("tail", ["1/234567/8/9", "1/234567/8/", "1/234567/8/a.jpg"])
+def test_a_slashed_macau_card_glued_on_is_none_with_a_slash_after_it(tail: str) -> None:
+    assert spans(f"{ID_X}{tail}") == [(ID_NUMBER, ID_X)]
+
+
 def test_a_hong_kong_or_taiwanese_id_number_gives_no_birth_date() -> None:
     assert stated_birth_date("A123456789") is None
     assert stated_birth_date("A1234563") is None
