@@ -906,10 +906,11 @@ def _passport_ok(value: str) -> bool:
 
 def _mo_id_ok(norm: str, end: int) -> bool:
     """Whether the Macau identity card as `_MO_ID_RE` reads it, ending at ``end``, is no part of
-    a path or a longer slashed number: no slash right after it."""
+    a path or a longer slashed number: bracketed, or with no slash right after it."""
     # Not a lookahead: a run takes a slash in only before a digit, so at the end of
-    # "1/234567/8/x" the run, and a lookahead with it, stops short of the slash.
-    return not norm.startswith("/", end)
+    # "1/234567/8/x" the run, and a lookahead with it, stops short of the slash. A closing
+    # bracket ends a card whatever follows it: "1234567(8)/5123456(0)" is two.
+    return norm[end - 1] == ")" or not norm.startswith("/", end)
 
 
 def _tw_id_ok(value: str) -> bool:

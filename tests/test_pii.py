@@ -2031,10 +2031,20 @@ def test_what_is_no_macau_identity_card_is_left(text: str) -> None:
         ("1234567(8)BIR", "1234567(8)"),  # a closing bracket ends the card
         ("1234567(8)1", "1234567(8)"),
         ("１２３４５６７（８）Macau", "１２３４５６７（８）"),
+        ("1234567(8)/", "1234567(8)"),
     ],
 )
 def test_a_macau_identity_cards_closing_bracket_ends_it(text: str, card: str) -> None:
     assert spans(text) == [(ID_NUMBER, card)]
+
+
+def test_bracketed_macau_identity_cards_set_apart_by_slashes_are_each_found() -> None:
+    # Only a slashed card is refused beside a slash: brackets say "card" wherever they stand.
+    assert spans("父/子：1234567(8)/5123456(0)") == [
+        (ID_NUMBER, "1234567(8)"),
+        (ID_NUMBER, "5123456(0)"),
+    ]
+    assert spans("files/1234567(8)") == [(ID_NUMBER, "1234567(8)")]
 
 
 @pytest.mark.parametrize("tail", ["1/234567/8/9", "1/234567/8/", "1/234567/8/a.jpg"])
