@@ -2019,6 +2019,7 @@ def test_a_macau_identity_card_is_found(value: str) -> None:
         "1/234567/8/",  # a path of its own, its last slash no digit follows
         "见附件1/234567/8/a.jpg",
         "1-234567-8",  # not how the card is written
+        "1234567/8",
     ],
 )
 def test_what_is_no_macau_identity_card_is_left(text: str) -> None:
