@@ -31,7 +31,7 @@ from gateway.cli import build_parser
 from gateway.keys import keyed_hash, subject_ref_key
 from gateway.settings import Settings, ShareLogSettings
 from gateway.sharelog import ShareOutcome, ShareRecord
-from gateway.sharelog.chain import entry_hash, unsealed
+from gateway.sharelog.chain import entry_hash, head_mac, seal_key, unsealed
 from gateway.sharelog.commands import (
     UsageError,
     _export_to,
@@ -989,6 +989,10 @@ async def test_prune_removes_only_records_past_retention(
     assert [r["share_id"] for r in query(settings.share_log.path)] == ["new"]
     code, out, _ = run(["logs", "verify"], settings, capsys)
     assert code == 0
+    # The entry the first one kept links to is gone: what is left still exports.
+    code, out, _ = run(["logs", "export"], settings, capsys)
+    assert code == 0
+    assert json.loads(out.splitlines()[1])["share_id"] == "new"
 
 
 async def test_prune_refuses_a_log_whose_records_before_the_cut_do_not_verify(
@@ -2303,6 +2307,10 @@ _DAMAGED = {
         "the log ends at seq 8, but its signed head is at seq 9: the entries from seq 9 on "
         "were removed",
     ),
+    "head unsigned": (
+        ["UPDATE head SET mac = '" + "ab" * 32 + "'"],
+        "the log's signed head (seq 9) was altered",
+    ),
 }
 
 
@@ -2398,6 +2406,88 @@ async def test_an_export_checks_the_entries_it_holds_and_the_link_into_them(
     code, out, _ = run(["logs", "export", "--since", "2025-03-01T09:30Z"], logged, capsys)
     assert code == 0
     assert [json.loads(line)["seq"] for line in out.splitlines()[1:-1]] == [5, 6, 7, 8, 9]
+
+
+def _relink(path: Path, table: str, seq: int) -> None:
+    """Point an entry at another entry before it and recompute its hash, as someone without
+    the hash key could: only its link shows it."""
+    kind = {"shares": "share", "checkpoints": "checkpoint"}[table]
+    conn = sqlite3.connect(path)
+    try:
+        row = conn.execute(f"{select_sql(kind)} WHERE seq = ?", (seq,)).fetchone()
+        entry = {**row_entry(kind, row), "prev_hash": "ab" * 32}
+        conn.execute(
+            f"UPDATE {table} SET prev_hash = ?, hash = ? WHERE seq = ?",  # noqa: S608 - constants
+            (entry["prev_hash"], entry_hash(unsealed(entry)), seq),
+        )
+        conn.commit()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    ("window", "table", "seq", "where"),
+    [
+        ([], "checkpoints", 1, "seq 1"),
+        (["--since", "2025-03-01T09:30Z"], "shares", 5, "seq 5 (share s-3)"),
+    ],
+    ids=["from-seq-1", "window"],
+)
+async def test_an_export_checks_the_link_of_its_first_entry_without_the_key(
+    logged: Settings,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    window: list[str],
+    table: str,
+    seq: int,
+    where: str,
+) -> None:
+    # Without the key no seal shows the change: the first entry must still link to the one
+    # before it in the log, or to the start of the chain.
+    monkeypatch.delenv(KEY_ENV)
+    _relink(logged.share_log.path, table, seq)
+    code, out, err = run(["logs", "export", *window], logged, capsys)
+    assert (code, out) == (1, "")
+    assert err.startswith(
+        f"share-gateway logs export: entry {where} does not follow the entry before it"
+    )
+
+
+async def test_an_export_refuses_a_log_holding_the_entry_before_it_twice(
+    logged: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A second entry at seq 4, the one the window's first entry (seq 5) links to.
+    tamper(
+        logged.share_log.path,
+        "INSERT INTO checkpoints SELECT 4, ts, reason, cut_seq, cut_prev_hash, prev_hash, hash,"
+        " mac FROM checkpoints WHERE seq = 1",
+    )
+    code, out, err = run(["logs", "export", "--since", "2025-03-01T09:30Z"], logged, capsys)
+    assert (code, out) == (1, "")
+    assert err == (
+        "share-gateway logs export: entry seq 4, the one before the first exported, is held "
+        "twice: run `share-gateway logs verify`\n"
+    )
+
+
+async def test_an_export_of_a_log_past_its_signed_head_fails(
+    logged: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An older head put back, validly signed: the last entry lies past it.
+    conn = sqlite3.connect(logged.share_log.path)
+    try:
+        (digest,) = conn.execute("SELECT hash FROM outcomes WHERE seq = 8").fetchone()
+        mac = head_mac(seal_key(HASH_KEY.encode()), 8, digest)
+        conn.execute("UPDATE head SET seq = 8, hash = ?, mac = ?", (digest, mac))
+        conn.commit()
+    finally:
+        conn.close()
+    code, out, err = run(["logs", "export"], logged, capsys)
+    assert (code, out) == (1, "")
+    assert err == (
+        "share-gateway logs export: entry seq 9 lies past the log's signed head (seq 8): "
+        "run `share-gateway logs verify`\n"
+    )
 
 
 def _export_lines(
