@@ -2311,6 +2311,11 @@ _DAMAGED = {
         ["UPDATE head SET mac = '" + "ab" * 32 + "'"],
         "the log's signed head (seq 9) was altered",
     ),
+    "head of the wrong type": (
+        ["UPDATE head SET seq = 'nine'"],
+        "the log's signed head was altered",
+    ),
+    "head removed": (["DELETE FROM head"], "the log has no signed head"),
 }
 
 
@@ -2347,13 +2352,19 @@ async def test_an_export_of_a_damaged_log_fails_and_writes_nothing(
     assert [name for name in os.listdir(tmp_path) if name.startswith(".")] == []
 
 
+# Every way out checks the seals with the key: a file (written beside it, then renamed), a
+# stream by name, a device.
+@pytest.mark.parametrize("to", [[], ["-o", "{file}"], ["-o", "/dev/stdout"], ["-o", os.devnull]])
 async def test_an_export_of_a_reforged_entry_fails_at_its_seal_or_at_the_next_link(
     logged: Settings,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    to: list[str],
 ) -> None:
     seq = _reforge(logged.share_log.path, "s-3", "elsewhere")
-    code, out, err = run(["logs", "export"], logged, capsys)
+    output = [o.format(file=tmp_path / "audit.jsonl") for o in to]
+    code, out, err = run(["logs", "export", *output], logged, capsys)
     assert (code, out) == (1, "")
     assert err == (
         f"share-gateway logs export: entry seq {seq} (share s-3) was rewritten and its hash "
@@ -2361,7 +2372,7 @@ async def test_an_export_of_a_reforged_entry_fails_at_its_seal_or_at_the_next_li
     )
     # Without the key the seal cannot be checked, but the next entry still links to the old hash.
     monkeypatch.delenv(KEY_ENV)
-    code, out, err = run(["logs", "export"], logged, capsys)
+    code, out, err = run(["logs", "export", *output], logged, capsys)
     assert (code, out) == (1, "")
     assert err.startswith(
         f"share-gateway logs export: entry seq {seq + 1} (share s-3) does not follow the entry "
@@ -2539,6 +2550,11 @@ async def test_an_export_verifies_as_exported_with_or_without_the_key(
     else:
         anchor = json.loads(lines[1])["prev_hash"]
         assert report[1].startswith(f"first entry's prev_hash {anchor}: taken as given")
+    assert report[-2] == (
+        "last entry: the head of the log when it was exported"
+        if last == 9
+        else f"last entry: seq {last}, before the head: the log went on"
+    )
     if keyed:
         assert report[-1] == "seals (mac): checked with the hash key"
     else:
@@ -2546,7 +2562,8 @@ async def test_an_export_verifies_as_exported_with_or_without_the_key(
     code, out, _ = _verify_export(b"".join(lines), logged, capsys, tmp_path, "--format", "json")
     found = json.loads(out)
     assert code == 0
-    assert (found["ok"], found["macs_checked"], found["problem"]) == (True, keyed, None)
+    assert (found["export"], found["ok"], found["macs_checked"]) == (str(shown), True, keyed)
+    assert found["problem"] is None
     assert (found["first_seq"], found["last_seq"], found["head_seq"]) == (first, last, 9)
 
 
@@ -2703,11 +2720,12 @@ async def test_an_export_forged_without_the_key_fails_only_with_the_key(
     data = b"".join(_forge_from(_export_lines(logged, capsys), 2))
     code, out, _ = _verify_export(data, logged, capsys, tmp_path)
     assert code == 1
-    assert out.splitlines()[:2] == [
+    assert out.splitlines() == [
         f"export verification FAILED (forged): {tmp_path / 'received.jsonl'}: the entry on "
         "line 3 (seq 2) is not signed with this hash key: its hash was re-forged, or the key "
         "is not the gateway's",
         "first bad line: line 3, seq 2",
+        "checked before the failure: 1 entry",
     ]
     # Whole and consistent, which is all that can be shown without the key: the output says so.
     monkeypatch.delenv(KEY_ENV)
