@@ -2799,3 +2799,17 @@ async def test_verify_export_usage_errors(
     code, out, err = run(argv, logged, capsys)
     assert (code, out) == (2, "")
     assert err.startswith(f"share-gateway logs verify: {says.format(**names)}")
+
+
+async def test_verify_export_with_a_hash_key_too_short_is_a_usage_error(
+    logged: Settings,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    # The seals would otherwise go unchecked unawares.
+    data = b"".join(_export_lines(logged, capsys))
+    monkeypatch.setenv(KEY_ENV, "short")
+    code, out, err = _verify_export(data, logged, capsys, tmp_path)
+    assert (code, out) == (2, "")
+    assert "must hold a secret of at least 32 bytes" in err
