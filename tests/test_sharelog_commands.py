@@ -2813,3 +2813,18 @@ async def test_verify_export_with_a_hash_key_too_short_is_a_usage_error(
     code, out, err = _verify_export(data, logged, capsys, tmp_path)
     assert (code, out) == (2, "")
     assert "must hold a secret of at least 32 bytes" in err
+
+
+async def test_a_hash_key_variable_set_empty_is_no_key_for_export_and_its_check(
+    logged: Settings,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv(KEY_ENV, "")
+    code, out, err = run(["logs", "export"], logged, capsys)
+    assert code == 0
+    assert err.endswith(f"seals not checked: no hash key in {KEY_ENV}\n")
+    code, report, _ = _verify_export(out.encode(), logged, capsys, tmp_path)
+    assert code == 0
+    assert report.splitlines()[-1].startswith(f"seals (mac): NOT checked, no hash key in {KEY_ENV}")
