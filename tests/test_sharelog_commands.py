@@ -31,7 +31,7 @@ from gateway.cli import build_parser
 from gateway.keys import keyed_hash, subject_ref_key
 from gateway.settings import Settings, ShareLogSettings
 from gateway.sharelog import ShareOutcome, ShareRecord
-from gateway.sharelog.chain import entry_hash, head_mac, seal_key, unsealed
+from gateway.sharelog.chain import EntryKind, entry_hash, head_mac, seal_key, unsealed
 from gateway.sharelog.commands import (
     UsageError,
     _export_to,
@@ -2419,16 +2419,15 @@ async def test_an_export_checks_the_entries_it_holds_and_the_link_into_them(
     assert [json.loads(line)["seq"] for line in out.splitlines()[1:-1]] == [5, 6, 7, 8, 9]
 
 
-def _relink(path: Path, table: str, seq: int) -> None:
+def _relink(path: Path, kind: EntryKind, seq: int) -> None:
     """Point an entry at another entry before it and recompute its hash, as someone without
     the hash key could: only its link shows it."""
-    kind = {"shares": "share", "checkpoints": "checkpoint"}[table]
     conn = sqlite3.connect(path)
     try:
         row = conn.execute(f"{select_sql(kind)} WHERE seq = ?", (seq,)).fetchone()
         entry = {**row_entry(kind, row), "prev_hash": "ab" * 32}
         conn.execute(
-            f"UPDATE {table} SET prev_hash = ?, hash = ? WHERE seq = ?",  # noqa: S608 - constants
+            f"UPDATE {kind}s SET prev_hash = ?, hash = ? WHERE seq = ?",  # noqa: S608 - constants
             (entry["prev_hash"], entry_hash(unsealed(entry)), seq),
         )
         conn.commit()
@@ -2437,10 +2436,10 @@ def _relink(path: Path, table: str, seq: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("window", "table", "seq", "where"),
+    ("window", "kind", "seq", "where"),
     [
-        ([], "checkpoints", 1, "seq 1"),
-        (["--since", "2025-03-01T09:30Z"], "shares", 5, "seq 5 (share s-3)"),
+        ([], "checkpoint", 1, "seq 1"),
+        (["--since", "2025-03-01T09:30Z"], "share", 5, "seq 5 (share s-3)"),
     ],
     ids=["from-seq-1", "window"],
 )
@@ -2449,14 +2448,14 @@ async def test_an_export_checks_the_link_of_its_first_entry_without_the_key(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
     window: list[str],
-    table: str,
+    kind: EntryKind,
     seq: int,
     where: str,
 ) -> None:
     # Without the key no seal shows the change: the first entry must still link to the one
     # before it in the log, or to the start of the chain.
     monkeypatch.delenv(KEY_ENV)
-    _relink(logged.share_log.path, table, seq)
+    _relink(logged.share_log.path, kind, seq)
     code, out, err = run(["logs", "export", *window], logged, capsys)
     assert (code, out) == (1, "")
     assert err.startswith(
