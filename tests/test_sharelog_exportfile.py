@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import pytest
@@ -15,11 +17,13 @@ from gateway.sharelog.chain import (
     GENESIS_HASH,
     Entry,
     checkpoint_entry,
+    entry_hash,
     head_mac,
     outcome_entry,
     seal,
     seal_key,
     share_entry,
+    unsealed,
 )
 from gateway.sharelog.exportfile import check_export
 
@@ -96,6 +100,7 @@ def test_an_export_as_written_verifies(first: int, key: bytes | None) -> None:
     assert check.macs_checked is (key is not None)
     # The first entry's link is taken as given: it is reported, for comparing elsewhere.
     assert check.anchor == (GENESIS_HASH if first == 1 else "cd" * 32)
+    assert check.to_json()["first_prev_hash"] == check.anchor
 
 
 def test_seq_1_must_link_to_the_genesis_hash() -> None:
@@ -161,3 +166,89 @@ def test_any_line_dropped_repeated_or_moved_fails(data: st.DataObject) -> None:
 def test_any_bytes_at_all_are_a_verdict(data: bytes) -> None:
     check = check_export(data.splitlines(keepends=True), KEY)
     assert not check.ok
+
+
+def _edited(line: bytes, drop: str = "", **values: Any) -> bytes:
+    fields = {k: v for k, v in orjson.loads(line).items() if k != drop}
+    return _line({**fields, **values})
+
+
+def _relinked(line: bytes) -> bytes:
+    """The entry pointed elsewhere, its hash made again: what anyone can do without the key."""
+    fields = {**orjson.loads(line), "prev_hash": "ab" * 32}
+    return _line({**fields, "hash": entry_hash(unsealed(fields))})
+
+
+def _swapped(line: bytes, old: bytes, new: bytes) -> bytes:
+    assert old in line
+    return line.replace(old, new)
+
+
+# The export of seqs 40-44 (lines 1-7) changed: the problem's kind and line. Each one a file
+# that is malformed where it says, or whose lines do not add up, reported as such.
+_BROKEN: dict[str, tuple[Callable[[list[bytes]], list[bytes]], str, int]] = {
+    "NaN": (lambda ls: [*ls[:2], _swapped(ls[2], b":40,", b":NaN,"), *ls[3:]], "malformed", 3),
+    "Infinity": (
+        lambda ls: [*ls[:2], _swapped(ls[2], b":40,", b":-Infinity,"), *ls[3:]],
+        "malformed",
+        3,
+    ),
+    "a number out of range": (
+        lambda ls: [*ls[:2], _swapped(ls[2], b":40,", b":1e999,"), *ls[3:]],
+        "malformed",
+        3,
+    ),
+    "a number past 64 bits": (
+        lambda ls: [*ls[:2], _swapped(ls[2], b":40,", b":%d," % 2**70), *ls[3:]],
+        "malformed",
+        3,
+    ),
+    "nested too deep": (
+        lambda ls: [*ls[:2], b"[" * 100_000 + b"]" * 100_000 + b"\n", *ls[3:]],
+        "malformed",
+        3,
+    ),
+    "an entry past to_seq": (
+        lambda ls: [_edited(ls[0], to_seq=43), *ls[1:]],
+        "reordered",
+        6,
+    ),
+    "a header without to_seq": (lambda ls: [_edited(ls[0], drop="to_seq"), *ls[1:]], "header", 1),
+    "a header with a key of its own": (lambda ls: [_edited(ls[0], note=1), *ls[1:]], "header", 1),
+    "a header's seq as text": (lambda ls: [_edited(ls[0], from_seq="40"), *ls[1:]], "header", 1),
+    "a header's seq 0": (lambda ls: [_edited(ls[0], from_seq=0), *ls[1:]], "header", 1),
+    "a header's seq as true": (lambda ls: [_edited(ls[0], from_seq=True), *ls[1:]], "header", 1),
+    "a header's text as a number": (
+        lambda ls: [_edited(ls[0], hash_rule=1), *ls[1:]],
+        "header",
+        1,
+    ),
+    "an entry relinked": (lambda ls: [*ls[:2], _relinked(ls[2]), *ls[3:]], "removed", 3),
+    "the head's seal changed": (lambda ls: [*ls[:-1], _edited(ls[-1], mac="ab" * 32)], "forged", 7),
+    "a head without its seal": (lambda ls: [*ls[:-1], _edited(ls[-1], drop="mac")], "malformed", 7),
+    "a head's seq as text": (lambda ls: [*ls[:-1], _edited(ls[-1], seq="44")], "malformed", 7),
+}
+
+
+@pytest.mark.parametrize("broken", sorted(_BROKEN))
+def test_a_broken_export_is_reported_at_its_line(broken: str) -> None:
+    change, kind, line = _BROKEN[broken]
+    problem = check_export(change(list(_export(40))), KEY).problem
+    assert problem is not None
+    assert (problem.kind, problem.line) == (kind, line)
+
+
+def test_a_relinked_entry_fails_without_the_key_too() -> None:
+    lines = list(_export(40))
+    problem = check_export([*lines[:2], _relinked(lines[2]), *lines[3:]], None).problem
+    assert problem is not None
+    assert (problem.kind, problem.line, problem.seq) == ("removed", 3, 41)
+
+
+def test_an_export_of_one_entry_or_none_verifies() -> None:
+    header, *entries, head = _export(40)
+    one = check_export([_edited(header, from_seq=44), entries[-1], head], KEY)
+    assert (one.problem, one.entries, one.first_seq, one.last_seq) == (None, 1, 44, 44)
+    # A window without shares: `from_seq` past `to_seq`, and no entry between.
+    none = check_export([_edited(header, from_seq=45, to_seq=44), head], KEY)
+    assert (none.problem, none.entries, none.head_seq) == (None, 0, 44)
