@@ -2316,6 +2316,13 @@ _DAMAGED = {
         "the log's signed head was altered",
     ),
     "head removed": (["DELETE FROM head"], "the log has no signed head"),
+    "repeated": (
+        [
+            "INSERT INTO checkpoints SELECT 3, ts, reason, cut_seq, cut_prev_hash, prev_hash, hash,"
+            " mac FROM checkpoints WHERE seq = 1"
+        ],
+        "entry seq 3 is a second entry at seq 3",
+    ),
 }
 
 
