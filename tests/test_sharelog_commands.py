@@ -2834,3 +2834,15 @@ async def test_a_hash_key_variable_set_empty_is_no_key_for_export_and_its_check(
     code, report, _ = _verify_export(out.encode(), logged, capsys, tmp_path)
     assert code == 0
     assert report.splitlines()[-1].startswith(f"seals (mac): NOT checked, no hash key in {KEY_ENV}")
+
+
+async def test_an_export_of_a_log_no_gateway_has_started_holds_its_head_and_verifies(
+    settings: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    Ledger.open(settings.share_log.path, HASH_KEY.encode()).close()
+    code, out, err = run(["logs", "export"], settings, capsys)
+    assert (code, err) == (0, "exported 0 entries to stdout\n")
+    assert [json.loads(line)["kind"] for line in out.splitlines()] == ["export", "head"]
+    code, report, _ = _verify_export(out.encode(), settings, capsys, tmp_path)
+    assert code == 0
+    assert report.startswith("export verified: ")
