@@ -226,6 +226,7 @@ _BROKEN: dict[str, tuple[Callable[[list[bytes]], list[bytes]], str, int]] = {
     "an entry relinked": (lambda ls: [*ls[:2], _relinked(ls[2]), *ls[3:]], "removed", 3),
     "the head's seal changed": (lambda ls: [*ls[:-1], _edited(ls[-1], mac="ab" * 32)], "forged", 7),
     "a head without its seal": (lambda ls: [*ls[:-1], _edited(ls[-1], drop="mac")], "malformed", 7),
+    "a seal as a number": (lambda ls: [*ls[:2], _edited(ls[2], mac=5), *ls[3:]], "malformed", 3),
     "a head's seq as text": (lambda ls: [*ls[:-1], _edited(ls[-1], seq="44")], "malformed", 7),
 }
 
@@ -252,3 +253,11 @@ def test_an_export_of_one_entry_or_none_verifies() -> None:
     # A window without shares: `from_seq` past `to_seq`, and no entry between.
     none = check_export([_edited(header, from_seq=45, to_seq=44), head], KEY)
     assert (none.problem, none.entries, none.head_seq) == (None, 0, 44)
+
+
+def test_seq_1_relinked_and_rehashed_fails_without_the_key_too() -> None:
+    lines = list(_export(1))
+    problem = check_export([lines[0], _relinked(lines[1]), *lines[2:]], None).problem
+    assert problem is not None
+    assert (problem.kind, problem.line, problem.seq) == ("changed", 2, 1)
+    assert "links to the genesis hash (64 zeros), and does not" in problem.message
