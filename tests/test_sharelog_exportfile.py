@@ -261,3 +261,11 @@ def test_seq_1_relinked_and_rehashed_fails_without_the_key_too() -> None:
     assert problem is not None
     assert (problem.kind, problem.line, problem.seq) == ("changed", 2, 1)
     assert "links to the genesis hash (64 zeros), and does not" in problem.message
+
+
+def test_a_line_that_is_not_utf8_is_said_to_be_so() -> None:
+    lines = list(_export(40))
+    problem = check_export([*lines[:2], b"\xff\xfe\n", *lines[3:]], KEY).problem
+    assert problem is not None
+    assert (problem.kind, problem.line) == ("malformed", 3)
+    assert problem.message == "line 3 is not a JSON line: it is not UTF-8 text"
