@@ -378,7 +378,7 @@ def tls_notices(tls: PartnerTls) -> Found:
 
 def library_notice(what: str, notice: str) -> str:
     """`what` (a file and certificate) with a notice of cryptography's: it is no refusal."""
-    return f"{what}: cryptography warns: {notice} (OpenSSL reads it: it is used as before)"
+    return f"{what}: cryptography warns: {notice} (OpenSSL accepts it, and the gateway uses it)"
 
 
 def partner_certificate_notice(

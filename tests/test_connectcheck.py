@@ -599,7 +599,7 @@ async def test_certificates_cryptography_warns_of_are_noted_and_used(
     report = orjson.loads(capsys.readouterr().out)
     assert report["tls"]["certificate"]["subject"] == "CN=127.0.0.1,C=USA"
     warned = "cryptography warns: Attribute's length must be >= 2 and <= 2, but it was 3"
-    used = "(OpenSSL reads it: it is used as before)"
+    used = "(OpenSSL accepts it, and the gateway uses it)"
     assert report["notes"][:2] == [
         f"the partner's certificate CN=127.0.0.1,C=USA: {warned} {used}",
         f"partner-ca.pem: the CA certificate CN=Odd CA,C=USA: {warned} {used}",

@@ -922,7 +922,7 @@ def test_contracts_validate_prints_the_certificate_and_start_warnings(
 
 # cryptography's own message: a country name of three letters, as real CAs have issued.
 THREE_LETTERS = "Attribute's length must be >= 2 and <= 2, but it was 3"
-USED = "(OpenSSL reads it: it is used as before)"
+USED = "(OpenSSL accepts it, and the gateway uses it)"
 
 
 def _odd_files() -> tuple[dict[str, bytes], dict[str, str]]:
