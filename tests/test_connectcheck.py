@@ -619,8 +619,8 @@ async def test_the_contracts_certificate_notices_are_noted_when_the_connection_f
     assert _fields(out)["result"] == "could not connect (Connection refused)"
     assert [line for line in out.splitlines() if line.startswith("note:")] == [
         "note: partner-ca.pem: the CA certificate CN=Odd CA,C=USA: cryptography warns: "
-        "Attribute's length must be >= 2 and <= 2, but it was 3 (OpenSSL reads it: it is used "
-        "as before)"
+        "Attribute's length must be >= 2 and <= 2, but it was 3 (OpenSSL accepts it, and the "
+        "gateway uses it)"
     ]
 
 
