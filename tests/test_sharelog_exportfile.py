@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import pytest
@@ -19,6 +19,7 @@ from gateway.sharelog.chain import (
     checkpoint_entry,
     entry_hash,
     head_mac,
+    header_mac,
     outcome_entry,
     seal,
     seal_key,
@@ -35,10 +36,14 @@ def _line(fields: Entry) -> bytes:
     return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS) + b"\n"
 
 
+Header = Literal["sealed", "unsealed", "old"]
+
+
 @functools.cache
-def _export(first: int) -> tuple[bytes, ...]:
+def _export(first: int, header_as: Header = "sealed") -> tuple[bytes, ...]:
     """The lines of an export of a chain of five entries from seq `first`, as `logs export`
-    writes them: header, entries, the signed head."""
+    writes them: header, entries, the signed head. The header sealed (exported with the key),
+    unsealed (without it), or as written before headers were sealed."""
     key = seal_key(KEY)
     record = ShareRecord(
         share_id="s-1",
@@ -82,14 +87,18 @@ def _export(first: int) -> tuple[bytes, ...]:
         "to_seq": last,
         "hash_rule": "hash = SHA-256 (hex) of the entry without `hash` and `mac`",
     }
+    if header_as != "old":
+        header["to_hash"] = prev
+        header["mac"] = header_mac(key, header) if header_as == "sealed" else None
     head = {"kind": "head", "seq": last, "hash": prev, "mac": head_mac(key, last, prev)}
     return (_line(header), *(_line(entry) for entry in entries), _line(head))
 
 
+@pytest.mark.parametrize("header_as", ["sealed", "unsealed", "old"])
 @pytest.mark.parametrize("first", [1, 40])
 @pytest.mark.parametrize("key", [KEY, None], ids=["key", "no-key"])
-def test_an_export_as_written_verifies(first: int, key: bytes | None) -> None:
-    check = check_export(_export(first), key)
+def test_an_export_as_written_verifies(first: int, key: bytes | None, header_as: Header) -> None:
+    check = check_export(_export(first, header_as), key)
     assert check.problem is None
     assert (check.entries, check.first_seq, check.last_seq, check.head_seq) == (
         5,
@@ -101,6 +110,15 @@ def test_an_export_as_written_verifies(first: int, key: bytes | None) -> None:
     # The first entry's link is taken as given: it is reported, for comparing elsewhere.
     assert check.anchor == (GENESIS_HASH if first == 1 else "cd" * 32)
     assert check.to_json()["first_prev_hash"] == check.anchor
+    # Its seal checked with the key; none, in an export made without it or before headers were
+    # sealed. The export reaches the head, which proves its end with the key in any case.
+    sealed = header_as == "sealed" if key is not None or header_as != "sealed" else None
+    assert check.header_sealed is sealed
+    assert check.end_proven is (key is not None)
+    assert (check.to_json()["header_sealed"], check.to_json()["end_proven"]) == (
+        sealed,
+        key is not None,
+    )
 
 
 def test_seq_1_must_link_to_the_genesis_hash() -> None:
@@ -118,24 +136,22 @@ def _joined(first: int) -> bytes:
 
 @settings(max_examples=300, deadline=None)
 @given(st.data())
-def test_any_byte_changed_in_an_entry_or_the_head_fails_cleanly(data: st.DataObject) -> None:
-    lines = _export(40)
+def test_any_byte_changed_fails_cleanly(data: st.DataObject) -> None:
     text = _joined(40)
-    # Past the header (whose dates and prose are not sealed) and before the final newline.
-    start, end = len(lines[0]), len(text) - 1
-    at = data.draw(st.integers(start, end - 1), label="at")
+    # The header is sealed too, its dates and prose with it: only the final newline is left.
+    at = data.draw(st.integers(0, len(text) - 2), label="at")
     byte = data.draw(st.integers(0, 255).filter(lambda b: b != text[at]), label="byte")
     changed = text[:at] + bytes([byte]) + text[at + 1 :]
     check = check_export(changed.splitlines(keepends=True), KEY)
     assert not check.ok
     assert check.problem is not None
-    assert check.problem.line >= 2
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.data())
 def test_any_byte_changed_anywhere_is_a_verdict_never_an_exception(data: st.DataObject) -> None:
-    text = _joined(1)
+    header_as = data.draw(st.sampled_from(["sealed", "unsealed", "old"]), label="header_as")
+    text = b"".join(_export(1, header_as))
     at = data.draw(st.integers(0, len(text) - 1), label="at")
     byte = data.draw(st.integers(0, 255), label="byte")
     changed = text[:at] + bytes([byte]) + text[at + 1 :]
@@ -209,9 +225,60 @@ _BROKEN: dict[str, tuple[Callable[[list[bytes]], list[bytes]], str, int]] = {
         3,
     ),
     "an entry past to_seq": (
-        lambda ls: [_edited(ls[0], to_seq=43), *ls[1:]],
+        lambda ls: [_edited(ls[0], to_seq=43, mac=None), *ls[1:]],
         "reordered",
         6,
+    ),
+    "to_seq lowered in a sealed header": (
+        lambda ls: [_edited(ls[0], to_seq=43), *ls[1:]],
+        "header",
+        1,
+    ),
+    "the exported_at of a sealed header": (
+        lambda ls: [_edited(ls[0], exported_at="2025-03-03T00:00:00.000000Z"), *ls[1:]],
+        "header",
+        1,
+    ),
+    "the head's seal as the header's": (
+        lambda ls: [_edited(ls[0], mac=orjson.loads(ls[-1])["mac"]), *ls[1:]],
+        "header",
+        1,
+    ),
+    "a header's to_hash changed": (
+        lambda ls: [_edited(ls[0], to_hash="ab" * 32), *ls[1:]],
+        "header",
+        1,
+    ),
+    "a header's to_hash changed, its seal dropped": (
+        lambda ls: [_edited(ls[0], to_hash="ab" * 32, mac=None), *ls[1:]],
+        "header",
+        1,
+    ),
+    "a header's to_hash null": (
+        lambda ls: [_edited(ls[0], to_hash=None, mac=None), *ls[1:]],
+        "header",
+        1,
+    ),
+    "a header with to_hash and no mac": (
+        lambda ls: [_edited(ls[0], drop="mac"), *ls[1:]],
+        "header",
+        1,
+    ),
+    "a header with mac and no to_hash": (
+        lambda ls: [_edited(ls[0], drop="to_hash"), *ls[1:]],
+        "header",
+        1,
+    ),
+    "a header's to_hash as a number": (
+        lambda ls: [_edited(ls[0], to_hash=5), *ls[1:]],
+        "header",
+        1,
+    ),
+    "a header's seal as a number": (lambda ls: [_edited(ls[0], mac=5), *ls[1:]], "header", 1),
+    "a header's seq past 64 bits": (
+        lambda ls: [_swapped(ls[0], b'"to_seq":44', b'"to_seq":%d' % 2**70), *ls[1:]],
+        "header",
+        1,
     ),
     "a header without to_seq": (lambda ls: [_edited(ls[0], drop="to_seq"), *ls[1:]], "header", 1),
     "a header with a key of its own": (lambda ls: [_edited(ls[0], note=1), *ls[1:]], "header", 1),
@@ -246,13 +313,66 @@ def test_a_relinked_entry_fails_without_the_key_too() -> None:
     assert (problem.kind, problem.line, problem.seq) == ("removed", 3, 41)
 
 
+def _resealed(line: bytes, **values: Any) -> bytes:
+    """The header as `logs export` would have written it with these values, sealed."""
+    fields = {**orjson.loads(line), **values}
+    return _line({**fields, "mac": header_mac(seal_key(KEY), fields)})
+
+
 def test_an_export_of_one_entry_or_none_verifies() -> None:
     header, *entries, head = _export(40)
-    one = check_export([_edited(header, from_seq=44), entries[-1], head], KEY)
+    one = check_export([_resealed(header, from_seq=44), entries[-1], head], KEY)
     assert (one.problem, one.entries, one.first_seq, one.last_seq) == (None, 1, 44, 44)
-    # A window without shares: `from_seq` past `to_seq`, and no entry between.
-    none = check_export([_edited(header, from_seq=45, to_seq=44), head], KEY)
-    assert (none.problem, none.entries, none.head_seq) == (None, 0, 44)
+    # A window without shares: `from_seq` past `to_seq`, no entry between, and no `to_hash`.
+    empty = _resealed(header, from_seq=45, to_seq=44, to_hash=None)
+    none = check_export([empty, head], KEY)
+    assert (none.problem, none.entries, none.head_seq, none.header_sealed) == (None, 0, 44, True)
+    assert none.end_proven
+    # An empty window's header that names a last entry is a changed one, with or without the key.
+    named = _edited(empty, to_hash=orjson.loads(head)["hash"], mac=None)
+    for key in (KEY, None):
+        problem = check_export([named, head], key).problem
+        assert problem is not None
+        assert (problem.kind, problem.line) == ("header", 1)
+        assert "for a window without entries" in problem.message
+
+
+def _window(header_as: Header, cut: int) -> list[bytes]:
+    """An export of seqs 40-43, before the head at 44, with its last `cut` entries cut away
+    and its header's to_seq and to_hash lowered to match, as anyone could."""
+    header, *entries, head = _export(40, header_as)
+    kept = entries[: 4 - cut]
+    last = orjson.loads(kept[-1])
+    ends = {} if header_as == "old" else {"to_hash": last["hash"]}
+    fields = {**orjson.loads(header), "to_seq": last["seq"], **ends}
+    if header_as == "sealed" and not cut:
+        fields["mac"] = header_mac(seal_key(KEY), fields)
+    return [_line(fields), *kept, head]
+
+
+@pytest.mark.parametrize("header_as", ["sealed", "unsealed", "old"])
+def test_a_window_cut_at_its_end_fails_with_the_key_only_where_its_header_is_sealed(
+    header_as: Header,
+) -> None:
+    whole = check_export(_window(header_as, 0), KEY)
+    assert (whole.ok, whole.last_seq, whole.head_seq) == (True, 43, 44)
+    assert (whole.header_sealed, whole.end_proven) == (
+        (True, True) if header_as == "sealed" else (False, False)
+    )
+    cut = check_export(_window(header_as, 2), KEY)
+    if header_as == "sealed":
+        assert cut.problem is not None
+        assert (cut.problem.kind, cut.problem.line) == ("header", 1)
+        assert cut.problem.message.startswith(
+            "the header (line 1) is not signed with this hash key"
+        )
+    else:
+        # What the README warns of: the cut file checks out, and says its end is not proven.
+        assert (cut.ok, cut.last_seq, cut.header_sealed, cut.end_proven) == (True, 41, False, False)
+    # Without the key nothing proves the end, and the header's seal is not checked.
+    unkeyed = check_export(_window(header_as, 2), None)
+    assert (unkeyed.ok, unkeyed.end_proven) == (True, False)
+    assert unkeyed.header_sealed is (None if header_as == "sealed" else False)
 
 
 def test_seq_1_relinked_and_rehashed_fails_without_the_key_too() -> None:

@@ -19,7 +19,8 @@ from gateway.sharelog.record import ShareOutcome, ShareRecord
 # sorted keys (UTF-8, without `hash` and `mac`): anyone holding an export can recompute it and
 # follow the `prev_hash` links. Its `mac` is HMAC-SHA256 over the hash with a sub-key of the
 # master key, so rewriting a record and re-forging every later hash still fails at that very
-# record. The sealed `head` (seq and hash of the last entry) is what shows a truncated tail.
+# record. The sealed `head` (seq and hash of the last entry) is what shows a truncated tail; an
+# export's sealed header (its `to_seq` and `to_hash`) does so for a window that stops before it.
 Entry = dict[str, Any]
 EntryKind = Literal["share", "outcome", "checkpoint"]
 CheckpointReason = Literal["open", "periodic", "close", "prune", "resume"]
@@ -80,7 +81,8 @@ _SHARE_COLUMNS = tuple((name, name in LIST_FIELDS or name in MAP_FIELDS) for nam
 
 
 def seal_key(master_key: bytes) -> bytes:
-    """The key that seals entries, checkpoints and the head; used for nothing else."""
+    """The key that seals entries, checkpoints, the head and export headers; used for nothing
+    else."""
     return derive_key(master_key, CHECKPOINT_KEY_LABEL)
 
 
@@ -105,6 +107,13 @@ def entry_mac(key: bytes, digest: str) -> str:
 
 def head_mac(key: bytes, seq: int, digest: str) -> str:
     return hmac_sha256(key, f"head:{seq}:{digest}".encode("ascii")).hex()
+
+
+def header_mac(key: bytes, header: Mapping[str, Any]) -> str:
+    """The seal of an export's header: its canonical JSON without `mac`. The `export:` prefix
+    keeps it apart from an entry's and the head's, so no seal can stand in for another."""
+    fields = {k: v for k, v in header.items() if k != "mac"}
+    return hmac_sha256(key, b"export:" + canonical(fields)).hex()
 
 
 def macs_equal(a: str, b: str) -> bool:

@@ -8,12 +8,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Literal, NoReturn
 
+import orjson
+
 from gateway.sharelog.chain import (
     GENESIS_HASH,
     EntryKind,
     entry_hash,
     entry_mac,
     head_mac,
+    header_mac,
     macs_equal,
     seal_key,
     unsealed,
@@ -24,9 +27,11 @@ ExportProblemKind = Literal[
     "malformed", "header", "removed", "reordered", "changed", "forged", "head", "truncated"
 ]
 
-# The header as `review.export` writes it: the keys it must have, and those it may.
+# The header as `review.export` writes it: the keys it must have, and those it may. An export
+# written before headers were sealed has neither `to_hash` nor `mac`: auditors hold such files.
 _HEADER_REQUIRED: Final = frozenset({"kind", "from_seq", "to_seq", "hash_rule"})
-_HEADER_KEYS: Final = _HEADER_REQUIRED | {"exported_at", "since", "until"}
+_HEADER_SEAL: Final = frozenset({"to_hash", "mac"})
+_HEADER_KEYS: Final = _HEADER_REQUIRED | _HEADER_SEAL | {"exported_at", "since", "until"}
 _HEAD_KEYS: Final = frozenset({"kind", "seq", "hash", "mac"})
 _ENTRY_KEYS: Final[dict[str, frozenset[str]]] = {
     kind: frozenset({"kind", *columns(kind)}) for kind in ("share", "outcome", "checkpoint")
@@ -57,7 +62,17 @@ class ExportCheck:
     # it, which only the operator's checkpoint lines or an earlier export can show.
     anchor: str | None
     macs_checked: bool
+    # True: the header's seal holds under the key; False: the header has none (exported
+    # without the key, or before headers were sealed); None: not checked (no key) or not read.
+    header_sealed: bool | None
     problem: ExportProblem | None
+
+    @property
+    def end_proven(self) -> bool:
+        """Whether lines cut from the export's end would have been found: with the key, by the
+        sealed header, or by the signed head where the export reaches it."""
+        reaches_head = self.last_seq is not None and self.last_seq == self.head_seq
+        return self.ok and self.macs_checked and (self.header_sealed is True or reaches_head)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -71,6 +86,8 @@ class ExportCheck:
             "head_seq": self.head_seq,
             "first_prev_hash": self.anchor,
             "macs_checked": self.macs_checked,
+            "header_sealed": self.header_sealed,
+            "end_proven": self.end_proven,
             "problem": None
             if self.problem is None
             else {
@@ -141,9 +158,15 @@ class _Checker:
         self.last_seq: int | None = None
         self.head_seq: int | None = None
         self.anchor: str | None = None
+        self.header_sealed: bool | None = None
+        # The header's `to_hash`, where it has one (an older export's has not).
+        self.has_to_hash = False
+        self.to_hash: str | None = None
 
-    def fail(self, kind: ExportProblemKind, seq: int | None, message: str) -> NoReturn:
-        raise _Failed(ExportProblem(kind, self.number, seq, message))
+    def fail(
+        self, kind: ExportProblemKind, seq: int | None, message: str, *, line: int | None = None
+    ) -> NoReturn:
+        raise _Failed(ExportProblem(kind, self.number if line is None else line, seq, message))
 
     def result(self, problem: ExportProblem | None) -> ExportCheck:
         return ExportCheck(
@@ -157,6 +180,7 @@ class _Checker:
             head_seq=self.head_seq,
             anchor=self.anchor,
             macs_checked=self.key is not None,
+            header_sealed=self.header_sealed,
             problem=problem,
         )
 
@@ -239,16 +263,70 @@ class _Checker:
                 else f"has {', '.join(unknown)}, which an export's does not"
             )
             self.fail("header", None, f"the header (line 1) {what}")
+        sealing = sorted(_HEADER_SEAL & fields.keys())
+        if len(sealing) == 1:
+            other = "mac" if sealing == ["to_hash"] else "to_hash"
+            self.fail("header", None, f"the header (line 1) has {sealing[0]} without {other}")
         seqs = (fields["from_seq"], fields["to_seq"])
-        texts = (fields["hash_rule"], *(fields.get(k) for k in ("exported_at", "since", "until")))
+        texts = (
+            fields["hash_rule"],
+            *(fields.get(k) for k in ("exported_at", "since", "until", "to_hash", "mac")),
+        )
         if not all(s is None or (_is_int(s) and s >= 1) for s in seqs) or not all(
             t is None or isinstance(t, str) for t in texts
         ):
             self.fail("header", None, "the header (line 1) has a field of the wrong type")
+        if sealing:
+            self.has_to_hash, self.to_hash = True, fields["to_hash"]
+        self._header_seal(fields)
         from_seq, to_seq = seqs
         if from_seq is None or to_seq is None or from_seq > to_seq:
             return None, None  # a window without entries
         return from_seq, to_seq
+
+    def _header_seal(self, fields: dict[str, Any]) -> None:
+        mac = fields.get("mac")
+        if mac is None:
+            self.header_sealed = False
+            return
+        if self.key is None:
+            return  # not checked: said so in the report
+        try:
+            expected = header_mac(self.key, fields)
+        except orjson.JSONEncodeError:
+            # A number past 64 bits, or text no UTF-8 can hold: no export's header is written so.
+            expected = None
+        if expected is None or not macs_equal(mac, expected):
+            self.fail(
+                "header",
+                None,
+                "the header (line 1) is not signed with this hash key: it was changed (where "
+                "the export ends, to_seq or to_hash, or another field), or the key is not the "
+                "gateway's",
+            )
+        self.header_sealed = True
+
+    def _ends(self, last: str | None) -> None:
+        """The header's `to_hash`, where it has one, against the last entry's hash."""
+        to_hash = self.to_hash
+        if not self.has_to_hash or to_hash == last:
+            return
+        if last is None:
+            why = f"gives to_hash {to_hash} for a window without entries"
+        elif to_hash is None:
+            why = f"gives no to_hash, and the export holds entries up to seq {self.last_seq}"
+        else:
+            why = (
+                f"gives to_hash {to_hash}, and the last entry (line {self.number - 1}, seq "
+                f"{self.last_seq}) has another hash"
+            )
+        self.fail(
+            "header",
+            None,
+            f"the header (line 1) {why}: the header was changed, or lines were cut from the "
+            "export's end",
+            line=1,
+        )
 
     def _entry(self, fields: dict[str, Any]) -> int:
         kind = fields.get("kind")
@@ -335,6 +413,7 @@ class _Checker:
                 f"the entries after {after} up to seq {to_seq} (to_seq, from the header) are "
                 f"missing: the head line (line {self.number}) comes instead",
             )
+        self._ends(prev)
         if to_seq is not None and to_seq > seq:
             self.fail(
                 "head",
@@ -375,9 +454,10 @@ def check_export(lines: Iterable[bytes], master_key: bytes | None) -> ExportChec
 
     The header must be first and well-formed; the entries run from its `from_seq` to `to_seq`,
     each matching its hash and linked to the one before (the first one's link is taken as
-    given); the head line comes last, and where the export reaches it, matches the last entry.
-    With `master_key`, every entry's seal and the head's are checked too: without it, anyone
-    could have made the file whole by recomputing the hashes.
+    given); the head line comes last, and where the export reaches it, matches the last entry;
+    the header's `to_hash`, where it has one, is the last entry's hash. With `master_key`, every
+    entry's seal and the head's are checked too, and the header's where it has one: without it,
+    anyone could have made the file whole by recomputing the hashes, or cut its end.
     """
     checker = _Checker(master_key)
     try:
