@@ -31,7 +31,14 @@ from gateway.cli import build_parser
 from gateway.keys import keyed_hash, subject_ref_key
 from gateway.settings import Settings, ShareLogSettings
 from gateway.sharelog import ShareOutcome, ShareRecord
-from gateway.sharelog.chain import EntryKind, entry_hash, head_mac, seal_key, unsealed
+from gateway.sharelog.chain import (
+    EntryKind,
+    entry_hash,
+    head_mac,
+    header_mac,
+    seal_key,
+    unsealed,
+)
 from gateway.sharelog.commands import (
     UsageError,
     _export_to,
@@ -948,6 +955,10 @@ async def test_export_writes_json_lines_with_the_chain_evidence(
     assert {e.get("share_id") for e in entries if e["kind"] == "share"} == {"s-1", "s-2", "s-3"}
     assert all("hash" in e and "prev_hash" in e and "seq" in e for e in entries)
     assert err == f"exported {len(entries)} entries (seq 1-{entries[-1]['seq']}) to {target}\n"
+    # The header says where the window ends, sealed: lines cut from its end would show.
+    header = lines[0]
+    assert header["to_hash"] == entries[-1]["hash"]
+    assert header["mac"] == header_mac(seal_key(HASH_KEY.encode()), header)
     # Keyed subject references are personal data: nobody else on the host reads the export.
     assert oct(target.stat().st_mode & 0o777) == "0o600"
 
@@ -2556,19 +2567,29 @@ async def test_an_export_verifies_as_exported_with_or_without_the_key(
     else:
         anchor = json.loads(lines[1])["prev_hash"]
         assert report[1].startswith(f"first entry's prev_hash {anchor}: taken as given")
-    assert report[-2] == (
+    assert report[-3] == (
         "last entry: the head of the log when it was exported"
         if last == 9
         else f"last entry: seq {last}, before the head: the log went on"
     )
     if keyed:
-        assert report[-1] == "seals (mac): checked with the hash key"
+        assert report[-2] == "seals (mac): checked with the hash key"
+        # A window's end too is proven, by its sealed header.
+        assert report[-1] == (
+            "header seal (mac): checked with the hash key: the export's end is proven, no line "
+            "was cut from it"
+        )
     else:
-        assert report[-1].startswith(f"seals (mac): NOT checked, no hash key in {KEY_ENV}")
+        assert report[-2].startswith(f"seals (mac): NOT checked, no hash key in {KEY_ENV}")
+        assert report[-1] == (
+            f"header seal (mac): NOT checked, no hash key in {KEY_ENV}: the export's end is not "
+            "proven"
+        )
     code, out, _ = _verify_export(b"".join(lines), logged, capsys, tmp_path, "--format", "json")
     found = json.loads(out)
     assert code == 0
     assert (found["export"], found["ok"], found["macs_checked"]) == (str(shown), True, keyed)
+    assert (found["header_sealed"], found["end_proven"]) == (True, True) if keyed else (None, False)
     assert found["problem"] is None
     assert (found["first_seq"], found["last_seq"], found["head_seq"]) == (first, last, 9)
 
@@ -2581,7 +2602,8 @@ def _edit(line: bytes, **values: Any) -> bytes:
 
 def _forge_from(lines: list[bytes], start: int) -> list[bytes]:
     """The lines with the entry at `start` changed and every hash after it made again, the
-    head's too: what someone without the key could make."""
+    head's and the header's `to_hash` too, its seal dropped: what someone without the key could
+    make."""
     out = lines[:start]
     prev = json.loads(lines[start - 1])["hash"] if start > 1 else None
     for line in lines[start:-1]:
@@ -2594,6 +2616,7 @@ def _forge_from(lines: list[bytes], start: int) -> list[bytes]:
         prev = fields["hash"]
         out.append(json.dumps(fields).encode() + b"\n")
     out.append(_edit(lines[-1], hash=prev))
+    out[0] = _edit(out[0], to_hash=prev, mac=None)
     return out
 
 
@@ -2737,7 +2760,7 @@ async def test_an_export_forged_without_the_key_fails_only_with_the_key(
     monkeypatch.delenv(KEY_ENV)
     code, out, _ = _verify_export(data, logged, capsys, tmp_path)
     assert code == 0
-    assert "seals (mac): NOT checked" in out.splitlines()[-1]
+    assert "seals (mac): NOT checked" in out.splitlines()[-2]
 
 
 async def test_an_export_verified_under_another_key_fails_at_its_first_seal(
@@ -2749,6 +2772,14 @@ async def test_an_export_verified_under_another_key_fails_at_its_first_seal(
     data = b"".join(_export_lines(logged, capsys))
     monkeypatch.setenv(KEY_ENV, "another-gateways-key-" * 3)
     code, out, _ = _verify_export(data, logged, capsys, tmp_path)
+    assert code == 1
+    assert out.splitlines()[1] == "first bad line: line 1"
+    assert "the header (line 1) is not signed with this hash key" in out
+    # An export whose header is not sealed fails at its first entry's seal.
+    header, *rest = data.splitlines(keepends=True)
+    code, out, _ = _verify_export(
+        b"".join([_edit(header, mac=None), *rest]), logged, capsys, tmp_path
+    )
     assert code == 1
     assert out.splitlines()[1] == "first bad line: line 2, seq 1"
     assert "is not signed with this hash key" in out
@@ -2833,7 +2864,7 @@ async def test_a_hash_key_variable_set_empty_is_no_key_for_export_and_its_check(
     assert err.endswith(f"seals not checked: no hash key in {KEY_ENV}\n")
     code, report, _ = _verify_export(out.encode(), logged, capsys, tmp_path)
     assert code == 0
-    assert report.splitlines()[-1].startswith(f"seals (mac): NOT checked, no hash key in {KEY_ENV}")
+    assert report.splitlines()[-2].startswith(f"seals (mac): NOT checked, no hash key in {KEY_ENV}")
 
 
 async def test_an_export_of_a_log_no_gateway_has_started_holds_its_head_and_verifies(
@@ -2843,6 +2874,151 @@ async def test_an_export_of_a_log_no_gateway_has_started_holds_its_head_and_veri
     code, out, err = run(["logs", "export"], settings, capsys)
     assert (code, err) == (0, "exported 0 entries to stdout\n")
     assert [json.loads(line)["kind"] for line in out.splitlines()] == ["export", "head"]
+    assert json.loads(out.splitlines()[0])["to_hash"] is None
     code, report, _ = _verify_export(out.encode(), settings, capsys, tmp_path)
     assert code == 0
     assert report.startswith("export verified: ")
+
+
+_WINDOW = ("--until", "2025-03-01T09:30Z")  # a window that stops before the head
+_UNSEALED = (
+    "header seal (mac): none, the header is not sealed (it was exported without the hash key, "
+    "or before headers were sealed)"
+)
+_NOT_PROVEN = (
+    f"{_UNSEALED}: the export's end is NOT proven: lines cut from its end, with to_seq lowered "
+    "to match, would still check out"
+)
+
+
+def _cut(lines: list[bytes], entries: int) -> list[bytes]:
+    """The export with its entries after the first `entries` cut, and the header's to_seq (and
+    to_hash, where it has one) lowered to match: all that takes is an editor."""
+    kept = lines[1 : 1 + entries]
+    last = json.loads(kept[-1])
+    ends = {"to_hash": last["hash"]} if b'"to_hash"' in lines[0] else {}
+    return [_edit(lines[0], to_seq=last["seq"], **ends), *kept, lines[-1]]
+
+
+async def test_a_window_export_cut_at_its_end_fails_with_the_key(
+    logged: Settings,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    lines = _export_lines(logged, capsys, *_WINDOW)
+    head_seq = json.loads(lines[-1])["seq"]
+    assert json.loads(lines[-2])["seq"] < head_seq
+    data = b"".join(_cut(lines, len(lines) - 4))  # its last two entries gone
+    code, out, _ = _verify_export(data, logged, capsys, tmp_path)
+    assert code == 1
+    assert out.splitlines()[:2] == [
+        f"export verification FAILED (header): {tmp_path / 'received.jsonl'}: the header (line "
+        "1) is not signed with this hash key: it was changed (where the export ends, to_seq or "
+        "to_hash, or another field), or the key is not the gateway's",
+        "first bad line: line 1",
+    ]
+    # Without the key the cut file is consistent, and the output says its end is not proven.
+    monkeypatch.delenv(KEY_ENV)
+    code, out, _ = _verify_export(data, logged, capsys, tmp_path)
+    assert code == 0
+    assert out.splitlines()[-1] == (
+        f"header seal (mac): NOT checked, no hash key in {KEY_ENV}: the export's end is not proven"
+    )
+
+
+@pytest.mark.parametrize(
+    ("keyed", "sealed"),
+    [(True, True), (True, False), (False, True)],
+    ids=["key", "key-seal-dropped", "no-key"],
+)
+async def test_an_export_whose_to_hash_was_changed_fails_with_or_without_the_key(
+    logged: Settings,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    keyed: bool,
+    sealed: bool,
+) -> None:
+    lines = _export_lines(logged, capsys, *_WINDOW)
+    if not keyed:
+        monkeypatch.delenv(KEY_ENV)
+    header = (
+        _edit(lines[0], to_hash="ab" * 32)
+        if sealed
+        else _edit(lines[0], to_hash="ab" * 32, mac=None)
+    )
+    code, out, _ = _verify_export(b"".join([header, *lines[1:]]), logged, capsys, tmp_path)
+    assert code == 1
+    last = json.loads(lines[-2])["seq"]
+    says = (
+        "the header (line 1) is not signed with this hash key"
+        if keyed and sealed
+        else f"the header (line 1) gives to_hash {'ab' * 32}, and the last entry (line "
+        f"{len(lines) - 1}, seq {last}) has another hash: the header was changed, or lines were "
+        "cut from the export's end"
+    )
+    assert out.splitlines()[0].startswith(
+        f"export verification FAILED (header): {tmp_path / 'received.jsonl'}: {says}"
+    )
+    assert out.splitlines()[1] == "first bad line: line 1"
+
+
+async def test_a_sealed_header_with_its_seal_dropped_is_reported_unsealed(
+    logged: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    lines = _export_lines(logged, capsys, *_WINDOW)
+    data = b"".join([_edit(lines[0], mac=None), *lines[1:]])
+    code, out, _ = _verify_export(data, logged, capsys, tmp_path)
+    assert code == 0
+    assert out.splitlines()[-2:] == ["seals (mac): checked with the hash key", _NOT_PROVEN]
+    code, out, _ = _verify_export(data, logged, capsys, tmp_path, "--format", "json")
+    found = json.loads(out)
+    assert (code, found["ok"], found["macs_checked"]) == (0, True, True)
+    assert (found["header_sealed"], found["end_proven"]) == (False, False)
+
+
+async def test_an_export_without_the_key_verifies_with_its_header_unsealed(
+    logged: Settings,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.delenv(KEY_ENV)
+    window = _export_lines(logged, capsys, *_WINDOW)
+    whole = _export_lines(logged, capsys)
+    header = json.loads(window[0])
+    assert (header["to_hash"], header["mac"]) == (json.loads(window[-2])["hash"], None)
+    code, out, _ = _verify_export(b"".join(window), logged, capsys, tmp_path)
+    assert (code, out.splitlines()[-1]) == (0, _NOT_PROVEN)
+    # The key at verification checks the entries' and the head's seals, not the header's end.
+    monkeypatch.setenv(KEY_ENV, HASH_KEY)
+    code, out, _ = _verify_export(b"".join(window), logged, capsys, tmp_path)
+    assert (code, out.splitlines()[-1]) == (0, _NOT_PROVEN)
+    code, out, _ = _verify_export(b"".join(window), logged, capsys, tmp_path, "--format", "json")
+    found = json.loads(out)
+    assert (code, found["header_sealed"], found["end_proven"]) == (0, False, False)
+    # An export that reaches the signed head has its end proven by the head.
+    code, out, _ = _verify_export(b"".join(whole), logged, capsys, tmp_path)
+    assert (code, out.splitlines()[-1]) == (
+        0,
+        f"{_UNSEALED}: the export reaches the signed head, which proves its end",
+    )
+
+
+@pytest.mark.parametrize("window", [[], list(_WINDOW)], ids=["whole", "until"])
+async def test_an_export_with_a_header_from_before_headers_were_sealed_verifies_unsealed(
+    logged: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path, window: list[str]
+) -> None:
+    lines = _export_lines(logged, capsys, *window)
+    old = {k: v for k, v in json.loads(lines[0]).items() if k not in ("to_hash", "mac")}
+    data = b"".join([json.dumps(old).encode() + b"\n", *lines[1:]])
+    code, out, _ = _verify_export(data, logged, capsys, tmp_path, "--format", "json")
+    found = json.loads(out)
+    assert (code, found["ok"], found["problem"]) == (0, True, None)
+    assert (found["header_sealed"], found["end_proven"]) == (False, not window)
+    # Such a window cut at its end still checks out: the sealed header is what finds it.
+    code, out, _ = _verify_export(
+        b"".join(_cut(data.splitlines(keepends=True), 2)), logged, capsys, tmp_path
+    )
+    assert (code, out.splitlines()[-1]) == (0, _NOT_PROVEN)

@@ -846,7 +846,31 @@ def _export_lines(shown: str, check: exportfile.ExportCheck, key_env: str) -> li
             "file is whole and consistent, not that the gateway wrote it (anyone can recompute "
             "a hash)"
         )
+    lines.append(_header_seal_line(check, key_env))
     return lines
+
+
+def _header_seal_line(check: exportfile.ExportCheck, key_env: str) -> str:
+    if check.header_sealed is None:
+        return (
+            f"header seal (mac): NOT checked, no hash key in {key_env}: the export's end is not "
+            "proven"
+        )
+    if check.header_sealed:
+        return (
+            "header seal (mac): checked with the hash key: the export's end is proven, no line "
+            "was cut from it"
+        )
+    unsealed = (
+        "header seal (mac): none, the header is not sealed (it was exported without the hash "
+        "key, or before headers were sealed)"
+    )
+    if check.end_proven:
+        return f"{unsealed}: the export reaches the signed head, which proves its end"
+    return (
+        f"{unsealed}: the export's end is NOT proven: lines cut from its end, with to_seq "
+        "lowered to match, would still check out"
+    )
 
 
 def _read_anchors(name: str, key: bytes) -> list[review.Anchor]:

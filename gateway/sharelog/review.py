@@ -24,6 +24,7 @@ from gateway.sharelog.chain import (
     entry_mac,
     format_ts,
     head_mac,
+    header_mac,
     macs_equal,
     seal_key,
 )
@@ -1250,8 +1251,9 @@ def export(
     The lines are a contiguous run of the chain: from the first share at or after `since` to
     the last share before `until`, plus the outcomes of those shares, and every entry in between
     (checkpoints included). Each entry line is the stored entry with its `hash` and `mac`; a
-    header line (`kind: export`) states how to recompute a hash and a last line (`kind: head`)
-    carries the log's signed head at the time of export.
+    header line (`kind: export`) states how to recompute a hash and where the run ends
+    (`to_seq`, `to_hash`), sealed with `master_key` (`mac`, else null), and a last line
+    (`kind: head`) carries the log's signed head at the time of export.
 
     The run is checked before a line is written (`BrokenChain`, `UnreadableEntry`): each hash
     against its entry, each link against the entry before it, the head against the last entry,
@@ -1272,8 +1274,9 @@ def export(
         run = (lo, hi) if lo is not None and hi is not None and lo <= hi else None
         # A first pass over the same snapshot, so that nothing is written of a run that fails
         # (a stream cannot take back what it was given), without holding the run in memory.
-        _ExportCheck(conn, master_key, head, whole=until is None).run(run)
-        header = {
+        checker = _ExportCheck(conn, master_key, head, whole=until is None)
+        to_hash = checker.run(run)
+        header: Entry = {
             "kind": "export",
             "exported_at": format_ts(datetime.now(UTC)),
             "since": None if since is None else format_ts(since),
@@ -1284,7 +1287,11 @@ def export(
                 "hash = SHA-256 (hex) of the entry without `hash` and `mac`, serialised as "
                 "compact JSON with sorted keys in UTF-8; prev_hash = hash of the entry before"
             ),
+            "to_hash": to_hash,
         }
+        # Sealed, the header's end (`to_seq`, `to_hash`) shows lines cut from a window's end,
+        # which the head, past the window, cannot.
+        header["mac"] = None if checker.key is None else header_mac(checker.key, header)
         out.write(orjson.dumps(header, option=orjson.OPT_SORT_KEYS).decode() + "\n")
         written = 0
         first = last = None
@@ -1333,7 +1340,8 @@ class _ExportCheck:
     def fail(self, message: str) -> NoReturn:
         raise BrokenChain(f"{message}: {_RUN_VERIFY}")
 
-    def run(self, run: tuple[int, int] | None) -> None:
+    def run(self, run: tuple[int, int] | None) -> str | None:
+        """The hash of the run's last entry, once the run checks out; None for no entry."""
         head_seq, head_hash, head_signed = self._head()
         if not head_signed and (run is None or not self._first_signed(run[0])):
             self.fail(
@@ -1367,6 +1375,7 @@ class _ExportCheck:
             )
         if last == head_seq and run is not None and prev != head_hash:
             self.fail(f"entry seq {last} is not the log's signed head (seq {head_seq})")
+        return prev if last else None
 
     def _head(self) -> tuple[int, str, bool]:
         """The signed head: seq, hash, and whether its seal holds (True without the key)."""
