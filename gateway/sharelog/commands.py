@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import csv
 import fcntl
+import functools
 import heapq
 import itertools
 import os
@@ -17,7 +18,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -37,6 +38,8 @@ from gateway.sharelog.schema import (
     connect_ro,
 )
 from gateway.wallclock import UnclearWallTime, day_start, wall_time
+
+T = TypeVar("T")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -790,14 +793,9 @@ def _verify_export(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(_EXPORT_ALONE)
     key = _key_if_given(settings)
     name = args.export
-    try:
-        if name == "-":
-            check = exportfile.check_export(sys.stdin.buffer, key)
-        else:
-            with open(name, "rb") as lines:
-                check = exportfile.check_export(lines, key)
-    except OSError as exc:
-        raise UsageError(f"--export {name}: {exc.strerror or exc}") from exc
+    check = _read_lines(
+        "--export", name, functools.partial(exportfile.check_export, master_key=key)
+    )
     shown = "standard input" if name == "-" else name
     if args.format == "json":
         print(
@@ -873,15 +871,21 @@ def _header_seal_line(check: exportfile.ExportCheck, key_env: str) -> str:
     )
 
 
-def _read_anchors(name: str, key: bytes) -> list[review.Anchor]:
+def _read_lines(option: str, name: str, read: Callable[[IO[bytes]], T]) -> T:
+    """What `read` makes of the file an option names, read in binary; `-` is standard input."""
     try:
         if name == "-":
-            anchors = review.read_anchors(sys.stdin.buffer, key)
-        else:
-            with open(name, "rb") as lines:
-                anchors = review.read_anchors(lines, key)
+            return read(sys.stdin.buffer)
+        with open(name, "rb") as lines:
+            return read(lines)
     except OSError as exc:
-        raise UsageError(f"--checkpoints {name}: {exc.strerror or exc}") from exc
+        raise UsageError(f"{option} {name}: {exc.strerror or exc}") from exc
+
+
+def _read_anchors(name: str, key: bytes) -> list[review.Anchor]:
+    anchors = _read_lines(
+        "--checkpoints", name, functools.partial(review.read_anchors, master_key=key)
+    )
     if not anchors:
         raise UsageError(
             f"--checkpoints {name}: no share_log_checkpointed line in it (the gateway prints "
