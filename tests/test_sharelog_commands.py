@@ -2420,7 +2420,8 @@ async def test_an_export_under_another_hash_key_fails_and_without_one_says_seals
     assert len(out.splitlines()) == 11
     assert err == (
         "exported 9 entries (seq 1-9) to stdout\n"
-        f"hashes and links checked; seals not checked: no hash key in {KEY_ENV}\n"
+        "hashes and links checked; seals not checked, and the header not sealed (its end is "
+        f"not proven): no hash key in {KEY_ENV}\n"
     )
 
 
@@ -2861,7 +2862,9 @@ async def test_a_hash_key_variable_set_empty_is_no_key_for_export_and_its_check(
     monkeypatch.setenv(KEY_ENV, "")
     code, out, err = run(["logs", "export"], logged, capsys)
     assert code == 0
-    assert err.endswith(f"seals not checked: no hash key in {KEY_ENV}\n")
+    assert err.endswith(
+        f"the header not sealed (its end is not proven): no hash key in {KEY_ENV}\n"
+    )
     code, report, _ = _verify_export(out.encode(), logged, capsys, tmp_path)
     assert code == 0
     assert report.splitlines()[-2].startswith(f"seals (mac): NOT checked, no hash key in {KEY_ENV}")

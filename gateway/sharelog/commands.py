@@ -922,8 +922,8 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     )
     if key is None:
         print(
-            f"hashes and links checked; seals not checked: no hash key in "
-            f"{settings.secrets.hash_key_env}",
+            "hashes and links checked; seals not checked, and the header not sealed (its end "
+            f"is not proven): no hash key in {settings.secrets.hash_key_env}",
             file=sys.stderr,
         )
     return EXIT_OK
