@@ -21,6 +21,7 @@ from gateway.sharelog.chain import (
     entry_hash,
     format_ts,
     head_mac,
+    header_mac,
     outcome_entry,
     seal,
     seal_key,
@@ -66,6 +67,18 @@ def test_a_seal_is_an_hmac_with_the_checkpoint_sub_key() -> None:
     assert entry["mac"] == expected
     assert entry["hash"] == entry_hash(unsealed(entry))
     assert head_mac(seal_key(KEY), 7, entry["hash"]) != entry["mac"]
+
+
+def test_an_export_header_seal_is_an_hmac_of_its_json_without_mac() -> None:
+    # Sealed export files outlive the gateway version that wrote them: the rule cannot drift.
+    header = {"kind": "export", "from_seq": 40, "to_seq": 44, "to_hash": "ab" * 32, "mac": None}
+    key = derive_key(KEY, "share-log-checkpoint")
+    text = json.dumps(
+        {k: v for k, v in header.items() if k != "mac"}, sort_keys=True, separators=(",", ":")
+    )
+    expected = hmac.new(key, b"export:" + text.encode(), hashlib.sha256).hexdigest()
+    assert header_mac(seal_key(KEY), header) == expected
+    assert header_mac(seal_key(KEY), {**header, "mac": expected}) == expected
 
 
 def test_the_share_entry_holds_every_field_in_canonical_form() -> None:
