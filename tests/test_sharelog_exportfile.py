@@ -306,6 +306,14 @@ def test_a_broken_export_is_reported_at_its_line(broken: str) -> None:
     assert (problem.kind, problem.line) == (kind, line)
 
 
+@pytest.mark.parametrize(("kept", "missing"), [("to_hash", "mac"), ("mac", "to_hash")])
+def test_a_header_with_half_its_seal_names_the_half_missing(kept: str, missing: str) -> None:
+    header, *rest = _export(40)
+    problem = check_export([_edited(header, drop=missing), *rest], KEY).problem
+    assert problem is not None
+    assert problem.message == f"the header (line 1) has {kept} without {missing}"
+
+
 def test_a_relinked_entry_fails_without_the_key_too() -> None:
     lines = list(_export(40))
     problem = check_export([*lines[:2], _relinked(lines[2]), *lines[3:]], None).problem
