@@ -314,6 +314,21 @@ def test_a_header_with_half_its_seal_names_the_half_missing(kept: str, missing: 
     assert problem.message == f"the header (line 1) has {kept} without {missing}"
 
 
+@pytest.mark.parametrize("line", [3, 7], ids=["entry", "head"])
+def test_an_export_that_fails_does_not_say_its_end_is_proven(line: int) -> None:
+    # Its sealed header checked out, and it reaches the head: neither stands for a file that
+    # fails further on.
+    lines = list(_export(40))
+    lines[line - 1] = _edited(lines[line - 1], mac="ab" * 32)
+    check = check_export(lines, KEY)
+    assert check.problem is not None
+    assert (check.problem.kind, check.problem.line) == ("forged", line)
+    assert (check.header_sealed, check.last_seq, check.head_seq) == (
+        (True, 44, 44) if line == 7 else (True, 40, None)
+    )
+    assert (check.end_proven, check.to_json()["end_proven"]) == (False, False)
+
+
 def test_a_relinked_entry_fails_without_the_key_too() -> None:
     lines = list(_export(40))
     problem = check_export([*lines[:2], _relinked(lines[2]), *lines[3:]], None).problem
