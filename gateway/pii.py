@@ -553,8 +553,9 @@ _MO_ID_OPEN_RE: Final = re.compile(
 _MO_ID_RE: Final = re.compile(rf"{_MO_ID_OPEN_RE.pattern}(?![0-9A-Za-z])")
 _GLUED_MO_ID: Final = re.compile(f"{_MO_ID_BRACKETED}|{_MO_ID_SLASHED}")
 _GLUED_CREDIT: Final = re.compile(_CREDIT_BODY)
-# An IPv6 address glued on is the whole token from there: at most 45 characters, and a few
-# stops ending a sentence. Possessive and bounded, so that each try reads that far at most.
+# An IPv6 address glued on is the whole token from there, or its part before a letter that is
+# no hex digit (`_ipv6_from`): at most 45 characters, and a few stops ending a sentence.
+# Possessive and bounded, so that each try reads that far at most.
 _GLUED_IPV6: Final = re.compile(r"[0-9A-Za-z:.]{2,64}+(?![0-9A-Za-z:.])")
 _ALNUM: Final = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _LETTERS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -564,11 +565,14 @@ _IPV4_RE: Final = re.compile(
     rf"(?<![0-9vV])(?<![0-9A-Za-z]\.)(?:{_OCTET}\.){{3}}{_OCTET}(?![0-9])(?!\.[0-9])"
 )
 # IPv6 is judged on whole colon-bearing tokens so that no suffix of a longer colon run
-# ("1:2:3:4:5:6:7:8:9") is ever tried on its own.
+# ("1:2:3:4:5:6:7:8:9") is ever tried on its own; only a letter that is no hex digit, which
+# cannot continue an address, ends one inside a token (`_ipv6_from`).
 _IPV6_TOKEN_RE: Final = re.compile(
     r"(?<![0-9A-Za-z:.])[0-9A-Za-z:.]*:[0-9A-Za-z:.]*:[0-9A-Za-z:.]*"
 )
 _HEX_DIGITS: Final = frozenset("0123456789abcdefABCDEF")
+# In a token of `_IPV6_TOKEN_RE`'s characters: a letter that is no hex digit.
+_NO_HEX_LETTER: Final = re.compile("[G-Zg-z]")
 # MAC addresses (EUI-48): six pairs of hex digits set apart by one and the same ':' or '-', or
 # three groups of four set apart by dots. Not glued to a letter or digit, nor before a colon
 # run on ('::') or a separator and more hex digits (an IPv6 address, a longer hex string, a
@@ -930,11 +934,31 @@ def _ipv6_ok(value: str) -> bool:
     return True
 
 
+def _ipv6_from(token: str, start: int) -> tuple[int, int] | None:
+    """Offsets within ``token`` of the IPv6 address starting at ``start``, if any: the rest of
+    the token, or the part before a letter that is no hex digit."""
+    end = len(token.rstrip("."))
+    if _ipv6_ok(token[start:end]):
+        return start, end
+    # A letter that is no hex digit cannot continue an address: it ends there, as an IPv4
+    # address ends before a letter ("fe80::1x", "192.168.1.1x"). Where hex digits run up to the
+    # letter they are all the address's ("fe80::1abcg"): a group that grows too long, or groups
+    # too many, make no address, and a longer hex string is not cut into one.
+    letter = _NO_HEX_LETTER.search(token, start, end)
+    if letter is None:
+        return None
+    # Stops before the letter end a sentence, as they may after a whole token ("fe80::1.Then").
+    address = token[start : letter.start()].rstrip(".")
+    if not address or address[-1] not in _HEX_DIGITS or not _ipv6_ok(address):
+        return None  # "fe80::x", "::x": no hex run ends at the letter
+    return start, start + len(address)
+
+
 def _ipv6_span(token: str) -> tuple[int, int] | None:
     """Offsets within ``token`` of the IPv6 address it holds, if any."""
-    end = len(token.rstrip("."))
-    if _ipv6_ok(token[:end]):
-        return 0, end
+    span = _ipv6_from(token, 0)
+    if span is not None:
+        return span
     # "IP:2001:db8::1", "IPv6:fe80::1", "地址:fe80::1": a label or a lone colon glued on in
     # front. A label that could be the first group of an address ("12:30:45", MAC
     # "00:1A:2B:...") is not stripped.
@@ -944,9 +968,7 @@ def _ipv6_span(token: str) -> tuple[int, int] | None:
         return None
     if label and len(label) <= 4 and not label.isalpha() and set(label) <= _HEX_DIGITS:
         return None
-    if _ipv6_ok(token[colon + 1 : end]):
-        return colon + 1, end
-    return None
+    return _ipv6_from(token, colon + 1)
 
 
 def _mac_ok(norm: str, start: int, end: int) -> bool:

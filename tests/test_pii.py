@@ -2112,6 +2112,50 @@ def test_ip_rejected(text: str) -> None:
     assert spans(text) == []
 
 
+# A letter that is no hex digit cannot continue an IPv6 address: it ends there, as an IPv4
+# address ends before a letter. Hex digits up to the letter are all the address's.
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("192.168.1.1x", "192.168.1.1"),  # what IPv6 is made consistent with
+        ("fe80::1x", "fe80::1"),
+        ("2001:db8::8a2e:370:7334z", "2001:db8::8a2e:370:7334"),
+        ("fe80::1abcg", "fe80::1abc"),
+        ("fe80::1abc", "fe80::1abc"),  # its hex digits run on: one address
+        ("IPv6:fe80::1x", "fe80::1"),  # after a label too
+        ("映射::ffff:192.168.0.1x异常", "::ffff:192.168.0.1"),
+        ("blocked fe80::1.Then", "fe80::1"),  # a stop before the letter ends a sentence
+        ("地址fe80::1x已封禁", "fe80::1"),
+        ("地址：2001：db8：：1x，已封禁", "2001：db8：：1"),
+        ("地址ｆｅ８０：：１ｘ", "ｆｅ８０：：１"),
+        ("11:22:33:44:55:66:77:88x", "11:22:33:44:55:66:77:88"),  # eight groups: an address
+    ],
+)
+def test_an_ipv6_address_ends_before_a_letter_that_is_no_hex_digit(text: str, value: str) -> None:
+    assert spans(text) == [(IP, value)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "deadbeef::cafez",  # a group of eight hex digits: no address
+        "fe80::1abcdefg",  # the hex digits run on past a group's four
+        "fe80::1E12345678",  # one run of hex digits, no passport glued on
+        "1:2:3:4:5:6:7:8:9x",
+        "MAC 00:1a:2b:3c:4d:5ex",  # a MAC address with a letter glued on is none, nor IPv6
+        "MAC 00-1a-2b-3c-4d-5ex",
+        "::x",
+        "fe80::x",  # no hex digit runs up to the letter
+        "std::endl",
+        "时间 12:30:45x",
+    ],
+)
+def test_no_ipv6_address_is_cut_out_before_a_letter(text: str) -> None:
+    assert spans(text) == []
+
+
 # An input method in Chinese mode types the stops and colons of an address ideographic or
 # full-width, and its digits ASCII.
 
@@ -2483,6 +2527,10 @@ REDACTED = {category: f"[REDACTED:{category}]" for category in CATEGORIES}
         (("E12345678", PASSPORT), ("fe80::1", IP)),
         ((ID_X, ID_NUMBER), ("2001:db8::1", IP)),  # the scan found only "db8::1" of it
         (("li@example.com", EMAIL), ("2001:db8::1", IP)),
+        # After an IPv6 address, only what opens with a letter that is no hex digit.
+        (("fe80::1", IP), ("H12345678", PASSPORT)),
+        (("2001:db8::1", IP), ("G12345678", PASSPORT)),
+        (("fe80::1abc", IP), ("M1234567890", PASSPORT)),
         (("li@example.com", EMAIL), ("wang@example.org", EMAIL)),
     ],
     ids=lambda pair: pair[1].rsplit(".", 1)[-1],
@@ -2609,11 +2657,14 @@ GLUED = [
 def may_follow(before: str, after: str) -> bool:
     """Whether ``after`` written right after ``before`` is two identifiers to a reader: a letter
     on one side of where they meet (between two digits nothing says where a number ends), no
-    local part of an address (it takes any letters and digits before its '@'), nothing after an
-    IPv6 address (its hex digits run on), and no hex letters after a top-level domain."""
+    local part of an address (it takes any letters and digits before its '@'), after an IPv6
+    address only a letter that is no hex digit (its hex digits run on), and no hex letters after
+    a top-level domain."""
     if after.endswith(".com"):
         return before.endswith(".com")
-    if ":" in before or (before.endswith(".com") and after[0] in "abcdef"):
+    if ":" in before:
+        return after[0].isalpha() and after[0] not in "ABCDEFabcdef"
+    if before.endswith(".com") and after[0] in "abcdef":
         return False
     return before[-1].isalpha() or after[0].isalpha()
 
