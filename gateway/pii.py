@@ -1427,10 +1427,11 @@ def _glued_chain(
     norm: str, at: int, end: int, good: set[int], failed: set[int], ipv6: bool = True
 ) -> list[_Candidate] | None:
     """The identifiers written one right after another from ``at``, where another ends, up to
-    where the last one ends as its own pattern has it (no letter or digit after it) or a place
-    in ``good`` (where one the run's scan found starts); None if there are none such. Where they
-    start goes into ``good``, and where none such start into ``failed``: no place is read twice.
-    ``ipv6``: whether the first may be an IPv6 address."""
+    where the last one ends as its own pattern has it (no letter or digit after it, or for an
+    IPv6 address no hex digit) or a place in ``good`` (where one the run's scan found starts);
+    None if there are none such. Where they start goes into ``good``, and where none such start
+    into ``failed``: no place is read twice. ``ipv6``: whether the first may be an IPv6
+    address."""
     if at in good:
         return []
     if not _may_glue(norm, at):
@@ -1450,9 +1451,19 @@ def _glued_chain(
                 chain.append(candidate)
                 stack.append((after, iter(_glued_at(norm, after, end))))
                 break
+            if candidate[3] == IP:  # it ends before a letter that is no hex digit: see below
+                chain.append(candidate)
+                good.update(start for _, start, _, _ in chain)
+                return chain
         else:
             failed.add(here)
             stack.pop()
+            if chain and chain[-1][3] == IP:
+                # An IPv6 address glued on with a letter after it ends before that letter, which
+                # is no hex digit (`_ipv6_from`), as one the run's scan finds does: where nothing
+                # glued starts at the letter, the chain ends with it ("E12345678fe80::1x").
+                good.update(start for _, start, _, _ in chain)
+                return chain
             if chain:
                 chain.pop()
     return None

@@ -2622,6 +2622,22 @@ def test_a_macau_card_or_a_permit_glued_to_another_identifier_is_found(
     )
 
 
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("13800138000fe80::1x", [("13800138000", PHONE), ("fe80::1", IP)]),
+        ("E12345678fe80::1x", [("E12345678", PASSPORT), ("fe80::1", IP)]),
+        ("H12345678fe80::1abcg", [("H12345678", PASSPORT), ("fe80::1abc", IP)]),
+        # A letter after the passport that follows it: the passport is none, the address stays.
+        ("fe80::1H12345678x", [("fe80::1", IP)]),
+    ],
+)
+def test_an_ipv6_address_glued_on_ends_before_a_letter_that_is_no_hex_digit(
+    text: str, found: list[tuple[str, str]]
+) -> None:
+    assert spans(f"资料：{text}。") == [(category, value) for value, category in found]
+
+
 def test_a_credit_code_that_reads_as_two_permits_stays_a_credit_code() -> None:
     # Its check holds, and where the two overlap a credit code goes before a passport.
     assert with_uscc_check("H12345678H1234567") == "H12345678H12345678"
