@@ -2628,6 +2628,10 @@ def test_a_macau_card_or_a_permit_glued_to_another_identifier_is_found(
         ("13800138000fe80::1x", [("13800138000", PHONE), ("fe80::1", IP)]),
         ("E12345678fe80::1x", [("E12345678", PASSPORT), ("fe80::1", IP)]),
         ("H12345678fe80::1abcg", [("H12345678", PASSPORT), ("fe80::1abc", IP)]),
+        # The run's scan finds only the address's last groups ("db8::1"), and nothing glued
+        # starts at the letter: the whole address glued on ends there all the same.
+        ("E12345678fe80:db8::1x", [("E12345678", PASSPORT), ("fe80:db8::1", IP)]),
+        ("li@example.com2001:db8::1x", [("li@example.com", EMAIL), ("2001:db8::1", IP)]),
         # A letter after the passport that follows it: the passport is none, the address stays.
         ("fe80::1H12345678x", [("fe80::1", IP)]),
     ],
