@@ -2642,6 +2642,12 @@ def test_an_ipv6_address_glued_on_ends_before_a_letter_that_is_no_hex_digit(
     assert spans(f"资料：{text}。") == [(category, value) for value, category in found]
 
 
+def test_a_label_before_an_ipv6_address_glued_on_is_left() -> None:
+    # Glued after a phone number, "IPv6:" is still the address's label, left as it is where
+    # nothing comes before it: an address read as glued on never takes a label in.
+    assert spans("资料：13800138000IPv6:fe80::1。") == [(PHONE, "13800138000"), (IP, "fe80::1")]
+
+
 def test_a_credit_code_that_reads_as_two_permits_stays_a_credit_code() -> None:
     # Its check holds, and where the two overlap a credit code goes before a passport.
     assert with_uscc_check("H12345678H1234567") == "H12345678H12345678"
