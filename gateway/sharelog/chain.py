@@ -328,3 +328,25 @@ def checkpoint_entry(
         "cut_seq": cut_seq,
         "cut_prev_hash": cut_prev_hash,
     }
+
+
+class EntryTally:
+    """What a walk along the chain has read so far: the entries of each kind, and the first
+    and last seq. `logs verify` walks a log, `logs verify --export` an export file."""
+
+    def __init__(self) -> None:
+        self.entries = self.shares = self.outcomes = self.checkpoints = 0
+        self.first_seq: int | None = None
+        self.last_seq: int | None = None
+
+    def _count(self, kind: EntryKind, seq: int) -> None:
+        self.entries += 1
+        if kind == "share":
+            self.shares += 1
+        elif kind == "outcome":
+            self.outcomes += 1
+        else:
+            self.checkpoints += 1
+        if self.first_seq is None:
+            self.first_seq = seq
+        self.last_seq = seq

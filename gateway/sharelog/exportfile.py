@@ -12,7 +12,7 @@ import orjson
 
 from gateway.sharelog.chain import (
     GENESIS_HASH,
-    EntryKind,
+    EntryTally,
     entry_hash,
     entry_mac,
     head_mac,
@@ -149,13 +149,11 @@ def _is_int(value: object) -> bool:
     return type(value) is int  # not a bool, which JSON keeps apart
 
 
-class _Checker:
+class _Checker(EntryTally):
     def __init__(self, master_key: bytes | None) -> None:
         self.key = None if master_key is None else seal_key(master_key)
         self.number = 0  # the line being read
-        self.entries = self.shares = self.outcomes = self.checkpoints = 0
-        self.first_seq: int | None = None
-        self.last_seq: int | None = None
+        super().__init__()
         self.head_seq: int | None = None
         self.anchor: str | None = None
         self.header_sealed: bool | None = None
@@ -435,18 +433,6 @@ class _Checker:
                 f"the head line (line {self.number}) is not signed with this hash key: it was "
                 "changed, or the key is not the gateway's",
             )
-
-    def _count(self, kind: EntryKind, seq: int) -> None:
-        self.entries += 1
-        if kind == "share":
-            self.shares += 1
-        elif kind == "outcome":
-            self.outcomes += 1
-        else:
-            self.checkpoints += 1
-        if self.first_seq is None:
-            self.first_seq = seq
-        self.last_seq = seq
 
 
 def check_export(lines: Iterable[bytes], master_key: bytes | None) -> ExportCheck:

@@ -20,6 +20,7 @@ from gateway.sharelog.chain import (
     SHARE_FIELDS,
     Entry,
     EntryKind,
+    EntryTally,
     entry_hash,
     entry_mac,
     format_ts,
@@ -754,7 +755,7 @@ def _schema_differences(conn: sqlite3.Connection) -> list[str]:
     return [message for _, message in problems]
 
 
-class _Verifier:
+class _Verifier(EntryTally):
     def __init__(
         self, conn: sqlite3.Connection, master_key: bytes, anchors: Sequence[Anchor] = ()
     ) -> None:
@@ -763,9 +764,7 @@ class _Verifier:
         self.given_anchors = anchors
         self.anchors: dict[int, Anchor] = {}
         self.anchor_check: AnchorCheck | None = None
-        self.entries = self.shares = self.outcomes = self.checkpoints = 0
-        self.first_seq: int | None = None
-        self.last_seq: int | None = None
+        super().__init__()
         self.head_seq: int | None = None
         self.last_checkpoint = 0  # the seq of the last checkpoint entry; 0 when there is none
         self.start = 1  # the seq the chain starts at
@@ -1168,18 +1167,6 @@ class _Verifier:
             "SELECT MIN(seq) FROM outcomes WHERE share_seq = ? AND seq < ?", (share_seq, seq)
         ).fetchone()[0]
         return f"is a second outcome of seq {share_seq}, whose outcome is at seq {earlier}"
-
-    def _count(self, kind: EntryKind, seq: int) -> None:
-        self.entries += 1
-        if kind == "share":
-            self.shares += 1
-        elif kind == "outcome":
-            self.outcomes += 1
-        else:
-            self.checkpoints += 1
-        if self.first_seq is None:
-            self.first_seq = seq
-        self.last_seq = seq
 
 
 def _what_changed(row: Sequence[Any], entry: Entry, stored_hash: object) -> str:
