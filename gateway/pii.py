@@ -510,6 +510,8 @@ _LANDLINE_RE: Final = re.compile(
 # glued to another.
 _PASSPORT_BODY: Final = r"(?:[HM][0-9]{10}|[EGHMC][0-9]{8}|[EC][A-Z][0-9]{7})"
 _PASSPORT_RE: Final = re.compile(rf"(?<![0-9A-Za-z]){_PASSPORT_BODY}(?![0-9A-Za-z])")
+# A letter a passport or permit can start with: a run without one holds none of them.
+_PASSPORT_LETTER: Final = re.compile("[CEGHM]")
 # The one shape of a passport's that a Hong Kong card of two letters with a bare check digit
 # has too, and where the passport stays (`_hk_id_ok`). A permit's "CA1234567" is a card's shape
 # as well, but there the card stays (`_passport_ok`).
@@ -1270,13 +1272,7 @@ def _candidates(norm: str, start: int, end: int, glued: list[_Candidate]) -> lis
     if length >= 11 and (norm.find("0", start, end) != -1 or norm.find("86", start, end) != -1):
         for m in _LANDLINE_RE.finditer(norm, start, end):
             found.append((_PRIORITY[PHONE], m.start(), m.end(), PHONE))
-    if length >= 9 and (
-        norm.find("E", start, end) != -1
-        or norm.find("G", start, end) != -1
-        or norm.find("H", start, end) != -1
-        or norm.find("M", start, end) != -1
-        or norm.find("C", start, end) != -1
-    ):
+    if length >= 9 and _PASSPORT_LETTER.search(norm, start, end) is not None:
         for m in _PASSPORT_OPEN_RE.finditer(norm, start, end):
             if not _passport_ok(m.group()):
                 continue
