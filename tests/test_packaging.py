@@ -1,5 +1,5 @@
-"""The package builds with the backend it names, the image's build stage copies all of it, and
-the image's health check finds the gateway."""
+"""The package builds with the backend it names, `scripts/setup` installs it once, the image's
+build stage copies all of it, and the image's health check finds the gateway."""
 
 from __future__ import annotations
 
@@ -69,6 +69,87 @@ def docker_ignores(relative: Path) -> bool:
         elif any(fnmatch.fnmatchcase(prefix, pattern) for prefix in prefixes):
             return True
     return False
+
+
+def _setup_in(tmp_path: Path, pyproject: str) -> Path:
+    """A copy of `scripts/setup` beside `pyproject`, whose `.venv/bin/python` writes each pip
+    command it is given to `pip.log` instead of running it."""
+    (tmp_path / "scripts").mkdir(exist_ok=True)
+    shutil.copy(REPO / "scripts" / "setup", tmp_path / "scripts" / "setup")
+    (tmp_path / "pyproject.toml").write_text(pyproject)
+    python = tmp_path / ".venv" / "bin" / "python"
+    python.parent.mkdir(parents=True, exist_ok=True)
+    python.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = -m ]; then echo "$*" >>pip.log; exit 0; fi\n'
+        f'exec {sys.executable} "$@"\n'
+    )
+    python.chmod(0o755)
+    return tmp_path / "pip.log"
+
+
+def _run_setup(tmp_path: Path, *extras: str) -> list[str]:
+    log = tmp_path / "pip.log"
+    log.unlink(missing_ok=True)
+    done = subprocess.run(
+        ["sh", str(tmp_path / "scripts" / "setup"), *extras],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_setup_installs_once_per_version_of_the_project(tmp_path: Path) -> None:
+    # A second `./scripts/demo` must run offline: installing again needs the package index.
+    _setup_in(tmp_path, "[project]\nname = 'x'\n")
+    assert _run_setup(tmp_path) == [
+        "-m pip install --quiet --upgrade pip",
+        "-m pip install --quiet -e .",
+    ]
+    assert _run_setup(tmp_path) == []
+    # The development tools are more than the plain install holds.
+    assert _run_setup(tmp_path, "dev") == [
+        "-m pip install --quiet --upgrade pip",
+        "-m pip install --quiet -e .[dev]",
+    ]
+    assert _run_setup(tmp_path, "dev") == []
+    assert _run_setup(tmp_path) == []
+    # New dependencies: installed again.
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\nversion = '2'\n")
+    assert _run_setup(tmp_path) == [
+        "-m pip install --quiet --upgrade pip",
+        "-m pip install --quiet -e .",
+    ]
+    assert _run_setup(tmp_path, "dev")[-1] == "-m pip install --quiet -e .[dev]"
+
+
+def test_setup_that_failed_to_install_installs_again(tmp_path: Path) -> None:
+    _setup_in(tmp_path, "[project]\nname = 'x'\n")
+    python = tmp_path / ".venv" / "bin" / "python"
+    working = python.read_text()
+    python.write_text(working.replace("exit 0", "exit 1"))
+    failed = subprocess.run(
+        ["sh", str(tmp_path / "scripts" / "setup")], capture_output=True, timeout=30, check=False
+    )
+    assert failed.returncode != 0
+    python.write_text(working)
+    assert _run_setup(tmp_path)[-1] == "-m pip install --quiet -e ."
+
+
+def test_the_scripts_set_up_through_setup() -> None:
+    # One place decides when to install; a script with its own pip line would install every run.
+    for name, call in (
+        ("scripts/demo", "./scripts/setup\n"),
+        ("scripts/check", "./scripts/setup dev\n"),
+        ("bench/run", "./scripts/setup dev\n"),
+    ):
+        text = (REPO / name).read_text()
+        assert call in text, name
+        assert "pip install --quiet -e" not in text, name
 
 
 def test_the_image_build_installs_every_file_of_the_package(tmp_path: Path) -> None:
