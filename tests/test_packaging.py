@@ -71,6 +71,9 @@ def docker_ignores(relative: Path) -> bool:
     return False
 
 
+_SH = shutil.which("sh") or "/bin/sh"
+
+
 def _setup_in(tmp_path: Path, pyproject: str) -> Path:
     """A copy of `scripts/setup` beside `pyproject`, whose `.venv/bin/python` writes each pip
     command it is given to `pip.log` instead of running it."""
@@ -92,7 +95,7 @@ def _run_setup(tmp_path: Path, *extras: str) -> list[str]:
     log = tmp_path / "pip.log"
     log.unlink(missing_ok=True)
     done = subprocess.run(
-        ["sh", str(tmp_path / "scripts" / "setup"), *extras],
+        [_SH, str(tmp_path / "scripts" / "setup"), *extras],
         capture_output=True,
         text=True,
         timeout=30,
@@ -133,7 +136,7 @@ def test_setup_that_failed_to_install_installs_again(tmp_path: Path) -> None:
     working = python.read_text()
     python.write_text(working.replace("exit 0", "exit 1"))
     failed = subprocess.run(
-        ["sh", str(tmp_path / "scripts" / "setup")], capture_output=True, timeout=30, check=False
+        [_SH, str(tmp_path / "scripts" / "setup")], capture_output=True, timeout=30, check=False
     )
     assert failed.returncode != 0
     python.write_text(working)
