@@ -2885,8 +2885,7 @@ async def test_an_export_of_a_log_no_gateway_has_started_holds_its_head_and_veri
 
 _WINDOW = ("--until", "2025-03-01T09:30Z")  # a window that stops before the head
 _UNSEALED = (
-    "header seal (mac): none, the header is not sealed (it was exported without the hash key, "
-    "or before headers were sealed)"
+    "header seal (mac): none, the header is not sealed (it was exported without the hash key)"
 )
 _NOT_PROVEN = (
     f"{_UNSEALED}: the export's end is NOT proven: lines cut from its end, with to_seq lowered "
@@ -2895,12 +2894,11 @@ _NOT_PROVEN = (
 
 
 def _cut(lines: list[bytes], entries: int) -> list[bytes]:
-    """The export with its entries after the first `entries` cut, and the header's to_seq (and
-    to_hash, where it has one) lowered to match: all that takes is an editor."""
+    """The export with its entries after the first `entries` cut, and the header's to_seq and
+    to_hash lowered to match: all that takes is an editor."""
     kept = lines[1 : 1 + entries]
     last = json.loads(kept[-1])
-    ends = {"to_hash": last["hash"]} if b'"to_hash"' in lines[0] else {}
-    return [_edit(lines[0], to_seq=last["seq"], **ends), *kept, lines[-1]]
+    return [_edit(lines[0], to_seq=last["seq"], to_hash=last["hash"]), *kept, lines[-1]]
 
 
 async def test_a_window_export_cut_at_its_end_fails_with_the_key(
@@ -3009,19 +3007,35 @@ async def test_an_export_without_the_key_verifies_with_its_header_unsealed(
     )
 
 
-@pytest.mark.parametrize("window", [[], list(_WINDOW)], ids=["whole", "until"])
-async def test_an_export_with_a_header_from_before_headers_were_sealed_verifies_unsealed(
-    logged: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path, window: list[str]
+@pytest.mark.parametrize("missing", [("to_hash",), ("mac", "to_hash")])
+@pytest.mark.parametrize("keyed", [True, False], ids=["key", "no-key"])
+async def test_an_export_whose_header_lacks_to_hash_fails_at_line_1(
+    logged: Settings,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    missing: tuple[str, ...],
+    keyed: bool,
 ) -> None:
-    lines = _export_lines(logged, capsys, *window)
-    old = {k: v for k, v in json.loads(lines[0]).items() if k not in ("to_hash", "mac")}
-    data = b"".join([json.dumps(old).encode() + b"\n", *lines[1:]])
+    # A window cut at its end, its header's end and seal stripped: no export is written so.
+    lines = _cut(_export_lines(logged, capsys, *_WINDOW), 2)
+    header = {k: v for k, v in json.loads(lines[0]).items() if k not in missing}
+    data = b"".join([json.dumps(header).encode() + b"\n", *lines[1:]])
+    if not keyed:
+        monkeypatch.delenv(KEY_ENV)
+    code, out, _ = _verify_export(data, logged, capsys, tmp_path)
+    assert code == 1
+    assert out.splitlines()[:2] == [
+        f"export verification FAILED (header): {tmp_path / 'received.jsonl'}: the header (line "
+        f"1) lacks {', '.join(missing)}, which an export's has",
+        "first bad line: line 1",
+    ]
     code, out, _ = _verify_export(data, logged, capsys, tmp_path, "--format", "json")
     found = json.loads(out)
-    assert (code, found["ok"], found["problem"]) == (0, True, None)
-    assert (found["header_sealed"], found["end_proven"]) == (False, not window)
-    # Such a window cut at its end still checks out: the sealed header is what finds it.
-    code, out, _ = _verify_export(
-        b"".join(_cut(data.splitlines(keepends=True), 2)), logged, capsys, tmp_path
+    assert (code, found["ok"], found["header_sealed"], found["end_proven"]) == (
+        1,
+        False,
+        None,
+        False,
     )
-    assert (code, out.splitlines()[-1]) == (0, _NOT_PROVEN)
+    assert (found["problem"]["kind"], found["problem"]["line"]) == ("header", 1)

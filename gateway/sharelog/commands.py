@@ -860,8 +860,7 @@ def _header_seal_line(check: exportfile.ExportCheck, key_env: str) -> str:
             "was cut from it"
         )
     unsealed = (
-        "header seal (mac): none, the header is not sealed (it was exported without the hash "
-        "key, or before headers were sealed)"
+        "header seal (mac): none, the header is not sealed (it was exported without the hash key)"
     )
     if check.end_proven:
         return f"{unsealed}: the export reaches the signed head, which proves its end"

@@ -27,11 +27,11 @@ ExportProblemKind = Literal[
     "malformed", "header", "removed", "reordered", "changed", "forged", "head", "truncated"
 ]
 
-# The header as `review.export` writes it: the keys it must have, and those it may. An export
-# written before headers were sealed has neither `to_hash` nor `mac`: auditors hold such files.
-_HEADER_REQUIRED: Final = frozenset({"kind", "from_seq", "to_seq", "hash_rule"})
-_HEADER_SEAL: Final = frozenset({"to_hash", "mac"})
-_HEADER_KEYS: Final = _HEADER_REQUIRED | _HEADER_SEAL | {"exported_at", "since", "until"}
+# The header as `review.export` writes it: the keys it must have, and those it may. Every
+# header has `to_hash` and `mac` (null without the hash key): one with either stripped is no
+# export's, or a sealed end hidden to cut entries from a window unseen.
+_HEADER_REQUIRED: Final = frozenset({"kind", "from_seq", "to_seq", "hash_rule", "to_hash", "mac"})
+_HEADER_KEYS: Final = _HEADER_REQUIRED | {"exported_at", "since", "until"}
 _HEAD_KEYS: Final = frozenset({"kind", "seq", "hash", "mac"})
 _ENTRY_KEYS: Final[dict[str, frozenset[str]]] = {
     kind: frozenset({"kind", *columns(kind)}) for kind in ("share", "outcome", "checkpoint")
@@ -63,7 +63,7 @@ class ExportCheck:
     anchor: str | None
     macs_checked: bool
     # True: the header's seal holds under the key; False: the header has none (exported
-    # without the key, or before headers were sealed); None: not checked (no key) or not read.
+    # without the key); None: not checked (no key) or not read.
     header_sealed: bool | None
     problem: ExportProblem | None
 
@@ -157,8 +157,6 @@ class _Checker(EntryTally):
         self.head_seq: int | None = None
         self.anchor: str | None = None
         self.header_sealed: bool | None = None
-        # The header's `to_hash`, where it has one (an older export's has not).
-        self.has_to_hash = False
         self.to_hash: str | None = None
 
     def fail(
@@ -261,10 +259,6 @@ class _Checker(EntryTally):
                 else f"has {', '.join(unknown)}, which an export's does not"
             )
             self.fail("header", None, f"the header (line 1) {what}")
-        sealing = sorted(_HEADER_SEAL & fields.keys())
-        if len(sealing) == 1:
-            other = "mac" if sealing == ["to_hash"] else "to_hash"
-            self.fail("header", None, f"the header (line 1) has {sealing[0]} without {other}")
         seqs = (fields["from_seq"], fields["to_seq"])
         texts = (
             fields["hash_rule"],
@@ -274,8 +268,7 @@ class _Checker(EntryTally):
             t is None or isinstance(t, str) for t in texts
         ):
             self.fail("header", None, "the header (line 1) has a field of the wrong type")
-        if sealing:
-            self.has_to_hash, self.to_hash = True, fields["to_hash"]
+        self.to_hash = fields["to_hash"]
         self._header_seal(fields)
         from_seq, to_seq = seqs
         if from_seq is None or to_seq is None or from_seq > to_seq:
@@ -305,9 +298,9 @@ class _Checker(EntryTally):
         self.header_sealed = True
 
     def _ends(self, last: str | None) -> None:
-        """The header's `to_hash`, where it has one, against the last entry's hash."""
+        """The header's `to_hash` against the last entry's hash."""
         to_hash = self.to_hash
-        if not self.has_to_hash or to_hash == last:
+        if to_hash == last:
             return
         if last is None:
             why = f"gives to_hash {to_hash} for a window without entries"
@@ -441,8 +434,8 @@ def check_export(lines: Iterable[bytes], master_key: bytes | None) -> ExportChec
     The header must be first and well-formed; the entries run from its `from_seq` to `to_seq`,
     each matching its hash and linked to the one before (the first one's link is taken as
     given); the head line comes last, and where the export reaches it, matches the last entry;
-    the header's `to_hash`, where it has one, is the last entry's hash. With `master_key`, every
-    entry's seal and the head's are checked too, and the header's where it has one: without it,
+    the header's `to_hash` is the last entry's hash. With `master_key`, every entry's seal and
+    the head's are checked too, and the header's where it is sealed: without it,
     anyone could have made the file whole by recomputing the hashes, or cut its end.
     """
     checker = _Checker(master_key)
