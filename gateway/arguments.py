@@ -173,6 +173,13 @@ def add_logs(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="verify a `logs export` file instead, without the share log (- reads standard "
         "input): its lines, hashes and links, its head, and with the hash key its seals",
     )
+    verify.add_argument(
+        "--sealed",
+        action="store_true",
+        help="with --export: require the header to be sealed, its seal checked with the hash "
+        "key, which proves where the export ends (exit 1 for a header exported without the key; "
+        "2 with no key to check it)",
+    )
     _add_output(verify, ("text", "json"))
     _add_log_files(
         verify,

@@ -3039,3 +3039,100 @@ async def test_an_export_whose_header_lacks_to_hash_fails_at_line_1(
         False,
     )
     assert (found["problem"]["kind"], found["problem"]["line"]) == ("header", 1)
+
+
+# --- logs verify --export --sealed: the auditor requires the header's seal -------------------
+
+_SEALED_PROVEN = (
+    "header seal (mac): checked with the hash key, as --sealed requires: the export's end is "
+    "proven, no line was cut from it"
+)
+
+
+@pytest.mark.parametrize("window", [[], list(_WINDOW)], ids=["whole", "until"])
+async def test_verify_export_sealed_passes_a_sealed_export_with_the_key(
+    logged: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path, window: list[str]
+) -> None:
+    data = b"".join(_export_lines(logged, capsys, *window))
+    code, out, err = _verify_export(data, logged, capsys, tmp_path, "--sealed")
+    assert (code, err) == (0, "")
+    assert out.splitlines()[-2:] == ["seals (mac): checked with the hash key", _SEALED_PROVEN]
+    code, out, _ = _verify_export(data, logged, capsys, tmp_path, "--sealed", "--format", "json")
+    found = json.loads(out)
+    assert (code, found["ok"], found["problem"]) == (0, True, None)
+    assert (found["header_sealed"], found["end_proven"], found["sealed_required"]) == (
+        True,
+        True,
+        True,
+    )
+    # Without --sealed, the json says it was not required.
+    _, out, _ = _verify_export(data, logged, capsys, tmp_path, "--format", "json")
+    assert json.loads(out)["sealed_required"] is False
+
+
+@pytest.mark.parametrize("window", [[], list(_WINDOW)], ids=["whole", "until"])
+async def test_verify_export_sealed_fails_a_header_exported_without_the_key(
+    logged: Settings,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    window: list[str],
+) -> None:
+    monkeypatch.delenv(KEY_ENV)
+    data = b"".join(_export_lines(logged, capsys, *window))
+    assert json.loads(data.splitlines()[0])["mac"] is None
+    monkeypatch.setenv(KEY_ENV, HASH_KEY)
+    # Verified as before without --sealed; the whole log's export has its end proven by the head.
+    code, _, _ = _verify_export(data, logged, capsys, tmp_path)
+    assert code == 0
+    code, out, err = _verify_export(data, logged, capsys, tmp_path, "--sealed")
+    assert (code, err) == (1, "")
+    assert out.splitlines() == [
+        f"export verification FAILED (unsealed): {tmp_path / 'received.jsonl'}: the header (line "
+        "1) is not sealed (its mac is null: it was exported without the hash key), and a sealed "
+        "one is required: the export's end is not proven",
+        "first bad line: line 1",
+        "checked before the failure: 0 entries",
+    ]
+    code, out, _ = _verify_export(data, logged, capsys, tmp_path, "--sealed", "--format", "json")
+    found = json.loads(out)
+    assert (code, found["ok"], found["sealed_required"], found["end_proven"]) == (
+        1,
+        False,
+        True,
+        False,
+    )
+    assert (found["problem"]["kind"], found["problem"]["line"]) == ("unsealed", 1)
+
+
+@pytest.mark.parametrize("unset", [True, False], ids=["unset", "empty"])
+async def test_verify_export_sealed_without_the_key_is_a_usage_error(
+    logged: Settings,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    unset: bool,
+) -> None:
+    data = b"".join(_export_lines(logged, capsys))
+    if unset:
+        monkeypatch.delenv(KEY_ENV)
+    else:
+        monkeypatch.setenv(KEY_ENV, "")
+    code, out, err = _verify_export(data, logged, capsys, tmp_path, "--sealed")
+    assert (code, out) == (2, "")
+    assert err == (
+        "share-gateway logs verify: --sealed checks the header's seal with the hash key, and "
+        f"{KEY_ENV} is unset or empty\n"
+    )
+
+
+@pytest.mark.parametrize("more", [[], ["--checkpoints", "-"], ["--log", "x.sqlite"]])
+async def test_verify_sealed_without_export_is_a_usage_error(
+    logged: Settings, capsys: pytest.CaptureFixture[str], more: list[str]
+) -> None:
+    code, out, err = run(["logs", "verify", "--sealed", *more], logged, capsys)
+    assert (code, out) == (2, "")
+    assert err == (
+        "share-gateway logs verify: --sealed requires an export file's header to be sealed: "
+        "give it with --export FILE (a share log's seals are always checked)\n"
+    )

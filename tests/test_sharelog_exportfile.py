@@ -418,3 +418,46 @@ def test_a_line_that_is_not_utf8_is_said_to_be_so() -> None:
     assert problem is not None
     assert (problem.kind, problem.line) == ("malformed", 3)
     assert problem.message == "line 3 is not a JSON line: it is not UTF-8 text"
+
+
+@pytest.mark.parametrize("first", [1, 40])
+def test_a_sealed_header_required_passes_a_sealed_export(first: int) -> None:
+    check = check_export(_export(first), KEY, sealed=True)
+    assert (check.problem, check.header_sealed, check.end_proven) == (None, True, True)
+    assert (check.sealed_required, check.to_json()["sealed_required"]) == (True, True)
+    assert check_export(_export(first), KEY).to_json()["sealed_required"] is False
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        # The export reaches the signed head, which proves its end: the seal is still asked.
+        lambda: list(_export(40, "unsealed")),
+        lambda: _window("unsealed", 2),
+        # The first thing wrong is the header, whatever is wrong further on.
+        lambda: [*_export(40, "unsealed")[:2], b"not json\n", *_export(40, "unsealed")[3:]],
+    ],
+    ids=["reaching-the-head", "cut-window", "broken-further-on"],
+)
+def test_a_sealed_header_required_fails_an_unsealed_one_at_line_1(
+    lines: Callable[[], list[bytes]],
+) -> None:
+    check = check_export(lines(), KEY, sealed=True)
+    assert check.problem is not None
+    assert (check.problem.kind, check.problem.line, check.problem.seq) == ("unsealed", 1, None)
+    assert check.problem.message == (
+        "the header (line 1) is not sealed (its mac is null: it was exported without the hash "
+        "key), and a sealed one is required: the export's end is not proven"
+    )
+    assert (check.ok, check.entries, check.header_sealed, check.end_proven) == (
+        False,
+        0,
+        False,
+        False,
+    )
+    assert check.to_json()["sealed_required"] is True
+
+
+def test_a_sealed_header_is_not_required_without_the_key_to_check_it() -> None:
+    with pytest.raises(ValueError, match="without the hash key none is checked"):
+        check_export(_export(40), None, sealed=True)

@@ -671,6 +671,8 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     over several `--log`, 0 only when every one of them does."""
     if args.export is not None:
         return _verify_export(args, settings)
+    if args.sealed:
+        raise UsageError(_SEALED_EXPORT)
     alone = _ONE_GATEWAYS_LINES if args.checkpoints is not None else None
     logs = _logs(args, settings, alone=alone, verifying=True)
     key = _master_key(settings)
@@ -787,14 +789,30 @@ _EXPORT_ALONE = (
 )
 
 
+# A share log's seals, its head's included, are always checked with the key: only an export's
+# header may be unsealed.
+_SEALED_EXPORT = (
+    "--sealed requires an export file's header to be sealed: give it with --export FILE "
+    "(a share log's seals are always checked)"
+)
+
+
 def _verify_export(args: argparse.Namespace, settings: Settings) -> int:
     """`logs verify --export FILE`: an export file checked without the share log."""
     if args.log or args.checkpoints is not None:
         raise UsageError(_EXPORT_ALONE)
     key = _key_if_given(settings)
+    if args.sealed and key is None:
+        # Before the file is read: without the key no seal is checked, so none could pass.
+        raise UsageError(
+            "--sealed checks the header's seal with the hash key, and "
+            f"{settings.secrets.hash_key_env} is unset or empty"
+        )
     name = args.export
     check = _read_lines(
-        "--export", name, functools.partial(exportfile.check_export, master_key=key)
+        "--export",
+        name,
+        functools.partial(exportfile.check_export, master_key=key, sealed=args.sealed),
     )
     shown = "standard input" if name == "-" else name
     if args.format == "json":
@@ -855,9 +873,10 @@ def _header_seal_line(check: exportfile.ExportCheck, key_env: str) -> str:
             "proven"
         )
     if check.header_sealed:
+        required = ", as --sealed requires" if check.sealed_required else ""
         return (
-            "header seal (mac): checked with the hash key: the export's end is proven, no line "
-            "was cut from it"
+            f"header seal (mac): checked with the hash key{required}: the export's end is "
+            "proven, no line was cut from it"
         )
     unsealed = (
         "header seal (mac): none, the header is not sealed (it was exported without the hash key)"

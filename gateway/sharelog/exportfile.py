@@ -24,7 +24,15 @@ from gateway.sharelog.chain import (
 from gateway.sharelog.schema import columns
 
 ExportProblemKind = Literal[
-    "malformed", "header", "removed", "reordered", "changed", "forged", "head", "truncated"
+    "malformed",
+    "header",
+    "unsealed",
+    "removed",
+    "reordered",
+    "changed",
+    "forged",
+    "head",
+    "truncated",
 ]
 
 # The header as `review.export` writes it: the keys it must have, and those it may. Every
@@ -65,6 +73,8 @@ class ExportCheck:
     # True: the header's seal holds under the key; False: the header has none (exported
     # without the key); None: not checked (no key) or not read.
     header_sealed: bool | None
+    # The header had to be sealed: an unsealed one failed the check.
+    sealed_required: bool
     problem: ExportProblem | None
 
     @property
@@ -88,6 +98,7 @@ class ExportCheck:
             "macs_checked": self.macs_checked,
             "header_sealed": self.header_sealed,
             "end_proven": self.end_proven,
+            "sealed_required": self.sealed_required,
             "problem": None
             if self.problem is None
             else {
@@ -150,8 +161,9 @@ def _is_int(value: object) -> bool:
 
 
 class _Checker(EntryTally):
-    def __init__(self, master_key: bytes | None) -> None:
+    def __init__(self, master_key: bytes | None, sealed: bool) -> None:
         self.key = None if master_key is None else seal_key(master_key)
+        self.sealed = sealed
         self.number = 0  # the line being read
         super().__init__()
         self.head_seq: int | None = None
@@ -177,6 +189,7 @@ class _Checker(EntryTally):
             anchor=self.anchor,
             macs_checked=self.key is not None,
             header_sealed=self.header_sealed,
+            sealed_required=self.sealed,
             problem=problem,
         )
 
@@ -276,9 +289,17 @@ class _Checker(EntryTally):
         return from_seq, to_seq
 
     def _header_seal(self, fields: dict[str, Any]) -> None:
-        mac = fields.get("mac")
+        mac = fields["mac"]
         if mac is None:
             self.header_sealed = False
+            if self.sealed:
+                # Even where the export reaches the signed head: it is the seal that is asked.
+                self.fail(
+                    "unsealed",
+                    None,
+                    "the header (line 1) is not sealed (its mac is null: it was exported without "
+                    "the hash key), and a sealed one is required: the export's end is not proven",
+                )
             return
         if self.key is None:
             return  # not checked: said so in the report
@@ -428,7 +449,9 @@ class _Checker(EntryTally):
             )
 
 
-def check_export(lines: Iterable[bytes], master_key: bytes | None) -> ExportCheck:
+def check_export(
+    lines: Iterable[bytes], master_key: bytes | None, *, sealed: bool = False
+) -> ExportCheck:
     """Check an export's lines as read (a file opened in binary), one at a time.
 
     The header must be first and well-formed; the entries run from its `from_seq` to `to_seq`,
@@ -437,8 +460,14 @@ def check_export(lines: Iterable[bytes], master_key: bytes | None) -> ExportChec
     the header's `to_hash` is the last entry's hash. With `master_key`, every entry's seal and
     the head's are checked too, and the header's where it is sealed: without it,
     anyone could have made the file whole by recomputing the hashes, or cut its end.
+
+    With `sealed`, the header must be sealed (`mac` not null), which proves where the export
+    ends: an unsealed one fails at line 1. It takes `master_key`, without which no seal is
+    checked.
     """
-    checker = _Checker(master_key)
+    if sealed and master_key is None:
+        raise ValueError("a sealed header is required, and without the hash key none is checked")
+    checker = _Checker(master_key, sealed)
     try:
         checker.run(lines)
     except _Failed as failed:
