@@ -228,17 +228,20 @@ async def make_gateway(
         environ: Mapping[str, str] | None = None,
         durable_log: bool = False,
         files: Mapping[str, bytes] | None = None,
+        upstreams: Mapping[str, FakePartner] | None = None,
     ) -> Gateway:
         """A gateway in front of `partner`; `durable_log` uses the real SQLite share log
         (then `Gateway.log` stays empty: read the file with gateway.sharelog.review); `files`
-        are written into the contracts folder beside the contracts, by name."""
+        are written into the contracts folder beside the contracts, by name; `upstreams` puts
+        the contracts of the partner ids it names in front of partners of their own."""
         folder = tmp_path / f"contracts{len(started)}"
         folder.mkdir()
         for name, content in (files or {}).items():
             (folder / name).write_bytes(content)
         for doc in contracts or [contract()]:
             doc = copy.deepcopy(doc)
-            doc["upstream"]["base_url"] = partner.base_url
+            upstream = (upstreams or {}).get(doc["partner"]["id"], partner)
+            doc["upstream"]["base_url"] = upstream.base_url
             (folder / f"{doc['partner']['id']}.yaml").write_text(yaml.safe_dump(doc))
         pem = idp_key.write_pem(tmp_path / "idp.pem")
         raw: dict[str, Any] = {
