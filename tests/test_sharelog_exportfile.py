@@ -461,3 +461,14 @@ def test_a_sealed_header_required_fails_an_unsealed_one_at_line_1(
 def test_a_sealed_header_is_not_required_without_the_key_to_check_it() -> None:
     with pytest.raises(ValueError, match="without the hash key none is checked"):
         check_export(_export(40), None, sealed=True)
+
+
+@pytest.mark.parametrize("sealed", [False, True], ids=["not-required", "required"])
+def test_an_emptied_header_seal_fails_as_not_signed_with_the_key(sealed: bool) -> None:
+    # Only a null mac says the header was exported without the key: an empty one is a seal,
+    # and one that does not hold.
+    lines = list(_export(40))
+    check = check_export([_edited(lines[0], mac=""), *lines[1:]], KEY, sealed=sealed)
+    assert check.problem is not None
+    assert (check.problem.kind, check.problem.line, check.header_sealed) == ("header", 1, None)
+    assert check.problem.message.startswith("the header (line 1) is not signed with this hash key")
