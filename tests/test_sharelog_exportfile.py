@@ -472,3 +472,20 @@ def test_an_emptied_header_seal_fails_as_not_signed_with_the_key(sealed: bool) -
     assert check.problem is not None
     assert (check.problem.kind, check.problem.line, check.header_sealed) == ("header", 1, None)
     assert check.problem.message.startswith("the header (line 1) is not signed with this hash key")
+
+
+@pytest.mark.parametrize("field", ["to_hash", "mac"])
+@pytest.mark.parametrize("key", [KEY, None], ids=["key", "no-key"])
+def test_a_header_end_or_seal_of_the_wrong_type_is_said_to_be_so(
+    field: str, key: bytes | None
+) -> None:
+    # Not a hash that differs from the last entry's, nor a seal that fails: no export's header
+    # is written with either.
+    lines = list(_export(40))
+    problem = check_export([_line({**orjson.loads(lines[0]), field: 5}), *lines[1:]], key).problem
+    assert problem is not None
+    assert (problem.kind, problem.line, problem.message) == (
+        "header",
+        1,
+        "the header (line 1) has a field of the wrong type",
+    )
