@@ -1387,8 +1387,12 @@ def _find_spans(norm: str, astral: bool, address: bool) -> list[_Span]:
     return spans
 
 
-def _glued_at(norm: str, at: int, end: int, ipv6: bool = True) -> list[_Candidate]:
-    """The identifiers starting at ``at`` whatever is before them, whatever follows them."""
+def _glued_at(
+    norm: str, at: int, end: int, ipv6: bool = True, stray: bool = False
+) -> list[_Candidate]:
+    """The identifiers starting at ``at`` whatever is before them, whatever follows them.
+    ``stray``: whether what ends at ``at`` ends there by its own pattern, so that an IPv6
+    address may also start one letter later."""
     found: list[_Candidate] = []
     m = _GLUED_PASSPORT.match(norm, at, end)
     if m is not None and _passport_ok(m.group()):
@@ -1410,6 +1414,19 @@ def _glued_at(norm: str, at: int, end: int, ipv6: bool = True) -> list[_Candidat
         m = _GLUED_IPV6.match(norm, at, end)
         if m is not None and (span := _ipv6_span(m.group())) is not None and span[0] == 0:
             found.append((_PRIORITY[IP], at, at + span[1], IP))
+    # One letter between an identifier and an IPv6 address sets them apart, as a letter that is
+    # no hex digit ends an address ("fe80::1xfe80::2", "13800138000kfe80::1"); one that is a hex
+    # digit, where it would make the first group longer than four ("13800138000afe80::1").
+    if (
+        stray
+        and ipv6
+        and not found
+        and norm[at] in _LETTERS
+        and norm.find(":", at + 1, min(end, at + 6)) != -1
+    ):
+        m = _GLUED_IPV6.match(norm, at + 1, end)
+        if m is not None and (span := _ipv6_span(m.group())) is not None and span[0] == 0:
+            found.append((_PRIORITY[IP], at + 1, at + 1 + span[1], IP))
     return found
 
 
@@ -1420,21 +1437,28 @@ def _may_glue(norm: str, at: int) -> bool:
 
 
 def _glued_chain(
-    norm: str, at: int, end: int, good: set[int], failed: set[int], ipv6: bool = True
+    norm: str,
+    at: int,
+    end: int,
+    good: set[int],
+    failed: set[int],
+    ipv6: bool = True,
+    stray: bool = False,
 ) -> list[_Candidate] | None:
     """The identifiers written one right after another from ``at``, where another ends, up to
     where the last one ends as its own pattern has it (no letter or digit after it, or for an
     IPv6 address no hex digit) or a place in ``good`` (where one the run's scan found starts);
     None if there are none such. Where they start goes into ``good``, and where none such start
     into ``failed``: no place is read twice. ``ipv6``: whether the first may be an IPv6
-    address."""
+    address; ``stray``: whether what ends at ``at`` ends there by its own pattern (one letter
+    may then stand before an IPv6 address, as after an IPv6 address glued on)."""
     if at in good:
         return []
     if not _may_glue(norm, at):
         return None
     # Depth first, without recursion: a run of thousands of glued passports is one chain.
     chain: list[_Candidate] = []
-    stack = [(at, iter(_glued_at(norm, at, end, ipv6)))]
+    stack = [(at, iter(_glued_at(norm, at, end, ipv6, stray)))]
     while stack:
         here, options = stack[-1]
         for candidate in options:
@@ -1445,7 +1469,7 @@ def _glued_chain(
                 return chain
             if after not in failed and _may_glue(norm, after):
                 chain.append(candidate)
-                stack.append((after, iter(_glued_at(norm, after, end))))
+                stack.append((after, iter(_glued_at(norm, after, end, stray=candidate[3] == IP))))
                 break
             if candidate[3] == IP:  # it ends before a letter that is no hex digit: see below
                 chain.append(candidate)
@@ -1496,7 +1520,7 @@ def _with_glued(
                 found += [(s, e, category) for _, s, e, category in chain]
         anchors.append(address_end)
     for at in anchors:
-        chain = _glued_chain(norm, at, end, good, failed)
+        chain = _glued_chain(norm, at, end, good, failed, stray=True)
         found += [(s, e, category) for _, s, e, category in chain or ()]
     for candidate in glued:
         chain = _glued_chain(norm, candidate[2], end, good, failed)

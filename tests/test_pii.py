@@ -2642,6 +2642,31 @@ def test_an_ipv6_address_glued_on_ends_before_a_letter_that_is_no_hex_digit(
     assert spans(f"资料：{text}。") == [(category, value) for value, category in found]
 
 
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("fe80::1xfe80::2", [("fe80::1", IP), ("fe80::2", IP)]),
+        ("fe80::1Gfe80::2z2001:db8::1", [("fe80::1", IP), ("fe80::2", IP), ("2001:db8::1", IP)]),
+        ("13800138000kfe80::1", [("13800138000", PHONE), ("fe80::1", IP)]),
+        ("192.168.0.1ZFE80::5:0", [("192.168.0.1", IP), ("FE80::5:0", IP)]),
+        (f"{ID_X}g2001:db8::1", [(ID_X, ID_NUMBER), ("2001:db8::1", IP)]),
+        # A hex digit that would make the first group longer than four is no part of it.
+        ("13800138000afe80::1", [("13800138000", PHONE), ("fe80::1", IP)]),
+        (f"{CARD_16}d2001:db8::1", [(CARD_16, BANK_ACCOUNT), ("2001:db8::1", IP)]),
+        ("A123456(3)kfe80::1", [("A123456(3)", ID_NUMBER), ("fe80::1", IP)]),
+    ],
+)
+def test_one_letter_between_an_identifier_and_an_ipv6_address_sets_them_apart(
+    text: str, found: list[tuple[str, str]]
+) -> None:
+    assert spans(f"资料：{text}。") == [(category, value) for value, category in found]
+
+
+def test_a_passport_glued_to_a_letter_before_an_ipv6_address_is_left() -> None:
+    # What the passport is glued to is a letter, no identifier: it is left as before.
+    assert spans("资料：E12345678gfe80::1 ok") == []
+
+
 def test_a_label_before_an_ipv6_address_glued_on_is_left() -> None:
     # Glued after a phone number, "IPv6:" is still the address's label, left as it is where
     # nothing comes before it: an address read as glued on never takes a label in.
