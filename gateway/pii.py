@@ -1436,6 +1436,13 @@ def _may_glue(norm: str, at: int) -> bool:
     return norm[at - 1] in _LETTERS or norm[at] in _LETTERS
 
 
+def _ends_itself(norm: str, candidate: _Candidate) -> bool:
+    """Whether ``candidate``, glued on, ends where it does whatever follows it: an IPv6 address
+    before a letter that is no hex digit (`_ipv6_from`), a Hong Kong or Macau card at its
+    closing bracket, as the run's scan has them."""
+    return candidate[3] == IP or norm[candidate[2] - 1] == ")"
+
+
 def _glued_chain(
     norm: str,
     at: int,
@@ -1467,21 +1474,23 @@ def _glued_chain(
                 chain.append(candidate)
                 good.update(start for _, start, _, _ in chain)
                 return chain
+            ended = _ends_itself(norm, candidate)
             if after not in failed and _may_glue(norm, after):
                 chain.append(candidate)
-                stack.append((after, iter(_glued_at(norm, after, end, stray=candidate[3] == IP))))
+                stack.append((after, iter(_glued_at(norm, after, end, stray=ended))))
                 break
-            if candidate[3] == IP:  # it ends before a letter that is no hex digit: see below
+            if ended:  # whatever follows it: see below
                 chain.append(candidate)
                 good.update(start for _, start, _, _ in chain)
                 return chain
         else:
             failed.add(here)
             stack.pop()
-            if chain and chain[-1][3] == IP:
+            if chain and _ends_itself(norm, chain[-1]):
                 # An IPv6 address glued on with a letter after it ends before that letter, which
-                # is no hex digit (`_ipv6_from`), as one the run's scan finds does: where nothing
-                # glued starts at the letter, the chain ends with it ("E12345678fe80::1x").
+                # is no hex digit (`_ipv6_from`), as one the run's scan finds does, and a card
+                # at its closing bracket: where nothing glued starts after it, the chain ends
+                # with it ("E12345678fe80::1x", "13800138000A123456(3)x").
                 good.update(start for _, start, _, _ in chain)
                 return chain
             if chain:

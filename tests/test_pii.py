@@ -2667,6 +2667,33 @@ def test_a_passport_glued_to_a_letter_before_an_ipv6_address_is_left() -> None:
     assert spans("资料：E12345678gfe80::1 ok") == []
 
 
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        (
+            "13800138000A123456(3)k13800138000",
+            [("13800138000", PHONE), ("A123456(3)", ID_NUMBER), ("13800138000", PHONE)],
+        ),
+        ("13800138000A123456(3)x", [("13800138000", PHONE), ("A123456(3)", ID_NUMBER)]),
+        ("E12345678A123456(3)7", [("E12345678", PASSPORT), ("A123456(3)", ID_NUMBER)]),
+        (
+            "li@example.com1234567(8)g13800138000",
+            [("li@example.com", EMAIL), ("1234567(8)", ID_NUMBER), ("13800138000", PHONE)],
+        ),
+        ("li@example.com5123456(0)7", [("li@example.com", EMAIL), ("5123456(0)", ID_NUMBER)]),
+        (
+            "1s@qq.cn7074724(7)e30114887@qq.cn",
+            [("1s@qq.cn", EMAIL), ("7074724(7)", ID_NUMBER), ("e30114887@qq.cn", EMAIL)],
+        ),
+    ],
+)
+def test_a_card_glued_on_ends_at_its_closing_bracket_whatever_follows(
+    text: str, found: list[tuple[str, str]]
+) -> None:
+    # As a card the run's scan finds alone does ("A123456(3)x"): the bracket says where it ends.
+    assert spans(f"资料：{text}。") == [(category, value) for value, category in found]
+
+
 def test_a_label_before_an_ipv6_address_glued_on_is_left() -> None:
     # Glued after a phone number, "IPv6:" is still the address's label, left as it is where
     # nothing comes before it: an address read as glued on never takes a label in.
