@@ -573,6 +573,11 @@ _IPV6_TOKEN_RE: Final = re.compile(
     r"(?<![0-9A-Za-z:.])[0-9A-Za-z:.]*:[0-9A-Za-z:.]*:[0-9A-Za-z:.]*"
 )
 _HEX_DIGITS: Final = frozenset("0123456789abcdefABCDEF")
+# The groups of an IPv6 address on one side of its '::', and the most characters one has
+# (eight groups of four and their colons; 45 with a dotted quad at its end).
+_HEX_GROUPS: Final = re.compile("[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,6}")
+_IPV6_MAX: Final = 45
+_HAS_DIGIT: Final = re.compile("[0-9]")
 # In a token of `_IPV6_TOKEN_RE`'s characters: a letter that is no hex digit.
 _NO_HEX_LETTER: Final = re.compile("[G-Zg-z]")
 # MAC addresses (EUI-48): six pairs of hex digits set apart by one and the same ':' or '-', or
@@ -947,6 +952,9 @@ def _ipv6_from(token: str, start: int) -> tuple[int, int] | None:
     # letter they are all the address's ("fe80::1abcg"): a group that grows too long, or groups
     # too many, make no address, and a longer hex string is not cut into one.
     letter = _NO_HEX_LETTER.search(token, start, end)
+    split = _first_of_two(token, start, end if letter is None else letter.start())
+    if split is not None:
+        return start, split
     if letter is None:
         return None
     # Stops before the letter end a sentence, as they may after a whole token ("fe80::1.Then").
@@ -954,6 +962,42 @@ def _ipv6_from(token: str, start: int) -> tuple[int, int] | None:
     if not address or address[-1] not in _HEX_DIGITS or not _ipv6_ok(address):
         return None  # "fe80::x", "::x": no hex run ends at the letter
     return start, start + len(address)
+
+
+def _first_of_two(token: str, start: int, stop: int) -> int | None:
+    """Where the first of two IPv6 addresses written one right after the other in
+    ``token[start:stop]`` ends, if it holds two: each with a '::', which no address holds twice.
+    The second starts inside a group between the two, right after the first or one hex digit
+    later ("fe80::1fe80::2", "fe80::1afe80::2" finds "fe80::1a" and "fe80::2"), where what is
+    between them holds a digit or a group longer than four: a name such as "Add::Face::Bad" holds
+    neither. The groups are read by their shape, so that a long token costs no more than one of
+    two addresses' length: one `ipaddress` parse, of the address found."""
+    first = token.find("::", start, min(stop, start + _IPV6_MAX))
+    if first == -1:
+        return None
+    second = token.find("::", first + 2, min(stop, first + 2 + _IPV6_MAX))
+    if second == -1:
+        return None
+    between = token[first + 2 : second]
+    if not (_HAS_DIGIT.search(between) or any(len(g) > 4 for g in between.split(":"))):
+        return None
+    head = token[start:first]
+    if head and _HEX_GROUPS.fullmatch(head) is None:
+        return None
+    groups_before = head.count(":") + 1 if head else 0
+    for skip in (0, 1):
+        for cut in range(first + 3, second - skip):
+            if ":" in token[cut - 1 : cut + skip + 1]:
+                continue  # the cut, and a digit skipped, are inside one group
+            tail, rest = token[first + 2 : cut], token[cut + skip : second]
+            if (
+                groups_before + tail.count(":") < 7
+                and _HEX_GROUPS.fullmatch(tail) is not None
+                and _HEX_GROUPS.fullmatch(rest) is not None
+                and _ipv6_ok(token[start:cut])
+            ):
+                return cut
+    return None
 
 
 def _ipv6_span(token: str) -> tuple[int, int] | None:

@@ -2694,6 +2694,32 @@ def test_a_card_glued_on_ends_at_its_closing_bracket_whatever_follows(
     assert spans(f"资料：{text}。") == [(category, value) for value, category in found]
 
 
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("fe80::1fe80::2", ["fe80::1", "fe80::2"]),
+        # A hex digit between runs on into the first, as after any address.
+        ("fe80::1afe80::2", ["fe80::1a", "fe80::2"]),
+        ("2001:db8::1afe80::2x", ["2001:db8::1a", "fe80::2"]),
+        ("fe80::1a2001:db8::5", ["fe80::1a", "2001:db8::5"]),
+        ("fe80::12:3fe80::2", ["fe80::12:3", "fe80::2"]),
+        ("fe80::1fe80::2fe80::3", ["fe80::1", "fe80::2", "fe80::3"]),
+        # Where the hex digits make two groups of four, one between them is the only one left.
+        ("fe80::abcdafe80::2", ["fe80::abcd", "fe80::2"]),
+    ],
+)
+def test_two_ipv6_addresses_glued_are_each_found(text: str, found: list[str]) -> None:
+    # No address holds two '::': a token holding two is two addresses.
+    assert spans(f"资料：{text}。") == [(IP, value) for value in found]
+
+
+@pytest.mark.parametrize("text", ["Add::Face::Bad", "abc::def::add", "fe80::1::2", "1::2::3"])
+def test_a_token_of_two_double_colons_is_no_two_addresses_without_a_group_to_split(
+    text: str,
+) -> None:
+    assert spans(f"代码 {text} 。") == []
+
+
 def test_a_label_before_an_ipv6_address_glued_on_is_left() -> None:
     # Glued after a phone number, "IPv6:" is still the address's label, left as it is where
     # nothing comes before it: an address read as glued on never takes a label in.
