@@ -1408,7 +1408,11 @@ def _find_spans(norm: str, astral: bool, address: bool) -> list[_Span]:
         for _, s, e, category in candidates:
             if _overlaps(taken, taken_starts, s, e):
                 continue
-            if emails and _overlaps(emails, email_starts, s, e):
+            if (
+                emails
+                and _overlaps(emails, email_starts, s, e)
+                and not _local_part_cut(norm, emails, email_starts, s, e)
+            ):
                 continue
             at = bisect.bisect_left(taken_starts, s)
             taken_starts.insert(at, s)
@@ -1429,6 +1433,24 @@ def _find_spans(norm: str, astral: bool, address: bool) -> list[_Span]:
     spans += emails  # after the runs: an address's end may have moved back in one
     spans.sort()
     return spans
+
+
+def _local_part_cut(
+    norm: str, emails: list[_Span], email_starts: list[int], start: int, end: int
+) -> bool:
+    """Whether the identifier at ``norm[start:end]``, overlapping an address, stays. A local
+    part takes every letter and digit before its '@': glued to an identifier it takes the
+    identifier's tail, and the head would be redacted by neither ("fe80::63kedjn@qq.net"). The
+    address is made to start where the identifier ends, or where there is nothing left of its
+    local part, where the identifier starts: the identifier is then the address's."""
+    i = bisect.bisect_left(email_starts, end) - 1
+    address_start, address_end, _ = emails[i]
+    if not start < address_start < end or (i and emails[i - 1][1] > start):
+        return False
+    kept = end < address_end and norm[end] in _ALNUM
+    emails[i] = (end if kept else start, address_end, EMAIL)
+    email_starts[i] = emails[i][0]
+    return kept
 
 
 def _glued_at(
@@ -1561,6 +1583,14 @@ def _with_glued(
     if not anchors and not addresses and not glued:
         return taken
     good = {s for s, _, _ in taken}
+    # An identifier glued on may end inside the local part of an address: see `_local_part_cut`.
+    for address_start, _, _ in emails[bisect.bisect_left(email_starts, end - _LOCAL_MAX) :]:
+        if address_start >= end:
+            break
+        local = address_start + 1
+        while local < end and norm[local] in _ALNUM:
+            good.add(local)
+            local += 1
     failed: set[int] = set()
     found: list[_Span] = []
     for i in addresses:
@@ -1582,7 +1612,12 @@ def _with_glued(
     if not found:
         return taken
     if emails:
-        found = [span for span in found if not _overlaps(emails, email_starts, span[0], span[1])]
+        found = [
+            span
+            for span in found
+            if not _overlaps(emails, email_starts, span[0], span[1])
+            or _local_part_cut(norm, emails, email_starts, span[0], span[1])
+        ]
     return _settled(taken, found)
 
 

@@ -2720,6 +2720,32 @@ def test_a_token_of_two_double_colons_is_no_two_addresses_without_a_group_to_spl
     assert spans(f"代码 {text} 。") == []
 
 
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("fe80::63kedjn@qq.net", [("fe80::63", IP), ("kedjn@qq.net", EMAIL)]),
+        (
+            "684:37e:10:b:6:6:a5:234j@163.org",
+            [("684:37e:10:b:6:6:a5:234", IP), ("j@163.org", EMAIL)],
+        ),
+        ("5/395279/6se6@qq.com.cn", [("5/395279/6", ID_NUMBER), ("se6@qq.com.cn", EMAIL)]),
+        (
+            f"{USCC_LETTER}1/320464/0yhl@qq.com",
+            [(USCC_LETTER, CREDIT_CODE), ("1/320464/0", ID_NUMBER), ("yhl@qq.com", EMAIL)],
+        ),
+        # Nothing of the local part is left: the identifier is the address's.
+        ("fe80::1@qq.com", [("fe80::1@qq.com", EMAIL)]),
+        ("5/395279/6@qq.com", [("5/395279/6@qq.com", EMAIL)]),
+        # As before: the local part takes the whole identifier in.
+        ("13800138000li@example.com", [("13800138000li@example.com", EMAIL)]),
+    ],
+)
+def test_an_identifier_whose_tail_a_local_part_takes_is_redacted_whole(
+    text: str, found: list[tuple[str, str]]
+) -> None:
+    assert spans(f"资料：{text}。") == [(category, value) for value, category in found]
+
+
 def test_a_label_before_an_ipv6_address_glued_on_is_left() -> None:
     # Glued after a phone number, "IPv6:" is still the address's label, left as it is where
     # nothing comes before it: an address read as glued on never takes a label in.
