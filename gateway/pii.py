@@ -1662,6 +1662,17 @@ def _settled(taken: list[_Span], found: list[_Span]) -> list[_Span]:
         if len(cluster) == 1 or whole:
             settled.append((first, last, (whole or cluster)[0][2]))
             continue
+        # Glued ones one right after another from end to end, each in a chain: a number glued
+        # before an IPv6 address whose first group the run's scan took its last digit into
+        # ("7/821790/6B:74::D1").
+        chained = [span[:3] for span in cluster if span[3]]
+        if (
+            chained[0][0] == first
+            and chained[-1][1] == last
+            and all(a[1] == b[0] for a, b in itertools.pairwise(chained))
+        ):
+            settled += chained
+            continue
         own = [span[:3] for span in cluster if not span[3]]
         if own:
             settled += own

@@ -2746,6 +2746,24 @@ def test_an_identifier_whose_tail_a_local_part_takes_is_redacted_whole(
     assert spans(f"资料：{text}。") == [(category, value) for value, category in found]
 
 
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("7/821790/6B:74::D1", [("7/821790/6", ID_NUMBER), ("B:74::D1", IP)]),
+        (
+            "1/089590/0B0:C32:3:0:11:513B:D6:C11",
+            [("1/089590/0", ID_NUMBER), ("B0:C32:3:0:11:513B:D6:C11", IP)],
+        ),
+    ],
+)
+def test_a_card_before_an_ipv6_address_that_reads_its_last_digit_as_a_group_is_found(
+    text: str, found: list[tuple[str, str]]
+) -> None:
+    # The run's scan reads "6B:74::D1" as the address; glued one after the other, the card and
+    # the address from its letter on hold those characters and the card's too.
+    assert spans(f"资料：{text}。") == [(category, value) for value, category in found]
+
+
 def test_a_label_before_an_ipv6_address_glued_on_is_left() -> None:
     # Glued after a phone number, "IPv6:" is still the address's label, left as it is where
     # nothing comes before it: an address read as glued on never takes a label in.
