@@ -1579,7 +1579,7 @@ def _with_glued(
     right after. An address whose top-level domain took the first letters of a passport or
     credit code glued to it ("li@example.comE12345678") is made to end before them."""
     anchors = [e for _, e, _ in taken if e < end and norm[e] in _ALNUM]
-    addresses = [i for i in ended if norm[emails[i][1]] in _ALNUM]
+    addresses = [i for i in ended if norm[emails[i][1]] in _ALNUM or norm[emails[i][1]] == ":"]
     if not anchors and not addresses and not glued:
         return taken
     good = {s for s, _, _ in taken}
@@ -1601,7 +1601,16 @@ def _with_glued(
                 address_end = chain[0][1]
                 emails[i] = (address_start, address_end, EMAIL)
                 found += [(s, e, category) for _, s, e, category in chain]
-        anchors.append(address_end)
+        elif norm[address_end] == ":":  # rarer: it took an IPv6 address's first hex letters
+            ipv6 = _ipv6_into_address(norm, address_start, address_end, end)
+            if ipv6 is not None:
+                address_end = ipv6[1]
+                emails[i] = (address_start, address_end, EMAIL)
+                found.append((ipv6[1], ipv6[2], IP))
+                good.add(ipv6[1])
+                address_end = ipv6[2]
+        if address_end < end and norm[address_end] in _ALNUM:
+            anchors.append(address_end)
     for at in anchors:
         chain = _glued_chain(norm, at, end, good, failed, stray=True)
         found += [(s, e, category) for _, s, e, category in chain or ()]
@@ -1637,6 +1646,24 @@ def _glued_into_address(
         chain = _glued_chain(norm, at, end, good, failed, ipv6=False)
         if chain:
             return chain
+    return None
+
+
+def _ipv6_into_address(
+    norm: str, address_start: int, address_end: int, end: int
+) -> _Candidate | None:
+    """The IPv6 address glued to the address ending at ``address_end``, before a colon, if its
+    top-level domain took the hex letters of the first group ("li@corp.cnbA:5183::C"), which
+    keeps two letters at least: from the first of them that starts one."""
+    label = address_end
+    while label > address_start and norm[label - 1] in _LETTERS:
+        label -= 1
+    for at in range(max(label + 2, address_end - 4), address_end):
+        if not all(c in _HEX_DIGITS for c in norm[at:address_end]):
+            continue
+        m = _GLUED_IPV6.match(norm, at, end)
+        if m is not None and (span := _ipv6_span(m.group())) is not None and span[0] == 0:
+            return (_PRIORITY[IP], at, at + span[1], IP)
     return None
 
 

@@ -2764,6 +2764,25 @@ def test_a_card_before_an_ipv6_address_that_reads_its_last_digit_as_a_group_is_f
     assert spans(f"资料：{text}。") == [(category, value) for value, category in found]
 
 
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("li@corp.cnbA:5183::C", [("li@corp.cn", EMAIL), ("bA:5183::C", IP)]),
+        ("13@example.netca:d330::e4", [("13@example.net", EMAIL), ("ca:d330::e4", IP)]),
+        (
+            "li@163.comgFD:D0A1:B4:1D:86DA:6AD9:8A:64K13800138000",
+            [("li@163.comg", EMAIL), ("FD:D0A1:B4:1D:86DA:6AD9:8A:64", IP), ("13800138000", PHONE)],
+        ),
+        ("li@example.com:8080", [("li@example.com", EMAIL)]),  # a port: no address glued on
+    ],
+)
+def test_an_ipv6_address_whose_first_letters_a_top_level_domain_took_is_found(
+    text: str, found: list[tuple[str, str]]
+) -> None:
+    # The domain's letters run on into the address's first group: its colon was left between.
+    assert spans(f"资料：{text}。") == [(category, value) for value, category in found]
+
+
 def test_a_label_before_an_ipv6_address_glued_on_is_left() -> None:
     # Glued after a phone number, "IPv6:" is still the address's label, left as it is where
     # nothing comes before it: an address read as glued on never takes a label in.
