@@ -1513,32 +1513,39 @@ def _glued_chain(
     norm: str,
     at: int,
     end: int,
-    good: set[int],
+    good: dict[int, int],
     failed: set[int],
     ipv6: bool = True,
     stray: bool = False,
 ) -> list[_Candidate] | None:
     """The identifiers written one right after another from ``at``, where another ends, up to
     where the last one ends as its own pattern has it (no letter or digit after it, or for an
-    IPv6 address no hex digit) or a place in ``good`` (where one the run's scan found starts);
-    None if there are none such. Where they start goes into ``good``, and where none such start
-    into ``failed``: no place is read twice. ``ipv6``: whether the first may be an IPv6
-    address; ``stray``: whether what ends at ``at`` ends there by its own pattern (one letter
-    may then stand before an IPv6 address, as after an IPv6 address glued on)."""
-    if at in good:
-        return []
+    IPv6 address no hex digit) or a place in ``good`` (where one the run's scan found starts,
+    and where it ends); None if there are none such. Where they start goes into ``good``, and
+    where none such start into ``failed``: no place is read twice. ``ipv6``: whether the first
+    may be an IPv6 address; ``stray``: whether what ends at ``at`` ends there by its own
+    pattern (one letter may then stand before an IPv6 address, as after an IPv6 address glued
+    on)."""
+    found_here = at in good
     if not _may_glue(norm, at):
-        return None
+        return [] if found_here else None
+    first = _glued_at(norm, at, end, ipv6, stray)
+    if found_here:
+        # What the run's scan found here stands, unless one glued on holds it and more: a credit
+        # code of digits whose first seventeen pass as a card ("li@example.cn5244...804Y").
+        first = [candidate for candidate in first if candidate[2] > good[at]]
+        if not first:
+            return []
     # Depth first, without recursion: a run of thousands of glued passports is one chain.
     chain: list[_Candidate] = []
-    stack = [(at, iter(_glued_at(norm, at, end, ipv6, stray)))]
+    stack = [(at, iter(first))]
     while stack:
         here, options = stack[-1]
         for candidate in options:
             after = candidate[2]
             if after == end or norm[after] not in _ALNUM or after in good:
                 chain.append(candidate)
-                good.update(start for _, start, _, _ in chain)
+                good.update((start, stop) for _, start, stop, _ in chain)
                 return chain
             ended = _ends_itself(norm, candidate)
             if after not in failed and _may_glue(norm, after):
@@ -1547,7 +1554,7 @@ def _glued_chain(
                 break
             if ended:  # whatever follows it: see below
                 chain.append(candidate)
-                good.update(start for _, start, _, _ in chain)
+                good.update((start, stop) for _, start, stop, _ in chain)
                 return chain
         else:
             failed.add(here)
@@ -1557,11 +1564,11 @@ def _glued_chain(
                 # is no hex digit (`_ipv6_from`), as one the run's scan finds does, and a card
                 # at its closing bracket: where nothing glued starts after it, the chain ends
                 # with it ("E12345678fe80::1x", "13800138000A123456(3)x").
-                good.update(start for _, start, _, _ in chain)
+                good.update((start, stop) for _, start, stop, _ in chain)
                 return chain
             if chain:
                 chain.pop()
-    return None
+    return [] if found_here else None
 
 
 def _with_glued(
@@ -1582,14 +1589,14 @@ def _with_glued(
     addresses = [i for i in ended if norm[emails[i][1]] in _ALNUM or norm[emails[i][1]] == ":"]
     if not anchors and not addresses and not glued:
         return taken
-    good = {s for s, _, _ in taken}
+    good = {s: e for s, e, _ in taken}
     # An identifier glued on may end inside the local part of an address: see `_local_part_cut`.
     for address_start, _, _ in emails[bisect.bisect_left(email_starts, end - _LOCAL_MAX) :]:
         if address_start >= end:
             break
         local = address_start + 1
         while local < end and norm[local] in _ALNUM:
-            good.add(local)
+            good.setdefault(local, len(norm))  # nothing glued there goes on past it
             local += 1
     failed: set[int] = set()
     found: list[_Span] = []
@@ -1607,7 +1614,7 @@ def _with_glued(
                 address_end = ipv6[1]
                 emails[i] = (address_start, address_end, EMAIL)
                 found.append((ipv6[1], ipv6[2], IP))
-                good.add(ipv6[1])
+                good[ipv6[1]] = ipv6[2]
                 address_end = ipv6[2]
         if address_end < end and norm[address_end] in _ALNUM:
             anchors.append(address_end)
@@ -1631,7 +1638,7 @@ def _with_glued(
 
 
 def _glued_into_address(
-    norm: str, address_start: int, address_end: int, end: int, good: set[int]
+    norm: str, address_start: int, address_end: int, end: int, good: dict[int, int]
 ) -> list[_Candidate] | None:
     """The identifiers glued to the address ending at ``address_end`` if the first of them
     starts one or two letters before it, in its top-level domain, which keeps two at least."""

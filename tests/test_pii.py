@@ -2783,6 +2783,31 @@ def test_an_ipv6_address_whose_first_letters_a_top_level_domain_took_is_found(
     assert spans(f"资料：{text}。") == [(category, value) for value, category in found]
 
 
+CREDIT_OF_DIGITS = "52440300248539804Y"  # its first seventeen digits pass Luhn
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        (
+            "li@example.cn" + CREDIT_OF_DIGITS,
+            [("li@example.cn", EMAIL), (CREDIT_OF_DIGITS, CREDIT_CODE)],
+        ),
+        (
+            f"li@example.cn{CREDIT_OF_DIGITS}{CARD_16}",
+            [("li@example.cn", EMAIL), (CREDIT_OF_DIGITS, CREDIT_CODE), (CARD_16, BANK_ACCOUNT)],
+        ),
+        (f"{ID_X}{CREDIT_OF_DIGITS}", [(ID_X, ID_NUMBER), (CREDIT_OF_DIGITS, CREDIT_CODE)]),
+    ],
+)
+def test_a_credit_code_glued_on_wins_over_the_card_its_digits_start_with(
+    text: str, found: list[tuple[str, str]]
+) -> None:
+    assert with_luhn(CREDIT_OF_DIGITS[:16]) == CREDIT_OF_DIGITS[:17]
+    assert with_uscc_check(CREDIT_OF_DIGITS[:17]) == CREDIT_OF_DIGITS
+    assert spans(f"资料：{text}。") == [(category, value) for value, category in found]
+
+
 def test_a_label_before_an_ipv6_address_glued_on_is_left() -> None:
     # Glued after a phone number, "IPv6:" is still the address's label, left as it is where
     # nothing comes before it: an address read as glued on never takes a label in.
