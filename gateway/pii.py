@@ -468,7 +468,9 @@ _CREDIT_RE: Final = re.compile(
 # whole or grouped 4-6-5.
 _CARD_RE: Final = re.compile(
     r"(?<![0-9])(?:"
-    r"(?:[0-9]{16,19}|3[47][0-9]{13})(?![0-9Xx])"
+    # An X after seventeen digits makes them an ID number with its check character, right or
+    # wrong: no card. After a card of any other length it is glued on ("...7090X951387337").
+    r"(?:[0-9]{16,19}|3[47][0-9]{13})(?![0-9])(?!(?<=(?<![0-9])[0-9]{17})[Xx])"
     r"|(?<![0-9]-)(?:[0-9]{4}(?:[ \-][0-9]{4}){3}(?:[ \-][0-9]{1,3})?"
     r"|3[47][0-9]{2}[ \-][0-9]{6}[ \-][0-9]{5})(?![0-9])(?!-[0-9])"
     r")"

@@ -2808,6 +2808,21 @@ def test_a_credit_code_glued_on_wins_over_the_card_its_digits_start_with(
     assert spans(f"资料：{text}。") == [(category, value) for value, category in found]
 
 
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        (f"{CARD_16}X951387337", [(CARD_16, BANK_ACCOUNT), ("X951387337", ID_NUMBER)]),
+        (f"{CARD_19}X447043(0)", [(CARD_19, BANK_ACCOUNT), ("X447043(0)", ID_NUMBER)]),
+        (f"{AMEX}X352314(A)", [(AMEX, BANK_ACCOUNT), ("X352314(A)", ID_NUMBER)]),
+    ],
+)
+def test_a_card_before_an_identifier_starting_with_x_is_found(
+    text: str, found: list[tuple[str, str]]
+) -> None:
+    # Only after seventeen digits is an X an ID number's check character.
+    assert spans(f"资料：{text}。") == [(category, value) for value, category in found]
+
+
 def test_a_label_before_an_ipv6_address_glued_on_is_left() -> None:
     # Glued after a phone number, "IPv6:" is still the address's label, left as it is where
     # nothing comes before it: an address read as glued on never takes a label in.
