@@ -558,9 +558,11 @@ _MO_ID_RE: Final = re.compile(rf"{_MO_ID_OPEN_RE.pattern}(?![0-9A-Za-z])")
 _GLUED_MO_ID: Final = re.compile(f"{_MO_ID_BRACKETED}|{_MO_ID_SLASHED}")
 _GLUED_CREDIT: Final = re.compile(_CREDIT_BODY)
 # An IPv6 address glued on is the whole token from there, or its part before a letter that is
-# no hex digit (`_ipv6_from`): at most 45 characters, and a few stops ending a sentence.
-# Possessive and bounded, so that each try reads that far at most.
-_GLUED_IPV6: Final = re.compile(r"[0-9A-Za-z:.]{2,64}+(?![0-9A-Za-z:.])")
+# no hex digit or another address (`_ipv6_from`): at most 45 characters, and a few stops ending
+# a sentence. Possessive and bounded, so that each try reads that far at most; what goes on
+# past the bound is read as a letter after it would be: no whole token that long is an address,
+# and another glued on may follow the letter ("fe80::1:0:0:0:0:0:0:0gfe80::2:0:0:0:0:0:0:0").
+_GLUED_IPV6: Final = re.compile(r"[0-9A-Za-z:.]{2,64}+")
 _ALNUM: Final = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _LETTERS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _OCTET: Final = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9][0-9]|[0-9])"

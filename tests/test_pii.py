@@ -2823,6 +2823,26 @@ def test_a_card_before_an_identifier_starting_with_x_is_found(
     assert spans(f"资料：{text}。") == [(category, value) for value, category in found]
 
 
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        (
+            f"{CARD_16}g0:0:000:000:0000:0000:0000:0000g0:000:000:000:0000:0000:0000:0000",
+            [
+                (CARD_16, BANK_ACCOUNT),
+                ("0:0:000:000:0000:0000:0000:0000", IP),
+                ("0:000:000:000:0000:0000:0000:0000", IP),
+            ],
+        ),
+    ],
+)
+def test_an_ipv6_address_glued_on_is_found_whatever_length_of_token_follows(
+    text: str, found: list[tuple[str, str]]
+) -> None:
+    # Read from where it is glued on, the token runs on past the longest address there is.
+    assert spans(f"资料：{text}。") == [(category, value) for value, category in found]
+
+
 def test_a_label_before_an_ipv6_address_glued_on_is_left() -> None:
     # Glued after a phone number, "IPv6:" is still the address's label, left as it is where
     # nothing comes before it: an address read as glued on never takes a label in.
