@@ -972,18 +972,22 @@ def _first_of_two(token: str, start: int, stop: int) -> int | None:
     """Where the first of two IPv6 addresses written one right after the other in
     ``token[start:stop]`` ends, if it holds two: each with a '::', which no address holds twice.
     The second starts inside a group between the two, right after the first or one hex digit
-    later ("fe80::1fe80::2", "fe80::1afe80::2" finds "fe80::1a" and "fe80::2"), where what is
-    between them holds a digit or a group longer than four: a name such as "Add::Face::Bad" holds
-    neither. The groups are read by their shape, so that a long token costs no more than one of
-    two addresses' length: one `ipaddress` parse, of the address found."""
+    later ("fe80::1fe80::2", "fe80::1afe80::2" finds "fe80::1a" and "fe80::2"), where the token
+    up to the second holds a digit, or a group between them is longer than four: a name such as
+    "Add::Face::Bad" does neither. A letter stands on one side of the cut, or is the digit
+    skipped: between two digits nothing says where one ends. The groups are read by their
+    shape, so that a long token costs no more than one of two addresses' length: one
+    `ipaddress` parse, of the address found."""
     first = token.find("::", start, min(stop, start + _IPV6_MAX))
     if first == -1:
         return None
     second = token.find("::", first + 2, min(stop, first + 2 + _IPV6_MAX))
     if second == -1:
         return None
-    between = token[first + 2 : second]
-    if not (_HAS_DIGIT.search(between) or any(len(g) > 4 for g in between.split(":"))):
+    if not (
+        _HAS_DIGIT.search(token, start, second)
+        or any(len(g) > 4 for g in token[first + 2 : second].split(":"))
+    ):
         return None
     head = token[start:first]
     if head and _HEX_GROUPS.fullmatch(head) is None:
@@ -993,6 +997,8 @@ def _first_of_two(token: str, start: int, stop: int) -> int | None:
         for cut in range(first + 3, second - skip):
             if ":" in token[cut - 1 : cut + skip + 1]:
                 continue  # the cut, and a digit skipped, are inside one group
+            if token[cut] not in _LETTERS and (skip or token[cut - 1] not in _LETTERS):
+                continue
             tail, rest = token[first + 2 : cut], token[cut + skip : second]
             if (
                 groups_before + tail.count(":") < 7

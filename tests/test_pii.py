@@ -2706,6 +2706,10 @@ def test_a_card_glued_on_ends_at_its_closing_bracket_whatever_follows(
         ("fe80::1fe80::2fe80::3", ["fe80::1", "fe80::2", "fe80::3"]),
         # Where the hex digits make two groups of four, one between them is the only one left.
         ("fe80::abcdafe80::2", ["fe80::abcd", "fe80::2"]),
+        # A cut between two digits would leave nothing to say where the second starts.
+        ("0:D8D5::279a0:D8D5::279", ["0:D8D5::279", "a0:D8D5::279"]),
+        # No group between the two '::' longer than four, but a digit before them.
+        ("FE80::CAAE:E::6AE:E::6", ["FE80::C", "AAE:E::6", "AE:E::6"]),
     ],
 )
 def test_two_ipv6_addresses_glued_are_each_found(text: str, found: list[str]) -> None:
