@@ -1601,13 +1601,14 @@ def _with_glued(
         return taken
     good = {s: e for s, e, _ in taken}
     # An identifier glued on may end inside the local part of an address: see `_local_part_cut`.
-    for address_start, _, _ in emails[bisect.bisect_left(email_starts, end - _LOCAL_MAX) :]:
-        if address_start >= end:
-            break
-        local = address_start + 1
+    # By index, not a slice: a slice would copy every address after this run, for every run.
+    i = bisect.bisect_left(email_starts, end - _LOCAL_MAX)
+    while i < len(emails) and emails[i][0] < end:
+        local = emails[i][0] + 1
         while local < end and norm[local] in _ALNUM:
             good.setdefault(local, len(norm))  # nothing glued there goes on past it
             local += 1
+        i += 1
     failed: set[int] = set()
     found: list[_Span] = []
     for i in addresses:
