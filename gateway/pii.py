@@ -949,13 +949,15 @@ def _ipv6_from(token: str, start: int) -> tuple[int, int] | None:
     """Offsets within ``token`` of the IPv6 address starting at ``start``, if any: the rest of
     the token, or the part before a letter that is no hex digit."""
     end = len(token.rstrip("."))
-    if _ipv6_ok(token[start:end]):
-        return start, end
     # A letter that is no hex digit cannot continue an address: it ends there, as an IPv4
     # address ends before a letter ("fe80::1x", "192.168.1.1x"). Where hex digits run up to the
     # letter they are all the address's ("fe80::1abcg"): a group that grows too long, or groups
     # too many, make no address, and a longer hex string is not cut into one.
     letter = _NO_HEX_LETTER.search(token, start, end)
+    # Looked for first: `ipaddress` refuses any such letter, and its parse of a token holding
+    # one, failing, was most of what glued addresses ("::1g::1g...") cost.
+    if letter is None and _ipv6_ok(token[start:end]):
+        return start, end
     split = _first_of_two(token, start, end if letter is None else letter.start())
     if split is not None:
         return start, split
