@@ -143,6 +143,26 @@ def test_setup_that_failed_to_install_installs_again(tmp_path: Path) -> None:
     assert _run_setup(tmp_path)[-1] == "-m pip install --quiet -e ."
 
 
+def test_setup_whose_development_install_failed_keeps_the_plain_one(tmp_path: Path) -> None:
+    # An offline `./scripts/check` after `./scripts/demo` cannot install the development tools;
+    # the demo must still run offline after it.
+    _setup_in(tmp_path, "[project]\nname = 'x'\n")
+    assert _run_setup(tmp_path)[-1] == "-m pip install --quiet -e ."
+    python = tmp_path / ".venv" / "bin" / "python"
+    working = python.read_text()
+    python.write_text(working.replace("exit 0", "exit 1"))
+    failed = subprocess.run(
+        [_SH, str(tmp_path / "scripts" / "setup"), "dev"],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert failed.returncode != 0
+    python.write_text(working)
+    assert _run_setup(tmp_path) == []
+    assert _run_setup(tmp_path, "dev")[-1] == "-m pip install --quiet -e .[dev]"
+
+
 def test_the_scripts_set_up_through_setup() -> None:
     # One place decides when to install; a script with its own pip line would install every run.
     for name, call in (
