@@ -2888,8 +2888,8 @@ _UNSEALED = (
     "header seal (mac): none, the header is not sealed (it was exported without the hash key)"
 )
 _NOT_PROVEN = (
-    f"{_UNSEALED}: the export's end is NOT proven: lines cut from its end, with to_seq lowered "
-    "to match, would still check out"
+    f"{_UNSEALED}: the export's end is NOT proven: lines cut from its end, with to_seq and "
+    "to_hash lowered to match, would still check out"
 )
 
 

@@ -885,7 +885,7 @@ def _header_seal_line(check: exportfile.ExportCheck, key_env: str) -> str:
         return f"{unsealed}: the export reaches the signed head, which proves its end"
     return (
         f"{unsealed}: the export's end is NOT proven: lines cut from its end, with to_seq "
-        "lowered to match, would still check out"
+        "and to_hash lowered to match, would still check out"
     )
 
 
