@@ -559,10 +559,11 @@ _GLUED_MO_ID: Final = re.compile(f"{_MO_ID_BRACKETED}|{_MO_ID_SLASHED}")
 _GLUED_CREDIT: Final = re.compile(_CREDIT_BODY)
 # An IPv6 address glued on is the whole token from there, or its part before a letter that is
 # no hex digit or another address (`_ipv6_from`): at most 45 characters, and a few stops ending
-# a sentence. Possessive and bounded, so that each try reads that far at most; what goes on
-# past the bound is read as a letter after it would be: no whole token that long is an address,
-# and another glued on may follow the letter ("fe80::1:0:0:0:0:0:0:0gfe80::2:0:0:0:0:0:0:0").
-_GLUED_IPV6: Final = re.compile(r"[0-9A-Za-z:.]{2,64}+")
+# a sentence; where another address follows, read up to that one's '::' (`_first_of_two`): 73.
+# Possessive and bounded, so that each try reads that far at most; what goes on past the bound
+# is read as a letter after it would be: no whole token that long is an address, and another
+# glued on may follow the letter ("fe80::1:0:0:0:0:0:0:0gfe80::2:0:0:0:0:0:0:0").
+_GLUED_IPV6: Final = re.compile(r"[0-9A-Za-z:.]{2,96}+")
 _ALNUM: Final = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _LETTERS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _OCTET: Final = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9][0-9]|[0-9])"
@@ -581,6 +582,10 @@ _HEX_DIGITS: Final = frozenset("0123456789abcdefABCDEF")
 # (eight groups of four and their colons; 45 with a dotted quad at its end).
 _HEX_GROUPS: Final = re.compile("[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,6}")
 _IPV6_MAX: Final = 45
+# The most characters between the '::' of two addresses glued one right after the other: the
+# first's groups after it and the second's before it, seven of four and their colons on either
+# side, and a hex digit skipped between them.
+_BETWEEN_DOUBLE_COLONS: Final = 2 * 34 + 1
 _HAS_DIGIT: Final = re.compile("[0-9]")
 # In a token of `_IPV6_TOKEN_RE`'s characters: a letter that is no hex digit.
 _NO_HEX_LETTER: Final = re.compile("[G-Zg-z]")
@@ -983,7 +988,7 @@ def _first_of_two(token: str, start: int, stop: int) -> int | None:
     first = token.find("::", start, min(stop, start + _IPV6_MAX))
     if first == -1:
         return None
-    second = token.find("::", first + 2, min(stop, first + 2 + _IPV6_MAX))
+    second = token.find("::", first + 2, min(stop, first + 4 + _BETWEEN_DOUBLE_COLONS))
     if second == -1:
         return None
     if not (

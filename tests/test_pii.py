@@ -2712,6 +2712,15 @@ def test_a_card_glued_on_ends_at_its_closing_bracket_whatever_follows(
         ("0:D8D5::279a0:D8D5::279", ["0:D8D5::279", "a0:D8D5::279"]),
         # No group between the two '::' longer than four, but a digit before them.
         ("FE80::CAAE:E::6AE:E::6", ["FE80::C", "AAE:E::6", "AE:E::6"]),
+        # Long ones: the most groups on either side of the '::' where they meet.
+        (
+            "fe80::1111:2222:3333:4444:5555abbbb:cccc:dddd:eeee:ffff::1",
+            ["fe80::1111:2222:3333:4444:5555", "bbbb:cccc:dddd:eeee:ffff::1"],
+        ),
+        (
+            "::1111:2222:3333:4444:5555:6666:777abbbb:cccc:dddd:eeee:ffff:aaaa::1",
+            ["::1111:2222:3333:4444:5555:6666:777a", "bbbb:cccc:dddd:eeee:ffff:aaaa::1"],
+        ),
     ],
 )
 def test_two_ipv6_addresses_glued_are_each_found(text: str, found: list[str]) -> None:
@@ -2838,6 +2847,15 @@ def test_a_card_before_an_identifier_starting_with_x_is_found(
                 (CARD_16, BANK_ACCOUNT),
                 ("0:0:000:000:0000:0000:0000:0000", IP),
                 ("0:000:000:000:0000:0000:0000:0000", IP),
+            ],
+        ),
+        # Two long ones glued one right after the other, read from where they are glued on.
+        (
+            "13800138000g::1111:2222:3333:4444:5555:6666:777abbbb:cccc:dddd:eeee:ffff:aaaa::1",
+            [
+                ("13800138000", PHONE),
+                ("::1111:2222:3333:4444:5555:6666:777a", IP),
+                ("bbbb:cccc:dddd:eeee:ffff:aaaa::1", IP),
             ],
         ),
     ],
