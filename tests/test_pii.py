@@ -1115,6 +1115,7 @@ def test_seventeen_digits_and_a_wrong_x_is_not_a_card() -> None:
         and with_id_check(body)[-1] != "X"
     )
     assert spans(f"证件{body}X") == []
+    assert spans(f"证件{body}x") == []  # as an ID number's check character may be written
     assert spans(f"卡号{body}，") == [(BANK_ACCOUNT, body)]
 
 
@@ -2712,6 +2713,10 @@ def test_a_card_glued_on_ends_at_its_closing_bracket_whatever_follows(
         ("0:D8D5::279a0:D8D5::279", ["0:D8D5::279", "a0:D8D5::279"]),
         # No group between the two '::' longer than four, but a digit before them.
         ("FE80::CAAE:E::6AE:E::6", ["FE80::C", "AAE:E::6", "AE:E::6"]),
+        # A group longer than four between them, though no digit is before the second '::'.
+        ("::cafedead::beef", ["::cafe", "dead::beef"]),
+        # Zeros are digits too.
+        ("fe0::ad0::1", ["fe0::a", "d0::1"]),
         # Long ones: the most groups on either side of the '::' where they meet.
         (
             "fe80::1111:2222:3333:4444:5555abbbb:cccc:dddd:eeee:ffff::1",
@@ -2735,6 +2740,12 @@ def test_a_token_of_two_double_colons_is_no_two_addresses_without_a_group_to_spl
     assert spans(f"代码 {text} 。") == []
 
 
+def test_two_ipv6_addresses_with_a_digit_on_either_side_of_where_they_meet_are_left() -> None:
+    # "fe80::abc7" and "2001:db8::1", or "fe80::abc", a stray "7" and the second: between two
+    # digits nothing says where the first ends, and a digit skipped reads as no letter does.
+    assert spans("资料：fe80::abc72001:db8::1。") == []
+
+
 @pytest.mark.parametrize(
     ("text", "found"),
     [
@@ -2744,6 +2755,13 @@ def test_a_token_of_two_double_colons_is_no_two_addresses_without_a_group_to_spl
             [("684:37e:10:b:6:6:a5:234", IP), ("j@163.org", EMAIL)],
         ),
         ("5/395279/6se6@qq.com.cn", [("5/395279/6", ID_NUMBER), ("se6@qq.com.cn", EMAIL)]),
+        # A digit: where the local part starts, the card ends all the same.
+        ("1/234567/86li@example.com", [("1/234567/8", ID_NUMBER), ("6li@example.com", EMAIL)]),
+        # What the run's scan found before a local part stands against a shorter one glued on.
+        (
+            "li@example.comG215453316li@example.com",
+            [("li@example.com", EMAIL), ("G215453316", ID_NUMBER), ("li@example.com", EMAIL)],
+        ),
         (
             f"{USCC_LETTER}1/320464/0yhl@qq.com",
             [(USCC_LETTER, CREDIT_CODE), ("1/320464/0", ID_NUMBER), ("yhl@qq.com", EMAIL)],
@@ -2789,6 +2807,13 @@ def test_a_card_before_an_ipv6_address_that_reads_its_last_digit_as_a_group_is_f
             [("li@163.comg", EMAIL), ("FD:D0A1:B4:1D:86DA:6AD9:8A:64", IP), ("13800138000", PHONE)],
         ),
         ("li@example.com:8080", [("li@example.com", EMAIL)]),  # a port: no address glued on
+        # From the first hex letter that starts one, up to four back, two left to the domain.
+        ("li@corp.cnbeef::1", [("li@corp.cn", EMAIL), ("beef::1", IP)]),
+        ("li@corp.def::1", [("li@corp.de", EMAIL), ("f::1", IP)]),
+        # Another glued on after it is found from where it ends.
+        ("li@corp.dea::1gfe80::2", [("li@corp.de", EMAIL), ("a::1", IP), ("fe80::2", IP)]),
+        # "b:1:2:3:4:5:6:7:8" is no address: the letter is the domain's, left out of the one after.
+        ("li@corp.cnb:1:2:3:4:5:6:7:8", [("li@corp.cnb", EMAIL), ("1:2:3:4:5:6:7:8", IP)]),
     ],
 )
 def test_an_ipv6_address_whose_first_letters_a_top_level_domain_took_is_found(
