@@ -2697,6 +2697,11 @@ def test_a_card_glued_on_ends_at_its_closing_bracket_whatever_follows(
     assert spans(f"资料：{text}。") == [(category, value) for value, category in found]
 
 
+# Seven groups of four after the one's '::' and before the other's, and a letter between them.
+LONGEST_BEFORE_PAIR = "::1111:2222:3333:4444:5555:6666:7777"
+LONGEST_AFTER_PAIR = "bbbb:cccc:dddd:eeee:ffff:aaaa:bbbb::"
+
+
 @pytest.mark.parametrize(
     ("text", "found"),
     [
@@ -2725,6 +2730,10 @@ def test_a_card_glued_on_ends_at_its_closing_bracket_whatever_follows(
         (
             "::1111:2222:3333:4444:5555:6666:777abbbb:cccc:dddd:eeee:ffff:aaaa::1",
             ["::1111:2222:3333:4444:5555:6666:777a", "bbbb:cccc:dddd:eeee:ffff:aaaa::1"],
+        ),
+        (
+            f"{LONGEST_BEFORE_PAIR}a{LONGEST_AFTER_PAIR}",
+            [LONGEST_BEFORE_PAIR, LONGEST_AFTER_PAIR],
         ),
     ],
 )
@@ -2882,6 +2891,10 @@ def test_a_card_before_an_identifier_starting_with_x_is_found(
                 ("::1111:2222:3333:4444:5555:6666:777a", IP),
                 ("bbbb:cccc:dddd:eeee:ffff:aaaa::1", IP),
             ],
+        ),
+        (
+            f"13800138000g{LONGEST_BEFORE_PAIR}a{LONGEST_AFTER_PAIR}",
+            [("13800138000", PHONE), (LONGEST_BEFORE_PAIR, IP), (LONGEST_AFTER_PAIR, IP)],
         ),
     ],
 )
