@@ -559,11 +559,12 @@ _GLUED_MO_ID: Final = re.compile(f"{_MO_ID_BRACKETED}|{_MO_ID_SLASHED}")
 _GLUED_CREDIT: Final = re.compile(_CREDIT_BODY)
 # An IPv6 address glued on is the whole token from there, or its part before a letter that is
 # no hex digit or another address (`_ipv6_from`): at most 45 characters, and a few stops ending
-# a sentence; where another address follows, read up to that one's '::' (`_first_of_two`): 73.
-# Possessive and bounded, so that each try reads that far at most; what goes on past the bound
-# is read as a letter after it would be: no whole token that long is an address, and another
-# glued on may follow the letter ("fe80::1:0:0:0:0:0:0:0gfe80::2:0:0:0:0:0:0:0").
-_GLUED_IPV6: Final = re.compile(r"[0-9A-Za-z:.]{2,96}+")
+# a sentence; where another address follows, up to that one's '::' (`_first_of_two`): 73, with
+# seven groups of four on either side of where they meet and a letter between. Possessive and
+# bounded, so that each try reads that far at most; what goes on past the bound is read as a
+# letter after it would be: no whole token that long is an address, and another glued on may
+# follow the letter ("fe80::1:0:0:0:0:0:0:0gfe80::2:0:0:0:0:0:0:0").
+_GLUED_IPV6: Final = re.compile(r"[0-9A-Za-z:.]{2,73}+")
 _ALNUM: Final = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _LETTERS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _OCTET: Final = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9][0-9]|[0-9])"
