@@ -1500,13 +1500,15 @@ def _glued_at(
             found.append((_PRIORITY[IP], at, at + span[1], IP))
     # One letter between an identifier and an IPv6 address sets them apart, as a letter that is
     # no hex digit ends an address ("fe80::1xfe80::2", "13800138000kfe80::1"); one that is a hex
-    # digit, where it would make the first group longer than four ("13800138000afe80::1").
+    # digit, where it would make the first group longer than four ("13800138000afe80::1"), a
+    # decimal one too between two letters ("li@qq.com5fe80::1"); between two digits nothing says
+    # where one number ends.
     if (
         stray
         and ipv6
         and not found
-        and norm[at] in _LETTERS
         and norm.find(":", at + 1, min(end, at + 6)) != -1
+        and (norm[at] in _LETTERS or norm[at + 1] in _LETTERS)
     ):
         m = _GLUED_IPV6.match(norm, at + 1, end)
         if m is not None and (span := _ipv6_span(m.group())) is not None and span[0] == 0:

@@ -2657,6 +2657,10 @@ def test_an_ipv6_address_glued_on_ends_before_a_letter_that_is_no_hex_digit(
         ("13800138000afe80::1", [("13800138000", PHONE), ("fe80::1", IP)]),
         (f"{CARD_16}d2001:db8::1", [(CARD_16, BANK_ACCOUNT), ("2001:db8::1", IP)]),
         ("A123456(3)kfe80::1", [("A123456(3)", ID_NUMBER), ("fe80::1", IP)]),
+        # A decimal digit too, with a letter on either side of it.
+        ("li@qq.com5fe80::1", [("li@qq.com", EMAIL), ("fe80::1", IP)]),
+        (f"{ID_X}5fe80::1", [(ID_X, ID_NUMBER), ("fe80::1", IP)]),
+        ("li@corp.cnb0fe80::abc", [("li@corp.cnb", EMAIL), ("fe80::abc", IP)]),
     ],
 )
 def test_one_letter_between_an_identifier_and_an_ipv6_address_sets_them_apart(
