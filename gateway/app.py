@@ -274,6 +274,9 @@ async def close_runtime(runtime: Runtime) -> None:
     close_log = getattr(runtime.share_log, "close", None)
     if close_log is not None:
         await close_log()
+    # Off the loop: a body still being scanned may take seconds to finish. The shares that
+    # waited for a thread are gone with the server; none is left to need one.
+    await asyncio.to_thread(runtime.body_workers.shutdown, cancel_futures=True)
 
 
 async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import structlog
@@ -24,6 +25,11 @@ from gateway.terms import Terms
 from gateway.upstream import Upstream
 
 log = structlog.get_logger("gateway")
+
+# Threads that parse, filter and scan the bodies too big to work on in the event loop
+# (`pipeline.OFFLOAD_BODY_BYTES`). Two: one crafted body (seconds of scanning) leaves the other
+# big bodies a thread, and more would only take turns at the interpreter lock with the loop.
+BODY_WORKERS = 2
 
 
 def load_policy(
@@ -96,6 +102,10 @@ class Runtime:
     settles_heap: bool = False
     # Keys every share's subject references; derived once (an HMAC per request otherwise).
     subject_key: bytes = field(init=False)
+    # Work on the big bodies; the rest wait their turn without holding up the loop.
+    body_workers: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(BODY_WORKERS, thread_name_prefix="body")
+    )
 
     def __post_init__(self) -> None:
         self.subject_key = subject_ref_key(self.master_key)
