@@ -7,6 +7,7 @@ import base64
 import gzip
 import hashlib
 import hmac
+import threading
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -20,6 +21,7 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 import structlog
+from aiohttp import ClientError, web
 from conftest import (
     BASE_CONTRACT,
     HASH_KEY,
@@ -35,8 +37,11 @@ from tokens import SigningKey, claims, mint, rsa_key, sign_raw, unsigned, write_
 
 from gateway import pipeline
 from gateway.errors import ShareLogUnavailable
+from gateway.jsonbody import JSONValue, parse_json
 from gateway.keys import keyed_hash, partner_hash_key
+from gateway.pii import scan
 from gateway.pipeline import response_headers
+from gateway.runtime import Runtime
 from gateway.sharelog.memory import MemoryShareLog
 from gateway.sharelog.record import ShareOutcome, ShareRecord
 
@@ -2287,3 +2292,205 @@ async def test_upload_with_two_content_encodings_is_refused(make_gateway: Gatewa
         body=gzip.compress(b"%PDF-1.7"),
     )
     await assert_refused(gw, response, 400, "malformed_request")
+
+
+# --- big bodies: worked on in a thread, the loop free for every other request ------------------
+
+BATCH_ROUTE: dict[str, Any] = {
+    "method": "POST",
+    "path": "/v1/batch",
+    "purpose": "credit_assessment",
+    "records": "applicants[]",
+    "subject": "applicants[].user_id",
+    "fields": [
+        {"path": "applicants[].name", "category": "identity.name"},
+        {"path": "applicants[].id_number", "category": "identity.id_number", "transform": "hash"},
+        {"path": "applicants[].note", "category": "business.note"},
+    ],
+}
+# A scanned string starting with this is held in the scanner until the test lets it go.
+HOLD = "hold:"
+
+
+def batch(size: int, *, without_subject: bool = False) -> bytes:
+    """A batch body of exactly `size` bytes: applicants whose notes hold phone numbers (redacted)
+    and whose e-mail addresses are stripped, padded by a stripped key; the last applicant
+    without its user id if `without_subject`."""
+    applicants = [
+        {
+            "user_id": f"u-{i}",
+            "name": "Wang",
+            "id_number": ID_NUMBER,
+            "email": f"wang{i}@example.com",
+            "note": f"call 1380013{i:04d} after lunch",
+        }
+        for i in range(size // 200)
+    ]
+    if without_subject:
+        del applicants[-1]["user_id"]
+    doc: dict[str, Any] = {"applicants": applicants, "padding": ""}
+    doc["padding"] = "x" * (size - len(orjson.dumps(doc)))
+    raw = orjson.dumps(doc)
+    assert len(raw) == size
+    return raw
+
+
+def parsed_in(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the threads the request bodies are parsed in, from now on."""
+    threads: list[str] = []
+
+    def spy(raw: bytes, *, max_depth: int) -> dict[str, JSONValue]:
+        threads.append(threading.current_thread().name)
+        return parse_json(raw, max_depth=max_depth)
+
+    monkeypatch.setattr(pipeline, "parse_json", spy)
+    return threads
+
+
+def in_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every body from now on is worked on in the event loop, as every body once was."""
+    monkeypatch.setattr(pipeline, "OFFLOAD_BODY_BYTES", 2**62)
+
+
+def decided(record: ShareRecord) -> dict[str, object]:
+    """A record but for what differs between two shares of the same request: id and time."""
+    fields = {name: getattr(record, name) for name in ShareRecord.__slots__}
+    return {k: v for k, v in fields.items() if k not in {"share_id", "ts"}}
+
+
+async def test_a_big_body_held_in_a_thread_holds_up_no_other_share_nor_health(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway()
+    held, entered = threading.Event(), threading.Event()
+    released: list[bool] = []
+
+    def scanner(text: str, allowed: frozenset[str]) -> tuple[str, dict[str, int]]:
+        if text.startswith(HOLD):
+            entered.set()
+            # Set by the test once the other requests were answered: in the event loop they
+            # could not be, and the wait runs out instead.
+            released.append(held.wait(5))
+        return scan(text, allowed)
+
+    gw.runtime.scanner = scanner
+    body = applicant(tags=[HOLD + "x" * pipeline.OFFLOAD_BODY_BYTES])
+    big = asyncio.create_task(gw.share("POST", ASSESS, json=body))
+    assert await asyncio.to_thread(entered.wait, 5)
+    small = await gw.share("POST", ASSESS, json=applicant(tags=["small"]))
+    health = await gw.client.get("/_gateway/health")
+    big_still_held = not big.done()
+    held.set()
+    response = await big
+    assert (small.status, health.status, response.status) == (200, 200, 200)
+    assert big_still_held
+    assert released == [True]
+    assert [seen.json()["tags"][0][:5] for seen in gw.partner.received] == ["small", HOLD]
+
+
+@pytest.mark.parametrize(
+    ("size", "coding", "worker"),
+    [
+        (pipeline.OFFLOAD_BODY_BYTES - 1, "identity", False),
+        (pipeline.OFFLOAD_BODY_BYTES, "identity", True),
+        # A few hundred bytes on the wire: what is parsed and scanned is what counts.
+        (pipeline.OFFLOAD_BODY_BYTES, "gzip", True),
+    ],
+    ids=["below", "at", "gzip"],
+)
+async def test_a_big_body_worked_on_in_a_thread_is_shared_as_in_the_loop(
+    make_gateway: GatewayFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    size: int,
+    coding: str,
+    worker: bool,
+) -> None:
+    gw = await make_gateway([contract(routes=routes(BATCH_ROUTE))])
+    threads = parsed_in(monkeypatch)
+    raw = batch(size)
+    data = gzip.compress(raw) if coding == "gzip" else raw
+    headers = {**JSON, "Content-Encoding": coding}
+    response = await gw.share("POST", "/acme/v1/batch", data=data, headers=headers)
+    assert response.status == 200, await response.text()
+    in_the_loop(monkeypatch)
+    response = await gw.share("POST", "/acme/v1/batch", data=data, headers=headers)
+    assert response.status == 200, await response.text()
+    assert [name != threading.current_thread().name for name in threads] == [worker, False]
+    sent, sent_in_loop = gw.partner.received
+    assert sent.body == sent_in_loop.body
+    assert sent.headers["Content-Type"] == sent_in_loop.headers["Content-Type"]
+    applicants = sent.json()["applicants"]
+    assert len(applicants) == size // 200
+    assert applicants[0]["note"] == "call [REDACTED:contact.phone] after lunch"
+    record, record_in_loop = gw.log.records
+    assert decided(record) == decided(record_in_loop)
+    assert (record.records, len(record.subject_refs)) == (size // 200, size // 200)
+    assert record.pii_redactions == {"contact.phone": size // 200}
+
+
+@pytest.mark.parametrize("without_subject", [False, True], ids=["duplicate-keys", "no-subject"])
+async def test_a_big_body_refused_in_a_thread_is_refused_as_in_the_loop(
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch, without_subject: bool
+) -> None:
+    gw = await make_gateway([contract(routes=routes(BATCH_ROUTE))])
+    threads = parsed_in(monkeypatch)
+    size = 2 * pipeline.OFFLOAD_BODY_BYTES
+    raw = batch(size, without_subject=without_subject)
+    if not without_subject:
+        raw = b'{"padding":"",' + raw[1:]
+    answers = []
+    for _ in ("in a thread", "in the loop"):
+        response = await gw.share("POST", "/acme/v1/batch", data=raw, headers=JSON)
+        await assert_refused(gw, response, 400, "malformed_body")
+        error = (await response.json())["error"]
+        answers.append({k: v for k, v in error.items() if k != "share_id"})
+        in_the_loop(monkeypatch)
+    assert threads[0] != threading.current_thread().name
+    assert answers[0] == answers[1]
+    assert answers[0]["message"].startswith("record" if without_subject else "the body has dup")
+    record, record_in_loop = gw.log.records
+    assert decided(record) == decided(record_in_loop)
+    # Refused for one record, a batch is still about the people the others name.
+    named = size // 200 - 1 if without_subject else 0
+    assert len(record.subject_refs) == named
+
+
+async def test_a_share_cancelled_while_its_body_is_in_a_thread_sends_nothing(
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gw = await make_gateway()
+    held, entered = threading.Event(), threading.Event()
+
+    def scanner(text: str, allowed: frozenset[str]) -> tuple[str, dict[str, int]]:
+        if text.startswith(HOLD):
+            entered.set()
+            held.wait(5)
+        return scan(text, allowed)
+
+    gw.runtime.scanner = scanner
+    handlers: list[asyncio.Task[Any]] = []
+    read_payload = pipeline.read_payload
+
+    async def reading(flow: pipeline.Flow, request: web.Request, runtime: Runtime) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.append(task)
+        await read_payload(flow, request, runtime)
+
+    monkeypatch.setattr(pipeline, "read_payload", reading)
+    big = asyncio.create_task(
+        gw.share("POST", ASSESS, json=applicant(tags=[HOLD + "x" * pipeline.OFFLOAD_BODY_BYTES]))
+    )
+    assert await asyncio.to_thread(entered.wait, 5)
+    handlers[0].cancel()  # as the server does with the shares left when it stops
+    held.set()
+    with pytest.raises(ClientError):
+        await big
+    # The thread is free again for the next big body.
+    body = applicant(tags=["next" + "x" * pipeline.OFFLOAD_BODY_BYTES])
+    response = await gw.share("POST", ASSESS, json=body)
+    assert response.status == 200, await response.text()
+    [seen] = gw.partner.received
+    assert seen.json()["tags"][0].startswith("next")
+    [record] = gw.log.records
+    assert record.share_id == response.headers["X-Share-Id"]
