@@ -6,11 +6,11 @@ import asyncio
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from functools import partial
-from typing import Final
+from typing import Final, TypeVar
 from urllib.parse import quote
 
 import orjson
@@ -37,7 +37,7 @@ from gateway.errors import (
     UnsupportedMediaType,
     UpstreamError,
 )
-from gateway.fieldfilter import FilterResult, TextScanner, compile_plan
+from gateway.fieldfilter import FilterPlan, FilterResult, TextScanner, compile_plan
 from gateway.jsonbody import (
     JSONValue,
     check_json_content_type,
@@ -418,8 +418,18 @@ async def read_payload(flow: Flow, request: web.Request, runtime: Runtime) -> No
 # (0.1 ms at the 99th percentile), which a body this big hardly notices; the 1.4 KB services
 # send takes 0.04 to 0.06 ms, which the hand-off would double. Crafted text scans at up to 4 to
 # 6 µs a byte: a body under this size holds up the loop 65 to 100 ms at most, where one under
-# 64 KiB could stall every other request for a quarter of a second or more.
+# 64 KiB could stall every other request for a quarter of a second or more. A partner's answer
+# of this size or more is parsed, filtered and written out there too: measured the same way, on
+# a credit report grown by accounts with kept and stripped fields, 16 KiB takes 0.3 ms (1 ms
+# all kept, in small records), 1 MiB 22 ms (93 ms) and 10 MiB, the default cap, 0.33 s (1 s).
 OFFLOAD_BODY_BYTES: Final = 16 * 1024
+
+_T = TypeVar("_T")
+
+
+async def _in_body_worker(runtime: Runtime, work: Callable[[], _T]) -> _T:
+    """`work` done in one of the runtime's `body_workers`, the loop free for others meanwhile."""
+    return await asyncio.get_running_loop().run_in_executor(runtime.body_workers, work)
 
 
 @dataclass(slots=True)
@@ -455,7 +465,7 @@ async def _read_big_json(
     )
     # Cancelled (the server stopping), the share ends here: a body still waiting for a thread
     # is dropped, and what a thread still makes of one is never looked at.
-    done = await asyncio.get_running_loop().run_in_executor(runtime.body_workers, work)
+    done = await _in_body_worker(runtime, work)
     if done.named_ids is not None:
         note_subjects(flow, runtime, done.named_ids)
     if (result := done.result) is not None:
@@ -650,6 +660,31 @@ def upstream_request(flow: Flow, runtime: Runtime) -> UpstreamRequest:
 def filter_response(
     flow: Flow, status: int, headers: Mapping[str, str], body: bytes, runtime: Runtime
 ) -> bytes:
+    """What the caller gets of the partner's answer, filtered in the event loop."""
+    filtering = _answer_filter(flow, status, headers, body, runtime)
+    return filtering if isinstance(filtering, bytes) else filtering()
+
+
+async def filter_big_response(
+    flow: Flow, status: int, headers: Mapping[str, str], body: bytes, runtime: Runtime
+) -> bytes:
+    """`filter_response` for an answer of `OFFLOAD_BODY_BYTES` or more: the parse, the filter
+    and the JSON written out in a worker thread."""
+    filtering = _answer_filter(flow, status, headers, body, runtime)
+    if isinstance(filtering, bytes):
+        return filtering
+    # The threads big request bodies are worked on in: they bound how much of the interpreter
+    # big bodies take from the loop, whichever way they go, where a pool of the answers' own
+    # would have four threads taking turns with the loop. An answer may wait behind a request
+    # body's scan; it holds up nothing meanwhile, and the share it answers is already made.
+    return await _in_body_worker(runtime, filtering)
+
+
+def _answer_filter(
+    flow: Flow, status: int, headers: Mapping[str, str], body: bytes, runtime: Runtime
+) -> bytes | Callable[[], bytes]:
+    """The answer as the caller gets it when that needs no parsing, else the work that filters
+    it. The media type is judged here, in the loop: its check keeps the types it accepted."""
     route, partner = flow.route, flow.partner
     if route is None or partner is None or route.response_plan is None:
         return body
@@ -657,13 +692,34 @@ def filter_response(
         return body  # an empty answer (204, 202, ...) holds nothing to filter
     try:
         check_json_content_type(headers.get("Content-Type"))
-        doc = parse_json(body, max_depth=runtime.settings.limits.max_json_depth)
     except GatewayError:
-        if 200 <= status < 300:
-            raise UpstreamError("the partner's answer is not JSON the route can filter") from None
-        return b""  # an error answer the gateway cannot filter is passed on without its body
-    result = route.response_plan.apply(doc, {}, hash_key=partner.hash_key)
-    return dump_json(result.document)
+        return _unfilterable(status)
+    return partial(
+        _filter_json_answer,
+        body,
+        status,
+        route.response_plan,
+        partner.hash_key,
+        runtime.settings.limits.max_json_depth,
+    )
+
+
+def _filter_json_answer(
+    body: bytes, status: int, plan: FilterPlan, hash_key: bytes, max_depth: int
+) -> bytes:
+    """Only what it is given, all of it immutable: it may run in a worker thread."""
+    try:
+        doc = parse_json(body, max_depth=max_depth)
+    except GatewayError:
+        return _unfilterable(status)
+    return dump_json(plan.apply(doc, {}, hash_key=hash_key).document)
+
+
+def _unfilterable(status: int) -> bytes:
+    """A success the route cannot filter is the partner's fault, and no answer to pass on."""
+    if 200 <= status < 300:
+        raise UpstreamError("the partner's answer is not JSON the route can filter") from None
+    return b""  # an error answer the gateway cannot filter is passed on without its body
 
 
 def response_headers(given: MultiMapping[str], body: bytes, *, filtered: bool) -> dict[str, str]:
@@ -690,7 +746,7 @@ def response_headers(given: MultiMapping[str], body: bytes, *, filtered: bool) -
                 continue  # an empty answer, or one dropped: no type, and its own need not parse
             # The body is the gateway's own JSON: a problem report stays one, any other type is
             # JSON; a vendor subtype is free text (`application/wang.138…+json`). The type of a
-            # body kept was parsed by `filter_response`.
+            # body kept was parsed by `_answer_filter`.
             kind = parse_media_type(value)[0]
             value = kind if kind in _PLAIN_JSON_TYPES else "application/json"
         elif not _VISIBLE_ASCII.fullmatch(value):
@@ -953,8 +1009,18 @@ async def forward(flow: Flow, runtime: Runtime) -> web.StreamResponse:
         )
     filtered = flow.route is not None and flow.route.response_plan is not None
     try:
-        body = filter_response(flow, response.status, response.headers, response.body, runtime)
+        if filtered and len(response.body) >= OFFLOAD_BODY_BYTES:
+            body = await filter_big_response(
+                flow, response.status, response.headers, response.body, runtime
+            )
+        else:
+            body = filter_response(flow, response.status, response.headers, response.body, runtime)
         headers = response_headers(response.headers, body, filtered=filtered)
+    except asyncio.CancelledError:
+        # The server stopping while the answer was in a thread: the partner has the share all
+        # the same, and the caller is gone.
+        _record_outcome(runtime, outcome)
+        raise
     except GatewayError as error:
         _record_outcome(runtime, outcome)
         return error_response(error, flow.share_id)

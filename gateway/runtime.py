@@ -27,8 +27,9 @@ from gateway.upstream import Upstream
 log = structlog.get_logger("gateway")
 
 # Threads that parse, filter and scan the bodies too big to work on in the event loop
-# (`pipeline.OFFLOAD_BODY_BYTES`). Two: one crafted body (seconds of scanning) leaves the other
-# big bodies a thread, and more would only take turns at the interpreter lock with the loop.
+# (`pipeline.OFFLOAD_BODY_BYTES`): the callers' and, filtered, the partners' answers. Two: one
+# crafted body (seconds of scanning) leaves the other big bodies a thread, and more would only
+# take turns at the interpreter lock with the loop.
 BODY_WORKERS = 2
 
 

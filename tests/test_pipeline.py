@@ -1780,6 +1780,207 @@ async def test_a_first_generation_id_number_in_a_note_never_reaches_the_partner(
     assert gw.log.records[0].pii_redactions == {"identity.id_number": 2, "contact.phone": 1}
 
 
+# A partner's answer of `OFFLOAD_BODY_BYTES` or more is parsed and filtered in the same threads.
+
+
+def report(size: int, *, band: str = "B") -> bytes:
+    """A partner's answer of exactly `size` bytes: a score, and reasons whose codes are kept and
+    whose texts (naming the applicant) are stripped, padded by a stripped key."""
+    reasons = [
+        {"code": f"R{i}", "text": f"late payment by Wang at bank {i}"} for i in range(size // 60)
+    ]
+    doc: dict[str, Any] = {"band": band, "score": 712, "reasons": reasons, "padding": ""}
+    doc["padding"] = "x" * (size - len(orjson.dumps(doc)))
+    raw = orjson.dumps(doc)
+    assert len(raw) == size
+    return raw
+
+
+def held_answers(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """(entered, held): an answer whose band starts with `HOLD` is held in its parse, once
+    `entered` is set, until the test sets `held`."""
+    entered, held = threading.Event(), threading.Event()
+
+    def parse(raw: bytes, *, max_depth: int) -> dict[str, JSONValue]:
+        if raw.startswith(b'{"band":"' + HOLD.encode()):
+            entered.set()
+            # In the event loop, nothing else is answered until this wait runs out.
+            held.wait(5)
+        return parse_json(raw, max_depth=max_depth)
+
+    monkeypatch.setattr(pipeline, "parse_json", parse)
+    return entered, held
+
+
+def delivered(outcome: ShareOutcome) -> tuple[object, ...]:
+    """An outcome but for what differs between two shares of the same answer: id and time."""
+    return (outcome.outcome, outcome.upstream_status, outcome.bytes_received)
+
+
+async def test_a_big_answer_held_in_a_thread_holds_up_no_other_share_nor_health(
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gw = await make_gateway()
+    entered, held = held_answers(monkeypatch)
+    gw.partner.answer(200, report(2 * pipeline.OFFLOAD_BODY_BYTES, band=HOLD))
+    big = asyncio.create_task(gw.share("POST", ASSESS, json=applicant()))
+    assert await asyncio.to_thread(entered.wait, 5)
+    gw.partner.answer(200, {"score": 1, "band": "A"})
+    small = await gw.share("POST", ASSESS, json=applicant())
+    health = await gw.client.get("/_gateway/health")
+    big_still_held = not big.done()
+    held.set()
+    response = await big
+    assert (small.status, health.status, response.status) == (200, 200, 200)
+    assert big_still_held
+    assert await small.json() == {"score": 1}
+    answer = await response.json()
+    assert (answer["score"], len(answer["reasons"])) == (712, 2 * pipeline.OFFLOAD_BODY_BYTES // 60)
+    assert answer["reasons"][0] == {"code": "R0"}
+    assert [o.upstream_status for o in gw.log.outcomes] == [200, 200]
+
+
+@pytest.mark.parametrize(
+    ("size", "status", "worker"),
+    [
+        (pipeline.OFFLOAD_BODY_BYTES - 1, 200, False),
+        (pipeline.OFFLOAD_BODY_BYTES, 200, True),
+        (4 * pipeline.OFFLOAD_BODY_BYTES, 422, True),
+    ],
+    ids=["below", "at", "error-answer"],
+)
+async def test_a_big_answer_filtered_in_a_thread_is_answered_as_in_the_loop(
+    make_gateway: GatewayFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    size: int,
+    status: int,
+    worker: bool,
+) -> None:
+    gw = await make_gateway()
+    gw.partner.answer(status, report(size), **{"Content-Type": "application/problem+json"})
+    threads = parsed_in(monkeypatch)
+    answers = []
+    for _ in ("maybe in a thread", "in the loop"):
+        response = await gw.share("POST", ASSESS, json=applicant())
+        headers = {k: v for k, v in response.headers.items() if k not in {"X-Share-Id", "Date"}}
+        answers.append((response.status, headers, await response.read()))
+        in_the_loop(monkeypatch)
+    # Each share parses its request body (in the loop), then the partner's answer.
+    here = threading.current_thread().name
+    assert [name != here for name in threads] == [False, worker, False, False]
+    assert answers[0] == answers[1]
+    assert answers[0][0] == status
+    assert answers[0][1]["Content-Type"] == "application/problem+json"
+    answer = orjson.loads(answers[0][2])
+    assert (set(answer), len(answer["reasons"])) == ({"score", "reasons"}, size // 60)
+    outcome, outcome_in_loop = gw.log.outcomes
+    assert delivered(outcome) == delivered(outcome_in_loop) == ("delivered", status, size)
+
+
+@pytest.mark.parametrize(
+    ("status", "answered"),
+    [(200, 502), (500, 500)],
+    ids=["success-is-502", "error-loses-its-body"],
+)
+@pytest.mark.parametrize("broken", ["duplicate-keys", "cut-short"])
+async def test_a_big_answer_that_does_not_parse_in_a_thread_is_answered_as_in_the_loop(
+    make_gateway: GatewayFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    status: int,
+    answered: int,
+    broken: str,
+) -> None:
+    gw = await make_gateway()
+    raw = report(2 * pipeline.OFFLOAD_BODY_BYTES)
+    raw = b'{"score":1,' + raw[1:] if broken == "duplicate-keys" else raw[:-2]
+    gw.partner.answer(status, raw)
+    threads = parsed_in(monkeypatch)
+    answers = []
+    for _ in ("in a thread", "in the loop"):
+        response = await gw.share("POST", ASSESS, json=applicant())
+        body = await response.read()
+        error = orjson.loads(body)["error"] if body else {}
+        kept = {k: v for k, v in error.items() if k != "share_id"}
+        answers.append((response.status, response.headers.get("Content-Type"), kept, body == b""))
+        in_the_loop(monkeypatch)
+    assert threads[1] != threading.current_thread().name
+    assert answers[0] == answers[1]
+    if answered == 502:
+        assert answers[0][2]["code"] == "upstream_error"
+    else:
+        assert answers[0] == (500, None, {}, True)
+    assert [r.decision for r in gw.log.records] == ["shared", "shared"]
+    outcome, outcome_in_loop = gw.log.outcomes
+    assert delivered(outcome) == delivered(outcome_in_loop) == ("delivered", status, len(raw))
+
+
+async def test_a_fault_while_filtering_a_big_answer_in_a_thread_is_502_with_its_outcome(
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gw = await make_gateway()
+    gw.partner.answer(200, report(2 * pipeline.OFFLOAD_BODY_BYTES))
+    threads: list[str] = []
+
+    def broken(raw: bytes, *, max_depth: int) -> dict[str, JSONValue]:
+        if raw.startswith(b'{"band"'):
+            threads.append(threading.current_thread().name)
+            raise RecursionError("a fault of the gateway's own")
+        return parse_json(raw, max_depth=max_depth)
+
+    monkeypatch.setattr(pipeline, "parse_json", broken)
+    with structlog.testing.capture_logs() as logs:
+        response = await gw.share("POST", ASSESS, json=applicant())
+    assert response.status == 502
+    body = await response.json()
+    assert body["error"]["code"] == "upstream_error"
+    assert response.headers["X-Share-Id"] == body["error"]["share_id"]
+    assert threads[0] != threading.current_thread().name
+    [outcome] = gw.log.outcomes
+    assert (outcome.share_id, outcome.outcome, outcome.upstream_status) == (
+        body["error"]["share_id"],
+        "delivered",
+        200,
+    )
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["response_filter_failed"]
+
+
+async def test_a_share_cancelled_while_its_answer_is_in_a_thread_still_records_its_outcome(
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gw = await make_gateway()
+    entered, held = held_answers(monkeypatch)
+    handlers: list[asyncio.Task[Any]] = []
+    forward = pipeline.forward
+
+    async def forwarding(flow: pipeline.Flow, runtime: Runtime) -> web.StreamResponse:
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.append(task)
+        return await forward(flow, runtime)
+
+    monkeypatch.setattr(pipeline, "forward", forwarding)
+    gw.partner.answer(200, report(2 * pipeline.OFFLOAD_BODY_BYTES, band=HOLD))
+    big = asyncio.create_task(gw.share("POST", ASSESS, json=applicant()))
+    assert await asyncio.to_thread(entered.wait, 5)
+    handlers[0].cancel()  # as the server does with the shares left when it stops
+    held.set()
+    with pytest.raises(ClientError):
+        await big
+    # The partner has the share: what became of it is recorded all the same.
+    [record] = gw.log.records
+    [outcome] = gw.log.outcomes
+    assert (outcome.share_id, outcome.outcome, outcome.upstream_status) == (
+        record.share_id,
+        "delivered",
+        200,
+    )
+    # The thread is free again for the next big answer.
+    gw.partner.answer(200, report(2 * pipeline.OFFLOAD_BODY_BYTES))
+    response = await gw.share("POST", ASSESS, json=applicant())
+    assert response.status == 200, await response.text()
+    assert (await response.json())["score"] == 712
+
+
 # --- 7. the partner's answer ----------------------------------------------------------------------
 
 
