@@ -7,6 +7,7 @@ import base64
 import gzip
 import hashlib
 import hmac
+import os
 import threading
 import time
 import zlib
@@ -2695,3 +2696,29 @@ async def test_a_share_cancelled_while_its_body_is_in_a_thread_sends_nothing(
     assert seen.json()["tags"][0].startswith("next")
     [record] = gw.log.records
     assert record.share_id == response.headers["X-Share-Id"]
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate"])
+async def test_a_big_compressed_body_that_inflates_past_the_cap_is_413_as_in_the_loop(
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch, coding: str
+) -> None:
+    limit = 100_000
+    gw = await make_gateway(settings={"limits": {"max_body_bytes": limit}})
+    threads = parsed_in(monkeypatch)
+    # Random hex halves at best: tens of KiB on the wire, in the thread's hands, and well over
+    # the cap once inflated.
+    raw = orjson.dumps(applicant(tags=[os.urandom(limit // 2).hex()]))
+    data = gzip.compress(raw) if coding == "gzip" else zlib.compress(raw)
+    assert pipeline.OFFLOAD_BODY_BYTES <= len(data) < limit < len(raw)
+    headers = {**JSON, "Content-Encoding": coding}
+    answers = []
+    for _ in ("in a thread", "in the loop"):
+        response = await gw.share("POST", ASSESS, data=data, headers=headers)
+        await assert_refused(gw, response, 413, "body_too_large")
+        error = (await response.json())["error"]
+        answers.append({k: v for k, v in error.items() if k != "share_id"})
+        in_the_loop(monkeypatch)
+    assert answers[0] == answers[1]
+    assert threads == []  # refused before a byte of it was parsed
+    record, record_in_loop = gw.log.records
+    assert decided(record) == decided(record_in_loop)
