@@ -2722,3 +2722,80 @@ async def test_a_big_compressed_body_that_inflates_past_the_cap_is_413_as_in_the
     assert threads == []  # refused before a byte of it was parsed
     record, record_in_loop = gw.log.records
     assert decided(record) == decided(record_in_loop)
+
+
+CHILD_ID_NUMBER = "110105202001011237"  # born 1 January 2020
+
+
+async def test_a_child_outside_a_big_batchs_records_is_refused_as_in_the_loop(
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    guarantor = {"path": "guarantor.id_number", "category": "identity.id_number"}
+    route = {**BATCH_ROUTE, "fields": [*BATCH_ROUTE["fields"], guarantor]}
+    gw = await make_gateway([contract(routes=routes(route), terms={"minors": "deny"})])
+    threads = parsed_in(monkeypatch)
+    doc = orjson.loads(batch(2 * pipeline.OFFLOAD_BODY_BYTES))
+    raw = orjson.dumps({**doc, "guarantor": {"id_number": CHILD_ID_NUMBER}})
+    answers = []
+    for _ in ("in a thread", "in the loop"):
+        response = await gw.share("POST", "/acme/v1/batch", data=raw, headers=JSON)
+        await assert_refused(gw, response, 403, "minor_denied")
+        error = (await response.json())["error"]
+        answers.append({k: v for k, v in error.items() if k != "share_id"})
+        in_the_loop(monkeypatch)
+    assert threads[0] != threading.current_thread().name
+    assert answers[0] == answers[1]
+    assert "outside the records" in answers[0]["message"]
+    record, record_in_loop = gw.log.records
+    assert decided(record) == decided(record_in_loop)
+
+
+async def test_a_big_body_about_no_subject_counts_its_records_as_in_the_loop(
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gw = await make_gateway()
+    threads = parsed_in(monkeypatch)
+    body = {"note": "x" * pipeline.OFFLOAD_BODY_BYTES}
+    for _ in ("in a thread", "in the loop"):
+        response = await gw.share("POST", "/acme/v1/notes", json=body, purpose="service_delivery")
+        assert response.status == 200, await response.text()
+        in_the_loop(monkeypatch)
+    assert threads[0] != threading.current_thread().name
+    record, record_in_loop = gw.log.records
+    assert decided(record) == decided(record_in_loop)
+    # A business note is no personal data, and the route names no subject: nothing to count.
+    assert record.records == 0
+
+
+PROFILE_ROUTE: dict[str, Any] = {
+    "method": "POST",
+    "path": "/v1/profiles/{user_id}",
+    "purpose": "credit_assessment",
+    "subject": "path.user_id",
+    "fields": [{"path": "tags[]", "category": "business.note"}],
+}
+
+
+@pytest.mark.parametrize("fault", [False, True], ids=["shared", "fault"])
+async def test_a_big_body_about_the_subject_its_path_names_is_recorded_as_in_the_loop(
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch, fault: bool
+) -> None:
+    gw = await make_gateway([contract(routes=routes(PROFILE_ROUTE))])
+
+    def scanner(text: str, allowed: frozenset[str]) -> tuple[str, dict[str, int]]:
+        if text.startswith("fault:"):
+            raise RecursionError("a fault of the gateway's own")
+        return scan(text, allowed)
+
+    gw.runtime.scanner = scanner
+    threads = parsed_in(monkeypatch)
+    body = {"tags": [("fault:" if fault else "") + "x" * pipeline.OFFLOAD_BODY_BYTES]}
+    for _ in ("in a thread", "in the loop"):
+        response = await gw.share("POST", "/acme/v1/profiles/u-7", json=body)
+        assert response.status == (500 if fault else 200), await response.text()
+        in_the_loop(monkeypatch)
+    assert threads[0] != threading.current_thread().name
+    record, record_in_loop = gw.log.records
+    assert decided(record) == decided(record_in_loop)
+    assert len(record.subject_refs) == 1
+    assert record.records == (0 if fault else 1)
