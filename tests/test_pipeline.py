@@ -40,6 +40,7 @@ from gateway import pipeline
 from gateway.errors import ShareLogUnavailable
 from gateway.jsonbody import JSONValue, parse_json
 from gateway.keys import keyed_hash, partner_hash_key
+from gateway.metrics import REGISTRY
 from gateway.pii import scan
 from gateway.pipeline import response_headers
 from gateway.runtime import Runtime
@@ -2765,6 +2766,61 @@ async def test_a_big_body_about_no_subject_counts_its_records_as_in_the_loop(
     assert decided(record) == decided(record_in_loop)
     # A business note is no personal data, and the route names no subject: nothing to count.
     assert record.records == 0
+
+
+async def test_a_fault_while_working_on_a_big_body_is_recorded_as_in_the_loop(
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gw = await make_gateway()
+
+    def scanner(text: str, allowed: frozenset[str]) -> tuple[str, dict[str, int]]:
+        if text.startswith("fault:"):
+            raise RecursionError("a fault of the gateway's own")
+        return scan(text, allowed)
+
+    gw.runtime.scanner = scanner
+    threads = parsed_in(monkeypatch)
+    body = applicant(tags=["fault:" + "x" * pipeline.OFFLOAD_BODY_BYTES])
+    answers = []
+    for _ in ("in a thread", "in the loop"):
+        with structlog.testing.capture_logs() as logs:
+            response = await gw.share("POST", ASSESS, json=body)
+        assert response.status == 500
+        error = (await response.json())["error"]
+        answers.append({k: v for k, v in error.items() if k != "share_id"})
+        assert [e["event"] for e in logs if e["log_level"] == "error"] == ["share_failed"]
+        in_the_loop(monkeypatch)
+    assert threads[0] != threading.current_thread().name
+    assert answers[0] == answers[1]
+    assert gw.partner.received == []
+    record, record_in_loop = gw.log.records
+    assert (record.decision, record.reason) == ("error", "internal_error")
+    assert decided(record) == decided(record_in_loop)
+    # The fault came after the body was read: the record is about the applicant it names.
+    assert len(record.subject_refs) == 1
+
+
+def fields_stripped(partner: str) -> float:
+    counted = REGISTRY.get_sample_value("share_gateway_fields_stripped_total", {"partner": partner})
+    return counted or 0.0
+
+
+async def test_a_big_batch_refused_after_its_filter_counts_what_it_stripped_as_in_the_loop(
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gw = await make_gateway([contract(routes=routes(BATCH_ROUTE))])
+    threads = parsed_in(monkeypatch)
+    raw = batch(2 * pipeline.OFFLOAD_BODY_BYTES, without_subject=True)
+    counted = []
+    for _ in ("in a thread", "in the loop"):
+        before = fields_stripped("acme")
+        response = await gw.share("POST", "/acme/v1/batch", data=raw, headers=JSON)
+        await assert_refused(gw, response, 400, "malformed_body")
+        counted.append(fields_stripped("acme") - before)
+        in_the_loop(monkeypatch)
+    assert threads[0] != threading.current_thread().name
+    # The filter ran before the record without a subject refused the batch.
+    assert counted[0] == counted[1] > 0
 
 
 PROFILE_ROUTE: dict[str, Any] = {
