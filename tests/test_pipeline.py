@@ -37,6 +37,7 @@ from multidict import CIMultiDict
 from tokens import SigningKey, claims, mint, rsa_key, sign_raw, unsigned, write_jwks
 
 from gateway import pipeline
+from gateway.app import close_runtime
 from gateway.errors import ShareLogUnavailable
 from gateway.jsonbody import JSONValue, parse_json
 from gateway.keys import keyed_hash, partner_hash_key
@@ -2855,3 +2856,53 @@ async def test_a_big_body_about_the_subject_its_path_names_is_recorded_as_in_the
     assert decided(record) == decided(record_in_loop)
     assert len(record.subject_refs) == 1
     assert record.records == (0 if fault else 1)
+
+
+async def test_a_big_body_held_in_one_thread_leaves_the_other_to_the_next_big_body(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway()
+    held, entered = threading.Event(), threading.Event()
+    released: list[bool] = []
+
+    def scanner(text: str, allowed: frozenset[str]) -> tuple[str, dict[str, int]]:
+        if text.startswith(HOLD):
+            entered.set()
+            # Set once the other big body was answered: with one thread, it would wait here
+            # behind this one until the wait runs out.
+            released.append(held.wait(5))
+        return scan(text, allowed)
+
+    gw.runtime.scanner = scanner
+    crafted = applicant(tags=[HOLD + "x" * pipeline.OFFLOAD_BODY_BYTES])
+    big = asyncio.create_task(gw.share("POST", ASSESS, json=crafted))
+    assert await asyncio.to_thread(entered.wait, 5)
+    other = await gw.share("POST", ASSESS, json=applicant(tags=["y" * pipeline.OFFLOAD_BODY_BYTES]))
+    big_still_held = not big.done()
+    held.set()
+    response = await big
+    assert (other.status, response.status) == (200, 200)
+    assert big_still_held
+    assert released == [True]
+
+
+async def test_the_body_threads_end_when_the_runtime_closes(
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gw = await make_gateway()
+    workers: list[threading.Thread] = []
+
+    def spy(raw: bytes, *, max_depth: int) -> dict[str, JSONValue]:
+        workers.append(threading.current_thread())
+        return parse_json(raw, max_depth=max_depth)
+
+    monkeypatch.setattr(pipeline, "parse_json", spy)
+    body = applicant(tags=["x" * pipeline.OFFLOAD_BODY_BYTES])
+    response = await gw.share("POST", ASSESS, json=body)
+    assert response.status == 200, await response.text()
+    worker = workers[0]  # the request's body; the partner's small answer is parsed in the loop
+    assert worker is not threading.current_thread()
+    assert worker.is_alive()  # kept for the next big body
+    await gw.client.close()
+    await close_runtime(gw.runtime)
+    assert not worker.is_alive()
