@@ -2906,3 +2906,20 @@ async def test_the_body_threads_end_when_the_runtime_closes(
     await gw.client.close()
     await close_runtime(gw.runtime)
     assert not worker.is_alive()
+
+
+async def test_a_big_body_sends_the_query_its_route_allows_as_in_the_loop(
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gw = await make_gateway()
+    threads = parsed_in(monkeypatch)
+    body = applicant(tags=["x" * pipeline.OFFLOAD_BODY_BYTES])
+    for _ in ("in a thread", "in the loop"):
+        response = await gw.share("POST", ASSESS + "?page=2&debug=1", json=body)
+        assert response.status == 200, await response.text()
+        in_the_loop(monkeypatch)
+    assert threads[0] != threading.current_thread().name
+    sent, sent_in_loop = gw.partner.received
+    assert sent.target == sent_in_loop.target == "/v1/assess?page=2"
+    record, record_in_loop = gw.log.records
+    assert decided(record) == decided(record_in_loop)
