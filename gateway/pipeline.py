@@ -474,8 +474,16 @@ async def _read_big_json(
     if done.body is not None:
         flow.body = done.body
         flow.content_type = "application/json"
-    if done.error is not None:
-        raise done.error
+    if (error := done.error) is not None:
+        # Raised as it is, the error's traceback would hold the worker's frame and this one,
+        # which hold `done` and `error`, which hold the error: a cycle keeping the body, raw
+        # and parsed, until the collector runs, which `heap.THRESHOLDS` makes rare. Every
+        # refusal of a big body would leave one.
+        done.error = None
+        try:
+            raise error
+        finally:
+            del error
     if result is None or done.subjects is None:
         raise RuntimeError("a big body's work ended before its last step")
     personal = not partner.personal_categories.isdisjoint(result.categories_sent)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import gzip
 import hashlib
 import hmac
@@ -38,7 +39,7 @@ from tokens import SigningKey, claims, mint, rsa_key, sign_raw, unsigned, write_
 
 from gateway import pipeline
 from gateway.app import close_runtime
-from gateway.errors import ShareLogUnavailable
+from gateway.errors import MalformedBody, ShareLogUnavailable
 from gateway.jsonbody import JSONValue, parse_json
 from gateway.keys import keyed_hash, partner_hash_key
 from gateway.metrics import REGISTRY
@@ -2923,3 +2924,22 @@ async def test_a_big_body_sends_the_query_its_route_allows_as_in_the_loop(
     assert sent.target == sent_in_loop.target == "/v1/assess?page=2"
     record, record_in_loop = gw.log.records
     assert decided(record) == decided(record_in_loop)
+
+
+async def test_a_big_body_refused_in_a_thread_is_freed_when_its_share_ends(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway([contract(routes=routes(BATCH_ROUTE))])
+    # Parsed and filtered, then refused for its last record: the whole body was worked on.
+    raw = batch(2 * pipeline.OFFLOAD_BODY_BYTES, without_subject=True)
+    gc.collect()
+    # The gateway's collector runs seldom (`heap.THRESHOLDS`): what a share leaves in a cycle
+    # stays until it does, and with it the body, raw and parsed.
+    gc.disable()
+    try:
+        response = await gw.share("POST", "/acme/v1/batch", data=raw, headers=JSON)
+        await assert_refused(gw, response, 400, "malformed_body")
+        kept = [o for o in gc.get_objects() if isinstance(o, MalformedBody)]
+    finally:
+        gc.enable()
+    assert kept == []
