@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 import structlog
+import yaml
 from aiohttp import ClientError, web
 from conftest import (
     BASE_CONTRACT,
@@ -2943,3 +2944,57 @@ async def test_a_big_body_refused_in_a_thread_is_freed_when_its_share_ends(
     finally:
         gc.enable()
     assert kept == []
+
+
+async def test_a_big_body_refused_for_its_token_or_scope_is_never_parsed(
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gw = await make_gateway()
+    threads = parsed_in(monkeypatch)
+    raw = orjson.dumps(applicant(tags=["x" * 4 * pipeline.OFFLOAD_BODY_BYTES]))
+    gzipped = {**JSON, "Content-Encoding": "gzip"}
+    response = await gw.share("POST", ASSESS, data=raw, headers=JSON, token="not-a-token")
+    await assert_refused(gw, response, 401, "invalid_token")
+    compressed = gzip.compress(raw)
+    response = await gw.share("POST", ASSESS, data=compressed, headers=gzipped, token="nope")
+    await assert_refused(gw, response, 401, "invalid_token")
+    response = await gw.share("POST", ASSESS, data=raw, headers=JSON, scope="share:other:*")
+    await assert_refused(gw, response, 403, "scope_denied")
+    assert threads == []
+
+
+async def test_a_reload_while_a_big_body_is_in_a_thread_leaves_it_the_contract_it_started_with(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway()
+    held, entered = threading.Event(), threading.Event()
+
+    def scanner(text: str, allowed: frozenset[str]) -> tuple[str, dict[str, int]]:
+        if text.startswith(HOLD):
+            entered.set()
+            held.wait(5)
+        return scan(text, allowed)
+
+    gw.runtime.scanner = scanner
+    body = applicant(tags=[HOLD + "x" * pipeline.OFFLOAD_BODY_BYTES])
+    big = asyncio.create_task(gw.share("POST", ASSESS, json=body))
+    assert await asyncio.to_thread(entered.wait, 5)
+    # Version 4 no longer lets the loan amount through.
+    doc = contract(contract={"version": 4})
+    doc["routes"][0]["fields"] = [
+        f for f in doc["routes"][0]["fields"] if f["path"] != "loan_amount"
+    ]
+    doc["upstream"]["base_url"] = gw.partner.base_url
+    (gw.runtime.settings.contracts_dir / "acme.yaml").write_text(yaml.safe_dump(doc))
+    await gw.runtime.reload()
+    held.set()
+    response = await big
+    assert response.status == 200, await response.text()
+    again = await gw.share("POST", ASSESS, json=applicant(tags=["x" * pipeline.OFFLOAD_BODY_BYTES]))
+    assert again.status == 200, await again.text()
+    sent, sent_after = (seen.json() for seen in gw.partner.received)
+    assert (sent["loan_amount"], "loan_amount" in sent_after) == (5000, False)
+    record, record_after = gw.log.records
+    assert (record.contract_version, record_after.contract_version) == (3, 4)
+    assert "loan_amount" in record.fields_sent
+    assert "loan_amount" not in record_after.fields_sent
