@@ -30,6 +30,7 @@ from conftest import (
     HASH_KEY,
     PARTNER_HEADERS,
     PARTNER_TOKEN,
+    Gateway,
     GatewayFactory,
     assert_refused,
     contract,
@@ -2541,6 +2542,35 @@ def batch(size: int, *, without_subject: bool = False) -> bytes:
     return raw
 
 
+def hold_scans(gw: Gateway) -> tuple[threading.Event, threading.Event, list[bool]]:
+    """(entered, held, released): a text starting with `HOLD` is held in its scan, once
+    `entered` is set, until the test sets `held`; `released` says for each whether it was set
+    within 5 s. In the event loop (or behind a single thread) nothing the test waits for could
+    be answered meanwhile: the wait runs out instead."""
+    entered, held = threading.Event(), threading.Event()
+    released: list[bool] = []
+
+    def scanner(text: str, allowed: frozenset[str]) -> tuple[str, dict[str, int]]:
+        if text.startswith(HOLD):
+            entered.set()
+            released.append(held.wait(5))
+        return scan(text, allowed)
+
+    gw.runtime.scanner = scanner
+    return entered, held, released
+
+
+def fault_in_scans(gw: Gateway) -> None:
+    """A text starting with `fault:` makes the scanner fail, as a fault of the gateway's own."""
+
+    def scanner(text: str, allowed: frozenset[str]) -> tuple[str, dict[str, int]]:
+        if text.startswith("fault:"):
+            raise RecursionError("a fault of the gateway's own")
+        return scan(text, allowed)
+
+    gw.runtime.scanner = scanner
+
+
 def parsed_in(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The names of the threads the request bodies are parsed in, from now on."""
     threads: list[str] = []
@@ -2568,18 +2598,7 @@ async def test_a_big_body_held_in_a_thread_holds_up_no_other_share_nor_health(
     make_gateway: GatewayFactory,
 ) -> None:
     gw = await make_gateway()
-    held, entered = threading.Event(), threading.Event()
-    released: list[bool] = []
-
-    def scanner(text: str, allowed: frozenset[str]) -> tuple[str, dict[str, int]]:
-        if text.startswith(HOLD):
-            entered.set()
-            # Set by the test once the other requests were answered: in the event loop they
-            # could not be, and the wait runs out instead.
-            released.append(held.wait(5))
-        return scan(text, allowed)
-
-    gw.runtime.scanner = scanner
+    entered, held, released = hold_scans(gw)
     body = applicant(tags=[HOLD + "x" * pipeline.OFFLOAD_BODY_BYTES])
     big = asyncio.create_task(gw.share("POST", ASSESS, json=body))
     assert await asyncio.to_thread(entered.wait, 5)
@@ -2665,15 +2684,7 @@ async def test_a_share_cancelled_while_its_body_is_in_a_thread_sends_nothing(
     make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gw = await make_gateway()
-    held, entered = threading.Event(), threading.Event()
-
-    def scanner(text: str, allowed: frozenset[str]) -> tuple[str, dict[str, int]]:
-        if text.startswith(HOLD):
-            entered.set()
-            held.wait(5)
-        return scan(text, allowed)
-
-    gw.runtime.scanner = scanner
+    entered, held, _ = hold_scans(gw)
     handlers: list[asyncio.Task[Any]] = []
     read_payload = pipeline.read_payload
 
@@ -2776,12 +2787,7 @@ async def test_a_fault_while_working_on_a_big_body_is_recorded_as_in_the_loop(
 ) -> None:
     gw = await make_gateway()
 
-    def scanner(text: str, allowed: frozenset[str]) -> tuple[str, dict[str, int]]:
-        if text.startswith("fault:"):
-            raise RecursionError("a fault of the gateway's own")
-        return scan(text, allowed)
-
-    gw.runtime.scanner = scanner
+    fault_in_scans(gw)
     threads = parsed_in(monkeypatch)
     body = applicant(tags=["fault:" + "x" * pipeline.OFFLOAD_BODY_BYTES])
     answers = []
@@ -2841,12 +2847,7 @@ async def test_a_big_body_about_the_subject_its_path_names_is_recorded_as_in_the
 ) -> None:
     gw = await make_gateway([contract(routes=routes(PROFILE_ROUTE))])
 
-    def scanner(text: str, allowed: frozenset[str]) -> tuple[str, dict[str, int]]:
-        if text.startswith("fault:"):
-            raise RecursionError("a fault of the gateway's own")
-        return scan(text, allowed)
-
-    gw.runtime.scanner = scanner
+    fault_in_scans(gw)
     threads = parsed_in(monkeypatch)
     body = {"tags": [("fault:" if fault else "") + "x" * pipeline.OFFLOAD_BODY_BYTES]}
     for _ in ("in a thread", "in the loop"):
@@ -2864,18 +2865,7 @@ async def test_a_big_body_held_in_one_thread_leaves_the_other_to_the_next_big_bo
     make_gateway: GatewayFactory,
 ) -> None:
     gw = await make_gateway()
-    held, entered = threading.Event(), threading.Event()
-    released: list[bool] = []
-
-    def scanner(text: str, allowed: frozenset[str]) -> tuple[str, dict[str, int]]:
-        if text.startswith(HOLD):
-            entered.set()
-            # Set once the other big body was answered: with one thread, it would wait here
-            # behind this one until the wait runs out.
-            released.append(held.wait(5))
-        return scan(text, allowed)
-
-    gw.runtime.scanner = scanner
+    entered, held, released = hold_scans(gw)
     crafted = applicant(tags=[HOLD + "x" * pipeline.OFFLOAD_BODY_BYTES])
     big = asyncio.create_task(gw.share("POST", ASSESS, json=crafted))
     assert await asyncio.to_thread(entered.wait, 5)
@@ -2967,15 +2957,7 @@ async def test_a_reload_while_a_big_body_is_in_a_thread_leaves_it_the_contract_i
     make_gateway: GatewayFactory,
 ) -> None:
     gw = await make_gateway()
-    held, entered = threading.Event(), threading.Event()
-
-    def scanner(text: str, allowed: frozenset[str]) -> tuple[str, dict[str, int]]:
-        if text.startswith(HOLD):
-            entered.set()
-            held.wait(5)
-        return scan(text, allowed)
-
-    gw.runtime.scanner = scanner
+    entered, held, _ = hold_scans(gw)
     body = applicant(tags=[HOLD + "x" * pipeline.OFFLOAD_BODY_BYTES])
     big = asyncio.create_task(gw.share("POST", ASSESS, json=body))
     assert await asyncio.to_thread(entered.wait, 5)
