@@ -2571,6 +2571,21 @@ def fault_in_scans(gw: Gateway) -> None:
     gw.runtime.scanner = scanner
 
 
+async def refused_twice(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch, status: int, code: str, path: str, **share: Any
+) -> list[dict[str, Any]]:
+    """The error of two identical shares, each refused `status` `code`: the first worked on as
+    the test set it up (in a thread), the second in the loop; without their share ids."""
+    answers = []
+    for _ in ("in a thread", "in the loop"):
+        response = await gw.share("POST", path, **share)
+        await assert_refused(gw, response, status, code)
+        error = (await response.json())["error"]
+        answers.append({k: v for k, v in error.items() if k != "share_id"})
+        in_the_loop(monkeypatch)
+    return answers
+
+
 def parsed_in(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The names of the threads the request bodies are parsed in, from now on."""
     threads: list[str] = []
@@ -2663,13 +2678,9 @@ async def test_a_big_body_refused_in_a_thread_is_refused_as_in_the_loop(
     raw = batch(size, without_subject=without_subject)
     if not without_subject:
         raw = b'{"padding":"",' + raw[1:]
-    answers = []
-    for _ in ("in a thread", "in the loop"):
-        response = await gw.share("POST", "/acme/v1/batch", data=raw, headers=JSON)
-        await assert_refused(gw, response, 400, "malformed_body")
-        error = (await response.json())["error"]
-        answers.append({k: v for k, v in error.items() if k != "share_id"})
-        in_the_loop(monkeypatch)
+    answers = await refused_twice(
+        gw, monkeypatch, 400, "malformed_body", "/acme/v1/batch", data=raw, headers=JSON
+    )
     assert threads[0] != threading.current_thread().name
     assert answers[0] == answers[1]
     assert answers[0]["message"].startswith("record" if without_subject else "the body has dup")
@@ -2726,13 +2737,9 @@ async def test_a_big_compressed_body_that_inflates_past_the_cap_is_413_as_in_the
     data = gzip.compress(raw) if coding == "gzip" else zlib.compress(raw)
     assert pipeline.OFFLOAD_BODY_BYTES <= len(data) < limit < len(raw)
     headers = {**JSON, "Content-Encoding": coding}
-    answers = []
-    for _ in ("in a thread", "in the loop"):
-        response = await gw.share("POST", ASSESS, data=data, headers=headers)
-        await assert_refused(gw, response, 413, "body_too_large")
-        error = (await response.json())["error"]
-        answers.append({k: v for k, v in error.items() if k != "share_id"})
-        in_the_loop(monkeypatch)
+    answers = await refused_twice(
+        gw, monkeypatch, 413, "body_too_large", ASSESS, data=data, headers=headers
+    )
     assert answers[0] == answers[1]
     assert threads == []  # refused before a byte of it was parsed
     record, record_in_loop = gw.log.records
@@ -2751,13 +2758,9 @@ async def test_a_child_outside_a_big_batchs_records_is_refused_as_in_the_loop(
     threads = parsed_in(monkeypatch)
     doc = orjson.loads(batch(2 * pipeline.OFFLOAD_BODY_BYTES))
     raw = orjson.dumps({**doc, "guarantor": {"id_number": CHILD_ID_NUMBER}})
-    answers = []
-    for _ in ("in a thread", "in the loop"):
-        response = await gw.share("POST", "/acme/v1/batch", data=raw, headers=JSON)
-        await assert_refused(gw, response, 403, "minor_denied")
-        error = (await response.json())["error"]
-        answers.append({k: v for k, v in error.items() if k != "share_id"})
-        in_the_loop(monkeypatch)
+    answers = await refused_twice(
+        gw, monkeypatch, 403, "minor_denied", "/acme/v1/batch", data=raw, headers=JSON
+    )
     assert threads[0] != threading.current_thread().name
     assert answers[0] == answers[1]
     assert "outside the records" in answers[0]["message"]
