@@ -384,9 +384,8 @@ async def read_payload(flow: Flow, request: web.Request, runtime: Runtime) -> No
         flow.body = raw
         _identify_subjects(flow, runtime, route, {}, query, personal=bool(raw))
         return
-    if raw is None:
-        doc: dict[str, JSONValue] = {}
-    else:
+    coding = "identity"
+    if raw is not None:
         coding = json_body_coding(request)  # on the loop: it keeps the types it accepted
         if len(raw) < OFFLOAD_BODY_BYTES:
             # Inflated here, under the cap: the size compared next is then what is parsed and
@@ -394,21 +393,24 @@ async def read_payload(flow: Flow, request: web.Request, runtime: Runtime) -> No
             # inflates at over a GB/s.
             raw = decode(raw, coding, limit=limits.max_body_bytes, too_large=BodyTooLarge)
             coding = "identity"
-        if len(raw) >= OFFLOAD_BODY_BYTES:
-            await _read_big_json(flow, runtime, raw, coding, query)
-            return
-        doc = parse_json(raw, max_depth=limits.max_json_depth)
-    # Before anything in the body can refuse the share: a batch refused for one record is
-    # still about the people its other records name.
-    note_subjects(flow, runtime, named_subject_ids(route, doc, query, flow.path_params))
-    result = route.plan.apply(doc, query, hash_key=partner.hash_key, scanner=runtime.scanner)
-    flow.result = result
-    flow.query = result.query
-    if raw is not None:
-        flow.body = dump_json(result.document)
-        flow.content_type = "application/json"
-    personal = not partner.personal_categories.isdisjoint(result.categories_sent)
-    _identify_subjects(flow, runtime, route, doc, query, personal=personal)
+    work = partial(
+        _work_on_json,
+        raw,
+        coding,
+        limits,
+        route,
+        query,
+        flow.path_params,
+        partner.hash_key,
+        runtime.scanner,
+    )
+    if raw is not None and len(raw) >= OFFLOAD_BODY_BYTES:
+        # Cancelled (the server stopping), the share ends here: a body still waiting for a
+        # thread is dropped, and what a thread still makes of one is never looked at.
+        done = await _in_body_worker(runtime, work)
+    else:
+        done = work()
+    _take_json_work(flow, runtime, done)
 
 
 # From this many bytes of JSON on, a body is parsed, filtered, scanned and written out again in
@@ -433,8 +435,8 @@ async def _in_body_worker(runtime: Runtime, work: Callable[[], _T]) -> _T:
 
 
 @dataclass(slots=True)
-class _BigBody:
-    """What a worker made of a big JSON body, each step's result up to the one that raised."""
+class _JsonWork:
+    """What the JSON steps made of a body, each step's result up to the one that raised."""
 
     named_ids: list[str] | None = None
     result: FilterResult | None = None
@@ -444,28 +446,48 @@ class _BigBody:
     error: Exception | None = None
 
 
-async def _read_big_json(
-    flow: Flow, runtime: Runtime, raw: bytes, coding: str, query: Mapping[str, str]
-) -> None:
-    """`read_payload`'s JSON steps for a big body: the work in a worker thread, the flow changed
-    here, in the loop, in the order the steps ran, and a refusal raised where it arose."""
-    route, partner = flow.route, flow.partner
-    if route is None or route.plan is None or partner is None:
-        raise RuntimeError("_read_big_json runs for a JSON route")
-    work = partial(
-        _work_on_big_json,
-        raw,
-        coding,
-        runtime.settings.limits,
-        route,
-        query,
-        flow.path_params,
-        partner.hash_key,
-        runtime.scanner,
-    )
-    # Cancelled (the server stopping), the share ends here: a body still waiting for a thread
-    # is dropped, and what a thread still makes of one is never looked at.
-    done = await _in_body_worker(runtime, work)
+def _work_on_json(
+    raw: bytes | None,
+    coding: str,
+    limits: LimitsSettings,
+    route: RoutePolicy,
+    query: Mapping[str, str],
+    params: Mapping[str, str],
+    hash_key: bytes,
+    scanner: TextScanner | None,
+) -> _JsonWork:
+    """`read_payload`'s JSON steps, in the loop or, for a big body, in a worker thread: so only
+    what it is given, all of it immutable or its own (the plan, the scanner and the transforms
+    keep no state but thread-safe caches), and no flow. A share without a body (`raw` None) is
+    an empty document, and sends none."""
+    done = _JsonWork()
+    try:
+        doc: dict[str, JSONValue] = {}
+        if raw is not None:
+            raw = decode(raw, coding, limit=limits.max_body_bytes, too_large=BodyTooLarge)
+            doc = parse_json(raw, max_depth=limits.max_json_depth)
+        done.named_ids = named_subject_ids(route, doc, query, params)
+        plan = route.plan
+        if plan is None:
+            raise RuntimeError("a JSON body needs its route's plan")
+        done.result = result = plan.apply(doc, query, hash_key=hash_key, scanner=scanner)
+        if raw is not None:
+            done.body = dump_json(result.document)
+        done.subjects = subjects_of(route, doc, query, params)
+        done.born_outside = born_outside_records(route, doc, query)
+    except Exception as exc:  # raised in the loop, once the flow holds what came before it
+        done.error = exc
+    return done
+
+
+def _take_json_work(flow: Flow, runtime: Runtime, done: _JsonWork) -> None:
+    """The flow changed by what `_work_on_json` made, in the order its steps ran, and a refusal
+    raised where it arose."""
+    partner, route = flow.partner, flow.route
+    if partner is None or route is None:
+        raise RuntimeError("_take_json_work runs after authorize")
+    # Before anything in the body can refuse the share: a batch refused for one record is
+    # still about the people its other records name.
     if done.named_ids is not None:
         note_subjects(flow, runtime, done.named_ids)
     if (result := done.result) is not None:
@@ -485,38 +507,9 @@ async def _read_big_json(
         finally:
             del error
     if result is None or done.subjects is None:
-        raise RuntimeError("a big body's work ended before its last step")
+        raise RuntimeError("the JSON steps ended before their last")
     personal = not partner.personal_categories.isdisjoint(result.categories_sent)
     _count_subjects(flow, runtime, route, done.subjects, done.born_outside, personal=personal)
-
-
-def _work_on_big_json(
-    raw: bytes,
-    coding: str,
-    limits: LimitsSettings,
-    route: RoutePolicy,
-    query: Mapping[str, str],
-    params: Mapping[str, str],
-    hash_key: bytes,
-    scanner: TextScanner | None,
-) -> _BigBody:
-    """In a worker thread: only what it is given, all of it immutable or its own (the plan, the
-    scanner and the transforms keep no state but thread-safe caches), and no flow."""
-    done = _BigBody()
-    try:
-        raw = decode(raw, coding, limit=limits.max_body_bytes, too_large=BodyTooLarge)
-        doc = parse_json(raw, max_depth=limits.max_json_depth)
-        done.named_ids = named_subject_ids(route, doc, query, params)
-        plan = route.plan
-        if plan is None:
-            raise RuntimeError("a big JSON body needs its route's plan")
-        done.result = result = plan.apply(doc, query, hash_key=hash_key, scanner=scanner)
-        done.body = dump_json(result.document)
-        done.subjects = subjects_of(route, doc, query, params)
-        done.born_outside = born_outside_records(route, doc, query)
-    except Exception as exc:  # raised in the loop, once the flow holds what came before it
-        done.error = exc
-    return done
 
 
 _NOTHING_ALLOWED: Final = compile_plan([])
