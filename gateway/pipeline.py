@@ -382,7 +382,10 @@ async def read_payload(flow: Flow, request: web.Request, runtime: Runtime) -> No
         flow.result = upload_result(partner, query, sent=bool(raw))
         flow.query = {}
         flow.body = raw
-        _identify_subjects(flow, runtime, route, {}, query, personal=bool(raw))
+        # An upload is never read: only the query and the path can name its subjects.
+        subjects = subjects_of(route, {}, query, flow.path_params)
+        born_outside = born_outside_records(route, {}, query)
+        _count_subjects(flow, runtime, route, subjects, born_outside, personal=bool(raw))
         return
     coding = "identity"
     if raw is not None:
@@ -576,23 +579,6 @@ def _upload_type(request: web.Request, route: RoutePolicy) -> str:
     return f"{media_type}; charset={charset}" if charset in _CHARSETS else media_type
 
 
-def _identify_subjects(
-    flow: Flow,
-    runtime: Runtime,
-    route: RoutePolicy,
-    doc: dict[str, JSONValue],
-    query: Mapping[str, str],
-    *,
-    personal: bool,
-) -> None:
-    """The share's data subjects, and how many records it counts against the daily cap:
-    one a subject, and one for a share that sends personal data (or an opaque upload) about
-    no subject it names, which would otherwise pass any cap for free."""
-    subjects = subjects_of(route, doc, query, flow.path_params)
-    born_outside = born_outside_records(route, doc, query)
-    _count_subjects(flow, runtime, route, subjects, born_outside, personal=personal)
-
-
 def _count_subjects(
     flow: Flow,
     runtime: Runtime,
@@ -602,6 +588,9 @@ def _count_subjects(
     *,
     personal: bool,
 ) -> None:
+    """The share's data subjects, and how many records it counts against the daily cap:
+    one a subject, and one for a share that sends personal data (or an opaque upload) about
+    no subject it names, which would otherwise pass any cap for free."""
     flow.subjects = subjects
     flow.born_outside = born_outside
     # A route naming no subject has one record about nobody in particular: it counts only
