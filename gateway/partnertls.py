@@ -83,6 +83,9 @@ def read_quietly(read: Callable[[], T]) -> tuple[T, tuple[str, ...]]:
     OpenSSL takes may still be odd to cryptography (a country `C=USA`, as real CAs have issued):
     Python would print its warning on stderr amid the JSON log lines, or raise it under
     `-W error`. The gateway says it as a notice of its own instead."""
+    # `catch_warnings` swaps process-wide state: a warning another thread gave meanwhile would
+    # be taken for the certificate's. Reloads read one at a time, and the gateway's other threads
+    # give none in operation; telling threads apart would take the warnings module's internals.
     with warnings.catch_warnings(record=True) as caught:
         # Every time: by default a warning is shown once per place in the library, and each
         # file's certificate is to be named.
