@@ -996,6 +996,14 @@ async def test_an_outcome_sealed_against_the_wrong_share_fails(
     assert (problem.kind, problem.seq, problem.message) == ("outcome", seq, message)
 
 
+def outcome_links(path: Path) -> list[tuple[str, int | None]]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("SELECT share_id, share_seq FROM outcomes ORDER BY seq").fetchall()
+    finally:
+        conn.close()
+
+
 async def test_the_outcomes_a_gateway_leaves_unlinked_verify(tmp_path: Path) -> None:
     path = tmp_path / "share-log.sqlite"
     share_log = await ShareLog.open(ShareLogSettings(path=path, stdout=False), KEY)
@@ -1010,6 +1018,27 @@ async def test_the_outcomes_a_gateway_leaves_unlinked_verify(tmp_path: Path) -> 
     links = conn.execute("SELECT share_seq FROM outcomes ORDER BY seq").fetchall()
     conn.close()
     assert links == [(2,), (None,), (None,), (None,)]
+    result = verify(path, KEY)
+    assert result.ok, result.problem
+
+
+async def test_an_outcome_that_lands_after_its_share_was_pruned_verifies(tmp_path: Path) -> None:
+    path = tmp_path / "share-log.sqlite"
+    share_log = await ShareLog.open(ShareLogSettings(path=path, stdout=False), KEY)
+    try:
+        await share_log.record(share("s-0", DAY1))
+        await share_log.record(share("s-1", DAY2))
+        # `logs prune` while s-0 is in flight: its record and its pending row go.
+        pruner = Ledger.open(path, KEY)
+        try:
+            pruner.prune(DAY2, now=DAY2 + timedelta(days=1095), retention_days=1095)
+        finally:
+            pruner.close()
+        for share_id in ("s-0", "s-1"):
+            await share_log.record_outcome(ShareOutcome(share_id, "delivered", 200, 1, 1.0))
+    finally:
+        await share_log.close()
+    assert outcome_links(path) == [("s-0", None), ("s-1", 3)]
     result = verify(path, KEY)
     assert result.ok, result.problem
 
