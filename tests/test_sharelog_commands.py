@@ -769,6 +769,38 @@ async def test_verify_fails_naming_the_first_broken_record(
     assert (problem["kind"], problem["seq"], problem["share_id"]) == ("changed", seq, "s-3")
 
 
+async def test_verify_fails_on_a_second_outcome_of_a_share_and_names_both(
+    logged: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = logged.share_log.path
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        [(share_seq, first)] = conn.execute(
+            "SELECT share_seq, seq FROM outcomes WHERE share_id = 's-3'"
+        ).fetchall()
+    # Chained and sealed with the key, as a writer that submits an outcome twice appends it.
+    ledger = Ledger.open(path, HASH_KEY.encode())
+    try:
+        ledger.begin()
+        second = ledger.add_outcome(ShareOutcome("s-3", "delivered", 200, 12, 1.0), T0)["seq"]
+        ledger.commit(T0)
+    finally:
+        ledger.close()
+    code, out, _ = run(["logs", "verify"], logged, capsys)
+    assert code == 1
+    assert out.splitlines()[:2] == [
+        f"share log verification FAILED (outcome): outcome seq {second} (share s-3) is a "
+        f"second, unlinked outcome of seq {share_seq}, whose outcome is at seq {first}: the "
+        "gateway writes one per share, and `logs query` shows only the first",
+        f"first broken record: seq {second}, share s-3",
+    ]
+    [shown] = query(path, share_id="s-3")
+    assert shown["outcome"] == "timeout"
+    code, out, _ = run(["logs", "verify", "--format", "json"], logged, capsys)
+    assert code == 1
+    problem: dict[str, Any] = json.loads(out)["problem"]
+    assert (problem["kind"], problem["seq"], problem["share_id"]) == ("outcome", second, "s-3")
+
+
 async def test_verify_of_a_file_that_is_not_a_database_fails(
     settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:

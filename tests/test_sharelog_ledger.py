@@ -14,6 +14,7 @@ import pytest
 from conftest import tamper
 
 from gateway.keys import keyed_hash, subject_ref_key
+from gateway.sharelog.chain import Entry
 from gateway.sharelog.ledger import (
     _OPEN_SHARES,
     _PENDING_SEQ,
@@ -95,7 +96,8 @@ def test_an_outcome_in_a_later_transaction_is_linked_and_closes_its_share(
     ledger.commit(NOW)
     assert (outcome["share_seq"], again["share_seq"]) == (share["seq"], None)
     assert ledger.conn.execute("SELECT COUNT(*) FROM pending_outcomes").fetchone()[0] == 0
-    assert verify(tmp_path / "log.sqlite", KEY).ok
+    # Written as asked, and found: the gateway itself never submits a second outcome.
+    assert_second_outcome(tmp_path / "log.sqlite", again, share, outcome)
 
 
 @pytest.mark.parametrize("share_in", ["an_earlier_transaction", "the_same_transaction"])
@@ -111,7 +113,17 @@ def test_a_second_outcome_in_one_transaction_is_not_linked_again(
     second = ledger.add_outcome(ShareOutcome("s-1", "delivered", 200, 1, 2.0), NOW)
     ledger.commit(NOW)
     assert (first["share_seq"], second["share_seq"]) == (share["seq"], None)
-    assert verify(tmp_path / "log.sqlite", KEY).ok
+    assert_second_outcome(tmp_path / "log.sqlite", second, share, first)
+
+
+def assert_second_outcome(path: Path, second: Entry, share: Entry, first: Entry) -> None:
+    problem = verify(path, KEY).problem
+    assert problem is not None
+    assert (problem.kind, problem.seq, problem.share_id) == ("outcome", second["seq"], "s-1")
+    assert problem.message.startswith(
+        f"outcome seq {second['seq']} (share s-1) is a second, unlinked outcome of seq "
+        f"{share['seq']}, whose outcome is at seq {first['seq']}"
+    )
 
 
 def test_an_outcome_after_reopening_finds_its_share_in_the_file(tmp_path: Path) -> None:

@@ -33,7 +33,9 @@ from gateway.sharelog.review import (
     PagePosition,
     ShareFilters,
     _page_sql,
+    _reader,
     _share_seq_sql,
+    _Verifier,
     _where,
     count,
     export,
@@ -1010,14 +1012,11 @@ async def test_the_outcomes_a_gateway_leaves_unlinked_verify(tmp_path: Path) -> 
     try:
         await share_log.record(share("s-0", DAY1))
         await share_log.record(share("s-1", DAY1, decision="denied", reason="scope_denied"))
-        for share_id in ("s-0", "s-0", "s-1", "never-recorded"):  # s-0's second: a caller's slip
+        for share_id in ("s-0", "s-1", "never-recorded"):
             await share_log.record_outcome(ShareOutcome(share_id, "delivered", 200, 1, 1.0))
     finally:
         await share_log.close()
-    conn = sqlite3.connect(path)
-    links = conn.execute("SELECT share_seq FROM outcomes ORDER BY seq").fetchall()
-    conn.close()
-    assert links == [(2,), (None,), (None,), (None,)]
+    assert outcome_links(path) == [("s-0", 2), ("s-1", None), ("never-recorded", None)]
     result = verify(path, KEY)
     assert result.ok, result.problem
 
@@ -1041,6 +1040,102 @@ async def test_an_outcome_that_lands_after_its_share_was_pruned_verifies(tmp_pat
     assert outcome_links(path) == [("s-0", None), ("s-1", 3)]
     result = verify(path, KEY)
     assert result.ok, result.problem
+
+
+async def test_verify_remembers_only_the_closed_shares_an_unlinked_outcome_names(
+    chain: Path,
+) -> None:
+    # Not every share id of a log of millions: those of its few unlinked outcomes.
+    ledger = Ledger.open(chain, KEY)
+    try:
+        ledger.begin()
+        ledger.add_outcome(ShareOutcome("never-recorded", "error", None, 0, 1.0), DAY2)
+        ledger.commit(DAY2)
+    finally:
+        ledger.close()
+    with _reader(chain) as conn:
+        verifier = _Verifier(conn, KEY)
+        result = verifier.run()
+    assert result.ok, result.problem
+    assert (verifier.unlinked_ids, verifier.closed) == ({"never-recorded"}, {})
+
+
+async def second_outcome_through_the_share_log(path: Path) -> None:
+    share_log = await ShareLog.open(ShareLogSettings(path=path, stdout=False), KEY)
+    try:
+        await share_log.record(share("s-0", DAY1))  # seq 2
+        for outcome in ("delivered", "error"):  # seqs 3 and 4: a caller's slip
+            await share_log.record_outcome(ShareOutcome("s-0", outcome, None, 0, 1.0))
+    finally:
+        await share_log.close()
+
+
+def second_outcome_through_the_ledger(path: Path, transactions: int) -> None:
+    """A writer that appends two outcomes for s-0, each chained and sealed with the key."""
+    ledger = Ledger.open(path, KEY)
+    try:
+        ledger.begin()
+        ledger.add_share(draft_share(share("s-0", DAY1)))  # seq 1
+        ledger.add_outcome(ShareOutcome("never-recorded", "error", None, 0, 1.0), DAY1)  # 2
+        ledger.commit(DAY1)
+        ledger.begin()
+        ledger.add_outcome(ShareOutcome("s-0", "delivered", 200, 1, 1.0), DAY1)  # seq 3
+        if transactions == 2:
+            ledger.commit(DAY1)
+            ledger.begin()
+        ledger.add_outcome(ShareOutcome("s-0", "delivered", 200, 1, 1.0), DAY1)  # seq 4
+        ledger.commit(DAY1)
+    finally:
+        ledger.close()
+
+
+async def second_outcome_after_recovery(path: Path) -> None:
+    """s-0 left open by a gateway that died; the next start closes it as `unknown`; then an
+    outcome for it is appended all the same (a second gateway on the file, say)."""
+    died = Ledger.open(path, KEY)
+    died.begin()
+    died.add_share(draft_share(share("s-0", DAY1)))  # seq 1
+    died.commit(DAY1)
+    died.close()
+    # Its `unknown` outcome at seq 2, the open checkpoint at 3, the close checkpoint at 4.
+    await (await ShareLog.open(ShareLogSettings(path=path, stdout=False), KEY)).close()
+    late = Ledger.open(path, KEY)
+    late.begin()
+    late.add_outcome(ShareOutcome("s-0", "delivered", 200, 1, 1.0), DAY1)  # seq 5
+    late.commit(DAY1)
+    late.close()
+
+
+@pytest.mark.parametrize(
+    ("written", "second", "share_seq", "first"),
+    [
+        ("through_the_share_log", 4, 2, 3),
+        ("in_the_transaction_of_the_first", 4, 1, 3),
+        ("in_a_later_transaction", 4, 1, 3),
+        ("after_the_unknown_one_of_a_restart", 5, 1, 2),
+    ],
+)
+async def test_a_second_outcome_of_a_share_the_log_holds_fails(
+    tmp_path: Path, written: str, second: int, share_seq: int, first: int
+) -> None:
+    path = tmp_path / "share-log.sqlite"
+    if written == "through_the_share_log":
+        await second_outcome_through_the_share_log(path)
+    elif written == "after_the_unknown_one_of_a_restart":
+        await second_outcome_after_recovery(path)
+    else:
+        second_outcome_through_the_ledger(path, 1 if "the_first" in written else 2)
+    links = outcome_links(path)
+    assert links[-1] == ("s-0", None)
+    assert ("s-0", share_seq) in links
+    problem = verify(path, KEY).problem
+    assert problem is not None
+    assert (problem.kind, problem.seq, problem.share_id) == ("outcome", second, "s-0")
+    assert problem.message == (
+        f"outcome seq {second} (share s-0) is a second, unlinked outcome of seq {share_seq}, "
+        f"whose outcome is at seq {first}: the gateway writes one per share, and `logs query` "
+        "shows only the first"
+    )
 
 
 @pytest.mark.parametrize(

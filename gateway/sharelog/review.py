@@ -771,6 +771,11 @@ class _Verifier(EntryTally):
         # Shared records whose outcome has not come yet, by seq and by share id.
         self.open_seqs: dict[int, str] = {}
         self.open_ids: dict[str, int] = {}
+        # A second outcome is written unlinked. Only the shares whose id an unlinked outcome
+        # carries (few: those of pruned shares) are remembered once closed, by share id, as
+        # (share seq, outcome seq): every closed share would be every share id of the log.
+        self.unlinked_ids: set[str] = set()
+        self.closed: dict[str, tuple[int, int]] = {}
 
     def fail(self, kind: ProblemKind, seq: int | None, share_id: str | None, msg: str) -> NoReturn:
         raise _Failed(VerifyProblem(kind, seq, share_id, msg))
@@ -880,6 +885,11 @@ class _Verifier(EntryTally):
 
         expected, prev = self._start()
         self.start = expected
+        # Read off the index on share_seq, in the walk's snapshot.
+        self.unlinked_ids = {
+            str(share_id)
+            for (share_id,) in conn.execute("SELECT share_id FROM outcomes WHERE share_seq IS NULL")
+        }
         subjects = _Peekable(
             conn.execute(
                 "SELECT share_seq, subject_key, typeof(share_seq) || ' ' || typeof(subject_key)"
@@ -1125,9 +1135,9 @@ class _Verifier(EntryTally):
         """An outcome belongs to an earlier shared record with its share id, one per share."""
         where = _describe(seq, share_id)
         if share_seq is None:
-            # Legitimately unlinked: the share was pruned away first, it was never recorded,
-            # or it already had its outcome. An open share of the chain is none of these: the
-            # gateway found no row for it in `pending_outcomes`, and it reads as pending.
+            # Legitimately unlinked: the share was pruned away first, or it was never recorded
+            # as shared. An open share of the chain is none of these: the gateway found no row
+            # for it in `pending_outcomes`, and it reads as pending.
             open_seq = self.open_ids.get(share_id)
             if open_seq is not None:
                 self.fail(
@@ -1138,6 +1148,17 @@ class _Verifier(EntryTally):
                     f"{open_seq}: its row in pending_outcomes was removed or altered, and the "
                     "share reads as pending",
                 )
+            closed = self.closed.get(share_id)
+            if closed is not None:
+                # The gateway submits one outcome per share, and links only the first.
+                self.fail(
+                    "outcome",
+                    seq,
+                    share_id,
+                    f"outcome {where} is a second, unlinked outcome of seq {closed[0]}, whose "
+                    f"outcome is at seq {closed[1]}: the gateway writes one per share, and "
+                    "`logs query` shows only the first",
+                )
             return
         if share_seq < self.start:
             return  # its share went with a prune
@@ -1145,6 +1166,8 @@ class _Verifier(EntryTally):
             del self.open_seqs[share_seq]
             if self.open_ids.get(share_id) == share_seq:
                 del self.open_ids[share_id]
+            if share_id in self.unlinked_ids:
+                self.closed[share_id] = (share_seq, seq)
             return
         problem = self._misnamed(share_id, seq, share_seq)
         self.fail("outcome", seq, share_id, f"outcome {where} {problem}")
