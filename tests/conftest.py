@@ -16,6 +16,7 @@ import pytest
 import yaml
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web_runner import BaseRunner
 from partners import FakePartner
 from tokens import AUDIENCE, ISSUER, SigningKey, mint, rsa_key
 
@@ -176,6 +177,23 @@ async def partner() -> AsyncIterator[FakePartner]:
     await fake.close()
 
 
+class GatewayTestServer(TestServer):
+    """aiohttp's test server, listening with the gateway's own server options alone, as the
+    production server does: no automatic decompression, its header limits, and a caller
+    hanging up does not cancel its share."""
+
+    def __init__(self, app: web.Application, options: Mapping[str, Any]) -> None:
+        super().__init__(app)
+        self.options = dict(options)
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        # The test server's own options are dropped: `start_server` always asks for handler
+        # cancellation, so a test's caller hanging up would cancel a share production finishes.
+        # A share a test leaves running is given the 2 s `limited_gateway` gives it, then
+        # cancelled, rather than aiohttp's 60 s.
+        return web.AppRunner(self.app, shutdown_timeout=2, **self.options)
+
+
 @dataclass
 class Gateway:
     client: TestClient[web.Request, web.Application]
@@ -262,10 +280,7 @@ async def make_gateway(
         log = share_log or MemoryShareLog()
         config = Settings.model_validate(raw)
         runtime = await build_runtime(config, environ=env, share_log=None if durable_log else log)
-        server = TestServer(make_app(runtime))
-        # TestServer drops keyword arguments given to its constructor: the gateway's own server
-        # options (no automatic decompression, header limits) only apply when passed here.
-        await server.start_server(**server_options(config))
+        server = GatewayTestServer(make_app(runtime), server_options(config))
         client = TestClient(server)
         await client.start_server()
         gateway = Gateway(client, partner, log, runtime, idp_key)

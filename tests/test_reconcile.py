@@ -368,8 +368,7 @@ async def test_what_partners_received_matches_the_share_log(
     plans = plan_run(seed)
     by_tag = {plan.tag: plan for plan in plans}
     fakes: dict[str, FakePartner] = dict(upstreams)
-    # The production server: a caller hanging up does not cancel its share, as aiohttp's test
-    # server would.
+    # The production server: callers that leave meet its own connection handling.
     gw = await limited_gateway(
         [partner_contract(p) for p in PARTNERS], durable_log=True, upstreams=fakes
     )
