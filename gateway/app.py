@@ -33,7 +33,7 @@ from gateway.pii import scan
 from gateway.pipeline import MAX_RECORD_WAIT_S, handle_share
 from gateway.policy import Policy
 from gateway.runtime import RUNTIME, Runtime, load_policy, log_contract_warnings
-from gateway.server import GatewayRunner, ServerLimits
+from gateway.server import HANDLER_CANCELLATION, GatewayRunner, ServerLimits
 from gateway.settings import Settings
 from gateway.sharelog import review
 from gateway.sharelog.record import ShareSink
@@ -114,6 +114,7 @@ def server_options(settings: Settings) -> dict[str, Any]:
         "lingering_time": limits.body_read_timeout_s,
         "access_log": None,
         "handle_signals": False,
+        "handler_cancellation": HANDLER_CANCELLATION,
     }
 
 

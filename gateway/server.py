@@ -35,6 +35,12 @@ log = structlog.get_logger("gateway")
 _HTTP_1 = frozenset({HttpVersion10, HttpVersion11})
 _HTTP_0_9 = HttpVersion(0, 9)
 
+# A caller hanging up does not cancel its request's handler (aiohttp's own default, named so
+# that every server of the gateway, the tests' included, is built alike): a share sent whole is
+# still judged, recorded, forwarded and its outcome recorded, so the log never lacks the
+# outcome of data that may have gone out. Only the drain at shutdown cancels a share.
+HANDLER_CANCELLATION = False
+
 # After the drain, a request still in progress is given this long again, then cancelled and
 # given this long to wind up (aiohttp's two steps).
 CANCEL_GRACE_S = 1.0
