@@ -20,7 +20,7 @@ from aiohttp.web_runner import BaseRunner
 from partners import FakePartner
 from tokens import AUDIENCE, ISSUER, SigningKey, mint, rsa_key
 
-from gateway.app import build_runtime, close_runtime, make_app, server_options
+from gateway.app import build_runtime, close_runtime, make_app, make_runner
 from gateway.runtime import Runtime
 from gateway.settings import Settings
 from gateway.sharelog.memory import MemoryShareLog
@@ -178,20 +178,20 @@ async def partner() -> AsyncIterator[FakePartner]:
 
 
 class GatewayTestServer(TestServer):
-    """aiohttp's test server, listening with the gateway's own server options alone, as the
-    production server does: no automatic decompression, its header limits, and a caller
-    hanging up does not cancel its share."""
+    """aiohttp's test server, served by the gateway's own runner, as production is: its server
+    options (no automatic decompression, header limits, a caller hanging up does not cancel its
+    share) and the limits its request handler enforces (connection cap, header deadline)."""
 
-    def __init__(self, app: web.Application, options: Mapping[str, Any]) -> None:
+    def __init__(self, app: web.Application, settings: Settings) -> None:
         super().__init__(app)
-        self.options = dict(options)
+        self.settings = settings
 
     async def _make_runner(self, **kwargs: Any) -> BaseRunner:
         # The test server's own options are dropped: `start_server` always asks for handler
         # cancellation, so a test's caller hanging up would cancel a share production finishes.
-        # A share a test leaves running is given the 2 s `limited_gateway` gives it, then
-        # cancelled, rather than aiohttp's 60 s.
-        return web.AppRunner(self.app, shutdown_timeout=2, **self.options)
+        # A share a test leaves running is given 2 s at teardown, then cancelled, rather than
+        # the drain of up to a minute production gives it.
+        return make_runner(self.app, self.settings, shutdown_timeout=2)
 
 
 @dataclass
@@ -280,7 +280,7 @@ async def make_gateway(
         log = share_log or MemoryShareLog()
         config = Settings.model_validate(raw)
         runtime = await build_runtime(config, environ=env, share_log=None if durable_log else log)
-        server = GatewayTestServer(make_app(runtime), server_options(config))
+        server = GatewayTestServer(make_app(runtime), config)
         client = TestClient(server)
         await client.start_server()
         gateway = Gateway(client, partner, log, runtime, idp_key)

@@ -22,7 +22,6 @@ from typing import Any
 import orjson
 import pytest
 import structlog
-import test_server
 from aiohttp import web, web_protocol
 from aiohttp.http_parser import HttpRequestParserPy
 from conftest import PARTNER_HEADERS, PARTNER_TOKEN, Gateway, GatewayFactory, RawResponse
@@ -44,8 +43,6 @@ from tokens import SigningKey, claims, mint, rsa_key, sign_raw
 from gateway.auth import MAX_TOKEN_CHARS
 from gateway.logconfig import ScrubbedHandler
 from gateway.server import LimitedRequestHandler
-
-limited_gateway = test_server.limited_gateway  # the fixture: the production server
 
 ASSESS = "/acme/v1/assess"
 SMALL_BODY_LIMIT = {"limits": {"max_body_bytes": 1000}}
@@ -347,9 +344,9 @@ FRAMING: dict[str, tuple[bytes, Expectation]] = {
 
 @pytest.mark.parametrize(("data", "expected"), FRAMING.values(), ids=FRAMING.keys())
 async def test_request_framing(
-    limited_gateway: GatewayFactory, data: bytes, expected: Expectation
+    make_gateway: GatewayFactory, data: bytes, expected: Expectation
 ) -> None:
-    gw = await limited_gateway()
+    gw = await make_gateway()
     if not isinstance(expected, ServerRefuses):
         await check(gw, await send(gw, fill(gw, data)), expected)
         return
@@ -365,12 +362,12 @@ async def test_request_framing(
 
 @pytest.mark.parametrize("version", ["HTTP/2.0", "HTTP/0.9"])
 async def test_a_request_line_naming_another_http_version_is_refused(
-    limited_gateway: GatewayFactory, version: str
+    make_gateway: GatewayFactory, version: str
 ) -> None:
     # The parser reads these versions with HTTP/1.1 framing, and the answer's status line would
     # name them (`HTTP/2.0 200 OK`), which an HTTP/1.1 client cannot read: the share must not
     # go out, as for `HTTP/1.x`.
-    gw = await limited_gateway()
+    gw = await make_gateway()
     await check(gw, await send(gw, fill(gw, request(version=version))), ServerRefuses())
 
 
@@ -386,7 +383,7 @@ BROKEN_CHUNKS = {
 @pytest.mark.parametrize("parser", ["default", "python"], ids=["default_parser", "python_parser"])
 @pytest.mark.parametrize("broken", BROKEN_CHUNKS.values(), ids=BROKEN_CHUNKS.keys())
 async def test_chunk_framing_that_breaks_mid_body_is_refused_at_once(
-    limited_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch, broken: bytes, parser: str
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch, broken: bytes, parser: str
 ) -> None:
     if parser == "python":
         # The parser aiohttp runs without its C extensions.
@@ -395,7 +392,7 @@ async def test_chunk_framing_that_breaks_mid_body_is_refused_at_once(
     monkeypatch.setattr(logging.getLogger("aiohttp"), "handlers", [ScrubbedHandler()])
     monkeypatch.setattr(logging.getLogger("aiohttp"), "propagate", False)
     # One share in progress at most: a share still waiting for its body refuses the next one.
-    gw = await limited_gateway(settings={"limits": {"max_pending_requests": 1}})
+    gw = await make_gateway(settings={"limits": {"max_pending_requests": 1}})
     head = fill(gw, request(CHUNKED, body=b"", length=False, close=False))
     with structlog.testing.capture_logs() as logs:
         async with connection(gw) as (reader, writer):
@@ -427,11 +424,11 @@ WHOLE_THEN_BROKEN = b"%x\r\n%s\r\n" % (len(GOOD_BODY), GOOD_BODY) + BROKEN_CHUNK
     ids=["bad_chunk_size", "whole_document_then_bad_chunk_size"],
 )
 async def test_chunk_framing_that_breaks_behind_a_share_in_progress_is_refused_in_its_turn(
-    limited_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch, broken: bytes, parser: str
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch, broken: bytes, parser: str
 ) -> None:
     if parser == "python":
         monkeypatch.setattr(web_protocol, "HttpRequestParser", HttpRequestParserPy)
-    gw = await limited_gateway()
+    gw = await make_gateway()
     gw.partner.reply = Reply(delay_s=0.5)  # the first share is still in progress at the break
     first = fill(gw, request(close=False))
     second = fill(gw, request(CHUNKED, body=b"", length=False, close=False))
@@ -462,9 +459,9 @@ async def test_chunk_framing_that_breaks_behind_a_share_in_progress_is_refused_i
 
 
 async def test_a_long_chunked_body_whose_framing_breaks_after_a_whole_document_is_refused(
-    limited_gateway: GatewayFactory,
+    make_gateway: GatewayFactory,
 ) -> None:
-    gw = await limited_gateway()
+    gw = await make_gateway()
     # Long enough to arrive in more than one read: the break is read before the share begins
     # reading, and what came before it, a whole document, was forwarded as the body.
     doc = applicant_doc(meta={"pad": "x" * 130_000})
@@ -488,11 +485,11 @@ async def test_a_long_chunked_body_whose_framing_breaks_after_a_whole_document_i
     ids=["header_value", "content_length", "request_line"],
 )
 async def test_a_request_the_parser_refuses_is_quoted_nowhere(
-    limited_gateway: GatewayFactory, data: bytes
+    make_gateway: GatewayFactory, data: bytes
 ) -> None:
     # aiohttp's message for it quotes the offending bytes: it went back in the 400 and to
     # stderr. Neither the answer nor the log holds anything of the request now.
-    gw = await limited_gateway()
+    gw = await make_gateway()
     with structlog.testing.capture_logs() as logs:
         response = await send(gw, fill(gw, data))
     assert response.status == 400
@@ -502,9 +499,9 @@ async def test_a_request_the_parser_refuses_is_quoted_nowhere(
 
 
 async def test_tls_sent_to_the_plain_port_is_logged_at_debug_only(
-    limited_gateway: GatewayFactory,
+    make_gateway: GatewayFactory,
 ) -> None:
-    gw = await limited_gateway()
+    gw = await make_gateway()
     client_hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64
     with structlog.testing.capture_logs() as logs:
         response = await send(gw, client_hello)
@@ -529,9 +526,9 @@ def test_library_records_keep_nothing_of_their_message() -> None:
 
 
 async def test_a_request_pipelined_in_the_body_is_its_own_request(
-    limited_gateway: GatewayFactory,
+    make_gateway: GatewayFactory,
 ) -> None:
-    gw = await limited_gateway()
+    gw = await make_gateway()
     # Content-Length ends the first body early: the rest is read as a second request, without
     # the first one's credentials, and decided on its own.
     smuggled = (
@@ -562,9 +559,9 @@ async def test_a_request_pipelined_in_the_body_is_its_own_request(
     ids=["credentials", "purpose"],
 )
 async def test_a_trailer_field_never_reaches_the_next_request(
-    limited_gateway: GatewayFactory, trailer: str, second: bytes
+    make_gateway: GatewayFactory, trailer: str, second: bytes
 ) -> None:
-    gw = await limited_gateway()
+    gw = await make_gateway()
     first = request(
         CHUNKED,
         body=chunked(GOOD_BODY, trailer=f"{trailer}\r\n".encode()),
@@ -604,17 +601,17 @@ SIZES: dict[str, tuple[bytes, Expectation]] = {
 
 @pytest.mark.parametrize(("data", "expected"), SIZES.values(), ids=SIZES.keys())
 async def test_oversized_heads(
-    limited_gateway: GatewayFactory, data: bytes, expected: Expectation
+    make_gateway: GatewayFactory, data: bytes, expected: Expectation
 ) -> None:
-    gw = await limited_gateway()
+    gw = await make_gateway()
     await check(gw, await send(gw, fill(gw, data)), expected)
 
 
 async def test_a_token_over_its_size_limit_is_refused_for_its_size(
-    limited_gateway: GatewayFactory,
+    make_gateway: GatewayFactory,
 ) -> None:
     # Header fields are allowed to be longer here, so the token's own cap is what answers.
-    gw = await limited_gateway(settings={"limits": {"max_field_size": 32768}})
+    gw = await make_gateway(settings={"limits": {"max_field_size": 32768}})
     token = f"{'a' * (MAX_TOKEN_CHARS + 100)}.{'b' * 100}.c"
     response = await send(gw, fill(gw, request(f"Authorization: Bearer {token}", auth=False)))
     await check(gw, response, Refused(401, "invalid_token"))
@@ -712,9 +709,9 @@ TARGETS: dict[str, tuple[bytes, Expectation]] = {
 
 @pytest.mark.parametrize(("data", "expected"), TARGETS.values(), ids=TARGETS.keys())
 async def test_hosts_and_targets(
-    limited_gateway: GatewayFactory, data: bytes, expected: Expectation
+    make_gateway: GatewayFactory, data: bytes, expected: Expectation
 ) -> None:
-    gw = await limited_gateway()
+    gw = await make_gateway()
     await check(gw, await send(gw, fill(gw, data)), expected)
 
 
@@ -797,9 +794,9 @@ HEADERS: dict[str, tuple[bytes, Expectation]] = {
 
 @pytest.mark.parametrize(("data", "expected"), HEADERS.values(), ids=HEADERS.keys())
 async def test_header_tricks(
-    limited_gateway: GatewayFactory, data: bytes, expected: Expectation
+    make_gateway: GatewayFactory, data: bytes, expected: Expectation
 ) -> None:
-    gw = await limited_gateway()
+    gw = await make_gateway()
     token = gw.token()
     response = await send(gw, fill(gw, data, token))
     if isinstance(expected, Shared):
@@ -975,21 +972,21 @@ TOKENS: dict[str, tuple[Callable[[SigningKey, Path], str], int, str]] = {
 
 @pytest.mark.parametrize(("make_token", "status", "code"), TOKENS.values(), ids=TOKENS.keys())
 async def test_token_attacks(
-    limited_gateway: GatewayFactory,
+    make_gateway: GatewayFactory,
     idp_key: SigningKey,
     tmp_path: Path,
     make_token: Callable[[SigningKey, Path], str],
     status: int,
     code: str,
 ) -> None:
-    gw = await limited_gateway()
+    gw = await make_gateway()
     token = make_token(idp_key, tmp_path / "idp.pem")  # make_gateway wrote the trusted key there
     response = await send(gw, fill(gw, request(), token))
     await check(gw, response, Refused(status, code))
 
 
-async def test_a_token_in_the_query_string_is_never_read(limited_gateway: GatewayFactory) -> None:
-    gw = await limited_gateway()
+async def test_a_token_in_the_query_string_is_never_read(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway()
     response = await send(
         gw, fill(gw, request(target=f"{ASSESS}?access_token={TOKEN}", auth=False))
     )
@@ -1033,10 +1030,10 @@ async def key_server(idp_key: SigningKey) -> AsyncIterator[KeyServer]:
 
 @pytest.mark.parametrize("key_source", ["public_key_file", "jwks_url"])
 async def test_token_key_urls_are_never_fetched(
-    limited_gateway: GatewayFactory, key_server: KeyServer, key_source: str
+    make_gateway: GatewayFactory, key_server: KeyServer, key_source: str
 ) -> None:
     auth = {"public_key_file": None, "jwks_url": key_server.idp_url}
-    gw = await limited_gateway(settings={"auth": auth} if key_source == "jwks_url" else None)
+    gw = await make_gateway(settings={"auth": auth} if key_source == "jwks_url" else None)
     for kid in ("idp-1", "attacker-1"):
         for members in (("jku",), ("x5u",), ("jku", "x5u")):
             headers = {name: key_server.attacker_url(name) for name in members}
@@ -1160,16 +1157,16 @@ JSON_CASES: dict[str, tuple[bytes, Expectation]] = {
 
 @pytest.mark.parametrize(("body", "expected"), JSON_CASES.values(), ids=JSON_CASES.keys())
 async def test_json_interoperability(
-    limited_gateway: GatewayFactory, body: bytes, expected: Expectation
+    make_gateway: GatewayFactory, body: bytes, expected: Expectation
 ) -> None:
-    gw = await limited_gateway()
+    gw = await make_gateway()
     await check(gw, await send(gw, fill(gw, request(body=body))), expected)
 
 
 async def test_a_hundred_thousand_tiny_keys_within_the_byte_limit(
-    limited_gateway: GatewayFactory,
+    make_gateway: GatewayFactory,
 ) -> None:
-    gw = await limited_gateway(settings={"limits": {"max_body_bytes": 2_000_000}})
+    gw = await make_gateway(settings={"limits": {"max_body_bytes": 2_000_000}})
     keys = b",".join(b'"k%x":0' % i for i in range(100_000))
     body = b"{" + APPLICANT + b"," + keys + b"}"
     assert len(body) < 2_000_000
@@ -1256,7 +1253,7 @@ BODIES: dict[str, tuple[bytes, str, dict[str, Any], Expectation]] = {
     ("body", "coding", "options", "expected"), BODIES.values(), ids=BODIES.keys()
 )
 async def test_compressed_and_chunked_bodies(
-    limited_gateway: GatewayFactory,
+    make_gateway: GatewayFactory,
     body: bytes,
     coding: str,
     options: dict[str, Any],
@@ -1265,7 +1262,7 @@ async def test_compressed_and_chunked_bodies(
     options = dict(options)
     is_chunked = options.pop("chunked", False)
     chunk_size = options.pop("chunk_size", 512)
-    gw = await limited_gateway(settings=options or None)
+    gw = await make_gateway(settings=options or None)
     headers = [f"Content-Encoding: {coding}"] if coding != "identity" else []
     if is_chunked:
         data = request(CHUNKED, *headers, body=chunked(body, chunk_size), length=False)
@@ -1275,9 +1272,9 @@ async def test_compressed_and_chunked_bodies(
 
 
 async def test_a_chunk_announcing_more_than_the_limit_is_cut_off(
-    limited_gateway: GatewayFactory,
+    make_gateway: GatewayFactory,
 ) -> None:
-    gw = await limited_gateway(settings=SMALL_BODY_LIMIT)
+    gw = await make_gateway(settings=SMALL_BODY_LIMIT)
     # One chunk claims 4 GiB; the gateway stops reading once the limit is passed.
     body = b"ffffffff\r\n" + applicant_doc(meta={"pad": "x" * 1500})
     response = await send(gw, fill(gw, request(CHUNKED, body=body, length=False)))
@@ -1287,8 +1284,8 @@ async def test_a_chunk_announcing_more_than_the_limit_is_cut_off(
 # --- 8. slow and vanishing clients ----------------------------------------------------------------
 
 
-async def test_a_trickled_chunked_body_is_cut_off_with_408(limited_gateway: GatewayFactory) -> None:
-    gw = await limited_gateway(settings={"limits": {"body_read_timeout_s": 0.5}})
+async def test_a_trickled_chunked_body_is_cut_off_with_408(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway(settings={"limits": {"body_read_timeout_s": 0.5}})
     head, _, _ = fill(gw, request(CHUNKED, body=b"", length=False)).partition(b"\r\n\r\n")
     async with connection(gw) as (reader, writer):
         writer.write(head + b"\r\n\r\n")
@@ -1304,10 +1301,8 @@ async def test_a_trickled_chunked_body_is_cut_off_with_408(limited_gateway: Gate
 
 
 @pytest.mark.parametrize("sent", [0, 1, 30], ids=["headers_only", "one_byte", "half_the_body"])
-async def test_a_client_that_vanishes_mid_upload(
-    limited_gateway: GatewayFactory, sent: int
-) -> None:
-    gw = await limited_gateway()
+async def test_a_client_that_vanishes_mid_upload(make_gateway: GatewayFactory, sent: int) -> None:
+    gw = await make_gateway()
     body = applicant_doc(meta={"pad": "x" * 100})
     head, _, _ = fill(gw, request(body=body)).partition(b"\r\n\r\n")
     async with connection(gw) as (_, writer):
@@ -1329,10 +1324,8 @@ async def test_a_client_that_vanishes_mid_upload(
     [b"1", b'1a\r\n{"applicant"', b'5\r\n{"app\r\n'],
     ids=["in_a_chunk_size", "in_chunk_data", "between_chunks"],
 )
-async def test_a_client_that_vanishes_mid_chunk(
-    limited_gateway: GatewayFactory, sent: bytes
-) -> None:
-    gw = await limited_gateway()
+async def test_a_client_that_vanishes_mid_chunk(make_gateway: GatewayFactory, sent: bytes) -> None:
+    gw = await make_gateway()
     async with connection(gw) as (_, writer):
         writer.write(fill(gw, request(CHUNKED, body=b"", length=False)) + sent)
         await writer.drain()
@@ -1357,9 +1350,9 @@ async def test_a_client_that_vanishes_mid_chunk(
     ids=["one_share", "two_pipelined", "a_refusal"],
 )
 async def test_a_caller_that_half_closes_after_its_request_gets_every_answer(
-    limited_gateway: GatewayFactory, requests: list[bytes], statuses: list[int]
+    make_gateway: GatewayFactory, requests: list[bytes], statuses: list[int]
 ) -> None:
-    gw = await limited_gateway()
+    gw = await make_gateway()
     async with connection(gw) as (reader, writer):
         writer.write(b"".join(fill(gw, data) for data in requests))
         # The caller's FIN says it sends nothing more, not that it stopped reading.
@@ -1378,10 +1371,10 @@ async def test_a_caller_that_half_closes_after_its_request_gets_every_answer(
     await assert_still_serving(gw)
 
 
-async def test_a_connection_that_ended_is_freed_at_once(limited_gateway: GatewayFactory) -> None:
+async def test_a_connection_that_ended_is_freed_at_once(make_gateway: GatewayFactory) -> None:
     # Without the cyclic collector, which a running gateway calls rarely (`heap`): a connection's
     # handler and the body it kept referring to each other stayed in memory after it closed.
-    gw = await limited_gateway()
+    gw = await make_gateway()
 
     def handlers() -> int:
         return sum(isinstance(o, LimitedRequestHandler) for o in gc.get_objects())
@@ -1401,9 +1394,9 @@ async def test_a_connection_that_ended_is_freed_at_once(limited_gateway: Gateway
 
 
 async def test_a_caller_that_half_closes_mid_body_is_cut_short(
-    limited_gateway: GatewayFactory,
+    make_gateway: GatewayFactory,
 ) -> None:
-    gw = await limited_gateway()
+    gw = await make_gateway()
     head, _, body = fill(gw, request(close=False)).partition(b"\r\n\r\n")
     async with connection(gw) as (reader, writer):
         writer.write(head + b"\r\n\r\n" + body[:10])
@@ -1420,9 +1413,9 @@ async def test_a_caller_that_half_closes_mid_body_is_cut_short(
 
 
 async def test_a_client_that_vanishes_while_the_partner_answers(
-    limited_gateway: GatewayFactory,
+    make_gateway: GatewayFactory,
 ) -> None:
-    gw = await limited_gateway()
+    gw = await make_gateway()
     gw.partner.reply = Reply(delay_s=0.5)
     async with connection(gw) as (_, writer):
         writer.write(fill(gw, request()))

@@ -19,11 +19,8 @@ from test_server import (
     assert_still_serving,
     closed_by_peer,
     connection,
-    limited_gateway,
     share_request,
 )
-
-__all__ = ["limited_gateway"]  # the fixture, served by the production server
 
 ASSESS = "/acme/v1/assess"
 UPLOAD = "/acme/v1/documents/doc-1"
@@ -121,9 +118,9 @@ EARLY_REFUSALS = {
 
 @pytest.mark.parametrize("case", sorted(EARLY_REFUSALS))
 async def test_a_share_refused_on_its_head_is_answered_without_100_continue(
-    limited_gateway: GatewayFactory, case: str
+    make_gateway: GatewayFactory, case: str
 ) -> None:
-    gw = await limited_gateway(
+    gw = await make_gateway(
         [SUSPENDED if case == "contract_inactive" else contract()], settings=SMALL_BODY_LIMIT
     )
     response = await wait_for_answer(gw, _early(gw, case))
@@ -133,9 +130,9 @@ async def test_a_share_refused_on_its_head_is_answered_without_100_continue(
 
 
 async def test_a_refused_admin_write_is_answered_without_100_continue(
-    limited_gateway: GatewayFactory,
+    make_gateway: GatewayFactory,
 ) -> None:
-    gw = await limited_gateway()
+    gw = await make_gateway()
     request_head = head(gw, target="/_gateway/consent", token=gw.token("share:acme:*"))
     response = await wait_for_answer(gw, request_head)
     assert (response.status, response.json()["error"]["code"]) == (403, "forbidden")
@@ -146,9 +143,9 @@ async def test_a_refused_admin_write_is_answered_without_100_continue(
 
 
 async def test_a_body_sent_after_an_early_refusal_is_never_read_as_a_request(
-    limited_gateway: GatewayFactory,
+    make_gateway: GatewayFactory,
 ) -> None:
-    gw = await limited_gateway()
+    gw = await make_gateway()
     # A body that is itself a valid share, and a valid share behind it: neither may be served.
     inner = share_request(gw, keep_alive=True)
     async with connection(gw) as (reader, writer):
@@ -167,9 +164,9 @@ async def test_a_body_sent_after_an_early_refusal_is_never_read_as_a_request(
 
 
 async def test_a_caller_that_never_sends_its_refused_body_is_closed_within_the_body_deadline(
-    limited_gateway: GatewayFactory,
+    make_gateway: GatewayFactory,
 ) -> None:
-    gw = await limited_gateway(settings={"limits": {"body_read_timeout_s": 0.5}})
+    gw = await make_gateway(settings={"limits": {"body_read_timeout_s": 0.5}})
     async with connection(gw) as (reader, writer):
         writer.write(head(gw, target="/nobody/v1/assess", keep_alive=True))
         await writer.drain()
@@ -182,9 +179,9 @@ async def test_a_caller_that_never_sends_its_refused_body_is_closed_within_the_b
 
 
 async def test_an_allowed_share_gets_one_100_continue_then_its_answer(
-    limited_gateway: GatewayFactory,
+    make_gateway: GatewayFactory,
 ) -> None:
-    gw = await limited_gateway()
+    gw = await make_gateway()
     async with connection(gw) as (reader, writer):
         writer.write(head(gw))
         await writer.drain()
@@ -201,8 +198,8 @@ async def test_an_allowed_share_gets_one_100_continue_then_its_answer(
     assert (record.share_id, record.decision) == (response.headers["x-share-id"], "shared")
 
 
-async def test_an_allowed_upload_gets_100_continue(limited_gateway: GatewayFactory) -> None:
-    gw = await limited_gateway()
+async def test_an_allowed_upload_gets_100_continue(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway()
     pdf = b"%PDF-1.7 a document"
     async with connection(gw) as (reader, writer):
         writer.write(
@@ -237,10 +234,10 @@ LATE_REFUSALS = {
 
 @pytest.mark.parametrize("reason", sorted(LATE_REFUSALS))
 async def test_a_share_refused_for_its_body_gets_100_continue_first(
-    limited_gateway: GatewayFactory, reason: str
+    make_gateway: GatewayFactory, reason: str
 ) -> None:
     doc, body, status = LATE_REFUSALS[reason]
-    gw = await limited_gateway([doc], settings=SMALL_BODY_LIMIT)
+    gw = await make_gateway([doc], settings=SMALL_BODY_LIMIT)
     async with connection(gw) as (reader, writer):
         # Chunked: a body over the cap is only known to be once it is read.
         extra = (EXPECT, ("Transfer-Encoding", "chunked"))
@@ -253,9 +250,9 @@ async def test_a_share_refused_for_its_body_gets_100_continue_first(
 
 
 async def test_an_admin_write_gets_100_continue_once_the_admin_is_known(
-    limited_gateway: GatewayFactory,
+    make_gateway: GatewayFactory,
 ) -> None:
-    gw = await limited_gateway()
+    gw = await make_gateway()
     body = b'{"grants": []}'
     async with connection(gw) as (reader, writer):
         writer.write(
@@ -277,9 +274,9 @@ async def test_an_admin_write_gets_100_continue_once_the_admin_is_known(
     ("version", "expect"), [("HTTP/1.0", "100-continue"), ("HTTP/1.1", "200-ok")]
 )
 async def test_no_interim_answer_where_none_is_owed(
-    limited_gateway: GatewayFactory, version: str, expect: str
+    make_gateway: GatewayFactory, version: str, expect: str
 ) -> None:
-    gw = await limited_gateway()
+    gw = await make_gateway()
     async with connection(gw) as (reader, writer):
         writer.write(head(gw, version=version, extra=(("Expect", expect),)) + GOOD_BODY)
         await writer.drain()

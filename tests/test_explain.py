@@ -15,7 +15,6 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
-import test_server
 from aiohttp import web_protocol
 from aiohttp.http_parser import HttpRequestParserPy
 from conftest import BASE_CONTRACT, HASH_KEY, GatewayFactory, contract, raw_request
@@ -376,16 +375,13 @@ async def test_the_dry_run_refuses_as_the_gateway_does(
     assert gw.partner.received == []
 
 
-limited_gateway = test_server.limited_gateway  # the fixture: the production server
-
-
 @pytest.mark.parametrize("parser", ["c", "python"])
 async def test_a_request_line_too_long_for_the_parser_is_refused_as_the_gateway_refuses_it(
-    limited_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch, parser: str
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch, parser: str
 ) -> None:
     if parser == "python":
         monkeypatch.setattr(web_protocol, "HttpRequestParser", HttpRequestParserPy)
-    gw = await limited_gateway()
+    gw = await make_gateway()
     limit = gw.runtime.settings.limits.max_line_size
 
     def dry(target: str) -> Explanation:

@@ -16,7 +16,6 @@ from typing import Any
 
 import orjson
 import pytest
-import test_server
 from conftest import Gateway, GatewayFactory, contract
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -29,8 +28,6 @@ from gateway.fieldfilter import AllowRule, compile_plan
 from gateway.jsonbody import JSONValue, parse_json
 from gateway.pii import scan
 from gateway.transforms import GeneralizeBucket, Hash, Mask
-
-limited_gateway = test_server.limited_gateway  # the fixture: the production server
 
 HASH_KEY = b"fuzz-partner-key"
 MAX_BYTES = 4096
@@ -303,10 +300,10 @@ _BODIES = mutated_json() | st.binary(max_size=256)
 
 
 @pytest.fixture
-async def gateway(limited_gateway: GatewayFactory) -> Gateway:
+async def gateway(make_gateway: GatewayFactory) -> Gateway:
     """One gateway for every example of a run, with the pure target's byte and depth limits."""
     limits = {"max_body_bytes": MAX_BYTES, "max_json_depth": MAX_DEPTH}
-    return await limited_gateway([FUZZ_CONTRACT], settings={"limits": limits})
+    return await make_gateway([FUZZ_CONTRACT], settings={"limits": limits})
 
 
 @settings(

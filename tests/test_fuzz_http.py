@@ -17,7 +17,6 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
-import test_server
 from conftest import Gateway, GatewayFactory, RawResponse, raw_request
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -31,8 +30,6 @@ from gateway.policy import Policy, compile_policy
 from gateway.settings import Settings, ShareLogSettings
 from gateway.sharelog import ShareOutcome
 from gateway.sharelog.store import ShareLog
-
-limited_gateway = test_server.limited_gateway  # the fixture: the production server
 
 ADMIN = "gateway:admin"
 SHARE_PARAMS: Final = [
@@ -239,9 +236,9 @@ def query_strings(draw: st.DrawFn, names: list[str], cursor: str | None = None) 
 
 
 @pytest.fixture
-async def admin_gateway(limited_gateway: GatewayFactory) -> Gateway:
+async def admin_gateway(make_gateway: GatewayFactory) -> Gateway:
     """A gateway with a share log of a few shares and a consent registry, one for every example."""
-    gw = await limited_gateway(durable_log=True)
+    gw = await make_gateway(durable_log=True)
     for n in range(3):
         body = {"applicant": {"user_id": f"u-{n}", "name": "W"}, "loan_amount": n}
         assert (await gw.share("POST", "/acme/v1/assess", json=body)).status == 200
@@ -395,8 +392,8 @@ def _final(answer: RawResponse) -> RawResponse:
 
 
 @pytest.fixture
-async def gateway(limited_gateway: GatewayFactory) -> Gateway:
-    return await limited_gateway()
+async def gateway(make_gateway: GatewayFactory) -> Gateway:
+    return await make_gateway()
 
 
 # Requests the contract allows, with parameters it does not name: half the draws start here.

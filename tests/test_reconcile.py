@@ -16,7 +16,6 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 import pytest
-import test_server
 from conftest import BASE_CONTRACT, HASH_KEY, Gateway, GatewayFactory, contract
 from partners import FakePartner, RawPartner, RawRequest, Script, reset
 from tokens import mint
@@ -26,8 +25,6 @@ from gateway.cli import build_parser
 from gateway.consent import ConsentRegistry
 from gateway.keys import subject_ref
 from gateway.sharelog import review
-
-limited_gateway = test_server.limited_gateway  # the fixture: the production server
 
 SEEDS = (11, 23, 47, 89)
 REQUESTS = 80  # per seed
@@ -360,7 +357,7 @@ def cli(gw: Gateway, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[in
 
 @pytest.mark.parametrize("seed", SEEDS)
 async def test_what_partners_received_matches_the_share_log(
-    limited_gateway: GatewayFactory,
+    make_gateway: GatewayFactory,
     upstreams: dict[str, RawPartner],
     capsys: pytest.CaptureFixture[str],
     seed: int,
@@ -369,7 +366,7 @@ async def test_what_partners_received_matches_the_share_log(
     by_tag = {plan.tag: plan for plan in plans}
     fakes: dict[str, FakePartner] = dict(upstreams)
     # The production server: callers that leave meet its own connection handling.
-    gw = await limited_gateway(
+    gw = await make_gateway(
         [partner_contract(p) for p in PARTNERS], durable_log=True, upstreams=fakes
     )
     registry = gw.runtime.terms.registry

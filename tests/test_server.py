@@ -1,73 +1,34 @@
 """The server's own limits over raw sockets: connections, head and body deadlines, pending shares.
 
-`limited_gateway` is `make_gateway` served by the production server (`gateway.app.make_runner`)
-instead of aiohttp's test server; other test modules import it, with the raw-socket helpers.
+`make_gateway` serves the gateway with the production server (`gateway.app.make_runner`); other
+test modules import the raw-socket helpers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import gc
 import signal
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
-from aiohttp.web_runner import BaseRunner
 from conftest import HASH_KEY, PARTNER_TOKEN, Gateway, GatewayFactory, RawResponse
 from partners import Reply
 
 from gateway import heap
-from gateway.app import make_app, make_runner, serve
+from gateway.app import serve
 from gateway.server import CANCEL_GRACE_S, GatewayRunner, GatewayServer, ServerLimits
-from gateway.settings import Settings
 
 ASSESS = "/acme/v1/assess"
 GOOD_BODY = orjson.dumps({"applicant": {"user_id": "u-1", "name": "Wang"}, "loan_amount": 5000})
 GOOD_FORWARDED = b'{"applicant":{"name":"Wang"},"loan_amount":5000}'
 # Every wait on a socket is bounded by this; the deadlines under test are far shorter.
 BOUND_S = 5.0
-
-
-# --- serving a gateway with the production server -------------------------------------------------
-
-
-class LimitedTestServer(TestServer):
-    """A test server that listens with `make_runner`, exactly as `serve` does."""
-
-    def __init__(self, app: web.Application, settings: Settings) -> None:
-        super().__init__(app)
-        self.settings = settings
-
-    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
-        # The test server's own options (handler cancellation among them) are dropped on
-        # purpose: the server under test is configured only by the gateway's settings.
-        return make_runner(self.app, self.settings, shutdown_timeout=2)
-
-
-@pytest.fixture
-async def limited_gateway(make_gateway: GatewayFactory) -> AsyncIterator[GatewayFactory]:
-    """Like `make_gateway`, with the gateway served by the production server."""
-    clients: list[TestClient[web.Request, web.Application]] = []
-
-    async def factory(*args: Any, **kwargs: Any) -> Gateway:
-        gateway = await make_gateway(*args, **kwargs)
-        server = LimitedTestServer(make_app(gateway.runtime), gateway.runtime.settings)
-        client = TestClient(server)
-        await client.start_server()
-        clients.append(client)
-        return dataclasses.replace(gateway, client=client)
-
-    yield factory
-    for client in clients:
-        await client.close()
 
 
 def server_of(gateway: Gateway) -> GatewayServer:
@@ -199,13 +160,12 @@ async def trickle(writer: asyncio.StreamWriter, data: bytes, interval_s: float) 
 # --- a caller hanging up -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("served_by", ["make_gateway", "limited_gateway"])
 async def test_a_caller_hanging_up_after_its_request_does_not_stop_its_share(
-    make_gateway: GatewayFactory, limited_gateway: GatewayFactory, served_by: str
+    make_gateway: GatewayFactory,
 ) -> None:
-    # Most tests are served by `make_gateway`: it must finish such a share as production does,
-    # or they would see cancellations production never has.
-    gw = await (make_gateway if served_by == "make_gateway" else limited_gateway)()
+    # aiohttp's test server would cancel the share: tests would see cancellations production
+    # never has.
+    gw = await make_gateway()
     gw.partner.reply = Reply(delay_s=0.5)
     async with connection(gw) as (_, writer):
         writer.write(share_request(gw))
@@ -227,9 +187,9 @@ async def test_a_caller_hanging_up_after_its_request_does_not_stop_its_share(
 
 
 async def test_connections_beyond_the_cap_are_closed_at_once(
-    limited_gateway: GatewayFactory,
+    make_gateway: GatewayFactory,
 ) -> None:
-    gw = await limited_gateway(settings={"limits": {"max_connections": 3}})
+    gw = await make_gateway(settings={"limits": {"max_connections": 3}})
     server = server_of(gw)
     async with contextlib.AsyncExitStack() as stack:
         held = [await stack.enter_async_context(connection(gw)) for _ in range(3)]
@@ -261,9 +221,9 @@ async def test_connections_beyond_the_cap_are_closed_at_once(
 
 
 async def test_a_burst_of_connections_never_exceeds_the_cap(
-    limited_gateway: GatewayFactory,
+    make_gateway: GatewayFactory,
 ) -> None:
-    gw = await limited_gateway(settings={"limits": {"max_connections": 4}})
+    gw = await make_gateway(settings={"limits": {"max_connections": 4}})
     server = server_of(gw)
     async with contextlib.AsyncExitStack() as stack:
         opened = await asyncio.gather(
@@ -292,9 +252,9 @@ HEAD_DEADLINE = {"limits": {"header_read_timeout_s": 0.5, "keepalive_timeout_s":
     ids=["obs_fold", "negative_length", "long_line"],
 )
 async def test_what_the_parser_refuses_names_no_server_software(
-    limited_gateway: GatewayFactory, request_bytes: bytes
+    make_gateway: GatewayFactory, request_bytes: bytes
 ) -> None:
-    gw = await limited_gateway()
+    gw = await make_gateway()
     response = await exchange(gw, request_bytes)
     assert 400 <= response.status < 500
     assert response.headers["server"] == "share-gateway"
@@ -314,9 +274,9 @@ async def test_what_the_parser_refuses_names_no_server_software(
     ids=["nothing", "half_a_request_line", "half_a_header", "headers_without_end"],
 )
 async def test_a_request_head_that_stalls_is_closed(
-    limited_gateway: GatewayFactory, partial: bytes
+    make_gateway: GatewayFactory, partial: bytes
 ) -> None:
-    gw = await limited_gateway(settings=HEAD_DEADLINE)
+    gw = await make_gateway(settings=HEAD_DEADLINE)
     async with connection(gw) as (reader, writer):
         writer.write(partial)
         await writer.drain()
@@ -328,8 +288,8 @@ async def test_a_request_head_that_stalls_is_closed(
     await assert_still_serving(gw)
 
 
-async def test_a_trickled_request_head_gains_no_time(limited_gateway: GatewayFactory) -> None:
-    gw = await limited_gateway(settings=HEAD_DEADLINE)
+async def test_a_trickled_request_head_gains_no_time(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway(settings=HEAD_DEADLINE)
     async with connection(gw) as (reader, writer):
         # Forty bytes, one every 0.05 s, would take 2 s: each arrives, none extends the deadline.
         sender = asyncio.create_task(trickle(writer, share_request(gw)[:40], 0.05))
@@ -341,10 +301,10 @@ async def test_a_trickled_request_head_gains_no_time(limited_gateway: GatewayFac
 
 
 async def test_the_head_deadline_holds_without_a_keepalive_timeout(
-    limited_gateway: GatewayFactory,
+    make_gateway: GatewayFactory,
 ) -> None:
     # With keepalive_timeout 0 aiohttp arms no timer at all on a new connection.
-    gw = await limited_gateway(
+    gw = await make_gateway(
         settings={"limits": {"header_read_timeout_s": 0.5, "keepalive_timeout_s": 0}}
     )
     async with connection(gw) as (reader, writer):
@@ -355,8 +315,8 @@ async def test_the_head_deadline_holds_without_a_keepalive_timeout(
     await assert_still_serving(gw)
 
 
-async def test_keep_alive_idle_time_is_not_head_time(limited_gateway: GatewayFactory) -> None:
-    gw = await limited_gateway(settings=HEAD_DEADLINE)
+async def test_keep_alive_idle_time_is_not_head_time(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway(settings=HEAD_DEADLINE)
     async with connection(gw) as (reader, writer):
         writer.write(share_request(gw, keep_alive=True))
         assert (await read_response(reader)).status == 200
@@ -373,17 +333,17 @@ async def test_keep_alive_idle_time_is_not_head_time(limited_gateway: GatewayFac
 
 
 async def test_a_slow_handler_is_not_cut_by_the_head_deadline(
-    limited_gateway: GatewayFactory,
+    make_gateway: GatewayFactory,
 ) -> None:
-    gw = await limited_gateway(settings=HEAD_DEADLINE)
+    gw = await make_gateway(settings=HEAD_DEADLINE)
     gw.partner.reply = Reply(delay_s=1.0)
     response = await exchange(gw, share_request(gw))
     assert response.status == 200
     assert server_of(gw).timed_out.total == 0
 
 
-async def test_idle_keep_alive_connections_are_closed(limited_gateway: GatewayFactory) -> None:
-    gw = await limited_gateway(
+async def test_idle_keep_alive_connections_are_closed(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway(
         settings={"limits": {"keepalive_timeout_s": 0.3, "header_read_timeout_s": 30}}
     )
     async with connection(gw) as (reader, writer):
@@ -396,8 +356,8 @@ async def test_idle_keep_alive_connections_are_closed(limited_gateway: GatewayFa
 # --- body deadline --------------------------------------------------------------------------------
 
 
-async def test_a_trickled_body_is_cut_off_with_408(limited_gateway: GatewayFactory) -> None:
-    gw = await limited_gateway(
+async def test_a_trickled_body_is_cut_off_with_408(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway(
         settings={"limits": {"body_read_timeout_s": 0.5, "header_read_timeout_s": 0.3}}
     )
     body = b'{"applicant": {"user_id": "u-1", "name": "' + b"W" * 200 + b'"}}'
@@ -424,9 +384,9 @@ async def test_a_trickled_body_is_cut_off_with_408(limited_gateway: GatewayFacto
 
 
 async def test_a_body_of_exactly_the_cap_arriving_in_pieces_is_shared(
-    limited_gateway: GatewayFactory,
+    make_gateway: GatewayFactory,
 ) -> None:
-    gw = await limited_gateway(settings={"limits": {"max_body_bytes": 1000}})
+    gw = await make_gateway(settings={"limits": {"max_body_bytes": 1000}})
     body = b'{"applicant": {"user_id": "u-1", "name": "' + b"W" * 955 + b'"}}'
     assert len(body) == 1000
     request = share_request(gw, body=body)
@@ -444,8 +404,8 @@ async def test_a_body_of_exactly_the_cap_arriving_in_pieces_is_shared(
 # --- shares in progress ---------------------------------------------------------------------------
 
 
-async def test_shares_beyond_the_pending_cap_are_503(limited_gateway: GatewayFactory) -> None:
-    gw = await limited_gateway(settings={"limits": {"max_pending_requests": 2}})
+async def test_shares_beyond_the_pending_cap_are_503(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway(settings={"limits": {"max_pending_requests": 2}})
     gw.partner.reply = Reply(delay_s=1.0)
     held = [asyncio.create_task(exchange(gw, share_request(gw))) for _ in range(2)]
     await eventually(lambda: len(gw.partner.received) == 2)
@@ -474,8 +434,8 @@ async def test_shares_beyond_the_pending_cap_are_503(limited_gateway: GatewayFac
     assert [r.reason for r in gw.log.records] == ["shared", "shared", "overloaded", "shared"]
 
 
-async def test_refused_shares_free_their_place(limited_gateway: GatewayFactory) -> None:
-    gw = await limited_gateway(settings={"limits": {"max_pending_requests": 1}})
+async def test_refused_shares_free_their_place(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway(settings={"limits": {"max_pending_requests": 1}})
     for _ in range(3):
         response = await exchange(gw, share_request(gw, target="/nobody/v1/assess"))
         assert response.json()["error"]["code"] == "unknown_partner"
