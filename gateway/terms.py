@@ -702,6 +702,14 @@ class Terms:
     ) -> VolumeTaken:
         # This gateway's part of the agreed caps (`cap_shares`), the whole of them by default.
         caps = partner.caps
+        limit = caps.records_per_day
+        if limit is not None and records > limit:
+            # No day has room for it: a Retry-After would have the caller send the same
+            # personal data again at every midnight, refused each time.
+            raise QuotaExceeded(
+                f"{partner.id} may receive {limit} records per day{daily_part(caps)}, and this "
+                f"share holds {records}: no day has room for it; send them in smaller shares"
+            )
         rate = caps.rate_per_s
         rated = rate is not None
         if rate is not None:
@@ -712,7 +720,6 @@ class Terms:
                     headers={"Retry-After": str(max(1, math.ceil(wait)))},
                 )
         # Counted with or without a cap: a cap a reload brings in covers the whole day.
-        limit = caps.records_per_day
         if not await self.quota.take(partner.id, now.date(), records, limit):
             if rated:
                 # Refused: it used no share of the rate.

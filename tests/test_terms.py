@@ -1788,6 +1788,31 @@ async def test_quota_counts_records_and_answers_429(make_gateway: GatewayFactory
     assert len(gw.partner.received) == 2
 
 
+async def test_a_share_holding_more_records_than_a_whole_day_allows_is_not_told_to_retry(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway(
+        [contract(terms={"max_records_per_day": 2, "rate_limit_per_s": 1}, routes=ROUTES)]
+    )
+    gw.runtime.terms.limiter = SlidingWindows(clock=FakeClock())  # every request "at once"
+    three = {"applicants": [person("a"), person("b"), person("c")]}
+    response = await gw.share("POST", "/acme/v1/batch", json=three)
+    # Not even at midnight: no Retry-After sends the caller back with the same records.
+    await assert_refused(gw, response, 429, "quota_exceeded")
+    assert "Retry-After" not in response.headers
+    assert (await error_of(response))["message"] == (
+        "acme may receive 2 records per day, and this share holds 3: no day has room for it; "
+        "send them in smaller shares"
+    )
+    # It took nothing of the day's records nor of the second's one share.
+    two = {"applicants": [person("a"), person("b")]}
+    response = await gw.share("POST", "/acme/v1/batch", json=two)
+    assert response.status == 200, await response.text()
+    [seen] = gw.partner.received
+    assert [item["name"] for item in seen.json()["applicants"]] == ["Li", "Li"]
+    assert last_record(gw.log.records).records == 2
+
+
 async def test_a_share_the_daily_cap_refuses_takes_no_place_in_the_rate(
     make_gateway: GatewayFactory,
 ) -> None:
