@@ -525,7 +525,9 @@ class DailyCounts:
         # A request that began just before midnight and arrives after the roll-over counts
         # against the new day: it must not wipe the new day's counts.
         used = self._counts.get(key, 0)
-        if limit is not None and used + count > limit:
+        # A share of no records always fits, also once a reload (or a restart) lowered the cap
+        # below the day's count: it adds nothing to it.
+        if limit is not None and count > 0 and used + count > limit:
             return False
         self._counts[key] = used + count
         return True

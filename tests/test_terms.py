@@ -1536,6 +1536,28 @@ async def test_a_cap_a_reload_brings_in_covers_the_records_shared_before(
     assert len(gw.partner.received) == 3
 
 
+async def test_a_cap_a_reload_lowers_below_the_days_count_still_lets_shares_of_no_records_go(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway([contract(terms={"max_records_per_day": 3}, routes=ROUTES)])
+    for _ in range(3):
+        assert (await gw.share("POST", "/acme/v1/assess", json=applicant())).status == 200
+    await reload_as(gw, contract(terms={"max_records_per_day": 2}, routes=ROUTES))
+    # The day's three records stay counted: one more is over the lowered cap.
+    response = await gw.share("POST", "/acme/v1/assess", json=applicant())
+    assert response.status == 429
+    assert (await error_of(response))["code"] == "quota_exceeded"
+    assert len(gw.partner.received) == 3
+    # A note about no one adds nothing to the count, so it is no more over the cap than before.
+    response = await gw.share(
+        "POST", "/acme/v1/notes", json={"note": "n"}, purpose="service_delivery"
+    )
+    assert response.status == 200, await response.text()
+    assert gw.partner.received[-1].json() == {"note": "n"}
+    record = last_record(gw.log.records)
+    assert (record.decision, record.records) == ("shared", 0)
+
+
 GUARANTOR_ROUTE: dict[str, Any] = {
     **BATCH_ROUTE,
     "path": "/v1/guaranteed",
@@ -1725,6 +1747,8 @@ async def test_daily_counts_take_all_or_nothing() -> None:
     assert not await counts.take("acme", day, 1, 5)
     assert await counts.take("other", day, 5, 5)  # each partner its own count
     assert await counts.take("acme", day, 0, 5)
+    assert await counts.take("acme", day, 0, 4)  # nothing taken fits under any cap
+    assert not await counts.take("acme", day, 1, 4)
 
 
 async def test_daily_counts_roll_over_at_a_new_day() -> None:
