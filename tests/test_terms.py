@@ -16,12 +16,13 @@ import pytest
 import yaml
 from aiohttp import ClientResponse
 from aiohttp.test_utils import make_mocked_request
-from conftest import BASE_CONTRACT, GatewayFactory, assert_refused, contract
+from conftest import BASE_CONTRACT, GatewayFactory, assert_refused, contract, stopped_clock
 from hypothesis import example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from tokens import SigningKey, mint, rsa_key
 
+import gateway.pipeline as pipeline_module
 from gateway.consent import ConsentRegistry
 from gateway.contractset import load_contract_set
 from gateway.errors import (
@@ -1068,6 +1069,7 @@ async def test_a_reload_withdraws_a_consent_key_taken_out_of_its_file_and_keeps_
         {"purposes": ["service_delivery"]},
         {"purposes": []},
         {"purposes": "credit_assessment"},
+        {"partner": ["acme"]},
         {"jti": None},
         {"jti": ""},
     ],
@@ -1077,6 +1079,7 @@ async def test_a_reload_withdraws_a_consent_key_taken_out_of_its_file_and_keeps_
         "other-purpose",
         "no-purpose",
         "purposes-not-a-list",
+        "partner-a-list",
         "no-jti",
         "empty-jti",
     ],
@@ -1095,7 +1098,7 @@ async def test_a_consent_token_that_does_not_cover_the_share_is_refused(
     await assert_refused(gw, response, 403, "consent_required")
 
 
-def bad_consent_token(problem: str, key: SigningKey) -> str:
+def bad_consent_token(problem: str, key: SigningKey, caller_key: SigningKey) -> str:
     match problem:
         case "expired":
             return consent_token(key, ttl_s=-3600)
@@ -1103,18 +1106,25 @@ def bad_consent_token(problem: str, key: SigningKey) -> str:
             return consent_token(rsa_key(kid=key.kid))
         case "unsigned":
             return consent_token(key).rsplit(".", 1)[0] + "."
+        case "not-yet-valid":
+            return consent_token(key, nbf=time.time() + 3600)
+        case "caller-key":  # the identity provider's: a caller's key is no consent service's
+            return consent_token(caller_key)
     return "not-a-token"
 
 
-@pytest.mark.parametrize("problem", ["expired", "other-key", "unsigned", "garbage"])
+@pytest.mark.parametrize(
+    "problem", ["expired", "other-key", "unsigned", "garbage", "not-yet-valid", "caller-key"]
+)
 async def test_an_invalid_consent_token_is_403_not_401(
     make_gateway: GatewayFactory,
     consent_settings: dict[str, Any],
     consent_key: SigningKey,
+    idp_key: SigningKey,
     problem: str,
 ) -> None:
     gw = await make_gateway([third_party_contract()], settings=consent_settings)
-    token = bad_consent_token(problem, consent_key)
+    token = bad_consent_token(problem, consent_key, idp_key)
     response = await gw.share(
         "POST", "/acme/v1/assess", json=applicant(), headers={"X-Consent-Token": token}
     )
@@ -1810,6 +1820,88 @@ async def test_quota_counts_records_and_answers_429(make_gateway: GatewayFactory
     response = await gw.share("POST", "/acme/v1/assess", json=applicant())
     assert response.status == 429
     assert len(gw.partner.received) == 2
+
+
+async def test_batches_at_once_never_take_more_records_than_the_daily_cap(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway([contract(terms={"max_records_per_day": 3}, routes=ROUTES)])
+    gw.partner.reply.delay_s = 0.1  # every share still in flight while the others are judged
+    two = {"applicants": [person("a"), person("b")]}
+    answers = await asyncio.gather(
+        *(gw.share("POST", "/acme/v1/batch", json=two) for _ in range(6))
+    )
+    # Room for one batch of two: a second would make four records.
+    assert sorted(r.status for r in answers) == [200] + [429] * 5
+    [seen] = gw.partner.received
+    assert len(seen.json()["applicants"]) == 2
+    records = gw.log.records
+    assert sorted((r.decision, r.reason, r.records) for r in records) == [
+        *[("denied", "quota_exceeded", 0)] * 5,
+        ("shared", "shared", 2),
+    ]
+    # The one record left still goes.
+    response = await gw.share("POST", "/acme/v1/assess", json=applicant())
+    assert response.status == 200, await response.text()
+
+
+async def test_a_share_just_before_local_midnight_counts_on_its_day_and_one_at_midnight_on_the_next(
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gw = await make_gateway([contract(terms={"max_records_per_day": 1}, routes=ROUTES)])
+    eve = datetime(2030, 6, 1, 23, 59, 59, 900000, tzinfo=SHANGHAI)
+    monkeypatch.setattr(pipeline_module, "datetime", stopped_clock(eve))
+    assert (await gw.share("POST", "/acme/v1/assess", json=applicant())).status == 200
+    response = await gw.share("POST", "/acme/v1/assess", json=applicant())
+    await assert_refused_on(gw, response, "quota_exceeded", shared_before=1)
+    assert response.headers["Retry-After"] == "1"  # a tenth of a second, never 0
+    midnight = datetime(2030, 6, 2, 0, 0, tzinfo=SHANGHAI)
+    monkeypatch.setattr(pipeline_module, "datetime", stopped_clock(midnight))
+    response = await gw.share("POST", "/acme/v1/assess", json=applicant())
+    assert response.status == 200, await response.text()
+    assert len(gw.partner.received) == 2
+    shared = [r.ts for r in gw.log.records if r.decision == "shared"]
+    assert [ts.astimezone(SHANGHAI).date() for ts in shared] == [eve.date(), midnight.date()]
+
+
+async def assert_refused_on(
+    gw: Any, response: ClientResponse, code: str, *, shared_before: int
+) -> None:
+    error = await error_of(response)
+    assert (response.status, error["code"]) == (429, code)
+    assert len(gw.partner.received) == shared_before
+    denied = last_record(gw.log.records)
+    assert (denied.share_id, denied.decision, denied.reason, denied.records) == (
+        error["share_id"],
+        "denied",
+        code,
+        0,
+    )
+
+
+async def test_a_share_that_never_reached_the_partner_counts_no_record_and_one_timed_out_does(
+    make_gateway: GatewayFactory,
+) -> None:
+    doc = contract(terms={"max_records_per_day": 1}, routes=ROUTES)
+    doc["upstream"]["timeout_s"] = 0.2
+    gw = await make_gateway([doc])
+    await gw.partner.close()  # the connection is refused: not a byte of the share left
+    response = await gw.share("POST", "/acme/v1/assess", json=applicant())
+    assert (response.status, (await error_of(response))["code"]) == (502, "upstream_error")
+    failed = last_record(gw.log.records)
+    outcome = gw.log.outcome_of(failed.share_id)
+    assert outcome is not None
+    assert outcome.outcome == "error"
+    await gw.partner.start()
+    await reload_as(gw, doc)  # at the partner's new port
+    # The partner may have had a share it did not answer in time: it counts.
+    gw.partner.reply.delay_s = 1.0
+    response = await gw.share("POST", "/acme/v1/assess", json=applicant())
+    assert (response.status, (await error_of(response))["code"]) == (504, "upstream_timeout")
+    assert len(gw.partner.received) == 1
+    gw.partner.reply.delay_s = 0.0
+    response = await gw.share("POST", "/acme/v1/assess", json=applicant())
+    await assert_refused_on(gw, response, "quota_exceeded", shared_before=1)
 
 
 async def test_a_share_holding_more_records_than_a_whole_day_allows_is_not_told_to_retry(
