@@ -425,7 +425,8 @@ class RateLimiter(Protocol):
 
 
 class QuotaCounter(Protocol):
-    """Counts records per partner and day; `take` is all-or-nothing under `limit` (if any)."""
+    """Counts records per partner and day; `take` is all-or-nothing under `limit` (if any),
+    and taking no records always succeeds, even where a lowered limit is below the count."""
 
     async def take(self, key: str, day: date, count: int, limit: int | None) -> bool: ...
 
