@@ -1057,7 +1057,7 @@ async def test_verify_remembers_only_the_closed_shares_an_unlinked_outcome_names
         verifier = _Verifier(conn, KEY)
         result = verifier.run()
     assert result.ok, result.problem
-    assert (verifier.unlinked_ids, verifier.closed) == ({"never-recorded"}, {})
+    assert verifier.unlinked_ids == set(verifier.closed) == {"never-recorded"}
 
 
 async def second_outcome_through_the_share_log(path: Path) -> None:
@@ -1136,6 +1136,63 @@ async def test_a_second_outcome_of_a_share_the_log_holds_fails(
         f"whose outcome is at seq {first}: the gateway writes one per share, and `logs query` "
         "shows only the first"
     )
+
+
+async def test_a_second_outcome_of_a_pruned_share_fails(tmp_path: Path) -> None:
+    path = tmp_path / "share-log.sqlite"
+    share_log = await ShareLog.open(ShareLogSettings(path=path, stdout=False), KEY)
+    try:
+        await share_log.record(share("s-0", DAY1))  # seq 2, after the open checkpoint
+        await share_log.record(share("s-1", DAY2))  # seq 3
+        await share_log.record_outcome(ShareOutcome("s-0", "delivered", 200, 1, 1.0))  # seq 4
+        pruner = Ledger.open(path, KEY)
+        try:
+            pruner.prune(DAY2, now=DAY2 + timedelta(days=1095), retention_days=1095)
+        finally:
+            pruner.close()
+        assert verify(path, KEY).ok
+        await share_log.record_outcome(ShareOutcome("s-0", "error", None, 0, 1.0))
+    finally:
+        await share_log.close()
+    assert outcome_links(path) == [("s-0", 2), ("s-0", None), ("s-1", 3)]  # s-1: unknown at close
+    problem = verify(path, KEY).problem
+    assert problem is not None
+    assert (problem.kind, problem.share_id) == ("outcome", "s-0")
+    assert problem.message == (
+        f"outcome seq {problem.seq} (share s-0) is a second, unlinked outcome of seq 2, whose "
+        "outcome is at seq 4: the gateway writes one per share, and `logs query` shows only "
+        "the first"
+    )
+
+
+async def test_two_outcomes_of_a_share_never_recorded_fail(tmp_path: Path) -> None:
+    path = tmp_path / "share-log.sqlite"
+    share_log = await ShareLog.open(ShareLogSettings(path=path, stdout=False), KEY)
+    try:
+        for outcome in ("delivered", "error"):
+            await share_log.record_outcome(ShareOutcome("never-recorded", outcome, None, 0, 1.0))
+    finally:
+        await share_log.close()
+    first, second = (seq for (seq,) in seqs_of_outcomes(path, "never-recorded"))
+    problem = verify(path, KEY).problem
+    assert problem is not None
+    assert (problem.kind, problem.seq, problem.message) == (
+        "outcome",
+        second,
+        f"outcome seq {second} (share never-recorded) is a second, unlinked outcome whose first "
+        f"outcome is at seq {first}: the gateway writes one per share, and `logs query` shows "
+        "only the first",
+    )
+
+
+def seqs_of_outcomes(path: Path, share_id: str) -> list[tuple[int]]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(
+            "SELECT seq FROM outcomes WHERE share_id = ? ORDER BY seq", (share_id,)
+        ).fetchall()
+    finally:
+        conn.close()
 
 
 @pytest.mark.parametrize(

@@ -775,7 +775,7 @@ class _Verifier(EntryTally):
         # carries (few: those of pruned shares) are remembered once closed, by share id, as
         # (share seq, outcome seq): every closed share would be every share id of the log.
         self.unlinked_ids: set[str] = set()
-        self.closed: dict[str, tuple[int, int]] = {}
+        self.closed: dict[str, tuple[int | None, int]] = {}
 
     def fail(self, kind: ProblemKind, seq: int | None, share_id: str | None, msg: str) -> NoReturn:
         raise _Failed(VerifyProblem(kind, seq, share_id, msg))
@@ -1148,29 +1148,39 @@ class _Verifier(EntryTally):
                     f"{open_seq}: its row in pending_outcomes was removed or altered, and the "
                     "share reads as pending",
                 )
-            closed = self.closed.get(share_id)
-            if closed is not None:
-                # The gateway submits one outcome per share, and links only the first.
-                self.fail(
-                    "outcome",
-                    seq,
-                    share_id,
-                    f"outcome {where} is a second, unlinked outcome of seq {closed[0]}, whose "
-                    f"outcome is at seq {closed[1]}: the gateway writes one per share, and "
-                    "`logs query` shows only the first",
-                )
+            self._first_outcome(seq, share_id, None)
             return
         if share_seq < self.start:
-            return  # its share went with a prune
+            # Its share went with a prune; the outcome stays, and is still its only one.
+            self._first_outcome(seq, share_id, share_seq)
+            return
         if self.open_seqs.get(share_seq) == share_id:
             del self.open_seqs[share_seq]
             if self.open_ids.get(share_id) == share_seq:
                 del self.open_ids[share_id]
-            if share_id in self.unlinked_ids:
-                self.closed[share_id] = (share_seq, seq)
+            self._first_outcome(seq, share_id, share_seq)
             return
         problem = self._misnamed(share_id, seq, share_seq)
         self.fail("outcome", seq, share_id, f"outcome {where} {problem}")
+
+    def _first_outcome(self, seq: int, share_id: str, share_seq: int | None) -> None:
+        """Notes the outcome of a share (unlinked: `share_seq` None), failing if it already had
+        one. The gateway submits one per share and links only the first, so a second is
+        unlinked: only the share ids of unlinked outcomes need remembering."""
+        if share_id not in self.unlinked_ids:
+            return
+        first_seq, first_outcome = self.closed.setdefault(share_id, (share_seq, seq))
+        if first_outcome == seq:
+            return
+        second = "a second, unlinked outcome" if share_seq is None else "a second outcome"
+        of = "whose first outcome" if first_seq is None else f"of seq {first_seq}, whose outcome"
+        self.fail(
+            "outcome",
+            seq,
+            share_id,
+            f"outcome {_describe(seq, share_id)} is {second} {of} is at seq {first_outcome}: "
+            "the gateway writes one per share, and `logs query` shows only the first",
+        )
 
     def _misnamed(self, share_id: str, seq: int, share_seq: int) -> str:
         """What the share an outcome is linked to is instead of its own open share."""
