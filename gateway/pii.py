@@ -558,13 +558,17 @@ _MO_ID_RE: Final = re.compile(rf"{_MO_ID_OPEN_RE.pattern}(?![0-9A-Za-z])")
 _GLUED_MO_ID: Final = re.compile(f"{_MO_ID_BRACKETED}|{_MO_ID_SLASHED}")
 _GLUED_CREDIT: Final = re.compile(_CREDIT_BODY)
 # An IPv6 address glued on is the whole token from there, or its part before a letter that is
-# no hex digit or another address (`_ipv6_from`): at most 45 characters, and a few stops ending
-# a sentence; where another address follows, up to that one's '::' (`_first_of_two`): 73, with
-# seven groups of four on either side of where they meet and a letter between. Possessive and
-# bounded, so that each try reads that far at most; what goes on past the bound is read as a
-# letter after it would be: no whole token that long is an address, and another glued on may
-# follow the letter ("fe80::1:0:0:0:0:0:0:0gfe80::2:0:0:0:0:0:0:0").
+# no hex digit or another address (`_ipv6_from`): at most 45 characters; where another address
+# follows, up to that one's '::' (`_first_of_two`): 73, with seven groups of four on either
+# side of where they meet and a letter between. Possessive and bounded, so that each try reads
+# that far at most; what goes on past the bound is read as a letter after it would be: no
+# whole token that long is an address, and another glued on may follow the letter
+# ("fe80::1:0:0:0:0:0:0:0gfe80::2:0:0:0:0:0:0:0"). Its stops are looked at in `_glued_ipv6`.
 _GLUED_IPV6: Final = re.compile(r"[0-9A-Za-z:.]{2,73}+")
+# A stop is an address's only between two decimal digits, in the dotted quad it may end with
+# ("::ffff:192.168.0.1"). Any other ends the token as a sentence's stop does ("fe80::1.Then"),
+# and another address may start right after it ("fe80::1.fe80::2").
+_STRAY_STOP: Final = re.compile(r"(?<![0-9])\.|\.(?![0-9])")
 _ALNUM: Final = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _LETTERS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _OCTET: Final = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9][0-9]|[0-9])"
@@ -572,11 +576,14 @@ _OCTET: Final = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9][0-9]|[0-9])"
 _IPV4_RE: Final = re.compile(
     rf"(?<![0-9vV])(?<![0-9A-Za-z]\.)(?:{_OCTET}\.){{3}}{_OCTET}(?![0-9])(?!\.[0-9])"
 )
-# IPv6 is judged on whole colon-bearing tokens so that no suffix of a longer colon run
-# ("1:2:3:4:5:6:7:8:9") is ever tried on its own; only a letter that is no hex digit, which
-# cannot continue an address, ends one inside a token (`_ipv6_from`).
+# IPv6 is judged on whole tokens (those holding two colons) so that no suffix of a longer
+# colon run ("1:2:3:4:5:6:7:8:9") or dotted quad ("1.2.3.4.5") is ever tried on its own; only
+# a letter that is no hex digit, which cannot continue an address, ends one inside a token
+# (`_ipv6_from`). A token's stops are those between two digits (see `_STRAY_STOP`). Runs of
+# letters, digits and colons, each taken whole: a class searched per character with the stops'
+# lookarounds beside it made the slowest shapes ("::1g::1g...") a third slower.
 _IPV6_TOKEN_RE: Final = re.compile(
-    r"(?<![0-9A-Za-z:.])[0-9A-Za-z:.]*:[0-9A-Za-z:.]*:[0-9A-Za-z:.]*"
+    r"(?<![0-9A-Za-z:])[0-9A-Za-z:]++(?:(?<=[0-9])\.(?=[0-9])[0-9A-Za-z:]++)*+"
 )
 _HEX_DIGITS: Final = frozenset("0123456789abcdefABCDEF")
 # The groups of an IPv6 address on one side of its '::', and the most characters one has
@@ -954,7 +961,7 @@ def _ipv6_ok(value: str) -> bool:
 def _ipv6_from(token: str, start: int) -> tuple[int, int] | None:
     """Offsets within ``token`` of the IPv6 address starting at ``start``, if any: the rest of
     the token, or the part before a letter that is no hex digit."""
-    end = len(token.rstrip("."))
+    end = len(token)
     # A letter that is no hex digit cannot continue an address: it ends there, as an IPv4
     # address ends before a letter ("fe80::1x", "192.168.1.1x"). Where hex digits run up to the
     # letter they are all the address's ("fe80::1abcg"): a group that grows too long, or groups
@@ -969,8 +976,7 @@ def _ipv6_from(token: str, start: int) -> tuple[int, int] | None:
         return start, split
     if letter is None:
         return None
-    # Stops before the letter end a sentence, as they may after a whole token ("fe80::1.Then").
-    address = token[start : letter.start()].rstrip(".")
+    address = token[start : letter.start()]
     if not address or address[-1] not in _HEX_DIGITS or not _ipv6_ok(address):
         return None  # "fe80::x", "::x": no hex run ends at the letter
     return start, start + len(address)
@@ -1355,7 +1361,10 @@ def _candidates(norm: str, start: int, end: int, glued: list[_Candidate]) -> lis
             found.append((_PRIORITY[IP], m.start(), m.end(), IP))
     if norm.find(":", start, end) != -1:
         for m in _IPV6_TOKEN_RE.finditer(norm, start, end):
-            span = _ipv6_span(m.group())
+            token = m.group()
+            if token.count(":") < 2:  # no address has fewer: not worth a parse
+                continue
+            span = _ipv6_span(token)
             if span is not None:
                 found.append((_PRIORITY[IP], m.start() + span[0], m.start() + span[1], IP))
     if length >= 14:
@@ -1495,9 +1504,9 @@ def _glued_at(
         found.append((_PRIORITY[ID_NUMBER], at, m.end(), ID_NUMBER))
     # Its first colon is at most four hex digits in: a search no further, at every place tried.
     if ipv6 and norm.find(":", at, min(end, at + 5)) != -1:
-        m = _GLUED_IPV6.match(norm, at, end)
-        if m is not None and (span := _ipv6_span(m.group())) is not None and span[0] == 0:
-            found.append((_PRIORITY[IP], at, at + span[1], IP))
+        address_end = _glued_ipv6(norm, at, end)
+        if address_end is not None:
+            found.append((_PRIORITY[IP], at, address_end, IP))
     # One letter between an identifier and an IPv6 address sets them apart, as a letter that is
     # no hex digit ends an address ("fe80::1xfe80::2", "13800138000kfe80::1"); one that is a hex
     # digit, where it would make the first group longer than four ("13800138000afe80::1"), a
@@ -1510,10 +1519,22 @@ def _glued_at(
         and norm.find(":", at + 1, min(end, at + 6)) != -1
         and (norm[at] in _LETTERS or norm[at + 1] in _LETTERS)
     ):
-        m = _GLUED_IPV6.match(norm, at + 1, end)
-        if m is not None and (span := _ipv6_span(m.group())) is not None and span[0] == 0:
-            found.append((_PRIORITY[IP], at + 1, at + 1 + span[1], IP))
+        address_end = _glued_ipv6(norm, at + 1, end)
+        if address_end is not None:
+            found.append((_PRIORITY[IP], at + 1, address_end, IP))
     return found
+
+
+def _glued_ipv6(norm: str, at: int, end: int) -> int | None:
+    """Where the IPv6 address glued on at ``at`` ends, if one starts right there."""
+    m = _GLUED_IPV6.match(norm, at, end)
+    if m is None:
+        return None
+    token = m.group()
+    if "." in token and (stop := _STRAY_STOP.search(token)) is not None:
+        token = token[: stop.start()]
+    span = _ipv6_span(token)
+    return at + span[1] if span is not None and span[0] == 0 else None
 
 
 def _may_glue(norm: str, at: int) -> bool:
@@ -1689,9 +1710,9 @@ def _ipv6_into_address(
     for at in range(max(label + 2, address_end - 4), address_end):
         if not all(c in _HEX_DIGITS for c in norm[at:address_end]):
             continue
-        m = _GLUED_IPV6.match(norm, at, end)
-        if m is not None and (span := _ipv6_span(m.group())) is not None and span[0] == 0:
-            return (_PRIORITY[IP], at, at + span[1], IP)
+        ipv6_end = _glued_ipv6(norm, at, end)
+        if ipv6_end is not None:
+            return (_PRIORITY[IP], at, ipv6_end, IP)
     return None
 
 

@@ -2762,6 +2762,41 @@ def test_two_ipv6_addresses_with_a_digit_on_either_side_of_where_they_meet_are_l
 @pytest.mark.parametrize(
     ("text", "found"),
     [
+        ("fe80::1.fe80::2", [("fe80::1", IP), ("fe80::2", IP)]),
+        ("fe80::1.fe80::2.fe80::3.", [("fe80::1", IP), ("fe80::2", IP), ("fe80::3", IP)]),
+        ("fe80::abc.Fe80::2", [("fe80::abc", IP), ("Fe80::2", IP)]),
+        # A digit on one side only: the stop is no dotted quad's.
+        ("fe80::abc.2001:db8::1", [("fe80::abc", IP), ("2001:db8::1", IP)]),
+        # The stops of a dotted quad are the address's: the one after it is not.
+        ("::ffff:192.168.0.1.fe80::2", [("::ffff:192.168.0.1", IP), ("fe80::2", IP)]),
+        ("fe80::1.E12345678", [("fe80::1", IP), ("E12345678", PASSPORT)]),
+        # Glued on after another identifier, the address ends at the stop too.
+        ("13800138000fe80::1.fe80::2", [("13800138000", PHONE), ("fe80::1", IP), ("fe80::2", IP)]),
+        (
+            "13800138000fe80::abc.2001:db8::1",
+            [("13800138000", PHONE), ("fe80::abc", IP), ("2001:db8::1", IP)],
+        ),
+        (
+            "li@example.com2001:db8::1.fe80::2",
+            [("li@example.com", EMAIL), ("2001:db8::1", IP), ("fe80::2", IP)],
+        ),
+    ],
+)
+def test_a_stop_after_an_ipv6_address_ends_it(text: str, found: list[tuple[str, str]]) -> None:
+    # A stop is an address's only in the dotted quad it may end with; any other ends it, as the
+    # stop ending a sentence does ("fe80::1.Then"), and another address may follow it.
+    assert spans(f"资料：{text}。") == [(category, value) for value, category in found]
+
+
+def test_a_stop_between_two_digits_is_left_to_a_dotted_quad() -> None:
+    # "1.2001" could be a dotted quad's: between two digits a stop does not end an address, and
+    # the token, no address as a whole, is left as before.
+    assert spans("资料：fe80::1.2001:db8::1。") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
         ("fe80::63kedjn@qq.net", [("fe80::63", IP), ("kedjn@qq.net", EMAIL)]),
         (
             "684:37e:10:b:6:6:a5:234j@163.org",
@@ -3128,8 +3163,9 @@ def identifiers_found_alone(draw: st.DrawFn) -> tuple[str, str]:
 
 
 def glue_may_hold(before: tuple[str, str], between: str, after: tuple[str, str]) -> bool:
-    """Whether ``before``, ``between`` (nothing, or one letter or digit) and ``after`` written
-    one after another leave two identifiers a reader can tell apart, as the README has it."""
+    """Whether ``before``, ``between`` (nothing, one letter or digit, or a stop) and ``after``
+    written one after another leave two identifiers a reader can tell apart, as the README has
+    it."""
     (kind_a, a), (kind_b, b) = before, after
     left, right = a[-1], b[0]
     # "Between two digits nothing says where one number ends".
@@ -3140,6 +3176,10 @@ def glue_may_hold(before: tuple[str, str], between: str, after: tuple[str, str])
     # "A MAC address ... Not found: ... a letter or digit glued on".
     if "mac" in (kind_a, kind_b):
         return False
+    # "A stop ends an IPv6 address, as a sentence's does, but between two digits": where the
+    # address may go on into a dotted quad. Elsewhere a stop is not glue at all.
+    if between == ".":
+        return kind_a == "ipv6" and not right.isdigit()
     # "After an IPv6 address, only one that starts with a letter that is no hex digit ...: its
     # hex digits run on into a digit or `A` to `F`", but into another address both of which
     # hold a "::" ("two IPv6 addresses glued one right after the other, each with its `::`").
@@ -3172,8 +3212,9 @@ def merges_into_a_credit_code(text: str, at: int) -> bool:
     )
 
 
-# Nothing, or one letter or digit, between two identifiers: the hex letters and the others.
-BETWEEN = ["", *DIGITS, *"gkxzGKXZabcdefAF"]
+# Nothing, or one letter or digit, between two identifiers: the hex letters and the others; or
+# a stop after an IPv6 address.
+BETWEEN = ["", *DIGITS, *"gkxzGKXZabcdefAF."]
 
 
 @st.composite
