@@ -1510,15 +1510,11 @@ def _glued_at(
     # One letter between an identifier and an IPv6 address sets them apart, as a letter that is
     # no hex digit ends an address ("fe80::1xfe80::2", "13800138000kfe80::1"); one that is a hex
     # digit, where it would make the first group longer than four ("13800138000afe80::1"), a
-    # decimal one too between two letters ("li@qq.com5fe80::1"); between two digits nothing says
-    # where one number ends.
-    if (
-        stray
-        and ipv6
-        and not found
-        and norm.find(":", at + 1, min(end, at + 6)) != -1
-        and (norm[at] in _LETTERS or norm[at + 1] in _LETTERS)
-    ):
+    # decimal one too after an identifier ending in a letter ("li@qq.com5fe80::1",
+    # "li@qq.com52001:db8::1": no group holds five, so the address starts after it at the
+    # earliest). A digit after a digit is never read here (`_may_glue`): between two digits
+    # nothing says where one number ends.
+    if stray and ipv6 and not found and norm.find(":", at + 1, min(end, at + 6)) != -1:
         address_end = _glued_ipv6(norm, at + 1, end)
         if address_end is not None:
             found.append((_PRIORITY[IP], at + 1, address_end, IP))

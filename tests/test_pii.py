@@ -2657,9 +2657,14 @@ def test_an_ipv6_address_glued_on_ends_before_a_letter_that_is_no_hex_digit(
         ("13800138000afe80::1", [("13800138000", PHONE), ("fe80::1", IP)]),
         (f"{CARD_16}d2001:db8::1", [(CARD_16, BANK_ACCOUNT), ("2001:db8::1", IP)]),
         ("A123456(3)kfe80::1", [("A123456(3)", ID_NUMBER), ("fe80::1", IP)]),
-        # A decimal digit too, with a letter on either side of it.
+        # A decimal digit too, after an identifier ending in a letter.
         ("li@qq.com5fe80::1", [("li@qq.com", EMAIL), ("fe80::1", IP)]),
         (f"{ID_X}5fe80::1", [(ID_X, ID_NUMBER), ("fe80::1", IP)]),
+        # Before four digits as well: no group holds five, the address starts after it.
+        ("x@qq.com52001:db8::1", [("x@qq.com", EMAIL), ("2001:db8::1", IP)]),
+        (f"{ID_X}52001:db8::1", [(ID_X, ID_NUMBER), ("2001:db8::1", IP)]),
+        # Before fewer, it is the first group's.
+        ("x@qq.com5201:db8::1", [("x@qq.com", EMAIL), ("5201:db8::1", IP)]),
         ("li@corp.cnb0fe80::abc", [("li@corp.cnb", EMAIL), ("fe80::abc", IP)]),
     ],
 )
@@ -3169,9 +3174,16 @@ def glue_may_hold(before: tuple[str, str], between: str, after: tuple[str, str])
     (kind_a, a), (kind_b, b) = before, after
     left, right = a[-1], b[0]
     # "Between two digits nothing says where one number ends".
-    if (between or left).isdigit() and (between or right).isdigit():
-        return False
-    if between.isdigit() and (left.isdigit() or right.isdigit()):
+    if between.isdigit():
+        # But after a letter, before an IPv6 address, a digit runs on into its first group or,
+        # where that cannot take it, sets the two apart ("a decimal one only after an
+        # identifier ending in a letter": `li@qq.com5fe80::1`, `li@qq.com52001:db8::1`).
+        if not (left.isalpha() and kind_b == "ipv6"):
+            return False
+        # An IPv6 address before it may end in it too ("fe80::abc72001:db8::1").
+        if kind_a == "ipv6":
+            return False
+    elif left.isdigit() and right.isdigit():
         return False
     # "A MAC address ... Not found: ... a letter or digit glued on".
     if "mac" in (kind_a, kind_b):
