@@ -989,9 +989,10 @@ def _first_of_two(token: str, start: int, stop: int) -> int | None:
     later ("fe80::1fe80::2", "fe80::1afe80::2" finds "fe80::1a" and "fe80::2"), where the token
     up to the second holds a digit, or a group between them is longer than four: a name such as
     "Add::Face::Bad" does neither. A letter stands on one side of the cut, or is the digit
-    skipped: between two digits nothing says where one ends. The groups are read by their
-    shape, so that a long token costs no more than one of two addresses' length: one
-    `ipaddress` parse, of the address found."""
+    skipped, or stands on either side of a decimal one skipped ("fe80::100a0fe80::2", where
+    neither group can take it): between two digits nothing says where one ends. The groups are
+    read by their shape, so that a long token costs no more than one of two addresses' length:
+    one `ipaddress` parse, of the address found."""
     first = token.find("::", start, min(stop, start + _IPV6_MAX))
     if first == -1:
         return None
@@ -1011,7 +1012,9 @@ def _first_of_two(token: str, start: int, stop: int) -> int | None:
         for cut in range(first + 3, second - skip):
             if ":" in token[cut - 1 : cut + skip + 1]:
                 continue  # the cut, and a digit skipped, are inside one group
-            if token[cut] not in _LETTERS and (skip or token[cut - 1] not in _LETTERS):
+            if token[cut] not in _LETTERS and (
+                token[cut - 1] not in _LETTERS or (skip and token[cut + 1] not in _LETTERS)
+            ):
                 continue
             tail, rest = token[first + 2 : cut], token[cut + skip : second]
             if (

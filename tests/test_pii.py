@@ -2723,6 +2723,9 @@ LONGEST_AFTER_PAIR = "bbbb:cccc:dddd:eeee:ffff:aaaa:bbbb::"
         ("fe80::1fe80::2fe80::3", ["fe80::1", "fe80::2", "fe80::3"]),
         # Where the hex digits make two groups of four, one between them is the only one left.
         ("fe80::abcdafe80::2", ["fe80::abcd", "fe80::2"]),
+        # A decimal one too, with a letter on either side of it.
+        ("fe80::100a0fe80::2", ["fe80::100a", "fe80::2"]),
+        ("2001:db8::100a0Fe80::0", ["2001:db8::100a", "Fe80::0"]),
         # A cut between two digits would leave nothing to say where the second starts.
         ("0:D8D5::279a0:D8D5::279", ["0:D8D5::279", "a0:D8D5::279"]),
         # No group between the two '::' longer than four, but a digit before them.
@@ -2758,10 +2761,14 @@ def test_a_token_of_two_double_colons_is_no_two_addresses_without_a_group_to_spl
     assert spans(f"代码 {text} 。") == []
 
 
-def test_two_ipv6_addresses_with_a_digit_on_either_side_of_where_they_meet_are_left() -> None:
+@pytest.mark.parametrize("text", ["fe80::abc72001:db8::1", "fe80::12340fe80::2"])
+def test_two_ipv6_addresses_with_a_digit_on_either_side_of_where_they_meet_are_left(
+    text: str,
+) -> None:
     # "fe80::abc7" and "2001:db8::1", or "fe80::abc", a stray "7" and the second: between two
-    # digits nothing says where the first ends, and a digit skipped reads as no letter does.
-    assert spans("资料：fe80::abc72001:db8::1。") == []
+    # digits nothing says where the first ends, and a digit skipped reads as no letter does,
+    # unless a letter stands on either side of it ("fe80::100a0fe80::2").
+    assert spans(f"资料：{text}。") == []
 
 
 @pytest.mark.parametrize(
@@ -3180,8 +3187,10 @@ def glue_may_hold(before: tuple[str, str], between: str, after: tuple[str, str])
         # identifier ending in a letter": `li@qq.com5fe80::1`, `li@qq.com52001:db8::1`).
         if not (left.isalpha() and kind_b == "ipv6"):
             return False
-        # An IPv6 address before it may end in it too ("fe80::abc72001:db8::1").
-        if kind_a == "ipv6":
+        # An IPv6 address before it may end in it too: then two digits meet after it
+        # ("fe80::abc72001:db8::1"; "with a hex digit between them", two addresses are each
+        # found).
+        if kind_a == "ipv6" and right.isdigit():
             return False
     elif left.isdigit() and right.isdigit():
         return False
