@@ -1643,13 +1643,14 @@ def _with_glued(
     found: list[_Span] = []
     for i in addresses:
         address_start, address_end, _ = emails[i]
+        chain = None
         if norm[address_end] in _DIGITS:  # rare: a top-level domain runs into digits
             chain = _glued_into_address(norm, address_start, address_end, end, good)
             if chain:
                 address_end = chain[0][1]
                 emails[i] = (address_start, address_end, EMAIL)
                 found += [(s, e, category) for _, s, e, category in chain]
-        elif norm[address_end] == ":":  # rarer: it took an IPv6 address's first hex letters
+        if not chain:  # rarer: it took an IPv6 address's first hex letters, before either
             ipv6 = _ipv6_into_address(norm, address_start, address_end, end)
             if ipv6 is not None:
                 address_end = ipv6[1]
@@ -1690,7 +1691,8 @@ def _glued_into_address(
     for at in (address_end - 1, address_end - 2):
         if at - label < 2:
             break
-        # An IPv6 address is not looked for: its hex letters may as well end the domain.
+        # An IPv6 address is not looked for: one or two letters back may cut its first group
+        # ("e80::1" of "li@example.comfe80::1"); `_ipv6_into_address` reads it whole.
         chain = _glued_chain(norm, at, end, good, failed, ipv6=False)
         if chain:
             return chain
@@ -1700,9 +1702,13 @@ def _glued_into_address(
 def _ipv6_into_address(
     norm: str, address_start: int, address_end: int, end: int
 ) -> _Candidate | None:
-    """The IPv6 address glued to the address ending at ``address_end``, before a colon, if its
-    top-level domain took the hex letters of the first group ("li@corp.cnbA:5183::C"), which
-    keeps two letters at least: from the first of them that starts one."""
+    """The IPv6 address glued to the address ending at ``address_end``, if its top-level domain
+    took the hex letters of the first group, before a colon ("li@corp.cnbA:5183::C") or the
+    group's digits ("li@example.comfe80::1"), and keeps two letters at least: from the first of
+    them that starts one."""
+    # The group's colon is at most four hex digits from its start, which is a letter back.
+    if norm.find(":", address_end, address_end + 4) == -1:
+        return None
     label = address_end
     while label > address_start and norm[label - 1] in _LETTERS:
         label -= 1

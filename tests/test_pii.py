@@ -2872,6 +2872,14 @@ def test_a_card_before_an_ipv6_address_that_reads_its_last_digit_as_a_group_is_f
         ("li@corp.def::1", [("li@corp.de", EMAIL), ("f::1", IP)]),
         # Another glued on after it is found from where it ends.
         ("li@corp.dea::1gfe80::2", [("li@corp.de", EMAIL), ("a::1", IP), ("fe80::2", IP)]),
+        # Before the group's digits too.
+        ("li@example.comfe80::1", [("li@example.com", EMAIL), ("fe80::1", IP)]),
+        (
+            "li@example.comfe80::1gfe80::2",
+            [("li@example.com", EMAIL), ("fe80::1", IP), ("fe80::2", IP)],
+        ),
+        ("li@corp.cnab12::1", [("li@corp.cn", EMAIL), ("ab12::1", IP)]),
+        ("li@corp.cnf123::1", [("li@corp.cn", EMAIL), ("f123::1", IP)]),
         # "b:1:2:3:4:5:6:7:8" is no address: the letter is the domain's, left out of the one after.
         ("li@corp.cnb:1:2:3:4:5:6:7:8", [("li@corp.cnb", EMAIL), ("1:2:3:4:5:6:7:8", IP)]),
     ],
@@ -2997,15 +3005,12 @@ GLUED = [
 def may_follow(before: str, after: str) -> bool:
     """Whether ``after`` written right after ``before`` is two identifiers to a reader: a letter
     on one side of where they meet (between two digits nothing says where a number ends), no
-    local part of an address (it takes any letters and digits before its '@'), after an IPv6
-    address only a letter that is no hex digit (its hex digits run on), and no hex letters after
-    a top-level domain."""
+    local part of an address (it takes any letters and digits before its '@'), and after an
+    IPv6 address only a letter that is no hex digit (its hex digits run on)."""
     if after.endswith(".com"):
         return before.endswith(".com")
     if ":" in before:
         return after[0].isalpha() and after[0] not in "ABCDEFabcdef"
-    if before.endswith(".com") and after[0] in "abcdef":
-        return False
     return before[-1].isalpha() or after[0].isalpha()
 
 
