@@ -1402,6 +1402,25 @@ def _overlaps(spans: list[_Span], starts: list[int], start: int, end: int) -> bo
     return i > 0 and spans[i - 1][1] > start
 
 
+def _ipv6_kept(
+    norm: str, spans: list[_Span], starts: list[int], start: int, end: int
+) -> tuple[int, int]:
+    """What the IPv6 address ``norm[start:end]`` keeps once it gives up to ``spans`` (in order of
+    start, each outranking it) what they hold of it, as characters two identifiers read are the
+    one's that goes first in `_PRIORITY`: its part after the one holding its start
+    ("7/821790/6B:74::D1": a Macau card, whose last digit its first group took) and before the
+    first starting in it ("fe80::abc:5/395279/6": its last group took the card's first digit),
+    an address's characters even where they make none by themselves ("1:2:3:4:5:6:7:" of
+    "1:2:3:4:5:6:7:5/395279/6"), unless they hold no group at all ("::" of "::5/395279/6"):
+    then nothing, an empty span."""
+    i = bisect.bisect_right(starts, start)
+    if i and spans[i - 1][1] > start:
+        start = spans[i - 1][1]
+    if i < len(starts) and starts[i] < end:
+        end = starts[i]
+    return (start, end) if norm[start:end].strip(":") else (start, start)
+
+
 def _find_spans(norm: str, astral: bool, address: bool) -> list[_Span]:
     """The spans in ``norm``; ``address``: whether it may hold an e-mail address at all."""
     emails = _emails(norm, astral) if address else []
@@ -1437,7 +1456,12 @@ def _find_spans(norm: str, astral: bool, address: bool) -> list[_Span]:
         taken_starts: list[int] = []
         for _, s, e, category in candidates:
             if _overlaps(taken, taken_starts, s, e):
-                continue
+                # An IPv6 address comes after all that outrank it, and keeps what of it they
+                # do not hold, if that is one.
+                if category == IP:
+                    s, e = _ipv6_kept(norm, taken, taken_starts, s, e)
+                if e == s or _overlaps(taken, taken_starts, s, e):
+                    continue
             if (
                 emails
                 and _overlaps(emails, email_starts, s, e)
@@ -1676,7 +1700,7 @@ def _with_glued(
             if not _overlaps(emails, email_starts, span[0], span[1])
             or _local_part_cut(norm, emails, email_starts, span[0], span[1])
         ]
-    return _settled(taken, found)
+    return _settled(norm, taken, found)
 
 
 def _glued_into_address(
@@ -1721,13 +1745,28 @@ def _ipv6_into_address(
     return None
 
 
-def _settled(taken: list[_Span], found: list[_Span]) -> list[_Span]:
+def _settled(norm: str, taken: list[_Span], found: list[_Span]) -> list[_Span]:
     """One list of spans from a run's own and those glued to them: where they overlap, a glued
     one holding all the others there wins (an IPv6 address the run's scan found only the tail
-    of), else the run's own stay."""
+    of), else the run's own stay. First, an IPv6 address, the run's own or glued, gives up what
+    one that outranks it holds of it, as in the run's own scan (`_ipv6_kept`)."""
     spans = sorted({*taken, *found})
     if all(before[1] <= after[0] for before, after in itertools.pairwise(spans)):
         return spans  # nearly always: each glued one begins where another ends
+    outranking = [span for span in spans if _PRIORITY[span[2]] < _PRIORITY[IP]]
+    if outranking:
+        starts = [s for s, _, _ in outranking]
+
+        def yielded(side: list[_Span]) -> list[_Span]:
+            kept: list[_Span] = []
+            for s, e, category in side:
+                if category == IP:
+                    s, e = _ipv6_kept(norm, outranking, starts, s, e)
+                if e > s:
+                    kept.append((s, e, category))
+            return kept
+
+        taken, found = yielded(taken), yielded(found)
     tagged = sorted([(*span, False) for span in taken] + [(*span, True) for span in set(found)])
     settled: list[_Span] = []
     i = 0

@@ -2860,6 +2860,48 @@ def test_a_card_before_an_ipv6_address_that_reads_its_last_digit_as_a_group_is_f
 @pytest.mark.parametrize(
     ("text", "found"),
     [
+        # The address's last group reads the Macau card's first digit; what follows the card's
+        # "/" is no prefix length (one "/" and at most 128), but the card's six digits.
+        (
+            "fe80::abc:5/395279/6fe80::1",
+            [("fe80::abc:", IP), ("5/395279/6", ID_NUMBER), ("fe80::1", IP)],
+        ),
+        ("fe80::abc:5/395279/6", [("fe80::abc:", IP), ("5/395279/6", ID_NUMBER)]),
+        ("fe80::abc:138 0013 8000", [("fe80::abc:", IP), ("138 0013 8000", PHONE)]),
+        ("fe80::abc:010-62345678", [("fe80::abc:", IP), ("010-62345678", PHONE)]),
+        # What the address keeps is its, even where it makes no address by itself.
+        ("1:2:3:4:5:6:7:5/395279/6", [("1:2:3:4:5:6:7:", IP), ("5/395279/6", ID_NUMBER)]),
+        # Its part after one that holds its start.
+        ("1/234567/8::1", [("1/234567/8", ID_NUMBER), ("::1", IP)]),
+        # Glued on, either of them.
+        (
+            "li@example.com2001:db8::1:5/395279/6",
+            [("li@example.com", EMAIL), ("2001:db8::1:", IP), ("5/395279/6", ID_NUMBER)],
+        ),
+        (
+            "x@qq.com1/234567/8::1",
+            [("x@qq.com", EMAIL), ("1/234567/8", ID_NUMBER), ("::1", IP)],
+        ),
+        # A "::" alone is no part of an address worth a redaction.
+        ("::5/395279/6", [("5/395279/6", ID_NUMBER)]),
+        ("x@qq.com1/234567/8::", [("x@qq.com", EMAIL), ("1/234567/8", ID_NUMBER)]),
+    ],
+)
+def test_an_ipv6_address_gives_up_what_an_identifier_that_outranks_it_holds(
+    text: str, found: list[tuple[str, str]]
+) -> None:
+    # Characters two identifiers read are the one's that goes first (an ID number, a phone
+    # before an address); the address keeps the rest of its own, no longer dropped whole.
+    assert spans(f"资料：{text}。") == [(category, value) for value, category in found]
+
+
+def test_a_prefix_length_after_an_ipv6_address_is_no_identifier() -> None:
+    assert spans("资料：fe80::abc:5/64。") == [(IP, "fe80::abc:5")]
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
         ("li@corp.cnbA:5183::C", [("li@corp.cn", EMAIL), ("bA:5183::C", IP)]),
         ("13@example.netca:d330::e4", [("13@example.net", EMAIL), ("ca:d330::e4", IP)]),
         (
@@ -3180,9 +3222,9 @@ def identifiers_found_alone(draw: st.DrawFn) -> tuple[str, str]:
 
 
 def glue_may_hold(before: tuple[str, str], between: str, after: tuple[str, str]) -> bool:
-    """Whether ``before``, ``between`` (nothing, one letter or digit, or a stop) and ``after``
-    written one after another leave two identifiers a reader can tell apart, as the README has
-    it."""
+    """Whether ``before``, ``between`` (nothing, one letter or digit, a stop or a colon) and
+    ``after`` written one after another leave two identifiers a reader can tell apart, as the
+    README has it."""
     (kind_a, a), (kind_b, b) = before, after
     left, right = a[-1], b[0]
     # "Between two digits nothing says where one number ends".
@@ -3197,7 +3239,7 @@ def glue_may_hold(before: tuple[str, str], between: str, after: tuple[str, str])
         # found).
         if kind_a == "ipv6" and right.isdigit():
             return False
-    elif left.isdigit() and right.isdigit():
+    elif not between and left.isdigit() and right.isdigit():
         return False
     # "A MAC address ... Not found: ... a letter or digit glued on".
     if "mac" in (kind_a, kind_b):
@@ -3206,6 +3248,20 @@ def glue_may_hold(before: tuple[str, str], between: str, after: tuple[str, str])
     # address may go on into a dotted quad. Elsewhere a stop is not glue at all.
     if between == ".":
         return kind_a == "ipv6" and not right.isdigit()
+    # After an IPv6 address and a colon, an identifier whose first digits the address's last
+    # group reads ("fe80::abc:5/395279/6") is found, and the address keeps the rest; one that
+    # no group holds ("fe80::abc:13800138000") leaves no address, nor does one more group than
+    # an address holds ("hex digits ... where they make a group of more than four or too many
+    # groups, nothing is found").
+    if between == ":":
+        groups = [group for group in a.split(":") if group]
+        return (
+            kind_a == "ipv6"
+            and kind_b in ("mo_id", "phone")
+            and re.match("[0-9A-Fa-f]{1,4}(?![0-9A-Za-z:.])", b) is not None
+            and "::" in a
+            and len(groups) <= 6
+        )
     # "After an IPv6 address, only one that starts with a letter that is no hex digit ...: its
     # hex digits run on into a digit or `A` to `F`", but into another address both of which
     # hold a "::" ("two IPv6 addresses glued one right after the other, each with its `::`").
@@ -3239,8 +3295,8 @@ def merges_into_a_credit_code(text: str, at: int) -> bool:
 
 
 # Nothing, or one letter or digit, between two identifiers: the hex letters and the others; or
-# a stop after an IPv6 address.
-BETWEEN = ["", *DIGITS, *"gkxzGKXZabcdefAF."]
+# a stop or colon after an IPv6 address.
+BETWEEN = ["", *DIGITS, *"gkxzGKXZabcdefAF.:"]
 
 
 @st.composite
