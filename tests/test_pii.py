@@ -2666,6 +2666,10 @@ def test_an_ipv6_address_glued_on_ends_before_a_letter_that_is_no_hex_digit(
         # Before fewer, it is the first group's.
         ("x@qq.com5201:db8::1", [("x@qq.com", EMAIL), ("5201:db8::1", IP)]),
         ("li@corp.cnb0fe80::abc", [("li@corp.cnb", EMAIL), ("fe80::abc", IP)]),
+        (
+            "li@corp.eu1fe80::1k@q1.cn",
+            [("li@corp.eu", EMAIL), ("fe80::1", IP), ("k@q1.cn", EMAIL)],
+        ),
     ],
 )
 def test_one_letter_between_an_identifier_and_an_ipv6_address_sets_them_apart(
@@ -2677,6 +2681,33 @@ def test_one_letter_between_an_identifier_and_an_ipv6_address_sets_them_apart(
 def test_a_passport_glued_to_a_letter_before_an_ipv6_address_is_left() -> None:
     # What the passport is glued to is a letter, no identifier: it is left as before.
     assert spans("资料：E12345678gfe80::1 ok") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        # README: "Hex digits run on: ... where they make a group of more than four ...,
+        # nothing is found". "1fe80" is one group of five; the "1" would set the address apart
+        # only between it and another identifier ("li@corp.eu1fe80::1k@q1.cn" finds all three),
+        # and "u" is none. The address's local part takes what follows the colon.
+        pytest.param(
+            "u1fe80::1k@q1.cn", [("1k@q1.cn", EMAIL)], id="a group of five after no identifier"
+        ),
+        # No top-level domain has one letter: the passport "E12345678" would leave "li@corp.c",
+        # no address, and be glued to what is no identifier (README: "A passport ... glued to
+        # what is no identifier is left"). Read with the address "li@corp.cE", what is left is
+        # "a bare `12345678`", no Macau card, and no Hong Kong card, which opens with a letter.
+        pytest.param(
+            "li@corp.cE12345678",
+            [("li@corp.cE", EMAIL)],
+            id="a passport whose letter a top-level domain keeps",
+        ),
+    ],
+)
+def test_glued_shapes_the_readme_leaves_stay_as_they_are(
+    text: str, found: list[tuple[str, str]]
+) -> None:
+    assert spans(f"资料：{text}。") == [(category, value) for value, category in found]
 
 
 @pytest.mark.parametrize(
