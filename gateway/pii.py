@@ -1457,7 +1457,7 @@ def _find_spans(norm: str, astral: bool, address: bool) -> list[_Span]:
         for _, s, e, category in candidates:
             if _overlaps(taken, taken_starts, s, e):
                 # An IPv6 address comes after all that outrank it, and keeps what of it they
-                # do not hold, if that is one.
+                # do not hold (`_ipv6_kept`).
                 if category == IP:
                     s, e = _ipv6_kept(norm, taken, taken_starts, s, e)
                 if e == s or _overlaps(taken, taken_starts, s, e):
