@@ -960,8 +960,12 @@ def _ipv6_ok(value: str) -> bool:
 
 def _ipv6_from(token: str, start: int) -> tuple[int, int] | None:
     """Offsets within ``token`` of the IPv6 address starting at ``start``, if any: the rest of
-    the token, or the part before a letter that is no hex digit."""
+    the token, or the part before a letter that is no hex digit. A single colon after it ends
+    it, as one closing a clause does ("fe80::1: refused", "fe80::abc:li@qq.com"): no address
+    ends in one."""
     end = len(token)
+    if token.endswith(":") and not token.endswith("::"):
+        end -= 1
     # A letter that is no hex digit cannot continue an address: it ends there, as an IPv4
     # address ends before a letter ("fe80::1x", "192.168.1.1x"). Where hex digits run up to the
     # letter they are all the address's ("fe80::1abcg"): a group that grows too long, or groups
@@ -977,6 +981,8 @@ def _ipv6_from(token: str, start: int) -> tuple[int, int] | None:
     if letter is None:
         return None
     address = token[start : letter.start()]
+    if address.endswith(":") and not address.endswith("::"):
+        address = address[:-1]
     if not address or address[-1] not in _HEX_DIGITS or not _ipv6_ok(address):
         return None  # "fe80::x", "::x": no hex run ends at the letter
     return start, start + len(address)

@@ -2159,6 +2159,32 @@ def test_no_ipv6_address_is_cut_out_before_a_letter(text: str) -> None:
     assert spans(text) == []
 
 
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("connect to fe80::1: refused", [("fe80::1", IP)]),
+        ("host 2001:db8::8a2e:370:7334: timeout", [("2001:db8::8a2e:370:7334", IP)]),
+        ("at 2001:db8:0:0:0:0:0:1: ok", [("2001:db8:0:0:0:0:0:1", IP)]),
+        ("ip=fe80::1:", [("fe80::1", IP)]),
+        ("IP:2001:db8::1: down", [("2001:db8::1", IP)]),  # after a label too
+        ("地址：fe80：：1：已封禁", [("fe80：：1", IP)]),
+        ("fe80::abc:li@qq.com", [("fe80::abc", IP), ("li@qq.com", EMAIL)]),
+        ("13800138000fe80::1: x", [("13800138000", PHONE), ("fe80::1", IP)]),  # glued on
+    ],
+)
+def test_a_colon_after_an_ipv6_address_ends_it(text: str, found: list[tuple[str, str]]) -> None:
+    # As a log line writes an address before its message: no address ends in a single colon.
+    assert spans(text) == [(category, value) for value, category in found]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["std::endl:", "fe80::x:", "时间 12:30:45:", "1:2:3:4:5:6:7:", "ns::abc:get()"],
+)
+def test_a_colon_after_what_is_no_ipv6_address_finds_none(text: str) -> None:
+    assert spans(text) == []
+
+
 # An input method in Chinese mode types the stops and colons of an address ideographic or
 # full-width, and its digits ASCII.
 
