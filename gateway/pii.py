@@ -485,7 +485,8 @@ _PHONE_RE: Final = re.compile(
     r"|\.[0-9]{4}\.[0-9]{4}(?![0-9.]))"
 )
 # Landlines: an area code (010, 02x, or 0 and three more digits) in parentheses or set apart
-# by a space or hyphen, or after +86 / 0086 (its 0 then optional); then a local number of 7 or 8
+# by a space or hyphen, or after +86 / 0086 (its 0 then optional, or in parentheses before it:
+# "+86 (0)10 6234 5678", as business cards abroad write it); then a local number of 7 or 8
 # digits not starting with 0 or 1, whole or grouped 3-4 or 4-4. A 0-led run of 11 or 12 digits
 # without a separator is left alone: it is as often an order number.
 _AREA: Final = r"(?:10|2[0-9]|[3-9][0-9]{2})"
@@ -497,7 +498,7 @@ _LOCAL_GROUPED: Final = r"[2-9][0-9]{2,3}[ \-][0-9]{4}(?![0-9])"
 _LANDLINE_RE: Final = re.compile(
     # Not the tail of a number ("1,010 2345 6789" is an amount, "0800-2000" a shift).
     r"(?<![0-9])(?<![0-9][\-,.])(?:"
-    rf"(?:\((?:\+|00)86\)|(?:\+|00)86)[ \-]?(?:\(0?{_AREA}\)|0?{_AREA})[ \-]?"
+    rf"(?:\((?:\+|00)86\)|(?:\+|00)86)[ \-]?(?:\(0?{_AREA}\)|\(0\)[ \-]?{_AREA}|0?{_AREA})[ \-]?"
     rf"(?:{_LOCAL_WHOLE}|{_LOCAL_GROUPED}(?!-[0-9]{{5}}))"
     rf"|(?:\(0{_AREA}\)|0{_AREA}(?=[ \-]))[ \-]?(?:{_LOCAL_WHOLE}|{_LOCAL_GROUPED}(?!-[0-9]))"
     r")"

@@ -972,6 +972,8 @@ def test_landline_found_in_every_format(value: str) -> None:
         "批次 0755-88888888-123456",  # inside a longer number
         "订单 0755-2345-6789-0123",
         "2024-05-01 至 2024-06-30",
+        "+86 (0)10 0552 9988",  # a local number never starts with 0
+        "(0)10 6552 9988",  # the trunk 0 in parentheses only after +86
     ],
 )
 def test_landline_rejected(text: str) -> None:
@@ -985,6 +987,10 @@ def test_landline_rejected(text: str) -> None:
         ("tel:+86-755-88888888", "+86-755-88888888"),
         ("电话 +86 21 6234 5678-8123 转前台", "+86 21 6234 5678"),  # and its extension
         ("座机0755-88888888-8001", "0755-88888888"),
+        # The trunk 0 in parentheses, as business cards abroad write it.
+        ("Tel: +86 (0)755 8888 8888", "+86 (0)755 8888 8888"),
+        ("Tel +86 (0)10 6552 9988.", "+86 (0)10 6552 9988"),
+        ("0086(0)21-62345678", "0086(0)21-62345678"),
     ],
 )
 def test_a_landline_in_a_longer_run_is_found(text: str, found: str) -> None:
