@@ -105,6 +105,8 @@ def test_parse_path(path: str, segments: tuple[Segment, ...]) -> None:
         ("a[0]", "only []"),
         ("a[]b", "only []"),
         ("a[][", "only []"),
+        ("a[xy]", "only []"),
+        ("a[[]]", "only []"),
         ("**", "must follow a key"),
         ("a.**.b", "last segment"),
         ("a.*", "may not contain"),
@@ -123,6 +125,19 @@ def test_parse_path_refuses(path: str, mentions: str) -> None:
     assert mentions in info.value.message
     assert str(info.value) == info.value.message
     assert isinstance(info.value, ValueError)
+
+
+def test_a_path_of_254_segments_reaches_a_value_254_levels_deep() -> None:
+    path = "a" + ".a" * 253
+    doc: JSONValue = "deep"
+    for _ in range(254):
+        doc = {"a": doc}
+    assert isinstance(doc, dict)
+    result = run(plan(path), {**doc, "b": 1})
+    assert result.document == doc
+    assert result.fields_sent == (path,)
+    with pytest.raises(PathSyntaxError, match="more than 254 segments"):
+        parse_path(path + ".a")
 
 
 def test_query_parameter() -> None:
@@ -692,6 +707,7 @@ def test_select() -> None:
     assert select(doc, "applicant.missing") == []
     assert select(doc, "applicant.user_id.deeper") == []
     assert select(doc, "items.user_id") == []
+    assert select(doc, "applicant[]") == []  # an object's keys are no elements
     assert select(doc, parse_path("items[].user_id")) == ["a", "b"]
 
 
