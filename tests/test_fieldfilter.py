@@ -221,6 +221,16 @@ def test_the_same_256_paths_stripped_again_are_all_listed(trace: bool) -> None:
     assert result.stripped_count == 2 * len(item) + 1
 
 
+@pytest.mark.parametrize("trace", [False, True])
+def test_paths_stripped_again_once_the_list_is_full_do_not_end_it_with_more(trace: bool) -> None:
+    # The first element fills the list; the second strips only paths it already names.
+    item: dict[str, JSONValue] = {f"k{i}": i for i in range(MAX_STRIPPED_PATHS)}
+    result = run(plan("items[].id"), {"items": [item, item]}, trace=trace)
+    assert set(result.fields_stripped) == {f"items[].{key}" for key in item}
+    assert MORE_STRIPPED not in result.fields_stripped
+    assert result.stripped_count == 2 * len(item)
+
+
 @pytest.mark.parametrize(
     ("value", "reason"),
     [
@@ -1090,6 +1100,14 @@ def test_stripped_key_names_that_could_be_personal_data_are_not_logged() -> None
     assert result.fields_stripped == ("a.<key>", "a.line_2", "a.note", "a.unit_1234")
     assert result.stripped_count == 9
     assert not any("13800138000" in p or "王" in p or "@" in p for p in result.fields_stripped)
+
+
+def test_a_stripped_key_name_past_64_characters_is_not_logged() -> None:
+    longest, too_long = "n" * 64, "n" * 65
+    result = run(plan("keep"), {"keep": 1, longest: 2, too_long: 3})
+    assert result.document == {"keep": 1}
+    assert result.fields_stripped == ("<key>", longest)
+    assert result.stripped_count == 2
 
 
 def test_stripped_query_parameter_names_are_logged_like_body_keys() -> None:
