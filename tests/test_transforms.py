@@ -146,6 +146,10 @@ def test_mask_refuses_negative_counts(first: int, last: int) -> None:
         ("2024-05-06T12:30:00Z", "2024"),
         ("2024-05-06T12:30:00.123+08:00", "2024"),
         ("2024-05-06 12:30", "2024"),
+        ("2024-05-06t12:30", "2024"),
+        # The year as written, never as in another zone: UTC would say 2023 and 2024.
+        ("2024-01-01T00:30:00+08:00", "2024"),
+        ("2023-12-31T23:30:00-05:00", "2023"),
     ],
 )
 def test_generalize_year(value: str, year: str) -> None:
@@ -164,6 +168,10 @@ def test_generalize_year(value: str, year: str) -> None:
         "1990-03-07x",
         "1990-03-07T25:00",
         "1990-03-07Tnoon",
+        "1990-03-07x12:30",
+        "1990-03-07_12:30",
+        "1990-03-07T12:30:00+25:00",
+        "1990-03-07T12:30:00 UTC",
         "07/03/1990",
         "１９９０-03-07",
         "",
