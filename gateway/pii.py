@@ -573,9 +573,14 @@ _STRAY_STOP: Final = re.compile(r"(?<![0-9])\.|\.(?![0-9])")
 _ALNUM: Final = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _LETTERS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _OCTET: Final = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9][0-9]|[0-9])"
+# Devices and their logs write each part in three digits ("192.168.001.010"); a part with a
+# leading zero otherwise is no address's ("1.01.2.3" reads as a version).
+_OCTET_PADDED: Final = r"(?:25[0-5]|2[0-4][0-9]|[01][0-9]{2})"
 # "v1.2.3.4" and the tail of "1.2.3.4.5" are versions, not addresses.
 _IPV4_RE: Final = re.compile(
-    rf"(?<![0-9vV])(?<![0-9A-Za-z]\.)(?:{_OCTET}\.){{3}}{_OCTET}(?![0-9])(?!\.[0-9])"
+    rf"(?<![0-9vV])(?<![0-9A-Za-z]\.)"
+    rf"(?:(?:{_OCTET}\.){{3}}{_OCTET}|(?:{_OCTET_PADDED}\.){{3}}{_OCTET_PADDED})"
+    r"(?![0-9])(?!\.[0-9])"
 )
 # IPv6 is judged on whole tokens (those holding two colons) so that no suffix of a longer
 # colon run ("1:2:3:4:5:6:7:8:9") or dotted quad ("1.2.3.4.5") is ever tried on its own; only

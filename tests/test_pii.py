@@ -2093,6 +2093,10 @@ def test_a_hong_kong_or_taiwanese_id_number_gives_no_birth_date() -> None:
             "full 2001:0db8:85a3:0000:0000:8a2e:0370:7334 form",
             "2001:0db8:85a3:0000:0000:8a2e:0370:7334",
         ),
+        # Each part in three digits, as devices and their logs write it.
+        ("源地址 192.168.001.010 已封禁", "192.168.001.010"),
+        ("src=010.000.000.001,", "010.000.000.001"),
+        ("来源IP 192。168。001。001", "192。168。001。001"),
     ],
 )
 def test_ip_found(text: str, value: str) -> None:
@@ -2107,6 +2111,10 @@ def test_ip_found(text: str, value: str) -> None:
         "Build 10.0.19045.3803",
         "地址256.1.1.1",
         "配置192.168.01.1",
+        "配置192.168.001.1",  # a leading zero only where every part has three digits
+        "地址256.001.001.001",
+        "v010.000.000.001",
+        "版本010.000.000.001.5",
         "网段10.0.0",
         "时间 12:30:45",
         "2025-01-01 12:00:00",
