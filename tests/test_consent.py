@@ -116,6 +116,13 @@ def test_boundaries(registry: ConsentRegistry) -> None:
         for grant in grants_json(registry, ALICE, at=at)
     ]
     assert in_force == [True, False]
+    # And in force from the very instant it was granted, not before.
+    in_force = [
+        grant["in_force"]
+        for at in (JAN - timedelta(microseconds=1), JAN)
+        for grant in grants_json(registry, ALICE, at=at)
+    ]
+    assert in_force == [False, True]
     # A withdrawal at the very instant of a grant ends it.
     registry.grant(BOB, PARTNER, PURPOSE, JUN, "C-2")
     assert registry.withdraw(BOB, PARTNER, PURPOSE, JUN, "C-2") == 1
