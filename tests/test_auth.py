@@ -1733,3 +1733,16 @@ def _payload(token: str) -> bytes:
 @pytest.fixture(autouse=True)
 def _no_secret_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(SECRET_ENV, raising=False)
+
+
+async def test_a_key_published_without_a_kid_verifies_no_token_naming_another(
+    ec_signer: SigningKey, tmp_path: Path
+) -> None:
+    # A token's kid names one key: a key the provider published without one is not it.
+    unnamed = rsa_key(None)
+    path = write_jwks(tmp_path / "jwks.json", unnamed, ec_signer)
+    verifier = await build_auth_verifier(
+        auth_settings(algorithms=["RS256", "ES256"], jwks_file=path)
+    )
+    await refused(verifier, mint(unnamed.with_kid("rsa-9")), r"key id \(kid\) is not a trusted key")
+    assert (await verifier.verify(mint(ec_signer)))["sub"]
