@@ -20,6 +20,7 @@ from conftest import BASE_CONTRACT, GatewayFactory, assert_refused, contract, st
 from hypothesis import example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from multidict import CIMultiDict
 from tokens import SigningKey, mint, rsa_key
 
 import gateway.pipeline as pipeline_module
@@ -1072,6 +1073,8 @@ async def test_a_reload_withdraws_a_consent_key_taken_out_of_its_file_and_keeps_
         {"partner": ["acme"]},
         {"jti": None},
         {"jti": ""},
+        {"subject": "U-1"},
+        {"partner": "acme-2"},
     ],
     ids=[
         "other-subject",
@@ -1082,6 +1085,8 @@ async def test_a_reload_withdraws_a_consent_key_taken_out_of_its_file_and_keeps_
         "partner-a-list",
         "no-jti",
         "empty-jti",
+        "subject-in-another-case",  # a letter's case is part of an id
+        "partner-named-by-prefix",
     ],
 )
 async def test_a_consent_token_that_does_not_cover_the_share_is_refused(
@@ -2221,3 +2226,67 @@ async def test_records_sent_other_than_where_the_route_declares_them_are_refused
     assert message in (await error_of(response))["message"]
     response = await gw.share("POST", "/acme/v1/nested", json={"batch": {"applicants": []}})
     assert response.status == 200, await response.text()
+
+
+@pytest.mark.parametrize("spelled", ["u-1 ", "\u200bu-1", "ｕ-１"])
+async def test_a_consent_token_naming_its_subject_in_another_spelling_is_consent(
+    make_gateway: GatewayFactory,
+    consent_settings: dict[str, Any],
+    consent_key: SigningKey,
+    spelled: str,
+) -> None:
+    # The consent service may write the id otherwise than the caller does: one person still.
+    gw = await make_gateway([third_party_contract()], settings=consent_settings)
+    token = consent_token(consent_key, subject=spelled, jti="ct-spelled")
+    response = await gw.share(
+        "POST", "/acme/v1/assess", json=applicant(), headers={"X-Consent-Token": token}
+    )
+    assert response.status == 200, await response.text()
+    assert len(gw.partner.received) == 1
+    record = last_record(gw.log.records)
+    assert (record.decision, record.consent_basis) == ("shared", ("token:ct-spelled",))
+
+
+async def test_a_withdrawal_taking_effect_at_the_instant_of_the_share_stops_a_token(
+    make_gateway: GatewayFactory,
+    consent_settings: dict[str, Any],
+    consent_key: SigningKey,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gw = await make_gateway([third_party_contract()], settings=consent_settings)
+    instant = datetime.fromtimestamp(int(time.time()), UTC)
+    monkeypatch.setattr(pipeline_module, "datetime", stopped_clock(instant))
+    registry_of(gw).withdraw("u-1", "acme", "credit_assessment", instant, "W-1")
+    token = consent_token(consent_key, jti="ct-1", now=instant.timestamp() - 60, ttl_s=3600)
+    response = await gw.share(
+        "POST", "/acme/v1/assess", json=applicant(), headers={"X-Consent-Token": token}
+    )
+    await assert_refused_after(gw, response, shared_before=0)
+    assert "predates a withdrawal" in (await error_of(response))["message"]
+
+
+async def test_a_repeated_consent_token_header_is_no_consent(
+    make_gateway: GatewayFactory, consent_settings: dict[str, Any], consent_key: SigningKey
+) -> None:
+    # Which of two tokens another reader would take is not defined: neither counts.
+    gw = await make_gateway([third_party_contract()], settings=consent_settings)
+    token = consent_token(consent_key, jti="ct-1")
+    headers = CIMultiDict(
+        [
+            ("Authorization", f"Bearer {gw.token('share:acme:*')}"),
+            ("X-Share-Purpose", "credit_assessment"),
+            ("Content-Type", "application/json"),
+            ("X-Consent-Token", token),
+            ("X-Consent-Token", token),
+        ]
+    )
+    response = await gw.client.post(
+        "/acme/v1/assess", data=orjson.dumps(applicant()), headers=headers
+    )
+    await assert_refused(gw, response, 403, "consent_required")
+    assert "X-Consent-Token header is repeated" in (await error_of(response))["message"]
+    response = await gw.share(
+        "POST", "/acme/v1/assess", json=applicant(), headers={"X-Consent-Token": token}
+    )
+    assert response.status == 200, await response.text()
+    assert last_record(gw.log.records).consent_basis == ("token:ct-1",)
