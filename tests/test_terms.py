@@ -2290,3 +2290,39 @@ async def test_a_repeated_consent_token_header_is_no_consent(
     )
     assert response.status == 200, await response.text()
     assert last_record(gw.log.records).consent_basis == ("token:ct-1",)
+
+
+async def test_a_batch_of_no_records_to_a_third_party_is_refused_for_want_of_consent(
+    make_gateway: GatewayFactory,
+) -> None:
+    # Every share to a third party goes on its subjects' consent: one naming none has none.
+    gw = await make_gateway([third_party_contract()])
+    response = await gw.share("POST", "/acme/v1/batch", json={"applicants": []})
+    await assert_refused(gw, response, 403, "consent_required")
+    assert "names no data subject" in (await error_of(response))["message"]
+
+
+# A child's birth date on a route that names no subject: its fields need no consent, a child's
+# data does, and no one's can be shown.
+NAMELESS_CHILD_ROUTE: dict[str, Any] = {
+    "method": "POST",
+    "path": "/v1/unnamed-children",
+    "purpose": "credit_assessment",
+    "birth_date": "child.birth_date",
+    "fields": [{"path": "child.name", "category": "identity.name"}],
+}
+
+
+async def test_a_childs_data_on_a_route_naming_no_subject_is_refused_for_want_of_consent(
+    make_gateway: GatewayFactory,
+) -> None:
+    terms = {"sensitive": SENSITIVE_CONSENT, "minors": "allow"}
+    gw = await make_gateway([contract(terms=terms, routes=[*SUBJECT_ROUTES, NAMELESS_CHILD_ROUTE])])
+    child = {"child": {"name": "Li", "birth_date": CHILD_BORN.isoformat()}}
+    response = await gw.share("POST", "/acme/v1/unnamed-children", json=child)
+    await assert_refused(gw, response, 403, "consent_required")
+    assert "names no data subject field" in (await error_of(response))["message"]
+    adult = {"child": {"name": "Li", "birth_date": ADULT_BORN.isoformat()}}
+    response = await gw.share("POST", "/acme/v1/unnamed-children", json=adult)
+    assert response.status == 200, await response.text()
+    assert [seen.json() for seen in gw.partner.received] == [{"child": {"name": "Li"}}]
