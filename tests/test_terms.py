@@ -1295,6 +1295,9 @@ async def test_a_rate_below_one_per_second_and_a_fractional_rate() -> None:
     # 2.5 per second never lets three through in one second.
     admitted = [await windows.acquire("b", 2.5, next(TICKETS)) is None for _ in range(3)]
     assert admitted == [True, True, False]
+    # Rounded down, not to the nearest: 2.6 a second is still two in any one second.
+    admitted = [await windows.acquire("c", 2.6, next(TICKETS)) is None for _ in range(3)]
+    assert admitted == [True, True, False]
 
 
 async def test_a_released_admission_frees_its_own_place() -> None:
@@ -2326,3 +2329,32 @@ async def test_a_childs_data_on_a_route_naming_no_subject_is_refused_for_want_of
     response = await gw.share("POST", "/acme/v1/unnamed-children", json=adult)
     assert response.status == 200, await response.text()
     assert [seen.json() for seen in gw.partner.received] == [{"child": {"name": "Li"}}]
+
+
+async def test_a_share_refused_for_the_daily_cap_takes_no_place_in_the_rate(
+    make_gateway: GatewayFactory,
+) -> None:
+    terms = {"max_records_per_day": 1, "rate_limit_per_s": 2}
+    gw = await make_gateway([contract(terms=terms, routes=ROUTES)])
+    gw.runtime.terms.limiter = SlidingWindows(clock=FakeClock())  # every request "at once"
+    response = await gw.share("POST", "/acme/v1/assess", json=applicant())
+    assert response.status == 200, await response.text()
+    response = await gw.share("POST", "/acme/v1/assess", json=applicant())
+    assert (response.status, (await error_of(response))["code"]) == (429, "quota_exceeded")
+    denied = last_record(gw.log.records)
+    assert (denied.decision, denied.reason, denied.records) == ("denied", "quota_exceeded", 0)
+    # The second place of the second is still free: a share of no records fits the cap.
+    response = await gw.share("POST", "/acme/v1/batch", json={"applicants": []})
+    assert response.status == 200, await response.text()
+    assert [seen.json() for seen in gw.partner.received][1:] == [{"applicants": []}]
+    shared = last_record(gw.log.records)
+    assert (shared.decision, shared.records) == ("shared", 0)
+
+
+async def test_a_share_given_back_after_midnight_frees_nothing_of_the_new_day() -> None:
+    counts = DailyCounts()
+    assert await counts.take("acme", date(2025, 6, 1), 3, 5)
+    assert await counts.take("acme", date(2025, 6, 2), 5, 5)
+    # Its record failed after midnight: what it took of 1 June went with that day.
+    await counts.give_back("acme", date(2025, 6, 1), 3)
+    assert not await counts.take("acme", date(2025, 6, 2), 1, 5)
