@@ -157,32 +157,6 @@ async def trickle(writer: asyncio.StreamWriter, data: bytes, interval_s: float) 
             await asyncio.sleep(interval_s)
 
 
-# --- a caller hanging up -------------------------------------------------------------------------
-
-
-async def test_a_caller_hanging_up_after_its_request_does_not_stop_its_share(
-    make_gateway: GatewayFactory,
-) -> None:
-    # aiohttp's test server would cancel the share: tests would see cancellations production
-    # never has.
-    gw = await make_gateway()
-    gw.partner.reply = Reply(delay_s=0.5)
-    async with connection(gw) as (_, writer):
-        writer.write(share_request(gw))
-        await writer.drain()
-        await eventually(lambda: len(gw.partner.received) == 1)
-    # Gone while the partner is still answering: the share's outcome is recorded all the same.
-    [received] = gw.partner.received
-    share_id = received.headers["X-Share-Id"]
-    await eventually(lambda: gw.log.outcome_of(share_id) is not None)
-    outcome = gw.log.outcome_of(share_id)
-    assert outcome is not None
-    assert (outcome.outcome, outcome.upstream_status) == ("delivered", 200)
-    assert received.body == GOOD_FORWARDED
-    [record] = gw.log.records
-    assert (record.share_id, record.decision) == (share_id, "shared")
-
-
 # --- connections ----------------------------------------------------------------------------------
 
 
