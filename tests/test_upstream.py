@@ -297,6 +297,21 @@ async def test_partner_cookies_are_not_replayed_to_it(make_gateway: GatewayFacto
     assert [r.headers.get("Cookie") for r in gw.partner.received] == [None, None]
 
 
+async def test_the_partners_hop_by_hop_headers_stay_behind(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway()
+    gw.partner.answer(
+        200,
+        {"score": 1},
+        Connection="keep-alive, X-Partner-Trace",
+        **{"Keep-Alive": "timeout=5", "X-Partner-Trace": MARKER.decode()},
+    )
+    response = await gw.share("POST", ASSESS, json=BODY)
+    assert response.status == 200
+    assert "X-Partner-Trace" not in response.headers.get("Connection", "")
+    assert {"Keep-Alive", "X-Partner-Trace"}.isdisjoint(response.headers)
+    assert MARKER.decode() not in str(list(response.headers.items()))
+
+
 async def test_each_outcome_is_linked_to_its_record(make_gateway: GatewayFactory) -> None:
     gw = await make_gateway()
     for status in (200, 201, 404):
