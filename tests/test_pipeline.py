@@ -983,6 +983,7 @@ async def test_a_path_value_holding_an_identifier_is_refused(
         ),
         ({"Retry-After": "Wed Oct 21 07:28:00 2026"}, {"Retry-After": "Wed Oct 21 07:28:00 2026"}),
         ({"Retry-After": "soon, call 13800138000"}, {}),
+        ({"Retry-After": "120; call 13800138000"}, {}),  # a number first is not the whole value
         ({"Cache-Control": 'public, max-age="0"'}, {"Cache-Control": "public, max-age=0"}),
         ({"Cache-Control": "No-Store , MAX-AGE=5"}, {"Cache-Control": "no-store, max-age=5"}),
         ({"Cache-Control": 'public, x-note="13800138000"'}, {"Cache-Control": "no-store"}),
