@@ -106,6 +106,26 @@ async def test_the_request_is_exactly_what_the_gateway_built(
     assert body == b'{"a":1}'
 
 
+async def test_a_header_value_goes_out_as_the_bytes_it_came_from(
+    client: HttpUpstream, partner: RawPartner
+) -> None:
+    # A secret read from the environment holds a byte that is not UTF-8 as a lone surrogate.
+    await client.send(request_to(url(partner), headers=(("X-Api-Key", "k\udcffey"),)))
+    [request] = partner.requests
+    assert b"\r\nX-Api-Key: k\xffey\r\n" in request.head
+
+
+async def test_a_url_without_a_path_is_sent_to_the_root(
+    client: HttpUpstream, partner: RawPartner
+) -> None:
+    # `GET ?page=2 HTTP/1.1` is no request target: the path is `/` whenever the URL leaves it out.
+    await client.send(request_to(url(partner, "?page=2"), method="GET", body=None, headers=()))
+    [request] = partner.requests
+    assert request.head == (
+        b"GET /?page=2 HTTP/1.1\r\n" + f"Host: 127.0.0.1:{partner.port}\r\n\r\n".encode()
+    )
+
+
 @pytest.mark.parametrize(
     ("method", "length"), [("GET", None), ("DELETE", None), ("POST", b"0"), ("PUT", b"0")]
 )
