@@ -147,11 +147,12 @@ async def test_a_bodiless_request_states_a_length_only_where_its_method_has_cont
     [
         ("X-Note", "a\r\nX-Injected: 1"),
         ("X-Note", "a\nX-Injected: 1"),
+        ("X-Note", "a\rX-Injected: 1"),
         ("X-Note", "a\0b"),
         ("X Note", "a"),
         ("X-Note:", "a"),
     ],
-    ids=["crlf", "bare_lf", "nul", "space_in_name", "colon_in_name"],
+    ids=["crlf", "bare_lf", "bare_cr", "nul", "space_in_name", "colon_in_name"],
 )
 async def test_a_header_that_would_break_the_framing_is_never_sent(
     client: HttpUpstream, partner: RawPartner, header: tuple[str, str]
