@@ -306,7 +306,12 @@ def pass_through_headers(flow: Flow, request: web.Request, runtime: Runtime) -> 
         raise RuntimeError("pass_through_headers runs after authorize")
     headers: list[tuple[str, str]] = []
     scanner = runtime.scanner
+    # A header the caller's `Connection` names is for the hop to the gateway alone (RFC 9110
+    # 7.6.1): it stays behind, even where the route passes that header on.
+    this_hop = _connection_names(request)
     for name in flow.route.header_order:
+        if name in this_hop:
+            continue
         value = single_header(request, name)
         if value is None:
             continue
@@ -330,6 +335,12 @@ def pass_through_headers(flow: Flow, request: web.Request, runtime: Runtime) -> 
 
 _NO_CATEGORIES: frozenset[str] = frozenset()
 _VERSIONS_LOOK_LIKE_ADDRESSES: frozenset[str] = frozenset({IP})
+
+
+def _connection_names(request: web.Request) -> frozenset[str]:
+    """The header names the request's `Connection` fields list, lower-cased."""
+    values = request.headers.getall("Connection", ())
+    return frozenset(name.strip().lower() for value in values for name in value.split(","))
 
 
 def check_contract(flow: Flow, now: datetime) -> None:

@@ -1053,6 +1053,33 @@ async def test_a_header_the_route_names_is_passed_through(make_gateway: GatewayF
     assert "X-Checksum-Sha256" not in gw.partner.received[-1].headers
 
 
+async def test_a_header_the_callers_connection_names_stays_behind(
+    make_gateway: GatewayFactory,
+) -> None:
+    # RFC 9110 7.6.1: a proxy removes what `Connection` names, even a header the route passes.
+    gw = await make_gateway([contract(routes=routes(CHECKED_ROUTE))])
+    response = await raw_request(
+        gw,
+        "POST",
+        "/acme/v1/checked",
+        headers=[
+            ("Content-Type", "application/json"),
+            ("Connection", "keep-alive, x-checksum-SHA256"),
+            ("X-Checksum-Sha256", "abc"),
+            ("Idempotency-Key", "k-1"),
+            ("User-Agent", "probe/1"),
+            ("Connection", " User-Agent "),
+        ],
+        body=b'{"loan_amount": 1}',
+    )
+    assert response.status == 200, response.body
+    [seen] = gw.partner.received
+    assert seen.headers["Idempotency-Key"] == "k-1"
+    assert "X-Checksum-Sha256" not in seen.headers
+    assert "User-Agent" not in seen.headers
+    assert seen.json() == {"loan_amount": 1}
+
+
 async def test_a_route_naming_content_type_still_sends_only_the_gateways(
     make_gateway: GatewayFactory,
 ) -> None:
