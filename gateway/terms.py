@@ -426,9 +426,10 @@ class RateLimiter(Protocol):
 
 class QuotaCounter(Protocol):
     """Counts records per partner and day; `take` is all-or-nothing under `limit` (if any),
-    and taking no records always succeeds, even where a lowered limit is below the count."""
+    and taking no records always succeeds, even where a lowered limit is below the count. It
+    returns the day it counted against (None: refused), which `give_back` is given."""
 
-    async def take(self, key: str, day: date, count: int, limit: int | None) -> bool: ...
+    async def take(self, key: str, day: date, count: int, limit: int | None) -> date | None: ...
 
     async def give_back(self, key: str, day: date, count: int) -> None: ...
 
@@ -520,7 +521,7 @@ class DailyCounts:
         self._day = day
         self._counts = dict(counts)
 
-    async def take(self, key: str, day: date, count: int, limit: int | None) -> bool:
+    async def take(self, key: str, day: date, count: int, limit: int | None) -> date | None:
         if self._day is None or day > self._day:
             self._day, self._counts = day, {}
         # A request that began just before midnight and arrives after the roll-over counts
@@ -529,9 +530,9 @@ class DailyCounts:
         # A share of no records always fits, also once a reload (or a restart) lowered the cap
         # below the day's count: it adds nothing to it.
         if limit is not None and count > 0 and used + count > limit:
-            return False
+            return None
         self._counts[key] = used + count
-        return True
+        return self._day
 
     async def give_back(self, key: str, day: date, count: int) -> None:
         if day == self._day:  # after a roll-over there is nothing of that day left to undo
@@ -723,7 +724,8 @@ class Terms:
                     headers={"Retry-After": str(max(1, math.ceil(wait)))},
                 )
         # Counted with or without a cap: a cap a reload brings in covers the whole day.
-        if not await self.quota.take(partner.id, now.date(), records, limit):
+        counted = await self.quota.take(partner.id, now.date(), records, limit)
+        if counted is None:
             if rated:
                 # Refused: it used no share of the rate.
                 await self.limiter.release(partner.id, ticket)
@@ -734,7 +736,9 @@ class Terms:
         if not rated:
             # Likewise a rate a reload brings in covers the shares made just before it.
             self.limiter.note(partner.id, ticket)
-        return VolumeTaken(partner.id, now.date(), records, ticket)
+        # The day it was counted against, which is the next one for a share judged just
+        # before midnight and counted after it: given back, it frees a place of that day.
+        return VolumeTaken(partner.id, counted, records, ticket)
 
     async def take_turn(self, partner: str, rate_per_s: float | None, ticket: str) -> bool:
         """Wait until `partner` has received fewer shares than its rate in the last window,

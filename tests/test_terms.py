@@ -2351,6 +2351,30 @@ async def test_a_share_refused_for_the_daily_cap_takes_no_place_in_the_rate(
     assert (shared.decision, shared.records) == ("shared", 0)
 
 
+async def test_a_share_judged_before_midnight_and_counted_after_it_gives_back_the_new_day(
+    tmp_path: Path,
+) -> None:
+    policy = compile_contracts(tmp_path / "c", contract(terms={"max_records_per_day": 2}))
+    terms = Terms(limiter=SlidingWindows(clock=FakeClock()))
+    subjects = [Subject(None, "u-1", None)]
+    eve = datetime(2025, 6, 1, 23, 59, 59, tzinfo=SHANGHAI)
+    after = datetime(2025, 6, 2, 0, 0, 1, tzinfo=SHANGHAI)
+
+    async def check(share_id: str, now: datetime) -> Flow:
+        flow = flow_for(policy, "/v1/assess", subjects)
+        flow.share_id = share_id
+        await terms.check(flow, request_with(), now)
+        return flow
+
+    await check("first-of-2-june", after)  # the counter has rolled over to 2 June
+    late = await check("judged-on-1-june", eve)  # counted against 2 June: 2 of 2
+    # Its record could not be written: what it took of 2 June is free again.
+    await terms.give_back(late.volume_taken)
+    await check("second-of-2-june", after)
+    with pytest.raises(QuotaExceeded):
+        await check("third-of-2-june", after)
+
+
 async def test_a_share_given_back_after_midnight_frees_nothing_of_the_new_day() -> None:
     counts = DailyCounts()
     assert await counts.take("acme", date(2025, 6, 1), 3, 5)
