@@ -31,6 +31,7 @@ from gateway.settings import ShareLogSettings
 from gateway.sharelog import MemoryShareLog, ShareOutcome, ShareRecord, ShareSink, schema
 from gateway.sharelog import printer as printer_module
 from gateway.sharelog import store as store_module
+from gateway.sharelog.chain import SHARE_FIELDS
 from gateway.sharelog.ledger import Ledger, PruneRefused, PruneUnverified
 from gateway.sharelog.review import query, verify
 from gateway.sharelog.store import ShareLog
@@ -173,6 +174,46 @@ async def test_every_decision_type_is_one_record_and_the_outcome_is_joined(
     assert shared["subject_refs"] == [ref("user-1")]
     assert [r["outcome"] for r in rows[1:]] == [None, None, None]
     assert rows[2]["partner"] is None
+
+
+async def test_every_field_of_a_record_reads_back_as_it_was_made(log: ShareLog) -> None:
+    # Each field distinct from every other, so none can stand in for another.
+    made = make_record(
+        "s-1",
+        ts=T0 + timedelta(microseconds=123_457),
+        partner="acme",
+        contract_id="DPA-7",
+        contract_version=4,
+        contract_sha256="5e" * 32,
+        caller="billing-batch",
+        purpose="credit_assessment",
+        method="PUT",
+        route="PUT /v1/assess/{id}",
+        fields_sent=("applicant.name",),
+        fields_stripped=("applicant.phone",),
+        fields_transformed=("applicant.email",),
+        categories_sent=("identity.name",),
+        pii_redactions={"phone": 2},
+        records=3,
+        subjects=("user-1", "user-2"),
+        bytes_sent=58,
+        upstream_location="eu-west-1",
+        cross_border_mechanism="scc-2021",
+        consent_basis=("consent-9",),
+    )
+    await log.record(made)
+    [row] = query(log.path)
+    assert {name: row[name] for name in SHARE_FIELDS} == {
+        **{name: getattr(made, name) for name in SHARE_FIELDS},
+        "ts": "2025-03-01T09:30:00.123457Z",
+        "fields_sent": ["applicant.name"],
+        "fields_stripped": ["applicant.phone"],
+        "fields_transformed": ["applicant.email"],
+        "categories_sent": ["identity.name"],
+        "subject_refs": [ref("user-1"), ref("user-2")],
+        "consent_basis": ["consent-9"],
+    }
+    assert verify(log.path, KEY).ok
 
 
 async def test_a_share_without_an_outcome_yet_reads_as_pending(log: ShareLog) -> None:
