@@ -31,7 +31,7 @@ from gateway.settings import ShareLogSettings
 from gateway.sharelog import MemoryShareLog, ShareOutcome, ShareRecord, ShareSink, schema
 from gateway.sharelog import printer as printer_module
 from gateway.sharelog import store as store_module
-from gateway.sharelog.chain import SHARE_FIELDS
+from gateway.sharelog.chain import SHARE_FIELDS, format_ts
 from gateway.sharelog.ledger import Ledger, PruneRefused, PruneUnverified
 from gateway.sharelog.review import query, verify
 from gateway.sharelog.store import ShareLog
@@ -286,6 +286,49 @@ async def test_concurrent_records_are_group_committed(tmp_path: Path) -> None:
     assert len(query(share_log.path, limit=None)) == 200
     assert 1 <= batches <= 100
     assert verify(share_log.path, KEY).ok
+
+
+@pytest.mark.parametrize("held", [False, True], ids=["free", "held-by-another-process"])
+@pytest.mark.parametrize("durability", ["batched", "strict"])
+async def test_records_made_together_are_chained_in_the_order_they_were_made(
+    tmp_path: Path, durability: str, held: bool
+) -> None:
+    share_log = await ShareLog.open(log_settings(tmp_path, durability=durability), KEY)
+    other = sqlite3.connect(share_log.path, isolation_level=None)
+    try:
+        if held:  # `logs prune`, say: the loop hands its batch to the writer, which waits
+            other.execute("BEGIN IMMEDIATE")
+        made = asyncio.gather(*(share_log.record(make_record(f"s-{i}")) for i in range(5)))
+        if held:
+            await asyncio.sleep(0.05)  # the batch is queued meanwhile
+            other.execute("COMMIT")
+        await made
+    finally:
+        other.close()
+        await share_log.close()
+    assert [r["share_id"] for r in query(share_log.path, limit=None)] == [
+        f"s-{i}" for i in range(5)
+    ]
+    assert verify(share_log.path, KEY).ok
+
+
+async def test_an_outcome_is_dated_when_it_was_reported_not_when_it_was_committed(
+    tmp_path: Path,
+) -> None:
+    # The outcome's date places the share in or out of a cap's window on the next start.
+    share_log = await ShareLog.open(log_settings(tmp_path, batch_interval_ms=1000), KEY)
+    try:
+        await share_log.record(make_record("s-1"))
+        before = datetime.now(UTC)
+        share_log.submit_outcome(delivered("s-1"))
+        after = datetime.now(UTC)
+        await asyncio.sleep(0.01)  # the commit that takes it comes strictly later
+        await share_log.record(make_record("s-2"))
+    finally:
+        await share_log.close()
+    rows = {r["share_id"]: r for r in query(share_log.path, limit=None)}
+    assert rows["s-1"]["outcome"] == "delivered"
+    assert format_ts(before) <= rows["s-1"]["outcome_ts"] <= format_ts(after)
 
 
 async def test_an_outcome_rides_with_the_next_record_or_goes_after_the_batch_interval(
