@@ -451,6 +451,15 @@ def test_a_naive_timestamp_is_refused() -> None:
         make_record("s-1", ts=datetime(2025, 3, 1, 9, 30))
 
 
+def test_a_decision_or_outcome_outside_the_known_ones_is_refused() -> None:
+    # Recovery closes only `shared` records as `unknown`, and reviews count by these words:
+    # one spelled otherwise would be a share the log can no longer account for.
+    with pytest.raises(ValueError, match="decision must be one of"):
+        make_record("s-1", decision="approved")
+    with pytest.raises(ValueError, match="outcome must be one of"):
+        ShareOutcome("s-1", "sent", 200, 21, 12.5)  # type: ignore[arg-type]
+
+
 async def test_each_row_is_one_json_line_event_with_the_same_fields(tmp_path: Path) -> None:
     events = Events()
     share_log = await ShareLog.open(log_settings(tmp_path, stdout=True), KEY, logger=events)
