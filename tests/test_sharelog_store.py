@@ -619,6 +619,83 @@ async def test_a_held_outcome_survives_a_retry_that_fails_while_adding_it(
     assert row["outcome"] == "delivered"
 
 
+def failing_commits() -> tuple[dict[str, int], Callable[[Path], sqlite3.Connection]]:
+    """A `connect` whose next `faults["commits"]` appends fail with an I/O error as they move
+    the head (opening the log again, which commits too, is left alone)."""
+    faults = {"commits": 0}
+
+    def fail(sql: str) -> None:
+        if sql.startswith("UPDATE head") and faults["commits"]:
+            faults["commits"] -= 1
+            raise sqlite3.OperationalError("disk I/O error")
+
+    return faults, watching(fail)
+
+
+async def _fail_an_outcome(share_log: ShareLog, faults: dict[str, int], commits: int) -> None:
+    """Record s-1, then have the commit of its submitted outcome fail (and `commits - 1` more)."""
+    await share_log.record(make_record("s-1"))  # committed: the share goes to its partner
+    faults["commits"] = commits
+    share_log.submit_outcome(delivered("s-1"))
+    async with asyncio.timeout(BOUND_S):
+        while share_log.writable():  # noqa: ASYNC110 - polls state the failed commit sets
+            await asyncio.sleep(0.01)
+
+
+async def test_a_held_outcome_survives_a_record_whose_commit_fails_too(tmp_path: Path) -> None:
+    faults, connect = failing_commits()
+    # No retry of its own before the records come: they bring the held outcome along.
+    share_log = await ShareLog.open(
+        log_settings(tmp_path), KEY, retry_interval_s=60.0, connect=connect
+    )
+    try:
+        await _fail_an_outcome(share_log, faults, commits=2)
+        with pytest.raises(ShareLogUnavailable):
+            await share_log.record(make_record("s-2"))  # carries the outcome; fails again
+        await share_log.record(make_record("s-3"))
+        share_log.submit_outcome(delivered("s-3"))
+    finally:
+        await share_log.close()
+    outcomes = {r["share_id"]: r["outcome"] for r in query(share_log.path, limit=None)}
+    assert outcomes == {"s-1": "delivered", "s-3": "delivered"}  # s-1 not `unknown`
+    assert verify(share_log.path, KEY).ok
+
+
+async def test_the_commit_that_ends_a_failure_holds_a_resume_checkpoint(tmp_path: Path) -> None:
+    faults, connect = failing_commits()
+    share_log = await ShareLog.open(
+        log_settings(tmp_path), KEY, retry_interval_s=60.0, connect=connect
+    )
+    try:
+        await _fail_an_outcome(share_log, faults, commits=1)
+        await share_log.record(make_record("s-2"))  # the writer takes it: no retry came first
+        assert share_log.writable()
+    finally:
+        await share_log.close()
+    conn = sqlite3.connect(share_log.path)
+    try:
+        reasons = [r for (r,) in conn.execute("SELECT reason FROM checkpoints ORDER BY seq")]
+    finally:
+        conn.close()
+    # The seal that shows where writing stopped and began again, as a retry would have made.
+    assert reasons == ["open", "resume", "close"]
+    assert verify(share_log.path, KEY).ok
+
+
+async def test_an_outcome_held_after_a_failed_commit_is_written_at_close(tmp_path: Path) -> None:
+    faults, connect = failing_commits()
+    share_log = await ShareLog.open(
+        log_settings(tmp_path), KEY, retry_interval_s=60.0, connect=connect
+    )
+    try:
+        await _fail_an_outcome(share_log, faults, commits=1)
+    finally:
+        await share_log.close()  # before any retry: the close takes the held outcome
+    [row] = query(share_log.path)
+    assert row["outcome"] == "delivered"  # what became of it is known: not `unknown`
+    assert verify(share_log.path, KEY).ok
+
+
 async def test_the_loop_never_opens_the_log_itself(tmp_path: Path) -> None:
     share_log = await ShareLog.open(log_settings(tmp_path), KEY, busy_timeout_s=1.0)
     other = sqlite3.connect(share_log.path, isolation_level=None)
