@@ -986,6 +986,18 @@ async def test_a_record_the_log_cannot_store_fails_alone(log: ShareLog) -> None:
     assert log.writable()
 
 
+async def test_an_outcome_the_log_cannot_store_is_refused_not_reported_written(
+    log: ShareLog,
+) -> None:
+    await log.record(make_record("s-1"))
+    bad = ShareOutcome("s-1", "delivered", 200, 21, "12.5")  # type: ignore[arg-type]
+    with pytest.raises(ShareLogUnavailable):
+        await log.record_outcome(bad)
+    [row] = query(log.path)
+    assert row["outcome"] == "pending"
+    assert log.writable()
+
+
 async def test_a_path_sqlite_cannot_open_refuses_to_start(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("x")
