@@ -1281,6 +1281,37 @@ async def test_a_chunk_announcing_more_than_the_limit_is_cut_off(
     await check(gw, response, Refused(413, "body_too_large"))
 
 
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+@pytest.mark.parametrize(
+    ("pad", "expected"),
+    [
+        (937, Shared(b'{"applicant":{"name":"Wang"},"meta":{"pad":"' + b"0" * 937 + b'"}}')),
+        (938, Refused(413, "body_too_large")),
+    ],
+    ids=["exactly_the_limit", "one_byte_over"],
+)
+async def test_a_chunked_body_still_on_its_way_is_capped_at_its_last_byte(
+    make_gateway: GatewayFactory, pad: int, expected: Expectation
+) -> None:
+    gw = await make_gateway(settings=SMALL_BODY_LIMIT)
+    body = applicant_doc(meta={"pad": "0" * pad})
+    assert len(body) == 1000 + pad - 937
+    async with connection(gw) as (reader, writer):
+        # The head and a first chunk, and the rest once those were taken: the bytes still on
+        # their way are counted as they come, not only those there at once.
+        writer.write(fill(gw, request(CHUNKED, body=b"", length=False)) + _chunk(body[:100]))
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        writer.write(_chunk(body[100:]) + b"0\r\n\r\n")
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        response = await read_response(reader)
+    await check(gw, response, expected)
+
+
 # --- 8. slow and vanishing clients ----------------------------------------------------------------
 
 

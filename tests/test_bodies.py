@@ -85,6 +85,28 @@ async def test_read_capped_refuses_a_chunked_body_over_the_limit() -> None:
         await read_capped(_stream(b"abc", b"de"), declared_length=None, limit=4, timeout_s=1)
 
 
+async def _read_arriving(first: bytes, *rest: bytes, limit: int) -> bytes:
+    """`read_capped` of a body whose `rest` arrives once its `first` bytes are taken."""
+    stream = _stream(first, eof=False)
+    reading = asyncio.create_task(
+        read_capped(stream, declared_length=None, limit=limit, timeout_s=5)
+    )
+    await asyncio.sleep(0)  # the first bytes are taken: it waits for the rest
+    for chunk in rest:
+        stream.feed_data(chunk)
+    stream.feed_eof()
+    return await reading
+
+
+async def test_read_capped_takes_a_body_of_exactly_the_limit_that_arrives_in_pieces() -> None:
+    assert await _read_arriving(b"ab", b"c", b"d", limit=4) == b"abcd"
+
+
+async def test_read_capped_refuses_a_body_one_byte_over_the_limit_that_arrives_in_pieces() -> None:
+    with pytest.raises(BodyTooLarge):
+        await _read_arriving(b"ab", b"c", b"de", limit=4)
+
+
 async def test_read_capped_cuts_off_a_stalled_body() -> None:
     with pytest.raises(RequestTimeout):
         await read_capped(_stream(b"ab", eof=False), declared_length=None, limit=4, timeout_s=0.05)
