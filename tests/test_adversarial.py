@@ -1215,6 +1215,12 @@ BODIES: dict[str, tuple[bytes, str, dict[str, Any], Expectation]] = {
         {},
         Refused(400, "malformed_body"),
     ),
+    "gzip_labelled_deflate": (
+        gzip.compress(GOOD_BODY),
+        "deflate",
+        {},
+        Refused(400, "malformed_body"),
+    ),
     "raw_deflate_without_zlib_header": (
         _raw_deflate(GOOD_BODY),
         "deflate",
