@@ -853,6 +853,39 @@ async def test_a_body_on_a_get_route_is_400(make_gateway: GatewayFactory) -> Non
     await assert_refused(gw, response, 400, "malformed_body")
 
 
+async def test_a_body_on_a_delete_route_is_400(make_gateway: GatewayFactory) -> None:
+    delete = {
+        "method": "DELETE",
+        "path": "/v1/reports/{report_id}",
+        "purpose": "credit_assessment",
+        "fields": [{"path": "query.format", "category": "business.reference"}],
+    }
+    gw = await make_gateway([contract(routes=routes(delete))])
+    body = b'{"applicant": {"user_id": "u-1"}}'
+    response = await gw.share("DELETE", "/acme/v1/reports/r-1", data=body, headers=JSON)
+    await assert_refused(gw, response, 400, "malformed_body")
+    assert (await response.json())["error"]["message"] == "a DELETE share carries no body"
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "code"),
+    [
+        (JSON, 400, "malformed_body"),
+        ({"Content-Type": "text/plain"}, 415, "unsupported_media_type"),
+    ],
+    ids=["json", "not_json"],
+)
+async def test_an_empty_body_on_a_json_route_is_refused(
+    make_gateway: GatewayFactory, headers: dict[str, str], status: int, code: str
+) -> None:
+    gw = await make_gateway()
+    # /v1/notes names no data subject: only the body itself can refuse the share.
+    response = await gw.share(
+        "POST", "/acme/v1/notes", data=b"", headers=headers, purpose="service_delivery"
+    )
+    await assert_refused(gw, response, status, code)
+
+
 # --- 3. headers ---------------------------------------------------------------------------------
 
 CALLER_ONLY_HEADERS = {
