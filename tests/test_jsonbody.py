@@ -495,6 +495,13 @@ def test_parse_media_type_without_parameters() -> None:
     assert parse_media_type("application/pdf") == ("application/pdf", {})
 
 
+def test_parse_media_type_drops_the_blanks_before_the_next_parameter() -> None:
+    assert parse_media_type("text/plain; charset=utf-8 ; format=flowed") == (
+        "text/plain",
+        {"charset": "utf-8", "format": "flowed"},
+    )
+
+
 # --- properties ----------------------------------------------------------------------------------
 
 _scalars = (
