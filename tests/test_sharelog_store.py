@@ -632,6 +632,15 @@ def failing_commits() -> tuple[dict[str, int], Callable[[Path], sqlite3.Connecti
     return faults, watching(fail)
 
 
+async def _log_that_never_retries_first(tmp_path: Path) -> tuple[ShareLog, dict[str, int]]:
+    """A log whose commits `failing_commits` fails, with no retry of its own within a test."""
+    faults, connect = failing_commits()
+    share_log = await ShareLog.open(
+        log_settings(tmp_path), KEY, retry_interval_s=60.0, connect=connect
+    )
+    return share_log, faults
+
+
 async def _fail_an_outcome(share_log: ShareLog, faults: dict[str, int], commits: int) -> None:
     """Record s-1, then have the commit of its submitted outcome fail (and `commits - 1` more)."""
     await share_log.record(make_record("s-1"))  # committed: the share goes to its partner
@@ -643,11 +652,8 @@ async def _fail_an_outcome(share_log: ShareLog, faults: dict[str, int], commits:
 
 
 async def test_a_held_outcome_survives_a_record_whose_commit_fails_too(tmp_path: Path) -> None:
-    faults, connect = failing_commits()
     # No retry of its own before the records come: they bring the held outcome along.
-    share_log = await ShareLog.open(
-        log_settings(tmp_path), KEY, retry_interval_s=60.0, connect=connect
-    )
+    share_log, faults = await _log_that_never_retries_first(tmp_path)
     try:
         await _fail_an_outcome(share_log, faults, commits=2)
         with pytest.raises(ShareLogUnavailable):
@@ -662,10 +668,7 @@ async def test_a_held_outcome_survives_a_record_whose_commit_fails_too(tmp_path:
 
 
 async def test_the_commit_that_ends_a_failure_holds_a_resume_checkpoint(tmp_path: Path) -> None:
-    faults, connect = failing_commits()
-    share_log = await ShareLog.open(
-        log_settings(tmp_path), KEY, retry_interval_s=60.0, connect=connect
-    )
+    share_log, faults = await _log_that_never_retries_first(tmp_path)
     try:
         await _fail_an_outcome(share_log, faults, commits=1)
         await share_log.record(make_record("s-2"))  # the writer takes it: no retry came first
@@ -683,10 +686,7 @@ async def test_the_commit_that_ends_a_failure_holds_a_resume_checkpoint(tmp_path
 
 
 async def test_an_outcome_held_after_a_failed_commit_is_written_at_close(tmp_path: Path) -> None:
-    faults, connect = failing_commits()
-    share_log = await ShareLog.open(
-        log_settings(tmp_path), KEY, retry_interval_s=60.0, connect=connect
-    )
+    share_log, faults = await _log_that_never_retries_first(tmp_path)
     try:
         await _fail_an_outcome(share_log, faults, commits=1)
     finally:
