@@ -772,8 +772,9 @@ class _Verifier(EntryTally):
         self.open_seqs: dict[int, str] = {}
         self.open_ids: dict[str, int] = {}
         # A second outcome is written unlinked. Only the shares whose id an unlinked outcome
-        # carries (few: those of pruned shares) are remembered once closed, by share id, as
-        # (share seq, outcome seq): every closed share would be every share id of the log.
+        # carries (few: those pruned in flight or never recorded as shared) are remembered once
+        # closed, by share id, as (share seq, outcome seq): every closed share would be every
+        # share id of the log.
         self.unlinked_ids: set[str] = set()
         self.closed: dict[str, tuple[int | None, int]] = {}
 
@@ -1148,22 +1149,22 @@ class _Verifier(EntryTally):
                     f"{open_seq}: its row in pending_outcomes was removed or altered, and the "
                     "share reads as pending",
                 )
-            self._first_outcome(seq, share_id, None)
+            self._note_outcome(seq, share_id, None)
             return
         if share_seq < self.start:
             # Its share went with a prune; the outcome stays, and is still its only one.
-            self._first_outcome(seq, share_id, share_seq)
+            self._note_outcome(seq, share_id, share_seq)
             return
         if self.open_seqs.get(share_seq) == share_id:
             del self.open_seqs[share_seq]
             if self.open_ids.get(share_id) == share_seq:
                 del self.open_ids[share_id]
-            self._first_outcome(seq, share_id, share_seq)
+            self._note_outcome(seq, share_id, share_seq)
             return
         problem = self._misnamed(share_id, seq, share_seq)
         self.fail("outcome", seq, share_id, f"outcome {where} {problem}")
 
-    def _first_outcome(self, seq: int, share_id: str, share_seq: int | None) -> None:
+    def _note_outcome(self, seq: int, share_id: str, share_seq: int | None) -> None:
         """Notes the outcome of a share (unlinked: `share_seq` None), failing if it already had
         one. The gateway submits one per share and links only the first, so a second is
         unlinked: only the share ids of unlinked outcomes need remembering."""
