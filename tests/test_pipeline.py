@@ -2383,6 +2383,24 @@ async def test_no_share_without_a_record(make_gateway: GatewayFactory) -> None:
     assert gw.log.records == []
 
 
+async def test_a_refusal_the_share_log_cannot_record_is_still_answered_and_logged(
+    make_gateway: GatewayFactory,
+) -> None:
+    # Nothing is shared, so the caller gets the refusal it earned, not a 503 or a bare 500;
+    # the record that could not be written is named in the gateway's own log.
+    gw = await make_gateway()
+    gw.log.available = False
+    with structlog.testing.capture_logs() as lines:
+        response = await gw.share("POST", ASSESS, json=applicant(), purpose="marketing")
+    body = await response.json()
+    assert (response.status, body["error"]["code"]) == (403, "purpose_denied")
+    assert gw.partner.received == []
+    failed = [line for line in lines if line["event"] == "share_record_failed"]
+    assert [(f["share_id"], f["reason"]) for f in failed] == [
+        (response.headers["X-Share-Id"], "purpose_denied")
+    ]
+
+
 async def test_a_share_whose_record_took_too_long_is_not_sent(
     make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
