@@ -216,6 +216,20 @@ FAULTS: dict[str, Fault] = {
         )
         for version in ("2.0", "0.9", "1.2")
     },
+    # A partner's server that took the share for a protocol switch: what follows its head is
+    # no HTTP answer, and none of it reaches the caller.
+    "switching_protocols": Fault(
+        sends(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\n\r\n" + MARKER,
+            then="hang",
+        ),
+        502,
+        "upstream_error",
+        "possibly_delivered",
+        None,
+        upstream=FAST,  # refused when the head arrives, not held until the deadline
+    ),
     "not_http_at_all": Fault(
         sends(b"SSH-2.0-OpenSSH_9.6\r\n" + MARKER + b"\r\n\r\n"),
         502,
