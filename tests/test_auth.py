@@ -526,6 +526,9 @@ NOT_STRICT_JSON: dict[str, Callable[[bytes], bytes]] = {
     "nan": lambda document: _with_member(document, b'"note": NaN'),
     "infinity": lambda document: _with_member(document, b'"note": -Infinity'),
     "nested_too_deep": lambda document: _with_member(document, b'"note": ' + b"[" * 40 + b"]" * 40),
+    # Numbers no float holds: an `exp` of them would overflow where it is compared.
+    "number_beyond_a_float": lambda document: _with_member(document, b'"note": 1e400'),
+    "integer_beyond_a_float": lambda document: _with_member(document, b'"note": ' + b"9" * 400),
 }
 
 
