@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway import jsonbody
 from gateway.errors import MalformedBody, UnsupportedMediaType
 from gateway.jsonbody import (
     JSONValue,
@@ -469,6 +470,10 @@ def test_json_content_types_accepted(header: str) -> None:
         ("application/json; charset=", "malformed"),
         ('application/json; charset="utf-8', "malformed"),
         ("application/json; charset=utf-8 x", "malformed"),
+        ('application/json; charset="utf-8"x', "malformed"),
+        ('application/json; charset="utf-8" x', "malformed"),
+        ('application/json; charset="utf\x01-8"', "malformed"),
+        ('application/json; charset="utf\x7f-8"', "malformed"),
         ("application /json", "malformed"),
         ("application/json/x", "malformed"),
         ("json", "malformed"),
@@ -482,6 +487,19 @@ def test_other_content_types_refused(header: str | None, mentions: str) -> None:
     # What the caller wrote is not echoed: it ends up in the caller's logs.
     written = (header or "").split(";")[-1].strip()
     assert not written or written not in info.value.message
+
+
+def test_the_accepted_types_remembered_stay_few_and_refused_ones_are_never_remembered() -> None:
+    # Each header is checked once and then remembered: a caller sending ever new types must not
+    # grow that memory without end, nor make a refused type pass the second time.
+    for n in range(1000):
+        check_json_content_type(f"application/vnd.t{n}+json")
+        assert len(jsonbody._ACCEPTED_JSON_TYPES) <= 256
+    assert "application/vnd.t999+json" in jsonbody._ACCEPTED_JSON_TYPES
+    for _ in range(2):
+        with pytest.raises(UnsupportedMediaType):
+            check_json_content_type("application/json; charset=utf-7")
+    assert "application/json; charset=utf-7" not in jsonbody._ACCEPTED_JSON_TYPES
 
 
 def test_parse_media_type_lowercases_type_and_names_but_keeps_values() -> None:
