@@ -1160,6 +1160,7 @@ class NameServers:
 
     real: Callable[..., Any]
     addresses: dict[str, str] = field(default_factory=dict)
+    several: dict[str, list[str]] = field(default_factory=dict)  # names with more addresses
     hanging: set[str] = field(default_factory=set)
     answer: threading.Event = field(default_factory=threading.Event)
     asked: list[str] = field(default_factory=list)  # each lookup, as its thread made it
@@ -1172,6 +1173,9 @@ class NameServers:
         if host in self.addresses:
             self.asked.append(host)
             return self.real(self.addresses[host], port, *args, **kwargs)
+        if host in self.several:
+            self.asked.append(host)
+            return [i for a in self.several[host] for i in self.real(a, port, *args, **kwargs)]
         return self.real(host, port, *args, **kwargs)
 
 
@@ -1210,6 +1214,25 @@ async def test_a_partner_whose_name_server_hangs_keeps_no_other_from_being_reach
     finally:
         names.answer.set()
         await upstream.close()
+
+
+async def test_a_name_whose_first_address_refuses_is_reached_at_the_next(
+    partner: RawPartner, names: NameServers
+) -> None:
+    # The partner listens on 127.0.0.1 only: at 127.0.0.2 its port refuses the connection.
+    names.several["partner.example"] = ["127.0.0.2", "127.0.0.1"]
+    names.several["gone.example"] = ["127.0.0.2", "127.0.0.3"]
+    upstream = HttpUpstream()
+    await upstream.start()
+    try:
+        response = await upstream.send(request_to(f"http://partner.example:{partner.port}/v1/x"))
+        assert response.status == 200
+        with pytest.raises(UpstreamFailure) as caught:
+            await upstream.send(request_to(f"http://gone.example:{partner.port}/v1/x"))
+        assert caught.value.failure == "error"  # no address took it: nothing was sent
+    finally:
+        await upstream.close()
+    assert len(partner.requests) == 1
 
 
 async def test_shares_waiting_for_one_name_share_one_lookup_and_no_failure_is_kept(
