@@ -1057,7 +1057,7 @@ async def test_verify_remembers_only_the_closed_shares_an_unlinked_outcome_names
         verifier = _Verifier(conn, KEY)
         result = verifier.run()
     assert result.ok, result.problem
-    assert verifier.unlinked_ids == set(verifier.closed) == {"never-recorded"}
+    assert verifier.links.unlinked_ids == set(verifier.links.closed) == {"never-recorded"}
 
 
 async def second_outcome_through_the_share_log(path: Path) -> None:

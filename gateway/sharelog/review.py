@@ -29,6 +29,7 @@ from gateway.sharelog.chain import (
     macs_equal,
     seal_key,
 )
+from gateway.sharelog.outcomes import OutcomeLinks, describe
 from gateway.sharelog.schema import (
     MIGRATIONS,
     as_stored,
@@ -676,10 +677,6 @@ class _Failed(Exception):
         self.problem = problem
 
 
-def _describe(seq: int, share_id: str | None) -> str:
-    return f"seq {seq}" + (f" (share {share_id})" if share_id else "")
-
-
 def _merged_entries(conn: sqlite3.Connection) -> Iterator[tuple[int, EntryKind, Any]]:
     def stream(kind: EntryKind) -> Iterator[tuple[int, EntryKind, Any]]:
         for row in conn.execute(f"{select_sql(kind)} ORDER BY seq"):
@@ -697,6 +694,25 @@ def _seq_of_hash(conn: sqlite3.Connection, digest: str) -> int | None:
         (digest,),
     ).fetchone()
     return None if row is None else int(row[0])
+
+
+class _LogEntries:
+    """The log's entries, looked up by seq in the walk's snapshot."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def share_at(self, seq: int) -> tuple[str, str] | None:
+        row = self.conn.execute(
+            "SELECT share_id, decision FROM shares WHERE seq = ?", (seq,)
+        ).fetchone()
+        return None if row is None else (str(row[0]), str(row[1]))
+
+    def first_outcome_of(self, share_seq: int, before: int) -> int | None:
+        row = self.conn.execute(
+            "SELECT MIN(seq) FROM outcomes WHERE share_seq = ? AND seq < ?", (share_seq, before)
+        ).fetchone()
+        return None if row[0] is None else int(row[0])
 
 
 # An object of the file's schema: (type, name) -> (the table it belongs to, its SQL).
@@ -768,18 +784,13 @@ class _Verifier(EntryTally):
         self.head_seq: int | None = None
         self.last_checkpoint = 0  # the seq of the last checkpoint entry; 0 when there is none
         self.start = 1  # the seq the chain starts at
-        # Shared records whose outcome has not come yet, by seq and by share id.
-        self.open_seqs: dict[int, str] = {}
-        self.open_ids: dict[str, int] = {}
-        # A second outcome is written unlinked. Only the shares whose id an unlinked outcome
-        # carries (few: those pruned in flight or never recorded as shared) are remembered once
-        # closed, by share id, as (share seq, outcome seq): every closed share would be every
-        # share id of the log.
-        self.unlinked_ids: set[str] = set()
-        self.closed: dict[str, tuple[int | None, int]] = {}
+        self.links = OutcomeLinks(_LogEntries(conn), self._outcome_failed)
 
     def fail(self, kind: ProblemKind, seq: int | None, share_id: str | None, msg: str) -> NoReturn:
         raise _Failed(VerifyProblem(kind, seq, share_id, msg))
+
+    def _outcome_failed(self, seq: int, share_id: str, msg: str) -> NoReturn:
+        self.fail("outcome", seq, share_id, msg)
 
     def run(self) -> VerifyResult:
         try:
@@ -885,9 +896,9 @@ class _Verifier(EntryTally):
             )
 
         expected, prev = self._start()
-        self.start = expected
+        self.start = self.links.start = expected
         # Read off the index on share_seq, in the walk's snapshot.
-        self.unlinked_ids = {
+        self.links.unlinked_ids = {
             str(share_id)
             for (share_id,) in conn.execute("SELECT share_id FROM outcomes WHERE share_seq IS NULL")
         }
@@ -900,7 +911,7 @@ class _Verifier(EntryTally):
         last: tuple[int, str | None] | None = None
         for seq, kind, row in _merged_entries(conn):
             share_id = row[1] if kind != "checkpoint" else None
-            where = _describe(seq, share_id)
+            where = describe(seq, share_id)
             if last is not None and seq == last[0]:
                 self.fail("inserted", seq, share_id, f"two entries have seq {seq}")
             if seq < expected:
@@ -911,7 +922,7 @@ class _Verifier(EntryTally):
                     f"entry {where} lies before the start of the chain (seq {expected})",
                 )
             if seq > expected:
-                after = f", after {_describe(*last)}" if last else ""
+                after = f", after {describe(*last)}" if last else ""
                 missing = f"seq {expected}" if seq == expected + 1 else f"seq {expected}-{seq - 1}"
                 self.fail(
                     "removed",
@@ -970,19 +981,17 @@ class _Verifier(EntryTally):
             if kind == "share":
                 self._check_subjects(subjects, seq, share_id, entry["subject_refs"])
                 if entry["decision"] == "shared":
-                    self.open_seqs[seq] = str(share_id)
-                    self.open_ids[str(share_id)] = seq
+                    self.links.shared(seq, str(share_id))
             elif kind == "outcome":
-                self._check_outcome(seq, str(share_id), entry["share_seq"])
+                self.links.outcome(seq, str(share_id), entry["share_seq"])
             else:
                 self.last_checkpoint = seq
-                if entry["reason"] in ("open", "close") and self.open_seqs:
-                    self._left_open(seq, str(entry["reason"]))
+                self.links.checkpoint(seq, str(entry["reason"]))
             self._count(kind, seq)
             last = (seq, share_id)
             expected, prev = seq + 1, str(stored_hash)
 
-        end = _describe(*last) if last else "its start"
+        end = describe(*last) if last else "its start"
         if not head_signed:
             # Reported after the walk: a changed record, if any, is the first broken one.
             self.fail("head", head_seq, None, "the head (last seq and hash) was altered")
@@ -1095,7 +1104,7 @@ class _Verifier(EntryTally):
         try:
             want = sorted({subject_key(ref) for ref in refs})
         except (ValueError, TypeError):
-            self.fail("unreadable", seq, share_id, f"a subject_ref of {_describe(seq, share_id)}")
+            self.fail("unreadable", seq, share_id, f"a subject_ref of {describe(seq, share_id)}")
         have: list[int] = []
         while (row := subjects.peek()) is not None:
             if row[2] != _INTEGERS and not (row[2].startswith("integer ") and row[0] > seq):
@@ -1116,91 +1125,8 @@ class _Verifier(EntryTally):
                 "index",
                 seq,
                 share_id,
-                f"the subject index of {_describe(seq, share_id)} does not match its record",
+                f"the subject index of {describe(seq, share_id)} does not match its record",
             )
-
-    def _left_open(self, seq: int, reason: str) -> NoReturn:
-        """A gateway closes every open share (as `unknown`) before it seals `open` or `close`:
-        one still open went without, because its row in pending_outcomes was removed."""
-        share_seq, share_id = next(iter(self.open_seqs.items()))
-        self.fail(
-            "outcome",
-            share_seq,
-            share_id,
-            f"{_describe(share_seq, share_id)} has no outcome before the {reason} checkpoint at "
-            f"seq {seq}, which closes every open share: its row in pending_outcomes was "
-            "removed or altered, and the share reads as pending",
-        )
-
-    def _check_outcome(self, seq: int, share_id: str, share_seq: int | None) -> None:
-        """An outcome belongs to an earlier shared record with its share id, one per share."""
-        where = _describe(seq, share_id)
-        if share_seq is None:
-            # Legitimately unlinked: the share was pruned away first, or it was never recorded
-            # as shared. An open share of the chain is none of these: the gateway found no row
-            # for it in `pending_outcomes`, and it reads as pending.
-            open_seq = self.open_ids.get(share_id)
-            if open_seq is not None:
-                self.fail(
-                    "outcome",
-                    seq,
-                    share_id,
-                    f"outcome {where} is not linked to its share, which is open at seq "
-                    f"{open_seq}: its row in pending_outcomes was removed or altered, and the "
-                    "share reads as pending",
-                )
-            self._note_outcome(seq, share_id, None)
-            return
-        if share_seq < self.start:
-            # Its share went with a prune; the outcome stays, and is still its only one.
-            self._note_outcome(seq, share_id, share_seq)
-            return
-        if self.open_seqs.get(share_seq) == share_id:
-            del self.open_seqs[share_seq]
-            if self.open_ids.get(share_id) == share_seq:
-                del self.open_ids[share_id]
-            self._note_outcome(seq, share_id, share_seq)
-            return
-        problem = self._misnamed(share_id, seq, share_seq)
-        self.fail("outcome", seq, share_id, f"outcome {where} {problem}")
-
-    def _note_outcome(self, seq: int, share_id: str, share_seq: int | None) -> None:
-        """Notes the outcome of a share (unlinked: `share_seq` None), failing if it already had
-        one. The gateway submits one per share and links only the first, so a second is
-        unlinked: only the share ids of unlinked outcomes need remembering."""
-        if share_id not in self.unlinked_ids:
-            return
-        first_seq, first_outcome = self.closed.setdefault(share_id, (share_seq, seq))
-        if first_outcome == seq:
-            return
-        second = "a second, unlinked outcome" if share_seq is None else "a second outcome"
-        of = "whose first outcome" if first_seq is None else f"of seq {first_seq}, whose outcome"
-        self.fail(
-            "outcome",
-            seq,
-            share_id,
-            f"outcome {_describe(seq, share_id)} is {second} {of} is at seq {first_outcome}: "
-            "the gateway writes one per share, and `logs query` shows only the first",
-        )
-
-    def _misnamed(self, share_id: str, seq: int, share_seq: int) -> str:
-        """What the share an outcome is linked to is instead of its own open share."""
-        if share_seq >= seq:
-            return f"is linked to seq {share_seq}, which does not come before it"
-        row = self.conn.execute(
-            "SELECT share_id, decision FROM shares WHERE seq = ?", (share_seq,)
-        ).fetchone()
-        if row is None:
-            return f"is linked to seq {share_seq}, which is not a share"
-        other, decision = row
-        if decision != "shared":
-            return f"is linked to seq {share_seq}, which was not shared ({decision})"
-        if other != share_id:
-            return f"is linked to seq {share_seq}, which is share {other}"
-        earlier = self.conn.execute(
-            "SELECT MIN(seq) FROM outcomes WHERE share_seq = ? AND seq < ?", (share_seq, seq)
-        ).fetchone()[0]
-        return f"is a second outcome of seq {share_seq}, whose outcome is at seq {earlier}"
 
 
 def _what_changed(row: Sequence[Any], entry: Entry, stored_hash: object) -> str:
@@ -1377,7 +1303,7 @@ class _ExportCheck:
             expected = lo
             for seq, kind, row in entries_between(self.conn, lo, hi):
                 share_id = row[1] if kind != "checkpoint" else None
-                where = _describe(seq, share_id)
+                where = describe(seq, share_id)
                 if seq < expected:
                     self.fail(f"entry {where} is a second entry at seq {seq}")
                 if seq > expected:
