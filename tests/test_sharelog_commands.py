@@ -2846,6 +2846,74 @@ async def test_an_export_is_verified_from_standard_input(
     assert out.startswith("export verified: standard input: 9 entries (4 shares, 3 outcomes, ")
 
 
+@pytest.fixture
+async def second_outcome(settings: Settings) -> Settings:
+    """s-1 and two outcomes of it, the second through the share log all the same (a caller's
+    slip): 1 open checkpoint | 2 s-1 | 3 its outcome | 4 a second one | 5 close checkpoint."""
+    share_log = await ShareLog.open(settings.share_log, HASH_KEY.encode())
+    try:
+        await share_log.record(share("s-1", T0))
+        for outcome in ("delivered", "error"):
+            await share_log.record_outcome(ShareOutcome("s-1", outcome, None, 0, 1.0))
+    finally:
+        await share_log.close()
+    return settings
+
+
+_SECOND = (
+    "outcome seq 4 (share s-1) is a second, unlinked outcome of seq 2, whose outcome is at seq "
+    "3: the gateway writes one per share, and `logs query` shows only the first"
+)
+
+
+@pytest.mark.parametrize("source", ["file", "pipe"])
+def test_an_export_holding_a_second_outcome_fails_as_the_log_does(
+    second_outcome: Settings,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    source: str,
+) -> None:
+    code, out, _ = run(["logs", "verify"], second_outcome, capsys)
+    assert code == 1
+    assert out.splitlines()[:2] == [
+        f"share log verification FAILED (outcome): {_SECOND}",
+        "first broken record: seq 4, share s-1",
+    ]
+    # Every hash, link and seal of it holds: the export is written, and its check finds the
+    # second outcome as `logs verify` does.
+    data = b"".join(_export_lines(second_outcome, capsys))
+    if source == "file":
+        code, out, _ = _verify_export(data, second_outcome, capsys, tmp_path)
+        shown = str(tmp_path / "received.jsonl")
+    else:
+        # Read once, as a pipe is: the check reads it twice all the same.
+        read_end, write_end = os.pipe()
+        with open(write_end, "wb") as writer:
+            writer.write(data)
+        stdin = io.TextIOWrapper(open(read_end, "rb"))  # noqa: SIM115 - closed below
+        monkeypatch.setattr(sys, "stdin", stdin)
+        code, out, _ = run(["logs", "verify", "--export", "-"], second_outcome, capsys)
+        stdin.close()
+        shown = "standard input"
+    assert code == 1
+    assert out.splitlines() == [
+        f"export verification FAILED (outcome): {shown}: {_SECOND}",
+        "first bad line: line 5, seq 4, share s-1",
+        "checked before the failure: 3 entries",
+    ]
+    if source == "file":
+        code, out, _ = _verify_export(data, second_outcome, capsys, tmp_path, "--format", "json")
+        assert code == 1
+        assert json.loads(out)["problem"] == {
+            "kind": "outcome",
+            "line": 5,
+            "seq": 4,
+            "share_id": "s-1",
+            "message": _SECOND,
+        }
+
+
 @pytest.mark.parametrize(
     ("more", "says"),
     [

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import functools
+import io
+import os
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal
 
 import orjson
@@ -12,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.settings import ShareLogSettings
 from gateway.sharelog import ShareOutcome, ShareRecord
 from gateway.sharelog.chain import (
     GENESIS_HASH,
@@ -26,7 +30,10 @@ from gateway.sharelog.chain import (
     share_entry,
     unsealed,
 )
-from gateway.sharelog.exportfile import check_export
+from gateway.sharelog.exportfile import _Checker, _Lines, check_export
+from gateway.sharelog.ledger import Ledger
+from gateway.sharelog.review import export, verify
+from gateway.sharelog.store import ShareLog
 
 KEY = b"exportfile-master-key-" * 2
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
@@ -39,15 +46,12 @@ def _line(fields: Entry) -> bytes:
 Header = Literal["sealed", "unsealed"]
 
 
-@functools.cache
-def _export(first: int, header_as: Header = "sealed") -> tuple[bytes, ...]:
-    """The lines of an export of a chain of five entries from seq `first`, as `logs export`
-    writes them: header, entries, the signed head. The header sealed (exported with the key),
-    or unsealed (without it)."""
-    key = seal_key(KEY)
-    record = ShareRecord(
-        share_id="s-1",
-        ts=T0,
+def _shared(share_id: str, ts: datetime, decision: str = "shared") -> ShareRecord:
+    """A share as the gateway records it; a denied one sends nothing."""
+    sent = decision == "shared"
+    return ShareRecord(
+        share_id=share_id,
+        ts=ts,
         partner="acme",
         contract_id="DPA-1",
         contract_version=3,
@@ -56,23 +60,34 @@ def _export(first: int, header_as: Header = "sealed") -> tuple[bytes, ...]:
         purpose="credit_assessment",
         method="POST",
         route="POST /v1/assess",
-        decision="shared",
-        reason="shared",
-        fields_sent=("applicant.name",),
-        pii_redactions={"phone": 1},
-        records=1,
+        decision=decision,  # type: ignore[arg-type]
+        reason="shared" if sent else "scope_denied",
+        fields_sent=("applicant.name",) if sent else (),
+        pii_redactions={"phone": 1} if sent else {},
+        records=1 if sent else 0,
         subject_refs=("ab" * 32,),
-        bytes_sent=40,
+        bytes_sent=40 if sent else 0,
     )
+
+
+@functools.cache
+def _export(first: int, header_as: Header = "sealed") -> tuple[bytes, ...]:
+    """The lines of an export of a chain of five entries from seq `first`, as `logs export`
+    writes them: header, entries (an open checkpoint, a share, its outcome, a denied share, a
+    close checkpoint), the signed head. The header sealed (exported with the key), or unsealed
+    (without it)."""
+    key = seal_key(KEY)
     prev = GENESIS_HASH if first == 1 else "cd" * 32
     entries: list[Entry] = []
     outcome = ShareOutcome("s-1", "delivered", 200, 12, 31.4)
     for seq in range(first, first + 5):
         step = seq - first
-        if step in (1, 3):
-            entry = share_entry(record, seq, prev)
+        if step == 1:
+            entry = share_entry(_shared("s-1", T0), seq, prev)
         elif step == 2:
             entry = outcome_entry(outcome, first + 1, T0, seq, prev)
+        elif step == 3:
+            entry = share_entry(_shared("s-2", T0, "denied"), seq, prev)
         else:
             entry = checkpoint_entry("open" if step == 0 else "close", T0, seq, prev)
         entries.append(seal(entry, key))
@@ -488,4 +503,356 @@ def test_a_header_end_or_seal_of_the_wrong_type_is_said_to_be_so(
         "header",
         1,
         "the header (line 1) has a field of the wrong type",
+    )
+
+
+# --- outcomes against their shares -----------------------------------------------------------
+
+
+def _delivered(share_id: str, outcome: Literal["delivered", "error"] = "delivered") -> ShareOutcome:
+    return ShareOutcome(share_id, outcome, 200 if outcome == "delivered" else None, 1, 1.0)
+
+
+async def _written(path: Path, *entries: ShareRecord | ShareOutcome) -> None:
+    """The log at `path` as the gateway's share log writes these, in order, and closes."""
+    share_log = await ShareLog.open(ShareLogSettings(path=path, stdout=False), KEY)
+    try:
+        for entry in entries:
+            if isinstance(entry, ShareRecord):
+                await share_log.record(entry)
+            else:
+                await share_log.record_outcome(entry)
+    finally:
+        await share_log.close()
+
+
+def _exported(
+    path: Path, since: datetime | None = None, until: datetime | None = None
+) -> list[bytes]:
+    """The export `logs export` writes of the log at `path`, with the key."""
+    out = io.StringIO()
+    export(path, since, until, out, KEY)
+    return out.getvalue().encode().splitlines(keepends=True)
+
+
+async def _chain(path: Path) -> None:
+    """Written through the gateway's share log, by seq:
+    1 open checkpoint | 2 s-0, 3 its outcome | 4 s-1, 5 outcome | 6 s-2, 7 outcome
+    8 s-3 (denied)    | 9 s-4, 10 outcome    | 11 close checkpoint"""
+    entries: list[ShareRecord | ShareOutcome] = []
+    for n in range(5):
+        decision = "denied" if n == 3 else "shared"
+        entries.append(_shared(f"s-{n}", T0 + timedelta(minutes=n), decision))
+        if decision == "shared":
+            entries.append(_delivered(f"s-{n}"))
+    await _written(path, *entries)
+
+
+def _resealed_from(lines: list[bytes], seq: int, **values: Any) -> list[bytes]:
+    """The export with the entry at `seq` changed as a writer holding the key would write it:
+    it and every entry after it hashed, linked and sealed again, the head and the header too.
+    Only what is checked beyond hashes, links and seals can tell."""
+    key = seal_key(KEY)
+    header, *entries, head = (orjson.loads(line) for line in lines)
+    prev = ""
+    for i, entry in enumerate(entries):
+        if entry["seq"] == seq:
+            entry.update(values)
+        if entry["seq"] >= seq:
+            if prev:
+                entry["prev_hash"] = prev
+            entries[i] = entry = seal(unsealed(entry), key)
+        prev = entry["hash"]
+    if head["seq"] == entries[-1]["seq"]:
+        head.update(hash=prev, mac=head_mac(key, head["seq"], prev))
+    header["to_hash"] = prev
+    header["mac"] = header_mac(key, header)
+    return [_line(header), *(_line(entry) for entry in entries), _line(head)]
+
+
+def _outcome_problem(lines: list[bytes]) -> tuple[str, int, int | None, str | None, str]:
+    check = check_export(lines, KEY)
+    assert check.problem is not None, "the export verified"
+    problem = check.problem
+    return problem.kind, problem.line, problem.seq, problem.share_id, problem.message
+
+
+async def test_an_export_of_a_log_as_the_gateway_writes_it_verifies(tmp_path: Path) -> None:
+    path = tmp_path / "share-log.sqlite"
+    await _chain(path)
+    check = check_export(_exported(path), KEY)
+    assert (check.problem, check.outcomes, check.last_seq) == (None, 4, 11)
+
+
+async def test_a_second_outcome_written_by_the_share_log_fails_as_logs_verify_fails_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "share-log.sqlite"
+    # s-0 at seq 2, its outcomes at 3 and 4: a caller's slip.
+    await _written(path, _shared("s-0", T0), _delivered("s-0"), _delivered("s-0", "error"))
+    lines = _exported(path)
+    logged = verify(path, KEY).problem
+    assert logged is not None
+    # Written so, the export is sound in every hash, link and seal.
+    assert _outcome_problem(lines) == ("outcome", 5, 4, "s-0", logged.message)
+    assert logged.message == (
+        "outcome seq 4 (share s-0) is a second, unlinked outcome of seq 2, whose outcome is at "
+        "seq 3: the gateway writes one per share, and `logs query` shows only the first"
+    )
+
+
+async def _second_outcome_of_an_earlier_share(path: Path) -> None:
+    """s-0 on the first day, its outcome and a second one on the next, after s-1: by seq,
+    1 open | 2 s-0 | 3 s-1 | 4 s-0's outcome | 5 a second one | 6 s-1's | 7 close."""
+    await _written(
+        path,
+        _shared("s-0", T0),
+        _shared("s-1", T0 + timedelta(days=1)),
+        _delivered("s-0"),
+        _delivered("s-0", "error"),
+        _delivered("s-1"),
+    )
+
+
+def test_a_second_outcome_of_a_share_before_the_window_fails_where_both_are_in_it(
+    second_outcome: Path,
+) -> None:
+    path = second_outcome
+    # From s-1 (seq 3) on: s-0 is before the window, both its outcomes in it.
+    lines = _exported(path, since=T0 + timedelta(hours=12))
+    assert orjson.loads(lines[0])["from_seq"] == 3
+    logged = verify(path, KEY).problem
+    assert logged is not None
+    assert _outcome_problem(lines) == ("outcome", 4, 5, "s-0", logged.message)
+    assert logged.message.startswith(
+        "outcome seq 5 (share s-0) is a second, unlinked outcome of seq 2, whose outcome is at "
+        "seq 4: "
+    )
+    # Without the first outcome nothing in the file shows the second is one: the entries from
+    # seq 5 on hold a lone unlinked outcome, as a window of a log that pruned s-0 would.
+    header, *entries, head = lines
+    later = [_resealed(header, from_seq=5), *entries[2:], head]
+    check = check_export(later, KEY)
+    assert (check.problem, check.first_seq, check.outcomes) == (None, 5, 2)
+
+
+async def test_two_outcomes_of_a_share_never_recorded_fail_in_the_export(tmp_path: Path) -> None:
+    path = tmp_path / "share-log.sqlite"
+    # At seqs 2 and 3.
+    await _written(path, _delivered("never-recorded"), _delivered("never-recorded", "error"))
+    logged = verify(path, KEY).problem
+    assert logged is not None
+    assert _outcome_problem(_exported(path)) == (
+        "outcome",
+        4,
+        3,
+        "never-recorded",
+        logged.message,
+    )
+
+
+async def test_a_window_holds_outcomes_of_shares_before_it_and_shares_open_past_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "share-log.sqlite"
+    share_log = await ShareLog.open(ShareLogSettings(path=path, stdout=False), KEY)
+    try:
+        await share_log.record(_shared("s-0", T0))  # seq 2
+        await share_log.record(_shared("s-1", T0 + timedelta(hours=1)))  # 3
+        await share_log.record(_shared("s-2", T0 + timedelta(hours=2)))  # 4
+        await share_log.record_outcome(_delivered("s-0"))  # 5, linked to 2
+        await share_log.record_outcome(_delivered("s-2"))  # 6, linked to 4
+        await share_log.record(_shared("s-3", T0 + timedelta(hours=3)))  # 7
+        await share_log.record_outcome(_delivered("never-recorded"))  # 8, unlinked
+        # Exported while s-1 and s-3 are in flight.
+        windows = {
+            "whole": _exported(path),
+            # From s-1: s-0's outcome is linked to a share before the window.
+            "since": _exported(path, since=T0 + timedelta(minutes=30)),
+            # Up to s-0, with its outcome: s-1 and s-2 lie between them, s-1 still open and
+            # s-2's outcome past the window's end.
+            "until": _exported(path, until=T0 + timedelta(minutes=30)),
+            # s-1 alone: from seq 3 to seq 3.
+            "one": _exported(path, T0 + timedelta(minutes=30), T0 + timedelta(minutes=90)),
+        }
+    finally:
+        await share_log.close()
+    spans = {
+        name: (orjson.loads(ls[1])["seq"], orjson.loads(ls[-2])["seq"])
+        for name, ls in windows.items()
+    }
+    assert spans == {"whole": (1, 8), "since": (3, 8), "until": (1, 5), "one": (3, 3)}
+    for name, lines in windows.items():
+        check = check_export(lines, KEY)
+        assert check.problem is None, (name, check.problem)
+    # The log, closed since (s-1 and s-3 as `unknown`), and its export after it, verify too.
+    assert verify(path, KEY).ok
+    assert check_export(_exported(path), KEY).ok
+
+
+# Each sound export of `_chain` changed, as a writer holding the key would write it, at one
+# outcome: what `logs verify` says of the log written so (test_sharelog_review), said of the
+# export, at the line and seq of the outcome (or of the share left open) and its share id.
+_MISLINKED: dict[str, tuple[int, dict[str, Any], int, str, str]] = {
+    "another share": (
+        7,
+        {"share_seq": 4},
+        7,
+        "s-2",
+        "outcome seq 7 (share s-2) is linked to seq 4, which is share s-1",
+    ),
+    "unlinked, its share open": (
+        7,
+        {"share_seq": None},
+        7,
+        "s-2",
+        "outcome seq 7 (share s-2) is not linked to its share, which is open at seq 6: its "
+        "row in pending_outcomes was removed or altered, and the share reads as pending",
+    ),
+    "a denial": (
+        10,
+        {"share_seq": 8},
+        10,
+        "s-4",
+        "outcome seq 10 (share s-4) is linked to seq 8, which was not shared (denied)",
+    ),
+    "a checkpoint": (
+        7,
+        {"share_seq": 1},
+        7,
+        "s-2",
+        "outcome seq 7 (share s-2) is linked to seq 1, which is not a share",
+    ),
+    "an outcome": (
+        7,
+        {"share_seq": 5},
+        7,
+        "s-2",
+        "outcome seq 7 (share s-2) is linked to seq 5, which is not a share",
+    ),
+    "a later share": (
+        7,
+        {"share_seq": 9},
+        7,
+        "s-2",
+        "outcome seq 7 (share s-2) is linked to seq 9, which does not come before it",
+    ),
+    "itself": (
+        7,
+        {"share_seq": 7},
+        7,
+        "s-2",
+        "outcome seq 7 (share s-2) is linked to seq 7, which does not come before it",
+    ),
+    "a second, linked": (
+        7,
+        {"share_id": "s-1", "share_seq": 4},
+        7,
+        "s-1",
+        "outcome seq 7 (share s-1) is a second outcome of seq 4, whose outcome is at seq 5",
+    ),
+    "a share left open at the close": (
+        10,
+        {"share_id": "never-recorded", "share_seq": None},
+        9,
+        "s-4",
+        "seq 9 (share s-4) has no outcome before the close checkpoint at seq 11, which closes "
+        "every open share: its row in pending_outcomes was removed or altered, and the share "
+        "reads as pending",
+    ),
+}
+
+
+@pytest.mark.parametrize("mislinked", sorted(_MISLINKED))
+async def test_an_outcome_sealed_against_the_wrong_share_fails_the_export(
+    tmp_path: Path, mislinked: str
+) -> None:
+    seq, values, at, share_id, message = _MISLINKED[mislinked]
+    path = tmp_path / "share-log.sqlite"
+    await _chain(path)
+    lines = _resealed_from(_exported(path), seq, **values)
+    # Every hash, link and seal holds: only the outcome check can tell.
+    assert _outcome_problem(lines) == ("outcome", at + 1, at, share_id, message)
+    assert check_export(lines, KEY).to_json()["problem"]["share_id"] == share_id
+
+
+async def test_an_outcome_linked_before_the_export_is_not_judged(tmp_path: Path) -> None:
+    path = tmp_path / "share-log.sqlite"
+    await _chain(path)
+    # s-2 and s-3 (seqs 6-8), s-2's outcome pointed at s-0's record (seq 2), outside the file:
+    # s-2 then reads as open at the window's end, which the file does not show wrong either.
+    lines = _exported(path, T0 + timedelta(minutes=2), T0 + timedelta(minutes=3, seconds=30))
+    assert [orjson.loads(line)["seq"] for line in lines[1:-1]] == [6, 7, 8]
+    check = check_export(_resealed_from(lines, 7, share_seq=2), KEY)
+    assert check.problem is None, check.problem
+
+
+@pytest.mark.parametrize(
+    "values", [{"share_seq": "6"}, {"share_seq": True}, {"share_id": 6}], ids=["text", "bool", "id"]
+)
+async def test_an_outcome_link_of_the_wrong_type_is_said_to_be_so(
+    tmp_path: Path, values: dict[str, Any]
+) -> None:
+    path = tmp_path / "share-log.sqlite"
+    await _chain(path)
+    problem = check_export(_resealed_from(_exported(path), 7, **values), KEY).problem
+    assert problem is not None
+    assert (problem.kind, problem.line, problem.message) == (
+        "malformed",
+        8,
+        "line 8 has a field of the wrong type",
+    )
+
+
+@pytest.fixture
+async def second_outcome(tmp_path: Path) -> Path:
+    path = tmp_path / "share-log.sqlite"
+    await _second_outcome_of_an_earlier_share(path)
+    return path
+
+
+def test_a_second_outcome_is_found_in_an_export_read_from_a_pipe(
+    second_outcome: Path, tmp_path: Path
+) -> None:
+    data = b"".join(_exported(second_outcome))
+    read_end, write_end = os.pipe()
+    with open(write_end, "wb") as writer:
+        writer.write(data)  # far less than a pipe holds
+    with open(read_end, "rb") as reader:
+        assert not reader.seekable()
+        problem = check_export(reader, KEY).problem
+    assert problem is not None
+    assert (problem.kind, problem.line, problem.seq, problem.share_id) == ("outcome", 6, 5, "s-0")
+    # A file is read in place, from where it is opened.
+    exported = tmp_path / "audit.jsonl"
+    exported.write_bytes(b"preamble\n" + data)
+    with exported.open("rb") as lines:
+        lines.readline()
+        problem = check_export(lines, KEY).problem
+    logged = verify(second_outcome, KEY).problem
+    assert problem is not None
+    assert logged is not None
+    assert (problem.line, problem.seq, problem.message) == (6, 5, logged.message)
+
+
+async def test_the_check_remembers_only_the_closed_shares_an_unlinked_outcome_names(
+    tmp_path: Path,
+) -> None:
+    # Not every share id of an export of millions: those of its few unlinked outcomes.
+    path = tmp_path / "share-log.sqlite"
+    await _chain(path)
+    ledger = Ledger.open(path, KEY)
+    try:
+        ledger.begin()
+        ledger.add_outcome(_delivered("never-recorded"), T0)
+        ledger.commit(T0)
+    finally:
+        ledger.close()
+    checker = _Checker(_Lines(_exported(path)), KEY, sealed=False)
+    checker.run()
+    links = checker.links
+    assert (links.unlinked_ids, set(links.closed), links.open_seqs) == (
+        {"never-recorded"},
+        {"never-recorded"},
+        {},
     )

@@ -835,6 +835,8 @@ def _export_lines(shown: str, check: exportfile.ExportCheck, key_env: str) -> li
         where = [f"line {problem.line}"] + (
             [f"seq {problem.seq}"] if problem.seq is not None else []
         )
+        if problem.share_id is not None:
+            where.append(f"share {problem.share_id}")
         return [
             f"export verification FAILED ({problem.kind}): {shown}: {problem.message}",
             f"first bad line: {', '.join(where)}",

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
-from collections.abc import Iterable
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal, NoReturn
+from typing import IO, Any, Final, Literal, NoReturn
 
 import orjson
 
@@ -21,6 +24,7 @@ from gateway.sharelog.chain import (
     seal_key,
     unsealed,
 )
+from gateway.sharelog.outcomes import OutcomeLinks
 from gateway.sharelog.schema import columns
 
 ExportProblemKind = Literal[
@@ -33,6 +37,7 @@ ExportProblemKind = Literal[
     "forged",
     "head",
     "truncated",
+    "outcome",
 ]
 
 # The header as `review.export` writes it: the keys it must have, and those it may. Every
@@ -44,16 +49,25 @@ _HEAD_KEYS: Final = frozenset({"kind", "seq", "hash", "mac"})
 _ENTRY_KEYS: Final[dict[str, frozenset[str]]] = {
     kind: frozenset({"kind", *columns(kind)}) for kind in ("share", "outcome", "checkpoint")
 }
+# The text fields of each kind that the outcomes are checked by (an outcome's `share_seq` is an
+# integer or null): what every entry of the log holds, and no other type.
+_TEXT_KEYS: Final[dict[str, tuple[str, ...]]] = {
+    "share": ("prev_hash", "hash", "mac", "share_id", "decision"),
+    "outcome": ("prev_hash", "hash", "mac", "share_id"),
+    "checkpoint": ("prev_hash", "hash", "mac", "reason"),
+}
 
 
 @dataclass(frozen=True, slots=True)
 class ExportProblem:
-    """The first thing wrong with the file: its line (1 is the header) and the seq there."""
+    """The first thing wrong with the file: its line (1 is the header) and the seq there; for
+    an outcome that does not belong where it is linked, or a share left open, its share id."""
 
     kind: ExportProblemKind
     line: int
     seq: int | None
     message: str
+    share_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +119,7 @@ class ExportCheck:
                 "kind": self.problem.kind,
                 "line": self.problem.line,
                 "seq": self.problem.seq,
+                "share_id": self.problem.share_id,
                 "message": self.problem.message,
             },
         }
@@ -160,8 +175,80 @@ def _is_int(value: object) -> bool:
     return type(value) is int  # not a bool, which JSON keeps apart
 
 
+class _Lines:
+    """The export's lines, read more than once: a first look for unlinked outcomes, the check,
+    and, where a link fails, the entries it points at."""
+
+    def __init__(self, source: Sequence[bytes] | IO[bytes]) -> None:
+        self.source = source
+        self.begins = None if isinstance(source, Sequence) else source.tell()
+        self.from_seq = 1  # the header's, once the check has read it
+
+    def read(self) -> Iterator[bytes]:
+        """The lines from the first, the header."""
+        if isinstance(self.source, Sequence):
+            return iter(self.source)
+        self.source.seek(self.begins or 0)
+        return iter(self.source)
+
+    def line_of(self, seq: int) -> int:
+        """The line of an entry the check has passed: the entries run on from the header."""
+        return seq - self.from_seq + 2
+
+    def unlinked_ids(self) -> frozenset[str]:
+        """The share ids of the outcomes that are not linked to a share (`share_seq` null).
+
+        A line the check would refuse may be read otherwise here, or not at all: the check
+        fails at that line, before anything past it is judged.
+        """
+        found: set[str] = set()
+        for line in self.read():
+            if b"null" not in line:  # JSON has no other spelling of null
+                continue
+            try:
+                fields = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                try:  # what the check reads, orjson does not (a number past 64 bits)
+                    fields = _parsed(line.removesuffix(b"\n"))
+                except _Malformed:
+                    continue
+            if (
+                isinstance(fields, dict)
+                and fields.get("kind") == "outcome"
+                and "share_seq" in fields
+                and fields["share_seq"] is None
+                and isinstance(fields.get("share_id"), str)
+            ):
+                found.add(fields["share_id"])
+        return frozenset(found)
+
+    def _entries(self, first: int, stop: int) -> Iterator[dict[str, Any]]:
+        """The entries from seq `first` up to `stop`, which the check has passed already."""
+        at = None if isinstance(self.source, Sequence) else self.source.tell()
+        try:
+            start = self.line_of(first) - 1
+            for line in itertools.islice(self.read(), start, start + stop - first):
+                yield _parsed(line.removesuffix(b"\n"))
+        finally:
+            if at is not None and not isinstance(self.source, Sequence):
+                self.source.seek(at)  # where the check reads on
+
+    def share_at(self, seq: int) -> tuple[str, str] | None:
+        for fields in self._entries(seq, seq + 1):
+            if fields["kind"] == "share":
+                return str(fields["share_id"]), str(fields["decision"])
+        return None
+
+    def first_outcome_of(self, share_seq: int, before: int) -> int | None:
+        for fields in self._entries(share_seq + 1, before):
+            if fields["kind"] == "outcome" and fields["share_seq"] == share_seq:
+                return int(fields["seq"])
+        return None
+
+
 class _Checker(EntryTally):
-    def __init__(self, master_key: bytes | None, sealed: bool) -> None:
+    def __init__(self, lines: _Lines, master_key: bytes | None, sealed: bool) -> None:
+        self.lines = lines
         self.key = None if master_key is None else seal_key(master_key)
         self.sealed = sealed
         self.number = 0  # the line being read
@@ -170,11 +257,23 @@ class _Checker(EntryTally):
         self.anchor: str | None = None
         self.header_sealed: bool | None = None
         self.to_hash: str | None = None
+        self.links = OutcomeLinks(lines, self._outcome_failed)
 
     def fail(
-        self, kind: ExportProblemKind, seq: int | None, message: str, *, line: int | None = None
+        self,
+        kind: ExportProblemKind,
+        seq: int | None,
+        message: str,
+        *,
+        line: int | None = None,
+        share_id: str | None = None,
     ) -> NoReturn:
-        raise _Failed(ExportProblem(kind, self.number if line is None else line, seq, message))
+        number = self.number if line is None else line
+        raise _Failed(ExportProblem(kind, number, seq, message, share_id))
+
+    def _outcome_failed(self, seq: int, share_id: str, message: str) -> NoReturn:
+        # At the line of the entry named: an open share's, where a checkpoint finds it open.
+        self.fail("outcome", seq, message, line=self.lines.line_of(seq), share_id=share_id)
 
     def result(self, problem: ExportProblem | None) -> ExportCheck:
         return ExportCheck(
@@ -205,8 +304,8 @@ class _Checker(EntryTally):
             self.fail("malformed", None, f"line {self.number} is not a JSON object")
         return value
 
-    def run(self, lines: Iterable[bytes]) -> None:
-        read = iter(lines)
+    def run(self) -> None:
+        read = self.lines.read()
         self.number = 1
         first = next(read, None)
         if first is None:
@@ -217,6 +316,11 @@ class _Checker(EntryTally):
             # Most often a file that is not an export at all: said as such.
             self.fail("header", None, f"{failed.problem.message}, not an export header")
         from_seq, to_seq = self._header(header)
+        # Looked for before the walk, as `logs verify` asks the log: the few shares whose
+        # outcome must be remembered once they are closed, to find a second one.
+        self.links.unlinked_ids = self.lines.unlinked_ids()
+        self.lines.from_seq = self.links.start = from_seq or 1
+        read = itertools.islice(self.lines.read(), 1, None)
         expected = from_seq
         prev: str | None = None
         for line in read:
@@ -242,6 +346,8 @@ class _Checker(EntryTally):
                     f"an entry was {how}, or the lines reordered",
                 )
             prev = self._sealed(fields, seq, prev)
+            self._link(fields, seq)
+            self._count(fields["kind"], seq)
             expected = seq + 1
         else:
             self.number += 1
@@ -357,9 +463,25 @@ class _Checker(EntryTally):
                 "entry does not"
             )
             self.fail("malformed", at, f"line {self.number} {what}")
-        if at is None or not all(isinstance(fields[k], str) for k in ("prev_hash", "hash", "mac")):
+        share_seq = fields.get("share_seq")
+        if (
+            at is None
+            or not all(isinstance(fields[k], str) for k in _TEXT_KEYS[kind])
+            or not (share_seq is None or _is_int(share_seq))
+        ):
             self.fail("malformed", at, f"line {self.number} has a field of the wrong type")
         return at
+
+    def _link(self, fields: dict[str, Any], seq: int) -> None:
+        """The entry's part in opening and closing shares, checked as `logs verify` checks it."""
+        kind = fields["kind"]
+        if kind == "share":
+            if fields["decision"] == "shared":
+                self.links.shared(seq, fields["share_id"])
+        elif kind == "outcome":
+            self.links.outcome(seq, fields["share_id"], fields["share_seq"])
+        else:
+            self.links.checkpoint(seq, fields["reason"])
 
     def _sealed(self, fields: dict[str, Any], seq: int, prev: str | None) -> str:
         """The entry's hash, once it matches its content, its link and its seal."""
@@ -402,7 +524,6 @@ class _Checker(EntryTally):
                 f"the entry on line {self.number} (seq {seq}) is not signed with this hash "
                 "key: its hash was re-forged, or the key is not the gateway's",
             )
-        self._count(fields["kind"], seq)
         return digest
 
     def _head(self, fields: dict[str, Any], to_seq: int | None, prev: str | None) -> None:
@@ -450,9 +571,9 @@ class _Checker(EntryTally):
 
 
 def check_export(
-    lines: Iterable[bytes], master_key: bytes | None, *, sealed: bool = False
+    lines: Sequence[bytes] | IO[bytes], master_key: bytes | None, *, sealed: bool = False
 ) -> ExportCheck:
-    """Check an export's lines as read (a file opened in binary), one at a time.
+    """Check an export's lines, given as such or as a file opened in binary, read one at a time.
 
     The header must be first and well-formed; the entries run from its `from_seq` to `to_seq`,
     each matching its hash and linked to the one before (the first one's link is taken as
@@ -461,15 +582,29 @@ def check_export(
     the head's are checked too, and the header's where it is sealed: without it,
     anyone could have made the file whole by recomputing the hashes, or cut its end.
 
+    Each outcome is checked against its share as `logs verify` checks it, as far as the file
+    shows: one linked to an entry of the file must be linked to an earlier shared record with
+    its share id, and be its only outcome; a second one, unlinked, of a share whose outcome the
+    file holds fails too, as does a share still open at an `open` or `close` checkpoint. An
+    outcome linked to a share before the file's first entry, unlinked, or not come yet by its
+    end, is what a window holds. The lines are read twice (the unlinked outcomes are looked
+    for first): a stream that cannot seek is copied to an unnamed temporary file for it.
+
     With `sealed`, the header must be sealed (`mac` not null), which proves where the export
     ends: an unsealed one fails at line 1. It takes `master_key`, without which no seal is
     checked.
     """
     if sealed and master_key is None:
         raise ValueError("a sealed header is required, and without the hash key none is checked")
-    checker = _Checker(master_key, sealed)
+    if not isinstance(lines, Sequence) and not lines.seekable():
+        # A pipe is read once: the copy, in a file that has no name, goes with it.
+        with tempfile.TemporaryFile() as copy:
+            shutil.copyfileobj(lines, copy)
+            copy.seek(0)
+            return check_export(copy, master_key, sealed=sealed)
+    checker = _Checker(_Lines(lines), master_key, sealed)
     try:
-        checker.run(lines)
+        checker.run()
     except _Failed as failed:
         return checker.result(failed.problem)
     return checker.result(None)
