@@ -28,6 +28,7 @@ from gateway.sharelog.chain import (
     seal_key,
     unknown_outcome_entry,
 )
+from gateway.sharelog.outcomes import describe
 from gateway.sharelog.record import ShareOutcome, ShareRecord
 from gateway.sharelog.schema import (
     Connect,
@@ -466,7 +467,7 @@ class Ledger:
             expected = start
             for seq, kind, row in entries_between(conn, start, final_cut):
                 share_id = row[1] if kind != "checkpoint" else None
-                where = _describe(seq, share_id)
+                where = describe(seq, share_id)
                 if seq != expected:
                     found = "two entries have" if seq < expected else "no entry has"
                     raise _unverified(f"{found} seq {min(seq, expected)}")
@@ -606,10 +607,6 @@ def create(path: Path, master_key: bytes) -> None:
 def _scalar(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> Any:
     row = conn.execute(sql, params).fetchone()
     return None if row is None else row[0]
-
-
-def _describe(seq: int, share_id: str | None) -> str:
-    return f"seq {seq}" + (f" (share {share_id})" if share_id else "")
 
 
 def _unverified(problem: str) -> PruneUnverified:
