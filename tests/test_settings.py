@@ -170,6 +170,16 @@ def test_a_bad_override_is_reported_under_its_variable(
             "auth: {issuer: i, audience: a, algorithms: [HS256], public_key_file: k.pem}\n",
             "HS256 is only allowed with hs256_secret_env",
         ),
+        # The other direction of key confusion: a shared secret taken as an RSA or EC key.
+        (
+            "auth: {issuer: i, audience: a, algorithms: [RS256], hs256_secret_env: SECRET}\n",
+            "auth: Value error, hs256_secret_env allows only algorithms: [HS256]",
+        ),
+        # No algorithm: every caller's token would be refused.
+        (
+            "auth: {issuer: i, audience: a, algorithms: [], public_key_file: k.pem}\n",
+            "auth: Value error, algorithms must not be empty",
+        ),
         # Deeper than orjson writes: a document read at that depth could not be passed on.
         ("limits: {max_json_depth: 255}\n", "limits.max_json_depth"),
         # No connection could ever be taken: the gateway would listen and answer nobody.
