@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +111,8 @@ def test_dates_may_be_written_as_iso_strings() -> None:
             "2025-02-30",
             "2025-02-30 is not a day of the calendar",
         ),
+        # `effective: 2025-01-01 10:00:00` as YAML reads it: the hour would go without a word.
+        (datetime(2025, 1, 1, 10, 0), "must be a date (YYYY-MM-DD), not a date and time"),
     ],
 )
 def test_dates_must_be_calendar_dates(value: object, message: str) -> None:
