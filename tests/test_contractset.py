@@ -744,6 +744,22 @@ def test_a_third_partys_personal_data_sits_with_the_subjects_own(tmp_path: Path)
     assert found == [_outside(file, 0, 1, "identity.name", "applicant", "applicant.user_id")]
 
 
+def test_an_unknown_category_outside_the_subjects_data_is_reported_once(tmp_path: Path) -> None:
+    data = minimal()
+    data["partner"]["relationship"] = "third_party"
+    data["terms"]["sensitive"] = {"consent_required": True}
+    data["routes"] = [
+        route(
+            subject="applicant.user_id",
+            fields=[{"path": "officer.shoe_size", "category": "identity.shoe_size"}],
+        )
+    ]
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: routes.0.fields.0.category: unknown data category 'identity.shoe_size'"
+    ]
+
+
 def test_third_party_requires_consent(tmp_path: Path) -> None:
     data = minimal()
     data["partner"]["relationship"] = "third_party"
@@ -1163,6 +1179,19 @@ def test_records_need_a_json_body(tmp_path: Path) -> None:
     file, found = lines(tmp_path, data)
     assert found == [
         f"{file}: routes.0.records: a route without fields has no JSON body: records need one"
+    ]
+
+
+def test_subject_and_records_name_one_value_and_one_array(tmp_path: Path) -> None:
+    data = minimal()
+    data["routes"] = [
+        route(subject="applicant.**"),
+        route(path="/v1/batches", records="batches[].items[]", subject="batches[].items[].user_id"),
+    ]
+    file, found = lines(tmp_path, data)
+    assert found == [
+        f"{file}: routes.0.subject: must name a single value, not a subtree (**)",
+        f"{file}: routes.1.records: must name one array of records, with a single []",
     ]
 
 
