@@ -756,6 +756,12 @@ def test_merge_keys_and_aliases_are_not_duplicates() -> None:
     }
 
 
+def test_an_alias_to_a_single_value_is_that_value() -> None:
+    # An anchor on a scalar closes with it: no end event follows to record what it counts.
+    text = "timeout: &t 5\nupstream: {timeout_s: *t}\n"
+    assert load_yaml(text) == {"timeout": 5, "upstream": {"timeout_s": 5}}
+
+
 def test_two_merge_keys_in_one_mapping_are_refused() -> None:
     with pytest.raises(YamlFileError) as caught:
         load_yaml("a: &a {x: 1}\nb: &b {y: 2}\nc:\n  <<: *a\n  <<: *b\n")
@@ -1033,6 +1039,13 @@ def test_flow_collections_nested_past_max_flow_depth_are_refused_as_they_are_rea
         ]
 
 
+def test_block_collections_nested_past_the_parsers_stack_are_one_problem() -> None:
+    # `- - - ... x`: block nesting has no bracket to count, and the composer recurses per level.
+    with pytest.raises(YamlFileError) as caught:
+        load_yaml("- " * 2000 + "x\n")
+    assert caught.value.problems == [("", "not valid YAML: nested too deeply")]
+
+
 @pytest.mark.parametrize(
     "text",
     ["a: &a [*a]\n", "a: &m {x: 1, self: *m}\n", "a: &m {<<: *m}\n", "&r [1, [2, *r]]\n"],
@@ -1194,6 +1207,29 @@ def test_a_file_that_keeps_changing_is_a_problem(
         read_yaml_file(path)
     assert caught.value.problems == [("", CHANGED)]
     assert reads() == yamlfile.READ_ATTEMPTS == 3
+
+
+def test_a_file_grown_past_the_limit_while_read_is_refused_after_one_byte_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("a: 1\n", encoding="utf-8")
+    real = yamlfile._read_fd
+    read: list[int] = []
+
+    def grow_then_read(fd: int, limit: int) -> bytes:
+        os.truncate(path, 4 * yamlfile.MAX_FILE_BYTES)  # after the size was checked
+        raw = real(fd, limit)
+        read.append(len(raw))
+        return raw
+
+    monkeypatch.setattr(yamlfile, "_read_fd", grow_then_read)
+    with pytest.raises(YamlFileError) as caught:
+        read_yaml_file(path)
+    assert caught.value.problems == [
+        ("", "larger than 1048576 bytes (1 MiB): a contract or the settings file is a few KB")
+    ]
+    assert read == [yamlfile.MAX_FILE_BYTES + 1]  # not the whole file, whatever it grew to
 
 
 def test_read_yaml_file_reports_unreadable_files(tmp_path: Path) -> None:
