@@ -890,6 +890,37 @@ def test_control_characters_are_refused(
 
 
 @pytest.mark.parametrize(
+    ("row", "problem"),
+    [
+        # Only the controls: in an ID number an invisible character is a separator, as a space.
+        (
+            f"{ALICE}\x00,{PARTNER},{PURPOSE},2025-01-01,,C-1",
+            "subject: must not contain control characters (U+0000)",
+        ),
+        (
+            f"{ALICE}\x1b[2J,{PARTNER},{PURPOSE},2025-01-01,,C-1",
+            "subject: must not contain control characters (U+001B)",
+        ),
+        (
+            f"{ALICE},{PARTNER},{PURPOSE},2025-01-01,,{'R' * (MAX_FIELD_CHARS + 1)}",
+            f"reference: must be at most {MAX_FIELD_CHARS} characters",
+        ),
+        # One problem a field: an overlong value is not looked at further.
+        (
+            f"{'7' * MAX_FIELD_CHARS}\x00,{PARTNER},{PURPOSE},2025-01-01,,C-1",
+            f"subject: must be at most {MAX_FIELD_CHARS} characters",
+        ),
+    ],
+)
+def test_a_subject_with_a_control_character_or_an_overlong_field_is_refused(
+    registry: ConsentRegistry, tmp_path: Path, row: str, problem: str
+) -> None:
+    path = write_csv(tmp_path / "consent.csv", row)
+    assert import_csv(registry, path).errors == (f"line 2: {problem}",)
+    _assert_nothing_applied(registry)
+
+
+@pytest.mark.parametrize(
     ("value", "code_point"),
     [
         ("C-1\u2028C-2", "U+2028"),  # a line separator: a second row in `consent show`
@@ -1530,6 +1561,16 @@ def test_a_line_past_the_cap_is_refused_without_holding_the_file(
         tracemalloc.stop()
     assert report.errors == ("line 2: longer than 4 MiB: not a consent row",)
     assert peak < 2 * consent_module._LINE_MAX
+
+
+def test_a_last_line_past_the_cap_ended_by_a_lone_carriage_return_is_refused(
+    registry: ConsentRegistry,
+) -> None:
+    # "CSV (Macintosh)": the "\r" at the end is held back in case a "\n" follows; the file
+    # ends instead, with the line still open and over the cap.
+    data = HEADER.encode() + b"x" * (consent_module._LINE_MAX + 1) + b"\r"
+    report = registry._import(read_csv(io.BytesIO(data)))
+    assert report.errors == ("line 2: longer than 4 MiB: not a consent row",)
 
 
 @given(st.binary(max_size=200), st.integers(min_value=1, max_value=8), st.integers(1, 12))
