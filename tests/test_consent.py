@@ -1608,6 +1608,18 @@ def test_import_reads_rows_as_they_come(registry: ConsentRegistry, tmp_path: Pat
     assert registry.show("u-0") == []
 
 
+def test_a_file_that_fails_while_it_is_read_is_an_import_of_nothing_exit_2(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Opened, then a read error (a disk failing, a network share gone): reading this file at
+    # its start always fails so.
+    args = parse("consent", "import", "/proc/self/mem")
+    assert args.handler(args, settings) == 2
+    assert capsys.readouterr() == ("", "/proc/self/mem: cannot read: Input/output error\n")
+    with ConsentRegistry(settings.registry.path, KEY) as registry:
+        _assert_nothing_applied(registry)
+
+
 def test_cli_usage_errors_exit_2(
     settings: Settings,
     tmp_path: Path,
