@@ -19,6 +19,7 @@ import jwt
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from conftest import GatewayFactory
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -41,6 +42,7 @@ from tokens import (
 )
 
 from gateway import auth as auth_module
+from gateway.app import build_runtime
 from gateway.auth import (
     MAX_TOKEN_CHARS,
     AuthConfigError,
@@ -60,9 +62,9 @@ from gateway.auth import (
     load_key_store,
     parse_jwks,
 )
-from gateway.errors import InvalidToken
+from gateway.errors import InvalidToken, StartupError
 from gateway.pii import UNSHOWABLE
-from gateway.settings import AuthSettings, ConsentSettings, KeySettings
+from gateway.settings import AuthSettings, ConsentSettings, KeySettings, Settings
 
 SECRET_ENV = "TEST_GATEWAY_HS256_SECRET"
 
@@ -740,6 +742,30 @@ async def test_missing_or_short_hs256_secret_is_a_config_error(
 
     with pytest.raises(AuthConfigError, match=match):
         await build_auth_verifier(settings, environ=environ)
+
+
+@pytest.mark.parametrize(
+    ("section", "keys"),
+    [
+        ("auth", {"public_key_file": None}),  # in place of make_gateway's own key
+        ("consent", {"issuer": "https://consent.example"}),
+    ],
+)
+async def test_a_key_source_unusable_at_the_start_stops_it_in_one_line(
+    make_gateway: GatewayFactory, section: str, keys: dict[str, object]
+) -> None:
+    secret = {"algorithms": ["HS256"], "hs256_secret_env": SECRET_ENV}  # not set
+    with pytest.raises(StartupError) as refused:
+        await make_gateway(settings={section: {**keys, **secret}})
+    assert refused.value.problems == [
+        f"{section}.hs256_secret_env: environment variable {SECRET_ENV} is not set or empty"
+    ]
+
+
+async def test_a_gateway_without_caller_authentication_does_not_start() -> None:
+    with pytest.raises(StartupError) as refused:
+        await build_runtime(Settings(), environ={"SHARE_GATEWAY_HASH_KEY": "k" * 32})
+    assert refused.value.problems == ["settings: auth: caller authentication must be configured"]
 
 
 async def test_empty_issuer_is_a_config_error(rsa_pem: Path) -> None:

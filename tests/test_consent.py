@@ -641,6 +641,20 @@ def test_a_file_that_holds_no_registry_is_refused_not_started_afresh(
     assert path.read_bytes() == before
 
 
+async def test_a_gateway_on_an_emptied_registry_does_not_start(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    path = tmp_path / "consent.sqlite"  # where make_gateway puts the registry
+    path.write_bytes(b"")
+    with pytest.raises(StartupError) as refused:
+        await make_gateway()
+    assert refused.value.problems == [
+        f"consent registry: {path}: the file is empty (0 bytes): its grants and withdrawals "
+        "were erased, or it was never written; to start a new consent registry, remove the file"
+    ]
+    assert path.read_bytes() == b""
+
+
 def test_a_registry_removed_without_its_write_ahead_log_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "consent.sqlite"
     registry = ConsentRegistry(path, KEY)
