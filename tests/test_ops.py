@@ -32,6 +32,7 @@ from gateway.app import (
     records_shared_since,
 )
 from gateway.auth import JWKS_FETCH_TIMEOUT_S
+from gateway.consent import ConsentRegistry
 from gateway.errors import StartupError
 from gateway.keys import keyed_hash
 from gateway.settings import ConsentSettings
@@ -684,6 +685,31 @@ async def test_consent_endpoint_answers_503_while_another_writer_holds_the_regis
         other.close()
     posted = await gw.client.post("/_gateway/consent", json={"grants": [grant]}, headers=admin)
     assert posted.status == 200, await posted.text()
+
+
+async def test_consent_endpoint_answers_503_for_a_write_once_the_registry_file_was_replaced(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    gw = await make_gateway()
+    registry = gw.runtime.terms.registry
+    assert registry is not None
+    # A copy restored with `mv`: a grant applied to the file still open would be lost with it.
+    restored = tmp_path / "restored.sqlite"
+    ConsentRegistry(restored, gw.runtime.subject_key).close()
+    restored.replace(registry.path)
+    admin = {"Authorization": f"Bearer {gw.token(ADMIN, sub='ops-alice')}"}
+    with structlog.testing.capture_logs() as logs:
+        posted = await gw.client.post("/_gateway/consent", json={"grants": [GRANT]}, headers=admin)
+    assert posted.status == 503
+    assert (await posted.json())["error"] == {
+        "code": "registry_unavailable",
+        "message": "the consent registry's file was replaced or removed: reload the gateway "
+        "once a whole registry file is in its place",
+    }
+    actions = [(e["endpoint"], e["result"]) for e in logs if e["event"] == "admin_action"]
+    assert actions == [("/_gateway/consent", "unavailable")]
+    with ConsentRegistry(registry.path, gw.runtime.subject_key) as now_in_place:
+        assert now_in_place.show("u-77") == []
 
 
 async def test_shares_endpoint_filters_the_durable_log(make_gateway: GatewayFactory) -> None:
