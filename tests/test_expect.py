@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
+import structlog
 from conftest import BASE_CONTRACT, Gateway, GatewayFactory, RawResponse, assert_refused, contract
 from test_server import (
     BOUND_S,
@@ -137,6 +138,21 @@ async def test_a_refused_admin_write_is_answered_without_100_continue(
     response = await wait_for_answer(gw, request_head)
     assert (response.status, response.json()["error"]["code"]) == (403, "forbidden")
     assert response.headers["connection"] == "close"
+
+
+async def test_an_admin_write_declaring_a_body_over_the_cap_is_answered_without_100_continue(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway(settings=SMALL_BODY_LIMIT)
+    request_head = head(
+        gw, target="/_gateway/consent", token=gw.token("gateway:admin"), length=1001
+    )
+    with structlog.testing.capture_logs() as logs:
+        response = await wait_for_answer(gw, request_head)
+    assert (response.status, response.json()["error"]["code"]) == (413, "body_too_large")
+    assert response.headers["connection"] == "close"
+    actions = [(e["result"], e["code"]) for e in logs if e["event"] == "admin_action"]
+    assert actions == [("refused", "body_too_large")]
 
 
 # --- after an early refusal: the connection ends, and no body byte is read as a request -----------
