@@ -18,7 +18,7 @@ import orjson
 import pytest
 import yaml
 from certs import Authority, Issued
-from conftest import contract
+from conftest import contract, stopped_clock
 from partners import RawPartner, TlsPartner
 
 from gateway import cli, connectcheck
@@ -507,6 +507,28 @@ async def test_the_partners_certificate_ending_within_30_days_is_said_so(
     assert fields["certificate_notice"] == (
         f"the partner's certificate expires on {not_after}, within a day: from then every share "
         "fails (502 upstream_error) unless the partner renews it; ask it in time"
+    )
+
+
+async def test_the_partners_certificate_ending_right_after_the_handshake_is_said_to_have_expired(
+    tmp_path: Path,
+    partner: TlsPartner,
+    partner_ca: Authority,
+    one: Issued,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Verified at the handshake, read at the report: a certificate that ends in between (here,
+    # a report read as of three hours on) is said to be over, not to end "within a day".
+    monkeypatch.setattr(
+        connectcheck, "datetime", stopped_clock(datetime.now(UTC) + timedelta(hours=3))
+    )
+    tls, files = _mutual(partner_ca, one)
+    assert await connect(_folder(tmp_path, partner.base_url, tls, files)) == 0
+    fields = _fields(capsys.readouterr().out)
+    assert fields["certificate_notice"] == (
+        f"the partner's certificate expired on {fields['certificate_not_after']}: every share "
+        "fails (502 upstream_error) until the partner installs a renewed one"
     )
 
 
