@@ -143,6 +143,36 @@ async def test_a_share_reaches_the_partner_with_our_certificate(
     assert gw.log.outcomes[-1].outcome == "delivered"
 
 
+async def test_without_memfd_create_our_key_is_copied_to_a_private_file_removed_at_once(
+    make_gateway: GatewayFactory,
+    partner: TlsPartner,
+    partner_ca: Authority,
+    one: Issued,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As on macOS: no anonymous file to hand OpenSSL the bytes that were read and checked.
+    monkeypatch.delattr(os, "memfd_create", raising=False)
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    real_open = os.open
+    modes: list[int] = []
+
+    def recording_open(path: Any, flags: int, mode: int = 0o777, **kwargs: Any) -> int:
+        if flags & os.O_CREAT and str(path).startswith(str(temporary)):
+            modes.append(mode)
+        return real_open(path, flags, mode, **kwargs)
+
+    monkeypatch.setattr(os, "open", recording_open)
+    gw = await make_gateway([with_tls(**client_tls(one))], files=pem_files(partner_ca, one))
+    assert modes == [0o600, 0o600]  # the certificate's copy and the key's
+    assert list(temporary.iterdir()) == []
+    response = await gw.share("POST", "/acme/v1/assess", json=APPLICANT)
+    assert response.status == 200, await response.text()
+    assert partner.subjects == ["gateway-one"]
+
+
 @pytest.mark.parametrize(
     ("partner", "message"),
     [
