@@ -365,6 +365,52 @@ def test_a_registry_that_cannot_be_reopened_stays_unreadable(tmp_path: Path) -> 
         serving.close()
 
 
+def _files_open_at(path: Path) -> list[str]:
+    """This process's open files that are `path`, its log or its index."""
+    opened = []
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):  # the listing's own descriptor, closed since
+            opened.append(os.readlink(fd))
+    return [name for name in opened if name.startswith(str(path))]
+
+
+def test_a_registry_removed_with_its_log_and_index_is_reopened_once_a_usable_copy_is_there(
+    tmp_path: Path,
+) -> None:
+    # `rm consent.sqlite*`, then a copy put in place: first one of a newer gateway, then one
+    # made with `VACUUM INTO` (a backup), which is in rollback mode.
+    path = tmp_path / "consent.sqlite"
+    serving = _serving_with_unmerged_grant(path)
+    try:
+        for name in (path.name, f"{path.name}-wal", f"{path.name}-shm"):
+            (tmp_path / name).unlink()
+        newer = tmp_path / "newer.sqlite"
+        ConsentRegistry(newer, KEY).close()
+        with contextlib.closing(sqlite3.connect(newer)) as db:
+            db.execute("PRAGMA user_version = 7")
+        newer.rename(path)
+        with pytest.raises(RegistryError) as refused:
+            serving.reopen()
+        assert str(refused.value) == f"{path}: schema version 7, this gateway reads 1"
+        with pytest.raises(RegistryReplaced):
+            serving.show(BOB)
+        assert _files_open_at(path) == []  # nothing held on the file refused
+
+        path.unlink()
+        with ConsentRegistry(tmp_path / "live.sqlite", KEY) as live:
+            live.grant(BOB, PARTNER, PURPOSE, JAN, "C-2")
+        with contextlib.closing(sqlite3.connect(tmp_path / "live.sqlite")) as db:
+            db.execute("VACUUM INTO ?", (str(tmp_path / "backup.sqlite"),))
+        (tmp_path / "backup.sqlite").rename(path)
+        assert serving.reopen() is True
+        assert [g.reference for g in serving.show(BOB)] == ["C-2"]
+        serving.grant(ALICE, PARTNER, PURPOSE, MAR, "C-3")  # written ahead, readers not locked
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    finally:
+        serving.close()
+
+
 def test_a_replaced_registry_another_process_still_reads_is_not_reopened_yet(
     tmp_path: Path,
 ) -> None:
