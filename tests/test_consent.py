@@ -411,6 +411,32 @@ def test_a_registry_removed_with_its_log_and_index_is_reopened_once_a_usable_cop
         serving.close()
 
 
+def test_a_registry_put_in_place_while_another_process_writes_it_is_busy_not_unusable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gateway.consent.BUSY_TIMEOUT_S", 0.05)
+    path = tmp_path / "consent.sqlite"
+    serving = _serving_with_unmerged_grant(path)
+    # A backup made with `VACUUM INTO` is in rollback mode: a writer there locks out readers.
+    with ConsentRegistry(tmp_path / "live.sqlite", KEY) as live:
+        live.grant(BOB, PARTNER, PURPOSE, JAN, "C-2")
+    with contextlib.closing(sqlite3.connect(tmp_path / "live.sqlite")) as db:
+        db.execute("VACUUM INTO ?", (str(tmp_path / "backup.sqlite"),))
+    writing = sqlite3.connect(tmp_path / "backup.sqlite", isolation_level=None)
+    try:
+        writing.execute("BEGIN EXCLUSIVE")
+        path.rename(tmp_path / "consent.sqlite.old")
+        (tmp_path / "backup.sqlite").rename(path)
+        with pytest.raises(RegistryBusy):
+            serving.reopen()
+        writing.execute("ROLLBACK")
+        assert serving.reopen() is True
+        assert [g.reference for g in serving.show(BOB)] == ["C-2"]
+    finally:
+        writing.close()
+        serving.close()
+
+
 def test_a_replaced_registry_another_process_still_reads_is_not_reopened_yet(
     tmp_path: Path,
 ) -> None:
