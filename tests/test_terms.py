@@ -33,6 +33,7 @@ from gateway.errors import (
     MinorDenied,
     QuotaExceeded,
     RateLimited,
+    StartupError,
 )
 from gateway.explain import explain
 from gateway.jsonbody import JSONValue
@@ -209,6 +210,17 @@ def test_an_upstream_secret_with_a_control_character_is_refused_at_load(
     compile_policy(
         contracts, zone=settings.zone, master_key=b"m" * 48, environ={"ACME_TOKEN": "a\tb"}
     )
+
+
+async def test_a_start_without_a_partners_upstream_secret_is_refused_in_one_line(
+    make_gateway: GatewayFactory,
+) -> None:
+    # Started, every share to the partner would go without its credentials, to be refused there.
+    with pytest.raises(StartupError) as refused:
+        await make_gateway(environ={"ACME_TOKEN": ""})
+    assert refused.value.problems == [
+        "acme: upstream.auth: environment variable ACME_TOKEN is not set"
+    ]
 
 
 def route_of(partner: PartnerPolicy, path: str) -> RoutePolicy:
