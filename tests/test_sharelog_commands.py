@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -328,6 +329,13 @@ async def test_query_csv_has_a_header_and_one_row_per_record(
     assert row["fields_sent"] == "applicant.name;applicant.income"
     assert row["pii_redactions"] == "phone=1"
     assert row["cross_border_mechanism"] == ""
+
+
+async def test_query_csv_with_nothing_matching_is_the_header_alone(
+    logged: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(["logs", "query", "--format", "csv", "--partner", "nobody"], logged, capsys)
+    assert (code, out) == (0, ",".join(QUERY_FIELDS) + "\n")
 
 
 async def test_query_by_subject_hashes_the_id_with_the_key(
@@ -733,6 +741,35 @@ async def test_summary_table_for_people(
     assert "  top stripped     applicant.phone 2" in lines
 
 
+async def test_summary_of_a_window_without_shares_says_so(
+    logged: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(["logs", "summary", "--until", "2025-02-01"], logged, capsys)
+    assert (code, out) == (
+        0,
+        "share log summary, the beginning to 2025-02-02 00:00:00 (Asia/Shanghai)\n"
+        "\n"
+        "no share records in this window\n",
+    )
+
+
+async def test_summary_names_the_first_twelve_fields_and_counts_the_rest(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    many = dataclasses.replace(
+        share("s-1", T0), fields_sent=tuple(f"applicant.f{n:02}" for n in range(15))
+    )
+    share_log = await ShareLog.open(settings.share_log, HASH_KEY.encode())
+    try:
+        await share_log.record(many)
+    finally:
+        await share_log.close()
+    code, out, _ = run(["logs", "summary"], settings, capsys)
+    assert code == 0
+    twelve = ", ".join(f"applicant.f{n:02} 1" for n in range(12))
+    assert f"  fields sent      {twelve}, … (+3)" in out.splitlines()
+
+
 async def test_summary_json_is_exact(logged: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(["logs", "summary", "--format", "json"], logged, capsys)
     assert code == 0
@@ -1038,6 +1075,24 @@ async def test_prune_removes_only_records_past_retention(
     assert json.loads(out.splitlines()[1])["share_id"] == "new"
 
 
+async def test_a_prune_repeated_with_nothing_left_before_the_cut_says_so_and_seals_nothing(
+    logged: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["logs", "prune", "--before", "2000-01-01"]
+    code, out, _ = run(argv, logged, capsys)
+    assert code == 0
+    assert out.startswith("removed 0 shares dated before 1999-12-31T16:00:00.000000Z, with the ")
+    heads = [run(["logs", "export"], logged, capsys)[1].splitlines()[-1]]
+
+    code, out, err = run(argv, logged, capsys)
+    assert (code, err) == (0, "")
+    assert out == "nothing to prune before 1999-12-31T16:00:00.000000Z\n"
+    heads.append(run(["logs", "export"], logged, capsys)[1].splitlines()[-1])
+    assert heads[0] == heads[1]  # no prune checkpoint was added
+    assert [r["share_id"] for r in query(logged.share_log.path)] == ["s-1", "s-2", "s-3", "s-4"]
+    assert run(["logs", "verify"], logged, capsys)[0] == 0
+
+
 async def test_prune_refuses_a_log_whose_records_before_the_cut_do_not_verify(
     settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -1077,6 +1132,15 @@ async def test_a_missing_log_is_a_usage_error(
     code, out, err = run(["logs", "query"], settings, capsys)
     assert (code, out) == (2, "")
     assert f"no share log at {settings.share_log.path}" in err
+
+
+async def test_a_log_name_the_system_cannot_look_up_is_a_usage_error(
+    logged: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    name = str(tmp_path / ("x" * 300))  # longer than a file name may be
+    code, out, err = run(["logs", "query", "--log", name], logged, capsys)
+    assert (code, out) == (2, "")
+    assert err == f"share-gateway logs query: --log {name}: File name too long\n"
 
 
 @pytest.mark.parametrize("argv", [["--limit", "١٢"], ["--limit", "１２"], ["--offset", "1_0"]])
@@ -1205,6 +1269,16 @@ async def test_a_failed_export_leaves_an_earlier_export_as_it_was(
     assert "cannot be read" in err
     assert target.read_bytes() == earlier
     assert [name for name in os.listdir(tmp_path) if name.startswith(".")] == []
+
+
+async def test_an_export_into_a_missing_folder_is_a_usage_error(
+    logged: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    target = tmp_path / "missing" / "audit.jsonl"
+    code, out, err = run(["logs", "export", "--output", str(target)], logged, capsys)
+    assert (code, out) == (2, "")
+    assert err == f"share-gateway logs export: cannot write {target}: No such file or directory\n"
+    assert not target.parent.exists()
 
 
 @pytest.mark.parametrize("suffix", ["", "-wal", "-shm", ".lock", "<symlink>"])
