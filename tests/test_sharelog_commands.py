@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import csv
 import dataclasses
+import hmac
 import io
 import json
 import os
@@ -41,11 +43,13 @@ from gateway.sharelog.chain import (
     unsealed,
 )
 from gateway.sharelog.commands import (
+    _CURSOR_KEY,
     UsageError,
     _export_to,
     _write_json,
     parse_time,
 )
+from gateway.sharelog.cursor import binding
 from gateway.sharelog.ledger import Ledger
 from gateway.sharelog.review import QUERY_FIELDS, query, summary, verify
 from gateway.sharelog.schema import COMPANION_SUFFIXES, row_entry, select_sql
@@ -676,6 +680,54 @@ async def test_a_cursor_altered_or_given_with_other_filters_is_a_usage_error(
         [*ACME[:-1], "5", "--format", "json", "--cursor", f"{payload}.{mac}"], logged, capsys
     )
     assert (code, [row["share_id"] for row in json.loads(out)]) == (0, ["s-2", "s-3"])
+
+
+def _resealed(cursor_text: str, change: Callable[[list[Any]], None]) -> str:
+    """`cursor_text` with its payload changed and sealed again as `logs query` seals it: what a
+    release writing another format would print, with the cursor key every release shares."""
+    payload = cursor_text.partition(".")[0]
+    fields = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    filters = dict.fromkeys(("purpose", "decision", "reason", "caller", "share_id", "subject_ref"))
+    bound = {"command": "query", **filters, "partner": "acme", "since": None, "until": "2025-03-03"}
+
+    def sealed(data: list[Any]) -> str:
+        text = orjson.dumps(data)
+        digest = hmac.digest(_CURSOR_KEY, text + b"\n" + binding(bound), "sha256")[:16]
+        return ".".join(base64.urlsafe_b64encode(b).rstrip(b"=").decode() for b in (text, digest))
+
+    assert sealed(fields) == cursor_text  # sealed as the gateway seals it
+    change(fields)
+    return sealed(fields)
+
+
+def _set(index: int, value: object) -> Callable[[list[Any]], None]:
+    return lambda fields: fields.__setitem__(index, value)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(_set(0, 2), id="version"),
+        pytest.param(_set(1, 5), id="ts_not_text"),
+        pytest.param(_set(2, 0), id="seq_zero"),
+        pytest.param(_set(3, 2**63), id="first_past_sqlite"),
+        pytest.param(_set(4, "9"), id="top_text"),
+        pytest.param(_set(5, "2025-03-01T00:00:00"), id="since_without_offset"),
+        pytest.param(_set(6, "the third of March"), id="until_no_time"),
+        pytest.param(_set(6, 20250303), id="until_a_number"),
+        pytest.param(lambda fields: fields.pop(), id="field_missing"),
+    ],
+)
+async def test_a_sealed_cursor_of_another_format_is_a_usage_error(
+    logged: Settings, capsys: pytest.CaptureFixture[str], change: Callable[[list[Any]], None]
+) -> None:
+    _, out, _ = run(ACME, logged, capsys)
+    code, out, err = run([*ACME, "--cursor", _resealed(cursor_of(out), change)], logged, capsys)
+    assert (code, out) == (2, "")
+    assert err.endswith(
+        ": --cursor is not the next page of this query: give it unchanged, "
+        "with the same filters as the page that printed it\n"
+    )
 
 
 async def test_a_cursor_with_an_offset_is_a_usage_error(
