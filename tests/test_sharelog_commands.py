@@ -1601,11 +1601,16 @@ def _damage(path: Path, damage: str) -> str:
         path.write_bytes(b"not a database, just bytes" * 400)
         return "file is not a database"
     path.unlink()
+    if damage == "no_tables":  # an SQLite file whose tables were dropped, or never made
+        tamper(path, "CREATE TABLE grants (subject TEXT)", "DROP TABLE grants")
+        return "an SQLite file without the share log's tables (no schema)"
     tamper(path, "CREATE TABLE grants (subject TEXT)")  # the consent registry, say
     return "another SQLite file, not a share log"
 
 
-@pytest.mark.parametrize("damage", ["truncated", "empty", "not_sqlite", "another_database"])
+@pytest.mark.parametrize(
+    "damage", ["truncated", "empty", "not_sqlite", "another_database", "no_tables"]
+)
 @pytest.mark.parametrize("argv", EVERY_COMMAND, ids=" ".join)
 async def test_a_file_that_is_not_a_readable_share_log_fails_every_command_alike(
     logged: Settings, capsys: pytest.CaptureFixture[str], argv: list[str], damage: str
