@@ -381,6 +381,34 @@ def test_a_log_whose_last_entry_is_not_its_signed_head_is_not_appended_to(
         Ledger.open(path, KEY)
 
 
+@pytest.mark.parametrize(
+    ("statements", "says"),
+    [
+        (["DELETE FROM head"], "the share log has entries but no head"),
+        (
+            ["DELETE FROM head", "DELETE FROM checkpoints", "DELETE FROM shares"],
+            "the share log has no head",
+        ),
+    ],
+    ids=["head", "head_and_entries"],
+)
+def test_a_log_without_its_signed_head_is_neither_appended_to_nor_pruned(
+    tmp_path: Path, statements: list[str], says: str
+) -> None:
+    path = tmp_path / "log.sqlite"
+    ledger = Ledger.open(path, KEY)
+    ledger.begin()
+    ledger.add_share(record("s-1", decision="denied"))
+    ledger.commit(NOW)
+    ledger.close()
+    tamper(path, *statements)
+    refusal = f"^{says}: run `share-gateway logs verify`$"
+    with pytest.raises(LedgerError, match=refusal):
+        Ledger.open(path, KEY)
+    with pytest.raises(LedgerError, match=refusal):
+        Ledger.open_read_only(path, KEY)  # as a dry-run prune opens it
+
+
 def test_another_key_cannot_append(tmp_path: Path) -> None:
     Ledger.open(tmp_path / "log.sqlite", KEY).close()
     with pytest.raises(LedgerError, match="not signed by this gateway's key"):
