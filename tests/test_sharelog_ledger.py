@@ -582,6 +582,20 @@ _UNVERIFIED = {
         ),
         "the prune checkpoint at seq 0 was changed or forged",
     ),
+    # Read back as no entry is ever written: nothing of it can be checked.
+    "unreadable": (
+        ("UPDATE shares SET fields_sent = 'applicant.name' WHERE seq = 1",),
+        "entry seq 1 (share s-old) cannot be read: column fields_sent does not hold JSON",
+    ),
+    "prune_checkpoint_unreadable": (
+        (
+            "INSERT INTO checkpoints"
+            " (seq, ts, reason, cut_seq, cut_prev_hash, prev_hash, hash, mac)"
+            " SELECT 0, ts, 'prune', 4, prev_hash, prev_hash, hash, X'00' FROM shares"
+            " WHERE seq = 4",
+        ),
+        "the prune checkpoint at seq 0 cannot be read: column mac holds b'\\x00'",
+    ),
 }
 
 
@@ -620,11 +634,28 @@ def test_prune_removes_nothing_from_a_chain_that_does_not_verify_up_to_the_cut(
         prunes = conn.execute("SELECT COUNT(*) FROM checkpoints WHERE reason = 'prune'")
         assert (kept, prunes.fetchone()[0]) == (
             [("s-old",), ("s-new-1",), ("s-new-2",)],
-            1 if tampering == "prune_checkpoint_forged" else 0,
+            1 if tampering.startswith("prune_checkpoint") else 0,
         )
     finally:
         conn.close()
     assert not verify(path, KEY).ok  # the evidence is still there to be found
+
+
+def test_a_prune_of_every_share_refuses_a_tail_cut_off_since_the_log_was_opened(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    old = NOW - timedelta(days=2000)
+    ledger.begin()
+    ledger.add_share(record("s-old-1", old, decision="denied"))  # seq 1
+    ledger.add_share(record("s-old-2", old, decision="denied"))  # seq 2, the signed head
+    ledger.commit(NOW)
+    # By someone else, while the gateway that holds the ledger runs.
+    tamper(tmp_path / "log.sqlite", "DELETE FROM shares WHERE seq = 2")
+    with pytest.raises(
+        PruneUnverified, match=r"the log ends at seq 1, not at its signed head; run `share"
+    ):
+        ledger.prune(NOW - timedelta(days=1095), now=NOW, retention_days=1095)
+    assert [r["share_id"] for r in query(tmp_path / "log.sqlite")] == ["s-old-1"]
 
 
 def test_prune_verifies_from_the_cut_of_the_last_prune(ledger: Ledger, tmp_path: Path) -> None:
