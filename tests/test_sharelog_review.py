@@ -728,6 +728,25 @@ async def test_a_prune_checkpoint_made_without_the_key_is_found_as_forged(chain:
     assert problem.message == "the prune checkpoint at seq 0 was forged"
 
 
+async def test_a_prune_checkpoint_that_cannot_be_read_is_named_as_unreadable(chain: Path) -> None:
+    ledger = Ledger.open(chain, KEY)
+    try:
+        # s-0 and s-1 go: the chain then starts at the cut the prune checkpoint (seq 12) seals.
+        ledger.prune(
+            DAY1 + timedelta(minutes=2), now=DAY1 + timedelta(days=1200), retention_days=1095
+        )
+    finally:
+        ledger.close()
+    tamper(chain, "UPDATE checkpoints SET mac = X'00' WHERE reason = 'prune'")
+    problem = verify(chain, KEY).problem
+    assert problem is not None
+    assert (problem.kind, problem.seq) == ("unreadable", 12)
+    assert problem.message == (
+        "the prune checkpoint at seq 12 cannot be read: column mac holds b'\\x00', "
+        "which no entry is written with"
+    )
+
+
 async def test_verifying_with_another_key_says_so(chain: Path) -> None:
     problem = verify(chain, b"another-key" * 4).problem
     assert problem is not None

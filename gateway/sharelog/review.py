@@ -1073,7 +1073,11 @@ class _Verifier(EntryTally):
         if row is None:
             return 1, GENESIS_HASH
         seq = int(row[0])
-        entry = row_entry("checkpoint", row)
+        try:
+            entry = row_entry("checkpoint", row)
+        except ValueError as exc:
+            where = f"the prune checkpoint at seq {seq}"
+            self.fail("unreadable", seq, None, f"{where} cannot be read: {exc}")
         content_ok, mac_ok = self._sealed(entry)
         if not content_ok:
             self.fail("changed", seq, None, f"the prune checkpoint at seq {seq} was changed")
