@@ -1020,6 +1020,22 @@ async def test_checkpoint_lines_that_disagree_or_are_not_signed_fail_the_check(
     assert code == 1
     assert json.loads(out)["problem"]["line"] == 1
     assert "is not a whole JSON line" in json.loads(out)["problem"]["message"]
+    # Lines a log shipper reshaped: nothing in them is taken for a checkpoint, unchecked.
+    without_mac = {name: value for name, value in closing.items() if name != "mac"}
+    for reshaped, problem in [
+        (without_mac, "a checkpoint line without 'mac'"),
+        (
+            {**closing, "seq": str(closing["seq"])},
+            "a checkpoint line with a field of the wrong type",
+        ),
+        ({**closing, "mac": None}, "a checkpoint line with a field of the wrong type"),
+    ]:
+        lines.write_text(json.dumps(reshaped) + "\n")
+        code, out, _ = run(["logs", "verify", "--checkpoints", str(lines)], settings, capsys)
+        assert (code, out) == (
+            1,
+            f"share log verification FAILED (checkpoint_line): {lines}, line 1: {problem}\n",
+        )
 
 
 async def test_checkpoint_lines_are_required_where_they_are_asked_for(
