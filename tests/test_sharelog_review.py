@@ -638,6 +638,19 @@ async def test_a_removed_record_with_the_rest_renumbered_is_found(chain: Path) -
     assert (problem.kind, problem.seq, problem.share_id) == ("removed", 6, "s-2")
 
 
+async def test_an_entry_copied_to_the_seq_of_another_is_found_as_inserted(chain: Path) -> None:
+    # The open checkpoint, genuine and sealed, given the seq of share s-2 in a table of its own.
+    tamper(
+        chain,
+        "CREATE TEMP TABLE copied AS SELECT * FROM checkpoints WHERE seq = 1",
+        "UPDATE copied SET seq = 6",
+        "INSERT INTO checkpoints SELECT * FROM copied",
+    )
+    problem = verify(chain, KEY).problem
+    assert problem is not None
+    assert (problem.kind, problem.seq, problem.message) == ("inserted", 6, "two entries have seq 6")
+
+
 async def test_two_swapped_records_are_reported_as_reordered(chain: Path) -> None:
     tamper(
         chain,
@@ -680,6 +693,25 @@ async def test_a_truncated_tail_with_a_rewritten_head_fails_the_head_seal(chain:
     problem = verify(chain, KEY).problem
     assert problem is not None
     assert (problem.kind, problem.seq) == ("head", 10)
+
+
+async def test_a_signed_head_put_back_from_an_older_copy_is_found(chain: Path) -> None:
+    conn = sqlite3.connect(chain)
+    try:
+        [older] = conn.execute("SELECT seq, hash, mac FROM head").fetchall()
+    finally:
+        conn.close()
+    # The gateway runs on (seq 12 open, 13 s-5, 14 its outcome, 15 close); then the head
+    # of the earlier copy, genuinely signed, is put back over the current one.
+    await write_log(chain, [share("s-5", DAY1 + timedelta(minutes=5))], {"s-5": 200})
+    tamper(chain, f"UPDATE head SET seq = {older[0]}, hash = '{older[1]}', mac = '{older[2]}'")
+    problem = verify(chain, KEY).problem
+    assert problem is not None
+    assert (problem.kind, problem.seq, problem.message) == (
+        "head",
+        15,
+        "the log ends at seq 15, which is not its signed head (seq 11)",
+    )
 
 
 async def test_rehashing_without_the_key_is_found_at_the_changed_record(chain: Path) -> None:
