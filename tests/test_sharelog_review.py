@@ -878,8 +878,10 @@ async def test_text_that_is_not_utf8_is_found_at_its_entry(chain: Path) -> None:
             "s-1",
         ),
         ("UPDATE share_subjects SET share_seq = '0_9' WHERE share_seq = 9", None, None),
+        # Past the last entry, where no share is left to compare it with.
+        ("INSERT INTO share_subjects VALUES (99, '0_1')", 99, None),
     ],
-    ids=["key_as_text", "key_as_blob", "seq_as_text"],
+    ids=["key_as_text", "key_as_blob", "seq_as_text", "key_as_text_past_the_end"],
 )
 async def test_a_subject_index_value_of_another_type_fails(
     chain: Path, change: str, seq: int | None, share_id: str | None
