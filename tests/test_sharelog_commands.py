@@ -2698,6 +2698,20 @@ async def test_an_export_of_a_log_past_its_signed_head_fails(
     )
 
 
+async def test_an_export_without_the_key_refuses_a_head_that_is_not_its_last_entry(
+    logged: Settings, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without the key the head's seal cannot be checked: its hash must still be the last entry's.
+    monkeypatch.delenv(KEY_ENV)
+    tamper(logged.share_log.path, f"UPDATE head SET hash = '{'ab' * 32}'")
+    code, out, err = run(["logs", "export"], logged, capsys)
+    assert (code, out) == (1, "")
+    assert err == (
+        "share-gateway logs export: entry seq 9 is not the log's signed head (seq 9): "
+        "run `share-gateway logs verify`\n"
+    )
+
+
 def _export_lines(
     logged: Settings, capsys: pytest.CaptureFixture[str], *window: str
 ) -> list[bytes]:
