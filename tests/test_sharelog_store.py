@@ -685,6 +685,37 @@ async def test_the_commit_that_ends_a_failure_holds_a_resume_checkpoint(tmp_path
     assert verify(share_log.path, KEY).ok
 
 
+async def test_a_held_outcome_the_log_cannot_store_is_dropped_alone_when_writing_resumes(
+    tmp_path: Path,
+) -> None:
+    events = Events()
+    faults, connect = failing_commits()
+    share_log = await ShareLog.open(
+        log_settings(tmp_path), KEY, logger=events, retry_interval_s=60.0, connect=connect
+    )
+    try:
+        await share_log.record(make_record("s-1"))
+        await share_log.record(make_record("s-2"))
+        faults["commits"] = 2
+        # Submitted together, committed together: the commit fails before the bad one is
+        # found out, so both are held.
+        share_log.submit_outcome(ShareOutcome("s-1", "delivered", 200, 21, "12.5"))  # type: ignore[arg-type]
+        share_log.submit_outcome(delivered("s-2"))
+        async with asyncio.timeout(BOUND_S):
+            while share_log.writable():  # noqa: ASYNC110 - polls state the failed commit sets
+                await asyncio.sleep(0.01)
+        with pytest.raises(ShareLogUnavailable):
+            await share_log.record(make_record("s-3"))  # carries what was held; fails again
+        await share_log.record(make_record("s-4"))
+    finally:
+        await share_log.close()
+    outcomes = {r["share_id"]: r["outcome"] for r in query(share_log.path, limit=None)}
+    assert outcomes == {"s-1": "unknown", "s-2": "delivered", "s-4": "unknown"}
+    [invalid] = events.named("share_record_invalid")  # dropped once, not held again
+    assert "latency_ms" in invalid["error"]
+    assert verify(share_log.path, KEY).ok
+
+
 async def test_an_outcome_held_after_a_failed_commit_is_written_at_close(tmp_path: Path) -> None:
     share_log, faults = await _log_that_never_retries_first(tmp_path)
     try:
