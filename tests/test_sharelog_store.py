@@ -1212,6 +1212,18 @@ async def test_a_closed_log_refuses_records(tmp_path: Path) -> None:
         await share_log.record(make_record("s-1"))
 
 
+async def test_a_closed_log_refuses_a_prune_and_writes_nothing(tmp_path: Path) -> None:
+    share_log = await ShareLog.open(log_settings(tmp_path), KEY)
+    await share_log.record(make_record("s-1", ts=datetime.now(UTC) - timedelta(days=2000)))
+    await share_log.close()
+    closed = share_log.path.read_bytes()
+    for dry_run in (True, False):
+        with pytest.raises(ShareLogUnavailable, match="^the share log is closed$"):
+            await share_log.prune(datetime.now(UTC) - timedelta(days=1200), dry_run=dry_run)
+    assert share_log.path.read_bytes() == closed
+    assert [r["share_id"] for r in query(share_log.path)] == ["s-1"]
+
+
 async def test_a_log_whose_tail_was_cut_refuses_to_open(tmp_path: Path) -> None:
     settings = log_settings(tmp_path)
     share_log = await ShareLog.open(settings, KEY)
