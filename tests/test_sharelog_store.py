@@ -716,6 +716,32 @@ async def test_a_held_outcome_the_log_cannot_store_is_dropped_alone_when_writing
     assert verify(share_log.path, KEY).ok
 
 
+async def test_outcomes_held_past_the_bound_are_dropped_oldest_first_and_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "_HELD_OUTCOMES_MAX", 2)
+    events = Events()
+    faults, connect = failing_commits()
+    share_log = await ShareLog.open(
+        log_settings(tmp_path), KEY, logger=events, retry_interval_s=60.0, connect=connect
+    )
+    try:
+        for share_id in ("s-1", "s-2", "s-3"):
+            await share_log.record(make_record(share_id))
+        faults["commits"] = 1
+        for share_id in ("s-1", "s-2", "s-3"):
+            share_log.submit_outcome(delivered(share_id))
+        async with asyncio.timeout(BOUND_S):
+            while share_log.writable():  # noqa: ASYNC110 - polls state the failed commit sets
+                await asyncio.sleep(0.01)
+        await share_log.record(make_record("s-4"))  # carries the two kept
+    finally:
+        await share_log.close()
+    outcomes = {r["share_id"]: r["outcome"] for r in query(share_log.path, limit=None)}
+    assert outcomes == {"s-1": "unknown", "s-2": "delivered", "s-3": "delivered", "s-4": "unknown"}
+    assert events.named("share_outcomes_dropped") == [{"count": 1}]
+
+
 async def test_an_outcome_held_after_a_failed_commit_is_written_at_close(tmp_path: Path) -> None:
     share_log, faults = await _log_that_never_retries_first(tmp_path)
     try:
