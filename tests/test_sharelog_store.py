@@ -775,6 +775,30 @@ async def test_the_loop_never_opens_the_log_itself(tmp_path: Path) -> None:
     assert [r["share_id"] for r in query(share_log.path)] == ["s-1", "s-2"]
 
 
+async def test_lines_a_failing_logger_drops_are_counted_and_later_ones_still_printed(
+    tmp_path: Path,
+) -> None:
+    class FailsOnce(Events):
+        def info(self, event: str, *args: Any, **kw: Any) -> None:
+            if kw.get("share_id") == "s-1":
+                raise RuntimeError("the log collector refused the line")
+            super().info(event, *args, **kw)
+
+    events = FailsOnce()
+    share_log = await ShareLog.open(log_settings(tmp_path, stdout=True), KEY, logger=events)
+    try:
+        await share_log.record(make_record("s-1"))
+        async with asyncio.timeout(BOUND_S):
+            while not events.named("share_log_lines_lost"):  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        await share_log.record(make_record("s-2"))
+    finally:
+        await share_log.close()
+    assert [e["share_id"] for e in events.named("share_recorded")] == ["s-2"]
+    assert sum(e["count"] for e in events.named("share_log_lines_lost")) >= 1
+    assert [r["share_id"] for r in query(share_log.path)] == ["s-1", "s-2"]
+
+
 @pytest.mark.parametrize("durability", ["batched", "strict"])
 async def test_a_stalled_stdout_never_holds_up_a_record(tmp_path: Path, durability: str) -> None:
     release = threading.Event()
