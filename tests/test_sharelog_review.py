@@ -704,7 +704,12 @@ async def test_a_signed_head_put_back_from_an_older_copy_is_found(chain: Path) -
     # The gateway runs on (seq 12 open, 13 s-5, 14 its outcome, 15 close); then the head
     # of the earlier copy, genuinely signed, is put back over the current one.
     await write_log(chain, [share("s-5", DAY1 + timedelta(minutes=5))], {"s-5": 200})
-    tamper(chain, f"UPDATE head SET seq = {older[0]}, hash = '{older[1]}', mac = '{older[2]}'")
+    conn = sqlite3.connect(chain)
+    try:
+        conn.execute("UPDATE head SET seq = ?, hash = ?, mac = ?", older)
+        conn.commit()
+    finally:
+        conn.close()
     problem = verify(chain, KEY).problem
     assert problem is not None
     assert (problem.kind, problem.seq, problem.message) == (

@@ -1268,7 +1268,7 @@ async def test_a_closed_log_refuses_a_prune_and_writes_nothing(tmp_path: Path) -
     await share_log.close()
     closed = share_log.path.read_bytes()
     for dry_run in (True, False):
-        with pytest.raises(ShareLogUnavailable, match="^the share log is closed$"):
+        with pytest.raises(ShareLogUnavailable, match=r"^the share log is closed$"):
             await share_log.prune(datetime.now(UTC) - timedelta(days=1200), dry_run=dry_run)
     assert share_log.path.read_bytes() == closed
     assert [r["share_id"] for r in query(share_log.path)] == ["s-1"]
