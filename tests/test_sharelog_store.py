@@ -288,6 +288,20 @@ async def test_concurrent_records_are_group_committed(tmp_path: Path) -> None:
     assert verify(share_log.path, KEY).ok
 
 
+async def test_a_record_whose_request_was_cancelled_stands_and_its_batch_is_answered(
+    log: ShareLog,
+) -> None:
+    # The client went away while its record waited for the commit it shares with another.
+    cancelled = asyncio.ensure_future(log.record(make_record("s-1")))
+    answered = asyncio.ensure_future(log.record(make_record("s-2")))
+    await asyncio.sleep(0)  # both are queued for one commit
+    cancelled.cancel()
+    await asyncio.wait_for(answered, BOUND_S)
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    assert [r["share_id"] for r in query(log.path)] == ["s-1", "s-2"]
+
+
 @pytest.mark.parametrize("held", [False, True], ids=["free", "held-by-another-process"])
 @pytest.mark.parametrize("durability", ["batched", "strict"])
 async def test_records_made_together_are_chained_in_the_order_they_were_made(
