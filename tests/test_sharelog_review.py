@@ -807,8 +807,16 @@ async def test_verifying_with_another_key_says_so(chain: Path) -> None:
             None,
             "the subject index lists seq 3, which is not a share",
         ),
+        # Past the last entry: no entry of the walk meets it.
+        (
+            "INSERT INTO share_subjects SELECT 99, subject_key FROM share_subjects"
+            " WHERE share_seq = 2",
+            99,
+            None,
+            "the subject index lists seq 99, which is not a share",
+        ),
     ],
-    ids=["hides_a_share", "lists_an_outcome"],
+    ids=["hides_a_share", "lists_an_outcome", "lists_a_seq_past_the_end"],
 )
 async def test_a_subject_index_that_does_not_match_the_shares_fails(
     chain: Path, statement: str, seq: int, share_id: str | None, message: str
