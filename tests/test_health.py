@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import struct
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -128,6 +129,91 @@ async def test_a_server_that_never_answers_fails_at_the_timeout(
     assert held  # it was connected to, then gave up
     assert capsys.readouterr().err == (
         f"share-gateway health: http://127.0.0.1:{port}/_gateway/health no answer within 0.3 s\n"
+    )
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+# What a server on the gateway's port did, as its script; what the probe says of it.
+BROKEN_SERVERS: dict[str, tuple[Callable[[asyncio.StreamWriter], None], str]] = {
+    "closed": (lambda writer: writer.close(), "closed the connection without answering"),
+    "reset": (_reset, "connection lost: Connection reset by peer"),
+    "not_http": (
+        lambda writer: writer.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n"),
+        "answered, but not in HTTP",
+    ),
+    # A status line that never ends: read up to its bound, not until the deadline.
+    "endless_line": (
+        lambda writer: writer.write(b"HTTP/1.1 200 " + b"O" * 65536),
+        "answered, but not in HTTP",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(BROKEN_SERVERS))
+async def test_a_server_that_is_no_working_gateway_fails_in_one_line(
+    capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    script, said = BROKEN_SERVERS[name]
+
+    served: list[asyncio.StreamWriter] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        served.append(writer)
+        await reader.readuntil(b"\r\n\r\n")  # the whole request, then the script
+        script(writer)
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        # Far above what any of them takes: reaching it means the probe waited in vain.
+        assert await health("--port", str(port), "--timeout", "10") == 1
+    finally:
+        for writer in served:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    assert len(served) == 1
+    assert capsys.readouterr().err == (
+        f"share-gateway health: http://127.0.0.1:{port}/_gateway/health {said}\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [
+        (
+            socket.gaierror(socket.EAI_NONAME, "Name or service not known"),
+            "Name or service not known",
+        ),
+        ([], "no address"),
+    ],
+    ids=["not_found", "no_address"],
+)
+async def test_a_host_name_that_resolves_to_nothing_fails_in_one_line(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    answer: object,
+    said: str,
+) -> None:
+    def getaddrinfo(host: str, *args: object, **kwargs: object) -> object:
+        if isinstance(answer, OSError):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    config = write_settings(
+        tmp_path / "gateway.yaml", "listen:\n  host: gateway.internal\n  port: 8080\n"
+    )
+    assert await health("--config", str(config)) == 1
+    assert capsys.readouterr().err == (
+        "share-gateway health: http://gateway.internal:8080/_gateway/health "
+        f"could not resolve gateway.internal: {said}\n"
     )
 
 
