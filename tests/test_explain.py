@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -760,6 +761,24 @@ def test_cmd_explain_unknown_partner_exits_1(
     )
     assert cmd_explain(args, Settings(contracts_dir=CONTRACTS)) == 1
     assert "unknown_partner" in capsys.readouterr().err
+
+
+def test_cmd_explain_with_contracts_that_do_not_load_names_each_problem_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Judged by no contract at all rather than by what is left of the set: as `serve` would
+    # not start on it, so explain answers nothing.
+    folder = tmp_path / "contracts"
+    shutil.copytree(CONTRACTS, folder)
+    broken = folder / "fixit.yaml"
+    broken.write_text(broken.read_text(encoding="utf-8") + "surprise: 1\n", encoding="utf-8")
+    args = explain_args(
+        tmp_path, body=APPLICANT, route="POST /v1/assess", purpose="credit_assessment"
+    )
+    assert cmd_explain(args, Settings(contracts_dir=folder)) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"{broken}: surprise: unknown key\n"
 
 
 CLI_READY = importlib.util.find_spec("gateway.sharelog.commands") is not None
