@@ -705,8 +705,12 @@ async def test_adult_and_unknown_age_are_shared(make_gateway: GatewayFactory) ->
         "POST", "/acme/v1/assess", json=applicant(id_number="110105 850304 123")
     )
     assert response.status == 200, await response.text()
-    assert len(gw.partner.received) == 3
-    assert [r.decision for r in gw.log.records] == ["shared", "shared", "shared"]
+    # A birth date field sent as null tells no age either.
+    doc = {"child": {"user_id": "u-1", "name": "Xiao", "birth_date": None}}
+    response = await gw.share("POST", "/acme/v1/children", json=doc)
+    assert response.status == 200, await response.text()
+    assert len(gw.partner.received) == 4
+    assert [r.decision for r in gw.log.records] == ["shared"] * 4
 
 
 async def test_one_minor_denies_the_whole_batch(make_gateway: GatewayFactory) -> None:
