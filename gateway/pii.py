@@ -39,7 +39,8 @@ _PRIORITY: Final[dict[str, int]] = {
     # Last: an IPv6 address is a whole colon-bearing token that `ipaddress` accepts, a MAC
     # address only a shape of six pairs refused beside any colon-separated continuation. No
     # IPv6 address has six groups without a '::', so the two never claim the same characters;
-    # were a reading ever to make them, the checked address, holding more, would stand.
+    # were a reading ever to make them, the checked address, holding more, would stand. An
+    # IMEI's fifteen digits that a first-generation ID number reads too are that number's.
     DEVICE_ID: 6,
 }
 
@@ -381,17 +382,20 @@ _MAY_CONTAIN: Final = re.compile(
 
 # Every digit-bearing identifier contains one of these cores: seven digits in a row (IDs,
 # credit codes, cards, phones, passports and permits, Taiwanese ID numbers, Hong Kong identity
-# cards with a bare digit for check and bracketed Macau ones), six before a check character A
-# or a bracketed one (Hong Kong identity cards: "A100004A", "A123456(3)"), digits grouped 3-4-4
-# (grouped phones and cards, ID numbers grouped 6-4-4-4), 6-5 (old ID numbers grouped 6-6-3,
-# American Express cards grouped 4-6-5), 6-4-2 (ID numbers grouped by year, month and day),
-# 4-3-4 (landlines, with their area code), 1-6-1 with slashes (Macau identity cards:
+# cards with a bare digit for check and bracketed Macau ones, IMEIs), six before a check
+# character A or a bracketed one (Hong Kong identity cards: "A100004A", "A123456(3)"), digits
+# grouped 3-4-4 (grouped phones and cards, ID numbers grouped 6-4-4-4), 6-5 (old ID numbers
+# grouped 6-6-3, American Express cards grouped 4-6-5, IMEIs grouped 2-6-6-1), 6-2-6 (IMEIs
+# grouped 6-2-6-1), 6-4-2 (ID numbers grouped by year, month and day), 4-3-4 (landlines, with
+# their area code), 1-6-1 with slashes (Macau identity cards:
 # "1/234567/8"), a dotted quad, '::' or seven colon-separated hex groups (IPv6), and from its
 # first separator a MAC address's six pairs or three dotted quads of hex digits (which may hold
 # no digit at all). The pattern opens with a character class so the regex engine skips everything
 # else at C speed; short numbers, dates and times never reach Python.
 _CORE_DIGITS: Final = (
-    r"[0-9]{5}(?:[0-9]|[ \-/](?:[0-9]{5}|[0-9]{4}[ \-/][0-9]{2})| ?\([0-9A]\)|A)"
+    r"[0-9]{5}(?:[0-9]|[ \-/](?:[0-9]{5}|[0-9]{4}[ \-/][0-9]{2})| ?\([0-9A]\)|A"
+    # 6-2-6: an IMEI grouped 6-2-6-1 ("490154-20-323751-8").
+    r"|[ \-][0-9]{2}[ \-][0-9]{6})"
     # 3-4-4 (dotted too: "138.0013.8000"), and 3-3-4 for the tail of a landline grouped 4-3-4
     # ("0571 234 5678").
     r"|[0-9]{2}[ \-/.][0-9]{3,4}[ \-/.][0-9]{4}"
@@ -616,6 +620,25 @@ _MAC_RE: Final = re.compile(
 _NO_DEVICE: Final = frozenset({"000000000000", "ffffffffffff"})
 _MAC_SEPARATORS: Final = frozenset(":-.")
 _WITHOUT_MAC_SEPARATORS: Final = dict.fromkeys(map(ord, _MAC_SEPARATORS))
+# IMEIs (3GPP TS 23.003): a type allocation code of eight digits, a serial number of six and
+# the Luhn check digit of the fourteen before it, bare or grouped as devices and labels print
+# them: 2-6-6-1 ("49-015420-323751-8", "35 209900 176148 1") and 6-2-6-1
+# ("490154-20-323751-8"). The first two digits name the body that allocated the code: only
+# those GSMA lists, so that of the random 15-digit numbers passing Luhn five in six are none. A
+# grouped one is none inside a longer dashed number, as a grouped card is not. IMEISV (16
+# digits, no check) and MEID (14 hex digits) are not read: with no check they would take order
+# and serial numbers.
+_IMEI_REPORTING_BODIES: Final = frozenset(
+    "01 10 30 33 35 44 45 49 50 51 52 53 54 86 91 98 99".split()  # noqa: SIM905 - one line of text
+)
+_IMEI_BODY: Final = "(?:" + "|".join(sorted(_IMEI_REPORTING_BODIES)) + ")"
+_IMEI_GROUPED: Final = (
+    rf"(?<![0-9]-){_IMEI_BODY}(?:[ \-][0-9]{{6}}|[0-9]{{4}}[ \-][0-9]{{2}})"
+    r"[ \-][0-9]{6}[ \-][0-9](?![0-9])(?!-[0-9])"
+)
+_IMEI_RE: Final = re.compile(rf"(?<![0-9])(?:{_IMEI_BODY}[0-9]{{13}}(?![0-9])|{_IMEI_GROUPED})")
+# A run of digits alone is read in `_digit_run`: a whole run read here is a grouped one.
+_IMEI_GROUPED_RE: Final = re.compile(rf"(?<![0-9]){_IMEI_GROUPED}")
 # The same recognisers as alternatives in precedence order, to test a whole run in one call.
 _WHOLE_CATEGORIES: Final = {
     "id": ID_NUMBER,
@@ -629,6 +652,7 @@ _WHOLE_CATEGORIES: Final = {
     "passport": PASSPORT,
     "ipv4": IP,
     "mac": DEVICE_ID,
+    "imei": DEVICE_ID,
 }
 _WHOLE_RE: Final = re.compile(
     "|".join(
@@ -646,6 +670,7 @@ _WHOLE_RE: Final = re.compile(
             ("mo_id", _MO_ID_RE),
             ("ipv4", _IPV4_RE),
             ("mac", _MAC_RE),
+            ("imei", _IMEI_GROUPED_RE),
         )
     )
 )
@@ -1289,6 +1314,8 @@ def _whole(norm: str, start: int, end: int) -> list[_Candidate]:
         ok = _mo_id_ok(norm, end)
     elif name == "mac":
         ok = _mac_ok(norm, start, end)
+    elif name == "imei":
+        ok = _luhn_ok(_ungrouped(value))
     else:
         ok = True
     category = _WHOLE_CATEGORIES[name]
@@ -1319,6 +1346,8 @@ def _digit_run(value: str, start: int) -> list[_Candidate]:
         return [(_PRIORITY[BANK_ACCOUNT], start, end, BANK_ACCOUNT)]
     if n in (11, 13, 15) and _PHONE_RE.fullmatch(value):
         return [(_PRIORITY[PHONE], start, end, PHONE)]
+    if n == 15 and value[:2] in _IMEI_REPORTING_BODIES and _luhn_ok(value):
+        return [(_PRIORITY[DEVICE_ID], start, end, DEVICE_ID)]
     return []
 
 
@@ -1385,6 +1414,10 @@ def _candidates(norm: str, start: int, end: int, glued: list[_Candidate]) -> lis
     if length >= 14:
         for m in _MAC_RE.finditer(norm, start, end):
             if _mac_ok(norm, m.start(), m.end()):
+                found.append((_PRIORITY[DEVICE_ID], m.start(), m.end(), DEVICE_ID))
+    if length >= 15:
+        for m in _IMEI_RE.finditer(norm, start, end):
+            if _luhn_ok(_ungrouped(m.group())):
                 found.append((_PRIORITY[DEVICE_ID], m.start(), m.end(), DEVICE_ID))
     return found
 

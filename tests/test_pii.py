@@ -1158,7 +1158,8 @@ def test_amex_card_found(value: str) -> None:
     [
         f"卡号{wrong_last(AMEX, '0123456789')}无效",  # fails Luhn
         f"卡号{grouped(wrong_last(AMEX, '0123456789'), (4, 6, 5))}无效",
-        f"订单{with_luhn('35000000000001')}",  # 15 digits passing Luhn, not under 34 or 37
+        # 15 digits passing Luhn, not under 34 or 37 (nor a reporting body of IMEIs).
+        f"订单{with_luhn('36000000000001')}",
         f"订单{with_luhn('62220212345678')}",
         f"订单{grouped(with_luhn('62220212345678'), (4, 6, 5))}",
         f"订单{with_luhn('3400000000000')}",  # 14 digits
@@ -2390,6 +2391,182 @@ def test_a_device_id_field_keeps_its_mac_addresses() -> None:
     assert scan(text, frozenset({IP, DEVICE_ID}))[0] is text
 
 
+# --- device.device_id: IMEI numbers ------------------------------------------------------------
+
+IMEI = "490154203237518"  # the usual worked example of its check digit: reporting body 49
+IMEI_35 = "352099001761481"  # as a label prints it: 35 209900 176148 1
+# The reporting bodies GSMA lists, written as in the scanner.
+IMEI_BODIES = "01 10 30 33 35 44 45 49 50 51 52 53 54 86 91 98 99".split()  # noqa: SIM905
+
+
+def test_the_imeis_pass_luhn() -> None:
+    assert with_luhn(IMEI[:-1]) == IMEI
+    assert with_luhn(IMEI_35[:-1]) == IMEI_35
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        IMEI,
+        IMEI_35,
+        grouped(IMEI, (2, 6, 6, 1), "-"),  # 49-015420-323751-8
+        grouped(IMEI, (6, 2, 6, 1), "-"),  # 490154-20-323751-8
+        grouped(IMEI_35, (2, 6, 6, 1)),  # 35 209900 176148 1
+        grouped(IMEI, (6, 2, 6, 1)),
+        grouped(IMEI, (2, 6, 6, 1), "\u2013"),
+        grouped(IMEI, (2, 6, 6, 1), "\u3000"),
+        grouped(IMEI, (6, 2, 6, 1), "\u2009"),
+        fullwidth(IMEI),
+        fullwidth(grouped(IMEI, (2, 6, 6, 1), "-")),
+        IMEI.translate(ARABIC_INDIC),
+        IMEI.translate(CHINESE_NUMERALS),
+        grouped(IMEI, (2, 6, 6, 1), "-").translate(CHINESE_NUMERALS),
+        f"{IMEI[:7]}\u200b{IMEI[7:]}",
+        "49-015420\u2060-323751-8",
+        f"{IMEI[:1]}\u00ad{IMEI[1:14]}\ufeff{IMEI[14:]}",
+    ],
+)
+def test_an_imei_is_found_however_written(value: str) -> None:
+    assert spans(f"设备IMEI：{value}，请核对") == [(DEVICE_ID, value)]
+    assert spans(f"IMEI {value} crashed") == [(DEVICE_ID, value)]
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        (f"IMEI{IMEI}", IMEI),  # glued after a letter
+        (f"IMEI:{IMEI}", IMEI),
+        (f"imei={IMEI}&os=android", IMEI),
+        (f"dev_{grouped(IMEI, (2, 6, 6, 1), '-')}", grouped(IMEI, (2, 6, 6, 1), "-")),
+        (f"{IMEI}号手机", IMEI),
+        (f"(IMEI {IMEI})", IMEI),
+        (f"崩溃日志 device={IMEI};", IMEI),
+    ],
+)
+def test_an_imei_among_letters_and_punctuation_is_found(text: str, value: str) -> None:
+    assert spans(text) == [(DEVICE_ID, value)]
+
+
+@pytest.mark.parametrize("body", IMEI_BODIES)
+def test_an_imei_of_every_listed_reporting_body_is_found(body: str) -> None:
+    value = with_luhn(body + IMEI[2:14])
+    assert spans(f"IMEI {value}") == [(DEVICE_ID, value)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"IMEI {wrong_last(IMEI, '0123456789')}",  # the check digit fails
+        f"IMEI {grouped(wrong_last(IMEI, '0123456789'), (2, 6, 6, 1), '-')}",
+        f"IMEI {grouped(wrong_last(IMEI_35, '0123456789'), (2, 6, 6, 1))}",
+        # Reporting bodies GSMA does not list, the check digit right.
+        *(f"订单{with_luhn(body + IMEI[2:14])}" for body in ("02", "20", "36", "40", "55", "62")),
+        *(f"编号{with_luhn(body + IMEI[2:14])}" for body in ("87", "90", "97", "00")),
+        f"IMEI {IMEI[:14]}",  # 14 digits
+        f"IMEI {IMEI}0",  # 16 digits, no card
+        f"订单20240101{IMEI}",  # inside a longer run
+        f"订单{IMEI}20240101",
+        f"编号1-{grouped(IMEI, (2, 6, 6, 1), '-')}",  # the tail of a longer dashed number
+        f"编号{grouped(IMEI, (2, 6, 6, 1), '-')}-1",
+        f"编号{grouped(IMEI, (6, 2, 6, 1), '-')}-12",
+        # Groupings no device prints.
+        f"IMEI {grouped(IMEI, (4, 4, 4, 3))}",
+        f"IMEI {grouped(IMEI, (2, 6, 7))}",
+        f"IMEI {grouped(IMEI, (3, 6, 6))}",
+        # IMEISV (16 digits, no check digit) and MEID (14 hex digits) are not read.
+        f"IMEISV {IMEI[:14]}01",
+        "MEID A0000049015420",
+        "MEID a1000021e6f8b0",
+    ],
+)
+def test_what_is_no_imei_is_left(text: str) -> None:
+    assert spans(text) == []
+
+
+def test_a_first_generation_id_number_that_reads_as_an_imei_stays_an_id_number() -> None:
+    # 35 is Fujian's division code and a reporting body: both readings hold, the ID number's
+    # goes first, as over a card.
+    value = next(
+        v for seq in range(1000) if (v := f"350102850304{seq:03d}") and with_luhn(v[:-1]) == v
+    )
+    assert id_ok(value)
+    assert spans(f"证件{value}") == [(ID_NUMBER, value)]
+    assert spans(f"证件 {value} 已核验") == [(ID_NUMBER, value)]
+    assert scan(f"IMEI {value}", frozenset({DEVICE_ID})) == (
+        f"IMEI [REDACTED:{ID_NUMBER}]",
+        {ID_NUMBER: 1},
+    )
+
+
+def test_an_american_express_card_is_never_read_as_an_imei() -> None:
+    # 34 and 37 are no reporting body: a 15-digit Luhn number under them stays a card.
+    assert {"34", "37"}.isdisjoint(IMEI_BODIES)
+    for value in (AMEX, AMEX_34, "371449635398431", grouped(AMEX, (4, 6, 5))):
+        assert spans(f"卡号{value}") == [(BANK_ACCOUNT, value)]
+
+
+def test_a_longer_number_never_gives_its_digits_to_an_imei_inside_it() -> None:
+    # A card of 16 digits that starts with an IMEI, and an ID number of 18 whose first and
+    # last fifteen digits each read as one (35 and 10 are reporting bodies).
+    card = with_luhn(IMEI)
+    assert card[0] == "4"
+    id_number = next(
+        v
+        for seq in range(1000)
+        if (v := with_id_check(f"35010219900307{seq:03d}"))[-1] != "X"
+        and with_luhn(v[:14]) == v[:15]
+        and with_luhn(v[3:17]) == v[3:]
+    )
+    card_19 = with_luhn("62" + IMEI + "0")
+    for value, category in (
+        (card, BANK_ACCOUNT),
+        (grouped(card, (4, 4, 4, 4)), BANK_ACCOUNT),
+        (card_19, BANK_ACCOUNT),
+        (id_number, ID_NUMBER),
+        (grouped(id_number, (6, 8, 4)), ID_NUMBER),
+    ):
+        assert spans(f"号码{value}，") == [(category, value)]
+        assert spans(f"号码x{value}x") == [(category, value)]
+
+
+def test_an_imei_beside_other_identifiers_is_found_with_them() -> None:
+    text = f"用户13800138000的设备{IMEI}（MAC 00:1a:2b:3c:4d:5e）在192.168.1.10崩溃"
+    assert spans(text) == [
+        (PHONE, "13800138000"),
+        (DEVICE_ID, IMEI),
+        (DEVICE_ID, "00:1a:2b:3c:4d:5e"),
+        (IP, "192.168.1.10"),
+    ]
+    # Glued to identifiers ending or starting with a letter.
+    assert spans(f"{ID_X}{IMEI}E12345678") == [
+        (ID_NUMBER, ID_X),
+        (DEVICE_ID, IMEI),
+        (PASSPORT, "E12345678"),
+    ]
+
+
+def test_an_old_id_numbers_shape_with_an_x_after_it_is_still_an_imei() -> None:
+    # The ID number's reading leaves fifteen digits with an X right after them (README): where
+    # they read as an IMEI, that reading stands, and they are not passed on.
+    value = next(
+        v for seq in range(1000) if (v := f"350102850304{seq:03d}") and with_luhn(v[:-1]) == v
+    )
+    assert spans(f"证件{value}X") == [(DEVICE_ID, value)]
+
+
+def test_a_device_id_field_keeps_its_imeis() -> None:
+    text = f"设备{IMEI}（{grouped(IMEI_35, (2, 6, 6, 1))}）归属用户13800138000"
+    assert scan(text, frozenset({DEVICE_ID})) == (
+        f"设备{IMEI}（{grouped(IMEI_35, (2, 6, 6, 1))}）归属用户[REDACTED:{PHONE}]",
+        {PHONE: 1},
+    )
+    assert scan(text, frozenset({PHONE})) == (
+        f"设备[REDACTED:{DEVICE_ID}]（[REDACTED:{DEVICE_ID}]）归属用户13800138000",
+        {DEVICE_ID: 2},
+    )
+    assert scan(text, frozenset({PHONE, DEVICE_ID}))[0] is text
+
+
 # --- precedence, boundaries, redaction ---------------------------------------------------------
 
 
@@ -2511,6 +2688,11 @@ def test_large_identifier_free_input_is_scanned_linearly() -> None:
         "f：" * 50_000,
         "3782 822463 " * 10_000,
         "34" * 50_000,
+        # Near-IMEIs: a wrong check digit, grouped ones that run on into more groups.
+        "IMEI490154203237519" * 6_000,
+        "49-015420-323751-" * 6_000,
+        "490154-20-" * 10_000,
+        "35 209900 176148 2 " * 5_000,
         # Glued passports up to something that ends none; and one that, written twice, is a
         # credit code: each place of the chain may go on two ways, read once all the same.
         "E12345678" * 11_000 + "x",
