@@ -3294,6 +3294,10 @@ GLUED = [
     ("192.168.0.1", IP),
     ("fe80::1", IP),
     ("li@example.com", EMAIL),
+    (IMEI, DEVICE_ID),
+    (grouped(IMEI, (2, 6, 6, 1), "-"), DEVICE_ID),
+    (grouped(IMEI_35, (2, 6, 6, 1)), DEVICE_ID),
+    (grouped(IMEI, (6, 2, 6, 1), "-"), DEVICE_ID),
 ]
 
 
@@ -3409,6 +3413,18 @@ def ipv6_addresses(draw: st.DrawFn) -> str:
 
 
 @st.composite
+def imeis(draw: st.DrawFn) -> str:
+    body = draw(st.sampled_from(IMEI_BODIES)) + draw(digits(min_size=12, max_size=12))
+    value = with_luhn(body)
+    sizes, separator = draw(
+        st.sampled_from(
+            [((15,), ""), ((2, 6, 6, 1), "-"), ((2, 6, 6, 1), " "), ((6, 2, 6, 1), "-")]
+        )
+    )
+    return grouped(value, sizes, separator)
+
+
+@st.composite
 def emails(draw: st.DrawFn) -> str:
     local = draw(st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=8))
     domain = draw(st.sampled_from(["example", "qq", "163", "corp"]))
@@ -3459,6 +3475,7 @@ IDENTIFIER_KINDS: dict[str, st.SearchStrategy[str]] = {
         lambda octets: ":".join(f"{o:02x}" for o in octets)
     ),
     "email": emails(),
+    "imei": imeis(),
 }
 # Found only with no letter or digit beside them that is no identifier (README: "A passport or
 # travel permit, credit code, Hong Kong, Macau or Taiwanese ID number glued to what is no
@@ -3660,6 +3677,10 @@ FRAGMENTS = [
     "00:1A:2B:3C:4D:5E",
     "00-1a-2b-3c-4d-5e",
     "001a.2b3c.4d5e",
+    IMEI,
+    grouped(IMEI, (2, 6, 6, 1), "-"),
+    grouped(IMEI_35, (2, 6, 6, 1)),
+    grouped(IMEI, (6, 2, 6, 1), "-"),
     "。",
     "：",
     "-",
@@ -3741,6 +3762,10 @@ INVISIBLE = [
             ("00-1a-2b-3c-4d-5e", DEVICE_ID),
             ("001a.2b3c.4d5e", DEVICE_ID),
             ("ab:cd:ef:ab:cd:ef", DEVICE_ID),
+            (IMEI, DEVICE_ID),
+            (grouped(IMEI, (2, 6, 6, 1), "-"), DEVICE_ID),
+            (grouped(IMEI_35, (2, 6, 6, 1)), DEVICE_ID),
+            (grouped(IMEI, (6, 2, 6, 1), "-"), DEVICE_ID),
         ]
     ),
     st.lists(st.tuples(st.integers(0, 40), st.sampled_from(INVISIBLE)), max_size=6),
@@ -3989,6 +4014,9 @@ def test_no_invisible_or_control_character_between_digit_groups_hides_a_number()
             (grouped(ID_1990, (6, 8, 4)), ID_NUMBER),
             (grouped(ID_X, (6, 4, 4, 4), "-"), ID_NUMBER),
             (OLD_ID, ID_NUMBER),
+            (IMEI, DEVICE_ID),
+            (grouped(IMEI, (2, 6, 6, 1), "-"), DEVICE_ID),
+            (grouped(IMEI_35, (2, 6, 6, 1)), DEVICE_ID),
         ]
     ),
     st.data(),
