@@ -150,6 +150,11 @@ class RegistryBusy(RegistryError):
         super().__init__(f"{path}: the consent registry is busy (another import?); try again")
 
 
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether another connection held the file past the busy timeout (extended codes too)."""
+    return exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
 class ConsentInputError(ValueError):
     """Grants or withdrawals that cannot be recorded; one line per problem."""
 
@@ -426,6 +431,13 @@ class ConsentRegistry:
             self._prepare()
             self._reader = self._connect()
             self._reader.execute("PRAGMA query_only = ON")
+        except sqlite3.OperationalError as exc:
+            self._writer.close()
+            # A file in rollback mode that another process writes: turning it to WAL waits for
+            # that writer, as a read waits for one holding it whole.
+            if _busy(exc):
+                raise RegistryBusy(path) from exc
+            raise RegistryError(f"{path}: not a usable consent registry: {exc}") from exc
         except sqlite3.DatabaseError as exc:
             self._writer.close()
             raise RegistryError(f"{path}: not a usable consent registry: {exc}") from exc
@@ -496,7 +508,7 @@ class ConsentRegistry:
                 reader.execute("PRAGMA query_only = ON")
             except sqlite3.OperationalError as exc:
                 writer.close()
-                if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                if _busy(exc):
                     raise RegistryBusy(self.path) from exc
                 raise RegistryError(f"{self.path}: not a usable consent registry: {exc}") from exc
             except sqlite3.DatabaseError as exc:
@@ -608,7 +620,7 @@ class ConsentRegistry:
             try:
                 db.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                if _busy(exc):
                     raise RegistryBusy(self.path) from exc
                 raise
             try:

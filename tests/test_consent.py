@@ -1320,6 +1320,45 @@ def test_an_import_while_another_writer_holds_the_registry_is_busy(
         other.close()
 
 
+@pytest.mark.parametrize("lock", ["IMMEDIATE", "EXCLUSIVE"])
+@pytest.mark.parametrize("command", ["show", "import"])
+def test_a_registry_in_rollback_mode_another_process_writes_is_busy_not_unusable(
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    lock: str,
+) -> None:
+    path = settings.registry.path
+    path.parent.mkdir(parents=True)
+    ConsentRegistry(path, KEY).close()
+    with contextlib.closing(sqlite3.connect(path)) as restored:
+        restored.execute("PRAGMA journal_mode = DELETE")  # as a copy from `VACUUM INTO` is
+    csv = write_csv(tmp_path / "consent.csv", f"{ALICE},{PARTNER},{PURPOSE},2025-01-01,,C-1")
+    argv = ["show", ALICE] if command == "show" else ["import", str(csv)]
+    args = parse("consent", *argv)
+    monkeypatch.setattr("gateway.consent.BUSY_TIMEOUT_S", 0.05)
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        # Another process writing it: in rollback mode, turning it to WAL needs that lock.
+        other.execute(f"BEGIN {lock}")
+        other.execute(
+            "INSERT INTO withdrawals (subject_ref, partner, purpose, withdrawn_at, reference, "
+            "recorded_at) VALUES ('r', ?, ?, 0, 'W-1', 0)",
+            (PARTNER, PURPOSE),
+        )
+        code = args.handler(args, settings)
+        assert (code, capsys.readouterr().err) == (
+            1,
+            f"{path}: the consent registry is busy (another import?); try again\n",
+        )
+        other.execute("ROLLBACK")
+        assert args.handler(args, settings) == 0  # once it is free, the same command runs
+    finally:
+        other.close()
+
+
 @pytest.fixture
 def held_registry(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """The settings' registry, with one grant, while another process holds its write lock."""
