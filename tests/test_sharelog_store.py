@@ -891,6 +891,75 @@ async def test_lines_a_stalled_stdout_cannot_take_are_lost_and_counted(
     assert [r["share_id"] for r in query(share_log.path)] == [f"s-{i}" for i in range(7)]
 
 
+class _StalledBuffer:
+    """A stdout whose reader stopped reading: a write waits until `release` is set."""
+
+    def __init__(self) -> None:
+        self.writing = threading.Event()
+        self.release = threading.Event()
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self.writing.set()
+        self.release.wait(BOUND_S)
+        self.written.append(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+async def test_lines_a_stalled_stdout_cannot_take_without_a_logger_are_counted_on_stderr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(printer_module, "MAX_WAITING", 4)
+    monkeypatch.setattr(store_module, "_PRINT_DRAIN_S", 0.2)
+    monkeypatch.setattr("gateway.logconfig.LOST_NOTE_INTERVAL_S", 0.0)  # every loss is noted
+    stalled = _StalledBuffer()
+    monkeypatch.setattr(sys, "stdout", SimpleNamespace(buffer=stalled))
+    lost_before = STDOUT.lost_lines
+
+    def notes() -> list[str]:
+        return capsys.readouterr().err.splitlines()
+
+    def note(lost: int) -> str:
+        return (
+            f"stdout_failed: {lost_before + lost} log lines lost so far "
+            "(the share log's lines waited too long for stdout)"
+        )
+
+    with capture_logs():  # the gateway's own events, kept off the stalled stdout
+        settings = log_settings(tmp_path, stdout=True, durability="strict")
+        share_log = await ShareLog.open(settings, KEY)
+        try:
+            # The open checkpoint's line is being written, and stuck there.
+            assert await asyncio.to_thread(stalled.writing.wait, BOUND_S)
+            for i in range(1, 7):  # with the checkpoint's, four wait, three are lost
+                await asyncio.wait_for(share_log.record(make_record(f"s-{i}")), BOUND_S)
+            # A record is answered before the writer hands its line over: the last may still come.
+            async with asyncio.timeout(BOUND_S):
+                while STDOUT.lost_lines - lost_before < 3:  # noqa: ASYNC110 - another thread
+                    await asyncio.sleep(0.01)
+            assert notes() == [note(1), note(2), note(3)]
+        finally:
+            await asyncio.wait_for(share_log.close(), BOUND_S / 2)  # waits 0.2 s, not for stdout
+    # Closing wrote six `unknown` outcomes and a checkpoint, with no room to wait; the four
+    # waiting were lost when the log closed.
+    assert STDOUT.lost_lines - lost_before == 3 + (6 + 1) + 4
+    assert notes() == [note(3 + 7), note(3 + 7 + 4)]
+    printing = [t for t in threading.enumerate() if t.name == "share-log-printer"]
+    stalled.release.set()
+    for thread in printing:
+        thread.join(BOUND_S)
+    # Stdout taking lines again prints none of those counted lost: the checkpoint was being
+    # written.
+    [written] = stalled.written
+    assert [orjson.loads(line)["event"] for line in written.splitlines()] == [
+        "share_log_checkpointed"
+    ]
+    assert [r["share_id"] for r in query(share_log.path)] == [f"s-{i}" for i in range(1, 7)]
+
+
 async def test_without_stdout_no_events_are_emitted(tmp_path: Path) -> None:
     events = Events()
     share_log = await ShareLog.open(log_settings(tmp_path, stdout=False), KEY, logger=events)
