@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 import pytest
 import structlog
-from conftest import GatewayFactory, killed_at
+from conftest import GatewayFactory, killed_at, tamper
 from structlog.testing import capture_logs
 
 from gateway.errors import ShareLogUnavailable, StartupError
@@ -1040,6 +1040,27 @@ async def test_a_store_that_cannot_be_written_refuses_then_recovers(
         await share_log.close()
     assert [r["share_id"] for r in query(share_log.path)] == ["s-before", "s-after"]
     assert verify(share_log.path, KEY).ok
+
+
+async def test_a_head_removed_while_the_log_is_open_refuses_the_record_and_says_why(
+    tmp_path: Path,
+) -> None:
+    events = Events()
+    share_log = await ShareLog.open(log_settings(tmp_path), KEY, logger=events)
+    try:
+        await share_log.record(make_record("s-1"))
+        tamper(share_log.path, "DELETE FROM head")  # someone with write access to the file
+        with pytest.raises(ShareLogUnavailable):
+            await share_log.record(make_record("s-2"))
+        assert not share_log.writable()
+    finally:
+        await share_log.close()
+    # The first failure names what is wrong with the file, and what to run.
+    assert events.named("share_log_write_failed")[0] == {
+        "error": "the share log has no head: run `share-gateway logs verify`",
+        "records": 1,
+    }
+    assert [r["share_id"] for r in query(share_log.path)] == ["s-1"]
 
 
 async def test_a_failed_write_on_the_loop_sets_the_writer_retrying_without_a_request(
