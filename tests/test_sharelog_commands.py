@@ -624,6 +624,33 @@ async def test_a_prune_between_pages_stops_the_next_page_rather_than_skip_rows(
     assert (note if note is not None else err) in ("rows 3-4 of 4", "rows 3-4 of 4\n")
 
 
+@pytest.mark.parametrize("fmt", ["table", "json", "csv"])
+async def test_a_prune_that_removed_every_share_stops_the_next_page(
+    settings: Settings, capsys: pytest.CaptureFixture[str], fmt: str
+) -> None:
+    # No share is left to show where the prune cut: the rows not read yet may be gone.
+    now = datetime.now(UTC)
+    await _recorded(
+        settings,
+        [share(f"old-{n}", now - timedelta(days=1100) + timedelta(minutes=n)) for n in range(6)],
+    )
+    capsys.readouterr()
+    argv = ["logs", "query", "--format", fmt, "--limit", "3"]
+    code, out, err = run(argv, settings, capsys)
+    assert code == 0
+    cursor = cursor_of(out if fmt == "table" else err)
+    code, out, _ = run(["logs", "prune"], settings, capsys)
+    assert (code, out.split(" dated")[0]) == (0, "removed 6 shares")
+    assert query(settings.share_log.path) == []
+
+    code, out, err = run([*argv, "--cursor", cursor], settings, capsys)
+    assert (code, out) == (1, "")
+    assert err == (
+        "share-gateway logs query: the share log was pruned since the first page was read, "
+        "and rows not read yet may be gone: start again from the first page\n"
+    )
+
+
 def _flipped(text: str) -> str:
     return text[:-1] + ("A" if text[-1] != "A" else "B")
 
