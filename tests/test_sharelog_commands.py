@@ -917,6 +917,53 @@ async def test_verify_fails_on_a_second_outcome_of_a_share_and_names_both(
     assert (problem["kind"], problem["seq"], problem["share_id"]) == ("outcome", second, "s-3")
 
 
+async def test_verify_of_a_share_id_recorded_twice_fails_where_the_first_was_left_open(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Through the share log all the same (a caller's slip): 1 open checkpoint | 2 s-1 |
+    # 3 s-1 again | 4 the outcome | 5 close checkpoint. The share log keeps one open share per
+    # id, so the outcome closes the second, and the first never gets one.
+    share_log = await ShareLog.open(settings.share_log, HASH_KEY.encode())
+    try:
+        await share_log.record(share("s-1", T0))
+        await share_log.record(share("s-1", T0 + timedelta(minutes=1)))
+        await share_log.record_outcome(ShareOutcome("s-1", "delivered", 200, 12, 1.0))
+    finally:
+        await share_log.close()
+    assert [r["outcome"] for r in query(settings.share_log.path, share_id="s-1")] == [
+        "pending",
+        "delivered",
+    ]
+    code, out, _ = run(["logs", "verify"], settings, capsys)
+    assert code == 1
+    assert out.splitlines()[:2] == [
+        "share log verification FAILED (outcome): seq 2 (share s-1) has no outcome before the "
+        "close checkpoint at seq 5, which closes every open share: its row in pending_outcomes "
+        "was removed or altered, and the share reads as pending",
+        "first broken record: seq 2, share s-1",
+    ]
+    code, out, _ = run(["logs", "verify", "--format", "json"], settings, capsys)
+    assert code == 1
+    problem: dict[str, Any] = json.loads(out)["problem"]
+    assert (problem["kind"], problem["seq"], problem["share_id"]) == ("outcome", 2, "s-1")
+
+
+async def test_verify_of_a_share_id_recorded_again_after_its_outcome_passes(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Each record has its own outcome: nothing in the chain ties a share id to one record.
+    share_log = await ShareLog.open(settings.share_log, HASH_KEY.encode())
+    try:
+        for minutes in (0, 1):
+            await share_log.record(share("s-1", T0 + timedelta(minutes=minutes)))
+            await share_log.record_outcome(ShareOutcome("s-1", "delivered", 200, 12, 1.0))
+    finally:
+        await share_log.close()
+    code, out, _ = run(["logs", "verify"], settings, capsys)
+    assert code == 0
+    assert out.startswith("share log verified: 6 entries (2 shares, 2 outcomes, 2 checkpoints)")
+
+
 async def test_verify_of_a_file_that_is_not_a_database_fails(
     settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
