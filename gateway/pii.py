@@ -1827,9 +1827,9 @@ def _settled(norm: str, taken: list[_Span], found: list[_Span]) -> list[_Span]:
         if len(cluster) == 1 or whole:
             settled.append((first, last, (whole or cluster)[0][2]))
             continue
-        # Glued ones one right after another from end to end, each in a chain: a number glued
-        # before an IPv6 address whose first group the run's scan took its last digit into
-        # ("7/821790/6B:74::D1").
+        # Glued ones one right after another from end to end, each in a chain: the run's own
+        # there hold fewer of the characters ("G6460916P916509A30::": two Hong Kong cards and
+        # the address "30::", where the run's scan read a credit code, leaving "::").
         chained = [span[:3] for span in cluster if span[3]]
         if (
             chained[0][0] == first
@@ -1838,18 +1838,46 @@ def _settled(norm: str, taken: list[_Span], found: list[_Span]) -> list[_Span]:
         ):
             settled += chained
             continue
+        # Else the run's own, and the glued ones where those leave characters (`_filled`).
         own = [span[:3] for span in cluster if not span[3]]
         if own:
-            settled += own
+            settled += _filled(own, cluster, first, last)
             continue
-        # Glued ones alone, overlapping (two chains read from different places): from the left,
-        # each that starts where the one before ends.
+        # Glued ones alone, overlapping (two chains read from different places, the run's own
+        # one an IPv6 address that gave all up: "::CQ1528692D884897618", a permit and a
+        # Taiwanese ID number, and a credit code read from the "Q"): from the left, each that
+        # starts where the one before ends.
         read = first
         for s, e, category, _ in cluster:
             if s >= read:
                 settled.append((s, e, category))
                 read = e
     return settled
+
+
+def _filled(
+    own: list[_Span], cluster: list[tuple[int, int, str, bool]], first: int, last: int
+) -> list[_Span]:
+    """``own`` (a run's own spans in a cluster from ``first`` to ``last``, in order) and, where
+    they leave characters of the cluster out, the part of a glued one holding them there: the
+    glued one read the characters as an identifier's, and those the run's own do not take
+    would be forwarded ("::e0::86-409492-250008-5": an IMEI took the "86" of the address
+    "0::86" glued to "::e", and "0::" is redacted as an IP address)."""
+    glued = [span[:3] for span in cluster if span[3]]
+    spans: list[_Span] = []
+    read = first
+    for s, e, category in [*own, (last, last, "")]:
+        for gs, ge, glued_category in glued:
+            if read >= s:
+                break
+            if gs < s and ge > read:
+                stop = min(ge, s)
+                spans.append((max(gs, read), stop, glued_category))
+                read = stop
+        if e > s:
+            spans.append((s, e, category))
+        read = max(read, e)
+    return spans
 
 
 # "（010）6234 5678", "（+86）138…": a full-width parenthesis is ASCII where it opens before a

@@ -3113,6 +3113,53 @@ def test_a_card_before_an_ipv6_address_that_reads_its_last_digit_as_a_group_is_f
 @pytest.mark.parametrize(
     ("text", "found"),
     [
+        # An IMEI took the "86" of the address "0::86" glued to "::e": the address keeps the
+        # rest, as one the run's scan found keeps what an outranking identifier leaves it.
+        ("::e0::86-409492-250008-5", [("::e", IP), ("0::", IP), ("86-409492-250008-5", DEVICE_ID)]),
+        (
+            "5/395279/6Cbaa::35-902731-472585-4",
+            [("5/395279/6", ID_NUMBER), ("Cbaa::", IP), ("35-902731-472585-4", DEVICE_ID)],
+        ),
+        # An IMEI took the first digit of the Macau card glued to it: the card keeps the rest.
+        (
+            "86-409492-250008-5/395279/6a::",
+            [("86-409492-250008-5", DEVICE_ID), ("/395279/6", ID_NUMBER), ("a::", IP)],
+        ),
+        # The run's passport holds all of the Hong Kong card read glued inside it.
+        ("::b8::CZ6241469", [("::b", IP), ("8::", IP), ("CZ6241469", PASSPORT)]),
+    ],
+)
+def test_what_a_runs_own_identifier_leaves_of_one_glued_over_it_is_redacted(
+    text: str, found: list[tuple[str, str]]
+) -> None:
+    # Where one glued on and one the run's scan found overlap, and none glued holds them all,
+    # the run's stands, and the characters it leaves of the glued one go with that one.
+    assert spans(f"资料：{text}。") == [(category, value) for value, category in found]
+
+
+def test_glued_identifiers_that_hold_more_than_the_runs_own_are_redacted() -> None:
+    # The run's scan reads a credit code, leaving "::"; read from its start, the two Hong Kong
+    # cards and the address after them hold every character.
+    assert spans("资料：G6460916P916509A30::。") == [
+        (ID_NUMBER, "G6460916"),
+        (ID_NUMBER, "P916509A"),
+        (IP, "30::"),
+    ]
+
+
+def test_glued_identifiers_alone_overlapping_are_read_from_the_left() -> None:
+    # "::C" is no address once the permit took its "C"; read from there, "Q1528692D884897618"
+    # is a credit code too, but read from the left the permit and the Taiwanese ID number hold
+    # every character.
+    assert spans("资料：::CQ1528692D884897618。") == [
+        (PASSPORT, "CQ1528692"),
+        (ID_NUMBER, "D884897618"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
         # The address's last group reads the Macau card's first digit; what follows the card's
         # "/" is no prefix length (one "/" and at most 128), but the card's six digits.
         (
