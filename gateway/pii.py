@@ -23,9 +23,10 @@ EMAIL: Final = "contact.email"
 BANK_ACCOUNT: Final = "financial.bank_account"
 IP: Final = "device.ip"
 DEVICE_ID: Final = "device.device_id"
+LOCATION: Final = "location.precise"
 
 CATEGORIES: Final[frozenset[str]] = frozenset(
-    {ID_NUMBER, CREDIT_CODE, PASSPORT, PHONE, EMAIL, BANK_ACCOUNT, IP, DEVICE_ID}
+    {ID_NUMBER, CREDIT_CODE, PASSPORT, PHONE, EMAIL, BANK_ACCOUNT, IP, DEVICE_ID, LOCATION}
 )
 
 # Lower wins when two candidates overlap; email spans are settled before all of these.
@@ -47,11 +48,14 @@ _PRIORITY: Final[dict[str, int]] = {
 
 @dataclass(frozen=True, slots=True)
 class Match:
-    """One recognised identifier: ``text[start:end]`` in the caller's original string."""
+    """One recognised identifier: ``text[start:end]`` in the caller's original string.
+    ``counted`` is false for the second number of a keyed coordinate pair (`lat=…&lng=…`): both
+    numbers are redacted, the keys between them kept, and the pair is one location."""
 
     start: int
     end: int
     category: str
+    counted: bool = True
 
 
 # --- normalisation -------------------------------------------------------------------------
@@ -674,6 +678,51 @@ _WHOLE_RE: Final = re.compile(
         )
     )
 )
+
+# --- precise locations ---------------------------------------------------------------------
+
+# Coordinates in decimal degrees, as apps, devices and their logs write them. Alone, such a
+# number is no location: a pair is (`_locations`). Full-width digits, stops and commas come
+# folded with their run, other scripts' digits and every space (a tab too) with the
+# separators. An ideographic or full-width stop between ASCII digits ("31。230416"), which an
+# IPv4 address is read with, is not: coordinates are written by software and pasted by people,
+# and looking for one in every string of Chinese prose doubled what they cost office prose. A number
+# glued on its outer side to a letter, a digit, or a stop after one of them ("v1.31.230416",
+# "1.234567,2.345678.9") is part of something else: a version, an address, a file name. So is
+# one after a dash glued to a letter or digit (a range, a code) or after a time's colon
+# ("10:30:45.123456").
+# Where a number with four decimals or more may be: a search for one character, as for the
+# stops of an address.
+_FOUR_DECIMALS: Final = re.compile(r"\.(?<=[0-9]\.)[0-9]{4}")
+# A key naming the number after it: English ones (`lat`, `lng`, `lon`, `long`, `latitude`,
+# `longitude`, in any case, as a word or the tail of a camelCase name: `gpsLat`) and Chinese
+# ones (纬度, 经度), then a quote, `=`, `:` or `：` and spaces as a query string, JSON or a
+# log line writes them: `lat=39.9042`, `"lat": 39.9042`, `"lat":"39.9042"`, `纬度：39.9042`.
+_LOCATION_KEY: Final = (
+    "(?:(?<![A-Za-z0-9])(?i:latitude|longitude|lat|lng|long|lon)"
+    "|(?<=[a-z0-9])(?:Latitude|Longitude|Lat|Lng|Long|Lon)|\u7eac\u5ea6|\u7ecf\u5ea6)"
+)
+_COORDINATE_NUMBER: Final = re.compile(
+    r"(?<![0-9A-Za-z_\-])(?<![0-9A-Za-z_][.\-])(?<![0-9]:)"
+    r"-?(?P<units>[0-9]{1,3})\.(?P<decimals>[0-9]{4,}+)(?![0-9A-Za-z_])(?!\.[0-9A-Za-z_])"
+)
+# Searched for in the characters right before a number, up to it.
+_COORDINATE_KEY: Final = re.compile(
+    rf"(?P<key>{_LOCATION_KEY})[\"']?[ ]*(?:[=:\uff1a][ ]*)?[\"']?\Z"
+)
+_KEY_REACH: Final = 16
+# Between the two numbers of a pair without keys: a comma (or `，`) and any spaces, or a space.
+_PAIR_SEPARATOR: Final = re.compile("[,\uff0c] *| ")
+# Between one keyed number and the key of the other: what a query string, JSON (pretty-printed
+# too) or a sentence puts there (`&`, `, "`, `，`), and the head of the other's name
+# (`gps_lng`, `gpsLng`, `loc.lng`).
+_KEYED_GAP: Final = re.compile("[\\s,;&\"'\uff0c\uff1b\u3001]{0,16}[A-Za-z0-9_.]{0,32}")
+# Decimals a number without a key needs: five are about a metre to ten; fewer are as often a
+# ratio, a price or a measurement as a place.
+_PAIR_DECIMALS: Final = 5
+# The second number of a keyed pair: redacted as `LOCATION`, not counted again.
+_PAIRED_LOCATION: Final = LOCATION + " (paired)"
+
 
 # --- e-mail addresses ----------------------------------------------------------------------
 
@@ -1531,7 +1580,118 @@ def _find_spans(norm: str, astral: bool, address: bool) -> list[_Span]:
             spans += taken
     spans += emails  # after the runs: an address's end may have moved back in one
     spans.sort()
+    # Last: a coordinate gives way to every identifier (`_with_locations`).
+    # Most strings hold a stop: a test of one character, then a search for one.
+    if "." in norm and _FOUR_DECIMALS.search(norm) is not None:
+        return _with_locations(norm, spans)
     return spans
+
+
+def _with_locations(norm: str, spans: list[_Span]) -> list[_Span]:
+    """``spans`` (in order, none overlapping) with the coordinate pairs in ``norm`` that share
+    no character with them: a phone number, card, address or ID number the same characters
+    read as keeps them, and what is left of the pair is no location."""
+    pairs = _locations(norm)
+    if not pairs:
+        return spans
+    starts = [s for s, _, _ in spans]
+    kept = [
+        span
+        for pair in pairs
+        if not any(_overlaps(spans, starts, s, e) for s, e, _ in pair)
+        for span in pair
+    ]
+    return sorted(spans + kept) if kept else spans
+
+
+@dataclass(frozen=True, slots=True)
+class _Coordinate:
+    """A number in decimal degrees: where its key (if any, else the number) starts, where the
+    number starts and ends, and what its key says it is (None: no key)."""
+
+    key_start: int
+    start: int
+    end: int
+    latitude: bool | None
+    degrees: float  # unsigned: only ranges are checked
+    decimals: int
+
+
+def _locations(norm: str) -> list[list[_Span]]:
+    """The coordinate pairs in ``norm``, each as its spans: one from the first number to the
+    second without keys, each number apart with them (the keys between stay readable)."""
+    # Read from the stops with four digits after them: a pattern tried at every character of
+    # a long text made office prose that holds a version number ("10.0.19045") scan at half
+    # the speed.
+    stops = [m.start() for m in _FOUR_DECIMALS.finditer(norm)]
+    pairs: list[list[_Span]] = []
+    waiting: _Coordinate | None = None  # the number before, not yet in a pair
+    for at in stops:
+        number = _coordinate_at(norm, at)
+        if number is None:
+            continue
+        pair = _pair(norm, waiting, number) if waiting is not None else None
+        if pair is not None:
+            pairs.append(pair)
+            waiting = None
+        else:
+            waiting = number
+    return pairs
+
+
+def _coordinate_at(norm: str, stop: int) -> _Coordinate | None:
+    """The number in decimal degrees whose decimal point is at ``stop``, with its key."""
+    start = stop
+    while start > stop - 3 and start > 0 and norm[start - 1] in _DIGITS:
+        start -= 1
+    if start > 0 and norm[start - 1] == "-":
+        start -= 1
+    m = _COORDINATE_NUMBER.match(norm, start)
+    if m is None or m.end("units") != stop:
+        return None
+    key = _COORDINATE_KEY.search(norm, max(0, start - _KEY_REACH), start)
+    degrees = float(f"{m['units']}.{m['decimals']}")
+    if key is None:
+        return _Coordinate(start, start, m.end(), None, degrees, len(m["decimals"]))
+    name = key["key"]
+    latitude = name[:2].lower() == "la" or name == "\u7eac\u5ea6"
+    return _Coordinate(key.start(), start, m.end(), latitude, degrees, len(m["decimals"]))
+
+
+def _pair(norm: str, first: _Coordinate, second: _Coordinate) -> list[_Span] | None:
+    """The spans of the pair ``first`` and ``second`` make, if they make one."""
+    a, b = first.degrees, second.degrees
+    # Both below one are a point in the ocean off Africa (and 0, 0 where a device has no fix):
+    # far more often two ratios or probabilities.
+    if a < 1 and b < 1:
+        return None
+    if first.latitude is not None and second.latitude is not None:
+        lat, lon = (a, b) if first.latitude else (b, a)
+        if (
+            first.latitude != second.latitude
+            and lat <= 90
+            and lon <= 180
+            and _KEYED_GAP.fullmatch(norm, first.end, second.key_start) is not None
+        ):
+            return [
+                (first.start, first.end, LOCATION),
+                (second.start, second.end, _PAIRED_LOCATION),
+            ]
+    # Latitude first as most write it, or longitude first where the first cannot be a latitude,
+    # as GeoJSON and the Chinese map services write it ("116.481488,39.990464").
+    if (
+        first.decimals >= _PAIR_DECIMALS
+        and second.decimals >= _PAIR_DECIMALS
+        and ((a <= 90 and b <= 180) or (a <= 180 and b <= 90))
+        and _PAIR_SEPARATOR.fullmatch(norm, first.end, second.start) is not None
+    ):
+        return [(first.start, second.end, LOCATION)]
+    return None
+
+
+def _category(kind: str) -> str:
+    """The category a span of kind ``kind`` is redacted and allowed as."""
+    return LOCATION if kind == _PAIRED_LOCATION else kind
 
 
 def _local_part_cut(
@@ -2095,7 +2255,10 @@ def _spans(text: str, allowed: frozenset[str]) -> list[_Span]:
     astral = _ANY_ASTRAL.search(text) is not None
     folded, hidden = _fold(text, astral)
     address = _may_hold_address(folded)
+    # The second number of a keyed pair is allowed with the first.
     spans = [span for span in _find_spans(folded, astral, address) if span[2] not in allowed]
+    if LOCATION in allowed:
+        spans = [span for span in spans if span[2] != _PAIRED_LOCATION]
     holes: list[int] = []
     if hidden:
         # The astral class is searched range by range: only in a string holding such a
@@ -2133,7 +2296,7 @@ def _spans(text: str, allowed: frozenset[str]) -> list[_Span]:
     unhidden = [
         (*_placed(start, end, steps), cat)
         for start, end, cat in _find_spans(visible, astral, _may_hold_address(visible))
-        if cat not in allowed
+        if cat not in allowed and (cat != _PAIRED_LOCATION or LOCATION not in allowed)
     ]
     return _merge(unhidden, spans)
 
@@ -2159,8 +2322,9 @@ def _placed(start: int, end: int, steps: list[list[int]]) -> tuple[int, int]:
 # emoji (a family's zero-width joiner) or a letter of another script (a direction mark in Arabic
 # text) it hides nothing, and the string is not scanned a second time, unless the string holds
 # an '@' (`letters`): then the letter may be part of an internationalised address. A Chinese
-# numeral is a digit here: "一三八\u200b零零一三八零零零" is a phone number.
-_JOINS: Final = re.compile(f"[0-9A-Za-z@.:+()_%\\-\uff01-\uff5e{_CHINESE_DIGIT_CLASS}]|\\d")
+# numeral is a digit here: "一三八\u200b零零一三八零零零" is a phone number. So is a comma: the
+# two numbers of a coordinate pair are set apart by one.
+_JOINS: Final = re.compile(f"[0-9A-Za-z@.:+(),_%\\-\uff01-\uff5e{_CHINESE_DIGIT_CLASS}]|\\d")
 
 
 def _may_hide(text: str, at: int, letters: bool = False) -> bool:
@@ -2208,7 +2372,10 @@ def find(text: str) -> list[Match]:
     """Every recognised identifier in ``text``, in order, overlaps settled by precedence."""
     if not _MAY_CONTAIN.search(text):
         return []
-    return [Match(s, e, c) for s, e, c in _spans(text, frozenset())]
+    return [
+        Match(s, e, _category(kind), kind != _PAIRED_LOCATION)
+        for s, e, kind in _spans(text, frozenset())
+    ]
 
 
 def scan(text: str, allowed: frozenset[str]) -> tuple[str, dict[str, int]]:
@@ -2224,10 +2391,12 @@ def scan(text: str, allowed: frozenset[str]) -> tuple[str, dict[str, int]]:
     parts: list[str] = []
     counts: dict[str, int] = {}
     last = 0
-    for start, end, category in spans:
+    for start, end, kind in spans:
+        category = LOCATION if kind == _PAIRED_LOCATION else kind
         parts.append(text[last:start])
         parts.append(f"[REDACTED:{category}]")
-        counts[category] = counts.get(category, 0) + 1
+        if kind != _PAIRED_LOCATION:  # a keyed pair is one location
+            counts[category] = counts.get(category, 0) + 1
         last = end
     parts.append(text[last:])
     return "".join(parts), counts

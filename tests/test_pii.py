@@ -31,6 +31,7 @@ from gateway.pii import (
     EMAIL,
     ID_NUMBER,
     IP,
+    LOCATION,
     PASSPORT,
     PHONE,
     Match,
@@ -2567,6 +2568,208 @@ def test_a_device_id_field_keeps_its_imeis() -> None:
     assert scan(text, frozenset({PHONE, DEVICE_ID}))[0] is text
 
 
+# --- location.precise: coordinate pairs ----------------------------------------------------------
+
+SHANGHAI = "31.230416, 121.473701"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        SHANGHAI,
+        "31.230416,121.473701",
+        "31.230416 121.473701",
+        "31.230416，121.473701",  # a full-width comma
+        "31.230416,   121.473701",
+        "31.23041600000001, 121.47370100000001",  # a double printed whole
+        "-33.868820, 151.209296",  # southern hemisphere
+        "40.712776,-74.005974",  # western
+        "-22.906847 -43.172897",  # both
+        "8.123456, 100.123456",
+        "0.347596, 32.582520",  # a latitude below one, a longitude above
+        "90.000000, -180.000000",
+        "116.481488,39.990464",  # longitude first, as the Chinese map services write it
+        fullwidth("31.230416,121.473701"),
+        fullwidth("-33.868820, 151.209296"),
+        "31.230416\u3000121.473701",  # any space
+        "31.230416\u00a0121.473701",
+        "31.230416\t121.473701",
+        SHANGHAI.translate(ARABIC_INDIC),
+    ],
+)
+def test_a_coordinate_pair_is_found_however_written(value: str) -> None:
+    assert spans(f"定位：{value}，请核对") == [(LOCATION, value)]
+    assert spans(f"GPS {value} fix") == [(LOCATION, value)]
+    assert scan(f"签到{value}", NOTHING_ALLOWED) == (f"签到[REDACTED:{LOCATION}]", {LOCATION: 1})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"师傅已到达{SHANGHAI}附近，请保持电话畅通",
+        f"位置({SHANGHAI})",
+        f"[{SHANGHAI}]",
+        f"https://maps.example.com/@{SHANGHAI.replace(' ', '')},15z",
+        f"crash at {SHANGHAI}.",  # a sentence's stop after it
+        f"坐标：{SHANGHAI}。",
+        f"loc={SHANGHAI.replace(' ', '')}&t=1",
+        f"latlng: {SHANGHAI}",
+    ],
+)
+def test_a_coordinate_pair_among_text_and_punctuation_is_found(text: str) -> None:
+    assert [category for category, _ in spans(text)] == [LOCATION]
+    assert [value.replace(" ", "") for _, value in spans(text)] == [SHANGHAI.replace(" ", "")]
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        ("lat=39.9042&lng=116.4074", "lat={R}&lng={R}"),
+        ("?latitude=39.904200&longitude=116.407400&z=15", "?latitude={R}&longitude={R}&z=15"),
+        ("lng=116.4074&lat=39.9042", "lng={R}&lat={R}"),
+        ('{"lat": 39.9042, "lon": 116.4074}', '{"lat": {R}, "lon": {R}}'),
+        ('{"lat":"39.9042","lng":"116.4074"}', '{"lat":"{R}","lng":"{R}"}'),
+        ('{\n  "lat": 39.9042,\n  "long": 116.4074\n}', '{\n  "lat": {R},\n  "long": {R}\n}'),
+        ("LAT: -33.8688 LON: 151.2093", "LAT: {R} LON: {R}"),
+        ("gpsLat=-33.8688, gpsLng=151.2093", "gpsLat={R}, gpsLng={R}"),
+        ("gps_lat=39.9042;gps_lon=116.4074", "gps_lat={R};gps_lon={R}"),
+        ("纬度39.9042 经度116.4074", "纬度{R} 经度{R}"),
+        ("经度：116.4074，纬度：39.9042", "经度：{R}，纬度：{R}"),
+        ("用户上报纬度=-22.9068、经度=-43.1729", "用户上报纬度={R}、经度={R}"),
+        (
+            fullwidth("lat=39.9042&lng=116.4074"),
+            fullwidth("lat=") + "{R}" + fullwidth("&lng=") + "{R}",
+        ),
+    ],
+)
+def test_keyed_coordinates_are_redacted_keys_kept_and_counted_once(
+    text: str, redacted: str
+) -> None:
+    expected = redacted.replace("{R}", f"[REDACTED:{LOCATION}]")
+    assert scan(text, NOTHING_ALLOWED) == (expected, {LOCATION: 1})
+
+
+def test_the_second_number_of_a_keyed_pair_is_found_but_not_counted() -> None:
+    text = "lat=39.9042&lng=116.4074"
+    assert find(text) == [Match(4, 11, LOCATION), Match(16, 24, LOCATION, counted=False)]
+    assert find(SHANGHAI) == [Match(0, len(SHANGHAI), LOCATION)]
+
+
+def test_each_pair_is_counted_once() -> None:
+    text = "起点31.230416,121.473701，终点22.543096, 114.057865；lat=39.9042&lng=116.4074"
+    redacted, counts = scan(text, NOTHING_ALLOWED)
+    assert counts == {LOCATION: 3}
+    assert redacted.count(f"[REDACTED:{LOCATION}]") == 4
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "坐标39.9042, 116.4074",  # four decimals without keys
+        "31.23041, 121.4737",
+        "91.123456, 121.473701",  # out of range
+        "31.230416, 181.473701",
+        "-90.000001, 100.123456",
+        "120.123456, 100.123456",  # neither a latitude
+        "概率0.123456, 0.654321",  # both below one
+        "-0.123456, 0.999999",
+        "1.234567,2.345678.9",  # glued on the outer side
+        "1.234567,2.345678a",
+        "a1.234567,2.345678",
+        "x_31.230416, 121.473701",
+        "v31.230416, 121.473701",  # versions
+        "1.31.230416, 121.473701",
+        "31.230416, 121.473701.5",
+        "版本1.2.31.230416 121.473701",
+        "2025.03.15",  # dates and times
+        "2025.03.15 12.345678",
+        "10:30:45.123456 12:30:45.654321",
+        "10:30:45.123456, 12.345678",
+        "1-31.230416, 121.473701",  # after a dash glued to a number
+        "31.230416-121.473701",  # no separator
+        "31.230416;121.473701",
+        "31.230416\n121.473701",  # a line break ends a number
+        "纬度39.9042",  # a lone coordinate
+        "31.230416",
+        "lat=39.9042",
+        "lat=39.904&lng=116.407",  # keyed with three decimals
+        "lat=116.4074&lng=39.9042",  # a latitude over 90
+        "lat=0.0000&lng=0.0000",  # no fix
+        "lat=39.9042&lat=116.4074",  # two of one kind
+        "flat=39.9042&lng=116.4074",  # no key inside a word
+        "latency=39.9042&lng=116.4074",
+        "lat=39.9042 and then lng=116.4074",
+        "31．230416，121．473701",  # wide stops among ASCII digits
+        "31。230416，121。473701",
+        "纬度：39。9042，经度：116。4074",
+        "N31.230416, E121.473701",  # hemisphere letters glued on
+        "31°13'49.5\"N 121°28'25.3\"E",  # degrees, minutes and seconds
+        "geohash wtw3sjq6q",
+    ],
+)
+def test_what_is_no_coordinate_pair_is_left(text: str) -> None:
+    assert scan(text, NOTHING_ALLOWED) == (text, {})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # An identifier the same characters read as keeps them; what is left is no pair.
+        ("1.13800138000, 121.473701", [(PHONE, "13800138000")]),
+        (f"31.230416, 121.{CARD_16}", [(BANK_ACCOUNT, CARD_16)]),
+        (f"31.{ID_1990}, 121.473701", [(ID_NUMBER, ID_1990)]),
+        (f"31.230416, 121.{IMEI}", [(DEVICE_ID, IMEI)]),
+        (f"31.{OLD_ID}, 121.473701", [(ID_NUMBER, OLD_ID)]),
+        # Beside identifiers, each is found.
+        (
+            f"192.168.1.1, {SHANGHAI}, 10.0.0.1",
+            [(IP, "192.168.1.1"), (LOCATION, SHANGHAI), (IP, "10.0.0.1")],
+        ),
+        (f"13800138000 {SHANGHAI}", [(PHONE, "13800138000"), (LOCATION, SHANGHAI)]),
+        (f"{SHANGHAI} 13800138000", [(LOCATION, SHANGHAI), (PHONE, "13800138000")]),
+        (f"li@example.com,{SHANGHAI}", [(EMAIL, "li@example.com"), (LOCATION, SHANGHAI)]),
+        (
+            "13800138000，lat=39.9042&lng=116.4074",
+            [(PHONE, "13800138000"), (LOCATION, "39.9042"), (LOCATION, "116.4074")],
+        ),
+        # Glued to a letter, a pair is none, and what is glued after it stays what it was.
+        ("31.230416,121.473701E12345678", []),
+        (
+            "E12345678 31.230416,121.473701",
+            [(PASSPORT, "E12345678"), (LOCATION, "31.230416,121.473701")],
+        ),
+        (f"{ID_X}31.230416,121.473701", [(ID_NUMBER, ID_X)]),
+    ],
+)
+def test_no_identifier_gives_characters_to_a_coordinate_pair(
+    text: str, expected: list[tuple[str, str]]
+) -> None:
+    assert spans(text) == expected
+
+
+def test_a_location_field_keeps_its_coordinates() -> None:
+    text = f"司机13800138000在{SHANGHAI}，lat=39.9042&lng=116.4074"
+    assert scan(text, frozenset({LOCATION})) == (
+        f"司机[REDACTED:{PHONE}]在{SHANGHAI}，lat=39.9042&lng=116.4074",
+        {PHONE: 1},
+    )
+    assert scan(text, frozenset({PHONE})) == (
+        f"司机13800138000在[REDACTED:{LOCATION}]，lat=[REDACTED:{LOCATION}]"
+        f"&lng=[REDACTED:{LOCATION}]",
+        {LOCATION: 2},
+    )
+    assert scan(text, CATEGORIES)[0] is text
+
+
+def test_invisible_characters_inside_a_pair_hide_nothing() -> None:
+    for text in (
+        "31.230416,\u200b 121.473701",
+        "31.2304\u00ad16, 121.473701",
+        "31.230416,121\u200d.473701",
+    ):
+        assert scan(text, NOTHING_ALLOWED) == (f"[REDACTED:{LOCATION}]", {LOCATION: 1}), text
+
+
 # --- precedence, boundaries, redaction ---------------------------------------------------------
 
 
@@ -2658,6 +2861,7 @@ def test_categories_are_the_documented_names() -> None:
         "financial.bank_account",
         "device.ip",
         "device.device_id",
+        "location.precise",
     } == CATEGORIES
 
 
@@ -2697,6 +2901,14 @@ def test_large_identifier_free_input_is_scanned_linearly() -> None:
         # credit code: each place of the chain may go on two ways, read once all the same.
         "E12345678" * 11_000 + "x",
         "E63134113" * 11_000 + "x",
+        # Near-coordinates: below one, four decimals, out of range, glued, keys of one kind.
+        "0.123456, " * 20_000,
+        "31.2304 " * 20_000,
+        "91.123456 " * 20_000,
+        "1.234567.8," * 20_000,
+        "lat=39.9042&" * 15_000,
+        "纬度39.9042，" * 15_000,
+        "-" * 50_000 + "1.23456",
     ):
         assert scan(text, NOTHING_ALLOWED) == (text, {})
 
@@ -3472,6 +3684,16 @@ def imeis(draw: st.DrawFn) -> str:
 
 
 @st.composite
+def coordinate_pairs(draw: st.DrawFn) -> str:
+    decimals = draw(st.integers(5, 9))
+    lat = round(draw(st.floats(-90, 90)), decimals)
+    lon = round(draw(st.floats(-180, 180)), decimals)
+    assume(abs(lat) >= 1 or abs(lon) >= 1)
+    separator = draw(st.sampled_from([",", ", ", " ", "，"]))
+    return f"{lat:.{decimals}f}{separator}{lon:.{decimals}f}"
+
+
+@st.composite
 def emails(draw: st.DrawFn) -> str:
     local = draw(st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=8))
     domain = draw(st.sampled_from(["example", "qq", "163", "corp"]))
@@ -3523,6 +3745,7 @@ IDENTIFIER_KINDS: dict[str, st.SearchStrategy[str]] = {
     ),
     "email": emails(),
     "imei": imeis(),
+    "location": coordinate_pairs(),
 }
 # Found only with no letter or digit beside them that is no identifier (README: "A passport or
 # travel permit, credit code, Hong Kong, Macau or Taiwanese ID number glued to what is no
@@ -3558,8 +3781,8 @@ def glue_may_hold(before: tuple[str, str], between: str, after: tuple[str, str])
             return False
     elif not between and left.isdigit() and right.isdigit():
         return False
-    # "A MAC address ... Not found: ... a letter or digit glued on".
-    if "mac" in (kind_a, kind_b):
+    # "A MAC address ... Not found: ... a letter or digit glued on", nor a coordinate pair.
+    if "mac" in (kind_a, kind_b) or "location" in (kind_a, kind_b):
         return False
     # "A stop ends an IPv6 address, as a sentence's does, but between two digits": where the
     # address may go on into a dotted quad. Elsewhere a stop is not glue at all.
@@ -3728,6 +3951,12 @@ FRAGMENTS = [
     grouped(IMEI, (2, 6, 6, 1), "-"),
     grouped(IMEI_35, (2, 6, 6, 1)),
     grouped(IMEI, (6, 2, 6, 1), "-"),
+    SHANGHAI,
+    "-33.868820,151.209296",
+    "lat=39.9042&lng=116.4074",
+    "纬度39.9042 经度116.4074",
+    "39.9042",
+    ",",
     "。",
     "：",
     "-",
@@ -3748,7 +3977,8 @@ def test_scan_never_raises_and_redacts_exactly_the_found_spans(text: str) -> Non
         assert last <= m.start < m.end <= len(text)
         assert m.category in CATEGORIES
         last = m.end
-    assert counts == dict(Counter(m.category for m in found))
+    # The second number of a keyed coordinate pair is redacted, not counted again.
+    assert counts == dict(Counter(m.category for m in found if m.counted))
     if not found:
         assert redacted is text
     else:
@@ -3813,6 +4043,8 @@ INVISIBLE = [
             (grouped(IMEI, (2, 6, 6, 1), "-"), DEVICE_ID),
             (grouped(IMEI_35, (2, 6, 6, 1)), DEVICE_ID),
             (grouped(IMEI, (6, 2, 6, 1), "-"), DEVICE_ID),
+            (SHANGHAI, LOCATION),
+            ("-33.868820,151.209296", LOCATION),
         ]
     ),
     st.lists(st.tuples(st.integers(0, 40), st.sampled_from(INVISIBLE)), max_size=6),

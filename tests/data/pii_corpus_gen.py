@@ -845,6 +845,17 @@ def build(rng: random.Random) -> list[Line]:
         )
     for text in NOT_MAC:
         lines.append({"text": text, "expect": []})
+    # Coordinate pairs, after the lines above for the same reason.
+    for i in range(24):
+        value = valid_location(rng, i % 6)
+        if i % 8 == 7:
+            value = fullwidth(value)
+        template = T_LOCATION[i % len(T_LOCATION)]
+        lines.append(
+            {"text": template.format(v=value), "expect": [{"category": LOCATION, "value": value}]}
+        )
+    for text in NOT_LOCATION:
+        lines.append({"text": text, "expect": []})
     return lines
 
 
@@ -883,6 +894,46 @@ NOT_MAC = (
     "Commit 00a1b2c3d4e5f6a7b8c9 fixed the crash.",
     "时间 12:34:56 的心跳包丢失",
 )
+
+
+LOCATION = "location.precise"
+T_LOCATION = (
+    "用户签到位置：{v}，已同步到考勤系统",
+    "crash report: last fix {v} (accuracy 8m)",
+    "维修师傅到达{v}附近，请保持电话畅通",
+    "GPS {v} speed=0 heading=271",
+    "客户发来定位{v}，说车停在这里",
+    "Device reported location {v} before going offline.",
+)
+# Shaped like a coordinate pair and none: four decimals without keys, out of range, both below
+# one, glued to more digits or letters, versions, addresses, dates and times.
+NOT_LOCATION = (
+    "两组的点击概率0.123456, 0.654321，差异显著",
+    "坐标39.9042, 116.4074只精确到四位小数",
+    "读数91.123456, 121.473701超出量程",
+    "校准系数12.345678,190.123456需要复核",
+    "版本1.234567,2.345678.9已回滚",
+    "build v31.230416, 121.473701 failed",
+    "固件版本1.2.31.230416, 2.0.121.473701已发布",
+    "发布日期2025.03.15，归档于2025.03.16",
+    "时间戳10:30:45.123456 12:30:45.654321",
+    "序列号31.230416121.473701无效",
+)
+
+
+def valid_location(rng: random.Random, form: int) -> str:
+    """A coordinate pair somewhere on land a device might be, written in ``form``: 0 a comma and
+    a space, 1 a comma, 2 a space, 3 a full-width comma, 4 southern or western hemisphere, 5
+    longitude first (as the Chinese map services write it)."""
+    lat = rng.uniform(18.0, 53.0)
+    lon = rng.uniform(73.0, 135.0)
+    decimals = rng.choice((5, 6, 6, 7))
+    a, b = f"{lat:.{decimals}f}", f"{lon:.{decimals}f}"
+    if form == 4:
+        a, b = f"{-rng.uniform(1.0, 45.0):.{decimals}f}", f"{-rng.uniform(1.0, 120.0):.{decimals}f}"
+    if form == 5:
+        a, b = b, a
+    return a + (", ", ",", " ", "，", ", ", ",")[form] + b
 
 
 def valid_mac(rng: random.Random, form: int) -> str:
