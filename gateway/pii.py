@@ -36,13 +36,15 @@ _PRIORITY: Final[dict[str, int]] = {
     BANK_ACCOUNT: 2,
     PHONE: 3,
     PASSPORT: 4,
-    IP: 5,
-    # Last: an IPv6 address is a whole colon-bearing token that `ipaddress` accepts, a MAC
-    # address only a shape of six pairs refused beside any colon-separated continuation. No
-    # IPv6 address has six groups without a '::', so the two never claim the same characters;
-    # were a reading ever to make them, the checked address, holding more, would stand. An
-    # IMEI's fifteen digits that a first-generation ID number reads too are that number's.
-    DEVICE_ID: 6,
+    # An IMEI's fifteen digits that a first-generation ID number reads too are that number's.
+    # One before an IPv6 address keeps the digit the address's first group would take
+    # ("01-000000-000000-8a:0:0:0:0:0:0:0"), as the numbers above do. A MAC address is a shape
+    # of six pairs refused beside any colon-separated continuation, and no IPv6 address has six
+    # groups without a '::': the two never claim the same characters.
+    DEVICE_ID: 5,
+    # Last: an IPv6 address gives up to every identifier above what it shares with one, and
+    # keeps the rest (`_ipv6_kept`).
+    IP: 6,
 }
 
 

@@ -3312,6 +3312,13 @@ def test_an_identifier_whose_tail_a_local_part_takes_is_redacted_whole(
             "1/089590/0B0:C32:3:0:11:513B:D6:C11",
             [("1/089590/0", ID_NUMBER), ("B0:C32:3:0:11:513B:D6:C11", IP)],
         ),
+        # An IMEI keeps its check digit as the cards do: before, the address took it and the
+        # IMEI, no longer whole, was forwarded.
+        (
+            "01-000000-000000-8a:0:0:0:0:0:0:0",
+            [("01-000000-000000-8", DEVICE_ID), ("a:0:0:0:0:0:0:0", IP)],
+        ),
+        ("490154203237518fe80::1", [("490154203237518", DEVICE_ID), ("fe80::1", IP)]),
     ],
 )
 def test_a_card_before_an_ipv6_address_that_reads_its_last_digit_as_a_group_is_found(
