@@ -707,8 +707,19 @@ def _add(root: _Draft, segments: tuple[Segment, ...], rule: AllowRule) -> None:
         place = existing
 
 
+# What a field's category holds of what the free-text scanner finds, besides itself: a
+# trajectory is precise locations one after another, redacted from it, it would be none.
+_COVERS: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
+    {"location.trajectory": frozenset({"location.precise"})}
+)
+
+
 def _leaf(rule: AllowRule, path: str) -> _Leaf:
-    allowed = frozenset((rule.category,)) if rule.category else _NO_CATEGORIES
+    allowed = (
+        frozenset((rule.category,)) | _COVERS.get(rule.category, _NO_CATEGORIES)
+        if rule.category
+        else _NO_CATEGORIES
+    )
     allowed_by = f"allowed by {rule.path}" + (f" ({rule.category})" if rule.category else "")
     transformed = (
         f"{describe_transform(rule.transform)}; {allowed_by}" if rule.transform else allowed_by

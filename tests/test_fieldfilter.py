@@ -569,6 +569,28 @@ class FakeScanner:
         }
 
 
+def test_a_trajectory_field_keeps_its_coordinates_and_no_other_field_does() -> None:
+    # A trajectory is precise locations one after another: redacted, it would be none. Its
+    # field keeps them, and only them.
+    p = plan(
+        AllowRule("track[]", "location.trajectory"),
+        AllowRule("spot", "location.precise"),
+        AllowRule("note", "business.note"),
+    )
+    point = "31.230416,121.473701"
+    doc: dict[str, JSONValue] = {
+        "track": [point, f"{point} 13800138000"],
+        "spot": point,
+        "note": f"at {point}",
+    }
+    result = p.apply(doc, {}, hash_key=KEY, scanner=scan)
+    assert result.document == {
+        "track": [point, f"{point} [REDACTED:contact.phone]"],
+        "spot": point,
+        "note": "at [REDACTED:location.precise]",
+    }
+
+
 def test_scanner_sees_every_kept_untransformed_string_with_its_allowed_categories() -> None:
     p = plan(
         AllowRule("note", "business.note"),
