@@ -108,24 +108,37 @@ async def test_nothing_listening_fails_at_once(capsys: pytest.CaptureFixture[str
     )
 
 
+@asynccontextmanager
+async def raw_server(
+    script: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> AsyncIterator[tuple[int, list[asyncio.StreamWriter]]]:
+    """A bare TCP server on 127.0.0.1 running `script` on each connection: its port, and the
+    connections it took (closed on the way out)."""
+    taken: list[asyncio.StreamWriter] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        taken.append(writer)
+        await script(reader, writer)
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1], taken
+    finally:
+        for writer in taken:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
 @pytest.mark.timeout(30)
 async def test_a_server_that_never_answers_fails_at_the_timeout(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    held: list[asyncio.StreamWriter] = []
-
     async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        held.append(writer)  # accepted, read from never, answered never
+        pass  # accepted, read from never, answered never
 
-    server = await asyncio.start_server(hold, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
+    async with raw_server(hold) as (port, held):
         assert await health("--port", str(port), "--timeout", "0.3") == 1
-    finally:
-        for writer in held:
-            writer.close()
-        server.close()
-        await server.wait_closed()
     assert held  # it was connected to, then gave up
     assert capsys.readouterr().err == (
         f"share-gateway health: http://127.0.0.1:{port}/_gateway/health no answer within 0.3 s\n"
@@ -160,23 +173,13 @@ async def test_a_server_that_is_no_working_gateway_fails_in_one_line(
 ) -> None:
     script, said = BROKEN_SERVERS[name]
 
-    served: list[asyncio.StreamWriter] = []
-
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        served.append(writer)
         await reader.readuntil(b"\r\n\r\n")  # the whole request, then the script
         script(writer)
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
+    async with raw_server(serve) as (port, served):
         # Far above what any of them takes: reaching it means the probe waited in vain.
         assert await health("--port", str(port), "--timeout", "10") == 1
-    finally:
-        for writer in served:
-            writer.close()
-        server.close()
-        await server.wait_closed()
     assert len(served) == 1
     assert capsys.readouterr().err == (
         f"share-gateway health: http://127.0.0.1:{port}/_gateway/health {said}\n"
