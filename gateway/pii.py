@@ -2258,9 +2258,9 @@ def _spans(text: str, allowed: frozenset[str]) -> list[_Span]:
     folded, hidden = _fold(text, astral)
     address = _may_hold_address(folded)
     # The second number of a keyed pair is allowed with the first.
-    spans = [span for span in _find_spans(folded, astral, address) if span[2] not in allowed]
-    if LOCATION in allowed:
-        spans = [span for span in spans if span[2] != _PAIRED_LOCATION]
+    spans = [
+        span for span in _find_spans(folded, astral, address) if _category(span[2]) not in allowed
+    ]
     holes: list[int] = []
     if hidden:
         # The astral class is searched range by range: only in a string holding such a
@@ -2298,7 +2298,7 @@ def _spans(text: str, allowed: frozenset[str]) -> list[_Span]:
     unhidden = [
         (*_placed(start, end, steps), cat)
         for start, end, cat in _find_spans(visible, astral, _may_hold_address(visible))
-        if cat not in allowed and (cat != _PAIRED_LOCATION or LOCATION not in allowed)
+        if _category(cat) not in allowed
     ]
     return _merge(unhidden, spans)
 
@@ -2394,7 +2394,7 @@ def scan(text: str, allowed: frozenset[str]) -> tuple[str, dict[str, int]]:
     counts: dict[str, int] = {}
     last = 0
     for start, end, kind in spans:
-        category = LOCATION if kind == _PAIRED_LOCATION else kind
+        category = _category(kind)
         parts.append(text[last:start])
         parts.append(f"[REDACTED:{category}]")
         if kind != _PAIRED_LOCATION:  # a keyed pair is one location
