@@ -137,6 +137,16 @@ def run(
     return code, captured.out, captured.err
 
 
+def verify_problem(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> tuple[str, int | None, str | None]:
+    """`logs verify --format json` of a log that fails: the problem's kind, seq and share id."""
+    code, out, _ = run(["logs", "verify", "--format", "json"], settings, capsys)
+    assert code == 1
+    problem: dict[str, Any] = json.loads(out)["problem"]
+    return problem["kind"], problem["seq"], problem["share_id"]
+
+
 def cursor_of(note: str) -> str:
     """The cursor a page note names for the next page."""
     found = re.search(r"next page: --cursor (\S+) with the same filters", note)
@@ -879,10 +889,7 @@ async def test_verify_fails_naming_the_first_broken_record(
     assert code == 1
     assert out.splitlines()[0].startswith("share log verification FAILED (changed)")
     assert f"first broken record: seq {seq}, share s-3" in out
-    code, out, _ = run(["logs", "verify", "--format", "json"], logged, capsys)
-    assert code == 1
-    problem: dict[str, Any] = json.loads(out)["problem"]
-    assert (problem["kind"], problem["seq"], problem["share_id"]) == ("changed", seq, "s-3")
+    assert verify_problem(logged, capsys) == ("changed", seq, "s-3")
 
 
 async def test_verify_fails_on_a_second_outcome_of_a_share_and_names_both(
@@ -911,10 +918,7 @@ async def test_verify_fails_on_a_second_outcome_of_a_share_and_names_both(
     ]
     [shown] = query(path, share_id="s-3")
     assert shown["outcome"] == "timeout"
-    code, out, _ = run(["logs", "verify", "--format", "json"], logged, capsys)
-    assert code == 1
-    problem: dict[str, Any] = json.loads(out)["problem"]
-    assert (problem["kind"], problem["seq"], problem["share_id"]) == ("outcome", second, "s-3")
+    assert verify_problem(logged, capsys) == ("outcome", second, "s-3")
 
 
 async def test_verify_of_a_share_id_recorded_twice_fails_where_the_first_was_left_open(
@@ -942,10 +946,7 @@ async def test_verify_of_a_share_id_recorded_twice_fails_where_the_first_was_lef
         "was removed or altered, and the share reads as pending",
         "first broken record: seq 2, share s-1",
     ]
-    code, out, _ = run(["logs", "verify", "--format", "json"], settings, capsys)
-    assert code == 1
-    problem: dict[str, Any] = json.loads(out)["problem"]
-    assert (problem["kind"], problem["seq"], problem["share_id"]) == ("outcome", 2, "s-1")
+    assert verify_problem(settings, capsys) == ("outcome", 2, "s-1")
 
 
 async def test_verify_of_a_share_id_recorded_again_after_its_outcome_passes(
