@@ -318,8 +318,8 @@ class _Checker(EntryTally):
         from_seq, to_seq = self._header(header)
         # Looked for before the walk, as `logs verify` asks the log: the few shares whose
         # outcome must be remembered once they are closed, to find a second one.
-        self.links.unlinked_ids = self.lines.unlinked_ids()
-        self.lines.from_seq = self.links.start = from_seq or 1
+        self.lines.from_seq = from_seq or 1
+        self.links.begin(self.lines.from_seq, self.lines.unlinked_ids())
         read = itertools.islice(self.lines.read(), 1, None)
         expected = from_seq
         prev: str | None = None

@@ -48,6 +48,12 @@ class OutcomeLinks:
         self.unlinked_ids: Set[str] = frozenset()
         self.closed: dict[str, tuple[int | None, int]] = {}
 
+    def begin(self, start: int, unlinked_ids: Set[str]) -> None:
+        """The walk starts at seq `start`; `unlinked_ids`: the share ids of its unlinked
+        outcomes, looked for before it."""
+        self.start = start
+        self.unlinked_ids = unlinked_ids
+
     def shared(self, seq: int, share_id: str) -> None:
         """A shared record, open until its outcome comes."""
         self.open_seqs[seq] = share_id

@@ -896,12 +896,10 @@ class _Verifier(EntryTally):
             )
 
         expected, prev = self._start()
-        self.start = self.links.start = expected
+        self.start = expected
         # Read off the index on share_seq, in the walk's snapshot.
-        self.links.unlinked_ids = {
-            str(share_id)
-            for (share_id,) in conn.execute("SELECT share_id FROM outcomes WHERE share_seq IS NULL")
-        }
+        unlinked = conn.execute("SELECT share_id FROM outcomes WHERE share_seq IS NULL")
+        self.links.begin(expected, {str(share_id) for (share_id,) in unlinked})
         subjects = _Peekable(
             conn.execute(
                 "SELECT share_seq, subject_key, typeof(share_seq) || ' ' || typeof(subject_key)"
