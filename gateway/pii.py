@@ -724,6 +724,10 @@ _KEYED_GAP: Final = re.compile("[\\s,;&\"'\uff0c\uff1b\u3001]{0,16}[A-Za-z0-9_.]
 _PAIR_DECIMALS: Final = 5
 # The second number of a keyed pair: redacted as `LOCATION`, not counted again.
 _PAIRED_LOCATION: Final = LOCATION + " (paired)"
+# The sign of a coordinate typed as a minus sign (U+2212), which folds to a space with the
+# other dashes: before a number in decimal degrees that stands apart, it is a minus.
+_MINUS_SIGN: Final = "\u2212"
+_SIGNED_DEGREES: Final = re.compile("(?<![0-9A-Za-z_])(?<!\\d)\u2212(?=\\d{1,3}[.\uff0e]\\d{4})")
 
 
 # --- e-mail addresses ----------------------------------------------------------------------
@@ -2071,6 +2075,8 @@ def _fold_run(m: re.Match[str]) -> str:
 
 def _fold_separator(m: re.Match[str]) -> str:
     c = m.group()
+    if c == _MINUS_SIGN and _SIGNED_DEGREES.match(m.string, m.start()) is not None:
+        return "-"
     if c in _SOUND_MARKS:  # part of a katakana word unless it stands between two digits
         text, at = m.string, m.start()
         if not (0 < at < len(text) - 1 and text[at - 1].isdecimal() and text[at + 1].isdecimal()):

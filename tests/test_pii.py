@@ -2770,6 +2770,31 @@ def test_invisible_characters_inside_a_pair_hide_nothing() -> None:
         assert scan(text, NOTHING_ALLOWED) == (f"[REDACTED:{LOCATION}]", {LOCATION: 1}), text
 
 
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        ("\u221233.868820, 151.209296", "{R}"),
+        ("40.712776,\u221274.005974", "{R}"),
+        ("\u221222.906847 \u221243.172897", "{R}"),
+        ("\uff0d33.868820, 151.209296", "{R}"),  # a full-width hyphen-minus
+        ("坐标：\u221233.868820，151.209296", "坐标：{R}"),
+        ("lat=\u221233.8688&lng=151.2093", "lat={R}&lng={R}"),
+        ("纬度：\uff0d33.8688，经度：151.2093", "纬度：{R}，经度：{R}"),
+    ],
+)
+def test_a_minus_sign_before_a_coordinate_is_redacted_with_it(text: str, redacted: str) -> None:
+    expected = redacted.replace("{R}", f"[REDACTED:{LOCATION}]")
+    assert scan(text, NOTHING_ALLOWED) == (expected, {LOCATION: 1})
+
+
+def test_a_minus_sign_elsewhere_sets_apart_as_before() -> None:
+    # Between digits it is a dash, as in a grouped number; before a number that is no
+    # coordinate it stays out of the redaction.
+    assert spans("138\u22120013\u22128000") == [(PHONE, "138\u22120013\u22128000")]
+    assert spans("x \u221213800138000") == [(PHONE, "13800138000")]
+    assert spans("\u22121.13800138000, 121.473701") == [(PHONE, "13800138000")]
+
+
 # --- precedence, boundaries, redaction ---------------------------------------------------------
 
 
@@ -2909,6 +2934,7 @@ def test_large_identifier_free_input_is_scanned_linearly() -> None:
         "lat=39.9042&" * 15_000,
         "纬度39.9042，" * 15_000,
         "-" * 50_000 + "1.23456",
+        "\u22121.2345 " * 20_000,
     ):
         assert scan(text, NOTHING_ALLOWED) == (text, {})
 
@@ -3697,7 +3723,8 @@ def coordinate_pairs(draw: st.DrawFn) -> str:
     lon = round(draw(st.floats(-180, 180)), decimals)
     assume(abs(lat) >= 1 or abs(lon) >= 1)
     separator = draw(st.sampled_from([",", ", ", " ", "，"]))
-    return f"{lat:.{decimals}f}{separator}{lon:.{decimals}f}"
+    pair = f"{lat:.{decimals}f}{separator}{lon:.{decimals}f}"
+    return pair.replace("-", "\u2212") if draw(st.booleans()) else pair
 
 
 @st.composite
