@@ -760,6 +760,9 @@ _DEGREES_MINUTES: Final = re.compile(
 # The sign of a coordinate typed as a minus sign (U+2212), which folds to a space with the
 # other dashes: before a number in decimal degrees that stands apart, it is a minus.
 _MINUS_SIGN: Final = "\u2212"
+# A search, not a walk over every character in Python: one degree sign in a long document is
+# enough to look for them.
+_DEGREE_SIGN: Final = re.compile("\u00b0")
 _SIGNED_DEGREES: Final = re.compile("(?<![0-9A-Za-z_])(?<!\\d)\u2212(?=\\d{1,3}[.\uff0e]\\d{4})")
 
 
@@ -1671,7 +1674,7 @@ def _locations(norm: str) -> list[list[_Span]]:
     # the speed. Degrees and minutes are read from their degree sign.
     anchors = [m.start() for m in _FOUR_DECIMALS.finditer(norm)]
     if "\u00b0" in norm:
-        signs = [at for at, c in enumerate(norm) if c == "\u00b0"]
+        signs = [m.start() for m in _DEGREE_SIGN.finditer(norm)]
         anchors = sorted(anchors + signs) if anchors else signs
     pairs: list[list[_Span]] = []
     waiting: _Coordinate | None = None  # the number before, not yet in a pair
