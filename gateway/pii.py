@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from gateway.idnumber import PROVINCES, id_ok, looks_like_id
+from gateway.postal import find_postal, may_hold_postal
 
 ID_NUMBER: Final = "identity.id_number"
 CREDIT_CODE: Final = "identity.credit_code"
@@ -24,9 +25,10 @@ BANK_ACCOUNT: Final = "financial.bank_account"
 IP: Final = "device.ip"
 DEVICE_ID: Final = "device.device_id"
 LOCATION: Final = "location.precise"
+ADDRESS: Final = "contact.address"
 
 CATEGORIES: Final[frozenset[str]] = frozenset(
-    {ID_NUMBER, CREDIT_CODE, PASSPORT, PHONE, EMAIL, BANK_ACCOUNT, IP, DEVICE_ID, LOCATION}
+    {ID_NUMBER, CREDIT_CODE, PASSPORT, PHONE, EMAIL, BANK_ACCOUNT, IP, DEVICE_ID, LOCATION, ADDRESS}
 )
 
 # Lower wins when two candidates overlap; email spans are settled before all of these.
@@ -1582,11 +1584,41 @@ def _find_spans(norm: str, astral: bool, address: bool) -> list[_Span]:
             spans += taken
     spans += emails  # after the runs: an address's end may have moved back in one
     spans.sort()
+    if may_hold_postal(norm):
+        spans = _with_postal_addresses(norm, spans)
     # Last: a coordinate gives way to every identifier (`_with_locations`).
     # Most strings hold a stop: a test of one character, then a search for one.
     if "." in norm and _FOUR_DECIMALS.search(norm) is not None:
         return _with_locations(norm, spans)
     return spans
+
+
+def _with_postal_addresses(norm: str, spans: list[_Span]) -> list[_Span]:
+    """``spans`` (in order, none overlapping) with the postal addresses in ``norm``, each cut
+    short of the first identifier inside it: a phone number or ID number keeps its characters
+    (one glued after a room is found as what it is), and an address left without its street
+    number's digits, or its building parts where it has no administrative part, is none."""
+    found = find_postal(norm)
+    if not found:
+        return spans
+    starts = [s for s, _, _ in spans]
+    kept: list[_Span] = []
+    for address in found:
+        start, least = address.start, address.least
+        i = bisect.bisect_right(starts, start)
+        if i and spans[i - 1][1] > start:
+            # An identifier holds its first characters (an e-mail address of CJK letters): what
+            # is left is an address where its name is whole, as one without its
+            # administrative parts.
+            start, least_alone = spans[i - 1][1], address.least_alone
+            if start > address.name or least_alone is None:
+                continue
+            least = least_alone
+        j = bisect.bisect_left(starts, start)
+        end = min(address.end, starts[j]) if j < len(starts) else address.end
+        if end >= least:
+            kept.append((start, end, ADDRESS))
+    return sorted(spans + kept) if kept else spans
 
 
 def _with_locations(norm: str, spans: list[_Span]) -> list[_Span]:
