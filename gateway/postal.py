@@ -36,8 +36,13 @@ _ADMIN_NAME_CAP: Final = 6  # 新疆维吾尔(自治区), 巴音郭楞蒙古(自
 _ESTATE_NAME_CAP: Final = 10
 _ADMIN_PARTS_CAP: Final = 5  # province, city, district, town, and a county-level city
 # Between a street number and the building parts: a building's or estate's name
-# ("88号SOHO现代城5号楼").
+# ("88号SOHO现代城5号楼", "100号环球金融中心58层"), which ends as one does. Any word would take in
+# prose ("人民路3号出口5楼", "一路3号选手排名第5楼").
 _BETWEEN_CAP: Final = 12
+_BUILDING_NAME_ENDS: Final = (
+    *("城", "中心", "大厦", "大楼", "广场", "公寓", "花园", "家园", "小区", "新村", "苑", "园"),
+    *("院", "府", "邸", "公馆", "阁", "庭", "湾", "座"),
+)
 
 # A street and its number: "建国路88号", "深南大道10000号", "建国门外大街甲6号", "88-1号". Bare 道
 # (知道, 频道, 通道) and 里 (这里, 家里) end more words of prose than street names, and are not
@@ -196,9 +201,10 @@ def _parts_after(text: str, at: int) -> list[int]:
         if text[i] in _STOPS:
             break
         i += 1
-        parts, _ = _parts(text, i)
-        if parts:
-            return parts
+        if text.endswith(_BUILDING_NAME_ENDS, at, i):
+            parts, _ = _parts(text, i)
+            if parts:
+                return parts
     return []
 
 

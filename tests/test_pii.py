@@ -2816,6 +2816,7 @@ BEIJING_HOME = "北京市朝阳区建国路88号SOHO现代城5号楼1001室"
         ("送到建国路88号三单元", "建国路88号三单元"),
         ("送到建国路88号5号楼1001", "建国路88号5号楼1001"),  # the number after a building
         ("送到建国路88号SOHO现代城B座1201室", "建国路88号SOHO现代城B座1201室"),
+        ("送到世纪大道100号环球金融中心58层", "世纪大道100号环球金融中心58层"),
         ("送到建国路88号 5号楼 1001室", "建国路88号 5号楼 1001室"),
         ("送到建国路88号5号楼1001房", "建国路88号5号楼1001房"),
         # An estate's name, a building part and a room.
@@ -2894,6 +2895,8 @@ def test_a_street_name_read_back_without_a_stop_is_capped() -> None:
         "阳光小区5号楼",  # an estate and a building, no room
         "阳光小区1001室",  # an estate and a room, no building
         "阳光小区3栋502",  # no 号 or 室
+        "高速公路3号出口5楼",  # words between a number and a floor that name no building
+        "销售一路3号选手排名第5楼",
         "88 Jianguo Road, Chaoyang District, Beijing",  # English and pinyin: not read
         "香港中環皇后大道中99號",  # traditional characters: not read
     ],
