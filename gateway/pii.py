@@ -1519,6 +1519,34 @@ def _ipv6_kept(
     return (start, end) if norm[start:end].strip(":") else (start, start)
 
 
+def _with_postal_addresses(norm: str, spans: list[_Span]) -> list[_Span]:
+    """``spans`` (in order, none overlapping) with the postal addresses in ``norm``, each cut
+    short of the first identifier inside it: a phone number or ID number keeps its characters
+    (one glued after a room is found as what it is), and an address left without its street
+    number's digits, or its building parts where it has no administrative part, is none."""
+    found = find_postal(norm)
+    if not found:
+        return spans
+    starts = [s for s, _, _ in spans]
+    kept: list[_Span] = []
+    for address in found:
+        start, least = address.start, address.least
+        i = bisect.bisect_right(starts, start)
+        if i and spans[i - 1][1] > start:
+            # An identifier holds its first characters (an e-mail address of CJK letters): what
+            # is left is an address where its name is whole, as one without its
+            # administrative parts.
+            start, least_alone = spans[i - 1][1], address.least_alone
+            if start > address.name or least_alone is None:
+                continue
+            least = least_alone
+        j = bisect.bisect_left(starts, start)
+        end = min(address.end, starts[j]) if j < len(starts) else address.end
+        if end >= least:
+            kept.append((start, end, ADDRESS))
+    return sorted(spans + kept) if kept else spans
+
+
 def _find_spans(norm: str, astral: bool, address: bool) -> list[_Span]:
     """The spans in ``norm``; ``address``: whether it may hold an e-mail address at all."""
     emails = _emails(norm, astral) if address else []
@@ -1591,34 +1619,6 @@ def _find_spans(norm: str, astral: bool, address: bool) -> list[_Span]:
     if "." in norm and _FOUR_DECIMALS.search(norm) is not None:
         return _with_locations(norm, spans)
     return spans
-
-
-def _with_postal_addresses(norm: str, spans: list[_Span]) -> list[_Span]:
-    """``spans`` (in order, none overlapping) with the postal addresses in ``norm``, each cut
-    short of the first identifier inside it: a phone number or ID number keeps its characters
-    (one glued after a room is found as what it is), and an address left without its street
-    number's digits, or its building parts where it has no administrative part, is none."""
-    found = find_postal(norm)
-    if not found:
-        return spans
-    starts = [s for s, _, _ in spans]
-    kept: list[_Span] = []
-    for address in found:
-        start, least = address.start, address.least
-        i = bisect.bisect_right(starts, start)
-        if i and spans[i - 1][1] > start:
-            # An identifier holds its first characters (an e-mail address of CJK letters): what
-            # is left is an address where its name is whole, as one without its
-            # administrative parts.
-            start, least_alone = spans[i - 1][1], address.least_alone
-            if start > address.name or least_alone is None:
-                continue
-            least = least_alone
-        j = bisect.bisect_left(starts, start)
-        end = min(address.end, starts[j]) if j < len(starts) else address.end
-        if end >= least:
-            kept.append((start, end, ADDRESS))
-    return sorted(spans + kept) if kept else spans
 
 
 def _with_locations(norm: str, spans: list[_Span]) -> list[_Span]:
