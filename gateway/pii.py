@@ -1533,13 +1533,14 @@ def _with_postal_addresses(norm: str, spans: list[_Span]) -> list[_Span]:
         start, least = address.start, address.least
         i = bisect.bisect_right(starts, start)
         if i and spans[i - 1][1] > start:
-            # An identifier holds its first characters (an e-mail address of CJK letters): what
-            # is left is an address where its name is whole, as one without its
-            # administrative parts.
-            start, least_alone = spans[i - 1][1], address.least_alone
-            if start > address.name or least_alone is None:
-                continue
-            least = least_alone
+            # An identifier holds its first characters (an e-mail address's CJK domain, read on
+            # into a province's or estate's name): what is left is an address as one with what
+            # it has left of its administrative parts, or none, is.
+            start = spans[i - 1][1]
+            if start > address.name:
+                if address.least_alone is None:
+                    continue
+                least = address.least_alone
         j = bisect.bisect_left(starts, start)
         end = min(address.end, starts[j]) if j < len(starts) else address.end
         if end >= least:

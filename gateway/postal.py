@@ -77,9 +77,10 @@ _ESTATE_REACH: Final = 2 + _PARTS_CAP * 8
 @dataclass(frozen=True, slots=True)
 class Address:
     """An address in the text: it starts at ``start`` (its first administrative part, if any),
-    its street or estate name at ``name``, and ends at ``end``. Cut short before ``least`` it
-    is no address; nor, without its administrative parts, before ``least_alone`` (None: then
-    it is none at all)."""
+    its street's or estate's name at ``name``, and it ends at ``end``. Cut short before
+    ``least`` it is no address; nor, without its administrative parts, before ``least_alone``
+    (None: then it is none at all): a street with a number alone is one only with a building
+    part after it."""
 
     start: int
     name: int

@@ -1831,6 +1831,13 @@ def test_what_is_no_postal_address_is_left(text: str) -> None:
             "北京市朝阳区建国路88号张伟@例子.中国",
             [(ADDRESS, "北京市朝阳区建国路88"), (EMAIL, "号张伟@例子.中国")],
         ),
+        # One whose domain reads on into the address's first characters: what is left is an
+        # address as one with what it has left of its administrative parts, or none, is.
+        (
+            "张@例子.北京市朝阳区建国路88号",
+            [(EMAIL, "张@例子.北京"), (ADDRESS, "市朝阳区建国路88号")],
+        ),
+        ("a@b.中国碧桂园3栋2单元502室", [(EMAIL, "a@b.中国"), (ADDRESS, "碧桂园3栋2单元502室")]),
     ],
 )
 def test_no_identifier_gives_characters_to_a_postal_address(
