@@ -1175,7 +1175,11 @@ def profile_with_py_spy(
             "raw",
             *([] if args.lines else ["--function"]),
             "--threads",
-            *(["--native"] if args.native else []),
+            # Pausing the process to sample it (py-spy's default) lands most samples at the next
+            # system call on some virtual machines: a loop calling os.getpid() once per 8 µs of
+            # Python showed 69% of samples in getpid, which costs 0.13 µs. Sampling without
+            # pausing showed 3%. Native stacks need the pause.
+            *(["--native"] if args.native else ["--nonblocking"]),
             "--output",
             str(out),
         ],

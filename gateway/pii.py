@@ -692,7 +692,8 @@ _WHOLE_RE: Final = re.compile(
 # IPv4 address is read with, is not: coordinates are written by software and pasted by people,
 # and looking for one in every string of Chinese prose doubled what they cost office prose. A number
 # glued on its outer side to a letter, a digit, or a stop after one of them ("v1.31.230416",
-# "1.234567,2.345678.9") is part of something else: a version, an address, a file name. So is
+# "1.234567,2.345678.9") is part of something else: a version, an address, a file name (a
+# hemisphere's letter is the one letter a coordinate takes there: `_hemisphere`). So is
 # one after a dash glued to a letter or digit (a range, a code) or after a time's colon
 # ("10:30:45.123456").
 # Where a number with four decimals or more may be: a search for one character, as for the
@@ -726,6 +727,45 @@ _KEYED_GAP: Final = re.compile("[\\s,;&\"'\uff0c\uff1b\u3001]{0,16}[A-Za-z0-9_.]
 _PAIR_DECIMALS: Final = 5
 # The second number of a keyed pair: redacted as `LOCATION`, not counted again.
 _PAIRED_LOCATION: Final = LOCATION + " (paired)"
+# Hemispheres, as GPS modules, device logs and trackers write them: a capital letter right
+# before the number (`N31.230416`) or after it, a degree sign and a space allowed between
+# (`31.230416°N`, `31.230416 N`), or a Chinese word before it (`北纬31.230416°`, `东经：121.4737`).
+# Only capitals: after a number, lower-case `s`, `w`, `e` and `n` are seconds, watts, an
+# exponent and a nano-something in logs. A letter glued into a word (`EN31.230416`,
+# `ONE121.473701`) is none. A hemisphere names the number as a key does, and is part of the
+# location: it is redacted with the number.
+_HEMISPHERE_BEFORE: Final = re.compile(
+    "(?:(?<![0-9A-Za-z_])(?P<letter>[NSEW])"
+    "|(?P<word>[\u5317\u5357]\u7eac|[\u4e1c\u897f]\u7ecf)[ ]*(?:[:\uff1a][ ]*)?)\\Z"
+)
+_HEMISPHERE_REACH: Final = 8
+# What names a latitude: the rest name a longitude.
+_LATITUDE_HEMISPHERES: Final = frozenset({"N", "S", "\u5317\u7eac", "\u5357\u7eac"})
+# After a number (degrees, or the minutes or seconds of degrees-minutes-seconds): a degree sign,
+# then a letter; then nothing a number would run on with, as after a number without one.
+_HEMISPHERE_AFTER: Final = re.compile(
+    "(?P<degree>\u00b0?)(?:(?P<space> ?)(?P<letter>[NSEW]))?(?![0-9A-Za-z_])(?!\\.[0-9A-Za-z_])"
+)
+# What may stand before a number without a hemisphere before it: as `_COORDINATE_NUMBER`
+# reads it, but with no sign (a hemisphere says it already: `S-33.8688` is no coordinate).
+_NOTHING_GLUED_BEFORE: Final = re.compile(r"(?<![0-9A-Za-z_\-])(?<![0-9A-Za-z_][.\-])(?<![0-9]:)")
+_UNSIGNED_DEGREES: Final = re.compile(r"(?P<units>[0-9]{1,3})\.(?P<decimals>[0-9]{4,}+)")
+# Degrees, minutes and seconds as devices print them, only with a hemisphere on both numbers
+# of the pair: `31°13'49.5"N`, `31°13′49.5″N`, or degrees and decimal minutes, the NMEA-style
+# form of GPS units, `N31°13.825'`. Minutes without seconds need two decimals (about twenty
+# metres); whole minutes are a couple of kilometres.
+_DEGREES_MINUTES: Final = re.compile(
+    "(?P<degrees>[0-9]{1,3})\u00b0 ?"
+    "(?:(?P<minutes>[0-9]{1,2})['\u2032] ?(?P<seconds>[0-9]{1,2}(?:\\.[0-9]+)?)[\"\u2033]"
+    "|(?P<decimal_minutes>[0-9]{1,2}\\.[0-9]{2,})['\u2032])"
+)
+# The sign of a coordinate typed as a minus sign (U+2212), which folds to a space with the
+# other dashes: before a number in decimal degrees that stands apart, it is a minus.
+_MINUS_SIGN: Final = "\u2212"
+# A search, not a walk over every character in Python: one degree sign in a long document is
+# enough to look for them.
+_DEGREE_SIGN: Final = re.compile("\u00b0")
+_SIGNED_DEGREES: Final = re.compile("(?<![0-9A-Za-z_])(?<!\\d)\u2212(?=\\d{1,3}[.\uff0e]\\d{4})")
 
 
 # --- e-mail addresses ----------------------------------------------------------------------
@@ -1616,8 +1656,9 @@ def _find_spans(norm: str, astral: bool, address: bool) -> list[_Span]:
     if may_hold_postal(norm):
         spans = _with_postal_addresses(norm, spans)
     # Last: a coordinate gives way to every identifier (`_with_locations`).
-    # Most strings hold a stop: a test of one character, then a search for one.
-    if "." in norm and _FOUR_DECIMALS.search(norm) is not None:
+    # Most strings hold a stop: a test of one character, then a search for one. Degrees and
+    # minutes hold a degree sign.
+    if ("." in norm and _FOUR_DECIMALS.search(norm) is not None) or "\u00b0" in norm:
         return _with_locations(norm, spans)
     return spans
 
@@ -1641,15 +1682,21 @@ def _with_locations(norm: str, spans: list[_Span]) -> list[_Span]:
 
 @dataclass(frozen=True, slots=True)
 class _Coordinate:
-    """A number in decimal degrees: where its key (if any, else the number) starts, where the
-    number starts and ends, and what its key says it is (None: no key)."""
+    """A number in degrees: where its key (if any, else its lead) starts; where it starts and
+    ends with its hemisphere (``lead``, ``tail``) and without (``start``, ``end``); what its key
+    or hemisphere says it is (None: neither); whether a hemisphere says it (``marked``), and
+    whether it reads as a number without one too (``plain``: the letter set apart after it)."""
 
     key_start: int
+    lead: int
     start: int
     end: int
+    tail: int
     latitude: bool | None
+    marked: bool
+    plain: bool
     degrees: float  # unsigned: only ranges are checked
-    decimals: int
+    decimals: int  # of a number without a hemisphere: how precise it is
 
 
 def _locations(norm: str) -> list[list[_Span]]:
@@ -1657,14 +1704,21 @@ def _locations(norm: str) -> list[list[_Span]]:
     second without keys, each number apart with them (the keys between stay readable)."""
     # Read from the stops with four digits after them: a pattern tried at every character of
     # a long text made office prose that holds a version number ("10.0.19045") scan at half
-    # the speed.
-    stops = [m.start() for m in _FOUR_DECIMALS.finditer(norm)]
+    # the speed. Degrees and minutes are read from their degree sign.
+    anchors = [m.start() for m in _FOUR_DECIMALS.finditer(norm)]
+    if "\u00b0" in norm:
+        signs = [m.start() for m in _DEGREE_SIGN.finditer(norm)]
+        anchors = sorted(anchors + signs) if anchors else signs
     pairs: list[list[_Span]] = []
     waiting: _Coordinate | None = None  # the number before, not yet in a pair
-    for at in stops:
-        number = _coordinate_at(norm, at)
+    reached = 0  # where the last number read ends: a stop inside its minutes is no number
+    for at in anchors:
+        if at < reached:
+            continue
+        number = _minutes_at(norm, at) if norm[at] == "\u00b0" else _coordinate_at(norm, at)
         if number is None:
             continue
+        reached = number.tail
         pair = _pair(norm, waiting, number) if waiting is not None else None
         if pair is not None:
             pairs.append(pair)
@@ -1675,22 +1729,93 @@ def _locations(norm: str) -> list[list[_Span]]:
 
 
 def _coordinate_at(norm: str, stop: int) -> _Coordinate | None:
-    """The number in decimal degrees whose decimal point is at ``stop``, with its key."""
+    """The number in decimal degrees whose decimal point is at ``stop``, with its key or
+    hemisphere."""
     start = stop
     while start > stop - 3 and start > 0 and norm[start - 1] in _DIGITS:
         start -= 1
+    number = _UNSIGNED_DEGREES.match(norm, start)
+    if number is None or number.end("units") != stop:
+        return None
+    degrees = float(f"{number['units']}.{number['decimals']}")
+    decimals = len(number["decimals"])
+    marked = _hemisphere(norm, start, number.end(), degrees, decimals)
+    if marked is not None:
+        return marked
     if start > 0 and norm[start - 1] == "-":
         start -= 1
     m = _COORDINATE_NUMBER.match(norm, start)
     if m is None or m.end("units") != stop:
         return None
     key = _COORDINATE_KEY.search(norm, max(0, start - _KEY_REACH), start)
-    degrees = float(f"{m['units']}.{m['decimals']}")
     if key is None:
-        return _Coordinate(start, start, m.end(), None, degrees, len(m["decimals"]))
+        return _Coordinate(
+            start, start, start, m.end(), m.end(), None, False, False, degrees, decimals
+        )
+    latitude = _key_says_latitude(key)
+    return _Coordinate(
+        key.start(), start, start, m.end(), m.end(), latitude, False, False, degrees, decimals
+    )
+
+
+def _key_says_latitude(key: re.Match[str]) -> bool:
+    """Whether the key `_COORDINATE_KEY` found names a latitude."""
     name = key["key"]
-    latitude = name[:2].lower() == "la" or name == "\u7eac\u5ea6"
-    return _Coordinate(key.start(), start, m.end(), latitude, degrees, len(m["decimals"]))
+    return name[:2].lower() == "la" or name == "\u7eac\u5ea6"
+
+
+def _hemisphere(
+    norm: str, start: int, end: int, degrees: float, decimals: int
+) -> _Coordinate | None:
+    """The number from ``start`` to ``end`` (unsigned, its degrees ``degrees``) as a coordinate
+    with the hemisphere written beside it, if one is and nothing else stands glued to it.
+    Where it is none, the number is read as one without a hemisphere."""
+    before = _HEMISPHERE_BEFORE.search(norm, max(0, start - _HEMISPHERE_REACH), start)
+    after = _HEMISPHERE_AFTER.match(norm, end)
+    if after is None:
+        return None
+    tail = after.end()
+    if before is not None:
+        if after["letter"] is not None:
+            # Two hemispheres on one number; a letter set apart after it opens what follows
+            # ("N31.230416 E121.473701 N/A").
+            if not after["space"]:
+                return None
+            tail = after.end("degree")
+        lead = before.start()
+        latitude = (before["letter"] or before["word"]) in _LATITUDE_HEMISPHERES
+    elif after["letter"] is not None and _NOTHING_GLUED_BEFORE.match(norm, start) is not None:
+        lead = start
+        latitude = after["letter"] in _LATITUDE_HEMISPHERES
+    else:
+        return None
+    key = _COORDINATE_KEY.search(norm, max(0, lead - _KEY_REACH), lead)
+    if key is not None and _key_says_latitude(key) != latitude:
+        return None  # a key and a hemisphere that disagree
+    key_start = key.start() if key is not None else lead
+    # Where no letter is glued to the number, it is a number without a hemisphere too:
+    # "31.230416, 121.473701 N/A" is a pair before a word, "北纬31.230416，121.473701" one after.
+    plain = (before is None or before["word"] is not None) and after.start("letter") != end
+    return _Coordinate(key_start, lead, start, end, tail, latitude, True, plain, degrees, decimals)
+
+
+def _minutes_at(norm: str, sign: int) -> _Coordinate | None:
+    """The number in degrees and minutes (and seconds) whose degree sign is at ``sign``, if a
+    hemisphere is written beside it."""
+    start = sign
+    while start > sign - 3 and start > 0 and norm[start - 1] in _DIGITS:
+        start -= 1
+    m = _DEGREES_MINUTES.match(norm, start)
+    if m is None or m.end("degrees") != sign:
+        return None
+    if m["decimal_minutes"] is not None:
+        minutes, seconds = float(m["decimal_minutes"]), 0.0
+    else:
+        minutes, seconds = float(m["minutes"]), float(m["seconds"])
+    if minutes >= 60 or seconds >= 60:
+        return None
+    degrees = int(m["degrees"]) + minutes / 60 + seconds / 3600
+    return _hemisphere(norm, start, m.end(), degrees, 0)
 
 
 def _pair(norm: str, first: _Coordinate, second: _Coordinate) -> list[_Span] | None:
@@ -1702,20 +1827,27 @@ def _pair(norm: str, first: _Coordinate, second: _Coordinate) -> list[_Span] | N
         return None
     if first.latitude is not None and second.latitude is not None:
         lat, lon = (a, b) if first.latitude else (b, a)
-        if (
-            first.latitude != second.latitude
-            and lat <= 90
-            and lon <= 180
-            and _KEYED_GAP.fullmatch(norm, first.end, second.key_start) is not None
-        ):
-            return [
-                (first.start, first.end, LOCATION),
-                (second.start, second.end, _PAIRED_LOCATION),
-            ]
+        if first.latitude != second.latitude and lat <= 90 and lon <= 180:
+            # Hemispheres on both and nothing between but a separator: one location, as a
+            # pair without them is.
+            if (
+                first.marked
+                and second.marked
+                and _PAIR_SEPARATOR.fullmatch(norm, first.tail, second.lead) is not None
+            ):
+                return [(first.lead, second.tail, LOCATION)]
+            if _KEYED_GAP.fullmatch(norm, first.tail, second.key_start) is not None:
+                return [
+                    (first.lead, first.tail, LOCATION),
+                    (second.lead, second.tail, _PAIRED_LOCATION),
+                ]
     # Latitude first as most write it, or longitude first where the first cannot be a latitude,
-    # as GeoJSON and the Chinese map services write it ("116.481488,39.990464").
+    # as GeoJSON and the Chinese map services write it ("116.481488,39.990464"). A hemisphere
+    # glued to one number only is half a say: no pair.
     if (
-        first.decimals >= _PAIR_DECIMALS
+        (first.plain or not first.marked)
+        and (second.plain or not second.marked)
+        and first.decimals >= _PAIR_DECIMALS
         and second.decimals >= _PAIR_DECIMALS
         and ((a <= 90 and b <= 180) or (a <= 180 and b <= 90))
         and _PAIR_SEPARATOR.fullmatch(norm, first.end, second.start) is not None
@@ -2104,6 +2236,8 @@ def _fold_run(m: re.Match[str]) -> str:
 
 def _fold_separator(m: re.Match[str]) -> str:
     c = m.group()
+    if c == _MINUS_SIGN and _SIGNED_DEGREES.match(m.string, m.start()) is not None:
+        return "-"
     if c in _SOUND_MARKS:  # part of a katakana word unless it stands between two digits
         text, at = m.string, m.start()
         if not (0 < at < len(text) - 1 and text[at - 1].isdecimal() and text[at + 1].isdecimal()):

@@ -2903,8 +2903,8 @@ def test_each_pair_is_counted_once() -> None:
         "31．230416，121．473701",  # wide stops among ASCII digits
         "31。230416，121。473701",
         "纬度：39。9042，经度：116。4074",
-        "N31.230416, E121.473701",  # hemisphere letters glued on
-        "31°13'49.5\"N 121°28'25.3\"E",  # degrees, minutes and seconds
+        "N31.230416, 121.473701",  # a hemisphere glued on one number only
+        "31°13'49.5\"N 121°28'25.3\"",
         "geohash wtw3sjq6q",
     ],
 )
@@ -2967,6 +2967,195 @@ def test_invisible_characters_inside_a_pair_hide_nothing() -> None:
         "31.230416,\u200b 121.473701",
         "31.2304\u00ad16, 121.473701",
         "31.230416,121\u200d.473701",
+    ):
+        assert scan(text, NOTHING_ALLOWED) == (f"[REDACTED:{LOCATION}]", {LOCATION: 1}), text
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "N31.230416, E121.473701",
+        "N31.230416,E121.473701",
+        "N31.230416 E121.473701",
+        "31.230416N, 121.473701E",
+        "31.230416°N, 121.473701°E",
+        "31.230416° N, 121.473701° E",
+        "31.230416 N, 121.473701 E",
+        "31.230416 N 121.473701 E",
+        "N31.230416°, E121.473701°",
+        "E121.473701 N31.230416",  # longitude first: the letters say which is which
+        "121.473701°E, 31.230416°N",
+        "S33.8688, E151.2093",  # four decimals, as with keys
+        "33.868820°S 151.209296°E",
+        "N40.712776 W74.005974",
+        "22.906847°S, 43.172897°W",
+        "N0.347596, E32.582520",
+        "N90.0000 W180.0000",
+        "北纬31.230416° 东经121.473701°",
+        "东经121.473701，北纬31.230416",
+        "北纬：31.230416，东经：121.473701",
+        "南纬33.8688 西经70.6693",
+        fullwidth("N31.230416,E121.473701"),
+        "北纬３１．２３０４１６°，东经１２１．４７３７０１°",
+        "N31.230416, E121.473701".translate(ARABIC_INDIC),
+        # Degrees, minutes and seconds, and degrees and decimal minutes, as devices print them.
+        "31°13'49.5\"N 121°28'25.3\"E",
+        "31°13′49.5″N 121°28′25.3″E",
+        "31°13'49\"N, 121°28'25\"E",
+        "31° 13' 49.5\" N, 121° 28' 25.3\" E",
+        "33°52'7.8\"S 151°12'33.5\"E",
+        "N31°13.825' E121°28.422'",
+        "N31°13.825′, E121°28.422′",
+        "33°52.13'S 151°12.56'E",
+        "北纬31°13′49.5″ 东经121°28′25.3″",
+    ],
+)
+def test_a_pair_with_hemispheres_is_found_with_them(value: str) -> None:
+    assert spans(f"定位：{value}，请核对") == [(LOCATION, value)]
+    assert spans(f"GPS {value} fix") == [(LOCATION, value)]
+    assert scan(f"签到{value}", NOTHING_ALLOWED) == (f"签到[REDACTED:{LOCATION}]", {LOCATION: 1})
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        # Set apart as keyed numbers may be, each number goes with its hemisphere.
+        ("N31.2304; E121.4737", "{R}; {R}"),
+        ("lat: 31.2304 N, lng: 121.4737 E", "lat: {R}, lng: {R}"),
+        ("lat=N31.2304&lng=E121.4737", "lat={R}&lng={R}"),
+        ("北纬31.2304 经度121.4737", "{R} 经度{R}"),
+        # A letter set apart after a pair opens what follows.
+        ("N31.230416 E121.473701 N/A", "{R} N/A"),
+        ("31.230416, 121.473701 N/A", "{R} N/A"),
+        ("lat=39.9042&lng=116.4074 S", "lat={R}&lng={R} S"),
+        # A hemisphere on one number only is half a say: a pair without hemispheres is read as
+        # it was.
+        ("北纬31.230416，121.473701", "北纬{R}"),
+    ],
+)
+def test_a_hemisphere_goes_with_its_number(text: str, redacted: str) -> None:
+    expected = redacted.replace("{R}", f"[REDACTED:{LOCATION}]")
+    assert scan(text, NOTHING_ALLOWED) == (expected, {LOCATION: 1})
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        ("\u221233.868820, 151.209296", "{R}"),
+        ("40.712776,\u221274.005974", "{R}"),
+        ("\u221222.906847 \u221243.172897", "{R}"),
+        ("\uff0d33.868820, 151.209296", "{R}"),  # a full-width hyphen-minus
+        ("坐标：\u221233.868820，151.209296", "坐标：{R}"),
+        ("lat=\u221233.8688&lng=151.2093", "lat={R}&lng={R}"),
+        ("纬度：\uff0d33.8688，经度：151.2093", "纬度：{R}，经度：{R}"),
+    ],
+)
+def test_a_minus_sign_before_a_coordinate_is_redacted_with_it(text: str, redacted: str) -> None:
+    expected = redacted.replace("{R}", f"[REDACTED:{LOCATION}]")
+    assert scan(text, NOTHING_ALLOWED) == (expected, {LOCATION: 1})
+
+
+def test_a_minus_sign_elsewhere_sets_apart_as_before() -> None:
+    # Between digits it is a dash, as in a grouped number; before a number that is no
+    # coordinate it stays out of the redaction.
+    assert spans("138\u22120013\u22128000") == [(PHONE, "138\u22120013\u22128000")]
+    assert spans("x \u221213800138000") == [(PHONE, "13800138000")]
+    assert spans("\u22121.13800138000, 121.473701") == [(PHONE, "13800138000")]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "N31.230416, 121.473701",  # one letter missing
+        "31.230416N, 121.473701",
+        "31.230416, 121.473701E",
+        "31.230416°N, 121.473701°",
+        "N31.2304 S31.2304",  # two latitudes
+        "E121.4737 W121.4737",
+        "北纬31.2304 南纬31.2304",
+        "N31.2304 E181.2345",  # out of range for its letter
+        "N91.2304 E121.4737",
+        "E121.4737 N121.4737",
+        "N31.230 E121.473",  # three decimals
+        "N0.1234 E0.5678",  # both below one
+        "EN31.230416, ONE121.473701",  # glued into words
+        "EN31.230416 E121.473701",
+        "N31.230416 ONE121.473701",
+        "N31.230416N 121.473701E",  # two letters on one number
+        "31.230416N121.473701E",  # no separator
+        "S-33.8688 E151.2093",  # a sign as well as a hemisphere
+        "N31.230416x E121.473701",
+        "n31.230416, e121.473701",  # lower case: seconds, watts, exponents
+        "31.2304 s, 121.4737 w",
+        "N 31.230416, E 121.473701",  # the letter before a number is glued to it
+        "31.2304°C 121.4737°C",
+        "31°13'49.5\" 121°28'25.3\"",  # degrees and minutes without hemispheres
+        "N31°63.825' E121°28.422'",  # minutes or seconds out of range
+        "31°13'69.5\"N 121°28'25.3\"E",
+        "31°60'00\"N 121°28'25.3\"E",
+        "N31°13' E121°28'",  # whole minutes: kilometres
+        "N31°13.8' E121°28.4'",
+        "N31°13.825' 121°28.422'",
+        "N91°13.825' E121°28.422'",
+    ],
+)
+def test_what_is_no_pair_with_hemispheres_is_left(text: str) -> None:
+    assert scan(text, NOTHING_ALLOWED) == (text, {})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # An identifier the same characters read as keeps them; what is left is no pair.
+        ("N31.13800138000, E121.473701", [(PHONE, "13800138000")]),
+        (f"N31.230416, E121.{CARD_16}", [(BANK_ACCOUNT, CARD_16)]),
+        (f"31.230416°N, 121.{IMEI}°E", [(DEVICE_ID, IMEI)]),
+        (f"北纬31.{ID_1990}，东经121.473701", [(ID_NUMBER, ID_1990)]),
+        (f"N31.{OLD_ID} E121.473701", [(ID_NUMBER, OLD_ID)]),
+        # Glued to its hemisphere letter, an identifier takes it; the pair is none.
+        (f"IMEI{IMEI}N31.230416 E121.473701", [(DEVICE_ID, IMEI)]),
+        ("13800138000N31.230416 E121.473701", [(PHONE, "13800138000")]),
+        (f"31°13'49.5\"N 121°28'25.3\"E{IMEI}", [(DEVICE_ID, IMEI)]),
+        ("N31.230416@qq.com E121.473701", [(EMAIL, "N31.230416@qq.com")]),
+        ("192.168.1.1N31.230416 E121.473701", [(IP, "192.168.1.1")]),
+        # Beside identifiers, each is found.
+        (
+            "E12345678 N31.230416 E121.473701",
+            [(PASSPORT, "E12345678"), (LOCATION, "N31.230416 E121.473701")],
+        ),
+        (
+            "N31.230416 E121.473701 E12345678",
+            [(LOCATION, "N31.230416 E121.473701"), (PASSPORT, "E12345678")],
+        ),
+        (
+            f"31°13'49.5\"N 121°28'25.3\"E {IMEI}",
+            [(LOCATION, "31°13'49.5\"N 121°28'25.3\"E"), (DEVICE_ID, IMEI)],
+        ),
+    ],
+)
+def test_no_identifier_gives_characters_to_a_pair_with_hemispheres(
+    text: str, expected: list[tuple[str, str]]
+) -> None:
+    assert spans(text) == expected
+
+
+def test_a_location_field_keeps_its_hemispheres() -> None:
+    text = "司机13800138000在N31.230416 E121.473701，北纬31°13′49.5″ 东经121°28′25.3″"
+    assert scan(text, frozenset({LOCATION})) == (
+        "司机[REDACTED:contact.phone]在N31.230416 E121.473701，北纬31°13′49.5″ 东经121°28′25.3″",
+        {PHONE: 1},
+    )
+    assert scan(text, frozenset({PHONE})) == (
+        f"司机13800138000在[REDACTED:{LOCATION}]，[REDACTED:{LOCATION}]",
+        {LOCATION: 2},
+    )
+
+
+def test_invisible_characters_inside_a_pair_with_hemispheres_hide_nothing() -> None:
+    for text in (
+        "N\u200b31.230416, E121.473701",
+        "31.230416°N,\u200b 121.473701°E",
+        "31°13'49.5\"\u200dN 121°28'25.3\"E",
     ):
         assert scan(text, NOTHING_ALLOWED) == (f"[REDACTED:{LOCATION}]", {LOCATION: 1}), text
 
@@ -3111,6 +3300,14 @@ def test_large_identifier_free_input_is_scanned_linearly() -> None:
         "lat=39.9042&" * 15_000,
         "纬度39.9042，" * 15_000,
         "-" * 50_000 + "1.23456",
+        # Near-coordinates with hemispheres: latitudes only, glued into words, out of range.
+        "N31.2304 " * 20_000,
+        "EN31.2304 " * 20_000,
+        "31.2304°N " * 20_000,
+        "北纬31.2304，" * 15_000,
+        "31°13'69.5\"N " * 15_000,
+        "1°" * 50_000,
+        "\u22121.2345 " * 20_000,
     ):
         assert scan(text, NOTHING_ALLOWED) == (text, {})
 
@@ -3904,7 +4101,36 @@ def coordinate_pairs(draw: st.DrawFn) -> str:
     lon = round(draw(st.floats(-180, 180)), decimals)
     assume(abs(lat) >= 1 or abs(lon) >= 1)
     separator = draw(st.sampled_from([",", ", ", " ", "，"]))
-    return f"{lat:.{decimals}f}{separator}{lon:.{decimals}f}"
+    form = draw(st.sampled_from(["signed", "minus sign", "letters", "words", "minutes"]))
+    if form in ("signed", "minus sign"):
+        pair = f"{lat:.{decimals}f}{separator}{lon:.{decimals}f}"
+        return pair.replace("-", "\u2212") if form == "minus sign" else pair
+    hemispheres = ("N" if lat >= 0 else "S", "E" if lon >= 0 else "W")
+    if form == "words":
+        hemispheres = ("北纬" if lat >= 0 else "南纬", "东经" if lon >= 0 else "西经")
+    if form == "minutes":
+        numbers = [degrees_and_minutes(abs(v), draw(st.booleans())) for v in (lat, lon)]
+    else:
+        sign = draw(st.sampled_from(["", "°"]))
+        numbers = [f"{abs(v):.{decimals}f}{sign}" for v in (lat, lon)]
+    if form == "words" or draw(st.booleans()):
+        written = [f"{h}{n}" for h, n in zip(hemispheres, numbers, strict=True)]
+    else:
+        space = draw(st.sampled_from(["", " "]))
+        written = [f"{n}{space}{h}" for h, n in zip(hemispheres, numbers, strict=True)]
+    if draw(st.booleans()):  # the letters say which is which
+        written.reverse()
+    return separator.join(written)
+
+
+def degrees_and_minutes(value: float, seconds: bool) -> str:
+    """``value`` in degrees, minutes and seconds (tenths), or degrees and decimal minutes."""
+    if seconds:
+        degrees, tenths = divmod(round(value * 36_000), 36_000)
+        minutes, tenths = divmod(tenths, 600)
+        return f"{degrees}°{minutes}'{tenths // 10}.{tenths % 10}\""
+    degrees, thousandths = divmod(round(value * 60_000), 60_000)
+    return f"{degrees}°{thousandths // 1000}.{thousandths % 1000:03d}'"
 
 
 @st.composite
