@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from gateway.idnumber import PROVINCES, id_ok, looks_like_id
+from gateway.postal import find_postal, may_hold_postal
 
 ID_NUMBER: Final = "identity.id_number"
 CREDIT_CODE: Final = "identity.credit_code"
@@ -24,9 +25,10 @@ BANK_ACCOUNT: Final = "financial.bank_account"
 IP: Final = "device.ip"
 DEVICE_ID: Final = "device.device_id"
 LOCATION: Final = "location.precise"
+ADDRESS: Final = "contact.address"
 
 CATEGORIES: Final[frozenset[str]] = frozenset(
-    {ID_NUMBER, CREDIT_CODE, PASSPORT, PHONE, EMAIL, BANK_ACCOUNT, IP, DEVICE_ID, LOCATION}
+    {ID_NUMBER, CREDIT_CODE, PASSPORT, PHONE, EMAIL, BANK_ACCOUNT, IP, DEVICE_ID, LOCATION, ADDRESS}
 )
 
 # Lower wins when two candidates overlap; email spans are settled before all of these.
@@ -1557,6 +1559,35 @@ def _ipv6_kept(
     return (start, end) if norm[start:end].strip(":") else (start, start)
 
 
+def _with_postal_addresses(norm: str, spans: list[_Span]) -> list[_Span]:
+    """``spans`` (in order, none overlapping) with the postal addresses in ``norm``, each cut
+    short of the first identifier inside it: a phone number or ID number keeps its characters
+    (one glued after a room is found as what it is), and an address left without its street
+    number's digits, or its building parts where it has no administrative part, is none."""
+    found = find_postal(norm)
+    if not found:
+        return spans
+    starts = [s for s, _, _ in spans]
+    kept: list[_Span] = []
+    for address in found:
+        start, least = address.start, address.least
+        i = bisect.bisect_right(starts, start)
+        if i and spans[i - 1][1] > start:
+            # An identifier holds its first characters (an e-mail address's CJK domain, read on
+            # into a province's or estate's name): what is left is an address as one with what
+            # it has left of its administrative parts, or none, is.
+            start = spans[i - 1][1]
+            if start > address.name:
+                if address.least_alone is None:
+                    continue
+                least = address.least_alone
+        j = bisect.bisect_left(starts, start)
+        end = min(address.end, starts[j]) if j < len(starts) else address.end
+        if end >= least:
+            kept.append((start, end, ADDRESS))
+    return sorted(spans + kept) if kept else spans
+
+
 def _find_spans(norm: str, astral: bool, address: bool) -> list[_Span]:
     """The spans in ``norm``; ``address``: whether it may hold an e-mail address at all."""
     emails = _emails(norm, astral) if address else []
@@ -1622,6 +1653,8 @@ def _find_spans(norm: str, astral: bool, address: bool) -> list[_Span]:
             spans += taken
     spans += emails  # after the runs: an address's end may have moved back in one
     spans.sort()
+    if may_hold_postal(norm):
+        spans = _with_postal_addresses(norm, spans)
     # Last: a coordinate gives way to every identifier (`_with_locations`).
     # Most strings hold a stop: a test of one character, then a search for one. Degrees and
     # minutes hold a degree sign.

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from gateway import pii
 from gateway.idnumber import id_ok, stated_birth_date
 from gateway.pii import (
+    ADDRESS,
     BANK_ACCOUNT,
     CATEGORIES,
     CREDIT_CODE,
@@ -1663,6 +1664,206 @@ def test_cjk_punctuation_and_whitespace_end_the_local_part_and_the_domain(bounda
         assert spans(text) == [(EMAIL, address)], text
 
 
+# --- contact.address ---------------------------------------------------------------------------
+
+BEIJING_HOME = "北京市朝阳区建国路88号SOHO现代城5号楼1001室"
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        # A street with a number and the administrative parts before it.
+        (f"请寄到{BEIJING_HOME}", BEIJING_HOME),
+        (
+            "地址：上海市浦东新区张江镇碧波路690号3号楼502室",
+            "上海市浦东新区张江镇碧波路690号3号楼502室",
+        ),
+        (
+            "住址广东省深圳市南山区科技园南区深南大道10000号",
+            "广东省深圳市南山区科技园南区深南大道10000号",
+        ),
+        ("寄往北京市朝阳区建国路88号", "北京市朝阳区建国路88号"),
+        ("客户在江苏省南京市鼓楼区中山北路589号，周末在家", "江苏省南京市鼓楼区中山北路589号"),
+        (
+            "新疆维吾尔自治区乌鲁木齐市天山区解放北路88号",
+            "新疆维吾尔自治区乌鲁木齐市天山区解放北路88号",
+        ),
+        ("公司位于浙江省杭州市西湖区文三路90号", "浙江省杭州市西湖区文三路90号"),
+        ("快递员说北京市东城区建国门外大街甲6号", "北京市东城区建国门外大街甲6号"),
+        ("上海市黄浦区南京东路88-1号", "上海市黄浦区南京东路88-1号"),
+        ("北京市东城区南锣鼓巷59号", "北京市东城区南锣鼓巷59号"),
+        ("上海市徐汇区田子坊弄12号", "上海市徐汇区田子坊弄12号"),
+        ("北京市西城区百花深处胡同7号", "北京市西城区百花深处胡同7号"),
+        ("北京市东城区王府井大街255号", "北京市东城区王府井大街255号"),
+        ("天津市和平区解放路100号院", "天津市和平区解放路100号院"),
+        # A street with a number and a building part after it, each kind.
+        ("送到建国路88号5号楼", "建国路88号5号楼"),
+        ("送到建国路88号3栋", "建国路88号3栋"),
+        ("送到建国路88号2幢", "建国路88号2幢"),
+        ("送到建国路88号1单元", "建国路88号1单元"),
+        ("送到建国路88号1001室", "建国路88号1001室"),
+        ("送到建国路88号5层", "建国路88号5层"),
+        ("送到建国路88号5楼", "建国路88号5楼"),
+        ("送到建国路88号B座", "建国路88号B座"),
+        ("送到建国路88号-1001", "建国路88号-1001"),
+        ("送到建国路88号三单元", "建国路88号三单元"),
+        ("送到建国路88号5号楼1001", "建国路88号5号楼1001"),  # the number after a building
+        ("送到建国路88号SOHO现代城B座1201室", "建国路88号SOHO现代城B座1201室"),
+        ("送到世纪大道100号环球金融中心58层", "世纪大道100号环球金融中心58层"),
+        ("送到建国路88号 5号楼 1001室", "建国路88号 5号楼 1001室"),
+        ("送到建国路88号5号楼1001房", "建国路88号5号楼1001房"),
+        # An estate's name, a building part and a room.
+        ("阳光小区5号楼1001室", "阳光小区5号楼1001室"),
+        ("住址碧桂园3栋2单元502室", "碧桂园3栋2单元502室"),
+        ("地址：翠苑12幢3单元2404室", "翠苑12幢3单元2404室"),
+        ("望京新村12号楼5单元2801室", "望京新村12号楼5单元2801室"),
+        ("阳光小区5号楼1单元12层B座1001室", "阳光小区5号楼1单元12层B座1001室"),
+        ("上海市浦东新区滨江花园3号楼1201室", "上海市浦东新区滨江花园3号楼1201室"),
+        # Full-width digits and letters, as the scanner reads them elsewhere.
+        ("北京市朝阳区建国路８８号", "北京市朝阳区建国路８８号"),
+        ("送到建国路８８号Ｂ座１００１室", "建国路８８号Ｂ座１００１室"),
+    ],
+)
+def test_a_postal_address_is_found(text: str, value: str) -> None:
+    assert spans(text) == [(ADDRESS, value)]
+    assert scan(text, NOTHING_ALLOWED) == (
+        text.replace(value, f"[REDACTED:{ADDRESS}]"),
+        {ADDRESS: 1},
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        # The lead-in before the first administrative part is left.
+        (f"请寄到{BEIJING_HOME}", "请寄到{R}"),
+        ("地址：上海市浦东新区张江镇碧波路690号3号楼502室", "地址：{R}"),
+        ("住址广东省深圳市南山区科技园南区深南大道10000号", "住址{R}"),
+        # Without one, the street's name back to a stop or a punctuation mark.
+        ("快递放在了建国路88号5号楼门口", "快递放在了{R}门口"),
+        ("Delivery to 建国路88号5号楼, thanks", "Delivery to {R}, thanks"),
+        # What the prose puts before a province's name is left.
+        ("快递员说北京市朝阳区建国路88号", "快递员说{R}"),
+        # Two addresses are two.
+        (
+            "从北京市朝阳区建国路88号寄到上海市黄浦区人民路100号",
+            "从{R}寄到{R}",
+        ),
+    ],
+)
+def test_an_address_runs_from_its_first_part_to_its_last(text: str, redacted: str) -> None:
+    redacted_text, counts = scan(text, NOTHING_ALLOWED)
+    assert redacted_text == redacted.replace("{R}", f"[REDACTED:{ADDRESS}]")
+    assert counts == {ADDRESS: redacted.count("{R}")}
+
+
+def test_a_street_name_read_back_without_a_stop_is_capped() -> None:
+    # No stop before the street: its name is taken back twelve characters, no more.
+    text = "今天下午三点左右快递小哥打电话通知包裹转交中山路88号5号楼"
+    assert spans(text) == [(ADDRESS, "哥打电话通知包裹转交中山路88号5号楼")]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "北京市朝阳区",  # an area, no street
+        "会议改在北京市朝阳区召开",
+        "北京市朝阳区建国路",  # a street without a number
+        "我在人民路上堵了半小时",
+        "建国路88号",  # a street number alone: a landmark, a shop, a corner
+        "约在建国路88号门口见",
+        "周末去天安门广场参观",
+        "请查阅第3号文件",
+        "会议改在5楼会议室",
+        "会议室1001室已经预订",
+        "路由器3号口掉线",
+        "道路3号施工路段已封闭",
+        "我知道88号是谁负责的",
+        "我知道88号楼在哪",
+        "频道5号节目",
+        "地铁2号线和10号线换乘",
+        "上海市浦东新区张江路1号线",
+        "这里3号5楼",  # 里 and bare 道 end more words than streets: not read
+        "北京市朝阳区建国路八十八号",  # Chinese numerals: read only as runs of seven or more
+        "阳光小区5号楼",  # an estate and a building, no room
+        "阳光小区1001室",  # an estate and a room, no building
+        "阳光小区3栋502",  # no 号 or 室
+        "高速公路3号出口5楼",  # words between a number and a floor that name no building
+        "销售一路3号选手排名第5楼",
+        "88 Jianguo Road, Chaoyang District, Beijing",  # English and pinyin: not read
+        "香港中環皇后大道中99號",  # traditional characters: not read
+    ],
+)
+def test_what_is_no_postal_address_is_left(text: str) -> None:
+    assert scan(text, NOTHING_ALLOWED) == (text, {})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # An identifier after an address is found as what it is, glued on or not.
+        (
+            "北京市朝阳区建国路88号13800138000",
+            [(ADDRESS, "北京市朝阳区建国路88号"), (PHONE, "13800138000")],
+        ),
+        (
+            f"{BEIJING_HOME}，电话13800138000",
+            [(ADDRESS, BEIJING_HOME), (PHONE, "13800138000")],
+        ),
+        (
+            "建国路88号5号楼13800138000",
+            [(ADDRESS, "建国路88号5号楼"), (PHONE, "13800138000")],
+        ),
+        (
+            f"碧桂园3栋2单元502室{ID_1990}",
+            [(ADDRESS, "碧桂园3栋2单元502室"), (ID_NUMBER, ID_1990)],
+        ),
+        (
+            "北京市朝阳区建国路88号li@example.com",
+            [(ADDRESS, "北京市朝阳区建国路88号"), (EMAIL, "li@example.com")],
+        ),
+        (
+            "13800138000北京市朝阳区建国路88号",
+            [(PHONE, "13800138000"), (ADDRESS, "北京市朝阳区建国路88号")],
+        ),
+        # An e-mail address of CJK letters takes the 号 before it; the address keeps the rest.
+        (
+            "北京市朝阳区建国路88号张伟@例子.中国",
+            [(ADDRESS, "北京市朝阳区建国路88"), (EMAIL, "号张伟@例子.中国")],
+        ),
+        # One whose domain reads on into the address's first characters: what is left is an
+        # address as one with what it has left of its administrative parts, or none, is.
+        (
+            "张@例子.北京市朝阳区建国路88号",
+            [(EMAIL, "张@例子.北京"), (ADDRESS, "市朝阳区建国路88号")],
+        ),
+        ("a@b.中国碧桂园3栋2单元502室", [(EMAIL, "a@b.中国"), (ADDRESS, "碧桂园3栋2单元502室")]),
+    ],
+)
+def test_no_identifier_gives_characters_to_a_postal_address(
+    text: str, expected: list[tuple[str, str]]
+) -> None:
+    assert spans(text) == expected
+
+
+def test_an_address_field_keeps_its_addresses() -> None:
+    text = f"收件人王女士，{BEIJING_HOME}，电话13800138000"
+    assert scan(text, frozenset({ADDRESS})) == (
+        f"收件人王女士，{BEIJING_HOME}，电话[REDACTED:{PHONE}]",
+        {PHONE: 1},
+    )
+    assert scan(text, frozenset({PHONE})) == (
+        f"收件人王女士，[REDACTED:{ADDRESS}]，电话13800138000",
+        {ADDRESS: 1},
+    )
+    assert scan(text, CATEGORIES)[0] is text
+
+
+def test_an_invisible_character_inside_an_address_hides_nothing() -> None:
+    text = "北京市朝阳区建国路\u200b88号"
+    assert scan(text, NOTHING_ALLOWED) == (f"[REDACTED:{ADDRESS}]", {ADDRESS: 1})
+
+
 # --- identity.credit_code ----------------------------------------------------------------------
 
 
@@ -3051,6 +3252,7 @@ def test_categories_are_the_documented_names() -> None:
         "device.ip",
         "device.device_id",
         "location.precise",
+        "contact.address",
     } == CATEGORIES
 
 
@@ -3761,16 +3963,21 @@ GLUED = [
     (grouped(IMEI, (2, 6, 6, 1), "-"), DEVICE_ID),
     (grouped(IMEI_35, (2, 6, 6, 1)), DEVICE_ID),
     (grouped(IMEI, (6, 2, 6, 1), "-"), DEVICE_ID),
+    ("北京市朝阳区建国路88号", ADDRESS),
+    ("碧桂园3栋2单元502室", ADDRESS),
 ]
 
 
 def may_follow(before: str, after: str) -> bool:
     """Whether ``after`` written right after ``before`` is two identifiers to a reader: a letter
     on one side of where they meet (between two digits nothing says where a number ends), no
-    local part of an address (it takes any letters and digits before its '@'), and after an
-    IPv6 address only a letter that is no hex digit (its hex digits run on)."""
+    local part of an address (it takes any letters and digits before its '@'), after an IPv6
+    address only a letter that is no hex digit (its hex digits run on), and no postal address
+    right after another (its estate's name is the building's name of the one before)."""
     if after.endswith(".com"):
         return before.endswith(".com")
+    if before[-1] in "号室" and after[-1] in "号室":
+        return False
     if ":" in before:
         return after[0].isalpha() and after[0] not in "ABCDEFabcdef"
     return before[-1].isalpha() or after[0].isalpha()
@@ -3933,6 +4140,18 @@ def emails(draw: st.DrawFn) -> str:
     return f"{local}@{domain}." + draw(st.sampled_from(["com", "cn", "org", "com.cn", "net"]))
 
 
+@st.composite
+def postal_addresses(draw: st.DrawFn) -> str:
+    admin = draw(
+        st.sampled_from(["", "北京市朝阳区", "广东省深圳市南山区", "上海市浦东新区张江镇"])
+    )
+    street = draw(st.sampled_from(["建国路", "深南大道", "南锣鼓巷", "王府井大街"]))
+    number = draw(st.integers(1, 99999))
+    parts = draw(st.lists(st.sampled_from(["5号楼", "3栋", "1单元", "1001室", "B座"]), max_size=3))
+    assume(admin or parts)
+    return f"{admin}{street}{number}号{''.join(parts)}"
+
+
 IDENTIFIER_KINDS: dict[str, st.SearchStrategy[str]] = {
     "id": id_numbers(),
     "phone": st.one_of(
@@ -3977,6 +4196,7 @@ IDENTIFIER_KINDS: dict[str, st.SearchStrategy[str]] = {
         lambda octets: ":".join(f"{o:02x}" for o in octets)
     ),
     "email": emails(),
+    "address": postal_addresses(),
     "imei": imeis(),
     "location": coordinate_pairs(),
 }
@@ -4001,6 +4221,10 @@ def glue_may_hold(before: tuple[str, str], between: str, after: tuple[str, str])
     (kind_a, a), (kind_b, b) = before, after
     left, right = a[-1], b[0]
     # "Between two digits nothing says where one number ends".
+    # A postal address ends in a CJK character, as prose does: a letter or digit after it is
+    # read with what follows, as after any prose.
+    if between and kind_a == "address":
+        return False
     if between.isdigit():
         # But after a letter, before an IPv6 address, a digit runs on into its first group or,
         # where that cannot take it, sets the two apart ("a decimal one only after an
@@ -4134,6 +4358,11 @@ FRAGMENTS = [
     "li@example.com",
     "张伟@例子.中国",
     "josé@correo.es",
+    "北京市朝阳区建国路88号",
+    "5号楼",
+    "1001室",
+    "碧桂园",
+    "地址：",
     "例子",
     ".中国",
     "＠",

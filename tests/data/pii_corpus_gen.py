@@ -856,6 +856,20 @@ def build(rng: random.Random) -> list[Line]:
         )
     for text in NOT_LOCATION:
         lines.append({"text": text, "expect": []})
+    # Postal addresses, after the lines above for the same reason; one in four with a phone
+    # number after it.
+    for i in range(24):
+        value = valid_address(rng, i % 6)
+        expect = [{"category": ADDRESS, "value": value}]
+        if i % 4 == 3:
+            phone = valid_phone(rng)
+            text = f"收件人：王女士，{value}，电话{phone}"
+            expect.append({"category": PHONE, "value": phone})
+        else:
+            text = T_ADDRESS[i % len(T_ADDRESS)].format(v=value)
+        lines.append({"text": text, "expect": expect})
+    for text in NOT_ADDRESS:
+        lines.append({"text": text, "expect": []})
     return lines
 
 
@@ -934,6 +948,68 @@ def valid_location(rng: random.Random, form: int) -> str:
     if form == 5:
         a, b = b, a
     return a + (", ", ",", " ", "，", ", ", ",")[form] + b
+
+
+ADDRESS = "contact.address"
+PHONE = "contact.phone"
+T_ADDRESS = (
+    "请寄到{v}，谢谢",
+    "地址：{v}",
+    "客户住址{v}，上门维修请提前联系",
+    "Delivery note: 送货地址{v}",
+    "工单备注：用户家在{v}，周末在家",
+    "快递员说包裹已放在{v}门口",
+)
+# Shaped like an address and none: an area without a number, a landmark, a street without one,
+# a number with no street, words ending in 路 or 道 before a number.
+NOT_ADDRESS = (
+    "会议改在北京市朝阳区召开，具体地点另行通知",
+    "周末去天安门广场和人民英雄纪念碑参观",
+    "我在人民路上堵了半小时",
+    "请查阅第3号文件和5楼会议室的预订记录",
+    "路由器3号口掉线，已重启",
+    "道路3号施工路段已封闭",
+    "我知道88号是谁负责的",
+    "地铁2号线和10号线换乘站在国贸",
+    "建国路88号",
+    "上海市浦东新区张江镇政府发布通知",
+    "会议室1001室已经预订，请准时参加",
+    "深南大道改造工程第3期本周完工",
+)
+PROVINCE_CITY_DISTRICT = (
+    ("北京市", "", "朝阳区"),
+    ("上海市", "", "浦东新区"),
+    ("广东省", "深圳市", "南山区"),
+    ("浙江省", "杭州市", "西湖区"),
+    ("江苏省", "南京市", "鼓楼区"),
+    ("四川省", "成都市", "武侯区"),
+    ("天津市", "", "和平区"),
+    ("湖北省", "武汉市", "洪山区"),
+)
+STREETS = words("建国路 碧波路 深南大道 文三路 中山北路 人民南路 解放大道 淮海中路 南锣鼓巷 长安街")
+ESTATES = words("阳光小区 碧桂园 望京新村 翠苑 金色家园 滨江花园")
+
+
+def valid_address(rng: random.Random, form: int) -> str:
+    """A home address, written in ``form``: 0 administrative parts, street and number; 1 a
+    street, number and building parts; 2 an estate, building and room; 3 all of them with a
+    building's name; 4 full-width digits; 5 a room after a dash."""
+    province, city, district = rng.choice(PROVINCE_CITY_DISTRICT)
+    admin = province + city + district
+    street = rng.choice(STREETS) + f"{rng.randint(1, 999)}号"
+    building = f"{rng.randint(1, 30)}{rng.choice(('号楼', '栋', '幢'))}"
+    room = f"{rng.randint(1, 30)}{rng.randint(1, 4):02d}室"
+    if form == 0:
+        return admin + street
+    if form == 1:
+        return street + building + room
+    if form == 2:
+        return rng.choice(ESTATES) + building + f"{rng.randint(1, 6)}单元" + room
+    if form == 3:
+        return admin + street + "SOHO现代城" + building + room
+    if form == 4:
+        return fullwidth(admin + street + building)
+    return admin + street + f"-{rng.randint(1, 30)}{rng.randint(1, 4):02d}"
 
 
 def valid_mac(rng: random.Random, form: int) -> str:
